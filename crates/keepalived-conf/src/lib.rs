@@ -1,0 +1,92 @@
+//! keepalived.conf, understood exactly: the whole language (comments, quotes, braces,
+//! `include` with globs, `$NAME` definitions, `@ID` conditionals) and a typed model of the
+//! blocks Fulcrum runs: global_defs, vrrp_script, track_file, vrrp_sync_group,
+//! vrrp_instance, virtual_server_group, virtual_server, real_server and its checkers.
+//!
+//! Reading files is the only IO here; whether an interface exists is asked through a
+//! callback so that host checks stay the caller's decision.
+
+#![forbid(unsafe_code)]
+
+mod build;
+pub mod lexer;
+pub mod model;
+mod print;
+pub mod tree;
+
+use std::path::Path;
+
+use fulcrum_diag::{Diagnostic, SourceMap};
+
+pub use lexer::LexOptions;
+pub use model::*;
+pub use print::print;
+
+/// How to load a configuration.
+#[derive(Default)]
+pub struct LoadOptions<'a> {
+    pub lex: LexOptions,
+    /// Answers whether a network interface exists here; `None` turns host checks off.
+    pub interface_exists: Option<&'a dyn Fn(&str) -> bool>,
+}
+
+impl std::fmt::Debug for LoadOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadOptions")
+            .field("lex", &self.lex)
+            .field("host_checks", &self.interface_exists.is_some())
+            .finish()
+    }
+}
+
+/// The result of a load: the model when there were no errors, every diagnostic (errors and
+/// warnings, in file order), and the files read, to render the diagnostics with.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Option<KeepalivedConfig>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub sources: SourceMap,
+}
+
+impl Loaded {
+    pub fn has_errors(&self) -> bool {
+        fulcrum_diag::has_errors(&self.diagnostics)
+    }
+}
+
+/// Loads a keepalived.conf from disk, following its includes.
+pub fn load(path: &Path, options: &LoadOptions<'_>) -> Loaded {
+    let mut lexer = lexer::Lexer::new(&options.lex);
+    lexer.read_root(path);
+    finish(lexer, options)
+}
+
+/// Parses keepalived.conf text that did not come from a file; `name` is used in messages
+/// and as the base for relative includes.
+pub fn parse_str(name: &Path, text: &str, options: &LoadOptions<'_>) -> Loaded {
+    let mut lexer = lexer::Lexer::new(&options.lex);
+    lexer.lex_file(name, text.as_bytes());
+    finish(lexer, options)
+}
+
+fn finish(lexer: lexer::Lexer<'_>, options: &LoadOptions<'_>) -> Loaded {
+    let lexer::Lexer {
+        sources,
+        mut diagnostics,
+        lines,
+        ..
+    } = lexer;
+    let nodes = tree::build(lines, &mut diagnostics);
+    let config = build::Builder::new(&mut diagnostics, options.interface_exists).config(&nodes);
+    fulcrum_diag::sort(&mut diagnostics);
+    let config = if fulcrum_diag::has_errors(&diagnostics) {
+        None
+    } else {
+        Some(config)
+    };
+    Loaded {
+        config,
+        diagnostics,
+        sources,
+    }
+}
