@@ -219,7 +219,11 @@ impl<'a> Builder<'a> {
         if let Some(extra) = n.args.get(max) {
             self.warn(
                 extra.span,
-                format!("extra argument '{}' after '{}' ignored", extra.text, n.name()),
+                format!(
+                    "extra argument '{}' after '{}' ignored",
+                    extra.text,
+                    n.name()
+                ),
             );
         }
     }
@@ -265,7 +269,10 @@ impl<'a> Builder<'a> {
                 None
             }
             Err(_) => {
-                self.error(span, format!("invalid {what} '{text}': expected a whole number"));
+                self.error(
+                    span,
+                    format!("invalid {what} '{text}': expected a whole number"),
+                );
                 None
             }
         }
@@ -352,7 +359,9 @@ impl<'a> Builder<'a> {
                         span,
                         format!("interface '{name}' does not exist in this network namespace"),
                     )
-                    .with_help("use --no-host-checks to check a configuration meant for another host"),
+                    .with_help(
+                        "use --no-host-checks to check a configuration meant for another host",
+                    ),
                 );
             }
         }
@@ -364,7 +373,10 @@ impl<'a> Builder<'a> {
         self.at_most(n, 3);
         let command = self.arg(n, 0, "a script")?.to_string();
         if command.trim().is_empty() {
-            self.error(Self::arg_span(n, 0), format!("empty script for '{}'", n.name()));
+            self.error(
+                Self::arg_span(n, 0),
+                format!("empty script for '{}'", n.name()),
+            );
             return None;
         }
         let user = n.args.get(1).map(|u| ScriptUser {
@@ -385,7 +397,13 @@ impl<'a> Builder<'a> {
     }
 
     fn track_weight_at(&mut self, n: &Node, i: usize) -> Option<TrackWeight> {
-        let v = self.int_at(n, i, "weight", i64::from(TrackWeight::MIN), i64::from(TrackWeight::MAX))?;
+        let v = self.int_at(
+            n,
+            i,
+            "weight",
+            i64::from(TrackWeight::MIN),
+            i64::from(TrackWeight::MAX),
+        )?;
         TrackWeight::new(v).ok()
     }
 
@@ -474,7 +492,9 @@ impl<'a> Builder<'a> {
                 RefKind::Script => (self.script_names.contains(&r.name), "vrrp_script"),
                 RefKind::TrackFile => (self.track_file_names.contains(&r.name), "track_file"),
                 RefKind::Instance => (self.instance_spans.contains_key(&r.name), "vrrp_instance"),
-                RefKind::ServerGroup => (self.group_names.contains(&r.name), "virtual_server_group"),
+                RefKind::ServerGroup => {
+                    (self.group_names.contains(&r.name), "virtual_server_group")
+                }
             };
             if !known {
                 self.error(r.span, format!("{what} '{}' is not defined", r.name));
@@ -705,10 +725,8 @@ impl<'a> Builder<'a> {
                         } else {
                             match a.text.parse::<i64>() {
                                 Ok(v) => value = Some(v),
-                                Err(_) => self.error(
-                                    a.span,
-                                    format!("invalid init_file value '{}'", a.text),
-                                ),
+                                Err(_) => self
+                                    .error(a.span, format!("invalid init_file value '{}'", a.text)),
                             }
                         }
                     }
@@ -787,7 +805,10 @@ impl<'a> Builder<'a> {
             }
         }
         if g.group.is_empty() {
-            self.error(n.span(), format!("vrrp_sync_group '{}' has no 'group'", g.name));
+            self.error(
+                n.span(),
+                format!("vrrp_sync_group '{}' has no 'group'", g.name),
+            );
             return None;
         }
         Some(g)
@@ -962,11 +983,22 @@ impl<'a> Builder<'a> {
             }
         }
         let Some(vrid) = vrid else {
-            self.error(n.span(), format!("vrrp_instance '{name}' has no virtual_router_id"));
+            self.error(
+                n.span(),
+                format!("vrrp_instance '{name}' has no virtual_router_id"),
+            );
             return None;
         };
         i.virtual_router_id = vrid;
-        self.check_instance(&i, globals, state_span, nopreempt_span, preempt_delay_span, advert_span, auth_span);
+        self.check_instance(
+            &i,
+            globals,
+            state_span,
+            nopreempt_span,
+            preempt_delay_span,
+            advert_span,
+            auth_span,
+        );
         Some(i)
     }
 
@@ -984,26 +1016,43 @@ impl<'a> Builder<'a> {
         let master = i.state == Some(InitialState::Master);
         if master && i.nopreempt {
             if let Some(span) = nopreempt_span {
-                self.warn(span, "nopreempt needs 'state BACKUP'; keepalived ignores it with state MASTER");
+                self.warn(
+                    span,
+                    "nopreempt needs 'state BACKUP'; keepalived ignores it with state MASTER",
+                );
             }
         }
         if master && i.preempt_delay.is_some() {
             if let Some(span) = preempt_delay_span {
-                self.warn(span, "preempt_delay needs 'state BACKUP'; keepalived ignores it with state MASTER");
+                self.warn(
+                    span,
+                    "preempt_delay needs 'state BACKUP'; keepalived ignores it with state MASTER",
+                );
             }
         }
-        let version = i.version.or(globals.vrrp_version).unwrap_or(VrrpVersion::V2);
+        let version = i
+            .version
+            .or(globals.vrrp_version)
+            .unwrap_or(VrrpVersion::V2);
         if let Some(span) = advert_span {
             match version {
                 VrrpVersion::V2 => {
                     if i.advert_int < Timer::from_secs(1) || i.advert_int > Timer::from_secs(255) {
-                        self.error(span, format!("advert_int {} is out of range 1..255 seconds for VRRP version 2", i.advert_int));
+                        self.error(
+                            span,
+                            format!(
+                                "advert_int {} is out of range 1..255 seconds for VRRP version 2",
+                                i.advert_int
+                            ),
+                        );
                     } else if !i.advert_int.is_whole_seconds() {
                         self.warn(span, format!("VRRP version 2 advertises whole seconds; advert_int {} is rounded down", i.advert_int));
                     }
                 }
                 VrrpVersion::V3 => {
-                    if i.advert_int < Timer::from_micros(10_000) || i.advert_int > Timer::from_micros(40_950_000) {
+                    if i.advert_int < Timer::from_micros(10_000)
+                        || i.advert_int > Timer::from_micros(40_950_000)
+                    {
                         self.error(span, format!("advert_int {} is out of range 0.01..40.95 seconds for VRRP version 3", i.advert_int));
                     } else if i.advert_int.as_micros() % 10_000 != 0 {
                         self.warn(span, format!("VRRP version 3 advertises centiseconds; advert_int {} is rounded down", i.advert_int));
@@ -1013,12 +1062,18 @@ impl<'a> Builder<'a> {
         }
         if version == VrrpVersion::V3 && i.authentication.is_some() {
             if let Some(span) = auth_span {
-                self.warn(span, "VRRP version 3 has no authentication; keepalived ignores it");
+                self.warn(
+                    span,
+                    "VRRP version 3 has no authentication; keepalived ignores it",
+                );
             }
         }
         if i.priority == Priority::OWNER && i.state == Some(InitialState::Backup) {
             if let Some(span) = state_span {
-                self.warn(span, "priority 255 is the address owner, which always starts as MASTER");
+                self.warn(
+                    span,
+                    "priority 255 is the address owner, which always starts as MASTER",
+                );
             }
         }
         if let (Some(v4), Some(v6)) = (
@@ -1077,7 +1132,10 @@ impl<'a> Builder<'a> {
                 None
             }
             Some((k, span)) => {
-                self.error(span, format!("invalid auth_type '{k}': expected PASS or AH"));
+                self.error(
+                    span,
+                    format!("invalid auth_type '{k}': expected PASS or AH"),
+                );
                 None
             }
             None => {
@@ -1107,7 +1165,10 @@ impl<'a> Builder<'a> {
             None => (text.as_str(), None),
         };
         let Ok(addr) = addr_text.parse::<IpAddr>() else {
-            self.error(line.keyword.span, format!("invalid IP address '{addr_text}'"));
+            self.error(
+                line.keyword.span,
+                format!("invalid IP address '{addr_text}'"),
+            );
             return None;
         };
         let max_prefix = if addr.is_ipv4() { 32 } else { 128 };
@@ -1151,17 +1212,23 @@ impl<'a> Builder<'a> {
                         a.dev = Some(dev);
                     }
                 }
-                "scope" => match self.arg(line, i + 1, "a scope after 'scope'") {
-                    Some(s @ ("site" | "link" | "host" | "nowhere" | "global")) => {
-                        a.scope = Some(s.to_string())
+                "scope" => {
+                    match self.arg(line, i + 1, "a scope after 'scope'") {
+                        Some(s @ ("site" | "link" | "host" | "nowhere" | "global")) => {
+                            a.scope = Some(s.to_string())
+                        }
+                        Some(s) => {
+                            let span = Self::arg_span(line, i + 1);
+                            self.error(span, format!("invalid scope '{s}': expected global, site, link, host or nowhere"));
+                        }
+                        None => {}
                     }
-                    Some(s) => {
-                        let span = Self::arg_span(line, i + 1);
-                        self.error(span, format!("invalid scope '{s}': expected global, site, link, host or nowhere"));
-                    }
-                    None => {}
-                },
-                "label" => a.label = self.arg(line, i + 1, "a label after 'label'").map(str::to_string),
+                }
+                "label" => {
+                    a.label = self
+                        .arg(line, i + 1, "a label after 'label'")
+                        .map(str::to_string)
+                }
                 _ => {
                     self.error(span, format!("unknown virtual address option '{key}'"));
                     return None;
@@ -1292,7 +1359,10 @@ impl<'a> Builder<'a> {
                 ServiceKey::Address { addr, port }
             }
             None => {
-                self.error(n.span(), "'virtual_server' needs 'IP PORT', 'fwmark N' or 'group NAME'");
+                self.error(
+                    n.span(),
+                    "'virtual_server' needs 'IP PORT', 'fwmark N' or 'group NAME'",
+                );
                 return None;
             }
         };
@@ -1344,14 +1414,19 @@ impl<'a> Builder<'a> {
                     self.no_block(c);
                     self.at_most(c, 2);
                     if let Some(ip) = self.ip_at(c, 0) {
-                        let port = if c.args.len() > 1 { self.port_at(c, 1) } else { None };
+                        let port = if c.args.len() > 1 {
+                            self.port_at(c, 1)
+                        } else {
+                            None
+                        };
                         vs.sorry_server = Some((ip, port));
                     }
                 }
                 "sorry_server_inhibit" => vs.sorry_server_inhibit = self.flag(c).unwrap_or(false),
                 "sorry_server_lvs_method" => {
                     self.no_block(c);
-                    vs.sorry_server_lvs_method = self.enum_at::<ForwardMethod>(c, 0, "forwarding method");
+                    vs.sorry_server_lvs_method =
+                        self.enum_at::<ForwardMethod>(c, 0, "forwarding method");
                 }
                 "ha_suspend" => vs.ha_suspend = self.flag(c).unwrap_or(false),
                 "ops" | "one_packet_scheduling" => vs.ops = self.flag(c).unwrap_or(false),
@@ -1383,13 +1458,28 @@ impl<'a> Builder<'a> {
             }
         }
         if (vs.sh_port || vs.sh_fallback) && vs.lb_algo != Scheduler::Sh {
-            self.warn(n.span(), format!("sh-port and sh-fallback apply to lb_algo sh, not {}", vs.lb_algo));
+            self.warn(
+                n.span(),
+                format!(
+                    "sh-port and sh-fallback apply to lb_algo sh, not {}",
+                    vs.lb_algo
+                ),
+            );
         }
         if (vs.mh_port || vs.mh_fallback) && vs.lb_algo != Scheduler::Mh {
-            self.warn(n.span(), format!("mh-port and mh-fallback apply to lb_algo mh, not {}", vs.lb_algo));
+            self.warn(
+                n.span(),
+                format!(
+                    "mh-port and mh-fallback apply to lb_algo mh, not {}",
+                    vs.lb_algo
+                ),
+            );
         }
         if vs.ops && vs.protocol != Protocol::Udp {
-            self.warn(n.span(), "one-packet scheduling ('ops') applies to UDP services only");
+            self.warn(
+                n.span(),
+                "one-packet scheduling ('ops') applies to UDP services only",
+            );
         }
         let service_port = match vs.key {
             ServiceKey::Address { port, .. } => Some(port),
@@ -1411,7 +1501,13 @@ impl<'a> Builder<'a> {
             if rs.addr.is_ipv4() != vs_family_v4(vs).unwrap_or(rs.addr.is_ipv4())
                 && method != ForwardMethod::Tun
             {
-                self.error(*span, format!("real_server {} is not of the virtual server's address family", rs.addr));
+                self.error(
+                    *span,
+                    format!(
+                        "real_server {} is not of the virtual server's address family",
+                        rs.addr
+                    ),
+                );
             }
         }
     }
@@ -1434,7 +1530,11 @@ impl<'a> Builder<'a> {
     fn real_server(&mut self, n: &Node) -> Option<RealServer> {
         self.at_most(n, 2);
         let addr = self.ip_at(n, 0)?;
-        let port = if n.args.len() > 1 { self.port_at(n, 1) } else { None };
+        let port = if n.args.len() > 1 {
+            self.port_at(n, 1)
+        } else {
+            None
+        };
         let mut rs = RealServer::new(addr, port);
         let Some(block) = &n.block else {
             // keepalived accepts a real server without a block: weight 1, no checkers.
@@ -1461,8 +1561,8 @@ impl<'a> Builder<'a> {
                 "notify_down" => rs.notify_down = self.script(c),
                 "uthreshold" => rs.uthreshold = self.u32_value(c, "uthreshold"),
                 "lthreshold" => rs.lthreshold = self.u32_value(c, "lthreshold"),
-                "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "SMTP_CHECK" | "DNS_CHECK"
-                | "UDP_CHECK" | "PING_CHECK" | "FILE_CHECK" => {
+                "TCP_CHECK" | "HTTP_GET" | "SSL_GET" | "MISC_CHECK" | "SMTP_CHECK"
+                | "DNS_CHECK" | "UDP_CHECK" | "PING_CHECK" | "FILE_CHECK" => {
                     if let Some(ch) = self.checker(c) {
                         rs.checkers.push(ch);
                     }
@@ -1505,7 +1605,9 @@ impl<'a> Builder<'a> {
                 }
             }
             "fwmark" => {
-                common.fwmark = self.int(c, "fwmark", 1, i64::from(u32::MAX)).map(|v| v as u32)
+                common.fwmark = self
+                    .int(c, "fwmark", 1, i64::from(u32::MAX))
+                    .map(|v| v as u32)
             }
             "connect_timeout" => common.connect_timeout = self.timer(c),
             "retry" | "nb_get_retry" | "nb_sock_retry" => common.retry = self.u32_value(c, "retry"),
@@ -1569,7 +1671,10 @@ impl<'a> Builder<'a> {
                     }
                 }
                 if h.urls.is_empty() {
-                    self.error(n.span(), format!("{} needs at least one 'url' block", n.name()));
+                    self.error(
+                        n.span(),
+                        format!("{} needs at least one 'url' block", n.name()),
+                    );
                     return None;
                 }
                 if n.name() == "HTTP_GET" {
@@ -1641,7 +1746,10 @@ impl<'a> Builder<'a> {
                             d.query_type = match self.string(c, "a query type") {
                                 Some(t) if DNS_TYPES.contains(&t.as_str()) => Some(t),
                                 Some(t) => {
-                                    let msg = format!("invalid DNS query type '{t}': expected one of {}", DNS_TYPES.join(" "));
+                                    let msg = format!(
+                                        "invalid DNS query type '{t}': expected one of {}",
+                                        DNS_TYPES.join(" ")
+                                    );
                                     self.error(Self::arg_span(c, 0), msg);
                                     None
                                 }

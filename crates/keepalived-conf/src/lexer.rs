@@ -268,9 +268,7 @@ impl<'a> Lexer<'a> {
                     for l in lines {
                         let expanded: Chars = l.chars().map(|c| (c, col)).collect();
                         if !expanded.is_empty() {
-                            self.process_line(
-                                expanded, false, origin, file, collecting, depth + 1,
-                            );
+                            self.process_line(expanded, false, origin, file, collecting, depth + 1);
                         }
                     }
                     return;
@@ -352,7 +350,11 @@ impl<'a> Lexer<'a> {
     /// Handles `include`, or splits the line at braces into lines of words.
     fn finish_line(&mut self, chars: Chars, file: FileId, line: u32) {
         let words = tokenize(&chars, file, line);
-        if words.first().is_some_and(|t| t.text == "include" && !t.quoted) && words.len() == 2 {
+        if words
+            .first()
+            .is_some_and(|t| t.text == "include" && !t.quoted)
+            && words.len() == 2
+        {
             self.include(&words[1]);
             return;
         }
@@ -558,7 +560,13 @@ fn tokenize(chars: &Chars, file: FileId, line: u32) -> Vec<Token> {
             continue;
         }
         match c {
-            ' ' | '\t' => flush(&mut tokens, &mut text, &mut first_col, last_col, &mut quoted),
+            ' ' | '\t' => flush(
+                &mut tokens,
+                &mut text,
+                &mut first_col,
+                last_col,
+                &mut quoted,
+            ),
             '"' => {
                 in_quote = true;
                 quoted = true;
@@ -566,7 +574,13 @@ fn tokenize(chars: &Chars, file: FileId, line: u32) -> Vec<Token> {
                 last_col = col;
             }
             '{' | '}' => {
-                flush(&mut tokens, &mut text, &mut first_col, last_col, &mut quoted);
+                flush(
+                    &mut tokens,
+                    &mut text,
+                    &mut first_col,
+                    last_col,
+                    &mut quoted,
+                );
                 tokens.push(Token {
                     text: c.to_string(),
                     span: Span::new(file, line, col, 1),
@@ -580,7 +594,13 @@ fn tokenize(chars: &Chars, file: FileId, line: u32) -> Vec<Token> {
             }
         }
     }
-    flush(&mut tokens, &mut text, &mut first_col, last_col, &mut quoted);
+    flush(
+        &mut tokens,
+        &mut text,
+        &mut first_col,
+        last_col,
+        &mut quoted,
+    );
     tokens
 }
 
@@ -638,10 +658,7 @@ mod tests {
     #[test]
     fn conditionals_follow_config_id() {
         let text = "@lb1 priority 150\n@lb2 priority 100\n@^lb1 state BACKUP\n@lb1\n";
-        assert_eq!(
-            lex(text, Some("lb1")).0,
-            words(&[&["priority", "150"]])
-        );
+        assert_eq!(lex(text, Some("lb1")).0, words(&[&["priority", "150"]]));
         assert_eq!(
             lex(text, Some("lb2")).0,
             words(&[&["priority", "100"], &["state", "BACKUP"]])
@@ -661,17 +678,24 @@ mod tests {
             b"$IF=  eth0\n$NOT = x\n$IFACE=${IF}\n  interface $IFACE\n  track $IF,x\n  keep $IFX\n",
         );
         let lines: Vec<&Line> = lexer.lines.iter().collect();
-        assert_eq!(lines[0].tokens[0].text, "$NOT", "a blank before '=' is no definition");
+        assert_eq!(
+            lines[0].tokens[0].text, "$NOT",
+            "a blank before '=' is no definition"
+        );
         let lines = &lines[1..];
         assert_eq!(lines[0].tokens[1].text, "eth0");
         assert_eq!(lines[0].tokens[1].span.col, 13, "points at the $");
         assert_eq!(lines[1].tokens[1].text, "eth0,x");
-        assert_eq!(lines[2].tokens[1].text, "$IFX", "undefined names stay as written");
+        assert_eq!(
+            lines[2].tokens[1].text, "$IFX",
+            "undefined names stay as written"
+        );
     }
 
     #[test]
     fn multiline_definitions_expand_alone_on_a_line() {
-        let text = "$PEERS=10.0.0.2 \\\n    10.0.0.3 \\\n 10.0.0.4\nunicast_peer {\n$PEERS\n}\nx $PEERS\n";
+        let text =
+            "$PEERS=10.0.0.2 \\\n    10.0.0.3 \\\n 10.0.0.4\nunicast_peer {\n$PEERS\n}\nx $PEERS\n";
         let (lines, _) = lex(text, None);
         assert_eq!(
             lines,

@@ -378,7 +378,10 @@ fn global_defs(o: &mut Out, g: &GlobalDefs) {
     o.opt("vrrp_garp_master_delay", &g.vrrp_garp_master_delay);
     o.opt("vrrp_garp_master_repeat", &g.vrrp_garp_master_repeat);
     o.opt("vrrp_garp_master_refresh", &g.vrrp_garp_master_refresh);
-    o.opt("vrrp_garp_master_refresh_repeat", &g.vrrp_garp_master_refresh_repeat);
+    o.opt(
+        "vrrp_garp_master_refresh_repeat",
+        &g.vrrp_garp_master_refresh_repeat,
+    );
     o.opt("vrrp_garp_interval", &g.vrrp_garp_interval);
     o.opt("vrrp_gna_interval", &g.vrrp_gna_interval);
     o.flag("vrrp_skip_check_adv_addr", g.vrrp_skip_check_adv_addr);

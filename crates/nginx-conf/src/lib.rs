@@ -1,0 +1,119 @@
+//! The nginx.conf subset that Fulcrum's layer-7 proxy serves, read and checked the way
+//! `nginx -t` reads and checks it: the same tokenizer, the same contexts, the same messages
+//! (with a column added), and a typed model with nginx's inheritance left to the proxy.
+//!
+//! Reading files is the only IO; host checks (certificate files exist) are the caller's.
+
+#![forbid(unsafe_code)]
+
+mod build;
+pub mod model;
+mod print;
+pub mod syntax;
+
+use std::path::Path;
+
+use fulcrum_diag::{Diagnostic, SourceMap, Span};
+
+pub use build::{parse_size, parse_time, proxy_uri};
+pub use model::*;
+pub use print::print;
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Follow `include` directives. Off for untrusted text (the fuzz targets).
+    pub includes: bool,
+    /// Check that files the configuration names (certificates, keys) can be read.
+    pub host_checks: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> LoadOptions {
+        LoadOptions {
+            includes: true,
+            host_checks: false,
+        }
+    }
+}
+
+/// The result of a load: the model when there were no errors, every diagnostic, and the
+/// files read.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Option<NginxConfig>,
+    pub diagnostics: Vec<Diagnostic>,
+    pub sources: SourceMap,
+}
+
+impl Loaded {
+    pub fn has_errors(&self) -> bool {
+        fulcrum_diag::has_errors(&self.diagnostics)
+    }
+}
+
+pub fn load(path: &Path, options: &LoadOptions) -> Loaded {
+    let mut reader = syntax::Reader::new(path, options.includes);
+    let tree = reader.read_file(path);
+    finish(reader, tree, options)
+}
+
+pub fn parse_str(name: &Path, text: &str, options: &LoadOptions) -> Loaded {
+    let mut reader = syntax::Reader::new(name, options.includes);
+    let tree = Some(reader.parse_text(name, text.as_bytes()));
+    finish(reader, tree, options)
+}
+
+fn finish(
+    reader: syntax::Reader,
+    tree: Option<Vec<syntax::Directive>>,
+    options: &LoadOptions,
+) -> Loaded {
+    let syntax::Reader {
+        sources,
+        mut diagnostics,
+        ..
+    } = reader;
+    let mut config = None;
+    if let Some(tree) = tree {
+        let mut b = build::Builder::new(&mut diagnostics);
+        let cfg = b.config(&tree);
+        let files = std::mem::take(&mut b.files);
+        if options.host_checks {
+            check_files(&files, &sources, &mut diagnostics);
+        }
+        config = Some(cfg);
+    }
+    fulcrum_diag::sort(&mut diagnostics);
+    if fulcrum_diag::has_errors(&diagnostics) {
+        config = None;
+    }
+    Loaded {
+        config,
+        diagnostics,
+        sources,
+    }
+}
+
+/// nginx -t loads certificates; we at least check that they can be read.
+fn check_files(files: &[(String, Span)], sources: &SourceMap, diags: &mut Vec<Diagnostic>) {
+    for (path, span) in files {
+        let p = Path::new(path);
+        let full = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            // Relative to the directory of the main file, like nginx's conf prefix.
+            sources
+                .files()
+                .next()
+                .and_then(|f| f.path.parent())
+                .map(|d| d.join(p))
+                .unwrap_or_else(|| p.to_path_buf())
+        };
+        if let Err(e) = std::fs::File::open(&full) {
+            diags.push(Diagnostic::error(
+                *span,
+                format!("cannot load certificate \"{}\": {e}", full.display()),
+            ));
+        }
+    }
+}

@@ -308,7 +308,10 @@ mod tests {
         assert_eq!("mh".parse::<Scheduler>().unwrap(), Scheduler::Mh);
         assert_eq!(Scheduler::ALL.len(), 14);
         let err = "xx".parse::<ForwardMethod>().unwrap_err();
-        assert_eq!(err.to_string(), "unknown lb_kind 'xx', expected one of: NAT DR TUN");
+        assert_eq!(
+            err.to_string(),
+            "unknown lb_kind 'xx', expected one of: NAT DR TUN"
+        );
     }
 
     proptest! {

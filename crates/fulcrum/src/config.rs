@@ -1,0 +1,175 @@
+//! Loading both configuration files into one checked configuration, and `fulcrum check`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use fulcrum_diag::{Diagnostic, SourceMap};
+use fulcrum_keepalived_conf::{KeepalivedConfig, LexOptions, LoadOptions};
+use fulcrum_nginx_conf::NginxConfig;
+
+use crate::{host, CheckArgs, ConfigArgs};
+
+/// A configuration that passed validation.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub keepalived: Option<KeepalivedConfig>,
+    pub nginx: Option<NginxConfig>,
+    /// FNV-1a of the canonical printed form: changes exactly when the model changes.
+    pub hash: u64,
+}
+
+/// What loading printed: rendered diagnostics and their counts.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub text: String,
+    pub errors: usize,
+    pub warnings: usize,
+}
+
+impl Report {
+    fn add(&mut self, diagnostics: &[Diagnostic], sources: &SourceMap) {
+        for d in diagnostics {
+            if d.is_error() {
+                self.errors += 1;
+            } else {
+                self.warnings += 1;
+            }
+        }
+        self.text
+            .push_str(&fulcrum_diag::render_all(diagnostics, sources));
+    }
+
+    fn error(&mut self, message: String) {
+        self.errors += 1;
+        self.text.push_str(&format!("error: {message}\n\n"));
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub keepalived: Option<PathBuf>,
+    pub nginx: Option<PathBuf>,
+    pub config_id: Option<String>,
+    pub host_checks: bool,
+    pub strict: bool,
+}
+
+impl Sources {
+    pub fn from_args(args: &ConfigArgs, host_checks: bool, strict: bool) -> Sources {
+        Sources {
+            keepalived: args.keepalived.clone(),
+            nginx: args.nginx.clone(),
+            config_id: args.config_id.clone().or_else(host::default_config_id),
+            host_checks,
+            strict,
+        }
+    }
+
+    /// Loads and validates every file. The configuration is returned only when there is
+    /// no error; the report holds every diagnostic either way.
+    pub fn load(&self) -> (Option<Config>, Report) {
+        let mut report = Report::default();
+        if self.keepalived.is_none() && self.nginx.is_none() {
+            report.error(
+                "no configuration given: use -f KEEPALIVED_CONF, -c NGINX_CONF, or both".into(),
+            );
+            return (None, report);
+        }
+        let interfaces = host::interfaces();
+        let exists = |name: &str| interfaces.contains(name);
+        let mut keepalived = None;
+        if let Some(path) = &self.keepalived {
+            let options = LoadOptions {
+                lex: LexOptions {
+                    config_id: self.config_id.clone(),
+                    includes: true,
+                },
+                interface_exists: if self.host_checks {
+                    Some(&exists)
+                } else {
+                    None
+                },
+            };
+            let mut loaded = fulcrum_keepalived_conf::load(path, &options);
+            if self.strict {
+                fulcrum_diag::deny_warnings(&mut loaded.diagnostics);
+            }
+            report.add(&loaded.diagnostics, &loaded.sources);
+            if !fulcrum_diag::has_errors(&loaded.diagnostics) {
+                keepalived = loaded.config;
+            }
+        }
+        let mut nginx = None;
+        if let Some(path) = &self.nginx {
+            let options = fulcrum_nginx_conf::LoadOptions {
+                includes: true,
+                host_checks: self.host_checks,
+            };
+            let mut loaded = fulcrum_nginx_conf::load(path, &options);
+            if self.strict {
+                fulcrum_diag::deny_warnings(&mut loaded.diagnostics);
+            }
+            report.add(&loaded.diagnostics, &loaded.sources);
+            if !fulcrum_diag::has_errors(&loaded.diagnostics) {
+                nginx = loaded.config;
+            }
+        }
+        if report.errors > 0 {
+            return (None, report);
+        }
+        let mut canonical = String::new();
+        if let Some(k) = &keepalived {
+            canonical.push_str(&fulcrum_keepalived_conf::print(k));
+        }
+        canonical.push('\0');
+        if let Some(n) = &nginx {
+            canonical.push_str(&fulcrum_nginx_conf::print(n));
+        }
+        let config = Config {
+            keepalived,
+            nginx,
+            hash: fnv1a(canonical.as_bytes()),
+        };
+        (Some(config), report)
+    }
+}
+
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// `fulcrum check`: prints the diagnostics and a summary; 0 when valid, 1 when not.
+pub fn check(args: &CheckArgs) -> ExitCode {
+    let sources = Sources::from_args(&args.config, !args.no_host_checks, args.strict);
+    let (config, report) = sources.load();
+    print!("{}", report.text);
+    let files: Vec<String> = [&sources.keepalived, &sources.nginx]
+        .into_iter()
+        .flatten()
+        .map(|p| p.display().to_string())
+        .collect();
+    match config {
+        Some(_) => {
+            println!(
+                "configuration {} is valid ({} warning{})",
+                files.join(" and "),
+                report.warnings,
+                if report.warnings == 1 { "" } else { "s" }
+            );
+            ExitCode::SUCCESS
+        }
+        None => {
+            println!(
+                "configuration {} is invalid: {} error{}, {} warning{}",
+                files.join(" and "),
+                report.errors,
+                if report.errors == 1 { "" } else { "s" },
+                report.warnings,
+                if report.warnings == 1 { "" } else { "s" }
+            );
+            ExitCode::from(1)
+        }
+    }
+}

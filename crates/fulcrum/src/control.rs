@@ -1,0 +1,144 @@
+//! The control socket's protocol (docs/control-protocol.md) and `fulcrum ctl`.
+//!
+//! One JSON object per line each way: a request `{"version":1,"command":"status"}`, an
+//! answer `{"version":1,"ok":true,"result":{...}}` or `{"version":1,"ok":false,"error":"..."}`.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+use crate::{CtlArgs, CtlCommand};
+
+pub const DEFAULT_SOCKET: &str = "/run/fulcrum/control.sock";
+pub const PROTOCOL_VERSION: u32 = 1;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Request {
+    pub version: u32,
+    pub command: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Response {
+    pub version: u32,
+    pub ok: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    pub fn ok(result: serde_json::Value) -> Response {
+        Response {
+            version: PROTOCOL_VERSION,
+            ok: true,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    pub fn error(message: impl Into<String>) -> Response {
+        Response {
+            version: PROTOCOL_VERSION,
+            ok: false,
+            result: None,
+            error: Some(message.into()),
+        }
+    }
+}
+
+/// Sends one request and waits for its answer.
+pub fn call(socket: &Path, command: &str) -> anyhow::Result<Response> {
+    let mut stream = UnixStream::connect(socket).with_context(|| {
+        format!(
+            "cannot connect to the fulcrum control socket {}: is `fulcrum run` running? (set --control or FULCRUM_CONTROL for another path)",
+            socket.display()
+        )
+    })?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let request = Request {
+        version: PROTOCOL_VERSION,
+        command: command.to_string(),
+    };
+    let mut line = serde_json::to_string(&request)?;
+    line.push('\n');
+    stream.write_all(line.as_bytes())?;
+    let mut answer = String::new();
+    BufReader::new(&stream)
+        .read_line(&mut answer)
+        .with_context(|| format!("no answer on {}", socket.display()))?;
+    let response: Response = serde_json::from_str(&answer)
+        .with_context(|| format!("unreadable answer on {}: {answer:?}", socket.display()))?;
+    Ok(response)
+}
+
+pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
+    let command = match args.command {
+        CtlCommand::Status => "status",
+        CtlCommand::Reload => "reload",
+    };
+    let response = call(&args.control, command)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&response)?);
+        return Ok(if response.ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    if !response.ok {
+        eprintln!(
+            "fulcrum: {} refused: {}",
+            command,
+            response.error.as_deref().unwrap_or("no reason given")
+        );
+        return Ok(ExitCode::from(1));
+    }
+    let r = response.result.unwrap_or_default();
+    match args.command {
+        CtlCommand::Status => print_status(&r),
+        CtlCommand::Reload => println!(
+            "reloaded: configuration {}",
+            r["config"]["hash"].as_str().unwrap_or("?")
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(r: &serde_json::Value) {
+    let c = &r["config"];
+    println!(
+        "fulcrum {} (pid {})",
+        r["version"].as_str().unwrap_or("?"),
+        r["pid"]
+    );
+    println!("  up since      {} (unix time)", r["started_at"]);
+    for (label, key) in [("keepalived.conf", "keepalived"), ("nginx.conf", "nginx")] {
+        if let Some(p) = c[key].as_str() {
+            println!("  {label:<13} {p}");
+        }
+    }
+    println!(
+        "  configuration {} loaded at {} (unix time)",
+        c["hash"].as_str().unwrap_or("?"),
+        c["loaded_at"]
+    );
+    println!(
+        "  reloads       {} ok, {} refused",
+        c["reloads_ok"], c["reloads_failed"]
+    );
+    if let Some(e) = c["last_reload_error"].as_str() {
+        println!("  last refusal  {}", e.lines().next().unwrap_or(""));
+    }
+    let n = &r["counts"];
+    println!(
+        "  vrrp_instance {}   virtual_server {}   real_server {}   upstream {}   server {}",
+        n["vrrp_instances"], n["virtual_servers"], n["real_servers"], n["upstreams"], n["servers"]
+    );
+}

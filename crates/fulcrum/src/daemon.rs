@@ -1,0 +1,232 @@
+//! `fulcrum run`: the daemon's shell. It owns the clock, signals and the control socket;
+//! the work itself lives in the crates it drives.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Mutex;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, Sources};
+use crate::control::{Request, Response, PROTOCOL_VERSION};
+use crate::RunArgs;
+
+/// What the daemon runs now, and how it got there.
+#[derive(Debug)]
+struct State {
+    sources: Sources,
+    config: Config,
+    loaded_at: u64,
+    started_at: u64,
+    reloads_ok: u64,
+    reloads_failed: u64,
+    last_reload_error: Option<String>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl State {
+    /// Loads the configuration again; a configuration that fails validation is refused
+    /// and the running one stays.
+    fn reload(&mut self) -> Result<(), String> {
+        let (config, report) = self.sources.load();
+        match config {
+            Some(config) => {
+                if !report.text.is_empty() {
+                    warn!("configuration warnings:\n{}", report.text.trim_end());
+                }
+                let changed = config.hash != self.config.hash;
+                self.config = config;
+                self.loaded_at = unix_now();
+                self.reloads_ok += 1;
+                self.last_reload_error = None;
+                info!(
+                    hash = format!("{:016x}", self.config.hash),
+                    changed, "configuration reloaded"
+                );
+                Ok(())
+            }
+            None => {
+                self.reloads_failed += 1;
+                let text = format!(
+                    "{} error(s); the running configuration stays\n{}",
+                    report.errors, report.text
+                );
+                error!("reload refused: {}", text.trim_end());
+                self.last_reload_error = Some(text.clone());
+                Err(text)
+            }
+        }
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let k = self.config.keepalived.as_ref();
+        let n = self.config.nginx.as_ref().and_then(|n| n.http.as_ref());
+        json!({
+            "version": env!("CARGO_PKG_VERSION"),
+            "pid": std::process::id(),
+            "started_at": self.started_at,
+            "config": {
+                "keepalived": self.sources.keepalived.as_ref().map(|p| p.display().to_string()),
+                "nginx": self.sources.nginx.as_ref().map(|p| p.display().to_string()),
+                "hash": format!("{:016x}", self.config.hash),
+                "loaded_at": self.loaded_at,
+                "reloads_ok": self.reloads_ok,
+                "reloads_failed": self.reloads_failed,
+                "last_reload_error": self.last_reload_error,
+            },
+            "counts": {
+                "vrrp_instances": k.map_or(0, |k| k.vrrp_instances.len()),
+                "virtual_servers": k.map_or(0, |k| k.virtual_servers.len()),
+                "real_servers": k.map_or(0, |k| k.virtual_servers.iter().map(|v| v.real_servers.len()).sum::<usize>()),
+                "upstreams": n.map_or(0, |n| n.upstreams.len()),
+                "servers": n.map_or(0, |n| n.servers.len()),
+            },
+        })
+    }
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
+        .with_context(|| format!("invalid --log-level '{}'", args.log_level))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let sources = Sources::from_args(&args.config, true, false);
+    let (config, report) = sources.load();
+    let Some(config) = config else {
+        eprint!("{}", report.text);
+        bail!(
+            "configuration is invalid ({} error(s)); not starting",
+            report.errors
+        );
+    };
+    if !report.text.is_empty() {
+        warn!("configuration warnings:\n{}", report.text.trim_end());
+    }
+    let now = unix_now();
+    let state = State {
+        sources,
+        config,
+        loaded_at: now,
+        started_at: now,
+        reloads_ok: 0,
+        reloads_failed: 0,
+        last_reload_error: None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(args.control, state))
+}
+
+/// Binds the control socket: mode 0600 in a directory we create 0700, refusing to steal
+/// the socket of a daemon that is still running.
+fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            bail!(
+                "another fulcrum daemon is listening on {}; stop it or use --control",
+                path.display()
+            );
+        }
+        std::fs::remove_file(path)
+            .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+    }
+    let listener = UnixListener::bind(path)
+        .with_context(|| format!("cannot bind control socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+async fn serve(control: PathBuf, state: State) -> anyhow::Result<ExitCode> {
+    let listener = bind_control(&control)?;
+    info!(
+        control = %control.display(),
+        hash = format!("{:016x}", state.config.hash),
+        "fulcrum started"
+    );
+    let state = Arc::new(Mutex::new(state));
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading configuration");
+                let _ = state.lock().await.reload();
+            }
+            _ = term.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { info!("SIGINT: stopping"); break; }
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let state = Arc::clone(&state);
+                    tokio::spawn(async move {
+                        if let Err(e) = client(stream, state).await {
+                            warn!("control client: {e:#}");
+                        }
+                    });
+                }
+                Err(e) => warn!("control socket accept: {e}"),
+            },
+        }
+    }
+    let _ = std::fs::remove_file(&control);
+    info!("fulcrum stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Answers requests on one control connection until the client closes it.
+async fn client(stream: UnixStream, state: Arc<Mutex<State>>) -> anyhow::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    while let Some(line) = lines.next_line().await? {
+        let response = match serde_json::from_str::<Request>(&line) {
+            Err(e) => Response::error(format!("malformed request: {e}")),
+            Ok(r) if r.version != PROTOCOL_VERSION => Response::error(format!(
+                "protocol version {} is not supported; this daemon speaks {PROTOCOL_VERSION}",
+                r.version
+            )),
+            Ok(r) => {
+                let mut st = state.lock().await;
+                match r.command.as_str() {
+                    "status" => Response::ok(st.status()),
+                    "reload" => match st.reload() {
+                        Ok(()) => Response::ok(st.status()),
+                        Err(e) => Response::error(e),
+                    },
+                    other => Response::error(format!(
+                        "unknown command '{other}'; commands: status, reload"
+                    )),
+                }
+            }
+        };
+        let mut out = serde_json::to_string(&response)?;
+        out.push('\n');
+        write.write_all(out.as_bytes()).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! Facts about the host the daemon runs on, for host checks.
+
+use std::collections::HashSet;
+
+/// Names of the network interfaces in this process's network namespace. Read from
+/// /proc/self/net/dev, which (unlike /sys/class/net) always follows the caller's namespace.
+pub fn interfaces() -> HashSet<String> {
+    let text = std::fs::read_to_string("/proc/self/net/dev").unwrap_or_default();
+    text.lines()
+        .skip(2)
+        .filter_map(|l| l.split_once(':').map(|(name, _)| name.trim().to_string()))
+        .collect()
+}
+
+/// keepalived's default config id: the node name up to its first dot.
+pub fn default_config_id() -> Option<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname").ok()?;
+    let name = name.trim();
+    let short = name.split('.').next().unwrap_or(name);
+    (!short.is_empty()).then(|| short.to_string())
+}

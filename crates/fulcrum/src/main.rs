@@ -1,0 +1,148 @@
+//! `fulcrum`: the one binary. Subcommands are thin: each parses its arguments and calls
+//! into the crate that owns the work.
+
+#![forbid(unsafe_code)]
+
+mod config;
+mod control;
+mod daemon;
+mod demo;
+mod host;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// LVS + keepalived + nginx in one daemon: layer-4 load balancing on XDP, VRRP that
+/// interoperates with keepalived, keepalived's health checks, and an nginx-compatible
+/// HTTP proxy. Reads your existing keepalived.conf and nginx.conf.
+#[derive(Debug, Parser)]
+#[command(name = "fulcrum", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground, logging to stderr.
+    ///
+    /// Loads and validates the configuration, opens the control socket, reloads on SIGHUP
+    /// (a configuration that fails validation is refused and the running one stays), and
+    /// stops on SIGTERM or SIGINT.
+    Run(RunArgs),
+    /// Check configuration files like `keepalived -t` and `nginx -t` together.
+    ///
+    /// Prints every error and warning as FILE:LINE:COL with the source line, and exits 0
+    /// when the configuration is valid, 1 when it is not.
+    Check(CheckArgs),
+    /// Talk to a running daemon over its control socket.
+    Ctl(CtlArgs),
+    /// ipvsadm's command line against the running daemon (arrives with the layer-4 data plane).
+    #[command(disable_help_flag = true)]
+    Ipvsadm {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build the reference deployments in network namespaces and show them working.
+    ///
+    /// Needs root. Everything it creates is removed when it ends, also on Ctrl-C.
+    Demo(DemoArgs),
+    /// Print the digest of a URL for an HTTP_GET/SSL_GET url block, like keepalived's genhash
+    /// (arrives with the health checkers).
+    Genhash {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Where the configuration comes from. At least one of the two files is needed.
+#[derive(Debug, Args, Clone)]
+pub struct ConfigArgs {
+    /// keepalived.conf: VRRP, virtual servers, real servers and their checkers.
+    #[arg(short = 'f', long = "use-file", value_name = "KEEPALIVED_CONF")]
+    pub keepalived: Option<PathBuf>,
+    /// nginx.conf: the HTTP proxy's servers, locations and upstreams.
+    #[arg(short = 'c', long = "nginx-conf", value_name = "NGINX_CONF")]
+    pub nginx: Option<PathBuf>,
+    /// keepalived's config id: selects `@ID` lines and skips `@^ID` lines. Defaults to the
+    /// host name up to its first dot, as keepalived does.
+    #[arg(short = 'i', long = "config-id", value_name = "CONFIG_ID")]
+    pub config_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Path of the control socket (created mode 0600).
+    #[arg(long, env = "FULCRUM_CONTROL", default_value = control::DEFAULT_SOCKET, value_name = "SOCKET")]
+    pub control: PathBuf,
+    /// Log level: error, warn, info, debug or trace (or a tracing filter).
+    #[arg(long, default_value = "info", value_name = "LEVEL")]
+    pub log_level: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Skip the checks against this host (interfaces exist in this network namespace,
+    /// certificate files can be read): for checking a file meant for another machine.
+    #[arg(long)]
+    pub no_host_checks: bool,
+    /// Treat warnings (unknown or unsupported keywords, ...) as errors.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// Path of the daemon's control socket.
+    #[arg(long, env = "FULCRUM_CONTROL", default_value = control::DEFAULT_SOCKET, value_name = "SOCKET", global = true)]
+    pub control: PathBuf,
+    /// Print the daemon's answer as JSON, for scripts.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Subcommand, Clone, Copy)]
+pub enum CtlCommand {
+    /// What the daemon is running: configuration files, its hash, counts, reloads.
+    Status,
+    /// Reload the configuration, as SIGHUP does; prints the diagnostics if it is refused.
+    Reload,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Build only this deployment: nat, dr, keepalived-ha or nginx-ha.
+    #[arg(long, value_name = "NAME")]
+    pub only: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => daemon::run(args),
+        Command::Check(args) => Ok(config::check(&args)),
+        Command::Ctl(args) => control::ctl(&args),
+        Command::Demo(args) => demo::run(&args),
+        Command::Ipvsadm { .. } => Err(anyhow::anyhow!(
+            "ipvsadm: the layer-4 data plane is not in this build yet; nothing was changed"
+        )),
+        Command::Genhash { .. } => Err(anyhow::anyhow!(
+            "genhash: the health checkers are not in this build yet"
+        )),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("fulcrum: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,393 @@
+//! The typed model of the nginx.conf subset Fulcrum's proxy serves. Inheritable settings
+//! are `Option`s at every level: `None` means "not written here, inherit", which is how
+//! nginx merges configurations (and why `proxy_set_header` at an inner level replaces the
+//! whole outer list).
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// A value that may contain variables (`$name`, `${name}`), kept as written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Template(pub String);
+
+/// A piece of a [`Template`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part<'a> {
+    Literal(&'a str),
+    Variable(&'a str),
+}
+
+impl Template {
+    pub fn new(s: impl Into<String>) -> Template {
+        Template(s.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Splits the value into literal text and variable references, as nginx's script
+    /// compiler does: a name is letters, digits and `_` (or anything up to `}` in `${}`).
+    pub fn parts(&self) -> Vec<Part<'_>> {
+        let s = self.0.as_str();
+        let bytes = s.as_bytes();
+        let mut out = Vec::new();
+        let mut lit_start = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            if bytes[i] != b'$' {
+                i += 1;
+                continue;
+            }
+            let (name_start, name_end, next) = if bytes.get(i + 1) == Some(&b'{') {
+                match s[i + 2..].find('}') {
+                    Some(off) => (i + 2, i + 2 + off, i + 3 + off),
+                    None => {
+                        i += 1;
+                        continue;
+                    }
+                }
+            } else {
+                let mut e = i + 1;
+                while e < bytes.len() && (bytes[e].is_ascii_alphanumeric() || bytes[e] == b'_') {
+                    e += 1;
+                }
+                (i + 1, e, e)
+            };
+            if name_end == name_start {
+                i += 1;
+                continue;
+            }
+            if lit_start < i {
+                out.push(Part::Literal(&s[lit_start..i]));
+            }
+            out.push(Part::Variable(&s[name_start..name_end]));
+            i = next;
+            lit_start = next;
+        }
+        if lit_start < s.len() {
+            out.push(Part::Literal(&s[lit_start..]));
+        }
+        out
+    }
+
+    pub fn has_variables(&self) -> bool {
+        self.parts().iter().any(|p| matches!(p, Part::Variable(_)))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerProcesses {
+    Auto,
+    Count(u32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NginxConfig {
+    pub worker_processes: WorkerProcesses,
+    pub worker_connections: u32,
+    pub pid: Option<String>,
+    pub error_log: Option<ErrorLog>,
+    pub http: Option<Http>,
+}
+
+impl Default for NginxConfig {
+    fn default() -> NginxConfig {
+        NginxConfig {
+            worker_processes: WorkerProcesses::Count(1),
+            worker_connections: 512,
+            pid: None,
+            error_log: None,
+            http: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorLog {
+    pub path: String,
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    Off,
+    File {
+        path: String,
+        format: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFormat {
+    pub name: String,
+    pub escape: Option<String>,
+    pub format: Template,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpVersion {
+    V1_0,
+    V1_1,
+}
+
+/// `proxy_next_upstream`: when a request goes on to the next server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NextUpstream {
+    pub error: bool,
+    pub timeout: bool,
+    pub invalid_header: bool,
+    pub http_500: bool,
+    pub http_502: bool,
+    pub http_503: bool,
+    pub http_504: bool,
+    pub http_403: bool,
+    pub http_404: bool,
+    pub http_429: bool,
+    pub non_idempotent: bool,
+}
+
+impl NextUpstream {
+    /// nginx's default: `error timeout`.
+    pub const DEFAULT: NextUpstream = NextUpstream {
+        error: true,
+        timeout: true,
+        invalid_header: false,
+        http_500: false,
+        http_502: false,
+        http_503: false,
+        http_504: false,
+        http_403: false,
+        http_404: false,
+        http_429: false,
+        non_idempotent: false,
+    };
+
+    /// The flag for each keyword nginx accepts, in nginx's order.
+    pub fn flags(&self) -> [(&'static str, bool); 11] {
+        [
+            ("error", self.error),
+            ("timeout", self.timeout),
+            ("invalid_header", self.invalid_header),
+            ("http_500", self.http_500),
+            ("http_502", self.http_502),
+            ("http_503", self.http_503),
+            ("http_504", self.http_504),
+            ("http_403", self.http_403),
+            ("http_404", self.http_404),
+            ("http_429", self.http_429),
+            ("non_idempotent", self.non_idempotent),
+        ]
+    }
+
+    pub fn set(&mut self, keyword: &str) -> bool {
+        let slot = match keyword {
+            "error" => &mut self.error,
+            "timeout" => &mut self.timeout,
+            "invalid_header" => &mut self.invalid_header,
+            "http_500" => &mut self.http_500,
+            "http_502" => &mut self.http_502,
+            "http_503" => &mut self.http_503,
+            "http_504" => &mut self.http_504,
+            "http_403" => &mut self.http_403,
+            "http_404" => &mut self.http_404,
+            "http_429" => &mut self.http_429,
+            "non_idempotent" => &mut self.non_idempotent,
+            _ => return false,
+        };
+        *slot = true;
+        true
+    }
+
+    pub fn is_off(&self) -> bool {
+        *self == NextUpstream::default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyRedirect {
+    Default,
+    Off,
+    Replace { from: Template, to: Template },
+}
+
+/// Settings that nginx inherits from http to server to location.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Settings {
+    pub proxy_set_header: Option<Vec<(String, Template)>>,
+    pub proxy_http_version: Option<HttpVersion>,
+    pub proxy_connect_timeout: Option<Duration>,
+    pub proxy_read_timeout: Option<Duration>,
+    pub proxy_send_timeout: Option<Duration>,
+    pub proxy_next_upstream: Option<NextUpstream>,
+    pub proxy_next_upstream_tries: Option<u32>,
+    pub proxy_next_upstream_timeout: Option<Duration>,
+    pub proxy_buffering: Option<bool>,
+    pub proxy_redirect: Option<Vec<ProxyRedirect>>,
+    pub access_log: Option<Vec<AccessLog>>,
+    pub error_log: Option<ErrorLog>,
+    pub client_max_body_size: Option<u64>,
+    pub client_body_timeout: Option<Duration>,
+    pub send_timeout: Option<Duration>,
+    pub keepalive_timeout: Option<(Duration, Option<Duration>)>,
+    pub keepalive_requests: Option<u32>,
+    pub ssl_certificate: Option<String>,
+    pub ssl_certificate_key: Option<String>,
+    /// Server and http level only.
+    pub client_header_timeout: Option<Duration>,
+    pub client_header_buffer_size: Option<u64>,
+    pub large_client_header_buffers: Option<(u32, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Http {
+    pub settings: Settings,
+    pub log_formats: Vec<LogFormat>,
+    pub maps: Vec<Map>,
+    pub upstreams: Vec<Upstream>,
+    pub servers: Vec<Server>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Map {
+    pub source: Template,
+    /// The variable it defines, without `$`.
+    pub variable: String,
+    pub hostnames: bool,
+    pub volatile: bool,
+    pub default: Option<Template>,
+    pub entries: Vec<(String, Template)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    LeastConn,
+    IpHash,
+    Hash { key: Template, consistent: bool },
+    Random { two: bool, least_conn: bool },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamServer {
+    /// `host:port` (port 80 when not written), an IP address or a name.
+    pub host: String,
+    pub port: u16,
+    pub weight: u32,
+    pub max_fails: u32,
+    pub fail_timeout: Duration,
+    pub max_conns: u32,
+    pub backup: bool,
+    pub down: bool,
+}
+
+impl UpstreamServer {
+    pub fn new(host: &str, port: u16) -> UpstreamServer {
+        UpstreamServer {
+            host: host.to_string(),
+            port,
+            weight: 1,
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(10),
+            max_conns: 0,
+            backup: false,
+            down: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upstream {
+    pub name: String,
+    pub servers: Vec<UpstreamServer>,
+    pub balance: Balance,
+    pub keepalive: Option<u32>,
+    pub keepalive_requests: Option<u32>,
+    pub keepalive_timeout: Option<Duration>,
+}
+
+/// Where a `listen` binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listen {
+    /// `None` is every address (`listen 80`, `listen *:80`).
+    pub addr: Option<IpAddr>,
+    pub port: u16,
+    pub default_server: bool,
+    pub ssl: bool,
+    pub http2: bool,
+    pub reuseport: bool,
+    pub ipv6only: Option<bool>,
+    pub backlog: Option<u32>,
+}
+
+impl Listen {
+    pub fn new(addr: Option<IpAddr>, port: u16) -> Listen {
+        Listen {
+            addr,
+            port,
+            default_server: false,
+            ssl: false,
+            http2: false,
+            reuseport: false,
+            ipv6only: None,
+            backlog: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerName {
+    Exact(String),
+    /// `*.example.com`, `www.example.*`, or `.example.com` (both the name and its subdomains).
+    Wildcard(String),
+    /// `~regex`, stored without the `~`.
+    Regex(String),
+}
+
+impl ServerName {
+    pub fn as_written(&self) -> String {
+        match self {
+            ServerName::Exact(s) | ServerName::Wildcard(s) => s.clone(),
+            ServerName::Regex(r) => format!("~{r}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Return {
+    pub code: u16,
+    pub text: Option<Template>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Server {
+    pub listen: Vec<Listen>,
+    pub server_name: Vec<ServerName>,
+    pub settings: Settings,
+    pub ret: Option<Return>,
+    pub locations: Vec<Location>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocationMatch {
+    /// `location /prefix`.
+    Prefix(String),
+    /// `location = /exact`.
+    Exact(String),
+    /// `location ^~ /prefix`: a prefix that stops the regex search.
+    PrefixNoRegex(String),
+    /// `location ~ re` and `location ~* re`.
+    Regex {
+        pattern: String,
+        case_insensitive: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub matcher: LocationMatch,
+    pub proxy_pass: Option<Template>,
+    pub ret: Option<Return>,
+    pub settings: Settings,
+    pub locations: Vec<Location>,
+}

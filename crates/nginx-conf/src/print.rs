@@ -1,0 +1,381 @@
+//! The model back into nginx.conf text. Parsing the output gives the same model.
+
+use std::time::Duration;
+
+use crate::model::*;
+
+/// Quotes a word when nginx's tokenizer would otherwise split it or read it differently.
+fn word(s: &str) -> String {
+    let plain = !s.is_empty()
+        && !s
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, ';' | '{' | '}' | '#' | '"' | '\'' | '\\'));
+    if plain {
+        return s.to_string();
+    }
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn time(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+struct Out {
+    text: String,
+    depth: usize,
+}
+
+impl Out {
+    fn line(&mut self, parts: &[String]) {
+        for _ in 0..self.depth {
+            self.text.push_str("    ");
+        }
+        self.text.push_str(&parts.join(" "));
+        self.text.push_str(";\n");
+    }
+
+    fn open(&mut self, parts: &[String]) {
+        for _ in 0..self.depth {
+            self.text.push_str("    ");
+        }
+        self.text.push_str(&parts.join(" "));
+        self.text.push_str(" {\n");
+        self.depth += 1;
+    }
+
+    fn close(&mut self) {
+        self.depth -= 1;
+        for _ in 0..self.depth {
+            self.text.push_str("    ");
+        }
+        self.text.push_str("}\n");
+    }
+}
+
+fn w(s: &str) -> String {
+    word(s)
+}
+
+fn error_log(o: &mut Out, e: &ErrorLog) {
+    let mut p = vec![w("error_log"), w(&e.path)];
+    if let Some(l) = &e.level {
+        p.push(w(l));
+    }
+    o.line(&p);
+}
+
+fn settings(o: &mut Out, s: &Settings) {
+    if let Some(list) = &s.proxy_set_header {
+        for (k, v) in list {
+            o.line(&[w("proxy_set_header"), w(k), w(v.as_str())]);
+        }
+    }
+    if let Some(v) = s.proxy_http_version {
+        let v = match v {
+            HttpVersion::V1_0 => "1.0",
+            HttpVersion::V1_1 => "1.1",
+        };
+        o.line(&[w("proxy_http_version"), w(v)]);
+    }
+    let times = [
+        ("proxy_connect_timeout", s.proxy_connect_timeout),
+        ("proxy_read_timeout", s.proxy_read_timeout),
+        ("proxy_send_timeout", s.proxy_send_timeout),
+        ("proxy_next_upstream_timeout", s.proxy_next_upstream_timeout),
+        ("client_body_timeout", s.client_body_timeout),
+        ("client_header_timeout", s.client_header_timeout),
+        ("send_timeout", s.send_timeout),
+    ];
+    for (k, v) in times {
+        if let Some(v) = v {
+            o.line(&[w(k), time(v)]);
+        }
+    }
+    if let Some(nu) = s.proxy_next_upstream {
+        let mut p = vec![w("proxy_next_upstream")];
+        if nu.is_off() {
+            p.push(w("off"));
+        } else {
+            p.extend(nu.flags().iter().filter(|f| f.1).map(|f| w(f.0)));
+        }
+        o.line(&p);
+    }
+    if let Some(n) = s.proxy_next_upstream_tries {
+        o.line(&[w("proxy_next_upstream_tries"), n.to_string()]);
+    }
+    if let Some(b) = s.proxy_buffering {
+        o.line(&[w("proxy_buffering"), w(if b { "on" } else { "off" })]);
+    }
+    if let Some(list) = &s.proxy_redirect {
+        for r in list {
+            match r {
+                ProxyRedirect::Default => o.line(&[w("proxy_redirect"), w("default")]),
+                ProxyRedirect::Off => o.line(&[w("proxy_redirect"), w("off")]),
+                ProxyRedirect::Replace { from, to } => {
+                    o.line(&[w("proxy_redirect"), w(from.as_str()), w(to.as_str())])
+                }
+            }
+        }
+    }
+    if let Some(list) = &s.access_log {
+        for a in list {
+            match a {
+                AccessLog::Off => o.line(&[w("access_log"), w("off")]),
+                AccessLog::File { path, format } => {
+                    let mut p = vec![w("access_log"), w(path)];
+                    if let Some(f) = format {
+                        p.push(w(f));
+                    }
+                    o.line(&p);
+                }
+            }
+        }
+    }
+    if let Some(e) = &s.error_log {
+        error_log(o, e);
+    }
+    if let Some(n) = s.client_max_body_size {
+        o.line(&[w("client_max_body_size"), n.to_string()]);
+    }
+    if let Some(n) = s.client_header_buffer_size {
+        o.line(&[w("client_header_buffer_size"), n.to_string()]);
+    }
+    if let Some((n, sz)) = s.large_client_header_buffers {
+        o.line(&[
+            w("large_client_header_buffers"),
+            n.to_string(),
+            sz.to_string(),
+        ]);
+    }
+    if let Some((t, h)) = s.keepalive_timeout {
+        let mut p = vec![w("keepalive_timeout"), time(t)];
+        if let Some(h) = h {
+            p.push(time(h));
+        }
+        o.line(&p);
+    }
+    if let Some(n) = s.keepalive_requests {
+        o.line(&[w("keepalive_requests"), n.to_string()]);
+    }
+    if let Some(c) = &s.ssl_certificate {
+        o.line(&[w("ssl_certificate"), w(c)]);
+    }
+    if let Some(c) = &s.ssl_certificate_key {
+        o.line(&[w("ssl_certificate_key"), w(c)]);
+    }
+}
+
+fn ret(o: &mut Out, r: &Option<Return>) {
+    if let Some(r) = r {
+        let mut p = vec![w("return"), r.code.to_string()];
+        if let Some(t) = &r.text {
+            p.push(w(t.as_str()));
+        }
+        o.line(&p);
+    }
+}
+
+fn location(o: &mut Out, l: &Location) {
+    let head = match &l.matcher {
+        LocationMatch::Prefix(p) => vec![w("location"), w(p)],
+        LocationMatch::Exact(p) => vec![w("location"), w("="), w(p)],
+        LocationMatch::PrefixNoRegex(p) => vec![w("location"), w("^~"), w(p)],
+        LocationMatch::Regex {
+            pattern,
+            case_insensitive,
+        } => vec![
+            w("location"),
+            w(if *case_insensitive { "~*" } else { "~" }),
+            w(pattern),
+        ],
+    };
+    o.open(&head);
+    if let Some(p) = &l.proxy_pass {
+        o.line(&[w("proxy_pass"), w(p.as_str())]);
+    }
+    ret(o, &l.ret);
+    settings(o, &l.settings);
+    for inner in &l.locations {
+        location(o, inner);
+    }
+    o.close();
+}
+
+/// Prints a configuration as nginx.conf text.
+pub fn print(cfg: &NginxConfig) -> String {
+    let mut o = Out {
+        text: String::new(),
+        depth: 0,
+    };
+    match cfg.worker_processes {
+        WorkerProcesses::Auto => o.line(&[w("worker_processes"), w("auto")]),
+        WorkerProcesses::Count(n) => o.line(&[w("worker_processes"), n.to_string()]),
+    }
+    if let Some(p) = &cfg.pid {
+        o.line(&[w("pid"), w(p)]);
+    }
+    if let Some(e) = &cfg.error_log {
+        error_log(&mut o, e);
+    }
+    o.open(&[w("events")]);
+    o.line(&[w("worker_connections"), cfg.worker_connections.to_string()]);
+    o.close();
+    let Some(http) = &cfg.http else {
+        return o.text;
+    };
+    o.open(&[w("http")]);
+    settings(&mut o, &http.settings);
+    for f in &http.log_formats {
+        let mut p = vec![w("log_format"), w(&f.name)];
+        if let Some(e) = &f.escape {
+            p.push(w(&format!("escape={e}")));
+        }
+        p.push(w(f.format.as_str()));
+        o.line(&p);
+    }
+    for m in &http.maps {
+        o.open(&[
+            w("map"),
+            w(m.source.as_str()),
+            w(&format!("${}", m.variable)),
+        ]);
+        if m.hostnames {
+            o.line(&[w("hostnames")]);
+        }
+        if m.volatile {
+            o.line(&[w("volatile")]);
+        }
+        if let Some(d) = &m.default {
+            o.line(&[w("default"), w(d.as_str())]);
+        }
+        for (k, v) in &m.entries {
+            // A key that reads as a map keyword is escaped, as nginx allows.
+            let key = if matches!(k.as_str(), "default" | "hostnames" | "volatile" | "include")
+                || k.starts_with('\\')
+            {
+                format!("\\{k}")
+            } else {
+                k.clone()
+            };
+            o.line(&[w(&key), w(v.as_str())]);
+        }
+        o.close();
+    }
+    for u in &http.upstreams {
+        o.open(&[w("upstream"), w(&u.name)]);
+        match &u.balance {
+            Balance::RoundRobin => {}
+            Balance::LeastConn => o.line(&[w("least_conn")]),
+            Balance::IpHash => o.line(&[w("ip_hash")]),
+            Balance::Hash { key, consistent } => {
+                let mut p = vec![w("hash"), w(key.as_str())];
+                if *consistent {
+                    p.push(w("consistent"));
+                }
+                o.line(&p);
+            }
+            Balance::Random { two, least_conn } => {
+                let mut p = vec![w("random")];
+                if *two {
+                    p.push(w("two"));
+                }
+                if *least_conn {
+                    p.push(w("least_conn"));
+                }
+                o.line(&p);
+            }
+        }
+        for s in &u.servers {
+            let mut p = vec![w("server"), w(&format!("{}:{}", s.host, s.port))];
+            if s.weight != 1 {
+                p.push(format!("weight={}", s.weight));
+            }
+            if s.max_fails != 1 {
+                p.push(format!("max_fails={}", s.max_fails));
+            }
+            if s.fail_timeout != Duration::from_secs(10) {
+                p.push(format!("fail_timeout={}", time(s.fail_timeout)));
+            }
+            if s.max_conns != 0 {
+                p.push(format!("max_conns={}", s.max_conns));
+            }
+            if s.backup {
+                p.push(w("backup"));
+            }
+            if s.down {
+                p.push(w("down"));
+            }
+            o.line(&p);
+        }
+        if let Some(n) = u.keepalive {
+            o.line(&[w("keepalive"), n.to_string()]);
+        }
+        if let Some(n) = u.keepalive_requests {
+            o.line(&[w("keepalive_requests"), n.to_string()]);
+        }
+        if let Some(t) = u.keepalive_timeout {
+            o.line(&[w("keepalive_timeout"), time(t)]);
+        }
+        o.close();
+    }
+    for s in &http.servers {
+        o.open(&[w("server")]);
+        for l in &s.listen {
+            let addr = match l.addr {
+                None => l.port.to_string(),
+                Some(std::net::IpAddr::V6(a)) => format!("[{a}]:{}", l.port),
+                Some(a) => format!("{a}:{}", l.port),
+            };
+            let mut p = vec![w("listen"), w(&addr)];
+            for (flag, name) in [
+                (l.default_server, "default_server"),
+                (l.ssl, "ssl"),
+                (l.http2, "http2"),
+                (l.reuseport, "reuseport"),
+            ] {
+                if flag {
+                    p.push(w(name));
+                }
+            }
+            match l.ipv6only {
+                Some(true) => p.push(w("ipv6only=on")),
+                Some(false) => p.push(w("ipv6only=off")),
+                None => {}
+            }
+            if let Some(b) = l.backlog {
+                p.push(format!("backlog={b}"));
+            }
+            o.line(&p);
+        }
+        if !s.server_name.is_empty() {
+            let mut p = vec![w("server_name")];
+            p.extend(s.server_name.iter().map(|n| w(&n.as_written())));
+            o.line(&p);
+        }
+        ret(&mut o, &s.ret);
+        settings(&mut o, &s.settings);
+        for l in &s.locations {
+            location(&mut o, l);
+        }
+        o.close();
+    }
+    o.close();
+    o.text
+}
