@@ -1,1 +1,572 @@
+//! Test hosts in network namespaces, for Fulcrum's end-to-end tests and `fulcrum demo`.
+//!
+//! A [`Lab`] owns namespaces (hosts, and switches that hold a bridge), the veth links
+//! between them, and the processes it started inside them. Dropping it (also while a test
+//! panics) kills those processes and deletes those namespaces. Every name carries the
+//! creating process's pid (`fl-<pid>-...`), so labs in parallel tests never collide and
+//! [`sweep_stale`] can remove what a killed process left behind without touching the labs
+//! of processes that still run.
+//!
+//! The root namespace is never given a lab address, route or device: veths are created
+//! directly inside their namespaces, and every command runs through `ip -n` or
+//! `ip netns exec`, which fail when the namespace is missing.
 
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod reference;
+
+use std::ffi::OsStr;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub use reference::{Deployment, Reference};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// A command the lab ran failed.
+    #[error("`{command}` failed ({status}): {stderr}")]
+    Command {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    /// A command could not be started at all (missing program).
+    #[error("cannot run `{command}`: {source}")]
+    Spawn {
+        command: String,
+        source: std::io::Error,
+    },
+    /// A namespace the lab expected is gone; nothing falls back to the root namespace.
+    #[error("network namespace {0} does not exist")]
+    MissingNamespace(String),
+    /// A background process did not become ready in time.
+    #[error("{0}")]
+    NotReady(String),
+    /// Loading an XDP stub needs clang with the BPF target.
+    #[error("cannot build the XDP_PASS stub: {0}")]
+    Stub(String),
+}
+
+pub type Result<T> = std::result::Result<T, LabError>;
+
+/// True when this process is root (effective uid 0).
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// For tests that need root: true when they can run. Without root they print a skip line
+/// and return false, unless the `CI` variable is set, where they fail: CI always runs them.
+pub fn require_root(test: &str) -> bool {
+    if is_root() {
+        return true;
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{test} needs root, and CI must run it: run the suite as root");
+    }
+    eprintln!("SKIP {test}: needs root (run the suite as root to include it)");
+    false
+}
+
+/// The program the lab runs in its hosts as a server or prober: a binary (the lab's own
+/// `fulcrum-lab-agent`) or `fulcrum lab-agent`.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub program: PathBuf,
+    pub prefix_args: Vec<String>,
+}
+
+impl Agent {
+    pub fn new(program: impl Into<PathBuf>, prefix_args: &[&str]) -> Agent {
+        Agent {
+            program: program.into(),
+            prefix_args: prefix_args.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+const NS_DIR: &str = "/run/netns";
+const PREFIX: &str = "fl-";
+
+fn run(cmd: &mut Command) -> Result<Output> {
+    let text = format!("{cmd:?}").replace('"', "");
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| LabError::Spawn {
+            command: text.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            command: text,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(out)
+}
+
+fn ip(args: &[&str]) -> Result<Output> {
+    run(Command::new("ip").args(args))
+}
+
+/// Deletes the namespaces (and kills the processes in them) that a process which no
+/// longer exists left behind. Labs of running processes are not touched.
+pub fn sweep_stale() {
+    let Ok(entries) = std::fs::read_dir(NS_DIR) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            continue;
+        }
+        delete_namespace(&name);
+    }
+}
+
+fn delete_namespace(name: &str) {
+    if let Ok(out) = ip(&["netns", "pids", name]) {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            let _ = Command::new("kill").args(["-9", pid]).output();
+        }
+    }
+    let _ = ip(&["netns", "del", name]);
+}
+
+/// A host: one network namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Host {
+    /// The name the test gave it ("client", "director1", ...).
+    pub name: String,
+    /// The namespace's real name.
+    pub netns: String,
+}
+
+/// A switch: a namespace with a bridge `br0`; hosts attach to it with veths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Switch {
+    pub name: String,
+    pub netns: String,
+}
+
+/// A process the lab started in a host; killed when the lab is dropped, or by [`Lab::kill`].
+#[derive(Debug, Clone)]
+pub struct Process {
+    child: Arc<Mutex<Option<Child>>>,
+    pub pid: u32,
+    pub description: String,
+}
+
+impl Process {
+    /// Sends a signal by name (`TERM`, `KILL`, `HUP`, ...).
+    pub fn signal(&self, signal: &str) -> Result<()> {
+        run(Command::new("kill").args([format!("-{signal}"), self.pid.to_string()]))?;
+        Ok(())
+    }
+
+    /// Waits for the process to end, at most `timeout`; its exit code if it ended.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(mut guard) = self.child.lock() {
+                if let Some(child) = guard.as_mut() {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        return Some(status.code().unwrap_or(-1));
+                    }
+                } else {
+                    return Some(-1);
+                }
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the process (SIGKILL) and reaps it.
+    pub fn kill(&self) {
+        if let Ok(mut guard) = self.child.lock() {
+            if let Some(mut child) = guard.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Network namespaces and what runs in them, removed on drop.
+#[derive(Debug)]
+pub struct Lab {
+    prefix: String,
+    namespaces: Vec<String>,
+    processes: Vec<Process>,
+    links: u32,
+    agent: Option<Agent>,
+}
+
+impl Lab {
+    /// A new, empty lab. `label` (a few letters) goes into the namespace names to say who
+    /// made them. Sweeps what dead processes left behind first.
+    pub fn new(label: &str) -> Result<Lab> {
+        sweep_stale();
+        let _ = std::fs::create_dir_all(NS_DIR);
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let label: String = label
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(12)
+            .collect();
+        Ok(Lab {
+            prefix: format!("{PREFIX}{}-{seq}{label}", std::process::id()),
+            namespaces: Vec::new(),
+            processes: Vec::new(),
+            links: 0,
+            agent: None,
+        })
+    }
+
+    /// Sets the program used by [`Lab::serve`] and [`Lab::probe`].
+    pub fn with_agent(mut self, agent: Agent) -> Lab {
+        self.agent = Some(agent);
+        self
+    }
+
+    /// The prefix shared by every namespace of this lab.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn add_namespace(&mut self, name: &str) -> Result<String> {
+        let netns = format!("{}-{name}", self.prefix);
+        ip(&["netns", "add", &netns])?;
+        self.namespaces.push(netns.clone());
+        ip(&["-n", &netns, "link", "set", "lo", "up"])?;
+        Ok(netns)
+    }
+
+    /// A new host with only `lo` (up).
+    pub fn host(&mut self, name: &str) -> Result<Host> {
+        let netns = self.add_namespace(name)?;
+        Ok(Host {
+            name: name.to_string(),
+            netns,
+        })
+    }
+
+    /// A new switch: a bridge in a namespace of its own.
+    pub fn switch(&mut self, name: &str) -> Result<Switch> {
+        let netns = self.add_namespace(name)?;
+        ip(&["-n", &netns, "link", "add", "br0", "type", "bridge"])?;
+        // No STP delay: ports forward as soon as they are up.
+        ip(&[
+            "-n",
+            &netns,
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+            "stp_state",
+            "0",
+        ])?;
+        ip(&["-n", &netns, "link", "set", "br0", "up"])?;
+        Ok(Switch {
+            name: name.to_string(),
+            netns,
+        })
+    }
+
+    /// A veth pair between two namespaces, both ends up, tx checksum offload off on both
+    /// (as real NICs deliver full checksums; see REFERENCE.md on XDP and veth).
+    fn veth(&mut self, a_ns: &str, a_if: &str, b_ns: &str, b_if: &str) -> Result<()> {
+        ip(&[
+            "link", "add", a_if, "netns", a_ns, "type", "veth", "peer", "name", b_if, "netns", b_ns,
+        ])?;
+        for (ns, ifname) in [(a_ns, a_if), (b_ns, b_if)] {
+            run(Command::new("ip")
+                .args(["netns", "exec", ns, "ethtool", "-K", ifname, "tx", "off"]))?;
+            ip(&["-n", ns, "link", "set", ifname, "up"])?;
+        }
+        Ok(())
+    }
+
+    /// Connects a host's interface `ifname` to a switch. Returns the name of the switch's
+    /// port (the veth end in the switch's namespace).
+    pub fn attach(&mut self, host: &Host, ifname: &str, switch: &Switch) -> Result<String> {
+        self.links += 1;
+        let port = format!("p{}", self.links);
+        self.veth(&host.netns, ifname, &switch.netns, &port)?;
+        ip(&["-n", &switch.netns, "link", "set", &port, "master", "br0"])?;
+        Ok(port)
+    }
+
+    /// Connects two hosts directly.
+    pub fn link(&mut self, a: &Host, a_if: &str, b: &Host, b_if: &str) -> Result<()> {
+        self.veth(&a.netns, a_if, &b.netns, b_if)
+    }
+
+    /// Runs a command in a host and returns its output; an error if it fails.
+    pub fn exec<I, S>(&self, netns: &str, args: I) -> Result<Output>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        if !Path::new(NS_DIR).join(netns).exists() {
+            return Err(LabError::MissingNamespace(netns.to_string()));
+        }
+        run(Command::new("ip").args(["netns", "exec", netns]).args(args))
+    }
+
+    /// Runs `ip ARGS` in a host.
+    pub fn ip(&self, host: &Host, args: &[&str]) -> Result<Output> {
+        let mut all = vec!["-n", host.netns.as_str()];
+        all.extend_from_slice(args);
+        ip(&all)
+    }
+
+    pub fn addr(&self, host: &Host, ifname: &str, cidr: &str) -> Result<()> {
+        self.ip(host, &["addr", "add", cidr, "dev", ifname])?;
+        Ok(())
+    }
+
+    pub fn route(&self, host: &Host, dest: &str, via: &str) -> Result<()> {
+        self.ip(host, &["route", "add", dest, "via", via])?;
+        Ok(())
+    }
+
+    pub fn sysctl(&self, host: &Host, key: &str, value: &str) -> Result<()> {
+        self.exec(
+            &host.netns,
+            ["sysctl", "-q", "-w", &format!("{key}={value}")],
+        )?;
+        Ok(())
+    }
+
+    /// Starts a process in a host, in the background. It is killed when the lab drops.
+    /// stdout and stderr go to `log` (a file), or nowhere.
+    pub fn spawn<S: AsRef<OsStr>>(
+        &mut self,
+        host: &Host,
+        args: &[S],
+        log: Option<&Path>,
+    ) -> Result<Process> {
+        if !Path::new(NS_DIR).join(&host.netns).exists() {
+            return Err(LabError::MissingNamespace(host.netns.clone()));
+        }
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &host.netns]).args(args);
+        cmd.stdin(Stdio::null());
+        match log {
+            Some(path) => {
+                let f = std::fs::File::create(path).map_err(|source| LabError::Spawn {
+                    command: path.display().to_string(),
+                    source,
+                })?;
+                let f2 = f.try_clone().map_err(|source| LabError::Spawn {
+                    command: path.display().to_string(),
+                    source,
+                })?;
+                cmd.stdout(f).stderr(f2);
+            }
+            None => {
+                cmd.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        let description = format!("{cmd:?}").replace('"', "");
+        let child = cmd.spawn().map_err(|source| LabError::Spawn {
+            command: description.clone(),
+            source,
+        })?;
+        let p = Process {
+            pid: child.id(),
+            child: Arc::new(Mutex::new(Some(child))),
+            description,
+        };
+        self.processes.push(p.clone());
+        Ok(p)
+    }
+
+    fn agent(&self) -> Result<&Agent> {
+        self.agent.as_ref().ok_or_else(|| {
+            LabError::NotReady("the lab has no agent program (Lab::with_agent)".into())
+        })
+    }
+
+    /// Starts the agent's server in a host, answering with `name`, and waits until it
+    /// listens.
+    pub fn serve(&mut self, host: &Host, name: &str, listen: &str, http: bool) -> Result<Process> {
+        let agent = self.agent()?.clone();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &host.netns])
+            .arg(&agent.program)
+            .args(&agent.prefix_args)
+            .args(["serve", "--name", name, "--listen", listen]);
+        if http {
+            cmd.arg("--http");
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        let description = format!("{cmd:?}").replace('"', "");
+        let mut child = cmd.spawn().map_err(|source| LabError::Spawn {
+            command: description.clone(),
+            source,
+        })?;
+        let stdout = child.stdout.take();
+        let p = Process {
+            pid: child.id(),
+            child: Arc::new(Mutex::new(Some(child))),
+            description: description.clone(),
+        };
+        self.processes.push(p.clone());
+        // Wait for "ready", bounded.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            if let Some(out) = stdout {
+                let mut line = String::new();
+                let _ = BufReader::new(out).read_line(&mut line);
+                let _ = tx.send(line);
+            }
+        });
+        match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) if line.trim() == "ready" => Ok(p),
+            _ => Err(LabError::NotReady(format!(
+                "{description} did not start listening"
+            ))),
+        }
+    }
+
+    /// Connects `count` times from a host to `addr` with the agent, one connection after
+    /// another; the first line of each answer (the server's name), or `error: ...`.
+    pub fn probe(&self, host: &Host, addr: &str, count: u32, http: bool) -> Result<Vec<String>> {
+        let agent = self.agent()?.clone();
+        if !Path::new(NS_DIR).join(&host.netns).exists() {
+            return Err(LabError::MissingNamespace(host.netns.clone()));
+        }
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &host.netns])
+            .arg(&agent.program)
+            .args(&agent.prefix_args)
+            .args(["probe", "--connect", addr, "--count", &count.to_string()]);
+        if http {
+            cmd.arg("--http");
+        }
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| LabError::Spawn {
+                command: format!("{cmd:?}"),
+                source,
+            })?;
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// Loads an XDP program that returns XDP_PASS on an interface (native mode), so that
+    /// frames sent to its veth peer with XDP_TX or a redirect are delivered (the peer
+    /// needs NAPI; see REFERENCE.md).
+    pub fn xdp_pass_stub(&self, netns: &str, ifname: &str) -> Result<()> {
+        let obj = stub_object()?;
+        let obj = obj.to_string_lossy();
+        ip(&[
+            "-n", netns, "link", "set", "dev", ifname, "xdpdrv", "obj", &obj, "sec", "xdp",
+        ])?;
+        Ok(())
+    }
+
+    /// Kills every process the lab started and deletes every namespace it made. Also done
+    /// by drop; calling it twice is harmless.
+    pub fn teardown(&mut self) {
+        for p in self.processes.drain(..) {
+            p.kill();
+        }
+        for ns in self.namespaces.drain(..).rev() {
+            delete_namespace(&ns);
+        }
+    }
+
+    /// Names of this lab's namespaces that exist now (empty after teardown).
+    pub fn existing_namespaces(&self) -> Vec<String> {
+        existing_with_prefix(&self.prefix)
+    }
+}
+
+/// Namespaces whose names start with `prefix`.
+pub fn existing_with_prefix(prefix: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(NS_DIR) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(prefix))
+        .collect()
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        self.teardown();
+    }
+}
+
+const STUB_C: &str = r#"// XDP_PASS stub: gives a veth peer NAPI so that XDP_TX and redirects reach it.
+#include <linux/bpf.h>
+__attribute__((section("xdp"), used))
+int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }
+char _license[] __attribute__((section("license"), used)) = "GPL";
+"#;
+
+/// Builds the stub once per process with clang (clang-19 preferred, as Debian packages it).
+fn stub_object() -> Result<PathBuf> {
+    static OBJ: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+    OBJ.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("fulcrum-lab-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let src = dir.join("xdp_pass.c");
+        let obj = dir.join("xdp_pass.o");
+        std::fs::write(&src, STUB_C).map_err(|e| e.to_string())?;
+        let mut last = String::from("no clang found (install clang-19)");
+        for clang in ["clang-19", "clang"] {
+            let out = Command::new(clang)
+                .args(["-O2", "-g", "-target", "bpf", "-c"])
+                .arg(&src)
+                .arg("-o")
+                .arg(&obj)
+                .arg("-I/usr/include/x86_64-linux-gnu")
+                .output();
+            match out {
+                Ok(o) if o.status.success() => return Ok(obj),
+                Ok(o) => last = String::from_utf8_lossy(&o.stderr).into_owned(),
+                Err(e) => last = format!("{clang}: {e}"),
+            }
+        }
+        Err(last)
+    })
+    .clone()
+    .map_err(LabError::Stub)
+}

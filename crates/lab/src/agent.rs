@@ -1,0 +1,175 @@
+//! The program the lab runs inside its hosts: a server that answers with its host's name
+//! (so a test sees which real server served it) and a bounded prober.
+//!
+//! `serve --name NAME --listen ADDR:PORT [--http]` prints `ready` once it listens. Plain
+//! mode writes `NAME\n` and then echoes what it reads; HTTP mode answers every request
+//! with status 200 and the body `NAME\n`, keeping the connection open when the client does.
+//!
+//! `probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]` opens N connections
+//! one after another and prints the first line each answers with; it exits 1 if any fails.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: serve --name NAME --listen ADDR:PORT [--http]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]"
+    );
+    ExitCode::from(2)
+}
+
+fn flag_value(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+pub fn main(args: Vec<String>) -> ExitCode {
+    let http = args.iter().any(|a| a == "--http");
+    match args.first().map(String::as_str) {
+        Some("serve") => {
+            let (Some(name), Some(listen)) =
+                (flag_value(&args, "--name"), flag_value(&args, "--listen"))
+            else {
+                return usage();
+            };
+            let Ok(addr) = listen.parse::<SocketAddr>() else {
+                return usage();
+            };
+            match serve(&name, addr, http) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("lab agent: serve {addr}: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Some("probe") => {
+            let Some(Ok(addr)) = flag_value(&args, "--connect").map(|a| a.parse::<SocketAddr>())
+            else {
+                return usage();
+            };
+            let count: u32 = flag_value(&args, "--count")
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(1)
+                .min(100_000);
+            let timeout = Duration::from_millis(
+                flag_value(&args, "--timeout-ms")
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(2000),
+            );
+            let mut failed = 0;
+            for _ in 0..count {
+                match probe(addr, timeout, http) {
+                    Ok(line) => println!("{line}"),
+                    Err(e) => {
+                        println!("error: {e}");
+                        failed += 1;
+                    }
+                }
+            }
+            if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        _ => usage(),
+    }
+}
+
+fn serve(name: &str, addr: SocketAddr, http: bool) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr)?;
+    println!("ready");
+    std::io::stdout().flush()?;
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let name = name.to_string();
+        std::thread::spawn(move || {
+            let _ = if http {
+                answer_http(stream, &name)
+            } else {
+                answer_plain(stream, &name)
+            };
+        });
+    }
+    Ok(())
+}
+
+fn answer_plain(mut stream: TcpStream, name: &str) -> std::io::Result<()> {
+    stream.write_all(format!("{name}\n").as_bytes())?;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(());
+        }
+        stream.write_all(&buf[..n])?;
+    }
+}
+
+fn answer_http(stream: TcpStream, name: &str) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut out = stream;
+    loop {
+        let mut close = false;
+        let mut content_length = 0usize;
+        let mut first = true;
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            let l = line.trim_end();
+            if l.is_empty() {
+                if first {
+                    continue;
+                }
+                break;
+            }
+            if first && l.ends_with("HTTP/1.0") {
+                close = true;
+            }
+            first = false;
+            let lower = l.to_ascii_lowercase();
+            if lower.starts_with("connection:") && lower.contains("close") {
+                close = true;
+            }
+            if let Some(v) = lower.strip_prefix("content-length:") {
+                content_length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0u8; content_length.min(1 << 20)];
+        reader.read_exact(&mut body)?;
+        let payload = format!("{name}\n");
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n",
+            payload.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        );
+        out.write_all(head.as_bytes())?;
+        out.write_all(payload.as_bytes())?;
+        if close {
+            return Ok(());
+        }
+    }
+}
+
+fn probe(addr: SocketAddr, timeout: Duration, http: bool) -> std::io::Result<String> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+    stream.set_read_timeout(Some(timeout))?;
+    if http {
+        stream.write_all(
+            format!("GET / HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )?;
+        let mut all = String::new();
+        stream.read_to_string(&mut all)?;
+        let body = all.split("\r\n\r\n").nth(1).unwrap_or("");
+        return Ok(body.lines().next().unwrap_or("").to_string());
+    }
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    Ok(line.trim_end().to_string())
+}

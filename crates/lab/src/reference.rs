@@ -1,0 +1,280 @@
+//! The four reference deployments of shared/docs/MISSION.md, built by name, with its
+//! addresses. The client is 10.1.10.2 on the outside segment in every deployment.
+//!
+//! Directors and proxies get an XDP_PASS stub on the switch side of each of their links, so
+//! that the data plane's XDP_TX and redirects are delivered.
+
+use std::net::Ipv4Addr;
+
+use crate::{Agent, Host, Lab, Result, Switch};
+
+/// Which reference deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deployment {
+    /// 1. LVS-NAT: VIP 10.1.10.65 (director outside), DIP 192.168.184.128 (inside),
+    ///    RIP1 .129 and RIP2 .130, whose default gateway is the DIP.
+    LvsNat,
+    /// 2. LVS-DR: VIP 10.1.10.88, DIP 10.1.10.65, RIP1 .66 and RIP2 .67 on one segment; the
+    ///    real servers hold the VIP on `lo` with arp_ignore=1, arp_announce=2.
+    LvsDr,
+    /// 3. Keepalived HA for LVS: directors 10.1.10.65 and 10.1.10.68 (VRRP decides who holds
+    ///    VIP1 10.1.10.88 and VIP2 10.1.10.99), DR real servers .66 and .67 holding both VIPs.
+    KeepalivedHa,
+    /// 4. Nginx HA: proxies 10.1.10.65 and 10.1.10.68 sharing VIP1 and VIP2 by VRRP, proxying
+    ///    to back ends .66 and .67.
+    NginxHa,
+}
+
+impl Deployment {
+    pub const ALL: [Deployment; 4] = [
+        Deployment::LvsNat,
+        Deployment::LvsDr,
+        Deployment::KeepalivedHa,
+        Deployment::NginxHa,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Deployment::LvsNat => "nat",
+            Deployment::LvsDr => "dr",
+            Deployment::KeepalivedHa => "keepalived-ha",
+            Deployment::NginxHa => "nginx-ha",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Deployment> {
+        Deployment::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Deployment::LvsNat => "1. LVS-NAT",
+            Deployment::LvsDr => "2. LVS-DR",
+            Deployment::KeepalivedHa => "3. Keepalived HA for LVS",
+            Deployment::NginxHa => "4. Nginx HA",
+        }
+    }
+}
+
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 10, 2);
+pub const VIP1: Ipv4Addr = Ipv4Addr::new(10, 1, 10, 88);
+pub const VIP2: Ipv4Addr = Ipv4Addr::new(10, 1, 10, 99);
+pub const DIP1: Ipv4Addr = Ipv4Addr::new(10, 1, 10, 65);
+pub const DIP2: Ipv4Addr = Ipv4Addr::new(10, 1, 10, 68);
+pub const NAT_DIP: Ipv4Addr = Ipv4Addr::new(192, 168, 184, 128);
+pub const NAT_RIPS: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(192, 168, 184, 129),
+    Ipv4Addr::new(192, 168, 184, 130),
+];
+pub const RIPS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 1, 10, 66), Ipv4Addr::new(10, 1, 10, 67)];
+
+/// A built reference deployment. Drops (and cleans up) with its lab.
+#[derive(Debug)]
+pub struct Reference {
+    pub deployment: Deployment,
+    pub lab: Lab,
+    pub client: Host,
+    /// Directors (1-3) or proxies (4), primary first.
+    pub directors: Vec<Host>,
+    pub real_servers: Vec<Host>,
+    /// Addresses of the real servers as the directors reach them.
+    pub rips: Vec<Ipv4Addr>,
+    /// Addresses of the directors on the client's segment.
+    pub dips: Vec<Ipv4Addr>,
+    /// The virtual addresses clients use.
+    pub vips: Vec<Ipv4Addr>,
+    pub switches: Vec<Switch>,
+}
+
+fn on_segment(
+    lab: &mut Lab,
+    host: &Host,
+    ifname: &str,
+    sw: &Switch,
+    cidr: &str,
+    stub: bool,
+) -> Result<()> {
+    let port = lab.attach(host, ifname, sw)?;
+    lab.addr(host, ifname, cidr)?;
+    if stub {
+        lab.xdp_pass_stub(&sw.netns, &port)?;
+    }
+    Ok(())
+}
+
+/// DR real servers answer for the VIPs they hold on `lo` but never ARP for them.
+fn dr_real_server(lab: &Lab, host: &Host, vips: &[Ipv4Addr]) -> Result<()> {
+    for v in vips {
+        lab.addr(host, "lo", &format!("{v}/32"))?;
+    }
+    for scope in ["all", "lo"] {
+        lab.sysctl(host, &format!("net.ipv4.conf.{scope}.arp_ignore"), "1")?;
+        lab.sysctl(host, &format!("net.ipv4.conf.{scope}.arp_announce"), "2")?;
+    }
+    Ok(())
+}
+
+/// Builds a reference deployment in a new lab labelled `label`.
+pub fn build(deployment: Deployment, label: &str, agent: Option<Agent>) -> Result<Reference> {
+    let mut lab = Lab::new(label)?;
+    if let Some(a) = agent {
+        lab = lab.with_agent(a);
+    }
+    let client = lab.host("client")?;
+    let outside = lab.switch("out")?;
+    on_segment(
+        &mut lab,
+        &client,
+        "eth0",
+        &outside,
+        &format!("{CLIENT}/24"),
+        false,
+    )?;
+    let mut r = Reference {
+        deployment,
+        client,
+        directors: Vec::new(),
+        real_servers: Vec::new(),
+        rips: Vec::new(),
+        dips: Vec::new(),
+        vips: Vec::new(),
+        switches: vec![outside.clone()],
+        lab,
+    };
+    match deployment {
+        Deployment::LvsNat => {
+            let inside = r.lab.switch("in")?;
+            let d = r.lab.host("director")?;
+            on_segment(
+                &mut r.lab,
+                &d,
+                "eth0",
+                &outside,
+                &format!("{DIP1}/24"),
+                true,
+            )?;
+            on_segment(
+                &mut r.lab,
+                &d,
+                "eth1",
+                &inside,
+                &format!("{NAT_DIP}/24"),
+                true,
+            )?;
+            r.lab.sysctl(&d, "net.ipv4.ip_forward", "1")?;
+            for (i, rip) in NAT_RIPS.iter().enumerate() {
+                let rs = r.lab.host(&format!("rs{}", i + 1))?;
+                on_segment(
+                    &mut r.lab,
+                    &rs,
+                    "eth0",
+                    &inside,
+                    &format!("{rip}/24"),
+                    false,
+                )?;
+                r.lab.ip(
+                    &rs,
+                    &["route", "add", "default", "via", &NAT_DIP.to_string()],
+                )?;
+                r.real_servers.push(rs);
+            }
+            r.directors.push(d);
+            r.rips = NAT_RIPS.to_vec();
+            r.dips = vec![NAT_DIP];
+            r.vips = vec![DIP1];
+            r.switches.push(inside);
+        }
+        Deployment::LvsDr => {
+            let d = r.lab.host("director")?;
+            on_segment(
+                &mut r.lab,
+                &d,
+                "eth0",
+                &outside,
+                &format!("{DIP1}/24"),
+                true,
+            )?;
+            r.lab.addr(&d, "eth0", &format!("{VIP1}/32"))?;
+            for (i, rip) in RIPS.iter().enumerate() {
+                let rs = r.lab.host(&format!("rs{}", i + 1))?;
+                on_segment(
+                    &mut r.lab,
+                    &rs,
+                    "eth0",
+                    &outside,
+                    &format!("{rip}/24"),
+                    false,
+                )?;
+                dr_real_server(&r.lab, &rs, &[VIP1])?;
+                r.real_servers.push(rs);
+            }
+            r.directors.push(d);
+            r.rips = RIPS.to_vec();
+            r.dips = vec![DIP1];
+            r.vips = vec![VIP1];
+        }
+        Deployment::KeepalivedHa | Deployment::NginxHa => {
+            let lvs = deployment == Deployment::KeepalivedHa;
+            for (i, dip) in [DIP1, DIP2].iter().enumerate() {
+                let name = if lvs { "director" } else { "proxy" };
+                let d = r.lab.host(&format!("{name}{}", i + 1))?;
+                on_segment(&mut r.lab, &d, "eth0", &outside, &format!("{dip}/24"), lvs)?;
+                r.directors.push(d);
+            }
+            for (i, rip) in RIPS.iter().enumerate() {
+                let rs = r.lab.host(&format!("rs{}", i + 1))?;
+                on_segment(
+                    &mut r.lab,
+                    &rs,
+                    "eth0",
+                    &outside,
+                    &format!("{rip}/24"),
+                    false,
+                )?;
+                if lvs {
+                    dr_real_server(&r.lab, &rs, &[VIP1, VIP2])?;
+                }
+                r.real_servers.push(rs);
+            }
+            r.rips = RIPS.to_vec();
+            r.dips = vec![DIP1, DIP2];
+            r.vips = vec![VIP1, VIP2];
+        }
+    }
+    Ok(r)
+}
+
+impl Reference {
+    /// A one-screen description of the deployment: hosts, addresses, roles.
+    pub fn describe(&self) -> String {
+        let mut s = format!(
+            "{} (namespaces {}-*)\n",
+            self.deployment.title(),
+            self.lab.prefix()
+        );
+        s.push_str(&format!("  client      {}\n", CLIENT));
+        for (i, d) in self.directors.iter().enumerate() {
+            let addr = match self.deployment {
+                Deployment::LvsNat => format!("{DIP1} (VIP, outside), {NAT_DIP} (DIP, inside)"),
+                Deployment::LvsDr => format!("{DIP1} (DIP), {VIP1} (VIP)"),
+                _ => format!("{} (DIP{})", self.dips[i], i + 1),
+            };
+            s.push_str(&format!("  {:<11} {addr}\n", d.name));
+        }
+        for (i, rs) in self.real_servers.iter().enumerate() {
+            s.push_str(&format!(
+                "  {:<11} {} (RIP{})\n",
+                rs.name,
+                self.rips[i],
+                i + 1
+            ));
+        }
+        if matches!(
+            self.deployment,
+            Deployment::KeepalivedHa | Deployment::NginxHa
+        ) {
+            s.push_str(&format!("  VIPs        {VIP1} and {VIP2}, moved by VRRP\n"));
+        }
+        s
+    }
+}
