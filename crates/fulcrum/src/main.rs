@@ -55,6 +55,12 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The lab's in-namespace agent (servers and probes for tests and the demo).
+    #[command(hide = true, disable_help_flag = true)]
+    LabAgent {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 /// Where the configuration comes from. At least one of the two files is needed.
@@ -137,6 +143,7 @@ fn main() -> ExitCode {
         Command::Genhash { .. } => Err(anyhow::anyhow!(
             "genhash: the health checkers are not in this build yet"
         )),
+        Command::LabAgent { args } => Ok(fulcrum_lab::agent::main(args)),
     };
     match result {
         Ok(code) => code,

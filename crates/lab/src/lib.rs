@@ -570,3 +570,13 @@ fn stub_object() -> Result<PathBuf> {
     .clone()
     .map_err(LabError::Stub)
 }
+
+/// Deletes every namespace this process created (and kills what runs in them): for a
+/// program interrupted while a lab is up on another thread. Returns how many it removed.
+pub fn remove_all_of_this_process() -> usize {
+    let names = existing_with_prefix(&format!("{PREFIX}{}-", std::process::id()));
+    for n in &names {
+        delete_namespace(n);
+    }
+    names.len()
+}
