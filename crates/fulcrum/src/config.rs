@@ -77,6 +77,8 @@ impl Sources {
         }
         let interfaces = host::interfaces();
         let exists = |name: &str| interfaces.contains(name);
+        let users = host::users();
+        let user_exists = |name: &str| users.contains(name);
         let mut keepalived = None;
         if let Some(path) = &self.keepalived {
             let options = LoadOptions {
@@ -86,6 +88,11 @@ impl Sources {
                 },
                 interface_exists: if self.host_checks {
                     Some(&exists)
+                } else {
+                    None
+                },
+                user_exists: if self.host_checks {
+                    Some(&user_exists)
                 } else {
                     None
                 },

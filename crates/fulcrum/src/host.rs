@@ -19,3 +19,14 @@ pub fn default_config_id() -> Option<String> {
     let short = name.split('.').next().unwrap_or(name);
     (!short.is_empty()).then(|| short.to_string())
 }
+
+/// Names of the users in /etc/passwd (where keepalived's getpwnam() finds them on a host
+/// without a directory service).
+pub fn users() -> HashSet<String> {
+    let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.split(':').next())
+        .filter(|n| !n.is_empty())
+        .map(str::to_string)
+        .collect()
+}

@@ -128,6 +128,10 @@ pub(crate) struct Builder<'a> {
     diags: &'a mut Vec<Diagnostic>,
     /// Answers whether an interface exists on this host; `None` skips host checks.
     interface_exists: Option<&'a dyn Fn(&str) -> bool>,
+    /// Answers whether a user exists on this host; `None` skips host checks.
+    user_exists: Option<&'a dyn Fn(&str) -> bool>,
+    /// Where the first script is configured, for the script-security warning.
+    first_script: Option<Span>,
     refs: Vec<Reference>,
     instance_spans: HashMap<String, Span>,
     script_names: HashSet<String>,
@@ -160,10 +164,13 @@ impl<'a> Builder<'a> {
     pub fn new(
         diags: &'a mut Vec<Diagnostic>,
         interface_exists: Option<&'a dyn Fn(&str) -> bool>,
+        user_exists: Option<&'a dyn Fn(&str) -> bool>,
     ) -> Builder<'a> {
         Builder {
             diags,
             interface_exists,
+            user_exists,
+            first_script: None,
             refs: Vec::new(),
             instance_spans: HashMap::new(),
             script_names: HashSet::new(),
@@ -312,6 +319,19 @@ impl<'a> Builder<'a> {
         self.timer_at(n, 0, n.name())
     }
 
+    /// A timer keepalived reads as a whole number of seconds.
+    fn whole_seconds(&mut self, n: &Node) -> Option<Timer> {
+        let t = self.timer(n)?;
+        if !t.is_whole_seconds() {
+            self.error(
+                Self::arg_span(n, 0),
+                format!("'{}' takes a whole number of seconds, not {t}", n.name()),
+            );
+            return None;
+        }
+        Some(t)
+    }
+
     /// `keyword [on|off|yes|no|true|false]`; the keyword alone means on.
     fn flag(&mut self, n: &Node) -> Option<bool> {
         self.no_block(n);
@@ -367,6 +387,19 @@ impl<'a> Builder<'a> {
         }
     }
 
+    fn user_ref(&mut self, name: &str, span: Span) {
+        if let Some(exists) = self.user_exists {
+            if !exists(name) {
+                self.diags.push(
+                    Diagnostic::error(span, format!("user '{name}' does not exist on this host"))
+                        .with_help(
+                            "use --no-host-checks to check a configuration meant for another host",
+                        ),
+                );
+            }
+        }
+    }
+
     /// `keyword SCRIPT [USER [GROUP]]`.
     fn script(&mut self, n: &Node) -> Option<Script> {
         self.no_block(n);
@@ -379,10 +412,14 @@ impl<'a> Builder<'a> {
             );
             return None;
         }
+        self.first_script.get_or_insert(n.span());
         let user = n.args.get(1).map(|u| ScriptUser {
             user: u.text.clone(),
             group: n.args.get(2).map(|g| g.text.clone()),
         });
+        if let Some(u) = n.args.get(1) {
+            self.user_ref(&u.text, u.span);
+        }
         Some(Script { command, user })
     }
 
@@ -390,6 +427,7 @@ impl<'a> Builder<'a> {
         self.no_block(n);
         self.at_most(n, 2);
         let user = self.arg(n, 0, "a user name")?.to_string();
+        self.user_ref(&user, Self::arg_span(n, 0));
         Some(ScriptUser {
             user,
             group: n.args.get(1).map(|g| g.text.clone()),
@@ -482,6 +520,12 @@ impl<'a> Builder<'a> {
             }
         }
         self.check_references(&cfg);
+        if let (Some(span), false) = (self.first_script, cfg.global_defs.enable_script_security) {
+            self.diags.push(
+                Diagnostic::warning(span, "scripts are configured but script security is off: they run as root")
+                    .with_help("add 'enable_script_security' (and 'script_user') to global_defs; keepalived -t reports this as a security violation"),
+            );
+        }
         cfg
     }
 
@@ -583,11 +627,11 @@ impl<'a> Builder<'a> {
                     g.vrrp_mcast_group4 = self.parse_at(c, 0, "IPv4 multicast address")
                 }
                 "vrrp_mcast_group6" => g.vrrp_mcast_group6 = self.ip(c),
-                "vrrp_garp_master_delay" => g.vrrp_garp_master_delay = self.timer(c),
+                "vrrp_garp_master_delay" => g.vrrp_garp_master_delay = self.whole_seconds(c),
                 "vrrp_garp_master_repeat" => {
                     g.vrrp_garp_master_repeat = self.u32_value(c, "repeat count")
                 }
-                "vrrp_garp_master_refresh" => g.vrrp_garp_master_refresh = self.timer(c),
+                "vrrp_garp_master_refresh" => g.vrrp_garp_master_refresh = self.whole_seconds(c),
                 "vrrp_garp_master_refresh_repeat" => {
                     g.vrrp_garp_master_refresh_repeat = self.u32_value(c, "repeat count")
                 }
@@ -796,7 +840,10 @@ impl<'a> Builder<'a> {
                 "track_interface" => g.track_interfaces = self.tracked(c, RefKindOf::Interface),
                 "track_script" => g.track_scripts = self.tracked(c, RefKindOf::Script),
                 "track_file" => g.track_files = self.tracked(c, RefKindOf::File),
-                "global_tracking" => g.global_tracking = self.flag(c).unwrap_or(false),
+                "global_tracking" => {
+                    self.warn(c.span(), "global_tracking is deprecated; use track_interface, track_script and track_file on the sync group");
+                    g.global_tracking = self.flag(c).unwrap_or(false);
+                }
                 "sync_group_tracking_weight" => {
                     g.sync_group_tracking_weight = self.flag(c).unwrap_or(false)
                 }
@@ -846,6 +893,13 @@ impl<'a> Builder<'a> {
                     let span = line.args[0].span;
                     self.error(span, format!("expected 'weight', found '{other}'"));
                 }
+            }
+            if out.iter().any(|t: &Tracked| t.name == name) {
+                self.warn(
+                    line.keyword.span,
+                    format!("duplicate {} '{name}' ignored", n.name()),
+                );
+                continue;
             }
             out.push(Tracked {
                 name,
@@ -936,9 +990,9 @@ impl<'a> Builder<'a> {
                 "track_script" => i.track_scripts = self.tracked(c, RefKindOf::Script),
                 "track_file" => i.track_files = self.tracked(c, RefKindOf::File),
                 "smtp_alert" => i.smtp_alert = self.flag(c),
-                "garp_master_delay" => i.garp_master_delay = self.timer(c),
+                "garp_master_delay" => i.garp_master_delay = self.whole_seconds(c),
                 "garp_master_repeat" => i.garp_master_repeat = self.u32_value(c, "repeat count"),
-                "garp_master_refresh" => i.garp_master_refresh = self.timer(c),
+                "garp_master_refresh" => i.garp_master_refresh = self.whole_seconds(c),
                 "garp_master_refresh_repeat" => {
                     i.garp_master_refresh_repeat = self.u32_value(c, "repeat count")
                 }
@@ -1028,6 +1082,30 @@ impl<'a> Builder<'a> {
                     span,
                     "preempt_delay needs 'state BACKUP'; keepalived ignores it with state MASTER",
                 );
+            }
+        }
+        if i.nopreempt && i.preempt_delay.is_some() {
+            if let Some(span) = preempt_delay_span {
+                self.warn(span, "preempt_delay has no effect with nopreempt");
+            }
+        }
+        if globals.vrrp_strict && i.preempt_delay.is_some() {
+            if let Some(span) = preempt_delay_span {
+                self.warn(
+                    span,
+                    "preempt_delay is incompatible with vrrp_strict; keepalived resets it",
+                );
+            }
+        }
+        if let Some(&span) = self.instance_spans.get(&i.name) {
+            if i.virtual_ipaddress.is_empty() {
+                self.warn(
+                    span,
+                    format!("vrrp_instance '{}' has no virtual_ipaddress", i.name),
+                );
+            }
+            if i.unicast_peers.is_empty() && (i.unicast_src_ip.is_some() || i.check_unicast_src) {
+                self.warn(span, format!("vrrp_instance '{}' has unicast settings but no unicast_peer: it advertises by multicast", i.name));
             }
         }
         let version = i
@@ -1287,6 +1365,10 @@ impl<'a> Builder<'a> {
             self.no_block(line);
             if line.name() == "fwmark" {
                 if let Some(m) = self.int_at(line, 0, "fwmark", 1, i64::from(u32::MAX)) {
+                    self.error(
+                        line.keyword.span,
+                        "fwmark members are not supported: fulcrum's XDP data plane runs before netfilter sets marks",
+                    );
                     g.members.push(GroupMember::Fwmark(m as u32));
                 }
                 continue;
@@ -1389,7 +1471,7 @@ impl<'a> Builder<'a> {
                     self.no_block(c);
                     self.at_most(c, 1);
                     if let Some(p) = self.enum_at::<Protocol>(c, 0, "protocol") {
-                        vs.protocol = p;
+                        vs.protocol = Some(p);
                     }
                 }
                 "persistence_timeout" => {
@@ -1475,7 +1557,16 @@ impl<'a> Builder<'a> {
                 ),
             );
         }
-        if vs.ops && vs.protocol != Protocol::Udp {
+        if vs.protocol.is_none() && !matches!(vs.key, ServiceKey::Fwmark(_)) {
+            self.diags.push(
+                Diagnostic::warning(
+                    n.span(),
+                    "no protocol set: keepalived (and the kernel) default to UDP",
+                )
+                .with_help("add 'protocol TCP' for a TCP service"),
+            );
+        }
+        if vs.ops && vs.protocol() != Protocol::Udp {
             self.warn(
                 n.span(),
                 "one-packet scheduling ('ops') applies to UDP services only",
@@ -1536,11 +1627,7 @@ impl<'a> Builder<'a> {
             None
         };
         let mut rs = RealServer::new(addr, port);
-        let Some(block) = &n.block else {
-            // keepalived accepts a real server without a block: weight 1, no checkers.
-            return Some(rs);
-        };
-        for c in &block.nodes {
+        for c in self.block(n) {
             if self.check_default(c, &mut rs.defaults) {
                 continue;
             }
@@ -1610,7 +1697,11 @@ impl<'a> Builder<'a> {
                     .map(|v| v as u32)
             }
             "connect_timeout" => common.connect_timeout = self.timer(c),
-            "retry" | "nb_get_retry" | "nb_sock_retry" => common.retry = self.u32_value(c, "retry"),
+            "retry" => common.retry = self.u32_value(c, "retry"),
+            "nb_get_retry" => {
+                self.warn(c.span(), "nb_get_retry is deprecated; use 'retry'");
+                common.retry = self.u32_value(c, "retry");
+            }
             "delay_before_retry" => common.delay_before_retry = self.timer(c),
             "warmup" => common.warmup = self.timer(c),
             "delay_loop" => common.delay_loop = self.timer(c),

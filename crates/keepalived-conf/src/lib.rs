@@ -28,6 +28,8 @@ pub struct LoadOptions<'a> {
     pub lex: LexOptions,
     /// Answers whether a network interface exists here; `None` turns host checks off.
     pub interface_exists: Option<&'a dyn Fn(&str) -> bool>,
+    /// Answers whether a user exists here; `None` turns host checks off.
+    pub user_exists: Option<&'a dyn Fn(&str) -> bool>,
 }
 
 impl std::fmt::Debug for LoadOptions<'_> {
@@ -77,7 +79,12 @@ fn finish(lexer: lexer::Lexer<'_>, options: &LoadOptions<'_>) -> Loaded {
         ..
     } = lexer;
     let nodes = tree::build(lines, &mut diagnostics);
-    let config = build::Builder::new(&mut diagnostics, options.interface_exists).config(&nodes);
+    let config = build::Builder::new(
+        &mut diagnostics,
+        options.interface_exists,
+        options.user_exists,
+    )
+    .config(&nodes);
     fulcrum_diag::sort(&mut diagnostics);
     let config = if fulcrum_diag::has_errors(&diagnostics) {
         None

@@ -310,7 +310,8 @@ pub struct CheckDefaults {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtualServer {
     pub key: ServiceKey,
-    pub protocol: Protocol,
+    /// As written; see [`VirtualServer::protocol`] for the one in force.
+    pub protocol: Option<Protocol>,
     pub lb_algo: Scheduler,
     pub lb_kind: Option<ForwardMethod>,
     pub persistence_timeout: Option<u32>,
@@ -338,7 +339,7 @@ impl VirtualServer {
     pub fn new(key: ServiceKey) -> VirtualServer {
         VirtualServer {
             key,
-            protocol: Protocol::Tcp,
+            protocol: None,
             lb_algo: Scheduler::default(),
             lb_kind: None,
             persistence_timeout: None,
@@ -361,6 +362,11 @@ impl VirtualServer {
             defaults: CheckDefaults::default(),
             real_servers: Vec::new(),
         }
+    }
+
+    /// The protocol in force: as written, else UDP, as keepalived (and the kernel) default.
+    pub fn protocol(&self) -> Protocol {
+        self.protocol.unwrap_or(Protocol::Udp)
     }
 
     /// The forwarding method in force: lb_kind, or keepalived's default, NAT.

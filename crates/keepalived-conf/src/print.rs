@@ -484,7 +484,9 @@ fn virtual_server(o: &mut Out, vs: &VirtualServer) {
     if let Some(k) = vs.lb_kind {
         o.line(&["lb_kind", k.name()]);
     }
-    o.line(&["protocol", vs.protocol.name()]);
+    if let Some(p) = vs.protocol {
+        o.line(&["protocol", p.name()]);
+    }
     o.opt("persistence_timeout", &vs.persistence_timeout);
     o.opt("persistence_granularity", &vs.persistence_granularity);
     o.opt_word("virtualhost", &vs.virtualhost);
