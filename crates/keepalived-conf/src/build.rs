@@ -926,9 +926,15 @@ impl<'a> Builder<'a> {
             return None;
         }
         self.instance_spans.insert(name.clone(), n.args[0].span);
+        if n.block.is_none() {
+            self.block(n);
+            return None;
+        }
         let placeholder = Vrid::new(1).ok()?;
         let mut i = VrrpInstance::new(&name, placeholder);
         let mut vrid = None;
+        let mut vrid_written = false;
+        let mut vips_written = false;
         let mut state_span = None;
         let mut nopreempt_span = None;
         let mut preempt_delay_span = None;
@@ -960,6 +966,7 @@ impl<'a> Builder<'a> {
                     }
                 }
                 "virtual_router_id" => {
+                    vrid_written = true;
                     vrid = self
                         .int(c, "virtual_router_id", 1, 255)
                         .and_then(|v| Vrid::new(v).ok())
@@ -977,7 +984,10 @@ impl<'a> Builder<'a> {
                     i.advert_int = self.timer(c).unwrap_or(i.advert_int);
                 }
                 "version" => i.version = self.version(c),
-                "virtual_ipaddress" => i.virtual_ipaddress = self.addresses(c),
+                "virtual_ipaddress" => {
+                    vips_written = true;
+                    i.virtual_ipaddress = self.addresses(c);
+                }
                 "virtual_ipaddress_excluded" => i.virtual_ipaddress_excluded = self.addresses(c),
                 "authentication" => {
                     auth_span = Some(c.span());
@@ -1037,12 +1047,20 @@ impl<'a> Builder<'a> {
             }
         }
         let Some(vrid) = vrid else {
-            self.error(
-                n.span(),
-                format!("vrrp_instance '{name}' has no virtual_router_id"),
-            );
+            if !vrid_written {
+                self.error(
+                    n.span(),
+                    format!("vrrp_instance '{name}' has no virtual_router_id"),
+                );
+            }
             return None;
         };
+        if !vips_written {
+            self.warn(
+                n.args[0].span,
+                format!("vrrp_instance '{name}' has no virtual_ipaddress"),
+            );
+        }
         i.virtual_router_id = vrid;
         self.check_instance(
             &i,
@@ -1098,12 +1116,6 @@ impl<'a> Builder<'a> {
             }
         }
         if let Some(&span) = self.instance_spans.get(&i.name) {
-            if i.virtual_ipaddress.is_empty() {
-                self.warn(
-                    span,
-                    format!("vrrp_instance '{}' has no virtual_ipaddress", i.name),
-                );
-            }
             if i.unicast_peers.is_empty() && (i.unicast_src_ip.is_some() || i.check_unicast_src) {
                 self.warn(span, format!("vrrp_instance '{}' has unicast settings but no unicast_peer: it advertises by multicast", i.name));
             }
