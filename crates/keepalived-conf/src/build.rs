@@ -332,6 +332,24 @@ impl<'a> Builder<'a> {
         Some(t)
     }
 
+    /// A keyword keepalived reads by its presence alone: any argument is ignored (so
+    /// `nopreempt off` still means nopreempt, as in keepalived), with a warning.
+    fn presence(&mut self, n: &Node) -> bool {
+        self.no_block(n);
+        if let Some(a) = n.args.first() {
+            self.warn(
+                a.span,
+                format!(
+                    "'{}' takes no argument: keepalived ignores '{}' and so does fulcrum; '{}' is on",
+                    n.name(),
+                    a.text,
+                    n.name()
+                ),
+            );
+        }
+        true
+    }
+
     /// `keyword [on|off|yes|no|true|false]`; the keyword alone means on.
     fn flag(&mut self, n: &Node) -> Option<bool> {
         self.no_block(n);
@@ -616,12 +634,10 @@ impl<'a> Builder<'a> {
                     }
                 }
                 "smtp_connect_timeout" => g.smtp_connect_timeout = self.timer(c),
-                "enable_script_security" => {
-                    g.enable_script_security = self.flag(c).unwrap_or(false)
-                }
+                "enable_script_security" => g.enable_script_security = self.presence(c),
                 "script_user" => g.script_user = self.script_user(c),
                 "vrrp_version" => g.vrrp_version = self.version(c),
-                "vrrp_strict" => g.vrrp_strict = self.flag(c).unwrap_or(false),
+                "vrrp_strict" => g.vrrp_strict = self.presence(c),
                 "vrrp_mcast_group4" => {
                     self.no_block(c);
                     g.vrrp_mcast_group4 = self.parse_at(c, 0, "IPv4 multicast address")
@@ -1011,22 +1027,14 @@ impl<'a> Builder<'a> {
                     self.at_most(c, 1);
                     i.use_vmac = Some(c.args.first().map(|t| t.text.clone()));
                 }
-                "vmac_xmit_base" => i.vmac_xmit_base = self.flag(c).unwrap_or(false),
-                "accept" => {
-                    self.flag(c);
-                    i.accept = Some(true);
-                }
-                "no_accept" => {
-                    self.flag(c);
-                    i.accept = Some(false);
-                }
+                "vmac_xmit_base" => i.vmac_xmit_base = self.presence(c),
+                "accept" => i.accept = Some(self.presence(c)),
+                "no_accept" => i.accept = Some(!self.presence(c)),
                 "nopreempt" => {
                     nopreempt_span = Some(c.span());
-                    i.nopreempt = self.flag(c).unwrap_or(false);
+                    i.nopreempt = self.presence(c);
                 }
-                "preempt" => {
-                    i.nopreempt = !self.flag(c).unwrap_or(true);
-                }
+                "preempt" => i.nopreempt = !self.presence(c),
                 "preempt_delay" => {
                     preempt_delay_span = Some(c.span());
                     i.preempt_delay = self.timer(c);
@@ -1038,8 +1046,8 @@ impl<'a> Builder<'a> {
                     }
                 }
                 "strict_mode" => i.strict_mode = self.flag(c),
-                "dont_track_primary" => i.dont_track_primary = self.flag(c).unwrap_or(false),
-                "native_ipv6" => i.native_ipv6 = self.flag(c).unwrap_or(false),
+                "dont_track_primary" => i.dont_track_primary = self.presence(c),
+                "native_ipv6" => i.native_ipv6 = self.presence(c),
                 "check_unicast_src" => i.check_unicast_src = self.flag(c).unwrap_or(false),
                 "v3_checksum_as_v2" => i.v3_checksum_as_v2 = self.flag(c).unwrap_or(false),
                 k if UNSUPPORTED_INSTANCE.contains(&k) => self.unsupported(c),
@@ -1798,7 +1806,7 @@ impl<'a> Builder<'a> {
                     match c.name() {
                         "misc_path" => path = self.script(c),
                         "misc_timeout" => timeout = self.timer(c),
-                        "misc_dynamic" => dynamic = self.flag(c).unwrap_or(false),
+                        "misc_dynamic" => dynamic = self.presence(c),
                         "user" => user = self.script_user(c),
                         _ => self.unknown(c, n.name()),
                     }

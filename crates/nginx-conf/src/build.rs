@@ -466,6 +466,22 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// Named captures of a regex (`(?<name>...)`, `(?P<name>...)`) become variables, as in
+    /// nginx.
+    fn define_captures(&mut self, regex: &str) {
+        for (i, _) in regex.match_indices("(?") {
+            let rest = &regex[i + 2..];
+            let rest = rest.strip_prefix('P').unwrap_or(rest);
+            let Some(rest) = rest.strip_prefix('<').or_else(|| rest.strip_prefix('\'')) else {
+                continue;
+            };
+            let end = rest.find(['>', '\'']).unwrap_or(0);
+            if end > 0 {
+                self.map_vars.insert(rest[..end].to_string());
+            }
+        }
+    }
+
     fn dup<T>(&mut self, slot: &Option<T>, d: &Directive) -> bool {
         if slot.is_some() {
             self.error(
@@ -495,10 +511,14 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn time(&mut self, w: &Word) -> Option<Duration> {
+    /// A time argument of `d`, with nginx's message when it is not one.
+    fn time(&mut self, d: &Directive, w: &Word) -> Option<Duration> {
         let t = parse_time(&w.text);
         if t.is_none() {
-            self.error(w.span, format!("invalid time value \"{}\"", w.text));
+            self.error(
+                w.span,
+                format!("\"{}\" directive invalid value", d.name.text),
+            );
         }
         t
     }
@@ -816,7 +836,7 @@ impl<'a> Builder<'a> {
                     );
                     return true;
                 }
-                *slot = self.time(&d.args[0]);
+                *slot = self.time(d, &d.args[0]);
             }
             "proxy_next_upstream" => {
                 if self.dup(&st.proxy_next_upstream, d) {
@@ -852,6 +872,10 @@ impl<'a> Builder<'a> {
                 st.proxy_buffering = self.flag(d);
             }
             "proxy_redirect" => {
+                if d.args[0].text == "default" && ctx != Ctx::Location {
+                    self.error(d.name.span, "\"proxy_redirect default\" should be placed after the \"proxy_pass\" directive");
+                    return true;
+                }
                 let r = match (d.args[0].text.as_str(), d.args.len()) {
                     ("default", 1) => ProxyRedirect::Default,
                     ("off", 1) => ProxyRedirect::Off,
@@ -931,8 +955,8 @@ impl<'a> Builder<'a> {
                 if self.dup(&st.keepalive_timeout, d) {
                     return true;
                 }
-                let t = self.time(&d.args[0]);
-                let header = d.args.get(1).and_then(|w| self.time(w));
+                let t = self.time(d, &d.args[0]);
+                let header = d.args.get(1).and_then(|w| self.time(d, w));
                 st.keepalive_timeout = t.map(|t| (t, header));
             }
             "keepalive_requests" if ctx != Ctx::Upstream => {
@@ -1046,7 +1070,7 @@ impl<'a> Builder<'a> {
                     ),
                 },
                 "keepalive_requests" => u.keepalive_requests = self.number(&e.args[0]),
-                "keepalive_timeout" => u.keepalive_timeout = self.time(&e.args[0]),
+                "keepalive_timeout" => u.keepalive_timeout = self.time(e, &e.args[0]),
                 _ => {}
             }
         }
@@ -1059,7 +1083,7 @@ impl<'a> Builder<'a> {
         ) {
             self.error(
                 span,
-                "load balancing method does not support parameter \"backup\"",
+                "balancing method does not support parameter \"backup\"",
             );
         }
         if u.servers.is_empty() {
@@ -1102,7 +1126,7 @@ impl<'a> Builder<'a> {
                     Ok(v) => s.max_conns = v,
                     _ => bad(self),
                 },
-                "fail_timeout" => match parse_time(value) {
+                "fail_timeout" => match parse_time(value).filter(|_| !value.contains("ms")) {
                     Some(t) => s.fail_timeout = t,
                     None => bad(self),
                 },
@@ -1140,7 +1164,11 @@ impl<'a> Builder<'a> {
                 }
                 "server_name" => {
                     for a in &d.args {
-                        srv.server_name.push(server_name(&a.text));
+                        let name = server_name(&a.text);
+                        if let ServerName::Regex(r) = &name {
+                            self.define_captures(r);
+                        }
+                        srv.server_name.push(name);
                     }
                 }
                 "return" => {
@@ -1310,6 +1338,9 @@ impl<'a> Builder<'a> {
                 }
             }
         };
+        if let LocationMatch::Regex { pattern, .. } = &matcher {
+            self.define_captures(pattern);
+        }
         let exact = matches!(matcher, LocationMatch::Exact(_));
         let mut loc = Location {
             matcher,
@@ -1323,6 +1354,13 @@ impl<'a> Builder<'a> {
             if !self.check(e, Ctx::Location) {
                 continue;
             }
+            if e.name.text == "proxy_redirect"
+                && e.args.first().is_some_and(|a| a.text == "default")
+                && loc.proxy_pass.is_none()
+            {
+                self.error(e.name.span, "\"proxy_redirect default\" should be placed after the \"proxy_pass\" directive");
+                continue;
+            }
             if self.setting(e, &mut loc.settings, Ctx::Location) {
                 continue;
             }
@@ -1333,7 +1371,7 @@ impl<'a> Builder<'a> {
                     }
                     let t = &e.args[0].text;
                     if !(t.starts_with("http://") || t.starts_with("https://")) {
-                        self.error(e.args[0].span, format!("invalid URL prefix in \"{t}\""));
+                        self.error(e.args[0].span, "invalid URL prefix");
                         continue;
                     }
                     if matches!(loc.matcher, LocationMatch::Regex { .. })

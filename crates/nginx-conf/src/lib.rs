@@ -109,6 +109,23 @@ fn check_files(files: &[(String, Span)], sources: &SourceMap, diags: &mut Vec<Di
                 .map(|d| d.join(p))
                 .unwrap_or_else(|| p.to_path_buf())
         };
+        let full = if full.is_relative() {
+            std::env::current_dir()
+                .map(|d| d.join(&full))
+                .unwrap_or(full)
+        } else {
+            full
+        };
+        let full = full.canonicalize().unwrap_or_else(|_| {
+            // Not there: canonicalize the directory, to name the file plainly.
+            match (
+                full.parent().and_then(|d| d.canonicalize().ok()),
+                full.file_name(),
+            ) {
+                (Some(d), Some(n)) => d.join(n),
+                _ => full.clone(),
+            }
+        });
         if let Err(e) = std::fs::File::open(&full) {
             diags.push(Diagnostic::error(
                 *span,

@@ -196,6 +196,8 @@ pub(crate) struct Reader {
     prefix: PathBuf,
     include_stack: Vec<PathBuf>,
     pub includes: bool,
+    /// An unexpected end of file is reported once, by the innermost open block.
+    eof_reported: bool,
 }
 
 impl Reader {
@@ -206,6 +208,7 @@ impl Reader {
             prefix: main.parent().map(Path::to_path_buf).unwrap_or_default(),
             include_stack: Vec::new(),
             includes,
+            eof_reported: false,
         }
     }
 
@@ -233,7 +236,9 @@ impl Reader {
             let lines = text.split('\n').count() as u32;
             Span::new(file, lines.max(1), 1, 1)
         };
+        let saved = std::mem::replace(&mut self.eof_reported, false);
         let out = self.block(&toks, &mut pos, false, eof_span);
+        self.eof_reported = saved;
         self.include_stack.pop();
         out
     }
@@ -294,11 +299,14 @@ impl Reader {
             }
         }
         if nested {
-            self.diagnostics.push(Diagnostic::error(
-                eof,
-                "unexpected end of file, expecting \"}\"",
-            ));
-        } else if !words.is_empty() {
+            if !self.eof_reported {
+                self.eof_reported = true;
+                self.diagnostics.push(Diagnostic::error(
+                    eof,
+                    "unexpected end of file, expecting \"}\"",
+                ));
+            }
+        } else if !words.is_empty() && !self.eof_reported {
             self.diagnostics.push(Diagnostic::error(
                 eof,
                 "unexpected end of file, expecting \";\" or \"}\"",

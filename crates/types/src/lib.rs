@@ -63,7 +63,7 @@ ranged!(
 );
 ranged!(
     /// Weight by which a tracked script, interface or file moves a VRRP priority.
-    TrackWeight(i32), "weight", -253, 253
+    TrackWeight(i32), "weight", -254, 254
 );
 
 impl Priority {
@@ -286,8 +286,8 @@ mod tests {
             Priority::new(256).unwrap_err().to_string(),
             "priority 256 is out of range 1..255"
         );
-        assert!(TrackWeight::new(-253).is_ok());
-        assert!(TrackWeight::new(254).is_err());
+        assert!(TrackWeight::new(-254).is_ok());
+        assert!(TrackWeight::new(255).is_err());
     }
 
     #[test]

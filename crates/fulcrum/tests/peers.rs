@@ -1,0 +1,132 @@
+//! The corpus against the real peers: every file `fulcrum check` accepts, Debian's
+//! `nginx -t` and `keepalived -t` accept too, and every file it rejects they reject, except
+//! where a `# peer: accepts|rejects: reason` line in the file says why they differ.
+//!
+//! keepalived runs in a network namespace with eth0..eth2, since its -t checks interfaces.
+//! Its 2.2.7 ends a successful -t of a configuration with scripts by sending itself
+//! SIGTERM (seen with strace), so that exit counts as accepted.
+
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use fulcrum_lab::{require_root, Lab};
+
+fn files(lang: &str, kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/corpus")
+        .join(lang)
+        .join(kind);
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| std::fs::canonicalize(e.path()).unwrap())
+        .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn peer_marker(path: &Path) -> Option<bool> {
+    let text = std::fs::read_to_string(path).unwrap();
+    text.lines().find_map(|l| {
+        let m = l.strip_prefix("# peer: ")?;
+        if m.starts_with("accepts") {
+            Some(true)
+        } else if m.starts_with("rejects") {
+            Some(false)
+        } else {
+            None
+        }
+    })
+}
+
+fn config_id(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let args = text.lines().find_map(|l| l.strip_prefix("# args:"))?;
+    let mut it = args.split_whitespace();
+    while let Some(a) = it.next() {
+        if a == "-i" {
+            return it.next().map(str::to_string);
+        }
+    }
+    None
+}
+
+fn installed(program: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        if std::env::var_os("CI").is_some() {
+            panic!("{program} is not installed; the test command installs it in CI");
+        }
+        eprintln!("SKIP: {program} is not installed");
+    }
+    found
+}
+
+fn compare(lang: &str, accepts: impl Fn(&Path) -> (bool, String)) {
+    let mut wrong = Vec::new();
+    for (kind, fulcrum_accepts) in [("valid", true), ("broken", false)] {
+        for f in files(lang, kind) {
+            let want = peer_marker(&f).unwrap_or(fulcrum_accepts);
+            let (got, output) = accepts(&f);
+            if got != want {
+                wrong.push(format!(
+                    "{}: the peer {} it (expected it to {})\n{output}",
+                    f.display(),
+                    if got { "accepts" } else { "rejects" },
+                    if want { "accept" } else { "reject" }
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn nginx_agrees_with_the_corpus() {
+    if !require_root("nginx_agrees_with_the_corpus") || !installed("nginx") {
+        return;
+    }
+    compare("nginx", |f| {
+        let out = Command::new("nginx")
+            .args(["-t", "-q", "-e", "/dev/null", "-c"])
+            .arg(f)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    });
+}
+
+#[test]
+fn keepalived_agrees_with_the_corpus() {
+    if !require_root("keepalived_agrees_with_the_corpus") || !installed("keepalived") {
+        return;
+    }
+    let mut lab = Lab::new("kat").unwrap();
+    let host = lab.host("ka").unwrap();
+    let peer = lab.host("peer").unwrap();
+    for i in 0..3 {
+        lab.link(&host, &format!("eth{i}"), &peer, &format!("p{i}"))
+            .unwrap();
+    }
+    compare("keepalived", |f| {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &host.netns, "keepalived", "-t", "-f"])
+            .arg(f);
+        if let Some(id) = config_id(f) {
+            cmd.args(["-i", &id]);
+        }
+        // keepalived signals itself; keep it away from the test runner's process group.
+        let out = cmd.process_group(0).output().unwrap();
+        let ok = out.status.success() || out.status.signal() == Some(15);
+        (ok, String::from_utf8_lossy(&out.stderr).into_owned())
+    });
+}
