@@ -71,6 +71,36 @@ pub fn parse_str(name: &Path, text: &str, options: &LoadOptions<'_>) -> Loaded {
     finish(lexer, options)
 }
 
+/// The lexer's output for a file: its logical lines of words (braces alone on a line),
+/// for tools and golden tests. `LINE:COL word` per word, one logical line per line.
+pub fn token_dump(path: &Path, options: &LexOptions) -> String {
+    let mut lexer = lexer::Lexer::new(options);
+    lexer.read_root(path);
+    let mut out = String::new();
+    for line in &lexer.lines {
+        let words: Vec<String> = line
+            .tokens
+            .iter()
+            .map(|t| {
+                let file = lexer
+                    .sources
+                    .path(t.span.file)
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let q = if t.quoted { "q" } else { "" };
+                format!("{file}:{}:{}{q} {:?}", t.span.line, t.span.col, t.text)
+            })
+            .collect();
+        out.push_str(&words.join("  "));
+        out.push('\n');
+    }
+    for d in &lexer.diagnostics {
+        out.push_str(&format!("diagnostic: {}\n", d.message));
+    }
+    out
+}
+
 fn finish(lexer: lexer::Lexer<'_>, options: &LoadOptions<'_>) -> Loaded {
     let lexer::Lexer {
         sources,

@@ -365,6 +365,7 @@ pub(crate) struct Builder<'a> {
     /// Files named by ssl_certificate(_key), checked by host checks.
     pub files: Vec<(String, Span)>,
     log_format_refs: Vec<(String, Span)>,
+    default_servers: Vec<(Option<IpAddr>, u16, Span)>,
 }
 
 impl<'a> Builder<'a> {
@@ -375,6 +376,7 @@ impl<'a> Builder<'a> {
             map_vars: HashSet::new(),
             files: Vec::new(),
             log_format_refs: Vec::new(),
+            default_servers: Vec::new(),
         }
     }
 
@@ -1159,6 +1161,24 @@ impl<'a> Builder<'a> {
             match d.name.text.as_str() {
                 "listen" => {
                     if let Some(l) = self.listen(d) {
+                        if l.default_server {
+                            let earlier = self
+                                .default_servers
+                                .iter()
+                                .any(|(a, p, _)| *a == l.addr && *p == l.port);
+                            if earlier {
+                                let addr = match l.addr {
+                                    None => "0.0.0.0".to_string(),
+                                    Some(IpAddr::V6(a)) => format!("[{a}]"),
+                                    Some(a) => a.to_string(),
+                                };
+                                self.error(
+                                    d.args[0].span,
+                                    format!("a duplicate default server for {addr}:{}", l.port),
+                                );
+                            }
+                            self.default_servers.push((l.addr, l.port, d.args[0].span));
+                        }
                         srv.listen.push(l);
                     }
                 }

@@ -63,6 +63,41 @@ pub fn parse_str(name: &Path, text: &str, options: &LoadOptions) -> Loaded {
     finish(reader, tree, options)
 }
 
+/// The syntax tree of a file, includes expanded: `LINE:COL name args...` per directive,
+/// indented by block, for tools and golden tests.
+pub fn tree_dump(path: &Path) -> String {
+    fn walk(out: &mut String, sources: &SourceMap, ds: &[syntax::Directive], depth: usize) {
+        for d in ds {
+            let file = sources
+                .path(d.name.span.file)
+                .and_then(|p| p.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let args: Vec<String> = d.args.iter().map(|a| format!("{:?}", a.text)).collect();
+            out.push_str(&format!(
+                "{}{file}:{}:{} {} {}{}\n",
+                "  ".repeat(depth),
+                d.name.span.line,
+                d.name.span.col,
+                d.name.text,
+                args.join(" "),
+                if d.block.is_some() { " {" } else { ";" }
+            ));
+            if let Some(b) = &d.block {
+                walk(out, sources, b, depth + 1);
+            }
+        }
+    }
+    let mut reader = syntax::Reader::new(path, true);
+    let tree = reader.read_file(path).unwrap_or_default();
+    let mut out = String::new();
+    walk(&mut out, &reader.sources, &tree, 0);
+    for d in &reader.diagnostics {
+        out.push_str(&format!("diagnostic: {}\n", d.message));
+    }
+    out
+}
+
 fn finish(
     reader: syntax::Reader,
     tree: Option<Vec<syntax::Directive>>,

@@ -1,0 +1,304 @@
+//! Properties: the parser never panics, whatever the bytes; and printing any valid model
+//! and parsing it again gives the same model.
+
+use std::path::Path;
+use std::time::Duration;
+
+use fulcrum_nginx_conf::*;
+use proptest::prelude::*;
+
+fn no_includes() -> LoadOptions {
+    LoadOptions {
+        includes: false,
+        host_checks: false,
+    }
+}
+
+fn junk() -> impl Strategy<Value = String> {
+    let piece = prop_oneof![
+        Just("{".to_string()),
+        Just("}".to_string()),
+        Just(";".to_string()),
+        Just("\"".to_string()),
+        Just("'".to_string()),
+        Just("#".to_string()),
+        Just("\\".to_string()),
+        Just("\n".to_string()),
+        Just(" ".to_string()),
+        Just("$".to_string()),
+        Just("${host}".to_string()),
+        Just("events".to_string()),
+        Just("http".to_string()),
+        Just("server".to_string()),
+        Just("location".to_string()),
+        Just("upstream u".to_string()),
+        Just("proxy_pass http://u".to_string()),
+        Just("listen 80".to_string()),
+        Just("map $a $b".to_string()),
+        "[a-z0-9_./:=-]{1,8}",
+    ];
+    prop::collection::vec(piece, 0..80).prop_map(|v| v.concat())
+}
+
+fn secs() -> impl Strategy<Value = Duration> {
+    (0u64..10_000).prop_map(Duration::from_secs)
+}
+
+fn template() -> impl Strategy<Value = Template> {
+    prop_oneof![
+        "[a-zA-Z0-9 _./:-]{1,12}".prop_map(Template::new),
+        prop::sample::select(vec![
+            "$host",
+            "$remote_addr",
+            "${scheme}://$host$request_uri",
+            "$http_x_id",
+            "$arg_q"
+        ])
+        .prop_map(Template::new),
+    ]
+}
+
+fn settings(location: bool) -> impl Strategy<Value = Settings> {
+    (
+        prop::option::of(prop::collection::vec(
+            ("[A-Z][A-Za-z-]{0,10}", template()),
+            1..3,
+        )),
+        prop::option::of(prop::sample::select(vec![
+            HttpVersion::V1_0,
+            HttpVersion::V1_1,
+        ])),
+        prop::option::of(secs()),
+        prop::option::of(prop::sample::select(vec![
+            NextUpstream::default(),
+            NextUpstream::DEFAULT,
+            NextUpstream {
+                http_502: true,
+                http_503: true,
+                non_idempotent: true,
+                ..NextUpstream::DEFAULT
+            },
+        ])),
+        prop::option::of(any::<bool>()),
+        prop::option::of(0u64..1 << 30),
+        prop::option::of((secs(), prop::option::of(secs()))),
+        prop::option::of(prop::sample::select(vec![
+            ProxyRedirect::Off,
+            ProxyRedirect::Default,
+        ])),
+    )
+        .prop_map(
+            move |(headers, version, read, next, buffering, body, keepalive, redirect)| Settings {
+                proxy_set_header: headers,
+                proxy_http_version: version,
+                proxy_read_timeout: read,
+                proxy_next_upstream: next,
+                proxy_buffering: buffering,
+                client_max_body_size: body,
+                keepalive_timeout: keepalive,
+                // `proxy_redirect default` is valid only after proxy_pass in a location.
+                proxy_redirect: redirect
+                    .filter(|r| location || *r != ProxyRedirect::Default)
+                    .map(|r| vec![r]),
+                ..Settings::default()
+            },
+        )
+}
+
+fn upstream(index: usize) -> impl Strategy<Value = Upstream> {
+    let server = (
+        1u8..=254,
+        1u16..=65535,
+        1u32..10,
+        0u32..5,
+        1u64..100,
+        0u32..100,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(host, port, weight, max_fails, fail, max_conns, backup, down)| {
+                let mut s = UpstreamServer::new(&format!("10.0.0.{host}"), port);
+                s.weight = weight;
+                s.max_fails = max_fails;
+                s.fail_timeout = Duration::from_secs(fail);
+                s.max_conns = max_conns;
+                s.backup = backup;
+                s.down = down;
+                s
+            },
+        );
+    let balance = prop_oneof![
+        Just(Balance::RoundRobin),
+        Just(Balance::LeastConn),
+        Just(Balance::IpHash),
+        (template(), any::<bool>()).prop_map(|(key, consistent)| Balance::Hash { key, consistent }),
+        Just(Balance::Random {
+            two: false,
+            least_conn: false
+        }),
+        Just(Balance::Random {
+            two: true,
+            least_conn: false
+        }),
+        Just(Balance::Random {
+            two: true,
+            least_conn: true
+        }),
+    ];
+    (
+        prop::collection::vec(server, 1..4),
+        balance,
+        prop::option::of(1u32..100),
+    )
+        .prop_map(move |(mut servers, balance, keepalive)| {
+            if !matches!(balance, Balance::RoundRobin | Balance::LeastConn) {
+                for s in &mut servers {
+                    s.backup = false;
+                }
+            }
+            Upstream {
+                name: format!("up{index}"),
+                servers,
+                balance,
+                keepalive,
+                keepalive_requests: None,
+                keepalive_timeout: None,
+            }
+        })
+}
+
+fn location(upstreams: usize, index: usize) -> impl Strategy<Value = Location> {
+    (
+        prop_oneof![
+            "/[a-z0-9]{0,6}".prop_map(LocationMatch::Prefix),
+            "/[a-z0-9]{1,6}".prop_map(LocationMatch::Exact),
+            "/[a-z]{1,6}/".prop_map(LocationMatch::PrefixNoRegex),
+            ("\\.[a-z]{1,4}\\$", any::<bool>()).prop_map(|(pattern, ci)| LocationMatch::Regex {
+                pattern,
+                case_insensitive: ci
+            }),
+        ],
+        0..upstreams.max(1),
+        any::<bool>(),
+        settings(true),
+    )
+        .prop_map(move |(matcher, up, proxied, settings)| {
+            // Distinct paths: nginx refuses duplicate locations.
+            let matcher = match matcher {
+                LocationMatch::Prefix(p) => LocationMatch::Prefix(format!("{p}{index}")),
+                LocationMatch::Exact(p) => LocationMatch::Exact(format!("{p}{index}")),
+                LocationMatch::PrefixNoRegex(p) => {
+                    LocationMatch::PrefixNoRegex(format!("{p}{index}"))
+                }
+                r => r,
+            };
+            let (proxy_pass, ret) = if proxied && upstreams > 0 {
+                (Some(Template::new(format!("http://up{up}"))), None)
+            } else {
+                (
+                    None,
+                    Some(Return {
+                        code: 204,
+                        text: None,
+                    }),
+                )
+            };
+            let mut settings = settings;
+            if proxy_pass.is_none() {
+                settings.proxy_redirect = None;
+            }
+            Location {
+                matcher,
+                proxy_pass,
+                ret,
+                settings,
+                locations: Vec::new(),
+            }
+        })
+}
+
+fn server(upstreams: usize) -> impl Strategy<Value = Server> {
+    (
+        prop::collection::vec(
+            (
+                prop::option::of(1u8..=254),
+                1u16..=65535,
+                any::<bool>(),
+                any::<bool>(),
+            ),
+            1..3,
+        ),
+        prop::collection::vec("[a-z]{1,8}\\.(com|org)", 0..3),
+        settings(false),
+        (0usize..4)
+            .prop_flat_map(move |n| (0..n).map(|i| location(upstreams, i)).collect::<Vec<_>>()),
+    )
+        .prop_map(|(listens, names, settings, locations)| Server {
+            listen: listens
+                .into_iter()
+                .map(|(a, port, ds, reuse)| {
+                    let mut l =
+                        Listen::new(a.map(|a| std::net::IpAddr::from([127, 0, 0, a])), port);
+                    l.default_server = ds;
+                    l.reuseport = reuse;
+                    l
+                })
+                .collect(),
+            server_name: names.into_iter().map(ServerName::Exact).collect(),
+            settings,
+            ret: None,
+            locations,
+        })
+}
+
+fn config() -> impl Strategy<Value = NginxConfig> {
+    (0usize..3, 0usize..3).prop_flat_map(|(n_up, n_srv)| {
+        (
+            prop_oneof![
+                Just(WorkerProcesses::Auto),
+                (1u32..64).prop_map(WorkerProcesses::Count)
+            ],
+            1u32..65535,
+            (0..n_up).map(upstream).collect::<Vec<_>>(),
+            (0..n_srv).map(|_| server(n_up)).collect::<Vec<_>>(),
+            settings(false),
+        )
+            .prop_map(|(wp, wc, upstreams, servers, settings)| NginxConfig {
+                worker_processes: wp,
+                worker_connections: wc,
+                pid: None,
+                error_log: None,
+                http: Some(Http {
+                    settings,
+                    log_formats: Vec::new(),
+                    maps: Vec::new(),
+                    upstreams,
+                    servers,
+                }),
+            })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn never_panics_on_bytes(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+        let text = String::from_utf8_lossy(&bytes);
+        let _ = parse_str(Path::new("fuzz.conf"), &text, &no_includes());
+    }
+
+    #[test]
+    fn never_panics_on_nginx_like_junk(text in junk()) {
+        let _ = parse_str(Path::new("fuzz.conf"), &text, &no_includes());
+    }
+
+    #[test]
+    fn printing_and_parsing_again_gives_the_same_model(cfg in config()) {
+        let text = print(&cfg);
+        let loaded = parse_str(Path::new("printed.conf"), &text, &no_includes());
+        prop_assert!(loaded.config.is_some(), "{}\n{:?}", text, loaded.diagnostics);
+        prop_assert_eq!(loaded.config.unwrap(), cfg, "{}", text);
+    }
+}
