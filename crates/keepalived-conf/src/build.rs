@@ -1152,7 +1152,7 @@ impl<'a> Builder<'a> {
                         || i.advert_int > Timer::from_micros(40_950_000)
                     {
                         self.error(span, format!("advert_int {} is out of range 0.01..40.95 seconds for VRRP version 3", i.advert_int));
-                    } else if i.advert_int.as_micros() % 10_000 != 0 {
+                    } else if !i.advert_int.as_micros().is_multiple_of(10_000) {
                         self.warn(span, format!("VRRP version 3 advertises centiseconds; advert_int {} is rounded down", i.advert_int));
                     }
                 }

@@ -140,7 +140,7 @@ impl<'a> Lexer<'a> {
                 continue;
             }
             let span = Span::new(file, line_no, chars[0].1, 1);
-            self.process_line(chars, continued, span, file, &mut collecting, 0);
+            self.process_line(chars, continued, span, &mut collecting, 0);
         }
         self.include_stack.pop();
     }
@@ -200,7 +200,6 @@ impl<'a> Lexer<'a> {
         mut chars: Chars,
         continued: bool,
         origin: Span,
-        file: FileId,
         collecting: &mut Option<Collecting>,
         depth: usize,
     ) {
@@ -268,7 +267,7 @@ impl<'a> Lexer<'a> {
                     for l in lines {
                         let expanded: Chars = l.chars().map(|c| (c, col)).collect();
                         if !expanded.is_empty() {
-                            self.process_line(expanded, false, origin, file, collecting, depth + 1);
+                            self.process_line(expanded, false, origin, collecting, depth + 1);
                         }
                     }
                     return;

@@ -1,7 +1,7 @@
 //! Each reference deployment builds, carries real TCP between its hosts, and leaves nothing
 //! behind, also when the test that built it panics.
 
-use fulcrum_lab::reference::{self, Deployment, CLIENT};
+use fulcrum_lab::reference::{self, Deployment};
 use fulcrum_lab::{existing_with_prefix, require_root, Agent, Lab};
 
 fn agent() -> Agent {

@@ -592,16 +592,14 @@ impl<'a> Builder<'a> {
                                     cfg.worker_connections = n;
                                 }
                             }
-                            "use" => {
-                                if e.args[0].text != "epoll" {
-                                    self.error(
-                                        e.args[0].span,
-                                        format!(
-                                            "invalid event type \"{}\": fulcrum uses epoll",
-                                            e.args[0].text
-                                        ),
-                                    );
-                                }
+                            "use" if e.args[0].text != "epoll" => {
+                                self.error(
+                                    e.args[0].span,
+                                    format!(
+                                        "invalid event type \"{}\": fulcrum uses epoll",
+                                        e.args[0].text
+                                    ),
+                                );
                             }
                             "multi_accept" => {
                                 self.flag(e);
@@ -1191,11 +1189,7 @@ impl<'a> Builder<'a> {
                         srv.server_name.push(name);
                     }
                 }
-                "return" => {
-                    if srv.ret.is_none() {
-                        srv.ret = self.ret(d);
-                    }
-                }
+                "return" if srv.ret.is_none() => srv.ret = self.ret(d),
                 "location" => {
                     if let Some(l) = self.location(d) {
                         self.note_location(&mut seen, &l, d);
@@ -1403,11 +1397,7 @@ impl<'a> Builder<'a> {
                     }
                     loc.proxy_pass = Some(Template(t.clone()));
                 }
-                "return" => {
-                    if loc.ret.is_none() {
-                        loc.ret = self.ret(e);
-                    }
-                }
+                "return" if loc.ret.is_none() => loc.ret = self.ret(e),
                 "location" => {
                     if exact {
                         self.error(e.name.span, "location is inside the exact location; nested locations are not allowed there");

@@ -111,7 +111,7 @@ impl Timer {
 
     /// True when the timer is a whole number of seconds.
     pub fn is_whole_seconds(self) -> bool {
-        self.micros % 1_000_000 == 0
+        self.micros.is_multiple_of(1_000_000)
     }
 }
 
@@ -246,6 +246,8 @@ named_enum!(
     }
 );
 
+// Declared by hand: the enum comes from a macro shared with enums that have no default.
+#[allow(clippy::derivable_impls)]
 impl Default for Scheduler {
     fn default() -> Scheduler {
         Scheduler::Wlc

@@ -1,0 +1,237 @@
+//! `fulcrum run` as an operator drives it: it starts on a valid configuration and refuses
+//! an invalid one, serves status on a 0600 control socket, reloads on SIGHUP and on
+//! `ctl reload`, keeps the running configuration when the new one is invalid, refuses to
+//! steal the socket of a running daemon, and removes its socket when stopped.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const GOOD: &str = "virtual_server 10.1.10.88 80 {\n  protocol TCP\n  lb_algo rr\n  lb_kind NAT\n  real_server 192.168.184.129 80 {\n    weight 1\n  }\n}\n";
+const GOOD2: &str = "virtual_server 10.1.10.88 80 {\n  protocol TCP\n  lb_algo wrr\n  lb_kind NAT\n  real_server 192.168.184.129 80 {\n    weight 1\n  }\n  real_server 192.168.184.130 80 {\n    weight 2\n  }\n}\n";
+const BAD: &str = "vrrp_instance VI_1 {\n  priority 0\n}\n";
+
+/// A scratch directory removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("fulcrum-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The daemon, killed on drop if a test fails before stopping it.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fulcrum() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+}
+
+fn start(conf: &Path, socket: &Path) -> Daemon {
+    let child = fulcrum()
+        .args(["run", "--log-level", "debug", "-f"])
+        .arg(conf)
+        .arg("--control")
+        .arg(socket)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut daemon = Daemon(child);
+    // Ready when it answers (a stale socket file may exist before it binds).
+    while ctl_quiet(socket).is_none_or(|pid| pid != daemon.0.id()) {
+        assert!(
+            Instant::now() < deadline,
+            "the daemon did not open its control socket"
+        );
+        if let Ok(Some(code)) = daemon.0.try_wait() {
+            panic!("the daemon exited: {code}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    daemon
+}
+
+/// The pid of the daemon answering on `socket`, if one does.
+fn ctl_quiet(socket: &Path) -> Option<u32> {
+    let out = ctl(socket, &["--json", "status"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    v["result"]["pid"].as_u64().map(|p| p as u32)
+}
+
+fn ctl(socket: &Path, args: &[&str]) -> Output {
+    fulcrum()
+        .arg("ctl")
+        .arg("--control")
+        .arg(socket)
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn status(socket: &Path) -> serde_json::Value {
+    let out = ctl(socket, &["--json", "status"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["result"].clone()
+}
+
+fn signal(pid: u32, sig: &str) {
+    assert!(Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+fn wait_for(mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn reloads_keep_the_running_configuration_when_the_new_one_is_invalid() {
+    let dir = Scratch::new("reload");
+    let conf = dir.0.join("keepalived.conf");
+    let socket = dir.0.join("run/control.sock");
+    std::fs::write(&conf, GOOD).unwrap();
+    let mut daemon = start(&conf, &socket);
+    let pid = daemon.0.id();
+
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "control socket mode");
+    let s = status(&socket);
+    assert_eq!(s["counts"]["virtual_servers"], 1);
+    assert_eq!(s["counts"]["real_servers"], 1);
+    let first_hash = s["config"]["hash"].as_str().unwrap().to_string();
+
+    // A valid change, applied by SIGHUP.
+    std::fs::write(&conf, GOOD2).unwrap();
+    signal(pid, "HUP");
+    wait_for(|| status(&socket)["config"]["reloads_ok"] == 1);
+    let s = status(&socket);
+    assert_eq!(s["counts"]["real_servers"], 2);
+    let second_hash = s["config"]["hash"].as_str().unwrap().to_string();
+    assert_ne!(first_hash, second_hash);
+
+    // An invalid change is refused and the running configuration stays.
+    std::fs::write(&conf, BAD).unwrap();
+    signal(pid, "HUP");
+    wait_for(|| status(&socket)["config"]["reloads_failed"] == 1);
+    let s = status(&socket);
+    assert_eq!(s["config"]["hash"].as_str().unwrap(), second_hash);
+    assert_eq!(s["counts"]["real_servers"], 2);
+    assert!(s["config"]["last_reload_error"]
+        .as_str()
+        .unwrap()
+        .contains("priority 0 is out of range"));
+
+    // The same through `fulcrum ctl reload`, which reports the refusal and exits 1.
+    let out = ctl(&socket, &["reload"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("priority 0 is out of range 1..255"));
+    std::fs::write(&conf, GOOD).unwrap();
+    let out = ctl(&socket, &["reload"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        status(&socket)["config"]["hash"].as_str().unwrap(),
+        first_hash
+    );
+
+    // The human status shows the same facts.
+    let human = String::from_utf8(ctl(&socket, &["status"]).stdout).unwrap();
+    assert!(human.contains("reloads       2 ok, 2 refused"), "{human}");
+
+    // A second daemon on the same socket is refused; the first keeps serving.
+    let second = fulcrum()
+        .args(["run", "-f"])
+        .arg(&conf)
+        .arg("--control")
+        .arg(&socket)
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another fulcrum daemon is listening"));
+    assert_eq!(status(&socket)["pid"], pid);
+
+    // SIGTERM stops it cleanly and removes the socket.
+    signal(pid, "TERM");
+    let code = daemon.0.wait().unwrap();
+    assert!(code.success());
+    assert!(!socket.exists());
+}
+
+#[test]
+fn refuses_to_start_on_an_invalid_configuration() {
+    let dir = Scratch::new("invalid");
+    let conf = dir.0.join("keepalived.conf");
+    std::fs::write(&conf, BAD).unwrap();
+    let out = fulcrum()
+        .args(["run", "-f"])
+        .arg(&conf)
+        .arg("--control")
+        .arg(dir.0.join("c.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("keepalived.conf:2:12: error: priority 0 is out of range 1..255"),
+        "{err}"
+    );
+    assert!(err.contains("not starting"), "{err}");
+    assert!(!dir.0.join("c.sock").exists());
+}
+
+#[test]
+fn ctl_without_a_daemon_names_the_socket() {
+    let out = ctl(Path::new("/nonexistent/fulcrum.sock"), &["status"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/fulcrum.sock"), "{err}");
+    assert!(err.contains("fulcrum run"), "{err}");
+}
+
+#[test]
+fn a_stale_socket_file_is_replaced() {
+    let dir = Scratch::new("stale");
+    let conf = dir.0.join("keepalived.conf");
+    let socket = dir.0.join("control.sock");
+    std::fs::write(&conf, GOOD).unwrap();
+    {
+        // A socket file left by a daemon that was killed: bound, then nobody listening.
+        let _l = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    }
+    assert!(socket.exists());
+    let daemon = start(&conf, &socket);
+    assert_eq!(status(&socket)["pid"], daemon.0.id());
+}
