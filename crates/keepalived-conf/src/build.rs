@@ -123,9 +123,24 @@ const UNSUPPORTED_INSTANCE: &[&str] = &[
     "unicast_fault_no_peer",
 ];
 
-/// Reads the model from the statement tree.
+/// Where an instance's checked keywords were written, for the checks made at the end
+/// (they depend on global_defs, which may come later in the file).
+#[derive(Debug, Default, Clone, Copy)]
+struct InstanceSpans {
+    state: Option<Span>,
+    nopreempt: Option<Span>,
+    preempt_delay: Option<Span>,
+    advert: Option<Span>,
+    auth: Option<Span>,
+}
+
+/// Reads the model from top-level statements, one at a time; `finish` makes the checks
+/// that need the whole file.
 pub(crate) struct Builder<'a> {
-    diags: &'a mut Vec<Diagnostic>,
+    pub diags: Vec<Diagnostic>,
+    cfg: KeepalivedConfig,
+    /// One per entry of `cfg.vrrp_instances`, in the same order.
+    instance_checks: Vec<InstanceSpans>,
     /// Answers whether an interface exists on this host; `None` skips host checks.
     interface_exists: Option<&'a dyn Fn(&str) -> bool>,
     /// Answers whether a user exists on this host; `None` skips host checks.
@@ -162,12 +177,13 @@ fn is_bool_word(s: &str) -> Option<bool> {
 
 impl<'a> Builder<'a> {
     pub fn new(
-        diags: &'a mut Vec<Diagnostic>,
         interface_exists: Option<&'a dyn Fn(&str) -> bool>,
         user_exists: Option<&'a dyn Fn(&str) -> bool>,
     ) -> Builder<'a> {
         Builder {
-            diags,
+            diags: Vec::new(),
+            cfg: KeepalivedConfig::default(),
+            instance_checks: Vec::new(),
             interface_exists,
             user_exists,
             first_script: None,
@@ -482,60 +498,61 @@ impl<'a> Builder<'a> {
 
     // === top level ===
 
-    pub fn config(&mut self, nodes: &[Node]) -> KeepalivedConfig {
-        let mut cfg = KeepalivedConfig::default();
-        // Names first, so that references may come before definitions in the file.
-        for n in nodes {
-            let name = n.args.first().map(|t| t.text.clone()).unwrap_or_default();
-            match n.name() {
-                "vrrp_script" => {
-                    self.script_names.insert(name);
-                }
-                "track_file" => {
-                    self.track_file_names.insert(name);
-                }
-                "virtual_server_group" => {
-                    self.group_names.insert(name);
-                }
-                _ => {}
+    /// Reads one top-level statement into the configuration.
+    pub fn statement(&mut self, n: &Node) {
+        let name = n.args.first().map(|t| t.text.clone()).unwrap_or_default();
+        match n.name() {
+            "global_defs" => {
+                let mut g = std::mem::take(&mut self.cfg.global_defs);
+                self.global_defs(n, &mut g);
+                self.cfg.global_defs = g;
             }
+            "vrrp_script" => {
+                self.script_names.insert(name);
+                if let Some(s) = self.vrrp_script(n) {
+                    self.cfg.vrrp_scripts.push(s);
+                }
+            }
+            "track_file" => {
+                self.track_file_names.insert(name);
+                if let Some(t) = self.track_file(n) {
+                    self.cfg.track_files.push(t);
+                }
+            }
+            "vrrp_sync_group" => {
+                if let Some(g) = self.sync_group(n) {
+                    self.cfg.vrrp_sync_groups.push(g);
+                }
+            }
+            "vrrp_instance" => {
+                if let Some((i, spans)) = self.vrrp_instance(n) {
+                    self.cfg.vrrp_instances.push(i);
+                    self.instance_checks.push(spans);
+                }
+            }
+            "virtual_server_group" => {
+                self.group_names.insert(name);
+                if let Some(g) = self.server_group(n) {
+                    self.cfg.virtual_server_groups.push(g);
+                }
+            }
+            "virtual_server" => {
+                if let Some(v) = self.virtual_server(n) {
+                    self.cfg.virtual_servers.push(v);
+                }
+            }
+            k if UNSUPPORTED_TOP.contains(&k) => self.unsupported(n),
+            _ => self.unknown(n, "the top level"),
         }
-        for n in nodes {
-            match n.name() {
-                "global_defs" => self.global_defs(n, &mut cfg.global_defs),
-                "vrrp_script" => {
-                    if let Some(s) = self.vrrp_script(n) {
-                        cfg.vrrp_scripts.push(s);
-                    }
-                }
-                "track_file" => {
-                    if let Some(t) = self.track_file(n) {
-                        cfg.track_files.push(t);
-                    }
-                }
-                "vrrp_sync_group" => {
-                    if let Some(g) = self.sync_group(n) {
-                        cfg.vrrp_sync_groups.push(g);
-                    }
-                }
-                "vrrp_instance" => {
-                    if let Some(i) = self.vrrp_instance(n, &cfg.global_defs) {
-                        cfg.vrrp_instances.push(i);
-                    }
-                }
-                "virtual_server_group" => {
-                    if let Some(g) = self.server_group(n) {
-                        cfg.virtual_server_groups.push(g);
-                    }
-                }
-                "virtual_server" => {
-                    if let Some(v) = self.virtual_server(n) {
-                        cfg.virtual_servers.push(v);
-                    }
-                }
-                k if UNSUPPORTED_TOP.contains(&k) => self.unsupported(n),
-                _ => self.unknown(n, "the top level"),
-            }
+    }
+
+    /// The checks that need the whole file (references may come before definitions), and
+    /// the configuration with every diagnostic.
+    pub fn finish(mut self) -> (KeepalivedConfig, Vec<Diagnostic>) {
+        let cfg = std::mem::take(&mut self.cfg);
+        let checks = std::mem::take(&mut self.instance_checks);
+        for (i, spans) in cfg.vrrp_instances.iter().zip(checks) {
+            self.check_instance(i, &cfg.global_defs, spans);
         }
         self.check_references(&cfg);
         if let (Some(span), false) = (self.first_script, cfg.global_defs.enable_script_security) {
@@ -544,7 +561,7 @@ impl<'a> Builder<'a> {
                     .with_help("add 'enable_script_security' (and 'script_user') to global_defs; keepalived -t reports this as a security violation"),
             );
         }
-        cfg
+        (cfg, self.diags)
     }
 
     fn check_references(&mut self, cfg: &KeepalivedConfig) {
@@ -928,7 +945,7 @@ impl<'a> Builder<'a> {
 
     // === vrrp_instance ===
 
-    fn vrrp_instance(&mut self, n: &Node, globals: &GlobalDefs) -> Option<VrrpInstance> {
+    fn vrrp_instance(&mut self, n: &Node) -> Option<(VrrpInstance, InstanceSpans)> {
         let name = self.name_arg(n)?;
         if let Some(first) = self.instance_spans.get(&name) {
             let first = *first;
@@ -1070,29 +1087,24 @@ impl<'a> Builder<'a> {
             );
         }
         i.virtual_router_id = vrid;
-        self.check_instance(
-            &i,
-            globals,
-            state_span,
-            nopreempt_span,
-            preempt_delay_span,
-            advert_span,
-            auth_span,
-        );
-        Some(i)
+        let spans = InstanceSpans {
+            state: state_span,
+            nopreempt: nopreempt_span,
+            preempt_delay: preempt_delay_span,
+            advert: advert_span,
+            auth: auth_span,
+        };
+        Some((i, spans))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn check_instance(
-        &mut self,
-        i: &VrrpInstance,
-        globals: &GlobalDefs,
-        state_span: Option<Span>,
-        nopreempt_span: Option<Span>,
-        preempt_delay_span: Option<Span>,
-        advert_span: Option<Span>,
-        auth_span: Option<Span>,
-    ) {
+    fn check_instance(&mut self, i: &VrrpInstance, globals: &GlobalDefs, spans: InstanceSpans) {
+        let InstanceSpans {
+            state: state_span,
+            nopreempt: nopreempt_span,
+            preempt_delay: preempt_delay_span,
+            advert: advert_span,
+            auth: auth_span,
+        } = spans;
         let master = i.state == Some(InitialState::Master);
         if master && i.nopreempt {
             if let Some(span) = nopreempt_span {

@@ -78,22 +78,23 @@ struct Collecting {
     name: String,
 }
 
+/// Reads files and hands each logical line to `sink` as soon as it is complete.
 pub(crate) struct Lexer<'a> {
     options: &'a LexOptions,
     pub sources: SourceMap,
     pub diagnostics: Vec<Diagnostic>,
-    pub lines: Vec<Line>,
+    sink: &'a mut dyn FnMut(Line),
     definitions: HashMap<String, Definition>,
     include_stack: Vec<PathBuf>,
 }
 
 impl<'a> Lexer<'a> {
-    pub fn new(options: &'a LexOptions) -> Lexer<'a> {
+    pub fn new(options: &'a LexOptions, sink: &'a mut dyn FnMut(Line)) -> Lexer<'a> {
         Lexer {
             options,
             sources: SourceMap::new(),
             diagnostics: Vec::new(),
-            lines: Vec::new(),
+            sink,
             definitions: HashMap::new(),
             include_stack: Vec::new(),
         }
@@ -361,17 +362,17 @@ impl<'a> Lexer<'a> {
         for t in words {
             if t.is_open() || t.is_close() {
                 if !current.is_empty() {
-                    self.lines.push(Line {
+                    (self.sink)(Line {
                         tokens: std::mem::take(&mut current),
                     });
                 }
-                self.lines.push(Line { tokens: vec![t] });
+                (self.sink)(Line { tokens: vec![t] });
             } else {
                 current.push(t);
             }
         }
         if !current.is_empty() {
-            self.lines.push(Line { tokens: current });
+            (self.sink)(Line { tokens: current });
         }
     }
 
@@ -612,14 +613,12 @@ mod tests {
             config_id: id.map(str::to_string),
             includes: false,
         };
-        let mut lexer = Lexer::new(&options);
+        let mut lines: Vec<Vec<String>> = Vec::new();
+        let mut sink = |l: Line| lines.push(l.tokens.iter().map(|t| t.text.clone()).collect());
+        let mut lexer = Lexer::new(&options, &mut sink);
         lexer.lex_file(Path::new("t.conf"), text.as_bytes());
-        let lines = lexer
-            .lines
-            .iter()
-            .map(|l| l.tokens.iter().map(|t| t.text.clone()).collect())
-            .collect();
-        (lines, lexer.diagnostics)
+        let diagnostics = lexer.diagnostics;
+        (lines, diagnostics)
     }
 
     fn words(lines: &[&[&str]]) -> Vec<Vec<String>> {
@@ -671,12 +670,15 @@ mod tests {
             config_id: None,
             includes: false,
         };
-        let mut lexer = Lexer::new(&options);
+        let mut collected: Vec<Line> = Vec::new();
+        let mut sink = |l: Line| collected.push(l);
+        let mut lexer = Lexer::new(&options, &mut sink);
         lexer.lex_file(
             Path::new("t.conf"),
             b"$IF=  eth0\n$NOT = x\n$IFACE=${IF}\n  interface $IFACE\n  track $IF,x\n  keep $IFX\n",
         );
-        let lines: Vec<&Line> = lexer.lines.iter().collect();
+        drop(lexer);
+        let lines: Vec<&Line> = collected.iter().collect();
         assert_eq!(
             lines[0].tokens[0].text, "$NOT",
             "a blank before '=' is no definition"

@@ -58,63 +58,39 @@ impl Loaded {
 
 /// Loads a keepalived.conf from disk, following its includes.
 pub fn load(path: &Path, options: &LoadOptions<'_>) -> Loaded {
-    let mut lexer = lexer::Lexer::new(&options.lex);
-    lexer.read_root(path);
-    finish(lexer, options)
+    run(options, |lexer| lexer.read_root(path))
 }
 
 /// Parses keepalived.conf text that did not come from a file; `name` is used in messages
 /// and as the base for relative includes.
 pub fn parse_str(name: &Path, text: &str, options: &LoadOptions<'_>) -> Loaded {
-    let mut lexer = lexer::Lexer::new(&options.lex);
-    lexer.lex_file(name, text.as_bytes());
-    finish(lexer, options)
+    run(options, |lexer| lexer.lex_file(name, text.as_bytes()))
 }
 
-/// The lexer's output for a file: its logical lines of words (braces alone on a line),
-/// for tools and golden tests. `LINE:COL word` per word, one logical line per line.
-pub fn token_dump(path: &Path, options: &LexOptions) -> String {
-    let mut lexer = lexer::Lexer::new(options);
-    lexer.read_root(path);
-    let mut out = String::new();
-    for line in &lexer.lines {
-        let words: Vec<String> = line
-            .tokens
-            .iter()
-            .map(|t| {
-                let file = lexer
-                    .sources
-                    .path(t.span.file)
-                    .and_then(|p| p.file_name())
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let q = if t.quoted { "q" } else { "" };
-                format!("{file}:{}:{}{q} {:?}", t.span.line, t.span.col, t.text)
-            })
-            .collect();
-        out.push_str(&words.join("  "));
-        out.push('\n');
+/// Lexes, builds statements and reads them into the model as one stream: each top-level
+/// statement is read and dropped as soon as it is complete.
+fn run(options: &LoadOptions<'_>, read: impl FnOnce(&mut lexer::Lexer<'_>)) -> Loaded {
+    let mut statements = tree::TreeBuilder::default();
+    let mut builder = build::Builder::new(options.interface_exists, options.user_exists);
+    let (sources, lex_diagnostics) = {
+        let mut sink = |line: lexer::Line| {
+            if let Some(node) = statements.push(line) {
+                builder.statement(&node);
+            }
+        };
+        let mut lexer = lexer::Lexer::new(&options.lex, &mut sink);
+        read(&mut lexer);
+        (
+            std::mem::take(&mut lexer.sources),
+            std::mem::take(&mut lexer.diagnostics),
+        )
+    };
+    if let Some(node) = statements.finish() {
+        builder.statement(&node);
     }
-    for d in &lexer.diagnostics {
-        out.push_str(&format!("diagnostic: {}\n", d.message));
-    }
-    out
-}
-
-fn finish(lexer: lexer::Lexer<'_>, options: &LoadOptions<'_>) -> Loaded {
-    let lexer::Lexer {
-        sources,
-        mut diagnostics,
-        lines,
-        ..
-    } = lexer;
-    let nodes = tree::build(lines, &mut diagnostics);
-    let config = build::Builder::new(
-        &mut diagnostics,
-        options.interface_exists,
-        options.user_exists,
-    )
-    .config(&nodes);
+    let (config, mut diagnostics) = builder.finish();
+    diagnostics.extend(lex_diagnostics);
+    diagnostics.append(&mut statements.diagnostics);
     fulcrum_diag::sort(&mut diagnostics);
     let config = if fulcrum_diag::has_errors(&diagnostics) {
         None
@@ -126,4 +102,41 @@ fn finish(lexer: lexer::Lexer<'_>, options: &LoadOptions<'_>) -> Loaded {
         diagnostics,
         sources,
     }
+}
+
+/// The lexer's output for a file: its logical lines of words (braces alone on a line),
+/// for tools and golden tests. `FILE:LINE:COL word` per word, one logical line per line.
+pub fn token_dump(path: &Path, options: &LexOptions) -> String {
+    let mut lines = Vec::new();
+    let mut sink = |line: lexer::Line| lines.push(line);
+    let (sources, diagnostics) = {
+        let mut lexer = lexer::Lexer::new(options, &mut sink);
+        lexer.read_root(path);
+        (
+            std::mem::take(&mut lexer.sources),
+            std::mem::take(&mut lexer.diagnostics),
+        )
+    };
+    let mut out = String::new();
+    for line in &lines {
+        let words: Vec<String> = line
+            .tokens
+            .iter()
+            .map(|t| {
+                let file = sources
+                    .path(t.span.file)
+                    .and_then(|p| p.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let q = if t.quoted { "q" } else { "" };
+                format!("{file}:{}:{}{q} {:?}", t.span.line, t.span.col, t.text)
+            })
+            .collect();
+        out.push_str(&words.join("  "));
+        out.push('\n');
+    }
+    for d in &diagnostics {
+        out.push_str(&format!("diagnostic: {}\n", d.message));
+    }
+    out
 }

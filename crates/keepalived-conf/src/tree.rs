@@ -1,8 +1,10 @@
-//! Lines of words into a tree of statements: `keyword args... [{ statements }]`.
+//! Lines of words into statements: `keyword args... [{ statements }]`, one top-level
+//! statement at a time.
 //!
 //! keepalived opens a block with a `{` at the end of the keyword's line or alone on the
 //! next line; the lexer has already made every brace a line of its own, so here a `{` line
-//! belongs to the statement just before it.
+//! belongs to the statement just before it. Each top-level statement is handed on as soon as
+//! it is complete, so a large file is never held as one tree.
 
 use fulcrum_diag::{Diagnostic, Span};
 
@@ -27,12 +29,13 @@ impl Node {
         &self.keyword.text
     }
 
-    /// The span from the keyword to the last argument, for messages about the whole line.
+    /// Where the statement starts, for messages about the whole statement.
     pub fn span(&self) -> Span {
         self.keyword.span
     }
 }
 
+#[derive(Debug)]
 struct Frame {
     open: Span,
     nodes: Vec<Node>,
@@ -41,84 +44,116 @@ struct Frame {
     attached: bool,
 }
 
-pub(crate) fn build(lines: Vec<Line>, diagnostics: &mut Vec<Diagnostic>) -> Vec<Node> {
-    let mut root: Vec<Node> = Vec::new();
-    let mut stack: Vec<Frame> = Vec::new();
-    // Whether the previous line was a statement that a `{` may still open a block for.
-    let mut can_open = false;
-    for line in lines {
-        let first = &line.tokens[0];
-        if first.is_open() {
-            let current = match stack.last_mut() {
-                Some(f) => &mut f.nodes,
-                None => &mut root,
-            };
-            let attached = can_open && current.last().is_some_and(|n| n.block.is_none());
-            if !attached {
-                diagnostics.push(Diagnostic::error(first.span, "unexpected '{'"));
+/// Builds statements from lines, handing back each top-level statement when it is complete.
+#[derive(Debug, Default)]
+pub(crate) struct TreeBuilder {
+    /// The top-level statement being built.
+    top: Option<Node>,
+    /// Blocks open inside it, innermost last.
+    stack: Vec<Frame>,
+    /// Whether the previous line was a statement that a `{` may still open a block for.
+    can_open: bool,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl TreeBuilder {
+    /// The statement a new `{` would open a block for, if it may.
+    fn last_open_candidate(&mut self) -> Option<&mut Node> {
+        if !self.can_open {
+            return None;
+        }
+        let node = match self.stack.last_mut() {
+            Some(f) => f.nodes.last_mut(),
+            None => self.top.as_mut(),
+        }?;
+        node.block.is_none().then_some(node)
+    }
+
+    /// Attaches a closed block to its statement; a completed top-level statement is returned.
+    fn close(&mut self, frame: Frame) -> Option<Node> {
+        if !frame.attached {
+            return None;
+        }
+        let block = Block {
+            open: frame.open,
+            nodes: frame.nodes,
+        };
+        match self.stack.last_mut() {
+            Some(parent) => {
+                if let Some(node) = parent.nodes.last_mut() {
+                    node.block = Some(block);
+                }
+                None
             }
-            stack.push(Frame {
-                open: first.span,
+            None => {
+                let mut top = self.top.take()?;
+                top.block = Some(block);
+                Some(top)
+            }
+        }
+    }
+
+    /// Takes one line; returns a top-level statement that this line completed.
+    pub fn push(&mut self, line: Line) -> Option<Node> {
+        let first = line.tokens.first()?;
+        if first.is_open() {
+            let span = first.span;
+            let attached = self.last_open_candidate().is_some();
+            if !attached {
+                self.diagnostics
+                    .push(Diagnostic::error(span, "unexpected '{'"));
+            }
+            self.stack.push(Frame {
+                open: span,
                 nodes: Vec::new(),
                 attached,
             });
-            can_open = false;
-            continue;
+            self.can_open = false;
+            return None;
         }
         if first.is_close() {
-            can_open = false;
-            match stack.pop() {
-                None => diagnostics.push(Diagnostic::error(first.span, "extra '}' found")),
-                Some(frame) => {
-                    if frame.attached {
-                        let parent = match stack.last_mut() {
-                            Some(f) => &mut f.nodes,
-                            None => &mut root,
-                        };
-                        if let Some(node) = parent.last_mut() {
-                            node.block = Some(Block {
-                                open: frame.open,
-                                nodes: frame.nodes,
-                            });
-                        }
-                    }
+            self.can_open = false;
+            match self.stack.pop() {
+                None => {
+                    self.diagnostics
+                        .push(Diagnostic::error(first.span, "extra '}' found"));
+                    None
                 }
+                Some(frame) => self.close(frame),
             }
-            continue;
-        }
-        let mut tokens = line.tokens.into_iter();
-        let Some(keyword) = tokens.next() else {
-            continue;
-        };
-        let node = Node {
-            keyword,
-            args: tokens.collect(),
-            block: None,
-        };
-        match stack.last_mut() {
-            Some(f) => f.nodes.push(node),
-            None => root.push(node),
-        }
-        can_open = true;
-    }
-    // Blocks never closed: report each at its '{', innermost last, and keep what they hold.
-    while let Some(frame) = stack.pop() {
-        diagnostics.push(Diagnostic::error(
-            frame.open,
-            "this '{' is never closed: missing '}'",
-        ));
-        if frame.attached {
-            let parent = match stack.last_mut() {
-                Some(f) => &mut f.nodes,
-                None => &mut root,
+        } else {
+            let mut tokens = line.tokens.into_iter();
+            let keyword = tokens.next()?;
+            let node = Node {
+                keyword,
+                args: tokens.collect(),
+                block: None,
             };
-            if let Some(node) = parent.last_mut() {
-                node.block = Some(Block {
-                    open: frame.open,
-                    nodes: frame.nodes,
-                });
+            self.can_open = true;
+            match self.stack.last_mut() {
+                Some(f) => {
+                    f.nodes.push(node);
+                    None
+                }
+                // A new top-level statement completes the previous one, which had no block.
+                None => self.top.replace(node),
             }
         }
     }
-    root
+
+    /// End of input: blocks never closed are reported at their `{` (what they hold is
+    /// kept), and the last top-level statement is returned.
+    pub fn finish(&mut self) -> Option<Node> {
+        let mut done = None;
+        while let Some(frame) = self.stack.pop() {
+            self.diagnostics.push(Diagnostic::error(
+                frame.open,
+                "this '{' is never closed: missing '}'",
+            ));
+            if let Some(top) = self.close(frame) {
+                done = Some(top);
+            }
+        }
+        done.or_else(|| self.top.take())
+    }
 }
