@@ -149,6 +149,12 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// `fulcrum check`: prints the diagnostics and a summary; 0 when valid, 1 when not.
 pub fn check(args: &CheckArgs) -> ExitCode {
+    if args.config.keepalived.is_none() && args.config.nginx.is_none() {
+        eprintln!(
+            "fulcrum check: no configuration given: use -f KEEPALIVED_CONF, -c NGINX_CONF, or both"
+        );
+        return ExitCode::from(2);
+    }
     let sources = Sources::from_args(&args.config, !args.no_host_checks, args.strict);
     let (config, report) = sources.load();
     print!("{}", report.text);

@@ -35,7 +35,7 @@ enum Command {
     /// Check configuration files like `keepalived -t` and `nginx -t` together.
     ///
     /// Prints every error and warning as FILE:LINE:COL with the source line, and exits 0
-    /// when the configuration is valid, 1 when it is not.
+    /// when the configuration is valid, 1 when it is not, 2 when no file was given.
     Check(CheckArgs),
     /// Talk to a running daemon over its control socket.
     Ctl(CtlArgs),

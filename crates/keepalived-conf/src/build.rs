@@ -107,7 +107,6 @@ const UNSUPPORTED_INSTANCE: &[&str] = &[
     "debug",
     "lvs_sync_daemon_interface",
     "kernel_rx_buf_size",
-    "unicast_fault_no_peer",
     "garp_lower_prio_delay",
     "garp_lower_prio_repeat",
     "lower_prio_no_advert",

@@ -41,6 +41,27 @@ fn check(deployment: Deployment) {
             .expect("probe");
         assert_eq!(answers, vec!["director".to_string(); 2]);
         assert!(!r.lab.existing_namespaces().is_empty());
+        // Directors' switch ports carry the XDP_PASS stub; nothing else does.
+        let directors_links: usize = match deployment {
+            Deployment::LvsNat => 2,
+            Deployment::LvsDr => 1,
+            Deployment::KeepalivedHa => 2,
+            Deployment::NginxHa => 0,
+        };
+        let mut stubs = 0;
+        for sw in &r.switches {
+            let out = r
+                .lab
+                .exec(&sw.netns, ["ip", "-d", "link", "show"])
+                .expect("ip link");
+            stubs += String::from_utf8_lossy(&out.stdout)
+                .matches("prog/xdp")
+                .count();
+        }
+        assert_eq!(
+            stubs, directors_links,
+            "XDP_PASS stubs on the directors' switch ports"
+        );
         match deployment {
             Deployment::LvsNat => {
                 // Real servers reach the outside through their default route, the DIP.

@@ -1,0 +1,51 @@
+//! `fulcrum demo` end to end: it builds a deployment, shows its real servers answering and
+//! its example configuration, and leaves no namespace behind.
+
+use std::process::Command;
+
+#[test]
+fn demo_shows_a_deployment_and_cleans_up() {
+    if !fulcrum_lab::require_root("demo_shows_a_deployment_and_cleans_up") {
+        return;
+    }
+    let child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["demo", "--only", "dr"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("=== 2. LVS-DR ==="), "{stdout}");
+    assert!(
+        stdout.contains("director -> 10.1.10.66:80  3 HTTP requests answered by: RIP1 10.1.10.66, RIP1 10.1.10.66, RIP1 10.1.10.66"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("virtual_server 10.1.10.88:80 rr DR -> 10.1.10.66 w1, 10.1.10.67 w1"),
+        "{stdout}"
+    );
+    // The demo's namespaces carry its pid: none may remain.
+    let left = fulcrum_lab::existing_with_prefix(&format!("fl-{pid}-"));
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+#[test]
+fn demo_rejects_an_unknown_deployment() {
+    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["demo", "--only", "nope"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("nat, dr, keepalived-ha or nginx-ha") || err.contains("needs root"),
+        "{err}"
+    );
+}
