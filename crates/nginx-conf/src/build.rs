@@ -829,11 +829,7 @@ impl<'a> Builder<'a> {
                     "send_timeout" => &mut st.send_timeout,
                     _ => &mut st.client_header_timeout,
                 };
-                if slot.is_some() {
-                    self.error(
-                        d.name.span,
-                        format!("\"{}\" directive is duplicate", d.name.text),
-                    );
+                if self.dup(slot, d) {
                     return true;
                 }
                 *slot = self.time(d, &d.args[0]);
@@ -934,11 +930,7 @@ impl<'a> Builder<'a> {
                 } else {
                     &mut st.client_header_buffer_size
                 };
-                if slot.is_some() {
-                    self.error(
-                        d.name.span,
-                        format!("\"{}\" directive is duplicate", d.name.text),
-                    );
+                if self.dup(slot, d) {
                     return true;
                 }
                 *slot = self.size(&d.args[0]);
