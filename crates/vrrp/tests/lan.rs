@@ -1,0 +1,510 @@
+//! A simulated LAN of VRRP routers in virtual time: adverts are encoded to bytes, carried
+//! with a latency (or dropped across a partition), and parsed again on delivery. Nothing
+//! sleeps; a minute of protocol time runs in microseconds.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashSet};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use fulcrum_types::{Priority, Vrid};
+use fulcrum_vrrp::instance::{Action, Config, Event, Instance, Reason, State};
+use fulcrum_vrrp::packet::{self, Advert, ChecksumMode, DropReason, Version};
+
+const LATENCY: Duration = Duration::from_micros(200);
+
+struct Node {
+    name: &'static str,
+    inst: Instance,
+    up: bool,
+    /// Whether the node holds the virtual addresses now.
+    holds: bool,
+    transitions: Vec<(Duration, State, Reason)>,
+}
+
+/// A packet on the wire: (deliver at, sequence, from, to, source address, bytes).
+type InFlight = Reverse<(Instant, u64, usize, usize, IpAddr, Vec<u8>)>;
+
+struct Lan {
+    t0: Instant,
+    now: Instant,
+    nodes: Vec<Node>,
+    inflight: BinaryHeap<InFlight>,
+    seq: u64,
+    cut: HashSet<(usize, usize)>,
+}
+
+fn config(last_octet: u8, priority: u8, version: Version, centis: u16) -> Config {
+    let mut c = Config::new(
+        Vrid::new(51).unwrap(),
+        version,
+        IpAddr::from([10, 1, 10, last_octet]),
+        vec![IpAddr::from([10, 1, 10, 88])],
+    );
+    c.priority = Priority::new(i64::from(priority)).unwrap();
+    c.advert_int_centis = centis;
+    if version == Version::V2 {
+        c.auth = Some(packet::pass_auth_data("secret12"));
+    }
+    c
+}
+
+impl Lan {
+    fn new(nodes: Vec<(&'static str, Config)>) -> Lan {
+        let t0 = Instant::now();
+        Lan {
+            t0,
+            now: t0,
+            nodes: nodes
+                .into_iter()
+                .map(|(name, c)| Node {
+                    name,
+                    inst: Instance::new(c),
+                    up: false,
+                    holds: false,
+                    transitions: Vec::new(),
+                })
+                .collect(),
+            inflight: BinaryHeap::new(),
+            seq: 0,
+            cut: HashSet::new(),
+        }
+    }
+
+    fn elapsed(&self) -> Duration {
+        self.now - self.t0
+    }
+
+    fn apply(&mut self, i: usize, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::SendAdvert { priority } => {
+                    let inst = &self.nodes[i].inst;
+                    let src = inst.config().primary;
+                    let dst = IpAddr::V4(packet::MULTICAST_V4);
+                    let mut buf = [0u8; 1024];
+                    let n =
+                        inst.advert(priority)
+                            .emit(&mut buf, src, dst, ChecksumMode::PseudoHeader);
+                    for j in 0..self.nodes.len() {
+                        if j != i && !self.cut.contains(&(i, j)) {
+                            self.seq += 1;
+                            self.inflight.push(Reverse((
+                                self.now + LATENCY,
+                                self.seq,
+                                i,
+                                j,
+                                src,
+                                buf[..n].to_vec(),
+                            )));
+                        }
+                    }
+                }
+                Action::AddAddresses => self.nodes[i].holds = true,
+                Action::RemoveAddresses => self.nodes[i].holds = false,
+                Action::Announce { .. } => {}
+                Action::Transition { to, reason, .. } => {
+                    let t = self.elapsed();
+                    self.nodes[i].transitions.push((t, to, reason));
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, i: usize) {
+        self.nodes[i].up = true;
+        let acts = self.nodes[i].inst.handle(self.now, Event::Startup);
+        self.apply(i, acts);
+    }
+
+    fn event(&mut self, i: usize, e: Event) {
+        let acts = self.nodes[i].inst.handle(self.now, e);
+        self.apply(i, acts);
+    }
+
+    /// SIGKILL: no goodbye, and the addresses go with the process's host... as far as the
+    /// LAN is concerned, nobody answers for them any more.
+    fn kill(&mut self, i: usize) {
+        self.nodes[i].up = false;
+        self.nodes[i].holds = false;
+        let cfg = self.nodes[i].inst.config().clone();
+        self.nodes[i].inst = Instance::new(cfg);
+    }
+
+    /// SIGTERM: priority 0, then gone.
+    fn stop(&mut self, i: usize) {
+        self.event(i, Event::Shutdown);
+        self.nodes[i].up = false;
+    }
+
+    fn partition(&mut self, a: &[usize], b: &[usize]) {
+        for &x in a {
+            for &y in b {
+                self.cut.insert((x, y));
+                self.cut.insert((y, x));
+            }
+        }
+    }
+
+    fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    fn run_for(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            let next_timer = self
+                .nodes
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.up)
+                .filter_map(|(i, n)| n.inst.poll_timeout().map(|t| (t, i)))
+                .min();
+            let next_packet = self.inflight.peek().map(|Reverse(p)| p.0);
+            let next = match (next_timer, next_packet) {
+                (Some((t, _)), Some(p)) => t.min(p),
+                (Some((t, _)), None) => t,
+                (None, Some(p)) => p,
+                (None, None) => break,
+            };
+            if next > end {
+                break;
+            }
+            self.now = next;
+            if next_packet == Some(next) {
+                let Reverse((_, _, _, to, src, bytes)) = self.inflight.pop().unwrap();
+                if !self.nodes[to].up {
+                    continue;
+                }
+                let dst = IpAddr::V4(packet::MULTICAST_V4);
+                match Advert::parse(&bytes, src, dst, packet::TTL, ChecksumMode::PseudoHeader) {
+                    Ok(advert) => {
+                        if let Ok(acts) = self.nodes[to].inst.handle_advert(self.now, src, &advert)
+                        {
+                            self.apply(to, acts);
+                        }
+                    }
+                    Err(e) => panic!("our own advert did not parse: {e}"),
+                }
+            } else if let Some((_, i)) = next_timer {
+                let acts = self.nodes[i].inst.handle_timeout(self.now);
+                self.apply(i, acts);
+            }
+        }
+        self.now = end;
+    }
+
+    fn masters(&self) -> Vec<&'static str> {
+        self.nodes
+            .iter()
+            .filter(|n| n.up && n.inst.state() == State::Master)
+            .map(|n| n.name)
+            .collect()
+    }
+
+    fn holders(&self) -> Vec<&'static str> {
+        self.nodes
+            .iter()
+            .filter(|n| n.up && n.holds)
+            .map(|n| n.name)
+            .collect()
+    }
+
+    /// When node `i` last became master, since the start.
+    fn became_master_at(&self, i: usize) -> Option<Duration> {
+        self.nodes[i]
+            .transitions
+            .iter()
+            .rev()
+            .find(|(_, s, _)| *s == State::Master)
+            .map(|(t, _, _)| *t)
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(s)
+}
+
+#[test]
+fn the_highest_priority_is_elected_and_alone_holds_the_addresses() {
+    let mut lan = Lan::new(vec![
+        ("a", config(65, 100, Version::V2, 100)),
+        ("b", config(66, 150, Version::V2, 100)),
+        ("c", config(67, 120, Version::V2, 100)),
+    ]);
+    for i in 0..3 {
+        lan.start(i);
+    }
+    lan.run_for(secs(10.0));
+    assert_eq!(lan.masters(), vec!["b"]);
+    assert_eq!(lan.holders(), vec!["b"]);
+    // b became master when its master-down timer ran out: 3 s + (256-150)/256 s.
+    let t = lan.became_master_at(1).unwrap();
+    assert!((secs(3.41)..secs(3.42)).contains(&t), "{t:?}");
+    assert_eq!(
+        lan.nodes[0].inst.master().map(|m| m.0),
+        Some(IpAddr::from([10, 1, 10, 66]))
+    );
+}
+
+#[test]
+fn sigkill_of_the_master_fails_over_within_master_down_interval() {
+    let mut lan = Lan::new(vec![
+        ("primary", config(65, 150, Version::V2, 100)),
+        ("backup", config(68, 100, Version::V2, 100)),
+    ]);
+    lan.start(0);
+    lan.start(1);
+    lan.run_for(secs(10.0));
+    assert_eq!(lan.masters(), vec!["primary"]);
+    let killed = lan.elapsed();
+    lan.kill(0);
+    lan.run_for(secs(10.0));
+    assert_eq!(lan.masters(), vec!["backup"]);
+    assert_eq!(lan.holders(), vec!["backup"]);
+    let failover = lan.became_master_at(1).unwrap() - killed;
+    // 3 x advert_int + skew = 3.609 s at worst, measured from the last advert heard.
+    assert!(failover <= secs(3.61), "{failover:?}");
+    assert!(failover >= secs(2.6), "{failover:?}");
+}
+
+#[test]
+fn a_graceful_stop_hands_over_in_about_the_skew() {
+    let mut lan = Lan::new(vec![
+        ("primary", config(65, 150, Version::V2, 100)),
+        ("backup", config(68, 100, Version::V2, 100)),
+    ]);
+    lan.start(0);
+    lan.start(1);
+    lan.run_for(secs(10.0));
+    let stopped = lan.elapsed();
+    lan.stop(0);
+    lan.run_for(secs(5.0));
+    assert_eq!(lan.masters(), vec!["backup"]);
+    let handover = lan.became_master_at(1).unwrap() - stopped;
+    // (256 - 100)/256 s = 0.609 s, plus one hop.
+    assert!(handover <= secs(0.61), "{handover:?}");
+    assert!(lan.nodes[1]
+        .transitions
+        .iter()
+        .any(|(_, s, r)| *s == State::Master && *r == Reason::MasterStopping));
+}
+
+#[test]
+fn a_returning_higher_priority_preempts_unless_nopreempt() {
+    for nopreempt in [false, true] {
+        let mut primary = config(65, 150, Version::V2, 100);
+        primary.preempt = !nopreempt;
+        let mut lan = Lan::new(vec![
+            ("primary", primary),
+            ("backup", config(68, 100, Version::V2, 100)),
+        ]);
+        lan.start(1);
+        lan.run_for(secs(10.0));
+        assert_eq!(lan.masters(), vec!["backup"]);
+        lan.start(0);
+        lan.run_for(secs(10.0));
+        if nopreempt {
+            assert_eq!(
+                lan.masters(),
+                vec!["backup"],
+                "nopreempt leaves the lower master alone"
+            );
+        } else {
+            assert_eq!(lan.masters(), vec!["primary"]);
+            assert_eq!(lan.holders(), vec!["primary"]);
+            let b = &lan.nodes[1].transitions;
+            assert!(b.iter().any(|(_, s, r)| *s == State::Backup
+                && matches!(r, Reason::Preempted { priority: 150, .. })));
+        }
+    }
+}
+
+#[test]
+fn preempt_delay_waits_before_taking_over() {
+    let mut primary = config(65, 150, Version::V2, 100);
+    primary.preempt_delay = secs(8.0);
+    let mut lan = Lan::new(vec![
+        ("primary", primary),
+        ("backup", config(68, 100, Version::V2, 100)),
+    ]);
+    lan.start(1);
+    lan.run_for(secs(10.0));
+    let started = lan.elapsed();
+    lan.start(0);
+    lan.run_for(secs(7.0));
+    assert_eq!(lan.masters(), vec!["backup"]);
+    lan.run_for(secs(10.0));
+    assert_eq!(lan.masters(), vec!["primary"]);
+    let took = lan.became_master_at(0).unwrap() - started;
+    assert!(
+        took >= secs(8.0) && took <= secs(8.0) + secs(3.42),
+        "{took:?}"
+    );
+}
+
+#[test]
+fn equal_priority_is_won_by_the_higher_primary_address() {
+    let mut lan = Lan::new(vec![
+        ("low", config(65, 100, Version::V2, 100)),
+        ("high", config(68, 100, Version::V2, 100)),
+    ]);
+    // Both become master after a partition; the tie is settled when they meet.
+    lan.partition(&[0], &[1]);
+    lan.start(0);
+    lan.start(1);
+    lan.run_for(secs(5.0));
+    assert_eq!(lan.masters(), vec!["low", "high"]);
+    lan.heal();
+    lan.run_for(secs(3.0));
+    assert_eq!(lan.masters(), vec!["high"]);
+    assert_eq!(lan.holders(), vec!["high"]);
+}
+
+#[test]
+fn split_brain_heals_to_the_higher_priority() {
+    let mut lan = Lan::new(vec![
+        ("a", config(65, 200, Version::V3, 100)),
+        ("b", config(66, 150, Version::V3, 100)),
+        ("c", config(67, 100, Version::V3, 100)),
+    ]);
+    for i in 0..3 {
+        lan.start(i);
+    }
+    lan.run_for(secs(5.0));
+    assert_eq!(lan.masters(), vec!["a"]);
+    lan.partition(&[0], &[1, 2]);
+    lan.run_for(secs(5.0));
+    assert_eq!(
+        lan.masters(),
+        vec!["a", "b"],
+        "each side of the split elects a master"
+    );
+    lan.heal();
+    lan.run_for(secs(2.0));
+    assert_eq!(lan.masters(), vec!["a"]);
+    assert_eq!(lan.holders(), vec!["a"]);
+}
+
+#[test]
+fn tracking_weights_move_mastership() {
+    let mut lan = Lan::new(vec![
+        ("primary", config(65, 150, Version::V2, 100)),
+        ("backup", config(68, 100, Version::V2, 100)),
+    ]);
+    lan.start(0);
+    lan.start(1);
+    lan.run_for(secs(5.0));
+    assert_eq!(lan.masters(), vec!["primary"]);
+    // A tracked script with weight -60 fails on the primary: 150 - 60 = 90 < 100.
+    lan.event(0, Event::Priority(90));
+    lan.run_for(secs(5.0));
+    assert_eq!(lan.masters(), vec!["backup"]);
+    // It recovers: the primary preempts again.
+    lan.event(0, Event::Priority(150));
+    lan.run_for(secs(5.0));
+    assert_eq!(lan.masters(), vec!["primary"]);
+}
+
+#[test]
+fn a_fault_hands_over_at_once_and_recovery_returns_as_backup_first() {
+    let mut lan = Lan::new(vec![
+        ("primary", config(65, 150, Version::V2, 100)),
+        ("backup", config(68, 100, Version::V2, 100)),
+    ]);
+    lan.start(0);
+    lan.start(1);
+    lan.run_for(secs(5.0));
+    let t = lan.elapsed();
+    lan.event(0, Event::Fault(true));
+    lan.run_for(secs(2.0));
+    assert_eq!(lan.nodes[0].inst.state(), State::Fault);
+    assert_eq!(lan.masters(), vec!["backup"]);
+    assert!(
+        lan.became_master_at(1).unwrap() - t <= secs(0.61),
+        "priority 0 on fault"
+    );
+    lan.event(0, Event::Fault(false));
+    assert_eq!(lan.nodes[0].inst.state(), State::Backup);
+    lan.run_for(secs(5.0));
+    assert_eq!(lan.masters(), vec!["primary"]);
+}
+
+#[test]
+fn v3_backups_adopt_the_masters_interval() {
+    // The master advertises every 10 ms; the backup is configured for 1 s but adopts 10 ms,
+    // so it detects a dead master in 3 x 10 ms + skew, not in 3 s.
+    let mut lan = Lan::new(vec![
+        ("primary", config(65, 200, Version::V3, 1)),
+        ("backup", config(68, 100, Version::V3, 100)),
+    ]);
+    lan.start(1);
+    lan.run_for(secs(0.05));
+    lan.start(0);
+    lan.run_for(secs(5.0));
+    assert_eq!(lan.masters(), vec!["primary"]);
+    assert_eq!(
+        lan.nodes[1].inst.master_adv_interval(),
+        Duration::from_millis(10)
+    );
+    let killed = lan.elapsed();
+    lan.kill(0);
+    lan.run_for(secs(1.0));
+    assert_eq!(lan.masters(), vec!["backup"]);
+    let detect = lan.became_master_at(1).unwrap() - killed;
+    // 3 x 10 ms + (256-100) x 10 ms / 256 = 36.1 ms.
+    assert!(detect <= Duration::from_micros(36_100), "{detect:?}");
+}
+
+#[test]
+fn v2_interval_or_password_mismatch_is_dropped_and_counted() {
+    let mut other = config(68, 100, Version::V2, 200);
+    other.auth = Some(packet::pass_auth_data("secret12"));
+    let mut wrong_pass = config(69, 100, Version::V2, 100);
+    wrong_pass.auth = Some(packet::pass_auth_data("nope"));
+    let mut lan = Lan::new(vec![
+        ("a", config(65, 150, Version::V2, 100)),
+        ("interval", other),
+        ("password", wrong_pass),
+    ]);
+    for i in 0..3 {
+        lan.start(i);
+    }
+    lan.run_for(secs(10.0));
+    // They cannot hear each other, so each is master: what RFC 3768 and keepalived do.
+    assert_eq!(lan.masters(), vec!["a", "interval", "password"]);
+    let dropped = &lan.nodes[0].inst.stats().dropped;
+    assert!(
+        dropped
+            .iter()
+            .any(|(r, n)| *r == DropReason::Interval && *n > 0),
+        "{dropped:?}"
+    );
+    assert!(
+        dropped
+            .iter()
+            .any(|(r, n)| *r == DropReason::Auth && *n > 0),
+        "{dropped:?}"
+    );
+}
+
+#[test]
+fn the_address_owner_takes_over_at_once_and_ignores_weights() {
+    let mut lan = Lan::new(vec![
+        ("backup", config(68, 200, Version::V2, 100)),
+        ("owner", config(65, 255, Version::V2, 100)),
+    ]);
+    lan.start(0);
+    lan.run_for(secs(10.0));
+    assert_eq!(lan.masters(), vec!["backup"]);
+    lan.start(1);
+    assert_eq!(
+        lan.nodes[1].inst.state(),
+        State::Master,
+        "priority 255 is master at start"
+    );
+    lan.run_for(secs(0.01));
+    assert_eq!(lan.masters(), vec!["owner"]);
+    lan.event(1, Event::Priority(10));
+    assert_eq!(lan.nodes[1].inst.effective_priority(), 255);
+}
