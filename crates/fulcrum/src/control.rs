@@ -82,6 +82,7 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
     let command = match args.command {
         CtlCommand::Status => "status",
         CtlCommand::Reload => "reload",
+        CtlCommand::Vrrp => "vrrp",
     };
     let response = call(&args.control, command)?;
     if args.json {
@@ -107,6 +108,7 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
             "reloaded: configuration {}",
             r["config"]["hash"].as_str().unwrap_or("?")
         ),
+        CtlCommand::Vrrp => crate::vrrp::print_table(&r),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -49,6 +49,14 @@ impl State {
                     warn!("configuration warnings:\n{}", report.text.trim_end());
                 }
                 let changed = config.hash != self.config.hash;
+                let vrrp_of = |c: &Config| {
+                    c.keepalived
+                        .as_ref()
+                        .map(|k| (k.global_defs.clone(), k.vrrp_instances.clone()))
+                };
+                if vrrp_of(&config) != vrrp_of(&self.config) {
+                    warn!("VRRP changes take effect at the next restart in this build; the running instances are unchanged");
+                }
                 self.config = config;
                 self.loaded_at = unix_now();
                 self.reloads_ok += 1;
@@ -164,6 +172,17 @@ fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
 
 async fn serve(control: PathBuf, state: State) -> anyhow::Result<ExitCode> {
     let listener = bind_control(&control)?;
+    let vrrp = match state.config.keepalived.as_ref() {
+        Some(k) if !k.vrrp_instances.is_empty() => match crate::vrrp::start(k).await {
+            Ok(rt) => Some(rt),
+            Err(e) => {
+                let _ = std::fs::remove_file(&control);
+                return Err(e.context("cannot start VRRP"));
+            }
+        },
+        _ => None,
+    };
+    let vrrp_handle = vrrp.as_ref().map(crate::vrrp::Runtime::handle);
     info!(
         control = %control.display(),
         hash = format!("{:016x}", state.config.hash),
@@ -184,8 +203,9 @@ async fn serve(control: PathBuf, state: State) -> anyhow::Result<ExitCode> {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let state = Arc::clone(&state);
+                    let vrrp = vrrp_handle.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = client(stream, state).await {
+                        if let Err(e) = client(stream, state, vrrp).await {
                             warn!("control client: {e:#}");
                         }
                     });
@@ -194,13 +214,20 @@ async fn serve(control: PathBuf, state: State) -> anyhow::Result<ExitCode> {
             },
         }
     }
+    if let Some(rt) = vrrp {
+        rt.stop().await;
+    }
     let _ = std::fs::remove_file(&control);
     info!("fulcrum stopped");
     Ok(ExitCode::SUCCESS)
 }
 
 /// Answers requests on one control connection until the client closes it.
-async fn client(stream: UnixStream, state: Arc<Mutex<State>>) -> anyhow::Result<()> {
+async fn client(
+    stream: UnixStream,
+    state: Arc<Mutex<State>>,
+    vrrp: Option<crate::vrrp::Handle>,
+) -> anyhow::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
     while let Some(line) = lines.next_line().await? {
@@ -210,6 +237,10 @@ async fn client(stream: UnixStream, state: Arc<Mutex<State>>) -> anyhow::Result<
                 "protocol version {} is not supported; this daemon speaks {PROTOCOL_VERSION}",
                 r.version
             )),
+            Ok(r) if r.command == "vrrp" => match &vrrp {
+                Some(h) => Response::ok(h.status().await),
+                None => Response::ok(serde_json::json!([])),
+            },
             Ok(r) => {
                 let mut st = state.lock().await;
                 match r.command.as_str() {
@@ -219,7 +250,7 @@ async fn client(stream: UnixStream, state: Arc<Mutex<State>>) -> anyhow::Result<
                         Err(e) => Response::error(e),
                     },
                     other => Response::error(format!(
-                        "unknown command '{other}'; commands: status, reload"
+                        "unknown command '{other}'; commands: status, reload, vrrp"
                     )),
                 }
             }

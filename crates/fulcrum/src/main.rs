@@ -8,6 +8,7 @@ mod control;
 mod daemon;
 mod demo;
 mod host;
+mod vrrp;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -121,6 +122,8 @@ pub enum CtlCommand {
     Status,
     /// Reload the configuration, as SIGHUP does; prints the diagnostics if it is refused.
     Reload,
+    /// VRRP instances: state, priorities, master, advert counters, last transition.
+    Vrrp,
 }
 
 #[derive(Debug, Args)]

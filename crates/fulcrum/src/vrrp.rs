@@ -1,0 +1,626 @@
+//! The VRRP runtime: the IO around `fulcrum_vrrp::instance::Instance`. It owns the raw
+//! IP-protocol-112 sockets (one per interface, multicast joined there, TTL 255, no loop),
+//! the virtual addresses (added and removed with rtnetlink), gratuitous ARPs (AF_PACKET),
+//! notify scripts, and the clock. What to do, and when, is the instance's decision.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context};
+use fulcrum_keepalived_conf::{
+    Authentication, GlobalDefs, InitialState, KeepalivedConfig, VirtualAddress, VrrpInstance,
+    VrrpVersion,
+};
+use fulcrum_vrrp::instance::{Action, Config, Event, Instance, Reason, State};
+use fulcrum_vrrp::packet::{self, Advert, ChecksumMode, Version};
+use futures::TryStreamExt;
+use serde_json::json;
+use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+use tokio::sync::{mpsc, oneshot, watch};
+use tracing::{debug, info, warn};
+
+/// The protocol configuration of a keepalived vrrp_instance (IPv4 instances).
+pub fn protocol_config(i: &VrrpInstance, globals: &GlobalDefs, primary: IpAddr) -> Config {
+    let version = match i.version.or(globals.vrrp_version) {
+        Some(VrrpVersion::V3) => Version::V3,
+        _ => Version::V2,
+    };
+    let addresses: Vec<IpAddr> = i.virtual_ipaddress.iter().map(|a| a.addr).collect();
+    let mut c = Config::new(i.virtual_router_id, version, primary, addresses);
+    c.priority = i.priority;
+    let centis = i.advert_int.as_micros() / 10_000;
+    c.advert_int_centis = match version {
+        // v2 advertises whole seconds (keepalived rounds down, to at least 1 s).
+        Version::V2 => ((centis / 100).max(1) * 100) as u16,
+        Version::V3 => centis.clamp(1, 4095) as u16,
+    };
+    c.preempt = !i.nopreempt;
+    c.preempt_delay = i.preempt_delay.map(|t| t.as_duration()).unwrap_or_default();
+    c.auth = match &i.authentication {
+        Some(Authentication::Pass(p)) if version == Version::V2 => Some(packet::pass_auth_data(p)),
+        _ => None,
+    };
+    let g = |own: Option<u32>, global: Option<u32>, default: u32| own.or(global).unwrap_or(default);
+    c.garp_repeat = g(i.garp_master_repeat, globals.vrrp_garp_master_repeat, 5);
+    c.garp_delay = i
+        .garp_master_delay
+        .or(globals.vrrp_garp_master_delay)
+        .map(|t| t.as_duration())
+        .unwrap_or(Duration::from_secs(5));
+    c.garp_refresh = i
+        .garp_master_refresh
+        .or(globals.vrrp_garp_master_refresh)
+        .map(|t| t.as_duration())
+        .filter(|d| !d.is_zero());
+    c.garp_refresh_repeat = g(
+        i.garp_master_refresh_repeat,
+        globals.vrrp_garp_master_refresh_repeat,
+        1,
+    );
+    c
+}
+
+/// One line of `fulcrum ctl vrrp`.
+#[derive(Debug, Clone)]
+struct Shown {
+    name: String,
+    interface: String,
+    vrid: u8,
+    state: State,
+    configured: u8,
+    effective: u8,
+    master: Option<IpAddr>,
+    vips: Vec<String>,
+    last: Option<(u64, State, String)>,
+    sent: u64,
+    received: u64,
+    dropped: Vec<(String, u64)>,
+}
+
+/// Requests the daemon's control socket makes to the runtime.
+#[derive(Debug)]
+pub enum Request {
+    Status(oneshot::Sender<serde_json::Value>),
+}
+
+/// A running VRRP runtime: stop it with [`Runtime::stop`] (priority 0, addresses removed).
+#[derive(Debug)]
+pub struct Runtime {
+    requests: mpsc::Sender<Request>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A handle for asking a running runtime for its status; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    requests: mpsc::Sender<Request>,
+}
+
+impl Handle {
+    pub async fn status(&self) -> serde_json::Value {
+        let (tx, rx) = oneshot::channel();
+        if self.requests.send(Request::Status(tx)).await.is_err() {
+            return json!([]);
+        }
+        rx.await.unwrap_or_else(|_| json!([]))
+    }
+}
+
+impl Runtime {
+    pub fn handle(&self) -> Handle {
+        Handle {
+            requests: self.requests.clone(),
+        }
+    }
+
+    /// Stops every instance as keepalived does on SIGTERM: masters send priority 0 (so a
+    /// backup takes over within its skew) and remove their addresses.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+struct Interface {
+    name: String,
+    index: u32,
+    mac: [u8; 6],
+    primary: Ipv4Addr,
+    socket: Arc<fulcrum_sys::AsyncSocket>,
+    arp: Option<fulcrum_sys::PacketSocket>,
+}
+
+struct Running {
+    name: String,
+    iface: usize,
+    inst: Instance,
+    vips: Vec<VirtualAddress>,
+    peers: Vec<IpAddr>,
+    source: Ipv4Addr,
+    mode: ChecksumMode,
+    notify: fulcrum_keepalived_conf::Notify,
+    last: Option<(u64, State, String)>,
+}
+
+/// A received advert: interface index in our table, source, destination, TTL, message.
+struct Received {
+    iface: usize,
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    ttl: u8,
+    message: Vec<u8>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn mac_of(name: &str) -> anyhow::Result<[u8; 6]> {
+    let text = std::fs::read_to_string(format!("/sys/class/net/{name}/address"))
+        .with_context(|| format!("cannot read the MAC address of {name}"))?;
+    let mut mac = [0u8; 6];
+    for (i, part) in text.trim().split(':').enumerate().take(6) {
+        mac[i] = u8::from_str_radix(part, 16).context("bad MAC address")?;
+    }
+    Ok(mac)
+}
+
+async fn primary_v4(handle: &rtnetlink::Handle, index: u32) -> anyhow::Result<Ipv4Addr> {
+    use rtnetlink::packet_route::address::AddressAttribute;
+    let mut stream = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute();
+    while let Some(msg) = stream.try_next().await? {
+        for a in msg.attributes {
+            if let AddressAttribute::Address(IpAddr::V4(v4)) = a {
+                return Ok(v4);
+            }
+        }
+    }
+    bail!("no IPv4 address on the interface (needed as the adverts' source)")
+}
+
+fn open_socket(
+    name: &str,
+    index: u32,
+    primary: Ipv4Addr,
+) -> anyhow::Result<fulcrum_sys::AsyncSocket> {
+    let s = Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(i32::from(packet::PROTOCOL))),
+    )
+    .context("cannot open a raw VRRP socket (needs CAP_NET_RAW)")?;
+    s.bind_device(Some(name.as_bytes()))?;
+    s.set_multicast_if_v4(&primary)?;
+    s.set_multicast_ttl_v4(u32::from(packet::TTL))?;
+    s.set_ttl_v4(u32::from(packet::TTL))?;
+    s.set_multicast_loop_v4(false)?;
+    s.join_multicast_v4_n(
+        &packet::MULTICAST_V4,
+        &InterfaceIndexOrAddress::Index(index),
+    )?;
+    Ok(fulcrum_sys::AsyncSocket::new(s)?)
+}
+
+/// Reads adverts from one interface's socket into the runtime.
+async fn receive(iface: usize, socket: Arc<fulcrum_sys::AsyncSocket>, tx: mpsc::Sender<Received>) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let n = match socket.recv(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                warn!("VRRP socket: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        // Raw IPv4 sockets deliver the IP header too.
+        let ip = &buf[..n];
+        if ip.len() < 20 || ip[0] >> 4 != 4 {
+            continue;
+        }
+        let hl = usize::from(ip[0] & 0x0f) * 4;
+        if ip.len() < hl {
+            continue;
+        }
+        let r = Received {
+            iface,
+            src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
+            dst: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+            ttl: ip[8],
+            message: ip[hl..].to_vec(),
+        };
+        if tx.send(r).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Starts the runtime for every IPv4 vrrp_instance of the configuration.
+pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
+    let (connection, handle, _) = rtnetlink::new_connection().context("netlink")?;
+    tokio::spawn(connection);
+    let mut interfaces: Vec<Interface> = Vec::new();
+    let mut running = Vec::new();
+    let (rx_tx, rx) = mpsc::channel::<Received>(1024);
+    for i in &cfg.vrrp_instances {
+        let ifname = i
+            .interface
+            .clone()
+            .or_else(|| cfg.global_defs.default_interface.clone())
+            .with_context(|| format!("vrrp_instance {}: no interface", i.name))?;
+        if i.virtual_ipaddress.iter().any(|a| a.addr.is_ipv6()) {
+            warn!(instance = %i.name, "IPv6 VRRP instances are not run yet; skipped");
+            continue;
+        }
+        let idx = match interfaces.iter().position(|f| f.name == ifname) {
+            Some(idx) => idx,
+            None => {
+                let index = fulcrum_sys::if_index(&ifname)
+                    .with_context(|| format!("interface {ifname}"))?;
+                let primary = primary_v4(&handle, index)
+                    .await
+                    .with_context(|| format!("interface {ifname}"))?;
+                let socket = Arc::new(open_socket(&ifname, index, primary)?);
+                let arp = fulcrum_sys::PacketSocket::open(index, fulcrum_sys::ETH_P_ARP)
+                    .map_err(|e| warn!("{ifname}: no gratuitous ARP: {e}"))
+                    .ok();
+                tokio::spawn(receive(
+                    interfaces.len(),
+                    Arc::clone(&socket),
+                    rx_tx.clone(),
+                ));
+                interfaces.push(Interface {
+                    name: ifname.clone(),
+                    index,
+                    mac: mac_of(&ifname)?,
+                    primary,
+                    socket,
+                    arp,
+                });
+                interfaces.len() - 1
+            }
+        };
+        let source = match i.unicast_src_ip.or(i.mcast_src_ip) {
+            Some(IpAddr::V4(a)) => a,
+            _ => interfaces[idx].primary,
+        };
+        let mut config = protocol_config(i, &cfg.global_defs, IpAddr::V4(source));
+        if i.state == Some(InitialState::Master) && i.priority.get() < 255 {
+            debug!(instance = %i.name, "state MASTER: starts as backup, as keepalived does");
+        }
+        config.addresses = i.virtual_ipaddress.iter().map(|a| a.addr).collect();
+        running.push(Running {
+            name: i.name.clone(),
+            iface: idx,
+            inst: Instance::new(config),
+            vips: i.virtual_ipaddress.clone(),
+            peers: i.unicast_peers.iter().map(|p| p.addr).collect(),
+            source,
+            mode: if i.v3_checksum_as_v2 {
+                ChecksumMode::MessageOnly
+            } else {
+                ChecksumMode::PseudoHeader
+            },
+            notify: i.notify.clone(),
+            last: None,
+        });
+    }
+    let (req_tx, req_rx) = mpsc::channel(16);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(run(interfaces, running, handle, rx, req_rx, stop_rx));
+    Ok(Runtime {
+        requests: req_tx,
+        stop: stop_tx,
+        task,
+    })
+}
+
+async fn run(
+    interfaces: Vec<Interface>,
+    mut running: Vec<Running>,
+    handle: rtnetlink::Handle,
+    mut rx: mpsc::Receiver<Received>,
+    mut requests: mpsc::Receiver<Request>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let io = Io { interfaces, handle };
+    let now = Instant::now();
+    for r in &mut running {
+        let acts = r.inst.handle(now, Event::Startup);
+        io.carry_out(r, acts).await;
+    }
+    loop {
+        let next = running.iter().filter_map(|r| r.inst.poll_timeout()).min();
+        let sleep = async {
+            match next {
+                Some(t) => tokio::time::sleep_until(t.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sleep => {
+                let now = Instant::now();
+                for r in &mut running {
+                    if r.inst.poll_timeout().is_some_and(|t| t <= now) {
+                        let acts = r.inst.handle_timeout(now);
+                        io.carry_out(r, acts).await;
+                    }
+                }
+            }
+            Some(p) = rx.recv() => {
+                let now = Instant::now();
+                let src = IpAddr::V4(p.src);
+                let dst = IpAddr::V4(p.dst);
+                // Adverts for other VRIDs, or that fail their checks, are counted where
+                // an instance would have taken them.
+                let vrid = p.message.get(1).copied();
+                for r in running.iter_mut().filter(|r| r.iface == p.iface && Some(r.inst.config().vrid.get()) == vrid) {
+                    match Advert::parse(&p.message, src, dst, p.ttl, r.mode) {
+                        Ok(advert) => {
+                            if let Ok(acts) = r.inst.handle_advert(now, src, &advert) {
+                                io.carry_out(r, acts).await;
+                            }
+                        }
+                        Err(reason) => debug!(instance = %r.name, %src, "advert dropped: {reason}"),
+                    }
+                }
+            }
+            Some(req) = requests.recv() => match req {
+                Request::Status(tx) => {
+                    let shown: Vec<serde_json::Value> = running.iter().map(|r| show(&io, r)).map(|s| json!({
+                        "name": s.name,
+                        "interface": s.interface,
+                        "vrid": s.vrid,
+                        "state": s.state.name(),
+                        "priority": s.configured,
+                        "effective_priority": s.effective,
+                        "master": s.master.map(|m| m.to_string()),
+                        "virtual_ipaddress": s.vips,
+                        "last_transition": s.last.as_ref().map(|(t, st, why)| json!({"at": t, "state": st.name(), "reason": why})),
+                        "adverts_sent": s.sent,
+                        "adverts_received": s.received,
+                        "dropped": s.dropped.iter().map(|(r, n)| json!({"reason": r, "count": n})).collect::<Vec<_>>(),
+                    })).collect();
+                    let _ = tx.send(serde_json::Value::Array(shown));
+                }
+            },
+            _ = stop.changed() => {
+                let now = Instant::now();
+                for r in &mut running {
+                    let acts = r.inst.handle(now, Event::Shutdown);
+                    io.carry_out(r, acts).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn show(io: &Io, r: &Running) -> Shown {
+    let st = r.inst.stats();
+    Shown {
+        name: r.name.clone(),
+        interface: io.interfaces[r.iface].name.clone(),
+        vrid: r.inst.config().vrid.get(),
+        state: r.inst.state(),
+        configured: r.inst.config().priority.get(),
+        effective: r.inst.effective_priority(),
+        master: r.inst.master().map(|m| m.0),
+        vips: r
+            .vips
+            .iter()
+            .map(|v| match v.prefix {
+                Some(p) => format!("{}/{p}", v.addr),
+                None => v.addr.to_string(),
+            })
+            .collect(),
+        last: r.last.clone(),
+        sent: st.adverts_sent,
+        received: st.adverts_received,
+        dropped: st
+            .dropped
+            .iter()
+            .map(|(r, n)| (format!("{r:?}").to_lowercase(), *n))
+            .collect(),
+    }
+}
+
+struct Io {
+    interfaces: Vec<Interface>,
+    handle: rtnetlink::Handle,
+}
+
+fn reason_text(r: &Reason) -> String {
+    match r {
+        Reason::Startup => "started".into(),
+        Reason::AddressOwner => "address owner (priority 255)".into(),
+        Reason::MasterDown => "no advert within the master-down interval".into(),
+        Reason::MasterStopping => "the master advertised priority 0".into(),
+        Reason::Preempted { by, priority } => format!("{by} advertised priority {priority}"),
+        Reason::Shutdown => "shutting down".into(),
+        Reason::Fault => "fault".into(),
+        Reason::FaultCleared => "fault cleared".into(),
+    }
+}
+
+impl Io {
+    async fn carry_out(&self, r: &mut Running, actions: Vec<Action>) {
+        let iface = &self.interfaces[r.iface];
+        for a in actions {
+            match a {
+                Action::SendAdvert { priority } => {
+                    let advert = r.inst.advert(priority);
+                    let src = IpAddr::V4(r.source);
+                    let targets: Vec<IpAddr> = if r.peers.is_empty() {
+                        vec![IpAddr::V4(packet::MULTICAST_V4)]
+                    } else {
+                        r.peers.clone()
+                    };
+                    for dst in targets {
+                        let mut buf = vec![0u8; advert.message_len()];
+                        let n = advert.emit(&mut buf, src, dst, r.mode);
+                        let to = SocketAddr::new(dst, 0);
+                        if let Err(e) = iface.socket.send_to(&buf[..n], to) {
+                            warn!(instance = %r.name, %dst, "advert not sent: {e}");
+                        }
+                    }
+                }
+                Action::AddAddresses => {
+                    for v in &r.vips {
+                        let prefix = v.prefix.unwrap_or(if v.addr.is_ipv4() { 32 } else { 128 });
+                        let index = match &v.dev {
+                            Some(d) => fulcrum_sys::if_index(d).unwrap_or(iface.index),
+                            None => iface.index,
+                        };
+                        let req = self.handle.address().add(index, v.addr, prefix);
+                        match req.execute().await {
+                            Ok(()) => {}
+                            Err(e) if e.to_string().contains("File exists") => {}
+                            Err(e) => warn!(instance = %r.name, vip = %v.addr, "cannot add: {e}"),
+                        }
+                    }
+                }
+                Action::RemoveAddresses => {
+                    for v in &r.vips {
+                        if let Err(e) = self.remove(v, iface.index).await {
+                            warn!(instance = %r.name, vip = %v.addr, "cannot remove: {e}");
+                        }
+                    }
+                }
+                Action::Announce { count } => {
+                    let Some(arp) = &iface.arp else { continue };
+                    for _ in 0..count {
+                        for v in &r.vips {
+                            if let IpAddr::V4(ip) = v.addr {
+                                let frame = fulcrum_sys::gratuitous_arp(iface.mac, ip);
+                                if let Err(e) = arp.send(&frame) {
+                                    warn!(instance = %r.name, "gratuitous ARP: {e}");
+                                }
+                            }
+                        }
+                    }
+                }
+                Action::Transition { from, to, reason } => {
+                    let why = reason_text(&reason);
+                    info!(
+                        instance = %r.name,
+                        from = from.name(),
+                        to = to.name(),
+                        priority = r.inst.effective_priority(),
+                        "VRRP transition: {why}"
+                    );
+                    r.last = Some((unix_now(), to, why));
+                    self.notify(r, to);
+                }
+            }
+        }
+    }
+
+    async fn remove(&self, v: &VirtualAddress, default_index: u32) -> anyhow::Result<()> {
+        let prefix = v.prefix.unwrap_or(if v.addr.is_ipv4() { 32 } else { 128 });
+        let index = match &v.dev {
+            Some(d) => fulcrum_sys::if_index(d).unwrap_or(default_index),
+            None => default_index,
+        };
+        let mut stream = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .set_address_filter(v.addr)
+            .set_prefix_length_filter(prefix)
+            .execute();
+        while let Some(msg) = stream.try_next().await? {
+            self.handle.address().del(msg).execute().await?;
+        }
+        Ok(())
+    }
+
+    /// keepalived's notify scripts: the state's own script, then `notify` with
+    /// INSTANCE, name, state and priority.
+    fn notify(&self, r: &Running, state: State) {
+        let specific = match state {
+            State::Master => &r.notify.master,
+            State::Backup => &r.notify.backup,
+            State::Fault => &r.notify.fault,
+            State::Init => &r.notify.stop,
+        };
+        let mut runs: Vec<String> = Vec::new();
+        if let Some(s) = specific {
+            runs.push(s.command.clone());
+        }
+        if let Some(s) = &r.notify.any {
+            runs.push(format!(
+                "{} INSTANCE {} {} {}",
+                s.command,
+                r.name,
+                state.name(),
+                r.inst.effective_priority()
+            ));
+        }
+        for cmd in runs {
+            let name = r.name.clone();
+            tokio::spawn(async move {
+                match tokio::process::Command::new("/bin/sh")
+                    .arg("-c")
+                    .arg(&cmd)
+                    .status()
+                    .await
+                {
+                    Ok(s) if s.success() => {}
+                    Ok(s) => warn!(instance = %name, "notify script `{cmd}` exited with {s}"),
+                    Err(e) => warn!(instance = %name, "notify script `{cmd}`: {e}"),
+                }
+            });
+        }
+    }
+}
+
+/// The instances shown as rows for `fulcrum ctl vrrp`.
+pub fn print_table(v: &serde_json::Value) {
+    println!(
+        "{:<12} {:<8} {:>4} {:<7} {:>5} {:>5} {:<16} {:>8} {:>8}  LAST TRANSITION",
+        "INSTANCE", "IFACE", "VRID", "STATE", "PRIO", "EFF", "MASTER", "SENT", "RECV"
+    );
+    for i in v.as_array().into_iter().flatten() {
+        let last = &i["last_transition"];
+        let last = if last.is_null() {
+            "-".to_string()
+        } else {
+            format!(
+                "{} at {} ({})",
+                last["state"].as_str().unwrap_or("?"),
+                last["at"],
+                last["reason"].as_str().unwrap_or("")
+            )
+        };
+        println!(
+            "{:<12} {:<8} {:>4} {:<7} {:>5} {:>5} {:<16} {:>8} {:>8}  {last}",
+            i["name"].as_str().unwrap_or("?"),
+            i["interface"].as_str().unwrap_or("?"),
+            i["vrid"],
+            i["state"].as_str().unwrap_or("?"),
+            i["priority"],
+            i["effective_priority"],
+            i["master"].as_str().unwrap_or("-"),
+            i["adverts_sent"],
+            i["adverts_received"],
+        );
+        if let Some(d) = i["dropped"].as_array().filter(|d| !d.is_empty()) {
+            let parts: Vec<String> = d
+                .iter()
+                .map(|x| format!("{} {}", x["reason"].as_str().unwrap_or("?"), x["count"]))
+                .collect();
+            println!("{:<12} dropped: {}", "", parts.join(", "));
+        }
+    }
+}

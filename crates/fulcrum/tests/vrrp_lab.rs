@@ -1,0 +1,326 @@
+//! VRRP in the lab, on reference deployment 3's segment (directors 10.1.10.65 and
+//! 10.1.10.68, client 10.1.10.2): two fulcrum nodes elect the right master and move the VIP
+//! with real traffic following it, and fulcrum interoperates with Debian's keepalived in
+//! both roles. Root only; bounded in time; everything is removed afterwards.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fulcrum_lab::reference::{self, Deployment, Reference};
+use fulcrum_lab::{require_root, Agent, Host, Process};
+
+const VIP: &str = "10.1.10.88";
+
+fn agent() -> Agent {
+    Agent::new(env!("CARGO_BIN_EXE_fulcrum"), &["lab-agent"])
+}
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("fulcrum-vrrp-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn config(version: u8) -> String {
+    let auth = if version == 2 {
+        "    authentication {\n        auth_type PASS\n        auth_pass fulcrum1\n    }\n"
+    } else {
+        ""
+    };
+    format!(
+        "vrrp_instance VI_1 {{\n    interface eth0\n    virtual_router_id 51\n    version {version}\n\
+         @lb1    priority 150\n@lb2    priority 100\n    advert_int 1\n{auth}\
+             virtual_ipaddress {{\n        {VIP}/24 dev eth0\n    }}\n}}\n"
+    )
+}
+
+fn holds_vip(r: &Reference, host: &Host) -> bool {
+    let out = r
+        .lab
+        .ip(host, &["-4", "addr", "show", "dev", "eth0"])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/"))
+}
+
+/// Waits until `cond` holds, at most `limit`; how long it took.
+fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+fn fulcrum(r: &mut Reference, host: &Host, conf: &Path, id: &str, dir: &Dir) -> (Process, PathBuf) {
+    let sock = dir.0.join(format!("{id}.sock"));
+    let log = dir.0.join(format!("{id}.log"));
+    let p = r
+        .lab
+        .spawn(
+            host,
+            &[
+                env!("CARGO_BIN_EXE_fulcrum").as_ref(),
+                "run".as_ref(),
+                "-f".as_ref(),
+                conf.as_os_str(),
+                "-i".as_ref(),
+                id.as_ref(),
+                "--control".as_ref(),
+                sock.as_os_str(),
+            ],
+            Some(&log),
+        )
+        .unwrap();
+    (p, sock)
+}
+
+fn keepalived(
+    r: &mut Reference,
+    host: &Host,
+    conf: &Path,
+    id: &str,
+    dir: &Dir,
+) -> (Process, PathBuf) {
+    let log = dir.0.join(format!("keepalived-{id}.log"));
+    let pid = |n: &str| dir.0.join(format!("{id}-{n}.pid"));
+    let p = r
+        .lab
+        .spawn(
+            host,
+            &[
+                "keepalived".as_ref(),
+                "-n".as_ref(),
+                "-l".as_ref(),
+                "-D".as_ref(),
+                "-P".as_ref(),
+                "-f".as_ref(),
+                conf.as_os_str(),
+                "-i".as_ref(),
+                id.as_ref(),
+                "-p".as_ref(),
+                pid("main").as_os_str(),
+                "-r".as_ref(),
+                pid("vrrp").as_os_str(),
+            ],
+            Some(&log),
+        )
+        .unwrap();
+    (p, log)
+}
+
+fn vrrp_state(sock: &Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["ctl", "--json", "--control"])
+        .arg(sock)
+        .arg("vrrp")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v["result"][0].clone()
+}
+
+fn answered_by(r: &Reference) -> String {
+    let client = r.client.clone();
+    r.lab
+        .probe(&client, &format!("{VIP}:9000"), 1, true)
+        .unwrap()
+        .join(",")
+}
+
+fn installed(program: &str) -> bool {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {program} >/dev/null")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{program} is not installed"
+        );
+        eprintln!("SKIP: {program} is not installed");
+    }
+    ok
+}
+
+#[test]
+fn two_fulcrum_nodes_fail_over_with_traffic_following_the_vip() {
+    if !require_root("two_fulcrum_nodes_fail_over") {
+        return;
+    }
+    let dir = Dir::new("pair");
+    let conf = dir.0.join("keepalived.conf");
+    std::fs::write(&conf, config(2)).unwrap();
+    let mut r = reference::build(Deployment::KeepalivedHa, "vrrp", Some(agent())).unwrap();
+    let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
+    r.lab.serve(&d1, "director1", "0.0.0.0:9000", true).unwrap();
+    r.lab.serve(&d2, "director2", "0.0.0.0:9000", true).unwrap();
+    let (p1, sock1) = fulcrum(&mut r, &d1, &conf, "lb1", &dir);
+    let (_p2, sock2) = fulcrum(&mut r, &d2, &conf, "lb2", &dir);
+
+    // Both start as backup; director1 (150) wins after 3 s + skew.
+    assert!(
+        wait_for(Duration::from_secs(8), || holds_vip(&r, &d1)).is_some(),
+        "director1 never took the VIP"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!holds_vip(&r, &d2), "director2 must stay backup");
+    assert_eq!(answered_by(&r), "director1");
+    let s1 = vrrp_state(&sock1);
+    assert_eq!(s1["state"], "MASTER", "{s1}");
+    let s2 = vrrp_state(&sock2);
+    assert_eq!(s2["state"], "BACKUP", "{s2}");
+    assert_eq!(s2["master"], "10.1.10.65", "{s2}");
+    assert!(s2["adverts_received"].as_u64().unwrap() > 0);
+
+    // SIGKILL: no goodbye. director2 takes over within 3 x 1 s + (256-100)/256 s.
+    p1.signal("KILL").unwrap();
+    let took = wait_for(Duration::from_secs(6), || holds_vip(&r, &d2)).expect("no failover");
+    eprintln!("failover after SIGKILL: {took:?}");
+    assert!(took <= Duration::from_millis(3610 + 400), "{took:?}");
+    // The client's traffic follows: our gratuitous ARPs moved its neighbour entry.
+    let moved = wait_for(Duration::from_secs(2), || answered_by(&r) == "director2");
+    assert!(
+        moved.is_some(),
+        "traffic to the VIP did not move to director2"
+    );
+    // SIGKILL leaves the address on director1, as with keepalived; a restart resolves it.
+    r.lab
+        .ip(&d1, &["addr", "del", &format!("{VIP}/24"), "dev", "eth0"])
+        .unwrap();
+
+    // director1 returns and preempts (higher priority).
+    let dir1b = Dir::new("pair-back");
+    let (p1b, _s) = fulcrum(&mut r, &d1, &conf, "lb1", &dir1b);
+    assert!(
+        wait_for(Duration::from_secs(8), || holds_vip(&r, &d1)).is_some(),
+        "no preemption"
+    );
+    assert!(
+        wait_for(Duration::from_secs(2), || !holds_vip(&r, &d2)).is_some(),
+        "director2 kept the VIP"
+    );
+
+    // SIGTERM: priority 0, so director2 takes over within about the skew.
+    p1b.signal("TERM").unwrap();
+    let took = wait_for(Duration::from_secs(3), || holds_vip(&r, &d2)).expect("no takeover");
+    eprintln!("takeover after SIGTERM: {took:?}");
+    assert!(took <= Duration::from_millis(610 + 300), "{took:?}");
+    assert!(
+        wait_for(Duration::from_secs(2), || !holds_vip(&r, &d1)).is_some(),
+        "a stopped master removes its VIP"
+    );
+    assert!(p1b.wait_timeout(Duration::from_secs(5)).is_some());
+}
+
+/// keepalived on one director, fulcrum on the other, in both roles.
+fn interop(version: u8, keepalived_is_primary: bool) {
+    let name = format!("interop v{version} keepalived primary={keepalived_is_primary}");
+    if !require_root(&name) || !installed("keepalived") {
+        return;
+    }
+    let dir = Dir::new(&format!("ka{version}{keepalived_is_primary}"));
+    let conf = dir.0.join("keepalived.conf");
+    std::fs::write(&conf, config(version)).unwrap();
+    let mut r = reference::build(Deployment::KeepalivedHa, "kai", Some(agent())).unwrap();
+    let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
+    // Director 1 has priority 150 (lb1), director 2 priority 100 (lb2).
+    let (primary, backup) = (d1.clone(), d2.clone());
+    let (ka, ka_log, fulcrum_sock, fulcrum_proc);
+    if keepalived_is_primary {
+        (ka, ka_log) = keepalived(&mut r, &primary, &conf, "lb1", &dir);
+        (fulcrum_proc, fulcrum_sock) = fulcrum(&mut r, &backup, &conf, "lb2", &dir);
+    } else {
+        (fulcrum_proc, fulcrum_sock) = fulcrum(&mut r, &primary, &conf, "lb1", &dir);
+        (ka, ka_log) = keepalived(&mut r, &backup, &conf, "lb2", &dir);
+    }
+    assert!(
+        wait_for(Duration::from_secs(8), || holds_vip(&r, &primary)).is_some(),
+        "{name}: the primary never took the VIP"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !holds_vip(&r, &backup),
+        "{name}: the backup took the VIP too (they do not hear each other)"
+    );
+    let fs = vrrp_state(&fulcrum_sock);
+    let expected = if keepalived_is_primary {
+        "BACKUP"
+    } else {
+        "MASTER"
+    };
+    assert_eq!(fs["state"], expected, "{name}: {fs}");
+    assert!(
+        fs["dropped"].as_array().is_some_and(|d| d.is_empty()),
+        "{name}: fulcrum dropped adverts: {fs}"
+    );
+    let log = std::fs::read_to_string(&ka_log).unwrap_or_default();
+    for bad in ["checksum", "auth", "interval", "mismatch", "invalid"] {
+        assert!(
+            !log.to_lowercase()
+                .lines()
+                .any(|l| l.contains(bad) && !l.contains("script")),
+            "{name}: keepalived complains ({bad}):\n{log}"
+        );
+    }
+
+    // Now the primary goes: SIGKILL for keepalived, SIGTERM for fulcrum (so both kinds of
+    // failover are exercised across implementations).
+    if keepalived_is_primary {
+        // keepalived's VRRP child would say goodbye when its parent dies: kill it first.
+        let child = std::fs::read_to_string(dir.0.join("lb1-vrrp.pid")).unwrap();
+        let killed = Command::new("kill")
+            .args(["-KILL", child.trim()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        ka.signal("KILL").unwrap();
+        let took = wait_for(Duration::from_secs(6), || holds_vip(&r, &backup))
+            .expect("fulcrum did not take over");
+        eprintln!("{name}: fulcrum took over {took:?} after keepalived was killed");
+        assert!(took <= Duration::from_millis(3610 + 400), "{took:?}");
+        assert_eq!(vrrp_state(&fulcrum_sock)["state"], "MASTER");
+    } else {
+        fulcrum_proc.signal("TERM").unwrap();
+        let took = wait_for(Duration::from_secs(3), || holds_vip(&r, &backup))
+            .expect("keepalived did not take over");
+        eprintln!("{name}: keepalived took over {took:?} after fulcrum stopped");
+        assert!(took <= Duration::from_millis(610 + 400), "{took:?}");
+        let log = std::fs::read_to_string(&ka_log).unwrap_or_default();
+        assert!(log.contains("Entering MASTER STATE"), "{log}");
+    }
+}
+
+#[test]
+fn interop_v2_keepalived_master_fulcrum_backup() {
+    interop(2, true);
+}
+
+#[test]
+fn interop_v2_fulcrum_master_keepalived_backup() {
+    interop(2, false);
+}
+
+#[test]
+fn interop_v3_keepalived_master_fulcrum_backup() {
+    interop(3, true);
+}
+
+#[test]
+fn interop_v3_fulcrum_master_keepalived_backup() {
+    interop(3, false);
+}
