@@ -49,3 +49,36 @@ fn demo_rejects_an_unknown_deployment() {
         "{err}"
     );
 }
+
+#[test]
+fn demo_shows_deployment_3_failing_over() {
+    if !fulcrum_lab::require_root("demo_shows_deployment_3_failing_over") {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["demo", "--only", "keepalived-ha"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("client -> 10.1.10.88:9000 answered by: director1"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("client -> 10.1.10.99:9000 answered by: director2"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("VIP1 10.1.10.88 moved to director2 after"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("client -> 10.1.10.88:9000 answered by: director2 (the client followed our gratuitous ARP)"),
+        "{stdout}"
+    );
+}

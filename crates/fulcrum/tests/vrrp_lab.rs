@@ -324,3 +324,69 @@ fn interop_v3_keepalived_master_fulcrum_backup() {
 fn interop_v3_fulcrum_master_keepalived_backup() {
     interop(3, false);
 }
+
+fn holds(r: &Reference, host: &Host, vip: &str) -> bool {
+    let out = r
+        .lab
+        .ip(host, &["-4", "addr", "show", "dev", "eth0"])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains(&format!("{vip}/"))
+}
+
+/// Reference deployment 3 with the example configuration shipped in examples/: VI_1 (VIP1)
+/// master on director 1, VI_2 (VIP2) on director 2; kill director 1 and both VIPs are on
+/// director 2; bring director 1 back and VIP1 returns.
+#[test]
+fn reference_deployment_3_moves_both_vips() {
+    if !require_root("reference_deployment_3_moves_both_vips") {
+        return;
+    }
+    let dir = Dir::new("ref3");
+    let conf =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/keepalived-ha.keepalived.conf");
+    let mut r = reference::build(Deployment::KeepalivedHa, "ref3", Some(agent())).unwrap();
+    let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
+    let (vip1, vip2) = (reference::VIP1.to_string(), reference::VIP2.to_string());
+    let (p1, _) = fulcrum(&mut r, &d1, &conf, "lb1", &dir);
+    let (_p2, sock2) = fulcrum(&mut r, &d2, &conf, "lb2", &dir);
+    let settled = wait_for(Duration::from_secs(8), || {
+        holds(&r, &d1, &vip1)
+            && holds(&r, &d2, &vip2)
+            && !holds(&r, &d1, &vip2)
+            && !holds(&r, &d2, &vip1)
+    });
+    assert!(
+        settled.is_some(),
+        "VIP1 on director 1 and VIP2 on director 2"
+    );
+    p1.signal("KILL").unwrap();
+    let took =
+        wait_for(Duration::from_secs(6), || holds(&r, &d2, &vip1)).expect("VIP1 did not move");
+    eprintln!("deployment 3: VIP1 moved to director 2 {took:?} after director 1 was killed");
+    assert!(holds(&r, &d2, &vip2));
+    let states = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["ctl", "--json", "--control"])
+        .arg(&sock2)
+        .arg("vrrp")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&states.stdout).unwrap();
+    let masters: Vec<&str> = v["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["state"] == "MASTER")
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(masters, vec!["VI_1", "VI_2"]);
+    // Director 1 comes back (its stale VIP1 cleared first, as a restarted host would be).
+    r.lab
+        .ip(&d1, &["addr", "del", &format!("{vip1}/24"), "dev", "eth0"])
+        .unwrap();
+    let dir1b = Dir::new("ref3-back");
+    let _p1b = fulcrum(&mut r, &d1, &conf, "lb1", &dir1b);
+    assert!(wait_for(Duration::from_secs(8), || holds(&r, &d1, &vip1)
+        && !holds(&r, &d2, &vip1))
+    .is_some());
+    assert!(holds(&r, &d2, &vip2) && !holds(&r, &d1, &vip2));
+}
