@@ -14,6 +14,7 @@ use fulcrum_keepalived_conf::{
 };
 use fulcrum_vrrp::instance::{Action, Config, Event, Instance, Reason, State};
 use fulcrum_vrrp::packet::{self, Advert, ChecksumMode, Version};
+use fulcrum_vrrp::track::{self, Effect, ScriptState};
 use futures::TryStreamExt;
 use serde_json::json;
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
@@ -142,6 +143,125 @@ struct Running {
     mode: ChecksumMode,
     notify: fulcrum_keepalived_conf::Notify,
     last: Option<(u64, State, String)>,
+    /// What this instance tracks: (object, weight, reverse).
+    tracked: Vec<(TrackKey, Option<i32>, bool)>,
+    /// What tracking last made of it.
+    effect: Effect,
+    /// Its vrrp_sync_group, if any.
+    group: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TrackKey {
+    Script(usize),
+    Interface(usize),
+}
+
+/// A tracked object changed.
+#[derive(Debug)]
+enum TrackUpdate {
+    Script(usize, bool),
+    Interface(usize, bool),
+}
+
+/// Scripts and interfaces being tracked, shared by the instances that track them.
+#[derive(Debug, Default)]
+struct Trackers {
+    scripts: Vec<(String, ScriptState)>,
+    interfaces: Vec<(String, bool)>,
+}
+
+impl Trackers {
+    fn script(&mut self, cfg: &KeepalivedConfig, name: &str) -> Option<usize> {
+        if let Some(i) = self.scripts.iter().position(|(n, _)| n == name) {
+            return Some(i);
+        }
+        let s = cfg.vrrp_scripts.iter().find(|s| s.name == name)?;
+        self.scripts.push((
+            name.to_string(),
+            ScriptState::new(s.rise, s.fall, s.init_fail),
+        ));
+        Some(self.scripts.len() - 1)
+    }
+
+    fn interface(&mut self, name: &str) -> usize {
+        if let Some(i) = self.interfaces.iter().position(|(n, _)| n == name) {
+            return i;
+        }
+        self.interfaces.push((name.to_string(), interface_up(name)));
+        self.interfaces.len() - 1
+    }
+
+    fn is_up(&self, key: TrackKey) -> bool {
+        match key {
+            TrackKey::Script(i) => self.scripts[i].1.is_up(),
+            TrackKey::Interface(i) => self.interfaces[i].1,
+        }
+    }
+
+    fn effect(&self, r: &Running) -> Effect {
+        let tracked: Vec<track::Tracked> = r
+            .tracked
+            .iter()
+            .map(|(k, weight, reverse)| track::Tracked {
+                weight: *weight,
+                reverse: *reverse,
+                up: self.is_up(*k),
+            })
+            .collect();
+        track::effect(r.inst.config().priority.get(), &tracked)
+    }
+}
+
+/// Up unless the kernel says the link is down (veths and most NICs report "up"; some
+/// report "unknown" and still carry traffic).
+fn interface_up(name: &str) -> bool {
+    match std::fs::read_to_string(format!("/sys/class/net/{name}/operstate")) {
+        Ok(s) => !matches!(s.trim(), "down" | "lowerlayerdown" | "notpresent"),
+        Err(_) => false,
+    }
+}
+
+/// Runs a vrrp_script every `interval`, killed after `timeout`, and reports each result.
+async fn run_script(
+    index: usize,
+    command: String,
+    interval: Duration,
+    timeout: Duration,
+    tx: mpsc::Sender<TrackUpdate>,
+) {
+    loop {
+        let child = tokio::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&command)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .status();
+        let success =
+            matches!(tokio::time::timeout(timeout, child).await, Ok(Ok(s)) if s.success());
+        if tx.send(TrackUpdate::Script(index, success)).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// Watches tracked interfaces' link state, reporting changes.
+async fn watch_interfaces(names: Vec<String>, mut up: Vec<bool>, tx: mpsc::Sender<TrackUpdate>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        for (i, name) in names.iter().enumerate() {
+            let now = interface_up(name);
+            if now != up[i] {
+                up[i] = now;
+                if tx.send(TrackUpdate::Interface(i, now)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// A received advert: interface index in our table, source, destination, TTL, message.
@@ -249,7 +369,8 @@ pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
     let (connection, handle, _) = rtnetlink::new_connection().context("netlink")?;
     tokio::spawn(connection);
     let mut interfaces: Vec<Interface> = Vec::new();
-    let mut running = Vec::new();
+    let mut running: Vec<Running> = Vec::new();
+    let mut trackers = Trackers::default();
     let (rx_tx, rx) = mpsc::channel::<Received>(1024);
     for i in &cfg.vrrp_instances {
         let ifname = i
@@ -312,11 +433,105 @@ pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
             },
             notify: i.notify.clone(),
             last: None,
+            tracked: Vec::new(),
+            effect: Effect::Priority(i.priority.get()),
+            group: None,
         });
+        let r = running.last_mut().expect("just pushed");
+        let group = cfg
+            .vrrp_sync_groups
+            .iter()
+            .position(|g| g.group.contains(&i.name));
+        r.group = group;
+        let group_cfg = group.map(|g| &cfg.vrrp_sync_groups[g]);
+        // keepalived tracks the instance's own interface unless dont_track_primary.
+        if !i.dont_track_primary {
+            r.tracked.push((
+                TrackKey::Interface(trackers.interface(&ifname)),
+                None,
+                false,
+            ));
+        }
+        let interfaces_tracked = i.track_interfaces.iter().chain(
+            group_cfg
+                .into_iter()
+                .flat_map(|g| g.track_interfaces.iter()),
+        );
+        for t in interfaces_tracked {
+            let k = TrackKey::Interface(trackers.interface(&t.name));
+            r.tracked.push((k, t.weight.map(|w| w.get()), t.reverse));
+        }
+        let scripts_tracked = i
+            .track_scripts
+            .iter()
+            .chain(group_cfg.into_iter().flat_map(|g| g.track_scripts.iter()));
+        for t in scripts_tracked {
+            let Some(k) = trackers.script(cfg, &t.name) else {
+                continue;
+            };
+            // The track_script's weight, else the script's own (0: fault when down).
+            let script_weight = cfg
+                .vrrp_scripts
+                .iter()
+                .find(|s| s.name == t.name)
+                .map(|s| (s.weight.get(), s.weight_reverse))
+                .unwrap_or((0, false));
+            let (weight, reverse) = match t.weight {
+                Some(w) => (Some(w.get()), t.reverse),
+                None => (Some(script_weight.0), script_weight.1),
+            };
+            r.tracked.push((TrackKey::Script(k), weight, reverse));
+        }
+        if !i.track_files.is_empty() {
+            warn!(instance = %i.name, "track_file is not run yet; ignored");
+        }
     }
+    let (track_tx, track_rx) = mpsc::channel(256);
+    for (index, (name, _)) in trackers.scripts.iter().enumerate() {
+        if let Some(s) = cfg.vrrp_scripts.iter().find(|s| &s.name == name) {
+            let interval = s.interval.as_duration().max(Duration::from_millis(10));
+            let timeout = s.timeout.map(|t| t.as_duration()).unwrap_or(interval);
+            tokio::spawn(run_script(
+                index,
+                s.script.command.clone(),
+                interval,
+                timeout,
+                track_tx.clone(),
+            ));
+        }
+    }
+    if !trackers.interfaces.is_empty() {
+        let names = trackers.interfaces.iter().map(|(n, _)| n.clone()).collect();
+        let up = trackers.interfaces.iter().map(|(_, u)| *u).collect();
+        tokio::spawn(watch_interfaces(names, up, track_tx));
+    }
+    let groups: Vec<Vec<usize>> = cfg
+        .vrrp_sync_groups
+        .iter()
+        .enumerate()
+        .map(|(g, _)| {
+            running
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.group == Some(g))
+                .map(|(i, _)| i)
+                .collect()
+        })
+        .collect();
     let (req_tx, req_rx) = mpsc::channel(16);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(run(interfaces, running, handle, rx, req_rx, stop_rx));
+    let task = tokio::spawn(run(
+        Io { interfaces, handle },
+        running,
+        trackers,
+        groups,
+        Channels {
+            rx,
+            track_rx,
+            requests: req_rx,
+            stop: stop_rx,
+        },
+    ));
     Ok(Runtime {
         requests: req_tx,
         stop: stop_tx,
@@ -324,19 +539,79 @@ pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
     })
 }
 
-async fn run(
-    interfaces: Vec<Interface>,
-    mut running: Vec<Running>,
-    handle: rtnetlink::Handle,
-    mut rx: mpsc::Receiver<Received>,
-    mut requests: mpsc::Receiver<Request>,
-    mut stop: watch::Receiver<bool>,
+/// What the runtime loop listens to.
+struct Channels {
+    rx: mpsc::Receiver<Received>,
+    track_rx: mpsc::Receiver<TrackUpdate>,
+    requests: mpsc::Receiver<Request>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Feeds an event to instance `i` and carries out what it says; members of its sync group
+/// follow its transitions.
+async fn feed(
+    io: &Io,
+    running: &mut [Running],
+    groups: &[Vec<usize>],
+    i: usize,
+    actions: Vec<Action>,
 ) {
-    let io = Io { interfaces, handle };
+    let moved = io.carry_out(&mut running[i], actions).await;
+    let Some(g) = running[i].group else { return };
     let now = Instant::now();
-    for r in &mut running {
-        let acts = r.inst.handle(now, Event::Startup);
-        io.carry_out(r, acts).await;
+    for to in moved {
+        for &j in &groups[g] {
+            if j != i {
+                let acts = running[j].inst.handle(now, Event::SyncGroup(to));
+                io.carry_out(&mut running[j], acts).await;
+            }
+        }
+    }
+}
+
+/// Applies what tracking makes of instance `i` now.
+async fn retrack(
+    io: &Io,
+    running: &mut [Running],
+    groups: &[Vec<usize>],
+    trackers: &Trackers,
+    i: usize,
+) {
+    let effect = trackers.effect(&running[i]);
+    let before = running[i].effect;
+    if effect == before {
+        return;
+    }
+    running[i].effect = effect;
+    let now = Instant::now();
+    let mut acts = Vec::new();
+    match (before, effect) {
+        (_, Effect::Fault) => acts.extend(running[i].inst.handle(now, Event::Fault(true))),
+        (Effect::Fault, Effect::Priority(p)) => {
+            acts.extend(running[i].inst.handle(now, Event::Priority(p)));
+            acts.extend(running[i].inst.handle(now, Event::Fault(false)));
+        }
+        (Effect::Priority(_), Effect::Priority(p)) => {
+            info!(instance = %running[i].name, priority = p, "effective priority changed by tracking");
+            acts.extend(running[i].inst.handle(now, Event::Priority(p)));
+        }
+    }
+    feed(io, running, groups, i, acts).await;
+}
+
+async fn run(
+    io: Io,
+    mut running: Vec<Running>,
+    mut trackers: Trackers,
+    groups: Vec<Vec<usize>>,
+    mut ch: Channels,
+) {
+    let now = Instant::now();
+    for i in 0..running.len() {
+        let acts = running[i].inst.handle(now, Event::Startup);
+        feed(&io, &mut running, &groups, i, acts).await;
+        running[i].effect = Effect::Priority(running[i].inst.config().priority.get());
+        retrack(&io, &mut running, &groups, &trackers, i).await;
     }
     loop {
         let next = running.iter().filter_map(|r| r.inst.poll_timeout()).min();
@@ -349,32 +624,59 @@ async fn run(
         tokio::select! {
             _ = sleep => {
                 let now = Instant::now();
-                for r in &mut running {
-                    if r.inst.poll_timeout().is_some_and(|t| t <= now) {
-                        let acts = r.inst.handle_timeout(now);
-                        io.carry_out(r, acts).await;
+                for i in 0..running.len() {
+                    if running[i].inst.poll_timeout().is_some_and(|t| t <= now) {
+                        let acts = running[i].inst.handle_timeout(now);
+                        feed(&io, &mut running, &groups, i, acts).await;
                     }
                 }
             }
-            Some(p) = rx.recv() => {
+            Some(p) = ch.rx.recv() => {
                 let now = Instant::now();
                 let src = IpAddr::V4(p.src);
                 let dst = IpAddr::V4(p.dst);
-                // Adverts for other VRIDs, or that fail their checks, are counted where
-                // an instance would have taken them.
                 let vrid = p.message.get(1).copied();
-                for r in running.iter_mut().filter(|r| r.iface == p.iface && Some(r.inst.config().vrid.get()) == vrid) {
+                for i in 0..running.len() {
+                    let r = &mut running[i];
+                    if r.iface != p.iface || Some(r.inst.config().vrid.get()) != vrid {
+                        continue;
+                    }
                     match Advert::parse(&p.message, src, dst, p.ttl, r.mode) {
                         Ok(advert) => {
                             if let Ok(acts) = r.inst.handle_advert(now, src, &advert) {
-                                io.carry_out(r, acts).await;
+                                feed(&io, &mut running, &groups, i, acts).await;
                             }
                         }
                         Err(reason) => debug!(instance = %r.name, %src, "advert dropped: {reason}"),
                     }
                 }
             }
-            Some(req) = requests.recv() => match req {
+            Some(u) = ch.track_rx.recv() => {
+                let changed = match u {
+                    TrackUpdate::Script(k, ok) => {
+                        let (name, state) = &mut trackers.scripts[k];
+                        let changed = state.record(ok);
+                        if let Some(up) = changed {
+                            info!(script = %name, "vrrp_script {}", if up { "succeeded: up" } else { "failed: down" });
+                        }
+                        changed.map(|_| TrackKey::Script(k))
+                    }
+                    TrackUpdate::Interface(k, up) => {
+                        let (name, state) = &mut trackers.interfaces[k];
+                        *state = up;
+                        info!(interface = %name, "tracked interface is {}", if up { "up" } else { "down" });
+                        Some(TrackKey::Interface(k))
+                    }
+                };
+                if let Some(key) = changed {
+                    for i in 0..running.len() {
+                        if running[i].tracked.iter().any(|(k, _, _)| *k == key) {
+                            retrack(&io, &mut running, &groups, &trackers, i).await;
+                        }
+                    }
+                }
+            }
+            Some(req) = ch.requests.recv() => match req {
                 Request::Status(tx) => {
                     let shown: Vec<serde_json::Value> = running.iter().map(|r| show(&io, r)).map(|s| json!({
                         "name": s.name,
@@ -393,7 +695,7 @@ async fn run(
                     let _ = tx.send(serde_json::Value::Array(shown));
                 }
             },
-            _ = stop.changed() => {
+            _ = ch.stop.changed() => {
                 let now = Instant::now();
                 for r in &mut running {
                     let acts = r.inst.handle(now, Event::Shutdown);
@@ -449,11 +751,15 @@ fn reason_text(r: &Reason) -> String {
         Reason::Shutdown => "shutting down".into(),
         Reason::Fault => "fault".into(),
         Reason::FaultCleared => "fault cleared".into(),
+        Reason::SyncGroup => "its vrrp_sync_group moved".into(),
     }
 }
 
 impl Io {
-    async fn carry_out(&self, r: &mut Running, actions: Vec<Action>) {
+    /// Carries out an instance's actions; the states it entered on its own (not following
+    /// its sync group), for its group to follow.
+    async fn carry_out(&self, r: &mut Running, actions: Vec<Action>) -> Vec<State> {
+        let mut moved = Vec::new();
         let iface = &self.interfaces[r.iface];
         for a in actions {
             match a {
@@ -520,9 +826,16 @@ impl Io {
                     );
                     r.last = Some((unix_now(), to, why));
                     self.notify(r, to);
+                    if !matches!(
+                        reason,
+                        Reason::SyncGroup | Reason::Startup | Reason::Shutdown
+                    ) {
+                        moved.push(to);
+                    }
                 }
             }
         }
+        moved
     }
 
     async fn remove(&self, v: &VirtualAddress, default_index: u32) -> anyhow::Result<()> {

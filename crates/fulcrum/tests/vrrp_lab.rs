@@ -390,3 +390,108 @@ fn reference_deployment_3_moves_both_vips() {
     .is_some());
     assert!(holds(&r, &d2, &vip2) && !holds(&r, &d1, &vip2));
 }
+
+/// A vrrp_script with weight -60 fails on the master (150 - 60 = 90 < 100): the backup takes
+/// over; it passes again: the primary takes the VIP back.
+#[test]
+fn a_failing_track_script_moves_the_vip_and_back() {
+    if !require_root("a_failing_track_script_moves_the_vip_and_back") {
+        return;
+    }
+    let dir = Dir::new("script");
+    let flag = dir.0.join("down");
+    let conf = dir.0.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "global_defs {{\n    enable_script_security\n    script_user root\n}}\n\
+             vrrp_script chk_lb1 {{\n    script \"test ! -e {flag}\"\n    interval 0.2\n    weight -60\n    fall 2\n    rise 2\n}}\n\
+             vrrp_instance VI_1 {{\n    interface eth0\n    virtual_router_id 51\n@lb1    priority 150\n@lb2    priority 100\n    advert_int 1\n\
+             @lb1    track_script {{\n@lb1        chk_lb1\n@lb1    }}\n    virtual_ipaddress {{\n        {VIP}/24 dev eth0\n    }}\n}}\n",
+            flag = flag.display()
+        ),
+    )
+    .unwrap();
+    let mut r = reference::build(Deployment::KeepalivedHa, "trk", Some(agent())).unwrap();
+    let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
+    let (_p1, sock1) = fulcrum(&mut r, &d1, &conf, "lb1", &dir);
+    let (_p2, _sock2) = fulcrum(&mut r, &d2, &conf, "lb2", &dir);
+    assert!(wait_for(Duration::from_secs(8), || holds_vip(&r, &d1)).is_some());
+    std::fs::write(&flag, "").unwrap();
+    let took = wait_for(Duration::from_secs(8), || {
+        holds_vip(&r, &d2) && !holds_vip(&r, &d1)
+    });
+    assert!(took.is_some(), "the backup did not take over");
+    let s = vrrp_state(&sock1);
+    assert_eq!(s["effective_priority"], 90, "{s}");
+    assert_eq!(s["state"], "BACKUP", "{s}");
+    std::fs::remove_file(&flag).unwrap();
+    let back = wait_for(Duration::from_secs(8), || {
+        holds_vip(&r, &d1) && !holds_vip(&r, &d2)
+    });
+    assert!(back.is_some(), "the primary did not take the VIP back");
+    assert_eq!(vrrp_state(&sock1)["effective_priority"], 150);
+}
+
+/// Two instances in a vrrp_sync_group; a tracked interface of one of them goes down: both
+/// go to FAULT and both VIPs move to the other director at once.
+#[test]
+fn a_sync_group_moves_together_on_a_tracked_interface_fault() {
+    if !require_root("a_sync_group_moves_together") {
+        return;
+    }
+    let dir = Dir::new("sync");
+    let conf = dir.0.join("keepalived.conf");
+    let (vip1, vip2) = (reference::VIP1.to_string(), reference::VIP2.to_string());
+    std::fs::write(
+        &conf,
+        format!(
+            "vrrp_sync_group G {{\n    group {{\n        VI_1\n        VI_2\n    }}\n}}\n\
+             vrrp_instance VI_1 {{\n    interface eth0\n    virtual_router_id 51\n@lb1    priority 150\n@lb2    priority 100\n    advert_int 1\n\
+             @lb1    track_interface {{\n@lb1        mon0\n@lb1    }}\n    virtual_ipaddress {{\n        {vip1}/24 dev eth0\n    }}\n}}\n\
+             vrrp_instance VI_2 {{\n    interface eth0\n    virtual_router_id 52\n@lb1    priority 150\n@lb2    priority 100\n    advert_int 1\n\
+             virtual_ipaddress {{\n        {vip2}/24 dev eth0\n    }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let mut r = reference::build(Deployment::KeepalivedHa, "sync", Some(agent())).unwrap();
+    let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
+    let spare = r.lab.host("spare").unwrap();
+    r.lab.link(&d1, "mon0", &spare, "mon0").unwrap();
+    let (_p1, sock1) = fulcrum(&mut r, &d1, &conf, "lb1", &dir);
+    let (_p2, _sock2) = fulcrum(&mut r, &d2, &conf, "lb2", &dir);
+    assert!(wait_for(Duration::from_secs(8), || holds(&r, &d1, &vip1)
+        && holds(&r, &d1, &vip2))
+    .is_some());
+    r.lab.ip(&d1, &["link", "set", "mon0", "down"]).unwrap();
+    let took = wait_for(Duration::from_secs(3), || {
+        holds(&r, &d2, &vip1)
+            && holds(&r, &d2, &vip2)
+            && !holds(&r, &d1, &vip1)
+            && !holds(&r, &d1, &vip2)
+    });
+    eprintln!("sync group fault hand-over: {took:?}");
+    assert!(took.is_some(), "both VIPs must move together");
+    let v = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["ctl", "--json", "--control"])
+        .arg(&sock1)
+        .arg("vrrp")
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    let states: Vec<&str> = v["result"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, vec!["FAULT", "FAULT"]);
+    r.lab.ip(&d1, &["link", "set", "mon0", "up"]).unwrap();
+    let back = wait_for(Duration::from_secs(8), || {
+        holds(&r, &d1, &vip1) && holds(&r, &d1, &vip2)
+    });
+    assert!(
+        back.is_some(),
+        "the group returns to director 1 when the fault clears"
+    );
+}

@@ -105,6 +105,8 @@ pub enum Reason {
     Shutdown,
     Fault,
     FaultCleared,
+    /// Another instance of the same vrrp_sync_group moved, and this one follows it.
+    SyncGroup,
 }
 
 /// What happened, fed to [`Instance::handle`].
@@ -116,6 +118,8 @@ pub enum Event {
     Fault(bool),
     /// The effective priority changed (tracking weights moved it). Ignored by the owner.
     Priority(u8),
+    /// Another member of this instance's vrrp_sync_group entered this state: follow it.
+    SyncGroup(State),
 }
 
 /// What the daemon must do.
@@ -387,6 +391,28 @@ impl Instance {
                     self.effective = p.clamp(1, 254);
                 }
             }
+            Event::SyncGroup(to) => match (self.state, to) {
+                (State::Backup, State::Master) => {
+                    self.become_master(now, Reason::SyncGroup, &mut out)
+                }
+                (State::Master, State::Backup) => {
+                    self.become_backup(now, Reason::SyncGroup, &mut out)
+                }
+                (State::Master | State::Backup, State::Fault) => {
+                    if self.state == State::Master {
+                        self.send(0, &mut out);
+                        out.push(Action::RemoveAddresses);
+                    }
+                    self.adver_at = None;
+                    self.master_down_at = None;
+                    self.garp_at = None;
+                    self.transition(State::Fault, Reason::SyncGroup, &mut out);
+                }
+                (State::Fault, State::Backup) => {
+                    self.become_backup(now, Reason::SyncGroup, &mut out)
+                }
+                _ => {}
+            },
         }
         out
     }
@@ -553,6 +579,24 @@ mod tests {
         b.handle(t0, Event::Startup);
         assert_eq!(b.state(), State::Backup);
         assert_eq!(b.poll_timeout(), Some(t0 + b.master_down_interval()));
+    }
+
+    #[test]
+    fn sync_group_members_follow() {
+        let t0 = Instant::now();
+        let mut i = Instance::new(cfg(100, Version::V2, 100));
+        i.handle(t0, Event::Startup);
+        let acts = i.handle(t0, Event::SyncGroup(State::Master));
+        assert_eq!(i.state(), State::Master);
+        assert!(acts.contains(&Action::AddAddresses));
+        let acts = i.handle(t0, Event::SyncGroup(State::Fault));
+        assert_eq!(i.state(), State::Fault);
+        assert_eq!(acts[0], Action::SendAdvert { priority: 0 });
+        assert!(acts.contains(&Action::RemoveAddresses));
+        i.handle(t0, Event::SyncGroup(State::Backup));
+        assert_eq!(i.state(), State::Backup);
+        i.handle(t0, Event::SyncGroup(State::Backup));
+        assert_eq!(i.state(), State::Backup, "already there: nothing happens");
     }
 
     #[test]

@@ -6,3 +6,4 @@
 
 pub mod instance;
 pub mod packet;
+pub mod track;
