@@ -30,3 +30,25 @@ pub fn users() -> HashSet<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// uid and gid of a user (and of a group, when named) from /etc/passwd and /etc/group.
+pub fn user_ids(user: &str, group: Option<&str>) -> Option<(u32, u32)> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let fields: Vec<&str> = passwd
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.first() == Some(&user))?;
+    let uid = fields.get(2)?.parse().ok()?;
+    let mut gid = fields.get(3)?.parse().ok()?;
+    if let Some(g) = group {
+        let groups = std::fs::read_to_string("/etc/group").ok()?;
+        gid = groups
+            .lines()
+            .map(|l| l.split(':').collect::<Vec<_>>())
+            .find(|f| f.first() == Some(&g))?
+            .get(2)?
+            .parse()
+            .ok()?;
+    }
+    Some((uid, gid))
+}

@@ -142,6 +142,8 @@ struct Running {
     source: Ipv4Addr,
     mode: ChecksumMode,
     notify: fulcrum_keepalived_conf::Notify,
+    /// uid/gid for notify scripts, per script user.
+    globals: GlobalDefs,
     last: Option<(u64, State, String)>,
     /// What this instance tracks: (object, weight, reverse).
     tracked: Vec<(TrackKey, Option<i32>, bool)>,
@@ -223,17 +225,48 @@ fn interface_up(name: &str) -> bool {
 }
 
 /// Runs a vrrp_script every `interval`, killed after `timeout`, and reports each result.
+/// A script's command and the user it runs as.
+#[derive(Debug, Clone)]
+struct ScriptRun {
+    command: String,
+    ids: Option<(u32, u32)>,
+}
+
+impl ScriptRun {
+    fn command(&self) -> tokio::process::Command {
+        let mut c = tokio::process::Command::new("/bin/sh");
+        c.arg("-c").arg(&self.command);
+        if let Some((uid, gid)) = self.ids {
+            c.uid(uid).gid(gid);
+        }
+        c
+    }
+}
+
+/// The user a script runs as: its own, else global_defs' script_user, else the daemon's
+/// (root), as keepalived does.
+fn script_ids(
+    own: Option<&fulcrum_keepalived_conf::ScriptUser>,
+    globals: &GlobalDefs,
+) -> Option<(u32, u32)> {
+    let u = own.or(globals.script_user.as_ref())?;
+    let ids = crate::host::user_ids(&u.user, u.group.as_deref());
+    if ids.is_none() {
+        warn!(user = %u.user, "script user not found; running the script as root");
+    }
+    ids
+}
+
 async fn run_script(
     index: usize,
-    command: String,
+    script: ScriptRun,
     interval: Duration,
     timeout: Duration,
     tx: mpsc::Sender<TrackUpdate>,
 ) {
     loop {
-        let child = tokio::process::Command::new("/bin/sh")
-            .arg("-c")
-            .arg(&command)
+        let child = script
+            .command()
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
@@ -432,6 +465,7 @@ pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
                 ChecksumMode::PseudoHeader
             },
             notify: i.notify.clone(),
+            globals: cfg.global_defs.clone(),
             last: None,
             tracked: Vec::new(),
             effect: Effect::Priority(i.priority.get()),
@@ -491,13 +525,11 @@ pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
         if let Some(s) = cfg.vrrp_scripts.iter().find(|s| &s.name == name) {
             let interval = s.interval.as_duration().max(Duration::from_millis(10));
             let timeout = s.timeout.map(|t| t.as_duration()).unwrap_or(interval);
-            tokio::spawn(run_script(
-                index,
-                s.script.command.clone(),
-                interval,
-                timeout,
-                track_tx.clone(),
-            ));
+            let run = ScriptRun {
+                command: s.script.command.clone(),
+                ids: script_ids(s.script.user.as_ref(), &cfg.global_defs),
+            };
+            tokio::spawn(run_script(index, run, interval, timeout, track_tx.clone()));
         }
     }
     if !trackers.interfaces.is_empty() {
@@ -867,28 +899,35 @@ impl Io {
             State::Fault => &r.notify.fault,
             State::Init => &r.notify.stop,
         };
-        let mut runs: Vec<String> = Vec::new();
+        let mut runs: Vec<ScriptRun> = Vec::new();
         if let Some(s) = specific {
-            runs.push(s.command.clone());
+            runs.push(ScriptRun {
+                command: s.command.clone(),
+                ids: script_ids(s.user.as_ref(), &r.globals),
+            });
         }
         if let Some(s) = &r.notify.any {
-            runs.push(format!(
-                "{} INSTANCE {} {} {}",
-                s.command,
-                r.name,
-                state.name(),
-                r.inst.effective_priority()
-            ));
+            runs.push(ScriptRun {
+                command: format!(
+                    "{} INSTANCE {} {} {}",
+                    s.command,
+                    r.name,
+                    // keepalived's notify states: MASTER, BACKUP, FAULT, STOP.
+                    if state == State::Init {
+                        "STOP"
+                    } else {
+                        state.name()
+                    },
+                    r.inst.effective_priority()
+                ),
+                ids: script_ids(s.user.as_ref(), &r.globals),
+            });
         }
-        for cmd in runs {
+        for run in runs {
             let name = r.name.clone();
             tokio::spawn(async move {
-                match tokio::process::Command::new("/bin/sh")
-                    .arg("-c")
-                    .arg(&cmd)
-                    .status()
-                    .await
-                {
+                let cmd = run.command.clone();
+                match run.command().status().await {
                     Ok(s) if s.success() => {}
                     Ok(s) => warn!(instance = %name, "notify script `{cmd}` exited with {s}"),
                     Err(e) => warn!(instance = %name, "notify script `{cmd}`: {e}"),

@@ -7,6 +7,10 @@
 //!
 //! `probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]` opens N connections
 //! one after another and prints the first line each answers with; it exits 1 if any fails.
+//!
+//! `watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]` probes
+//! at a fixed pace for a bounded time and prints `UNIX_MICROS answer` (or `UNIX_MICROS
+//! error`) per attempt, for measuring outages.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,7 +19,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: serve --name NAME --listen ADDR:PORT [--http]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]"
+        "usage: serve --name NAME --listen ADDR:PORT [--http]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]"
     );
     ExitCode::from(2)
 }
@@ -75,6 +79,36 @@ pub fn main(args: Vec<String>) -> ExitCode {
             } else {
                 ExitCode::from(1)
             }
+        }
+        Some("watch") => {
+            let Some(Ok(addr)) = flag_value(&args, "--connect").map(|a| a.parse::<SocketAddr>())
+            else {
+                return usage();
+            };
+            let ms = |name: &str, default: u64| {
+                flag_value(&args, name)
+                    .and_then(|c| c.parse::<u64>().ok())
+                    .unwrap_or(default)
+            };
+            let every = Duration::from_millis(ms("--every-ms", 10).max(1));
+            let total = Duration::from_millis(ms("--for-ms", 1000).min(600_000));
+            let timeout = Duration::from_millis(ms("--timeout-ms", 50).max(1));
+            let start = std::time::Instant::now();
+            while start.elapsed() < total {
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_micros())
+                    .unwrap_or(0);
+                let t = std::time::Instant::now();
+                match probe(addr, timeout, http) {
+                    Ok(line) => println!("{at} {line}"),
+                    Err(_) => println!("{at} error"),
+                }
+                if let Some(rest) = every.checked_sub(t.elapsed()) {
+                    std::thread::sleep(rest);
+                }
+            }
+            ExitCode::SUCCESS
         }
         _ => usage(),
     }
