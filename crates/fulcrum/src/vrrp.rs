@@ -14,6 +14,7 @@ use fulcrum_keepalived_conf::{
 };
 use fulcrum_vrrp::instance::{Action, Config, Event, Instance, Reason, State};
 use fulcrum_vrrp::packet::{self, Advert, ChecksumMode, Version};
+use fulcrum_vrrp::sync::SyncGroups;
 use fulcrum_vrrp::track::{self, Effect, ScriptState};
 use futures::TryStreamExt;
 use serde_json::json;
@@ -537,19 +538,7 @@ pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
         let up = trackers.interfaces.iter().map(|(_, u)| *u).collect();
         tokio::spawn(watch_interfaces(names, up, track_tx));
     }
-    let groups: Vec<Vec<usize>> = cfg
-        .vrrp_sync_groups
-        .iter()
-        .enumerate()
-        .map(|(g, _)| {
-            running
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.group == Some(g))
-                .map(|(i, _)| i)
-                .collect()
-        })
-        .collect();
+    let groups = SyncGroups::new(running.iter().map(|r| r.group).collect());
     let (req_tx, req_rx) = mpsc::channel(16);
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(run(
@@ -579,25 +568,21 @@ struct Channels {
     stop: watch::Receiver<bool>,
 }
 
-/// Feeds an event to instance `i` and carries out what it says; members of its sync group
-/// follow its transitions.
+/// Carries out what instance `i` said to do; the other members of its sync group follow
+/// its transitions.
 async fn feed(
     io: &Io,
     running: &mut [Running],
-    groups: &[Vec<usize>],
+    groups: &SyncGroups,
     i: usize,
     actions: Vec<Action>,
 ) {
-    let moved = io.carry_out(&mut running[i], actions).await;
-    let Some(g) = running[i].group else { return };
+    let follow = groups.follow(i, &actions);
+    io.carry_out(&mut running[i], actions).await;
     let now = Instant::now();
-    for to in moved {
-        for &j in &groups[g] {
-            if j != i {
-                let acts = running[j].inst.handle(now, Event::SyncGroup(to));
-                io.carry_out(&mut running[j], acts).await;
-            }
-        }
+    for (j, event) in follow {
+        let acts = running[j].inst.handle(now, event);
+        io.carry_out(&mut running[j], acts).await;
     }
 }
 
@@ -605,7 +590,7 @@ async fn feed(
 async fn retrack(
     io: &Io,
     running: &mut [Running],
-    groups: &[Vec<usize>],
+    groups: &SyncGroups,
     trackers: &Trackers,
     i: usize,
 ) {
@@ -635,7 +620,7 @@ async fn run(
     io: Io,
     mut running: Vec<Running>,
     mut trackers: Trackers,
-    groups: Vec<Vec<usize>>,
+    groups: SyncGroups,
     mut ch: Channels,
 ) {
     let now = Instant::now();
@@ -788,10 +773,8 @@ fn reason_text(r: &Reason) -> String {
 }
 
 impl Io {
-    /// Carries out an instance's actions; the states it entered on its own (not following
-    /// its sync group), for its group to follow.
-    async fn carry_out(&self, r: &mut Running, actions: Vec<Action>) -> Vec<State> {
-        let mut moved = Vec::new();
+    /// Carries out an instance's actions, in order.
+    async fn carry_out(&self, r: &mut Running, actions: Vec<Action>) {
         let iface = &self.interfaces[r.iface];
         for a in actions {
             match a {
@@ -858,16 +841,9 @@ impl Io {
                     );
                     r.last = Some((unix_now(), to, why));
                     self.notify(r, to);
-                    if !matches!(
-                        reason,
-                        Reason::SyncGroup | Reason::Startup | Reason::Shutdown
-                    ) {
-                        moved.push(to);
-                    }
                 }
             }
         }
-        moved
     }
 
     async fn remove(&self, v: &VirtualAddress, default_index: u32) -> anyhow::Result<()> {

@@ -34,6 +34,16 @@ impl Drop for Dir {
 }
 
 fn config(version: u8) -> String {
+    config_with(version, "")
+}
+
+/// Unicast to the other director instead of multicast.
+fn unicast() -> &'static str {
+    "@lb1    unicast_src_ip 10.1.10.65\n@lb1    unicast_peer {\n@lb1        10.1.10.68\n@lb1    }\n\
+     @lb2    unicast_src_ip 10.1.10.68\n@lb2    unicast_peer {\n@lb2        10.1.10.65\n@lb2    }\n"
+}
+
+fn config_with(version: u8, extra: &str) -> String {
     let auth = if version == 2 {
         "    authentication {\n        auth_type PASS\n        auth_pass fulcrum1\n    }\n"
     } else {
@@ -41,7 +51,7 @@ fn config(version: u8) -> String {
     };
     format!(
         "vrrp_instance VI_1 {{\n    interface eth0\n    virtual_router_id 51\n    version {version}\n\
-         @lb1    priority 150\n@lb2    priority 100\n    advert_int 1\n{auth}\
+         @lb1    priority 150\n@lb2    priority 100\n    advert_int 1\n{auth}{extra}\
              virtual_ipaddress {{\n        {VIP}/24 dev eth0\n    }}\n}}\n"
     )
 }
@@ -229,13 +239,22 @@ fn two_fulcrum_nodes_fail_over_with_traffic_following_the_vip() {
 
 /// keepalived on one director, fulcrum on the other, in both roles.
 fn interop(version: u8, keepalived_is_primary: bool) {
-    let name = format!("interop v{version} keepalived primary={keepalived_is_primary}");
+    interop_with(version, keepalived_is_primary, false)
+}
+
+fn interop_with(version: u8, keepalived_is_primary: bool, unicast_peers: bool) {
+    let name = format!(
+        "interop v{version} keepalived primary={keepalived_is_primary} unicast={unicast_peers}"
+    );
     if !require_root(&name) || !installed("keepalived") {
         return;
     }
-    let dir = Dir::new(&format!("ka{version}{keepalived_is_primary}"));
+    let dir = Dir::new(&format!(
+        "ka{version}{keepalived_is_primary}{unicast_peers}"
+    ));
     let conf = dir.0.join("keepalived.conf");
-    std::fs::write(&conf, config(version)).unwrap();
+    let extra = if unicast_peers { unicast() } else { "" };
+    std::fs::write(&conf, config_with(version, extra)).unwrap();
     let mut r = reference::build(Deployment::KeepalivedHa, "kai", Some(agent())).unwrap();
     let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
     // Director 1 has priority 150 (lb1), director 2 priority 100 (lb2).
@@ -323,6 +342,16 @@ fn interop_v3_keepalived_master_fulcrum_backup() {
 #[test]
 fn interop_v3_fulcrum_master_keepalived_backup() {
     interop(3, false);
+}
+
+#[test]
+fn interop_unicast_peers_keepalived_master() {
+    interop_with(2, true, true);
+}
+
+#[test]
+fn interop_unicast_peers_fulcrum_master() {
+    interop_with(3, false, true);
 }
 
 fn holds(r: &Reference, host: &Host, vip: &str) -> bool {

@@ -6,4 +6,5 @@
 
 pub mod instance;
 pub mod packet;
+pub mod sync;
 pub mod track;

@@ -10,16 +10,26 @@ use std::time::{Duration, Instant};
 use fulcrum_types::{Priority, Vrid};
 use fulcrum_vrrp::instance::{Action, Config, Event, Instance, Reason, State};
 use fulcrum_vrrp::packet::{self, Advert, ChecksumMode, DropReason, Version};
+use fulcrum_vrrp::sync::SyncGroups;
 
 const LATENCY: Duration = Duration::from_micros(200);
 
 struct Node {
     name: &'static str,
-    inst: Instance,
+    /// The node's instances; `inst` is the first, for single-instance tests.
+    insts: Vec<Instance>,
+    groups: SyncGroups,
     up: bool,
-    /// Whether the node holds the virtual addresses now.
-    holds: bool,
-    transitions: Vec<(Duration, State, Reason)>,
+    /// Whether the node holds each instance's virtual addresses now.
+    holds: Vec<bool>,
+    /// (when, instance, state, reason)
+    transitions: Vec<(Duration, usize, State, Reason)>,
+}
+
+impl Node {
+    fn inst(&self) -> &Instance {
+        &self.insts[0]
+    }
 }
 
 /// A packet on the wire: (deliver at, sequence, from, to, source address, bytes).
@@ -51,17 +61,28 @@ fn config(last_octet: u8, priority: u8, version: Version, centis: u16) -> Config
 
 impl Lan {
     fn new(nodes: Vec<(&'static str, Config)>) -> Lan {
+        Lan::multi(
+            nodes
+                .into_iter()
+                .map(|(n, c)| (n, vec![c], vec![None]))
+                .collect(),
+        )
+    }
+
+    /// Nodes with several instances each, and each instance's sync group.
+    fn multi(nodes: Vec<(&'static str, Vec<Config>, Vec<Option<usize>>)>) -> Lan {
         let t0 = Instant::now();
         Lan {
             t0,
             now: t0,
             nodes: nodes
                 .into_iter()
-                .map(|(name, c)| Node {
+                .map(|(name, cs, groups)| Node {
                     name,
-                    inst: Instance::new(c),
+                    holds: vec![false; cs.len()],
+                    insts: cs.into_iter().map(Instance::new).collect(),
+                    groups: SyncGroups::new(groups),
                     up: false,
-                    holds: false,
                     transitions: Vec::new(),
                 })
                 .collect(),
@@ -75,11 +96,13 @@ impl Lan {
         self.now - self.t0
     }
 
-    fn apply(&mut self, i: usize, actions: Vec<Action>) {
+    /// Carries out what instance `k` of node `i` said, then lets its sync group follow.
+    fn apply(&mut self, i: usize, k: usize, actions: Vec<Action>) {
+        let follow = self.nodes[i].groups.follow(k, &actions);
         for a in actions {
             match a {
                 Action::SendAdvert { priority } => {
-                    let inst = &self.nodes[i].inst;
+                    let inst = &self.nodes[i].insts[k];
                     let src = inst.config().primary;
                     let dst = IpAddr::V4(packet::MULTICAST_V4);
                     let mut buf = [0u8; 1024];
@@ -100,40 +123,56 @@ impl Lan {
                         }
                     }
                 }
-                Action::AddAddresses => self.nodes[i].holds = true,
-                Action::RemoveAddresses => self.nodes[i].holds = false,
+                Action::AddAddresses => self.nodes[i].holds[k] = true,
+                Action::RemoveAddresses => self.nodes[i].holds[k] = false,
                 Action::Announce { .. } => {}
                 Action::Transition { to, reason, .. } => {
                     let t = self.elapsed();
-                    self.nodes[i].transitions.push((t, to, reason));
+                    self.nodes[i].transitions.push((t, k, to, reason));
                 }
             }
+        }
+        for (j, event) in follow {
+            let acts = self.nodes[i].insts[j].handle(self.now, event);
+            self.apply(i, j, acts);
         }
     }
 
     fn start(&mut self, i: usize) {
         self.nodes[i].up = true;
-        let acts = self.nodes[i].inst.handle(self.now, Event::Startup);
-        self.apply(i, acts);
+        for k in 0..self.nodes[i].insts.len() {
+            let acts = self.nodes[i].insts[k].handle(self.now, Event::Startup);
+            self.apply(i, k, acts);
+        }
     }
 
     fn event(&mut self, i: usize, e: Event) {
-        let acts = self.nodes[i].inst.handle(self.now, e);
-        self.apply(i, acts);
+        self.event_on(i, 0, e);
+    }
+
+    fn event_on(&mut self, i: usize, k: usize, e: Event) {
+        let acts = self.nodes[i].insts[k].handle(self.now, e);
+        self.apply(i, k, acts);
     }
 
     /// SIGKILL: no goodbye, and the addresses go with the process's host... as far as the
     /// LAN is concerned, nobody answers for them any more.
     fn kill(&mut self, i: usize) {
-        self.nodes[i].up = false;
-        self.nodes[i].holds = false;
-        let cfg = self.nodes[i].inst.config().clone();
-        self.nodes[i].inst = Instance::new(cfg);
+        let n = &mut self.nodes[i];
+        n.up = false;
+        n.holds.iter_mut().for_each(|h| *h = false);
+        n.insts = n
+            .insts
+            .iter()
+            .map(|x| Instance::new(x.config().clone()))
+            .collect();
     }
 
     /// SIGTERM: priority 0, then gone.
     fn stop(&mut self, i: usize) {
-        self.event(i, Event::Shutdown);
+        for k in 0..self.nodes[i].insts.len() {
+            self.event_on(i, k, Event::Shutdown);
+        }
         self.nodes[i].up = false;
     }
 
@@ -158,12 +197,17 @@ impl Lan {
                 .iter()
                 .enumerate()
                 .filter(|(_, n)| n.up)
-                .filter_map(|(i, n)| n.inst.poll_timeout().map(|t| (t, i)))
+                .flat_map(|(i, n)| {
+                    n.insts
+                        .iter()
+                        .enumerate()
+                        .filter_map(move |(k, x)| x.poll_timeout().map(|t| (t, i, k)))
+                })
                 .min();
             let next_packet = self.inflight.peek().map(|Reverse(p)| p.0);
             let next = match (next_timer, next_packet) {
-                (Some((t, _)), Some(p)) => t.min(p),
-                (Some((t, _)), None) => t,
+                (Some((t, _, _)), Some(p)) => t.min(p),
+                (Some((t, _, _)), None) => t,
                 (None, Some(p)) => p,
                 (None, None) => break,
             };
@@ -179,25 +223,35 @@ impl Lan {
                 let dst = IpAddr::V4(packet::MULTICAST_V4);
                 match Advert::parse(&bytes, src, dst, packet::TTL, ChecksumMode::PseudoHeader) {
                     Ok(advert) => {
-                        if let Ok(acts) = self.nodes[to].inst.handle_advert(self.now, src, &advert)
-                        {
-                            self.apply(to, acts);
+                        for k in 0..self.nodes[to].insts.len() {
+                            if self.nodes[to].insts[k].config().vrid != advert.vrid {
+                                continue;
+                            }
+                            let node = &mut self.nodes[to];
+                            if let Ok(acts) = node.insts[k].handle_advert(self.now, src, &advert) {
+                                self.apply(to, k, acts);
+                            }
                         }
                     }
                     Err(e) => panic!("our own advert did not parse: {e}"),
                 }
-            } else if let Some((_, i)) = next_timer {
-                let acts = self.nodes[i].inst.handle_timeout(self.now);
-                self.apply(i, acts);
+            } else if let Some((_, i, k)) = next_timer {
+                let acts = self.nodes[i].insts[k].handle_timeout(self.now);
+                self.apply(i, k, acts);
             }
         }
         self.now = end;
     }
 
     fn masters(&self) -> Vec<&'static str> {
+        self.masters_of(0)
+    }
+
+    /// Nodes whose instance `k` is master.
+    fn masters_of(&self, k: usize) -> Vec<&'static str> {
         self.nodes
             .iter()
-            .filter(|n| n.up && n.inst.state() == State::Master)
+            .filter(|n| n.up && n.insts[k].state() == State::Master)
             .map(|n| n.name)
             .collect()
     }
@@ -205,19 +259,19 @@ impl Lan {
     fn holders(&self) -> Vec<&'static str> {
         self.nodes
             .iter()
-            .filter(|n| n.up && n.holds)
+            .filter(|n| n.up && n.holds[0])
             .map(|n| n.name)
             .collect()
     }
 
-    /// When node `i` last became master, since the start.
+    /// When node `i`'s first instance last became master, since the start.
     fn became_master_at(&self, i: usize) -> Option<Duration> {
         self.nodes[i]
             .transitions
             .iter()
             .rev()
-            .find(|(_, s, _)| *s == State::Master)
-            .map(|(t, _, _)| *t)
+            .find(|(_, k, s, _)| *k == 0 && *s == State::Master)
+            .map(|(t, _, _, _)| *t)
     }
 }
 
@@ -242,7 +296,7 @@ fn the_highest_priority_is_elected_and_alone_holds_the_addresses() {
     let t = lan.became_master_at(1).unwrap();
     assert!((secs(3.41)..secs(3.42)).contains(&t), "{t:?}");
     assert_eq!(
-        lan.nodes[0].inst.master().map(|m| m.0),
+        lan.nodes[0].inst().master().map(|m| m.0),
         Some(IpAddr::from([10, 1, 10, 66]))
     );
 }
@@ -287,7 +341,7 @@ fn a_graceful_stop_hands_over_in_about_the_skew() {
     assert!(lan.nodes[1]
         .transitions
         .iter()
-        .any(|(_, s, r)| *s == State::Master && *r == Reason::MasterStopping));
+        .any(|(_, _, s, r)| *s == State::Master && *r == Reason::MasterStopping));
 }
 
 #[test]
@@ -314,7 +368,7 @@ fn a_returning_higher_priority_preempts_unless_nopreempt() {
             assert_eq!(lan.masters(), vec!["primary"]);
             assert_eq!(lan.holders(), vec!["primary"]);
             let b = &lan.nodes[1].transitions;
-            assert!(b.iter().any(|(_, s, r)| *s == State::Backup
+            assert!(b.iter().any(|(_, _, s, r)| *s == State::Backup
                 && matches!(r, Reason::Preempted { priority: 150, .. })));
         }
     }
@@ -418,14 +472,14 @@ fn a_fault_hands_over_at_once_and_recovery_returns_as_backup_first() {
     let t = lan.elapsed();
     lan.event(0, Event::Fault(true));
     lan.run_for(secs(2.0));
-    assert_eq!(lan.nodes[0].inst.state(), State::Fault);
+    assert_eq!(lan.nodes[0].inst().state(), State::Fault);
     assert_eq!(lan.masters(), vec!["backup"]);
     assert!(
         lan.became_master_at(1).unwrap() - t <= secs(0.61),
         "priority 0 on fault"
     );
     lan.event(0, Event::Fault(false));
-    assert_eq!(lan.nodes[0].inst.state(), State::Backup);
+    assert_eq!(lan.nodes[0].inst().state(), State::Backup);
     lan.run_for(secs(5.0));
     assert_eq!(lan.masters(), vec!["primary"]);
 }
@@ -444,7 +498,7 @@ fn v3_backups_adopt_the_masters_interval() {
     lan.run_for(secs(5.0));
     assert_eq!(lan.masters(), vec!["primary"]);
     assert_eq!(
-        lan.nodes[1].inst.master_adv_interval(),
+        lan.nodes[1].inst().master_adv_interval(),
         Duration::from_millis(10)
     );
     let killed = lan.elapsed();
@@ -473,7 +527,7 @@ fn v2_interval_or_password_mismatch_is_dropped_and_counted() {
     lan.run_for(secs(10.0));
     // They cannot hear each other, so each is master: what RFC 3768 and keepalived do.
     assert_eq!(lan.masters(), vec!["a", "interval", "password"]);
-    let dropped = &lan.nodes[0].inst.stats().dropped;
+    let dropped = &lan.nodes[0].inst().stats().dropped;
     assert!(
         dropped
             .iter()
@@ -499,12 +553,77 @@ fn the_address_owner_takes_over_at_once_and_ignores_weights() {
     assert_eq!(lan.masters(), vec!["backup"]);
     lan.start(1);
     assert_eq!(
-        lan.nodes[1].inst.state(),
+        lan.nodes[1].inst().state(),
         State::Master,
         "priority 255 is master at start"
     );
     lan.run_for(secs(0.01));
     assert_eq!(lan.masters(), vec!["owner"]);
     lan.event(1, Event::Priority(10));
-    assert_eq!(lan.nodes[1].inst.effective_priority(), 255);
+    assert_eq!(lan.nodes[1].inst().effective_priority(), 255);
+}
+
+fn config_vrid(last_octet: u8, vrid: i64, priority: u8) -> Config {
+    let mut c = config(last_octet, priority, Version::V3, 100);
+    c.vrid = Vrid::new(vrid).unwrap();
+    c.addresses = vec![IpAddr::from([10, 1, 10, 80 + vrid as u8])];
+    c
+}
+
+#[test]
+fn a_sync_group_moves_as_one() {
+    // Two nodes, each with VI_1 (VRID 51) and VI_2 (VRID 52) in one sync group. The primary
+    // is master of both; a fault on its VI_1 alone takes both instances to the backup.
+    let mut lan = Lan::multi(vec![
+        (
+            "primary",
+            vec![config_vrid(65, 51, 150), config_vrid(65, 52, 150)],
+            vec![Some(0), Some(0)],
+        ),
+        (
+            "backup",
+            vec![config_vrid(68, 51, 100), config_vrid(68, 52, 100)],
+            vec![Some(0), Some(0)],
+        ),
+    ]);
+    lan.start(0);
+    lan.start(1);
+    lan.run_for(secs(5.0));
+    assert_eq!(
+        (lan.masters_of(0), lan.masters_of(1)),
+        (vec!["primary"], vec!["primary"])
+    );
+    lan.event_on(0, 0, Event::Fault(true));
+    assert_eq!(
+        lan.nodes[0].insts[1].state(),
+        State::Fault,
+        "VI_2 follows VI_1 into FAULT"
+    );
+    lan.run_for(secs(2.0));
+    assert_eq!(
+        (lan.masters_of(0), lan.masters_of(1)),
+        (vec!["backup"], vec!["backup"])
+    );
+    // Without a sync group, only the faulty instance would have moved.
+    let mut lone = Lan::multi(vec![
+        (
+            "primary",
+            vec![config_vrid(65, 51, 150), config_vrid(65, 52, 150)],
+            vec![None, None],
+        ),
+        (
+            "backup",
+            vec![config_vrid(68, 51, 100), config_vrid(68, 52, 100)],
+            vec![None, None],
+        ),
+    ]);
+    lone.start(0);
+    lone.start(1);
+    lone.run_for(secs(5.0));
+    lone.event_on(0, 0, Event::Fault(true));
+    lone.run_for(secs(2.0));
+    assert_eq!(
+        (lone.masters_of(0), lone.masters_of(1)),
+        (vec!["backup"], vec!["primary"])
+    );
 }
