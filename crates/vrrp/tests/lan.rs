@@ -32,6 +32,9 @@ impl Node {
     }
 }
 
+/// A node: its name, its instances, and each instance's sync group.
+type NodeSpec = (&'static str, Vec<Config>, Vec<Option<usize>>);
+
 /// A packet on the wire: (deliver at, sequence, from, to, source address, bytes).
 type InFlight = Reverse<(Instant, u64, usize, usize, IpAddr, Vec<u8>)>;
 
@@ -70,7 +73,7 @@ impl Lan {
     }
 
     /// Nodes with several instances each, and each instance's sync group.
-    fn multi(nodes: Vec<(&'static str, Vec<Config>, Vec<Option<usize>>)>) -> Lan {
+    fn multi(nodes: Vec<NodeSpec>) -> Lan {
         let t0 = Instant::now();
         Lan {
             t0,
