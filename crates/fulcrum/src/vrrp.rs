@@ -4,6 +4,7 @@
 //! notify scripts, and the clock. What to do, and when, is the instance's decision.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -15,7 +16,7 @@ use fulcrum_keepalived_conf::{
 use fulcrum_vrrp::instance::{Action, Config, Event, Instance, Reason, State};
 use fulcrum_vrrp::packet::{self, Advert, ChecksumMode, Version};
 use fulcrum_vrrp::sync::SyncGroups;
-use fulcrum_vrrp::track::{self, Effect, ScriptState};
+use fulcrum_vrrp::track::{self, Effect, ScriptState, TrackState};
 use futures::TryStreamExt;
 use serde_json::json;
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
@@ -158,6 +159,7 @@ struct Running {
 enum TrackKey {
     Script(usize),
     Interface(usize),
+    File(usize),
 }
 
 /// A tracked object changed.
@@ -165,6 +167,7 @@ enum TrackKey {
 enum TrackUpdate {
     Script(usize, bool),
     Interface(usize, bool),
+    File(usize, i64),
 }
 
 /// Scripts and interfaces being tracked, shared by the instances that track them.
@@ -172,6 +175,8 @@ enum TrackUpdate {
 struct Trackers {
     scripts: Vec<(String, ScriptState)>,
     interfaces: Vec<(String, bool)>,
+    /// track_file blocks: name, path, the value read last.
+    files: Vec<(String, String, i64)>,
 }
 
 impl Trackers {
@@ -195,10 +200,28 @@ impl Trackers {
         self.interfaces.len() - 1
     }
 
-    fn is_up(&self, key: TrackKey) -> bool {
+    fn file(&mut self, cfg: &KeepalivedConfig, name: &str) -> Option<usize> {
+        if let Some(i) = self.files.iter().position(|(n, _, _)| n == name) {
+            return Some(i);
+        }
+        let f = cfg.track_files.iter().find(|f| f.name == name)?;
+        if let Some((value, overwrite)) = f.init_file {
+            if overwrite || !Path::new(&f.file).exists() {
+                if let Err(e) = std::fs::write(&f.file, format!("{}\n", value.unwrap_or(0))) {
+                    warn!(track_file = %f.name, "init_file {}: {e}", f.file);
+                }
+            }
+        }
+        self.files
+            .push((name.to_string(), f.file.clone(), read_track_file(&f.file)));
+        Some(self.files.len() - 1)
+    }
+
+    fn state(&self, key: TrackKey) -> TrackState {
         match key {
-            TrackKey::Script(i) => self.scripts[i].1.is_up(),
-            TrackKey::Interface(i) => self.interfaces[i].1,
+            TrackKey::Script(i) => TrackState::Up(self.scripts[i].1.is_up()),
+            TrackKey::Interface(i) => TrackState::Up(self.interfaces[i].1),
+            TrackKey::File(i) => TrackState::Value(self.files[i].2),
         }
     }
 
@@ -209,10 +232,34 @@ impl Trackers {
             .map(|(k, weight, reverse)| track::Tracked {
                 weight: *weight,
                 reverse: *reverse,
-                up: self.is_up(*k),
+                state: self.state(*k),
             })
             .collect();
         track::effect(r.inst.config().priority.get(), &tracked)
+    }
+}
+
+/// A track_file's number: its first word; a missing or unreadable file counts as 0.
+fn read_track_file(path: &str) -> i64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|t| t.split_whitespace().next().and_then(|w| w.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// Watches track files, reporting changed values.
+async fn watch_files(paths: Vec<String>, mut values: Vec<i64>, tx: mpsc::Sender<TrackUpdate>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        for (i, path) in paths.iter().enumerate() {
+            let now = read_track_file(path);
+            if now != values[i] {
+                values[i] = now;
+                if tx.send(TrackUpdate::File(i, now)).await.is_err() {
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -517,8 +564,27 @@ pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
             };
             r.tracked.push((TrackKey::Script(k), weight, reverse));
         }
-        if !i.track_files.is_empty() {
-            warn!(instance = %i.name, "track_file is not run yet; ignored");
+        let files_tracked = i
+            .track_files
+            .iter()
+            .chain(group_cfg.into_iter().flat_map(|g| g.track_files.iter()));
+        for t in files_tracked {
+            let Some(k) = trackers.file(cfg, &t.name) else {
+                continue;
+            };
+            // The instance's weight, else the track_file block's (0: non-zero is a fault).
+            let block = cfg
+                .track_files
+                .iter()
+                .find(|f| f.name == t.name)
+                .and_then(|f| f.weight)
+                .map(|(w, rev)| (w.get(), rev))
+                .unwrap_or((0, false));
+            let (weight, reverse) = match t.weight {
+                Some(w) => (Some(w.get()), t.reverse),
+                None => (Some(block.0), block.1),
+            };
+            r.tracked.push((TrackKey::File(k), weight, reverse));
         }
     }
     let (track_tx, track_rx) = mpsc::channel(256);
@@ -532,6 +598,11 @@ pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
             };
             tokio::spawn(run_script(index, run, interval, timeout, track_tx.clone()));
         }
+    }
+    if !trackers.files.is_empty() {
+        let paths = trackers.files.iter().map(|(_, p, _)| p.clone()).collect();
+        let values = trackers.files.iter().map(|(_, _, v)| *v).collect();
+        tokio::spawn(watch_files(paths, values, track_tx.clone()));
     }
     if !trackers.interfaces.is_empty() {
         let names = trackers.interfaces.iter().map(|(n, _)| n.clone()).collect();
@@ -677,6 +748,12 @@ async fn run(
                             info!(script = %name, "vrrp_script {}", if up { "succeeded: up" } else { "failed: down" });
                         }
                         changed.map(|_| TrackKey::Script(k))
+                    }
+                    TrackUpdate::File(k, value) => {
+                        let (name, _, v) = &mut trackers.files[k];
+                        *v = value;
+                        info!(track_file = %name, value, "track_file changed");
+                        Some(TrackKey::File(k))
                     }
                     TrackUpdate::Interface(k, up) => {
                         let (name, state) = &mut trackers.interfaces[k];

@@ -574,3 +574,43 @@ fn notify_scripts_get_keepalived_arguments_and_run_as_script_user() {
     });
     assert!(seen.is_some(), "{:?}", std::fs::read_to_string(&out));
 }
+
+/// track_file: the file's value times the weight moves the priority (150 - 6 x 10 = 90).
+#[test]
+fn a_track_file_moves_the_vip_and_back() {
+    if !require_root("a_track_file_moves_the_vip_and_back") {
+        return;
+    }
+    let dir = Dir::new("tfile");
+    let file = dir.0.join("maint");
+    let conf = dir.0.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "track_file maint {{\n    file {file}\n    weight -10\n    init_file 0 overwrite\n}}\n\
+             vrrp_instance VI_1 {{\n    interface eth0\n    virtual_router_id 51\n@lb1    priority 150\n@lb2    priority 100\n    advert_int 1\n\
+             @lb1    track_file {{\n@lb1        maint\n@lb1    }}\n    virtual_ipaddress {{\n        {VIP}/24 dev eth0\n    }}\n}}\n",
+            file = file.display()
+        ),
+    )
+    .unwrap();
+    let mut r = reference::build(Deployment::KeepalivedHa, "tfl", Some(agent())).unwrap();
+    let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
+    let (_p1, sock1) = fulcrum(&mut r, &d1, &conf, "lb1", &dir);
+    let (_p2, _) = fulcrum(&mut r, &d2, &conf, "lb2", &dir);
+    assert!(wait_for(Duration::from_secs(8), || holds_vip(&r, &d1)).is_some());
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap().trim(),
+        "0",
+        "init_file wrote 0"
+    );
+    std::fs::write(&file, "6\n").unwrap();
+    assert!(wait_for(Duration::from_secs(8), || holds_vip(&r, &d2)
+        && !holds_vip(&r, &d1))
+    .is_some());
+    assert_eq!(vrrp_state(&sock1)["effective_priority"], 90);
+    std::fs::write(&file, "0\n").unwrap();
+    assert!(wait_for(Duration::from_secs(8), || holds_vip(&r, &d1)
+        && !holds_vip(&r, &d2))
+    .is_some());
+}

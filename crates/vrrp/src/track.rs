@@ -51,9 +51,19 @@ impl ScriptState {
 pub struct Tracked {
     /// `None`: the instance goes to FAULT while the object is down.
     pub weight: Option<i32>,
-    /// keepalived's `reverse`: the weight applies while the object is in the other state.
+    /// keepalived's `reverse`: the weight applies while the object is in the other state
+    /// (for a track_file: the value is negated).
     pub reverse: bool,
-    pub up: bool,
+    pub state: TrackState,
+}
+
+/// What a tracked object reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrackState {
+    /// Scripts and interfaces: up or down.
+    Up(bool),
+    /// A track_file: the number it holds.
+    Value(i64),
 }
 
 /// What tracking makes of an instance: FAULT, or a priority.
@@ -65,21 +75,41 @@ pub enum Effect {
 
 /// keepalived's rule: a positive weight is added while the object is up, a negative one
 /// while it is down (`reverse` swaps up and down); an object without a weight (or with
-/// weight 0) faults the instance while down. The result stays within 1..254; the address
-/// owner (255) is not moved.
+/// weight 0) faults the instance while down. A track_file's value is multiplied by the
+/// weight (negated with `reverse`) and added; with weight 0 a non-zero value is a fault, and
+/// so is a product below -253. The result stays within 1..254; the address owner (255) is
+/// not moved.
 pub fn effect(base: u8, tracked: &[Tracked]) -> Effect {
-    let mut priority = i32::from(base);
+    let mut priority = i64::from(base);
     for t in tracked {
-        let up = t.up != t.reverse;
-        match t.weight {
-            None | Some(0) => {
-                if !t.up {
-                    return Effect::Fault;
+        match t.state {
+            TrackState::Up(is_up) => {
+                let up = is_up != t.reverse;
+                match t.weight {
+                    None | Some(0) => {
+                        if !is_up {
+                            return Effect::Fault;
+                        }
+                    }
+                    Some(w) if w > 0 && up => priority += i64::from(w),
+                    Some(w) if w < 0 && !up => priority += i64::from(w),
+                    Some(_) => {}
                 }
             }
-            Some(w) if w > 0 && up => priority += w,
-            Some(w) if w < 0 && !up => priority += w,
-            Some(_) => {}
+            TrackState::Value(v) => match t.weight.unwrap_or(0) {
+                0 => {
+                    if v != 0 {
+                        return Effect::Fault;
+                    }
+                }
+                w => {
+                    let delta = v.saturating_mul(i64::from(w)) * if t.reverse { -1 } else { 1 };
+                    if delta < -253 {
+                        return Effect::Fault;
+                    }
+                    priority = priority.saturating_add(delta);
+                }
+            },
         }
     }
     if base == 255 {
@@ -114,8 +144,47 @@ mod tests {
         Tracked {
             weight,
             reverse,
-            up,
+            state: TrackState::Up(up),
         }
+    }
+
+    fn file(weight: Option<i32>, reverse: bool, value: i64) -> Tracked {
+        Tracked {
+            weight,
+            reverse,
+            state: TrackState::Value(value),
+        }
+    }
+
+    #[test]
+    fn track_files_like_keepalived() {
+        assert_eq!(
+            effect(100, &[file(Some(0), false, 0)]),
+            Effect::Priority(100)
+        );
+        assert_eq!(
+            effect(100, &[file(None, false, 3)]),
+            Effect::Fault,
+            "weight 0: non-zero fails"
+        );
+        assert_eq!(
+            effect(100, &[file(Some(-10), false, 3)]),
+            Effect::Priority(70)
+        );
+        assert_eq!(
+            effect(100, &[file(Some(10), true, 3)]),
+            Effect::Priority(70),
+            "reverse"
+        );
+        assert_eq!(
+            effect(100, &[file(Some(5), false, 4)]),
+            Effect::Priority(120)
+        );
+        assert_eq!(
+            effect(100, &[file(Some(-254), false, 1)]),
+            Effect::Fault,
+            "below -253"
+        );
     }
 
     #[test]
