@@ -3,7 +3,7 @@
 //! the virtual addresses (added and removed with rtnetlink), gratuitous ARPs (AF_PACKET),
 //! notify scripts, and the clock. What to do, and when, is the instance's decision.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -25,8 +25,14 @@ use tracing::{debug, info, warn};
 
 /// The protocol configuration of a keepalived vrrp_instance (IPv4 instances).
 pub fn protocol_config(i: &VrrpInstance, globals: &GlobalDefs, primary: IpAddr) -> Config {
+    let v6 = i
+        .virtual_ipaddress
+        .first()
+        .is_some_and(|a| a.addr.is_ipv6());
     let version = match i.version.or(globals.vrrp_version) {
         Some(VrrpVersion::V3) => Version::V3,
+        // VRRPv2 has no IPv6: keepalived runs IPv6 instances as version 3.
+        _ if v6 => Version::V3,
         _ => Version::V2,
     };
     let addresses: Vec<IpAddr> = i.virtual_ipaddress.iter().map(|a| a.addr).collect();
@@ -130,9 +136,12 @@ struct Interface {
     name: String,
     index: u32,
     mac: [u8; 6],
-    primary: Ipv4Addr,
-    socket: Arc<fulcrum_sys::AsyncSocket>,
+    /// The interface's first IPv4 address and its VRRP socket, once an IPv4 instance uses it.
+    v4: Option<(Ipv4Addr, Arc<fulcrum_sys::AsyncSocket>)>,
+    /// Its link-local address and IPv6 VRRP socket, once an IPv6 instance uses it.
+    v6: Option<(Ipv6Addr, Arc<fulcrum_sys::AsyncSocket>)>,
     arp: Option<fulcrum_sys::PacketSocket>,
+    ndisc: Option<fulcrum_sys::PacketSocket>,
 }
 
 struct Running {
@@ -141,7 +150,7 @@ struct Running {
     inst: Instance,
     vips: Vec<VirtualAddress>,
     peers: Vec<IpAddr>,
-    source: Ipv4Addr,
+    source: IpAddr,
     mode: ChecksumMode,
     notify: fulcrum_keepalived_conf::Notify,
     /// uid/gid for notify scripts, per script user.
@@ -348,8 +357,10 @@ async fn watch_interfaces(names: Vec<String>, mut up: Vec<bool>, tx: mpsc::Sende
 /// A received advert: interface index in our table, source, destination, TTL, message.
 struct Received {
     iface: usize,
-    src: Ipv4Addr,
-    dst: Ipv4Addr,
+    src: IpAddr,
+    /// The IPv4 header's destination; IPv6 raw sockets do not say (the multicast group, or
+    /// our own address for unicast peers).
+    dst: Option<IpAddr>,
     ttl: u8,
     message: Vec<u8>,
 }
@@ -386,6 +397,83 @@ async fn primary_v4(handle: &rtnetlink::Handle, index: u32) -> anyhow::Result<Ip
         }
     }
     bail!("no IPv4 address on the interface (needed as the adverts' source)")
+}
+
+/// The interface's usable link-local IPv6 address (not tentative: DAD finished).
+async fn link_local(handle: &rtnetlink::Handle, index: u32) -> anyhow::Result<Ipv6Addr> {
+    use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags};
+    for _ in 0..50 {
+        let mut stream = handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute();
+        while let Some(msg) = stream.try_next().await? {
+            let tentative = msg.header.flags.contains(AddressHeaderFlags::Tentative);
+            for a in &msg.attributes {
+                if let AddressAttribute::Address(IpAddr::V6(v6)) = a {
+                    if v6.is_unicast_link_local() && !tentative {
+                        return Ok(*v6);
+                    }
+                }
+            }
+        }
+        // Duplicate address detection may still be running on a fresh link.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    bail!("no usable link-local IPv6 address (needed as the adverts' source)")
+}
+
+fn open_socket_v6(
+    name: &str,
+    index: u32,
+    source: Ipv6Addr,
+) -> anyhow::Result<fulcrum_sys::AsyncSocket> {
+    let s = Socket::new(
+        Domain::IPV6,
+        Type::RAW,
+        Some(Protocol::from(i32::from(packet::PROTOCOL))),
+    )
+    .context("cannot open a raw IPv6 VRRP socket (needs CAP_NET_RAW)")?;
+    s.bind_device(Some(name.as_bytes()))?;
+    s.bind(&SocketAddr::V6(SocketAddrV6::new(source, 0, 0, index)).into())?;
+    s.set_multicast_if_v6(index)?;
+    s.set_multicast_hops_v6(u32::from(packet::TTL))?;
+    s.set_unicast_hops_v6(u32::from(packet::TTL))?;
+    s.set_multicast_loop_v6(false)?;
+    s.set_recv_hoplimit_v6(true)?;
+    s.join_multicast_v6(&packet::MULTICAST_V6, index)?;
+    Ok(fulcrum_sys::AsyncSocket::new(s)?)
+}
+
+/// Reads adverts from one interface's IPv6 socket into the runtime.
+async fn receive_v6(
+    iface: usize,
+    socket: Arc<fulcrum_sys::AsyncSocket>,
+    tx: mpsc::Sender<Received>,
+) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let (n, src, hops) = match socket.recv_v6(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("IPv6 VRRP socket: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let r = Received {
+            iface,
+            src: IpAddr::V6(src),
+            dst: None,
+            // No hop limit reported: treat as not 255, so it is dropped and counted.
+            ttl: hops.unwrap_or(0),
+            message: buf[..n].to_vec(),
+        };
+        if tx.send(r).await.is_err() {
+            return;
+        }
+    }
 }
 
 fn open_socket(
@@ -434,8 +522,8 @@ async fn receive(iface: usize, socket: Arc<fulcrum_sys::AsyncSocket>, tx: mpsc::
         }
         let r = Received {
             iface,
-            src: Ipv4Addr::new(ip[12], ip[13], ip[14], ip[15]),
-            dst: Ipv4Addr::new(ip[16], ip[17], ip[18], ip[19]),
+            src: IpAddr::from([ip[12], ip[13], ip[14], ip[15]]),
+            dst: Some(IpAddr::from([ip[16], ip[17], ip[18], ip[19]])),
             ttl: ip[8],
             message: ip[hl..].to_vec(),
         };
@@ -459,43 +547,68 @@ pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
             .clone()
             .or_else(|| cfg.global_defs.default_interface.clone())
             .with_context(|| format!("vrrp_instance {}: no interface", i.name))?;
-        if i.virtual_ipaddress.iter().any(|a| a.addr.is_ipv6()) {
-            warn!(instance = %i.name, "IPv6 VRRP instances are not run yet; skipped");
-            continue;
-        }
+        let v6 = i
+            .virtual_ipaddress
+            .first()
+            .is_some_and(|a| a.addr.is_ipv6());
         let idx = match interfaces.iter().position(|f| f.name == ifname) {
             Some(idx) => idx,
             None => {
                 let index = fulcrum_sys::if_index(&ifname)
                     .with_context(|| format!("interface {ifname}"))?;
-                let primary = primary_v4(&handle, index)
-                    .await
-                    .with_context(|| format!("interface {ifname}"))?;
-                let socket = Arc::new(open_socket(&ifname, index, primary)?);
-                let arp = fulcrum_sys::PacketSocket::open(index, fulcrum_sys::ETH_P_ARP)
-                    .map_err(|e| warn!("{ifname}: no gratuitous ARP: {e}"))
-                    .ok();
-                tokio::spawn(receive(
-                    interfaces.len(),
-                    Arc::clone(&socket),
-                    rx_tx.clone(),
-                ));
                 interfaces.push(Interface {
                     name: ifname.clone(),
                     index,
                     mac: mac_of(&ifname)?,
-                    primary,
-                    socket,
-                    arp,
+                    v4: None,
+                    v6: None,
+                    arp: None,
+                    ndisc: None,
                 });
                 interfaces.len() - 1
             }
         };
-        let source = match i.unicast_src_ip.or(i.mcast_src_ip) {
-            Some(IpAddr::V4(a)) => a,
-            _ => interfaces[idx].primary,
+        let iface = &mut interfaces[idx];
+        if v6 && iface.v6.is_none() {
+            let source = link_local(&handle, iface.index)
+                .await
+                .with_context(|| format!("interface {ifname}"))?;
+            let socket = Arc::new(open_socket_v6(&ifname, iface.index, source)?);
+            tokio::spawn(receive_v6(idx, Arc::clone(&socket), rx_tx.clone()));
+            iface.v6 = Some((source, socket));
+            iface.ndisc = fulcrum_sys::PacketSocket::open(iface.index, fulcrum_sys::ETH_P_IPV6)
+                .map_err(|e| warn!("{ifname}: no neighbour advertisements: {e}"))
+                .ok();
+        }
+        if !v6 && iface.v4.is_none() {
+            let primary = primary_v4(&handle, iface.index)
+                .await
+                .with_context(|| format!("interface {ifname}"))?;
+            let socket = Arc::new(open_socket(&ifname, iface.index, primary)?);
+            tokio::spawn(receive(idx, Arc::clone(&socket), rx_tx.clone()));
+            iface.v4 = Some((primary, socket));
+            iface.arp = fulcrum_sys::PacketSocket::open(iface.index, fulcrum_sys::ETH_P_ARP)
+                .map_err(|e| warn!("{ifname}: no gratuitous ARP: {e}"))
+                .ok();
+        }
+        let source: IpAddr = match (v6, i.unicast_src_ip.or(i.mcast_src_ip)) {
+            (false, Some(a @ IpAddr::V4(_))) | (true, Some(a @ IpAddr::V6(_))) => a,
+            (false, _) => IpAddr::V4(
+                interfaces[idx]
+                    .v4
+                    .as_ref()
+                    .map(|v| v.0)
+                    .unwrap_or(Ipv4Addr::UNSPECIFIED),
+            ),
+            (true, _) => IpAddr::V6(
+                interfaces[idx]
+                    .v6
+                    .as_ref()
+                    .map(|v| v.0)
+                    .unwrap_or(Ipv6Addr::UNSPECIFIED),
+            ),
         };
-        let mut config = protocol_config(i, &cfg.global_defs, IpAddr::V4(source));
+        let mut config = protocol_config(i, &cfg.global_defs, source);
         if i.state == Some(InitialState::Master) && i.priority.get() < 255 {
             debug!(instance = %i.name, "state MASTER: starts as backup, as keepalived does");
         }
@@ -721,15 +834,24 @@ async fn run(
             }
             Some(p) = ch.rx.recv() => {
                 let now = Instant::now();
-                let src = IpAddr::V4(p.src);
-                let dst = IpAddr::V4(p.dst);
+                let src = p.src;
                 let vrid = p.message.get(1).copied();
                 for i in 0..running.len() {
                     let r = &mut running[i];
-                    if r.iface != p.iface || Some(r.inst.config().vrid.get()) != vrid {
+                    if r.iface != p.iface
+                        || Some(r.inst.config().vrid.get()) != vrid
+                        || r.source.is_ipv6() != src.is_ipv6()
+                    {
                         continue;
                     }
-                    match Advert::parse(&p.message, src, dst, p.ttl, r.mode) {
+                    // IPv6 does not tell the destination: the group, or us for unicast peers.
+                    let group = IpAddr::V6(packet::MULTICAST_V6);
+                    let dst = p.dst.unwrap_or(group);
+                    let mut parsed = Advert::parse(&p.message, src, dst, p.ttl, r.mode);
+                    if p.dst.is_none() && parsed == Err(packet::DropReason::Checksum) {
+                        parsed = Advert::parse(&p.message, src, r.source, p.ttl, r.mode);
+                    }
+                    match parsed {
                         Ok(advert) => {
                             if let Ok(acts) = r.inst.handle_advert(now, src, &advert) {
                                 feed(&io, &mut running, &groups, i, acts).await;
@@ -857,17 +979,34 @@ impl Io {
             match a {
                 Action::SendAdvert { priority } => {
                     let advert = r.inst.advert(priority);
-                    let src = IpAddr::V4(r.source);
+                    let src = r.source;
+                    let (group, socket) = if src.is_ipv6() {
+                        (
+                            IpAddr::V6(packet::MULTICAST_V6),
+                            iface.v6.as_ref().map(|v| &v.1),
+                        )
+                    } else {
+                        (
+                            IpAddr::V4(packet::MULTICAST_V4),
+                            iface.v4.as_ref().map(|v| &v.1),
+                        )
+                    };
+                    let Some(socket) = socket else { continue };
                     let targets: Vec<IpAddr> = if r.peers.is_empty() {
-                        vec![IpAddr::V4(packet::MULTICAST_V4)]
+                        vec![group]
                     } else {
                         r.peers.clone()
                     };
                     for dst in targets {
                         let mut buf = vec![0u8; advert.message_len()];
                         let n = advert.emit(&mut buf, src, dst, r.mode);
-                        let to = SocketAddr::new(dst, 0);
-                        if let Err(e) = iface.socket.send_to(&buf[..n], to) {
+                        let to = match dst {
+                            IpAddr::V6(a) => {
+                                SocketAddr::V6(SocketAddrV6::new(a, 0, 0, iface.index))
+                            }
+                            IpAddr::V4(_) => SocketAddr::new(dst, 0),
+                        };
+                        if let Err(e) = socket.send_to(&buf[..n], to) {
                             warn!(instance = %r.name, %dst, "advert not sent: {e}");
                         }
                     }
@@ -895,14 +1034,19 @@ impl Io {
                     }
                 }
                 Action::Announce { count } => {
-                    let Some(arp) = &iface.arp else { continue };
                     for _ in 0..count {
                         for v in &r.vips {
-                            if let IpAddr::V4(ip) = v.addr {
-                                let frame = fulcrum_sys::gratuitous_arp(iface.mac, ip);
-                                if let Err(e) = arp.send(&frame) {
-                                    warn!(instance = %r.name, "gratuitous ARP: {e}");
+                            let sent = match (v.addr, &iface.arp, &iface.ndisc, &iface.v6) {
+                                (IpAddr::V4(ip), Some(arp), _, _) => {
+                                    arp.send(&fulcrum_sys::gratuitous_arp(iface.mac, ip))
                                 }
+                                (IpAddr::V6(ip), _, Some(nd), Some((src, _))) => {
+                                    nd.send(&fulcrum_sys::unsolicited_na(iface.mac, *src, ip))
+                                }
+                                _ => continue,
+                            };
+                            if let Err(e) = sent {
+                                warn!(instance = %r.name, vip = %v.addr, "announcement not sent: {e}");
                             }
                         }
                     }

@@ -614,3 +614,142 @@ fn a_track_file_moves_the_vip_and_back() {
         && !holds_vip(&r, &d2))
     .is_some());
 }
+
+const VIP6: &str = "2001:db8::88";
+
+fn holds_vip6(r: &Reference, host: &Host) -> bool {
+    let out = r
+        .lab
+        .ip(host, &["-6", "addr", "show", "dev", "eth0"])
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP6}/"))
+}
+
+fn config_v6() -> String {
+    format!(
+        "vrrp_instance VI_6 {{\n    interface eth0\n    virtual_router_id 61\n    version 3\n\
+         @lb1    priority 150\n@lb2    priority 100\n    advert_int 1\n\
+             virtual_ipaddress {{\n        {VIP6}/64 dev eth0\n    }}\n}}\n"
+    )
+}
+
+/// VRRPv3 over IPv6 between two fulcrum nodes, with the client's IPv6 traffic following
+/// the VIP thanks to our unsolicited neighbour advertisements.
+#[test]
+fn ipv6_failover_with_traffic_following_the_vip() {
+    if !require_root("ipv6_failover_with_traffic_following_the_vip") {
+        return;
+    }
+    let dir = Dir::new("v6");
+    let conf = dir.0.join("keepalived.conf");
+    std::fs::write(&conf, config_v6()).unwrap();
+    let mut r = reference::build(Deployment::KeepalivedHa, "v6", Some(agent())).unwrap();
+    let (d1, d2, client) = (
+        r.directors[0].clone(),
+        r.directors[1].clone(),
+        r.client.clone(),
+    );
+    r.lab.addr(&client, "eth0", "2001:db8::2/64").unwrap();
+    r.lab.serve(&d1, "director1", "[::]:9000", true).unwrap();
+    r.lab.serve(&d2, "director2", "[::]:9000", true).unwrap();
+    let (p1, sock1) = fulcrum(&mut r, &d1, &conf, "lb1", &dir);
+    let (_p2, sock2) = fulcrum(&mut r, &d2, &conf, "lb2", &dir);
+    assert!(
+        wait_for(Duration::from_secs(10), || holds_vip6(&r, &d1)).is_some(),
+        "director1 never took the IPv6 VIP"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!holds_vip6(&r, &d2));
+    assert_eq!(vrrp_state(&sock1)["state"], "MASTER");
+    let s2 = vrrp_state(&sock2);
+    assert_eq!(s2["state"], "BACKUP", "{s2}");
+    assert!(s2["master"].as_str().unwrap().starts_with("fe80::"), "{s2}");
+    let target = format!("[{VIP6}]:9000");
+    let answer = |r: &Reference| r.lab.probe(&client, &target, 1, true).unwrap().join(",");
+    assert!(wait_for(Duration::from_secs(5), || answer(&r) == "director1").is_some());
+    p1.signal("KILL").unwrap();
+    r.lab.ip(&d1, &["link", "set", "eth0", "down"]).unwrap();
+    let took = wait_for(Duration::from_secs(6), || holds_vip6(&r, &d2)).expect("no IPv6 failover");
+    eprintln!("IPv6 failover after SIGKILL: {took:?}");
+    assert!(took <= Duration::from_millis(3610 + 600), "{took:?}");
+    let moved = wait_for(Duration::from_secs(3), || answer(&r) == "director2");
+    assert!(
+        moved.is_some(),
+        "the client's IPv6 traffic did not follow the VIP"
+    );
+}
+
+/// keepalived and fulcrum over IPv6, keepalived master first, then fulcrum takes over.
+#[test]
+fn ipv6_interop_with_keepalived() {
+    if !require_root("ipv6_interop_with_keepalived") || !installed("keepalived") {
+        return;
+    }
+    let dir = Dir::new("v6ka");
+    let conf = dir.0.join("keepalived.conf");
+    std::fs::write(&conf, config_v6()).unwrap();
+    let mut r = reference::build(Deployment::KeepalivedHa, "v6ka", Some(agent())).unwrap();
+    let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
+    let (ka, ka_log) = keepalived(&mut r, &d1, &conf, "lb1", &dir);
+    let (_p2, sock2) = fulcrum(&mut r, &d2, &conf, "lb2", &dir);
+    assert!(
+        wait_for(Duration::from_secs(10), || holds_vip6(&r, &d1)).is_some(),
+        "keepalived never took the VIP"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !holds_vip6(&r, &d2),
+        "fulcrum must stay backup behind keepalived"
+    );
+    let s = vrrp_state(&sock2);
+    assert_eq!(s["state"], "BACKUP", "{s}");
+    assert!(s["dropped"].as_array().is_some_and(|d| d.is_empty()), "{s}");
+    let log = std::fs::read_to_string(&ka_log).unwrap_or_default();
+    assert!(!log.to_lowercase().contains("checksum"), "{log}");
+    let child = std::fs::read_to_string(dir.0.join("lb1-vrrp.pid")).unwrap();
+    assert!(Command::new("kill")
+        .args(["-KILL", child.trim()])
+        .status()
+        .unwrap()
+        .success());
+    ka.signal("KILL").unwrap();
+    let took = wait_for(Duration::from_secs(6), || holds_vip6(&r, &d2))
+        .expect("fulcrum did not take over");
+    eprintln!("IPv6: fulcrum took over {took:?} after keepalived was killed");
+    assert!(took <= Duration::from_millis(3610 + 600), "{took:?}");
+}
+
+/// fulcrum master over IPv6, keepalived backup: keepalived accepts our adverts and takes
+/// over within its skew when fulcrum stops.
+#[test]
+fn ipv6_interop_keepalived_backup() {
+    if !require_root("ipv6_interop_keepalived_backup") || !installed("keepalived") {
+        return;
+    }
+    let dir = Dir::new("v6kb");
+    let conf = dir.0.join("keepalived.conf");
+    std::fs::write(&conf, config_v6()).unwrap();
+    let mut r = reference::build(Deployment::KeepalivedHa, "v6kb", Some(agent())).unwrap();
+    let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
+    let (p1, _sock1) = fulcrum(&mut r, &d1, &conf, "lb1", &dir);
+    let (_ka, ka_log) = keepalived(&mut r, &d2, &conf, "lb2", &dir);
+    // fulcrum waits for DAD on its link-local address, so keepalived may time out first and
+    // be master for a moment; once fulcrum advertises 150, keepalived must be backup.
+    let settled = wait_for(Duration::from_secs(12), || {
+        holds_vip6(&r, &d1) && !holds_vip6(&r, &d2)
+    });
+    assert!(settled.is_some());
+    let before = std::fs::read_to_string(&ka_log).unwrap_or_default().len();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !holds_vip6(&r, &d2),
+        "keepalived must stay backup behind fulcrum"
+    );
+    let log = std::fs::read_to_string(&ka_log).unwrap_or_default();
+    assert!(!log[before..].contains("Entering MASTER STATE"), "{log}");
+    p1.signal("TERM").unwrap();
+    let took = wait_for(Duration::from_secs(3), || holds_vip6(&r, &d2))
+        .expect("keepalived did not take over");
+    eprintln!("IPv6: keepalived took over {took:?} after fulcrum stopped");
+    assert!(took <= Duration::from_millis(610 + 500), "{took:?}");
+}

@@ -1185,6 +1185,21 @@ impl<'a> Builder<'a> {
                 );
             }
         }
+        if let Some(first) = i.virtual_ipaddress.first() {
+            if let std::net::IpAddr::V6(a) = first.addr {
+                if !a.is_unicast_link_local() {
+                    if let Some(&span) = self.instance_spans.get(&i.name) {
+                        self.warn(
+                            span,
+                            format!(
+                                "the first IPv6 virtual_ipaddress of '{}' should be link-local (RFC 5798 5.2.9); keepalived warns too",
+                                i.name
+                            ),
+                        );
+                    }
+                }
+            }
+        }
         if let (Some(v4), Some(v6)) = (
             i.virtual_ipaddress.iter().find(|a| a.addr.is_ipv4()),
             i.virtual_ipaddress.iter().find(|a| a.addr.is_ipv6()),

@@ -144,3 +144,138 @@ impl AsyncSocket {
         self.inner.get_ref().send_to(buf, &to.into())
     }
 }
+
+impl AsyncSocket {
+    /// Receives one IPv6 datagram with its source address and, when the socket has
+    /// IPV6_RECVHOPLIMIT set, the hop limit it arrived with (IPv6 raw sockets do not deliver
+    /// the IPv6 header, so this is the only way to check VRRP's hop limit of 255).
+    pub async fn recv_v6(
+        &self,
+        buf: &mut [u8],
+    ) -> io::Result<(usize, std::net::Ipv6Addr, Option<u8>)> {
+        loop {
+            let mut guard = self.inner.readable().await?;
+            match guard.try_io(|s| recvmsg_v6(s.get_ref().as_raw_fd(), buf)) {
+                Ok(result) => return result,
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+fn recvmsg_v6(fd: i32, buf: &mut [u8]) -> io::Result<(usize, std::net::Ipv6Addr, Option<u8>)> {
+    // SAFETY: all-zero is a valid sockaddr_in6 and msghdr.
+    let mut from: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+    // u64s keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: as above.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (&mut from as *mut libc::sockaddr_in6).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control);
+    // SAFETY: every pointer in `msg` points to a live buffer of the length given, for the
+    // whole call.
+    let n = unsafe { libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut hop_limit = None;
+    // SAFETY: `msg` was filled by recvmsg; CMSG_FIRSTHDR/CMSG_NXTHDR walk the control
+    // buffer within msg_controllen, and each header's data is read only when it is the
+    // IPV6_HOPLIMIT int the kernel wrote.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::IPPROTO_IPV6 && (*c).cmsg_type == libc::IPV6_HOPLIMIT {
+                let value = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>());
+                hop_limit = u8::try_from(value).ok();
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    let src = std::net::Ipv6Addr::from(from.sin6_addr.s6_addr);
+    Ok((n as usize, src, hop_limit))
+}
+
+/// EtherType of IPv6.
+pub const ETH_P_IPV6: u16 = 0x86dd;
+
+/// An unsolicited neighbour advertisement (RFC 4861 7.2.6) for `target` at `mac`, sent from
+/// `src` (our link-local address) to all nodes, with the override flag, as keepalived sends
+/// for IPv6 VIPs on becoming master.
+pub fn unsolicited_na(
+    mac: [u8; 6],
+    src: std::net::Ipv6Addr,
+    target: std::net::Ipv6Addr,
+) -> [u8; 86] {
+    let dst = std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
+    let mut f = [0u8; 86];
+    f[0..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
+    f[6..12].copy_from_slice(&mac);
+    f[12..14].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
+    let ip = &mut f[14..54];
+    ip[0] = 0x60;
+    ip[4..6].copy_from_slice(&32u16.to_be_bytes());
+    ip[6] = 58; // ICMPv6
+    ip[7] = 255;
+    ip[8..24].copy_from_slice(&src.octets());
+    ip[24..40].copy_from_slice(&dst.octets());
+    let icmp = &mut f[54..86];
+    icmp[0] = 136; // neighbour advertisement
+    icmp[4] = 0x20; // override
+    icmp[8..24].copy_from_slice(&target.octets());
+    icmp[24] = 2; // target link-layer address
+    icmp[25] = 1;
+    icmp[26..32].copy_from_slice(&mac);
+    let mut acc: u32 = 0;
+    let mut add = |b: &[u8]| {
+        for c in b.chunks(2) {
+            acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+        }
+    };
+    add(&src.octets());
+    add(&dst.octets());
+    add(&32u32.to_be_bytes());
+    add(&[0, 0, 0, 58]);
+    add(&f[54..86]);
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    f[56..58].copy_from_slice(&(!(acc as u16)).to_be_bytes());
+    f
+}
+
+#[cfg(test)]
+mod v6_tests {
+    use super::*;
+
+    #[test]
+    fn unsolicited_na_checksum_verifies() {
+        let src: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
+        let f = unsolicited_na([2, 0, 0, 0, 0, 1], src, "2001:db8::88".parse().unwrap());
+        // Summing the pseudo-header and the message, checksum included, gives 0xffff.
+        let mut acc: u32 = 0;
+        for c in src
+            .octets()
+            .chunks(2)
+            .chain(f[38..54].chunks(2))
+            .chain(f[54..86].chunks(2))
+        {
+            acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
+        }
+        acc += 32 + 58;
+        while acc > 0xffff {
+            acc = (acc & 0xffff) + (acc >> 16);
+        }
+        assert_eq!(acc, 0xffff);
+        assert_eq!(f[54], 136);
+        assert_eq!(f[58] & 0x20, 0x20, "override flag");
+    }
+}
