@@ -46,8 +46,12 @@ pub fn protocol_config(i: &VrrpInstance, globals: &GlobalDefs, primary: IpAddr) 
     };
     c.preempt = !i.nopreempt;
     c.preempt_delay = i.preempt_delay.map(|t| t.as_duration()).unwrap_or_default();
+    // Strict mode ignores authentication, as keepalived does.
+    let strict = i.strict_mode.unwrap_or(globals.vrrp_strict);
     c.auth = match &i.authentication {
-        Some(Authentication::Pass(p)) if version == Version::V2 => Some(packet::pass_auth_data(p)),
+        Some(Authentication::Pass(p)) if version == Version::V2 && !strict => {
+            Some(packet::pass_auth_data(p))
+        }
         _ => None,
     };
     let g = |own: Option<u32>, global: Option<u32>, default: u32| own.or(global).unwrap_or(default);

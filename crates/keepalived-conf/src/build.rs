@@ -1126,6 +1126,25 @@ impl<'a> Builder<'a> {
                 self.warn(span, "preempt_delay has no effect with nopreempt");
             }
         }
+        let strict = i.strict_mode.unwrap_or(globals.vrrp_strict);
+        if let Some(&span) = self.instance_spans.get(&i.name) {
+            if strict && i.authentication.is_some() {
+                self.warn(span, format!("'{}': strict mode does not support authentication; keepalived ignores it, and so does fulcrum", i.name));
+            }
+            if strict && (i.priority == Priority::OWNER) != (i.state == Some(InitialState::Master))
+            {
+                self.warn(span, format!("'{}': in strict mode, state MASTER goes with priority 255 (the address owner) and only with it", i.name));
+            }
+            if i.priority == Priority::OWNER && i.nopreempt {
+                self.warn(
+                    span,
+                    format!(
+                        "'{}': nopreempt is incompatible with priority 255; keepalived resets it",
+                        i.name
+                    ),
+                );
+            }
+        }
         if globals.vrrp_strict && i.preempt_delay.is_some() {
             if let Some(span) = preempt_delay_span {
                 self.warn(
