@@ -52,3 +52,60 @@ pub fn user_ids(user: &str, group: Option<&str>) -> Option<(u32, u32)> {
     }
     Some((uid, gid))
 }
+
+/// keepalived's `enable_script_security` check for a script that runs as root: its
+/// executable (the command's first word, found on PATH if not absolute) and every directory
+/// above it must be owned by root and not writable by group or others (a sticky directory
+/// may be). Otherwise a non-root user could replace what root runs.
+pub fn script_is_secure(command: &str) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let program = command.split_whitespace().next().unwrap_or("");
+    let path = if program.contains('/') {
+        std::path::PathBuf::from(program)
+    } else {
+        let path = std::env::var("PATH").unwrap_or_else(|_| "/usr/sbin:/usr/bin:/sbin:/bin".into());
+        path.split(':')
+            .map(|d| std::path::Path::new(d).join(program))
+            .find(|p| p.is_file())
+            .ok_or_else(|| format!("'{program}' is not found on PATH"))?
+    };
+    let path = path
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    for p in path.ancestors() {
+        let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let sticky_dir = meta.is_dir() && meta.mode() & 0o1000 != 0;
+        if meta.uid() != 0 {
+            return Err(format!(
+                "{} is owned by uid {}, not root",
+                p.display(),
+                meta.uid()
+            ));
+        }
+        if meta.mode() & 0o022 != 0 && !sticky_dir {
+            return Err(format!("{} is writable by group or others", p.display()));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_security() {
+        assert!(script_is_secure("/bin/sh -c true").is_ok());
+        assert!(script_is_secure("true").is_ok(), "found on PATH");
+        assert!(script_is_secure("no-such-program-here").is_err());
+        let dir = std::env::temp_dir().join(format!("fulcrum-sec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join("check.sh");
+        std::fs::write(&script, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = script_is_secure(script.to_str().unwrap()).unwrap_err();
+        assert!(err.contains("writable by group or others"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -304,6 +304,26 @@ impl ScriptRun {
     }
 }
 
+impl ScriptRun {
+    /// A script to run as its user; `None` (with an error logged) when
+    /// enable_script_security forbids it: it would run as root from a path a non-root user
+    /// can change.
+    fn checked(
+        command: String,
+        own: Option<&fulcrum_keepalived_conf::ScriptUser>,
+        globals: &GlobalDefs,
+    ) -> Option<ScriptRun> {
+        let ids = script_ids(own, globals);
+        if globals.enable_script_security && ids.is_none_or(|(uid, _)| uid == 0) {
+            if let Err(why) = crate::host::script_is_secure(&command) {
+                tracing::error!("SECURITY VIOLATION: script `{command}` is not run: {why}");
+                return None;
+            }
+        }
+        Some(ScriptRun { command, ids })
+    }
+}
+
 /// The user a script runs as: its own, else global_defs' script_user, else the daemon's
 /// (root), as keepalived does.
 fn script_ids(
@@ -709,9 +729,16 @@ pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
         if let Some(s) = cfg.vrrp_scripts.iter().find(|s| &s.name == name) {
             let interval = s.interval.as_duration().max(Duration::from_millis(10));
             let timeout = s.timeout.map(|t| t.as_duration()).unwrap_or(interval);
-            let run = ScriptRun {
-                command: s.script.command.clone(),
-                ids: script_ids(s.script.user.as_ref(), &cfg.global_defs),
+            // A script that may not run is left out of tracking, as keepalived disables it.
+            let Some(run) = ScriptRun::checked(
+                s.script.command.clone(),
+                s.script.user.as_ref(),
+                &cfg.global_defs,
+            ) else {
+                for r in &mut running {
+                    r.tracked.retain(|(k, _, _)| *k != TrackKey::Script(index));
+                }
+                continue;
             };
             tokio::spawn(run_script(index, run, interval, timeout, track_tx.clone()));
         }
@@ -1102,14 +1129,15 @@ impl Io {
         };
         let mut runs: Vec<ScriptRun> = Vec::new();
         if let Some(s) = specific {
-            runs.push(ScriptRun {
-                command: s.command.clone(),
-                ids: script_ids(s.user.as_ref(), &r.globals),
-            });
+            runs.extend(ScriptRun::checked(
+                s.command.clone(),
+                s.user.as_ref(),
+                &r.globals,
+            ));
         }
         if let Some(s) = &r.notify.any {
-            runs.push(ScriptRun {
-                command: format!(
+            runs.extend(ScriptRun::checked(
+                format!(
                     "{} INSTANCE {} {} {}",
                     s.command,
                     r.name,
@@ -1121,8 +1149,9 @@ impl Io {
                     },
                     r.inst.effective_priority()
                 ),
-                ids: script_ids(s.user.as_ref(), &r.globals),
-            });
+                s.user.as_ref(),
+                &r.globals,
+            ));
         }
         for run in runs {
             let name = r.name.clone();
