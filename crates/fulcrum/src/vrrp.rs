@@ -423,6 +423,57 @@ async fn primary_v4(handle: &rtnetlink::Handle, index: u32) -> anyhow::Result<Ip
     bail!("no IPv4 address on the interface (needed as the adverts' source)")
 }
 
+/// keepalived's virtual MAC: 00:00:5e:00:01:VRID for IPv4, 00:00:5e:00:02:VRID for IPv6.
+fn virtual_mac(vrid: u8, v6: bool) -> [u8; 6] {
+    [0x00, 0x00, 0x5e, 0x00, if v6 { 0x02 } else { 0x01 }, vrid]
+}
+
+/// Sets `net.ipv4.conf.IFACE.KEY` (interface names may contain dots, so the path is built
+/// directly).
+fn ipv4_conf(iface: &str, key: &str, value: &str) {
+    let path = format!("/proc/sys/net/ipv4/conf/{iface}/{key}");
+    if let Err(e) = std::fs::write(&path, value) {
+        warn!("cannot set net.ipv4.conf.{iface}.{key}={value}: {e}");
+    }
+}
+
+/// Creates (or re-creates) the macvlan that carries an instance's virtual MAC, as
+/// keepalived's use_vmac: private mode on the base interface, up, and ARP set so that only
+/// the macvlan answers for the addresses it holds.
+async fn ensure_vmac(
+    handle: &rtnetlink::Handle,
+    name: &str,
+    base: &str,
+    base_index: u32,
+    mac: [u8; 6],
+) -> anyhow::Result<u32> {
+    use rtnetlink::packet_route::link::MacVlanMode;
+    if let Ok(index) = fulcrum_sys::if_index(name) {
+        if mac_of(name).ok() == Some(mac) {
+            return Ok(index);
+        }
+        handle.link().del(index).execute().await?;
+    }
+    let msg = rtnetlink::LinkMacVlan::new(name, base_index, MacVlanMode::Private)
+        .address(mac.to_vec())
+        .up()
+        .build();
+    handle
+        .link()
+        .add(msg)
+        .execute()
+        .await
+        .with_context(|| format!("cannot create the VMAC interface {name} on {base}"))?;
+    // The base must neither answer ARP for the VIPs nor announce them with its own MAC when
+    // it resolves a neighbour for traffic sent from a VIP.
+    ipv4_conf(base, "arp_ignore", "1");
+    ipv4_conf(base, "arp_announce", "2");
+    ipv4_conf(name, "arp_ignore", "1");
+    ipv4_conf(name, "rp_filter", "0");
+    ipv4_conf(name, "accept_local", "1");
+    fulcrum_sys::if_index(name).with_context(|| format!("VMAC interface {name}"))
+}
+
 /// The interface's usable link-local IPv6 address (not tentative: DAD finished).
 async fn link_local(handle: &rtnetlink::Handle, index: u32) -> anyhow::Result<Ipv6Addr> {
     use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags};
@@ -512,7 +563,9 @@ fn open_socket(
     )
     .context("cannot open a raw VRRP socket (needs CAP_NET_RAW)")?;
     s.bind_device(Some(name.as_bytes()))?;
-    s.set_multicast_if_v4(&primary)?;
+    // The bound device decides where multicast leaves; naming the address as well is only a
+    // hint, refused on a VMAC (whose source address lives on the base interface).
+    let _ = s.set_multicast_if_v4(&primary);
     s.set_multicast_ttl_v4(u32::from(packet::TTL))?;
     s.set_ttl_v4(u32::from(packet::TTL))?;
     s.set_multicast_loop_v4(false)?;
@@ -564,6 +617,7 @@ pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
     let mut interfaces: Vec<Interface> = Vec::new();
     let mut running: Vec<Running> = Vec::new();
     let mut trackers = Trackers::default();
+    let mut vmacs: Vec<String> = Vec::new();
     let (rx_tx, rx) = mpsc::channel::<Received>(1024);
     for i in &cfg.vrrp_instances {
         let ifname = i
@@ -575,6 +629,26 @@ pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
             .virtual_ipaddress
             .first()
             .is_some_and(|a| a.addr.is_ipv6());
+        // With use_vmac the instance lives on its macvlan; adverts keep the base
+        // interface's address as their source.
+        let mut base_source = None;
+        let ifname = match &i.use_vmac {
+            None => ifname,
+            Some(name) => {
+                let vrid = i.virtual_router_id.get();
+                let vmac = name
+                    .clone()
+                    .unwrap_or_else(|| format!("{}.{vrid}", if v6 { "vrrp6" } else { "vrrp" }));
+                let base_index = fulcrum_sys::if_index(&ifname)
+                    .with_context(|| format!("interface {ifname}"))?;
+                ensure_vmac(&handle, &vmac, &ifname, base_index, virtual_mac(vrid, v6)).await?;
+                if !v6 {
+                    base_source = Some(primary_v4(&handle, base_index).await?);
+                }
+                vmacs.push(vmac.clone());
+                vmac
+            }
+        };
         let idx = match interfaces.iter().position(|f| f.name == ifname) {
             Some(idx) => idx,
             None => {
@@ -605,9 +679,12 @@ pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
                 .ok();
         }
         if !v6 && iface.v4.is_none() {
-            let primary = primary_v4(&handle, iface.index)
-                .await
-                .with_context(|| format!("interface {ifname}"))?;
+            let primary = match base_source {
+                Some(p) => p,
+                None => primary_v4(&handle, iface.index)
+                    .await
+                    .with_context(|| format!("interface {ifname}"))?,
+            };
             let socket = Arc::new(open_socket(&ifname, iface.index, primary)?);
             tokio::spawn(receive(idx, Arc::clone(&socket), rx_tx.clone()));
             iface.v4 = Some((primary, socket));
@@ -757,7 +834,11 @@ pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
     let (req_tx, req_rx) = mpsc::channel(16);
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(run(
-        Io { interfaces, handle },
+        Io {
+            interfaces,
+            handle,
+            vmacs,
+        },
         running,
         trackers,
         groups,
@@ -948,6 +1029,13 @@ async fn run(
                     let acts = r.inst.handle(now, Event::Shutdown);
                     io.carry_out(r, acts).await;
                 }
+                for name in &io.vmacs {
+                    if let Ok(index) = fulcrum_sys::if_index(name) {
+                        if let Err(e) = io.handle.link().del(index).execute().await {
+                            warn!(vmac = %name, "cannot delete: {e}");
+                        }
+                    }
+                }
                 return;
             }
         }
@@ -986,6 +1074,8 @@ fn show(io: &Io, r: &Running) -> Shown {
 struct Io {
     interfaces: Vec<Interface>,
     handle: rtnetlink::Handle,
+    /// VMAC interfaces this runtime created, deleted when it stops.
+    vmacs: Vec<String>,
 }
 
 fn reason_text(r: &Reason) -> String {

@@ -753,3 +753,69 @@ fn ipv6_interop_keepalived_backup() {
     eprintln!("IPv6: keepalived took over {took:?} after fulcrum stopped");
     assert!(took <= Duration::from_millis(610 + 500), "{took:?}");
 }
+
+/// use_vmac: the VIP lives on a macvlan with the virtual MAC 00:00:5e:00:01:33 (VRID 51), so
+/// the client's neighbour entry never changes across a failover.
+#[test]
+fn use_vmac_keeps_the_clients_neighbour_entry_across_failover() {
+    if !require_root("use_vmac_keeps_the_clients_neighbour_entry") {
+        return;
+    }
+    let dir = Dir::new("vmac");
+    let conf = dir.0.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "vrrp_instance VI_1 {{\n    interface eth0\n    use_vmac\n    virtual_router_id 51\n\
+             @lb1    priority 150\n@lb2    priority 100\n    advert_int 1\n\
+             virtual_ipaddress {{\n        {VIP}/24\n    }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let mut r = reference::build(Deployment::KeepalivedHa, "vmac", Some(agent())).unwrap();
+    let (d1, d2, client) = (
+        r.directors[0].clone(),
+        r.directors[1].clone(),
+        r.client.clone(),
+    );
+    r.lab.serve(&d1, "director1", "0.0.0.0:9000", true).unwrap();
+    r.lab.serve(&d2, "director2", "0.0.0.0:9000", true).unwrap();
+    let on_vmac = |r: &Reference, h: &Host| {
+        r.lab
+            .ip(h, &["-4", "addr", "show", "dev", "vrrp.51"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{VIP}/")))
+            .unwrap_or(false)
+    };
+    let (p1, _) = fulcrum(&mut r, &d1, &conf, "lb1", &dir);
+    let (_p2, _) = fulcrum(&mut r, &d2, &conf, "lb2", &dir);
+    assert!(
+        wait_for(Duration::from_secs(8), || on_vmac(&r, &d1)).is_some(),
+        "the VIP is not on vrrp.51"
+    );
+    let link = r.lab.ip(&d1, &["link", "show", "vrrp.51"]).unwrap();
+    assert!(String::from_utf8_lossy(&link.stdout).contains("00:00:5e:00:01:33"));
+    let answer = |r: &Reference| {
+        r.lab
+            .probe(&client, &format!("{VIP}:9000"), 1, true)
+            .unwrap()
+            .join(",")
+    };
+    assert!(wait_for(Duration::from_secs(3), || answer(&r) == "director1").is_some());
+    let neigh = |r: &Reference| {
+        let o = r.lab.ip(&client, &["neigh", "show", VIP]).unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    assert!(neigh(&r).contains("00:00:5e:00:01:33"), "{}", neigh(&r));
+    p1.signal("KILL").unwrap();
+    r.lab.ip(&d1, &["link", "set", "eth0", "down"]).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(6), || on_vmac(&r, &d2)).is_some(),
+        "no failover"
+    );
+    assert!(wait_for(Duration::from_secs(3), || answer(&r) == "director2").is_some());
+    assert!(
+        neigh(&r).contains("00:00:5e:00:01:33"),
+        "the virtual MAC moved with the VIP: {}",
+        neigh(&r)
+    );
+}
