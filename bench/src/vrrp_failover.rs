@@ -18,6 +18,7 @@ use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fulcrum_lab::reference::{self, Deployment, Reference};
+use fulcrum_lab::wait_for;
 use fulcrum_lab::{Agent, Host, Process};
 
 const VIP: &str = "10.1.10.88";
@@ -69,17 +70,6 @@ fn holds_vip(r: &Reference, host: &Host) -> bool {
         .ip(host, &["-4", "addr", "show", "dev", "eth0"])
         .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{VIP}/")))
         .unwrap_or(false)
-}
-
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    None
 }
 
 /// Starts an implementation on a director; returns the process to kill and, for keepalived,

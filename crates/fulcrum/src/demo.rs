@@ -8,10 +8,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use fulcrum_lab::reference::{self, Deployment, Reference};
+use fulcrum_lab::wait_for;
 use fulcrum_lab::Agent;
 
 use crate::config::Sources;
@@ -131,17 +132,6 @@ fn holds(r: &Reference, host: &fulcrum_lab::Host, vip: &str) -> bool {
         .ip(host, &["-4", "addr", "show", "dev", "eth0"])
         .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{vip}/")))
         .unwrap_or(false)
-}
-
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
 }
 
 /// Deployment 3: fulcrum on both directors with the example configuration, then director

@@ -286,6 +286,21 @@ fn interface_up(name: &str) -> bool {
 }
 
 /// Runs a vrrp_script every `interval`, killed after `timeout`, and reports each result.
+/// The weight a tracked object moves an instance by: the instance's own for it, else the
+/// object's (its vrrp_script or track_file block), else 0.
+fn weight_of(
+    t: &fulcrum_keepalived_conf::Tracked,
+    object: Option<(i32, bool)>,
+) -> (Option<i32>, bool) {
+    match t.weight {
+        Some(w) => (Some(w.get()), t.reverse),
+        None => {
+            let (w, reverse) = object.unwrap_or((0, false));
+            (Some(w), reverse)
+        }
+    }
+}
+
 /// A script's command and the user it runs as.
 #[derive(Debug, Clone)]
 struct ScriptRun {
@@ -766,16 +781,12 @@ pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
                 continue;
             };
             // The track_script's weight, else the script's own (0: fault when down).
-            let script_weight = cfg
+            let own = cfg
                 .vrrp_scripts
                 .iter()
                 .find(|s| s.name == t.name)
-                .map(|s| (s.weight.get(), s.weight_reverse))
-                .unwrap_or((0, false));
-            let (weight, reverse) = match t.weight {
-                Some(w) => (Some(w.get()), t.reverse),
-                None => (Some(script_weight.0), script_weight.1),
-            };
+                .map(|s| (s.weight.get(), s.weight_reverse));
+            let (weight, reverse) = weight_of(t, own);
             r.tracked.push((TrackKey::Script(k), weight, reverse));
         }
         let files_tracked = i
@@ -787,17 +798,13 @@ pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
                 continue;
             };
             // The instance's weight, else the track_file block's (0: non-zero is a fault).
-            let block = cfg
+            let own = cfg
                 .track_files
                 .iter()
                 .find(|f| f.name == t.name)
                 .and_then(|f| f.weight)
-                .map(|(w, rev)| (w.get(), rev))
-                .unwrap_or((0, false));
-            let (weight, reverse) = match t.weight {
-                Some(w) => (Some(w.get()), t.reverse),
-                None => (Some(block.0), block.1),
-            };
+                .map(|(w, rev)| (w.get(), rev));
+            let (weight, reverse) = weight_of(t, own);
             r.tracked.push((TrackKey::File(k), weight, reverse));
         }
     }

@@ -5,9 +5,10 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fulcrum_lab::reference::{self, Deployment, Reference};
+use fulcrum_lab::wait_for;
 use fulcrum_lab::{require_root, Agent, Host, Process};
 
 const VIP: &str = "10.1.10.88";
@@ -62,18 +63,6 @@ fn holds_vip(r: &Reference, host: &Host) -> bool {
         .ip(host, &["-4", "addr", "show", "dev", "eth0"])
         .unwrap();
     String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/"))
-}
-
-/// Waits until `cond` holds, at most `limit`; how long it took.
-fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if cond() {
-            return Some(start.elapsed());
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    None
 }
 
 fn fulcrum(r: &mut Reference, host: &Host, conf: &Path, id: &str, dir: &Dir) -> (Process, PathBuf) {

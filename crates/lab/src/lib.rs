@@ -79,6 +79,19 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// Polls `cond` every millisecond until it holds or `limit` passes; how long it took.
+/// For measuring how soon something happens in the lab (a VIP moving, say), bounded.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    None
+}
+
 /// The program the lab runs in its hosts as a server or prober: a binary (the lab's own
 /// `fulcrum-lab-agent`) or `fulcrum lab-agent`.
 #[derive(Debug, Clone)]

@@ -326,6 +326,25 @@ impl Instance {
         self.transition(State::Master, reason, out);
     }
 
+    /// Stops advertising: a master says goodbye (priority 0) and drops its addresses, and
+    /// every timer stops.
+    fn release(&mut self, out: &mut Vec<Action>) {
+        if self.state == State::Master {
+            self.send(0, out);
+            out.push(Action::RemoveAddresses);
+        }
+        self.adver_at = None;
+        self.master_down_at = None;
+        self.garp_at = None;
+    }
+
+    fn become_fault(&mut self, reason: Reason, out: &mut Vec<Action>) {
+        if matches!(self.state, State::Master | State::Backup) {
+            self.release(out);
+            self.transition(State::Fault, reason, out);
+        }
+    }
+
     fn become_backup(&mut self, now: Instant, reason: Reason, out: &mut Vec<Action>) {
         if self.state == State::Master {
             out.push(Action::RemoveAddresses);
@@ -354,29 +373,12 @@ impl Instance {
                 }
             }
             Event::Shutdown => {
-                if self.state == State::Master {
-                    self.send(0, &mut out);
-                    out.push(Action::RemoveAddresses);
-                }
-                self.adver_at = None;
-                self.master_down_at = None;
-                self.garp_at = None;
+                self.release(&mut out);
                 if self.state != State::Init {
                     self.transition(State::Init, Reason::Shutdown, &mut out);
                 }
             }
-            Event::Fault(true) => {
-                if matches!(self.state, State::Master | State::Backup) {
-                    if self.state == State::Master {
-                        self.send(0, &mut out);
-                        out.push(Action::RemoveAddresses);
-                    }
-                    self.adver_at = None;
-                    self.master_down_at = None;
-                    self.garp_at = None;
-                    self.transition(State::Fault, Reason::Fault, &mut out);
-                }
-            }
+            Event::Fault(true) => self.become_fault(Reason::Fault, &mut out),
             Event::Fault(false) => {
                 if self.state == State::Fault {
                     if self.is_owner() {
@@ -398,16 +400,7 @@ impl Instance {
                 (State::Master, State::Backup) => {
                     self.become_backup(now, Reason::SyncGroup, &mut out)
                 }
-                (State::Master | State::Backup, State::Fault) => {
-                    if self.state == State::Master {
-                        self.send(0, &mut out);
-                        out.push(Action::RemoveAddresses);
-                    }
-                    self.adver_at = None;
-                    self.master_down_at = None;
-                    self.garp_at = None;
-                    self.transition(State::Fault, Reason::SyncGroup, &mut out);
-                }
+                (_, State::Fault) => self.become_fault(Reason::SyncGroup, &mut out),
                 (State::Fault, State::Backup) => {
                     self.become_backup(now, Reason::SyncGroup, &mut out)
                 }
