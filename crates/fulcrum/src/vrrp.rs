@@ -976,7 +976,10 @@ async fn run(
                                 feed(&io, &mut running, &groups, i, acts).await;
                             }
                         }
-                        Err(reason) => debug!(instance = %r.name, %src, "advert dropped: {reason}"),
+                        Err(reason) => {
+                            debug!(instance = %r.name, %src, "advert dropped: {reason}");
+                            r.inst.count_drop(reason);
+                        }
                     }
                 }
             }

@@ -808,3 +808,30 @@ fn use_vmac_keeps_the_clients_neighbour_entry_across_failover() {
         neigh(&r)
     );
 }
+
+/// A v3 checksum mismatch (one side with v3_checksum_as_v2) is dropped and counted by
+/// reason, and each side, hearing nothing valid, becomes master: what keepalived does too.
+#[test]
+fn checksum_mismatches_are_dropped_and_counted() {
+    if !require_root("checksum_mismatches_are_dropped_and_counted") {
+        return;
+    }
+    let dir = Dir::new("csum");
+    let conf = dir.0.join("keepalived.conf");
+    std::fs::write(&conf, config_with(3, "@lb1    v3_checksum_as_v2\n")).unwrap();
+    let mut r = reference::build(Deployment::KeepalivedHa, "csum", Some(agent())).unwrap();
+    let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
+    let (_p1, _) = fulcrum(&mut r, &d1, &conf, "lb1", &dir);
+    let (_p2, sock2) = fulcrum(&mut r, &d2, &conf, "lb2", &dir);
+    assert!(wait_for(Duration::from_secs(8), || holds_vip(&r, &d1)
+        && holds_vip(&r, &d2))
+    .is_some());
+    let s = vrrp_state(&sock2);
+    let dropped = s["dropped"].as_array().cloned().unwrap_or_default();
+    assert!(
+        dropped
+            .iter()
+            .any(|d| d["reason"] == "checksum" && d["count"].as_u64().unwrap_or(0) > 0),
+        "{s}"
+    );
+}

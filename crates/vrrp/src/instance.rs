@@ -478,6 +478,12 @@ impl Instance {
         Ok(out)
     }
 
+    /// Counts an advert for this instance that failed [`Advert::parse`] (bad checksum,
+    /// TTL, version...), so that the operator view shows every drop.
+    pub fn count_drop(&mut self, reason: DropReason) {
+        self.stats.drop(reason);
+    }
+
     /// Whether an advert is for this instance and acceptable to it.
     fn accepts(&self, advert: &Advert) -> Result<(), DropReason> {
         if advert.vrid != self.cfg.vrid {
