@@ -1,0 +1,262 @@
+//! HTTP_GET (and genhash): one GET per url, the status checked against `status_code`
+//! (default 200-299) and the MD5 of the body against `digest`.
+//!
+//! The request is keepalived's, byte for byte: `GET PATH HTTP/1.0` (or 1.1), `User-Agent:
+//! KeepAliveClient`, `Connection: close` for 1.0C and 1.1, and `Host:` the virtualhost or
+//! `IP:PORT`. The digest covers the raw bytes after the header up to the server's close,
+//! as keepalived's genhash computes it (a chunked body is hashed with its framing).
+
+use std::fmt::Write as _;
+use std::io;
+
+use fulcrum_health::Outcome;
+use fulcrum_keepalived_conf::model::{HttpProtocol, StatusRange, UrlCheck};
+use md5::{Digest, Md5};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::tcp::{connect, connect_failure, Target};
+
+/// Bounds on what a server may send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The status line and headers.
+    pub max_header: usize,
+    /// The body, when it is read (for a digest).
+    pub max_body: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_header: 16 * 1024,
+            max_body: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// One GET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub path: String,
+    /// The `Host:` value; `None` sends `IP:PORT` of the target.
+    pub virtualhost: Option<String>,
+    pub protocol: HttpProtocol,
+    /// Read the body to its end and hash it.
+    pub want_digest: bool,
+}
+
+impl Request {
+    /// The bytes keepalived sends for this request to `target`.
+    pub fn encode(&self, target: &Target) -> Vec<u8> {
+        let mut out = String::new();
+        let version = match self.protocol {
+            HttpProtocol::V1_1 => "1.1",
+            HttpProtocol::V1_0 | HttpProtocol::V1_0C => "1.0",
+        };
+        let _ = write!(
+            out,
+            "GET {} HTTP/{version}\r\nUser-Agent: KeepAliveClient\r\n",
+            self.path
+        );
+        if self.protocol != HttpProtocol::V1_0 {
+            out.push_str("Connection: close\r\n");
+        }
+        match &self.virtualhost {
+            Some(host) => {
+                let _ = write!(out, "Host: {host}\r\n\r\n");
+            }
+            None => {
+                let _ = write!(out, "Host: {}\r\n\r\n", target.connect);
+            }
+        }
+        out.into_bytes()
+    }
+}
+
+/// What came back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    /// MD5 of the body in lowercase hex, when it was asked for.
+    pub digest: Option<String>,
+    pub body_len: u64,
+}
+
+/// Sends `request` on an open stream and reads the response within `limits`.
+pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    target: &Target,
+    request: &Request,
+    limits: Limits,
+) -> Result<HttpResponse, String> {
+    let io_err = |what: &str, e: io::Error| format!("HTTP {what} {}: {e}", target.connect);
+    stream
+        .write_all(&request.encode(target))
+        .await
+        .map_err(|e| io_err("request to", e))?;
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 8192];
+    let body_start = loop {
+        if let Some(end) = find_header_end(&head) {
+            break end;
+        }
+        if head.len() > limits.max_header {
+            return Err(format!(
+                "HTTP header from {} longer than {} bytes",
+                target.connect, limits.max_header
+            ));
+        }
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(|e| io_err("response from", e))?;
+        if n == 0 {
+            return Err(format!(
+                "connection to {} closed before the end of the HTTP header",
+                target.connect
+            ));
+        }
+        head.extend_from_slice(&buf[..n]);
+    };
+    let status = parse_status(&head[..body_start])
+        .ok_or_else(|| format!("malformed HTTP status line from {}", target.connect))?;
+    let mut body_len = (head.len() - body_start) as u64;
+    let digest = if request.want_digest {
+        let mut md5 = Md5::new();
+        md5.update(&head[body_start..]);
+        loop {
+            if body_len > limits.max_body {
+                return Err(format!(
+                    "HTTP body from {} longer than {} bytes",
+                    target.connect, limits.max_body
+                ));
+            }
+            let n = stream
+                .read(&mut buf)
+                .await
+                .map_err(|e| io_err("body from", e))?;
+            if n == 0 {
+                break;
+            }
+            body_len += n as u64;
+            md5.update(&buf[..n]);
+        }
+        Some(hex(&md5.finalize()))
+    } else {
+        None
+    };
+    Ok(HttpResponse {
+        status,
+        digest,
+        body_len,
+    })
+}
+
+fn find_header_end(buf: &[u8]) -> Option<usize> {
+    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4)
+}
+
+/// `HTTP/1.x NNN reason` -> NNN.
+fn parse_status(head: &[u8]) -> Option<u16> {
+    let line_end = head.iter().position(|&b| b == b'\r' || b == b'\n')?;
+    let line = std::str::from_utf8(&head[..line_end]).ok()?;
+    let mut words = line.split_ascii_whitespace();
+    if !words.next()?.starts_with("HTTP/") {
+        return None;
+    }
+    let code = words.next()?;
+    if code.len() != 3 {
+        return None;
+    }
+    code.parse().ok()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+const DEFAULT_STATUS: StatusRange = StatusRange {
+    first: 200,
+    last: 299,
+};
+
+fn ranges_text(ranges: &[StatusRange]) -> String {
+    ranges
+        .iter()
+        .map(|r| {
+            if r.first == r.last {
+                r.first.to_string()
+            } else {
+                format!("{}-{}", r.first, r.last)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Judges one response against its url block.
+pub fn judge(url: &UrlCheck, response: &HttpResponse) -> Result<(), String> {
+    let ranges: &[StatusRange] = if url.status_code.is_empty() {
+        std::slice::from_ref(&DEFAULT_STATUS)
+    } else {
+        &url.status_code
+    };
+    if !ranges
+        .iter()
+        .any(|r| (r.first..=r.last).contains(&response.status))
+    {
+        return Err(format!(
+            "HTTP status {}, expected {} for {}",
+            response.status,
+            ranges_text(ranges),
+            url.path
+        ));
+    }
+    if let (Some(want), Some(got)) = (&url.digest, &response.digest) {
+        if !want.eq_ignore_ascii_case(got) {
+            return Err(format!(
+                "digest mismatch for {}: got {got}, expected {want}",
+                url.path
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// HTTP_GET: every url in turn on its own connection; up when all pass. `virtualhost` is
+/// the checker's (or the real or virtual server's) default for urls without their own.
+pub async fn check_http(
+    target: &Target,
+    urls: &[UrlCheck],
+    virtualhost: Option<&str>,
+    protocol: HttpProtocol,
+    limits: Limits,
+) -> Outcome {
+    for url in urls {
+        let request = Request {
+            path: url.path.clone(),
+            virtualhost: url
+                .virtualhost
+                .as_deref()
+                .or(virtualhost)
+                .map(str::to_string),
+            protocol,
+            want_digest: url.digest.is_some(),
+        };
+        let mut stream = match connect(target).await {
+            Ok(s) => s,
+            Err(e) => return Outcome::Failure(connect_failure(target, &e)),
+        };
+        let verdict = match fetch(&mut stream, target, &request, limits).await {
+            Ok(response) => judge(url, &response),
+            Err(reason) => Err(reason),
+        };
+        if let Err(reason) = verdict {
+            return Outcome::Failure(reason);
+        }
+    }
+    Outcome::Success { weight_delta: 0 }
+}

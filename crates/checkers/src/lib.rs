@@ -1,0 +1,13 @@
+//! keepalived's health checkers as async checks, run by the daemon under the timing of
+//! [`fulcrum_health::Checker`] (which owns the timeouts: a check that overstays is dropped).
+//!
+//! Each check returns a [`fulcrum_health::Outcome`] whose failure reason is what an operator
+//! reads in the log. Reads are capped, so a hostile server cannot grow our memory.
+
+#![forbid(unsafe_code)]
+
+pub mod http;
+pub mod tcp;
+
+pub use http::{check_http, fetch, HttpResponse, Limits, Request};
+pub use tcp::{check_tcp, connect, Target};
