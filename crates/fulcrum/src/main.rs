@@ -7,6 +7,7 @@ mod config;
 mod control;
 mod daemon;
 mod demo;
+mod genhash;
 mod host;
 mod vrrp;
 
@@ -50,12 +51,9 @@ enum Command {
     ///
     /// Needs root. Everything it creates is removed when it ends, also on Ctrl-C.
     Demo(DemoArgs),
-    /// Print the digest of a URL for an HTTP_GET/SSL_GET url block, like keepalived's genhash
-    /// (arrives with the health checkers).
-    Genhash {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
-        args: Vec<String>,
-    },
+    /// Print the MD5 digest of a URL's body for an HTTP_GET url block, like keepalived's
+    /// genhash (same options; plain HTTP).
+    Genhash(genhash::GenhashArgs),
     /// The lab's in-namespace agent (servers and probes for tests and the demo).
     #[command(hide = true, disable_help_flag = true)]
     LabAgent {
@@ -143,9 +141,7 @@ fn main() -> ExitCode {
         Command::Ipvsadm { .. } => Err(anyhow::anyhow!(
             "ipvsadm: the layer-4 data plane is not in this build yet; nothing was changed"
         )),
-        Command::Genhash { .. } => Err(anyhow::anyhow!(
-            "genhash: the health checkers are not in this build yet"
-        )),
+        Command::Genhash(args) => genhash::run(&args),
         Command::LabAgent { args } => Ok(fulcrum_lab::agent::main(args)),
     };
     match result {
