@@ -17,6 +17,26 @@ pub fn if_index(name: &str) -> io::Result<u32> {
     Ok(index)
 }
 
+/// Sends SIGKILL to every process of process group `pgid` (a script started in a group of
+/// its own, with whatever it forked). A group that is already gone is not an error.
+pub fn kill_process_group(pgid: u32) -> io::Result<()> {
+    let pgid =
+        libc::pid_t::try_from(pgid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    if pgid <= 1 {
+        // 0 would be our own group, 1 (as -1) every process we may signal.
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+    let rc = unsafe { libc::kill(-pgid, libc::SIGKILL) };
+    if rc != 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::ESRCH) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
 /// EtherType of ARP.
 pub const ETH_P_ARP: u16 = 0x0806;
 
