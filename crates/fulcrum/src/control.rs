@@ -83,6 +83,7 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
         CtlCommand::Status => "status",
         CtlCommand::Reload => "reload",
         CtlCommand::Vrrp => "vrrp",
+        CtlCommand::Health => "health",
     };
     let response = call(&args.control, command)?;
     if args.json {
@@ -109,6 +110,7 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
             r["config"]["hash"].as_str().unwrap_or("?")
         ),
         CtlCommand::Vrrp => crate::vrrp::print_table(&r),
+        CtlCommand::Health => crate::health::print_table(&r),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -57,6 +57,11 @@ impl State {
                 if vrrp_of(&config) != vrrp_of(&self.config) {
                     warn!("VRRP changes take effect at the next restart in this build; the running instances are unchanged");
                 }
+                let services_of =
+                    |c: &Config| c.keepalived.as_ref().map(|k| k.virtual_servers.clone());
+                if services_of(&config) != services_of(&self.config) {
+                    warn!("virtual_server changes take effect at the next restart in this build; the running health checks are unchanged");
+                }
                 self.config = config;
                 self.loaded_at = unix_now();
                 self.reloads_ok += 1;
@@ -183,6 +188,12 @@ async fn serve(control: PathBuf, state: State) -> anyhow::Result<ExitCode> {
         _ => None,
     };
     let vrrp_handle = vrrp.as_ref().map(crate::vrrp::Runtime::handle);
+    let health = state
+        .config
+        .keepalived
+        .as_ref()
+        .and_then(crate::health::start);
+    let health_handle = health.as_ref().map(crate::health::Runtime::handle);
     info!(
         control = %control.display(),
         hash = format!("{:016x}", state.config.hash),
@@ -204,8 +215,9 @@ async fn serve(control: PathBuf, state: State) -> anyhow::Result<ExitCode> {
                 Ok((stream, _)) => {
                     let state = Arc::clone(&state);
                     let vrrp = vrrp_handle.clone();
+                    let health = health_handle.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = client(stream, state, vrrp).await {
+                        if let Err(e) = client(stream, state, vrrp, health).await {
                             warn!("control client: {e:#}");
                         }
                     });
@@ -213,6 +225,9 @@ async fn serve(control: PathBuf, state: State) -> anyhow::Result<ExitCode> {
                 Err(e) => warn!("control socket accept: {e}"),
             },
         }
+    }
+    if let Some(rt) = health {
+        rt.stop();
     }
     if let Some(rt) = vrrp {
         rt.stop().await;
@@ -227,6 +242,7 @@ async fn client(
     stream: UnixStream,
     state: Arc<Mutex<State>>,
     vrrp: Option<crate::vrrp::Handle>,
+    health: Option<crate::health::Handle>,
 ) -> anyhow::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
@@ -241,6 +257,10 @@ async fn client(
                 Some(h) => Response::ok(h.status().await),
                 None => Response::ok(serde_json::json!([])),
             },
+            Ok(r) if r.command == "health" => match &health {
+                Some(h) => Response::ok(h.status()),
+                None => Response::ok(serde_json::json!([])),
+            },
             Ok(r) => {
                 let mut st = state.lock().await;
                 match r.command.as_str() {
@@ -250,7 +270,7 @@ async fn client(
                         Err(e) => Response::error(e),
                     },
                     other => Response::error(format!(
-                        "unknown command '{other}'; commands: status, reload, vrrp"
+                        "unknown command '{other}'; commands: status, reload, vrrp, health"
                     )),
                 }
             }

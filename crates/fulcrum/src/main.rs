@@ -8,6 +8,7 @@ mod control;
 mod daemon;
 mod demo;
 mod genhash;
+mod health;
 mod host;
 mod vrrp;
 
@@ -122,6 +123,9 @@ pub enum CtlCommand {
     Reload,
     /// VRRP instances: state, priorities, master, advert counters, last transition.
     Vrrp,
+    /// Health checks: each virtual service's quorum, each real server's state and
+    /// membership, each checker's state, last result, latency and reason.
+    Health,
 }
 
 #[derive(Debug, Args)]

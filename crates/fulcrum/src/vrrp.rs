@@ -303,13 +303,13 @@ fn weight_of(
 
 /// A script's command and the user it runs as.
 #[derive(Debug, Clone)]
-struct ScriptRun {
-    command: String,
-    ids: Option<(u32, u32)>,
+pub(crate) struct ScriptRun {
+    pub(crate) command: String,
+    pub(crate) ids: Option<(u32, u32)>,
 }
 
 impl ScriptRun {
-    fn command(&self) -> tokio::process::Command {
+    pub(crate) fn command(&self) -> tokio::process::Command {
         let mut c = tokio::process::Command::new("/bin/sh");
         c.arg("-c").arg(&self.command);
         if let Some((uid, gid)) = self.ids {
@@ -323,7 +323,7 @@ impl ScriptRun {
     /// A script to run as its user; `None` (with an error logged) when
     /// enable_script_security forbids it: it would run as root from a path a non-root user
     /// can change.
-    fn checked(
+    pub(crate) fn checked(
         command: String,
         own: Option<&fulcrum_keepalived_conf::ScriptUser>,
         globals: &GlobalDefs,

@@ -235,3 +235,95 @@ fn a_stale_socket_file_is_replaced() {
     let daemon = start(&conf, &socket);
     assert_eq!(status(&socket)["pid"], daemon.0.id());
 }
+
+fn health(socket: &Path) -> serde_json::Value {
+    let out = ctl(socket, &["--json", "health"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["result"].clone()
+}
+
+#[test]
+fn health_checks_follow_the_real_servers() {
+    let dir = Scratch::new("health");
+    let up = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let p1 = up.local_addr().unwrap().port();
+    let p2 = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let marker = dir.0.join("p2-up");
+    let conf = dir.0.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "virtual_server 127.0.0.1 80 {{
+  protocol TCP
+  delay_loop 0.2
+  quorum 2
+  sorry_server 127.0.0.1 8080
+  real_server 127.0.0.1 {p1} {{
+    TCP_CHECK {{
+      connect_timeout 1
+      retry 0
+      warmup 0
+    }}
+  }}
+  real_server 127.0.0.1 {p2} {{
+    notify_up \"/bin/touch {}\"
+    TCP_CHECK {{
+      connect_timeout 1
+      retry 0
+      warmup 0
+    }}
+  }}
+}}
+",
+            marker.display()
+        ),
+    )
+    .unwrap();
+    let socket = dir.0.join("control.sock");
+    let _daemon = start(&conf, &socket);
+
+    // P2 refuses: it is down, quorum 2 is lost, the sorry server stands in for P1 too.
+    wait_for(|| health(&socket)[0]["real_servers"][1]["alive"] == false);
+    let h = health(&socket);
+    let vs = &h[0];
+    assert_eq!(vs["virtual_server"], "127.0.0.1:80 TCP");
+    assert_eq!(vs["has_quorum"], false);
+    assert_eq!(vs["sorry_server"]["membership"]["in"], true);
+    assert_eq!(vs["real_servers"][0]["alive"], true);
+    assert_eq!(vs["real_servers"][0]["membership"]["in"], false);
+    let checker = &vs["real_servers"][1]["checkers"][0];
+    assert_eq!(checker["kind"], "TCP_CHECK");
+    assert_eq!(checker["state"], "down");
+    assert_eq!(
+        checker["last_reason"],
+        format!("TCP connection to 127.0.0.1:{p2} refused")
+    );
+    let text = ctl(&socket, &["health"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("LOST"), "{text}");
+    assert!(text.contains(&format!("127.0.0.1:{p2}")), "{text}");
+
+    // P2 starts: it comes back on its next check, quorum returns, the sorry server leaves,
+    // and its notify_up runs.
+    let _p2 = std::net::TcpListener::bind(("127.0.0.1", p2)).unwrap();
+    wait_for(|| health(&socket)[0]["has_quorum"] == true);
+    let h = health(&socket);
+    assert_eq!(h[0]["sorry_server"]["membership"]["in"], false);
+    assert_eq!(h[0]["real_servers"][0]["membership"]["weight"], 1);
+    assert_eq!(h[0]["real_servers"][1]["membership"]["weight"], 1);
+    wait_for(|| marker.exists());
+
+    // P1 stops: down at its next check.
+    drop(up);
+    wait_for(|| health(&socket)[0]["real_servers"][0]["alive"] == false);
+    assert_eq!(health(&socket)[0]["has_quorum"], false);
+}

@@ -1,0 +1,710 @@
+//! The daemon's health checking: one task per checker drives its [`fulcrum_health::Checker`]
+//! with the real clock and runs the checks; one task per daemon owns every virtual
+//! service's [`fulcrum_health::Service`], logs each transition with its reason, runs
+//! notify_up/notify_down and quorum_up/quorum_down, and keeps the view `ctl health` shows.
+//!
+//! In this build the resulting membership is shown and logged; the layer-4 data plane that
+//! will apply it is not in yet.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use fulcrum_checkers::{check_http, check_misc, check_tcp, Limits, MiscCommand, Target};
+use fulcrum_health::{
+    Action, CheckKind, Checker, Event, Membership, Outcome, PoolEvent, RealServer, Service, Status,
+    Timing,
+};
+use fulcrum_keepalived_conf::model::{
+    Checker as CheckerConf, CheckerKind, GlobalDefs, HttpProtocol, KeepalivedConfig, Script,
+    ServiceKey, VirtualServer,
+};
+use fulcrum_types::Weight;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::vrrp::ScriptRun;
+
+/// What one checker runs.
+#[derive(Debug, Clone)]
+enum Probe {
+    Tcp(Target),
+    Http {
+        target: Target,
+        check: fulcrum_keepalived_conf::model::HttpCheck,
+        virtualhost: Option<String>,
+    },
+    Misc {
+        command: MiscCommand,
+        dynamic: bool,
+        weight: u32,
+    },
+}
+
+impl Probe {
+    async fn run(self) -> Outcome {
+        match self {
+            Probe::Tcp(target) => check_tcp(&target).await,
+            Probe::Http {
+                target,
+                check,
+                virtualhost,
+            } => {
+                check_http(
+                    &target,
+                    &check.urls,
+                    check.virtualhost.as_deref().or(virtualhost.as_deref()),
+                    check.http_protocol.unwrap_or(HttpProtocol::V1_0),
+                    Limits::default(),
+                )
+                .await
+            }
+            Probe::Misc {
+                command,
+                dynamic,
+                weight,
+            } => check_misc(&command, dynamic, weight).await,
+        }
+    }
+}
+
+/// One checker as `ctl health` shows it.
+#[derive(Debug, Clone)]
+struct CheckerView {
+    kind: &'static str,
+    target: String,
+    /// `None`: this build does not run this kind of checker.
+    state: Option<Status>,
+    checks: u64,
+    failures: u64,
+    last_ok: Option<bool>,
+    last_reason: Option<String>,
+    latency_us: Option<u128>,
+    last_check_at: Option<u64>,
+    changed_at: u64,
+}
+
+#[derive(Debug, Clone)]
+struct ServerView {
+    address: String,
+    checkers: Vec<CheckerView>,
+}
+
+#[derive(Debug)]
+struct ServiceView {
+    name: String,
+    quorum: u32,
+    hysteresis: u32,
+    sorry: Option<String>,
+    servers: Vec<ServerView>,
+    health: Service,
+}
+
+/// The shared view, updated by the tasks and read by the control socket.
+type View = Arc<Mutex<Vec<ServiceView>>>;
+
+/// A checker's news for the pool task.
+#[derive(Debug)]
+struct Update {
+    service: usize,
+    server: usize,
+    checker: usize,
+    status: Status,
+    weight_delta: i64,
+}
+
+/// The running health checks.
+#[derive(Debug)]
+pub struct Runtime {
+    view: View,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// A cheap handle for the control socket.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    view: View,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn random_u32() -> u32 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(Instant::now().elapsed().as_nanos());
+    h.finish() as u32
+}
+
+pub fn service_name(vs: &VirtualServer) -> String {
+    match &vs.key {
+        ServiceKey::Address { addr, port } => {
+            format!("{} {}", SocketAddr::new(*addr, *port), vs.protocol().name())
+        }
+        ServiceKey::Fwmark(m) => format!("FWM {m}"),
+        ServiceKey::Group(g) => format!("group {g}"),
+    }
+}
+
+/// The port a real server is checked on when its checker names none: its own, else the
+/// virtual server's.
+fn default_port(vs: &VirtualServer, rs_port: Option<u16>) -> Option<u16> {
+    rs_port.or(match vs.key {
+        ServiceKey::Address { port, .. } => Some(port),
+        _ => None,
+    })
+}
+
+/// What a checker block runs, or why it cannot run in this build.
+fn probe_for(
+    globals: &GlobalDefs,
+    vs: &VirtualServer,
+    rs: &fulcrum_keepalived_conf::model::RealServer,
+    conf: &CheckerConf,
+) -> Result<Probe, String> {
+    let c = &conf.common;
+    let target = || -> Result<Target, String> {
+        let ip = c.connect_ip.unwrap_or(rs.addr);
+        let port = c
+            .connect_port
+            .or_else(|| default_port(vs, rs.port))
+            .ok_or("no port to connect to (set connect_port)")?;
+        let bind = c
+            .bindto
+            .map(|ip| SocketAddr::new(ip, c.bind_port.unwrap_or(0)));
+        Ok(Target {
+            connect: SocketAddr::new(ip, port),
+            bind,
+        })
+    };
+    match &conf.kind {
+        CheckerKind::Tcp => Ok(Probe::Tcp(target()?)),
+        CheckerKind::Http(http) => {
+            if http.urls.iter().any(|u| u.regex.is_some()) {
+                return Err("url regex is not supported in this build".into());
+            }
+            Ok(Probe::Http {
+                target: target()?,
+                check: http.clone(),
+                virtualhost: vs.virtualhost.clone(),
+            })
+        }
+        CheckerKind::Misc(misc) => {
+            let run = ScriptRun::checked(
+                misc.misc_path.command.clone(),
+                misc.misc_path.user.as_ref(),
+                globals,
+            )
+            .ok_or("refused by enable_script_security")?;
+            Ok(Probe::Misc {
+                command: MiscCommand {
+                    command: run.command,
+                    ids: run.ids,
+                },
+                dynamic: misc.misc_dynamic,
+                weight: rs.weight.get(),
+            })
+        }
+        other => Err(format!("{} is not run by this build", other.keyword())),
+    }
+}
+
+fn target_text(
+    probe: &Result<Probe, String>,
+    rs: &fulcrum_keepalived_conf::model::RealServer,
+) -> String {
+    match probe {
+        Ok(Probe::Tcp(t)) | Ok(Probe::Http { target: t, .. }) => t.connect.to_string(),
+        Ok(Probe::Misc { command, .. }) => command.command.clone(),
+        Err(_) => rs.addr.to_string(),
+    }
+}
+
+/// Starts a checker task for every checker of every real server. `None` when the
+/// configuration has no real server to check.
+pub fn start(k: &KeepalivedConfig) -> Option<Runtime> {
+    if k.virtual_servers
+        .iter()
+        .all(|vs| vs.real_servers.is_empty())
+    {
+        return None;
+    }
+    let (tx, rx) = mpsc::channel::<Update>(1024);
+    let now = Instant::now();
+    let mut views = Vec::new();
+    let mut tasks = Vec::new();
+    let mut notifies = Vec::new();
+    for (v, vs) in k.virtual_servers.iter().enumerate() {
+        let name = service_name(vs);
+        let mut servers = Vec::new();
+        let mut healths = Vec::new();
+        let mut rs_scripts = Vec::new();
+        for (r, rs) in vs.real_servers.iter().enumerate() {
+            let address = match default_port(vs, rs.port) {
+                Some(p) => SocketAddr::new(rs.addr, p).to_string(),
+                None => rs.addr.to_string(),
+            };
+            let mut checkers = Vec::new();
+            let mut initial = Vec::new();
+            for (c, conf) in rs.checkers.iter().enumerate() {
+                let kind = CheckKind::of(&conf.kind);
+                let timing = Timing::resolve(kind, Some(conf), &rs.defaults, &vs.defaults);
+                let probe = probe_for(&k.global_defs, vs, rs, conf);
+                let target = target_text(&probe, rs);
+                let state = match &probe {
+                    Ok(_) => Some(if timing.alpha {
+                        Status::Down
+                    } else {
+                        Status::Up
+                    }),
+                    Err(why) => {
+                        warn!(service = %name, real_server = %address, "{}: {why}; it counts as up", conf.kind.keyword());
+                        None
+                    }
+                };
+                initial.push(state.unwrap_or(Status::Up));
+                checkers.push(CheckerView {
+                    kind: conf.kind.keyword(),
+                    target,
+                    state,
+                    checks: 0,
+                    failures: 0,
+                    last_ok: None,
+                    last_reason: None,
+                    latency_us: None,
+                    last_check_at: None,
+                    changed_at: unix_now(),
+                });
+                if let Ok(probe) = probe {
+                    let machine = Checker::new(timing, now, random_u32());
+                    let ids = (v, r, c);
+                    tasks.push((
+                        ids,
+                        machine,
+                        probe,
+                        conf.common.log_all_failures.unwrap_or(false),
+                    ));
+                }
+            }
+            let inhibit = rs
+                .defaults
+                .inhibit_on_failure
+                .or(vs.defaults.inhibit_on_failure)
+                .unwrap_or(false);
+            healths.push(RealServer::new(rs.weight, inhibit, initial));
+            rs_scripts.push((rs.notify_up.clone(), rs.notify_down.clone()));
+            servers.push(ServerView { address, checkers });
+        }
+        let sorry = vs.sorry_server.map(|(ip, port)| {
+            (
+                match port.or_else(|| default_port(vs, None)) {
+                    Some(p) => SocketAddr::new(ip, p).to_string(),
+                    None => ip.to_string(),
+                },
+                vs.sorry_server_inhibit,
+            )
+        });
+        let (health, events) = Service::new(
+            vs.quorum,
+            vs.hysteresis,
+            sorry
+                .as_ref()
+                .map(|(_, inhibit)| (Weight::DEFAULT, *inhibit)),
+            healths,
+        );
+        let scripts = Scripts {
+            servers: rs_scripts,
+            quorum_up: vs.quorum_up.clone(),
+            quorum_down: vs.quorum_down.clone(),
+        };
+        for e in events {
+            announce(&k.global_defs, &name, &servers, &scripts, e);
+        }
+        notifies.push(scripts);
+        views.push(ServiceView {
+            name,
+            quorum: vs.quorum,
+            hysteresis: vs.hysteresis,
+            sorry: sorry.map(|(a, _)| a),
+            servers,
+            health,
+        });
+    }
+    let view: View = Arc::new(Mutex::new(views));
+    let mut handles: Vec<JoinHandle<()>> = tasks
+        .into_iter()
+        .map(|(ids, machine, probe, log_all)| {
+            tokio::spawn(drive(
+                ids,
+                machine,
+                probe,
+                log_all,
+                Arc::clone(&view),
+                tx.clone(),
+            ))
+        })
+        .collect();
+    drop(tx);
+    handles.push(tokio::spawn(pool(
+        rx,
+        Arc::clone(&view),
+        k.global_defs.clone(),
+        notifies,
+    )));
+    Some(Runtime {
+        view,
+        tasks: handles,
+    })
+}
+
+impl Runtime {
+    pub fn handle(&self) -> Handle {
+        Handle {
+            view: Arc::clone(&self.view),
+        }
+    }
+
+    pub fn stop(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The scripts of one virtual service.
+#[derive(Debug)]
+struct Scripts {
+    servers: Vec<(Option<Script>, Option<Script>)>,
+    quorum_up: Option<Script>,
+    quorum_down: Option<Script>,
+}
+
+fn run_script(globals: &GlobalDefs, script: &Script) {
+    let Some(run) = ScriptRun::checked(script.command.clone(), script.user.as_ref(), globals)
+    else {
+        return;
+    };
+    match run
+        .command()
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        // tokio reaps the child in the background once it is dropped.
+        Ok(_) => {}
+        Err(e) => warn!("cannot run `{}`: {e}", script.command),
+    }
+}
+
+fn announce(
+    globals: &GlobalDefs,
+    service: &str,
+    servers: &[ServerView],
+    scripts: &Scripts,
+    e: PoolEvent,
+) {
+    match e {
+        PoolEvent::ServerUp(r) => {
+            info!(service, "real server {} is up", servers[r].address);
+            if let Some(s) = &scripts.servers[r].0 {
+                run_script(globals, s);
+            }
+        }
+        PoolEvent::ServerDown(r) => {
+            info!(service, "real server {} is down", servers[r].address);
+            if let Some(s) = &scripts.servers[r].1 {
+                run_script(globals, s);
+            }
+        }
+        PoolEvent::QuorumUp => {
+            info!(service, "quorum gained");
+            if let Some(s) = &scripts.quorum_up {
+                run_script(globals, s);
+            }
+        }
+        PoolEvent::QuorumDown => {
+            warn!(service, "quorum lost");
+            if let Some(s) = &scripts.quorum_down {
+                run_script(globals, s);
+            }
+        }
+    }
+}
+
+/// Applies checker news to the services, in arrival order.
+async fn pool(
+    mut rx: mpsc::Receiver<Update>,
+    view: View,
+    globals: GlobalDefs,
+    scripts: Vec<Scripts>,
+) {
+    while let Some(u) = rx.recv().await {
+        let (name, servers, events) = {
+            let mut views = view.lock().expect("health view lock");
+            let sv = &mut views[u.service];
+            let events = sv
+                .health
+                .checker_changed(u.server, u.checker, u.status, u.weight_delta);
+            (sv.name.clone(), sv.servers.clone(), events)
+        };
+        for e in events {
+            announce(&globals, &name, &servers, &scripts[u.service], e);
+        }
+    }
+}
+
+type CheckFuture = Pin<Box<dyn std::future::Future<Output = Outcome> + Send>>;
+
+/// Drives one checker with the real clock.
+async fn drive(
+    (v, r, c): (usize, usize, usize),
+    mut machine: Checker,
+    probe: Probe,
+    log_all_failures: bool,
+    view: View,
+    tx: mpsc::Sender<Update>,
+) {
+    let mut in_flight: Option<(u64, CheckFuture)> = None;
+    // When the last finished check that the view counted finished.
+    let mut seen: Option<Instant> = None;
+    let (service, server, kind) = {
+        let views = view.lock().expect("health view lock");
+        let sv = &views[v];
+        (
+            sv.name.clone(),
+            sv.servers[r].address.clone(),
+            sv.servers[r].checkers[c].kind,
+        )
+    };
+    loop {
+        let deadline = tokio::time::Instant::from_std(machine.poll_timeout());
+        let actions = match in_flight.as_mut() {
+            Some((attempt, check)) => {
+                let attempt = *attempt;
+                tokio::select! {
+                    outcome = check => {
+                        in_flight = None;
+                        machine.handle(Instant::now(), Event::Result { attempt, outcome })
+                    }
+                    _ = tokio::time::sleep_until(deadline) => machine.handle(Instant::now(), Event::Timer),
+                }
+            }
+            None => {
+                tokio::time::sleep_until(deadline).await;
+                machine.handle(Instant::now(), Event::Timer)
+            }
+        };
+        let mut news = None;
+        for action in actions {
+            match action {
+                Action::StartCheck { attempt } => {
+                    in_flight = Some((attempt, Box::pin(probe.clone().run())));
+                }
+                Action::Abandon { .. } => in_flight = None,
+                Action::Retrying { reason, retry, of } => {
+                    if log_all_failures {
+                        info!(
+                            service,
+                            real_server = server,
+                            "{kind}: {reason}; retry {retry} of {of}"
+                        );
+                    } else {
+                        debug!(
+                            service,
+                            real_server = server,
+                            "{kind}: {reason}; retry {retry} of {of}"
+                        );
+                    }
+                }
+                Action::Transition {
+                    to,
+                    reason,
+                    retries,
+                } => {
+                    match to {
+                        Status::Down if retries > 0 => warn!(
+                            service,
+                            real_server = server,
+                            "{kind} failed after {retries} retries: {reason}"
+                        ),
+                        Status::Down => {
+                            warn!(service, real_server = server, "{kind} failed: {reason}")
+                        }
+                        Status::Up => info!(service, real_server = server, "{kind} succeeded"),
+                    }
+                    news = Some(to);
+                }
+                Action::WeightChanged { .. } => news = Some(machine.status()),
+            }
+        }
+        {
+            let mut views = view.lock().expect("health view lock");
+            let cv = &mut views[v].servers[r].checkers[c];
+            if let Some(last) = machine.last().filter(|l| Some(l.at) != seen) {
+                seen = Some(last.at);
+                cv.checks += 1;
+                let ok = matches!(last.outcome, Outcome::Success { .. });
+                if !ok {
+                    cv.failures += 1;
+                }
+                cv.last_ok = Some(ok);
+                cv.last_reason = match &last.outcome {
+                    Outcome::Failure(reason) => Some(reason.clone()),
+                    Outcome::Success { .. } => None,
+                };
+                cv.latency_us = Some(last.latency.as_micros());
+                cv.last_check_at = Some(unix_now());
+            }
+            cv.state = Some(machine.status());
+            if news.is_some() {
+                cv.changed_at = unix_now();
+            }
+        }
+        if let Some(status) = news {
+            let update = Update {
+                service: v,
+                server: r,
+                checker: c,
+                status,
+                weight_delta: machine.weight_delta(),
+            };
+            if tx.send(update).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn membership_json(m: Membership) -> Value {
+    match m {
+        Membership::In(w) => json!({ "in": true, "weight": w.get() }),
+        Membership::Out => json!({ "in": false }),
+    }
+}
+
+impl Handle {
+    /// What `ctl health` shows.
+    pub fn status(&self) -> Value {
+        let views = self.view.lock().expect("health view lock");
+        Value::Array(
+            views
+                .iter()
+                .map(|sv| {
+                    json!({
+                        "virtual_server": sv.name,
+                        "quorum": sv.quorum,
+                        "hysteresis": sv.hysteresis,
+                        "has_quorum": sv.health.has_quorum(),
+                        "live_weight": sv.health.live_weight(),
+                        "sorry_server": sv.sorry.as_ref().map(|a| json!({
+                            "address": a,
+                            "membership": sv.health.sorry_membership().map(membership_json),
+                        })),
+                        "real_servers": sv.servers.iter().enumerate().map(|(i, rs)| json!({
+                            "address": rs.address,
+                            "alive": sv.health.servers()[i].alive(),
+                            "weight": sv.health.servers()[i].weight().get(),
+                            "membership": membership_json(sv.health.membership(i)),
+                            "checkers": rs.checkers.iter().map(|c| json!({
+                                "kind": c.kind,
+                                "target": c.target,
+                                "state": match c.state {
+                                    Some(Status::Up) => "up",
+                                    Some(Status::Down) => "down",
+                                    None => "not run",
+                                },
+                                "checks": c.checks,
+                                "failures": c.failures,
+                                "last_ok": c.last_ok,
+                                "last_reason": c.last_reason,
+                                "latency_us": c.latency_us,
+                                "last_check_at": c.last_check_at,
+                                "changed_at": c.changed_at,
+                            })).collect::<Vec<_>>(),
+                        })).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        )
+    }
+}
+
+/// `fulcrum ctl health` as a table.
+pub fn print_table(r: &Value) {
+    let Some(services) = r.as_array() else { return };
+    if services.is_empty() {
+        println!("no real servers are checked");
+        return;
+    }
+    for vs in services {
+        println!(
+            "{}  quorum {} (hysteresis {}): {}, live weight {}",
+            vs["virtual_server"].as_str().unwrap_or("?"),
+            vs["quorum"],
+            vs["hysteresis"],
+            if vs["has_quorum"].as_bool() == Some(true) {
+                "up"
+            } else {
+                "LOST"
+            },
+            vs["live_weight"],
+        );
+        if let Some(s) = vs["sorry_server"].as_object() {
+            println!(
+                "  sorry server {}  {}",
+                s["address"].as_str().unwrap_or("?"),
+                membership_text(&s["membership"])
+            );
+        }
+        for rs in vs["real_servers"].as_array().into_iter().flatten() {
+            println!(
+                "  {:<24} {:<5} {}",
+                rs["address"].as_str().unwrap_or("?"),
+                if rs["alive"].as_bool() == Some(true) {
+                    "up"
+                } else {
+                    "DOWN"
+                },
+                membership_text(&rs["membership"]),
+            );
+            for c in rs["checkers"].as_array().into_iter().flatten() {
+                let changed = c["changed_at"]
+                    .as_u64()
+                    .map(|t| format!("{}s ago", unix_now().saturating_sub(t)))
+                    .unwrap_or_else(|| "-".into());
+                let latency = c["latency_us"]
+                    .as_u64()
+                    .map(|us| format!("{:.1} ms", us as f64 / 1000.0))
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "    {:<10} {:<22} {:<7} checks {:<5} failures {:<5} latency {:<9} changed {}{}",
+                    c["kind"].as_str().unwrap_or("?"),
+                    c["target"].as_str().unwrap_or("?"),
+                    c["state"].as_str().unwrap_or("?"),
+                    c["checks"],
+                    c["failures"],
+                    latency,
+                    changed,
+                    c["last_reason"].as_str().map(|r| format!("  ({r})")).unwrap_or_default(),
+                );
+            }
+        }
+    }
+}
+
+fn membership_text(m: &Value) -> String {
+    if m["in"].as_bool() == Some(true) {
+        format!("in, weight {}", m["weight"])
+    } else {
+        "out".into()
+    }
+}
