@@ -1,4 +1,4 @@
-//! HTTP_GET (and genhash): one GET per url, the status checked against `status_code`
+//! HTTP_GET, SSL_GET and genhash: one GET per url, the status checked against `status_code`
 //! (default 200-299) and the MD5 of the body against `digest`.
 //!
 //! The request is keepalived's, byte for byte: `GET PATH HTTP/1.0` (or 1.1), `User-Agent:
@@ -106,8 +106,7 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
                 target.connect, limits.max_header
             ));
         }
-        let n = stream
-            .read(&mut buf)
+        let n = read_some(stream, &mut buf)
             .await
             .map_err(|e| io_err("response from", e))?;
         if n == 0 {
@@ -131,8 +130,7 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
                     target.connect, limits.max_body
                 ));
             }
-            let n = stream
-                .read(&mut buf)
+            let n = read_some(stream, &mut buf)
                 .await
                 .map_err(|e| io_err("body from", e))?;
             if n == 0 {
@@ -150,6 +148,15 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
         digest,
         body_len,
     })
+}
+
+/// A read where a TLS peer closing without close_notify is an end of stream, as it is
+/// for keepalived (many servers close that way).
+async fn read_some<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut [u8]) -> io::Result<usize> {
+    match stream.read(buf).await {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(0),
+        other => other,
+    }
 }
 
 fn find_header_end(buf: &[u8]) -> Option<usize> {
@@ -226,29 +233,63 @@ pub fn judge(url: &UrlCheck, response: &HttpResponse) -> Result<(), String> {
     Ok(())
 }
 
-/// HTTP_GET: every url in turn on its own connection; up when all pass. `virtualhost` is
-/// the checker's (or the real or virtual server's) default for urls without their own.
+/// How a check reaches the server: HTTP_GET in the clear, SSL_GET over TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Plain,
+    /// `sni`: send the virtualhost as SNI (`enable_sni`).
+    Tls {
+        sni: bool,
+    },
+}
+
+/// Opens the connection a request goes over, or says why it could not.
+pub async fn open(
+    target: &Target,
+    transport: Transport,
+    virtualhost: Option<&str>,
+) -> Result<Box<dyn Stream>, String> {
+    let tcp = connect(target)
+        .await
+        .map_err(|e| connect_failure(target, &e))?;
+    match transport {
+        Transport::Plain => Ok(Box::new(tcp)),
+        Transport::Tls { sni } => {
+            let name = if sni { virtualhost } else { None };
+            let tls = crate::tls::handshake(tcp, target.connect, name)
+                .await
+                .map_err(|e| format!("TLS handshake with {} failed: {e}", target.connect))?;
+            Ok(Box::new(tls))
+        }
+    }
+}
+
+/// A connection a request can go over.
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Stream for S {}
+
+/// HTTP_GET (or SSL_GET): every url in turn on its own connection; up when all pass.
+/// `virtualhost` is the checker's (or the virtual server's) default for urls without
+/// their own.
 pub async fn check_http(
     target: &Target,
+    transport: Transport,
     urls: &[UrlCheck],
     virtualhost: Option<&str>,
     protocol: HttpProtocol,
     limits: Limits,
 ) -> Outcome {
     for url in urls {
+        let host = url.virtualhost.as_deref().or(virtualhost);
         let request = Request {
             path: url.path.clone(),
-            virtualhost: url
-                .virtualhost
-                .as_deref()
-                .or(virtualhost)
-                .map(str::to_string),
+            virtualhost: host.map(str::to_string),
             protocol,
             want_digest: url.digest.is_some(),
         };
-        let mut stream = match connect(target).await {
+        let mut stream = match open(target, transport, host).await {
             Ok(s) => s,
-            Err(e) => return Outcome::Failure(connect_failure(target, &e)),
+            Err(reason) => return Outcome::Failure(reason),
         };
         let verdict = match fetch(&mut stream, target, &request, limits).await {
             Ok(response) => judge(url, &response),

@@ -1,4 +1,4 @@
-//! keepalived's health checkers as async checks (TCP_CHECK, HTTP_GET, MISC_CHECK), run by the daemon under the timing of
+//! keepalived's health checkers as async checks (TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK), run by the daemon under the timing of
 //! [`fulcrum_health::Checker`] (which owns the timeouts: a check that overstays is dropped).
 //!
 //! Each check returns a [`fulcrum_health::Outcome`] whose failure reason is what an operator
@@ -9,7 +9,8 @@
 pub mod http;
 pub mod misc;
 pub mod tcp;
+pub mod tls;
 
-pub use http::{check_http, fetch, HttpResponse, Limits, Request};
+pub use http::{check_http, fetch, open, HttpResponse, Limits, Request, Stream, Transport};
 pub use misc::{check_misc, MiscCommand};
 pub use tcp::{check_tcp, connect, Target};

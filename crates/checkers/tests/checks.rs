@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use fulcrum_checkers::{check_http, check_tcp, Limits, Target};
+use fulcrum_checkers::{check_http, check_tcp, Limits, Target, Transport};
 use fulcrum_health::Outcome;
 use fulcrum_keepalived_conf::model::{HttpProtocol, StatusRange, UrlCheck};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -103,7 +103,14 @@ async fn http(addr: SocketAddr, urls: &[UrlCheck]) -> Outcome {
 async fn http_limits(addr: SocketAddr, urls: &[UrlCheck], limits: Limits) -> Outcome {
     tokio::time::timeout(
         Duration::from_secs(5),
-        check_http(&Target::new(addr), urls, None, HttpProtocol::V1_0, limits),
+        check_http(
+            &Target::new(addr),
+            Transport::Plain,
+            urls,
+            None,
+            HttpProtocol::V1_0,
+            limits,
+        ),
     )
     .await
     .expect("the check finished")
@@ -228,7 +235,14 @@ async fn a_hung_server_never_completes_the_check() {
     let addr = serve(Behaviour::Hang).await;
     let target = Target::new(addr);
     let urls = [url("/", None, &[])];
-    let check = check_http(&target, &urls, None, HttpProtocol::V1_0, Limits::default());
+    let check = check_http(
+        &target,
+        Transport::Plain,
+        &urls,
+        None,
+        HttpProtocol::V1_0,
+        Limits::default(),
+    );
     assert!(tokio::time::timeout(Duration::from_millis(300), check)
         .await
         .is_err());

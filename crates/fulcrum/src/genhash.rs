@@ -1,4 +1,4 @@
-//! `fulcrum genhash`: the MD5 digest of a URL's body, to paste into an HTTP_GET url block,
+//! `fulcrum genhash`: the MD5 digest of a URL's body, to paste into an HTTP_GET or SSL_GET url block,
 //! with keepalived's genhash options. It sends the request HTTP_GET sends, so the digest
 //! is the one the checker will compare.
 
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use fulcrum_checkers::{connect, fetch, Limits, Request, Target};
+use fulcrum_checkers::{fetch, open, Limits, Request, Target, Transport};
 use fulcrum_keepalived_conf::model::HttpProtocol;
 
 #[derive(Debug, Args)]
@@ -42,7 +42,7 @@ pub struct GenhashArgs {
         value_name = "SECONDS"
     )]
     pub timeout: f64,
-    /// Use TLS, as SSL_GET does.
+    /// Use TLS, as SSL_GET does (the certificate is not verified, as in keepalived).
     #[arg(short = 'S', long = "use-ssl", visible_alias = "ssl")]
     pub ssl: bool,
     /// Send SNI (the virtualhost) in the TLS handshake.
@@ -63,10 +63,11 @@ fn parse_protocol(s: &str) -> Result<HttpProtocol, String> {
 }
 
 pub fn run(args: &GenhashArgs) -> anyhow::Result<ExitCode> {
-    if args.ssl || args.sni {
-        bail!(
-            "genhash: --use-ssl and --use-sni (SSL_GET) are not in this build yet; plain HTTP only"
-        );
+    if args.sni && !args.ssl {
+        bail!("genhash: --use-sni needs --use-ssl");
+    }
+    if args.sni && args.virtualhost.is_none() {
+        bail!("genhash: --use-sni sends the virtualhost; give it with -V");
     }
     if !(args.timeout > 0.0 && args.timeout.is_finite()) {
         bail!("genhash: --timeout must be a positive number of seconds");
@@ -85,9 +86,12 @@ pub fn run(args: &GenhashArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let response = runtime.block_on(async {
         tokio::time::timeout(Duration::from_secs_f64(args.timeout), async {
-            let mut stream = connect(&target)
-                .await
-                .map_err(|e| format!("connection to {} failed: {e}", target.connect))?;
+            let transport = if args.ssl {
+                Transport::Tls { sni: args.sni }
+            } else {
+                Transport::Plain
+            };
+            let mut stream = open(&target, transport, args.virtualhost.as_deref()).await?;
             fetch(&mut stream, &target, &request, Limits::default()).await
         })
         .await

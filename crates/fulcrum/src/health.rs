@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use fulcrum_checkers::{check_http, check_misc, check_tcp, Limits, MiscCommand, Target};
+use fulcrum_checkers::{check_http, check_misc, check_tcp, Limits, MiscCommand, Target, Transport};
 use fulcrum_health::{
     Action, CheckKind, Checker, Event, Membership, Outcome, PoolEvent, RealServer, Service, Status,
     Timing,
@@ -36,6 +36,7 @@ enum Probe {
     Tcp(Target),
     Http {
         target: Target,
+        transport: Transport,
         check: fulcrum_keepalived_conf::model::HttpCheck,
         virtualhost: Option<String>,
     },
@@ -52,11 +53,13 @@ impl Probe {
             Probe::Tcp(target) => check_tcp(&target).await,
             Probe::Http {
                 target,
+                transport,
                 check,
                 virtualhost,
             } => {
                 check_http(
                     &target,
+                    transport,
                     &check.urls,
                     check.virtualhost.as_deref().or(virtualhost.as_deref()),
                     check.http_protocol.unwrap_or(HttpProtocol::V1_0),
@@ -187,12 +190,19 @@ fn probe_for(
     };
     match &conf.kind {
         CheckerKind::Tcp => Ok(Probe::Tcp(target()?)),
-        CheckerKind::Http(http) => {
+        CheckerKind::Http(http) | CheckerKind::Ssl(http) => {
             if http.urls.iter().any(|u| u.regex.is_some()) {
                 return Err("url regex is not supported in this build".into());
             }
+            let transport = match &conf.kind {
+                CheckerKind::Ssl(_) => Transport::Tls {
+                    sni: http.enable_sni.unwrap_or(false),
+                },
+                _ => Transport::Plain,
+            };
             Ok(Probe::Http {
                 target: target()?,
+                transport,
                 check: http.clone(),
                 virtualhost: vs.virtualhost.clone(),
             })

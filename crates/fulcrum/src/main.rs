@@ -52,8 +52,8 @@ enum Command {
     ///
     /// Needs root. Everything it creates is removed when it ends, also on Ctrl-C.
     Demo(DemoArgs),
-    /// Print the MD5 digest of a URL's body for an HTTP_GET url block, like keepalived's
-    /// genhash (same options; plain HTTP).
+    /// Print the MD5 digest of a URL's body for an HTTP_GET or SSL_GET url block, like
+    /// keepalived's genhash (same options).
     Genhash(genhash::GenhashArgs),
     /// The lab's in-namespace agent (servers and probes for tests and the demo).
     #[command(hide = true, disable_help_flag = true)]

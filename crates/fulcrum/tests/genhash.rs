@@ -104,3 +104,93 @@ fn same_digest_and_request_as_keepalived_genhash() {
         }
     }
 }
+
+/// `openssl s_server -HTTP`, serving files from a scratch directory; killed on drop.
+struct TlsServer {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for TlsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn same_digest_as_keepalived_genhash_over_tls() {
+    if !installed("genhash") || !installed("openssl") {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("fulcrum-genhash-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // s_server -HTTP sends a file as the whole response, header included.
+    std::fs::write(
+        dir.join("page.txt"),
+        "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nserved over TLS\n",
+    )
+    .unwrap();
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=www.example.org",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "1",
+        ])
+        .current_dir(&dir)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new("openssl")
+        .args([
+            "s_server", "-quiet", "-HTTP", "-cert", "cert.pem", "-key", "key.pem", "-accept",
+        ])
+        .arg(format!("127.0.0.1:{port}"))
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _server = TlsServer { child, dir };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "openssl s_server did not start"
+        );
+        thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let port = port.to_string();
+    for extra in [&[][..], &["-I", "-V", "www.example.org"][..]] {
+        let mut args: Vec<String> = ["-S", "-s", "127.0.0.1", "-p", &port, "-u", "/page.txt"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let theirs = digest_line("genhash", &args);
+        let mut ours_args = vec!["genhash".to_string()];
+        ours_args.extend(args.iter().cloned());
+        let ours = digest_line(env!("CARGO_BIN_EXE_fulcrum"), &ours_args);
+        assert_eq!(ours, theirs, "{extra:?}");
+        assert_eq!(ours, "347e5f6744f8664b57a55fc96c947517", "MD5 of the body");
+    }
+}
