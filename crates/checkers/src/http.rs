@@ -193,13 +193,7 @@ const DEFAULT_STATUS: StatusRange = StatusRange {
 fn ranges_text(ranges: &[StatusRange]) -> String {
     ranges
         .iter()
-        .map(|r| {
-            if r.first == r.last {
-                r.first.to_string()
-            } else {
-                format!("{}-{}", r.first, r.last)
-            }
-        })
+        .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(" ")
 }

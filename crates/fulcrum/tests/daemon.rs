@@ -88,7 +88,12 @@ fn ctl(socket: &Path, args: &[&str]) -> Output {
 }
 
 fn status(socket: &Path) -> serde_json::Value {
-    let out = ctl(socket, &["--json", "status"]);
+    ctl_result(socket, "status")
+}
+
+/// The `result` of `ctl --json COMMAND`, which must succeed.
+fn ctl_result(socket: &Path, command: &str) -> serde_json::Value {
+    let out = ctl(socket, &["--json", command]);
     assert!(
         out.status.success(),
         "{}",
@@ -237,14 +242,7 @@ fn a_stale_socket_file_is_replaced() {
 }
 
 fn health(socket: &Path) -> serde_json::Value {
-    let out = ctl(socket, &["--json", "health"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["result"].clone()
+    ctl_result(socket, "health")
 }
 
 #[test]

@@ -7,20 +7,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 
-fn installed(program: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!("{program} is not installed; the test command installs it in CI");
-        }
-        eprintln!("SKIP: {program} is not installed");
-    }
-    found
-}
+mod common;
+use common::installed;
 
 /// A loopback server that answers every request with `response` and records the requests.
 fn serve(response: &'static [u8]) -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {

@@ -8,9 +8,12 @@
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use fulcrum_lab::{require_root, Lab};
+
+mod common;
+use common::installed;
 
 fn files(lang: &str, kind: &str) -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -51,21 +54,6 @@ fn config_id(path: &Path) -> Option<String> {
         }
     }
     None
-}
-
-fn installed(program: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !found {
-        if std::env::var_os("CI").is_some() {
-            panic!("{program} is not installed; the test command installs it in CI");
-        }
-        eprintln!("SKIP: {program} is not installed");
-    }
-    found
 }
 
 fn compare(lang: &str, accepts: impl Fn(&Path) -> (bool, String)) {

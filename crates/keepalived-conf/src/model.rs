@@ -467,6 +467,17 @@ pub struct StatusRange {
     pub last: u16,
 }
 
+impl std::fmt::Display for StatusRange {
+    /// As keepalived.conf writes it: `200` or `200-299`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlCheck {
     pub path: String,

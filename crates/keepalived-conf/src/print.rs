@@ -181,17 +181,8 @@ impl Out {
                     self.line(&["path", &word(&u.path)]);
                     self.opt("digest", &u.digest);
                     if !u.status_code.is_empty() {
-                        let codes: Vec<String> = u
-                            .status_code
-                            .iter()
-                            .map(|r| {
-                                if r.first == r.last {
-                                    r.first.to_string()
-                                } else {
-                                    format!("{}-{}", r.first, r.last)
-                                }
-                            })
-                            .collect();
+                        let codes: Vec<String> =
+                            u.status_code.iter().map(ToString::to_string).collect();
                         self.line(&["status_code", &codes.join(" ")]);
                     }
                     self.opt_word("virtualhost", &u.virtualhost);
