@@ -504,8 +504,8 @@ async fn drive(
     tx: mpsc::Sender<Update>,
 ) {
     let mut in_flight: Option<(u64, CheckFuture)> = None;
-    // When the last finished check that the view counted finished.
-    let mut seen: Option<Instant> = None;
+    // How many finished checks the shared view already shows.
+    let mut cv_checks = 0;
     let (service, server, kind) = {
         let views = view.lock().expect("health view lock");
         let sv = &views[v];
@@ -576,18 +576,15 @@ async fn drive(
                 Action::WeightChanged { .. } => news = Some(machine.status()),
             }
         }
-        let finished = machine.last().is_some_and(|l| Some(l.at) != seen);
+        let finished = machine.finished() != cv_checks;
         if finished || news.is_some() {
+            cv_checks = machine.finished();
             let mut views = view.lock().expect("health view lock");
             let cv = &mut views[v].servers[r].checkers[c];
-            if let Some(last) = machine.last().filter(|l| Some(l.at) != seen) {
-                seen = Some(last.at);
-                cv.checks += 1;
-                let ok = matches!(last.outcome, Outcome::Success { .. });
-                if !ok {
-                    cv.failures += 1;
-                }
-                cv.last_ok = Some(ok);
+            if let (true, Some(last)) = (finished, machine.last()) {
+                cv.checks = machine.finished();
+                cv.failures = machine.failed();
+                cv.last_ok = Some(matches!(last.outcome, Outcome::Success { .. }));
                 cv.last_reason = match &last.outcome {
                     Outcome::Failure(reason) => Some(reason.clone()),
                     Outcome::Success { .. } => None,

@@ -12,6 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod common;
+use common::corpus_files;
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Expected {
     file: Option<PathBuf>,
@@ -19,21 +22,6 @@ struct Expected {
     col: u32,
     severity: String,
     message: String,
-}
-
-fn corpus(lang: &str, kind: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/corpus")
-        .join(lang)
-        .join(kind);
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "conf"))
-        .collect();
-    files.sort();
-    files
 }
 
 fn canonical(p: &Path) -> PathBuf {
@@ -132,7 +120,7 @@ fn run_check(flag: &str, path: &Path, args: &[String]) -> (i32, String) {
 fn check_corpus(lang: &str, flag: &str) {
     let mut failures = Vec::new();
     for (kind, want_code) in [("valid", 0), ("broken", 1)] {
-        let files = corpus(lang, kind);
+        let files = corpus_files(lang, kind);
         assert!(!files.is_empty());
         for f in files {
             let (args, expected) = expectations(&f);
@@ -168,6 +156,6 @@ fn nginx_corpus() {
 
 #[test]
 fn corpus_sizes() {
-    assert!(corpus("keepalived", "valid").len() >= 25);
-    assert!(corpus("nginx", "valid").len() >= 10);
+    assert!(corpus_files("keepalived", "valid").len() >= 25);
+    assert!(corpus_files("nginx", "valid").len() >= 10);
 }

@@ -4,31 +4,16 @@
 //! steal the socket of a running daemon, and removes its socket when stopped.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+mod common;
+use common::Scratch;
 
 const GOOD: &str = "virtual_server 10.1.10.88 80 {\n  protocol TCP\n  lb_algo rr\n  lb_kind NAT\n  real_server 192.168.184.129 80 {\n    weight 1\n  }\n}\n";
 const GOOD2: &str = "virtual_server 10.1.10.88 80 {\n  protocol TCP\n  lb_algo wrr\n  lb_kind NAT\n  real_server 192.168.184.129 80 {\n    weight 1\n  }\n  real_server 192.168.184.130 80 {\n    weight 2\n  }\n}\n";
 const BAD: &str = "vrrp_instance VI_1 {\n  priority 0\n}\n";
-
-/// A scratch directory removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("fulcrum-test-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// The daemon, killed on drop if a test fails before stopping it.
 struct Daemon(Child);

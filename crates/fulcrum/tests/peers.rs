@@ -13,21 +13,13 @@ use std::process::Command;
 use fulcrum_lab::{require_root, Lab};
 
 mod common;
-use common::installed;
+use common::{corpus_files, installed};
 
 fn files(lang: &str, kind: &str) -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../tests/corpus")
-        .join(lang)
-        .join(kind);
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| std::fs::canonicalize(e.path()).unwrap())
-        .filter(|p| p.extension().is_some_and(|e| e == "conf"))
-        .collect();
-    v.sort();
-    v
+    corpus_files(lang, kind)
+        .iter()
+        .map(|p| std::fs::canonicalize(p).unwrap())
+        .collect()
 }
 
 fn peer_marker(path: &Path) -> Option<bool> {

@@ -11,27 +11,13 @@ use fulcrum_lab::reference::{self, Deployment, Reference};
 use fulcrum_lab::wait_for;
 use fulcrum_lab::{require_root, Agent, Host, Process};
 
+mod common;
+use common::Scratch;
+
 const VIP: &str = "10.1.10.88";
 
 fn agent() -> Agent {
     Agent::new(env!("CARGO_BIN_EXE_fulcrum"), &["lab-agent"])
-}
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let d = std::env::temp_dir().join(format!("fulcrum-vrrp-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&d);
-        std::fs::create_dir_all(&d).unwrap();
-        Dir(d)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn config(version: u8) -> String {
@@ -65,7 +51,13 @@ fn holds_vip(r: &Reference, host: &Host) -> bool {
     String::from_utf8_lossy(&out.stdout).contains(&format!("{VIP}/"))
 }
 
-fn fulcrum(r: &mut Reference, host: &Host, conf: &Path, id: &str, dir: &Dir) -> (Process, PathBuf) {
+fn fulcrum(
+    r: &mut Reference,
+    host: &Host,
+    conf: &Path,
+    id: &str,
+    dir: &Scratch,
+) -> (Process, PathBuf) {
     let sock = dir.0.join(format!("{id}.sock"));
     let log = dir.0.join(format!("{id}.log"));
     let p = r
@@ -93,7 +85,7 @@ fn keepalived(
     host: &Host,
     conf: &Path,
     id: &str,
-    dir: &Dir,
+    dir: &Scratch,
 ) -> (Process, PathBuf) {
     let log = dir.0.join(format!("keepalived-{id}.log"));
     let pid = |n: &str| dir.0.join(format!("{id}-{n}.pid"));
@@ -161,7 +153,7 @@ fn two_fulcrum_nodes_fail_over_with_traffic_following_the_vip() {
     if !require_root("two_fulcrum_nodes_fail_over") {
         return;
     }
-    let dir = Dir::new("pair");
+    let dir = Scratch::new("pair");
     let conf = dir.0.join("keepalived.conf");
     std::fs::write(&conf, config(2)).unwrap();
     let mut r = reference::build(Deployment::KeepalivedHa, "vrrp", Some(agent())).unwrap();
@@ -203,7 +195,7 @@ fn two_fulcrum_nodes_fail_over_with_traffic_following_the_vip() {
         .unwrap();
 
     // director1 returns and preempts (higher priority).
-    let dir1b = Dir::new("pair-back");
+    let dir1b = Scratch::new("pair-back");
     let (p1b, _s) = fulcrum(&mut r, &d1, &conf, "lb1", &dir1b);
     assert!(
         wait_for(Duration::from_secs(8), || holds_vip(&r, &d1)).is_some(),
@@ -238,7 +230,7 @@ fn interop_with(version: u8, keepalived_is_primary: bool, unicast_peers: bool) {
     if !require_root(&name) || !installed("keepalived") {
         return;
     }
-    let dir = Dir::new(&format!(
+    let dir = Scratch::new(&format!(
         "ka{version}{keepalived_is_primary}{unicast_peers}"
     ));
     let conf = dir.0.join("keepalived.conf");
@@ -359,7 +351,7 @@ fn reference_deployment_3_moves_both_vips() {
     if !require_root("reference_deployment_3_moves_both_vips") {
         return;
     }
-    let dir = Dir::new("ref3");
+    let dir = Scratch::new("ref3");
     let conf =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/keepalived-ha.keepalived.conf");
     let mut r = reference::build(Deployment::KeepalivedHa, "ref3", Some(agent())).unwrap();
@@ -401,7 +393,7 @@ fn reference_deployment_3_moves_both_vips() {
     r.lab
         .ip(&d1, &["addr", "del", &format!("{vip1}/24"), "dev", "eth0"])
         .unwrap();
-    let dir1b = Dir::new("ref3-back");
+    let dir1b = Scratch::new("ref3-back");
     let _p1b = fulcrum(&mut r, &d1, &conf, "lb1", &dir1b);
     assert!(wait_for(Duration::from_secs(8), || holds(&r, &d1, &vip1)
         && !holds(&r, &d2, &vip1))
@@ -416,7 +408,7 @@ fn a_failing_track_script_moves_the_vip_and_back() {
     if !require_root("a_failing_track_script_moves_the_vip_and_back") {
         return;
     }
-    let dir = Dir::new("script");
+    let dir = Scratch::new("script");
     let flag = dir.0.join("down");
     let conf = dir.0.join("keepalived.conf");
     std::fs::write(
@@ -458,7 +450,7 @@ fn a_sync_group_moves_together_on_a_tracked_interface_fault() {
     if !require_root("a_sync_group_moves_together") {
         return;
     }
-    let dir = Dir::new("sync");
+    let dir = Scratch::new("sync");
     let conf = dir.0.join("keepalived.conf");
     let (vip1, vip2) = (reference::VIP1.to_string(), reference::VIP2.to_string());
     std::fs::write(
@@ -520,7 +512,7 @@ fn notify_scripts_get_keepalived_arguments_and_run_as_script_user() {
     if !require_root("notify_scripts_get_keepalived_arguments") {
         return;
     }
-    let dir = Dir::new("notify");
+    let dir = Scratch::new("notify");
     let mut perms = std::fs::metadata(&dir.0).unwrap().permissions();
     std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
     std::fs::set_permissions(&dir.0, perms).unwrap();
@@ -570,7 +562,7 @@ fn a_track_file_moves_the_vip_and_back() {
     if !require_root("a_track_file_moves_the_vip_and_back") {
         return;
     }
-    let dir = Dir::new("tfile");
+    let dir = Scratch::new("tfile");
     let file = dir.0.join("maint");
     let conf = dir.0.join("keepalived.conf");
     std::fs::write(
@@ -629,7 +621,7 @@ fn ipv6_failover_with_traffic_following_the_vip() {
     if !require_root("ipv6_failover_with_traffic_following_the_vip") {
         return;
     }
-    let dir = Dir::new("v6");
+    let dir = Scratch::new("v6");
     let conf = dir.0.join("keepalived.conf");
     std::fs::write(&conf, config_v6()).unwrap();
     let mut r = reference::build(Deployment::KeepalivedHa, "v6", Some(agent())).unwrap();
@@ -674,7 +666,7 @@ fn ipv6_interop_with_keepalived() {
     if !require_root("ipv6_interop_with_keepalived") || !installed("keepalived") {
         return;
     }
-    let dir = Dir::new("v6ka");
+    let dir = Scratch::new("v6ka");
     let conf = dir.0.join("keepalived.conf");
     std::fs::write(&conf, config_v6()).unwrap();
     let mut r = reference::build(Deployment::KeepalivedHa, "v6ka", Some(agent())).unwrap();
@@ -715,7 +707,7 @@ fn ipv6_interop_keepalived_backup() {
     if !require_root("ipv6_interop_keepalived_backup") || !installed("keepalived") {
         return;
     }
-    let dir = Dir::new("v6kb");
+    let dir = Scratch::new("v6kb");
     let conf = dir.0.join("keepalived.conf");
     std::fs::write(&conf, config_v6()).unwrap();
     let mut r = reference::build(Deployment::KeepalivedHa, "v6kb", Some(agent())).unwrap();
@@ -750,7 +742,7 @@ fn use_vmac_keeps_the_clients_neighbour_entry_across_failover() {
     if !require_root("use_vmac_keeps_the_clients_neighbour_entry") {
         return;
     }
-    let dir = Dir::new("vmac");
+    let dir = Scratch::new("vmac");
     let conf = dir.0.join("keepalived.conf");
     std::fs::write(
         &conf,
@@ -816,7 +808,7 @@ fn checksum_mismatches_are_dropped_and_counted() {
     if !require_root("checksum_mismatches_are_dropped_and_counted") {
         return;
     }
-    let dir = Dir::new("csum");
+    let dir = Scratch::new("csum");
     let conf = dir.0.join("keepalived.conf");
     std::fs::write(&conf, config_with(3, "@lb1    v3_checksum_as_v2\n")).unwrap();
     let mut r = reference::build(Deployment::KeepalivedHa, "csum", Some(agent())).unwrap();

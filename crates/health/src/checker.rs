@@ -80,6 +80,9 @@ pub struct Checker {
     /// The check in flight: its number, start and deadline.
     in_flight: Option<(u64, Instant, Instant)>,
     attempts: u64,
+    /// Checks finished, and of those failed (timeouts included).
+    finished: u64,
+    failed: u64,
     weight_delta: i64,
     last: Option<LastResult>,
     changed_at: Instant,
@@ -105,6 +108,8 @@ impl Checker {
             next_at: Some(now + spread),
             in_flight: None,
             attempts: 0,
+            finished: 0,
+            failed: 0,
             weight_delta: 0,
             last: None,
             changed_at: now,
@@ -136,6 +141,16 @@ impl Checker {
     /// Whether any check has finished yet.
     pub fn has_run(&self) -> bool {
         self.has_run
+    }
+
+    /// How many checks have finished.
+    pub fn finished(&self) -> u64 {
+        self.finished
+    }
+
+    /// How many finished checks failed (timeouts included).
+    pub fn failed(&self) -> u64 {
+        self.failed
     }
 
     /// Whether a check is in flight.
@@ -191,6 +206,10 @@ impl Checker {
             outcome: outcome.clone(),
         });
         self.has_run = true;
+        self.finished += 1;
+        if matches!(outcome, Outcome::Failure(_)) {
+            self.failed += 1;
+        }
         let mut delay = self.timing.delay_loop;
         match outcome {
             Outcome::Success { weight_delta } => {

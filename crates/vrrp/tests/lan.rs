@@ -149,6 +149,13 @@ impl Lan {
         }
     }
 
+    /// Starts every node at the same instant.
+    fn start_all(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.start(i);
+        }
+    }
+
     fn event(&mut self, i: usize, e: Event) {
         self.event_on(i, 0, e);
     }
@@ -289,9 +296,7 @@ fn the_highest_priority_is_elected_and_alone_holds_the_addresses() {
         ("b", config(66, 150, Version::V2, 100)),
         ("c", config(67, 120, Version::V2, 100)),
     ]);
-    for i in 0..3 {
-        lan.start(i);
-    }
+    lan.start_all();
     lan.run_for(secs(10.0));
     assert_eq!(lan.masters(), vec!["b"]);
     assert_eq!(lan.holders(), vec!["b"]);
@@ -310,8 +315,7 @@ fn sigkill_of_the_master_fails_over_within_master_down_interval() {
         ("primary", config(65, 150, Version::V2, 100)),
         ("backup", config(68, 100, Version::V2, 100)),
     ]);
-    lan.start(0);
-    lan.start(1);
+    lan.start_all();
     lan.run_for(secs(10.0));
     assert_eq!(lan.masters(), vec!["primary"]);
     let killed = lan.elapsed();
@@ -331,8 +335,7 @@ fn a_graceful_stop_hands_over_in_about_the_skew() {
         ("primary", config(65, 150, Version::V2, 100)),
         ("backup", config(68, 100, Version::V2, 100)),
     ]);
-    lan.start(0);
-    lan.start(1);
+    lan.start_all();
     lan.run_for(secs(10.0));
     let stopped = lan.elapsed();
     lan.stop(0);
@@ -408,8 +411,7 @@ fn equal_priority_is_won_by_the_higher_primary_address() {
     ]);
     // Both become master after a partition; the tie is settled when they meet.
     lan.partition(&[0], &[1]);
-    lan.start(0);
-    lan.start(1);
+    lan.start_all();
     lan.run_for(secs(5.0));
     assert_eq!(lan.masters(), vec!["low", "high"]);
     lan.heal();
@@ -425,9 +427,7 @@ fn split_brain_heals_to_the_higher_priority() {
         ("b", config(66, 150, Version::V3, 100)),
         ("c", config(67, 100, Version::V3, 100)),
     ]);
-    for i in 0..3 {
-        lan.start(i);
-    }
+    lan.start_all();
     lan.run_for(secs(5.0));
     assert_eq!(lan.masters(), vec!["a"]);
     lan.partition(&[0], &[1, 2]);
@@ -449,8 +449,7 @@ fn tracking_weights_move_mastership() {
         ("primary", config(65, 150, Version::V2, 100)),
         ("backup", config(68, 100, Version::V2, 100)),
     ]);
-    lan.start(0);
-    lan.start(1);
+    lan.start_all();
     lan.run_for(secs(5.0));
     assert_eq!(lan.masters(), vec!["primary"]);
     // A tracked script with weight -60 fails on the primary: 150 - 60 = 90 < 100.
@@ -469,8 +468,7 @@ fn a_fault_hands_over_at_once_and_recovery_returns_as_backup_first() {
         ("primary", config(65, 150, Version::V2, 100)),
         ("backup", config(68, 100, Version::V2, 100)),
     ]);
-    lan.start(0);
-    lan.start(1);
+    lan.start_all();
     lan.run_for(secs(5.0));
     let t = lan.elapsed();
     lan.event(0, Event::Fault(true));
@@ -524,9 +522,7 @@ fn v2_interval_or_password_mismatch_is_dropped_and_counted() {
         ("interval", other),
         ("password", wrong_pass),
     ]);
-    for i in 0..3 {
-        lan.start(i);
-    }
+    lan.start_all();
     lan.run_for(secs(10.0));
     // They cannot hear each other, so each is master: what RFC 3768 and keepalived do.
     assert_eq!(lan.masters(), vec!["a", "interval", "password"]);
@@ -589,8 +585,7 @@ fn a_sync_group_moves_as_one() {
             vec![Some(0), Some(0)],
         ),
     ]);
-    lan.start(0);
-    lan.start(1);
+    lan.start_all();
     lan.run_for(secs(5.0));
     assert_eq!(
         (lan.masters_of(0), lan.masters_of(1)),

@@ -1,6 +1,43 @@
-//! Helpers shared by the integration tests that run a peer program.
+//! Helpers shared by the integration tests. Each test binary uses some of them.
 
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+
+/// A scratch directory, removed on drop (also when the test panics).
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Scratch {
+        let dir = std::env::temp_dir().join(format!("fulcrum-test-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The `.conf` files of `tests/corpus/LANG/KIND`, sorted.
+pub fn corpus_files(lang: &str, kind: &str) -> Vec<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/corpus")
+        .join(lang)
+        .join(kind);
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "conf"))
+        .collect();
+    files.sort();
+    files
+}
 
 /// Whether `program` is on PATH. When it is not, the test skips with a SKIP line, or fails
 /// under CI (the test command installs every peer there).
