@@ -331,12 +331,14 @@ pub fn start(k: &KeepalivedConfig) -> Option<Runtime> {
             healths,
         );
         let scripts = Scripts {
+            service: name.clone(),
+            addresses: servers.iter().map(|s| s.address.clone()).collect(),
             servers: rs_scripts,
             quorum_up: vs.quorum_up.clone(),
             quorum_down: vs.quorum_down.clone(),
         };
         for e in events {
-            announce(&k.global_defs, &name, &servers, &scripts, e);
+            announce(&k.global_defs, &scripts, e);
         }
         notifies.push(scripts);
         views.push(ServiceView {
@@ -412,6 +414,9 @@ impl Runtime {
 /// The scripts of one virtual service.
 #[derive(Debug)]
 struct Scripts {
+    /// The service's name and its real servers' addresses, for the log.
+    service: String,
+    addresses: Vec<String>,
     servers: Vec<(Option<Script>, Option<Script>)>,
     quorum_up: Option<Script>,
     quorum_down: Option<Script>,
@@ -435,22 +440,17 @@ fn run_script(globals: &GlobalDefs, script: &Script) {
     }
 }
 
-fn announce(
-    globals: &GlobalDefs,
-    service: &str,
-    servers: &[ServerView],
-    scripts: &Scripts,
-    e: PoolEvent,
-) {
+fn announce(globals: &GlobalDefs, scripts: &Scripts, e: PoolEvent) {
+    let service = scripts.service.as_str();
     match e {
         PoolEvent::ServerUp(r) => {
-            info!(service, "real server {} is up", servers[r].address);
+            info!(service, "real server {} is up", scripts.addresses[r]);
             if let Some(s) = &scripts.servers[r].0 {
                 run_script(globals, s);
             }
         }
         PoolEvent::ServerDown(r) => {
-            info!(service, "real server {} is down", servers[r].address);
+            info!(service, "real server {} is down", scripts.addresses[r]);
             if let Some(s) = &scripts.servers[r].1 {
                 run_script(globals, s);
             }
@@ -478,16 +478,11 @@ async fn pool(
     scripts: Vec<Scripts>,
 ) {
     while let Some(u) = rx.recv().await {
-        let (name, servers, events) = {
-            let mut views = view.lock().expect("health view lock");
-            let sv = &mut views[u.service];
-            let events = sv
-                .health
-                .checker_changed(u.server, u.checker, u.status, u.weight_delta);
-            (sv.name.clone(), sv.servers.clone(), events)
-        };
+        let events = view.lock().expect("health view lock")[u.service]
+            .health
+            .checker_changed(u.server, u.checker, u.status, u.weight_delta);
         for e in events {
-            announce(&globals, &name, &servers, &scripts[u.service], e);
+            announce(&globals, &scripts[u.service], e);
         }
     }
 }

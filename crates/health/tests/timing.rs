@@ -354,7 +354,11 @@ fn a_late_result_after_a_timeout_is_ignored() {
     );
     assert!(late.is_empty());
     assert_eq!(c.status(), Status::Down);
-    assert_eq!((c.finished(), c.failed()), (1, 1), "the late result is not counted");
+    assert_eq!(
+        (c.finished(), c.failed()),
+        (1, 1),
+        "the late result is not counted"
+    );
     assert_eq!(c.poll_timeout(), now + secs(3.0));
 }
 
