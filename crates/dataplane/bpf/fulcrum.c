@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: GPL-2.0
-/* Fulcrum's XDP data plane: entry point. Bounds checks and classification here; what each
- * verdict means is in include/constants.h. Virtual services are looked up; forwarding
- * (NAT, DR) comes with the layer-4 work, so for now every packet goes to the kernel. */
+/* Fulcrum's XDP data plane: entry points. Classification and bounds checks here; the
+ * schedulers are in include/sched.h, the connection table in include/conn.h, what each
+ * counter means in include/constants.h.
+ *
+ * A packet of a tracked flow follows its connection; a new flow to a virtual service is
+ * scheduled, tracked and forwarded by NAT (destination rewritten, replies rewritten
+ * back) or DR (destination MAC rewritten). Everything else goes to the kernel. */
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -10,69 +14,373 @@
 #include "include/structs.h"
 #include "include/maps.h"
 #include "include/parse.h"
+#include "include/csum.h"
+#include "include/sched.h"
+#include "include/conn.h"
+
+/* A parsed IPv4 TCP or UDP packet. */
+struct packet {
+	struct ethhdr *eth;
+	struct iphdr *ip;
+	struct tcphdr *tcp; /* NULL for UDP */
+	struct udphdr *udp; /* NULL for TCP */
+	__be16 *sport;
+	__be16 *dport;
+	__u16 *l4_csum;
+	__u32 len; /* IP total length */
+};
+
+static __always_inline void account(__u32 svc, __u32 slot, __u32 len, int out, int new_conn)
+{
+	__u32 ks = svc & (MAX_SERVICES - 1);
+	__u32 kd = slot_index(svc, slot);
+	struct traffic *t[2] = { bpf_map_lookup_elem(&svc_traffic, &ks),
+				 bpf_map_lookup_elem(&dest_traffic, &kd) };
+	for (int i = 0; i < 2; i++) {
+		if (!t[i])
+			continue;
+		if (out) {
+			t[i]->outpkts++;
+			t[i]->outbytes += len;
+		} else {
+			t[i]->inpkts++;
+			t[i]->inbytes += len;
+		}
+		if (new_conn)
+			t[i]->conns++;
+	}
+}
+
+/* Sends the frame towards `dst` by the kernel's FIB: MACs from the neighbour table, out
+ * of the interface the route names. -1 when the kernel must route it itself. */
+static __always_inline int fib_send(struct xdp_md *ctx, struct packet *p, __be32 dst)
+{
+	struct bpf_fib_lookup f = {};
+	f.family = AF_INET;
+	f.tos = p->ip->tos;
+	f.l4_protocol = p->ip->protocol;
+	f.tot_len = p->len;
+	f.ipv4_src = p->ip->saddr;
+	f.ipv4_dst = dst;
+	f.ifindex = ctx->ingress_ifindex;
+	long rc = bpf_fib_lookup(ctx, &f, sizeof(f), BPF_FIB_LOOKUP_OUTPUT);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return -1;
+	__builtin_memcpy(p->eth->h_dest, f.dmac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, f.smac, ETH_ALEN);
+	if (f.ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(f.ifindex, 0);
+}
+
+static __always_inline void set_daddr(struct packet *p, __be32 addr, __be16 port)
+{
+	csum_replace4(&p->ip->check, p->ip->daddr, addr);
+	if (*p->l4_csum || p->tcp) {
+		csum_replace4(p->l4_csum, p->ip->daddr, addr);
+		csum_replace2(p->l4_csum, *p->dport, port);
+		if (!p->tcp && !*p->l4_csum)
+			*p->l4_csum = 0xffff;
+	}
+	p->ip->daddr = addr;
+	*p->dport = port;
+}
+
+static __always_inline void set_saddr(struct packet *p, __be32 addr, __be16 port)
+{
+	csum_replace4(&p->ip->check, p->ip->saddr, addr);
+	if (*p->l4_csum || p->tcp) {
+		csum_replace4(p->l4_csum, p->ip->saddr, addr);
+		csum_replace2(p->l4_csum, *p->sport, port);
+		if (!p->tcp && !*p->l4_csum)
+			*p->l4_csum = 0xffff;
+	}
+	p->ip->saddr = addr;
+	*p->sport = port;
+}
+
+/* Client -> real server on a tracked connection. */
+static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct conn *c)
+{
+	if (c->method == METHOD_DR) {
+		int verdict = fib_send(ctx, p, c->rip);
+		if (verdict < 0) {
+			count(STAT_NO_NEIGH);
+			return XDP_DROP;
+		}
+		count(STAT_DR);
+		return verdict;
+	}
+	set_daddr(p, c->rip, c->rport);
+	int verdict = fib_send(ctx, p, c->rip);
+	if (verdict < 0) {
+		count(STAT_FIB_PASS);
+		return XDP_PASS;
+	}
+	count(STAT_NAT_IN);
+	return verdict;
+}
+
+/* Real server -> client of a NAT connection: the source becomes the VIP again. */
+static __always_inline int reply(struct xdp_md *ctx, struct packet *p, struct conn *r, __u64 now)
+{
+	struct flow_key ck;
+	client_key(r, &ck);
+	struct conn *c = bpf_map_lookup_elem(&conns, &ck);
+	if (c) {
+		conn_touch(c, p->tcp, DIR_OUTPUT, now);
+		r->expires = c->expires;
+	} else {
+		/* One-packet scheduling, or the client's entry was evicted. */
+		r->expires = now + timeout_ns(r->proto == IPPROTO_UDP ? STATE_UDP : TCP_S_ESTABLISHED);
+	}
+	account(r->svc, r->dest, p->len, 1, 0);
+	set_saddr(p, r->vip, r->vport);
+	int verdict = fib_send(ctx, p, r->client);
+	if (verdict < 0) {
+		count(STAT_FIB_PASS);
+		return XDP_PASS;
+	}
+	count(STAT_NAT_OUT);
+	return verdict;
+}
+
+/* The real server a new flow goes to: a persistence template, else the scheduler. */
+static __always_inline __s32 choose(const struct service_value *sv, struct packet *p, __u64 now)
+{
+	struct persist_key pk = { .svc = sv->id, .client = p->ip->saddr & sv->persist_mask };
+	if (sv->flags & SVC_F_PERSISTENT) {
+		struct persist_value *pv = bpf_map_lookup_elem(&persist, &pk);
+		if (pv && pv->expires > now && pv->dest < sv->ndests) {
+			__u32 k = slot_index(sv->id, pv->dest);
+			struct dest *d = bpf_map_lookup_elem(&dests, &k);
+			/* A quiesced server (weight 0) keeps its persistent clients, as IPVS. */
+			if (d && (d->flags & DEST_F_PRESENT) && d->addr == pv->rip) {
+				pv->expires = now + (__u64)sv->persist_timeout * NSEC_PER_SEC;
+				return pv->dest;
+			}
+		}
+	}
+	__s32 slot = schedule((struct service_value *)sv, p->ip->saddr, *p->sport, p->ip->daddr, now);
+	if (slot >= 0 && (sv->flags & SVC_F_PERSISTENT)) {
+		__u32 k = slot_index(sv->id, slot);
+		struct dest *d = bpf_map_lookup_elem(&dests, &k);
+		struct persist_value pv = {
+			.expires = now + (__u64)sv->persist_timeout * NSEC_PER_SEC,
+			.dest = slot,
+			.rip = d ? d->addr : 0,
+		};
+		bpf_map_update_elem(&persist, &pk, &pv, BPF_ANY);
+	}
+	return slot;
+}
+
+/* A new flow to a virtual service. */
+static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
+				    const struct service_value *sv, struct flow_key *key, __u64 now)
+{
+	if (p->tcp && !(p->tcp->syn && !p->tcp->rst)) {
+		/* IPVS schedules TCP only on a SYN. */
+		count(STAT_NOT_SYN);
+		return XDP_PASS;
+	}
+	__s32 slot = choose(sv, p, now);
+	if (slot < 0) {
+		count(STAT_NO_DEST);
+		return XDP_PASS;
+	}
+	__u32 k = slot_index(sv->id, slot);
+	struct dest *d = bpf_map_lookup_elem(&dests, &k);
+	if (!d)
+		return XDP_PASS;
+	struct conn c = {
+		.client = p->ip->saddr,
+		.vip = p->ip->daddr,
+		.rip = d->addr,
+		.cport = *p->sport,
+		.vport = *p->dport,
+		.rport = d->port ? d->port : *p->dport,
+		.proto = p->ip->protocol,
+		.state = p->tcp ? TCP_S_NONE : STATE_UDP,
+		.svc = sv->id,
+		.dest = slot,
+		.method = d->method,
+		.flags = CONN_F_INACTIVE,
+		.created = now,
+	};
+	if (c.method == METHOD_DR)
+		c.flags |= CONN_F_NOOUTPUT;
+	int ops = !p->tcp && (sv->flags & SVC_F_OPS);
+	count(STAT_NEW_CONN);
+	account(sv->id, slot, p->len, 0, 1);
+	if (p->tcp) {
+		int ev = tcp_event(p->tcp);
+		int dir = c.method == METHOD_DR ? DIR_INPUT_ONLY : DIR_INPUT;
+		if (ev >= 0)
+			c.state = tcp_next[dir][ev & 3][TCP_S_NONE];
+	}
+	c.expires = now + timeout_ns(c.state);
+	if (!ops) {
+		struct dest_conns *dc = bpf_map_lookup_elem(&dest_conns, &k);
+		if (dc)
+			__sync_fetch_and_add(&dc->inactive, 1);
+		bpf_map_update_elem(&conns, key, &c, BPF_ANY);
+	}
+	if (c.method == METHOD_NAT) {
+		struct flow_key rk;
+		reply_key(&c, &rk);
+		struct conn r = c;
+		r.flags |= CONN_F_REPLY;
+		bpf_map_update_elem(&conns, &rk, &r, BPF_ANY);
+	}
+	return forward(ctx, p, &c);
+}
+
+static __always_inline struct service_value *find_service(struct packet *p)
+{
+	struct service_key key = {};
+	__builtin_memcpy(key.addr, &p->ip->daddr, 4);
+	key.port = *p->dport;
+	key.proto = p->ip->protocol;
+	key.family = 4;
+	struct service_value *sv = bpf_map_lookup_elem(&services, &key);
+	if (sv)
+		return sv;
+	/* A port-0 service takes every port of its address (persistent only). */
+	key.port = 0;
+	sv = bpf_map_lookup_elem(&services, &key);
+	if (sv && (sv->flags & SVC_F_PERSISTENT))
+		return sv;
+	return 0;
+}
 
 SEC("xdp")
 int xdp_fulcrum(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
+	struct packet p = {};
 
-	struct ethhdr *eth = HEADER(data, end, struct ethhdr);
-	if (!eth) {
+	p.eth = HEADER(data, end, struct ethhdr);
+	if (!p.eth) {
 		count(STAT_MALFORMED);
 		return XDP_PASS;
 	}
-	if (eth->h_proto == ETH_P_IPV6_BE) {
+	if (p.eth->h_proto == ETH_P_IPV6_BE) {
 		count(STAT_IPV6);
 		return XDP_PASS;
 	}
-	if (eth->h_proto != ETH_P_IP_BE) {
+	if (p.eth->h_proto != ETH_P_IP_BE) {
 		count(STAT_NOT_IP);
 		return XDP_PASS;
 	}
-	struct iphdr *ip = HEADER(eth + 1, end, struct iphdr);
-	if (!ip || ip->ihl < 5) {
+	p.ip = HEADER(p.eth + 1, end, struct iphdr);
+	if (!p.ip || p.ip->ihl < 5) {
 		count(STAT_MALFORMED);
 		return XDP_PASS;
 	}
-	if (ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) {
+	if (p.ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) {
 		count(STAT_FRAGMENT);
 		return XDP_PASS;
 	}
-	if (ip->ihl != 5) {
+	if (p.ip->ihl != 5) {
 		count(STAT_IP_OPTIONS);
 		return XDP_PASS;
 	}
-	__be16 port;
-	if (ip->protocol == IPPROTO_TCP) {
-		struct tcphdr *tcp = HEADER(ip + 1, end, struct tcphdr);
-		if (!tcp) {
+	p.len = bpf_ntohs(p.ip->tot_len);
+	if (p.ip->protocol == IPPROTO_TCP) {
+		p.tcp = HEADER(p.ip + 1, end, struct tcphdr);
+		if (!p.tcp) {
 			count(STAT_MALFORMED);
 			return XDP_PASS;
 		}
-		port = tcp->dest;
-	} else if (ip->protocol == IPPROTO_UDP) {
-		struct udphdr *udp = HEADER(ip + 1, end, struct udphdr);
-		if (!udp) {
+		p.sport = &p.tcp->source;
+		p.dport = &p.tcp->dest;
+		p.l4_csum = &p.tcp->check;
+	} else if (p.ip->protocol == IPPROTO_UDP) {
+		p.udp = HEADER(p.ip + 1, end, struct udphdr);
+		if (!p.udp) {
 			count(STAT_MALFORMED);
 			return XDP_PASS;
 		}
-		port = udp->dest;
+		p.sport = &p.udp->source;
+		p.dport = &p.udp->dest;
+		p.l4_csum = &p.udp->check;
 	} else {
 		count(STAT_OTHER_L4);
 		return XDP_PASS;
 	}
-	struct service_key key = {};
-	__builtin_memcpy(key.addr, &ip->daddr, 4);
-	key.port = port;
-	key.proto = ip->protocol;
-	key.family = 4;
-	if (bpf_map_lookup_elem(&services, &key)) {
+
+	__u64 now = bpf_ktime_get_ns();
+	struct flow_key key = {
+		.src = p.ip->saddr,
+		.dst = p.ip->daddr,
+		.sport = *p.sport,
+		.dport = *p.dport,
+		.proto = p.ip->protocol,
+	};
+	struct conn *c = bpf_map_lookup_elem(&conns, &key);
+	if (c && c->expires <= now) {
+		if (!(c->flags & CONN_F_REPLY))
+			conn_release(&key, c);
+		c = 0;
+	}
+	if (c && (c->flags & CONN_F_REPLY)) {
 		count(STAT_SERVICE);
+		return reply(ctx, &p, c, now);
+	}
+	if (c) {
+		count(STAT_SERVICE);
+		__u32 k = slot_index(c->svc, c->dest);
+		struct dest *d = bpf_map_lookup_elem(&dests, &k);
+		if (!d || !(d->flags & DEST_F_PRESENT) || d->addr != c->rip) {
+			/* expire_nodest_conn = 1: the server was deleted. */
+			conn_release(&key, c);
+			count(STAT_DEST_GONE);
+			return XDP_DROP;
+		}
+		conn_touch(c, p.tcp, c->method == METHOD_DR ? DIR_INPUT_ONLY : DIR_INPUT, now);
+		account(c->svc, c->dest, p.len, 0, 0);
+		return forward(ctx, &p, c);
+	}
+	struct service_value *sv = find_service(&p);
+	if (!sv) {
+		count(STAT_NO_SERVICE);
 		return XDP_PASS;
 	}
-	count(STAT_NO_SERVICE);
-	return XDP_PASS;
+	count(STAT_SERVICE);
+	return new_flow(ctx, &p, sv, &key, now);
+}
+
+/* Run by the control plane through BPF_PROG_TEST_RUN on a frame that carries a flow key
+ * after 14 bytes of padding: expires that connection if its time is up, with the same
+ * atomic count updates as the data path. XDP_DROP: expired (or an orphan reply entry
+ * removed); XDP_PASS: still live or not there. */
+SEC("xdp")
+int xdp_expire(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct flow_key *fk = HEADER(data + 14, end, struct flow_key);
+	if (!fk)
+		return XDP_ABORTED;
+	struct flow_key key = *fk;
+	struct conn *c = bpf_map_lookup_elem(&conns, &key);
+	if (!c)
+		return XDP_PASS;
+	if (c->flags & CONN_F_REPLY) {
+		struct flow_key ck;
+		client_key(c, &ck);
+		if (c->expires <= bpf_ktime_get_ns() && !bpf_map_lookup_elem(&conns, &ck)) {
+			bpf_map_delete_elem(&conns, &key);
+			return XDP_DROP;
+		}
+		return XDP_PASS;
+	}
+	if (c->expires > bpf_ktime_get_ns())
+		return XDP_PASS;
+	conn_release(&key, c);
+	return XDP_DROP;
 }
 
 char _license[] SEC("license") = "GPL";

@@ -1,21 +1,32 @@
 //! Fulcrum's XDP data plane: the BPF program (bpf/, C, built by build.rs with clang) and
 //! its loader. This crate and fulcrum-sys are the only ones with `unsafe`: here only to
-//! tell aya that the structs shared with the program are plain old data.
+//! tell aya that the structs shared with the program are plain old data (src/abi.rs).
 //!
-//! Today the program classifies every packet (not IP, malformed, fragment, IP options,
-//! IPv6, no service, service) and counts it, and passes everything to the kernel: the
-//! forwarding of layer-4 services (NAT, DR) is the next step. Fixtures run through
-//! `BPF_PROG_TEST_RUN` (see tests/fixtures.rs).
+//! The program forwards layer-4 virtual services the way IPVS does: a new flow is
+//! scheduled (by the fourteen schedulers of include/sched.h, held to the reference models
+//! of `fulcrum-sched`), tracked in a connection table with IPVS's TCP states and timeouts,
+//! and sent by NAT or DR. The control plane here writes services and real servers, reads
+//! counters and connections, and expires old connections. Fixtures run through
+//! `BPF_PROG_TEST_RUN` (tests/).
+
+pub mod abi;
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use aya::maps::{HashMap, MapData, PerCpuArray};
-use aya::programs::{TestRun, TestRunOptions, Xdp};
-use aya::{Ebpf, Pod};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
+use aya::Ebpf;
+
+use abi::*;
+pub use abi::{Conn, FlowKey, ServiceKey, Traffic};
+pub use fulcrum_sched::Kind as Scheduler;
 
 /// The program, 8-byte aligned as aya needs.
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fulcrum.bpf.o"));
+
+const MAIN: &str = "xdp_fulcrum";
+const EXPIRE: &str = "xdp_expire";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -27,51 +38,8 @@ pub enum Error {
     Map(#[from] aya::maps::MapError),
     #[error("the object has no {0}")]
     Missing(&'static str),
-}
-
-/// A virtual service key: `struct service_key` in bpf/include/structs.h.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ServiceKey {
-    pub addr: [u8; 16],
-    /// Network byte order.
-    pub port: u16,
-    pub proto: u8,
-    pub family: u8,
-}
-
-/// `struct service_value` in bpf/include/structs.h.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServiceValue {
-    pub id: u32,
-    pub flags: u32,
-}
-
-// The C side asserts the same sizes with _Static_assert.
-const _: () = assert!(std::mem::size_of::<ServiceKey>() == 20);
-const _: () = assert!(std::mem::offset_of!(ServiceKey, port) == 16);
-const _: () = assert!(std::mem::offset_of!(ServiceKey, proto) == 18);
-const _: () = assert!(std::mem::offset_of!(ServiceKey, family) == 19);
-const _: () = assert!(std::mem::size_of::<ServiceValue>() == 8);
-
-// SAFETY: both are repr(C), made only of integers, with no padding (sizes asserted above),
-// so every bit pattern is valid and they can be copied to and from the kernel as bytes.
-unsafe impl Pod for ServiceKey {}
-// SAFETY: as above.
-unsafe impl Pod for ServiceValue {}
-
-impl ServiceKey {
-    pub fn v4(addr: Ipv4Addr, port: u16, proto: u8) -> ServiceKey {
-        let mut a = [0u8; 16];
-        a[..4].copy_from_slice(&addr.octets());
-        ServiceKey {
-            addr: a,
-            port: port.to_be(),
-            proto,
-            family: 4,
-        }
-    }
+    #[error("{0}")]
+    Limit(String),
 }
 
 /// Why a packet got its verdict: `enum stat_reason` in bpf/include/constants.h.
@@ -86,10 +54,19 @@ pub enum Reason {
     NoService = 5,
     Service = 6,
     OtherL4 = 7,
+    NatIn = 8,
+    NatOut = 9,
+    Dr = 10,
+    NotSyn = 11,
+    NoDest = 12,
+    FibPass = 13,
+    NoNeigh = 14,
+    DestGone = 15,
+    NewConn = 16,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 17] = [
         Reason::NotIp,
         Reason::Malformed,
         Reason::Fragment,
@@ -98,7 +75,39 @@ impl Reason {
         Reason::NoService,
         Reason::Service,
         Reason::OtherL4,
+        Reason::NatIn,
+        Reason::NatOut,
+        Reason::Dr,
+        Reason::NotSyn,
+        Reason::NoDest,
+        Reason::FibPass,
+        Reason::NoNeigh,
+        Reason::DestGone,
+        Reason::NewConn,
     ];
+
+    /// A short name for logs and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::NotIp => "not_ip",
+            Reason::Malformed => "malformed",
+            Reason::Fragment => "fragment",
+            Reason::IpOptions => "ip_options",
+            Reason::Ipv6 => "ipv6",
+            Reason::NoService => "no_service",
+            Reason::Service => "service",
+            Reason::OtherL4 => "other_l4",
+            Reason::NatIn => "nat_in",
+            Reason::NatOut => "nat_out",
+            Reason::Dr => "dr",
+            Reason::NotSyn => "not_syn",
+            Reason::NoDest => "no_dest",
+            Reason::FibPass => "fib_pass",
+            Reason::NoNeigh => "no_neigh",
+            Reason::DestGone => "dest_gone",
+            Reason::NewConn => "new_conn",
+        }
+    }
 }
 
 /// XDP verdicts.
@@ -135,40 +144,237 @@ pub struct TestOutcome {
     pub per_run: Duration,
 }
 
-/// The loaded program and its maps (not attached to any interface).
+/// How a real server is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Nat,
+    Dr,
+}
+
+/// A real server in a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DestSpec {
+    pub addr: Ipv4Addr,
+    /// 0 for a port-0 service's servers: the client's port is kept.
+    pub port: u16,
+    pub method: Method,
+    pub weight: u32,
+    pub overloaded: bool,
+}
+
+/// A virtual service as the data plane holds it. `dests` are slots: a real server keeps
+/// its slot for its life, a deleted one leaves `None`, so connections keep pointing at
+/// the right server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub key: ServiceKey,
+    /// 0..MAX_SERVICES, unique among the loaded services.
+    pub id: u32,
+    pub scheduler: Scheduler,
+    pub sh_port: bool,
+    pub sh_fallback: bool,
+    pub mh_port: bool,
+    pub mh_fallback: bool,
+    /// One-packet scheduling (UDP).
+    pub ops: bool,
+    /// Persistence timeout in seconds, and the client netmask it groups by.
+    pub persistence: Option<(u32, Ipv4Addr)>,
+    pub dests: Vec<Option<DestSpec>>,
+}
+
+fn sched_code(kind: Scheduler) -> u8 {
+    match kind {
+        Scheduler::Rr => 0,
+        Scheduler::Wrr => 1,
+        Scheduler::Lc => 2,
+        Scheduler::Wlc => 3,
+        Scheduler::Lblc => 4,
+        Scheduler::Lblcr => 5,
+        Scheduler::Dh => 6,
+        Scheduler::Sh => 7,
+        Scheduler::Sed => 8,
+        Scheduler::Nq => 9,
+        Scheduler::Fo => 10,
+        Scheduler::Ovf => 11,
+        Scheduler::Mh => 12,
+        Scheduler::Twos => 13,
+    }
+}
+
+/// The seed twos starts from: the reference model's default, so the two agree.
+pub const TWOS_SEED: u64 = 0x5eed_f01c_2026;
+
+impl ServiceSpec {
+    /// The present servers in slot order, as the reference model sees them, with the slot
+    /// of each.
+    pub fn model_dests(&self) -> Vec<(usize, fulcrum_sched::Dest)> {
+        self.dests
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, d)| {
+                d.map(|d| {
+                    let mut m =
+                        fulcrum_sched::Dest::new(std::net::IpAddr::V4(d.addr), d.port, d.weight);
+                    m.overloaded = d.overloaded;
+                    (slot, m)
+                })
+            })
+            .collect()
+    }
+
+    fn value(&self) -> ServiceValue {
+        let mut flags = 0;
+        for (on, f) in [
+            (self.persistence.is_some(), SVC_F_PERSISTENT),
+            (self.ops, SVC_F_OPS),
+            (self.sh_port, SVC_F_SH_PORT),
+            (self.sh_fallback, SVC_F_SH_FALLBACK),
+            (self.mh_port, SVC_F_MH_PORT),
+            (self.mh_fallback, SVC_F_MH_FALLBACK),
+        ] {
+            if on {
+                flags |= f;
+            }
+        }
+        let weights: Vec<u32> = self.dests.iter().flatten().map(|d| d.weight).collect();
+        let di = weights
+            .iter()
+            .filter(|w| **w > 0)
+            .fold(0u32, |g, &w| if g == 0 { w } else { gcd(g, w) })
+            .max(1);
+        let max = weights.iter().copied().max().unwrap_or(0);
+        let (timeout, mask) = self.persistence.unwrap_or((0, Ipv4Addr::UNSPECIFIED));
+        ServiceValue {
+            id: self.id,
+            sched: sched_code(self.scheduler),
+            flags,
+            ndests: self.dests.len() as u16,
+            persist_timeout: timeout,
+            persist_mask: u32::from_ne_bytes(mask.octets()),
+            wrr_mw: max as i32 - (di as i32 - 1),
+            wrr_di: di as i32,
+            table_size: match self.scheduler {
+                Scheduler::Mh => fulcrum_sched::MAGLEV_TABLE_SIZE as u32,
+                Scheduler::Dh | Scheduler::Sh => fulcrum_sched::HASH_TABLE_SIZE as u32,
+                _ => 0,
+            },
+            pad: 0,
+        }
+    }
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+fn slot_index(id: u32, slot: usize) -> u32 {
+    id * MAX_DESTS + slot as u32
+}
+
+/// Where the program runs on an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver (XDP_FLAGS_DRV_MODE).
+    Native,
+    /// In the generic path (XDP_FLAGS_SKB_MODE): any device, slower.
+    Generic,
+}
+
+impl AttachMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+        }
+    }
+}
+
+/// A connection as the control plane reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connection {
+    pub proto: u8,
+    pub client: (Ipv4Addr, u16),
+    pub vip: (Ipv4Addr, u16),
+    pub rip: (Ipv4Addr, u16),
+    pub state: &'static str,
+    /// Time left before it expires.
+    pub expires_in: Duration,
+    pub service: u32,
+    pub slot: u16,
+}
+
+fn addr(be: u32) -> Ipv4Addr {
+    Ipv4Addr::from(be.to_ne_bytes())
+}
+
+/// The loaded program and its maps.
 #[derive(Debug)]
 pub struct DataPlane {
     ebpf: Ebpf,
+    /// Table slots written per service id, to delete them when they change.
+    table_sizes: std::collections::HashMap<u32, u32>,
 }
 
 impl DataPlane {
-    /// Loads the program into the kernel (CAP_BPF / root).
+    /// Loads the programs into the kernel (CAP_BPF / root), with IPVS's default timeouts.
     pub fn load() -> Result<DataPlane, Error> {
         let mut ebpf = Ebpf::load(PROGRAM)?;
-        let program: &mut Xdp = ebpf
-            .program_mut("xdp_fulcrum")
-            .ok_or(Error::Missing("xdp_fulcrum program"))?
-            .try_into()?;
-        program.load()?;
-        Ok(DataPlane { ebpf })
+        for name in [MAIN, EXPIRE] {
+            let program: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or(Error::Missing("an XDP program"))?
+                .try_into()?;
+            program.load()?;
+        }
+        let mut dp = DataPlane {
+            ebpf,
+            table_sizes: Default::default(),
+        };
+        dp.set_timeouts(&DEFAULT_TIMEOUTS)?;
+        Ok(dp)
     }
 
-    fn program(&self) -> Result<&Xdp, Error> {
+    fn program(&self, name: &'static str) -> Result<&Xdp, Error> {
         Ok(self
             .ebpf
-            .program("xdp_fulcrum")
-            .ok_or(Error::Missing("xdp_fulcrum program"))?
+            .program(name)
+            .ok_or(Error::Missing("an XDP program"))?
             .try_into()?)
     }
 
-    /// Runs the program on a frame with BPF_PROG_TEST_RUN, `repeat` times.
+    /// Attaches the forwarding program to an interface of the caller's network namespace:
+    /// native mode where the driver has it, else generic.
+    pub fn attach(&mut self, ifname: &str) -> Result<AttachMode, Error> {
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(MAIN)
+            .ok_or(Error::Missing("an XDP program"))?
+            .try_into()?;
+        match program.attach(ifname, XdpMode::Driver) {
+            Ok(_) => Ok(AttachMode::Native),
+            Err(_) => {
+                program.attach(ifname, XdpMode::Skb)?;
+                Ok(AttachMode::Generic)
+            }
+        }
+    }
+
+    /// Runs the forwarding program on a frame with BPF_PROG_TEST_RUN, `repeat` times.
     pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestOutcome, Error> {
+        self.run(MAIN, frame, repeat)
+    }
+
+    fn run(&self, name: &'static str, frame: &[u8], repeat: u32) -> Result<TestOutcome, Error> {
         let mut out = vec![0u8; frame.len() + 256];
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
         opts.data_out = Some(&mut out);
         opts.repeat = repeat.max(1);
-        let r = self.program()?.test_run(opts)?;
+        let r = self.program(name)?.test_run(opts)?;
         out.truncate(r.data_size_out as usize);
         Ok(TestOutcome {
             verdict: Verdict::from(r.return_value),
@@ -177,21 +383,308 @@ impl DataPlane {
         })
     }
 
-    /// Adds a virtual service.
-    pub fn add_service(&mut self, key: ServiceKey, value: ServiceValue) -> Result<(), Error> {
-        let map = self
-            .ebpf
-            .map_mut("services")
-            .ok_or(Error::Missing("services map"))?;
-        let mut services: HashMap<&mut MapData, ServiceKey, ServiceValue> = HashMap::try_from(map)?;
-        services.insert(key, value, 0)?;
+    /// Connection timeouts in seconds by state (abi::STATE_NAMES order).
+    pub fn set_timeouts(&mut self, seconds: &[u32; 12]) -> Result<(), Error> {
+        let mut map: Array<&mut MapData, u32> = Array::try_from(
+            self.ebpf
+                .map_mut("timeouts")
+                .ok_or(Error::Missing("timeouts map"))?,
+        )?;
+        for (i, t) in seconds.iter().enumerate() {
+            map.set(i as u32, t, 0)?;
+        }
         Ok(())
+    }
+
+    pub fn timeouts(&self) -> Result<[u32; 12], Error> {
+        let map: Array<&MapData, u32> = Array::try_from(
+            self.ebpf
+                .map("timeouts")
+                .ok_or(Error::Missing("timeouts map"))?,
+        )?;
+        let mut t = [0; 12];
+        for (i, v) in t.iter_mut().enumerate() {
+            *v = map.get(&(i as u32), 0)?;
+        }
+        Ok(t)
+    }
+
+    fn map_mut(&mut self, name: &'static str) -> Result<&mut Map, Error> {
+        self.ebpf.map_mut(name).ok_or(Error::Missing(name))
+    }
+
+    fn map(&self, name: &'static str) -> Result<&Map, Error> {
+        self.ebpf.map(name).ok_or(Error::Missing(name))
+    }
+
+    /// Adds a service or replaces one with the same id: real servers, scheduler table and
+    /// state, then the service itself, so a packet never sees a service without servers.
+    /// Connections, counters and traffic of unchanged slots are kept.
+    pub fn put_service(&mut self, spec: &ServiceSpec) -> Result<(), Error> {
+        if spec.id >= MAX_SERVICES {
+            return Err(Error::Limit(format!(
+                "at most {MAX_SERVICES} virtual services"
+            )));
+        }
+        if spec.dests.len() > MAX_DESTS as usize {
+            return Err(Error::Limit(format!(
+                "at most {MAX_DESTS} real servers per virtual service"
+            )));
+        }
+        let id = spec.id;
+        {
+            let mut dests: Array<&mut MapData, Dest> = Array::try_from(self.map_mut("dests")?)?;
+            for slot in 0..MAX_DESTS as usize {
+                let d = match spec.dests.get(slot).copied().flatten() {
+                    Some(d) => Dest {
+                        addr: u32::from_ne_bytes(d.addr.octets()),
+                        port: d.port.to_be(),
+                        method: match d.method {
+                            Method::Nat => METHOD_NAT,
+                            Method::Dr => METHOD_DR,
+                        },
+                        flags: DEST_F_PRESENT | if d.overloaded { DEST_F_OVERLOADED } else { 0 },
+                        weight: d.weight,
+                        pad: 0,
+                    },
+                    None => Dest::default(),
+                };
+                let index = slot_index(id, slot);
+                if slot >= spec.dests.len() && dests.get(&index, 0)? == Dest::default() {
+                    continue;
+                }
+                dests.set(index, d, 0)?;
+            }
+        }
+        self.write_table(spec)?;
+        self.update_sched_state(spec)?;
+        let value = spec.value();
+        let mut services: HashMap<&mut MapData, ServiceKey, ServiceValue> =
+            HashMap::try_from(self.map_mut("services")?)?;
+        services.insert(spec.key, value, 0)?;
+        Ok(())
+    }
+
+    fn write_table(&mut self, spec: &ServiceSpec) -> Result<(), Error> {
+        let id = spec.id;
+        let model = spec.model_dests();
+        let compact: Vec<fulcrum_sched::Dest> = model.iter().map(|(_, d)| d.clone()).collect();
+        let table = fulcrum_sched::lookup_table(spec.scheduler, &compact);
+        let old = self.table_sizes.remove(&id).unwrap_or(0);
+        let mut map: HashMap<&mut MapData, TableKey, u32> =
+            HashMap::try_from(self.map_mut("sched_tables")?)?;
+        let new_len = table.as_ref().map_or(0, |t| t.len() as u32);
+        for slot in new_len..old {
+            let _ = map.remove(&TableKey { svc: id, slot });
+        }
+        if let Some(table) = table {
+            for (i, entry) in table.iter().enumerate() {
+                let key = TableKey {
+                    svc: id,
+                    slot: i as u32,
+                };
+                match entry {
+                    Some(c) => map.insert(key, model[*c].0 as u32, 0)?,
+                    None => {
+                        let _ = map.remove(&key);
+                    }
+                }
+            }
+            self.table_sizes.insert(id, new_len);
+        }
+        Ok(())
+    }
+
+    /// The scheduler state after a change of servers, as the model's `update` leaves it:
+    /// rr forgets a position past the end; wrr restarts its walk with the current weight
+    /// kept in range; twos is seeded once.
+    fn update_sched_state(&mut self, spec: &ServiceSpec) -> Result<(), Error> {
+        let value = spec.value();
+        let mut map: Array<&mut MapData, SchedState> =
+            Array::try_from(self.map_mut("sched_state")?)?;
+        let mut st = map.get(&spec.id, 0)?;
+        if st.rr as usize > spec.dests.len() {
+            st.rr = 0;
+        }
+        let mut cw = st.wrr as u32 as i32;
+        if cw > value.wrr_mw || cw <= 0 {
+            cw = value.wrr_mw;
+        } else if value.wrr_di > 1 {
+            cw = (cw / value.wrr_di) * value.wrr_di + 1;
+        }
+        st.wrr = cw.max(0) as u32 as u64;
+        if st.rng == 0 {
+            st.rng = TWOS_SEED;
+        }
+        map.set(spec.id, st, 0)?;
+        Ok(())
+    }
+
+    /// Removes a service: it stops matching at once; its connections expire as their real
+    /// servers are gone (expire_nodest_conn).
+    pub fn remove_service(&mut self, key: &ServiceKey, id: u32) -> Result<(), Error> {
+        {
+            let mut services: HashMap<&mut MapData, ServiceKey, ServiceValue> =
+                HashMap::try_from(self.map_mut("services")?)?;
+            let _ = services.remove(key);
+        }
+        let empty = ServiceSpec {
+            key: *key,
+            id,
+            scheduler: Scheduler::Rr,
+            sh_port: false,
+            sh_fallback: false,
+            mh_port: false,
+            mh_fallback: false,
+            ops: false,
+            persistence: None,
+            dests: Vec::new(),
+        };
+        {
+            let mut dests: Array<&mut MapData, Dest> = Array::try_from(self.map_mut("dests")?)?;
+            for slot in 0..MAX_DESTS as usize {
+                dests.set(slot_index(id, slot), Dest::default(), 0)?;
+            }
+        }
+        self.write_table(&empty)?;
+        let mut state: Array<&mut MapData, SchedState> =
+            Array::try_from(self.map_mut("sched_state")?)?;
+        state.set(id, SchedState::default(), 0)?;
+        Ok(())
+    }
+
+    /// Active and inactive connections of a real-server slot.
+    pub fn dest_conns(&self, id: u32, slot: usize) -> Result<(u32, u32), Error> {
+        let map: Array<&MapData, DestConns> = Array::try_from(self.map("dest_conns")?)?;
+        let c = map.get(&slot_index(id, slot), 0)?;
+        Ok((c.active, c.inactive))
+    }
+
+    fn traffic(&self, map: &'static str, index: u32) -> Result<Traffic, Error> {
+        let map: PerCpuArray<&MapData, Traffic> = PerCpuArray::try_from(self.map(map)?)?;
+        let mut sum = Traffic::default();
+        for t in map.get(&index, 0)?.iter() {
+            sum += *t;
+        }
+        Ok(sum)
+    }
+
+    /// Traffic of a service, summed over CPUs.
+    pub fn service_traffic(&self, id: u32) -> Result<Traffic, Error> {
+        self.traffic("svc_traffic", id)
+    }
+
+    /// Traffic of a real-server slot, summed over CPUs.
+    pub fn dest_traffic(&self, id: u32, slot: usize) -> Result<Traffic, Error> {
+        self.traffic("dest_traffic", slot_index(id, slot))
+    }
+
+    /// Zeroes the traffic counters of a service and its slots (ipvsadm -Z).
+    pub fn zero_traffic(&mut self, id: u32) -> Result<(), Error> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Limit(e.to_string()))?;
+        let zero = || {
+            aya::maps::PerCpuValues::try_from(vec![Traffic::default(); cpus])
+                .map_err(|e| Error::Limit(e.to_string()))
+        };
+        {
+            let mut m: PerCpuArray<&mut MapData, Traffic> =
+                PerCpuArray::try_from(self.map_mut("svc_traffic")?)?;
+            m.set(id, zero()?, 0)?;
+        }
+        let mut m: PerCpuArray<&mut MapData, Traffic> =
+            PerCpuArray::try_from(self.map_mut("dest_traffic")?)?;
+        for slot in 0..MAX_DESTS as usize {
+            m.set(slot_index(id, slot), zero()?, 0)?;
+        }
+        Ok(())
+    }
+
+    /// The tracked connections (one per flow), as ipvsadm -Lnc lists them.
+    pub fn connections(&self) -> Result<Vec<Connection>, Error> {
+        let now = fulcrum_sys::monotonic_ns();
+        let map: HashMap<&MapData, FlowKey, Conn> = HashMap::try_from(self.map("conns")?)?;
+        let mut out = Vec::new();
+        for entry in map.iter() {
+            let Ok((_, c)) = entry else { continue };
+            if c.flags & CONN_F_REPLY != 0 || c.expires <= now {
+                continue;
+            }
+            out.push(Connection {
+                proto: c.proto,
+                client: (addr(c.client), u16::from_be(c.cport)),
+                vip: (addr(c.vip), u16::from_be(c.vport)),
+                rip: (addr(c.rip), u16::from_be(c.rport)),
+                state: STATE_NAMES.get(c.state as usize).copied().unwrap_or("?"),
+                expires_in: Duration::from_nanos(c.expires - now),
+                service: c.svc,
+                slot: c.dest,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Expires the connections whose time is up (and orphaned reply entries), through the
+    /// program's own `xdp_expire` so the per-server counts change atomically with the data
+    /// path. Also drops expired persistence templates. Returns how many expired.
+    pub fn sweep(&mut self) -> Result<usize, Error> {
+        let now = fulcrum_sys::monotonic_ns();
+        let due: Vec<FlowKey> = {
+            let map: HashMap<&MapData, FlowKey, Conn> = HashMap::try_from(self.map("conns")?)?;
+            map.iter()
+                .filter_map(Result::ok)
+                .filter(|(_, c)| c.expires <= now)
+                .map(|(k, _)| k)
+                .collect()
+        };
+        let mut expired = 0;
+        let mut frame = [0u8; 14 + 16];
+        for key in due {
+            frame[14..18].copy_from_slice(&key.src.to_ne_bytes());
+            frame[18..22].copy_from_slice(&key.dst.to_ne_bytes());
+            frame[22..24].copy_from_slice(&key.sport.to_ne_bytes());
+            frame[24..26].copy_from_slice(&key.dport.to_ne_bytes());
+            frame[26] = key.proto;
+            if self.run(EXPIRE, &frame, 1)?.verdict == Verdict::Drop {
+                expired += 1;
+            }
+        }
+        let mut persist: HashMap<&mut MapData, PersistKey, PersistValue> =
+            HashMap::try_from(self.map_mut("persist")?)?;
+        let stale: Vec<PersistKey> = persist
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.expires <= now)
+            .map(|(k, _)| k)
+            .collect();
+        for k in stale {
+            let _ = persist.remove(&k);
+        }
+        Ok(expired)
+    }
+
+    /// Persistence templates: (service id, client network, slot, time left).
+    pub fn templates(&self) -> Result<Vec<(u32, Ipv4Addr, u32, Duration)>, Error> {
+        let now = fulcrum_sys::monotonic_ns();
+        let map: HashMap<&MapData, PersistKey, PersistValue> =
+            HashMap::try_from(self.map("persist")?)?;
+        Ok(map
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.expires > now)
+            .map(|(k, v)| {
+                (
+                    k.svc,
+                    addr(k.client),
+                    v.dest,
+                    Duration::from_nanos(v.expires - now),
+                )
+            })
+            .collect())
     }
 
     /// The packets counted for a reason, summed over CPUs.
     pub fn count(&self, reason: Reason) -> Result<u64, Error> {
-        let map = self.ebpf.map("stats").ok_or(Error::Missing("stats map"))?;
-        let stats: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map)?;
+        let stats: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.map("stats")?)?;
         Ok(stats.get(&(reason as u32), 0)?.iter().sum())
     }
 }

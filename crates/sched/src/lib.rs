@@ -186,9 +186,9 @@ impl Scheduler {
                 }
             }
             Kind::Rr if self.position.is_some_and(|p| p >= dests.len()) => self.position = None,
-            Kind::Dh => self.table = fill_round_robin(dests, HASH_TABLE_SIZE, |_| 1),
-            Kind::Sh => self.table = fill_round_robin(dests, HASH_TABLE_SIZE, |d| d.weight),
-            Kind::Mh => self.table = maglev(dests, MAGLEV_TABLE_SIZE),
+            Kind::Dh | Kind::Sh | Kind::Mh => {
+                self.table = lookup_table(self.kind, dests).unwrap_or_default()
+            }
             Kind::Lblc => self.locality.retain(|_, (i, _)| *i < dests.len()),
             Kind::Lblcr => {
                 for (set, _, _) in self.sets.values_mut() {
@@ -396,7 +396,9 @@ impl Scheduler {
 
     /// lblcr: a set of servers per destination address; its least loaded serves, a new one
     /// joins when that is overloaded, and the most loaded leaves once the set has not
-    /// changed for a while.
+    /// changed for a while. The set is kept in server order, so ties go to the first
+    /// server of the list (the kernel's list puts the newest member first; the data plane
+    /// keeps the set as a bitmap, and both follow this model).
     fn lblcr(&mut self, now: Instant, dests: &[Dest], flow: &Flow) -> Option<usize> {
         self.sets
             .retain(|_, (_, _, used)| now.duration_since(*used) < LOCALITY_EXPIRY);
@@ -410,8 +412,8 @@ impl Scheduler {
             Some(i) if !overloaded_vs_others(&dests[i], dests) => i,
             _ => {
                 let i = least(dests, |d| (d.overhead(), d.weight))?;
-                if !entry.0.contains(&i) {
-                    entry.0.push(i);
+                if let Err(at) = entry.0.binary_search(&i) {
+                    entry.0.insert(at, i);
                     entry.1 = now;
                 }
                 i
@@ -498,6 +500,18 @@ fn gcd_weight(dests: &[Dest]) -> i64 {
         .filter(|&w| w > 0)
         .fold(0, |g, w| if g == 0 { w } else { gcd(w, g) });
     i64::from(g.max(1))
+}
+
+/// The lookup table of a hashing scheduler over `dests` (dh and sh: 256 buckets; mh: the
+/// Maglev table), as the scheduler builds it: what the data plane is loaded with. None
+/// for the schedulers without a table.
+pub fn lookup_table(kind: Kind, dests: &[Dest]) -> Option<Vec<Option<usize>>> {
+    match kind {
+        Kind::Dh => Some(fill_round_robin(dests, HASH_TABLE_SIZE, |_| 1)),
+        Kind::Sh => Some(fill_round_robin(dests, HASH_TABLE_SIZE, |d| d.weight)),
+        Kind::Mh => Some(maglev(dests, MAGLEV_TABLE_SIZE)),
+        _ => None,
+    }
 }
 
 /// dh and sh tables: buckets given to servers in list order, `turns(d)` buckets each (at

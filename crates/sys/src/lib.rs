@@ -17,6 +17,19 @@ pub fn if_index(name: &str) -> io::Result<u32> {
     Ok(index)
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: the clock of BPF's `bpf_ktime_get_ns`, so the control
+/// plane can compare it with deadlines the data plane wrote.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec for the duration of the call.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(rc, 0, "CLOCK_MONOTONIC is always available");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Sends SIGKILL to every process of process group `pgid` (a script started in a group of
 /// its own, with whatever it forked). A group that is already gone is not an error.
 pub fn kill_process_group(pgid: u32) -> io::Result<()> {

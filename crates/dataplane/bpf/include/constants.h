@@ -1,4 +1,5 @@
-/* Constants shared by the XDP program's headers. */
+/* Constants shared by the XDP program's headers. Mirrored in src/abi.rs; the Rust side
+ * asserts the sizes and offsets of every shared struct against these. */
 #ifndef FULCRUM_CONSTANTS_H
 #define FULCRUM_CONSTANTS_H
 
@@ -6,8 +7,74 @@
 #define ETH_P_IPV6_BE 0xDD86 /* htons(ETH_P_IPV6) */
 #define IP_MF 0x2000
 #define IP_OFFSET 0x1FFF
+#define AF_INET 2
+#define NSEC_PER_SEC 1000000000ULL
 
-#define MAX_SERVICES 65536
+/* Virtual services: key -> id in 0..MAX_SERVICES. Real servers of a service live in slots
+ * id * MAX_DESTS + 0..MAX_DESTS of the per-destination arrays. */
+#define MAX_SERVICES 1024
+#define MAX_DESTS 128
+#define MAX_CONNS 1048576
+/* Scheduler tables (dh, sh: 256 buckets; mh: a prime, 65537), keyed by (service, slot). */
+#define MAX_TABLE_ENTRIES 4194304
+#define MAX_LOCALITY 65536
+
+/* enum sched_kind: the fourteen IPVS schedulers. */
+enum sched_kind {
+	SCHED_RR = 0,
+	SCHED_WRR = 1,
+	SCHED_LC = 2,
+	SCHED_WLC = 3,
+	SCHED_LBLC = 4,
+	SCHED_LBLCR = 5,
+	SCHED_DH = 6,
+	SCHED_SH = 7,
+	SCHED_SED = 8,
+	SCHED_NQ = 9,
+	SCHED_FO = 10,
+	SCHED_OVF = 11,
+	SCHED_MH = 12,
+	SCHED_TWOS = 13,
+};
+
+/* service_value.flags */
+#define SVC_F_PERSISTENT 0x01
+#define SVC_F_OPS 0x02
+#define SVC_F_SH_PORT 0x04
+#define SVC_F_SH_FALLBACK 0x08
+#define SVC_F_MH_PORT 0x10
+#define SVC_F_MH_FALLBACK 0x20
+
+/* dest.method */
+#define METHOD_NAT 0
+#define METHOD_DR 1
+
+/* dest.flags */
+#define DEST_F_PRESENT 0x01    /* the slot holds a real server */
+#define DEST_F_OVERLOADED 0x02 /* upper threshold reached */
+
+/* conn.flags */
+#define CONN_F_REPLY 0x01    /* the reverse (real server -> client) entry of a NAT flow */
+#define CONN_F_INACTIVE 0x02 /* counted in the destination's inactive connections */
+#define CONN_F_NOOUTPUT 0x04 /* DR: the director sees only the client's half */
+
+/* IPVS's TCP states (ip_vs.h), as ipvsadm -Lnc names them. UDP connections use
+ * STATE_UDP for their timeout. */
+enum conn_state {
+	TCP_S_NONE = 0,
+	TCP_S_ESTABLISHED = 1,
+	TCP_S_SYN_SENT = 2,
+	TCP_S_SYN_RECV = 3,
+	TCP_S_FIN_WAIT = 4,
+	TCP_S_TIME_WAIT = 5,
+	TCP_S_CLOSE = 6,
+	TCP_S_CLOSE_WAIT = 7,
+	TCP_S_LAST_ACK = 8,
+	TCP_S_LISTEN = 9,
+	TCP_S_SYNACK = 10,
+	STATE_UDP = 11,
+	STATE_MAX = 12,
+};
 
 /* Indexes of the per-CPU counters in the `stats` map: why a packet got its verdict.
  * Mirrored by `Reason` in src/lib.rs. */
@@ -18,9 +85,18 @@ enum stat_reason {
 	STAT_IP_OPTIONS = 3,  /* IPv4 with options: to the kernel */
 	STAT_IPV6 = 4,        /* IPv6: to the kernel (no IPv6 services yet) */
 	STAT_NO_SERVICE = 5,  /* IPv4 TCP/UDP to no virtual service: to the kernel */
-	STAT_SERVICE = 6,     /* matched a virtual service */
+	STAT_SERVICE = 6,     /* matched a virtual service (new or tracked flow) */
 	STAT_OTHER_L4 = 7,    /* IPv4 neither TCP nor UDP: to the kernel */
-	STAT_MAX = 8,
+	STAT_NAT_IN = 8,      /* client -> real server, rewritten and sent */
+	STAT_NAT_OUT = 9,     /* real server -> client, rewritten back and sent */
+	STAT_DR = 10,         /* client -> real server by MAC, sent */
+	STAT_NOT_SYN = 11,    /* TCP to a service, no connection, not a SYN: to the kernel */
+	STAT_NO_DEST = 12,    /* no usable real server: to the kernel (which refuses it) */
+	STAT_FIB_PASS = 13,   /* rewritten, but the route or neighbour needs the kernel */
+	STAT_NO_NEIGH = 14,   /* DR: the real server's MAC is not known yet: dropped */
+	STAT_DEST_GONE = 15,  /* the connection's real server was deleted: dropped, expired */
+	STAT_NEW_CONN = 16,   /* connections created */
+	STAT_MAX = 17,
 };
 
 #endif

@@ -15,6 +15,82 @@ struct {
 	__uint(max_entries, MAX_SERVICES);
 } services SEC(".maps");
 
+/* Real-server slots (service id * MAX_DESTS + slot), written by the control plane. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct dest);
+	__uint(max_entries, MAX_SERVICES * MAX_DESTS);
+} dests SEC(".maps");
+
+/* Active and inactive connections per real-server slot, written only by the program. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct dest_conns);
+	__uint(max_entries, MAX_SERVICES * MAX_DESTS);
+} dest_conns SEC(".maps");
+
+/* Traffic per service and per real-server slot, per CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct traffic);
+	__uint(max_entries, MAX_SERVICES);
+} svc_traffic SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct traffic);
+	__uint(max_entries, MAX_SERVICES * MAX_DESTS);
+} dest_traffic SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct sched_state);
+	__uint(max_entries, MAX_SERVICES);
+} sched_state SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct table_key);
+	__type(value, __u32);
+	__uint(max_entries, MAX_TABLE_ENTRIES);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} sched_tables SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct locality_key);
+	__type(value, struct locality_value);
+	__uint(max_entries, MAX_LOCALITY);
+} locality SEC(".maps");
+
+/* The connection table. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct flow_key);
+	__type(value, struct conn);
+	__uint(max_entries, MAX_CONNS);
+} conns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct persist_key);
+	__type(value, struct persist_value);
+	__uint(max_entries, MAX_CONNS / 4);
+} persist SEC(".maps");
+
+/* Timeouts in seconds by enum conn_state, written by the control plane (ipvsadm --set). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, STATE_MAX);
+} timeouts SEC(".maps");
+
 /* Packets by reason (enum stat_reason), per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

@@ -1,4 +1,4 @@
-/* Structs shared with the Rust side (src/lib.rs asserts the same sizes and offsets). */
+/* Structs shared with the Rust side (src/abi.rs asserts the same sizes and offsets). */
 #ifndef FULCRUM_STRUCTS_H
 #define FULCRUM_STRUCTS_H
 
@@ -14,9 +14,115 @@ struct service_key {
 _Static_assert(sizeof(struct service_key) == 20, "service_key layout");
 
 struct service_value {
-	__u32 id;
-	__u32 flags;
+	__u32 id;              /* 0..MAX_SERVICES */
+	__u8 sched;            /* enum sched_kind */
+	__u8 flags;            /* SVC_F_* */
+	__u16 ndests;          /* real-server slots in use: 0..ndests */
+	__u32 persist_timeout; /* seconds; with SVC_F_PERSISTENT */
+	__be32 persist_mask;   /* clients are grouped by source & mask */
+	__s32 wrr_mw;          /* wrr: max weight - (gcd - 1) */
+	__s32 wrr_di;          /* wrr: gcd of the weights */
+	__u32 table_size;      /* dh, sh, mh: slots in the scheduler table */
+	__u32 pad;
 };
-_Static_assert(sizeof(struct service_value) == 8, "service_value layout");
+_Static_assert(sizeof(struct service_value) == 32, "service_value layout");
+
+/* A real server slot. Slots are stable for a real server's life, so connections keep
+ * their slot; a deleted server leaves a hole (flags without DEST_F_PRESENT). */
+struct dest {
+	__be32 addr;
+	__be16 port;
+	__u8 method; /* METHOD_NAT, METHOD_DR */
+	__u8 flags;  /* DEST_F_* */
+	__u32 weight;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct dest) == 16, "dest layout");
+
+/* Connections of a real server, changed only by the program, atomically. */
+struct dest_conns {
+	__u32 active;   /* TCP ESTABLISHED */
+	__u32 inactive; /* every other tracked connection */
+};
+
+/* Traffic of a service or a real server, per CPU. `in` is client to server. */
+struct traffic {
+	__u64 conns;
+	__u64 inpkts;
+	__u64 outpkts;
+	__u64 inbytes;
+	__u64 outbytes;
+};
+
+/* Scheduler state of a service, changed with compare-and-swap. */
+struct sched_state {
+	__u64 rr;  /* rr: last chosen slot + 1 (0: none yet) */
+	__u64 wrr; /* wrr: (last chosen slot + 1) << 32 | current weight */
+	__u64 rng; /* twos: xorshift64* state */
+	__u64 pad;
+};
+
+/* A flow as seen on the wire: source, destination, ports (network order), protocol. */
+struct flow_key {
+	__be32 src;
+	__be32 dst;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+_Static_assert(sizeof(struct flow_key) == 16, "flow_key layout");
+
+/* A tracked connection. The client's entry is keyed by (client, VIP); a NAT flow also
+ * has a reply entry keyed by (real server, client) with CONN_F_REPLY and the same data. */
+struct conn {
+	__u64 expires; /* bpf_ktime_get_ns() deadline */
+	__be32 client;
+	__be32 vip;
+	__be32 rip;
+	__be16 cport;
+	__be16 vport;
+	__be16 rport;
+	__u8 proto;
+	__u8 state;    /* enum conn_state */
+	__u32 svc;     /* service id */
+	__u16 dest;    /* slot in the service */
+	__u8 method;
+	__u8 flags;    /* CONN_F_* */
+	__u64 created; /* bpf_ktime_get_ns() */
+};
+_Static_assert(sizeof(struct conn) == 48, "conn layout");
+
+/* Persistence template: (service, client & mask) -> real server. */
+struct persist_key {
+	__u32 svc;
+	__be32 client;
+};
+
+struct persist_value {
+	__u64 expires;
+	__u32 dest;
+	__be32 rip; /* the server it was made for: a reused slot does not inherit it */
+};
+
+/* dh, sh and mh tables: (service, slot) -> real-server slot. */
+struct table_key {
+	__u32 svc;
+	__u32 slot;
+};
+
+/* lblc and lblcr: (service, destination address) -> server, or set of servers. */
+struct locality_key {
+	__u32 svc;
+	__be32 addr;
+};
+
+struct locality_value {
+	__u64 used;      /* last use, ns */
+	__u64 changed;   /* lblcr: last change of the set, ns */
+	__u64 set[2];    /* lblcr: bitmap of slots (MAX_DESTS = 128) */
+	__u32 dest;      /* lblc: the server */
+	__u32 pad;
+};
 
 #endif

@@ -1,0 +1,158 @@
+/* The connection table: IPVS's TCP state machine, timeouts and per-server counts. */
+#ifndef FULCRUM_CONN_H
+#define FULCRUM_CONN_H
+
+#include <linux/bpf.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+#include "constants.h"
+#include "structs.h"
+#include "maps.h"
+#include "sched.h"
+
+/* Which half of a flow a packet belongs to: the rows of IPVS's tcp_states table. */
+enum conn_dir {
+	DIR_INPUT = 0,      /* client -> server, replies seen (NAT) */
+	DIR_OUTPUT = 1,     /* server -> client (NAT) */
+	DIR_INPUT_ONLY = 2, /* client -> server, replies not seen (DR) */
+};
+
+#define sNO TCP_S_NONE
+#define sES TCP_S_ESTABLISHED
+#define sSS TCP_S_SYN_SENT
+#define sSR TCP_S_SYN_RECV
+#define sFW TCP_S_FIN_WAIT
+#define sTW TCP_S_TIME_WAIT
+#define sCL TCP_S_CLOSE
+#define sCW TCP_S_CLOSE_WAIT
+#define sLA TCP_S_LAST_ACK
+#define sLI TCP_S_LISTEN
+#define sSA TCP_S_SYNACK
+
+/* [direction][event: syn, fin, ack, rst][state] -> next state, as the kernel's
+ * net/netfilter/ipvs/ip_vs_proto_tcp.c defines it. */
+static const __u8 tcp_next[3][4][11] = {
+	{
+		/* INPUT      sNO  sES  sSS  sSR  sFW  sTW  sCL  sCW  sLA  sLI  sSA */
+		/* syn */ { sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR },
+		/* fin */ { sCL, sCW, sSS, sTW, sTW, sTW, sCL, sCW, sLA, sLI, sTW },
+		/* ack */ { sCL, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES },
+		/* rst */ { sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sSR },
+	},
+	{
+		/* OUTPUT */
+		/* syn */ { sSS, sES, sSS, sSR, sSS, sSS, sSS, sSS, sSS, sLI, sSR },
+		/* fin */ { sTW, sFW, sSS, sTW, sFW, sTW, sCL, sTW, sLA, sLI, sTW },
+		/* ack */ { sES, sES, sSS, sES, sFW, sTW, sCL, sCW, sLA, sES, sES },
+		/* rst */ { sCL, sCL, sSS, sCL, sCL, sTW, sCL, sCL, sCL, sCL, sCL },
+	},
+	{
+		/* INPUT-ONLY */
+		/* syn */ { sSR, sES, sES, sSR, sSR, sSR, sSR, sSR, sSR, sSR, sSR },
+		/* fin */ { sCL, sFW, sSS, sTW, sFW, sTW, sCL, sCW, sLA, sLI, sTW },
+		/* ack */ { sCL, sES, sSS, sES, sFW, sTW, sCL, sCW, sCL, sLI, sES },
+		/* rst */ { sCL, sCL, sCL, sSR, sCL, sCL, sCL, sCL, sLA, sLI, sCL },
+	},
+};
+
+/* The event a TCP header carries, as tcp_state_idx: rst, then syn, fin, ack; -1 none. */
+static __always_inline int tcp_event(const struct tcphdr *th)
+{
+	if (th->rst)
+		return 3;
+	if (th->syn)
+		return 0;
+	if (th->fin)
+		return 1;
+	if (th->ack)
+		return 2;
+	return -1;
+}
+
+static __always_inline __u64 timeout_ns(__u8 state)
+{
+	__u32 k = state < STATE_MAX ? state : TCP_S_CLOSE;
+	__u32 *t = bpf_map_lookup_elem(&timeouts, &k);
+	return (t ? (__u64)*t : 60) * NSEC_PER_SEC;
+}
+
+static __always_inline struct dest_conns *conns_of(const struct conn *c)
+{
+	__u32 k = slot_index(c->svc, c->dest);
+	return bpf_map_lookup_elem(&dest_conns, &k);
+}
+
+/* Moves a connection to `next`, moving it between the active and inactive counts as
+ * the kernel's set_tcp_state does. */
+static __always_inline void conn_set_state(struct conn *c, __u8 next)
+{
+	if (next == c->state)
+		return;
+	struct dest_conns *dc = conns_of(c);
+	if (dc) {
+		if (!(c->flags & CONN_F_INACTIVE) && next != TCP_S_ESTABLISHED) {
+			__sync_fetch_and_add(&dc->active, -1);
+			__sync_fetch_and_add(&dc->inactive, 1);
+			c->flags |= CONN_F_INACTIVE;
+		} else if ((c->flags & CONN_F_INACTIVE) && next == TCP_S_ESTABLISHED) {
+			__sync_fetch_and_add(&dc->inactive, -1);
+			__sync_fetch_and_add(&dc->active, 1);
+			c->flags &= ~CONN_F_INACTIVE;
+		}
+	}
+	c->state = next;
+}
+
+/* A packet of the connection went by: state and timer. */
+static __always_inline void conn_touch(struct conn *c, const struct tcphdr *th, int dir, __u64 now)
+{
+	if (th) {
+		int ev = tcp_event(th);
+		if (ev >= 0 && c->state < 11 && dir >= 0 && dir < 3)
+			conn_set_state(c, tcp_next[dir][ev & 3][c->state]);
+	}
+	c->expires = now + timeout_ns(c->state);
+}
+
+static __always_inline void reply_key(const struct conn *c, struct flow_key *k)
+{
+	k->src = c->rip;
+	k->dst = c->client;
+	k->sport = c->rport;
+	k->dport = c->cport;
+	k->proto = c->proto;
+	k->pad[0] = k->pad[1] = k->pad[2] = 0;
+}
+
+static __always_inline void client_key(const struct conn *c, struct flow_key *k)
+{
+	k->src = c->client;
+	k->dst = c->vip;
+	k->sport = c->cport;
+	k->dport = c->vport;
+	k->proto = c->proto;
+	k->pad[0] = k->pad[1] = k->pad[2] = 0;
+}
+
+/* Removes a connection and its reply entry. Only the caller whose delete succeeds
+ * gives back the count, so a connection expired twice at once is counted out once. */
+static __always_inline void conn_release(const struct flow_key *key, const struct conn *c)
+{
+	struct conn copy = *c;
+	if (bpf_map_delete_elem(&conns, key) != 0)
+		return;
+	struct dest_conns *dc = conns_of(&copy);
+	if (dc) {
+		if (copy.flags & CONN_F_INACTIVE)
+			__sync_fetch_and_add(&dc->inactive, -1);
+		else
+			__sync_fetch_and_add(&dc->active, -1);
+	}
+	if (copy.method == METHOD_NAT) {
+		struct flow_key rk;
+		reply_key(&copy, &rk);
+		bpf_map_delete_elem(&conns, &rk);
+	}
+}
+
+#endif

@@ -1,0 +1,33 @@
+/* Incremental Internet checksum updates (RFC 1624): HC' = ~(~HC + ~m + m'). The values
+ * are taken as they lie in the packet; one's-complement sums do not care about order. */
+#ifndef FULCRUM_CSUM_H
+#define FULCRUM_CSUM_H
+
+#include <linux/types.h>
+
+static __always_inline __u16 csum_fold32(__u32 s)
+{
+	s = (s & 0xffff) + (s >> 16);
+	s = (s & 0xffff) + (s >> 16);
+	return (__u16)s;
+}
+
+static __always_inline void csum_replace2(__u16 *sum, __u16 from, __u16 to)
+{
+	__u32 s = (__u16)~*sum;
+	s += (__u16)~from;
+	s += to;
+	*sum = (__u16)~csum_fold32(s);
+}
+
+static __always_inline void csum_replace4(__u16 *sum, __u32 from, __u32 to)
+{
+	__u32 s = (__u16)~*sum;
+	s += (__u16)~(from & 0xffff);
+	s += (__u16)~(from >> 16);
+	s += to & 0xffff;
+	s += to >> 16;
+	*sum = (__u16)~csum_fold32(s);
+}
+
+#endif

@@ -1,0 +1,298 @@
+//! The structs and constants shared with the XDP program (bpf/include/structs.h and
+//! constants.h). The C side asserts sizes with `_Static_assert`; this side asserts the
+//! same sizes and every field offset, so a change on one side fails the build.
+
+use std::mem::{offset_of, size_of};
+use std::net::Ipv4Addr;
+
+use aya::Pod;
+
+pub const MAX_SERVICES: u32 = 1024;
+pub const MAX_DESTS: u32 = 128;
+pub const STATE_MAX: u32 = 12;
+
+pub const SVC_F_PERSISTENT: u8 = 0x01;
+pub const SVC_F_OPS: u8 = 0x02;
+pub const SVC_F_SH_PORT: u8 = 0x04;
+pub const SVC_F_SH_FALLBACK: u8 = 0x08;
+pub const SVC_F_MH_PORT: u8 = 0x10;
+pub const SVC_F_MH_FALLBACK: u8 = 0x20;
+
+pub const METHOD_NAT: u8 = 0;
+pub const METHOD_DR: u8 = 1;
+
+pub const DEST_F_PRESENT: u8 = 0x01;
+pub const DEST_F_OVERLOADED: u8 = 0x02;
+
+pub const CONN_F_REPLY: u8 = 0x01;
+pub const CONN_F_INACTIVE: u8 = 0x02;
+
+/// `struct service_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    pub addr: [u8; 16],
+    /// Network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub family: u8,
+}
+
+impl ServiceKey {
+    pub fn v4(addr: Ipv4Addr, port: u16, proto: u8) -> ServiceKey {
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&addr.octets());
+        ServiceKey {
+            addr: a,
+            port: port.to_be(),
+            proto,
+            family: 4,
+        }
+    }
+}
+
+/// `struct service_value`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ServiceValue {
+    pub id: u32,
+    pub sched: u8,
+    pub flags: u8,
+    pub ndests: u16,
+    pub persist_timeout: u32,
+    /// Network byte order.
+    pub persist_mask: u32,
+    pub wrr_mw: i32,
+    pub wrr_di: i32,
+    pub table_size: u32,
+    pub pad: u32,
+}
+
+/// `struct dest`: a real-server slot.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Dest {
+    /// Network byte order.
+    pub addr: u32,
+    /// Network byte order.
+    pub port: u16,
+    pub method: u8,
+    pub flags: u8,
+    pub weight: u32,
+    pub pad: u32,
+}
+
+/// `struct dest_conns`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DestConns {
+    pub active: u32,
+    pub inactive: u32,
+}
+
+/// `struct traffic`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Traffic {
+    pub conns: u64,
+    pub inpkts: u64,
+    pub outpkts: u64,
+    pub inbytes: u64,
+    pub outbytes: u64,
+}
+
+impl std::ops::AddAssign for Traffic {
+    fn add_assign(&mut self, o: Traffic) {
+        self.conns += o.conns;
+        self.inpkts += o.inpkts;
+        self.outpkts += o.outpkts;
+        self.inbytes += o.inbytes;
+        self.outbytes += o.outbytes;
+    }
+}
+
+/// `struct sched_state`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SchedState {
+    pub rr: u64,
+    pub wrr: u64,
+    pub rng: u64,
+    pub pad: u64,
+}
+
+/// `struct flow_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey {
+    /// Addresses and ports in network byte order.
+    pub src: u32,
+    pub dst: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+/// `struct conn`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Conn {
+    pub expires: u64,
+    /// Addresses and ports in network byte order.
+    pub client: u32,
+    pub vip: u32,
+    pub rip: u32,
+    pub cport: u16,
+    pub vport: u16,
+    pub rport: u16,
+    pub proto: u8,
+    pub state: u8,
+    pub svc: u32,
+    pub dest: u16,
+    pub method: u8,
+    pub flags: u8,
+    pub created: u64,
+}
+
+/// `struct persist_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PersistKey {
+    pub svc: u32,
+    pub client: u32,
+}
+
+/// `struct persist_value`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PersistValue {
+    pub expires: u64,
+    pub dest: u32,
+    pub rip: u32,
+}
+
+/// `struct table_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TableKey {
+    pub svc: u32,
+    pub slot: u32,
+}
+
+/// `struct locality_key`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct LocalityKey {
+    pub svc: u32,
+    pub addr: u32,
+}
+
+/// `struct locality_value`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LocalityValue {
+    pub used: u64,
+    pub changed: u64,
+    pub set: [u64; 2],
+    pub dest: u32,
+    pub pad: u32,
+}
+
+const _: () = {
+    assert!(size_of::<ServiceKey>() == 20);
+    assert!(offset_of!(ServiceKey, port) == 16);
+    assert!(offset_of!(ServiceKey, proto) == 18);
+    assert!(offset_of!(ServiceKey, family) == 19);
+    assert!(size_of::<ServiceValue>() == 32);
+    assert!(offset_of!(ServiceValue, sched) == 4);
+    assert!(offset_of!(ServiceValue, flags) == 5);
+    assert!(offset_of!(ServiceValue, ndests) == 6);
+    assert!(offset_of!(ServiceValue, persist_timeout) == 8);
+    assert!(offset_of!(ServiceValue, persist_mask) == 12);
+    assert!(offset_of!(ServiceValue, wrr_mw) == 16);
+    assert!(offset_of!(ServiceValue, wrr_di) == 20);
+    assert!(offset_of!(ServiceValue, table_size) == 24);
+    assert!(size_of::<Dest>() == 16);
+    assert!(offset_of!(Dest, port) == 4);
+    assert!(offset_of!(Dest, method) == 6);
+    assert!(offset_of!(Dest, flags) == 7);
+    assert!(offset_of!(Dest, weight) == 8);
+    assert!(size_of::<DestConns>() == 8);
+    assert!(size_of::<Traffic>() == 40);
+    assert!(size_of::<SchedState>() == 32);
+    assert!(size_of::<FlowKey>() == 16);
+    assert!(offset_of!(FlowKey, sport) == 8);
+    assert!(offset_of!(FlowKey, proto) == 12);
+    assert!(size_of::<Conn>() == 48);
+    assert!(offset_of!(Conn, client) == 8);
+    assert!(offset_of!(Conn, vip) == 12);
+    assert!(offset_of!(Conn, rip) == 16);
+    assert!(offset_of!(Conn, cport) == 20);
+    assert!(offset_of!(Conn, vport) == 22);
+    assert!(offset_of!(Conn, rport) == 24);
+    assert!(offset_of!(Conn, proto) == 26);
+    assert!(offset_of!(Conn, state) == 27);
+    assert!(offset_of!(Conn, svc) == 28);
+    assert!(offset_of!(Conn, dest) == 32);
+    assert!(offset_of!(Conn, method) == 34);
+    assert!(offset_of!(Conn, flags) == 35);
+    assert!(offset_of!(Conn, created) == 40);
+    assert!(size_of::<PersistKey>() == 8);
+    assert!(size_of::<PersistValue>() == 16);
+    assert!(size_of::<TableKey>() == 8);
+    assert!(size_of::<LocalityKey>() == 8);
+    assert!(size_of::<LocalityValue>() == 40);
+};
+
+// SAFETY: every type below is repr(C), made only of integers and integer arrays, with no
+// padding (sizes and offsets asserted above), so every bit pattern is a valid value and
+// they can be copied to and from the kernel as bytes.
+unsafe impl Pod for ServiceKey {}
+// SAFETY: as above.
+unsafe impl Pod for ServiceValue {}
+// SAFETY: as above.
+unsafe impl Pod for Dest {}
+// SAFETY: as above.
+unsafe impl Pod for DestConns {}
+// SAFETY: as above.
+unsafe impl Pod for Traffic {}
+// SAFETY: as above.
+unsafe impl Pod for SchedState {}
+// SAFETY: as above.
+unsafe impl Pod for FlowKey {}
+// SAFETY: as above.
+unsafe impl Pod for Conn {}
+// SAFETY: as above.
+unsafe impl Pod for PersistKey {}
+// SAFETY: as above.
+unsafe impl Pod for PersistValue {}
+// SAFETY: as above.
+unsafe impl Pod for TableKey {}
+// SAFETY: as above.
+unsafe impl Pod for LocalityKey {}
+// SAFETY: as above.
+unsafe impl Pod for LocalityValue {}
+
+/// IPVS's connection states (`enum conn_state`), with ipvsadm's names.
+pub const STATE_NAMES: [&str; 12] = [
+    "NONE",
+    "ESTABLISHED",
+    "SYN_SENT",
+    "SYN_RECV",
+    "FIN_WAIT",
+    "TIME_WAIT",
+    "CLOSE",
+    "CLOSE_WAIT",
+    "LAST_ACK",
+    "LISTEN",
+    "SYNACK",
+    "UDP",
+];
+
+pub const STATE_ESTABLISHED: usize = 1;
+pub const STATE_FIN_WAIT: usize = 4;
+pub const STATE_UDP: usize = 11;
+
+/// IPVS's default timeouts in seconds by state (ip_vs_proto_tcp.c, ip_vs_proto_udp.c).
+pub const DEFAULT_TIMEOUTS: [u32; 12] = [2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120, 300];

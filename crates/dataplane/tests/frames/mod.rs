@@ -1,0 +1,127 @@
+//! Frames for the fixtures, and a from-scratch checksum check to hold the program's
+//! incremental updates to. Shared by several test crates, each using part of it.
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 1, 10, 88);
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 10, 2);
+pub const RIPS: [Ipv4Addr; 4] = [
+    Ipv4Addr::new(192, 168, 184, 129),
+    Ipv4Addr::new(192, 168, 184, 130),
+    Ipv4Addr::new(192, 168, 184, 131),
+    Ipv4Addr::new(192, 168, 184, 132),
+];
+
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const ACK: u8 = 0x10;
+
+pub fn eth(ethertype: u16) -> Vec<u8> {
+    let mut f = vec![0x02, 0, 0, 0, 0, 0x65, 0x02, 0, 0, 0, 0, 0x02];
+    f.extend_from_slice(&ethertype.to_be_bytes());
+    f
+}
+
+fn sum(data: &[u8], mut acc: u32) -> u32 {
+    for chunk in data.chunks(2) {
+        let word = if chunk.len() == 2 {
+            u16::from_be_bytes([chunk[0], chunk[1]])
+        } else {
+            u16::from_be_bytes([chunk[0], 0])
+        };
+        acc += u32::from(word);
+    }
+    acc
+}
+
+fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> u16 {
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    fold(sum(l4, sum(&pseudo, 0)))
+}
+
+/// An IPv4 frame with a correct header checksum and `l4` after it.
+pub fn ipv4_frame(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, l4: &[u8]) -> Vec<u8> {
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let c = fold(sum(&ip, 0));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = eth(0x0800);
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(l4);
+    f
+}
+
+pub fn tcp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(&sport.to_be_bytes());
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&[
+        0, 0, 0x10, 0x01, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0,
+    ]);
+    h.extend_from_slice(b"payload!");
+    let c = l4_checksum(src, dst, 6, &h);
+    h[16..18].copy_from_slice(&c.to_be_bytes());
+    ipv4_frame(6, src, dst, &h)
+}
+
+pub fn udp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(&sport.to_be_bytes());
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&[0, 0]);
+    h.extend_from_slice(payload);
+    let c = l4_checksum(src, dst, 17, &h);
+    h[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    ipv4_frame(17, src, dst, &h)
+}
+
+/// The addresses and ports of an IPv4 TCP or UDP frame.
+#[derive(Debug)]
+pub struct Parsed {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl Parsed {
+    pub fn of(f: &[u8]) -> Parsed {
+        let a = |i: usize| Ipv4Addr::new(f[i], f[i + 1], f[i + 2], f[i + 3]);
+        Parsed {
+            src: a(26),
+            dst: a(30),
+            sport: u16::from_be_bytes([f[34], f[35]]),
+            dport: u16::from_be_bytes([f[36], f[37]]),
+        }
+    }
+
+    /// Both checksums verify when recomputed from scratch (a zero UDP checksum means none).
+    pub fn checksums_ok(&self, f: &[u8]) -> bool {
+        let ip_ok = fold(sum(&f[14..34], 0)) == 0;
+        let proto = f[23];
+        let l4 = &f[34..];
+        let l4_ok = if proto == 17 && l4[6..8] == [0, 0] {
+            true
+        } else {
+            l4_checksum(self.src, self.dst, proto, l4) == 0
+        };
+        ip_ok && l4_ok
+    }
+}
