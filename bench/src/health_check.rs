@@ -288,6 +288,8 @@ fn run(which: &str, tcp: usize, http: usize, window: Duration, fulcrum: &Path) -
             &[
                 fulcrum.as_os_str(),
                 "run".as_ref(),
+                // Health checking alone is measured: no XDP data plane.
+                "--no-forwarding".as_ref(),
                 "--log-level".as_ref(),
                 "warn".as_ref(),
                 "-f".as_ref(),

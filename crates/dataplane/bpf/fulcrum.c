@@ -51,19 +51,27 @@ static __always_inline void account(__u32 svc, __u32 slot, __u32 len, int out, i
 	}
 }
 
+static __always_inline void fib_params(struct bpf_fib_lookup *f, struct xdp_md *ctx,
+				       struct packet *p, __be32 dst)
+{
+	f->family = AF_INET;
+	f->tos = p->ip->tos;
+	f->l4_protocol = p->ip->protocol;
+	f->tot_len = p->len;
+	f->ipv4_src = p->ip->saddr;
+	f->ipv4_dst = dst;
+	f->ifindex = ctx->ingress_ifindex;
+}
+
 /* Sends the frame towards `dst` by the kernel's FIB: MACs from the neighbour table, out
- * of the interface the route names. -1 when the kernel must route it itself. */
+ * of the interface the route names (NAT: the director forwards, so ip_forward is on,
+ * which the lookup requires). -1 when the kernel must route it itself (no route, or the
+ * neighbour not resolved yet). */
 static __always_inline int fib_send(struct xdp_md *ctx, struct packet *p, __be32 dst)
 {
 	struct bpf_fib_lookup f = {};
-	f.family = AF_INET;
-	f.tos = p->ip->tos;
-	f.l4_protocol = p->ip->protocol;
-	f.tot_len = p->len;
-	f.ipv4_src = p->ip->saddr;
-	f.ipv4_dst = dst;
-	f.ifindex = ctx->ingress_ifindex;
-	long rc = bpf_fib_lookup(ctx, &f, sizeof(f), BPF_FIB_LOOKUP_OUTPUT);
+	fib_params(&f, ctx, p, dst);
+	long rc = bpf_fib_lookup(ctx, &f, sizeof(f), 0);
 	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
 		return -1;
 	__builtin_memcpy(p->eth->h_dest, f.dmac, ETH_ALEN);
@@ -103,13 +111,20 @@ static __always_inline void set_saddr(struct packet *p, __be32 addr, __be16 port
 static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct conn *c)
 {
 	if (c->method == METHOD_DR) {
-		int verdict = fib_send(ctx, p, c->rip);
-		if (verdict < 0) {
+		/* Only the destination MAC changes, to the real server's, which the control
+		 * plane keeps from the neighbour table. */
+		__u32 k = slot_index(c->svc, c->dest);
+		struct dest *d = bpf_map_lookup_elem(&dests, &k);
+		if (!d || !(d->mac[0] | d->mac[1] | d->mac[2] | d->mac[3] | d->mac[4] | d->mac[5])) {
 			count(STAT_NO_NEIGH);
 			return XDP_DROP;
 		}
+		__builtin_memcpy(p->eth->h_dest, d->mac, ETH_ALEN);
+		__builtin_memcpy(p->eth->h_source, d->smac, ETH_ALEN);
 		count(STAT_DR);
-		return verdict;
+		if (!d->ifindex || d->ifindex == ctx->ingress_ifindex)
+			return XDP_TX;
+		return bpf_redirect(d->ifindex, 0);
 	}
 	set_daddr(p, c->rip, c->rport);
 	int verdict = fib_send(ctx, p, c->rip);

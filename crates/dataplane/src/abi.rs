@@ -79,6 +79,9 @@ pub struct Dest {
     pub method: u8,
     pub flags: u8,
     pub weight: u32,
+    pub ifindex: u32,
+    pub mac: [u8; 6],
+    pub smac: [u8; 6],
     pub pad: u32,
 }
 
@@ -213,7 +216,10 @@ const _: () = {
     assert!(offset_of!(ServiceValue, wrr_mw) == 16);
     assert!(offset_of!(ServiceValue, wrr_di) == 20);
     assert!(offset_of!(ServiceValue, table_size) == 24);
-    assert!(size_of::<Dest>() == 16);
+    assert!(size_of::<Dest>() == 32);
+    assert!(offset_of!(Dest, ifindex) == 12);
+    assert!(offset_of!(Dest, mac) == 16);
+    assert!(offset_of!(Dest, smac) == 22);
     assert!(offset_of!(Dest, port) == 4);
     assert!(offset_of!(Dest, method) == 6);
     assert!(offset_of!(Dest, flags) == 7);

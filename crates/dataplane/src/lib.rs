@@ -20,6 +20,7 @@ use aya::Ebpf;
 
 use abi::*;
 pub use abi::{Conn, FlowKey, ServiceKey, Traffic};
+
 pub use fulcrum_sched::Kind as Scheduler;
 
 /// The program, 8-byte aligned as aya needs.
@@ -160,6 +161,17 @@ pub struct DestSpec {
     pub method: Method,
     pub weight: u32,
     pub overloaded: bool,
+    /// DR: where the real server is on the link: its MAC (from the neighbour table; None
+    /// until resolved), the interface's index and the interface's own MAC.
+    pub link: Option<Link>,
+}
+
+/// A DR real server's place on the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub mac: [u8; 6],
+    pub ifindex: u32,
+    pub smac: [u8; 6],
 }
 
 /// A virtual service as the data plane holds it. `dests` are slots: a real server keeps
@@ -445,6 +457,9 @@ impl DataPlane {
                         },
                         flags: DEST_F_PRESENT | if d.overloaded { DEST_F_OVERLOADED } else { 0 },
                         weight: d.weight,
+                        ifindex: d.link.map_or(0, |l| l.ifindex),
+                        mac: d.link.map_or([0; 6], |l| l.mac),
+                        smac: d.link.map_or([0; 6], |l| l.smac),
                         pad: 0,
                     },
                     None => Dest::default(),

@@ -57,6 +57,7 @@ fn compare(kind: Kind, weights: &[u32], flags: Flags, flows: u32) -> Result<(), 
                     method: Method::Nat,
                     weight: *w,
                     overloaded: false,
+                    link: None,
                 })
             })
             .collect(),

@@ -37,6 +37,7 @@ fn service(method: Method, weights: &[u32]) -> ServiceSpec {
                     method,
                     weight: *w,
                     overloaded: false,
+                    link: None,
                 })
             })
             .collect(),
@@ -274,26 +275,45 @@ fn udp_nat_keeps_a_zero_checksum_and_fixes_a_real_one() {
 }
 
 #[test]
-fn dr_keeps_addresses_and_needs_the_servers_mac() {
-    if !require_root("dr_keeps_addresses_and_needs_the_servers_mac") {
+fn dr_rewrites_only_the_destination_mac() {
+    if !require_root("dr_rewrites_only_the_destination_mac") {
         return;
     }
     let mut dp = DataPlane::load().unwrap();
-    let mut spec = service(Method::Dr, &[1]);
-    spec.dests[0].as_mut().unwrap().port = 80;
+    let mut spec = service(Method::Dr, &[1, 1]);
+    let mac = [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x01];
+    let smac = [0x02, 0, 0, 0, 0, 0x65];
+    for d in spec.dests.iter_mut().flatten() {
+        d.port = 80;
+    }
+    spec.dests[0].as_mut().unwrap().link = Some(fulcrum_dataplane::Link {
+        mac,
+        ifindex: 0,
+        smac,
+    });
     dp.put_service(&spec).unwrap();
-    let out = dp
-        .test_run(&tcp_frame(CLIENT, 50000, VIP, 80, SYN), 1)
-        .unwrap();
-    // The test namespace has no neighbour for the real server: dropped and counted, the
-    // connection tracked as DR sees it (input only).
-    assert_eq!(out.verdict, Verdict::Drop);
-    assert_eq!(dp.count(Reason::NoNeigh).unwrap(), 1);
+    let syn = tcp_frame(CLIENT, 50000, VIP, 80, SYN);
+    let out = dp.test_run(&syn, 1).unwrap();
+    assert_eq!(out.verdict, Verdict::Tx);
+    assert_eq!(&out.frame[0..6], &mac);
+    assert_eq!(&out.frame[6..12], &smac);
+    assert_eq!(
+        &out.frame[12..],
+        &syn[12..],
+        "addresses and checksums untouched"
+    );
+    assert_eq!(dp.count(Reason::Dr).unwrap(), 1);
     let c = dp.connections().unwrap();
     assert_eq!(
         (c[0].state, c[0].vip, c[0].rip),
         ("SYN_RECV", (VIP, 80), (RIPS[0], 80))
     );
+    // The second server's MAC is not known yet: dropped and counted, never sent blind.
+    let out = dp
+        .test_run(&tcp_frame(CLIENT, 50001, VIP, 80, SYN), 1)
+        .unwrap();
+    assert_eq!(out.verdict, Verdict::Drop);
+    assert_eq!(dp.count(Reason::NoNeigh).unwrap(), 1);
 }
 
 /// IPVS's TCP state machine: each step is a packet (direction, flags) and the state after.

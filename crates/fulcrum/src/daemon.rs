@@ -146,7 +146,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(serve(args.control, state))
+    runtime.block_on(serve(args.control, state, !args.no_forwarding))
 }
 
 /// Binds the control socket: mode 0600 in a directory we create 0700, refusing to steal
@@ -175,7 +175,7 @@ fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-async fn serve(control: PathBuf, state: State) -> anyhow::Result<ExitCode> {
+async fn serve(control: PathBuf, state: State, forwarding: bool) -> anyhow::Result<ExitCode> {
     let listener = bind_control(&control)?;
     let vrrp = match state.config.keepalived.as_ref() {
         Some(k) if !k.vrrp_instances.is_empty() => match crate::vrrp::start(k).await {
@@ -194,6 +194,17 @@ async fn serve(control: PathBuf, state: State) -> anyhow::Result<ExitCode> {
         .as_ref()
         .and_then(crate::health::start);
     let health_handle = health.as_ref().map(crate::health::Runtime::handle);
+    let l4 = match state.config.keepalived.as_ref().filter(|_| forwarding) {
+        Some(k) => match crate::l4::start(k, health_handle.clone()) {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = std::fs::remove_file(&control);
+                return Err(e.context("cannot start the layer-4 data plane"));
+            }
+        },
+        None => None,
+    };
+    let l4_handle = l4.as_ref().map(crate::l4::Runtime::handle);
     info!(
         control = %control.display(),
         hash = format!("{:016x}", state.config.hash),
@@ -216,8 +227,9 @@ async fn serve(control: PathBuf, state: State) -> anyhow::Result<ExitCode> {
                     let state = Arc::clone(&state);
                     let vrrp = vrrp_handle.clone();
                     let health = health_handle.clone();
+                    let l4 = l4_handle.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = client(stream, state, vrrp, health).await {
+                        if let Err(e) = client(stream, state, vrrp, health, l4).await {
                             warn!("control client: {e:#}");
                         }
                     });
@@ -225,6 +237,9 @@ async fn serve(control: PathBuf, state: State) -> anyhow::Result<ExitCode> {
                 Err(e) => warn!("control socket accept: {e}"),
             },
         }
+    }
+    if let Some(rt) = l4 {
+        rt.stop();
     }
     if let Some(rt) = health {
         rt.stop();
@@ -243,6 +258,7 @@ async fn client(
     state: Arc<Mutex<State>>,
     vrrp: Option<crate::vrrp::Handle>,
     health: Option<crate::health::Handle>,
+    l4: Option<crate::l4::Handle>,
 ) -> anyhow::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut lines = BufReader::new(read).lines();
@@ -257,6 +273,16 @@ async fn client(
                 Some(h) => Response::ok(h.status().await),
                 None => Response::ok(serde_json::json!([])),
             },
+            Ok(r) if r.command == "ipvs" => match &l4 {
+                Some(h) => {
+                    let h = h.clone();
+                    match tokio::task::spawn_blocking(move || h.listing()).await {
+                        Ok(v) => Response::ok(v),
+                        Err(e) => Response::error(format!("listing failed: {e}")),
+                    }
+                }
+                None => Response::ok(crate::l4::empty_listing()),
+            },
             Ok(r) if r.command == "health" => match &health {
                 Some(h) => Response::ok(h.status()),
                 None => Response::ok(serde_json::json!([])),
@@ -270,7 +296,7 @@ async fn client(
                         Err(e) => Response::error(e),
                     },
                     other => Response::error(format!(
-                        "unknown command '{other}'; commands: status, reload, vrrp, health"
+                        "unknown command '{other}'; commands: status, reload, vrrp, health, ipvs"
                     )),
                 }
             }

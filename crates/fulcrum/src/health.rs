@@ -3,8 +3,8 @@
 //! service's [`fulcrum_health::Service`], logs each transition with its reason, runs
 //! notify_up/notify_down and quorum_up/quorum_down, and keeps the view `ctl health` shows.
 //!
-//! In this build the resulting membership is shown and logged; the layer-4 data plane that
-//! will apply it is not in yet.
+//! The resulting membership is shown, logged, and applied to the layer-4 data plane by
+//! crate::l4, which reads [`Handle::verdicts`].
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -615,6 +615,23 @@ fn membership_json(m: Membership) -> Value {
 }
 
 impl Handle {
+    /// Where each real server (and sorry server) of each virtual_server belongs now, in
+    /// configuration order: what the layer-4 data plane applies.
+    pub fn verdicts(&self) -> crate::l4::Verdicts {
+        let views = self.view.lock().expect("health view lock");
+        views
+            .iter()
+            .map(|sv| {
+                (
+                    (0..sv.servers.len())
+                        .map(|i| sv.health.membership(i))
+                        .collect(),
+                    sv.health.sorry_membership(),
+                )
+            })
+            .collect()
+    }
+
     /// What `ctl health` shows.
     pub fn status(&self) -> Value {
         let views = self.view.lock().expect("health view lock");

@@ -10,6 +10,8 @@ mod demo;
 mod genhash;
 mod health;
 mod host;
+mod ipvsadm;
+mod l4;
 mod vrrp;
 
 use std::path::PathBuf;
@@ -42,7 +44,9 @@ enum Command {
     Check(CheckArgs),
     /// Talk to a running daemon over its control socket.
     Ctl(CtlArgs),
-    /// ipvsadm's command line against the running daemon (arrives with the layer-4 data plane).
+    /// ipvsadm's command line against the running daemon: -L/-l [-n] [-c] [--stats]
+    /// [--timeout] [--exact], -S. The same binary invoked as `ipvsadm` (a symlink) takes
+    /// these arguments directly. `--control SOCKET` or FULCRUM_CONTROL names the daemon.
     #[command(disable_help_flag = true)]
     Ipvsadm {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -88,6 +92,11 @@ pub struct RunArgs {
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log_level: String,
+    /// Do not load the XDP data plane: virtual_server rules are not forwarded (health
+    /// checks, VRRP and the control socket still run). By default the data plane is
+    /// attached to every interface of this network namespace except loopback.
+    #[arg(long)]
+    pub no_forwarding: bool,
 }
 
 #[derive(Debug, Args)]
@@ -136,15 +145,21 @@ pub struct DemoArgs {
 }
 
 fn main() -> ExitCode {
+    let mut argv = std::env::args();
+    let invoked = argv
+        .next()
+        .map(PathBuf::from)
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
+    if invoked.as_deref() == Some("ipvsadm") {
+        return ipvsadm::run(argv.collect());
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => daemon::run(args),
         Command::Check(args) => Ok(config::check(&args)),
         Command::Ctl(args) => control::ctl(&args),
         Command::Demo(args) => demo::run(&args),
-        Command::Ipvsadm { .. } => Err(anyhow::anyhow!(
-            "ipvsadm: the layer-4 data plane is not in this build yet; nothing was changed"
-        )),
+        Command::Ipvsadm { args } => Ok(ipvsadm::run(args)),
         Command::Genhash(args) => genhash::run(&args),
         Command::LabAgent { args } => Ok(fulcrum_lab::agent::main(args)),
     };

@@ -31,7 +31,7 @@ fn fulcrum() -> Command {
 
 fn start(conf: &Path, socket: &Path) -> Daemon {
     let child = fulcrum()
-        .args(["run", "--log-level", "debug", "-f"])
+        .args(["run", "--no-forwarding", "--log-level", "debug", "-f"])
         .arg(conf)
         .arg("--control")
         .arg(socket)
@@ -163,7 +163,7 @@ fn reloads_keep_the_running_configuration_when_the_new_one_is_invalid() {
 
     // A second daemon on the same socket is refused; the first keeps serving.
     let second = fulcrum()
-        .args(["run", "-f"])
+        .args(["run", "--no-forwarding", "-f"])
         .arg(&conf)
         .arg("--control")
         .arg(&socket)
@@ -186,7 +186,7 @@ fn refuses_to_start_on_an_invalid_configuration() {
     let conf = dir.0.join("keepalived.conf");
     std::fs::write(&conf, BAD).unwrap();
     let out = fulcrum()
-        .args(["run", "-f"])
+        .args(["run", "--no-forwarding", "-f"])
         .arg(&conf)
         .arg("--control")
         .arg(dir.0.join("c.sock"))

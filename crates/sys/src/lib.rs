@@ -17,6 +17,30 @@ pub fn if_index(name: &str) -> io::Result<u32> {
     Ok(index)
 }
 
+/// The names of the network interfaces of the caller's network namespace.
+pub fn interfaces() -> io::Result<Vec<String>> {
+    // SAFETY: if_nameindex returns a heap array ending with a zeroed entry, or NULL with
+    // errno set; it is read up to that entry and freed once with if_freenameindex.
+    unsafe {
+        let list = libc::if_nameindex();
+        if list.is_null() {
+            return Err(io::Error::last_os_error());
+        }
+        let mut names = Vec::new();
+        let mut p = list;
+        while (*p).if_index != 0 && !(*p).if_name.is_null() {
+            names.push(
+                std::ffi::CStr::from_ptr((*p).if_name)
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+            p = p.add(1);
+        }
+        libc::if_freenameindex(list);
+        Ok(names)
+    }
+}
+
 /// CLOCK_MONOTONIC in nanoseconds: the clock of BPF's `bpf_ktime_get_ns`, so the control
 /// plane can compare it with deadlines the data plane wrote.
 pub fn monotonic_ns() -> u64 {

@@ -35,9 +35,12 @@ struct dest {
 	__u8 method; /* METHOD_NAT, METHOD_DR */
 	__u8 flags;  /* DEST_F_* */
 	__u32 weight;
+	__u32 ifindex; /* DR: the interface the real server is on */
+	__u8 mac[6];   /* DR: its MAC, from the neighbour table (zero: not resolved yet) */
+	__u8 smac[6];  /* DR: the MAC of that interface */
 	__u32 pad;
 };
-_Static_assert(sizeof(struct dest) == 16, "dest layout");
+_Static_assert(sizeof(struct dest) == 32, "dest layout");
 
 /* Connections of a real server, changed only by the program, atomically. */
 struct dest_conns {

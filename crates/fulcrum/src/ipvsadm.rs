@@ -1,0 +1,379 @@
+//! `fulcrum ipvsadm ARGS` (and the binary invoked as `ipvsadm`): ipvsadm's command line
+//! against the running daemon. Listing commands print ipvsadm's formats byte for byte
+//! (ipvsadm.c's row formats; see ../shared/docs/REFERENCE.md); they read the daemon's
+//! `ipvs` control command.
+//!
+//! In this build the rules come from keepalived.conf (and change with `ctl reload`);
+//! commands that edit rules are refused with a clear message and change nothing.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+use crate::control::{call, DEFAULT_SOCKET};
+
+/// What a listing shows.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+struct Listing {
+    connections: bool,
+    stats: bool,
+    rate: bool,
+    timeout: bool,
+    save: bool,
+    exact: bool,
+}
+
+fn usage(message: &str) -> ExitCode {
+    eprintln!("{message}");
+    eprintln!(
+        "Usage: ipvsadm -L|-l [-n] [-c] [--stats|--rate|--timeout] [--exact]\n       ipvsadm -S|--save [-n]\n       ipvsadm --control SOCKET ... (or FULCRUM_CONTROL)"
+    );
+    ExitCode::from(2)
+}
+
+pub fn run(args: Vec<String>) -> ExitCode {
+    let mut socket = std::env::var_os("FULCRUM_CONTROL")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+    let mut listing = None::<Listing>;
+    let mut l = Listing::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--control" => match it.next() {
+                Some(p) => socket = PathBuf::from(p),
+                None => return usage("--control needs a socket path"),
+            },
+            "-L" | "-l" | "--list" => listing = Some(Listing::default()),
+            "-S" | "--save" => {
+                listing = Some(Listing::default());
+                l.save = true;
+            }
+            "--timeout" => {
+                listing.get_or_insert_with(Listing::default);
+                l.timeout = true;
+            }
+            "-n" | "--numeric" => {}
+            "-c" | "--connection" => l.connections = true,
+            "--stats" => l.stats = true,
+            "--rate" => l.rate = true,
+            "--exact" => l.exact = true,
+            s if s.starts_with('-') && !s.starts_with("--") && s.len() > 2 => {
+                // Bundled short options, as getopt takes them: -Ln, -Lnc.
+                for c in s[1..].chars() {
+                    match c {
+                        'L' | 'l' => listing = Some(Listing::default()),
+                        'S' => {
+                            listing = Some(Listing::default());
+                            l.save = true;
+                        }
+                        'n' => {}
+                        'c' => l.connections = true,
+                        other => return refuse(&format!("-{other}")),
+                    }
+                }
+            }
+            other => return refuse(other),
+        }
+    }
+    if listing.is_none() {
+        return usage("ipvsadm: no command given");
+    }
+    if l.rate {
+        return usage("ipvsadm: --rate is not available in this build (use --stats)");
+    }
+    let response = match call(&socket, "ipvs") {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ipvsadm: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if !response.ok {
+        eprintln!(
+            "ipvsadm: {}",
+            response.error.as_deref().unwrap_or("the daemon refused")
+        );
+        return ExitCode::from(2);
+    }
+    let r = response.result.unwrap_or_default();
+    print!("{}", render(&r, &l));
+    ExitCode::SUCCESS
+}
+
+fn refuse(option: &str) -> ExitCode {
+    let edit = [
+        "-A",
+        "-E",
+        "-D",
+        "-C",
+        "-a",
+        "-e",
+        "-d",
+        "-R",
+        "-Z",
+        "--set",
+        "--add-service",
+        "--edit-service",
+        "--delete-service",
+        "--clear",
+        "--add-server",
+        "--edit-server",
+        "--delete-server",
+        "--restore",
+        "--zero",
+    ];
+    if edit.contains(&option) {
+        eprintln!(
+            "ipvsadm: {option}: rules come from keepalived.conf in this build (edit it and run `fulcrum ctl reload`); nothing was changed"
+        );
+        ExitCode::from(2)
+    } else {
+        usage(&format!("ipvsadm: unknown option {option}"))
+    }
+}
+
+/// `print_largenum`: nine columns, with K/M/G/T above 10^8 unless --exact.
+fn largenum(n: u64, exact: bool) -> String {
+    if exact {
+        let len = n.to_string().len();
+        let width = if len <= 8 { 9 } else { len + 1 };
+        return format!("{n:>width$}");
+    }
+    if n < 100_000_000 {
+        format!("{n:>9}")
+    } else if n < 1_000_000_000 {
+        format!("{:>8}K", n / 1000)
+    } else if n < 100_000_000_000 {
+        format!("{:>8}M", n / 1_000_000)
+    } else if n < 100_000_000_000_000 {
+        format!("{:>8}G", n / 1_000_000_000)
+    } else {
+        format!("{:>8}T", n / 1_000_000_000_000)
+    }
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or("")
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// The listing ipvsadm would print for this answer of the `ipvs` control command.
+fn render(r: &Value, l: &Listing) -> String {
+    let mut out = String::new();
+    let services = r["services"].as_array().cloned().unwrap_or_default();
+    if l.timeout {
+        let t = &r["timeout"];
+        out += &format!(
+            "Timeout (tcp tcpfin udp): {} {} {}\n",
+            u(&t["tcp"]),
+            u(&t["tcpfin"]),
+            u(&t["udp"])
+        );
+        return out;
+    }
+    if l.save {
+        for svc in &services {
+            let opt = if s(&svc["protocol"]) == "UDP" {
+                "-u"
+            } else {
+                "-t"
+            };
+            let vaddr = format!("{}:{}", s(&svc["address"]), u(&svc["port"]));
+            out += &format!("-A {opt} {vaddr} -s {}", s(&svc["scheduler"]));
+            if let Some(p) = svc["persistent"].as_u64() {
+                out += &format!(" -p {p}");
+                if let Some(m) = svc["netmask"].as_str().filter(|m| *m != "255.255.255.255") {
+                    out += &format!(" -M {m}");
+                }
+            }
+            if svc["ops"].as_bool() == Some(true) {
+                out += " -o";
+            }
+            out += "\n";
+            for d in svc["dests"].as_array().into_iter().flatten() {
+                let fwd = if s(&d["forward"]) == "Masq" {
+                    "-m"
+                } else {
+                    "-g"
+                };
+                out += &format!(
+                    "-a {opt} {vaddr} -r {}:{} {fwd} -w {}\n",
+                    s(&d["address"]),
+                    u(&d["port"]),
+                    u(&d["weight"])
+                );
+            }
+        }
+        return out;
+    }
+    if l.connections {
+        out += "IPVS connection entries\n";
+        out += "pro expire state       source             virtual            destination\n";
+        let mut rows: Vec<&Value> = r["templates"].as_array().into_iter().flatten().collect();
+        rows.extend(r["connections"].as_array().into_iter().flatten());
+        for c in rows {
+            let secs = u(&c["expires_ms"]) / 1000;
+            out += &format!(
+                "{:<3} {:02}:{:02}  {:<11} {:<18} {:<18} {}\n",
+                s(&c["protocol"]),
+                secs / 60,
+                secs % 60,
+                s(&c["state"]),
+                s(&c["source"]),
+                s(&c["virtual"]),
+                s(&c["destination"]),
+            );
+        }
+        return out;
+    }
+    out += &format!("IP Virtual Server version 1.2.1 (size={})\n", u(&r["size"]));
+    if l.stats {
+        out += "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n";
+        out += "  -> RemoteAddress:Port\n";
+    } else {
+        out += "Prot LocalAddress:Port Scheduler Flags\n";
+        out += "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n";
+    }
+    let stats = |st: &Value| {
+        ["conns", "inpkts", "outpkts", "inbytes", "outbytes"]
+            .iter()
+            .map(|k| largenum(u(&st[*k]), l.exact))
+            .collect::<String>()
+    };
+    for svc in &services {
+        let vaddr = format!("{}:{}", s(&svc["address"]), u(&svc["port"]));
+        let head = format!("{:<4} {vaddr}", s(&svc["protocol"]));
+        if l.stats {
+            out += &format!("{head:<33}{}\n", stats(&svc["stats"]));
+        } else {
+            out += &format!("{head} {}", s(&svc["scheduler"]));
+            if let Some(p) = svc["persistent"].as_u64() {
+                out += &format!(" persistent {p}");
+                if let Some(m) = svc["netmask"].as_str().filter(|m| *m != "255.255.255.255") {
+                    out += &format!(" mask {m}");
+                }
+            }
+            if svc["ops"].as_bool() == Some(true) {
+                out += " ops";
+            }
+            out += "\n";
+        }
+        for d in svc["dests"].as_array().into_iter().flatten() {
+            let raddr = format!("{}:{}", s(&d["address"]), u(&d["port"]));
+            if l.stats {
+                out += &format!("  -> {raddr:<28}{}\n", stats(&d["stats"]));
+            } else {
+                out += &format!(
+                    "  -> {raddr:<28} {:<7} {:<6} {:<10} {:<10}\n",
+                    s(&d["forward"]),
+                    u(&d["weight"]),
+                    u(&d["active"]),
+                    u(&d["inactive"])
+                );
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn answer() -> Value {
+        json!({
+            "size": 4096,
+            "services": [{
+                "protocol": "TCP", "address": "10.0.0.92", "port": 80, "scheduler": "rr",
+                "persistent": null, "netmask": null, "ops": false,
+                "stats": {"conns": 14209, "inpkts": 111769, "outpkts": 74613, "inbytes": 7207174, "outbytes": 8334358},
+                "dests": [{
+                    "address": "172.17.0.2", "port": 937, "forward": "Masq", "weight": 1,
+                    "active": 0, "inactive": 0,
+                    "stats": {"conns": 2, "inpkts": 12, "outpkts": 8, "inbytes": 774, "outbytes": 894},
+                }],
+            }],
+            "connections": [{
+                "protocol": "TCP", "expires_ms": 899_500, "state": "ESTABLISHED",
+                "source": "10.142.81.39:49715", "virtual": "10.40.25.43:18000",
+                "destination": "10.40.25.16:18000",
+            }],
+            "templates": [],
+            "timeout": {"tcp": 900, "tcpfin": 120, "udp": 300},
+        })
+    }
+
+    /// The examples of REFERENCE.md, byte for byte.
+    #[test]
+    fn listings_match_ipvsadm() {
+        assert_eq!(
+            render(&answer(), &Listing::default()),
+            "IP Virtual Server version 1.2.1 (size=4096)\n\
+             Prot LocalAddress:Port Scheduler Flags\n\
+             \x20 -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
+             TCP  10.0.0.92:80 rr\n\
+             \x20 -> 172.17.0.2:937               Masq    1      0          0         \n"
+        );
+        let stats = render(
+            &answer(),
+            &Listing {
+                stats: true,
+                ..Listing::default()
+            },
+        );
+        assert_eq!(
+            stats,
+            "IP Virtual Server version 1.2.1 (size=4096)\n\
+             Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n\
+             \x20 -> RemoteAddress:Port\n\
+             TCP  10.0.0.92:80                    14209   111769    74613  7207174  8334358\n\
+             \x20 -> 172.17.0.2:937                      2       12        8      774      894\n"
+        );
+        assert_eq!(
+            render(
+                &answer(),
+                &Listing {
+                    connections: true,
+                    ..Listing::default()
+                }
+            ),
+            "IPVS connection entries\n\
+             pro expire state       source             virtual            destination\n\
+             TCP 14:59  ESTABLISHED 10.142.81.39:49715 10.40.25.43:18000  10.40.25.16:18000\n"
+        );
+        assert_eq!(
+            render(
+                &answer(),
+                &Listing {
+                    timeout: true,
+                    ..Listing::default()
+                }
+            ),
+            "Timeout (tcp tcpfin udp): 900 120 300\n"
+        );
+        assert_eq!(
+            render(
+                &answer(),
+                &Listing {
+                    save: true,
+                    ..Listing::default()
+                }
+            ),
+            "-A -t 10.0.0.92:80 -s rr\n-a -t 10.0.0.92:80 -r 172.17.0.2:937 -m -w 1\n"
+        );
+    }
+
+    #[test]
+    fn large_numbers_shrink_unless_exact() {
+        assert_eq!(largenum(99_999_999, false), " 99999999");
+        assert_eq!(largenum(123_456_789, false), "  123456K");
+        assert_eq!(largenum(123_456_789, true), " 123456789");
+        assert_eq!(largenum(5_000_000_000, false), "    5000M");
+    }
+}

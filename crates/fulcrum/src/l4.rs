@@ -1,0 +1,708 @@
+//! The layer-4 half of the daemon: keepalived.conf's virtual_server blocks become IPVS-style
+//! rules ([`rules`], pure), installed in the XDP data plane as a diff ([`Table`]) with the
+//! weights the health checks decide, and kept up: connections swept, DR neighbours kept
+//! resolved. The control socket reads it for `fulcrum ipvsadm`.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fulcrum_dataplane::{AttachMode, DataPlane, DestSpec, Link, Method, ServiceKey, ServiceSpec};
+use fulcrum_health::Membership;
+use fulcrum_keepalived_conf::model::{
+    GroupMember, KeepalivedConfig, ServiceKey as ConfKey, VirtualServer,
+};
+use fulcrum_types::{ForwardMethod, Protocol, Scheduler};
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+/// A virtual service as ipvsadm knows it: (protocol, VIP, port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleKey {
+    pub proto: u8,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+}
+
+impl RuleKey {
+    pub fn proto_name(self) -> &'static str {
+        if self.proto == 17 {
+            "UDP"
+        } else {
+            "TCP"
+        }
+    }
+}
+
+/// A real server of a rule, with where its weight comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleDest {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub method: Method,
+    pub weight: u32,
+    /// (virtual_server index, real_server index) in the configuration, for the health
+    /// checks' verdict; None for a sorry server.
+    pub origin: Option<(usize, usize)>,
+    pub sorry_of: Option<usize>,
+}
+
+/// One virtual service with its real servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub key: RuleKey,
+    pub scheduler: Scheduler,
+    pub persistence: Option<(u32, Ipv4Addr)>,
+    pub ops: bool,
+    pub sh_port: bool,
+    pub sh_fallback: bool,
+    pub mh_port: bool,
+    pub mh_fallback: bool,
+    pub dests: Vec<RuleDest>,
+}
+
+fn method(m: Option<ForwardMethod>) -> Result<Method, String> {
+    match m.unwrap_or(ForwardMethod::Nat) {
+        ForwardMethod::Nat => Ok(Method::Nat),
+        ForwardMethod::Dr => Ok(Method::Dr),
+        ForwardMethod::Tun => Err("lb_kind TUN is not supported by the XDP data plane".into()),
+    }
+}
+
+/// The rules keepalived would give IPVS for these virtual servers. Services that cannot
+/// be forwarded here (fwmark, IPv6, TUN, SCTP) are left out with a warning naming them.
+pub fn rules(k: &KeepalivedConfig) -> (Vec<Rule>, Vec<String>) {
+    let mut out: Vec<Rule> = Vec::new();
+    let mut warnings = Vec::new();
+    for (v, vs) in k.virtual_servers.iter().enumerate() {
+        let name = crate::health::service_name(vs);
+        let mut keys = Vec::new();
+        match &vs.key {
+            ConfKey::Address { addr, port } => keys.push((*addr, *port)),
+            ConfKey::Fwmark(m) => {
+                warnings.push(format!(
+                    "virtual_server fwmark {m}: fwmark services cannot be forwarded (there is no netfilter mark before XDP); skipped"
+                ));
+                continue;
+            }
+            ConfKey::Group(g) => {
+                let Some(group) = k.virtual_server_groups.iter().find(|x| &x.name == g) else {
+                    warnings.push(format!("{name}: no virtual_server_group {g}; skipped"));
+                    continue;
+                };
+                for m in &group.members {
+                    match m {
+                        GroupMember::Address { addr, port } => keys.push((*addr, *port)),
+                        GroupMember::Range { first, last, port } => {
+                            if let IpAddr::V4(a) = first {
+                                let o = a.octets();
+                                for d in o[3]..=(*last).min(255) as u8 {
+                                    keys.push((
+                                        IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], d)),
+                                        *port,
+                                    ));
+                                }
+                            } else {
+                                keys.push((*first, *port));
+                            }
+                        }
+                        _ => warnings.push(format!(
+                            "{name}: fwmark members of group {g} cannot be forwarded; skipped"
+                        )),
+                    }
+                }
+            }
+        }
+        let proto = match vs.protocol() {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => {
+                warnings.push(format!(
+                    "{name}: SCTP is not forwarded by the data plane; skipped"
+                ));
+                continue;
+            }
+        };
+        let mut dests = Vec::new();
+        let mut bad = None;
+        for (r, rs) in vs.real_servers.iter().enumerate() {
+            let IpAddr::V4(addr) = rs.addr else {
+                bad = Some(format!(
+                    "{name}: IPv6 real server {} is not forwarded yet",
+                    rs.addr
+                ));
+                break;
+            };
+            match method(rs.lvs_method.or(vs.lb_kind)) {
+                Ok(m) => dests.push(RuleDest {
+                    addr,
+                    port: rs.port.unwrap_or(0),
+                    method: m,
+                    weight: rs.weight.get(),
+                    origin: Some((v, r)),
+                    sorry_of: None,
+                }),
+                Err(e) => {
+                    bad = Some(format!("{name}: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Some((IpAddr::V4(addr), port)) = vs.sorry_server {
+            if let Ok(m) = method(vs.sorry_server_lvs_method.or(vs.lb_kind)) {
+                dests.push(RuleDest {
+                    addr,
+                    port: port.unwrap_or(0),
+                    method: m,
+                    weight: 1,
+                    origin: None,
+                    sorry_of: Some(v),
+                });
+            }
+        }
+        if let Some(b) = bad {
+            warnings.push(format!("{b}; service skipped"));
+            continue;
+        }
+        for (addr, port) in keys {
+            let IpAddr::V4(vip) = addr else {
+                warnings.push(format!(
+                    "{name}: IPv6 services are not forwarded yet; skipped"
+                ));
+                continue;
+            };
+            let mut dests = dests.clone();
+            for d in &mut dests {
+                if d.port == 0 {
+                    d.port = port;
+                }
+            }
+            out.push(rule_for(vs, RuleKey { proto, vip, port }, dests));
+        }
+    }
+    (out, warnings)
+}
+
+fn rule_for(vs: &VirtualServer, key: RuleKey, dests: Vec<RuleDest>) -> Rule {
+    let mask = match vs.persistence_granularity {
+        Some(IpAddr::V4(m)) => m,
+        _ => Ipv4Addr::BROADCAST,
+    };
+    Rule {
+        key,
+        scheduler: vs.lb_algo,
+        persistence: vs.persistence_timeout.map(|t| (t, mask)),
+        ops: vs.ops,
+        sh_port: vs.sh_port,
+        sh_fallback: vs.sh_fallback,
+        mh_port: vs.mh_port,
+        mh_fallback: vs.mh_fallback,
+        dests,
+    }
+}
+
+/// The health checks' verdicts: per virtual_server, each real server's membership and
+/// the sorry server's.
+pub type Verdicts = Vec<(Vec<Membership>, Option<Membership>)>;
+
+/// A rule as installed: its id and the slot of each real server.
+#[derive(Debug, Clone)]
+struct Installed {
+    id: u32,
+    rule: Rule,
+    spec: ServiceSpec,
+}
+
+/// The installed services, applied to the data plane as a diff.
+#[derive(Debug, Default)]
+pub struct Table {
+    installed: HashMap<RuleKey, Installed>,
+    /// Where DR real servers are on the link, from the neighbour table.
+    links: HashMap<Ipv4Addr, Link>,
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.trim().split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    (parts.next().is_none() && mac != [0; 6]).then_some(mac)
+}
+
+/// The resolved IPv4 neighbours of this network namespace (/proc/net/arp), with the
+/// index and MAC of the interface each is on: what DR rewrites frames with.
+pub fn read_links() -> HashMap<Ipv4Addr, Link> {
+    let mut links = HashMap::new();
+    let Ok(text) = std::fs::read_to_string("/proc/net/arp") else {
+        return links;
+    };
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [ip, _, flags, mac, _, dev] = f[..] else {
+            continue;
+        };
+        let complete =
+            u32::from_str_radix(flags.trim_start_matches("0x"), 16).is_ok_and(|f| f & 0x2 != 0);
+        let (Ok(ip), Some(mac), true) = (ip.parse::<Ipv4Addr>(), parse_mac(mac), complete) else {
+            continue;
+        };
+        let Ok(ifindex) = fulcrum_sys::if_index(dev) else {
+            continue;
+        };
+        let Some(smac) = std::fs::read_to_string(format!("/sys/class/net/{dev}/address"))
+            .ok()
+            .and_then(|m| parse_mac(&m))
+        else {
+            continue;
+        };
+        links.insert(ip, Link { mac, ifindex, smac });
+    }
+    links
+}
+
+impl Table {
+    /// The spec for a rule, keeping the slots of real servers that stay, with the weight
+    /// the health checks give each (out of the pool: no slot).
+    fn spec(&self, rule: &Rule, id: u32, verdicts: &Verdicts) -> ServiceSpec {
+        let old = self.installed.get(&rule.key);
+        let mut slots: Vec<Option<DestSpec>> = Vec::new();
+        let mut wanted: Vec<DestSpec> = Vec::new();
+        for d in &rule.dests {
+            let membership = match (d.origin, d.sorry_of) {
+                (Some((v, r)), _) => verdicts.get(v).and_then(|(m, _)| m.get(r).copied()),
+                (None, Some(v)) => match verdicts.get(v) {
+                    Some((_, m)) => *m,
+                    // Without health checks, the sorry server stays out.
+                    None => Some(Membership::Out),
+                },
+                _ => None,
+            };
+            let weight = match membership {
+                None => d.weight,
+                Some(Membership::In(w)) => w.get(),
+                Some(Membership::Out) => continue,
+            };
+            wanted.push(DestSpec {
+                addr: d.addr,
+                port: d.port,
+                method: d.method,
+                weight,
+                overloaded: false,
+                link: match d.method {
+                    Method::Dr => self.links.get(&d.addr).copied(),
+                    Method::Nat => None,
+                },
+            });
+        }
+        // Slots of the servers already in, then free slots for the new ones.
+        if let Some(old) = old {
+            slots = old
+                .spec
+                .dests
+                .iter()
+                .map(|s| {
+                    s.and_then(|s| {
+                        wanted
+                            .iter()
+                            .find(|w| (w.addr, w.port) == (s.addr, s.port))
+                            .copied()
+                    })
+                })
+                .collect();
+        }
+        for w in wanted {
+            if slots
+                .iter()
+                .flatten()
+                .any(|s| (s.addr, s.port) == (w.addr, w.port))
+            {
+                continue;
+            }
+            match slots.iter().position(Option::is_none) {
+                Some(i) => slots[i] = Some(w),
+                None => slots.push(w.into()),
+            }
+        }
+        while slots.last().is_some_and(Option::is_none) {
+            slots.pop();
+        }
+        ServiceSpec {
+            key: ServiceKey::v4(rule.key.vip, rule.key.port, rule.key.proto),
+            id,
+            scheduler: rule.scheduler,
+            sh_port: rule.sh_port,
+            sh_fallback: rule.sh_fallback,
+            mh_port: rule.mh_port,
+            mh_fallback: rule.mh_fallback,
+            ops: rule.ops,
+            persistence: rule.persistence,
+            dests: slots,
+        }
+    }
+
+    /// Brings the data plane to `rules` with `verdicts`: new services added, changed ones
+    /// rewritten in place (connections kept), removed ones removed. Unchanged services are
+    /// not touched.
+    pub fn apply(
+        &mut self,
+        dp: &mut DataPlane,
+        rules: &[Rule],
+        verdicts: &Verdicts,
+    ) -> Result<(), fulcrum_dataplane::Error> {
+        let wanted: HashMap<RuleKey, &Rule> = rules.iter().map(|r| (r.key, r)).collect();
+        let gone: Vec<RuleKey> = self
+            .installed
+            .keys()
+            .filter(|k| !wanted.contains_key(k))
+            .copied()
+            .collect();
+        for key in gone {
+            if let Some(old) = self.installed.remove(&key) {
+                dp.remove_service(&old.spec.key, old.id)?;
+                info!(service = %format!("{}:{} {}", key.vip, key.port, key.proto_name()), "virtual service removed");
+            }
+        }
+        for rule in rules {
+            let id = match self.installed.get(&rule.key) {
+                Some(i) => i.id,
+                None => (0..fulcrum_dataplane::abi::MAX_SERVICES)
+                    .find(|id| self.installed.values().all(|i| i.id != *id))
+                    .ok_or_else(|| {
+                        fulcrum_dataplane::Error::Limit(format!(
+                            "at most {} virtual services",
+                            fulcrum_dataplane::abi::MAX_SERVICES
+                        ))
+                    })?,
+            };
+            let spec = self.spec(rule, id, verdicts);
+            if self
+                .installed
+                .get(&rule.key)
+                .is_some_and(|i| i.spec == spec && i.rule == *rule)
+            {
+                continue;
+            }
+            dp.put_service(&spec)?;
+            self.installed.insert(
+                rule.key,
+                Installed {
+                    id,
+                    rule: rule.clone(),
+                    spec,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// The services as `fulcrum ipvsadm` lists them, with counters.
+    pub fn listing(&self, dp: &DataPlane) -> Value {
+        let mut keys: Vec<&RuleKey> = self.installed.keys().collect();
+        keys.sort();
+        let traffic = |t: fulcrum_dataplane::Traffic| {
+            json!({"conns": t.conns, "inpkts": t.inpkts, "outpkts": t.outpkts,
+                   "inbytes": t.inbytes, "outbytes": t.outbytes})
+        };
+        let services: Vec<Value> = keys
+            .into_iter()
+            .map(|k| {
+                let i = &self.installed[k];
+                let dests: Vec<Value> = i
+                    .spec
+                    .dests
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(slot, d)| {
+                        let d = (*d)?;
+                        let (active, inactive) = dp.dest_conns(i.id, slot).unwrap_or((0, 0));
+                        Some(json!({
+                            "address": d.addr.to_string(),
+                            "port": d.port,
+                            "forward": match d.method { Method::Nat => "Masq", Method::Dr => "Route" },
+                            "weight": d.weight,
+                            "active": active,
+                            "inactive": inactive,
+                            "stats": traffic(dp.dest_traffic(i.id, slot).unwrap_or_default()),
+                        }))
+                    })
+                    .collect();
+                json!({
+                    "protocol": k.proto_name(),
+                    "address": k.vip.to_string(),
+                    "port": k.port,
+                    "scheduler": i.rule.scheduler.name(),
+                    "persistent": i.rule.persistence.map(|(t, _)| t),
+                    "netmask": i.rule.persistence.map(|(_, m)| m.to_string()),
+                    "ops": i.rule.ops,
+                    "stats": traffic(dp.service_traffic(i.id).unwrap_or_default()),
+                    "dests": dests,
+                })
+            })
+            .collect();
+        let conns: Vec<Value> = dp
+            .connections()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| {
+                json!({
+                    "protocol": if c.proto == 17 { "UDP" } else { "TCP" },
+                    "expires_ms": c.expires_in.as_millis() as u64,
+                    "state": c.state,
+                    "source": SocketAddr::from(c.client).to_string(),
+                    "virtual": SocketAddr::from(c.vip).to_string(),
+                    "destination": SocketAddr::from(c.rip).to_string(),
+                })
+            })
+            .collect();
+        let by_id: HashMap<u32, &Installed> = self.installed.values().map(|i| (i.id, i)).collect();
+        let templates: Vec<Value> = dp
+            .templates()
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(svc, client, slot, left)| {
+                let i = by_id.get(&svc)?;
+                let d = i.spec.dests.get(slot as usize).copied().flatten()?;
+                Some(json!({
+                    "protocol": i.rule.key.proto_name(),
+                    "expires_ms": left.as_millis() as u64,
+                    "state": "NONE",
+                    "source": format!("{client}:0"),
+                    "virtual": format!("{}:{}", i.rule.key.vip, i.rule.key.port),
+                    "destination": format!("{}:{}", d.addr, d.port),
+                }))
+            })
+            .collect();
+        let t = dp
+            .timeouts()
+            .unwrap_or(fulcrum_dataplane::abi::DEFAULT_TIMEOUTS);
+        let packets: serde_json::Map<String, Value> = fulcrum_dataplane::Reason::ALL
+            .iter()
+            .map(|r| (r.name().to_string(), json!(dp.count(*r).unwrap_or(0))))
+            .collect();
+        let mut neighbours: Vec<String> = self
+            .links
+            .iter()
+            .map(|(ip, l)| {
+                let m = l.mac;
+                format!(
+                    "{ip} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} if{}",
+                    m[0], m[1], m[2], m[3], m[4], m[5], l.ifindex
+                )
+            })
+            .collect();
+        neighbours.sort();
+        json!({
+            "neighbours": neighbours,
+            "packets": packets,
+            "size": 1_048_576,
+            "services": services,
+            "connections": conns,
+            "templates": templates,
+            "timeout": {"tcp": t[1], "tcpfin": t[4], "udp": t[11]},
+        })
+    }
+
+    /// Real servers reached by DR: their MAC must be in the neighbour table.
+    fn dr_addresses(&self) -> Vec<Ipv4Addr> {
+        let mut v: Vec<Ipv4Addr> = self
+            .installed
+            .values()
+            .flat_map(|i| i.spec.dests.iter().flatten())
+            .filter(|d| d.method == Method::Dr)
+            .map(|d| d.addr)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// What `ipvs` answers when no virtual service is configured.
+pub fn empty_listing() -> Value {
+    let t = fulcrum_dataplane::abi::DEFAULT_TIMEOUTS;
+    json!({
+        "size": 1_048_576,
+        "services": [],
+        "connections": [],
+        "templates": [],
+        "timeout": {"tcp": t[1], "tcpfin": t[4], "udp": t[11]},
+        "interfaces": [],
+    })
+}
+
+/// The running layer-4 forwarding.
+#[derive(Debug)]
+pub struct Runtime {
+    shared: Arc<Mutex<Shared>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    dp: DataPlane,
+    table: Table,
+    rules: Vec<Rule>,
+    interfaces: Vec<(String, AttachMode)>,
+}
+
+/// A cheap handle for the control socket.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Handle {
+    pub fn listing(&self) -> Value {
+        let s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v = s.table.listing(&s.dp);
+        v["interfaces"] = s
+            .interfaces
+            .iter()
+            .map(|(name, mode)| json!({"name": name, "mode": mode.name()}))
+            .collect();
+        v
+    }
+}
+
+/// Sends one empty datagram to the discard port of each address, so the kernel resolves
+/// (or refreshes) its neighbour entry, which the data plane's FIB lookup reads for DR.
+fn prod_neighbours(addrs: &[Ipv4Addr]) {
+    let Ok(sock) = UdpSocket::bind("0.0.0.0:0") else {
+        return;
+    };
+    for a in addrs {
+        let _ = sock.send_to(&[], SocketAddr::new(IpAddr::V4(*a), 9));
+    }
+}
+
+/// Loads the data plane, attaches it to every interface of this network namespace but
+/// loopback, installs the rules and keeps them up with the health checks' verdicts.
+pub fn start(
+    k: &KeepalivedConfig,
+    health: Option<crate::health::Handle>,
+) -> anyhow::Result<Option<Runtime>> {
+    let (rules, warnings) = rules(k);
+    for w in &warnings {
+        warn!("{w}");
+    }
+    if rules.is_empty() {
+        return Ok(None);
+    }
+    let mut dp = DataPlane::load()?;
+    let mut interfaces = Vec::new();
+    for name in fulcrum_sys::interfaces()? {
+        if name == "lo" {
+            continue;
+        }
+        let mode = dp
+            .attach(&name)
+            .map_err(|e| anyhow::anyhow!("cannot attach the XDP program to {name}: {e}"))?;
+        info!(interface = %name, mode = mode.name(), "XDP data plane attached");
+        interfaces.push((name, mode));
+    }
+    let verdicts = health.as_ref().map(|h| h.verdicts()).unwrap_or_default();
+    let mut table = Table::default();
+    let dr: Vec<Ipv4Addr> = rules
+        .iter()
+        .flat_map(|r| &r.dests)
+        .filter(|d| d.method == Method::Dr)
+        .map(|d| d.addr)
+        .collect();
+    if !dr.is_empty() {
+        prod_neighbours(&dr);
+        let resolved = |l: &HashMap<Ipv4Addr, Link>| dr.iter().all(|a| l.contains_key(a));
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while !resolved(&read_links()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        table.links = read_links();
+    }
+    table.apply(&mut dp, &rules, &verdicts)?;
+    info!(services = rules.len(), "layer-4 services installed");
+    let shared = Arc::new(Mutex::new(Shared {
+        dp,
+        table,
+        rules,
+        interfaces,
+    }));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let thread = {
+        let shared = Arc::clone(&shared);
+        let stop = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("fulcrum-l4".into())
+            .spawn(move || keep_up(shared, health, stop, verdicts))?
+    };
+    Ok(Some(Runtime {
+        shared,
+        stop,
+        thread: Some(thread),
+    }))
+}
+
+/// Applies health verdicts as they change (polled every 100 ms); every second sweeps
+/// expired connections and picks up neighbour changes for DR; every 10 s asks the kernel
+/// to refresh the DR real servers' neighbour entries.
+fn keep_up(
+    shared: Arc<Mutex<Shared>>,
+    health: Option<crate::health::Handle>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    mut last: Verdicts,
+) {
+    let mut swept = Instant::now();
+    let mut prodded = Instant::now();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+        let Shared {
+            dp, table, rules, ..
+        } = &mut *s;
+        if let Some(h) = &health {
+            let now = h.verdicts();
+            if now != last {
+                if let Err(e) = table.apply(dp, rules, &now) {
+                    warn!("cannot apply health-check changes to the data plane: {e}");
+                }
+                last = now;
+            }
+        }
+        if swept.elapsed() >= Duration::from_secs(1) {
+            if !table.dr_addresses().is_empty() {
+                let links = read_links();
+                if links != table.links {
+                    table.links = links;
+                    if let Err(e) = table.apply(dp, rules, &last) {
+                        warn!("cannot apply neighbour changes to the data plane: {e}");
+                    }
+                }
+            }
+            if let Err(e) = dp.sweep() {
+                warn!("connection sweep: {e}");
+            }
+            swept = Instant::now();
+        }
+        if prodded.elapsed() >= Duration::from_secs(10) {
+            prod_neighbours(&table.dr_addresses());
+            prodded = Instant::now();
+        }
+    }
+}
+
+impl Runtime {
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Stops keeping up; dropping the data plane detaches the program.
+    pub fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

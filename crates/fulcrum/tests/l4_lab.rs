@@ -1,0 +1,202 @@
+//! Layer 4 in the lab, end to end with real TCP: reference deployment 1 (LVS-NAT) and 2
+//! (LVS-DR) with fulcrum's XDP data plane on the director, real servers that answer with
+//! their name, and a client making new connections one after another. The distributions
+//! must be exact, and `fulcrum ipvsadm` must agree with the traffic. Root only; bounded in
+//! time; everything is removed afterwards.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use fulcrum_lab::reference::{self, Deployment, Reference};
+use fulcrum_lab::{require_root, wait_for, Agent, Process};
+
+mod common;
+use common::Scratch;
+
+const CONNECTIONS: u32 = 299;
+
+fn agent() -> Agent {
+    Agent::new(env!("CARGO_BIN_EXE_fulcrum"), &["lab-agent"])
+}
+
+/// keepalived.conf for one virtual service over the deployment's real servers.
+fn config(vip: &str, kind: &str, algo: &str, weights: &[u32], rips: &[String]) -> String {
+    let mut c = format!(
+        "virtual_server {vip} 80 {{\n    lb_algo {algo}\n    lb_kind {kind}\n    protocol TCP\n"
+    );
+    for (rip, w) in rips.iter().zip(weights) {
+        c += &format!("    real_server {rip} 80 {{\n        weight {w}\n    }}\n");
+    }
+    c + "}\n"
+}
+
+fn start(r: &mut Reference, conf: &str, dir: &Scratch, id: &str) -> (Process, PathBuf) {
+    let path = dir.0.join(format!("{id}.conf"));
+    std::fs::write(&path, conf).unwrap();
+    let sock = dir.0.join(format!("{id}.sock"));
+    let log = dir.0.join(format!("{id}.log"));
+    let director = r.directors[0].clone();
+    let p = r
+        .lab
+        .spawn(
+            &director,
+            &[
+                env!("CARGO_BIN_EXE_fulcrum").as_ref(),
+                "run".as_ref(),
+                "-f".as_ref(),
+                path.as_os_str(),
+                "--control".as_ref(),
+                sock.as_os_str(),
+            ],
+            Some(&log),
+        )
+        .unwrap();
+    let up = wait_for(Duration::from_secs(20), || {
+        ipvsadm(&sock, &["-Ln"]).contains("  -> ")
+    });
+    assert!(
+        up.is_some(),
+        "the daemon did not install its rules:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    (p, sock)
+}
+
+fn ipvsadm(sock: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .arg("ipvsadm")
+        .arg("--control")
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The daemon's `ipvs` answer, for failure messages.
+fn raw_ipvs(sock: &Path) -> String {
+    use std::io::{BufRead, BufReader, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(sock) else {
+        return "no control socket".into();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.write_all(b"{\"version\":1,\"command\":\"ipvs\"}\n");
+    let mut line = String::new();
+    let _ = BufReader::new(&s).read_line(&mut line);
+    line
+}
+
+/// New connections from the client, one after another: who answered, how often.
+fn distribution(r: &Reference, vip: &str) -> BTreeMap<String, u32> {
+    let answers = r
+        .lab
+        .probe(&r.client, &format!("{vip}:80"), CONNECTIONS, false)
+        .unwrap();
+    let mut d = BTreeMap::new();
+    for a in answers {
+        *d.entry(a).or_insert(0) += 1;
+    }
+    d
+}
+
+fn serve_names(r: &mut Reference) {
+    for (i, rs) in r.real_servers.clone().iter().enumerate() {
+        r.lab
+            .serve(rs, &format!("rs{}", i + 1), "0.0.0.0:80", false)
+            .unwrap();
+    }
+}
+
+/// The ipvsadm -Ln --stats row of a real server: Conns InPkts OutPkts InBytes OutBytes.
+fn stats_of(listing: &str, rip: &str) -> Vec<u64> {
+    let line = listing
+        .lines()
+        .find(|l| l.starts_with(&format!("  -> {rip}:")))
+        .unwrap_or_else(|| panic!("no {rip} in\n{listing}"));
+    line.split_whitespace()
+        .skip(2)
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
+fn run_deployment(deployment: Deployment, kind: &str, label: &str) {
+    let mut r = reference::build(deployment, label, Some(agent())).unwrap();
+    let dir = Scratch::new(label);
+    serve_names(&mut r);
+    let vip = r.vips[0].to_string();
+    let rips: Vec<String> = r.rips.iter().map(|a| a.to_string()).collect();
+
+    for (algo, weights, want) in [("rr", [1, 1], [150, 150]), ("wrr", [1, 2], [100, 200])] {
+        let conf = config(&vip, kind, algo, &weights, &rips);
+        let (daemon, sock) = start(&mut r, &conf, &dir, algo);
+        // One connection first, so a broken path fails in seconds with what the data
+        // plane counted, not after every connection timed out.
+        let first = r
+            .lab
+            .probe(&r.client, &format!("{vip}:80"), 1, false)
+            .unwrap();
+        if !first.first().is_some_and(|a| a.starts_with("rs")) {
+            let neigh = r.lab.ip(&r.directors[0], &["neigh", "show"]).unwrap();
+            panic!(
+                "{kind} {algo}: first connection: {first:?}\nneighbours: {}\ndata plane: {}\nlog:\n{}",
+                String::from_utf8_lossy(&neigh.stdout),
+                raw_ipvs(&sock),
+                std::fs::read_to_string(dir.0.join(format!("{algo}.log"))).unwrap_or_default()
+            );
+        }
+        let got = distribution(&r, &vip);
+        let mut expected: BTreeMap<String, u32> =
+            [("rs1".to_string(), want[0]), ("rs2".to_string(), want[1])].into();
+        *expected.get_mut(&first[0]).unwrap() -= 1;
+        assert_eq!(got, expected, "{kind} {algo} weights {weights:?}");
+
+        let listing = ipvsadm(&sock, &["-Ln"]);
+        assert!(
+            listing.contains(&format!("TCP  {vip}:80 {algo}\n")),
+            "{listing}"
+        );
+        let forward = if kind == "NAT" { "Masq" } else { "Route" };
+        for (rip, w) in rips.iter().zip(weights) {
+            let row = format!("  -> {:<28} {forward:<7} {w:<6} ", format!("{rip}:80"));
+            assert!(listing.contains(&row), "no row {row:?} in\n{listing}");
+        }
+        let stats = ipvsadm(&sock, &["-Ln", "--stats"]);
+        for (rip, n) in rips.iter().zip(want) {
+            let s = stats_of(&stats, rip);
+            assert_eq!(s[0], u64::from(n), "connections of {rip}:\n{stats}");
+            if kind == "NAT" {
+                assert!(
+                    s[2] >= u64::from(n),
+                    "NAT replies cross the director:\n{stats}"
+                );
+            } else {
+                assert_eq!(s[2], 0, "DR replies must not cross the director:\n{stats}");
+            }
+        }
+        let conns = ipvsadm(&sock, &["-Lnc"]);
+        assert!(
+            conns.lines().count() >= 2 + CONNECTIONS as usize,
+            "every connection is tracked:\n{conns}"
+        );
+        daemon.signal("TERM").unwrap();
+        assert!(daemon.wait_timeout(Duration::from_secs(10)).is_some());
+    }
+}
+
+#[test]
+fn nat_splits_exactly_by_weight_and_ipvsadm_agrees() {
+    if !require_root("nat_splits_exactly_by_weight_and_ipvsadm_agrees") {
+        return;
+    }
+    run_deployment(Deployment::LvsNat, "NAT", "l4nat");
+}
+
+#[test]
+fn dr_splits_exactly_and_replies_bypass_the_director() {
+    if !require_root("dr_splits_exactly_and_replies_bypass_the_director") {
+        return;
+    }
+    run_deployment(Deployment::LvsDr, "DR", "l4dr");
+}
