@@ -217,6 +217,22 @@ fn sched_code(kind: Scheduler) -> u8 {
 pub const TWOS_SEED: u64 = 0x5eed_f01c_2026;
 
 impl ServiceSpec {
+    /// A service with no real server, no persistence and no scheduler flags.
+    pub fn new(key: ServiceKey, id: u32, scheduler: Scheduler) -> ServiceSpec {
+        ServiceSpec {
+            key,
+            id,
+            scheduler,
+            sh_port: false,
+            sh_fallback: false,
+            mh_port: false,
+            mh_fallback: false,
+            ops: false,
+            persistence: None,
+            dests: Vec::new(),
+        }
+    }
+
     /// The present servers in slot order, as the reference model sees them, with the slot
     /// of each.
     pub fn model_dests(&self) -> Vec<(usize, fulcrum_sched::Dest)> {
@@ -543,18 +559,7 @@ impl DataPlane {
                 HashMap::try_from(self.map_mut("services")?)?;
             let _ = services.remove(key);
         }
-        let empty = ServiceSpec {
-            key: *key,
-            id,
-            scheduler: Scheduler::Rr,
-            sh_port: false,
-            sh_fallback: false,
-            mh_port: false,
-            mh_fallback: false,
-            ops: false,
-            persistence: None,
-            dests: Vec::new(),
-        };
+        let empty = ServiceSpec::new(*key, id, Scheduler::Rr);
         {
             let mut dests: Array<&mut MapData, Dest> = Array::try_from(self.map_mut("dests")?)?;
             for slot in 0..MAX_DESTS as usize {

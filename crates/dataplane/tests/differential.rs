@@ -38,15 +38,10 @@ fn rip(i: usize) -> Ipv4Addr {
 fn compare(kind: Kind, weights: &[u32], flags: Flags, flows: u32) -> Result<(), String> {
     let mut dp = DataPlane::load().map_err(|e| e.to_string())?;
     let spec = ServiceSpec {
-        key: ServiceKey::v4(VIP, 80, 6),
-        id: 7,
-        scheduler: kind,
         sh_port: flags.sh_port,
         sh_fallback: flags.sh_fallback,
         mh_port: flags.mh_port,
         mh_fallback: flags.mh_fallback,
-        ops: false,
-        persistence: None,
         dests: weights
             .iter()
             .enumerate()
@@ -61,6 +56,7 @@ fn compare(kind: Kind, weights: &[u32], flags: Flags, flows: u32) -> Result<(), 
                 })
             })
             .collect(),
+        ..ServiceSpec::new(ServiceKey::v4(VIP, 80, 6), 7, kind)
     };
     dp.put_service(&spec).map_err(|e| e.to_string())?;
     let mut dests: Vec<_> = spec.model_dests().into_iter().map(|(_, d)| d).collect();

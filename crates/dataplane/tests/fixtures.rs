@@ -18,15 +18,6 @@ use frames::*;
 
 fn service(method: Method, weights: &[u32]) -> ServiceSpec {
     ServiceSpec {
-        key: ServiceKey::v4(VIP, 80, 6),
-        id: 1,
-        scheduler: fulcrum_dataplane::Scheduler::Rr,
-        sh_port: false,
-        sh_fallback: false,
-        mh_port: false,
-        mh_fallback: false,
-        ops: false,
-        persistence: None,
         dests: weights
             .iter()
             .enumerate()
@@ -41,6 +32,11 @@ fn service(method: Method, weights: &[u32]) -> ServiceSpec {
                 })
             })
             .collect(),
+        ..ServiceSpec::new(
+            ServiceKey::v4(VIP, 80, 6),
+            1,
+            fulcrum_dataplane::Scheduler::Rr,
+        )
     }
 }
 
