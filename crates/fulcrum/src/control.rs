@@ -21,6 +21,9 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub struct Request {
     pub version: u32,
     pub command: String,
+    /// `ipvsadm`: command lines to apply together (ipvsadm's arguments, one vector each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<Vec<String>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -55,6 +58,11 @@ impl Response {
 
 /// Sends one request and waits for its answer.
 pub fn call(socket: &Path, command: &str) -> anyhow::Result<Response> {
+    call_with(socket, command, Vec::new())
+}
+
+/// Sends one request with arguments and waits for its answer.
+pub fn call_with(socket: &Path, command: &str, args: Vec<Vec<String>>) -> anyhow::Result<Response> {
     let mut stream = UnixStream::connect(socket).with_context(|| {
         format!(
             "cannot connect to the fulcrum control socket {}: is `fulcrum run` running? (set --control or FULCRUM_CONTROL for another path)",
@@ -65,6 +73,7 @@ pub fn call(socket: &Path, command: &str) -> anyhow::Result<Response> {
     let request = Request {
         version: PROTOCOL_VERSION,
         command: command.to_string(),
+        args,
     };
     let mut line = serde_json::to_string(&request)?;
     line.push('\n');

@@ -283,6 +283,20 @@ async fn client(
                 }
                 None => Response::ok(crate::l4::empty_listing()),
             },
+            Ok(r) if r.command == "ipvsadm" => match &l4 {
+                Some(h) => {
+                    let h = h.clone();
+                    let lines = r.args;
+                    match tokio::task::spawn_blocking(move || h.edit(&lines)).await {
+                        Ok(Ok(())) => Response::ok(serde_json::json!({})),
+                        Ok(Err(e)) => Response::error(e),
+                        Err(e) => Response::error(format!("edit failed: {e}")),
+                    }
+                }
+                None => Response::error(
+                    "the layer-4 data plane is not running (no virtual_server in the configuration, or --no-forwarding); nothing was changed",
+                ),
+            },
             Ok(r) if r.command == "health" => match &health {
                 Some(h) => Response::ok(h.status()),
                 None => Response::ok(serde_json::json!([])),
@@ -296,7 +310,7 @@ async fn client(
                         Err(e) => Response::error(e),
                     },
                     other => Response::error(format!(
-                        "unknown command '{other}'; commands: status, reload, vrrp, health, ipvs"
+                        "unknown command '{other}'; commands: status, reload, vrrp, health, ipvs, ipvsadm"
                     )),
                 }
             }

@@ -3,15 +3,16 @@
 //! (ipvsadm.c's row formats; see ../shared/docs/REFERENCE.md); they read the daemon's
 //! `ipvs` control command.
 //!
-//! In this build the rules come from keepalived.conf (and change with `ctl reload`);
-//! commands that edit rules are refused with a clear message and change nothing.
+//! Editing commands (-A -E -D -C -a -e -d --set -Z, and -R reading ipvsadm -S's format
+//! from standard input) are sent to the daemon, which checks them all before changing
+//! anything (crate::ipvsadm_edit).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde_json::Value;
 
-use crate::control::{call, DEFAULT_SOCKET};
+use crate::control::{call, call_with, DEFAULT_SOCKET};
 
 /// What a listing shows.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -27,7 +28,7 @@ struct Listing {
 fn usage(message: &str) -> ExitCode {
     eprintln!("{message}");
     eprintln!(
-        "Usage: ipvsadm -L|-l [-n] [-c] [--stats|--rate|--timeout] [--exact]\n       ipvsadm -S|--save [-n]\n       ipvsadm --control SOCKET ... (or FULCRUM_CONTROL)"
+        "Usage: ipvsadm -A|-E -t|-u service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o]\n       ipvsadm -D -t|-u service-address\n       ipvsadm -C\n       ipvsadm -R < rules\n       ipvsadm -a|-e -t|-u service-address -r server-address [-g|-m] [-w weight]\n       ipvsadm -d -t|-u service-address -r server-address\n       ipvsadm -L|-l [-n] [-c] [--stats|--timeout] [--exact]\n       ipvsadm -S|--save [-n]\n       ipvsadm -Z [-t|-u service-address]\n       ipvsadm --set tcp tcpfin udp\n       ipvsadm --control SOCKET ... (or FULCRUM_CONTROL)"
     );
     ExitCode::from(2)
 }
@@ -36,54 +37,91 @@ pub fn run(args: Vec<String>) -> ExitCode {
     let mut socket = std::env::var_os("FULCRUM_CONTROL")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
-    let mut listing = None::<Listing>;
-    let mut l = Listing::default();
-    let mut it = args.iter();
+    let mut rest = Vec::new();
+    let mut it = args.into_iter();
     while let Some(a) = it.next() {
-        match a.as_str() {
-            "--control" => match it.next() {
+        if a == "--control" {
+            match it.next() {
                 Some(p) => socket = PathBuf::from(p),
                 None => return usage("--control needs a socket path"),
-            },
-            "-L" | "-l" | "--list" => listing = Some(Listing::default()),
-            "-S" | "--save" => {
-                listing = Some(Listing::default());
-                l.save = true;
             }
-            "--timeout" => {
-                listing.get_or_insert_with(Listing::default);
-                l.timeout = true;
+        } else {
+            rest.push(a);
+        }
+    }
+    let lists = |a: &String| {
+        matches!(
+            a.as_str(),
+            "-L" | "-l" | "--list" | "-S" | "--save" | "--timeout"
+        ) || (a.starts_with('-') && !a.starts_with("--") && a[1..].starts_with(['L', 'l', 'S']))
+    };
+    if rest.iter().any(lists) {
+        return list(&socket, &rest);
+    }
+    if rest.is_empty() {
+        return usage("ipvsadm: no command given");
+    }
+    let lines = if rest.iter().any(|a| a == "-R" || a == "--restore") {
+        // ipvsadm-restore: -C, then every line of standard input (ipvsadm -S's format).
+        let mut lines = vec![vec!["-C".to_string()]];
+        for line in std::io::stdin().lines() {
+            let Ok(line) = line else { break };
+            let words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+            if !words.is_empty() && !words[0].starts_with('#') {
+                lines.push(words);
             }
-            "-n" | "--numeric" => {}
+        }
+        lines
+    } else {
+        vec![rest]
+    };
+    match call_with(&socket, "ipvsadm", lines) {
+        Ok(r) if r.ok => ExitCode::SUCCESS,
+        Ok(r) => {
+            let e = r.error.unwrap_or_else(|| "the daemon refused".into());
+            if e.starts_with("ipvsadm: ") {
+                eprintln!("{e}");
+            } else {
+                eprintln!("ipvsadm: {e}");
+            }
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("ipvsadm: {e:#}; nothing was changed");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn list(socket: &Path, args: &[String]) -> ExitCode {
+    let mut l = Listing::default();
+    for a in args {
+        match a.as_str() {
+            "-L" | "-l" | "--list" | "-n" | "--numeric" => {}
+            "-S" | "--save" => l.save = true,
+            "--timeout" => l.timeout = true,
             "-c" | "--connection" => l.connections = true,
             "--stats" => l.stats = true,
             "--rate" => l.rate = true,
             "--exact" => l.exact = true,
             s if s.starts_with('-') && !s.starts_with("--") && s.len() > 2 => {
-                // Bundled short options, as getopt takes them: -Ln, -Lnc.
+                // Bundled short options, as getopt takes them: -Ln, -Lnc, -Sn.
                 for c in s[1..].chars() {
                     match c {
-                        'L' | 'l' => listing = Some(Listing::default()),
-                        'S' => {
-                            listing = Some(Listing::default());
-                            l.save = true;
-                        }
-                        'n' => {}
+                        'L' | 'l' | 'n' => {}
+                        'S' => l.save = true,
                         'c' => l.connections = true,
-                        other => return refuse(&format!("-{other}")),
+                        other => return usage(&format!("ipvsadm: invalid option -- '{other}'")),
                     }
                 }
             }
-            other => return refuse(other),
+            other => return usage(&format!("ipvsadm: invalid option -- '{other}'")),
         }
-    }
-    if listing.is_none() {
-        return usage("ipvsadm: no command given");
     }
     if l.rate {
         return usage("ipvsadm: --rate is not available in this build (use --stats)");
     }
-    let response = match call(&socket, "ipvs") {
+    let response = match call(socket, "ipvs") {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ipvsadm: {e:#}");
@@ -100,38 +138,6 @@ pub fn run(args: Vec<String>) -> ExitCode {
     let r = response.result.unwrap_or_default();
     print!("{}", render(&r, &l));
     ExitCode::SUCCESS
-}
-
-fn refuse(option: &str) -> ExitCode {
-    let edit = [
-        "-A",
-        "-E",
-        "-D",
-        "-C",
-        "-a",
-        "-e",
-        "-d",
-        "-R",
-        "-Z",
-        "--set",
-        "--add-service",
-        "--edit-service",
-        "--delete-service",
-        "--clear",
-        "--add-server",
-        "--edit-server",
-        "--delete-server",
-        "--restore",
-        "--zero",
-    ];
-    if edit.contains(&option) {
-        eprintln!(
-            "ipvsadm: {option}: rules come from keepalived.conf in this build (edit it and run `fulcrum ctl reload`); nothing was changed"
-        );
-        ExitCode::from(2)
-    } else {
-        usage(&format!("ipvsadm: unknown option {option}"))
-    }
 }
 
 /// `print_largenum`: nine columns, with K/M/G/T above 10^8 unless --exact.

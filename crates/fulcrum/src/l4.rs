@@ -504,6 +504,15 @@ impl Table {
         })
     }
 
+    /// The ids of one installed service, or of all.
+    fn ids(&self, key: Option<&RuleKey>) -> Vec<u32> {
+        self.installed
+            .iter()
+            .filter(|(k, _)| key.is_none_or(|key| key == *k))
+            .map(|(_, i)| i.id)
+            .collect()
+    }
+
     /// Real servers reached by DR: their MAC must be in the neighbour table.
     fn dr_addresses(&self) -> Vec<Ipv4Addr> {
         let mut v: Vec<Ipv4Addr> = self
@@ -544,7 +553,10 @@ pub struct Runtime {
 struct Shared {
     dp: DataPlane,
     table: Table,
+    /// The running rules: keepalived.conf's, with ipvsadm's edits.
     rules: Vec<Rule>,
+    /// The health checks' verdicts last applied.
+    verdicts: Verdicts,
     interfaces: Vec<(String, AttachMode)>,
 }
 
@@ -564,6 +576,61 @@ impl Handle {
             .map(|(name, mode)| json!({"name": name, "mode": mode.name()}))
             .collect();
         v
+    }
+
+    /// Applies ipvsadm command lines together: all are checked first, and an error
+    /// changes nothing.
+    pub fn edit(&self, lines: &[Vec<String>]) -> Result<(), String> {
+        use crate::ipvsadm_edit::{apply, parse, Edit};
+        let edits = lines
+            .iter()
+            .map(|l| parse(l))
+            .collect::<Result<Vec<Edit>, String>>()?;
+        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rules = s.rules.clone();
+        for e in &edits {
+            rules = apply(&rules, e)?;
+            if let Edit::Zero(Some(key)) = e {
+                if !rules.iter().any(|r| r.key == *key) {
+                    return Err("No such service".into());
+                }
+            }
+        }
+        let Shared {
+            dp,
+            table,
+            verdicts,
+            ..
+        } = &mut *s;
+        table
+            .apply(dp, &rules, verdicts)
+            .map_err(|e| e.to_string())?;
+        for e in &edits {
+            match e {
+                Edit::SetTimeouts(tcp, fin, udp) => {
+                    let mut t = dp.timeouts().map_err(|e| e.to_string())?;
+                    for (i, v) in [
+                        (fulcrum_dataplane::abi::STATE_ESTABLISHED, tcp),
+                        (fulcrum_dataplane::abi::STATE_FIN_WAIT, fin),
+                        (fulcrum_dataplane::abi::STATE_UDP, udp),
+                    ] {
+                        if *v > 0 {
+                            t[i] = *v;
+                        }
+                    }
+                    dp.set_timeouts(&t).map_err(|e| e.to_string())?;
+                }
+                Edit::Zero(key) => {
+                    for id in table.ids(key.as_ref()) {
+                        dp.zero_traffic(id).map_err(|e| e.to_string())?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        info!(commands = lines.len(), "ipvsadm rules applied");
+        s.rules = rules;
+        Ok(())
     }
 }
 
@@ -626,6 +693,7 @@ pub fn start(
         dp,
         table,
         rules,
+        verdicts: verdicts.clone(),
         interfaces,
     }));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -634,7 +702,7 @@ pub fn start(
         let stop = Arc::clone(&stop);
         std::thread::Builder::new()
             .name("fulcrum-l4".into())
-            .spawn(move || keep_up(shared, health, stop, verdicts))?
+            .spawn(move || keep_up(shared, health, stop))?
     };
     Ok(Some(Runtime {
         shared,
@@ -650,31 +718,32 @@ fn keep_up(
     shared: Arc<Mutex<Shared>>,
     health: Option<crate::health::Handle>,
     stop: Arc<std::sync::atomic::AtomicBool>,
-    mut last: Verdicts,
 ) {
     let mut swept = Instant::now();
     let mut prodded = Instant::now();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
+        let now = health.as_ref().map(|h| h.verdicts());
         let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
         let Shared {
-            dp, table, rules, ..
+            dp,
+            table,
+            rules,
+            verdicts,
+            ..
         } = &mut *s;
-        if let Some(h) = &health {
-            let now = h.verdicts();
-            if now != last {
-                if let Err(e) = table.apply(dp, rules, &now) {
-                    warn!("cannot apply health-check changes to the data plane: {e}");
-                }
-                last = now;
+        if let Some(now) = now.filter(|n| n != verdicts) {
+            if let Err(e) = table.apply(dp, rules, &now) {
+                warn!("cannot apply health-check changes to the data plane: {e}");
             }
+            *verdicts = now;
         }
         if swept.elapsed() >= Duration::from_secs(1) {
             if !table.dr_addresses().is_empty() {
                 let links = read_links();
                 if links != table.links {
                     table.links = links;
-                    if let Err(e) = table.apply(dp, rules, &last) {
+                    if let Err(e) = table.apply(dp, rules, verdicts) {
                         warn!("cannot apply neighbour changes to the data plane: {e}");
                     }
                 }

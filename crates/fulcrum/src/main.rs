@@ -11,6 +11,7 @@ mod genhash;
 mod health;
 mod host;
 mod ipvsadm;
+mod ipvsadm_edit;
 mod l4;
 mod vrrp;
 

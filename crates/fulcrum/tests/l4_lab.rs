@@ -65,14 +65,37 @@ fn start(r: &mut Reference, conf: &str, dir: &Scratch, id: &str) -> (Process, Pa
 }
 
 fn ipvsadm(sock: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+    ipvsadm_with(sock, args, None).1
+}
+
+/// Runs `fulcrum ipvsadm`, with `stdin` as its input: (success, stdout, stderr).
+fn ipvsadm_with(sock: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
         .arg("ipvsadm")
         .arg("--control")
         .arg(sock)
         .args(args)
-        .output()
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The daemon's `ipvs` answer, for failure messages.
@@ -90,9 +113,13 @@ fn raw_ipvs(sock: &Path) -> String {
 
 /// New connections from the client, one after another: who answered, how often.
 fn distribution(r: &Reference, vip: &str) -> BTreeMap<String, u32> {
+    distribution_of(r, vip, CONNECTIONS)
+}
+
+fn distribution_of(r: &Reference, vip: &str, count: u32) -> BTreeMap<String, u32> {
     let answers = r
         .lab
-        .probe(&r.client, &format!("{vip}:80"), CONNECTIONS, false)
+        .probe(&r.client, &format!("{vip}:80"), count, false)
         .unwrap();
     let mut d = BTreeMap::new();
     for a in answers {
@@ -199,4 +226,85 @@ fn dr_splits_exactly_and_replies_bypass_the_director() {
         return;
     }
     run_deployment(Deployment::LvsDr, "DR", "l4dr");
+}
+
+fn split(a: u32, b: u32) -> BTreeMap<String, u32> {
+    [("rs1".to_string(), a), ("rs2".to_string(), b)]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect()
+}
+
+/// ipvsadm's editing commands change the running rules at once; a refused command
+/// changes nothing; -S and -R round-trip.
+#[test]
+fn ipvsadm_edits_take_effect_at_once() {
+    if !require_root("ipvsadm_edits_take_effect_at_once") {
+        return;
+    }
+    let mut r = reference::build(Deployment::LvsNat, "l4edit", Some(agent())).unwrap();
+    let dir = Scratch::new("l4edit");
+    serve_names(&mut r);
+    let vip = r.vips[0].to_string();
+    let rips: Vec<String> = r.rips.iter().map(|a| a.to_string()).collect();
+    let (_daemon, sock) = start(
+        &mut r,
+        &config(&vip, "NAT", "rr", &[1, 1], &rips),
+        &dir,
+        "edit",
+    );
+    let svc = format!("{vip}:80");
+    let rs1 = format!("{}:80", rips[0]);
+    let rs2 = format!("{}:80", rips[1]);
+    let edit = |args: &[&str]| {
+        let (ok, _, err) = ipvsadm_with(&sock, args, None);
+        assert!(ok, "ipvsadm {args:?}: {err}");
+    };
+
+    // Weight 0 drains: every new connection goes to the other server.
+    edit(&["-e", "-t", &svc, "-r", &rs1, "-m", "-w", "0"]);
+    assert!(ipvsadm(&sock, &["-Ln"]).contains(&format!("  -> {rs1:<28} Masq    0      ")));
+    assert_eq!(distribution_of(&r, &vip, 20), split(0, 20));
+
+    // Deleted, then added back with weight 1: 1:1 again.
+    edit(&["-d", "-t", &svc, "-r", &rs1]);
+    assert!(!ipvsadm(&sock, &["-Ln"]).contains(&rs1));
+    edit(&["-a", "-t", &svc, "-r", &rs1, "-m", "-w", "1"]);
+    assert_eq!(distribution_of(&r, &vip, 20), split(10, 10));
+
+    // wrr with 1:3: any 40 consecutive choices are exactly 10:30.
+    edit(&["-E", "-t", &svc, "-s", "wrr"]);
+    edit(&["-e", "-t", &svc, "-r", &rs2, "-m", "-w", "3"]);
+    assert_eq!(distribution_of(&r, &vip, 40), split(10, 30));
+
+    // A refused command says why and changes nothing.
+    let before = ipvsadm(&sock, &["-Sn"]);
+    let (ok, _, err) = ipvsadm_with(&sock, &["-a", "-t", &svc, "-r", &rs1, "-m"], None);
+    assert!(!ok);
+    assert!(err.contains("Destination already exists"), "{err}");
+    let (ok, _, err) = ipvsadm_with(
+        &sock,
+        &["-a", "-t", &svc, "-r", &format!("{}:8080", rips[0]), "-g"],
+        None,
+    );
+    assert!(!ok && err.contains("direct routing"), "{err}");
+    assert_eq!(ipvsadm(&sock, &["-Sn"]), before);
+
+    // -S, -C, -R: the same rules again.
+    edit(&["-C"]);
+    assert!(!ipvsadm(&sock, &["-Ln"]).contains("TCP "));
+    let (ok, _, err) = ipvsadm_with(&sock, &["-R"], Some(&before));
+    assert!(ok, "{err}");
+    assert_eq!(ipvsadm(&sock, &["-Sn"]), before);
+    assert_eq!(distribution_of(&r, &vip, 8), split(2, 6));
+
+    // Timeouts and counters.
+    edit(&["--set", "0", "0", "100"]);
+    assert_eq!(
+        ipvsadm(&sock, &["-L", "--timeout"]),
+        "Timeout (tcp tcpfin udp): 900 120 100\n"
+    );
+    edit(&["-Z"]);
+    let stats = ipvsadm(&sock, &["-Ln", "--stats"]);
+    assert_eq!(stats_of(&stats, &rips[0])[0], 0, "{stats}");
 }

@@ -1,0 +1,410 @@
+//! ipvsadm's rule-editing commands, parsed (pure) and applied to a rule set: -A -E -D -C
+//! -a -e -d --set -Z. Validation happens before anything changes; an error is ipvsadm's
+//! style of message and leaves the rules as they were.
+
+use std::net::Ipv4Addr;
+
+use fulcrum_dataplane::Method;
+use fulcrum_types::Scheduler;
+
+use crate::l4::{Rule, RuleDest, RuleKey};
+
+/// One parsed command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    AddService(Rule),
+    ChangeService(Rule),
+    DeleteService(RuleKey),
+    Clear,
+    AddServer(RuleKey, RuleDest),
+    ChangeServer(RuleKey, RuleDest),
+    DeleteServer(RuleKey, Ipv4Addr, u16),
+    /// tcp, tcpfin, udp in seconds; 0 keeps a value.
+    SetTimeouts(u32, u32, u32),
+    Zero(Option<RuleKey>),
+}
+
+fn host_port(text: &str, default_port: Option<u16>) -> Result<(Ipv4Addr, u16), String> {
+    let (host, port) = match text.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            Some(
+                p.parse::<u16>()
+                    .map_err(|_| format!("Invalid port specified: {p}"))?,
+            ),
+        ),
+        None => (text, None),
+    };
+    let addr = host.parse::<Ipv4Addr>().map_err(|_| {
+        format!("Invalid IPv4 address: {host} (IPv6 services are not forwarded yet)")
+    })?;
+    let port = port
+        .or(default_port)
+        .ok_or_else(|| format!("Invalid port specified: {text} needs a port"))?;
+    Ok((addr, port))
+}
+
+/// Parses one ipvsadm command line (without the program name).
+pub fn parse(args: &[String]) -> Result<Edit, String> {
+    let mut command: Option<&str> = None;
+    let mut service: Option<(u8, String)> = None;
+    let mut server: Option<String> = None;
+    let mut scheduler = Scheduler::Wlc;
+    let mut persistent: Option<u32> = None;
+    let mut mask = Ipv4Addr::BROADCAST;
+    let mut flags: Vec<String> = Vec::new();
+    let mut ops = false;
+    let mut method = Method::Dr;
+    let mut weight: u32 = 1;
+    let mut set: Vec<u32> = Vec::new();
+    let mut it = args.iter().peekable();
+    let set_command = |c: &mut Option<&str>, new: &'static str| -> Result<(), String> {
+        match c {
+            Some(old) if *old != new => Err(format!("ipvsadm: {old} and {new} cannot be combined")),
+            _ => {
+                *c = Some(new);
+                Ok(())
+            }
+        }
+    };
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| -> Result<String, String> {
+            it.next()
+                .cloned()
+                .ok_or_else(|| format!("ipvsadm: option {name} requires an argument"))
+        };
+        match a.as_str() {
+            "-A" | "--add-service" => set_command(&mut command, "-A")?,
+            "-E" | "--edit-service" => set_command(&mut command, "-E")?,
+            "-D" | "--delete-service" => set_command(&mut command, "-D")?,
+            "-C" | "--clear" => set_command(&mut command, "-C")?,
+            "-a" | "--add-server" => set_command(&mut command, "-a")?,
+            "-e" | "--edit-server" => set_command(&mut command, "-e")?,
+            "-d" | "--delete-server" => set_command(&mut command, "-d")?,
+            "-Z" | "--zero" => set_command(&mut command, "-Z")?,
+            "--set" => {
+                set_command(&mut command, "--set")?;
+                for name in ["tcp", "tcpfin", "udp"] {
+                    let v = value("--set")?;
+                    set.push(
+                        v.parse()
+                            .map_err(|_| format!("ipvsadm: invalid {name} timeout: {v}"))?,
+                    );
+                }
+            }
+            "-t" | "--tcp-service" => service = Some((6, value(a)?)),
+            "-u" | "--udp-service" => service = Some((17, value(a)?)),
+            "-f" | "--fwmark-service" => {
+                return Err(
+                    "ipvsadm: fwmark services cannot be forwarded: there is no netfilter mark before XDP"
+                        .into(),
+                )
+            }
+            "--sctp-service" => {
+                return Err("ipvsadm: SCTP services are not forwarded by the data plane".into())
+            }
+            "-s" | "--scheduler" => {
+                let v = value(a)?;
+                scheduler = v
+                    .parse()
+                    .map_err(|_| format!("ipvsadm: Scheduler not found: ip_vs_{v}"))?;
+            }
+            "-p" | "--persistent" => {
+                persistent = Some(300);
+                if let Some(next) = it.peek() {
+                    if let Ok(t) = next.parse::<u32>() {
+                        persistent = Some(t);
+                        it.next();
+                    }
+                }
+            }
+            "-M" | "--netmask" => {
+                let v = value(a)?;
+                mask = v
+                    .parse()
+                    .map_err(|_| format!("ipvsadm: invalid netmask {v}"))?;
+            }
+            "-b" | "--sched-flags" => {
+                flags = value(a)?.split(',').map(str::to_string).collect();
+            }
+            "-o" | "--ops" => ops = true,
+            "-r" | "--real-server" => server = Some(value(a)?),
+            "-g" | "--gatewaying" => method = Method::Dr,
+            "-m" | "--masquerading" => method = Method::Nat,
+            "-i" | "--ipip" => {
+                return Err("ipvsadm: tunnelling (-i) is not supported by the XDP data plane".into())
+            }
+            "-w" | "--weight" => {
+                let v = value(a)?;
+                weight = v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|w| (0..=i64::from(i32::MAX)).contains(w))
+                    .ok_or_else(|| format!("ipvsadm: illegal weight specified: {v}"))?
+                    as u32;
+            }
+            "-x" | "--u-threshold" | "-y" | "--l-threshold" => {
+                let v = value(a)?;
+                if v != "0" {
+                    return Err(format!(
+                        "ipvsadm: {a} {v}: connection thresholds are not supported in this build"
+                    ));
+                }
+            }
+            "-n" | "--numeric" => {}
+            other => return Err(format!("ipvsadm: invalid option -- '{other}'")),
+        }
+    }
+    let Some(command) = command else {
+        return Err("ipvsadm: no command given".into());
+    };
+    let key = |required: bool| -> Result<Option<RuleKey>, String> {
+        match &service {
+            Some((proto, text)) => {
+                let (vip, port) = host_port(text, None)?;
+                Ok(Some(RuleKey {
+                    proto: *proto,
+                    vip,
+                    port,
+                }))
+            }
+            None if required => Err("ipvsadm: no service specified (-t or -u)".into()),
+            None => Ok(None),
+        }
+    };
+    let dest = |key: RuleKey| -> Result<RuleDest, String> {
+        let text = server
+            .as_deref()
+            .ok_or("ipvsadm: no real server specified (-r)")?;
+        let (addr, port) = host_port(text, Some(key.port))?;
+        if method == Method::Dr && port != key.port && key.port != 0 {
+            return Err(format!(
+                "ipvsadm: {text}: direct routing (-g) needs the real server's port to equal the service's ({})",
+                key.port
+            ));
+        }
+        Ok(RuleDest {
+            addr,
+            port,
+            method,
+            weight,
+            origin: None,
+            sorry_of: None,
+        })
+    };
+    Ok(match command {
+        "-C" => Edit::Clear,
+        "--set" => Edit::SetTimeouts(set[0], set[1], set[2]),
+        "-Z" => Edit::Zero(key(false)?),
+        "-D" => Edit::DeleteService(key(true)?.expect("required")),
+        "-A" | "-E" => {
+            let key = key(true)?.expect("required");
+            if key.port == 0 && persistent.is_none() {
+                return Err("ipvsadm: port 0 is only valid for a persistent service (-p)".into());
+            }
+            let mut rule = Rule {
+                key,
+                scheduler,
+                persistence: persistent.map(|t| (t, mask)),
+                ops,
+                sh_port: false,
+                sh_fallback: false,
+                mh_port: false,
+                mh_fallback: false,
+                dests: Vec::new(),
+            };
+            for f in flags.iter().filter(|f| !f.is_empty()) {
+                match f.as_str() {
+                    "sh-port" => rule.sh_port = true,
+                    "sh-fallback" => rule.sh_fallback = true,
+                    "mh-port" => rule.mh_port = true,
+                    "mh-fallback" => rule.mh_fallback = true,
+                    other => return Err(format!("ipvsadm: invalid scheduler flag: {other}")),
+                }
+            }
+            if command == "-A" {
+                Edit::AddService(rule)
+            } else {
+                Edit::ChangeService(rule)
+            }
+        }
+        "-a" => {
+            let key = key(true)?.expect("required");
+            Edit::AddServer(key, dest(key)?)
+        }
+        "-e" => {
+            let key = key(true)?.expect("required");
+            Edit::ChangeServer(key, dest(key)?)
+        }
+        "-d" => {
+            let key = key(true)?.expect("required");
+            let d = dest(key)?;
+            Edit::DeleteServer(key, d.addr, d.port)
+        }
+        _ => unreachable!("every command is matched"),
+    })
+}
+
+/// Applies an edit to a copy of the rules, with ipvsadm's messages for what the kernel
+/// refuses. Timeouts and zeroing are not rule changes: the caller does them.
+pub fn apply(rules: &[Rule], edit: &Edit) -> Result<Vec<Rule>, String> {
+    let mut rules = rules.to_vec();
+    let find = |rules: &[Rule], key: &RuleKey| rules.iter().position(|r| r.key == *key);
+    match edit {
+        Edit::Clear => rules.clear(),
+        Edit::AddService(rule) => {
+            if find(&rules, &rule.key).is_some() {
+                return Err("Service already exists".into());
+            }
+            rules.push(rule.clone());
+        }
+        Edit::ChangeService(rule) => {
+            let i = find(&rules, &rule.key).ok_or("No such service")?;
+            let dests = std::mem::take(&mut rules[i].dests);
+            rules[i] = Rule {
+                dests,
+                ..rule.clone()
+            };
+        }
+        Edit::DeleteService(key) => {
+            let i = find(&rules, key).ok_or("No such service")?;
+            rules.remove(i);
+        }
+        Edit::AddServer(key, d) => {
+            let i = find(&rules, key).ok_or("Service not defined")?;
+            if rules[i]
+                .dests
+                .iter()
+                .any(|x| (x.addr, x.port) == (d.addr, d.port))
+            {
+                return Err("Destination already exists".into());
+            }
+            if rules[i].dests.len() >= fulcrum_dataplane::abi::MAX_DESTS as usize {
+                return Err(format!(
+                    "at most {} real servers per virtual service",
+                    fulcrum_dataplane::abi::MAX_DESTS
+                ));
+            }
+            rules[i].dests.push(d.clone());
+        }
+        Edit::ChangeServer(key, d) => {
+            let i = find(&rules, key).ok_or("Service not defined")?;
+            let x = rules[i]
+                .dests
+                .iter_mut()
+                .find(|x| (x.addr, x.port) == (d.addr, d.port))
+                .ok_or("No such destination")?;
+            *x = d.clone();
+        }
+        Edit::DeleteServer(key, addr, port) => {
+            let i = find(&rules, key).ok_or("Service not defined")?;
+            let before = rules[i].dests.len();
+            rules[i]
+                .dests
+                .retain(|x| (x.addr, x.port) != (*addr, *port));
+            if rules[i].dests.len() == before {
+                return Err("No such destination".into());
+            }
+        }
+        Edit::SetTimeouts(..) | Edit::Zero(_) => {}
+    }
+    Ok(rules)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(s: &str) -> Vec<String> {
+        s.split_whitespace().map(str::to_string).collect()
+    }
+
+    fn key() -> RuleKey {
+        RuleKey {
+            proto: 6,
+            vip: Ipv4Addr::new(10, 1, 10, 65),
+            port: 80,
+        }
+    }
+
+    #[test]
+    fn a_session_of_edits() {
+        let mut rules = Vec::new();
+        for line in [
+            "-A -t 10.1.10.65:80 -s rr",
+            "-a -t 10.1.10.65:80 -r 192.168.184.129:80 -m",
+            "-a -t 10.1.10.65:80 -r 192.168.184.130 -m -w 2",
+            "-e -t 10.1.10.65:80 -r 192.168.184.129:80 -m -w 0",
+            "-E -t 10.1.10.65:80 -s wrr -p 60 -M 255.255.255.0",
+        ] {
+            rules = apply(&rules, &parse(&args(line)).unwrap()).unwrap();
+        }
+        let r = &rules[0];
+        assert_eq!(r.key, key());
+        assert_eq!(r.scheduler, Scheduler::Wrr);
+        assert_eq!(r.persistence, Some((60, Ipv4Addr::new(255, 255, 255, 0))));
+        let w: Vec<(u16, u32, Method)> = r
+            .dests
+            .iter()
+            .map(|d| (d.port, d.weight, d.method))
+            .collect();
+        assert_eq!(w, vec![(80, 0, Method::Nat), (80, 2, Method::Nat)]);
+        rules = apply(
+            &rules,
+            &parse(&args("-d -t 10.1.10.65:80 -r 192.168.184.129:80")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(rules[0].dests.len(), 1);
+        rules = apply(&rules, &parse(&args("-D -t 10.1.10.65:80")).unwrap()).unwrap();
+        assert!(rules.is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_problem_and_change_nothing() {
+        let rules = apply(&[], &parse(&args("-A -t 10.1.10.65:80")).unwrap()).unwrap();
+        for (line, message) in [
+            ("-A -t 10.1.10.65:80", "Service already exists"),
+            ("-D -t 10.1.10.65:81", "No such service"),
+            ("-d -t 10.1.10.65:80 -r 10.0.0.1:80", "No such destination"),
+            ("-a -t 10.1.10.66:80 -r 10.0.0.1:80", "Service not defined"),
+        ] {
+            assert_eq!(
+                apply(&rules, &parse(&args(line)).unwrap()).unwrap_err(),
+                message,
+                "{line}"
+            );
+        }
+        for (line, part) in [
+            ("-A -t 10.1.10.65:0", "port 0 is only valid"),
+            ("-a -t 10.1.10.65:80 -r 10.0.0.1:8080 -g", "direct routing"),
+            ("-A -f 1", "fwmark"),
+            ("-A -t 10.1.10.65:80 -s fastest", "Scheduler not found"),
+            ("-a -t 10.1.10.65:80 -r 10.0.0.1 -w -1", "illegal weight"),
+            ("-a -t 10.1.10.65:80 -r 10.0.0.1 -i", "tunnelling"),
+            ("-a -t 10.1.10.65:80 -r 10.0.0.1 -x 10", "thresholds"),
+            ("-t 10.1.10.65:80", "no command"),
+            ("-A -a -t 10.1.10.65:80", "cannot be combined"),
+        ] {
+            let e = parse(&args(line)).unwrap_err();
+            assert!(e.contains(part), "{line}: {e}");
+        }
+        assert_eq!(
+            parse(&args("-A -t 10.1.10.65:0 -p")).unwrap(),
+            Edit::AddService(Rule {
+                key: RuleKey { port: 0, ..key() },
+                scheduler: Scheduler::Wlc,
+                persistence: Some((300, Ipv4Addr::BROADCAST)),
+                ops: false,
+                sh_port: false,
+                sh_fallback: false,
+                mh_port: false,
+                mh_fallback: false,
+                dests: Vec::new(),
+            })
+        );
+        assert_eq!(
+            parse(&args("--set 0 30 0")).unwrap(),
+            Edit::SetTimeouts(0, 30, 0)
+        );
+    }
+}
