@@ -65,20 +65,28 @@ static __always_inline void fib_params(struct bpf_fib_lookup *f, struct xdp_md *
 
 /* Sends the frame towards `dst` by the kernel's FIB: MACs from the neighbour table, out
  * of the interface the route names (NAT: the director forwards, so ip_forward is on,
- * which the lookup requires). -1 when the kernel must route it itself (no route, or the
- * neighbour not resolved yet). */
-static __always_inline int fib_send(struct xdp_md *ctx, struct packet *p, __be32 dst)
+ * which the lookup requires). The answer is cached in the connection entry `c` until the
+ * control plane's route generation moves. -1 when the kernel must route it itself (no
+ * route, or the neighbour not resolved yet). */
+static __always_inline int fib_send(struct xdp_md *ctx, struct packet *p, __be32 dst,
+				    struct conn *c)
 {
-	struct bpf_fib_lookup f = {};
-	fib_params(&f, ctx, p, dst);
-	long rc = bpf_fib_lookup(ctx, &f, sizeof(f), 0);
-	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
-		return -1;
-	__builtin_memcpy(p->eth->h_dest, f.dmac, ETH_ALEN);
-	__builtin_memcpy(p->eth->h_source, f.smac, ETH_ALEN);
-	if (f.ifindex == ctx->ingress_ifindex)
+	__u32 gen = route_gen();
+	if (!c->ifindex || c->route_gen != gen) {
+		struct bpf_fib_lookup f = {};
+		fib_params(&f, ctx, p, dst);
+		if (bpf_fib_lookup(ctx, &f, sizeof(f), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+			return -1;
+		c->ifindex = f.ifindex;
+		__builtin_memcpy(c->dmac, f.dmac, ETH_ALEN);
+		__builtin_memcpy(c->smac, f.smac, ETH_ALEN);
+		c->route_gen = gen;
+	}
+	__builtin_memcpy(p->eth->h_dest, c->dmac, ETH_ALEN);
+	__builtin_memcpy(p->eth->h_source, c->smac, ETH_ALEN);
+	if (c->ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
-	return bpf_redirect(f.ifindex, 0);
+	return bpf_redirect(c->ifindex, 0);
 }
 
 static __always_inline void set_daddr(struct packet *p, __be32 addr, __be16 port)
@@ -107,15 +115,14 @@ static __always_inline void set_saddr(struct packet *p, __be32 addr, __be16 port
 	*p->sport = port;
 }
 
-/* Client -> real server on a tracked connection. */
-static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct conn *c)
+/* Client -> real server `d` on a tracked connection. */
+static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct conn *c,
+				   const struct dest *d)
 {
 	if (c->method == METHOD_DR) {
 		/* Only the destination MAC changes, to the real server's, which the control
 		 * plane keeps from the neighbour table. */
-		__u32 k = slot_index(c->svc, c->dest);
-		struct dest *d = bpf_map_lookup_elem(&dests, &k);
-		if (!d || !(d->mac[0] | d->mac[1] | d->mac[2] | d->mac[3] | d->mac[4] | d->mac[5])) {
+		if (!(d->mac[0] | d->mac[1] | d->mac[2] | d->mac[3] | d->mac[4] | d->mac[5])) {
 			count(STAT_NO_NEIGH);
 			return XDP_DROP;
 		}
@@ -127,7 +134,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct 
 		return bpf_redirect(d->ifindex, 0);
 	}
 	set_daddr(p, c->rip, c->rport);
-	int verdict = fib_send(ctx, p, c->rip);
+	int verdict = fib_send(ctx, p, c->rip, c);
 	if (verdict < 0) {
 		count(STAT_FIB_PASS);
 		return XDP_PASS;
@@ -139,19 +146,29 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct 
 /* Real server -> client of a NAT connection: the source becomes the VIP again. */
 static __always_inline int reply(struct xdp_md *ctx, struct packet *p, struct conn *r, __u64 now)
 {
+	/* An ACK of an established TCP connection changes no state: the reply entry's copy
+	 * of the state says so, and the client's entry is left to the client's packets. */
+	if (p->tcp && r->state == TCP_S_ESTABLISHED && !p->tcp->syn && !p->tcp->fin &&
+	    !p->tcp->rst) {
+		r->expires = now + (__u64)r->timeout * NSEC_PER_SEC;
+		goto send;
+	}
 	struct flow_key ck;
 	client_key(r, &ck);
 	struct conn *c = bpf_map_lookup_elem(&conns, &ck);
 	if (c) {
 		conn_touch(c, p->tcp, DIR_OUTPUT, now);
 		r->expires = c->expires;
+		r->state = c->state;
+		r->timeout = c->timeout;
 	} else {
 		/* One-packet scheduling, or the client's entry was evicted. */
-		r->expires = now + timeout_ns(r->proto == IPPROTO_UDP ? STATE_UDP : TCP_S_ESTABLISHED);
+		r->expires = now + (__u64)r->timeout * NSEC_PER_SEC;
 	}
+send:
 	account(r->svc, r->dest, p->len, 1, 0);
 	set_saddr(p, r->vip, r->vport);
-	int verdict = fib_send(ctx, p, r->client);
+	int verdict = fib_send(ctx, p, r->client, r);
 	if (verdict < 0) {
 		count(STAT_FIB_PASS);
 		return XDP_PASS;
@@ -221,7 +238,6 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 		.dest = slot,
 		.method = d->method,
 		.flags = CONN_F_INACTIVE,
-		.created = now,
 	};
 	if (c.method == METHOD_DR)
 		c.flags |= CONN_F_NOOUTPUT;
@@ -234,7 +250,8 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 		if (ev >= 0)
 			c.state = tcp_next[dir][ev & 3][TCP_S_NONE];
 	}
-	c.expires = now + timeout_ns(c.state);
+	c.timeout = timeout_s(c.state);
+	c.expires = now + (__u64)c.timeout * NSEC_PER_SEC;
 	if (!ops) {
 		struct dest_conns *dc = bpf_map_lookup_elem(&dest_conns, &k);
 		if (dc)
@@ -242,13 +259,19 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 		bpf_map_update_elem(&conns, key, &c, BPF_ANY);
 	}
 	if (c.method == METHOD_NAT) {
+		/* The reply entry: the same data, flagged (one copy on the stack, which the
+		 * verifier's 512-byte budget for the whole call chain keeps tight). */
 		struct flow_key rk;
 		reply_key(&c, &rk);
-		struct conn r = c;
-		r.flags |= CONN_F_REPLY;
-		bpf_map_update_elem(&conns, &rk, &r, BPF_ANY);
+		__u32 timeout = c.timeout;
+		c.flags |= CONN_F_REPLY;
+		if (ops)
+			c.timeout = timeout_s(STATE_UDP);
+		bpf_map_update_elem(&conns, &rk, &c, BPF_ANY);
+		c.flags &= ~CONN_F_REPLY;
+		c.timeout = timeout;
 	}
-	return forward(ctx, p, &c);
+	return forward(ctx, p, &c, d);
 }
 
 static __always_inline struct service_value *find_service(struct packet *p)
@@ -326,7 +349,9 @@ int xdp_fulcrum(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 
-	__u64 now = bpf_ktime_get_ns();
+	/* The coarse clock (CLOCK_MONOTONIC_COARSE) is plenty for timeouts in seconds and
+	 * costs less than bpf_ktime_get_ns. */
+	__u64 now = bpf_ktime_get_coarse_ns();
 	struct flow_key key = {
 		.src = p.ip->saddr,
 		.dst = p.ip->daddr,
@@ -340,12 +365,9 @@ int xdp_fulcrum(struct xdp_md *ctx)
 			conn_release(&key, c);
 		c = 0;
 	}
-	if (c && (c->flags & CONN_F_REPLY)) {
-		count(STAT_SERVICE);
+	if (c && (c->flags & CONN_F_REPLY))
 		return reply(ctx, &p, c, now);
-	}
 	if (c) {
-		count(STAT_SERVICE);
 		__u32 k = slot_index(c->svc, c->dest);
 		struct dest *d = bpf_map_lookup_elem(&dests, &k);
 		if (!d || !(d->flags & DEST_F_PRESENT) || d->addr != c->rip) {
@@ -354,9 +376,21 @@ int xdp_fulcrum(struct xdp_md *ctx)
 			count(STAT_DEST_GONE);
 			return XDP_DROP;
 		}
+		__u8 before = c->state;
 		conn_touch(c, p.tcp, c->method == METHOD_DR ? DIR_INPUT_ONLY : DIR_INPUT, now);
+		if (c->state != before && c->method == METHOD_NAT) {
+			/* The reply entry keeps a copy of the state for its fast path. */
+			struct flow_key rk;
+			reply_key(c, &rk);
+			struct conn *r = bpf_map_lookup_elem(&conns, &rk);
+			if (r) {
+				r->state = c->state;
+				r->timeout = c->timeout;
+				r->expires = c->expires;
+			}
+		}
 		account(c->svc, c->dest, p.len, 0, 0);
-		return forward(ctx, &p, c);
+		return forward(ctx, &p, c, d);
 	}
 	struct service_value *sv = find_service(&p);
 	if (!sv) {
@@ -386,13 +420,13 @@ int xdp_expire(struct xdp_md *ctx)
 	if (c->flags & CONN_F_REPLY) {
 		struct flow_key ck;
 		client_key(c, &ck);
-		if (c->expires <= bpf_ktime_get_ns() && !bpf_map_lookup_elem(&conns, &ck)) {
+		if (c->expires <= bpf_ktime_get_coarse_ns() && !bpf_map_lookup_elem(&conns, &ck)) {
 			bpf_map_delete_elem(&conns, &key);
 			return XDP_DROP;
 		}
 		return XDP_PASS;
 	}
-	if (c->expires > bpf_ktime_get_ns())
+	if (c->expires > bpf_ktime_get_coarse_ns())
 		return XDP_PASS;
 	conn_release(&key, c);
 	return XDP_DROP;

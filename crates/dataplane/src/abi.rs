@@ -155,7 +155,12 @@ pub struct Conn {
     pub dest: u16,
     pub method: u8,
     pub flags: u8,
-    pub created: u64,
+    pub timeout: u32,
+    pub ifindex: u32,
+    pub dmac: [u8; 6],
+    pub smac: [u8; 6],
+    pub route_gen: u32,
+    pub pad: u32,
 }
 
 /// `struct persist_key`.
@@ -230,7 +235,7 @@ const _: () = {
     assert!(size_of::<FlowKey>() == 16);
     assert!(offset_of!(FlowKey, sport) == 8);
     assert!(offset_of!(FlowKey, proto) == 12);
-    assert!(size_of::<Conn>() == 48);
+    assert!(size_of::<Conn>() == 64);
     assert!(offset_of!(Conn, client) == 8);
     assert!(offset_of!(Conn, vip) == 12);
     assert!(offset_of!(Conn, rip) == 16);
@@ -243,7 +248,11 @@ const _: () = {
     assert!(offset_of!(Conn, dest) == 32);
     assert!(offset_of!(Conn, method) == 34);
     assert!(offset_of!(Conn, flags) == 35);
-    assert!(offset_of!(Conn, created) == 40);
+    assert!(offset_of!(Conn, timeout) == 36);
+    assert!(offset_of!(Conn, ifindex) == 40);
+    assert!(offset_of!(Conn, dmac) == 44);
+    assert!(offset_of!(Conn, smac) == 50);
+    assert!(offset_of!(Conn, route_gen) == 56);
     assert!(size_of::<PersistKey>() == 8);
     assert!(size_of::<PersistValue>() == 16);
     assert!(size_of::<TableKey>() == 8);

@@ -573,6 +573,15 @@ impl DataPlane {
         Ok(())
     }
 
+    /// Tells the program that routes or neighbours changed: next hops cached in
+    /// connections are looked up again.
+    pub fn bump_route_generation(&mut self) -> Result<(), Error> {
+        let mut map: Array<&mut MapData, u32> = Array::try_from(self.map_mut("settings")?)?;
+        let g = map.get(&0, 0)?;
+        map.set(0, g.wrapping_add(1), 0)?;
+        Ok(())
+    }
+
     /// Active and inactive connections of a real-server slot.
     pub fn dest_conns(&self, id: u32, slot: usize) -> Result<(u32, u32), Error> {
         let map: Array<&MapData, DestConns> = Array::try_from(self.map("dest_conns")?)?;

@@ -634,6 +634,29 @@ impl Handle {
     }
 }
 
+/// The IPv4 routes and neighbours of this namespace, as text to compare: when it changes,
+/// next hops cached in connections are dropped. (Neighbour states age without changing
+/// MACs, so only the addresses, MACs and devices count.)
+fn routing_state() -> String {
+    let route = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+    let arp = std::fs::read_to_string("/proc/net/arp").unwrap_or_default();
+    let mut neighbours: Vec<String> = arp
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            format!(
+                "{} {} {}",
+                f.first().unwrap_or(&""),
+                f.get(3).unwrap_or(&""),
+                f.get(5).unwrap_or(&"")
+            )
+        })
+        .collect();
+    neighbours.sort();
+    route + &neighbours.join("\n")
+}
+
 /// Sends one empty datagram to the discard port of each address, so the kernel resolves
 /// (or refreshes) its neighbour entry, which the data plane's FIB lookup reads for DR.
 fn prod_neighbours(addrs: &[Ipv4Addr]) {
@@ -721,6 +744,7 @@ fn keep_up(
 ) {
     let mut swept = Instant::now();
     let mut prodded = Instant::now();
+    let mut last_routes = routing_state();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         let now = health.as_ref().map(|h| h.verdicts());
@@ -739,6 +763,14 @@ fn keep_up(
             *verdicts = now;
         }
         if swept.elapsed() >= Duration::from_secs(1) {
+            // Next hops cached by NAT connections follow route and neighbour changes.
+            let routes = routing_state();
+            if routes != last_routes {
+                if let Err(e) = dp.bump_route_generation() {
+                    warn!("cannot refresh cached next hops: {e}");
+                }
+                last_routes = routes;
+            }
             if !table.dr_addresses().is_empty() {
                 let links = read_links();
                 if links != table.links {

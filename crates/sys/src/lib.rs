@@ -41,8 +41,9 @@ pub fn interfaces() -> io::Result<Vec<String>> {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: the clock of BPF's `bpf_ktime_get_ns`, so the control
-/// plane can compare it with deadlines the data plane wrote.
+/// CLOCK_MONOTONIC in nanoseconds: the clock of BPF's `bpf_ktime_get_ns` (and, to within a
+/// tick, of `bpf_ktime_get_coarse_ns`), so the control plane can compare it with deadlines
+/// the data plane wrote.
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,

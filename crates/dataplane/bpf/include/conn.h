@@ -69,13 +69,6 @@ static __always_inline int tcp_event(const struct tcphdr *th)
 	return -1;
 }
 
-static __always_inline __u64 timeout_ns(__u8 state)
-{
-	__u32 k = state < STATE_MAX ? state : TCP_S_CLOSE;
-	__u32 *t = bpf_map_lookup_elem(&timeouts, &k);
-	return (t ? (__u64)*t : 60) * NSEC_PER_SEC;
-}
-
 static __always_inline struct dest_conns *conns_of(const struct conn *c)
 {
 	__u32 k = slot_index(c->svc, c->dest);
@@ -103,15 +96,28 @@ static __always_inline void conn_set_state(struct conn *c, __u8 next)
 	c->state = next;
 }
 
-/* A packet of the connection went by: state and timer. */
+static __always_inline __u32 timeout_s(__u8 state)
+{
+	__u32 k = state < STATE_MAX ? state : TCP_S_CLOSE;
+	__u32 *t = bpf_map_lookup_elem(&timeouts, &k);
+	return t ? *t : 60;
+}
+
+/* A packet of the connection went by: state and timer. The timeout is looked up only
+ * when the state changes. */
 static __always_inline void conn_touch(struct conn *c, const struct tcphdr *th, int dir, __u64 now)
 {
 	if (th) {
 		int ev = tcp_event(th);
-		if (ev >= 0 && c->state < 11 && dir >= 0 && dir < 3)
-			conn_set_state(c, tcp_next[dir][ev & 3][c->state]);
+		if (ev >= 0 && c->state < 11 && dir >= 0 && dir < 3) {
+			__u8 next = tcp_next[dir][ev & 3][c->state];
+			if (next != c->state) {
+				conn_set_state(c, next);
+				c->timeout = timeout_s(next);
+			}
+		}
 	}
-	c->expires = now + timeout_ns(c->state);
+	c->expires = now + (__u64)c->timeout * NSEC_PER_SEC;
 }
 
 static __always_inline void reply_key(const struct conn *c, struct flow_key *k)

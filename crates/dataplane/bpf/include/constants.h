@@ -85,7 +85,7 @@ enum stat_reason {
 	STAT_IP_OPTIONS = 3,  /* IPv4 with options: to the kernel */
 	STAT_IPV6 = 4,        /* IPv6: to the kernel (no IPv6 services yet) */
 	STAT_NO_SERVICE = 5,  /* IPv4 TCP/UDP to no virtual service: to the kernel */
-	STAT_SERVICE = 6,     /* matched a virtual service (new or tracked flow) */
+	STAT_SERVICE = 6,     /* a new flow to a virtual service */
 	STAT_OTHER_L4 = 7,    /* IPv4 neither TCP nor UDP: to the kernel */
 	STAT_NAT_IN = 8,      /* client -> real server, rewritten and sent */
 	STAT_NAT_OUT = 9,     /* real server -> client, rewritten back and sent */

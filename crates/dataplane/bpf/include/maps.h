@@ -91,6 +91,21 @@ struct {
 	__uint(max_entries, STATE_MAX);
 } timeouts SEC(".maps");
 
+/* Settings written by the control plane: [0] the route generation (see struct conn). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} settings SEC(".maps");
+
+static __always_inline __u32 route_gen(void)
+{
+	__u32 k = 0;
+	__u32 *g = bpf_map_lookup_elem(&settings, &k);
+	return g ? *g : 0;
+}
+
 /* Packets by reason (enum stat_reason), per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

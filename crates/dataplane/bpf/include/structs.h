@@ -79,7 +79,7 @@ _Static_assert(sizeof(struct flow_key) == 16, "flow_key layout");
 /* A tracked connection. The client's entry is keyed by (client, VIP); a NAT flow also
  * has a reply entry keyed by (real server, client) with CONN_F_REPLY and the same data. */
 struct conn {
-	__u64 expires; /* bpf_ktime_get_ns() deadline */
+	__u64 expires; /* deadline, bpf_ktime_get_coarse_ns() clock (CLOCK_MONOTONIC) */
 	__be32 client;
 	__be32 vip;
 	__be32 rip;
@@ -92,9 +92,16 @@ struct conn {
 	__u16 dest;    /* slot in the service */
 	__u8 method;
 	__u8 flags;    /* CONN_F_* */
-	__u64 created; /* bpf_ktime_get_ns() */
+	__u32 timeout; /* seconds, for the current state */
+	/* The next hop, cached from the first FIB lookup while route_gen matches the
+	 * control plane's generation (bumped when neighbours or routes change). */
+	__u32 ifindex; /* 0: not cached */
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u32 route_gen;
+	__u32 pad;
 };
-_Static_assert(sizeof(struct conn) == 48, "conn layout");
+_Static_assert(sizeof(struct conn) == 64, "conn layout");
 
 /* Persistence template: (service, client & mask) -> real server. */
 struct persist_key {

@@ -1,0 +1,304 @@
+//! Per-packet cost of the XDP data plane, measured with BPF_PROG_TEST_RUN, side by side with
+//! the floor: a minimal program that swaps the MAC addresses and returns XDP_TX.
+//!
+//! Paths measured: an established NAT flow (client to server: connection lookup, TCP state,
+//! address and checksum rewrite, FIB lookup, redirect), the NAT reply path, an established DR
+//! flow (connection lookup, MAC rewrite, XDP_TX), and the scheduling decision of each of the
+//! fourteen schedulers over 10 real servers (a UDP one-packet-scheduling DR service, so every
+//! repetition schedules anew).
+//!
+//! BPF_PROG_TEST_RUN repeats the program on the same buffer, so a path that rewrites the
+//! frame would measure a different path from the second repetition on. The NAT services
+//! therefore have a real server with the VIP's own address and port: the rewrite runs in
+//! full and leaves the frame as it was.
+//!
+//! The program runs in a lab namespace where the addresses are routed, with permanent
+//! neighbour entries, so the FIB lookups succeed. Needs root.
+//! Each figure is the median of several rounds (each a fresh load in the same namespace),
+//! the floor measured in every round beside the paths.
+//! Usage: xdp-cost [--repeat N] [--rounds R]   (defaults 1,000,000 and 5)
+
+use std::net::Ipv4Addr;
+use std::process::Command;
+
+use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::Ebpf;
+use fulcrum_dataplane::{
+    DataPlane, DestSpec, Link, Method, Scheduler, ServiceKey, ServiceSpec, Verdict,
+};
+use fulcrum_lab::Lab;
+
+static FLOOR: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor.bpf.o"));
+
+const DIRECTOR: Ipv4Addr = Ipv4Addr::new(192, 168, 184, 128);
+const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 184, 50);
+const NAT_VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 184, 200);
+const DR_VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 184, 201);
+const DR_RIP: Ipv4Addr = Ipv4Addr::new(192, 168, 184, 202);
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn sum(data: &[u8], mut acc: u32) -> u32 {
+    for c in data.chunks(2) {
+        acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    acc
+}
+
+fn fold(mut acc: u32) -> u16 {
+    while acc > 0xffff {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    !(acc as u16)
+}
+
+/// An Ethernet + IPv4 + TCP (flags) or UDP (flags = None) frame with correct checksums.
+fn frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, tcp: Option<u8>) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    let proto = match tcp {
+        Some(flags) => {
+            l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+            6
+        }
+        None => {
+            l4.extend_from_slice(&[0, 0, 0, 0]);
+            17
+        }
+    };
+    l4.extend_from_slice(&[0x61; 64]);
+    if proto == 17 {
+        let len = l4.len() as u16;
+        l4[4..6].copy_from_slice(&len.to_be_bytes());
+    }
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.octets());
+    pseudo.extend_from_slice(&dst.octets());
+    pseudo.extend_from_slice(&[0, proto]);
+    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    let c = fold(sum(&l4, sum(&pseudo, 0)));
+    let at = if proto == 6 { 16 } else { 6 };
+    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    let c = fold(sum(&ip, 0));
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0x02, 0, 0, 0, 0, 0x80, 0x02, 0, 0, 0, 0, 0x32, 0x08, 0x00];
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&l4);
+    f
+}
+
+fn dest(addr: Ipv4Addr, port: u16, method: Method, weight: u32) -> Option<DestSpec> {
+    Some(DestSpec {
+        addr,
+        port,
+        method,
+        weight,
+        overloaded: false,
+        link: (method == Method::Dr).then_some(Link {
+            mac: [0x02, 0, 0, 0, 0, addr.octets()[3]],
+            ifindex: 0,
+            smac: [0x02, 0, 0, 0, 0, 0x80],
+        }),
+    })
+}
+
+/// Average ns per run and the verdict.
+fn cost(dp: &DataPlane, frame: &[u8], repeat: u32) -> (f64, Verdict) {
+    let out = dp.test_run(frame, repeat).expect("test run");
+    (out.per_run.as_nanos() as f64, out.verdict)
+}
+
+fn inner(repeat: u32) {
+    // The floor.
+    let mut floor = Ebpf::load(FLOOR).expect("load the floor program");
+    let prog: &mut Xdp = floor
+        .program_mut("xdp_floor")
+        .expect("xdp_floor")
+        .try_into()
+        .expect("an XDP program");
+    prog.load().expect("load xdp_floor");
+    let f = frame(CLIENT, 40000, NAT_VIP, 80, Some(0x10));
+    let mut out = vec![0u8; f.len() + 64];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(&f);
+    opts.data_out = Some(&mut out);
+    opts.repeat = repeat;
+    let floor_ns = prog.test_run(opts).expect("floor run").duration.as_nanos() as f64;
+    println!("floor\t{floor_ns}\tTx");
+
+    let mut dp = DataPlane::load().expect("load the data plane");
+    let mut nat = ServiceSpec::new(ServiceKey::v4(NAT_VIP, 80, 6), 1, Scheduler::Wlc);
+    nat.dests = vec![dest(NAT_VIP, 80, Method::Nat, 1)];
+    dp.put_service(&nat).expect("NAT service");
+    let mut dr = ServiceSpec::new(ServiceKey::v4(DR_VIP, 80, 6), 2, Scheduler::Wlc);
+    dr.dests = vec![dest(DR_RIP, 80, Method::Dr, 1)];
+    dp.put_service(&dr).expect("DR service");
+    // Open the flows: SYN, then the established packets are measured.
+    for (vip, port) in [(NAT_VIP, 40000), (DR_VIP, 40001)] {
+        dp.test_run(&frame(CLIENT, port, vip, 80, Some(0x02)), 1)
+            .expect("SYN");
+        dp.test_run(&frame(CLIENT, port, vip, 80, Some(0x10)), 1)
+            .expect("ACK");
+    }
+    let paths = [
+        (
+            "NAT established, client to server",
+            frame(CLIENT, 40000, NAT_VIP, 80, Some(0x10)),
+        ),
+        (
+            "NAT established, server to client",
+            frame(NAT_VIP, 80, CLIENT, 40000, Some(0x10)),
+        ),
+        (
+            "DR established",
+            frame(CLIENT, 40001, DR_VIP, 80, Some(0x10)),
+        ),
+    ];
+    for (name, f) in paths {
+        let (ns, verdict) = cost(&dp, &f, repeat);
+        println!("{name}\t{ns}\t{verdict:?}");
+    }
+    // Scheduling: one UDP one-packet-scheduling DR service per scheduler, 10 servers.
+    let kinds = [
+        Scheduler::Rr,
+        Scheduler::Wrr,
+        Scheduler::Lc,
+        Scheduler::Wlc,
+        Scheduler::Lblc,
+        Scheduler::Lblcr,
+        Scheduler::Dh,
+        Scheduler::Sh,
+        Scheduler::Sed,
+        Scheduler::Nq,
+        Scheduler::Fo,
+        Scheduler::Ovf,
+        Scheduler::Mh,
+        Scheduler::Twos,
+    ];
+    for (i, kind) in kinds.iter().enumerate() {
+        let vip = Ipv4Addr::new(192, 168, 185, 1 + i as u8);
+        let mut s = ServiceSpec::new(ServiceKey::v4(vip, 53, 17), 10 + i as u32, *kind);
+        s.ops = true;
+        s.dests = (0..10)
+            .map(|d| {
+                dest(
+                    Ipv4Addr::new(192, 168, 186, 10 + d),
+                    53,
+                    Method::Dr,
+                    1 + u32::from(d),
+                )
+            })
+            .collect();
+        dp.put_service(&s).expect("scheduler service");
+        let (ns, verdict) = cost(&dp, &frame(CLIENT, 40002, vip, 53, None), repeat / 4);
+        println!("new flow, {}\t{ns}\t{verdict:?}", kind.name());
+    }
+}
+
+fn main() {
+    let repeat: u32 = arg("--repeat")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    if std::env::args().any(|a| a == "--inner") {
+        inner(repeat);
+        return;
+    }
+    if !fulcrum_lab::is_root() {
+        eprintln!("xdp-cost needs root (it loads BPF programs in a network namespace)");
+        std::process::exit(2);
+    }
+    let mut lab = Lab::new("xdpcost").expect("lab");
+    let director = lab.host("director").expect("host");
+    let inside = lab.switch("in").expect("switch");
+    lab.attach(&director, "eth1", &inside).expect("attach");
+    lab.addr(&director, "eth1", &format!("{DIRECTOR}/24"))
+        .expect("address");
+    lab.sysctl(&director, "net.ipv4.ip_forward", "1")
+        .expect("ip_forward");
+    lab.ip(
+        &director,
+        &["route", "add", "192.168.186.0/24", "dev", "eth1"],
+    )
+    .expect("route");
+    for (i, a) in [CLIENT, NAT_VIP].iter().enumerate() {
+        lab.ip(
+            &director,
+            &[
+                "neigh",
+                "replace",
+                &a.to_string(),
+                "lladdr",
+                &format!("02:00:00:00:00:{:02x}", 0x10 + i),
+                "dev",
+                "eth1",
+                "nud",
+                "permanent",
+            ],
+        )
+        .expect("neighbour");
+    }
+    let rounds: usize = arg("--rounds").and_then(|v| v.parse().ok()).unwrap_or(5);
+    let exe = std::env::current_exe().expect("own path");
+    let mut samples: Vec<(String, Vec<f64>, String)> = Vec::new();
+    for _ in 0..rounds.max(1) {
+        let out = lab
+            .exec(
+                &director.netns,
+                [
+                    exe.to_string_lossy().as_ref(),
+                    "--inner",
+                    "--repeat",
+                    &repeat.to_string(),
+                ],
+            )
+            .expect("run inside the lab");
+        if !out.status.success() {
+            eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+            std::process::exit(1);
+        }
+        for (i, l) in String::from_utf8_lossy(&out.stdout).lines().enumerate() {
+            let mut p = l.split('\t');
+            let (Some(name), Some(Ok(ns)), Some(verdict)) =
+                (p.next(), p.next().map(str::parse::<f64>), p.next())
+            else {
+                continue;
+            };
+            if samples.len() <= i {
+                samples.push((name.to_string(), Vec::new(), verdict.to_string()));
+            }
+            samples[i].1.push(ns);
+        }
+    }
+    let rows: Vec<(String, f64, String)> = samples
+        .into_iter()
+        .map(|(name, mut v, verdict)| {
+            v.sort_by(f64::total_cmp);
+            (name, v[v.len() / 2], verdict)
+        })
+        .collect();
+    let floor = rows.first().map(|r| r.1).unwrap_or(1.0).max(1.0);
+    let kernel = Command::new("uname").arg("-r").output().ok();
+    println!(
+        "BPF_PROG_TEST_RUN, repeat {repeat} (schedulers: {}), median of {rounds} rounds, kernel {}",
+        repeat / 4,
+        kernel
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    );
+    println!("| path | ns per packet | verdict | x floor |");
+    println!("|---|---|---|---|");
+    for (name, ns, verdict) in &rows {
+        println!("| {name} | {ns:.1} | {verdict} | {:.2} |", ns / floor);
+    }
+}
