@@ -12,11 +12,14 @@
 pub mod abi;
 
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::xdp::XdpLink;
 use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
-use aya::Ebpf;
+use aya::{Ebpf, EbpfLoader};
 
 use abi::*;
 pub use abi::{Conn, FlowKey, ServiceKey, Traffic};
@@ -28,6 +31,24 @@ static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/f
 
 const MAIN: &str = "xdp_fulcrum";
 const EXPIRE: &str = "xdp_expire";
+
+/// Every map of the program that holds state: pinned by name under the instance's
+/// directory, so a restarted daemon adopts them.
+pub const PINNED_MAPS: [&str; 13] = [
+    "services",
+    "dests",
+    "dest_conns",
+    "svc_traffic",
+    "dest_traffic",
+    "sched_state",
+    "sched_tables",
+    "locality",
+    "conns",
+    "persist",
+    "timeouts",
+    "settings",
+    "stats",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -41,6 +62,8 @@ pub enum Error {
     Missing(&'static str),
     #[error("{0}")]
     Limit(String),
+    #[error("pinning in {0}: {1}")]
+    Pin(PathBuf, String),
 }
 
 /// Why a packet got its verdict: `enum stat_reason` in bpf/include/constants.h.
@@ -310,6 +333,8 @@ pub enum AttachMode {
     Native,
     /// In the generic path (XDP_FLAGS_SKB_MODE): any device, slower.
     Generic,
+    /// A pinned link left by a previous run now runs this program (in the mode it had).
+    Adopted,
 }
 
 impl AttachMode {
@@ -317,6 +342,7 @@ impl AttachMode {
         match self {
             AttachMode::Native => "native",
             AttachMode::Generic => "generic",
+            AttachMode::Adopted => "adopted",
         }
     }
 }
@@ -345,6 +371,8 @@ pub struct DataPlane {
     ebpf: Ebpf,
     /// Table slots written per service id, to delete them when they change.
     table_sizes: std::collections::HashMap<u32, u32>,
+    /// Where maps and links are pinned, when they are.
+    pin_dir: Option<PathBuf>,
 }
 
 impl DataPlane {
@@ -361,9 +389,124 @@ impl DataPlane {
         let mut dp = DataPlane {
             ebpf,
             table_sizes: Default::default(),
+            pin_dir: None,
         };
         dp.set_timeouts(&DEFAULT_TIMEOUTS)?;
         Ok(dp)
+    }
+
+    /// Loads the programs with their maps pinned in `dir` (a directory on a bpffs): maps a
+    /// previous run left there are adopted with their contents (services, connections,
+    /// counters), so forwarding continues across a restart. Returns whether it adopted.
+    pub fn load_pinned(dir: &Path) -> Result<(DataPlane, bool), Error> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Pin(dir.into(), e.to_string()))?;
+        let adopted = dir.join("conns").exists();
+        let paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|n| (*n, dir.join(n))).collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(PROGRAM)?;
+        for name in [MAIN, EXPIRE] {
+            let program: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or(Error::Missing("an XDP program"))?
+                .try_into()?;
+            program.load()?;
+        }
+        let mut dp = DataPlane {
+            ebpf,
+            table_sizes: Default::default(),
+            pin_dir: Some(dir.to_path_buf()),
+        };
+        if adopted {
+            let mut sizes = std::collections::HashMap::new();
+            let map: HashMap<&MapData, TableKey, u32> = HashMap::try_from(dp.map("sched_tables")?)?;
+            for k in map.keys().filter_map(Result::ok) {
+                let e = sizes.entry(k.svc).or_insert(0);
+                *e = (*e).max(k.slot + 1);
+            }
+            dp.table_sizes = sizes;
+        } else {
+            dp.set_timeouts(&DEFAULT_TIMEOUTS)?;
+        }
+        Ok((dp, adopted))
+    }
+
+    /// Removes the pins (maps and links): once this program is dropped, nothing is left
+    /// attached or allocated.
+    pub fn unpin(&mut self) -> Result<(), Error> {
+        let Some(dir) = self.pin_dir.take() else {
+            return Ok(());
+        };
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| Error::Pin(dir.clone(), e.to_string()))?;
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+        let _ = std::fs::remove_dir(&dir);
+        Ok(())
+    }
+
+    /// The services a previous run left in the pinned maps, as specs (slots and all).
+    pub fn installed(&self) -> Result<Vec<ServiceSpec>, Error> {
+        let services: HashMap<&MapData, ServiceKey, ServiceValue> =
+            HashMap::try_from(self.map("services")?)?;
+        let dests: Array<&MapData, Dest> = Array::try_from(self.map("dests")?)?;
+        let kinds = [
+            Scheduler::Rr,
+            Scheduler::Wrr,
+            Scheduler::Lc,
+            Scheduler::Wlc,
+            Scheduler::Lblc,
+            Scheduler::Lblcr,
+            Scheduler::Dh,
+            Scheduler::Sh,
+            Scheduler::Sed,
+            Scheduler::Nq,
+            Scheduler::Fo,
+            Scheduler::Ovf,
+            Scheduler::Mh,
+            Scheduler::Twos,
+        ];
+        let mut out = Vec::new();
+        for (key, v) in services.iter().filter_map(Result::ok) {
+            let mut spec = ServiceSpec::new(
+                key,
+                v.id,
+                kinds.get(v.sched as usize).copied().unwrap_or_default(),
+            );
+            spec.sh_port = v.flags & SVC_F_SH_PORT != 0;
+            spec.sh_fallback = v.flags & SVC_F_SH_FALLBACK != 0;
+            spec.mh_port = v.flags & SVC_F_MH_PORT != 0;
+            spec.mh_fallback = v.flags & SVC_F_MH_FALLBACK != 0;
+            spec.ops = v.flags & SVC_F_OPS != 0;
+            if v.flags & SVC_F_PERSISTENT != 0 {
+                spec.persistence = Some((v.persist_timeout, addr(v.persist_mask)));
+            }
+            for slot in 0..usize::from(v.ndests) {
+                let d = dests.get(&slot_index(v.id, slot), 0)?;
+                spec.dests
+                    .push((d.flags & DEST_F_PRESENT != 0).then(|| DestSpec {
+                        addr: addr(d.addr),
+                        port: u16::from_be(d.port),
+                        method: if d.method == METHOD_DR {
+                            Method::Dr
+                        } else {
+                            Method::Nat
+                        },
+                        weight: d.weight,
+                        overloaded: d.flags & DEST_F_OVERLOADED != 0,
+                        link: (d.mac != [0; 6]).then_some(Link {
+                            mac: d.mac,
+                            ifindex: d.ifindex,
+                            smac: d.smac,
+                        }),
+                    }));
+            }
+            out.push(spec);
+        }
+        Ok(out)
     }
 
     fn program(&self, name: &'static str) -> Result<&Xdp, Error> {
@@ -376,19 +519,38 @@ impl DataPlane {
 
     /// Attaches the forwarding program to an interface of the caller's network namespace:
     /// native mode where the driver has it, else generic.
+    /// With pinning, the link is pinned too (so the program stays attached when the daemon
+    /// dies), and a link a previous run pinned is taken over: the new program replaces the
+    /// old one atomically, with no moment without forwarding.
     pub fn attach(&mut self, ifname: &str) -> Result<AttachMode, Error> {
+        let link_path = self
+            .pin_dir
+            .as_ref()
+            .map(|d| d.join(format!("link-{ifname}")));
         let program: &mut Xdp = self
             .ebpf
             .program_mut(MAIN)
             .ok_or(Error::Missing("an XDP program"))?
             .try_into()?;
-        match program.attach(ifname, XdpMode::Driver) {
-            Ok(_) => Ok(AttachMode::Native),
-            Err(_) => {
-                program.attach(ifname, XdpMode::Skb)?;
-                Ok(AttachMode::Generic)
-            }
+        if let Some(path) = link_path.as_ref().filter(|p| p.exists()) {
+            let pin_err = |e: String| Error::Pin(path.clone(), e);
+            let pinned = PinnedLink::from_pin(path).map_err(|e| pin_err(e.to_string()))?;
+            let link =
+                XdpLink::try_from(FdLink::from(pinned)).map_err(|e| pin_err(e.to_string()))?;
+            program.attach_to_link(link)?;
+            return Ok(AttachMode::Adopted);
         }
+        let (id, mode) = match program.attach(ifname, XdpMode::Driver) {
+            Ok(id) => (id, AttachMode::Native),
+            Err(_) => (program.attach(ifname, XdpMode::Skb)?, AttachMode::Generic),
+        };
+        if let Some(path) = link_path {
+            let pin_err = |e: String| Error::Pin(path.clone(), e);
+            let link = program.take_link(id)?;
+            let fd = FdLink::try_from(link).map_err(|e| pin_err(e.to_string()))?;
+            fd.pin(&path).map_err(|e| pin_err(e.to_string()))?;
+        }
+        Ok(mode)
     }
 
     /// Runs the forwarding program on a frame with BPF_PROG_TEST_RUN, `repeat` times.

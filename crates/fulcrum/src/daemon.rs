@@ -146,7 +146,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(serve(args.control, state, !args.no_forwarding))
+    let forwarding = Forwarding {
+        enabled: !args.no_forwarding,
+        bpf_dir: args.bpf_dir,
+        keep: args.keep_forwarding,
+    };
+    runtime.block_on(serve(args.control, state, forwarding))
 }
 
 /// Binds the control socket: mode 0600 in a directory we create 0700, refusing to steal
@@ -175,7 +180,15 @@ fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
     Ok(listener)
 }
 
-async fn serve(control: PathBuf, state: State, forwarding: bool) -> anyhow::Result<ExitCode> {
+/// How the layer-4 data plane runs.
+#[derive(Debug)]
+struct Forwarding {
+    enabled: bool,
+    bpf_dir: Option<PathBuf>,
+    keep: bool,
+}
+
+async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow::Result<ExitCode> {
     let listener = bind_control(&control)?;
     let vrrp = match state.config.keepalived.as_ref() {
         Some(k) if !k.vrrp_instances.is_empty() => match crate::vrrp::start(k).await {
@@ -194,8 +207,13 @@ async fn serve(control: PathBuf, state: State, forwarding: bool) -> anyhow::Resu
         .as_ref()
         .and_then(crate::health::start);
     let health_handle = health.as_ref().map(crate::health::Runtime::handle);
-    let l4 = match state.config.keepalived.as_ref().filter(|_| forwarding) {
-        Some(k) => match crate::l4::start(k, health_handle.clone()) {
+    let l4 = match state
+        .config
+        .keepalived
+        .as_ref()
+        .filter(|_| forwarding.enabled)
+    {
+        Some(k) => match crate::l4::start(k, health_handle.clone(), forwarding.bpf_dir.clone()) {
             Ok(rt) => rt,
             Err(e) => {
                 let _ = std::fs::remove_file(&control);
@@ -239,7 +257,7 @@ async fn serve(control: PathBuf, state: State, forwarding: bool) -> anyhow::Resu
         }
     }
     if let Some(rt) = l4 {
-        rt.stop();
+        rt.stop(!forwarding.keep);
     }
     if let Some(rt) = health {
         rt.stop();

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -504,6 +505,38 @@ impl Table {
         })
     }
 
+    /// Takes over the services a previous run left in the data plane, with their ids and
+    /// slots, so the next apply keeps their connections.
+    pub fn adopt(&mut self, specs: Vec<ServiceSpec>) {
+        for spec in specs {
+            let a = spec.key.addr;
+            let key = RuleKey {
+                proto: spec.key.proto,
+                vip: Ipv4Addr::new(a[0], a[1], a[2], a[3]),
+                port: u16::from_be(spec.key.port),
+            };
+            let rule = Rule {
+                key,
+                scheduler: spec.scheduler,
+                persistence: spec.persistence,
+                ops: spec.ops,
+                sh_port: spec.sh_port,
+                sh_fallback: spec.sh_fallback,
+                mh_port: spec.mh_port,
+                mh_fallback: spec.mh_fallback,
+                dests: Vec::new(),
+            };
+            self.installed.insert(
+                key,
+                Installed {
+                    id: spec.id,
+                    rule,
+                    spec,
+                },
+            );
+        }
+    }
+
     /// The ids of one installed service, or of all.
     fn ids(&self, key: Option<&RuleKey>) -> Vec<u32> {
         self.installed
@@ -539,6 +572,23 @@ pub fn empty_listing() -> Value {
         "timeout": {"tcp": t[1], "tcpfin": t[4], "udp": t[11]},
         "interfaces": [],
     })
+}
+
+/// /sys/fs/bpf/fulcrum/net-INODE: one directory per network namespace, so daemons in
+/// different namespaces of one machine never share pins. bpffs is mounted on /sys/fs/bpf
+/// when it is not there (under `ip netns exec`, /sys is private to the command, so pins
+/// there end with it: pass --bpf-dir on a bpffs mounted outside to survive a restart).
+fn default_bpf_dir() -> anyhow::Result<PathBuf> {
+    let root = Path::new("/sys/fs/bpf");
+    if !fulcrum_sys::is_bpffs(root) {
+        std::fs::create_dir_all(root)?;
+        fulcrum_sys::mount_bpffs(root)
+            .map_err(|e| anyhow::anyhow!("cannot mount bpffs on {}: {e}", root.display()))?;
+        info!("mounted bpffs on /sys/fs/bpf");
+    }
+    Ok(root
+        .join("fulcrum")
+        .join(format!("net-{}", fulcrum_sys::netns_inode()?)))
 }
 
 /// The running layer-4 forwarding.
@@ -673,6 +723,7 @@ fn prod_neighbours(addrs: &[Ipv4Addr]) {
 pub fn start(
     k: &KeepalivedConfig,
     health: Option<crate::health::Handle>,
+    bpf_dir: Option<PathBuf>,
 ) -> anyhow::Result<Option<Runtime>> {
     let (rules, warnings) = rules(k);
     for w in &warnings {
@@ -681,7 +732,22 @@ pub fn start(
     if rules.is_empty() {
         return Ok(None);
     }
-    let mut dp = DataPlane::load()?;
+    let dir = match bpf_dir {
+        Some(d) => d,
+        None => default_bpf_dir()?,
+    };
+    let (mut dp, adopted) = DataPlane::load_pinned(&dir)?;
+    let mut table = Table::default();
+    if adopted {
+        let specs = dp.installed()?;
+        info!(
+            dir = %dir.display(),
+            services = specs.len(),
+            connections = dp.connections().map(|c| c.len()).unwrap_or(0),
+            "adopted the data plane a previous run left pinned"
+        );
+        table.adopt(specs);
+    }
     let mut interfaces = Vec::new();
     for name in fulcrum_sys::interfaces()? {
         if name == "lo" {
@@ -694,7 +760,6 @@ pub fn start(
         interfaces.push((name, mode));
     }
     let verdicts = health.as_ref().map(|h| h.verdicts()).unwrap_or_default();
-    let mut table = Table::default();
     let dr: Vec<Ipv4Addr> = rules
         .iter()
         .flat_map(|r| &r.dests)
@@ -799,11 +864,21 @@ impl Runtime {
         }
     }
 
-    /// Stops keeping up; dropping the data plane detaches the program.
-    pub fn stop(mut self) {
+    /// Stops keeping up. With `release`, the pins are removed, so dropping the data plane
+    /// detaches the program and frees its maps; without, forwarding goes on for the next
+    /// run to adopt.
+    pub fn stop(mut self, release: bool) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
+        }
+        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if release {
+            if let Err(e) = s.dp.unpin() {
+                warn!("cannot release the data plane: {e}");
+            }
+        } else {
+            info!("forwarding left running (--keep-forwarding)");
         }
     }
 }

@@ -98,6 +98,16 @@ pub struct RunArgs {
     /// attached to every interface of this network namespace except loopback.
     #[arg(long)]
     pub no_forwarding: bool,
+    /// Where the data plane's maps and links are pinned (a directory on a bpffs, mounted
+    /// if needed). Default: /sys/fs/bpf/fulcrum/net-INODE, one per network namespace. A
+    /// daemon killed with SIGKILL leaves forwarding running from there; the next start
+    /// adopts the program's maps and connections.
+    #[arg(long, value_name = "DIR")]
+    pub bpf_dir: Option<PathBuf>,
+    /// Leave forwarding running when stopping normally (SIGTERM, SIGINT), as keepalived's
+    /// --dont-release-ipvs leaves the IPVS rules; the next start adopts it.
+    #[arg(long)]
+    pub keep_forwarding: bool,
 }
 
 #[derive(Debug, Args)]

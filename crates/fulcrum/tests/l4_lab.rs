@@ -308,3 +308,141 @@ fn ipvsadm_edits_take_effect_at_once() {
     let stats = ipvsadm(&sock, &["-Ln", "--stats"]);
     assert_eq!(stats_of(&stats, &rips[0])[0], 0, "{stats}");
 }
+
+/// A bpffs mounted for one test (the daemon's own /sys is private under `ip netns exec`,
+/// so pins that must outlive it go here), unmounted on drop.
+struct Bpffs(std::path::PathBuf);
+
+impl Bpffs {
+    fn new(dir: &Scratch) -> Bpffs {
+        let path = dir.0.join("bpf");
+        std::fs::create_dir_all(&path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "bpf", "bpf"])
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "cannot mount bpffs on {}", path.display());
+        Bpffs(path)
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// SIGKILL of the daemon leaves forwarding running (pinned program and maps); the next
+/// start adopts them: an established connection carries on throughout, and a normal stop
+/// then releases everything.
+#[test]
+fn forwarding_survives_a_sigkill_and_the_restart_adopts_it() {
+    if !require_root("forwarding_survives_a_sigkill_and_the_restart_adopts_it") {
+        return;
+    }
+    let mut r = reference::build(Deployment::LvsNat, "l4pin", Some(agent())).unwrap();
+    let dir = Scratch::new("l4pin");
+    let bpf = Bpffs::new(&dir);
+    serve_names(&mut r);
+    let vip = r.vips[0].to_string();
+    let rips: Vec<String> = r.rips.iter().map(|a| a.to_string()).collect();
+    let conf = dir.0.join("pin.conf");
+    std::fs::write(&conf, config(&vip, "NAT", "rr", &[1, 1], &rips)).unwrap();
+    let sock = dir.0.join("pin.sock");
+    let director = r.directors[0].clone();
+    let run = |r: &mut Reference, log: &str| {
+        let log = dir.0.join(log);
+        let p = r
+            .lab
+            .spawn(
+                &director,
+                &[
+                    env!("CARGO_BIN_EXE_fulcrum").as_ref(),
+                    "run".as_ref(),
+                    "-f".as_ref(),
+                    conf.as_os_str(),
+                    "--control".as_ref(),
+                    sock.as_os_str(),
+                    "--bpf-dir".as_ref(),
+                    bpf.0.join("fulcrum").as_os_str(),
+                ],
+                Some(&log),
+            )
+            .unwrap();
+        let up = wait_for(Duration::from_secs(20), || {
+            ipvsadm(&sock, &["-Ln"]).contains("  -> ")
+        });
+        assert!(
+            up.is_some(),
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        p
+    };
+    let first = run(&mut r, "first.log");
+
+    // One long connection: a line every 50 ms for 6 s, each echoed.
+    let hold_log = dir.0.join("hold.log");
+    let client = r.client.clone();
+    let exe = env!("CARGO_BIN_EXE_fulcrum");
+    let hold = r
+        .lab
+        .spawn(
+            &client,
+            &[
+                exe,
+                "lab-agent",
+                "hold",
+                "--connect",
+                &format!("{vip}:80"),
+                "--every-ms",
+                "50",
+                "--for-ms",
+                "6000",
+            ],
+            Some(&hold_log),
+        )
+        .unwrap();
+    let connected = wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(&hold_log)
+            .unwrap_or_default()
+            .contains("connected")
+    });
+    assert!(connected.is_some(), "the long connection did not open");
+
+    first.signal("KILL").unwrap();
+    assert!(first.wait_timeout(Duration::from_secs(5)).is_some());
+    std::thread::sleep(Duration::from_millis(1000));
+    // Nothing is listening on the control socket, but the data plane still forwards.
+    let second = run(&mut r, "second.log");
+    let log = std::fs::read_to_string(dir.0.join("second.log")).unwrap_or_default();
+    assert!(log.contains("adopted"), "{log}");
+    let conns = ipvsadm(&sock, &["-Lnc"]);
+    assert!(
+        conns.contains("ESTABLISHED"),
+        "the connection was adopted:\n{conns}"
+    );
+
+    let status = hold.wait_timeout(Duration::from_secs(20));
+    let held = std::fs::read_to_string(&hold_log).unwrap_or_default();
+    assert_eq!(status, Some(0), "the long connection broke: {held}");
+    assert!(held.contains("held "), "{held}");
+    // New connections are scheduled as before.
+    let d = distribution_of(&r, &vip, 10);
+    assert_eq!(d.values().sum::<u32>(), 10, "{d:?}");
+
+    // A normal stop releases the pins.
+    second.signal("TERM").unwrap();
+    assert!(second.wait_timeout(Duration::from_secs(10)).is_some());
+    // (Only fulcrum's directory: iproute2, loading the lab's XDP stubs, may use any bpffs
+    // it finds mounted, this one included.)
+    let left: Vec<_> = std::fs::read_dir(bpf.0.join("fulcrum"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "pins left after a normal stop: {left:?}");
+}

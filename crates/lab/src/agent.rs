@@ -11,6 +11,11 @@
 //! `watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]` probes
 //! at a fixed pace for a bounded time and prints `UNIX_MICROS answer` (or `UNIX_MICROS
 //! error`) per attempt, for measuring outages.
+//!
+//! `hold --connect ADDR:PORT --every-ms MS --for-ms MS` keeps one plain connection open for
+//! a bounded time, sending a numbered line at a fixed pace and expecting it echoed: prints
+//! `connected NAME` once, and at the end `held N` (exit 0) or `broken after N: REASON`
+//! (exit 1). For showing that an established connection survives something.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -19,7 +24,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: serve --name NAME --listen ADDR:PORT [--http]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]"
+        "usage: serve --name NAME --listen ADDR:PORT [--http]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS"
     );
     ExitCode::from(2)
 }
@@ -110,8 +115,67 @@ pub fn main(args: Vec<String>) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+        Some("hold") => {
+            let Some(Ok(addr)) = flag_value(&args, "--connect").map(|a| a.parse::<SocketAddr>())
+            else {
+                return usage();
+            };
+            let ms = |name: &str, default: u64| {
+                flag_value(&args, name)
+                    .and_then(|c| c.parse::<u64>().ok())
+                    .unwrap_or(default)
+            };
+            let every = Duration::from_millis(ms("--every-ms", 100).max(1));
+            let total = Duration::from_millis(ms("--for-ms", 5000).min(600_000));
+            match hold(addr, every, total) {
+                Ok(n) => {
+                    println!("held {n}");
+                    ExitCode::SUCCESS
+                }
+                Err((n, e)) => {
+                    println!("broken after {n}: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         _ => usage(),
     }
+}
+
+/// One connection, a numbered line every `every`, each echoed back, for `total`.
+fn hold(addr: SocketAddr, every: Duration, total: Duration) -> Result<u64, (u64, String)> {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+        .map_err(|e| (0, e.to_string()))?;
+    // Long enough to ride out a failover or a restart, short enough to end.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| (0, e.to_string()))?;
+    let mut writer = stream.try_clone().map_err(|e| (0, e.to_string()))?;
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader
+        .read_line(&mut line)
+        .map_err(|e| (0, e.to_string()))?;
+    println!("connected {}", line.trim());
+    let _ = std::io::stdout().flush();
+    let start = std::time::Instant::now();
+    let mut n = 0u64;
+    while start.elapsed() < total {
+        let sent = format!("line {n}\n");
+        writer
+            .write_all(sent.as_bytes())
+            .map_err(|e| (n, e.to_string()))?;
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) => return Err((n, "closed by the peer".into())),
+            Ok(_) if line == sent => {}
+            Ok(_) => return Err((n, format!("echo {line:?}, sent {sent:?}"))),
+            Err(e) => return Err((n, e.to_string())),
+        }
+        n += 1;
+        std::thread::sleep(every);
+    }
+    Ok(n)
 }
 
 fn serve(name: &str, addr: SocketAddr, http: bool) -> std::io::Result<()> {

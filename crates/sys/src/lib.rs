@@ -41,6 +41,50 @@ pub fn interfaces() -> io::Result<Vec<String>> {
     }
 }
 
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Whether `path` is on a BPF filesystem.
+pub fn is_bpffs(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: `st` is a valid, writable statfs; `c` a NUL-terminated path for the call.
+    unsafe {
+        let mut st: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC
+    }
+}
+
+/// Mounts a BPF filesystem on `path` (an existing directory).
+pub fn mount_bpffs(path: &std::path::Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let target = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let fstype = CString::new("bpf").expect("no NUL");
+    // SAFETY: all three strings are valid and NUL-terminated for the duration of the call;
+    // no data argument.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The inode of the caller's network namespace: tells namespaces apart on one machine.
+pub fn netns_inode() -> io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(std::fs::metadata("/proc/self/ns/net")?.ino())
+}
+
 /// CLOCK_MONOTONIC in nanoseconds: the clock of BPF's `bpf_ktime_get_ns` (and, to within a
 /// tick, of `bpf_ktime_get_coarse_ns`), so the control plane can compare it with deadlines
 /// the data plane wrote.
