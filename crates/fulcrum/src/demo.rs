@@ -2,9 +2,11 @@
 //!
 //! What it shows grows with the project. Today: each topology is built with MISSION.md's
 //! addresses, every real server answers real TCP from its director, the example
-//! configuration for the deployment is loaded and summarised, and in deployment 3 fulcrum
-//! runs VRRP on both directors and a killed director's VIP moves, with the time measured.
-//! Forwarding through the VIP arrives with the layer-4 data plane.
+//! configuration for the deployment is loaded and summarised; in deployments 1 and 2
+//! fulcrum forwards 300 new connections from the client through the VIP with the example
+//! configurations (rr, then wrr 1:2 for NAT) and prints the split and `ipvsadm -Ln`; in
+//! deployment 3 fulcrum runs VRRP on both directors and a killed director's VIP moves,
+//! with the time measured.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -117,13 +119,80 @@ fn show(d: Deployment, exe: &Path, examples: Option<&Path>) -> anyhow::Result<()
 
     if let Some(dir) = examples {
         summarise(d, dir);
-        if d == Deployment::KeepalivedHa {
-            failover(&mut r, exe, dir)?;
+        match d {
+            Deployment::KeepalivedHa => failover(&mut r, exe, dir)?,
+            Deployment::LvsNat => {
+                forward(&mut r, exe, &dir.join("lvs-nat.keepalived.conf"))?;
+                forward(&mut r, exe, &dir.join("lvs-nat-wrr.keepalived.conf"))?;
+            }
+            Deployment::LvsDr => forward(&mut r, exe, &dir.join("lvs-dr.keepalived.conf"))?,
+            Deployment::NginxHa => {}
         }
     }
-    println!(
-        "  next: forwarding through the VIPs (the layer-4 data plane) is not in this build yet\n"
-    );
+    println!();
+    Ok(())
+}
+
+/// Runs fulcrum on the director with an example configuration, sends 300 new connections
+/// from the client through the VIP, and prints who answered and `ipvsadm -Ln`.
+fn forward(r: &mut Reference, exe: &Path, conf: &Path) -> anyhow::Result<()> {
+    let tmp = std::env::temp_dir().join(format!("fulcrum-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let name = conf
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let sock = tmp.join("l4.sock");
+    let log = tmp.join(format!("{name}.log"));
+    let director = r.directors[0].clone();
+    let args: Vec<std::ffi::OsString> = vec![
+        exe.into(),
+        "run".into(),
+        "-f".into(),
+        conf.into(),
+        "--control".into(),
+        sock.clone().into(),
+    ];
+    let daemon = r.lab.spawn(&director, &args, Some(&log))?;
+    let ipvsadm = |args: &[&str]| -> String {
+        std::process::Command::new(exe)
+            .arg("ipvsadm")
+            .arg("--control")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    if wait_for(Duration::from_secs(20), || {
+        ipvsadm(&["-Ln"]).contains("  -> ")
+    })
+    .is_none()
+    {
+        let _ = daemon.signal("TERM");
+        bail!(
+            "fulcrum did not install the rules of {name}; log in {}",
+            log.display()
+        );
+    }
+    let vip = r.vips[0];
+    let answers = r
+        .lab
+        .probe(&r.client.clone(), &format!("{vip}:80"), 300, true)?;
+    let mut split: std::collections::BTreeMap<String, u32> = Default::default();
+    for a in answers {
+        *split.entry(a).or_default() += 1;
+    }
+    println!("  fulcrum run -f examples/{name} on the director; client -> {vip}:80, 300 new connections:");
+    for (who, n) in &split {
+        println!("    {n:>4}  {who}");
+    }
+    println!("  fulcrum ipvsadm -Ln --stats:");
+    for line in ipvsadm(&["-Ln", "--stats"]).lines() {
+        println!("    {line}");
+    }
+    daemon.signal("TERM")?;
+    daemon.wait_timeout(Duration::from_secs(10));
     Ok(())
 }
 

@@ -31,6 +31,10 @@ fn demo_shows_a_deployment_and_cleans_up() {
         stdout.contains("virtual_server 10.1.10.88:80 rr DR -> 10.1.10.66 w1, 10.1.10.67 w1"),
         "{stdout}"
     );
+    // Traffic through the VIP, split by rr, and the listing.
+    assert!(stdout.contains(" 150  RIP1 10.1.10.66\n"), "{stdout}");
+    assert!(stdout.contains(" 150  RIP2 10.1.10.67\n"), "{stdout}");
+    assert!(stdout.contains("TCP  10.1.10.88:80"), "{stdout}");
     // The demo's namespaces carry its pid: none may remain.
     let left = fulcrum_lab::existing_with_prefix(&format!("fl-{pid}-"));
     assert!(left.is_empty(), "left behind: {left:?}");
