@@ -376,9 +376,19 @@ pub struct DataPlane {
 }
 
 impl DataPlane {
-    /// Loads the programs into the kernel (CAP_BPF / root), with IPVS's default timeouts.
+    /// Loads the programs into the kernel (CAP_BPF / root), with IPVS's default timeouts,
+    /// unpinned and with a connection table of 32,768 connections: for tests and tools.
+    /// The daemon uses [`DataPlane::load_pinned`].
     pub fn load() -> Result<DataPlane, Error> {
-        let mut ebpf = Ebpf::load(PROGRAM)?;
+        DataPlane::load_sized(32_768)
+    }
+
+    /// As [`DataPlane::load`], with room for `max_connections` connections.
+    pub fn load_sized(max_connections: u32) -> Result<DataPlane, Error> {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries("conns", max_connections.saturating_mul(2).max(1024))
+            .map_max_entries("persist", (max_connections / 2).max(1024))
+            .load(PROGRAM)?;
         for name in [MAIN, EXPIRE] {
             let program: &mut Xdp = ebpf
                 .program_mut(name)
@@ -398,11 +408,22 @@ impl DataPlane {
     /// Loads the programs with their maps pinned in `dir` (a directory on a bpffs): maps a
     /// previous run left there are adopted with their contents (services, connections,
     /// counters), so forwarding continues across a restart. Returns whether it adopted.
-    pub fn load_pinned(dir: &Path) -> Result<(DataPlane, bool), Error> {
+    ///
+    /// `max_connections` sizes the connection table (two entries per connection, for NAT's
+    /// replies); None keeps the default of 1,048,576 connections. An adopted table keeps
+    /// the size it was made with.
+    pub fn load_pinned(
+        dir: &Path,
+        max_connections: Option<u32>,
+    ) -> Result<(DataPlane, bool), Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Pin(dir.into(), e.to_string()))?;
         let adopted = dir.join("conns").exists();
         let paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|n| (*n, dir.join(n))).collect();
         let mut loader = EbpfLoader::new();
+        if let Some(n) = max_connections {
+            loader.map_max_entries("conns", n.saturating_mul(2).max(1024));
+            loader.map_max_entries("persist", (n / 2).max(1024));
+        }
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
@@ -871,6 +892,39 @@ impl DataPlane {
                 )
             })
             .collect())
+    }
+
+    /// The kernel memory each map holds (its `memlock` in fdinfo), largest first.
+    pub fn memory(&self) -> Vec<(&'static str, u64)> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let mut out = Vec::new();
+        for name in PINNED_MAPS {
+            let data = match self.ebpf.map(name) {
+                Some(
+                    Map::Array(d)
+                    | Map::HashMap(d)
+                    | Map::LruHashMap(d)
+                    | Map::PerCpuArray(d)
+                    | Map::PerCpuHashMap(d),
+                ) => d,
+                _ => continue,
+            };
+            let Ok(fd) = data.info().and_then(|i| i.fd()) else {
+                continue;
+            };
+            let raw = fd.as_fd().as_raw_fd();
+            let bytes = std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}"))
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("memlock:"))
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .unwrap_or(0);
+            out.push((name, bytes));
+        }
+        out.sort_by_key(|e| std::cmp::Reverse(e.1));
+        out
     }
 
     /// The packets counted for a reason, summed over CPUs.

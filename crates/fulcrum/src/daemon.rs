@@ -150,6 +150,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         enabled: !args.no_forwarding,
         bpf_dir: args.bpf_dir,
         keep: args.keep_forwarding,
+        max_connections: args.max_connections,
     };
     runtime.block_on(serve(args.control, state, forwarding))
 }
@@ -186,6 +187,7 @@ struct Forwarding {
     enabled: bool,
     bpf_dir: Option<PathBuf>,
     keep: bool,
+    max_connections: u32,
 }
 
 async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow::Result<ExitCode> {
@@ -213,7 +215,12 @@ async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow
         .as_ref()
         .filter(|_| forwarding.enabled)
     {
-        Some(k) => match crate::l4::start(k, health_handle.clone(), forwarding.bpf_dir.clone()) {
+        Some(k) => match crate::l4::start(
+            k,
+            health_handle.clone(),
+            forwarding.bpf_dir.clone(),
+            forwarding.max_connections,
+        ) {
             Ok(rt) => rt,
             Err(e) => {
                 let _ = std::fs::remove_file(&control);

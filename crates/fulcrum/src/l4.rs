@@ -724,6 +724,7 @@ pub fn start(
     k: &KeepalivedConfig,
     health: Option<crate::health::Handle>,
     bpf_dir: Option<PathBuf>,
+    max_connections: u32,
 ) -> anyhow::Result<Option<Runtime>> {
     let (rules, warnings) = rules(k);
     for w in &warnings {
@@ -736,7 +737,7 @@ pub fn start(
         Some(d) => d,
         None => default_bpf_dir()?,
     };
-    let (mut dp, adopted) = DataPlane::load_pinned(&dir)?;
+    let (mut dp, adopted) = DataPlane::load_pinned(&dir, Some(max_connections))?;
     let mut table = Table::default();
     if adopted {
         let specs = dp.installed()?;

@@ -108,6 +108,10 @@ pub struct RunArgs {
     /// --dont-release-ipvs leaves the IPVS rules; the next start adopts it.
     #[arg(long)]
     pub keep_forwarding: bool,
+    /// Size of the connection table, in connections (IPVS's table grows without bound;
+    /// this one is allocated up front, about 290 bytes of kernel memory per connection).
+    #[arg(long, value_name = "N", default_value_t = 1_048_576)]
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Args)]

@@ -14,7 +14,9 @@
  * id * MAX_DESTS + 0..MAX_DESTS of the per-destination arrays. */
 #define MAX_SERVICES 1024
 #define MAX_DESTS 128
-#define MAX_CONNS 1048576
+/* Connection entries (a NAT connection takes two: client's and reply). The control plane
+ * may set another size at load time. */
+#define MAX_CONNS 2097152
 /* Scheduler tables (dh, sh: 256 buckets; mh: a prime, 65537), keyed by (service, slot). */
 #define MAX_TABLE_ENTRIES 4194304
 #define MAX_LOCALITY 65536
