@@ -749,9 +749,26 @@ pub fn start(
         );
         table.adopt(specs);
     }
+    // IPVS's timeouts from global_defs (lvs_timeouts tcp N tcpfin N udp N), unless adopted
+    // ones are running (ipvsadm --set may have changed them).
+    if !adopted {
+        let lt = k.global_defs.lvs_timeouts;
+        let mut t = dp.timeouts()?;
+        for (i, v) in [
+            (fulcrum_dataplane::abi::STATE_ESTABLISHED, lt.tcp),
+            (fulcrum_dataplane::abi::STATE_FIN_WAIT, lt.tcpfin),
+            (fulcrum_dataplane::abi::STATE_UDP, lt.udp),
+        ] {
+            if let Some(v) = v.filter(|v| *v > 0) {
+                t[i] = v;
+            }
+        }
+        dp.set_timeouts(&t)?;
+    }
+    let wanted = &k.global_defs.xdp_interfaces;
     let mut interfaces = Vec::new();
     for name in fulcrum_sys::interfaces()? {
-        if name == "lo" {
+        if name == "lo" || (!wanted.is_empty() && !wanted.contains(&name)) {
             continue;
         }
         let mode = dp

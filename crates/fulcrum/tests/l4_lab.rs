@@ -156,7 +156,11 @@ fn run_deployment(deployment: Deployment, kind: &str, label: &str) {
     let rips: Vec<String> = r.rips.iter().map(|a| a.to_string()).collect();
 
     for (algo, weights, want) in [("rr", [1, 1], [150, 150]), ("wrr", [1, 2], [100, 200])] {
-        let conf = config(&vip, kind, algo, &weights, &rips);
+        let mut conf = config(&vip, kind, algo, &weights, &rips);
+        if kind == "DR" {
+            // Fulcrum's global_defs keyword: attach to these interfaces only.
+            conf = format!("global_defs {{\n    fulcrum_xdp_interfaces eth0\n}}\n{conf}");
+        }
         let (daemon, sock) = start(&mut r, &conf, &dir, algo);
         // One connection first, so a broken path fails in seconds with what the data
         // plane counted, not after every connection timed out.
@@ -201,6 +205,13 @@ fn run_deployment(deployment: Deployment, kind: &str, label: &str) {
             } else {
                 assert_eq!(s[2], 0, "DR replies must not cross the director:\n{stats}");
             }
+        }
+        if kind == "DR" {
+            let raw = raw_ipvs(&sock);
+            assert!(
+                raw.contains(r#""interfaces":[{"mode":"native","name":"eth0"}]"#),
+                "{raw}"
+            );
         }
         let conns = ipvsadm(&sock, &["-Lnc"]);
         assert!(

@@ -687,6 +687,16 @@ impl<'a> Builder<'a> {
                 "checker_log_all_failures" => {
                     g.checker_log_all_failures = self.flag(c).unwrap_or(false)
                 }
+                "fulcrum_xdp_interfaces" => {
+                    self.no_block(c);
+                    if c.args.is_empty() {
+                        self.arg(c, 0, "an interface");
+                    }
+                    for (i, a) in c.args.iter().enumerate() {
+                        g.xdp_interfaces.push(a.text.clone());
+                        self.interface_ref(&a.text.clone(), Self::arg_span(c, i));
+                    }
+                }
                 k if UNSUPPORTED_GLOBAL.contains(&k) => self.unsupported(c),
                 _ => self.unknown(c, "global_defs"),
             }

@@ -61,6 +61,10 @@ pub struct GlobalDefs {
     /// `lvs_timeouts tcp N tcpfin N udp N`.
     pub lvs_timeouts: LvsTimeouts,
     pub checker_log_all_failures: bool,
+    /// `fulcrum_xdp_interfaces IF...`: Fulcrum's own keyword (keepalived logs it as
+    /// unknown and goes on): the interfaces the XDP data plane attaches to; empty means
+    /// every interface of the namespace but loopback.
+    pub xdp_interfaces: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -391,6 +391,11 @@ fn global_defs(o: &mut Out, g: &GlobalDefs) {
         o.line(&[&line]);
     }
     o.flag("checker_log_all_failures", g.checker_log_all_failures);
+    if !g.xdp_interfaces.is_empty() {
+        let mut parts = vec!["fulcrum_xdp_interfaces"];
+        parts.extend(g.xdp_interfaces.iter().map(String::as_str));
+        o.line(&parts);
+    }
     o.close();
 }
 
