@@ -29,6 +29,8 @@ struct State {
     reloads_ok: u64,
     reloads_failed: u64,
     last_reload_error: Option<String>,
+    /// Told when a reload changes the virtual servers, for serve() to apply them.
+    services_changed: Option<tokio::sync::mpsc::UnboundedSender<()>>,
 }
 
 fn unix_now() -> u64 {
@@ -59,9 +61,7 @@ impl State {
                 }
                 let services_of =
                     |c: &Config| c.keepalived.as_ref().map(|k| k.virtual_servers.clone());
-                if services_of(&config) != services_of(&self.config) {
-                    warn!("virtual_server changes take effect at the next restart in this build; the running health checks are unchanged");
-                }
+                let services_changed = services_of(&config) != services_of(&self.config);
                 self.config = config;
                 self.loaded_at = unix_now();
                 self.reloads_ok += 1;
@@ -70,6 +70,11 @@ impl State {
                     hash = format!("{:016x}", self.config.hash),
                     changed, "configuration reloaded"
                 );
+                if services_changed {
+                    if let Some(tx) = &self.services_changed {
+                        let _ = tx.send(());
+                    }
+                }
                 Ok(())
             }
             None => {
@@ -141,6 +146,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         reloads_ok: 0,
         reloads_failed: 0,
         last_reload_error: None,
+        services_changed: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -203,12 +209,12 @@ async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow
         _ => None,
     };
     let vrrp_handle = vrrp.as_ref().map(crate::vrrp::Runtime::handle);
-    let health = state
+    let mut health = state
         .config
         .keepalived
         .as_ref()
         .and_then(crate::health::start);
-    let health_handle = health.as_ref().map(crate::health::Runtime::handle);
+    let mut health_handle = health.as_ref().map(crate::health::Runtime::handle);
     let l4 = match state
         .config
         .keepalived
@@ -229,7 +235,11 @@ async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow
         },
         None => None,
     };
-    let l4_handle = l4.as_ref().map(crate::l4::Runtime::handle);
+    let mut l4 = l4;
+    let mut l4_handle = l4.as_ref().map(crate::l4::Runtime::handle);
+    let mut state = state;
+    let (changed_tx, mut changed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    state.services_changed = Some(changed_tx);
     info!(
         control = %control.display(),
         hash = format!("{:016x}", state.config.hash),
@@ -244,6 +254,35 @@ async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow
             _ = hup.recv() => {
                 info!("SIGHUP: reloading configuration");
                 let _ = state.lock().await.reload();
+            }
+            Some(()) = changed_rx.recv() => {
+                // virtual_server blocks changed: new health checks, and the data plane
+                // brought to the new rules as a diff (unchanged services keep their
+                // connections).
+                let k = state.lock().await.config.keepalived.clone();
+                if let Some(old) = health.take() {
+                    old.stop();
+                }
+                health = k.as_ref().and_then(crate::health::start);
+                health_handle = health.as_ref().map(crate::health::Runtime::handle);
+                match (&l4, k.as_ref()) {
+                    (Some(rt), Some(k)) => rt.handle().set_rules(k, health_handle.clone()),
+                    (None, Some(k)) if forwarding.enabled => {
+                        match crate::l4::start(
+                            k,
+                            health_handle.clone(),
+                            forwarding.bpf_dir.clone(),
+                            forwarding.max_connections,
+                        ) {
+                            Ok(rt) => l4 = rt,
+                            Err(e) => error!("cannot start the layer-4 data plane: {e:#}"),
+                        }
+                    }
+                    (Some(rt), None) => rt.handle().set_rules(&Default::default(), None),
+                    _ => {}
+                }
+                l4_handle = l4.as_ref().map(crate::l4::Runtime::handle);
+                info!("virtual servers applied");
             }
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { info!("SIGINT: stopping"); break; }

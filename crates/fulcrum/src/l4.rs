@@ -605,8 +605,9 @@ struct Shared {
     table: Table,
     /// The running rules: keepalived.conf's, with ipvsadm's edits.
     rules: Vec<Rule>,
-    /// The health checks' verdicts last applied.
+    /// The health checks' verdicts last applied, and where they come from.
     verdicts: Verdicts,
+    health: Option<crate::health::Handle>,
     interfaces: Vec<(String, AttachMode)>,
 }
 
@@ -626,6 +627,27 @@ impl Handle {
             .map(|(name, mode)| json!({"name": name, "mode": mode.name()}))
             .collect();
         v
+    }
+
+    /// A reload changed the virtual servers: the rules become the configuration's (edits
+    /// made with ipvsadm are replaced), applied as a diff, with the new health checks'
+    /// verdicts.
+    pub fn set_rules(&self, k: &KeepalivedConfig, health: Option<crate::health::Handle>) {
+        let (rules, warnings) = rules(k);
+        for w in &warnings {
+            warn!("{w}");
+        }
+        let verdicts = health.as_ref().map(|h| h.verdicts()).unwrap_or_default();
+        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let Shared { dp, table, .. } = &mut *s;
+        if let Err(e) = table.apply(dp, &rules, &verdicts) {
+            warn!("cannot apply the reloaded virtual servers: {e}");
+            return;
+        }
+        info!(services = rules.len(), "layer-4 rules reloaded");
+        s.rules = rules;
+        s.verdicts = verdicts;
+        s.health = health;
     }
 
     /// Applies ipvsadm command lines together: all are checked first, and an error
@@ -800,6 +822,7 @@ pub fn start(
         table,
         rules,
         verdicts: verdicts.clone(),
+        health,
         interfaces,
     }));
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -808,7 +831,7 @@ pub fn start(
         let stop = Arc::clone(&stop);
         std::thread::Builder::new()
             .name("fulcrum-l4".into())
-            .spawn(move || keep_up(shared, health, stop))?
+            .spawn(move || keep_up(shared, stop))?
     };
     Ok(Some(Runtime {
         shared,
@@ -820,16 +843,17 @@ pub fn start(
 /// Applies health verdicts as they change (polled every 100 ms); every second sweeps
 /// expired connections and picks up neighbour changes for DR; every 10 s asks the kernel
 /// to refresh the DR real servers' neighbour entries.
-fn keep_up(
-    shared: Arc<Mutex<Shared>>,
-    health: Option<crate::health::Handle>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-) {
+fn keep_up(shared: Arc<Mutex<Shared>>, stop: Arc<std::sync::atomic::AtomicBool>) {
     let mut swept = Instant::now();
     let mut prodded = Instant::now();
     let mut last_routes = routing_state();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
+        let health = shared
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .health
+            .clone();
         let now = health.as_ref().map(|h| h.verdicts());
         let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
         let Shared {

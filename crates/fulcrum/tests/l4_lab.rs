@@ -457,3 +457,71 @@ fn forwarding_survives_a_sigkill_and_the_restart_adopts_it() {
         .collect();
     assert!(left.is_empty(), "pins left after a normal stop: {left:?}");
 }
+
+/// A reload that changes a virtual server applies at once, as a diff: the new split takes
+/// effect for new connections and an established connection carries on.
+#[test]
+fn reload_applies_virtual_server_changes_without_dropping_connections() {
+    if !require_root("reload_applies_virtual_server_changes_without_dropping_connections") {
+        return;
+    }
+    let mut r = reference::build(Deployment::LvsNat, "l4reload", Some(agent())).unwrap();
+    let dir = Scratch::new("l4reload");
+    serve_names(&mut r);
+    let vip = r.vips[0].to_string();
+    let rips: Vec<String> = r.rips.iter().map(|a| a.to_string()).collect();
+    let (_daemon, sock) = start(
+        &mut r,
+        &config(&vip, "NAT", "rr", &[1, 1], &rips),
+        &dir,
+        "reload",
+    );
+    let hold_log = dir.0.join("hold.log");
+    let client = r.client.clone();
+    let hold = r
+        .lab
+        .spawn(
+            &client,
+            &[
+                env!("CARGO_BIN_EXE_fulcrum"),
+                "lab-agent",
+                "hold",
+                "--connect",
+                &format!("{vip}:80"),
+                "--every-ms",
+                "50",
+                "--for-ms",
+                "4000",
+            ],
+            Some(&hold_log),
+        )
+        .unwrap();
+    assert!(wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(&hold_log)
+            .unwrap_or_default()
+            .contains("connected")
+    })
+    .is_some());
+
+    std::fs::write(
+        dir.0.join("reload.conf"),
+        config(&vip, "NAT", "wrr", &[1, 2], &rips),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["ctl", "--control"])
+        .arg(&sock)
+        .arg("reload")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let applied = wait_for(Duration::from_secs(5), || {
+        ipvsadm(&sock, &["-Ln"]).contains(&format!("TCP  {vip}:80 wrr"))
+    });
+    assert!(applied.is_some(), "{}", ipvsadm(&sock, &["-Ln"]));
+    // Any 30 consecutive choices of wrr 1:2 are exactly 10:20.
+    assert_eq!(distribution_of(&r, &vip, 30), split(10, 20));
+    let status = hold.wait_timeout(Duration::from_secs(20));
+    let held = std::fs::read_to_string(&hold_log).unwrap_or_default();
+    assert_eq!(status, Some(0), "the long connection broke: {held}");
+}
