@@ -177,6 +177,66 @@ send:
 	return verdict;
 }
 
+/* An ICMP error (unreachable, time exceeded, parameter problem, source quench) about a
+ * NAT connection, translated as IPVS does: about a packet we sent to the real server
+ * (inner client -> RIP), it reaches the client as if about VIP; about a reply we sent to
+ * the client (inner VIP -> client), it reaches the real server. -1: not ours. */
+static __always_inline int icmp_error(struct xdp_md *ctx, struct packet *p, void *end)
+{
+	struct icmphdr *icmp = HEADER(p->ip + 1, end, struct icmphdr);
+	if (!icmp)
+		return -1;
+	if (icmp->type != ICMP_DEST_UNREACH && icmp->type != ICMP_TIME_EXCEEDED &&
+	    icmp->type != ICMP_PARAMETERPROB && icmp->type != ICMP_SOURCE_QUENCH)
+		return -1;
+	struct iphdr *in = HEADER(icmp + 1, end, struct iphdr);
+	if (!in || in->ihl != 5 || (in->protocol != IPPROTO_TCP && in->protocol != IPPROTO_UDP))
+		return -1;
+	struct l4ports *ports = HEADER(in + 1, end, struct l4ports);
+	if (!ports)
+		return -1;
+	/* The inner packet's flow, reversed, is the key of the entry that sent it. */
+	struct flow_key k = {
+		.src = in->daddr,
+		.dst = in->saddr,
+		.sport = ports->dest,
+		.dport = ports->source,
+		.proto = in->protocol,
+	};
+	struct conn *c = bpf_map_lookup_elem(&conns, &k);
+	if (!c || c->method != METHOD_NAT)
+		return -1;
+	__u16 old_check = in->check;
+	int to_client = c->flags & CONN_F_REPLY;
+	__be32 from = to_client ? in->daddr : in->saddr;
+	__be32 to = to_client ? c->vip : c->rip;
+	__be16 pfrom = to_client ? ports->dest : ports->source;
+	__be16 pto = to_client ? c->vport : c->rport;
+	/* The inner address and port, the inner header checksum, and the ICMP checksum
+	 * that covers them all. */
+	csum_replace4(&in->check, from, to);
+	csum_replace4(&icmp->checksum, from, to);
+	csum_replace2(&icmp->checksum, old_check, in->check);
+	csum_replace2(&icmp->checksum, pfrom, pto);
+	if (to_client) {
+		in->daddr = to;
+		ports->dest = pto;
+		/* Sent by the real server itself: it speaks as the VIP. */
+		if (p->ip->saddr == c->rip) {
+			csum_replace4(&p->ip->check, p->ip->saddr, c->vip);
+			p->ip->saddr = c->vip;
+		}
+	} else {
+		in->saddr = to;
+		ports->source = pto;
+		csum_replace4(&p->ip->check, p->ip->daddr, c->rip);
+		p->ip->daddr = c->rip;
+	}
+	count(STAT_ICMP_NAT);
+	int verdict = fib_send(ctx, p, p->ip->daddr, c);
+	return verdict < 0 ? XDP_PASS : verdict;
+}
+
 /* The real server a new flow goes to: a persistence template, else the scheduler. */
 static __always_inline __s32 choose(const struct service_value *sv, struct packet *p, __u64 now)
 {
@@ -344,6 +404,12 @@ int xdp_fulcrum(struct xdp_md *ctx)
 		p.sport = &p.udp->source;
 		p.dport = &p.udp->dest;
 		p.l4_csum = &p.udp->check;
+	} else if (p.ip->protocol == IPPROTO_ICMP) {
+		int verdict = icmp_error(ctx, &p, end);
+		if (verdict >= 0)
+			return verdict;
+		count(STAT_OTHER_L4);
+		return XDP_PASS;
 	} else {
 		count(STAT_OTHER_L4);
 		return XDP_PASS;

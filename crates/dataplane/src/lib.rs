@@ -87,10 +87,11 @@ pub enum Reason {
     NoNeigh = 14,
     DestGone = 15,
     NewConn = 16,
+    IcmpNat = 17,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 17] = [
+    pub const ALL: [Reason; 18] = [
         Reason::NotIp,
         Reason::Malformed,
         Reason::Fragment,
@@ -108,6 +109,7 @@ impl Reason {
         Reason::NoNeigh,
         Reason::DestGone,
         Reason::NewConn,
+        Reason::IcmpNat,
     ];
 
     /// A short name for logs and metrics.
@@ -130,6 +132,7 @@ impl Reason {
             Reason::NoNeigh => "no_neigh",
             Reason::DestGone => "dest_gone",
             Reason::NewConn => "new_conn",
+            Reason::IcmpNat => "icmp_nat",
         }
     }
 }

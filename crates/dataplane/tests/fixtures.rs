@@ -465,3 +465,66 @@ fn persistence_keeps_a_client_network_on_one_server() {
     assert!(seen.iter().all(|d| *d == seen[0]), "{seen:?}");
     assert_eq!(dp.templates().unwrap().len(), 1);
 }
+
+/// An ICMP error quoting `inner` (its IP header and first 8 bytes), with a correct checksum.
+fn icmp_error(src: Ipv4Addr, dst: Ipv4Addr, inner: &[u8]) -> Vec<u8> {
+    let mut m = vec![3, 3, 0, 0, 0, 0, 0, 0];
+    m.extend_from_slice(&inner[14..14 + 28]);
+    let c = frames::checksum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv4_frame(1, src, dst, &m)
+}
+
+/// ICMP errors about a NAT connection are translated both ways, with every checksum right.
+#[test]
+fn icmp_errors_about_nat_connections_are_translated() {
+    if !require_root("icmp_errors_about_nat_connections_are_translated") {
+        return;
+    }
+    let mut dp = DataPlane::load().unwrap();
+    dp.put_service(&service(Method::Nat, &[1])).unwrap();
+    let syn = dp
+        .test_run(&tcp_frame(CLIENT, 50000, VIP, 80, SYN), 1)
+        .unwrap()
+        .frame;
+    // The real server refuses what we sent it (client -> RIP:8080): the client must see
+    // an error from the VIP about VIP:80.
+    let out = dp.test_run(&icmp_error(RIPS[0], CLIENT, &syn), 1).unwrap();
+    let f = &out.frame;
+    let outer = Parsed::of(f);
+    assert_eq!((outer.src, outer.dst), (VIP, CLIENT));
+    let inner = Parsed::of(&[&f[..14], &f[42..]].concat());
+    assert_eq!((inner.src, inner.sport), (CLIENT, 50000));
+    assert_eq!((inner.dst, inner.dport), (VIP, 80));
+    assert!(
+        icmp_checksums_ok(f),
+        "checksums after translating to the client"
+    );
+
+    // The client's host cannot take a reply (VIP:80 -> client): the real server must
+    // see it about RIP:8080.
+    let reply = tcp_frame(VIP, 80, CLIENT, 50000, SYN | ACK);
+    let out = dp.test_run(&icmp_error(CLIENT, VIP, &reply), 1).unwrap();
+    let f = &out.frame;
+    let outer = Parsed::of(f);
+    assert_eq!((outer.src, outer.dst), (CLIENT, RIPS[0]));
+    let inner = Parsed::of(&[&f[..14], &f[42..]].concat());
+    assert_eq!((inner.src, inner.sport), (RIPS[0], 8080));
+    assert!(
+        icmp_checksums_ok(f),
+        "checksums after translating to the server"
+    );
+    assert_eq!(dp.count(Reason::IcmpNat).unwrap(), 2);
+
+    // About a flow we do not track: passed untouched.
+    let stray = tcp_frame(CLIENT, 40000, RIPS[1], 80, SYN);
+    let frame = icmp_error(RIPS[1], CLIENT, &stray);
+    let out = dp.test_run(&frame, 1).unwrap();
+    assert_eq!((out.verdict, out.frame), (Verdict::Pass, frame));
+}
+
+fn icmp_checksums_ok(f: &[u8]) -> bool {
+    frames::checksum(&f[14..34]) == 0
+        && frames::checksum(&f[34..]) == 0
+        && frames::checksum(&f[42..62]) == 0
+}

@@ -514,7 +514,11 @@ fn reload_applies_virtual_server_changes_without_dropping_connections() {
         .arg("reload")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let applied = wait_for(Duration::from_secs(5), || {
         ipvsadm(&sock, &["-Ln"]).contains(&format!("TCP  {vip}:80 wrr"))
     });

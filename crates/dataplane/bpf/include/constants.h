@@ -98,7 +98,8 @@ enum stat_reason {
 	STAT_NO_NEIGH = 14,   /* DR: the real server's MAC is not known yet: dropped */
 	STAT_DEST_GONE = 15,  /* the connection's real server was deleted: dropped, expired */
 	STAT_NEW_CONN = 16,   /* connections created */
-	STAT_MAX = 17,
+	STAT_ICMP_NAT = 17,   /* ICMP errors about a NAT connection, translated and sent */
+	STAT_MAX = 18,
 };
 
 #endif

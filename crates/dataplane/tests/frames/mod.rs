@@ -43,6 +43,11 @@ fn fold(mut acc: u32) -> u16 {
     !(acc as u16)
 }
 
+/// The Internet checksum of `data` (0 when `data` carries a correct one).
+pub fn checksum(data: &[u8]) -> u16 {
+    fold(sum(data, 0))
+}
+
 fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> u16 {
     let mut pseudo = Vec::new();
     pseudo.extend_from_slice(&src.octets());
