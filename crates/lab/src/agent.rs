@@ -12,6 +12,10 @@
 //! at a fixed pace for a bounded time and prints `UNIX_MICROS answer` (or `UNIX_MICROS
 //! error`) per attempt, for measuring outages.
 //!
+//! `rate --connect ADDR:PORT --for-ms MS` opens connections one after another as fast as
+//! it can for a bounded time (each reads the first line, then closes) and prints `N ok M
+//! failed`.
+//!
 //! `hold --connect ADDR:PORT --every-ms MS --for-ms MS` keeps one plain connection open for
 //! a bounded time, sending a numbered line at a fixed pace and expecting it echoed: prints
 //! `connected NAME` once, and at the end `held N` (exit 0) or `broken after N: REASON`
@@ -24,7 +28,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: serve --name NAME --listen ADDR:PORT [--http]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS"
+        "usage: serve --name NAME --listen ADDR:PORT [--http]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS"
     );
     ExitCode::from(2)
 }
@@ -113,6 +117,28 @@ pub fn main(args: Vec<String>) -> ExitCode {
                     std::thread::sleep(rest);
                 }
             }
+            ExitCode::SUCCESS
+        }
+        Some("rate") => {
+            let Some(Ok(addr)) = flag_value(&args, "--connect").map(|a| a.parse::<SocketAddr>())
+            else {
+                return usage();
+            };
+            let total = Duration::from_millis(
+                flag_value(&args, "--for-ms")
+                    .and_then(|c| c.parse::<u64>().ok())
+                    .unwrap_or(1000)
+                    .min(600_000),
+            );
+            let start = std::time::Instant::now();
+            let (mut ok, mut failed) = (0u64, 0u64);
+            while start.elapsed() < total {
+                match probe(addr, Duration::from_millis(500), false) {
+                    Ok(_) => ok += 1,
+                    Err(_) => failed += 1,
+                }
+            }
+            println!("{ok} ok {failed} failed");
             ExitCode::SUCCESS
         }
         Some("hold") => {
