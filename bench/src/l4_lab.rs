@@ -3,6 +3,7 @@
 //!   - plain routing (no NAT: the client connects to a real server's address),
 //!   - the kernel's NAT with nftables (`dnat` to `numgen inc mod 2`, as kube-proxy does),
 //!   - Fulcrum's XDP NAT (rr over the same two servers),
+//!
 //! in the same run, on the same topology, in rounds so that the machine's noise spreads
 //! over all three. The endpoints set the ceiling in this lab (REFERENCE.md measured about
 //! 8,100/s routed and 5,700/s with nftables), so the director's own cost is better read
