@@ -529,3 +529,93 @@ fn reload_applies_virtual_server_changes_without_dropping_connections() {
     let held = std::fs::read_to_string(&hold_log).unwrap_or_default();
     assert_eq!(status, Some(0), "the long connection broke: {held}");
 }
+
+/// sh and mh keep a client on one server; weight 0 leaves an established connection alone;
+/// deleting its server expires it (expire_nodest_conn) and its next packets are dropped.
+#[test]
+fn hashing_sticks_and_deleting_a_server_expires_its_connections() {
+    if !require_root("hashing_sticks_and_deleting_a_server_expires_its_connections") {
+        return;
+    }
+    let mut r = reference::build(Deployment::LvsNat, "l4stick", Some(agent())).unwrap();
+    let dir = Scratch::new("l4stick");
+    serve_names(&mut r);
+    let vip = r.vips[0].to_string();
+    let rips: Vec<String> = r.rips.iter().map(|a| a.to_string()).collect();
+    let (_daemon, sock) = start(
+        &mut r,
+        &config(&vip, "NAT", "sh", &[1, 1], &rips),
+        &dir,
+        "stick",
+    );
+    let svc = format!("{vip}:80");
+    let one_server = |r: &Reference| {
+        let d = distribution_of(r, &vip, 20);
+        assert_eq!(d.len(), 1, "one client, one server: {d:?}");
+        d.into_keys().next().unwrap()
+    };
+    let sh = one_server(&r);
+    let edit = |args: &[&str]| {
+        let (ok, _, err) = ipvsadm_with(&sock, args, None);
+        assert!(ok, "ipvsadm {args:?}: {err}");
+    };
+    edit(&["-E", "-t", &svc, "-s", "mh"]);
+    one_server(&r);
+
+    // A long connection, on whichever server rr gives it.
+    edit(&["-E", "-t", &svc, "-s", "rr"]);
+    let hold_log = dir.0.join("hold.log");
+    let client = r.client.clone();
+    let hold = r
+        .lab
+        .spawn(
+            &client,
+            &[
+                env!("CARGO_BIN_EXE_fulcrum"),
+                "lab-agent",
+                "hold",
+                "--connect",
+                &svc,
+                "--every-ms",
+                "50",
+                "--for-ms",
+                "20000",
+            ],
+            Some(&hold_log),
+        )
+        .unwrap();
+    let connected = wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(&hold_log)
+            .unwrap_or_default()
+            .contains("connected")
+    });
+    assert!(
+        connected.is_some(),
+        "{sh}: the long connection did not open"
+    );
+    let log = std::fs::read_to_string(&hold_log).unwrap();
+    let name = log.split_whitespace().nth(1).unwrap().to_string();
+    let rip = if name == "rs1" { &rips[0] } else { &rips[1] };
+    // Quiesced: it carries on.
+    edit(&[
+        "-e",
+        "-t",
+        &svc,
+        "-r",
+        &format!("{rip}:80"),
+        "-m",
+        "-w",
+        "0",
+    ]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        hold.wait_timeout(Duration::from_millis(10)).is_none(),
+        "{log}"
+    );
+    // Deleted: the connection is expired and its packets dropped.
+    edit(&["-d", "-t", &svc, "-r", &format!("{rip}:80")]);
+    let status = hold.wait_timeout(Duration::from_secs(15));
+    let log = std::fs::read_to_string(&hold_log).unwrap_or_default();
+    assert_eq!(status, Some(1), "the connection must break: {log}");
+    assert!(!ipvsadm(&sock, &["-Lnc"]).contains(&format!("{rip}:80")));
+}
