@@ -27,7 +27,11 @@ fn ipvsadm(sock: &Path) -> String {
 
 fn split(r: &Reference, vip: &str, n: u32) -> BTreeMap<String, u32> {
     let mut d = BTreeMap::new();
-    for a in r.lab.probe(&r.client, &format!("{vip}:80"), n, false).unwrap() {
+    for a in r
+        .lab
+        .probe(&r.client, &format!("{vip}:80"), n, false)
+        .unwrap()
+    {
         *d.entry(a).or_insert(0) += 1;
     }
     d
@@ -78,7 +82,11 @@ fn checkers_take_dead_servers_out_and_put_them_back() {
         let l = ipvsadm(&sock);
         l.contains(&format!("  -> {rip1}:80")) && l.contains(&format!("  -> {rip2}:80"))
     });
-    assert!(both.is_some(), "{}", std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(
+        both.is_some(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     assert_eq!(split(&r, &vip, 20).len(), 2);
 
     // rs1's service stops: out within the bound, and no new connection reaches it.
@@ -92,7 +100,10 @@ fn checkers_take_dead_servers_out_and_put_them_back() {
     assert!(took < Duration::from_secs(4), "removed after {took:?}");
     assert_eq!(split(&r, &vip, 20), [("rs2".to_string(), 20)].into());
     let text = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(text.contains(&format!("TCP connection to {rip1}:80 refused")), "{text}");
+    assert!(
+        text.contains(&format!("TCP connection to {rip1}:80 refused")),
+        "{text}"
+    );
 
     // Back: in rotation again once its check succeeds.
     s1 = r.lab.serve(&rs1, "rs1", "0.0.0.0:80", false).unwrap();

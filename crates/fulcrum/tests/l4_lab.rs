@@ -619,3 +619,72 @@ fn hashing_sticks_and_deleting_a_server_expires_its_connections() {
     assert_eq!(status, Some(1), "the connection must break: {log}");
     assert!(!ipvsadm(&sock, &["-Lnc"]).contains(&format!("{rip}:80")));
 }
+
+/// Reference deployment 3: two fulcrum directors share VIP1 and VIP2 by VRRP and forward
+/// both by DR, with the example configuration; when director 1 dies, director 2 takes VIP1
+/// and serves it.
+#[test]
+fn deployment_3_serves_both_vips_and_fails_over() {
+    if !require_root("deployment_3_serves_both_vips_and_fails_over") {
+        return;
+    }
+    let mut r = reference::build(Deployment::KeepalivedHa, "l4ha", Some(agent())).unwrap();
+    let dir = Scratch::new("l4ha");
+    serve_names(&mut r);
+    let conf =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/keepalived-ha.keepalived.conf");
+    let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
+    let mut daemons = Vec::new();
+    for (host, id) in [(&d1, "lb1"), (&d2, "lb2")] {
+        let sock = dir.0.join(format!("{id}.sock"));
+        let p = r
+            .lab
+            .spawn(
+                host,
+                &[
+                    env!("CARGO_BIN_EXE_fulcrum").as_ref(),
+                    "run".as_ref(),
+                    "-f".as_ref(),
+                    conf.as_os_str(),
+                    "-i".as_ref(),
+                    id.as_ref(),
+                    "--control".as_ref(),
+                    sock.as_os_str(),
+                ],
+                Some(&dir.0.join(format!("{id}.log"))),
+            )
+            .unwrap();
+        daemons.push(p);
+    }
+    let holds = |r: &Reference, host: &fulcrum_lab::Host, vip: &str| {
+        r.lab
+            .ip(host, &["-4", "addr", "show", "dev", "eth0"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{vip}/")))
+            .unwrap_or(false)
+    };
+    let (vip1, vip2) = (reference::VIP1.to_string(), reference::VIP2.to_string());
+    let settled = wait_for(Duration::from_secs(10), || {
+        holds(&r, &d1, &vip1) && holds(&r, &d2, &vip2)
+    });
+    assert!(settled.is_some(), "the VIPs did not settle");
+    // Both VIPs answered by the real servers, through the director that holds each.
+    for vip in [&vip1, &vip2] {
+        let d = distribution_of(&r, vip, 10);
+        assert_eq!(d.values().sum::<u32>(), 10, "{vip}: {d:?}");
+        assert!(d.keys().all(|k| k.starts_with("rs")), "{vip}: {d:?}");
+    }
+    // Director 1 dies (its process and its link): director 2 takes VIP1 and serves it.
+    daemons[0].signal("KILL").unwrap();
+    r.lab.ip(&d1, &["link", "set", "eth0", "down"]).unwrap();
+    let moved = wait_for(Duration::from_secs(10), || holds(&r, &d2, &vip1));
+    assert!(moved.is_some(), "VIP1 did not move to director 2");
+    let answered = wait_for(Duration::from_secs(10), || {
+        r.lab
+            .probe(&r.client, &format!("{vip1}:80"), 1, false)
+            .is_ok_and(|a| a.first().is_some_and(|a| a.starts_with("rs")))
+    });
+    assert!(answered.is_some(), "VIP1 is not served after the failover");
+    let d = distribution_of(&r, &vip1, 10);
+    assert_eq!(d.values().sum::<u32>(), 10, "{d:?}");
+    assert!(d.keys().all(|k| k.starts_with("rs")), "after the failover: {d:?}");
+}
