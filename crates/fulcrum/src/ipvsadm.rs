@@ -28,7 +28,7 @@ struct Listing {
 fn usage(message: &str) -> ExitCode {
     eprintln!("{message}");
     eprintln!(
-        "Usage: ipvsadm -A|-E -t|-u service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o]\n       ipvsadm -D -t|-u service-address\n       ipvsadm -C\n       ipvsadm -R < rules\n       ipvsadm -a|-e -t|-u service-address -r server-address [-g|-m] [-w weight]\n       ipvsadm -d -t|-u service-address -r server-address\n       ipvsadm -L|-l [-n] [-c] [--stats|--timeout] [--exact]\n       ipvsadm -S|--save [-n]\n       ipvsadm -Z [-t|-u service-address]\n       ipvsadm --set tcp tcpfin udp\n       ipvsadm --control SOCKET ... (or FULCRUM_CONTROL)"
+        "Usage: ipvsadm -A|-E -t|-u service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o]\n       ipvsadm -D -t|-u service-address\n       ipvsadm -C\n       ipvsadm -R < rules\n       ipvsadm -a|-e -t|-u service-address -r server-address [-g|-m] [-w weight]\n       ipvsadm -d -t|-u service-address -r server-address\n       ipvsadm -L|-l [-n] [-c] [--stats|--rate|--timeout] [--exact]\n       ipvsadm -S|--save [-n]\n       ipvsadm -Z [-t|-u service-address]\n       ipvsadm --set tcp tcpfin udp\n       ipvsadm --control SOCKET ... (or FULCRUM_CONTROL)"
     );
     ExitCode::from(2)
 }
@@ -117,9 +117,6 @@ fn list(socket: &Path, args: &[String]) -> ExitCode {
             }
             other => return usage(&format!("ipvsadm: invalid option -- '{other}'")),
         }
-    }
-    if l.rate {
-        return usage("ipvsadm: --rate is not available in this build (use --stats)");
     }
     let response = match call(socket, "ipvs") {
         Ok(r) => r,
@@ -241,6 +238,9 @@ fn render(r: &Value, l: &Listing) -> String {
     if l.stats {
         out += "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n";
         out += "  -> RemoteAddress:Port\n";
+    } else if l.rate {
+        out += "Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS\n";
+        out += "  -> RemoteAddress:Port\n";
     } else {
         out += "Prot LocalAddress:Port Scheduler Flags\n";
         out += "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n";
@@ -251,11 +251,19 @@ fn render(r: &Value, l: &Listing) -> String {
             .map(|k| largenum(u(&st[*k]), l.exact))
             .collect::<String>()
     };
+    let rates = |r: &Value| {
+        ["cps", "inpps", "outpps", "inbps", "outbps"]
+            .iter()
+            .map(|k| format!(" {:>8}", u(&r[*k])))
+            .collect::<String>()
+    };
     for svc in &services {
         let vaddr = format!("{}:{}", s(&svc["address"]), u(&svc["port"]));
         let head = format!("{:<4} {vaddr}", s(&svc["protocol"]));
         if l.stats {
             out += &format!("{head:<33}{}\n", stats(&svc["stats"]));
+        } else if l.rate {
+            out += &format!("{head:<33}{}\n", rates(&svc["rate"]));
         } else {
             out += &format!("{head} {}", s(&svc["scheduler"]));
             if let Some(p) = svc["persistent"].as_u64() {
@@ -273,6 +281,8 @@ fn render(r: &Value, l: &Listing) -> String {
             let raddr = format!("{}:{}", s(&d["address"]), u(&d["port"]));
             if l.stats {
                 out += &format!("  -> {raddr:<28}{}\n", stats(&d["stats"]));
+            } else if l.rate {
+                out += &format!("  -> {raddr:<28}{}\n", rates(&d["rate"]));
             } else {
                 out += &format!(
                     "  -> {raddr:<28} {:<7} {:<6} {:<10} {:<10}\n",
@@ -299,10 +309,12 @@ mod tests {
                 "protocol": "TCP", "address": "10.0.0.92", "port": 80, "scheduler": "rr",
                 "persistent": null, "netmask": null, "ops": false,
                 "stats": {"conns": 14209, "inpkts": 111769, "outpkts": 74613, "inbytes": 7207174, "outbytes": 8334358},
+                "rate": {"cps": 0, "inpps": 2, "outpps": 0, "inbps": 193, "outbps": 0},
                 "dests": [{
                     "address": "172.17.0.2", "port": 937, "forward": "Masq", "weight": 1,
                     "active": 0, "inactive": 0,
                     "stats": {"conns": 2, "inpkts": 12, "outpkts": 8, "inbytes": 774, "outbytes": 894},
+                    "rate": {"cps": 0, "inpps": 0, "outpps": 0, "inbps": 54, "outbps": 0},
                 }],
             }],
             "connections": [{
@@ -340,6 +352,20 @@ mod tests {
              \x20 -> RemoteAddress:Port\n\
              TCP  10.0.0.92:80                    14209   111769    74613  7207174  8334358\n\
              \x20 -> 172.17.0.2:937                      2       12        8      774      894\n"
+        );
+        assert_eq!(
+            render(
+                &answer(),
+                &Listing {
+                    rate: true,
+                    ..Listing::default()
+                }
+            ),
+            "IP Virtual Server version 1.2.1 (size=4096)\n\
+             Prot LocalAddress:Port                 CPS    InPPS   OutPPS    InBPS   OutBPS\n\
+             \x20 -> RemoteAddress:Port\n\
+             TCP  10.0.0.92:80                        0        2        0      193        0\n\
+             \x20 -> 172.17.0.2:937                      0        0        0       54        0\n"
         );
         assert_eq!(
             render(

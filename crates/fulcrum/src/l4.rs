@@ -203,6 +203,41 @@ fn rule_for(vs: &VirtualServer, key: RuleKey, dests: Vec<RuleDest>) -> Rule {
     }
 }
 
+/// IPVS's rate estimator: every 2 s, the rates over the last 2 s are folded into a moving
+/// average with weight 1/4 (ip_vs_est.c), per service and per real server.
+#[derive(Debug, Default, Clone)]
+pub struct Estimator {
+    last: Option<fulcrum_dataplane::Traffic>,
+    /// cps, inpps, outpps, inbps, outbps
+    avg: [f64; 5],
+}
+
+impl Estimator {
+    pub const TICK: Duration = Duration::from_secs(2);
+
+    fn tick(&mut self, now: fulcrum_dataplane::Traffic) {
+        if let Some(last) = self.last {
+            let secs = Self::TICK.as_secs_f64();
+            let d = [
+                now.conns.saturating_sub(last.conns),
+                now.inpkts.saturating_sub(last.inpkts),
+                now.outpkts.saturating_sub(last.outpkts),
+                now.inbytes.saturating_sub(last.inbytes),
+                now.outbytes.saturating_sub(last.outbytes),
+            ];
+            for (a, d) in self.avg.iter_mut().zip(d) {
+                *a += (d as f64 / secs - *a) / 4.0;
+            }
+        }
+        self.last = Some(now);
+    }
+
+    fn json(&self) -> Value {
+        let r = |i: usize| self.avg[i].round() as u64;
+        json!({"cps": r(0), "inpps": r(1), "outpps": r(2), "inbps": r(3), "outbps": r(4)})
+    }
+}
+
 /// The health checks' verdicts: per virtual_server, each real server's membership and
 /// the sorry server's.
 pub type Verdicts = Vec<(Vec<Membership>, Option<Membership>)>;
@@ -219,6 +254,8 @@ struct Installed {
 #[derive(Debug, Default)]
 pub struct Table {
     installed: HashMap<RuleKey, Installed>,
+    /// Rate estimators by (service id, real-server slot; None for the service).
+    rates: HashMap<(u32, Option<usize>), Estimator>,
     /// Where DR real servers are on the link, from the neighbour table.
     links: HashMap<Ipv4Addr, Link>,
 }
@@ -386,6 +423,22 @@ impl Table {
                 continue;
             }
             dp.put_service(&spec)?;
+            // Estimators start from the counters as they are now, so traffic before the
+            // first tick counts.
+            for (slot, d) in spec.dests.iter().enumerate() {
+                if d.is_some() {
+                    let t = dp.dest_traffic(id, slot).unwrap_or_default();
+                    self.rates.entry((id, Some(slot))).or_insert(Estimator {
+                        last: Some(t),
+                        avg: [0.0; 5],
+                    });
+                }
+            }
+            let t = dp.service_traffic(id).unwrap_or_default();
+            self.rates.entry((id, None)).or_insert(Estimator {
+                last: Some(t),
+                avg: [0.0; 5],
+            });
             self.installed.insert(
                 rule.key,
                 Installed {
@@ -396,6 +449,30 @@ impl Table {
             );
         }
         Ok(())
+    }
+
+    /// Folds the traffic of the last tick into every estimator (every 2 s).
+    pub fn estimate(&mut self, dp: &DataPlane) {
+        let mut live = std::collections::HashSet::new();
+        for i in self.installed.values() {
+            let t = dp.service_traffic(i.id).unwrap_or_default();
+            self.rates.entry((i.id, None)).or_default().tick(t);
+            live.insert((i.id, None));
+            for (slot, d) in i.spec.dests.iter().enumerate() {
+                if d.is_some() {
+                    let t = dp.dest_traffic(i.id, slot).unwrap_or_default();
+                    self.rates.entry((i.id, Some(slot))).or_default().tick(t);
+                    live.insert((i.id, Some(slot)));
+                }
+            }
+        }
+        self.rates.retain(|k, _| live.contains(k));
+    }
+
+    fn rate(&self, id: u32, slot: Option<usize>) -> Value {
+        self.rates
+            .get(&(id, slot))
+            .map_or_else(|| Estimator::default().json(), Estimator::json)
     }
 
     /// The services as `fulcrum ipvsadm` lists them, with counters.
@@ -426,6 +503,7 @@ impl Table {
                             "active": active,
                             "inactive": inactive,
                             "stats": traffic(dp.dest_traffic(i.id, slot).unwrap_or_default()),
+                            "rate": self.rate(i.id, Some(slot)),
                         }))
                     })
                     .collect();
@@ -438,6 +516,7 @@ impl Table {
                     "netmask": i.rule.persistence.map(|(_, m)| m.to_string()),
                     "ops": i.rule.ops,
                     "stats": traffic(dp.service_traffic(i.id).unwrap_or_default()),
+                    "rate": self.rate(i.id, None),
                     "dests": dests,
                 })
             })
@@ -846,6 +925,7 @@ pub fn start(
 fn keep_up(shared: Arc<Mutex<Shared>>, stop: Arc<std::sync::atomic::AtomicBool>) {
     let mut swept = Instant::now();
     let mut prodded = Instant::now();
+    let mut estimated = Instant::now();
     let mut last_routes = routing_state();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
@@ -891,6 +971,10 @@ fn keep_up(shared: Arc<Mutex<Shared>>, stop: Arc<std::sync::atomic::AtomicBool>)
                 warn!("connection sweep: {e}");
             }
             swept = Instant::now();
+        }
+        if estimated.elapsed() >= Estimator::TICK {
+            table.estimate(dp);
+            estimated = Instant::now();
         }
         if prodded.elapsed() >= Duration::from_secs(10) {
             prod_neighbours(&table.dr_addresses());

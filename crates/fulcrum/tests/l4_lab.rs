@@ -213,6 +213,15 @@ fn run_deployment(deployment: Deployment, kind: &str, label: &str) {
                 "{raw}"
             );
         }
+        // IPVS's 2-second estimator: the service's connection rate shows in --rate.
+        let rated = wait_for(Duration::from_secs(6), || {
+            ipvsadm(&sock, &["-Ln", "--rate"])
+                .lines()
+                .find(|l| l.starts_with("TCP "))
+                .and_then(|l| l.split_whitespace().nth(2).map(|c| c != "0"))
+                .unwrap_or(false)
+        });
+        assert!(rated.is_some(), "{}", ipvsadm(&sock, &["-Ln", "--rate"]));
         let conns = ipvsadm(&sock, &["-Lnc"]);
         assert!(
             conns.lines().count() >= 2 + CONNECTIONS as usize,
@@ -686,5 +695,8 @@ fn deployment_3_serves_both_vips_and_fails_over() {
     assert!(answered.is_some(), "VIP1 is not served after the failover");
     let d = distribution_of(&r, &vip1, 10);
     assert_eq!(d.values().sum::<u32>(), 10, "{d:?}");
-    assert!(d.keys().all(|k| k.starts_with("rs")), "after the failover: {d:?}");
+    assert!(
+        d.keys().all(|k| k.starts_with("rs")),
+        "after the failover: {d:?}"
+    );
 }
