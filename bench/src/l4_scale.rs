@@ -85,6 +85,8 @@ fn main() {
                     method: Method::Nat,
                     weight: 1 + d % 3,
                     overloaded: false,
+                    u_threshold: 0,
+                    l_threshold: 0,
                     link: None,
                 })
             })

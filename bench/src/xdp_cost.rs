@@ -105,6 +105,8 @@ fn dest(addr: Ipv4Addr, port: u16, method: Method, weight: u32) -> Option<DestSp
         method,
         weight,
         overloaded: false,
+        u_threshold: 0,
+        l_threshold: 0,
         link: (method == Method::Dr).then_some(Link {
             mac: [0x02, 0, 0, 0, 0, addr.octets()[3]],
             ifindex: 0,

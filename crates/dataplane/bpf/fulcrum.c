@@ -314,8 +314,10 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 	c.expires = now + (__u64)c.timeout * NSEC_PER_SEC;
 	if (!ops) {
 		struct dest_conns *dc = bpf_map_lookup_elem(&dest_conns, &k);
-		if (dc)
+		if (dc) {
 			__sync_fetch_and_add(&dc->inactive, 1);
+			threshold_bind(d, dc);
+		}
 		bpf_map_update_elem(&conns, key, &c, BPF_ANY);
 	}
 	if (c.method == METHOD_NAT) {

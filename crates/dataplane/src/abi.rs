@@ -82,6 +82,8 @@ pub struct Dest {
     pub ifindex: u32,
     pub mac: [u8; 6],
     pub smac: [u8; 6],
+    pub u_threshold: u32,
+    pub l_threshold: u32,
     pub pad: u32,
 }
 
@@ -221,7 +223,9 @@ const _: () = {
     assert!(offset_of!(ServiceValue, wrr_mw) == 16);
     assert!(offset_of!(ServiceValue, wrr_di) == 20);
     assert!(offset_of!(ServiceValue, table_size) == 24);
-    assert!(size_of::<Dest>() == 32);
+    assert!(size_of::<Dest>() == 40);
+    assert!(offset_of!(Dest, u_threshold) == 28);
+    assert!(offset_of!(Dest, l_threshold) == 32);
     assert!(offset_of!(Dest, ifindex) == 12);
     assert!(offset_of!(Dest, mac) == 16);
     assert!(offset_of!(Dest, smac) == 22);

@@ -187,6 +187,9 @@ pub struct DestSpec {
     pub method: Method,
     pub weight: u32,
     pub overloaded: bool,
+    /// Connection thresholds (ipvsadm -x, -y; keepalived uthreshold, lthreshold): 0 none.
+    pub u_threshold: u32,
+    pub l_threshold: u32,
     /// DR: where the real server is on the link: its MAC (from the neighbour table; None
     /// until resolved), the interface's index and the interface's own MAC.
     pub link: Option<Link>,
@@ -520,7 +523,9 @@ impl DataPlane {
                             Method::Nat
                         },
                         weight: d.weight,
-                        overloaded: d.flags & DEST_F_OVERLOADED != 0,
+                        overloaded: false,
+                        u_threshold: d.u_threshold,
+                        l_threshold: d.l_threshold,
                         link: (d.mac != [0; 6]).then_some(Link {
                             mac: d.mac,
                             ifindex: d.ifindex,
@@ -649,25 +654,39 @@ impl DataPlane {
         {
             let mut dests: Array<&mut MapData, Dest> = Array::try_from(self.map_mut("dests")?)?;
             for slot in 0..MAX_DESTS as usize {
+                let index = slot_index(id, slot);
+                let before = dests.get(&index, 0)?;
                 let d = match spec.dests.get(slot).copied().flatten() {
-                    Some(d) => Dest {
-                        addr: u32::from_ne_bytes(d.addr.octets()),
-                        port: d.port.to_be(),
-                        method: match d.method {
-                            Method::Nat => METHOD_NAT,
-                            Method::Dr => METHOD_DR,
-                        },
-                        flags: DEST_F_PRESENT | if d.overloaded { DEST_F_OVERLOADED } else { 0 },
-                        weight: d.weight,
-                        ifindex: d.link.map_or(0, |l| l.ifindex),
-                        mac: d.link.map_or([0; 6], |l| l.mac),
-                        smac: d.link.map_or([0; 6], |l| l.smac),
-                        pad: 0,
-                    },
+                    Some(d) => {
+                        let addr = u32::from_ne_bytes(d.addr.octets());
+                        // The program sets and clears the overload of thresholds; a
+                        // rewrite keeps it while the server and its thresholds stay.
+                        let overloaded = d.overloaded
+                            || (before.flags & DEST_F_OVERLOADED != 0
+                                && before.addr == addr
+                                && before.port == d.port.to_be()
+                                && d.u_threshold != 0
+                                && before.u_threshold >= d.u_threshold);
+                        Dest {
+                            addr,
+                            port: d.port.to_be(),
+                            method: match d.method {
+                                Method::Nat => METHOD_NAT,
+                                Method::Dr => METHOD_DR,
+                            },
+                            flags: DEST_F_PRESENT | if overloaded { DEST_F_OVERLOADED } else { 0 },
+                            weight: d.weight,
+                            ifindex: d.link.map_or(0, |l| l.ifindex),
+                            mac: d.link.map_or([0; 6], |l| l.mac),
+                            smac: d.link.map_or([0; 6], |l| l.smac),
+                            u_threshold: d.u_threshold,
+                            l_threshold: d.l_threshold,
+                            pad: 0,
+                        }
+                    }
                     None => Dest::default(),
                 };
-                let index = slot_index(id, slot);
-                if slot >= spec.dests.len() && dests.get(&index, 0)? == Dest::default() {
+                if slot >= spec.dests.len() && before == Dest::default() {
                     continue;
                 }
                 dests.set(index, d, 0)?;

@@ -52,6 +52,8 @@ fn compare(kind: Kind, weights: &[u32], flags: Flags, flows: u32) -> Result<(), 
                     method: Method::Nat,
                     weight: *w,
                     overloaded: false,
+                    u_threshold: 0,
+                    l_threshold: 0,
                     link: None,
                 })
             })

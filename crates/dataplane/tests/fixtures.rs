@@ -28,6 +28,8 @@ fn service(method: Method, weights: &[u32]) -> ServiceSpec {
                     method,
                     weight: *w,
                     overloaded: false,
+                    u_threshold: 0,
+                    l_threshold: 0,
                     link: None,
                 })
             })
@@ -527,4 +529,51 @@ fn icmp_checksums_ok(f: &[u8]) -> bool {
     frames::checksum(&f[14..34]) == 0
         && frames::checksum(&f[34..]) == 0
         && frames::checksum(&f[42..62]) == 0
+}
+
+/// IPVS's thresholds: a server whose connections reach its upper threshold takes no new
+/// ones, and takes them again once they fall below its lower threshold.
+#[test]
+fn connection_thresholds_overload_and_recover() {
+    if !require_root("connection_thresholds_overload_and_recover") {
+        return;
+    }
+    let mut dp = DataPlane::load().unwrap();
+    let mut spec = service(Method::Nat, &[1, 1]);
+    spec.dests[0].as_mut().unwrap().u_threshold = 2;
+    spec.dests[0].as_mut().unwrap().l_threshold = 1;
+    dp.put_service(&spec).unwrap();
+    let mut to = |port: u16| {
+        let out = dp
+            .test_run(&tcp_frame(CLIENT, port, VIP, 80, SYN), 1)
+            .unwrap();
+        Parsed::of(&out.frame).dst
+    };
+    // rr: A, B, A (A now has 2: overloaded), then only B.
+    let got: Vec<Ipv4Addr> = (50000..50006).map(&mut to).collect();
+    assert_eq!(
+        got,
+        vec![RIPS[0], RIPS[1], RIPS[0], RIPS[1], RIPS[1], RIPS[1]]
+    );
+    // A's two connections are established, then reset, and expire (CLOSE times out at
+    // once here; a reset in SYN_RECV would not close them, as in IPVS): below the lower
+    // threshold, A is back.
+    let mut t = fulcrum_dataplane::abi::DEFAULT_TIMEOUTS;
+    t[6] = 0; // CLOSE
+    dp.set_timeouts(&t).unwrap();
+    for port in [50000, 50002] {
+        for flags in [ACK, RST] {
+            dp.test_run(&tcp_frame(CLIENT, port, VIP, 80, flags), 1)
+                .unwrap();
+        }
+    }
+    dp.sweep().unwrap();
+    assert_eq!(dp.dest_conns(1, 0).unwrap(), (0, 0));
+    let back: Vec<Ipv4Addr> = (50010..50014)
+        .map(|p| {
+            let out = dp.test_run(&tcp_frame(CLIENT, p, VIP, 80, SYN), 1).unwrap();
+            Parsed::of(&out.frame).dst
+        })
+        .collect();
+    assert!(back.contains(&RIPS[0]), "{back:?}");
 }

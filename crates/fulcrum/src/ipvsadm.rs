@@ -28,7 +28,7 @@ struct Listing {
 fn usage(message: &str) -> ExitCode {
     eprintln!("{message}");
     eprintln!(
-        "Usage: ipvsadm -A|-E -t|-u service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o]\n       ipvsadm -D -t|-u service-address\n       ipvsadm -C\n       ipvsadm -R < rules\n       ipvsadm -a|-e -t|-u service-address -r server-address [-g|-m] [-w weight]\n       ipvsadm -d -t|-u service-address -r server-address\n       ipvsadm -L|-l [-n] [-c] [--stats|--rate|--timeout] [--exact]\n       ipvsadm -S|--save [-n]\n       ipvsadm -Z [-t|-u service-address]\n       ipvsadm --set tcp tcpfin udp\n       ipvsadm --control SOCKET ... (or FULCRUM_CONTROL)"
+        "Usage: ipvsadm -A|-E -t|-u service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o]\n       ipvsadm -D -t|-u service-address\n       ipvsadm -C\n       ipvsadm -R < rules\n       ipvsadm -a|-e -t|-u service-address -r server-address [-g|-m] [-w weight] [-x upper] [-y lower]\n       ipvsadm -d -t|-u service-address -r server-address\n       ipvsadm -L|-l [-n] [-c] [--stats|--rate|--timeout] [--exact]\n       ipvsadm -S|--save [-n]\n       ipvsadm -Z [-t|-u service-address]\n       ipvsadm --set tcp tcpfin udp\n       ipvsadm --control SOCKET ... (or FULCRUM_CONTROL)"
     );
     ExitCode::from(2)
 }
@@ -205,11 +205,17 @@ fn render(r: &Value, l: &Listing) -> String {
                     "-g"
                 };
                 out += &format!(
-                    "-a {opt} {vaddr} -r {}:{} {fwd} -w {}\n",
+                    "-a {opt} {vaddr} -r {}:{} {fwd} -w {}",
                     s(&d["address"]),
                     u(&d["port"]),
                     u(&d["weight"])
                 );
+                for (flag, key) in [("-x", "u_threshold"), ("-y", "l_threshold")] {
+                    if u(&d[key]) > 0 {
+                        out += &format!(" {flag} {}", u(&d[key]));
+                    }
+                }
+                out += "\n";
             }
         }
         return out;

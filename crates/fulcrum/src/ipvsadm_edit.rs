@@ -56,6 +56,8 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
     let mut ops = false;
     let mut method = Method::Dr;
     let mut weight: u32 = 1;
+    let mut u_threshold: u32 = 0;
+    let mut l_threshold: u32 = 0;
     let mut set: Vec<u32> = Vec::new();
     let mut it = args.iter().peekable();
     let set_command = |c: &mut Option<&str>, new: &'static str| -> Result<(), String> {
@@ -145,10 +147,13 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
             }
             "-x" | "--u-threshold" | "-y" | "--l-threshold" => {
                 let v = value(a)?;
-                if v != "0" {
-                    return Err(format!(
-                        "ipvsadm: {a} {v}: connection thresholds are not supported in this build"
-                    ));
+                let n: u32 = v
+                    .parse()
+                    .map_err(|_| format!("ipvsadm: illegal threshold specified: {v}"))?;
+                if matches!(a.as_str(), "-x" | "--u-threshold") {
+                    u_threshold = n;
+                } else {
+                    l_threshold = n;
                 }
             }
             "-n" | "--numeric" => {}
@@ -190,6 +195,8 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
             weight,
             origin: None,
             sorry_of: None,
+            u_threshold,
+            l_threshold,
         })
     };
     Ok(match command {
@@ -381,7 +388,10 @@ mod tests {
             ("-A -t 10.1.10.65:80 -s fastest", "Scheduler not found"),
             ("-a -t 10.1.10.65:80 -r 10.0.0.1 -w -1", "illegal weight"),
             ("-a -t 10.1.10.65:80 -r 10.0.0.1 -i", "tunnelling"),
-            ("-a -t 10.1.10.65:80 -r 10.0.0.1 -x 10", "thresholds"),
+            (
+                "-a -t 10.1.10.65:80 -r 10.0.0.1 -x ten",
+                "illegal threshold",
+            ),
             ("-t 10.1.10.65:80", "no command"),
             ("-A -a -t 10.1.10.65:80", "cannot be combined"),
         ] {

@@ -47,6 +47,9 @@ pub struct RuleDest {
     /// checks' verdict; None for a sorry server.
     pub origin: Option<(usize, usize)>,
     pub sorry_of: Option<usize>,
+    /// Connection thresholds (uthreshold, lthreshold; ipvsadm -x, -y): 0 none.
+    pub u_threshold: u32,
+    pub l_threshold: u32,
 }
 
 /// One virtual service with its real servers.
@@ -143,6 +146,8 @@ pub fn rules(k: &KeepalivedConfig) -> (Vec<Rule>, Vec<String>) {
                     weight: rs.weight.get(),
                     origin: Some((v, r)),
                     sorry_of: None,
+                    u_threshold: rs.uthreshold.unwrap_or(0),
+                    l_threshold: rs.lthreshold.unwrap_or(0),
                 }),
                 Err(e) => {
                     bad = Some(format!("{name}: {e}"));
@@ -159,6 +164,8 @@ pub fn rules(k: &KeepalivedConfig) -> (Vec<Rule>, Vec<String>) {
                     weight: 1,
                     origin: None,
                     sorry_of: Some(v),
+                    u_threshold: 0,
+                    l_threshold: 0,
                 });
             }
         }
@@ -328,6 +335,8 @@ impl Table {
                 method: d.method,
                 weight,
                 overloaded: false,
+                u_threshold: d.u_threshold,
+                l_threshold: d.l_threshold,
                 link: match d.method {
                     Method::Dr => self.links.get(&d.addr).copied(),
                     Method::Nat => None,
@@ -500,6 +509,8 @@ impl Table {
                             "port": d.port,
                             "forward": match d.method { Method::Nat => "Masq", Method::Dr => "Route" },
                             "weight": d.weight,
+                            "u_threshold": d.u_threshold,
+                            "l_threshold": d.l_threshold,
                             "active": active,
                             "inactive": inactive,
                             "stats": traffic(dp.dest_traffic(i.id, slot).unwrap_or_default()),

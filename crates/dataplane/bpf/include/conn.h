@@ -75,6 +75,31 @@ static __always_inline struct dest_conns *conns_of(const struct conn *c)
 	return bpf_map_lookup_elem(&dest_conns, &k);
 }
 
+/* IPVS's connection thresholds (ip_vs_bind_dest, ip_vs_unbind_dest): a server is
+ * overloaded once its connections reach the upper threshold, and no longer once they fall
+ * below the lower one (or below 3/4 of the upper when there is no lower). */
+static __always_inline void threshold_bind(struct dest *d, const struct dest_conns *dc)
+{
+	if (d->u_threshold && dc->active + dc->inactive >= d->u_threshold)
+		d->flags |= DEST_F_OVERLOADED;
+}
+
+static __always_inline void threshold_release(struct dest *d, const struct dest_conns *dc)
+{
+	if (!(d->flags & DEST_F_OVERLOADED))
+		return;
+	__u64 total = (__u64)dc->active + dc->inactive;
+	int clear;
+	if (d->l_threshold)
+		clear = total < d->l_threshold;
+	else if (d->u_threshold)
+		clear = total * 4 < (__u64)d->u_threshold * 3;
+	else
+		clear = 1;
+	if (clear)
+		d->flags &= ~DEST_F_OVERLOADED;
+}
+
 /* Moves a connection to `next`, moving it between the active and inactive counts as
  * the kernel's set_tcp_state does. */
 static __always_inline void conn_set_state(struct conn *c, __u8 next)
@@ -153,6 +178,10 @@ static __always_inline void conn_release(const struct flow_key *key, const struc
 			__sync_fetch_and_add(&dc->inactive, -1);
 		else
 			__sync_fetch_and_add(&dc->active, -1);
+		__u32 k = slot_index(copy.svc, copy.dest);
+		struct dest *d = bpf_map_lookup_elem(&dests, &k);
+		if (d)
+			threshold_release(d, dc);
 	}
 	if (copy.method == METHOD_NAT) {
 		struct flow_key rk;

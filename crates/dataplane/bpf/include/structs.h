@@ -38,9 +38,11 @@ struct dest {
 	__u32 ifindex; /* DR: the interface the real server is on */
 	__u8 mac[6];   /* DR: its MAC, from the neighbour table (zero: not resolved yet) */
 	__u8 smac[6];  /* DR: the MAC of that interface */
+	__u32 u_threshold; /* connections at which it is overloaded (0: none) */
+	__u32 l_threshold; /* ... and below which it is not any more (0: 3/4 of upper) */
 	__u32 pad;
 };
-_Static_assert(sizeof(struct dest) == 32, "dest layout");
+_Static_assert(sizeof(struct dest) == 40, "dest layout");
 
 /* Connections of a real server, changed only by the program, atomically. */
 struct dest_conns {
