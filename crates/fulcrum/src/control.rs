@@ -93,6 +93,7 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
         CtlCommand::Reload => "reload",
         CtlCommand::Vrrp => "vrrp",
         CtlCommand::Health => "health",
+        CtlCommand::Services => "ipvs",
     };
     let response = call(&args.control, command)?;
     if args.json {
@@ -120,8 +121,56 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
         ),
         CtlCommand::Vrrp => crate::vrrp::print_table(&r),
         CtlCommand::Health => crate::health::print_table(&r),
+        CtlCommand::Services => print_services(&r),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `fulcrum ctl services`: the data plane on one screen.
+fn print_services(r: &serde_json::Value) {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    let u = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
+    let ifs: Vec<String> = r["interfaces"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| format!("{} ({})", s(&i["name"]), s(&i["mode"])))
+        .collect();
+    if ifs.is_empty() {
+        println!("data plane: not running");
+        return;
+    }
+    println!("data plane on {}", ifs.join(", "));
+    for svc in r["services"].as_array().into_iter().flatten() {
+        println!(
+            "{} {}:{} {}  {} conns  {} conn/s",
+            s(&svc["protocol"]),
+            s(&svc["address"]),
+            u(&svc["port"]),
+            s(&svc["scheduler"]),
+            u(&svc["stats"]["conns"]),
+            u(&svc["rate"]["cps"]),
+        );
+        for d in svc["dests"].as_array().into_iter().flatten() {
+            println!(
+                "  -> {:<22} {:<5} weight {:<4} active {:<6} inactive {:<6} {} conns",
+                format!("{}:{}", s(&d["address"]), u(&d["port"])),
+                s(&d["forward"]),
+                u(&d["weight"]),
+                u(&d["active"]),
+                u(&d["inactive"]),
+                u(&d["stats"]["conns"]),
+            );
+        }
+    }
+    let packets: Vec<String> = r["packets"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    println!("packets: {}", packets.join(", "));
 }
 
 fn print_status(r: &serde_json::Value) {

@@ -150,6 +150,9 @@ pub enum CtlCommand {
     /// Health checks: each virtual service's quorum, each real server's state and
     /// membership, each checker's state, last result, latency and reason.
     Health,
+    /// The layer-4 data plane: interfaces and XDP mode, virtual services with their real
+    /// servers, weights, connections and rates, and packets by verdict reason.
+    Services,
 }
 
 #[derive(Debug, Args)]

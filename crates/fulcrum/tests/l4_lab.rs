@@ -206,6 +206,14 @@ fn run_deployment(deployment: Deployment, kind: &str, label: &str) {
                 assert_eq!(s[2], 0, "DR replies must not cross the director:\n{stats}");
             }
         }
+        let ctl = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+            .args(["ctl", "--control"])
+            .arg(&sock)
+            .arg("services")
+            .output()
+            .unwrap();
+        let ctl = String::from_utf8_lossy(&ctl.stdout);
+        assert!(ctl.contains("data plane on eth0 (native)"), "{ctl}");
         if kind == "DR" {
             let raw = raw_ipvs(&sock);
             assert!(
