@@ -13,7 +13,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use fulcrum_checkers::{check_http, check_misc, check_tcp, Limits, MiscCommand, Target, Transport};
+use fulcrum_checkers::{
+    check_http, check_misc, check_smtp, check_tcp, check_udp, unhex, Limits, MiscCommand, Target,
+    Transport, UdpProbe,
+};
 use fulcrum_health::{
     Action, CheckKind, Checker, Event, Membership, Outcome, PoolEvent, RealServer, Service, Status,
     Timing,
@@ -44,6 +47,17 @@ enum Probe {
         dynamic: bool,
         weight: u32,
     },
+    Smtp {
+        targets: Vec<Target>,
+        helo: Option<String>,
+    },
+    Udp {
+        target: Target,
+        probe: UdpProbe,
+        /// How long to wait for a reply or a refusal: a little less than the check's
+        /// timeout, so that silence is an answer and not a timed-out check.
+        wait: std::time::Duration,
+    },
 }
 
 impl Probe {
@@ -71,6 +85,12 @@ impl Probe {
                 dynamic,
                 weight,
             } => check_misc(&command, dynamic, weight).await,
+            Probe::Smtp { targets, helo } => check_smtp(&targets, helo.as_deref()).await,
+            Probe::Udp {
+                target,
+                probe,
+                wait,
+            } => check_udp(&target, &probe, wait).await,
         }
     }
 }
@@ -172,9 +192,9 @@ fn probe_for(
     vs: &VirtualServer,
     rs: &fulcrum_keepalived_conf::model::RealServer,
     conf: &CheckerConf,
+    timing: &Timing,
 ) -> Result<Probe, String> {
-    let c = &conf.common;
-    let target = || -> Result<Target, String> {
+    let target_of = |c: &fulcrum_keepalived_conf::model::CheckerCommon| -> Result<Target, String> {
         let ip = c.connect_ip.unwrap_or(rs.addr);
         let port = c
             .connect_port
@@ -188,6 +208,7 @@ fn probe_for(
             bind,
         })
     };
+    let target = || target_of(&conf.common);
     match &conf.kind {
         CheckerKind::Tcp => Ok(Probe::Tcp(target()?)),
         CheckerKind::Http(http) | CheckerKind::Ssl(http) => {
@@ -223,6 +244,34 @@ fn probe_for(
                 weight: rs.weight.get(),
             })
         }
+        CheckerKind::Smtp(smtp) => {
+            // Old-style host blocks add addresses; the checker's own counts when none.
+            let targets = if smtp.hosts.is_empty() {
+                vec![target()?]
+            } else {
+                smtp.hosts.iter().map(target_of).collect::<Result<_, _>>()?
+            };
+            Ok(Probe::Smtp {
+                targets,
+                helo: smtp.helo_name.clone(),
+            })
+        }
+        CheckerKind::Udp(udp) => Ok(Probe::Udp {
+            target: target()?,
+            probe: UdpProbe {
+                payload: udp.payload.as_deref().map(unhex).unwrap_or_default(),
+                require_reply: udp
+                    .require_reply
+                    .as_ref()
+                    .map(|p| p.as_deref().map(unhex).unwrap_or_default()),
+                min_reply_length: udp.min_reply_length.map(|n| n as usize),
+                max_reply_length: udp.max_reply_length.map(|n| n as usize),
+            },
+            wait: timing
+                .timeout
+                .saturating_sub(timing.timeout / 10)
+                .max(std::time::Duration::from_millis(10)),
+        }),
         other => Err(format!("{} is not run by this build", other.keyword())),
     }
 }
@@ -232,7 +281,14 @@ fn target_text(
     rs: &fulcrum_keepalived_conf::model::RealServer,
 ) -> String {
     match probe {
-        Ok(Probe::Tcp(t)) | Ok(Probe::Http { target: t, .. }) => t.connect.to_string(),
+        Ok(Probe::Tcp(t))
+        | Ok(Probe::Http { target: t, .. })
+        | Ok(Probe::Udp { target: t, .. }) => t.connect.to_string(),
+        Ok(Probe::Smtp { targets, .. }) => targets
+            .iter()
+            .map(|t| t.connect.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         Ok(Probe::Misc { command, .. }) => command.command.clone(),
         Err(_) => rs.addr.to_string(),
     }
@@ -267,7 +323,7 @@ pub fn start(k: &KeepalivedConfig) -> Option<Runtime> {
             for (c, conf) in rs.checkers.iter().enumerate() {
                 let kind = CheckKind::of(&conf.kind);
                 let timing = Timing::resolve(kind, Some(conf), &rs.defaults, &vs.defaults);
-                let probe = probe_for(&k.global_defs, vs, rs, conf);
+                let probe = probe_for(&k.global_defs, vs, rs, conf, &timing);
                 let target = target_text(&probe, rs);
                 let state = match &probe {
                     Ok(_) => Some(if timing.alpha {

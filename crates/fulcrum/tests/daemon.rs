@@ -310,3 +310,94 @@ fn health_checks_follow_the_real_servers() {
     wait_for(|| health(&socket)[0]["real_servers"][0]["alive"] == false);
     assert_eq!(health(&socket)[0]["has_quorum"], false);
 }
+
+/// UDP_CHECK and SMTP_CHECK run in the daemon: a UDP server that answers and an SMTP
+/// server that greets are up; a refused UDP port is down with its reason.
+#[test]
+fn udp_and_smtp_checks_run() {
+    let dir = Scratch::new("udpsmtp");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let udp_port = udp.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((_, from)) = udp.recv_from(&mut buf) {
+            let _ = udp.send_to(b"PONG", from);
+        }
+    });
+    let closed = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let smtp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let smtp_port = smtp.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Write};
+        for s in smtp.incoming().flatten() {
+            let mut w = s.try_clone().unwrap();
+            let _ = w.write_all(b"220 test ESMTP\r\n");
+            let mut line = String::new();
+            let mut r = BufReader::new(s);
+            if r.read_line(&mut line).is_ok() && line.starts_with("HELO ") {
+                let _ = w.write_all(b"250 hello\r\n");
+            }
+        }
+    });
+    let conf = dir.0.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "virtual_server 127.0.0.1 53 {{
+  protocol UDP
+  delay_loop 0.2
+  real_server 127.0.0.1 {udp_port} {{
+    UDP_CHECK {{
+      connect_timeout 0.5
+      retry 0
+      warmup 0
+      payload 50494e47
+      require_reply 504f4e47
+    }}
+  }}
+  real_server 127.0.0.1 {closed} {{
+    UDP_CHECK {{
+      connect_timeout 0.5
+      retry 0
+      warmup 0
+    }}
+  }}
+  real_server 127.0.0.1 {smtp_port} {{
+    SMTP_CHECK {{
+      connect_timeout 1
+      retry 0
+      warmup 0
+      helo_name fulcrum.test
+    }}
+  }}
+}}
+"
+        ),
+    )
+    .unwrap();
+    let socket = dir.0.join("control.sock");
+    let _daemon = start(&conf, &socket);
+    wait_for(|| {
+        let h = health(&socket);
+        let rs = &h[0]["real_servers"];
+        rs[0]["checkers"][0]["checks"].as_u64().unwrap_or(0) > 0
+            && rs[1]["checkers"][0]["checks"].as_u64().unwrap_or(0) > 0
+            && rs[2]["checkers"][0]["checks"].as_u64().unwrap_or(0) > 0
+    });
+    let h = health(&socket);
+    let rs = &h[0]["real_servers"];
+    assert_eq!(rs[0]["checkers"][0]["state"], "up", "{h:#}");
+    assert_eq!(rs[1]["checkers"][0]["state"], "down", "{h:#}");
+    assert!(
+        rs[1]["checkers"][0]["last_reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("refused"),
+        "{h:#}"
+    );
+    assert_eq!(rs[2]["checkers"][0]["state"], "up", "{h:#}");
+}
