@@ -1,5 +1,5 @@
 //! keepalived's health checkers as async checks (TCP_CHECK, HTTP_GET, SSL_GET, MISC_CHECK,
-//! SMTP_CHECK, UDP_CHECK), run by the daemon under the timing of
+//! SMTP_CHECK, UDP_CHECK, DNS_CHECK), run by the daemon under the timing of
 //! [`fulcrum_health::Checker`] (which owns the timeouts: a check that overstays is dropped).
 //!
 //! Each check returns a [`fulcrum_health::Outcome`] whose failure reason is what an operator
@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod dns;
 pub mod http;
 pub mod misc;
 pub mod smtp;
@@ -14,6 +15,7 @@ pub mod tcp;
 pub mod tls;
 pub mod udp;
 
+pub use dns::check_dns;
 pub use http::{check_http, fetch, open, HttpResponse, Limits, Request, Stream, Transport};
 pub use misc::{check_misc, MiscCommand};
 pub use smtp::check_smtp;

@@ -14,8 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use fulcrum_checkers::{
-    check_http, check_misc, check_smtp, check_tcp, check_udp, unhex, Limits, MiscCommand, Target,
-    Transport, UdpProbe,
+    check_dns, check_http, check_misc, check_smtp, check_tcp, check_udp, unhex, Limits,
+    MiscCommand, Target, Transport, UdpProbe,
 };
 use fulcrum_health::{
     Action, CheckKind, Checker, Event, Membership, Outcome, PoolEvent, RealServer, Service, Status,
@@ -50,6 +50,12 @@ enum Probe {
     Smtp {
         targets: Vec<Target>,
         helo: Option<String>,
+    },
+    Dns {
+        target: Target,
+        name: String,
+        qtype: u16,
+        wait: std::time::Duration,
     },
     Udp {
         target: Target,
@@ -86,6 +92,12 @@ impl Probe {
                 weight,
             } => check_misc(&command, dynamic, weight).await,
             Probe::Smtp { targets, helo } => check_smtp(&targets, helo.as_deref()).await,
+            Probe::Dns {
+                target,
+                name,
+                qtype,
+                wait,
+            } => check_dns(&target, &name, qtype, wait).await,
             Probe::Udp {
                 target,
                 probe,
@@ -256,6 +268,19 @@ fn probe_for(
                 helo: smtp.helo_name.clone(),
             })
         }
+        CheckerKind::Dns(dns) => {
+            let qtype = match dns.query_type.as_deref() {
+                None => 6,
+                Some(t) => fulcrum_checkers::dns::query_type(t)
+                    .ok_or_else(|| format!("DNS_CHECK type {t} is not known"))?,
+            };
+            Ok(Probe::Dns {
+                target: target()?,
+                name: dns.name.clone().unwrap_or_else(|| ".".into()),
+                qtype,
+                wait: wait_within(timing),
+            })
+        }
         CheckerKind::Udp(udp) => Ok(Probe::Udp {
             target: target()?,
             probe: UdpProbe {
@@ -267,13 +292,19 @@ fn probe_for(
                 min_reply_length: udp.min_reply_length.map(|n| n as usize),
                 max_reply_length: udp.max_reply_length.map(|n| n as usize),
             },
-            wait: timing
-                .timeout
-                .saturating_sub(timing.timeout / 10)
-                .max(std::time::Duration::from_millis(10)),
+            wait: wait_within(timing),
         }),
         other => Err(format!("{} is not run by this build", other.keyword())),
     }
+}
+
+/// How long a datagram check waits for its answer: a little less than the check's
+/// timeout, so that it ends with a verdict rather than being abandoned.
+fn wait_within(timing: &Timing) -> std::time::Duration {
+    timing
+        .timeout
+        .saturating_sub(timing.timeout / 10)
+        .max(std::time::Duration::from_millis(10))
 }
 
 fn target_text(
@@ -283,7 +314,8 @@ fn target_text(
     match probe {
         Ok(Probe::Tcp(t))
         | Ok(Probe::Http { target: t, .. })
-        | Ok(Probe::Udp { target: t, .. }) => t.connect.to_string(),
+        | Ok(Probe::Udp { target: t, .. })
+        | Ok(Probe::Dns { target: t, .. }) => t.connect.to_string(),
         Ok(Probe::Smtp { targets, .. }) => targets
             .iter()
             .map(|t| t.connect.to_string())

@@ -311,10 +311,11 @@ fn health_checks_follow_the_real_servers() {
     assert_eq!(health(&socket)[0]["has_quorum"], false);
 }
 
-/// UDP_CHECK and SMTP_CHECK run in the daemon: a UDP server that answers and an SMTP
-/// server that greets are up; a refused UDP port is down with its reason.
+/// UDP_CHECK, DNS_CHECK and SMTP_CHECK run in the daemon: a UDP server that answers, a DNS
+/// server with a record and an SMTP server that greets are up; a refused UDP port is down
+/// with its reason.
 #[test]
-fn udp_and_smtp_checks_run() {
+fn udp_dns_and_smtp_checks_run() {
     let dir = Scratch::new("udpsmtp");
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let udp_port = udp.local_addr().unwrap().port();
@@ -343,6 +344,18 @@ fn udp_and_smtp_checks_run() {
             }
         }
     });
+    // A DNS server that answers every query with one record.
+    let dns = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dns_port = dns.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = dns.recv_from(&mut buf) {
+            let mut a = buf[..n].to_vec();
+            a[2] |= 0x80;
+            a[7] = 1;
+            let _ = dns.send_to(&a, from);
+        }
+    });
     let conf = dir.0.join("keepalived.conf");
     std::fs::write(
         &conf,
@@ -366,6 +379,15 @@ fn udp_and_smtp_checks_run() {
       warmup 0
     }}
   }}
+  real_server 127.0.0.1 {dns_port} {{
+    DNS_CHECK {{
+      connect_timeout 0.5
+      retry 0
+      warmup 0
+      type A
+      name fulcrum.test
+    }}
+  }}
   real_server 127.0.0.1 {smtp_port} {{
     SMTP_CHECK {{
       connect_timeout 1
@@ -387,6 +409,7 @@ fn udp_and_smtp_checks_run() {
         rs[0]["checkers"][0]["checks"].as_u64().unwrap_or(0) > 0
             && rs[1]["checkers"][0]["checks"].as_u64().unwrap_or(0) > 0
             && rs[2]["checkers"][0]["checks"].as_u64().unwrap_or(0) > 0
+            && rs[3]["checkers"][0]["checks"].as_u64().unwrap_or(0) > 0
     });
     let h = health(&socket);
     let rs = &h[0]["real_servers"];
@@ -400,4 +423,5 @@ fn udp_and_smtp_checks_run() {
         "{h:#}"
     );
     assert_eq!(rs[2]["checkers"][0]["state"], "up", "{h:#}");
+    assert_eq!(rs[3]["checkers"][0]["state"], "up", "{h:#}");
 }
