@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use fulcrum_checkers::{
-    check_dns, check_http, check_misc, check_smtp, check_tcp, check_udp, unhex, Limits,
+    check_dns, check_http, check_misc, check_ping, check_smtp, check_tcp, check_udp, unhex, Limits,
     MiscCommand, Target, Transport, UdpProbe,
 };
 use fulcrum_health::{
@@ -50,6 +50,10 @@ enum Probe {
     Smtp {
         targets: Vec<Target>,
         helo: Option<String>,
+    },
+    Ping {
+        target: Target,
+        wait: std::time::Duration,
     },
     Dns {
         target: Target,
@@ -98,6 +102,7 @@ impl Probe {
                 qtype,
                 wait,
             } => check_dns(&target, &name, qtype, wait).await,
+            Probe::Ping { target, wait } => check_ping(&target, wait).await,
             Probe::Udp {
                 target,
                 probe,
@@ -268,6 +273,17 @@ fn probe_for(
                 helo: smtp.helo_name.clone(),
             })
         }
+        CheckerKind::Ping => {
+            let c = &conf.common;
+            let ip = c.connect_ip.unwrap_or(rs.addr);
+            Ok(Probe::Ping {
+                target: Target {
+                    connect: SocketAddr::new(ip, 0),
+                    bind: c.bindto.map(|b| SocketAddr::new(b, 0)),
+                },
+                wait: wait_within(timing),
+            })
+        }
         CheckerKind::Dns(dns) => {
             let qtype = match dns.query_type.as_deref() {
                 None => 6,
@@ -316,6 +332,7 @@ fn target_text(
         | Ok(Probe::Http { target: t, .. })
         | Ok(Probe::Udp { target: t, .. })
         | Ok(Probe::Dns { target: t, .. }) => t.connect.to_string(),
+        Ok(Probe::Ping { target, .. }) => target.connect.ip().to_string(),
         Ok(Probe::Smtp { targets, .. }) => targets
             .iter()
             .map(|t| t.connect.to_string())

@@ -1,0 +1,142 @@
+//! PING_CHECK, as keepalived's check_ping: one ICMP echo request to the server (IPv4, a
+//! raw socket, so the daemon needs CAP_NET_RAW as keepalived does); up when the matching
+//! echo reply comes back in time.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use fulcrum_health::Outcome;
+use fulcrum_sys::AsyncSocket;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::Target;
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = data
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An ICMP echo request with this id and sequence number.
+pub fn echo_request(id: u16, seq: u16) -> Vec<u8> {
+    let mut m = vec![8, 0, 0, 0];
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(b"fulcrum ping check");
+    let c = checksum(&m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    m
+}
+
+/// Whether an IPv4 packet (header included, as raw sockets deliver it) is the echo reply
+/// to (id, seq).
+pub fn is_reply(packet: &[u8], id: u16, seq: u16) -> bool {
+    let Some(&first) = packet.first() else {
+        return false;
+    };
+    let ihl = usize::from(first & 0x0f) * 4;
+    let Some(icmp) = packet.get(ihl..ihl + 8) else {
+        return false;
+    };
+    icmp[0] == 0
+        && u16::from_be_bytes([icmp[4], icmp[5]]) == id
+        && u16::from_be_bytes([icmp[6], icmp[7]]) == seq
+}
+
+/// Runs the check, waiting at most `wait` for the reply.
+pub async fn check_ping(target: &Target, wait: Duration) -> Outcome {
+    let to = target.connect.ip();
+    let IpAddr::V4(_) = to else {
+        return Outcome::Failure(format!("PING_CHECK to {to}: IPv6 is not supported yet"));
+    };
+    let socket = match Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)) {
+        Ok(s) => s,
+        Err(e) => {
+            return Outcome::Failure(format!("ICMP socket for {to}: {e} (needs CAP_NET_RAW)"))
+        }
+    };
+    if let Some(bind) = target.bind {
+        if let Err(e) = socket.bind(&SocketAddr::new(bind.ip(), 0).into()) {
+            return Outcome::Failure(format!("ICMP socket bound to {}: {e}", bind.ip()));
+        }
+    }
+    // Connected, the raw socket only hears from the server.
+    if let Err(e) = socket.connect(&SocketAddr::new(to, 0).into()) {
+        return Outcome::Failure(format!("ICMP to {to}: {e}"));
+    }
+    let socket = match AsyncSocket::new(socket) {
+        Ok(s) => s,
+        Err(e) => return Outcome::Failure(format!("ICMP socket for {to}: {e}")),
+    };
+    let id = std::process::id() as u16;
+    let seq = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_micros())
+        .unwrap_or(0)
+        & 0xffff) as u16;
+    if let Err(e) = socket.send_to(&echo_request(id, seq), SocketAddr::new(to, 0)) {
+        return Outcome::Failure(format!("ICMP echo to {to}: {e}"));
+    }
+    let mut buf = vec![0u8; 2048];
+    let wait_reply = async {
+        loop {
+            match socket.recv(&mut buf).await {
+                Ok(n) if is_reply(&buf[..n], id, seq) => return Ok(()),
+                Ok(_) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    };
+    match tokio::time::timeout(wait, wait_reply).await {
+        Ok(Ok(())) => Outcome::Success { weight_delta: 0 },
+        Ok(Err(e)) => Outcome::Failure(format!("ICMP from {to}: {e}")),
+        Err(_) => Outcome::Failure(format!("no ICMP echo reply from {to}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_replies() {
+        let m = echo_request(0x1234, 7);
+        assert_eq!(checksum(&m), 0, "a correct checksum sums to zero");
+        let mut reply = vec![0x45u8; 20];
+        reply.extend_from_slice(&m);
+        reply[20] = 0;
+        assert!(is_reply(&reply, 0x1234, 7));
+        assert!(!is_reply(&reply, 0x1234, 8));
+        reply[20] = 8;
+        assert!(!is_reply(&reply, 0x1234, 7), "a request is no reply");
+    }
+
+    #[tokio::test]
+    async fn loopback_answers() {
+        if !fulcrum_sys_root() {
+            eprintln!("SKIP: PING_CHECK's raw socket needs root");
+            return;
+        }
+        let t = Target::new("127.0.0.1:0".parse().unwrap());
+        match check_ping(&t, Duration::from_secs(1)).await {
+            Outcome::Success { .. } => {}
+            Outcome::Failure(r) => panic!("{r}"),
+        }
+    }
+
+    fn fulcrum_sys_root() -> bool {
+        let root = std::fs::read_to_string("/proc/self/status")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+        if !root && std::env::var_os("CI").is_some() {
+            panic!("CI runs as root");
+        }
+        root
+    }
+}
