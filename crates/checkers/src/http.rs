@@ -43,6 +43,8 @@ pub struct Request {
     pub protocol: HttpProtocol,
     /// Read the body to its end and hash it.
     pub want_digest: bool,
+    /// Read the body to its end and keep it (for a url `regex`).
+    pub want_body: bool,
 }
 
 impl Request {
@@ -79,6 +81,8 @@ pub struct HttpResponse {
     pub status: u16,
     /// MD5 of the body in lowercase hex, when it was asked for.
     pub digest: Option<String>,
+    /// The body, when it was asked for (at most `Limits::max_body` bytes).
+    pub body: Option<Vec<u8>>,
     pub body_len: u64,
 }
 
@@ -120,7 +124,8 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
     let status = parse_status(&head[..body_start])
         .ok_or_else(|| format!("malformed HTTP status line from {}", target.connect))?;
     let mut body_len = (head.len() - body_start) as u64;
-    let digest = if request.want_digest {
+    let mut body = request.want_body.then(|| head[body_start..].to_vec());
+    let digest = if request.want_digest || request.want_body {
         let mut md5 = Md5::new();
         md5.update(&head[body_start..]);
         loop {
@@ -138,14 +143,18 @@ pub async fn fetch<S: AsyncRead + AsyncWrite + Unpin>(
             }
             body_len += n as u64;
             md5.update(&buf[..n]);
+            if let Some(b) = body.as_mut() {
+                b.extend_from_slice(&buf[..n]);
+            }
         }
-        Some(hex(&md5.finalize()))
+        request.want_digest.then(|| hex(&md5.finalize()))
     } else {
         None
     };
     Ok(HttpResponse {
         status,
         digest,
+        body,
         body_len,
     })
 }
@@ -224,7 +233,38 @@ pub fn judge(url: &UrlCheck, response: &HttpResponse) -> Result<(), String> {
             ));
         }
     }
+    if let Some(pattern) = &url.regex {
+        let body = response.body.as_deref().unwrap_or_default();
+        let matched = regex_matches(pattern, body)
+            .map_err(|e| format!("url regex {pattern:?} for {}: {e}", url.path))?;
+        if matched == url.regex_no_match {
+            return Err(if url.regex_no_match {
+                format!("body of {} matches regex {pattern:?}", url.path)
+            } else {
+                format!("body of {} does not match regex {pattern:?}", url.path)
+            });
+        }
+    }
     Ok(())
+}
+
+thread_local! {
+    /// Compiled url regexes: checks run every few seconds with the same patterns.
+    static REGEXES: std::cell::RefCell<std::collections::HashMap<String, regex::bytes::Regex>> =
+        Default::default();
+}
+
+/// Whether `pattern` (keepalived's PCRE2 syntax, as far as Rust's regex crate shares it:
+/// no look-around or backreferences) matches somewhere in `body`.
+fn regex_matches(pattern: &str, body: &[u8]) -> Result<bool, String> {
+    REGEXES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if !cache.contains_key(pattern) {
+            let re = regex::bytes::Regex::new(pattern).map_err(|e| e.to_string())?;
+            cache.insert(pattern.to_string(), re);
+        }
+        Ok(cache[pattern].is_match(body))
+    })
 }
 
 /// How a check reaches the server: HTTP_GET in the clear, SSL_GET over TLS.
@@ -280,6 +320,7 @@ pub async fn check_http(
             virtualhost: host.map(str::to_string),
             protocol,
             want_digest: url.digest.is_some(),
+            want_body: url.regex.is_some(),
         };
         let mut stream = match open(target, transport, host).await {
             Ok(s) => s,

@@ -293,6 +293,7 @@ async fn the_request_is_keepalived_s() {
         virtualhost: None,
         protocol: HttpProtocol::V1_0,
         want_digest: true,
+        want_body: false,
     };
     assert_eq!(
         req.encode(&target),
@@ -310,4 +311,31 @@ async fn the_request_is_keepalived_s() {
         req.encode(&target),
         b"GET /x HTTP/1.0\r\nUser-Agent: KeepAliveClient\r\nConnection: close\r\nHost: 192.0.2.7:8080\r\n\r\n"
     );
+}
+
+#[tokio::test]
+async fn http_url_regex_and_regex_no_match() {
+    let addr = serve(Behaviour::Respond(OK_HELLO)).await;
+    let with = |re: &str, no_match: bool| UrlCheck {
+        regex: Some(re.to_string()),
+        regex_no_match: no_match,
+        ..url("/", None, &[])
+    };
+    assert_eq!(
+        http(addr, &[with("h[ae]llo", false)]).await,
+        Outcome::Success { weight_delta: 0 }
+    );
+    assert_eq!(
+        failure(http(addr, &[with("^goodbye", false)]).await),
+        "body of / does not match regex \"^goodbye\""
+    );
+    assert_eq!(
+        http(addr, &[with("error", true)]).await,
+        Outcome::Success { weight_delta: 0 }
+    );
+    assert_eq!(
+        failure(http(addr, &[with("hello", true)]).await),
+        "body of / matches regex \"hello\""
+    );
+    assert!(failure(http(addr, &[with("(unclosed", false)]).await).contains("url regex"));
 }

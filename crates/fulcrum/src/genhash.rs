@@ -78,6 +78,7 @@ pub fn run(args: &GenhashArgs) -> anyhow::Result<ExitCode> {
         virtualhost: args.virtualhost.clone(),
         protocol: args.protocol,
         want_digest: true,
+        want_body: false,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

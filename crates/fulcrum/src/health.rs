@@ -229,9 +229,6 @@ fn probe_for(
     match &conf.kind {
         CheckerKind::Tcp => Ok(Probe::Tcp(target()?)),
         CheckerKind::Http(http) | CheckerKind::Ssl(http) => {
-            if http.urls.iter().any(|u| u.regex.is_some()) {
-                return Err("url regex is not supported in this build".into());
-            }
             let transport = match &conf.kind {
                 CheckerKind::Ssl(_) => Transport::Tls {
                     sni: http.enable_sni.unwrap_or(false),
