@@ -172,23 +172,7 @@ fn inner(repeat: u32) {
         println!("{name}\t{ns}\t{verdict:?}");
     }
     // Scheduling: one UDP one-packet-scheduling DR service per scheduler, 10 servers.
-    let kinds = [
-        Scheduler::Rr,
-        Scheduler::Wrr,
-        Scheduler::Lc,
-        Scheduler::Wlc,
-        Scheduler::Lblc,
-        Scheduler::Lblcr,
-        Scheduler::Dh,
-        Scheduler::Sh,
-        Scheduler::Sed,
-        Scheduler::Nq,
-        Scheduler::Fo,
-        Scheduler::Ovf,
-        Scheduler::Mh,
-        Scheduler::Twos,
-    ];
-    for (i, kind) in kinds.iter().enumerate() {
+    for (i, kind) in fulcrum_dataplane::SCHEDULERS.iter().enumerate() {
         let vip = Ipv4Addr::new(192, 168, 185, 1 + i as u8);
         let mut s = ServiceSpec::new(ServiceKey::v4(vip, 53, 17), 10 + i as u32, *kind);
         s.ops = true;

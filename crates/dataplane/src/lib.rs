@@ -223,23 +223,30 @@ pub struct ServiceSpec {
     pub dests: Vec<Option<DestSpec>>,
 }
 
+/// The fourteen schedulers in the order of `enum sched_kind` (bpf/include/constants.h):
+/// a scheduler's code in the program is its index here.
+pub const SCHEDULERS: [Scheduler; 14] = [
+    Scheduler::Rr,
+    Scheduler::Wrr,
+    Scheduler::Lc,
+    Scheduler::Wlc,
+    Scheduler::Lblc,
+    Scheduler::Lblcr,
+    Scheduler::Dh,
+    Scheduler::Sh,
+    Scheduler::Sed,
+    Scheduler::Nq,
+    Scheduler::Fo,
+    Scheduler::Ovf,
+    Scheduler::Mh,
+    Scheduler::Twos,
+];
+
 fn sched_code(kind: Scheduler) -> u8 {
-    match kind {
-        Scheduler::Rr => 0,
-        Scheduler::Wrr => 1,
-        Scheduler::Lc => 2,
-        Scheduler::Wlc => 3,
-        Scheduler::Lblc => 4,
-        Scheduler::Lblcr => 5,
-        Scheduler::Dh => 6,
-        Scheduler::Sh => 7,
-        Scheduler::Sed => 8,
-        Scheduler::Nq => 9,
-        Scheduler::Fo => 10,
-        Scheduler::Ovf => 11,
-        Scheduler::Mh => 12,
-        Scheduler::Twos => 13,
-    }
+    SCHEDULERS
+        .iter()
+        .position(|k| *k == kind)
+        .expect("every scheduler is listed") as u8
 }
 
 /// The seed twos starts from: the reference model's default, so the two agree.
@@ -480,28 +487,15 @@ impl DataPlane {
         let services: HashMap<&MapData, ServiceKey, ServiceValue> =
             HashMap::try_from(self.map("services")?)?;
         let dests: Array<&MapData, Dest> = Array::try_from(self.map("dests")?)?;
-        let kinds = [
-            Scheduler::Rr,
-            Scheduler::Wrr,
-            Scheduler::Lc,
-            Scheduler::Wlc,
-            Scheduler::Lblc,
-            Scheduler::Lblcr,
-            Scheduler::Dh,
-            Scheduler::Sh,
-            Scheduler::Sed,
-            Scheduler::Nq,
-            Scheduler::Fo,
-            Scheduler::Ovf,
-            Scheduler::Mh,
-            Scheduler::Twos,
-        ];
         let mut out = Vec::new();
         for (key, v) in services.iter().filter_map(Result::ok) {
             let mut spec = ServiceSpec::new(
                 key,
                 v.id,
-                kinds.get(v.sched as usize).copied().unwrap_or_default(),
+                SCHEDULERS
+                    .get(v.sched as usize)
+                    .copied()
+                    .unwrap_or_default(),
             );
             spec.sh_port = v.flags & SVC_F_SH_PORT != 0;
             spec.sh_fallback = v.flags & SVC_F_SH_FALLBACK != 0;

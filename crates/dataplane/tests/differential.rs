@@ -13,22 +13,7 @@ use fulcrum_sched::{Flags, Flow, Kind, Scheduler};
 
 use frames::*;
 
-const ALL: [Kind; 14] = [
-    Kind::Rr,
-    Kind::Wrr,
-    Kind::Lc,
-    Kind::Wlc,
-    Kind::Lblc,
-    Kind::Lblcr,
-    Kind::Dh,
-    Kind::Sh,
-    Kind::Sed,
-    Kind::Nq,
-    Kind::Fo,
-    Kind::Ovf,
-    Kind::Mh,
-    Kind::Twos,
-];
+const ALL: [Kind; 14] = fulcrum_dataplane::SCHEDULERS;
 
 fn rip(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(192, 168, 184, 129 + i as u8)

@@ -256,6 +256,41 @@ fn dr_splits_exactly_and_replies_bypass_the_director() {
     run_deployment(Deployment::LvsDr, "DR", "l4dr");
 }
 
+/// One long connection from the client (a line every 50 ms for `ms`, each echoed), open
+/// when this returns; its log says `connected NAME` and, at the end, `held N`.
+fn hold(r: &mut Reference, dir: &Scratch, target: &str, ms: u32) -> (Process, PathBuf) {
+    let log = dir.0.join("hold.log");
+    let client = r.client.clone();
+    let p = r
+        .lab
+        .spawn(
+            &client,
+            &[
+                env!("CARGO_BIN_EXE_fulcrum"),
+                "lab-agent",
+                "hold",
+                "--connect",
+                target,
+                "--every-ms",
+                "50",
+                "--for-ms",
+                &ms.to_string(),
+            ],
+            Some(&log),
+        )
+        .unwrap();
+    let connected = wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("connected")
+    });
+    assert!(
+        connected.is_some(),
+        "the long connection to {target} did not open"
+    );
+    (p, log)
+}
+
 fn split(a: u32, b: u32) -> BTreeMap<String, u32> {
     [("rs1".to_string(), a), ("rs2".to_string(), b)]
         .into_iter()
@@ -412,33 +447,7 @@ fn forwarding_survives_a_sigkill_and_the_restart_adopts_it() {
     let first = run(&mut r, "first.log");
 
     // One long connection: a line every 50 ms for 6 s, each echoed.
-    let hold_log = dir.0.join("hold.log");
-    let client = r.client.clone();
-    let exe = env!("CARGO_BIN_EXE_fulcrum");
-    let hold = r
-        .lab
-        .spawn(
-            &client,
-            &[
-                exe,
-                "lab-agent",
-                "hold",
-                "--connect",
-                &format!("{vip}:80"),
-                "--every-ms",
-                "50",
-                "--for-ms",
-                "6000",
-            ],
-            Some(&hold_log),
-        )
-        .unwrap();
-    let connected = wait_for(Duration::from_secs(5), || {
-        std::fs::read_to_string(&hold_log)
-            .unwrap_or_default()
-            .contains("connected")
-    });
-    assert!(connected.is_some(), "the long connection did not open");
+    let (hold, hold_log) = hold(&mut r, &dir, &format!("{vip}:80"), 6000);
 
     first.signal("KILL").unwrap();
     assert!(first.wait_timeout(Duration::from_secs(5)).is_some());
@@ -493,32 +502,7 @@ fn reload_applies_virtual_server_changes_without_dropping_connections() {
         &dir,
         "reload",
     );
-    let hold_log = dir.0.join("hold.log");
-    let client = r.client.clone();
-    let hold = r
-        .lab
-        .spawn(
-            &client,
-            &[
-                env!("CARGO_BIN_EXE_fulcrum"),
-                "lab-agent",
-                "hold",
-                "--connect",
-                &format!("{vip}:80"),
-                "--every-ms",
-                "50",
-                "--for-ms",
-                "4000",
-            ],
-            Some(&hold_log),
-        )
-        .unwrap();
-    assert!(wait_for(Duration::from_secs(5), || {
-        std::fs::read_to_string(&hold_log)
-            .unwrap_or_default()
-            .contains("connected")
-    })
-    .is_some());
+    let (hold, hold_log) = hold(&mut r, &dir, &format!("{vip}:80"), 4000);
 
     std::fs::write(
         dir.0.join("reload.conf"),
@@ -571,7 +555,7 @@ fn hashing_sticks_and_deleting_a_server_expires_its_connections() {
         assert_eq!(d.len(), 1, "one client, one server: {d:?}");
         d.into_keys().next().unwrap()
     };
-    let sh = one_server(&r);
+    one_server(&r);
     let edit = |args: &[&str]| {
         let (ok, _, err) = ipvsadm_with(&sock, args, None);
         assert!(ok, "ipvsadm {args:?}: {err}");
@@ -581,35 +565,7 @@ fn hashing_sticks_and_deleting_a_server_expires_its_connections() {
 
     // A long connection, on whichever server rr gives it.
     edit(&["-E", "-t", &svc, "-s", "rr"]);
-    let hold_log = dir.0.join("hold.log");
-    let client = r.client.clone();
-    let hold = r
-        .lab
-        .spawn(
-            &client,
-            &[
-                env!("CARGO_BIN_EXE_fulcrum"),
-                "lab-agent",
-                "hold",
-                "--connect",
-                &svc,
-                "--every-ms",
-                "50",
-                "--for-ms",
-                "20000",
-            ],
-            Some(&hold_log),
-        )
-        .unwrap();
-    let connected = wait_for(Duration::from_secs(5), || {
-        std::fs::read_to_string(&hold_log)
-            .unwrap_or_default()
-            .contains("connected")
-    });
-    assert!(
-        connected.is_some(),
-        "{sh}: the long connection did not open"
-    );
+    let (hold, hold_log) = hold(&mut r, &dir, &svc, 20000);
     let log = std::fs::read_to_string(&hold_log).unwrap();
     let name = log.split_whitespace().nth(1).unwrap().to_string();
     let rip = if name == "rs1" { &rips[0] } else { &rips[1] };
