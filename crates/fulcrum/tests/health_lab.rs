@@ -2,7 +2,8 @@
 //! (LVS-NAT): a real server whose service stops leaves the rotation within the bound
 //! keepalived's timing gives, no new connection reaches it, and it returns when its
 //! service does; inhibit_on_failure keeps it with weight 0; with every real server down the
-//! sorry server answers. Root only; bounded in time; everything is removed afterwards.
+//! sorry server answers; MISC_CHECK's misc_dynamic weight changes the split; quorum_down
+//! and quorum_up run. Root only; bounded in time; everything is removed afterwards.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -128,4 +129,101 @@ fn checkers_take_dead_servers_out_and_put_them_back() {
     });
     assert!(sorry.is_some(), "{}", ipvsadm(&sock));
     assert_eq!(split(&r, &vip, 10), [("sorry".to_string(), 10)].into());
+}
+
+/// MISC_CHECK with misc_dynamic sets a real server's weight from its exit status (status -
+/// 2), which changes the split at once; losing quorum runs quorum_down, regaining it runs
+/// quorum_up.
+#[test]
+fn misc_dynamic_weights_and_quorum_scripts() {
+    if !require_root("misc_dynamic_weights_and_quorum_scripts") {
+        return;
+    }
+    let agent = Agent::new(env!("CARGO_BIN_EXE_fulcrum"), &["lab-agent"]);
+    let mut r = reference::build(Deployment::LvsNat, "hdyn", Some(agent)).unwrap();
+    let dir = Scratch::new("hdyn");
+    let vip = r.vips[0].to_string();
+    let (rip1, rip2) = (r.rips[0].to_string(), r.rips[1].to_string());
+    let (rs1, rs2) = (r.real_servers[0].clone(), r.real_servers[1].clone());
+    r.lab.serve(&rs1, "rs1", "0.0.0.0:80", false).unwrap();
+    let s2 = r.lab.serve(&rs2, "rs2", "0.0.0.0:80", false).unwrap();
+    // rs1's weight comes from a file: exit status 4 -> weight 2.
+    let status = dir.0.join("status");
+    std::fs::write(&status, "4").unwrap();
+    let script = dir.0.join("weight.sh");
+    std::fs::write(
+        &script,
+        format!("#!/bin/sh\nexit $(cat {})\n", status.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (up, down) = (dir.0.join("quorum-up"), dir.0.join("quorum-down"));
+    let conf = format!(
+        "virtual_server {vip} 80 {{\n  delay_loop 1\n  lb_algo wrr\n  lb_kind NAT\n  protocol TCP\n  quorum 2\n\
+         \x20 quorum_up \"/bin/touch {}\"\n  quorum_down \"/bin/touch {}\"\n\
+         \x20 real_server {rip1} 80 {{\n    weight 1\n    MISC_CHECK {{\n      misc_path {}\n      misc_timeout 2\n      misc_dynamic\n    }}\n  }}\n\
+         \x20 real_server {rip2} 80 {{\n    weight 1\n    TCP_CHECK {{\n      connect_timeout 1\n      retry 0\n    }}\n  }}\n}}\n",
+        up.display(),
+        down.display(),
+        script.display()
+    );
+    let path = dir.0.join("keepalived.conf");
+    std::fs::write(&path, conf).unwrap();
+    let sock: PathBuf = dir.0.join("fulcrum.sock");
+    let log = dir.0.join("fulcrum.log");
+    let director = r.directors[0].clone();
+    let _daemon = r
+        .lab
+        .spawn(
+            &director,
+            &[
+                env!("CARGO_BIN_EXE_fulcrum").as_ref(),
+                "run".as_ref(),
+                "-f".as_ref(),
+                path.as_os_str(),
+                "--control".as_ref(),
+                sock.as_os_str(),
+            ],
+            Some(&log),
+        )
+        .unwrap();
+    let row = |rip: &str, w: u32| format!("  -> {:<28} Masq    {w:<6} ", format!("{rip}:80"));
+    let weighted = wait_for(Duration::from_secs(10), || {
+        ipvsadm(&sock).contains(&row(&rip1, 2))
+    });
+    assert!(
+        weighted.is_some(),
+        "{}\n{}",
+        ipvsadm(&sock),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    // wrr 2:1: any 30 consecutive choices are exactly 20:10.
+    assert_eq!(
+        split(&r, &vip, 30),
+        [("rs1".to_string(), 20), ("rs2".to_string(), 10)].into()
+    );
+    // Exit status 3: weight 1, 1:1.
+    std::fs::write(&status, "3").unwrap();
+    let reweighted = wait_for(Duration::from_secs(10), || {
+        ipvsadm(&sock).contains(&row(&rip1, 1))
+    });
+    assert!(reweighted.is_some(), "{}", ipvsadm(&sock));
+    assert_eq!(
+        split(&r, &vip, 20),
+        [("rs1".to_string(), 10), ("rs2".to_string(), 10)].into()
+    );
+
+    // Quorum 2 of weight: rs2 down leaves 1, quorum_down runs; back, quorum_up runs.
+    let _ = std::fs::remove_file(&up);
+    s2.kill();
+    assert!(
+        wait_for(Duration::from_secs(10), || down.exists()).is_some(),
+        "quorum_down did not run"
+    );
+    r.lab.serve(&rs2, "rs2", "0.0.0.0:80", false).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(10), || up.exists()).is_some(),
+        "quorum_up did not run"
+    );
 }
