@@ -926,6 +926,20 @@ async fn run(
     groups: SyncGroups,
     mut ch: Channels,
 ) {
+    // VIPs left on the interfaces by a run that was killed before it could remove them
+    // would answer ARP beside the real master: every instance that does not own its
+    // addresses starts without them, as keepalived does.
+    for r in &running {
+        if r.inst.config().priority.get() == 255 {
+            continue;
+        }
+        let index = io.interfaces[r.iface].index;
+        for v in &r.vips {
+            if let Err(e) = io.remove(v, index).await {
+                debug!(instance = %r.name, vip = %v.addr, "no stale address removed: {e}");
+            }
+        }
+    }
     let now = Instant::now();
     for i in 0..running.len() {
         let acts = running[i].inst.handle(now, Event::Startup);

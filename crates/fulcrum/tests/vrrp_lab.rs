@@ -189,14 +189,17 @@ fn two_fulcrum_nodes_fail_over_with_traffic_following_the_vip() {
         moved.is_some(),
         "traffic to the VIP did not move to director2"
     );
-    // SIGKILL leaves the address on director1, as with keepalived; a restart resolves it.
-    r.lab
-        .ip(&d1, &["addr", "del", &format!("{VIP}/24"), "dev", "eth0"])
-        .unwrap();
+    // SIGKILL leaves the address on director1, as with keepalived.
+    assert!(holds_vip(&r, &d1));
 
-    // director1 returns and preempts (higher priority).
+    // director1 returns: it starts without the stale address (as backup, before its
+    // master-down timer), then preempts (higher priority).
     let dir1b = Scratch::new("pair-back");
     let (p1b, _s) = fulcrum(&mut r, &d1, &conf, "lb1", &dir1b);
+    assert!(
+        wait_for(Duration::from_secs(2), || !holds_vip(&r, &d1)).is_some(),
+        "the restart did not remove the stale VIP"
+    );
     assert!(
         wait_for(Duration::from_secs(8), || holds_vip(&r, &d1)).is_some(),
         "no preemption"
