@@ -237,6 +237,17 @@ static __always_inline int icmp_error(struct xdp_md *ctx, struct packet *p, void
 	return verdict < 0 ? XDP_PASS : verdict;
 }
 
+/* Hands a packet that no service takes to the kernel, unless it is for the VIP of a
+ * no_accept master. */
+static __always_inline int to_kernel(struct packet *p)
+{
+	if (p->ip->protocol != IPPROTO_VRRP && refused(p->ip->daddr)) {
+		count(STAT_NO_ACCEPT);
+		return XDP_DROP;
+	}
+	return XDP_PASS;
+}
+
 /* The real server a new flow goes to: a persistence template, else the scheduler. */
 static __always_inline __s32 choose(const struct service_value *sv, struct packet *p, __u64 now)
 {
@@ -274,12 +285,12 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 	if (p->tcp && !(p->tcp->syn && !p->tcp->rst)) {
 		/* IPVS schedules TCP only on a SYN. */
 		count(STAT_NOT_SYN);
-		return XDP_PASS;
+		return to_kernel(p);
 	}
 	__s32 slot = choose(sv, p, now);
 	if (slot < 0) {
 		count(STAT_NO_DEST);
-		return XDP_PASS;
+		return to_kernel(p);
 	}
 	__u32 k = slot_index(sv->id, slot);
 	struct dest *d = bpf_map_lookup_elem(&dests, &k);
@@ -411,10 +422,10 @@ int xdp_fulcrum(struct xdp_md *ctx)
 		if (verdict >= 0)
 			return verdict;
 		count(STAT_OTHER_L4);
-		return XDP_PASS;
+		return to_kernel(&p);
 	} else {
 		count(STAT_OTHER_L4);
-		return XDP_PASS;
+		return to_kernel(&p);
 	}
 
 	/* The coarse clock (CLOCK_MONOTONIC_COARSE) is plenty for timeouts in seconds and
@@ -463,7 +474,7 @@ int xdp_fulcrum(struct xdp_md *ctx)
 	struct service_value *sv = find_service(&p);
 	if (!sv) {
 		count(STAT_NO_SERVICE);
-		return XDP_PASS;
+		return to_kernel(&p);
 	}
 	count(STAT_SERVICE);
 	return new_flow(ctx, &p, sv, &key, now);

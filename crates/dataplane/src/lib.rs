@@ -34,7 +34,7 @@ const EXPIRE: &str = "xdp_expire";
 
 /// Every map of the program that holds state: pinned by name under the instance's
 /// directory, so a restarted daemon adopts them.
-pub const PINNED_MAPS: [&str; 13] = [
+pub const PINNED_MAPS: [&str; 14] = [
     "services",
     "dests",
     "dest_conns",
@@ -48,6 +48,7 @@ pub const PINNED_MAPS: [&str; 13] = [
     "timeouts",
     "settings",
     "stats",
+    "no_accept",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -88,10 +89,11 @@ pub enum Reason {
     DestGone = 15,
     NewConn = 16,
     IcmpNat = 17,
+    NoAccept = 18,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 18] = [
+    pub const ALL: [Reason; 19] = [
         Reason::NotIp,
         Reason::Malformed,
         Reason::Fragment,
@@ -110,6 +112,7 @@ impl Reason {
         Reason::DestGone,
         Reason::NewConn,
         Reason::IcmpNat,
+        Reason::NoAccept,
     ];
 
     /// A short name for logs and metrics.
@@ -133,6 +136,7 @@ impl Reason {
             Reason::DestGone => "dest_gone",
             Reason::NewConn => "new_conn",
             Reason::IcmpNat => "icmp_nat",
+            Reason::NoAccept => "no_accept",
         }
     }
 }
@@ -778,6 +782,31 @@ impl DataPlane {
         let mut map: Array<&mut MapData, u32> = Array::try_from(self.map_mut("settings")?)?;
         let g = map.get(&0, 0)?;
         map.set(0, g.wrapping_add(1), 0)?;
+        Ok(())
+    }
+
+    /// Drops (or stops dropping) traffic to `addr` that no virtual service takes: a VIP of
+    /// a VRRP master in no_accept mode.
+    pub fn set_no_accept(&mut self, addr: Ipv4Addr, on: bool) -> Result<(), Error> {
+        let mut map: HashMap<&mut MapData, u32, u8> =
+            HashMap::try_from(self.map_mut("no_accept")?)?;
+        let key = u32::from_ne_bytes(addr.octets());
+        if on {
+            map.insert(key, 1, 0)?;
+        } else {
+            let _ = map.remove(&key);
+        }
+        Ok(())
+    }
+
+    /// Forgets every no_accept address (at start: VRRP sets them again as it goes).
+    pub fn clear_no_accept(&mut self) -> Result<(), Error> {
+        let mut map: HashMap<&mut MapData, u32, u8> =
+            HashMap::try_from(self.map_mut("no_accept")?)?;
+        let keys: Vec<u32> = map.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let _ = map.remove(&k);
+        }
         Ok(())
     }
 

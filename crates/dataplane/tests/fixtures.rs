@@ -577,3 +577,31 @@ fn connection_thresholds_overload_and_recover() {
         .collect();
     assert!(back.contains(&RIPS[0]), "{back:?}");
 }
+
+/// no_accept: traffic to a refused VIP is dropped unless a virtual service takes it;
+/// VRRP adverts pass.
+#[test]
+fn no_accept_drops_what_no_service_takes() {
+    if !require_root("no_accept_drops_what_no_service_takes") {
+        return;
+    }
+    let mut dp = DataPlane::load().unwrap();
+    dp.put_service(&service(Method::Nat, &[1])).unwrap();
+    dp.set_no_accept(VIP, true).unwrap();
+    let other_port = tcp_frame(CLIENT, 50000, VIP, 22, SYN);
+    assert_eq!(dp.test_run(&other_port, 1).unwrap().verdict, Verdict::Drop);
+    let ping = ipv4_frame(1, CLIENT, VIP, &[8, 0, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(dp.test_run(&ping, 1).unwrap().verdict, Verdict::Drop);
+    let vrrp = ipv4_frame(112, CLIENT, VIP, &[0x21, 1, 100, 1, 0, 1, 0, 0]);
+    assert_eq!(dp.test_run(&vrrp, 1).unwrap().verdict, Verdict::Pass);
+    let service = tcp_frame(CLIENT, 50001, VIP, 80, SYN);
+    let out = dp.test_run(&service, 1).unwrap();
+    assert_eq!(
+        Parsed::of(&out.frame).dst,
+        RIPS[0],
+        "the service still works"
+    );
+    assert_eq!(dp.count(Reason::NoAccept).unwrap(), 2);
+    dp.set_no_accept(VIP, false).unwrap();
+    assert_eq!(dp.test_run(&other_port, 1).unwrap().verdict, Verdict::Pass);
+}

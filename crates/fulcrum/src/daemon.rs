@@ -198,17 +198,6 @@ struct Forwarding {
 
 async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow::Result<ExitCode> {
     let listener = bind_control(&control)?;
-    let vrrp = match state.config.keepalived.as_ref() {
-        Some(k) if !k.vrrp_instances.is_empty() => match crate::vrrp::start(k).await {
-            Ok(rt) => Some(rt),
-            Err(e) => {
-                let _ = std::fs::remove_file(&control);
-                return Err(e.context("cannot start VRRP"));
-            }
-        },
-        _ => None,
-    };
-    let vrrp_handle = vrrp.as_ref().map(crate::vrrp::Runtime::handle);
     let mut health = state
         .config
         .keepalived
@@ -237,6 +226,20 @@ async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow
     };
     let mut l4 = l4;
     let mut l4_handle = l4.as_ref().map(crate::l4::Runtime::handle);
+    // VRRP last: a no_accept master asks the data plane to refuse its VIPs.
+    let vrrp = match state.config.keepalived.as_ref() {
+        Some(k) if !k.vrrp_instances.is_empty() => {
+            match crate::vrrp::start(k, l4_handle.clone()).await {
+                Ok(rt) => Some(rt),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&control);
+                    return Err(e.context("cannot start VRRP"));
+                }
+            }
+        }
+        _ => None,
+    };
+    let vrrp_handle = vrrp.as_ref().map(crate::vrrp::Runtime::handle);
     let mut state = state;
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     state.services_changed = Some(changed_tx);
@@ -302,14 +305,15 @@ async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow
             },
         }
     }
+    // VRRP first: priority 0 hands the VIPs over while this node still forwards.
+    if let Some(rt) = vrrp {
+        rt.stop().await;
+    }
     if let Some(rt) = l4 {
         rt.stop(!forwarding.keep);
     }
     if let Some(rt) = health {
         rt.stop();
-    }
-    if let Some(rt) = vrrp {
-        rt.stop().await;
     }
     let _ = std::fs::remove_file(&control);
     info!("fulcrum stopped");

@@ -719,6 +719,13 @@ impl Handle {
         v
     }
 
+    /// no_accept: traffic to `addr` that no virtual service takes is dropped (`on`), or
+    /// accepted again.
+    pub fn set_no_accept(&self, addr: Ipv4Addr, on: bool) -> Result<(), String> {
+        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        s.dp.set_no_accept(addr, on).map_err(|e| e.to_string())
+    }
+
     /// A reload changed the virtual servers: the rules become the configuration's (edits
     /// made with ipvsadm are replaced), applied as a diff, with the new health checks'
     /// verdicts.
@@ -842,7 +849,12 @@ pub fn start(
     for w in &warnings {
         warn!("{w}");
     }
-    if rules.is_empty() {
+    // The data plane also serves VRRP's no_accept masters.
+    let no_accept = k
+        .vrrp_instances
+        .iter()
+        .any(|i| crate::vrrp::no_accept(k, i));
+    if rules.is_empty() && !no_accept {
         return Ok(None);
     }
     let dir = match bpf_dir {
@@ -850,6 +862,8 @@ pub fn start(
         None => default_bpf_dir()?,
     };
     let (mut dp, adopted) = DataPlane::load_pinned(&dir, Some(max_connections))?;
+    // VRRP refuses its VIPs again as its instances become master.
+    dp.clear_no_accept()?;
     let mut table = Table::default();
     if adopted {
         let specs = dp.installed()?;

@@ -166,6 +166,8 @@ struct Running {
     effect: Effect,
     /// Its vrrp_sync_group, if any.
     group: Option<usize>,
+    /// no_accept: while master, traffic to its IPv4 VIPs is refused by the data plane.
+    no_accept: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -626,7 +628,19 @@ async fn receive(iface: usize, socket: Arc<fulcrum_sys::AsyncSocket>, tx: mpsc::
 }
 
 /// Starts the runtime for every IPv4 vrrp_instance of the configuration.
-pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
+/// Whether an instance refuses traffic to its VIPs while master (keepalived's no_accept,
+/// the default under vrrp_strict); the address owner always accepts.
+pub fn no_accept(cfg: &KeepalivedConfig, i: &fulcrum_keepalived_conf::model::VrrpInstance) -> bool {
+    i.priority.get() != 255 && !i.accept.unwrap_or(!cfg.global_defs.vrrp_strict)
+}
+
+pub async fn start(
+    cfg: &KeepalivedConfig,
+    l4: Option<crate::l4::Handle>,
+) -> anyhow::Result<Runtime> {
+    if l4.is_none() && cfg.vrrp_instances.iter().any(|i| no_accept(cfg, i)) {
+        warn!("no_accept is not enforced: the XDP data plane is not running (--no-forwarding)");
+    }
     let (connection, handle, _) = rtnetlink::new_connection().context("netlink")?;
     tokio::spawn(connection);
     let mut interfaces: Vec<Interface> = Vec::new();
@@ -747,6 +761,7 @@ pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
             tracked: Vec::new(),
             effect: Effect::Priority(i.priority.get()),
             group: None,
+            no_accept: no_accept(cfg, i),
         });
         let r = running.last_mut().expect("just pushed");
         let group = cfg
@@ -845,6 +860,7 @@ pub async fn start(cfg: &KeepalivedConfig) -> anyhow::Result<Runtime> {
             interfaces,
             handle,
             vmacs,
+            l4,
         },
         running,
         trackers,
@@ -1100,6 +1116,8 @@ struct Io {
     handle: rtnetlink::Handle,
     /// VMAC interfaces this runtime created, deleted when it stops.
     vmacs: Vec<String>,
+    /// The data plane, which refuses the VIPs of no_accept masters.
+    l4: Option<crate::l4::Handle>,
 }
 
 fn reason_text(r: &Reason) -> String {
@@ -1170,8 +1188,10 @@ impl Io {
                             Err(e) => warn!(instance = %r.name, vip = %v.addr, "cannot add: {e}"),
                         }
                     }
+                    self.refuse(r, true);
                 }
                 Action::RemoveAddresses => {
+                    self.refuse(r, false);
                     for v in &r.vips {
                         if let Err(e) = self.remove(v, iface.index).await {
                             warn!(instance = %r.name, vip = %v.addr, "cannot remove: {e}");
@@ -1207,6 +1227,20 @@ impl Io {
                     );
                     r.last = Some((unix_now(), to, why));
                     self.notify(r, to);
+                }
+            }
+        }
+    }
+
+    /// no_accept: the data plane refuses (or accepts again) traffic to the IPv4 VIPs.
+    fn refuse(&self, r: &Running, on: bool) {
+        let (true, Some(l4)) = (r.no_accept, &self.l4) else {
+            return;
+        };
+        for v in &r.vips {
+            if let IpAddr::V4(a) = v.addr {
+                if let Err(e) = l4.set_no_accept(a, on) {
+                    warn!(instance = %r.name, vip = %v.addr, "no_accept: {e}");
                 }
             }
         }

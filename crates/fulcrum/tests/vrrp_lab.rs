@@ -830,3 +830,40 @@ fn checksum_mismatches_are_dropped_and_counted() {
         "{s}"
     );
 }
+
+/// no_accept: the master refuses traffic to its VIP (the data plane drops it) but still
+/// answers on its own address; with `accept` (keepalived's default) the VIP answers.
+#[test]
+fn no_accept_master_refuses_traffic_to_its_vip() {
+    if !require_root("no_accept_master_refuses_traffic_to_its_vip") {
+        return;
+    }
+    let mut r = reference::build(Deployment::KeepalivedHa, "noacc", Some(agent())).unwrap();
+    let d1 = r.directors[0].clone();
+    r.lab.serve(&d1, "director1", "0.0.0.0:9000", true).unwrap();
+    for (mode, answers) in [("no_accept", false), ("accept", true)] {
+        let dir = Scratch::new(&format!("noacc-{mode}"));
+        let conf = dir.0.join("keepalived.conf");
+        std::fs::write(&conf, config_with(3, &format!("    {mode}\n"))).unwrap();
+        let (p, _sock) = fulcrum(&mut r, &d1, &conf, "lb1", &dir);
+        assert!(
+            wait_for(Duration::from_secs(8), || holds_vip(&r, &d1)).is_some(),
+            "{mode}: director1 did not become master"
+        );
+        let client = r.client.clone();
+        let vip = r
+            .lab
+            .probe(&client, &format!("{VIP}:9000"), 1, true)
+            .unwrap()
+            .join(",");
+        assert_eq!(vip == "director1", answers, "{mode}: VIP answered {vip:?}");
+        let own = r
+            .lab
+            .probe(&client, "10.1.10.65:9000", 1, true)
+            .unwrap()
+            .join(",");
+        assert_eq!(own, "director1", "{mode}: its own address must answer");
+        p.signal("TERM").unwrap();
+        assert!(p.wait_timeout(Duration::from_secs(10)).is_some());
+    }
+}

@@ -20,6 +20,8 @@
 /* Scheduler tables (dh, sh: 256 buckets; mh: a prime, 65537), keyed by (service, slot). */
 #define MAX_TABLE_ENTRIES 4194304
 #define MAX_LOCALITY 65536
+#define MAX_NO_ACCEPT 4096
+#define IPPROTO_VRRP 112
 
 /* enum sched_kind: the fourteen IPVS schedulers. */
 enum sched_kind {
@@ -99,7 +101,8 @@ enum stat_reason {
 	STAT_DEST_GONE = 15,  /* the connection's real server was deleted: dropped, expired */
 	STAT_NEW_CONN = 16,   /* connections created */
 	STAT_ICMP_NAT = 17,   /* ICMP errors about a NAT connection, translated and sent */
-	STAT_MAX = 18,
+	STAT_NO_ACCEPT = 18,  /* to a VIP of a VRRP master in no_accept mode: dropped */
+	STAT_MAX = 19,
 };
 
 #endif

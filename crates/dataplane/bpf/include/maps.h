@@ -91,6 +91,20 @@ struct {
 	__uint(max_entries, STATE_MAX);
 } timeouts SEC(".maps");
 
+/* VIPs of VRRP instances that are master in no_accept mode: traffic to them that no
+ * virtual service takes is dropped (VRRP's own adverts excepted). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, __be32);
+	__type(value, __u8);
+	__uint(max_entries, MAX_NO_ACCEPT);
+} no_accept SEC(".maps");
+
+static __always_inline int refused(__be32 daddr)
+{
+	return bpf_map_lookup_elem(&no_accept, &daddr) != 0;
+}
+
 /* Settings written by the control plane: [0] the route generation (see struct conn). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
