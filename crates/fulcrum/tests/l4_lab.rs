@@ -291,6 +291,39 @@ fn hold(r: &mut Reference, dir: &Scratch, target: &str, ms: u32) -> (Process, Pa
     (p, log)
 }
 
+/// Reference deployment 1 with named real servers and fulcrum on the director running
+/// `algo` over both with weight 1.
+struct NatLab {
+    r: Reference,
+    dir: Scratch,
+    vip: String,
+    rips: Vec<String>,
+    daemon: Process,
+    sock: PathBuf,
+}
+
+fn nat_lab(label: &str, algo: &str) -> NatLab {
+    let mut r = reference::build(Deployment::LvsNat, label, Some(agent())).unwrap();
+    let dir = Scratch::new(label);
+    serve_names(&mut r);
+    let vip = r.vips[0].to_string();
+    let rips: Vec<String> = r.rips.iter().map(|a| a.to_string()).collect();
+    let (daemon, sock) = start(
+        &mut r,
+        &config(&vip, "NAT", algo, &[1, 1], &rips),
+        &dir,
+        label,
+    );
+    NatLab {
+        r,
+        dir,
+        vip,
+        rips,
+        daemon,
+        sock,
+    }
+}
+
 fn split(a: u32, b: u32) -> BTreeMap<String, u32> {
     [("rs1".to_string(), a), ("rs2".to_string(), b)]
         .into_iter()
@@ -305,17 +338,14 @@ fn ipvsadm_edits_take_effect_at_once() {
     if !require_root("ipvsadm_edits_take_effect_at_once") {
         return;
     }
-    let mut r = reference::build(Deployment::LvsNat, "l4edit", Some(agent())).unwrap();
-    let dir = Scratch::new("l4edit");
-    serve_names(&mut r);
-    let vip = r.vips[0].to_string();
-    let rips: Vec<String> = r.rips.iter().map(|a| a.to_string()).collect();
-    let (_daemon, sock) = start(
-        &mut r,
-        &config(&vip, "NAT", "rr", &[1, 1], &rips),
-        &dir,
-        "edit",
-    );
+    let NatLab {
+        r,
+        dir: _dir,
+        vip,
+        rips,
+        daemon: _daemon,
+        sock,
+    } = nat_lab("l4edit", "rr");
     let svc = format!("{vip}:80");
     let rs1 = format!("{}:80", rips[0]);
     let rs2 = format!("{}:80", rips[1]);
@@ -491,21 +521,18 @@ fn reload_applies_virtual_server_changes_without_dropping_connections() {
     if !require_root("reload_applies_virtual_server_changes_without_dropping_connections") {
         return;
     }
-    let mut r = reference::build(Deployment::LvsNat, "l4reload", Some(agent())).unwrap();
-    let dir = Scratch::new("l4reload");
-    serve_names(&mut r);
-    let vip = r.vips[0].to_string();
-    let rips: Vec<String> = r.rips.iter().map(|a| a.to_string()).collect();
-    let (_daemon, sock) = start(
-        &mut r,
-        &config(&vip, "NAT", "rr", &[1, 1], &rips),
-        &dir,
-        "reload",
-    );
+    let NatLab {
+        mut r,
+        dir,
+        vip,
+        rips,
+        daemon: _daemon,
+        sock,
+    } = nat_lab("l4reload", "rr");
     let (hold, hold_log) = hold(&mut r, &dir, &format!("{vip}:80"), 4000);
 
     std::fs::write(
-        dir.0.join("reload.conf"),
+        dir.0.join("l4reload.conf"),
         config(&vip, "NAT", "wrr", &[1, 2], &rips),
     )
     .unwrap();
@@ -538,17 +565,14 @@ fn hashing_sticks_and_deleting_a_server_expires_its_connections() {
     if !require_root("hashing_sticks_and_deleting_a_server_expires_its_connections") {
         return;
     }
-    let mut r = reference::build(Deployment::LvsNat, "l4stick", Some(agent())).unwrap();
-    let dir = Scratch::new("l4stick");
-    serve_names(&mut r);
-    let vip = r.vips[0].to_string();
-    let rips: Vec<String> = r.rips.iter().map(|a| a.to_string()).collect();
-    let (_daemon, sock) = start(
-        &mut r,
-        &config(&vip, "NAT", "sh", &[1, 1], &rips),
-        &dir,
-        "stick",
-    );
+    let NatLab {
+        mut r,
+        dir,
+        vip,
+        rips,
+        daemon: _daemon,
+        sock,
+    } = nat_lab("l4stick", "sh");
     let svc = format!("{vip}:80");
     let one_server = |r: &Reference| {
         let d = distribution_of(r, &vip, 20);
