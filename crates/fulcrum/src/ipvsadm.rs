@@ -49,6 +49,10 @@ pub fn run(args: Vec<String>) -> ExitCode {
             rest.push(a);
         }
     }
+    if rest.iter().any(|a| a == "-h" || a == "--help") {
+        usage("ipvsadm's command line against the running fulcrum daemon");
+        return ExitCode::SUCCESS;
+    }
     let lists = |a: &String| {
         matches!(
             a.as_str(),

@@ -93,9 +93,10 @@ pub struct RunArgs {
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log_level: String,
-    /// Do not load the XDP data plane: virtual_server rules are not forwarded (health
-    /// checks, VRRP and the control socket still run). By default the data plane is
-    /// attached to every interface of this network namespace except loopback.
+    /// Do not load the XDP data plane: virtual_server rules are not forwarded and
+    /// no_accept is not enforced (health checks, VRRP and the control socket still run).
+    /// By default the data plane is attached to every interface of this network namespace
+    /// except loopback (or those global_defs' fulcrum_xdp_interfaces names).
     #[arg(long)]
     pub no_forwarding: bool,
     /// Where the data plane's maps and links are pinned (a directory on a bpffs, mounted
