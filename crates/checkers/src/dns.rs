@@ -4,10 +4,8 @@
 
 use std::time::Duration;
 
-use fulcrum_health::Outcome;
-use tokio::net::UdpSocket;
-
 use crate::Target;
+use fulcrum_health::Outcome;
 
 /// The query types keepalived's DNS_CHECK knows, by name.
 pub fn query_type(name: &str) -> Option<u16> {
@@ -78,23 +76,10 @@ pub async fn check_dns(target: &Target, name: &str, qtype: u16, wait: Duration) 
         Ok(m) => m,
         Err(e) => return Outcome::Failure(e),
     };
-    let bind = target.bind.unwrap_or_else(|| {
-        if to.is_ipv4() {
-            "0.0.0.0:0".parse().expect("an address")
-        } else {
-            "[::]:0".parse().expect("an address")
-        }
-    });
-    let sock = match UdpSocket::bind(bind).await {
+    let sock = match crate::udp::send(target, &msg, "DNS").await {
         Ok(s) => s,
-        Err(e) => return Outcome::Failure(format!("DNS socket for {to}: {e}")),
+        Err(reason) => return Outcome::Failure(reason),
     };
-    if let Err(e) = sock.connect(to).await {
-        return Outcome::Failure(format!("DNS to {to}: {e}"));
-    }
-    if let Err(e) = sock.send(&msg).await {
-        return Outcome::Failure(format!("DNS query to {to}: {e}"));
-    }
     let mut buf = vec![0u8; 4096];
     match tokio::time::timeout(wait, sock.recv(&mut buf)).await {
         Ok(Ok(n)) => match judge(id, &buf[..n]) {
@@ -112,6 +97,7 @@ pub async fn check_dns(target: &Target, name: &str, qtype: u16, wait: Duration) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::net::UdpSocket;
 
     /// A server answering every query with `rcode` and `answers` records.
     async fn server(rcode: u8, answers: u16) -> std::net::SocketAddr {

@@ -27,8 +27,10 @@ pub fn unhex(text: &str) -> Vec<u8> {
         .collect()
 }
 
-/// Runs the check, waiting at most `wait` for a reply or a refusal.
-pub async fn check_udp(target: &Target, probe: &UdpProbe, wait: Duration) -> Outcome {
+/// Sends one datagram to the target from a socket connected to it (bound to the target's
+/// source address when it has one), for the reply to be read from; `what` names the check
+/// in failure reasons. Shared by UDP_CHECK and DNS_CHECK.
+pub(crate) async fn send(target: &Target, payload: &[u8], what: &str) -> Result<UdpSocket, String> {
     let to = target.connect;
     let bind = target.bind.unwrap_or_else(|| {
         if to.is_ipv4() {
@@ -37,16 +39,25 @@ pub async fn check_udp(target: &Target, probe: &UdpProbe, wait: Duration) -> Out
             "[::]:0".parse().expect("an address")
         }
     });
-    let sock = match UdpSocket::bind(bind).await {
+    let sock = UdpSocket::bind(bind)
+        .await
+        .map_err(|e| format!("{what} socket for {to}: {e}"))?;
+    sock.connect(to)
+        .await
+        .map_err(|e| format!("{what} to {to}: {e}"))?;
+    sock.send(payload)
+        .await
+        .map_err(|e| format!("{what} send to {to}: {e}"))?;
+    Ok(sock)
+}
+
+/// Runs the check, waiting at most `wait` for a reply or a refusal.
+pub async fn check_udp(target: &Target, probe: &UdpProbe, wait: Duration) -> Outcome {
+    let to = target.connect;
+    let sock = match send(target, &probe.payload, "UDP").await {
         Ok(s) => s,
-        Err(e) => return Outcome::Failure(format!("UDP socket for {to}: {e}")),
+        Err(reason) => return Outcome::Failure(reason),
     };
-    if let Err(e) = sock.connect(to).await {
-        return Outcome::Failure(format!("UDP to {to}: {e}"));
-    }
-    if let Err(e) = sock.send(&probe.payload).await {
-        return Outcome::Failure(format!("UDP send to {to}: {e}"));
-    }
     let mut buf = vec![0u8; 65536];
     match tokio::time::timeout(wait, sock.recv(&mut buf)).await {
         Ok(Ok(n)) => judge(to, probe, &buf[..n]),

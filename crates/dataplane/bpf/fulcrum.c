@@ -89,30 +89,20 @@ static __always_inline int fib_send(struct xdp_md *ctx, struct packet *p, __be32
 	return bpf_redirect(c->ifindex, 0);
 }
 
-static __always_inline void set_daddr(struct packet *p, __be32 addr, __be16 port)
+/* Rewrites one side of the flow (an address in the IP header and the port beside it in
+ * the L4 header) with incremental checksum updates; a UDP checksum of 0 stays 0. */
+static __always_inline void rewrite(struct packet *p, __be32 *addr, __be16 *port,
+				    __be32 to_addr, __be16 to_port)
 {
-	csum_replace4(&p->ip->check, p->ip->daddr, addr);
+	csum_replace4(&p->ip->check, *addr, to_addr);
 	if (*p->l4_csum || p->tcp) {
-		csum_replace4(p->l4_csum, p->ip->daddr, addr);
-		csum_replace2(p->l4_csum, *p->dport, port);
+		csum_replace4(p->l4_csum, *addr, to_addr);
+		csum_replace2(p->l4_csum, *port, to_port);
 		if (!p->tcp && !*p->l4_csum)
 			*p->l4_csum = 0xffff;
 	}
-	p->ip->daddr = addr;
-	*p->dport = port;
-}
-
-static __always_inline void set_saddr(struct packet *p, __be32 addr, __be16 port)
-{
-	csum_replace4(&p->ip->check, p->ip->saddr, addr);
-	if (*p->l4_csum || p->tcp) {
-		csum_replace4(p->l4_csum, p->ip->saddr, addr);
-		csum_replace2(p->l4_csum, *p->sport, port);
-		if (!p->tcp && !*p->l4_csum)
-			*p->l4_csum = 0xffff;
-	}
-	p->ip->saddr = addr;
-	*p->sport = port;
+	*addr = to_addr;
+	*port = to_port;
 }
 
 /* Client -> real server `d` on a tracked connection. */
@@ -133,7 +123,7 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct 
 			return XDP_TX;
 		return bpf_redirect(d->ifindex, 0);
 	}
-	set_daddr(p, c->rip, c->rport);
+	rewrite(p, &p->ip->daddr, p->dport, c->rip, c->rport);
 	int verdict = fib_send(ctx, p, c->rip, c);
 	if (verdict < 0) {
 		count(STAT_FIB_PASS);
@@ -167,7 +157,7 @@ static __always_inline int reply(struct xdp_md *ctx, struct packet *p, struct co
 	}
 send:
 	account(r->svc, r->dest, p->len, 1, 0);
-	set_saddr(p, r->vip, r->vport);
+	rewrite(p, &p->ip->saddr, p->sport, r->vip, r->vport);
 	int verdict = fib_send(ctx, p, r->client, r);
 	if (verdict < 0) {
 		count(STAT_FIB_PASS);

@@ -382,6 +382,25 @@ fn addr(be: u32) -> Ipv4Addr {
     Ipv4Addr::from(be.to_ne_bytes())
 }
 
+/// Room for `max_connections` connections: two entries each (NAT's replies), and a
+/// persistence template per two.
+fn size_tables(loader: &mut EbpfLoader, max_connections: u32) {
+    loader.map_max_entries("conns", max_connections.saturating_mul(2).max(1024));
+    loader.map_max_entries("persist", (max_connections / 2).max(1024));
+}
+
+/// Loads both entry points of the object into the kernel.
+fn load_programs(ebpf: &mut Ebpf) -> Result<(), Error> {
+    for name in [MAIN, EXPIRE] {
+        let program: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or(Error::Missing("an XDP program"))?
+            .try_into()?;
+        program.load()?;
+    }
+    Ok(())
+}
+
 /// The loaded program and its maps.
 #[derive(Debug)]
 pub struct DataPlane {
@@ -402,17 +421,10 @@ impl DataPlane {
 
     /// As [`DataPlane::load`], with room for `max_connections` connections.
     pub fn load_sized(max_connections: u32) -> Result<DataPlane, Error> {
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries("conns", max_connections.saturating_mul(2).max(1024))
-            .map_max_entries("persist", (max_connections / 2).max(1024))
-            .load(PROGRAM)?;
-        for name in [MAIN, EXPIRE] {
-            let program: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or(Error::Missing("an XDP program"))?
-                .try_into()?;
-            program.load()?;
-        }
+        let mut loader = EbpfLoader::new();
+        size_tables(&mut loader, max_connections);
+        let mut ebpf = loader.load(PROGRAM)?;
+        load_programs(&mut ebpf)?;
         let mut dp = DataPlane {
             ebpf,
             table_sizes: Default::default(),
@@ -438,20 +450,13 @@ impl DataPlane {
         let paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|n| (*n, dir.join(n))).collect();
         let mut loader = EbpfLoader::new();
         if let Some(n) = max_connections {
-            loader.map_max_entries("conns", n.saturating_mul(2).max(1024));
-            loader.map_max_entries("persist", (n / 2).max(1024));
+            size_tables(&mut loader, n);
         }
         for (name, path) in &paths {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(PROGRAM)?;
-        for name in [MAIN, EXPIRE] {
-            let program: &mut Xdp = ebpf
-                .program_mut(name)
-                .ok_or(Error::Missing("an XDP program"))?
-                .try_into()?;
-            program.load()?;
-        }
+        load_programs(&mut ebpf)?;
         let mut dp = DataPlane {
             ebpf,
             table_sizes: Default::default(),
@@ -684,7 +689,8 @@ impl DataPlane {
                     }
                     None => Dest::default(),
                 };
-                if slot >= spec.dests.len() && before == Dest::default() {
+                // Unchanged slots (most of them, on a weight change) are not rewritten.
+                if d == before {
                     continue;
                 }
                 dests.set(index, d, 0)?;
@@ -937,6 +943,14 @@ impl DataPlane {
                 )
             })
             .collect())
+    }
+
+    /// How many connections the table holds (two entries each, for NAT's replies).
+    pub fn max_connections(&self) -> u32 {
+        match self.ebpf.map("conns") {
+            Some(Map::LruHashMap(d)) => d.info().map_or(0, |i| i.max_entries() / 2),
+            _ => 0,
+        }
     }
 
     /// The kernel memory each map holds (its `memlock` in fdinfo), largest first.

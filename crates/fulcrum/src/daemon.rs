@@ -344,7 +344,8 @@ async fn client(
             Ok(r) if r.command == "ipvs" => match &l4 {
                 Some(h) => {
                     let h = h.clone();
-                    match tokio::task::spawn_blocking(move || h.listing()).await {
+                    let connections = r.args.iter().flatten().any(|a| a == "connections");
+                    match tokio::task::spawn_blocking(move || h.listing(connections)).await {
                         Ok(v) => Response::ok(v),
                         Err(e) => Response::error(format!("listing failed: {e}")),
                     }

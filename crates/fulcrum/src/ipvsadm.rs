@@ -12,7 +12,7 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use crate::control::{call, call_with, DEFAULT_SOCKET};
+use crate::control::{call_with, DEFAULT_SOCKET};
 
 /// What a listing shows.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -122,7 +122,12 @@ fn list(socket: &Path, args: &[String]) -> ExitCode {
             other => return usage(&format!("ipvsadm: invalid option -- '{other}'")),
         }
     }
-    let response = match call(socket, "ipvs") {
+    let args = if l.connections {
+        vec![vec!["connections".to_string()]]
+    } else {
+        Vec::new()
+    };
+    let response = match call_with(socket, "ipvs", args) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("ipvsadm: {e:#}");

@@ -485,7 +485,10 @@ impl Table {
     }
 
     /// The services as `fulcrum ipvsadm` lists them, with counters.
-    pub fn listing(&self, dp: &DataPlane) -> Value {
+    ///
+    /// The connection table (up to a million entries) is read only when `connections` asks
+    /// for it (`ipvsadm -Lnc`), not for every listing.
+    pub fn listing(&self, dp: &DataPlane, connections: bool) -> Value {
         let mut keys: Vec<&RuleKey> = self.installed.keys().collect();
         keys.sort();
         let traffic = |t: fulcrum_dataplane::Traffic| {
@@ -532,9 +535,12 @@ impl Table {
                 })
             })
             .collect();
-        let conns: Vec<Value> = dp
-            .connections()
-            .unwrap_or_default()
+        let all = if connections {
+            dp.connections().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let conns: Vec<Value> = all
             .into_iter()
             .map(|c| {
                 json!({
@@ -548,9 +554,12 @@ impl Table {
             })
             .collect();
         let by_id: HashMap<u32, &Installed> = self.installed.values().map(|i| (i.id, i)).collect();
-        let templates: Vec<Value> = dp
-            .templates()
-            .unwrap_or_default()
+        let templates = if connections {
+            dp.templates().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let templates: Vec<Value> = templates
             .into_iter()
             .filter_map(|(svc, client, slot, left)| {
                 let i = by_id.get(&svc)?;
@@ -587,7 +596,7 @@ impl Table {
         json!({
             "neighbours": neighbours,
             "packets": packets,
-            "size": 1_048_576,
+            "size": dp.max_connections(),
             "services": services,
             "connections": conns,
             "templates": templates,
@@ -708,9 +717,9 @@ pub struct Handle {
 }
 
 impl Handle {
-    pub fn listing(&self) -> Value {
+    pub fn listing(&self, connections: bool) -> Value {
         let s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        let mut v = s.table.listing(&s.dp);
+        let mut v = s.table.listing(&s.dp, connections);
         v["interfaces"] = s
             .interfaces
             .iter()
@@ -801,29 +810,6 @@ impl Handle {
         s.rules = rules;
         Ok(())
     }
-}
-
-/// The IPv4 routes and neighbours of this namespace, as text to compare: when it changes,
-/// next hops cached in connections are dropped. (Neighbour states age without changing
-/// MACs, so only the addresses, MACs and devices count.)
-fn routing_state() -> String {
-    let route = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
-    let arp = std::fs::read_to_string("/proc/net/arp").unwrap_or_default();
-    let mut neighbours: Vec<String> = arp
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            format!(
-                "{} {} {}",
-                f.first().unwrap_or(&""),
-                f.get(3).unwrap_or(&""),
-                f.get(5).unwrap_or(&"")
-            )
-        })
-        .collect();
-    neighbours.sort();
-    route + &neighbours.join("\n")
 }
 
 /// Sends one empty datagram to the discard port of each address, so the kernel resolves
@@ -951,7 +937,9 @@ fn keep_up(shared: Arc<Mutex<Shared>>, stop: Arc<std::sync::atomic::AtomicBool>)
     let mut swept = Instant::now();
     let mut prodded = Instant::now();
     let mut estimated = Instant::now();
-    let mut last_routes = routing_state();
+    // Routes and resolved neighbours as last seen: when they change, next hops cached by
+    // NAT connections are dropped, and DR slots get the new MACs.
+    let mut last_routing = (String::new(), read_links());
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         let health = shared
@@ -960,6 +948,14 @@ fn keep_up(shared: Arc<Mutex<Shared>>, stop: Arc<std::sync::atomic::AtomicBool>)
             .health
             .clone();
         let now = health.as_ref().map(|h| h.verdicts());
+        // The files are read before taking the lock, once a second.
+        let tick = swept.elapsed() >= Duration::from_secs(1);
+        let routing = tick.then(|| {
+            (
+                std::fs::read_to_string("/proc/net/route").unwrap_or_default(),
+                read_links(),
+            )
+        });
         let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
         let Shared {
             dp,
@@ -974,23 +970,18 @@ fn keep_up(shared: Arc<Mutex<Shared>>, stop: Arc<std::sync::atomic::AtomicBool>)
             }
             *verdicts = now;
         }
-        if swept.elapsed() >= Duration::from_secs(1) {
-            // Next hops cached by NAT connections follow route and neighbour changes.
-            let routes = routing_state();
-            if routes != last_routes {
+        if let Some(routing) = routing {
+            if routing != last_routing {
                 if let Err(e) = dp.bump_route_generation() {
                     warn!("cannot refresh cached next hops: {e}");
                 }
-                last_routes = routes;
-            }
-            if !table.dr_addresses().is_empty() {
-                let links = read_links();
-                if links != table.links {
-                    table.links = links;
+                if routing.1 != table.links && !table.dr_addresses().is_empty() {
+                    table.links = routing.1.clone();
                     if let Err(e) = table.apply(dp, rules, verdicts) {
                         warn!("cannot apply neighbour changes to the data plane: {e}");
                     }
                 }
+                last_routing = routing;
             }
             if let Err(e) = dp.sweep() {
                 warn!("connection sweep: {e}");

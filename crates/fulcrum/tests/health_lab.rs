@@ -6,7 +6,7 @@
 //! and quorum_up run. Root only; bounded in time; everything is removed afterwards.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -61,24 +61,12 @@ fn checkers_take_dead_servers_out_and_put_them_back() {
     );
     let path = dir.0.join("keepalived.conf");
     std::fs::write(&path, conf).unwrap();
-    let sock: PathBuf = dir.0.join("fulcrum.sock");
-    let log = dir.0.join("fulcrum.log");
     let director = r.directors[0].clone();
-    let _daemon = r
-        .lab
-        .spawn(
-            &director,
-            &[
-                env!("CARGO_BIN_EXE_fulcrum").as_ref(),
-                "run".as_ref(),
-                "-f".as_ref(),
-                path.as_os_str(),
-                "--control".as_ref(),
-                sock.as_os_str(),
-            ],
-            Some(&log),
-        )
-        .unwrap();
+    let common::Daemon {
+        process: _daemon,
+        sock,
+        log,
+    } = common::spawn_fulcrum(&mut r.lab, &director, &path, &dir.0, "fulcrum", &[]);
     let both = wait_for(Duration::from_secs(20), || {
         let l = ipvsadm(&sock);
         l.contains(&format!("  -> {rip1}:80")) && l.contains(&format!("  -> {rip2}:80"))
@@ -170,24 +158,12 @@ fn misc_dynamic_weights_and_quorum_scripts() {
     );
     let path = dir.0.join("keepalived.conf");
     std::fs::write(&path, conf).unwrap();
-    let sock: PathBuf = dir.0.join("fulcrum.sock");
-    let log = dir.0.join("fulcrum.log");
     let director = r.directors[0].clone();
-    let _daemon = r
-        .lab
-        .spawn(
-            &director,
-            &[
-                env!("CARGO_BIN_EXE_fulcrum").as_ref(),
-                "run".as_ref(),
-                "-f".as_ref(),
-                path.as_os_str(),
-                "--control".as_ref(),
-                sock.as_os_str(),
-            ],
-            Some(&log),
-        )
-        .unwrap();
+    let common::Daemon {
+        process: _daemon,
+        sock,
+        log,
+    } = common::spawn_fulcrum(&mut r.lab, &director, &path, &dir.0, "fulcrum", &[]);
     let row = |rip: &str, w: u32| format!("  -> {:<28} Masq    {w:<6} ", format!("{rip}:80"));
     let weighted = wait_for(Duration::from_secs(10), || {
         ipvsadm(&sock).contains(&row(&rip1, 2))

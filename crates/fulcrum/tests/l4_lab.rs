@@ -35,24 +35,12 @@ fn config(vip: &str, kind: &str, algo: &str, weights: &[u32], rips: &[String]) -
 fn start(r: &mut Reference, conf: &str, dir: &Scratch, id: &str) -> (Process, PathBuf) {
     let path = dir.0.join(format!("{id}.conf"));
     std::fs::write(&path, conf).unwrap();
-    let sock = dir.0.join(format!("{id}.sock"));
-    let log = dir.0.join(format!("{id}.log"));
     let director = r.directors[0].clone();
-    let p = r
-        .lab
-        .spawn(
-            &director,
-            &[
-                env!("CARGO_BIN_EXE_fulcrum").as_ref(),
-                "run".as_ref(),
-                "-f".as_ref(),
-                path.as_os_str(),
-                "--control".as_ref(),
-                sock.as_os_str(),
-            ],
-            Some(&log),
-        )
-        .unwrap();
+    let common::Daemon {
+        process: p,
+        sock,
+        log,
+    } = common::spawn_fulcrum(&mut r.lab, &director, &path, &dir.0, id, &[]);
     let up = wait_for(Duration::from_secs(20), || {
         ipvsadm(&sock, &["-Ln"]).contains("  -> ")
     });
@@ -633,25 +621,8 @@ fn deployment_3_serves_both_vips_and_fails_over() {
     let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
     let mut daemons = Vec::new();
     for (host, id) in [(&d1, "lb1"), (&d2, "lb2")] {
-        let sock = dir.0.join(format!("{id}.sock"));
-        let p = r
-            .lab
-            .spawn(
-                host,
-                &[
-                    env!("CARGO_BIN_EXE_fulcrum").as_ref(),
-                    "run".as_ref(),
-                    "-f".as_ref(),
-                    conf.as_os_str(),
-                    "-i".as_ref(),
-                    id.as_ref(),
-                    "--control".as_ref(),
-                    sock.as_os_str(),
-                ],
-                Some(&dir.0.join(format!("{id}.log"))),
-            )
-            .unwrap();
-        daemons.push(p);
+        let d = common::spawn_fulcrum(&mut r.lab, host, &conf, &dir.0, id, &["-i", id]);
+        daemons.push(d.process);
     }
     let holds = |r: &Reference, host: &fulcrum_lab::Host, vip: &str| {
         r.lab

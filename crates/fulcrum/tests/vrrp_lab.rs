@@ -58,26 +58,8 @@ fn fulcrum(
     id: &str,
     dir: &Scratch,
 ) -> (Process, PathBuf) {
-    let sock = dir.0.join(format!("{id}.sock"));
-    let log = dir.0.join(format!("{id}.log"));
-    let p = r
-        .lab
-        .spawn(
-            host,
-            &[
-                env!("CARGO_BIN_EXE_fulcrum").as_ref(),
-                "run".as_ref(),
-                "-f".as_ref(),
-                conf.as_os_str(),
-                "-i".as_ref(),
-                id.as_ref(),
-                "--control".as_ref(),
-                sock.as_os_str(),
-            ],
-            Some(&log),
-        )
-        .unwrap();
-    (p, sock)
+    let d = common::spawn_fulcrum(&mut r.lab, host, conf, &dir.0, id, &["-i", id]);
+    (d.process, d.sock)
 }
 
 fn keepalived(

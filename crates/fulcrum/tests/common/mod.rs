@@ -55,3 +55,35 @@ pub fn installed(program: &str) -> bool {
     }
     found
 }
+
+/// A `fulcrum run` started in a lab host: its process, control socket and log.
+pub struct Daemon {
+    pub process: fulcrum_lab::Process,
+    pub sock: PathBuf,
+    pub log: PathBuf,
+}
+
+/// Starts `fulcrum run -f CONF --control DIR/ID.sock [EXTRA...]` in `host`, logging to
+/// DIR/ID.log. It is killed when the lab drops.
+pub fn spawn_fulcrum(
+    lab: &mut fulcrum_lab::Lab,
+    host: &fulcrum_lab::Host,
+    conf: &Path,
+    dir: &Path,
+    id: &str,
+    extra: &[&str],
+) -> Daemon {
+    let sock = dir.join(format!("{id}.sock"));
+    let log = dir.join(format!("{id}.log"));
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        env!("CARGO_BIN_EXE_fulcrum").as_ref(),
+        "run".as_ref(),
+        "-f".as_ref(),
+        conf.as_os_str(),
+        "--control".as_ref(),
+        sock.as_os_str(),
+    ];
+    args.extend(extra.iter().map(|a| std::ffi::OsStr::new(*a)));
+    let process = lab.spawn(host, &args, Some(&log)).unwrap();
+    Daemon { process, sock, log }
+}
