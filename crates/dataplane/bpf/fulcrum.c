@@ -238,6 +238,25 @@ static __always_inline int to_kernel(struct packet *p)
 	return XDP_PASS;
 }
 
+/* IPv6 goes to the kernel, unless it is for the VIP of a no_accept master: then only
+ * VRRP and neighbour discovery pass (RFC 5798 6.4.3: the master answers neighbour
+ * solicitations for its VIPs even when it does not accept their traffic). */
+static __always_inline int ipv6_to_kernel(void *l3, void *end)
+{
+	struct ipv6hdr *ip6 = HEADER(l3, end, struct ipv6hdr);
+	if (!ip6 || ip6->nexthdr == IPPROTO_VRRP)
+		return XDP_PASS;
+	if (!bpf_map_lookup_elem(&no_accept6, &ip6->daddr))
+		return XDP_PASS;
+	if (ip6->nexthdr == IPPROTO_ICMPV6) {
+		struct icmphdr *icmp = HEADER(ip6 + 1, end, struct icmphdr);
+		if (icmp && (icmp->type == ND_NEIGHBOR_SOLICIT || icmp->type == ND_NEIGHBOR_ADVERT))
+			return XDP_PASS;
+	}
+	count(STAT_NO_ACCEPT);
+	return XDP_DROP;
+}
+
 /* The real server a new flow goes to: a persistence template, else the scheduler. */
 static __always_inline __s32 choose(const struct service_value *sv, struct packet *p, __u64 now)
 {
@@ -369,7 +388,7 @@ int xdp_fulcrum(struct xdp_md *ctx)
 	}
 	if (p.eth->h_proto == ETH_P_IPV6_BE) {
 		count(STAT_IPV6);
-		return XDP_PASS;
+		return ipv6_to_kernel(p.eth + 1, end);
 	}
 	if (p.eth->h_proto != ETH_P_IP_BE) {
 		count(STAT_NOT_IP);

@@ -11,7 +11,7 @@
 
 pub mod abi;
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -34,7 +34,7 @@ const EXPIRE: &str = "xdp_expire";
 
 /// Every map of the program that holds state: pinned by name under the instance's
 /// directory, so a restarted daemon adopts them.
-pub const PINNED_MAPS: [&str; 14] = [
+pub const PINNED_MAPS: [&str; 15] = [
     "services",
     "dests",
     "dest_conns",
@@ -49,6 +49,7 @@ pub const PINNED_MAPS: [&str; 14] = [
     "settings",
     "stats",
     "no_accept",
+    "no_accept6",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -792,15 +793,30 @@ impl DataPlane {
     }
 
     /// Drops (or stops dropping) traffic to `addr` that no virtual service takes: a VIP of
-    /// a VRRP master in no_accept mode.
-    pub fn set_no_accept(&mut self, addr: Ipv4Addr, on: bool) -> Result<(), Error> {
-        let mut map: HashMap<&mut MapData, u32, u8> =
-            HashMap::try_from(self.map_mut("no_accept")?)?;
-        let key = u32::from_ne_bytes(addr.octets());
-        if on {
-            map.insert(key, 1, 0)?;
-        } else {
-            let _ = map.remove(&key);
+    /// a VRRP master in no_accept mode. For an IPv6 address, VRRP and neighbour
+    /// discovery still pass.
+    pub fn set_no_accept(&mut self, addr: IpAddr, on: bool) -> Result<(), Error> {
+        match addr {
+            IpAddr::V4(a) => {
+                let mut map: HashMap<&mut MapData, u32, u8> =
+                    HashMap::try_from(self.map_mut("no_accept")?)?;
+                let key = u32::from_ne_bytes(a.octets());
+                if on {
+                    map.insert(key, 1, 0)?;
+                } else {
+                    let _ = map.remove(&key);
+                }
+            }
+            IpAddr::V6(a) => {
+                let mut map: HashMap<&mut MapData, [u8; 16], u8> =
+                    HashMap::try_from(self.map_mut("no_accept6")?)?;
+                let key = a.octets();
+                if on {
+                    map.insert(key, 1, 0)?;
+                } else {
+                    let _ = map.remove(&key);
+                }
+            }
         }
         Ok(())
     }
@@ -810,6 +826,12 @@ impl DataPlane {
         let mut map: HashMap<&mut MapData, u32, u8> =
             HashMap::try_from(self.map_mut("no_accept")?)?;
         let keys: Vec<u32> = map.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let _ = map.remove(&k);
+        }
+        let mut map: HashMap<&mut MapData, [u8; 16], u8> =
+            HashMap::try_from(self.map_mut("no_accept6")?)?;
+        let keys: Vec<[u8; 16]> = map.keys().filter_map(Result::ok).collect();
         for k in keys {
             let _ = map.remove(&k);
         }

@@ -587,7 +587,7 @@ fn no_accept_drops_what_no_service_takes() {
     }
     let mut dp = DataPlane::load().unwrap();
     dp.put_service(&service(Method::Nat, &[1])).unwrap();
-    dp.set_no_accept(VIP, true).unwrap();
+    dp.set_no_accept(VIP.into(), true).unwrap();
     let other_port = tcp_frame(CLIENT, 50000, VIP, 22, SYN);
     assert_eq!(dp.test_run(&other_port, 1).unwrap().verdict, Verdict::Drop);
     let ping = ipv4_frame(1, CLIENT, VIP, &[8, 0, 0, 0, 0, 0, 0, 0]);
@@ -602,6 +602,52 @@ fn no_accept_drops_what_no_service_takes() {
         "the service still works"
     );
     assert_eq!(dp.count(Reason::NoAccept).unwrap(), 2);
-    dp.set_no_accept(VIP, false).unwrap();
+    dp.set_no_accept(VIP.into(), false).unwrap();
     assert_eq!(dp.test_run(&other_port, 1).unwrap().verdict, Verdict::Pass);
+}
+
+/// no_accept for an IPv6 VIP: its traffic is dropped, except VRRP and the neighbour
+/// discovery the master must still answer; other addresses are untouched.
+#[test]
+fn no_accept_for_ipv6_vips() {
+    if !require_root("no_accept_for_ipv6_vips") {
+        return;
+    }
+    let vip6: std::net::Ipv6Addr = "2001:db8::88".parse().unwrap();
+    let other: std::net::Ipv6Addr = "2001:db8::89".parse().unwrap();
+    let client6: std::net::Ipv6Addr = "2001:db8::2".parse().unwrap();
+    let mut dp = DataPlane::load().unwrap();
+    dp.set_no_accept(vip6.into(), true).unwrap();
+    let tcp = [0u8; 20];
+    let verdict = |dp: &DataPlane, f: &[u8]| dp.test_run(f, 1).unwrap().verdict;
+    assert_eq!(
+        verdict(&dp, &ipv6_frame(6, client6, vip6, &tcp)),
+        Verdict::Drop
+    );
+    let echo = [128u8, 0, 0, 0, 0, 0, 0, 0];
+    assert_eq!(
+        verdict(&dp, &ipv6_frame(58, client6, vip6, &echo)),
+        Verdict::Drop
+    );
+    let mut solicit = vec![135u8, 0, 0, 0, 0, 0, 0, 0];
+    solicit.extend_from_slice(&vip6.octets());
+    assert_eq!(
+        verdict(&dp, &ipv6_frame(58, client6, vip6, &solicit)),
+        Verdict::Pass
+    );
+    let vrrp = [0x31u8, 1, 100, 1, 0, 100, 0, 0];
+    assert_eq!(
+        verdict(&dp, &ipv6_frame(112, client6, vip6, &vrrp)),
+        Verdict::Pass
+    );
+    assert_eq!(
+        verdict(&dp, &ipv6_frame(6, client6, other, &tcp)),
+        Verdict::Pass
+    );
+    assert_eq!(dp.count(Reason::NoAccept).unwrap(), 2);
+    dp.clear_no_accept().unwrap();
+    assert_eq!(
+        verdict(&dp, &ipv6_frame(6, client6, vip6, &tcp)),
+        Verdict::Pass
+    );
 }

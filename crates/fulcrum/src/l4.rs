@@ -730,7 +730,7 @@ impl Handle {
 
     /// no_accept: traffic to `addr` that no virtual service takes is dropped (`on`), or
     /// accepted again.
-    pub fn set_no_accept(&self, addr: Ipv4Addr, on: bool) -> Result<(), String> {
+    pub fn set_no_accept(&self, addr: std::net::IpAddr, on: bool) -> Result<(), String> {
         let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         s.dp.set_no_accept(addr, on).map_err(|e| e.to_string())
     }

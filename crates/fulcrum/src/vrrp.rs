@@ -146,11 +146,60 @@ struct Interface {
     v6: Option<(Ipv6Addr, Arc<fulcrum_sys::AsyncSocket>)>,
     arp: Option<fulcrum_sys::PacketSocket>,
     ndisc: Option<fulcrum_sys::PacketSocket>,
+    /// The link-local source of its neighbour advertisements.
+    ndisc_source: Option<Ipv6Addr>,
+}
+
+/// The index of the entry for interface `name`, added if new.
+fn interface_entry(interfaces: &mut Vec<Interface>, name: &str) -> anyhow::Result<usize> {
+    if let Some(idx) = interfaces.iter().position(|f| f.name == name) {
+        return Ok(idx);
+    }
+    let index = fulcrum_sys::if_index(name).with_context(|| format!("interface {name}"))?;
+    interfaces.push(Interface {
+        name: name.to_string(),
+        index,
+        mac: mac_of(name)?,
+        v4: None,
+        v6: None,
+        arp: None,
+        ndisc: None,
+        ndisc_source: None,
+    });
+    Ok(interfaces.len() - 1)
+}
+
+/// Opens what announces VIPs on the interface: the gratuitous ARP socket for IPv4, the
+/// neighbour advertisement socket and its link-local source for IPv6.
+async fn announcer(
+    handle: &rtnetlink::Handle,
+    iface: &mut Interface,
+    v6: bool,
+) -> anyhow::Result<()> {
+    let name = &iface.name;
+    if v6 && iface.ndisc.is_none() {
+        let source = link_local(handle, iface.index)
+            .await
+            .with_context(|| format!("interface {name}"))?;
+        iface.ndisc_source = Some(source);
+        iface.ndisc = fulcrum_sys::PacketSocket::open(iface.index, fulcrum_sys::ETH_P_IPV6)
+            .map_err(|e| warn!("{name}: no neighbour advertisements: {e}"))
+            .ok();
+    }
+    if !v6 && iface.arp.is_none() {
+        iface.arp = fulcrum_sys::PacketSocket::open(iface.index, fulcrum_sys::ETH_P_ARP)
+            .map_err(|e| warn!("{name}: no gratuitous ARP: {e}"))
+            .ok();
+    }
+    Ok(())
 }
 
 struct Running {
     name: String,
+    /// Where its adverts go out and come in.
     iface: usize,
+    /// Where its VIPs are added and announced: the same, or its VMAC with vmac_xmit_base.
+    vip_iface: usize,
     inst: Instance,
     vips: Vec<VirtualAddress>,
     peers: Vec<IpAddr>,
@@ -659,8 +708,10 @@ pub async fn start(
             .first()
             .is_some_and(|a| a.addr.is_ipv6());
         // With use_vmac the instance lives on its macvlan; adverts keep the base
-        // interface's address as their source.
+        // interface's address as their source. With vmac_xmit_base the adverts go out
+        // (and come in) on the base interface, and only the VIPs live on the macvlan.
         let mut base_source = None;
+        let mut vip_ifname = None;
         let ifname = match &i.use_vmac {
             None => ifname,
             Some(name) => {
@@ -671,28 +722,25 @@ pub async fn start(
                 let base_index = fulcrum_sys::if_index(&ifname)
                     .with_context(|| format!("interface {ifname}"))?;
                 ensure_vmac(&handle, &vmac, &ifname, base_index, virtual_mac(vrid, v6)).await?;
-                if !v6 {
-                    base_source = Some(primary_v4(&handle, base_index).await?);
-                }
                 vmacs.push(vmac.clone());
-                vmac
+                if i.vmac_xmit_base {
+                    vip_ifname = Some(vmac);
+                    ifname
+                } else {
+                    if !v6 {
+                        base_source = Some(primary_v4(&handle, base_index).await?);
+                    }
+                    vmac
+                }
             }
         };
-        let idx = match interfaces.iter().position(|f| f.name == ifname) {
-            Some(idx) => idx,
-            None => {
-                let index = fulcrum_sys::if_index(&ifname)
-                    .with_context(|| format!("interface {ifname}"))?;
-                interfaces.push(Interface {
-                    name: ifname.clone(),
-                    index,
-                    mac: mac_of(&ifname)?,
-                    v4: None,
-                    v6: None,
-                    arp: None,
-                    ndisc: None,
-                });
-                interfaces.len() - 1
+        let idx = interface_entry(&mut interfaces, &ifname)?;
+        let vip_idx = match &vip_ifname {
+            None => idx,
+            Some(name) => {
+                let k = interface_entry(&mut interfaces, name)?;
+                announcer(&handle, &mut interfaces[k], v6).await?;
+                k
             }
         };
         let iface = &mut interfaces[idx];
@@ -703,9 +751,7 @@ pub async fn start(
             let socket = Arc::new(open_socket_v6(&ifname, iface.index, source)?);
             tokio::spawn(receive_v6(idx, Arc::clone(&socket), rx_tx.clone()));
             iface.v6 = Some((source, socket));
-            iface.ndisc = fulcrum_sys::PacketSocket::open(iface.index, fulcrum_sys::ETH_P_IPV6)
-                .map_err(|e| warn!("{ifname}: no neighbour advertisements: {e}"))
-                .ok();
+            announcer(&handle, iface, true).await?;
         }
         if !v6 && iface.v4.is_none() {
             let primary = match base_source {
@@ -717,9 +763,7 @@ pub async fn start(
             let socket = Arc::new(open_socket(&ifname, iface.index, primary)?);
             tokio::spawn(receive(idx, Arc::clone(&socket), rx_tx.clone()));
             iface.v4 = Some((primary, socket));
-            iface.arp = fulcrum_sys::PacketSocket::open(iface.index, fulcrum_sys::ETH_P_ARP)
-                .map_err(|e| warn!("{ifname}: no gratuitous ARP: {e}"))
-                .ok();
+            announcer(&handle, iface, false).await?;
         }
         let source: IpAddr = match (v6, i.unicast_src_ip.or(i.mcast_src_ip)) {
             (false, Some(a @ IpAddr::V4(_))) | (true, Some(a @ IpAddr::V6(_))) => a,
@@ -746,6 +790,7 @@ pub async fn start(
         running.push(Running {
             name: i.name.clone(),
             iface: idx,
+            vip_iface: vip_idx,
             inst: Instance::new(config),
             vips: i.virtual_ipaddress.clone(),
             peers: i.unicast_peers.iter().map(|p| p.addr).collect(),
@@ -949,7 +994,7 @@ async fn run(
         if r.inst.config().priority.get() == 255 {
             continue;
         }
-        let index = io.interfaces[r.iface].index;
+        let index = io.interfaces[r.vip_iface].index;
         for v in &r.vips {
             if let Err(e) = io.remove(v, index).await {
                 debug!(instance = %r.name, vip = %v.addr, "no stale address removed: {e}");
@@ -1138,6 +1183,7 @@ impl Io {
     /// Carries out an instance's actions, in order.
     async fn carry_out(&self, r: &mut Running, actions: Vec<Action>) {
         let iface = &self.interfaces[r.iface];
+        let vip_iface = &self.interfaces[r.vip_iface];
         for a in actions {
             match a {
                 Action::SendAdvert { priority } => {
@@ -1178,8 +1224,8 @@ impl Io {
                     for v in &r.vips {
                         let prefix = v.prefix.unwrap_or(if v.addr.is_ipv4() { 32 } else { 128 });
                         let index = match &v.dev {
-                            Some(d) => fulcrum_sys::if_index(d).unwrap_or(iface.index),
-                            None => iface.index,
+                            Some(d) => fulcrum_sys::if_index(d).unwrap_or(vip_iface.index),
+                            None => vip_iface.index,
                         };
                         let req = self.handle.address().add(index, v.addr, prefix);
                         match req.execute().await {
@@ -1193,7 +1239,7 @@ impl Io {
                 Action::RemoveAddresses => {
                     self.refuse(r, false);
                     for v in &r.vips {
-                        if let Err(e) = self.remove(v, iface.index).await {
+                        if let Err(e) = self.remove(v, vip_iface.index).await {
                             warn!(instance = %r.name, vip = %v.addr, "cannot remove: {e}");
                         }
                     }
@@ -1201,12 +1247,15 @@ impl Io {
                 Action::Announce { count } => {
                     for _ in 0..count {
                         for v in &r.vips {
-                            let sent = match (v.addr, &iface.arp, &iface.ndisc, &iface.v6) {
-                                (IpAddr::V4(ip), Some(arp), _, _) => {
-                                    arp.send(&fulcrum_sys::gratuitous_arp(iface.mac, ip))
+                            let announcer =
+                                (&vip_iface.arp, &vip_iface.ndisc, vip_iface.ndisc_source);
+                            let mac = vip_iface.mac;
+                            let sent = match (v.addr, announcer) {
+                                (IpAddr::V4(ip), (Some(arp), _, _)) => {
+                                    arp.send(&fulcrum_sys::gratuitous_arp(mac, ip))
                                 }
-                                (IpAddr::V6(ip), _, Some(nd), Some((src, _))) => {
-                                    nd.send(&fulcrum_sys::unsolicited_na(iface.mac, *src, ip))
+                                (IpAddr::V6(ip), (_, Some(nd), Some(src))) => {
+                                    nd.send(&fulcrum_sys::unsolicited_na(mac, src, ip))
                                 }
                                 _ => continue,
                             };
@@ -1232,16 +1281,14 @@ impl Io {
         }
     }
 
-    /// no_accept: the data plane refuses (or accepts again) traffic to the IPv4 VIPs.
+    /// no_accept: the data plane refuses (or accepts again) traffic to the VIPs.
     fn refuse(&self, r: &Running, on: bool) {
         let (true, Some(l4)) = (r.no_accept, &self.l4) else {
             return;
         };
         for v in &r.vips {
-            if let IpAddr::V4(a) = v.addr {
-                if let Err(e) = l4.set_no_accept(a, on) {
-                    warn!(instance = %r.name, vip = %v.addr, "no_accept: {e}");
-                }
+            if let Err(e) = l4.set_no_accept(v.addr, on) {
+                warn!(instance = %r.name, vip = %v.addr, "no_accept: {e}");
             }
         }
     }

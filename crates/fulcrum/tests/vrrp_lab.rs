@@ -786,6 +786,69 @@ fn use_vmac_keeps_the_clients_neighbour_entry_across_failover() {
     );
 }
 
+/// vmac_xmit_base: the VIP lives on the macvlan, but adverts go out on the base
+/// interface: the VMAC sends nothing while the master advertises, and the backup hears it.
+#[test]
+fn vmac_xmit_base_sends_adverts_on_the_base_interface() {
+    if !require_root("vmac_xmit_base_sends_adverts_on_the_base_interface") {
+        return;
+    }
+    let dir = Scratch::new("xmitbase");
+    let conf = dir.0.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "vrrp_instance VI_1 {{\n    interface eth0\n    use_vmac\n    vmac_xmit_base\n\
+             virtual_router_id 51\n    garp_master_delay 0\n\
+             @lb1    priority 150\n@lb2    priority 100\n    advert_int 1\n\
+             virtual_ipaddress {{\n        {VIP}/24\n    }}\n}}\n"
+        ),
+    )
+    .unwrap();
+    let mut r = reference::build(Deployment::KeepalivedHa, "xmitb", Some(agent())).unwrap();
+    let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
+    // No IPv6 chatter (router solicitations, MLD) from the new macvlan: only VRRP's
+    // frames could leave it.
+    r.lab
+        .sysctl(&d1, "net.ipv6.conf.default.disable_ipv6", "1")
+        .unwrap();
+    let (_p1, sock1) = fulcrum(&mut r, &d1, &conf, "lb1", &dir);
+    let (_p2, sock2) = fulcrum(&mut r, &d2, &conf, "lb2", &dir);
+    let on_vmac = |r: &Reference| {
+        r.lab
+            .ip(&d1, &["-4", "addr", "show", "dev", "vrrp.51"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{VIP}/")))
+            .unwrap_or(false)
+    };
+    assert!(
+        wait_for(Duration::from_secs(8), || on_vmac(&r)).is_some(),
+        "the VIP is not on vrrp.51"
+    );
+    let sent = |r: &Reference| -> u64 {
+        let o = r
+            .lab
+            .exec(
+                &d1.netns,
+                ["cat", "/sys/class/net/vrrp.51/statistics/tx_packets"],
+            )
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+    };
+    // The transition's gratuitous ARPs are out (no second burst: garp_master_delay 0).
+    std::thread::sleep(Duration::from_millis(500));
+    let before = sent(&r);
+    let heard = vrrp_state(&sock2)["adverts_received"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_millis(3200));
+    assert_eq!(sent(&r), before, "adverts left on the VMAC");
+    let s2 = vrrp_state(&sock2);
+    assert_eq!(s2["state"], "BACKUP", "{s2}");
+    assert!(
+        s2["adverts_received"].as_u64().unwrap() >= heard + 3,
+        "the backup hears the adverts from the base interface: {s2}"
+    );
+    assert_eq!(vrrp_state(&sock1)["interface"], "eth0");
+}
+
 /// A v3 checksum mismatch (one side with v3_checksum_as_v2) is dropped and counted by
 /// reason, and each side, hearing nothing valid, becomes master: what keepalived does too.
 #[test]

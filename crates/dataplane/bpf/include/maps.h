@@ -3,6 +3,7 @@
 #define FULCRUM_MAPS_H
 
 #include <linux/bpf.h>
+#include <linux/in6.h>
 #include <bpf/bpf_helpers.h>
 #include "constants.h"
 #include "structs.h"
@@ -104,6 +105,14 @@ static __always_inline int refused(__be32 daddr)
 {
 	return bpf_map_lookup_elem(&no_accept, &daddr) != 0;
 }
+
+/* The same for IPv6 VIPs, keyed by the address's 16 bytes. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct in6_addr);
+	__type(value, __u8);
+	__uint(max_entries, MAX_NO_ACCEPT);
+} no_accept6 SEC(".maps");
 
 /* Settings written by the control plane: [0] the route generation (see struct conn). */
 struct {

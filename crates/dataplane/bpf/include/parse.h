@@ -5,6 +5,7 @@
 #include <linux/if_ether.h>
 #include <linux/in.h>
 #include <linux/ip.h>
+#include <linux/ipv6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include "constants.h"
@@ -27,6 +28,8 @@ struct l4ports {
 #define ICMP_SOURCE_QUENCH 4
 #define ICMP_TIME_EXCEEDED 11
 #define ICMP_PARAMETERPROB 12
+#define ND_NEIGHBOR_SOLICIT 135
+#define ND_NEIGHBOR_ADVERT 136
 
 /* A pointer to `len` bytes at `p`, or NULL when the frame ends first. */
 #define HEADER(p, end, type) (((void *)(p) + sizeof(type) > (void *)(end)) ? NULL : (type *)(p))

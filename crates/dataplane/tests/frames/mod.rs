@@ -2,7 +2,7 @@
 //! incremental updates to. Shared by several test crates, each using part of it.
 #![allow(dead_code)]
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 1, 10, 88);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 10, 2);
@@ -68,6 +68,18 @@ pub fn ipv4_frame(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, l4: &[u8]) -> Vec<u8>
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     let mut f = eth(0x0800);
     f.extend_from_slice(&ip);
+    f.extend_from_slice(l4);
+    f
+}
+
+/// An IPv6 frame (hop limit 255) with `l4` after the fixed header.
+pub fn ipv6_frame(next: u8, src: Ipv6Addr, dst: Ipv6Addr, l4: &[u8]) -> Vec<u8> {
+    let mut f = eth(0x86dd);
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[next, 255]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
     f.extend_from_slice(l4);
     f
 }
