@@ -94,6 +94,7 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
         CtlCommand::Vrrp => "vrrp",
         CtlCommand::Health => "health",
         CtlCommand::Services => "ipvs",
+        CtlCommand::Upstreams => "upstreams",
     };
     let response = call(&args.control, command)?;
     if args.json {
@@ -122,8 +123,47 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
         CtlCommand::Vrrp => crate::vrrp::print_table(&r),
         CtlCommand::Health => crate::health::print_table(&r),
         CtlCommand::Services => print_services(&r),
+        CtlCommand::Upstreams => print_upstreams(&r),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `fulcrum ctl upstreams`: one line per peer, grouped by upstream.
+fn print_upstreams(r: &serde_json::Value) {
+    let peers = r.as_array().cloned().unwrap_or_default();
+    if peers.is_empty() {
+        println!("layer-7 proxy: not running (no http block)");
+        return;
+    }
+    let mut last = String::new();
+    for p in &peers {
+        let s = |k: &str| p[k].as_str().unwrap_or("").to_string();
+        let u = |k: &str| p[k].as_i64().unwrap_or(0);
+        if s("upstream") != last {
+            last = s("upstream");
+            println!("upstream {last}");
+        }
+        let mut flags = Vec::new();
+        if p["backup"].as_bool() == Some(true) {
+            flags.push("backup");
+        }
+        if p["down"].as_bool() == Some(true) {
+            flags.push("down");
+        }
+        if p["check_down"].as_bool() == Some(true) {
+            flags.push("check-down");
+        }
+        println!(
+            "  {:<24} weight {:<3} effective {:<3} in-flight {:<5} fails {}/{} {}",
+            s("address"),
+            u("weight"),
+            u("effective_weight"),
+            u("conns"),
+            u("fails"),
+            u("max_fails"),
+            flags.join(" ")
+        );
+    }
 }
 
 /// `fulcrum ctl services`: the data plane on one screen.

@@ -31,6 +31,8 @@ struct State {
     last_reload_error: Option<String>,
     /// Told when a reload changes the virtual servers, for serve() to apply them.
     services_changed: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+    /// The layer-7 proxy, while the nginx.conf has an http block.
+    proxy: Option<Arc<fulcrum_proxy::Runtime>>,
 }
 
 fn unix_now() -> u64 {
@@ -62,6 +64,15 @@ impl State {
                 let services_of =
                     |c: &Config| c.keepalived.as_ref().map(|k| k.virtual_servers.clone());
                 let services_changed = services_of(&config) != services_of(&self.config);
+                // The proxy takes its part first: a configuration it cannot serve (a
+                // listen address it cannot bind, a bad regex) is refused as a whole.
+                if let Err(e) = self.reload_proxy(&config) {
+                    self.reloads_failed += 1;
+                    let text = format!("layer-7 proxy: {e}; the running configuration stays");
+                    error!("reload refused: {text}");
+                    self.last_reload_error = Some(text.clone());
+                    return Err(text);
+                }
                 self.config = config;
                 self.loaded_at = unix_now();
                 self.reloads_ok += 1;
@@ -88,6 +99,55 @@ impl State {
                 Err(text)
             }
         }
+    }
+
+    fn reload_proxy(&mut self, config: &Config) -> Result<(), String> {
+        let http = config.nginx.as_ref().filter(|n| n.http.is_some());
+        match (http, &self.proxy) {
+            (Some(n), Some(p)) => {
+                if config.nginx != self.config.nginx {
+                    p.reload(n)?;
+                    info!("layer-7 configuration applied");
+                }
+            }
+            (Some(n), None) => self.proxy = Some(Arc::new(fulcrum_proxy::Runtime::start(n)?)),
+            (None, Some(_)) => {
+                if let Some(p) = self.proxy.take() {
+                    if let Ok(p) = Arc::try_unwrap(p) {
+                        p.stop();
+                    }
+                }
+                info!("layer-7 proxy stopped: no http block any more");
+            }
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    fn upstreams(&self) -> serde_json::Value {
+        let Some(p) = &self.proxy else {
+            return json!([]);
+        };
+        serde_json::Value::Array(
+            p.peers()
+                .into_iter()
+                .map(|v| {
+                    json!({
+                        "upstream": v.upstream,
+                        "server": v.server,
+                        "address": v.addr.to_string(),
+                        "backup": v.backup,
+                        "weight": v.weight,
+                        "effective_weight": v.effective_weight,
+                        "down": v.down,
+                        "check_down": v.check_down,
+                        "conns": v.conns,
+                        "fails": v.fails,
+                        "max_fails": v.max_fails,
+                    })
+                })
+                .collect(),
+        )
     }
 
     fn status(&self) -> serde_json::Value {
@@ -147,6 +207,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         reloads_failed: 0,
         last_reload_error: None,
         services_changed: None,
+        proxy: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -226,6 +287,13 @@ async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow
     };
     let mut l4 = l4;
     let mut l4_handle = l4.as_ref().map(crate::l4::Runtime::handle);
+    let mut state = state;
+    // The proxy before VRRP: its listeners are bound when the VIPs arrive.
+    let proxy_config = state.config.clone();
+    if let Err(e) = state.reload_proxy(&proxy_config) {
+        let _ = std::fs::remove_file(&control);
+        return Err(anyhow::anyhow!("cannot start the layer-7 proxy: {e}"));
+    }
     // VRRP last: a no_accept master asks the data plane to refuse its VIPs.
     let vrrp = match state.config.keepalived.as_ref() {
         Some(k) if !k.vrrp_instances.is_empty() => {
@@ -240,7 +308,6 @@ async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow
         _ => None,
     };
     let vrrp_handle = vrrp.as_ref().map(crate::vrrp::Runtime::handle);
-    let mut state = state;
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     state.services_changed = Some(changed_tx);
     info!(
@@ -315,6 +382,11 @@ async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow
     if let Some(rt) = health {
         rt.stop();
     }
+    if let Some(p) = state.lock().await.proxy.take() {
+        if let Ok(p) = Arc::try_unwrap(p) {
+            p.stop();
+        }
+    }
     let _ = std::fs::remove_file(&control);
     info!("fulcrum stopped");
     Ok(ExitCode::SUCCESS)
@@ -374,12 +446,13 @@ async fn client(
                 let mut st = state.lock().await;
                 match r.command.as_str() {
                     "status" => Response::ok(st.status()),
+                    "upstreams" => Response::ok(st.upstreams()),
                     "reload" => match st.reload() {
                         Ok(()) => Response::ok(st.status()),
                         Err(e) => Response::error(e),
                     },
                     other => Response::error(format!(
-                        "unknown command '{other}'; commands: status, reload, vrrp, health, ipvs, ipvsadm"
+                        "unknown command '{other}'; commands: status, reload, vrrp, health, upstreams, ipvs, ipvsadm"
                     )),
                 }
             }

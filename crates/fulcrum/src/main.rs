@@ -154,6 +154,9 @@ pub enum CtlCommand {
     /// The layer-4 data plane: interfaces and XDP mode, virtual services with their real
     /// servers, weights, connections and rates, and packets by verdict reason.
     Services,
+    /// The layer-7 proxy's upstreams: each peer's weight, effective weight, requests in
+    /// flight, passive-health failures, and whether it is down or backup.
+    Upstreams,
 }
 
 #[derive(Debug, Args)]

@@ -1,9 +1,16 @@
 //! The program the lab runs inside its hosts: a server that answers with its host's name
 //! (so a test sees which real server served it) and a bounded prober.
 //!
-//! `serve --name NAME --listen ADDR:PORT [--http]` prints `ready` once it listens. Plain
-//! mode writes `NAME\n` and then echoes what it reads; HTTP mode answers every request
-//! with status 200 and the body `NAME\n`, keeping the connection open when the client does.
+//! `serve --name NAME --listen ADDR:PORT [--http [--echo] [--fail-path PATH --fail-status
+//! CODE]]` prints `ready` once it listens. Plain mode writes `NAME\n` and then echoes what
+//! it reads; HTTP mode answers every request with status 200 and the body `NAME\n`,
+//! keeping the connection open when the client does. `--echo` adds the request head as
+//! received (request line, then each header line) to the body; a request for
+//! `--fail-path` is answered with `--fail-status` instead of 200.
+//!
+//! `request --connect ADDR:PORT --paths P1,P2,... [--method M] [--header 'K: V']...
+//! [--body TEXT]` sends one HTTP/1.1 request per path, each on its own connection, and
+//! prints for each `=== STATUS` and the body (or `=== error REASON`).
 //!
 //! `probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]` opens N connections
 //! one after another and prints the first line each answers with; it exits 1 if any fails.
@@ -28,7 +35,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: serve --name NAME --listen ADDR:PORT [--http]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS"
+        "usage: serve --name NAME --listen ADDR:PORT [--http [--echo] [--fail-path P --fail-status N]]\n       request --connect ADDR:PORT --paths P1,P2 [--method M] [--header 'K: V']... [--body TEXT]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS"
     );
     ExitCode::from(2)
 }
@@ -51,13 +58,40 @@ pub fn main(args: Vec<String>) -> ExitCode {
             let Ok(addr) = listen.parse::<SocketAddr>() else {
                 return usage();
             };
-            match serve(&name, addr, http) {
+            let behaviour = Behaviour {
+                echo: args.iter().any(|a| a == "--echo"),
+                fail: flag_value(&args, "--fail-path")
+                    .zip(flag_value(&args, "--fail-status").and_then(|c| c.parse::<u16>().ok())),
+            };
+            match serve(&name, addr, http, &behaviour) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("lab agent: serve {addr}: {e}");
                     ExitCode::from(1)
                 }
             }
+        }
+        Some("request") => {
+            let (Some(Ok(addr)), Some(paths)) = (
+                flag_value(&args, "--connect").map(|a| a.parse::<SocketAddr>()),
+                flag_value(&args, "--paths"),
+            ) else {
+                return usage();
+            };
+            let method = flag_value(&args, "--method").unwrap_or_else(|| "GET".into());
+            let headers: Vec<String> = args
+                .windows(2)
+                .filter(|w| w[0] == "--header")
+                .map(|w| w[1].clone())
+                .collect();
+            let body = flag_value(&args, "--body");
+            for path in paths.split(',') {
+                match request(addr, &method, path, &headers, body.as_deref()) {
+                    Ok((status, body)) => println!("=== {status}\n{body}"),
+                    Err(e) => println!("=== error {e}"),
+                }
+            }
+            ExitCode::SUCCESS
         }
         Some("probe") => {
             let Some(Ok(addr)) = flag_value(&args, "--connect").map(|a| a.parse::<SocketAddr>())
@@ -204,16 +238,59 @@ fn hold(addr: SocketAddr, every: Duration, total: Duration) -> Result<u64, (u64,
     Ok(n)
 }
 
-fn serve(name: &str, addr: SocketAddr, http: bool) -> std::io::Result<()> {
+/// What an HTTP server does besides answering with its name.
+#[derive(Debug, Clone, Default)]
+struct Behaviour {
+    echo: bool,
+    fail: Option<(String, u16)>,
+}
+
+/// One request on its own connection: (status, body).
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[String],
+    body: Option<&str>,
+) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    if let Some(b) = body {
+        head.push_str(&format!("Content-Length: {}\r\n", b.len()));
+    }
+    head.push_str("Connection: close\r\n\r\n");
+    stream.write_all(head.as_bytes())?;
+    if let Some(b) = body {
+        stream.write_all(b.as_bytes())?;
+    }
+    let mut all = Vec::new();
+    stream.read_to_end(&mut all)?;
+    let text = String::from_utf8_lossy(&all);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, body.to_string()))
+}
+
+fn serve(name: &str, addr: SocketAddr, http: bool, behaviour: &Behaviour) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr)?;
     println!("ready");
     std::io::stdout().flush()?;
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
         let name = name.to_string();
+        let behaviour = behaviour.clone();
         std::thread::spawn(move || {
             let _ = if http {
-                answer_http(stream, &name)
+                answer_http(stream, &name, &behaviour)
             } else {
                 answer_plain(stream, &name)
             };
@@ -234,13 +311,15 @@ fn answer_plain(mut stream: TcpStream, name: &str) -> std::io::Result<()> {
     }
 }
 
-fn answer_http(stream: TcpStream, name: &str) -> std::io::Result<()> {
+fn answer_http(stream: TcpStream, name: &str, behaviour: &Behaviour) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut out = stream;
     loop {
         let mut close = false;
         let mut content_length = 0usize;
         let mut first = true;
+        let mut seen = String::new();
+        let mut path = String::new();
         loop {
             let mut line = String::new();
             if reader.read_line(&mut line)? == 0 {
@@ -256,7 +335,12 @@ fn answer_http(stream: TcpStream, name: &str) -> std::io::Result<()> {
             if first && l.ends_with("HTTP/1.0") {
                 close = true;
             }
+            if first {
+                path = l.split_whitespace().nth(1).unwrap_or("").to_string();
+            }
             first = false;
+            seen.push_str(l);
+            seen.push('\n');
             let lower = l.to_ascii_lowercase();
             if lower.starts_with("connection:") && lower.contains("close") {
                 close = true;
@@ -267,9 +351,16 @@ fn answer_http(stream: TcpStream, name: &str) -> std::io::Result<()> {
         }
         let mut body = vec![0u8; content_length.min(1 << 20)];
         reader.read_exact(&mut body)?;
-        let payload = format!("{name}\n");
+        let mut payload = format!("{name}\n");
+        if behaviour.echo {
+            payload.push_str(&seen);
+        }
+        let status = match &behaviour.fail {
+            Some((p, code)) if *p == path => format!("{code} Failing"),
+            _ => "200 OK".to_string(),
+        };
         let head = format!(
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n",
+            "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n",
             payload.len(),
             if close { "Connection: close\r\n" } else { "" }
         );

@@ -431,15 +431,25 @@ impl Lab {
     /// Starts the agent's server in a host, answering with `name`, and waits until it
     /// listens.
     pub fn serve(&mut self, host: &Host, name: &str, listen: &str, http: bool) -> Result<Process> {
+        let extra: &[&str] = if http { &["--http"] } else { &[] };
+        self.serve_with(host, name, listen, extra)
+    }
+
+    /// [`Lab::serve`] with the agent's other serve flags (`--http --echo`, `--fail-path`...).
+    pub fn serve_with(
+        &mut self,
+        host: &Host,
+        name: &str,
+        listen: &str,
+        extra: &[&str],
+    ) -> Result<Process> {
         let agent = self.agent()?.clone();
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &host.netns])
             .arg(&agent.program)
             .args(&agent.prefix_args)
-            .args(["serve", "--name", name, "--listen", listen]);
-        if http {
-            cmd.arg("--http");
-        }
+            .args(["serve", "--name", name, "--listen", listen])
+            .args(extra);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -470,6 +480,43 @@ impl Lab {
                 "{description} did not start listening"
             ))),
         }
+    }
+
+    /// HTTP requests from a host with the agent, one connection each: (status, body) per
+    /// path, status 0 when the request failed.
+    pub fn request(
+        &self,
+        host: &Host,
+        addr: &str,
+        paths: &[&str],
+        extra: &[&str],
+    ) -> Result<Vec<(u16, String)>> {
+        let agent = self.agent()?.clone();
+        if !Path::new(NS_DIR).join(&host.netns).exists() {
+            return Err(LabError::MissingNamespace(host.netns.clone()));
+        }
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &host.netns])
+            .arg(&agent.program)
+            .args(&agent.prefix_args)
+            .args(["request", "--connect", addr, "--paths", &paths.join(",")])
+            .args(extra);
+        let out = cmd
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| LabError::Spawn {
+                command: format!("{cmd:?}"),
+                source,
+            })?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        Ok(text
+            .split("=== ")
+            .skip(1)
+            .map(|chunk| {
+                let (first, body) = chunk.split_once('\n').unwrap_or((chunk, ""));
+                (first.trim().parse().unwrap_or(0), body.to_string())
+            })
+            .collect())
     }
 
     /// Connects `count` times from a host to `addr` with the agent, one connection after

@@ -1101,6 +1101,7 @@ impl<'a> Builder<'a> {
             }
         };
         let mut s = UpstreamServer::new(&host, port.unwrap_or(80));
+        s.port_written = port.is_some();
         for p in &e.args[1..] {
             let (key, value) = p.text.split_once('=').unwrap_or((p.text.as_str(), ""));
             let bad =

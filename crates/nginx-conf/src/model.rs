@@ -273,6 +273,9 @@ pub struct UpstreamServer {
     /// `host:port` (port 80 when not written), an IP address or a name.
     pub host: String,
     pub port: u16,
+    /// Whether the port was written (`server 10.0.0.1;` is port 80 but hashes without it
+    /// in `hash ... consistent`).
+    pub port_written: bool,
     pub weight: u32,
     pub max_fails: u32,
     pub fail_timeout: Duration,
@@ -282,10 +285,21 @@ pub struct UpstreamServer {
 }
 
 impl UpstreamServer {
+    /// The server as written in the configuration, which is what nginx hashes for
+    /// `hash ... consistent`: `host:port` (an IPv6 host keeps its brackets), or the host alone.
+    pub fn as_written(&self) -> String {
+        if self.port_written {
+            format!("{}:{}", self.host, self.port)
+        } else {
+            self.host.clone()
+        }
+    }
+
     pub fn new(host: &str, port: u16) -> UpstreamServer {
         UpstreamServer {
             host: host.to_string(),
             port,
+            port_written: true,
             weight: 1,
             max_fails: 1,
             fail_timeout: Duration::from_secs(10),

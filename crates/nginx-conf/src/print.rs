@@ -303,7 +303,7 @@ pub fn print(cfg: &NginxConfig) -> String {
             }
         }
         for s in &u.servers {
-            let mut p = vec![w("server"), w(&format!("{}:{}", s.host, s.port))];
+            let mut p = vec![w("server"), w(&s.as_written())];
             if s.weight != 1 {
                 p.push(format!("weight={}", s.weight));
             }

@@ -1,0 +1,315 @@
+//! The layer-7 proxy against the real nginx (Debian's package): the same nginx.conf (only
+//! the listen port differs) and the same request sequence go through nginx and through
+//! `fulcrum run --nginx-conf`, in front of the same echo backends in one network
+//! namespace. Which backend served each request, the status, and the request head each
+//! backend saw must be the same.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{installed, Scratch};
+use fulcrum_lab::{require_root, wait_for, Agent, Host, Lab};
+
+const NGINX: &str = "127.0.0.1:8080";
+const FULCRUM: &str = "127.0.0.1:8081";
+
+fn agent() -> Agent {
+    Agent::new(env!("CARGO_BIN_EXE_fulcrum"), &["lab-agent"])
+}
+
+/// One response as the test compares it: status, the backend that answered ("" for an
+/// answer of the proxy itself), and the request head the backend saw (header names
+/// lowercased: nginx keeps the case, hyper writes lowercase or title case).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    status: u16,
+    backend: String,
+    head: Vec<String>,
+}
+
+fn seen((status, body): (u16, String)) -> Seen {
+    let mut lines = body.lines();
+    let backend = lines.next().unwrap_or("").to_string();
+    if !backend.starts_with('b') || backend.contains(' ') {
+        return Seen {
+            status,
+            backend: String::new(),
+            head: Vec::new(),
+        };
+    }
+    let head = lines
+        .enumerate()
+        .map(|(i, l)| match l.split_once(':') {
+            Some((n, v)) if i > 0 => format!("{}:{v}", n.to_ascii_lowercase()),
+            _ => l.to_string(),
+        })
+        .collect();
+    Seen {
+        status,
+        backend,
+        head,
+    }
+}
+
+struct Pair {
+    lab: Lab,
+    host: Host,
+    _dir: Scratch,
+}
+
+impl Pair {
+    /// Backends (name, port, extra serve flags) in one namespace, then nginx and fulcrum
+    /// with `http` (a server block written with `LISTEN` for its listen directive).
+    fn start(tag: &str, http: &str, backends: &[(&str, u16, &[&str])]) -> Pair {
+        let dir = Scratch::new(tag);
+        let mut lab = Lab::new(tag).unwrap().with_agent(agent());
+        let host = lab.host("px").unwrap();
+        for (name, port, extra) in backends {
+            let mut flags = vec!["--http", "--echo"];
+            flags.extend_from_slice(extra);
+            lab.serve_with(&host, name, &format!("127.0.0.1:{port}"), &flags)
+                .unwrap();
+        }
+        let conf = |listen: &str| {
+            format!(
+                "events {{\n    worker_connections 512;\n}}\nhttp {{\n    access_log off;\n{}\n}}\n",
+                http.replace(
+                    "LISTEN",
+                    &format!("listen {listen};\n        location = /__ready {{ return 200 \"ready\"; }}")
+                )
+            )
+        };
+        let nginx_conf = dir.0.join("nginx.conf");
+        std::fs::write(&nginx_conf, conf(NGINX)).unwrap();
+        let fulcrum_conf = dir.0.join("fulcrum-nginx.conf");
+        std::fs::write(&fulcrum_conf, conf(FULCRUM)).unwrap();
+        let pid = dir.0.join("nginx.pid");
+        let globals = format!("daemon off; master_process off; pid {};", pid.display());
+        let errlog = dir.0.join("nginx-error.log");
+        lab.spawn(
+            &host,
+            &[
+                "nginx".as_ref(),
+                "-c".as_ref(),
+                nginx_conf.as_os_str(),
+                "-e".as_ref(),
+                errlog.as_os_str(),
+                "-g".as_ref(),
+                globals.as_ref(),
+            ],
+            Some(&dir.0.join("nginx.out")),
+        )
+        .unwrap();
+        let sock = dir.0.join("fulcrum.sock");
+        lab.spawn(
+            &host,
+            &[
+                env!("CARGO_BIN_EXE_fulcrum").as_ref(),
+                "run".as_ref(),
+                "--nginx-conf".as_ref(),
+                fulcrum_conf.as_os_str(),
+                "--control".as_ref(),
+                sock.as_os_str(),
+                "--no-forwarding".as_ref(),
+            ],
+            Some(&dir.0.join("fulcrum.log")),
+        )
+        .unwrap();
+        let pair = Pair {
+            lab,
+            host,
+            _dir: dir,
+        };
+        for addr in [NGINX, FULCRUM] {
+            let up = wait_for(Duration::from_secs(10), || {
+                pair.lab
+                    .request(&pair.host, addr, &["/__ready"], &[])
+                    .is_ok_and(|r| r.first().is_some_and(|(s, _)| *s == 200))
+            });
+            assert!(up.is_some(), "{addr} never answered; see {}", pair.logs());
+        }
+        pair
+    }
+
+    fn logs(&self) -> String {
+        let read = |n: &str| std::fs::read_to_string(self._dir.0.join(n)).unwrap_or_default();
+        format!(
+            "nginx:\n{}{}\nfulcrum:\n{}",
+            read("nginx-error.log"),
+            read("nginx.out"),
+            read("fulcrum.log")
+        )
+    }
+
+    /// The same requests through both, one after another; returns nginx's view.
+    fn same(&self, paths: &[&str], extra: &[&str]) -> Vec<Seen> {
+        let run = |addr| {
+            self.lab
+                .request(&self.host, addr, paths, extra)
+                .unwrap()
+                .into_iter()
+                .map(seen)
+                .collect::<Vec<_>>()
+        };
+        let nginx = run(NGINX);
+        let fulcrum = run(FULCRUM);
+        assert_eq!(nginx.len(), paths.len(), "{}", self.logs());
+        for (i, (n, f)) in nginx.iter().zip(&fulcrum).enumerate() {
+            assert_eq!(
+                n,
+                f,
+                "request {i} ({}) differs: nginx left, fulcrum right\n{}",
+                paths[i],
+                self.logs()
+            );
+        }
+        nginx
+    }
+}
+
+fn skip(name: &str) -> bool {
+    !require_root(name) || !installed("nginx")
+}
+
+fn backends(seen: &[Seen]) -> String {
+    seen.iter()
+        .map(|s| {
+            if s.backend.is_empty() {
+                "-"
+            } else {
+                &s.backend
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn round_robin_weights_down_and_backup() {
+    if skip("round_robin_weights_down_and_backup") {
+        return;
+    }
+    let p = Pair::start(
+        "l7rr",
+        "    upstream u {\n        server 127.0.0.1:9001 weight=5;\n        server 127.0.0.1:9002;\n        server 127.0.0.1:9003 weight=2;\n        server 127.0.0.1:9004 down;\n        server 127.0.0.1:9005 backup;\n    }\n    server {\n        LISTEN\n        location / {\n            proxy_pass http://u;\n        }\n    }",
+        &[("b1", 9001, &[]), ("b2", 9002, &[]), ("b3", 9003, &[]), ("b4", 9004, &[]), ("b5", 9005, &[])],
+    );
+    let paths: Vec<&str> = vec!["/a"; 16];
+    let s = p.same(&paths, &[]);
+    assert_eq!(
+        backends(&s),
+        "b1 b3 b1 b1 b2 b1 b3 b1 b1 b3 b1 b1 b2 b1 b3 b1",
+        "smooth weighted round-robin, 5:1:2"
+    );
+}
+
+#[test]
+fn least_conn_ip_hash_and_both_hashes() {
+    if skip("least_conn_ip_hash_and_both_hashes") {
+        return;
+    }
+    let servers = "        server 127.0.0.1:9001;\n        server 127.0.0.1:9002 weight=2;\n        server 127.0.0.1:9003;\n";
+    let http = format!(
+        "    upstream lc {{\n        least_conn;\n{servers}    }}\n    upstream iph {{\n        ip_hash;\n{servers}    }}\n    upstream h {{\n        hash $request_uri;\n{servers}    }}\n    upstream ch {{\n        hash $request_uri consistent;\n{servers}    }}\n    server {{\n        LISTEN\n        location /lc/ {{ proxy_pass http://lc; }}\n        location /iph/ {{ proxy_pass http://iph; }}\n        location /h/ {{ proxy_pass http://h; }}\n        location /ch/ {{ proxy_pass http://ch; }}\n    }}"
+    );
+    let p = Pair::start(
+        "l7hash",
+        &http,
+        &[("b1", 9001, &[]), ("b2", 9002, &[]), ("b3", 9003, &[])],
+    );
+    p.same(&["/lc/x"; 8], &[]);
+    let iph = p.same(&["/iph/x"; 4], &[]);
+    assert!(iph.windows(2).all(|w| w[0].backend == w[1].backend));
+    let keys: Vec<String> = (0..24).map(|i| format!("/h/obj{i}?v={}", i * 7)).collect();
+    let refs: Vec<&str> = keys.iter().map(String::as_str).collect();
+    let h = p.same(&refs, &[]);
+    let ckeys: Vec<String> = (0..24).map(|i| format!("/ch/item/{i}")).collect();
+    let crefs: Vec<&str> = ckeys.iter().map(String::as_str).collect();
+    let ch = p.same(&crefs, &[]);
+    for s in [&h, &ch] {
+        let used: std::collections::HashSet<&str> = s.iter().map(|x| x.backend.as_str()).collect();
+        assert!(used.len() >= 2, "{}", backends(s));
+    }
+}
+
+#[test]
+fn next_upstream_failures_and_max_fails() {
+    if skip("next_upstream_failures_and_max_fails") {
+        return;
+    }
+    // b1 answers 503 for /flaky; nothing listens on 9009.
+    let http = "    upstream u {\n        server 127.0.0.1:9001;\n        server 127.0.0.1:9002;\n        server 127.0.0.1:9009 max_fails=1 fail_timeout=30s;\n    }\n    server {\n        LISTEN\n        location / {\n            proxy_pass http://u;\n            proxy_next_upstream error timeout http_503;\n        }\n        location /strict/ {\n            proxy_pass http://u/;\n            proxy_next_upstream off;\n        }\n        location /once/ {\n            proxy_pass http://u/;\n            proxy_next_upstream error timeout http_503;\n            proxy_next_upstream_tries 1;\n        }\n    }";
+    let p = Pair::start(
+        "l7next",
+        http,
+        &[
+            (
+                "b1",
+                9001,
+                &["--fail-path", "/flaky", "--fail-status", "503"],
+            ),
+            ("b2", 9002, &[]),
+        ],
+    );
+    let s = p.same(&["/flaky"; 6], &[]);
+    assert!(
+        s.iter().all(|x| x.status == 200 && x.backend == "b2"),
+        "{s:?}"
+    );
+    p.same(&["/strict/flaky"; 6], &[]);
+    p.same(&["/once/flaky"; 6], &[]);
+    // POST is not retried once sent unless non_idempotent; a refused connect is.
+    p.same(&["/flaky"; 4], &["--method", "POST", "--body", "x=1"]);
+}
+
+#[test]
+fn request_headers_uri_rewriting_and_bodies() {
+    if skip("request_headers_uri_rewriting_and_bodies") {
+        return;
+    }
+    let http = "    upstream u {\n        server 127.0.0.1:9001;\n    }\n    map $http_upgrade $connection_upgrade {\n        default upgrade;\n        ''      close;\n    }\n    proxy_set_header X-Level http;\n    server {\n        LISTEN\n        proxy_set_header X-Level server;\n        proxy_set_header X-Server $server_name;\n        location / {\n            proxy_pass http://u;\n        }\n        location /set/ {\n            proxy_pass http://u;\n            proxy_set_header Host $host;\n            proxy_set_header X-Real-IP $remote_addr;\n            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;\n            proxy_set_header X-Empty \"\";\n            proxy_set_header X-Uri \"$uri|$args|$request_uri|$scheme|$http_x_custom\";\n        }\n        location /api/ {\n            proxy_pass http://u/v2/;\n        }\n        location = /exact {\n            proxy_pass http://127.0.0.1:9001/other;\n        }\n        location /ws/ {\n            proxy_pass http://u;\n            proxy_http_version 1.1;\n            proxy_set_header Upgrade $http_upgrade;\n            proxy_set_header Connection $connection_upgrade;\n        }\n    }";
+    let p = Pair::start("l7hdr", http, &[("b1", 9001, &[])]);
+    let client = [
+        "--header",
+        "X-Custom: yes",
+        "--header",
+        "X-Forwarded-For: 192.0.2.1",
+        "--header",
+        "TE: trailers",
+        "--header",
+        "Keep-Alive: 5",
+        "--header",
+        "Expect: 100-continue-not",
+        "--header",
+        "Proxy-Connection: keep-alive",
+        "--header",
+        "User-Agent: lab",
+    ];
+    let s = p.same(
+        &[
+            "/plain?a=1",
+            "/set/x%20y/../z?q=2",
+            "/api/deep/path?k=v",
+            "/api/a%2Fb",
+            "/exact?z=1",
+            "/ws/chat",
+        ],
+        &client,
+    );
+    assert!(s.iter().all(|x| x.status == 200), "{s:?}");
+    assert!(
+        s[0].head.contains(&"x-level: server".to_string()),
+        "{:?}",
+        s[0].head
+    );
+    assert!(
+        !s[1].head.iter().any(|h| h.starts_with("x-level")),
+        "inner proxy_set_header replaces"
+    );
+    p.same(
+        &["/set/upload"],
+        &["--method", "POST", "--body", "hello=world"],
+    );
+    p.same(&["/ws/chat"], &["--header", "Upgrade: websocket"]);
+}

@@ -1,0 +1,285 @@
+//! Fulcrum's layer-7 proxy: the `http` block of an nginx.conf, served as nginx serves it.
+//!
+//! [`Runtime::start`] compiles the configuration ([`site`]), binds every `listen` address
+//! (with IP_FREEBIND, so a VRRP VIP can be listened on before this node holds it) and
+//! serves HTTP/1.x on its own multi-threaded tokio runtime (`worker_processes` threads,
+//! `auto` = cores). [`Runtime::reload`] swaps in a new configuration without dropping a
+//! connection: requests already in flight finish on the old one, new listeners are bound
+//! before anything changes, and a configuration that fails to compile or bind is refused
+//! with the old one left serving. Upstream groups whose block did not change keep their
+//! balancer state and idle connections.
+
+pub mod handler;
+mod log;
+pub mod pool;
+pub mod route;
+pub mod site;
+pub mod vars;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use fulcrum_nginx_conf::model::NginxConfig;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+pub use site::Site;
+
+/// The proxy's shared state: the configuration in force and the listeners.
+#[derive(Debug)]
+struct Shared {
+    site: RwLock<Arc<Site>>,
+    listeners: Mutex<HashMap<SocketAddr, JoinHandle<()>>>,
+}
+
+/// A running proxy; dropping it (or [`Runtime::stop`]) stops serving.
+#[derive(Debug)]
+pub struct Runtime {
+    rt: Option<tokio::runtime::Runtime>,
+    shared: Arc<Shared>,
+}
+
+/// What `fulcrum ctl upstreams` shows of a peer.
+#[derive(Debug, Clone)]
+pub struct PeerView {
+    pub upstream: String,
+    pub server: String,
+    pub addr: SocketAddr,
+    pub backup: bool,
+    pub weight: i64,
+    pub effective_weight: i64,
+    pub down: bool,
+    pub check_down: bool,
+    pub available: bool,
+    pub conns: u32,
+    pub fails: u32,
+    pub max_fails: u32,
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    // A VIP held by the other node right now can still be listened on.
+    let _ = if addr.is_ipv4() {
+        s.set_freebind_v4(true)
+    } else {
+        s.set_freebind_v6(true)
+    };
+    s.bind(&addr.into())?;
+    s.listen(511)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+impl Runtime {
+    /// Compiles `cfg`, binds its listeners and starts serving.
+    pub fn start(cfg: &NginxConfig) -> Result<Runtime, String> {
+        let site = site::compile(cfg, None)?;
+        let threads = if site.threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            site.threads
+        };
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("fulcrum-proxy")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("proxy runtime: {e}"))?;
+        let binds = site.binds();
+        let mut bound = Vec::new();
+        for a in &binds {
+            bound.push((
+                *a,
+                bind(*a).map_err(|e| format!("bind() to {a} failed ({e})"))?,
+            ));
+        }
+        let shared = Arc::new(Shared {
+            site: RwLock::new(Arc::new(site)),
+            listeners: Mutex::new(HashMap::new()),
+        });
+        for (a, l) in bound {
+            let task = rt.spawn(accept(shared.clone(), l));
+            shared
+                .listeners
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(a, task);
+            info!(listen = %a, threads, "layer-7 proxy listening");
+        }
+        Ok(Runtime {
+            rt: Some(rt),
+            shared,
+        })
+    }
+
+    /// Applies a new configuration; on error the running one stays.
+    pub fn reload(&self, cfg: &NginxConfig) -> Result<(), String> {
+        let old = self.site();
+        let site = site::compile(cfg, Some(&old))?;
+        let binds = site.binds();
+        let mut listeners = self
+            .shared
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut fresh = Vec::new();
+        for a in binds.iter().filter(|a| !listeners.contains_key(a)) {
+            fresh.push((
+                *a,
+                bind(*a).map_err(|e| format!("bind() to {a} failed ({e})"))?,
+            ));
+        }
+        *self.shared.site.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(site);
+        let rt = self.rt.as_ref().expect("running");
+        for (a, l) in fresh {
+            listeners.insert(a, rt.spawn(accept(self.shared.clone(), l)));
+            info!(listen = %a, "layer-7 proxy listening");
+        }
+        let gone: Vec<SocketAddr> = listeners
+            .keys()
+            .filter(|a| !binds.contains(a))
+            .copied()
+            .collect();
+        for a in gone {
+            if let Some(t) = listeners.remove(&a) {
+                t.abort();
+                info!(listen = %a, "layer-7 proxy stopped listening");
+            }
+        }
+        Ok(())
+    }
+
+    pub fn site(&self) -> Arc<Site> {
+        self.shared
+            .site
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Every upstream peer's state.
+    pub fn peers(&self) -> Vec<PeerView> {
+        let site = self.site();
+        let mut names: Vec<&String> = site.upstreams.keys().collect();
+        names.sort();
+        let now = 0;
+        let mut out = Vec::new();
+        for name in names {
+            let g = &site.upstreams[name];
+            let pool = g.pool.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, p) in pool.peers() {
+                out.push(PeerView {
+                    upstream: name.clone(),
+                    server: p.server.clone(),
+                    addr: p.addr,
+                    backup: id.backup,
+                    weight: p.weight,
+                    effective_weight: p.effective_weight(),
+                    down: p.down,
+                    check_down: p.check_down,
+                    available: p.available(now) || p.fails > 0,
+                    conns: p.conns,
+                    fails: p.fails,
+                    max_fails: p.max_fails,
+                });
+            }
+        }
+        out
+    }
+
+    /// Active health checks drive upstream membership (Fulcrum's extension): every peer
+    /// at `addr` leaves (or rejoins) the rotation of every upstream.
+    pub fn set_check_down(&self, addr: SocketAddr, down: bool) -> bool {
+        let site = self.site();
+        let mut found = false;
+        for g in site.upstreams.values() {
+            found |= g
+                .pool
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .set_check_down(addr, down);
+        }
+        found
+    }
+
+    /// Stops listening and drops every connection.
+    pub fn stop(mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+async fn accept(shared: Arc<Shared>, listener: std::net::TcpListener) {
+    let listener = match tokio::net::TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            warn!("listener: {e}");
+            return;
+        }
+    };
+    loop {
+        let (stream, remote) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                debug!("accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let local = match stream.local_addr() {
+            Ok(a) => a,
+            Err(_) => continue,
+        };
+        let _ = stream.set_nodelay(true);
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let site = shared
+                .site
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            let conn = handler::Conn4 {
+                remote,
+                local,
+                https: false,
+            };
+            let service = hyper::service::service_fn(move |req| {
+                let site = shared
+                    .site
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
+                handler::handle(site, req, conn)
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(site.client_header_timeout)
+                .max_buf_size(site.header_buffer.max(8192))
+                .keep_alive(true);
+            if let Err(e) = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(%remote, "connection: {e}");
+            }
+        });
+    }
+}

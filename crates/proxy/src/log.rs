@@ -1,0 +1,215 @@
+//! The access log: nginx's `combined` format or a `log_format` of the http block, one
+//! line per request once its response body has been sent.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::pin::Pin;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use fulcrum_nginx_conf::model::{AccessLog, Part, Template};
+use hyper::body::{Frame, SizeHint};
+use tracing::warn;
+
+use crate::handler::{Body, BoxError, Req};
+use crate::site::{Resolved, Site, VServer, COMBINED};
+
+enum Piece {
+    Text(String),
+    BodyBytes,
+    RequestTime,
+}
+
+/// A log line waiting for the body's size.
+pub struct AccessLine {
+    pieces: Vec<Piece>,
+    files: Vec<String>,
+    start: std::time::Instant,
+}
+
+impl std::fmt::Debug for AccessLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLine")
+            .field("files", &self.files)
+            .finish()
+    }
+}
+
+fn time_local() -> String {
+    // [25/Nov/2026:20:15:02 +0000], in UTC (the daemon does not read the time zone).
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
+        MONTHS[(month - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+impl AccessLine {
+    pub(crate) fn new(
+        site: &Site,
+        server: &VServer,
+        res: &Resolved,
+        r: &Req,
+        status: u16,
+        upstream_addr: &str,
+    ) -> Option<AccessLine> {
+        let mut files = Vec::new();
+        let mut format = None;
+        for l in &res.access_log {
+            match l {
+                AccessLog::Off => return None,
+                AccessLog::File { path, format: f } => {
+                    files.push(path.clone());
+                    format = format.or(f.clone());
+                }
+            }
+        }
+        if files.is_empty() {
+            return None;
+        }
+        let text = match format.as_deref() {
+            None | Some("combined") => COMBINED.to_string(),
+            Some(name) => site
+                .log_formats
+                .get(name)
+                .cloned()
+                .unwrap_or_else(|| COMBINED.to_string()),
+        };
+        let time = time_local();
+        let mut ctx = r.ctx(site, server.name(), "");
+        ctx.status = status;
+        ctx.time_local = &time;
+        ctx.upstream_addr = upstream_addr;
+        let t = Template::new(text);
+        let mut pieces = Vec::new();
+        for p in t.parts() {
+            match p {
+                Part::Literal(s) => pieces.push(Piece::Text(s.to_string())),
+                Part::Variable("body_bytes_sent") | Part::Variable("bytes_sent") => {
+                    pieces.push(Piece::BodyBytes)
+                }
+                Part::Variable("request_time") => pieces.push(Piece::RequestTime),
+                Part::Variable(v) => {
+                    let value = ctx.var(v, 0).filter(|x| !x.is_empty());
+                    pieces.push(Piece::Text(value.unwrap_or_else(|| "-".into())));
+                }
+            }
+        }
+        Some(AccessLine {
+            pieces,
+            files,
+            start: r.start,
+        })
+    }
+
+    fn write(&self, bytes: u64) {
+        let mut line = String::new();
+        for p in &self.pieces {
+            match p {
+                Piece::Text(t) => line.push_str(t),
+                Piece::BodyBytes => line.push_str(&bytes.to_string()),
+                Piece::RequestTime => {
+                    line.push_str(&format!("{:.3}", self.start.elapsed().as_secs_f64()))
+                }
+            }
+        }
+        line.push('\n');
+        static FILES: Mutex<Option<HashMap<String, Option<std::fs::File>>>> = Mutex::new(None);
+        let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
+        let files = files.get_or_insert_with(HashMap::new);
+        for path in &self.files {
+            let f = files.entry(path.clone()).or_insert_with(|| {
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| warn!("access_log {path}: {e}"))
+                    .ok()
+            });
+            if let Some(f) = f {
+                let _ = f.write_all(line.as_bytes());
+            }
+        }
+    }
+}
+
+/// A response body that writes its log line when it is done (or dropped).
+pub struct Logged {
+    inner: Body,
+    line: Option<AccessLine>,
+    bytes: u64,
+}
+
+impl std::fmt::Debug for Logged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Logged")
+            .field("bytes", &self.bytes)
+            .finish()
+    }
+}
+
+impl Logged {
+    pub fn new(inner: Body, line: AccessLine) -> Logged {
+        Logged {
+            inner,
+            line: Some(line),
+            bytes: 0,
+        }
+    }
+}
+
+impl hyper::body::Body for Logged {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(f))) = &polled {
+            if let Some(d) = f.data_ref() {
+                self.bytes += d.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        if let Some(line) = self.line.take() {
+            line.write(self.bytes);
+        }
+    }
+}

@@ -1,0 +1,479 @@
+//! The nginx.conf model compiled for serving: settings merged down the http → server →
+//! location chain as nginx merges them, regexes compiled, `proxy_pass` targets resolved to
+//! upstream pools (an address written in `proxy_pass` is an implicit upstream, as in nginx).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fulcrum_nginx_conf::model::{
+    AccessLog, Balance, HttpVersion, Location, LocationMatch, LogFormat, Map, NextUpstream,
+    NginxConfig, ProxyRedirect, Return, Server, ServerName, Settings, Template, Upstream,
+    UpstreamServer,
+};
+use fulcrum_upstream::Pool;
+use regex::Regex;
+
+/// nginx's `combined` log format.
+pub const COMBINED: &str = "$remote_addr - $remote_user [$time_local] \"$request\" $status $body_bytes_sent \"$http_referer\" \"$http_user_agent\"";
+
+/// Settings after inheritance: what applies to a request in a location.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// proxy_set_header, the innermost level that has any (nginx's rule).
+    pub set_headers: Vec<(String, Template)>,
+    pub http_version: HttpVersion,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub send_timeout: Duration,
+    pub next_upstream: NextUpstream,
+    pub next_upstream_tries: u32,
+    pub next_upstream_timeout: Option<Duration>,
+    pub buffering: bool,
+    pub redirect: Vec<ProxyRedirect>,
+    pub access_log: Vec<AccessLog>,
+    pub client_max_body_size: u64,
+    pub client_body_timeout: Duration,
+    pub keepalive_timeout: Duration,
+    pub keepalive_requests: u32,
+}
+
+fn merge(inner: &Settings, outer: &Settings) -> Settings {
+    macro_rules! m {
+        ($($f:ident),*) => { Settings { $($f: inner.$f.clone().or_else(|| outer.$f.clone()),)* } };
+    }
+    m!(
+        proxy_set_header,
+        proxy_http_version,
+        proxy_connect_timeout,
+        proxy_read_timeout,
+        proxy_send_timeout,
+        proxy_next_upstream,
+        proxy_next_upstream_tries,
+        proxy_next_upstream_timeout,
+        proxy_buffering,
+        proxy_redirect,
+        access_log,
+        error_log,
+        client_max_body_size,
+        client_body_timeout,
+        send_timeout,
+        keepalive_timeout,
+        keepalive_requests,
+        ssl_certificate,
+        ssl_certificate_key,
+        client_header_timeout,
+        client_header_buffer_size,
+        large_client_header_buffers
+    )
+}
+
+impl Resolved {
+    fn of(s: &Settings) -> Resolved {
+        let minute = Duration::from_secs(60);
+        Resolved {
+            set_headers: s.proxy_set_header.clone().unwrap_or_default(),
+            http_version: s.proxy_http_version.unwrap_or(HttpVersion::V1_0),
+            connect_timeout: s.proxy_connect_timeout.unwrap_or(minute),
+            read_timeout: s.proxy_read_timeout.unwrap_or(minute),
+            send_timeout: s.proxy_send_timeout.unwrap_or(minute),
+            next_upstream: s.proxy_next_upstream.unwrap_or(NextUpstream::DEFAULT),
+            next_upstream_tries: s.proxy_next_upstream_tries.unwrap_or(0),
+            next_upstream_timeout: s.proxy_next_upstream_timeout.filter(|d| !d.is_zero()),
+            buffering: s.proxy_buffering.unwrap_or(true),
+            redirect: s
+                .proxy_redirect
+                .clone()
+                .unwrap_or_else(|| vec![ProxyRedirect::Default]),
+            access_log: s.access_log.clone().unwrap_or_else(|| {
+                vec![AccessLog::File {
+                    path: "/var/log/nginx/access.log".into(),
+                    format: None,
+                }]
+            }),
+            client_max_body_size: s.client_max_body_size.unwrap_or(1024 * 1024),
+            client_body_timeout: s.client_body_timeout.unwrap_or(minute),
+            keepalive_timeout: s
+                .keepalive_timeout
+                .map(|k| k.0)
+                .unwrap_or(Duration::from_secs(75)),
+            keepalive_requests: s.keepalive_requests.unwrap_or(1000),
+        }
+    }
+}
+
+/// Where `proxy_pass` sends a request.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// No variables: the upstream (named or implicit), scheme and URI part fixed.
+    Fixed {
+        https: bool,
+        upstream: Arc<UpstreamGroup>,
+        /// `$proxy_host`: the upstream's name, or host[:port] as written.
+        proxy_host: String,
+        uri: Option<String>,
+    },
+    /// With variables: evaluated per request (the host must name an upstream or be an
+    /// address with a port).
+    Dynamic(Template),
+}
+
+#[derive(Debug)]
+pub struct Loc {
+    pub matcher: LocationMatch,
+    pub regex: Option<Regex>,
+    pub target: Option<Target>,
+    pub ret: Option<Return>,
+    pub settings: Resolved,
+    pub children: Vec<Loc>,
+}
+
+#[derive(Debug)]
+pub struct VServer {
+    pub names: Vec<ServerName>,
+    pub regexes: Vec<Option<Regex>>,
+    pub listens: Vec<(Option<IpAddr>, u16, bool)>,
+    pub ret: Option<Return>,
+    pub settings: Resolved,
+    pub locations: Vec<Loc>,
+    pub https: bool,
+}
+
+impl VServer {
+    /// `$server_name`: the first name, or "".
+    pub fn name(&self) -> &str {
+        match self.names.first() {
+            Some(ServerName::Exact(n)) | Some(ServerName::Wildcard(n)) => n,
+            _ => "",
+        }
+    }
+}
+
+/// An upstream block (or implicit upstream) with its shared balancer state and its idle
+/// connection cache settings.
+#[derive(Debug)]
+pub struct UpstreamGroup {
+    pub name: String,
+    pub config: Upstream,
+    pub hash_key: Option<Template>,
+    pub pool: Mutex<Pool>,
+    /// keepalive N: idle connections kept per upstream (0: none).
+    pub keepalive: usize,
+    pub keepalive_requests: u32,
+    pub keepalive_timeout: Duration,
+    /// Idle connections to its peers, kept for reuse (keepalive N).
+    pub idle: crate::pool::Idle,
+}
+
+#[derive(Debug)]
+pub struct CompiledMap {
+    pub source: Template,
+    pub variable: String,
+    pub default: Template,
+    pub exact: HashMap<String, Template>,
+    pub regexes: Vec<(Regex, Template)>,
+}
+
+/// A whole compiled http block.
+#[derive(Debug)]
+pub struct Site {
+    pub servers: Vec<VServer>,
+    pub upstreams: HashMap<String, Arc<UpstreamGroup>>,
+    pub maps: Vec<CompiledMap>,
+    pub log_formats: HashMap<String, String>,
+    pub client_header_timeout: Duration,
+    pub header_buffer: usize,
+    pub threads: usize,
+}
+
+impl Site {
+    /// The addresses to bind: per port, the wildcard if any server listens on it, else
+    /// each address (nginx binds `*:port` once and picks servers by local address).
+    pub fn binds(&self) -> Vec<SocketAddr> {
+        let mut out: Vec<SocketAddr> = Vec::new();
+        let all: Vec<(Option<IpAddr>, u16)> = self
+            .servers
+            .iter()
+            .flat_map(|s| s.listens.iter().map(|(a, p, _)| (*a, *p)))
+            .collect();
+        for (addr, port) in &all {
+            let wildcard = all.iter().any(|(a, p)| a.is_none() && p == port);
+            let bind = match (addr, wildcard) {
+                (_, true) => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), *port),
+                (Some(a), false) => SocketAddr::new(*a, *port),
+                (None, false) => unreachable!("a wildcard listen is a wildcard"),
+            };
+            if !out.contains(&bind) {
+                out.push(bind);
+            }
+        }
+        out
+    }
+
+    pub fn map(&self, name: &str) -> Option<&CompiledMap> {
+        self.maps.iter().find(|m| m.variable == name)
+    }
+}
+
+fn resolve(host: &str, port: u16) -> Vec<SocketAddr> {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = h.parse::<IpAddr>() {
+        return vec![SocketAddr::new(ip, port)];
+    }
+    (h, port)
+        .to_socket_addrs()
+        .map(|a| a.collect())
+        .unwrap_or_default()
+}
+
+/// Splits `http://host[:port]/uri` into (https, host[:port], uri part).
+pub fn split_url(url: &str) -> Option<(bool, &str, Option<&str>)> {
+    let (https, rest) = if let Some(r) = url.strip_prefix("http://") {
+        (false, r)
+    } else {
+        (true, url.strip_prefix("https://")?)
+    };
+    Some(match rest.find('/') {
+        Some(i) => (https, &rest[..i], Some(&rest[i..])),
+        None => (https, rest, None),
+    })
+}
+
+/// `host[:port]` into host and port (default by scheme).
+pub fn host_port(hp: &str, https: bool) -> (String, u16, bool) {
+    let default = if https { 443 } else { 80 };
+    if let Some(rest) = hp.strip_prefix('[') {
+        if let Some((h, after)) = rest.split_once(']') {
+            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+            return (format!("[{h}]"), port.unwrap_or(default), port.is_some());
+        }
+    }
+    match hp.rsplit_once(':') {
+        Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), p.parse().unwrap(), true),
+        _ => (hp.to_string(), default, false),
+    }
+}
+
+fn group(u: &Upstream) -> Result<UpstreamGroup, String> {
+    let pool = Pool::new(u, resolve)?;
+    Ok(UpstreamGroup {
+        name: u.name.clone(),
+        config: u.clone(),
+        hash_key: match &u.balance {
+            Balance::Hash { key, .. } => Some(key.clone()),
+            _ => None,
+        },
+        pool: Mutex::new(pool),
+        keepalive: u.keepalive.unwrap_or(0) as usize,
+        keepalive_requests: u.keepalive_requests.unwrap_or(1000),
+        keepalive_timeout: u.keepalive_timeout.unwrap_or(Duration::from_secs(60)),
+        idle: crate::pool::Idle::default(),
+    })
+}
+
+/// An implicit upstream for `proxy_pass http://host:port`: its addresses, round-robin,
+/// nginx's defaults.
+pub fn implicit(host: &str, port: u16, written: &str) -> Result<UpstreamGroup, String> {
+    let mut s = UpstreamServer::new(host, port);
+    s.port_written = written.contains(':');
+    group(&Upstream {
+        name: written.to_string(),
+        servers: vec![s],
+        balance: Balance::RoundRobin,
+        keepalive: None,
+        keepalive_requests: None,
+        keepalive_timeout: None,
+    })
+}
+
+struct Compiler<'a> {
+    upstreams: HashMap<String, Arc<UpstreamGroup>>,
+    previous: Option<&'a Site>,
+}
+
+impl Compiler<'_> {
+    /// The group for `host[:port]` of a proxy_pass: a named upstream, else an implicit one.
+    fn target(&mut self, hp: &str, https: bool) -> Result<Arc<UpstreamGroup>, String> {
+        if let Some(g) = self.upstreams.get(hp) {
+            return Ok(g.clone());
+        }
+        let (host, port, _) = host_port(hp, https);
+        let g = Arc::new(implicit(&host, port, hp)?);
+        self.upstreams.insert(hp.to_string(), g.clone());
+        Ok(g)
+    }
+
+    fn location(&mut self, l: &Location, outer: &Settings) -> Result<Loc, String> {
+        let settings = merge(&l.settings, outer);
+        let regex = match &l.matcher {
+            LocationMatch::Regex {
+                pattern,
+                case_insensitive,
+            } => Some(
+                regex::RegexBuilder::new(pattern)
+                    .case_insensitive(*case_insensitive)
+                    .build()
+                    .map_err(|e| format!("location regex \"{pattern}\": {e}"))?,
+            ),
+            _ => None,
+        };
+        let target = match &l.proxy_pass {
+            None => None,
+            Some(t) if t.has_variables() => Some(Target::Dynamic(t.clone())),
+            Some(t) => {
+                let (https, hp, uri) =
+                    split_url(t.as_str()).ok_or_else(|| format!("invalid URL \"{}\"", t.0))?;
+                Some(Target::Fixed {
+                    https,
+                    upstream: self.target(hp, https)?,
+                    proxy_host: hp.to_string(),
+                    uri: uri.map(str::to_string),
+                })
+            }
+        };
+        let children = l
+            .locations
+            .iter()
+            .map(|c| self.location(c, &settings))
+            .collect::<Result<_, _>>()?;
+        Ok(Loc {
+            matcher: l.matcher.clone(),
+            regex,
+            target,
+            ret: l.ret.clone(),
+            settings: Resolved::of(&settings),
+            children,
+        })
+    }
+
+    fn server(&mut self, s: &Server, http: &Settings) -> Result<VServer, String> {
+        if let Some(l) = s.listen.iter().find(|l| l.ssl) {
+            return Err(format!(
+                "listen {} ssl: TLS termination is not supported by this build",
+                l.port
+            ));
+        }
+        let settings = merge(&s.settings, http);
+        let regexes = s
+            .server_name
+            .iter()
+            .map(|n| match n {
+                ServerName::Regex(r) => regex::RegexBuilder::new(r)
+                    .case_insensitive(true)
+                    .build()
+                    .map(Some)
+                    .map_err(|e| format!("server_name regex \"{r}\": {e}")),
+                _ => Ok(None),
+            })
+            .collect::<Result<_, _>>()?;
+        let listens = if s.listen.is_empty() {
+            vec![(None, 80, false)]
+        } else {
+            s.listen
+                .iter()
+                .map(|l| (l.addr, l.port, l.default_server))
+                .collect()
+        };
+        Ok(VServer {
+            names: s.server_name.clone(),
+            regexes,
+            https: s.listen.iter().any(|l| l.ssl),
+            listens,
+            ret: s.ret.clone(),
+            locations: s
+                .locations
+                .iter()
+                .map(|l| self.location(l, &settings))
+                .collect::<Result<_, _>>()?,
+            settings: Resolved::of(&settings),
+        })
+    }
+}
+
+fn map(m: &Map) -> Result<CompiledMap, String> {
+    let mut exact = HashMap::new();
+    let mut regexes = Vec::new();
+    for (k, v) in &m.entries {
+        if let Some(r) = k.strip_prefix("~*") {
+            let re = regex::RegexBuilder::new(r).case_insensitive(true).build();
+            regexes.push((
+                re.map_err(|e| format!("map regex \"{r}\": {e}"))?,
+                v.clone(),
+            ));
+        } else if let Some(r) = k.strip_prefix('~') {
+            regexes.push((
+                Regex::new(r).map_err(|e| format!("map regex \"{r}\": {e}"))?,
+                v.clone(),
+            ));
+        } else {
+            let key = k.strip_prefix('\\').unwrap_or(k);
+            let key = if m.hostnames {
+                key.to_ascii_lowercase()
+            } else {
+                key.to_string()
+            };
+            exact.insert(key, v.clone());
+        }
+    }
+    Ok(CompiledMap {
+        source: m.source.clone(),
+        variable: m.variable.clone(),
+        default: m.default.clone().unwrap_or_else(|| Template::new("")),
+        exact,
+        regexes,
+    })
+}
+
+/// Compiles a configuration. Upstream groups whose block is unchanged from `previous` keep
+/// their balancer state (a reload does not reset round-robin positions or failures).
+pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, String> {
+    let http = cfg.http.clone().unwrap_or_default();
+    let mut c = Compiler {
+        upstreams: HashMap::new(),
+        previous,
+    };
+    for u in &http.upstreams {
+        let kept = c
+            .previous
+            .and_then(|p| p.upstreams.get(&u.name))
+            .filter(|g| g.config == *u)
+            .cloned();
+        let g = match kept {
+            Some(g) => g,
+            None => Arc::new(group(u)?),
+        };
+        c.upstreams.insert(u.name.clone(), g);
+    }
+    let servers = http
+        .servers
+        .iter()
+        .map(|s| c.server(s, &http.settings))
+        .collect::<Result<_, _>>()?;
+    let maps = http.maps.iter().map(map).collect::<Result<_, _>>()?;
+    let log_formats = http
+        .log_formats
+        .iter()
+        .map(|f: &LogFormat| (f.name.clone(), f.format.0.clone()))
+        .collect();
+    let threads = match cfg.worker_processes {
+        fulcrum_nginx_conf::model::WorkerProcesses::Auto => 0,
+        fulcrum_nginx_conf::model::WorkerProcesses::Count(n) => n as usize,
+    };
+    let (count, size) = http
+        .settings
+        .large_client_header_buffers
+        .unwrap_or((4, 8192));
+    Ok(Site {
+        servers,
+        upstreams: c.upstreams,
+        maps,
+        log_formats,
+        client_header_timeout: http
+            .settings
+            .client_header_timeout
+            .unwrap_or(Duration::from_secs(60)),
+        header_buffer: (count as u64 * size).max(8192) as usize,
+        threads,
+    })
+}

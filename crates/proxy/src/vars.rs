@@ -1,0 +1,164 @@
+//! nginx's variables, evaluated for one request.
+
+use std::net::SocketAddr;
+
+use fulcrum_nginx_conf::model::{Part, Template};
+use http::HeaderMap;
+
+use crate::site::Site;
+
+/// What a request's variables are made of.
+#[derive(Debug)]
+pub struct Ctx<'a> {
+    pub site: &'a Site,
+    pub method: &'a str,
+    /// As the client sent it: path and query.
+    pub request_uri: &'a str,
+    /// Normalized path.
+    pub uri: &'a str,
+    pub args: &'a str,
+    pub protocol: &'a str,
+    pub headers: &'a HeaderMap,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub https: bool,
+    pub server_name: &'a str,
+    pub proxy_host: &'a str,
+    /// For the access log.
+    pub status: u16,
+    pub body_bytes_sent: u64,
+    pub time_local: &'a str,
+    pub request_time: f64,
+    pub upstream_addr: &'a str,
+}
+
+impl Ctx<'_> {
+    /// `$host`: the Host header without its port, lowercased; else the server's name.
+    pub fn host(&self) -> String {
+        match self
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+        {
+            Some(h) if !h.is_empty() => {
+                let h = if h.starts_with('[') {
+                    h.split_once(']')
+                        .map_or(h, |(a, _)| a)
+                        .trim_start_matches('[')
+                } else {
+                    h.rsplit_once(':').map_or(h, |(a, _)| a)
+                };
+                h.trim_end_matches('.').to_ascii_lowercase()
+            }
+            _ => self.server_name.to_string(),
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        let name = name.replace('_', "-");
+        let values: Vec<&str> = self
+            .headers
+            .get_all(name.as_str())
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        if values.is_empty() {
+            return None;
+        }
+        // nginx joins repeated Cookie headers with "; " and others with ", ".
+        let sep = if name.eq_ignore_ascii_case("cookie") {
+            "; "
+        } else {
+            ", "
+        };
+        Some(values.join(sep))
+    }
+
+    /// A variable's value; None when it is not set (renders as empty).
+    pub fn var(&self, name: &str, depth: u8) -> Option<String> {
+        let v = match name {
+            "remote_addr" => self.remote.ip().to_string(),
+            "remote_port" => self.remote.port().to_string(),
+            "server_addr" => self.local.ip().to_string(),
+            "server_port" => self.local.port().to_string(),
+            "server_name" => self.server_name.to_string(),
+            "server_protocol" => self.protocol.to_string(),
+            "host" => self.host(),
+            "scheme" => if self.https { "https" } else { "http" }.to_string(),
+            "https" => if self.https { "on" } else { "" }.to_string(),
+            "request_uri" => self.request_uri.to_string(),
+            "uri" | "document_uri" => self.uri.to_string(),
+            "args" | "query_string" => self.args.to_string(),
+            "is_args" => if self.args.is_empty() { "" } else { "?" }.to_string(),
+            "request_method" => self.method.to_string(),
+            "request" => format!("{} {} {}", self.method, self.request_uri, self.protocol),
+            "proxy_host" => self.proxy_host.to_string(),
+            "proxy_port" => self
+                .proxy_host
+                .rsplit_once(':')
+                .map_or(if self.https { "443" } else { "80" }, |(_, p)| p)
+                .to_string(),
+            "proxy_add_x_forwarded_for" => match self.header("x_forwarded_for") {
+                Some(x) => format!("{x}, {}", self.remote.ip()),
+                None => self.remote.ip().to_string(),
+            },
+            "content_length" => return self.header("content_length"),
+            "content_type" => return self.header("content_type"),
+            "remote_user" => return None,
+            "status" => format!("{:03}", self.status),
+            "body_bytes_sent" => self.body_bytes_sent.to_string(),
+            "time_local" => self.time_local.to_string(),
+            "request_time" => format!("{:.3}", self.request_time),
+            "upstream_addr" => {
+                return (!self.upstream_addr.is_empty()).then(|| self.upstream_addr.to_string())
+            }
+            n if n.starts_with("http_") => return self.header(&n[5..]),
+            n if n.starts_with("arg_") => {
+                return self.args.split('&').find_map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    k.eq_ignore_ascii_case(&n[4..]).then(|| v.to_string())
+                })
+            }
+            n => return self.map(n, depth),
+        };
+        Some(v)
+    }
+
+    fn map(&self, name: &str, depth: u8) -> Option<String> {
+        let m = self.site.map(name)?;
+        if depth > 8 {
+            return None;
+        }
+        let key = self.eval_at(&m.source, depth + 1);
+        let value = m
+            .exact
+            .get(&key)
+            .or_else(|| {
+                m.regexes
+                    .iter()
+                    .find(|(r, _)| r.is_match(&key))
+                    .map(|(_, v)| v)
+            })
+            .unwrap_or(&m.default);
+        Some(self.eval_at(value, depth + 1))
+    }
+
+    pub fn eval(&self, t: &Template) -> String {
+        self.eval_at(t, 0)
+    }
+
+    fn eval_at(&self, t: &Template, depth: u8) -> String {
+        let mut out = String::new();
+        for p in t.parts() {
+            match p {
+                Part::Literal(s) => out.push_str(s),
+                Part::Variable(v) => {
+                    if let Some(x) = self.var(v, depth) {
+                        out.push_str(&x);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
