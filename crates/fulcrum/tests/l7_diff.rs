@@ -313,3 +313,77 @@ fn request_headers_uri_rewriting_and_bodies() {
     );
     p.same(&["/ws/chat"], &["--header", "Upgrade: websocket"]);
 }
+
+#[test]
+fn malformed_smuggling_and_oversized_requests_get_nginx_statuses() {
+    if skip("malformed_smuggling_and_oversized_requests_get_nginx_statuses") {
+        return;
+    }
+    let http = "    upstream u {\n        server 127.0.0.1:9001;\n    }\n    server {\n        LISTEN\n        client_max_body_size 1k;\n        location / {\n            proxy_pass http://u;\n        }\n    }";
+    let p = Pair::start("l7bad", http, &[("b1", 9001, &[])]);
+    let big = "a".repeat(9000);
+    let many: String = (0..40)
+        .map(|i| format!("X-H{i}: {}\\r\\n", "b".repeat(1000)))
+        .collect();
+    let cases = [
+        ("both lengths", "POST / HTTP/1.1\\r\\nHost: a\\r\\nContent-Length: 3\\r\\nTransfer-Encoding: chunked\\r\\n\\r\\n0\\r\\n\\r\\n".to_string()),
+        ("unknown coding", "POST / HTTP/1.1\\r\\nHost: a\\r\\nTransfer-Encoding: gzip\\r\\n\\r\\n".to_string()),
+        ("coding before chunked", "POST / HTTP/1.1\\r\\nHost: a\\r\\nTransfer-Encoding: gzip, chunked\\r\\n\\r\\n0\\r\\n\\r\\n".to_string()),
+        ("chunked body", "POST / HTTP/1.1\\r\\nHost: a\\r\\nTransfer-Encoding: chunked\\r\\nConnection: close\\r\\n\\r\\n3\\r\\nabc\\r\\n0\\r\\n\\r\\n".to_string()),
+        ("no Host in HTTP/1.1", "GET / HTTP/1.1\\r\\n\\r\\n".to_string()),
+        ("no Host in HTTP/1.0", "GET / HTTP/1.0\\r\\n\\r\\n".to_string()),
+        ("bad length", "POST / HTTP/1.1\\r\\nHost: a\\r\\nContent-Length: abc\\r\\n\\r\\n".to_string()),
+        ("two lengths", "POST / HTTP/1.1\\r\\nHost: a\\r\\nContent-Length: 1\\r\\nContent-Length: 2\\r\\n\\r\\nab".to_string()),
+        ("header line over 8k", format!("GET / HTTP/1.1\\r\\nHost: a\\r\\nX-Big: {big}\\r\\n\\r\\n")),
+        ("request line over 8k", format!("GET /{big} HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n")),
+        ("head over 32k", format!("GET / HTTP/1.1\\r\\nHost: a\\r\\n{many}\\r\\n")),
+        ("body over client_max_body_size", "POST / HTTP/1.1\\r\\nHost: a\\r\\nContent-Length: 2000\\r\\n\\r\\n".to_string()),
+        ("space in a header name", "GET / HTTP/1.1\\r\\nHost: a\\r\\nX Y: z\\r\\n\\r\\n".to_string()),
+        ("obsolete line folding", "GET / HTTP/1.1\\r\\nHost: a\\r\\nX-A: b\\r\\n c\\r\\n\\r\\n".to_string()),
+        ("above the root", "GET /../x HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n".to_string()),
+    ];
+    for (what, raw) in &cases {
+        let n = p.lab.request_raw(&p.host, NGINX, raw).unwrap().0;
+        let f = p.lab.request_raw(&p.host, FULCRUM, raw).unwrap().0;
+        assert_eq!(n, f, "{what}: nginx {n}, fulcrum {f}");
+        assert_ne!(n, 0, "{what}: no answer");
+    }
+}
+
+#[test]
+fn timeouts_slow_clients_and_backends_that_hang_or_cut_off() {
+    if skip("timeouts_slow_clients_and_backends_that_hang_or_cut_off") {
+        return;
+    }
+    let http = "    client_header_timeout 1s;\n    client_body_timeout 1s;\n    upstream u {\n        server 127.0.0.1:9001;\n        server 127.0.0.1:9002;\n    }\n    upstream one {\n        server 127.0.0.1:9001;\n    }\n    server {\n        LISTEN\n        location / {\n            proxy_pass http://u;\n            proxy_read_timeout 1s;\n            proxy_next_upstream off;\n        }\n        location = /cut {\n            proxy_pass http://one;\n        }\n        location /retry/ {\n            proxy_pass http://u/;\n            proxy_read_timeout 1s;\n        }\n    }";
+    let hostile: &[&str] = &["--hang-path", "/hang", "--cut-path", "/cut"];
+    let p = Pair::start(
+        "l7slow",
+        http,
+        &[("b1", 9001, hostile), ("b2", 9002, hostile)],
+    );
+    // A backend that never answers: 504 after proxy_read_timeout. The timeout counts as a
+    // failure (max_fails 1), so the next request, allowed to go on, finds b1 out and b2
+    // hanging too: "no live upstreams", 502.
+    let s = p.same(&["/hang", "/retry/hang"], &[]);
+    assert_eq!((s[0].status, s[1].status), (504, 502), "{s:?}");
+    // A backend that stops mid-body: the status and what came went out, then the
+    // connection ends short.
+    for addr in [NGINX, FULCRUM] {
+        let r = p.lab.request(&p.host, addr, &["/cut"], &[]).unwrap();
+        assert_eq!(r[0].0, 200, "{addr}");
+        assert!(r[0].1.len() < 100_000, "{addr}: {} bytes", r[0].1.len());
+    }
+    // A client that stops sending its head, or its body.
+    for (what, raw) in [
+        ("head", "GET / HTTP/1.1\\r\\nHost: a\\r\\n"),
+        (
+            "body",
+            "POST / HTTP/1.1\\r\\nHost: a\\r\\nContent-Length: 10\\r\\n\\r\\nabc",
+        ),
+    ] {
+        let n = p.lab.request_raw(&p.host, NGINX, raw).unwrap().0;
+        let f = p.lab.request_raw(&p.host, FULCRUM, raw).unwrap().0;
+        assert_eq!(n, f, "slow {what}: nginx {n}, fulcrum {f}");
+    }
+}

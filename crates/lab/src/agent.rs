@@ -2,15 +2,18 @@
 //! (so a test sees which real server served it) and a bounded prober.
 //!
 //! `serve --name NAME --listen ADDR:PORT [--http [--echo] [--fail-path PATH --fail-status
-//! CODE]]` prints `ready` once it listens. Plain mode writes `NAME\n` and then echoes what
+//! CODE] [--hang-path PATH] [--cut-path PATH]]` prints `ready` once it listens. Plain mode writes `NAME\n` and then echoes what
 //! it reads; HTTP mode answers every request with status 200 and the body `NAME\n`,
 //! keeping the connection open when the client does. `--echo` adds the request head as
 //! received (request line, then each header line) to the body; a request for
-//! `--fail-path` is answered with `--fail-status` instead of 200.
+//! `--fail-path` is answered with `--fail-status` instead of 200; one for `--hang-path` is
+//! never answered; one for `--cut-path` gets 100 bytes of a 100,000-byte body, then the
+//! connection closes.
 //!
 //! `request --connect ADDR:PORT --paths P1,P2,... [--method M] [--header 'K: V']...
 //! [--body TEXT]` sends one HTTP/1.1 request per path, each on its own connection, and
-//! prints for each `=== STATUS` and the body (or `=== error REASON`).
+//! prints for each `=== STATUS` and the body (or `=== error REASON`). With `--raw TEXT`
+//! it sends TEXT instead (`\r` and `\n` written as such), once.
 //!
 //! `probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]` opens N connections
 //! one after another and prints the first line each answers with; it exits 1 if any fails.
@@ -62,6 +65,8 @@ pub fn main(args: Vec<String>) -> ExitCode {
                 echo: args.iter().any(|a| a == "--echo"),
                 fail: flag_value(&args, "--fail-path")
                     .zip(flag_value(&args, "--fail-status").and_then(|c| c.parse::<u16>().ok())),
+                hang: flag_value(&args, "--hang-path"),
+                cut: flag_value(&args, "--cut-path"),
             };
             match serve(&name, addr, http, &behaviour) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -72,10 +77,19 @@ pub fn main(args: Vec<String>) -> ExitCode {
             }
         }
         Some("request") => {
-            let (Some(Ok(addr)), Some(paths)) = (
-                flag_value(&args, "--connect").map(|a| a.parse::<SocketAddr>()),
-                flag_value(&args, "--paths"),
-            ) else {
+            let Some(Ok(addr)) = flag_value(&args, "--connect").map(|a| a.parse::<SocketAddr>())
+            else {
+                return usage();
+            };
+            if let Some(raw) = flag_value(&args, "--raw") {
+                let bytes = raw.replace("\\r", "\r").replace("\\n", "\n");
+                match send_raw(addr, bytes.as_bytes()) {
+                    Ok((status, body)) => println!("=== {status}\n{body}"),
+                    Err(e) => println!("=== error {e}"),
+                }
+                return ExitCode::SUCCESS;
+            }
+            let Some(paths) = flag_value(&args, "--paths") else {
                 return usage();
             };
             let method = flag_value(&args, "--method").unwrap_or_else(|| "GET".into());
@@ -243,6 +257,10 @@ fn hold(addr: SocketAddr, every: Duration, total: Duration) -> Result<u64, (u64,
 struct Behaviour {
     echo: bool,
     fail: Option<(String, u16)>,
+    /// Never answered (the connection is held for 30 s).
+    hang: Option<String>,
+    /// Answered with a 100,000-byte Content-Length, 100 bytes, then a reset.
+    cut: Option<String>,
 }
 
 /// One request on its own connection: (status, body).
@@ -253,7 +271,7 @@ fn request(
     headers: &[String],
     body: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
     for h in headers {
@@ -264,10 +282,22 @@ fn request(
         head.push_str(&format!("Content-Length: {}\r\n", b.len()));
     }
     head.push_str("Connection: close\r\n\r\n");
-    stream.write_all(head.as_bytes())?;
+    let mut all = head.into_bytes();
     if let Some(b) = body {
-        stream.write_all(b.as_bytes())?;
+        all.extend_from_slice(b.as_bytes());
     }
+    send_on(stream, &all)
+}
+
+/// Bytes as given (`\\r` and `\\n` written as such), for requests no client would send.
+fn send_raw(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<(u16, String)> {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    send_on(stream, bytes)
+}
+
+fn send_on(mut stream: TcpStream, bytes: &[u8]) -> std::io::Result<(u16, String)> {
+    stream.write_all(bytes)?;
     let mut all = Vec::new();
     stream.read_to_end(&mut all)?;
     let text = String::from_utf8_lossy(&all);
@@ -351,6 +381,18 @@ fn answer_http(stream: TcpStream, name: &str, behaviour: &Behaviour) -> std::io:
         }
         let mut body = vec![0u8; content_length.min(1 << 20)];
         reader.read_exact(&mut body)?;
+        if behaviour.hang.as_deref() == Some(path.as_str()) {
+            std::thread::sleep(Duration::from_secs(30));
+            return Ok(());
+        }
+        if behaviour.cut.as_deref() == Some(path.as_str()) {
+            let mut head =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n{name}\n").into_bytes();
+            head.resize(head.len() + 100, b'x');
+            out.write_all(&head)?;
+            std::thread::sleep(Duration::from_millis(50));
+            return Ok(());
+        }
         let mut payload = format!("{name}\n");
         if behaviour.echo {
             payload.push_str(&seen);

@@ -499,7 +499,12 @@ impl Lab {
         cmd.args(["netns", "exec", &host.netns])
             .arg(&agent.program)
             .args(&agent.prefix_args)
-            .args(["request", "--connect", addr, "--paths", &paths.join(",")])
+            .args(["request", "--connect", addr])
+            .args(if paths.is_empty() {
+                vec![]
+            } else {
+                vec!["--paths".to_string(), paths.join(",")]
+            })
             .args(extra);
         let out = cmd
             .stdin(Stdio::null())
@@ -517,6 +522,13 @@ impl Lab {
                 (first.trim().parse().unwrap_or(0), body.to_string())
             })
             .collect())
+    }
+
+    /// Sends `raw` (with `\\r\\n` written as such) from a host to `addr` on one connection:
+    /// the answer's status (0 when there was none) and body.
+    pub fn request_raw(&self, host: &Host, addr: &str, raw: &str) -> Result<(u16, String)> {
+        let out = self.request(host, addr, &[], &["--raw", raw])?;
+        Ok(out.into_iter().next().unwrap_or((0, String::new())))
     }
 
     /// Connects `count` times from a host to `addr` with the agent, one connection after

@@ -210,6 +210,16 @@ pub async fn handle(
             "",
         ));
     }
+    if let Some(status) = head_limits(&site, &r) {
+        return Ok(finish(
+            &site,
+            server,
+            log_settings,
+            &r,
+            error_page(status),
+            "",
+        ));
+    }
     let Some(uri) = route::normalize(parts.uri.path()) else {
         return Ok(finish(
             &site,
@@ -264,9 +274,22 @@ pub async fn handle(
             "",
         ));
     }
-    let has_body = declared.is_some() || r.headers.contains_key(header::TRANSFER_ENCODING);
+    let chunked = r.headers.contains_key(header::TRANSFER_ENCODING);
+    let has_body = declared.is_some() || chunked;
     let body = match read_body(body, res).await {
         Ok(b) => b,
+        Err(StatusCode::REQUEST_TIMEOUT) => {
+            // nginx logs 408 and closes the connection without an answer.
+            drop(finish(
+                &site,
+                server,
+                res,
+                &r,
+                error_page(StatusCode::REQUEST_TIMEOUT),
+                "",
+            ));
+            return Err(std::io::Error::other("client_body_timeout"));
+        }
         Err(status) => return Ok(finish(&site, server, res, &r, error_page(status), "")),
     };
     let (group, proxy_host, upstream_uri, https) =
@@ -326,8 +349,43 @@ pub async fn handle(
             return Ok(finish(&site, server, res, &r, out, &peer_text));
         }
     }
-    let out = relay(&site, resp, res, &r, loc, target, &proxy_host, server);
+    let mut out = relay(&site, resp, res, &r, loc, target, &proxy_host, server);
+    if chunked {
+        // The head guard steps aside after a chunked body: no further request here.
+        out.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     Ok(finish(&site, server, res, &r, out, &peer_text))
+}
+
+/// nginx's limits on the request head (large_client_header_buffers: the request line and
+/// each header line within one buffer, the whole head within all of them) and on transfer
+/// codings (only `chunked`).
+fn head_limits(site: &Site, r: &Req) -> Option<StatusCode> {
+    let line = r.method.as_str().len() + r.request_uri.len() + 10;
+    if line > site.header_line {
+        return Some(StatusCode::URI_TOO_LONG);
+    }
+    let mut total = line;
+    for (n, v) in &r.headers {
+        let len = n.as_str().len() + 2 + v.len();
+        if len > site.header_line {
+            return Some(StatusCode::BAD_REQUEST);
+        }
+        total += len + 2;
+    }
+    if total > site.header_buffer {
+        return Some(StatusCode::BAD_REQUEST);
+    }
+    if r.headers.contains_key(crate::guard::UNKNOWN_CODING) {
+        return Some(StatusCode::NOT_IMPLEMENTED);
+    }
+    if let Some(te) = r.headers.get(header::TRANSFER_ENCODING) {
+        if !te.as_bytes().eq_ignore_ascii_case(b"chunked") {
+            return Some(StatusCode::NOT_IMPLEMENTED);
+        }
+    }
+    None
 }
 
 /// `return code [text|URL]`.

@@ -9,6 +9,7 @@
 //! with the old one left serving. Upstream groups whose block did not change keep their
 //! balancer state and idle connections.
 
+mod guard;
 pub mod handler;
 mod log;
 pub mod pool;
@@ -272,10 +273,11 @@ async fn accept(shared: Arc<Shared>, listener: std::net::TcpListener) {
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(site.client_header_timeout)
-                .max_buf_size(site.header_buffer.max(8192))
+                // Room beyond nginx's limit, so the handler answers as nginx does.
+                .max_buf_size((site.header_buffer * 2).max(16 * 1024))
                 .keep_alive(true);
             if let Err(e) = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(TokioIo::new(guard::Guard::new(stream)), service)
                 .await
             {
                 debug!(%remote, "connection: {e}");

@@ -183,7 +183,10 @@ pub struct Site {
     pub maps: Vec<CompiledMap>,
     pub log_formats: HashMap<String, String>,
     pub client_header_timeout: Duration,
+    /// large_client_header_buffers: count x size for the whole head.
     pub header_buffer: usize,
+    /// ... and size for the request line or any one header line.
+    pub header_line: usize,
     pub threads: usize,
 }
 
@@ -473,7 +476,8 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
             .settings
             .client_header_timeout
             .unwrap_or(Duration::from_secs(60)),
-        header_buffer: (count as u64 * size).max(8192) as usize,
+        header_buffer: (count as u64 * size).max(1024) as usize,
+        header_line: size.max(1024) as usize,
         threads,
     })
 }
