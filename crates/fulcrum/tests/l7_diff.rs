@@ -13,6 +13,9 @@ use fulcrum_lab::{require_root, wait_for, Agent, Host, Lab};
 
 const NGINX: &str = "127.0.0.1:8080";
 const FULCRUM: &str = "127.0.0.1:8081";
+/// TLS listens: `SSLPORT` in a configuration.
+const NGINX_TLS: u16 = 8443;
+const FULCRUM_TLS: u16 = 8444;
 
 fn agent() -> Agent {
     Agent::new(env!("CARGO_BIN_EXE_fulcrum"), &["lab-agent"])
@@ -62,7 +65,12 @@ impl Pair {
     /// Backends (name, port, extra serve flags) in one namespace, then nginx and fulcrum
     /// with `http` (a server block written with `LISTEN` for its listen directive).
     fn start(tag: &str, http: &str, backends: &[(&str, u16, &[&str])]) -> Pair {
-        let dir = Scratch::new(tag);
+        Pair::start_in(Scratch::new(tag), tag, http, backends)
+    }
+
+    /// [`Pair::start`] in a scratch directory prepared already (`DIR` in the
+    /// configuration names it).
+    fn start_in(dir: Scratch, tag: &str, http: &str, backends: &[(&str, u16, &[&str])]) -> Pair {
         let mut lab = Lab::new(tag).unwrap().with_agent(agent());
         let host = lab.host("px").unwrap();
         for (name, port, extra) in backends {
@@ -71,19 +79,21 @@ impl Pair {
             lab.serve_with(&host, name, &format!("127.0.0.1:{port}"), &flags)
                 .unwrap();
         }
-        let conf = |listen: &str| {
+        let conf = |listen: &str, tls: u16| {
             format!(
                 "events {{\n    worker_connections 512;\n}}\nhttp {{\n    access_log off;\n{}\n}}\n",
                 http.replace(
                     "LISTEN",
                     &format!("listen {listen};\n        location = /__ready {{ return 200 \"ready\"; }}")
                 )
+                .replace("SSLPORT", &tls.to_string())
+                .replace("DIR", &dir.0.display().to_string())
             )
         };
         let nginx_conf = dir.0.join("nginx.conf");
-        std::fs::write(&nginx_conf, conf(NGINX)).unwrap();
+        std::fs::write(&nginx_conf, conf(NGINX, NGINX_TLS)).unwrap();
         let fulcrum_conf = dir.0.join("fulcrum-nginx.conf");
-        std::fs::write(&fulcrum_conf, conf(FULCRUM)).unwrap();
+        std::fs::write(&fulcrum_conf, conf(FULCRUM, FULCRUM_TLS)).unwrap();
         let pid = dir.0.join("nginx.pid");
         let globals = format!("daemon off; master_process off; pid {};", pid.display());
         let errlog = dir.0.join("nginx-error.log");
@@ -386,4 +396,99 @@ fn timeouts_slow_clients_and_backends_that_hang_or_cut_off() {
         let f = p.lab.request_raw(&p.host, FULCRUM, raw).unwrap().0;
         assert_eq!(n, f, "slow {what}: nginx {n}, fulcrum {f}");
     }
+}
+
+/// A command's standard output in the pair's namespace.
+fn run_in(p: &Pair, args: &[&str]) -> String {
+    let out = p.lab.exec(&p.host.netns, args).unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn tls_termination_with_sni_and_http2() {
+    if skip("tls_termination_with_sni_and_http2") || !installed("curl") || !installed("openssl") {
+        return;
+    }
+    let dir = Scratch::new("l7tls");
+    for name in ["a.test", "b.test"] {
+        let ok = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+            ])
+            .arg(format!("/CN={name}"))
+            .arg("-keyout")
+            .arg(dir.0.join(format!("{name}.key")))
+            .arg("-out")
+            .arg(dir.0.join(format!("{name}.crt")))
+            .output()
+            .unwrap()
+            .status
+            .success();
+        assert!(ok, "openssl could not make a certificate");
+    }
+    let http = "    upstream u {\n        server 127.0.0.1:9001;\n        server 127.0.0.1:9002;\n    }\n    server {\n        LISTEN\n        listen 127.0.0.1:SSLPORT ssl http2;\n        server_name a.test;\n        ssl_certificate DIR/a.test.crt;\n        ssl_certificate_key DIR/a.test.key;\n        location / {\n            proxy_pass http://u;\n            proxy_set_header X-Scheme $scheme;\n            proxy_set_header X-Host $host;\n        }\n        location /up/ {\n            proxy_pass https://127.0.0.1:SSLPORT/;\n            proxy_set_header Host b.test;\n        }\n    }\n    server {\n        listen 127.0.0.1:SSLPORT ssl;\n        server_name b.test;\n        ssl_certificate DIR/b.test.crt;\n        ssl_certificate_key DIR/b.test.key;\n        location / {\n            return 200 \"b $scheme $https\";\n        }\n    }";
+    let p = Pair::start_in(dir, "l7tls", http, &[("b1", 9001, &[]), ("b2", 9002, &[])]);
+    for (port, who) in [(NGINX_TLS, "nginx"), (FULCRUM_TLS, "fulcrum")] {
+        let connect = format!("127.0.0.1:{port}");
+        // The certificate follows SNI.
+        for name in ["a.test", "b.test"] {
+            let pem = run_in(
+                &p,
+                &[
+                    "openssl",
+                    "s_client",
+                    "-connect",
+                    &connect,
+                    "-servername",
+                    name,
+                ],
+            );
+            let subject = std::process::Command::new("openssl")
+                .args(["x509", "-noout", "-subject"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut c| {
+                    use std::io::Write;
+                    c.stdin.take().unwrap().write_all(pem.as_bytes())?;
+                    c.wait_with_output()
+                })
+                .unwrap();
+            let subject = String::from_utf8_lossy(&subject.stdout).into_owned();
+            assert!(subject.contains(name), "{who}: SNI {name} got {subject}");
+        }
+        // HTTP/2 by ALPN on a.test, HTTP/1.1 on b.test, both proxied or answered.
+        let curl = |name: &str, version: &str| {
+            run_in(
+                &p,
+                &[
+                    "curl",
+                    "-sk",
+                    version,
+                    "--resolve",
+                    &format!("{name}:{port}:127.0.0.1"),
+                    "-w",
+                    "\n%{http_code} %{http_version}",
+                    &format!("https://{name}:{port}/x"),
+                ],
+            )
+        };
+        let a = curl("a.test", "--http2");
+        assert!(a.ends_with("200 2"), "{who}: {a}");
+        let lower = a.to_ascii_lowercase();
+        assert!(
+            lower.contains("x-scheme: https") && lower.contains("x-host: a.test"),
+            "{who}: {a}"
+        );
+        let b = curl("b.test", "--http1.1");
+        assert!(
+            b.starts_with("b https on") && b.ends_with("200 1.1"),
+            "{who}: {b}"
+        );
+    }
+    // An https upstream (here the proxy's own TLS server, by Host b.test).
+    let s = p.same(&["/up/x"], &[]);
+    assert_eq!(s[0].status, 200, "{s:?}");
+    let body = p.lab.request(&p.host, FULCRUM, &["/up/x"], &[]).unwrap();
+    assert_eq!(body[0].1.trim_end(), "b https on");
 }

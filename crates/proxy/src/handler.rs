@@ -297,17 +297,6 @@ pub async fn handle(
             Ok(t) => t,
             Err(status) => return Ok(finish(&site, server, res, &r, error_page(status), "")),
         };
-    if https {
-        warn!("https upstreams are not supported yet: {proxy_host}");
-        return Ok(finish(
-            &site,
-            server,
-            res,
-            &r,
-            error_page(StatusCode::BAD_GATEWAY),
-            "",
-        ));
-    }
     let ctx = r.ctx(&site, server.name(), &proxy_host);
     let headers = upstream_headers(&ctx, res, body.len(), has_body);
     let key = group
@@ -325,7 +314,15 @@ pub async fn handle(
         headers,
         body,
     };
-    let (resp, peer) = match forward(&group, &upstream, res, conn.remote.ip(), key.as_bytes()).await
+    let (resp, peer) = match forward(
+        &group,
+        &upstream,
+        res,
+        conn.remote.ip(),
+        key.as_bytes(),
+        https,
+    )
+    .await
     {
         Ok(x) => x,
         Err(status) => return Ok(finish(&site, server, res, &r, error_page(status), "")),
@@ -660,6 +657,7 @@ async fn forward(
     res: &Resolved,
     client: IpAddr,
     key: &[u8],
+    https: bool,
 ) -> Result<(Response<Relayed>, SocketAddr), StatusCode> {
     let mut attempt = {
         let pool = group.pool.lock().unwrap_or_else(|e| e.into_inner());
@@ -684,7 +682,7 @@ async fn forward(
                 }
             }
         };
-        match try_peer(group, addr, req, res).await {
+        match try_peer(group, addr, req, res, https).await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
                 if let Some((listed, failure)) = status_flag(&res.next_upstream, status) {
@@ -748,6 +746,7 @@ async fn try_peer(
     addr: SocketAddr,
     req: &UpstreamRequest,
     res: &Resolved,
+    https: bool,
 ) -> Result<Response<Relayed>, (Fail, bool, String)> {
     let reuse = group.keepalive > 0 && req.version == Version::HTTP_11;
     let mut conn = if reuse {
@@ -766,7 +765,7 @@ async fn try_peer(
     let response = loop {
         let mut c = match conn.take() {
             Some(c) => c,
-            None => pool::connect(addr, res.connect_timeout)
+            None => pool::connect(addr, res.connect_timeout, https)
                 .await
                 .map_err(|(timeout, why)| {
                     (
@@ -1025,6 +1024,10 @@ fn finish(
 ) -> Response<Body> {
     resp.headers_mut()
         .insert(header::SERVER, HeaderValue::from_static("fulcrum"));
+    if r.protocol == "HTTP/2.0" {
+        // Connection-specific headers do not exist in HTTP/2.
+        resp.headers_mut().remove(header::CONNECTION);
+    }
     let line = AccessLine::new(site, server, res, r, resp.status().as_u16(), upstream_addr);
     match line {
         Some(line) => {

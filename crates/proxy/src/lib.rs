@@ -15,6 +15,7 @@ mod log;
 pub mod pool;
 pub mod route;
 pub mod site;
+mod tls;
 pub mod vars;
 
 use std::collections::HashMap;
@@ -106,7 +107,7 @@ impl Runtime {
             listeners: Mutex::new(HashMap::new()),
         });
         for (a, l) in bound {
-            let task = rt.spawn(accept(shared.clone(), l));
+            let task = rt.spawn(accept(shared.clone(), l, a));
             shared
                 .listeners
                 .lock()
@@ -140,7 +141,7 @@ impl Runtime {
         *self.shared.site.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(site);
         let rt = self.rt.as_ref().expect("running");
         for (a, l) in fresh {
-            listeners.insert(a, rt.spawn(accept(self.shared.clone(), l)));
+            listeners.insert(a, rt.spawn(accept(self.shared.clone(), l, a)));
             info!(listen = %a, "layer-7 proxy listening");
         }
         let gone: Vec<SocketAddr> = listeners
@@ -226,7 +227,7 @@ impl Drop for Runtime {
     }
 }
 
-async fn accept(shared: Arc<Shared>, listener: std::net::TcpListener) {
+async fn accept(shared: Arc<Shared>, listener: std::net::TcpListener, bind: SocketAddr) {
     let listener = match tokio::net::TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -255,33 +256,60 @@ async fn accept(shared: Arc<Shared>, listener: std::net::TcpListener) {
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            let conn = handler::Conn4 {
-                remote,
-                local,
-                https: false,
-            };
-            let service = hyper::service::service_fn(move |req| {
-                let site = shared
-                    .site
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                handler::handle(site, req, conn)
-            });
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(site.client_header_timeout)
-                // Room beyond nginx's limit, so the handler answers as nginx does.
-                .max_buf_size((site.header_buffer * 2).max(16 * 1024))
-                .keep_alive(true);
-            if let Err(e) = builder
-                .serve_connection_with_upgrades(TokioIo::new(guard::Guard::new(stream)), service)
-                .await
-            {
-                debug!(%remote, "connection: {e}");
+            match site.tls.get(&bind).cloned() {
+                None => serve(shared, site, stream, remote, local, false).await,
+                Some(config) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    let handshake =
+                        tokio::time::timeout(site.client_header_timeout, acceptor.accept(stream));
+                    match handshake.await {
+                        Ok(Ok(tls)) => serve(shared, site, tls, remote, local, true).await,
+                        Ok(Err(e)) => debug!(%remote, "TLS handshake: {e}"),
+                        Err(_) => debug!(%remote, "TLS handshake timed out"),
+                    }
+                }
             }
         });
+    }
+}
+
+/// Serves one client connection (plain or TLS; HTTP/1.x, or HTTP/2 when negotiated).
+async fn serve<S>(
+    shared: Arc<Shared>,
+    site: Arc<Site>,
+    stream: S,
+    remote: SocketAddr,
+    local: SocketAddr,
+    https: bool,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = handler::Conn4 {
+        remote,
+        local,
+        https,
+    };
+    let service = hyper::service::service_fn(move |req| {
+        let site = shared
+            .site
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        handler::handle(site, req, conn)
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(site.client_header_timeout)
+        // Room beyond nginx's limit, so the handler answers as nginx does.
+        .max_buf_size((site.header_buffer * 2).max(16 * 1024))
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(guard::Guard::new(stream)), service)
+        .await
+    {
+        debug!(%remote, "connection: {e}");
     }
 }

@@ -66,16 +66,24 @@ impl Idle {
     }
 }
 
-/// Opens a connection to `addr` within `timeout`. Err(true) on timeout.
-pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, (bool, String)> {
-    let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Err(_) => {
-            return Err((
-                true,
-                "upstream timed out (110: Connection timed out) while connecting to upstream"
-                    .into(),
-            ))
-        }
+/// Opens a connection to `addr` within `timeout` (the TCP connect and, for an https
+/// upstream, the TLS handshake: unverified and without SNI, nginx's proxy_ssl defaults).
+/// Err(true) on timeout.
+pub async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    https: bool,
+) -> Result<Conn, (bool, String)> {
+    let timed_out = || {
+        (
+            true,
+            "upstream timed out (110: Connection timed out) while connecting to upstream"
+                .to_string(),
+        )
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+        Err(_) => return Err(timed_out()),
         Ok(Err(e)) => {
             return Err((
                 false,
@@ -85,14 +93,38 @@ pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<Conn, (bool,
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
-    let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .title_case_headers(true)
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| (false, format!("handshake: {e}")))?;
-    tokio::spawn(async move {
-        let _ = conn.with_upgrades().await;
-    });
+    let mut builder = hyper::client::conn::http1::Builder::new();
+    builder.title_case_headers(true);
+    let sender = if https {
+        let handshake = fulcrum_checkers::tls::handshake(stream, addr, None);
+        let tls = match tokio::time::timeout_at(deadline, handshake).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(e)) => {
+                return Err((
+                    false,
+                    format!("SSL_do_handshake() failed ({e}) while SSL handshaking to upstream"),
+                ))
+            }
+            Ok(Ok(t)) => t,
+        };
+        let (sender, conn) = builder
+            .handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| (false, format!("handshake: {e}")))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        sender
+    } else {
+        let (sender, conn) = builder
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| (false, format!("handshake: {e}")))?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        sender
+    };
     Ok(Conn {
         sender,
         requests: 0,

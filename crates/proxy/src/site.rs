@@ -134,6 +134,12 @@ pub struct VServer {
     pub names: Vec<ServerName>,
     pub regexes: Vec<Option<Regex>>,
     pub listens: Vec<(Option<IpAddr>, u16, bool)>,
+    /// The listens that say `ssl`.
+    pub ssl_listens: Vec<(Option<IpAddr>, u16)>,
+    /// A listen says `http2`: ALPN offers h2.
+    pub http2: bool,
+    /// ssl_certificate and ssl_certificate_key.
+    pub cert: Option<(String, String)>,
     pub ret: Option<Return>,
     pub settings: Resolved,
     pub locations: Vec<Loc>,
@@ -188,6 +194,8 @@ pub struct Site {
     /// ... and size for the request line or any one header line.
     pub header_line: usize,
     pub threads: usize,
+    /// TLS for the bound addresses that have `ssl` listens.
+    pub tls: HashMap<SocketAddr, Arc<rustls::ServerConfig>>,
 }
 
 impl Site {
@@ -351,12 +359,6 @@ impl Compiler<'_> {
     }
 
     fn server(&mut self, s: &Server, http: &Settings) -> Result<VServer, String> {
-        if let Some(l) = s.listen.iter().find(|l| l.ssl) {
-            return Err(format!(
-                "listen {} ssl: TLS termination is not supported by this build",
-                l.port
-            ));
-        }
         let settings = merge(&s.settings, http);
         let regexes = s
             .server_name
@@ -379,6 +381,17 @@ impl Compiler<'_> {
                 .collect()
         };
         Ok(VServer {
+            ssl_listens: s
+                .listen
+                .iter()
+                .filter(|l| l.ssl)
+                .map(|l| (l.addr, l.port))
+                .collect(),
+            http2: s.listen.iter().any(|l| l.http2),
+            cert: settings
+                .ssl_certificate
+                .clone()
+                .zip(settings.ssl_certificate_key.clone()),
             names: s.server_name.clone(),
             regexes,
             https: s.listen.iter().any(|l| l.ssl),
@@ -467,7 +480,7 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
         .settings
         .large_client_header_buffers
         .unwrap_or((4, 8192));
-    Ok(Site {
+    let mut site = Site {
         servers,
         upstreams: c.upstreams,
         maps,
@@ -479,5 +492,12 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
         header_buffer: (count as u64 * size).max(1024) as usize,
         header_line: size.max(1024) as usize,
         threads,
-    })
+        tls: HashMap::new(),
+    };
+    for b in site.binds() {
+        if let Some(c) = crate::tls::config(&site.servers, b)? {
+            site.tls.insert(b, c);
+        }
+    }
+    Ok(site)
 }
