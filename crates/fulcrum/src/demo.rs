@@ -126,7 +126,7 @@ fn show(d: Deployment, exe: &Path, examples: Option<&Path>) -> anyhow::Result<()
                 forward(&mut r, exe, &dir.join("lvs-nat-wrr.keepalived.conf"))?;
             }
             Deployment::LvsDr => forward(&mut r, exe, &dir.join("lvs-dr.keepalived.conf"))?,
-            Deployment::NginxHa => {}
+            Deployment::NginxHa => proxy_failover(&mut r, exe, dir)?,
         }
     }
     println!();
@@ -263,6 +263,103 @@ fn failover(r: &mut Reference, exe: &Path, examples: &Path) -> anyhow::Result<()
         } else {
             ""
         }
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+/// Deployment 4: fulcrum proxies on both nodes with the example configurations (VRRP from
+/// the keepalived.conf, the proxy from the nginx.conf); under steady load on VIP1, proxy 1
+/// dies, and the client's failed requests and outage are counted.
+fn proxy_failover(r: &mut Reference, exe: &Path, examples: &Path) -> anyhow::Result<()> {
+    let tmp = std::env::temp_dir().join(format!("fulcrum-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let (p1, p2) = (r.directors[0].clone(), r.directors[1].clone());
+    let (vip1, vip2) = (reference::VIP1.to_string(), reference::VIP2.to_string());
+    let mut daemons = Vec::new();
+    for (host, id) in [(&p1, "proxy1"), (&p2, "proxy2")] {
+        // The example nginx.conf, with its access log in the demo's directory.
+        let nginx = std::fs::read_to_string(examples.join("nginx-ha.nginx.conf"))?.replace(
+            "/var/log/fulcrum/access.log",
+            &tmp.join(format!("{id}-access.log")).display().to_string(),
+        );
+        let nginx_conf = tmp.join(format!("{id}.nginx.conf"));
+        std::fs::write(&nginx_conf, nginx)?;
+        let args: Vec<std::ffi::OsString> = vec![
+            exe.into(),
+            "run".into(),
+            "-f".into(),
+            examples.join("nginx-ha.keepalived.conf").into(),
+            "-i".into(),
+            id.into(),
+            "--nginx-conf".into(),
+            nginx_conf.into(),
+            "--no-forwarding".into(),
+            "--control".into(),
+            tmp.join(format!("{id}.sock")).into(),
+        ];
+        daemons.push(
+            r.lab
+                .spawn(host, &args, Some(&tmp.join(format!("{id}.log"))))?,
+        );
+    }
+    // The real servers answer on :80 already (above).
+    println!("  fulcrum runs on both proxies (-i proxy1, -i proxy2): VRRP elects, the proxies listen on :80...");
+    let settled = wait_for(Duration::from_secs(12), || {
+        holds(r, &p1, &vip1) && holds(r, &p2, &vip2)
+    });
+    if settled.is_none() {
+        anyhow::bail!("the VIPs did not settle; logs in {}", tmp.display());
+    }
+    let client = r.client.clone();
+    for vip in [&vip1, &vip2] {
+        let a = r.lab.probe(&client, &format!("{vip}:80"), 4, true)?;
+        println!(
+            "  client -> {vip}:80, 4 HTTP requests answered by: {}",
+            a.join(", ")
+        );
+    }
+    println!("  steady load on {vip1}:80 (a new connection every 10 ms); SIGKILL proxy1 and take its link down...");
+    let agent = r.lab.agent_command(&client)?;
+    let mut watch = std::process::Command::new(&agent[0])
+        .args(&agent[1..])
+        .args([
+            "watch",
+            "--connect",
+            &format!("{vip1}:80"),
+            "--every-ms",
+            "10",
+        ])
+        .args(["--for-ms", "8000", "--timeout-ms", "100", "--http"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(1500));
+    daemons[0].signal("KILL")?;
+    r.lab.ip(&p1, &["link", "set", "eth0", "down"])?;
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut watch.stdout.take().expect("piped"), &mut out)?;
+    let _ = watch.wait();
+    let results: Vec<(u128, bool)> = out
+        .lines()
+        .filter_map(|l| {
+            let (t, what) = l.split_once(' ')?;
+            Some((t.parse().ok()?, what.starts_with("RIP")))
+        })
+        .collect();
+    let failed: Vec<u128> = results
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(t, _)| *t)
+        .collect();
+    let outage = match (failed.first(), failed.last()) {
+        (Some(a), Some(b)) => (b - a) / 1000 + 10,
+        _ => 0,
+    };
+    println!(
+        "  {} requests, {} failed; outage {outage} ms (bound: 3 x advert_int 1 s + skew 0.61 s); both VIPs now on proxy2: {}",
+        results.len(),
+        failed.len(),
+        holds(r, &p2, &vip1) && holds(r, &p2, &vip2)
     );
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())

@@ -86,3 +86,29 @@ fn demo_shows_deployment_3_failing_over() {
         "{stdout}"
     );
 }
+
+#[test]
+fn demo_shows_deployment_4_failing_over_under_load() {
+    if !fulcrum_lab::require_root("demo_shows_deployment_4_failing_over_under_load") {
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["demo", "--only", "nginx-ha"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("client -> 10.1.10.88:80, 4 HTTP requests answered by: RIP1 10.1.10.66, RIP2 10.1.10.67"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("client -> 10.1.10.99:80, 4 HTTP requests answered by:"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("both VIPs now on proxy2: true"), "{stdout}");
+}

@@ -406,8 +406,10 @@ fn answer_http(stream: TcpStream, name: &str, behaviour: &Behaviour) -> std::io:
             payload.len(),
             if close { "Connection: close\r\n" } else { "" }
         );
-        out.write_all(head.as_bytes())?;
-        out.write_all(payload.as_bytes())?;
+        // One write: a second small one would wait for the peer's delayed ACK (Nagle).
+        let mut answer = head.into_bytes();
+        answer.extend_from_slice(payload.as_bytes());
+        out.write_all(&answer)?;
         if close {
             return Ok(());
         }

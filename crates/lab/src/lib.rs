@@ -422,6 +422,24 @@ impl Lab {
         Ok(p)
     }
 
+    /// The command line that runs the agent in a host (`ip netns exec NS PROGRAM ARGS...`),
+    /// for callers that run one of its modes themselves.
+    pub fn agent_command(&self, host: &Host) -> Result<Vec<std::ffi::OsString>> {
+        let agent = self.agent()?;
+        if !Path::new(NS_DIR).join(&host.netns).exists() {
+            return Err(LabError::MissingNamespace(host.netns.clone()));
+        }
+        let mut v: Vec<std::ffi::OsString> = vec![
+            "ip".into(),
+            "netns".into(),
+            "exec".into(),
+            host.netns.clone().into(),
+        ];
+        v.push(agent.program.clone().into_os_string());
+        v.extend(agent.prefix_args.iter().map(Into::into));
+        Ok(v)
+    }
+
     fn agent(&self) -> Result<&Agent> {
         self.agent.as_ref().ok_or_else(|| {
             LabError::NotReady("the lab has no agent program (Lab::with_agent)".into())

@@ -1,0 +1,152 @@
+//! Reference deployment 4 in the lab: two fulcrum proxies share VIP1 and VIP2 by VRRP and
+//! proxy HTTP to RIP1 and RIP2 with the shipped example configurations; the master of VIP1
+//! dies under steady load and the client's requests resume through the other proxy.
+
+mod common;
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::Scratch;
+use fulcrum_lab::reference::{self, Deployment, Reference};
+use fulcrum_lab::{require_root, wait_for, Agent, Host};
+
+fn agent() -> Agent {
+    Agent::new(env!("CARGO_BIN_EXE_fulcrum"), &["lab-agent"])
+}
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn holds(r: &Reference, host: &Host, vip: &str) -> bool {
+    r.lab
+        .ip(host, &["-4", "addr", "show", "dev", "eth0"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{vip}/")))
+        .unwrap_or(false)
+}
+
+#[test]
+fn deployment_4_fails_over_under_load() {
+    if !require_root("deployment_4_fails_over_under_load") {
+        return;
+    }
+    let dir = Scratch::new("ngxha");
+    let keepalived = examples().join("nginx-ha.keepalived.conf");
+    let mut r = reference::build(Deployment::NginxHa, "ngxha", Some(agent())).unwrap();
+    for (i, rs) in r.real_servers.clone().iter().enumerate() {
+        r.lab
+            .serve(rs, &format!("RIP{}", i + 1), "0.0.0.0:80", true)
+            .unwrap();
+    }
+    let (p1, p2, client) = (
+        r.directors[0].clone(),
+        r.directors[1].clone(),
+        r.client.clone(),
+    );
+    let mut daemons = Vec::new();
+    for (host, id) in [(&p1, "proxy1"), (&p2, "proxy2")] {
+        // The example as shipped, its access log moved into the scratch directory.
+        let nginx = std::fs::read_to_string(examples().join("nginx-ha.nginx.conf"))
+            .unwrap()
+            .replace(
+                "/var/log/fulcrum/access.log",
+                &dir.0.join(format!("{id}-access.log")).display().to_string(),
+            );
+        let nginx_conf = dir.0.join(format!("{id}.nginx.conf"));
+        std::fs::write(&nginx_conf, nginx).unwrap();
+        let d = common::spawn_fulcrum(
+            &mut r.lab,
+            host,
+            &keepalived,
+            &dir.0,
+            id,
+            &[
+                "-i",
+                id,
+                "--nginx-conf",
+                nginx_conf.to_str().unwrap(),
+                "--no-forwarding",
+            ],
+        );
+        daemons.push(d);
+    }
+    let (vip1, vip2) = (reference::VIP1.to_string(), reference::VIP2.to_string());
+    let settled = wait_for(Duration::from_secs(12), || {
+        holds(&r, &p1, &vip1) && holds(&r, &p2, &vip2)
+    });
+    let log =
+        |id: &str| std::fs::read_to_string(dir.0.join(format!("{id}.log"))).unwrap_or_default();
+    assert!(
+        settled.is_some(),
+        "VIPs never settled:\n{}\n{}",
+        log("proxy1"),
+        log("proxy2")
+    );
+    // Both VIPs serve, balanced over both real servers.
+    for vip in [&vip1, &vip2] {
+        let answers = r.lab.probe(&client, &format!("{vip}:80"), 4, true).unwrap();
+        let mut sorted = answers.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted, vec!["RIP1", "RIP2"], "{vip}: {answers:?}");
+    }
+    let access = std::fs::read_to_string(dir.0.join("proxy1-access.log")).unwrap_or_default();
+    assert!(access.contains("\"GET / HTTP/1.1\" 200"), "{access}");
+
+    // Steady load on VIP1: a new connection and request every 10 ms for 9 s.
+    let agent = r.lab.agent_command(&client).unwrap();
+    let mut watch = Command::new(&agent[0])
+        .args(&agent[1..])
+        .args([
+            "watch",
+            "--connect",
+            &format!("{vip1}:80"),
+            "--every-ms",
+            "10",
+            "--for-ms",
+            "9000",
+        ])
+        .args(["--timeout-ms", "100", "--http"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    // proxy1 dies as a machine does: its process and its link.
+    daemons[0].process.signal("KILL").unwrap();
+    r.lab.ip(&p1, &["link", "set", "eth0", "down"]).unwrap();
+    let lines: Vec<String> = std::io::BufReader::new(watch.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok)
+        .collect();
+    let _ = watch.wait();
+    let results: Vec<(u128, bool)> = lines
+        .iter()
+        .filter_map(|l| {
+            let (t, what) = l.split_once(' ')?;
+            Some((t.parse().ok()?, what.starts_with("RIP")))
+        })
+        .collect();
+    assert!(results.len() > 300, "{} probes", results.len());
+    let failed: Vec<u128> = results
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(t, _)| *t)
+        .collect();
+    let outage_ms = match (failed.first(), failed.last()) {
+        (Some(a), Some(b)) => (b - a) / 1000 + 10,
+        _ => 0,
+    };
+    eprintln!(
+        "deployment 4: {} requests, {} failed, outage {outage_ms} ms",
+        results.len(),
+        failed.len()
+    );
+    // The bound: 3 x advert_int 1 s + skew (256-100)/256 s, plus the probe timeout.
+    assert!(outage_ms <= 3610 + 500, "outage {outage_ms} ms");
+    let tail = &results[results.len() - 50..];
+    assert!(tail.iter().all(|(_, ok)| *ok), "requests did not resume");
+    assert!(holds(&r, &p2, &vip1) && holds(&r, &p2, &vip2));
+}
