@@ -10,6 +10,10 @@
 //! never answered; one for `--cut-path` gets 100 bytes of a 100,000-byte body, then the
 //! connection closes.
 //!
+//! `tunnel --connect ADDR:PORT --path PATH` asks for an upgrade (as WebSocket does); after
+//! a 101 it sends three lines through the connection and prints them as echoed. An HTTP
+//! server answers any request with an `Upgrade` header with 101 and then echoes lines.
+//!
 //! `request --connect ADDR:PORT --paths P1,P2,... [--method M] [--header 'K: V']...
 //! [--body TEXT]` sends one HTTP/1.1 request per path, each on its own connection, and
 //! prints for each `=== STATUS` and the body (or `=== error REASON`). With `--raw TEXT`
@@ -38,7 +42,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: serve --name NAME --listen ADDR:PORT [--http [--echo] [--fail-path P --fail-status N]]\n       request --connect ADDR:PORT --paths P1,P2 [--method M] [--header 'K: V']... [--body TEXT]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS"
+        "usage: serve --name NAME --listen ADDR:PORT [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT --paths P1,P2 [--method M] [--header 'K: V']... [--body TEXT]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS"
     );
     ExitCode::from(2)
 }
@@ -106,6 +110,24 @@ pub fn main(args: Vec<String>) -> ExitCode {
                 }
             }
             ExitCode::SUCCESS
+        }
+        Some("tunnel") => {
+            let (Some(Ok(addr)), Some(path)) = (
+                flag_value(&args, "--connect").map(|a| a.parse::<SocketAddr>()),
+                flag_value(&args, "--path"),
+            ) else {
+                return usage();
+            };
+            match tunnel(addr, &path) {
+                Ok(echoed) => {
+                    println!("{echoed}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    println!("error: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Some("probe") => {
             let Some(Ok(addr)) = flag_value(&args, "--connect").map(|a| a.parse::<SocketAddr>())
@@ -289,6 +311,35 @@ fn request(
     send_on(stream, &all)
 }
 
+/// An upgrade request; after a 101, three lines through the tunnel and back. Prints what
+/// came back, or why not.
+fn tunnel(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut writer = stream.try_clone()?;
+    writer.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n").as_bytes(),
+    )?;
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status)?;
+    if !status.contains(" 101 ") {
+        return Err(std::io::Error::other(format!("no switch: {}", status.trim())));
+    }
+    let mut line = String::new();
+    while reader.read_line(&mut line)? > 0 && line != "\r\n" {
+        line.clear();
+    }
+    let mut echoed = Vec::new();
+    for i in 0..3 {
+        writer.write_all(format!("frame {i}\n").as_bytes())?;
+        line.clear();
+        reader.read_line(&mut line)?;
+        echoed.push(line.trim_end().to_string());
+    }
+    Ok(echoed.join(","))
+}
+
 /// Bytes as given (`\\r` and `\\n` written as such), for requests no client would send.
 fn send_raw(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<(u16, String)> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
@@ -350,6 +401,7 @@ fn answer_http(stream: TcpStream, name: &str, behaviour: &Behaviour) -> std::io:
         let mut first = true;
         let mut seen = String::new();
         let mut path = String::new();
+        let mut upgrade = false;
         loop {
             let mut line = String::new();
             if reader.read_line(&mut line)? == 0 {
@@ -375,12 +427,28 @@ fn answer_http(stream: TcpStream, name: &str, behaviour: &Behaviour) -> std::io:
             if lower.starts_with("connection:") && lower.contains("close") {
                 close = true;
             }
+            if lower.starts_with("upgrade:") {
+                upgrade = true;
+            }
             if let Some(v) = lower.strip_prefix("content-length:") {
                 content_length = v.trim().parse().unwrap_or(0);
             }
         }
         let mut body = vec![0u8; content_length.min(1 << 20)];
         reader.read_exact(&mut body)?;
+        if upgrade {
+            // A protocol switch (WebSocket's handshake, minus the key check): 101, then
+            // the connection echoes what it gets.
+            out.write_all(
+                format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nX-Served-By: {name}\r\n\r\n").as_bytes(),
+            )?;
+            let mut line = String::new();
+            while reader.read_line(&mut line)? > 0 {
+                out.write_all(line.as_bytes())?;
+                line.clear();
+            }
+            return Ok(());
+        }
         if behaviour.hang.as_deref() == Some(path.as_str()) {
             std::thread::sleep(Duration::from_secs(30));
             return Ok(());
