@@ -374,7 +374,7 @@ fn head_limits(site: &Site, r: &Req) -> Option<StatusCode> {
     if total > site.header_buffer {
         return Some(StatusCode::BAD_REQUEST);
     }
-    if r.headers.contains_key(crate::guard::UNKNOWN_CODING) {
+    if r.headers.contains_key("x-unknown-codings") {
         return Some(StatusCode::NOT_IMPLEMENTED);
     }
     if let Some(te) = r.headers.get(header::TRANSFER_ENCODING) {
@@ -565,7 +565,12 @@ fn upstream_headers(
     }
     for (name, value) in DEFAULTS {
         if !set.iter().any(|s| s == name) {
-            let v = ctx.eval(&fulcrum_nginx_conf::model::Template::new(value));
+            // `$proxy_host` is the only variable among them.
+            let v = if value == "$proxy_host" {
+                ctx.proxy_host.to_string()
+            } else {
+                value.to_string()
+            };
             push(&mut out, name, v);
         }
     }

@@ -39,7 +39,10 @@ struct Shared {
 /// A running proxy; dropping it (or [`Runtime::stop`]) stops serving.
 #[derive(Debug)]
 pub struct Runtime {
-    rt: Option<tokio::runtime::Runtime>,
+    /// Spawns onto the proxy's runtime, which a thread of its own drives until `stop`.
+    rt: tokio::runtime::Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
     shared: Arc<Shared>,
 }
 
@@ -88,12 +91,41 @@ impl Runtime {
         } else {
             site.threads
         };
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .thread_name("fulcrum-proxy")
-            .enable_all()
-            .build()
-            .map_err(|e| format!("proxy runtime: {e}"))?;
+        // One worker: a current-thread runtime (no work-stealing machinery to pay for),
+        // as an nginx worker is one event loop; more: the multi-threaded scheduler.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (handle_tx, handle_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("fulcrum-proxy".into())
+            .spawn(move || {
+                let built = if threads == 1 {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                } else {
+                    tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(threads)
+                        .thread_name("fulcrum-proxy")
+                        .enable_all()
+                        .build()
+                };
+                let rt = match built {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        let _ = handle_tx.send(Err(format!("proxy runtime: {e}")));
+                        return;
+                    }
+                };
+                let _ = handle_tx.send(Ok(rt.handle().clone()));
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+                rt.shutdown_background();
+            })
+            .map_err(|e| format!("proxy thread: {e}"))?;
+        let rt = handle_rx
+            .recv()
+            .map_err(|_| "proxy runtime did not start".to_string())??;
         let binds = site.binds();
         let mut bound = Vec::new();
         for a in &binds {
@@ -116,7 +148,9 @@ impl Runtime {
             info!(listen = %a, threads, "layer-7 proxy listening");
         }
         Ok(Runtime {
-            rt: Some(rt),
+            rt,
+            stop: Some(stop),
+            thread: Some(thread),
             shared,
         })
     }
@@ -139,7 +173,7 @@ impl Runtime {
             ));
         }
         *self.shared.site.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(site);
-        let rt = self.rt.as_ref().expect("running");
+        let rt = &self.rt;
         for (a, l) in fresh {
             listeners.insert(a, rt.spawn(accept(self.shared.clone(), l, a)));
             info!(listen = %a, "layer-7 proxy listening");
@@ -213,17 +247,22 @@ impl Runtime {
 
     /// Stops listening and drops every connection.
     pub fn stop(mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
 
 impl Drop for Runtime {
     fn drop(&mut self) {
-        if let Some(rt) = self.rt.take() {
-            rt.shutdown_background();
-        }
+        self.halt();
     }
 }
 
