@@ -97,7 +97,16 @@ fn wrk(lab: &Lab, host: &Host, url: &str, connections: u32, seconds: u64, close:
     let c = connections.to_string();
     let d = format!("{seconds}s");
     let mut args = vec![
-        "taskset", "-c", "1", "wrk", "-t1", "-c", &c, "-d", &d, "--latency",
+        "taskset",
+        "-c",
+        "1",
+        "wrk",
+        "-t1",
+        "-c",
+        &c,
+        "-d",
+        &d,
+        "--latency",
     ];
     if close {
         args.extend(["-H", "Connection: close"]);
@@ -149,7 +158,9 @@ fn hold_idle(addr: &str, n: usize, secs: u64) -> ! {
         let Ok(mut s) = TcpStream::connect(addr) else {
             break;
         };
-        if s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n").is_err() {
+        if s.write_all(b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n")
+            .is_err()
+        {
             break;
         }
         let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
@@ -196,7 +207,9 @@ fn main() {
         }
     }
     let seconds: u64 = arg("--seconds").and_then(|v| v.parse().ok()).unwrap_or(10);
-    let connections: u32 = arg("--connections").and_then(|v| v.parse().ok()).unwrap_or(50);
+    let connections: u32 = arg("--connections")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
     let idle: usize = arg("--idle").and_then(|v| v.parse().ok()).unwrap_or(9_000);
     let fulcrum = arg("--fulcrum").map(PathBuf::from).unwrap_or_else(|| {
         std::env::current_exe()
@@ -218,7 +231,9 @@ fn main() {
             "-c".into(),
             conf.display().to_string(),
             "-e".into(),
-            dir.join(format!("{}.err", conf.display())).display().to_string(),
+            dir.join(format!("{}.err", conf.display()))
+                .display()
+                .to_string(),
             "-g".into(),
             format!("daemon off; master_process off; pid {};", pid.display()),
         ]
@@ -248,7 +263,12 @@ fn main() {
             "haproxy" => {
                 let c = dir.join("haproxy.cfg");
                 std::fs::write(&c, haproxy_cfg(port)).expect("config");
-                vec!["haproxy".into(), "-db".into(), "-f".into(), c.display().to_string()]
+                vec![
+                    "haproxy".into(),
+                    "-db".into(),
+                    "-f".into(),
+                    c.display().to_string(),
+                ]
             }
             _ => {
                 let c = dir.join("fulcrum-proxy.conf");
@@ -266,7 +286,13 @@ fn main() {
                 ]
             }
         };
-        let p = spawn_pinned(&mut lab, &host, "0", &args, &dir.join(format!("{name}.log")));
+        let p = spawn_pinned(
+            &mut lab,
+            &host,
+            "0",
+            &args,
+            &dir.join(format!("{name}.log")),
+        );
         let addr = format!("127.0.0.1:{port}");
         assert!(
             wait_for(Duration::from_secs(10), || listening(&lab, &host, &addr)).is_some(),
@@ -325,13 +351,30 @@ fn main() {
         let _ = p.signal("TERM");
         p.wait_timeout(Duration::from_secs(5));
     }
-    let row = |w: &Wrk| format!("{:.0} | {:.2} | {:.2} | {}", w.rps, w.p50_ms, w.p99_ms, w.errors);
+    let row = |w: &Wrk| {
+        format!(
+            "{:.0} | {:.2} | {:.2} | {}",
+            w.rps, w.p50_ms, w.p99_ms, w.errors
+        )
+    };
     println!("| proxy | test | requests/s | p50 ms | p99 ms | errors |");
     println!("|---|---|---|---|---|---|");
     for r in &results {
-        println!("| {} | (a) keep-alive, small response | {} |", r.name, row(&r.small));
-        println!("| {} | (b) new connection per request | {} |", r.name, row(&r.fresh));
-        println!("| {} | (c) 1 MiB response, 10 connections | {} |", r.name, row(&r.big));
+        println!(
+            "| {} | (a) keep-alive, small response | {} |",
+            r.name,
+            row(&r.small)
+        );
+        println!(
+            "| {} | (b) new connection per request | {} |",
+            r.name,
+            row(&r.fresh)
+        );
+        println!(
+            "| {} | (c) 1 MiB response, 10 connections | {} |",
+            r.name,
+            row(&r.big)
+        );
     }
     println!("\n| proxy | idle keep-alive connections held | RSS added | per connection |");
     println!("|---|---|---|---|");
@@ -346,10 +389,27 @@ fn main() {
     }
     let get = |n: &str| results.iter().find(|r| r.name == n);
     if let (Some(f), Some(n), Some(h)) = (get("fulcrum"), get("nginx"), get("haproxy")) {
-        println!("\nfulcrum / nginx requests/s: (a) {:.2}x  (b) {:.2}x  (c) {:.2}x", f.small.rps / n.small.rps, f.fresh.rps / n.fresh.rps, f.big.rps / n.big.rps);
-        println!("fulcrum / HAProxy requests/s: (a) {:.2}x  (b) {:.2}x  (c) {:.2}x", f.small.rps / h.small.rps, f.fresh.rps / h.fresh.rps, f.big.rps / h.big.rps);
-        println!("p99 fulcrum / nginx: (a) {:.2}x  (b) {:.2}x", f.small.p99_ms / n.small.p99_ms, f.fresh.p99_ms / n.fresh.p99_ms);
-        println!("idle memory fulcrum / nginx: {:.2}x", f.idle_kib as f64 / n.idle_kib.max(1) as f64);
+        println!(
+            "\nfulcrum / nginx requests/s: (a) {:.2}x  (b) {:.2}x  (c) {:.2}x",
+            f.small.rps / n.small.rps,
+            f.fresh.rps / n.fresh.rps,
+            f.big.rps / n.big.rps
+        );
+        println!(
+            "fulcrum / HAProxy requests/s: (a) {:.2}x  (b) {:.2}x  (c) {:.2}x",
+            f.small.rps / h.small.rps,
+            f.fresh.rps / h.fresh.rps,
+            f.big.rps / h.big.rps
+        );
+        println!(
+            "p99 fulcrum / nginx: (a) {:.2}x  (b) {:.2}x",
+            f.small.p99_ms / n.small.p99_ms,
+            f.fresh.p99_ms / n.fresh.p99_ms
+        );
+        println!(
+            "idle memory fulcrum / nginx: {:.2}x",
+            f.idle_kib as f64 / n.idle_kib.max(1) as f64
+        );
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

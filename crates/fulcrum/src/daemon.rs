@@ -316,11 +316,38 @@ async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow
         "fulcrum started"
     );
     let state = Arc::new(Mutex::new(state));
+    // Health checks drive the proxy's upstream peers at the same addresses (an
+    // extension: nginx's open-source edition has no active checks).
+    let mut checked: std::collections::HashMap<std::net::SocketAddr, bool> = Default::default();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
+            _ = tick.tick() => {
+                let Some(h) = &health_handle else { continue };
+                let st = state.lock().await;
+                let Some(p) = &st.proxy else { continue };
+                let now = h.alive_by_address();
+                for (addr, alive) in &now {
+                    let before = checked.insert(*addr, *alive);
+                    if before != Some(*alive)
+                        && p.set_check_down(*addr, !alive)
+                        && (before.is_some() || !alive)
+                    {
+                        info!(peer = %addr, "upstream peer {} by its health check", if *alive { "back in rotation" } else { "out of rotation" });
+                    }
+                }
+                // No longer checked (a reload): back to passive health alone.
+                checked.retain(|addr, _| {
+                    let kept = now.iter().any(|(a, _)| a == addr);
+                    if !kept {
+                        p.set_check_down(*addr, false);
+                    }
+                    kept
+                });
+            }
             _ = hup.recv() => {
                 info!("SIGHUP: reloading configuration");
                 let _ = state.lock().await.reload();

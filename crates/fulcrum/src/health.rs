@@ -734,6 +734,30 @@ impl Handle {
             .collect()
     }
 
+    /// Each checked real server's address and whether its checkers hold it alive; a server
+    /// named in several virtual_servers is alive only if every one says so. For the
+    /// layer-7 proxy's upstream peers at the same addresses (Fulcrum's extension).
+    pub fn alive_by_address(&self) -> Vec<(SocketAddr, bool)> {
+        let views = self.view.lock().expect("health view lock");
+        let mut out: Vec<(SocketAddr, bool)> = Vec::new();
+        for sv in views.iter() {
+            for (i, server) in sv.servers.iter().enumerate() {
+                if server.checkers.is_empty() {
+                    continue;
+                }
+                let Ok(addr) = server.address.parse::<SocketAddr>() else {
+                    continue;
+                };
+                let alive = sv.health.servers()[i].alive();
+                match out.iter_mut().find(|(a, _)| *a == addr) {
+                    Some((_, a)) => *a &= alive,
+                    None => out.push((addr, alive)),
+                }
+            }
+        }
+        out
+    }
+
     /// What `ctl health` shows.
     pub fn status(&self) -> Value {
         let views = self.view.lock().expect("health view lock");

@@ -325,7 +325,10 @@ fn request_headers_uri_rewriting_and_bodies() {
     for addr in [NGINX, FULCRUM] {
         let mut cmd = p.lab.agent_command(&p.host).unwrap();
         cmd.extend(["tunnel", "--connect", addr, "--path", "/ws/chat"].map(Into::into));
-        let out = std::process::Command::new(&cmd[0]).args(&cmd[1..]).output().unwrap();
+        let out = std::process::Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .output()
+            .unwrap();
         let echoed = String::from_utf8_lossy(&out.stdout);
         assert_eq!(echoed.trim(), "frame 0,frame 1,frame 2", "{addr}");
     }

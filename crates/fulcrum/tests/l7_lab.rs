@@ -150,3 +150,90 @@ fn deployment_4_fails_over_under_load() {
     assert!(tail.iter().all(|(_, ok)| *ok), "requests did not resume");
     assert!(holds(&r, &p2, &vip1) && holds(&r, &p2, &vip2));
 }
+
+fn ctl_upstreams(sock: &Path) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["ctl", "--json", "--control"])
+        .arg(sock)
+        .arg("upstreams")
+        .output()
+        .unwrap();
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()["result"].clone()
+}
+
+/// Fulcrum's extension: a keepalived.conf checker on a real server at an upstream peer's
+/// address takes the peer out of the upstream before any request fails on it, and puts
+/// it back when the check passes again.
+#[test]
+fn health_checks_drive_upstream_peers() {
+    if !require_root("health_checks_drive_upstream_peers") {
+        return;
+    }
+    let dir = Scratch::new("l7chk");
+    let mut lab = fulcrum_lab::Lab::new("l7chk").unwrap().with_agent(agent());
+    let host = lab.host("px").unwrap();
+    let b1 = lab.serve(&host, "b1", "127.0.0.1:9001", true).unwrap();
+    lab.serve(&host, "b2", "127.0.0.1:9002", true).unwrap();
+    let keepalived = dir.0.join("keepalived.conf");
+    std::fs::write(
+        &keepalived,
+        "virtual_server 10.9.9.9 80 {\n    delay_loop 1\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n\
+         real_server 127.0.0.1 9001 {\n        TCP_CHECK {\n            connect_timeout 1\n            retry 0\n        }\n    }\n\
+         real_server 127.0.0.1 9002 {\n        TCP_CHECK {\n            connect_timeout 1\n            retry 0\n        }\n    }\n}\n",
+    )
+    .unwrap();
+    let nginx = dir.0.join("nginx.conf");
+    std::fs::write(
+        &nginx,
+        "events {\n    worker_connections 512;\n}\nhttp {\n    access_log off;\n    upstream u {\n        server 127.0.0.1:9001 max_fails=0;\n        server 127.0.0.1:9002 max_fails=0;\n    }\n    server {\n        listen 127.0.0.1:8080;\n        location / {\n            proxy_pass http://u;\n            proxy_next_upstream off;\n        }\n    }\n}\n",
+    )
+    .unwrap();
+    let d = common::spawn_fulcrum(
+        &mut lab,
+        &host,
+        &keepalived,
+        &dir.0,
+        "px",
+        &["--nginx-conf", nginx.to_str().unwrap(), "--no-forwarding"],
+    );
+    let answers = |lab: &fulcrum_lab::Lab| -> Vec<String> {
+        lab.request(&host, "127.0.0.1:8080", &["/"; 10], &[])
+            .unwrap()
+            .into_iter()
+            .map(|(s, b)| format!("{s} {}", b.lines().next().unwrap_or("")))
+            .collect()
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || answers(&lab)
+            .contains(&"200 b1".to_string()))
+        .is_some(),
+        "the proxy never answered"
+    );
+    // b1 stops: with max_fails=0 and proxy_next_upstream off, passive health alone
+    // would fail every other request; the active check takes b1 out instead.
+    b1.signal("KILL").unwrap();
+    let out = wait_for(Duration::from_secs(6), || {
+        ctl_upstreams(&d.sock)
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["address"] == "127.0.0.1:9001" && p["check_down"] == true)
+    });
+    assert!(
+        out.is_some(),
+        "b1 was not taken out: {}",
+        ctl_upstreams(&d.sock)
+    );
+    let after = answers(&lab);
+    assert!(after.iter().all(|a| a == "200 b2"), "{after:?}");
+    // b1 returns: back in rotation once its check passes.
+    lab.serve(&host, "b1", "127.0.0.1:9001", true).unwrap();
+    let back = wait_for(Duration::from_secs(6), || {
+        answers(&lab).contains(&"200 b1".to_string())
+    });
+    assert!(
+        back.is_some(),
+        "b1 did not come back: {}",
+        ctl_upstreams(&d.sock)
+    );
+}

@@ -324,7 +324,10 @@ fn tunnel(addr: SocketAddr, path: &str) -> std::io::Result<String> {
     let mut status = String::new();
     reader.read_line(&mut status)?;
     if !status.contains(" 101 ") {
-        return Err(std::io::Error::other(format!("no switch: {}", status.trim())));
+        return Err(std::io::Error::other(format!(
+            "no switch: {}",
+            status.trim()
+        )));
     }
     let mut line = String::new();
     while reader.read_line(&mut line)? > 0 && line != "\r\n" {

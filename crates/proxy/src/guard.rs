@@ -68,7 +68,11 @@ impl<S> Guard<S> {
                     let k = (n as usize).min(chunk.len() - i);
                     i += k;
                     let left = n - k as u64;
-                    self.state = if left == 0 { State::Head } else { State::Body(left) };
+                    self.state = if left == 0 {
+                        State::Head
+                    } else {
+                        State::Body(left)
+                    };
                 }
                 State::Head => {
                     let before = self.head.len();
@@ -114,7 +118,10 @@ impl<S> Guard<S> {
 fn head_end(head: &[u8]) -> Option<usize> {
     let start = head.iter().position(|b| *b != b'\r' && *b != b'\n')?;
     let rest = &head[start..];
-    let crlf = rest.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4);
+    let crlf = rest
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4);
     let lf = rest.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
     match (crlf, lf) {
         (Some(a), Some(b)) => Some(start + a.min(b)),
@@ -143,7 +150,9 @@ fn inspect(head: &[u8]) -> Verdict {
             continue;
         };
         let name = &line[..colon];
-        let value = String::from_utf8_lossy(&line[colon + 1..]).trim().to_string();
+        let value = String::from_utf8_lossy(&line[colon + 1..])
+            .trim()
+            .to_string();
         if name.eq_ignore_ascii_case(b"content-length") {
             has_length = true;
             length = value.parse().ok();
@@ -259,7 +268,10 @@ mod tests {
     async fn ordinary_requests_pass_unchanged() {
         let two = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET /b HTTP/1.1\r\nHost: x\r\n\r\n";
         assert_eq!(through(&[two]).await, two.to_vec());
-        assert_eq!(through(&[&two[..20], &two[20..50], &two[50..]]).await, two.to_vec());
+        assert_eq!(
+            through(&[&two[..20], &two[20..50], &two[50..]]).await,
+            two.to_vec()
+        );
     }
 
     #[tokio::test]

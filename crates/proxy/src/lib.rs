@@ -34,6 +34,8 @@ pub use site::Site;
 struct Shared {
     site: RwLock<Arc<Site>>,
     listeners: Mutex<HashMap<SocketAddr, JoinHandle<()>>>,
+    /// Peer addresses an active health check holds out, applied to every new pool.
+    check_down: Mutex<HashMap<SocketAddr, bool>>,
 }
 
 /// A running proxy; dropping it (or [`Runtime::stop`]) stops serving.
@@ -137,6 +139,7 @@ impl Runtime {
         let shared = Arc::new(Shared {
             site: RwLock::new(Arc::new(site)),
             listeners: Mutex::new(HashMap::new()),
+            check_down: Mutex::new(HashMap::new()),
         });
         for (a, l) in bound {
             let task = rt.spawn(accept(shared.clone(), l, a));
@@ -171,6 +174,20 @@ impl Runtime {
                 *a,
                 bind(*a).map_err(|e| format!("bind() to {a} failed ({e})"))?,
             ));
+        }
+        for (addr, down) in self
+            .shared
+            .check_down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            for g in site.upstreams.values() {
+                g.pool
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .set_check_down(*addr, *down);
+            }
         }
         *self.shared.site.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(site);
         let rt = &self.rt;
@@ -233,6 +250,11 @@ impl Runtime {
     /// Active health checks drive upstream membership (Fulcrum's extension): every peer
     /// at `addr` leaves (or rejoins) the rotation of every upstream.
     pub fn set_check_down(&self, addr: SocketAddr, down: bool) -> bool {
+        self.shared
+            .check_down
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(addr, down);
         let site = self.site();
         let mut found = false;
         for g in site.upstreams.values() {
