@@ -237,3 +237,121 @@ fn health_checks_drive_upstream_peers() {
         ctl_upstreams(&d.sock)
     );
 }
+
+/// Reloads under load: a new connection every 5 ms and a keep-alive connection with a
+/// request every 5 ms go on while the configuration switches upstreams and adds and removes
+/// a listener 40 times, with refused configurations among them: no request fails.
+#[test]
+fn reloads_under_load_lose_nothing() {
+    if !require_root("reloads_under_load_lose_nothing") {
+        return;
+    }
+    let dir = Scratch::new("l7rel");
+    let mut lab = fulcrum_lab::Lab::new("l7rel").unwrap().with_agent(agent());
+    let host = lab.host("px").unwrap();
+    lab.serve(&host, "b1", "127.0.0.1:9001", true).unwrap();
+    lab.serve(&host, "b2", "127.0.0.1:9002", true).unwrap();
+    let conf = dir.0.join("nginx.conf");
+    let version = |n: usize| -> String {
+        let (backend, extra) = if n.is_multiple_of(2) {
+            ("127.0.0.1:9001", "")
+        } else {
+            (
+                "127.0.0.1:9002",
+                "    server {\n        listen 127.0.0.1:8081;\n        location / {\n            return 200 \"new listener\\n\";\n        }\n    }\n",
+            )
+        };
+        format!(
+            "events {{\n    worker_connections 512;\n}}\nhttp {{\n    access_log off;\n    upstream u {{\n        server {backend};\n    }}\n    server {{\n        listen 127.0.0.1:8080;\n        location / {{\n            proxy_pass http://u;\n        }}\n    }}\n{extra}}}\n"
+        )
+    };
+    std::fs::write(&conf, version(0)).unwrap();
+    let sock = dir.0.join("px.sock");
+    lab.spawn(
+        &host,
+        &[
+            env!("CARGO_BIN_EXE_fulcrum").as_ref(),
+            "run".as_ref(),
+            "--nginx-conf".as_ref(),
+            conf.as_os_str(),
+            "--control".as_ref(),
+            sock.as_os_str(),
+            "--no-forwarding".as_ref(),
+        ],
+        Some(&dir.0.join("px.log")),
+    )
+    .unwrap();
+    let up = wait_for(Duration::from_secs(10), || {
+        lab.request(&host, "127.0.0.1:8080", &["/"], &[])
+            .is_ok_and(|r| r[0].0 == 200)
+    });
+    assert!(up.is_some(), "the proxy never answered");
+    let agent = lab.agent_command(&host).unwrap();
+    let watcher = |keepalive: bool| {
+        let mut c = Command::new(&agent[0]);
+        c.args(&agent[1..])
+            .args(["watch", "--connect", "127.0.0.1:8080", "--every-ms", "5"])
+            .args(["--for-ms", "7000", "--timeout-ms", "1000", "--http"]);
+        if keepalive {
+            c.arg("--keepalive");
+        }
+        c.stdout(Stdio::piped()).spawn().unwrap()
+    };
+    let watchers = [watcher(false), watcher(true)];
+    let reload = || {
+        Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+            .args(["ctl", "--control"])
+            .arg(&sock)
+            .arg("reload")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let mut refused = 0;
+    for n in 1..=40 {
+        std::thread::sleep(Duration::from_millis(120));
+        if n % 10 == 5 {
+            // A configuration that fails validation: refused, the old one keeps serving.
+            std::fs::write(&conf, "http {\n    upstream u {\n    }\n    server {\n        listen 127.0.0.1:8080;\n    }\n}\n").unwrap();
+            if !reload() {
+                refused += 1;
+            }
+        }
+        std::fs::write(&conf, version(n)).unwrap();
+        assert!(
+            reload(),
+            "reload {n} refused: {}",
+            std::fs::read_to_string(dir.0.join("px.log")).unwrap_or_default()
+        );
+        if n == 39 {
+            let r = lab.request(&host, "127.0.0.1:8081", &["/"], &[]).unwrap();
+            assert_eq!(
+                (r[0].0, r[0].1.trim_end()),
+                (200, "new listener"),
+                "the listener added by a reload"
+            );
+        }
+    }
+    assert_eq!(refused, 4, "every invalid configuration is refused");
+    for (w, what) in watchers.into_iter().zip(["new connections", "keep-alive"]) {
+        let out = w.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let answers: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.split_once(' ').map(|x| x.1))
+            .collect();
+        let failed: Vec<&&str> = answers.iter().filter(|a| !a.starts_with('b')).collect();
+        eprintln!(
+            "{what}: {} requests across 40 reloads, {} failed",
+            answers.len(),
+            failed.len()
+        );
+        assert!(answers.len() > 300, "{what}: {} requests", answers.len());
+        assert!(failed.is_empty(), "{what}: {failed:?}");
+        assert!(
+            answers.contains(&"b1") && answers.contains(&"b2"),
+            "{what}: both upstreams served"
+        );
+    }
+}

@@ -22,9 +22,10 @@
 //! `probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]` opens N connections
 //! one after another and prints the first line each answers with; it exits 1 if any fails.
 //!
-//! `watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]` probes
-//! at a fixed pace for a bounded time and prints `UNIX_MICROS answer` (or `UNIX_MICROS
-//! error`) per attempt, for measuring outages.
+//! `watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http
+//! [--keepalive]]` probes at a fixed pace for a bounded time and prints `UNIX_MICROS
+//! answer` (or `UNIX_MICROS error REASON`) per attempt, for measuring outages; with
+//! `--keepalive` every request goes on one HTTP/1.1 connection (a new one after an error).
 //!
 //! `rate --connect ADDR:PORT --for-ms MS` opens connections one after another as fast as
 //! it can for a bounded time (each reads the first line, then closes) and prints `N ok M
@@ -172,6 +173,8 @@ pub fn main(args: Vec<String>) -> ExitCode {
             let every = Duration::from_millis(ms("--every-ms", 10).max(1));
             let total = Duration::from_millis(ms("--for-ms", 1000).min(600_000));
             let timeout = Duration::from_millis(ms("--timeout-ms", 50).max(1));
+            let keepalive = http && args.iter().any(|a| a == "--keepalive");
+            let mut conn: Option<BufReader<TcpStream>> = None;
             let start = std::time::Instant::now();
             while start.elapsed() < total {
                 let at = std::time::SystemTime::now()
@@ -179,9 +182,18 @@ pub fn main(args: Vec<String>) -> ExitCode {
                     .map(|d| d.as_micros())
                     .unwrap_or(0);
                 let t = std::time::Instant::now();
-                match probe(addr, timeout, http) {
+                let answer = if keepalive {
+                    let r = keepalive_probe(&mut conn, addr, timeout);
+                    if r.is_err() {
+                        conn = None;
+                    }
+                    r
+                } else {
+                    probe(addr, timeout, http)
+                };
+                match answer {
                     Ok(line) => println!("{at} {line}"),
-                    Err(_) => println!("{at} error"),
+                    Err(e) => println!("{at} error {e}"),
                 }
                 if let Some(rest) = every.checked_sub(t.elapsed()) {
                     std::thread::sleep(rest);
@@ -485,6 +497,50 @@ fn answer_http(stream: TcpStream, name: &str, behaviour: &Behaviour) -> std::io:
             return Ok(());
         }
     }
+}
+
+/// One HTTP/1.1 request on a kept connection (opened if there is none): the first line of
+/// the answer's body.
+fn keepalive_probe(
+    conn: &mut Option<BufReader<TcpStream>>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<String> {
+    if conn.is_none() {
+        let s = TcpStream::connect_timeout(&addr, timeout)?;
+        s.set_read_timeout(Some(timeout))?;
+        *conn = Some(BufReader::new(s));
+    }
+    let reader = conn.as_mut().expect("just opened");
+    reader
+        .get_mut()
+        .write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())?;
+    let mut length = 0usize;
+    let mut status = String::new();
+    reader.read_line(&mut status)?;
+    if !status.starts_with("HTTP/1.1 200") {
+        return Err(std::io::Error::other(format!("answered {}", status.trim())));
+    }
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::other("closed by the peer"));
+        }
+        let l = line.trim_end().to_ascii_lowercase();
+        if l.is_empty() {
+            break;
+        }
+        if let Some(v) = l.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; length.min(1 << 20)];
+    reader.read_exact(&mut body)?;
+    Ok(String::from_utf8_lossy(&body)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string())
 }
 
 fn probe(addr: SocketAddr, timeout: Duration, http: bool) -> std::io::Result<String> {
