@@ -71,6 +71,17 @@ impl Pair {
     /// [`Pair::start`] in a scratch directory prepared already (`DIR` in the
     /// configuration names it).
     fn start_in(dir: Scratch, tag: &str, http: &str, backends: &[(&str, u16, &[&str])]) -> Pair {
+        Pair::start_in_split(dir, tag, http, http, backends)
+    }
+
+    /// Each its own http text (for what must differ, such as log file names).
+    fn start_in_split(
+        dir: Scratch,
+        tag: &str,
+        nginx_http: &str,
+        fulcrum_http: &str,
+        backends: &[(&str, u16, &[&str])],
+    ) -> Pair {
         let mut lab = Lab::new(tag).unwrap().with_agent(agent());
         let host = lab.host("px").unwrap();
         for (name, port, extra) in backends {
@@ -79,7 +90,7 @@ impl Pair {
             lab.serve_with(&host, name, &format!("127.0.0.1:{port}"), &flags)
                 .unwrap();
         }
-        let conf = |listen: &str, tls: u16| {
+        let conf = |http: &str, listen: &str, tls: u16| {
             format!(
                 "events {{\n    worker_connections 512;\n}}\nhttp {{\n    access_log off;\n{}\n}}\n",
                 http.replace(
@@ -91,9 +102,9 @@ impl Pair {
             )
         };
         let nginx_conf = dir.0.join("nginx.conf");
-        std::fs::write(&nginx_conf, conf(NGINX, NGINX_TLS)).unwrap();
+        std::fs::write(&nginx_conf, conf(nginx_http, NGINX, NGINX_TLS)).unwrap();
         let fulcrum_conf = dir.0.join("fulcrum-nginx.conf");
-        std::fs::write(&fulcrum_conf, conf(FULCRUM, FULCRUM_TLS)).unwrap();
+        std::fs::write(&fulcrum_conf, conf(fulcrum_http, FULCRUM, FULCRUM_TLS)).unwrap();
         let pid = dir.0.join("nginx.pid");
         let globals = format!("daemon off; master_process off; pid {};", pid.display());
         let errlog = dir.0.join("nginx-error.log");
@@ -501,4 +512,80 @@ fn tls_termination_with_sni_and_http2() {
     assert_eq!(s[0].status, 200, "{s:?}");
     let body = p.lab.request(&p.host, FULCRUM, &["/up/x"], &[]).unwrap();
     assert_eq!(body[0].1.trim_end(), "b https on");
+}
+
+/// `random` and `random two` cannot be compared request by request: they are compared by
+/// the split they give, which must follow the weights on both.
+#[test]
+fn random_methods_split_by_weight_on_both() {
+    if skip("random_methods_split_by_weight_on_both") {
+        return;
+    }
+    let http = "    upstream r {\n        random;\n        server 127.0.0.1:9001 weight=3;\n        server 127.0.0.1:9002;\n    }\n    upstream r2 {\n        random two least_conn;\n        server 127.0.0.1:9001 weight=3;\n        server 127.0.0.1:9002;\n        server 127.0.0.1:9003 down;\n    }\n    server {\n        LISTEN\n        location /r/ { proxy_pass http://r; }\n        location /r2/ { proxy_pass http://r2; }\n    }";
+    let p = Pair::start(
+        "l7rand",
+        http,
+        &[("b1", 9001, &[]), ("b2", 9002, &[]), ("b3", 9003, &[])],
+    );
+    for path in ["/r/x", "/r2/x"] {
+        for addr in [NGINX, FULCRUM] {
+            let answers = p.lab.request(&p.host, addr, &[path; 400], &[]).unwrap();
+            let count = |b: &str| {
+                answers
+                    .iter()
+                    .filter(|(_, body)| body.starts_with(b))
+                    .count()
+            };
+            let (b1, b2, b3) = (count("b1\n"), count("b2\n"), count("b3\n"));
+            assert_eq!(b1 + b2, 400, "{addr} {path}: {b1} {b2} {b3}");
+            assert_eq!(b3, 0, "{addr} {path}: down is never chosen");
+            // random: 3:1 by weight. random two: sequential requests tie on least_conn,
+            // and nginx then takes the second draw, which must differ from the first:
+            // with two usable peers that is the one *not* drawn first, so 1:3.
+            let heavy = if path == "/r/x" { b1 } else { b2 };
+            assert!(
+                (255..=345).contains(&heavy),
+                "{addr} {path}: {b1} to b1, {b2} to b2"
+            );
+        }
+    }
+}
+
+/// The access log in nginx's `combined` format and in a `log_format` of the http block:
+/// the same lines as nginx's, the time aside.
+#[test]
+fn access_log_lines_match_nginx() {
+    if skip("access_log_lines_match_nginx") {
+        return;
+    }
+    let http = "    log_format main '$remote_addr \"$request\" $status $body_bytes_sent \"$http_user_agent\" $request_method $uri $args $host';\n    upstream u {\n        server 127.0.0.1:9001;\n    }\n    server {\n        LISTEN\n        access_log DIR/ACCESS-combined.log;\n        location / {\n            proxy_pass http://u;\n        }\n        location /main/ {\n            proxy_pass http://u;\n            access_log DIR/ACCESS-main.log main;\n        }\n        location = /gone {\n            return 404 \"gone\\n\";\n        }\n    }";
+    // One file per proxy: ACCESS is nginx or fulcrum.
+    let dir = Scratch::new("l7log");
+    let p = Pair::start_in_split(
+        dir,
+        "l7log",
+        &http.replace("ACCESS", "nginx"),
+        &http.replace("ACCESS", "fulcrum"),
+        &[("b1", 9001, &[])],
+    );
+    let paths = ["/a?x=1", "/main/b%20c?y=2", "/gone"];
+    p.same(&paths, &["--header", "User-Agent: lab-agent"]);
+    // nginx writes its log line after the response; give both a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    for log in ["combined", "main"] {
+        let read = |who: &str| {
+            std::fs::read_to_string(p._dir.0.join(format!("{who}-{log}.log")))
+                .unwrap_or_default()
+                .lines()
+                // The time is not compared.
+                .map(|l| match (l.find('['), l.find(']')) {
+                    (Some(a), Some(b)) if b > a => format!("{}{}", &l[..a], &l[b + 1..]),
+                    _ => l.to_string(),
+                })
+                .collect::<Vec<_>>()
+        };
+        let (n, f) = (read("nginx"), read("fulcrum"));
+        assert!(!n.is_empty(), "nginx wrote no {log} log");
+        assert_eq!(n, f, "{log} log: nginx left, fulcrum right");
+    }
 }
