@@ -1,6 +1,6 @@
-//! PING_CHECK, as keepalived's check_ping: one ICMP echo request to the server (IPv4, a
-//! raw socket, so the daemon needs CAP_NET_RAW as keepalived does); up when the matching
-//! echo reply comes back in time.
+//! PING_CHECK, as keepalived's check_ping: one ICMP echo request to the server (ICMP for
+//! IPv4, ICMPv6 for IPv6, on a raw socket, so the daemon needs CAP_NET_RAW as keepalived
+//! does); up when the matching echo reply comes back in time.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -33,6 +33,25 @@ pub fn echo_request(id: u16, seq: u16) -> Vec<u8> {
     m
 }
 
+/// An ICMPv6 echo request: the kernel fills in the checksum (it covers a pseudo-header
+/// only the kernel knows in full).
+pub fn echo_request_v6(id: u16, seq: u16) -> Vec<u8> {
+    let mut m = vec![128, 0, 0, 0];
+    m.extend_from_slice(&id.to_be_bytes());
+    m.extend_from_slice(&seq.to_be_bytes());
+    m.extend_from_slice(b"fulcrum ping check");
+    m
+}
+
+/// Whether an ICMPv6 message (raw IPv6 sockets deliver no IP header) is the echo reply to
+/// (id, seq).
+pub fn is_reply_v6(message: &[u8], id: u16, seq: u16) -> bool {
+    message.len() >= 8
+        && message[0] == 129
+        && u16::from_be_bytes([message[4], message[5]]) == id
+        && u16::from_be_bytes([message[6], message[7]]) == seq
+}
+
 /// Whether an IPv4 packet (header included, as raw sockets deliver it) is the echo reply
 /// to (id, seq).
 pub fn is_reply(packet: &[u8], id: u16, seq: u16) -> bool {
@@ -51,10 +70,13 @@ pub fn is_reply(packet: &[u8], id: u16, seq: u16) -> bool {
 /// Runs the check, waiting at most `wait` for the reply.
 pub async fn check_ping(target: &Target, wait: Duration) -> Outcome {
     let to = target.connect.ip();
-    let IpAddr::V4(_) = to else {
-        return Outcome::Failure(format!("PING_CHECK to {to}: IPv6 is not supported yet"));
+    let v6 = matches!(to, IpAddr::V6(_));
+    let (domain, protocol) = if v6 {
+        (Domain::IPV6, Protocol::ICMPV6)
+    } else {
+        (Domain::IPV4, Protocol::ICMPV4)
     };
-    let socket = match Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)) {
+    let socket = match Socket::new(domain, Type::RAW, Some(protocol)) {
         Ok(s) => s,
         Err(e) => {
             return Outcome::Failure(format!("ICMP socket for {to}: {e} (needs CAP_NET_RAW)"))
@@ -79,14 +101,20 @@ pub async fn check_ping(target: &Target, wait: Duration) -> Outcome {
         .map(|d| d.subsec_micros())
         .unwrap_or(0)
         & 0xffff) as u16;
-    if let Err(e) = socket.send_to(&echo_request(id, seq), SocketAddr::new(to, 0)) {
+    let request = if v6 {
+        echo_request_v6(id, seq)
+    } else {
+        echo_request(id, seq)
+    };
+    if let Err(e) = socket.send_to(&request, SocketAddr::new(to, 0)) {
         return Outcome::Failure(format!("ICMP echo to {to}: {e}"));
     }
     let mut buf = vec![0u8; 2048];
     let wait_reply = async {
         loop {
             match socket.recv(&mut buf).await {
-                Ok(n) if is_reply(&buf[..n], id, seq) => return Ok(()),
+                Ok(n) if v6 && is_reply_v6(&buf[..n], id, seq) => return Ok(()),
+                Ok(n) if !v6 && is_reply(&buf[..n], id, seq) => return Ok(()),
                 Ok(_) => continue,
                 Err(e) => return Err(e),
             }
@@ -122,10 +150,12 @@ mod tests {
             eprintln!("SKIP: PING_CHECK's raw socket needs root");
             return;
         }
-        let t = Target::new("127.0.0.1:0".parse().unwrap());
-        match check_ping(&t, Duration::from_secs(1)).await {
-            Outcome::Success { .. } => {}
-            Outcome::Failure(r) => panic!("{r}"),
+        for addr in ["127.0.0.1:0", "[::1]:0"] {
+            let t = Target::new(addr.parse().unwrap());
+            match check_ping(&t, Duration::from_secs(1)).await {
+                Outcome::Success { .. } => {}
+                Outcome::Failure(r) => panic!("{addr}: {r}"),
+            }
         }
     }
 

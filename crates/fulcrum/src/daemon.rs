@@ -358,7 +358,7 @@ async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow
                 // connections).
                 let k = state.lock().await.config.keepalived.clone();
                 if let Some(old) = health.take() {
-                    old.stop();
+                    old.stop(false);
                 }
                 health = k.as_ref().and_then(crate::health::start);
                 health_handle = health.as_ref().map(crate::health::Runtime::handle);
@@ -407,7 +407,7 @@ async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow
         rt.stop(!forwarding.keep);
     }
     if let Some(rt) = health {
-        rt.stop();
+        rt.stop(true);
     }
     if let Some(p) = state.lock().await.proxy.take() {
         if let Ok(p) = Arc::try_unwrap(p) {

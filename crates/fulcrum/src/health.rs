@@ -61,6 +61,13 @@ enum Probe {
         qtype: u16,
         wait: std::time::Duration,
     },
+    /// FILE_CHECK: the number in a track_file, times the weight (weight 0: non-zero is
+    /// down).
+    File {
+        name: String,
+        path: String,
+        weight: i64,
+    },
     Udp {
         target: Target,
         probe: UdpProbe,
@@ -103,6 +110,18 @@ impl Probe {
                 wait,
             } => check_dns(&target, &name, qtype, wait).await,
             Probe::Ping { target, wait } => check_ping(&target, wait).await,
+            Probe::File { name, path, weight } => {
+                let value = crate::track_file::read(&path);
+                match weight {
+                    0 if value != 0 => {
+                        Outcome::Failure(format!("track_file {name} ({path}) holds {value}"))
+                    }
+                    0 => Outcome::Success { weight_delta: 0 },
+                    w => Outcome::Success {
+                        weight_delta: value.saturating_mul(w),
+                    },
+                }
+            }
             Probe::Udp {
                 target,
                 probe,
@@ -163,6 +182,9 @@ pub struct Runtime {
     view: View,
     stop: tokio::sync::oneshot::Sender<()>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The services with `omega`, and their scripts.
+    omega: Vec<(usize, Scripts)>,
+    globals: GlobalDefs,
 }
 
 /// A cheap handle for the control socket.
@@ -205,6 +227,7 @@ fn default_port(vs: &VirtualServer, rs_port: Option<u16>) -> Option<u16> {
 
 /// What a checker block runs, or why it cannot run in this build.
 fn probe_for(
+    track_files: &[fulcrum_keepalived_conf::model::TrackFile],
     globals: &GlobalDefs,
     vs: &VirtualServer,
     rs: &fulcrum_keepalived_conf::model::RealServer,
@@ -307,7 +330,25 @@ fn probe_for(
             },
             wait: wait_within(timing),
         }),
-        other => Err(format!("{} is not run by this build", other.keyword())),
+        CheckerKind::File(f) => {
+            let tf = track_files
+                .iter()
+                .find(|t| t.name == f.track_file)
+                .ok_or_else(|| format!("track_file {} not found", f.track_file))?;
+            crate::track_file::init(tf);
+            // The checker's weight, else the track_file block's, as keepalived resolves it.
+            let (w, reverse) = f
+                .weight
+                .filter(|(w, _)| w.get() != 0)
+                .or(tf.weight)
+                .map(|(w, r)| (i64::from(w.get()), r))
+                .unwrap_or((0, false));
+            Ok(Probe::File {
+                name: tf.name.clone(),
+                path: tf.file.clone(),
+                weight: if reverse { -w } else { w },
+            })
+        }
     }
 }
 
@@ -336,6 +377,7 @@ fn target_text(
             .collect::<Vec<_>>()
             .join(", "),
         Ok(Probe::Misc { command, .. }) => command.command.clone(),
+        Ok(Probe::File { path, .. }) => path.clone(),
         Err(_) => rs.addr.to_string(),
     }
 }
@@ -354,6 +396,7 @@ pub fn start(k: &KeepalivedConfig) -> Option<Runtime> {
     let mut views = Vec::new();
     let mut tasks = Vec::new();
     let mut notifies = Vec::new();
+    let mut omega = Vec::new();
     for (v, vs) in k.virtual_servers.iter().enumerate() {
         let name = service_name(vs);
         let mut servers = Vec::new();
@@ -368,8 +411,17 @@ pub fn start(k: &KeepalivedConfig) -> Option<Runtime> {
             let mut initial = Vec::new();
             for (c, conf) in rs.checkers.iter().enumerate() {
                 let kind = CheckKind::of(&conf.kind);
-                let timing = Timing::resolve(kind, Some(conf), &rs.defaults, &vs.defaults);
-                let probe = probe_for(&k.global_defs, vs, rs, conf, &timing);
+                let mut timing = Timing::resolve(kind, Some(conf), &rs.defaults, &vs.defaults);
+                if kind == CheckKind::File {
+                    // keepalived watches the file (inotify) and acts on a change at once;
+                    // reading it every 500 ms, with no retry, is as close as a poll gets.
+                    timing.delay_loop = std::time::Duration::from_millis(500);
+                    timing.timeout = std::time::Duration::from_secs(1);
+                    timing.retry = 0;
+                    timing.delay_before_retry = std::time::Duration::ZERO;
+                    timing.warmup = std::time::Duration::ZERO;
+                }
+                let probe = probe_for(&k.track_files, &k.global_defs, vs, rs, conf, &timing);
                 let target = target_text(&probe, rs);
                 let state = match &probe {
                     Ok(_) => Some(if timing.alpha {
@@ -442,6 +494,9 @@ pub fn start(k: &KeepalivedConfig) -> Option<Runtime> {
         for e in events {
             announce(&k.global_defs, &scripts, e);
         }
+        if vs.omega {
+            omega.push((views.len(), scripts.clone()));
+        }
         notifies.push(scripts);
         views.push(ServiceView {
             name,
@@ -495,7 +550,13 @@ pub fn start(k: &KeepalivedConfig) -> Option<Runtime> {
             None
         }
     };
-    Some(Runtime { view, stop, thread })
+    Some(Runtime {
+        view,
+        stop,
+        thread,
+        omega,
+        globals: k.global_defs.clone(),
+    })
 }
 
 impl Runtime {
@@ -505,16 +566,36 @@ impl Runtime {
         }
     }
 
-    pub fn stop(self) {
+    /// Stops every check. `shutdown`: the daemon is stopping (not reloading), which is
+    /// when `omega` runs the scripts.
+    pub fn stop(self, shutdown: bool) {
         let _ = self.stop.send(());
         if let Some(t) = self.thread {
             let _ = t.join();
+        }
+        if !shutdown {
+            return;
+        }
+        // omega: on shutdown the service goes down as far as the scripts are concerned,
+        // as keepalived does: quorum_down if it had quorum, notify_down for each live
+        // real server.
+        let views = self.view.lock().expect("health view lock");
+        for (i, scripts) in &self.omega {
+            let sv = &views[*i];
+            for (r, rs) in sv.health.servers().iter().enumerate() {
+                if rs.alive() {
+                    announce(&self.globals, scripts, PoolEvent::ServerDown(r));
+                }
+            }
+            if sv.health.has_quorum() {
+                announce(&self.globals, scripts, PoolEvent::QuorumDown);
+            }
         }
     }
 }
 
 /// The scripts of one virtual service.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Scripts {
     /// The service's name and its real servers' addresses, for the log.
     service: String,

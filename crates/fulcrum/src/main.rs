@@ -13,6 +13,7 @@ mod host;
 mod ipvsadm;
 mod ipvsadm_edit;
 mod l4;
+mod track_file;
 mod vrrp;
 
 use std::path::PathBuf;

@@ -4,7 +4,6 @@
 //! notify scripts, and the clock. What to do, and when, is the instance's decision.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -269,15 +268,12 @@ impl Trackers {
             return Some(i);
         }
         let f = cfg.track_files.iter().find(|f| f.name == name)?;
-        if let Some((value, overwrite)) = f.init_file {
-            if overwrite || !Path::new(&f.file).exists() {
-                if let Err(e) = std::fs::write(&f.file, format!("{}\n", value.unwrap_or(0))) {
-                    warn!(track_file = %f.name, "init_file {}: {e}", f.file);
-                }
-            }
-        }
-        self.files
-            .push((name.to_string(), f.file.clone(), read_track_file(&f.file)));
+        crate::track_file::init(f);
+        self.files.push((
+            name.to_string(),
+            f.file.clone(),
+            crate::track_file::read(&f.file),
+        ));
         Some(self.files.len() - 1)
     }
 
@@ -304,19 +300,12 @@ impl Trackers {
 }
 
 /// A track_file's number: its first word; a missing or unreadable file counts as 0.
-fn read_track_file(path: &str) -> i64 {
-    std::fs::read_to_string(path)
-        .ok()
-        .and_then(|t| t.split_whitespace().next().and_then(|w| w.parse().ok()))
-        .unwrap_or(0)
-}
-
 /// Watches track files, reporting changed values.
 async fn watch_files(paths: Vec<String>, mut values: Vec<i64>, tx: mpsc::Sender<TrackUpdate>) {
     loop {
         tokio::time::sleep(Duration::from_millis(200)).await;
         for (i, path) in paths.iter().enumerate() {
-            let now = read_track_file(path);
+            let now = crate::track_file::read(path);
             if now != values[i] {
                 values[i] = now;
                 if tx.send(TrackUpdate::File(i, now)).await.is_err() {

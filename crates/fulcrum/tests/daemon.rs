@@ -425,3 +425,123 @@ fn udp_dns_and_smtp_checks_run() {
     assert_eq!(rs[2]["checkers"][0]["state"], "up", "{h:#}");
     assert_eq!(rs[3]["checkers"][0]["state"], "up", "{h:#}");
 }
+
+/// FILE_CHECK: a track_file's number decides. Weight 0: non-zero is down. A weight: the
+/// real server's weight moves by number x weight (reverse subtracts).
+#[test]
+fn file_checks_follow_their_track_files() {
+    let dir = Scratch::new("filecheck");
+    let gate = dir.0.join("gate");
+    let load = dir.0.join("load");
+    let conf = dir.0.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "track_file gate {{
+  file {}
+  init_file 0
+}}
+track_file load {{
+  file {}
+  weight 2
+}}
+virtual_server 127.0.0.1 80 {{
+  protocol TCP
+  real_server 127.0.0.1 8001 {{
+    weight 10
+    FILE_CHECK {{
+      track_file gate
+    }}
+  }}
+  real_server 127.0.0.1 8002 {{
+    weight 10
+    FILE_CHECK {{
+      track_file load
+      weight 3 reverse
+    }}
+  }}
+}}
+",
+            gate.display(),
+            load.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(&load, "1\n").unwrap();
+    let socket = dir.0.join("control.sock");
+    let _daemon = start(&conf, &socket);
+    assert_eq!(
+        std::fs::read_to_string(&gate).unwrap().trim(),
+        "0",
+        "init_file"
+    );
+    let weight = |i: usize| health(&socket)[0]["real_servers"][i]["membership"]["weight"].clone();
+    // load 1 x weight 3 reversed: 10 - 3.
+    wait_for(|| weight(1) == 7);
+    assert_eq!(health(&socket)[0]["real_servers"][0]["alive"], true);
+    std::fs::write(&gate, "1\n").unwrap();
+    wait_for(|| health(&socket)[0]["real_servers"][0]["alive"] == false);
+    let reason = health(&socket)[0]["real_servers"][0]["checkers"][0]["last_reason"].clone();
+    assert!(
+        reason.as_str().unwrap_or("").contains("holds 1"),
+        "{reason}"
+    );
+    std::fs::write(&gate, "0\n").unwrap();
+    wait_for(|| health(&socket)[0]["real_servers"][0]["alive"] == true);
+    std::fs::write(&load, "2\n").unwrap();
+    wait_for(|| weight(1) == 4);
+}
+
+/// omega: when the daemon stops, a service's quorum_down and its live real servers'
+/// notify_down run, as keepalived does; not when it reloads.
+#[test]
+fn omega_runs_the_down_scripts_at_shutdown() {
+    let dir = Scratch::new("omega");
+    let ok = dir.0.join("ok");
+    std::fs::write(&ok, "0\n").unwrap();
+    let (quorum_down, rs_down) = (dir.0.join("quorum-down"), dir.0.join("rs-down"));
+    let conf = dir.0.join("keepalived.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "track_file ok {{
+  file {}
+}}
+virtual_server 127.0.0.1 80 {{
+  protocol TCP
+  omega
+  quorum_down \"/bin/touch {}\"
+  real_server 127.0.0.1 8001 {{
+    notify_down \"/bin/touch {}\"
+    FILE_CHECK {{
+      track_file ok
+    }}
+  }}
+}}
+",
+            ok.display(),
+            quorum_down.display(),
+            rs_down.display()
+        ),
+    )
+    .unwrap();
+    let socket = dir.0.join("control.sock");
+    let daemon = start(&conf, &socket);
+    wait_for(|| health(&socket)[0]["real_servers"][0]["alive"] == true);
+    // A reload that restarts the checks is no shutdown.
+    std::fs::write(
+        &conf,
+        std::fs::read_to_string(&conf)
+            .unwrap()
+            .replace("protocol TCP", "protocol TCP\n  delay_loop 5"),
+    )
+    .unwrap();
+    assert!(ctl(&socket, &["reload"]).status.success());
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !quorum_down.exists() && !rs_down.exists(),
+        "omega ran on a reload"
+    );
+    signal(daemon.0.id(), "TERM");
+    wait_for(|| quorum_down.exists() && rs_down.exists());
+}
