@@ -75,7 +75,7 @@ pub struct ConfigArgs {
     /// keepalived.conf: VRRP, virtual servers, real servers and their checkers.
     #[arg(short = 'f', long = "use-file", value_name = "KEEPALIVED_CONF")]
     pub keepalived: Option<PathBuf>,
-    /// nginx.conf: the HTTP proxy's servers, locations and upstreams.
+    /// nginx.conf: the HTTP proxy's servers, locations and upstreams. With an http block the layer-7 proxy runs: its listeners are bound at start, and a reload applies changes without dropping a connection.
     #[arg(short = 'c', long = "nginx-conf", value_name = "NGINX_CONF")]
     pub nginx: Option<PathBuf>,
     /// keepalived's config id: selects `@ID` lines and skips `@^ID` lines. Defaults to the
