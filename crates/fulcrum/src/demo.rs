@@ -339,26 +339,12 @@ fn proxy_failover(r: &mut Reference, exe: &Path, examples: &Path) -> anyhow::Res
     let mut out = String::new();
     std::io::Read::read_to_string(&mut watch.stdout.take().expect("piped"), &mut out)?;
     let _ = watch.wait();
-    let results: Vec<(u128, bool)> = out
-        .lines()
-        .filter_map(|l| {
-            let (t, what) = l.split_once(' ')?;
-            Some((t.parse().ok()?, what.starts_with("RIP")))
-        })
-        .collect();
-    let failed: Vec<u128> = results
-        .iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(t, _)| *t)
-        .collect();
-    let outage = match (failed.first(), failed.last()) {
-        (Some(a), Some(b)) => (b - a) / 1000 + 10,
-        _ => 0,
-    };
+    let w = fulcrum_lab::watched(&out, Duration::from_millis(10), |a| a.starts_with("RIP"));
     println!(
-        "  {} requests, {} failed; outage {outage} ms (bound: 3 x advert_int 1 s + skew 0.61 s); both VIPs now on proxy2: {}",
-        results.len(),
-        failed.len(),
+        "  {} requests, {} failed; outage {} ms (bound: 3 x advert_int 1 s + skew 0.61 s); both VIPs now on proxy2: {}",
+        w.attempts,
+        w.failed,
+        w.outage.as_millis(),
         holds(r, &p2, &vip1) && holds(r, &p2, &vip2)
     );
     let _ = std::fs::remove_dir_all(&tmp);

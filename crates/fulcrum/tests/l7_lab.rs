@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -98,7 +97,7 @@ fn deployment_4_fails_over_under_load() {
 
     // Steady load on VIP1: a new connection and request every 10 ms for 9 s.
     let agent = r.lab.agent_command(&client).unwrap();
-    let mut watch = Command::new(&agent[0])
+    let watch = Command::new(&agent[0])
         .args(&agent[1..])
         .args([
             "watch",
@@ -117,37 +116,28 @@ fn deployment_4_fails_over_under_load() {
     // proxy1 dies as a machine does: its process and its link.
     daemons[0].process.signal("KILL").unwrap();
     r.lab.ip(&p1, &["link", "set", "eth0", "down"]).unwrap();
-    let lines: Vec<String> = std::io::BufReader::new(watch.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok)
-        .collect();
-    let _ = watch.wait();
-    let results: Vec<(u128, bool)> = lines
-        .iter()
-        .filter_map(|l| {
-            let (t, what) = l.split_once(' ')?;
-            Some((t.parse().ok()?, what.starts_with("RIP")))
-        })
-        .collect();
-    assert!(results.len() > 300, "{} probes", results.len());
-    let failed: Vec<u128> = results
-        .iter()
-        .filter(|(_, ok)| !ok)
-        .map(|(t, _)| *t)
-        .collect();
-    let outage_ms = match (failed.first(), failed.last()) {
-        (Some(a), Some(b)) => (b - a) / 1000 + 10,
-        _ => 0,
-    };
+    let out = watch.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let w = fulcrum_lab::watched(&text, Duration::from_millis(10), |a| a.starts_with("RIP"));
     eprintln!(
-        "deployment 4: {} requests, {} failed, outage {outage_ms} ms",
-        results.len(),
-        failed.len()
+        "deployment 4: {} requests, {} failed, outage {} ms",
+        w.attempts,
+        w.failed,
+        w.outage.as_millis()
     );
+    assert!(w.attempts > 300, "{} probes", w.attempts);
     // The bound: 3 x advert_int 1 s + skew (256-100)/256 s, plus the probe timeout.
-    assert!(outage_ms <= 3610 + 500, "outage {outage_ms} ms");
-    let tail = &results[results.len() - 50..];
-    assert!(tail.iter().all(|(_, ok)| *ok), "requests did not resume");
+    assert!(
+        w.outage <= Duration::from_millis(3610 + 500),
+        "outage {:?}",
+        w.outage
+    );
+    let tail: Vec<&str> = text.lines().rev().take(50).collect();
+    assert!(
+        tail.iter()
+            .all(|l| l.split_once(' ').is_some_and(|(_, a)| a.starts_with("RIP"))),
+        "requests did not resume"
+    );
     assert!(holds(&r, &p2, &vip1) && holds(&r, &p2, &vip2));
 }
 

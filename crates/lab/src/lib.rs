@@ -79,6 +79,40 @@ pub fn require_root(test: &str) -> bool {
     false
 }
 
+/// What the agent's `watch` mode printed (`UNIX_MICROS answer` per attempt), summed up:
+/// attempts, failed ones (an answer `ok` refuses), and the outage from the first failure
+/// to the last, plus one probe interval `every`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watched {
+    pub attempts: usize,
+    pub failed: usize,
+    pub outage: Duration,
+}
+
+pub fn watched(text: &str, every: Duration, ok: impl Fn(&str) -> bool) -> Watched {
+    let mut attempts = 0;
+    let mut failures: Vec<u128> = Vec::new();
+    for line in text.lines() {
+        let Some((t, answer)) = line.split_once(' ') else {
+            continue;
+        };
+        let Ok(t) = t.parse::<u128>() else { continue };
+        attempts += 1;
+        if !ok(answer) {
+            failures.push(t);
+        }
+    }
+    let outage = match (failures.first(), failures.last()) {
+        (Some(a), Some(b)) => Duration::from_micros((b - a) as u64) + every,
+        _ => Duration::ZERO,
+    };
+    Watched {
+        attempts,
+        failed: failures.len(),
+        outage,
+    }
+}
+
 /// Polls `cond` every millisecond until it holds or `limit` passes; how long it took.
 /// For measuring how soon something happens in the lab (a VIP moving, say), bounded.
 pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Duration> {
@@ -440,6 +474,17 @@ impl Lab {
         Ok(v)
     }
 
+    /// Runs one agent mode in a host to its end.
+    fn run_agent(&self, host: &Host, args: &[&str]) -> Result<Output> {
+        let line = self.agent_command(host)?;
+        let mut cmd = Command::new(&line[0]);
+        cmd.args(&line[1..]).args(args).stdin(Stdio::null());
+        cmd.output().map_err(|source| LabError::Spawn {
+            command: format!("{cmd:?}"),
+            source,
+        })
+    }
+
     fn agent(&self) -> Result<&Agent> {
         self.agent.as_ref().ok_or_else(|| {
             LabError::NotReady("the lab has no agent program (Lab::with_agent)".into())
@@ -509,28 +554,13 @@ impl Lab {
         paths: &[&str],
         extra: &[&str],
     ) -> Result<Vec<(u16, String)>> {
-        let agent = self.agent()?.clone();
-        if !Path::new(NS_DIR).join(&host.netns).exists() {
-            return Err(LabError::MissingNamespace(host.netns.clone()));
+        let mut args = vec!["request", "--connect", addr];
+        let joined = paths.join(",");
+        if !paths.is_empty() {
+            args.extend(["--paths", joined.as_str()]);
         }
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &host.netns])
-            .arg(&agent.program)
-            .args(&agent.prefix_args)
-            .args(["request", "--connect", addr])
-            .args(if paths.is_empty() {
-                vec![]
-            } else {
-                vec!["--paths".to_string(), paths.join(",")]
-            })
-            .args(extra);
-        let out = cmd
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| LabError::Spawn {
-                command: format!("{cmd:?}"),
-                source,
-            })?;
+        args.extend_from_slice(extra);
+        let out = self.run_agent(host, &args)?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         Ok(text
             .split("=== ")
@@ -552,25 +582,12 @@ impl Lab {
     /// Connects `count` times from a host to `addr` with the agent, one connection after
     /// another; the first line of each answer (the server's name), or `error: ...`.
     pub fn probe(&self, host: &Host, addr: &str, count: u32, http: bool) -> Result<Vec<String>> {
-        let agent = self.agent()?.clone();
-        if !Path::new(NS_DIR).join(&host.netns).exists() {
-            return Err(LabError::MissingNamespace(host.netns.clone()));
-        }
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &host.netns])
-            .arg(&agent.program)
-            .args(&agent.prefix_args)
-            .args(["probe", "--connect", addr, "--count", &count.to_string()]);
+        let count = count.to_string();
+        let mut args = vec!["probe", "--connect", addr, "--count", &count];
         if http {
-            cmd.arg("--http");
+            args.push("--http");
         }
-        let out = cmd
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| LabError::Spawn {
-                command: format!("{cmd:?}"),
-                source,
-            })?;
+        let out = self.run_agent(host, &args)?;
         Ok(String::from_utf8_lossy(&out.stdout)
             .lines()
             .map(str::to_string)

@@ -188,46 +188,25 @@ pub async fn handle(
         return Ok(error_page(StatusCode::NOT_FOUND));
     };
     let log_settings = &server.settings;
-    if host.is_none() && parts.version == Version::HTTP_11 {
-        return Ok(finish(
-            &site,
-            server,
-            log_settings,
-            &r,
-            error_page(StatusCode::BAD_REQUEST),
-            "",
-        ));
-    }
-    if r.headers.contains_key(header::TRANSFER_ENCODING)
-        && r.headers.contains_key(header::CONTENT_LENGTH)
+    // HTTP/1.1 without Host; both framings (if hyper let them through); nginx's limits.
+    let refused = if host.is_none() && parts.version == Version::HTTP_11
+        || r.headers.contains_key(header::TRANSFER_ENCODING)
+            && r.headers.contains_key(header::CONTENT_LENGTH)
     {
-        return Ok(finish(
-            &site,
-            server,
-            log_settings,
-            &r,
-            error_page(StatusCode::BAD_REQUEST),
-            "",
-        ));
-    }
-    if let Some(status) = head_limits(&site, &r) {
-        return Ok(finish(
-            &site,
-            server,
-            log_settings,
-            &r,
-            error_page(status),
-            "",
-        ));
+        Some(StatusCode::BAD_REQUEST)
+    } else {
+        head_limits(&site, &r)
+    };
+    if let Some(status) = refused {
+        return Ok(fail(&site, server, log_settings, &r, status));
     }
     let Some(uri) = route::normalize(parts.uri.path()) else {
-        return Ok(finish(
+        return Ok(fail(
             &site,
             server,
             log_settings,
             &r,
-            error_page(StatusCode::BAD_REQUEST),
-            "",
+            StatusCode::BAD_REQUEST,
         ));
     };
     r.uri = uri;
@@ -235,26 +214,18 @@ pub async fn handle(
         return answer(&site, server, log_settings, &r, ret);
     }
     let Some((loc, matched)) = route::location(&server.locations, &r.uri) else {
-        return Ok(finish(
-            &site,
-            server,
-            log_settings,
-            &r,
-            error_page(StatusCode::NOT_FOUND),
-            "",
-        ));
+        return Ok(fail(&site, server, log_settings, &r, StatusCode::NOT_FOUND));
     };
     if let Some(ret) = &loc.ret {
         return answer(&site, server, &loc.settings, &r, ret);
     }
     let Some(target) = &loc.target else {
-        return Ok(finish(
+        return Ok(fail(
             &site,
             server,
             &loc.settings,
             &r,
-            error_page(StatusCode::NOT_FOUND),
-            "",
+            StatusCode::NOT_FOUND,
         ));
     };
     let res = &loc.settings;
@@ -265,14 +236,7 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if res.client_max_body_size > 0 && declared.is_some_and(|n| n > res.client_max_body_size) {
-        return Ok(finish(
-            &site,
-            server,
-            res,
-            &r,
-            error_page(StatusCode::PAYLOAD_TOO_LARGE),
-            "",
-        ));
+        return Ok(fail(&site, server, res, &r, StatusCode::PAYLOAD_TOO_LARGE));
     }
     let chunked = r.headers.contains_key(header::TRANSFER_ENCODING);
     let has_body = declared.is_some() || chunked;
@@ -280,22 +244,15 @@ pub async fn handle(
         Ok(b) => b,
         Err(StatusCode::REQUEST_TIMEOUT) => {
             // nginx logs 408 and closes the connection without an answer.
-            drop(finish(
-                &site,
-                server,
-                res,
-                &r,
-                error_page(StatusCode::REQUEST_TIMEOUT),
-                "",
-            ));
+            drop(fail(&site, server, res, &r, StatusCode::REQUEST_TIMEOUT));
             return Err(std::io::Error::other("client_body_timeout"));
         }
-        Err(status) => return Ok(finish(&site, server, res, &r, error_page(status), "")),
+        Err(status) => return Ok(fail(&site, server, res, &r, status)),
     };
     let (group, proxy_host, upstream_uri, https) =
         match resolve_target(&site, target, loc, matched, &r, server) {
             Ok(t) => t,
-            Err(status) => return Ok(finish(&site, server, res, &r, error_page(status), "")),
+            Err(status) => return Ok(fail(&site, server, res, &r, status)),
         };
     let ctx = r.ctx(&site, server.name(), &proxy_host);
     let headers = upstream_headers(&ctx, res, body.len(), has_body);
@@ -325,7 +282,7 @@ pub async fn handle(
     .await
     {
         Ok(x) => x,
-        Err(status) => return Ok(finish(&site, server, res, &r, error_page(status), "")),
+        Err(status) => return Ok(fail(&site, server, res, &r, status)),
     };
     let peer_text = peer.to_string();
     let mut resp = resp;
@@ -1016,6 +973,17 @@ fn redirect(
         }
     }
     None
+}
+
+/// An error page, logged.
+fn fail(
+    site: &Site,
+    server: &VServer,
+    res: &Resolved,
+    r: &Req,
+    status: StatusCode,
+) -> Response<Body> {
+    finish(site, server, res, r, error_page(status), "")
 }
 
 /// Adds the access log line and nginx's Server header.
