@@ -54,21 +54,27 @@ fn demo_rejects_an_unknown_deployment() {
     );
 }
 
-#[test]
-fn demo_shows_deployment_3_failing_over() {
-    if !fulcrum_lab::require_root("demo_shows_deployment_3_failing_over") {
-        return;
-    }
+/// `fulcrum demo --only NAME`, which must succeed: what it printed.
+fn demo(only: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-        .args(["demo", "--only", "keepalived-ha"])
+        .args(["demo", "--only", only])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[test]
+fn demo_shows_deployment_3_failing_over() {
+    if !fulcrum_lab::require_root("demo_shows_deployment_3_failing_over") {
+        return;
+    }
+    let stdout = demo("keepalived-ha");
     assert!(
         stdout.contains("client -> 10.1.10.88:9000 answered by: director1"),
         "{stdout}"
@@ -92,16 +98,7 @@ fn demo_shows_deployment_4_failing_over_under_load() {
     if !fulcrum_lab::require_root("demo_shows_deployment_4_failing_over_under_load") {
         return;
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-        .args(["demo", "--only", "nginx-ha"])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = demo("nginx-ha");
     assert!(
         stdout.contains("client -> 10.1.10.88:80, 4 HTTP requests answered by: RIP1 10.1.10.66, RIP2 10.1.10.67"),
         "{stdout}"
