@@ -31,6 +31,8 @@ struct State {
     last_reload_error: Option<String>,
     /// Told when a reload changes the virtual servers, for serve() to apply them.
     services_changed: Option<tokio::sync::mpsc::UnboundedSender<()>>,
+    /// Told when a reload changes VRRP (instances, scripts, globals), for serve() to apply.
+    vrrp_changed: Option<tokio::sync::mpsc::UnboundedSender<()>>,
     /// The layer-7 proxy, while the nginx.conf has an http block.
     proxy: Option<Arc<fulcrum_proxy::Runtime>>,
 }
@@ -58,9 +60,7 @@ impl State {
                         .as_ref()
                         .map(|k| (k.global_defs.clone(), k.vrrp_instances.clone()))
                 };
-                if vrrp_of(&config) != vrrp_of(&self.config) {
-                    warn!("VRRP changes take effect at the next restart in this build; the running instances are unchanged");
-                }
+                let vrrp_changed = vrrp_of(&config) != vrrp_of(&self.config);
                 let services_of =
                     |c: &Config| c.keepalived.as_ref().map(|k| k.virtual_servers.clone());
                 let services_changed = services_of(&config) != services_of(&self.config);
@@ -83,6 +83,11 @@ impl State {
                 );
                 if services_changed {
                     if let Some(tx) = &self.services_changed {
+                        let _ = tx.send(());
+                    }
+                }
+                if vrrp_changed {
+                    if let Some(tx) = &self.vrrp_changed {
                         let _ = tx.send(());
                     }
                 }
@@ -207,6 +212,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         reloads_failed: 0,
         last_reload_error: None,
         services_changed: None,
+        vrrp_changed: None,
         proxy: None,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -295,7 +301,7 @@ async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow
         return Err(anyhow::anyhow!("cannot start the layer-7 proxy: {e}"));
     }
     // VRRP last: a no_accept master asks the data plane to refuse its VIPs.
-    let vrrp = match state.config.keepalived.as_ref() {
+    let mut vrrp = match state.config.keepalived.as_ref() {
         Some(k) if !k.vrrp_instances.is_empty() => {
             match crate::vrrp::start(k, l4_handle.clone()).await {
                 Ok(rt) => Some(rt),
@@ -307,9 +313,11 @@ async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow
         }
         _ => None,
     };
-    let vrrp_handle = vrrp.as_ref().map(crate::vrrp::Runtime::handle);
+    let mut vrrp_handle = vrrp.as_ref().map(crate::vrrp::Runtime::handle);
     let (changed_tx, mut changed_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     state.services_changed = Some(changed_tx);
+    let (vrrp_tx, mut vrrp_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    state.vrrp_changed = Some(vrrp_tx);
     info!(
         control = %control.display(),
         hash = format!("{:016x}", state.config.hash),
@@ -380,6 +388,24 @@ async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow
                 }
                 l4_handle = l4.as_ref().map(crate::l4::Runtime::handle);
                 info!("virtual servers applied");
+            }
+            Some(()) = vrrp_rx.recv() => {
+                // VRRP changed: applied in place (unchanged instances keep their state).
+                let k = state.lock().await.config.keepalived.clone().unwrap_or_default();
+                match &vrrp_handle {
+                    Some(h) => match h.reload(&k).await {
+                        Ok(()) => info!("VRRP configuration applied"),
+                        Err(e) => error!("VRRP configuration not applied, the instances run on: {e}"),
+                    },
+                    None if !k.vrrp_instances.is_empty() => match crate::vrrp::start(&k, l4_handle.clone()).await {
+                        Ok(rt) => {
+                            vrrp_handle = Some(rt.handle());
+                            vrrp = Some(rt);
+                        }
+                        Err(e) => error!("cannot start VRRP: {e:#}"),
+                    },
+                    None => {}
+                }
             }
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { info!("SIGINT: stopping"); break; }

@@ -94,6 +94,8 @@ struct Shown {
 #[derive(Debug)]
 pub enum Request {
     Status(oneshot::Sender<serde_json::Value>),
+    /// A reloaded configuration: unchanged instances keep their state.
+    Reload(Box<KeepalivedConfig>, oneshot::Sender<Result<(), String>>),
 }
 
 /// A running VRRP runtime: stop it with [`Runtime::stop`] (priority 0, addresses removed).
@@ -111,6 +113,20 @@ pub struct Handle {
 }
 
 impl Handle {
+    /// Applies a reloaded configuration as keepalived does on SIGHUP: an instance whose
+    /// configuration (and what it tracks) did not change keeps its state, addresses and
+    /// timers, with no advert burst and no transition; a removed one stops as on
+    /// shutdown (priority 0, addresses removed); a new or changed one starts as backup.
+    pub async fn reload(&self, cfg: &KeepalivedConfig) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        self.requests
+            .send(Request::Reload(Box::new(cfg.clone()), tx))
+            .await
+            .map_err(|_| "the VRRP runtime has stopped".to_string())?;
+        rx.await
+            .map_err(|_| "the VRRP runtime has stopped".to_string())?
+    }
+
     pub async fn status(&self) -> serde_json::Value {
         let (tx, rx) = oneshot::channel();
         if self.requests.send(Request::Status(tx)).await.is_err() {
@@ -681,11 +697,59 @@ pub async fn start(
     }
     let (connection, handle, _) = rtnetlink::new_connection().context("netlink")?;
     tokio::spawn(connection);
-    let mut interfaces: Vec<Interface> = Vec::new();
+    let (rx_tx, rx) = mpsc::channel::<Received>(1024);
+    let (track_tx, track_rx) = mpsc::channel(256);
+    let mut io = Io {
+        interfaces: Vec::new(),
+        handle,
+        vmacs: Vec::new(),
+        l4,
+    };
+    let built = build(cfg, &mut io, &rx_tx, &track_tx).await?;
+    let (req_tx, req_rx) = mpsc::channel(16);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(run(
+        io,
+        built,
+        cfg.clone(),
+        Channels {
+            rx,
+            track_rx,
+            requests: req_rx,
+            stop: stop_rx,
+            rx_tx,
+            track_tx,
+        },
+    ));
+    Ok(Runtime {
+        requests: req_tx,
+        stop: stop_tx,
+        task,
+    })
+}
+
+/// The instances of a configuration, with what they track, on `io`'s interfaces (opened
+/// as needed; kept across reloads).
+struct Built {
+    running: Vec<Running>,
+    trackers: Trackers,
+    groups: SyncGroups,
+    /// The tracking tasks (scripts, files, interfaces), aborted when a reload replaces them.
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn build(
+    cfg: &KeepalivedConfig,
+    io: &mut Io,
+    rx_tx: &mpsc::Sender<Received>,
+    track_tx: &mpsc::Sender<TrackUpdate>,
+) -> anyhow::Result<Built> {
+    let handle = io.handle.clone();
+    let interfaces = &mut io.interfaces;
+    let vmacs = &mut io.vmacs;
     let mut running: Vec<Running> = Vec::new();
     let mut trackers = Trackers::default();
-    let mut vmacs: Vec<String> = Vec::new();
-    let (rx_tx, rx) = mpsc::channel::<Received>(1024);
+    let mut tasks = Vec::new();
     for i in &cfg.vrrp_instances {
         let ifname = i
             .interface
@@ -723,11 +787,11 @@ pub async fn start(
                 }
             }
         };
-        let idx = interface_entry(&mut interfaces, &ifname)?;
+        let idx = interface_entry(interfaces, &ifname)?;
         let vip_idx = match &vip_ifname {
             None => idx,
             Some(name) => {
-                let k = interface_entry(&mut interfaces, name)?;
+                let k = interface_entry(interfaces, name)?;
                 announcer(&handle, &mut interfaces[k], v6).await?;
                 k
             }
@@ -857,7 +921,6 @@ pub async fn start(
             r.tracked.push((TrackKey::File(k), weight, reverse));
         }
     }
-    let (track_tx, track_rx) = mpsc::channel(256);
     for (index, (name, _)) in trackers.scripts.iter().enumerate() {
         if let Some(s) = cfg.vrrp_scripts.iter().find(|s| &s.name == name) {
             let interval = s.interval.as_duration().max(Duration::from_millis(10));
@@ -873,43 +936,31 @@ pub async fn start(
                 }
                 continue;
             };
-            tokio::spawn(run_script(index, run, interval, timeout, track_tx.clone()));
+            tasks.push(tokio::spawn(run_script(
+                index,
+                run,
+                interval,
+                timeout,
+                track_tx.clone(),
+            )));
         }
     }
     if !trackers.files.is_empty() {
         let paths = trackers.files.iter().map(|(_, p, _)| p.clone()).collect();
         let values = trackers.files.iter().map(|(_, _, v)| *v).collect();
-        tokio::spawn(watch_files(paths, values, track_tx.clone()));
+        tasks.push(tokio::spawn(watch_files(paths, values, track_tx.clone())));
     }
     if !trackers.interfaces.is_empty() {
         let names = trackers.interfaces.iter().map(|(n, _)| n.clone()).collect();
         let up = trackers.interfaces.iter().map(|(_, u)| *u).collect();
-        tokio::spawn(watch_interfaces(names, up, track_tx));
+        tasks.push(tokio::spawn(watch_interfaces(names, up, track_tx.clone())));
     }
     let groups = SyncGroups::new(running.iter().map(|r| r.group).collect());
-    let (req_tx, req_rx) = mpsc::channel(16);
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let task = tokio::spawn(run(
-        Io {
-            interfaces,
-            handle,
-            vmacs,
-            l4,
-        },
+    Ok(Built {
         running,
         trackers,
         groups,
-        Channels {
-            rx,
-            track_rx,
-            requests: req_rx,
-            stop: stop_rx,
-        },
-    ));
-    Ok(Runtime {
-        requests: req_tx,
-        stop: stop_tx,
-        task,
+        tasks,
     })
 }
 
@@ -919,6 +970,9 @@ struct Channels {
     track_rx: mpsc::Receiver<TrackUpdate>,
     requests: mpsc::Receiver<Request>,
     stop: watch::Receiver<bool>,
+    /// For the receive and tracking tasks of a reload.
+    rx_tx: mpsc::Sender<Received>,
+    track_tx: mpsc::Sender<TrackUpdate>,
 }
 
 /// Carries out what instance `i` said to do; the other members of its sync group follow
@@ -969,13 +1023,13 @@ async fn retrack(
     feed(io, running, groups, i, acts).await;
 }
 
-async fn run(
-    io: Io,
-    mut running: Vec<Running>,
-    mut trackers: Trackers,
-    groups: SyncGroups,
-    mut ch: Channels,
-) {
+async fn run(mut io: Io, built: Built, mut cfg: KeepalivedConfig, mut ch: Channels) {
+    let Built {
+        mut running,
+        mut trackers,
+        mut groups,
+        mut tasks,
+    } = built;
     // VIPs left on the interfaces by a run that was killed before it could remove them
     // would answer ARP beside the real master: every instance that does not own its
     // addresses starts without them, as keepalived does.
@@ -1079,6 +1133,24 @@ async fn run(
                 }
             }
             Some(req) = ch.requests.recv() => match req {
+                Request::Reload(new_cfg, tx) => {
+                    let result = match build(&new_cfg, &mut io, &ch.rx_tx, &ch.track_tx).await {
+                        Err(e) => Err(format!("{e:#}")),
+                        Ok(b) => {
+                            for t in tasks.drain(..) {
+                                t.abort();
+                            }
+                            let kept = apply_reload(&io, &cfg, &new_cfg, &mut running, &trackers, b).await;
+                            running = kept.running;
+                            trackers = kept.trackers;
+                            groups = kept.groups;
+                            tasks = kept.tasks;
+                            cfg = *new_cfg;
+                            Ok(())
+                        }
+                    };
+                    let _ = tx.send(result);
+                }
                 Request::Status(tx) => {
                     let shown: Vec<serde_json::Value> = running.iter().map(|r| show(&io, r)).map(|s| json!({
                         "name": s.name,
@@ -1114,6 +1186,82 @@ async fn run(
             }
         }
     }
+}
+
+/// What makes an instance the same across a reload: its own block, the global settings,
+/// its sync group, and the scripts and files it may track.
+fn same_instance(old: &KeepalivedConfig, new: &KeepalivedConfig, name: &str) -> bool {
+    let part = |c: &KeepalivedConfig| {
+        let i = c.vrrp_instances.iter().find(|i| i.name == name)?;
+        let group = c
+            .vrrp_sync_groups
+            .iter()
+            .find(|g| g.group.iter().any(|n| n == name));
+        Some((
+            i.clone(),
+            c.global_defs.clone(),
+            group.cloned(),
+            c.vrrp_scripts.clone(),
+            c.track_files.clone(),
+        ))
+    };
+    part(old).is_some() && part(old) == part(new)
+}
+
+/// Moves a running set of instances to a rebuilt one: unchanged instances carry their
+/// protocol state over, removed and changed ones stop (priority 0, addresses removed),
+/// new and changed ones start; tracking carries its last results over by name.
+async fn apply_reload(
+    io: &Io,
+    old_cfg: &KeepalivedConfig,
+    new_cfg: &KeepalivedConfig,
+    running: &mut Vec<Running>,
+    old_trackers: &Trackers,
+    mut b: Built,
+) -> Built {
+    for (name, state) in &mut b.trackers.scripts {
+        if let Some((_, s)) = old_trackers.scripts.iter().find(|(n, _)| n == name) {
+            *state = s.clone();
+        }
+    }
+    for (name, up) in &mut b.trackers.interfaces {
+        if let Some((_, u)) = old_trackers.interfaces.iter().find(|(n, _)| n == name) {
+            *up = *u;
+        }
+    }
+    let now = Instant::now();
+    let mut fresh = Vec::new();
+    for (j, r) in b.running.iter_mut().enumerate() {
+        let old = running
+            .iter()
+            .position(|o| o.name == r.name && same_instance(old_cfg, new_cfg, &r.name));
+        match old {
+            Some(k) => {
+                let o = running.remove(k);
+                r.inst = o.inst;
+                r.last = o.last;
+                r.effect = o.effect;
+                debug!(instance = %r.name, "unchanged by the reload: state kept");
+            }
+            None => fresh.push(j),
+        }
+    }
+    // What is left of the old set was removed or changed: it stops as on shutdown.
+    for mut o in running.drain(..) {
+        info!(instance = %o.name, "removed or changed by the reload: stopping");
+        let acts = o.inst.handle(now, Event::Shutdown);
+        io.carry_out(&mut o, acts).await;
+    }
+    for i in fresh {
+        info!(instance = %b.running[i].name, "started by the reload");
+        let acts = b.running[i].inst.handle(now, Event::Startup);
+        feed(io, &mut b.running, &b.groups, i, acts).await;
+        b.running[i].effect = Effect::Priority(b.running[i].inst.config().priority.get());
+    }
+    for i in 0..b.running.len() {
+        retrack(io, &mut b.running, &b.groups, &b.trackers, i).await;
+    }
+    b
 }
 
 fn show(io: &Io, r: &Running) -> Shown {

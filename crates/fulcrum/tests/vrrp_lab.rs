@@ -912,3 +912,86 @@ fn no_accept_master_refuses_traffic_to_its_vip() {
         assert!(p.wait_timeout(Duration::from_secs(10)).is_some());
     }
 }
+
+/// A reload applies VRRP changes in place: the unchanged VI_1 stays master without a
+/// transition (its VIP never leaves), an added VI_2 starts and takes its VIP, and a
+/// removed VI_2 gives it up.
+#[test]
+fn reload_keeps_unchanged_instances_and_applies_the_rest() {
+    if !require_root("reload_keeps_unchanged_instances_and_applies_the_rest") {
+        return;
+    }
+    let dir = Scratch::new("vrreload");
+    let conf1 = dir.0.join("lb1.conf");
+    let conf2 = dir.0.join("lb2.conf");
+    std::fs::write(&conf1, config(3)).unwrap();
+    std::fs::write(&conf2, config(3)).unwrap();
+    let mut r = reference::build(Deployment::KeepalivedHa, "vrrel", Some(agent())).unwrap();
+    let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
+    let (_p1, sock1) = fulcrum(&mut r, &d1, &conf1, "lb1", &dir);
+    let (_p2, _) = fulcrum(&mut r, &d2, &conf2, "lb2", &dir);
+    assert!(wait_for(Duration::from_secs(8), || holds_vip(&r, &d1)).is_some());
+    let before = vrrp_state(&sock1)["last_transition"].clone();
+    assert_eq!(vrrp_state(&sock1)["state"], "MASTER");
+    let vip2 = "10.1.10.99";
+    let holds2 = |r: &Reference| {
+        r.lab
+            .ip(&d1, &["-4", "addr", "show", "dev", "eth0"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{vip2}/")))
+            .unwrap_or(false)
+    };
+    let reload = || {
+        Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+            .args(["ctl", "--control"])
+            .arg(&sock1)
+            .arg("reload")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    // Add VI_2 on director 1 only.
+    std::fs::write(
+        &conf1,
+        format!(
+            "{}vrrp_instance VI_2 {{\n    interface eth0\n    virtual_router_id 52\n    version 3\n    priority 120\n    advert_int 1\n    virtual_ipaddress {{\n        {vip2}/24 dev eth0\n    }}\n}}\n",
+            config(3)
+        ),
+    )
+    .unwrap();
+    assert!(reload());
+    // VI_1 never lets go of its VIP while VI_2 comes up.
+    let start = std::time::Instant::now();
+    while !holds2(&r) {
+        assert!(holds_vip(&r, &d1), "VI_1 lost its VIP on the reload");
+        assert!(
+            start.elapsed() < Duration::from_secs(6),
+            "VI_2 never took {vip2}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["ctl", "--json", "--control"])
+        .arg(&sock1)
+        .arg("vrrp")
+        .output()
+        .unwrap();
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let vi1 = &all["result"][0];
+    assert_eq!(vi1["name"], "VI_1");
+    assert_eq!(vi1["state"], "MASTER");
+    assert_eq!(
+        vi1["last_transition"], before,
+        "no transition for the unchanged VI_1"
+    );
+    assert_eq!(all["result"][1]["name"], "VI_2");
+    // Remove VI_2: its VIP goes; VI_1 still untouched.
+    std::fs::write(&conf1, config(3)).unwrap();
+    assert!(reload());
+    assert!(
+        wait_for(Duration::from_secs(3), || !holds2(&r)).is_some(),
+        "{vip2} stayed"
+    );
+    assert!(holds_vip(&r, &d1));
+    assert_eq!(vrrp_state(&sock1)["last_transition"], before);
+}
