@@ -21,7 +21,7 @@ use crate::RunArgs;
 
 /// What the daemon runs now, and how it got there.
 #[derive(Debug)]
-struct State {
+pub(crate) struct State {
     sources: Sources,
     config: Config,
     loaded_at: u64,
@@ -129,7 +129,11 @@ impl State {
         Ok(())
     }
 
-    fn upstreams(&self) -> serde_json::Value {
+    pub(crate) fn proxy_stats(&self) -> Option<fulcrum_proxy::stats::Counts> {
+        self.proxy.as_ref().map(|p| p.stats())
+    }
+
+    pub(crate) fn upstreams(&self) -> serde_json::Value {
         let Some(p) = &self.proxy else {
             return json!([]);
         };
@@ -155,7 +159,7 @@ impl State {
         )
     }
 
-    fn status(&self) -> serde_json::Value {
+    pub(crate) fn status(&self) -> serde_json::Value {
         let k = self.config.keepalived.as_ref();
         let n = self.config.nginx.as_ref().and_then(|n| n.http.as_ref());
         json!({
@@ -225,7 +229,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         keep: args.keep_forwarding,
         max_connections: args.max_connections,
     };
-    runtime.block_on(serve(args.control, state, forwarding))
+    runtime.block_on(serve(args.control, state, forwarding, args.metrics))
 }
 
 /// Binds the control socket: mode 0600 in a directory we create 0700, refusing to steal
@@ -263,7 +267,12 @@ struct Forwarding {
     max_connections: u32,
 }
 
-async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow::Result<ExitCode> {
+async fn serve(
+    control: PathBuf,
+    state: State,
+    forwarding: Forwarding,
+    metrics: Option<std::net::SocketAddr>,
+) -> anyhow::Result<ExitCode> {
     let listener = bind_control(&control)?;
     let mut health = state
         .config
@@ -323,7 +332,29 @@ async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow
         hash = format!("{:016x}", state.config.hash),
         "fulcrum started"
     );
+    let metrics_at = metrics.or_else(|| {
+        state
+            .config
+            .keepalived
+            .as_ref()
+            .and_then(|k| k.global_defs.metrics)
+    });
     let state = Arc::new(Mutex::new(state));
+    let sources = crate::metrics::Sources {
+        state: Arc::clone(&state),
+        vrrp: Arc::new(std::sync::Mutex::new(vrrp_handle.clone())),
+        health: Arc::new(std::sync::Mutex::new(health_handle.clone())),
+        l4: Arc::new(std::sync::Mutex::new(l4_handle.clone())),
+    };
+    if let Some(addr) = metrics_at {
+        if let Err(e) = crate::metrics::serve(addr, sources.clone()).await {
+            let _ = std::fs::remove_file(&control);
+            return Err(e);
+        }
+    }
+    fn set<T>(cell: &std::sync::Mutex<Option<T>>, v: Option<T>) {
+        *cell.lock().unwrap_or_else(|e| e.into_inner()) = v;
+    }
     // Health checks drive the proxy's upstream peers at the same addresses (an
     // extension: nginx's open-source edition has no active checks).
     let mut checked: std::collections::HashMap<std::net::SocketAddr, bool> = Default::default();
@@ -387,6 +418,8 @@ async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow
                     _ => {}
                 }
                 l4_handle = l4.as_ref().map(crate::l4::Runtime::handle);
+                set(&sources.health, health_handle.clone());
+                set(&sources.l4, l4_handle.clone());
                 info!("virtual servers applied");
             }
             Some(()) = vrrp_rx.recv() => {
@@ -400,6 +433,7 @@ async fn serve(control: PathBuf, state: State, forwarding: Forwarding) -> anyhow
                     None if !k.vrrp_instances.is_empty() => match crate::vrrp::start(&k, l4_handle.clone()).await {
                         Ok(rt) => {
                             vrrp_handle = Some(rt.handle());
+                            set(&sources.vrrp, vrrp_handle.clone());
                             vrrp = Some(rt);
                         }
                         Err(e) => error!("cannot start VRRP: {e:#}"),

@@ -13,6 +13,7 @@ mod host;
 mod ipvsadm;
 mod ipvsadm_edit;
 mod l4;
+mod metrics;
 mod track_file;
 mod vrrp;
 
@@ -114,6 +115,12 @@ pub struct RunArgs {
     /// this one is allocated up front, about 290 bytes of kernel memory per connection).
     #[arg(long, value_name = "N", default_value_t = 1_048_576)]
     pub max_connections: u32,
+
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics (global_defs'
+    /// `fulcrum_metrics ADDR:PORT` does the same from keepalived.conf; this wins). Off by
+    /// default.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

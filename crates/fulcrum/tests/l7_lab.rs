@@ -184,8 +184,22 @@ fn health_checks_drive_upstream_peers() {
         &keepalived,
         &dir.0,
         "px",
-        &["--nginx-conf", nginx.to_str().unwrap(), "--no-forwarding"],
+        &[
+            "--nginx-conf",
+            nginx.to_str().unwrap(),
+            "--no-forwarding",
+            "--metrics",
+            "127.0.0.1:9100",
+        ],
     );
+    let metrics = |lab: &fulcrum_lab::Lab| -> String {
+        lab.request(&host, "127.0.0.1:9100", &["/metrics"], &[])
+            .unwrap()
+            .into_iter()
+            .next()
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    };
     let answers = |lab: &fulcrum_lab::Lab| -> Vec<String> {
         lab.request(&host, "127.0.0.1:8080", &["/"; 10], &[])
             .unwrap()
@@ -216,6 +230,17 @@ fn health_checks_drive_upstream_peers() {
     );
     let after = answers(&lab);
     assert!(after.iter().all(|a| a == "200 b2"), "{after:?}");
+    // The metrics show it: the peer out of rotation, its checker down, the requests.
+    let m = metrics(&lab);
+    for line in [
+        "fulcrum_upstream_peer_up{upstream=\"u\",peer=\"127.0.0.1:9001\"} 0",
+        "fulcrum_upstream_peer_up{upstream=\"u\",peer=\"127.0.0.1:9002\"} 1",
+        "fulcrum_real_server_alive{virtual_server=\"10.9.9.9:80 TCP\",real_server=\"127.0.0.1:9001\"} 0",
+        "fulcrum_http_requests_total{server=\"\",status=\"200\"}",
+        "fulcrum_upstream_response_seconds_bucket{le=\"+Inf\",upstream=\"u\"}",
+    ] {
+        assert!(m.contains(line), "{line} missing from\n{m}");
+    }
     // b1 returns: back in rotation once its check passes.
     lab.serve(&host, "b1", "127.0.0.1:9001", true).unwrap();
     let back = wait_for(Duration::from_secs(6), || {

@@ -697,6 +697,21 @@ impl<'a> Builder<'a> {
                         self.interface_ref(&a.text.clone(), Self::arg_span(c, i));
                     }
                 }
+                "fulcrum_metrics" => {
+                    self.no_block(c);
+                    match c.args.first() {
+                        None => {
+                            self.arg(c, 0, "an address and port");
+                        }
+                        Some(a) => match a.text.parse::<std::net::SocketAddr>() {
+                            Ok(addr) => g.metrics = Some(addr),
+                            Err(_) => self.error(
+                                Self::arg_span(c, 0),
+                                format!("fulcrum_metrics: '{}' is not ADDR:PORT", a.text),
+                            ),
+                        },
+                    }
+                }
                 k if UNSUPPORTED_GLOBAL.contains(&k) => self.unsupported(c),
                 _ => self.unknown(c, "global_defs"),
             }

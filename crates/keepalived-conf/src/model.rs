@@ -65,6 +65,9 @@ pub struct GlobalDefs {
     /// unknown and goes on): the interfaces the XDP data plane attaches to; empty means
     /// every interface of the namespace but loopback.
     pub xdp_interfaces: Vec<String>,
+    /// `fulcrum_metrics ADDR:PORT`: Fulcrum's own keyword: where the daemon serves
+    /// Prometheus metrics (`fulcrum run --metrics` overrides it).
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

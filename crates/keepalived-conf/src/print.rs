@@ -396,6 +396,10 @@ fn global_defs(o: &mut Out, g: &GlobalDefs) {
         parts.extend(g.xdp_interfaces.iter().map(String::as_str));
         o.line(&parts);
     }
+    if let Some(addr) = g.metrics {
+        let addr = addr.to_string();
+        o.line(&["fulcrum_metrics", &addr]);
+    }
     o.close();
 }
 

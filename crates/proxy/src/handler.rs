@@ -278,6 +278,7 @@ pub async fn handle(
         conn.remote.ip(),
         key.as_bytes(),
         https,
+        &site.stats,
     )
     .await
     {
@@ -620,6 +621,7 @@ async fn forward(
     client: IpAddr,
     key: &[u8],
     https: bool,
+    stats: &crate::stats::Stats,
 ) -> Result<(Response<Relayed>, SocketAddr), StatusCode> {
     let mut attempt = {
         let pool = group.pool.lock().unwrap_or_else(|e| e.into_inner());
@@ -632,7 +634,11 @@ async fn forward(
         res.next_upstream_timeout
             .is_some_and(|t| started.elapsed() >= t)
     };
+    let mut first = true;
     loop {
+        if !std::mem::take(&mut first) {
+            stats.retried(&group.name);
+        }
         let (id, addr) = {
             let mut pool = group.pool.lock().unwrap_or_else(|e| e.into_inner());
             let mut rng = random;
@@ -644,9 +650,11 @@ async fn forward(
                 }
             }
         };
+        let tried = Instant::now();
         match try_peer(group, addr, req, res, https).await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
+                stats.answered(&group.name, addr, status, tried.elapsed());
                 if let Some((listed, failure)) = status_flag(&res.next_upstream, status) {
                     let blocked = non_idempotent && !res.next_upstream.non_idempotent;
                     if listed && attempt.tries > 1 && !blocked && !timed_out() {
@@ -676,6 +684,7 @@ async fn forward(
             }
             Err((fail, sent, why)) => {
                 error!(upstream = %group.name, peer = %addr, "{why}");
+                stats.failed(&group.name, addr);
                 free(group, &mut attempt, id, Outcome::Failed);
                 let blocked = sent && non_idempotent && !res.next_upstream.non_idempotent;
                 if attempt.tries == 0 || !fail.allowed(&res.next_upstream) || blocked || timed_out()
@@ -997,6 +1006,7 @@ fn finish(
 ) -> Response<Body> {
     resp.headers_mut()
         .insert(header::SERVER, HeaderValue::from_static("fulcrum"));
+    site.stats.request(server.name(), resp.status().as_u16());
     if r.protocol == "HTTP/2.0" {
         // Connection-specific headers do not exist in HTTP/2.
         resp.headers_mut().remove(header::CONNECTION);

@@ -15,6 +15,7 @@ mod log;
 pub mod pool;
 pub mod route;
 pub mod site;
+pub mod stats;
 mod tls;
 pub mod vars;
 
@@ -215,6 +216,11 @@ impl Runtime {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// The proxy's counters since it started (reloads keep them).
+    pub fn stats(&self) -> stats::Counts {
+        self.site().stats.snapshot()
     }
 
     /// Every upstream peer's state.

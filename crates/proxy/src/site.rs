@@ -196,6 +196,8 @@ pub struct Site {
     pub threads: usize,
     /// TLS for the bound addresses that have `ssl` listens.
     pub tls: HashMap<SocketAddr, Arc<rustls::ServerConfig>>,
+    /// The counters, carried from the previous configuration by a reload.
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 impl Site {
@@ -493,6 +495,7 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
         header_line: size.max(1024) as usize,
         threads,
         tls: HashMap::new(),
+        stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
     };
     for b in site.binds() {
         if let Some(c) = crate::tls::config(&site.servers, b)? {

@@ -1,0 +1,563 @@
+//! Prometheus metrics at `/metrics` on `fulcrum run --metrics ADDR:PORT` (or global_defs'
+//! `fulcrum_metrics ADDR:PORT`), in the text exposition format of the prometheus-client
+//! crate. Each scrape takes a snapshot of what the control socket shows (VRRP, health
+//! checks, the layer-4 data plane, the layer-7 proxy, reloads) and encodes it; nothing is
+//! counted twice and nothing is kept between scrapes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio::sync::Mutex;
+use tracing::{info, warn};
+
+/// Where a scrape gets its numbers.
+#[derive(Clone)]
+pub struct Sources {
+    pub state: Arc<Mutex<crate::daemon::State>>,
+    pub vrrp: Arc<std::sync::Mutex<Option<crate::vrrp::Handle>>>,
+    pub health: Arc<std::sync::Mutex<Option<crate::health::Handle>>>,
+    pub l4: Arc<std::sync::Mutex<Option<crate::l4::Handle>>>,
+}
+
+/// One scrape's numbers.
+#[derive(Debug)]
+struct Snapshot {
+    status: Value,
+    vrrp: Value,
+    health: Value,
+    l4: Value,
+    upstreams: Value,
+    l7: Option<fulcrum_proxy::stats::Counts>,
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Writes one metric family from (labels, value) rows.
+fn family<F>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    rows: Vec<(Labels, F)>,
+) -> Result<(), std::fmt::Error>
+where
+    F: Into<f64> + Copy,
+{
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, v) in &rows {
+        let v: f64 = (*v).into();
+        match kind {
+            MetricType::Counter => ConstCounter::new(v).encode(m.encode_family(labels)?)?,
+            _ => ConstGauge::new(v).encode(m.encode_family(labels)?)?,
+        }
+    }
+    Ok(())
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use MetricType::{Counter, Gauge};
+        let c = &self.status["config"];
+        family(
+            &mut enc,
+            "fulcrum_config_reloads",
+            "Configuration reloads, by result.",
+            Counter,
+            vec![
+                (vec![("result", "ok".into())], u(&c["reloads_ok"]) as f64),
+                (
+                    vec![("result", "failed".into())],
+                    u(&c["reloads_failed"]) as f64,
+                ),
+            ],
+        )?;
+        family(
+            &mut enc,
+            "fulcrum_config_info",
+            "The configuration in force: its hash.",
+            Gauge,
+            vec![(vec![("hash", s(&c["hash"]))], 1.0)],
+        )?;
+        family(
+            &mut enc,
+            "fulcrum_config_loaded_timestamp_seconds",
+            "When the configuration in force was loaded (unix time).",
+            Gauge,
+            vec![(vec![], u(&c["loaded_at"]) as f64)],
+        )?;
+
+        // VRRP.
+        let instances = self.vrrp.as_array().cloned().unwrap_or_default();
+        let name = |i: &Value| vec![("instance", s(&i["name"]))];
+        let mut state = Vec::new();
+        for i in &instances {
+            for st in ["INIT", "BACKUP", "MASTER", "FAULT"] {
+                let mut l = name(i);
+                l.push(("state", st.into()));
+                state.push((l, if i["state"] == st { 1.0 } else { 0.0 }));
+            }
+        }
+        family(
+            &mut enc,
+            "fulcrum_vrrp_state",
+            "VRRP instance state (1 for the current one).",
+            Gauge,
+            state,
+        )?;
+        let per = |key: &str| -> Vec<(Labels, f64)> {
+            instances
+                .iter()
+                .map(|i| (name(i), u(&i[key]) as f64))
+                .collect()
+        };
+        family(
+            &mut enc,
+            "fulcrum_vrrp_priority",
+            "Configured priority.",
+            Gauge,
+            per("priority"),
+        )?;
+        family(
+            &mut enc,
+            "fulcrum_vrrp_effective_priority",
+            "Priority after tracking.",
+            Gauge,
+            per("effective_priority"),
+        )?;
+        family(
+            &mut enc,
+            "fulcrum_vrrp_adverts_sent",
+            "Adverts sent.",
+            Counter,
+            per("adverts_sent"),
+        )?;
+        family(
+            &mut enc,
+            "fulcrum_vrrp_adverts_received",
+            "Valid adverts received.",
+            Counter,
+            per("adverts_received"),
+        )?;
+        let mut dropped = Vec::new();
+        for i in &instances {
+            for d in i["dropped"].as_array().into_iter().flatten() {
+                let mut l = name(i);
+                l.push(("reason", s(&d["reason"])));
+                dropped.push((l, u(&d["count"]) as f64));
+            }
+        }
+        family(
+            &mut enc,
+            "fulcrum_vrrp_adverts_dropped",
+            "Adverts dropped, by reason.",
+            Counter,
+            dropped,
+        )?;
+
+        // Health checks.
+        let (mut alive, mut weight, mut up, mut checks, mut failures, mut latency, mut quorum) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        for vs in self.health.as_array().into_iter().flatten() {
+            let v = s(&vs["virtual_server"]);
+            quorum.push((
+                vec![("virtual_server", v.clone())],
+                if vs["has_quorum"] == true { 1.0 } else { 0.0 },
+            ));
+            for rs in vs["real_servers"].as_array().into_iter().flatten() {
+                let l = vec![
+                    ("virtual_server", v.clone()),
+                    ("real_server", s(&rs["address"])),
+                ];
+                alive.push((l.clone(), if rs["alive"] == true { 1.0 } else { 0.0 }));
+                let w = if rs["membership"]["in"] == true {
+                    u(&rs["membership"]["weight"])
+                } else {
+                    0
+                };
+                weight.push((l.clone(), w as f64));
+                for (n, ch) in rs["checkers"].as_array().into_iter().flatten().enumerate() {
+                    let mut l = l.clone();
+                    l.push(("checker", format!("{} #{n}", s(&ch["kind"]))));
+                    up.push((l.clone(), if ch["state"] == "down" { 0.0 } else { 1.0 }));
+                    checks.push((l.clone(), u(&ch["checks"]) as f64));
+                    failures.push((l.clone(), u(&ch["failures"]) as f64));
+                    if let Some(us) = ch["latency_us"].as_u64() {
+                        latency.push((l, us as f64 / 1e6));
+                    }
+                }
+            }
+        }
+        family(
+            &mut enc,
+            "fulcrum_virtual_server_quorum",
+            "Whether the virtual server has quorum.",
+            Gauge,
+            quorum,
+        )?;
+        family(
+            &mut enc,
+            "fulcrum_real_server_alive",
+            "Whether every checker holds the real server up.",
+            Gauge,
+            alive,
+        )?;
+        family(
+            &mut enc,
+            "fulcrum_real_server_weight",
+            "The real server's weight in the data plane (0: out or inhibited).",
+            Gauge,
+            weight,
+        )?;
+        family(
+            &mut enc,
+            "fulcrum_checker_up",
+            "Checker state (1 up).",
+            Gauge,
+            up,
+        )?;
+        family(&mut enc, "fulcrum_checks", "Checks run.", Counter, checks)?;
+        family(
+            &mut enc,
+            "fulcrum_check_failures",
+            "Checks that failed.",
+            Counter,
+            failures,
+        )?;
+        family(
+            &mut enc,
+            "fulcrum_check_latency_seconds",
+            "The last check's duration.",
+            Gauge,
+            latency,
+        )?;
+
+        // Layer 4.
+        let l4 = &self.l4;
+        let mut mode = Vec::new();
+        for i in l4["interfaces"].as_array().into_iter().flatten() {
+            mode.push((
+                vec![("interface", s(&i["name"])), ("mode", s(&i["mode"]))],
+                1.0,
+            ));
+        }
+        family(
+            &mut enc,
+            "fulcrum_dataplane_mode",
+            "The XDP mode of each interface (1 for the one in use).",
+            Gauge,
+            mode,
+        )?;
+        let mut packets = Vec::new();
+        for (reason, n) in l4["packets"].as_object().into_iter().flatten() {
+            packets.push((vec![("reason", reason.clone())], u(n) as f64));
+        }
+        family(
+            &mut enc,
+            "fulcrum_dataplane_packets",
+            "Packets the XDP program saw, by the reason for its verdict.",
+            Counter,
+            packets,
+        )?;
+        let mut svc: [Vec<(Labels, f64)>; 5] = Default::default();
+        let mut dst: [Vec<(Labels, f64)>; 7] = Default::default();
+        const KEYS: [&str; 5] = ["conns", "inpkts", "outpkts", "inbytes", "outbytes"];
+        for v in l4["services"].as_array().into_iter().flatten() {
+            let service = format!(
+                "{} {}:{}",
+                s(&v["protocol"]),
+                s(&v["address"]),
+                u(&v["port"])
+            );
+            for (k, key) in KEYS.iter().enumerate() {
+                svc[k].push((
+                    vec![("service", service.clone())],
+                    u(&v["stats"][key]) as f64,
+                ));
+            }
+            for d in v["dests"].as_array().into_iter().flatten() {
+                let l = vec![
+                    ("service", service.clone()),
+                    (
+                        "real_server",
+                        format!("{}:{}", s(&d["address"]), u(&d["port"])),
+                    ),
+                ];
+                for (k, key) in KEYS.iter().enumerate() {
+                    dst[k].push((l.clone(), u(&d["stats"][key]) as f64));
+                }
+                dst[5].push((l.clone(), u(&d["active"]) as f64));
+                dst[6].push((l, u(&d["inactive"]) as f64));
+            }
+        }
+        let names = [
+            ("connections", "Connections scheduled"),
+            ("packets_in", "Packets from clients"),
+            ("packets_out", "Packets to clients"),
+            ("bytes_in", "Bytes from clients"),
+            ("bytes_out", "Bytes to clients"),
+        ];
+        for (k, (n, help)) in names.iter().enumerate() {
+            family(
+                &mut enc,
+                &format!("fulcrum_ipvs_service_{n}"),
+                &format!("{help}, per virtual service."),
+                Counter,
+                std::mem::take(&mut svc[k]),
+            )?;
+            family(
+                &mut enc,
+                &format!("fulcrum_ipvs_real_server_{n}"),
+                &format!("{help}, per real server."),
+                Counter,
+                std::mem::take(&mut dst[k]),
+            )?;
+        }
+        family(
+            &mut enc,
+            "fulcrum_ipvs_real_server_active_connections",
+            "Active connections (ESTABLISHED), as IPVS counts them.",
+            Gauge,
+            std::mem::take(&mut dst[5]),
+        )?;
+        family(
+            &mut enc,
+            "fulcrum_ipvs_real_server_inactive_connections",
+            "Inactive connections, as IPVS counts them.",
+            Gauge,
+            std::mem::take(&mut dst[6]),
+        )?;
+
+        // Layer 7.
+        let mut peer_up = Vec::new();
+        let mut in_flight = Vec::new();
+        for p in self.upstreams.as_array().into_iter().flatten() {
+            let l = vec![("upstream", s(&p["upstream"])), ("peer", s(&p["address"]))];
+            let usable = p["down"] != true && p["check_down"] != true;
+            peer_up.push((l.clone(), if usable { 1.0 } else { 0.0 }));
+            in_flight.push((l, u(&p["conns"]) as f64));
+        }
+        family(
+            &mut enc,
+            "fulcrum_upstream_peer_up",
+            "Whether an upstream peer is in rotation (not down, not held out by a health check).",
+            Gauge,
+            peer_up,
+        )?;
+        family(
+            &mut enc,
+            "fulcrum_upstream_peer_requests_in_flight",
+            "Requests in flight to an upstream peer.",
+            Gauge,
+            in_flight,
+        )?;
+        if let Some(l7) = &self.l7 {
+            let rows = |m: Vec<(Labels, u64)>| -> Vec<(Labels, f64)> {
+                m.into_iter().map(|(l, v)| (l, v as f64)).collect()
+            };
+            let requests = l7
+                .requests
+                .iter()
+                .map(|((srv, st), n)| {
+                    (
+                        vec![("server", srv.clone()), ("status", st.to_string())],
+                        *n,
+                    )
+                })
+                .collect();
+            family(
+                &mut enc,
+                "fulcrum_http_requests",
+                "Requests answered, by server_name and status.",
+                Counter,
+                rows(requests),
+            )?;
+            let tries = l7
+                .tries
+                .iter()
+                .map(|((up, peer, st), n)| {
+                    (
+                        vec![
+                            ("upstream", up.clone()),
+                            ("peer", peer.to_string()),
+                            ("status", st.to_string()),
+                        ],
+                        *n,
+                    )
+                })
+                .collect();
+            family(
+                &mut enc,
+                "fulcrum_upstream_responses",
+                "Responses from upstream peers, by status.",
+                Counter,
+                rows(tries),
+            )?;
+            let failures = l7
+                .failures
+                .iter()
+                .map(|((up, peer), n)| {
+                    (
+                        vec![("upstream", up.clone()), ("peer", peer.to_string())],
+                        *n,
+                    )
+                })
+                .collect();
+            family(
+                &mut enc,
+                "fulcrum_upstream_failures",
+                "Tries that failed (error, timeout, invalid header): passive health's failures.",
+                Counter,
+                rows(failures),
+            )?;
+            let retries = l7
+                .retries
+                .iter()
+                .map(|(up, n)| (vec![("upstream", up.clone())], *n))
+                .collect();
+            family(
+                &mut enc,
+                "fulcrum_upstream_retries",
+                "Tries after the first (proxy_next_upstream).",
+                Counter,
+                rows(retries),
+            )?;
+            if !l7.latency.is_empty() {
+                let mut m = enc.encode_descriptor(
+                    "fulcrum_upstream_response_seconds",
+                    "Time from sending the request to the upstream's response head.",
+                    None,
+                    MetricType::Histogram,
+                )?;
+                for (up, h) in &l7.latency {
+                    let labels = vec![("upstream", up.clone())];
+                    let buckets: Vec<(f64, u64)> = fulcrum_proxy::stats::BUCKETS
+                        .iter()
+                        .zip(h.buckets.iter())
+                        .map(|(b, n)| (*b, *n))
+                        .collect();
+                    let above = h.count - h.buckets.iter().sum::<u64>();
+                    let mut all = buckets;
+                    // The encoder adds the buckets up; the last one is +Inf.
+                    all.push((f64::INFINITY, above));
+                    m.encode_family(&labels)?
+                        .encode_histogram::<Labels>(h.sum, h.count, &all, None)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn snapshot(src: &Sources) -> Snapshot {
+    let (status, upstreams, l7) = {
+        let st = src.state.lock().await;
+        (st.status(), st.upstreams(), st.proxy_stats())
+    };
+    let vrrp = src.vrrp.lock().map(|v| v.clone()).ok().flatten();
+    let vrrp = match vrrp {
+        Some(h) => h.status().await,
+        None => Value::Array(vec![]),
+    };
+    let health = src
+        .health
+        .lock()
+        .ok()
+        .and_then(|h| h.as_ref().map(|h| h.status()))
+        .unwrap_or(Value::Array(vec![]));
+    let l4 = src.l4.lock().map(|h| h.clone()).ok().flatten();
+    let l4 = match l4 {
+        Some(h) => tokio::task::spawn_blocking(move || h.listing(false))
+            .await
+            .unwrap_or(Value::Null),
+        None => Value::Null,
+    };
+    Snapshot {
+        status,
+        vrrp,
+        health,
+        l4,
+        upstreams,
+        l7,
+    }
+}
+
+/// The exposition text of one scrape.
+pub async fn render(src: &Sources) -> String {
+    let snap = snapshot(src).await;
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(snap));
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
+        warn!("metrics: {e}");
+    }
+    out
+}
+
+/// Serves `/metrics` on `addr` until the task is dropped.
+pub async fn serve(addr: SocketAddr, src: Sources) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("metrics: cannot listen on {addr}: {e}"))?;
+    info!(%addr, "metrics at /metrics");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let src = src.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let src = src.clone();
+                        async move {
+                            let resp = if req.uri().path() == "/metrics" {
+                                let body = render(&src).await;
+                                Response::builder()
+                                .header(
+                                    "content-type",
+                                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                                )
+                                .body(Full::new(Bytes::from(body)))
+                            } else {
+                                Response::builder()
+                                    .status(StatusCode::NOT_FOUND)
+                                    .body(Full::new(Bytes::from_static(b"see /metrics\n")))
+                            };
+                            Ok::<_, hyper::http::Error>(resp.expect("static response parts"))
+                        }
+                    });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok(())
+}

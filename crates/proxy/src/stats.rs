@@ -1,0 +1,84 @@
+//! What the proxy counts for the metrics: requests by server and status, upstream tries by
+//! peer and status, retries, passive-health failures, and upstream response times. Kept
+//! across reloads (the metrics are counters).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds of the upstream response-time histogram, in seconds.
+pub const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// A histogram: counts per bucket (each observation in the first bucket whose bound it
+/// does not exceed; above the last bound, only in `count`), sum and count.
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    pub buckets: [u64; BUCKETS.len()],
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, seconds: f64) {
+        if let Some(i) = BUCKETS.iter().position(|b| seconds <= *b) {
+            self.buckets[i] += 1;
+        }
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Counts {
+    /// (server_name, status) → requests answered.
+    pub requests: HashMap<(String, u16), u64>,
+    /// (upstream, peer, status) → tries that got a response.
+    pub tries: HashMap<(String, SocketAddr, u16), u64>,
+    /// (upstream, peer) → tries that failed (error, timeout, invalid header).
+    pub failures: HashMap<(String, SocketAddr), u64>,
+    /// upstream → tries after the first (proxy_next_upstream).
+    pub retries: HashMap<String, u64>,
+    /// upstream → time to the response head.
+    pub latency: HashMap<String, Histogram>,
+}
+
+/// The proxy's counters, shared by every request.
+#[derive(Debug, Default)]
+pub struct Stats(Mutex<Counts>);
+
+impl Stats {
+    fn with(&self, f: impl FnOnce(&mut Counts)) {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    pub fn request(&self, server: &str, status: u16) {
+        self.with(|c| *c.requests.entry((server.to_string(), status)).or_default() += 1);
+    }
+
+    pub fn answered(&self, upstream: &str, peer: SocketAddr, status: u16, took: Duration) {
+        self.with(|c| {
+            *c.tries
+                .entry((upstream.to_string(), peer, status))
+                .or_default() += 1;
+            c.latency
+                .entry(upstream.to_string())
+                .or_default()
+                .observe(took.as_secs_f64());
+        });
+    }
+
+    pub fn failed(&self, upstream: &str, peer: SocketAddr) {
+        self.with(|c| *c.failures.entry((upstream.to_string(), peer)).or_default() += 1);
+    }
+
+    pub fn retried(&self, upstream: &str) {
+        self.with(|c| *c.retries.entry(upstream.to_string()).or_default() += 1);
+    }
+
+    pub fn snapshot(&self) -> Counts {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
