@@ -187,12 +187,7 @@ impl State {
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&args.log_level)
-        .with_context(|| format!("invalid --log-level '{}'", args.log_level))?;
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    crate::logging::init(&args.log_level, args.log_format, args.log_target)?;
 
     let sources = Sources::from_args(&args.config, true, false);
     let (config, report) = sources.load();
@@ -352,6 +347,8 @@ async fn serve(
             return Err(e);
         }
     }
+    // Everything is bound and running: systemd may order what depends on us.
+    crate::sd_notify::notify("READY=1");
     fn set<T>(cell: &std::sync::Mutex<Option<T>>, v: Option<T>) {
         *cell.lock().unwrap_or_else(|e| e.into_inner()) = v;
     }
@@ -389,7 +386,9 @@ async fn serve(
             }
             _ = hup.recv() => {
                 info!("SIGHUP: reloading configuration");
+                crate::sd_notify::reloading();
                 let _ = state.lock().await.reload();
+                crate::sd_notify::notify("READY=1");
             }
             Some(()) = changed_rx.recv() => {
                 // virtual_server blocks changed: new health checks, and the data plane
@@ -459,6 +458,7 @@ async fn serve(
             },
         }
     }
+    crate::sd_notify::notify("STOPPING=1");
     // VRRP first: priority 0 hands the VIPs over while this node still forwards.
     if let Some(rt) = vrrp {
         rt.stop().await;

@@ -13,7 +13,9 @@ mod host;
 mod ipvsadm;
 mod ipvsadm_edit;
 mod l4;
+mod logging;
 mod metrics;
+mod sd_notify;
 mod track_file;
 mod vrrp;
 
@@ -55,6 +57,13 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Print shell completions for bash, zsh, fish, elvish or powershell.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff), generated from the same definitions as --help.
+    Man,
     /// Build the reference deployments in network namespaces and show them working.
     ///
     /// Needs root. Everything it creates is removed when it ends, also on Ctrl-C.
@@ -95,6 +104,13 @@ pub struct RunArgs {
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, default_value = "info", value_name = "LEVEL")]
     pub log_level: String,
+    /// Log lines as text or as JSON objects.
+    #[arg(long, value_enum, default_value = "text", value_name = "FORMAT")]
+    pub log_format: logging::Format,
+    /// Where the log goes: stderr, syslog (/dev/log, facility daemon) or journald (its
+    /// native protocol, with each event's priority).
+    #[arg(long, value_enum, default_value = "stderr", value_name = "TARGET")]
+    pub log_target: logging::Target,
     /// Do not load the XDP data plane: virtual_server rules are not forwarded and
     /// no_accept is not enforced (health checks, VRRP and the control socket still run).
     /// By default the data plane is attached to every interface of this network namespace
@@ -192,6 +208,19 @@ fn main() -> ExitCode {
         Command::Ipvsadm { args } => Ok(ipvsadm::run(args)),
         Command::Genhash(args) => genhash::run(&args),
         Command::LabAgent { args } => Ok(fulcrum_lab::agent::main(args)),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "fulcrum",
+                &mut std::io::stdout(),
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+            .render(&mut std::io::stdout())
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
     };
     match result {
         Ok(code) => code,

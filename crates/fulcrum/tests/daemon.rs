@@ -545,3 +545,38 @@ virtual_server 127.0.0.1 80 {{
     signal(daemon.0.id(), "TERM");
     wait_for(|| quorum_down.exists() && rs_down.exists());
 }
+
+/// `--log-format json`: every line the daemon logs is a JSON object with its level and
+/// message.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = Scratch::new("jsonlog");
+    let conf = dir.0.join("keepalived.conf");
+    std::fs::write(&conf, GOOD).unwrap();
+    let socket = dir.0.join("control.sock");
+    let log = dir.0.join("log");
+    let child = fulcrum()
+        .args(["run", "--no-forwarding", "--log-format", "json", "-f"])
+        .arg(&conf)
+        .arg("--control")
+        .arg(&socket)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon(child);
+    wait_for(|| ctl_quiet(&socket).is_some());
+    signal(daemon.0.id(), "TERM");
+    wait_for(|| !socket.exists());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(
+            v["level"].is_string() && v["fields"]["message"].is_string(),
+            "{l}"
+        );
+    }
+    assert!(text.contains("fulcrum started"), "{text}");
+}
