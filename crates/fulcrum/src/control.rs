@@ -56,11 +56,6 @@ impl Response {
     }
 }
 
-/// Sends one request and waits for its answer.
-pub fn call(socket: &Path, command: &str) -> anyhow::Result<Response> {
-    call_with(socket, command, Vec::new())
-}
-
 /// Sends one request with arguments and waits for its answer.
 pub fn call_with(socket: &Path, command: &str, args: Vec<Vec<String>>) -> anyhow::Result<Response> {
     let mut stream = UnixStream::connect(socket).with_context(|| {
@@ -88,15 +83,17 @@ pub fn call_with(socket: &Path, command: &str, args: Vec<Vec<String>>) -> anyhow
 }
 
 pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
-    let command = match args.command {
-        CtlCommand::Status => "status",
-        CtlCommand::Reload => "reload",
-        CtlCommand::Vrrp => "vrrp",
-        CtlCommand::Health => "health",
-        CtlCommand::Services => "ipvs",
-        CtlCommand::Upstreams => "upstreams",
+    let (command, extra) = match &args.command {
+        CtlCommand::Status => ("status", vec![]),
+        CtlCommand::Reload => ("reload", vec![]),
+        CtlCommand::Vrrp => ("vrrp", vec![]),
+        CtlCommand::Health => ("health", vec![]),
+        CtlCommand::Services => ("ipvs", vec![]),
+        CtlCommand::Upstreams => ("upstreams", vec![]),
+        CtlCommand::Drain { target } => ("drain", vec![vec![target.clone()]]),
+        CtlCommand::Undrain { target } => ("undrain", vec![vec![target.clone()]]),
     };
-    let response = call(&args.control, command)?;
+    let response = call_with(&args.control, command, extra)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&response)?);
         return Ok(if response.ok {
@@ -114,7 +111,11 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     let r = response.result.unwrap_or_default();
-    match args.command {
+    match &args.command {
+        CtlCommand::Drain { target } | CtlCommand::Undrain { target } => println!(
+            "{command}ed {target}: {} real server(s), {} upstream peer(s)",
+            r["real_servers"], r["upstream_peers"]
+        ),
         CtlCommand::Status => print_status(&r),
         CtlCommand::Reload => println!(
             "reloaded: configuration {}",
@@ -152,6 +153,9 @@ fn print_upstreams(r: &serde_json::Value) {
         }
         if p["check_down"].as_bool() == Some(true) {
             flags.push("check-down");
+        }
+        if p["drained"].as_bool() == Some(true) {
+            flags.push("drained");
         }
         println!(
             "  {:<24} weight {:<3} effective {:<3} in-flight {:<5} fails {}/{} {}",

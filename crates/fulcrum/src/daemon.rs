@@ -150,6 +150,7 @@ impl State {
                         "effective_weight": v.effective_weight,
                         "down": v.down,
                         "check_down": v.check_down,
+                        "drained": v.drained,
                         "conns": v.conns,
                         "fails": v.fails,
                         "max_fails": v.max_fails,
@@ -525,6 +526,44 @@ async fn client(
                     "the layer-4 data plane is not running (no virtual_server in the configuration, or --no-forwarding); nothing was changed",
                 ),
             },
+            Ok(r) if r.command == "drain" || r.command == "undrain" => {
+                let on = r.command == "drain";
+                let target = r.args.first().and_then(|a| a.first()).cloned().unwrap_or_default();
+                let parsed = match target.parse::<std::net::SocketAddr>() {
+                    Ok(sa) => Some((sa.ip(), Some(sa.port()))),
+                    Err(_) => target.parse::<std::net::IpAddr>().ok().map(|ip| (ip, None)),
+                };
+                match parsed {
+                    None => Response::error(format!("'{target}' is not ADDR or ADDR:PORT")),
+                    Some((ip, port)) => {
+                        let l4_count = match (&l4, ip) {
+                            (Some(h), std::net::IpAddr::V4(v4)) => {
+                                let h = h.clone();
+                                tokio::task::spawn_blocking(move || h.set_drained(v4, port, on))
+                                    .await
+                                    .unwrap_or_else(|e| Err(e.to_string()))
+                            }
+                            _ => Ok(0),
+                        };
+                        let l7_count = state
+                            .lock()
+                            .await
+                            .proxy
+                            .as_ref()
+                            .map_or(0, |p| p.set_drained(ip, port, on));
+                        match l4_count {
+                            Err(e) => Response::error(e),
+                            Ok(0) if l7_count == 0 => Response::error(format!(
+                                "no real server or upstream peer at {target}; nothing was changed"
+                            )),
+                            Ok(n) => {
+                                info!(%target, "{}: {n} real server(s), {l7_count} upstream peer(s)", r.command);
+                                Response::ok(serde_json::json!({"real_servers": n, "upstream_peers": l7_count}))
+                            }
+                        }
+                    }
+                }
+            }
             Ok(r) if r.command == "health" => match &health {
                 Some(h) => Response::ok(h.status()),
                 None => Response::ok(serde_json::json!([])),
@@ -539,7 +578,7 @@ async fn client(
                         Err(e) => Response::error(e),
                     },
                     other => Response::error(format!(
-                        "unknown command '{other}'; commands: status, reload, vrrp, health, upstreams, ipvs, ipvsadm"
+                        "unknown command '{other}'; commands: status, reload, vrrp, health, upstreams, drain, undrain, ipvs, ipvsadm"
                     )),
                 }
             }

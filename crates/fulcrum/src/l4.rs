@@ -265,6 +265,8 @@ pub struct Table {
     rates: HashMap<(u32, Option<usize>), Estimator>,
     /// Where DR real servers are on the link, from the neighbour table.
     links: HashMap<Ipv4Addr, Link>,
+    /// Real servers the operator drained (`fulcrum ctl drain`): weight 0.
+    drained: Vec<(Ipv4Addr, Option<u16>)>,
 }
 
 fn parse_mac(text: &str) -> Option<[u8; 6]> {
@@ -329,6 +331,11 @@ impl Table {
                 Some(Membership::In(w)) => w.get(),
                 Some(Membership::Out) => continue,
             };
+            let drained = self
+                .drained
+                .iter()
+                .any(|(a, p)| *a == d.addr && p.is_none_or(|p| p == d.port));
+            let weight = if drained { 0 } else { weight };
             wanted.push(DestSpec {
                 addr: d.addr,
                 port: d.port,
@@ -726,6 +733,37 @@ impl Handle {
             .map(|(name, mode)| json!({"name": name, "mode": mode.name()}))
             .collect();
         v
+    }
+
+    /// Drains (weight 0: existing connections go on, no new ones) or undrains the real
+    /// servers at `addr` (and `port`) in every virtual service. How many it touched.
+    pub fn set_drained(
+        &self,
+        addr: Ipv4Addr,
+        port: Option<u16>,
+        on: bool,
+    ) -> Result<usize, String> {
+        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let Shared {
+            dp,
+            table,
+            rules,
+            verdicts,
+            ..
+        } = &mut *s;
+        table.drained.retain(|x| *x != (addr, port));
+        if on {
+            table.drained.push((addr, port));
+        }
+        let touched = rules
+            .iter()
+            .flat_map(|r| r.dests.iter())
+            .filter(|d| d.addr == addr && port.is_none_or(|p| p == d.port))
+            .count();
+        table
+            .apply(dp, rules, verdicts)
+            .map_err(|e| e.to_string())?;
+        Ok(touched)
     }
 
     /// no_accept: traffic to `addr` that no virtual service takes is dropped (`on`), or

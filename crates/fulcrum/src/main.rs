@@ -164,7 +164,7 @@ pub struct CtlArgs {
     pub command: CtlCommand,
 }
 
-#[derive(Debug, Subcommand, Clone, Copy)]
+#[derive(Debug, Subcommand, Clone)]
 pub enum CtlCommand {
     /// What the daemon is running: configuration files, its hash, counts, reloads.
     Status,
@@ -181,6 +181,18 @@ pub enum CtlCommand {
     /// The layer-7 proxy's upstreams: each peer's weight, effective weight, requests in
     /// flight, passive-health failures, and whether it is down or backup.
     Upstreams,
+    /// Take a server out for maintenance: weight 0 for the real servers at ADDR[:PORT] in
+    /// every virtual service (their connections go on, no new ones), and no new requests
+    /// to upstream peers at that address. Until `undrain` or a restart.
+    Drain {
+        #[arg(value_name = "ADDR[:PORT]")]
+        target: String,
+    },
+    /// Put a drained server back: its weights and its upstream peers return.
+    Undrain {
+        #[arg(value_name = "ADDR[:PORT]")]
+        target: String,
+    },
 }
 
 #[derive(Debug, Args)]

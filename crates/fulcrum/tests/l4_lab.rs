@@ -388,6 +388,27 @@ fn ipvsadm_edits_take_effect_at_once() {
     edit(&["-Z"]);
     let stats = ipvsadm(&sock, &["-Ln", "--stats"]);
     assert_eq!(stats_of(&stats, &rips[0])[0], 0, "{stats}");
+
+    // `fulcrum ctl drain`: weight 0 for the server in every service, until undrained.
+    let ctl = |what: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+            .args(["ctl", "--control"])
+            .arg(&sock)
+            .args([what, &rips[0]])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(ctl("drain").contains("1 real server(s)"));
+    assert!(ipvsadm(&sock, &["-Ln"]).contains(&format!("  -> {rs1:<28} Masq    0      ")));
+    assert_eq!(distribution_of(&r, &vip, 8), split(0, 8));
+    ctl("undrain");
+    assert_eq!(distribution_of(&r, &vip, 8), split(2, 6));
 }
 
 /// A bpffs mounted for one test (the daemon's own /sys is private under `ip netns exec`,

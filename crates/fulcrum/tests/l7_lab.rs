@@ -241,6 +241,29 @@ fn health_checks_drive_upstream_peers() {
     ] {
         assert!(m.contains(line), "{line} missing from\n{m}");
     }
+    // The operator drains b2 for maintenance: b1 is down too, so nothing is left
+    // (502), and undrained it serves again.
+    let ctl = |what: &str| {
+        Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+            .args(["ctl", "--control"])
+            .arg(&d.sock)
+            .args([what, "127.0.0.1:9002"])
+            .output()
+            .unwrap()
+    };
+    let out = ctl("drain");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 upstream peer(s)"),
+        "{out:?}"
+    );
+    assert!(ctl_upstreams(&d.sock)
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["address"] == "127.0.0.1:9002" && p["drained"] == true));
+    assert!(answers(&lab).iter().all(|a| a.starts_with("502")));
+    ctl("undrain");
+    assert!(answers(&lab).iter().all(|a| a == "200 b2"));
     // b1 returns: back in rotation once its check passes.
     lab.serve(&host, "b1", "127.0.0.1:9001", true).unwrap();
     let back = wait_for(Duration::from_secs(6), || {

@@ -37,6 +37,8 @@ struct Shared {
     listeners: Mutex<HashMap<SocketAddr, JoinHandle<()>>>,
     /// Peer addresses an active health check holds out, applied to every new pool.
     check_down: Mutex<HashMap<SocketAddr, bool>>,
+    /// What the operator drained (address, port if given), applied to every new pool.
+    drained: Mutex<Vec<(std::net::IpAddr, Option<u16>)>>,
 }
 
 /// A running proxy; dropping it (or [`Runtime::stop`]) stops serving.
@@ -60,6 +62,7 @@ pub struct PeerView {
     pub effective_weight: i64,
     pub down: bool,
     pub check_down: bool,
+    pub drained: bool,
     pub available: bool,
     pub conns: u32,
     pub fails: u32,
@@ -141,6 +144,7 @@ impl Runtime {
             site: RwLock::new(Arc::new(site)),
             listeners: Mutex::new(HashMap::new()),
             check_down: Mutex::new(HashMap::new()),
+            drained: Mutex::new(Vec::new()),
         });
         for (a, l) in bound {
             let task = rt.spawn(accept(shared.clone(), l, a));
@@ -188,6 +192,20 @@ impl Runtime {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .set_check_down(*addr, *down);
+            }
+        }
+        for (ip, port) in self
+            .shared
+            .drained
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            for g in site.upstreams.values() {
+                g.pool
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .set_drained(*ip, *port, true);
             }
         }
         *self.shared.site.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(site);
@@ -243,6 +261,7 @@ impl Runtime {
                     effective_weight: p.effective_weight(),
                     down: p.down,
                     check_down: p.check_down,
+                    drained: p.drained,
                     available: p.available(now) || p.fails > 0,
                     conns: p.conns,
                     fails: p.fails,
@@ -271,6 +290,32 @@ impl Runtime {
                 .set_check_down(addr, down);
         }
         found
+    }
+
+    /// Drains (or undrains) the peers at `ip` (and `port`) in every upstream: no new
+    /// requests; those in flight finish. How many peers it touched.
+    pub fn set_drained(&self, ip: std::net::IpAddr, port: Option<u16>, on: bool) -> usize {
+        {
+            let mut d = self
+                .shared
+                .drained
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            d.retain(|x| *x != (ip, port));
+            if on {
+                d.push((ip, port));
+            }
+        }
+        let site = self.site();
+        site.upstreams
+            .values()
+            .map(|g| {
+                g.pool
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .set_drained(ip, port, on)
+            })
+            .sum()
     }
 
     /// Stops listening and drops every connection.

@@ -55,6 +55,8 @@ pub struct Peer {
     pub down: bool,
     /// Out of rotation by an active health check (Fulcrum's extension): like `down`.
     pub check_down: bool,
+    /// Drained by the operator (`fulcrum ctl drain`): no new requests.
+    pub drained: bool,
     /// Requests in flight to it.
     pub conns: u32,
     /// Failures counted toward max_fails.
@@ -84,6 +86,7 @@ impl Peer {
             max_conns: s.max_conns,
             down: s.down,
             check_down: false,
+            drained: false,
             conns: 0,
             fails: 0,
             current_weight: 0,
@@ -95,7 +98,7 @@ impl Peer {
     }
 
     fn is_down(&self) -> bool {
-        self.down || self.check_down
+        self.down || self.check_down || self.drained
     }
 
     /// Failed max_fails times within fail_timeout: skipped until it has passed.
@@ -345,6 +348,20 @@ impl Pool {
             }
         }
         found
+    }
+
+    /// The operator's drain (`fulcrum ctl drain`): peers at `ip` (and `port`, if given)
+    /// take no new requests while drained. How many peers it touched.
+    pub fn set_drained(&mut self, ip: IpAddr, port: Option<u16>, drained: bool) -> usize {
+        let mut n = 0;
+        let backups = self.backup.iter_mut().flat_map(|t| t.peers.iter_mut());
+        for p in self.primary.peers.iter_mut().chain(backups) {
+            if p.addr.ip() == ip && port.is_none_or(|port| p.addr.port() == port) {
+                p.drained = drained;
+                n += 1;
+            }
+        }
+        n
     }
 
     fn tier(&self, backup: bool) -> &Tier {
