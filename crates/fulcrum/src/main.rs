@@ -6,6 +6,7 @@
 mod config;
 mod control;
 mod daemon;
+mod dashboard;
 mod demo;
 mod genhash;
 mod health;

@@ -33,13 +33,13 @@ pub struct Sources {
 
 /// One scrape's numbers.
 #[derive(Debug)]
-struct Snapshot {
-    status: Value,
-    vrrp: Value,
-    health: Value,
-    l4: Value,
-    upstreams: Value,
-    l7: Option<fulcrum_proxy::stats::Counts>,
+pub(crate) struct Snapshot {
+    pub status: Value,
+    pub vrrp: Value,
+    pub health: Value,
+    pub l4: Value,
+    pub upstreams: Value,
+    pub l7: Option<fulcrum_proxy::stats::Counts>,
 }
 
 type Labels = Vec<(&'static str, String)>;
@@ -475,7 +475,7 @@ impl Collector for Snapshot {
     }
 }
 
-async fn snapshot(src: &Sources) -> Snapshot {
+pub(crate) async fn snapshot(src: &Sources) -> Snapshot {
     let (status, upstreams, l7) = {
         let st = src.state.lock().await;
         (st.status(), st.upstreams(), st.proxy_stats())
@@ -520,37 +520,83 @@ pub async fn render(src: &Sources) -> String {
     out
 }
 
-/// Serves `/metrics` on `addr` until the task is dropped.
+type Body = http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>;
+
+fn respond(status: StatusCode, kind: &str, body: impl Into<Bytes>) -> Response<Body> {
+    use http_body_util::BodyExt;
+    Response::builder()
+        .status(status)
+        .header("content-type", kind)
+        .body(Full::new(body.into()).boxed())
+        .expect("static response parts")
+}
+
+/// The server-sent events of the dashboard: the whole state every half second.
+fn events_stream(src: Sources, events: Arc<crate::dashboard::Events>) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let stream = futures::stream::unfold(
+        (
+            src,
+            events,
+            tokio::time::interval(std::time::Duration::from_millis(500)),
+        ),
+        |(src, events, mut tick)| async move {
+            tick.tick().await;
+            let state = crate::dashboard::state(&src, &events).await;
+            let frame = hyper::body::Frame::data(Bytes::from(format!("data: {state}\n\n")));
+            Some((
+                Ok::<_, std::convert::Infallible>(frame),
+                (src, events, tick),
+            ))
+        },
+    );
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("cache-control", "no-cache")
+        .body(http_body_util::StreamBody::new(stream).boxed())
+        .expect("static response parts")
+}
+
+/// Serves `/metrics`, the dashboard at `/` and its `/events` on `addr`.
 pub async fn serve(addr: SocketAddr, src: Sources) -> anyhow::Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("metrics: cannot listen on {addr}: {e}"))?;
-    info!(%addr, "metrics at /metrics");
+    info!(%addr, "metrics at /metrics, dashboard at /");
+    let events = Arc::new(crate::dashboard::Events::default());
+    crate::dashboard::sample(src.clone(), Arc::clone(&events));
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let src = src.clone();
+            let events = Arc::clone(&events);
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                         let src = src.clone();
+                        let events = Arc::clone(&events);
                         async move {
-                            let resp = if req.uri().path() == "/metrics" {
-                                let body = render(&src).await;
-                                Response::builder()
-                                .header(
-                                    "content-type",
+                            let resp = match req.uri().path() {
+                                "/metrics" => respond(
+                                    StatusCode::OK,
                                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                                )
-                                .body(Full::new(Bytes::from(body)))
-                            } else {
-                                Response::builder()
-                                    .status(StatusCode::NOT_FOUND)
-                                    .body(Full::new(Bytes::from_static(b"see /metrics\n")))
+                                    render(&src).await,
+                                ),
+                                "/" => respond(
+                                    StatusCode::OK,
+                                    "text/html; charset=utf-8",
+                                    crate::dashboard::page(&src, &events).await,
+                                ),
+                                "/events" => events_stream(src, events),
+                                _ => respond(
+                                    StatusCode::NOT_FOUND,
+                                    "text/plain",
+                                    "see / and /metrics\n",
+                                ),
                             };
-                            Ok::<_, hyper::http::Error>(resp.expect("static response parts"))
+                            Ok::<_, std::convert::Infallible>(resp)
                         }
                     });
                 let _ = hyper::server::conn::http1::Builder::new()

@@ -995,3 +995,105 @@ fn reload_keeps_unchanged_instances_and_applies_the_rest() {
     assert!(holds_vip(&r, &d1));
     assert_eq!(vrrp_state(&sock1)["last_transition"], before);
 }
+
+/// Headless Chromium loads a page of `url` in `host` and returns the DOM after its script
+/// ran (or, with `screenshot`, saves a PNG there).
+fn chromium(
+    r: &Reference,
+    host: &Host,
+    url: &str,
+    dir: &Path,
+    screenshot: Option<&Path>,
+) -> String {
+    let profile = dir.join("chromium-profile");
+    let mut args = vec![
+        "chromium".to_string(),
+        "--headless".into(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        format!("--user-data-dir={}", profile.display()),
+        "--window-size=1280,900".into(),
+    ];
+    match screenshot {
+        Some(p) => args.push(format!("--screenshot={}", p.display())),
+        None => args.push("--dump-dom".into()),
+    }
+    args.push(url.to_string());
+    let out = r.lab.exec(&host.netns, &args).unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The dashboard shows the truth during a failover: director 2's page shows VI_1 as
+/// BACKUP, then, loaded within a second of director 2 taking the VIP, as MASTER with the
+/// transition among its recent events. A screenshot is kept in target/tmp.
+#[test]
+fn dashboard_shows_a_failover() {
+    if !require_root("dashboard_shows_a_failover") || !common::installed("chromium") {
+        return;
+    }
+    let dir = Scratch::new("dash");
+    let conf = dir.0.join("keepalived.conf");
+    std::fs::write(&conf, config(3)).unwrap();
+    let mut r = reference::build(Deployment::KeepalivedHa, "dash", Some(agent())).unwrap();
+    let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
+    let (p1, _) = fulcrum(&mut r, &d1, &conf, "lb1", &dir);
+    let d = common::spawn_fulcrum(
+        &mut r.lab,
+        &d2,
+        &conf,
+        &dir.0,
+        "lb2",
+        &["-i", "lb2", "--metrics", "127.0.0.1:9100"],
+    );
+    let _p2 = d.process;
+    assert!(wait_for(Duration::from_secs(8), || holds_vip(&r, &d1)).is_some());
+    let url = "http://127.0.0.1:9100/";
+    let row = |dom: &str| -> String {
+        dom.split("data-instance=\"VI_1\"")
+            .nth(1)
+            .map(|rest| rest.split("</tr>").next().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    let before = chromium(&r, &d2, url, &dir.0, None);
+    assert!(row(&before).contains(">BACKUP<"), "{before}");
+    p1.signal("KILL").unwrap();
+    r.lab.ip(&d1, &["link", "set", "eth0", "down"]).unwrap();
+    assert!(
+        wait_for(Duration::from_secs(6), || holds_vip(&r, &d2)).is_some(),
+        "no failover"
+    );
+    let moved_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let moved = std::time::Instant::now();
+    let after = chromium(&r, &d2, url, &dir.0, None);
+    let took = moved.elapsed();
+    assert!(row(&after).contains(">MASTER<"), "{after}");
+    // The event, with the time the dashboard noticed it: within a second of the VIP move
+    // (the browser itself takes about a second to start, hence the page's own clock).
+    let event = after
+        .split("<li data-at=\"")
+        .skip(1)
+        .find(|li| li.contains("VRRP VI_1: BACKUP → MASTER"))
+        .unwrap_or_else(|| panic!("the failover is not among the events:\n{after}"));
+    let at: u128 = event.split('"').next().unwrap().parse().unwrap();
+    assert!(
+        at.abs_diff(moved_ms) < 1000,
+        "noticed at {at}, VIP moved at {moved_ms}"
+    );
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-failover.png");
+    chromium(&r, &d2, url, &dir.0, Some(&shot));
+    assert!(
+        std::fs::metadata(&shot)
+            .map(|m| m.len() > 1000)
+            .unwrap_or(false),
+        "no screenshot at {}",
+        shot.display()
+    );
+    eprintln!(
+        "dashboard screenshot: {} (page loaded {took:?} after the VIP moved)",
+        shot.display()
+    );
+}
