@@ -92,8 +92,38 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
         CtlCommand::Upstreams => ("upstreams", vec![]),
         CtlCommand::Drain { target } => ("drain", vec![vec![target.clone()]]),
         CtlCommand::Undrain { target } => ("undrain", vec![vec![target.clone()]]),
+        CtlCommand::Conns { .. } => ("ipvs", vec![vec!["connections".to_string()]]),
     };
-    let response = call_with(&args.control, command, extra)?;
+    let mut response = call_with(&args.control, command, extra)?;
+    if let (
+        CtlCommand::Conns {
+            service,
+            real_server,
+            client,
+        },
+        Some(r),
+    ) = (&args.command, response.result.as_mut())
+    {
+        // A filter matches "ADDR:PORT" exactly, or any port of ADDR.
+        let matches = |filter: &Option<String>, value: &serde_json::Value| {
+            let v = value.as_str().unwrap_or("");
+            filter
+                .as_deref()
+                .is_none_or(|f| v == f || v.rsplit_once(':').is_some_and(|(addr, _)| addr == f))
+        };
+        let conns: Vec<serde_json::Value> = r["connections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| {
+                matches(service, &c["virtual"])
+                    && matches(real_server, &c["destination"])
+                    && matches(client, &c["source"])
+            })
+            .cloned()
+            .collect();
+        *r = serde_json::Value::Array(conns);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&response)?);
         return Ok(if response.ok {
@@ -112,6 +142,25 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
     }
     let r = response.result.unwrap_or_default();
     match &args.command {
+        CtlCommand::Conns { .. } => {
+            println!(
+                "{:<4} {:<9} {:<12} {:<22} {:<22} destination",
+                "pro", "expire", "state", "source", "virtual"
+            );
+            for c in r.as_array().into_iter().flatten() {
+                let ms = c["expires_ms"].as_u64().unwrap_or(0) / 1000;
+                println!(
+                    "{:<4} {:02}:{:02}     {:<12} {:<22} {:<22} {}",
+                    c["protocol"].as_str().unwrap_or(""),
+                    ms / 60,
+                    ms % 60,
+                    c["state"].as_str().unwrap_or(""),
+                    c["source"].as_str().unwrap_or(""),
+                    c["virtual"].as_str().unwrap_or(""),
+                    c["destination"].as_str().unwrap_or("")
+                );
+            }
+        }
         CtlCommand::Drain { target } | CtlCommand::Undrain { target } => println!(
             "{command}ed {target}: {} real server(s), {} upstream peer(s)",
             r["real_servers"], r["upstream_peers"]

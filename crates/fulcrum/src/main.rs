@@ -194,6 +194,16 @@ pub enum CtlCommand {
         #[arg(value_name = "ADDR[:PORT]")]
         target: String,
     },
+    /// The layer-4 connection table (as `ipvsadm -Lnc`), filtered: by virtual service,
+    /// real server or client (ADDR, or ADDR:PORT to match the port too).
+    Conns {
+        #[arg(long, value_name = "ADDR[:PORT]")]
+        service: Option<String>,
+        #[arg(long, value_name = "ADDR[:PORT]")]
+        real_server: Option<String>,
+        #[arg(long, value_name = "ADDR[:PORT]")]
+        client: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

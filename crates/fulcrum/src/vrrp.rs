@@ -87,6 +87,7 @@ struct Shown {
     last: Option<(u64, State, String)>,
     sent: u64,
     received: u64,
+    transitions: u64,
     dropped: Vec<(String, u64)>,
 }
 
@@ -232,6 +233,8 @@ struct Running {
     group: Option<usize>,
     /// no_accept: while master, traffic to its IPv4 VIPs is refused by the data plane.
     no_accept: bool,
+    /// State transitions so far, for the metrics.
+    transitions: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -860,6 +863,7 @@ async fn build(
             effect: Effect::Priority(i.priority.get()),
             group: None,
             no_accept: no_accept(cfg, i),
+            transitions: 0,
         });
         let r = running.last_mut().expect("just pushed");
         let group = cfg
@@ -1163,6 +1167,7 @@ async fn run(mut io: Io, built: Built, mut cfg: KeepalivedConfig, mut ch: Channe
                         "virtual_ipaddress": s.vips,
                         "last_transition": s.last.as_ref().map(|(t, st, why)| json!({"at": t, "state": st.name(), "reason": why})),
                         "adverts_sent": s.sent,
+                        "transitions": s.transitions,
                         "adverts_received": s.received,
                         "dropped": s.dropped.iter().map(|(r, n)| json!({"reason": r, "count": n})).collect::<Vec<_>>(),
                     })).collect();
@@ -1241,6 +1246,7 @@ async fn apply_reload(
                 r.inst = o.inst;
                 r.last = o.last;
                 r.effect = o.effect;
+                r.transitions = o.transitions;
                 debug!(instance = %r.name, "unchanged by the reload: state kept");
             }
             None => fresh.push(j),
@@ -1285,6 +1291,7 @@ fn show(io: &Io, r: &Running) -> Shown {
         last: r.last.clone(),
         sent: st.adverts_sent,
         received: st.adverts_received,
+        transitions: r.transitions,
         dropped: st
             .dropped
             .iter()
@@ -1412,6 +1419,7 @@ impl Io {
                         "VRRP transition: {why}"
                     );
                     r.last = Some((unix_now(), to, why));
+                    r.transitions += 1;
                     self.notify(r, to);
                 }
             }

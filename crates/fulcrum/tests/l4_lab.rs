@@ -409,6 +409,21 @@ fn ipvsadm_edits_take_effect_at_once() {
     assert_eq!(distribution_of(&r, &vip, 8), split(0, 8));
     ctl("undrain");
     assert_eq!(distribution_of(&r, &vip, 8), split(2, 6));
+
+    // `fulcrum ctl conns`, filtered by real server.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["ctl", "--json", "--control"])
+        .arg(&sock)
+        .args(["conns", "--real-server", &rips[1]])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let conns = v["result"].as_array().cloned().unwrap_or_default();
+    assert!(!conns.is_empty(), "{v}");
+    assert!(
+        conns.iter().all(|c| c["destination"] == rs2.as_str()),
+        "{v}"
+    );
 }
 
 /// A bpffs mounted for one test (the daemon's own /sys is private under `ip netns exec`,
