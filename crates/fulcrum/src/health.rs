@@ -145,6 +145,8 @@ struct CheckerView {
     latency_us: Option<u128>,
     last_check_at: Option<u64>,
     changed_at: u64,
+    /// Up/down transitions so far.
+    transitions: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -446,6 +448,7 @@ pub fn start(k: &KeepalivedConfig) -> Option<Runtime> {
                     latency_us: None,
                     last_check_at: None,
                     changed_at: unix_now(),
+                    transitions: 0,
                 });
                 if let Ok(probe) = probe {
                     let machine = Checker::new(timing, now, random_u32());
@@ -773,6 +776,7 @@ async fn drive(
             cv.state = Some(machine.status());
             if news.is_some() {
                 cv.changed_at = unix_now();
+                cv.transitions += 1;
             }
         }
         if let Some(status) = news {
@@ -876,6 +880,7 @@ impl Handle {
                                 "latency_us": c.latency_us,
                                 "last_check_at": c.last_check_at,
                                 "changed_at": c.changed_at,
+                                "transitions": c.transitions,
                             })).collect::<Vec<_>>(),
                         })).collect::<Vec<_>>(),
                     })

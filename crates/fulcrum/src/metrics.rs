@@ -160,6 +160,13 @@ impl Collector for Snapshot {
         )?;
         family(
             &mut enc,
+            "fulcrum_vrrp_transitions",
+            "State transitions.",
+            Counter,
+            per("transitions"),
+        )?;
+        family(
+            &mut enc,
             "fulcrum_vrrp_adverts_received",
             "Valid adverts received.",
             Counter,
@@ -184,6 +191,7 @@ impl Collector for Snapshot {
         // Health checks.
         let (mut alive, mut weight, mut up, mut checks, mut failures, mut latency, mut quorum) =
             (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+        let mut transitions = vec![];
         for vs in self.health.as_array().into_iter().flatten() {
             let v = s(&vs["virtual_server"]);
             quorum.push((
@@ -208,6 +216,7 @@ impl Collector for Snapshot {
                     up.push((l.clone(), if ch["state"] == "down" { 0.0 } else { 1.0 }));
                     checks.push((l.clone(), u(&ch["checks"]) as f64));
                     failures.push((l.clone(), u(&ch["failures"]) as f64));
+                    transitions.push((l.clone(), u(&ch["transitions"]) as f64));
                     if let Some(us) = ch["latency_us"].as_u64() {
                         latency.push((l, us as f64 / 1e6));
                     }
@@ -249,6 +258,13 @@ impl Collector for Snapshot {
             "Checks that failed.",
             Counter,
             failures,
+        )?;
+        family(
+            &mut enc,
+            "fulcrum_checker_transitions",
+            "Checker state changes (up to down and back).",
+            Counter,
+            transitions,
         )?;
         family(
             &mut enc,

@@ -230,16 +230,52 @@ fn health_checks_drive_upstream_peers() {
     );
     let after = answers(&lab);
     assert!(after.iter().all(|a| a == "200 b2"), "{after:?}");
-    // The metrics show it: the peer out of rotation, its checker down, the requests.
-    let m = metrics(&lab);
-    for line in [
-        "fulcrum_upstream_peer_up{upstream=\"u\",peer=\"127.0.0.1:9001\"} 0",
-        "fulcrum_upstream_peer_up{upstream=\"u\",peer=\"127.0.0.1:9002\"} 1",
-        "fulcrum_real_server_alive{virtual_server=\"10.9.9.9:80 TCP\",real_server=\"127.0.0.1:9001\"} 0",
-        "fulcrum_http_requests_total{server=\"\",status=\"200\"}",
-        "fulcrum_upstream_response_seconds_bucket{le=\"+Inf\",upstream=\"u\"}",
-    ] {
-        assert!(m.contains(line), "{line} missing from\n{m}");
+    // The metrics show it, parsed: the peer out of rotation, its checker down after one
+    // transition, the requests answered.
+    let m = common::parse_metrics(&metrics(&lab));
+    let value = |series: &str| {
+        *m.get(series)
+            .unwrap_or_else(|| panic!("{series} missing from {:?}", m.keys().collect::<Vec<_>>()))
+    };
+    let rs1 = "virtual_server=\"10.9.9.9:80 TCP\",real_server=\"127.0.0.1:9001\"";
+    assert_eq!(
+        value("fulcrum_upstream_peer_up{upstream=\"u\",peer=\"127.0.0.1:9001\"}"),
+        0.0
+    );
+    assert_eq!(
+        value("fulcrum_upstream_peer_up{upstream=\"u\",peer=\"127.0.0.1:9002\"}"),
+        1.0
+    );
+    assert_eq!(value(&format!("fulcrum_real_server_alive{{{rs1}}}")), 0.0);
+    assert_eq!(
+        value(&format!(
+            "fulcrum_checker_transitions_total{{{rs1},checker=\"TCP_CHECK #0\"}}"
+        )),
+        1.0
+    );
+    assert!(value("fulcrum_http_requests_total{server=\"\",status=\"200\"}") >= 10.0);
+    assert!(value("fulcrum_upstream_response_seconds_count{upstream=\"u\"}") >= 10.0);
+    // So does the dashboard, rendered by a browser: b1 down with its checker's reason,
+    // and the change among the recent events.
+    if common::installed("chromium") {
+        let dom = common::chromium(&lab, &host, "http://127.0.0.1:9100/", &dir.0, None);
+        let row = dom
+            .split("data-real-server=\"127.0.0.1:9001\"")
+            .nth(1)
+            .and_then(|r| r.split("</tr>").next())
+            .unwrap_or("");
+        assert!(
+            row.contains(">down<") && row.contains("TCP connection to 127.0.0.1:9001 refused"),
+            "{dom}"
+        );
+        assert!(
+            dom.contains("real server 127.0.0.1:9001 in 10.9.9.9:80 TCP: down (TCP connection to 127.0.0.1:9001 refused)"),
+            "{dom}"
+        );
+        assert!(
+            dom.contains("upstream u peer 127.0.0.1:9001: out (health check)"),
+            "{dom}"
+        );
     }
     // The operator drains b2 for maintenance: b1 is down too, so nothing is left
     // (502), and undrained it serves again.

@@ -996,34 +996,6 @@ fn reload_keeps_unchanged_instances_and_applies_the_rest() {
     assert_eq!(vrrp_state(&sock1)["last_transition"], before);
 }
 
-/// Headless Chromium loads a page of `url` in `host` and returns the DOM after its script
-/// ran (or, with `screenshot`, saves a PNG there).
-fn chromium(
-    r: &Reference,
-    host: &Host,
-    url: &str,
-    dir: &Path,
-    screenshot: Option<&Path>,
-) -> String {
-    let profile = dir.join("chromium-profile");
-    let mut args = vec![
-        "chromium".to_string(),
-        "--headless".into(),
-        "--no-sandbox".into(),
-        "--disable-gpu".into(),
-        "--disable-dev-shm-usage".into(),
-        format!("--user-data-dir={}", profile.display()),
-        "--window-size=1280,900".into(),
-    ];
-    match screenshot {
-        Some(p) => args.push(format!("--screenshot={}", p.display())),
-        None => args.push("--dump-dom".into()),
-    }
-    args.push(url.to_string());
-    let out = r.lab.exec(&host.netns, &args).unwrap();
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// The dashboard shows the truth during a failover: director 2's page shows VI_1 as
 /// BACKUP, then, loaded within a second of director 2 taking the VIP, as MASTER with the
 /// transition among its recent events. A screenshot is kept in target/tmp.
@@ -1055,7 +1027,7 @@ fn dashboard_shows_a_failover() {
             .map(|rest| rest.split("</tr>").next().unwrap_or("").to_string())
             .unwrap_or_default()
     };
-    let before = chromium(&r, &d2, url, &dir.0, None);
+    let before = common::chromium(&r.lab, &d2, url, &dir.0, None);
     assert!(row(&before).contains(">BACKUP<"), "{before}");
     p1.signal("KILL").unwrap();
     r.lab.ip(&d1, &["link", "set", "eth0", "down"]).unwrap();
@@ -1068,7 +1040,7 @@ fn dashboard_shows_a_failover() {
         .unwrap()
         .as_millis();
     let moved = std::time::Instant::now();
-    let after = chromium(&r, &d2, url, &dir.0, None);
+    let after = common::chromium(&r.lab, &d2, url, &dir.0, None);
     let took = moved.elapsed();
     assert!(row(&after).contains(">MASTER<"), "{after}");
     // The event, with the time the dashboard noticed it: within a second of the VIP move
@@ -1083,8 +1055,29 @@ fn dashboard_shows_a_failover() {
         at.abs_diff(moved_ms) < 1000,
         "noticed at {at}, VIP moved at {moved_ms}"
     );
+    // The metrics agree, parsed.
+    let text = r
+        .lab
+        .request(&d2, "127.0.0.1:9100", &["/metrics"], &[])
+        .unwrap();
+    let m = common::parse_metrics(&text[0].1);
+    assert_eq!(
+        m.get("fulcrum_vrrp_state{instance=\"VI_1\",state=\"MASTER\"}"),
+        Some(&1.0),
+        "{m:?}"
+    );
+    assert_eq!(
+        m.get("fulcrum_vrrp_state{instance=\"VI_1\",state=\"BACKUP\"}"),
+        Some(&0.0),
+        "{m:?}"
+    );
+    assert_eq!(
+        m.get("fulcrum_vrrp_transitions_total{instance=\"VI_1\"}"),
+        Some(&2.0),
+        "INIT to BACKUP to MASTER: {m:?}"
+    );
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-failover.png");
-    chromium(&r, &d2, url, &dir.0, Some(&shot));
+    common::chromium(&r.lab, &d2, url, &dir.0, Some(&shot));
     assert!(
         std::fs::metadata(&shot)
             .map(|m| m.len() > 1000)

@@ -87,3 +87,44 @@ pub fn spawn_fulcrum(
     let process = lab.spawn(host, &args, Some(&log)).unwrap();
     Daemon { process, sock, log }
 }
+
+/// Headless Chromium loads `url` in `host` and returns the DOM after the page's script
+/// ran (or, with `screenshot`, saves a PNG there instead).
+#[allow(dead_code)]
+pub fn chromium(
+    lab: &fulcrum_lab::Lab,
+    host: &fulcrum_lab::Host,
+    url: &str,
+    dir: &Path,
+    screenshot: Option<&Path>,
+) -> String {
+    let profile = dir.join("chromium-profile");
+    let mut args = vec![
+        "chromium".to_string(),
+        "--headless".into(),
+        "--no-sandbox".into(),
+        "--disable-gpu".into(),
+        "--disable-dev-shm-usage".into(),
+        format!("--user-data-dir={}", profile.display()),
+        "--window-size=1280,900".into(),
+    ];
+    match screenshot {
+        Some(p) => args.push(format!("--screenshot={}", p.display())),
+        None => args.push("--dump-dom".into()),
+    }
+    args.push(url.to_string());
+    let out = lab.exec(&host.netns, &args).unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Prometheus text exposition parsed into series (`name{labels}`) and values.
+#[allow(dead_code)]
+pub fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_string(), value.parse().ok()?))
+        })
+        .collect()
+}
