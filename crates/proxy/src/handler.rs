@@ -812,6 +812,15 @@ impl std::fmt::Debug for Relayed {
     }
 }
 
+impl Relayed {
+    /// The body was read to its end: the connection may serve another request.
+    fn give_back(&mut self) {
+        if let Some((g, addr, c)) = self.back.take() {
+            g.idle.put(addr, c, g.keepalive);
+        }
+    }
+}
+
 impl hyper::body::Body for Relayed {
     type Data = Bytes;
     type Error = BoxError;
@@ -832,9 +841,7 @@ impl hyper::body::Body for Relayed {
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(None) => {
-                if let Some((g, addr, c)) = this.back.take() {
-                    g.idle.put(addr, c, g.keepalive);
-                }
+                this.give_back();
                 Poll::Ready(None)
             }
             Poll::Pending => {
@@ -862,9 +869,7 @@ impl Drop for Relayed {
     fn drop(&mut self) {
         // An empty body may never be polled to its end.
         if self.inner.is_end_stream() {
-            if let Some((g, addr, c)) = self.back.take() {
-                g.idle.put(addr, c, g.keepalive);
-            }
+            self.give_back();
         }
     }
 }
@@ -888,7 +893,7 @@ const HIDDEN: [&str; 12] = [
 ];
 
 /// The client's response from the upstream's: hop-by-hop and nginx's hidden headers
-/// removed, `Location`/`Refresh` rewritten by proxy_redirect.
+/// removed, `Location` rewritten by proxy_redirect.
 #[allow(clippy::too_many_arguments)]
 fn relay(
     site: &Site,

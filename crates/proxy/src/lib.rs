@@ -180,32 +180,26 @@ impl Runtime {
                 bind(*a).map_err(|e| format!("bind() to {a} failed ({e})"))?,
             ));
         }
-        for (addr, down) in self
-            .shared
-            .check_down
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
+        // What health checks and the operator hold out carries over to the new pools.
         {
+            let check_down = self
+                .shared
+                .check_down
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let drained = self
+                .shared
+                .drained
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             for g in site.upstreams.values() {
-                g.pool
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .set_check_down(*addr, *down);
-            }
-        }
-        for (ip, port) in self
-            .shared
-            .drained
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-        {
-            for g in site.upstreams.values() {
-                g.pool
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .set_drained(*ip, *port, true);
+                let mut pool = g.pool.lock().unwrap_or_else(|e| e.into_inner());
+                for (addr, down) in check_down.iter() {
+                    pool.set_check_down(*addr, *down);
+                }
+                for (ip, port) in drained.iter() {
+                    pool.set_drained(*ip, *port, true);
+                }
             }
         }
         *self.shared.site.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(site);
