@@ -165,7 +165,10 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
             "{command}ed {target}: {} real server(s), {} upstream peer(s)",
             r["real_servers"], r["upstream_peers"]
         ),
-        CtlCommand::Status => print_status(&r),
+        CtlCommand::Status => {
+            print_status(&r);
+            print_overview(&args.control);
+        }
         CtlCommand::Reload => println!(
             "reloaded: configuration {}",
             r["config"]["hash"].as_str().unwrap_or("?")
@@ -264,6 +267,100 @@ fn print_services(r: &serde_json::Value) {
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
     println!("packets: {}", packets.join(", "));
+}
+
+/// The rest of `ctl status`'s screen: one line per VRRP instance, virtual service, real
+/// server (with its checkers' verdict) and upstream peer, from the other commands.
+fn print_overview(socket: &Path) {
+    let get = |command: &str, args: Vec<Vec<String>>| {
+        call_with(socket, command, args)
+            .ok()
+            .filter(|r| r.ok)
+            .and_then(|r| r.result)
+            .unwrap_or_default()
+    };
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::String(x) => x.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    let vrrp = get("vrrp", vec![]);
+    for i in vrrp.as_array().into_iter().flatten() {
+        println!(
+            "  vrrp  {:<12} {:<7} priority {} ({})  master {}  {}",
+            s(&i["name"]),
+            s(&i["state"]),
+            s(&i["effective_priority"]),
+            s(&i["priority"]),
+            s(&i["master"]),
+            i["virtual_ipaddress"]
+                .as_array()
+                .map(|a| a.iter().map(s).collect::<Vec<_>>().join(" "))
+                .unwrap_or_default()
+        );
+    }
+    let ipvs = get("ipvs", vec![]);
+    let health = get("health", vec![]);
+    let alive = |addr: &str| -> Option<(bool, String)> {
+        health.as_array().into_iter().flatten().find_map(|vs| {
+            vs["real_servers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find_map(|r| {
+                    (r["address"] == addr).then(|| {
+                        let reason = r["checkers"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .find_map(|c| (c["state"] == "down").then(|| s(&c["last_reason"])))
+                            .unwrap_or_default();
+                        (r["alive"] == true, reason)
+                    })
+                })
+        })
+    };
+    for v in ipvs["services"].as_array().into_iter().flatten() {
+        println!(
+            "  l4    {} {}:{} {}  {} conn/s",
+            s(&v["protocol"]),
+            s(&v["address"]),
+            s(&v["port"]),
+            s(&v["scheduler"]),
+            s(&v["rate"]["cps"])
+        );
+        for d in v["dests"].as_array().into_iter().flatten() {
+            let addr = format!("{}:{}", s(&d["address"]), s(&d["port"]));
+            let check = match alive(&addr) {
+                Some((true, _)) => "up".to_string(),
+                Some((false, why)) => format!("DOWN {why}"),
+                None => "unchecked".to_string(),
+            };
+            println!(
+                "        -> {addr:<22} weight {:<4} active {:<6} inactive {:<6} {check}",
+                s(&d["weight"]),
+                s(&d["active"]),
+                s(&d["inactive"])
+            );
+        }
+    }
+    for p in get("upstreams", vec![]).as_array().into_iter().flatten() {
+        let state = if p["drained"] == true {
+            "drained"
+        } else if p["down"] == true || p["check_down"] == true {
+            "down"
+        } else {
+            "up"
+        };
+        println!(
+            "  l7    upstream {} {:<22} {state:<7} in flight {}  fails {}/{}",
+            s(&p["upstream"]),
+            s(&p["address"]),
+            s(&p["conns"]),
+            s(&p["fails"]),
+            s(&p["max_fails"])
+        );
+    }
 }
 
 fn print_status(r: &serde_json::Value) {

@@ -230,6 +230,19 @@ fn health_checks_drive_upstream_peers() {
     );
     let after = answers(&lab);
     assert!(after.iter().all(|a| a == "200 b2"), "{after:?}");
+    // `ctl status` shows it on its one screen.
+    let status = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .args(["ctl", "--control"])
+        .arg(&d.sock)
+        .arg("status")
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    let line = status
+        .lines()
+        .find(|l| l.contains("upstream u 127.0.0.1:9001"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(line.contains(" down "), "{status}");
     // The metrics show it, parsed: the peer out of rotation, its checker down after one
     // transition, the requests answered.
     let m = common::parse_metrics(&metrics(&lab));
