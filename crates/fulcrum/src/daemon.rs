@@ -189,6 +189,32 @@ impl State {
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     crate::logging::init(&args.log_level, args.log_format, args.log_target)?;
+    // What the daemon and its scripts may do, and nothing more: VRRP's raw sockets and
+    // addresses, the XDP program and its pins, listening below 1024, running scripts as
+    // script_user and killing them on timeout, reading any configuration file.
+    {
+        use fulcrum_sys::cap::*;
+        let keep = [
+            NET_ADMIN,
+            NET_RAW,
+            BPF,
+            PERFMON,
+            SYS_ADMIN,
+            SYS_RESOURCE,
+            IPC_LOCK,
+            NET_BIND_SERVICE,
+            SETUID,
+            SETGID,
+            KILL,
+            DAC_OVERRIDE,
+            DAC_READ_SEARCH,
+            CHOWN,
+            FOWNER,
+        ];
+        if let Err(e) = fulcrum_sys::keep_capabilities(&keep) {
+            warn!("cannot drop unneeded capabilities: {e}");
+        }
+    }
 
     let sources = Sources::from_args(&args.config, true, false);
     let (config, report) = sources.load();

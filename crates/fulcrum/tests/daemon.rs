@@ -580,3 +580,39 @@ fn json_logs_are_one_object_per_line() {
     }
     assert!(text.contains("fulcrum started"), "{text}");
 }
+
+/// The daemon drops the capabilities it does not need, from its own sets and from the
+/// bounding set its scripts inherit (as root: CAP_SYS_MODULE goes, CAP_NET_ADMIN stays).
+#[test]
+fn the_daemon_keeps_only_the_capabilities_it_needs() {
+    let root = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
+    if !root {
+        if std::env::var_os("CI").is_some() {
+            panic!("CI runs as root");
+        }
+        eprintln!("SKIP: the_daemon_keeps_only_the_capabilities_it_needs needs root");
+        return;
+    }
+    let dir = Scratch::new("caps");
+    let conf = dir.0.join("keepalived.conf");
+    std::fs::write(&conf, GOOD).unwrap();
+    let socket = dir.0.join("control.sock");
+    let daemon = start(&conf, &socket);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.0.id())).unwrap();
+    let caps = |key: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .unwrap()
+    };
+    const SYS_MODULE: u32 = 16;
+    const NET_ADMIN: u32 = 12;
+    for key in ["CapEff:", "CapBnd:"] {
+        assert_eq!(caps(key) & (1 << SYS_MODULE), 0, "{key} {status}");
+        assert_ne!(caps(key) & (1 << NET_ADMIN), 0, "{key} {status}");
+    }
+}
