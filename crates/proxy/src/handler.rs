@@ -250,7 +250,7 @@ pub async fn handle(
         Err(status) => return Ok(fail(&site, server, res, &r, status)),
     };
     let (group, proxy_host, upstream_uri, https) =
-        match resolve_target(&site, target, loc, matched, &r, server) {
+        match resolve_target(&site, target, matched, &r, server) {
             Ok(t) => t,
             Err(status) => return Ok(fail(&site, server, res, &r, status)),
         };
@@ -426,7 +426,6 @@ fn escape_uri(s: &str) -> String {
 fn resolve_target(
     site: &Site,
     target: &Target,
-    loc: &Loc,
     matched: Matched,
     r: &Req,
     server: &VServer,
@@ -458,7 +457,6 @@ fn resolve_target(
                     p
                 }
             };
-            let _ = loc;
             Ok((upstream.clone(), proxy_host.clone(), path, *https))
         }
         Target::Dynamic(t) => {

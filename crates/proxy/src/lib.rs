@@ -63,7 +63,6 @@ pub struct PeerView {
     pub down: bool,
     pub check_down: bool,
     pub drained: bool,
-    pub available: bool,
     pub conns: u32,
     pub fails: u32,
     pub max_fails: u32,
@@ -240,7 +239,6 @@ impl Runtime {
         let site = self.site();
         let mut names: Vec<&String> = site.upstreams.keys().collect();
         names.sort();
-        let now = 0;
         let mut out = Vec::new();
         for name in names {
             let g = &site.upstreams[name];
@@ -256,7 +254,6 @@ impl Runtime {
                     down: p.down,
                     check_down: p.check_down,
                     drained: p.drained,
-                    available: p.available(now) || p.fails > 0,
                     conns: p.conns,
                     fails: p.fails,
                     max_fails: p.max_fails,

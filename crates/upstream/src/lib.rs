@@ -116,11 +116,6 @@ impl Peer {
         !self.is_down() && !self.is_failed(now) && !self.is_full()
     }
 
-    /// Whether a request could be sent to it now (for status views).
-    pub fn available(&self, now: u64) -> bool {
-        self.usable(now)
-    }
-
     pub fn effective_weight(&self) -> i64 {
         self.effective_weight
     }
