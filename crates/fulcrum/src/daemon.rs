@@ -295,6 +295,11 @@ async fn serve(
     forwarding: Forwarding,
     metrics: Option<std::net::SocketAddr>,
 ) -> anyhow::Result<ExitCode> {
+    // Signals first: a SIGTERM while the rest starts (VRRP may already hold its VIPs) must
+    // still stop cleanly, not kill the process.
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
     let listener = bind_control(&control)?;
     let mut health = state
         .config
@@ -383,9 +388,6 @@ async fn serve(
     // extension: nginx's open-source edition has no active checks).
     let mut checked: std::collections::HashMap<std::net::SocketAddr, bool> = Default::default();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
-    let mut hup = signal(SignalKind::hangup())?;
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
     loop {
         tokio::select! {
             _ = tick.tick() => {
