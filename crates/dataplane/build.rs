@@ -1,27 +1,9 @@
-//! Builds the XDP program with clang (clang-19 as Debian packages it, else clang) into
-//! OUT_DIR, where src/lib.rs embeds it.
+//! Builds the XDP program into OUT_DIR, where src/lib.rs embeds it.
 
-use std::path::PathBuf;
-use std::process::Command;
+#[path = "clang.rs"]
+mod clang;
 
 fn main() {
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join("fulcrum.bpf.o");
-    println!("cargo:rerun-if-changed=bpf");
-    let mut last = String::from("no clang found: install clang-19 (scripts/setup does)");
-    for clang in ["clang-19", "clang"] {
-        let result = Command::new(clang)
-            .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
-            .arg("-I/usr/include/x86_64-linux-gnu")
-            .arg("-c")
-            .arg("bpf/fulcrum.c")
-            .arg("-o")
-            .arg(&out)
-            .output();
-        match result {
-            Ok(o) if o.status.success() => return,
-            Ok(o) => last = String::from_utf8_lossy(&o.stderr).into_owned(),
-            Err(e) => last = format!("{clang}: {e}"),
-        }
-    }
-    panic!("cannot build the XDP program:\n{last}");
+    println!("cargo:rerun-if-changed=clang.rs");
+    clang::build("bpf/fulcrum.c", "fulcrum.bpf.o", "the XDP program");
 }

@@ -1,8 +1,9 @@
 //! The live dashboard at `/` on the metrics address: one page, no external assets (its
 //! script and style are in the binary), rendered at once from the state embedded in it,
 //! then kept live by server-sent events from `/events` (the whole state every half
-//! second). Recent events (VRRP transitions, checker and real-server changes, upstream
-//! peers leaving or joining, reloads) are noticed by a sampler every 250 ms.
+//! second). One sampler reads the state every 250 ms, notices the recent events (VRRP
+//! transitions, checker and real-server changes, upstream peers leaving or joining,
+//! reloads) and keeps the latest state for every page and stream: viewers add no reads.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -12,18 +13,37 @@ use serde_json::{json, Value};
 
 const PAGE: &str = include_str!("dashboard.html");
 
-/// What happened recently, newest last.
+/// What happened recently (newest last), and the latest state the sampler read.
 #[derive(Debug, Default)]
-pub struct Events(Mutex<VecDeque<(u128, String)>>);
+pub struct Events {
+    recent: Mutex<VecDeque<(u128, String)>>,
+    latest: Mutex<Option<Value>>,
+}
 
 impl Events {
+    /// The latest state with the events, as pages and streams show it; read afresh only
+    /// before the sampler's first round.
+    pub async fn current(&self, src: &crate::metrics::Sources) -> Value {
+        let latest = self
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let mut state = match latest {
+            Some(v) => v,
+            None => state(src).await,
+        };
+        state["events"] = self.json();
+        state
+    }
+
     fn push(&self, text: String) {
         let at = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis())
             .unwrap_or(0);
         tracing::debug!("dashboard event: {text}");
-        let mut q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut q = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         q.push_back((at, text));
         while q.len() > 50 {
             q.pop_front();
@@ -31,23 +51,25 @@ impl Events {
     }
 
     fn json(&self) -> Value {
-        let q = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let q = self.recent.lock().unwrap_or_else(|e| e.into_inner());
         q.iter()
             .map(|(at, text)| json!({"at_ms": at, "text": text}))
             .collect()
     }
 }
 
-/// The page's state: what the control socket shows, the proxy's request counts, and the
-/// recent events.
-pub async fn state(src: &crate::metrics::Sources, events: &Events) -> Value {
+/// The page's state: what the control socket shows and the proxy's request counts.
+async fn state(src: &crate::metrics::Sources) -> Value {
     let s = crate::metrics::snapshot(src).await;
     let requests: serde_json::Map<String, Value> =
         s.l7.as_ref()
             .map(|c| {
                 c.requests
                     .iter()
-                    .map(|((server, status), n)| (format!("{server} {status}"), json!(n)))
+                    .flat_map(|(server, by)| {
+                        by.iter()
+                            .map(move |(status, n)| (format!("{server} {status}"), json!(n)))
+                    })
                     .collect()
             })
             .unwrap_or_default();
@@ -58,13 +80,12 @@ pub async fn state(src: &crate::metrics::Sources, events: &Events) -> Value {
         "l4": s.l4,
         "upstreams": s.upstreams,
         "l7_requests": requests,
-        "events": events.json(),
     })
 }
 
 /// The page, with the current state embedded.
 pub async fn page(src: &crate::metrics::Sources, events: &Events) -> String {
-    let state = state(src, events).await.to_string().replace("</", "<\\/");
+    let state = events.current(src).await.to_string().replace("</", "<\\/");
     PAGE.replace("__INITIAL__", &state)
 }
 
@@ -164,12 +185,13 @@ pub fn sample(src: crate::metrics::Sources, events: Arc<Events>) {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
             tick.tick().await;
-            let now = state(&src, &Events::default()).await;
+            let now = state(&src).await;
             if let Some(b) = &before {
                 for text in changes(b, &now) {
                     events.push(text);
                 }
             }
+            *events.latest.lock().unwrap_or_else(|e| e.into_inner()) = Some(now.clone());
             before = Some(now);
         }
     });

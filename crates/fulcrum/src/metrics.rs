@@ -400,11 +400,13 @@ impl Collector for Snapshot {
             let requests = l7
                 .requests
                 .iter()
-                .map(|((srv, st), n)| {
-                    (
-                        vec![("server", srv.clone()), ("status", st.to_string())],
-                        *n,
-                    )
+                .flat_map(|(srv, by)| {
+                    by.iter().map(move |(st, n)| {
+                        (
+                            vec![("server", srv.clone()), ("status", st.to_string())],
+                            *n,
+                        )
+                    })
                 })
                 .collect();
             family(
@@ -417,15 +419,17 @@ impl Collector for Snapshot {
             let tries = l7
                 .tries
                 .iter()
-                .map(|((up, peer, st), n)| {
-                    (
-                        vec![
-                            ("upstream", up.clone()),
-                            ("peer", peer.to_string()),
-                            ("status", st.to_string()),
-                        ],
-                        *n,
-                    )
+                .flat_map(|(up, by)| {
+                    by.iter().map(move |((peer, st), n)| {
+                        (
+                            vec![
+                                ("upstream", up.clone()),
+                                ("peer", peer.to_string()),
+                                ("status", st.to_string()),
+                            ],
+                            *n,
+                        )
+                    })
                 })
                 .collect();
             family(
@@ -438,11 +442,13 @@ impl Collector for Snapshot {
             let failures = l7
                 .failures
                 .iter()
-                .map(|((up, peer), n)| {
-                    (
-                        vec![("upstream", up.clone()), ("peer", peer.to_string())],
-                        *n,
-                    )
+                .flat_map(|(up, by)| {
+                    by.iter().map(move |(peer, n)| {
+                        (
+                            vec![("upstream", up.clone()), ("peer", peer.to_string())],
+                            *n,
+                        )
+                    })
                 })
                 .collect();
             family(
@@ -558,7 +564,7 @@ fn events_stream(src: Sources, events: Arc<crate::dashboard::Events>) -> Respons
         ),
         |(src, events, mut tick)| async move {
             tick.tick().await;
-            let state = crate::dashboard::state(&src, &events).await;
+            let state = events.current(&src).await;
             let frame = hyper::body::Frame::data(Bytes::from(format!("data: {state}\n\n")));
             Some((
                 Ok::<_, std::convert::Infallible>(frame),

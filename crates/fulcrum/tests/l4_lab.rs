@@ -194,12 +194,7 @@ fn run_deployment(deployment: Deployment, kind: &str, label: &str) {
                 assert_eq!(s[2], 0, "DR replies must not cross the director:\n{stats}");
             }
         }
-        let ctl = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-            .args(["ctl", "--control"])
-            .arg(&sock)
-            .arg("services")
-            .output()
-            .unwrap();
+        let ctl = common::ctl(&sock, &["services"]);
         let ctl = String::from_utf8_lossy(&ctl.stdout);
         assert!(ctl.contains("data plane on eth0 (native)"), "{ctl}");
         if kind == "DR" {
@@ -391,12 +386,7 @@ fn ipvsadm_edits_take_effect_at_once() {
 
     // `fulcrum ctl drain`: weight 0 for the server in every service, until undrained.
     let ctl = |what: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-            .args(["ctl", "--control"])
-            .arg(&sock)
-            .args([what, &rips[0]])
-            .output()
-            .unwrap();
+        let out = common::ctl(&sock, &[what, &rips[0]]);
         assert!(
             out.status.success(),
             "{}",
@@ -411,12 +401,7 @@ fn ipvsadm_edits_take_effect_at_once() {
     assert_eq!(distribution_of(&r, &vip, 8), split(2, 6));
 
     // `fulcrum ctl conns`, filtered by real server.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-        .args(["ctl", "--json", "--control"])
-        .arg(&sock)
-        .args(["conns", "--real-server", &rips[1]])
-        .output()
-        .unwrap();
+    let out = common::ctl(&sock, &["--json", "conns", "--real-server", &rips[1]]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let conns = v["result"].as_array().cloned().unwrap_or_default();
     assert!(!conns.is_empty(), "{v}");
@@ -560,12 +545,7 @@ fn reload_applies_virtual_server_changes_without_dropping_connections() {
         config(&vip, "NAT", "wrr", &[1, 2], &rips),
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-        .args(["ctl", "--control"])
-        .arg(&sock)
-        .arg("reload")
-        .output()
-        .unwrap();
+    let out = common::ctl(&sock, &["reload"]);
     assert!(
         out.status.success(),
         "{}",

@@ -176,7 +176,16 @@ impl Pair {
         let nginx = run(NGINX);
         let fulcrum = run(FULCRUM);
         assert_eq!(nginx.len(), paths.len(), "{}", self.logs());
+        assert_eq!(fulcrum.len(), paths.len(), "{}", self.logs());
         for (i, (n, f)) in nginx.iter().zip(&fulcrum).enumerate() {
+            // Two proxies failing alike (no answer at all) would agree and prove nothing.
+            assert_ne!(
+                n.status,
+                0,
+                "request {i} ({}) got no answer\n{}",
+                paths[i],
+                self.logs()
+            );
             assert_eq!(
                 n,
                 f,
@@ -239,7 +248,11 @@ fn least_conn_ip_hash_and_both_hashes() {
         &http,
         &[("b1", 9001, &[]), ("b2", 9002, &[]), ("b3", 9003, &[])],
     );
-    p.same(&["/lc/x"; 8], &[]);
+    let lc = p.same(&["/lc/x"; 8], &[]);
+    assert!(
+        lc.iter().all(|x| x.status == 200 && !x.backend.is_empty()),
+        "{lc:?}"
+    );
     let iph = p.same(&["/iph/x"; 4], &[]);
     assert!(iph.windows(2).all(|w| w[0].backend == w[1].backend));
     let keys: Vec<String> = (0..24).map(|i| format!("/h/obj{i}?v={}", i * 7)).collect();
@@ -248,6 +261,12 @@ fn least_conn_ip_hash_and_both_hashes() {
     let ckeys: Vec<String> = (0..24).map(|i| format!("/ch/item/{i}")).collect();
     let crefs: Vec<&str> = ckeys.iter().map(String::as_str).collect();
     let ch = p.same(&crefs, &[]);
+    for s in [&h, &ch, &iph] {
+        assert!(
+            s.iter().all(|x| x.status == 200 && !x.backend.is_empty()),
+            "{s:?}"
+        );
+    }
     for s in [&h, &ch] {
         let used: std::collections::HashSet<&str> = s.iter().map(|x| x.backend.as_str()).collect();
         assert!(used.len() >= 2, "{}", backends(s));

@@ -142,12 +142,7 @@ fn deployment_4_fails_over_under_load() {
 }
 
 fn ctl_upstreams(sock: &Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-        .args(["ctl", "--json", "--control"])
-        .arg(sock)
-        .arg("upstreams")
-        .output()
-        .unwrap();
+    let out = common::ctl(sock, &["--json", "upstreams"]);
     serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()["result"].clone()
 }
 
@@ -231,12 +226,7 @@ fn health_checks_drive_upstream_peers() {
     let after = answers(&lab);
     assert!(after.iter().all(|a| a == "200 b2"), "{after:?}");
     // `ctl status` shows it on its one screen.
-    let status = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-        .args(["ctl", "--control"])
-        .arg(&d.sock)
-        .arg("status")
-        .output()
-        .unwrap();
+    let status = common::ctl(&d.sock, &["status"]);
     let status = String::from_utf8_lossy(&status.stdout);
     let line = status
         .lines()
@@ -292,14 +282,7 @@ fn health_checks_drive_upstream_peers() {
     }
     // The operator drains b2 for maintenance: b1 is down too, so nothing is left
     // (502), and undrained it serves again.
-    let ctl = |what: &str| {
-        Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-            .args(["ctl", "--control"])
-            .arg(&d.sock)
-            .args([what, "127.0.0.1:9002"])
-            .output()
-            .unwrap()
-    };
+    let ctl = |what: &str| common::ctl(&d.sock, &[what, "127.0.0.1:9002"]);
     let out = ctl("drain");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("1 upstream peer(s)"),
@@ -385,16 +368,7 @@ fn reloads_under_load_lose_nothing() {
         c.stdout(Stdio::piped()).spawn().unwrap()
     };
     let watchers = [watcher(false), watcher(true)];
-    let reload = || {
-        Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-            .args(["ctl", "--control"])
-            .arg(&sock)
-            .arg("reload")
-            .output()
-            .unwrap()
-            .status
-            .success()
-    };
+    let reload = || common::ctl(&sock, &["reload"]).status.success();
     let mut refused = 0;
     for n in 1..=100 {
         std::thread::sleep(Duration::from_millis(40));

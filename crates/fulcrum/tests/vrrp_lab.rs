@@ -97,12 +97,7 @@ fn keepalived(
 }
 
 fn vrrp_state(sock: &Path) -> serde_json::Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-        .args(["ctl", "--json", "--control"])
-        .arg(sock)
-        .arg("vrrp")
-        .output()
-        .unwrap();
+    let out = common::ctl(sock, &["--json", "vrrp"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     v["result"][0].clone()
 }
@@ -359,12 +354,7 @@ fn reference_deployment_3_moves_both_vips() {
         wait_for(Duration::from_secs(6), || holds(&r, &d2, &vip1)).expect("VIP1 did not move");
     eprintln!("deployment 3: VIP1 moved to director 2 {took:?} after director 1 was killed");
     assert!(holds(&r, &d2, &vip2));
-    let states = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-        .args(["ctl", "--json", "--control"])
-        .arg(&sock2)
-        .arg("vrrp")
-        .output()
-        .unwrap();
+    let states = common::ctl(&sock2, &["--json", "vrrp"]);
     let v: serde_json::Value = serde_json::from_slice(&states.stdout).unwrap();
     let masters: Vec<&str> = v["result"]
         .as_array()
@@ -467,12 +457,7 @@ fn a_sync_group_moves_together_on_a_tracked_interface_fault() {
     });
     eprintln!("sync group fault hand-over: {took:?}");
     assert!(took.is_some(), "both VIPs must move together");
-    let v = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-        .args(["ctl", "--json", "--control"])
-        .arg(&sock1)
-        .arg("vrrp")
-        .output()
-        .unwrap();
+    let v = common::ctl(&sock1, &["--json", "vrrp"]);
     let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
     let states: Vec<&str> = v["result"]
         .as_array()
@@ -940,16 +925,7 @@ fn reload_keeps_unchanged_instances_and_applies_the_rest() {
             .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{vip2}/")))
             .unwrap_or(false)
     };
-    let reload = || {
-        Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-            .args(["ctl", "--control"])
-            .arg(&sock1)
-            .arg("reload")
-            .output()
-            .unwrap()
-            .status
-            .success()
-    };
+    let reload = || common::ctl(&sock1, &["reload"]).status.success();
     // Add VI_2 on director 1 only.
     std::fs::write(
         &conf1,
@@ -970,12 +946,7 @@ fn reload_keeps_unchanged_instances_and_applies_the_rest() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
-        .args(["ctl", "--json", "--control"])
-        .arg(&sock1)
-        .arg("vrrp")
-        .output()
-        .unwrap();
+    let out = common::ctl(&sock1, &["--json", "vrrp"]);
     let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let vi1 = &all["result"][0];
     assert_eq!(vi1["name"], "VI_1");

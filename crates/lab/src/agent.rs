@@ -48,6 +48,18 @@ fn usage() -> ExitCode {
     ExitCode::from(2)
 }
 
+/// A numeric flag's value, else `default`.
+fn flag_number(args: &[String], name: &str, default: u64) -> u64 {
+    flag_value(args, name)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(default)
+}
+
+/// `--connect ADDR:PORT`.
+fn connect_flag(args: &[String]) -> Option<SocketAddr> {
+    flag_value(args, "--connect").and_then(|a| a.parse().ok())
+}
+
 fn flag_value(args: &[String], name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
@@ -82,8 +94,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
             }
         }
         Some("request") => {
-            let Some(Ok(addr)) = flag_value(&args, "--connect").map(|a| a.parse::<SocketAddr>())
-            else {
+            let Some(addr) = connect_flag(&args) else {
                 return usage();
             };
             if let Some(raw) = flag_value(&args, "--raw") {
@@ -113,10 +124,8 @@ pub fn main(args: Vec<String>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("tunnel") => {
-            let (Some(Ok(addr)), Some(path)) = (
-                flag_value(&args, "--connect").map(|a| a.parse::<SocketAddr>()),
-                flag_value(&args, "--path"),
-            ) else {
+            let (Some(addr), Some(path)) = (connect_flag(&args), flag_value(&args, "--path"))
+            else {
                 return usage();
             };
             match tunnel(addr, &path) {
@@ -131,8 +140,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
             }
         }
         Some("probe") => {
-            let Some(Ok(addr)) = flag_value(&args, "--connect").map(|a| a.parse::<SocketAddr>())
-            else {
+            let Some(addr) = connect_flag(&args) else {
                 return usage();
             };
             let count: u32 = flag_value(&args, "--count")
@@ -161,15 +169,10 @@ pub fn main(args: Vec<String>) -> ExitCode {
             }
         }
         Some("watch") => {
-            let Some(Ok(addr)) = flag_value(&args, "--connect").map(|a| a.parse::<SocketAddr>())
-            else {
+            let Some(addr) = connect_flag(&args) else {
                 return usage();
             };
-            let ms = |name: &str, default: u64| {
-                flag_value(&args, name)
-                    .and_then(|c| c.parse::<u64>().ok())
-                    .unwrap_or(default)
-            };
+            let ms = |name: &str, default: u64| flag_number(&args, name, default);
             let every = Duration::from_millis(ms("--every-ms", 10).max(1));
             let total = Duration::from_millis(ms("--for-ms", 1000).min(600_000));
             let timeout = Duration::from_millis(ms("--timeout-ms", 50).max(1));
@@ -202,16 +205,10 @@ pub fn main(args: Vec<String>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("rate") => {
-            let Some(Ok(addr)) = flag_value(&args, "--connect").map(|a| a.parse::<SocketAddr>())
-            else {
+            let Some(addr) = connect_flag(&args) else {
                 return usage();
             };
-            let total = Duration::from_millis(
-                flag_value(&args, "--for-ms")
-                    .and_then(|c| c.parse::<u64>().ok())
-                    .unwrap_or(1000)
-                    .min(600_000),
-            );
+            let total = Duration::from_millis(flag_number(&args, "--for-ms", 1000).min(600_000));
             let start = std::time::Instant::now();
             let (mut ok, mut failed) = (0u64, 0u64);
             while start.elapsed() < total {
@@ -224,15 +221,10 @@ pub fn main(args: Vec<String>) -> ExitCode {
             ExitCode::SUCCESS
         }
         Some("hold") => {
-            let Some(Ok(addr)) = flag_value(&args, "--connect").map(|a| a.parse::<SocketAddr>())
-            else {
+            let Some(addr) = connect_flag(&args) else {
                 return usage();
             };
-            let ms = |name: &str, default: u64| {
-                flag_value(&args, name)
-                    .and_then(|c| c.parse::<u64>().ok())
-                    .unwrap_or(default)
-            };
+            let ms = |name: &str, default: u64| flag_number(&args, name, default);
             let every = Duration::from_millis(ms("--every-ms", 100).max(1));
             let total = Duration::from_millis(ms("--for-ms", 5000).min(600_000));
             match hold(addr, every, total) {

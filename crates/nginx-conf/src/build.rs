@@ -1425,7 +1425,7 @@ fn server_name(text: &str) -> ServerName {
 }
 
 /// `host[:port]`, `[v6]:port`, `v4`, or a bare port.
-fn split_host_port(text: &str) -> Option<(String, Option<u16>)> {
+pub fn split_host_port(text: &str) -> Option<(String, Option<u16>)> {
     if let Some(rest) = text.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         host.parse::<std::net::Ipv6Addr>().ok()?;

@@ -494,48 +494,41 @@ fn upstream_headers(
     body_len: usize,
     has_body: bool,
 ) -> Vec<(HeaderName, HeaderValue)> {
-    const DEFAULTS: [(&str, &str); 6] = [
-        ("host", "$proxy_host"),
-        ("connection", "close"),
-        ("te", ""),
-        ("keep-alive", ""),
-        ("expect", ""),
-        ("upgrade", ""),
+    const DEFAULTS: [(HeaderName, &str); 6] = [
+        (header::HOST, "$proxy_host"),
+        (header::CONNECTION, "close"),
+        (header::TE, ""),
+        (HeaderName::from_static("keep-alive"), ""),
+        (header::EXPECT, ""),
+        (header::UPGRADE, ""),
     ];
     let mut out = Vec::new();
-    let mut set: Vec<String> = Vec::new();
-    let push = |out: &mut Vec<(HeaderName, HeaderValue)>, name: &str, value: String| {
-        if value.is_empty() {
-            return;
-        }
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            out.push((n, v));
-        }
-    };
+    let set = |n: &HeaderName| res.set_headers.iter().any(|(s, _)| s == n);
     for (name, t) in &res.set_headers {
-        set.push(name.to_ascii_lowercase());
-        push(&mut out, name, ctx.eval(t));
+        let v = ctx.eval(t);
+        if let (false, Ok(v)) = (v.is_empty(), HeaderValue::from_str(&v)) {
+            out.push((name.clone(), v));
+        }
     }
-    for (name, value) in DEFAULTS {
-        if !set.iter().any(|s| s == name) {
-            // `$proxy_host` is the only variable among them.
-            let v = if value == "$proxy_host" {
-                ctx.proxy_host.to_string()
-            } else {
-                value.to_string()
-            };
-            push(&mut out, name, v);
+    for (name, value) in &DEFAULTS {
+        if set(name) {
+            continue;
+        }
+        // `$proxy_host` is the only variable among them; empty ones are not sent.
+        let v = if *value == "$proxy_host" {
+            HeaderValue::from_str(ctx.proxy_host).ok()
+        } else {
+            (!value.is_empty()).then(|| HeaderValue::from_static(value))
+        };
+        if let Some(v) = v {
+            out.push((name.clone(), v));
         }
     }
     for (name, value) in ctx.headers {
-        let n = name.as_str();
-        if DEFAULTS.iter().any(|(d, _)| *d == n)
-            || n == "content-length"
-            || n == "transfer-encoding"
-            || set.iter().any(|s| s == n)
+        if DEFAULTS.iter().any(|(d, _)| d == name)
+            || name == header::CONTENT_LENGTH
+            || name == header::TRANSFER_ENCODING
+            || set(name)
         {
             continue;
         }

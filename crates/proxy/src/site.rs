@@ -21,8 +21,9 @@ pub const COMBINED: &str = "$remote_addr - $remote_user [$time_local] \"$request
 /// Settings after inheritance: what applies to a request in a location.
 #[derive(Debug, Clone)]
 pub struct Resolved {
-    /// proxy_set_header, the innermost level that has any (nginx's rule).
-    pub set_headers: Vec<(String, Template)>,
+    /// proxy_set_header, the innermost level that has any (nginx's rule), names parsed
+    /// once here rather than per request.
+    pub set_headers: Vec<(http::HeaderName, Template)>,
     pub http_version: HttpVersion,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -73,7 +74,16 @@ impl Resolved {
     fn of(s: &Settings) -> Resolved {
         let minute = Duration::from_secs(60);
         Resolved {
-            set_headers: s.proxy_set_header.clone().unwrap_or_default(),
+            set_headers: s
+                .proxy_set_header
+                .iter()
+                .flatten()
+                .filter_map(|(n, t)| {
+                    http::HeaderName::from_bytes(n.as_bytes())
+                        .ok()
+                        .map(|n| (n, t.clone()))
+                })
+                .collect(),
             http_version: s.proxy_http_version.unwrap_or(HttpVersion::V1_0),
             connect_timeout: s.proxy_connect_timeout.unwrap_or(minute),
             read_timeout: s.proxy_read_timeout.unwrap_or(minute),
@@ -247,24 +257,17 @@ pub fn split_url(url: &str) -> Option<(bool, &str, Option<&str>)> {
     } else {
         (true, url.strip_prefix("https://")?)
     };
-    Some(match rest.find('/') {
-        Some(i) => (https, &rest[..i], Some(&rest[i..])),
-        None => (https, rest, None),
-    })
+    let uri = fulcrum_nginx_conf::proxy_uri(url);
+    Some((https, &rest[..rest.len() - uri.map_or(0, str::len)], uri))
 }
 
-/// `host[:port]` into host and port (default by scheme).
+/// `host[:port]` into host, port (default by scheme) and whether the port was written,
+/// as the configuration's own parser splits it.
 pub fn host_port(hp: &str, https: bool) -> (String, u16, bool) {
     let default = if https { 443 } else { 80 };
-    if let Some(rest) = hp.strip_prefix('[') {
-        if let Some((h, after)) = rest.split_once(']') {
-            let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
-            return (format!("[{h}]"), port.unwrap_or(default), port.is_some());
-        }
-    }
-    match hp.rsplit_once(':') {
-        Some((h, p)) if p.parse::<u16>().is_ok() => (h.to_string(), p.parse().unwrap(), true),
-        _ => (hp.to_string(), default, false),
+    match fulcrum_nginx_conf::split_host_port(hp) {
+        Some((host, port)) => (host, port.unwrap_or(default), port.is_some()),
+        None => (hp.to_string(), default, false),
     }
 }
 

@@ -31,18 +31,28 @@ impl Histogram {
     }
 }
 
+/// The counters, keyed first by name so that counting a request allocates nothing once
+/// the name has been seen.
 #[derive(Debug, Default, Clone)]
 pub struct Counts {
-    /// (server_name, status) → requests answered.
-    pub requests: HashMap<(String, u16), u64>,
-    /// (upstream, peer, status) → tries that got a response.
-    pub tries: HashMap<(String, SocketAddr, u16), u64>,
-    /// (upstream, peer) → tries that failed (error, timeout, invalid header).
-    pub failures: HashMap<(String, SocketAddr), u64>,
+    /// server_name → status → requests answered.
+    pub requests: HashMap<String, HashMap<u16, u64>>,
+    /// upstream → (peer, status) → tries that got a response.
+    pub tries: HashMap<String, HashMap<(SocketAddr, u16), u64>>,
+    /// upstream → peer → tries that failed (error, timeout, invalid header).
+    pub failures: HashMap<String, HashMap<SocketAddr, u64>>,
     /// upstream → tries after the first (proxy_next_upstream).
     pub retries: HashMap<String, u64>,
     /// upstream → time to the response head.
     pub latency: HashMap<String, Histogram>,
+}
+
+/// The entry for `key`, made on first use (the only time the name is copied).
+fn slot<'a, V: Default>(map: &'a mut HashMap<String, V>, key: &str) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("just made")
 }
 
 /// The proxy's counters, shared by every request.
@@ -55,27 +65,24 @@ impl Stats {
     }
 
     pub fn request(&self, server: &str, status: u16) {
-        self.with(|c| *c.requests.entry((server.to_string(), status)).or_default() += 1);
+        self.with(|c| *slot(&mut c.requests, server).entry(status).or_default() += 1);
     }
 
     pub fn answered(&self, upstream: &str, peer: SocketAddr, status: u16, took: Duration) {
         self.with(|c| {
-            *c.tries
-                .entry((upstream.to_string(), peer, status))
+            *slot(&mut c.tries, upstream)
+                .entry((peer, status))
                 .or_default() += 1;
-            c.latency
-                .entry(upstream.to_string())
-                .or_default()
-                .observe(took.as_secs_f64());
+            slot(&mut c.latency, upstream).observe(took.as_secs_f64());
         });
     }
 
     pub fn failed(&self, upstream: &str, peer: SocketAddr) {
-        self.with(|c| *c.failures.entry((upstream.to_string(), peer)).or_default() += 1);
+        self.with(|c| *slot(&mut c.failures, upstream).entry(peer).or_default() += 1);
     }
 
     pub fn retried(&self, upstream: &str) {
-        self.with(|c| *c.retries.entry(upstream.to_string()).or_default() += 1);
+        self.with(|c| *slot(&mut c.retries, upstream) += 1);
     }
 
     pub fn snapshot(&self) -> Counts {

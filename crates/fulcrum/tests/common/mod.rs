@@ -128,3 +128,15 @@ pub fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
         })
         .collect()
 }
+
+/// `fulcrum ctl --control SOCK ARGS...`, run to its end.
+#[allow(dead_code)]
+pub fn ctl(sock: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+        .arg("ctl")
+        .arg("--control")
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap()
+}

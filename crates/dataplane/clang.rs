@@ -1,0 +1,30 @@
+//! Builds a BPF object with clang (clang-19 as Debian packages it, else clang) into
+//! OUT_DIR. Shared by the data plane's build script and the benchmarks' (the floor
+//! program), which include this file.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Compiles `source` (relative to the crate) into OUT_DIR/`object`; panics with clang's
+/// message, naming `what`, when it cannot.
+pub fn build(source: &str, object: &str, what: &str) {
+    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join(object);
+    println!("cargo:rerun-if-changed=bpf");
+    let mut last = String::from("no clang found: install clang-19 (scripts/setup does)");
+    for clang in ["clang-19", "clang"] {
+        let result = Command::new(clang)
+            .args(["-O2", "-g", "-target", "bpf", "-Wall", "-Werror"])
+            .arg("-I/usr/include/x86_64-linux-gnu")
+            .arg("-c")
+            .arg(source)
+            .arg("-o")
+            .arg(&out)
+            .output();
+        match result {
+            Ok(o) if o.status.success() => return,
+            Ok(o) => last = String::from_utf8_lossy(&o.stderr).into_owned(),
+            Err(e) => last = format!("{clang}: {e}"),
+        }
+    }
+    panic!("cannot build {what}:\n{last}");
+}
