@@ -437,9 +437,8 @@ int xdp_fulcrum(struct xdp_md *ctx)
 		return to_kernel(&p);
 	}
 
-	/* The coarse clock (CLOCK_MONOTONIC_COARSE) is plenty for timeouts in seconds and
-	 * costs less than bpf_ktime_get_ns. */
-	__u64 now = bpf_ktime_get_coarse_ns();
+	/* A clock to the tick is plenty for timeouts in seconds (see clock_now). */
+	__u64 now = clock_now();
 	struct flow_key key = {
 		.src = p.ip->saddr,
 		.dst = p.ip->daddr,
@@ -508,16 +507,37 @@ int xdp_expire(struct xdp_md *ctx)
 	if (c->flags & CONN_F_REPLY) {
 		struct flow_key ck;
 		client_key(c, &ck);
-		if (c->expires <= bpf_ktime_get_coarse_ns() && !bpf_map_lookup_elem(&conns, &ck)) {
+		if (c->expires <= clock_now() && !bpf_map_lookup_elem(&conns, &ck)) {
 			bpf_map_delete_elem(&conns, &key);
 			return XDP_DROP;
 		}
 		return XDP_PASS;
 	}
-	if (c->expires > bpf_ktime_get_coarse_ns())
+	if (c->expires > clock_now())
 		return XDP_PASS;
 	conn_release(&key, c);
 	return XDP_DROP;
+}
+
+/* Run by the control plane through BPF_PROG_TEST_RUN to set the clock: writes
+ * bpf_jiffies64(), bpf_ktime_get_coarse_ns() and clock_now(), three native-endian u64s,
+ * after 14 bytes of padding. XDP_ABORTED if the frame is too short. */
+SEC("xdp")
+int xdp_clock(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct clock_sample {
+		__u64 jiffies, coarse, now;
+	} *out = HEADER(data + 14, end, struct clock_sample);
+	if (!out)
+		return XDP_ABORTED;
+	/* The coarse clock first: a tick between the two reads then leaves the clock set
+	 * from them a tick behind CLOCK_MONOTONIC, never ahead. */
+	out->coarse = bpf_ktime_get_coarse_ns();
+	out->jiffies = bpf_jiffies64();
+	out->now = clock_now();
+	return XDP_PASS;
 }
 
 char _license[] SEC("license") = "GPL";

@@ -209,7 +209,17 @@ pub struct LocalityValue {
     pub pad: u32,
 }
 
+/// `struct clock`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Clock {
+    pub tick_ns: u64,
+    pub base: u64,
+}
+
 const _: () = {
+    assert!(size_of::<Clock>() == 16);
+    assert!(offset_of!(Clock, base) == 8);
     assert!(size_of::<ServiceKey>() == 20);
     assert!(offset_of!(ServiceKey, port) == 16);
     assert!(offset_of!(ServiceKey, proto) == 18);
@@ -272,6 +282,8 @@ unsafe impl Pod for ServiceKey {}
 unsafe impl Pod for ServiceValue {}
 // SAFETY: as above.
 unsafe impl Pod for Dest {}
+// SAFETY: as above.
+unsafe impl Pod for Clock {}
 // SAFETY: as above.
 unsafe impl Pod for DestConns {}
 // SAFETY: as above.

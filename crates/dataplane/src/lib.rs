@@ -31,6 +31,7 @@ static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/f
 
 const MAIN: &str = "xdp_fulcrum";
 const EXPIRE: &str = "xdp_expire";
+const CLOCK: &str = "xdp_clock";
 
 /// Every map of the program that holds state: pinned by name under the instance's
 /// directory, so a restarted daemon adopts them.
@@ -392,7 +393,7 @@ fn size_tables(loader: &mut EbpfLoader, max_connections: u32) {
 
 /// Loads both entry points of the object into the kernel.
 fn load_programs(ebpf: &mut Ebpf) -> Result<(), Error> {
-    for name in [MAIN, EXPIRE] {
+    for name in [MAIN, EXPIRE, CLOCK] {
         let program: &mut Xdp = ebpf
             .program_mut(name)
             .ok_or(Error::Missing("an XDP program"))?
@@ -410,6 +411,30 @@ pub struct DataPlane {
     table_sizes: std::collections::HashMap<u32, u32>,
     /// Where maps and links are pinned, when they are.
     pin_dir: Option<PathBuf>,
+    /// The kernel's tick in ns, once measured (see [`DataPlane::set_clock`]).
+    tick_ns: u64,
+}
+
+/// One reading of the program's clocks (`xdp_clock`).
+#[derive(Debug, Clone, Copy)]
+pub struct ClockSample {
+    pub jiffies: u64,
+    /// CLOCK_MONOTONIC_COARSE, ns.
+    pub coarse: u64,
+    /// The data plane's own clock, ns: what its connection deadlines are in.
+    pub now: u64,
+}
+
+/// The tick length for a measured one: the kernel's TICK_NSEC for the nearest common HZ
+/// (a measurement off by even 1% would drift the clock by minutes a day), else for the HZ
+/// the measurement gives.
+fn tick_length(measured_ns: u64) -> u64 {
+    let tick = |hz: u64| (1_000_000_000 + hz / 2) / hz;
+    let near = [100u64, 250, 300, 1000]
+        .into_iter()
+        .map(tick)
+        .find(|t| measured_ns.abs_diff(*t) * 10 < *t);
+    near.unwrap_or_else(|| tick((1_000_000_000 / measured_ns.max(1)).max(1)))
 }
 
 impl DataPlane {
@@ -429,9 +454,11 @@ impl DataPlane {
         let mut dp = DataPlane {
             ebpf,
             table_sizes: Default::default(),
+            tick_ns: 0,
             pin_dir: None,
         };
         dp.set_timeouts(&DEFAULT_TIMEOUTS)?;
+        dp.set_clock()?;
         Ok(dp)
     }
 
@@ -461,6 +488,7 @@ impl DataPlane {
         let mut dp = DataPlane {
             ebpf,
             table_sizes: Default::default(),
+            tick_ns: 0,
             pin_dir: Some(dir.to_path_buf()),
         };
         if adopted {
@@ -474,6 +502,7 @@ impl DataPlane {
         } else {
             dp.set_timeouts(&DEFAULT_TIMEOUTS)?;
         }
+        dp.set_clock()?;
         Ok((dp, adopted))
     }
 
@@ -604,6 +633,71 @@ impl DataPlane {
             frame: out,
             per_run: r.duration,
         })
+    }
+
+    /// The kernel's tick as measured at load, ns (0: not measured; the program then uses
+    /// the coarse clock).
+    pub fn tick_ns(&self) -> u64 {
+        self.tick_ns
+    }
+
+    /// Reads the program's clocks.
+    pub fn clock(&self) -> Result<ClockSample, Error> {
+        let out = self.run(CLOCK, &[0u8; 14 + 24], 1)?;
+        let word = |i: usize| {
+            out.frame
+                .get(14 + 8 * i..22 + 8 * i)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_ne_bytes)
+        };
+        match (word(0), word(1), word(2)) {
+            (Some(jiffies), Some(coarse), Some(now)) if out.verdict == Verdict::Pass => {
+                Ok(ClockSample {
+                    jiffies,
+                    coarse,
+                    now,
+                })
+            }
+            _ => Err(Error::Limit(format!(
+                "xdp_clock gave {:?} with {} bytes",
+                out.verdict,
+                out.frame.len()
+            ))),
+        }
+    }
+
+    /// Sets the program's clock, jiffies * tick - base, to CLOCK_MONOTONIC rounded down
+    /// to the tick (see `clock_now` in maps.h). The tick length is measured once, from
+    /// how far the coarse clock moves per jiffy over a few jiffies (both move at each
+    /// tick; at most 40 ms at HZ=100); later calls only set the base again. If jiffies do
+    /// not move in 250 ms the program keeps the coarse clock, which is always right, only
+    /// dearer.
+    pub fn set_clock(&mut self) -> Result<(), Error> {
+        let mut s = self.clock()?;
+        if self.tick_ns == 0 {
+            let first = s;
+            let deadline = std::time::Instant::now() + Duration::from_millis(250);
+            while s.jiffies.wrapping_sub(first.jiffies) < 4 && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(1));
+                s = self.clock()?;
+            }
+            let ticks = s.jiffies.wrapping_sub(first.jiffies);
+            if ticks < 2 {
+                return Ok(());
+            }
+            self.tick_ns = tick_length(s.coarse.saturating_sub(first.coarse) / ticks);
+        }
+        let tick_ns = self.tick_ns;
+        let base = s.jiffies.wrapping_mul(tick_ns).wrapping_sub(s.coarse);
+        let mut map: Array<&mut MapData, Clock> = Array::try_from(self.map_mut("clock")?)?;
+        let old = map.get(&0, 0)?;
+        // Never backwards: a deadline already written must not come later than it did.
+        if old.tick_ns == tick_ns && base >= old.base {
+            return Ok(());
+        }
+        map.set(0, Clock { tick_ns, base }, 0)?;
+        Ok(())
     }
 
     /// Connection timeouts in seconds by state (abi::STATE_NAMES order).
@@ -912,6 +1006,7 @@ impl DataPlane {
     /// program's own `xdp_expire` so the per-server counts change atomically with the data
     /// path. Also drops expired persistence templates. Returns how many expired.
     pub fn sweep(&mut self) -> Result<usize, Error> {
+        self.set_clock()?;
         let now = fulcrum_sys::monotonic_ns();
         let due: Vec<FlowKey> = {
             let map: HashMap<&MapData, FlowKey, Conn> = HashMap::try_from(self.map("conns")?)?;
@@ -1012,5 +1107,21 @@ impl DataPlane {
     pub fn count(&self, reason: Reason) -> Result<u64, Error> {
         let stats: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.map("stats")?)?;
         Ok(stats.get(&(reason as u32), 0)?.iter().sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tick_length;
+
+    #[test]
+    fn a_measured_tick_snaps_to_the_kernels_tick_nsec() {
+        assert_eq!(tick_length(4_000_000), 4_000_000);
+        assert_eq!(tick_length(3_900_000), 4_000_000);
+        assert_eq!(tick_length(3_333_334), 3_333_333);
+        assert_eq!(tick_length(10_000_000), 10_000_000);
+        assert_eq!(tick_length(1_020_000), 1_000_000);
+        // HZ=500 is not among the common ones: taken as measured.
+        assert_eq!(tick_length(2_000_000), 2_000_000);
     }
 }

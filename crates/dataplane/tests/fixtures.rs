@@ -651,3 +651,26 @@ fn no_accept_for_ipv6_vips() {
         Verdict::Pass
     );
 }
+
+#[test]
+fn the_clock_is_monotonic_time_to_the_tick() {
+    if !require_root("the_clock_is_monotonic_time_to_the_tick") {
+        return;
+    }
+    let mut dp = DataPlane::load().unwrap();
+    let tick = dp.tick_ns();
+    assert!(
+        [10_000_000, 4_000_000, 3_333_333, 1_000_000].contains(&tick),
+        "tick {tick} ns"
+    );
+    for _ in 0..20 {
+        let before = fulcrum_sys::monotonic_ns();
+        let s = dp.clock().unwrap();
+        let after = fulcrum_sys::monotonic_ns();
+        // Rounded down to the tick, and never ahead.
+        assert!(s.now <= after, "{} ahead of {after}", s.now);
+        assert!(s.now + 2 * tick >= before, "{} behind {before}", s.now);
+        dp.set_clock().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(3));
+    }
+}

@@ -129,6 +129,30 @@ static __always_inline __u32 route_gen(void)
 	return g ? *g : 0;
 }
 
+/* The data plane's clock, set by the control plane at every load (not pinned: each
+ * program has its own). bpf_jiffies64() is inlined by the verifier, where
+ * bpf_ktime_get_coarse_ns() is a helper call, and with the kernel's return-stack
+ * mitigations a call costs as much as the rest of a DR packet's work. Jiffies advance with
+ * CLOCK_MONOTONIC one tick at a time, so jiffies * tick_ns - base is CLOCK_MONOTONIC
+ * rounded down to the tick: the same clock as before, and as the control plane's. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct clock);
+	__uint(max_entries, 1);
+} clock SEC(".maps");
+
+/* Now, in CLOCK_MONOTONIC nanoseconds to the kernel's tick; the coarse clock (the same,
+ * with a helper call) until the control plane has set the tick length. */
+static __always_inline __u64 clock_now(void)
+{
+	__u32 k = 0;
+	struct clock *c = bpf_map_lookup_elem(&clock, &k);
+	if (c && c->tick_ns)
+		return bpf_jiffies64() * c->tick_ns - c->base;
+	return bpf_ktime_get_coarse_ns();
+}
+
 /* Packets by reason (enum stat_reason), per CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

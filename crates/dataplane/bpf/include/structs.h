@@ -81,7 +81,7 @@ _Static_assert(sizeof(struct flow_key) == 16, "flow_key layout");
 /* A tracked connection. The client's entry is keyed by (client, VIP); a NAT flow also
  * has a reply entry keyed by (real server, client) with CONN_F_REPLY and the same data. */
 struct conn {
-	__u64 expires; /* deadline, bpf_ktime_get_coarse_ns() clock (CLOCK_MONOTONIC) */
+	__u64 expires; /* deadline, clock_now() (CLOCK_MONOTONIC to the tick) */
 	__be32 client;
 	__be32 vip;
 	__be32 rip;
@@ -104,6 +104,13 @@ struct conn {
 	__u32 pad;
 };
 _Static_assert(sizeof(struct conn) == 64, "conn layout");
+
+/* See the clock map: now = jiffies * tick_ns - base. */
+struct clock {
+	__u64 tick_ns; /* the length of a jiffy (0: not set, use the coarse clock) */
+	__u64 base;
+};
+_Static_assert(sizeof(struct clock) == 16, "clock layout");
 
 /* Persistence template: (service, client & mask) -> real server. */
 struct persist_key {
