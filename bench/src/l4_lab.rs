@@ -1,5 +1,6 @@
-//! Layer 4 through the director, in the lab: new TCP connections per second from the
-//! client to reference deployment 1's real servers, with the director doing
+//! Layer 4 through the director, in the lab: new TCP connections per second, and UDP
+//! packets per second, from the client to reference deployment 1's real servers, with the
+//! director doing
 //!   - plain routing (no NAT: the client connects to a real server's address),
 //!   - the kernel's NAT with nftables (`dnat` to `numgen inc mod 2`, as kube-proxy does),
 //!   - Fulcrum's XDP NAT (rr over the same two servers),
@@ -11,7 +12,9 @@
 //!
 //! Each measurement runs `--clients` lab agents in the client namespace, each opening
 //! connections one after another for `--seconds` (each connection reads the server's first
-//! line and closes; the client reuses TIME_WAIT ports). Needs root and nft.
+//! line and closes; the client reuses TIME_WAIT ports), then as many agents each flooding
+//! 64-byte UDP datagrams from one socket while each real server counts what arrives.
+//! Needs root and nft.
 //! Usage: l4-lab [--seconds S] [--clients N] [--rounds R] [--fulcrum PATH]
 
 use std::path::{Path, PathBuf};
@@ -89,6 +92,88 @@ fn measure(
     (ok as f64 / secs as f64, failed)
 }
 
+/// UDP packets per second that reach the real servers (received, sent) with `clients`
+/// flooding agents sending 64-byte datagrams to `targets` in turn.
+fn measure_pps(
+    r: &mut Reference,
+    exe: &Path,
+    targets: &[String],
+    clients: usize,
+    secs: u64,
+    dir: &Path,
+) -> (f64, f64) {
+    let exe_s = exe.to_string_lossy().to_string();
+    let mut sinks = Vec::new();
+    for (i, rs) in r.real_servers.clone().iter().enumerate() {
+        let log = dir.join(format!("sink-{i}.log"));
+        let p = r
+            .lab
+            .spawn(
+                rs,
+                &[
+                    exe_s.as_str(),
+                    "lab-agent",
+                    "sink",
+                    "--listen",
+                    "0.0.0.0:9",
+                    "--for-ms",
+                    &(secs * 1000 + 2000).to_string(),
+                ],
+                Some(&log),
+            )
+            .expect("spawn a sink");
+        let ready = wait_for(Duration::from_secs(10), || {
+            std::fs::read_to_string(&log)
+                .map(|t| t.contains("ready"))
+                .unwrap_or(false)
+        });
+        assert!(ready.is_some(), "sink {i} did not start");
+        sinks.push((p, log));
+    }
+    let client = r.client.clone();
+    let mut floods = Vec::new();
+    for i in 0..clients {
+        let log = dir.join(format!("flood-{i}.log"));
+        let p = r
+            .lab
+            .spawn(
+                &client,
+                &[
+                    exe_s.as_str(),
+                    "lab-agent",
+                    "flood",
+                    "--connect",
+                    &targets[i % targets.len()],
+                    "--for-ms",
+                    &(secs * 1000).to_string(),
+                ],
+                Some(&log),
+            )
+            .expect("spawn a flood");
+        floods.push((p, log));
+    }
+    let count = |log: &Path, word: &str| -> u64 {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let words: Vec<&str> = text.split_whitespace().collect();
+        words
+            .windows(2)
+            .find(|w| w[1] == word)
+            .and_then(|w| w[0].parse().ok())
+            .unwrap_or(0)
+    };
+    let mut sent = 0;
+    for (p, log) in floods {
+        p.wait_timeout(Duration::from_secs(secs + 30));
+        sent += count(&log, "sent");
+    }
+    let mut received = 0;
+    for (p, log) in sinks {
+        p.wait_timeout(Duration::from_secs(secs + 30));
+        received += count(&log, "received");
+    }
+    (received as f64 / secs as f64, sent as f64 / secs as f64)
+}
+
 fn nft(r: &Reference, ruleset: &str) {
     let out = r
         .lab
@@ -143,50 +228,57 @@ fn main() {
         .expect("route to the real servers");
     let vip = reference::DIP1.to_string();
     let rips: Vec<String> = r.rips.iter().map(|a| format!("{a}:80")).collect();
+    let udp_rips: Vec<String> = r.rips.iter().map(|a| format!("{a}:9")).collect();
     let conf = dir.join("keepalived.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "virtual_server {vip} 80 {{\n  lb_algo rr\n  lb_kind NAT\n  protocol TCP\n  real_server {} 80 {{\n    weight 1\n  }}\n  real_server {} 80 {{\n    weight 1\n  }}\n}}\n",
+    let mut services = String::new();
+    for (port, proto) in [(80, "TCP"), (9, "UDP")] {
+        services.push_str(&format!(
+            "virtual_server {vip} {port} {{\n  lb_algo rr\n  lb_kind NAT\n  protocol {proto}\n  real_server {} {port} {{\n    weight 1\n  }}\n  real_server {} {port} {{\n    weight 1\n  }}\n}}\n",
             r.rips[0], r.rips[1]
-        ),
-    )
-    .expect("config");
+        ));
+    }
+    std::fs::write(&conf, services).expect("config");
     let modes = [Mode::Routing, Mode::Nftables, Mode::Fulcrum];
-    let mut results: Vec<Vec<(f64, u64)>> = vec![Vec::new(); modes.len()];
+    // Per mode, per round: (connections/s, failed, packets/s received, packets/s sent).
+    let mut results: Vec<Vec<(f64, u64, f64, f64)>> = vec![Vec::new(); modes.len()];
     for _ in 0..rounds {
         for (m, mode) in modes.iter().enumerate() {
-            let result = match mode {
-                Mode::Routing => measure(&mut r, &exe, &rips, clients, secs, &dir),
+            let vip_tcp = [format!("{vip}:80")];
+            let vip_udp = [format!("{vip}:9")];
+            let (tcp, udp): (&[String], &[String]) = match mode {
+                Mode::Routing => (&rips, &udp_rips),
+                _ => (&vip_tcp, &vip_udp),
+            };
+            let mut daemon = None;
+            match mode {
+                Mode::Routing => {}
                 Mode::Nftables => {
+                    let map = format!("{{ 0 : {}, 1 : {} }}", r.rips[0], r.rips[1]);
                     nft(&r, &format!(
-                        "table ip fulcrum_bench {{\n  chain pre {{\n    type nat hook prerouting priority -100;\n    ip daddr {vip} tcp dport 80 dnat to numgen inc mod 2 map {{ 0 : {}, 1 : {} }}\n  }}\n}}\n",
-                        r.rips[0], r.rips[1]
+                        "table ip fulcrum_bench {{\n  chain pre {{\n    type nat hook prerouting priority -100;\n    ip daddr {vip} tcp dport 80 dnat to numgen inc mod 2 map {map}\n    ip daddr {vip} udp dport 9 dnat to numgen inc mod 2 map {map}\n  }}\n}}\n"
                     ));
-                    let v = measure(&mut r, &exe, &[format!("{vip}:80")], clients, secs, &dir);
-                    nft(&r, "delete table ip fulcrum_bench");
-                    v
                 }
                 Mode::Fulcrum => {
                     let sock = dir.join("fulcrum.sock");
                     let director = r.directors[0].clone();
-                    let daemon = r
-                        .lab
-                        .spawn(
-                            &director,
-                            &[
-                                exe.as_os_str(),
-                                "run".as_ref(),
-                                "--log-level".as_ref(),
-                                "warn".as_ref(),
-                                "-f".as_ref(),
-                                conf.as_os_str(),
-                                "--control".as_ref(),
-                                sock.as_os_str(),
-                            ],
-                            Some(&dir.join("fulcrum.log")),
-                        )
-                        .expect("start fulcrum");
+                    daemon = Some(
+                        r.lab
+                            .spawn(
+                                &director,
+                                &[
+                                    exe.as_os_str(),
+                                    "run".as_ref(),
+                                    "--log-level".as_ref(),
+                                    "warn".as_ref(),
+                                    "-f".as_ref(),
+                                    conf.as_os_str(),
+                                    "--control".as_ref(),
+                                    sock.as_os_str(),
+                                ],
+                                Some(&dir.join("fulcrum.log")),
+                            )
+                            .expect("start fulcrum"),
+                    );
                     let up = wait_for(Duration::from_secs(20), || {
                         Command::new(&exe)
                             .arg("ipvsadm")
@@ -194,39 +286,64 @@ fn main() {
                             .arg(&sock)
                             .arg("-Ln")
                             .output()
-                            .map(|o| String::from_utf8_lossy(&o.stdout).contains("  -> "))
+                            .map(|o| {
+                                String::from_utf8_lossy(&o.stdout).matches("  -> ").count() >= 4
+                            })
                             .unwrap_or(false)
                     });
                     assert!(up.is_some(), "fulcrum did not start; see {}", dir.display());
-                    let v = measure(&mut r, &exe, &[format!("{vip}:80")], clients, secs, &dir);
-                    let _ = daemon.signal("TERM");
-                    daemon.wait_timeout(Duration::from_secs(10));
-                    v
                 }
-            };
-            results[m].push(result);
+            }
+            let (cps, failed) = measure(&mut r, &exe, tcp, clients, secs, &dir);
+            let (pps, sent) = measure_pps(&mut r, &exe, udp, clients, secs, &dir);
+            results[m].push((cps, failed, pps, sent));
+            match mode {
+                Mode::Routing => {}
+                Mode::Nftables => nft(&r, "delete table ip fulcrum_bench"),
+                Mode::Fulcrum => {
+                    if let Some(d) = daemon.take() {
+                        let _ = d.signal("TERM");
+                        d.wait_timeout(Duration::from_secs(10));
+                    }
+                }
+            }
         }
     }
-    println!(
-        "reference deployment 1, {clients} clients x {secs} s, {rounds} rounds (median), new connections per second\n"
-    );
-    println!("| director | connections/s | failed | x nftables | x routing |");
-    println!("|---|---|---|---|---|");
-    let median = |v: &Vec<(f64, u64)>| {
-        let mut r: Vec<f64> = v.iter().map(|x| x.0).collect();
+    println!("reference deployment 1, {clients} clients x {secs} s, {rounds} rounds (median)\n");
+    let median = |v: &Vec<(f64, u64, f64, f64)>, f: fn(&(f64, u64, f64, f64)) -> f64| {
+        let mut r: Vec<f64> = v.iter().map(f).collect();
         r.sort_by(f64::total_cmp);
         r[r.len() / 2]
     };
-    let base_nft = median(&results[1]);
-    let base_route = median(&results[0]);
+    let cps_of = |x: &(f64, u64, f64, f64)| x.0;
+    let pps_of = |x: &(f64, u64, f64, f64)| x.2;
+    let sent_of = |x: &(f64, u64, f64, f64)| x.3;
+    println!("New TCP connections per second:\n");
+    println!("| director | connections/s | failed | x nftables | x routing |");
+    println!("|---|---|---|---|---|");
+    let (nft_cps, route_cps) = (median(&results[1], cps_of), median(&results[0], cps_of));
     for (m, mode) in modes.iter().enumerate() {
-        let cps = median(&results[m]);
+        let cps = median(&results[m], cps_of);
         let failed: u64 = results[m].iter().map(|x| x.1).sum();
         println!(
             "| {} | {cps:.0} | {failed} | {:.2} | {:.2} |",
             mode.name(),
-            cps / base_nft,
-            cps / base_route
+            cps / nft_cps,
+            cps / route_cps
+        );
+    }
+    println!("\nUDP packets per second (64-byte datagrams) reaching the real servers:\n");
+    println!("| director | packets/s received | packets/s sent | x nftables | x routing |");
+    println!("|---|---|---|---|---|");
+    let (nft_pps, route_pps) = (median(&results[1], pps_of), median(&results[0], pps_of));
+    for (m, mode) in modes.iter().enumerate() {
+        let pps = median(&results[m], pps_of);
+        println!(
+            "| {} | {pps:.0} | {:.0} | {:.2} | {:.2} |",
+            mode.name(),
+            median(&results[m], sent_of),
+            pps / nft_pps,
+            pps / route_pps
         );
     }
     let _ = std::fs::remove_dir_all(&dir);

@@ -16,7 +16,9 @@
 //! neighbour entries, so the FIB lookups succeed. Needs root.
 //! Each figure is the median of several rounds (each a fresh load in the same namespace),
 //! the floor measured in every round beside the paths.
-//! Usage: xdp-cost [--repeat N] [--rounds R]   (defaults 1,000,000 and 5)
+//! Usage: xdp-cost [--repeat N] [--rounds R] [--only PREFIX]   (defaults 1,000,000 and 5;
+//! `--only` measures the paths whose name starts with PREFIX, the floor always, for a
+//! profiler run)
 
 use std::net::Ipv4Addr;
 use std::process::Command;
@@ -167,12 +169,20 @@ fn inner(repeat: u32) {
             frame(CLIENT, 40001, DR_VIP, 80, Some(0x10)),
         ),
     ];
+    let only = arg("--only");
+    let wanted = |name: &str| only.as_deref().is_none_or(|o| name.starts_with(o));
     for (name, f) in paths {
+        if !wanted(name) {
+            continue;
+        }
         let (ns, verdict) = cost(&dp, &f, repeat);
         println!("{name}\t{ns}\t{verdict:?}");
     }
     // Scheduling: one UDP one-packet-scheduling DR service per scheduler, 10 servers.
     for (i, kind) in fulcrum_dataplane::SCHEDULERS.iter().enumerate() {
+        if !wanted(&format!("new flow, {}", kind.name())) {
+            continue;
+        }
         let vip = Ipv4Addr::new(192, 168, 185, 1 + i as u8);
         let mut s = ServiceSpec::new(ServiceKey::v4(vip, 53, 17), 10 + i as u32, *kind);
         s.ops = true;
@@ -236,19 +246,16 @@ fn main() {
     }
     let rounds: usize = arg("--rounds").and_then(|v| v.parse().ok()).unwrap_or(5);
     let exe = std::env::current_exe().expect("own path");
+    let only = arg("--only");
     let mut samples: Vec<(String, Vec<f64>, String)> = Vec::new();
     for _ in 0..rounds.max(1) {
-        let out = lab
-            .exec(
-                &director.netns,
-                [
-                    exe.to_string_lossy().as_ref(),
-                    "--inner",
-                    "--repeat",
-                    &repeat.to_string(),
-                ],
-            )
-            .expect("run inside the lab");
+        let exe = exe.to_string_lossy().to_string();
+        let repeat = repeat.to_string();
+        let mut args = vec![exe.as_str(), "--inner", "--repeat", &repeat];
+        if let Some(o) = &only {
+            args.extend(["--only", o]);
+        }
+        let out = lab.exec(&director.netns, args).expect("run inside the lab");
         if !out.status.success() {
             eprintln!("{}", String::from_utf8_lossy(&out.stderr));
             std::process::exit(1);

@@ -35,6 +35,12 @@
 //! a bounded time, sending a numbered line at a fixed pace and expecting it echoed: prints
 //! `connected NAME` once, and at the end `held N` (exit 0) or `broken after N: REASON`
 //! (exit 1). For showing that an established connection survives something.
+//!
+//! `flood --connect ADDR:PORT --for-ms MS [--size BYTES]` sends UDP datagrams (64 bytes of
+//! payload by default) from one socket as fast as it can for a bounded time and prints
+//! `N sent`. `sink --listen ADDR:PORT --for-ms MS` counts the UDP datagrams that arrive
+//! for a bounded time, printing `ready` once bound and `N received` at the end. For
+//! measuring packets per second through a director.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -43,7 +49,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: serve --name NAME --listen ADDR:PORT [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT --paths P1,P2 [--method M] [--header 'K: V']... [--body TEXT]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS"
+        "usage: serve --name NAME --listen ADDR:PORT [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT --paths P1,P2 [--method M] [--header 'K: V']... [--body TEXT]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES]\n       sink --listen ADDR:PORT --for-ms MS"
     );
     ExitCode::from(2)
 }
@@ -220,6 +226,39 @@ pub fn main(args: Vec<String>) -> ExitCode {
             println!("{ok} ok {failed} failed");
             ExitCode::SUCCESS
         }
+        Some("flood") => {
+            let Some(addr) = connect_flag(&args) else {
+                return usage();
+            };
+            let total = Duration::from_millis(flag_number(&args, "--for-ms", 1000).min(600_000));
+            let size = flag_number(&args, "--size", 64).clamp(1, 1472) as usize;
+            match flood(addr, size, total) {
+                Ok(n) => {
+                    println!("{n} sent");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("flood: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Some("sink") => {
+            let Some(addr) = flag_value(&args, "--listen").and_then(|a| a.parse().ok()) else {
+                return usage();
+            };
+            let total = Duration::from_millis(flag_number(&args, "--for-ms", 1000).min(600_000));
+            match sink(addr, total) {
+                Ok(n) => {
+                    println!("{n} received");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sink: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Some("hold") => {
             let Some(addr) = connect_flag(&args) else {
                 return usage();
@@ -240,6 +279,46 @@ pub fn main(args: Vec<String>) -> ExitCode {
         }
         _ => usage(),
     }
+}
+
+/// UDP datagrams of `size` bytes to `addr`, as many as one socket sends in `total`. A full
+/// send queue (ENOBUFS) or a refused port counts nothing and goes on.
+fn flood(addr: SocketAddr, size: usize, total: Duration) -> std::io::Result<u64> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    let socket = std::net::UdpSocket::bind(bind)?;
+    socket.connect(addr)?;
+    let payload = vec![0x5a; size];
+    let start = std::time::Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < total {
+        for _ in 0..64 {
+            if socket.send(&payload).is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    Ok(sent)
+}
+
+/// How many UDP datagrams arrive at `addr` in `total` (from when it is bound).
+fn sink(addr: SocketAddr, total: Duration) -> std::io::Result<u64> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    socket.set_read_timeout(Some(Duration::from_millis(50)))?;
+    println!("ready");
+    std::io::stdout().flush()?;
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 2048];
+    let mut received = 0u64;
+    while start.elapsed() < total {
+        if socket.recv(&mut buf).is_ok() {
+            received += 1;
+        }
+    }
+    Ok(received)
 }
 
 /// One connection, a numbered line every `every`, each echoed back, for `total`.
