@@ -161,6 +161,9 @@ static SPECS: &[Spec] = &[
     s("proxy_next_upstream_tries", HSL, Take(1, 1)),
     s("proxy_next_upstream_timeout", HSL, Take(1, 1)),
     s("proxy_buffering", HSL, Flag),
+    s("proxy_buffers", HSL, Take(2, 2)),
+    s("proxy_max_temp_file_size", HSL, Take(1, 1)),
+    s("proxy_temp_path", HSL, Take(1, 4)),
     s("proxy_redirect", HSL, Take(1, 2)),
     // upstream
     s("least_conn", UPSTREAM, Arity::None),
@@ -229,10 +232,7 @@ static SPECS: &[Spec] = &[
     ignored("reset_timedout_connection", HSL, Simple),
     ignored("client_body_buffer_size", HSL, Simple),
     ignored("proxy_buffer_size", HSL, Simple),
-    ignored("proxy_buffers", HSL, Simple),
     ignored("proxy_busy_buffers_size", HSL, Simple),
-    ignored("proxy_temp_path", HSL, Simple),
-    ignored("proxy_max_temp_file_size", HSL, Simple),
     ignored("proxy_request_buffering", HSL, Simple),
     ignored("proxy_intercept_errors", HSL, Simple),
     ignored("proxy_hide_header", HSL, Simple),
@@ -917,6 +917,33 @@ impl<'a> Builder<'a> {
                     }
                 };
                 st.access_log.get_or_insert_with(Vec::new).push(entry);
+            }
+            "proxy_buffers" => {
+                if self.dup(&st.proxy_buffers, d) {
+                    return true;
+                }
+                if let (Some(n), Some(sz)) = (self.number(&d.args[0]), self.size(&d.args[1])) {
+                    if n == 0 || sz == 0 {
+                        self.error(
+                            d.name.span,
+                            "invalid value in \"proxy_buffers\"".to_string(),
+                        );
+                    } else {
+                        st.proxy_buffers = Some((n, sz));
+                    }
+                }
+            }
+            "proxy_max_temp_file_size" => {
+                if self.dup(&st.proxy_max_temp_file_size, d) {
+                    return true;
+                }
+                st.proxy_max_temp_file_size = self.size(&d.args[0]);
+            }
+            "proxy_temp_path" => {
+                if self.dup(&st.proxy_temp_path, d) {
+                    return true;
+                }
+                st.proxy_temp_path = Some(d.args[0].text.clone());
             }
             "error_log" => {
                 if self.dup(&st.error_log, d) {

@@ -223,6 +223,12 @@ pub struct Settings {
     pub proxy_next_upstream_tries: Option<u32>,
     pub proxy_next_upstream_timeout: Option<Duration>,
     pub proxy_buffering: Option<bool>,
+    /// proxy_buffers NUMBER SIZE: memory for a buffered response.
+    pub proxy_buffers: Option<(u32, u64)>,
+    /// Beyond the buffers, how much of a response may wait in a temporary file (0: none).
+    pub proxy_max_temp_file_size: Option<u64>,
+    /// Where those files go (the directory only; levels are accepted and not used).
+    pub proxy_temp_path: Option<String>,
     pub proxy_redirect: Option<Vec<ProxyRedirect>>,
     pub access_log: Option<Vec<AccessLog>>,
     pub error_log: Option<ErrorLog>,

@@ -123,6 +123,15 @@ fn settings(o: &mut Out, s: &Settings) {
     if let Some(b) = s.proxy_buffering {
         o.line(&[w("proxy_buffering"), w(if b { "on" } else { "off" })]);
     }
+    if let Some((n, sz)) = s.proxy_buffers {
+        o.line(&[w("proxy_buffers"), n.to_string(), sz.to_string()]);
+    }
+    if let Some(n) = s.proxy_max_temp_file_size {
+        o.line(&[w("proxy_max_temp_file_size"), n.to_string()]);
+    }
+    if let Some(p) = &s.proxy_temp_path {
+        o.line(&[w("proxy_temp_path"), w(p)]);
+    }
     if let Some(list) = &s.proxy_redirect {
         for r in list {
             match r {

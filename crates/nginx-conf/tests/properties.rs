@@ -86,21 +86,25 @@ fn settings(location: bool) -> impl Strategy<Value = Settings> {
             ProxyRedirect::Off,
             ProxyRedirect::Default,
         ])),
+        prop::option::of((1u32..64, 1u64..1 << 20)),
     )
         .prop_map(
-            move |(headers, version, read, next, buffering, body, keepalive, redirect)| Settings {
-                proxy_set_header: headers,
-                proxy_http_version: version,
-                proxy_read_timeout: read,
-                proxy_next_upstream: next,
-                proxy_buffering: buffering,
-                client_max_body_size: body,
-                keepalive_timeout: keepalive,
-                // `proxy_redirect default` is valid only after proxy_pass in a location.
-                proxy_redirect: redirect
-                    .filter(|r| location || *r != ProxyRedirect::Default)
-                    .map(|r| vec![r]),
-                ..Settings::default()
+            move |(headers, version, read, next, buffering, body, keepalive, redirect, buffers)| {
+                Settings {
+                    proxy_set_header: headers,
+                    proxy_http_version: version,
+                    proxy_read_timeout: read,
+                    proxy_next_upstream: next,
+                    proxy_buffering: buffering,
+                    proxy_buffers: buffers,
+                    client_max_body_size: body,
+                    keepalive_timeout: keepalive,
+                    // `proxy_redirect default` is valid only after proxy_pass in a location.
+                    proxy_redirect: redirect
+                        .filter(|r| location || *r != ProxyRedirect::Default)
+                        .map(|r| vec![r]),
+                    ..Settings::default()
+                }
             },
         )
 }

@@ -867,6 +867,9 @@ impl Drop for Relayed {
 
 use std::future::Future as _;
 
+/// See `relay`: responses up to this size are not spooled.
+const SMALL_RESPONSE: u64 = 16 * 1024;
+
 /// Headers nginx does not pass from the upstream's response.
 const HIDDEN: [&str; 12] = [
     "connection",
@@ -897,6 +900,12 @@ fn relay(
     server: &VServer,
 ) -> Response<Body> {
     let (mut parts, body) = resp.into_parts();
+    // X-Accel-Buffering from the upstream overrides proxy_buffering, as in nginx.
+    let buffering = match parts.headers.get("x-accel-buffering").map(|v| v.as_bytes()) {
+        Some(v) if v.eq_ignore_ascii_case(b"yes") => true,
+        Some(v) if v.eq_ignore_ascii_case(b"no") => false,
+        _ => res.buffering,
+    };
     for h in HIDDEN {
         parts.headers.remove(h);
     }
@@ -921,6 +930,20 @@ fn relay(
         }
     }
     parts.version = Version::HTTP_11;
+    // A response of known length that fits a socket's send buffer (16 KiB at least) is
+    // taken by the kernel at once however slow the client: no spool needed for it.
+    let small = body
+        .size_hint()
+        .exact()
+        .is_some_and(|n| n <= SMALL_RESPONSE);
+    if buffering && !small && !body.is_end_stream() {
+        let limits = crate::spool::Limits {
+            memory: res.buffers,
+            file: res.max_temp_file,
+            dir: res.temp_path.clone(),
+        };
+        return Response::from_parts(parts, crate::spool::spool(body, limits).boxed_unsync());
+    }
     Response::from_parts(parts, body.boxed_unsync())
 }
 

@@ -32,6 +32,12 @@ pub struct Resolved {
     pub next_upstream_tries: u32,
     pub next_upstream_timeout: Option<Duration>,
     pub buffering: bool,
+    /// proxy_buffers: memory a buffered response may fill before it goes to a file.
+    pub buffers: u64,
+    /// proxy_max_temp_file_size (0: no file; the upstream then waits for the client).
+    pub max_temp_file: u64,
+    /// proxy_temp_path, else the system's temporary directory.
+    pub temp_path: std::path::PathBuf,
     pub redirect: Vec<ProxyRedirect>,
     pub access_log: Vec<AccessLog>,
     pub client_max_body_size: u64,
@@ -54,6 +60,9 @@ fn merge(inner: &Settings, outer: &Settings) -> Settings {
         proxy_next_upstream_tries,
         proxy_next_upstream_timeout,
         proxy_buffering,
+        proxy_buffers,
+        proxy_max_temp_file_size,
+        proxy_temp_path,
         proxy_redirect,
         access_log,
         error_log,
@@ -92,6 +101,17 @@ impl Resolved {
             next_upstream_tries: s.proxy_next_upstream_tries.unwrap_or(0),
             next_upstream_timeout: s.proxy_next_upstream_timeout.filter(|d| !d.is_zero()),
             buffering: s.proxy_buffering.unwrap_or(true),
+            // nginx's default on x86-64: 8 buffers of one 4 KiB page.
+            buffers: s
+                .proxy_buffers
+                .map(|(n, sz)| u64::from(n) * sz)
+                .unwrap_or(8 * 4096),
+            max_temp_file: s.proxy_max_temp_file_size.unwrap_or(1024 * 1024 * 1024),
+            temp_path: s
+                .proxy_temp_path
+                .as_ref()
+                .map(std::path::PathBuf::from)
+                .unwrap_or_else(std::env::temp_dir),
             redirect: s
                 .proxy_redirect
                 .clone()

@@ -1,0 +1,325 @@
+//! proxy_buffering on (nginx's default): the upstream's response is read as fast as the
+//! upstream sends it, into memory up to proxy_buffers and then into a temporary file up to
+//! proxy_max_temp_file_size, while the client takes it at its own pace. A slow client
+//! then holds neither the upstream's connection nor its worker: the connection goes back
+//! to the keepalive pool as soon as the whole response has been read. Past both limits the
+//! upstream waits for the client, as with buffering off.
+//!
+//! A task (the pump) reads the upstream body and queues pieces in order: data in memory,
+//! or a length of the temporary file, which the client side reads back at its own offset.
+//! The file is unlinked as soon as it is made; it goes when both sides have let go.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::{mpsc, Notify};
+
+use crate::handler::BoxError;
+
+/// What the pump queues for the client, in the upstream's order.
+enum Piece {
+    Memory(Bytes),
+    /// The next `len` bytes of the temporary file.
+    File(Arc<File>, u64),
+    Trailers(HeaderMap),
+    Failed(BoxError),
+}
+
+/// Memory held by one response's queue, and a wake-up for the pump when it shrinks.
+#[derive(Default)]
+struct Level {
+    bytes: AtomicU64,
+    drained: Notify,
+}
+
+/// The client's side of a buffered response.
+pub struct Spooled {
+    rx: mpsc::UnboundedReceiver<Piece>,
+    /// Where the next file piece starts.
+    offset: u64,
+    level: Arc<Level>,
+    hint: SizeHint,
+    done: bool,
+}
+
+impl std::fmt::Debug for Spooled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spooled").finish_non_exhaustive()
+    }
+}
+
+/// The limits of one buffered response.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub memory: u64,
+    pub file: u64,
+    pub dir: PathBuf,
+}
+
+/// Starts reading `body` into a spool; what the client gets reads it back.
+pub fn spool<B>(body: B, limits: Limits) -> Spooled
+where
+    B: Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static,
+{
+    let (tx, rx) = mpsc::unbounded_channel();
+    let level = Arc::new(Level::default());
+    let hint = body.size_hint();
+    tokio::spawn(pump(body, tx, level.clone(), limits));
+    Spooled {
+        rx,
+        offset: 0,
+        level,
+        hint,
+        done: false,
+    }
+}
+
+/// A temporary file in `dir`, unlinked at once.
+fn temp_file(dir: &Path) -> std::io::Result<File> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let path = dir.join(format!(
+        "fulcrum-proxy-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    Ok(file)
+}
+
+async fn pump<B>(mut body: B, tx: mpsc::UnboundedSender<Piece>, level: Arc<Level>, limits: Limits)
+where
+    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+{
+    let mut file: Option<Arc<File>> = None;
+    let mut written = 0u64;
+    loop {
+        let frame = tokio::select! {
+            f = body.frame() => f,
+            // The client went away: so does the upstream connection.
+            _ = tx.closed() => return,
+        };
+        let frame = match frame {
+            None => return,
+            Some(Ok(f)) => f,
+            Some(Err(e)) => {
+                let _ = tx.send(Piece::Failed(e));
+                return;
+            }
+        };
+        let data = match frame.into_data() {
+            Ok(d) => d,
+            Err(f) => {
+                if let Ok(t) = f.into_trailers() {
+                    let _ = tx.send(Piece::Trailers(t));
+                }
+                continue;
+            }
+        };
+        let len = data.len() as u64;
+        loop {
+            let drained = level.drained.notified();
+            let held = level.bytes.load(Ordering::Acquire);
+            // Memory first (and always room for one piece when none is held).
+            if held == 0 || held + len <= limits.memory {
+                level.bytes.fetch_add(len, Ordering::AcqRel);
+                if tx.send(Piece::Memory(data)).is_err() {
+                    return;
+                }
+                break;
+            }
+            if written + len <= limits.file {
+                if file.is_none() {
+                    match temp_file(&limits.dir) {
+                        Ok(f) => file = Some(Arc::new(f)),
+                        Err(e) => {
+                            tracing::warn!(dir = %limits.dir.display(), "temporary file: {e}; the upstream waits for the client");
+                            written = limits.file;
+                            continue;
+                        }
+                    }
+                }
+                if let Some(f) = &file {
+                    match f.write_all_at(&data, written) {
+                        Ok(()) => {
+                            written += len;
+                            if tx.send(Piece::File(f.clone(), len)).is_err() {
+                                return;
+                            }
+                            break;
+                        }
+                        Err(e) => {
+                            tracing::warn!("writing a temporary file: {e}");
+                            let _ = tx.send(Piece::Failed(e.into()));
+                            return;
+                        }
+                    }
+                }
+            }
+            // Both full: wait for the client to take some.
+            tokio::select! {
+                _ = drained => {}
+                _ = tx.closed() => return,
+            }
+        }
+    }
+}
+
+impl Body for Spooled {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let piece = match this.rx.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => {
+                this.done = true;
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Some(p)) => p,
+        };
+        Poll::Ready(Some(match piece {
+            Piece::Memory(data) => {
+                this.level
+                    .bytes
+                    .fetch_sub(data.len() as u64, Ordering::AcqRel);
+                this.level.drained.notify_one();
+                Ok(Frame::data(data))
+            }
+            Piece::File(file, len) => {
+                // From the page cache, as nginx reads its temporary files back.
+                let mut buf = vec![0u8; len as usize];
+                match file.read_exact_at(&mut buf, this.offset) {
+                    Ok(()) => {
+                        this.offset += len;
+                        Ok(Frame::data(Bytes::from(buf)))
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Piece::Trailers(t) => Ok(Frame::trailers(t)),
+            Piece::Failed(e) => Err(e),
+        }))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// An upstream body that yields its pieces as fast as asked.
+    struct Pieces(VecDeque<Bytes>);
+
+    impl Body for Pieces {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    fn pieces(n: usize, size: usize) -> Vec<Bytes> {
+        (0..n)
+            .map(|i| Bytes::from(vec![b'a' + (i % 26) as u8; size]))
+            .collect()
+    }
+
+    fn limits(memory: u64, file: u64) -> Limits {
+        Limits {
+            memory,
+            file,
+            dir: std::env::temp_dir(),
+        }
+    }
+
+    /// Lets the pump run until it has read all it may.
+    async fn settle() {
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_response_is_read_whole_into_memory_and_file_before_the_client_reads() {
+        let sent = pieces(40, 1000);
+        let upstream = Pieces(sent.iter().cloned().collect());
+        let mut s = spool(upstream, limits(8 * 1024, 1 << 20));
+        settle().await;
+        // Memory holds at most its limit; the rest went to the file, in order.
+        assert!(s.level.bytes.load(Ordering::Acquire) <= 8 * 1024);
+        let mut got = Vec::new();
+        while let Some(f) = s.frame().await {
+            got.extend_from_slice(&f.unwrap().into_data().unwrap());
+        }
+        assert_eq!(got, sent.concat());
+        assert!(s.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn past_both_limits_the_upstream_waits_for_the_client() {
+        let sent = pieces(40, 1000);
+        let upstream = Pieces(sent.iter().cloned().collect());
+        let mut s = spool(upstream, limits(4 * 1024, 0));
+        settle().await;
+        // Four pieces in memory, no file, the rest not yet read from the upstream.
+        assert_eq!(s.level.bytes.load(Ordering::Acquire), 4000);
+        let mut got = Vec::new();
+        while let Some(f) = s.frame().await {
+            got.extend_from_slice(&f.unwrap().into_data().unwrap());
+        }
+        assert_eq!(got, sent.concat());
+    }
+
+    #[tokio::test]
+    async fn an_upstream_error_reaches_the_client_after_what_came_before() {
+        struct Broken(u8);
+        impl Body for Broken {
+            type Data = Bytes;
+            type Error = BoxError;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+                self.0 += 1;
+                Poll::Ready(Some(if self.0 == 1 {
+                    Ok(Frame::data(Bytes::from_static(b"head")))
+                } else {
+                    Err("upstream reset".into())
+                }))
+            }
+        }
+        let mut s = spool(Broken(0), limits(1024, 0));
+        let first = s.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(&first[..], b"head");
+        assert!(s.frame().await.unwrap().is_err());
+    }
+}

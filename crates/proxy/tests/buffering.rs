@@ -1,0 +1,91 @@
+//! proxy_buffering: with it on (nginx's default) a client that reads slowly does not hold
+//! the upstream, which sends its whole response at once into memory and a temporary file;
+//! with it off the upstream goes at the client's pace. On loopback, no root needed.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use fulcrum_nginx_conf::{parse_str, LoadOptions};
+
+/// Far more than every socket buffer between the upstream and the client together.
+const BODY: usize = 64 << 20;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An upstream that answers one request with BODY bytes and reports when it has written
+/// them all.
+fn upstream() -> (SocketAddr, mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let mut head = Vec::new();
+        let mut b = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&b[..n]),
+            }
+        }
+        let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\n\r\n");
+        let chunk = vec![b'x'; 1 << 16];
+        for _ in 0..BODY / chunk.len() {
+            if s.write_all(&chunk).is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(());
+        // Held open, as a keepalive upstream would.
+        let _ = s.read(&mut b);
+    });
+    (addr, rx)
+}
+
+/// Whether the upstream finished writing while the client had read only 64 KiB.
+fn upstream_finishes(buffering: &str, temp: &Path) -> bool {
+    let (up, done) = upstream();
+    let port = free_port();
+    let text = format!(
+        "events {{}}\nhttp {{\n  access_log off;\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://{up};\n      proxy_buffering {buffering};\n      proxy_temp_path {};\n    }}\n  }}\n}}\n",
+        temp.display()
+    );
+    let loaded = parse_str(Path::new("test.conf"), &text, &LoadOptions::default());
+    let cfg = loaded.config.expect("a valid configuration");
+    let proxy = fulcrum_proxy::Runtime::start(&cfg).expect("proxy starts");
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client
+        .write_all(b"GET /big HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    let mut got = 0;
+    let mut b = [0u8; 4096];
+    while got < 64 * 1024 {
+        got += client.read(&mut b).unwrap();
+    }
+    let finished = done.recv_timeout(Duration::from_secs(5)).is_ok();
+    drop(client);
+    proxy.stop();
+    finished
+}
+
+#[test]
+fn buffering_on_frees_the_upstream_from_a_slow_client() {
+    let temp = std::env::temp_dir().join(format!("fulcrum-spool-test-{}", std::process::id()));
+    std::fs::create_dir_all(&temp).unwrap();
+    assert!(upstream_finishes("on", &temp));
+    // The temporary file was unlinked as soon as it was made.
+    assert_eq!(std::fs::read_dir(&temp).unwrap().count(), 0);
+    assert!(!upstream_finishes("off", &temp));
+    let _ = std::fs::remove_dir_all(&temp);
+}
