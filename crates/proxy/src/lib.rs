@@ -35,7 +35,8 @@ pub use site::Site;
 #[derive(Debug)]
 struct Shared {
     site: RwLock<Arc<Site>>,
-    listeners: Mutex<HashMap<SocketAddr, JoinHandle<()>>>,
+    /// Per bound address, the accept task of each of its sockets.
+    listeners: Mutex<HashMap<SocketAddr, Vec<JoinHandle<()>>>>,
     /// Peer addresses an active health check holds out, applied to every new pool.
     check_down: Mutex<HashMap<SocketAddr, bool>>,
     /// What the operator drained (address, port if given), applied to every new pool.
@@ -69,10 +70,33 @@ pub struct PeerView {
     pub max_fails: u32,
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// The listening sockets for `addr`: one, or with `reuseport` one per worker thread.
+fn bind_all(addr: SocketAddr, site: &Site) -> Result<Vec<std::net::TcpListener>, String> {
+    let n = if site.reuseport(addr) {
+        worker_threads(site)
+    } else {
+        1
+    };
+    (0..n)
+        .map(|_| bind(addr, n > 1).map_err(|e| format!("bind() to {addr} failed ({e})")))
+        .collect()
+}
+
+fn worker_threads(site: &Site) -> usize {
+    if site.threads == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        site.threads
+    }
+}
+
+fn bind(addr: SocketAddr, reuseport: bool) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
+    if reuseport {
+        s.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         s.set_only_v6(true)?;
     }
@@ -92,11 +116,7 @@ impl Runtime {
     /// Compiles `cfg`, binds its listeners and starts serving.
     pub fn start(cfg: &NginxConfig) -> Result<Runtime, String> {
         let site = site::compile(cfg, None)?;
-        let threads = if site.threads == 0 {
-            std::thread::available_parallelism().map_or(1, |n| n.get())
-        } else {
-            site.threads
-        };
+        let threads = worker_threads(&site);
         // One worker: a current-thread runtime (no work-stealing machinery to pay for),
         // as an nginx worker is one event loop; more: the multi-threaded scheduler.
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -135,10 +155,7 @@ impl Runtime {
         let binds = site.binds();
         let mut bound = Vec::new();
         for a in &binds {
-            bound.push((
-                *a,
-                bind(*a).map_err(|e| format!("bind() to {a} failed ({e})"))?,
-            ));
+            bound.push((*a, bind_all(*a, &site)?));
         }
         let shared = Arc::new(Shared {
             site: RwLock::new(Arc::new(site)),
@@ -146,14 +163,18 @@ impl Runtime {
             check_down: Mutex::new(HashMap::new()),
             drained: Mutex::new(Vec::new()),
         });
-        for (a, l) in bound {
-            let task = rt.spawn(accept(shared.clone(), l, a));
+        for (a, ls) in bound {
+            let sockets = ls.len();
+            let tasks = ls
+                .into_iter()
+                .map(|l| rt.spawn(accept(shared.clone(), l, a)))
+                .collect();
             shared
                 .listeners
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(a, task);
-            info!(listen = %a, threads, "layer-7 proxy listening");
+                .insert(a, tasks);
+            info!(listen = %a, threads, sockets, "layer-7 proxy listening");
         }
         Ok(Runtime {
             rt,
@@ -175,10 +196,7 @@ impl Runtime {
             .unwrap_or_else(|e| e.into_inner());
         let mut fresh = Vec::new();
         for a in binds.iter().filter(|a| !listeners.contains_key(a)) {
-            fresh.push((
-                *a,
-                bind(*a).map_err(|e| format!("bind() to {a} failed ({e})"))?,
-            ));
+            fresh.push((*a, bind_all(*a, &site)?));
         }
         // What health checks and the operator hold out carries over to the new pools.
         {
@@ -204,9 +222,14 @@ impl Runtime {
         }
         *self.shared.site.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(site);
         let rt = &self.rt;
-        for (a, l) in fresh {
-            listeners.insert(a, rt.spawn(accept(self.shared.clone(), l, a)));
-            info!(listen = %a, "layer-7 proxy listening");
+        for (a, ls) in fresh {
+            let sockets = ls.len();
+            let tasks = ls
+                .into_iter()
+                .map(|l| rt.spawn(accept(self.shared.clone(), l, a)))
+                .collect();
+            listeners.insert(a, tasks);
+            info!(listen = %a, sockets, "layer-7 proxy listening");
         }
         let gone: Vec<SocketAddr> = listeners
             .keys()
@@ -214,8 +237,8 @@ impl Runtime {
             .copied()
             .collect();
         for a in gone {
-            if let Some(t) = listeners.remove(&a) {
-                t.abort();
+            if let Some(tasks) = listeners.remove(&a) {
+                tasks.iter().for_each(JoinHandle::abort);
                 info!(listen = %a, "layer-7 proxy stopped listening");
             }
         }

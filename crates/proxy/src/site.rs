@@ -166,6 +166,8 @@ pub struct VServer {
     pub listens: Vec<(Option<IpAddr>, u16, bool)>,
     /// The listens that say `ssl`.
     pub ssl_listens: Vec<(Option<IpAddr>, u16)>,
+    /// The listens that say `reuseport`.
+    pub reuseport_listens: Vec<(Option<IpAddr>, u16)>,
     /// A listen says `http2`: ALPN offers h2.
     pub http2: bool,
     /// ssl_certificate and ssl_certificate_key.
@@ -252,6 +254,17 @@ impl Site {
             }
         }
         out
+    }
+
+    /// Whether a listen bound at `bind` says `reuseport`: the address is then bound once
+    /// per worker thread with SO_REUSEPORT, and the kernel spreads new connections over
+    /// them (nginx: one socket per worker process).
+    pub fn reuseport(&self, bind: SocketAddr) -> bool {
+        self.servers.iter().any(|s| {
+            s.reuseport_listens.iter().any(|(a, p)| {
+                *p == bind.port() && (bind.ip().is_unspecified() || *a == Some(bind.ip()))
+            })
+        })
     }
 
     pub fn map(&self, name: &str) -> Option<&CompiledMap> {
@@ -406,6 +419,12 @@ impl Compiler<'_> {
                 .collect()
         };
         Ok(VServer {
+            reuseport_listens: s
+                .listen
+                .iter()
+                .filter(|l| l.reuseport)
+                .map(|l| (l.addr, l.port))
+                .collect(),
             ssl_listens: s
                 .listen
                 .iter()

@@ -1,0 +1,76 @@
+//! `listen ... reuseport`: one listening socket per worker thread, with SO_REUSEPORT, as
+//! nginx binds one per worker process. On loopback, no root needed.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+
+use fulcrum_nginx_conf::{parse_str, LoadOptions};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Listening TCP sockets on `port` in this network namespace (/proc/net/tcp, state 0A).
+fn listening(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&local) && f[3] == "0A"
+        })
+        .count()
+}
+
+fn start(port: u16, reuseport: bool) -> fulcrum_proxy::Runtime {
+    let text = format!(
+        "worker_processes 2;\nevents {{}}\nhttp {{\n  access_log off;\n  server {{\n    listen 127.0.0.1:{port}{};\n    location / {{\n      return 200 \"ok\\n\";\n    }}\n  }}\n}}\n",
+        if reuseport { " reuseport" } else { "" }
+    );
+    let loaded = parse_str(Path::new("test.conf"), &text, &LoadOptions::default());
+    fulcrum_proxy::Runtime::start(&loaded.config.expect("a valid configuration"))
+        .expect("proxy starts")
+}
+
+fn get(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: t\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// Whether another socket with SO_REUSEPORT may bind the address too.
+fn shareable(port: u16) -> bool {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.set_reuse_port(true).unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    s.bind(&addr.into()).is_ok()
+}
+
+#[test]
+fn reuseport_binds_a_socket_per_worker() {
+    let port = free_port();
+    let proxy = start(port, true);
+    assert_eq!(listening(port), 2);
+    assert!(shareable(port));
+    for _ in 0..20 {
+        assert!(get(port).ends_with("ok\n"));
+    }
+    proxy.stop();
+
+    let port = free_port();
+    let proxy = start(port, false);
+    assert_eq!(listening(port), 1);
+    assert!(!shareable(port));
+    assert!(get(port).ends_with("ok\n"));
+    proxy.stop();
+}
