@@ -608,3 +608,43 @@ fn access_log_lines_match_nginx() {
         assert_eq!(n, f, "{log} log: nginx left, fulcrum right");
     }
 }
+
+#[test]
+fn error_log_lines_match_nginx() {
+    if skip("error_log_lines_match_nginx") {
+        return;
+    }
+    // 9009 has nothing listening: its connect fails, and with max_fails=1 it is disabled.
+    let http = "    upstream u {\n        server 127.0.0.1:9001 max_fails=1;\n        server 127.0.0.1:9009 max_fails=1;\n    }\n    server {\n        LISTEN\n        error_log DIR/ERROR-error.log warn;\n        location / {\n            proxy_pass http://u;\n        }\n    }";
+    let dir = Scratch::new("l7err");
+    let p = Pair::start_in_split(
+        dir,
+        "l7err",
+        &http.replace("ERROR", "nginx"),
+        &http.replace("ERROR", "fulcrum"),
+        &[("b1", 9001, &[])],
+    );
+    p.same(&["/a", "/b?x=1", "/c"], &[]);
+    std::thread::sleep(Duration::from_millis(300));
+    let read = |who: &str, port: &str| {
+        std::fs::read_to_string(p._dir.0.join(format!("{who}-error.log")))
+            .unwrap_or_default()
+            .lines()
+            // The level and the message: the time, pid and connection number are not
+            // compared, nor the port each proxy listens on (in Host).
+            .filter_map(|l| {
+                let level = &l[l.find('[')?..=l.find(']')?];
+                let (_, rest) = l.split_once(" *")?;
+                let (_, message) = rest.split_once(' ')?;
+                Some(format!("{level} {}", message.replace(port, "PORT")))
+            })
+            .collect::<Vec<_>>()
+    };
+    let port = |a: &str| a.rsplit(':').next().unwrap_or_default().to_string();
+    let (n, f) = (read("nginx", &port(NGINX)), read("fulcrum", &port(FULCRUM)));
+    assert!(
+        n.iter().any(|l| l.contains("connect() failed")),
+        "nginx logged no connect() failure: {n:?}"
+    );
+    assert_eq!(n, f, "error log: nginx left, fulcrum right");
+}

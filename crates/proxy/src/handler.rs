@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use tracing::{error, warn};
 
-use crate::log::AccessLine;
+use crate::log::{AccessLine, Level};
 use crate::pool::{self, Conn};
 use crate::route::{self, Matched};
 use crate::site::{self, Loc, Resolved, Site, Target, UpstreamGroup, VServer};
@@ -57,6 +57,8 @@ fn random() -> u32 {
 /// Where a request came in.
 #[derive(Debug, Clone, Copy)]
 pub struct Conn4 {
+    /// The connection's number, as nginx's `*N` in the error log.
+    pub id: u64,
     pub remote: SocketAddr,
     pub local: SocketAddr,
     pub https: bool,
@@ -271,14 +273,19 @@ pub async fn handle(
         headers,
         body,
     };
+    let elog = crate::log::ErrorContext {
+        target: &res.error_log,
+        r: &r,
+        server: server.name(),
+    };
     let (resp, peer) = match forward(
         &group,
         &upstream,
         res,
-        conn.remote.ip(),
         key.as_bytes(),
         https,
         &site.stats,
+        &elog,
     )
     .await
     {
@@ -609,11 +616,14 @@ async fn forward(
     group: &Arc<UpstreamGroup>,
     req: &UpstreamRequest,
     res: &Resolved,
-    client: IpAddr,
     key: &[u8],
     https: bool,
     stats: &crate::stats::Stats,
+    elog: &crate::log::ErrorContext<'_>,
 ) -> Result<(Response<Relayed>, SocketAddr), StatusCode> {
+    let client = elog.r.conn.remote.ip();
+    let scheme = if https { "https" } else { "http" };
+    let url = |host: &dyn std::fmt::Display| format!("{scheme}://{host}{}", req.uri);
     let mut attempt = {
         let pool = group.pool.lock().unwrap_or_else(|e| e.into_inner());
         pool.start(client, key)
@@ -637,6 +647,11 @@ async fn forward(
                 Some(id) => (id, pool.peer(id).addr),
                 None => {
                     error!(upstream = %group.name, "no live upstreams while connecting to upstream");
+                    elog.write(
+                        Level::Error,
+                        "no live upstreams while connecting to upstream",
+                        Some(&url(&group.name)),
+                    );
                     return Err(StatusCode::BAD_GATEWAY);
                 }
             }
@@ -650,16 +665,14 @@ async fn forward(
                     let blocked = non_idempotent && !res.next_upstream.non_idempotent;
                     if listed && attempt.tries > 1 && !blocked && !timed_out() {
                         warn!(upstream = %group.name, peer = %addr, status, "upstream answered {status}: trying the next one");
-                        free(
-                            group,
-                            &mut attempt,
-                            id,
-                            if failure {
-                                Outcome::Failed
-                            } else {
-                                Outcome::Ok
-                            },
-                        );
+                        let outcome = if failure {
+                            Outcome::Failed
+                        } else {
+                            Outcome::Ok
+                        };
+                        if free(group, &mut attempt, id, outcome) {
+                            elog.write(Level::Warn, DISABLED_READING, Some(&url(&addr)));
+                        }
                         continue;
                     }
                     let outcome = if listed && failure {
@@ -667,7 +680,9 @@ async fn forward(
                     } else {
                         Outcome::Ok
                     };
-                    free(group, &mut attempt, id, outcome);
+                    if free(group, &mut attempt, id, outcome) {
+                        elog.write(Level::Warn, DISABLED_READING, Some(&url(&addr)));
+                    }
                 } else {
                     free(group, &mut attempt, id, Outcome::Ok);
                 }
@@ -675,8 +690,15 @@ async fn forward(
             }
             Err((fail, sent, why)) => {
                 error!(upstream = %group.name, peer = %addr, "{why}");
+                elog.write(Level::Error, &why, Some(&url(&addr)));
                 stats.failed(&group.name, addr);
-                free(group, &mut attempt, id, Outcome::Failed);
+                if free(group, &mut attempt, id, Outcome::Failed) {
+                    elog.write(
+                        Level::Warn,
+                        "upstream server temporarily disabled while connecting to upstream",
+                        Some(&url(&addr)),
+                    );
+                }
                 let blocked = sent && non_idempotent && !res.next_upstream.non_idempotent;
                 if attempt.tries == 0 || !fail.allowed(&res.next_upstream) || blocked || timed_out()
                 {
@@ -687,18 +709,24 @@ async fn forward(
     }
 }
 
+const DISABLED_READING: &str =
+    "upstream server temporarily disabled while reading response header from upstream";
+
+/// Ends a try; true when the peer has just been marked failed (max_fails reached).
 fn free(
     group: &UpstreamGroup,
     attempt: &mut fulcrum_upstream::Attempt,
     id: PeerId,
     outcome: Outcome,
-) {
+) -> bool {
     let mut pool = group.pool.lock().unwrap_or_else(|e| e.into_inner());
     debug_assert_eq!(attempt.current(), Some(id));
-    if pool.free(attempt, outcome, now_secs()) {
+    let disabled = pool.free(attempt, outcome, now_secs());
+    if disabled {
         let peer = pool.peer(id);
         warn!(upstream = %group.name, peer = %peer.addr, "upstream server temporarily disabled");
     }
+    disabled
 }
 
 /// One try against one peer: a cached connection if there is one (a stale one is

@@ -411,7 +411,9 @@ async fn serve<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let conn = handler::Conn4 {
+        id: CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         remote,
         local,
         https,

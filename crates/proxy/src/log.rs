@@ -36,8 +36,9 @@ impl std::fmt::Debug for AccessLine {
     }
 }
 
-fn time_local() -> String {
-    // [25/Nov/2026:20:15:02 +0000], in UTC (the daemon does not read the time zone).
+/// Now in UTC (the daemon does not read the time zone): year, month, day, hour, minute,
+/// second.
+fn civil_now() -> (i64, i64, i64, i64, i64, i64) {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -54,16 +55,142 @@ fn time_local() -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// `$time_local`: 25/Nov/2026:20:15:02 +0000.
+fn time_local() -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
+    let (year, month, day, h, m, s) = civil_now();
     format!(
-        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
+        "{day:02}/{}/{year}:{h:02}:{m:02}:{s:02} +0000",
         MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
     )
+}
+
+/// Appends a line to a log file, opened once per path (a failure to open is said once).
+fn append(path: &str, line: &str, what: &str) {
+    static FILES: Mutex<Option<HashMap<String, Option<std::fs::File>>>> = Mutex::new(None);
+    let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
+    let files = files.get_or_insert_with(HashMap::new);
+    let f = files.entry(path.to_string()).or_insert_with(|| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| warn!("{what} {path}: {e}"))
+            .ok()
+    });
+    if let Some(f) = f {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
+/// nginx's error log levels, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug,
+    Info,
+    Notice,
+    Warn,
+    Error,
+    Crit,
+    Alert,
+    Emerg,
+}
+
+impl Level {
+    fn name(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Notice => "notice",
+            Level::Warn => "warn",
+            Level::Error => "error",
+            Level::Crit => "crit",
+            Level::Alert => "alert",
+            Level::Emerg => "emerg",
+        }
+    }
+}
+
+/// `error_log FILE [LEVEL]` as it applies to a location: where, and from which level.
+/// nginx's default is `error_log logs/error.log error`, which Debian builds as
+/// /var/log/nginx/error.log. `stderr` writes to the daemon's standard error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorLogTarget {
+    pub path: String,
+    pub level: Level,
+}
+
+impl ErrorLogTarget {
+    pub fn of(e: Option<&fulcrum_nginx_conf::model::ErrorLog>) -> ErrorLogTarget {
+        let level = match e.and_then(|e| e.level.as_deref()) {
+            Some("debug") => Level::Debug,
+            Some("info") => Level::Info,
+            Some("notice") => Level::Notice,
+            Some("warn") => Level::Warn,
+            Some("crit") => Level::Crit,
+            Some("alert") => Level::Alert,
+            Some("emerg") => Level::Emerg,
+            _ => Level::Error,
+        };
+        ErrorLogTarget {
+            path: e.map_or_else(
+                || "/var/log/nginx/error.log".to_string(),
+                |e| e.path.clone(),
+            ),
+            level,
+        }
+    }
+}
+
+/// What an error log line says about the request it happened in, as nginx's does.
+pub(crate) struct ErrorContext<'a> {
+    pub target: &'a ErrorLogTarget,
+    pub r: &'a Req,
+    pub server: &'a str,
+}
+
+impl ErrorContext<'_> {
+    /// `2026/11/25 23:20:01 [error] PID#TID: *CONN MESSAGE, client: ADDR, server: NAME,
+    /// request: "LINE", upstream: "URL", host: "HOST"`, as nginx writes it.
+    pub fn write(&self, level: Level, message: &str, upstream: Option<&str>) {
+        if level < self.target.level || self.target.path == "/dev/null" {
+            return;
+        }
+        let (y, mo, d, h, mi, s) = civil_now();
+        let pid = std::process::id();
+        let r = self.r;
+        let mut line = format!(
+            "{y}/{mo:02}/{d:02} {h:02}:{mi:02}:{s:02} [{}] {pid}#{pid}: *{} {message}, client: {}, server: {}, request: \"{} {} {}\"",
+            level.name(),
+            r.conn.id,
+            r.conn.remote.ip(),
+            self.server,
+            r.method,
+            r.request_uri,
+            r.protocol,
+        );
+        if let Some(u) = upstream {
+            line.push_str(&format!(", upstream: \"{u}\""));
+        }
+        if let Some(host) = r
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+        {
+            line.push_str(&format!(", host: \"{host}\""));
+        }
+        line.push('\n');
+        if self.target.path == "stderr" {
+            let _ = std::io::stderr().write_all(line.as_bytes());
+        } else {
+            append(&self.target.path, &line, "error_log");
+        }
+    }
 }
 
 impl AccessLine {
@@ -136,21 +263,8 @@ impl AccessLine {
             }
         }
         line.push('\n');
-        static FILES: Mutex<Option<HashMap<String, Option<std::fs::File>>>> = Mutex::new(None);
-        let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
-        let files = files.get_or_insert_with(HashMap::new);
         for path in &self.files {
-            let f = files.entry(path.clone()).or_insert_with(|| {
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| warn!("access_log {path}: {e}"))
-                    .ok()
-            });
-            if let Some(f) = f {
-                let _ = f.write_all(line.as_bytes());
-            }
+            append(path, &line, "access_log");
         }
     }
 }

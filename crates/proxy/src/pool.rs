@@ -87,7 +87,10 @@ pub async fn connect(
         Ok(Err(e)) => {
             return Err((
                 false,
-                format!("connect() failed ({e}) while connecting to upstream"),
+                format!(
+                    "connect() failed ({}) while connecting to upstream",
+                    os_error(&e)
+                ),
             ))
         }
         Ok(Ok(s)) => s,
@@ -130,4 +133,18 @@ pub async fn connect(
         requests: 0,
         idle_since: Instant::now(),
     })
+}
+
+/// An OS error as nginx writes one: `111: Connection refused`.
+pub fn os_error(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => {
+            let text = e.to_string();
+            let text = text
+                .strip_suffix(&format!(" (os error {n})"))
+                .unwrap_or(&text);
+            format!("{n}: {text}")
+        }
+        None => e.to_string(),
+    }
 }

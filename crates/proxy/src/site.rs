@@ -40,6 +40,7 @@ pub struct Resolved {
     pub temp_path: std::path::PathBuf,
     pub redirect: Vec<ProxyRedirect>,
     pub access_log: Vec<AccessLog>,
+    pub error_log: crate::log::ErrorLogTarget,
     pub client_max_body_size: u64,
     pub client_body_timeout: Duration,
     pub keepalive_timeout: Duration,
@@ -122,6 +123,7 @@ impl Resolved {
                     format: None,
                 }]
             }),
+            error_log: crate::log::ErrorLogTarget::of(s.error_log.as_ref()),
             client_max_body_size: s.client_max_body_size.unwrap_or(1024 * 1024),
             client_body_timeout: s.client_body_timeout.unwrap_or(minute),
             keepalive_timeout: s
@@ -488,7 +490,11 @@ fn map(m: &Map) -> Result<CompiledMap, String> {
 /// Compiles a configuration. Upstream groups whose block is unchanged from `previous` keep
 /// their balancer state (a reload does not reset round-robin positions or failures).
 pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, String> {
-    let http = cfg.http.clone().unwrap_or_default();
+    let mut http = cfg.http.clone().unwrap_or_default();
+    // error_log at the main level is where http's inherits from.
+    if http.settings.error_log.is_none() {
+        http.settings.error_log = cfg.error_log.clone();
+    }
     let mut c = Compiler {
         upstreams: HashMap::new(),
         previous,
