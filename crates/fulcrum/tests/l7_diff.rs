@@ -648,3 +648,54 @@ fn error_log_lines_match_nginx() {
     );
     assert_eq!(n, f, "error log: nginx left, fulcrum right");
 }
+
+#[test]
+fn keepalive_timeout_header_timeout_and_keepalive_requests_match_nginx() {
+    if skip("keepalive_timeout_header_timeout_and_keepalive_requests_match_nginx") {
+        return;
+    }
+    let http = "    client_header_timeout 3s;\n    keepalive_timeout 1s;\n    keepalive_requests 2;\n    server {\n        LISTEN\n        location / {\n            return 200 \"ok\\n\";\n        }\n    }";
+    let p = Pair::start("l7ka", http, &[("b1", 9001, &[])]);
+    // (requests made on one connection, then how long it stays open): answered, and the
+    // range the close must come in, in ms.
+    let cases: [(&str, u64, (u64, u64)); 3] = [
+        // Idle after a response: keepalive_timeout.
+        ("1", 1, (700, 2_500)),
+        // Nothing sent at all: client_header_timeout, not keepalive_timeout.
+        ("0", 0, (2_500, 4_500)),
+        // keepalive_requests: the second answer closes the connection.
+        ("3", 2, (0, 500)),
+    ];
+    for (requests, answered, (low, high)) in cases {
+        for addr in [NGINX, FULCRUM] {
+            let out = p
+                .lab
+                .run_agent(
+                    &p.host,
+                    &[
+                        "linger",
+                        "--connect",
+                        addr,
+                        "--requests",
+                        requests,
+                        "--for-ms",
+                        "6000",
+                    ],
+                )
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let words: Vec<&str> = text.split_whitespace().collect();
+            let (got, after) = match words[..] {
+                ["answered", n, "closed", "after", ms] => {
+                    (n.parse().unwrap_or(99), ms.parse().unwrap_or(0))
+                }
+                _ => panic!("{addr}, {requests} requests: {text}"),
+            };
+            assert_eq!(got, answered, "{addr}, {requests} requests: {text}");
+            assert!(
+                (low..=high).contains(&after),
+                "{addr}, {requests} requests: closed after {after} ms, not within {low}..{high}"
+            );
+        }
+    }
+}

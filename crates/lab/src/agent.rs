@@ -36,6 +36,12 @@
 //! `connected NAME` once, and at the end `held N` (exit 0) or `broken after N: REASON`
 //! (exit 1). For showing that an established connection survives something.
 //!
+//! `linger --connect ADDR:PORT --requests N --for-ms MS` makes N HTTP/1.1 requests for
+//! `/` one after another on one connection (each response read by its Content-Length),
+//! then waits for the server to close it, for at most MS: prints `answered K closed after
+//! MS` (or `answered K open`). For keepalive_timeout, client_header_timeout (N = 0) and
+//! keepalive_requests.
+//!
 //! `flood --connect ADDR:PORT --for-ms MS [--size BYTES]` sends UDP datagrams (64 bytes of
 //! payload by default) from one socket as fast as it can for a bounded time and prints
 //! `N sent`. `sink --listen ADDR:PORT --for-ms MS` counts the UDP datagrams that arrive
@@ -49,7 +55,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: serve --name NAME --listen ADDR:PORT [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT --paths P1,P2 [--method M] [--header 'K: V']... [--body TEXT]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES]\n       sink --listen ADDR:PORT --for-ms MS"
+        "usage: serve --name NAME --listen ADDR:PORT [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT --paths P1,P2 [--method M] [--header 'K: V']... [--body TEXT]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES]\n       sink --listen ADDR:PORT --for-ms MS"
     );
     ExitCode::from(2)
 }
@@ -226,6 +232,27 @@ pub fn main(args: Vec<String>) -> ExitCode {
             println!("{ok} ok {failed} failed");
             ExitCode::SUCCESS
         }
+        Some("linger") => {
+            let Some(addr) = connect_flag(&args) else {
+                return usage();
+            };
+            let requests = flag_number(&args, "--requests", 1);
+            let total = Duration::from_millis(flag_number(&args, "--for-ms", 5000).min(600_000));
+            match linger(addr, requests, total) {
+                Ok((answered, Some(after))) => {
+                    println!("answered {answered} closed after {}", after.as_millis());
+                    ExitCode::SUCCESS
+                }
+                Ok((answered, None)) => {
+                    println!("answered {answered} open");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("linger: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Some("flood") => {
             let Some(addr) = connect_flag(&args) else {
                 return usage();
@@ -278,6 +305,65 @@ pub fn main(args: Vec<String>) -> ExitCode {
             }
         }
         _ => usage(),
+    }
+}
+
+/// See `linger` in the module's text: (responses read, how long the idle connection
+/// stayed open after them, if the server closed it within `total`).
+fn linger(
+    addr: SocketAddr,
+    requests: u64,
+    total: Duration,
+) -> std::io::Result<(u64, Option<Duration>)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    stream.set_read_timeout(Some(total))?;
+    let mut pending: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 4096];
+    let mut answered = 0;
+    for _ in 0..requests {
+        if stream
+            .write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .is_err()
+        {
+            break;
+        }
+        // One response: its head, then Content-Length bytes.
+        let complete = loop {
+            if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if pending.len() >= end + 4 + length {
+                    pending.drain(..end + 4 + length);
+                    break true;
+                }
+            }
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break false,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+            }
+        };
+        if !complete {
+            return Ok((answered, Some(Duration::ZERO)));
+        }
+        answered += 1;
+    }
+    let idle = std::time::Instant::now();
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok((answered, Some(idle.elapsed()))),
+            Ok(_) => continue,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::TimedOut =>
+            {
+                return Ok((answered, None))
+            }
+            Err(_) => return Ok((answered, Some(idle.elapsed()))),
+        }
     }
 }
 
@@ -587,6 +673,7 @@ fn keepalive_probe(
         .get_mut()
         .write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())?;
     let mut length = 0usize;
+    let mut close = false;
     let mut status = String::new();
     reader.read_line(&mut status)?;
     if !status.starts_with("HTTP/1.1 200") {
@@ -604,9 +691,17 @@ fn keepalive_probe(
         if let Some(v) = l.strip_prefix("content-length:") {
             length = v.trim().parse().unwrap_or(0);
         }
+        if l == "connection: close" {
+            close = true;
+        }
     }
     let mut body = vec![0u8; length.min(1 << 20)];
     reader.read_exact(&mut body)?;
+    if close {
+        // The server said this was the last answer here (keepalive_requests, say): the
+        // next request goes on a new connection, as a browser's would.
+        *conn = None;
+    }
     Ok(String::from_utf8_lossy(&body)
         .lines()
         .next()

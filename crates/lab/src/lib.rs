@@ -475,7 +475,7 @@ impl Lab {
     }
 
     /// Runs one agent mode in a host to its end.
-    fn run_agent(&self, host: &Host, args: &[&str]) -> Result<Output> {
+    pub fn run_agent(&self, host: &Host, args: &[&str]) -> Result<Output> {
         let line = self.agent_command(host)?;
         let mut cmd = Command::new(&line[0]);
         cmd.args(&line[1..]).args(args).stdin(Stdio::null());

@@ -5,15 +5,30 @@
 //! head until it is complete, and a head with both headers reaches hyper with an invalid
 //! Content-Length instead, which hyper answers with 400 and a closed connection.
 //!
+//! It also keeps nginx's two waiting times, which hyper has as one: client_header_timeout
+//! for a head (from the connection's start for the first, from its first byte for later
+//! ones) and keepalive_timeout while the connection waits for its next request once the
+//! last response went out (the handler tells it when, through [`Shared`]). A connection
+//! past either is closed without an answer, as nginx does.
+//!
 //! The guard follows the connection's framing to find each head: a Content-Length body is
 //! passed through by count; after a chunked body, an upgrade or HTTP/2's preface it steps
 //! aside for the rest of the connection (the handler closes connections that carried a
 //! chunked body, so no later head goes unseen).
 
+use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
+use bytes::Bytes;
+use hyper::body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+use crate::handler::{Body, BoxError};
 
 /// The name a Transfer-Encoding other than `chunked` reaches the handler under: as long
 /// as "Transfer-Encoding", so it is renamed in place.
@@ -29,6 +44,91 @@ enum State {
     Pass,
 }
 
+/// What the guard and the request handler share about one client connection.
+#[derive(Debug)]
+pub struct Shared {
+    start: Instant,
+    /// Responses finished (sent, or given up), and when the last one did (ms after start).
+    done: AtomicU64,
+    done_at_ms: AtomicU64,
+    /// Requests the handler has taken (for keepalive_requests).
+    requests: AtomicU64,
+}
+
+impl Shared {
+    pub fn new() -> Arc<Shared> {
+        Arc::new(Shared {
+            start: Instant::now(),
+            done: AtomicU64::new(0),
+            done_at_ms: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+        })
+    }
+
+    /// A request begins: how many the connection has had, this one included.
+    pub fn request(&self) -> u64 {
+        self.requests.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn finished(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.done_at_ms.store(ms, Ordering::Relaxed);
+        self.done.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// A response body that tells the connection's [`Shared`] when it is over.
+pub struct Finished {
+    inner: Body,
+    shared: Arc<Shared>,
+}
+
+impl Finished {
+    pub fn new(inner: Body, shared: Arc<Shared>) -> Finished {
+        Finished { inner, shared }
+    }
+}
+
+impl std::fmt::Debug for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Finished").finish_non_exhaustive()
+    }
+}
+
+impl hyper::body::Body for Finished {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        // hyper drops a body once it has written all of it (or the connection is gone).
+        self.shared.finished();
+    }
+}
+
+/// client_header_timeout and keepalive_timeout.
+#[derive(Debug, Clone, Copy)]
+pub struct Waits {
+    pub header: Duration,
+    pub keepalive: Duration,
+}
+
 /// The read side of a client connection, with its request heads checked. Bytes are read
 /// straight into hyper's buffer; only the head being assembled is copied aside, to be
 /// scanned when it is complete.
@@ -37,6 +137,13 @@ pub struct Guard<S> {
     inner: S,
     state: State,
     head: Vec<u8>,
+    /// Heads completed, and when the first byte of the one in progress came.
+    heads: u64,
+    head_started: Option<Instant>,
+    shared: Arc<Shared>,
+    waits: Waits,
+    /// Armed while the connection waits for a head.
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 /// What a complete head needs done to the bytes hyper has not seen yet.
@@ -49,12 +156,36 @@ enum Verdict {
 }
 
 impl<S> Guard<S> {
-    pub fn new(inner: S) -> Guard<S> {
+    pub fn new(inner: S, shared: Arc<Shared>, waits: Waits) -> Guard<S> {
         Guard {
             inner,
             state: State::Head,
             head: Vec::new(),
+            heads: 0,
+            head_started: None,
+            shared,
+            waits,
+            timer: None,
         }
+    }
+
+    /// Until when the connection may wait for what it is waiting for, if it is waiting
+    /// for a head: none while a request or its response is under way.
+    fn deadline(&self) -> Option<Instant> {
+        if self.state != State::Head {
+            return None;
+        }
+        if let Some(t) = self.head_started {
+            return Some(t + self.waits.header);
+        }
+        if self.heads == 0 {
+            return Some(self.shared.start + self.waits.header);
+        }
+        if self.shared.done.load(Ordering::Acquire) < self.heads {
+            return None;
+        }
+        let done = Duration::from_millis(self.shared.done_at_ms.load(Ordering::Relaxed));
+        Some(self.shared.start + done + self.waits.keepalive)
     }
 
     /// Follows the framing over bytes just read (not yet seen by hyper), changing them
@@ -89,6 +220,8 @@ impl<S> Guard<S> {
                     let used = end - before;
                     let verdict = inspect(&self.head[..end]);
                     self.head = Vec::new();
+                    self.heads += 1;
+                    self.head_started = None;
                     match verdict {
                         Verdict::Next(state) => self.state = state,
                         Verdict::Refuse => {
@@ -190,11 +323,47 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guard<S> {
         let this = &mut *self;
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = &polled {
-            if this.state != State::Pass {
-                let new = &mut buf.filled_mut()[before..];
-                this.scan(new);
+        match &polled {
+            Poll::Ready(Ok(())) => {
+                if this.state != State::Pass {
+                    let was_waiting = this.state == State::Head && this.head.is_empty();
+                    let new = &mut buf.filled_mut()[before..];
+                    let fresh = !new.is_empty();
+                    this.scan(new);
+                    if was_waiting && fresh && this.head_started.is_none() {
+                        // The first bytes of a head: client_header_timeout from now on
+                        // (if the whole head came at once, it is over already).
+                        if !this.head.is_empty() {
+                            this.head_started = Some(Instant::now());
+                        }
+                    }
+                }
+                if this.state == State::Pass {
+                    this.timer = None;
+                }
             }
+            Poll::Pending => {
+                if let Some(deadline) = this.deadline() {
+                    let timer = match &mut this.timer {
+                        Some(t) => {
+                            if t.deadline() != deadline {
+                                t.as_mut().reset(deadline);
+                            }
+                            t
+                        }
+                        None => this
+                            .timer
+                            .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                    };
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "client timed out waiting for a request",
+                        )));
+                    }
+                }
+            }
+            Poll::Ready(Err(_)) => {}
         }
         polled
     }
@@ -252,7 +421,15 @@ mod tests {
     }
 
     async fn through(chunks: &[&[u8]]) -> Vec<u8> {
-        let mut g = Guard::new(Chunks(chunks.iter().map(|c| c.to_vec()).collect()));
+        let waits = Waits {
+            header: Duration::from_secs(60),
+            keepalive: Duration::from_secs(75),
+        };
+        let mut g = Guard::new(
+            Chunks(chunks.iter().map(|c| c.to_vec()).collect()),
+            Shared::new(),
+            waits,
+        );
         let mut out = Vec::new();
         let mut buf = vec![0u8; 64 * 1024];
         loop {
@@ -262,6 +439,69 @@ mod tests {
             }
             out.extend_from_slice(&buf[..n]);
         }
+    }
+
+    /// A peer that sends `first` (if anything), then nothing more, ever.
+    struct Quiet(Option<Vec<u8>>);
+
+    impl AsyncRead for Quiet {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            match self.0.take() {
+                Some(b) => {
+                    buf.put_slice(&b);
+                    Poll::Ready(Ok(()))
+                }
+                None => Poll::Pending,
+            }
+        }
+    }
+
+    const WAITS: Waits = Waits {
+        header: Duration::from_secs(60),
+        keepalive: Duration::from_secs(5),
+    };
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_sends_nothing_gets_client_header_timeout() {
+        let start = Instant::now();
+        let mut g = Guard::new(Quiet(None), Shared::new(), WAITS);
+        let err = g.read(&mut [0u8; 64]).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(start.elapsed().as_secs(), 60);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_in_progress_gets_client_header_timeout_from_its_first_byte() {
+        let shared = Shared::new();
+        let mut g = Guard::new(Quiet(Some(b"GET / HTTP/1.1\r\n".to_vec())), shared, WAITS);
+        let mut buf = [0u8; 64];
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let started = Instant::now();
+        assert!(g.read(&mut buf).await.unwrap() > 0);
+        let err = g.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(started.elapsed().as_secs(), 60);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn keepalive_timeout_runs_from_the_end_of_the_response() {
+        let shared = Shared::new();
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+        let mut g = Guard::new(Quiet(Some(head)), shared.clone(), WAITS);
+        let mut buf = [0u8; 64];
+        assert!(g.read(&mut buf).await.unwrap() > 0);
+        // The response takes its time: no wait applies meanwhile.
+        let slow = tokio::time::timeout(Duration::from_secs(1000), g.read(&mut buf)).await;
+        assert!(slow.is_err(), "the guard gave up during a response");
+        shared.finished();
+        let done = Instant::now();
+        let err = g.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        assert_eq!(done.elapsed().as_secs(), 5);
     }
 
     #[tokio::test]

@@ -418,29 +418,50 @@ async fn serve<S>(
         local,
         https,
     };
-    let service = hyper::service::service_fn(move |req| {
+    let state = guard::Shared::new();
+    let waits = guard::Waits {
+        header: site.client_header_timeout,
+        keepalive: site.keepalive_timeout,
+    };
+    let on_conn = state.clone();
+    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
         let site = shared
             .site
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        // Boxed: hyper keeps a box the size of this future for every connection, idle
-        // or not (about 4 KiB); boxed, it costs 16 bytes while idle.
-        Box::pin(handler::handle(site, req, conn))
+        // keepalive_requests: the last one allowed says so and the connection closes.
+        let last = site.keepalive_requests > 0
+            && on_conn.request() >= u64::from(site.keepalive_requests)
+            && req.version() != http::Version::HTTP_2;
+        let state = on_conn.clone();
+        // Boxed: hyper keeps a box the size of the service's future for every
+        // connection, idle or not (the handler's is about 4 KiB).
+        let handled = Box::pin(handler::handle(site, req, conn));
+        async move {
+            let mut resp = handled.await?;
+            if last {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, std::io::Error>(resp.map(|b| guard::Finished::new(b, state)))
+        }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(site.client_header_timeout)
+        // The guard keeps nginx's two waits; hyper's one is only a backstop past both.
+        .header_read_timeout(site.client_header_timeout + site.keepalive_timeout)
         // Room beyond nginx's limit, so the handler answers as nginx does.
         .max_buf_size((site.header_buffer * 2).max(16 * 1024))
-        .keep_alive(true);
+        // keepalive_timeout 0 turns keep-alive off, as in nginx.
+        .keep_alive(!site.keepalive_timeout.is_zero());
     builder.http2().timer(TokioTimer::new());
-    if let Err(e) = builder
-        .serve_connection_with_upgrades(TokioIo::new(guard::Guard::new(stream)), service)
-        .await
-    {
+    let io = TokioIo::new(guard::Guard::new(stream, state, waits));
+    if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
         debug!(%remote, "connection: {e}");
     }
 }

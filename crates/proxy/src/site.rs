@@ -223,6 +223,10 @@ pub struct Site {
     pub maps: Vec<CompiledMap>,
     pub log_formats: HashMap<String, String>,
     pub client_header_timeout: Duration,
+    /// keepalive_timeout and keepalive_requests for client connections, from the http
+    /// level (nginx applies a location's; a connection here keeps the http block's).
+    pub keepalive_timeout: Duration,
+    pub keepalive_requests: u32,
     /// large_client_header_buffers: count x size for the whole head.
     pub header_buffer: usize,
     /// ... and size for the request line or any one header line.
@@ -539,6 +543,12 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
             .settings
             .client_header_timeout
             .unwrap_or(Duration::from_secs(60)),
+        keepalive_timeout: http
+            .settings
+            .keepalive_timeout
+            .map(|k| k.0)
+            .unwrap_or(Duration::from_secs(75)),
+        keepalive_requests: http.settings.keepalive_requests.unwrap_or(1000),
         header_buffer: (count as u64 * size).max(1024) as usize,
         header_line: size.max(1024) as usize,
         threads,
