@@ -111,7 +111,13 @@ fn finish(
     let mut config = None;
     if let Some(tree) = tree {
         let mut b = build::Builder::new(&mut diagnostics);
-        let cfg = b.config(&tree);
+        let mut cfg = b.config(&tree);
+        cfg.conf_prefix = sources
+            .files()
+            .next()
+            .and_then(|f| f.path.parent())
+            .filter(|d| !d.as_os_str().is_empty())
+            .map(Path::to_path_buf);
         let files = std::mem::take(&mut b.files);
         if options.host_checks {
             check_files(&files, &sources, &mut diagnostics);

@@ -89,6 +89,9 @@ pub struct NginxConfig {
     pub pid: Option<String>,
     pub error_log: Option<ErrorLog>,
     pub http: Option<Http>,
+    /// The directory of the main file: nginx's conf prefix, which relative certificate
+    /// paths are resolved against. None for text without a directory.
+    pub conf_prefix: Option<std::path::PathBuf>,
 }
 
 impl Default for NginxConfig {
@@ -99,6 +102,7 @@ impl Default for NginxConfig {
             pid: None,
             error_log: None,
             http: None,
+            conf_prefix: None,
         }
     }
 }

@@ -273,6 +273,7 @@ fn config() -> impl Strategy<Value = NginxConfig> {
                 worker_connections: wc,
                 pid: None,
                 error_log: None,
+                conf_prefix: None,
                 http: Some(Http {
                     settings,
                     log_formats: Vec::new(),

@@ -556,7 +556,7 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
         stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
     };
     for b in site.binds() {
-        if let Some(c) = crate::tls::config(&site.servers, b)? {
+        if let Some(c) = crate::tls::config(&site.servers, b, cfg.conf_prefix.as_deref())? {
             site.tls.insert(b, c);
         }
     }

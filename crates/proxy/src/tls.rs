@@ -73,10 +73,19 @@ impl ResolvesServerCert for BySni {
 }
 
 /// The TLS configuration for `bind`, if any server listening there says `ssl`.
+/// `servers`' certificate paths, when relative, are relative to `prefix` (nginx's conf
+/// prefix, the main file's directory).
 pub fn config(
     servers: &[VServer],
     bind: SocketAddr,
+    prefix: Option<&std::path::Path>,
 ) -> Result<Option<Arc<rustls::ServerConfig>>, String> {
+    let full = |p: &str| match prefix {
+        Some(dir) if std::path::Path::new(p).is_relative() => {
+            dir.join(p).to_string_lossy().into_owned()
+        }
+        _ => p.to_string(),
+    };
     let on_bind = |a: &Option<std::net::IpAddr>, p: u16| {
         p == bind.port() && (bind.ip().is_unspecified() || a.is_none_or(|a| a == bind.ip()))
     };
@@ -98,7 +107,7 @@ pub fn config(
                 s.name()
             ));
         };
-        let k = load(cert, key)?;
+        let k = load(&full(cert), &full(key))?;
         for n in &s.names {
             names.push((n.clone(), k.clone()));
         }
