@@ -12,9 +12,9 @@
 //! past either is closed without an answer, as nginx does.
 //!
 //! The guard follows the connection's framing to find each head: a Content-Length body is
-//! passed through by count; after a chunked body, an upgrade or HTTP/2's preface it steps
-//! aside for the rest of the connection (the handler closes connections that carried a
-//! chunked body, so no later head goes unseen).
+//! passed through by count, a chunked one by its chunk framing; after an upgrade, HTTP/2's
+//! preface or broken chunk framing (which hyper refuses, closing the connection) it steps
+//! aside for the rest of the connection.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -41,7 +41,109 @@ const MAX_HEAD: usize = 128 * 1024;
 enum State {
     Head,
     Body(u64),
+    /// A chunked body: where in its framing.
+    Chunked(Chunk),
     Pass,
+}
+
+/// The framing of a chunked body (RFC 9112 7.1), followed byte by byte so the head after
+/// it is found and checked too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// The size line: the size so far, whether it had a digit, whether an extension began.
+    Size {
+        size: u64,
+        digits: bool,
+        ext: bool,
+    },
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// Trailer lines after the last chunk, until an empty one; whether this line is empty
+    /// so far.
+    Trailers {
+        empty: bool,
+    },
+}
+
+const CHUNK_START: State = State::Chunked(Chunk::Size {
+    size: 0,
+    digits: false,
+    ext: false,
+});
+
+impl Chunk {
+    /// Takes bytes of the body from `bytes`: how many it used, and the state after. Pass
+    /// when the framing is broken (hyper refuses the body then, and closes).
+    fn step(self, bytes: &[u8]) -> (usize, State) {
+        let mut c = self;
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            c = match c {
+                Chunk::Data(n) => {
+                    // The data in one go.
+                    let k = (n as usize).min(bytes.len() - i);
+                    i += k;
+                    let left = n - k as u64;
+                    c = if left == 0 {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(left)
+                    };
+                    continue;
+                }
+                Chunk::Size { size, digits, ext } => match b {
+                    b'\n' if !digits => return (i + 1, State::Pass),
+                    b'\n' if size == 0 => Chunk::Trailers { empty: true },
+                    b'\n' => Chunk::Data(size),
+                    b'\r' => c,
+                    _ if ext => c,
+                    b';' | b' ' | b'\t' => Chunk::Size {
+                        size,
+                        digits,
+                        ext: true,
+                    },
+                    _ => match (b as char).to_digit(16) {
+                        Some(d) if size >> 60 == 0 => Chunk::Size {
+                            size: size * 16 + u64::from(d),
+                            digits: true,
+                            ext,
+                        },
+                        _ => return (i + 1, State::Pass),
+                    },
+                },
+                Chunk::DataEnd => match b {
+                    b'\r' => c,
+                    b'\n' => Chunk::Size {
+                        size: 0,
+                        digits: false,
+                        ext: false,
+                    },
+                    _ => return (i + 1, State::Pass),
+                },
+                Chunk::Trailers { empty } => match b {
+                    b'\n' if empty => return (i + 1, State::Head),
+                    b'\n' => Chunk::Trailers { empty: true },
+                    b'\r' => c,
+                    _ => Chunk::Trailers { empty: false },
+                },
+            };
+            i += 1;
+        }
+        (bytes.len(), State::Chunked(c))
+    }
+}
+
+impl State {
+    /// For tests: a chunked state's step.
+    #[cfg(test)]
+    fn step_from(self, bytes: &[u8]) -> (usize, State) {
+        match self {
+            State::Chunked(c) => c.step(bytes),
+            other => (0, other),
+        }
+    }
 }
 
 /// What the guard and the request handler share about one client connection.
@@ -195,6 +297,11 @@ impl<S> Guard<S> {
         while i < chunk.len() {
             match self.state {
                 State::Pass => return,
+                State::Chunked(c) => {
+                    let (used, state) = c.step(&chunk[i..]);
+                    i += used;
+                    self.state = state;
+                }
                 State::Body(n) => {
                     let k = (n as usize).min(chunk.len() - i);
                     i += k;
@@ -304,8 +411,10 @@ fn inspect(head: &[u8]) -> Verdict {
     if let Some(at) = unknown_coding {
         return Verdict::Rename(at);
     }
-    Verdict::Next(if chunked || upgrade {
+    Verdict::Next(if upgrade {
         State::Pass
+    } else if chunked {
+        CHUNK_START
     } else {
         match length {
             Some(n) if n > 0 => State::Body(n),
@@ -524,6 +633,47 @@ mod tests {
         let out = through(&[&req[..40], &req[40..]]).await;
         assert_eq!(&out[..40], &req[..40]);
         assert_eq!(out[40], 0);
+    }
+
+    #[tokio::test]
+    async fn the_head_after_a_chunked_body_is_checked_too() {
+        let body = "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\nA\r\n0123456789\r\n0\r\nX-Trailer: t\r\n\r\n";
+        let smuggled = "GET /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n";
+        let req = format!("{body}{smuggled}");
+        let at = body.len();
+        // In one read, and split inside the chunk sizes, data and trailers.
+        let whole = through(&[req.as_bytes()]).await;
+        assert_eq!(whole[at], 0, "{}", String::from_utf8_lossy(&whole));
+        assert_eq!(whole[..at], req.as_bytes()[..at]);
+        let cuts = [70, 74, 80, 95, 100, 115];
+        let mut parts = Vec::new();
+        let mut from = 0;
+        for c in cuts {
+            parts.push(&req.as_bytes()[from..c]);
+            from = c;
+        }
+        parts.push(&req.as_bytes()[from..]);
+        let split = through(&parts).await;
+        // Spoilt in the part of the head hyper has not seen yet.
+        assert_eq!(split[..at], req.as_bytes()[..at]);
+        assert!(
+            split[at..].contains(&0),
+            "{}",
+            String::from_utf8_lossy(&split)
+        );
+        // An ordinary request after a chunked one passes as it is.
+        let fine = format!("{body}GET /c HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(through(&[fine.as_bytes()]).await, fine.as_bytes());
+    }
+
+    #[test]
+    fn broken_chunk_framing_steps_aside() {
+        let (_, state) = CHUNK_START.step_from(b"zz\r\n");
+        assert_eq!(state, State::Pass);
+        let (_, state) = CHUNK_START.step_from(b"3\r\nabcX");
+        assert_eq!(state, State::Pass);
+        let (used, state) = CHUNK_START.step_from(b"0\r\n\r\nGET");
+        assert_eq!((used, state), (5, State::Head));
     }
 
     #[tokio::test]

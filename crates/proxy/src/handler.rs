@@ -311,12 +311,7 @@ pub async fn handle(
             return Ok(finish(&site, server, res, &r, out, &peer_text));
         }
     }
-    let mut out = relay(&site, resp, res, &r, loc, target, &proxy_host, server);
-    if chunked {
-        // The head guard steps aside after a chunked body: no further request here.
-        out.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
+    let out = relay(&site, resp, res, &r, loc, target, &proxy_host, server);
     Ok(finish(&site, server, res, &r, out, &peer_text))
 }
 

@@ -74,3 +74,29 @@ fn reuseport_binds_a_socket_per_worker() {
     assert!(get(port).ends_with("ok\n"));
     proxy.stop();
 }
+
+#[test]
+fn a_connection_stays_open_after_a_chunked_request() {
+    let port = free_port();
+    let proxy = start(port, false);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    s.write_all(
+        b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = String::new();
+    let mut buf = [0u8; 4096];
+    while got.matches("ok\n").count() < 2 {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after: {got}");
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    assert_eq!(got.matches("HTTP/1.1 200").count(), 2, "{got}");
+    assert!(
+        !got.to_ascii_lowercase().contains("connection: close"),
+        "{got}"
+    );
+    proxy.stop();
+}
