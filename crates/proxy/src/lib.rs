@@ -72,13 +72,10 @@ pub struct PeerView {
 
 /// The listening sockets for `addr`: one, or with `reuseport` one per worker thread.
 fn bind_all(addr: SocketAddr, site: &Site) -> Result<Vec<std::net::TcpListener>, String> {
-    let n = if site.reuseport(addr) {
-        worker_threads(site)
-    } else {
-        1
-    };
+    let reuseport = site.reuseport(addr);
+    let n = if reuseport { worker_threads(site) } else { 1 };
     (0..n)
-        .map(|_| bind(addr, n > 1).map_err(|e| format!("bind() to {addr} failed ({e})")))
+        .map(|_| bind(addr, reuseport).map_err(|e| format!("bind() to {addr} failed ({e})")))
         .collect()
 }
 

@@ -30,8 +30,12 @@ fn listening(port: u16) -> usize {
 }
 
 fn start(port: u16, reuseport: bool) -> fulcrum_proxy::Runtime {
+    start_with(port, reuseport, 2)
+}
+
+fn start_with(port: u16, reuseport: bool, workers: u32) -> fulcrum_proxy::Runtime {
     let text = format!(
-        "worker_processes 2;\nevents {{}}\nhttp {{\n  access_log off;\n  server {{\n    listen 127.0.0.1:{port}{};\n    location / {{\n      return 200 \"ok\\n\";\n    }}\n  }}\n}}\n",
+        "worker_processes {workers};\nevents {{}}\nhttp {{\n  access_log off;\n  server {{\n    listen 127.0.0.1:{port}{};\n    location / {{\n      return 200 \"ok\\n\";\n    }}\n  }}\n}}\n",
         if reuseport { " reuseport" } else { "" }
     );
     let loaded = parse_str(Path::new("test.conf"), &text, &LoadOptions::default());
@@ -65,6 +69,14 @@ fn reuseport_binds_a_socket_per_worker() {
     for _ in 0..20 {
         assert!(get(port).ends_with("ok\n"));
     }
+    proxy.stop();
+
+    // One worker: one socket, still shareable.
+    let port = free_port();
+    let proxy = start_with(port, true, 1);
+    assert_eq!(listening(port), 1);
+    assert!(shareable(port));
+    assert!(get(port).ends_with("ok\n"));
     proxy.stop();
 
     let port = free_port();
