@@ -57,28 +57,7 @@ fn measure(
     secs: u64,
     dir: &Path,
 ) -> (f64, u64) {
-    let client = r.client.clone();
-    let mut procs = Vec::new();
-    for i in 0..clients {
-        let log = dir.join(format!("rate-{i}.log"));
-        let p = r
-            .lab
-            .spawn(
-                &client,
-                &[
-                    exe.to_string_lossy().as_ref(),
-                    "lab-agent",
-                    "rate",
-                    "--connect",
-                    &targets[i % targets.len()],
-                    "--for-ms",
-                    &(secs * 1000).to_string(),
-                ],
-                Some(&log),
-            )
-            .expect("spawn a client");
-        procs.push((p, log));
-    }
+    let procs = clients_running(r, exe, "rate", targets, clients, secs, dir);
     let (mut ok, mut failed) = (0u64, 0u64);
     for (p, log) in procs {
         p.wait_timeout(Duration::from_secs(secs + 30));
@@ -90,6 +69,42 @@ fn measure(
         }
     }
     (ok as f64 / secs as f64, failed)
+}
+
+/// `clients` lab agents in the client namespace running `mode` against `targets` in turn
+/// for `secs`, each with its log.
+fn clients_running(
+    r: &mut Reference,
+    exe: &Path,
+    mode: &str,
+    targets: &[String],
+    clients: usize,
+    secs: u64,
+    dir: &Path,
+) -> Vec<(fulcrum_lab::Process, PathBuf)> {
+    let client = r.client.clone();
+    (0..clients)
+        .map(|i| {
+            let log = dir.join(format!("{mode}-{i}.log"));
+            let p = r
+                .lab
+                .spawn(
+                    &client,
+                    &[
+                        exe.to_string_lossy().as_ref(),
+                        "lab-agent",
+                        mode,
+                        "--connect",
+                        &targets[i % targets.len()],
+                        "--for-ms",
+                        &(secs * 1000).to_string(),
+                    ],
+                    Some(&log),
+                )
+                .expect("spawn a client agent");
+            (p, log)
+        })
+        .collect()
 }
 
 /// UDP packets per second that reach the real servers (received, sent) with `clients`
@@ -130,28 +145,7 @@ fn measure_pps(
         assert!(ready.is_some(), "sink {i} did not start");
         sinks.push((p, log));
     }
-    let client = r.client.clone();
-    let mut floods = Vec::new();
-    for i in 0..clients {
-        let log = dir.join(format!("flood-{i}.log"));
-        let p = r
-            .lab
-            .spawn(
-                &client,
-                &[
-                    exe_s.as_str(),
-                    "lab-agent",
-                    "flood",
-                    "--connect",
-                    &targets[i % targets.len()],
-                    "--for-ms",
-                    &(secs * 1000).to_string(),
-                ],
-                Some(&log),
-            )
-            .expect("spawn a flood");
-        floods.push((p, log));
-    }
+    let floods = clients_running(r, exe, "flood", targets, clients, secs, dir);
     let count = |log: &Path, word: &str| -> u64 {
         let text = std::fs::read_to_string(log).unwrap_or_default();
         let words: Vec<&str> = text.split_whitespace().collect();

@@ -10,16 +10,11 @@ use std::time::Duration;
 
 use fulcrum_nginx_conf::{parse_str, LoadOptions};
 
+mod common;
+use common::free_port;
+
 /// Far more than every socket buffer between the upstream and the client together.
 const BODY: usize = 64 << 20;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// An upstream that answers one request with BODY bytes and reports when it has written
 /// them all.

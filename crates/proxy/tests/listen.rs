@@ -2,18 +2,13 @@
 //! nginx binds one per worker process. On loopback, no root needed.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 
 use fulcrum_nginx_conf::{parse_str, LoadOptions};
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod common;
+use common::free_port;
 
 /// Listening TCP sockets on `port` in this network namespace (/proc/net/tcp, state 0A).
 fn listening(port: u16) -> usize {
