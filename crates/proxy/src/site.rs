@@ -493,6 +493,29 @@ fn map(m: &Map) -> Result<CompiledMap, String> {
 
 /// Compiles a configuration. Upstream groups whose block is unchanged from `previous` keep
 /// their balancer state (a reload does not reset round-robin positions or failures).
+/// Makes every proxy_temp_path in use, as nginx does at start: a directory that cannot be
+/// made refuses the configuration, rather than failing each buffered response later.
+fn temp_paths(servers: &[VServer]) -> Result<(), String> {
+    fn walk<'a>(locs: &'a [Loc], out: &mut Vec<&'a std::path::Path>) {
+        for l in locs {
+            out.push(&l.settings.temp_path);
+            walk(&l.children, out);
+        }
+    }
+    let mut paths = Vec::new();
+    for s in servers {
+        paths.push(s.settings.temp_path.as_path());
+        walk(&s.locations, &mut paths);
+    }
+    paths.sort();
+    paths.dedup();
+    for p in paths {
+        std::fs::create_dir_all(p)
+            .map_err(|e| format!("mkdir() \"{}\" failed ({e})", p.display()))?;
+    }
+    Ok(())
+}
+
 pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, String> {
     let mut http = cfg.http.clone().unwrap_or_default();
     // error_log at the main level is where http's inherits from.
@@ -555,6 +578,7 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
         tls: HashMap::new(),
         stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
     };
+    temp_paths(&site.servers)?;
     for b in site.binds() {
         if let Some(c) = crate::tls::config(&site.servers, b, cfg.conf_prefix.as_deref())? {
             site.tls.insert(b, c);

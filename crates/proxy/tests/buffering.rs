@@ -76,11 +76,24 @@ fn upstream_finishes(buffering: &str, temp: &Path) -> bool {
 
 #[test]
 fn buffering_on_frees_the_upstream_from_a_slow_client() {
-    let temp = std::env::temp_dir().join(format!("fulcrum-spool-test-{}", std::process::id()));
-    std::fs::create_dir_all(&temp).unwrap();
+    let base = std::env::temp_dir().join(format!("fulcrum-spool-test-{}", std::process::id()));
+    // Not there yet: the proxy makes it, as nginx makes its temp paths.
+    let temp = base.join("proxy_temp");
     assert!(upstream_finishes("on", &temp));
     // The temporary file was unlinked as soon as it was made.
     assert_eq!(std::fs::read_dir(&temp).unwrap().count(), 0);
     assert!(!upstream_finishes("off", &temp));
-    let _ = std::fs::remove_dir_all(&temp);
+    let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn a_temp_path_that_cannot_be_made_refuses_the_configuration() {
+    let text = "events {}\nhttp {\n  access_log off;\n  proxy_temp_path /proc/version/spool;\n  server {\n    listen 127.0.0.1:1;\n    location / {\n      return 200;\n    }\n  }\n}\n";
+    let loaded = parse_str(Path::new("test.conf"), text, &LoadOptions::default());
+    let err =
+        fulcrum_proxy::Runtime::start(&loaded.config.expect("valid syntax")).expect_err("refused");
+    assert!(
+        err.contains("mkdir() \"/proc/version/spool\" failed"),
+        "{err}"
+    );
 }
