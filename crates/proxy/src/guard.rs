@@ -9,7 +9,8 @@
 //! for a head (from the connection's start for the first, from its first byte for later
 //! ones) and keepalive_timeout while the connection waits for its next request once the
 //! last response went out (the handler tells it when, through [`Shared`]). A connection
-//! past either is closed without an answer, as nginx does.
+//! past either is closed without an answer, as nginx does. Its writes keep send_timeout:
+//! a client that stops reading its response is given up on.
 //!
 //! The guard follows the connection's framing to find each head: a Content-Length body is
 //! passed through by count, a chunked one by its chunk framing; after an upgrade, HTTP/2's
@@ -29,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 use crate::handler::{Body, BoxError};
+use crate::stall::Stall;
 
 /// The name a Transfer-Encoding other than `chunked` reaches the handler under: as long
 /// as "Transfer-Encoding", so it is renamed in place.
@@ -224,11 +226,13 @@ impl Drop for Finished {
     }
 }
 
-/// client_header_timeout and keepalive_timeout.
+/// client_header_timeout, keepalive_timeout and send_timeout.
 #[derive(Debug, Clone, Copy)]
 pub struct Waits {
     pub header: Duration,
     pub keepalive: Duration,
+    /// Between two writes to a client that does not read (0: never).
+    pub send: Duration,
 }
 
 /// The read side of a client connection, with its request heads checked. Bytes are read
@@ -246,6 +250,8 @@ pub struct Guard<S> {
     waits: Waits,
     /// Armed while the connection waits for a head.
     timer: Option<Pin<Box<Sleep>>>,
+    /// send_timeout on the writes.
+    writes: Stall,
 }
 
 /// What a complete head needs done to the bytes hyper has not seen yet.
@@ -268,6 +274,7 @@ impl<S> Guard<S> {
             shared,
             waits,
             timer: None,
+            writes: Stall::new(waits.send, "client timed out (send_timeout)"),
         }
     }
 
@@ -484,11 +491,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guard<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.writes.watch(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.writes.watch(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -500,7 +511,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guard<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.writes.watch(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -533,6 +546,7 @@ mod tests {
         let waits = Waits {
             header: Duration::from_secs(60),
             keepalive: Duration::from_secs(75),
+            send: Duration::from_secs(60),
         };
         let mut g = Guard::new(
             Chunks(chunks.iter().map(|c| c.to_vec()).collect()),
@@ -572,6 +586,7 @@ mod tests {
     const WAITS: Waits = Waits {
         header: Duration::from_secs(60),
         keepalive: Duration::from_secs(5),
+        send: Duration::from_secs(60),
     };
 
     #[tokio::test(start_paused = true)]

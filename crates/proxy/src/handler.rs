@@ -750,7 +750,7 @@ async fn try_peer(
     let response = loop {
         let mut c = match conn.take() {
             Some(c) => c,
-            None => pool::connect(addr, res.connect_timeout, https)
+            None => pool::connect(addr, res.connect_timeout, https, res.send_timeout)
                 .await
                 .map_err(|(timeout, why)| {
                     (
@@ -779,6 +779,13 @@ async fn try_peer(
                     continue;
                 }
                 let err = e.into_error();
+                if timed_out(&err) {
+                    return Err((
+                        Fail::Timeout,
+                        true,
+                        "upstream timed out (110: Connection timed out) while sending request to upstream".into(),
+                    ));
+                }
                 let fail = if err.is_parse() { Fail::InvalidHeader } else { Fail::Error };
                 let why = if fail == Fail::InvalidHeader {
                     format!("upstream sent invalid header ({err}) while reading response header from upstream")
@@ -809,6 +816,20 @@ async fn try_peer(
             back,
         },
     ))
+}
+
+/// Whether an error comes from a timed-out write (proxy_send_timeout).
+fn timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut e = Some(err);
+    while let Some(x) = e {
+        if x.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        {
+            return true;
+        }
+        e = x.source();
+    }
+    false
 }
 
 /// An upstream body on its way to the client: proxy_read_timeout between reads, and the

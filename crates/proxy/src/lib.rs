@@ -16,6 +16,7 @@ pub mod pool;
 pub mod route;
 pub mod site;
 mod spool;
+mod stall;
 pub mod stats;
 mod tls;
 pub mod vars;
@@ -419,6 +420,7 @@ async fn serve<S>(
     let waits = guard::Waits {
         header: site.client_header_timeout,
         keepalive: site.keepalive_timeout,
+        send: site.send_timeout,
     };
     let on_conn = state.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {

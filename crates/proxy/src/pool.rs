@@ -13,6 +13,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
+use crate::stall::SendTimed;
+
 pub type Sender = SendRequest<Full<Bytes>>;
 
 /// An open upstream connection.
@@ -68,11 +70,14 @@ impl Idle {
 
 /// Opens a connection to `addr` within `timeout` (the TCP connect and, for an https
 /// upstream, the TLS handshake: unverified and without SNI, nginx's proxy_ssl defaults).
+/// Its writes give up after `send_timeout` without progress (proxy_send_timeout, as it
+/// was where the connection was opened: a kept connection keeps it).
 /// Err(true) on timeout.
 pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
     https: bool,
+    send_timeout: Duration,
 ) -> Result<Conn, (bool, String)> {
     let timed_out = || {
         (
@@ -111,7 +116,7 @@ pub async fn connect(
             Ok(Ok(t)) => t,
         };
         let (sender, conn) = builder
-            .handshake(TokioIo::new(tls))
+            .handshake(TokioIo::new(SendTimed::new(tls, send_timeout)))
             .await
             .map_err(|e| (false, format!("handshake: {e}")))?;
         tokio::spawn(async move {
@@ -120,7 +125,7 @@ pub async fn connect(
         sender
     } else {
         let (sender, conn) = builder
-            .handshake(TokioIo::new(stream))
+            .handshake(TokioIo::new(SendTimed::new(stream, send_timeout)))
             .await
             .map_err(|e| (false, format!("handshake: {e}")))?;
         tokio::spawn(async move {

@@ -227,6 +227,8 @@ pub struct Site {
     /// level (nginx applies a location's; a connection here keeps the http block's).
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u32,
+    /// send_timeout for client connections, from the http level likewise.
+    pub send_timeout: Duration,
     /// large_client_header_buffers: count x size for the whole head.
     pub header_buffer: usize,
     /// ... and size for the request line or any one header line.
@@ -572,6 +574,10 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
             .map(|k| k.0)
             .unwrap_or(Duration::from_secs(75)),
         keepalive_requests: http.settings.keepalive_requests.unwrap_or(1000),
+        send_timeout: http
+            .settings
+            .send_timeout
+            .unwrap_or(Duration::from_secs(60)),
         header_buffer: (count as u64 * size).max(1024) as usize,
         header_line: size.max(1024) as usize,
         threads,

@@ -97,3 +97,81 @@ fn a_temp_path_that_cannot_be_made_refuses_the_configuration() {
         "{err}"
     );
 }
+
+fn start(port: u16, location: &str, upstream: SocketAddr, http: &str) -> fulcrum_proxy::Runtime {
+    let text = format!(
+        "events {{}}\nhttp {{\n  access_log off;\n{http}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://{upstream};\n{location}\n    }}\n  }}\n}}\n"
+    );
+    let loaded = parse_str(Path::new("test.conf"), &text, &LoadOptions::default());
+    fulcrum_proxy::Runtime::start(&loaded.config.expect("a valid configuration"))
+        .expect("proxy starts")
+}
+
+#[test]
+fn send_timeout_gives_up_on_a_client_that_stops_reading() {
+    let (up, _done) = upstream();
+    let port = free_port();
+    let proxy = start(port, "      proxy_buffering off;", up, "  send_timeout 1s;");
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client
+        .write_all(b"GET /big HTTP/1.1\r\nHost: test\r\n\r\n")
+        .unwrap();
+    // Not reading: the proxy's writes stall once the socket buffers are full.
+    std::thread::sleep(Duration::from_secs(3));
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut got = 0usize;
+    let mut b = vec![0u8; 1 << 16];
+    loop {
+        match client.read(&mut b) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) => panic!("still open after {got} bytes: {e}"),
+        }
+    }
+    assert!(got < BODY, "the whole body came: the proxy did not give up");
+    proxy.stop();
+}
+
+#[test]
+fn proxy_send_timeout_gives_up_on_an_upstream_that_stops_reading() {
+    // An upstream that takes the connection and never reads from it.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let up = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let held: Vec<_> = listener.incoming().take(1).collect();
+        std::thread::sleep(Duration::from_secs(20));
+        drop(held);
+    });
+    let port = free_port();
+    let proxy = start(
+        port,
+        "      proxy_send_timeout 1s;\n      proxy_read_timeout 30s;",
+        up,
+        "  client_max_body_size 64m;",
+    );
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let body = vec![b'x'; 32 << 20];
+    let started = std::time::Instant::now();
+    write!(
+        client,
+        "POST / HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    client.write_all(&body).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let mut answer = [0u8; 12];
+    client.read_exact(&mut answer).unwrap();
+    assert_eq!(
+        &answer,
+        b"HTTP/1.1 504",
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(started.elapsed() < Duration::from_secs(15));
+    proxy.stop();
+}
