@@ -42,6 +42,15 @@ struct Shared {
     check_down: Mutex<HashMap<SocketAddr, bool>>,
     /// What the operator drained (address, port if given), applied to every new pool.
     drained: Mutex<Vec<(std::net::IpAddr, Option<u16>)>>,
+    /// worker_connections x workers: a permit per client connection held. Past the limit
+    /// new connections wait in the listen backlog, as nginx stops accepting.
+    connections: Arc<tokio::sync::Semaphore>,
+    /// How many permits there are in all, for a reload that changes the limit.
+    connection_limit: Mutex<usize>,
+}
+
+fn connection_limit(site: &Site) -> usize {
+    site.worker_connections.max(1) * worker_threads(site)
 }
 
 /// A running proxy; dropping it (or [`Runtime::stop`]) stops serving.
@@ -155,11 +164,14 @@ impl Runtime {
         for a in &binds {
             bound.push((*a, bind_all(*a, &site)?));
         }
+        let limit = connection_limit(&site);
         let shared = Arc::new(Shared {
             site: RwLock::new(Arc::new(site)),
             listeners: Mutex::new(HashMap::new()),
             check_down: Mutex::new(HashMap::new()),
             drained: Mutex::new(Vec::new()),
+            connections: Arc::new(tokio::sync::Semaphore::new(limit)),
+            connection_limit: Mutex::new(limit),
         });
         for (a, ls) in bound {
             let sockets = ls.len();
@@ -217,6 +229,35 @@ impl Runtime {
                     pool.set_drained(*ip, *port, true);
                 }
             }
+        }
+        {
+            // A new worker_connections: permits added, or taken back as they come free.
+            let limit = connection_limit(&site);
+            let mut old = self
+                .shared
+                .connection_limit
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if limit > *old {
+                self.shared.connections.add_permits(limit - *old);
+            } else {
+                let fewer = *old - limit;
+                let forgotten = self.shared.connections.forget_permits(fewer);
+                if forgotten < fewer {
+                    warn!(
+                        "worker_connections lowered below the connections open: the limit \
+                         takes effect as they close"
+                    );
+                    let rest = fewer - forgotten;
+                    let sem = self.shared.connections.clone();
+                    self.rt.spawn(async move {
+                        if let Ok(p) = sem.acquire_many_owned(rest as u32).await {
+                            p.forget();
+                        }
+                    });
+                }
+            }
+            *old = limit;
         }
         *self.shared.site.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(site);
         let rt = &self.rt;
@@ -360,7 +401,22 @@ async fn accept(shared: Arc<Shared>, listener: std::net::TcpListener, bind: Sock
             return;
         }
     };
+    let mut warned: Option<std::time::Instant> = None;
     loop {
+        let permit = match shared.connections.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // Said at most every 10 s a listener, not for every connection held back.
+                if warned.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(10)) {
+                    warn!(listen = %bind, "worker_connections are not enough: new connections wait");
+                    warned = Some(std::time::Instant::now());
+                }
+                match shared.connections.clone().acquire_owned().await {
+                    Ok(p) => p,
+                    Err(_) => return,
+                }
+            }
+        };
         let (stream, remote) = match listener.accept().await {
             Ok(x) => x,
             Err(e) => {
@@ -376,6 +432,7 @@ async fn accept(shared: Arc<Shared>, listener: std::net::TcpListener, bind: Sock
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let site = shared
                 .site
                 .read()

@@ -234,6 +234,8 @@ pub struct Site {
     /// ... and size for the request line or any one header line.
     pub header_line: usize,
     pub threads: usize,
+    /// worker_connections: client connections each worker may hold.
+    pub worker_connections: usize,
     /// TLS for the bound addresses that have `ssl` listens.
     pub tls: HashMap<SocketAddr, Arc<rustls::ServerConfig>>,
     /// The counters, carried from the previous configuration by a reload.
@@ -581,6 +583,7 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
         header_buffer: (count as u64 * size).max(1024) as usize,
         header_line: size.max(1024) as usize,
         threads,
+        worker_connections: cfg.worker_connections as usize,
         tls: HashMap::new(),
         stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
     };

@@ -107,3 +107,36 @@ fn a_connection_stays_open_after_a_chunked_request() {
     );
     proxy.stop();
 }
+
+#[test]
+fn past_worker_connections_new_connections_wait() {
+    let port = free_port();
+    let text = format!(
+        "worker_processes 1;\nevents {{\n  worker_connections 2;\n}}\nhttp {{\n  access_log off;\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      return 200 \"ok\\n\";\n    }}\n  }}\n}}\n"
+    );
+    let loaded = parse_str(Path::new("test.conf"), &text, &LoadOptions::default());
+    let proxy = fulcrum_proxy::Runtime::start(&loaded.config.unwrap()).unwrap();
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // The third is in the listen backlog, not served.
+    let mut third = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    third
+        .write_all(b"GET / HTTP/1.0\r\nHost: t\r\n\r\n")
+        .unwrap();
+    third
+        .set_read_timeout(Some(std::time::Duration::from_millis(700)))
+        .unwrap();
+    let mut buf = [0u8; 256];
+    assert!(third.read(&mut buf).is_err(), "served past the limit");
+    // One of the first two goes: the third is taken and answered.
+    drop(held);
+    third
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let mut out = String::new();
+    third.read_to_string(&mut out).unwrap();
+    assert!(out.ends_with("ok\n"), "{out}");
+    proxy.stop();
+}
