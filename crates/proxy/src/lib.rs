@@ -490,6 +490,11 @@ async fn serve<S>(
         let last = site.keepalive_requests > 0
             && on_conn.request() >= u64::from(site.keepalive_requests)
             && req.version() != http::Version::HTTP_2;
+        // keepalive_timeout's second value, on HTTP/1.1 responses that keep the connection.
+        let keep_alive_header = site
+            .keepalive_header
+            .filter(|_| !last && req.version() == http::Version::HTTP_11)
+            .and_then(|t| http::HeaderValue::from_str(&format!("timeout={}", t.as_secs())).ok());
         let state = on_conn.clone();
         // Boxed: hyper keeps a box the size of the service's future for every
         // connection, idle or not (the handler's is about 4 KiB).
@@ -501,6 +506,15 @@ async fn serve<S>(
                     http::header::CONNECTION,
                     http::HeaderValue::from_static("close"),
                 );
+            } else if let Some(v) = keep_alive_header {
+                let closing = resp
+                    .headers()
+                    .get(http::header::CONNECTION)
+                    .is_some_and(|c| c.as_bytes().eq_ignore_ascii_case(b"close"));
+                if !closing {
+                    resp.headers_mut()
+                        .insert(http::HeaderName::from_static("keep-alive"), v);
+                }
             }
             Ok::<_, std::io::Error>(resp.map(|b| guard::Finished::new(b, state)))
         }

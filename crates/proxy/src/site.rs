@@ -226,6 +226,8 @@ pub struct Site {
     /// keepalive_timeout and keepalive_requests for client connections, from the http
     /// level (nginx applies a location's; a connection here keeps the http block's).
     pub keepalive_timeout: Duration,
+    /// keepalive_timeout's second value: a `Keep-Alive: timeout=N` header on responses.
+    pub keepalive_header: Option<Duration>,
     pub keepalive_requests: u32,
     /// send_timeout for client connections, from the http level likewise.
     pub send_timeout: Duration,
@@ -575,6 +577,7 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
             .keepalive_timeout
             .map(|k| k.0)
             .unwrap_or(Duration::from_secs(75)),
+        keepalive_header: http.settings.keepalive_timeout.and_then(|k| k.1),
         keepalive_requests: http.settings.keepalive_requests.unwrap_or(1000),
         send_timeout: http
             .settings

@@ -140,3 +140,22 @@ fn past_worker_connections_new_connections_wait() {
     assert!(out.ends_with("ok\n"), "{out}");
     proxy.stop();
 }
+
+#[test]
+fn keepalive_timeouts_second_value_is_announced() {
+    let port = free_port();
+    let text = format!(
+        "events {{}}\nhttp {{\n  access_log off;\n  keepalive_timeout 75s 60s;\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      return 200 \"ok\\n\";\n    }}\n  }}\n}}\n"
+    );
+    let loaded = parse_str(Path::new("test.conf"), &text, &LoadOptions::default());
+    let proxy = fulcrum_proxy::Runtime::start(&loaded.config.unwrap()).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut buf = [0u8; 1024];
+    let n = s.read(&mut buf).unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase();
+    assert!(head.contains("\r\nkeep-alive: timeout=60\r\n"), "{head}");
+    // Not on an HTTP/1.0 answer, which closes.
+    assert!(!get(port).to_ascii_lowercase().contains("keep-alive:"));
+    proxy.stop();
+}
