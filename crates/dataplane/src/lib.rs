@@ -667,7 +667,8 @@ impl DataPlane {
     }
 
     /// Sets the program's clock, jiffies * tick - base, to CLOCK_MONOTONIC rounded down
-    /// to the tick (see `clock_now` in maps.h). The tick length is measured once, from
+    /// to the tick (see `clock_now` in maps.h), give or take how late the kernel ran the
+    /// tick it was set at. The tick length is measured once, from
     /// how far the coarse clock moves per jiffy over a few jiffies (both move at each
     /// tick; at most 40 ms at HZ=100); later calls only set the base again. If jiffies do
     /// not move in 250 ms the program keeps the coarse clock, which is always right, only

@@ -667,9 +667,15 @@ fn the_clock_is_monotonic_time_to_the_tick() {
         let before = fulcrum_sys::monotonic_ns();
         let s = dp.clock().unwrap();
         let after = fulcrum_sys::monotonic_ns();
-        // Rounded down to the tick, and never ahead.
-        assert!(s.now <= after, "{} ahead of {after}", s.now);
-        assert!(s.now + 2 * tick >= before, "{} behind {before}", s.now);
+        // Rounded down to the tick: never ahead by more than how late the kernel ran the
+        // tick it was set at (well under a tick), behind by a tick or two and by however
+        // late a busy machine delivers a tick (as the coarse clock is).
+        assert!(s.now <= after + tick, "{} ahead of {after}", s.now);
+        assert!(
+            s.now + 2 * tick + 50_000_000 >= before,
+            "{} behind {before}",
+            s.now
+        );
         dp.set_clock().unwrap();
         std::thread::sleep(std::time::Duration::from_millis(3));
     }
