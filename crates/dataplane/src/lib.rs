@@ -641,6 +641,14 @@ impl DataPlane {
         self.tick_ns
     }
 
+    /// Now on the program's clock, which its deadlines are in (the monotonic clock if it
+    /// cannot be read).
+    fn now(&self) -> u64 {
+        self.clock()
+            .map(|c| c.now)
+            .unwrap_or_else(|_| fulcrum_sys::monotonic_ns())
+    }
+
     /// Reads the program's clocks.
     pub fn clock(&self) -> Result<ClockSample, Error> {
         let out = self.run(CLOCK, &[0u8; 14 + 24], 1)?;
@@ -981,7 +989,7 @@ impl DataPlane {
 
     /// The tracked connections (one per flow), as ipvsadm -Lnc lists them.
     pub fn connections(&self) -> Result<Vec<Connection>, Error> {
-        let now = fulcrum_sys::monotonic_ns();
+        let now = self.now();
         let map: HashMap<&MapData, FlowKey, Conn> = HashMap::try_from(self.map("conns")?)?;
         let mut out = Vec::new();
         for entry in map.iter() {
@@ -1008,7 +1016,7 @@ impl DataPlane {
     /// path. Also drops expired persistence templates. Returns how many expired.
     pub fn sweep(&mut self) -> Result<usize, Error> {
         self.set_clock()?;
-        let now = fulcrum_sys::monotonic_ns();
+        let now = self.now();
         let due: Vec<FlowKey> = {
             let map: HashMap<&MapData, FlowKey, Conn> = HashMap::try_from(self.map("conns")?)?;
             map.iter()
@@ -1045,7 +1053,7 @@ impl DataPlane {
 
     /// Persistence templates: (service id, client network, slot, time left).
     pub fn templates(&self) -> Result<Vec<(u32, Ipv4Addr, u32, Duration)>, Error> {
-        let now = fulcrum_sys::monotonic_ns();
+        let now = self.now();
         let map: HashMap<&MapData, PersistKey, PersistValue> =
             HashMap::try_from(self.map("persist")?)?;
         Ok(map
