@@ -442,16 +442,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guard<S> {
         match &polled {
             Poll::Ready(Ok(())) => {
                 if this.state != State::Pass {
-                    let was_waiting = this.state == State::Head && this.head.is_empty();
                     let new = &mut buf.filled_mut()[before..];
-                    let fresh = !new.is_empty();
                     this.scan(new);
-                    if was_waiting && fresh && this.head_started.is_none() {
-                        // The first bytes of a head: client_header_timeout from now on
-                        // (if the whole head came at once, it is over already).
-                        if !this.head.is_empty() {
-                            this.head_started = Some(Instant::now());
-                        }
+                    // A head begun and not complete (after a body in the same read, too):
+                    // client_header_timeout from its first bytes.
+                    if this.state == State::Head
+                        && !this.head.is_empty()
+                        && this.head_started.is_none()
+                    {
+                        this.head_started = Some(Instant::now());
                     }
                 }
                 if this.state == State::Pass {
