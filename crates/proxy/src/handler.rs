@@ -688,11 +688,15 @@ async fn forward(
                 elog.write(Level::Error, &why, Some(&url(&addr)));
                 stats.failed(&group.name, addr);
                 if free(group, &mut attempt, id, Outcome::Failed) {
-                    elog.write(
-                        Level::Warn,
-                        "upstream server temporarily disabled while connecting to upstream",
-                        Some(&url(&addr)),
-                    );
+                    // In the phase the failure was in, as nginx's log context says.
+                    let message = if why.ends_with("while connecting to upstream") {
+                        "upstream server temporarily disabled while connecting to upstream"
+                    } else if why.ends_with("while sending request to upstream") {
+                        "upstream server temporarily disabled while sending request to upstream"
+                    } else {
+                        DISABLED_READING
+                    };
+                    elog.write(Level::Warn, message, Some(&url(&addr)));
                 }
                 let blocked = sent && non_idempotent && !res.next_upstream.non_idempotent;
                 if attempt.tries == 0 || !fail.allowed(&res.next_upstream) || blocked || timed_out()
