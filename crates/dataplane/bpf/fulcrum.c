@@ -454,15 +454,27 @@ int xdp_fulcrum(struct xdp_md *ctx)
 	}
 	if (c && (c->flags & CONN_F_REPLY))
 		return reply(ctx, &p, c, now);
+	struct dest *d = 0;
 	if (c) {
 		__u32 k = slot_index(c->svc, c->dest);
-		struct dest *d = bpf_map_lookup_elem(&dests, &k);
+		d = bpf_map_lookup_elem(&dests, &k);
 		if (!d || !(d->flags & DEST_F_PRESENT) || d->addr != c->rip) {
 			/* expire_nodest_conn = 1: the server was deleted. */
 			conn_release(&key, c);
 			count(STAT_DEST_GONE);
 			return XDP_DROP;
 		}
+		/* IPVS's conn_reuse_mode 1: a new connection (a SYN) on the ports of one that
+		 * is over (TIME_WAIT, CLOSE), or of one on a quiesced server, is scheduled
+		 * anew; the old connection goes. A client reusing its ports soon after (TCP
+		 * timestamps, tcp_tw_reuse) would otherwise stay on the old server. */
+		if (p.tcp && p.tcp->syn && !p.tcp->ack && !p.tcp->fin && !p.tcp->rst &&
+		    (c->state == TCP_S_TIME_WAIT || c->state == TCP_S_CLOSE || !d->weight)) {
+			conn_release(&key, c);
+			c = 0;
+		}
+	}
+	if (c && d) {
 		__u8 before = c->state;
 		conn_touch(c, p.tcp, c->method == METHOD_DR ? DIR_INPUT_ONLY : DIR_INPUT, now);
 		if (c->state != before && c->method == METHOD_NAT) {

@@ -680,3 +680,42 @@ fn the_clock_is_monotonic_time_to_the_tick() {
         std::thread::sleep(std::time::Duration::from_millis(3));
     }
 }
+
+#[test]
+fn a_syn_on_the_ports_of_a_closed_connection_is_scheduled_anew() {
+    if !require_root("a_syn_on_the_ports_of_a_closed_connection_is_scheduled_anew") {
+        return;
+    }
+    let mut dp = DataPlane::load().unwrap();
+    let mut spec = service(Method::Nat, &[1, 1]);
+    dp.put_service(&spec).unwrap();
+    let dst = |dp: &DataPlane, flags| {
+        let out = dp
+            .test_run(&tcp_frame(CLIENT, 50000, VIP, 80, flags), 1)
+            .unwrap();
+        Parsed::of(&out.frame).dst
+    };
+    let first = dst(&dp, SYN);
+    dst(&dp, ACK);
+    // A reset closes it (CLOSE); the client's next SYN on the same ports is a new
+    // connection: rr sends it to the other server, and the count says one connection.
+    dst(&dp, RST);
+    let second = dst(&dp, SYN);
+    assert_ne!(first, second, "rescheduled");
+    assert_eq!(dp.connections().unwrap().len(), 1);
+    let total = |dp: &DataPlane| {
+        let (a0, i0) = dp.dest_conns(1, 0).unwrap();
+        let (a1, i1) = dp.dest_conns(1, 1).unwrap();
+        a0 + i0 + a1 + i1
+    };
+    assert_eq!(total(&dp), 1);
+    // An established one keeps its server: a stray SYN does not move it.
+    dst(&dp, ACK);
+    assert_eq!(dst(&dp, SYN), second);
+    // A quiesced server's connection is rescheduled by a new SYN too.
+    let slot = RIPS.iter().position(|r| *r == second).unwrap();
+    spec.dests[slot].as_mut().unwrap().weight = 0;
+    dp.put_service(&spec).unwrap();
+    assert_eq!(dst(&dp, SYN), first);
+    assert_eq!(total(&dp), 1);
+}
