@@ -315,45 +315,23 @@ fn linger(
     requests: u64,
     total: Duration,
 ) -> std::io::Result<(u64, Option<Duration>)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(total))?;
-    let mut pending: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 4096];
+    let mut reader = BufReader::new(stream);
     let mut answered = 0;
     for _ in 0..requests {
-        if stream
-            .write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
-            .is_err()
-        {
-            break;
-        }
-        // One response: its head, then Content-Length bytes.
-        let complete = loop {
-            if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&pending[..end]).to_ascii_lowercase();
-                let length: usize = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:"))
-                    .and_then(|v| v.trim().parse().ok())
-                    .unwrap_or(0);
-                if pending.len() >= end + 4 + length {
-                    pending.drain(..end + 4 + length);
-                    break true;
-                }
-            }
-            match stream.read(&mut buf) {
-                Ok(0) | Err(_) => break false,
-                Ok(n) => pending.extend_from_slice(&buf[..n]),
-            }
-        };
-        if !complete {
+        let sent = reader
+            .get_mut()
+            .write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes());
+        if sent.is_err() || read_response(&mut reader).is_err() {
             return Ok((answered, Some(Duration::ZERO)));
         }
         answered += 1;
     }
     let idle = std::time::Instant::now();
+    let mut buf = [0u8; 4096];
     loop {
-        match stream.read(&mut buf) {
+        match reader.read(&mut buf) {
             Ok(0) => return Ok((answered, Some(idle.elapsed()))),
             Ok(_) => continue,
             Err(e)
@@ -365,6 +343,36 @@ fn linger(
             Err(_) => return Ok((answered, Some(idle.elapsed()))),
         }
     }
+}
+
+/// One HTTP/1.1 response read by its Content-Length: (status line, whether it said
+/// `Connection: close`, body).
+fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<(String, bool, Vec<u8>)> {
+    let mut status = String::new();
+    if reader.read_line(&mut status)? == 0 {
+        return Err(std::io::Error::other("closed by the peer"));
+    }
+    let mut length = 0usize;
+    let mut close = false;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(std::io::Error::other("closed by the peer"));
+        }
+        let l = line.trim_end().to_ascii_lowercase();
+        if l.is_empty() {
+            break;
+        }
+        if let Some(v) = l.strip_prefix("content-length:") {
+            length = v.trim().parse().unwrap_or(0);
+        }
+        if l == "connection: close" {
+            close = true;
+        }
+    }
+    let mut body = vec![0u8; length.min(1 << 20)];
+    reader.read_exact(&mut body)?;
+    Ok((status.trim_end().to_string(), close, body))
 }
 
 /// UDP datagrams of `size` bytes to `addr`, as many as one socket sends in `total`. A full
@@ -672,31 +680,10 @@ fn keepalive_probe(
     reader
         .get_mut()
         .write_all(format!("GET / HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())?;
-    let mut length = 0usize;
-    let mut close = false;
-    let mut status = String::new();
-    reader.read_line(&mut status)?;
+    let (status, close, body) = read_response(reader)?;
     if !status.starts_with("HTTP/1.1 200") {
-        return Err(std::io::Error::other(format!("answered {}", status.trim())));
+        return Err(std::io::Error::other(format!("answered {status}")));
     }
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line)? == 0 {
-            return Err(std::io::Error::other("closed by the peer"));
-        }
-        let l = line.trim_end().to_ascii_lowercase();
-        if l.is_empty() {
-            break;
-        }
-        if let Some(v) = l.strip_prefix("content-length:") {
-            length = v.trim().parse().unwrap_or(0);
-        }
-        if l == "connection: close" {
-            close = true;
-        }
-    }
-    let mut body = vec![0u8; length.min(1 << 20)];
-    reader.read_exact(&mut body)?;
     if close {
         // The server said this was the last answer here (keepalive_requests, say): the
         // next request goes on a new connection, as a browser's would.

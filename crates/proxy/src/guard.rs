@@ -9,8 +9,8 @@
 //! for a head (from the connection's start for the first, from its first byte for later
 //! ones) and keepalive_timeout while the connection waits for its next request once the
 //! last response went out (the handler tells it when, through [`Shared`]). A connection
-//! past either is closed without an answer, as nginx does. Its writes keep send_timeout:
-//! a client that stops reading its response is given up on.
+//! past either is closed without an answer, as nginx does. (send_timeout, on the writes,
+//! is stall::SendTimed around the guard.)
 //!
 //! The guard follows the connection's framing to find each head: a Content-Length body is
 //! passed through by count, a chunked one by its chunk framing; after an upgrade, HTTP/2's
@@ -24,13 +24,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
-use hyper::body::{Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
-
-use crate::handler::{Body, BoxError};
-use crate::stall::Stall;
 
 /// The name a Transfer-Encoding other than `chunked` reaches the handler under: as long
 /// as "Transfer-Encoding", so it is renamed in place.
@@ -174,65 +169,19 @@ impl Shared {
         self.requests.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    fn finished(&self) {
+    /// A response is over: written, or given up (see log::Sent).
+    pub(crate) fn finished(&self) {
         let ms = self.start.elapsed().as_millis() as u64;
         self.done_at_ms.store(ms, Ordering::Relaxed);
         self.done.fetch_add(1, Ordering::Release);
     }
 }
 
-/// A response body that tells the connection's [`Shared`] when it is over.
-pub struct Finished {
-    inner: Body,
-    shared: Arc<Shared>,
-}
-
-impl Finished {
-    pub fn new(inner: Body, shared: Arc<Shared>) -> Finished {
-        Finished { inner, shared }
-    }
-}
-
-impl std::fmt::Debug for Finished {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Finished").finish_non_exhaustive()
-    }
-}
-
-impl hyper::body::Body for Finished {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Finished {
-    fn drop(&mut self) {
-        // hyper drops a body once it has written all of it (or the connection is gone).
-        self.shared.finished();
-    }
-}
-
-/// client_header_timeout, keepalive_timeout and send_timeout.
+/// client_header_timeout and keepalive_timeout.
 #[derive(Debug, Clone, Copy)]
 pub struct Waits {
     pub header: Duration,
     pub keepalive: Duration,
-    /// Between two writes to a client that does not read (0: never).
-    pub send: Duration,
 }
 
 /// The read side of a client connection, with its request heads checked. Bytes are read
@@ -250,8 +199,6 @@ pub struct Guard<S> {
     waits: Waits,
     /// Armed while the connection waits for a head.
     timer: Option<Pin<Box<Sleep>>>,
-    /// send_timeout on the writes.
-    writes: Stall,
 }
 
 /// What a complete head needs done to the bytes hyper has not seen yet.
@@ -274,7 +221,6 @@ impl<S> Guard<S> {
             shared,
             waits,
             timer: None,
-            writes: Stall::new(waits.send, "client timed out (send_timeout)"),
         }
     }
 
@@ -490,15 +436,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guard<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.writes.watch(cx, polled)
+        Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_flush(cx);
-        this.writes.watch(cx, polled)
+        Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -510,9 +452,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guard<S> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.writes.watch(cx, polled)
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -545,7 +485,6 @@ mod tests {
         let waits = Waits {
             header: Duration::from_secs(60),
             keepalive: Duration::from_secs(75),
-            send: Duration::from_secs(60),
         };
         let mut g = Guard::new(
             Chunks(chunks.iter().map(|c| c.to_vec()).collect()),
@@ -585,7 +524,6 @@ mod tests {
     const WAITS: Waits = Waits {
         header: Duration::from_secs(60),
         keepalive: Duration::from_secs(5),
-        send: Duration::from_secs(60),
     };
 
     #[tokio::test(start_paused = true)]

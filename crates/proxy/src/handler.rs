@@ -688,15 +688,11 @@ async fn forward(
                 elog.write(Level::Error, &why, Some(&url(&addr)));
                 stats.failed(&group.name, addr);
                 if free(group, &mut attempt, id, Outcome::Failed) {
-                    // In the phase the failure was in, as nginx's log context says.
-                    let message = if why.ends_with("while connecting to upstream") {
-                        "upstream server temporarily disabled while connecting to upstream"
-                    } else if why.ends_with("while sending request to upstream") {
-                        "upstream server temporarily disabled while sending request to upstream"
-                    } else {
-                        DISABLED_READING
-                    };
-                    elog.write(Level::Warn, message, Some(&url(&addr)));
+                    // With the failure's own context ("while connecting to upstream",
+                    // ...), as nginx's log context adds it to every line of a phase.
+                    let context = why.rfind(" while ").map_or("", |i| &why[i..]);
+                    let message = format!("upstream server temporarily disabled{context}");
+                    elog.write(Level::Warn, &message, Some(&url(&addr)));
                 }
                 let blocked = sent && non_idempotent && !res.next_upstream.non_idempotent;
                 if attempt.tries == 0 || !fail.allowed(&res.next_upstream) || blocked || timed_out()
@@ -1062,7 +1058,7 @@ fn fail(
     finish(site, server, res, r, error_page(status), "")
 }
 
-/// Adds the access log line and nginx's Server header.
+/// Adds the access log line (as an extension) and nginx's Server header.
 fn finish(
     site: &Site,
     server: &VServer,
@@ -1078,12 +1074,10 @@ fn finish(
         // Connection-specific headers do not exist in HTTP/2.
         resp.headers_mut().remove(header::CONNECTION);
     }
-    let line = AccessLine::new(site, server, res, r, resp.status().as_u16(), upstream_addr);
-    match line {
-        Some(line) => {
-            let (parts, body) = resp.into_parts();
-            Response::from_parts(parts, crate::log::Logged::new(body, line).boxed_unsync())
-        }
-        None => resp,
+    // Written by the response's one body wrapper (log::Sent) once it has gone out.
+    if let Some(line) = AccessLine::new(site, server, res, r, resp.status().as_u16(), upstream_addr)
+    {
+        resp.extensions_mut().insert(line);
     }
+    resp
 }

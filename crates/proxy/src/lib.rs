@@ -477,7 +477,6 @@ async fn serve<S>(
     let waits = guard::Waits {
         header: site.client_header_timeout,
         keepalive: site.keepalive_timeout,
-        send: site.send_timeout,
     };
     let on_conn = state.clone();
     let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -516,7 +515,7 @@ async fn serve<S>(
                         .insert(http::HeaderName::from_static("keep-alive"), v);
                 }
             }
-            Ok::<_, std::io::Error>(resp.map(|b| guard::Finished::new(b, state)))
+            Ok::<_, std::io::Error>(log::Sent::wrap(resp, state))
         }
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
@@ -530,7 +529,11 @@ async fn serve<S>(
         // keepalive_timeout 0 turns keep-alive off, as in nginx.
         .keep_alive(!site.keepalive_timeout.is_zero());
     builder.http2().timer(TokioTimer::new());
-    let io = TokioIo::new(guard::Guard::new(stream, state, waits));
+    let io = TokioIo::new(stall::SendTimed::new(
+        guard::Guard::new(stream, state, waits),
+        site.send_timeout,
+        "client timed out (send_timeout)",
+    ));
     if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
         debug!(%remote, "connection: {e}");
     }

@@ -1,27 +1,31 @@
-//! The access log: nginx's `combined` format or a `log_format` of the http block, one
-//! line per request once its response body has been sent.
+//! The access log (nginx's `combined` format or a `log_format` of the http block, one
+//! line per request once its response body has been sent) and the error log.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use fulcrum_nginx_conf::model::{AccessLog, Part, Template};
 use hyper::body::{Frame, SizeHint};
+use hyper::Response;
 use tracing::warn;
 
+use crate::guard::Shared;
 use crate::handler::{Body, BoxError, Req};
 use crate::site::{Resolved, Site, VServer, COMBINED};
 
+#[derive(Clone)]
 enum Piece {
     Text(String),
     BodyBytes,
     RequestTime,
 }
 
-/// A log line waiting for the body's size.
+/// A log line waiting for the body's size (carried in the response's extensions).
+#[derive(Clone)]
 pub struct AccessLine {
     pieces: Vec<Piece>,
     files: Vec<String>,
@@ -269,32 +273,40 @@ impl AccessLine {
     }
 }
 
-/// A response body that writes its log line when it is done (or dropped).
-pub struct Logged {
+/// The body of every response: counts what goes out and, once hyper is done with it
+/// (written, or the connection gone), writes the access log line the handler left in the
+/// response's extensions, if any, and tells the connection's guard that the response is
+/// over (keepalive_timeout runs from then). One wrapper a response, for both.
+pub struct Sent {
     inner: Body,
     line: Option<AccessLine>,
     bytes: u64,
+    conn: Arc<Shared>,
 }
 
-impl std::fmt::Debug for Logged {
+impl std::fmt::Debug for Sent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Logged")
-            .field("bytes", &self.bytes)
-            .finish()
+        f.debug_struct("Sent").field("bytes", &self.bytes).finish()
     }
 }
 
-impl Logged {
-    pub fn new(inner: Body, line: AccessLine) -> Logged {
-        Logged {
-            inner,
-            line: Some(line),
-            bytes: 0,
-        }
+impl Sent {
+    pub fn wrap(resp: Response<Body>, conn: Arc<Shared>) -> Response<Sent> {
+        let (mut parts, inner) = resp.into_parts();
+        let line = parts.extensions.remove::<AccessLine>();
+        Response::from_parts(
+            parts,
+            Sent {
+                inner,
+                line,
+                bytes: 0,
+                conn,
+            },
+        )
     }
 }
 
-impl hyper::body::Body for Logged {
+impl hyper::body::Body for Sent {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -320,10 +332,11 @@ impl hyper::body::Body for Logged {
     }
 }
 
-impl Drop for Logged {
+impl Drop for Sent {
     fn drop(&mut self) {
         if let Some(line) = self.line.take() {
             line.write(self.bytes);
         }
+        self.conn.finished();
     }
 }

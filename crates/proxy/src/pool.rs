@@ -15,6 +15,8 @@ use tokio::net::TcpStream;
 
 use crate::stall::SendTimed;
 
+const UPSTREAM_STALL: &str = "upstream timed out while sending request to upstream";
+
 pub type Sender = SendRequest<Full<Bytes>>;
 
 /// An open upstream connection.
@@ -116,7 +118,11 @@ pub async fn connect(
             Ok(Ok(t)) => t,
         };
         let (sender, conn) = builder
-            .handshake(TokioIo::new(SendTimed::new(tls, send_timeout)))
+            .handshake(TokioIo::new(SendTimed::new(
+                tls,
+                send_timeout,
+                UPSTREAM_STALL,
+            )))
             .await
             .map_err(|e| (false, format!("handshake: {e}")))?;
         tokio::spawn(async move {
@@ -125,7 +131,11 @@ pub async fn connect(
         sender
     } else {
         let (sender, conn) = builder
-            .handshake(TokioIo::new(SendTimed::new(stream, send_timeout)))
+            .handshake(TokioIo::new(SendTimed::new(
+                stream,
+                send_timeout,
+                UPSTREAM_STALL,
+            )))
             .await
             .map_err(|e| (false, format!("handshake: {e}")))?;
         tokio::spawn(async move {

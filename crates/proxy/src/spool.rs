@@ -233,8 +233,8 @@ mod tests {
     use super::*;
     use std::collections::VecDeque;
 
-    /// An upstream body that yields its pieces as fast as asked.
-    struct Pieces(VecDeque<Bytes>);
+    /// An upstream body that yields its pieces as fast as asked, counting how many it gave.
+    struct Pieces(VecDeque<Bytes>, Arc<AtomicU64>);
 
     impl Body for Pieces {
         type Data = Bytes;
@@ -243,8 +243,20 @@ mod tests {
             mut self: Pin<&mut Self>,
             _: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+            let next = self.0.pop_front();
+            if next.is_some() {
+                self.1.fetch_add(1, Ordering::Relaxed);
+            }
+            Poll::Ready(next.map(|b| Ok(Frame::data(b))))
         }
+    }
+
+    fn upstream(parts: &[Bytes]) -> (Pieces, Arc<AtomicU64>) {
+        let given = Arc::new(AtomicU64::new(0));
+        (
+            Pieces(parts.iter().cloned().collect(), given.clone()),
+            given,
+        )
     }
 
     fn pieces(n: usize, size: usize) -> Vec<Bytes> {
@@ -271,10 +283,12 @@ mod tests {
     #[tokio::test]
     async fn a_response_is_read_whole_into_memory_and_file_before_the_client_reads() {
         let sent = pieces(40, 1000);
-        let upstream = Pieces(sent.iter().cloned().collect());
+        let (upstream, given) = upstream(&sent);
         let mut s = spool(upstream, limits(8 * 1024, 1 << 20));
         settle().await;
-        // Memory holds at most its limit; the rest went to the file, in order.
+        // The whole response was read before the client took a byte; memory holds at
+        // most its limit, the rest went to the file, in order.
+        assert_eq!(given.load(Ordering::Relaxed), 40);
         assert!(s.level.bytes.load(Ordering::Acquire) <= 8 * 1024);
         let mut got = Vec::new();
         while let Some(f) = s.frame().await {
@@ -287,11 +301,13 @@ mod tests {
     #[tokio::test]
     async fn past_both_limits_the_upstream_waits_for_the_client() {
         let sent = pieces(40, 1000);
-        let upstream = Pieces(sent.iter().cloned().collect());
+        let (upstream, given) = upstream(&sent);
         let mut s = spool(upstream, limits(4 * 1024, 0));
         settle().await;
-        // Four pieces in memory, no file, the rest not yet read from the upstream.
+        // Four pieces in memory, no file, the rest not yet read from the upstream (the
+        // fifth is in hand, waiting for room).
         assert_eq!(s.level.bytes.load(Ordering::Acquire), 4000);
+        assert_eq!(given.load(Ordering::Relaxed), 5);
         let mut got = Vec::new();
         while let Some(f) = s.frame().await {
             got.extend_from_slice(&f.unwrap().into_data().unwrap());

@@ -13,7 +13,7 @@ use tokio::time::{Instant, Sleep};
 
 /// The timer of one direction. The sleep is made the first time a write waits, and kept.
 #[derive(Debug)]
-pub struct Stall {
+struct Stall {
     limit: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
     armed: bool,
@@ -22,7 +22,7 @@ pub struct Stall {
 
 impl Stall {
     /// `limit` zero: never.
-    pub fn new(limit: Duration, what: &'static str) -> Stall {
+    fn new(limit: Duration, what: &'static str) -> Stall {
         Stall {
             limit,
             sleep: None,
@@ -33,7 +33,7 @@ impl Stall {
 
     /// Passes a write's poll through: progress clears the timer, a wait arms it (if it is
     /// not armed already), and a wait past the limit becomes a TimedOut error.
-    pub fn watch<T>(
+    fn watch<T>(
         &mut self,
         cx: &mut Context<'_>,
         polled: Poll<std::io::Result<T>>,
@@ -63,7 +63,8 @@ impl Stall {
     }
 }
 
-/// A stream whose writes give up after a stall (proxy_send_timeout, for upstreams).
+/// A stream whose writes give up after a stall: send_timeout around a client connection's
+/// guard, proxy_send_timeout around an upstream connection.
 #[derive(Debug)]
 pub struct SendTimed<S> {
     inner: S,
@@ -71,13 +72,11 @@ pub struct SendTimed<S> {
 }
 
 impl<S> SendTimed<S> {
-    pub fn new(inner: S, limit: Duration) -> SendTimed<S> {
+    /// `what` is the error's text when the limit passes.
+    pub fn new(inner: S, limit: Duration, what: &'static str) -> SendTimed<S> {
         SendTimed {
             inner,
-            stall: Stall::new(
-                limit,
-                "upstream timed out while sending request to upstream",
-            ),
+            stall: Stall::new(limit, what),
         }
     }
 }
@@ -165,7 +164,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_write_that_waits_past_the_limit_fails() {
         let start = Instant::now();
-        let mut s = SendTimed::new(Full, Duration::from_secs(60));
+        let mut s = SendTimed::new(Full, Duration::from_secs(60), "stalled");
         let err = s.write_all(b"request").await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
         assert_eq!(start.elapsed().as_secs(), 60);
