@@ -2,13 +2,15 @@
 //! (so a test sees which real server served it) and a bounded prober.
 //!
 //! `serve --name NAME --listen ADDR:PORT [--http [--echo] [--fail-path PATH --fail-status
-//! CODE] [--hang-path PATH] [--cut-path PATH]]` prints `ready` once it listens. Plain mode writes `NAME\n` and then echoes what
+//! CODE] [--hang-path PATH] [--cut-path PATH] [--answer-header 'K: V']...
+//! [--chunked-path PATH]]` prints `ready` once it listens. Plain mode writes `NAME\n` and then echoes what
 //! it reads; HTTP mode answers every request with status 200 and the body `NAME\n`,
 //! keeping the connection open when the client does. `--echo` adds the request head as
 //! received (request line, then each header line) to the body; a request for
 //! `--fail-path` is answered with `--fail-status` instead of 200; one for `--hang-path` is
 //! never answered; one for `--cut-path` gets 100 bytes of a 100,000-byte body, then the
-//! connection closes.
+//! connection closes. `--answer-header` lines go into every answer as written; the answer
+//! for `--chunked-path` comes chunked.
 //!
 //! `tunnel --connect ADDR:PORT --path PATH` asks for an upgrade (as WebSocket does); after
 //! a 101 it sends three lines through the connection and prints them as echoed. An HTTP
@@ -55,7 +57,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: serve --name NAME --listen ADDR:PORT [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT --paths P1,P2 [--method M] [--header 'K: V']... [--body TEXT]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES]\n       sink --listen ADDR:PORT --for-ms MS"
+        "usage: serve --name NAME --listen ADDR:PORT [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT (--paths P1,P2 | --raw TEXT) [--method M] [--header 'K: V']... [--body TEXT] [--full]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES]\n       sink --listen ADDR:PORT --for-ms MS"
     );
     ExitCode::from(2)
 }
@@ -96,6 +98,12 @@ pub fn main(args: Vec<String>) -> ExitCode {
                     .zip(flag_value(&args, "--fail-status").and_then(|c| c.parse::<u16>().ok())),
                 hang: flag_value(&args, "--hang-path"),
                 cut: flag_value(&args, "--cut-path"),
+                headers: args
+                    .windows(2)
+                    .filter(|w| w[0] == "--answer-header")
+                    .map(|w| w[1].clone())
+                    .collect(),
+                chunked: flag_value(&args, "--chunked-path"),
             };
             match serve(&name, addr, http, &behaviour) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -109,10 +117,19 @@ pub fn main(args: Vec<String>) -> ExitCode {
             let Some(addr) = connect_flag(&args) else {
                 return usage();
             };
+            // --full: the answer's head too, as it came (status line and header lines).
+            let full = args.iter().any(|a| a == "--full");
+            let shown = |(status, head, body): (u16, String, String)| {
+                if full {
+                    format!("=== {status}\n{head}\r\n\r\n{body}")
+                } else {
+                    format!("=== {status}\n{body}")
+                }
+            };
             if let Some(raw) = flag_value(&args, "--raw") {
                 let bytes = raw.replace("\\r", "\r").replace("\\n", "\n");
                 match send_raw(addr, bytes.as_bytes()) {
-                    Ok((status, body)) => println!("=== {status}\n{body}"),
+                    Ok(answer) => println!("{}", shown(answer)),
                     Err(e) => println!("=== error {e}"),
                 }
                 return ExitCode::SUCCESS;
@@ -129,7 +146,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
             let body = flag_value(&args, "--body");
             for path in paths.split(',') {
                 match request(addr, &method, path, &headers, body.as_deref()) {
-                    Ok((status, body)) => println!("=== {status}\n{body}"),
+                    Ok(answer) => println!("{}", shown(answer)),
                     Err(e) => println!("=== error {e}"),
                 }
             }
@@ -460,6 +477,11 @@ struct Behaviour {
     hang: Option<String>,
     /// Answered with a 100,000-byte Content-Length, 100 bytes, then a reset.
     cut: Option<String>,
+    /// Header lines every answer carries, as given (names in their case), before its
+    /// own Content-Type and framing.
+    headers: Vec<String>,
+    /// Answered with a chunked body (two chunks).
+    chunked: Option<String>,
 }
 
 /// One request on its own connection: (status, body).
@@ -469,7 +491,7 @@ fn request(
     path: &str,
     headers: &[String],
     body: Option<&str>,
-) -> std::io::Result<(u16, String)> {
+) -> std::io::Result<(u16, String, String)> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n");
@@ -521,13 +543,14 @@ fn tunnel(addr: SocketAddr, path: &str) -> std::io::Result<String> {
 }
 
 /// Bytes as given (`\\r` and `\\n` written as such), for requests no client would send.
-fn send_raw(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<(u16, String)> {
+fn send_raw(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<(u16, String, String)> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     send_on(stream, bytes)
 }
 
-fn send_on(mut stream: TcpStream, bytes: &[u8]) -> std::io::Result<(u16, String)> {
+/// Sends `bytes` and reads until the server closes: (status, head, body).
+fn send_on(mut stream: TcpStream, bytes: &[u8]) -> std::io::Result<(u16, String, String)> {
     stream.write_all(bytes)?;
     let mut all = Vec::new();
     stream.read_to_end(&mut all)?;
@@ -538,7 +561,7 @@ fn send_on(mut stream: TcpStream, bytes: &[u8]) -> std::io::Result<(u16, String)
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    Ok((status, body.to_string()))
+    Ok((status, head.to_string(), body.to_string()))
 }
 
 fn serve(name: &str, addr: SocketAddr, http: bool, behaviour: &Behaviour) -> std::io::Result<()> {
@@ -649,14 +672,32 @@ fn answer_http(stream: TcpStream, name: &str, behaviour: &Behaviour) -> std::io:
             Some((p, code)) if *p == path => format!("{code} Failing"),
             _ => "200 OK".to_string(),
         };
+        let extra: String = behaviour
+            .headers
+            .iter()
+            .map(|h| format!("{h}\r\n"))
+            .collect();
+        let chunked = behaviour.chunked.as_deref() == Some(path.as_str());
+        let framing = if chunked {
+            "Transfer-Encoding: chunked".to_string()
+        } else {
+            format!("Content-Length: {}", payload.len())
+        };
         let head = format!(
-            "HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{}\r\n",
-            payload.len(),
+            "HTTP/1.1 {status}\r\n{extra}Content-Type: text/plain\r\n{framing}\r\n{}\r\n",
             if close { "Connection: close\r\n" } else { "" }
         );
         // One write: a second small one would wait for the peer's delayed ACK (Nagle).
         let mut answer = head.into_bytes();
-        answer.extend_from_slice(payload.as_bytes());
+        if chunked {
+            let (a, b) = payload.split_at(payload.len() / 2);
+            for piece in [a, b] {
+                answer.extend_from_slice(format!("{:x}\r\n{piece}\r\n", piece.len()).as_bytes());
+            }
+            answer.extend_from_slice(b"0\r\n\r\n");
+        } else {
+            answer.extend_from_slice(payload.as_bytes());
+        }
         out.write_all(&answer)?;
         if close {
             return Ok(());

@@ -572,6 +572,43 @@ impl Lab {
             .collect())
     }
 
+    /// [`Lab::request`] with each answer's head as it came (status line and header
+    /// lines, CRLF between them): (status, head, body) per path.
+    pub fn request_full(
+        &self,
+        host: &Host,
+        addr: &str,
+        paths: &[&str],
+        extra: &[&str],
+    ) -> Result<Vec<(u16, String, String)>> {
+        let mut extra = extra.to_vec();
+        extra.push("--full");
+        Ok(self
+            .request(host, addr, paths, &extra)?
+            .into_iter()
+            .map(|(status, text)| {
+                let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+                // The agent ends each answer with a newline of its own.
+                let body = body.strip_suffix('\n').unwrap_or(body);
+                (status, head.to_string(), body.to_string())
+            })
+            .collect())
+    }
+
+    /// [`Lab::request_raw`] with the answer's head: (status, head, body).
+    pub fn request_raw_full(
+        &self,
+        host: &Host,
+        addr: &str,
+        raw: &str,
+    ) -> Result<(u16, String, String)> {
+        let out = self.request_full(host, addr, &[], &["--raw", raw])?;
+        Ok(out
+            .into_iter()
+            .next()
+            .unwrap_or((0, String::new(), String::new())))
+    }
+
     /// Sends `raw` (with `\\r\\n` written as such) from a host to `addr` on one connection:
     /// the answer's status (0 when there was none) and body.
     pub fn request_raw(&self, host: &Host, addr: &str, raw: &str) -> Result<(u16, String)> {

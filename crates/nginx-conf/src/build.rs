@@ -140,6 +140,8 @@ static SPECS: &[Spec] = &[
     s("client_header_timeout", HTTP | SERVER, Take(1, 1)),
     s("client_header_buffer_size", HTTP | SERVER, Take(1, 1)),
     s("large_client_header_buffers", HTTP | SERVER, Take(2, 2)),
+    s("underscores_in_headers", HTTP | SERVER, Flag),
+    s("ignore_invalid_headers", HTTP | SERVER, Flag),
     s("send_timeout", HSL, Take(1, 1)),
     s("keepalive_timeout", HSL, Take(1, 2)),
     s("keepalive_timeout", UPSTREAM, Take(1, 1)),
@@ -196,8 +198,8 @@ static SPECS: &[Spec] = &[
     ignored("variables_hash_bucket_size", HTTP, Simple),
     ignored("map_hash_max_size", HTTP, Simple),
     ignored("map_hash_bucket_size", HTTP, Simple),
-    ignored("server_tokens", HSL, Simple),
-    ignored("default_type", HSL, Simple),
+    s("server_tokens", HSL, Flag),
+    s("default_type", HSL, Take(1, 1)),
     ignored("types", HSL, Block),
     ignored("charset", HSL, Simple),
     ignored("gzip", HSL, Simple),
@@ -861,11 +863,26 @@ impl<'a> Builder<'a> {
                 }
                 st.proxy_next_upstream_tries = a0.and_then(|w| self.number(w));
             }
-            "proxy_buffering" => {
-                if self.dup(&st.proxy_buffering, d) {
+            "proxy_buffering"
+            | "server_tokens"
+            | "underscores_in_headers"
+            | "ignore_invalid_headers" => {
+                let slot = match d.name.text.as_str() {
+                    "proxy_buffering" => &mut st.proxy_buffering,
+                    "server_tokens" => &mut st.server_tokens,
+                    "underscores_in_headers" => &mut st.underscores_in_headers,
+                    _ => &mut st.ignore_invalid_headers,
+                };
+                if self.dup(slot, d) {
                     return true;
                 }
-                st.proxy_buffering = self.flag(d);
+                *slot = self.flag(d);
+            }
+            "default_type" => {
+                if self.dup(&st.default_type, d) {
+                    return true;
+                }
+                st.default_type = Some(d.args[0].text.clone());
             }
             "proxy_redirect" => {
                 if d.args[0].text == "default" && ctx != Ctx::Location {

@@ -247,6 +247,12 @@ pub struct Settings {
     pub client_header_timeout: Option<Duration>,
     pub client_header_buffer_size: Option<u64>,
     pub large_client_header_buffers: Option<(u32, u64)>,
+    pub underscores_in_headers: Option<bool>,
+    pub ignore_invalid_headers: Option<bool>,
+    /// `Server: fulcrum/VERSION` (on, nginx's default) or `Server: fulcrum` (off).
+    pub server_tokens: Option<bool>,
+    /// Content-Type of responses Fulcrum makes itself (`return` with text).
+    pub default_type: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

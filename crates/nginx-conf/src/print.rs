@@ -123,6 +123,18 @@ fn settings(o: &mut Out, s: &Settings) {
     if let Some(b) = s.proxy_buffering {
         o.line(&[w("proxy_buffering"), w(if b { "on" } else { "off" })]);
     }
+    for (name, flag) in [
+        ("server_tokens", s.server_tokens),
+        ("underscores_in_headers", s.underscores_in_headers),
+        ("ignore_invalid_headers", s.ignore_invalid_headers),
+    ] {
+        if let Some(b) = flag {
+            o.line(&[w(name), w(if b { "on" } else { "off" })]);
+        }
+    }
+    if let Some(t) = &s.default_type {
+        o.line(&[w("default_type"), w(t)]);
+    }
     if let Some((n, sz)) = s.proxy_buffers {
         o.line(&[w("proxy_buffers"), n.to_string(), sz.to_string()]);
     }

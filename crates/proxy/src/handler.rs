@@ -1,31 +1,26 @@
 //! One request, as nginx's proxy module handles it: pick the server and location, answer
-//! `return`, or build the upstream request (nginx's header rules), try peers in the
-//! balancer's order under proxy_next_upstream, and relay the response.
+//! `return`, or build the upstream request (nginx's header rules, order and case), try
+//! peers in the balancer's order under proxy_next_upstream, and relay the response with
+//! the upstream's header names in their case.
 
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
+use fulcrum_http1::{Framing, Headers, ResponseHead, Version};
 use fulcrum_nginx_conf::model::{HttpVersion, NextUpstream, ProxyRedirect};
 use fulcrum_upstream::{Outcome, PeerId};
-use http::header::{self, HeaderName, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Version};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use tracing::{error, warn};
 
-use crate::log::{AccessLine, Level};
-use crate::pool::{self, Conn};
+use crate::body::Body;
+use crate::log::AccessLine;
+use crate::request::{BodyError, ClientBody, Req};
+use crate::response::Response;
 use crate::route::{self, Matched};
-use crate::site::{self, Loc, Resolved, Site, Target, UpstreamGroup, VServer};
+use crate::site::{self, Level, Loc, Resolved, Site, Target, UpstreamGroup, VServer};
+use crate::upstream::{self, Conn, Failure, Relayed};
 use crate::vars::Ctx;
-
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Monotonic whole seconds, the balancer's clock (nginx's ngx_time()).
 fn now_secs() -> u64 {
@@ -54,130 +49,17 @@ fn random() -> u32 {
     })
 }
 
-/// Where a request came in.
-#[derive(Debug, Clone, Copy)]
-pub struct Conn4 {
-    /// The connection's number, as nginx's `*N` in the error log.
-    pub id: u64,
-    pub remote: SocketAddr,
-    pub local: SocketAddr,
-    pub https: bool,
-}
-
-fn full(b: impl Into<Bytes>) -> Body {
-    Full::new(b.into()).map_err(|e| match e {}).boxed_unsync()
-}
-
-fn reason(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        494 => "Request Header Or Cookie Too Large",
-        _ => status.canonical_reason().unwrap_or(""),
-    }
-}
-
-/// nginx's built-in error page.
-fn error_page(status: StatusCode) -> Response<Body> {
-    let code = status.as_u16();
-    let title = format!("{code} {}", reason(status));
-    let html = format!(
-        "<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n<hr><center>fulcrum</center>\r\n</body>\r\n</html>\r\n"
-    );
-    let mut r = Response::new(full(html));
-    *r.status_mut() = status;
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-    if matches!(code, 400 | 408 | 413 | 414 | 494 | 500 | 501) {
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    r
-}
-
-/// What the handler knows of a request for its variables and log line.
-pub(crate) struct Req {
-    pub method: Method,
-    pub request_uri: String,
-    pub uri: String,
-    pub args: String,
-    pub protocol: &'static str,
-    pub headers: HeaderMap,
-    pub conn: Conn4,
-    pub start: Instant,
-}
-
-impl Req {
-    pub fn ctx<'a>(&'a self, site: &'a Site, server: &'a str, proxy_host: &'a str) -> Ctx<'a> {
-        Ctx {
-            site,
-            method: self.method.as_str(),
-            request_uri: &self.request_uri,
-            uri: &self.uri,
-            args: &self.args,
-            protocol: self.protocol,
-            headers: &self.headers,
-            remote: self.conn.remote,
-            local: self.conn.local,
-            https: self.conn.https,
-            server_name: server,
-            proxy_host,
-            status: 0,
-            body_bytes_sent: 0,
-            time_local: "",
-            request_time: 0.0,
-            upstream_addr: "",
-        }
-    }
-}
-
-fn protocol(v: Version) -> &'static str {
-    match v {
-        Version::HTTP_09 => "HTTP/0.9",
-        Version::HTTP_10 => "HTTP/1.0",
-        Version::HTTP_2 => "HTTP/2.0",
-        _ => "HTTP/1.1",
-    }
-}
-
-/// Handles one request. Err closes the connection without an answer (`return 444`).
-pub async fn handle(
+/// Handles one request. `None`: close the connection without an answer (`return 444`,
+/// or a client that stopped sending its body: nginx logs 408 and closes).
+pub(crate) async fn handle<B: ClientBody>(
     site: Arc<Site>,
-    mut req: Request<Incoming>,
-    conn: Conn4,
-) -> Result<Response<Body>, std::io::Error> {
-    let start = Instant::now();
-    let client_upgrade = req
-        .headers()
-        .contains_key(header::UPGRADE)
-        .then(|| hyper::upgrade::on(&mut req));
-    let (parts, body) = req.into_parts();
-    let request_uri = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| parts.uri.path().to_string(), |p| p.as_str().to_string());
-    let mut r = Req {
-        method: parts.method.clone(),
-        request_uri,
-        uri: String::new(),
-        args: parts.uri.query().unwrap_or("").to_string(),
-        protocol: protocol(parts.version),
-        headers: parts.headers,
-        conn,
-        start,
-    };
-    // An absolute-form target names the host, as a Host header would.
-    if let Some(auth) = parts.uri.authority() {
-        if let Ok(v) = HeaderValue::from_str(auth.as_str()) {
-            r.headers.insert(header::HOST, v);
-        }
-    }
-    let host = r
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_string);
+    mut r: Req,
+    body: &mut B,
+) -> Option<Response> {
+    let host = r.host_header().map(str::to_string);
     let Some(server) = route::server(
         &site,
-        conn.local,
+        r.conn.local,
         host.as_deref().map(|h| {
             if h.starts_with('[') {
                 h.split_once(']')
@@ -187,90 +69,67 @@ pub async fn handle(
             }
         }),
     ) else {
-        return Ok(error_page(StatusCode::NOT_FOUND));
+        return Some(Response::error(404, site.server.clone()));
     };
     let log_settings = &server.settings;
-    // HTTP/1.1 without Host; both framings (if hyper let them through); nginx's limits.
-    let refused = if host.is_none() && parts.version == Version::HTTP_11
-        || r.headers.contains_key(header::TRANSFER_ENCODING)
-            && r.headers.contains_key(header::CONTENT_LENGTH)
-    {
-        Some(StatusCode::BAD_REQUEST)
-    } else {
-        head_limits(&site, &r)
-    };
-    if let Some(status) = refused {
-        return Ok(fail(&site, server, log_settings, &r, status));
-    }
-    let Some(uri) = route::normalize(parts.uri.path()) else {
-        return Ok(fail(
-            &site,
-            server,
-            log_settings,
-            &r,
-            StatusCode::BAD_REQUEST,
-        ));
+    let Some(uri) = route::normalize(r.path()) else {
+        return Some(fail(&site, server, log_settings, &r, 400));
     };
     r.uri = uri;
     if let Some(ret) = &server.ret {
         return answer(&site, server, log_settings, &r, ret);
     }
     let Some((loc, matched)) = route::location(&server.locations, &r.uri) else {
-        return Ok(fail(&site, server, log_settings, &r, StatusCode::NOT_FOUND));
+        return Some(fail(&site, server, log_settings, &r, 404));
     };
     if let Some(ret) = &loc.ret {
         return answer(&site, server, &loc.settings, &r, ret);
     }
     let Some(target) = &loc.target else {
-        return Ok(fail(
-            &site,
-            server,
-            &loc.settings,
-            &r,
-            StatusCode::NOT_FOUND,
-        ));
+        return Some(fail(&site, server, &loc.settings, &r, 404));
     };
     let res = &loc.settings;
     // The request body, whole (nginx's proxy_request_buffering), within client_max_body_size.
     let declared = r
         .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
+        .get("content-length")
+        .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.parse::<u64>().ok());
     if res.client_max_body_size > 0 && declared.is_some_and(|n| n > res.client_max_body_size) {
-        return Ok(fail(&site, server, res, &r, StatusCode::PAYLOAD_TOO_LARGE));
+        return Some(fail(&site, server, res, &r, 413));
     }
-    let chunked = r.headers.contains_key(header::TRANSFER_ENCODING);
-    let has_body = declared.is_some() || chunked;
+    let has_body = declared.is_some() || r.has_body;
     let body = match read_body(body, res).await {
         Ok(b) => b,
-        Err(StatusCode::REQUEST_TIMEOUT) => {
+        Err(408) => {
             // nginx logs 408 and closes the connection without an answer.
-            drop(fail(&site, server, res, &r, StatusCode::REQUEST_TIMEOUT));
-            return Err(std::io::Error::other("client_body_timeout"));
+            drop(fail(&site, server, res, &r, 408));
+            return None;
         }
-        Err(status) => return Ok(fail(&site, server, res, &r, status)),
+        Err(status) => return Some(fail(&site, server, res, &r, status)),
     };
     let (group, proxy_host, upstream_uri, https) =
         match resolve_target(&site, target, matched, &r, server) {
             Ok(t) => t,
-            Err(status) => return Ok(fail(&site, server, res, &r, status)),
+            Err(status) => return Some(fail(&site, server, res, &r, status)),
         };
     let ctx = r.ctx(&site, server.name(), &proxy_host);
-    let headers = upstream_headers(&ctx, res, body.len(), has_body);
+    let version = match res.http_version {
+        HttpVersion::V1_0 => Version::HTTP_10,
+        HttpVersion::V1_1 => Version::HTTP_11,
+    };
+    let head = upstream_head(&ctx, res, &r, &upstream_uri, version, body.len(), has_body);
     let key = group
         .hash_key
         .as_ref()
         .map(|k| ctx.eval(k))
         .unwrap_or_default();
     let upstream = UpstreamRequest {
-        method: r.method.clone(),
-        uri: upstream_uri,
-        version: match res.http_version {
-            HttpVersion::V1_0 => Version::HTTP_10,
-            HttpVersion::V1_1 => Version::HTTP_11,
-        },
-        headers,
+        non_idempotent: matches!(&r.method_name[..], b"POST" | b"LOCK" | b"PATCH"),
+        head_request: &r.method_name[..] == b"HEAD",
+        uri: String::from_utf8_lossy(&upstream_uri).into_owned(),
+        version,
+        head,
         body,
     };
     let elog = crate::log::ErrorContext {
@@ -278,7 +137,7 @@ pub async fn handle(
         r: &r,
         server: server.name(),
     };
-    let (resp, peer) = match forward(
+    let (head, conn, back, peer) = match forward(
         &group,
         &upstream,
         res,
@@ -290,59 +149,42 @@ pub async fn handle(
     .await
     {
         Ok(x) => x,
-        Err(status) => return Ok(fail(&site, server, res, &r, status)),
+        Err(status) => return Some(fail(&site, server, res, &r, status)),
     };
     let peer_text = peer.to_string();
-    let mut resp = resp;
-    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(on_client) = client_upgrade {
-            let on_upstream = hyper::upgrade::on(&mut resp);
-            tokio::spawn(async move {
-                let (Ok(c), Ok(u)) = (on_client.await, on_upstream.await) else {
-                    return;
-                };
-                let mut c = hyper_util::rt::TokioIo::new(c);
-                let mut u = hyper_util::rt::TokioIo::new(u);
-                let _ = tokio::io::copy_bidirectional(&mut c, &mut u).await;
-            });
-            let (p, _) = resp.into_parts();
-            let mut out = Response::from_parts(p, full(Bytes::new()));
-            out.headers_mut().remove(header::CONTENT_LENGTH);
-            return Ok(finish(&site, server, res, &r, out, &peer_text));
-        }
+    if head.status == 101 && r.headers.contains("upgrade") {
+        let mut out = relay_head(&site, &head, res, &r, loc, target, &proxy_host, server);
+        out.content_length = None;
+        out.upgrade = Some(conn);
+        return Some(finish(&site, server, res, &r, out, &peer_text));
     }
-    let out = relay(&site, resp, res, &r, loc, target, &proxy_host, server);
-    Ok(finish(&site, server, res, &r, out, &peer_text))
-}
-
-/// nginx's limits on the request head (large_client_header_buffers: the request line and
-/// each header line within one buffer, the whole head within all of them) and on transfer
-/// codings (only `chunked`).
-fn head_limits(site: &Site, r: &Req) -> Option<StatusCode> {
-    let line = r.method.as_str().len() + r.request_uri.len() + 10;
-    if line > site.header_line {
-        return Some(StatusCode::URI_TOO_LONG);
-    }
-    let mut total = line;
-    for (n, v) in &r.headers {
-        let len = n.as_str().len() + 2 + v.len();
-        if len > site.header_line {
-            return Some(StatusCode::BAD_REQUEST);
-        }
-        total += len + 2;
-    }
-    if total > site.header_buffer {
-        return Some(StatusCode::BAD_REQUEST);
-    }
-    if r.headers.contains_key("x-unknown-codings") {
-        return Some(StatusCode::NOT_IMPLEMENTED);
-    }
-    if let Some(te) = r.headers.get(header::TRANSFER_ENCODING) {
-        if !te.as_bytes().eq_ignore_ascii_case(b"chunked") {
-            return Some(StatusCode::NOT_IMPLEMENTED);
-        }
-    }
-    None
+    let mut out = relay_head(&site, &head, res, &r, loc, target, &proxy_host, server);
+    // X-Accel-Buffering from the upstream overrides proxy_buffering, as in nginx.
+    let buffering = match head.headers.get("x-accel-buffering").map(|v| &v[..]) {
+        Some(v) if v.eq_ignore_ascii_case(b"yes") => true,
+        Some(v) if v.eq_ignore_ascii_case(b"no") => false,
+        _ => res.buffering,
+    };
+    let relayed = Relayed::new(conn, &head, res.read_timeout, back);
+    // A response of known length that fits a socket's send buffer (16 KiB at least) is
+    // taken by the kernel at once however slow the client: no spool needed for it.
+    let small = relayed.remaining().is_some_and(|n| n <= SMALL_RESPONSE);
+    out.body = if buffering && !small {
+        let limits = crate::spool::Limits {
+            memory: res.buffers,
+            file: res.max_temp_file,
+            dir: res.temp_path.clone(),
+        };
+        let length = relayed.remaining();
+        Body::Spooled(Box::new(crate::spool::spool(
+            Body::Relayed(Box::new(relayed)),
+            length,
+            limits,
+        )))
+    } else {
+        Body::Relayed(Box::new(relayed))
+    };
+    Some(finish(&site, server, res, &r, out, &peer_text))
 }
 
 /// `return code [text|URL]`.
@@ -352,63 +194,60 @@ fn answer(
     res: &Resolved,
     r: &Req,
     ret: &fulcrum_nginx_conf::model::Return,
-) -> Result<Response<Body>, std::io::Error> {
+) -> Option<Response> {
     if ret.code == 444 {
-        return Err(std::io::Error::other("return 444"));
+        return None;
     }
-    let status = StatusCode::from_u16(ret.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = ret.code;
     let ctx = r.ctx(site, server.name(), "");
     let text = ret.text.as_ref().map(|t| ctx.eval(t));
-    let resp = match (ret.code, text) {
+    let resp = match (status, text) {
         (301 | 302 | 303 | 307 | 308, Some(url)) => {
-            let mut resp = error_page(status);
-            let absolute = if url.starts_with('/') {
-                format!(
-                    "{}://{}{}",
-                    if r.conn.https { "https" } else { "http" },
-                    ctx.host(),
-                    url
-                )
+            // A relative URL is made absolute and written where nginx's header filter
+            // writes its own; an absolute one goes after nginx's headers.
+            let mut resp = Response::error(status, res.server.clone());
+            if url.starts_with('/') {
+                resp.location = Some(Bytes::from(absolute(r, &ctx.host(), &url)));
             } else {
-                url
-            };
-            if let Ok(v) = HeaderValue::from_str(&absolute) {
-                resp.headers_mut().insert(header::LOCATION, v);
+                resp.headers.push("Location", url);
             }
             resp
         }
-        (_, Some(text)) => {
-            let mut resp = Response::new(full(text));
-            *resp.status_mut() = status;
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            resp
-        }
-        (_, None) => error_page(status),
+        (_, Some(text)) => Response::new(status, res.server.clone())
+            .with_body(res.default_type.clone(), Bytes::from(text)),
+        (_, None) => Response::error(status, res.server.clone()),
     };
-    Ok(finish(site, server, res, r, resp, ""))
+    Some(finish(site, server, res, r, resp, ""))
 }
 
-/// Reads the client's body within client_body_timeout per read and client_max_body_size.
-async fn read_body(mut body: Incoming, res: &Resolved) -> Result<Bytes, StatusCode> {
-    let mut buf = bytes::BytesMut::new();
+/// Reads the client's body within client_body_timeout per read and client_max_body_size;
+/// Err is the status to answer (408: close without one).
+async fn read_body<B: ClientBody>(body: &mut B, res: &Resolved) -> Result<Bytes, u16> {
+    let mut buf = BytesMut::new();
+    let mut first: Option<Bytes> = None;
     loop {
-        let frame = match tokio::time::timeout(res.client_body_timeout, body.frame()).await {
-            Err(_) => return Err(StatusCode::REQUEST_TIMEOUT),
+        let piece = match tokio::time::timeout(res.client_body_timeout, body.next()).await {
+            Err(_) => return Err(408),
             Ok(None) => break,
-            Ok(Some(Err(_))) => return Err(StatusCode::BAD_REQUEST),
-            Ok(Some(Ok(f))) => f,
+            Ok(Some(Err(BodyError::Invalid))) => return Err(400),
+            Ok(Some(Err(BodyError::Closed))) => return Err(408),
+            Ok(Some(Ok(b))) => b,
         };
-        if let Ok(data) = frame.into_data() {
-            buf.extend_from_slice(&data);
-            if res.client_max_body_size > 0 && buf.len() as u64 > res.client_max_body_size {
-                return Err(StatusCode::PAYLOAD_TOO_LARGE);
+        let total = first.as_ref().map_or(0, Bytes::len) + buf.len() + piece.len();
+        if res.client_max_body_size > 0 && total as u64 > res.client_max_body_size {
+            return Err(413);
+        }
+        // One piece stays as it came (no copy); more are gathered.
+        match first.take() {
+            None if buf.is_empty() => first = Some(piece),
+            Some(f) => {
+                buf.put_slice(&f);
+                buf.put_slice(&piece);
             }
+            None => buf.put_slice(&piece),
         }
     }
-    Ok(buf.freeze())
+    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 /// nginx's ngx_escape_uri for a URI path: what may not stand in a request line.
@@ -431,7 +270,7 @@ fn resolve_target(
     matched: Matched,
     r: &Req,
     server: &VServer,
-) -> Result<(Arc<UpstreamGroup>, String, String, bool), StatusCode> {
+) -> Result<(Arc<UpstreamGroup>, String, Bytes, bool), u16> {
     match target {
         Target::Fixed {
             https,
@@ -440,7 +279,8 @@ fn resolve_target(
             uri,
         } => {
             let path = match (uri, matched) {
-                (None, _) => r.request_uri.clone(),
+                // The target as the client sent it (nginx's unparsed URI).
+                (None, _) => r.target.clone(),
                 (Some(u), Matched::Prefix(len)) => {
                     let rest = r.uri.get(len..).unwrap_or("");
                     let mut p = format!("{u}{}", escape_uri(rest));
@@ -448,7 +288,7 @@ fn resolve_target(
                         p.push('?');
                         p.push_str(&r.args);
                     }
-                    p
+                    Bytes::from(p)
                 }
                 (Some(u), _) => {
                     let mut p = u.clone();
@@ -456,7 +296,7 @@ fn resolve_target(
                         p.push('?');
                         p.push_str(&r.args);
                     }
-                    p
+                    Bytes::from(p)
                 }
             };
             Ok((upstream.clone(), proxy_host.clone(), path, *https))
@@ -464,104 +304,95 @@ fn resolve_target(
         Target::Dynamic(t) => {
             let ctx = r.ctx(site, server.name(), "");
             let url = ctx.eval(t);
-            let (https, hp, uri) =
-                site::split_url(&url).ok_or(StatusCode::INTERNAL_SERVER_ERROR)?;
+            let (https, hp, uri) = site::split_url(&url).ok_or(500u16)?;
             let group = match site.upstreams.get(hp) {
                 Some(g) => g.clone(),
                 None => {
                     let (host, port, _) = site::host_port(hp, https);
                     if host.trim_matches(['[', ']']).parse::<IpAddr>().is_err() {
                         error!("no resolver defined to resolve {host}");
-                        return Err(StatusCode::BAD_GATEWAY);
+                        return Err(502);
                     }
-                    Arc::new(site::implicit(&host, port, hp).map_err(|_| StatusCode::BAD_GATEWAY)?)
+                    Arc::new(site::implicit(&host, port, hp).map_err(|_| 502u16)?)
                 }
             };
             let path = match uri {
-                Some(u) => u.to_string(),
-                None => r.request_uri.clone(),
+                Some(u) => Bytes::from(u.to_string()),
+                None => r.target.clone(),
             };
             Ok((group, hp.to_string(), path, https))
         }
     }
 }
 
-/// Headers the upstream gets, in nginx's order: proxy_set_header's (defaults `Host
-/// $proxy_host` and `Connection close`; TE, Keep-Alive, Expect and Upgrade dropped unless
-/// set), then the client's own except those and the body framing; empty values are not
-/// sent.
-fn upstream_headers(
+/// The headers nginx's proxy module sets by default (ngx_http_proxy_headers), in its
+/// order; empty ones are not sent, and the client's lines of the same names never are.
+const DEFAULTS: [&str; 8] = [
+    "Host",
+    "Connection",
+    "Content-Length",
+    "Transfer-Encoding",
+    "TE",
+    "Keep-Alive",
+    "Expect",
+    "Upgrade",
+];
+
+/// The upstream request head, in nginx's order and case: the request line, the
+/// proxy_set_header lines as configured, the defaults not configured (`Host
+/// $proxy_host`, `Connection close`, `Content-Length` when there is a body), then the
+/// client's own lines as received, except those of any name set above.
+fn upstream_head(
     ctx: &Ctx<'_>,
     res: &Resolved,
+    r: &Req,
+    uri: &[u8],
+    version: Version,
     body_len: usize,
     has_body: bool,
-) -> Vec<(HeaderName, HeaderValue)> {
-    const DEFAULTS: [(HeaderName, &str); 6] = [
-        (header::HOST, "$proxy_host"),
-        (header::CONNECTION, "close"),
-        (header::TE, ""),
-        (HeaderName::from_static("keep-alive"), ""),
-        (header::EXPECT, ""),
-        (header::UPGRADE, ""),
-    ];
-    let mut out = Vec::new();
-    let set = |n: &HeaderName| res.set_headers.iter().any(|(s, _)| s == n);
+) -> Bytes {
+    let mut list = Headers::with_capacity(res.set_headers.len() + r.headers.len() + 3);
+    let configured = |n: &[u8]| {
+        res.set_headers
+            .iter()
+            .any(|(s, _)| s.eq_ignore_ascii_case(n))
+    };
     for (name, t) in &res.set_headers {
         let v = ctx.eval(t);
-        if let (false, Ok(v)) = (v.is_empty(), HeaderValue::from_str(&v)) {
-            out.push((name.clone(), v));
+        if !v.is_empty() {
+            list.push(name.clone(), v);
         }
     }
-    for (name, value) in &DEFAULTS {
-        if set(name) {
+    for name in DEFAULTS {
+        if configured(name.as_bytes()) {
             continue;
         }
-        // `$proxy_host` is the only variable among them; empty ones are not sent.
-        let v = if *value == "$proxy_host" {
-            HeaderValue::from_str(ctx.proxy_host).ok()
-        } else {
-            (!value.is_empty()).then(|| HeaderValue::from_static(value))
-        };
-        if let Some(v) = v {
-            out.push((name.clone(), v));
+        match name {
+            "Host" => list.push(name, ctx.proxy_host.to_string()),
+            "Connection" => list.push(name, "close"),
+            "Content-Length" if has_body => list.push(name, body_len.to_string()),
+            _ => {}
         }
     }
-    for (name, value) in ctx.headers {
-        if DEFAULTS.iter().any(|(d, _)| d == name)
-            || name == header::CONTENT_LENGTH
-            || name == header::TRANSFER_ENCODING
-            || set(name)
-        {
+    for h in &r.headers {
+        if DEFAULTS.iter().any(|d| h.is(d)) || configured(&h.name) {
             continue;
         }
-        out.push((name.clone(), value.clone()));
+        list.push(h.name.clone(), h.value.clone());
     }
-    if has_body {
-        out.push((header::CONTENT_LENGTH, HeaderValue::from(body_len)));
-    }
-    out
+    let mut out = BytesMut::new();
+    fulcrum_http1::write::request_head(&mut out, &r.method_name, uri, version, &list);
+    out.freeze()
 }
 
 struct UpstreamRequest {
-    method: Method,
+    non_idempotent: bool,
+    head_request: bool,
+    /// For the error log's `upstream: "http://PEER/URI"`.
     uri: String,
     version: Version,
-    headers: Vec<(HeaderName, HeaderValue)>,
+    head: Bytes,
     body: Bytes,
-}
-
-impl UpstreamRequest {
-    fn build(&self) -> Result<Request<Full<Bytes>>, StatusCode> {
-        let mut b = Request::builder()
-            .method(self.method.clone())
-            .uri(self.uri.as_str())
-            .version(self.version);
-        for (n, v) in &self.headers {
-            b = b.header(n, v);
-        }
-        b.body(Full::new(self.body.clone()))
-            .map_err(|_| StatusCode::BAD_REQUEST)
-    }
 }
 
 /// Why a try failed, as proxy_next_upstream names it.
@@ -581,10 +412,10 @@ impl Fail {
         }
     }
 
-    fn status(self) -> StatusCode {
+    fn status(self) -> u16 {
         match self {
-            Fail::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            _ => StatusCode::BAD_GATEWAY,
+            Fail::Timeout => 504,
+            _ => 502,
         }
     }
 }
@@ -605,8 +436,11 @@ fn status_flag(n: &NextUpstream, status: u16) -> Option<(bool, bool)> {
     Some((listed, failure))
 }
 
-/// Tries peers until one answers or nginx's rules say stop; returns the response (with
-/// its connection handed to the body, for reuse) and the peer's address.
+type Back = Option<upstream::Back>;
+
+/// Tries peers until one answers or nginx's rules say stop; returns the response head,
+/// its connection (the body follows on it), where the connection goes back to if it may
+/// be reused, and the peer's address.
 async fn forward(
     group: &Arc<UpstreamGroup>,
     req: &UpstreamRequest,
@@ -615,7 +449,7 @@ async fn forward(
     https: bool,
     stats: &crate::stats::Stats,
     elog: &crate::log::ErrorContext<'_>,
-) -> Result<(Response<Relayed>, SocketAddr), StatusCode> {
+) -> Result<(ResponseHead, Conn, Back, SocketAddr), u16> {
     let client = elog.r.conn.remote.ip();
     let scheme = if https { "https" } else { "http" };
     let url = |host: &dyn std::fmt::Display| format!("{scheme}://{host}{}", req.uri);
@@ -625,7 +459,6 @@ async fn forward(
     };
     attempt.limit_tries(res.next_upstream_tries);
     let started = Instant::now();
-    let non_idempotent = matches!(req.method.as_str(), "POST" | "LOCK" | "PATCH");
     let timed_out = || {
         res.next_upstream_timeout
             .is_some_and(|t| started.elapsed() >= t)
@@ -647,17 +480,17 @@ async fn forward(
                         "no live upstreams while connecting to upstream",
                         Some(&url(&group.name)),
                     );
-                    return Err(StatusCode::BAD_GATEWAY);
+                    return Err(502);
                 }
             }
         };
         let tried = Instant::now();
         match try_peer(group, addr, req, res, https).await {
-            Ok(resp) => {
-                let status = resp.status().as_u16();
+            Ok((head, conn, back)) => {
+                let status = head.status;
                 stats.answered(&group.name, addr, status, tried.elapsed());
                 if let Some((listed, failure)) = status_flag(&res.next_upstream, status) {
-                    let blocked = non_idempotent && !res.next_upstream.non_idempotent;
+                    let blocked = req.non_idempotent && !res.next_upstream.non_idempotent;
                     if listed && attempt.tries > 1 && !blocked && !timed_out() {
                         warn!(upstream = %group.name, peer = %addr, status, "upstream answered {status}: trying the next one");
                         let outcome = if failure {
@@ -681,7 +514,7 @@ async fn forward(
                 } else {
                     free(group, &mut attempt, id, Outcome::Ok);
                 }
-                return Ok((resp, addr));
+                return Ok((head, conn, back, addr));
             }
             Err((fail, sent, why)) => {
                 error!(upstream = %group.name, peer = %addr, "{why}");
@@ -694,7 +527,7 @@ async fn forward(
                     let message = format!("upstream server temporarily disabled{context}");
                     elog.write(Level::Warn, &message, Some(&url(&addr)));
                 }
-                let blocked = sent && non_idempotent && !res.next_upstream.non_idempotent;
+                let blocked = sent && req.non_idempotent && !res.next_upstream.non_idempotent;
                 if attempt.tries == 0 || !fail.allowed(&res.next_upstream) || blocked || timed_out()
                 {
                     return Err(fail.status());
@@ -732,25 +565,17 @@ async fn try_peer(
     req: &UpstreamRequest,
     res: &Resolved,
     https: bool,
-) -> Result<Response<Relayed>, (Fail, bool, String)> {
+) -> Result<(ResponseHead, Conn, Back), (Fail, bool, String)> {
     let reuse = group.keepalive > 0 && req.version == Version::HTTP_11;
-    let mut conn = if reuse {
+    let mut cached = if reuse {
         group.idle.take(addr, group.keepalive_timeout)
     } else {
         None
     };
-    let built = req.build().map_err(|_| {
-        (
-            Fail::Error,
-            false,
-            "cannot build the upstream request".to_string(),
-        )
-    })?;
-    let mut built = Some(built);
-    let response = loop {
-        let mut c = match conn.take() {
+    loop {
+        let mut conn = match cached.take() {
             Some(c) => c,
-            None => pool::connect(addr, res.connect_timeout, https, res.send_timeout)
+            None => upstream::connect(addr, res.connect_timeout, https, res.send_timeout)
                 .await
                 .map_err(|(timeout, why)| {
                     (
@@ -760,235 +585,107 @@ async fn try_peer(
                     )
                 })?,
         };
-        let fresh = c.requests == 0;
-        let request = built.take().expect("a request per send");
-        c.requests += 1;
-        match tokio::time::timeout(res.read_timeout, c.sender.try_send_request(request)).await {
-            Err(_) => {
-                return Err((
-                    Fail::Timeout,
-                    true,
-                    "upstream timed out (110: Connection timed out) while reading response header from upstream".into(),
-                ))
-            }
-            Ok(Ok(resp)) => break (resp, c),
-            Ok(Err(mut e)) => {
-                // A cached connection the peer had closed: the request was not sent.
-                if let (false, Some(r)) = (fresh, e.take_message()) {
-                    built = Some(r);
-                    continue;
-                }
-                let err = e.into_error();
-                if timed_out(&err) {
-                    return Err((
-                        Fail::Timeout,
-                        true,
-                        "upstream timed out (110: Connection timed out) while sending request to upstream".into(),
-                    ));
-                }
-                let fail = if err.is_parse() { Fail::InvalidHeader } else { Fail::Error };
-                let why = if fail == Fail::InvalidHeader {
-                    format!("upstream sent invalid header ({err}) while reading response header from upstream")
-                } else {
-                    format!("upstream prematurely closed connection ({err}) while reading response header from upstream")
-                };
-                return Err((fail, true, why));
-            }
-        }
-    };
-    let (resp, c) = response;
-    let keep = reuse
-        && c.requests < group.keepalive_requests
-        && !resp
-            .headers()
-            .get(header::CONNECTION)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
-        && resp.status() != StatusCode::SWITCHING_PROTOCOLS;
-    let back = keep.then(|| (group.clone(), addr, c));
-    let (parts, body) = resp.into_parts();
-    Ok(Response::from_parts(
-        parts,
-        Relayed {
-            inner: body,
-            read_timeout: res.read_timeout,
-            sleep: Box::pin(tokio::time::sleep(res.read_timeout)),
-            back,
-        },
-    ))
-}
-
-/// Whether an error comes from a timed-out write (proxy_send_timeout).
-fn timed_out(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut e = Some(err);
-    while let Some(x) = e {
-        if x.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        match conn
+            .exchange(&req.head, &req.body, req.head_request, res.read_timeout)
+            .await
         {
-            return true;
-        }
-        e = x.source();
-    }
-    false
-}
-
-/// An upstream body on its way to the client: proxy_read_timeout between reads, and the
-/// connection returned to the idle cache once the body has been read to its end.
-pub struct Relayed {
-    inner: Incoming,
-    read_timeout: Duration,
-    sleep: Pin<Box<tokio::time::Sleep>>,
-    back: Option<(Arc<UpstreamGroup>, SocketAddr, Conn)>,
-}
-
-impl std::fmt::Debug for Relayed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relayed").finish_non_exhaustive()
-    }
-}
-
-impl Relayed {
-    /// The body was read to its end: the connection may serve another request.
-    fn give_back(&mut self) {
-        if let Some((g, addr, c)) = self.back.take() {
-            g.idle.put(addr, c, g.keepalive);
+            Ok(head) => {
+                let keep = reuse
+                    && conn.requests < group.keepalive_requests
+                    && head.keep_alive
+                    && head.status != 101;
+                let back = keep.then(|| upstream::Back {
+                    idle: group.idle.clone(),
+                    addr,
+                    cap: group.keepalive,
+                });
+                return Ok((head, conn, back));
+            }
+            // A cached connection the peer had closed: again on a new one.
+            Err(Failure::Stale) => continue,
+            Err(Failure::Timeout(why)) => return Err((Fail::Timeout, true, why)),
+            Err(Failure::InvalidHeader(why)) => return Err((Fail::InvalidHeader, true, why)),
+            Err(Failure::Error(why)) => return Err((Fail::Error, true, why)),
         }
     }
 }
 
-impl hyper::body::Body for Relayed {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(f))) => {
-                let deadline = tokio::time::Instant::now() + this.read_timeout;
-                this.sleep.as_mut().reset(deadline);
-                Poll::Ready(Some(Ok(f)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.back = None;
-                Poll::Ready(Some(Err(e.into())))
-            }
-            Poll::Ready(None) => {
-                this.give_back();
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                if this.sleep.as_mut().poll(cx).is_ready() {
-                    this.back = None;
-                    return Poll::Ready(Some(Err(
-                        "upstream timed out while reading upstream".into()
-                    )));
-                }
-                Poll::Pending
-            }
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Relayed {
-    fn drop(&mut self) {
-        // An empty body may never be polled to its end.
-        if self.inner.is_end_stream() {
-            self.give_back();
-        }
-    }
-}
-
-use std::future::Future as _;
-
-/// See `relay`: responses up to this size are not spooled.
+/// See `handle`: responses up to this size are not spooled.
 const SMALL_RESPONSE: u64 = 16 * 1024;
 
-/// Headers nginx does not pass from the upstream's response.
-const HIDDEN: [&str; 12] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "trailer",
-    "date",
-    "server",
-    "x-pad",
-    "x-accel-redirect",
-    "x-accel-buffering",
-];
+/// Headers of an upstream's response that nginx does not pass on: its own Server and
+/// Date replace the upstream's, X-Accel-* are instructions to nginx, and the framing and
+/// connection headers are the hop's (ngx_http_proxy_hide_headers and the upstream
+/// module's ignored lines).
+fn hidden(name: &[u8]) -> bool {
+    const HIDDEN: [&str; 6] = [
+        "date",
+        "server",
+        "x-pad",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+    ];
+    HIDDEN
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+        || name.len() >= 8 && name[..8].eq_ignore_ascii_case(b"x-accel-")
+}
 
-/// The client's response from the upstream's: hop-by-hop and nginx's hidden headers
-/// removed, `Location` rewritten by proxy_redirect.
+/// The client's response head from the upstream's: nginx's own headers in their slots,
+/// the others as received (names in their case), `Location` rewritten by proxy_redirect.
 #[allow(clippy::too_many_arguments)]
-fn relay(
+fn relay_head(
     site: &Site,
-    resp: Response<Relayed>,
+    head: &ResponseHead,
     res: &Resolved,
     r: &Req,
     loc: &Loc,
     target: &Target,
     proxy_host: &str,
     server: &VServer,
-) -> Response<Body> {
-    let (mut parts, body) = resp.into_parts();
-    // X-Accel-Buffering from the upstream overrides proxy_buffering, as in nginx.
-    let buffering = match parts.headers.get("x-accel-buffering").map(|v| v.as_bytes()) {
-        Some(v) if v.eq_ignore_ascii_case(b"yes") => true,
-        Some(v) if v.eq_ignore_ascii_case(b"no") => false,
-        _ => res.buffering,
-    };
-    for h in HIDDEN {
-        parts.headers.remove(h);
+) -> Response {
+    let mut out = Response::new(head.status, res.server.clone());
+    if !head.http09 {
+        out.status_line = Some(head.status_line.clone());
     }
-    let hidden_accel: Vec<HeaderName> = parts
-        .headers
-        .keys()
-        .filter(|k| k.as_str().starts_with("x-accel-"))
-        .cloned()
-        .collect();
-    for k in hidden_accel {
-        parts.headers.remove(k);
-    }
-    if let Some(location) = parts
-        .headers
-        .get(header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        if let Some(new) = redirect(site, location, res, r, loc, target, proxy_host, server) {
-            if let Ok(v) = HeaderValue::from_str(&new) {
-                parts.headers.insert(header::LOCATION, v);
+    for h in &head.headers {
+        let n = &h.name[..];
+        if hidden(n) {
+            continue;
+        }
+        if n.eq_ignore_ascii_case(b"content-type") {
+            out.content_type.get_or_insert_with(|| h.value.clone());
+        } else if n.eq_ignore_ascii_case(b"content-length") {
+            continue;
+        } else if n.eq_ignore_ascii_case(b"location") && out.location.is_none() {
+            // As proxy_redirect leaves it; a relative one is made absolute and written
+            // where nginx's header filter writes its own, an absolute one stays in place.
+            let value = std::str::from_utf8(&h.value)
+                .ok()
+                .and_then(|l| redirect(site, l, res, r, loc, target, proxy_host, server))
+                .map_or_else(|| h.value.clone(), Bytes::from);
+            if value.starts_with(b"/") {
+                let host = r.ctx(site, server.name(), proxy_host).host();
+                let path = String::from_utf8_lossy(&value);
+                out.location = Some(Bytes::from(absolute(r, &host, &path)));
+            } else {
+                out.headers.push(h.name.clone(), value);
             }
+        } else {
+            out.headers.push(h.name.clone(), h.value.clone());
         }
     }
-    parts.version = Version::HTTP_11;
-    // A response of known length that fits a socket's send buffer (16 KiB at least) is
-    // taken by the kernel at once however slow the client: no spool needed for it.
-    let small = body
-        .size_hint()
-        .exact()
-        .is_some_and(|n| n <= SMALL_RESPONSE);
-    if buffering && !small && !body.is_end_stream() {
-        let limits = crate::spool::Limits {
-            memory: res.buffers,
-            file: res.max_temp_file,
-            dir: res.temp_path.clone(),
-        };
-        return Response::from_parts(parts, crate::spool::spool(body, limits).boxed_unsync());
-    }
-    Response::from_parts(parts, body.boxed_unsync())
+    out.content_length = match head.framing {
+        Framing::Length(n) => Some(n),
+        Framing::Empty if head.headers.contains("content-length") => head
+            .headers
+            .get_str("content-length")
+            .and_then(|v| v.parse().ok()),
+        Framing::Empty if head.status >= 200 && head.status != 204 && head.status != 304 => Some(0),
+        _ => None,
+    };
+    out
 }
 
 /// proxy_redirect: `default` is `http://$proxy_host<uri part>` → the location's prefix.
@@ -1031,53 +728,51 @@ fn redirect(
             }
         };
         if let Some(rest) = location.strip_prefix(&from) {
-            let relative = format!("{to}{rest}");
-            if relative.starts_with('/') {
-                let host = r
-                    .headers
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .unwrap_or(server.name());
-                let scheme = if r.conn.https { "https" } else { "http" };
-                return Some(format!("{scheme}://{host}{relative}"));
-            }
-            return Some(relative);
+            return Some(format!("{to}{rest}"));
         }
     }
     None
 }
 
-/// An error page, logged.
-fn fail(
-    site: &Site,
-    server: &VServer,
-    res: &Resolved,
-    r: &Req,
-    status: StatusCode,
-) -> Response<Body> {
-    finish(site, server, res, r, error_page(status), "")
+/// nginx's absolute_redirect: a Location that starts with `/` gets the scheme, the host
+/// the request named (without its port) and, unless it is the scheme's default, the port
+/// the request came in on (port_in_redirect).
+fn absolute(r: &Req, host: &str, path: &str) -> String {
+    let (scheme, default) = if r.conn.https {
+        ("https", 443)
+    } else {
+        ("http", 80)
+    };
+    let port = r.conn.local.port();
+    if port == default {
+        format!("{scheme}://{host}{path}")
+    } else {
+        format!("{scheme}://{host}:{port}{path}")
+    }
 }
 
-/// Adds the access log line (as an extension) and nginx's Server header.
+/// An error page, logged.
+fn fail(site: &Site, server: &VServer, res: &Resolved, r: &Req, status: u16) -> Response {
+    finish(
+        site,
+        server,
+        res,
+        r,
+        Response::error(status, res.server.clone()),
+        "",
+    )
+}
+
+/// Counts the response and leaves its access log line with it.
 fn finish(
     site: &Site,
     server: &VServer,
     res: &Resolved,
     r: &Req,
-    mut resp: Response<Body>,
+    mut resp: Response,
     upstream_addr: &str,
-) -> Response<Body> {
-    resp.headers_mut()
-        .insert(header::SERVER, HeaderValue::from_static("fulcrum"));
-    site.stats.request(server.name(), resp.status().as_u16());
-    if r.protocol == "HTTP/2.0" {
-        // Connection-specific headers do not exist in HTTP/2.
-        resp.headers_mut().remove(header::CONNECTION);
-    }
-    // Written by the response's one body wrapper (log::Sent) once it has gone out.
-    if let Some(line) = AccessLine::new(site, server, res, r, resp.status().as_u16(), upstream_addr)
-    {
-        resp.extensions_mut().insert(line);
-    }
+) -> Response {
+    site.stats.request(server.name(), resp.status);
+    resp.log = AccessLine::new(site, server, res, r, resp.status, upstream_addr);
     resp
 }

@@ -2,31 +2,36 @@
 //!
 //! [`Runtime::start`] compiles the configuration ([`site`]), binds every `listen` address
 //! (with IP_FREEBIND, so a VRRP VIP can be listened on before this node holds it) and
-//! serves HTTP/1.x on its own multi-threaded tokio runtime (`worker_processes` threads,
-//! `auto` = cores). [`Runtime::reload`] swaps in a new configuration without dropping a
+//! serves on its own tokio runtime (`worker_processes` threads, `auto` = cores): HTTP/1
+//! on our own engine ([`http1`], with `fulcrum_http1`'s codec, to clients and upstreams
+//! alike), HTTP/2 through hyper ([`h2`]). [`Runtime::reload`] swaps in a new configuration without dropping a
 //! connection: requests already in flight finish on the old one, new listeners are bound
 //! before anything changes, and a configuration that fails to compile or bind is refused
 //! with the old one left serving. Upstream groups whose block did not change keep their
 //! balancer state and idle connections.
 
-mod guard;
-pub mod handler;
+mod body;
+mod h2;
+mod handler;
+mod http1;
 mod log;
-pub mod pool;
+mod request;
+mod response;
 pub mod route;
 pub mod site;
 mod spool;
 mod stall;
 pub mod stats;
+mod stream;
 mod tls;
+mod upstream;
 pub mod vars;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 
 use fulcrum_nginx_conf::model::NginxConfig;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -35,7 +40,7 @@ pub use site::Site;
 /// The proxy's shared state: the configuration in force and the listeners.
 #[derive(Debug)]
 struct Shared {
-    site: RwLock<Arc<Site>>,
+    site: Arc<site::Current>,
     /// Per bound address, the accept task of each of its sockets.
     listeners: Mutex<HashMap<SocketAddr, Vec<JoinHandle<()>>>>,
     /// Peer addresses an active health check holds out, applied to every new pool.
@@ -122,7 +127,8 @@ fn bind(addr: SocketAddr, reuseport: bool) -> std::io::Result<std::net::TcpListe
 impl Runtime {
     /// Compiles `cfg`, binds its listeners and starts serving.
     pub fn start(cfg: &NginxConfig) -> Result<Runtime, String> {
-        let site = site::compile(cfg, None)?;
+        let mut site = site::compile(cfg, None)?;
+        tls::attach(&mut site, cfg.conf_prefix.as_deref())?;
         let threads = worker_threads(&site);
         // One worker: a current-thread runtime (no work-stealing machinery to pay for),
         // as an nginx worker is one event loop; more: the multi-threaded scheduler.
@@ -166,7 +172,7 @@ impl Runtime {
         }
         let limit = connection_limit(&site);
         let shared = Arc::new(Shared {
-            site: RwLock::new(Arc::new(site)),
+            site: Arc::new(site::Current::new(site)),
             listeners: Mutex::new(HashMap::new()),
             check_down: Mutex::new(HashMap::new()),
             drained: Mutex::new(Vec::new()),
@@ -197,7 +203,8 @@ impl Runtime {
     /// Applies a new configuration; on error the running one stays.
     pub fn reload(&self, cfg: &NginxConfig) -> Result<(), String> {
         let old = self.site();
-        let site = site::compile(cfg, Some(&old))?;
+        let mut site = site::compile(cfg, Some(&old))?;
+        tls::attach(&mut site, cfg.conf_prefix.as_deref())?;
         let binds = site.binds();
         let mut listeners = self
             .shared
@@ -259,7 +266,7 @@ impl Runtime {
             }
             *old = limit;
         }
-        *self.shared.site.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(site);
+        self.shared.site.set(site);
         let rt = &self.rt;
         for (a, ls) in fresh {
             let sockets = ls.len();
@@ -285,11 +292,7 @@ impl Runtime {
     }
 
     pub fn site(&self) -> Arc<Site> {
-        self.shared
-            .site
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.shared.site.get()
     }
 
     /// The proxy's counters since it started (reloads keep them).
@@ -431,21 +434,31 @@ async fn accept(shared: Arc<Shared>, listener: std::net::TcpListener, bind: Sock
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
+        static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let mut conn = request::ClientConn {
+            id: CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            remote,
+            local,
+            https: false,
+        };
         tokio::spawn(async move {
             let _permit = permit;
-            let site = shared
-                .site
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone();
+            let site = shared.site.get();
             match site.tls.get(&bind).cloned() {
-                None => serve(shared, site, stream, remote, local, false).await,
+                None => {
+                    let h2 = site.http2(bind);
+                    serve(shared.site.clone(), site, stream, conn, h2).await
+                }
                 Some(config) => {
+                    conn.https = true;
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
                     let handshake =
                         tokio::time::timeout(site.client_header_timeout, acceptor.accept(stream));
                     match handshake.await {
-                        Ok(Ok(tls)) => serve(shared, site, tls, remote, local, true).await,
+                        Ok(Ok(tls)) => {
+                            let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                            serve(shared.site.clone(), site, tls, conn, h2).await
+                        }
                         Ok(Err(e)) => debug!(%remote, "TLS handshake: {e}"),
                         Err(_) => debug!(%remote, "TLS handshake timed out"),
                     }
@@ -455,86 +468,34 @@ async fn accept(shared: Arc<Shared>, listener: std::net::TcpListener, bind: Sock
     }
 }
 
-/// Serves one client connection (plain or TLS; HTTP/1.x, or HTTP/2 when negotiated).
-async fn serve<S>(
-    shared: Arc<Shared>,
+/// Serves one client connection: plain or TLS, HTTP/1.x, or HTTP/2 when ALPN says h2 or
+/// (on a plain listen that says `http2`) the client opens with HTTP/2's preface.
+async fn serve<S: http1::ClientStream>(
+    current: Arc<site::Current>,
     site: Arc<Site>,
-    stream: S,
-    remote: SocketAddr,
-    local: SocketAddr,
-    https: bool,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    let conn = handler::Conn4 {
-        id: CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-        remote,
-        local,
-        https,
-    };
-    let state = guard::Shared::new();
-    let waits = guard::Waits {
-        header: site.client_header_timeout,
-        keepalive: site.keepalive_timeout,
-    };
-    let on_conn = state.clone();
-    let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-        let site = shared
-            .site
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        // keepalive_requests: the last one allowed says so and the connection closes.
-        let last = site.keepalive_requests > 0
-            && on_conn.request() >= u64::from(site.keepalive_requests)
-            && req.version() != http::Version::HTTP_2;
-        // keepalive_timeout's second value, on HTTP/1.1 responses that keep the connection.
-        let keep_alive_header = site
-            .keepalive_header
-            .filter(|_| !last && req.version() == http::Version::HTTP_11)
-            .and_then(|t| http::HeaderValue::from_str(&format!("timeout={}", t.as_secs())).ok());
-        let state = on_conn.clone();
-        // Boxed: hyper keeps a box the size of the service's future for every
-        // connection, idle or not (the handler's is about 4 KiB).
-        let handled = Box::pin(handler::handle(site, req, conn));
-        async move {
-            let mut resp = handled.await?;
-            if last {
-                resp.headers_mut().insert(
-                    http::header::CONNECTION,
-                    http::HeaderValue::from_static("close"),
-                );
-            } else if let Some(v) = keep_alive_header {
-                let closing = resp
-                    .headers()
-                    .get(http::header::CONNECTION)
-                    .is_some_and(|c| c.as_bytes().eq_ignore_ascii_case(b"close"));
-                if !closing {
-                    resp.headers_mut()
-                        .insert(http::HeaderName::from_static("keep-alive"), v);
-                }
+    mut stream: S,
+    conn: request::ClientConn,
+    h2: bool,
+) {
+    let mut early = bytes::BytesMut::new();
+    if h2 && !conn.https {
+        // Enough of the first bytes to tell HTTP/2's preface from an HTTP/1 request line.
+        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
+        let deadline = tokio::time::Instant::now() + site.client_header_timeout;
+        while early.len() < PREFACE.len() && PREFACE.starts_with(&early) {
+            early.reserve(4096);
+            let read = tokio_util::io::read_buf(&mut stream, &mut early);
+            match tokio::time::timeout_at(deadline, read).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
             }
-            Ok::<_, std::io::Error>(log::Sent::wrap(resp, state))
         }
-    });
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        // The guard keeps nginx's two waits; hyper's one is only a backstop past both.
-        .header_read_timeout(site.client_header_timeout + site.keepalive_timeout)
-        // Room beyond nginx's limit, so the handler answers as nginx does.
-        .max_buf_size((site.header_buffer * 2).max(16 * 1024))
-        // keepalive_timeout 0 turns keep-alive off, as in nginx.
-        .keep_alive(!site.keepalive_timeout.is_zero());
-    builder.http2().timer(TokioTimer::new());
-    let io = TokioIo::new(stall::SendTimed::new(
-        guard::Guard::new(stream, state, waits),
-        site.send_timeout,
-        "client timed out (send_timeout)",
-    ));
-    if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
-        debug!(%remote, "connection: {e}");
+        if early.starts_with(PREFACE) {
+            return h2::serve(current, stream, conn, early).await;
+        }
     }
+    if h2 && conn.https {
+        return h2::serve(current, stream, conn, early).await;
+    }
+    http1::serve(current, stream, conn, early).await
 }

@@ -3,19 +3,13 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Mutex;
 
-use bytes::Bytes;
 use fulcrum_nginx_conf::model::{AccessLog, Part, Template};
-use hyper::body::{Frame, SizeHint};
-use hyper::Response;
 use tracing::warn;
 
-use crate::guard::Shared;
-use crate::handler::{Body, BoxError, Req};
-use crate::site::{Resolved, Site, VServer, COMBINED};
+use crate::request::Req;
+use crate::site::{ErrorLogTarget, Level, Resolved, Site, VServer, COMBINED};
 
 #[derive(Clone)]
 enum Piece {
@@ -47,9 +41,13 @@ fn civil_now() -> (i64, i64, i64, i64, i64, i64) {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or(0);
-    let days = secs.div_euclid(86_400);
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400);
-    // Civil from days (Howard Hinnant's algorithm).
+    (year, month, day, rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// (year, month, day) of a day counted from 1970-01-01 (Howard Hinnant's algorithm).
+pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -58,8 +56,7 @@ fn civil_now() -> (i64, i64, i64, i64, i64, i64) {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day, rem / 3600, rem / 60 % 60, rem % 60)
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 /// `$time_local`: 25/Nov/2026:20:15:02 +0000.
@@ -92,65 +89,6 @@ fn append(path: &str, line: &str, what: &str) {
     }
 }
 
-/// nginx's error log levels, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    Debug,
-    Info,
-    Notice,
-    Warn,
-    Error,
-    Crit,
-    Alert,
-    Emerg,
-}
-
-impl Level {
-    fn name(self) -> &'static str {
-        match self {
-            Level::Debug => "debug",
-            Level::Info => "info",
-            Level::Notice => "notice",
-            Level::Warn => "warn",
-            Level::Error => "error",
-            Level::Crit => "crit",
-            Level::Alert => "alert",
-            Level::Emerg => "emerg",
-        }
-    }
-}
-
-/// `error_log FILE [LEVEL]` as it applies to a location: where, and from which level.
-/// nginx's default is `error_log logs/error.log error`, which Debian builds as
-/// /var/log/nginx/error.log. `stderr` writes to the daemon's standard error.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ErrorLogTarget {
-    pub path: String,
-    pub level: Level,
-}
-
-impl ErrorLogTarget {
-    pub fn of(e: Option<&fulcrum_nginx_conf::model::ErrorLog>) -> ErrorLogTarget {
-        let level = match e.and_then(|e| e.level.as_deref()) {
-            Some("debug") => Level::Debug,
-            Some("info") => Level::Info,
-            Some("notice") => Level::Notice,
-            Some("warn") => Level::Warn,
-            Some("crit") => Level::Crit,
-            Some("alert") => Level::Alert,
-            Some("emerg") => Level::Emerg,
-            _ => Level::Error,
-        };
-        ErrorLogTarget {
-            path: e.map_or_else(
-                || "/var/log/nginx/error.log".to_string(),
-                |e| e.path.clone(),
-            ),
-            level,
-        }
-    }
-}
-
 /// What an error log line says about the request it happened in, as nginx's does.
 pub(crate) struct ErrorContext<'a> {
     pub target: &'a ErrorLogTarget,
@@ -174,18 +112,14 @@ impl ErrorContext<'_> {
             r.conn.id,
             r.conn.remote.ip(),
             self.server,
-            r.method,
+            r.method_str(),
             r.request_uri,
             r.protocol,
         );
         if let Some(u) = upstream {
             line.push_str(&format!(", upstream: \"{u}\""));
         }
-        if let Some(host) = r
-            .headers
-            .get(http::header::HOST)
-            .and_then(|v| v.to_str().ok())
-        {
+        if let Some(host) = r.host_header() {
             line.push_str(&format!(", host: \"{host}\""));
         }
         line.push('\n');
@@ -255,7 +189,7 @@ impl AccessLine {
         })
     }
 
-    fn write(&self, bytes: u64) {
+    pub(crate) fn write(&self, bytes: u64) {
         let mut line = String::new();
         for p in &self.pieces {
             match p {
@@ -270,73 +204,5 @@ impl AccessLine {
         for path in &self.files {
             append(path, &line, "access_log");
         }
-    }
-}
-
-/// The body of every response: counts what goes out and, once hyper is done with it
-/// (written, or the connection gone), writes the access log line the handler left in the
-/// response's extensions, if any, and tells the connection's guard that the response is
-/// over (keepalive_timeout runs from then). One wrapper a response, for both.
-pub struct Sent {
-    inner: Body,
-    line: Option<AccessLine>,
-    bytes: u64,
-    conn: Arc<Shared>,
-}
-
-impl std::fmt::Debug for Sent {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sent").field("bytes", &self.bytes).finish()
-    }
-}
-
-impl Sent {
-    pub fn wrap(resp: Response<Body>, conn: Arc<Shared>) -> Response<Sent> {
-        let (mut parts, inner) = resp.into_parts();
-        let line = parts.extensions.remove::<AccessLine>();
-        Response::from_parts(
-            parts,
-            Sent {
-                inner,
-                line,
-                bytes: 0,
-                conn,
-            },
-        )
-    }
-}
-
-impl hyper::body::Body for Sent {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(f))) = &polled {
-            if let Some(d) = f.data_ref() {
-                self.bytes += d.len() as u64;
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Sent {
-    fn drop(&mut self) {
-        if let Some(line) = self.line.take() {
-            line.write(self.bytes);
-        }
-        self.conn.finished();
     }
 }

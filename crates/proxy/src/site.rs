@@ -23,7 +23,7 @@ pub const COMBINED: &str = "$remote_addr - $remote_user [$time_local] \"$request
 pub struct Resolved {
     /// proxy_set_header, the innermost level that has any (nginx's rule), names parsed
     /// once here rather than per request.
-    pub set_headers: Vec<(http::HeaderName, Template)>,
+    pub set_headers: Vec<(bytes::Bytes, Template)>,
     pub http_version: HttpVersion,
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
@@ -40,11 +40,24 @@ pub struct Resolved {
     pub temp_path: std::path::PathBuf,
     pub redirect: Vec<ProxyRedirect>,
     pub access_log: Vec<AccessLog>,
-    pub error_log: crate::log::ErrorLogTarget,
+    pub error_log: ErrorLogTarget,
     pub client_max_body_size: u64,
     pub client_body_timeout: Duration,
     pub keepalive_timeout: Duration,
     pub keepalive_requests: u32,
+    /// `Server: fulcrum/VERSION` (server_tokens on) or `Server: fulcrum`.
+    pub server: bytes::Bytes,
+    /// default_type: the Content-Type of `return` with text.
+    pub default_type: bytes::Bytes,
+}
+
+/// The Server header's value and the error pages' footer, as server_tokens says.
+pub fn server_name(tokens: bool) -> bytes::Bytes {
+    if tokens {
+        bytes::Bytes::from(concat!("fulcrum/", env!("CARGO_PKG_VERSION")))
+    } else {
+        bytes::Bytes::from_static(b"fulcrum")
+    }
 }
 
 fn merge(inner: &Settings, outer: &Settings) -> Settings {
@@ -76,7 +89,11 @@ fn merge(inner: &Settings, outer: &Settings) -> Settings {
         ssl_certificate_key,
         client_header_timeout,
         client_header_buffer_size,
-        large_client_header_buffers
+        large_client_header_buffers,
+        underscores_in_headers,
+        ignore_invalid_headers,
+        server_tokens,
+        default_type
     )
 }
 
@@ -88,11 +105,7 @@ impl Resolved {
                 .proxy_set_header
                 .iter()
                 .flatten()
-                .filter_map(|(n, t)| {
-                    http::HeaderName::from_bytes(n.as_bytes())
-                        .ok()
-                        .map(|n| (n, t.clone()))
-                })
+                .map(|(n, t)| (bytes::Bytes::from(n.clone()), t.clone()))
                 .collect(),
             http_version: s.proxy_http_version.unwrap_or(HttpVersion::V1_0),
             connect_timeout: s.proxy_connect_timeout.unwrap_or(minute),
@@ -123,7 +136,7 @@ impl Resolved {
                     format: None,
                 }]
             }),
-            error_log: crate::log::ErrorLogTarget::of(s.error_log.as_ref()),
+            error_log: ErrorLogTarget::of(s.error_log.as_ref()),
             client_max_body_size: s.client_max_body_size.unwrap_or(1024 * 1024),
             client_body_timeout: s.client_body_timeout.unwrap_or(minute),
             keepalive_timeout: s
@@ -131,6 +144,12 @@ impl Resolved {
                 .map(|k| k.0)
                 .unwrap_or(Duration::from_secs(75)),
             keepalive_requests: s.keepalive_requests.unwrap_or(1000),
+            server: server_name(s.server_tokens.unwrap_or(true)),
+            default_type: bytes::Bytes::from(
+                s.default_type
+                    .clone()
+                    .unwrap_or_else(|| "text/plain".into()),
+            ),
         }
     }
 }
@@ -203,7 +222,7 @@ pub struct UpstreamGroup {
     pub keepalive_requests: u32,
     pub keepalive_timeout: Duration,
     /// Idle connections to its peers, kept for reuse (keepalive N).
-    pub idle: crate::pool::Idle,
+    pub idle: Arc<crate::upstream::Idle>,
 }
 
 #[derive(Debug)]
@@ -231,10 +250,13 @@ pub struct Site {
     pub keepalive_requests: u32,
     /// send_timeout for client connections, from the http level likewise.
     pub send_timeout: Duration,
-    /// large_client_header_buffers: count x size for the whole head.
-    pub header_buffer: usize,
-    /// ... and size for the request line or any one header line.
-    pub header_line: usize,
+    /// client_header_buffer_size, large_client_header_buffers, underscores_in_headers
+    /// and ignore_invalid_headers, from the http block (nginx takes them from the
+    /// default server of the address).
+    pub limits: fulcrum_http1::Limits,
+    /// The Server header and error-page footer for what is answered before a server is
+    /// chosen (a refused head), from the http block's server_tokens.
+    pub server: bytes::Bytes,
     pub threads: usize,
     /// worker_connections: client connections each worker may hold.
     pub worker_connections: usize,
@@ -276,6 +298,16 @@ impl Site {
             s.reuseport_listens.iter().any(|(a, p)| {
                 *p == bind.port() && (bind.ip().is_unspecified() || *a == Some(bind.ip()))
             })
+        })
+    }
+
+    /// Whether a listen on `bind` says `http2` (HTTP/2 by its preface on a plain port).
+    pub fn http2(&self, bind: SocketAddr) -> bool {
+        self.servers.iter().any(|s| {
+            s.http2
+                && s.listens.iter().any(|(a, p, _)| {
+                    *p == bind.port() && (bind.ip().is_unspecified() || *a == Some(bind.ip()))
+                })
         })
     }
 
@@ -329,7 +361,7 @@ fn group(u: &Upstream) -> Result<UpstreamGroup, String> {
         keepalive: u.keepalive.unwrap_or(0) as usize,
         keepalive_requests: u.keepalive_requests.unwrap_or(1000),
         keepalive_timeout: u.keepalive_timeout.unwrap_or(Duration::from_secs(60)),
-        idle: crate::pool::Idle::default(),
+        idle: Arc::default(),
     })
 }
 
@@ -522,6 +554,7 @@ fn temp_paths(servers: &[VServer]) -> Result<(), String> {
     Ok(())
 }
 
+/// Compiles the http block; TLS for its `ssl` listens is added by the tls module.
 pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, String> {
     let mut http = cfg.http.clone().unwrap_or_default();
     // error_log at the main level is where http's inherits from.
@@ -563,7 +596,7 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
         .settings
         .large_client_header_buffers
         .unwrap_or((4, 8192));
-    let mut site = Site {
+    let site = Site {
         servers,
         upstreams: c.upstreams,
         maps,
@@ -583,18 +616,105 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
             .settings
             .send_timeout
             .unwrap_or(Duration::from_secs(60)),
-        header_buffer: (count as u64 * size).max(1024) as usize,
-        header_line: size.max(1024) as usize,
+        limits: fulcrum_http1::Limits {
+            header_buffer: http
+                .settings
+                .client_header_buffer_size
+                .unwrap_or(1024)
+                .max(1) as usize,
+            large_buffers: count.max(1) as usize,
+            large_buffer: size.max(1) as usize,
+            underscores_in_headers: http.settings.underscores_in_headers.unwrap_or(false),
+            ignore_invalid_headers: http.settings.ignore_invalid_headers.unwrap_or(true),
+        },
+        server: server_name(http.settings.server_tokens.unwrap_or(true)),
         threads,
         worker_connections: cfg.worker_connections as usize,
         tls: HashMap::new(),
         stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
     };
     temp_paths(&site.servers)?;
-    for b in site.binds() {
-        if let Some(c) = crate::tls::config(&site.servers, b, cfg.conf_prefix.as_deref())? {
-            site.tls.insert(b, c);
+    Ok(site)
+}
+
+// === error_log ===
+
+/// nginx's error log levels, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Debug,
+    Info,
+    Notice,
+    Warn,
+    Error,
+    Crit,
+    Alert,
+    Emerg,
+}
+
+impl Level {
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Debug => "debug",
+            Level::Info => "info",
+            Level::Notice => "notice",
+            Level::Warn => "warn",
+            Level::Error => "error",
+            Level::Crit => "crit",
+            Level::Alert => "alert",
+            Level::Emerg => "emerg",
         }
     }
-    Ok(site)
+}
+
+/// `error_log FILE [LEVEL]` as it applies to a location: where, and from which level.
+/// nginx's default is `error_log logs/error.log error`, which Debian builds as
+/// /var/log/nginx/error.log. `stderr` writes to the daemon's standard error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorLogTarget {
+    pub path: String,
+    pub level: Level,
+}
+
+impl ErrorLogTarget {
+    pub fn of(e: Option<&fulcrum_nginx_conf::model::ErrorLog>) -> ErrorLogTarget {
+        let level = match e.and_then(|e| e.level.as_deref()) {
+            Some("debug") => Level::Debug,
+            Some("info") => Level::Info,
+            Some("notice") => Level::Notice,
+            Some("warn") => Level::Warn,
+            Some("crit") => Level::Crit,
+            Some("alert") => Level::Alert,
+            Some("emerg") => Level::Emerg,
+            _ => Level::Error,
+        };
+        ErrorLogTarget {
+            path: e.map_or_else(
+                || "/var/log/nginx/error.log".to_string(),
+                |e| e.path.clone(),
+            ),
+            level,
+        }
+    }
+}
+
+// === the configuration in force ===
+
+/// The compiled configuration in force, swapped whole by a reload; connections take the
+/// current one for each request.
+#[derive(Debug)]
+pub struct Current(std::sync::RwLock<Arc<Site>>);
+
+impl Current {
+    pub fn new(site: Site) -> Current {
+        Current(std::sync::RwLock::new(Arc::new(site)))
+    }
+
+    pub fn get(&self) -> Arc<Site> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set(&self, site: Site) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(site);
+    }
 }

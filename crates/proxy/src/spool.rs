@@ -12,25 +12,20 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::HeaderMap;
-use http_body_util::BodyExt;
-use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::{mpsc, Notify};
 
-use crate::handler::BoxError;
+use crate::stream::{BoxError, Source};
 
 /// What the pump queues for the client, in the upstream's order.
 enum Piece {
     Memory(Bytes),
     /// The next `len` bytes of the temporary file.
     File(Arc<File>, u64),
-    Trailers(HeaderMap),
     Failed(BoxError),
 }
 
@@ -47,8 +42,8 @@ pub struct Spooled {
     /// Where the next file piece starts.
     offset: u64,
     level: Arc<Level>,
-    hint: SizeHint,
-    done: bool,
+    /// The upstream's Content-Length, if it sent one.
+    length: Option<u64>,
 }
 
 impl std::fmt::Debug for Spooled {
@@ -66,24 +61,21 @@ pub struct Limits {
 }
 
 /// Starts reading `body` into a spool; what the client gets reads it back.
-pub fn spool<B>(body: B, limits: Limits) -> Spooled
+pub fn spool<B>(body: B, length: Option<u64>, limits: Limits) -> Spooled
 where
-    B: Body<Data = Bytes, Error = BoxError> + Send + Unpin + 'static,
+    B: Source + 'static,
 {
     let (tx, rx) = mpsc::unbounded_channel();
     let level = Arc::new(Level::default());
-    let hint = body.size_hint();
     tokio::spawn(pump(body, tx, level.clone(), limits));
     Spooled {
         rx,
         offset: 0,
         level,
-        hint,
-        done: false,
+        length,
     }
 }
 
-/// A temporary file in `dir`, unlinked at once.
 fn temp_file(dir: &Path) -> std::io::Result<File> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let path = dir.join(format!(
@@ -102,31 +94,22 @@ fn temp_file(dir: &Path) -> std::io::Result<File> {
 
 async fn pump<B>(mut body: B, tx: mpsc::UnboundedSender<Piece>, level: Arc<Level>, limits: Limits)
 where
-    B: Body<Data = Bytes, Error = BoxError> + Unpin,
+    B: Source,
 {
     let mut file: Option<Arc<File>> = None;
     let mut written = 0u64;
     loop {
-        let frame = tokio::select! {
-            f = body.frame() => f,
+        let next = tokio::select! {
+            f = std::future::poll_fn(|cx| body.poll_next(cx)) => f,
             // The client went away: so does the upstream connection.
             _ = tx.closed() => return,
         };
-        let frame = match frame {
+        let data = match next {
             None => return,
-            Some(Ok(f)) => f,
+            Some(Ok(d)) => d,
             Some(Err(e)) => {
                 let _ = tx.send(Piece::Failed(e));
                 return;
-            }
-        };
-        let data = match frame.into_data() {
-            Ok(d) => d,
-            Err(f) => {
-                if let Ok(t) = f.into_trailers() {
-                    let _ = tx.send(Piece::Trailers(t));
-                }
-                continue;
             }
         };
         let len = data.len() as u64;
@@ -178,53 +161,39 @@ where
     }
 }
 
-impl Body for Spooled {
-    type Data = Bytes;
-    type Error = BoxError;
+impl Spooled {
+    /// The length the upstream announced.
+    pub fn exact_len(&self) -> Option<u64> {
+        self.length
+    }
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        let piece = match this.rx.poll_recv(cx) {
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+        let piece = match self.rx.poll_recv(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(None) => {
-                this.done = true;
-                return Poll::Ready(None);
-            }
+            Poll::Ready(None) => return Poll::Ready(None),
             Poll::Ready(Some(p)) => p,
         };
         Poll::Ready(Some(match piece {
             Piece::Memory(data) => {
-                this.level
+                self.level
                     .bytes
                     .fetch_sub(data.len() as u64, Ordering::AcqRel);
-                this.level.drained.notify_one();
-                Ok(Frame::data(data))
+                self.level.drained.notify_one();
+                Ok(data)
             }
             Piece::File(file, len) => {
                 // From the page cache, as nginx reads its temporary files back.
                 let mut buf = vec![0u8; len as usize];
-                match file.read_exact_at(&mut buf, this.offset) {
+                match file.read_exact_at(&mut buf, self.offset) {
                     Ok(()) => {
-                        this.offset += len;
-                        Ok(Frame::data(Bytes::from(buf)))
+                        self.offset += len;
+                        Ok(Bytes::from(buf))
                     }
                     Err(e) => Err(e.into()),
                 }
             }
-            Piece::Trailers(t) => Ok(Frame::trailers(t)),
             Piece::Failed(e) => Err(e),
         }))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.hint
     }
 }
 
@@ -236,19 +205,18 @@ mod tests {
     /// An upstream body that yields its pieces as fast as asked, counting how many it gave.
     struct Pieces(VecDeque<Bytes>, Arc<AtomicU64>);
 
-    impl Body for Pieces {
-        type Data = Bytes;
-        type Error = BoxError;
-        fn poll_frame(
-            mut self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    impl Source for Pieces {
+        fn poll_next(&mut self, _: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
             let next = self.0.pop_front();
             if next.is_some() {
                 self.1.fetch_add(1, Ordering::Relaxed);
             }
-            Poll::Ready(next.map(|b| Ok(Frame::data(b))))
+            Poll::Ready(next.map(Ok))
         }
+    }
+
+    async fn next(s: &mut Spooled) -> Option<Result<Bytes, BoxError>> {
+        std::future::poll_fn(|cx| s.poll_next(cx)).await
     }
 
     fn upstream(parts: &[Bytes]) -> (Pieces, Arc<AtomicU64>) {
@@ -284,33 +252,32 @@ mod tests {
     async fn a_response_is_read_whole_into_memory_and_file_before_the_client_reads() {
         let sent = pieces(40, 1000);
         let (upstream, given) = upstream(&sent);
-        let mut s = spool(upstream, limits(8 * 1024, 1 << 20));
+        let mut s = spool(upstream, None, limits(8 * 1024, 1 << 20));
         settle().await;
         // The whole response was read before the client took a byte; memory holds at
         // most its limit, the rest went to the file, in order.
         assert_eq!(given.load(Ordering::Relaxed), 40);
         assert!(s.level.bytes.load(Ordering::Acquire) <= 8 * 1024);
         let mut got = Vec::new();
-        while let Some(f) = s.frame().await {
-            got.extend_from_slice(&f.unwrap().into_data().unwrap());
+        while let Some(f) = next(&mut s).await {
+            got.extend_from_slice(&f.unwrap());
         }
         assert_eq!(got, sent.concat());
-        assert!(s.is_end_stream());
     }
 
     #[tokio::test]
     async fn past_both_limits_the_upstream_waits_for_the_client() {
         let sent = pieces(40, 1000);
         let (upstream, given) = upstream(&sent);
-        let mut s = spool(upstream, limits(4 * 1024, 0));
+        let mut s = spool(upstream, None, limits(4 * 1024, 0));
         settle().await;
         // Four pieces in memory, no file, the rest not yet read from the upstream (the
         // fifth is in hand, waiting for room).
         assert_eq!(s.level.bytes.load(Ordering::Acquire), 4000);
         assert_eq!(given.load(Ordering::Relaxed), 5);
         let mut got = Vec::new();
-        while let Some(f) = s.frame().await {
-            got.extend_from_slice(&f.unwrap().into_data().unwrap());
+        while let Some(f) = next(&mut s).await {
+            got.extend_from_slice(&f.unwrap());
         }
         assert_eq!(got, sent.concat());
     }
@@ -318,24 +285,19 @@ mod tests {
     #[tokio::test]
     async fn an_upstream_error_reaches_the_client_after_what_came_before() {
         struct Broken(u8);
-        impl Body for Broken {
-            type Data = Bytes;
-            type Error = BoxError;
-            fn poll_frame(
-                mut self: Pin<&mut Self>,
-                _: &mut Context<'_>,
-            ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        impl Source for Broken {
+            fn poll_next(&mut self, _: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
                 self.0 += 1;
                 Poll::Ready(Some(if self.0 == 1 {
-                    Ok(Frame::data(Bytes::from_static(b"head")))
+                    Ok(Bytes::from_static(b"head"))
                 } else {
                     Err("upstream reset".into())
                 }))
             }
         }
-        let mut s = spool(Broken(0), limits(1024, 0));
-        let first = s.frame().await.unwrap().unwrap().into_data().unwrap();
+        let mut s = spool(Broken(0), None, limits(1024, 0));
+        let first = next(&mut s).await.unwrap().unwrap();
         assert_eq!(&first[..], b"head");
-        assert!(s.frame().await.unwrap().is_err());
+        assert!(next(&mut s).await.unwrap().is_err());
     }
 }

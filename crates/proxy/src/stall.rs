@@ -79,6 +79,14 @@ impl<S> SendTimed<S> {
             stall: Stall::new(limit, what),
         }
     }
+
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for SendTimed<S> {

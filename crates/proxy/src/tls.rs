@@ -133,3 +133,16 @@ pub fn config(
     };
     Ok(Some(Arc::new(config)))
 }
+
+/// Adds TLS to every bound address that has `ssl` listens.
+pub fn attach(
+    site: &mut crate::site::Site,
+    conf_prefix: Option<&std::path::Path>,
+) -> Result<(), String> {
+    for b in site.binds() {
+        if let Some(c) = config(&site.servers, b, conf_prefix)? {
+            site.tls.insert(b, c);
+        }
+    }
+    Ok(())
+}

@@ -2,8 +2,8 @@
 
 use std::net::SocketAddr;
 
+use fulcrum_http1::Headers;
 use fulcrum_nginx_conf::model::{Part, Template};
-use http::HeaderMap;
 
 use crate::site::Site;
 
@@ -18,7 +18,9 @@ pub struct Ctx<'a> {
     pub uri: &'a str,
     pub args: &'a str,
     pub protocol: &'a str,
-    pub headers: &'a HeaderMap,
+    pub headers: &'a Headers,
+    /// The host the request names (absolute-form target, else the Host header).
+    pub host: Option<&'a str>,
     pub remote: SocketAddr,
     pub local: SocketAddr,
     pub https: bool,
@@ -35,11 +37,7 @@ pub struct Ctx<'a> {
 impl Ctx<'_> {
     /// `$host`: the Host header without its port, lowercased; else the server's name.
     pub fn host(&self) -> String {
-        match self
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-        {
+        match self.host {
             Some(h) if !h.is_empty() => {
                 let h = if h.starts_with('[') {
                     h.split_once(']')
@@ -56,11 +54,10 @@ impl Ctx<'_> {
 
     fn header(&self, name: &str) -> Option<String> {
         let name = name.replace('_', "-");
-        let values: Vec<&str> = self
+        let values: Vec<String> = self
             .headers
-            .get_all(name.as_str())
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+            .get_all(&name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
             .collect();
         if values.is_empty() {
             return None;

@@ -1,9 +1,9 @@
 //! The request table: malformed, ambiguous and smuggling requests, each sent to Debian's
-//! nginx 1.22 (in front of a recording upstream on loopback) and read by our HTTP/1
-//! codec, which must agree with nginx on every answer and on the exact bytes that reach
-//! the upstream (nginx's upstream request: `HTTP/1.0`, `Host`, `Connection: close`,
-//! `Content-Length` when there is a body, then the client's headers as received, minus
-//! the hop-by-hop ones; the body de-chunked).
+//! nginx 1.22 and to our proxy (both in front of one recording upstream on loopback) and
+//! read by our HTTP/1 codec alone. All three must agree on every answer and on the exact
+//! bytes that reach the upstream (nginx's upstream request: `HTTP/1.0`, `Host`,
+//! `Connection: close`, `Content-Length` when there is a body, then the client's headers
+//! as received, minus the hop-by-hop ones; the body de-chunked).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -400,26 +400,48 @@ fn answers(bytes: &[u8]) -> (Vec<u16>, bool) {
     (out, true)
 }
 
+/// Our proxy with the same configuration as [`nginx`]'s; its port.
+fn fulcrum(upstream: u16) -> (fulcrum_proxy::Runtime, u16) {
+    let port = free_port();
+    let text = format!(
+        "events {{}}\nhttp {{\n  access_log off;\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://127.0.0.1:{upstream};\n    }}\n  }}\n}}\n"
+    );
+    let loaded = fulcrum_nginx_conf::parse_str(
+        std::path::Path::new("table.conf"),
+        &text,
+        &fulcrum_nginx_conf::LoadOptions::default(),
+    );
+    let rt = fulcrum_proxy::Runtime::start(&loaded.config.expect("a valid configuration"))
+        .expect("proxy starts");
+    (rt, port)
+}
+
 #[test]
-fn nginx_and_the_codec_agree_on_every_case() {
+fn nginx_our_proxy_and_the_codec_agree_on_every_case() {
     let recorder = Recorder::start();
     let Some(nginx) = nginx(recorder.port) else {
         return;
     };
+    let (_proxy, proxy_port) = fulcrum(recorder.port);
     assert!(CASES.len() >= 60, "the table has {} cases", CASES.len());
     let host = format!("127.0.0.1:{}", recorder.port);
     let mut wrong = Vec::new();
     for (name, raw) in CASES {
         recorder.take();
         let ours = codec(raw, &host);
-        let answers = exchange(nginx.port, raw, ours.answers.len());
-        // The upstream's threads record before they answer; nginx answers after.
+        // The upstream's threads record before they answer; the proxies answer after.
         let theirs = Seen {
-            answers,
+            answers: exchange(nginx.port, raw, ours.answers.len()),
             upstream: recorder.take(),
         };
-        if theirs != ours {
-            wrong.push(format!("{name}:\n  nginx: {theirs:?}\n  ours:  {ours:?}"));
+        let proxied = Seen {
+            answers: exchange(proxy_port, raw, ours.answers.len()),
+            upstream: recorder.take(),
+        };
+        if theirs != ours || theirs != proxied {
+            wrong.push(format!(
+                "{name}:\n  nginx: {theirs:?}\n  codec: {ours:?}\n  proxy: {proxied:?}"
+            ));
         }
     }
     assert!(
@@ -437,6 +459,7 @@ fn header_buffer_limits_agree_with_nginx() {
     let Some(nginx) = nginx(recorder.port) else {
         return;
     };
+    let (_proxy, proxy_port) = fulcrum(recorder.port);
     let host = format!("127.0.0.1:{}", recorder.port);
     // Request lines and header lines around the buffer sizes (1k, then 8k), and heads
     // that need more than four large buffers.
@@ -469,10 +492,17 @@ fn header_buffer_limits_agree_with_nginx() {
             answers: exchange(nginx.port, raw, ours.answers.len()),
             upstream: recorder.take(),
         };
-        if theirs.answers != ours.answers || theirs.upstream.len() != ours.upstream.len() {
+        let proxied = Seen {
+            answers: exchange(proxy_port, raw, ours.answers.len()),
+            upstream: recorder.take(),
+        };
+        if theirs.answers != ours.answers
+            || theirs.upstream.len() != ours.upstream.len()
+            || theirs != proxied
+        {
             wrong.push(format!(
-                "{name}: nginx {:?}, ours {:?}",
-                theirs.answers, ours.answers
+                "{name}: nginx {:?}, codec {:?}, proxy {:?}",
+                theirs.answers, ours.answers, proxied.answers
             ));
         }
     }

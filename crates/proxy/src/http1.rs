@@ -1,0 +1,412 @@
+//! A client connection on our own HTTP/1 engine: one task drives its requests one after
+//! another (pipelined ones included), reads heads with nginx's rules
+//! (`fulcrum_http1::RequestParser`), hands each to the handler with a reader for its body,
+//! and writes the answer as nginx's header filter would, the body as slices of what the
+//! upstream sent (vectored writes, no copies). Its waits are nginx's:
+//! client_header_timeout for a head (from the connection's start for the first, from
+//! its first byte for later ones), keepalive_timeout between requests, send_timeout
+//! between writes. A plain connection waiting for its next request holds no buffer.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use fulcrum_http1::{
+    write, BodyDecoder, Chunk, Framing, Reject, RequestHead, RequestParser, Version,
+};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::body::Body;
+use crate::request::{BodyError, ClientBody, ClientConn, Req};
+use crate::response::{self, Persist, Response};
+use crate::site::Site;
+use crate::stall::SendTimed;
+use crate::stream::Source;
+
+/// How much a read asks the kernel for.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Vectored writes gather up to this much before they go.
+const GATHER: usize = 256 * 1024;
+
+const SEND_STALL: &str = "client timed out (send_timeout)";
+
+/// A client's byte stream: plain TCP (whose readiness can be awaited with no buffer
+/// held), or TLS.
+pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    fn tcp(&self) -> Option<&TcpStream>;
+}
+
+impl ClientStream for TcpStream {
+    fn tcp(&self) -> Option<&TcpStream> {
+        Some(self)
+    }
+}
+
+impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
+    fn tcp(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
+// === buffers ===
+
+thread_local! {
+    /// Read buffers of connections that went idle, for the next request on this thread.
+    static FREE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A read buffer from this thread's pool.
+fn take_buffer() -> BytesMut {
+    FREE.with(|f| f.borrow_mut().pop())
+        .unwrap_or_else(|| BytesMut::with_capacity(READ_SIZE))
+}
+
+/// Gives an empty read buffer back to the pool (a connection turning idle).
+fn give_buffer(buf: &mut BytesMut) {
+    let b = std::mem::take(buf);
+    if b.is_empty() && b.capacity() >= READ_SIZE / 2 {
+        FREE.with(|f| {
+            let mut f = f.borrow_mut();
+            if f.len() < 256 {
+                f.push(b);
+            }
+        });
+    }
+}
+
+/// Reads more into `buf` (from the pool if it has no room).
+async fn fill<S: ClientStream>(
+    io: &mut SendTimed<S>,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    if buf.capacity() == 0 {
+        *buf = take_buffer();
+    }
+    buf.reserve(READ_SIZE / 4);
+    tokio_util::io::read_buf(io, buf).await
+}
+
+// === the request body ===
+
+/// The body of the request being handled, off the connection's buffer and socket.
+struct H1Body<'a, S: ClientStream> {
+    io: &'a mut SendTimed<S>,
+    buf: &'a mut BytesMut,
+    decoder: BodyDecoder,
+    /// `Expect: 100-continue` not answered yet.
+    expect: bool,
+}
+
+impl<S: ClientStream> ClientBody for H1Body<'_, S> {
+    async fn next(&mut self) -> Option<Result<Bytes, BodyError>> {
+        if std::mem::take(&mut self.expect) {
+            let sent = self.io.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await;
+            if sent.is_err() {
+                return Some(Err(BodyError::Closed));
+            }
+        }
+        loop {
+            match self.decoder.decode(self.buf, usize::MAX) {
+                Err(_) => return Some(Err(BodyError::Invalid)),
+                Ok(Some(Chunk::Data(b))) => return Some(Ok(b)),
+                Ok(Some(Chunk::End)) => return None,
+                Ok(None) => {}
+            }
+            match fill(self.io, self.buf).await {
+                Ok(0) | Err(_) => return Some(Err(BodyError::Closed)),
+                Ok(_) => {}
+            }
+        }
+    }
+}
+
+// === the connection ===
+
+/// Serves the HTTP/1 requests of one client connection until it closes or times out.
+pub(crate) async fn serve<S: ClientStream>(
+    current: Arc<crate::site::Current>,
+    stream: S,
+    conn: ClientConn,
+    mut buf: BytesMut,
+) {
+    let start = Instant::now();
+    let site = current.get();
+    let mut io = SendTimed::new(stream, site.send_timeout, SEND_STALL);
+    let mut requests: u64 = 0;
+    loop {
+        let site = current.get();
+        let head = match read_head(&mut io, &mut buf, &site, requests == 0, start).await {
+            Ok(Some(h)) => h,
+            Ok(None) => return,
+            Err(reject) => {
+                refuse(&mut io, &site, reject).await;
+                return;
+            }
+        };
+        requests += 1;
+        let version = head.version;
+        let head_request = &head.method_name[..] == b"HEAD";
+        let mut keep = head.keep_alive
+            && !site.keepalive_timeout.is_zero()
+            && (site.keepalive_requests == 0 || requests < u64::from(site.keepalive_requests));
+        let mut body = BodyDecoder::new(head.framing);
+        let expect = head.expect_continue;
+        let req = request(head, conn);
+        let resp = {
+            let mut reader = H1Body {
+                io: &mut io,
+                buf: &mut buf,
+                decoder: body,
+                expect,
+            };
+            // Boxed: the handler's future is large, and a waiting connection should not
+            // carry its room.
+            let handled = Box::pin(crate::handler::handle(site.clone(), req, &mut reader)).await;
+            body = reader.decoder;
+            handled
+        };
+        let Some(mut resp) = resp else {
+            return;
+        };
+        // What the handler did not read of the body is dropped if it is here already;
+        // else the connection closes after this answer (nginx would read and drop it).
+        if !body.is_done() {
+            let discarded = matches!(body.decode(&mut buf, usize::MAX), Ok(Some(Chunk::Data(_))))
+                && matches!(body.decode(&mut buf, usize::MAX), Ok(Some(Chunk::End)));
+            keep &= discarded;
+        }
+        keep &= !resp.close;
+        let has_body = resp.has_body(head_request);
+        let chunked = has_body
+            && resp.content_length.is_none()
+            && version >= Version::HTTP_11
+            && resp.upgrade.is_none();
+        // An HTTP/1.0 client learns where a body of unknown length ends from the close.
+        keep &= !(has_body && resp.content_length.is_none() && !chunked);
+        let persist = if resp.upgrade.is_some() {
+            Persist::Upgrade
+        } else if keep {
+            Persist::KeepAlive {
+                timeout_header: site.keepalive_header.map(|d| d.as_secs()),
+            }
+        } else {
+            Persist::Close
+        };
+        let sent = send(&mut io, &mut resp, version, has_body, chunked, persist).await;
+        if let Some(line) = resp.log.take() {
+            line.write(*sent.as_ref().unwrap_or(&0));
+        }
+        if sent.is_err() {
+            return;
+        }
+        if let Some(mut up) = resp.upgrade.take() {
+            tunnel(io, buf, &mut up).await;
+            return;
+        }
+        if !keep || version == Version::HTTP_09 {
+            let _ = io.shutdown().await;
+            return;
+        }
+        if buf.is_empty() {
+            give_buffer(&mut buf);
+        }
+    }
+}
+
+/// The handler's view of a head.
+fn request(head: RequestHead, conn: ClientConn) -> Req {
+    let mut req = Req::new(head.method_name, head.uri, head.version, head.headers, conn);
+    req.host = head.host;
+    req.has_body = head.framing != Framing::Empty;
+    req
+}
+
+/// Waits for and reads the next head. `Ok(None)`: the client closed, or a wait ran out
+/// (nginx closes without an answer then).
+async fn read_head<S: ClientStream>(
+    io: &mut SendTimed<S>,
+    buf: &mut BytesMut,
+    site: &Site,
+    first: bool,
+    conn_start: Instant,
+) -> Result<Option<RequestHead>, Reject> {
+    let mut parser = RequestParser::new(site.limits);
+    let header = site.client_header_timeout;
+    let mut deadline = if first {
+        conn_start + header
+    } else if buf.is_empty() {
+        // keepalive_timeout until the first byte, with no buffer held where the stream
+        // can say when it is readable.
+        let idle = Instant::now() + site.keepalive_timeout;
+        if let Some(tcp) = io.get_ref().tcp() {
+            if tokio::time::timeout_at(idle, tcp.readable()).await.is_err() {
+                return Ok(None);
+            }
+            Instant::now() + header
+        } else {
+            idle
+        }
+    } else {
+        Instant::now() + header
+    };
+    let mut started = first || !buf.is_empty();
+    loop {
+        if !buf.is_empty() {
+            if !started {
+                started = true;
+                deadline = Instant::now() + header;
+            }
+            if let Some(h) = parser.parse(buf)? {
+                return Ok(Some(h));
+            }
+        }
+        match tokio::time::timeout_at(deadline, fill(io, buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// Answers a head nginx refuses, and closes.
+async fn refuse<S: ClientStream>(io: &mut SendTimed<S>, site: &Site, reject: Reject) {
+    let mut resp = Response::error(reject.status, site.server.clone());
+    let version = if reject.http09 {
+        Version::HTTP_09
+    } else {
+        Version::HTTP_11
+    };
+    let _ = send(io, &mut resp, version, true, false, Persist::Close).await;
+    let _ = io.shutdown().await;
+}
+
+/// Writes a response; the body bytes sent, or Err when the client or the body failed
+/// (the connection then closes, as nginx's does).
+async fn send<S: ClientStream>(
+    io: &mut SendTimed<S>,
+    resp: &mut Response,
+    version: Version,
+    has_body: bool,
+    chunked: bool,
+    persist: Persist,
+) -> Result<u64, ()> {
+    let mut pending: Vec<Bytes> = Vec::with_capacity(4);
+    let mut pending_len = 0;
+    // HTTP/0.9 answers are the body alone.
+    if version != Version::HTTP_09 {
+        let date = response::http_date();
+        let head = response::head(resp, &date, chunked, persist).freeze();
+        pending_len += head.len();
+        pending.push(head);
+    }
+    if !has_body {
+        return flush(io, &mut pending).await.map(|_| 0);
+    }
+    let mut sent = 0u64;
+    loop {
+        // What the body has ready goes out with what is pending, in one write.
+        let piece = match poll_ready(&mut resp.body) {
+            Poll::Ready(p) => p,
+            Poll::Pending => {
+                flush(io, &mut pending).await?;
+                pending_len = 0;
+                resp.body.next().await
+            }
+        };
+        match piece {
+            Some(Ok(b)) => {
+                sent += b.len() as u64;
+                pending_len += b.len();
+                if chunked {
+                    let mut h = BytesMut::with_capacity(10);
+                    write::chunk_head(&mut h, b.len());
+                    pending.push(h.freeze());
+                    pending.push(b);
+                    pending.push(Bytes::from_static(write::CHUNK_END));
+                } else {
+                    pending.push(b);
+                }
+                if pending_len >= GATHER {
+                    flush(io, &mut pending).await?;
+                    pending_len = 0;
+                }
+            }
+            Some(Err(e)) => {
+                tracing::debug!("response body: {e}");
+                let _ = flush(io, &mut pending).await;
+                return Err(());
+            }
+            None => {
+                if chunked {
+                    pending.push(Bytes::from_static(write::LAST_CHUNK));
+                }
+                flush(io, &mut pending).await?;
+                if resp.content_length.is_some_and(|n| n != sent) {
+                    // The upstream sent less than it announced: the client must see the
+                    // cut, as nginx closes then.
+                    return Err(());
+                }
+                return Ok(sent);
+            }
+        }
+    }
+}
+
+/// The body's next piece if it has one ready now.
+fn poll_ready(body: &mut Body) -> Poll<Option<Result<Bytes, crate::stream::BoxError>>> {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    body.poll_next(&mut cx)
+}
+
+/// Writes every pending piece, vectored.
+async fn flush<W: AsyncWrite + Unpin>(w: &mut W, pending: &mut Vec<Bytes>) -> Result<(), ()> {
+    let mut first = 0;
+    while first < pending.len() {
+        let slices: Vec<std::io::IoSlice<'_>> = pending[first..]
+            .iter()
+            .take(64)
+            .map(|b| std::io::IoSlice::new(b))
+            .collect();
+        let mut n = w.write_vectored(&slices).await.map_err(|_| ())?;
+        if n == 0 {
+            return Err(());
+        }
+        while n > 0 {
+            let len = pending[first].len();
+            if n >= len {
+                n -= len;
+                first += 1;
+            } else {
+                pending[first] = pending[first].slice(n..);
+                n = 0;
+            }
+        }
+        while first < pending.len() && pending[first].is_empty() {
+            first += 1;
+        }
+    }
+    pending.clear();
+    w.flush().await.map_err(|_| ())
+}
+
+/// After a 101: bytes both ways until either side closes; what each side sent past its
+/// head goes first.
+async fn tunnel<S: ClientStream>(
+    mut io: SendTimed<S>,
+    buf: BytesMut,
+    up: &mut crate::upstream::Conn,
+) {
+    if !buf.is_empty() && up.io.write_all(&buf).await.is_err() {
+        return;
+    }
+    if !up.buf.is_empty() {
+        let early = std::mem::take(&mut up.buf);
+        if io.write_all(&early).await.is_err() {
+            return;
+        }
+    }
+    let _ = tokio::io::copy_bidirectional(&mut io, &mut up.io).await;
+}

@@ -1,0 +1,142 @@
+//! What the handler knows of a request, whichever protocol brought it: the client
+//! connection, the head (names in their case), and a way to read the body.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use bytes::Bytes;
+use fulcrum_http1::{Headers, Version};
+
+use crate::site::Site;
+use crate::vars::Ctx;
+
+/// Where a request came in.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientConn {
+    /// The connection's number, as nginx's `*N` in the error log.
+    pub id: u64,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub https: bool,
+}
+
+/// A request as the handler, its variables and its log lines see it.
+#[derive(Debug)]
+pub(crate) struct Req {
+    /// The method as sent.
+    pub method_name: Bytes,
+    /// The request target as sent, from its path on (`$request_uri`), as bytes.
+    pub target: Bytes,
+    /// The same as text, for variables and logs.
+    pub request_uri: String,
+    /// The normalized path (`$uri`), set once the target is checked.
+    pub uri: String,
+    pub args: String,
+    pub protocol: &'static str,
+    pub headers: Headers,
+    /// `host[:port]` of an absolute-form target (it wins over the Host header).
+    pub host: Option<Bytes>,
+    pub conn: ClientConn,
+    pub start: Instant,
+    /// The body is framed with chunked or Content-Length (HTTP/1), or may follow (h2).
+    pub has_body: bool,
+}
+
+impl Req {
+    pub fn new(
+        method_name: Bytes,
+        target: Bytes,
+        version: Version,
+        headers: Headers,
+        conn: ClientConn,
+    ) -> Req {
+        let request_uri = String::from_utf8_lossy(&target).into_owned();
+        let args = request_uri
+            .split_once('?')
+            .map(|(_, a)| a.to_string())
+            .unwrap_or_default();
+        Req {
+            method_name,
+            target,
+            request_uri,
+            uri: String::new(),
+            args,
+            protocol: protocol(version),
+            headers,
+            host: None,
+            conn,
+            start: Instant::now(),
+            has_body: false,
+        }
+    }
+
+    /// The method as text.
+    pub fn method_str(&self) -> &str {
+        std::str::from_utf8(&self.method_name).unwrap_or("-")
+    }
+
+    /// The path part of the target.
+    pub fn path(&self) -> &str {
+        self.request_uri
+            .split_once('?')
+            .map_or(&self.request_uri, |(p, _)| p)
+    }
+
+    /// The host the request names (absolute-form target, else Host), as text.
+    pub fn host_header(&self) -> Option<&str> {
+        match &self.host {
+            Some(h) => std::str::from_utf8(h).ok(),
+            None => self.headers.get_str("host"),
+        }
+    }
+
+    pub fn ctx<'a>(&'a self, site: &'a Site, server: &'a str, proxy_host: &'a str) -> Ctx<'a> {
+        Ctx {
+            site,
+            method: self.method_str(),
+            request_uri: &self.request_uri,
+            uri: &self.uri,
+            args: &self.args,
+            protocol: self.protocol,
+            headers: &self.headers,
+            host: self.host_header(),
+            remote: self.conn.remote,
+            local: self.conn.local,
+            https: self.conn.https,
+            server_name: server,
+            proxy_host,
+            status: 0,
+            body_bytes_sent: 0,
+            time_local: "",
+            request_time: 0.0,
+            upstream_addr: "",
+        }
+    }
+}
+
+pub fn protocol(v: Version) -> &'static str {
+    match v {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version(2000) => "HTTP/2.0",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyError {
+    /// Bad framing: 400.
+    Invalid,
+    /// The client went away or the connection failed.
+    Closed,
+}
+
+/// The request body, read piece by piece (HTTP/1 off the connection's buffer and socket,
+/// HTTP/2 off its stream).
+pub(crate) trait ClientBody: Send {
+    /// The next piece, `None` at the end. The first call answers `Expect: 100-continue`
+    /// where the client asked, as nginx does when it starts reading a body.
+    fn next(&mut self) -> impl Future<Output = Option<Result<Bytes, BodyError>>> + Send;
+}

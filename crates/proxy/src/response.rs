@@ -1,0 +1,271 @@
+//! What the handler answers, and how nginx writes it: the status line (always HTTP/1.1),
+//! then the headers nginx's header filter writes itself, in its order (Server, Date,
+//! Content-Type, Content-Length, Last-Modified, Location, Transfer-Encoding, Connection,
+//! Keep-Alive), then the upstream's others as received, names in their case
+//! (`ngx_http_header_filter_module.c`). nginx's own error pages, byte for byte.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use fulcrum_http1::{write, Headers};
+
+use crate::body::Body;
+use crate::log::AccessLine;
+use crate::upstream::Conn;
+
+/// A response on its way to the client.
+#[derive(Debug)]
+pub(crate) struct Response {
+    pub status: u16,
+    /// The upstream's status line from the code on (nginx passes its text on); else
+    /// nginx's own for the status.
+    pub status_line: Option<Bytes>,
+    pub content_type: Option<Bytes>,
+    /// Known length; without one the body goes chunked (HTTP/1.1) or until close.
+    pub content_length: Option<u64>,
+    pub last_modified: Option<Bytes>,
+    pub location: Option<Bytes>,
+    /// The other headers, in order, names in their case.
+    pub headers: Headers,
+    pub body: Body,
+    /// nginx closes the connection after this response (lingering close on an error).
+    pub close: bool,
+    /// A 101 from an upstream: its connection, for the tunnel.
+    pub upgrade: Option<Conn>,
+    /// The access log line, written once the body has gone out.
+    pub log: Option<AccessLine>,
+    /// The Server header's value (server_tokens).
+    pub server: Bytes,
+}
+
+impl Response {
+    pub fn new(status: u16, server: Bytes) -> Response {
+        Response {
+            status,
+            status_line: None,
+            content_type: None,
+            content_length: None,
+            last_modified: None,
+            location: None,
+            headers: Headers::new(),
+            body: Body::Empty,
+            close: false,
+            upgrade: None,
+            log: None,
+            server,
+        }
+    }
+
+    /// A body of known length.
+    pub fn with_body(mut self, content_type: Bytes, body: Bytes) -> Response {
+        self.content_type = Some(content_type);
+        self.content_length = Some(body.len() as u64);
+        self.body = Body::full(body);
+        self
+    }
+
+    /// nginx's built-in page for `status` (ngx_http_special_response_handler): 494 is
+    /// sent as 400 with its own title; a code nginx has no page for gets an empty body.
+    /// The statuses after which nginx closes the connection say so.
+    pub fn error(status: u16, server: Bytes) -> Response {
+        let wire = if (494..=497).contains(&status) {
+            400
+        } else {
+            status
+        };
+        let mut r = Response::new(wire, server.clone());
+        r.close = matches!(status, 400 | 408 | 413 | 414 | 494..=497 | 500 | 501);
+        match page_title(status) {
+            Some(title) => {
+                let mut html = BytesMut::with_capacity(200);
+                html.put_slice(b"<html>\r\n<head><title>");
+                html.put_slice(title.as_bytes());
+                html.put_slice(b"</title></head>\r\n<body>\r\n<center><h1>");
+                html.put_slice(title.as_bytes());
+                html.put_slice(b"</h1></center>\r\n<hr><center>");
+                html.put_slice(&server);
+                html.put_slice(b"</center>\r\n</body>\r\n</html>\r\n");
+                r.with_body(Bytes::from_static(b"text/html"), html.freeze())
+            }
+            None => {
+                r.content_length = Some(0);
+                r
+            }
+        }
+    }
+
+    /// Whether a body follows the head on the wire (HEAD, 1xx, 204 and 304 have none).
+    pub fn has_body(&self, head_request: bool) -> bool {
+        !(head_request || self.status < 200 || self.status == 204 || self.status == 304)
+    }
+}
+
+/// nginx's error page titles (`ngx_http_error_pages`): 302's says Found though its
+/// status line says Moved Temporarily.
+fn page_title(status: u16) -> Option<&'static str> {
+    Some(match status {
+        301 => "301 Moved Permanently",
+        302 => "302 Found",
+        303 => "303 See Other",
+        307 => "307 Temporary Redirect",
+        308 => "308 Permanent Redirect",
+        400 => "400 Bad Request",
+        401 => "401 Authorization Required",
+        402 => "402 Payment Required",
+        403 => "403 Forbidden",
+        404 => "404 Not Found",
+        405 => "405 Not Allowed",
+        406 => "406 Not Acceptable",
+        408 => "408 Request Time-out",
+        409 => "409 Conflict",
+        410 => "410 Gone",
+        411 => "411 Length Required",
+        412 => "412 Precondition Failed",
+        413 => "413 Request Entity Too Large",
+        414 => "414 Request-URI Too Large",
+        415 => "415 Unsupported Media Type",
+        416 => "416 Requested Range Not Satisfiable",
+        421 => "421 Misdirected Request",
+        429 => "429 Too Many Requests",
+        494 => "400 Request Header Or Cookie Too Large",
+        495 => "400 The SSL certificate error",
+        496 => "400 No required SSL certificate was sent",
+        497 => "400 The plain HTTP request was sent to HTTPS port",
+        500 => "500 Internal Server Error",
+        501 => "501 Not Implemented",
+        502 => "502 Bad Gateway",
+        503 => "503 Service Temporarily Unavailable",
+        504 => "504 Gateway Time-out",
+        505 => "505 HTTP Version Not Supported",
+        507 => "507 Insufficient Storage",
+        _ => return None,
+    })
+}
+
+/// How the connection goes on after a response, as the header filter writes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Persist {
+    KeepAlive { timeout_header: Option<u64> },
+    Close,
+    Upgrade,
+}
+
+/// The HTTP/1 head of `r`, in nginx's order.
+pub(crate) fn head(r: &Response, date: &[u8], chunked: bool, persist: Persist) -> BytesMut {
+    let mut out = BytesMut::with_capacity(256 + r.headers.len() * 40);
+    out.put_slice(b"HTTP/1.1 ");
+    match &r.status_line {
+        Some(l) => out.put_slice(l),
+        None => out.put_slice(write::status_line(r.status).as_bytes()),
+    }
+    out.put_slice(b"\r\nServer: ");
+    out.put_slice(&r.server);
+    out.put_slice(b"\r\nDate: ");
+    out.put_slice(date);
+    out.put_slice(b"\r\n");
+    if let Some(t) = &r.content_type {
+        line(&mut out, b"Content-Type", t);
+    }
+    if let (Some(n), false) = (r.content_length, chunked) {
+        out.put_slice(b"Content-Length: ");
+        out.put_slice(n.to_string().as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    if let Some(v) = &r.last_modified {
+        line(&mut out, b"Last-Modified", v);
+    }
+    if let Some(v) = &r.location {
+        line(&mut out, b"Location", v);
+    }
+    if chunked {
+        out.put_slice(b"Transfer-Encoding: chunked\r\n");
+    }
+    match persist {
+        Persist::Upgrade => out.put_slice(b"Connection: upgrade\r\n"),
+        Persist::Close => out.put_slice(b"Connection: close\r\n"),
+        Persist::KeepAlive { timeout_header } => {
+            out.put_slice(b"Connection: keep-alive\r\n");
+            if let Some(t) = timeout_header {
+                out.put_slice(format!("Keep-Alive: timeout={t}\r\n").as_bytes());
+            }
+        }
+    }
+    for h in &r.headers {
+        line(&mut out, &h.name, &h.value);
+    }
+    out.put_slice(b"\r\n");
+    out
+}
+
+fn line(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
+/// `Fri, 04 Dec 2026 15:16:35 GMT`, made once a second per thread, as nginx caches its
+/// time strings.
+pub(crate) fn http_date() -> Bytes {
+    use std::cell::RefCell;
+    thread_local! {
+        static CACHE: RefCell<(u64, Bytes)> = const { RefCell::new((0, Bytes::new())) };
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != now || c.1.is_empty() {
+            *c = (now, Bytes::from(format_date(now)));
+        }
+        c.1.clone()
+    })
+}
+
+fn format_date(secs: u64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = crate::log::civil_from_days(days);
+    format!(
+        "{}, {d:02} {} {y} {:02}:{:02}:{:02} GMT",
+        DAYS[(days % 7) as usize],
+        MONTHS[(m - 1) as usize],
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_as_nginx_writes_them() {
+        assert_eq!(format_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(format_date(1_796_396_195), "Fri, 04 Dec 2026 14:56:35 GMT");
+    }
+
+    #[test]
+    fn error_pages_as_nginx_writes_them() {
+        let r = Response::error(494, Bytes::from_static(b"fulcrum"));
+        assert_eq!(r.status, 400);
+        assert!(r.close);
+        let Body::Full(Some(b)) = &r.body else {
+            panic!("a page")
+        };
+        assert_eq!(
+            &b[..],
+            &b"<html>\r\n<head><title>400 Request Header Or Cookie Too Large</title></head>\r\n<body>\r\n<center><h1>400 Request Header Or Cookie Too Large</h1></center>\r\n<hr><center>fulcrum</center>\r\n</body>\r\n</html>\r\n"[..]
+        );
+        let h = head(&r, b"D", false, Persist::Close);
+        assert_eq!(
+            &h[..],
+            &b"HTTP/1.1 400 Bad Request\r\nServer: fulcrum\r\nDate: D\r\nContent-Type: text/html\r\nContent-Length: 198\r\nConnection: close\r\n\r\n"[..]
+        );
+    }
+}

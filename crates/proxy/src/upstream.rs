@@ -1,0 +1,483 @@
+//! Upstream connections on our own HTTP/1 engine: a request head written in nginx's order
+//! and case, the response head read as nginx's proxy module reads it, and the body relayed
+//! as slices of the connection's read buffer. Timeouts are nginx's: proxy_connect_timeout
+//! for the connection (and TLS), proxy_send_timeout between writes, proxy_read_timeout
+//! between reads.
+
+use std::collections::HashMap;
+use std::future::Future as _;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use fulcrum_http1::{BodyDecoder, Chunk, ResponseError, ResponseHead, ResponseParser};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::stall::SendTimed;
+use crate::stream::BoxError;
+
+const UPSTREAM_STALL: &str = "upstream timed out while sending request to upstream";
+
+/// How much a read asks the kernel for.
+const READ_SIZE: usize = 16 * 1024;
+
+/// proxy_buffer_size's default: an upstream's response head must fit.
+pub const HEAD_LIMIT: usize = 8 * 1024;
+
+/// The byte stream to an upstream: plain TCP or TLS.
+#[derive(Debug)]
+pub enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Io {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Io::Plain(s) => s,
+            Io::Tls(t) => t.get_ref().0,
+        }
+    }
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(t) => Pin::new(t.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(t) => Pin::new(t.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(t) => Pin::new(t.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(t) => t.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(t) => Pin::new(t.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(t) => Pin::new(t.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An open upstream connection and what has been read off it but not used yet.
+#[derive(Debug)]
+pub struct Conn {
+    pub io: SendTimed<Io>,
+    pub buf: BytesMut,
+    /// Requests sent on it so far.
+    pub requests: u32,
+    pub idle_since: Instant,
+}
+
+/// Why a try failed, with nginx's error-log wording.
+#[derive(Debug)]
+pub enum Failure {
+    /// Nothing reached the peer, or it closed a kept connection before answering: the
+    /// request may go again on a new connection without counting as a try.
+    Stale,
+    /// proxy_read_timeout or proxy_send_timeout.
+    Timeout(String),
+    /// The response head was not HTTP nginx would relay.
+    InvalidHeader(String),
+    Error(String),
+}
+
+impl Conn {
+    /// Whether an idle connection is still open: nothing to read and no end of stream
+    /// (nginx drops a kept connection the moment its peer closes it or sends anything).
+    pub fn is_alive(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(
+            self.io.get_ref().tcp().try_read(&mut probe),
+            Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock
+        ) && self.buf.is_empty()
+    }
+
+    /// Sends a request (head and body, in one write where they fit), then reads the
+    /// response head within `read_timeout`.
+    pub async fn exchange(
+        &mut self,
+        head: &[u8],
+        body: &[u8],
+        head_request: bool,
+        read_timeout: Duration,
+    ) -> Result<ResponseHead, Failure> {
+        let fresh = self.requests == 0;
+        self.requests += 1;
+        let sent = if body.is_empty() {
+            self.io.write_all(head).await
+        } else {
+            write_both(&mut self.io, head, body).await
+        };
+        if let Err(e) = sent {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                return Err(Failure::Timeout(
+                    "upstream timed out (110: Connection timed out) while sending request to upstream".into(),
+                ));
+            }
+            if !fresh {
+                return Err(Failure::Stale);
+            }
+            return Err(Failure::Error(format!(
+                "writev() failed ({}) while sending request to upstream",
+                os_error(&e)
+            )));
+        }
+        let mut parser = ResponseParser::new(HEAD_LIMIT, head_request);
+        let read = async {
+            loop {
+                match parser.parse(&mut self.buf) {
+                    Ok(Some(h)) => return Ok(h),
+                    Ok(None) => {}
+                    Err(e @ ResponseError::Invalid) | Err(e @ ResponseError::TooBig) => {
+                        return Err(Failure::InvalidHeader(format!(
+                            "{e} while reading response header from upstream"
+                        )))
+                    }
+                }
+                self.buf.reserve(READ_SIZE);
+                match tokio_util::io::read_buf(&mut self.io, &mut self.buf).await {
+                    Ok(0) if !fresh && self.buf.is_empty() => return Err(Failure::Stale),
+                    Ok(0) => {
+                        return Err(Failure::Error(
+                            "upstream prematurely closed connection while reading response header from upstream".into(),
+                        ))
+                    }
+                    Ok(_) => {}
+                    Err(e) if !fresh && self.buf.is_empty() => {
+                        let _ = e;
+                        return Err(Failure::Stale);
+                    }
+                    Err(e) => {
+                        return Err(Failure::Error(format!(
+                            "recv() failed ({}) while reading response header from upstream",
+                            os_error(&e)
+                        )))
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(read_timeout, read).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::Timeout(
+                "upstream timed out (110: Connection timed out) while reading response header from upstream".into(),
+            )),
+        }
+    }
+}
+
+async fn write_both<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    head: &[u8],
+    body: &[u8],
+) -> std::io::Result<()> {
+    let mut head = head;
+    let mut body = body;
+    while !head.is_empty() {
+        let bufs = [std::io::IoSlice::new(head), std::io::IoSlice::new(body)];
+        let n = w.write_vectored(&bufs).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        if n < head.len() {
+            head = &head[n..];
+        } else {
+            body = &body[n - head.len()..];
+            head = &[];
+        }
+    }
+    w.write_all(body).await
+}
+
+/// Opens a connection to `addr` within `timeout` (the TCP connect and, for an https
+/// upstream, the TLS handshake: unverified and without SNI, nginx's proxy_ssl defaults).
+/// Its writes give up after `send_timeout` without progress (proxy_send_timeout, as it
+/// was where the connection was opened: a kept connection keeps it).
+/// Err(true) on timeout.
+pub async fn connect(
+    addr: SocketAddr,
+    timeout: Duration,
+    https: bool,
+    send_timeout: Duration,
+) -> Result<Conn, (bool, String)> {
+    let timed_out = || {
+        (
+            true,
+            "upstream timed out (110: Connection timed out) while connecting to upstream"
+                .to_string(),
+        )
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+        Err(_) => return Err(timed_out()),
+        Ok(Err(e)) => {
+            return Err((
+                false,
+                format!(
+                    "connect() failed ({}) while connecting to upstream",
+                    os_error(&e)
+                ),
+            ))
+        }
+        Ok(Ok(s)) => s,
+    };
+    let _ = stream.set_nodelay(true);
+    let io = if https {
+        let handshake = fulcrum_checkers::tls::handshake(stream, addr, None);
+        match tokio::time::timeout_at(deadline, handshake).await {
+            Err(_) => return Err(timed_out()),
+            Ok(Err(e)) => {
+                return Err((
+                    false,
+                    format!("SSL_do_handshake() failed ({e}) while SSL handshaking to upstream"),
+                ))
+            }
+            Ok(Ok(t)) => Io::Tls(Box::new(t)),
+        }
+    } else {
+        Io::Plain(stream)
+    };
+    Ok(Conn {
+        io: SendTimed::new(io, send_timeout, UPSTREAM_STALL),
+        buf: BytesMut::new(),
+        requests: 0,
+        idle_since: Instant::now(),
+    })
+}
+
+/// An OS error as nginx writes one: `111: Connection refused`.
+pub fn os_error(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(n) => {
+            let text = e.to_string();
+            let text = text
+                .strip_suffix(&format!(" (os error {n})"))
+                .unwrap_or(&text);
+            format!("{n}: {text}")
+        }
+        None => e.to_string(),
+    }
+}
+
+/// An upstream body on its way to the client: proxy_read_timeout between reads, and the
+/// connection returned to the idle cache once the body has been read to its end (when the
+/// upstream allows it).
+pub struct Relayed {
+    conn: Option<Conn>,
+    decoder: BodyDecoder,
+    read_timeout: Duration,
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Where the connection goes back to, if it may be reused.
+    back: Option<Back>,
+}
+
+impl std::fmt::Debug for Relayed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relayed").finish_non_exhaustive()
+    }
+}
+
+impl Relayed {
+    pub fn new(
+        conn: Conn,
+        head: &ResponseHead,
+        read_timeout: Duration,
+        back: Option<Back>,
+    ) -> Relayed {
+        let mut r = Relayed {
+            conn: Some(conn),
+            decoder: BodyDecoder::new(head.framing),
+            read_timeout,
+            sleep: None,
+            back,
+        };
+        if r.decoder.is_done() {
+            r.give_back();
+        }
+        r
+    }
+
+    /// Bytes still to come, where Content-Length says.
+    pub fn remaining(&self) -> Option<u64> {
+        self.decoder.remaining()
+    }
+
+    /// The body was read to its end: the connection may serve another request.
+    fn give_back(&mut self) {
+        if let (Some(back), Some(c)) = (self.back.take(), self.conn.take()) {
+            if c.buf.is_empty() {
+                back.idle.put(back.addr, c, back.cap);
+            }
+        }
+    }
+
+    pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
+        loop {
+            let Some(conn) = self.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match self.decoder.decode(&mut conn.buf, usize::MAX) {
+                Err(e) => {
+                    self.back = None;
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(format!("upstream sent {e}").into())));
+                }
+                Ok(Some(Chunk::Data(b))) => {
+                    self.sleep = None;
+                    if self.decoder.is_done() {
+                        self.give_back();
+                    }
+                    return Poll::Ready(Some(Ok(b)));
+                }
+                Ok(Some(Chunk::End)) => {
+                    self.give_back();
+                    self.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(None) => {}
+            }
+            conn.buf.reserve(READ_SIZE);
+            match tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf) {
+                Poll::Ready(Ok(0)) => {
+                    self.back = None;
+                    return match self.decoder.eof() {
+                        Ok(_) => {
+                            self.conn = None;
+                            Poll::Ready(None)
+                        }
+                        Err(_) => {
+                            self.conn = None;
+                            Poll::Ready(Some(Err(
+                                "upstream prematurely closed connection while reading upstream"
+                                    .into(),
+                            )))
+                        }
+                    };
+                }
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Err(e)) => {
+                    self.back = None;
+                    self.conn = None;
+                    return Poll::Ready(Some(Err(format!(
+                        "recv() failed ({}) while reading upstream",
+                        os_error(&e)
+                    )
+                    .into())));
+                }
+                Poll::Pending => {
+                    let t = self.read_timeout;
+                    let sleep = self
+                        .sleep
+                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        self.back = None;
+                        self.conn = None;
+                        return Poll::Ready(Some(Err(
+                            "upstream timed out (110: Connection timed out) while reading upstream"
+                                .into(),
+                        )));
+                    }
+                    return Poll::Pending;
+                }
+            }
+        }
+    }
+}
+
+/// Where a connection goes back to once its response has been read: the upstream's idle
+/// cache, under its peer's address, kept within `keepalive N`.
+#[derive(Debug, Clone)]
+pub struct Back {
+    pub idle: Arc<Idle>,
+    pub addr: SocketAddr,
+    pub cap: usize,
+}
+
+// === the idle cache ===
+
+/// Idle connections by peer address.
+#[derive(Debug, Default)]
+pub struct Idle(Mutex<HashMap<SocketAddr, Vec<Conn>>>);
+
+impl Idle {
+    /// The most recently used live idle connection to `addr`, if any.
+    pub fn take(&self, addr: SocketAddr, timeout: Duration) -> Option<Conn> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let list = map.get_mut(&addr)?;
+        while let Some(c) = list.pop() {
+            if c.idle_since.elapsed() < timeout && c.is_alive() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection for reuse; the oldest idle ones go beyond `cap` in all.
+    pub fn put(&self, addr: SocketAddr, mut conn: Conn, cap: usize) {
+        if cap == 0 {
+            return;
+        }
+        conn.idle_since = Instant::now();
+        // An idle connection holds no read buffer.
+        conn.buf = BytesMut::new();
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(addr).or_default().push(conn);
+        let total: usize = map.values().map(Vec::len).sum();
+        if total > cap {
+            // Drop the connection idle the longest.
+            let oldest = map
+                .iter()
+                .filter_map(|(a, l)| l.first().map(|c| (*a, c.idle_since)))
+                .min_by_key(|(_, t)| *t)
+                .map(|(a, _)| a);
+            if let Some(a) = oldest {
+                if let Some(l) = map.get_mut(&a) {
+                    l.remove(0);
+                }
+            }
+        }
+    }
+}
