@@ -12,8 +12,15 @@
 //! nginx.conf as nginx), pinned to CPU 0; the backend and wrk are pinned to CPU 1. Each
 //! proxy is measured alone, one after the other, with the same wrk settings.
 //!
+//! With `--workers 2` each proxy runs two workers (nginx two worker processes under its
+//! master, HAProxy `nbthread 2`, fulcrum two runtime threads) on both CPUs, which wrk
+//! and the backend then share with them. CPU time per request is read from /proc (user +
+//! system of the proxy's whole process tree, over each wrk run), and idle memory is the
+//! RSS of the whole tree.
+//!
 //! Needs root, nginx, haproxy and wrk. Usage:
-//!   l7-proxy [--seconds S] [--connections C] [--idle N] [--fulcrum PATH]
+//!   l7-proxy [--seconds S] [--connections C] [--idle N] [--workers N] [--only NAME]
+//!            [--fulcrum PATH]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -41,15 +48,15 @@ fn backend_conf(dir: &Path) -> String {
 }
 
 /// The proxy configuration nginx and fulcrum both run.
-fn proxy_conf(port: u16) -> String {
+fn proxy_conf(port: u16, workers: u32) -> String {
     format!(
-        "worker_processes 1;\nworker_rlimit_nofile 20000;\nevents {{ worker_connections 19000; }}\nhttp {{\n    access_log off;\n    keepalive_requests 1000000;\n    upstream backend {{\n        server {BACKEND};\n        keepalive 32;\n    }}\n    server {{\n        listen 127.0.0.1:{port} backlog=4096;\n        location / {{\n            proxy_pass http://backend;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n        }}\n    }}\n}}\n"
+        "worker_processes {workers};\nworker_rlimit_nofile 20000;\nevents {{ worker_connections 19000; }}\nhttp {{\n    access_log off;\n    keepalive_requests 1000000;\n    upstream backend {{\n        server {BACKEND};\n        keepalive 32;\n    }}\n    server {{\n        listen 127.0.0.1:{port} backlog=4096;\n        location / {{\n            proxy_pass http://backend;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n        }}\n    }}\n}}\n"
     )
 }
 
-fn haproxy_cfg(port: u16) -> String {
+fn haproxy_cfg(port: u16, workers: u32) -> String {
     format!(
-        "global\n    nbthread 1\n    maxconn 9990\n\ndefaults\n    mode http\n    timeout connect 60s\n    timeout client 75s\n    timeout server 60s\n    timeout http-keep-alive 75s\n    option http-keep-alive\n\nfrontend fe\n    bind 127.0.0.1:{port} backlog 4096\n    default_backend be\n\nbackend be\n    http-reuse always\n    server s1 {BACKEND}\n"
+        "global\n    nbthread {workers}\n    maxconn 9990\n\ndefaults\n    mode http\n    timeout connect 60s\n    timeout client 75s\n    timeout server 60s\n    timeout http-keep-alive 75s\n    option http-keep-alive\n\nfrontend fe\n    bind 127.0.0.1:{port} backlog 4096\n    default_backend be\n\nbackend be\n    http-reuse always\n    server s1 {BACKEND}\n"
     )
 }
 
@@ -134,13 +141,82 @@ fn wrk(lab: &Lab, host: &Host, url: &str, connections: u32, seconds: u64, close:
     w
 }
 
+/// `pid` and every process below it (nginx's workers under its master).
+fn tree(pid: u32) -> Vec<u32> {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let parent = all[i];
+        if let Ok(dir) = std::fs::read_dir("/proc") {
+            for e in dir.flatten() {
+                let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                    continue;
+                };
+                let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+                // The parent is the second field after the command's closing parenthesis.
+                let ppid = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, r)| r.split_whitespace().nth(1)?.parse::<u32>().ok());
+                if ppid == Some(parent) && !all.contains(&p) {
+                    all.push(p);
+                }
+            }
+        }
+        i += 1;
+    }
+    all
+}
+
 fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
+    tree(pid)
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/status"))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// User + system CPU time of `pid`'s tree, in clock ticks (utime and stime of each).
+fn cpu_ticks(pid: u32) -> u64 {
+    tree(pid)
+        .iter()
+        .map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let f: Vec<u64> = stat
+                .rsplit_once(')')
+                .map(|(_, r)| {
+                    r.split_whitespace()
+                        .filter_map(|x| x.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            // After the state (not a number): ppid .. utime (index 11), stime (12).
+            f.get(10).copied().unwrap_or(0) + f.get(11).copied().unwrap_or(0)
+        })
+        .sum()
+}
+
+/// A wrk run, and the proxy's CPU time per request during it (microseconds).
+fn measured(
+    lab: &Lab,
+    host: &Host,
+    pid: u32,
+    url: &str,
+    c: u32,
+    seconds: u64,
+    close: bool,
+) -> (Wrk, f64) {
+    let before = cpu_ticks(pid);
+    let w = wrk(lab, host, url, c, seconds, close);
+    let ticks = cpu_ticks(pid).saturating_sub(before);
+    // Clock ticks are 1/100 s on Linux.
+    let requests = w.rps * seconds as f64;
+    (w, ticks as f64 * 10_000.0 / requests.max(1.0))
 }
 
 /// The proxy's own process: the child of the `sh -c ... exec` wrapper is the wrapper
@@ -180,6 +256,8 @@ struct Result3 {
     small: Wrk,
     fresh: Wrk,
     big: Wrk,
+    /// CPU microseconds per request in (a), (b), (c).
+    cpu_us: [f64; 3],
     idle_kib: u64,
     idle_held: usize,
 }
@@ -211,6 +289,11 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
     let idle: usize = arg("--idle").and_then(|v| v.parse().ok()).unwrap_or(9_000);
+    let workers: u32 = arg("--workers")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .clamp(1, 2);
+    let proxy_cpus = if workers == 1 { "0" } else { "0,1" };
     let fulcrum = arg("--fulcrum").map(PathBuf::from).unwrap_or_else(|| {
         std::env::current_exe()
             .unwrap_or_default()
@@ -225,7 +308,8 @@ fn main() {
     let host = lab.host("l7").expect("namespace");
     let conf = dir.join("backend.conf");
     std::fs::write(&conf, backend_conf(&dir)).expect("backend config");
-    let nginx = |conf: &Path, pid: &Path| -> Vec<String> {
+    // More than one worker needs nginx's master process.
+    let nginx = |conf: &Path, pid: &Path, master: bool| -> Vec<String> {
         vec![
             "nginx".into(),
             "-c".into(),
@@ -235,14 +319,18 @@ fn main() {
                 .display()
                 .to_string(),
             "-g".into(),
-            format!("daemon off; master_process off; pid {};", pid.display()),
+            format!(
+                "daemon off; master_process {}; pid {};",
+                if master { "on" } else { "off" },
+                pid.display()
+            ),
         ]
     };
     let _backend = spawn_pinned(
         &mut lab,
         &host,
         "1",
-        &nginx(&conf, &dir.join("backend.pid")),
+        &nginx(&conf, &dir.join("backend.pid"), false),
         &dir.join("backend.log"),
     );
     assert!(
@@ -250,19 +338,24 @@ fn main() {
         "the backend did not start"
     );
     println!(
-        "wrk -t1 -c{connections} -d{seconds}s; proxies pinned to CPU 0, backend (nginx) and wrk to CPU 1\n"
+        "wrk -t1 -c{connections} -d{seconds}s; {workers} worker(s) a proxy, pinned to CPU {proxy_cpus}; backend (nginx) and wrk on CPU 1\n"
     );
     let mut results = Vec::new();
-    for (name, port) in PROXIES {
+    // --only NAME: one proxy alone (for profiling; no ratios then).
+    let only = arg("--only");
+    for (name, port) in PROXIES
+        .into_iter()
+        .filter(|(n, _)| only.as_deref().is_none_or(|o| o == *n))
+    {
         let args: Vec<String> = match name {
             "nginx" => {
                 let c = dir.join("nginx-proxy.conf");
-                std::fs::write(&c, proxy_conf(port)).expect("config");
-                nginx(&c, &dir.join("nginx-proxy.pid"))
+                std::fs::write(&c, proxy_conf(port, workers)).expect("config");
+                nginx(&c, &dir.join("nginx-proxy.pid"), workers > 1)
             }
             "haproxy" => {
                 let c = dir.join("haproxy.cfg");
-                std::fs::write(&c, haproxy_cfg(port)).expect("config");
+                std::fs::write(&c, haproxy_cfg(port, workers)).expect("config");
                 vec![
                     "haproxy".into(),
                     "-db".into(),
@@ -272,7 +365,7 @@ fn main() {
             }
             _ => {
                 let c = dir.join("fulcrum-proxy.conf");
-                std::fs::write(&c, proxy_conf(port)).expect("config");
+                std::fs::write(&c, proxy_conf(port, workers)).expect("config");
                 vec![
                     fulcrum.display().to_string(),
                     "run".into(),
@@ -289,7 +382,7 @@ fn main() {
         let p = spawn_pinned(
             &mut lab,
             &host,
-            "0",
+            proxy_cpus,
             &args,
             &dir.join(format!("{name}.log")),
         );
@@ -302,12 +395,13 @@ fn main() {
         let url = format!("http://{addr}/");
         // Warm up: connections to the backend, code paths.
         wrk(&lab, &host, &url, connections, 2, false);
-        let small = wrk(&lab, &host, &url, connections, seconds, false);
-        let fresh = wrk(&lab, &host, &url, connections, seconds, true);
-        let big = wrk(&lab, &host, &format!("{url}big.bin"), 10, seconds, false);
+        let pid = proxy_pid(&p);
+        let (small, cpu_a) = measured(&lab, &host, pid, &url, connections, seconds, false);
+        let (fresh, cpu_b) = measured(&lab, &host, pid, &url, connections, seconds, true);
+        let big_url = format!("{url}big.bin");
+        let (big, cpu_c) = measured(&lab, &host, pid, &big_url, 10, seconds, false);
         // Idle clients: RSS with them held, minus RSS before.
         std::thread::sleep(Duration::from_secs(1));
-        let pid = proxy_pid(&p);
         let before = rss_kib(pid);
         let hold_log = dir.join(format!("{name}-idle.log"));
         let holder = spawn_pinned(
@@ -345,35 +439,36 @@ fn main() {
             small,
             fresh,
             big,
+            cpu_us: [cpu_a, cpu_b, cpu_c],
             idle_kib: after.saturating_sub(before),
             idle_held,
         });
         let _ = p.signal("TERM");
         p.wait_timeout(Duration::from_secs(5));
     }
-    let row = |w: &Wrk| {
+    let row = |w: &Wrk, cpu: f64| {
         format!(
-            "{:.0} | {:.2} | {:.2} | {}",
+            "{:.0} | {:.2} | {:.2} | {cpu:.1} | {}",
             w.rps, w.p50_ms, w.p99_ms, w.errors
         )
     };
-    println!("| proxy | test | requests/s | p50 ms | p99 ms | errors |");
-    println!("|---|---|---|---|---|---|");
+    println!("| proxy | test | requests/s | p50 ms | p99 ms | CPU µs/request | errors |");
+    println!("|---|---|---|---|---|---|---|");
     for r in &results {
         println!(
             "| {} | (a) keep-alive, small response | {} |",
             r.name,
-            row(&r.small)
+            row(&r.small, r.cpu_us[0])
         );
         println!(
             "| {} | (b) new connection per request | {} |",
             r.name,
-            row(&r.fresh)
+            row(&r.fresh, r.cpu_us[1])
         );
         println!(
             "| {} | (c) 1 MiB response, 10 connections | {} |",
             r.name,
-            row(&r.big)
+            row(&r.big, r.cpu_us[2])
         );
     }
     println!("\n| proxy | idle keep-alive connections held | RSS added | per connection |");
@@ -405,6 +500,20 @@ fn main() {
             "p99 fulcrum / nginx: (a) {:.2}x  (b) {:.2}x",
             f.small.p99_ms / n.small.p99_ms,
             f.fresh.p99_ms / n.fresh.p99_ms
+        );
+        println!(
+            "p99 fulcrum / HAProxy: (a) {:.2}x  (b) {:.2}x",
+            f.small.p99_ms / h.small.p99_ms,
+            f.fresh.p99_ms / h.fresh.p99_ms
+        );
+        println!(
+            "CPU per request fulcrum / nginx: (a) {:.2}x  (b) {:.2}x  (c) {:.2}x; fulcrum / HAProxy: (a) {:.2}x  (b) {:.2}x  (c) {:.2}x",
+            f.cpu_us[0] / n.cpu_us[0],
+            f.cpu_us[1] / n.cpu_us[1],
+            f.cpu_us[2] / n.cpu_us[2],
+            f.cpu_us[0] / h.cpu_us[0],
+            f.cpu_us[1] / h.cpu_us[1],
+            f.cpu_us[2] / h.cpu_us[2]
         );
         println!(
             "idle memory fulcrum / nginx: {:.2}x",

@@ -51,6 +51,21 @@ pub(crate) struct Machine {
 }
 
 impl Machine {
+    /// Where the next byte that could change the state is, from `from`: a run of
+    /// ordinary bytes inside a name or a value is passed over in one go (the values are
+    /// most of a head's bytes).
+    pub fn skip(&self, bytes: &[u8], from: usize) -> usize {
+        let rest = &bytes[from..];
+        let run = match self.state {
+            State::Value => rest
+                .iter()
+                .position(|&b| matches!(b, b' ' | b'\r' | b'\n' | 0)),
+            State::Name => rest.iter().position(|&b| !is_name_char(b)),
+            _ => Some(0),
+        };
+        from + run.unwrap_or(rest.len())
+    }
+
     /// Feeds the byte at offset `p`. `upstream`: a response's head (its bytes so far),
     /// where a repeated status line is skipped.
     pub fn step(&mut self, ch: u8, p: usize, underscores: bool, upstream: Option<&[u8]>) -> Step {

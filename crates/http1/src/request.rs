@@ -285,6 +285,23 @@ impl RequestParser {
     /// Runs the machines over `bytes[self.pos..]`; true when the head is complete.
     fn scan(&mut self, bytes: &[u8]) -> Result<bool, Reject> {
         while self.pos < bytes.len() {
+            // Runs that cannot change the state (inside a name, a value or the URI) are
+            // passed over whole.
+            self.pos = match self.phase {
+                Phase::Fields => self.field.skip(bytes, self.pos),
+                Phase::Line(Line::Uri) => {
+                    let rest = &bytes[self.pos..];
+                    self.pos
+                        + rest
+                            .iter()
+                            .position(|&b| b <= 0x20 || b == 0x7f)
+                            .unwrap_or(rest.len())
+                }
+                _ => self.pos,
+            };
+            if self.pos >= bytes.len() {
+                break;
+            }
             let p = self.pos;
             let ch = bytes[p];
             self.pos += 1;

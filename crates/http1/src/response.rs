@@ -114,6 +114,12 @@ impl ResponseParser {
     pub fn parse(&mut self, buf: &mut BytesMut) -> Result<Option<ResponseHead>, ResponseError> {
         let limit = buf.len().min(self.max);
         while self.pos < limit {
+            if self.phase == Phase::Fields {
+                self.pos = self.field.skip(&buf[..limit], self.pos);
+                if self.pos >= limit {
+                    break;
+                }
+            }
             let p = self.pos;
             let ch = buf[p];
             self.pos += 1;

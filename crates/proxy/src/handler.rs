@@ -127,7 +127,7 @@ pub(crate) async fn handle<B: ClientBody>(
     let upstream = UpstreamRequest {
         non_idempotent: matches!(&r.method_name[..], b"POST" | b"LOCK" | b"PATCH"),
         head_request: &r.method_name[..] == b"HEAD",
-        uri: String::from_utf8_lossy(&upstream_uri).into_owned(),
+        uri: upstream_uri.clone(),
         version,
         head,
         body,
@@ -389,7 +389,7 @@ struct UpstreamRequest {
     non_idempotent: bool,
     head_request: bool,
     /// For the error log's `upstream: "http://PEER/URI"`.
-    uri: String,
+    uri: Bytes,
     version: Version,
     head: Bytes,
     body: Bytes,
@@ -452,7 +452,9 @@ async fn forward(
 ) -> Result<(ResponseHead, Conn, Back, SocketAddr), u16> {
     let client = elog.r.conn.remote.ip();
     let scheme = if https { "https" } else { "http" };
-    let url = |host: &dyn std::fmt::Display| format!("{scheme}://{host}{}", req.uri);
+    let url = |host: &dyn std::fmt::Display| {
+        format!("{scheme}://{host}{}", String::from_utf8_lossy(&req.uri))
+    };
     let mut attempt = {
         let pool = group.pool.lock().unwrap_or_else(|e| e.into_inner());
         pool.start(client, key)

@@ -441,30 +441,37 @@ async fn accept(shared: Arc<Shared>, listener: std::net::TcpListener, bind: Sock
             local,
             https: false,
         };
-        tokio::spawn(async move {
-            let _permit = permit;
-            let site = shared.site.get();
-            match site.tls.get(&bind).cloned() {
-                None => {
-                    let h2 = site.http2(bind);
-                    serve(shared.site.clone(), site, stream, conn, h2).await
-                }
-                Some(config) => {
-                    conn.https = true;
+        // A task holds its future inline for as long as the connection lives: the TLS
+        // path (rustls' state is large) is boxed, so a plain connection does not carry
+        // its room.
+        let site = shared.site.get();
+        let current = shared.site.clone();
+        match site.tls.get(&bind).cloned() {
+            None => {
+                let h2 = site.http2(bind);
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    serve(current, site, stream, conn, h2).await
+                });
+            }
+            Some(config) => {
+                conn.https = true;
+                tokio::spawn(Box::pin(async move {
+                    let _permit = permit;
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
                     let handshake =
                         tokio::time::timeout(site.client_header_timeout, acceptor.accept(stream));
                     match handshake.await {
                         Ok(Ok(tls)) => {
                             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                            serve(shared.site.clone(), site, tls, conn, h2).await
+                            serve(current, site, tls, conn, h2).await
                         }
                         Ok(Err(e)) => debug!(%remote, "TLS handshake: {e}"),
                         Err(_) => debug!(%remote, "TLS handshake timed out"),
                     }
-                }
+                }));
             }
-        });
+        }
     }
 }
 
@@ -491,11 +498,11 @@ async fn serve<S: http1::ClientStream>(
             }
         }
         if early.starts_with(PREFACE) {
-            return h2::serve(current, stream, conn, early).await;
+            return Box::pin(h2::serve(current, stream, conn, early)).await;
         }
     }
     if h2 && conn.https {
-        return h2::serve(current, stream, conn, early).await;
+        return Box::pin(h2::serve(current, stream, conn, early)).await;
     }
     http1::serve(current, stream, conn, early).await
 }

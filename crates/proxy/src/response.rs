@@ -166,7 +166,7 @@ pub(crate) fn head(r: &Response, date: &[u8], chunked: bool, persist: Persist) -
     }
     if let (Some(n), false) = (r.content_length, chunked) {
         out.put_slice(b"Content-Length: ");
-        out.put_slice(n.to_string().as_bytes());
+        decimal(&mut out, n);
         out.put_slice(b"\r\n");
     }
     if let Some(v) = &r.last_modified {
@@ -193,6 +193,21 @@ pub(crate) fn head(r: &Response, date: &[u8], chunked: bool, persist: Persist) -
     }
     out.put_slice(b"\r\n");
     out
+}
+
+/// `n` in decimal, with no allocation.
+fn decimal(out: &mut BytesMut, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[i..]);
 }
 
 fn line(out: &mut BytesMut, name: &[u8], value: &[u8]) {

@@ -22,8 +22,12 @@ use crate::stream::BoxError;
 
 const UPSTREAM_STALL: &str = "upstream timed out while sending request to upstream";
 
-/// How much a read asks the kernel for.
+/// How much a read of a response head asks the kernel for.
 const READ_SIZE: usize = 16 * 1024;
+
+/// ... and a read of a body: large bodies go in large pieces (fewer reads, fewer pieces
+/// to spool and to write).
+const BODY_READ_SIZE: usize = 64 * 1024;
 
 /// proxy_buffer_size's default: an upstream's response head must fit.
 pub const HEAD_LIMIT: usize = 8 * 1024;
@@ -379,7 +383,7 @@ impl Relayed {
                 }
                 Ok(None) => {}
             }
-            conn.buf.reserve(READ_SIZE);
+            conn.buf.reserve(BODY_READ_SIZE);
             match tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf) {
                 Poll::Ready(Ok(0)) => {
                     self.back = None;
