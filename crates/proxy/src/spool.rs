@@ -113,6 +113,11 @@ where
             }
         };
         let len = data.len() as u64;
+        // Memory full: the client's side gets one turn to take from it before the piece
+        // goes to the file, as nginx writes its buffers out only when the client is not
+        // taking them (on one thread, the pump would otherwise read the whole response
+        // before the client side ever ran).
+        let mut turned = false;
         loop {
             let drained = level.drained.notified();
             let held = level.bytes.load(Ordering::Acquire);
@@ -123,6 +128,10 @@ where
                     return;
                 }
                 break;
+            }
+            if !std::mem::replace(&mut turned, true) {
+                tokio::task::yield_now().await;
+                continue;
             }
             if written + len <= limits.file {
                 if file.is_none() {

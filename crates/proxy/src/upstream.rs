@@ -27,7 +27,7 @@ const READ_SIZE: usize = 16 * 1024;
 
 /// ... and a read of a body: large bodies go in large pieces (fewer reads, fewer pieces
 /// to spool and to write).
-const BODY_READ_SIZE: usize = 64 * 1024;
+const BODY_READ_SIZE: usize = 16 * 1024;
 
 /// proxy_buffer_size's default: an upstream's response head must fit.
 pub const HEAD_LIMIT: usize = 8 * 1024;
