@@ -127,46 +127,88 @@ impl<S: ClientStream> ClientBody for H1Body<'_, S> {
 // === the connection ===
 
 /// Serves the HTTP/1 requests of one client connection until it closes or times out.
-pub(crate) async fn serve<S: ClientStream>(
+///
+/// `io` comes from [`client_io`]; `buf` holds what was read off it already; `hold` is
+/// kept until the connection ends (its worker_connections permit). What the task holds
+/// while it waits is kept small: the parameters are used in place (not moved into
+/// locals, which would take their room twice), and the rest is boxed while it runs.
+// An async block on purpose (see below).
+#[allow(clippy::manual_async_fn)]
+pub(crate) fn serve<S: ClientStream, H: Send>(
     current: Arc<crate::site::Current>,
-    stream: S,
+    mut io: SendTimed<S>,
     conn: ClientConn,
     mut buf: BytesMut,
-) {
-    let start = Instant::now();
-    let site = current.get();
-    let mut io = SendTimed::new(stream, site.send_timeout, SEND_STALL);
-    let mut requests: u64 = 0;
-    loop {
-        let site = current.get();
-        let head = match read_head(&mut io, &mut buf, &site, requests == 0, start).await {
-            Ok(Some(h)) => h,
-            Ok(None) => return,
-            Err(reject) => {
-                Box::pin(refuse(&mut io, &site, reject)).await;
+    hold: H,
+) -> impl std::future::Future<Output = ()> + Send {
+    // An async block, not an async fn: it keeps its captures in place, where an async
+    // fn's body would copy each parameter into a local of its own.
+    async move {
+        let start = Instant::now();
+        let mut requests: u64 = 0;
+        loop {
+            let first = requests == 0;
+            let deadline = if first {
+                start + current.get().client_header_timeout
+            } else {
+                Instant::now() + current.get().keepalive_timeout
+            };
+            // The wait for the next request holds no buffer and no parser: reading the head
+            // is boxed, and starts once bytes are here.
+            if buf.is_empty() && !wait_for_bytes(&mut io, &mut buf, deadline).await {
                 return;
             }
-        };
-        requests += 1;
-        // Boxed: what a request needs (the handler, the response, its writing) is large,
-        // and a connection waiting for its next request should not carry its room.
-        let last = site.keepalive_requests > 0 && requests >= u64::from(site.keepalive_requests);
-        match Box::pin(exchange(&mut io, &mut buf, site, head, conn, last)).await {
-            After::KeepAlive => {}
-            After::Close => {
-                let _ = io.shutdown().await;
-                return;
+            requests += 1;
+            let cycle = Box::pin(request(
+                &mut io, &mut buf, &current, conn, first, deadline, requests,
+            ));
+            match cycle.await {
+                After::KeepAlive => {}
+                After::Close => {
+                    let _ = io.shutdown().await;
+                    return;
+                }
+                After::Gone => return,
+                After::Tunnel(up) => {
+                    Box::pin(tunnel(io, buf, up)).await;
+                    drop(hold);
+                    return;
+                }
             }
-            After::Gone => return,
-            After::Tunnel(up) => {
-                Box::pin(tunnel(io, buf, up)).await;
-                return;
+            if buf.is_empty() {
+                give_buffer(&mut buf);
             }
-        }
-        if buf.is_empty() {
-            give_buffer(&mut buf);
         }
     }
+}
+
+/// One request on the connection: its head read (bytes of it are here already), then
+/// the handler's answer written; or a refused head answered.
+async fn request<S: ClientStream>(
+    io: &mut SendTimed<S>,
+    buf: &mut BytesMut,
+    current: &crate::site::Current,
+    conn: ClientConn,
+    first: bool,
+    deadline: Instant,
+    requests: u64,
+) -> After {
+    let site = current.get();
+    let head = match read_head(io, buf, &site, first, deadline).await {
+        Ok(Some(h)) => h,
+        Ok(None) => return After::Gone,
+        Err(reject) => {
+            refuse(io, &site, reject).await;
+            return After::Gone;
+        }
+    };
+    let last = site.keepalive_requests > 0 && requests >= u64::from(site.keepalive_requests);
+    exchange(io, buf, site, head, conn, last).await
+}
+
+/// A client stream with send_timeout on its writes, as [`serve`] takes it.
+pub(crate) fn client_io<S: ClientStream>(stream: S, site: &Site) -> SendTimed<S> {
+    SendTimed::new(stream, site.send_timeout, SEND_STALL)
 }
 
 /// How a connection goes on after a request.
@@ -194,7 +236,7 @@ async fn exchange<S: ClientStream>(
     let mut keep = head.keep_alive && !site.keepalive_timeout.is_zero() && !last;
     let mut body = BodyDecoder::new(head.framing);
     let expect = head.expect_continue;
-    let req = request(head, conn);
+    let req = to_req(head, conn);
     let resp = {
         let mut reader = H1Body {
             io,
@@ -250,55 +292,61 @@ async fn exchange<S: ClientStream>(
 }
 
 /// The handler's view of a head.
-fn request(head: RequestHead, conn: ClientConn) -> Req {
+fn to_req(head: RequestHead, conn: ClientConn) -> Req {
     let mut req = Req::new(head.method_name, head.uri, head.version, head.headers, conn);
     req.host = head.host;
     req.has_body = head.framing != Framing::Empty;
     req
 }
 
-/// Waits for and reads the next head. `Ok(None)`: the client closed, or a wait ran out
-/// (nginx closes without an answer then).
+/// Waits, holding no buffer, until the client sends something (a plain connection; a TLS
+/// stream cannot say, and is left to [`read_head`]'s wait). False when `deadline` passes
+/// or the client closes first.
+// An async block, as `serve`'s, for the room an async fn's parameter copies take.
+#[allow(clippy::manual_async_fn)]
+fn wait_for_bytes<'a, S: ClientStream>(
+    io: &'a mut SendTimed<S>,
+    buf: &'a mut BytesMut,
+    deadline: Instant,
+) -> impl std::future::Future<Output = bool> + Send + 'a {
+    async move {
+        let Some(tcp) = io.get_ref().tcp() else {
+            return true;
+        };
+        // Readiness can be stale: a buffer is taken only once a read brings bytes.
+        loop {
+            match tokio::time::timeout_at(deadline, tcp.readable()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+            if buf.capacity() == 0 {
+                *buf = take_buffer();
+            }
+            match tcp.try_read_buf(buf) {
+                Ok(0) => return false,
+                Ok(_) => return true,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => give_buffer(buf),
+                Err(_) => return false,
+            }
+        }
+    }
+}
+
+/// Reads the next head. `deadline`: until when its first byte may take (the connection's
+/// client_header_timeout for the first request, keepalive_timeout after a response);
+/// from the first byte on, client_header_timeout. `Ok(None)`: the client closed, or a
+/// wait ran out (nginx closes without an answer then).
 async fn read_head<S: ClientStream>(
     io: &mut SendTimed<S>,
     buf: &mut BytesMut,
     site: &Site,
     first: bool,
-    conn_start: Instant,
+    mut deadline: Instant,
 ) -> Result<Option<RequestHead>, Reject> {
     let mut parser = RequestParser::new(site.limits);
     let header = site.client_header_timeout;
-    let mut deadline = if first {
-        conn_start + header
-    } else if buf.is_empty() {
-        // keepalive_timeout until the first byte, with no buffer held where the stream
-        // can say when it is readable.
-        let idle = Instant::now() + site.keepalive_timeout;
-        if let Some(tcp) = io.get_ref().tcp() {
-            // Readiness can be stale: a buffer is taken only once a read brings bytes.
-            loop {
-                match tokio::time::timeout_at(idle, tcp.readable()).await {
-                    Ok(Ok(())) => {}
-                    _ => return Ok(None),
-                }
-                if buf.capacity() == 0 {
-                    *buf = take_buffer();
-                }
-                match tcp.try_read_buf(buf) {
-                    Ok(0) => return Ok(None),
-                    Ok(_) => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => give_buffer(buf),
-                    Err(_) => return Ok(None),
-                }
-            }
-            Instant::now() + header
-        } else {
-            idle
-        }
-    } else {
-        Instant::now() + header
-    };
-    let mut started = first || !buf.is_empty();
+    // The first request's wait runs from the connection's start, through its first byte.
+    let mut started = first;
     loop {
         if !buf.is_empty() {
             if !started {
@@ -493,10 +541,12 @@ mod tests {
                 local: a,
                 https: false,
             };
-            let f = super::serve(current, s, conn, bytes::BytesMut::new());
+            let site = current.get();
+            let io = super::client_io(s, &site);
+            let f = super::serve(current, io, conn, bytes::BytesMut::new(), ());
             let size = std::mem::size_of_val(&f);
             assert!(
-                size <= 2048,
+                size <= 1024,
                 "a waiting connection's future is {size} bytes"
             );
         });

@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use bytes::BytesMut;
 use fulcrum_nginx_conf::model::NginxConfig;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
@@ -447,12 +448,17 @@ async fn accept(shared: Arc<Shared>, listener: std::net::TcpListener, bind: Sock
         let site = shared.site.get();
         let current = shared.site.clone();
         match site.tls.get(&bind).cloned() {
+            // The common case, HTTP/1 on a plain listen: its task is the engine's
+            // connection future itself.
+            None if !site.http2(bind) => {
+                let io = http1::client_io(stream, &site);
+                tokio::spawn(http1::serve(current, io, conn, BytesMut::new(), permit));
+            }
             None => {
-                let h2 = site.http2(bind);
-                tokio::spawn(async move {
+                tokio::spawn(Box::pin(async move {
                     let _permit = permit;
-                    serve(current, site, stream, conn, h2).await
-                });
+                    serve(current, site, stream, conn, true).await
+                }));
             }
             Some(config) => {
                 conn.https = true;
@@ -484,7 +490,7 @@ async fn serve<S: http1::ClientStream>(
     conn: request::ClientConn,
     h2: bool,
 ) {
-    let mut early = bytes::BytesMut::new();
+    let mut early = BytesMut::new();
     if h2 && !conn.https {
         // Enough of the first bytes to tell HTTP/2's preface from an HTTP/1 request line.
         const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
@@ -504,5 +510,6 @@ async fn serve<S: http1::ClientStream>(
     if h2 && conn.https {
         return Box::pin(h2::serve(current, stream, conn, early)).await;
     }
-    http1::serve(current, stream, conn, early).await
+    let io = http1::client_io(stream, &site);
+    http1::serve(current, io, conn, early, ()).await
 }
