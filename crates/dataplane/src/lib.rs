@@ -677,22 +677,26 @@ impl DataPlane {
     /// Sets the program's clock, jiffies * tick - base, to CLOCK_MONOTONIC rounded down
     /// to the tick (see `clock_now` in maps.h), give or take how late the kernel ran the
     /// tick it was set at. The tick length is measured once, from
-    /// how far the coarse clock moves per jiffy over a few jiffies (both move at each
-    /// tick; at most 40 ms at HZ=100); later calls only set the base again. If jiffies do
-    /// not move in 250 ms the program keeps the coarse clock, which is always right, only
-    /// dearer.
+    /// how far the coarse clock moves per jiffy over twenty jiffies (both move at each
+    /// tick; 80 ms at HZ=250, 200 ms at HZ=100); later calls only set the base again. If
+    /// jiffies do not move in 300 ms the program keeps the coarse clock, which is always
+    /// right, only dearer.
     pub fn set_clock(&mut self) -> Result<(), Error> {
         let mut s = self.clock()?;
         if self.tick_ns == 0 {
             let first = s;
-            let deadline = std::time::Instant::now() + Duration::from_millis(250);
-            while s.jiffies.wrapping_sub(first.jiffies) < 4 && std::time::Instant::now() < deadline
+            // Twenty jiffies: the two clocks can disagree by a jiffy at either end (on a
+            // tickless kernel a late tick is caught up in one step), which over four
+            // jiffies was a quarter off; over twenty it is within the 10% that
+            // tick_length needs to recognise the kernel's HZ.
+            let deadline = std::time::Instant::now() + Duration::from_millis(300);
+            while s.jiffies.wrapping_sub(first.jiffies) < 20 && std::time::Instant::now() < deadline
             {
                 std::thread::sleep(Duration::from_millis(1));
                 s = self.clock()?;
             }
             let ticks = s.jiffies.wrapping_sub(first.jiffies);
-            if ticks < 2 {
+            if ticks < 8 {
                 return Ok(());
             }
             self.tick_ns = tick_length(s.coarse.saturating_sub(first.coarse) / ticks);
