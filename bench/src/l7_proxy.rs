@@ -10,7 +10,10 @@
 //! all three. Each proxy runs one worker / one thread with keepalive to the backend
 //! (nginx `keepalive 32` with HTTP/1.1, HAProxy `http-reuse always`, fulcrum the same
 //! nginx.conf as nginx), pinned to CPU 0; the backend and wrk are pinned to CPU 1. Each
-//! proxy is measured alone, one after the other, with the same wrk settings.
+//! proxy is measured with the same wrk settings; all three run at once and the runs
+//! interleave, round after round (`--rounds`, 3 by default), each round starting with
+//! another proxy, and each figure is the round with the median requests/s: this
+//! machine's speed drifts within minutes, and interleaving spreads the drift evenly.
 //!
 //! With `--workers 2` each proxy runs two workers (nginx two worker processes under its
 //! master, HAProxy `nbthread 2`, fulcrum two runtime threads) on both CPUs, which wrk
@@ -19,8 +22,8 @@
 //! RSS of the whole tree.
 //!
 //! Needs root, nginx, haproxy and wrk. Usage:
-//!   l7-proxy [--seconds S] [--connections C] [--idle N] [--workers N] [--only NAME]
-//!            [--fulcrum PATH]
+//!   l7-proxy [--seconds S] [--connections C] [--rounds R] [--idle N] [--workers N]
+//!            [--only NAME] [--fulcrum PATH]
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -251,6 +254,13 @@ fn hold_idle(addr: &str, n: usize, secs: u64) -> ! {
     std::process::exit(0);
 }
 
+/// The run with the median requests/s of a test's rounds (its latencies and CPU with it).
+fn median(runs: &[(Wrk, f64)]) -> (Wrk, f64) {
+    let mut v = runs.to_vec();
+    v.sort_by(|a, b| a.0.rps.total_cmp(&b.0.rps));
+    v[v.len() / 2]
+}
+
 struct Result3 {
     name: &'static str,
     small: Wrk,
@@ -294,6 +304,10 @@ fn main() {
         .unwrap_or(1)
         .clamp(1, 2);
     let proxy_cpus = if workers == 1 { "0" } else { "0,1" };
+    let rounds: usize = arg("--rounds")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
     let fulcrum = arg("--fulcrum").map(PathBuf::from).unwrap_or_else(|| {
         std::env::current_exe()
             .unwrap_or_default()
@@ -338,15 +352,18 @@ fn main() {
         "the backend did not start"
     );
     println!(
-        "wrk -t1 -c{connections} -d{seconds}s; {workers} worker(s) a proxy, pinned to CPU {proxy_cpus}; backend (nginx) and wrk on CPU 1\n"
+        "wrk -t1 -c{connections} -d{seconds}s, {rounds} rounds (medians); {workers} worker(s) a proxy, pinned to CPU {proxy_cpus}; backend (nginx) and wrk on CPU 1\n"
     );
-    let mut results = Vec::new();
     // --only NAME: one proxy alone (for profiling; no ratios then).
     let only = arg("--only");
-    for (name, port) in PROXIES
+    let chosen: Vec<(&'static str, u16)> = PROXIES
         .into_iter()
         .filter(|(n, _)| only.as_deref().is_none_or(|o| o == *n))
-    {
+        .collect();
+    // All of them run at once (an idle one costs nothing); the measurements interleave,
+    // a round at a time, so that the machine's drift falls on all alike.
+    let mut running = Vec::new();
+    for &(name, port) in &chosen {
         let args: Vec<String> = match name {
             "nginx" => {
                 let c = dir.join("nginx-proxy.conf");
@@ -392,16 +409,45 @@ fn main() {
             "{name} did not start; see {}",
             dir.display()
         );
-        let url = format!("http://{addr}/");
         // Warm up: connections to the backend, code paths.
-        wrk(&lab, &host, &url, connections, 2, false);
-        let pid = proxy_pid(&p);
-        let (small, cpu_a) = measured(&lab, &host, pid, &url, connections, seconds, false);
-        let (fresh, cpu_b) = measured(&lab, &host, pid, &url, connections, seconds, true);
-        let big_url = format!("{url}big.bin");
-        let (big, cpu_c) = measured(&lab, &host, pid, &big_url, 10, seconds, false);
+        wrk(
+            &lab,
+            &host,
+            &format!("http://{addr}/"),
+            connections,
+            2,
+            false,
+        );
+        running.push((name, addr, p));
+    }
+    let mut samples: Vec<[Vec<(Wrk, f64)>; 3]> =
+        chosen.iter().map(|_| Default::default()).collect();
+    for round in 0..rounds {
+        for (test, _what) in ["keep-alive", "new connections", "1 MiB"]
+            .iter()
+            .enumerate()
+        {
+            for k in 0..running.len() {
+                // Each round starts with another proxy.
+                let i = (k + round) % running.len();
+                let (_, addr, p) = &running[i];
+                let url = format!("http://{addr}/");
+                let big = format!("{url}big.bin");
+                let pid = proxy_pid(p);
+                let m = match test {
+                    0 => measured(&lab, &host, pid, &url, connections, seconds, false),
+                    1 => measured(&lab, &host, pid, &url, connections, seconds, true),
+                    _ => measured(&lab, &host, pid, &big, 10, seconds, false),
+                };
+                samples[i][test].push(m);
+            }
+        }
+    }
+    let mut results = Vec::new();
+    for (i, (name, addr, p)) in running.into_iter().enumerate() {
         // Idle clients: RSS with them held, minus RSS before.
         std::thread::sleep(Duration::from_secs(1));
+        let pid = proxy_pid(&p);
         let before = rss_kib(pid);
         let hold_log = dir.join(format!("{name}-idle.log"));
         let holder = spawn_pinned(
@@ -434,6 +480,10 @@ fn main() {
             eprintln!("{name}: the idle connections were not all opened in 60 s");
         }
         let _ = holder.signal("KILL");
+        let median = |t: usize| median(&samples[i][t]);
+        let (small, cpu_a) = median(0);
+        let (fresh, cpu_b) = median(1);
+        let (big, cpu_c) = median(2);
         results.push(Result3 {
             name,
             small,

@@ -2,7 +2,8 @@
 //!
 //! [`Runtime::start`] compiles the configuration ([`site`]), binds every `listen` address
 //! (with IP_FREEBIND, so a VRRP VIP can be listened on before this node holds it) and
-//! serves on its own tokio runtime (`worker_processes` threads, `auto` = cores): HTTP/1
+//! serves on runtimes of its own, a current-thread one per `worker_processes` thread
+//! (`auto` = cores), each accepting on the listening sockets as nginx's workers do: HTTP/1
 //! on our own engine ([`http1`], with `fulcrum_http1`'s codec, to clients and upstreams
 //! alike), HTTP/2 through hyper ([`h2`]). [`Runtime::reload`] swaps in a new configuration without dropping a
 //! connection: requests already in flight finish on the old one, new listeners are bound
@@ -62,10 +63,11 @@ fn connection_limit(site: &Site) -> usize {
 /// A running proxy; dropping it (or [`Runtime::stop`]) stops serving.
 #[derive(Debug)]
 pub struct Runtime {
-    /// Spawns onto the proxy's runtime, which a thread of its own drives until `stop`.
-    rt: tokio::runtime::Handle,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// One current-thread runtime per worker thread, each its own event loop, as each
+    /// nginx worker process is.
+    rts: Vec<tokio::runtime::Handle>,
+    stop: Option<tokio::sync::watch::Sender<bool>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
     shared: Arc<Shared>,
 }
 
@@ -131,41 +133,43 @@ impl Runtime {
         let mut site = site::compile(cfg, None)?;
         tls::attach(&mut site, cfg.conf_prefix.as_deref())?;
         let threads = worker_threads(&site);
-        // One worker: a current-thread runtime (no work-stealing machinery to pay for),
-        // as an nginx worker is one event loop; more: the multi-threaded scheduler.
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // A current-thread runtime per worker: no work-stealing machinery to pay for, and
+        // a connection stays on the thread that accepted it, as in an nginx worker.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("fulcrum-proxy".into())
-            .spawn(move || {
-                let built = if threads == 1 {
-                    tokio::runtime::Builder::new_current_thread()
+        let mut workers = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let handle_tx = handle_tx.clone();
+            let mut stopped = stopped.clone();
+            let thread = std::thread::Builder::new()
+                .name("fulcrum-proxy".into())
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
-                } else {
-                    tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(threads)
-                        .thread_name("fulcrum-proxy")
-                        .enable_all()
-                        .build()
-                };
-                let rt = match built {
-                    Ok(rt) => rt,
-                    Err(e) => {
-                        let _ = handle_tx.send(Err(format!("proxy runtime: {e}")));
-                        return;
-                    }
-                };
-                let _ = handle_tx.send(Ok(rt.handle().clone()));
-                rt.block_on(async {
-                    let _ = stopped.await;
-                });
-                rt.shutdown_background();
-            })
-            .map_err(|e| format!("proxy thread: {e}"))?;
-        let rt = handle_rx
-            .recv()
-            .map_err(|_| "proxy runtime did not start".to_string())??;
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = handle_tx.send(Err(format!("proxy runtime: {e}")));
+                            return;
+                        }
+                    };
+                    let _ = handle_tx.send(Ok(rt.handle().clone()));
+                    rt.block_on(async {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    });
+                    rt.shutdown_background();
+                })
+                .map_err(|e| format!("proxy thread: {e}"))?;
+            workers.push(thread);
+        }
+        let mut rts = Vec::with_capacity(threads);
+        for _ in 0..threads {
+            let rt = handle_rx
+                .recv()
+                .map_err(|_| "proxy runtime did not start".to_string())??;
+            rts.push(rt);
+        }
         let binds = site.binds();
         let mut bound = Vec::new();
         for a in &binds {
@@ -182,10 +186,7 @@ impl Runtime {
         });
         for (a, ls) in bound {
             let sockets = ls.len();
-            let tasks = ls
-                .into_iter()
-                .map(|l| rt.spawn(accept(shared.clone(), l, a)))
-                .collect();
+            let tasks = spawn_accepts(&rts, &shared, ls, a)?;
             shared
                 .listeners
                 .lock()
@@ -194,9 +195,9 @@ impl Runtime {
             info!(listen = %a, threads, sockets, "layer-7 proxy listening");
         }
         Ok(Runtime {
-            rt,
+            rts,
             stop: Some(stop),
-            thread: Some(thread),
+            threads: workers,
             shared,
         })
     }
@@ -258,7 +259,7 @@ impl Runtime {
                     );
                     let rest = fewer - forgotten;
                     let sem = self.shared.connections.clone();
-                    self.rt.spawn(async move {
+                    self.rts[0].spawn(async move {
                         if let Ok(p) = sem.acquire_many_owned(rest as u32).await {
                             p.forget();
                         }
@@ -268,13 +269,9 @@ impl Runtime {
             *old = limit;
         }
         self.shared.site.set(site);
-        let rt = &self.rt;
         for (a, ls) in fresh {
             let sockets = ls.len();
-            let tasks = ls
-                .into_iter()
-                .map(|l| rt.spawn(accept(self.shared.clone(), l, a)))
-                .collect();
+            let tasks = spawn_accepts(&self.rts, &self.shared, ls, a)?;
             listeners.insert(a, tasks);
             info!(listen = %a, sockets, "layer-7 proxy listening");
         }
@@ -383,9 +380,9 @@ impl Runtime {
 
     fn halt(&mut self) {
         if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
+            let _ = stop.send(true);
         }
-        if let Some(t) = self.thread.take() {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
@@ -395,6 +392,33 @@ impl Drop for Runtime {
     fn drop(&mut self) {
         self.halt();
     }
+}
+
+/// Accept tasks for the sockets bound to `bind`: with `reuseport` a socket per worker
+/// (the kernel spreads connections over them), else every worker accepts on the one
+/// socket (a descriptor of it each, as nginx's workers share their listening sockets).
+fn spawn_accepts(
+    rts: &[tokio::runtime::Handle],
+    shared: &Arc<Shared>,
+    sockets: Vec<std::net::TcpListener>,
+    bind: SocketAddr,
+) -> Result<Vec<JoinHandle<()>>, String> {
+    let mut tasks = Vec::new();
+    if sockets.len() == rts.len() {
+        for (rt, l) in rts.iter().zip(sockets) {
+            tasks.push(rt.spawn(accept(shared.clone(), l, bind)));
+        }
+        return Ok(tasks);
+    }
+    for l in &sockets {
+        for rt in rts {
+            let copy = l
+                .try_clone()
+                .map_err(|e| format!("listening socket {bind}: {e}"))?;
+            tasks.push(rt.spawn(accept(shared.clone(), copy, bind)));
+        }
+    }
+    Ok(tasks)
 }
 
 async fn accept(shared: Arc<Shared>, listener: std::net::TcpListener, bind: SocketAddr) {
