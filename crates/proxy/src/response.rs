@@ -98,44 +98,26 @@ impl Response {
     }
 }
 
-/// nginx's error page titles (`ngx_http_error_pages`): 302's says Found though its
-/// status line says Moved Temporarily.
-fn page_title(status: u16) -> Option<&'static str> {
+/// nginx's error page titles (`ngx_http_error_pages`): a page for every 3xx, 4xx and 5xx
+/// status nginx has a status line for (304 aside), titled with that line, except 302's
+/// (Found, though its status line says Moved Temporarily), 401's, and 494 to 497 (sent as
+/// 400 with their own titles).
+fn page_title(status: u16) -> Option<std::borrow::Cow<'static, str>> {
     Some(match status {
-        301 => "301 Moved Permanently",
-        302 => "302 Found",
-        303 => "303 See Other",
-        307 => "307 Temporary Redirect",
-        308 => "308 Permanent Redirect",
-        400 => "400 Bad Request",
-        401 => "401 Authorization Required",
-        402 => "402 Payment Required",
-        403 => "403 Forbidden",
-        404 => "404 Not Found",
-        405 => "405 Not Allowed",
-        406 => "406 Not Acceptable",
-        408 => "408 Request Time-out",
-        409 => "409 Conflict",
-        410 => "410 Gone",
-        411 => "411 Length Required",
-        412 => "412 Precondition Failed",
-        413 => "413 Request Entity Too Large",
-        414 => "414 Request-URI Too Large",
-        415 => "415 Unsupported Media Type",
-        416 => "416 Requested Range Not Satisfiable",
-        421 => "421 Misdirected Request",
-        429 => "429 Too Many Requests",
-        494 => "400 Request Header Or Cookie Too Large",
-        495 => "400 The SSL certificate error",
-        496 => "400 No required SSL certificate was sent",
-        497 => "400 The plain HTTP request was sent to HTTPS port",
-        500 => "500 Internal Server Error",
-        501 => "501 Not Implemented",
-        502 => "502 Bad Gateway",
-        503 => "503 Service Temporarily Unavailable",
-        504 => "504 Gateway Time-out",
-        505 => "505 HTTP Version Not Supported",
-        507 => "507 Insufficient Storage",
+        302 => "302 Found".into(),
+        401 => "401 Authorization Required".into(),
+        494 => "400 Request Header Or Cookie Too Large".into(),
+        495 => "400 The SSL certificate error".into(),
+        496 => "400 No required SSL certificate was sent".into(),
+        497 => "400 The plain HTTP request was sent to HTTPS port".into(),
+        300..=599 if status != 304 => {
+            let line = write::status_line(status);
+            // A code nginx has no text for is written as the code and a space.
+            if line.ends_with(' ') {
+                return None;
+            }
+            line
+        }
         _ => return None,
     })
 }

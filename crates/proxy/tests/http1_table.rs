@@ -416,6 +416,28 @@ fn fulcrum(upstream: u16) -> (fulcrum_proxy::Runtime, u16) {
     (rt, port)
 }
 
+/// One case three ways: what the codec reads, what nginx does, what our proxy does.
+fn observe(
+    recorder: &Recorder,
+    nginx: u16,
+    proxy: u16,
+    raw: &[u8],
+    upstream_host: &str,
+) -> (Seen, Seen, Seen) {
+    recorder.take();
+    let ours = codec(raw, upstream_host);
+    // The upstream's threads record before they answer; the proxies answer after.
+    let theirs = Seen {
+        answers: exchange(nginx, raw, ours.answers.len()),
+        upstream: recorder.take(),
+    };
+    let proxied = Seen {
+        answers: exchange(proxy, raw, ours.answers.len()),
+        upstream: recorder.take(),
+    };
+    (ours, theirs, proxied)
+}
+
 #[test]
 fn nginx_our_proxy_and_the_codec_agree_on_every_case() {
     let recorder = Recorder::start();
@@ -427,17 +449,7 @@ fn nginx_our_proxy_and_the_codec_agree_on_every_case() {
     let host = format!("127.0.0.1:{}", recorder.port);
     let mut wrong = Vec::new();
     for (name, raw) in CASES {
-        recorder.take();
-        let ours = codec(raw, &host);
-        // The upstream's threads record before they answer; the proxies answer after.
-        let theirs = Seen {
-            answers: exchange(nginx.port, raw, ours.answers.len()),
-            upstream: recorder.take(),
-        };
-        let proxied = Seen {
-            answers: exchange(proxy_port, raw, ours.answers.len()),
-            upstream: recorder.take(),
-        };
+        let (ours, theirs, proxied) = observe(&recorder, nginx.port, proxy_port, raw, &host);
         if theirs != ours || theirs != proxied {
             wrong.push(format!(
                 "{name}:\n  nginx: {theirs:?}\n  codec: {ours:?}\n  proxy: {proxied:?}"
@@ -486,16 +498,7 @@ fn header_buffer_limits_agree_with_nginx() {
     }
     let mut wrong = Vec::new();
     for (name, raw) in &cases {
-        recorder.take();
-        let ours = codec(raw, &host);
-        let theirs = Seen {
-            answers: exchange(nginx.port, raw, ours.answers.len()),
-            upstream: recorder.take(),
-        };
-        let proxied = Seen {
-            answers: exchange(proxy_port, raw, ours.answers.len()),
-            upstream: recorder.take(),
-        };
+        let (ours, theirs, proxied) = observe(&recorder, nginx.port, proxy_port, raw, &host);
         if theirs.answers != ours.answers
             || theirs.upstream.len() != ours.upstream.len()
             || theirs != proxied
