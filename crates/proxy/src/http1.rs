@@ -254,8 +254,13 @@ async fn exchange<S: ClientStream>(
     // What the handler did not read of the body is dropped if it is here already;
     // else the connection closes after this answer (nginx would read and drop it).
     if !body.is_done() {
-        let discarded = matches!(body.decode(buf, usize::MAX), Ok(Some(Chunk::Data(_))))
-            && matches!(body.decode(buf, usize::MAX), Ok(Some(Chunk::End)));
+        let discarded = loop {
+            match body.decode(buf, usize::MAX) {
+                Ok(Some(Chunk::Data(_))) => {}
+                Ok(Some(Chunk::End)) => break true,
+                Ok(None) | Err(_) => break false,
+            }
+        };
         keep &= discarded;
     }
     keep &= !resp.close;
