@@ -603,8 +603,16 @@ async fn try_peer(
                 });
                 return Ok((head, conn, back));
             }
-            // A cached connection the peer had closed: again on a new one.
-            Err(Failure::Stale) => continue,
+            // A cached connection the peer had closed: again on a new one, unless a
+            // request nginx would not send twice may have reached it.
+            Err(Failure::Stale { sent }) if !sent || !req.non_idempotent => continue,
+            Err(Failure::Stale { .. }) => {
+                return Err((
+                    Fail::Error,
+                    true,
+                    "upstream prematurely closed connection while reading response header from upstream".into(),
+                ))
+            }
             Err(Failure::Timeout(why)) => return Err((Fail::Timeout, true, why)),
             Err(Failure::InvalidHeader(why)) => return Err((Fail::InvalidHeader, true, why)),
             Err(Failure::Error(why)) => return Err((Fail::Error, true, why)),

@@ -119,9 +119,13 @@ pub struct Conn {
 /// Why a try failed, with nginx's error-log wording.
 #[derive(Debug)]
 pub enum Failure {
-    /// Nothing reached the peer, or it closed a kept connection before answering: the
-    /// request may go again on a new connection without counting as a try.
-    Stale,
+    /// A kept connection the peer had closed: the request did not reach it (`sent`
+    /// false), or the peer closed it without a byte of answer (`sent` true). Either way
+    /// the request may go again on a new connection without counting as a try, the
+    /// second only when it is idempotent (nginx does not send a POST twice).
+    Stale {
+        sent: bool,
+    },
     /// proxy_read_timeout or proxy_send_timeout.
     Timeout(String),
     /// The response head was not HTTP nginx would relay.
@@ -163,7 +167,7 @@ impl Conn {
                 ));
             }
             if !fresh {
-                return Err(Failure::Stale);
+                return Err(Failure::Stale { sent: false });
             }
             return Err(Failure::Error(format!(
                 "writev() failed ({}) while sending request to upstream",
@@ -184,16 +188,17 @@ impl Conn {
                 }
                 self.buf.reserve(READ_SIZE);
                 match tokio_util::io::read_buf(&mut self.io, &mut self.buf).await {
-                    Ok(0) if !fresh && self.buf.is_empty() => return Err(Failure::Stale),
+                    Ok(0) if !fresh && self.buf.is_empty() => {
+                        return Err(Failure::Stale { sent: true })
+                    }
                     Ok(0) => {
                         return Err(Failure::Error(
                             "upstream prematurely closed connection while reading response header from upstream".into(),
                         ))
                     }
                     Ok(_) => {}
-                    Err(e) if !fresh && self.buf.is_empty() => {
-                        let _ = e;
-                        return Err(Failure::Stale);
+                    Err(_) if !fresh && self.buf.is_empty() => {
+                        return Err(Failure::Stale { sent: true })
                     }
                     Err(e) => {
                         return Err(Failure::Error(format!(
