@@ -102,9 +102,6 @@ async fn handle(
     if let Some(n) = resp.content_length {
         b = b.header("content-length", n);
     }
-    if let Some(v) = &resp.last_modified {
-        b = b.header("last-modified", &v[..]);
-    }
     if let Some(v) = &resp.location {
         b = b.header("location", &v[..]);
     }

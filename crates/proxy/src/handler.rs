@@ -99,7 +99,7 @@ pub(crate) async fn handle<B: ClientBody>(
         return Some(fail(&site, server, res, &r, 413));
     }
     let has_body = declared.is_some() || r.has_body;
-    let body = match read_body(body, res).await {
+    let body = match read_body(body, res, has_body).await {
         Ok(b) => b,
         Err(408) => {
             // nginx logs 408 and closes the connection without an answer.
@@ -221,8 +221,22 @@ fn answer(
 }
 
 /// Reads the client's body within client_body_timeout per read and client_max_body_size;
-/// Err is the status to answer (408: close without one).
-async fn read_body<B: ClientBody>(body: &mut B, res: &Resolved) -> Result<Bytes, u16> {
+/// Err is the status to answer (408: close without one). A request without a body is
+/// only asked once (that answers its `Expect: 100-continue`, as nginx's reading does),
+/// with no timer: it cannot wait.
+async fn read_body<B: ClientBody>(
+    body: &mut B,
+    res: &Resolved,
+    has_body: bool,
+) -> Result<Bytes, u16> {
+    if !has_body {
+        return match body.next().await {
+            None => Ok(Bytes::new()),
+            Some(Err(BodyError::Invalid)) => Err(400),
+            Some(Err(BodyError::Closed)) => Err(408),
+            Some(Ok(_)) => Err(400),
+        };
+    }
     let mut buf = BytesMut::new();
     let mut first: Option<Bytes> = None;
     loop {
@@ -607,11 +621,7 @@ async fn try_peer(
             // request nginx would not send twice may have reached it.
             Err(Failure::Stale { sent }) if !sent || !req.non_idempotent => continue,
             Err(Failure::Stale { .. }) => {
-                return Err((
-                    Fail::Error,
-                    true,
-                    "upstream prematurely closed connection while reading response header from upstream".into(),
-                ))
+                return Err((Fail::Error, true, upstream::CLOSED_BEFORE_HEAD.into()))
             }
             Err(Failure::Timeout(why)) => return Err((Fail::Timeout, true, why)),
             Err(Failure::InvalidHeader(why)) => return Err((Fail::InvalidHeader, true, why)),

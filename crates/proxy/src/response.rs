@@ -1,7 +1,8 @@
 //! What the handler answers, and how nginx writes it: the status line (always HTTP/1.1),
 //! then the headers nginx's header filter writes itself, in its order (Server, Date,
-//! Content-Type, Content-Length, Last-Modified, Location, Transfer-Encoding, Connection,
-//! Keep-Alive), then the upstream's others as received, names in their case
+//! Content-Type, Content-Length, Location, Transfer-Encoding, Connection, Keep-Alive;
+//! nginx's Last-Modified slot is for what it serves itself, which the proxy does not
+//! yet), then the upstream's others as received, names in their case
 //! (`ngx_http_header_filter_module.c`). nginx's own error pages, byte for byte.
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -21,7 +22,8 @@ pub(crate) struct Response {
     pub content_type: Option<Bytes>,
     /// Known length; without one the body goes chunked (HTTP/1.1) or until close.
     pub content_length: Option<u64>,
-    pub last_modified: Option<Bytes>,
+    /// A Location nginx writes itself (made absolute); an upstream's absolute one stays
+    /// among the other headers, where nginx leaves it.
     pub location: Option<Bytes>,
     /// The other headers, in order, names in their case.
     pub headers: Headers,
@@ -43,7 +45,6 @@ impl Response {
             status_line: None,
             content_type: None,
             content_length: None,
-            last_modified: None,
             location: None,
             headers: Headers::new(),
             body: Body::Empty,
@@ -151,9 +152,6 @@ pub(crate) fn head(r: &Response, date: &[u8], chunked: bool, persist: Persist) -
         decimal(&mut out, n);
         out.put_slice(b"\r\n");
     }
-    if let Some(v) = &r.last_modified {
-        line(&mut out, b"Last-Modified", v);
-    }
     if let Some(v) = &r.location {
         line(&mut out, b"Location", v);
     }
@@ -166,7 +164,9 @@ pub(crate) fn head(r: &Response, date: &[u8], chunked: bool, persist: Persist) -
         Persist::KeepAlive { timeout_header } => {
             out.put_slice(b"Connection: keep-alive\r\n");
             if let Some(t) = timeout_header {
-                out.put_slice(format!("Keep-Alive: timeout={t}\r\n").as_bytes());
+                out.put_slice(b"Keep-Alive: timeout=");
+                decimal(&mut out, t);
+                out.put_slice(b"\r\n");
             }
         }
     }

@@ -13,7 +13,7 @@ use tokio::time::{Instant, Sleep};
 
 /// The timer of one direction. The sleep is made the first time a write waits, and kept.
 #[derive(Debug)]
-struct Stall {
+pub(crate) struct Stall {
     limit: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
     armed: bool,
@@ -22,7 +22,7 @@ struct Stall {
 
 impl Stall {
     /// `limit` zero: never.
-    fn new(limit: Duration, what: &'static str) -> Stall {
+    pub(crate) fn new(limit: Duration, what: &'static str) -> Stall {
         Stall {
             limit,
             sleep: None,
@@ -33,7 +33,7 @@ impl Stall {
 
     /// Passes a write's poll through: progress clears the timer, a wait arms it (if it is
     /// not armed already), and a wait past the limit becomes a TimedOut error.
-    fn watch<T>(
+    pub(crate) fn watch<T>(
         &mut self,
         cx: &mut Context<'_>,
         polled: Poll<std::io::Result<T>>,

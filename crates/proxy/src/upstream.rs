@@ -5,7 +5,6 @@
 //! between reads.
 
 use std::collections::HashMap;
-use std::future::Future as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -17,10 +16,17 @@ use fulcrum_http1::{BodyDecoder, Chunk, ResponseError, ResponseHead, ResponsePar
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::stall::SendTimed;
+use crate::stall::{SendTimed, Stall};
 use crate::stream::BoxError;
 
 const UPSTREAM_STALL: &str = "upstream timed out while sending request to upstream";
+
+/// proxy_read_timeout passed between two reads of a response body.
+const READ_STALL: &str = "upstream timed out (110: Connection timed out) while reading upstream";
+
+/// The upstream closed a connection before a byte of the response head.
+pub const CLOSED_BEFORE_HEAD: &str =
+    "upstream prematurely closed connection while reading response header from upstream";
 
 /// How much a read of a response head asks the kernel for.
 const READ_SIZE: usize = 16 * 1024;
@@ -138,10 +144,11 @@ impl Conn {
     /// (nginx drops a kept connection the moment its peer closes it or sends anything).
     pub fn is_alive(&self) -> bool {
         let mut probe = [0u8; 1];
+        // (An idle connection holds no unread bytes: `Idle::put` drops its buffer.)
         matches!(
             self.io.get_ref().tcp().try_read(&mut probe),
             Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock
-        ) && self.buf.is_empty()
+        )
     }
 
     /// Sends a request (head and body, in one write where they fit), then reads the
@@ -191,11 +198,7 @@ impl Conn {
                     Ok(0) if !fresh && self.buf.is_empty() => {
                         return Err(Failure::Stale { sent: true })
                     }
-                    Ok(0) => {
-                        return Err(Failure::Error(
-                            "upstream prematurely closed connection while reading response header from upstream".into(),
-                        ))
-                    }
+                    Ok(0) => return Err(Failure::Error(CLOSED_BEFORE_HEAD.into())),
                     Ok(_) => {}
                     Err(_) if !fresh && self.buf.is_empty() => {
                         return Err(Failure::Stale { sent: true })
@@ -317,8 +320,9 @@ pub fn os_error(e: &std::io::Error) -> String {
 pub struct Relayed {
     conn: Option<Conn>,
     decoder: BodyDecoder,
-    read_timeout: Duration,
-    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// proxy_read_timeout between two successive reads: the same stall timer as the
+    /// writes' send timeouts.
+    stall: Stall,
     /// Where the connection goes back to, if it may be reused.
     back: Option<Back>,
 }
@@ -339,8 +343,7 @@ impl Relayed {
         let mut r = Relayed {
             conn: Some(conn),
             decoder: BodyDecoder::new(head.framing),
-            read_timeout,
-            sleep: None,
+            stall: Stall::new(read_timeout, READ_STALL),
             back,
         };
         if r.decoder.is_done() {
@@ -375,7 +378,6 @@ impl Relayed {
                     return Poll::Ready(Some(Err(format!("upstream sent {e}").into())));
                 }
                 Ok(Some(Chunk::Data(b))) => {
-                    self.sleep = None;
                     if self.decoder.is_done() {
                         self.give_back();
                     }
@@ -389,7 +391,8 @@ impl Relayed {
                 Ok(None) => {}
             }
             conn.buf.reserve(BODY_READ_SIZE);
-            match tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf) {
+            let read = tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf);
+            match self.stall.watch(cx, read) {
                 Poll::Ready(Ok(0)) => {
                     self.back = None;
                     return match self.decoder.eof() {
@@ -410,27 +413,14 @@ impl Relayed {
                 Poll::Ready(Err(e)) => {
                     self.back = None;
                     self.conn = None;
-                    return Poll::Ready(Some(Err(format!(
-                        "recv() failed ({}) while reading upstream",
-                        os_error(&e)
-                    )
-                    .into())));
+                    let why = if e.kind() == std::io::ErrorKind::TimedOut {
+                        READ_STALL.to_string()
+                    } else {
+                        format!("recv() failed ({}) while reading upstream", os_error(&e))
+                    };
+                    return Poll::Ready(Some(Err(why.into())));
                 }
-                Poll::Pending => {
-                    let t = self.read_timeout;
-                    let sleep = self
-                        .sleep
-                        .get_or_insert_with(|| Box::pin(tokio::time::sleep(t)));
-                    if sleep.as_mut().poll(cx).is_ready() {
-                        self.back = None;
-                        self.conn = None;
-                        return Poll::Ready(Some(Err(
-                            "upstream timed out (110: Connection timed out) while reading upstream"
-                                .into(),
-                        )));
-                    }
-                    return Poll::Pending;
-                }
+                Poll::Pending => return Poll::Pending,
             }
         }
     }
