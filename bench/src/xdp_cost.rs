@@ -29,6 +29,8 @@ use fulcrum_dataplane::{
     DataPlane, DestSpec, Link, Method, Scheduler, ServiceKey, ServiceSpec, Verdict,
 };
 use fulcrum_lab::Lab;
+use fulcrum_wire::checksum::Checksum;
+use fulcrum_wire::ipv4;
 
 static FLOOR: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/floor.bpf.o"));
 
@@ -43,20 +45,6 @@ fn arg(name: &str) -> Option<String> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn sum(data: &[u8], mut acc: u32) -> u32 {
-    for c in data.chunks(2) {
-        acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
 }
 
 /// An Ethernet + IPv4 + TCP (flags) or UDP (flags = None) frame with correct checksums.
@@ -79,21 +67,14 @@ fn frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, tcp: Option<u8>) 
         let len = l4.len() as u16;
         l4[4..6].copy_from_slice(&len.to_be_bytes());
     }
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&src.octets());
-    pseudo.extend_from_slice(&dst.octets());
-    pseudo.extend_from_slice(&[0, proto]);
-    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-    let c = fold(sum(&l4, sum(&pseudo, 0)));
+    let c = Checksum::new()
+        .pseudo_v4(src, dst, proto, l4.len() as u16)
+        .add(&l4)
+        .finish();
     let at = if proto == 6 { 16 } else { 6 };
     l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
-    let mut ip = vec![0x45, 0];
-    ip.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
-    ip.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]);
-    ip.extend_from_slice(&src.octets());
-    ip.extend_from_slice(&dst.octets());
-    let c = fold(sum(&ip, 0));
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![0u8; ipv4::HEADER_LEN];
+    ipv4::emit(&mut ip, proto, src, dst, 64, l4.len());
     let mut f = vec![0x02, 0, 0, 0, 0, 0x80, 0x02, 0, 0, 0, 0, 0x32, 0x08, 0x00];
     f.extend_from_slice(&ip);
     f.extend_from_slice(&l4);

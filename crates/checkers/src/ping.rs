@@ -7,64 +7,40 @@ use std::time::Duration;
 
 use fulcrum_health::Outcome;
 use fulcrum_sys::AsyncSocket;
+use fulcrum_wire::{icmp, ipv4};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::Target;
 
-fn checksum(data: &[u8]) -> u16 {
-    let mut sum: u32 = data
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
+const DATA: &[u8] = b"fulcrum ping check";
 
 /// An ICMP echo request with this id and sequence number.
 pub fn echo_request(id: u16, seq: u16) -> Vec<u8> {
-    let mut m = vec![8, 0, 0, 0];
-    m.extend_from_slice(&id.to_be_bytes());
-    m.extend_from_slice(&seq.to_be_bytes());
-    m.extend_from_slice(b"fulcrum ping check");
-    let c = checksum(&m);
-    m[2..4].copy_from_slice(&c.to_be_bytes());
-    m
+    icmp::echo_request_v4(id, seq, DATA)
 }
 
 /// An ICMPv6 echo request: the kernel fills in the checksum (it covers a pseudo-header
 /// only the kernel knows in full).
 pub fn echo_request_v6(id: u16, seq: u16) -> Vec<u8> {
-    let mut m = vec![128, 0, 0, 0];
-    m.extend_from_slice(&id.to_be_bytes());
-    m.extend_from_slice(&seq.to_be_bytes());
-    m.extend_from_slice(b"fulcrum ping check");
-    m
+    icmp::echo_request_v6(id, seq, DATA)
+}
+
+fn is_echo_reply(message: &[u8], kind: u8, id: u16, seq: u16) -> bool {
+    icmp::Echo::new_checked(message)
+        .is_ok_and(|e| e.kind() == kind && e.ident() == id && e.seq() == seq)
 }
 
 /// Whether an ICMPv6 message (raw IPv6 sockets deliver no IP header) is the echo reply to
 /// (id, seq).
 pub fn is_reply_v6(message: &[u8], id: u16, seq: u16) -> bool {
-    message.len() >= 8
-        && message[0] == 129
-        && u16::from_be_bytes([message[4], message[5]]) == id
-        && u16::from_be_bytes([message[6], message[7]]) == seq
+    is_echo_reply(message, icmp::ECHO_REPLY_V6, id, seq)
 }
 
 /// Whether an IPv4 packet (header included, as raw sockets deliver it) is the echo reply
 /// to (id, seq).
 pub fn is_reply(packet: &[u8], id: u16, seq: u16) -> bool {
-    let Some(&first) = packet.first() else {
-        return false;
-    };
-    let ihl = usize::from(first & 0x0f) * 4;
-    let Some(icmp) = packet.get(ihl..ihl + 8) else {
-        return false;
-    };
-    icmp[0] == 0
-        && u16::from_be_bytes([icmp[4], icmp[5]]) == id
-        && u16::from_be_bytes([icmp[6], icmp[7]]) == seq
+    ipv4::Packet::new_checked(packet)
+        .is_ok_and(|p| is_echo_reply(p.payload(), icmp::ECHO_REPLY_V4, id, seq))
 }
 
 /// Runs the check, waiting at most `wait` for the reply.
@@ -134,8 +110,14 @@ mod tests {
     #[test]
     fn requests_and_replies() {
         let m = echo_request(0x1234, 7);
-        assert_eq!(checksum(&m), 0, "a correct checksum sums to zero");
-        let mut reply = vec![0x45u8; 20];
+        assert_eq!(
+            fulcrum_wire::checksum::checksum(&m),
+            0,
+            "a correct checksum sums to zero"
+        );
+        let mut reply = vec![0u8; 20];
+        let (from, to) = ("10.0.0.2".parse().unwrap(), "10.0.0.1".parse().unwrap());
+        ipv4::emit(&mut reply, 1, from, to, 64, m.len());
         reply.extend_from_slice(&m);
         reply[20] = 0;
         assert!(is_reply(&reply, 0x1234, 7));

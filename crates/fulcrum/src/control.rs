@@ -12,6 +12,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use fulcrum_node::status::{Daemon, Drained, IpvsConnection, Listing};
+
 use crate::{CtlArgs, CtlCommand};
 
 pub const DEFAULT_SOCKET: &str = "/run/fulcrum/control.sock";
@@ -37,15 +39,6 @@ pub struct Response {
 }
 
 impl Response {
-    pub fn ok(result: serde_json::Value) -> Response {
-        Response {
-            version: PROTOCOL_VERSION,
-            ok: true,
-            result: Some(result),
-            error: None,
-        }
-    }
-
     pub fn error(message: impl Into<String>) -> Response {
         Response {
             version: PROTOCOL_VERSION,
@@ -95,34 +88,32 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
         CtlCommand::Conns { .. } => ("ipvs", vec![vec!["connections".to_string()]]),
     };
     let mut response = call_with(&args.control, command, extra)?;
-    if let (
-        CtlCommand::Conns {
-            service,
-            real_server,
-            client,
-        },
-        Some(r),
-    ) = (&args.command, response.result.as_mut())
+    if let CtlCommand::Conns {
+        service,
+        real_server,
+        client,
+    } = &args.command
     {
-        // A filter matches "ADDR:PORT" exactly, or any port of ADDR.
-        let matches = |filter: &Option<String>, value: &serde_json::Value| {
-            let v = value.as_str().unwrap_or("");
-            filter
-                .as_deref()
-                .is_none_or(|f| v == f || v.rsplit_once(':').is_some_and(|(addr, _)| addr == f))
-        };
-        let conns: Vec<serde_json::Value> = r["connections"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|c| {
-                matches(service, &c["virtual"])
-                    && matches(real_server, &c["destination"])
-                    && matches(client, &c["source"])
-            })
-            .cloned()
-            .collect();
-        *r = serde_json::Value::Array(conns);
+        // A refusal has no result and is printed below.
+        if let Some(r) = response.result.take() {
+            // A filter matches "ADDR:PORT" exactly, or any port of ADDR.
+            let matches = |filter: &Option<String>, v: &str| {
+                filter
+                    .as_deref()
+                    .is_none_or(|f| v == f || v.rsplit_once(':').is_some_and(|(addr, _)| addr == f))
+            };
+            let listing: Listing = serde_json::from_value(r).context("unreadable listing")?;
+            let conns: Vec<IpvsConnection> = listing
+                .connections
+                .into_iter()
+                .filter(|c| {
+                    matches(service, &c.virtual_)
+                        && matches(real_server, &c.destination)
+                        && matches(client, &c.source)
+                })
+                .collect();
+            response.result = Some(serde_json::to_value(conns)?);
+        }
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&response)?);
@@ -141,256 +132,49 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     let r = response.result.unwrap_or_default();
+    let unreadable = || format!("unreadable answer to `{command}`");
     match &args.command {
         CtlCommand::Conns { .. } => {
+            crate::show::conns(&read::<Vec<_>>(r).with_context(unreadable)?)
+        }
+        CtlCommand::Drain { target } | CtlCommand::Undrain { target } => {
+            let d: Drained = read(r).with_context(unreadable)?;
             println!(
-                "{:<4} {:<9} {:<12} {:<22} {:<22} destination",
-                "pro", "expire", "state", "source", "virtual"
-            );
-            for c in r.as_array().into_iter().flatten() {
-                let ms = c["expires_ms"].as_u64().unwrap_or(0) / 1000;
-                println!(
-                    "{:<4} {:02}:{:02}     {:<12} {:<22} {:<22} {}",
-                    c["protocol"].as_str().unwrap_or(""),
-                    ms / 60,
-                    ms % 60,
-                    c["state"].as_str().unwrap_or(""),
-                    c["source"].as_str().unwrap_or(""),
-                    c["virtual"].as_str().unwrap_or(""),
-                    c["destination"].as_str().unwrap_or("")
-                );
-            }
+                "{command}ed {target}: {} real server(s), {} upstream peer(s)",
+                d.real_servers, d.upstream_peers
+            )
         }
-        CtlCommand::Drain { target } | CtlCommand::Undrain { target } => println!(
-            "{command}ed {target}: {} real server(s), {} upstream peer(s)",
-            r["real_servers"], r["upstream_peers"]
-        ),
         CtlCommand::Status => {
-            print_status(&r);
-            print_overview(&args.control);
+            crate::show::status(&read(r).with_context(unreadable)?);
+            let get = |command: &str| {
+                call_with(&args.control, command, vec![])
+                    .ok()
+                    .filter(|r| r.ok)
+                    .and_then(|r| r.result)
+                    .unwrap_or_default()
+            };
+            crate::show::overview(
+                &read::<Vec<_>>(get("vrrp")).unwrap_or_default(),
+                &read(get("ipvs")).unwrap_or_default(),
+                &read::<Vec<_>>(get("health")).unwrap_or_default(),
+                &read::<Vec<_>>(get("upstreams")).unwrap_or_default(),
+            );
         }
-        CtlCommand::Reload => println!(
-            "reloaded: configuration {}",
-            r["config"]["hash"].as_str().unwrap_or("?")
-        ),
-        CtlCommand::Vrrp => crate::vrrp::print_table(&r),
-        CtlCommand::Health => crate::health::print_table(&r),
-        CtlCommand::Services => print_services(&r),
-        CtlCommand::Upstreams => print_upstreams(&r),
+        CtlCommand::Reload => {
+            let d: Daemon = read(r).with_context(unreadable)?;
+            println!("reloaded: configuration {}", d.config.hash)
+        }
+        CtlCommand::Vrrp => crate::show::vrrp(&read::<Vec<_>>(r).with_context(unreadable)?),
+        CtlCommand::Health => crate::show::health(&read::<Vec<_>>(r).with_context(unreadable)?),
+        CtlCommand::Services => crate::show::services(&read(r).with_context(unreadable)?),
+        CtlCommand::Upstreams => {
+            crate::show::upstreams(&read::<Vec<_>>(r).with_context(unreadable)?)
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
 
-/// `fulcrum ctl upstreams`: one line per peer, grouped by upstream.
-fn print_upstreams(r: &serde_json::Value) {
-    let peers = r.as_array().cloned().unwrap_or_default();
-    if peers.is_empty() {
-        println!("layer-7 proxy: not running (no http block)");
-        return;
-    }
-    let mut last = String::new();
-    for p in &peers {
-        let s = |k: &str| p[k].as_str().unwrap_or("").to_string();
-        let u = |k: &str| p[k].as_i64().unwrap_or(0);
-        if s("upstream") != last {
-            last = s("upstream");
-            println!("upstream {last}");
-        }
-        let mut flags = Vec::new();
-        if p["backup"].as_bool() == Some(true) {
-            flags.push("backup");
-        }
-        if p["down"].as_bool() == Some(true) {
-            flags.push("down");
-        }
-        if p["check_down"].as_bool() == Some(true) {
-            flags.push("check-down");
-        }
-        if p["drained"].as_bool() == Some(true) {
-            flags.push("drained");
-        }
-        println!(
-            "  {:<24} weight {:<3} effective {:<3} in-flight {:<5} fails {}/{} {}",
-            s("address"),
-            u("weight"),
-            u("effective_weight"),
-            u("conns"),
-            u("fails"),
-            u("max_fails"),
-            flags.join(" ")
-        );
-    }
-}
-
-/// `fulcrum ctl services`: the data plane on one screen.
-fn print_services(r: &serde_json::Value) {
-    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
-    let u = |v: &serde_json::Value| v.as_u64().unwrap_or(0);
-    let ifs: Vec<String> = r["interfaces"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|i| format!("{} ({})", s(&i["name"]), s(&i["mode"])))
-        .collect();
-    if ifs.is_empty() {
-        println!("data plane: not running");
-        return;
-    }
-    println!("data plane on {}", ifs.join(", "));
-    for svc in r["services"].as_array().into_iter().flatten() {
-        println!(
-            "{} {}:{} {}  {} conns  {} conn/s",
-            s(&svc["protocol"]),
-            s(&svc["address"]),
-            u(&svc["port"]),
-            s(&svc["scheduler"]),
-            u(&svc["stats"]["conns"]),
-            u(&svc["rate"]["cps"]),
-        );
-        for d in svc["dests"].as_array().into_iter().flatten() {
-            println!(
-                "  -> {:<22} {:<5} weight {:<4} active {:<6} inactive {:<6} {} conns",
-                format!("{}:{}", s(&d["address"]), u(&d["port"])),
-                s(&d["forward"]),
-                u(&d["weight"]),
-                u(&d["active"]),
-                u(&d["inactive"]),
-                u(&d["stats"]["conns"]),
-            );
-        }
-    }
-    let packets: Vec<String> = r["packets"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, n)| n.as_u64().unwrap_or(0) > 0)
-        .map(|(k, n)| format!("{k} {n}"))
-        .collect();
-    println!("packets: {}", packets.join(", "));
-}
-
-/// The rest of `ctl status`'s screen: one line per VRRP instance, virtual service, real
-/// server (with its checkers' verdict) and upstream peer, from the other commands.
-fn print_overview(socket: &Path) {
-    let get = |command: &str, args: Vec<Vec<String>>| {
-        call_with(socket, command, args)
-            .ok()
-            .filter(|r| r.ok)
-            .and_then(|r| r.result)
-            .unwrap_or_default()
-    };
-    let s = |v: &serde_json::Value| match v {
-        serde_json::Value::String(x) => x.clone(),
-        serde_json::Value::Null => "-".into(),
-        other => other.to_string(),
-    };
-    let vrrp = get("vrrp", vec![]);
-    for i in vrrp.as_array().into_iter().flatten() {
-        println!(
-            "  vrrp  {:<12} {:<7} priority {} ({})  master {}  {}",
-            s(&i["name"]),
-            s(&i["state"]),
-            s(&i["effective_priority"]),
-            s(&i["priority"]),
-            s(&i["master"]),
-            i["virtual_ipaddress"]
-                .as_array()
-                .map(|a| a.iter().map(s).collect::<Vec<_>>().join(" "))
-                .unwrap_or_default()
-        );
-    }
-    let ipvs = get("ipvs", vec![]);
-    let health = get("health", vec![]);
-    let alive = |addr: &str| -> Option<(bool, String)> {
-        health.as_array().into_iter().flatten().find_map(|vs| {
-            vs["real_servers"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find_map(|r| {
-                    (r["address"] == addr).then(|| {
-                        let reason = r["checkers"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .find_map(|c| (c["state"] == "down").then(|| s(&c["last_reason"])))
-                            .unwrap_or_default();
-                        (r["alive"] == true, reason)
-                    })
-                })
-        })
-    };
-    for v in ipvs["services"].as_array().into_iter().flatten() {
-        println!(
-            "  l4    {} {}:{} {}  {} conn/s",
-            s(&v["protocol"]),
-            s(&v["address"]),
-            s(&v["port"]),
-            s(&v["scheduler"]),
-            s(&v["rate"]["cps"])
-        );
-        for d in v["dests"].as_array().into_iter().flatten() {
-            let addr = format!("{}:{}", s(&d["address"]), s(&d["port"]));
-            let check = match alive(&addr) {
-                Some((true, _)) => "up".to_string(),
-                Some((false, why)) => format!("DOWN {why}"),
-                None => "unchecked".to_string(),
-            };
-            println!(
-                "        -> {addr:<22} weight {:<4} active {:<6} inactive {:<6} {check}",
-                s(&d["weight"]),
-                s(&d["active"]),
-                s(&d["inactive"])
-            );
-        }
-    }
-    for p in get("upstreams", vec![]).as_array().into_iter().flatten() {
-        let state = if p["drained"] == true {
-            "drained"
-        } else if p["down"] == true || p["check_down"] == true {
-            "down"
-        } else {
-            "up"
-        };
-        println!(
-            "  l7    upstream {} {:<22} {state:<7} in flight {}  fails {}/{}",
-            s(&p["upstream"]),
-            s(&p["address"]),
-            s(&p["conns"]),
-            s(&p["fails"]),
-            s(&p["max_fails"])
-        );
-    }
-}
-
-fn print_status(r: &serde_json::Value) {
-    let c = &r["config"];
-    println!(
-        "fulcrum {} (pid {})",
-        r["version"].as_str().unwrap_or("?"),
-        r["pid"]
-    );
-    println!("  up since      {} (unix time)", r["started_at"]);
-    for (label, key) in [("keepalived.conf", "keepalived"), ("nginx.conf", "nginx")] {
-        if let Some(p) = c[key].as_str() {
-            println!("  {label:<13} {p}");
-        }
-    }
-    println!(
-        "  configuration {} loaded at {} (unix time)",
-        c["hash"].as_str().unwrap_or("?"),
-        c["loaded_at"]
-    );
-    println!(
-        "  reloads       {} ok, {} refused",
-        c["reloads_ok"], c["reloads_failed"]
-    );
-    if let Some(e) = c["last_reload_error"].as_str() {
-        println!("  last refusal  {}", e.lines().next().unwrap_or(""));
-    }
-    let n = &r["counts"];
-    println!(
-        "  vrrp_instance {}   virtual_server {}   real_server {}   upstream {}   server {}",
-        n["vrrp_instances"], n["virtual_servers"], n["real_servers"], n["upstreams"], n["servers"]
-    );
+/// An answer's result as the node's type for it.
+fn read<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> serde_json::Result<T> {
+    serde_json::from_value(v)
 }

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use serde_json::Value;
+use fulcrum_node::status::{Listing as Ipvs, Rates, Traffic};
 
 use crate::control::{call_with, DEFAULT_SOCKET};
 
@@ -141,9 +141,16 @@ fn list(socket: &Path, args: &[String]) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let r = response.result.unwrap_or_default();
-    print!("{}", render(&r, &l));
-    ExitCode::SUCCESS
+    match serde_json::from_value::<Ipvs>(response.result.unwrap_or_default()) {
+        Ok(r) => {
+            print!("{}", render(&r, &l));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ipvsadm: unreadable answer from the daemon: {e}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// `print_largenum`: nine columns, with K/M/G/T above 10^8 unless --exact.
@@ -166,62 +173,42 @@ fn largenum(n: u64, exact: bool) -> String {
     }
 }
 
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("")
-}
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
 /// The listing ipvsadm would print for this answer of the `ipvs` control command.
-fn render(r: &Value, l: &Listing) -> String {
+fn render(r: &Ipvs, l: &Listing) -> String {
     let mut out = String::new();
-    let services = r["services"].as_array().cloned().unwrap_or_default();
+    let services = &r.services;
     if l.timeout {
-        let t = &r["timeout"];
+        let t = &r.timeout;
         out += &format!(
             "Timeout (tcp tcpfin udp): {} {} {}\n",
-            u(&t["tcp"]),
-            u(&t["tcpfin"]),
-            u(&t["udp"])
+            t.tcp, t.tcpfin, t.udp
         );
         return out;
     }
     if l.save {
-        for svc in &services {
-            let opt = if s(&svc["protocol"]) == "UDP" {
-                "-u"
-            } else {
-                "-t"
-            };
-            let vaddr = format!("{}:{}", s(&svc["address"]), u(&svc["port"]));
-            out += &format!("-A {opt} {vaddr} -s {}", s(&svc["scheduler"]));
-            if let Some(p) = svc["persistent"].as_u64() {
+        for svc in services {
+            let opt = if svc.protocol == "UDP" { "-u" } else { "-t" };
+            let vaddr = format!("{}:{}", svc.address, svc.port);
+            out += &format!("-A {opt} {vaddr} -s {}", svc.scheduler);
+            if let Some(p) = svc.persistent {
                 out += &format!(" -p {p}");
-                if let Some(m) = svc["netmask"].as_str().filter(|m| *m != "255.255.255.255") {
+                if let Some(m) = svc.netmask.as_ref().filter(|m| *m != "255.255.255.255") {
                     out += &format!(" -M {m}");
                 }
             }
-            if svc["ops"].as_bool() == Some(true) {
+            if svc.ops {
                 out += " -o";
             }
             out += "\n";
-            for d in svc["dests"].as_array().into_iter().flatten() {
-                let fwd = if s(&d["forward"]) == "Masq" {
-                    "-m"
-                } else {
-                    "-g"
-                };
+            for d in &svc.dests {
+                let fwd = if d.forward == "Masq" { "-m" } else { "-g" };
                 out += &format!(
                     "-a {opt} {vaddr} -r {}:{} {fwd} -w {}",
-                    s(&d["address"]),
-                    u(&d["port"]),
-                    u(&d["weight"])
+                    d.address, d.port, d.weight
                 );
-                for (flag, key) in [("-x", "u_threshold"), ("-y", "l_threshold")] {
-                    if u(&d[key]) > 0 {
-                        out += &format!(" {flag} {}", u(&d[key]));
+                for (flag, n) in [("-x", d.u_threshold), ("-y", d.l_threshold)] {
+                    if n > 0 {
+                        out += &format!(" {flag} {n}");
                     }
                 }
                 out += "\n";
@@ -232,24 +219,23 @@ fn render(r: &Value, l: &Listing) -> String {
     if l.connections {
         out += "IPVS connection entries\n";
         out += "pro expire state       source             virtual            destination\n";
-        let mut rows: Vec<&Value> = r["templates"].as_array().into_iter().flatten().collect();
-        rows.extend(r["connections"].as_array().into_iter().flatten());
+        let rows = r.templates.iter().chain(&r.connections);
         for c in rows {
-            let secs = u(&c["expires_ms"]) / 1000;
+            let secs = c.expires_ms / 1000;
             out += &format!(
                 "{:<3} {:02}:{:02}  {:<11} {:<18} {:<18} {}\n",
-                s(&c["protocol"]),
+                c.protocol,
                 secs / 60,
                 secs % 60,
-                s(&c["state"]),
-                s(&c["source"]),
-                s(&c["virtual"]),
-                s(&c["destination"]),
+                c.state,
+                c.source,
+                c.virtual_,
+                c.destination,
             );
         }
         return out;
     }
-    out += &format!("IP Virtual Server version 1.2.1 (size={})\n", u(&r["size"]));
+    out += &format!("IP Virtual Server version 1.2.1 (size={})\n", r.size);
     if l.stats {
         out += "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n";
         out += "  -> RemoteAddress:Port\n";
@@ -260,51 +246,48 @@ fn render(r: &Value, l: &Listing) -> String {
         out += "Prot LocalAddress:Port Scheduler Flags\n";
         out += "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n";
     }
-    let stats = |st: &Value| {
-        ["conns", "inpkts", "outpkts", "inbytes", "outbytes"]
+    let stats = |t: &Traffic| {
+        [t.conns, t.inpkts, t.outpkts, t.inbytes, t.outbytes]
             .iter()
-            .map(|k| largenum(u(&st[*k]), l.exact))
+            .map(|n| largenum(*n, l.exact))
             .collect::<String>()
     };
-    let rates = |r: &Value| {
-        ["cps", "inpps", "outpps", "inbps", "outbps"]
+    let rates = |r: &Rates| {
+        [r.cps, r.inpps, r.outpps, r.inbps, r.outbps]
             .iter()
-            .map(|k| format!(" {:>8}", u(&r[*k])))
+            .map(|n| format!(" {n:>8}"))
             .collect::<String>()
     };
-    for svc in &services {
-        let vaddr = format!("{}:{}", s(&svc["address"]), u(&svc["port"]));
-        let head = format!("{:<4} {vaddr}", s(&svc["protocol"]));
+    for svc in services {
+        let vaddr = format!("{}:{}", svc.address, svc.port);
+        let head = format!("{:<4} {vaddr}", svc.protocol);
         if l.stats {
-            out += &format!("{head:<33}{}\n", stats(&svc["stats"]));
+            out += &format!("{head:<33}{}\n", stats(&svc.stats));
         } else if l.rate {
-            out += &format!("{head:<33}{}\n", rates(&svc["rate"]));
+            out += &format!("{head:<33}{}\n", rates(&svc.rate));
         } else {
-            out += &format!("{head} {}", s(&svc["scheduler"]));
-            if let Some(p) = svc["persistent"].as_u64() {
+            out += &format!("{head} {}", svc.scheduler);
+            if let Some(p) = svc.persistent {
                 out += &format!(" persistent {p}");
-                if let Some(m) = svc["netmask"].as_str().filter(|m| *m != "255.255.255.255") {
+                if let Some(m) = svc.netmask.as_ref().filter(|m| *m != "255.255.255.255") {
                     out += &format!(" mask {m}");
                 }
             }
-            if svc["ops"].as_bool() == Some(true) {
+            if svc.ops {
                 out += " ops";
             }
             out += "\n";
         }
-        for d in svc["dests"].as_array().into_iter().flatten() {
-            let raddr = format!("{}:{}", s(&d["address"]), u(&d["port"]));
+        for d in &svc.dests {
+            let raddr = format!("{}:{}", d.address, d.port);
             if l.stats {
-                out += &format!("  -> {raddr:<28}{}\n", stats(&d["stats"]));
+                out += &format!("  -> {raddr:<28}{}\n", stats(&d.stats));
             } else if l.rate {
-                out += &format!("  -> {raddr:<28}{}\n", rates(&d["rate"]));
+                out += &format!("  -> {raddr:<28}{}\n", rates(&d.rate));
             } else {
                 out += &format!(
                     "  -> {raddr:<28} {:<7} {:<6} {:<10} {:<10}\n",
-                    s(&d["forward"]),
-                    u(&d["weight"]),
-                    u(&d["active"]),
-                    u(&d["inactive"])
+                    d.forward, d.weight, d.active, d.inactive
                 );
             }
         }
@@ -317,8 +300,8 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn answer() -> Value {
-        json!({
+    fn answer() -> Ipvs {
+        serde_json::from_value(json!({
             "size": 4096,
             "services": [{
                 "protocol": "TCP", "address": "10.0.0.92", "port": 80, "scheduler": "rr",
@@ -339,7 +322,8 @@ mod tests {
             }],
             "templates": [],
             "timeout": {"tcp": 900, "tcpfin": 120, "udp": 300},
-        })
+        }))
+        .expect("the control protocol's listing")
     }
 
     /// The examples of REFERENCE.md, byte for byte.

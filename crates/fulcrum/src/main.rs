@@ -3,22 +3,16 @@
 
 #![forbid(unsafe_code)]
 
-mod config;
+mod check;
 mod control;
 mod daemon;
 mod dashboard;
-mod demo;
 mod genhash;
-mod health;
-mod host;
 mod ipvsadm;
-mod ipvsadm_edit;
-mod l4;
 mod logging;
 mod metrics;
 mod sd_notify;
-mod track_file;
-mod vrrp;
+mod show;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -225,9 +219,11 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => daemon::run(args),
-        Command::Check(args) => Ok(config::check(&args)),
+        Command::Check(args) => Ok(check::check(&args)),
         Command::Ctl(args) => control::ctl(&args),
-        Command::Demo(args) => demo::run(&args),
+        Command::Demo(args) => std::env::current_exe()
+            .map_err(anyhow::Error::from)
+            .and_then(|exe| fulcrum_demo::run(args.only.as_deref(), exe)),
         Command::Ipvsadm { args } => Ok(ipvsadm::run(args)),
         Command::Genhash(args) => genhash::run(&args),
         Command::LabAgent { args } => Ok(fulcrum_lab::agent::main(args)),

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use fulcrum_node::status::{Member, Traffic, VrrpInstance};
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -17,44 +18,17 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 /// Where a scrape gets its numbers.
-#[derive(Clone)]
-pub struct Sources {
-    pub state: Arc<Mutex<crate::daemon::State>>,
-    pub vrrp: Arc<std::sync::Mutex<Option<crate::vrrp::Handle>>>,
-    pub health: Arc<std::sync::Mutex<Option<crate::health::Handle>>>,
-    pub l4: Arc<std::sync::Mutex<Option<crate::l4::Handle>>>,
-}
+pub type Sources = Arc<fulcrum_node::Node>;
 
 /// One scrape's numbers.
 #[derive(Debug)]
-pub(crate) struct Snapshot {
-    pub status: Value,
-    pub vrrp: Value,
-    pub health: Value,
-    pub l4: Value,
-    pub upstreams: Value,
-    pub l7: Option<fulcrum_proxy::stats::Counts>,
-}
+struct Snapshot(fulcrum_node::Status);
 
 type Labels = Vec<(&'static str, String)>;
-
-fn u(v: &Value) -> u64 {
-    v.as_u64().unwrap_or(0)
-}
-
-fn s(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
 
 /// Writes one metric family from (labels, value) rows.
 fn family<F>(
@@ -84,18 +58,16 @@ where
 impl Collector for Snapshot {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         use MetricType::{Counter, Gauge};
-        let c = &self.status["config"];
+        let st = &self.0;
+        let c = &st.daemon.config;
         family(
             &mut enc,
             "fulcrum_config_reloads",
             "Configuration reloads, by result.",
             Counter,
             vec![
-                (vec![("result", "ok".into())], u(&c["reloads_ok"]) as f64),
-                (
-                    vec![("result", "failed".into())],
-                    u(&c["reloads_failed"]) as f64,
-                ),
+                (vec![("result", "ok".into())], c.reloads_ok as f64),
+                (vec![("result", "failed".into())], c.reloads_failed as f64),
             ],
         )?;
         family(
@@ -103,25 +75,24 @@ impl Collector for Snapshot {
             "fulcrum_config_info",
             "The configuration in force: its hash.",
             Gauge,
-            vec![(vec![("hash", s(&c["hash"]))], 1.0)],
+            vec![(vec![("hash", c.hash.clone())], 1.0)],
         )?;
         family(
             &mut enc,
             "fulcrum_config_loaded_timestamp_seconds",
             "When the configuration in force was loaded (unix time).",
             Gauge,
-            vec![(vec![], u(&c["loaded_at"]) as f64)],
+            vec![(vec![], c.loaded_at as f64)],
         )?;
 
         // VRRP.
-        let instances = self.vrrp.as_array().cloned().unwrap_or_default();
-        let name = |i: &Value| vec![("instance", s(&i["name"]))];
+        let name = |i: &VrrpInstance| vec![("instance", i.name.clone())];
         let mut state = Vec::new();
-        for i in &instances {
-            for st in ["INIT", "BACKUP", "MASTER", "FAULT"] {
+        for i in &st.vrrp {
+            for s in ["INIT", "BACKUP", "MASTER", "FAULT"] {
                 let mut l = name(i);
-                l.push(("state", st.into()));
-                state.push((l, if i["state"] == st { 1.0 } else { 0.0 }));
+                l.push(("state", s.into()));
+                state.push((l, if i.state == s { 1.0 } else { 0.0 }));
             }
         }
         family(
@@ -131,53 +102,38 @@ impl Collector for Snapshot {
             Gauge,
             state,
         )?;
-        let per = |key: &str| -> Vec<(Labels, f64)> {
-            instances
-                .iter()
-                .map(|i| (name(i), u(&i[key]) as f64))
-                .collect()
-        };
-        family(
-            &mut enc,
-            "fulcrum_vrrp_priority",
-            "Configured priority.",
-            Gauge,
-            per("priority"),
-        )?;
-        family(
-            &mut enc,
-            "fulcrum_vrrp_effective_priority",
-            "Priority after tracking.",
-            Gauge,
-            per("effective_priority"),
-        )?;
-        family(
-            &mut enc,
-            "fulcrum_vrrp_adverts_sent",
-            "Adverts sent.",
-            Counter,
-            per("adverts_sent"),
-        )?;
-        family(
-            &mut enc,
-            "fulcrum_vrrp_transitions",
-            "State transitions.",
-            Counter,
-            per("transitions"),
-        )?;
-        family(
-            &mut enc,
-            "fulcrum_vrrp_adverts_received",
-            "Valid adverts received.",
-            Counter,
-            per("adverts_received"),
-        )?;
+        type PerInstance = fn(&VrrpInstance) -> u64;
+        let per_instance: [(&str, &str, MetricType, PerInstance); 5] = [
+            ("priority", "Configured priority.", Gauge, |i| {
+                i.priority.into()
+            }),
+            (
+                "effective_priority",
+                "Priority after tracking.",
+                Gauge,
+                |i| i.effective_priority.into(),
+            ),
+            ("adverts_sent", "Adverts sent.", Counter, |i| i.adverts_sent),
+            ("transitions", "State transitions.", Counter, |i| {
+                i.transitions
+            }),
+            (
+                "adverts_received",
+                "Valid adverts received.",
+                Counter,
+                |i| i.adverts_received,
+            ),
+        ];
+        for (n, help, kind, f) in per_instance {
+            let rows = st.vrrp.iter().map(|i| (name(i), f(i) as f64)).collect();
+            family(&mut enc, &format!("fulcrum_vrrp_{n}"), help, kind, rows)?;
+        }
         let mut dropped = Vec::new();
-        for i in &instances {
-            for d in i["dropped"].as_array().into_iter().flatten() {
+        for i in &st.vrrp {
+            for d in &i.dropped {
                 let mut l = name(i);
-                l.push(("reason", s(&d["reason"])));
-                dropped.push((l, u(&d["count"]) as f64));
+                l.push(("reason", d.reason.clone()));
+                dropped.push((l, d.count as f64));
             }
         }
         family(
@@ -192,97 +148,88 @@ impl Collector for Snapshot {
         let (mut alive, mut weight, mut up, mut checks, mut failures, mut latency, mut quorum) =
             (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
         let mut transitions = vec![];
-        for vs in self.health.as_array().into_iter().flatten() {
-            let v = s(&vs["virtual_server"]);
-            quorum.push((
-                vec![("virtual_server", v.clone())],
-                if vs["has_quorum"] == true { 1.0 } else { 0.0 },
-            ));
-            for rs in vs["real_servers"].as_array().into_iter().flatten() {
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        for vs in &st.health {
+            let v = vs.virtual_server.clone();
+            quorum.push((vec![("virtual_server", v.clone())], flag(vs.has_quorum)));
+            for rs in &vs.real_servers {
                 let l = vec![
                     ("virtual_server", v.clone()),
-                    ("real_server", s(&rs["address"])),
+                    ("real_server", rs.address.clone()),
                 ];
-                alive.push((l.clone(), if rs["alive"] == true { 1.0 } else { 0.0 }));
-                let w = if rs["membership"]["in"] == true {
-                    u(&rs["membership"]["weight"])
-                } else {
-                    0
+                alive.push((l.clone(), flag(rs.alive)));
+                let w = match rs.membership {
+                    Member {
+                        is_in: true,
+                        weight,
+                    } => weight.unwrap_or(0),
+                    _ => 0,
                 };
-                weight.push((l.clone(), w as f64));
-                for (n, ch) in rs["checkers"].as_array().into_iter().flatten().enumerate() {
+                weight.push((l.clone(), f64::from(w)));
+                for (n, ch) in rs.checkers.iter().enumerate() {
                     let mut l = l.clone();
-                    l.push(("checker", format!("{} #{n}", s(&ch["kind"]))));
-                    up.push((l.clone(), if ch["state"] == "down" { 0.0 } else { 1.0 }));
-                    checks.push((l.clone(), u(&ch["checks"]) as f64));
-                    failures.push((l.clone(), u(&ch["failures"]) as f64));
-                    transitions.push((l.clone(), u(&ch["transitions"]) as f64));
-                    if let Some(us) = ch["latency_us"].as_u64() {
+                    l.push(("checker", format!("{} #{n}", ch.kind)));
+                    up.push((l.clone(), flag(ch.state != "down")));
+                    checks.push((l.clone(), ch.checks as f64));
+                    failures.push((l.clone(), ch.failures as f64));
+                    transitions.push((l.clone(), ch.transitions as f64));
+                    if let Some(us) = ch.latency_us {
                         latency.push((l, us as f64 / 1e6));
                     }
                 }
             }
         }
-        family(
-            &mut enc,
-            "fulcrum_virtual_server_quorum",
-            "Whether the virtual server has quorum.",
-            Gauge,
-            quorum,
-        )?;
-        family(
-            &mut enc,
-            "fulcrum_real_server_alive",
-            "Whether every checker holds the real server up.",
-            Gauge,
-            alive,
-        )?;
-        family(
-            &mut enc,
-            "fulcrum_real_server_weight",
-            "The real server's weight in the data plane (0: out or inhibited).",
-            Gauge,
-            weight,
-        )?;
-        family(
-            &mut enc,
-            "fulcrum_checker_up",
-            "Checker state (1 up).",
-            Gauge,
-            up,
-        )?;
-        family(&mut enc, "fulcrum_checks", "Checks run.", Counter, checks)?;
-        family(
-            &mut enc,
-            "fulcrum_check_failures",
-            "Checks that failed.",
-            Counter,
-            failures,
-        )?;
-        family(
-            &mut enc,
-            "fulcrum_checker_transitions",
-            "Checker state changes (up to down and back).",
-            Counter,
-            transitions,
-        )?;
-        family(
-            &mut enc,
-            "fulcrum_check_latency_seconds",
-            "The last check's duration.",
-            Gauge,
-            latency,
-        )?;
+        let health = [
+            (
+                "virtual_server_quorum",
+                "Whether the virtual server has quorum.",
+                Gauge,
+                quorum,
+            ),
+            (
+                "real_server_alive",
+                "Whether every checker holds the real server up.",
+                Gauge,
+                alive,
+            ),
+            (
+                "real_server_weight",
+                "The real server's weight in the data plane (0: out or inhibited).",
+                Gauge,
+                weight,
+            ),
+            ("checker_up", "Checker state (1 up).", Gauge, up),
+            ("checks", "Checks run.", Counter, checks),
+            ("check_failures", "Checks that failed.", Counter, failures),
+            (
+                "checker_transitions",
+                "Checker state changes (up to down and back).",
+                Counter,
+                transitions,
+            ),
+            (
+                "check_latency_seconds",
+                "The last check's duration.",
+                Gauge,
+                latency,
+            ),
+        ];
+        for (n, help, kind, rows) in health {
+            family(&mut enc, &format!("fulcrum_{n}"), help, kind, rows)?;
+        }
 
         // Layer 4.
-        let l4 = &self.l4;
-        let mut mode = Vec::new();
-        for i in l4["interfaces"].as_array().into_iter().flatten() {
-            mode.push((
-                vec![("interface", s(&i["name"])), ("mode", s(&i["mode"]))],
-                1.0,
-            ));
-        }
+        let l4 = &st.l4;
+        let mode = l4
+            .interfaces
+            .iter()
+            .map(|i| {
+                (
+                    vec![("interface", i.name.clone()), ("mode", i.mode.clone())],
+                    1.0,
+                )
+            })
+            .collect();
         family(
             &mut enc,
             "fulcrum_dataplane_mode",
@@ -290,10 +237,11 @@ impl Collector for Snapshot {
             Gauge,
             mode,
         )?;
-        let mut packets = Vec::new();
-        for (reason, n) in l4["packets"].as_object().into_iter().flatten() {
-            packets.push((vec![("reason", reason.clone())], u(n) as f64));
-        }
+        let packets = l4
+            .packets
+            .iter()
+            .map(|(reason, n)| (vec![("reason", reason.clone())], *n as f64))
+            .collect();
         family(
             &mut enc,
             "fulcrum_dataplane_packets",
@@ -303,33 +251,22 @@ impl Collector for Snapshot {
         )?;
         let mut svc: [Vec<(Labels, f64)>; 5] = Default::default();
         let mut dst: [Vec<(Labels, f64)>; 7] = Default::default();
-        const KEYS: [&str; 5] = ["conns", "inpkts", "outpkts", "inbytes", "outbytes"];
-        for v in l4["services"].as_array().into_iter().flatten() {
-            let service = format!(
-                "{} {}:{}",
-                s(&v["protocol"]),
-                s(&v["address"]),
-                u(&v["port"])
-            );
-            for (k, key) in KEYS.iter().enumerate() {
-                svc[k].push((
-                    vec![("service", service.clone())],
-                    u(&v["stats"][key]) as f64,
-                ));
+        let counters = |t: &Traffic| [t.conns, t.inpkts, t.outpkts, t.inbytes, t.outbytes];
+        for v in &l4.services {
+            let service = format!("{} {}:{}", v.protocol, v.address, v.port);
+            for (k, n) in counters(&v.stats).into_iter().enumerate() {
+                svc[k].push((vec![("service", service.clone())], n as f64));
             }
-            for d in v["dests"].as_array().into_iter().flatten() {
+            for d in &v.dests {
                 let l = vec![
                     ("service", service.clone()),
-                    (
-                        "real_server",
-                        format!("{}:{}", s(&d["address"]), u(&d["port"])),
-                    ),
+                    ("real_server", format!("{}:{}", d.address, d.port)),
                 ];
-                for (k, key) in KEYS.iter().enumerate() {
-                    dst[k].push((l.clone(), u(&d["stats"][key]) as f64));
+                for (k, n) in counters(&d.stats).into_iter().enumerate() {
+                    dst[k].push((l.clone(), n as f64));
                 }
-                dst[5].push((l.clone(), u(&d["active"]) as f64));
-                dst[6].push((l, u(&d["inactive"]) as f64));
+                dst[5].push((l.clone(), d.active as f64));
+                dst[6].push((l, d.inactive as f64));
             }
         }
         let names = [
@@ -373,11 +310,13 @@ impl Collector for Snapshot {
         // Layer 7.
         let mut peer_up = Vec::new();
         let mut in_flight = Vec::new();
-        for p in self.upstreams.as_array().into_iter().flatten() {
-            let l = vec![("upstream", s(&p["upstream"])), ("peer", s(&p["address"]))];
-            let usable = p["down"] != true && p["check_down"] != true;
-            peer_up.push((l.clone(), if usable { 1.0 } else { 0.0 }));
-            in_flight.push((l, u(&p["conns"]) as f64));
+        for p in &st.upstreams {
+            let l = vec![
+                ("upstream", p.upstream.clone()),
+                ("peer", p.address.clone()),
+            ];
+            peer_up.push((l.clone(), flag(!p.down && !p.check_down)));
+            in_flight.push((l, f64::from(p.conns)));
         }
         family(
             &mut enc,
@@ -393,7 +332,7 @@ impl Collector for Snapshot {
             Gauge,
             in_flight,
         )?;
-        if let Some(l7) = &self.l7 {
+        if let Some(l7) = &st.l7 {
             let rows = |m: Vec<(Labels, u64)>| -> Vec<(Labels, f64)> {
                 m.into_iter().map(|(l, v)| (l, v as f64)).collect()
             };
@@ -497,44 +436,10 @@ impl Collector for Snapshot {
     }
 }
 
-pub(crate) async fn snapshot(src: &Sources) -> Snapshot {
-    let (status, upstreams, l7) = {
-        let st = src.state.lock().await;
-        (st.status(), st.upstreams(), st.proxy_stats())
-    };
-    let vrrp = src.vrrp.lock().map(|v| v.clone()).ok().flatten();
-    let vrrp = match vrrp {
-        Some(h) => h.status().await,
-        None => Value::Array(vec![]),
-    };
-    let health = src
-        .health
-        .lock()
-        .ok()
-        .and_then(|h| h.as_ref().map(|h| h.status()))
-        .unwrap_or(Value::Array(vec![]));
-    let l4 = src.l4.lock().map(|h| h.clone()).ok().flatten();
-    let l4 = match l4 {
-        Some(h) => tokio::task::spawn_blocking(move || h.listing(false))
-            .await
-            .unwrap_or(Value::Null),
-        None => Value::Null,
-    };
-    Snapshot {
-        status,
-        vrrp,
-        health,
-        l4,
-        upstreams,
-        l7,
-    }
-}
-
 /// The exposition text of one scrape.
 pub async fn render(src: &Sources) -> String {
-    let snap = snapshot(src).await;
     let mut registry = Registry::default();
-    registry.register_collector(Box::new(snap));
+    registry.register_collector(Box::new(Snapshot(src.snapshot().await)));
     let mut out = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &registry) {
         warn!("metrics: {e}");

@@ -2,8 +2,6 @@
 //! and response heads. nginx 1.22 takes only the space around a value as white space:
 //! a tab is part of the value (`Transfer-Encoding:<TAB>chunked` is an unknown coding).
 
-use crate::request::is_name_char;
-
 /// Where the machine is in a header line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) enum State {
@@ -188,4 +186,10 @@ impl Machine {
         };
         Step::More
     }
+}
+
+/// Letters, digits and `-`: a valid header name byte (`_` depends on
+/// `underscores_in_headers`).
+pub(crate) fn is_name_char(ch: u8) -> bool {
+    ch.is_ascii_alphanumeric() || ch == b'-'
 }

@@ -768,12 +768,6 @@ fn is_method_char(ch: u8) -> bool {
     ch.is_ascii_uppercase() || ch == b'_' || ch == b'-'
 }
 
-/// Letters, digits and `-`: a valid header name byte (`_` depends on
-/// `underscores_in_headers`).
-pub(crate) fn is_name_char(ch: u8) -> bool {
-    ch.is_ascii_alphanumeric() || ch == b'-'
-}
-
 /// nginx's `ngx_http_validate_host`: no empty host, no `..`, no `/` or `\`, no control
 /// bytes or spaces; a trailing dot and a port are allowed.
 pub fn valid_host(host: &[u8]) -> bool {

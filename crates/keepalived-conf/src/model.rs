@@ -236,6 +236,13 @@ pub struct VrrpInstance {
 }
 
 impl VrrpInstance {
+    /// Whether the instance refuses traffic to its VIPs while master (keepalived's
+    /// no_accept): by default when vrrp_strict is set, never for an address owner
+    /// (priority 255).
+    pub fn refuses_traffic(&self, globals: &GlobalDefs) -> bool {
+        self.priority.get() != 255 && !self.accept.unwrap_or(!globals.vrrp_strict)
+    }
+
     /// An instance with keepalived's defaults.
     pub fn new(name: &str, vrid: Vrid) -> VrrpInstance {
         VrrpInstance {

@@ -283,37 +283,9 @@ impl PacketSocket {
     }
 }
 
-/// A gratuitous ARP request announcing that `ip` is at `mac` (sender and target both `ip`,
-/// broadcast), as keepalived sends on becoming master.
-pub fn gratuitous_arp(mac: [u8; 6], ip: std::net::Ipv4Addr) -> [u8; 42] {
-    let mut f = [0u8; 42];
-    f[0..6].copy_from_slice(&[0xff; 6]);
-    f[6..12].copy_from_slice(&mac);
-    f[12..14].copy_from_slice(&ETH_P_ARP.to_be_bytes());
-    f[14..16].copy_from_slice(&1u16.to_be_bytes()); // Ethernet
-    f[16..18].copy_from_slice(&0x0800u16.to_be_bytes()); // IPv4
-    f[18] = 6;
-    f[19] = 4;
-    f[20..22].copy_from_slice(&1u16.to_be_bytes()); // request
-    f[22..28].copy_from_slice(&mac);
-    f[28..32].copy_from_slice(&ip.octets());
-    f[32..38].copy_from_slice(&[0xff; 6]);
-    f[38..42].copy_from_slice(&ip.octets());
-    f
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn gratuitous_arp_layout() {
-        let f = gratuitous_arp([2, 0, 0, 0, 0, 1], "10.1.10.88".parse().unwrap());
-        assert_eq!(&f[12..14], &[0x08, 0x06]);
-        assert_eq!(&f[20..22], &[0, 1], "an ARP request, as keepalived sends");
-        assert_eq!(&f[28..32], &[10, 1, 10, 88]);
-        assert_eq!(&f[38..42], &[10, 1, 10, 88]);
-    }
 
     #[test]
     fn loopback_has_an_index() {
@@ -415,76 +387,3 @@ fn recvmsg_v6(fd: i32, buf: &mut [u8]) -> io::Result<(usize, std::net::Ipv6Addr,
 
 /// EtherType of IPv6.
 pub const ETH_P_IPV6: u16 = 0x86dd;
-
-/// An unsolicited neighbour advertisement (RFC 4861 7.2.6) for `target` at `mac`, sent from
-/// `src` (our link-local address) to all nodes, with the override flag, as keepalived sends
-/// for IPv6 VIPs on becoming master.
-pub fn unsolicited_na(
-    mac: [u8; 6],
-    src: std::net::Ipv6Addr,
-    target: std::net::Ipv6Addr,
-) -> [u8; 86] {
-    let dst = std::net::Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 1);
-    let mut f = [0u8; 86];
-    f[0..6].copy_from_slice(&[0x33, 0x33, 0, 0, 0, 1]);
-    f[6..12].copy_from_slice(&mac);
-    f[12..14].copy_from_slice(&ETH_P_IPV6.to_be_bytes());
-    let ip = &mut f[14..54];
-    ip[0] = 0x60;
-    ip[4..6].copy_from_slice(&32u16.to_be_bytes());
-    ip[6] = 58; // ICMPv6
-    ip[7] = 255;
-    ip[8..24].copy_from_slice(&src.octets());
-    ip[24..40].copy_from_slice(&dst.octets());
-    let icmp = &mut f[54..86];
-    icmp[0] = 136; // neighbour advertisement
-    icmp[4] = 0x20; // override
-    icmp[8..24].copy_from_slice(&target.octets());
-    icmp[24] = 2; // target link-layer address
-    icmp[25] = 1;
-    icmp[26..32].copy_from_slice(&mac);
-    let mut acc: u32 = 0;
-    let mut add = |b: &[u8]| {
-        for c in b.chunks(2) {
-            acc += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
-        }
-    };
-    add(&src.octets());
-    add(&dst.octets());
-    add(&32u32.to_be_bytes());
-    add(&[0, 0, 0, 58]);
-    add(&f[54..86]);
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    f[56..58].copy_from_slice(&(!(acc as u16)).to_be_bytes());
-    f
-}
-
-#[cfg(test)]
-mod v6_tests {
-    use super::*;
-
-    #[test]
-    fn unsolicited_na_checksum_verifies() {
-        let src: std::net::Ipv6Addr = "fe80::1".parse().unwrap();
-        let f = unsolicited_na([2, 0, 0, 0, 0, 1], src, "2001:db8::88".parse().unwrap());
-        // Summing the pseudo-header and the message, checksum included, gives 0xffff.
-        let mut acc: u32 = 0;
-        for c in src
-            .octets()
-            .chunks(2)
-            .chain(f[38..54].chunks(2))
-            .chain(f[54..86].chunks(2))
-        {
-            acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-        }
-        acc += 32 + 58;
-        while acc > 0xffff {
-            acc = (acc & 0xffff) + (acc >> 16);
-        }
-        assert_eq!(acc, 0xffff);
-        assert_eq!(f[54], 136);
-        assert_eq!(f[58] & 0x20, 0x20, "override flag");
-    }
-}

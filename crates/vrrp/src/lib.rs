@@ -6,5 +6,6 @@
 
 pub mod instance;
 pub mod packet;
+pub mod router;
 pub mod sync;
 pub mod track;

@@ -18,6 +18,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use fulcrum_types::Vrid;
+use fulcrum_wire::checksum::Checksum;
 
 /// IP protocol number of VRRP.
 pub const PROTOCOL: u8 = 112;
@@ -219,25 +220,6 @@ pub fn pass_auth_data(password: &str) -> [u8; 8] {
     o
 }
 
-/// One's-complement sum of 16-bit words, folded.
-fn sum(mut acc: u32, bytes: &[u8]) -> u32 {
-    let mut chunks = bytes.chunks_exact(2);
-    for c in &mut chunks {
-        acc += u32::from(u16::from_be_bytes([c[0], c[1]]));
-    }
-    if let [last] = chunks.remainder() {
-        acc += u32::from(*last) << 8;
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
-}
-
 /// The checksum a message should carry (computed with its checksum field zero, or verified
 /// to 0 over a message that carries one).
 pub fn checksum(
@@ -247,26 +229,20 @@ pub fn checksum(
     version: Version,
     mode: ChecksumMode,
 ) -> u16 {
-    let mut acc = 0u32;
+    let mut sum = Checksum::new();
     let pseudo = version == Version::V3 && (src.is_ipv6() || mode == ChecksumMode::PseudoHeader);
     if pseudo {
         match (src, dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
-                acc = sum(acc, &s.octets());
-                acc = sum(acc, &d.octets());
-                acc = sum(acc, &[0, PROTOCOL]);
-                acc = sum(acc, &(message.len() as u16).to_be_bytes());
+                sum.pseudo_v4(s, d, PROTOCOL, message.len() as u16);
             }
             (IpAddr::V6(s), IpAddr::V6(d)) => {
-                acc = sum(acc, &s.octets());
-                acc = sum(acc, &d.octets());
-                acc = sum(acc, &(message.len() as u32).to_be_bytes());
-                acc = sum(acc, &[0, 0, 0, PROTOCOL]);
+                sum.pseudo_v6(s, d, PROTOCOL, message.len() as u32);
             }
             _ => {}
         }
     }
-    fold(sum(acc, message))
+    sum.add(message).finish()
 }
 
 impl Advert {

@@ -1,6 +1,10 @@
-//! A simulated LAN of VRRP routers in virtual time: adverts are encoded to bytes, carried
-//! with a latency (or dropped across a partition), and parsed again on delivery. Nothing
-//! sleeps; a minute of protocol time runs in microseconds.
+//! A simulated LAN of VRRP routers in virtual time: each node is a [`Router`], as the
+//! daemon runs one; adverts are encoded to bytes, carried with a latency (or dropped across
+//! a partition), and handed to the receiving router as a datagram. Nothing sleeps; a minute
+//! of protocol time runs in microseconds.
+
+// One real instant is the origin of virtual time; nothing reads the clock again.
+#![allow(clippy::disallowed_methods)]
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashSet};
@@ -9,16 +13,16 @@ use std::time::{Duration, Instant};
 
 use fulcrum_types::{Priority, Vrid};
 use fulcrum_vrrp::instance::{Action, Config, Event, Instance, Reason, State};
-use fulcrum_vrrp::packet::{self, Advert, ChecksumMode, DropReason, Version};
-use fulcrum_vrrp::sync::SyncGroups;
+use fulcrum_vrrp::packet::{self, ChecksumMode, DropReason, Version};
+use fulcrum_vrrp::router::{Datagram, Member, Output, Router, Track, TrackId};
+use fulcrum_vrrp::track::TrackState;
 
 const LATENCY: Duration = Duration::from_micros(200);
 
 struct Node {
     name: &'static str,
     /// The node's instances; `inst` is the first, for single-instance tests.
-    insts: Vec<Instance>,
-    groups: SyncGroups,
+    router: Router,
     up: bool,
     /// Whether the node holds each instance's virtual addresses now.
     holds: Vec<bool>,
@@ -28,8 +32,27 @@ struct Node {
 
 impl Node {
     fn inst(&self) -> &Instance {
-        &self.insts[0]
+        self.at(0)
     }
+
+    fn at(&self, k: usize) -> &Instance {
+        &self.router.members()[k].instance
+    }
+}
+
+/// A router of fresh (not started) instances.
+fn router(configs: Vec<Config>, groups: Vec<Option<usize>>) -> Router {
+    let members = configs
+        .into_iter()
+        .zip(groups)
+        .map(|(c, group)| {
+            let source = c.primary;
+            let mut m = Member::new(Instance::new(c), 0, source, ChecksumMode::PseudoHeader);
+            m.group = group;
+            m
+        })
+        .collect();
+    Router::new(members, [])
 }
 
 /// A node: its name, its instances, and each instance's sync group.
@@ -83,8 +106,7 @@ impl Lan {
                 .map(|(name, cs, groups)| Node {
                     name,
                     holds: vec![false; cs.len()],
-                    insts: cs.into_iter().map(Instance::new).collect(),
-                    groups: SyncGroups::new(groups),
+                    router: router(cs, groups),
                     up: false,
                     transitions: Vec::new(),
                 })
@@ -99,13 +121,12 @@ impl Lan {
         self.now - self.t0
     }
 
-    /// Carries out what instance `k` of node `i` said, then lets its sync group follow.
-    fn apply(&mut self, i: usize, k: usize, actions: Vec<Action>) {
-        let follow = self.nodes[i].groups.follow(k, &actions);
-        for a in actions {
+    /// Carries out what node `i`'s router said, in order.
+    fn apply(&mut self, i: usize, out: Output) {
+        for (k, a) in out {
             match a {
                 Action::SendAdvert { priority } => {
-                    let inst = &self.nodes[i].insts[k];
+                    let inst = self.nodes[i].at(k);
                     let src = inst.config().primary;
                     let dst = IpAddr::V4(packet::MULTICAST_V4);
                     let mut buf = [0u8; 1024];
@@ -135,18 +156,30 @@ impl Lan {
                 }
             }
         }
-        for (j, event) in follow {
-            let acts = self.nodes[i].insts[j].handle(self.now, event);
-            self.apply(i, j, acts);
-        }
     }
 
+    /// Node `i`'s router rebuilt with changed members (tracked objects all up).
+    fn rebuild(&mut self, i: usize, change: impl FnOnce(&mut Vec<Member>)) {
+        let old = std::mem::replace(&mut self.nodes[i].router, Router::new(vec![], []));
+        let mut members = old.into_members();
+        change(&mut members);
+        self.nodes[i].router = Router::new(members, []);
+    }
+
+    /// Starts node `i`: every instance from scratch, as a new process would.
     fn start(&mut self, i: usize) {
         self.nodes[i].up = true;
-        for k in 0..self.nodes[i].insts.len() {
-            let acts = self.nodes[i].insts[k].handle(self.now, Event::Startup);
-            self.apply(i, k, acts);
-        }
+        self.rebuild(i, |members| {
+            members.iter_mut().for_each(|m| m.effect = None)
+        });
+        let out = self.nodes[i].router.start(self.now);
+        self.apply(i, out);
+    }
+
+    /// A tracked object of node `i` changes.
+    fn track(&mut self, i: usize, id: TrackId, state: TrackState) {
+        let out = self.nodes[i].router.handle_track(self.now, id, state);
+        self.apply(i, out);
     }
 
     /// Starts every node at the same instant.
@@ -161,8 +194,8 @@ impl Lan {
     }
 
     fn event_on(&mut self, i: usize, k: usize, e: Event) {
-        let acts = self.nodes[i].insts[k].handle(self.now, e);
-        self.apply(i, k, acts);
+        let out = self.nodes[i].router.handle_event(self.now, k, e);
+        self.apply(i, out);
     }
 
     /// SIGKILL: no goodbye, and the addresses go with the process's host... as far as the
@@ -171,18 +204,19 @@ impl Lan {
         let n = &mut self.nodes[i];
         n.up = false;
         n.holds.iter_mut().for_each(|h| *h = false);
-        n.insts = n
-            .insts
+        let members = n.router.members();
+        let configs = members
             .iter()
-            .map(|x| Instance::new(x.config().clone()))
+            .map(|m| m.instance.config().clone())
             .collect();
+        let groups = members.iter().map(|m| m.group).collect();
+        n.router = router(configs, groups);
     }
 
     /// SIGTERM: priority 0, then gone.
     fn stop(&mut self, i: usize) {
-        for k in 0..self.nodes[i].insts.len() {
-            self.event_on(i, k, Event::Shutdown);
-        }
+        let out = self.nodes[i].router.shutdown(self.now);
+        self.apply(i, out);
         self.nodes[i].up = false;
     }
 
@@ -207,17 +241,12 @@ impl Lan {
                 .iter()
                 .enumerate()
                 .filter(|(_, n)| n.up)
-                .flat_map(|(i, n)| {
-                    n.insts
-                        .iter()
-                        .enumerate()
-                        .filter_map(move |(k, x)| x.poll_timeout().map(|t| (t, i, k)))
-                })
+                .filter_map(|(i, n)| n.router.poll_timeout().map(|t| (t, i)))
                 .min();
             let next_packet = self.inflight.peek().map(|Reverse(p)| p.0);
             let next = match (next_timer, next_packet) {
-                (Some((t, _, _)), Some(p)) => t.min(p),
-                (Some((t, _, _)), None) => t,
+                (Some((t, _)), Some(p)) => t.min(p),
+                (Some((t, _)), None) => t,
                 (None, Some(p)) => p,
                 (None, None) => break,
             };
@@ -230,24 +259,18 @@ impl Lan {
                 if !self.nodes[to].up {
                     continue;
                 }
-                let dst = IpAddr::V4(packet::MULTICAST_V4);
-                match Advert::parse(&bytes, src, dst, packet::TTL, ChecksumMode::PseudoHeader) {
-                    Ok(advert) => {
-                        for k in 0..self.nodes[to].insts.len() {
-                            if self.nodes[to].insts[k].config().vrid != advert.vrid {
-                                continue;
-                            }
-                            let node = &mut self.nodes[to];
-                            if let Ok(acts) = node.insts[k].handle_advert(self.now, src, &advert) {
-                                self.apply(to, k, acts);
-                            }
-                        }
-                    }
-                    Err(e) => panic!("our own advert did not parse: {e}"),
-                }
-            } else if let Some((_, i, k)) = next_timer {
-                let acts = self.nodes[i].insts[k].handle_timeout(self.now);
-                self.apply(i, k, acts);
+                let datagram = Datagram {
+                    iface: 0,
+                    src,
+                    dst: Some(IpAddr::V4(packet::MULTICAST_V4)),
+                    ttl: packet::TTL,
+                    bytes: &bytes,
+                };
+                let out = self.nodes[to].router.handle_datagram(self.now, datagram);
+                self.apply(to, out);
+            } else if let Some((_, i)) = next_timer {
+                let out = self.nodes[i].router.handle_timeout(self.now);
+                self.apply(i, out);
             }
         }
         self.now = end;
@@ -261,7 +284,7 @@ impl Lan {
     fn masters_of(&self, k: usize) -> Vec<&'static str> {
         self.nodes
             .iter()
-            .filter(|n| n.up && n.insts[k].state() == State::Master)
+            .filter(|n| n.up && n.at(k).state() == State::Master)
             .map(|n| n.name)
             .collect()
     }
@@ -449,15 +472,24 @@ fn tracking_weights_move_mastership() {
         ("primary", config(65, 150, Version::V2, 100)),
         ("backup", config(68, 100, Version::V2, 100)),
     ]);
+    let script = TrackId(0);
+    lan.rebuild(0, |m| {
+        m[0].tracks.push(Track {
+            object: script,
+            weight: Some(-60),
+            reverse: false,
+        })
+    });
     lan.start_all();
     lan.run_for(secs(5.0));
     assert_eq!(lan.masters(), vec!["primary"]);
     // A tracked script with weight -60 fails on the primary: 150 - 60 = 90 < 100.
-    lan.event(0, Event::Priority(90));
+    lan.track(0, script, TrackState::Up(false));
+    assert_eq!(lan.nodes[0].inst().effective_priority(), 90);
     lan.run_for(secs(5.0));
     assert_eq!(lan.masters(), vec!["backup"]);
     // It recovers: the primary preempts again.
-    lan.event(0, Event::Priority(150));
+    lan.track(0, script, TrackState::Up(true));
     lan.run_for(secs(5.0));
     assert_eq!(lan.masters(), vec!["primary"]);
 }
@@ -468,10 +500,19 @@ fn a_fault_hands_over_at_once_and_recovery_returns_as_backup_first() {
         ("primary", config(65, 150, Version::V2, 100)),
         ("backup", config(68, 100, Version::V2, 100)),
     ]);
+    // The primary's interface is tracked without a weight: down is a fault.
+    let link = TrackId(1);
+    lan.rebuild(0, |m| {
+        m[0].tracks.push(Track {
+            object: link,
+            weight: None,
+            reverse: false,
+        })
+    });
     lan.start_all();
     lan.run_for(secs(5.0));
     let t = lan.elapsed();
-    lan.event(0, Event::Fault(true));
+    lan.track(0, link, TrackState::Up(false));
     lan.run_for(secs(2.0));
     assert_eq!(lan.nodes[0].inst().state(), State::Fault);
     assert_eq!(lan.masters(), vec!["backup"]);
@@ -479,7 +520,7 @@ fn a_fault_hands_over_at_once_and_recovery_returns_as_backup_first() {
         lan.became_master_at(1).unwrap() - t <= secs(0.61),
         "priority 0 on fault"
     );
-    lan.event(0, Event::Fault(false));
+    lan.track(0, link, TrackState::Up(true));
     assert_eq!(lan.nodes[0].inst().state(), State::Backup);
     lan.run_for(secs(5.0));
     assert_eq!(lan.masters(), vec!["primary"]);
@@ -593,7 +634,7 @@ fn a_sync_group_moves_as_one() {
     );
     lan.event_on(0, 0, Event::Fault(true));
     assert_eq!(
-        lan.nodes[0].insts[1].state(),
+        lan.nodes[0].at(1).state(),
         State::Fault,
         "VI_2 follows VI_1 into FAULT"
     );

@@ -4,6 +4,8 @@
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+use fulcrum_wire::checksum::Checksum;
+
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 1, 10, 88);
 pub const CLIENT: Ipv4Addr = Ipv4Addr::new(10, 1, 10, 2);
 pub const RIPS: [Ipv4Addr; 4] = [
@@ -24,37 +26,16 @@ pub fn eth(ethertype: u16) -> Vec<u8> {
     f
 }
 
-fn sum(data: &[u8], mut acc: u32) -> u32 {
-    for chunk in data.chunks(2) {
-        let word = if chunk.len() == 2 {
-            u16::from_be_bytes([chunk[0], chunk[1]])
-        } else {
-            u16::from_be_bytes([chunk[0], 0])
-        };
-        acc += u32::from(word);
-    }
-    acc
-}
-
-fn fold(mut acc: u32) -> u16 {
-    while acc > 0xffff {
-        acc = (acc & 0xffff) + (acc >> 16);
-    }
-    !(acc as u16)
-}
-
 /// The Internet checksum of `data` (0 when `data` carries a correct one).
 pub fn checksum(data: &[u8]) -> u16 {
-    fold(sum(data, 0))
+    fulcrum_wire::checksum::checksum(data)
 }
 
 fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> u16 {
-    let mut pseudo = Vec::new();
-    pseudo.extend_from_slice(&src.octets());
-    pseudo.extend_from_slice(&dst.octets());
-    pseudo.extend_from_slice(&[0, proto]);
-    pseudo.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-    fold(sum(l4, sum(&pseudo, 0)))
+    Checksum::new()
+        .pseudo_v4(src, dst, proto, l4.len() as u16)
+        .add(l4)
+        .finish()
 }
 
 /// An IPv4 frame with a correct header checksum and `l4` after it.
@@ -64,7 +45,7 @@ pub fn ipv4_frame(proto: u8, src: Ipv4Addr, dst: Ipv4Addr, l4: &[u8]) -> Vec<u8>
     ip.extend_from_slice(&[0, 1, 0x40, 0, 64, proto, 0, 0]);
     ip.extend_from_slice(&src.octets());
     ip.extend_from_slice(&dst.octets());
-    let c = fold(sum(&ip, 0));
+    let c = checksum(&ip);
     ip[10..12].copy_from_slice(&c.to_be_bytes());
     let mut f = eth(0x0800);
     f.extend_from_slice(&ip);
@@ -131,7 +112,7 @@ impl Parsed {
 
     /// Both checksums verify when recomputed from scratch (a zero UDP checksum means none).
     pub fn checksums_ok(&self, f: &[u8]) -> bool {
-        let ip_ok = fold(sum(&f[14..34], 0)) == 0;
+        let ip_ok = checksum(&f[14..34]) == 0;
         let proto = f[23];
         let l4 = &f[34..];
         let l4_ok = if proto == 17 && l4[6..8] == [0, 0] {

@@ -1,13 +1,12 @@
-//! Loading both configuration files into one checked configuration, and `fulcrum check`.
+//! Loading both configuration files into one checked configuration.
 
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use fulcrum_diag::{Diagnostic, SourceMap};
 use fulcrum_keepalived_conf::{KeepalivedConfig, LexOptions, LoadOptions};
 use fulcrum_nginx_conf::NginxConfig;
 
-use crate::{host, CheckArgs, ConfigArgs};
+use crate::host;
 
 /// A configuration that passed validation.
 #[derive(Debug, Clone)]
@@ -55,11 +54,19 @@ pub struct Sources {
 }
 
 impl Sources {
-    pub fn from_args(args: &ConfigArgs, host_checks: bool, strict: bool) -> Sources {
+    /// The files to load; without a config id, the host name up to its first dot, as
+    /// keepalived takes it.
+    pub fn new(
+        keepalived: Option<PathBuf>,
+        nginx: Option<PathBuf>,
+        config_id: Option<String>,
+        host_checks: bool,
+        strict: bool,
+    ) -> Sources {
         Sources {
-            keepalived: args.keepalived.clone(),
-            nginx: args.nginx.clone(),
-            config_id: args.config_id.clone().or_else(host::default_config_id),
+            keepalived,
+            nginx,
+            config_id: config_id.or_else(host::default_config_id),
             host_checks,
             strict,
         }
@@ -145,44 +152,4 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
-}
-
-/// `fulcrum check`: prints the diagnostics and a summary; 0 when valid, 1 when not.
-pub fn check(args: &CheckArgs) -> ExitCode {
-    if args.config.keepalived.is_none() && args.config.nginx.is_none() {
-        eprintln!(
-            "fulcrum check: no configuration given: use -f KEEPALIVED_CONF, -c NGINX_CONF, or both"
-        );
-        return ExitCode::from(2);
-    }
-    let sources = Sources::from_args(&args.config, !args.no_host_checks, args.strict);
-    let (config, report) = sources.load();
-    print!("{}", report.text);
-    let files: Vec<String> = [&sources.keepalived, &sources.nginx]
-        .into_iter()
-        .flatten()
-        .map(|p| p.display().to_string())
-        .collect();
-    match config {
-        Some(_) => {
-            println!(
-                "configuration {} is valid ({} warning{})",
-                files.join(" and "),
-                report.warnings,
-                if report.warnings == 1 { "" } else { "s" }
-            );
-            ExitCode::SUCCESS
-        }
-        None => {
-            println!(
-                "configuration {} is invalid: {} error{}, {} warning{}",
-                files.join(" and "),
-                report.errors,
-                if report.errors == 1 { "" } else { "s" },
-                report.warnings,
-                if report.warnings == 1 { "" } else { "s" }
-            );
-            ExitCode::from(1)
-        }
-    }
 }

@@ -3,10 +3,11 @@
 //! service's [`fulcrum_health::Service`], logs each transition with its reason, runs
 //! notify_up/notify_down and quorum_up/quorum_down, and keeps the view `ctl health` shows.
 //!
-//! The resulting membership is shown, logged, and applied to the layer-4 data plane by
-//! crate::l4, which reads [`Handle::verdicts`].
+//! The resulting memberships are published as [`Verdicts`] on a watch channel whenever one
+//! changes; the node applies them to the layer-4 data plane and the proxy's peers.
 
 use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -26,11 +27,115 @@ use fulcrum_keepalived_conf::model::{
     ServiceKey, VirtualServer,
 };
 use fulcrum_types::Weight;
-use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use crate::vrrp::ScriptRun;
+use crate::events::{Event as NodeEvent, Events};
+use crate::scripts::ScriptRun;
+use crate::status;
+
+/// A real server as the health checks know it: its virtual server's name ([`service_name`])
+/// and its address as configured (port 0 when the real_server line has none).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServerKey {
+    pub service: String,
+    pub server: SocketAddr,
+}
+
+impl ServerKey {
+    pub fn of(vs: &VirtualServer, rs: &fulcrum_keepalived_conf::model::RealServer) -> ServerKey {
+        ServerKey {
+            service: service_name(vs),
+            server: SocketAddr::new(rs.addr, rs.port.unwrap_or(0)),
+        }
+    }
+}
+
+/// The health checks' verdicts, published on a watch channel whenever one changes: where
+/// each real server and sorry server belongs (what the layer-4 data plane applies), and
+/// whether each checked address is alive (what the proxy's upstream peers follow).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdicts {
+    servers: HashMap<ServerKey, Membership>,
+    /// Every checked virtual server, with its sorry server's membership if it has one.
+    sorry: HashMap<String, Option<Membership>>,
+    alive: BTreeMap<SocketAddr, bool>,
+}
+
+impl Verdicts {
+    /// Verdicts from their parts: real servers' memberships, and each checked virtual
+    /// server's sorry-server membership (liveness is left empty).
+    pub fn from_parts(
+        servers: impl IntoIterator<Item = (ServerKey, Membership)>,
+        services: impl IntoIterator<Item = (String, Option<Membership>)>,
+    ) -> Verdicts {
+        Verdicts {
+            servers: servers.into_iter().collect(),
+            sorry: services.into_iter().collect(),
+            alive: BTreeMap::new(),
+        }
+    }
+
+    /// Where a real server belongs; `None` when it is not checked (its configured weight
+    /// stands).
+    pub fn server(&self, key: &ServerKey) -> Option<Membership> {
+        self.servers.get(key).copied()
+    }
+
+    /// Where a virtual server's sorry server belongs: out while the virtual server has no
+    /// health checks at all.
+    pub fn sorry(&self, service: &str) -> Option<Membership> {
+        match self.sorry.get(service) {
+            Some(m) => *m,
+            None => Some(Membership::Out),
+        }
+    }
+
+    /// Each checked real server's address and whether its checkers hold it alive; a server
+    /// named in several virtual_servers is alive only if every one says so. For the
+    /// layer-7 proxy's upstream peers at the same addresses (Fulcrum's extension).
+    pub fn alive(&self) -> &BTreeMap<SocketAddr, bool> {
+        &self.alive
+    }
+
+    fn of(views: &[ServiceView]) -> Verdicts {
+        let mut v = Verdicts::default();
+        for sv in views {
+            v.sorry
+                .insert(sv.name.clone(), sv.health.sorry_membership());
+            for (i, server) in sv.servers.iter().enumerate() {
+                let key = ServerKey {
+                    service: sv.name.clone(),
+                    server: server.key,
+                };
+                v.servers.insert(key, sv.health.membership(i));
+                if server.checkers.is_empty() {
+                    continue;
+                }
+                let Ok(addr) = server.address.parse::<SocketAddr>() else {
+                    continue;
+                };
+                let alive = sv.health.servers()[i].alive();
+                *v.alive.entry(addr).or_insert(true) &= alive;
+            }
+        }
+        v
+    }
+}
+
+/// Where verdicts are published: the node's channel, which outlives each health runtime.
+pub type VerdictsTx = Arc<watch::Sender<Verdicts>>;
+
+fn publish(tx: &VerdictsTx, views: &[ServiceView]) {
+    let now = Verdicts::of(views);
+    tx.send_if_modified(|v| {
+        let changed = *v != now;
+        if changed {
+            *v = now;
+        }
+        changed
+    });
+}
 
 /// What one checker runs.
 #[derive(Debug, Clone)]
@@ -152,6 +257,8 @@ struct CheckerView {
 #[derive(Debug, Clone)]
 struct ServerView {
     address: String,
+    /// The address as configured, port 0 when it has none: half of its [`ServerKey`].
+    key: SocketAddr,
     checkers: Vec<CheckerView>,
 }
 
@@ -384,9 +491,10 @@ fn target_text(
     }
 }
 
-/// Starts a checker task for every checker of every real server. `None` when the
-/// configuration has no real server to check.
-pub fn start(k: &KeepalivedConfig) -> Option<Runtime> {
+/// Starts a checker task for every checker of every real server, publishing verdicts on
+/// `verdicts` (at once, then on every change) and transitions on `events`. `None` when
+/// the configuration has no real server to check.
+pub fn start(k: &KeepalivedConfig, verdicts: VerdictsTx, events: Events) -> Option<Runtime> {
     if k.virtual_servers
         .iter()
         .all(|vs| vs.real_servers.is_empty())
@@ -468,7 +576,11 @@ pub fn start(k: &KeepalivedConfig) -> Option<Runtime> {
                 .unwrap_or(false);
             healths.push(RealServer::new(rs.weight, inhibit, initial));
             rs_scripts.push((rs.notify_up.clone(), rs.notify_down.clone()));
-            servers.push(ServerView { address, checkers });
+            servers.push(ServerView {
+                address,
+                key: SocketAddr::new(rs.addr, rs.port.unwrap_or(0)),
+                checkers,
+            });
         }
         let sorry = vs.sorry_server.map(|(ip, port)| {
             (
@@ -510,6 +622,7 @@ pub fn start(k: &KeepalivedConfig) -> Option<Runtime> {
             health,
         });
     }
+    publish(&verdicts, &views);
     let view: View = Arc::new(Mutex::new(views));
     // The checks run on a single-threaded runtime of their own: thousands of checks a
     // second cost less without work stealing, and never delay VRRP's timers.
@@ -541,7 +654,7 @@ pub fn start(k: &KeepalivedConfig) -> Option<Runtime> {
                     ));
                 }
                 drop(tx);
-                tokio::spawn(pool(rx, shared, globals, notifies));
+                tokio::spawn(pool(rx, shared, globals, notifies, verdicts, events));
                 let _ = stopped.await;
             });
             // Dropping the runtime cancels every check (and kills running MISC_CHECK scripts).
@@ -656,20 +769,59 @@ fn announce(globals: &GlobalDefs, scripts: &Scripts, e: PoolEvent) {
     }
 }
 
-/// Applies checker news to the services, in arrival order.
+/// Applies checker news to the services, in arrival order, and publishes what changed.
 async fn pool(
     mut rx: mpsc::Receiver<Update>,
     view: View,
     globals: GlobalDefs,
     scripts: Vec<Scripts>,
+    verdicts: VerdictsTx,
+    events: Events,
 ) {
     while let Some(u) = rx.recv().await {
-        let events = view.lock().expect("health view lock")[u.service]
-            .health
-            .checker_changed(u.server, u.checker, u.status, u.weight_delta);
-        for e in events {
+        let (changes, news) = {
+            let mut views = view.lock().expect("health view lock");
+            let changes = views[u.service].health.checker_changed(
+                u.server,
+                u.checker,
+                u.status,
+                u.weight_delta,
+            );
+            // A weight may change with no pool event (misc_dynamic): publish compares.
+            publish(&verdicts, &views);
+            let sv = &views[u.service];
+            let news: Vec<NodeEvent> = changes.iter().map(|e| event(sv, *e)).collect();
+            (changes, news)
+        };
+        for e in changes {
             announce(&globals, &scripts[u.service], e);
         }
+        for e in news {
+            events.send(e);
+        }
+    }
+}
+
+/// A pool event as the node reports it.
+fn event(sv: &ServiceView, e: PoolEvent) -> NodeEvent {
+    let server = |r: usize, up: bool| NodeEvent::RealServer {
+        virtual_server: sv.name.clone(),
+        address: sv.servers[r].address.clone(),
+        up,
+        reason: sv.servers[r]
+            .checkers
+            .iter()
+            .find(|c| c.state == Some(Status::Down))
+            .and_then(|c| c.last_reason.clone())
+            .filter(|_| !up),
+    };
+    match e {
+        PoolEvent::ServerUp(r) => server(r, true),
+        PoolEvent::ServerDown(r) => server(r, false),
+        PoolEvent::QuorumUp | PoolEvent::QuorumDown => NodeEvent::Quorum {
+            virtual_server: sv.name.clone(),
+            up: e == PoolEvent::QuorumUp,
+        },
     }
 }
 
@@ -794,169 +946,69 @@ async fn drive(
     }
 }
 
-fn membership_json(m: Membership) -> Value {
+fn member(m: Membership) -> status::Member {
     match m {
-        Membership::In(w) => json!({ "in": true, "weight": w.get() }),
-        Membership::Out => json!({ "in": false }),
+        Membership::In(w) => status::Member {
+            is_in: true,
+            weight: Some(w.get()),
+        },
+        Membership::Out => status::Member {
+            is_in: false,
+            weight: None,
+        },
     }
 }
 
 impl Handle {
-    /// Where each real server (and sorry server) of each virtual_server belongs now, in
-    /// configuration order: what the layer-4 data plane applies.
-    pub fn verdicts(&self) -> crate::l4::Verdicts {
+    /// What `ctl health` shows.
+    pub fn status(&self) -> Vec<status::ServiceHealth> {
         let views = self.view.lock().expect("health view lock");
         views
             .iter()
-            .map(|sv| {
-                (
-                    (0..sv.servers.len())
-                        .map(|i| sv.health.membership(i))
-                        .collect(),
-                    sv.health.sorry_membership(),
-                )
-            })
-            .collect()
-    }
-
-    /// Each checked real server's address and whether its checkers hold it alive; a server
-    /// named in several virtual_servers is alive only if every one says so. For the
-    /// layer-7 proxy's upstream peers at the same addresses (Fulcrum's extension).
-    pub fn alive_by_address(&self) -> Vec<(SocketAddr, bool)> {
-        let views = self.view.lock().expect("health view lock");
-        let mut out: Vec<(SocketAddr, bool)> = Vec::new();
-        for sv in views.iter() {
-            for (i, server) in sv.servers.iter().enumerate() {
-                if server.checkers.is_empty() {
-                    continue;
-                }
-                let Ok(addr) = server.address.parse::<SocketAddr>() else {
-                    continue;
-                };
-                let alive = sv.health.servers()[i].alive();
-                match out.iter_mut().find(|(a, _)| *a == addr) {
-                    Some((_, a)) => *a &= alive,
-                    None => out.push((addr, alive)),
-                }
-            }
-        }
-        out
-    }
-
-    /// What `ctl health` shows.
-    pub fn status(&self) -> Value {
-        let views = self.view.lock().expect("health view lock");
-        Value::Array(
-            views
-                .iter()
-                .map(|sv| {
-                    json!({
-                        "virtual_server": sv.name,
-                        "quorum": sv.quorum,
-                        "hysteresis": sv.hysteresis,
-                        "has_quorum": sv.health.has_quorum(),
-                        "live_weight": sv.health.live_weight(),
-                        "sorry_server": sv.sorry.as_ref().map(|a| json!({
-                            "address": a,
-                            "membership": sv.health.sorry_membership().map(membership_json),
-                        })),
-                        "real_servers": sv.servers.iter().enumerate().map(|(i, rs)| json!({
-                            "address": rs.address,
-                            "alive": sv.health.servers()[i].alive(),
-                            "weight": sv.health.servers()[i].weight().get(),
-                            "membership": membership_json(sv.health.membership(i)),
-                            "checkers": rs.checkers.iter().map(|c| json!({
-                                "kind": c.kind,
-                                "target": c.target,
-                                "state": match c.state {
+            .map(|sv| status::ServiceHealth {
+                virtual_server: sv.name.clone(),
+                quorum: sv.quorum,
+                hysteresis: sv.hysteresis,
+                has_quorum: sv.health.has_quorum(),
+                live_weight: sv.health.live_weight(),
+                sorry_server: sv.sorry.as_ref().map(|a| status::SorryServer {
+                    address: a.clone(),
+                    membership: sv.health.sorry_membership().map(member),
+                }),
+                real_servers: sv
+                    .servers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, rs)| status::ServerHealth {
+                        address: rs.address.clone(),
+                        alive: sv.health.servers()[i].alive(),
+                        weight: sv.health.servers()[i].weight().get(),
+                        membership: member(sv.health.membership(i)),
+                        checkers: rs
+                            .checkers
+                            .iter()
+                            .map(|c| status::CheckerHealth {
+                                kind: c.kind.to_string(),
+                                target: c.target.clone(),
+                                state: match c.state {
                                     Some(Status::Up) => "up",
                                     Some(Status::Down) => "down",
                                     None => "not run",
-                                },
-                                "checks": c.checks,
-                                "failures": c.failures,
-                                "last_ok": c.last_ok,
-                                "last_reason": c.last_reason,
-                                "latency_us": c.latency_us,
-                                "last_check_at": c.last_check_at,
-                                "changed_at": c.changed_at,
-                                "transitions": c.transitions,
-                            })).collect::<Vec<_>>(),
-                        })).collect::<Vec<_>>(),
+                                }
+                                .to_string(),
+                                checks: c.checks,
+                                failures: c.failures,
+                                last_ok: c.last_ok,
+                                last_reason: c.last_reason.clone(),
+                                latency_us: c.latency_us.map(|us| us as u64),
+                                last_check_at: c.last_check_at,
+                                changed_at: c.changed_at,
+                                transitions: c.transitions,
+                            })
+                            .collect(),
                     })
-                })
-                .collect(),
-        )
-    }
-}
-
-/// `fulcrum ctl health` as a table.
-pub fn print_table(r: &Value) {
-    let Some(services) = r.as_array() else { return };
-    if services.is_empty() {
-        println!("no real servers are checked");
-        return;
-    }
-    for vs in services {
-        println!(
-            "{}  quorum {} (hysteresis {}): {}, live weight {}",
-            vs["virtual_server"].as_str().unwrap_or("?"),
-            vs["quorum"],
-            vs["hysteresis"],
-            if vs["has_quorum"].as_bool() == Some(true) {
-                "up"
-            } else {
-                "LOST"
-            },
-            vs["live_weight"],
-        );
-        if let Some(s) = vs["sorry_server"].as_object() {
-            println!(
-                "  sorry server {}  {}",
-                s["address"].as_str().unwrap_or("?"),
-                membership_text(&s["membership"])
-            );
-        }
-        for rs in vs["real_servers"].as_array().into_iter().flatten() {
-            println!(
-                "  {:<24} {:<5} {}",
-                rs["address"].as_str().unwrap_or("?"),
-                if rs["alive"].as_bool() == Some(true) {
-                    "up"
-                } else {
-                    "DOWN"
-                },
-                membership_text(&rs["membership"]),
-            );
-            for c in rs["checkers"].as_array().into_iter().flatten() {
-                let changed = c["changed_at"]
-                    .as_u64()
-                    .map(|t| format!("{}s ago", unix_now().saturating_sub(t)))
-                    .unwrap_or_else(|| "-".into());
-                let latency = c["latency_us"]
-                    .as_u64()
-                    .map(|us| format!("{:.1} ms", us as f64 / 1000.0))
-                    .unwrap_or_else(|| "-".into());
-                println!(
-                    "    {:<10} {:<22} {:<7} checks {:<5} failures {:<5} latency {:<9} changed {}{}",
-                    c["kind"].as_str().unwrap_or("?"),
-                    c["target"].as_str().unwrap_or("?"),
-                    c["state"].as_str().unwrap_or("?"),
-                    c["checks"],
-                    c["failures"],
-                    latency,
-                    changed,
-                    c["last_reason"].as_str().map(|r| format!("  ({r})")).unwrap_or_default(),
-                );
-            }
-        }
-    }
-}
-
-fn membership_text(m: &Value) -> String {
-    if m["in"].as_bool() == Some(true) {
-        format!("in, weight {}", m["weight"])
-    } else {
-        "out".into()
+                    .collect(),
+            })
+            .collect()
     }
 }

@@ -13,14 +13,17 @@ use fulcrum_keepalived_conf::{
     VrrpVersion,
 };
 use fulcrum_vrrp::instance::{Action, Config, Event, Instance, Reason, State};
-use fulcrum_vrrp::packet::{self, Advert, ChecksumMode, Version};
-use fulcrum_vrrp::sync::SyncGroups;
-use fulcrum_vrrp::track::{self, Effect, ScriptState, TrackState};
+use fulcrum_vrrp::packet::{self, ChecksumMode, Version};
+use fulcrum_vrrp::router::{Datagram, Member, Output, Router, Track, TrackId};
+use fulcrum_vrrp::track::{Effect, ScriptState, TrackState};
 use futures::TryStreamExt;
-use serde_json::json;
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
+
+use crate::events::{Event as NodeEvent, Events};
+use crate::scripts::ScriptRun;
+use crate::status;
 
 /// The protocol configuration of a keepalived vrrp_instance (IPv4 instances).
 pub fn protocol_config(i: &VrrpInstance, globals: &GlobalDefs, primary: IpAddr) -> Config {
@@ -73,28 +76,10 @@ pub fn protocol_config(i: &VrrpInstance, globals: &GlobalDefs, primary: IpAddr) 
     c
 }
 
-/// One line of `fulcrum ctl vrrp`.
-#[derive(Debug, Clone)]
-struct Shown {
-    name: String,
-    interface: String,
-    vrid: u8,
-    state: State,
-    configured: u8,
-    effective: u8,
-    master: Option<IpAddr>,
-    vips: Vec<String>,
-    last: Option<(u64, State, String)>,
-    sent: u64,
-    received: u64,
-    transitions: u64,
-    dropped: Vec<(String, u64)>,
-}
-
 /// Requests the daemon's control socket makes to the runtime.
 #[derive(Debug)]
 pub enum Request {
-    Status(oneshot::Sender<serde_json::Value>),
+    Status(oneshot::Sender<Vec<status::VrrpInstance>>),
     /// A reloaded configuration: unchanged instances keep their state.
     Reload(Box<KeepalivedConfig>, oneshot::Sender<Result<(), String>>),
 }
@@ -128,12 +113,13 @@ impl Handle {
             .map_err(|_| "the VRRP runtime has stopped".to_string())?
     }
 
-    pub async fn status(&self) -> serde_json::Value {
+    /// What `ctl vrrp` shows: every instance.
+    pub async fn status(&self) -> Vec<status::VrrpInstance> {
         let (tx, rx) = oneshot::channel();
         if self.requests.send(Request::Status(tx)).await.is_err() {
-            return json!([]);
+            return Vec::new();
         }
-        rx.await.unwrap_or_else(|_| json!([]))
+        rx.await.unwrap_or_default()
     }
 }
 
@@ -216,7 +202,6 @@ struct Running {
     iface: usize,
     /// Where its VIPs are added and announced: the same, or its VMAC with vmac_xmit_base.
     vip_iface: usize,
-    inst: Instance,
     vips: Vec<VirtualAddress>,
     peers: Vec<IpAddr>,
     source: IpAddr,
@@ -225,12 +210,6 @@ struct Running {
     /// uid/gid for notify scripts, per script user.
     globals: GlobalDefs,
     last: Option<(u64, State, String)>,
-    /// What this instance tracks: (object, weight, reverse).
-    tracked: Vec<(TrackKey, Option<i32>, bool)>,
-    /// What tracking last made of it.
-    effect: Effect,
-    /// Its vrrp_sync_group, if any.
-    group: Option<usize>,
     /// no_accept: while master, traffic to its IPv4 VIPs is refused by the data plane.
     no_accept: bool,
     /// State transitions so far, for the metrics.
@@ -242,6 +221,17 @@ enum TrackKey {
     Script(usize),
     Interface(usize),
     File(usize),
+}
+
+impl TrackKey {
+    /// The router's number for it.
+    fn id(self) -> TrackId {
+        match self {
+            TrackKey::Script(i) => TrackId(3 * i),
+            TrackKey::Interface(i) => TrackId(3 * i + 1),
+            TrackKey::File(i) => TrackId(3 * i + 2),
+        }
+    }
 }
 
 /// A tracked object changed.
@@ -304,17 +294,13 @@ impl Trackers {
         }
     }
 
-    fn effect(&self, r: &Running) -> Effect {
-        let tracked: Vec<track::Tracked> = r
-            .tracked
-            .iter()
-            .map(|(k, weight, reverse)| track::Tracked {
-                weight: *weight,
-                reverse: *reverse,
-                state: self.state(*k),
-            })
-            .collect();
-        track::effect(r.inst.config().priority.get(), &tracked)
+    /// Every tracked object's state now, as the router takes them.
+    fn objects(&self) -> Vec<(TrackId, TrackState)> {
+        let keys = (0..self.scripts.len())
+            .map(TrackKey::Script)
+            .chain((0..self.interfaces.len()).map(TrackKey::Interface))
+            .chain((0..self.files.len()).map(TrackKey::File));
+        keys.map(|k| (k.id(), self.state(k))).collect()
     }
 }
 
@@ -358,58 +344,6 @@ fn weight_of(
             (Some(w), reverse)
         }
     }
-}
-
-/// A script's command and the user it runs as.
-#[derive(Debug, Clone)]
-pub(crate) struct ScriptRun {
-    pub(crate) command: String,
-    pub(crate) ids: Option<(u32, u32)>,
-}
-
-impl ScriptRun {
-    pub(crate) fn command(&self) -> tokio::process::Command {
-        let mut c = tokio::process::Command::new("/bin/sh");
-        c.arg("-c").arg(&self.command);
-        if let Some((uid, gid)) = self.ids {
-            c.uid(uid).gid(gid);
-        }
-        c
-    }
-}
-
-impl ScriptRun {
-    /// A script to run as its user; `None` (with an error logged) when
-    /// enable_script_security forbids it: it would run as root from a path a non-root user
-    /// can change.
-    pub(crate) fn checked(
-        command: String,
-        own: Option<&fulcrum_keepalived_conf::ScriptUser>,
-        globals: &GlobalDefs,
-    ) -> Option<ScriptRun> {
-        let ids = script_ids(own, globals);
-        if globals.enable_script_security && ids.is_none_or(|(uid, _)| uid == 0) {
-            if let Err(why) = crate::host::script_is_secure(&command) {
-                tracing::error!("SECURITY VIOLATION: script `{command}` is not run: {why}");
-                return None;
-            }
-        }
-        Some(ScriptRun { command, ids })
-    }
-}
-
-/// The user a script runs as: its own, else global_defs' script_user, else the daemon's
-/// (root), as keepalived does.
-fn script_ids(
-    own: Option<&fulcrum_keepalived_conf::ScriptUser>,
-    globals: &GlobalDefs,
-) -> Option<(u32, u32)> {
-    let u = own.or(globals.script_user.as_ref())?;
-    let ids = crate::host::user_ids(&u.user, u.group.as_deref());
-    if ids.is_none() {
-        warn!(user = %u.user, "script user not found; running the script as root");
-    }
-    ids
 }
 
 async fn run_script(
@@ -663,20 +597,15 @@ async fn receive(iface: usize, socket: Arc<fulcrum_sys::AsyncSocket>, tx: mpsc::
             }
         };
         // Raw IPv4 sockets deliver the IP header too.
-        let ip = &buf[..n];
-        if ip.len() < 20 || ip[0] >> 4 != 4 {
+        let Ok(ip) = fulcrum_wire::ipv4::Packet::new_checked(&buf[..n]) else {
             continue;
-        }
-        let hl = usize::from(ip[0] & 0x0f) * 4;
-        if ip.len() < hl {
-            continue;
-        }
+        };
         let r = Received {
             iface,
-            src: IpAddr::from([ip[12], ip[13], ip[14], ip[15]]),
-            dst: Some(IpAddr::from([ip[16], ip[17], ip[18], ip[19]])),
-            ttl: ip[8],
-            message: ip[hl..].to_vec(),
+            src: IpAddr::V4(ip.src()),
+            dst: Some(IpAddr::V4(ip.dst())),
+            ttl: ip.ttl(),
+            message: ip.payload().to_vec(),
         };
         if tx.send(r).await.is_err() {
             return;
@@ -685,17 +614,17 @@ async fn receive(iface: usize, socket: Arc<fulcrum_sys::AsyncSocket>, tx: mpsc::
 }
 
 /// Starts the runtime for every IPv4 vrrp_instance of the configuration.
-/// Whether an instance refuses traffic to its VIPs while master (keepalived's no_accept,
-/// the default under vrrp_strict); the address owner always accepts.
-pub fn no_accept(cfg: &KeepalivedConfig, i: &fulcrum_keepalived_conf::model::VrrpInstance) -> bool {
-    i.priority.get() != 255 && !i.accept.unwrap_or(!cfg.global_defs.vrrp_strict)
-}
-
 pub async fn start(
     cfg: &KeepalivedConfig,
     l4: Option<crate::l4::Handle>,
+    events: Events,
 ) -> anyhow::Result<Runtime> {
-    if l4.is_none() && cfg.vrrp_instances.iter().any(|i| no_accept(cfg, i)) {
+    if l4.is_none()
+        && cfg
+            .vrrp_instances
+            .iter()
+            .any(|i| i.refuses_traffic(&cfg.global_defs))
+    {
         warn!("no_accept is not enforced: the XDP data plane is not running (--no-forwarding)");
     }
     let (connection, handle, _) = rtnetlink::new_connection().context("netlink")?;
@@ -707,6 +636,7 @@ pub async fn start(
         handle,
         vmacs: Vec::new(),
         l4,
+        events,
     };
     let built = build(cfg, &mut io, &rx_tx, &track_tx).await?;
     let (req_tx, req_rx) = mpsc::channel(16);
@@ -734,9 +664,10 @@ pub async fn start(
 /// The instances of a configuration, with what they track, on `io`'s interfaces (opened
 /// as needed; kept across reloads).
 struct Built {
+    /// The instances' IO side, numbered as the router's members.
     running: Vec<Running>,
+    members: Vec<Member>,
     trackers: Trackers,
-    groups: SyncGroups,
     /// The tracking tasks (scripts, files, interfaces), aborted when a reload replaces them.
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -751,6 +682,7 @@ async fn build(
     let interfaces = &mut io.interfaces;
     let vmacs = &mut io.vmacs;
     let mut running: Vec<Running> = Vec::new();
+    let mut members: Vec<Member> = Vec::new();
     let mut trackers = Trackers::default();
     let mut tasks = Vec::new();
     for i in &cfg.vrrp_instances {
@@ -843,29 +775,27 @@ async fn build(
             debug!(instance = %i.name, "state MASTER: starts as backup, as keepalived does");
         }
         config.addresses = i.virtual_ipaddress.iter().map(|a| a.addr).collect();
+        let mode = if i.v3_checksum_as_v2 {
+            ChecksumMode::MessageOnly
+        } else {
+            ChecksumMode::PseudoHeader
+        };
         running.push(Running {
             name: i.name.clone(),
             iface: idx,
             vip_iface: vip_idx,
-            inst: Instance::new(config),
             vips: i.virtual_ipaddress.clone(),
             peers: i.unicast_peers.iter().map(|p| p.addr).collect(),
             source,
-            mode: if i.v3_checksum_as_v2 {
-                ChecksumMode::MessageOnly
-            } else {
-                ChecksumMode::PseudoHeader
-            },
+            mode,
             notify: i.notify.clone(),
             globals: cfg.global_defs.clone(),
             last: None,
-            tracked: Vec::new(),
-            effect: Effect::Priority(i.priority.get()),
-            group: None,
-            no_accept: no_accept(cfg, i),
+            no_accept: i.refuses_traffic(&cfg.global_defs),
             transitions: 0,
         });
-        let r = running.last_mut().expect("just pushed");
+        members.push(Member::new(Instance::new(config), idx, source, mode));
+        let r = members.last_mut().expect("just pushed");
         let group = cfg
             .vrrp_sync_groups
             .iter()
@@ -874,11 +804,11 @@ async fn build(
         let group_cfg = group.map(|g| &cfg.vrrp_sync_groups[g]);
         // keepalived tracks the instance's own interface unless dont_track_primary.
         if !i.dont_track_primary {
-            r.tracked.push((
-                TrackKey::Interface(trackers.interface(&ifname)),
-                None,
-                false,
-            ));
+            r.tracks.push(Track {
+                object: TrackKey::Interface(trackers.interface(&ifname)).id(),
+                weight: None,
+                reverse: false,
+            });
         }
         let interfaces_tracked = i.track_interfaces.iter().chain(
             group_cfg
@@ -886,8 +816,11 @@ async fn build(
                 .flat_map(|g| g.track_interfaces.iter()),
         );
         for t in interfaces_tracked {
-            let k = TrackKey::Interface(trackers.interface(&t.name));
-            r.tracked.push((k, t.weight.map(|w| w.get()), t.reverse));
+            r.tracks.push(Track {
+                object: TrackKey::Interface(trackers.interface(&t.name)).id(),
+                weight: t.weight.map(|w| w.get()),
+                reverse: t.reverse,
+            });
         }
         let scripts_tracked = i
             .track_scripts
@@ -904,7 +837,11 @@ async fn build(
                 .find(|s| s.name == t.name)
                 .map(|s| (s.weight.get(), s.weight_reverse));
             let (weight, reverse) = weight_of(t, own);
-            r.tracked.push((TrackKey::Script(k), weight, reverse));
+            r.tracks.push(Track {
+                object: TrackKey::Script(k).id(),
+                weight,
+                reverse,
+            });
         }
         let files_tracked = i
             .track_files
@@ -922,7 +859,11 @@ async fn build(
                 .and_then(|f| f.weight)
                 .map(|(w, rev)| (w.get(), rev));
             let (weight, reverse) = weight_of(t, own);
-            r.tracked.push((TrackKey::File(k), weight, reverse));
+            r.tracks.push(Track {
+                object: TrackKey::File(k).id(),
+                weight,
+                reverse,
+            });
         }
     }
     for (index, (name, _)) in trackers.scripts.iter().enumerate() {
@@ -935,8 +876,9 @@ async fn build(
                 s.script.user.as_ref(),
                 &cfg.global_defs,
             ) else {
-                for r in &mut running {
-                    r.tracked.retain(|(k, _, _)| *k != TrackKey::Script(index));
+                for m in &mut members {
+                    m.tracks
+                        .retain(|t| t.object != TrackKey::Script(index).id());
                 }
                 continue;
             };
@@ -959,11 +901,10 @@ async fn build(
         let up = trackers.interfaces.iter().map(|(_, u)| *u).collect();
         tasks.push(tokio::spawn(watch_interfaces(names, up, track_tx.clone())));
     }
-    let groups = SyncGroups::new(running.iter().map(|r| r.group).collect());
     Ok(Built {
         running,
+        members,
         trackers,
-        groups,
         tasks,
     })
 }
@@ -979,66 +920,41 @@ struct Channels {
     track_tx: mpsc::Sender<TrackUpdate>,
 }
 
-/// Carries out what instance `i` said to do; the other members of its sync group follow
-/// its transitions.
-async fn feed(
-    io: &Io,
-    running: &mut [Running],
-    groups: &SyncGroups,
-    i: usize,
-    actions: Vec<Action>,
-) {
-    let follow = groups.follow(i, &actions);
-    io.carry_out(&mut running[i], actions).await;
-    let now = Instant::now();
-    for (j, event) in follow {
-        let acts = running[j].inst.handle(now, event);
-        io.carry_out(&mut running[j], acts).await;
+/// Carries out what the router's members said, in order.
+async fn carry(io: &Io, running: &mut [Running], router: &Router, out: Output) {
+    for (i, action) in out {
+        let inst = &router.members()[i].instance;
+        io.carry_out(&mut running[i], inst, vec![action]).await;
     }
 }
 
-/// Applies what tracking makes of instance `i` now.
-async fn retrack(
-    io: &Io,
-    running: &mut [Running],
-    groups: &SyncGroups,
-    trackers: &Trackers,
-    i: usize,
-) {
-    let effect = trackers.effect(&running[i]);
-    let before = running[i].effect;
-    if effect == before {
-        return;
-    }
-    running[i].effect = effect;
-    let now = Instant::now();
-    let mut acts = Vec::new();
-    match (before, effect) {
-        (_, Effect::Fault) => acts.extend(running[i].inst.handle(now, Event::Fault(true))),
-        (Effect::Fault, Effect::Priority(p)) => {
-            acts.extend(running[i].inst.handle(now, Event::Priority(p)));
-            acts.extend(running[i].inst.handle(now, Event::Fault(false)));
-        }
-        (Effect::Priority(_), Effect::Priority(p)) => {
-            info!(instance = %running[i].name, priority = p, "effective priority changed by tracking");
-            acts.extend(running[i].inst.handle(now, Event::Priority(p)));
+/// What tracking makes of each member, to log priority changes tracking causes.
+fn effects(router: &Router) -> Vec<Option<Effect>> {
+    router.members().iter().map(|m| m.effect).collect()
+}
+
+fn log_retracked(running: &[Running], before: &[Option<Effect>], router: &Router) {
+    for ((r, b), m) in running.iter().zip(before).zip(router.members()) {
+        if let (Some(Effect::Priority(_)), Some(Effect::Priority(p))) = (b, m.effect) {
+            if *b != m.effect {
+                info!(instance = %r.name, priority = p, "effective priority changed by tracking");
+            }
         }
     }
-    feed(io, running, groups, i, acts).await;
 }
 
 async fn run(mut io: Io, built: Built, mut cfg: KeepalivedConfig, mut ch: Channels) {
     let Built {
         mut running,
+        members,
         mut trackers,
-        mut groups,
         mut tasks,
     } = built;
     // VIPs left on the interfaces by a run that was killed before it could remove them
     // would answer ARP beside the real master: every instance that does not own its
     // addresses starts without them, as keepalived does.
-    for r in &running {
-        if r.inst.config().priority.get() == 255 {
+    for (r, m) in running.iter().zip(&members) {
+        if m.instance.config().priority.get() == 255 {
             continue;
         }
         let index = io.interfaces[r.vip_iface].index;
@@ -1048,15 +964,11 @@ async fn run(mut io: Io, built: Built, mut cfg: KeepalivedConfig, mut ch: Channe
             }
         }
     }
-    let now = Instant::now();
-    for i in 0..running.len() {
-        let acts = running[i].inst.handle(now, Event::Startup);
-        feed(&io, &mut running, &groups, i, acts).await;
-        running[i].effect = Effect::Priority(running[i].inst.config().priority.get());
-        retrack(&io, &mut running, &groups, &trackers, i).await;
-    }
+    let mut router = Router::new(members, trackers.objects());
+    let out = router.start(Instant::now());
+    carry(&io, &mut running, &router, out).await;
     loop {
-        let next = running.iter().filter_map(|r| r.inst.poll_timeout()).min();
+        let next = router.poll_timeout();
         let sleep = async {
             match next {
                 Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -1065,45 +977,19 @@ async fn run(mut io: Io, built: Built, mut cfg: KeepalivedConfig, mut ch: Channe
         };
         tokio::select! {
             _ = sleep => {
-                let now = Instant::now();
-                for i in 0..running.len() {
-                    if running[i].inst.poll_timeout().is_some_and(|t| t <= now) {
-                        let acts = running[i].inst.handle_timeout(now);
-                        feed(&io, &mut running, &groups, i, acts).await;
-                    }
-                }
+                let out = router.handle_timeout(Instant::now());
+                carry(&io, &mut running, &router, out).await;
             }
             Some(p) = ch.rx.recv() => {
-                let now = Instant::now();
-                let src = p.src;
-                let vrid = p.message.get(1).copied();
-                for i in 0..running.len() {
-                    let r = &mut running[i];
-                    if r.iface != p.iface
-                        || Some(r.inst.config().vrid.get()) != vrid
-                        || r.source.is_ipv6() != src.is_ipv6()
-                    {
-                        continue;
-                    }
-                    // IPv6 does not tell the destination: the group, or us for unicast peers.
-                    let group = IpAddr::V6(packet::MULTICAST_V6);
-                    let dst = p.dst.unwrap_or(group);
-                    let mut parsed = Advert::parse(&p.message, src, dst, p.ttl, r.mode);
-                    if p.dst.is_none() && parsed == Err(packet::DropReason::Checksum) {
-                        parsed = Advert::parse(&p.message, src, r.source, p.ttl, r.mode);
-                    }
-                    match parsed {
-                        Ok(advert) => {
-                            if let Ok(acts) = r.inst.handle_advert(now, src, &advert) {
-                                feed(&io, &mut running, &groups, i, acts).await;
-                            }
-                        }
-                        Err(reason) => {
-                            debug!(instance = %r.name, %src, "advert dropped: {reason}");
-                            r.inst.count_drop(reason);
-                        }
-                    }
-                }
+                let datagram = Datagram {
+                    iface: p.iface,
+                    src: p.src,
+                    dst: p.dst,
+                    ttl: p.ttl,
+                    bytes: &p.message,
+                };
+                let out = router.handle_datagram(Instant::now(), datagram);
+                carry(&io, &mut running, &router, out).await;
             }
             Some(u) = ch.track_rx.recv() => {
                 let changed = match u {
@@ -1113,27 +999,26 @@ async fn run(mut io: Io, built: Built, mut cfg: KeepalivedConfig, mut ch: Channe
                         if let Some(up) = changed {
                             info!(script = %name, "vrrp_script {}", if up { "succeeded: up" } else { "failed: down" });
                         }
-                        changed.map(|_| TrackKey::Script(k))
+                        changed.map(|up| (TrackKey::Script(k), TrackState::Up(up)))
                     }
                     TrackUpdate::File(k, value) => {
                         let (name, _, v) = &mut trackers.files[k];
                         *v = value;
                         info!(track_file = %name, value, "track_file changed");
-                        Some(TrackKey::File(k))
+                        Some((TrackKey::File(k), TrackState::Value(value)))
                     }
                     TrackUpdate::Interface(k, up) => {
                         let (name, state) = &mut trackers.interfaces[k];
                         *state = up;
                         info!(interface = %name, "tracked interface is {}", if up { "up" } else { "down" });
-                        Some(TrackKey::Interface(k))
+                        Some((TrackKey::Interface(k), TrackState::Up(up)))
                     }
                 };
-                if let Some(key) = changed {
-                    for i in 0..running.len() {
-                        if running[i].tracked.iter().any(|(k, _, _)| *k == key) {
-                            retrack(&io, &mut running, &groups, &trackers, i).await;
-                        }
-                    }
+                if let Some((key, state)) = changed {
+                    let before = effects(&router);
+                    let out = router.handle_track(Instant::now(), key.id(), state);
+                    log_retracked(&running, &before, &router);
+                    carry(&io, &mut running, &router, out).await;
                 }
             }
             Some(req) = ch.requests.recv() => match req {
@@ -1144,11 +1029,12 @@ async fn run(mut io: Io, built: Built, mut cfg: KeepalivedConfig, mut ch: Channe
                             for t in tasks.drain(..) {
                                 t.abort();
                             }
-                            let kept = apply_reload(&io, &cfg, &new_cfg, &mut running, &trackers, b).await;
-                            running = kept.running;
-                            trackers = kept.trackers;
-                            groups = kept.groups;
-                            tasks = kept.tasks;
+                            let old = Old { cfg: &cfg, running, router, trackers: &trackers };
+                            let kept = apply_reload(&io, old, &new_cfg, b).await;
+                            running = kept.0;
+                            router = kept.1;
+                            trackers = kept.2;
+                            tasks = kept.3;
                             cfg = *new_cfg;
                             Ok(())
                         }
@@ -1156,30 +1042,17 @@ async fn run(mut io: Io, built: Built, mut cfg: KeepalivedConfig, mut ch: Channe
                     let _ = tx.send(result);
                 }
                 Request::Status(tx) => {
-                    let shown: Vec<serde_json::Value> = running.iter().map(|r| show(&io, r)).map(|s| json!({
-                        "name": s.name,
-                        "interface": s.interface,
-                        "vrid": s.vrid,
-                        "state": s.state.name(),
-                        "priority": s.configured,
-                        "effective_priority": s.effective,
-                        "master": s.master.map(|m| m.to_string()),
-                        "virtual_ipaddress": s.vips,
-                        "last_transition": s.last.as_ref().map(|(t, st, why)| json!({"at": t, "state": st.name(), "reason": why})),
-                        "adverts_sent": s.sent,
-                        "transitions": s.transitions,
-                        "adverts_received": s.received,
-                        "dropped": s.dropped.iter().map(|(r, n)| json!({"reason": r, "count": n})).collect::<Vec<_>>(),
-                    })).collect();
-                    let _ = tx.send(serde_json::Value::Array(shown));
+                    let shown = running
+                        .iter()
+                        .zip(router.members())
+                        .map(|(r, m)| show(&io, r, &m.instance))
+                        .collect();
+                    let _ = tx.send(shown);
                 }
             },
             _ = ch.stop.changed() => {
-                let now = Instant::now();
-                for r in &mut running {
-                    let acts = r.inst.handle(now, Event::Shutdown);
-                    io.carry_out(r, acts).await;
-                }
+                let out = router.shutdown(Instant::now());
+                carry(&io, &mut running, &router, out).await;
                 for name in &io.vmacs {
                     if let Ok(index) = fulcrum_sys::if_index(name) {
                         if let Err(e) = io.handle.link().del(index).execute().await {
@@ -1213,74 +1086,81 @@ fn same_instance(old: &KeepalivedConfig, new: &KeepalivedConfig, name: &str) -> 
     part(old).is_some() && part(old) == part(new)
 }
 
+/// The running set a reload replaces.
+struct Old<'a> {
+    cfg: &'a KeepalivedConfig,
+    running: Vec<Running>,
+    router: Router,
+    trackers: &'a Trackers,
+}
+
 /// Moves a running set of instances to a rebuilt one: unchanged instances carry their
 /// protocol state over, removed and changed ones stop (priority 0, addresses removed),
 /// new and changed ones start; tracking carries its last results over by name.
 async fn apply_reload(
     io: &Io,
-    old_cfg: &KeepalivedConfig,
+    old: Old<'_>,
     new_cfg: &KeepalivedConfig,
-    running: &mut Vec<Running>,
-    old_trackers: &Trackers,
     mut b: Built,
-) -> Built {
+) -> (
+    Vec<Running>,
+    Router,
+    Trackers,
+    Vec<tokio::task::JoinHandle<()>>,
+) {
     for (name, state) in &mut b.trackers.scripts {
-        if let Some((_, s)) = old_trackers.scripts.iter().find(|(n, _)| n == name) {
+        if let Some((_, s)) = old.trackers.scripts.iter().find(|(n, _)| n == name) {
             *state = s.clone();
         }
     }
     for (name, up) in &mut b.trackers.interfaces {
-        if let Some((_, u)) = old_trackers.interfaces.iter().find(|(n, _)| n == name) {
+        if let Some((_, u)) = old.trackers.interfaces.iter().find(|(n, _)| n == name) {
             *up = *u;
         }
     }
     let now = Instant::now();
-    let mut fresh = Vec::new();
-    for (j, r) in b.running.iter_mut().enumerate() {
-        let old = running
+    let mut old_running = old.running;
+    let mut old_members = old.router.into_members();
+    for (r, m) in b.running.iter_mut().zip(&mut b.members) {
+        let kept = old_running
             .iter()
-            .position(|o| o.name == r.name && same_instance(old_cfg, new_cfg, &r.name));
-        match old {
+            .position(|o| o.name == r.name && same_instance(old.cfg, new_cfg, &r.name));
+        match kept {
             Some(k) => {
-                let o = running.remove(k);
-                r.inst = o.inst;
+                let o = old_running.remove(k);
+                let om = old_members.remove(k);
+                m.instance = om.instance;
+                m.effect = om.effect;
                 r.last = o.last;
-                r.effect = o.effect;
                 r.transitions = o.transitions;
                 debug!(instance = %r.name, "unchanged by the reload: state kept");
             }
-            None => fresh.push(j),
+            None => info!(instance = %r.name, "started by the reload"),
         }
     }
     // What is left of the old set was removed or changed: it stops as on shutdown.
-    for mut o in running.drain(..) {
+    for (mut o, mut om) in old_running.into_iter().zip(old_members) {
         info!(instance = %o.name, "removed or changed by the reload: stopping");
-        let acts = o.inst.handle(now, Event::Shutdown);
-        io.carry_out(&mut o, acts).await;
+        let acts = om.instance.handle(now, Event::Shutdown);
+        io.carry_out(&mut o, &om.instance, acts).await;
     }
-    for i in fresh {
-        info!(instance = %b.running[i].name, "started by the reload");
-        let acts = b.running[i].inst.handle(now, Event::Startup);
-        feed(io, &mut b.running, &b.groups, i, acts).await;
-        b.running[i].effect = Effect::Priority(b.running[i].inst.config().priority.get());
-    }
-    for i in 0..b.running.len() {
-        retrack(io, &mut b.running, &b.groups, &b.trackers, i).await;
-    }
-    b
+    let mut router = Router::new(b.members, b.trackers.objects());
+    let out = router.start(now);
+    carry(io, &mut b.running, &router, out).await;
+    (b.running, router, b.trackers, b.tasks)
 }
 
-fn show(io: &Io, r: &Running) -> Shown {
-    let st = r.inst.stats();
-    Shown {
+fn show(io: &Io, r: &Running, inst: &Instance) -> status::VrrpInstance {
+    let st = inst.stats();
+    status::VrrpInstance {
         name: r.name.clone(),
         interface: io.interfaces[r.iface].name.clone(),
-        vrid: r.inst.config().vrid.get(),
-        state: r.inst.state(),
-        configured: r.inst.config().priority.get(),
-        effective: r.inst.effective_priority(),
-        master: r.inst.master().map(|m| m.0),
-        vips: r
+        vrid: inst.config().vrid.get(),
+        state: inst.state().name().to_string(),
+        priority: inst.config().priority.get(),
+        effective_priority: inst.effective_priority(),
+        master: inst.master().map(|m| m.0.to_string()),
+        virtual_ipaddress: r
             .vips
             .iter()
             .map(|v| match v.prefix {
@@ -1288,14 +1168,21 @@ fn show(io: &Io, r: &Running) -> Shown {
                 None => v.addr.to_string(),
             })
             .collect(),
-        last: r.last.clone(),
-        sent: st.adverts_sent,
-        received: st.adverts_received,
+        last_transition: r.last.as_ref().map(|(at, st, why)| status::Transition {
+            at: *at,
+            state: st.name().to_string(),
+            reason: why.clone(),
+        }),
+        adverts_sent: st.adverts_sent,
         transitions: r.transitions,
+        adverts_received: st.adverts_received,
         dropped: st
             .dropped
             .iter()
-            .map(|(r, n)| (format!("{r:?}").to_lowercase(), *n))
+            .map(|(r, n)| status::Dropped {
+                reason: format!("{r:?}").to_lowercase(),
+                count: *n,
+            })
             .collect(),
     }
 }
@@ -1307,6 +1194,7 @@ struct Io {
     vmacs: Vec<String>,
     /// The data plane, which refuses the VIPs of no_accept masters.
     l4: Option<crate::l4::Handle>,
+    events: Events,
 }
 
 fn reason_text(r: &Reason) -> String {
@@ -1325,13 +1213,13 @@ fn reason_text(r: &Reason) -> String {
 
 impl Io {
     /// Carries out an instance's actions, in order.
-    async fn carry_out(&self, r: &mut Running, actions: Vec<Action>) {
+    async fn carry_out(&self, r: &mut Running, inst: &Instance, actions: Vec<Action>) {
         let iface = &self.interfaces[r.iface];
         let vip_iface = &self.interfaces[r.vip_iface];
         for a in actions {
             match a {
                 Action::SendAdvert { priority } => {
-                    let advert = r.inst.advert(priority);
+                    let advert = inst.advert(priority);
                     let src = r.source;
                     let (group, socket) = if src.is_ipv6() {
                         (
@@ -1396,10 +1284,10 @@ impl Io {
                             let mac = vip_iface.mac;
                             let sent = match (v.addr, announcer) {
                                 (IpAddr::V4(ip), (Some(arp), _, _)) => {
-                                    arp.send(&fulcrum_sys::gratuitous_arp(mac, ip))
+                                    arp.send(&fulcrum_wire::arp::gratuitous(mac, ip))
                                 }
                                 (IpAddr::V6(ip), (_, Some(nd), Some(src))) => {
-                                    nd.send(&fulcrum_sys::unsolicited_na(mac, src, ip))
+                                    nd.send(&fulcrum_wire::icmp::unsolicited_na(mac, src, ip))
                                 }
                                 _ => continue,
                             };
@@ -1415,12 +1303,18 @@ impl Io {
                         instance = %r.name,
                         from = from.name(),
                         to = to.name(),
-                        priority = r.inst.effective_priority(),
+                        priority = inst.effective_priority(),
                         "VRRP transition: {why}"
                     );
+                    self.events.send(NodeEvent::Vrrp {
+                        instance: r.name.clone(),
+                        from: from.name().to_string(),
+                        to: to.name().to_string(),
+                        reason: why.clone(),
+                    });
                     r.last = Some((unix_now(), to, why));
                     r.transitions += 1;
-                    self.notify(r, to);
+                    self.notify(r, inst, to);
                 }
             }
         }
@@ -1460,7 +1354,7 @@ impl Io {
 
     /// keepalived's notify scripts: the state's own script, then `notify` with
     /// INSTANCE, name, state and priority.
-    fn notify(&self, r: &Running, state: State) {
+    fn notify(&self, r: &Running, inst: &Instance, state: State) {
         let specific = match state {
             State::Master => &r.notify.master,
             State::Backup => &r.notify.backup,
@@ -1487,7 +1381,7 @@ impl Io {
                     } else {
                         state.name()
                     },
-                    r.inst.effective_priority()
+                    inst.effective_priority()
                 ),
                 s.user.as_ref(),
                 &r.globals,
@@ -1503,46 +1397,6 @@ impl Io {
                     Err(e) => warn!(instance = %name, "notify script `{cmd}`: {e}"),
                 }
             });
-        }
-    }
-}
-
-/// The instances shown as rows for `fulcrum ctl vrrp`.
-pub fn print_table(v: &serde_json::Value) {
-    println!(
-        "{:<12} {:<8} {:>4} {:<7} {:>5} {:>5} {:<16} {:>8} {:>8}  LAST TRANSITION",
-        "INSTANCE", "IFACE", "VRID", "STATE", "PRIO", "EFF", "MASTER", "SENT", "RECV"
-    );
-    for i in v.as_array().into_iter().flatten() {
-        let last = &i["last_transition"];
-        let last = if last.is_null() {
-            "-".to_string()
-        } else {
-            format!(
-                "{} at {} ({})",
-                last["state"].as_str().unwrap_or("?"),
-                last["at"],
-                last["reason"].as_str().unwrap_or("")
-            )
-        };
-        println!(
-            "{:<12} {:<8} {:>4} {:<7} {:>5} {:>5} {:<16} {:>8} {:>8}  {last}",
-            i["name"].as_str().unwrap_or("?"),
-            i["interface"].as_str().unwrap_or("?"),
-            i["vrid"],
-            i["state"].as_str().unwrap_or("?"),
-            i["priority"],
-            i["effective_priority"],
-            i["master"].as_str().unwrap_or("-"),
-            i["adverts_sent"],
-            i["adverts_received"],
-        );
-        if let Some(d) = i["dropped"].as_array().filter(|d| !d.is_empty()) {
-            let parts: Vec<String> = d
-                .iter()
-                .map(|x| format!("{} {}", x["reason"].as_str().unwrap_or("?"), x["count"]))
-                .collect();
-            println!("{:<12} dropped: {}", "", parts.join(", "));
         }
     }
 }

@@ -7,7 +7,7 @@ use std::net::Ipv4Addr;
 use fulcrum_dataplane::Method;
 use fulcrum_types::Scheduler;
 
-use crate::l4::{Rule, RuleDest, RuleKey};
+use super::rules::{Rule, RuleDest, RuleKey, VerdictOf};
 
 /// One parsed command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,8 +193,7 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
             port,
             method,
             weight,
-            origin: None,
-            sorry_of: None,
+            verdict: VerdictOf::Fixed,
             u_threshold,
             l_threshold,
         })

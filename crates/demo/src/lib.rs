@@ -17,22 +17,22 @@ use fulcrum_lab::reference::{self, Deployment, Reference};
 use fulcrum_lab::wait_for;
 use fulcrum_lab::Agent;
 
-use crate::config::Sources;
-use crate::DemoArgs;
+use fulcrum_node::Sources;
 
-pub fn run(args: &DemoArgs) -> anyhow::Result<ExitCode> {
+/// Builds every deployment, or `only` the one named (nat, dr, keepalived-ha, nginx-ha),
+/// running `exe` (the fulcrum binary) as the directors' daemon and the lab's agent.
+pub fn run(only: Option<&str>, exe: PathBuf) -> anyhow::Result<ExitCode> {
     if !fulcrum_lab::is_root() {
         bail!(
             "the demo builds network namespaces and needs root: run it as root (sudo fulcrum demo)"
         );
     }
-    let deployments: Vec<Deployment> = match &args.only {
+    let deployments: Vec<Deployment> = match only {
         Some(name) => vec![Deployment::from_name(name).with_context(|| {
             format!("unknown deployment '{name}': use nat, dr, keepalived-ha or nginx-ha")
         })?],
         None => Deployment::ALL.to_vec(),
     };
-    let exe = std::env::current_exe().context("cannot find the fulcrum binary")?;
     let examples = examples_dir(&exe);
 
     // The work runs on its own thread so that Ctrl-C can clean up while it is blocked.

@@ -1,0 +1,295 @@
+//! How `fulcrum ctl` prints the daemon's answers, read back into the node's status types.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use fulcrum_node::status::{
+    Daemon, IpvsConnection, Listing, Member, ServiceHealth, UpstreamPeer, VrrpInstance,
+};
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// `fulcrum ctl vrrp`: the instances as rows.
+pub fn vrrp(instances: &[VrrpInstance]) {
+    println!(
+        "{:<12} {:<8} {:>4} {:<7} {:>5} {:>5} {:<16} {:>8} {:>8}  LAST TRANSITION",
+        "INSTANCE", "IFACE", "VRID", "STATE", "PRIO", "EFF", "MASTER", "SENT", "RECV"
+    );
+    for i in instances {
+        let last = match &i.last_transition {
+            None => "-".to_string(),
+            Some(t) => format!("{} at {} ({})", t.state, t.at, t.reason),
+        };
+        println!(
+            "{:<12} {:<8} {:>4} {:<7} {:>5} {:>5} {:<16} {:>8} {:>8}  {last}",
+            i.name,
+            i.interface,
+            i.vrid,
+            i.state,
+            i.priority,
+            i.effective_priority,
+            i.master.as_deref().unwrap_or("-"),
+            i.adverts_sent,
+            i.adverts_received,
+        );
+        if !i.dropped.is_empty() {
+            let parts: Vec<String> = i
+                .dropped
+                .iter()
+                .map(|d| format!("{} {}", d.reason, d.count))
+                .collect();
+            println!("{:<12} dropped: {}", "", parts.join(", "));
+        }
+    }
+}
+
+/// `fulcrum ctl health` as a table.
+pub fn health(services: &[ServiceHealth]) {
+    if services.is_empty() {
+        println!("no real servers are checked");
+        return;
+    }
+    for vs in services {
+        println!(
+            "{}  quorum {} (hysteresis {}): {}, live weight {}",
+            vs.virtual_server,
+            vs.quorum,
+            vs.hysteresis,
+            if vs.has_quorum { "up" } else { "LOST" },
+            vs.live_weight,
+        );
+        if let Some(s) = &vs.sorry_server {
+            println!(
+                "  sorry server {}  {}",
+                s.address,
+                s.membership.map(membership_text).unwrap_or_default()
+            );
+        }
+        for rs in &vs.real_servers {
+            println!(
+                "  {:<24} {:<5} {}",
+                rs.address,
+                if rs.alive { "up" } else { "DOWN" },
+                membership_text(rs.membership),
+            );
+            for c in &rs.checkers {
+                let changed = format!("{}s ago", unix_now().saturating_sub(c.changed_at));
+                let latency = c
+                    .latency_us
+                    .map(|us| format!("{:.1} ms", us as f64 / 1000.0))
+                    .unwrap_or_else(|| "-".into());
+                println!(
+                    "    {:<10} {:<22} {:<7} checks {:<5} failures {:<5} latency {:<9} changed {}{}",
+                    c.kind,
+                    c.target,
+                    c.state,
+                    c.checks,
+                    c.failures,
+                    latency,
+                    changed,
+                    c.last_reason.as_ref().map(|r| format!("  ({r})")).unwrap_or_default(),
+                );
+            }
+        }
+    }
+}
+
+fn membership_text(m: Member) -> String {
+    match m {
+        Member {
+            is_in: true,
+            weight,
+        } => format!("in, weight {}", weight.unwrap_or(0)),
+        _ => "out".into(),
+    }
+}
+
+/// `fulcrum ctl upstreams`: one line per peer, grouped by upstream.
+pub fn upstreams(peers: &[UpstreamPeer]) {
+    if peers.is_empty() {
+        println!("layer-7 proxy: not running (no http block)");
+        return;
+    }
+    let mut last = "";
+    for p in peers {
+        if p.upstream != last {
+            last = &p.upstream;
+            println!("upstream {last}");
+        }
+        let flags: Vec<&str> = [
+            (p.backup, "backup"),
+            (p.down, "down"),
+            (p.check_down, "check-down"),
+            (p.drained, "drained"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+        println!(
+            "  {:<24} weight {:<3} effective {:<3} in-flight {:<5} fails {}/{} {}",
+            p.address,
+            p.weight,
+            p.effective_weight,
+            p.conns,
+            p.fails,
+            p.max_fails,
+            flags.join(" ")
+        );
+    }
+}
+
+/// `fulcrum ctl services`: the data plane on one screen.
+pub fn services(r: &Listing) {
+    let ifs: Vec<String> = r
+        .interfaces
+        .iter()
+        .map(|i| format!("{} ({})", i.name, i.mode))
+        .collect();
+    if ifs.is_empty() {
+        println!("data plane: not running");
+        return;
+    }
+    println!("data plane on {}", ifs.join(", "));
+    for svc in &r.services {
+        println!(
+            "{} {}:{} {}  {} conns  {} conn/s",
+            svc.protocol, svc.address, svc.port, svc.scheduler, svc.stats.conns, svc.rate.cps,
+        );
+        for d in &svc.dests {
+            println!(
+                "  -> {:<22} {:<5} weight {:<4} active {:<6} inactive {:<6} {} conns",
+                format!("{}:{}", d.address, d.port),
+                d.forward,
+                d.weight,
+                d.active,
+                d.inactive,
+                d.stats.conns,
+            );
+        }
+    }
+    let packets: Vec<String> = r
+        .packets
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(k, n)| format!("{k} {n}"))
+        .collect();
+    println!("packets: {}", packets.join(", "));
+}
+
+/// `fulcrum ctl conns`: the connection table.
+pub fn conns(conns: &[IpvsConnection]) {
+    println!(
+        "{:<4} {:<9} {:<12} {:<22} {:<22} destination",
+        "pro", "expire", "state", "source", "virtual"
+    );
+    for c in conns {
+        let secs = c.expires_ms / 1000;
+        println!(
+            "{:<4} {:02}:{:02}     {:<12} {:<22} {:<22} {}",
+            c.protocol,
+            secs / 60,
+            secs % 60,
+            c.state,
+            c.source,
+            c.virtual_,
+            c.destination
+        );
+    }
+}
+
+/// The head of `ctl status`'s screen: the daemon and its configuration.
+pub fn status(r: &Daemon) {
+    let c = &r.config;
+    println!("fulcrum {} (pid {})", r.version, r.pid);
+    println!("  up since      {} (unix time)", r.started_at);
+    for (label, path) in [("keepalived.conf", &c.keepalived), ("nginx.conf", &c.nginx)] {
+        if let Some(p) = path {
+            println!("  {label:<13} {p}");
+        }
+    }
+    println!(
+        "  configuration {} loaded at {} (unix time)",
+        c.hash, c.loaded_at
+    );
+    println!(
+        "  reloads       {} ok, {} refused",
+        c.reloads_ok, c.reloads_failed
+    );
+    if let Some(e) = &c.last_reload_error {
+        println!("  last refusal  {}", e.lines().next().unwrap_or(""));
+    }
+    let n = &r.counts;
+    println!(
+        "  vrrp_instance {}   virtual_server {}   real_server {}   upstream {}   server {}",
+        n.vrrp_instances, n.virtual_servers, n.real_servers, n.upstreams, n.servers
+    );
+}
+
+/// The rest of `ctl status`'s screen: one line per VRRP instance, virtual service, real
+/// server (with its checkers' verdict) and upstream peer.
+pub fn overview(
+    vrrp: &[VrrpInstance],
+    ipvs: &Listing,
+    health: &[ServiceHealth],
+    upstreams: &[UpstreamPeer],
+) {
+    for i in vrrp {
+        println!(
+            "  vrrp  {:<12} {:<7} priority {} ({})  master {}  {}",
+            i.name,
+            i.state,
+            i.effective_priority,
+            i.priority,
+            i.master.as_deref().unwrap_or("-"),
+            i.virtual_ipaddress.join(" ")
+        );
+    }
+    let alive = |addr: &str| -> Option<(bool, String)> {
+        health.iter().find_map(|vs| {
+            vs.real_servers.iter().find(|r| r.address == addr).map(|r| {
+                let reason = r
+                    .checkers
+                    .iter()
+                    .find(|c| c.state == "down")
+                    .map(|c| c.last_reason.clone().unwrap_or_else(|| "-".into()))
+                    .unwrap_or_default();
+                (r.alive, reason)
+            })
+        })
+    };
+    for v in &ipvs.services {
+        println!(
+            "  l4    {} {}:{} {}  {} conn/s",
+            v.protocol, v.address, v.port, v.scheduler, v.rate.cps
+        );
+        for d in &v.dests {
+            let addr = format!("{}:{}", d.address, d.port);
+            let check = match alive(&addr) {
+                Some((true, _)) => "up".to_string(),
+                Some((false, why)) => format!("DOWN {why}"),
+                None => "unchecked".to_string(),
+            };
+            println!(
+                "        -> {addr:<22} weight {:<4} active {:<6} inactive {:<6} {check}",
+                d.weight, d.active, d.inactive
+            );
+        }
+    }
+    for p in upstreams {
+        let state = if p.drained {
+            "drained"
+        } else if p.down || p.check_down {
+            "down"
+        } else {
+            "up"
+        };
+        println!(
+            "  l7    upstream {} {:<22} {state:<7} in flight {}  fails {}/{}",
+            p.upstream, p.address, p.conns, p.fails, p.max_fails
+        );
+    }
+}

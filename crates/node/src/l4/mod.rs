@@ -1,0 +1,410 @@
+//! The layer-4 half of the daemon: keepalived.conf's virtual_server blocks become IPVS-style
+//! rules ([`rules`], pure), installed in the XDP data plane as a diff ([`Table`]) with the
+//! weights the health checks decide, and kept up: connections swept, DR neighbours kept
+//! resolved. The control socket reads it for `fulcrum ipvsadm`.
+
+pub mod edit;
+pub mod rules;
+pub mod table;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use fulcrum_dataplane::{AttachMode, DataPlane, Link, Method};
+use fulcrum_keepalived_conf::model::KeepalivedConfig;
+use tracing::{info, warn};
+
+pub use rules::{rules, Rule, RuleDest, RuleKey};
+pub use table::{empty_listing, read_links, Estimator, Table};
+
+use crate::health::Verdicts;
+
+/// /sys/fs/bpf/fulcrum/net-INODE: one directory per network namespace, so daemons in
+/// different namespaces of one machine never share pins. bpffs is mounted on /sys/fs/bpf
+/// when it is not there (under `ip netns exec`, /sys is private to the command, so pins
+/// there end with it: pass --bpf-dir on a bpffs mounted outside to survive a restart).
+fn default_bpf_dir() -> anyhow::Result<PathBuf> {
+    let root = Path::new("/sys/fs/bpf");
+    if !fulcrum_sys::is_bpffs(root) {
+        std::fs::create_dir_all(root)?;
+        fulcrum_sys::mount_bpffs(root)
+            .map_err(|e| anyhow::anyhow!("cannot mount bpffs on {}: {e}", root.display()))?;
+        info!("mounted bpffs on /sys/fs/bpf");
+    }
+    Ok(root
+        .join("fulcrum")
+        .join(format!("net-{}", fulcrum_sys::netns_inode()?)))
+}
+
+/// The running layer-4 forwarding.
+#[derive(Debug)]
+pub struct Runtime {
+    shared: Arc<Mutex<Shared>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    dp: DataPlane,
+    table: Table,
+    /// The running rules: keepalived.conf's, with ipvsadm's edits.
+    rules: Vec<Rule>,
+    /// The health checks' verdicts last applied.
+    verdicts: Verdicts,
+    interfaces: Vec<(String, AttachMode)>,
+}
+
+/// A cheap handle for the control socket.
+#[derive(Debug, Clone)]
+pub struct Handle {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl Handle {
+    pub fn listing(&self, connections: bool) -> crate::status::Listing {
+        let s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v = s.table.listing(&s.dp, connections);
+        v.interfaces = s
+            .interfaces
+            .iter()
+            .map(|(name, mode)| crate::status::XdpInterface {
+                name: name.clone(),
+                mode: mode.name().to_string(),
+            })
+            .collect();
+        v
+    }
+
+    /// Drains (weight 0: existing connections go on, no new ones) or undrains the real
+    /// servers at `addr` (and `port`) in every virtual service. How many it touched.
+    pub fn set_drained(
+        &self,
+        addr: Ipv4Addr,
+        port: Option<u16>,
+        on: bool,
+    ) -> Result<usize, String> {
+        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let Shared {
+            dp,
+            table,
+            rules,
+            verdicts,
+            ..
+        } = &mut *s;
+        table.drained.retain(|x| *x != (addr, port));
+        if on {
+            table.drained.push((addr, port));
+        }
+        let touched = rules
+            .iter()
+            .flat_map(|r| r.dests.iter())
+            .filter(|d| d.addr == addr && port.is_none_or(|p| p == d.port))
+            .count();
+        table
+            .apply(dp, rules, verdicts)
+            .map_err(|e| e.to_string())?;
+        Ok(touched)
+    }
+
+    /// no_accept: traffic to `addr` that no virtual service takes is dropped (`on`), or
+    /// accepted again.
+    pub fn set_no_accept(&self, addr: std::net::IpAddr, on: bool) -> Result<(), String> {
+        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        s.dp.set_no_accept(addr, on).map_err(|e| e.to_string())
+    }
+
+    /// The health checks changed a verdict: applied as a diff.
+    pub fn set_verdicts(&self, verdicts: Verdicts) {
+        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if s.verdicts == verdicts {
+            return;
+        }
+        let Shared {
+            dp, table, rules, ..
+        } = &mut *s;
+        if let Err(e) = table.apply(dp, rules, &verdicts) {
+            warn!("cannot apply health-check changes to the data plane: {e}");
+        }
+        s.verdicts = verdicts;
+    }
+
+    /// A reload changed the virtual servers: the rules become the configuration's (edits
+    /// made with ipvsadm are replaced), applied as a diff, with the new health checks'
+    /// verdicts.
+    pub fn set_rules(&self, k: &KeepalivedConfig, verdicts: Verdicts) {
+        let (rules, warnings) = rules(k);
+        for w in &warnings {
+            warn!("{w}");
+        }
+        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let Shared { dp, table, .. } = &mut *s;
+        if let Err(e) = table.apply(dp, &rules, &verdicts) {
+            warn!("cannot apply the reloaded virtual servers: {e}");
+            return;
+        }
+        info!(services = rules.len(), "layer-4 rules reloaded");
+        s.rules = rules;
+        s.verdicts = verdicts;
+    }
+
+    /// Applies ipvsadm command lines together: all are checked first, and an error
+    /// changes nothing.
+    pub fn edit(&self, lines: &[Vec<String>]) -> Result<(), String> {
+        use edit::{apply, parse, Edit};
+        let edits = lines
+            .iter()
+            .map(|l| parse(l))
+            .collect::<Result<Vec<Edit>, String>>()?;
+        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rules = s.rules.clone();
+        for e in &edits {
+            rules = apply(&rules, e)?;
+            if let Edit::Zero(Some(key)) = e {
+                if !rules.iter().any(|r| r.key == *key) {
+                    return Err("No such service".into());
+                }
+            }
+        }
+        let Shared {
+            dp,
+            table,
+            verdicts,
+            ..
+        } = &mut *s;
+        table
+            .apply(dp, &rules, verdicts)
+            .map_err(|e| e.to_string())?;
+        for e in &edits {
+            match e {
+                Edit::SetTimeouts(tcp, fin, udp) => {
+                    let mut t = dp.timeouts().map_err(|e| e.to_string())?;
+                    for (i, v) in [
+                        (fulcrum_dataplane::abi::STATE_ESTABLISHED, tcp),
+                        (fulcrum_dataplane::abi::STATE_FIN_WAIT, fin),
+                        (fulcrum_dataplane::abi::STATE_UDP, udp),
+                    ] {
+                        if *v > 0 {
+                            t[i] = *v;
+                        }
+                    }
+                    dp.set_timeouts(&t).map_err(|e| e.to_string())?;
+                }
+                Edit::Zero(key) => {
+                    for id in table.ids(key.as_ref()) {
+                        dp.zero_traffic(id).map_err(|e| e.to_string())?;
+                    }
+                }
+                _ => {}
+            }
+        }
+        info!(commands = lines.len(), "ipvsadm rules applied");
+        s.rules = rules;
+        Ok(())
+    }
+}
+
+/// Sends one empty datagram to the discard port of each address, so the kernel resolves
+/// (or refreshes) its neighbour entry, which the data plane's FIB lookup reads for DR.
+fn prod_neighbours(addrs: &[Ipv4Addr]) {
+    let Ok(sock) = UdpSocket::bind("0.0.0.0:0") else {
+        return;
+    };
+    for a in addrs {
+        let _ = sock.send_to(&[], SocketAddr::new(IpAddr::V4(*a), 9));
+    }
+}
+
+/// Loads the data plane, attaches it to every interface of this network namespace but
+/// loopback, installs the rules with the health checks' verdicts (later ones arrive by
+/// [`Handle::set_verdicts`]) and keeps them up.
+pub fn start(
+    k: &KeepalivedConfig,
+    verdicts: Verdicts,
+    bpf_dir: Option<PathBuf>,
+    max_connections: u32,
+) -> anyhow::Result<Option<Runtime>> {
+    let (rules, warnings) = rules(k);
+    for w in &warnings {
+        warn!("{w}");
+    }
+    // The data plane also serves VRRP's no_accept masters.
+    let no_accept = k
+        .vrrp_instances
+        .iter()
+        .any(|i| i.refuses_traffic(&k.global_defs));
+    if rules.is_empty() && !no_accept {
+        return Ok(None);
+    }
+    let dir = match bpf_dir {
+        Some(d) => d,
+        None => default_bpf_dir()?,
+    };
+    let (mut dp, adopted) = DataPlane::load_pinned(&dir, Some(max_connections))?;
+    // VRRP refuses its VIPs again as its instances become master.
+    dp.clear_no_accept()?;
+    let mut table = Table::default();
+    if adopted {
+        let specs = dp.installed()?;
+        info!(
+            dir = %dir.display(),
+            services = specs.len(),
+            connections = dp.connections().map(|c| c.len()).unwrap_or(0),
+            "adopted the data plane a previous run left pinned"
+        );
+        table.adopt(specs);
+    }
+    // IPVS's timeouts from global_defs (lvs_timeouts tcp N tcpfin N udp N), unless adopted
+    // ones are running (ipvsadm --set may have changed them).
+    if !adopted {
+        let lt = k.global_defs.lvs_timeouts;
+        let mut t = dp.timeouts()?;
+        for (i, v) in [
+            (fulcrum_dataplane::abi::STATE_ESTABLISHED, lt.tcp),
+            (fulcrum_dataplane::abi::STATE_FIN_WAIT, lt.tcpfin),
+            (fulcrum_dataplane::abi::STATE_UDP, lt.udp),
+        ] {
+            if let Some(v) = v.filter(|v| *v > 0) {
+                t[i] = v;
+            }
+        }
+        dp.set_timeouts(&t)?;
+    }
+    let wanted = &k.global_defs.xdp_interfaces;
+    let mut interfaces = Vec::new();
+    for name in fulcrum_sys::interfaces()? {
+        if name == "lo" || (!wanted.is_empty() && !wanted.contains(&name)) {
+            continue;
+        }
+        let mode = dp
+            .attach(&name)
+            .map_err(|e| anyhow::anyhow!("cannot attach the XDP program to {name}: {e}"))?;
+        info!(interface = %name, mode = mode.name(), "XDP data plane attached");
+        interfaces.push((name, mode));
+    }
+    let dr: Vec<Ipv4Addr> = rules
+        .iter()
+        .flat_map(|r| &r.dests)
+        .filter(|d| d.method == Method::Dr)
+        .map(|d| d.addr)
+        .collect();
+    if !dr.is_empty() {
+        prod_neighbours(&dr);
+        let resolved = |l: &HashMap<Ipv4Addr, Link>| dr.iter().all(|a| l.contains_key(a));
+        let deadline = Instant::now() + Duration::from_millis(500);
+        while !resolved(&read_links()) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        table.links = read_links();
+    }
+    table.apply(&mut dp, &rules, &verdicts)?;
+    info!(services = rules.len(), "layer-4 services installed");
+    let shared = Arc::new(Mutex::new(Shared {
+        dp,
+        table,
+        rules,
+        verdicts,
+        interfaces,
+    }));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let thread = {
+        let shared = Arc::clone(&shared);
+        let stop = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("fulcrum-l4".into())
+            .spawn(move || keep_up(shared, stop))?
+    };
+    Ok(Some(Runtime {
+        shared,
+        stop,
+        thread: Some(thread),
+    }))
+}
+
+/// Every second sweeps expired connections and picks up route and neighbour changes for
+/// DR; every 2 s estimates rates; every 10 s asks the kernel to refresh the DR real
+/// servers' neighbour entries.
+fn keep_up(shared: Arc<Mutex<Shared>>, stop: Arc<std::sync::atomic::AtomicBool>) {
+    let mut swept = Instant::now();
+    let mut prodded = Instant::now();
+    let mut estimated = Instant::now();
+    // Routes and resolved neighbours as last seen: when they change, next hops cached by
+    // NAT connections are dropped, and DR slots get the new MACs.
+    let mut last_routing = (String::new(), read_links());
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        // The files are read before taking the lock, once a second.
+        let tick = swept.elapsed() >= Duration::from_secs(1);
+        let routing = tick.then(|| {
+            (
+                std::fs::read_to_string("/proc/net/route").unwrap_or_default(),
+                read_links(),
+            )
+        });
+        let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+        let Shared {
+            dp,
+            table,
+            rules,
+            verdicts,
+            ..
+        } = &mut *s;
+        if let Some(routing) = routing {
+            if routing != last_routing {
+                if let Err(e) = dp.bump_route_generation() {
+                    warn!("cannot refresh cached next hops: {e}");
+                }
+                if routing.1 != table.links && !table.dr_addresses().is_empty() {
+                    table.links = routing.1.clone();
+                    if let Err(e) = table.apply(dp, rules, verdicts) {
+                        warn!("cannot apply neighbour changes to the data plane: {e}");
+                    }
+                }
+                last_routing = routing;
+            }
+            if let Err(e) = dp.sweep() {
+                warn!("connection sweep: {e}");
+            }
+            swept = Instant::now();
+        }
+        if estimated.elapsed() >= Estimator::TICK {
+            table.estimate(dp);
+            estimated = Instant::now();
+        }
+        if prodded.elapsed() >= Duration::from_secs(10) {
+            prod_neighbours(&table.dr_addresses());
+            prodded = Instant::now();
+        }
+    }
+}
+
+impl Runtime {
+    pub fn handle(&self) -> Handle {
+        Handle {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
+    /// Stops keeping up. With `release`, the pins are removed, so dropping the data plane
+    /// detaches the program and frees its maps; without, forwarding goes on for the next
+    /// run to adopt.
+    pub fn stop(mut self, release: bool) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        if release {
+            if let Err(e) = s.dp.unpin() {
+                warn!("cannot release the data plane: {e}");
+            }
+        } else {
+            info!("forwarding left running (--keep-forwarding)");
+        }
+    }
+}

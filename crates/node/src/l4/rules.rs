@@ -1,0 +1,211 @@
+//! keepalived.conf's virtual_server blocks as the rules IPVS would be given: pure, and
+//! what `ipvsadm` edits (the `edit` module).
+
+use fulcrum_dataplane::Method;
+use fulcrum_keepalived_conf::model::{
+    GroupMember, KeepalivedConfig, ServiceKey as ConfKey, VirtualServer,
+};
+use fulcrum_types::{ForwardMethod, Protocol, Scheduler};
+use std::net::{IpAddr, Ipv4Addr};
+
+use crate::health::ServerKey;
+
+/// A virtual service as ipvsadm knows it: (protocol, VIP, port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleKey {
+    pub proto: u8,
+    pub vip: Ipv4Addr,
+    pub port: u16,
+}
+
+impl RuleKey {
+    pub fn proto_name(self) -> &'static str {
+        if self.proto == 17 {
+            "UDP"
+        } else {
+            "TCP"
+        }
+    }
+}
+
+/// Where a real server's weight comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerdictOf {
+    /// Its configured weight, whatever the health checks say (ipvsadm's servers).
+    Fixed,
+    /// A real server the health checks may know.
+    Server(ServerKey),
+    /// The sorry server of this virtual server.
+    Sorry(String),
+}
+
+/// A real server of a rule, with where its weight comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleDest {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub method: Method,
+    pub weight: u32,
+    /// Where the health checks' verdict on it comes from: a real server's key, or the
+    /// name of the virtual server whose sorry server it is. `Fixed` for ipvsadm's.
+    pub verdict: VerdictOf,
+    /// Connection thresholds (uthreshold, lthreshold; ipvsadm -x, -y): 0 none.
+    pub u_threshold: u32,
+    pub l_threshold: u32,
+}
+
+/// One virtual service with its real servers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub key: RuleKey,
+    pub scheduler: Scheduler,
+    pub persistence: Option<(u32, Ipv4Addr)>,
+    pub ops: bool,
+    pub sh_port: bool,
+    pub sh_fallback: bool,
+    pub mh_port: bool,
+    pub mh_fallback: bool,
+    pub dests: Vec<RuleDest>,
+}
+
+fn method(m: Option<ForwardMethod>) -> Result<Method, String> {
+    match m.unwrap_or(ForwardMethod::Nat) {
+        ForwardMethod::Nat => Ok(Method::Nat),
+        ForwardMethod::Dr => Ok(Method::Dr),
+        ForwardMethod::Tun => Err("lb_kind TUN is not supported by the XDP data plane".into()),
+    }
+}
+
+/// The rules keepalived would give IPVS for these virtual servers. Services that cannot
+/// be forwarded here (fwmark, IPv6, TUN, SCTP) are left out with a warning naming them.
+pub fn rules(k: &KeepalivedConfig) -> (Vec<Rule>, Vec<String>) {
+    let mut out: Vec<Rule> = Vec::new();
+    let mut warnings = Vec::new();
+    for vs in &k.virtual_servers {
+        let name = crate::health::service_name(vs);
+        let mut keys = Vec::new();
+        match &vs.key {
+            ConfKey::Address { addr, port } => keys.push((*addr, *port)),
+            ConfKey::Fwmark(m) => {
+                warnings.push(format!(
+                    "virtual_server fwmark {m}: fwmark services cannot be forwarded (there is no netfilter mark before XDP); skipped"
+                ));
+                continue;
+            }
+            ConfKey::Group(g) => {
+                let Some(group) = k.virtual_server_groups.iter().find(|x| &x.name == g) else {
+                    warnings.push(format!("{name}: no virtual_server_group {g}; skipped"));
+                    continue;
+                };
+                for m in &group.members {
+                    match m {
+                        GroupMember::Address { addr, port } => keys.push((*addr, *port)),
+                        GroupMember::Range { first, last, port } => {
+                            if let IpAddr::V4(a) = first {
+                                let o = a.octets();
+                                for d in o[3]..=(*last).min(255) as u8 {
+                                    keys.push((
+                                        IpAddr::V4(Ipv4Addr::new(o[0], o[1], o[2], d)),
+                                        *port,
+                                    ));
+                                }
+                            } else {
+                                keys.push((*first, *port));
+                            }
+                        }
+                        _ => warnings.push(format!(
+                            "{name}: fwmark members of group {g} cannot be forwarded; skipped"
+                        )),
+                    }
+                }
+            }
+        }
+        let proto = match vs.protocol() {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Sctp => {
+                warnings.push(format!(
+                    "{name}: SCTP is not forwarded by the data plane; skipped"
+                ));
+                continue;
+            }
+        };
+        let mut dests = Vec::new();
+        let mut bad = None;
+        for rs in &vs.real_servers {
+            let IpAddr::V4(addr) = rs.addr else {
+                bad = Some(format!(
+                    "{name}: IPv6 real server {} is not forwarded yet",
+                    rs.addr
+                ));
+                break;
+            };
+            match method(rs.lvs_method.or(vs.lb_kind)) {
+                Ok(m) => dests.push(RuleDest {
+                    addr,
+                    port: rs.port.unwrap_or(0),
+                    method: m,
+                    weight: rs.weight.get(),
+                    verdict: VerdictOf::Server(ServerKey::of(vs, rs)),
+                    u_threshold: rs.uthreshold.unwrap_or(0),
+                    l_threshold: rs.lthreshold.unwrap_or(0),
+                }),
+                Err(e) => {
+                    bad = Some(format!("{name}: {e}"));
+                    break;
+                }
+            }
+        }
+        if let Some((IpAddr::V4(addr), port)) = vs.sorry_server {
+            if let Ok(m) = method(vs.sorry_server_lvs_method.or(vs.lb_kind)) {
+                dests.push(RuleDest {
+                    addr,
+                    port: port.unwrap_or(0),
+                    method: m,
+                    weight: 1,
+                    verdict: VerdictOf::Sorry(name.clone()),
+                    u_threshold: 0,
+                    l_threshold: 0,
+                });
+            }
+        }
+        if let Some(b) = bad {
+            warnings.push(format!("{b}; service skipped"));
+            continue;
+        }
+        for (addr, port) in keys {
+            let IpAddr::V4(vip) = addr else {
+                warnings.push(format!(
+                    "{name}: IPv6 services are not forwarded yet; skipped"
+                ));
+                continue;
+            };
+            let mut dests = dests.clone();
+            for d in &mut dests {
+                if d.port == 0 {
+                    d.port = port;
+                }
+            }
+            out.push(rule_for(vs, RuleKey { proto, vip, port }, dests));
+        }
+    }
+    (out, warnings)
+}
+
+fn rule_for(vs: &VirtualServer, key: RuleKey, dests: Vec<RuleDest>) -> Rule {
+    let mask = match vs.persistence_granularity {
+        Some(IpAddr::V4(m)) => m,
+        _ => Ipv4Addr::BROADCAST,
+    };
+    Rule {
+        key,
+        scheduler: vs.lb_algo,
+        persistence: vs.persistence_timeout.map(|t| (t, mask)),
+        ops: vs.ops,
+        sh_port: vs.sh_port,
+        sh_fallback: vs.sh_fallback,
+        mh_port: vs.mh_port,
+        mh_fallback: vs.mh_fallback,
+        dests,
+    }
+}

@@ -1,0 +1,539 @@
+//! The installed services: rules applied to the data plane as a diff, so unchanged
+//! services keep their connections, with IPVS's rate estimator and its listing.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use fulcrum_dataplane::{DataPlane, DestSpec, Link, Method, ServiceKey, ServiceSpec};
+use tracing::info;
+
+use super::rules::{Rule, RuleKey, VerdictOf};
+use crate::health::Verdicts;
+use crate::status;
+use fulcrum_health::Membership;
+
+/// IPVS's rate estimator: every 2 s, the rates over the last 2 s are folded into a moving
+/// average with weight 1/4 (ip_vs_est.c), per service and per real server.
+#[derive(Debug, Default, Clone)]
+pub struct Estimator {
+    last: Option<fulcrum_dataplane::Traffic>,
+    /// cps, inpps, outpps, inbps, outbps
+    avg: [f64; 5],
+}
+
+impl Estimator {
+    pub const TICK: Duration = Duration::from_secs(2);
+
+    fn tick(&mut self, now: fulcrum_dataplane::Traffic) {
+        if let Some(last) = self.last {
+            let secs = Self::TICK.as_secs_f64();
+            let d = [
+                now.conns.saturating_sub(last.conns),
+                now.inpkts.saturating_sub(last.inpkts),
+                now.outpkts.saturating_sub(last.outpkts),
+                now.inbytes.saturating_sub(last.inbytes),
+                now.outbytes.saturating_sub(last.outbytes),
+            ];
+            for (a, d) in self.avg.iter_mut().zip(d) {
+                *a += (d as f64 / secs - *a) / 4.0;
+            }
+        }
+        self.last = Some(now);
+    }
+
+    fn rates(&self) -> status::Rates {
+        let r = |i: usize| self.avg[i].round() as u64;
+        status::Rates {
+            cps: r(0),
+            inpps: r(1),
+            outpps: r(2),
+            inbps: r(3),
+            outbps: r(4),
+        }
+    }
+}
+
+/// A rule as installed: its id and the slot of each real server.
+#[derive(Debug, Clone)]
+struct Installed {
+    id: u32,
+    rule: Rule,
+    spec: ServiceSpec,
+}
+
+/// What [`Table::apply`] changes in the data plane.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Diff {
+    /// Services to remove: their rule key, id and data-plane key.
+    pub removed: Vec<(RuleKey, u32, ServiceKey)>,
+    /// Services to write, with their id and slots.
+    pub put: Vec<(Rule, ServiceSpec)>,
+}
+
+/// The installed services, applied to the data plane as a diff.
+#[derive(Debug, Default)]
+pub struct Table {
+    installed: HashMap<RuleKey, Installed>,
+    /// Rate estimators by (service id, real-server slot; None for the service).
+    rates: HashMap<(u32, Option<usize>), Estimator>,
+    /// Where DR real servers are on the link, from the neighbour table.
+    pub(super) links: HashMap<Ipv4Addr, Link>,
+    /// Real servers the operator drained (`fulcrum ctl drain`): weight 0.
+    pub(super) drained: Vec<(Ipv4Addr, Option<u16>)>,
+}
+
+fn parse_mac(text: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.trim().split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    (parts.next().is_none() && mac != [0; 6]).then_some(mac)
+}
+
+/// The resolved IPv4 neighbours of this network namespace (/proc/net/arp), with the
+/// index and MAC of the interface each is on: what DR rewrites frames with.
+pub fn read_links() -> HashMap<Ipv4Addr, Link> {
+    let mut links = HashMap::new();
+    let Ok(text) = std::fs::read_to_string("/proc/net/arp") else {
+        return links;
+    };
+    for line in text.lines().skip(1) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [ip, _, flags, mac, _, dev] = f[..] else {
+            continue;
+        };
+        let complete =
+            u32::from_str_radix(flags.trim_start_matches("0x"), 16).is_ok_and(|f| f & 0x2 != 0);
+        let (Ok(ip), Some(mac), true) = (ip.parse::<Ipv4Addr>(), parse_mac(mac), complete) else {
+            continue;
+        };
+        let Ok(ifindex) = fulcrum_sys::if_index(dev) else {
+            continue;
+        };
+        let Some(smac) = std::fs::read_to_string(format!("/sys/class/net/{dev}/address"))
+            .ok()
+            .and_then(|m| parse_mac(&m))
+        else {
+            continue;
+        };
+        links.insert(ip, Link { mac, ifindex, smac });
+    }
+    links
+}
+
+impl Table {
+    /// The spec for a rule, keeping the slots of real servers that stay, with the weight
+    /// the health checks give each (out of the pool: no slot).
+    fn spec(&self, rule: &Rule, id: u32, verdicts: &Verdicts) -> ServiceSpec {
+        let old = self.installed.get(&rule.key);
+        let mut slots: Vec<Option<DestSpec>> = Vec::new();
+        let mut wanted: Vec<DestSpec> = Vec::new();
+        for d in &rule.dests {
+            let membership = match &d.verdict {
+                VerdictOf::Server(key) => verdicts.server(key),
+                VerdictOf::Sorry(service) => verdicts.sorry(service),
+                VerdictOf::Fixed => None,
+            };
+            let weight = match membership {
+                None => d.weight,
+                Some(Membership::In(w)) => w.get(),
+                Some(Membership::Out) => continue,
+            };
+            let drained = self
+                .drained
+                .iter()
+                .any(|(a, p)| *a == d.addr && p.is_none_or(|p| p == d.port));
+            let weight = if drained { 0 } else { weight };
+            wanted.push(DestSpec {
+                addr: d.addr,
+                port: d.port,
+                method: d.method,
+                weight,
+                overloaded: false,
+                u_threshold: d.u_threshold,
+                l_threshold: d.l_threshold,
+                link: match d.method {
+                    Method::Dr => self.links.get(&d.addr).copied(),
+                    Method::Nat => None,
+                },
+            });
+        }
+        // Slots of the servers already in, then free slots for the new ones.
+        if let Some(old) = old {
+            slots = old
+                .spec
+                .dests
+                .iter()
+                .map(|s| {
+                    s.and_then(|s| {
+                        wanted
+                            .iter()
+                            .find(|w| (w.addr, w.port) == (s.addr, s.port))
+                            .copied()
+                    })
+                })
+                .collect();
+        }
+        for w in wanted {
+            if slots
+                .iter()
+                .flatten()
+                .any(|s| (s.addr, s.port) == (w.addr, w.port))
+            {
+                continue;
+            }
+            match slots.iter().position(Option::is_none) {
+                Some(i) => slots[i] = Some(w),
+                None => slots.push(w.into()),
+            }
+        }
+        while slots.last().is_some_and(Option::is_none) {
+            slots.pop();
+        }
+        ServiceSpec {
+            key: ServiceKey::v4(rule.key.vip, rule.key.port, rule.key.proto),
+            id,
+            scheduler: rule.scheduler,
+            sh_port: rule.sh_port,
+            sh_fallback: rule.sh_fallback,
+            mh_port: rule.mh_port,
+            mh_fallback: rule.mh_fallback,
+            ops: rule.ops,
+            persistence: rule.persistence,
+            dests: slots,
+        }
+    }
+
+    /// What bringing the data plane to `rules` with `verdicts` takes, computed without
+    /// touching it: the services to remove, and those to write (new, or changed in their
+    /// rule or slots). Unchanged services are left out, so they keep their connections.
+    pub fn diff(
+        &self,
+        rules: &[Rule],
+        verdicts: &Verdicts,
+    ) -> Result<Diff, fulcrum_dataplane::Error> {
+        let wanted: HashSet<RuleKey> = rules.iter().map(|r| r.key).collect();
+        let mut removed: Vec<(RuleKey, u32, ServiceKey)> = self
+            .installed
+            .iter()
+            .filter(|(k, _)| !wanted.contains(k))
+            .map(|(k, i)| (*k, i.id, i.spec.key))
+            .collect();
+        removed.sort_by_key(|r| r.0);
+        // The ids of removed services are free again.
+        let mut used: HashSet<u32> = self
+            .installed
+            .iter()
+            .filter(|(k, _)| wanted.contains(k))
+            .map(|(_, i)| i.id)
+            .collect();
+        let mut put = Vec::new();
+        for rule in rules {
+            let id = match self.installed.get(&rule.key) {
+                Some(i) => i.id,
+                None => {
+                    let id = (0..fulcrum_dataplane::abi::MAX_SERVICES)
+                        .find(|id| !used.contains(id))
+                        .ok_or_else(|| {
+                            fulcrum_dataplane::Error::Limit(format!(
+                                "at most {} virtual services",
+                                fulcrum_dataplane::abi::MAX_SERVICES
+                            ))
+                        })?;
+                    used.insert(id);
+                    id
+                }
+            };
+            let spec = self.spec(rule, id, verdicts);
+            if self
+                .installed
+                .get(&rule.key)
+                .is_some_and(|i| i.spec == spec && i.rule == *rule)
+            {
+                continue;
+            }
+            put.push((rule.clone(), spec));
+        }
+        Ok(Diff { removed, put })
+    }
+
+    /// Records a diff as applied, without a data plane: what [`Table::apply`] does to its
+    /// own books.
+    #[cfg(test)]
+    pub(super) fn record(&mut self, diff: &Diff) {
+        for (key, _, _) in &diff.removed {
+            self.installed.remove(key);
+        }
+        for (rule, spec) in &diff.put {
+            let (id, rule, spec) = (spec.id, rule.clone(), spec.clone());
+            self.installed
+                .insert(rule.key, Installed { id, rule, spec });
+        }
+    }
+
+    /// Brings the data plane to `rules` with `verdicts`: new services added, changed ones
+    /// rewritten in place (connections kept), removed ones removed; unchanged services are
+    /// not touched ([`Table::diff`]).
+    pub fn apply(
+        &mut self,
+        dp: &mut DataPlane,
+        rules: &[Rule],
+        verdicts: &Verdicts,
+    ) -> Result<(), fulcrum_dataplane::Error> {
+        let diff = self.diff(rules, verdicts)?;
+        for (key, id, service) in &diff.removed {
+            dp.remove_service(service, *id)?;
+            self.installed.remove(key);
+            info!(service = %format!("{}:{} {}", key.vip, key.port, key.proto_name()), "virtual service removed");
+        }
+        for (rule, spec) in diff.put {
+            dp.put_service(&spec)?;
+            let id = spec.id;
+            // Estimators start from the counters as they are now, so traffic before the
+            // first tick counts.
+            for (slot, d) in spec.dests.iter().enumerate() {
+                if d.is_some() {
+                    let t = dp.dest_traffic(id, slot).unwrap_or_default();
+                    self.rates.entry((id, Some(slot))).or_insert(Estimator {
+                        last: Some(t),
+                        avg: [0.0; 5],
+                    });
+                }
+            }
+            let t = dp.service_traffic(id).unwrap_or_default();
+            self.rates.entry((id, None)).or_insert(Estimator {
+                last: Some(t),
+                avg: [0.0; 5],
+            });
+            self.installed
+                .insert(rule.key, Installed { id, rule, spec });
+        }
+        Ok(())
+    }
+
+    /// Folds the traffic of the last tick into every estimator (every 2 s).
+    pub fn estimate(&mut self, dp: &DataPlane) {
+        let mut live = std::collections::HashSet::new();
+        for i in self.installed.values() {
+            let t = dp.service_traffic(i.id).unwrap_or_default();
+            self.rates.entry((i.id, None)).or_default().tick(t);
+            live.insert((i.id, None));
+            for (slot, d) in i.spec.dests.iter().enumerate() {
+                if d.is_some() {
+                    let t = dp.dest_traffic(i.id, slot).unwrap_or_default();
+                    self.rates.entry((i.id, Some(slot))).or_default().tick(t);
+                    live.insert((i.id, Some(slot)));
+                }
+            }
+        }
+        self.rates.retain(|k, _| live.contains(k));
+    }
+
+    fn rate(&self, id: u32, slot: Option<usize>) -> status::Rates {
+        self.rates
+            .get(&(id, slot))
+            .map_or_else(status::Rates::default, Estimator::rates)
+    }
+
+    /// The services as `fulcrum ipvsadm` lists them, with counters.
+    ///
+    /// The connection table (up to a million entries) is read only when `connections` asks
+    /// for it (`ipvsadm -Lnc`), not for every listing.
+    pub fn listing(&self, dp: &DataPlane, connections: bool) -> status::Listing {
+        let mut keys: Vec<&RuleKey> = self.installed.keys().collect();
+        keys.sort();
+        let traffic = |t: fulcrum_dataplane::Traffic| status::Traffic {
+            conns: t.conns,
+            inpkts: t.inpkts,
+            outpkts: t.outpkts,
+            inbytes: t.inbytes,
+            outbytes: t.outbytes,
+        };
+        let services = keys
+            .into_iter()
+            .map(|k| {
+                let i = &self.installed[k];
+                let dests = i
+                    .spec
+                    .dests
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(slot, d)| {
+                        let d = (*d)?;
+                        let (active, inactive) = dp.dest_conns(i.id, slot).unwrap_or((0, 0));
+                        Some(status::IpvsDest {
+                            address: d.addr.to_string(),
+                            port: d.port,
+                            forward: match d.method {
+                                Method::Nat => "Masq",
+                                Method::Dr => "Route",
+                            }
+                            .to_string(),
+                            weight: d.weight,
+                            u_threshold: d.u_threshold,
+                            l_threshold: d.l_threshold,
+                            active: active.into(),
+                            inactive: inactive.into(),
+                            stats: traffic(dp.dest_traffic(i.id, slot).unwrap_or_default()),
+                            rate: self.rate(i.id, Some(slot)),
+                        })
+                    })
+                    .collect();
+                status::IpvsService {
+                    protocol: k.proto_name().to_string(),
+                    address: k.vip.to_string(),
+                    port: k.port,
+                    scheduler: i.rule.scheduler.name().to_string(),
+                    persistent: i.rule.persistence.map(|(t, _)| t),
+                    netmask: i.rule.persistence.map(|(_, m)| m.to_string()),
+                    ops: i.rule.ops,
+                    stats: traffic(dp.service_traffic(i.id).unwrap_or_default()),
+                    rate: self.rate(i.id, None),
+                    dests,
+                }
+            })
+            .collect();
+        let all = if connections {
+            dp.connections().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let conns = all
+            .into_iter()
+            .map(|c| status::IpvsConnection {
+                protocol: if c.proto == 17 { "UDP" } else { "TCP" }.to_string(),
+                expires_ms: c.expires_in.as_millis() as u64,
+                state: c.state.to_string(),
+                source: SocketAddr::from(c.client).to_string(),
+                virtual_: SocketAddr::from(c.vip).to_string(),
+                destination: SocketAddr::from(c.rip).to_string(),
+            })
+            .collect();
+        let by_id: HashMap<u32, &Installed> = self.installed.values().map(|i| (i.id, i)).collect();
+        let templates = if connections {
+            dp.templates().unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let templates = templates
+            .into_iter()
+            .filter_map(|(svc, client, slot, left)| {
+                let i = by_id.get(&svc)?;
+                let d = i.spec.dests.get(slot as usize).copied().flatten()?;
+                Some(status::IpvsConnection {
+                    protocol: i.rule.key.proto_name().to_string(),
+                    expires_ms: left.as_millis() as u64,
+                    state: "NONE".to_string(),
+                    source: format!("{client}:0"),
+                    virtual_: format!("{}:{}", i.rule.key.vip, i.rule.key.port),
+                    destination: format!("{}:{}", d.addr, d.port),
+                })
+            })
+            .collect();
+        let t = dp
+            .timeouts()
+            .unwrap_or(fulcrum_dataplane::abi::DEFAULT_TIMEOUTS);
+        let packets = fulcrum_dataplane::Reason::ALL
+            .iter()
+            .map(|r| (r.name().to_string(), dp.count(*r).unwrap_or(0)))
+            .collect();
+        let mut neighbours: Vec<String> = self
+            .links
+            .iter()
+            .map(|(ip, l)| {
+                let m = l.mac;
+                format!(
+                    "{ip} {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x} if{}",
+                    m[0], m[1], m[2], m[3], m[4], m[5], l.ifindex
+                )
+            })
+            .collect();
+        neighbours.sort();
+        status::Listing {
+            neighbours,
+            packets,
+            size: dp.max_connections(),
+            services,
+            connections: conns,
+            templates,
+            timeout: timeouts(&t),
+            interfaces: Vec::new(),
+        }
+    }
+
+    /// Takes over the services a previous run left in the data plane, with their ids and
+    /// slots, so the next apply keeps their connections.
+    pub fn adopt(&mut self, specs: Vec<ServiceSpec>) {
+        for spec in specs {
+            let a = spec.key.addr;
+            let key = RuleKey {
+                proto: spec.key.proto,
+                vip: Ipv4Addr::new(a[0], a[1], a[2], a[3]),
+                port: u16::from_be(spec.key.port),
+            };
+            let rule = Rule {
+                key,
+                scheduler: spec.scheduler,
+                persistence: spec.persistence,
+                ops: spec.ops,
+                sh_port: spec.sh_port,
+                sh_fallback: spec.sh_fallback,
+                mh_port: spec.mh_port,
+                mh_fallback: spec.mh_fallback,
+                dests: Vec::new(),
+            };
+            self.installed.insert(
+                key,
+                Installed {
+                    id: spec.id,
+                    rule,
+                    spec,
+                },
+            );
+        }
+    }
+
+    /// The ids of one installed service, or of all.
+    pub(super) fn ids(&self, key: Option<&RuleKey>) -> Vec<u32> {
+        self.installed
+            .iter()
+            .filter(|(k, _)| key.is_none_or(|key| key == *k))
+            .map(|(_, i)| i.id)
+            .collect()
+    }
+
+    /// Real servers reached by DR: their MAC must be in the neighbour table.
+    pub(super) fn dr_addresses(&self) -> Vec<Ipv4Addr> {
+        let mut v: Vec<Ipv4Addr> = self
+            .installed
+            .values()
+            .flat_map(|i| i.spec.dests.iter().flatten())
+            .filter(|d| d.method == Method::Dr)
+            .map(|d| d.addr)
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// ipvsadm's three timeouts out of the data plane's table of them.
+fn timeouts(t: &[u32]) -> status::Timeouts {
+    use fulcrum_dataplane::abi::{STATE_ESTABLISHED, STATE_FIN_WAIT, STATE_UDP};
+    status::Timeouts {
+        tcp: t[STATE_ESTABLISHED],
+        tcpfin: t[STATE_FIN_WAIT],
+        udp: t[STATE_UDP],
+    }
+}
+
+/// What `ipvs` answers when no virtual service is configured.
+pub fn empty_listing() -> status::Listing {
+    status::Listing {
+        size: 1_048_576,
+        timeout: timeouts(&fulcrum_dataplane::abi::DEFAULT_TIMEOUTS),
+        ..Default::default()
+    }
+}

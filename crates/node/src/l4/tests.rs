@@ -1,0 +1,159 @@
+//! The pure half of layer 4: keepalived.conf to rules, and rules to the diff the data plane
+//! is given. No BPF here; the lab tests run the rest.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use fulcrum_dataplane::Method;
+use fulcrum_health::Membership;
+use fulcrum_keepalived_conf::{KeepalivedConfig, LoadOptions};
+use fulcrum_types::{Scheduler, Weight};
+
+use super::rules::{rules, VerdictOf};
+use super::table::Table;
+use crate::health::{ServerKey, Verdicts};
+
+fn config(text: &str) -> KeepalivedConfig {
+    let loaded = fulcrum_keepalived_conf::parse_str(
+        std::path::Path::new("test.conf"),
+        text,
+        &LoadOptions::default(),
+    );
+    assert!(!loaded.has_errors(), "{:?}", loaded.diagnostics);
+    loaded.config.expect("a configuration")
+}
+
+const TWO: &str = "
+virtual_server 10.1.10.88 80 {
+  lb_algo wrr
+  lb_kind NAT
+  protocol TCP
+  persistence_timeout 300
+  real_server 192.168.184.129 80 { weight 1 }
+  real_server 192.168.184.130 8080 { weight 2 }
+  sorry_server 192.168.184.200 80
+}
+virtual_server 10.1.10.88 53 {
+  lb_algo rr
+  lb_kind DR
+  protocol UDP
+  real_server 192.168.184.129 { }
+}
+";
+
+#[test]
+fn virtual_servers_become_ipvs_rules() {
+    let (rules, warnings) = rules(&config(TWO));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(rules.len(), 2);
+    let web = &rules[0];
+    assert_eq!((web.key.proto, web.key.port), (6, 80));
+    assert_eq!(web.scheduler, Scheduler::Wrr);
+    assert_eq!(web.persistence.map(|p| p.0), Some(300));
+    let dests: Vec<(u16, u32, Method)> = web
+        .dests
+        .iter()
+        .map(|d| (d.port, d.weight, d.method))
+        .collect();
+    assert_eq!(
+        dests,
+        vec![
+            (80, 1, Method::Nat),
+            (8080, 2, Method::Nat),
+            (80, 1, Method::Nat)
+        ]
+    );
+    assert_eq!(
+        web.dests[2].verdict,
+        VerdictOf::Sorry("10.1.10.88:80 TCP".into())
+    );
+    // A real server without a port takes the service's.
+    let dns = &rules[1];
+    assert_eq!((dns.key.proto, dns.dests[0].port), (17, 53));
+    assert_eq!(dns.dests[0].method, Method::Dr);
+    assert_eq!(
+        dns.dests[0].verdict,
+        VerdictOf::Server(ServerKey {
+            service: "10.1.10.88:53 UDP".into(),
+            server: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 168, 184, 129)), 0),
+        })
+    );
+}
+
+#[test]
+fn what_cannot_be_forwarded_is_skipped_with_a_warning() {
+    let (rules, warnings) = rules(&config(
+        "virtual_server 10.0.0.9 80 {\n  protocol SCTP\n  real_server 10.0.0.1 80 { }\n}\n\
+         virtual_server 2001:db8::9 80 {\n  protocol TCP\n  real_server 2001:db8::1 80 { }\n}\n",
+    ));
+    assert!(rules.is_empty());
+    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert!(warnings[0].contains("SCTP"), "{warnings:?}");
+    assert!(warnings[1].contains("IPv6"), "{warnings:?}");
+}
+
+/// The verdicts that put the first web server out and keep the rest as configured.
+fn first_down() -> Verdicts {
+    let key = ServerKey {
+        service: "10.1.10.88:80 TCP".into(),
+        server: "192.168.184.129:80".parse().unwrap(),
+    };
+    Verdicts::from_parts(
+        [(key, Membership::Out)],
+        [("10.1.10.88:80 TCP".to_string(), Some(Membership::Out))],
+    )
+}
+
+#[test]
+fn the_diff_writes_only_what_changed_and_keeps_slots() {
+    let (rules, _) = rules(&config(TWO));
+    let mut table = Table::default();
+    let first = table.diff(&rules, &Verdicts::default()).unwrap();
+    assert!(first.removed.is_empty());
+    let ids: Vec<u32> = first.put.iter().map(|(_, s)| s.id).collect();
+    assert_eq!(ids, vec![0, 1]);
+    // Without health checks the sorry server stays out: two slots for the web service.
+    assert_eq!(first.put[0].1.dests.iter().flatten().count(), 2);
+    table.record(&first);
+    assert_eq!(
+        table.diff(&rules, &Verdicts::default()).unwrap().put.len(),
+        0,
+        "nothing changed, nothing is written"
+    );
+    // The first server fails its check: only the web service is rewritten; the second
+    // server keeps its slot (its connections stay where they are).
+    let down = table.diff(&rules, &first_down()).unwrap();
+    assert_eq!(down.put.len(), 1);
+    let slots = &down.put[0].1.dests;
+    assert!(slots[0].is_none(), "{slots:?}");
+    assert_eq!(slots[1].map(|d| d.port), Some(8080));
+    table.record(&down);
+    // A weight from the checks (misc_dynamic) rewrites the weight in place.
+    let key = ServerKey {
+        service: "10.1.10.88:80 TCP".into(),
+        server: "192.168.184.130:8080".parse().unwrap(),
+    };
+    let heavier = Verdicts::from_parts(
+        [(key, Membership::In(Weight::new(5).unwrap()))],
+        [("10.1.10.88:80 TCP".to_string(), None)],
+    );
+    let d = table.diff(&rules, &heavier).unwrap();
+    assert_eq!(d.put[0].1.dests[1].map(|d| d.weight), Some(5));
+}
+
+#[test]
+fn a_removed_service_frees_its_id() {
+    let (rules, _) = rules(&config(TWO));
+    let mut table = Table::default();
+    let d = table.diff(&rules, &Verdicts::default()).unwrap();
+    table.record(&d);
+    let only_dns = &rules[1..];
+    let d = table.diff(only_dns, &Verdicts::default()).unwrap();
+    assert_eq!(d.removed.len(), 1);
+    assert_eq!(d.removed[0].1, 0);
+    assert!(d.put.is_empty());
+    table.record(&d);
+    // A new service takes the freed id.
+    let d = table.diff(&rules, &Verdicts::default()).unwrap();
+    assert_eq!(d.put.len(), 1);
+    assert_eq!(d.put[0].1.id, 0);
+}

@@ -1,0 +1,631 @@
+//! [`Node`]: what one host runs, started from a checked configuration, changed by
+//! [`Node::apply`] (a configuration that fails is refused and the running one stays),
+//! asked with [`Node::command`], stopped with [`Node::stop`].
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::sync::{broadcast, watch, Mutex};
+use tracing::{error, info, warn};
+
+use crate::config::{Config, Sources};
+use crate::events::{Event, Events};
+use crate::health::{Verdicts, VerdictsTx};
+use crate::{health, l4, status, vrrp};
+
+/// How the node runs, beyond its configuration.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Whether the layer-4 data plane runs (off: `--no-forwarding`).
+    pub forwarding: bool,
+    /// Where the data plane's maps are pinned; by default one directory per network
+    /// namespace under /sys/fs/bpf/fulcrum.
+    pub bpf_dir: Option<PathBuf>,
+    /// Leave forwarding running at stop, for the next run to adopt.
+    pub keep_forwarding: bool,
+    /// The connection table's size.
+    pub max_connections: u32,
+}
+
+/// What the control socket asks of a node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Status,
+    Reload,
+    Vrrp,
+    Health,
+    Upstreams,
+    /// The layer-4 listing, with the connection table or without.
+    Ipvs {
+        connections: bool,
+    },
+    /// ipvsadm command lines, applied together or not at all.
+    Ipvsadm(Vec<Vec<String>>),
+    /// Drain (`on`) or undrain the real servers and upstream peers at ADDR or ADDR:PORT.
+    Drain {
+        target: String,
+        on: bool,
+    },
+}
+
+/// A command's answer; it serializes to the control protocol's `result`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    Daemon(status::Daemon),
+    Vrrp(Vec<status::VrrpInstance>),
+    Health(Vec<status::ServiceHealth>),
+    Upstreams(Vec<status::UpstreamPeer>),
+    Listing(Box<status::Listing>),
+    /// ipvsadm edits applied.
+    Edited {},
+    Drained(status::Drained),
+}
+
+/// Why a command was refused; nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct CommandError(pub String);
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What the node runs now, and how it got there.
+#[derive(Debug)]
+struct Inner {
+    sources: Sources,
+    config: Config,
+    options: Options,
+    loaded_at: u64,
+    started_at: u64,
+    reloads_ok: u64,
+    reloads_failed: u64,
+    last_reload_error: Option<String>,
+    health: Option<health::Runtime>,
+    l4: Option<l4::Runtime>,
+    vrrp: Option<vrrp::Runtime>,
+    /// The layer-7 proxy, while the nginx.conf has an http block.
+    proxy: Option<Arc<fulcrum_proxy::Runtime>>,
+    /// The health checks' verdicts, whichever health runtime publishes them.
+    verdicts: VerdictsTx,
+    events: Events,
+}
+
+/// Cheap handles on the running parts, to ask them without holding the node.
+#[derive(Debug, Clone, Default)]
+struct Handles {
+    health: Option<health::Handle>,
+    l4: Option<l4::Handle>,
+    vrrp: Option<vrrp::Handle>,
+    proxy: Option<Arc<fulcrum_proxy::Runtime>>,
+}
+
+/// The daemon: VRRP, health checks, the layer-4 data plane and the layer-7 proxy of one
+/// configuration.
+#[derive(Debug)]
+pub struct Node {
+    inner: Arc<Mutex<Inner>>,
+    events: Events,
+    /// Applies the health checks' verdicts to the data plane and the proxy's peers.
+    follow: tokio::task::JoinHandle<()>,
+}
+
+impl Node {
+    /// Starts everything the configuration asks for: the health checks, the data plane,
+    /// the proxy (its listeners bound before the VIPs arrive), then VRRP (a no_accept
+    /// master asks the data plane to refuse its VIPs). Nothing is left running on error.
+    pub async fn start(sources: Sources, config: Config, options: Options) -> anyhow::Result<Node> {
+        let now = unix_now();
+        let events = Events::default();
+        let (verdicts, verdicts_rx) = watch::channel(Verdicts::default());
+        let mut inner = Inner {
+            sources,
+            config,
+            options,
+            loaded_at: now,
+            started_at: now,
+            reloads_ok: 0,
+            reloads_failed: 0,
+            last_reload_error: None,
+            health: None,
+            l4: None,
+            vrrp: None,
+            proxy: None,
+            verdicts: Arc::new(verdicts),
+            events: events.clone(),
+        };
+        let k = inner.config.keepalived.clone();
+        inner.start_health();
+        if let Some(k) = k.as_ref().filter(|_| inner.options.forwarding) {
+            let verdicts = inner.verdicts.borrow().clone();
+            match l4::start(
+                k,
+                verdicts,
+                inner.options.bpf_dir.clone(),
+                inner.options.max_connections,
+            ) {
+                Ok(rt) => inner.l4 = rt,
+                Err(e) => {
+                    inner.shut_down().await;
+                    return Err(e.context("cannot start the layer-4 data plane"));
+                }
+            }
+        }
+        let config = inner.config.clone();
+        if let Err(e) = inner.apply_proxy(&config) {
+            inner.shut_down().await;
+            return Err(anyhow::anyhow!("cannot start the layer-7 proxy: {e}"));
+        }
+        if let Some(k) = k.as_ref().filter(|k| !k.vrrp_instances.is_empty()) {
+            let l4 = inner.l4.as_ref().map(l4::Runtime::handle);
+            let events = inner.events.clone();
+            match vrrp::start(k, l4, events)
+                .await
+                .context("cannot start VRRP")
+            {
+                Ok(rt) => inner.vrrp = Some(rt),
+                Err(e) => {
+                    inner.shut_down().await;
+                    return Err(e);
+                }
+            }
+        }
+        let inner = Arc::new(Mutex::new(inner));
+        let follow = tokio::spawn(follow_health(Arc::clone(&inner), verdicts_rx));
+        Ok(Node {
+            inner,
+            events,
+            follow,
+        })
+    }
+
+    /// What happens from now on: VRRP transitions, real servers and peers changing,
+    /// reloads and drains. A receiver that falls behind by more than 256 events is told
+    /// how many it missed.
+    pub fn events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// The configuration in force.
+    pub async fn config(&self) -> Config {
+        self.inner.lock().await.config.clone()
+    }
+
+    /// Loads the configuration files again and applies them; a configuration that fails
+    /// validation is refused and the running one stays.
+    pub async fn reload(&self) -> Result<(), String> {
+        let sources = self.inner.lock().await.sources.clone();
+        let (config, report) = tokio::task::spawn_blocking(move || sources.load())
+            .await
+            .map_err(|e| format!("loading the configuration failed: {e}"))?;
+        let mut inner = self.inner.lock().await;
+        match config {
+            Some(config) => {
+                if !report.text.is_empty() {
+                    warn!("configuration warnings:\n{}", report.text.trim_end());
+                }
+                inner.apply(config).await
+            }
+            None => {
+                let text = format!(
+                    "{} error(s); the running configuration stays\n{}",
+                    report.errors, report.text
+                );
+                Err(inner.refused(text))
+            }
+        }
+    }
+
+    /// Applies a checked configuration: only what changed is touched (unchanged VRRP
+    /// instances keep their state, unchanged services their connections). A
+    /// configuration the proxy cannot serve is refused as a whole.
+    pub async fn apply(&self, config: Config) -> Result<(), String> {
+        self.inner.lock().await.apply(config).await
+    }
+
+    async fn handles(&self) -> Handles {
+        self.inner.lock().await.handles()
+    }
+
+    /// Answers one control command.
+    pub async fn command(&self, command: Command) -> Result<Reply, CommandError> {
+        match command {
+            Command::Status => Ok(Reply::Daemon(self.status().await)),
+            Command::Reload => match self.reload().await {
+                Ok(()) => Ok(Reply::Daemon(self.status().await)),
+                Err(e) => Err(CommandError(e)),
+            },
+            Command::Vrrp => Ok(Reply::Vrrp(vrrp_status(self.handles().await.vrrp).await)),
+            Command::Health => Ok(Reply::Health(health_status(self.handles().await.health))),
+            Command::Upstreams => Ok(Reply::Upstreams(upstreams(
+                self.handles().await.proxy.as_deref(),
+            ))),
+            Command::Ipvs { connections } => {
+                let l4 = self.handles().await.l4;
+                Ok(Reply::Listing(Box::new(listing(l4, connections).await?)))
+            }
+            Command::Ipvsadm(lines) => match self.handles().await.l4 {
+                Some(h) => match tokio::task::spawn_blocking(move || h.edit(&lines)).await {
+                    Ok(Ok(())) => Ok(Reply::Edited {}),
+                    Ok(Err(e)) => Err(CommandError(e)),
+                    Err(e) => Err(CommandError(format!("edit failed: {e}"))),
+                },
+                None => Err(CommandError(
+                    "the layer-4 data plane is not running (no virtual_server in the configuration, or --no-forwarding); nothing was changed".into(),
+                )),
+            },
+            Command::Drain { target, on } => self.drain(&target, on).await.map(Reply::Drained),
+        }
+    }
+
+    /// Everything at once, for a metrics scrape or the dashboard.
+    pub async fn snapshot(&self) -> status::Status {
+        let h = self.handles().await;
+        status::Status {
+            daemon: self.status().await,
+            vrrp: vrrp_status(h.vrrp).await,
+            health: health_status(h.health),
+            l4: listing(h.l4, false)
+                .await
+                .unwrap_or_else(|_| l4::empty_listing()),
+            upstreams: upstreams(h.proxy.as_deref()),
+            l7: h.proxy.map(|p| p.stats()),
+        }
+    }
+
+    async fn drain(&self, target: &str, on: bool) -> Result<status::Drained, CommandError> {
+        let (ip, port) = match target.parse::<SocketAddr>() {
+            Ok(sa) => (sa.ip(), Some(sa.port())),
+            Err(_) => match target.parse::<IpAddr>() {
+                Ok(ip) => (ip, None),
+                Err(_) => return Err(CommandError(format!("'{target}' is not ADDR or ADDR:PORT"))),
+            },
+        };
+        let handles = self.handles().await;
+        let l4_count = match (handles.l4, ip) {
+            (Some(h), IpAddr::V4(v4)) => {
+                tokio::task::spawn_blocking(move || h.set_drained(v4, port, on))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+                    .map_err(CommandError)?
+            }
+            _ => 0,
+        };
+        let l7_count = handles
+            .proxy
+            .as_ref()
+            .map_or(0, |p| p.set_drained(ip, port, on));
+        if l4_count == 0 && l7_count == 0 {
+            return Err(CommandError(format!(
+                "no real server or upstream peer at {target}; nothing was changed"
+            )));
+        }
+        let verb = if on { "drain" } else { "undrain" };
+        info!(%target, "{verb}: {l4_count} real server(s), {l7_count} upstream peer(s)");
+        self.events.send(Event::Drain {
+            target: target.to_string(),
+            on,
+        });
+        Ok(status::Drained {
+            real_servers: l4_count,
+            upstream_peers: l7_count,
+        })
+    }
+
+    /// What `ctl status` shows.
+    pub async fn status(&self) -> status::Daemon {
+        self.inner.lock().await.status()
+    }
+
+    /// Stops everything: VRRP first (priority 0 hands the VIPs over while this node still
+    /// forwards), then the data plane (left running with `keep_forwarding`), the health
+    /// checks (omega scripts run) and the proxy.
+    pub async fn stop(&self) {
+        self.follow.abort();
+        self.inner.lock().await.shut_down().await;
+    }
+}
+
+impl Inner {
+    fn handles(&self) -> Handles {
+        Handles {
+            health: self.health.as_ref().map(health::Runtime::handle),
+            l4: self.l4.as_ref().map(l4::Runtime::handle),
+            vrrp: self.vrrp.as_ref().map(vrrp::Runtime::handle),
+            proxy: self.proxy.clone(),
+        }
+    }
+
+    fn refused(&mut self, text: String) -> String {
+        self.events.send(Event::ReloadRefused {
+            error: text.clone(),
+        });
+        self.reloads_failed += 1;
+        error!("reload refused: {}", text.trim_end());
+        self.last_reload_error = Some(text.clone());
+        text
+    }
+
+    async fn apply(&mut self, config: Config) -> Result<(), String> {
+        let changed = config.hash != self.config.hash;
+        let vrrp_of = |c: &Config| {
+            c.keepalived
+                .as_ref()
+                .map(|k| (k.global_defs.clone(), k.vrrp_instances.clone()))
+        };
+        let vrrp_changed = vrrp_of(&config) != vrrp_of(&self.config);
+        let services_of = |c: &Config| c.keepalived.as_ref().map(|k| k.virtual_servers.clone());
+        let services_changed = services_of(&config) != services_of(&self.config);
+        // The proxy takes its part first: a configuration it cannot serve (a listen
+        // address it cannot bind, a bad regex) is refused as a whole.
+        if let Err(e) = self.apply_proxy(&config) {
+            return Err(self.refused(format!(
+                "layer-7 proxy: {e}; the running configuration stays"
+            )));
+        }
+        self.config = config;
+        self.loaded_at = unix_now();
+        self.reloads_ok += 1;
+        self.last_reload_error = None;
+        info!(
+            hash = format!("{:016x}", self.config.hash),
+            changed, "configuration reloaded"
+        );
+        self.events.send(Event::Reloaded {
+            hash: format!("{:016x}", self.config.hash),
+        });
+        if services_changed {
+            self.apply_services();
+        }
+        if vrrp_changed {
+            self.apply_vrrp().await;
+        }
+        Ok(())
+    }
+
+    /// virtual_server blocks changed: new health checks, and the data plane brought to
+    /// the new rules as a diff (unchanged services keep their connections).
+    fn apply_services(&mut self) {
+        let k = self.config.keepalived.clone();
+        if let Some(old) = self.health.take() {
+            old.stop(false);
+        }
+        self.start_health();
+        let verdicts = self.verdicts.borrow().clone();
+        match (&self.l4, k.as_ref()) {
+            (Some(rt), Some(k)) => rt.handle().set_rules(k, verdicts),
+            (None, Some(k)) if self.options.forwarding => match l4::start(
+                k,
+                verdicts,
+                self.options.bpf_dir.clone(),
+                self.options.max_connections,
+            ) {
+                Ok(rt) => self.l4 = rt,
+                Err(e) => error!("cannot start the layer-4 data plane: {e:#}"),
+            },
+            (Some(rt), None) => rt.handle().set_rules(&Default::default(), verdicts),
+            _ => {}
+        }
+        info!("virtual servers applied");
+    }
+
+    /// VRRP changed: applied in place (unchanged instances keep their state).
+    async fn apply_vrrp(&mut self) {
+        let k = self.config.keepalived.clone().unwrap_or_default();
+        match &self.vrrp {
+            Some(rt) => match rt.handle().reload(&k).await {
+                Ok(()) => info!("VRRP configuration applied"),
+                Err(e) => error!("VRRP configuration not applied, the instances run on: {e}"),
+            },
+            None if !k.vrrp_instances.is_empty() => {
+                let l4 = self.l4.as_ref().map(l4::Runtime::handle);
+                match vrrp::start(&k, l4, self.events.clone()).await {
+                    Ok(rt) => self.vrrp = Some(rt),
+                    Err(e) => error!("cannot start VRRP: {e:#}"),
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Starts the health checks of the configuration in force; without any, the verdicts
+    /// are empty (configured weights stand, sorry servers stay out).
+    fn start_health(&mut self) {
+        let k = self.config.keepalived.as_ref();
+        self.health =
+            k.and_then(|k| health::start(k, Arc::clone(&self.verdicts), self.events.clone()));
+        if self.health.is_none() {
+            self.verdicts.send_replace(Verdicts::default());
+        }
+    }
+
+    fn apply_proxy(&mut self, config: &Config) -> Result<(), String> {
+        let http = config.nginx.as_ref().filter(|n| n.http.is_some());
+        match (http, &self.proxy) {
+            (Some(n), Some(p)) => {
+                if config.nginx != self.config.nginx {
+                    p.reload(n)?;
+                    info!("layer-7 configuration applied");
+                }
+            }
+            (Some(n), None) => {
+                self.proxy = Some(Arc::new(fulcrum_proxy::Runtime::start(n)?));
+                // Its peers follow the health checks from the start.
+                self.verdicts.send_modify(|_| {});
+            }
+            (None, Some(_)) => {
+                self.stop_proxy();
+                info!("layer-7 proxy stopped: no http block any more");
+            }
+            (None, None) => {}
+        }
+        Ok(())
+    }
+
+    fn stop_proxy(&mut self) {
+        if let Some(p) = self.proxy.take() {
+            if let Ok(p) = Arc::try_unwrap(p) {
+                p.stop();
+            }
+        }
+    }
+
+    async fn shut_down(&mut self) {
+        if let Some(rt) = self.vrrp.take() {
+            rt.stop().await;
+        }
+        if let Some(rt) = self.l4.take() {
+            rt.stop(!self.options.keep_forwarding);
+        }
+        if let Some(rt) = self.health.take() {
+            rt.stop(true);
+        }
+        self.stop_proxy();
+    }
+
+    fn status(&self) -> status::Daemon {
+        let k = self.config.keepalived.as_ref();
+        let n = self.config.nginx.as_ref().and_then(|n| n.http.as_ref());
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        status::Daemon {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            started_at: self.started_at,
+            config: status::ConfigState {
+                keepalived: path(&self.sources.keepalived),
+                nginx: path(&self.sources.nginx),
+                hash: format!("{:016x}", self.config.hash),
+                loaded_at: self.loaded_at,
+                reloads_ok: self.reloads_ok,
+                reloads_failed: self.reloads_failed,
+                last_reload_error: self.last_reload_error.clone(),
+            },
+            counts: status::Counts {
+                vrrp_instances: k.map_or(0, |k| k.vrrp_instances.len()),
+                virtual_servers: k.map_or(0, |k| k.virtual_servers.len()),
+                real_servers: k.map_or(0, |k| {
+                    k.virtual_servers.iter().map(|v| v.real_servers.len()).sum()
+                }),
+                upstreams: n.map_or(0, |n| n.upstreams.len()),
+                servers: n.map_or(0, |n| n.servers.len()),
+            },
+        }
+    }
+}
+
+/// What `ctl upstreams` shows: every peer of every upstream.
+fn upstreams(proxy: Option<&fulcrum_proxy::Runtime>) -> Vec<status::UpstreamPeer> {
+    let Some(p) = proxy else {
+        return Vec::new();
+    };
+    p.peers()
+        .into_iter()
+        .map(|v| status::UpstreamPeer {
+            upstream: v.upstream,
+            server: v.server,
+            address: v.addr.to_string(),
+            backup: v.backup,
+            weight: v.weight,
+            effective_weight: v.effective_weight,
+            down: v.down,
+            check_down: v.check_down,
+            drained: v.drained,
+            conns: v.conns,
+            fails: v.fails,
+            max_fails: v.max_fails,
+        })
+        .collect()
+}
+
+async fn vrrp_status(h: Option<vrrp::Handle>) -> Vec<status::VrrpInstance> {
+    match h {
+        Some(h) => h.status().await,
+        None => Vec::new(),
+    }
+}
+
+fn health_status(h: Option<health::Handle>) -> Vec<status::ServiceHealth> {
+    h.map(|h| h.status()).unwrap_or_default()
+}
+
+/// The layer-4 table (read off the BPF maps on a blocking thread).
+async fn listing(
+    h: Option<l4::Handle>,
+    connections: bool,
+) -> Result<status::Listing, CommandError> {
+    match h {
+        Some(h) => tokio::task::spawn_blocking(move || h.listing(connections))
+            .await
+            .map_err(|e| CommandError(format!("listing failed: {e}"))),
+        None => Ok(l4::empty_listing()),
+    }
+}
+
+/// Applies the health checks' verdicts as they change: to the data plane's weights, and
+/// to the proxy's upstream peers at the same addresses (an extension: nginx's open-source
+/// edition has no active checks).
+async fn follow_health(inner: Arc<Mutex<Inner>>, mut verdicts: watch::Receiver<Verdicts>) {
+    // What the proxy was last told, by address.
+    let mut told: BTreeMap<SocketAddr, bool> = BTreeMap::new();
+    let mut proxy_of_told: Option<Arc<fulcrum_proxy::Runtime>> = None;
+    loop {
+        let now = verdicts.borrow_and_update().clone();
+        let (handles, events) = {
+            let inner = inner.lock().await;
+            (inner.handles(), inner.events.clone())
+        };
+        if let Some(l4) = handles.l4 {
+            let v = now.clone();
+            let _ = tokio::task::spawn_blocking(move || l4.set_verdicts(v)).await;
+        }
+        match handles.proxy {
+            Some(p) => {
+                // A new proxy starts with every peer in rotation.
+                if !proxy_of_told.as_ref().is_some_and(|o| Arc::ptr_eq(o, &p)) {
+                    told.clear();
+                    proxy_of_told = Some(Arc::clone(&p));
+                }
+                for (addr, alive) in now.alive() {
+                    let before = told.insert(*addr, *alive);
+                    if before != Some(*alive)
+                        && p.set_check_down(*addr, !alive)
+                        && (before.is_some() || !alive)
+                    {
+                        info!(peer = %addr, "upstream peer {} by its health check", if *alive { "back in rotation" } else { "out of rotation" });
+                        for v in p.peers().into_iter().filter(|v| v.addr == *addr) {
+                            events.send(Event::UpstreamPeer {
+                                upstream: v.upstream,
+                                peer: addr.to_string(),
+                                in_rotation: *alive,
+                            });
+                        }
+                    }
+                }
+                // No longer checked (a reload): back to passive health alone.
+                told.retain(|addr, _| {
+                    let kept = now.alive().contains_key(addr);
+                    if !kept {
+                        p.set_check_down(*addr, false);
+                    }
+                    kept
+                });
+            }
+            None => {
+                told.clear();
+                proxy_of_told = None;
+            }
+        }
+        if verdicts.changed().await.is_err() {
+            return;
+        }
+    }
+}
