@@ -10,6 +10,8 @@
 //! `BPF_PROG_TEST_RUN` (tests/).
 
 pub mod abi;
+#[cfg(test)]
+mod btf;
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};

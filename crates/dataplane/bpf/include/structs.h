@@ -1,4 +1,5 @@
-/* Structs shared with the Rust side (src/abi.rs asserts the same sizes and offsets). */
+/* Structs shared with the Rust side: src/abi.rs, held to this layout by a test that reads
+ * the BTF of the compiled program (src/btf.rs). */
 #ifndef FULCRUM_STRUCTS_H
 #define FULCRUM_STRUCTS_H
 
