@@ -1,0 +1,239 @@
+//! Loading the program, pinning and adopting its maps, attaching it to interfaces,
+//! and running it on a frame (`BPF_PROG_TEST_RUN`).
+
+use super::*;
+
+/// Room for `max_connections` connections: two entries each (NAT's replies), and a
+/// persistence template per two.
+pub(crate) fn size_tables(loader: &mut EbpfLoader, max_connections: u32) {
+    loader.map_max_entries("conns", max_connections.saturating_mul(2).max(1024));
+    loader.map_max_entries("persist", (max_connections / 2).max(1024));
+}
+
+/// Loads both entry points of the object into the kernel.
+pub(crate) fn load_programs(ebpf: &mut Ebpf) -> Result<(), Error> {
+    for name in [MAIN, EXPIRE, CLOCK] {
+        let program: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or(Error::Missing("an XDP program"))?
+            .try_into()?;
+        program.load()?;
+    }
+    Ok(())
+}
+
+/// Where the program runs on an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttachMode {
+    /// In the driver (XDP_FLAGS_DRV_MODE).
+    Native,
+    /// In the generic path (XDP_FLAGS_SKB_MODE): any device, slower.
+    Generic,
+    /// A pinned link left by a previous run now runs this program (in the mode it had).
+    Adopted,
+}
+
+impl AttachMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Generic => "generic",
+            AttachMode::Adopted => "adopted",
+        }
+    }
+}
+
+impl DataPlane {
+    /// Loads the programs into the kernel (CAP_BPF / root), with IPVS's default timeouts,
+    /// unpinned and with a connection table of 32,768 connections: for tests and tools.
+    /// The daemon uses [`DataPlane::load_pinned`].
+    pub fn load() -> Result<DataPlane, Error> {
+        DataPlane::load_sized(32_768)
+    }
+
+    /// As [`DataPlane::load`], with room for `max_connections` connections.
+    pub fn load_sized(max_connections: u32) -> Result<DataPlane, Error> {
+        let mut loader = EbpfLoader::new();
+        size_tables(&mut loader, max_connections);
+        let mut ebpf = loader.load(PROGRAM)?;
+        load_programs(&mut ebpf)?;
+        let mut dp = DataPlane {
+            ebpf,
+            table_sizes: Default::default(),
+            tick_ns: 0,
+            pin_dir: None,
+        };
+        dp.set_timeouts(&DEFAULT_TIMEOUTS)?;
+        dp.set_clock()?;
+        Ok(dp)
+    }
+
+    /// Loads the programs with their maps pinned in `dir` (a directory on a bpffs): maps a
+    /// previous run left there are adopted with their contents (services, connections,
+    /// counters), so forwarding continues across a restart. Returns whether it adopted.
+    ///
+    /// `max_connections` sizes the connection table (two entries per connection, for NAT's
+    /// replies); None keeps the default of 1,048,576 connections. An adopted table keeps
+    /// the size it was made with.
+    pub fn load_pinned(
+        dir: &Path,
+        max_connections: Option<u32>,
+    ) -> Result<(DataPlane, bool), Error> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Pin(dir.into(), e.to_string()))?;
+        let adopted = dir.join("conns").exists();
+        let paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|n| (*n, dir.join(n))).collect();
+        let mut loader = EbpfLoader::new();
+        if let Some(n) = max_connections {
+            size_tables(&mut loader, n);
+        }
+        for (name, path) in &paths {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(PROGRAM)?;
+        load_programs(&mut ebpf)?;
+        let mut dp = DataPlane {
+            ebpf,
+            table_sizes: Default::default(),
+            tick_ns: 0,
+            pin_dir: Some(dir.to_path_buf()),
+        };
+        if adopted {
+            let mut sizes = std::collections::HashMap::new();
+            let map: HashMap<&MapData, TableKey, u32> = HashMap::try_from(dp.map("sched_tables")?)?;
+            for k in map.keys().filter_map(Result::ok) {
+                let e = sizes.entry(k.svc).or_insert(0);
+                *e = (*e).max(k.slot + 1);
+            }
+            dp.table_sizes = sizes;
+        } else {
+            dp.set_timeouts(&DEFAULT_TIMEOUTS)?;
+        }
+        dp.set_clock()?;
+        Ok((dp, adopted))
+    }
+
+    /// Removes the pins (maps and links): once this program is dropped, nothing is left
+    /// attached or allocated.
+    pub fn unpin(&mut self) -> Result<(), Error> {
+        let Some(dir) = self.pin_dir.take() else {
+            return Ok(());
+        };
+        let entries =
+            std::fs::read_dir(&dir).map_err(|e| Error::Pin(dir.clone(), e.to_string()))?;
+        for e in entries.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+        let _ = std::fs::remove_dir(&dir);
+        Ok(())
+    }
+
+    pub(crate) fn program(&self, name: &'static str) -> Result<&Xdp, Error> {
+        Ok(self
+            .ebpf
+            .program(name)
+            .ok_or(Error::Missing("an XDP program"))?
+            .try_into()?)
+    }
+
+    /// Attaches the forwarding program to an interface of the caller's network namespace:
+    /// native mode where the driver has it, else generic.
+    /// With pinning, the link is pinned too (so the program stays attached when the daemon
+    /// dies), and a link a previous run pinned is taken over: the new program replaces the
+    /// old one atomically, with no moment without forwarding.
+    pub fn attach(&mut self, ifname: &str) -> Result<AttachMode, Error> {
+        let link_path = self
+            .pin_dir
+            .as_ref()
+            .map(|d| d.join(format!("link-{ifname}")));
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(MAIN)
+            .ok_or(Error::Missing("an XDP program"))?
+            .try_into()?;
+        if let Some(path) = link_path.as_ref().filter(|p| p.exists()) {
+            let pin_err = |e: String| Error::Pin(path.clone(), e);
+            let pinned = PinnedLink::from_pin(path).map_err(|e| pin_err(e.to_string()))?;
+            let link =
+                XdpLink::try_from(FdLink::from(pinned)).map_err(|e| pin_err(e.to_string()))?;
+            program.attach_to_link(link)?;
+            return Ok(AttachMode::Adopted);
+        }
+        let (id, mode) = match program.attach(ifname, XdpMode::Driver) {
+            Ok(id) => (id, AttachMode::Native),
+            Err(_) => (program.attach(ifname, XdpMode::Skb)?, AttachMode::Generic),
+        };
+        if let Some(path) = link_path {
+            let pin_err = |e: String| Error::Pin(path.clone(), e);
+            let link = program.take_link(id)?;
+            let fd = FdLink::try_from(link).map_err(|e| pin_err(e.to_string()))?;
+            fd.pin(&path).map_err(|e| pin_err(e.to_string()))?;
+        }
+        Ok(mode)
+    }
+
+    /// Runs the forwarding program on a frame with BPF_PROG_TEST_RUN, `repeat` times.
+    pub fn test_run(&self, frame: &[u8], repeat: u32) -> Result<TestOutcome, Error> {
+        self.run(MAIN, frame, repeat)
+    }
+
+    pub(crate) fn run(
+        &self,
+        name: &'static str,
+        frame: &[u8],
+        repeat: u32,
+    ) -> Result<TestOutcome, Error> {
+        let mut out = vec![0u8; frame.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(frame);
+        opts.data_out = Some(&mut out);
+        opts.repeat = repeat.max(1);
+        let r = self.program(name)?.test_run(opts)?;
+        out.truncate(r.data_size_out as usize);
+        Ok(TestOutcome {
+            verdict: Verdict::from(r.return_value),
+            frame: out,
+            per_run: r.duration,
+        })
+    }
+
+    /// How many connections the table holds (two entries each, for NAT's replies).
+    pub fn max_connections(&self) -> u32 {
+        match self.ebpf.map("conns") {
+            Some(Map::LruHashMap(d)) => d.info().map_or(0, |i| i.max_entries() / 2),
+            _ => 0,
+        }
+    }
+
+    /// The kernel memory each map holds (its `memlock` in fdinfo), largest first.
+    pub fn memory(&self) -> Vec<(&'static str, u64)> {
+        use std::os::fd::{AsFd, AsRawFd};
+        let mut out = Vec::new();
+        for name in PINNED_MAPS {
+            let data = match self.ebpf.map(name) {
+                Some(
+                    Map::Array(d)
+                    | Map::HashMap(d)
+                    | Map::LruHashMap(d)
+                    | Map::PerCpuArray(d)
+                    | Map::PerCpuHashMap(d),
+                ) => d,
+                _ => continue,
+            };
+            let Ok(fd) = data.info().and_then(|i| i.fd()) else {
+                continue;
+            };
+            let raw = fd.as_fd().as_raw_fd();
+            let bytes = std::fs::read_to_string(format!("/proc/self/fdinfo/{raw}"))
+                .ok()
+                .and_then(|t| {
+                    t.lines()
+                        .find_map(|l| l.strip_prefix("memlock:"))
+                        .and_then(|v| v.trim().parse().ok())
+                })
+                .unwrap_or(0);
+            out.push((name, bytes));
+        }
+        out.sort_by_key(|e| std::cmp::Reverse(e.1));
+        out
+    }
+}

@@ -1,0 +1,475 @@
+//! Virtual services and their real-server slots as the control plane writes them, with
+//! their scheduler tables and state, and the counters read back.
+
+use super::connections::addr;
+use super::*;
+
+/// How a real server is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    Nat,
+    Dr,
+}
+
+/// A real server in a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DestSpec {
+    pub addr: Ipv4Addr,
+    /// 0 for a port-0 service's servers: the client's port is kept.
+    pub port: u16,
+    pub method: Method,
+    pub weight: u32,
+    pub overloaded: bool,
+    /// Connection thresholds (ipvsadm -x, -y; keepalived uthreshold, lthreshold): 0 none.
+    pub u_threshold: u32,
+    pub l_threshold: u32,
+    /// DR: where the real server is on the link: its MAC (from the neighbour table; None
+    /// until resolved), the interface's index and the interface's own MAC.
+    pub link: Option<Link>,
+}
+
+/// A DR real server's place on the link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Link {
+    pub mac: [u8; 6],
+    pub ifindex: u32,
+    pub smac: [u8; 6],
+}
+
+/// A virtual service as the data plane holds it. `dests` are slots: a real server keeps
+/// its slot for its life, a deleted one leaves `None`, so connections keep pointing at
+/// the right server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub key: ServiceKey,
+    /// 0..MAX_SERVICES, unique among the loaded services.
+    pub id: u32,
+    pub scheduler: Scheduler,
+    pub sh_port: bool,
+    pub sh_fallback: bool,
+    pub mh_port: bool,
+    pub mh_fallback: bool,
+    /// One-packet scheduling (UDP).
+    pub ops: bool,
+    /// Persistence timeout in seconds, and the client netmask it groups by.
+    pub persistence: Option<(u32, Ipv4Addr)>,
+    pub dests: Vec<Option<DestSpec>>,
+}
+
+/// The fourteen schedulers in the order of `enum sched_kind` (bpf/include/constants.h):
+/// a scheduler's code in the program is its index here.
+pub const SCHEDULERS: [Scheduler; 14] = [
+    Scheduler::Rr,
+    Scheduler::Wrr,
+    Scheduler::Lc,
+    Scheduler::Wlc,
+    Scheduler::Lblc,
+    Scheduler::Lblcr,
+    Scheduler::Dh,
+    Scheduler::Sh,
+    Scheduler::Sed,
+    Scheduler::Nq,
+    Scheduler::Fo,
+    Scheduler::Ovf,
+    Scheduler::Mh,
+    Scheduler::Twos,
+];
+
+pub(crate) fn sched_code(kind: Scheduler) -> u8 {
+    SCHEDULERS
+        .iter()
+        .position(|k| *k == kind)
+        .expect("every scheduler is listed") as u8
+}
+
+/// The seed twos starts from: the reference model's default, so the two agree.
+pub const TWOS_SEED: u64 = 0x5eed_f01c_2026;
+
+impl ServiceSpec {
+    /// A service with no real server, no persistence and no scheduler flags.
+    pub fn new(key: ServiceKey, id: u32, scheduler: Scheduler) -> ServiceSpec {
+        ServiceSpec {
+            key,
+            id,
+            scheduler,
+            sh_port: false,
+            sh_fallback: false,
+            mh_port: false,
+            mh_fallback: false,
+            ops: false,
+            persistence: None,
+            dests: Vec::new(),
+        }
+    }
+
+    /// The present servers in slot order, as the reference model sees them, with the slot
+    /// of each.
+    pub fn model_dests(&self) -> Vec<(usize, fulcrum_sched::Dest)> {
+        self.dests
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, d)| {
+                d.map(|d| {
+                    let mut m =
+                        fulcrum_sched::Dest::new(std::net::IpAddr::V4(d.addr), d.port, d.weight);
+                    m.overloaded = d.overloaded;
+                    (slot, m)
+                })
+            })
+            .collect()
+    }
+
+    fn value(&self) -> ServiceValue {
+        let mut flags = 0;
+        for (on, f) in [
+            (self.persistence.is_some(), SVC_F_PERSISTENT),
+            (self.ops, SVC_F_OPS),
+            (self.sh_port, SVC_F_SH_PORT),
+            (self.sh_fallback, SVC_F_SH_FALLBACK),
+            (self.mh_port, SVC_F_MH_PORT),
+            (self.mh_fallback, SVC_F_MH_FALLBACK),
+        ] {
+            if on {
+                flags |= f;
+            }
+        }
+        let weights: Vec<u32> = self.dests.iter().flatten().map(|d| d.weight).collect();
+        let di = weights
+            .iter()
+            .filter(|w| **w > 0)
+            .fold(0u32, |g, &w| if g == 0 { w } else { gcd(g, w) })
+            .max(1);
+        let max = weights.iter().copied().max().unwrap_or(0);
+        let (timeout, mask) = self.persistence.unwrap_or((0, Ipv4Addr::UNSPECIFIED));
+        ServiceValue {
+            id: self.id,
+            sched: sched_code(self.scheduler),
+            flags,
+            ndests: self.dests.len() as u16,
+            persist_timeout: timeout,
+            persist_mask: u32::from_ne_bytes(mask.octets()),
+            wrr_mw: max as i32 - (di as i32 - 1),
+            wrr_di: di as i32,
+            table_size: match self.scheduler {
+                Scheduler::Mh => fulcrum_sched::MAGLEV_TABLE_SIZE as u32,
+                Scheduler::Dh | Scheduler::Sh => fulcrum_sched::HASH_TABLE_SIZE as u32,
+                _ => 0,
+            },
+            pad: 0,
+        }
+    }
+}
+
+pub(crate) fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+pub(crate) fn slot_index(id: u32, slot: usize) -> u32 {
+    id * MAX_DESTS + slot as u32
+}
+
+impl DataPlane {
+    /// The services a previous run left in the pinned maps, as specs (slots and all).
+    pub fn installed(&self) -> Result<Vec<ServiceSpec>, Error> {
+        let services: HashMap<&MapData, ServiceKey, ServiceValue> =
+            HashMap::try_from(self.map("services")?)?;
+        let dests: Array<&MapData, Dest> = Array::try_from(self.map("dests")?)?;
+        let mut out = Vec::new();
+        for (key, v) in services.iter().filter_map(Result::ok) {
+            let mut spec = ServiceSpec::new(
+                key,
+                v.id,
+                SCHEDULERS
+                    .get(v.sched as usize)
+                    .copied()
+                    .unwrap_or_default(),
+            );
+            spec.sh_port = v.flags & SVC_F_SH_PORT != 0;
+            spec.sh_fallback = v.flags & SVC_F_SH_FALLBACK != 0;
+            spec.mh_port = v.flags & SVC_F_MH_PORT != 0;
+            spec.mh_fallback = v.flags & SVC_F_MH_FALLBACK != 0;
+            spec.ops = v.flags & SVC_F_OPS != 0;
+            if v.flags & SVC_F_PERSISTENT != 0 {
+                spec.persistence = Some((v.persist_timeout, addr(v.persist_mask)));
+            }
+            for slot in 0..usize::from(v.ndests) {
+                let d = dests.get(&slot_index(v.id, slot), 0)?;
+                spec.dests
+                    .push((d.flags & DEST_F_PRESENT != 0).then(|| DestSpec {
+                        addr: addr(d.addr),
+                        port: u16::from_be(d.port),
+                        method: if d.method == METHOD_DR {
+                            Method::Dr
+                        } else {
+                            Method::Nat
+                        },
+                        weight: d.weight,
+                        overloaded: false,
+                        u_threshold: d.u_threshold,
+                        l_threshold: d.l_threshold,
+                        link: (d.mac != [0; 6]).then_some(Link {
+                            mac: d.mac,
+                            ifindex: d.ifindex,
+                            smac: d.smac,
+                        }),
+                    }));
+            }
+            out.push(spec);
+        }
+        Ok(out)
+    }
+
+    /// Adds a service or replaces one with the same id: real servers, scheduler table and
+    /// state, then the service itself, so a packet never sees a service without servers.
+    /// Connections, counters and traffic of unchanged slots are kept.
+    pub fn put_service(&mut self, spec: &ServiceSpec) -> Result<(), Error> {
+        if spec.id >= MAX_SERVICES {
+            return Err(Error::Limit(format!(
+                "at most {MAX_SERVICES} virtual services"
+            )));
+        }
+        if spec.dests.len() > MAX_DESTS as usize {
+            return Err(Error::Limit(format!(
+                "at most {MAX_DESTS} real servers per virtual service"
+            )));
+        }
+        let id = spec.id;
+        {
+            let mut dests: Array<&mut MapData, Dest> = Array::try_from(self.map_mut("dests")?)?;
+            for slot in 0..MAX_DESTS as usize {
+                let index = slot_index(id, slot);
+                let before = dests.get(&index, 0)?;
+                let d = match spec.dests.get(slot).copied().flatten() {
+                    Some(d) => {
+                        let addr = u32::from_ne_bytes(d.addr.octets());
+                        // The program sets and clears the overload of thresholds; a
+                        // rewrite keeps it while the server and its thresholds stay.
+                        let overloaded = d.overloaded
+                            || (before.flags & DEST_F_OVERLOADED != 0
+                                && before.addr == addr
+                                && before.port == d.port.to_be()
+                                && d.u_threshold != 0
+                                && before.u_threshold >= d.u_threshold);
+                        Dest {
+                            addr,
+                            port: d.port.to_be(),
+                            method: match d.method {
+                                Method::Nat => METHOD_NAT,
+                                Method::Dr => METHOD_DR,
+                            },
+                            flags: DEST_F_PRESENT | if overloaded { DEST_F_OVERLOADED } else { 0 },
+                            weight: d.weight,
+                            ifindex: d.link.map_or(0, |l| l.ifindex),
+                            mac: d.link.map_or([0; 6], |l| l.mac),
+                            smac: d.link.map_or([0; 6], |l| l.smac),
+                            u_threshold: d.u_threshold,
+                            l_threshold: d.l_threshold,
+                            pad: 0,
+                        }
+                    }
+                    None => Dest::default(),
+                };
+                // Unchanged slots (most of them, on a weight change) are not rewritten.
+                if d == before {
+                    continue;
+                }
+                dests.set(index, d, 0)?;
+            }
+        }
+        self.write_table(spec)?;
+        self.update_sched_state(spec)?;
+        let value = spec.value();
+        let mut services: HashMap<&mut MapData, ServiceKey, ServiceValue> =
+            HashMap::try_from(self.map_mut("services")?)?;
+        services.insert(spec.key, value, 0)?;
+        Ok(())
+    }
+
+    pub(crate) fn write_table(&mut self, spec: &ServiceSpec) -> Result<(), Error> {
+        let id = spec.id;
+        let model = spec.model_dests();
+        let compact: Vec<fulcrum_sched::Dest> = model.iter().map(|(_, d)| d.clone()).collect();
+        let table = fulcrum_sched::lookup_table(spec.scheduler, &compact);
+        let old = self.table_sizes.remove(&id).unwrap_or(0);
+        let mut map: HashMap<&mut MapData, TableKey, u32> =
+            HashMap::try_from(self.map_mut("sched_tables")?)?;
+        let new_len = table.as_ref().map_or(0, |t| t.len() as u32);
+        for slot in new_len..old {
+            let _ = map.remove(&TableKey { svc: id, slot });
+        }
+        if let Some(table) = table {
+            for (i, entry) in table.iter().enumerate() {
+                let key = TableKey {
+                    svc: id,
+                    slot: i as u32,
+                };
+                match entry {
+                    Some(c) => map.insert(key, model[*c].0 as u32, 0)?,
+                    None => {
+                        let _ = map.remove(&key);
+                    }
+                }
+            }
+            self.table_sizes.insert(id, new_len);
+        }
+        Ok(())
+    }
+
+    /// The scheduler state after a change of servers, as the model's `update` leaves it:
+    /// rr forgets a position past the end; wrr restarts its walk with the current weight
+    /// kept in range; twos is seeded once.
+    pub(crate) fn update_sched_state(&mut self, spec: &ServiceSpec) -> Result<(), Error> {
+        let value = spec.value();
+        let mut map: Array<&mut MapData, SchedState> =
+            Array::try_from(self.map_mut("sched_state")?)?;
+        let mut st = map.get(&spec.id, 0)?;
+        if st.rr as usize > spec.dests.len() {
+            st.rr = 0;
+        }
+        let mut cw = st.wrr as u32 as i32;
+        if cw > value.wrr_mw || cw <= 0 {
+            cw = value.wrr_mw;
+        } else if value.wrr_di > 1 {
+            cw = (cw / value.wrr_di) * value.wrr_di + 1;
+        }
+        st.wrr = cw.max(0) as u32 as u64;
+        if st.rng == 0 {
+            st.rng = TWOS_SEED;
+        }
+        map.set(spec.id, st, 0)?;
+        Ok(())
+    }
+
+    /// Removes a service: it stops matching at once; its connections expire as their real
+    /// servers are gone (expire_nodest_conn).
+    pub fn remove_service(&mut self, key: &ServiceKey, id: u32) -> Result<(), Error> {
+        {
+            let mut services: HashMap<&mut MapData, ServiceKey, ServiceValue> =
+                HashMap::try_from(self.map_mut("services")?)?;
+            let _ = services.remove(key);
+        }
+        let empty = ServiceSpec::new(*key, id, Scheduler::Rr);
+        {
+            let mut dests: Array<&mut MapData, Dest> = Array::try_from(self.map_mut("dests")?)?;
+            for slot in 0..MAX_DESTS as usize {
+                dests.set(slot_index(id, slot), Dest::default(), 0)?;
+            }
+        }
+        self.write_table(&empty)?;
+        let mut state: Array<&mut MapData, SchedState> =
+            Array::try_from(self.map_mut("sched_state")?)?;
+        state.set(id, SchedState::default(), 0)?;
+        Ok(())
+    }
+
+    /// Tells the program that routes or neighbours changed: next hops cached in
+    /// connections are looked up again.
+    pub fn bump_route_generation(&mut self) -> Result<(), Error> {
+        let mut map: Array<&mut MapData, u32> = Array::try_from(self.map_mut("settings")?)?;
+        let g = map.get(&0, 0)?;
+        map.set(0, g.wrapping_add(1), 0)?;
+        Ok(())
+    }
+
+    /// Drops (or stops dropping) traffic to `addr` that no virtual service takes: a VIP of
+    /// a VRRP master in no_accept mode. For an IPv6 address, VRRP and neighbour
+    /// discovery still pass.
+    pub fn set_no_accept(&mut self, addr: IpAddr, on: bool) -> Result<(), Error> {
+        match addr {
+            IpAddr::V4(a) => {
+                let mut map: HashMap<&mut MapData, u32, u8> =
+                    HashMap::try_from(self.map_mut("no_accept")?)?;
+                let key = u32::from_ne_bytes(a.octets());
+                if on {
+                    map.insert(key, 1, 0)?;
+                } else {
+                    let _ = map.remove(&key);
+                }
+            }
+            IpAddr::V6(a) => {
+                let mut map: HashMap<&mut MapData, [u8; 16], u8> =
+                    HashMap::try_from(self.map_mut("no_accept6")?)?;
+                let key = a.octets();
+                if on {
+                    map.insert(key, 1, 0)?;
+                } else {
+                    let _ = map.remove(&key);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets every no_accept address (at start: VRRP sets them again as it goes).
+    pub fn clear_no_accept(&mut self) -> Result<(), Error> {
+        let mut map: HashMap<&mut MapData, u32, u8> =
+            HashMap::try_from(self.map_mut("no_accept")?)?;
+        let keys: Vec<u32> = map.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let _ = map.remove(&k);
+        }
+        let mut map: HashMap<&mut MapData, [u8; 16], u8> =
+            HashMap::try_from(self.map_mut("no_accept6")?)?;
+        let keys: Vec<[u8; 16]> = map.keys().filter_map(Result::ok).collect();
+        for k in keys {
+            let _ = map.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// Active and inactive connections of a real-server slot.
+    pub fn dest_conns(&self, id: u32, slot: usize) -> Result<(u32, u32), Error> {
+        let map: Array<&MapData, DestConns> = Array::try_from(self.map("dest_conns")?)?;
+        let c = map.get(&slot_index(id, slot), 0)?;
+        Ok((c.active, c.inactive))
+    }
+
+    pub(crate) fn traffic(&self, map: &'static str, index: u32) -> Result<Traffic, Error> {
+        let map: PerCpuArray<&MapData, Traffic> = PerCpuArray::try_from(self.map(map)?)?;
+        let mut sum = Traffic::default();
+        for t in map.get(&index, 0)?.iter() {
+            sum += *t;
+        }
+        Ok(sum)
+    }
+
+    /// Traffic of a service, summed over CPUs.
+    pub fn service_traffic(&self, id: u32) -> Result<Traffic, Error> {
+        self.traffic("svc_traffic", id)
+    }
+
+    /// Traffic of a real-server slot, summed over CPUs.
+    pub fn dest_traffic(&self, id: u32, slot: usize) -> Result<Traffic, Error> {
+        self.traffic("dest_traffic", slot_index(id, slot))
+    }
+
+    /// Zeroes the traffic counters of a service and its slots (ipvsadm -Z).
+    pub fn zero_traffic(&mut self, id: u32) -> Result<(), Error> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Limit(e.to_string()))?;
+        let zero = || {
+            aya::maps::PerCpuValues::try_from(vec![Traffic::default(); cpus])
+                .map_err(|e| Error::Limit(e.to_string()))
+        };
+        {
+            let mut m: PerCpuArray<&mut MapData, Traffic> =
+                PerCpuArray::try_from(self.map_mut("svc_traffic")?)?;
+            m.set(id, zero()?, 0)?;
+        }
+        let mut m: PerCpuArray<&mut MapData, Traffic> =
+            PerCpuArray::try_from(self.map_mut("dest_traffic")?)?;
+        for slot in 0..MAX_DESTS as usize {
+            m.set(slot_index(id, slot), zero()?, 0)?;
+        }
+        Ok(())
+    }
+
+    /// The packets counted for a reason, summed over CPUs.
+    pub fn count(&self, reason: Reason) -> Result<u64, Error> {
+        let stats: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.map("stats")?)?;
+        Ok(stats.get(&(reason as u32), 0)?.iter().sum())
+    }
+}

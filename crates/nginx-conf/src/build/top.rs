@@ -1,0 +1,126 @@
+//! The main context: worker and event settings, and the http block.
+
+use super::*;
+
+impl Builder<'_> {
+    pub fn config(&mut self, ds: &[Directive]) -> NginxConfig {
+        let mut cfg = NginxConfig::default();
+        let mut seen_events = false;
+        let mut wp_seen = false;
+        for d in ds {
+            if !self.check(d, Ctx::Main) {
+                continue;
+            }
+            match d.name.text.as_str() {
+                "worker_processes" => {
+                    if wp_seen {
+                        self.error(d.name.span, "\"worker_processes\" directive is duplicate");
+                    }
+                    wp_seen = true;
+                    let a = &d.args[0];
+                    if a.text == "auto" {
+                        cfg.worker_processes = WorkerProcesses::Auto;
+                    } else {
+                        match a.text.parse::<u32>() {
+                            Ok(n) if n > 0 => cfg.worker_processes = WorkerProcesses::Count(n),
+                            _ => self.error(
+                                a.span,
+                                format!(
+                                    "invalid value \"{}\" in \"worker_processes\" directive",
+                                    a.text
+                                ),
+                            ),
+                        }
+                    }
+                }
+                "pid" => cfg.pid = Some(d.args[0].text.clone()),
+                "error_log" => cfg.error_log = self.error_log(d),
+                "events" => {
+                    if seen_events {
+                        self.error(d.name.span, "\"events\" directive is duplicate");
+                    }
+                    seen_events = true;
+                    for e in d.block.as_deref().unwrap_or_default() {
+                        if !self.check(e, Ctx::Events) {
+                            continue;
+                        }
+                        match e.name.text.as_str() {
+                            "worker_connections" => {
+                                if let Some(n) = self.number(&e.args[0]) {
+                                    cfg.worker_connections = n;
+                                }
+                            }
+                            "use" if e.args[0].text != "epoll" => {
+                                self.error(
+                                    e.args[0].span,
+                                    format!(
+                                        "invalid event type \"{}\": fulcrum uses epoll",
+                                        e.args[0].text
+                                    ),
+                                );
+                            }
+                            "multi_accept" => {
+                                self.flag(e);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                "http" => {
+                    if cfg.http.is_some() {
+                        self.error(d.name.span, "\"http\" directive is duplicate");
+                        continue;
+                    }
+                    cfg.http = Some(self.http(d.block.as_deref().unwrap_or_default()));
+                }
+                _ => {}
+            }
+        }
+        if !seen_events {
+            self.diags.push(Diagnostic::error(
+                None,
+                "no \"events\" section in configuration",
+            ));
+        }
+        self.check_variables();
+        cfg
+    }
+
+    pub(super) fn check_variables(&mut self) {
+        let used = std::mem::take(&mut self.used_vars);
+        for (v, span) in used {
+            let known = BUILTIN_VARIABLES.contains(&v.as_str())
+                || VARIABLE_PREFIXES
+                    .iter()
+                    .any(|p| v.starts_with(p) && v.len() > p.len())
+                || self.map_vars.contains(&v)
+                || v.bytes().all(|b| b.is_ascii_digit());
+            if !known {
+                self.error(span, format!("unknown \"{v}\" variable"));
+            }
+        }
+    }
+
+    pub(super) fn error_log(&mut self, d: &Directive) -> Option<ErrorLog> {
+        if d.args.len() > 2 {
+            self.error(
+                d.args[2].span,
+                format!("invalid parameter \"{}\"", d.args[2].text),
+            );
+        }
+        let level = d.args.get(1).map(|l| l.text.clone());
+        if let Some(l) = &level {
+            const LEVELS: &[&str] = &[
+                "debug", "info", "notice", "warn", "error", "crit", "alert", "emerg",
+            ];
+            if !LEVELS.contains(&l.as_str()) {
+                self.error(d.args[1].span, format!("invalid log level \"{l}\""));
+                return None;
+            }
+        }
+        Some(ErrorLog {
+            path: d.args[0].text.clone(),
+            level,
+        })
+    }
+}
