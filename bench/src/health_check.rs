@@ -265,6 +265,29 @@ struct Run {
     overflows: u64,
     detection: Option<Duration>,
     checks_per_s: Option<f64>,
+    /// fulcrum: the median time `health` takes on the control socket, request to the
+    /// whole answer read.
+    ctl_health: Option<Duration>,
+}
+
+/// The median of ten `health` requests on the control socket, from the request written to
+/// the last byte of the answer read (the socket is a path: no namespace to enter).
+fn ctl_health_time(socket: &Path) -> Option<Duration> {
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let mut s = UnixStream::connect(socket).ok()?;
+        let t0 = Instant::now();
+        s.write_all(b"{\"version\":1,\"command\":\"health\"}\n")
+            .ok()?;
+        let mut answer = String::new();
+        BufReader::new(&s).read_line(&mut answer).ok()?;
+        times.push(t0.elapsed());
+        if !answer.contains("\"ok\":true") {
+            return None;
+        }
+    }
+    times.sort();
+    Some(times[times.len() / 2])
 }
 
 fn run(which: &str, tcp: usize, http: usize, window: Duration, fulcrum: &Path) -> Run {
@@ -333,6 +356,9 @@ fn run(which: &str, tcp: usize, http: usize, window: Duration, fulcrum: &Path) -
         let v = fulcrum_health(&lab, &host, fulcrum, &socket)?;
         Some((fulcrum_checks(&v) - c0) as f64 / t0.elapsed().as_secs_f64())
     });
+    let ctl_health = (which == "fulcrum")
+        .then(|| ctl_health_time(&socket))
+        .flatten();
     // Detection: stop the victim's server and wait until the checker says it is down.
     let up = |lab: &Lab| -> Option<bool> {
         if which == "fulcrum" {
@@ -360,6 +386,7 @@ fn run(which: &str, tcp: usize, http: usize, window: Duration, fulcrum: &Path) -
         overflows,
         detection,
         checks_per_s,
+        ctl_health,
     }
 }
 
@@ -439,6 +466,7 @@ fn main() {
     println!("| checker | CPU (cores) | of which user | RSS | peak RSS | checks/s (own count) | connections opened/s | listen overflows | CPU ms per 1,000 checks | detection (bound) |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
     let mut cpu = Vec::new();
+    let mut ctl = None;
     for which in ["haproxy", "fulcrum"] {
         let r = run(which, tcp, http, window, &fulcrum);
         let detection = r
@@ -467,11 +495,21 @@ fn main() {
                     m.cpu_per_s * 1e6 / r.accepted_per_s.max(1.0),
                 );
                 cpu.push(m.cpu_per_s * 1e6 / r.accepted_per_s.max(1.0));
+                if let Some(t) = r.ctl_health {
+                    ctl = Some(t);
+                }
             }
             None => println!("| {which} | failed | | | | | | | | |"),
         }
     }
     if let [h, f] = cpu[..] {
         println!("\nCPU per check, fulcrum / haproxy: {:.2}", f / h);
+    }
+    if let Some(t) = ctl {
+        println!(
+            "fulcrum `ctl health` of {} real servers: {:.1} ms (median of 10, on the socket)",
+            tcp + http + 1,
+            t.as_secs_f64() * 1e3
+        );
     }
 }
