@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
 use common::Scratch;
+use fulcrum_e2e as common;
 
 const GOOD: &str = "virtual_server 10.1.10.88 80 {\n  protocol TCP\n  lb_algo rr\n  lb_kind NAT\n  real_server 192.168.184.129 80 {\n    weight 1\n  }\n}\n";
 const GOOD2: &str = "virtual_server 10.1.10.88 80 {\n  protocol TCP\n  lb_algo wrr\n  lb_kind NAT\n  real_server 192.168.184.129 80 {\n    weight 1\n  }\n  real_server 192.168.184.130 80 {\n    weight 2\n  }\n}\n";

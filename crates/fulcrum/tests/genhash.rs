@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::thread;
 
-mod common;
 use common::installed;
+use fulcrum_e2e as common;
 
 /// A loopback server that answers every request with `response` and records the requests.
 fn serve(response: &'static [u8]) -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {

@@ -6,7 +6,7 @@ use fulcrum_diag::{Diagnostic, SourceMap};
 use fulcrum_keepalived_conf::{KeepalivedConfig, LexOptions, LoadOptions};
 use fulcrum_nginx_conf::NginxConfig;
 
-use crate::host;
+use crate::host_facts as host;
 
 /// A configuration that passed validation.
 #[derive(Debug, Clone)]

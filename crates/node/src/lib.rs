@@ -11,7 +11,7 @@
 pub mod config;
 pub mod events;
 pub mod health;
-mod host;
+mod host_facts;
 pub mod l4;
 mod node;
 mod scripts;
@@ -21,5 +21,5 @@ pub mod vrrp;
 
 pub use config::{Config, Report, Sources};
 pub use events::Event;
-pub use node::{Command, CommandError, Node, Options, Reply};
+pub use node::{Applied, Command, CommandError, Node, Options, Refused, Reply};
 pub use status::Status;

@@ -67,6 +67,22 @@ pub enum Reply {
     Drained(status::Drained),
 }
 
+/// A configuration applied: its hash, and what it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    pub hash: u64,
+    /// Anything at all (a reload of the same files changes nothing).
+    pub changed: bool,
+    pub vrrp_changed: bool,
+    pub services_changed: bool,
+}
+
+/// Why a configuration was refused (its diagnostics, or what the proxy could not do);
+/// the running one stays.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Refused(pub String);
+
 /// Why a command was refused; nothing was changed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -202,11 +218,11 @@ impl Node {
 
     /// Loads the configuration files again and applies them; a configuration that fails
     /// validation is refused and the running one stays.
-    pub async fn reload(&self) -> Result<(), String> {
+    pub async fn reload(&self) -> Result<Applied, Refused> {
         let sources = self.inner.lock().await.sources.clone();
         let (config, report) = tokio::task::spawn_blocking(move || sources.load())
             .await
-            .map_err(|e| format!("loading the configuration failed: {e}"))?;
+            .map_err(|e| Refused(format!("loading the configuration failed: {e}")))?;
         let mut inner = self.inner.lock().await;
         match config {
             Some(config) => {
@@ -228,7 +244,7 @@ impl Node {
     /// Applies a checked configuration: only what changed is touched (unchanged VRRP
     /// instances keep their state, unchanged services their connections). A
     /// configuration the proxy cannot serve is refused as a whole.
-    pub async fn apply(&self, config: Config) -> Result<(), String> {
+    pub async fn apply(&self, config: Config) -> Result<Applied, Refused> {
         self.inner.lock().await.apply(config).await
     }
 
@@ -241,8 +257,8 @@ impl Node {
         match command {
             Command::Status => Ok(Reply::Daemon(self.status().await)),
             Command::Reload => match self.reload().await {
-                Ok(()) => Ok(Reply::Daemon(self.status().await)),
-                Err(e) => Err(CommandError(e)),
+                Ok(_) => Ok(Reply::Daemon(self.status().await)),
+                Err(e) => Err(CommandError(e.0)),
             },
             Command::Vrrp => Ok(Reply::Vrrp(vrrp_status(self.handles().await.vrrp).await)),
             Command::Health => Ok(Reply::Health(health_status(self.handles().await.health))),
@@ -345,17 +361,17 @@ impl Inner {
         }
     }
 
-    fn refused(&mut self, text: String) -> String {
+    fn refused(&mut self, text: String) -> Refused {
         self.events.send(Event::ReloadRefused {
             error: text.clone(),
         });
         self.reloads_failed += 1;
         error!("reload refused: {}", text.trim_end());
         self.last_reload_error = Some(text.clone());
-        text
+        Refused(text)
     }
 
-    async fn apply(&mut self, config: Config) -> Result<(), String> {
+    async fn apply(&mut self, config: Config) -> Result<Applied, Refused> {
         let changed = config.hash != self.config.hash;
         let vrrp_of = |c: &Config| {
             c.keepalived
@@ -389,7 +405,12 @@ impl Inner {
         if vrrp_changed {
             self.apply_vrrp().await;
         }
-        Ok(())
+        Ok(Applied {
+            hash: self.config.hash,
+            changed,
+            vrrp_changed,
+            services_changed,
+        })
     }
 
     /// virtual_server blocks changed: new health checks, and the data plane brought to

@@ -33,7 +33,7 @@ impl ScriptRun {
     ) -> Option<ScriptRun> {
         let ids = script_ids(own, globals);
         if globals.enable_script_security && ids.is_none_or(|(uid, _)| uid == 0) {
-            if let Err(why) = crate::host::script_is_secure(&command) {
+            if let Err(why) = crate::host_facts::script_is_secure(&command) {
                 tracing::error!("SECURITY VIOLATION: script `{command}` is not run: {why}");
                 return None;
             }
@@ -49,7 +49,7 @@ fn script_ids(
     globals: &GlobalDefs,
 ) -> Option<(u32, u32)> {
     let u = own.or(globals.script_user.as_ref())?;
-    let ids = crate::host::user_ids(&u.user, u.group.as_deref());
+    let ids = crate::host_facts::user_ids(&u.user, u.group.as_deref());
     if ids.is_none() {
         warn!(user = %u.user, "script user not found; running the script as root");
     }

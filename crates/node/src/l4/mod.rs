@@ -44,13 +44,14 @@ fn default_bpf_dir() -> anyhow::Result<PathBuf> {
 /// The running layer-4 forwarding.
 #[derive(Debug)]
 pub struct Runtime {
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<Mutex<Forwarding>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// The data plane with its table and rules, behind the runtime's lock.
 #[derive(Debug)]
-struct Shared {
+struct Forwarding {
     dp: DataPlane,
     table: Table,
     /// The running rules: keepalived.conf's, with ipvsadm's edits.
@@ -63,7 +64,7 @@ struct Shared {
 /// A cheap handle for the control socket.
 #[derive(Debug, Clone)]
 pub struct Handle {
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<Mutex<Forwarding>>,
 }
 
 impl Handle {
@@ -90,7 +91,7 @@ impl Handle {
         on: bool,
     ) -> Result<usize, String> {
         let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        let Shared {
+        let Forwarding {
             dp,
             table,
             rules,
@@ -125,7 +126,7 @@ impl Handle {
         if s.verdicts == verdicts {
             return;
         }
-        let Shared {
+        let Forwarding {
             dp, table, rules, ..
         } = &mut *s;
         if let Err(e) = table.apply(dp, rules, &verdicts) {
@@ -143,7 +144,7 @@ impl Handle {
             warn!("{w}");
         }
         let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
-        let Shared { dp, table, .. } = &mut *s;
+        let Forwarding { dp, table, .. } = &mut *s;
         if let Err(e) = table.apply(dp, &rules, &verdicts) {
             warn!("cannot apply the reloaded virtual servers: {e}");
             return;
@@ -171,7 +172,7 @@ impl Handle {
                 }
             }
         }
-        let Shared {
+        let Forwarding {
             dp,
             table,
             verdicts,
@@ -304,7 +305,7 @@ pub fn start(
     }
     table.apply(&mut dp, &rules, &verdicts)?;
     info!(services = rules.len(), "layer-4 services installed");
-    let shared = Arc::new(Mutex::new(Shared {
+    let shared = Arc::new(Mutex::new(Forwarding {
         dp,
         table,
         rules,
@@ -317,7 +318,7 @@ pub fn start(
         let stop = Arc::clone(&stop);
         std::thread::Builder::new()
             .name("fulcrum-l4".into())
-            .spawn(move || keep_up(shared, stop))?
+            .spawn(move || maintain(shared, stop))?
     };
     Ok(Some(Runtime {
         shared,
@@ -329,7 +330,7 @@ pub fn start(
 /// Every second sweeps expired connections and picks up route and neighbour changes for
 /// DR; every 2 s estimates rates; every 10 s asks the kernel to refresh the DR real
 /// servers' neighbour entries.
-fn keep_up(shared: Arc<Mutex<Shared>>, stop: Arc<std::sync::atomic::AtomicBool>) {
+fn maintain(shared: Arc<Mutex<Forwarding>>, stop: Arc<std::sync::atomic::AtomicBool>) {
     let mut swept = Instant::now();
     let mut prodded = Instant::now();
     let mut estimated = Instant::now();
@@ -347,7 +348,7 @@ fn keep_up(shared: Arc<Mutex<Shared>>, stop: Arc<std::sync::atomic::AtomicBool>)
             )
         });
         let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
-        let Shared {
+        let Forwarding {
             dp,
             table,
             rules,

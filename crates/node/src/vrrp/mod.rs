@@ -1,7 +1,9 @@
-//! The VRRP runtime: the IO around `fulcrum_vrrp::instance::Instance`. It owns the raw
+//! The VRRP runtime: the IO around `fulcrum_vrrp::router::Router`. It owns the raw
 //! IP-protocol-112 sockets (one per interface, multicast joined there, TTL 255, no loop),
 //! the virtual addresses (added and removed with rtnetlink), gratuitous ARPs (AF_PACKET),
-//! notify scripts, and the clock. What to do, and when, is the instance's decision.
+//! tracking (scripts, interfaces, files), notify scripts, and the clock. Which instance a
+//! datagram, a tracked change or a timeout concerns, and what it then does, is the
+//! router's decision.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::sync::Arc;
@@ -196,7 +198,9 @@ async fn announcer(
     Ok(())
 }
 
-struct Running {
+/// The IO half of an instance (the protocol half is its router member, same number): where
+/// its adverts and addresses go, its scripts, and what it showed last.
+struct InstanceIo {
     name: String,
     /// Where its adverts go out and come in.
     iface: usize,
@@ -631,7 +635,7 @@ pub async fn start(
     tokio::spawn(connection);
     let (rx_tx, rx) = mpsc::channel::<Received>(1024);
     let (track_tx, track_rx) = mpsc::channel(256);
-    let mut io = Io {
+    let mut io = HostIo {
         interfaces: Vec::new(),
         handle,
         vmacs: Vec::new(),
@@ -663,9 +667,9 @@ pub async fn start(
 
 /// The instances of a configuration, with what they track, on `io`'s interfaces (opened
 /// as needed; kept across reloads).
-struct Built {
+struct Instances {
     /// The instances' IO side, numbered as the router's members.
-    running: Vec<Running>,
+    running: Vec<InstanceIo>,
     members: Vec<Member>,
     trackers: Trackers,
     /// The tracking tasks (scripts, files, interfaces), aborted when a reload replaces them.
@@ -674,14 +678,14 @@ struct Built {
 
 async fn build(
     cfg: &KeepalivedConfig,
-    io: &mut Io,
+    io: &mut HostIo,
     rx_tx: &mpsc::Sender<Received>,
     track_tx: &mpsc::Sender<TrackUpdate>,
-) -> anyhow::Result<Built> {
+) -> anyhow::Result<Instances> {
     let handle = io.handle.clone();
     let interfaces = &mut io.interfaces;
     let vmacs = &mut io.vmacs;
-    let mut running: Vec<Running> = Vec::new();
+    let mut running: Vec<InstanceIo> = Vec::new();
     let mut members: Vec<Member> = Vec::new();
     let mut trackers = Trackers::default();
     let mut tasks = Vec::new();
@@ -780,7 +784,7 @@ async fn build(
         } else {
             ChecksumMode::PseudoHeader
         };
-        running.push(Running {
+        running.push(InstanceIo {
             name: i.name.clone(),
             iface: idx,
             vip_iface: vip_idx,
@@ -901,7 +905,7 @@ async fn build(
         let up = trackers.interfaces.iter().map(|(_, u)| *u).collect();
         tasks.push(tokio::spawn(watch_interfaces(names, up, track_tx.clone())));
     }
-    Ok(Built {
+    Ok(Instances {
         running,
         members,
         trackers,
@@ -921,7 +925,7 @@ struct Channels {
 }
 
 /// Carries out what the router's members said, in order.
-async fn carry(io: &Io, running: &mut [Running], router: &Router, out: Output) {
+async fn carry(io: &HostIo, running: &mut [InstanceIo], router: &Router, out: Output) {
     for (i, action) in out {
         let inst = &router.members()[i].instance;
         io.carry_out(&mut running[i], inst, vec![action]).await;
@@ -933,7 +937,7 @@ fn effects(router: &Router) -> Vec<Option<Effect>> {
     router.members().iter().map(|m| m.effect).collect()
 }
 
-fn log_retracked(running: &[Running], before: &[Option<Effect>], router: &Router) {
+fn log_retracked(running: &[InstanceIo], before: &[Option<Effect>], router: &Router) {
     for ((r, b), m) in running.iter().zip(before).zip(router.members()) {
         if let (Some(Effect::Priority(_)), Some(Effect::Priority(p))) = (b, m.effect) {
             if *b != m.effect {
@@ -943,8 +947,8 @@ fn log_retracked(running: &[Running], before: &[Option<Effect>], router: &Router
     }
 }
 
-async fn run(mut io: Io, built: Built, mut cfg: KeepalivedConfig, mut ch: Channels) {
-    let Built {
+async fn run(mut io: HostIo, built: Instances, mut cfg: KeepalivedConfig, mut ch: Channels) {
+    let Instances {
         mut running,
         members,
         mut trackers,
@@ -1089,7 +1093,7 @@ fn same_instance(old: &KeepalivedConfig, new: &KeepalivedConfig, name: &str) -> 
 /// The running set a reload replaces.
 struct Old<'a> {
     cfg: &'a KeepalivedConfig,
-    running: Vec<Running>,
+    running: Vec<InstanceIo>,
     router: Router,
     trackers: &'a Trackers,
 }
@@ -1098,12 +1102,12 @@ struct Old<'a> {
 /// protocol state over, removed and changed ones stop (priority 0, addresses removed),
 /// new and changed ones start; tracking carries its last results over by name.
 async fn apply_reload(
-    io: &Io,
+    io: &HostIo,
     old: Old<'_>,
     new_cfg: &KeepalivedConfig,
-    mut b: Built,
+    mut b: Instances,
 ) -> (
-    Vec<Running>,
+    Vec<InstanceIo>,
     Router,
     Trackers,
     Vec<tokio::task::JoinHandle<()>>,
@@ -1150,7 +1154,7 @@ async fn apply_reload(
     (b.running, router, b.trackers, b.tasks)
 }
 
-fn show(io: &Io, r: &Running, inst: &Instance) -> status::VrrpInstance {
+fn show(io: &HostIo, r: &InstanceIo, inst: &Instance) -> status::VrrpInstance {
     let st = inst.stats();
     status::VrrpInstance {
         name: r.name.clone(),
@@ -1187,7 +1191,9 @@ fn show(io: &Io, r: &Running, inst: &Instance) -> status::VrrpInstance {
     }
 }
 
-struct Io {
+/// What the runtime touches on the host: interfaces and their sockets, netlink, the VMACs
+/// it made, the data plane (no_accept), and the node's events.
+struct HostIo {
     interfaces: Vec<Interface>,
     handle: rtnetlink::Handle,
     /// VMAC interfaces this runtime created, deleted when it stops.
@@ -1211,9 +1217,9 @@ fn reason_text(r: &Reason) -> String {
     }
 }
 
-impl Io {
+impl HostIo {
     /// Carries out an instance's actions, in order.
-    async fn carry_out(&self, r: &mut Running, inst: &Instance, actions: Vec<Action>) {
+    async fn carry_out(&self, r: &mut InstanceIo, inst: &Instance, actions: Vec<Action>) {
         let iface = &self.interfaces[r.iface];
         let vip_iface = &self.interfaces[r.vip_iface];
         for a in actions {
@@ -1321,7 +1327,7 @@ impl Io {
     }
 
     /// no_accept: the data plane refuses (or accepts again) traffic to the VIPs.
-    fn refuse(&self, r: &Running, on: bool) {
+    fn refuse(&self, r: &InstanceIo, on: bool) {
         let (true, Some(l4)) = (r.no_accept, &self.l4) else {
             return;
         };
@@ -1354,7 +1360,7 @@ impl Io {
 
     /// keepalived's notify scripts: the state's own script, then `notify` with
     /// INSTANCE, name, state and priority.
-    fn notify(&self, r: &Running, inst: &Instance, state: State) {
+    fn notify(&self, r: &InstanceIo, inst: &Instance, state: State) {
         let specific = match state {
             State::Master => &r.notify.master,
             State::Backup => &r.notify.backup,

@@ -1,16 +1,49 @@
-//! Helpers shared by the integration tests. Each test binary uses some of them.
-
-#![allow(dead_code)]
+//! Helpers for the end-to-end tests (tests/lab) and the fulcrum binary's own tests:
+//! scratch directories, the corpus, peers on PATH, a daemon in a lab host, the control
+//! socket, headless Chromium and Prometheus text.
+//!
+//! The tests run the `fulcrum` binary that `cargo test --workspace` builds beside them
+//! (target/PROFILE/fulcrum); [`bin`] finds it.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::OnceLock;
+
+/// The `fulcrum` binary next to the running test's directory (target/PROFILE/fulcrum).
+/// `cargo test --workspace` builds it before running any test; run alone, a test says
+/// so instead of running an old or missing binary.
+pub fn bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let exe = std::env::current_exe().expect("the test's own path");
+        // target/PROFILE/deps/lab-HASH -> target/PROFILE/fulcrum
+        let bin = exe
+            .parent()
+            .and_then(Path::parent)
+            .map(|dir| dir.join("fulcrum"))
+            .expect("a target directory");
+        assert!(
+            bin.is_file(),
+            "{} is missing: run the tests with `cargo test --workspace` (or build it first with `cargo build -p fulcrum`)",
+            bin.display()
+        );
+        bin
+    })
+}
 
 /// A scratch directory, removed on drop (also when the test panics).
+#[derive(Debug)]
 pub struct Scratch(pub PathBuf);
 
 impl Scratch {
+    /// A directory of its own: the process id and a sequence number keep tests that run
+    /// at once in one test binary apart, whatever names they pick.
     pub fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("fulcrum-test-{}-{name}", std::process::id()));
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("fulcrum-test-{}-{seq}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
@@ -57,6 +90,7 @@ pub fn installed(program: &str) -> bool {
 }
 
 /// A `fulcrum run` started in a lab host: its process, control socket and log.
+#[derive(Debug)]
 pub struct Daemon {
     pub process: fulcrum_lab::Process,
     pub sock: PathBuf,
@@ -76,7 +110,7 @@ pub fn spawn_fulcrum(
     let sock = dir.join(format!("{id}.sock"));
     let log = dir.join(format!("{id}.log"));
     let mut args: Vec<&std::ffi::OsStr> = vec![
-        env!("CARGO_BIN_EXE_fulcrum").as_ref(),
+        bin().as_os_str(),
         "run".as_ref(),
         "-f".as_ref(),
         conf.as_os_str(),
@@ -90,7 +124,6 @@ pub fn spawn_fulcrum(
 
 /// Headless Chromium loads `url` in `host` and returns the DOM after the page's script
 /// ran (or, with `screenshot`, saves a PNG there instead).
-#[allow(dead_code)]
 pub fn chromium(
     lab: &fulcrum_lab::Lab,
     host: &fulcrum_lab::Host,
@@ -118,7 +151,6 @@ pub fn chromium(
 }
 
 /// Prometheus text exposition parsed into series (`name{labels}`) and values.
-#[allow(dead_code)]
 pub fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
     text.lines()
         .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
@@ -130,9 +162,8 @@ pub fn parse_metrics(text: &str) -> std::collections::HashMap<String, f64> {
 }
 
 /// `fulcrum ctl --control SOCK ARGS...`, run to its end.
-#[allow(dead_code)]
 pub fn ctl(sock: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+    Command::new(bin())
         .arg("ctl")
         .arg("--control")
         .arg(sock)

@@ -11,13 +11,12 @@ use fulcrum_lab::reference::{self, Deployment, Reference};
 use fulcrum_lab::wait_for;
 use fulcrum_lab::{require_root, Agent, Host, Process};
 
-mod common;
-use common::Scratch;
+use fulcrum_e2e::Scratch;
 
 const VIP: &str = "10.1.10.88";
 
 fn agent() -> Agent {
-    Agent::new(env!("CARGO_BIN_EXE_fulcrum"), &["lab-agent"])
+    Agent::new(fulcrum_e2e::bin(), &["lab-agent"])
 }
 
 fn config(version: u8) -> String {
@@ -58,7 +57,7 @@ fn fulcrum(
     id: &str,
     dir: &Scratch,
 ) -> (Process, PathBuf) {
-    let d = common::spawn_fulcrum(&mut r.lab, host, conf, &dir.0, id, &["-i", id]);
+    let d = fulcrum_e2e::spawn_fulcrum(&mut r.lab, host, conf, &dir.0, id, &["-i", id]);
     (d.process, d.sock)
 }
 
@@ -97,7 +96,7 @@ fn keepalived(
 }
 
 fn vrrp_state(sock: &Path) -> serde_json::Value {
-    let out = common::ctl(sock, &["--json", "vrrp"]);
+    let out = fulcrum_e2e::ctl(sock, &["--json", "vrrp"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
     v["result"][0].clone()
 }
@@ -354,7 +353,7 @@ fn reference_deployment_3_moves_both_vips() {
         wait_for(Duration::from_secs(6), || holds(&r, &d2, &vip1)).expect("VIP1 did not move");
     eprintln!("deployment 3: VIP1 moved to director 2 {took:?} after director 1 was killed");
     assert!(holds(&r, &d2, &vip2));
-    let states = common::ctl(&sock2, &["--json", "vrrp"]);
+    let states = fulcrum_e2e::ctl(&sock2, &["--json", "vrrp"]);
     let v: serde_json::Value = serde_json::from_slice(&states.stdout).unwrap();
     let masters: Vec<&str> = v["result"]
         .as_array()
@@ -457,7 +456,7 @@ fn a_sync_group_moves_together_on_a_tracked_interface_fault() {
     });
     eprintln!("sync group fault hand-over: {took:?}");
     assert!(took.is_some(), "both VIPs must move together");
-    let v = common::ctl(&sock1, &["--json", "vrrp"]);
+    let v = fulcrum_e2e::ctl(&sock1, &["--json", "vrrp"]);
     let v: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
     let states: Vec<&str> = v["result"]
         .as_array()
@@ -925,7 +924,7 @@ fn reload_keeps_unchanged_instances_and_applies_the_rest() {
             .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{vip2}/")))
             .unwrap_or(false)
     };
-    let reload = || common::ctl(&sock1, &["reload"]).status.success();
+    let reload = || fulcrum_e2e::ctl(&sock1, &["reload"]).status.success();
     // Add VI_2 on director 1 only.
     std::fs::write(
         &conf1,
@@ -946,7 +945,7 @@ fn reload_keeps_unchanged_instances_and_applies_the_rest() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = common::ctl(&sock1, &["--json", "vrrp"]);
+    let out = fulcrum_e2e::ctl(&sock1, &["--json", "vrrp"]);
     let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let vi1 = &all["result"][0];
     assert_eq!(vi1["name"], "VI_1");
@@ -972,7 +971,7 @@ fn reload_keeps_unchanged_instances_and_applies_the_rest() {
 /// transition among its recent events. A screenshot is kept in target/tmp.
 #[test]
 fn dashboard_shows_a_failover() {
-    if !require_root("dashboard_shows_a_failover") || !common::installed("chromium") {
+    if !require_root("dashboard_shows_a_failover") || !fulcrum_e2e::installed("chromium") {
         return;
     }
     let dir = Scratch::new("dash");
@@ -981,7 +980,7 @@ fn dashboard_shows_a_failover() {
     let mut r = reference::build(Deployment::KeepalivedHa, "dash", Some(agent())).unwrap();
     let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
     let (p1, _) = fulcrum(&mut r, &d1, &conf, "lb1", &dir);
-    let d = common::spawn_fulcrum(
+    let d = fulcrum_e2e::spawn_fulcrum(
         &mut r.lab,
         &d2,
         &conf,
@@ -998,7 +997,7 @@ fn dashboard_shows_a_failover() {
             .map(|rest| rest.split("</tr>").next().unwrap_or("").to_string())
             .unwrap_or_default()
     };
-    let before = common::chromium(&r.lab, &d2, url, &dir.0, None);
+    let before = fulcrum_e2e::chromium(&r.lab, &d2, url, &dir.0, None);
     assert!(row(&before).contains(">BACKUP<"), "{before}");
     p1.signal("KILL").unwrap();
     r.lab.ip(&d1, &["link", "set", "eth0", "down"]).unwrap();
@@ -1011,7 +1010,7 @@ fn dashboard_shows_a_failover() {
         .unwrap()
         .as_millis();
     let moved = std::time::Instant::now();
-    let after = common::chromium(&r.lab, &d2, url, &dir.0, None);
+    let after = fulcrum_e2e::chromium(&r.lab, &d2, url, &dir.0, None);
     let took = moved.elapsed();
     assert!(row(&after).contains(">MASTER<"), "{after}");
     // The event, with the time the dashboard noticed it: within a second of the VIP move
@@ -1031,7 +1030,7 @@ fn dashboard_shows_a_failover() {
         .lab
         .request(&d2, "127.0.0.1:9100", &["/metrics"], &[])
         .unwrap();
-    let m = common::parse_metrics(&text[0].1);
+    let m = fulcrum_e2e::parse_metrics(&text[0].1);
     assert_eq!(
         m.get("fulcrum_vrrp_state{instance=\"VI_1\",state=\"MASTER\"}"),
         Some(&1.0),
@@ -1048,7 +1047,7 @@ fn dashboard_shows_a_failover() {
         "INIT to BACKUP to MASTER: {m:?}"
     );
     let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard-failover.png");
-    common::chromium(&r.lab, &d2, url, &dir.0, Some(&shot));
+    fulcrum_e2e::chromium(&r.lab, &d2, url, &dir.0, Some(&shot));
     assert!(
         std::fs::metadata(&shot)
             .map(|m| m.len() > 1000)

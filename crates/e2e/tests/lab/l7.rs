@@ -2,18 +2,16 @@
 //! proxy HTTP to RIP1 and RIP2 with the shipped example configurations; the master of VIP1
 //! dies under steady load and the client's requests resume through the other proxy.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::Scratch;
+use fulcrum_e2e::Scratch;
 use fulcrum_lab::reference::{self, Deployment, Reference};
 use fulcrum_lab::{require_root, wait_for, Agent, Host};
 
 fn agent() -> Agent {
-    Agent::new(env!("CARGO_BIN_EXE_fulcrum"), &["lab-agent"])
+    Agent::new(fulcrum_e2e::bin(), &["lab-agent"])
 }
 
 fn examples() -> PathBuf {
@@ -56,7 +54,7 @@ fn deployment_4_fails_over_under_load() {
             );
         let nginx_conf = dir.0.join(format!("{id}.nginx.conf"));
         std::fs::write(&nginx_conf, nginx).unwrap();
-        let d = common::spawn_fulcrum(
+        let d = fulcrum_e2e::spawn_fulcrum(
             &mut r.lab,
             host,
             &keepalived,
@@ -142,7 +140,7 @@ fn deployment_4_fails_over_under_load() {
 }
 
 fn ctl_upstreams(sock: &Path) -> serde_json::Value {
-    let out = common::ctl(sock, &["--json", "upstreams"]);
+    let out = fulcrum_e2e::ctl(sock, &["--json", "upstreams"]);
     serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap_or_default()["result"].clone()
 }
 
@@ -173,7 +171,7 @@ fn health_checks_drive_upstream_peers() {
         "events {\n    worker_connections 512;\n}\nhttp {\n    access_log off;\n    upstream u {\n        server 127.0.0.1:9001 max_fails=0;\n        server 127.0.0.1:9002 max_fails=0;\n    }\n    server {\n        listen 127.0.0.1:8080;\n        location / {\n            proxy_pass http://u;\n            proxy_next_upstream off;\n        }\n    }\n}\n",
     )
     .unwrap();
-    let d = common::spawn_fulcrum(
+    let d = fulcrum_e2e::spawn_fulcrum(
         &mut lab,
         &host,
         &keepalived,
@@ -226,7 +224,7 @@ fn health_checks_drive_upstream_peers() {
     let after = answers(&lab);
     assert!(after.iter().all(|a| a == "200 b2"), "{after:?}");
     // `ctl status` shows it on its one screen.
-    let status = common::ctl(&d.sock, &["status"]);
+    let status = fulcrum_e2e::ctl(&d.sock, &["status"]);
     let status = String::from_utf8_lossy(&status.stdout);
     let line = status
         .lines()
@@ -235,7 +233,7 @@ fn health_checks_drive_upstream_peers() {
     assert!(line.contains(" down "), "{status}");
     // The metrics show it, parsed: the peer out of rotation, its checker down after one
     // transition, the requests answered.
-    let m = common::parse_metrics(&metrics(&lab));
+    let m = fulcrum_e2e::parse_metrics(&metrics(&lab));
     let value = |series: &str| {
         *m.get(series)
             .unwrap_or_else(|| panic!("{series} missing from {:?}", m.keys().collect::<Vec<_>>()))
@@ -260,8 +258,8 @@ fn health_checks_drive_upstream_peers() {
     assert!(value("fulcrum_upstream_response_seconds_count{upstream=\"u\"}") >= 10.0);
     // So does the dashboard, rendered by a browser: b1 down with its checker's reason,
     // and the change among the recent events.
-    if common::installed("chromium") {
-        let dom = common::chromium(&lab, &host, "http://127.0.0.1:9100/", &dir.0, None);
+    if fulcrum_e2e::installed("chromium") {
+        let dom = fulcrum_e2e::chromium(&lab, &host, "http://127.0.0.1:9100/", &dir.0, None);
         let row = dom
             .split("data-real-server=\"127.0.0.1:9001\"")
             .nth(1)
@@ -282,7 +280,7 @@ fn health_checks_drive_upstream_peers() {
     }
     // The operator drains b2 for maintenance: b1 is down too, so nothing is left
     // (502), and undrained it serves again.
-    let ctl = |what: &str| common::ctl(&d.sock, &[what, "127.0.0.1:9002"]);
+    let ctl = |what: &str| fulcrum_e2e::ctl(&d.sock, &[what, "127.0.0.1:9002"]);
     let out = ctl("drain");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("1 upstream peer(s)"),
@@ -340,7 +338,7 @@ fn reloads_under_load_lose_nothing() {
     lab.spawn(
         &host,
         &[
-            env!("CARGO_BIN_EXE_fulcrum").as_ref(),
+            fulcrum_e2e::bin().as_ref(),
             "run".as_ref(),
             "--nginx-conf".as_ref(),
             conf.as_os_str(),
@@ -368,7 +366,7 @@ fn reloads_under_load_lose_nothing() {
         c.stdout(Stdio::piped()).spawn().unwrap()
     };
     let watchers = [watcher(false), watcher(true)];
-    let reload = || common::ctl(&sock, &["reload"]).status.success();
+    let reload = || fulcrum_e2e::ctl(&sock, &["reload"]).status.success();
     let mut refused = 0;
     for n in 1..=100 {
         std::thread::sleep(Duration::from_millis(40));

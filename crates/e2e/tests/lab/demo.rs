@@ -8,7 +8,7 @@ fn demo_shows_a_deployment_and_cleans_up() {
     if !fulcrum_lab::require_root("demo_shows_a_deployment_and_cleans_up") {
         return;
     }
-    let child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+    let child = Command::new(fulcrum_e2e::bin())
         .args(["demo", "--only", "dr"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -42,7 +42,7 @@ fn demo_shows_a_deployment_and_cleans_up() {
 
 #[test]
 fn demo_rejects_an_unknown_deployment() {
-    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+    let out = Command::new(fulcrum_e2e::bin())
         .args(["demo", "--only", "nope"])
         .output()
         .unwrap();
@@ -56,7 +56,7 @@ fn demo_rejects_an_unknown_deployment() {
 
 /// `fulcrum demo --only NAME`, which must succeed: what it printed.
 fn demo(only: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+    let out = Command::new(fulcrum_e2e::bin())
         .args(["demo", "--only", only])
         .output()
         .unwrap();

@@ -4,11 +4,9 @@
 //! namespace. Which backend served each request, the status, and the request head each
 //! backend saw must be the same.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{installed, Scratch};
+use fulcrum_e2e::{installed, Scratch};
 use fulcrum_lab::{require_root, wait_for, Agent, Host, Lab};
 
 const NGINX: &str = "127.0.0.1:8080";
@@ -18,7 +16,7 @@ const NGINX_TLS: u16 = 8443;
 const FULCRUM_TLS: u16 = 8444;
 
 fn agent() -> Agent {
-    Agent::new(env!("CARGO_BIN_EXE_fulcrum"), &["lab-agent"])
+    Agent::new(fulcrum_e2e::bin(), &["lab-agent"])
 }
 
 /// One response as the test compares it: status, the backend that answered ("" for an
@@ -163,7 +161,7 @@ impl Pair {
         lab.spawn(
             &host,
             &[
-                env!("CARGO_BIN_EXE_fulcrum").as_ref(),
+                fulcrum_e2e::bin().as_ref(),
                 "run".as_ref(),
                 "--nginx-conf".as_ref(),
                 fulcrum_conf.as_os_str(),

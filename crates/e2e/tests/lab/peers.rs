@@ -12,8 +12,7 @@ use std::process::Command;
 
 use fulcrum_lab::{require_root, Lab};
 
-mod common;
-use common::{corpus_files, installed};
+use fulcrum_e2e::{corpus_files, installed};
 
 fn files(lang: &str, kind: &str) -> Vec<PathBuf> {
     corpus_files(lang, kind)

@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 use fulcrum_lab::reference::{self, Deployment, Reference};
 use fulcrum_lab::{require_root, wait_for, Agent};
 
-mod common;
-use common::Scratch;
+use fulcrum_e2e::Scratch;
 
 fn ipvsadm(sock: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+    let out = Command::new(fulcrum_e2e::bin())
         .args(["ipvsadm", "--control"])
         .arg(sock)
         .arg("-Ln")
@@ -43,7 +42,7 @@ fn checkers_take_dead_servers_out_and_put_them_back() {
     if !require_root("checkers_take_dead_servers_out_and_put_them_back") {
         return;
     }
-    let agent = Agent::new(env!("CARGO_BIN_EXE_fulcrum"), &["lab-agent"]);
+    let agent = Agent::new(fulcrum_e2e::bin(), &["lab-agent"]);
     let mut r = reference::build(Deployment::LvsNat, "hlab", Some(agent)).unwrap();
     let dir = Scratch::new("hlab");
     let vip = r.vips[0].to_string();
@@ -62,11 +61,11 @@ fn checkers_take_dead_servers_out_and_put_them_back() {
     let path = dir.0.join("keepalived.conf");
     std::fs::write(&path, conf).unwrap();
     let director = r.directors[0].clone();
-    let common::Daemon {
+    let fulcrum_e2e::Daemon {
         process: _daemon,
         sock,
         log,
-    } = common::spawn_fulcrum(&mut r.lab, &director, &path, &dir.0, "fulcrum", &[]);
+    } = fulcrum_e2e::spawn_fulcrum(&mut r.lab, &director, &path, &dir.0, "fulcrum", &[]);
     let both = wait_for(Duration::from_secs(20), || {
         let l = ipvsadm(&sock);
         l.contains(&format!("  -> {rip1}:80")) && l.contains(&format!("  -> {rip2}:80"))
@@ -127,7 +126,7 @@ fn misc_dynamic_weights_and_quorum_scripts() {
     if !require_root("misc_dynamic_weights_and_quorum_scripts") {
         return;
     }
-    let agent = Agent::new(env!("CARGO_BIN_EXE_fulcrum"), &["lab-agent"]);
+    let agent = Agent::new(fulcrum_e2e::bin(), &["lab-agent"]);
     let mut r = reference::build(Deployment::LvsNat, "hdyn", Some(agent)).unwrap();
     let dir = Scratch::new("hdyn");
     let vip = r.vips[0].to_string();
@@ -159,11 +158,11 @@ fn misc_dynamic_weights_and_quorum_scripts() {
     let path = dir.0.join("keepalived.conf");
     std::fs::write(&path, conf).unwrap();
     let director = r.directors[0].clone();
-    let common::Daemon {
+    let fulcrum_e2e::Daemon {
         process: _daemon,
         sock,
         log,
-    } = common::spawn_fulcrum(&mut r.lab, &director, &path, &dir.0, "fulcrum", &[]);
+    } = fulcrum_e2e::spawn_fulcrum(&mut r.lab, &director, &path, &dir.0, "fulcrum", &[]);
     let row = |rip: &str, w: u32| format!("  -> {:<28} Masq    {w:<6} ", format!("{rip}:80"));
     let weighted = wait_for(Duration::from_secs(10), || {
         ipvsadm(&sock).contains(&row(&rip1, 2))

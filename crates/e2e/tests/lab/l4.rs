@@ -12,13 +12,12 @@ use std::time::Duration;
 use fulcrum_lab::reference::{self, Deployment, Reference};
 use fulcrum_lab::{require_root, wait_for, Agent, Process};
 
-mod common;
-use common::Scratch;
+use fulcrum_e2e::Scratch;
 
 const CONNECTIONS: u32 = 299;
 
 fn agent() -> Agent {
-    Agent::new(env!("CARGO_BIN_EXE_fulcrum"), &["lab-agent"])
+    Agent::new(fulcrum_e2e::bin(), &["lab-agent"])
 }
 
 /// keepalived.conf for one virtual service over the deployment's real servers.
@@ -36,11 +35,11 @@ fn start(r: &mut Reference, conf: &str, dir: &Scratch, id: &str) -> (Process, Pa
     let path = dir.0.join(format!("{id}.conf"));
     std::fs::write(&path, conf).unwrap();
     let director = r.directors[0].clone();
-    let common::Daemon {
+    let fulcrum_e2e::Daemon {
         process: p,
         sock,
         log,
-    } = common::spawn_fulcrum(&mut r.lab, &director, &path, &dir.0, id, &[]);
+    } = fulcrum_e2e::spawn_fulcrum(&mut r.lab, &director, &path, &dir.0, id, &[]);
     let up = wait_for(Duration::from_secs(20), || {
         ipvsadm(&sock, &["-Ln"]).contains("  -> ")
     });
@@ -59,7 +58,7 @@ fn ipvsadm(sock: &Path, args: &[&str]) -> String {
 /// Runs `fulcrum ipvsadm`, with `stdin` as its input: (success, stdout, stderr).
 fn ipvsadm_with(sock: &Path, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
     use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fulcrum"))
+    let mut child = Command::new(fulcrum_e2e::bin())
         .arg("ipvsadm")
         .arg("--control")
         .arg(sock)
@@ -194,13 +193,15 @@ fn run_deployment(deployment: Deployment, kind: &str, label: &str) {
                 assert_eq!(s[2], 0, "DR replies must not cross the director:\n{stats}");
             }
         }
-        let ctl = common::ctl(&sock, &["services"]);
+        let ctl = fulcrum_e2e::ctl(&sock, &["services"]);
         let ctl = String::from_utf8_lossy(&ctl.stdout);
         assert!(ctl.contains("data plane on eth0 (native)"), "{ctl}");
         if kind == "DR" {
             let raw = raw_ipvs(&sock);
-            assert!(
-                raw.contains(r#""interfaces":[{"mode":"native","name":"eth0"}]"#),
+            let answer: serde_json::Value = serde_json::from_str(&raw).unwrap();
+            assert_eq!(
+                answer["result"]["interfaces"],
+                serde_json::json!([{"name": "eth0", "mode": "native"}]),
                 "{raw}"
             );
         }
@@ -249,7 +250,7 @@ fn hold(r: &mut Reference, dir: &Scratch, target: &str, ms: u32) -> (Process, Pa
         .spawn(
             &client,
             &[
-                env!("CARGO_BIN_EXE_fulcrum"),
+                fulcrum_e2e::bin().to_str().expect("a UTF-8 path"),
                 "lab-agent",
                 "hold",
                 "--connect",
@@ -386,7 +387,7 @@ fn ipvsadm_edits_take_effect_at_once() {
 
     // `fulcrum ctl drain`: weight 0 for the server in every service, until undrained.
     let ctl = |what: &str| {
-        let out = common::ctl(&sock, &[what, &rips[0]]);
+        let out = fulcrum_e2e::ctl(&sock, &[what, &rips[0]]);
         assert!(
             out.status.success(),
             "{}",
@@ -401,7 +402,7 @@ fn ipvsadm_edits_take_effect_at_once() {
     assert_eq!(distribution_of(&r, &vip, 8), split(2, 6));
 
     // `fulcrum ctl conns`, filtered by real server.
-    let out = common::ctl(&sock, &["--json", "conns", "--real-server", &rips[1]]);
+    let out = fulcrum_e2e::ctl(&sock, &["--json", "conns", "--real-server", &rips[1]]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let conns = v["result"].as_array().cloned().unwrap_or_default();
     assert!(!conns.is_empty(), "{v}");
@@ -461,7 +462,7 @@ fn forwarding_survives_a_sigkill_and_the_restart_adopts_it() {
             .spawn(
                 &director,
                 &[
-                    env!("CARGO_BIN_EXE_fulcrum").as_ref(),
+                    fulcrum_e2e::bin().as_ref(),
                     "run".as_ref(),
                     "-f".as_ref(),
                     conf.as_os_str(),
@@ -545,7 +546,7 @@ fn reload_applies_virtual_server_changes_without_dropping_connections() {
         config(&vip, "NAT", "wrr", &[1, 2], &rips),
     )
     .unwrap();
-    let out = common::ctl(&sock, &["reload"]);
+    let out = fulcrum_e2e::ctl(&sock, &["reload"]);
     assert!(
         out.status.success(),
         "{}",
@@ -637,7 +638,7 @@ fn deployment_3_serves_both_vips_and_fails_over() {
     let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
     let mut daemons = Vec::new();
     for (host, id) in [(&d1, "lb1"), (&d2, "lb2")] {
-        let d = common::spawn_fulcrum(&mut r.lab, host, &conf, &dir.0, id, &["-i", id]);
+        let d = fulcrum_e2e::spawn_fulcrum(&mut r.lab, host, &conf, &dir.0, id, &["-i", id]);
         daemons.push(d.process);
     }
     let holds = |r: &Reference, host: &fulcrum_lab::Host, vip: &str| {
