@@ -182,6 +182,8 @@ pub struct VirtualAddress {
     pub scope: Option<String>,
     pub label: Option<String>,
     pub no_track: bool,
+    /// `noprefixroute`: the kernel adds no route for the address's prefix.
+    pub no_prefix_route: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

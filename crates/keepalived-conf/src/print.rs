@@ -139,6 +139,9 @@ impl Out {
             if a.no_track {
                 parts.push("no_track".to_string());
             }
+            if a.no_prefix_route {
+                parts.push("noprefixroute".to_string());
+            }
             self.line(&[&parts.join(" ")]);
         }
         self.close();

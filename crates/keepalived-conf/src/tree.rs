@@ -114,9 +114,13 @@ impl TreeBuilder {
         if first.is_close() {
             self.can_open = false;
             match self.stack.pop() {
+                // keepalived logs "Extra '}' found" and goes on (its -t counts it as an
+                // error, but the daemon runs): a warning here, so such a file still runs.
                 None => {
-                    self.diagnostics
-                        .push(Diagnostic::error(first.span, "extra '}' found"));
+                    self.diagnostics.push(Diagnostic::warning(
+                        first.span,
+                        "extra '}' found; ignored, as keepalived ignores it",
+                    ));
                     None
                 }
                 Some(frame) => self.close(frame),

@@ -91,9 +91,10 @@ fn address() -> impl Strategy<Value = VirtualAddress> {
         prop::option::of(prop::sample::select(vec!["global", "site", "link", "host"])),
         prop::option::of(word()),
         any::<bool>(),
+        any::<bool>(),
     )
         .prop_map(
-            |(addr, prefix, dev, scope, label, no_track)| VirtualAddress {
+            |(addr, prefix, dev, scope, label, no_track, no_prefix_route)| VirtualAddress {
                 addr,
                 prefix,
                 brd: None,
@@ -101,6 +102,7 @@ fn address() -> impl Strategy<Value = VirtualAddress> {
                 scope: scope.map(str::to_string),
                 label,
                 no_track,
+                no_prefix_route,
             },
         )
 }

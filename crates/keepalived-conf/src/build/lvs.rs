@@ -3,6 +3,16 @@
 
 use super::*;
 
+/// IPVS's persistence timeout when `persistence_timeout` is given no value.
+const DEFAULT_PERSISTENCE_TIMEOUT: u32 = 360;
+
+/// Where a check setting is written: keepalived reads some of them differently there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Level {
+    VirtualServer,
+    RealServer,
+}
+
 impl Builder<'_> {
     pub(super) fn server_group(&mut self, n: &Node) -> Option<VirtualServerGroup> {
         let name = self.name_arg(n)?;
@@ -100,7 +110,7 @@ impl Builder<'_> {
         let mut vs = VirtualServer::new(key);
         let mut rs_spans = Vec::new();
         for c in self.block(n) {
-            if self.check_default(c, &mut vs.defaults) {
+            if self.check_default(c, &mut vs.defaults, Level::VirtualServer) {
                 continue;
             }
             match c.name() {
@@ -119,9 +129,20 @@ impl Builder<'_> {
                 "protocol" => {
                     self.no_block(c);
                     self.at_most(c, 1);
-                    if let Some(p) = self.enum_at::<Protocol>(c, 0, "protocol") {
-                        vs.protocol = Some(p);
+                    // keepalived compares the name without case (strcasecmp).
+                    let name = c.args.first().map(|a| a.text.to_ascii_uppercase());
+                    match name.as_deref().map(str::parse::<Protocol>) {
+                        Some(Ok(p)) => vs.protocol = Some(p),
+                        _ => {
+                            if let Some(p) = self.enum_at::<Protocol>(c, 0, "protocol") {
+                                vs.protocol = Some(p);
+                            }
+                        }
                     }
+                }
+                // Without a value, keepalived takes IPVS's default of 360 seconds.
+                "persistence_timeout" if c.args.is_empty() && c.block.is_none() => {
+                    vs.persistence_timeout = Some(DEFAULT_PERSISTENCE_TIMEOUT)
                 }
                 "persistence_timeout" => {
                     vs.persistence_timeout = self
@@ -252,15 +273,50 @@ impl Builder<'_> {
         }
     }
 
+    /// `alpha` as keepalived reads it: on a virtual_server any value (or none) turns it on;
+    /// on a real_server a boolean sets it, and anything else is an error.
+    fn alpha(&mut self, c: &Node, level: Level) -> Option<bool> {
+        self.no_block(c);
+        self.at_most(c, 1);
+        let Some(arg) = c.args.first() else {
+            return Some(true);
+        };
+        match (is_bool_word(&arg.text), level) {
+            (Some(true), _) => Some(true),
+            (Some(false), Level::RealServer) => Some(false),
+            (_, Level::VirtualServer) => {
+                self.warn(
+                    arg.span,
+                    format!(
+                        "keepalived turns alpha on for a virtual_server whatever follows it; '{}' is ignored",
+                        arg.text
+                    ),
+                );
+                Some(true)
+            }
+            // keepalived -t counts this as an error (its daemon logs and ignores it).
+            (None, Level::RealServer) => {
+                self.error(
+                    arg.span,
+                    format!(
+                        "invalid boolean '{}' for 'alpha': expected on, off, yes, no, true or false",
+                        arg.text
+                    ),
+                );
+                None
+            }
+        }
+    }
+
     /// Check settings that a virtual server or real server can hold for its checkers.
-    pub(super) fn check_default(&mut self, c: &Node, d: &mut CheckDefaults) -> bool {
+    pub(super) fn check_default(&mut self, c: &Node, d: &mut CheckDefaults, level: Level) -> bool {
         match c.name() {
+            "alpha" => d.alpha = self.alpha(c, level),
             "delay_loop" => d.delay_loop = self.timer(c),
             "retry" => d.retry = self.u32_value(c, "retry"),
             "delay_before_retry" => d.delay_before_retry = self.timer(c),
             "warmup" => d.warmup = self.timer(c),
             "connect_timeout" => d.connect_timeout = self.timer(c),
-            "alpha" => d.alpha = self.flag(c),
             "inhibit_on_failure" => d.inhibit_on_failure = self.flag(c),
             _ => return false,
         }
@@ -277,7 +333,7 @@ impl Builder<'_> {
         };
         let mut rs = RealServer::new(addr, port);
         for c in self.block(n) {
-            if self.check_default(c, &mut rs.defaults) {
+            if self.check_default(c, &mut rs.defaults, Level::RealServer) {
                 continue;
             }
             match c.name() {

@@ -4,7 +4,7 @@
 //! implement are warnings that say so.
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
 use fulcrum_diag::{Diagnostic, Span};

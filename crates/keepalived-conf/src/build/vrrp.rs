@@ -609,7 +609,8 @@ impl Builder<'_> {
         out
     }
 
-    /// `ADDR[/PREFIX] [brd ADDR] [dev IF] [scope SCOPE] [label LABEL] [no_track]`.
+    /// `ADDR[/PREFIX] [brd ADDR|+|-] [dev IF] [scope SCOPE] [label LABEL] [no_track]
+    /// [noprefixroute]`.
     pub(super) fn address(&mut self, line: &Node) -> Option<VirtualAddress> {
         let text = &line.keyword.text;
         let (addr_text, prefix_text) = match text.split_once('/') {
@@ -645,6 +646,7 @@ impl Builder<'_> {
             scope: None,
             label: None,
             no_track: false,
+            no_prefix_route: false,
         };
         let mut i = 0;
         while i < line.args.len() {
@@ -656,7 +658,28 @@ impl Builder<'_> {
                     i += 1;
                     continue;
                 }
-                "brd" | "broadcast" => a.brd = self.parse_at(line, i + 1, "broadcast address"),
+                "noprefixroute" => {
+                    a.no_prefix_route = true;
+                    i += 1;
+                    continue;
+                }
+                // `+` and `-`, as ip(8) takes them: the prefix's host bits set, or cleared.
+                "brd" | "broadcast" => {
+                    match (line.args.get(i + 1).map(|w| w.text.as_str()), addr) {
+                        (Some(sign @ ("+" | "-")), IpAddr::V4(v4)) => {
+                            let host = u32::MAX
+                                .checked_shr(u32::from(prefix.unwrap_or(32)))
+                                .unwrap_or(0);
+                            let bits = u32::from(v4);
+                            a.brd = Some(Ipv4Addr::from(if sign == "+" {
+                                bits | host
+                            } else {
+                                bits & !host
+                            }));
+                        }
+                        _ => a.brd = self.parse_at(line, i + 1, "broadcast address"),
+                    }
+                }
                 "dev" => {
                     if let Some(dev) = self.arg(line, i + 1, "an interface after 'dev'") {
                         let dev = dev.to_string();

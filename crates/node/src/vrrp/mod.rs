@@ -19,6 +19,7 @@ use fulcrum_vrrp::packet::{self, ChecksumMode, Version};
 use fulcrum_vrrp::router::{Datagram, Member, Output, Router, Track, TrackId};
 use fulcrum_vrrp::track::{Effect, ScriptState, TrackState};
 use futures::TryStreamExt;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
 use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
@@ -1265,7 +1266,15 @@ impl HostIo {
                             Some(d) => fulcrum_sys::if_index(d).unwrap_or(vip_iface.index),
                             None => vip_iface.index,
                         };
-                        let req = self.handle.address().add(index, v.addr, prefix);
+                        let mut req = self.handle.address().add(index, v.addr, prefix);
+                        let attrs = &mut req.message_mut().attributes;
+                        if let (Some(brd), IpAddr::V4(_)) = (v.brd, v.addr) {
+                            attrs.retain(|a| !matches!(a, AddressAttribute::Broadcast(_)));
+                            attrs.push(AddressAttribute::Broadcast(brd));
+                        }
+                        if v.no_prefix_route {
+                            attrs.push(AddressAttribute::Flags(AddressFlags::Noprefixroute));
+                        }
                         match req.execute().await {
                             Ok(()) => {}
                             Err(e) if e.to_string().contains("File exists") => {}
