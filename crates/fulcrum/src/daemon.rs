@@ -3,7 +3,7 @@
 //! is the node's.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -15,6 +15,10 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
 use crate::control::{Request, Response, PROTOCOL_VERSION};
+
+/// What `fulcrum run` loads when given neither -f nor -c (each file if it exists).
+pub const DEFAULT_KEEPALIVED_CONF: &str = "/etc/keepalived/keepalived.conf";
+pub const DEFAULT_NGINX_CONF: &str = "/etc/nginx/nginx.conf";
 use crate::RunArgs;
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -46,9 +50,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
 
+    // Without -f and -c: the files of the packages fulcrum stands in for, each if present.
+    let (keepalived, nginx) = match (&args.config.keepalived, &args.config.nginx) {
+        (None, None) => {
+            let present = |p: &str| Some(PathBuf::from(p)).filter(|p| p.is_file());
+            (
+                present(DEFAULT_KEEPALIVED_CONF),
+                present(DEFAULT_NGINX_CONF),
+            )
+        }
+        (k, n) => (k.clone(), n.clone()),
+    };
     let sources = Sources::new(
-        args.config.keepalived.clone(),
-        args.config.nginx.clone(),
+        keepalived,
+        nginx,
         args.config.config_id.clone(),
         true,
         false,

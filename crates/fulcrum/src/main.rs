@@ -35,7 +35,8 @@ enum Command {
     ///
     /// Loads and validates the configuration, opens the control socket, reloads on SIGHUP
     /// (a configuration that fails validation is refused and the running one stays), and
-    /// stops on SIGTERM or SIGINT.
+    /// stops on SIGTERM or SIGINT. Given neither -f nor -c, it loads
+    /// /etc/keepalived/keepalived.conf and /etc/nginx/nginx.conf, each if it exists.
     Run(RunArgs),
     /// Check configuration files like `keepalived -t` and `nginx -t` together.
     ///

@@ -295,6 +295,7 @@ impl Node {
                 .unwrap_or_else(|_| l4::empty_listing()),
             upstreams: upstreams(h.proxy.as_deref()),
             l7: h.proxy.map(|p| p.stats()),
+            process: status::Process::read(),
         }
     }
 

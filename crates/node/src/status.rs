@@ -263,6 +263,57 @@ pub struct Drained {
     pub upstream_peers: usize,
 }
 
+/// The daemon's process, as Prometheus client libraries report their own (`process_*`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Process {
+    /// User and system CPU time.
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+    pub virtual_bytes: u64,
+    pub open_fds: u64,
+    pub max_fds: u64,
+    /// Unix time.
+    pub start_time_seconds: f64,
+}
+
+impl Process {
+    /// This process, from /proc/self (zeros where a file cannot be read).
+    pub fn read() -> Process {
+        let mut p = Process::default();
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        // The fields after the command name, which is in parentheses and may hold spaces:
+        // state is field 3, so utime (14) is at index 11 here.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let field = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        let ticks = fulcrum_sys::clock_ticks_per_second() as f64;
+        p.cpu_seconds = (field(11) + field(12)) as f64 / ticks;
+        p.virtual_bytes = field(20);
+        p.resident_bytes = field(21) * fulcrum_sys::page_size();
+        let boot = std::fs::read_to_string("/proc/stat")
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        p.start_time_seconds = boot as f64 + field(19) as f64 / ticks;
+        p.open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64);
+        p.max_fds = std::fs::read_to_string("/proc/self/limits")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3)?.parse().ok())
+            .unwrap_or(0);
+        p
+    }
+}
+
 /// Everything at once: what a metrics scrape and the dashboard read.
 #[derive(Debug, Clone, Default)]
 pub struct Status {
@@ -273,4 +324,5 @@ pub struct Status {
     pub upstreams: Vec<UpstreamPeer>,
     /// The layer-7 proxy's counters, while it runs.
     pub l7: Option<fulcrum_proxy::stats::Counts>,
+    pub process: Process,
 }

@@ -140,18 +140,25 @@ pub fn keep_capabilities(keep: &[u32]) -> io::Result<()> {
         .ok()
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(40);
+    // The bounding set first: only what is still in it is dropped (a unit's
+    // CapabilityBoundingSet may have removed the rest already, and dropping needs
+    // CAP_SETPCAP, which such a unit does not give). A failure there is reported after
+    // the process's own sets are reduced, which needs no privilege.
+    let mut bounding = Ok(());
     for c in 0..=last {
         if keep.contains(&c) {
+            continue;
+        }
+        // SAFETY: prctl(PR_CAPBSET_READ, cap) takes plain integers: 1 in the set, 0 not,
+        // -1 (EINVAL) a capability this kernel does not know.
+        if unsafe { libc::prctl(libc::PR_CAPBSET_READ, c as libc::c_ulong, 0, 0, 0) } != 1 {
             continue;
         }
         // SAFETY: prctl(PR_CAPBSET_DROP, cap) takes plain integers.
         let rc = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, c as libc::c_ulong, 0, 0, 0) };
         if rc != 0 {
-            let e = io::Error::last_os_error();
-            // EINVAL: a capability this kernel does not know.
-            if e.raw_os_error() != Some(libc::EINVAL) {
-                return Err(e);
-            }
+            bounding = Err(io::Error::last_os_error());
+            break;
         }
     }
     const VERSION_3: u32 = 0x2008_0522;
@@ -191,7 +198,7 @@ pub fn keep_capabilities(keep: &[u32]) -> io::Result<()> {
     if rc != 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    bounding
 }
 
 /// Whether this process holds capability `c` in its effective set.
@@ -292,6 +299,20 @@ mod tests {
         assert!(if_index("lo").unwrap() > 0);
         assert!(if_index("no-such-if0").is_err());
     }
+}
+
+/// `sysconf(_SC_CLK_TCK)`: the unit of the CPU times in /proc/PID/stat.
+pub fn clock_ticks_per_second() -> u64 {
+    // SAFETY: sysconf reads a constant of the system and has no side effects.
+    let n = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    u64::try_from(n).ok().filter(|n| *n > 0).unwrap_or(100)
+}
+
+/// `sysconf(_SC_PAGESIZE)`: the unit of the resident set in /proc/PID/stat.
+pub fn page_size() -> u64 {
+    // SAFETY: as above.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).ok().filter(|n| *n > 0).unwrap_or(4096)
 }
 
 /// A socket2 socket driven by tokio: the raw VRRP sockets.

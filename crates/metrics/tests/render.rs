@@ -1,0 +1,147 @@
+//! What a scrape shows for a known snapshot: fulcrum's families, node_exporter's IPVS
+//! names and labels, the build and the process.
+
+use std::collections::HashMap;
+
+use fulcrum_node::status::{
+    Daemon, IpvsDest, IpvsService, Listing, Process, Rates, Traffic, XdpInterface,
+};
+use fulcrum_node::Status;
+
+fn dest(address: &str, active: u64, inactive: u64, weight: u32, conns: u64) -> IpvsDest {
+    IpvsDest {
+        address: address.into(),
+        port: 80,
+        forward: "Masq".into(),
+        weight,
+        u_threshold: 0,
+        l_threshold: 0,
+        active,
+        inactive,
+        stats: Traffic {
+            conns,
+            inpkts: 10 * conns,
+            outpkts: 8 * conns,
+            inbytes: 1000 * conns,
+            outbytes: 900 * conns,
+        },
+        rate: Rates::default(),
+    }
+}
+
+fn status() -> Status {
+    let service = IpvsService {
+        protocol: "TCP".into(),
+        address: "10.1.10.88".into(),
+        port: 80,
+        scheduler: "wrr".into(),
+        persistent: None,
+        netmask: None,
+        ops: false,
+        stats: Traffic {
+            conns: 30,
+            inpkts: 300,
+            outpkts: 240,
+            inbytes: 30_000,
+            outbytes: 27_000,
+        },
+        rate: Rates::default(),
+        dests: vec![
+            dest("192.168.184.129", 3, 5, 1, 10),
+            dest("192.168.184.130", 7, 1, 2, 20),
+        ],
+    };
+    Status {
+        daemon: Daemon {
+            version: "9.8.7".into(),
+            ..Daemon::default()
+        },
+        l4: Listing {
+            services: vec![service],
+            interfaces: vec![XdpInterface {
+                name: "eth0".into(),
+                mode: "native".into(),
+            }],
+            ..Listing::default()
+        },
+        process: Process {
+            cpu_seconds: 1.5,
+            resident_bytes: 4096,
+            open_fds: 12,
+            max_fds: 1024,
+            ..Process::default()
+        },
+        ..Status::default()
+    }
+}
+
+/// The exposition text as series (`name{labels}`) and values.
+fn series(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (s, v) = l.rsplit_once(' ')?;
+            Some((s.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+#[test]
+fn the_data_plane_reads_as_node_exporters_ipvs_collector() {
+    let m = series(&fulcrum_metrics::render(status()));
+    let backend = |rip: &str| {
+        format!(
+            "{{local_address=\"10.1.10.88\",local_port=\"80\",remote_address=\"{rip}\",remote_port=\"80\",proto=\"TCP\",local_mark=\"\"}}"
+        )
+    };
+    let get = |name: &str| m.get(name).copied();
+    assert_eq!(
+        get(&format!(
+            "node_ipvs_backend_connections_active{}",
+            backend("192.168.184.130")
+        )),
+        Some(7.0)
+    );
+    assert_eq!(
+        get(&format!(
+            "node_ipvs_backend_connections_inactive{}",
+            backend("192.168.184.129")
+        )),
+        Some(5.0)
+    );
+    assert_eq!(
+        get(&format!(
+            "node_ipvs_backend_weight{}",
+            backend("192.168.184.130")
+        )),
+        Some(2.0)
+    );
+    assert_eq!(get("node_ipvs_connections_total"), Some(30.0));
+    assert_eq!(get("node_ipvs_incoming_packets_total"), Some(300.0));
+    assert_eq!(get("node_ipvs_outgoing_bytes_total"), Some(27_000.0));
+    // fulcrum's own families stay beside them.
+    assert_eq!(
+        get("fulcrum_ipvs_service_connections_total{service=\"TCP 10.1.10.88:80\"}"),
+        Some(30.0)
+    );
+}
+
+#[test]
+fn the_build_the_last_reload_and_the_process_are_shown() {
+    let mut st = status();
+    let m = series(&fulcrum_metrics::render(st.clone()));
+    assert_eq!(m.get("fulcrum_build_info{version=\"9.8.7\"}"), Some(&1.0));
+    assert_eq!(m.get("fulcrum_config_last_reload_successful"), Some(&1.0));
+    assert_eq!(m.get("process_cpu_seconds_total"), Some(&1.5));
+    assert_eq!(m.get("process_open_fds"), Some(&12.0));
+    assert_eq!(m.get("process_resident_memory_bytes"), Some(&4096.0));
+    st.daemon.config.last_reload_error = Some("1 error(s)".into());
+    let m = series(&fulcrum_metrics::render(st));
+    assert_eq!(m.get("fulcrum_config_last_reload_successful"), Some(&0.0));
+}
+
+#[test]
+fn without_a_data_plane_there_are_no_ipvs_series() {
+    let m = series(&fulcrum_metrics::render(Status::default()));
+    assert!(!m.keys().any(|k| k.starts_with("node_ipvs_")), "{m:?}");
+}
