@@ -581,10 +581,8 @@ fn json_logs_are_one_object_per_line() {
     assert!(text.contains("fulcrum started"), "{text}");
 }
 
-/// The daemon drops the capabilities it does not need, from its own sets and from the
-/// bounding set its scripts inherit (as root: CAP_SYS_MODULE goes, CAP_NET_ADMIN stays).
-#[test]
-fn the_daemon_keeps_only_the_capabilities_it_needs() {
+/// Whether the test runs as root; without, it prints a SKIP line, or fails under CI.
+fn as_root(test: &str) -> bool {
     let root = std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
@@ -593,7 +591,25 @@ fn the_daemon_keeps_only_the_capabilities_it_needs() {
         if std::env::var_os("CI").is_some() {
             panic!("CI runs as root");
         }
-        eprintln!("SKIP: the_daemon_keeps_only_the_capabilities_it_needs needs root");
+        eprintln!("SKIP: {test} needs root");
+    }
+    root
+}
+
+/// A capability set (`CapEff:`, `CapBnd:`...) of a /proc/PID/status text.
+fn capability_set(status: &str, key: &str) -> u64 {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or_else(|| panic!("no {key} in {status}"))
+}
+
+/// The daemon drops the capabilities it does not need, from its own sets and from the
+/// bounding set its scripts inherit (as root: CAP_SYS_MODULE goes, CAP_NET_ADMIN stays).
+#[test]
+fn the_daemon_keeps_only_the_capabilities_it_needs() {
+    if !as_root("the_daemon_keeps_only_the_capabilities_it_needs") {
         return;
     }
     let dir = Scratch::new("caps");
@@ -602,13 +618,7 @@ fn the_daemon_keeps_only_the_capabilities_it_needs() {
     let socket = dir.0.join("control.sock");
     let daemon = start(&conf, &socket);
     let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.0.id())).unwrap();
-    let caps = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .unwrap()
-    };
+    let caps = |key: &str| capability_set(&status, key);
     const SYS_MODULE: u32 = 16;
     const NET_ADMIN: u32 = 12;
     for key in ["CapEff:", "CapBnd:"] {
@@ -622,15 +632,7 @@ fn the_daemon_keeps_only_the_capabilities_it_needs() {
 /// keep stays out.
 #[test]
 fn under_the_units_bounding_set_nothing_fails_to_drop() {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some("0"));
-    if !root {
-        if std::env::var_os("CI").is_some() {
-            panic!("CI runs as root");
-        }
-        eprintln!("SKIP: under_the_units_bounding_set_nothing_fails_to_drop needs root");
+    if !as_root("under_the_units_bounding_set_nothing_fails_to_drop") {
         return;
     }
     let unit = std::fs::read_to_string(
@@ -667,13 +669,7 @@ fn under_the_units_bounding_set_nothing_fails_to_drop() {
         std::thread::sleep(Duration::from_millis(20));
     }
     let status = std::fs::read_to_string(format!("/proc/{}/status", daemon.0.id())).unwrap();
-    let caps = |key: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-            .unwrap()
-    };
+    let caps = |key: &str| capability_set(&status, key);
     const SETPCAP: u32 = 8;
     const NET_ADMIN: u32 = 12;
     const SYS_MODULE: u32 = 16;
