@@ -5,7 +5,7 @@
 //!
 //! Editing commands (-A -E -D -C -a -e -d --set -Z, and -R reading ipvsadm -S's format
 //! from standard input) are sent to the daemon, which checks them all before changing
-//! anything (crate::ipvsadm_edit).
+//! anything (`fulcrum_node::l4::edit`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
