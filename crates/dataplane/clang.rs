@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::process::Command;
 
 /// Compiles `source` (relative to the crate) into OUT_DIR/`object`; panics with clang's
-/// message, naming `what`, when it cannot.
-pub fn build(source: &str, object: &str, what: &str) {
+/// message, naming `what`, when it cannot. Returns the object's path and the first line of
+/// the `--version` of the clang that built it.
+pub fn build(source: &str, object: &str, what: &str) -> (PathBuf, String) {
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR")).join(object);
     println!("cargo:rerun-if-changed=bpf");
     let mut last = String::from("no clang found: install clang-19 (scripts/setup does)");
@@ -21,7 +22,18 @@ pub fn build(source: &str, object: &str, what: &str) {
             .arg(&out)
             .output();
         match result {
-            Ok(o) if o.status.success() => return,
+            Ok(o) if o.status.success() => {
+                let version = Command::new(clang)
+                    .arg("--version")
+                    .output()
+                    .ok()
+                    .and_then(|v| {
+                        let text = String::from_utf8_lossy(&v.stdout).into_owned();
+                        text.lines().next().map(str::to_string)
+                    })
+                    .unwrap_or_else(|| clang.to_string());
+                return (out, version);
+            }
             Ok(o) => last = String::from_utf8_lossy(&o.stderr).into_owned(),
             Err(e) => last = format!("{clang}: {e}"),
         }

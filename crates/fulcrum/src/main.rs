@@ -19,11 +19,28 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// `fulcrum --version` and `-V`: the version, the git revision, and the XDP program's
+/// digest with the clang that built it (crates/fulcrum/build.rs).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    "\nrevision ",
+    env!("FULCRUM_REVISION"),
+    "\nXDP program ",
+    env!("FULCRUM_BPF_DIGEST"),
+    ", built by ",
+    env!("FULCRUM_BPF_CLANG")
+);
+
 /// LVS + keepalived + nginx in one daemon: layer-4 load balancing on XDP, VRRP that
 /// interoperates with keepalived, keepalived's health checks, and an nginx-compatible
 /// HTTP proxy. Reads your existing keepalived.conf and nginx.conf.
 #[derive(Debug, Parser)]
-#[command(name = "fulcrum", version, propagate_version = true)]
+#[command(
+    name = "fulcrum",
+    version = VERSION,
+    long_version = VERSION,
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

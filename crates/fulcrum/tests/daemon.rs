@@ -680,3 +680,33 @@ fn under_the_units_bounding_set_nothing_fails_to_drop() {
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(!log.contains("cannot drop unneeded capabilities"), "{log}");
 }
+
+/// `--version` and `-V` say what was built: the version, the git revision, and the XDP
+/// program's digest with the clang that built it.
+#[test]
+fn the_version_names_the_revision_and_the_program() {
+    for flag in ["--version", "-V"] {
+        let out = fulcrum().arg(flag).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines.first().copied(),
+            Some(concat!("fulcrum ", env!("CARGO_PKG_VERSION"))),
+            "{text}"
+        );
+        assert!(
+            lines.get(1).is_some_and(|l| l.starts_with("revision ")),
+            "{text}"
+        );
+        let program = lines.get(2).copied().unwrap_or("");
+        let digest = program
+            .strip_prefix("XDP program ")
+            .and_then(|r| r.split(',').next())
+            .unwrap_or("");
+        assert!(
+            digest.len() == 16 && digest.chars().all(|c| c.is_ascii_hexdigit()),
+            "{text}"
+        );
+        assert!(program.contains("clang"), "{text}");
+    }
+}

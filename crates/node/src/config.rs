@@ -84,8 +84,7 @@ impl Sources {
         }
         let interfaces = host::interfaces();
         let exists = |name: &str| interfaces.contains(name);
-        let users = host::users();
-        let user_exists = |name: &str| users.contains(name);
+        let user_exists = |name: &str| host::user_exists(name);
         let mut keepalived = None;
         if let Some(path) = &self.keepalived {
             let options = LoadOptions {

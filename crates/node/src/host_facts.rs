@@ -20,37 +20,21 @@ pub fn default_config_id() -> Option<String> {
     (!short.is_empty()).then(|| short.to_string())
 }
 
-/// Names of the users in /etc/passwd (where keepalived's getpwnam() finds them on a host
-/// without a directory service).
-pub fn users() -> HashSet<String> {
-    let text = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
-    text.lines()
-        .filter_map(|l| l.split(':').next())
-        .filter(|n| !n.is_empty())
-        .map(str::to_string)
-        .collect()
+/// Whether a user exists, as getpwnam() finds it: /etc/passwd, or whatever NSS is set up
+/// to ask (sssd, LDAP), as keepalived looks its script users up.
+pub fn user_exists(name: &str) -> bool {
+    matches!(nix::unistd::User::from_name(name), Ok(Some(_)))
 }
 
-/// uid and gid of a user (and of a group, when named) from /etc/passwd and /etc/group.
+/// uid and gid of a user, and of a group when one is named (NSS: getpwnam_r and
+/// getgrnam_r). `None` when either is unknown.
 pub fn user_ids(user: &str, group: Option<&str>) -> Option<(u32, u32)> {
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    let fields: Vec<&str> = passwd
-        .lines()
-        .map(|l| l.split(':').collect::<Vec<_>>())
-        .find(|f| f.first() == Some(&user))?;
-    let uid = fields.get(2)?.parse().ok()?;
-    let mut gid = fields.get(3)?.parse().ok()?;
-    if let Some(g) = group {
-        let groups = std::fs::read_to_string("/etc/group").ok()?;
-        gid = groups
-            .lines()
-            .map(|l| l.split(':').collect::<Vec<_>>())
-            .find(|f| f.first() == Some(&g))?
-            .get(2)?
-            .parse()
-            .ok()?;
-    }
-    Some((uid, gid))
+    let u = nix::unistd::User::from_name(user).ok().flatten()?;
+    let gid = match group {
+        Some(g) => nix::unistd::Group::from_name(g).ok().flatten()?.gid,
+        None => u.gid,
+    };
+    Some((u.uid.as_raw(), gid.as_raw()))
 }
 
 /// keepalived's `enable_script_security` check for a script that runs as root: its
@@ -92,6 +76,16 @@ pub fn script_is_secure(command: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn users_and_groups_come_from_nss() {
+        assert!(user_exists("root"));
+        assert!(!user_exists("no-such-user-here"));
+        assert_eq!(user_ids("root", None), Some((0, 0)));
+        assert_eq!(user_ids("root", Some("root")), Some((0, 0)));
+        assert_eq!(user_ids("root", Some("no-such-group-here")), None);
+        assert_eq!(user_ids("no-such-user-here", None), None);
+    }
 
     #[test]
     fn script_security() {

@@ -42,13 +42,18 @@ impl ScriptRun {
     }
 }
 
-/// The user a script runs as: its own, else global_defs' script_user, else the daemon's
-/// (root), as keepalived does.
+/// keepalived's default script user, used when it exists and no script_user is set.
+const DEFAULT_SCRIPT_USER: &str = "keepalived_script";
+
+/// The user a script runs as: its own, else global_defs' script_user, else
+/// `keepalived_script` when that user exists, else the daemon's (root), as keepalived does.
 fn script_ids(
     own: Option<&fulcrum_keepalived_conf::ScriptUser>,
     globals: &GlobalDefs,
 ) -> Option<(u32, u32)> {
-    let u = own.or(globals.script_user.as_ref())?;
+    let Some(u) = own.or(globals.script_user.as_ref()) else {
+        return crate::host_facts::user_ids(DEFAULT_SCRIPT_USER, None);
+    };
     let ids = crate::host_facts::user_ids(&u.user, u.group.as_deref());
     if ids.is_none() {
         warn!(user = %u.user, "script user not found; running the script as root");
