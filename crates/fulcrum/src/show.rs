@@ -13,6 +13,56 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A span of seconds as systemctl writes one: its two largest units (`3h 12min`, `45s`).
+fn span(secs: u64) -> String {
+    let units = [
+        (86_400 * 7, "w"),
+        (86_400, "d"),
+        (3_600, "h"),
+        (60, "min"),
+        (1, "s"),
+    ];
+    let mut parts = Vec::new();
+    let mut rest = secs;
+    for (size, name) in units {
+        if rest >= size && parts.len() < 2 {
+            parts.push(format!("{}{name}", rest / size));
+            rest %= size;
+        } else if !parts.is_empty() {
+            // Only adjacent units: "1d 5min" would read as a typo.
+            break;
+        }
+    }
+    if parts.is_empty() {
+        "0s".into()
+    } else {
+        parts.join(" ")
+    }
+}
+
+/// A unix time as a date in `tz` (systemctl's form), or the number when it is out of range.
+fn date_in(unix: u64, tz: &jiff::tz::TimeZone) -> String {
+    i64::try_from(unix)
+        .ok()
+        .and_then(|t| jiff::Timestamp::from_second(t).ok())
+        .map(|t| {
+            t.to_zoned(tz.clone())
+                .strftime("%a %Y-%m-%d %H:%M:%S %Z")
+                .to_string()
+        })
+        .unwrap_or_else(|| format!("{unix} (unix time)"))
+}
+
+/// A past unix time in local time, with how long ago.
+fn since(unix: u64) -> String {
+    let tz = jiff::tz::TimeZone::system();
+    format!(
+        "{}; {} ago",
+        date_in(unix, &tz),
+        span(unix_now().saturating_sub(unix))
+    )
+}
+
 /// `fulcrum ctl vrrp`: the instances as rows.
 pub fn vrrp(instances: &[VrrpInstance]) {
     println!(
@@ -77,7 +127,7 @@ pub fn health(services: &[ServiceHealth]) {
                 membership_text(rs.membership),
             );
             for c in &rs.checkers {
-                let changed = format!("{}s ago", unix_now().saturating_sub(c.changed_at));
+                let changed = format!("{} ago", span(unix_now().saturating_sub(c.changed_at)));
                 let latency = c
                     .latency_us
                     .map(|us| format!("{:.1} ms", us as f64 / 1000.0))
@@ -205,16 +255,13 @@ pub fn conns(conns: &[IpvsConnection]) {
 pub fn status(r: &Daemon) {
     let c = &r.config;
     println!("fulcrum {} (pid {})", r.version, r.pid);
-    println!("  up since      {} (unix time)", r.started_at);
+    println!("  up since      {}", since(r.started_at));
     for (label, path) in [("keepalived.conf", &c.keepalived), ("nginx.conf", &c.nginx)] {
         if let Some(p) = path {
             println!("  {label:<13} {p}");
         }
     }
-    println!(
-        "  configuration {} loaded at {} (unix time)",
-        c.hash, c.loaded_at
-    );
+    println!("  configuration {} loaded {}", c.hash, since(c.loaded_at));
     println!(
         "  reloads       {} ok, {} refused",
         c.reloads_ok, c.reloads_failed
@@ -291,5 +338,28 @@ pub fn overview(
             "  l7    upstream {} {:<22} {state:<7} in flight {}  fails {}/{}",
             p.upstream, p.address, p.conns, p.fails, p.max_fails
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_read_as_systemctl_writes_them() {
+        assert_eq!(span(0), "0s");
+        assert_eq!(span(45), "45s");
+        assert_eq!(span(125), "2min 5s");
+        assert_eq!(span(3 * 3600 + 12 * 60 + 7), "3h 12min");
+        assert_eq!(span(86_400 + 300), "1d");
+        assert_eq!(span(86_400 * 9 + 3600), "1w 2d");
+    }
+
+    #[test]
+    fn dates_are_written_in_the_zone_given() {
+        let utc = jiff::tz::TimeZone::UTC;
+        assert_eq!(date_in(1_796_406_715, &utc), "Fri 2026-12-04 17:51:55 UTC");
+        let paris = jiff::tz::TimeZone::fixed(jiff::tz::offset(1));
+        assert!(date_in(1_796_406_715, &paris).starts_with("Fri 2026-12-04 18:51:55"));
     }
 }
