@@ -22,7 +22,12 @@ pub const DEFAULT_NGINX_CONF: &str = "/etc/nginx/nginx.conf";
 use crate::RunArgs;
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    crate::logging::init(&args.log_level, args.log_format, args.log_target)?;
+    crate::logging::init(
+        &args.log_level,
+        args.log_format,
+        args.log_target,
+        args.log_facility,
+    )?;
     // What the daemon and its scripts may do, and nothing more: VRRP's raw sockets and
     // addresses, the XDP program and its pins, listening below 1024, running scripts as
     // script_user and killing them on timeout, reading any configuration file.
@@ -129,6 +134,7 @@ async fn serve(
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     let control = &args.control;
     let listener = bind_control(control)?;
     let metrics_at = args.metrics.or_else(|| {
@@ -166,6 +172,7 @@ async fn serve(
                 let _ = node.reload().await;
                 crate::sd_notify::notify("READY=1");
             }
+            _ = usr1.recv() => node.reopen_logs(),
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { info!("SIGINT: stopping"); break; }
             accepted = listener.accept() => match accepted {

@@ -120,10 +120,14 @@ pub struct RunArgs {
     /// Log lines as text or as JSON objects.
     #[arg(long, value_enum, default_value = "text", value_name = "FORMAT")]
     pub log_format: logging::Format,
-    /// Where the log goes: stderr, syslog (/dev/log, facility daemon) or journald (its
-    /// native protocol, with each event's priority).
+    /// Where the log goes: stderr, syslog (/dev/log, a message per line) or journald (its
+    /// native protocol: each event's priority, and its fields as FULCRUM_* journal fields).
     #[arg(long, value_enum, default_value = "stderr", value_name = "TARGET")]
     pub log_target: logging::Target,
+    /// The syslog facility: daemon, user, syslog, local0 to local7, or 0 to 7 for LOCAL0
+    /// to LOCAL7 as keepalived's -S.
+    #[arg(long, default_value = "daemon", value_name = "FACILITY")]
+    pub log_facility: logging::Facility,
     /// Do not load the XDP data plane: virtual_server rules are not forwarded and
     /// no_accept is not enforced (health checks, VRRP and the control socket still run).
     /// By default the data plane is attached to every interface of this network namespace

@@ -338,6 +338,13 @@ impl Node {
         })
     }
 
+    /// Opens every access and error log file anew (after logrotate renamed them), as
+    /// nginx does on SIGUSR1; a reload does it too.
+    pub fn reopen_logs(&self) {
+        fulcrum_proxy::reopen_logs();
+        info!("log files reopened");
+    }
+
     /// What `ctl status` shows.
     pub async fn status(&self) -> status::Daemon {
         self.inner.lock().await.status()
@@ -393,6 +400,8 @@ impl Inner {
         self.loaded_at = unix_now();
         self.reloads_ok += 1;
         self.last_reload_error = None;
+        // As nginx does at reload: every log file is opened anew.
+        fulcrum_proxy::reopen_logs();
         info!(
             hash = format!("{:016x}", self.config.hash),
             changed, "configuration reloaded"

@@ -37,6 +37,7 @@ use fulcrum_nginx_conf::model::NginxConfig;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+pub use log::reopen as reopen_logs;
 pub use site::Site;
 
 /// The proxy's shared state: the configuration in force and the listeners.

@@ -34,18 +34,6 @@ impl std::fmt::Debug for AccessLine {
     }
 }
 
-/// Now in UTC (the daemon does not read the time zone): year, month, day, hour, minute,
-/// second.
-fn civil_now() -> (i64, i64, i64, i64, i64, i64) {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    (year, month, day, rem / 3600, rem / 60 % 60, rem % 60)
-}
-
 /// (year, month, day) of a day counted from 1970-01-01 (Howard Hinnant's algorithm).
 pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
@@ -59,21 +47,65 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
-/// `$time_local`: 25/Nov/2026:20:15:02 +0000.
-fn time_local() -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let (year, month, day, h, m, s) = civil_now();
-    format!(
-        "{day:02}/{}/{year}:{h:02}:{m:02}:{s:02} +0000",
-        MONTHS[(month - 1) as usize],
-    )
+/// The two ways nginx writes a time in its logs, both in local time: `$time_local`
+/// (`25/Nov/2026:20:15:02 +0100`) and the error log's `2026/11/25 20:15:02`.
+#[derive(Clone, PartialEq, Debug)]
+pub(crate) struct LogTimes {
+    pub access: String,
+    pub error: String,
 }
 
-/// Appends a line to a log file, opened once per path (a failure to open is said once).
+impl LogTimes {
+    pub(crate) fn at(unix: i64, tz: &jiff::tz::TimeZone) -> LogTimes {
+        let t = jiff::Timestamp::from_second(unix)
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+            .to_zoned(tz.clone());
+        LogTimes {
+            access: t.strftime("%d/%b/%Y:%H:%M:%S %z").to_string(),
+            error: t.strftime("%Y/%m/%d %H:%M:%S").to_string(),
+        }
+    }
+
+    /// Now, in the system's zone (TZ or /etc/localtime), worked out once a second per
+    /// thread as nginx caches its time strings.
+    fn now() -> LogTimes {
+        thread_local! {
+            static CACHE: std::cell::RefCell<Option<(i64, LogTimes)>> = const { std::cell::RefCell::new(None) };
+        }
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            match &*c {
+                Some((at, times)) if *at == secs => times.clone(),
+                _ => {
+                    let times = LogTimes::at(secs, &jiff::tz::TimeZone::system());
+                    *c = Some((secs, times.clone()));
+                    times
+                }
+            }
+        })
+    }
+}
+
+/// The log files open for appending, by path. Each is opened at its first line; [`reopen`]
+/// closes them all so the next line opens the path anew (logrotate renames the file,
+/// then sends SIGUSR1, as it does to nginx).
+static FILES: Mutex<Option<HashMap<String, Option<std::fs::File>>>> = Mutex::new(None);
+
+/// Closes every access and error log file: the next line written to each opens its path
+/// again, creating it if logrotate moved it away. SIGUSR1 and every reload call this.
+pub fn reopen() {
+    let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(files) = files.as_mut() {
+        files.clear();
+    }
+}
+
+/// Appends a line to a log file (a failure to open is said once until the next reopen).
 fn append(path: &str, line: &str, what: &str) {
-    static FILES: Mutex<Option<HashMap<String, Option<std::fs::File>>>> = Mutex::new(None);
     let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
     let files = files.get_or_insert_with(HashMap::new);
     let f = files.entry(path.to_string()).or_insert_with(|| {
@@ -103,11 +135,11 @@ impl ErrorContext<'_> {
         if level < self.target.level || self.target.path == "/dev/null" {
             return;
         }
-        let (y, mo, d, h, mi, s) = civil_now();
+        let time = LogTimes::now().error;
         let pid = std::process::id();
         let r = self.r;
         let mut line = format!(
-            "{y}/{mo:02}/{d:02} {h:02}:{mi:02}:{s:02} [{}] {pid}#{pid}: *{} {message}, client: {}, server: {}, request: \"{} {} {}\"",
+            "{time} [{}] {pid}#{pid}: *{} {message}, client: {}, server: {}, request: \"{} {} {}\"",
             level.name(),
             r.conn.id,
             r.conn.remote.ip(),
@@ -162,7 +194,7 @@ impl AccessLine {
                 .cloned()
                 .unwrap_or_else(|| COMBINED.to_string()),
         };
-        let time = time_local();
+        let time = LogTimes::now().access;
         let mut ctx = r.ctx(site, server.name(), "");
         ctx.status = status;
         ctx.time_local = &time;
@@ -204,5 +236,40 @@ impl AccessLine {
         for path in &self.files {
             append(path, &line, "access_log");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_times_are_local_with_the_offset() {
+        // 2026-12-04 17:51:55 UTC.
+        let utc = LogTimes::at(1_796_406_715, &jiff::tz::TimeZone::UTC);
+        assert_eq!(utc.access, "04/Dec/2026:17:51:55 +0000");
+        assert_eq!(utc.error, "2026/12/04 17:51:55");
+        let tz = jiff::tz::TimeZone::fixed(jiff::tz::offset(-5));
+        let east = LogTimes::at(1_796_406_715, &tz);
+        assert_eq!(east.access, "04/Dec/2026:12:51:55 -0500");
+        assert_eq!(east.error, "2026/12/04 12:51:55");
+    }
+
+    #[test]
+    fn reopen_follows_a_renamed_file() {
+        let dir = std::env::temp_dir().join(format!("fulcrum-reopen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("access.log");
+        let path = log.to_str().unwrap();
+        append(path, "one\n", "access_log");
+        std::fs::rename(&log, dir.join("access.log.1")).unwrap();
+        append(path, "two\n", "access_log");
+        reopen();
+        append(path, "three\n", "access_log");
+        let old = std::fs::read_to_string(dir.join("access.log.1")).unwrap();
+        let new = std::fs::read_to_string(&log).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(old, "one\ntwo\n");
+        assert_eq!(new, "three\n");
     }
 }

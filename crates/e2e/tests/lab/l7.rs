@@ -414,3 +414,99 @@ fn reloads_under_load_lose_nothing() {
         );
     }
 }
+
+/// logrotate's flow for nginx (rename the files, then SIGUSR1): the next lines of the
+/// access and error logs land in new files at the old paths, none in the renamed ones;
+/// and the times in them are local, with the zone's offset.
+#[test]
+fn logs_follow_logrotate_rename_then_usr1() {
+    if !require_root("logs_follow_logrotate_rename_then_usr1") {
+        return;
+    }
+    let dir = Scratch::new("l7rot");
+    let mut lab = fulcrum_lab::Lab::new("l7rot").unwrap().with_agent(agent());
+    let host = lab.host("px").unwrap();
+    let access = dir.0.join("access.log");
+    let error = dir.0.join("error.log");
+    let nginx = dir.0.join("nginx.conf");
+    // Nothing listens on 9001: every request is a 502 with an error log line.
+    std::fs::write(
+        &nginx,
+        format!(
+            "events {{}}\nhttp {{\n    access_log {};\n    error_log {} error;\n    server {{\n        listen 127.0.0.1:8080;\n        location / {{\n            proxy_pass http://127.0.0.1:9001;\n        }}\n    }}\n}}\n",
+            access.display(),
+            error.display()
+        ),
+    )
+    .unwrap();
+    let sock = dir.0.join("px.sock");
+    let args = [
+        fulcrum_e2e::bin().to_str().unwrap(),
+        "run",
+        "-c",
+        nginx.to_str().unwrap(),
+        "--control",
+        sock.to_str().unwrap(),
+        "--no-forwarding",
+    ];
+    // A zone west of UTC with no daylight saving, so the offset is known.
+    let process = lab
+        .spawn(
+            &host,
+            &["env", "TZ=America/Bogota"]
+                .into_iter()
+                .chain(args)
+                .collect::<Vec<_>>(),
+            Some(&dir.0.join("px.log")),
+        )
+        .unwrap();
+    let ask = |lab: &fulcrum_lab::Lab, path: &str| {
+        lab.request(&host, "127.0.0.1:8080", &[path], &[])
+            .unwrap()
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_for(Duration::from_secs(10), || ask(&lab, "/before")
+            .contains(&502))
+        .is_some(),
+        "the proxy never answered"
+    );
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    assert!(
+        read(&access).contains("\"GET /before HTTP/1.1\" 502"),
+        "{}",
+        read(&access)
+    );
+    assert!(read(&access).contains(" -0500] "), "{}", read(&access));
+    assert!(
+        read(&error).contains("request: \"GET /before HTTP/1.1\""),
+        "{}",
+        read(&error)
+    );
+    // logrotate: rename, then USR1.
+    let rotated = |p: &Path| p.with_extension("log.1");
+    std::fs::rename(&access, rotated(&access)).unwrap();
+    std::fs::rename(&error, rotated(&error)).unwrap();
+    process.signal("USR1").unwrap();
+    let reopened = wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(dir.0.join("px.log"))
+            .unwrap_or_default()
+            .contains("log files reopened")
+    });
+    assert!(reopened.is_some(), "SIGUSR1 was not handled");
+    assert_eq!(ask(&lab, "/after"), vec![502]);
+    let new_access = wait_for(Duration::from_secs(5), || read(&access).contains("/after"));
+    assert!(new_access.is_some(), "no new access.log");
+    assert!(
+        read(&error).contains("\"GET /after HTTP/1.1\""),
+        "{}",
+        read(&error)
+    );
+    for p in [&access, &error] {
+        let old = read(&rotated(p));
+        assert!(old.contains("/before") && !old.contains("/after"), "{old}");
+        assert!(!read(p).contains("/before"));
+    }
+}
