@@ -164,8 +164,19 @@ async fn serve(
     }
     // Everything is bound and running: systemd may order what depends on us.
     crate::sd_notify::notify("READY=1");
+    // WatchdogSec=: fed from this loop only when the node answers, so a node that hangs
+    // (its state locked for good) is restarted by systemd.
+    let watchdog = crate::sd_notify::watchdog_interval();
+    let mut feed = tokio::time::interval(watchdog.unwrap_or(std::time::Duration::from_secs(3600)));
     loop {
         tokio::select! {
+            _ = feed.tick(), if watchdog.is_some() => {
+                let half = watchdog.unwrap_or_default();
+                match tokio::time::timeout(half, node.status()).await {
+                    Ok(_) => crate::sd_notify::notify("WATCHDOG=1"),
+                    Err(_) => warn!("the node did not answer within {half:?}: not feeding the watchdog"),
+                }
+            }
             _ = hup.recv() => {
                 info!("SIGHUP: reloading configuration");
                 crate::sd_notify::reloading();

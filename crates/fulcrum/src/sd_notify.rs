@@ -27,9 +27,38 @@ pub fn reloading() {
     ));
 }
 
+/// How often to send `WATCHDOG=1`: half the `WatchdogSec=` systemd passes in
+/// WATCHDOG_USEC, when WATCHDOG_PID (if set) is this process.
+pub fn watchdog_interval() -> Option<std::time::Duration> {
+    watchdog_from(
+        std::env::var("WATCHDOG_USEC").ok().as_deref(),
+        std::env::var("WATCHDOG_PID").ok().as_deref(),
+        std::process::id(),
+    )
+}
+
+fn watchdog_from(usec: Option<&str>, pid: Option<&str>, own: u32) -> Option<std::time::Duration> {
+    if pid.is_some_and(|p| p.parse::<u32>().ok() != Some(own)) {
+        return None;
+    }
+    let usec = usec?.parse::<u64>().ok().filter(|&u| u > 0)?;
+    Some(std::time::Duration::from_micros(usec / 2))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_watchdog_is_fed_twice_a_period_when_it_is_ours() {
+        let half = Some(std::time::Duration::from_secs(10));
+        assert_eq!(watchdog_from(Some("20000000"), None, 7), half);
+        assert_eq!(watchdog_from(Some("20000000"), Some("7"), 7), half);
+        assert_eq!(watchdog_from(Some("20000000"), Some("8"), 7), None);
+        assert_eq!(watchdog_from(None, None, 7), None);
+        assert_eq!(watchdog_from(Some("0"), None, 7), None);
+        assert_eq!(watchdog_from(Some("x"), None, 7), None);
+    }
 
     #[test]
     fn readiness_reaches_the_socket() {
