@@ -710,3 +710,45 @@ fn the_version_names_the_revision_and_the_program() {
         assert!(program.contains("clang"), "{text}");
     }
 }
+
+/// systemd's notify protocol as the unit uses it: READY=1 once up, WATCHDOG=1 at half of
+/// WATCHDOG_USEC for as long as it runs, STOPPING=1 on SIGTERM.
+#[test]
+fn systemd_hears_ready_watchdog_and_stopping() {
+    let dir = Scratch::new("notify");
+    let conf = dir.0.join("keepalived.conf");
+    std::fs::write(&conf, GOOD).unwrap();
+    let notify = dir.0.join("notify.sock");
+    let server = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    server
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let child = fulcrum()
+        .args(["run", "--no-forwarding", "-f"])
+        .arg(&conf)
+        .arg("--control")
+        .arg(dir.0.join("control.sock"))
+        .env("NOTIFY_SOCKET", &notify)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon(child);
+    let mut heard = Vec::new();
+    let mut buf = [0u8; 256];
+    while heard.iter().filter(|m| *m == "WATCHDOG=1").count() < 3 {
+        let n = server.recv(&mut buf).expect("systemd heard nothing more");
+        heard.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(heard[0], "READY=1", "{heard:?}");
+    Command::new("kill")
+        .arg(daemon.0.id().to_string())
+        .status()
+        .unwrap();
+    loop {
+        let n = server.recv(&mut buf).expect("no STOPPING=1");
+        if &buf[..n] == b"STOPPING=1" {
+            break;
+        }
+    }
+}
