@@ -368,6 +368,7 @@ fn summarise(d: Deployment, dir: &Path) {
         config_id: id.map(str::to_string),
         host_checks: false,
         strict: false,
+        subsystems: Default::default(),
     };
     let (config, report) = sources.load();
     let Some(config) = config else {

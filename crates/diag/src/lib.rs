@@ -107,6 +107,10 @@ pub struct Diagnostic {
     pub span: Option<Span>,
     /// What to do about it, when there is something useful to say.
     pub help: Option<String>,
+    /// A warning the peer's own check (`keepalived -t`, `nginx -t`) passes without a word,
+    /// where by default a warning is something the peer's check counts as an error:
+    /// keywords the peer knows and Fulcrum skips, or leniencies the peer applies silently.
+    pub peer_accepts: bool,
 }
 
 impl Diagnostic {
@@ -116,6 +120,7 @@ impl Diagnostic {
             message: message.into(),
             span: span.into(),
             help: None,
+            peer_accepts: false,
         }
     }
 
@@ -125,11 +130,18 @@ impl Diagnostic {
             message: message.into(),
             span: span.into(),
             help: None,
+            peer_accepts: false,
         }
     }
 
     pub fn with_help(mut self, help: impl Into<String>) -> Diagnostic {
         self.help = Some(help.into());
+        self
+    }
+
+    /// Marks a warning that the peer's own check accepts silently.
+    pub fn peer_accepts(mut self) -> Diagnostic {
+        self.peer_accepts = true;
         self
     }
 

@@ -15,6 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
 use crate::control::{Request, Response, PROTOCOL_VERSION};
+use crate::keepalived::Dump;
 
 /// What `fulcrum run` loads when given neither -f nor -c (each file if it exists).
 pub const DEFAULT_KEEPALIVED_CONF: &str = "/etc/keepalived/keepalived.conf";
@@ -28,6 +29,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         args.log_target,
         args.log_facility,
     )?;
+    for w in &args.warnings {
+        warn!("{w}");
+    }
     // What the daemon and its scripts may do, and nothing more: VRRP's raw sockets and
     // addresses, the XDP program and its pins, listening below 1024, running scripts as
     // script_user and killing them on timeout, reading any configuration file.
@@ -66,13 +70,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
         (k, n) => (k.clone(), n.clone()),
     };
-    let sources = Sources::new(
+    let mut sources = Sources::new(
         keepalived,
         nginx,
         args.config.config_id.clone(),
         true,
-        false,
+        args.keepalived.as_ref().is_some_and(|k| k.strict),
     );
+    if let Some(k) = &args.keepalived {
+        sources.subsystems = k.subsystems;
+    }
     let (config, report) = sources.load();
     let Some(config) = config else {
         eprint!("{}", report.text);
@@ -83,6 +90,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     if !report.text.is_empty() {
         warn!("configuration warnings:\n{}", report.text.trim_end());
+    }
+    if let Some(k) = &args.keepalived {
+        if k.dump_conf {
+            if let Some(conf) = &config.keepalived {
+                info!(
+                    "configuration as understood:\n{}",
+                    fulcrum_keepalived_conf::print(conf)
+                );
+            }
+        }
+        // keepalived without -n: detach from the terminal and the caller's session. The
+        // configuration was read and found valid first, so its errors reach the caller.
+        // No thread runs yet: the runtime starts in the child.
+        if k.fork {
+            nix::unistd::daemon(false, false).context("cannot fork into the background")?;
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -135,6 +158,12 @@ async fn serve(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
+    // keepalived's STATS, JSON and STATS_CLEAR signals (caught only as keepalived: a
+    // real-time signal's default action ends the process).
+    let as_keepalived = args.keepalived.clone();
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    let mut rt_json = signal(SignalKind::from_raw(36))?;
+    let mut rt_clear = signal(SignalKind::from_raw(63))?;
     let control = &args.control;
     let listener = bind_control(control)?;
     let metrics_at = args.metrics.or_else(|| {
@@ -162,6 +191,15 @@ async fn serve(
             return Err(e);
         }
     }
+    let pid_files = as_keepalived
+        .as_ref()
+        .map(|k| k.pid_files.clone())
+        .unwrap_or_default();
+    if let Err(e) = crate::keepalived::write_pid_files(&pid_files) {
+        node.stop().await;
+        let _ = std::fs::remove_file(control);
+        return Err(e);
+    }
     // Everything is bound and running: systemd may order what depends on us.
     crate::sd_notify::notify("READY=1");
     // WatchdogSec=: fed from this loop only when the node answers, so a node that hangs
@@ -183,7 +221,16 @@ async fn serve(
                 let _ = node.reload().await;
                 crate::sd_notify::notify("READY=1");
             }
-            _ = usr1.recv() => node.reopen_logs(),
+            _ = usr1.recv() => match &as_keepalived {
+                Some(_) => dump(&node, Dump::Data).await,
+                None => node.reopen_logs(),
+            },
+            _ = usr2.recv() => match &as_keepalived {
+                Some(_) => dump(&node, Dump::Stats).await,
+                None => info!("SIGUSR2: the binary upgrade is not implemented; ignored"),
+            },
+            _ = rt_json.recv() => dump(&node, Dump::Json).await,
+            _ = rt_clear.recv() => warn!("STATS_CLEAR: clearing the statistics is not implemented; ignored"),
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { info!("SIGINT: stopping"); break; }
             accepted = listener.accept() => match accepted {
@@ -202,8 +249,24 @@ async fn serve(
     crate::sd_notify::notify("STOPPING=1");
     node.stop().await;
     let _ = std::fs::remove_file(control);
+    crate::keepalived::remove_pid_files(&pid_files);
     info!("fulcrum stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Writes one of keepalived's dumps from the node's status.
+async fn dump(node: &Node, which: Dump) {
+    let status = node.status().await;
+    let vrrp = match node.command(Command::Vrrp).await {
+        Ok(fulcrum_node::Reply::Vrrp(v)) => v,
+        _ => Vec::new(),
+    };
+    let text = match which {
+        Dump::Data => crate::keepalived::data_dump(&status, &vrrp),
+        Dump::Stats => crate::keepalived::stats_dump(&vrrp),
+        Dump::Json => crate::keepalived::json_dump(&vrrp).to_string(),
+    };
+    crate::keepalived::write_dump(which, &text);
 }
 
 /// The node's command for a control request.

@@ -11,6 +11,14 @@ use clap::Args;
 use fulcrum_checkers::{fetch, open, Limits, Request, Target, Transport};
 use fulcrum_keepalived_conf::model::HttpProtocol;
 
+/// genhash's own command line, for `keepalived -T ARGS`.
+#[derive(Debug, clap::Parser)]
+#[command(name = "genhash", disable_version_flag = true)]
+pub struct GenhashCli {
+    #[command(flatten)]
+    pub args: GenhashArgs,
+}
+
 #[derive(Debug, Args)]
 #[command(disable_version_flag = true)]
 pub struct GenhashArgs {

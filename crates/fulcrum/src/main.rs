@@ -9,6 +9,7 @@ mod daemon;
 mod dashboard;
 mod genhash;
 mod ipvsadm;
+mod keepalived;
 mod logging;
 mod metrics;
 mod sd_notify;
@@ -67,6 +68,14 @@ enum Command {
     /// these arguments directly. `--control SOCKET` or FULCRUM_CONTROL names the daemon.
     #[command(disable_help_flag = true)]
     Ipvsadm {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// keepalived's command line (-f, -n, -t, -P, -C, -p, --signum, ...): runs only what
+    /// keepalived.conf asks, writes keepalived's pid files and answers its signals. The same
+    /// binary invoked as `keepalived` (a symlink) takes these arguments directly.
+    #[command(disable_help_flag = true)]
+    Keepalived {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -146,7 +155,7 @@ pub struct RunArgs {
     pub keep_forwarding: bool,
     /// Size of the connection table, in connections (IPVS's table grows without bound;
     /// this one is allocated up front, about 290 bytes of kernel memory per connection).
-    #[arg(long, value_name = "N", default_value_t = 1_048_576)]
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: u32,
 
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (global_defs'
@@ -154,7 +163,17 @@ pub struct RunArgs {
     /// default.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<std::net::SocketAddr>,
+
+    /// Run as keepalived: its pid files, signals, fork and parts (set by its command line).
+    #[arg(skip)]
+    pub keepalived: Option<keepalived::AsKeepalived>,
+    /// What the command line that built these arguments has to say once logging runs.
+    #[arg(skip)]
+    pub warnings: Vec<String>,
 }
+
+/// `--max-connections`' default.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1_048_576;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -235,8 +254,10 @@ fn main() -> ExitCode {
         .next()
         .map(PathBuf::from)
         .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    if invoked.as_deref() == Some("ipvsadm") {
-        return ipvsadm::run(argv.collect());
+    match invoked.as_deref() {
+        Some("ipvsadm") => return ipvsadm::run(argv.collect()),
+        Some("keepalived") => return keepalived::main(std::env::args().collect()),
+        _ => {}
     }
     let cli = Cli::parse();
     let result = match cli.command {
@@ -247,6 +268,11 @@ fn main() -> ExitCode {
             .map_err(anyhow::Error::from)
             .and_then(|exe| fulcrum_demo::run(args.only.as_deref(), exe)),
         Command::Ipvsadm { args } => Ok(ipvsadm::run(args)),
+        Command::Keepalived { args } => Ok(keepalived::main(
+            std::iter::once("keepalived".to_string())
+                .chain(args)
+                .collect(),
+        )),
         Command::Genhash(args) => genhash::run(&args),
         Command::LabAgent { args } => Ok(fulcrum_lab::agent::main(args)),
         Command::Completions { shell } => {

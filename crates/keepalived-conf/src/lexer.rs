@@ -232,10 +232,13 @@ impl<'a> Lexer<'a> {
                 }
             }
             if chars[0].0 == '~' {
-                self.diagnostics.push(Diagnostic::warning(
-                    origin,
-                    "'~SEQ' and other '~' lines are not supported by fulcrum; line ignored",
-                ));
+                self.diagnostics.push(
+                    Diagnostic::warning(
+                        origin,
+                        "'~SEQ' and other '~' lines are not supported by fulcrum; line ignored",
+                    )
+                    .peer_accepts(),
+                );
                 return;
             }
             if self.definitions.is_empty() || !chars.iter().any(|c| c.0 == '$') {
@@ -460,10 +463,14 @@ impl<'a> Lexer<'a> {
             }
         }
         if matched == 0 {
-            self.diagnostics.push(Diagnostic::warning(
-                pattern.span,
-                format!("no configuration files matched '{}'", pattern.text),
-            ));
+            // keepalived logs it and goes on (with -e it is an error, as --strict here).
+            self.diagnostics.push(
+                Diagnostic::warning(
+                    pattern.span,
+                    format!("no configuration files matched '{}'", pattern.text),
+                )
+                .peer_accepts(),
+            );
         }
     }
 }

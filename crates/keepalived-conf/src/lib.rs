@@ -22,6 +22,11 @@ pub use lexer::LexOptions;
 pub use model::*;
 pub use print::print;
 
+/// The warning for scripts that run while `enable_script_security` is off: what
+/// keepalived -t counts as a security violation (its exit code 6).
+pub const SCRIPT_SECURITY_OFF: &str =
+    "scripts are configured but script security is off: they run as root";
+
 /// How to load a configuration.
 #[derive(Default)]
 pub struct LoadOptions<'a> {

@@ -23,15 +23,26 @@ pub struct Report {
     pub text: String,
     pub errors: usize,
     pub warnings: usize,
+    /// Scripts configured with script security off: keepalived -t's security violation.
+    pub security_violations: usize,
+    /// Warnings the peer's own check counts as errors (all but those marked
+    /// `peer_accepts`): what decides `keepalived -t`'s exit code.
+    pub peer_errors: usize,
 }
 
 impl Report {
     fn add(&mut self, diagnostics: &[Diagnostic], sources: &SourceMap) {
         for d in diagnostics {
+            if d.message == fulcrum_keepalived_conf::SCRIPT_SECURITY_OFF {
+                self.security_violations += 1;
+            }
             if d.is_error() {
                 self.errors += 1;
             } else {
                 self.warnings += 1;
+                if !d.peer_accepts && d.message != fulcrum_keepalived_conf::SCRIPT_SECURITY_OFF {
+                    self.peer_errors += 1;
+                }
             }
         }
         self.text
@@ -51,6 +62,41 @@ pub struct Sources {
     pub config_id: Option<String>,
     pub host_checks: bool,
     pub strict: bool,
+    /// Which of keepalived.conf's parts run: keepalived's `-P` (VRRP only) and `-C`
+    /// (checkers and layer 4 only) turn one off; both on by default.
+    pub subsystems: Subsystems,
+}
+
+/// The parts of keepalived.conf that run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subsystems {
+    /// vrrp_instance, vrrp_sync_group (and the scripts and files they track).
+    pub vrrp: bool,
+    /// virtual_server, virtual_server_group and their checkers.
+    pub checkers: bool,
+}
+
+impl Default for Subsystems {
+    fn default() -> Subsystems {
+        Subsystems {
+            vrrp: true,
+            checkers: true,
+        }
+    }
+}
+
+impl Subsystems {
+    /// Leaves out of `k` what does not run.
+    fn keep(self, k: &mut KeepalivedConfig) {
+        if !self.vrrp {
+            k.vrrp_instances.clear();
+            k.vrrp_sync_groups.clear();
+        }
+        if !self.checkers {
+            k.virtual_servers.clear();
+            k.virtual_server_groups.clear();
+        }
+    }
 }
 
 impl Sources {
@@ -69,6 +115,7 @@ impl Sources {
             config_id: config_id.or_else(host::default_config_id),
             host_checks,
             strict,
+            subsystems: Subsystems::default(),
         }
     }
 
@@ -109,7 +156,10 @@ impl Sources {
             }
             report.add(&loaded.diagnostics, &loaded.sources);
             if !fulcrum_diag::has_errors(&loaded.diagnostics) {
-                keepalived = loaded.config;
+                keepalived = loaded.config.map(|mut k| {
+                    self.subsystems.keep(&mut k);
+                    k
+                });
             }
         }
         let mut nginx = None;

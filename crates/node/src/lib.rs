@@ -19,7 +19,7 @@ pub mod status;
 mod track_file;
 pub mod vrrp;
 
-pub use config::{Config, Report, Sources};
+pub use config::{Config, Report, Sources, Subsystems};
 pub use events::Event;
 pub use node::{Applied, Command, CommandError, Node, Options, Refused, Reply};
 pub use status::Status;

@@ -285,7 +285,7 @@ impl Builder<'_> {
             (Some(true), _) => Some(true),
             (Some(false), Level::RealServer) => Some(false),
             (_, Level::VirtualServer) => {
-                self.warn(
+                self.note(
                     arg.span,
                     format!(
                         "keepalived turns alpha on for a virtual_server whatever follows it; '{}' is ignored",
@@ -359,7 +359,7 @@ impl Builder<'_> {
                         rs.checkers.push(ch);
                     }
                 }
-                "BFD_CHECK" => self.warn(
+                "BFD_CHECK" => self.note(
                     c.span(),
                     "BFD_CHECK is not supported by fulcrum; this checker is ignored",
                 ),

@@ -120,6 +120,13 @@ impl<'a> Builder<'a> {
         self.diags.push(Diagnostic::warning(span, message));
     }
 
+    /// A warning for something keepalived -t passes silently (a keyword it knows that
+    /// Fulcrum skips, a leniency it applies without a word).
+    fn note(&mut self, span: Span, message: impl Into<String>) {
+        self.diags
+            .push(Diagnostic::warning(span, message).peer_accepts());
+    }
+
     fn unknown(&mut self, n: &Node, context: &str) {
         self.warn(
             n.span(),
@@ -128,7 +135,7 @@ impl<'a> Builder<'a> {
     }
 
     fn unsupported(&mut self, n: &Node) {
-        self.warn(
+        self.note(
             n.span(),
             format!(
                 "'{}' is a keepalived keyword that fulcrum does not support; ignored",
@@ -268,7 +275,7 @@ impl<'a> Builder<'a> {
     fn presence(&mut self, n: &Node) -> bool {
         self.no_block(n);
         if let Some(a) = n.args.first() {
-            self.warn(
+            self.note(
                 a.span,
                 format!(
                     "'{}' takes no argument: keepalived ignores '{}' and so does fulcrum; '{}' is on",
@@ -472,7 +479,7 @@ impl<'a> Builder<'a> {
         self.check_references(&cfg);
         if let (Some(span), false) = (self.first_script, cfg.global_defs.enable_script_security) {
             self.diags.push(
-                Diagnostic::warning(span, "scripts are configured but script security is off: they run as root")
+                Diagnostic::warning(span, crate::SCRIPT_SECURITY_OFF)
                     .with_help("add 'enable_script_security' (and 'script_user') to global_defs; keepalived -t reports this as a security violation"),
             );
         }
