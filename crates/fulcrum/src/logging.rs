@@ -161,21 +161,22 @@ impl<'a> MakeWriter<'a> for Syslog {
     }
 }
 
-/// Sets the global subscriber.
+/// Sets the global subscriber. When syslog's or journald's socket is not there (a
+/// container, a chroot), the log goes to standard error instead, with a line that says so:
+/// the daemon runs rather than refusing to start over its log.
 pub fn init(level: &str, format: Format, target: Target, facility: Facility) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(level)
         .with_context(|| format!("invalid --log-level '{level}'"))?;
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let stderr = |builder: tracing_subscriber::fmt::SubscriberBuilder<_, _, _>| match format {
+        Format::Text => builder.with_writer(std::io::stderr).init(),
+        Format::Json => builder.json().with_writer(std::io::stderr).init(),
+    };
     match target {
-        Target::Stderr => match format {
-            Format::Text => builder.with_writer(std::io::stderr).init(),
-            Format::Json => builder.json().with_writer(std::io::stderr).init(),
-        },
+        Target::Stderr => stderr(builder),
         // syslog stamps the time and knows the level already.
-        Target::Syslog => {
-            let sink = Syslog::new(Path::new("/dev/log"), facility)
-                .context("--log-target syslog: /dev/log")?;
-            match format {
+        Target::Syslog => match Syslog::new(Path::new("/dev/log"), facility) {
+            Ok(sink) => match format {
                 Format::Text => builder
                     .with_ansi(false)
                     .without_time()
@@ -183,21 +184,30 @@ pub fn init(level: &str, format: Format, target: Target, facility: Facility) -> 
                     .with_writer(sink)
                     .init(),
                 Format::Json => builder.json().with_writer(sink).init(),
+            },
+            Err(e) => {
+                eprintln!("fulcrum: --log-target syslog: /dev/log: {e}; logging to standard error");
+                stderr(builder)
             }
-        }
+        },
         // Each event's fields become journal fields (FULCRUM_VRID=51), the message
         // MESSAGE; the format does not apply.
-        Target::Journald => {
-            let layer = tracing_journald::layer()
-                .context("--log-target journald: /run/systemd/journal/socket")?
-                .with_syslog_identifier("fulcrum".into())
-                .with_field_prefix(Some("FULCRUM".into()));
-            let filter = tracing_subscriber::EnvFilter::try_new(level)?;
-            tracing_subscriber::registry()
-                .with(filter)
-                .with(layer)
-                .init();
-        }
+        Target::Journald => match tracing_journald::layer() {
+            Ok(layer) => {
+                let layer = layer
+                    .with_syslog_identifier("fulcrum".into())
+                    .with_field_prefix(Some("FULCRUM".into()));
+                let filter = tracing_subscriber::EnvFilter::try_new(level)?;
+                tracing_subscriber::registry()
+                    .with(filter)
+                    .with(layer)
+                    .init();
+            }
+            Err(e) => {
+                eprintln!("fulcrum: --log-target journald: /run/systemd/journal/socket: {e}; logging to standard error");
+                stderr(builder)
+            }
+        },
     }
     Ok(())
 }
