@@ -84,8 +84,13 @@ enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
-    /// Print the man page (roff), generated from the same definitions as --help.
-    Man,
+    /// Print the man page (roff, section 8), generated from the same definitions as
+    /// --help; with --dir, write a page for every subcommand there (fulcrum.8,
+    /// fulcrum-run.8, fulcrum-ctl-status.8, ...), as the Debian package installs them.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Build the reference deployments in network namespaces and show them working.
     ///
     /// Needs root. Everything it creates is removed when it ends, also on Ctrl-C.
@@ -248,6 +253,48 @@ pub struct DemoArgs {
     pub only: Option<String>,
 }
 
+/// `fulcrum man`: the root page on standard output, or every page into `dir`.
+fn man(dir: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let mut root = <Cli as clap::CommandFactory>::command().disable_help_subcommand(true);
+    root.build();
+    let Some(dir) = dir else {
+        clap_mangen::Man::new(root)
+            .section("8")
+            .render(&mut std::io::stdout())?;
+        return Ok(ExitCode::SUCCESS);
+    };
+    std::fs::create_dir_all(dir)?;
+    let mut written = Vec::new();
+    man_pages(root, dir, &mut written)?;
+    for p in written {
+        println!("{}", p.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn man_pages(
+    cmd: clap::Command,
+    dir: &std::path::Path,
+    written: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        // keepalived's page shows keepalived's options, not the pass-through argument.
+        let sub = if sub.get_name() == "keepalived" {
+            let mut k = <keepalived::Args as clap::CommandFactory>::command()
+                .name("keepalived")
+                .display_name("fulcrum-keepalived")
+                .bin_name("fulcrum keepalived");
+            k.build();
+            k
+        } else {
+            sub.clone()
+        };
+        man_pages(sub, dir, written)?;
+    }
+    written.push(clap_mangen::Man::new(cmd).section("8").generate_to(dir)?);
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let mut argv = std::env::args();
     let invoked = argv
@@ -284,10 +331,7 @@ fn main() -> ExitCode {
             );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Man => clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-            .render(&mut std::io::stdout())
-            .map(|()| ExitCode::SUCCESS)
-            .map_err(Into::into),
+        Command::Man { dir } => man(dir.as_deref()),
     };
     match result {
         Ok(code) => code,
