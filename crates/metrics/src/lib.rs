@@ -145,7 +145,7 @@ impl Collector for Snapshot {
         }
 
         // VRRP.
-        let name = |i: &VrrpInstance| vec![("instance", i.name.clone())];
+        let name = |i: &VrrpInstance| vec![("vrrp_instance", i.name.clone())];
         let mut state = Vec::new();
         for i in &st.vrrp {
             for s in ["INIT", "BACKUP", "MASTER", "FAULT"] {

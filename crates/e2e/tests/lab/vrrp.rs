@@ -1032,17 +1032,17 @@ fn dashboard_shows_a_failover() {
         .unwrap();
     let m = fulcrum_e2e::parse_metrics(&text[0].1);
     assert_eq!(
-        m.get("fulcrum_vrrp_state{instance=\"VI_1\",state=\"MASTER\"}"),
+        m.get("fulcrum_vrrp_state{vrrp_instance=\"VI_1\",state=\"MASTER\"}"),
         Some(&1.0),
         "{m:?}"
     );
     assert_eq!(
-        m.get("fulcrum_vrrp_state{instance=\"VI_1\",state=\"BACKUP\"}"),
+        m.get("fulcrum_vrrp_state{vrrp_instance=\"VI_1\",state=\"BACKUP\"}"),
         Some(&0.0),
         "{m:?}"
     );
     assert_eq!(
-        m.get("fulcrum_vrrp_transitions_total{instance=\"VI_1\"}"),
+        m.get("fulcrum_vrrp_transitions_total{vrrp_instance=\"VI_1\"}"),
         Some(&2.0),
         "INIT to BACKUP to MASTER: {m:?}"
     );
