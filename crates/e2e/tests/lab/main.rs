@@ -8,5 +8,6 @@ mod health;
 mod l4;
 mod l7;
 mod l7_diff;
+mod package;
 mod peers;
 mod vrrp;
