@@ -172,6 +172,19 @@ async fn serve(
             .as_ref()
             .and_then(|k| k.global_defs.metrics)
     });
+    // The metrics listener's users, read before anything starts.
+    let auth = match args
+        .metrics_htpasswd
+        .as_deref()
+        .map(crate::metrics::Auth::load)
+    {
+        None => None,
+        Some(Ok(a)) => Some(Arc::new(a)),
+        Some(Err(e)) => {
+            let _ = std::fs::remove_file(control);
+            return Err(e);
+        }
+    };
     let node = match Node::start(sources, config, options).await {
         Ok(node) => Arc::new(node),
         Err(e) => {
@@ -185,7 +198,7 @@ async fn serve(
         "fulcrum started"
     );
     if let Some(addr) = metrics_at {
-        if let Err(e) = crate::metrics::serve(addr, Arc::clone(&node)).await {
+        if let Err(e) = crate::metrics::serve(addr, Arc::clone(&node), auth).await {
             node.stop().await;
             let _ = std::fs::remove_file(control);
             return Err(e);

@@ -366,6 +366,7 @@ fn run_args(args: &Args, subsystems: Subsystems) -> crate::RunArgs {
         keep_forwarding: args.dont_release_ipvs,
         max_connections: crate::DEFAULT_MAX_CONNECTIONS,
         metrics: None,
+        metrics_htpasswd: None,
         keepalived: Some(AsKeepalived {
             pid_files: pid_files(args, subsystems),
             fork: !args.dont_fork,

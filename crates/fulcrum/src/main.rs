@@ -7,6 +7,7 @@ mod check;
 mod control;
 mod daemon;
 mod dashboard;
+mod export;
 mod genhash;
 mod ipvsadm;
 mod keepalived;
@@ -168,6 +169,11 @@ pub struct RunArgs {
     /// default.
     #[arg(long, value_name = "ADDR:PORT")]
     pub metrics: Option<std::net::SocketAddr>,
+    /// Ask for HTTP basic auth on the metrics listener (metrics, dashboard, status.json and
+    /// .csv): the users of this htpasswd file, with bcrypt passwords (`htpasswd -B`), as
+    /// Prometheus' basic_auth sends them. Read at start.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_htpasswd: Option<PathBuf>,
 
     /// Run as keepalived: its pid files, signals, fork and parts (set by its command line).
     #[arg(skip)]

@@ -260,6 +260,8 @@ struct ServerView {
     /// The address as configured, port 0 when it has none: half of its [`ServerKey`].
     key: SocketAddr,
     checkers: Vec<CheckerView>,
+    /// Unix time of its last up/down change (its start until then).
+    changed_at: u64,
 }
 
 #[derive(Debug)]
@@ -580,6 +582,7 @@ pub fn start(k: &KeepalivedConfig, verdicts: VerdictsTx, events: Events) -> Opti
                 address,
                 key: SocketAddr::new(rs.addr, rs.port.unwrap_or(0)),
                 checkers,
+                changed_at: unix_now(),
             });
         }
         let sorry = vs.sorry_server.map(|(ip, port)| {
@@ -787,6 +790,11 @@ async fn pool(
                 u.status,
                 u.weight_delta,
             );
+            for e in &changes {
+                if let PoolEvent::ServerUp(r) | PoolEvent::ServerDown(r) = e {
+                    views[u.service].servers[*r].changed_at = unix_now();
+                }
+            }
             // A weight may change with no pool event (misc_dynamic): publish compares.
             publish(&verdicts, &views);
             let sv = &views[u.service];
@@ -984,6 +992,7 @@ impl Handle {
                         alive: sv.health.servers()[i].alive(),
                         weight: sv.health.servers()[i].weight().get(),
                         membership: member(sv.health.membership(i)),
+                        changed_at: rs.changed_at,
                         checkers: rs
                             .checkers
                             .iter()

@@ -114,6 +114,9 @@ pub struct ServerHealth {
     pub weight: u32,
     pub membership: Member,
     pub checkers: Vec<CheckerHealth>,
+    /// Unix time of its last up/down change (when checking started, until one).
+    #[serde(default)]
+    pub changed_at: u64,
 }
 
 /// One checker of a real server.

@@ -510,3 +510,118 @@ fn logs_follow_logrotate_rename_then_usr1() {
         assert!(!read(p).contains("/before"));
     }
 }
+
+/// The metrics listener behind basic auth (`--metrics-htpasswd`, bcrypt as `htpasswd -B`
+/// writes it): no page without the password; with it, the metrics, and the dashboard's
+/// data as `/status.json` and `/status.csv` (a row per real server, checker and peer, with
+/// how long each has been in its state).
+#[test]
+fn the_metrics_listener_asks_for_basic_auth_and_exports_csv() {
+    use base64::Engine;
+    if !require_root("the_metrics_listener_asks_for_basic_auth_and_exports_csv") {
+        return;
+    }
+    let dir = Scratch::new("l7auth");
+    let mut lab = fulcrum_lab::Lab::new("l7auth").unwrap().with_agent(agent());
+    let host = lab.host("px").unwrap();
+    lab.serve(&host, "b1", "127.0.0.1:9001", true).unwrap();
+    let keepalived = dir.0.join("keepalived.conf");
+    std::fs::write(
+        &keepalived,
+        "virtual_server 10.9.9.9 80 {\n    delay_loop 1\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n\
+         real_server 127.0.0.1 9001 {\n        TCP_CHECK {\n            connect_timeout 1\n        }\n    }\n}\n",
+    )
+    .unwrap();
+    let nginx = dir.0.join("nginx.conf");
+    std::fs::write(
+        &nginx,
+        "events {}\nhttp {\n    access_log off;\n    upstream u {\n        server 127.0.0.1:9001;\n    }\n    server {\n        listen 127.0.0.1:8080;\n        location / {\n            proxy_pass http://u;\n        }\n    }\n}\n",
+    )
+    .unwrap();
+    let htpasswd = dir.0.join("htpasswd");
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    std::fs::write(&htpasswd, format!("prometheus:{hash}\n")).unwrap();
+    let _d = fulcrum_e2e::spawn_fulcrum(
+        &mut lab,
+        &host,
+        &keepalived,
+        &dir.0,
+        "px",
+        &[
+            "--nginx-conf",
+            nginx.to_str().unwrap(),
+            "--no-forwarding",
+            "--metrics",
+            "127.0.0.1:9100",
+            "--metrics-htpasswd",
+            htpasswd.to_str().unwrap(),
+        ],
+    );
+    let get = |path: &str, user_pass: Option<&str>| {
+        let header = user_pass.map(|u| {
+            format!(
+                "Authorization: Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(u)
+            )
+        });
+        let mut extra = Vec::new();
+        if let Some(h) = &header {
+            extra.extend(["--header", h.as_str()]);
+        }
+        lab.request_full(&host, "127.0.0.1:9100", &[path], &extra)
+            .unwrap()
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+    };
+    let good = Some("prometheus:s3cret");
+    assert!(
+        wait_for(Duration::from_secs(10), || get("/metrics", good).0 == 200).is_some(),
+        "the listener never answered"
+    );
+    let (status, head, _) = get("/metrics", None);
+    assert_eq!(status, 401);
+    assert!(
+        head.contains("WWW-Authenticate: Basic realm=\"fulcrum\"")
+            || head
+                .to_lowercase()
+                .contains("www-authenticate: basic realm=\"fulcrum\""),
+        "{head}"
+    );
+    assert_eq!(get("/", Some("prometheus:wrong")).0, 401);
+    assert_eq!(get("/status.csv", Some("someone:s3cret")).0, 401);
+    // The CSV, once the check has passed.
+    let row = "checker,10.9.9.9:80 TCP,127.0.0.1:9001 TCP_CHECK,up,";
+    wait_for(Duration::from_secs(10), || {
+        get("/status.csv", good).2.contains(row)
+    })
+    .expect("no checker row in the CSV");
+    let csv = get("/status.csv", good).2;
+    let mut lines = csv.lines();
+    assert!(lines
+        .next()
+        .unwrap()
+        .starts_with("# type,name,member,state,since,"));
+    let peer = csv
+        .lines()
+        .find(|l| l.starts_with("upstream,u,127.0.0.1:9001,up,"))
+        .unwrap_or_else(|| panic!("{csv}"));
+    assert_eq!(peer.split(',').count(), 19, "{peer}");
+    let since: u64 = csv
+        .lines()
+        .find(|l| l.starts_with("checker,"))
+        .and_then(|l| l.split(',').nth(4))
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(since <= now && now - since < 60, "since {since}, now {now}");
+    // The JSON the dashboard shows.
+    let json: serde_json::Value = serde_json::from_str(&get("/status.json", good).2).unwrap();
+    let rs = &json["health"][0]["real_servers"][0];
+    assert_eq!(rs["address"], "127.0.0.1:9001");
+    assert!(rs["changed_at"].as_u64().is_some_and(|t| t > 0), "{rs}");
+    assert_eq!(json["upstreams"][0]["address"], "127.0.0.1:9001");
+}

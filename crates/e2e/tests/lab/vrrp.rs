@@ -1013,6 +1013,18 @@ fn dashboard_shows_a_failover() {
     let after = fulcrum_e2e::chromium(&r.lab, &d2, url, &dir.0, None);
     let took = moved.elapsed();
     assert!(row(&after).contains(">MASTER<"), "{after}");
+    // How long it has been MASTER: seconds, since the failover just happened.
+    let since = row(&after)
+        .split("class=\"since\"")
+        .nth(1)
+        .and_then(|s| s.split('>').nth(1))
+        .and_then(|s| s.split('<').next())
+        .unwrap_or("")
+        .to_string();
+    assert!(
+        since.starts_with(" for ") && since.ends_with('s') && !since.contains("min"),
+        "{since:?}"
+    );
     // The event, with the time the dashboard noticed it: within a second of the VIP move
     // (the browser itself takes about a second to start, hence the page's own clock).
     let event = after
