@@ -12,6 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let options = LoadOptions {
         includes: false,
         host_checks: false,
+        globals: None,
     };
     let loaded = parse_str(Path::new("fuzz.conf"), &text, &options);
     if let Some(config) = loaded.config {

@@ -369,6 +369,7 @@ fn summarise(d: Deployment, dir: &Path) {
         host_checks: false,
         strict: false,
         subsystems: Default::default(),
+        nginx_globals: None,
     };
     let (config, report) = sources.load();
     let Some(config) = config else {

@@ -25,13 +25,21 @@ pub struct LoadOptions {
     pub includes: bool,
     /// Check that files the configuration names (certificates, keys) can be read.
     pub host_checks: bool,
+    /// nginx's `-g 'DIRECTIVES;'`: main-context directives from the command line, read
+    /// before the file's (a directive in both is a duplicate, as in nginx).
+    pub globals: Option<String>,
 }
+
+/// The name the `-g` directives' diagnostics give as their file, as nginx says "in
+/// command line".
+pub const COMMAND_LINE: &str = "command line";
 
 impl Default for LoadOptions {
     fn default() -> LoadOptions {
         LoadOptions {
             includes: true,
             host_checks: false,
+            globals: None,
         }
     }
 }
@@ -53,7 +61,14 @@ impl Loaded {
 
 pub fn load(path: &Path, options: &LoadOptions) -> Loaded {
     let mut reader = syntax::Reader::new(path, options.includes);
-    let tree = reader.read_file(path);
+    let mut tree = reader.read_file(path);
+    if let (Some(g), Some(t)) = (&options.globals, tree.as_mut()) {
+        // Read after the file, so the file stays the first source (its directory is the
+        // conf prefix), and placed before its directives, where nginx reads them.
+        let mut globals = reader.parse_text(Path::new(COMMAND_LINE), g.as_bytes());
+        globals.append(t);
+        *t = globals;
+    }
     finish(reader, tree, options)
 }
 

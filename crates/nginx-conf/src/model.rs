@@ -87,6 +87,10 @@ pub struct NginxConfig {
     pub worker_processes: WorkerProcesses,
     pub worker_connections: u32,
     pub pid: Option<String>,
+    /// `daemon` (on by default): fork into the background at start.
+    pub daemon: bool,
+    /// `master_process` (on by default).
+    pub master_process: bool,
     pub error_log: Option<ErrorLog>,
     pub http: Option<Http>,
     /// The directory of the main file: nginx's conf prefix, which relative certificate
@@ -100,6 +104,8 @@ impl Default for NginxConfig {
             worker_processes: WorkerProcesses::Count(1),
             worker_connections: 512,
             pid: None,
+            daemon: true,
+            master_process: true,
             error_log: None,
             http: None,
             conf_prefix: None,

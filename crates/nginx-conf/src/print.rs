@@ -252,6 +252,12 @@ pub fn print(cfg: &NginxConfig) -> String {
     if let Some(p) = &cfg.pid {
         o.line(&[w("pid"), w(p)]);
     }
+    if !cfg.daemon {
+        o.line(&[w("daemon"), w("off")]);
+    }
+    if !cfg.master_process {
+        o.line(&[w("master_process"), w("off")]);
+    }
     if let Some(e) = &cfg.error_log {
         error_log(&mut o, e);
     }

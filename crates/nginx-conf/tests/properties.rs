@@ -11,6 +11,7 @@ fn no_includes() -> LoadOptions {
     LoadOptions {
         includes: false,
         host_checks: false,
+        globals: None,
     }
 }
 
@@ -267,21 +268,27 @@ fn config() -> impl Strategy<Value = NginxConfig> {
             (0..n_up).map(upstream).collect::<Vec<_>>(),
             (0..n_srv).map(|_| server(n_up)).collect::<Vec<_>>(),
             settings(false),
+            any::<bool>(),
+            any::<bool>(),
         )
-            .prop_map(|(wp, wc, upstreams, servers, settings)| NginxConfig {
-                worker_processes: wp,
-                worker_connections: wc,
-                pid: None,
-                error_log: None,
-                conf_prefix: None,
-                http: Some(Http {
-                    settings,
-                    log_formats: Vec::new(),
-                    maps: Vec::new(),
-                    upstreams,
-                    servers,
-                }),
-            })
+            .prop_map(
+                |(wp, wc, upstreams, servers, settings, daemon, master_process)| NginxConfig {
+                    worker_processes: wp,
+                    worker_connections: wc,
+                    pid: None,
+                    daemon,
+                    master_process,
+                    error_log: None,
+                    conf_prefix: None,
+                    http: Some(Http {
+                        settings,
+                        log_formats: Vec::new(),
+                        maps: Vec::new(),
+                        upstreams,
+                        servers,
+                    }),
+                },
+            )
     })
 }
 

@@ -65,6 +65,8 @@ pub struct Sources {
     /// Which of keepalived.conf's parts run: keepalived's `-P` (VRRP only) and `-C`
     /// (checkers and layer 4 only) turn one off; both on by default.
     pub subsystems: Subsystems,
+    /// nginx's `-g 'DIRECTIVES;'`, read with nginx.conf at every load.
+    pub nginx_globals: Option<String>,
 }
 
 /// The parts of keepalived.conf that run.
@@ -116,6 +118,7 @@ impl Sources {
             host_checks,
             strict,
             subsystems: Subsystems::default(),
+            nginx_globals: None,
         }
     }
 
@@ -167,6 +170,7 @@ impl Sources {
             let options = fulcrum_nginx_conf::LoadOptions {
                 includes: true,
                 host_checks: self.host_checks,
+                globals: self.nginx_globals.clone(),
             };
             let mut loaded = fulcrum_nginx_conf::load(path, &options);
             if self.strict {

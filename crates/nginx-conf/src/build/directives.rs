@@ -8,6 +8,8 @@ pub(super) static SPECS: &[Spec] = &[
     // main and events
     s("worker_processes", MAIN, Take(1, 1)),
     s("pid", MAIN, Take(1, 1)),
+    s("daemon", MAIN, Flag),
+    s("master_process", MAIN, Flag),
     s("error_log", MAIN | HSL, More(1)),
     b("events", MAIN, Arity::None),
     s("worker_connections", EVENTS, Take(1, 1)),
@@ -65,8 +67,6 @@ pub(super) static SPECS: &[Spec] = &[
     ignored("worker_cpu_affinity", MAIN, Simple),
     ignored("worker_priority", MAIN, Simple),
     ignored("worker_shutdown_timeout", MAIN, Simple),
-    ignored("daemon", MAIN, Simple),
-    ignored("master_process", MAIN, Simple),
     ignored("load_module", MAIN, Simple),
     ignored("env", MAIN, Simple),
     ignored("timer_resolution", MAIN, Simple),

@@ -7,6 +7,7 @@ impl Builder<'_> {
         let mut cfg = NginxConfig::default();
         let mut seen_events = false;
         let mut wp_seen = false;
+        let mut seen = std::collections::HashSet::new();
         for d in ds {
             if !self.check(d, Ctx::Main) {
                 continue;
@@ -33,7 +34,23 @@ impl Builder<'_> {
                         }
                     }
                 }
-                "pid" => cfg.pid = Some(d.args[0].text.clone()),
+                "pid" => {
+                    if !seen.insert("pid") {
+                        self.error(d.name.span, "\"pid\" directive is duplicate");
+                    }
+                    cfg.pid = Some(d.args[0].text.clone());
+                }
+                name @ ("daemon" | "master_process") => {
+                    if !seen.insert(name) {
+                        self.error(d.name.span, format!("\"{name}\" directive is duplicate"));
+                    }
+                    if let Some(on) = self.flag(d) {
+                        match name {
+                            "daemon" => cfg.daemon = on,
+                            _ => cfg.master_process = on,
+                        }
+                    }
+                }
                 "error_log" => cfg.error_log = self.error_log(d),
                 "events" => {
                     if seen_events {
