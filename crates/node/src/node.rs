@@ -357,6 +357,32 @@ impl Node {
         self.follow.abort();
         self.inner.lock().await.shut_down().await;
     }
+
+    /// nginx's graceful stop (SIGQUIT): the proxy stops listening, closes its idle
+    /// connections and lets requests in flight finish, for at most `grace` or until
+    /// `hurry` is set; then the rest stops as [`Node::stop`] stops it.
+    pub async fn quit(
+        &self,
+        grace: std::time::Duration,
+        hurry: Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        self.follow.abort();
+        let mut inner = self.inner.lock().await;
+        if let Some(p) = inner.proxy.take() {
+            match Arc::try_unwrap(p) {
+                Ok(p) => {
+                    let left = tokio::task::spawn_blocking(move || p.quit(grace, &hurry))
+                        .await
+                        .unwrap_or(0);
+                    if left > 0 {
+                        warn!("{left} connection(s) still open after {grace:?}: closed");
+                    }
+                }
+                Err(p) => drop(p),
+            }
+        }
+        inner.shut_down().await;
+    }
 }
 
 impl Inner {

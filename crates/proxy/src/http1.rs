@@ -154,9 +154,23 @@ pub(crate) fn serve<S: ClientStream, H: Send>(
                 Instant::now() + current.get().keepalive_timeout
             };
             // The wait for the next request holds no buffer and no parser: reading the head
-            // is boxed, and starts once bytes are here.
-            if buf.is_empty() && !wait_for_bytes(&mut io, &mut buf, deadline).await {
-                return;
+            // is boxed, and starts once bytes are here. A graceful stop closes a connection
+            // that waits, as nginx closes its idle ones.
+            if buf.is_empty() {
+                if current.closing() {
+                    let _ = io.shutdown().await;
+                    return;
+                }
+                let closed = current.closed();
+                tokio::select! {
+                    got = wait_for_bytes(&mut io, &mut buf, deadline) => if !got {
+                        return;
+                    },
+                    () = closed => {
+                        let _ = io.shutdown().await;
+                        return;
+                    }
+                }
             }
             requests += 1;
             let cycle = Box::pin(request(
@@ -202,7 +216,9 @@ async fn request<S: ClientStream>(
             return After::Gone;
         }
     };
-    let last = site.keepalive_requests > 0 && requests >= u64::from(site.keepalive_requests);
+    // The last one on this connection: keepalive_requests reached, or a graceful stop.
+    let last = (site.keepalive_requests > 0 && requests >= u64::from(site.keepalive_requests))
+        || current.closing();
     exchange(io, buf, site, head, conn, last).await
 }
 

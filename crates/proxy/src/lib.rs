@@ -379,6 +379,45 @@ impl Runtime {
         self.halt();
     }
 
+    /// nginx's graceful stop (SIGQUIT): stops listening, closes idle connections, lets
+    /// the requests in flight finish (their answers close the connection), and stops once
+    /// none is left, `grace` has passed or `hurry` is set (a SIGTERM meanwhile). How many
+    /// connections were still open then.
+    pub fn quit(
+        mut self,
+        grace: std::time::Duration,
+        hurry: &std::sync::atomic::AtomicBool,
+    ) -> usize {
+        for (_, tasks) in self
+            .shared
+            .listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+        {
+            tasks.iter().for_each(JoinHandle::abort);
+        }
+        self.shared.site.close();
+        let open = || {
+            let limit = *self
+                .shared
+                .connection_limit
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            limit.saturating_sub(self.shared.connections.available_permits())
+        };
+        let deadline = std::time::Instant::now() + grace;
+        while open() > 0
+            && std::time::Instant::now() < deadline
+            && !hurry.load(std::sync::atomic::Ordering::Relaxed)
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let left = open();
+        self.halt();
+        left
+    }
+
     fn halt(&mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(true);

@@ -703,11 +703,36 @@ impl ErrorLogTarget {
 /// The compiled configuration in force, swapped whole by a reload; connections take the
 /// current one for each request.
 #[derive(Debug)]
-pub struct Current(std::sync::RwLock<Arc<Site>>);
+pub struct Current(
+    std::sync::RwLock<Arc<Site>>,
+    /// A graceful stop has begun (nginx's SIGQUIT): idle connections close, answers in
+    /// flight go out with `Connection: close`.
+    tokio::sync::watch::Sender<bool>,
+);
 
 impl Current {
     pub fn new(site: Site) -> Current {
-        Current(std::sync::RwLock::new(Arc::new(site)))
+        Current(
+            std::sync::RwLock::new(Arc::new(site)),
+            tokio::sync::watch::Sender::new(false),
+        )
+    }
+
+    /// Begins a graceful stop.
+    pub fn close(&self) {
+        self.1.send_replace(true);
+    }
+
+    pub fn closing(&self) -> bool {
+        *self.1.borrow()
+    }
+
+    /// Resolves once a graceful stop begins.
+    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.1.subscribe();
+        async move {
+            let _ = rx.wait_for(|c| *c).await;
+        }
     }
 
     pub fn get(&self) -> Arc<Site> {
