@@ -22,13 +22,20 @@ pub const DEFAULT_KEEPALIVED_CONF: &str = "/etc/keepalived/keepalived.conf";
 pub const DEFAULT_NGINX_CONF: &str = "/etc/nginx/nginx.conf";
 use crate::RunArgs;
 
+/// How long a graceful stop (SIGQUIT) waits for the requests in flight: nginx waits
+/// for them without a bound; a SIGTERM meanwhile cuts it short.
+const QUIT_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    crate::logging::init(
-        &args.log_level,
-        args.log_format,
-        args.log_target,
-        args.log_facility,
-    )?;
+    match &args.log_file {
+        Some(f) => crate::logging::init_file(&args.log_level, f)?,
+        None => crate::logging::init(
+            &args.log_level,
+            args.log_format,
+            args.log_target,
+            args.log_facility,
+        )?,
+    }
     for w in &args.warnings {
         warn!("{w}");
     }
@@ -80,6 +87,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(k) = &args.keepalived {
         sources.subsystems = k.subsystems;
     }
+    sources.nginx_globals = args.nginx_globals.clone();
     let (config, report) = sources.load();
     let Some(config) = config else {
         eprint!("{}", report.text);
@@ -91,22 +99,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !report.text.is_empty() {
         warn!("configuration warnings:\n{}", report.text.trim_end());
     }
-    if let Some(k) = &args.keepalived {
-        if k.dump_conf {
-            if let Some(conf) = &config.keepalived {
-                info!(
-                    "configuration as understood:\n{}",
-                    fulcrum_keepalived_conf::print(conf)
-                );
-            }
+    if let Some(k) = args.keepalived.as_ref().filter(|k| k.dump_conf) {
+        if let Some(conf) = &config.keepalived {
+            info!(
+                "configuration as understood:\n{}",
+                fulcrum_keepalived_conf::print(conf)
+            );
         }
-        // keepalived without -n: detach from the terminal and the caller's session. The
-        // configuration was read and found valid first, so its errors reach the caller.
-        // No thread runs yet: the runtime starts in the child.
-        if k.fork {
-            nix::unistd::daemon(false, false).context("cannot fork into the background")?;
-        }
+        let _ = k;
     }
+    // keepalived without -n, nginx with `daemon on`: into the background. The
+    // configuration was read and found valid first, and the caller waits until the
+    // sockets are bound and the pid files written, so its exit code says how the start
+    // went. No thread runs yet: the runtime starts in the child.
+    let background = args.keepalived.as_ref().is_some_and(|k| k.fork)
+        || args.nginx.as_ref().is_some_and(|n| n.daemon);
+    let started = if background {
+        Some(fulcrum_sys::background().context("cannot fork into the background")?)
+    } else {
+        None
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -117,7 +129,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         keep_forwarding: args.keep_forwarding,
         max_connections: args.max_connections,
     };
-    runtime.block_on(serve(&args, sources, config, options))
+    runtime.block_on(serve(&args, sources, config, options, started))
 }
 
 /// Binds the control socket: mode 0600 in a directory we create 0700, refusing to steal
@@ -151,6 +163,7 @@ async fn serve(
     sources: Sources,
     config: fulcrum_node::Config,
     options: Options,
+    started: Option<fulcrum_sys::Started>,
 ) -> anyhow::Result<ExitCode> {
     // Signals first: a SIGTERM while the rest starts (VRRP may already hold its VIPs) must
     // still stop cleanly, not kill the process.
@@ -158,6 +171,9 @@ async fn serve(
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut usr1 = signal(SignalKind::user_defined1())?;
+    // nginx's graceful stop, and its binary-upgrade signals.
+    let mut quit = signal(SignalKind::quit())?;
+    let mut winch = signal(SignalKind::window_change())?;
     // keepalived's STATS, JSON and STATS_CLEAR signals (caught only as keepalived: a
     // real-time signal's default action ends the process).
     let as_keepalived = args.keepalived.clone();
@@ -204,10 +220,12 @@ async fn serve(
             return Err(e);
         }
     }
-    let pid_files = as_keepalived
-        .as_ref()
-        .map(|k| k.pid_files.clone())
-        .unwrap_or_default();
+    // keepalived's pid files, or nginx's, written once the listening sockets are bound.
+    let pid_files = match (&as_keepalived, &args.nginx) {
+        (Some(k), _) => k.pid_files.clone(),
+        (None, Some(n)) => vec![n.pid_file.clone()],
+        (None, None) => Vec::new(),
+    };
     if let Err(e) = crate::keepalived::write_pid_files(&pid_files) {
         node.stop().await;
         let _ = std::fs::remove_file(control);
@@ -215,6 +233,10 @@ async fn serve(
     }
     // Everything is bound and running: systemd may order what depends on us.
     crate::sd_notify::notify("READY=1");
+    if let Some(s) = started {
+        s.ready();
+    }
+    let mut graceful = false;
     // WatchdogSec=: fed from this loop only when the node answers, so a node that hangs
     // (its state locked for good) is restarted by systemd.
     let watchdog = crate::sd_notify::watchdog_interval();
@@ -240,8 +262,12 @@ async fn serve(
             },
             _ = usr2.recv() => match &as_keepalived {
                 Some(_) => dump(&node, Dump::Stats).await,
-                None => info!("SIGUSR2: the binary upgrade is not implemented; ignored"),
+                None => warn!("SIGUSR2: nginx's binary upgrade is not implemented; ignored"),
             },
+            _ = winch.recv() => if args.nginx.is_some() {
+                warn!("SIGWINCH: nginx's binary upgrade is not implemented; ignored");
+            },
+            _ = quit.recv() => { info!("SIGQUIT: stopping gracefully"); graceful = true; break; }
             _ = rt_json.recv() => dump(&node, Dump::Json).await,
             _ = rt_clear.recv() => warn!("STATS_CLEAR: clearing the statistics is not implemented; ignored"),
             _ = term.recv() => { info!("SIGTERM: stopping"); break; }
@@ -260,6 +286,19 @@ async fn serve(
         }
     }
     crate::sd_notify::notify("STOPPING=1");
+    if graceful {
+        // A SIGTERM or SIGINT meanwhile cuts the wait short, as in nginx.
+        let hurry = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let quitting = node.quit(QUIT_GRACE, Arc::clone(&hurry));
+        tokio::pin!(quitting);
+        loop {
+            tokio::select! {
+                () = &mut quitting => break,
+                _ = term.recv() => hurry.store(true, std::sync::atomic::Ordering::Relaxed),
+                _ = int.recv() => hurry.store(true, std::sync::atomic::Ordering::Relaxed),
+            }
+        }
+    }
     node.stop().await;
     let _ = std::fs::remove_file(control);
     crate::keepalived::remove_pid_files(&pid_files);

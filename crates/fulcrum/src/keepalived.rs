@@ -367,6 +367,9 @@ fn run_args(args: &Args, subsystems: Subsystems) -> crate::RunArgs {
         max_connections: crate::DEFAULT_MAX_CONNECTIONS,
         metrics: None,
         metrics_htpasswd: None,
+        nginx: None,
+        nginx_globals: None,
+        log_file: None,
         keepalived: Some(AsKeepalived {
             pid_files: pid_files(args, subsystems),
             fork: !args.dont_fork,

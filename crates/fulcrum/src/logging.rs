@@ -161,6 +161,23 @@ impl<'a> MakeWriter<'a> for Syslog {
     }
 }
 
+/// Sets the global subscriber to append to a file (nginx's `-e FILE`), as text.
+pub fn init_file(level: &str, path: &Path) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .with_context(|| format!("invalid --log-level '{level}'"))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("open() \"{}\" failed", path.display()))?;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .init();
+    Ok(())
+}
+
 /// Sets the global subscriber. When syslog's or journald's socket is not there (a
 /// container, a chroot), the log goes to standard error instead, with a line that says so:
 /// the daemon runs rather than refusing to start over its log.

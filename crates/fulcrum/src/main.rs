@@ -13,6 +13,7 @@ mod ipvsadm;
 mod keepalived;
 mod logging;
 mod metrics;
+mod nginx;
 mod sd_notify;
 mod show;
 
@@ -56,7 +57,7 @@ enum Command {
     /// (a configuration that fails validation is refused and the running one stays), and
     /// stops on SIGTERM or SIGINT. Given neither -f nor -c, it loads
     /// /etc/keepalived/keepalived.conf and /etc/nginx/nginx.conf, each if it exists.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Check configuration files like `keepalived -t` and `nginx -t` together.
     ///
     /// Prints every error and warning as FILE:LINE:COL with the source line, and exits 0
@@ -67,7 +68,7 @@ enum Command {
     /// ipvsadm's command line against the running daemon: -L/-l [-n] [-c] [--stats]
     /// [--timeout] [--exact], -S. The same binary invoked as `ipvsadm` (a symlink) takes
     /// these arguments directly. `--control SOCKET` or FULCRUM_CONTROL names the daemon.
-    #[command(disable_help_flag = true)]
+    #[command(disable_help_flag = true, disable_version_flag = true)]
     Ipvsadm {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -75,8 +76,18 @@ enum Command {
     /// keepalived's command line (-f, -n, -t, -P, -C, -p, --signum, ...): runs only what
     /// keepalived.conf asks, writes keepalived's pid files and answers its signals. The same
     /// binary invoked as `keepalived` (a symlink) takes these arguments directly.
-    #[command(disable_help_flag = true)]
+    #[command(disable_help_flag = true, disable_version_flag = true)]
     Keepalived {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// nginx's command line (-t, -T, -q, -s stop|quit|reopen|reload, -p, -c, -e, -g, -v,
+    /// -V): runs only what nginx.conf asks, writes its pid file once the listening sockets
+    /// are bound, forks with `daemon on`, and answers nginx's signals (QUIT stops
+    /// gracefully). The same binary invoked as `nginx` (a symlink) takes these arguments
+    /// directly.
+    #[command(disable_help_flag = true, disable_version_flag = true)]
+    Nginx {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -178,6 +189,15 @@ pub struct RunArgs {
     /// Run as keepalived: its pid files, signals, fork and parts (set by its command line).
     #[arg(skip)]
     pub keepalived: Option<keepalived::AsKeepalived>,
+    /// Run as nginx: its pid file, daemon and signals (set by its command line).
+    #[arg(skip)]
+    pub nginx: Option<nginx::AsNginx>,
+    /// nginx's -g directives, read with nginx.conf at every load.
+    #[arg(skip)]
+    pub nginx_globals: Option<String>,
+    /// Log to this file (nginx's -e) instead of --log-target.
+    #[arg(skip)]
+    pub log_file: Option<PathBuf>,
     /// What the command line that built these arguments has to say once logging runs.
     #[arg(skip)]
     pub warnings: Vec<String>,
@@ -310,11 +330,12 @@ fn main() -> ExitCode {
     match invoked.as_deref() {
         Some("ipvsadm") => return ipvsadm::run(argv.collect()),
         Some("keepalived") => return keepalived::main(std::env::args().collect()),
+        Some("nginx") => return nginx::main(std::env::args().collect()),
         _ => {}
     }
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => daemon::run(args),
+        Command::Run(args) => daemon::run(*args),
         Command::Check(args) => Ok(check::check(&args)),
         Command::Ctl(args) => control::ctl(&args),
         Command::Demo(args) => std::env::current_exe()
@@ -325,6 +346,9 @@ fn main() -> ExitCode {
             std::iter::once("keepalived".to_string())
                 .chain(args)
                 .collect(),
+        )),
+        Command::Nginx { args } => Ok(nginx::main(
+            std::iter::once("nginx".to_string()).chain(args).collect(),
         )),
         Command::Genhash(args) => genhash::run(&args),
         Command::LabAgent { args } => Ok(fulcrum_lab::agent::main(args)),

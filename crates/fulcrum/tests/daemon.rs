@@ -752,3 +752,30 @@ fn systemd_hears_ready_watchdog_and_stopping() {
         }
     }
 }
+
+/// The pass-through subcommands keep their own -v/-V/-h: `fulcrum nginx -V` is nginx's
+/// version and configure line, `fulcrum keepalived -V` keepalived's option (so it must
+/// not print fulcrum's version), `fulcrum keepalived --signum` keepalived's numbers.
+#[test]
+fn nginx_and_keepalived_take_their_own_version_flags() {
+    let out = fulcrum().args(["nginx", "-V"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        err.starts_with("nginx version: fulcrum/")
+            && err.contains("\nconfigure arguments: --prefix=/usr/share/nginx "),
+        "{err}"
+    );
+    let out = fulcrum()
+        .args(["keepalived", "--signum=JSON"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "36\n");
+    let out = fulcrum().args(["keepalived", "-v"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("Keepalived v2.2.7 (compatible: fulcrum ")
+    );
+    let out = fulcrum().args(["nginx", "-h"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Usage: nginx [-?hvVtTq]"));
+}

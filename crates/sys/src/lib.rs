@@ -233,6 +233,78 @@ pub fn kill_process_group(pgid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// The child's side of [`background`]: tells the waiting parent how the start went.
+#[derive(Debug)]
+pub struct Started(std::fs::File);
+
+impl Started {
+    /// Everything is up (sockets bound, pid file written): the parent exits 0, and the
+    /// standard streams, still the caller's terminal or systemd's, go to /dev/null.
+    pub fn ready(mut self) {
+        use std::io::Write;
+        let _ = self.0.write_all(b"0");
+        detach_stdio();
+    }
+}
+
+/// Points stdin, stdout and stderr at /dev/null, as a daemon's.
+fn detach_stdio() {
+    use std::os::fd::AsRawFd;
+    if let Ok(null) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+    {
+        for fd in 0..3 {
+            // SAFETY: dup2(2) on descriptors we own; /dev/null stays open through the call.
+            unsafe { libc::dup2(null.as_raw_fd(), fd) };
+        }
+    }
+}
+
+/// Forks into the background the way a Type=forking service must: the parent waits until
+/// the child says it is ready ([`Started::ready`]) and then exits 0, or exits 1 when the
+/// child ends first (its errors went to the same standard error), so the caller (a shell,
+/// systemd) learns whether the start worked, and finds the pid file written. The child
+/// runs on in a session of its own. Call it before any thread starts.
+pub fn background() -> io::Result<Started> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2(2) writes two descriptors into the array we pass.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the descriptors are fresh and ours alone.
+    let (read, write) = unsafe {
+        use std::os::fd::FromRawFd;
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    // SAFETY: fork(2) with one thread (the caller's promise): the child continues in
+    // ordinary Rust, the parent only reads a pipe and exits.
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => {
+            drop(read);
+            // SAFETY: setsid(2) takes no arguments; the child is not a group leader.
+            unsafe { libc::setsid() };
+            Ok(Started(write))
+        }
+        _ => {
+            use std::io::Read;
+            drop(write);
+            let mut byte = [0u8; 1];
+            let mut read = read;
+            let code = match read.read(&mut byte) {
+                Ok(1) if byte[0] == b'0' => 0,
+                _ => 1,
+            };
+            std::process::exit(code)
+        }
+    }
+}
+
 /// EtherType of ARP.
 pub const ETH_P_ARP: u16 = 0x0806;
 

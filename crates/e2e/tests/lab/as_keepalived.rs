@@ -20,6 +20,19 @@ fn holds(lab: &Lab, host: &Host, vip: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Kills the daemon a pid file names, if the test ends before it stopped it.
+struct Reaper(std::path::PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(pid) = pid_in(&self.0) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
 fn pid_in(path: &Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -109,8 +122,9 @@ fn debians_keepalived_unit_runs_it() {
     assert!(!holds(&lab, &host, "10.61.0.100"));
     assert!(pids.iter().all(|p| !p.exists()));
 
-    // Without --dont-fork: the command returns at once, the daemon goes on in the
-    // background under the pid its pid file names.
+    // Without --dont-fork: the command returns once the daemon is up, which goes on in
+    // the background under the pid its pid file names.
+    let _reaper = Reaper(pids[0].clone());
     let status = Command::new("ip")
         .args(["netns", "exec", &host.netns])
         .arg(&keepalived)
@@ -123,9 +137,10 @@ fn debians_keepalived_unit_runs_it() {
             pids[1].to_str().unwrap(),
         ])
         .env("FULCRUM_CONTROL", dir.0.join("control.sock"))
-        .status()
+        .output()
         .unwrap();
-    assert!(status.success());
+    // It returned once the daemon was up (its standard streams then let go).
+    assert!(status.status.success(), "{status:?}");
     wait_for(Duration::from_secs(5), || pid_in(&pids[0]).is_some())
         .expect("the detached daemon wrote no pid file");
     let daemon = pid_in(&pids[0]).unwrap();

@@ -3,6 +3,7 @@
 //! prints a SKIP line, and under `CI` it fails instead. One test binary for them all.
 
 mod as_keepalived;
+mod as_nginx;
 mod demo;
 mod health;
 mod l4;

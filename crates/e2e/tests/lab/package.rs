@@ -1,7 +1,7 @@
 //! The Debian package, as a fresh host meets it: scripts/package builds it from the binary
 //! under test, dpkg installs it into a scratch root (never this machine's /usr), the files
-//! are where Debian puts them, fulcrum-switch hands keepalived (owned by a package:
-//! dpkg-divert) and ipvsadm (free: update-alternatives) over and back, the daemon starts
+//! are where Debian puts them, fulcrum-switch hands keepalived and nginx (owned by a
+//! package: dpkg-divert) and ipvsadm (free: update-alternatives) over and back, the daemon starts
 //! from the unit's own command line, a refused reload fails as `systemctl reload` would,
 //! and removing the package gives every name back.
 
@@ -58,25 +58,21 @@ fn exec_start(root: &Path, daemon_args: &[String]) -> Vec<String> {
     argv
 }
 
-/// A stand-in for Debian's keepalived package: it owns /usr/sbin/keepalived.
-fn fake_keepalived_deb(dir: &Path) -> PathBuf {
-    let tree = dir.join("keepalived-pkg");
+/// A stand-in for one of Debian's packages (keepalived, nginx-light): it owns
+/// /usr/sbin/NAME, a script that says whose it is.
+fn fake_deb(dir: &Path, package: &str, name: &str) -> PathBuf {
+    let tree = dir.join(format!("{package}-pkg"));
     std::fs::create_dir_all(tree.join("DEBIAN")).unwrap();
     std::fs::create_dir_all(tree.join("usr/sbin")).unwrap();
     std::fs::write(
         tree.join("DEBIAN/control"),
-        "Package: keepalived\nVersion: 1:2.2.7-1\nArchitecture: all\nMaintainer: test <t@localhost>\nDescription: stand-in\n",
+        format!("Package: {package}\nVersion: 1.0-1\nArchitecture: all\nMaintainer: test <t@localhost>\nDescription: stand-in\n"),
     )
     .unwrap();
-    std::fs::write(
-        tree.join("usr/sbin/keepalived"),
-        "#!/bin/sh\necho the real keepalived\n",
-    )
-    .unwrap();
-    run(Command::new("chmod")
-        .args(["755"])
-        .arg(tree.join("usr/sbin/keepalived")));
-    let deb = dir.join("keepalived.deb");
+    let bin = tree.join("usr/sbin").join(name);
+    std::fs::write(&bin, format!("#!/bin/sh\necho the real {name}\n")).unwrap();
+    run(Command::new("chmod").args(["755"]).arg(&bin));
+    let deb = dir.join(format!("{package}.deb"));
     run(Command::new("dpkg-deb")
         .args(["--build", "--root-owner-group"])
         .arg(&tree)
@@ -108,7 +104,12 @@ fn the_debian_package_installs_switches_and_runs() {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
-    run(dpkg(&root).arg("-i").arg(fake_keepalived_deb(&dir.0)));
+    run(dpkg(&root)
+        .arg("-i")
+        .arg(fake_deb(&dir.0, "keepalived", "keepalived")));
+    run(dpkg(&root)
+        .arg("-i")
+        .arg(fake_deb(&dir.0, "nginx-light", "nginx")));
     run(dpkg(&root).arg("-i").arg(&deb));
 
     // The files, where Debian puts them, and the /etc ones as conffiles.
@@ -196,18 +197,19 @@ fn the_debian_package_installs_switches_and_runs() {
     );
     assert!(switch(&["ipvsadm", "back"]).status.success());
     assert!(!root.join("usr/sbin/ipvsadm").exists());
-    // A name this fulcrum does not answer to yet is refused, and nothing changes.
-    let refused = switch(&["nginx", "to-fulcrum"]);
-    if !Command::new(fulcrum_e2e::bin())
-        .args(["nginx", "--help"])
-        .output()
+    // nginx's package owns its name too: diverted, and back.
+    assert!(switch(&["nginx", "to-fulcrum"]).status.success());
+    assert_eq!(
+        std::fs::read_link(root.join("usr/sbin/nginx")).unwrap(),
+        Path::new("/usr/sbin/fulcrum")
+    );
+    assert!(std::fs::read_to_string(root.join("usr/sbin/nginx.distrib"))
         .unwrap()
-        .status
-        .success()
-    {
-        assert_eq!(refused.status.code(), Some(1), "{refused:?}");
-        assert!(!root.join("usr/sbin/nginx").exists());
-    }
+        .contains("the real nginx"));
+    assert!(switch(&["nginx", "back"]).status.success());
+    assert!(std::fs::read_to_string(root.join("usr/sbin/nginx"))
+        .unwrap()
+        .contains("the real nginx"));
 
     // The daemon from the unit's command line (DAEMON_ARGS naming the file and the
     // socket), in a namespace of its own.
