@@ -317,13 +317,11 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 		.svc = sv->id,
 		.dest = slot,
 		.method = d->method,
-		.flags = CONN_F_INACTIVE,
+		.counted = COUNTED_INACTIVE,
 	};
 	if (c.method == METHOD_DR)
 		c.flags |= CONN_F_NOOUTPUT;
 	int ops = !p->tcp && (sv->flags & SVC_F_OPS);
-	count(STAT_NEW_CONN);
-	account(sv->id, slot, p->len, 0, 1);
 	if (p->tcp) {
 		int ev = tcp_event(p->tcp);
 		int dir = c.method == METHOD_DR ? DIR_INPUT_ONLY : DIR_INPUT;
@@ -333,13 +331,20 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 	c.timeout = timeout_s(c.state);
 	c.expires = now + (__u64)c.timeout * NSEC_PER_SEC;
 	if (!ops) {
+		/* Counted only once it is in the table: the same SYN (a retransmission) handled
+		 * on two CPUs at once makes one entry, and the later copy is dropped. */
+		if (bpf_map_update_elem(&conns, key, &c, BPF_NOEXIST) != 0) {
+			count(STAT_DUP_SYN);
+			return XDP_DROP;
+		}
 		struct dest_conns *dc = bpf_map_lookup_elem(&dest_conns, &k);
 		if (dc) {
 			__sync_fetch_and_add(&dc->inactive, 1);
 			threshold_bind(d, dc);
 		}
-		bpf_map_update_elem(&conns, key, &c, BPF_ANY);
 	}
+	count(STAT_NEW_CONN);
+	account(sv->id, slot, p->len, 0, 1);
 	if (c.method == METHOD_NAT) {
 		/* The reply entry: the same data, flagged (one copy on the stack, which the
 		 * verifier's 512-byte budget for the whole call chain keeps tight). */

@@ -25,7 +25,6 @@ pub const DEST_F_PRESENT: u8 = 0x01;
 pub const DEST_F_OVERLOADED: u8 = 0x02;
 
 pub const CONN_F_REPLY: u8 = 0x01;
-pub const CONN_F_INACTIVE: u8 = 0x02;
 
 /// `struct service_key`.
 #[repr(C)]
@@ -163,6 +162,8 @@ pub struct Conn {
     pub smac: [u8; 6],
     pub route_gen: u32,
     pub pad: u32,
+    /// Which count holds it (`COUNTED_*`), swapped atomically by the program.
+    pub counted: u64,
 }
 
 /// `struct persist_key`.

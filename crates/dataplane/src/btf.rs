@@ -197,7 +197,7 @@ mod tests {
                 "conn",
                 [
                     expires, client, vip, rip, cport, vport, rport, proto, state, svc, dest,
-                    method, flags, timeout, ifindex, dmac, smac, route_gen, pad
+                    method, flags, timeout, ifindex, dmac, smac, route_gen, pad, counted
                 ]
             ),
             layout!(PersistKey, "persist_key", [svc, client]),

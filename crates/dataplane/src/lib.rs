@@ -102,10 +102,11 @@ pub enum Reason {
     NewConn = 16,
     IcmpNat = 17,
     NoAccept = 18,
+    DupSyn = 19,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 19] = [
+    pub const ALL: [Reason; 20] = [
         Reason::NotIp,
         Reason::Malformed,
         Reason::Fragment,
@@ -125,6 +126,7 @@ impl Reason {
         Reason::NewConn,
         Reason::IcmpNat,
         Reason::NoAccept,
+        Reason::DupSyn,
     ];
 
     /// A short name for logs and metrics.
@@ -149,6 +151,7 @@ impl Reason {
             Reason::NewConn => "new_conn",
             Reason::IcmpNat => "icmp_nat",
             Reason::NoAccept => "no_accept",
+            Reason::DupSyn => "dup_syn",
         }
     }
 }

@@ -82,15 +82,35 @@ impl DataPlane {
         std::fs::create_dir_all(dir).map_err(|e| Error::Pin(dir.into(), e.to_string()))?;
         let adopted = dir.join("conns").exists();
         let paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|n| (*n, dir.join(n))).collect();
-        let mut loader = EbpfLoader::new();
-        if let Some(n) = max_connections {
-            size_tables(&mut loader, n);
-        }
-        for (name, path) in &paths {
-            loader.map_pin_path(name, path.as_path());
-        }
-        let mut ebpf = loader.load(PROGRAM)?;
-        load_programs(&mut ebpf)?;
+        let load = || -> Result<aya::Ebpf, Error> {
+            let mut loader = EbpfLoader::new();
+            if let Some(n) = max_connections {
+                size_tables(&mut loader, n);
+            }
+            for (name, path) in &paths {
+                loader.map_pin_path(name, path.as_path());
+            }
+            let mut ebpf = loader.load(PROGRAM)?;
+            load_programs(&mut ebpf)?;
+            Ok(ebpf)
+        };
+        let (ebpf, adopted) = match load() {
+            Ok(ebpf) => (ebpf, adopted),
+            // Maps pinned by another build whose layout this program does not take (an
+            // upgrade that changed a map's value): start afresh rather than not at all.
+            // Their connections are lost, as IPVS's are when its module reloads.
+            Err(e) if adopted => {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    "the pinned data plane does not fit this build ({e}); starting a fresh one: its connections are lost"
+                );
+                for (_, path) in &paths {
+                    let _ = std::fs::remove_file(path);
+                }
+                (load()?, false)
+            }
+            Err(e) => return Err(e),
+        };
         let mut dp = DataPlane {
             ebpf,
             table_sizes: Default::default(),

@@ -171,7 +171,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub keep_forwarding: bool,
     /// Size of the connection table, in connections (IPVS's table grows without bound;
-    /// this one is allocated up front, about 290 bytes of kernel memory per connection).
+    /// this one is allocated up front, about 300 bytes of kernel memory per connection).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: u32,
 

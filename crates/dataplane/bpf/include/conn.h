@@ -101,21 +101,22 @@ static __always_inline void threshold_release(struct dest *d, const struct dest_
 }
 
 /* Moves a connection to `next`, moving it between the active and inactive counts as
- * the kernel's set_tcp_state does. */
+ * the kernel's set_tcp_state does. Only the CPU whose compare-and-swap of c->counted
+ * succeeds moves the count: a FIN from each side at once, on two CPUs, moves it once. */
 static __always_inline void conn_set_state(struct conn *c, __u8 next)
 {
 	if (next == c->state)
 		return;
+	__u64 to = next == TCP_S_ESTABLISHED ? COUNTED_ACTIVE : COUNTED_INACTIVE;
+	__u64 from = to == COUNTED_ACTIVE ? COUNTED_INACTIVE : COUNTED_ACTIVE;
 	struct dest_conns *dc = conns_of(c);
-	if (dc) {
-		if (!(c->flags & CONN_F_INACTIVE) && next != TCP_S_ESTABLISHED) {
-			__sync_fetch_and_add(&dc->active, -1);
-			__sync_fetch_and_add(&dc->inactive, 1);
-			c->flags |= CONN_F_INACTIVE;
-		} else if ((c->flags & CONN_F_INACTIVE) && next == TCP_S_ESTABLISHED) {
+	if (dc && __sync_val_compare_and_swap(&c->counted, from, to) == from) {
+		if (to == COUNTED_ACTIVE) {
 			__sync_fetch_and_add(&dc->inactive, -1);
 			__sync_fetch_and_add(&dc->active, 1);
-			c->flags &= ~CONN_F_INACTIVE;
+		} else {
+			__sync_fetch_and_add(&dc->active, -1);
+			__sync_fetch_and_add(&dc->inactive, 1);
 		}
 	}
 	c->state = next;
@@ -165,29 +166,46 @@ static __always_inline void client_key(const struct conn *c, struct flow_key *k)
 	k->pad[0] = k->pad[1] = k->pad[2] = 0;
 }
 
-/* Removes a connection and its reply entry. Only the caller whose delete succeeds
- * gives back the count, so a connection expired twice at once is counted out once. */
-static __always_inline void conn_release(const struct flow_key *key, const struct conn *c)
+/* Removes a connection and its reply entry. The count it holds is taken by swapping
+ * COUNTED_GONE in: only the CPU whose swap succeeds gives it back and deletes the entry,
+ * so a connection expired twice at once, or moved between counts while it is released,
+ * is counted out once and from the count that holds it. When the swap keeps losing to
+ * state changes the entry stays, and the next packet or sweep releases it. */
+static __always_inline void conn_release(const struct flow_key *key, struct conn *c)
 {
-	struct conn copy = *c;
+	__u64 held = COUNTED_GONE;
+#pragma unroll
+	for (int i = 0; i < 3; i++) {
+		__u64 seen = c->counted;
+		if (seen == COUNTED_GONE)
+			return;
+		if (__sync_val_compare_and_swap(&c->counted, seen, COUNTED_GONE) == seen) {
+			held = seen;
+			break;
+		}
+	}
+	if (held == COUNTED_GONE)
+		return;
+	/* What is needed once the entry is gone, taken before: scalars and the reply's key,
+	 * not a copy of the whole entry (the call chain's 512 bytes of stack are tight). */
+	__u32 k = slot_index(c->svc, c->dest);
+	int nat = c->method == METHOD_NAT;
+	struct flow_key rk;
+	reply_key(c, &rk);
 	if (bpf_map_delete_elem(&conns, key) != 0)
 		return;
-	struct dest_conns *dc = conns_of(&copy);
+	struct dest_conns *dc = bpf_map_lookup_elem(&dest_conns, &k);
 	if (dc) {
-		if (copy.flags & CONN_F_INACTIVE)
+		if (held == COUNTED_INACTIVE)
 			__sync_fetch_and_add(&dc->inactive, -1);
-		else
+		else if (held == COUNTED_ACTIVE)
 			__sync_fetch_and_add(&dc->active, -1);
-		__u32 k = slot_index(copy.svc, copy.dest);
 		struct dest *d = bpf_map_lookup_elem(&dests, &k);
 		if (d)
 			threshold_release(d, dc);
 	}
-	if (copy.method == METHOD_NAT) {
-		struct flow_key rk;
-		reply_key(&copy, &rk);
+	if (nat)
 		bpf_map_delete_elem(&conns, &rk);
-	}
 }
 
 #endif

@@ -59,8 +59,15 @@ enum sched_kind {
 
 /* conn.flags */
 #define CONN_F_REPLY 0x01    /* the reverse (real server -> client) entry of a NAT flow */
-#define CONN_F_INACTIVE 0x02 /* counted in the destination's inactive connections */
 #define CONN_F_NOOUTPUT 0x04 /* DR: the director sees only the client's half */
+
+/* conn.counted: which of its destination's counts holds a connection. Changed only by
+ * compare-and-swap: the client's and the server's packets of one connection can be
+ * handled at the same time on two CPUs, and exactly one of them may move the count. */
+#define COUNTED_NONE 0     /* not counted (a NAT reply entry) */
+#define COUNTED_INACTIVE 1 /* in the destination's inactive connections */
+#define COUNTED_ACTIVE 2   /* in its active connections (TCP ESTABLISHED) */
+#define COUNTED_GONE 3     /* released: its count was given back */
 
 /* IPVS's TCP states (ip_vs.h), as ipvsadm -Lnc names them. UDP connections use
  * STATE_UDP for their timeout. */
@@ -102,7 +109,8 @@ enum stat_reason {
 	STAT_NEW_CONN = 16,   /* connections created */
 	STAT_ICMP_NAT = 17,   /* ICMP errors about a NAT connection, translated and sent */
 	STAT_NO_ACCEPT = 18,  /* to a VIP of a VRRP master in no_accept mode: dropped */
-	STAT_MAX = 19,
+	STAT_DUP_SYN = 19,    /* a SYN whose connection another CPU made at the same time: dropped */
+	STAT_MAX = 20,
 };
 
 #endif

@@ -103,8 +103,11 @@ struct conn {
 	__u8 smac[6];
 	__u32 route_gen;
 	__u32 pad;
+	/* COUNTED_*: which count holds it. 64 bits because BPF's compare-and-swap on 32
+	 * bits needs -mcpu=v3, under which the schedulers' loops no longer verify. */
+	__u64 counted;
 };
-_Static_assert(sizeof(struct conn) == 64, "conn layout");
+_Static_assert(sizeof(struct conn) == 72, "conn layout");
 
 /* See the clock map: now = jiffies * tick_ns - base. */
 struct clock {

@@ -676,3 +676,151 @@ fn deployment_3_serves_both_vips_and_fails_over() {
         "after the failover: {d:?}"
     );
 }
+
+/// Starts the agent's `watch` in the client: a new connection to `target` every
+/// `every_ms` for `for_ms`, each line `UNIX_MICROS answer`.
+fn watch(r: &mut Reference, dir: &Scratch, name: &str, args: &[&str]) -> (Process, PathBuf) {
+    let out = dir.0.join(format!("{name}.watch"));
+    let mut argv = r.lab.agent_command(&r.client).unwrap();
+    argv.push("watch".into());
+    argv.extend(args.iter().map(Into::into));
+    // agent_command starts with `ip netns exec NS`: spawn runs it in the host itself.
+    let argv: Vec<std::ffi::OsString> = argv.into_iter().skip(4).collect();
+    let p = r.lab.spawn(&r.client, &argv, Some(&out)).unwrap();
+    (p, out)
+}
+
+/// ActiveConn and InActConn stay exact over 800 connections closed by both sides at once
+/// (curl and a server both closing after one answer), two at a time so the client's and the server's packets of a
+/// connection are handled on both CPUs: afterwards no connection is active and every
+/// tracked one is inactive, per real server as `ipvsadm -Lnc` lists them. (Before the
+/// counts moved by compare-and-swap, a FIN from each side handled at once on two CPUs
+/// took one connection out of ActiveConn twice: 4294967295.)
+#[test]
+fn active_and_inactive_counts_stay_exact() {
+    if !require_root("active_and_inactive_counts_stay_exact") {
+        return;
+    }
+    let mut lab = nat_lab("l4count", "rr");
+    // `Connection: close`: the server closes after its answer while curl, which has read
+    // the answer by its Content-Length, closes too: FINs from both sides at once. Two
+    // loops at a time, so both CPUs carry packets of the same connections.
+    let url = format!("http://{}/", lab.vip);
+    let script = format!(
+        "for i in $(seq 400); do curl -s -o /dev/null --max-time 2 -H 'Connection: close' {url} || echo failed; done"
+    );
+    let mut loops = Vec::new();
+    for _ in 0..2 {
+        loops.push(
+            lab.r
+                .lab
+                .spawn(&lab.r.client, &["sh", "-c", script.as_str()], None)
+                .unwrap(),
+        );
+    }
+    for p in &loops {
+        assert!(
+            p.wait_timeout(Duration::from_secs(120)).is_some(),
+            "the curl loops hang"
+        );
+    }
+    let attempts = 800;
+    // Every connection has closed: none may be active, and each real server's inactive
+    // count is its entries in the table.
+    let settled = wait_for(Duration::from_secs(5), || {
+        let listing = ipvsadm(&lab.sock, &["-Ln"]);
+        let conns = ipvsadm(&lab.sock, &["-Lnc"]);
+        lab.rips.iter().all(|rip| {
+            let row = listing
+                .lines()
+                .find(|l| l.contains(&format!("{rip}:80")))
+                .unwrap_or("");
+            let cols: Vec<&str> = row.split_whitespace().collect();
+            let (active, inactive) = (cols.get(4).copied(), cols.get(5).copied());
+            let entries = conns
+                .lines()
+                .filter(|l| l.split_whitespace().nth(5) == Some(&format!("{rip}:80")))
+                .count()
+                .to_string();
+            active == Some("0") && inactive == Some(entries.as_str())
+        })
+    });
+    assert!(
+        settled.is_some(),
+        "counts drifted after {attempts} connections:\n{}\n{}",
+        ipvsadm(&lab.sock, &["-Ln"]),
+        ipvsadm(&lab.sock, &["-Lnc"])
+            .lines()
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    lab.daemon.signal("TERM").unwrap();
+}
+
+/// From the first packet the data plane sees, a SYN for a virtual service is forwarded:
+/// a client opening a connection every millisecond while the daemon starts never has
+/// one passed to the director's own stack (where the NAT VIP is a local address, it would
+/// be answered with a RST). The program counts what it passes for no service.
+#[test]
+fn no_syn_for_a_service_reaches_the_directors_stack_at_start() {
+    if !require_root("no_syn_for_a_service_reaches_the_directors_stack_at_start") {
+        return;
+    }
+    let mut r = reference::build(Deployment::LvsNat, "l4start", Some(agent())).unwrap();
+    let dir = Scratch::new("l4start");
+    serve_names(&mut r);
+    let vip = r.vips[0].to_string();
+    let rips: Vec<String> = r.rips.iter().map(|a| a.to_string()).collect();
+    let target = format!("{vip}:80");
+    let (watcher, out) = watch(
+        &mut r,
+        &dir,
+        "start",
+        &[
+            "--connect",
+            &target,
+            "--every-ms",
+            "1",
+            "--for-ms",
+            "4000",
+            "--timeout-ms",
+            "300",
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    let (daemon, sock) = start(
+        &mut r,
+        &config(&vip, "NAT", "rr", &[1, 1], &rips),
+        &dir,
+        "start",
+    );
+    assert!(watcher.wait_timeout(Duration::from_secs(30)).is_some());
+    let raw = raw_ipvs(&sock);
+    let answer: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let packets = &answer["result"]["packets"];
+    assert!(packets["service"].as_u64().unwrap_or(0) > 100, "{packets}");
+    assert_eq!(packets["no_service"].as_u64().unwrap_or(0), 0, "{packets}");
+    // And once the first connection went through, every later one did.
+    let text = std::fs::read_to_string(&out).unwrap();
+    let answers: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|x| x.1))
+        .collect();
+    let first = answers
+        .iter()
+        .position(|a| a.starts_with("rs"))
+        .expect("no connection went through");
+    let failed: Vec<&&str> = answers[first..]
+        .iter()
+        .filter(|a| !a.starts_with("rs"))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed after the first: {:?}",
+        failed.len(),
+        answers.len() - first,
+        &failed[..failed.len().min(5)]
+    );
+    daemon.signal("TERM").unwrap();
+}

@@ -276,18 +276,6 @@ pub fn start(
         }
         dp.set_timeouts(&t)?;
     }
-    let wanted = &k.global_defs.xdp_interfaces;
-    let mut interfaces = Vec::new();
-    for name in fulcrum_sys::interfaces()? {
-        if name == "lo" || (!wanted.is_empty() && !wanted.contains(&name)) {
-            continue;
-        }
-        let mode = dp
-            .attach(&name)
-            .map_err(|e| anyhow::anyhow!("cannot attach the XDP program to {name}: {e}"))?;
-        info!(interface = %name, mode = mode.name(), "XDP data plane attached");
-        interfaces.push((name, mode));
-    }
     let dr: Vec<Ipv4Addr> = rules
         .iter()
         .flat_map(|r| &r.dests)
@@ -305,6 +293,22 @@ pub fn start(
     }
     table.apply(&mut dp, &rules, &verdicts)?;
     info!(services = rules.len(), "layer-4 services installed");
+    // Attached only now, every service and real server in the maps: from the first
+    // packet, a SYN for a virtual service is forwarded, never passed to the local stack
+    // (which answers a NAT VIP, the director's own address, with a RST), as IPVS never
+    // lets it through.
+    let wanted = &k.global_defs.xdp_interfaces;
+    let mut interfaces = Vec::new();
+    for name in fulcrum_sys::interfaces()? {
+        if name == "lo" || (!wanted.is_empty() && !wanted.contains(&name)) {
+            continue;
+        }
+        let mode = dp
+            .attach(&name)
+            .map_err(|e| anyhow::anyhow!("cannot attach the XDP program to {name}: {e}"))?;
+        info!(interface = %name, mode = mode.name(), "XDP data plane attached");
+        interfaces.push((name, mode));
+    }
     let shared = Arc::new(Mutex::new(Forwarding {
         dp,
         table,
