@@ -171,3 +171,23 @@ pub fn ctl(sock: &Path, args: &[&str]) -> std::process::Output {
         .output()
         .unwrap()
 }
+
+/// The pid a pid file names.
+pub fn pid_in(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Kills (SIGKILL) the process a pid file names when dropped: for daemons that fork into
+/// the background, which the lab does not track, if a test ends before stopping them.
+#[derive(Debug)]
+pub struct Reaper(pub PathBuf);
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if let Some(pid) = pid_in(&self.0) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}

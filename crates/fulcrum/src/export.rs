@@ -145,13 +145,7 @@ pub fn csv(s: &Status) -> String {
         }
     }
     for p in &s.upstreams {
-        let state = if p.drained {
-            "drained"
-        } else if p.down || p.check_down {
-            "down"
-        } else {
-            "up"
-        };
+        let state = p.state();
         rows.push(Row {
             kind: "upstream",
             name: p.upstream.clone(),

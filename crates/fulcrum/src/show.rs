@@ -327,13 +327,7 @@ pub fn overview(
         }
     }
     for p in upstreams {
-        let state = if p.drained {
-            "drained"
-        } else if p.down || p.check_down {
-            "down"
-        } else {
-            "up"
-        };
+        let state = p.state();
         println!(
             "  l7    upstream {} {:<22} {state:<7} in flight {}  fails {}/{}",
             p.upstream, p.address, p.conns, p.fails, p.max_fails

@@ -157,6 +157,19 @@ pub struct UpstreamPeer {
     pub max_fails: u32,
 }
 
+impl UpstreamPeer {
+    /// `drained`, `down` (marked down, or by its health check) or `up`.
+    pub fn state(&self) -> &'static str {
+        if self.drained {
+            "drained"
+        } else if self.down || self.check_down {
+            "down"
+        } else {
+            "up"
+        }
+    }
+}
+
 /// `ipvs`: the layer-4 table as `ipvsadm -L` reads it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Listing {

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use fulcrum_e2e::Scratch;
+use fulcrum_e2e::{pid_in, Reaper, Scratch};
 use fulcrum_lab::{require_root, wait_for, Host, Lab};
 
 const CONF: &str = "vrrp_instance VI_1 {\n    state MASTER\n    interface eth0\n    virtual_router_id 61\n    priority 255\n    advert_int 1\n    virtual_ipaddress {\n        10.61.0.100/24\n    }\n}\n";
@@ -18,23 +18,6 @@ fn holds(lab: &Lab, host: &Host, vip: &str) -> bool {
     lab.ip(host, &["-4", "addr", "show", "dev", "eth0"])
         .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{vip}/")))
         .unwrap_or(false)
-}
-
-/// Kills the daemon a pid file names, if the test ends before it stopped it.
-struct Reaper(std::path::PathBuf);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Some(pid) = pid_in(&self.0) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-    }
-}
-
-fn pid_in(path: &Path) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
 #[test]

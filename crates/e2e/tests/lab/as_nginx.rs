@@ -4,31 +4,14 @@
 //! written), `nginx -g ... -s reload`, `-s reopen` after logrotate renames the access log,
 //! and SIGQUIT to stop, which closes idle connections and removes the pid file.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use fulcrum_e2e::Scratch;
+use fulcrum_e2e::{pid_in, Reaper, Scratch};
 use fulcrum_lab::{require_root, wait_for, Agent, Host, Lab};
 
 const GLOBALS: &str = "daemon on; master_process on;";
-
-/// Kills the daemon a pid file names, if a test ends early.
-struct Reaper(PathBuf);
-
-impl Drop for Reaper {
-    fn drop(&mut self) {
-        if let Some(pid) = pid_in(&self.0) {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
-        }
-    }
-}
-
-fn pid_in(path: &Path) -> Option<u32> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
-}
 
 fn conf(dir: &Path, extra: &str) -> String {
     format!(
