@@ -99,6 +99,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if !report.text.is_empty() {
         warn!("configuration warnings:\n{}", report.text.trim_end());
     }
+    if config.keepalived.is_none() && config.nginx.is_none() {
+        info!("no configuration file: running for ipvsadm alone (its first edit starts the layer-4 data plane)");
+    }
     if let Some(k) = args.keepalived.as_ref().filter(|k| k.dump_conf) {
         if let Some(conf) = &config.keepalived {
             info!(

@@ -23,12 +23,14 @@ struct Listing {
     timeout: bool,
     save: bool,
     exact: bool,
+    /// `-L -t|-u VIP:PORT`: one service.
+    service: Option<(String, String)>,
 }
 
 fn usage(message: &str) -> ExitCode {
     eprintln!("{message}");
     eprintln!(
-        "Usage: ipvsadm -A|-E -t|-u service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o]\n       ipvsadm -D -t|-u service-address\n       ipvsadm -C\n       ipvsadm -R < rules\n       ipvsadm -a|-e -t|-u service-address -r server-address [-g|-m] [-w weight] [-x upper] [-y lower]\n       ipvsadm -d -t|-u service-address -r server-address\n       ipvsadm -L|-l [-n] [-c] [--stats|--rate|--timeout] [--exact]\n       ipvsadm -S|--save [-n]\n       ipvsadm -Z [-t|-u service-address]\n       ipvsadm --set tcp tcpfin udp\n       ipvsadm --control SOCKET ... (or FULCRUM_CONTROL)"
+        "Usage: ipvsadm -A|-E -t|-u service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o]\n       ipvsadm -D -t|-u service-address\n       ipvsadm -C\n       ipvsadm -R < rules\n       ipvsadm -a|-e -t|-u service-address -r server-address [-g|-m] [-w weight] [-x upper] [-y lower]\n       ipvsadm -d -t|-u service-address -r server-address\n       ipvsadm -L|-l [-n] [-c] [--stats|--rate|--timeout] [--exact] [-t|-u service-address]\n       ipvsadm -v\n       ipvsadm -S|--save [-n]\n       ipvsadm -Z [-t|-u service-address]\n       ipvsadm --set tcp tcpfin udp\n       ipvsadm --control SOCKET ... (or FULCRUM_CONTROL)"
     );
     ExitCode::from(2)
 }
@@ -59,11 +61,17 @@ pub fn run(args: Vec<String>) -> ExitCode {
             "-L" | "-l" | "--list" | "-S" | "--save" | "--timeout"
         ) || (a.starts_with('-') && !a.starts_with("--") && a[1..].starts_with(['L', 'l', 'S']))
     };
-    if rest.iter().any(lists) {
-        return list(&socket, &rest);
+    if rest.iter().any(|a| a == "-v" || a == "--version") {
+        // ipvsadm's own line, then who serves it.
+        println!(
+            "ipvsadm v1.31 2019/12/24 (compiled with popt and IPVS v1.2.1), served by fulcrum {}",
+            env!("CARGO_PKG_VERSION")
+        );
+        return ExitCode::SUCCESS;
     }
-    if rest.is_empty() {
-        return usage("ipvsadm: no command given");
+    // A bare `ipvsadm` lists, as the real one does.
+    if rest.is_empty() || rest.iter().any(lists) {
+        return list(&socket, &rest);
     }
     let lines = if rest.iter().any(|a| a == "-R" || a == "--restore") {
         // ipvsadm-restore: -C, then every line of standard input (ipvsadm -S's format).
@@ -99,8 +107,18 @@ pub fn run(args: Vec<String>) -> ExitCode {
 
 fn list(socket: &Path, args: &[String]) -> ExitCode {
     let mut l = Listing::default();
-    for a in args {
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
         match a.as_str() {
+            flag @ ("-t" | "--tcp-service" | "-u" | "--udp-service") => {
+                let proto = if flag.contains('u') { "UDP" } else { "TCP" };
+                match it.next() {
+                    Some(addr) => l.service = Some((proto.to_string(), addr.clone())),
+                    None => {
+                        return usage(&format!("ipvsadm: option '{flag}' requires an argument"))
+                    }
+                }
+            }
             "-L" | "-l" | "--list" | "-n" | "--numeric" => {}
             "-S" | "--save" => l.save = true,
             "--timeout" => l.timeout = true,
@@ -142,7 +160,16 @@ fn list(socket: &Path, args: &[String]) -> ExitCode {
         return ExitCode::from(2);
     }
     match serde_json::from_value::<Ipvs>(response.result.unwrap_or_default()) {
-        Ok(r) => {
+        Ok(mut r) => {
+            if let Some((proto, addr)) = &l.service {
+                r.services.retain(|s| {
+                    s.protocol == *proto && format!("{}:{}", s.address, s.port) == *addr
+                });
+                if r.services.is_empty() {
+                    eprintln!("No such service");
+                    return ExitCode::from(2);
+                }
+            }
             print!("{}", render(&r, &l));
             ExitCode::SUCCESS
         }

@@ -56,7 +56,9 @@ enum Command {
     /// Loads and validates the configuration, opens the control socket, reloads on SIGHUP
     /// (a configuration that fails validation is refused and the running one stays), and
     /// stops on SIGTERM or SIGINT. Given neither -f nor -c, it loads
-    /// /etc/keepalived/keepalived.conf and /etc/nginx/nginx.conf, each if it exists.
+    /// /etc/keepalived/keepalived.conf and /etc/nginx/nginx.conf, each if it exists; with
+    /// neither, it runs for ipvsadm alone. The first ipvsadm edit starts the layer-4 data
+    /// plane when the configuration forwards nothing.
     Run(Box<RunArgs>),
     /// Check configuration files like `keepalived -t` and `nginx -t` together.
     ///

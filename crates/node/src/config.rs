@@ -48,11 +48,6 @@ impl Report {
         self.text
             .push_str(&fulcrum_diag::render_all(diagnostics, sources));
     }
-
-    fn error(&mut self, message: String) {
-        self.errors += 1;
-        self.text.push_str(&format!("error: {message}\n\n"));
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -127,10 +122,13 @@ impl Sources {
     pub fn load(&self) -> (Option<Config>, Report) {
         let mut report = Report::default();
         if self.keepalived.is_none() && self.nginx.is_none() {
-            report.error(
-                "no configuration given: use -f KEEPALIVED_CONF, -c NGINX_CONF, or both".into(),
-            );
-            return (None, report);
+            // Nothing to read: a daemon whose layer-4 table waits for ipvsadm.
+            let config = Config {
+                keepalived: None,
+                nginx: None,
+                hash: fnv1a(b"\0"),
+            };
+            return (Some(config), report);
         }
         let interfaces = host::interfaces();
         let exists = |name: &str| interfaces.contains(name);
@@ -205,4 +203,18 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No file at all: a daemon for ipvsadm alone, not an error.
+    #[test]
+    fn no_file_is_an_empty_configuration() {
+        let (config, report) = Sources::new(None, None, None, false, false).load();
+        let config = config.expect("an empty configuration");
+        assert!(config.keepalived.is_none() && config.nginx.is_none());
+        assert_eq!(report.errors, 0);
+    }
 }

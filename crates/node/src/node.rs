@@ -168,6 +168,7 @@ impl Node {
                 verdicts,
                 inner.options.bpf_dir.clone(),
                 inner.options.max_connections,
+                false,
             ) {
                 Ok(rt) => inner.l4 = rt,
                 Err(e) => {
@@ -269,18 +270,44 @@ impl Node {
                 let l4 = self.handles().await.l4;
                 Ok(Reply::Listing(Box::new(listing(l4, connections).await?)))
             }
-            Command::Ipvsadm(lines) => match self.handles().await.l4 {
-                Some(h) => match tokio::task::spawn_blocking(move || h.edit(&lines)).await {
+            Command::Ipvsadm(lines) => {
+                let h = self.l4_for_edits().await?;
+                match tokio::task::spawn_blocking(move || h.edit(&lines)).await {
                     Ok(Ok(())) => Ok(Reply::Edited {}),
                     Ok(Err(e)) => Err(CommandError(e)),
                     Err(e) => Err(CommandError(format!("edit failed: {e}"))),
-                },
-                None => Err(CommandError(
-                    "the layer-4 data plane is not running (no virtual_server in the configuration, or --no-forwarding); nothing was changed".into(),
-                )),
-            },
+                }
+            }
             Command::Drain { target, on } => self.drain(&target, on).await.map(Reply::Drained),
         }
+    }
+
+    /// The data plane ipvsadm's edits go to: started at the first edit when the
+    /// configuration forwards nothing (with IPVS the table is there from boot, and
+    /// `ipvsadm -A` just works).
+    async fn l4_for_edits(&self) -> Result<l4::Handle, CommandError> {
+        let mut inner = self.inner.lock().await;
+        if let Some(rt) = &inner.l4 {
+            return Ok(rt.handle());
+        }
+        if !inner.options.forwarding {
+            return Err(CommandError(
+                "the layer-4 data plane is off (--no-forwarding); nothing was changed".into(),
+            ));
+        }
+        let k = inner.config.keepalived.clone().unwrap_or_default();
+        let verdicts = inner.verdicts.borrow().clone();
+        let bpf_dir = inner.options.bpf_dir.clone();
+        let max = inner.options.max_connections;
+        let rt = tokio::task::spawn_blocking(move || l4::start(&k, verdicts, bpf_dir, max, true))
+            .await
+            .map_err(|e| CommandError(format!("cannot start the layer-4 data plane: {e}")))?
+            .map_err(|e| CommandError(format!("cannot start the layer-4 data plane: {e:#}")))?
+            .ok_or_else(|| CommandError("the layer-4 data plane did not start".into()))?;
+        info!("layer-4 data plane started for ipvsadm");
+        let h = rt.handle();
+        inner.l4 = Some(rt);
+        Ok(h)
     }
 
     /// Everything at once, for a metrics scrape or the dashboard.
@@ -465,6 +492,7 @@ impl Inner {
                 verdicts,
                 self.options.bpf_dir.clone(),
                 self.options.max_connections,
+                false,
             ) {
                 Ok(rt) => self.l4 = rt,
                 Err(e) => error!("cannot start the layer-4 data plane: {e:#}"),

@@ -824,3 +824,103 @@ fn no_syn_for_a_service_reaches_the_directors_stack_at_start() {
     );
     daemon.signal("TERM").unwrap();
 }
+
+/// Reference deployment 1 the classic way: a daemon whose keepalived.conf has no
+/// virtual_server, and only ipvsadm commands. The first edit starts the data plane; the
+/// seed's 1:1 split follows; `ipvsadm -S` into a fresh daemon's `ipvsadm -R` gives the
+/// same table; a reload of keepalived.conf that adds a service of its own keeps the one
+/// ipvsadm made, as keepalived does with IPVS.
+#[test]
+fn deployment_1_driven_by_ipvsadm_alone() {
+    if !require_root("deployment_1_driven_by_ipvsadm_alone") {
+        return;
+    }
+    let mut r = reference::build(Deployment::LvsNat, "l4adm", Some(agent())).unwrap();
+    let dir = Scratch::new("l4adm");
+    serve_names(&mut r);
+    let vip = r.vips[0].to_string();
+    let rips: Vec<String> = r.rips.iter().map(|a| a.to_string()).collect();
+    let conf = dir.0.join("empty.conf");
+    std::fs::write(&conf, "global_defs {\n    router_id director\n}\n").unwrap();
+    let director = r.directors[0].clone();
+    let daemon = |r: &mut Reference, id: &str| {
+        let d = fulcrum_e2e::spawn_fulcrum(&mut r.lab, &director, &conf, &dir.0, id, &[]);
+        assert!(
+            wait_for(Duration::from_secs(10), || ipvsadm_with(
+                &d.sock,
+                &["-Ln"],
+                None
+            )
+            .0)
+            .is_some(),
+            "the daemon did not answer"
+        );
+        d
+    };
+    let d = daemon(&mut r, "adm1");
+    // Nothing yet: a bare ipvsadm lists the empty table, as the real one.
+    let (ok, bare, _) = ipvsadm_with(&d.sock, &[], None);
+    assert!(
+        ok && bare.starts_with("IP Virtual Server version 1.2.1"),
+        "{bare}"
+    );
+    assert!(!bare.contains("TCP "), "{bare}");
+    let service = format!("{vip}:80");
+    for args in [
+        vec!["-A", "-t", service.as_str(), "-s", "rr"],
+        vec![
+            "-a",
+            "-t",
+            service.as_str(),
+            "-r",
+            &format!("{}:80", rips[0]),
+            "-m",
+            "-w",
+            "1",
+        ],
+        vec![
+            "-a",
+            "-t",
+            service.as_str(),
+            "-r",
+            &format!("{}:80", rips[1]),
+            "-m",
+            "-w",
+            "1",
+        ],
+    ] {
+        let (ok, out, err) = ipvsadm_with(&d.sock, &args, None);
+        assert!(ok, "ipvsadm {args:?}: {out}{err}");
+    }
+    assert_eq!(distribution_of(&r, &vip, 300), split(150, 150));
+    // One service listed alone; one that does not exist.
+    let one = ipvsadm(&d.sock, &["-L", "-n", "-t", &service]);
+    assert!(one.contains(&format!("TCP  {service} rr")), "{one}");
+    let (ok, _, err) = ipvsadm_with(&d.sock, &["-L", "-n", "-t", "10.9.9.9:80"], None);
+    assert!(!ok && err.contains("No such service"), "{err}");
+    // A reload whose keepalived.conf now has a service of its own keeps ipvsadm's.
+    std::fs::write(
+        &conf,
+        format!(
+            "virtual_server {vip} 8080 {{\n    lb_algo wrr\n    lb_kind NAT\n    protocol TCP\n    real_server {} 80 {{\n        weight 1\n    }}\n}}\n",
+            rips[0]
+        ),
+    )
+    .unwrap();
+    d.process.signal("HUP").unwrap();
+    let both = wait_for(Duration::from_secs(5), || {
+        let l = ipvsadm(&d.sock, &["-Ln"]);
+        l.contains(&format!("TCP  {vip}:8080 wrr")) && l.contains(&format!("TCP  {service} rr"))
+    });
+    assert!(both.is_some(), "{}", ipvsadm(&d.sock, &["-Ln"]));
+    // ipvsadm-save, then ipvsadm-restore into a fresh daemon: the same table.
+    let saved = ipvsadm(&d.sock, &["-S", "-n"]);
+    d.process.signal("TERM").unwrap();
+    assert!(d.process.wait_timeout(Duration::from_secs(10)).is_some());
+    std::fs::write(&conf, "global_defs {\n    router_id director\n}\n").unwrap();
+    let fresh = daemon(&mut r, "adm2");
+    let (ok, out, err) = ipvsadm_with(&fresh.sock, &["-R"], Some(&saved));
+    assert!(ok, "ipvsadm -R: {out}{err}");
+    assert_eq!(ipvsadm(&fresh.sock, &["-S", "-n"]), saved);
+    assert_eq!(distribution_of(&r, &vip, 100), split(50, 50));
+}

@@ -56,6 +56,9 @@ struct Forwarding {
     table: Table,
     /// The running rules: keepalived.conf's, with ipvsadm's edits.
     rules: Vec<Rule>,
+    /// The services keepalived.conf made: a reload replaces these and keeps the ones
+    /// added with ipvsadm, as keepalived removes only what it created.
+    configured: std::collections::HashSet<RuleKey>,
     /// The health checks' verdicts last applied.
     verdicts: Verdicts,
     interfaces: Vec<(String, AttachMode)>,
@@ -135,15 +138,17 @@ impl Handle {
         s.verdicts = verdicts;
     }
 
-    /// A reload changed the virtual servers: the rules become the configuration's (edits
-    /// made with ipvsadm are replaced), applied as a diff, with the new health checks'
-    /// verdicts.
+    /// A reload changed the virtual servers: the services keepalived.conf made become the
+    /// new configuration's, those added with ipvsadm stay (as keepalived with IPVS),
+    /// applied as a diff with the new health checks' verdicts.
     pub fn set_rules(&self, k: &KeepalivedConfig, verdicts: Verdicts) {
-        let (rules, warnings) = rules(k);
+        let (configured, warnings) = rules(k);
         for w in &warnings {
             warn!("{w}");
         }
         let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        let rules = merge(&s.rules, &s.configured, configured);
+        let keys = rules_keys(k);
         let Forwarding { dp, table, .. } = &mut *s;
         if let Err(e) = table.apply(dp, &rules, &verdicts) {
             warn!("cannot apply the reloaded virtual servers: {e}");
@@ -151,6 +156,7 @@ impl Handle {
         }
         info!(services = rules.len(), "layer-4 rules reloaded");
         s.rules = rules;
+        s.configured = keys;
         s.verdicts = verdicts;
     }
 
@@ -210,6 +216,27 @@ impl Handle {
     }
 }
 
+/// The services of a configuration, by key.
+fn rules_keys(k: &KeepalivedConfig) -> std::collections::HashSet<RuleKey> {
+    rules(k).0.iter().map(|r| r.key).collect()
+}
+
+/// A reload's rules: the new configuration's, then the running ones no configuration
+/// made (added with ipvsadm), unless the new configuration has their key.
+fn merge(
+    running: &[Rule],
+    configured: &std::collections::HashSet<RuleKey>,
+    new: Vec<Rule>,
+) -> Vec<Rule> {
+    let mut out = new;
+    for r in running {
+        if !configured.contains(&r.key) && !out.iter().any(|n| n.key == r.key) {
+            out.push(r.clone());
+        }
+    }
+    out
+}
+
 /// Sends one empty datagram to the discard port of each address, so the kernel resolves
 /// (or refreshes) its neighbour entry, which the data plane's FIB lookup reads for DR.
 fn prod_neighbours(addrs: &[Ipv4Addr]) {
@@ -223,12 +250,14 @@ fn prod_neighbours(addrs: &[Ipv4Addr]) {
 
 /// Loads the data plane, attaches it to every interface of this network namespace but
 /// loopback, installs the rules with the health checks' verdicts (later ones arrive by
-/// [`Handle::set_verdicts`]) and keeps them up.
+/// [`Handle::set_verdicts`]) and keeps them up. With nothing to forward it starts only
+/// when `always` (ipvsadm's first edit on a daemon with no virtual_server).
 pub fn start(
     k: &KeepalivedConfig,
     verdicts: Verdicts,
     bpf_dir: Option<PathBuf>,
     max_connections: u32,
+    always: bool,
 ) -> anyhow::Result<Option<Runtime>> {
     let (rules, warnings) = rules(k);
     for w in &warnings {
@@ -239,9 +268,10 @@ pub fn start(
         .vrrp_instances
         .iter()
         .any(|i| i.refuses_traffic(&k.global_defs));
-    if rules.is_empty() && !no_accept {
+    if rules.is_empty() && !no_accept && !always {
         return Ok(None);
     }
+    let configured = rules.iter().map(|r| r.key).collect();
     let dir = match bpf_dir {
         Some(d) => d,
         None => default_bpf_dir()?,
@@ -313,6 +343,7 @@ pub fn start(
         dp,
         table,
         rules,
+        configured,
         verdicts,
         interfaces,
     }));
