@@ -48,6 +48,13 @@ impl Report {
         self.text
             .push_str(&fulcrum_diag::render_all(diagnostics, sources));
     }
+
+    /// A warning with no place in a file: something `fulcrum run` leaves out. keepalived
+    /// takes it, so it is no error for `keepalived -t`.
+    fn note(&mut self, message: &str) {
+        self.warnings += 1;
+        self.text.push_str(&format!("warning: {message}\n\n"));
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -161,6 +168,13 @@ impl Sources {
                     self.subsystems.keep(&mut k);
                     k
                 });
+            }
+            // What the data plane cannot forward yet is said here, where `fulcrum check`
+            // shows it, not only when `fulcrum run` starts.
+            if let Some(k) = &keepalived {
+                for w in crate::l4::rules(k).1 {
+                    report.note(&format!("{w} (fulcrum run leaves it out)"));
+                }
             }
         }
         let mut nginx = None;

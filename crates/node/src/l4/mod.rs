@@ -142,10 +142,7 @@ impl Handle {
     /// new configuration's, those added with ipvsadm stay (as keepalived with IPVS),
     /// applied as a diff with the new health checks' verdicts.
     pub fn set_rules(&self, k: &KeepalivedConfig, verdicts: Verdicts) {
-        let (configured, warnings) = rules(k);
-        for w in &warnings {
-            warn!("{w}");
-        }
+        let (configured, _) = rules(k);
         let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let rules = merge(&s.rules, &s.configured, configured);
         let keys = rules_keys(k);
@@ -259,10 +256,9 @@ pub fn start(
     max_connections: u32,
     always: bool,
 ) -> anyhow::Result<Option<Runtime>> {
-    let (rules, warnings) = rules(k);
-    for w in &warnings {
-        warn!("{w}");
-    }
+    // What cannot be forwarded is in the configuration report (Sources::load), which
+    // `fulcrum check` prints and `fulcrum run` logs.
+    let (rules, _) = rules(k);
     // The data plane also serves VRRP's no_accept masters.
     let no_accept = k
         .vrrp_instances
