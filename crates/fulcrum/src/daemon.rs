@@ -102,14 +102,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if config.keepalived.is_none() && config.nginx.is_none() {
         info!("no configuration file: running for ipvsadm alone (its first edit starts the layer-4 data plane)");
     }
-    if let Some(k) = args.keepalived.as_ref().filter(|k| k.dump_conf) {
+    // keepalived's -d.
+    if args.keepalived.as_ref().is_some_and(|k| k.dump_conf) {
         if let Some(conf) = &config.keepalived {
             info!(
                 "configuration as understood:\n{}",
                 fulcrum_keepalived_conf::print(conf)
             );
         }
-        let _ = k;
     }
     // keepalived without -n, nginx with `daemon on`: into the background. The
     // configuration was read and found valid first, and the caller waits until the
@@ -177,8 +177,8 @@ async fn serve(
     // nginx's graceful stop, and its binary-upgrade signals.
     let mut quit = signal(SignalKind::quit())?;
     let mut winch = signal(SignalKind::window_change())?;
-    // keepalived's STATS, JSON and STATS_CLEAR signals (caught only as keepalived: a
-    // real-time signal's default action ends the process).
+    // keepalived's STATS, JSON and STATS_CLEAR signals, caught whatever the command line
+    // (a real-time signal's default action would end the process).
     let as_keepalived = args.keepalived.clone();
     let mut usr2 = signal(SignalKind::user_defined2())?;
     let mut rt_json = signal(SignalKind::from_raw(36))?;
