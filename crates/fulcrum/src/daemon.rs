@@ -126,11 +126,22 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let max_connections = args.max_connections.unwrap_or_else(|| {
+        let memory = fulcrum_node::host_facts::memory_total();
+        let n = fulcrum_node::l4::default_connections(memory);
+        info!(
+            connections = n,
+            mib = fulcrum_node::l4::table_bytes(n) >> 20,
+            memory_mib = memory.unwrap_or(0) >> 20,
+            "connection table sized from the machine's memory (--max-connections to choose)"
+        );
+        n
+    });
     let options = Options {
         forwarding: !args.no_forwarding,
         bpf_dir: args.bpf_dir.clone(),
         keep_forwarding: args.keep_forwarding,
-        max_connections: args.max_connections,
+        max_connections,
     };
     runtime.block_on(serve(&args, sources, config, options, started))
 }

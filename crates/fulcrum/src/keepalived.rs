@@ -364,7 +364,7 @@ fn run_args(args: &Args, subsystems: Subsystems) -> crate::RunArgs {
         no_forwarding: false,
         bpf_dir: None,
         keep_forwarding: args.dont_release_ipvs,
-        max_connections: crate::DEFAULT_MAX_CONNECTIONS,
+        max_connections: None,
         metrics: None,
         metrics_htpasswd: None,
         nginx: None,

@@ -172,10 +172,12 @@ pub struct RunArgs {
     /// --dont-release-ipvs leaves the IPVS rules; the next start adopts it.
     #[arg(long)]
     pub keep_forwarding: bool,
-    /// Size of the connection table, in connections (IPVS's table grows without bound;
-    /// this one is allocated up front, about 300 bytes of kernel memory per connection).
-    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_CONNECTIONS)]
-    pub max_connections: u32,
+    /// Size of the connection table, in connections. IPVS's table grows without bound;
+    /// this one is allocated up front, about 300 bytes of kernel memory per connection,
+    /// so by default it takes a 32nd of the machine's memory (at least 65,536
+    /// connections, at most 1,048,576); the size is logged at start.
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<u32>,
 
     /// Serve Prometheus metrics at http://ADDR:PORT/metrics (global_defs'
     /// `fulcrum_metrics ADDR:PORT` does the same from keepalived.conf; this wins). Off by
@@ -204,9 +206,6 @@ pub struct RunArgs {
     #[arg(skip)]
     pub warnings: Vec<String>,
 }
-
-/// `--max-connections`' default.
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 1_048_576;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {

@@ -376,7 +376,7 @@ fn run(args: &Args) -> ExitCode {
         no_forwarding: true,
         bpf_dir: None,
         keep_forwarding: false,
-        max_connections: crate::DEFAULT_MAX_CONNECTIONS,
+        max_connections: None,
         metrics: None,
         metrics_htpasswd: None,
         keepalived: None,

@@ -73,6 +73,16 @@ pub fn script_is_secure(command: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The machine's memory (MemTotal of /proc/meminfo), in bytes.
+pub fn memory_total() -> Option<u64> {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

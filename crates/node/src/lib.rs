@@ -11,7 +11,7 @@
 pub mod config;
 pub mod events;
 pub mod health;
-mod host_facts;
+pub mod host_facts;
 pub mod l4;
 mod node;
 mod scripts;

@@ -213,6 +213,24 @@ impl Handle {
     }
 }
 
+/// Kernel memory per connection in the data plane's maps: two hash entries (NAT's reply),
+/// each a 16-byte key, a 72-byte value and the map's own overhead, and its share of the
+/// persistence table.
+pub const BYTES_PER_CONNECTION: u64 = 300;
+
+/// The connection table's default size: a 32nd of the machine's memory, at least 65,536
+/// and at most 1,048,576 connections (the most when the memory is unknown).
+pub fn default_connections(memory: Option<u64>) -> u32 {
+    const MIN: u64 = 65_536;
+    const MAX: u64 = 1_048_576;
+    memory.map_or(MAX, |m| (m / 32 / BYTES_PER_CONNECTION).clamp(MIN, MAX)) as u32
+}
+
+/// The kernel memory a table of `connections` takes, about.
+pub fn table_bytes(connections: u32) -> u64 {
+    u64::from(connections) * BYTES_PER_CONNECTION
+}
+
 /// The services of a configuration, by key.
 fn rules_keys(k: &KeepalivedConfig) -> std::collections::HashSet<RuleKey> {
     rules(k).0.iter().map(|r| r.key).collect()

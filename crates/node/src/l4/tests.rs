@@ -157,3 +157,40 @@ fn a_removed_service_frees_its_id() {
     assert_eq!(d.put.len(), 1);
     assert_eq!(d.put[0].1.id, 0);
 }
+
+fn rule(port: u16, scheduler: &str) -> super::Rule {
+    let text = format!(
+        "virtual_server 10.0.0.1 {port} {{\n    lb_algo {scheduler}\n    lb_kind NAT\n    protocol TCP\n    real_server 192.168.0.2 {port} {{\n    }}\n}}\n"
+    );
+    rules(&config(&text)).0.remove(0)
+}
+
+/// A reload keeps the services ipvsadm added and replaces the ones keepalived.conf made,
+/// as keepalived does with IPVS.
+#[test]
+fn a_reload_keeps_what_ipvsadm_added_and_replaces_what_it_made() {
+    let from_conf = rule(80, "rr");
+    let from_ipvsadm = rule(443, "wlc");
+    let configured = [from_conf.key].into_iter().collect();
+    let running = vec![from_conf.clone(), from_ipvsadm.clone()];
+    // The configuration now says wrr for :80 and nothing else.
+    let merged = super::merge(&running, &configured, vec![rule(80, "wrr")]);
+    assert_eq!(merged, vec![rule(80, "wrr"), from_ipvsadm.clone()]);
+    // The configuration drops :80: it goes; :443 stays.
+    assert_eq!(
+        super::merge(&running, &configured, Vec::new()),
+        vec![from_ipvsadm]
+    );
+}
+
+/// The connection table's default size follows the machine's memory.
+#[test]
+fn the_table_is_sized_from_memory() {
+    const GIB: u64 = 1 << 30;
+    // A 1 GiB VM: 32 MiB of table, about 112,000 connections.
+    assert_eq!(super::default_connections(Some(GIB)), 111_848);
+    // Small machines get the floor, large ones the ceiling.
+    assert_eq!(super::default_connections(Some(256 << 20)), 65_536);
+    assert_eq!(super::default_connections(Some(24 * GIB)), 1_048_576);
+    assert_eq!(super::default_connections(None), 1_048_576);
+}
