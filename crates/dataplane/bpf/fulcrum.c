@@ -331,12 +331,38 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 	c.timeout = timeout_s(c.state);
 	c.expires = now + (__u64)c.timeout * NSEC_PER_SEC;
 	if (!ops) {
-		/* Counted only once it is in the table: the same SYN (a retransmission) handled
-		 * on two CPUs at once makes one entry, and the later copy is dropped. */
-		if (bpf_map_update_elem(&conns, key, &c, BPF_NOEXIST) != 0) {
-			count(STAT_DUP_SYN);
+		/* The same SYN (a retransmission) handled on two CPUs at once makes one entry,
+		 * and the later copy is dropped. A full table refuses the connection, as IPVS
+		 * does: it is not an LRU, so no live connection is pushed out uncounted. */
+		long err = bpf_map_update_elem(&conns, key, &c, BPF_NOEXIST);
+		if (err) {
+			count(err == -E_EXIST ? STAT_DUP_SYN : STAT_TABLE_FULL);
 			return XDP_DROP;
 		}
+	}
+	if (c.method == METHOD_NAT) {
+		/* The reply entry: the same data, flagged (one copy on the stack, which the
+		 * verifier's 512-byte budget for the whole call chain keeps tight). */
+		struct flow_key rk;
+		reply_key(&c, &rk);
+		__u32 timeout = c.timeout;
+		__u64 counted = c.counted;
+		c.flags |= CONN_F_REPLY;
+		c.counted = COUNTED_NONE;
+		if (ops)
+			c.timeout = timeout_s(STATE_UDP);
+		if (bpf_map_update_elem(&conns, &rk, &c, BPF_ANY)) {
+			if (!ops)
+				bpf_map_delete_elem(&conns, key);
+			count(STAT_TABLE_FULL);
+			return XDP_DROP;
+		}
+		c.flags &= ~CONN_F_REPLY;
+		c.counted = counted;
+		c.timeout = timeout;
+	}
+	/* Counted once its entries are in the table. */
+	if (!ops) {
 		struct dest_conns *dc = bpf_map_lookup_elem(&dest_conns, &k);
 		if (dc) {
 			__sync_fetch_and_add(&dc->inactive, 1);
@@ -345,19 +371,6 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 	}
 	count(STAT_NEW_CONN);
 	account(sv->id, slot, p->len, 0, 1);
-	if (c.method == METHOD_NAT) {
-		/* The reply entry: the same data, flagged (one copy on the stack, which the
-		 * verifier's 512-byte budget for the whole call chain keeps tight). */
-		struct flow_key rk;
-		reply_key(&c, &rk);
-		__u32 timeout = c.timeout;
-		c.flags |= CONN_F_REPLY;
-		if (ops)
-			c.timeout = timeout_s(STATE_UDP);
-		bpf_map_update_elem(&conns, &rk, &c, BPF_ANY);
-		c.flags &= ~CONN_F_REPLY;
-		c.timeout = timeout;
-	}
 	return forward(ctx, p, &c, d);
 }
 

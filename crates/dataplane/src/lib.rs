@@ -103,10 +103,11 @@ pub enum Reason {
     IcmpNat = 17,
     NoAccept = 18,
     DupSyn = 19,
+    TableFull = 20,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::NotIp,
         Reason::Malformed,
         Reason::Fragment,
@@ -127,6 +128,7 @@ impl Reason {
         Reason::IcmpNat,
         Reason::NoAccept,
         Reason::DupSyn,
+        Reason::TableFull,
     ];
 
     /// A short name for logs and metrics.
@@ -152,6 +154,7 @@ impl Reason {
             Reason::IcmpNat => "icmp_nat",
             Reason::NoAccept => "no_accept",
             Reason::DupSyn => "dup_syn",
+            Reason::TableFull => "table_full",
         }
     }
 }

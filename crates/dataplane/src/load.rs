@@ -219,7 +219,9 @@ impl DataPlane {
     /// How many connections the table holds (two entries each, for NAT's replies).
     pub fn max_connections(&self) -> u32 {
         match self.ebpf.map("conns") {
-            Some(Map::LruHashMap(d)) => d.info().map_or(0, |i| i.max_entries() / 2),
+            Some(Map::HashMap(d) | Map::LruHashMap(d)) => {
+                d.info().map_or(0, |i| i.max_entries() / 2)
+            }
             _ => 0,
         }
     }

@@ -61,6 +61,9 @@ enum sched_kind {
 #define CONN_F_REPLY 0x01    /* the reverse (real server -> client) entry of a NAT flow */
 #define CONN_F_NOOUTPUT 0x04 /* DR: the director sees only the client's half */
 
+/* errno's EEXIST, as bpf_map_update_elem returns it negated. */
+#define E_EXIST 17
+
 /* conn.counted: which of its destination's counts holds a connection. Changed only by
  * compare-and-swap: the client's and the server's packets of one connection can be
  * handled at the same time on two CPUs, and exactly one of them may move the count. */
@@ -110,7 +113,8 @@ enum stat_reason {
 	STAT_ICMP_NAT = 17,   /* ICMP errors about a NAT connection, translated and sent */
 	STAT_NO_ACCEPT = 18,  /* to a VIP of a VRRP master in no_accept mode: dropped */
 	STAT_DUP_SYN = 19,    /* a SYN whose connection another CPU made at the same time: dropped */
-	STAT_MAX = 20,
+	STAT_TABLE_FULL = 20, /* a new connection with the connection table full: dropped */
+	STAT_MAX = 21,
 };
 
 #endif

@@ -69,9 +69,10 @@ struct {
 	__uint(max_entries, MAX_LOCALITY);
 } locality SEC(".maps");
 
-/* The connection table. */
+/* The connection table: a plain hash, not an LRU, so that a full table refuses new
+ * connections (counted) as IPVS does, rather than pushing out live ones uncounted. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct flow_key);
 	__type(value, struct conn);
 	__uint(max_entries, MAX_CONNS);

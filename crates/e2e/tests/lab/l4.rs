@@ -924,3 +924,83 @@ fn deployment_1_driven_by_ipvsadm_alone() {
     assert_eq!(ipvsadm(&fresh.sock, &["-S", "-n"]), saved);
     assert_eq!(distribution_of(&r, &vip, 100), split(50, 50));
 }
+
+/// A full connection table refuses new connections and counts them, as IPVS does, and
+/// keeps every connection it holds counted: with room for 600 NAT connections (1,200
+/// entries), a client opening connections without pause fills it, and the rest are
+/// dropped as `table_full`; nothing is pushed out.
+#[test]
+fn a_full_table_refuses_new_connections_and_counts_them() {
+    if !require_root("a_full_table_refuses_new_connections_and_counts_them") {
+        return;
+    }
+    let mut r = reference::build(Deployment::LvsNat, "l4full", Some(agent())).unwrap();
+    let dir = Scratch::new("l4full");
+    serve_names(&mut r);
+    let vip = r.vips[0].to_string();
+    let rips: Vec<String> = r.rips.iter().map(|a| a.to_string()).collect();
+    let conf = dir.0.join("full.conf");
+    std::fs::write(&conf, config(&vip, "NAT", "rr", &[1, 1], &rips)).unwrap();
+    let director = r.directors[0].clone();
+    let d = fulcrum_e2e::spawn_fulcrum(
+        &mut r.lab,
+        &director,
+        &conf,
+        &dir.0,
+        "full",
+        &["--max-connections", "600"],
+    );
+    assert!(
+        wait_for(Duration::from_secs(20), || ipvsadm(&d.sock, &["-Ln"])
+            .contains("  -> "))
+        .is_some(),
+        "the daemon did not install its rules"
+    );
+    assert!(ipvsadm(&d.sock, &["-Ln"]).starts_with("IP Virtual Server version 1.2.1 (size=600)"));
+    let target = format!("{vip}:80");
+    let (watcher, out) = watch(
+        &mut r,
+        &dir,
+        "full",
+        &[
+            "--connect",
+            &target,
+            "--every-ms",
+            "1",
+            "--for-ms",
+            "2500",
+            "--timeout-ms",
+            "100",
+        ],
+    );
+    assert!(watcher.wait_timeout(Duration::from_secs(30)).is_some());
+    let text = std::fs::read_to_string(&out).unwrap();
+    let served = text
+        .lines()
+        .filter(|l| l.split(' ').nth(1).is_some_and(|a| a.starts_with("rs")))
+        .count();
+    let answer: serde_json::Value = serde_json::from_str(&raw_ipvs(&d.sock)).unwrap();
+    let full = answer["result"]["packets"]["table_full"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        full > 0,
+        "the table never filled: {}",
+        answer["result"]["packets"]
+    );
+    assert!((590..=600).contains(&served), "{served} connections served");
+    // Every connection served is still in the table and counted.
+    let conns = ipvsadm(&d.sock, &["-Lnc"]);
+    let entries = conns.lines().skip(2).count();
+    assert_eq!(entries, served, "{conns}");
+    let listing = ipvsadm(&d.sock, &["-Ln"]);
+    let counted: usize = listing
+        .lines()
+        .filter(|l| l.starts_with("  -> ") && !l.contains("RemoteAddress"))
+        .map(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            c[4].parse::<usize>().unwrap() + c[5].parse::<usize>().unwrap()
+        })
+        .sum();
+    assert_eq!(counted, entries, "{listing}");
+}
