@@ -204,6 +204,11 @@ pub fn services(r: &Listing) {
         return;
     }
     println!("data plane on {}", ifs.join(", "));
+    println!(
+        "connection table: room for {} connections; the maps hold {} MiB of kernel memory",
+        r.size,
+        r.memory >> 20
+    );
     for svc in &r.services {
         println!(
             "{} {}:{} {}  {} conns  {} conn/s",

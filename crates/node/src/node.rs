@@ -123,6 +123,8 @@ struct Handles {
     l4: Option<l4::Handle>,
     vrrp: Option<vrrp::Handle>,
     proxy: Option<Arc<fulcrum_proxy::Runtime>>,
+    /// The connection table's size, started or not.
+    table_size: u32,
 }
 
 /// The daemon: VRRP, health checks, the layer-4 data plane and the layer-7 proxy of one
@@ -267,8 +269,10 @@ impl Node {
                 self.handles().await.proxy.as_deref(),
             ))),
             Command::Ipvs { connections } => {
-                let l4 = self.handles().await.l4;
-                Ok(Reply::Listing(Box::new(listing(l4, connections).await?)))
+                let h = self.handles().await;
+                Ok(Reply::Listing(Box::new(
+                    listing(h.l4, h.table_size, connections).await?,
+                )))
             }
             Command::Ipvsadm(lines) => {
                 let h = self.l4_for_edits().await?;
@@ -317,9 +321,9 @@ impl Node {
             daemon: self.status().await,
             vrrp: vrrp_status(h.vrrp).await,
             health: health_status(h.health),
-            l4: listing(h.l4, false)
+            l4: listing(h.l4, h.table_size, false)
                 .await
-                .unwrap_or_else(|_| l4::empty_listing()),
+                .unwrap_or_else(|_| l4::empty_listing(h.table_size)),
             upstreams: upstreams(h.proxy.as_deref()),
             l7: h.proxy.map(|p| p.stats()),
             process: status::Process::read(),
@@ -419,6 +423,7 @@ impl Inner {
             l4: self.l4.as_ref().map(l4::Runtime::handle),
             vrrp: self.vrrp.as_ref().map(vrrp::Runtime::handle),
             proxy: self.proxy.clone(),
+            table_size: self.options.max_connections,
         }
     }
 
@@ -645,13 +650,14 @@ fn health_status(h: Option<health::Handle>) -> Vec<status::ServiceHealth> {
 /// The layer-4 table (read off the BPF maps on a blocking thread).
 async fn listing(
     h: Option<l4::Handle>,
+    table_size: u32,
     connections: bool,
 ) -> Result<status::Listing, CommandError> {
     match h {
         Some(h) => tokio::task::spawn_blocking(move || h.listing(connections))
             .await
             .map_err(|e| CommandError(format!("listing failed: {e}"))),
-        None => Ok(l4::empty_listing()),
+        None => Ok(l4::empty_listing(table_size)),
     }
 }
 

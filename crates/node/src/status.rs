@@ -181,6 +181,9 @@ pub struct Listing {
     pub packets: BTreeMap<String, u64>,
     /// The connection table's size.
     pub size: u32,
+    /// The kernel memory the data plane's maps hold (their memlock), in bytes.
+    #[serde(default)]
+    pub memory: u64,
     pub services: Vec<IpvsService>,
     pub connections: Vec<IpvsConnection>,
     pub templates: Vec<IpvsConnection>,

@@ -957,6 +957,12 @@ fn a_full_table_refuses_new_connections_and_counts_them() {
         "the daemon did not install its rules"
     );
     assert!(ipvsadm(&d.sock, &["-Ln"]).starts_with("IP Virtual Server version 1.2.1 (size=600)"));
+    let ctl =
+        String::from_utf8_lossy(&fulcrum_e2e::ctl(&d.sock, &["services"]).stdout).into_owned();
+    assert!(
+        ctl.contains("connection table: room for 600 connections; the maps hold "),
+        "{ctl}"
+    );
     let target = format!("{vip}:80");
     let (watcher, out) = watch(
         &mut r,

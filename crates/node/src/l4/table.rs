@@ -455,6 +455,7 @@ impl Table {
             neighbours,
             packets,
             size: dp.max_connections(),
+            memory: dp.memory().iter().map(|(_, b)| b).sum(),
             services,
             connections: conns,
             templates,
@@ -529,10 +530,10 @@ fn timeouts(t: &[u32]) -> status::Timeouts {
     }
 }
 
-/// What `ipvs` answers when no virtual service is configured.
-pub fn empty_listing() -> status::Listing {
+/// What `ipvs` answers before the data plane runs: no service, the table's size to be.
+pub fn empty_listing(size: u32) -> status::Listing {
     status::Listing {
-        size: 1_048_576,
+        size,
         timeout: timeouts(&fulcrum_dataplane::abi::DEFAULT_TIMEOUTS),
         ..Default::default()
     }
