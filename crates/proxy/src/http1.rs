@@ -157,11 +157,11 @@ pub(crate) fn serve<S: ClientStream, H: Send>(
             // is boxed, and starts once bytes are here. A graceful stop closes a connection
             // that waits, as nginx closes its idle ones.
             if buf.is_empty() {
+                let closed = current.closed();
                 if current.closing() {
                     let _ = io.shutdown().await;
                     return;
                 }
-                let closed = current.closed();
                 tokio::select! {
                     got = wait_for_bytes(&mut io, &mut buf, deadline) => if !got {
                         return;

@@ -706,33 +706,35 @@ impl ErrorLogTarget {
 pub struct Current(
     std::sync::RwLock<Arc<Site>>,
     /// A graceful stop has begun (nginx's SIGQUIT): idle connections close, answers in
-    /// flight go out with `Connection: close`.
-    tokio::sync::watch::Sender<bool>,
+    /// flight go out with `Connection: close`. A flag read per request, and the waiters
+    /// it wakes (a connection waiting for its next request).
+    std::sync::atomic::AtomicBool,
+    tokio::sync::Notify,
 );
 
 impl Current {
     pub fn new(site: Site) -> Current {
         Current(
             std::sync::RwLock::new(Arc::new(site)),
-            tokio::sync::watch::Sender::new(false),
+            std::sync::atomic::AtomicBool::new(false),
+            tokio::sync::Notify::new(),
         )
     }
 
     /// Begins a graceful stop.
     pub fn close(&self) {
-        self.1.send_replace(true);
+        self.1.store(true, std::sync::atomic::Ordering::Release);
+        self.2.notify_waiters();
     }
 
     pub fn closing(&self) -> bool {
-        *self.1.borrow()
+        self.1.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// Resolves once a graceful stop begins.
-    pub fn closed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let mut rx = self.1.subscribe();
-        async move {
-            let _ = rx.wait_for(|c| *c).await;
-        }
+    /// Resolves once a graceful stop begins (taken before checking [`Current::closing`],
+    /// it misses no [`Current::close`]).
+    pub fn closed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.2.notified()
     }
 
     pub fn get(&self) -> Arc<Site> {

@@ -701,36 +701,55 @@ fn active_and_inactive_counts_stay_exact() {
     if !require_root("active_and_inactive_counts_stay_exact") {
         return;
     }
-    let mut lab = nat_lab("l4count", "rr");
+    let mut r = reference::build(Deployment::LvsNat, "l4count", Some(agent())).unwrap();
+    let dir = Scratch::new("l4count");
+    // HTTP servers (serve_names' plain ones answer no HTTP, and curl would give up first).
+    for (i, rs) in r.real_servers.clone().iter().enumerate() {
+        r.lab
+            .serve(rs, &format!("rs{}", i + 1), "0.0.0.0:80", true)
+            .unwrap();
+    }
+    let vip = r.vips[0].to_string();
+    let rips: Vec<String> = r.rips.iter().map(|a| a.to_string()).collect();
+    let (daemon, sock) = start(
+        &mut r,
+        &config(&vip, "NAT", "rr", &[1, 1], &rips),
+        &dir,
+        "count",
+    );
     // `Connection: close`: the server closes after its answer while curl, which has read
     // the answer by its Content-Length, closes too: FINs from both sides at once. Two
     // loops at a time, so both CPUs carry packets of the same connections.
-    let url = format!("http://{}/", lab.vip);
+    let url = format!("http://{vip}/");
     let script = format!(
-        "for i in $(seq 400); do curl -s -o /dev/null --max-time 2 -H 'Connection: close' {url} || echo failed; done"
+        "for i in $(seq 400); do curl -s --max-time 2 -H 'Connection: close' {url} || echo failed; done"
     );
     let mut loops = Vec::new();
-    for _ in 0..2 {
-        loops.push(
-            lab.r
-                .lab
-                .spawn(&lab.r.client, &["sh", "-c", script.as_str()], None)
-                .unwrap(),
-        );
+    for i in 0..2 {
+        let out = dir.0.join(format!("curl{i}.out"));
+        let p = r
+            .lab
+            .spawn(&r.client, &["sh", "-c", script.as_str()], Some(&out))
+            .unwrap();
+        loops.push((p, out));
     }
-    for p in &loops {
+    let mut served = 0;
+    for (p, out) in &loops {
         assert!(
             p.wait_timeout(Duration::from_secs(120)).is_some(),
             "the curl loops hang"
         );
+        let text = std::fs::read_to_string(out).unwrap();
+        served += text.lines().filter(|l| l.starts_with("rs")).count();
     }
-    let attempts = 800;
+    assert_eq!(served, 800, "every curl is answered");
+    let attempts = served;
     // Every connection has closed: none may be active, and each real server's inactive
     // count is its entries in the table.
     let settled = wait_for(Duration::from_secs(5), || {
-        let listing = ipvsadm(&lab.sock, &["-Ln"]);
-        let conns = ipvsadm(&lab.sock, &["-Lnc"]);
-        lab.rips.iter().all(|rip| {
+        let listing = ipvsadm(&sock, &["-Ln"]);
+        let conns = ipvsadm(&sock, &["-Lnc"]);
+        rips.iter().all(|rip| {
             let row = listing
                 .lines()
                 .find(|l| l.contains(&format!("{rip}:80")))
@@ -748,14 +767,14 @@ fn active_and_inactive_counts_stay_exact() {
     assert!(
         settled.is_some(),
         "counts drifted after {attempts} connections:\n{}\n{}",
-        ipvsadm(&lab.sock, &["-Ln"]),
-        ipvsadm(&lab.sock, &["-Lnc"])
+        ipvsadm(&sock, &["-Ln"]),
+        ipvsadm(&sock, &["-Lnc"])
             .lines()
             .take(5)
             .collect::<Vec<_>>()
             .join("\n")
     );
-    lab.daemon.signal("TERM").unwrap();
+    daemon.signal("TERM").unwrap();
 }
 
 /// From the first packet the data plane sees, a SYN for a virtual service is forwarded:

@@ -143,9 +143,9 @@ impl Handle {
     /// applied as a diff with the new health checks' verdicts.
     pub fn set_rules(&self, k: &KeepalivedConfig, verdicts: Verdicts) {
         let (configured, _) = rules(k);
+        let keys = configured.iter().map(|r| r.key).collect();
         let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let rules = merge(&s.rules, &s.configured, configured);
-        let keys = rules_keys(k);
         let Forwarding { dp, table, .. } = &mut *s;
         if let Err(e) = table.apply(dp, &rules, &verdicts) {
             warn!("cannot apply the reloaded virtual servers: {e}");
@@ -229,11 +229,6 @@ pub fn default_connections(memory: Option<u64>) -> u32 {
 /// The kernel memory a table of `connections` takes, about.
 pub fn table_bytes(connections: u32) -> u64 {
     u64::from(connections) * BYTES_PER_CONNECTION
-}
-
-/// The services of a configuration, by key.
-fn rules_keys(k: &KeepalivedConfig) -> std::collections::HashSet<RuleKey> {
-    rules(k).0.iter().map(|r| r.key).collect()
 }
 
 /// A reload's rules: the new configuration's, then the running ones no configuration
