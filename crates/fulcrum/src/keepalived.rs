@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use fulcrum_node::status::{Daemon, VrrpInstance};
 use fulcrum_node::{Sources, Subsystems};
+use fulcrum_vrrp::packet::DropReason;
 use serde_json::json;
 
 use crate::logging::Facility;
@@ -425,11 +426,13 @@ fn state_number(state: &str) -> u8 {
     }
 }
 
-/// What the instance dropped for one of keepalived's statistics.
-fn dropped(i: &VrrpInstance, reasons: &[&str]) -> u64 {
+/// What the instance dropped for one of keepalived's statistics (the status names drops
+/// by the VRRP parser's reasons, as they display).
+fn dropped(i: &VrrpInstance, reason: DropReason) -> u64 {
+    let name = reason.to_string();
     i.dropped
         .iter()
-        .filter(|d| reasons.contains(&d.reason.as_str()))
+        .filter(|d| d.reason == name)
         .map(|d| d.count)
         .sum()
 }
@@ -442,27 +445,27 @@ fn stats(i: &VrrpInstance) -> [(&'static str, &'static str, u64); 8] {
         (
             "packet_len_err",
             "Packet errors: length",
-            dropped(i, &["packet is truncated"]),
+            dropped(i, DropReason::Truncated),
         ),
         (
             "ip_ttl_err",
             "Packet errors: TTL",
-            dropped(i, &["TTL/hop limit is not 255"]),
+            dropped(i, DropReason::Ttl),
         ),
         (
             "invalid_type_rcvd",
             "Packet errors: invalid type",
-            dropped(i, &["not an advertisement"]),
+            dropped(i, DropReason::Type),
         ),
         (
             "advert_interval_err",
             "Packet errors: advertisement interval",
-            dropped(i, &["advertisement interval does not match"]),
+            dropped(i, DropReason::Interval),
         ),
         (
             "auth_failure",
             "Authentication errors: failure",
-            dropped(i, &["authentication mismatch"]),
+            dropped(i, DropReason::Auth),
         ),
         ("transitions", "State transitions", i.transitions),
     ]
