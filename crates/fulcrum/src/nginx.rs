@@ -141,7 +141,9 @@ Options:
 ";
 
 /// `-V`'s configure line: the paths of Debian's build, and a `--with-*` for each nginx
-/// module Fulcrum implements, so tools that probe for a module get a true answer.
+/// module Fulcrum implements that nginx does not build by default, so tools that probe
+/// for a module get a true answer (the default ones it has, rewrite, headers and access
+/// among them, need no flag).
 pub fn configure_arguments() -> String {
     [
         "--prefix=/usr/share/nginx",
@@ -149,6 +151,7 @@ pub fn configure_arguments() -> String {
         "--http-log-path=/var/log/nginx/access.log",
         "--error-log-path=stderr",
         "--pid-path=/run/nginx.pid",
+        "--with-http_realip_module",
         "--with-http_ssl_module",
         "--with-http_v2_module",
     ]

@@ -190,6 +190,19 @@ impl Headers {
         }
     }
 
+    /// Gives the first line of `name` this value (its name kept as written) and drops the
+    /// others; appends `name: value` when there is none.
+    pub fn set_value(&mut self, name: &str, value: impl Into<Bytes>) {
+        match self.list.iter().position(|x| x.is(name)) {
+            Some(i) => {
+                let kept = Header::new(self.list[i].name.clone(), value);
+                self.remove(name);
+                self.list.insert(i, kept);
+            }
+            None => self.push(name.to_string(), value),
+        }
+    }
+
     /// Removes every line of `name`; how many there were.
     pub fn remove(&mut self, name: &str) -> usize {
         let before = self.list.len();

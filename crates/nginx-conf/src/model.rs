@@ -27,7 +27,8 @@ impl Template {
     }
 
     /// Splits the value into literal text and variable references, as nginx's script
-    /// compiler does: a name is letters, digits and `_` (or anything up to `}` in `${}`).
+    /// compiler does: a name is letters, digits and `_` (or anything up to `}` in `${}`),
+    /// and a digit from 1 to 9 alone is a regex capture.
     pub fn parts(&self) -> Vec<Part<'_>> {
         let s = self.0.as_str();
         let bytes = s.as_bytes();
@@ -39,21 +40,26 @@ impl Template {
                 i += 1;
                 continue;
             }
-            let (name_start, name_end, next) = if bytes.get(i + 1) == Some(&b'{') {
-                match s[i + 2..].find('}') {
-                    Some(off) => (i + 2, i + 2 + off, i + 3 + off),
-                    None => {
-                        i += 1;
-                        continue;
+            let (name_start, name_end, next) =
+                if bytes.get(i + 1).is_some_and(|b| (b'1'..=b'9').contains(b)) {
+                    // A capture: `$1` to `$9`, one digit (`$10` is `$1` then "0").
+                    (i + 1, i + 2, i + 2)
+                } else if bytes.get(i + 1) == Some(&b'{') {
+                    match s[i + 2..].find('}') {
+                        Some(off) => (i + 2, i + 2 + off, i + 3 + off),
+                        None => {
+                            i += 1;
+                            continue;
+                        }
                     }
-                }
-            } else {
-                let mut e = i + 1;
-                while e < bytes.len() && (bytes[e].is_ascii_alphanumeric() || bytes[e] == b'_') {
-                    e += 1;
-                }
-                (i + 1, e, e)
-            };
+                } else {
+                    let mut e = i + 1;
+                    while e < bytes.len() && (bytes[e].is_ascii_alphanumeric() || bytes[e] == b'_')
+                    {
+                        e += 1;
+                    }
+                    (i + 1, e, e)
+                };
             if name_end == name_start {
                 i += 1;
                 continue;
@@ -259,6 +265,190 @@ pub struct Settings {
     pub server_tokens: Option<bool>,
     /// Content-Type of responses Fulcrum makes itself (`return` with text).
     pub default_type: Option<String>,
+    /// add_header, the innermost level that has any (nginx's rule).
+    pub add_header: Option<Vec<AddHeader>>,
+    pub expires: Option<Expires>,
+    pub rewrite_log: Option<bool>,
+    pub uninitialized_variable_warn: Option<bool>,
+    /// set_real_ip_from: the addresses trusted to name the client.
+    pub set_real_ip_from: Option<Vec<Source>>,
+    /// real_ip_header: `X-Real-IP` (nginx's default), `X-Forwarded-For`, or any header.
+    pub real_ip_header: Option<String>,
+    pub real_ip_recursive: Option<bool>,
+    /// allow and deny, in order; the innermost level that has any.
+    pub access: Option<Vec<AccessRule>>,
+}
+
+/// `add_header NAME VALUE [always]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddHeader {
+    pub name: String,
+    pub value: Template,
+    pub always: bool,
+}
+
+/// The `expires` directive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expires {
+    Off,
+    /// `Expires: Thu, 01 Jan 1970 00:00:01 GMT`, `Cache-Control: no-cache`.
+    Epoch,
+    /// 2037 and ten years of max-age.
+    Max,
+    /// `[+|-]TIME`: from the time of the request, in seconds (negative: no-cache).
+    Access(i64),
+    /// `modified TIME`: from the response's Last-Modified.
+    Modified(i64),
+    /// `@TIME`: the next time of day, in seconds after midnight.
+    Daily(i64),
+    /// A value with variables, parsed per response.
+    Variable(Template),
+}
+
+/// An address or network of set_real_ip_from, allow and deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// An address and prefix length (the host bits zero).
+    Net(IpAddr, u8),
+    /// `unix:`: connections on UNIX-domain sockets.
+    Unix,
+    /// `all`.
+    All,
+}
+
+impl Source {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (*self, ip) {
+            (Source::All, _) => true,
+            (Source::Unix, _) => false,
+            (Source::Net(IpAddr::V4(n), len), IpAddr::V4(a)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+                u32::from(a) & mask == u32::from(n)
+            }
+            (Source::Net(IpAddr::V6(n), len), IpAddr::V6(a)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+                u128::from(a) & mask == u128::from(n)
+            }
+            // An IPv4-mapped client matches IPv4 rules, as nginx's access module does.
+            (Source::Net(IpAddr::V4(_), _), IpAddr::V6(a)) => a
+                .to_ipv4_mapped()
+                .is_some_and(|v4| self.contains(IpAddr::V4(v4))),
+            _ => false,
+        }
+    }
+
+    /// As written: `10.0.0.0/8`, `192.0.2.1`, `unix:`, `all`.
+    pub fn as_written(&self) -> String {
+        match self {
+            Source::All => "all".into(),
+            Source::Unix => "unix:".into(),
+            Source::Net(a, len) if (a.is_ipv4() && *len == 32) || *len == 128 => a.to_string(),
+            Source::Net(a, len) => format!("{a}/{len}"),
+        }
+    }
+}
+
+/// `allow` or `deny`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccessRule {
+    pub allow: bool,
+    pub source: Source,
+}
+
+/// A directive of the rewrite module, run in the order written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    Rewrite(Rewrite),
+    Return(Return),
+    /// `set $variable value`.
+    Set {
+        variable: String,
+        value: Template,
+    },
+    Break,
+    If(Box<If>),
+}
+
+/// `rewrite REGEX REPLACEMENT [FLAG]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub regex: String,
+    /// As written, with a trailing `?` (which drops the request's arguments).
+    pub replacement: Template,
+    pub flag: Option<RewriteFlag>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewriteFlag {
+    Last,
+    Break,
+    Redirect,
+    Permanent,
+}
+
+impl RewriteFlag {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RewriteFlag::Last => "last",
+            RewriteFlag::Break => "break",
+            RewriteFlag::Redirect => "redirect",
+            RewriteFlag::Permanent => "permanent",
+        }
+    }
+}
+
+/// `if (CONDITION) { ... }`: in a location, also a configuration of its own that
+/// applies when the condition holds (nginx's "if in location").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct If {
+    pub condition: Condition,
+    pub steps: Vec<Step>,
+    pub proxy_pass: Option<Template>,
+    pub settings: Settings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// `$var`: true unless empty or "0".
+    Variable(String),
+    /// `$var = value` and `$var != value`.
+    Compare {
+        variable: String,
+        negate: bool,
+        value: Template,
+    },
+    /// `$var ~ re`, `~*`, `!~`, `!~*`.
+    Match {
+        variable: String,
+        negate: bool,
+        case_insensitive: bool,
+        regex: String,
+    },
+    /// `-f`, `-d`, `-e`, `-x` and their `!` forms.
+    File {
+        negate: bool,
+        test: FileTest,
+        path: Template,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileTest {
+    File,
+    Dir,
+    Exists,
+    Executable,
+}
+
+impl FileTest {
+    pub fn letter(self) -> char {
+        match self {
+            FileTest::File => 'f',
+            FileTest::Dir => 'd',
+            FileTest::Exists => 'e',
+            FileTest::Executable => 'x',
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -268,6 +458,10 @@ pub struct Http {
     pub maps: Vec<Map>,
     pub upstreams: Vec<Upstream>,
     pub servers: Vec<Server>,
+    /// client_body_temp_path, fastcgi_temp_path, uwsgi_temp_path and scgi_temp_path
+    /// anywhere in the block, (directive, directory): created at start as nginx creates
+    /// them (proxy_temp_path, which the proxy uses, is among the settings).
+    pub temp_paths: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -400,7 +594,8 @@ pub struct Server {
     pub listen: Vec<Listen>,
     pub server_name: Vec<ServerName>,
     pub settings: Settings,
-    pub ret: Option<Return>,
+    /// The rewrite module's directives at server level (nginx's server rewrite phase).
+    pub steps: Vec<Step>,
     pub locations: Vec<Location>,
 }
 
@@ -423,7 +618,8 @@ pub enum LocationMatch {
 pub struct Location {
     pub matcher: LocationMatch,
     pub proxy_pass: Option<Template>,
-    pub ret: Option<Return>,
+    /// The rewrite module's directives (the location's rewrite phase).
+    pub steps: Vec<Step>,
     pub settings: Settings,
     pub locations: Vec<Location>,
 }

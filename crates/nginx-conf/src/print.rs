@@ -201,15 +201,123 @@ fn settings(o: &mut Out, s: &Settings) {
     if let Some(c) = &s.ssl_certificate_key {
         o.line(&[w("ssl_certificate_key"), w(c)]);
     }
-}
-
-fn ret(o: &mut Out, r: &Option<Return>) {
-    if let Some(r) = r {
-        let mut p = vec![w("return"), r.code.to_string()];
-        if let Some(t) = &r.text {
-            p.push(w(t.as_str()));
+    for h in s.add_header.iter().flatten() {
+        let mut p = vec![w("add_header"), w(&h.name), w(h.value.as_str())];
+        if h.always {
+            p.push(w("always"));
         }
         o.line(&p);
+    }
+    if let Some(e) = &s.expires {
+        o.line(&expires(e));
+    }
+    for (name, flag) in [
+        ("rewrite_log", s.rewrite_log),
+        ("uninitialized_variable_warn", s.uninitialized_variable_warn),
+        ("real_ip_recursive", s.real_ip_recursive),
+    ] {
+        if let Some(b) = flag {
+            o.line(&[w(name), w(if b { "on" } else { "off" })]);
+        }
+    }
+    for src in s.set_real_ip_from.iter().flatten() {
+        o.line(&[w("set_real_ip_from"), w(&src.as_written())]);
+    }
+    if let Some(h) = &s.real_ip_header {
+        o.line(&[w("real_ip_header"), w(h)]);
+    }
+    for r in s.access.iter().flatten() {
+        let verb = if r.allow { "allow" } else { "deny" };
+        o.line(&[w(verb), w(&r.source.as_written())]);
+    }
+}
+
+/// A time in seconds as `expires` takes it (no unit: seconds).
+fn expires(e: &Expires) -> Vec<String> {
+    let mut p = vec![w("expires")];
+    match e {
+        Expires::Off => p.push(w("off")),
+        Expires::Epoch => p.push(w("epoch")),
+        Expires::Max => p.push(w("max")),
+        Expires::Access(s) => p.push(s.to_string()),
+        Expires::Modified(s) => {
+            p.push(w("modified"));
+            p.push(s.to_string());
+        }
+        Expires::Daily(s) => p.push(format!("@{s}")),
+        Expires::Variable(t) => p.push(w(t.as_str())),
+    }
+    p
+}
+
+fn steps(o: &mut Out, list: &[Step]) {
+    for s in list {
+        match s {
+            Step::Return(r) => {
+                let mut p = vec![w("return"), r.code.to_string()];
+                if let Some(t) = &r.text {
+                    p.push(w(t.as_str()));
+                }
+                o.line(&p);
+            }
+            Step::Rewrite(r) => {
+                let mut p = vec![w("rewrite"), w(&r.regex), w(r.replacement.as_str())];
+                if let Some(f) = r.flag {
+                    p.push(w(f.as_str()));
+                }
+                o.line(&p);
+            }
+            Step::Set { variable, value } => {
+                o.line(&[w("set"), format!("${variable}"), w(value.as_str())]);
+            }
+            Step::Break => o.line(&[w("break")]),
+            Step::If(i) => {
+                let mut head = vec![w("if")];
+                match &i.condition {
+                    Condition::Variable(v) => head.push(format!("(${v})")),
+                    Condition::Compare {
+                        variable,
+                        negate,
+                        value,
+                    } => {
+                        head.push(format!("(${variable}"));
+                        head.push(w(if *negate { "!=" } else { "=" }));
+                        head.push(w(value.as_str()));
+                        head.push(w(")"));
+                    }
+                    Condition::Match {
+                        variable,
+                        negate,
+                        case_insensitive,
+                        regex,
+                    } => {
+                        head.push(format!("(${variable}"));
+                        let op = match (negate, case_insensitive) {
+                            (false, false) => "~",
+                            (false, true) => "~*",
+                            (true, false) => "!~",
+                            (true, true) => "!~*",
+                        };
+                        head.push(w(op));
+                        head.push(w(regex));
+                        head.push(w(")"));
+                    }
+                    Condition::File { negate, test, path } => {
+                        let op = format!("{}-{}", if *negate { "!" } else { "" }, test.letter());
+                        head.push(format!("({op}"));
+                        head.push(w(path.as_str()));
+                        head.push(w(")"));
+                    }
+                }
+                o.open(&head);
+                if let Some(p) = &i.proxy_pass {
+                    o.line(&[w("proxy_pass"), w(p.as_str())]);
+                }
+                settings(o, &i.settings);
+                steps(o, &i.steps);
+                o.close();
+            }
+        }
     }
 }
 
@@ -231,8 +339,8 @@ fn location(o: &mut Out, l: &Location) {
     if let Some(p) = &l.proxy_pass {
         o.line(&[w("proxy_pass"), w(p.as_str())]);
     }
-    ret(o, &l.ret);
     settings(o, &l.settings);
+    steps(o, &l.steps);
     for inner in &l.locations {
         location(o, inner);
     }
@@ -269,6 +377,9 @@ pub fn print(cfg: &NginxConfig) -> String {
     };
     o.open(&[w("http")]);
     settings(&mut o, &http.settings);
+    for (directive, path) in &http.temp_paths {
+        o.line(&[w(directive), w(path)]);
+    }
     for f in &http.log_formats {
         let mut p = vec![w("log_format"), w(&f.name)];
         if let Some(e) = &f.escape {
@@ -396,8 +507,8 @@ pub fn print(cfg: &NginxConfig) -> String {
             p.extend(s.server_name.iter().map(|n| w(&n.as_written())));
             o.line(&p);
         }
-        ret(&mut o, &s.ret);
         settings(&mut o, &s.settings);
+        steps(&mut o, &s.steps);
         for l in &s.locations {
             location(&mut o, l);
         }

@@ -62,7 +62,8 @@ fn lex(text: &str, file: FileId, diags: &mut Vec<Diagnostic>) -> Vec<Tok> {
         let here = Span::new(file, line, col, 1);
         if need_space {
             need_space = false;
-            if !matches!(c, ' ' | '\t' | '\r' | ';' | '{') {
+            // `)` may follow a quoted word (`if ($a = "b")`) and starts a word of its own.
+            if !matches!(c, ' ' | '\t' | '\r' | ';' | '{' | ')') {
                 diags.push(Diagnostic::error(here, format!("unexpected \"{c}\"")));
             }
         }

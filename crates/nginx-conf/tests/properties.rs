@@ -110,6 +110,138 @@ fn settings(location: bool) -> impl Strategy<Value = Settings> {
         )
 }
 
+/// What the headers, realip and access modules add to the settings.
+fn module_settings() -> impl Strategy<Value = Settings> {
+    let source = prop_oneof![
+        Just(Source::All),
+        Just(Source::Unix),
+        (any::<[u8; 4]>(), 0u8..=32).prop_map(|(a, len)| {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            Source::Net(
+                std::net::IpAddr::from((u32::from_be_bytes(a) & mask).to_be_bytes()),
+                len,
+            )
+        }),
+    ];
+    let expires = prop_oneof![
+        Just(Expires::Off),
+        Just(Expires::Epoch),
+        Just(Expires::Max),
+        (-100_000i64..100_000).prop_map(Expires::Access),
+        (0i64..100_000).prop_map(Expires::Modified),
+        (0i64..86_400).prop_map(Expires::Daily),
+        Just(Expires::Variable(Template::new("$arg_e"))),
+    ];
+    (
+        prop::option::of(prop::collection::vec(
+            ("X-[A-Za-z]{1,8}", template(), any::<bool>()).prop_map(|(name, value, always)| {
+                AddHeader {
+                    name,
+                    value,
+                    always,
+                }
+            }),
+            1..3,
+        )),
+        prop::option::of(expires),
+        prop::option::of(prop::collection::vec(source.clone(), 1..3)),
+        prop::option::of(prop::sample::select(vec![
+            "X-Real-IP",
+            "X-Forwarded-For",
+            "X-Client",
+        ])),
+        prop::option::of(any::<bool>()),
+        prop::option::of(prop::collection::vec(
+            (any::<bool>(), source).prop_map(|(allow, source)| AccessRule { allow, source }),
+            1..4,
+        )),
+    )
+        .prop_map(
+            |(add_header, expires, from, header, recursive, access)| Settings {
+                add_header,
+                expires,
+                set_real_ip_from: from
+                    .map(|v| {
+                        v.into_iter()
+                            .filter(|s| *s != Source::All)
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|v| !v.is_empty()),
+                real_ip_header: header.map(str::to_string),
+                real_ip_recursive: recursive,
+                access,
+                ..Settings::default()
+            },
+        )
+}
+
+/// The rewrite module's directives; `in_if`: inside an `if` (no `if` there).
+fn steps(in_if: bool) -> BoxedStrategy<Vec<Step>> {
+    let leaf = prop_oneof![
+        (
+            "/[a-z]{1,6}",
+            prop::option::of(prop::sample::select(vec![
+                RewriteFlag::Last,
+                RewriteFlag::Break,
+                RewriteFlag::Redirect,
+                RewriteFlag::Permanent,
+            ]))
+        )
+            .prop_map(|(to, flag)| Step::Rewrite(Rewrite {
+                regex: "^/old/(.*)$".into(),
+                replacement: Template::new(format!("{to}/$1")),
+                flag,
+            })),
+        (200u16..600, prop::option::of(template()))
+            .prop_map(|(code, text)| Step::Return(Return { code, text })),
+        ("[a-z]{1,6}", template()).prop_map(|(v, value)| Step::Set {
+            variable: format!("v_{v}"),
+            value,
+        }),
+        Just(Step::Break),
+    ];
+    if in_if {
+        return prop::collection::vec(leaf, 0..3).boxed();
+    }
+    let condition = prop_oneof![
+        Just(Condition::Variable("http_x".into())),
+        (any::<bool>(), template()).prop_map(|(negate, value)| Condition::Compare {
+            variable: "scheme".into(),
+            negate,
+            value,
+        }),
+        (any::<bool>(), any::<bool>()).prop_map(|(negate, ci)| Condition::Match {
+            variable: "uri".into(),
+            negate,
+            case_insensitive: ci,
+            regex: "^/a(b|c)$".into(),
+        }),
+        (
+            any::<bool>(),
+            prop::sample::select(vec![
+                FileTest::File,
+                FileTest::Dir,
+                FileTest::Exists,
+                FileTest::Executable,
+            ])
+        )
+            .prop_map(|(negate, test)| Condition::File {
+                negate,
+                test,
+                path: Template::new("/srv/$host/down"),
+            }),
+    ];
+    let if_step = (condition, steps(true)).prop_map(|(condition, steps)| {
+        Step::If(Box::new(If {
+            condition,
+            steps,
+            proxy_pass: None,
+            settings: Settings::default(),
+        }))
+    });
+    prop::collection::vec(prop_oneof![3 => leaf, 1 => if_step], 0..4).boxed()
+}
+
 fn upstream(index: usize) -> impl Strategy<Value = Upstream> {
     let server = (
         1u8..=254,
@@ -187,8 +319,10 @@ fn location(upstreams: usize, index: usize) -> impl Strategy<Value = Location> {
         0..upstreams.max(1),
         any::<bool>(),
         settings(true),
+        module_settings(),
+        steps(false),
     )
-        .prop_map(move |(matcher, up, proxied, settings)| {
+        .prop_map(move |(matcher, up, proxied, settings, modules, steps)| {
             // Distinct paths: nginx refuses duplicate locations.
             let matcher = match matcher {
                 LocationMatch::Prefix(p) => LocationMatch::Prefix(format!("{p}{index}")),
@@ -198,25 +332,24 @@ fn location(upstreams: usize, index: usize) -> impl Strategy<Value = Location> {
                 }
                 r => r,
             };
-            let (proxy_pass, ret) = if proxied && upstreams > 0 {
-                (Some(Template::new(format!("http://up{up}"))), None)
-            } else {
-                (
-                    None,
-                    Some(Return {
-                        code: 204,
-                        text: None,
-                    }),
-                )
+            let proxy_pass =
+                (proxied && upstreams > 0).then(|| Template::new(format!("http://up{up}")));
+            let mut settings = Settings {
+                add_header: modules.add_header,
+                expires: modules.expires,
+                set_real_ip_from: modules.set_real_ip_from,
+                real_ip_header: modules.real_ip_header,
+                real_ip_recursive: modules.real_ip_recursive,
+                access: modules.access,
+                ..settings
             };
-            let mut settings = settings;
             if proxy_pass.is_none() {
                 settings.proxy_redirect = None;
             }
             Location {
                 matcher,
                 proxy_pass,
-                ret,
+                steps,
                 settings,
                 locations: Vec::new(),
             }
@@ -238,8 +371,9 @@ fn server(upstreams: usize) -> impl Strategy<Value = Server> {
         settings(false),
         (0usize..4)
             .prop_flat_map(move |n| (0..n).map(|i| location(upstreams, i)).collect::<Vec<_>>()),
+        steps(false),
     )
-        .prop_map(|(listens, names, settings, locations)| Server {
+        .prop_map(|(listens, names, settings, locations, steps)| Server {
             listen: listens
                 .into_iter()
                 .map(|(a, port, ds, reuse)| {
@@ -252,7 +386,7 @@ fn server(upstreams: usize) -> impl Strategy<Value = Server> {
                 .collect(),
             server_name: names.into_iter().map(ServerName::Exact).collect(),
             settings,
-            ret: None,
+            steps,
             locations,
         })
 }
@@ -286,6 +420,10 @@ fn config() -> impl Strategy<Value = NginxConfig> {
                         maps: Vec::new(),
                         upstreams,
                         servers,
+                        temp_paths: vec![(
+                            "client_body_temp_path".into(),
+                            "/var/lib/nginx/body".into(),
+                        )],
                     }),
                 },
             )

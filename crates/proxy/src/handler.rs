@@ -17,6 +17,7 @@ use crate::body::Body;
 use crate::log::AccessLine;
 use crate::request::{BodyError, ClientBody, Req};
 use crate::response::Response;
+use crate::rewrite;
 use crate::route::{self, Matched};
 use crate::site::{self, Level, Loc, Resolved, Site, Target, UpstreamGroup, VServer};
 use crate::upstream::{self, Conn, Failure, Relayed};
@@ -56,19 +57,17 @@ pub(crate) async fn handle<B: ClientBody>(
     mut r: Req,
     body: &mut B,
 ) -> Option<Response> {
-    let host = r.host_header().map(str::to_string);
-    let Some(server) = route::server(
-        &site,
-        r.conn.local,
-        host.as_deref().map(|h| {
-            if h.starts_with('[') {
-                h.split_once(']')
-                    .map_or(h, |(a, _)| a.trim_start_matches('['))
-            } else {
-                h.rsplit_once(':').map_or(h, |(a, _)| a)
-            }
-        }),
-    ) else {
+    // The host the request names, without its port.
+    let host = r.host_header().map(|h| {
+        if h.starts_with('[') {
+            h.split_once(']')
+                .map_or(h, |(a, _)| a.trim_start_matches('['))
+                .to_string()
+        } else {
+            h.rsplit_once(':').map_or(h, |(a, _)| a).to_string()
+        }
+    });
+    let Some(server) = route::server(&site, r.conn.local, host.as_deref()) else {
         return Some(Response::error(404, site.server.clone()));
     };
     let log_settings = &server.settings;
@@ -76,14 +75,91 @@ pub(crate) async fn handle<B: ClientBody>(
         return Some(fail(&site, server, log_settings, &r, 400));
     };
     r.uri = uri;
-    if let Some(ret) = &server.ret {
-        return answer(&site, server, log_settings, &r, ret);
+    let path = r.path();
+    r.script.quoted = path.contains('%') || path.contains('+');
+    let regexes = server.regexes.iter().any(Option::is_some);
+    if let (Some(h), true) = (&host, regexes) {
+        // A server_name regex's captures, when no plain name of the server matched.
+        let h = h.trim_end_matches('.').to_ascii_lowercase();
+        let named = server.names.iter().any(|n| match n {
+            fulcrum_nginx_conf::model::ServerName::Exact(e) => e.eq_ignore_ascii_case(&h),
+            _ => false,
+        });
+        if !named {
+            for re in server.regexes.iter().flatten() {
+                if r.script.matched(re, &h) {
+                    break;
+                }
+            }
+        }
     }
-    let Some((loc, matched)) = route::location(&server.locations, &r.uri) else {
-        return Some(fail(&site, server, log_settings, &r, 404));
+    // nginx's phases: post-read (realip with the server's settings), server rewrite,
+    // find location and its rewrite (again while a rewrite changes the URI, at most ten
+    // times), preaccess (the location's realip), access, then the content: proxy_pass.
+    crate::access::realip(&mut r, server.settings.realip.as_ref());
+    let (outcome, _) = rewrite::run(
+        &server.ops,
+        &mut r,
+        &site,
+        server.name(),
+        server.settings.rewrite_log,
+    );
+    notices(&mut r, log_settings, server);
+    match outcome {
+        rewrite::Outcome::Continue => {}
+        rewrite::Outcome::Answer { code, text } => {
+            return answer(&site, server, log_settings, &r, code, text)
+        }
+        rewrite::Outcome::Error => return Some(rewritten_empty(&site, server, log_settings, &r)),
+    }
+    let mut changes = 0;
+    let (loc, matched) = loop {
+        let Some((found, matched)) = route::location(&server.locations, &r.uri) else {
+            return Some(fail(&site, server, log_settings, &r, 404));
+        };
+        if let Some(re) = &found.regex {
+            let uri = r.uri.clone();
+            r.script.matched(re, &uri);
+        }
+        r.script.uri_changed = false;
+        r.script.valid_location = true;
+        let (outcome, inner) = rewrite::run(
+            &found.ops,
+            &mut r,
+            &site,
+            server.name(),
+            found.settings.rewrite_log,
+        );
+        let loc = inner.unwrap_or(found);
+        notices(&mut r, &loc.settings, server);
+        match outcome {
+            rewrite::Outcome::Continue => {}
+            rewrite::Outcome::Answer { code, text } => {
+                return answer(&site, server, &loc.settings, &r, code, text)
+            }
+            rewrite::Outcome::Error => {
+                return Some(rewritten_empty(&site, server, &loc.settings, &r))
+            }
+        }
+        if r.script.uri_changed {
+            changes += 1;
+            if changes > 10 {
+                let message = format!(
+                    "rewrite or internal redirection cycle while processing \"{}\"",
+                    r.uri
+                );
+                error!("{message}");
+                elog(&loc.settings, &r, server).write(Level::Error, &message, None);
+                return Some(fail(&site, server, &loc.settings, &r, 500));
+            }
+            continue;
+        }
+        break (loc, matched);
     };
-    if let Some(ret) = &loc.ret {
-        return answer(&site, server, &loc.settings, &r, ret);
+    crate::access::realip(&mut r, loc.settings.realip.as_ref());
+    if !crate::access::allowed(&loc.settings.access, r.conn.remote.ip()) {
+        elog(&loc.settings, &r, server).write(Level::Error, "access forbidden by rule", None);
+        return Some(fail(&site, server, &loc.settings, &r, 403));
     }
     let Some(target) = &loc.target else {
         return Some(fail(&site, server, &loc.settings, &r, 404));
@@ -187,20 +263,45 @@ pub(crate) async fn handle<B: ClientBody>(
     Some(finish(&site, server, res, &r, out, &peer_text))
 }
 
-/// `return code [text|URL]`.
+/// The error log as it applies to `res`, for a request.
+fn elog<'a>(res: &'a Resolved, r: &'a Req, server: &'a VServer) -> crate::log::ErrorContext<'a> {
+    crate::log::ErrorContext {
+        target: &res.error_log,
+        r,
+        server: server.name(),
+    }
+}
+
+/// rewrite_log's notices, into the error log.
+fn notices(r: &mut Req, res: &Resolved, server: &VServer) {
+    if r.script.notices.is_empty() {
+        return;
+    }
+    let lines = std::mem::take(&mut r.script.notices);
+    for l in lines {
+        elog(res, r, server).write(Level::Notice, &l, None);
+    }
+}
+
+/// A rewrite to an empty URI: nginx logs it and answers 500.
+fn rewritten_empty(site: &Site, server: &VServer, res: &Resolved, r: &Req) -> Response {
+    elog(res, r, server).write(Level::Error, "the rewritten URI has a zero length", None);
+    fail(site, server, res, r, 500)
+}
+
+/// `return code [text|URL]`, and a rewrite's redirect (its Location as the text).
 fn answer(
     site: &Site,
     server: &VServer,
     res: &Resolved,
     r: &Req,
-    ret: &fulcrum_nginx_conf::model::Return,
+    status: u16,
+    text: Option<String>,
 ) -> Option<Response> {
-    if ret.code == 444 {
+    if status == 444 {
         return None;
     }
-    let status = ret.code;
     let ctx = r.ctx(site, server.name(), "");
-    let text = ret.text.as_ref().map(|t| ctx.eval(t));
     let resp = match (status, text) {
         (301 | 302 | 303 | 307 | 308, Some(url)) => {
             // A relative URL is made absolute and written where nginx's header filter
@@ -277,6 +378,18 @@ fn escape_uri(s: &str) -> String {
     out
 }
 
+/// proxy_pass's URI part, then `$uri` after the location's prefix (escaped), then
+/// `?$args` (ngx_http_proxy_create_request).
+fn uri_and_args(r: &Req, part: &str, prefix: usize) -> Bytes {
+    let rest = r.uri.get(prefix..).unwrap_or("");
+    let mut p = format!("{part}{}", escape_uri(rest));
+    if !r.args.is_empty() {
+        p.push('?');
+        p.push_str(&r.args);
+    }
+    Bytes::from(p)
+}
+
 /// The upstream group, `$proxy_host`, the URI to send, and whether it is https.
 fn resolve_target(
     site: &Site,
@@ -293,25 +406,15 @@ fn resolve_target(
             uri,
         } => {
             let path = match (uri, matched) {
-                // The target as the client sent it (nginx's unparsed URI).
-                (None, _) => r.target.clone(),
-                (Some(u), Matched::Prefix(len)) => {
-                    let rest = r.uri.get(len..).unwrap_or("");
-                    let mut p = format!("{u}{}", escape_uri(rest));
-                    if !r.args.is_empty() {
-                        p.push('?');
-                        p.push_str(&r.args);
-                    }
-                    Bytes::from(p)
-                }
-                (Some(u), _) => {
-                    let mut p = u.clone();
-                    if !r.args.is_empty() {
-                        p.push('?');
-                        p.push_str(&r.args);
-                    }
-                    Bytes::from(p)
-                }
+                // The target as the client sent it (nginx's unparsed URI), unless a
+                // rewrite changed it.
+                (None, _) if !r.script.internal => r.target.clone(),
+                (None, _) => uri_and_args(r, "", 0),
+                // After `rewrite ... break` the URI part no longer replaces the prefix:
+                // the whole rewritten URI goes.
+                (Some(_), _) if !r.script.valid_location => uri_and_args(r, "", 0),
+                (Some(u), Matched::Prefix(len)) => uri_and_args(r, u, len),
+                (Some(u), _) => uri_and_args(r, u, r.uri.len()),
             };
             Ok((upstream.clone(), proxy_host.clone(), path, *https))
         }
@@ -332,6 +435,7 @@ fn resolve_target(
             };
             let path = match uri {
                 Some(u) => Bytes::from(u.to_string()),
+                None if r.script.internal => uri_and_args(r, "", 0),
                 None => r.target.clone(),
             };
             Ok((group, hp.to_string(), path, https))
@@ -783,7 +887,8 @@ fn fail(site: &Site, server: &VServer, res: &Resolved, r: &Req, status: u16) -> 
     )
 }
 
-/// Counts the response and leaves its access log line with it.
+/// Applies the headers filter (expires, add_header), counts the response and leaves its
+/// access log line with it.
 fn finish(
     site: &Site,
     server: &VServer,
@@ -792,6 +897,19 @@ fn finish(
     mut resp: Response,
     upstream_addr: &str,
 ) -> Response {
+    crate::headers::filter(&mut resp, res, &r.ctx(site, server.name(), ""));
+    if res.uninitialized_variable_warn {
+        let names = r
+            .script
+            .uninitialized
+            .lock()
+            .map(|mut u| std::mem::take(&mut *u))
+            .unwrap_or_default();
+        for n in names {
+            let message = format!("using uninitialized \"{n}\" variable");
+            elog(res, r, server).write(Level::Warn, &message, None);
+        }
+    }
     site.stats.request(server.name(), resp.status);
     resp.log = AccessLine::new(site, server, res, r, resp.status, upstream_addr);
     resp

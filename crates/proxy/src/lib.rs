@@ -11,13 +11,16 @@
 //! with the old one left serving. Upstream groups whose block did not change keep their
 //! balancer state and idle connections.
 
+mod access;
 mod body;
 mod h2;
 mod handler;
+mod headers;
 mod http1;
 mod log;
 mod request;
 mod response;
+pub mod rewrite;
 pub mod route;
 pub mod site;
 mod spool;

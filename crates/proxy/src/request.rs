@@ -41,6 +41,10 @@ pub(crate) struct Req {
     pub start: Instant,
     /// The body is framed with chunked or Content-Length (HTTP/1), or may follow (h2).
     pub has_body: bool,
+    /// The rewrite module's state and the variables it sets.
+    pub script: crate::rewrite::Script,
+    /// The connection's own remote address once realip has replaced `conn.remote`.
+    pub realip: Option<SocketAddr>,
 }
 
 impl Req {
@@ -68,6 +72,8 @@ impl Req {
             conn,
             start: Instant::now(),
             has_body: false,
+            script: crate::rewrite::Script::default(),
+            realip: None,
         }
     }
 
@@ -111,6 +117,10 @@ impl Req {
             time_local: "",
             request_time: 0.0,
             upstream_addr: "",
+            script: &self.script,
+            realip_remote: self.realip,
+            sent: None,
+            sent_content_type: None,
         }
     }
 }

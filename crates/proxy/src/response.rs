@@ -219,7 +219,7 @@ pub(crate) fn http_date() -> Bytes {
     })
 }
 
-fn format_date(secs: u64) -> String {
+pub(crate) fn format_date(secs: u64) -> String {
     const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fulcrum_nginx_conf::model::{
-    AccessLog, Balance, HttpVersion, Location, LocationMatch, LogFormat, Map, NextUpstream,
-    NginxConfig, ProxyRedirect, Return, Server, ServerName, Settings, Template, Upstream,
-    UpstreamServer,
+    AccessLog, AccessRule, AddHeader, Balance, Expires, HttpVersion, Location, LocationMatch,
+    LogFormat, Map, NextUpstream, NginxConfig, ProxyRedirect, Server, ServerName, Settings, Source,
+    Template, Upstream, UpstreamServer,
 };
 use fulcrum_upstream::Pool;
 use regex::Regex;
@@ -49,6 +49,24 @@ pub struct Resolved {
     pub server: bytes::Bytes,
     /// default_type: the Content-Type of `return` with text.
     pub default_type: bytes::Bytes,
+    pub add_header: Vec<AddHeader>,
+    pub expires: Expires,
+    pub rewrite_log: bool,
+    pub uninitialized_variable_warn: bool,
+    /// set_real_ip_from with real_ip_header and real_ip_recursive; None without trusted
+    /// addresses.
+    pub realip: Option<RealIp>,
+    /// allow and deny, in order.
+    pub access: Vec<AccessRule>,
+}
+
+/// The realip module's settings for a level.
+#[derive(Debug, Clone)]
+pub struct RealIp {
+    pub from: Vec<Source>,
+    /// X-Real-IP unless configured.
+    pub header: String,
+    pub recursive: bool,
 }
 
 /// The Server header's value and the error pages' footer, as server_tokens says.
@@ -93,7 +111,15 @@ fn merge(inner: &Settings, outer: &Settings) -> Settings {
         underscores_in_headers,
         ignore_invalid_headers,
         server_tokens,
-        default_type
+        default_type,
+        add_header,
+        expires,
+        rewrite_log,
+        uninitialized_variable_warn,
+        set_real_ip_from,
+        real_ip_header,
+        real_ip_recursive,
+        access
     )
 }
 
@@ -150,6 +176,19 @@ impl Resolved {
                     .clone()
                     .unwrap_or_else(|| "text/plain".into()),
             ),
+            add_header: s.add_header.clone().unwrap_or_default(),
+            expires: s.expires.clone().unwrap_or(Expires::Off),
+            rewrite_log: s.rewrite_log.unwrap_or(false),
+            uninitialized_variable_warn: s.uninitialized_variable_warn.unwrap_or(true),
+            realip: s.set_real_ip_from.as_ref().map(|from| RealIp {
+                from: from.clone(),
+                header: s
+                    .real_ip_header
+                    .clone()
+                    .unwrap_or_else(|| "X-Real-IP".into()),
+                recursive: s.real_ip_recursive.unwrap_or(false),
+            }),
+            access: s.access.clone().unwrap_or_default(),
         }
     }
 }
@@ -175,7 +214,8 @@ pub struct Loc {
     pub matcher: LocationMatch,
     pub regex: Option<Regex>,
     pub target: Option<Target>,
-    pub ret: Option<Return>,
+    /// The rewrite module's directives, run after the location is found.
+    pub ops: Vec<crate::rewrite::Op>,
     pub settings: Resolved,
     pub children: Vec<Loc>,
 }
@@ -193,7 +233,8 @@ pub struct VServer {
     pub http2: bool,
     /// ssl_certificate and ssl_certificate_key.
     pub cert: Option<(String, String)>,
-    pub ret: Option<Return>,
+    /// The rewrite module's directives at server level, run before a location is found.
+    pub ops: Vec<crate::rewrite::Op>,
     pub settings: Resolved,
     pub locations: Vec<Loc>,
     pub https: bool,
@@ -240,6 +281,8 @@ pub struct Site {
     pub servers: Vec<VServer>,
     pub upstreams: HashMap<String, Arc<UpstreamGroup>>,
     pub maps: Vec<CompiledMap>,
+    /// Variables that `set` gives values to somewhere (uninitialized_variable_warn).
+    pub set_vars: std::collections::HashSet<String>,
     pub log_formats: HashMap<String, String>,
     pub client_header_timeout: Duration,
     /// keepalive_timeout and keepalive_requests for client connections, from the http
@@ -397,6 +440,20 @@ impl Compiler<'_> {
         Ok(g)
     }
 
+    fn proxy_target(&mut self, t: &Template) -> Result<Target, String> {
+        if t.has_variables() {
+            return Ok(Target::Dynamic(t.clone()));
+        }
+        let (https, hp, uri) =
+            split_url(t.as_str()).ok_or_else(|| format!("invalid URL \"{}\"", t.0))?;
+        Ok(Target::Fixed {
+            https,
+            upstream: self.target(hp, https)?,
+            proxy_host: hp.to_string(),
+            uri: uri.map(str::to_string),
+        })
+    }
+
     fn location(&mut self, l: &Location, outer: &Settings) -> Result<Loc, String> {
         let settings = merge(&l.settings, outer);
         let regex = match &l.matcher {
@@ -411,20 +468,28 @@ impl Compiler<'_> {
             ),
             _ => None,
         };
-        let target = match &l.proxy_pass {
-            None => None,
-            Some(t) if t.has_variables() => Some(Target::Dynamic(t.clone())),
-            Some(t) => {
-                let (https, hp, uri) =
-                    split_url(t.as_str()).ok_or_else(|| format!("invalid URL \"{}\"", t.0))?;
-                Some(Target::Fixed {
-                    https,
-                    upstream: self.target(hp, https)?,
-                    proxy_host: hp.to_string(),
-                    uri: uri.map(str::to_string),
-                })
-            }
-        };
+        let target = l
+            .proxy_pass
+            .as_ref()
+            .map(|t| self.proxy_target(t))
+            .transpose()?;
+        // An `if` in a location is a location of its own, inheriting this one (and its
+        // proxy_pass, unless it has one), as nginx merges it.
+        let ops = crate::rewrite::compile(&l.steps, &mut |i| {
+            let inner = merge(&i.settings, &settings);
+            let target = match &i.proxy_pass {
+                Some(t) => Some(self.proxy_target(t)?),
+                None => target.clone(),
+            };
+            Ok(Some(Box::new(Loc {
+                matcher: l.matcher.clone(),
+                regex: None,
+                target,
+                ops: Vec::new(),
+                settings: Resolved::of(&inner),
+                children: Vec::new(),
+            })))
+        })?;
         let children = l
             .locations
             .iter()
@@ -434,7 +499,7 @@ impl Compiler<'_> {
             matcher: l.matcher.clone(),
             regex,
             target,
-            ret: l.ret.clone(),
+            ops,
             settings: Resolved::of(&settings),
             children,
         })
@@ -484,7 +549,7 @@ impl Compiler<'_> {
             regexes,
             https: s.listen.iter().any(|l| l.ssl),
             listens,
-            ret: s.ret.clone(),
+            ops: crate::rewrite::compile(&s.steps, &mut |_| Ok(None))?,
             locations: s
                 .locations
                 .iter()
@@ -577,7 +642,7 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
         };
         c.upstreams.insert(u.name.clone(), g);
     }
-    let servers = http
+    let servers: Vec<VServer> = http
         .servers
         .iter()
         .map(|s| c.server(s, &http.settings))
@@ -596,10 +661,22 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
         .settings
         .large_client_header_buffers
         .unwrap_or((4, 8192));
+    let mut set_vars = std::collections::HashSet::new();
+    fn walk(locs: &[Loc], out: &mut std::collections::HashSet<String>) {
+        for l in locs {
+            crate::rewrite::declared(&l.ops, out);
+            walk(&l.children, out);
+        }
+    }
+    for s in &servers {
+        crate::rewrite::declared(&s.ops, &mut set_vars);
+        walk(&s.locations, &mut set_vars);
+    }
     let site = Site {
         servers,
         upstreams: c.upstreams,
         maps,
+        set_vars,
         log_formats,
         client_header_timeout: http
             .settings
@@ -634,6 +711,9 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
         stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
     };
     temp_paths(&site.servers)?;
+    for (_, dir) in &http.temp_paths {
+        std::fs::create_dir_all(dir).map_err(|e| format!("mkdir() \"{dir}\" failed ({e})"))?;
+    }
     Ok(site)
 }
 

@@ -32,6 +32,13 @@ pub struct Ctx<'a> {
     pub time_local: &'a str,
     pub request_time: f64,
     pub upstream_addr: &'a str,
+    /// The rewrite module's variables and the last regex's captures.
+    pub script: &'a crate::rewrite::Script,
+    /// The connection's own address when realip replaced `remote` (`$realip_remote_addr`).
+    pub realip_remote: Option<SocketAddr>,
+    /// The response's headers, for `$sent_http_*` (while the response is being made).
+    pub sent: Option<&'a Headers>,
+    pub sent_content_type: Option<&'a [u8]>,
 }
 
 impl Ctx<'_> {
@@ -75,7 +82,11 @@ impl Ctx<'_> {
     pub fn var(&self, name: &str, depth: u8) -> Option<String> {
         let v = match name {
             "remote_addr" => self.remote.ip().to_string(),
+            // A port realip did not learn is empty, as nginx's 0 is.
+            "remote_port" if self.remote.port() == 0 => String::new(),
             "remote_port" => self.remote.port().to_string(),
+            "realip_remote_addr" => self.realip_remote.unwrap_or(self.remote).ip().to_string(),
+            "realip_remote_port" => self.realip_remote.unwrap_or(self.remote).port().to_string(),
             "server_addr" => self.local.ip().to_string(),
             "server_port" => self.local.port().to_string(),
             "server_name" => self.server_name.to_string(),
@@ -109,16 +120,48 @@ impl Ctx<'_> {
             "upstream_addr" => {
                 return (!self.upstream_addr.is_empty()).then(|| self.upstream_addr.to_string())
             }
+            n if n.len() == 1 && (b'1'..=b'9').contains(&n.as_bytes()[0]) => {
+                let i = usize::from(n.as_bytes()[0] - b'1');
+                return self.script.captures.get(i).cloned();
+            }
             n if n.starts_with("http_") => return self.header(&n[5..]),
+            n if n.starts_with("sent_http_") => return self.sent_header(&n[10..]),
             n if n.starts_with("arg_") => {
                 return self.args.split('&').find_map(|kv| {
                     let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
                     k.eq_ignore_ascii_case(&n[4..]).then(|| v.to_string())
                 })
             }
-            n => return self.map(n, depth),
+            n => {
+                if let Some(v) = self.script.vars.get(n) {
+                    return Some(v.clone());
+                }
+                if self.site.map(n).is_none() && self.site.set_vars.contains(n) {
+                    if let Ok(mut u) = self.script.uninitialized.lock() {
+                        u.push(n.to_string());
+                    }
+                    return None;
+                }
+                return self.map(n, depth);
+            }
         };
         Some(v)
+    }
+
+    /// `$sent_http_NAME`: a header of the response being made.
+    fn sent_header(&self, name: &str) -> Option<String> {
+        let name = name.replace('_', "-");
+        if name.eq_ignore_ascii_case("content-type") {
+            if let Some(t) = self.sent_content_type {
+                return Some(String::from_utf8_lossy(t).into_owned());
+            }
+        }
+        let values: Vec<String> = self
+            .sent?
+            .get_all(&name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        (!values.is_empty()).then(|| values.join(", "))
     }
 
     fn map(&self, name: &str, depth: u8) -> Option<String> {

@@ -64,9 +64,20 @@ const PRODUCTS: [&str; 2] = [
 /// in length).
 fn answer_head(head: &str, body: &str) -> Vec<String> {
     let names_product = PRODUCTS.iter().any(|p| body.contains(p));
+    let date = head
+        .split("\r\n")
+        .find_map(|l| l.strip_prefix("Date: "))
+        .and_then(http_date);
     head.split("\r\n")
         .filter(|l| !l.starts_with("Date: "))
         .map(|l| {
+            // An Expires counted from now: as seconds after Date (the two proxies answer
+            // in different seconds).
+            if let (Some(e), Some(d)) = (l.strip_prefix("Expires: ").and_then(http_date), date) {
+                if e > 100_000_000 && e < 2_000_000_000 {
+                    return format!("Expires: Date+{}", e - d);
+                }
+            }
             if let Some(n) = l.strip_prefix("Content-Length: ") {
                 // (A HEAD answer has the length and no body.)
                 if !body.is_empty() {
@@ -88,6 +99,32 @@ fn answer_head(head: &str, body: &str) -> Vec<String> {
                 .replace(FULCRUM, "LISTEN")
         })
         .collect()
+}
+
+/// Seconds since 1970 of an HTTP date (`Sat, 05 Dec 2026 09:10:11 GMT`).
+fn http_date(v: &str) -> Option<i64> {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let f: Vec<&str> = v.split([' ', ':']).collect();
+    let [_, d, m, y, hh, mm, ss, "GMT"] = f[..] else {
+        return None;
+    };
+    let (d, y): (i64, i64) = (d.parse().ok()?, y.parse().ok()?);
+    let m = MONTHS.iter().position(|x| *x == m)? as i64 + 1;
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(
+        days * 86_400
+            + hh.parse::<i64>().ok()? * 3600
+            + mm.parse::<i64>().ok()? * 60
+            + ss.parse::<i64>().ok()?,
+    )
 }
 
 struct Pair {
@@ -794,5 +831,269 @@ fn keepalive_timeout_header_timeout_and_keepalive_requests_match_nginx() {
                 "{addr}, {requests} requests: closed after {after} ms, not within {low}..{high}"
             );
         }
+    }
+}
+
+#[test]
+fn rewrite_if_set_and_return_match_nginx() {
+    if skip("rewrite_if_set_and_return_match_nginx") {
+        return;
+    }
+    let http = r#"    upstream u {
+        server 127.0.0.1:9001;
+    }
+    server {
+        LISTEN
+        rewrite ^/old/(.*)$ /new/$1 permanent;
+        rewrite ^/moved$ http://example.com/elsewhere;
+        rewrite ^/srv-last/(.*)$ /chain/$1 last;
+        set $tag "t-$arg_t";
+        if ($http_x_block) {
+            return 403;
+        }
+        location / {
+            proxy_set_header X-Tag $tag;
+            proxy_set_header X-Uri "$uri|$args";
+            proxy_pass http://u;
+        }
+        location /chain/ {
+            rewrite ^/chain/a/(.*)$ /chain/b/$1;
+            rewrite ^/chain/b/(.*)$ /final/$1?x=1 last;
+            return 404;
+        }
+        location /final/ {
+            proxy_set_header X-Uri "$uri|$args|$1";
+            proxy_pass http://u/base/;
+        }
+        location /brk/ {
+            rewrite ^/brk/(.*)$ /inner/$1 break;
+            proxy_pass http://u/ignored/;
+        }
+        location /noargs/ {
+            rewrite ^ /plain? last;
+        }
+        location = /plain {
+            proxy_pass http://u;
+        }
+        location /loop/ {
+            rewrite ^ /loop/x last;
+        }
+        location /cond/ {
+            if ($arg_mode = "teapot") {
+                return 418;
+            }
+            if ($arg_mode ~* "^RED(.*)$") {
+                return 302 /target/$1;
+            }
+            if ($request_uri !~ "q=") {
+                set $note none;
+            }
+            if (-d /tmp) {
+                set $dir yes;
+            }
+            if (!-f /nonexistent) {
+                set $nofile yes;
+            }
+            proxy_set_header X-Note "$note|$dir|$nofile";
+            proxy_pass http://u;
+        }
+        location ~ ^/re/(\w+)/(\d+)$ {
+            proxy_pass http://u/re-$1/$2;
+        }
+        location /ret/ {
+            return 200 "uri=$uri args=$args\n";
+        }
+        location /iftarget/ {
+            if ($arg_alt) {
+                proxy_pass http://127.0.0.1:9002;
+            }
+            proxy_pass http://u;
+        }
+        location /redir-args/ {
+            rewrite ^/redir-args/(.*)$ /dest/$1 redirect;
+        }
+        location /esc/ {
+            rewrite ^/esc/(.*)$ /echo/?v=$1 last;
+        }
+        location /brk2/ {
+            rewrite ^/brk2/(.*)$ /b/$1;
+            break;
+            return 500;
+        }
+    }"#;
+    let p = Pair::start("l7rw", http, &[("b1", 9001, &[]), ("b2", 9002, &[])]);
+    let s = p.same(
+        &[
+            "/old/a/b?x=1",
+            "/moved",
+            "/srv-last/a/z?k=v",
+            "/chain/a/z",
+            "/chain/other",
+            "/brk/x/y?q=1",
+            "/noargs/?a=b",
+            "/loop/",
+            "/cond/?mode=teapot",
+            "/cond/?mode=redXYZ",
+            "/cond/plain",
+            "/cond/?q=1",
+            "/re/abc/42?z=1",
+            "/ret/a?b=c",
+            "/iftarget/x?alt=1",
+            "/iftarget/x",
+            "/redir-args/p?x=1",
+            "/esc/a%20b+c",
+            "/brk2/z?y=2",
+            "/plain?t=7",
+        ],
+        &[],
+    );
+    let status: Vec<u16> = s.iter().map(|x| x.status).collect();
+    assert_eq!(
+        status,
+        [
+            301, 302, 200, 200, 404, 200, 200, 500, 418, 302, 200, 200, 200, 200, 200, 200, 302,
+            200, 404, 200
+        ],
+        "{s:#?}"
+    );
+    assert_eq!(
+        s[14].backend, "b2",
+        "if in a location proxies where it says"
+    );
+    assert!(
+        s[2].head
+            .iter()
+            .any(|l| l.starts_with("GET /base/z?x=1&k=v ")),
+        "{:?}",
+        s[2].head
+    );
+    // The server-level if.
+    let blocked = p.same(&["/anything"], &["--header", "X-Block: 1"]);
+    assert_eq!(blocked[0].status, 403);
+}
+
+#[test]
+fn headers_realip_and_access_match_nginx() {
+    if skip("headers_realip_and_access_match_nginx") {
+        return;
+    }
+    let http = r#"    upstream u {
+        server 127.0.0.1:9001;
+    }
+    add_header X-Http http always;
+    server {
+        LISTEN
+        set_real_ip_from 127.0.0.0/8;
+        set_real_ip_from 10.0.0.0/8;
+        real_ip_header X-Forwarded-For;
+        real_ip_recursive on;
+        location / {
+            proxy_set_header X-Client "$remote_addr|$realip_remote_addr";
+            proxy_pass http://u;
+        }
+        location /hdr/ {
+            add_header X-One 1;
+            add_header X-Always yes always;
+            add_header X-Empty "";
+            add_header X-Var "$uri";
+            add_header Cache-Control "no-store";
+            add_header ETag '"fixed"';
+            proxy_pass http://u;
+        }
+        location /exp/ {
+            expires 1h;
+            proxy_pass http://u;
+        }
+        location /epoch/ {
+            expires epoch;
+            proxy_pass http://u;
+        }
+        location /max/ {
+            expires max;
+            return 200 "max\n";
+        }
+        location /neg/ {
+            expires -1;
+            return 200 "neg\n";
+        }
+        location /zero/ {
+            expires 0;
+            return 200 "zero\n";
+        }
+        location /missing/ {
+            add_header X-Only-Always 1 always;
+            add_header X-Never 1;
+            return 404;
+        }
+        location /redirect/ {
+            add_header X-Redirect 1;
+            return 301 /elsewhere;
+        }
+        location /admin/ {
+            allow 192.0.2.0/24;
+            deny all;
+            proxy_pass http://u;
+        }
+        location /office/ {
+            deny 198.51.100.7;
+            allow 198.51.100.0/24;
+            deny all;
+            proxy_pass http://u;
+        }
+        location /gotcha/ {
+            # return runs in the rewrite phase, before access: nginx answers it anyway.
+            deny all;
+            return 200 "gotcha\n";
+        }
+    }"#;
+    let b1: &[&str] = &[
+        "--answer-header",
+        "Cache-Control: private",
+        "--answer-header",
+        "Expires: 0",
+        "--answer-header",
+        "ETag: \"upstream\"",
+    ];
+    let p = Pair::start("l7hdrs", http, &[("b1", 9001, b1)]);
+    let paths = [
+        "/",
+        "/hdr/x",
+        "/exp/x",
+        "/epoch/x",
+        "/max/",
+        "/neg/",
+        "/zero/",
+        "/missing/",
+        "/redirect/",
+        "/admin/",
+        "/office/",
+        "/gotcha/",
+    ];
+    // No X-Forwarded-For: the connection's own address (127.0.0.1).
+    let s = p.same(&paths, &[]);
+    assert_eq!(
+        (s[9].status, s[10].status, s[11].status),
+        (403, 403, 200),
+        "{s:?}"
+    );
+    let has = |i: usize, line: &str| s[i].answer.iter().any(|l| l == line);
+    // add_header after the upstream's lines, ETag replaced where it stood, an empty value
+    // not sent; an inner add_header replaces the http level's.
+    assert!(has(1, "X-One: 1") && has(1, "ETag: \"fixed\"") && !has(1, "X-Http: http"));
+    // expires rewrites the upstream's Expires and Cache-Control in place.
+    assert!(has(2, "Expires: Date+3600") && has(2, "Cache-Control: max-age=3600"));
+    // Not a safe status: only `always`.
+    assert!(has(7, "X-Only-Always: 1") && !has(7, "X-Never: 1"));
+    // Through a trusted balancer: the client is the leftmost untrusted address.
+    for (xff, admin, office) in [
+        ("203.0.113.5, 10.1.2.3", 403, 403),
+        ("192.0.2.10", 200, 403),
+        ("198.51.100.7, 10.0.0.1", 403, 403),
+        ("198.51.100.8", 403, 200),
+        ("junk", 403, 403),
+    ] {
+        let h = format!("X-Forwarded-For: {xff}");
+        let s = p.same(&["/", "/admin/", "/office/"], &["--header", &h]);
+        assert_eq!((s[1].status, s[2].status), (admin, office), "{xff}");
     }
 }

@@ -72,6 +72,7 @@ impl Builder<'_> {
                 _ => {}
             }
         }
+        http.temp_paths = std::mem::take(&mut self.temp_paths);
         // access_log FORMAT must name a defined log_format (or nginx's built-in combined).
         let refs = std::mem::take(&mut self.log_format_refs);
         for (name, span) in refs {
@@ -129,6 +130,9 @@ impl Builder<'_> {
 
     /// Settings inherited through http, server and location. True when `d` was one.
     pub(super) fn setting(&mut self, d: &Directive, st: &mut Settings, ctx: Ctx) -> bool {
+        if self.module_setting(d, st) {
+            return true;
+        }
         let a0 = &d.args.first();
         match d.name.text.as_str() {
             "proxy_set_header" => {

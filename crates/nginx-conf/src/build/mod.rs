@@ -13,6 +13,8 @@ use crate::syntax::{Directive, Word};
 
 mod directives;
 mod http;
+mod rewrite;
+pub use rewrite::parse_expires;
 mod server;
 mod top;
 mod upstream;
@@ -27,6 +29,10 @@ enum Ctx {
     Server,
     Location,
     Upstream,
+    /// Inside `if` in a server block.
+    ServerIf,
+    /// Inside `if` in a location.
+    LocationIf,
 }
 
 const MAIN: u8 = 1;
@@ -35,7 +41,11 @@ const HTTP: u8 = 4;
 const SERVER: u8 = 8;
 const LOCATION: u8 = 16;
 const UPSTREAM: u8 = 32;
+const SIF: u8 = 64;
+const LIF: u8 = 128;
 const HSL: u8 = HTTP | SERVER | LOCATION;
+/// Where the rewrite module's directives go.
+const REWRITE: u8 = SERVER | LOCATION | SIF | LIF;
 
 impl Ctx {
     fn bit(self) -> u8 {
@@ -46,6 +56,8 @@ impl Ctx {
             Ctx::Server => SERVER,
             Ctx::Location => LOCATION,
             Ctx::Upstream => UPSTREAM,
+            Ctx::ServerIf => SIF,
+            Ctx::LocationIf => LIF,
         }
     }
 }
@@ -148,6 +160,8 @@ pub(crate) struct Builder<'a> {
     pub files: Vec<(String, Span)>,
     log_format_refs: Vec<(String, Span)>,
     default_servers: Vec<(Option<IpAddr>, u16, Span)>,
+    /// Directories of *_temp_path directives but proxy_temp_path: (directive, path).
+    temp_paths: Vec<(String, String)>,
 }
 
 impl<'a> Builder<'a> {
@@ -159,6 +173,7 @@ impl<'a> Builder<'a> {
             files: Vec::new(),
             log_format_refs: Vec::new(),
             default_servers: Vec::new(),
+            temp_paths: Vec::new(),
         }
     }
 

@@ -8,12 +8,15 @@ impl Builder<'_> {
             listen: Vec::new(),
             server_name: Vec::new(),
             settings: Settings::default(),
-            ret: None,
+            steps: Vec::new(),
             locations: Vec::new(),
         };
         let mut seen = HashSet::new();
         for d in ds {
             if !self.check(d, Ctx::Server) {
+                continue;
+            }
+            if self.step(d, &mut srv.steps, Ctx::Server) {
                 continue;
             }
             if self.setting(d, &mut srv.settings, Ctx::Server) {
@@ -52,7 +55,6 @@ impl Builder<'_> {
                         srv.server_name.push(name);
                     }
                 }
-                "return" if srv.ret.is_none() => srv.ret = self.ret(d),
                 "location" => {
                     if let Some(l) = self.location(d) {
                         self.note_location(&mut seen, &l, d);
@@ -220,14 +222,25 @@ impl Builder<'_> {
                 }
             }
         };
-        if let LocationMatch::Regex { pattern, .. } = &matcher {
-            self.define_captures(pattern);
+        if let LocationMatch::Regex {
+            pattern,
+            case_insensitive,
+        } = &matcher
+        {
+            let w = Word {
+                text: pattern.clone(),
+                span: d.args[d.args.len() - 1].span,
+                quoted: false,
+            };
+            if !self.regex(&w, *case_insensitive) {
+                return None;
+            }
         }
         let exact = matches!(matcher, LocationMatch::Exact(_));
         let mut loc = Location {
             matcher,
             proxy_pass: None,
-            ret: None,
+            steps: Vec::new(),
             settings: Settings::default(),
             locations: Vec::new(),
         };
@@ -241,6 +254,9 @@ impl Builder<'_> {
                 && loc.proxy_pass.is_none()
             {
                 self.error(e.name.span, "\"proxy_redirect default\" should be placed after the \"proxy_pass\" directive");
+                continue;
+            }
+            if self.step(e, &mut loc.steps, Ctx::Location) {
                 continue;
             }
             if self.setting(e, &mut loc.settings, Ctx::Location) {
@@ -260,12 +276,11 @@ impl Builder<'_> {
                         && !Template(t.clone()).has_variables()
                         && proxy_uri(t).is_some()
                     {
-                        self.error(e.args[0].span, "\"proxy_pass\" cannot have URI part in location given by regular expression");
+                        self.error(e.args[0].span, rewrite::PROXY_PASS_URI);
                         continue;
                     }
                     loc.proxy_pass = Some(Template(t.clone()));
                 }
-                "return" if loc.ret.is_none() => loc.ret = self.ret(e),
                 "location" => {
                     if exact {
                         self.error(e.name.span, "location is inside the exact location; nested locations are not allowed there");
