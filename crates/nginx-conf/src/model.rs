@@ -277,6 +277,49 @@ pub struct Settings {
     pub real_ip_recursive: Option<bool>,
     /// allow and deny, in order; the innermost level that has any.
     pub access: Option<Vec<AccessRule>>,
+    /// root or (in a location) alias: where files are served from.
+    pub root: Option<Root>,
+    /// index: the files tried for a URI ending in `/` (nginx's default `index.html`).
+    pub index: Option<Vec<Template>>,
+    /// types: MIME type by file extension, the innermost block that has any.
+    pub types: Option<Vec<(String, Vec<String>)>>,
+    /// error_page, the innermost level that has any.
+    pub error_page: Option<Vec<ErrorPage>>,
+    pub etag: Option<bool>,
+    pub if_modified_since: Option<IfModifiedSince>,
+    pub log_not_found: Option<bool>,
+}
+
+/// `root PATH` or `alias PATH`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Root {
+    Root(Template),
+    Alias(Template),
+}
+
+/// `if_modified_since off|exact|before`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfModifiedSince {
+    Off,
+    Exact,
+    Before,
+}
+
+/// `error_page CODE... [=[RESPONSE]] URI`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorPage {
+    pub codes: Vec<u16>,
+    /// `=`: the status of what the URI answers; `=CODE`: that code; None: the error's.
+    pub response: Option<ErrorPageStatus>,
+    /// A URI (an internal redirect), `@name`, or an absolute URL (a redirect).
+    pub uri: Template,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorPageStatus {
+    /// `=`: whatever the page's request answers.
+    Page,
+    Code(u16),
 }
 
 /// `add_header NAME VALUE [always]`.
@@ -597,6 +640,8 @@ pub struct Server {
     /// The rewrite module's directives at server level (nginx's server rewrite phase).
     pub steps: Vec<Step>,
     pub locations: Vec<Location>,
+    /// try_files at server level: for requests no location takes.
+    pub try_files: Option<Vec<Template>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -612,6 +657,8 @@ pub enum LocationMatch {
         pattern: String,
         case_insensitive: bool,
     },
+    /// `location @name`: reached only by error_page and try_files.
+    Named(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -622,4 +669,8 @@ pub struct Location {
     pub steps: Vec<Step>,
     pub settings: Settings,
     pub locations: Vec<Location>,
+    /// try_files: files to try in order, then the fallback (a URI, `=CODE` or `@name`).
+    pub try_files: Option<Vec<Template>>,
+    /// internal: only internal redirects reach this location.
+    pub internal: bool,
 }

@@ -230,6 +230,55 @@ fn settings(o: &mut Out, s: &Settings) {
         let verb = if r.allow { "allow" } else { "deny" };
         o.line(&[w(verb), w(&r.source.as_written())]);
     }
+    match &s.root {
+        Some(Root::Root(p)) => o.line(&[w("root"), w(p.as_str())]),
+        Some(Root::Alias(p)) => o.line(&[w("alias"), w(p.as_str())]),
+        None => {}
+    }
+    if let Some(list) = &s.index {
+        let mut p = vec![w("index")];
+        p.extend(list.iter().map(|t| w(t.as_str())));
+        o.line(&p);
+    }
+    if let Some(types) = &s.types {
+        o.open(&[w("types")]);
+        for (mime, exts) in types {
+            let mut p = vec![w(mime)];
+            p.extend(exts.iter().map(|e| w(e)));
+            o.line(&p);
+        }
+        o.close();
+    }
+    for e in s.error_page.iter().flatten() {
+        let mut p = vec![w("error_page")];
+        p.extend(e.codes.iter().map(u16::to_string));
+        match e.response {
+            Some(ErrorPageStatus::Page) => p.push(w("=")),
+            Some(ErrorPageStatus::Code(c)) => p.push(format!("={c}")),
+            None => {}
+        }
+        p.push(w(e.uri.as_str()));
+        o.line(&p);
+    }
+    for (name, flag) in [("etag", s.etag), ("log_not_found", s.log_not_found)] {
+        if let Some(b) = flag {
+            o.line(&[w(name), w(if b { "on" } else { "off" })]);
+        }
+    }
+    if let Some(m) = s.if_modified_since {
+        let v = match m {
+            IfModifiedSince::Off => "off",
+            IfModifiedSince::Exact => "exact",
+            IfModifiedSince::Before => "before",
+        };
+        o.line(&[w("if_modified_since"), w(v)]);
+    }
+}
+
+fn try_files(o: &mut Out, list: &[Template]) {
+    let mut p = vec![w("try_files")];
+    p.extend(list.iter().map(|t| w(t.as_str())));
+    o.line(&p);
 }
 
 /// A time in seconds as `expires` takes it (no unit: seconds).
@@ -326,6 +375,7 @@ fn location(o: &mut Out, l: &Location) {
         LocationMatch::Prefix(p) => vec![w("location"), w(p)],
         LocationMatch::Exact(p) => vec![w("location"), w("="), w(p)],
         LocationMatch::PrefixNoRegex(p) => vec![w("location"), w("^~"), w(p)],
+        LocationMatch::Named(n) => vec![w("location"), w(&format!("@{n}"))],
         LocationMatch::Regex {
             pattern,
             case_insensitive,
@@ -341,6 +391,12 @@ fn location(o: &mut Out, l: &Location) {
     }
     settings(o, &l.settings);
     steps(o, &l.steps);
+    if let Some(t) = &l.try_files {
+        try_files(o, t);
+    }
+    if l.internal {
+        o.line(&[w("internal")]);
+    }
     for inner in &l.locations {
         location(o, inner);
     }
@@ -509,6 +565,9 @@ pub fn print(cfg: &NginxConfig) -> String {
         }
         settings(&mut o, &s.settings);
         steps(&mut o, &s.steps);
+        if let Some(t) = &s.try_files {
+            try_files(&mut o, t);
+        }
         for l in &s.locations {
             location(&mut o, l);
         }

@@ -155,9 +155,33 @@ fn module_settings() -> impl Strategy<Value = Settings> {
             (any::<bool>(), source).prop_map(|(allow, source)| AccessRule { allow, source }),
             1..4,
         )),
+        (
+            prop::option::of("/srv/[a-z]{1,6}".prop_map(|p| Root::Root(Template::new(p)))),
+            prop::option::of(prop::collection::vec(
+                "[a-z]{1,6}\\.html".prop_map(Template::new),
+                1..3,
+            )),
+            prop::option::of(prop::collection::vec(
+                (
+                    prop::collection::vec(prop::sample::select(vec![404u16, 500, 502, 503]), 1..3),
+                    prop::option::of(prop_oneof![
+                        Just(ErrorPageStatus::Page),
+                        (200u16..600).prop_map(ErrorPageStatus::Code)
+                    ]),
+                    prop::sample::select(vec!["/50x.html", "@fallback", "http://example.com/e"]),
+                )
+                    .prop_map(|(codes, response, uri)| ErrorPage {
+                        codes,
+                        response,
+                        uri: Template::new(uri),
+                    }),
+                1..3,
+            )),
+            prop::option::of(any::<bool>()),
+        ),
     )
         .prop_map(
-            |(add_header, expires, from, header, recursive, access)| Settings {
+            |(add_header, expires, from, header, recursive, access, files)| Settings {
                 add_header,
                 expires,
                 set_real_ip_from: from
@@ -170,6 +194,10 @@ fn module_settings() -> impl Strategy<Value = Settings> {
                 real_ip_header: header.map(str::to_string),
                 real_ip_recursive: recursive,
                 access,
+                root: files.0,
+                index: files.1,
+                error_page: files.2,
+                etag: files.3,
                 ..Settings::default()
             },
         )
@@ -341,6 +369,10 @@ fn location(upstreams: usize, index: usize) -> impl Strategy<Value = Location> {
                 real_ip_header: modules.real_ip_header,
                 real_ip_recursive: modules.real_ip_recursive,
                 access: modules.access,
+                root: modules.root,
+                index: modules.index,
+                error_page: modules.error_page,
+                etag: modules.etag,
                 ..settings
             };
             if proxy_pass.is_none() {
@@ -352,6 +384,8 @@ fn location(upstreams: usize, index: usize) -> impl Strategy<Value = Location> {
                 steps,
                 settings,
                 locations: Vec::new(),
+                try_files: None,
+                internal: false,
             }
         })
 }
@@ -388,6 +422,7 @@ fn server(upstreams: usize) -> impl Strategy<Value = Server> {
             settings,
             steps,
             locations,
+            try_files: None,
         })
 }
 

@@ -17,6 +17,8 @@ pub enum Body {
     Full(Option<Bytes>),
     Relayed(Box<crate::upstream::Relayed>),
     Spooled(Box<crate::spool::Spooled>),
+    /// A file, or slices of it (the static module).
+    File(Box<crate::files::FileBody>),
 }
 
 impl Body {
@@ -31,6 +33,7 @@ impl Body {
             Body::Full(b) => Some(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Relayed(r) => r.remaining(),
             Body::Spooled(s) => s.exact_len(),
+            Body::File(f) => Some(f.len()),
         }
     }
 
@@ -46,6 +49,7 @@ impl Source for Body {
             Body::Full(b) => Poll::Ready(b.take().filter(|b| !b.is_empty()).map(Ok)),
             Body::Relayed(r) => r.poll_next(cx),
             Body::Spooled(s) => s.poll_next(cx),
+            Body::File(f) => f.poll_next(cx),
         }
     }
 }

@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use fulcrum_http1::{Framing, Headers, ResponseHead, Version};
-use fulcrum_nginx_conf::model::{HttpVersion, NextUpstream, ProxyRedirect};
+use fulcrum_nginx_conf::model::{
+    ErrorPageStatus, HttpVersion, LocationMatch, NextUpstream, ProxyRedirect, Template,
+};
 use fulcrum_upstream::{Outcome, PeerId};
 use tracing::{error, warn};
 
@@ -93,77 +95,431 @@ pub(crate) async fn handle<B: ClientBody>(
             }
         }
     }
-    // nginx's phases: post-read (realip with the server's settings), server rewrite,
-    // find location and its rewrite (again while a rewrite changes the URI, at most ten
-    // times), preaccess (the location's realip), access, then the content: proxy_pass.
+    // nginx's post-read phase: realip with the server's settings.
     crate::access::realip(&mut r, server.settings.realip.as_ref());
-    let (outcome, _) = rewrite::run(
-        &server.ops,
-        &mut r,
-        &site,
-        server.name(),
-        server.settings.rewrite_log,
-    );
-    notices(&mut r, log_settings, server);
-    match outcome {
-        rewrite::Outcome::Continue => {}
-        rewrite::Outcome::Answer { code, text } => {
-            return answer(&site, server, log_settings, &r, code, text)
-        }
-        rewrite::Outcome::Error => return Some(rewritten_empty(&site, server, log_settings, &r)),
-    }
-    let mut changes = 0;
-    let (loc, matched) = loop {
-        let Some((found, matched)) = route::location(&server.locations, &r.uri) else {
-            return Some(fail(&site, server, log_settings, &r, 404));
+    let mut start = Start::Server;
+    // nginx's uri_changes: URI changes and internal redirects, at most ten.
+    let mut changes = 0u32;
+    // error_page redirects once (recursive_error_pages off).
+    let mut paged = false;
+    loop {
+        let next = phases(&site, server, &mut r, start, &mut changes);
+        let (status, res) = match next {
+            Next::Done(resp) => return resp,
+            Next::Error(status, res) => (status, res),
+            Next::Redirect { uri, args } => {
+                if let Some(resp) = redirect(&site, server, &mut r, uri, args, &mut changes) {
+                    return Some(resp);
+                }
+                start = Start::Server;
+                continue;
+            }
+            Next::Named(loc) => {
+                start = Start::Named(loc);
+                continue;
+            }
+            Next::Content(loc, matched) => {
+                let outcome = match &loc.target {
+                    Some(target) => proxy(&site, server, &r, loc, target, matched, body).await,
+                    None => files(&site, server, &mut r, loc, matched, body, &mut changes).await,
+                };
+                match outcome {
+                    Served::Done(resp) => return resp,
+                    Served::Error(status) => (status, &loc.settings),
+                    Served::Again => {
+                        start = Start::Server;
+                        continue;
+                    }
+                }
+            }
         };
+        // error_page, once.
+        let page = (!paged)
+            .then(|| res.error_page.iter().find(|p| p.codes.contains(&status)))
+            .flatten();
+        let Some(page) = page else {
+            if status == 444 {
+                drop(fail(&site, server, res, &r, 444));
+                return None;
+            }
+            return Some(fail(&site, server, res, &r, status));
+        };
+        paged = true;
+        let wire = if (494..=497).contains(&status) {
+            400
+        } else {
+            status
+        };
+        r.err_status = match page.response {
+            None => Some(wire),
+            Some(ErrorPageStatus::Page) => None,
+            Some(ErrorPageStatus::Code(c)) => Some(c),
+        };
+        let target = r.ctx(&site, server.name(), "").eval(&page.uri);
+        if let Some(name) = target.strip_prefix('@') {
+            match server
+                .named
+                .iter()
+                .find(|l| matches!(&l.matcher, LocationMatch::Named(n) if n == name))
+            {
+                Some(loc) => start = Start::Named(loc),
+                None => {
+                    log_error(
+                        &r,
+                        res,
+                        server.name(),
+                        &format!("could not find named location \"{target}\""),
+                    );
+                    r.err_status = None;
+                    return Some(fail(&site, server, res, &r, 500));
+                }
+            }
+            continue;
+        }
+        if target.starts_with('/') {
+            if &r.method_name[..] != b"HEAD" {
+                let line = std::mem::replace(&mut r.method_name, Bytes::from_static(b"GET"));
+                r.line_method.get_or_insert(line);
+            }
+            let (uri, args) = match target.split_once('?') {
+                Some((u, a)) => (u.to_string(), a.to_string()),
+                None => (target.clone(), String::new()),
+            };
+            if let Some(resp) = redirect(&site, server, &mut r, uri, args, &mut changes) {
+                return Some(resp);
+            }
+            start = Start::Server;
+            continue;
+        }
+        // An absolute URL: a redirect, 302 unless `=` named a redirect status.
+        let code = r
+            .err_status
+            .take()
+            .filter(|c| matches!(c, 301 | 302 | 303 | 307 | 308))
+            .unwrap_or(302);
+        let mut resp = Response::error(code, res.server.clone());
+        resp.headers.push("Location", target);
+        return Some(finish(&site, server, res, &r, resp, ""));
+    }
+}
+
+/// Where the phases start: the server's rewrite phase (a new request, or an internal
+/// redirect), or a named location (error_page or try_files to `@name`).
+#[derive(Clone, Copy)]
+enum Start<'a> {
+    Server,
+    Named(&'a Loc),
+}
+
+/// What the phases before the content decided.
+#[allow(clippy::large_enum_variant)] // short-lived, one per request: no box
+enum Next<'a> {
+    /// Answered (or closed: None).
+    Done(Option<Response>),
+    /// An error nginx answers with its page, or with error_page.
+    Error(u16, &'a Resolved),
+    /// An internal redirect (try_files' fallback URI).
+    Redirect {
+        uri: String,
+        args: String,
+    },
+    Named(&'a Loc),
+    /// The content phase of this location: proxy_pass, or files.
+    Content(&'a Loc, Matched),
+}
+
+/// What the content phase decided.
+#[allow(clippy::large_enum_variant)] // short-lived, one per request: no box
+enum Served {
+    Done(Option<Response>),
+    Error(u16),
+    /// The URI changed (an index file): the phases again from the server's rewrite.
+    Again,
+}
+
+/// `return` (or a rewrite's redirect): a code from 400 with no text is an error nginx
+/// answers with its page, or error_page.
+fn answered<'a>(
+    site: &Site,
+    server: &VServer,
+    res: &'a Resolved,
+    r: &Req,
+    code: u16,
+    text: Option<String>,
+) -> Next<'a> {
+    if code >= 400 && text.is_none() {
+        return Next::Error(code, res);
+    }
+    Next::Done(answer(site, server, res, r, code, text))
+}
+
+/// An internal redirect (ngx_http_internal_redirect): the new URI and arguments, counted
+/// against the cycle limit. Some: the 500 that ends a cycle.
+fn redirect(
+    site: &Site,
+    server: &VServer,
+    r: &mut Req,
+    uri: String,
+    args: String,
+    changes: &mut u32,
+) -> Option<Response> {
+    *changes += 1;
+    if *changes > 10 {
+        let message = format!(
+            "rewrite or internal redirection cycle while internally redirecting to \"{uri}\""
+        );
+        error!("{message}");
+        log_error(r, &server.settings, server.name(), &message);
+        r.err_status = None;
+        return Some(fail(site, server, &server.settings, r, 500));
+    }
+    r.uri = uri;
+    r.args = args;
+    r.script.internal = true;
+    None
+}
+
+/// nginx's phases from server rewrite (or a named location) to the content: find the
+/// location, its client_max_body_size, its rewrite (again while a rewrite changes the
+/// URI), preaccess realip, access, try_files.
+fn phases<'a>(
+    site: &Site,
+    server: &'a VServer,
+    r: &mut Req,
+    start: Start<'a>,
+    changes: &mut u32,
+) -> Next<'a> {
+    let log_settings = &server.settings;
+    let mut named = match start {
+        Start::Named(loc) => Some(loc),
+        Start::Server => {
+            let (outcome, _) = rewrite::run(
+                &server.ops,
+                r,
+                site,
+                server.name(),
+                server.settings.rewrite_log,
+            );
+            notices(r, log_settings, server);
+            match outcome {
+                rewrite::Outcome::Continue => {}
+                rewrite::Outcome::Answer { code, text } => {
+                    return answered(site, server, log_settings, r, code, text)
+                }
+                rewrite::Outcome::Error => {
+                    log_error(r, log_settings, server.name(), ZERO_LENGTH);
+                    return Next::Error(500, log_settings);
+                }
+            }
+            None
+        }
+    };
+    let (loc, matched) = loop {
+        let (found, matched) = match named.take() {
+            Some(l) => (l, Matched::Exact),
+            None => {
+                let Some((found, matched)) = route::location(&server.locations, &r.uri) else {
+                    // No location: the server's try_files, else 404.
+                    if let Some(list) = &server.try_files {
+                        return try_files(
+                            site,
+                            server,
+                            r,
+                            list,
+                            log_settings,
+                            None,
+                            Matched::Exact,
+                        );
+                    }
+                    return Next::Error(404, log_settings);
+                };
+                (found, matched)
+            }
+        };
+        if found.internal && !r.script.internal {
+            return Next::Error(404, &found.settings);
+        }
         if let Some(re) = &found.regex {
             let uri = r.uri.clone();
             r.script.matched(re, &uri);
+        }
+        // nginx checks a declared body's size once the location is known.
+        let max = found.settings.client_max_body_size;
+        let declared = r
+            .headers
+            .get_str("content-length")
+            .and_then(|v| v.parse::<u64>().ok());
+        if max > 0 && declared.is_some_and(|n| n > max) {
+            let message = format!(
+                "client intended to send too large body: {} bytes",
+                declared.unwrap_or(0)
+            );
+            log_error(r, &found.settings, server.name(), &message);
+            return Next::Error(413, &found.settings);
         }
         r.script.uri_changed = false;
         r.script.valid_location = true;
         let (outcome, inner) = rewrite::run(
             &found.ops,
-            &mut r,
-            &site,
+            r,
+            site,
             server.name(),
             found.settings.rewrite_log,
         );
         let loc = inner.unwrap_or(found);
-        notices(&mut r, &loc.settings, server);
+        notices(r, &loc.settings, server);
         match outcome {
             rewrite::Outcome::Continue => {}
             rewrite::Outcome::Answer { code, text } => {
-                return answer(&site, server, &loc.settings, &r, code, text)
+                return answered(site, server, &loc.settings, r, code, text)
             }
             rewrite::Outcome::Error => {
-                return Some(rewritten_empty(&site, server, &loc.settings, &r))
+                log_error(r, &loc.settings, server.name(), ZERO_LENGTH);
+                return Next::Error(500, &loc.settings);
             }
         }
         if r.script.uri_changed {
-            changes += 1;
-            if changes > 10 {
+            *changes += 1;
+            if *changes > 10 {
                 let message = format!(
                     "rewrite or internal redirection cycle while processing \"{}\"",
                     r.uri
                 );
                 error!("{message}");
-                elog(&loc.settings, &r, server).write(Level::Error, &message, None);
-                return Some(fail(&site, server, &loc.settings, &r, 500));
+                elog(&loc.settings, r, server).write(Level::Error, &message, None);
+                return Next::Error(500, &loc.settings);
             }
             continue;
         }
         break (loc, matched);
     };
-    crate::access::realip(&mut r, loc.settings.realip.as_ref());
+    crate::access::realip(r, loc.settings.realip.as_ref());
     if !crate::access::allowed(&loc.settings.access, r.conn.remote.ip()) {
-        elog(&loc.settings, &r, server).write(Level::Error, "access forbidden by rule", None);
-        return Some(fail(&site, server, &loc.settings, &r, 403));
+        elog(&loc.settings, r, server).write(Level::Error, "access forbidden by rule", None);
+        return Next::Error(403, &loc.settings);
     }
-    let Some(target) = &loc.target else {
-        return Some(fail(&site, server, &loc.settings, &r, 404));
+    if let Some(list) = &loc.try_files {
+        return try_files(site, server, r, list, &loc.settings, Some(loc), matched);
+    }
+    Next::Content(loc, matched)
+}
+
+/// nginx's try_files phase: the first file (or, ending in `/`, directory) that exists
+/// becomes the URI for this location's content; else the last argument: `=CODE`,
+/// `@name`, or a URI to redirect to.
+#[allow(clippy::too_many_arguments)]
+fn try_files<'a>(
+    site: &Site,
+    server: &'a VServer,
+    r: &mut Req,
+    list: &[Template],
+    res: &'a Resolved,
+    loc: Option<&'a Loc>,
+    matched: Matched,
+) -> Next<'a> {
+    let (last, tries) = list
+        .split_last()
+        .expect("try_files has two arguments or more");
+    let server_level = LocationMatch::Prefix(String::new());
+    let matcher = loc.map_or(&server_level, |l| &l.matcher);
+    for t in tries {
+        // An argument written with a trailing `/` asks for a directory; the slash is
+        // not part of the name tried (nor of the URI that results).
+        let dir = t.as_str().ends_with('/');
+        let mut name = r.ctx(site, server.name(), "").eval(t);
+        if dir {
+            name.pop();
+        }
+        let path = crate::files::path(r, site, server.name(), res, matcher, &name);
+        let hit = std::fs::metadata(&path).is_ok_and(|m| m.is_dir() == dir);
+        if hit {
+            r.uri = name;
+            return match loc {
+                Some(l) => Next::Content(l, matched),
+                None => Next::Error(404, res),
+            };
+        }
+    }
+    let last = r.ctx(site, server.name(), "").eval(last);
+    if let Some(code) = last.strip_prefix('=') {
+        return match code.parse::<u16>() {
+            Ok(c) => Next::Error(c, res),
+            Err(_) => Next::Error(500, res),
+        };
+    }
+    if let Some(name) = last.strip_prefix('@') {
+        return match server
+            .named
+            .iter()
+            .find(|l| matches!(&l.matcher, LocationMatch::Named(n) if n == name))
+        {
+            Some(l) => Next::Named(l),
+            None => {
+                log_error(
+                    r,
+                    res,
+                    server.name(),
+                    &format!("could not find named location \"{last}\""),
+                );
+                Next::Error(500, res)
+            }
+        };
+    }
+    let (uri, args) = match last.split_once('?') {
+        Some((u, a)) => (u.to_string(), a.to_string()),
+        None => (last, String::new()),
     };
+    Next::Redirect { uri, args }
+}
+
+/// The content of a location without proxy_pass: its files (index, static), the request
+/// body discarded.
+async fn files<B: ClientBody>(
+    site: &Site,
+    server: &VServer,
+    r: &mut Req,
+    loc: &Loc,
+    matched: Matched,
+    body: &mut B,
+    changes: &mut u32,
+) -> Served {
+    let res = &loc.settings;
+    let has_body = r.has_body || r.headers.contains("content-length");
+    match read_body(body, res, has_body).await {
+        Ok(_) => {}
+        Err(408) => {
+            drop(fail(site, server, res, r, 408));
+            return Served::Done(None);
+        }
+        Err(status) => return Served::Error(status),
+    }
+    match crate::files::serve(r, site, server.name(), res, &loc.matcher, matched).await {
+        crate::files::Content::Status(s) => Served::Error(s),
+        crate::files::Content::Internal(uri) => {
+            let args = r.args.clone();
+            match redirect(site, server, r, uri, args, changes) {
+                Some(resp) => Served::Done(Some(resp)),
+                None => Served::Again,
+            }
+        }
+        crate::files::Content::Response(mut resp) => {
+            crate::files::not_modified(&mut resp, r, res.if_modified_since);
+            Served::Done(Some(finish(site, server, res, r, resp, "")))
+        }
+    }
+}
+
+/// proxy_pass: read the body, pick peers under proxy_next_upstream, relay the answer.
+#[allow(clippy::too_many_arguments)]
+async fn proxy<B: ClientBody>(
+    site: &Site,
+    server: &VServer,
+    r: &Req,
+    loc: &Loc,
+    target: &Target,
+    matched: Matched,
+    body: &mut B,
+) -> Served {
     let res = &loc.settings;
     // The request body, whole (nginx's proxy_request_buffering), within client_max_body_size.
     let declared = r
@@ -171,30 +527,27 @@ pub(crate) async fn handle<B: ClientBody>(
         .get("content-length")
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if res.client_max_body_size > 0 && declared.is_some_and(|n| n > res.client_max_body_size) {
-        return Some(fail(&site, server, res, &r, 413));
-    }
     let has_body = declared.is_some() || r.has_body;
     let body = match read_body(body, res, has_body).await {
         Ok(b) => b,
         Err(408) => {
             // nginx logs 408 and closes the connection without an answer.
-            drop(fail(&site, server, res, &r, 408));
-            return None;
+            drop(fail(site, server, res, r, 408));
+            return Served::Done(None);
         }
-        Err(status) => return Some(fail(&site, server, res, &r, status)),
+        Err(status) => return Served::Error(status),
     };
     let (group, proxy_host, upstream_uri, https) =
-        match resolve_target(&site, target, matched, &r, server) {
+        match resolve_target(site, target, matched, r, server) {
             Ok(t) => t,
-            Err(status) => return Some(fail(&site, server, res, &r, status)),
+            Err(status) => return Served::Error(status),
         };
-    let ctx = r.ctx(&site, server.name(), &proxy_host);
+    let ctx = r.ctx(site, server.name(), &proxy_host);
     let version = match res.http_version {
         HttpVersion::V1_0 => Version::HTTP_10,
         HttpVersion::V1_1 => Version::HTTP_11,
     };
-    let head = upstream_head(&ctx, res, &r, &upstream_uri, version, body.len(), has_body);
+    let head = upstream_head(&ctx, res, r, &upstream_uri, version, body.len(), has_body);
     let key = group
         .hash_key
         .as_ref()
@@ -210,7 +563,7 @@ pub(crate) async fn handle<B: ClientBody>(
     };
     let elog = crate::log::ErrorContext {
         target: &res.error_log,
-        r: &r,
+        r,
         server: server.name(),
     };
     let (head, conn, back, peer) = match forward(
@@ -225,16 +578,16 @@ pub(crate) async fn handle<B: ClientBody>(
     .await
     {
         Ok(x) => x,
-        Err(status) => return Some(fail(&site, server, res, &r, status)),
+        Err(status) => return Served::Error(status),
     };
     let peer_text = peer.to_string();
     if head.status == 101 && r.headers.contains("upgrade") {
-        let mut out = relay_head(&site, &head, res, &r, loc, target, &proxy_host, server);
+        let mut out = relay_head(site, &head, res, r, loc, target, &proxy_host, server);
         out.content_length = None;
         out.upgrade = Some(conn);
-        return Some(finish(&site, server, res, &r, out, &peer_text));
+        return Served::Done(Some(finish(site, server, res, r, out, &peer_text)));
     }
-    let mut out = relay_head(&site, &head, res, &r, loc, target, &proxy_host, server);
+    let mut out = relay_head(site, &head, res, r, loc, target, &proxy_host, server);
     // X-Accel-Buffering from the upstream overrides proxy_buffering, as in nginx.
     let buffering = match head.headers.get("x-accel-buffering").map(|v| &v[..]) {
         Some(v) if v.eq_ignore_ascii_case(b"yes") => true,
@@ -260,7 +613,7 @@ pub(crate) async fn handle<B: ClientBody>(
     } else {
         Body::Relayed(Box::new(relayed))
     };
-    Some(finish(&site, server, res, &r, out, &peer_text))
+    Served::Done(Some(finish(site, server, res, r, out, &peer_text)))
 }
 
 /// The error log as it applies to `res`, for a request.
@@ -269,6 +622,25 @@ fn elog<'a>(res: &'a Resolved, r: &'a Req, server: &'a VServer) -> crate::log::E
         target: &res.error_log,
         r,
         server: server.name(),
+    }
+}
+
+/// An error-level line in the error log as it applies to `res`.
+pub(crate) fn log_error(r: &Req, res: &Resolved, server: &str, message: &str) {
+    crate::log::ErrorContext {
+        target: &res.error_log,
+        r,
+        server,
+    }
+    .write(Level::Error, message, None);
+}
+
+/// An OS error's text as strerror(3) gives it (what nginx writes after the number).
+pub(crate) fn strerror(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" (os error ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
     }
 }
 
@@ -284,10 +656,7 @@ fn notices(r: &mut Req, res: &Resolved, server: &VServer) {
 }
 
 /// A rewrite to an empty URI: nginx logs it and answers 500.
-fn rewritten_empty(site: &Site, server: &VServer, res: &Resolved, r: &Req) -> Response {
-    elog(res, r, server).write(Level::Error, "the rewritten URI has a zero length", None);
-    fail(site, server, res, r, 500)
-}
+const ZERO_LENGTH: &str = "the rewritten URI has a zero length";
 
 /// `return code [text|URL]`, and a rewrite's redirect (its Location as the text).
 fn answer(
@@ -787,7 +1156,7 @@ fn relay_head(
             // where nginx's header filter writes its own, an absolute one stays in place.
             let value = std::str::from_utf8(&h.value)
                 .ok()
-                .and_then(|l| redirect(site, l, res, r, loc, target, proxy_host, server))
+                .and_then(|l| proxy_redirect(site, l, res, r, loc, target, proxy_host, server))
                 .map_or_else(|| h.value.clone(), Bytes::from);
             if value.starts_with(b"/") {
                 let host = r.ctx(site, server.name(), proxy_host).host();
@@ -814,7 +1183,7 @@ fn relay_head(
 
 /// proxy_redirect: `default` is `http://$proxy_host<uri part>` → the location's prefix.
 #[allow(clippy::too_many_arguments)]
-fn redirect(
+fn proxy_redirect(
     site: &Site,
     location: &str,
     res: &Resolved,
@@ -861,7 +1230,7 @@ fn redirect(
 /// nginx's absolute_redirect: a Location that starts with `/` gets the scheme, the host
 /// the request named (without its port) and, unless it is the scheme's default, the port
 /// the request came in on (port_in_redirect).
-fn absolute(r: &Req, host: &str, path: &str) -> String {
+pub(crate) fn absolute(r: &Req, host: &str, path: &str) -> String {
     let (scheme, default) = if r.conn.https {
         ("https", 443)
     } else {
@@ -898,6 +1267,13 @@ fn finish(
     upstream_addr: &str,
 ) -> Response {
     crate::headers::filter(&mut resp, res, &r.ctx(site, server.name(), ""));
+    crate::files::ranges(&mut resp, r);
+    // error_page's status replaces the page's own (not that of an error nginx answers
+    // itself while serving the page).
+    if let (Some(status), false) = (r.err_status, resp.special) {
+        resp.status = status;
+        resp.status_line = None;
+    }
     if res.uninitialized_variable_warn {
         let names = r
             .script

@@ -13,6 +13,7 @@
 
 mod access;
 mod body;
+mod files;
 mod h2;
 mod handler;
 mod headers;

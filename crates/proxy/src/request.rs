@@ -45,6 +45,10 @@ pub(crate) struct Req {
     pub script: crate::rewrite::Script,
     /// The connection's own remote address once realip has replaced `conn.remote`.
     pub realip: Option<SocketAddr>,
+    /// The status error_page answers with (nginx's r->err_status): the error's, or its `=CODE`.
+    pub err_status: Option<u16>,
+    /// The method of the request line, when error_page has made the request a GET.
+    pub line_method: Option<Bytes>,
 }
 
 impl Req {
@@ -74,6 +78,8 @@ impl Req {
             has_body: false,
             script: crate::rewrite::Script::default(),
             realip: None,
+            err_status: None,
+            line_method: None,
         }
     }
 
@@ -101,6 +107,11 @@ impl Req {
         Ctx {
             site,
             method: self.method_str(),
+            line_method: self
+                .line_method
+                .as_deref()
+                .and_then(|m| std::str::from_utf8(m).ok())
+                .unwrap_or_else(|| self.method_str()),
             request_uri: &self.request_uri,
             uri: &self.uri,
             args: &self.args,

@@ -36,6 +36,13 @@ pub(crate) struct Response {
     pub log: Option<AccessLine>,
     /// The Server header's value (server_tokens).
     pub server: Bytes,
+    /// A file's modification time, and as an HTTP date: written in nginx's own
+    /// Last-Modified slot (for 200, 206 and 304 only, as nginx drops it otherwise).
+    pub last_modified: Option<(i64, Bytes)>,
+    /// A file being served, before the range filter cuts its body.
+    pub file: Option<crate::files::FileSource>,
+    /// One of nginx's own error pages (its status is not replaced by error_page's).
+    pub special: bool,
 }
 
 impl Response {
@@ -52,6 +59,9 @@ impl Response {
             upgrade: None,
             log: None,
             server,
+            last_modified: None,
+            file: None,
+            special: false,
         }
     }
 
@@ -73,6 +83,7 @@ impl Response {
             status
         };
         let mut r = Response::new(wire, server.clone());
+        r.special = true;
         r.close = matches!(status, 400 | 408 | 413 | 414 | 494..=497 | 500 | 501);
         match page_title(status) {
             Some(title) => {
@@ -80,8 +91,16 @@ impl Response {
                 html.put_slice(b"<html>\r\n<head><title>");
                 html.put_slice(title.as_bytes());
                 html.put_slice(b"</title></head>\r\n<body>\r\n<center><h1>");
-                html.put_slice(title.as_bytes());
-                html.put_slice(b"</h1></center>\r\n<hr><center>");
+                if wire == status {
+                    html.put_slice(title.as_bytes());
+                    html.put_slice(b"</h1></center>\r\n");
+                } else {
+                    // 494 to 497: "400 Bad Request", then the reason on a line of its own.
+                    html.put_slice(b"400 Bad Request</h1></center>\r\n<center>");
+                    html.put_slice(title.trim_start_matches("400 ").as_bytes());
+                    html.put_slice(b"</center>\r\n");
+                }
+                html.put_slice(b"<hr><center>");
                 html.put_slice(&server);
                 html.put_slice(b"</center>\r\n</body>\r\n</html>\r\n");
                 r.with_body(Bytes::from_static(b"text/html"), html.freeze())
@@ -151,6 +170,9 @@ pub(crate) fn head(r: &Response, date: &[u8], chunked: bool, persist: Persist) -
         out.put_slice(b"Content-Length: ");
         decimal(&mut out, n);
         out.put_slice(b"\r\n");
+    }
+    if let (Some((_, v)), 200 | 206 | 304) = (&r.last_modified, r.status) {
+        line(&mut out, b"Last-Modified", v);
     }
     if let Some(v) = &r.location {
         line(&mut out, b"Location", v);
@@ -257,12 +279,12 @@ mod tests {
         };
         assert_eq!(
             &b[..],
-            &b"<html>\r\n<head><title>400 Request Header Or Cookie Too Large</title></head>\r\n<body>\r\n<center><h1>400 Request Header Or Cookie Too Large</h1></center>\r\n<hr><center>fulcrum</center>\r\n</body>\r\n</html>\r\n"[..]
+            &b"<html>\r\n<head><title>400 Request Header Or Cookie Too Large</title></head>\r\n<body>\r\n<center><h1>400 Bad Request</h1></center>\r\n<center>Request Header Or Cookie Too Large</center>\r\n<hr><center>fulcrum</center>\r\n</body>\r\n</html>\r\n"[..]
         );
         let h = head(&r, b"D", false, Persist::Close);
         assert_eq!(
             &h[..],
-            &b"HTTP/1.1 400 Bad Request\r\nServer: fulcrum\r\nDate: D\r\nContent-Type: text/html\r\nContent-Length: 198\r\nConnection: close\r\n\r\n"[..]
+            &b"HTTP/1.1 400 Bad Request\r\nServer: fulcrum\r\nDate: D\r\nContent-Type: text/html\r\nContent-Length: 228\r\nConnection: close\r\n\r\n"[..]
         );
     }
 }

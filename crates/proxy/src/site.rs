@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fulcrum_nginx_conf::model::{
-    AccessLog, AccessRule, AddHeader, Balance, Expires, HttpVersion, Location, LocationMatch,
-    LogFormat, Map, NextUpstream, NginxConfig, ProxyRedirect, Server, ServerName, Settings, Source,
-    Template, Upstream, UpstreamServer,
+    AccessLog, AccessRule, AddHeader, Balance, ErrorPage, Expires, HttpVersion, IfModifiedSince,
+    Location, LocationMatch, LogFormat, Map, NextUpstream, NginxConfig, ProxyRedirect, Root,
+    Server, ServerName, Settings, Source, Template, Upstream, UpstreamServer,
 };
 use fulcrum_upstream::Pool;
 use regex::Regex;
@@ -58,6 +58,15 @@ pub struct Resolved {
     pub realip: Option<RealIp>,
     /// allow and deny, in order.
     pub access: Vec<AccessRule>,
+    /// root (nginx's default `html`, under the prefix) or alias.
+    pub root: Root,
+    pub index: Vec<Template>,
+    /// MIME types by lowercase extension.
+    pub types: std::sync::Arc<HashMap<String, bytes::Bytes>>,
+    pub error_page: Vec<ErrorPage>,
+    pub etag: bool,
+    pub if_modified_since: IfModifiedSince,
+    pub log_not_found: bool,
 }
 
 /// The realip module's settings for a level.
@@ -119,7 +128,14 @@ fn merge(inner: &Settings, outer: &Settings) -> Settings {
         set_real_ip_from,
         real_ip_header,
         real_ip_recursive,
-        access
+        access,
+        root,
+        index,
+        types,
+        error_page,
+        etag,
+        if_modified_since,
+        log_not_found
     )
 }
 
@@ -189,8 +205,63 @@ impl Resolved {
                 recursive: s.real_ip_recursive.unwrap_or(false),
             }),
             access: s.access.clone().unwrap_or_default(),
+            root: s
+                .root
+                .clone()
+                .unwrap_or_else(|| Root::Root(Template::new("html"))),
+            index: s
+                .index
+                .clone()
+                .unwrap_or_else(|| vec![Template::new("index.html")]),
+            types: types(s.types.as_deref()),
+            error_page: s.error_page.clone().unwrap_or_default(),
+            etag: s.etag.unwrap_or(true),
+            if_modified_since: s.if_modified_since.unwrap_or(IfModifiedSince::Exact),
+            log_not_found: s.log_not_found.unwrap_or(true),
         }
     }
+}
+
+/// The types in force as a lookup by extension; nginx's built-in three when none are
+/// configured. Shared: every location of a configuration usually has the same.
+type Types = std::sync::Arc<HashMap<String, bytes::Bytes>>;
+
+fn types(list: Option<&[(String, Vec<String>)]>) -> Types {
+    type Cache = Vec<(Vec<(String, Vec<String>)>, Types)>;
+    thread_local! {
+        static CACHE: std::cell::RefCell<Cache> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    let builtin;
+    let list = match list {
+        Some(l) => l,
+        None => {
+            builtin = [
+                ("text/html", "html"),
+                ("image/gif", "gif"),
+                ("image/jpeg", "jpg"),
+            ]
+            .map(|(m, e)| (m.to_string(), vec![e.to_string()]));
+            &builtin[..]
+        }
+    };
+    CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if let Some((_, m)) = c.iter().find(|(k, _)| k[..] == *list) {
+            return m.clone();
+        }
+        let mut map = HashMap::new();
+        for (mime, exts) in list {
+            for e in exts {
+                map.insert(e.clone(), bytes::Bytes::from(mime.clone()));
+            }
+        }
+        let m = std::sync::Arc::new(map);
+        c.push((list.to_vec(), m.clone()));
+        if c.len() > 8 {
+            c.remove(0);
+        }
+        m
+    })
 }
 
 /// Where `proxy_pass` sends a request.
@@ -218,6 +289,9 @@ pub struct Loc {
     pub ops: Vec<crate::rewrite::Op>,
     pub settings: Resolved,
     pub children: Vec<Loc>,
+    pub try_files: Option<Vec<Template>>,
+    /// Reached only by internal redirects.
+    pub internal: bool,
 }
 
 #[derive(Debug)]
@@ -237,6 +311,10 @@ pub struct VServer {
     pub ops: Vec<crate::rewrite::Op>,
     pub settings: Resolved,
     pub locations: Vec<Loc>,
+    /// `location @name` blocks.
+    pub named: Vec<Loc>,
+    /// try_files at server level (for requests no location takes).
+    pub try_files: Option<Vec<Template>>,
     pub https: bool,
 }
 
@@ -488,6 +566,8 @@ impl Compiler<'_> {
                 ops: Vec::new(),
                 settings: Resolved::of(&inner),
                 children: Vec::new(),
+                try_files: l.try_files.clone(),
+                internal: l.internal,
             })))
         })?;
         let children = l
@@ -502,6 +582,8 @@ impl Compiler<'_> {
             ops,
             settings: Resolved::of(&settings),
             children,
+            try_files: l.try_files.clone(),
+            internal: l.internal,
         })
     }
 
@@ -553,8 +635,16 @@ impl Compiler<'_> {
             locations: s
                 .locations
                 .iter()
+                .filter(|l| !matches!(l.matcher, LocationMatch::Named(_)))
                 .map(|l| self.location(l, &settings))
                 .collect::<Result<_, _>>()?,
+            named: s
+                .locations
+                .iter()
+                .filter(|l| matches!(l.matcher, LocationMatch::Named(_)))
+                .map(|l| self.location(l, &settings))
+                .collect::<Result<_, _>>()?,
+            try_files: s.try_files.clone(),
             settings: Resolved::of(&settings),
         })
     }

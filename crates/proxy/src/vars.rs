@@ -12,6 +12,8 @@ use crate::site::Site;
 pub struct Ctx<'a> {
     pub site: &'a Site,
     pub method: &'a str,
+    /// The request line's method (`$request`), which error_page does not change.
+    pub line_method: &'a str,
     /// As the client sent it: path and query.
     pub request_uri: &'a str,
     /// Normalized path.
@@ -99,7 +101,10 @@ impl Ctx<'_> {
             "args" | "query_string" => self.args.to_string(),
             "is_args" => if self.args.is_empty() { "" } else { "?" }.to_string(),
             "request_method" => self.method.to_string(),
-            "request" => format!("{} {} {}", self.method, self.request_uri, self.protocol),
+            "request" => format!(
+                "{} {} {}",
+                self.line_method, self.request_uri, self.protocol
+            ),
             "proxy_host" => self.proxy_host.to_string(),
             "proxy_port" => self
                 .proxy_host

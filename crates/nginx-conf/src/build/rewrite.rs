@@ -315,6 +315,77 @@ impl Builder<'_> {
                     });
                 }
             }
+            "root" | "alias" => {
+                let this = d.name.text.as_str();
+                let other = match &st.root {
+                    Some(Root::Root(_)) => "root",
+                    Some(Root::Alias(_)) => "alias",
+                    None => "",
+                };
+                if !other.is_empty() {
+                    let msg = if this == other {
+                        format!("\"{this}\" directive is duplicate")
+                    } else {
+                        format!("\"{this}\" directive is duplicate, \"{other}\" directive was specified earlier")
+                    };
+                    self.error(d.name.span, msg);
+                    return true;
+                }
+                let path = Template(d.args[0].text.clone());
+                st.root = Some(if this == "root" {
+                    Root::Root(path)
+                } else {
+                    Root::Alias(path)
+                });
+            }
+            "index" => {
+                let list = st.index.get_or_insert_with(Vec::new);
+                list.extend(d.args.iter().map(|w| Template(w.text.clone())));
+            }
+            "types" => {
+                // A second types block adds to the first, as in nginx.
+                let types = st.types.get_or_insert_with(Vec::new);
+                for e in d.block.as_deref().unwrap_or_default() {
+                    if e.block.is_some() {
+                        self.error(e.name.span, "unexpected \"{\"");
+                        continue;
+                    }
+                    types.push((
+                        e.name.text.clone(),
+                        e.args.iter().map(|w| w.text.to_ascii_lowercase()).collect(),
+                    ));
+                }
+            }
+            "error_page" => {
+                if let Some(p) = self.error_page(d) {
+                    st.error_page.get_or_insert_with(Vec::new).push(p);
+                }
+            }
+            "etag" | "log_not_found" => {
+                let slot = if d.name.text == "etag" {
+                    &mut st.etag
+                } else {
+                    &mut st.log_not_found
+                };
+                if self.dup(slot, d) {
+                    return true;
+                }
+                *slot = self.flag(d);
+            }
+            "if_modified_since" => {
+                if self.dup(&st.if_modified_since, d) {
+                    return true;
+                }
+                st.if_modified_since = match d.args[0].text.as_str() {
+                    "off" => Some(IfModifiedSince::Off),
+                    "exact" => Some(IfModifiedSince::Exact),
+                    "before" => Some(IfModifiedSince::Before),
+                    v => {
+                        self.error(d.args[0].span, format!("invalid value \"{v}\""));
+                        None
+                    }
+                };
+            }
             "client_body_temp_path"
             | "fastcgi_temp_path"
             | "uwsgi_temp_path"
@@ -330,6 +401,64 @@ impl Builder<'_> {
             _ => return false,
         }
         true
+    }
+
+    /// `error_page CODE... [=[RESPONSE]] URI`, checked as nginx checks it.
+    fn error_page(&mut self, d: &Directive) -> Option<ErrorPage> {
+        let uri = d.args.last()?;
+        let mut codes = Vec::new();
+        let mut response = None;
+        for (i, w) in d.args[..d.args.len() - 1].iter().enumerate() {
+            if let Some(r) = w.text.strip_prefix('=') {
+                let code = r.parse::<u16>().ok().filter(|c| *c <= 999);
+                if i != d.args.len() - 2 || (!r.is_empty() && code.is_none()) {
+                    self.error(w.span, format!("invalid value \"{}\"", w.text));
+                    return None;
+                }
+                response = Some(code.map_or(ErrorPageStatus::Page, ErrorPageStatus::Code));
+                continue;
+            }
+            let Ok(code) = w.text.parse::<u16>() else {
+                self.error(w.span, format!("invalid value \"{}\"", w.text));
+                return None;
+            };
+            if code == 499 {
+                self.error(w.span, format!("invalid value \"{}\"", w.text));
+                return None;
+            }
+            if !(300..=599).contains(&code) {
+                self.error(
+                    w.span,
+                    format!("value \"{}\" must be between 300 and 599", w.text),
+                );
+                return None;
+            }
+            codes.push(code);
+        }
+        if codes.is_empty() {
+            self.error(
+                d.name.span,
+                "invalid number of arguments in \"error_page\" directive",
+            );
+            return None;
+        }
+        Some(ErrorPage {
+            codes,
+            response,
+            uri: Template(uri.text.clone()),
+        })
+    }
+
+    /// `try_files FILE... URI|=CODE|@NAME`.
+    pub(super) fn try_files(&mut self, d: &Directive) -> Option<Vec<Template>> {
+        let last = d.args.last()?;
+        if let Some(code) = last.text.strip_prefix('=') {
+            if !matches!(code.parse::<u16>(), Ok(c) if c <= 999) {
+                self.error(last.span, format!("invalid code \"{}\"", last.text));
+                return None;
+            }
+        }
+        Some(d.args.iter().map(|w| Template(w.text.clone())).collect())
     }
 
     /// `expires [modified] TIME|epoch|max|off|@TIME`, or a value with variables.

@@ -10,6 +10,7 @@ impl Builder<'_> {
             settings: Settings::default(),
             steps: Vec::new(),
             locations: Vec::new(),
+            try_files: None,
         };
         let mut seen = HashSet::new();
         for d in ds {
@@ -56,10 +57,16 @@ impl Builder<'_> {
                     }
                 }
                 "location" => {
-                    if let Some(l) = self.location(d) {
+                    if let Some(l) = self.location(d, true) {
                         self.note_location(&mut seen, &l, d);
                         srv.locations.push(l);
                     }
+                }
+                "try_files" => {
+                    if self.dup(&srv.try_files, d) {
+                        continue;
+                    }
+                    srv.try_files = self.try_files(d);
                 }
                 _ => {}
             }
@@ -81,6 +88,7 @@ impl Builder<'_> {
         let key = match &l.matcher {
             LocationMatch::Prefix(p) | LocationMatch::PrefixNoRegex(p) => format!("p{p}"),
             LocationMatch::Exact(p) => format!("e{p}"),
+            LocationMatch::Named(n) => format!("@{n}"),
             LocationMatch::Regex { .. } => return,
         };
         if !seen.insert(key) {
@@ -170,7 +178,8 @@ impl Builder<'_> {
         }
     }
 
-    pub(super) fn location(&mut self, d: &Directive) -> Option<Location> {
+    /// A location block; `server_level`: directly in a server (where named ones may be).
+    pub(super) fn location(&mut self, d: &Directive, server_level: bool) -> Option<Location> {
         let matcher = match d.args.len() {
             1 => {
                 let t = &d.args[0].text;
@@ -189,12 +198,15 @@ impl Builder<'_> {
                     }
                 } else if let Some(rest) = t.strip_prefix('=').filter(|r| !r.is_empty()) {
                     LocationMatch::Exact(rest.to_string())
-                } else if t.starts_with('@') {
-                    self.error(
-                        d.args[0].span,
-                        "named locations are not supported by fulcrum",
-                    );
-                    return None;
+                } else if let Some(name) = t.strip_prefix('@') {
+                    if !server_level {
+                        self.error(
+                            d.args[0].span,
+                            format!("named location \"{t}\" can be on the server level only"),
+                        );
+                        return None;
+                    }
+                    LocationMatch::Named(name.to_string())
                 } else {
                     LocationMatch::Prefix(t.clone())
                 }
@@ -243,6 +255,8 @@ impl Builder<'_> {
             steps: Vec::new(),
             settings: Settings::default(),
             locations: Vec::new(),
+            try_files: None,
+            internal: false,
         };
         let mut seen = HashSet::new();
         for e in d.block.as_deref().unwrap_or_default() {
@@ -272,8 +286,10 @@ impl Builder<'_> {
                         self.error(e.args[0].span, "invalid URL prefix");
                         continue;
                     }
-                    if matches!(loc.matcher, LocationMatch::Regex { .. })
-                        && !Template(t.clone()).has_variables()
+                    if matches!(
+                        loc.matcher,
+                        LocationMatch::Regex { .. } | LocationMatch::Named(_)
+                    ) && !Template(t.clone()).has_variables()
                         && proxy_uri(t).is_some()
                     {
                         self.error(e.args[0].span, rewrite::PROXY_PASS_URI);
@@ -281,12 +297,19 @@ impl Builder<'_> {
                     }
                     loc.proxy_pass = Some(Template(t.clone()));
                 }
+                "try_files" => {
+                    if self.dup(&loc.try_files, e) {
+                        continue;
+                    }
+                    loc.try_files = self.try_files(e);
+                }
+                "internal" => loc.internal = true,
                 "location" => {
                     if exact {
                         self.error(e.name.span, "location is inside the exact location; nested locations are not allowed there");
                         continue;
                     }
-                    if let Some(l) = self.location(e) {
+                    if let Some(l) = self.location(e, false) {
                         self.note_location(&mut seen, &l, e);
                         loc.locations.push(l);
                     }
