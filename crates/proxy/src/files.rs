@@ -16,7 +16,6 @@ use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use crate::body::Body;
 use crate::request::Req;
 use crate::response::{format_date, Response};
-use crate::route::Matched;
 use crate::site::{Resolved, Site};
 use crate::stream::BoxError;
 
@@ -77,7 +76,6 @@ pub(crate) async fn serve(
     server: &str,
     res: &Resolved,
     matcher: &LocationMatch,
-    _matched: Matched,
 ) -> Content {
     let method = &r.method_name[..];
     let uri = r.uri.as_str();
@@ -397,89 +395,48 @@ enum Parsed {
     Ranges(Vec<(u64, u64)>),
 }
 
-/// ngx_http_range_parse over what follows `bytes=`.
+/// ngx_http_range_parse over what follows `bytes=`: comma-separated `start-end`,
+/// `start-` and `-suffix`, spaces allowed around the numbers.
 fn parse_ranges(spec: &str, len: u64) -> Parsed {
-    let b = spec.as_bytes();
-    let mut p = 0;
+    let number = |t: &str| {
+        let t = t.trim_matches(' ');
+        if t.bytes().all(|b| b.is_ascii_digit()) {
+            t.parse::<u64>().ok()
+        } else {
+            None
+        }
+    };
     let mut out = Vec::new();
     let mut size = 0u64;
-    let at = |p: usize| b.get(p).copied().unwrap_or(0);
-    let number = |p: &mut usize| -> Option<u64> {
-        let mut n: u64 = 0;
-        while at(*p).is_ascii_digit() {
-            n = n.checked_mul(10)?.checked_add(u64::from(at(*p) - b'0'))?;
-            *p += 1;
-        }
-        Some(n)
-    };
-    loop {
-        while at(p) == b' ' {
-            p += 1;
-        }
-        let (start, end);
-        if at(p) != b'-' {
-            if !at(p).is_ascii_digit() {
-                return Parsed::NotSatisfiable;
-            }
-            let Some(s) = number(&mut p) else {
+    for piece in spec.split(',') {
+        let Some((a, b)) = piece.split_once('-') else {
+            return Parsed::NotSatisfiable;
+        };
+        let (start, end) = if a.trim_matches(' ').is_empty() {
+            // `-N`: the last N bytes.
+            let Some(n) = number(b) else {
                 return Parsed::NotSatisfiable;
             };
-            while at(p) == b' ' {
-                p += 1;
-            }
-            if at(p) != b'-' {
+            (len.saturating_sub(n), len)
+        } else {
+            let Some(start) = number(a) else {
                 return Parsed::NotSatisfiable;
-            }
-            p += 1;
-            while at(p) == b' ' {
-                p += 1;
-            }
-            if at(p) == b',' || at(p) == 0 {
-                start = s;
-                end = len;
+            };
+            if b.trim_matches(' ').is_empty() {
+                (start, len)
             } else {
-                if !at(p).is_ascii_digit() {
-                    return Parsed::NotSatisfiable;
-                }
-                let Some(e) = number(&mut p) else {
+                let Some(e) = number(b) else {
                     return Parsed::NotSatisfiable;
                 };
-                while at(p) == b' ' {
-                    p += 1;
-                }
-                if at(p) != b',' && at(p) != 0 {
-                    return Parsed::NotSatisfiable;
-                }
-                start = s;
-                end = if e >= len { len } else { e + 1 };
+                (start, if e >= len { len } else { e + 1 })
             }
-        } else {
-            p += 1;
-            if !at(p).is_ascii_digit() {
-                return Parsed::NotSatisfiable;
-            }
-            let Some(e) = number(&mut p) else {
-                return Parsed::NotSatisfiable;
-            };
-            while at(p) == b' ' {
-                p += 1;
-            }
-            if at(p) != b',' && at(p) != 0 {
-                return Parsed::NotSatisfiable;
-            }
-            start = len.saturating_sub(e);
-            end = len;
-        }
+        };
         if start < end {
             out.push((start, end));
             size += end - start;
         } else if start == 0 {
             return Parsed::Declined;
         }
-        if at(p) != b',' {
-            break;
-        }
-        p += 1;
     }
     if out.is_empty() {
         return Parsed::NotSatisfiable;
@@ -651,6 +608,10 @@ mod tests {
         assert_eq!(parse_ranges("a-b", 10), NotSatisfiable);
         assert_eq!(parse_ranges("5-2", 10), NotSatisfiable);
         assert_eq!(parse_ranges("0-1,2-9,0-9", 10), Declined);
+        assert_eq!(parse_ranges(" 1 - 2 ", 10), Ranges(vec![(1, 3)]));
+        assert_eq!(parse_ranges("-", 10), NotSatisfiable);
+        assert_eq!(parse_ranges("0-4,", 10), NotSatisfiable);
+        assert_eq!(parse_ranges("99999999999999999999-", 10), NotSatisfiable);
     }
 
     #[test]

@@ -121,7 +121,7 @@ pub(crate) async fn handle<B: ClientBody>(
             Next::Content(loc, matched) => {
                 let outcome = match &loc.target {
                     Some(target) => proxy(&site, server, &r, loc, target, matched, body).await,
-                    None => files(&site, server, &mut r, loc, matched, body, &mut changes).await,
+                    None => files(&site, server, &mut r, loc, body, &mut changes).await,
                 };
                 match outcome {
                     Served::Done(resp) => return resp,
@@ -340,8 +340,7 @@ fn phases<'a>(
             return Next::Error(404, &found.settings);
         }
         if let Some(re) = &found.regex {
-            let uri = r.uri.clone();
-            r.script.matched(re, &uri);
+            r.script.matched(re, &r.uri);
         }
         // nginx checks a declared body's size once the location is known.
         let max = found.settings.client_max_body_size;
@@ -479,7 +478,6 @@ async fn files<B: ClientBody>(
     server: &VServer,
     r: &mut Req,
     loc: &Loc,
-    matched: Matched,
     body: &mut B,
     changes: &mut u32,
 ) -> Served {
@@ -493,7 +491,7 @@ async fn files<B: ClientBody>(
         }
         Err(status) => return Served::Error(status),
     }
-    match crate::files::serve(r, site, server.name(), res, &loc.matcher, matched).await {
+    match crate::files::serve(r, site, server.name(), res, &loc.matcher).await {
         crate::files::Content::Status(s) => Served::Error(s),
         crate::files::Content::Internal(uri) => {
             let args = r.args.clone();

@@ -16,41 +16,49 @@ fn safe(status: u16) -> bool {
     )
 }
 
-/// Applies the location's expires and add_header to a response about to be sent.
+/// Applies the location's expires and add_header to a response about to be sent. The
+/// values are worked out first, against the response as the handler made it
+/// (`$sent_http_*`), then applied.
 pub(crate) fn filter(resp: &mut Response, res: &Resolved, ctx: &Ctx<'_>) {
     if matches!(res.expires, Expires::Off) && res.add_header.is_empty() {
         return;
     }
     let safe = safe(resp.status);
-    let sent = resp.headers.clone();
-    let content_type = resp.content_type.clone();
-    let mut ctx = Ctx {
-        sent: Some(&sent),
-        sent_content_type: content_type.as_deref(),
-        ..*ctx
+    let (expires, values) = {
+        let mut ctx = Ctx {
+            sent: Some(&resp.headers),
+            sent_content_type: resp.content_type.as_deref(),
+            ..*ctx
+        };
+        ctx.status = resp.status;
+        let expires = if safe {
+            expires(&res.expires, &ctx)
+        } else {
+            None
+        };
+        let values: Vec<(&str, String)> = res
+            .add_header
+            .iter()
+            .filter(|h| safe || h.always)
+            .map(|h| (h.name.as_str(), sanitize(ctx.eval(&h.value))))
+            .collect();
+        (expires, values)
     };
-    ctx.status = resp.status;
-    if safe {
-        expires(resp, &res.expires, &ctx);
+    if let Some((e, cache)) = expires {
+        resp.headers.set_value("Expires", e);
+        resp.headers.set_value("Cache-Control", cache);
     }
-    for h in &res.add_header {
-        if !safe && !h.always {
-            continue;
-        }
-        let value = sanitize(ctx.eval(&h.value));
-        let name = h.name.as_str();
+    for (name, value) in values {
         if name.eq_ignore_ascii_case("last-modified") || name.eq_ignore_ascii_case("etag") {
             // One of these at most: the configured line replaces the response's where it
             // stood (an empty value removes it).
             if value.is_empty() {
                 resp.headers.remove(name);
             } else {
-                resp.headers.set(h.name.clone(), value);
+                resp.headers.set(name.to_string(), value);
             }
-            continue;
-        }
-        if !value.is_empty() {
-            resp.headers.push(h.name.clone(), value);
+        } else if !value.is_empty() {
+            resp.headers.push(name.to_string(), value);
         }
     }
 }
@@ -71,23 +79,23 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
-/// `Expires` and `Cache-Control` for an expires setting (ngx_http_set_expires): an
-/// existing Expires is rewritten in place, the first Cache-Control likewise and the others
-/// dropped; missing ones are added at the end, Expires first.
-fn expires(resp: &mut Response, e: &Expires, ctx: &Ctx<'_>) {
+/// The `Expires` and `Cache-Control` values for an expires setting (ngx_http_set_expires;
+/// the caller rewrites an existing Expires in place, the first Cache-Control likewise and
+/// drops the others, and adds missing ones at the end, Expires first).
+fn expires(e: &Expires, ctx: &Ctx<'_>) -> Option<(String, String)> {
     let parsed;
     let e = match e {
         Expires::Variable(t) => {
             let text = ctx.eval(t);
             match fulcrum_nginx_conf::parse_expires(&text, false) {
-                Ok(Expires::Off) | Err(_) => return,
+                Ok(Expires::Off) | Err(_) => return None,
                 Ok(p) => {
                     parsed = p;
                     &parsed
                 }
             }
         }
-        Expires::Off => return,
+        Expires::Off => return None,
         e => e,
     };
     let now = now();
@@ -117,10 +125,9 @@ fn expires(resp: &mut Response, e: &Expires, ctx: &Ctx<'_>) {
             crate::response::format_date((now + t).max(0) as u64),
             cache_control(t, t < 0),
         ),
-        Expires::Off | Expires::Variable(_) => return,
+        Expires::Off | Expires::Variable(_) => return None,
     };
-    resp.headers.set_value("Expires", expires);
-    resp.headers.set_value("Cache-Control", cache);
+    Some((expires, cache))
 }
 
 fn cache_control(max_age: i64, negative: bool) -> String {

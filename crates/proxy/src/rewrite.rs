@@ -46,24 +46,11 @@ pub struct Rewrite {
     pub stop: Option<RewriteFlag>,
 }
 
+/// An `if` condition as written, with its regex compiled (for `~` and its kin).
 #[derive(Debug)]
-pub enum Cond {
-    Variable(String),
-    Compare {
-        variable: String,
-        negate: bool,
-        value: Template,
-    },
-    Match {
-        variable: String,
-        negate: bool,
-        regex: Regex,
-    },
-    File {
-        negate: bool,
-        test: FileTest,
-        path: Template,
-    },
+pub struct Cond {
+    pub condition: Condition,
+    pub regex: Option<Regex>,
 }
 
 /// Builds the configuration of an `if` in a location (None at server level).
@@ -111,31 +98,15 @@ pub fn compile(steps: &[Step], if_loc: &mut IfLoc<'_>) -> Result<Vec<Op>, String
             },
             Step::Break => Op::Break,
             Step::If(i) => Op::If {
-                cond: match &i.condition {
-                    Condition::Variable(v) => Cond::Variable(v.clone()),
-                    Condition::Compare {
-                        variable,
-                        negate,
-                        value,
-                    } => Cond::Compare {
-                        variable: variable.clone(),
-                        negate: *negate,
-                        value: value.clone(),
-                    },
-                    Condition::Match {
-                        variable,
-                        negate,
-                        case_insensitive,
-                        regex: r,
-                    } => Cond::Match {
-                        variable: variable.clone(),
-                        negate: *negate,
-                        regex: regex(r, *case_insensitive)?,
-                    },
-                    Condition::File { negate, test, path } => Cond::File {
-                        negate: *negate,
-                        test: *test,
-                        path: path.clone(),
+                cond: Cond {
+                    condition: i.condition.clone(),
+                    regex: match &i.condition {
+                        Condition::Match {
+                            regex: r,
+                            case_insensitive,
+                            ..
+                        } => Some(regex(r, *case_insensitive)?),
+                        _ => None,
                     },
                 },
                 ops: compile(&i.steps, if_loc)?,
@@ -262,19 +233,14 @@ fn exec<'a>(
     for op in ops {
         match op {
             Op::Rewrite(rw) => {
-                let uri = r.uri.clone();
-                if !r.script.matched(&rw.regex, &uri) {
-                    if log {
-                        r.script
-                            .notices
-                            .push(format!("\"{}\" does not match \"{uri}\"", rw.pattern));
-                    }
-                    continue;
-                }
+                let hit = r.script.matched(&rw.regex, &r.uri);
                 if log {
-                    r.script
-                        .notices
-                        .push(format!("\"{}\" matches \"{uri}\"", rw.pattern));
+                    let verb = if hit { "matches" } else { "does not match" };
+                    let line = format!("\"{}\" {verb} \"{}\"", rw.pattern, r.uri);
+                    r.script.notices.push(line);
+                }
+                if !hit {
+                    continue;
                 }
                 let value = replacement(rw, r, site, server);
                 if let Some(code) = rw.redirect {
@@ -372,12 +338,12 @@ fn exec<'a>(
 
 fn holds(cond: &Cond, r: &mut Req, site: &Site, server: &str) -> bool {
     let var = |r: &Req, name: &str| r.ctx(site, server, "").var(name, 0).unwrap_or_default();
-    match cond {
-        Cond::Variable(v) => {
+    match &cond.condition {
+        Condition::Variable(v) => {
             let v = var(r, v);
             !v.is_empty() && v != "0"
         }
-        Cond::Compare {
+        Condition::Compare {
             variable,
             negate,
             value,
@@ -386,15 +352,14 @@ fn holds(cond: &Cond, r: &mut Req, site: &Site, server: &str) -> bool {
             let right = r.ctx(site, server, "").eval(value);
             (left == right) != *negate
         }
-        Cond::Match {
-            variable,
-            negate,
-            regex,
+        Condition::Match {
+            variable, negate, ..
         } => {
             let subject = var(r, variable);
+            let regex = cond.regex.as_ref().expect("compiled with the condition");
             r.script.matched(regex, &subject) != *negate
         }
-        Cond::File { negate, test, path } => {
+        Condition::File { negate, test, path } => {
             let p = r.ctx(site, server, "").eval(path);
             let meta = std::fs::metadata(&p);
             let yes = match test {

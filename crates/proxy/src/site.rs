@@ -684,11 +684,10 @@ fn map(m: &Map) -> Result<CompiledMap, String> {
     })
 }
 
-/// Compiles a configuration. Upstream groups whose block is unchanged from `previous` keep
-/// their balancer state (a reload does not reset round-robin positions or failures).
-/// Makes every proxy_temp_path in use, as nginx does at start: a directory that cannot be
-/// made refuses the configuration, rather than failing each buffered response later.
-fn temp_paths(servers: &[VServer]) -> Result<(), String> {
+/// Makes every proxy_temp_path in use, and the directories of the other *_temp_path
+/// directives, as nginx does at start: a directory that cannot be made refuses the
+/// configuration, rather than failing each buffered response later.
+fn temp_paths(servers: &[VServer], others: &[(String, String)]) -> Result<(), String> {
     fn walk<'a>(locs: &'a [Loc], out: &mut Vec<&'a std::path::Path>) {
         for l in locs {
             out.push(&l.settings.temp_path);
@@ -700,6 +699,8 @@ fn temp_paths(servers: &[VServer]) -> Result<(), String> {
         paths.push(s.settings.temp_path.as_path());
         walk(&s.locations, &mut paths);
     }
+    // client_body_temp_path and its kin: made too, though nothing is written there.
+    paths.extend(others.iter().map(|(_, dir)| std::path::Path::new(dir)));
     paths.sort();
     paths.dedup();
     for p in paths {
@@ -710,6 +711,8 @@ fn temp_paths(servers: &[VServer]) -> Result<(), String> {
 }
 
 /// Compiles the http block; TLS for its `ssl` listens is added by the tls module.
+/// Upstream groups whose block is unchanged from `previous` keep their balancer state (a
+/// reload does not reset round-robin positions or failures).
 pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, String> {
     let mut http = cfg.http.clone().unwrap_or_default();
     // error_log at the main level is where http's inherits from.
@@ -800,10 +803,7 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
         tls: HashMap::new(),
         stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
     };
-    temp_paths(&site.servers)?;
-    for (_, dir) in &http.temp_paths {
-        std::fs::create_dir_all(dir).map_err(|e| format!("mkdir() \"{dir}\" failed ({e})"))?;
-    }
+    temp_paths(&site.servers, &http.temp_paths)?;
     Ok(site)
 }
 

@@ -1224,6 +1224,11 @@ fn static_files_index_try_files_and_error_page_match_nginx() {
         ],
         "{s:#?}"
     );
+    // The maintenance switch: with the file there, 503 and the /50x.html page.
+    std::fs::write(p._dir.0.join("maintenance"), "").unwrap();
+    let s = p.same(&["/maint/"], &[]);
+    assert_eq!(s[0].status, 503, "{s:?}");
+    assert_eq!(s[0].head, ["<p>we are down</p>\n"], "{s:?}");
     // Conditional and range requests, HEAD and POST.
     let etag = format!("\"{:x}-{:x}\"", 1_704_067_200, 17);
     for extra in [
