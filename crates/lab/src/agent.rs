@@ -19,7 +19,8 @@
 //! `request --connect ADDR:PORT --paths P1,P2,... [--method M] [--header 'K: V']...
 //! [--body TEXT]` sends one HTTP/1.1 request per path, each on its own connection, and
 //! prints for each `=== STATUS` and the body (or `=== error REASON`). With `--raw TEXT`
-//! it sends TEXT instead (`\r` and `\n` written as such), once.
+//! it sends TEXT instead (`\r` and `\n` written as such), once. `--full` prints the
+//! answer's head too; `--decode` de-frames a chunked body and inflates a gzip one.
 //!
 //! `probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]` opens N connections
 //! one after another and prints the first line each answers with; it exits 1 if any fails.
@@ -57,7 +58,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: serve --name NAME --listen ADDR:PORT [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT (--paths P1,P2 | --raw TEXT) [--method M] [--header 'K: V']... [--body TEXT] [--full]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES]\n       sink --listen ADDR:PORT --for-ms MS"
+        "usage: serve --name NAME --listen ADDR:PORT [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT (--paths P1,P2 | --raw TEXT) [--method M] [--header 'K: V']... [--body TEXT] [--full] [--decode]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES]\n       sink --listen ADDR:PORT --for-ms MS"
     );
     ExitCode::from(2)
 }
@@ -119,6 +120,8 @@ pub fn main(args: Vec<String>) -> ExitCode {
             };
             // --full: the answer's head too, as it came (status line and header lines).
             let full = args.iter().any(|a| a == "--full");
+            // --decode: a chunked body de-framed and a gzip one inflated (the head as sent).
+            let decode = args.iter().any(|a| a == "--decode");
             let shown = |(status, head, body): (u16, String, String)| {
                 if full {
                     format!("=== {status}\n{head}\r\n\r\n{body}")
@@ -128,7 +131,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
             };
             if let Some(raw) = flag_value(&args, "--raw") {
                 let bytes = raw.replace("\\r", "\r").replace("\\n", "\n");
-                match send_raw(addr, bytes.as_bytes()) {
+                match send_raw(addr, bytes.as_bytes(), decode) {
                     Ok(answer) => println!("{}", shown(answer)),
                     Err(e) => println!("=== error {e}"),
                 }
@@ -145,7 +148,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
                 .collect();
             let body = flag_value(&args, "--body");
             for path in paths.split(',') {
-                match request(addr, &method, path, &headers, body.as_deref()) {
+                match request(addr, &method, path, &headers, body.as_deref(), decode) {
                     Ok(answer) => println!("{}", shown(answer)),
                     Err(e) => println!("=== error {e}"),
                 }
@@ -491,6 +494,7 @@ fn request(
     path: &str,
     headers: &[String],
     body: Option<&str>,
+    decode: bool,
 ) -> std::io::Result<(u16, String, String)> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -507,7 +511,7 @@ fn request(
     if let Some(b) = body {
         all.extend_from_slice(b.as_bytes());
     }
-    send_on(stream, &all)
+    send_on(stream, &all, decode)
 }
 
 /// An upgrade request; after a 101, three lines through the tunnel and back. Prints what
@@ -543,25 +547,66 @@ fn tunnel(addr: SocketAddr, path: &str) -> std::io::Result<String> {
 }
 
 /// Bytes as given (`\\r` and `\\n` written as such), for requests no client would send.
-fn send_raw(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<(u16, String, String)> {
+fn send_raw(
+    addr: SocketAddr,
+    bytes: &[u8],
+    decode: bool,
+) -> std::io::Result<(u16, String, String)> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    send_on(stream, bytes)
+    send_on(stream, bytes, decode)
 }
 
 /// Sends `bytes` and reads until the server closes: (status, head, body).
-fn send_on(mut stream: TcpStream, bytes: &[u8]) -> std::io::Result<(u16, String, String)> {
+fn send_on(
+    mut stream: TcpStream,
+    bytes: &[u8],
+    decode: bool,
+) -> std::io::Result<(u16, String, String)> {
     stream.write_all(bytes)?;
     let mut all = Vec::new();
     stream.read_to_end(&mut all)?;
-    let text = String::from_utf8_lossy(&all);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let split = all
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(all.len());
+    let head = String::from_utf8_lossy(&all[..split]).into_owned();
+    let mut body = all.get(split + 4..).unwrap_or_default().to_vec();
+    if decode {
+        let lines: Vec<String> = head.lines().map(str::to_ascii_lowercase).collect();
+        if lines.iter().any(|l| l == "transfer-encoding: chunked") {
+            body = dechunk(&body)?;
+        }
+        if !body.is_empty() && lines.iter().any(|l| l == "content-encoding: gzip") {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out)?;
+            body = out;
+        }
+    }
     let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    Ok((status, head.to_string(), body.to_string()))
+    Ok((status, head, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// A chunked body's data (extensions and trailers dropped).
+fn dechunk(mut b: &[u8]) -> std::io::Result<Vec<u8>> {
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunked body");
+    let mut out = Vec::new();
+    loop {
+        let eol = b.windows(2).position(|w| w == b"\r\n").ok_or_else(bad)?;
+        let size = std::str::from_utf8(&b[..eol]).map_err(|_| bad())?;
+        let size = size.split(';').next().unwrap_or("").trim();
+        let n = usize::from_str_radix(size, 16).map_err(|_| bad())?;
+        b = &b[eol + 2..];
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(b.get(..n).ok_or_else(bad)?);
+        b = b.get(n + 2..).ok_or_else(bad)?;
+    }
 }
 
 fn serve(name: &str, addr: SocketAddr, http: bool, behaviour: &Behaviour) -> std::io::Result<()> {

@@ -288,6 +288,61 @@ pub struct Settings {
     pub etag: Option<bool>,
     pub if_modified_since: Option<IfModifiedSince>,
     pub log_not_found: Option<bool>,
+    /// The gzip module.
+    pub gzip: Option<bool>,
+    /// gzip_types as written, lowercase (`*`: any); text/html is always compressed.
+    pub gzip_types: Option<Vec<String>>,
+    pub gzip_comp_level: Option<u32>,
+    pub gzip_min_length: Option<u64>,
+    pub gzip_proxied: Option<GzipProxied>,
+    pub gzip_vary: Option<bool>,
+    pub gzip_http_version: Option<HttpVersion>,
+    /// gzip_disable: User-Agent regexes (case-insensitive) and nginx's `msie6`.
+    pub gzip_disable: Option<GzipDisable>,
+}
+
+/// gzip_proxied: when a request that came through a proxy (it has `Via`) gets a
+/// compressed answer; nginx's bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GzipProxied(pub u16);
+
+impl GzipProxied {
+    pub const OFF: u16 = 0x0002;
+    pub const EXPIRED: u16 = 0x0004;
+    pub const NO_CACHE: u16 = 0x0008;
+    pub const NO_STORE: u16 = 0x0010;
+    pub const PRIVATE: u16 = 0x0020;
+    pub const NO_LAST_MODIFIED: u16 = 0x0040;
+    pub const NO_ETAG: u16 = 0x0080;
+    pub const AUTH: u16 = 0x0100;
+    pub const ANY: u16 = 0x0200;
+
+    /// The bit of one of gzip_proxied's words.
+    pub fn bit(word: &str) -> Option<u16> {
+        Some(match word {
+            "off" => Self::OFF,
+            "expired" => Self::EXPIRED,
+            "no-cache" => Self::NO_CACHE,
+            "no-store" => Self::NO_STORE,
+            "private" => Self::PRIVATE,
+            "no_last_modified" => Self::NO_LAST_MODIFIED,
+            "no_etag" => Self::NO_ETAG,
+            "auth" => Self::AUTH,
+            "any" => Self::ANY,
+            _ => return None,
+        })
+    }
+
+    pub fn has(self, bit: u16) -> bool {
+        self.0 & bit != 0
+    }
+}
+
+/// gzip_disable: `msie6` (nginx's test for MSIE 4 to 6), and regexes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GzipDisable {
+    pub msie6: bool,
+    pub regexes: Vec<String>,
 }
 
 /// `root PATH` or `alias PATH`.

@@ -265,6 +265,7 @@ fn settings(o: &mut Out, s: &Settings) {
             o.line(&[w(name), w(if b { "on" } else { "off" })]);
         }
     }
+    gzip(o, s);
     if let Some(m) = s.if_modified_since {
         let v = match m {
             IfModifiedSince::Off => "off",
@@ -272,6 +273,65 @@ fn settings(o: &mut Out, s: &Settings) {
             IfModifiedSince::Before => "before",
         };
         o.line(&[w("if_modified_since"), w(v)]);
+    }
+}
+
+fn gzip(o: &mut Out, s: &Settings) {
+    for (name, flag) in [("gzip", s.gzip), ("gzip_vary", s.gzip_vary)] {
+        if let Some(b) = flag {
+            o.line(&[w(name), w(if b { "on" } else { "off" })]);
+        }
+    }
+    if let Some(n) = s.gzip_comp_level {
+        o.line(&[w("gzip_comp_level"), n.to_string()]);
+    }
+    if let Some(n) = s.gzip_min_length {
+        o.line(&[w("gzip_min_length"), n.to_string()]);
+    }
+    if let Some(v) = s.gzip_http_version {
+        let v = match v {
+            HttpVersion::V1_0 => "1.0",
+            HttpVersion::V1_1 => "1.1",
+        };
+        o.line(&[w("gzip_http_version"), w(v)]);
+    }
+    if let Some(p) = s.gzip_proxied {
+        let mut line = vec![w("gzip_proxied")];
+        for word in [
+            "off",
+            "expired",
+            "no-cache",
+            "no-store",
+            "private",
+            "no_last_modified",
+            "no_etag",
+            "auth",
+            "any",
+        ] {
+            if GzipProxied::bit(word).is_some_and(|b| p.has(b)) {
+                line.push(w(word));
+            }
+        }
+        o.line(&line);
+    }
+    if let Some(types) = &s.gzip_types {
+        let mut line = vec![w("gzip_types")];
+        line.extend(types.iter().map(|t| w(t)));
+        if types.is_empty() {
+            line.push(w("text/html"));
+        }
+        o.line(&line);
+    }
+    if let Some(dis) = &s.gzip_disable {
+        let mut line = vec![w("gzip_disable")];
+        if dis.msie6 {
+            line.push(w("msie6"));
+        }
+        line.extend(dis.regexes.iter().map(|r| w(r)));
+        if line.len() == 1 {
+            line.push(w("degradation"));
+        }
+        o.line(&line);
     }
 }
 

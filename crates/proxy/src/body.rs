@@ -19,6 +19,8 @@ pub enum Body {
     Spooled(Box<crate::spool::Spooled>),
     /// A file, or slices of it (the static module).
     File(Box<crate::files::FileBody>),
+    /// Another body, compressed as it goes (the gzip filter).
+    Gzip(Box<crate::gzip::GzipBody>),
 }
 
 impl Body {
@@ -34,6 +36,7 @@ impl Body {
             Body::Relayed(r) => r.remaining(),
             Body::Spooled(s) => s.exact_len(),
             Body::File(f) => Some(f.len()),
+            Body::Gzip(_) => None,
         }
     }
 
@@ -50,6 +53,7 @@ impl Source for Body {
             Body::Relayed(r) => r.poll_next(cx),
             Body::Spooled(s) => s.poll_next(cx),
             Body::File(f) => f.poll_next(cx),
+            Body::Gzip(g) => g.poll_next(cx),
         }
     }
 }

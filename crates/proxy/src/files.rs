@@ -366,6 +366,15 @@ pub(crate) fn ranges(resp: &mut Response, r: &Req) {
     resp.body = Body::File(Box::new(body));
 }
 
+/// The whole file as the body (the gzip filter has taken the length, so no ranges).
+pub(crate) fn whole(src: FileSource) -> Body {
+    let segments = vec![Segment::File {
+        offset: 0,
+        len: src.size,
+    }];
+    Body::File(Box::new(FileBody::new(src.file, segments)))
+}
+
 /// nginx numbers its multipart boundaries from a per-process counter.
 fn next_boundary() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};

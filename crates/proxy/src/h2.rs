@@ -105,6 +105,9 @@ async fn handle(
     if let Some(v) = &resp.location {
         b = b.header("location", &v[..]);
     }
+    if resp.gzip_vary {
+        b = b.header("vary", "Accept-Encoding");
+    }
     for h in &resp.headers {
         b = b.header(&h.name[..], &h.value[..]);
     }

@@ -1264,7 +1264,10 @@ fn finish(
     mut resp: Response,
     upstream_addr: &str,
 ) -> Response {
+    let ua = r.headers.get("user-agent").map(|u| &u[..]);
+    resp.pad_for(ua, r.protocol == "HTTP/0.9");
     crate::headers::filter(&mut resp, res, &r.ctx(site, server.name(), ""));
+    crate::gzip::filter(&mut resp, res.gzip.as_deref(), r);
     crate::files::ranges(&mut resp, r);
     // error_page's status replaces the page's own (not that of an error nginx answers
     // itself while serving the page).

@@ -14,6 +14,7 @@
 mod access;
 mod body;
 mod files;
+pub mod gzip;
 mod h2;
 mod handler;
 mod headers;

@@ -43,6 +43,9 @@ pub(crate) struct Response {
     pub file: Option<crate::files::FileSource>,
     /// One of nginx's own error pages (its status is not replaced by error_page's).
     pub special: bool,
+    /// `Vary: Accept-Encoding`, which nginx's header filter writes itself (gzip_vary on
+    /// a response gzip could compress).
+    pub gzip_vary: bool,
 }
 
 impl Response {
@@ -62,6 +65,7 @@ impl Response {
             last_modified: None,
             file: None,
             special: false,
+            gzip_vary: false,
         }
     }
 
@@ -112,10 +116,45 @@ impl Response {
         }
     }
 
+    /// nginx's msie_padding (on by default): its own page for a status from 300 goes to
+    /// MSIE and Chrome with comments after it, so that they show it rather than a page
+    /// of their own.
+    pub fn pad_for(&mut self, user_agent: Option<&[u8]>, http09: bool) {
+        const PADDING: &[u8] =
+            b"<!-- a padding to disable MSIE and Chrome friendly error page -->\r\n";
+        if !self.special || self.status < 300 || http09 || !user_agent.is_some_and(pads) {
+            return;
+        }
+        let Body::Full(Some(page)) = &self.body else {
+            return;
+        };
+        let mut padded = BytesMut::with_capacity(page.len() + 6 * PADDING.len());
+        padded.put_slice(page);
+        for _ in 0..6 {
+            padded.put_slice(PADDING);
+        }
+        self.content_length = Some(padded.len() as u64);
+        self.body = Body::full(padded.freeze());
+    }
+
     /// Whether a body follows the head on the wire (HEAD, 1xx, 204 and 304 have none).
     pub fn has_body(&self, head_request: bool) -> bool {
         !(head_request || self.status < 200 || self.status == 204 || self.status == 304)
     }
+}
+
+/// The browsers nginx pads its pages for (ngx_http_process_user_agent): MSIE (not
+/// Opera), and Chrome where it does not say Gecko/.
+fn pads(ua: &[u8]) -> bool {
+    let has = |s: &[u8]| ua.windows(s.len()).any(|w| w == s);
+    let msie = ua
+        .windows(5)
+        .position(|w| w == b"MSIE ")
+        .is_some_and(|i| i + 7 < ua.len());
+    if has(b"Opera") {
+        return false;
+    }
+    msie || (!has(b"Gecko/") && has(b"Chrome/"))
 }
 
 /// nginx's error page titles (`ngx_http_error_pages`): a page for every 3xx, 4xx and 5xx
@@ -191,6 +230,9 @@ pub(crate) fn head(r: &Response, date: &[u8], chunked: bool, persist: Persist) -
                 out.put_slice(b"\r\n");
             }
         }
+    }
+    if r.gzip_vary {
+        out.put_slice(b"Vary: Accept-Encoding\r\n");
     }
     for h in &r.headers {
         line(&mut out, &h.name, &h.value);

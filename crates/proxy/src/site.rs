@@ -67,6 +67,8 @@ pub struct Resolved {
     pub etag: bool,
     pub if_modified_since: IfModifiedSince,
     pub log_not_found: bool,
+    /// The gzip filter, when on.
+    pub gzip: Option<std::sync::Arc<crate::gzip::Gzip>>,
 }
 
 /// The realip module's settings for a level.
@@ -135,7 +137,15 @@ fn merge(inner: &Settings, outer: &Settings) -> Settings {
         error_page,
         etag,
         if_modified_since,
-        log_not_found
+        log_not_found,
+        gzip,
+        gzip_types,
+        gzip_comp_level,
+        gzip_min_length,
+        gzip_proxied,
+        gzip_vary,
+        gzip_http_version,
+        gzip_disable
     )
 }
 
@@ -218,6 +228,7 @@ impl Resolved {
             etag: s.etag.unwrap_or(true),
             if_modified_since: s.if_modified_since.unwrap_or(IfModifiedSince::Exact),
             log_not_found: s.log_not_found.unwrap_or(true),
+            gzip: crate::gzip::Gzip::of(s).map(std::sync::Arc::new),
         }
     }
 }

@@ -31,14 +31,20 @@ struct Seen {
     answer: Vec<String>,
 }
 
-fn seen((status, answer, body): (u16, String, String)) -> Seen {
+fn seen(answer: (u16, String, String)) -> Seen {
+    seen_as(answer, false)
+}
+
+/// [`seen`], `decoded` when the agent de-chunked and inflated the body (`--decode`):
+/// then the proxy's own chunked bodies are compared too.
+fn seen_as((status, answer, body): (u16, String, String), decoded: bool) -> Seen {
     let answer = answer_head(&answer, &body);
     let mut lines = body.lines();
     let backend = lines.next().unwrap_or("").to_string();
     if !backend.starts_with('b') || backend.contains(' ') {
         // An answer of the proxy itself: its body too (error pages name the product),
         // unless chunked (where the chunks fall is the transport's business).
-        let chunked = answer.iter().any(|l| l == "Transfer-Encoding: chunked");
+        let chunked = !decoded && answer.iter().any(|l| l == "Transfer-Encoding: chunked");
         let body = if chunked {
             String::new()
         } else {
@@ -247,12 +253,13 @@ impl Pair {
 
     /// The same requests through both, one after another; returns nginx's view.
     fn same(&self, paths: &[&str], extra: &[&str]) -> Vec<Seen> {
+        let decoded = extra.contains(&"--decode");
         let run = |addr| {
             self.lab
                 .request_full(&self.host, addr, paths, extra)
                 .unwrap()
                 .into_iter()
-                .map(seen)
+                .map(|a| seen_as(a, decoded))
                 .collect::<Vec<_>>()
         };
         let nginx = run(NGINX);
@@ -1295,5 +1302,204 @@ fn static_files_index_try_files_and_error_page_match_nginx() {
             "{addr}: {:?}",
             r[0].2
         );
+    }
+}
+
+#[test]
+fn gzip_matches_nginx() {
+    if skip("gzip_matches_nginx") {
+        return;
+    }
+    let dir = Scratch::new("l7gzip");
+    let www = dir.0.join("www");
+    std::fs::create_dir_all(www.join("files")).unwrap();
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_704_067_200);
+    let page: String = (0..400)
+        .map(|i| format!("<p>paragraph {i}</p>\n"))
+        .collect();
+    for (name, text) in [
+        ("files/page.html", page.as_str()),
+        ("files/note.txt", "short\n"),
+    ] {
+        let path = www.join(name);
+        std::fs::write(&path, text).unwrap();
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(when).unwrap();
+    }
+    let http = r#"    upstream u {
+        server 127.0.0.1:9001;
+    }
+    upstream pre {
+        server 127.0.0.1:9002;
+    }
+    upstream cc {
+        server 127.0.0.1:9003;
+    }
+    upstream exp {
+        server 127.0.0.1:9004;
+    }
+    gzip on;
+    gzip_types text/plain application/json;
+    gzip_vary on;
+    gzip_proxied private expired;
+    gzip_disable "curl/7\." msie6;
+    server {
+        LISTEN
+        root DIR/www;
+        default_type text/plain;
+        location / {
+            proxy_pass http://u;
+        }
+        location /pre/ {
+            proxy_pass http://pre;
+        }
+        location /cc/ {
+            proxy_pass http://cc;
+        }
+        location /exp/ {
+            proxy_pass http://exp;
+        }
+        location /off/ {
+            gzip off;
+            proxy_pass http://u;
+        }
+        location /tiny/ {
+            return 200 "tiny";
+        }
+        location /long/ {
+            return 200 "a text long enough to be compressed, longer than twenty bytes\n";
+        }
+        location /json/ {
+            default_type application/json;
+            return 200 '{"a": "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"}';
+        }
+        location /bin/ {
+            default_type application/octet-stream;
+            return 200 "cccccccccccccccccccccccccccccccccccccccccccccc";
+        }
+        location /missing/ {
+            return 404;
+        }
+        location /files/ {
+        }
+        location /http10/ {
+            gzip_http_version 1.0;
+            return 200 "a text long enough to be compressed, longer than twenty bytes\n";
+        }
+        location /novary/ {
+            gzip_vary off;
+            gzip_min_length 1k;
+            gzip_comp_level 9;
+            proxy_pass http://u;
+        }
+        location /any/ {
+            gzip_types *;
+            default_type application/octet-stream;
+            return 200 "dddddddddddddddddddddddddddddddddddddddddddddd";
+        }
+    }"#;
+    let pre: &[&str] = &["--answer-header", "Content-Encoding: br"];
+    let cc: &[&str] = &[
+        "--answer-header",
+        "Cache-Control: private",
+        "--answer-header",
+        "ETag: \"v1\"",
+    ];
+    let exp: &[&str] = &["--answer-header", "Expires: Thu, 01 Jan 1970 00:00:01 GMT"];
+    let p = Pair::start_in(
+        dir,
+        "l7gzip",
+        http,
+        &[
+            ("b1", 9001, &[]),
+            ("b2", 9002, pre),
+            ("b3", 9003, cc),
+            ("b4", 9004, exp),
+        ],
+    );
+    let paths = [
+        "/",
+        "/pre/",
+        "/cc/",
+        "/exp/",
+        "/off/",
+        "/tiny/",
+        "/long/",
+        "/json/",
+        "/bin/",
+        "/missing/",
+        "/files/page.html",
+        "/files/note.txt",
+        "/files/none.html",
+        "/http10/",
+        "/novary/",
+        "/any/",
+    ];
+    let gzipped = |s: &Seen| s.answer.iter().any(|l| l == "Content-Encoding: gzip");
+    // No Accept-Encoding: nothing compressed, Vary where gzip would have.
+    let s = p.same(&paths, &["--decode"]);
+    assert!(!s.iter().any(gzipped), "{s:?}");
+    assert!(
+        s[6].answer.iter().any(|l| l == "Vary: Accept-Encoding"),
+        "{:?}",
+        s[6]
+    );
+    for ae in [
+        "gzip, deflate, br",
+        "deflate, gzip;q=0.5",
+        "gzip;q=0",
+        "x-gzip",
+        "GZIP",
+    ] {
+        let h = format!("Accept-Encoding: {ae}");
+        let s = p.same(&paths, &["--decode", "--header", &h]);
+        let expect = !matches!(ae, "gzip;q=0" | "x-gzip");
+        // Proxied text, the long text, the JSON, error pages and a large file are; what
+        // is short, already encoded, off, or of another type is not.
+        for i in [0, 2, 3, 6, 7, 9, 10, 12, 13, 15] {
+            assert_eq!(gzipped(&s[i]), expect, "{ae}: {} {:?}", paths[i], s[i]);
+        }
+        for i in [1, 4, 5, 8, 11, 14] {
+            assert!(!gzipped(&s[i]), "{ae}: {} {:?}", paths[i], s[i]);
+        }
+    }
+    let gz = "Accept-Encoding: gzip";
+    // Through a proxy (Via): gzip_proxied decides by the answer's headers.
+    let s = p.same(
+        &paths,
+        &["--decode", "--header", gz, "--header", "Via: 1.1 cache"],
+    );
+    assert!(
+        gzipped(&s[2]) && gzipped(&s[3]),
+        "private and expired: {s:?}"
+    );
+    // gzip_disable by User-Agent; HEAD; a Range on a file gzip takes whole.
+    for extra in [
+        &["--header", "User-Agent: curl/7.88.1"][..],
+        &[
+            "--header",
+            "User-Agent: Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1)",
+        ],
+        &[
+            "--header",
+            "User-Agent: Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.1; SV1)",
+        ],
+        &["--method", "HEAD"],
+        &["--header", "Range: bytes=0-9"],
+        &["--header", "If-None-Match: W/\"6592008c-1dd8\""],
+    ] {
+        let mut args = vec!["--decode", "--header", gz];
+        args.extend_from_slice(extra);
+        p.same(&paths, &args);
+    }
+    // HTTP/1.0: only where gzip_http_version 1.0 allows it (and the connection closes).
+    for path in ["/long/", "/http10/"] {
+        let raw = format!("GET {path} HTTP/1.0\\r\\nAccept-Encoding: gzip\\r\\n\\r\\n");
+        let args = ["--raw", raw.as_str(), "--decode"];
+        let n = p.lab.request_full(&p.host, NGINX, &[], &args).unwrap();
+        let f = p.lab.request_full(&p.host, FULCRUM, &[], &args).unwrap();
+        let (n, f) = (seen_as(n[0].clone(), true), seen_as(f[0].clone(), true));
+        assert_eq!(n, f, "HTTP/1.0 {path}: nginx left, fulcrum right");
+        assert_eq!(gzipped(&n), path == "/http10/", "{n:?}");
     }
 }

@@ -12,6 +12,7 @@ use crate::model::*;
 use crate::syntax::{Directive, Word};
 
 mod directives;
+mod gzip;
 mod http;
 mod rewrite;
 pub use rewrite::parse_expires;
