@@ -299,6 +299,12 @@ pub struct Settings {
     pub gzip_http_version: Option<HttpVersion>,
     /// gzip_disable: User-Agent regexes (case-insensitive) and nginx's `msie6`.
     pub gzip_disable: Option<GzipDisable>,
+    /// auth_basic: the realm (a template; `off`, written or evaluated, turns it off).
+    pub auth_basic: Option<Template>,
+    /// auth_basic_user_file: the htpasswd file, read for each request as nginx reads it.
+    pub auth_basic_user_file: Option<Template>,
+    /// satisfy any: access or auth_basic suffices (nginx's default is all).
+    pub satisfy_any: Option<bool>,
 }
 
 /// gzip_proxied: when a request that came through a proxy (it has `Via`) gets a

@@ -277,6 +277,15 @@ fn settings(o: &mut Out, s: &Settings) {
 }
 
 fn gzip(o: &mut Out, s: &Settings) {
+    if let Some(t) = &s.auth_basic {
+        o.line(&[w("auth_basic"), w(t.as_str())]);
+    }
+    if let Some(t) = &s.auth_basic_user_file {
+        o.line(&[w("auth_basic_user_file"), w(t.as_str())]);
+    }
+    if let Some(any) = s.satisfy_any {
+        o.line(&[w("satisfy"), w(if any { "any" } else { "all" })]);
+    }
     for (name, flag) in [("gzip", s.gzip), ("gzip_vary", s.gzip_vary)] {
         if let Some(b) = flag {
             o.line(&[w(name), w(if b { "on" } else { "off" })]);

@@ -77,13 +77,13 @@ fn parse_addr_port(s: &str) -> Option<SocketAddr> {
     s.parse::<SocketAddr>().ok()
 }
 
-/// The access module's verdict: true when the client may go on (no rule, or the first
-/// rule that matches allows).
-pub(crate) fn allowed(rules: &[AccessRule], client: IpAddr) -> bool {
+/// The access module's verdict: the first rule that matches allows (true) or denies;
+/// None when none matches (nginx's handler declines, which satisfy any tells apart).
+pub(crate) fn verdict(rules: &[AccessRule], client: IpAddr) -> Option<bool> {
     rules
         .iter()
         .find(|rule| rule.source.contains(client))
-        .is_none_or(|rule| rule.allow)
+        .map(|rule| rule.allow)
 }
 
 #[cfg(test)]
@@ -143,9 +143,9 @@ mod tests {
                 source: Source::All,
             },
         ];
-        assert!(!allowed(&rules, "10.0.0.5".parse().unwrap()));
-        assert!(allowed(&rules, "10.9.0.5".parse().unwrap()));
-        assert!(!allowed(&rules, "192.0.2.1".parse().unwrap()));
-        assert!(allowed(&[], "192.0.2.1".parse().unwrap()));
+        assert_eq!(verdict(&rules, "10.0.0.5".parse().unwrap()), Some(false));
+        assert_eq!(verdict(&rules, "10.9.0.5".parse().unwrap()), Some(true));
+        assert_eq!(verdict(&rules, "192.0.2.1".parse().unwrap()), Some(false));
+        assert_eq!(verdict(&[], "192.0.2.1".parse().unwrap()), None);
     }
 }

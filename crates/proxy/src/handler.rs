@@ -393,14 +393,61 @@ fn phases<'a>(
         break (loc, matched);
     };
     crate::access::realip(r, loc.settings.realip.as_ref());
-    if !crate::access::allowed(&loc.settings.access, r.conn.remote.ip()) {
-        elog(&loc.settings, r, server).write(Level::Error, "access forbidden by rule", None);
-        return Next::Error(403, &loc.settings);
+    if let Some(status) = access_phase(site, server, r, &loc.settings) {
+        return Next::Error(status, &loc.settings);
     }
     if let Some(list) = &loc.try_files {
         return try_files(site, server, r, list, &loc.settings, Some(loc), matched);
     }
     Next::Content(loc, matched)
+}
+
+/// nginx's access phase: allow and deny, then auth_basic, under satisfy all (each must
+/// pass; the first refusal answers) or any (one passing suffices; else 401 before 403).
+/// Some: the status to answer.
+fn access_phase(site: &Site, server: &VServer, r: &mut Req, res: &Resolved) -> Option<u16> {
+    const FORBIDDEN: &str = "access forbidden by rule";
+    let any = res.satisfy_any;
+    let mut refused = None;
+    match crate::access::verdict(&res.access, r.conn.remote.ip()) {
+        Some(true) if any => return None,
+        Some(false) if any => refused = Some(403),
+        Some(false) => {
+            elog(res, r, server).write(Level::Error, FORBIDDEN, None);
+            return Some(403);
+        }
+        _ => {}
+    }
+    if let Some((realm, file)) = &res.auth_basic {
+        let ctx = r.ctx(site, server.name(), "");
+        let realm = ctx.eval(realm);
+        if realm != "off" {
+            let file = site.conf_prefix.join(ctx.eval(file));
+            let mut lines = Vec::new();
+            let verdict = crate::auth::check(&r.headers, &file, &mut |level, m| {
+                lines.push((level, m.to_string()))
+            });
+            for (level, m) in lines {
+                elog(res, r, server).write(level, &m, None);
+            }
+            match verdict {
+                crate::auth::Verdict::Pass if any => return None,
+                crate::auth::Verdict::Pass => {}
+                crate::auth::Verdict::Challenge => {
+                    r.www_authenticate = Some(format!("Basic realm=\"{realm}\""));
+                    if !any {
+                        return Some(401);
+                    }
+                    refused = Some(401);
+                }
+                crate::auth::Verdict::Status(s) => return Some(s),
+            }
+        }
+    }
+    if refused == Some(403) {
+        elog(res, r, server).write(Level::Error, FORBIDDEN, None);
+    }
+    refused
 }
 
 /// nginx's try_files phase: the first file (or, ending in `/`, directory) that exists
@@ -1266,6 +1313,9 @@ fn finish(
 ) -> Response {
     let ua = r.headers.get("user-agent").map(|u| &u[..]);
     resp.pad_for(ua, r.protocol == "HTTP/0.9");
+    if let Some(v) = &r.www_authenticate {
+        resp.headers.push("WWW-Authenticate", v.clone());
+    }
     crate::headers::filter(&mut resp, res, &r.ctx(site, server.name(), ""));
     crate::gzip::filter(&mut resp, res.gzip.as_deref(), r);
     crate::files::ranges(&mut resp, r);

@@ -12,6 +12,7 @@
 //! balancer state and idle connections.
 
 mod access;
+mod auth;
 mod body;
 mod files;
 pub mod gzip;

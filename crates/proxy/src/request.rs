@@ -49,6 +49,9 @@ pub(crate) struct Req {
     pub err_status: Option<u16>,
     /// The method of the request line, when error_page has made the request a GET.
     pub line_method: Option<Bytes>,
+    /// auth_basic's challenge, which stays with the request (nginx's
+    /// headers_out.www_authenticate) whatever page answers it.
+    pub www_authenticate: Option<String>,
 }
 
 impl Req {
@@ -78,6 +81,7 @@ impl Req {
             has_body: false,
             script: crate::rewrite::Script::default(),
             realip: None,
+            www_authenticate: None,
             err_status: None,
             line_method: None,
         }

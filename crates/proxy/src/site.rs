@@ -69,6 +69,11 @@ pub struct Resolved {
     pub log_not_found: bool,
     /// The gzip filter, when on.
     pub gzip: Option<std::sync::Arc<crate::gzip::Gzip>>,
+    /// auth_basic's realm and user file, when both are set (nginx checks nothing
+    /// without the file).
+    pub auth_basic: Option<(Template, Template)>,
+    /// satisfy any.
+    pub satisfy_any: bool,
 }
 
 /// The realip module's settings for a level.
@@ -145,7 +150,10 @@ fn merge(inner: &Settings, outer: &Settings) -> Settings {
         gzip_proxied,
         gzip_vary,
         gzip_http_version,
-        gzip_disable
+        gzip_disable,
+        auth_basic,
+        auth_basic_user_file,
+        satisfy_any
     )
 }
 
@@ -229,6 +237,12 @@ impl Resolved {
             if_modified_since: s.if_modified_since.unwrap_or(IfModifiedSince::Exact),
             log_not_found: s.log_not_found.unwrap_or(true),
             gzip: crate::gzip::Gzip::of(s).map(std::sync::Arc::new),
+            auth_basic: s
+                .auth_basic
+                .clone()
+                .filter(|realm| realm.as_str() != "off")
+                .zip(s.auth_basic_user_file.clone()),
+            satisfy_any: s.satisfy_any.unwrap_or(false),
         }
     }
 }
@@ -394,6 +408,9 @@ pub struct Site {
     pub worker_connections: usize,
     /// TLS for the bound addresses that have `ssl` listens.
     pub tls: HashMap<SocketAddr, Arc<rustls::ServerConfig>>,
+    /// The main file's directory, where relative paths in values (auth_basic_user_file)
+    /// are found, as nginx's conf prefix.
+    pub conf_prefix: std::path::PathBuf,
     /// The counters, carried from the previous configuration by a reload.
     pub stats: Arc<crate::stats::Stats>,
 }
@@ -813,6 +830,10 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
         worker_connections: cfg.worker_connections as usize,
         tls: HashMap::new(),
         stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
+        conf_prefix: cfg
+            .conf_prefix
+            .clone()
+            .unwrap_or_else(|| std::path::PathBuf::from("/etc/nginx")),
     };
     temp_paths(&site.servers, &http.temp_paths)?;
     Ok(site)

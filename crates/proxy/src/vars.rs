@@ -117,7 +117,10 @@ impl Ctx<'_> {
             },
             "content_length" => return self.header("content_length"),
             "content_type" => return self.header("content_type"),
-            "remote_user" => return None,
+            "remote_user" => {
+                return crate::auth::basic_user(self.headers)
+                    .map(|(user, _)| String::from_utf8_lossy(&user).into_owned())
+            }
             "status" => format!("{:03}", self.status),
             "body_bytes_sent" => self.body_bytes_sent.to_string(),
             "time_local" => self.time_local.to_string(),

@@ -1503,3 +1503,133 @@ fn gzip_matches_nginx() {
         assert_eq!(gzipped(&n), path == "/http10/", "{n:?}");
     }
 }
+
+#[test]
+fn auth_basic_and_satisfy_match_nginx() {
+    if skip("auth_basic_and_satisfy_match_nginx") {
+        return;
+    }
+    use base64::Engine as _;
+    let dir = Scratch::new("l7auth");
+    // Every scheme nginx reads (openssl passwd and htpasswd make these), each "secret".
+    let bcrypt = bcrypt::hash("secret", 4).unwrap();
+    let users = [
+        ("alice", "$apr1$abcdefgh$h9FWgUz3n9YxylKLlR5SQ/"),
+        ("bob", "$1$xyz$Qia9Wq6FxQkYcwNWMk/RM0"),
+        ("carol", "$5$saltsalt$0IyaXrmV7.sGNS6tirgqHLqX/G.FBvgkYA.lpPdS5sA"),
+        ("dave", "$6$saltsalt$TVLlQcbpFVof5W3Yz4DTP6gRstiNuHwwTt6GLc1E5n0U0aDehy0S5knV8wiOQSpT0Y77vwPZN.Pq.H91p5hVO1"),
+        ("erin", "{SHA}5en6G6MezRroT3XKqkdPOmY/BfQ="),
+        ("frank", "{SSHA}+rvziNkZ1S+q3I9Y4L7TlBR47kZOYUNsMTIzNA=="),
+        ("gina", bcrypt.as_str()),
+        ("hank", "{PLAIN}secret"),
+    ];
+    let mut file = String::from("# the team\n");
+    for (u, h) in users {
+        file.push_str(&format!("{u}:{h}:a comment\n"));
+    }
+    std::fs::write(dir.0.join("htpasswd"), file).unwrap();
+    let http = r#"    upstream u {
+        server 127.0.0.1:9001;
+    }
+    proxy_set_header X-User "$remote_user";
+    server {
+        LISTEN
+        auth_basic "Restricted Area";
+        auth_basic_user_file DIR/htpasswd;
+        location / {
+            proxy_pass http://u;
+        }
+        location /open/ {
+            auth_basic off;
+            proxy_pass http://u;
+        }
+        location /nofile/ {
+            auth_basic_user_file DIR/missing;
+            proxy_pass http://u;
+        }
+        location /early/ {
+            # return runs in the rewrite phase, before access and auth.
+            return 200 "early\n";
+        }
+        location /any/ {
+            satisfy any;
+            allow 10.0.0.0/8;
+            deny all;
+            proxy_pass http://u;
+        }
+        location /anyip/ {
+            satisfy any;
+            allow 127.0.0.1;
+            deny all;
+            proxy_pass http://u;
+        }
+        location /denied/ {
+            deny all;
+            proxy_pass http://u;
+        }
+        location /var/ {
+            auth_basic $arg_realm;
+            proxy_pass http://u;
+        }
+        location /always/ {
+            add_header X-Always 1 always;
+            proxy_pass http://u;
+        }
+    }"#;
+    let p = Pair::start_in(dir, "l7auth", http, &[("b1", 9001, &[])]);
+    let paths = [
+        "/",
+        "/open/",
+        "/nofile/",
+        "/early/",
+        "/any/",
+        "/anyip/",
+        "/denied/",
+        "/var/?realm=Zone",
+        "/var/?realm=off",
+        "/always/",
+    ];
+    let basic = |cred: &str| {
+        format!(
+            "Authorization: Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(cred)
+        )
+    };
+    // No credentials: the challenge (or what comes first).
+    let s = p.same(&paths, &[]);
+    let statuses: Vec<u16> = s.iter().map(|s| s.status).collect();
+    assert_eq!(statuses, [401, 200, 401, 200, 401, 200, 403, 401, 200, 401]);
+    assert!(s[0]
+        .answer
+        .iter()
+        .any(|l| l == "WWW-Authenticate: Basic realm=\"Restricted Area\""));
+    for (user, _) in users {
+        let h = basic(&format!("{user}:secret"));
+        let s = p.same(&paths, &["--header", &h]);
+        assert_eq!(s[0].status, 200, "{user}: {:?}", s[0]);
+        assert!(
+            s[0].head.contains(&format!("X-User: {user}")),
+            "{user}: {:?}",
+            s[0]
+        );
+        let h = basic(&format!("{user}:wrong"));
+        let s = p.same(&paths, &["--header", &h]);
+        assert_eq!(s[0].status, 401, "{user}");
+    }
+    for h in [
+        basic("nobody:secret"),
+        basic(":secret"),
+        basic("alice"),
+        basic("alice:"),
+        "Authorization: Basic !!!".to_string(),
+        "Authorization: Bearer abc".to_string(),
+        "Authorization: basic   YWxpY2U6c2VjcmV0".to_string(),
+        "Authorization: Basic YWxpY2U6c2VjcmV0==junk".to_string(),
+    ] {
+        p.same(&paths, &["--header", &h]);
+    }
+    // The user file is read for each request: a change counts at once.
+    std::fs::write(p._dir.0.join("htpasswd"), "alice:{PLAIN}changed\n").unwrap();
+    let s = p.same(&["/"], &["--header", &basic("alice:changed")]);
+    assert_eq!(s[0].status, 200);
+}

@@ -57,6 +57,9 @@ pub(super) static SPECS: &[Spec] = &[
     s("real_ip_recursive", HSL, Flag),
     s("allow", HSL, Take(1, 1)),
     s("deny", HSL, Take(1, 1)),
+    s("auth_basic", HSL, Take(1, 1)),
+    s("auth_basic_user_file", HSL, Take(1, 1)),
+    s("satisfy", HSL, Take(1, 1)),
     // temporary files: created at start, as nginx creates them
     s("client_body_temp_path", HSL, Take(1, 4)),
     s("fastcgi_temp_path", HSL, Take(1, 4)),
@@ -165,10 +168,7 @@ pub(super) static SPECS: &[Spec] = &[
     ignored("zone", UPSTREAM, Simple),
     ignored("keepalive_time", HSL | UPSTREAM, Simple),
     // Known to nginx; skipping it would open or reroute something.
-    refused("auth_basic", HSL, Simple),
-    refused("auth_basic_user_file", HSL, Simple),
     refused("auth_request", HSL, Simple),
-    refused("satisfy", HSL, Simple),
     refused("limit_req", HSL, Simple),
     refused("limit_req_zone", HTTP, Simple),
     refused("limit_conn", HSL, Simple),

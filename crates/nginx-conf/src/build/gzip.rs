@@ -1,9 +1,10 @@
-//! The gzip module's directives, checked as nginx checks them.
+//! The gzip and auth_basic modules' directives (and satisfy), checked as nginx checks
+//! them.
 
 use super::*;
 
 impl Builder<'_> {
-    /// gzip and its settings. True when `d` was one.
+    /// gzip and its settings, auth_basic and satisfy. True when `d` was one.
     pub(super) fn gzip_setting(&mut self, d: &Directive, st: &mut Settings) -> bool {
         match d.name.text.as_str() {
             "gzip" | "gzip_vary" => {
@@ -112,6 +113,30 @@ impl Builder<'_> {
                     }
                 }
                 st.gzip_disable = Some(dis);
+            }
+            "auth_basic" | "auth_basic_user_file" => {
+                let slot = if d.name.text == "auth_basic" {
+                    &mut st.auth_basic
+                } else {
+                    &mut st.auth_basic_user_file
+                };
+                if self.dup(slot, d) {
+                    return true;
+                }
+                *slot = Some(Template(d.args[0].text.clone()));
+            }
+            "satisfy" => {
+                if self.dup(&st.satisfy_any, d) {
+                    return true;
+                }
+                st.satisfy_any = match d.args[0].text.as_str() {
+                    "all" => Some(false),
+                    "any" => Some(true),
+                    v => {
+                        self.error(d.args[0].span, format!("invalid value \"{v}\""));
+                        None
+                    }
+                };
             }
             _ => return false,
         }
