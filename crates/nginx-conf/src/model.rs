@@ -305,6 +305,49 @@ pub struct Settings {
     pub auth_basic_user_file: Option<Template>,
     /// satisfy any: access or auth_basic suffices (nginx's default is all).
     pub satisfy_any: Option<bool>,
+    /// limit_req, in order; the innermost level that has any.
+    pub limit_req: Option<Vec<LimitReq>>,
+    pub limit_req_status: Option<u16>,
+    /// limit_req_log_level: info, notice, warn or error (nginx's default).
+    pub limit_req_log_level: Option<String>,
+    pub limit_req_dry_run: Option<bool>,
+    /// limit_conn ZONE NUMBER, in order; the innermost level that has any.
+    pub limit_conn: Option<Vec<(String, u32)>>,
+    pub limit_conn_status: Option<u16>,
+    pub limit_conn_log_level: Option<String>,
+    pub limit_conn_dry_run: Option<bool>,
+}
+
+/// `limit_req zone=NAME [burst=N] [nodelay | delay=N]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitReq {
+    pub zone: String,
+    /// Requests beyond the rate that may wait (0: none).
+    pub burst: u32,
+    /// Of those, how many go without waiting: nodelay is all of them.
+    pub delay: LimitDelay,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitDelay {
+    /// Every request beyond the rate waits (nginx's default).
+    All,
+    /// `delay=N`: the first N beyond the rate go at once.
+    After(u32),
+    /// `nodelay`: none waits.
+    Never,
+}
+
+/// limit_req_zone or limit_conn_zone: the state shared by every worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitZone {
+    pub name: String,
+    pub key: Template,
+    /// The zone's size in bytes: how many keys it can hold.
+    pub size: u64,
+    /// limit_req_zone's rate in requests per 1000 seconds (nginx's unit: `1r/s` is 1000,
+    /// `30r/m` is 500); None for limit_conn_zone.
+    pub rate: Option<u64>,
 }
 
 /// gzip_proxied: when a request that came through a proxy (it has `Via`) gets a
@@ -566,6 +609,8 @@ pub struct Http {
     /// anywhere in the block, (directive, directory): created at start as nginx creates
     /// them (proxy_temp_path, which the proxy uses, is among the settings).
     pub temp_paths: Vec<(String, String)>,
+    /// limit_req_zone and limit_conn_zone.
+    pub limit_zones: Vec<LimitZone>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

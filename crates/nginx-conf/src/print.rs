@@ -266,6 +266,7 @@ fn settings(o: &mut Out, s: &Settings) {
         }
     }
     gzip(o, s);
+    limits(o, s);
     if let Some(m) = s.if_modified_since {
         let v = match m {
             IfModifiedSince::Off => "off",
@@ -273,6 +274,48 @@ fn settings(o: &mut Out, s: &Settings) {
             IfModifiedSince::Before => "before",
         };
         o.line(&[w("if_modified_since"), w(v)]);
+    }
+}
+
+fn limits(o: &mut Out, s: &Settings) {
+    for l in s.limit_req.iter().flatten() {
+        let mut p = vec![w("limit_req"), format!("zone={}", l.zone)];
+        if l.burst > 0 {
+            p.push(format!("burst={}", l.burst));
+        }
+        match l.delay {
+            LimitDelay::All => {}
+            LimitDelay::After(n) => p.push(format!("delay={n}")),
+            LimitDelay::Never => p.push(w("nodelay")),
+        }
+        o.line(&p);
+    }
+    for (zone, n) in s.limit_conn.iter().flatten() {
+        o.line(&[w("limit_conn"), w(zone), n.to_string()]);
+    }
+    for (name, v) in [
+        ("limit_req_status", s.limit_req_status),
+        ("limit_conn_status", s.limit_conn_status),
+    ] {
+        if let Some(v) = v {
+            o.line(&[w(name), v.to_string()]);
+        }
+    }
+    for (name, v) in [
+        ("limit_req_log_level", &s.limit_req_log_level),
+        ("limit_conn_log_level", &s.limit_conn_log_level),
+    ] {
+        if let Some(v) = v {
+            o.line(&[w(name), w(v)]);
+        }
+    }
+    for (name, flag) in [
+        ("limit_req_dry_run", s.limit_req_dry_run),
+        ("limit_conn_dry_run", s.limit_conn_dry_run),
+    ] {
+        if let Some(b) = flag {
+            o.line(&[w(name), w(if b { "on" } else { "off" })]);
+        }
     }
 }
 
@@ -504,6 +547,25 @@ pub fn print(cfg: &NginxConfig) -> String {
     settings(&mut o, &http.settings);
     for (directive, path) in &http.temp_paths {
         o.line(&[w(directive), w(path)]);
+    }
+    for z in &http.limit_zones {
+        let zone = format!("zone={}:{}", z.name, z.size);
+        match z.rate {
+            Some(r) if r % 1000 == 0 => o.line(&[
+                w("limit_req_zone"),
+                w(z.key.as_str()),
+                zone,
+                format!("rate={}r/s", r / 1000),
+            ]),
+            // r/m as nginx stores it: requests per 1000 s, rounded down.
+            Some(r) => o.line(&[
+                w("limit_req_zone"),
+                w(z.key.as_str()),
+                zone,
+                format!("rate={}r/m", (r * 60).div_ceil(1000)),
+            ]),
+            None => o.line(&[w("limit_conn_zone"), w(z.key.as_str()), zone]),
+        }
     }
     for f in &http.log_formats {
         let mut p = vec![w("log_format"), w(&f.name)];

@@ -203,6 +203,100 @@ fn module_settings() -> impl Strategy<Value = Settings> {
         )
 }
 
+/// What the gzip, auth_basic and limit modules add (limits name the zones every
+/// generated http block declares: z1, z2 and c1).
+fn filter_settings() -> impl Strategy<Value = Settings> {
+    let gzip = (
+        prop::option::of(any::<bool>()),
+        prop::option::of(
+            prop::sample::subsequence(vec!["text/css", "application/json", "image/svg+xml"], 1..3)
+                .prop_map(|v| v.into_iter().map(str::to_string).collect::<Vec<_>>()),
+        ),
+        prop::option::of(1u32..=9),
+        prop::option::of(0u64..100_000),
+        prop::option::of((1u16..0x200).prop_map(|b| GzipProxied(b << 1))),
+        prop::option::of(any::<bool>()),
+        prop::option::of(prop::sample::select(vec![
+            HttpVersion::V1_0,
+            HttpVersion::V1_1,
+        ])),
+        prop::option::of(
+            (
+                any::<bool>(),
+                prop::sample::subsequence(vec!["^Wget/", "MSIE [1-6]\\."], 0..2),
+            )
+                .prop_map(|(msie6, r)| GzipDisable {
+                    msie6,
+                    regexes: r.into_iter().map(str::to_string).collect(),
+                }),
+        ),
+    );
+    let auth = (
+        prop::option::of(template()),
+        prop::option::of("/etc/nginx/[a-z]{1,6}".prop_map(Template::new)),
+        prop::option::of(any::<bool>()),
+    );
+    let level = || {
+        prop::option::of(
+            prop::sample::select(vec!["info", "notice", "warn", "error"]).prop_map(str::to_string),
+        )
+    };
+    let limits = (
+        prop::option::of(
+            prop::collection::vec(
+                (
+                    0u32..20,
+                    prop_oneof![
+                        Just(LimitDelay::All),
+                        Just(LimitDelay::Never),
+                        (1u32..10).prop_map(LimitDelay::After)
+                    ],
+                ),
+                1..3,
+            )
+            .prop_map(|v| {
+                v.into_iter()
+                    .enumerate()
+                    .map(|(i, (burst, delay))| LimitReq {
+                        zone: format!("z{}", i + 1),
+                        burst,
+                        delay,
+                    })
+                    .collect::<Vec<_>>()
+            }),
+        ),
+        prop::option::of((1u32..100).prop_map(|n| vec![("c1".to_string(), n)])),
+        prop::option::of(400u16..600),
+        prop::option::of(400u16..600),
+        level(),
+        level(),
+        prop::option::of(any::<bool>()),
+        prop::option::of(any::<bool>()),
+    );
+    (gzip, auth, limits).prop_map(|(g, a, l)| Settings {
+        gzip: g.0,
+        gzip_types: g.1,
+        gzip_comp_level: g.2,
+        gzip_min_length: g.3,
+        gzip_proxied: g.4,
+        gzip_vary: g.5,
+        gzip_http_version: g.6,
+        gzip_disable: g.7,
+        auth_basic: a.0,
+        auth_basic_user_file: a.1,
+        satisfy_any: a.2,
+        limit_req: l.0,
+        limit_conn: l.1,
+        limit_req_status: l.2,
+        limit_conn_status: l.3,
+        limit_req_log_level: l.4,
+        limit_conn_log_level: l.5,
+        limit_req_dry_run: l.6,
+        limit_conn_dry_run: l.7,
+        ..Settings::default()
+    })
+}
+
 /// The rewrite module's directives; `in_if`: inside an `if` (no `if` there).
 fn steps(in_if: bool) -> BoxedStrategy<Vec<Step>> {
     let leaf = prop_oneof![
@@ -349,45 +443,59 @@ fn location(upstreams: usize, index: usize) -> impl Strategy<Value = Location> {
         settings(true),
         module_settings(),
         steps(false),
+        filter_settings(),
     )
-        .prop_map(move |(matcher, up, proxied, settings, modules, steps)| {
-            // Distinct paths: nginx refuses duplicate locations.
-            let matcher = match matcher {
-                LocationMatch::Prefix(p) => LocationMatch::Prefix(format!("{p}{index}")),
-                LocationMatch::Exact(p) => LocationMatch::Exact(format!("{p}{index}")),
-                LocationMatch::PrefixNoRegex(p) => {
-                    LocationMatch::PrefixNoRegex(format!("{p}{index}"))
+        .prop_map(
+            move |(matcher, up, proxied, settings, modules, steps, filters)| {
+                // Distinct paths: nginx refuses duplicate locations.
+                let matcher = match matcher {
+                    LocationMatch::Prefix(p) => LocationMatch::Prefix(format!("{p}{index}")),
+                    LocationMatch::Exact(p) => LocationMatch::Exact(format!("{p}{index}")),
+                    LocationMatch::PrefixNoRegex(p) => {
+                        LocationMatch::PrefixNoRegex(format!("{p}{index}"))
+                    }
+                    r => r,
+                };
+                let proxy_pass =
+                    (proxied && upstreams > 0).then(|| Template::new(format!("http://up{up}")));
+                let mut settings = Settings {
+                    add_header: modules.add_header,
+                    expires: modules.expires,
+                    set_real_ip_from: modules.set_real_ip_from,
+                    real_ip_header: modules.real_ip_header,
+                    real_ip_recursive: modules.real_ip_recursive,
+                    access: modules.access,
+                    root: modules.root,
+                    index: modules.index,
+                    error_page: modules.error_page,
+                    etag: modules.etag,
+                    ..Settings {
+                        proxy_set_header: settings.proxy_set_header,
+                        proxy_http_version: settings.proxy_http_version,
+                        proxy_read_timeout: settings.proxy_read_timeout,
+                        proxy_next_upstream: settings.proxy_next_upstream,
+                        proxy_buffering: settings.proxy_buffering,
+                        proxy_buffers: settings.proxy_buffers,
+                        client_max_body_size: settings.client_max_body_size,
+                        keepalive_timeout: settings.keepalive_timeout,
+                        proxy_redirect: settings.proxy_redirect,
+                        ..filters
+                    }
+                };
+                if proxy_pass.is_none() {
+                    settings.proxy_redirect = None;
                 }
-                r => r,
-            };
-            let proxy_pass =
-                (proxied && upstreams > 0).then(|| Template::new(format!("http://up{up}")));
-            let mut settings = Settings {
-                add_header: modules.add_header,
-                expires: modules.expires,
-                set_real_ip_from: modules.set_real_ip_from,
-                real_ip_header: modules.real_ip_header,
-                real_ip_recursive: modules.real_ip_recursive,
-                access: modules.access,
-                root: modules.root,
-                index: modules.index,
-                error_page: modules.error_page,
-                etag: modules.etag,
-                ..settings
-            };
-            if proxy_pass.is_none() {
-                settings.proxy_redirect = None;
-            }
-            Location {
-                matcher,
-                proxy_pass,
-                steps,
-                settings,
-                locations: Vec::new(),
-                try_files: None,
-                internal: false,
-            }
-        })
+                Location {
+                    matcher,
+                    proxy_pass,
+                    steps,
+                    settings,
+                    locations: Vec::new(),
+                    try_files: None,
+                    internal: false,
+                }
+            },
+        )
 }
 
 fn server(upstreams: usize) -> impl Strategy<Value = Server> {
@@ -459,6 +567,26 @@ fn config() -> impl Strategy<Value = NginxConfig> {
                             "client_body_temp_path".into(),
                             "/var/lib/nginx/body".into(),
                         )],
+                        limit_zones: vec![
+                            LimitZone {
+                                name: "z1".into(),
+                                key: Template::new("$binary_remote_addr"),
+                                size: 1 << 20,
+                                rate: Some(1000),
+                            },
+                            LimitZone {
+                                name: "z2".into(),
+                                key: Template::new("$uri"),
+                                size: 10 << 20,
+                                rate: Some(500),
+                            },
+                            LimitZone {
+                                name: "c1".into(),
+                                key: Template::new("$binary_remote_addr"),
+                                size: 1 << 20,
+                                rate: None,
+                            },
+                        ],
                     }),
                 },
             )

@@ -115,6 +115,7 @@ async fn handle(
         body: resp.body,
         log: resp.log,
         sent: 0,
+        _limit_conn: resp.limit_conn,
     };
     b.body(out).map_err(std::io::Error::other)
 }
@@ -124,6 +125,8 @@ pub(crate) struct Out {
     body: Body,
     log: Option<AccessLine>,
     sent: u64,
+    /// limit_conn's places, given back when the stream is done.
+    _limit_conn: Vec<crate::limit::ConnGuard>,
 }
 
 impl hyper::body::Body for Out {

@@ -16,6 +16,7 @@ use fulcrum_upstream::{Outcome, PeerId};
 use tracing::{error, warn};
 
 use crate::body::Body;
+use crate::limit::Pre;
 use crate::log::AccessLine;
 use crate::request::{BodyError, ClientBody, Req};
 use crate::response::Response;
@@ -103,7 +104,11 @@ pub(crate) async fn handle<B: ClientBody>(
     // error_page redirects once (recursive_error_pages off).
     let mut paged = false;
     loop {
-        let next = phases(&site, server, &mut r, start, &mut changes);
+        let mut next = phases(&site, server, &mut r, start, &mut changes);
+        if let Next::Delayed(wait, loc, matched) = next {
+            tokio::time::sleep(wait).await;
+            next = after_limit_req(&site, server, &mut r, loc, matched);
+        }
         let (status, res) = match next {
             Next::Done(resp) => return resp,
             Next::Error(status, res) => (status, res),
@@ -118,6 +123,7 @@ pub(crate) async fn handle<B: ClientBody>(
                 start = Start::Named(loc);
                 continue;
             }
+            Next::Delayed(..) => unreachable!("waited for above"),
             Next::Content(loc, matched) => {
                 let outcome = match &loc.target {
                     Some(target) => proxy(&site, server, &r, loc, target, matched, body).await,
@@ -224,6 +230,8 @@ enum Next<'a> {
         args: String,
     },
     Named(&'a Loc),
+    /// limit_req makes the request wait, then the phases go on in this location.
+    Delayed(std::time::Duration, &'a Loc, Matched),
     /// The content phase of this location: proxy_pass, or files.
     Content(&'a Loc, Matched),
 }
@@ -393,6 +401,39 @@ fn phases<'a>(
         break (loc, matched);
     };
     crate::access::realip(r, loc.settings.realip.as_ref());
+    let mut lines = Vec::new();
+    let pre = crate::limit::limit_req(site, &loc.settings, r, server.name(), &mut |l, m| {
+        lines.push((l, m))
+    });
+    for (level, m) in lines {
+        elog(&loc.settings, r, server).write(level, &m, None);
+    }
+    match pre {
+        Pre::Go => after_limit_req(site, server, r, loc, matched),
+        Pre::Refuse(status) => Next::Error(status, &loc.settings),
+        Pre::Wait(ms) => Next::Delayed(std::time::Duration::from_millis(ms), loc, matched),
+    }
+}
+
+/// The phases after limit_req (which may have made the request wait): limit_conn, access,
+/// try_files, then the content.
+fn after_limit_req<'a>(
+    site: &Site,
+    server: &'a VServer,
+    r: &mut Req,
+    loc: &'a Loc,
+    matched: Matched,
+) -> Next<'a> {
+    let mut lines = Vec::new();
+    let pre = crate::limit::limit_conn(site, &loc.settings, r, server.name(), &mut |l, m| {
+        lines.push((l, m))
+    });
+    for (level, m) in lines {
+        elog(&loc.settings, r, server).write(level, &m, None);
+    }
+    if let Pre::Refuse(status) = pre {
+        return Next::Error(status, &loc.settings);
+    }
     if let Some(status) = access_phase(site, server, r, &loc.settings) {
         return Next::Error(status, &loc.settings);
     }
@@ -1315,6 +1356,9 @@ fn finish(
     resp.pad_for(ua, r.protocol == "HTTP/0.9");
     if let Some(v) = &r.www_authenticate {
         resp.headers.push("WWW-Authenticate", v.clone());
+    }
+    if let Ok(mut held) = r.limit_conn.lock() {
+        resp.limit_conn.append(&mut held);
     }
     crate::headers::filter(&mut resp, res, &r.ctx(site, server.name(), ""));
     crate::gzip::filter(&mut resp, res.gzip.as_deref(), r);

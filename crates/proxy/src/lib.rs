@@ -20,6 +20,7 @@ mod h2;
 mod handler;
 mod headers;
 mod http1;
+pub mod limit;
 mod log;
 mod request;
 mod response;

@@ -52,6 +52,13 @@ pub(crate) struct Req {
     /// auth_basic's challenge, which stays with the request (nginx's
     /// headers_out.www_authenticate) whatever page answers it.
     pub www_authenticate: Option<String>,
+    /// `$limit_req_status` and `$limit_conn_status` once the modules have run (they run
+    /// once a request, internal redirects aside).
+    pub limit_req_status: Option<&'static str>,
+    pub limit_conn_status: Option<&'static str>,
+    /// The places this request holds in limit_conn zones, handed to its response (which
+    /// gives them back once it is done).
+    pub limit_conn: std::sync::Mutex<Vec<crate::limit::ConnGuard>>,
 }
 
 impl Req {
@@ -82,6 +89,9 @@ impl Req {
             script: crate::rewrite::Script::default(),
             realip: None,
             www_authenticate: None,
+            limit_req_status: None,
+            limit_conn_status: None,
+            limit_conn: std::sync::Mutex::new(Vec::new()),
             err_status: None,
             line_method: None,
         }
@@ -136,6 +146,8 @@ impl Req {
             realip_remote: self.realip,
             sent: None,
             sent_content_type: None,
+            limit_req_status: self.limit_req_status,
+            limit_conn_status: self.limit_conn_status,
         }
     }
 }

@@ -46,6 +46,8 @@ pub(crate) struct Response {
     /// `Vary: Accept-Encoding`, which nginx's header filter writes itself (gzip_vary on
     /// a response gzip could compress).
     pub gzip_vary: bool,
+    /// The request's places in limit_conn zones, given back when the response is done.
+    pub limit_conn: Vec<crate::limit::ConnGuard>,
 }
 
 impl Response {
@@ -66,6 +68,7 @@ impl Response {
             file: None,
             special: false,
             gzip_vary: false,
+            limit_conn: Vec::new(),
         }
     }
 

@@ -74,6 +74,14 @@ pub struct Resolved {
     pub auth_basic: Option<(Template, Template)>,
     /// satisfy any.
     pub satisfy_any: bool,
+    pub limit_req: Vec<fulcrum_nginx_conf::model::LimitReq>,
+    pub limit_req_status: u16,
+    pub limit_req_log_level: Level,
+    pub limit_req_dry_run: bool,
+    pub limit_conn: Vec<(String, u32)>,
+    pub limit_conn_status: u16,
+    pub limit_conn_log_level: Level,
+    pub limit_conn_dry_run: bool,
 }
 
 /// The realip module's settings for a level.
@@ -153,7 +161,15 @@ fn merge(inner: &Settings, outer: &Settings) -> Settings {
         gzip_disable,
         auth_basic,
         auth_basic_user_file,
-        satisfy_any
+        satisfy_any,
+        limit_req,
+        limit_req_status,
+        limit_req_log_level,
+        limit_req_dry_run,
+        limit_conn,
+        limit_conn_status,
+        limit_conn_log_level,
+        limit_conn_dry_run
     )
 }
 
@@ -243,6 +259,14 @@ impl Resolved {
                 .filter(|realm| realm.as_str() != "off")
                 .zip(s.auth_basic_user_file.clone()),
             satisfy_any: s.satisfy_any.unwrap_or(false),
+            limit_req: s.limit_req.clone().unwrap_or_default(),
+            limit_req_status: s.limit_req_status.unwrap_or(503),
+            limit_req_log_level: Level::parse(s.limit_req_log_level.as_deref()),
+            limit_req_dry_run: s.limit_req_dry_run.unwrap_or(false),
+            limit_conn: s.limit_conn.clone().unwrap_or_default(),
+            limit_conn_status: s.limit_conn_status.unwrap_or(503),
+            limit_conn_log_level: Level::parse(s.limit_conn_log_level.as_deref()),
+            limit_conn_dry_run: s.limit_conn_dry_run.unwrap_or(false),
         }
     }
 }
@@ -411,6 +435,9 @@ pub struct Site {
     /// The main file's directory, where relative paths in values (auth_basic_user_file)
     /// are found, as nginx's conf prefix.
     pub conf_prefix: std::path::PathBuf,
+    /// limit_req_zone and limit_conn_zone by name.
+    pub req_zones: HashMap<String, Arc<crate::limit::ReqZone>>,
+    pub conn_zones: HashMap<String, Arc<crate::limit::ConnZone>>,
     /// The counters, carried from the previous configuration by a reload.
     pub stats: Arc<crate::stats::Stats>,
 }
@@ -793,6 +820,26 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
         crate::rewrite::declared(&s.ops, &mut set_vars);
         walk(&s.locations, &mut set_vars);
     }
+    // A zone whose declaration is unchanged keeps its state across a reload, as nginx's
+    // shared memory does.
+    let (mut req_zones, mut conn_zones) = (HashMap::new(), HashMap::new());
+    for z in &http.limit_zones {
+        if z.rate.is_some() {
+            let kept = previous
+                .and_then(|p| p.req_zones.get(&z.name))
+                .filter(|k| k.config == *z)
+                .cloned();
+            let zone = kept.unwrap_or_else(|| Arc::new(crate::limit::ReqZone::new(z.clone())));
+            req_zones.insert(z.name.clone(), zone);
+        } else {
+            let kept = previous
+                .and_then(|p| p.conn_zones.get(&z.name))
+                .filter(|k| k.config == *z)
+                .cloned();
+            let zone = kept.unwrap_or_else(|| Arc::new(crate::limit::ConnZone::new(z.clone())));
+            conn_zones.insert(z.name.clone(), zone);
+        }
+    }
     let site = Site {
         servers,
         upstreams: c.upstreams,
@@ -834,6 +881,8 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
             .conf_prefix
             .clone()
             .unwrap_or_else(|| std::path::PathBuf::from("/etc/nginx")),
+        req_zones,
+        conn_zones,
     };
     temp_paths(&site.servers, &http.temp_paths)?;
     Ok(site)
@@ -855,6 +904,20 @@ pub enum Level {
 }
 
 impl Level {
+    /// A level by nginx's name; error for any other.
+    pub fn parse(name: Option<&str>) -> Level {
+        match name {
+            Some("debug") => Level::Debug,
+            Some("info") => Level::Info,
+            Some("notice") => Level::Notice,
+            Some("warn") => Level::Warn,
+            Some("crit") => Level::Crit,
+            Some("alert") => Level::Alert,
+            Some("emerg") => Level::Emerg,
+            _ => Level::Error,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Level::Debug => "debug",
@@ -880,16 +943,7 @@ pub struct ErrorLogTarget {
 
 impl ErrorLogTarget {
     pub fn of(e: Option<&fulcrum_nginx_conf::model::ErrorLog>) -> ErrorLogTarget {
-        let level = match e.and_then(|e| e.level.as_deref()) {
-            Some("debug") => Level::Debug,
-            Some("info") => Level::Info,
-            Some("notice") => Level::Notice,
-            Some("warn") => Level::Warn,
-            Some("crit") => Level::Crit,
-            Some("alert") => Level::Alert,
-            Some("emerg") => Level::Emerg,
-            _ => Level::Error,
-        };
+        let level = Level::parse(e.and_then(|e| e.level.as_deref()));
         ErrorLogTarget {
             path: e.map_or_else(
                 || "/var/log/nginx/error.log".to_string(),

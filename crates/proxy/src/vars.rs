@@ -41,6 +41,8 @@ pub struct Ctx<'a> {
     /// The response's headers, for `$sent_http_*` (while the response is being made).
     pub sent: Option<&'a Headers>,
     pub sent_content_type: Option<&'a [u8]>,
+    pub limit_req_status: Option<&'static str>,
+    pub limit_conn_status: Option<&'static str>,
 }
 
 impl Ctx<'_> {
@@ -117,6 +119,13 @@ impl Ctx<'_> {
             },
             "content_length" => return self.header("content_length"),
             "content_type" => return self.header("content_type"),
+            "binary_remote_addr" => match self.remote.ip() {
+                // Raw octets (one char per byte): a key for limit zones and maps.
+                std::net::IpAddr::V4(a) => a.octets().iter().map(|b| char::from(*b)).collect(),
+                std::net::IpAddr::V6(a) => a.octets().iter().map(|b| char::from(*b)).collect(),
+            },
+            "limit_req_status" => return self.limit_req_status.map(str::to_string),
+            "limit_conn_status" => return self.limit_conn_status.map(str::to_string),
             "remote_user" => {
                 return crate::auth::basic_user(self.headers)
                     .map(|(user, _)| String::from_utf8_lossy(&user).into_owned())

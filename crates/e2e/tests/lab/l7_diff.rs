@@ -1633,3 +1633,132 @@ fn auth_basic_and_satisfy_match_nginx() {
     let s = p.same(&["/"], &["--header", &basic("alice:changed")]);
     assert_eq!(s[0].status, 200);
 }
+
+#[test]
+fn limit_req_and_limit_conn_match_nginx() {
+    if skip("limit_req_and_limit_conn_match_nginx") {
+        return;
+    }
+    let http = r#"    upstream u {
+        server 127.0.0.1:9001;
+    }
+    limit_req_zone $binary_remote_addr zone=strict:1m rate=2r/s;
+    limit_req_zone $binary_remote_addr zone=burst:1m rate=2r/s;
+    limit_req_zone $binary_remote_addr zone=status:1m rate=2r/s;
+    limit_req_zone $binary_remote_addr zone=dry:1m rate=2r/s;
+    limit_req_zone $binary_remote_addr zone=delay:1m rate=5r/s;
+    limit_req_zone $binary_remote_addr zone=split:1m rate=5r/s;
+    limit_req_zone $uri zone=byuri:1m rate=30r/m;
+    limit_req_zone $http_x_key zone=bykey:1m rate=1r/s;
+    limit_conn_zone $binary_remote_addr zone=conns:1m;
+    proxy_set_header X-Limit "$limit_req_status $limit_conn_status";
+    server {
+        LISTEN
+        location /strict/ {
+            limit_req zone=strict;
+            proxy_pass http://u;
+        }
+        location /burst/ {
+            limit_req zone=burst burst=3 nodelay;
+            proxy_pass http://u;
+        }
+        location /status/ {
+            limit_req zone=status burst=1 nodelay;
+            limit_req_status 429;
+            proxy_pass http://u;
+        }
+        location /dry/ {
+            limit_req zone=dry;
+            limit_req_dry_run on;
+            proxy_pass http://u;
+        }
+        location /delay/ {
+            limit_req zone=delay burst=3;
+            proxy_pass http://u;
+        }
+        location /split/ {
+            limit_req zone=split burst=4 delay=2;
+            proxy_pass http://u;
+        }
+        location /two/ {
+            limit_req zone=byuri burst=1 nodelay;
+            limit_req zone=bykey nodelay;
+            proxy_pass http://u;
+        }
+        location /early/ {
+            limit_req zone=strict;
+            return 200 "the rewrite phase comes first\n";
+        }
+        location /conn/ {
+            limit_conn conns 1;
+            limit_conn_status 429;
+            proxy_read_timeout 1s;
+            proxy_pass http://u;
+        }
+    }"#;
+    let mut p = Pair::start(
+        "l7limit",
+        http,
+        &[("b1", 9001, &["--echo", "--hang-path", "/conn/hang"])],
+    );
+    let statuses = |s: &[Seen]| s.iter().map(|s| s.status).collect::<Vec<_>>();
+    // Requests back to back, each on its own connection, within a few milliseconds.
+    let s = p.same(&["/strict/"; 4], &[]);
+    assert_eq!(statuses(&s), [200, 503, 503, 503]);
+    let s = p.same(&["/burst/"; 6], &[]);
+    assert_eq!(statuses(&s), [200, 200, 200, 200, 503, 503]);
+    let s = p.same(&["/status/"; 3], &[]);
+    assert_eq!(statuses(&s), [200, 200, 429]);
+    let s = p.same(&["/dry/"; 3], &[]);
+    assert_eq!(statuses(&s), [200, 200, 200]);
+    assert!(
+        s[1].head.iter().any(|l| l == "X-Limit: REJECTED_DRY_RUN"),
+        "{s:?}"
+    );
+    let s = p.same(&["/early/"; 2], &[]);
+    assert_eq!(statuses(&s), [200, 200]);
+    // Two limits: by URI (burst 1) and by a header's value; no header, no second limit.
+    let s = p.same(&["/two/a", "/two/a", "/two/a", "/two/b"], &[]);
+    assert_eq!(statuses(&s), [200, 200, 503, 200]);
+    let s = p.same(&["/two/c", "/two/d"], &["--header", "X-Key: k"]);
+    assert_eq!(statuses(&s), [200, 503]);
+    // Waiting: at 5r/s with burst=3, the second request waits 200 ms, the third 200 ms
+    // more (each is sent when the one before is answered), the fourth is in time.
+    for addr in [NGINX, FULCRUM] {
+        let t = std::time::Instant::now();
+        let r = p.lab.request(&p.host, addr, &["/delay/"; 4], &[]).unwrap();
+        let took = t.elapsed();
+        assert!(r.iter().all(|(s, _)| *s == 200), "{addr}: {r:?}");
+        assert!(
+            took >= Duration::from_millis(500) && took < Duration::from_millis(1500),
+            "{addr}: {took:?}"
+        );
+    }
+    // delay=2: two beyond the rate go at once, the next ones wait; the same statuses.
+    let s = p.same(&["/split/"; 6], &[]);
+    assert_eq!(statuses(&s), [200; 6]);
+    // A request in flight holds its place: a second one at the same time is refused.
+    for addr in [NGINX, FULCRUM] {
+        let bin = fulcrum_e2e::bin();
+        let args = [
+            bin.as_os_str(),
+            "lab-agent".as_ref(),
+            "request".as_ref(),
+            "--connect".as_ref(),
+            addr.as_ref(),
+            "--paths".as_ref(),
+            "/conn/hang".as_ref(),
+        ];
+        let _hanging = p.lab.spawn(&p.host, &args, None).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let r = p
+            .lab
+            .request_full(&p.host, addr, &["/conn/x"], &[])
+            .unwrap();
+        assert_eq!(r[0].0, 429, "{addr}: {r:?}");
+        // Once it is answered (504 after proxy_read_timeout), the place is free again.
+        std::thread::sleep(Duration::from_millis(1300));
+        let r = p.lab.request(&p.host, addr, &["/conn/x"], &[]).unwrap();
+        assert_eq!(r[0].0, 200, "{addr}: {r:?}");
+    }
+}

@@ -50,6 +50,7 @@ impl Builder<'_> {
                         format: Template(format),
                     });
                 }
+                "limit_req_zone" | "limit_conn_zone" => self.limit_zone(d, &mut http.limit_zones),
                 "map" => {
                     if let Some(m) = self.map(d) {
                         http.maps.push(m);
@@ -73,6 +74,7 @@ impl Builder<'_> {
             }
         }
         http.temp_paths = std::mem::take(&mut self.temp_paths);
+        self.check_limit_zones(&http.limit_zones);
         // access_log FORMAT must name a defined log_format (or nginx's built-in combined).
         let refs = std::mem::take(&mut self.log_format_refs);
         for (name, span) in refs {
@@ -130,7 +132,7 @@ impl Builder<'_> {
 
     /// Settings inherited through http, server and location. True when `d` was one.
     pub(super) fn setting(&mut self, d: &Directive, st: &mut Settings, ctx: Ctx) -> bool {
-        if self.module_setting(d, st) || self.gzip_setting(d, st) {
+        if self.module_setting(d, st) || self.gzip_setting(d, st) || self.limit_setting(d, st) {
             return true;
         }
         let a0 = &d.args.first();

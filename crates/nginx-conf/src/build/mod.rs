@@ -14,6 +14,7 @@ use crate::syntax::{Directive, Word};
 mod directives;
 mod gzip;
 mod http;
+mod limit;
 mod rewrite;
 pub use rewrite::parse_expires;
 mod server;
@@ -163,6 +164,8 @@ pub(crate) struct Builder<'a> {
     default_servers: Vec<(Option<IpAddr>, u16, Span)>,
     /// Directories of *_temp_path directives but proxy_temp_path: (directive, path).
     temp_paths: Vec<(String, String)>,
+    /// Zones named by limit_req (true) and limit_conn, checked once the http block is read.
+    limit_zone_refs: Vec<(String, bool, Span)>,
 }
 
 impl<'a> Builder<'a> {
@@ -175,6 +178,7 @@ impl<'a> Builder<'a> {
             log_format_refs: Vec::new(),
             default_servers: Vec::new(),
             temp_paths: Vec::new(),
+            limit_zone_refs: Vec::new(),
         }
     }
 
