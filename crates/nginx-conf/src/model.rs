@@ -611,6 +611,41 @@ pub struct Http {
     pub temp_paths: Vec<(String, String)>,
     /// limit_req_zone and limit_conn_zone.
     pub limit_zones: Vec<LimitZone>,
+    pub split_clients: Vec<SplitClients>,
+    pub geos: Vec<Geo>,
+}
+
+/// `split_clients STRING $VARIABLE { PERCENT% VALUE; ... * VALUE; }`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitClients {
+    pub source: Template,
+    /// The variable it defines, without `$`.
+    pub variable: String,
+    /// (hundredths of a percent, 0 for `*`; the value as written).
+    pub parts: Vec<(u32, String)>,
+}
+
+/// `geo [$ADDRESS] $VARIABLE { ... }`: a value by the client's (or a variable's) address.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Geo {
+    /// The variable whose value is the address, without `$`; None: the client's.
+    pub address: Option<String>,
+    pub variable: String,
+    pub default: Option<String>,
+    /// `ranges`: entries are address ranges (IPv4), not networks.
+    pub ranges: bool,
+    /// Networks (or ranges) and their values, in order, deletions applied.
+    pub entries: Vec<(GeoKey, String)>,
+    /// `proxy`: balancers trusted to name the client in X-Forwarded-For.
+    pub proxies: Vec<Source>,
+    pub proxy_recursive: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GeoKey {
+    Net(IpAddr, u8),
+    /// An inclusive IPv4 range.
+    Range(std::net::Ipv4Addr, std::net::Ipv4Addr),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -748,6 +783,8 @@ pub struct Server {
     pub locations: Vec<Location>,
     /// try_files at server level: for requests no location takes.
     pub try_files: Option<Vec<Template>>,
+    /// stub_status at server level: for requests no location takes.
+    pub stub_status: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -779,4 +816,7 @@ pub struct Location {
     pub try_files: Option<Vec<Template>>,
     /// internal: only internal redirects reach this location.
     pub internal: bool,
+    /// stub_status: the location answers with the connection counters (when written
+    /// after any proxy_pass: nginx's last content handler wins).
+    pub stub_status: bool,
 }

@@ -506,6 +506,9 @@ fn location(o: &mut Out, l: &Location) {
     if let Some(t) = &l.try_files {
         try_files(o, t);
     }
+    if l.stub_status {
+        o.line(&[w("stub_status")]);
+    }
     if l.internal {
         o.line(&[w("internal")]);
     }
@@ -600,6 +603,50 @@ pub fn print(cfg: &NginxConfig) -> String {
                 k.clone()
             };
             o.line(&[w(&key), w(v.as_str())]);
+        }
+        o.close();
+    }
+    for s in &http.split_clients {
+        o.open(&[
+            w("split_clients"),
+            w(s.source.as_str()),
+            w(&format!("${}", s.variable)),
+        ]);
+        for (percent, value) in &s.parts {
+            let key = if *percent == 0 {
+                w("*")
+            } else {
+                format!("{}.{:02}%", percent / 100, percent % 100)
+            };
+            o.line(&[key, w(value)]);
+        }
+        o.close();
+    }
+    for g in &http.geos {
+        let mut head = vec![w("geo")];
+        if let Some(a) = &g.address {
+            head.push(format!("${a}"));
+        }
+        head.push(format!("${}", g.variable));
+        o.open(&head);
+        if g.ranges {
+            o.line(&[w("ranges")]);
+        }
+        if let Some(d) = &g.default {
+            o.line(&[w("default"), w(d)]);
+        }
+        for p in &g.proxies {
+            o.line(&[w("proxy"), w(&p.as_written())]);
+        }
+        if g.proxy_recursive {
+            o.line(&[w("proxy_recursive")]);
+        }
+        for (k, v) in &g.entries {
+            let key = match k {
+                GeoKey::Net(a, l) => format!("{a}/{l}"),
+                GeoKey::Range(a, b) => format!("{a}-{b}"),
+            };
+            o.line(&[key, w(v)]);
         }
         o.close();
     }
@@ -698,6 +745,9 @@ pub fn print(cfg: &NginxConfig) -> String {
         steps(&mut o, &s.steps);
         if let Some(t) = &s.try_files {
             try_files(&mut o, t);
+        }
+        if s.stub_status {
+            o.line(&[w("stub_status")]);
         }
         for l in &s.locations {
             location(&mut o, l);

@@ -486,6 +486,7 @@ fn location(upstreams: usize, index: usize) -> impl Strategy<Value = Location> {
                     settings.proxy_redirect = None;
                 }
                 Location {
+                    stub_status: proxy_pass.is_none() && index % 2 == 1,
                     matcher,
                     proxy_pass,
                     steps,
@@ -531,7 +532,88 @@ fn server(upstreams: usize) -> impl Strategy<Value = Server> {
             steps,
             locations,
             try_files: None,
+            stub_status: false,
         })
+}
+
+/// split_clients blocks: shares that add up to at most 100%, `*` last or not at all.
+fn splits() -> impl Strategy<Value = Vec<SplitClients>> {
+    prop::collection::vec(
+        (
+            prop::collection::vec((1u32..3000, "[a-z]{1,6}"), 1..4),
+            any::<bool>(),
+        ),
+        0..2,
+    )
+    .prop_map(|blocks| {
+        blocks
+            .into_iter()
+            .enumerate()
+            .map(|(i, (parts, star))| {
+                let mut parts: Vec<(u32, String)> = parts;
+                if star {
+                    parts.push((0, "rest".into()));
+                }
+                SplitClients {
+                    source: Template::new("${remote_addr}x"),
+                    variable: format!("split{i}"),
+                    parts,
+                }
+            })
+            .collect()
+    })
+}
+
+/// geo blocks: networks (v4 and v6) or ranges, a default, proxies.
+fn geos() -> impl Strategy<Value = Vec<Geo>> {
+    let net = prop_oneof![
+        (any::<[u8; 4]>(), 8u8..=32).prop_map(|(a, len)| {
+            let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
+            GeoKey::Net(
+                std::net::IpAddr::from((u32::from_be_bytes(a) & mask).to_be_bytes()),
+                len,
+            )
+        }),
+        (any::<u128>(), 16u8..=128).prop_map(|(a, len)| {
+            let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
+            GeoKey::Net(std::net::IpAddr::V6((a & mask).into()), len)
+        }),
+    ];
+    let range = (any::<u32>(), 0u32..1000).prop_map(|(a, n)| {
+        let b = a.saturating_add(n);
+        GeoKey::Range(a.into(), b.into())
+    });
+    prop::collection::vec(
+        (
+            any::<bool>(),
+            prop::collection::vec((net, "[a-z0-9]{1,6}"), 0..4),
+            prop::collection::vec((range, "[a-z0-9]{1,6}"), 0..4),
+            prop::option::of("[a-z]{1,6}"),
+            any::<bool>(),
+        ),
+        0..2,
+    )
+    .prop_map(|blocks| {
+        blocks
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ranges, nets, rs, default, recursive))| {
+                let mut entries = if ranges { rs } else { nets };
+                // Keys are distinct (a repeated one is a duplicate nginx warns of).
+                let mut seen = std::collections::HashSet::new();
+                entries.retain(|(k, _)| seen.insert(*k));
+                Geo {
+                    address: (i == 1).then(|| "http_x_client".to_string()),
+                    variable: format!("geo{i}"),
+                    default,
+                    ranges,
+                    entries,
+                    proxies: vec![Source::Net("10.0.0.0".parse().unwrap(), 8)],
+                    proxy_recursive: recursive,
+                }
+            })
+            .collect()
+    })
 }
 
 fn config() -> impl Strategy<Value = NginxConfig> {
@@ -547,47 +629,52 @@ fn config() -> impl Strategy<Value = NginxConfig> {
             settings(false),
             any::<bool>(),
             any::<bool>(),
+            (splits(), geos()),
         )
             .prop_map(
-                |(wp, wc, upstreams, servers, settings, daemon, master_process)| NginxConfig {
-                    worker_processes: wp,
-                    worker_connections: wc,
-                    pid: None,
-                    daemon,
-                    master_process,
-                    error_log: None,
-                    conf_prefix: None,
-                    http: Some(Http {
-                        settings,
-                        log_formats: Vec::new(),
-                        maps: Vec::new(),
-                        upstreams,
-                        servers,
-                        temp_paths: vec![(
-                            "client_body_temp_path".into(),
-                            "/var/lib/nginx/body".into(),
-                        )],
-                        limit_zones: vec![
-                            LimitZone {
-                                name: "z1".into(),
-                                key: Template::new("$binary_remote_addr"),
-                                size: 1 << 20,
-                                rate: Some(1000),
-                            },
-                            LimitZone {
-                                name: "z2".into(),
-                                key: Template::new("$uri"),
-                                size: 10 << 20,
-                                rate: Some(500),
-                            },
-                            LimitZone {
-                                name: "c1".into(),
-                                key: Template::new("$binary_remote_addr"),
-                                size: 1 << 20,
-                                rate: None,
-                            },
-                        ],
-                    }),
+                |(wp, wc, upstreams, servers, settings, daemon, master_process, (splits, geos))| {
+                    NginxConfig {
+                        worker_processes: wp,
+                        worker_connections: wc,
+                        pid: None,
+                        daemon,
+                        master_process,
+                        error_log: None,
+                        conf_prefix: None,
+                        http: Some(Http {
+                            settings,
+                            log_formats: Vec::new(),
+                            maps: Vec::new(),
+                            upstreams,
+                            servers,
+                            temp_paths: vec![(
+                                "client_body_temp_path".into(),
+                                "/var/lib/nginx/body".into(),
+                            )],
+                            split_clients: splits,
+                            geos,
+                            limit_zones: vec![
+                                LimitZone {
+                                    name: "z1".into(),
+                                    key: Template::new("$binary_remote_addr"),
+                                    size: 1 << 20,
+                                    rate: Some(1000),
+                                },
+                                LimitZone {
+                                    name: "z2".into(),
+                                    key: Template::new("$uri"),
+                                    size: 10 << 20,
+                                    rate: Some(500),
+                                },
+                                LimitZone {
+                                    name: "c1".into(),
+                                    key: Template::new("$binary_remote_addr"),
+                                    size: 1 << 20,
+                                    rate: None,
+                                },
+                            ],
+                        }),
+                    }
                 },
             )
     })

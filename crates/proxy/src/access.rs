@@ -45,7 +45,12 @@ pub(crate) fn realip(r: &mut Req, conf: Option<&RealIp>) -> bool {
 /// nginx's ngx_http_get_forwarded_addr: while the address in hand is trusted, take the
 /// last address of the list (leftwards again if `recursive`). None when the connection's
 /// address is not trusted or the list names no address.
-fn forwarded(peer: IpAddr, list: &str, from: &[Source], recursive: bool) -> Option<SocketAddr> {
+pub(crate) fn forwarded(
+    peer: IpAddr,
+    list: &str,
+    from: &[Source],
+    recursive: bool,
+) -> Option<SocketAddr> {
     let mut current = SocketAddr::new(peer, 0);
     let mut found = None;
     let mut rest = list;

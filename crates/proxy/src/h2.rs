@@ -69,6 +69,8 @@ async fn handle(
     conn: ClientConn,
 ) -> Result<hyper::Response<Out>, std::io::Error> {
     let (parts, incoming) = req.into_parts();
+    // A stream's head comes whole: the request is writing from the start.
+    let counted = crate::stats::request_started(&site.stats, crate::stats::Gauge::Writing);
     let mut headers = Headers::with_capacity(parts.headers.len());
     for (n, v) in &parts.headers {
         headers.push(
@@ -116,6 +118,7 @@ async fn handle(
         log: resp.log,
         sent: 0,
         _limit_conn: resp.limit_conn,
+        _counted: counted,
     };
     b.body(out).map_err(std::io::Error::other)
 }
@@ -127,6 +130,8 @@ pub(crate) struct Out {
     sent: u64,
     /// limit_conn's places, given back when the stream is done.
     _limit_conn: Vec<crate::limit::ConnGuard>,
+    /// stub_status's writing count, until the stream is done.
+    _counted: crate::stats::Counted,
 }
 
 impl hyper::body::Body for Out {

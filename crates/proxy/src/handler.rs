@@ -126,6 +126,7 @@ pub(crate) async fn handle<B: ClientBody>(
             Next::Delayed(..) => unreachable!("waited for above"),
             Next::Content(loc, matched) => {
                 let outcome = match &loc.target {
+                    _ if loc.stub_status => stub_status(&site, server, &r, &loc.settings),
                     Some(target) => proxy(&site, server, &r, loc, target, matched, body).await,
                     None => files(&site, server, &mut r, loc, body, &mut changes).await,
                 };
@@ -338,6 +339,13 @@ fn phases<'a>(
                             None,
                             Matched::Exact,
                         );
+                    }
+                    if server.stub_status {
+                        return match stub_status(site, server, r, log_settings) {
+                            Served::Done(resp) => Next::Done(resp),
+                            Served::Error(status) => Next::Error(status, log_settings),
+                            Served::Again => Next::Error(500, log_settings),
+                        };
                     }
                     return Next::Error(404, log_settings);
                 };
@@ -1328,6 +1336,18 @@ pub(crate) fn absolute(r: &Req, host: &str, path: &str) -> String {
     } else {
         format!("{scheme}://{host}:{port}{path}")
     }
+}
+
+/// stub_status: the connection counters as text, for GET and HEAD.
+fn stub_status(site: &Site, server: &VServer, r: &Req, res: &Resolved) -> Served {
+    if !matches!(&r.method_name[..], b"GET" | b"HEAD") {
+        return Served::Error(405);
+    }
+    let resp = Response::new(200, res.server.clone()).with_body(
+        Bytes::from_static(b"text/plain"),
+        Bytes::from(site.stats.1.page()),
+    );
+    Served::Done(Some(finish(site, server, res, r, resp, "")))
 }
 
 /// An error page, logged.

@@ -24,6 +24,7 @@ use crate::request::{BodyError, ClientBody, ClientConn, Req};
 use crate::response::{self, Persist, Response};
 use crate::site::Site;
 use crate::stall::SendTimed;
+use crate::stats::{self, Counted, Gauge};
 use crate::stream::Source;
 
 /// How much a read asks the kernel for.
@@ -162,6 +163,7 @@ pub(crate) fn serve<S: ClientStream, H: Send>(
                     let _ = io.shutdown().await;
                     return;
                 }
+                let _waiting = Counted::new(&current.get().stats, Gauge::Waiting);
                 tokio::select! {
                     got = wait_for_bytes(&mut io, &mut buf, deadline) => if !got {
                         return;
@@ -208,14 +210,17 @@ async fn request<S: ClientStream>(
     requests: u64,
 ) -> After {
     let site = current.get();
+    let mut counted = stats::request_started(&site.stats, Gauge::Reading);
     let head = match read_head(io, buf, &site, first, deadline).await {
         Ok(Some(h)) => h,
         Ok(None) => return After::Gone,
         Err(reject) => {
+            counted.set(Gauge::Writing);
             refuse(io, &site, reject).await;
             return After::Gone;
         }
     };
+    counted.set(Gauge::Writing);
     // The last one on this connection: keepalive_requests reached, or a graceful stop.
     let last = (site.keepalive_requests > 0 && requests >= u64::from(site.keepalive_requests))
         || current.closing();

@@ -14,6 +14,7 @@
 mod access;
 mod auth;
 mod body;
+pub mod clients;
 mod files;
 pub mod gzip;
 mod h2;
@@ -518,23 +519,30 @@ async fn accept(shared: Arc<Shared>, listener: std::net::TcpListener, bind: Sock
         // its room.
         let site = shared.site.get();
         let current = shared.site.clone();
+        let active = stats::accepted(&site.stats);
         match site.tls.get(&bind).cloned() {
             // The common case, HTTP/1 on a plain listen: its task is the engine's
             // connection future itself.
             None if !site.http2(bind) => {
                 let io = http1::client_io(stream, &site);
-                tokio::spawn(http1::serve(current, io, conn, BytesMut::new(), permit));
+                tokio::spawn(http1::serve(
+                    current,
+                    io,
+                    conn,
+                    BytesMut::new(),
+                    (permit, active),
+                ));
             }
             None => {
                 tokio::spawn(Box::pin(async move {
-                    let _permit = permit;
+                    let _held = (permit, active);
                     serve(current, site, stream, conn, true).await
                 }));
             }
             Some(config) => {
                 conn.https = true;
                 tokio::spawn(Box::pin(async move {
-                    let _permit = permit;
+                    let _held = (permit, active);
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
                     let handshake =
                         tokio::time::timeout(site.client_header_timeout, acceptor.accept(stream));

@@ -341,6 +341,8 @@ pub struct Loc {
     pub try_files: Option<Vec<Template>>,
     /// Reached only by internal redirects.
     pub internal: bool,
+    /// stub_status answers here.
+    pub stub_status: bool,
 }
 
 #[derive(Debug)]
@@ -364,6 +366,8 @@ pub struct VServer {
     pub named: Vec<Loc>,
     /// try_files at server level (for requests no location takes).
     pub try_files: Option<Vec<Template>>,
+    /// stub_status at server level (for requests no location takes).
+    pub stub_status: bool,
     pub https: bool,
 }
 
@@ -408,6 +412,9 @@ pub struct Site {
     pub servers: Vec<VServer>,
     pub upstreams: HashMap<String, Arc<UpstreamGroup>>,
     pub maps: Vec<CompiledMap>,
+    /// split_clients and geo blocks by the variable each defines.
+    pub splits: HashMap<String, crate::clients::Split>,
+    pub geos: HashMap<String, crate::clients::GeoTable>,
     /// Variables that `set` gives values to somewhere (uninitialized_variable_warn).
     pub set_vars: std::collections::HashSet<String>,
     pub log_formats: HashMap<String, String>,
@@ -623,6 +630,7 @@ impl Compiler<'_> {
                 children: Vec::new(),
                 try_files: l.try_files.clone(),
                 internal: l.internal,
+                stub_status: l.stub_status,
             })))
         })?;
         let children = l
@@ -639,6 +647,7 @@ impl Compiler<'_> {
             children,
             try_files: l.try_files.clone(),
             internal: l.internal,
+            stub_status: l.stub_status,
         })
     }
 
@@ -700,6 +709,7 @@ impl Compiler<'_> {
                 .map(|l| self.location(l, &settings))
                 .collect::<Result<_, _>>()?,
             try_files: s.try_files.clone(),
+            stub_status: s.stub_status,
             settings: Resolved::of(&settings),
         })
     }
@@ -883,6 +893,16 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
             .unwrap_or_else(|| std::path::PathBuf::from("/etc/nginx")),
         req_zones,
         conn_zones,
+        splits: http
+            .split_clients
+            .iter()
+            .map(|s| (s.variable.clone(), crate::clients::Split::new(s)))
+            .collect(),
+        geos: http
+            .geos
+            .iter()
+            .map(|g| (g.variable.clone(), crate::clients::GeoTable::new(g)))
+            .collect(),
     };
     temp_paths(&site.servers, &http.temp_paths)?;
     Ok(site)

@@ -4,7 +4,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Upper bounds of the upstream response-time histogram, in seconds.
@@ -57,7 +58,108 @@ fn slot<'a, V: Default>(map: &'a mut HashMap<String, V>, key: &str) -> &'a mut V
 
 /// The proxy's counters, shared by every request.
 #[derive(Debug, Default)]
-pub struct Stats(Mutex<Counts>);
+pub struct Stats(Mutex<Counts>, pub Connections);
+
+/// stub_status's counters, as nginx keeps them: connections accepted and handled and
+/// requests, totals; connections open, and of those the ones reading a request head,
+/// writing an answer, and waiting for a request.
+#[derive(Debug, Default)]
+pub struct Connections {
+    pub accepted: AtomicU64,
+    pub handled: AtomicU64,
+    pub requests: AtomicU64,
+    pub active: AtomicI64,
+    pub reading: AtomicI64,
+    pub writing: AtomicI64,
+    pub waiting: AtomicI64,
+}
+
+/// One of the gauges counted up while this lives.
+#[derive(Debug)]
+pub struct Counted {
+    stats: Arc<Stats>,
+    gauge: Gauge,
+}
+
+/// Which gauge a [`Counted`] holds.
+#[derive(Debug, Clone, Copy)]
+pub enum Gauge {
+    Active,
+    Reading,
+    Writing,
+    Waiting,
+}
+
+impl Connections {
+    fn gauge(&self, g: Gauge) -> &AtomicI64 {
+        match g {
+            Gauge::Active => &self.active,
+            Gauge::Reading => &self.reading,
+            Gauge::Writing => &self.writing,
+            Gauge::Waiting => &self.waiting,
+        }
+    }
+
+    /// The stub_status page's text.
+    pub fn page(&self) -> String {
+        let n = |a: &AtomicI64| a.load(Ordering::Relaxed).max(0);
+        let t = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "Active connections: {} \nserver accepts handled requests\n {} {} {} \nReading: {} Writing: {} Waiting: {} \n",
+            n(&self.active),
+            t(&self.accepted),
+            t(&self.handled),
+            t(&self.requests),
+            n(&self.reading),
+            n(&self.writing),
+            n(&self.waiting),
+        )
+    }
+}
+
+impl Counted {
+    /// Counts `gauge` up until the result goes.
+    pub fn new(stats: &Arc<Stats>, gauge: Gauge) -> Counted {
+        stats.1.gauge(gauge).fetch_add(1, Ordering::Relaxed);
+        Counted {
+            stats: stats.clone(),
+            gauge,
+        }
+    }
+
+    /// Moves the count to another gauge (reading to writing).
+    pub fn set(&mut self, gauge: Gauge) {
+        self.stats
+            .1
+            .gauge(self.gauge)
+            .fetch_sub(1, Ordering::Relaxed);
+        self.stats.1.gauge(gauge).fetch_add(1, Ordering::Relaxed);
+        self.gauge = gauge;
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.stats
+            .1
+            .gauge(self.gauge)
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A connection accepted and handled: counted, and active while the result lives.
+pub fn accepted(stats: &Arc<Stats>) -> Counted {
+    stats.1.accepted.fetch_add(1, Ordering::Relaxed);
+    stats.1.handled.fetch_add(1, Ordering::Relaxed);
+    Counted::new(stats, Gauge::Active)
+}
+
+/// A request begun: counted, and reading its head while the result lives (then
+/// [`Counted::set`] to writing).
+pub fn request_started(stats: &Arc<Stats>, gauge: Gauge) -> Counted {
+    stats.1.requests.fetch_add(1, Ordering::Relaxed);
+    Counted::new(stats, gauge)
+}
 
 impl Stats {
     fn with(&self, f: impl FnOnce(&mut Counts)) {

@@ -124,6 +124,21 @@ impl Ctx<'_> {
                 std::net::IpAddr::V4(a) => a.octets().iter().map(|b| char::from(*b)).collect(),
                 std::net::IpAddr::V6(a) => a.octets().iter().map(|b| char::from(*b)).collect(),
             },
+            "connections_active"
+            | "connections_reading"
+            | "connections_writing"
+            | "connections_waiting" => {
+                let c = &self.site.stats.1;
+                let g = match name {
+                    "connections_active" => &c.active,
+                    "connections_reading" => &c.reading,
+                    "connections_writing" => &c.writing,
+                    _ => &c.waiting,
+                };
+                g.load(std::sync::atomic::Ordering::Relaxed)
+                    .max(0)
+                    .to_string()
+            }
             "limit_req_status" => return self.limit_req_status.map(str::to_string),
             "limit_conn_status" => return self.limit_conn_status.map(str::to_string),
             "remote_user" => {
@@ -153,6 +168,13 @@ impl Ctx<'_> {
                 if let Some(v) = self.script.vars.get(n) {
                     return Some(v.clone());
                 }
+                if let Some(s) = self.site.splits.get(n) {
+                    let key = self.eval_at(&s.source, depth + 1);
+                    return Some(s.value(key.as_bytes()).to_string());
+                }
+                if let Some(g) = self.site.geos.get(n) {
+                    return Some(self.geo(g, depth));
+                }
                 if self.site.map(n).is_none() && self.site.set_vars.contains(n) {
                     if let Ok(mut u) = self.script.uninitialized.lock() {
                         u.push(n.to_string());
@@ -163,6 +185,32 @@ impl Ctx<'_> {
             }
         };
         Some(v)
+    }
+
+    /// A geo block's value: by the address its variable holds, else by the client's
+    /// (through X-Forwarded-For when the client is one of its proxies).
+    fn geo(&self, g: &crate::clients::GeoTable, depth: u8) -> String {
+        let addr = match &g.address {
+            Some(var) => {
+                let v = if depth > 8 {
+                    None
+                } else {
+                    self.var(var, depth + 1)
+                };
+                crate::clients::parse_address(v.as_deref().unwrap_or(""))
+            }
+            None => {
+                let peer = self.remote.ip();
+                let xff = (!g.proxies.is_empty())
+                    .then(|| self.header("x_forwarded_for"))
+                    .flatten();
+                xff.and_then(|list| {
+                    crate::access::forwarded(peer, &list, &g.proxies, g.proxy_recursive)
+                })
+                .map_or(peer, |a| a.ip())
+            }
+        };
+        g.value(addr).to_string()
     }
 
     /// `$sent_http_NAME`: a header of the response being made.

@@ -1762,3 +1762,199 @@ fn limit_req_and_limit_conn_match_nginx() {
         assert_eq!(r[0].0, 200, "{addr}: {r:?}");
     }
 }
+
+#[test]
+fn split_clients_and_geo_match_nginx() {
+    if skip("split_clients_and_geo_match_nginx") {
+        return;
+    }
+    let http = r#"    split_clients "${arg_id}salt" $variant {
+        10%   one;
+        25.5% two;
+        50%   three;
+        *     four;
+    }
+    split_clients "$arg_id" $half {
+        50% a;
+    }
+    geo $zone {
+        default none;
+        127.0.0.0/8 local;
+        10.0.0.0/8 ten;
+    }
+    geo $arg_ip $byarg {
+        default d;
+        192.0.2.0/24 test1;
+        198.51.100.0/24 test2;
+        198.51.100.7 host;
+        10.0.0.0/8 ten;
+        10.1.0.0/16 tenone;
+        2001:db8::/32 doc;
+        delete 10.1.0.0/16;
+    }
+    geo $proxied {
+        default d;
+        proxy 127.0.0.0/8;
+        proxy 10.0.0.0/8;
+        proxy_recursive;
+        203.0.113.0/24 web;
+        10.0.0.0/8 inner;
+    }
+    geo $arg_ip $ranged {
+        ranges;
+        default out;
+        10.0.0.0-10.0.0.255 a;
+        10.0.1.0-10.0.1.127 b;
+        10.0.0.100-10.0.0.110 c;
+    }
+    server {
+        LISTEN
+        location / {
+            return 200 "$variant|$half|$zone|$byarg|$proxied|$ranged\n";
+        }
+    }"#;
+    let p = Pair::start("l7split", http, &[]);
+    let ips = [
+        "192.0.2.9",
+        "198.51.100.7",
+        "198.51.100.8",
+        "10.1.2.3",
+        "10.2.3.4",
+        "2001:db8::5",
+        "10.0.0.5",
+        "10.0.0.105",
+        "10.0.0.200",
+        "10.0.1.100",
+        "10.0.1.200",
+        "junk",
+    ];
+    let paths: Vec<String> = (0..240)
+        .map(|i| format!("/?id={i}&ip={}", ips[i % ips.len()]))
+        .collect();
+    let paths: Vec<&str> = paths.iter().map(String::as_str).collect();
+    let s = p.same(&paths, &[]);
+    // Every share of the split is taken, about as configured.
+    let count = |v: &str| s.iter().filter(|s| s.head[0].starts_with(v)).count();
+    assert!(
+        count("one|") > 5 && count("two|") > 30 && count("three|") > 80,
+        "{s:?}"
+    );
+    for xff in [
+        "203.0.113.5",
+        "203.0.113.5, 10.1.1.1",
+        "198.51.100.1, 10.1.1.1",
+        "junk",
+    ] {
+        let h = format!("X-Forwarded-For: {xff}");
+        p.same(&paths[..12], &["--header", &h]);
+    }
+}
+
+#[test]
+fn stub_status_matches_nginx() {
+    if skip("stub_status_matches_nginx") {
+        return;
+    }
+    let http = r#"    upstream u {
+        server 127.0.0.1:9001;
+    }
+    server {
+        LISTEN
+        location = /status {
+            stub_status;
+        }
+        location = /private {
+            stub_status;
+            allow 192.0.2.1;
+            deny all;
+        }
+        location /hang {
+            proxy_read_timeout 2s;
+            proxy_pass http://u;
+        }
+        location /vars {
+            return 200 "$connections_active $connections_reading $connections_writing $connections_waiting\n";
+        }
+    }"#;
+    let mut p = Pair::start("l7stub", http, &[("b1", 9001, &["--hang-path", "/hang"])]);
+    // The counts differ by the requests each has served; the head and the shape do not.
+    let page = |addr: &str, p: &Pair| {
+        let r = p
+            .lab
+            .request_full(&p.host, addr, &["/status"], &[])
+            .unwrap();
+        let (status, head, body) = r[0].clone();
+        (status, answer_head(&head, &body), body)
+    };
+    let numbers = |body: &str| -> Vec<u64> {
+        body.split(|c: char| !c.is_ascii_digit())
+            .filter(|w| !w.is_empty())
+            .map(|w| w.parse().unwrap())
+            .collect()
+    };
+    for addr in [NGINX, FULCRUM] {
+        let (status, head, body) = page(addr, &p);
+        assert_eq!(status, 200, "{addr}");
+        let lines: Vec<&str> = body.lines().collect();
+        assert_eq!(lines[0], "Active connections: 1 ", "{addr}: {body}");
+        assert_eq!(lines[1], "server accepts handled requests", "{addr}");
+        assert_eq!(lines[3], "Reading: 0 Writing: 1 Waiting: 0 ", "{addr}");
+        let n = numbers(&body);
+        assert_eq!(n[1], n[2], "{addr}: accepts = handled: {body}");
+        // Three more requests, then the page again: three more connections and requests
+        // (and this one).
+        p.lab.request(&p.host, addr, &["/vars"; 3], &[]).unwrap();
+        let (_, head2, body2) = page(addr, &p);
+        let m = numbers(&body2);
+        assert_eq!(
+            (m[1] - n[1], m[3] - n[3]),
+            (4, 4),
+            "{addr}: {body} then {body2}"
+        );
+        assert_eq!(head, head2);
+    }
+    let n = page(NGINX, &p).1;
+    let f = page(FULCRUM, &p).1;
+    assert_eq!(
+        n.iter()
+            .filter(|l| !l.starts_with("Content-Length"))
+            .collect::<Vec<_>>(),
+        f.iter()
+            .filter(|l| !l.starts_with("Content-Length"))
+            .collect::<Vec<_>>()
+    );
+    // Other methods, HEAD, access rules, and the variables.
+    let s = p.same(&["/private", "/vars"], &[]);
+    assert_eq!(s[0].status, 403);
+    assert_eq!(s[1].head, ["1 0 1 0\n"]);
+    assert_eq!(p.same(&["/status"], &["--method", "POST"])[0].status, 405);
+    for addr in [NGINX, FULCRUM] {
+        let r = p
+            .lab
+            .request_full(&p.host, addr, &["/status"], &["--method", "HEAD"]);
+        let (status, head, body) = r.unwrap()[0].clone();
+        assert_eq!(status, 200);
+        assert!(
+            body.is_empty() && head.contains("Content-Length: 10"),
+            "{addr}: {head}"
+        );
+    }
+    // A request in flight is writing.
+    for addr in [NGINX, FULCRUM] {
+        let bin = fulcrum_e2e::bin();
+        let args = [
+            bin.as_os_str(),
+            "lab-agent".as_ref(),
+            "request".as_ref(),
+            "--connect".as_ref(),
+            addr.as_ref(),
+            "--paths".as_ref(),
+            "/hang".as_ref(),
+        ];
+        let _hanging = p.lab.spawn(&p.host, &args, None).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let body = page(addr, &p).2;
+        assert!(body.contains("Writing: 2 "), "{addr}: {body}");
+        assert!(body.starts_with("Active connections: 2 "), "{addr}: {body}");
+    }
+}

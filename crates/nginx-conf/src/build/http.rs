@@ -7,10 +7,13 @@ impl Builder<'_> {
         let mut http = Http::default();
         // Maps define variables for the whole http block, wherever they stand.
         for d in ds {
-            if d.name.text == "map" && d.args.len() == 2 {
-                if let Some(v) = d.args[1].text.strip_prefix('$') {
-                    self.map_vars.insert(v.to_string());
-                }
+            let defined = match (d.name.text.as_str(), d.args.len()) {
+                ("map" | "split_clients", 2) => d.args.get(1),
+                ("geo", 1 | 2) => d.args.last(),
+                _ => None,
+            };
+            if let Some(v) = defined.and_then(|w| w.text.strip_prefix('$')) {
+                self.map_vars.insert(v.to_string());
             }
         }
         let mut upstream_names = HashSet::new();
@@ -51,6 +54,16 @@ impl Builder<'_> {
                     });
                 }
                 "limit_req_zone" | "limit_conn_zone" => self.limit_zone(d, &mut http.limit_zones),
+                "split_clients" => {
+                    if let Some(s) = self.split_clients(d) {
+                        http.split_clients.push(s);
+                    }
+                }
+                "geo" => {
+                    if let Some(g) = self.geo(d) {
+                        http.geos.push(g);
+                    }
+                }
                 "map" => {
                     if let Some(m) = self.map(d) {
                         http.maps.push(m);

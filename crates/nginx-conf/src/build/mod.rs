@@ -16,6 +16,7 @@ mod gzip;
 mod http;
 mod limit;
 mod rewrite;
+mod variables;
 pub use rewrite::parse_expires;
 mod server;
 mod top;

@@ -489,12 +489,19 @@ impl Builder<'_> {
             "unix:" => return Some(Source::Unix),
             _ => {}
         }
+        self.net(w, "parameter")
+            .map(|(addr, len)| Source::Net(addr, len))
+    }
+
+    /// An address or CIDR network, its host bits cleared (with nginx's warning when
+    /// some were set); `what` names it in the error (`parameter`, `network`).
+    pub(super) fn net(&mut self, w: &Word, what: &str) -> Option<(IpAddr, u8)> {
         let (addr, len) = match w.text.split_once('/') {
             Some((a, l)) => (a, Some(l)),
             None => (w.text.as_str(), None),
         };
         let Ok(ip) = addr.parse::<IpAddr>() else {
-            self.error(w.span, format!("invalid parameter \"{}\"", w.text));
+            self.error(w.span, format!("invalid {what} \"{}\"", w.text));
             return None;
         };
         let max = if ip.is_ipv4() { 32 } else { 128 };
@@ -502,7 +509,7 @@ impl Builder<'_> {
             None => max,
             Some(Ok(l)) if l <= max => l,
             Some(_) => {
-                self.error(w.span, format!("invalid parameter \"{}\"", w.text));
+                self.error(w.span, format!("invalid {what} \"{}\"", w.text));
                 return None;
             }
         };
@@ -522,7 +529,7 @@ impl Builder<'_> {
                 format!("low address bits of {} are meaningless", w.text),
             ));
         }
-        Some(Source::Net(masked, len))
+        Some((masked, len))
     }
 }
 

@@ -11,6 +11,7 @@ impl Builder<'_> {
             steps: Vec::new(),
             locations: Vec::new(),
             try_files: None,
+            stub_status: false,
         };
         let mut seen = HashSet::new();
         for d in ds {
@@ -68,6 +69,7 @@ impl Builder<'_> {
                     }
                     srv.try_files = self.try_files(d);
                 }
+                "stub_status" => srv.stub_status = true,
                 _ => {}
             }
         }
@@ -257,6 +259,7 @@ impl Builder<'_> {
             locations: Vec::new(),
             try_files: None,
             internal: false,
+            stub_status: false,
         };
         let mut seen = HashSet::new();
         for e in d.block.as_deref().unwrap_or_default() {
@@ -296,6 +299,11 @@ impl Builder<'_> {
                         continue;
                     }
                     loc.proxy_pass = Some(Template(t.clone()));
+                    loc.stub_status = false;
+                }
+                "stub_status" => {
+                    loc.stub_status = true;
+                    loc.proxy_pass = None;
                 }
                 "try_files" => {
                     if self.dup(&loc.try_files, e) {
