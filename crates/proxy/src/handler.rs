@@ -24,6 +24,7 @@ use crate::rewrite;
 use crate::route::{self, Matched};
 use crate::site::{self, Level, Loc, Resolved, Site, Target, UpstreamGroup, VServer};
 use crate::upstream::{self, Conn, Failure, Relayed};
+use crate::upvars::{Meter, Try};
 use crate::vars::Ctx;
 
 /// Monotonic whole seconds, the balancer's clock (nginx's ngx_time()).
@@ -206,7 +207,7 @@ pub(crate) async fn handle<B: ClientBody>(
             .unwrap_or(302);
         let mut resp = Response::error(code, res.server.clone());
         resp.headers.push("Location", target);
-        return Some(finish(&site, server, res, &r, resp, ""));
+        return Some(finish(&site, server, res, &r, resp));
     }
 }
 
@@ -598,7 +599,7 @@ async fn files<B: ClientBody>(
         }
         crate::files::Content::Response(mut resp) => {
             crate::files::not_modified(&mut resp, r, res.if_modified_since);
-            Served::Done(Some(finish(site, server, res, r, resp, "")))
+            Served::Done(Some(finish(site, server, res, r, resp)))
         }
     }
 }
@@ -660,7 +661,10 @@ async fn proxy<B: ClientBody>(
         r,
         server: server.name(),
     };
-    let (head, conn, back, peer) = match forward(
+    if let Ok(mut log) = r.upstream.lock() {
+        log.begin();
+    }
+    let (head, conn, back, _peer, meter) = match forward(
         &group,
         &upstream,
         res,
@@ -674,12 +678,12 @@ async fn proxy<B: ClientBody>(
         Ok(x) => x,
         Err(status) => return Served::Error(status),
     };
-    let peer_text = peer.to_string();
     if head.status == 101 && r.headers.contains("upgrade") {
+        meter.finish();
         let mut out = relay_head(site, &head, res, r, loc, target, &proxy_host, server);
         out.content_length = None;
         out.upgrade = Some(conn);
-        return Served::Done(Some(finish(site, server, res, r, out, &peer_text)));
+        return Served::Done(Some(finish(site, server, res, r, out)));
     }
     let mut out = relay_head(site, &head, res, r, loc, target, &proxy_host, server);
     // X-Accel-Buffering from the upstream overrides proxy_buffering, as in nginx.
@@ -688,7 +692,7 @@ async fn proxy<B: ClientBody>(
         Some(v) if v.eq_ignore_ascii_case(b"no") => false,
         _ => res.buffering,
     };
-    let relayed = Relayed::new(conn, &head, res.read_timeout, back);
+    let relayed = Relayed::new(conn, &head, res.read_timeout, back, meter);
     // A response of known length that fits a socket's send buffer (16 KiB at least) is
     // taken by the kernel at once however slow the client: no spool needed for it.
     let small = relayed.remaining().is_some_and(|n| n <= SMALL_RESPONSE);
@@ -707,7 +711,7 @@ async fn proxy<B: ClientBody>(
     } else {
         Body::Relayed(Box::new(relayed))
     };
-    Served::Done(Some(finish(site, server, res, r, out, &peer_text)))
+    Served::Done(Some(finish(site, server, res, r, out)))
 }
 
 /// The error log as it applies to `res`, for a request.
@@ -781,7 +785,7 @@ fn answer(
             .with_body(res.default_type.clone(), Bytes::from(text)),
         (_, None) => Response::error(status, res.server.clone()),
     };
-    Some(finish(site, server, res, r, resp, ""))
+    Some(finish(site, server, res, r, resp))
 }
 
 /// Reads the client's body within client_body_timeout per read and client_max_body_size;
@@ -1030,7 +1034,7 @@ async fn forward(
     https: bool,
     stats: &crate::stats::Stats,
     elog: &crate::log::ErrorContext<'_>,
-) -> Result<(ResponseHead, Conn, Back, SocketAddr), u16> {
+) -> Result<(ResponseHead, Conn, Back, SocketAddr, Arc<Meter>), u16> {
     let client = elog.r.conn.remote.ip();
     let scheme = if https { "https" } else { "http" };
     let url = |host: &dyn std::fmt::Display| {
@@ -1057,6 +1061,11 @@ async fn forward(
             match pool.get(&mut attempt, now_secs(), &mut rng) {
                 Some(id) => (id, pool.peer(id).addr),
                 None => {
+                    if let Ok(mut log) = elog.r.upstream.lock() {
+                        let t = log.push(Try::new(group.name.clone(), Instant::now()));
+                        t.status = 502;
+                        t.ended = Some(Instant::now());
+                    }
                     error!(upstream = %group.name, "no live upstreams while connecting to upstream");
                     elog.write(
                         Level::Error,
@@ -1068,7 +1077,28 @@ async fn forward(
             }
         };
         let tried = Instant::now();
-        match try_peer(group, addr, req, res, https).await {
+        let mut timing = Timing::default();
+        let result = try_peer(group, addr, req, res, https, &mut timing).await;
+        // The try, for $upstream_*: ended unless its body is still to come.
+        let meter = result.as_ref().ok().map(|_| Arc::new(Meter::default()));
+        if let Ok(mut log) = elog.r.upstream.lock() {
+            let t = log.push(Try::new(addr.to_string(), tried));
+            t.connect = timing.connect;
+            t.header = timing.header;
+            t.sent = timing.sent;
+            match &result {
+                Ok((head, ..)) => {
+                    t.status = head.status;
+                    t.head_bytes = head.len as u64;
+                    t.meter = meter.clone();
+                }
+                Err((fail, ..)) => {
+                    t.status = fail.status();
+                    t.ended = Some(Instant::now());
+                }
+            }
+        }
+        match result {
             Ok((head, conn, back)) => {
                 let status = head.status;
                 stats.answered(&group.name, addr, status, tried.elapsed());
@@ -1084,6 +1114,9 @@ async fn forward(
                         if free(group, &mut attempt, id, outcome) {
                             elog.write(Level::Warn, DISABLED_READING, Some(&url(&addr)));
                         }
+                        if let Some(m) = &meter {
+                            m.finish();
+                        }
                         continue;
                     }
                     let outcome = if listed && failure {
@@ -1097,7 +1130,8 @@ async fn forward(
                 } else {
                     free(group, &mut attempt, id, Outcome::Ok);
                 }
-                return Ok((head, conn, back, addr));
+                let meter = meter.unwrap_or_default();
+                return Ok((head, conn, back, addr, meter));
             }
             Err((fail, sent, why)) => {
                 error!(upstream = %group.name, peer = %addr, "{why}");
@@ -1142,13 +1176,23 @@ fn free(
 
 /// One try against one peer: a cached connection if there is one (a stale one is
 /// replaced without costing a try), else a new one.
+/// How long a try took to connect and to get the response head, and what it sent.
+#[derive(Debug, Default)]
+struct Timing {
+    connect: Option<std::time::Duration>,
+    header: Option<std::time::Duration>,
+    sent: u64,
+}
+
 async fn try_peer(
     group: &Arc<UpstreamGroup>,
     addr: SocketAddr,
     req: &UpstreamRequest,
     res: &Resolved,
     https: bool,
+    timing: &mut Timing,
 ) -> Result<(ResponseHead, Conn, Back), (Fail, bool, String)> {
+    let start = Instant::now();
     let reuse = group.keepalive > 0 && req.version == Version::HTTP_11;
     let mut cached = if reuse {
         group.idle.take(addr, group.keepalive_timeout)
@@ -1168,11 +1212,16 @@ async fn try_peer(
                     )
                 })?,
         };
-        match conn
+        timing.connect = Some(start.elapsed());
+        let exchanged = conn
             .exchange(&req.head, &req.body, req.head_request, res.read_timeout)
-            .await
-        {
+            .await;
+        if !matches!(exchanged, Err(Failure::Stale { sent: false })) {
+            timing.sent = (req.head.len() + req.body.len()) as u64;
+        }
+        match exchanged {
             Ok(head) => {
+                timing.header = Some(start.elapsed());
                 let keep = reuse
                     && conn.requests < group.keepalive_requests
                     && head.keep_alive
@@ -1347,7 +1396,7 @@ fn stub_status(site: &Site, server: &VServer, r: &Req, res: &Resolved) -> Served
         Bytes::from_static(b"text/plain"),
         Bytes::from(site.stats.1.page()),
     );
-    Served::Done(Some(finish(site, server, res, r, resp, "")))
+    Served::Done(Some(finish(site, server, res, r, resp)))
 }
 
 /// An error page, logged.
@@ -1358,20 +1407,12 @@ fn fail(site: &Site, server: &VServer, res: &Resolved, r: &Req, status: u16) -> 
         res,
         r,
         Response::error(status, res.server.clone()),
-        "",
     )
 }
 
 /// Applies the headers filter (expires, add_header), counts the response and leaves its
 /// access log line with it.
-fn finish(
-    site: &Site,
-    server: &VServer,
-    res: &Resolved,
-    r: &Req,
-    mut resp: Response,
-    upstream_addr: &str,
-) -> Response {
+fn finish(site: &Site, server: &VServer, res: &Resolved, r: &Req, mut resp: Response) -> Response {
     let ua = r.headers.get("user-agent").map(|u| &u[..]);
     resp.pad_for(ua, r.protocol == "HTTP/0.9");
     if let Some(v) = &r.www_authenticate {
@@ -1402,6 +1443,6 @@ fn finish(
         }
     }
     site.stats.request(server.name(), resp.status);
-    resp.log = AccessLine::new(site, server, res, r, resp.status, upstream_addr);
+    resp.log = AccessLine::new(site, server, res, r, resp.status);
     resp
 }

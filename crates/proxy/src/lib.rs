@@ -34,6 +34,7 @@ pub mod stats;
 mod stream;
 mod tls;
 mod upstream;
+mod upvars;
 pub mod vars;
 
 use std::collections::HashMap;

@@ -16,6 +16,11 @@ enum Piece {
     Text(String),
     BodyBytes,
     RequestTime,
+    /// An `$upstream_*` value that grows with the body.
+    Upstream(
+        String,
+        std::sync::Arc<std::sync::Mutex<crate::upvars::UpstreamLog>>,
+    ),
 }
 
 /// A log line waiting for the body's size (carried in the response's extensions).
@@ -170,7 +175,6 @@ impl AccessLine {
         res: &Resolved,
         r: &Req,
         status: u16,
-        upstream_addr: &str,
     ) -> Option<AccessLine> {
         let mut files = Vec::new();
         let mut format = None;
@@ -198,7 +202,6 @@ impl AccessLine {
         let mut ctx = r.ctx(site, server.name(), "");
         ctx.status = status;
         ctx.time_local = &time;
-        ctx.upstream_addr = upstream_addr;
         let t = Template::new(text);
         let mut pieces = Vec::new();
         for p in t.parts() {
@@ -208,6 +211,9 @@ impl AccessLine {
                     pieces.push(Piece::BodyBytes)
                 }
                 Part::Variable("request_time") => pieces.push(Piece::RequestTime),
+                Part::Variable(v) if crate::upvars::deferred(v) => {
+                    pieces.push(Piece::Upstream(v.to_string(), r.upstream.clone()))
+                }
                 Part::Variable(v) => {
                     let value = ctx.var(v, 0).filter(|x| !x.is_empty());
                     pieces.push(Piece::Text(value.unwrap_or_else(|| "-".into())));
@@ -229,6 +235,10 @@ impl AccessLine {
                 Piece::BodyBytes => line.push_str(&bytes.to_string()),
                 Piece::RequestTime => {
                     line.push_str(&format!("{:.3}", self.start.elapsed().as_secs_f64()))
+                }
+                Piece::Upstream(name, log) => {
+                    let v = log.lock().ok().and_then(|l| l.value(name));
+                    line.push_str(v.as_deref().filter(|v| !v.is_empty()).unwrap_or("-"));
                 }
             }
         }

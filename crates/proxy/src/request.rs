@@ -59,6 +59,9 @@ pub(crate) struct Req {
     /// The places this request holds in limit_conn zones, handed to its response (which
     /// gives them back once it is done).
     pub limit_conn: std::sync::Mutex<Vec<crate::limit::ConnGuard>>,
+    /// The peers tried, for `$upstream_*` (and the access log line, which may render
+    /// some once the response is done).
+    pub upstream: std::sync::Arc<std::sync::Mutex<crate::upvars::UpstreamLog>>,
 }
 
 impl Req {
@@ -92,6 +95,7 @@ impl Req {
             limit_req_status: None,
             limit_conn_status: None,
             limit_conn: std::sync::Mutex::new(Vec::new()),
+            upstream: Default::default(),
             err_status: None,
             line_method: None,
         }
@@ -141,7 +145,7 @@ impl Req {
             body_bytes_sent: 0,
             time_local: "",
             request_time: 0.0,
-            upstream_addr: "",
+            upstream: &self.upstream,
             script: &self.script,
             realip_remote: self.realip,
             sent: None,

@@ -325,6 +325,8 @@ pub struct Relayed {
     stall: Stall,
     /// Where the connection goes back to, if it may be reused.
     back: Option<Back>,
+    /// What the body has come to, for `$upstream_*`.
+    meter: Arc<crate::upvars::Meter>,
 }
 
 impl std::fmt::Debug for Relayed {
@@ -339,15 +341,18 @@ impl Relayed {
         head: &ResponseHead,
         read_timeout: Duration,
         back: Option<Back>,
+        meter: Arc<crate::upvars::Meter>,
     ) -> Relayed {
         let mut r = Relayed {
             conn: Some(conn),
             decoder: BodyDecoder::new(head.framing),
             stall: Stall::new(read_timeout, READ_STALL),
             back,
+            meter,
         };
         if r.decoder.is_done() {
             r.give_back();
+            r.meter.finish();
         }
         r
     }
@@ -369,23 +374,36 @@ impl Relayed {
     pub fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
         loop {
             let Some(conn) = self.conn.as_mut() else {
+                self.meter.finish();
                 return Poll::Ready(None);
             };
-            match self.decoder.decode(&mut conn.buf, usize::MAX) {
+            let before = conn.buf.len();
+            let decoded = self.decoder.decode(&mut conn.buf, usize::MAX);
+            let taken = before - conn.buf.len();
+            self.meter
+                .received
+                .fetch_add(taken as u64, std::sync::atomic::Ordering::Relaxed);
+            match decoded {
                 Err(e) => {
                     self.back = None;
                     self.conn = None;
+                    self.meter.finish();
                     return Poll::Ready(Some(Err(format!("upstream sent {e}").into())));
                 }
                 Ok(Some(Chunk::Data(b))) => {
+                    self.meter
+                        .length
+                        .fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     if self.decoder.is_done() {
                         self.give_back();
+                        self.meter.finish();
                     }
                     return Poll::Ready(Some(Ok(b)));
                 }
                 Ok(Some(Chunk::End)) => {
                     self.give_back();
                     self.conn = None;
+                    self.meter.finish();
                     return Poll::Ready(None);
                 }
                 Ok(None) => {}
@@ -395,6 +413,7 @@ impl Relayed {
             match self.stall.watch(cx, read) {
                 Poll::Ready(Ok(0)) => {
                     self.back = None;
+                    self.meter.finish();
                     return match self.decoder.eof() {
                         Ok(_) => {
                             self.conn = None;
@@ -413,6 +432,7 @@ impl Relayed {
                 Poll::Ready(Err(e)) => {
                     self.back = None;
                     self.conn = None;
+                    self.meter.finish();
                     let why = if e.kind() == std::io::ErrorKind::TimedOut {
                         READ_STALL.to_string()
                     } else {

@@ -33,7 +33,8 @@ pub struct Ctx<'a> {
     pub body_bytes_sent: u64,
     pub time_local: &'a str,
     pub request_time: f64,
-    pub upstream_addr: &'a str,
+    /// The peers tried (`$upstream_*`).
+    pub(crate) upstream: &'a std::sync::Mutex<crate::upvars::UpstreamLog>,
     /// The rewrite module's variables and the last regex's captures.
     pub script: &'a crate::rewrite::Script,
     /// The connection's own address when realip replaced `remote` (`$realip_remote_addr`).
@@ -149,8 +150,8 @@ impl Ctx<'_> {
             "body_bytes_sent" => self.body_bytes_sent.to_string(),
             "time_local" => self.time_local.to_string(),
             "request_time" => format!("{:.3}", self.request_time),
-            "upstream_addr" => {
-                return (!self.upstream_addr.is_empty()).then(|| self.upstream_addr.to_string())
+            n if crate::upvars::NAMES.contains(&n) => {
+                return self.upstream.lock().ok()?.value(n);
             }
             n if n.len() == 1 && (b'1'..=b'9').contains(&n.as_bytes()[0]) => {
                 let i = usize::from(n.as_bytes()[0] - b'1');

@@ -728,7 +728,7 @@ fn access_log_lines_match_nginx() {
     if skip("access_log_lines_match_nginx") {
         return;
     }
-    let http = "    log_format main '$remote_addr \"$request\" $status $body_bytes_sent \"$http_user_agent\" $request_method $uri $args $host';\n    upstream u {\n        server 127.0.0.1:9001;\n    }\n    server {\n        LISTEN\n        access_log DIR/ACCESS-combined.log;\n        location / {\n            proxy_pass http://u;\n        }\n        location /main/ {\n            proxy_pass http://u;\n            access_log DIR/ACCESS-main.log main;\n        }\n        location = /gone {\n            return 404 \"gone\\n\";\n        }\n    }";
+    let http = "    log_format main '$remote_addr \"$request\" $status $body_bytes_sent \"$http_user_agent\" $request_method $uri $args $host';\n    log_format up '$upstream_addr|$upstream_status|$upstream_bytes_sent|$upstream_bytes_received|$upstream_response_length|$upstream_cache_status|$remote_user|$upstream_connect_time|$upstream_header_time|$upstream_response_time';\n    upstream u {\n        server 127.0.0.1:9001;\n    }\n    upstream two {\n        server 127.0.0.1:9009;\n        server 127.0.0.1:9001;\n    }\n    server {\n        LISTEN\n        access_log DIR/ACCESS-combined.log;\n        location / {\n            proxy_pass http://u;\n        }\n        location /main/ {\n            proxy_pass http://u;\n            access_log DIR/ACCESS-main.log main;\n        }\n        location /up/ {\n            proxy_pass http://two;\n            access_log DIR/ACCESS-up.log up;\n        }\n        location = /gone {\n            return 404 \"gone\\n\";\n        }\n    }";
     // One file per proxy: ACCESS is nginx or fulcrum.
     let dir = Scratch::new("l7log");
     let p = Pair::start_in_split(
@@ -738,11 +738,33 @@ fn access_log_lines_match_nginx() {
         &http.replace("ACCESS", "fulcrum"),
         &[("b1", 9001, &[])],
     );
-    let paths = ["/a?x=1", "/main/b%20c?y=2", "/gone"];
+    let paths = ["/a?x=1", "/main/b%20c?y=2", "/gone", "/up/1", "/up/2"];
     p.same(&paths, &["--header", "User-Agent: lab-agent"]);
+    // alice:secret, for $remote_user.
+    p.same(
+        &["/up/3"],
+        &["--header", "Authorization: Basic YWxpY2U6c2VjcmV0"],
+    );
     // nginx writes its log line after the response; give both a moment.
     std::thread::sleep(Duration::from_millis(300));
-    for log in ["combined", "main"] {
+    // Times are not compared, only whether there is one ("T") or not ("-").
+    let times = |l: &str| -> String {
+        l.split(['|', ',', ' ', ':'])
+            .map(|t| {
+                let timed = t.len() > 4
+                    && t.as_bytes()[t.len() - 4] == b'.'
+                    && t.matches('.').count() == 1
+                    && t.bytes().all(|c| c.is_ascii_digit() || c == b'.');
+                if timed {
+                    "T".to_string()
+                } else {
+                    t.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("_")
+    };
+    for log in ["combined", "main", "up"] {
         let read = |who: &str| {
             std::fs::read_to_string(p._dir.0.join(format!("{who}-{log}.log")))
                 .unwrap_or_default()
@@ -750,12 +772,21 @@ fn access_log_lines_match_nginx() {
                 // The time is not compared.
                 .map(|l| match (l.find('['), l.find(']')) {
                     (Some(a), Some(b)) if b > a => format!("{}{}", &l[..a], &l[b + 1..]),
+                    _ if log == "up" => times(l),
                     _ => l.to_string(),
                 })
                 .collect::<Vec<_>>()
         };
         let (n, f) = (read("nginx"), read("fulcrum"));
         assert!(!n.is_empty(), "nginx wrote no {log} log");
+        if log == "up" {
+            // The dead peer first, then the live one; then the live one alone.
+            assert_eq!(
+                n[0],
+                "127.0.0.1_9009__127.0.0.1_9001_502__200_0__75_0__156_0__72_-_-_-__T_-__T_T__T",
+                "{n:?}"
+            );
+        }
         assert_eq!(n, f, "{log} log: nginx left, fulcrum right");
     }
 }

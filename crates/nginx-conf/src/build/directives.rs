@@ -249,6 +249,7 @@ pub(super) const BUILTIN_VARIABLES: &[&str] = &[
     "upstream_addr",
     "upstream_bytes_received",
     "upstream_bytes_sent",
+    "upstream_cache_status",
     "upstream_connect_time",
     "upstream_header_time",
     "upstream_response_length",
