@@ -316,6 +316,17 @@ pub struct Settings {
     pub limit_conn_status: Option<u16>,
     pub limit_conn_log_level: Option<String>,
     pub limit_conn_dry_run: Option<bool>,
+    /// proxy_hide_header and proxy_pass_header: a level with either has its own lists
+    /// (nginx inherits the two together).
+    pub proxy_hide_header: Option<Vec<String>>,
+    pub proxy_pass_header: Option<Vec<String>>,
+    /// proxy_ignore_headers, lowercase: which of the upstream's instructions to ignore.
+    pub proxy_ignore_headers: Option<Vec<String>>,
+    pub proxy_intercept_errors: Option<bool>,
+    pub proxy_method: Option<Template>,
+    pub proxy_set_body: Option<Template>,
+    pub proxy_pass_request_headers: Option<bool>,
+    pub proxy_pass_request_body: Option<bool>,
 }
 
 /// `limit_req zone=NAME [burst=N] [nodelay | delay=N]`.

@@ -267,6 +267,7 @@ fn settings(o: &mut Out, s: &Settings) {
     }
     gzip(o, s);
     limits(o, s);
+    proxy_heads(o, s);
     if let Some(m) = s.if_modified_since {
         let v = match m {
             IfModifiedSince::Off => "off",
@@ -274,6 +275,39 @@ fn settings(o: &mut Out, s: &Settings) {
             IfModifiedSince::Before => "before",
         };
         o.line(&[w("if_modified_since"), w(v)]);
+    }
+}
+
+fn proxy_heads(o: &mut Out, s: &Settings) {
+    for (name, list) in [
+        ("proxy_hide_header", &s.proxy_hide_header),
+        ("proxy_pass_header", &s.proxy_pass_header),
+    ] {
+        for h in list.iter().flatten() {
+            o.line(&[w(name), w(h)]);
+        }
+    }
+    if let Some(list) = &s.proxy_ignore_headers {
+        let mut p = vec![w("proxy_ignore_headers")];
+        p.extend(list.iter().map(|h| w(h)));
+        o.line(&p);
+    }
+    for (name, flag) in [
+        ("proxy_intercept_errors", s.proxy_intercept_errors),
+        ("proxy_pass_request_headers", s.proxy_pass_request_headers),
+        ("proxy_pass_request_body", s.proxy_pass_request_body),
+    ] {
+        if let Some(b) = flag {
+            o.line(&[w(name), w(if b { "on" } else { "off" })]);
+        }
+    }
+    for (name, t) in [
+        ("proxy_method", &s.proxy_method),
+        ("proxy_set_body", &s.proxy_set_body),
+    ] {
+        if let Some(t) = t {
+            o.line(&[w(name), w(t.as_str())]);
+        }
     }
 }
 

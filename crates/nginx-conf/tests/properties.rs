@@ -205,7 +205,7 @@ fn module_settings() -> impl Strategy<Value = Settings> {
 
 /// What the gzip, auth_basic and limit modules add (limits name the zones every
 /// generated http block declares: z1, z2 and c1).
-fn filter_settings() -> impl Strategy<Value = Settings> {
+fn filter_settings() -> BoxedStrategy<Settings> {
     let gzip = (
         prop::option::of(any::<bool>()),
         prop::option::of(
@@ -273,28 +273,60 @@ fn filter_settings() -> impl Strategy<Value = Settings> {
         prop::option::of(any::<bool>()),
         prop::option::of(any::<bool>()),
     );
-    (gzip, auth, limits).prop_map(|(g, a, l)| Settings {
-        gzip: g.0,
-        gzip_types: g.1,
-        gzip_comp_level: g.2,
-        gzip_min_length: g.3,
-        gzip_proxied: g.4,
-        gzip_vary: g.5,
-        gzip_http_version: g.6,
-        gzip_disable: g.7,
-        auth_basic: a.0,
-        auth_basic_user_file: a.1,
-        satisfy_any: a.2,
-        limit_req: l.0,
-        limit_conn: l.1,
-        limit_req_status: l.2,
-        limit_conn_status: l.3,
-        limit_req_log_level: l.4,
-        limit_conn_log_level: l.5,
-        limit_req_dry_run: l.6,
-        limit_conn_dry_run: l.7,
-        ..Settings::default()
-    })
+    let names = || {
+        prop::option::of(prop::collection::vec(
+            prop::sample::select(vec!["Server", "X-Powered-By", "X-Accel-Charset"])
+                .prop_map(str::to_string),
+            1..3,
+        ))
+    };
+    let heads = (
+        names(),
+        names(),
+        prop::option::of(
+            prop::sample::subsequence(vec!["x-accel-redirect", "x-accel-buffering", "vary"], 1..3)
+                .prop_map(|v| v.into_iter().map(str::to_string).collect::<Vec<_>>()),
+        ),
+        prop::option::of(any::<bool>()),
+        prop::option::of(
+            prop::sample::select(vec!["GET", "$request_method"]).prop_map(Template::new),
+        ),
+        prop::option::of(template()),
+        prop::option::of(any::<bool>()),
+        prop::option::of(any::<bool>()),
+    );
+    (gzip.boxed(), auth.boxed(), limits.boxed(), heads.boxed())
+        .prop_map(|(g, a, l, h)| Settings {
+            proxy_hide_header: h.0,
+            proxy_pass_header: h.1,
+            proxy_ignore_headers: h.2,
+            proxy_intercept_errors: h.3,
+            proxy_method: h.4,
+            proxy_set_body: h.5,
+            proxy_pass_request_headers: h.6,
+            proxy_pass_request_body: h.7,
+            gzip: g.0,
+            gzip_types: g.1,
+            gzip_comp_level: g.2,
+            gzip_min_length: g.3,
+            gzip_proxied: g.4,
+            gzip_vary: g.5,
+            gzip_http_version: g.6,
+            gzip_disable: g.7,
+            auth_basic: a.0,
+            auth_basic_user_file: a.1,
+            satisfy_any: a.2,
+            limit_req: l.0,
+            limit_conn: l.1,
+            limit_req_status: l.2,
+            limit_conn_status: l.3,
+            limit_req_log_level: l.4,
+            limit_conn_log_level: l.5,
+            limit_req_dry_run: l.6,
+            limit_conn_dry_run: l.7,
+            ..Settings::default()
+        })
+        .boxed()
 }
 
 /// The rewrite module's directives; `in_if`: inside an `if` (no `if` there).

@@ -95,9 +95,12 @@ async fn handle(
     };
     let mut b = hyper::Response::builder().status(resp.status);
     let date = crate::response::http_date();
-    b = b
-        .header("server", &resp.server[..])
-        .header("date", &date[..]);
+    if resp.own_server {
+        b = b.header("server", &resp.server[..]);
+    }
+    if resp.own_date {
+        b = b.header("date", &date[..]);
+    }
     if let Some(t) = &resp.content_type {
         b = b.header("content-type", &t[..]);
     }

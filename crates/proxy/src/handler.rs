@@ -138,6 +138,51 @@ pub(crate) async fn handle<B: ClientBody>(
                         start = Start::Server;
                         continue;
                     }
+                    Served::Intercepted(status, www_authenticate) => {
+                        if www_authenticate.is_some() {
+                            r.www_authenticate = www_authenticate;
+                        }
+                        (status, &loc.settings)
+                    }
+                    Served::Accel(target, carried) => {
+                        r.carried = carried;
+                        if let Some(name) = target.strip_prefix('@') {
+                            match server.named.iter().find(
+                                |l| matches!(&l.matcher, LocationMatch::Named(n) if n == name),
+                            ) {
+                                Some(named) => {
+                                    start = Start::Named(named);
+                                    continue;
+                                }
+                                None => {
+                                    let message =
+                                        format!("could not find named location \"{target}\"");
+                                    log_error(&r, &loc.settings, server.name(), &message);
+                                    (500, &loc.settings)
+                                }
+                            }
+                        } else {
+                            let Some((uri, args)) = accel_target(&target) else {
+                                let message = format!("unsafe URI \"{target}\" was detected");
+                                log_error(&r, &loc.settings, server.name(), &message);
+                                return Some(fail(&site, server, &loc.settings, &r, 404));
+                            };
+                            if &r.method_name[..] != b"HEAD" {
+                                let line = std::mem::replace(
+                                    &mut r.method_name,
+                                    Bytes::from_static(b"GET"),
+                                );
+                                r.line_method.get_or_insert(line);
+                            }
+                            if let Some(resp) =
+                                redirect(&site, server, &mut r, uri, args, &mut changes)
+                            {
+                                return Some(resp);
+                            }
+                            start = Start::Server;
+                            continue;
+                        }
+                    }
                 }
             }
         };
@@ -245,6 +290,12 @@ enum Served {
     Error(u16),
     /// The URI changed (an index file): the phases again from the server's rewrite.
     Again,
+    /// proxy_intercept_errors: the upstream's error, answered as nginx's own (its
+    /// WWW-Authenticate kept for a 401).
+    Intercepted(u16, Option<String>),
+    /// X-Accel-Redirect: an internal redirect to a URI or named location, with the
+    /// upstream headers nginx carries over.
+    Accel(String, Headers),
 }
 
 /// `return` (or a rewrite's redirect): a code from 400 with no text is an error nginx
@@ -345,7 +396,7 @@ fn phases<'a>(
                         return match stub_status(site, server, r, log_settings) {
                             Served::Done(resp) => Next::Done(resp),
                             Served::Error(status) => Next::Error(status, log_settings),
-                            Served::Again => Next::Error(500, log_settings),
+                            _ => Next::Error(500, log_settings),
                         };
                     }
                     return Next::Error(404, log_settings);
@@ -642,7 +693,26 @@ async fn proxy<B: ClientBody>(
         HttpVersion::V1_0 => Version::HTTP_10,
         HttpVersion::V1_1 => Version::HTTP_11,
     };
-    let head = upstream_head(&ctx, res, r, &upstream_uri, version, body.len(), has_body);
+    // proxy_set_body replaces the client's body; proxy_pass_request_body off drops it.
+    let (body, has_body) = match &res.set_body {
+        Some(t) => (Bytes::from(ctx.eval(t)), true),
+        None if !res.pass_request_body => (Bytes::new(), false),
+        None => (body, has_body),
+    };
+    let method = match &res.method {
+        Some(t) => Bytes::from(ctx.eval(t)),
+        None => r.method_name.clone(),
+    };
+    let head = upstream_head(
+        &ctx,
+        res,
+        r,
+        &method,
+        &upstream_uri,
+        version,
+        body.len(),
+        has_body,
+    );
     let key = group
         .hash_key
         .as_ref()
@@ -650,7 +720,7 @@ async fn proxy<B: ClientBody>(
         .unwrap_or_default();
     let upstream = UpstreamRequest {
         non_idempotent: matches!(&r.method_name[..], b"POST" | b"LOCK" | b"PATCH"),
-        head_request: &r.method_name[..] == b"HEAD",
+        head_request: &method[..] == b"HEAD",
         uri: upstream_uri.clone(),
         version,
         head,
@@ -678,6 +748,36 @@ async fn proxy<B: ClientBody>(
         Ok(x) => x,
         Err(status) => return Served::Error(status),
     };
+    // proxy_intercept_errors: an error error_page knows is answered as nginx's own.
+    let intercept = res.intercept_errors
+        && head.status >= 300
+        && res
+            .error_page
+            .iter()
+            .any(|p| p.codes.contains(&head.status));
+    if intercept {
+        meter.finish();
+        let www = (head.status == 401)
+            .then(|| head.headers.get_str("www-authenticate").map(str::to_string))
+            .flatten();
+        return Served::Intercepted(head.status, www);
+    }
+    // X-Accel-Redirect: the upstream names what to serve instead.
+    let accel = (!res.ignores("x-accel-redirect"))
+        .then(|| head.headers.get_str("x-accel-redirect"))
+        .flatten()
+        .filter(|v| !v.is_empty());
+    if let Some(target) = accel {
+        meter.finish();
+        let mut carried = Headers::new();
+        for h in &head.headers {
+            let n = &h.name[..];
+            if CARRIED.iter().any(|c| n.eq_ignore_ascii_case(c.as_bytes())) && !res.hides(n) {
+                carried.push(h.name.clone(), h.value.clone());
+            }
+        }
+        return Served::Accel(target.to_string(), carried);
+    }
     if head.status == 101 && r.headers.contains("upgrade") {
         meter.finish();
         let mut out = relay_head(site, &head, res, r, loc, target, &proxy_host, server);
@@ -687,7 +787,10 @@ async fn proxy<B: ClientBody>(
     }
     let mut out = relay_head(site, &head, res, r, loc, target, &proxy_host, server);
     // X-Accel-Buffering from the upstream overrides proxy_buffering, as in nginx.
-    let buffering = match head.headers.get("x-accel-buffering").map(|v| &v[..]) {
+    let accel = (!res.ignores("x-accel-buffering"))
+        .then(|| head.headers.get("x-accel-buffering"))
+        .flatten();
+    let buffering = match accel.map(|v| &v[..]) {
         Some(v) if v.eq_ignore_ascii_case(b"yes") => true,
         Some(v) if v.eq_ignore_ascii_case(b"no") => false,
         _ => res.buffering,
@@ -712,6 +815,53 @@ async fn proxy<B: ClientBody>(
         Body::Relayed(Box::new(relayed))
     };
     Served::Done(Some(finish(site, server, res, r, out)))
+}
+
+/// What an X-Accel-Redirect answer passes on to the response that replaces it (the
+/// upstream module's headers marked `redirect`).
+const CARRIED: [&str; 6] = [
+    "content-type",
+    "set-cookie",
+    "content-disposition",
+    "cache-control",
+    "expires",
+    "accept-ranges",
+];
+
+/// An X-Accel-Redirect URI as ngx_http_parse_unsafe_uri takes it: the arguments after
+/// `?`, `%XX` decoded, and None for a path that climbs (`..` as a segment) or holds NUL.
+fn accel_target(v: &str) -> Option<(String, String)> {
+    let (path, args) = v.split_once('?').unwrap_or((v, ""));
+    let climbs =
+        |p: &str| p == ".." || p.starts_with("../") || p.contains("/../") || p.ends_with("/..");
+    if climbs(path) {
+        return None;
+    }
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(b) => {
+                out.push(b);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    let path = String::from_utf8(out).ok()?;
+    if path.contains('\0') || climbs(&path) {
+        return None;
+    }
+    Some((path, args.to_string()))
 }
 
 /// The error log as it applies to `res`, for a request.
@@ -927,10 +1077,12 @@ const DEFAULTS: [&str; 8] = [
 /// proxy_set_header lines as configured, the defaults not configured (`Host
 /// $proxy_host`, `Connection close`, `Content-Length` when there is a body), then the
 /// client's own lines as received, except those of any name set above.
+#[allow(clippy::too_many_arguments)]
 fn upstream_head(
     ctx: &Ctx<'_>,
     res: &Resolved,
     r: &Req,
+    method: &[u8],
     uri: &[u8],
     version: Version,
     body_len: usize,
@@ -959,14 +1111,16 @@ fn upstream_head(
             _ => {}
         }
     }
-    for h in &r.headers {
+    // proxy_pass_request_headers off: the configured ones only.
+    let client = r.headers.iter().filter(|_| res.pass_request_headers);
+    for h in client {
         if DEFAULTS.iter().any(|d| h.is(d)) || configured(&h.name) {
             continue;
         }
         list.push(h.name.clone(), h.value.clone());
     }
     let mut out = BytesMut::new();
-    fulcrum_http1::write::request_head(&mut out, &r.method_name, uri, version, &list);
+    fulcrum_http1::write::request_head(&mut out, method, uri, version, &list);
     out.freeze()
 }
 
@@ -1249,23 +1403,12 @@ async fn try_peer(
 /// See `handle`: responses up to this size are not spooled.
 const SMALL_RESPONSE: u64 = 16 * 1024;
 
-/// Headers of an upstream's response that nginx does not pass on: its own Server and
-/// Date replace the upstream's, X-Accel-* are instructions to nginx, and the framing and
-/// connection headers are the hop's (ngx_http_proxy_hide_headers and the upstream
-/// module's ignored lines).
-fn hidden(name: &[u8]) -> bool {
-    const HIDDEN: [&str; 6] = [
-        "date",
-        "server",
-        "x-pad",
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-    ];
-    HIDDEN
+/// The hop's own headers of an upstream's response, which never pass (the upstream
+/// module ignores them whatever proxy_pass_header says).
+fn hop(name: &[u8]) -> bool {
+    ["connection", "keep-alive", "transfer-encoding"]
         .iter()
         .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
-        || name.len() >= 8 && name[..8].eq_ignore_ascii_case(b"x-accel-")
 }
 
 /// The client's response head from the upstream's: nginx's own headers in their slots,
@@ -1287,8 +1430,14 @@ fn relay_head(
     }
     for h in &head.headers {
         let n = &h.name[..];
-        if hidden(n) {
+        if hop(n) || res.hides(n) {
             continue;
+        }
+        // A Server or Date proxy_pass_header lets through takes the place of nginx's own.
+        if n.eq_ignore_ascii_case(b"server") {
+            out.own_server = false;
+        } else if n.eq_ignore_ascii_case(b"date") {
+            out.own_date = false;
         }
         if n.eq_ignore_ascii_case(b"content-type") {
             out.content_type.get_or_insert_with(|| h.value.clone());
@@ -1415,8 +1564,27 @@ fn fail(site: &Site, server: &VServer, res: &Resolved, r: &Req, status: u16) -> 
 fn finish(site: &Site, server: &VServer, res: &Resolved, r: &Req, mut resp: Response) -> Response {
     let ua = r.headers.get("user-agent").map(|u| &u[..]);
     resp.pad_for(ua, r.protocol == "HTTP/0.9");
-    if let Some(v) = &r.www_authenticate {
-        resp.headers.push("WWW-Authenticate", v.clone());
+    // auth_basic's challenge and what an X-Accel-Redirect answer carried go before the
+    // response's own headers (nginx had them in its list first); the carried
+    // Content-Type wins over a file's (nginx keeps the one it has).
+    if r.www_authenticate.is_some() || !r.carried.is_empty() {
+        let mut headers = Headers::with_capacity(r.carried.len() + resp.headers.len() + 1);
+        if let Some(v) = &r.www_authenticate {
+            headers.push("WWW-Authenticate", v.clone());
+        }
+        for h in &r.carried {
+            if h.is("content-type") {
+                if resp.file.is_some() || resp.content_type.is_none() {
+                    resp.content_type = Some(h.value.clone());
+                }
+                continue;
+            }
+            headers.push(h.name.clone(), h.value.clone());
+        }
+        for h in std::mem::take(&mut resp.headers).iter() {
+            headers.push(h.name.clone(), h.value.clone());
+        }
+        resp.headers = headers;
     }
     if let Ok(mut held) = r.limit_conn.lock() {
         resp.limit_conn.append(&mut held);

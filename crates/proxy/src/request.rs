@@ -62,6 +62,8 @@ pub(crate) struct Req {
     /// The peers tried, for `$upstream_*` (and the access log line, which may render
     /// some once the response is done).
     pub upstream: std::sync::Arc<std::sync::Mutex<crate::upvars::UpstreamLog>>,
+    /// Headers of an X-Accel-Redirect answer that go on to the response replacing it.
+    pub carried: Headers,
 }
 
 impl Req {
@@ -96,6 +98,7 @@ impl Req {
             limit_conn_status: None,
             limit_conn: std::sync::Mutex::new(Vec::new()),
             upstream: Default::default(),
+            carried: Headers::new(),
             err_status: None,
             line_method: None,
         }

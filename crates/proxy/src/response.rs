@@ -48,6 +48,10 @@ pub(crate) struct Response {
     pub gzip_vary: bool,
     /// The request's places in limit_conn zones, given back when the response is done.
     pub limit_conn: Vec<crate::limit::ConnGuard>,
+    /// nginx writes its own Server and Date, unless proxy_pass_header let the upstream's
+    /// through (then those stand among the other headers).
+    pub own_server: bool,
+    pub own_date: bool,
 }
 
 impl Response {
@@ -69,6 +73,8 @@ impl Response {
             special: false,
             gzip_vary: false,
             limit_conn: Vec::new(),
+            own_server: true,
+            own_date: true,
         }
     }
 
@@ -200,11 +206,13 @@ pub(crate) fn head(r: &Response, date: &[u8], chunked: bool, persist: Persist) -
         Some(l) => out.put_slice(l),
         None => out.put_slice(write::status_line(r.status).as_bytes()),
     }
-    out.put_slice(b"\r\nServer: ");
-    out.put_slice(&r.server);
-    out.put_slice(b"\r\nDate: ");
-    out.put_slice(date);
     out.put_slice(b"\r\n");
+    if r.own_server {
+        line(&mut out, b"Server", &r.server);
+    }
+    if r.own_date {
+        line(&mut out, b"Date", date);
+    }
     if let Some(t) = &r.content_type {
         line(&mut out, b"Content-Type", t);
     }

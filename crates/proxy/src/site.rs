@@ -82,6 +82,43 @@ pub struct Resolved {
     pub limit_conn_status: u16,
     pub limit_conn_log_level: Level,
     pub limit_conn_dry_run: bool,
+    /// The upstream's headers that do not reach the client, lowercase: nginx's (Date,
+    /// Server, X-Pad, its X-Accel-* instructions) and proxy_hide_header's, less
+    /// proxy_pass_header's.
+    pub hide_headers: Vec<Vec<u8>>,
+    /// proxy_ignore_headers, lowercase.
+    pub ignore_headers: Vec<String>,
+    pub intercept_errors: bool,
+    pub method: Option<Template>,
+    pub set_body: Option<Template>,
+    pub pass_request_headers: bool,
+    pub pass_request_body: bool,
+}
+
+/// The upstream headers nginx's proxy module hides by default.
+const HIDDEN: [&str; 8] = [
+    "date",
+    "server",
+    "x-pad",
+    "x-accel-expires",
+    "x-accel-redirect",
+    "x-accel-limit-rate",
+    "x-accel-buffering",
+    "x-accel-charset",
+];
+
+impl Resolved {
+    /// Whether the upstream's header `name` stays with the proxy.
+    pub fn hides(&self, name: &[u8]) -> bool {
+        self.hide_headers
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h))
+    }
+
+    /// Whether proxy_ignore_headers names `name` (lowercase).
+    pub fn ignores(&self, name: &str) -> bool {
+        self.ignore_headers.iter().any(|h| h == name)
+    }
 }
 
 /// The realip module's settings for a level.
@@ -106,7 +143,7 @@ fn merge(inner: &Settings, outer: &Settings) -> Settings {
     macro_rules! m {
         ($($f:ident),*) => { Settings { $($f: inner.$f.clone().or_else(|| outer.$f.clone()),)* } };
     }
-    m!(
+    let mut merged = m!(
         proxy_set_header,
         proxy_http_version,
         proxy_connect_timeout,
@@ -169,8 +206,23 @@ fn merge(inner: &Settings, outer: &Settings) -> Settings {
         limit_conn,
         limit_conn_status,
         limit_conn_log_level,
-        limit_conn_dry_run
-    )
+        limit_conn_dry_run,
+        proxy_hide_header,
+        proxy_pass_header,
+        proxy_ignore_headers,
+        proxy_intercept_errors,
+        proxy_method,
+        proxy_set_body,
+        proxy_pass_request_headers,
+        proxy_pass_request_body
+    );
+    // proxy_hide_header and proxy_pass_header come down together: a level with either
+    // has only its own.
+    if inner.proxy_hide_header.is_some() || inner.proxy_pass_header.is_some() {
+        merged.proxy_hide_header = inner.proxy_hide_header.clone();
+        merged.proxy_pass_header = inner.proxy_pass_header.clone();
+    }
+    merged
 }
 
 impl Resolved {
@@ -267,6 +319,34 @@ impl Resolved {
             limit_conn_status: s.limit_conn_status.unwrap_or(503),
             limit_conn_log_level: Level::parse(s.limit_conn_log_level.as_deref()),
             limit_conn_dry_run: s.limit_conn_dry_run.unwrap_or(false),
+            hide_headers: {
+                let pass: Vec<String> = s
+                    .proxy_pass_header
+                    .iter()
+                    .flatten()
+                    .map(|h| h.to_ascii_lowercase())
+                    .collect();
+                let mut hide: Vec<Vec<u8>> = HIDDEN
+                    .iter()
+                    .map(|h| h.to_string())
+                    .chain(
+                        s.proxy_hide_header
+                            .iter()
+                            .flatten()
+                            .map(|h| h.to_ascii_lowercase()),
+                    )
+                    .filter(|h| !pass.contains(h))
+                    .map(String::into_bytes)
+                    .collect();
+                hide.dedup();
+                hide
+            },
+            ignore_headers: s.proxy_ignore_headers.clone().unwrap_or_default(),
+            intercept_errors: s.proxy_intercept_errors.unwrap_or(false),
+            method: s.proxy_method.clone(),
+            set_body: s.proxy_set_body.clone(),
+            pass_request_headers: s.proxy_pass_request_headers.unwrap_or(true),
+            pass_request_body: s.proxy_pass_request_body.unwrap_or(true),
         }
     }
 }

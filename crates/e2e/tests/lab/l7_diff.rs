@@ -1989,3 +1989,183 @@ fn stub_status_matches_nginx() {
         assert!(body.starts_with("Active connections: 2 "), "{addr}: {body}");
     }
 }
+
+#[test]
+fn proxy_headers_methods_accel_redirect_and_intercepted_errors_match_nginx() {
+    if skip("proxy_headers_methods_accel_redirect_and_intercepted_errors_match_nginx") {
+        return;
+    }
+    let dir = Scratch::new("l7pxh");
+    let www = dir.0.join("www");
+    std::fs::create_dir_all(www.join("files")).unwrap();
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_704_067_200);
+    for (name, text) in [
+        ("files/a.txt", "protected file\n"),
+        ("nf.txt", "not found here\n"),
+    ] {
+        let path = www.join(name);
+        std::fs::write(&path, text).unwrap();
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(when).unwrap();
+    }
+    let http = r#"    upstream u {
+        server 127.0.0.1:9001;
+    }
+    upstream accel {
+        server 127.0.0.1:9002;
+    }
+    upstream named {
+        server 127.0.0.1:9003;
+    }
+    upstream errs {
+        server 127.0.0.1:9004;
+    }
+    upstream auth {
+        server 127.0.0.1:9005;
+    }
+    server {
+        LISTEN
+        root DIR/www;
+        location / {
+            proxy_hide_header X-Powered-By;
+            proxy_pass http://u;
+        }
+        location /pass/ {
+            proxy_pass_header Server;
+            proxy_pass_header X-Accel-Charset;
+            proxy_pass http://u;
+        }
+        location /accel/ {
+            proxy_pass http://accel;
+        }
+        location /noaccel/ {
+            proxy_ignore_headers X-Accel-Redirect;
+            proxy_pass http://accel;
+        }
+        location /files/ {
+            internal;
+        }
+        location = /nf.txt {
+        }
+        location /named/ {
+            proxy_pass http://named;
+        }
+        location @fallback {
+            return 200 "fallback\n";
+        }
+        location /intercept/ {
+            proxy_intercept_errors on;
+            error_page 404 /nf.txt;
+            error_page 401 = @fallback;
+            proxy_pass http://errs;
+        }
+        location /intercept401/ {
+            proxy_intercept_errors on;
+            error_page 401 /nf.txt;
+            proxy_pass http://auth;
+        }
+        location /nointercept/ {
+            error_page 404 /nf.txt;
+            proxy_pass http://errs/intercept/;
+        }
+        location /method/ {
+            proxy_method PUT;
+            proxy_set_body "replaced $arg_x";
+            proxy_pass_request_headers off;
+            proxy_set_header X-Only yes;
+            proxy_pass http://u;
+        }
+        location /nobody/ {
+            # As nginx's documentation pairs them: the client's length would go up
+            # without its body.
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_pass http://u;
+        }
+    }"#;
+    let plain: &[&str] = &[
+        "--echo",
+        "--answer-header",
+        "X-Powered-By: php",
+        "--answer-header",
+        "Server: lab/1.0",
+        "--answer-header",
+        "X-Accel-Charset: utf-8",
+        "--answer-header",
+        "X-Pad: avoid browser bug",
+    ];
+    let accel: &[&str] = &[
+        "--answer-header",
+        "X-Accel-Redirect: /files/a.txt",
+        "--answer-header",
+        "Content-Disposition: attachment; filename=a.txt",
+        "--answer-header",
+        "Set-Cookie: s=1",
+        "--answer-header",
+        "X-Other: dropped",
+    ];
+    let named: &[&str] = &["--answer-header", "X-Accel-Redirect: @fallback"];
+    let errs: &[&str] = &["--fail-path", "/intercept/x", "--fail-status", "404"];
+    let auth: &[&str] = &[
+        "--fail-path",
+        "/intercept401/x",
+        "--fail-status",
+        "401",
+        "--answer-header",
+        "WWW-Authenticate: Basic realm=\"up\"",
+    ];
+    let p = Pair::start_in(
+        dir,
+        "l7pxh",
+        http,
+        &[
+            ("b1", 9001, plain),
+            ("b2", 9002, accel),
+            ("b3", 9003, named),
+            ("b4", 9004, errs),
+            ("b5", 9005, auth),
+        ],
+    );
+    let paths = [
+        "/",
+        "/pass/",
+        "/accel/",
+        "/noaccel/",
+        "/files/a.txt",
+        "/named/",
+        "/intercept/x",
+        "/intercept/ok",
+        "/intercept401/x",
+        "/nointercept/x",
+        "/method/?x=1",
+        "/nobody/",
+    ];
+    let s = p.same(&paths, &[]);
+    let has = |i: usize, line: &str| s[i].answer.iter().any(|l| l == line);
+    assert!(
+        !has(0, "X-Powered-By: php") && has(1, "X-Powered-By: php"),
+        "{s:?}"
+    );
+    assert!(
+        has(1, "Server: lab/1.0") && has(1, "X-Accel-Charset: utf-8"),
+        "{s:?}"
+    );
+    assert_eq!(s[2].head, ["protected file\n"], "{:?}", s[2]);
+    assert!(
+        has(2, "Content-Disposition: attachment; filename=a.txt"),
+        "{:?}",
+        s[2]
+    );
+    assert_eq!((s[4].status, s[6].status, s[9].status), (404, 404, 404));
+    assert_eq!(s[6].head, ["not found here\n"], "{:?}", s[6]);
+    assert_eq!(s[5].head, ["fallback\n"], "{:?}", s[5]);
+    // The same with a body, and as HEAD (but for the internal location: a HEAD answer
+    // with nginx's own page has a length that names the product).
+    p.same(&paths, &["--method", "POST", "--body", "client body"]);
+    let heads: Vec<&str> = paths
+        .iter()
+        .copied()
+        .filter(|p| *p != "/files/a.txt")
+        .collect();
+    p.same(&heads, &["--method", "HEAD"]);
+}

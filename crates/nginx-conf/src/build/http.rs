@@ -145,7 +145,11 @@ impl Builder<'_> {
 
     /// Settings inherited through http, server and location. True when `d` was one.
     pub(super) fn setting(&mut self, d: &Directive, st: &mut Settings, ctx: Ctx) -> bool {
-        if self.module_setting(d, st) || self.gzip_setting(d, st) || self.limit_setting(d, st) {
+        if self.module_setting(d, st)
+            || self.gzip_setting(d, st)
+            || self.limit_setting(d, st)
+            || self.proxy_setting(d, st)
+        {
             return true;
         }
         let a0 = &d.args.first();

@@ -15,6 +15,7 @@ mod directives;
 mod gzip;
 mod http;
 mod limit;
+mod proxy;
 mod rewrite;
 mod variables;
 pub use rewrite::parse_expires;

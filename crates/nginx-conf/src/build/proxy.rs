@@ -1,0 +1,73 @@
+//! The proxy module's directives around the request and response heads: which headers
+//! pass, which instructions of the upstream count, what method and body go up.
+
+use super::*;
+
+/// The upstream headers proxy_ignore_headers can name.
+const IGNORABLE: [&str; 9] = [
+    "x-accel-redirect",
+    "x-accel-expires",
+    "x-accel-limit-rate",
+    "x-accel-buffering",
+    "x-accel-charset",
+    "expires",
+    "cache-control",
+    "set-cookie",
+    "vary",
+];
+
+impl Builder<'_> {
+    /// True when `d` was one of these.
+    pub(super) fn proxy_setting(&mut self, d: &Directive, st: &mut Settings) -> bool {
+        match d.name.text.as_str() {
+            "proxy_hide_header" | "proxy_pass_header" => {
+                let slot = if d.name.text == "proxy_hide_header" {
+                    &mut st.proxy_hide_header
+                } else {
+                    &mut st.proxy_pass_header
+                };
+                slot.get_or_insert_with(Vec::new)
+                    .push(d.args[0].text.clone());
+            }
+            "proxy_ignore_headers" => {
+                if self.dup(&st.proxy_ignore_headers, d) {
+                    return true;
+                }
+                let mut list = Vec::new();
+                for a in &d.args {
+                    let lower = a.text.to_ascii_lowercase();
+                    if !IGNORABLE.contains(&lower.as_str()) {
+                        self.error(a.span, format!("invalid value \"{}\"", a.text));
+                        return true;
+                    }
+                    list.push(lower);
+                }
+                st.proxy_ignore_headers = Some(list);
+            }
+            "proxy_intercept_errors" | "proxy_pass_request_headers" | "proxy_pass_request_body" => {
+                let slot = match d.name.text.as_str() {
+                    "proxy_intercept_errors" => &mut st.proxy_intercept_errors,
+                    "proxy_pass_request_headers" => &mut st.proxy_pass_request_headers,
+                    _ => &mut st.proxy_pass_request_body,
+                };
+                if self.dup(slot, d) {
+                    return true;
+                }
+                *slot = self.flag(d);
+            }
+            "proxy_method" | "proxy_set_body" => {
+                let slot = if d.name.text == "proxy_method" {
+                    &mut st.proxy_method
+                } else {
+                    &mut st.proxy_set_body
+                };
+                if self.dup(slot, d) {
+                    return true;
+                }
+                *slot = Some(Template(d.args[0].text.clone()));
+            }
+            _ => return false,
+        }
+        true
+    }
+}
