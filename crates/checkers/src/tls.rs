@@ -63,6 +63,12 @@ impl ServerCertVerifier for AnyCertificate {
     }
 }
 
+/// A verifier that takes any certificate (but still checks the handshake's signatures):
+/// keepalived's checks, and nginx's proxy_ssl_verify off.
+pub fn accept_any(provider: Arc<CryptoProvider>) -> Arc<dyn ServerCertVerifier> {
+    Arc::new(AnyCertificate(provider))
+}
+
 /// The one client configuration every TLS check shares.
 fn connector() -> TlsConnector {
     static CONFIG: OnceLock<Arc<ClientConfig>> = OnceLock::new();

@@ -327,6 +327,16 @@ pub struct Settings {
     pub proxy_set_body: Option<Template>,
     pub proxy_pass_request_headers: Option<bool>,
     pub proxy_pass_request_body: Option<bool>,
+    /// TLS to https upstreams: verify the peer against trusted CAs (to a chain depth),
+    /// the name to verify and to send as SNI, a client certificate.
+    pub proxy_ssl_verify: Option<bool>,
+    pub proxy_ssl_verify_depth: Option<u32>,
+    pub proxy_ssl_trusted_certificate: Option<String>,
+    pub proxy_ssl_name: Option<Template>,
+    pub proxy_ssl_server_name: Option<bool>,
+    pub proxy_ssl_certificate: Option<String>,
+    pub proxy_ssl_certificate_key: Option<String>,
+    pub proxy_ssl_session_reuse: Option<bool>,
 }
 
 /// `limit_req zone=NAME [burst=N] [nodelay | delay=N]`.

@@ -301,7 +301,32 @@ fn proxy_heads(o: &mut Out, s: &Settings) {
             o.line(&[w(name), w(if b { "on" } else { "off" })]);
         }
     }
+    for (name, flag) in [
+        ("proxy_ssl_verify", s.proxy_ssl_verify),
+        ("proxy_ssl_server_name", s.proxy_ssl_server_name),
+        ("proxy_ssl_session_reuse", s.proxy_ssl_session_reuse),
+    ] {
+        if let Some(b) = flag {
+            o.line(&[w(name), w(if b { "on" } else { "off" })]);
+        }
+    }
+    if let Some(n) = s.proxy_ssl_verify_depth {
+        o.line(&[w("proxy_ssl_verify_depth"), n.to_string()]);
+    }
+    for (name, v) in [
+        (
+            "proxy_ssl_trusted_certificate",
+            &s.proxy_ssl_trusted_certificate,
+        ),
+        ("proxy_ssl_certificate", &s.proxy_ssl_certificate),
+        ("proxy_ssl_certificate_key", &s.proxy_ssl_certificate_key),
+    ] {
+        if let Some(v) = v {
+            o.line(&[w(name), w(v)]);
+        }
+    }
     for (name, t) in [
+        ("proxy_ssl_name", &s.proxy_ssl_name),
         ("proxy_method", &s.proxy_method),
         ("proxy_set_body", &s.proxy_set_body),
     ] {

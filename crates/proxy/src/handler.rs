@@ -718,7 +718,21 @@ async fn proxy<B: ClientBody>(
         .as_ref()
         .map(|k| ctx.eval(k))
         .unwrap_or_default();
+    // TLS as proxy_ssl_* say, to the name proxy_ssl_name gives (else the proxy_pass
+    // host, without its port).
+    let tls = https.then(|| {
+        let name = match &res.ssl.name {
+            Some(t) => ctx.eval(t),
+            None => proxy_host.clone(),
+        };
+        let config = res.ssl_config.clone().unwrap_or_else(default_tls);
+        upstream::Tls {
+            config,
+            name: crate::tls::upstream_name(&name),
+        }
+    });
     let upstream = UpstreamRequest {
+        tls,
         non_idempotent: matches!(&r.method_name[..], b"POST" | b"LOCK" | b"PATCH"),
         head_request: &method[..] == b"HEAD",
         uri: upstream_uri.clone(),
@@ -1125,6 +1139,8 @@ fn upstream_head(
 }
 
 struct UpstreamRequest {
+    /// TLS for an https upstream.
+    tls: Option<upstream::Tls>,
     non_idempotent: bool,
     head_request: bool,
     /// For the error log's `upstream: "http://PEER/URI"`.
@@ -1132,6 +1148,25 @@ struct UpstreamRequest {
     version: Version,
     head: Bytes,
     body: Bytes,
+}
+
+/// nginx's proxy_ssl defaults (no verification, no SNI), for a location no
+/// configuration was built for.
+fn default_tls() -> Arc<rustls::ClientConfig> {
+    static DEFAULT: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    DEFAULT
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports TLS 1.2 and 1.3")
+                .dangerous()
+                .with_custom_certificate_verifier(fulcrum_checkers::tls::accept_any(provider))
+                .with_no_client_auth();
+            config.enable_sni = false;
+            Arc::new(config)
+        })
+        .clone()
 }
 
 /// Why a try failed, as proxy_next_upstream names it.
@@ -1232,7 +1267,7 @@ async fn forward(
         };
         let tried = Instant::now();
         let mut timing = Timing::default();
-        let result = try_peer(group, addr, req, res, https, &mut timing).await;
+        let result = try_peer(group, addr, req, res, &mut timing).await;
         // The try, for $upstream_*: ended unless its body is still to come.
         let meter = result.as_ref().ok().map(|_| Arc::new(Meter::default()));
         if let Ok(mut log) = elog.r.upstream.lock() {
@@ -1343,7 +1378,6 @@ async fn try_peer(
     addr: SocketAddr,
     req: &UpstreamRequest,
     res: &Resolved,
-    https: bool,
     timing: &mut Timing,
 ) -> Result<(ResponseHead, Conn, Back), (Fail, bool, String)> {
     let start = Instant::now();
@@ -1356,15 +1390,20 @@ async fn try_peer(
     loop {
         let mut conn = match cached.take() {
             Some(c) => c,
-            None => upstream::connect(addr, res.connect_timeout, https, res.send_timeout)
-                .await
-                .map_err(|(timeout, why)| {
-                    (
-                        if timeout { Fail::Timeout } else { Fail::Error },
-                        false,
-                        why,
-                    )
-                })?,
+            None => upstream::connect(
+                addr,
+                res.connect_timeout,
+                req.tls.as_ref(),
+                res.send_timeout,
+            )
+            .await
+            .map_err(|(timeout, why)| {
+                (
+                    if timeout { Fail::Timeout } else { Fail::Error },
+                    false,
+                    why,
+                )
+            })?,
         };
         timing.connect = Some(start.elapsed());
         let exchanged = conn

@@ -142,6 +142,7 @@ impl Runtime {
     pub fn start(cfg: &NginxConfig) -> Result<Runtime, String> {
         let mut site = site::compile(cfg, None)?;
         tls::attach(&mut site, cfg.conf_prefix.as_deref())?;
+        tls::attach_upstream(&mut site, cfg.conf_prefix.as_deref())?;
         let threads = worker_threads(&site);
         // A current-thread runtime per worker: no work-stealing machinery to pay for, and
         // a connection stays on the thread that accepted it, as in an nginx worker.
@@ -217,6 +218,7 @@ impl Runtime {
         let old = self.site();
         let mut site = site::compile(cfg, Some(&old))?;
         tls::attach(&mut site, cfg.conf_prefix.as_deref())?;
+        tls::attach_upstream(&mut site, cfg.conf_prefix.as_deref())?;
         let binds = site.binds();
         let mut listeners = self
             .shared

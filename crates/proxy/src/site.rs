@@ -93,6 +93,25 @@ pub struct Resolved {
     pub set_body: Option<Template>,
     pub pass_request_headers: bool,
     pub pass_request_body: bool,
+    /// TLS to https upstreams as configured; `ssl_config` is built from it when the
+    /// configuration is loaded (it reads files).
+    pub ssl: UpstreamSsl,
+    pub ssl_config: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// proxy_ssl_*: how a location talks TLS to its upstreams.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSsl {
+    pub verify: bool,
+    pub depth: u32,
+    pub trusted: Option<String>,
+    /// The name to verify and send (nginx's default: the proxy_pass host).
+    pub name: Option<Template>,
+    pub server_name: bool,
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    /// proxy_ssl_session_reuse: resume sessions (with the peers of this setting only).
+    pub session_reuse: bool,
 }
 
 /// The upstream headers nginx's proxy module hides by default.
@@ -214,7 +233,15 @@ fn merge(inner: &Settings, outer: &Settings) -> Settings {
         proxy_method,
         proxy_set_body,
         proxy_pass_request_headers,
-        proxy_pass_request_body
+        proxy_pass_request_body,
+        proxy_ssl_verify,
+        proxy_ssl_verify_depth,
+        proxy_ssl_trusted_certificate,
+        proxy_ssl_name,
+        proxy_ssl_server_name,
+        proxy_ssl_certificate,
+        proxy_ssl_certificate_key,
+        proxy_ssl_session_reuse
     );
     // proxy_hide_header and proxy_pass_header come down together: a level with either
     // has only its own.
@@ -347,6 +374,17 @@ impl Resolved {
             set_body: s.proxy_set_body.clone(),
             pass_request_headers: s.proxy_pass_request_headers.unwrap_or(true),
             pass_request_body: s.proxy_pass_request_body.unwrap_or(true),
+            ssl: UpstreamSsl {
+                verify: s.proxy_ssl_verify.unwrap_or(false),
+                depth: s.proxy_ssl_verify_depth.unwrap_or(1),
+                trusted: s.proxy_ssl_trusted_certificate.clone(),
+                name: s.proxy_ssl_name.clone(),
+                server_name: s.proxy_ssl_server_name.unwrap_or(false),
+                cert: s.proxy_ssl_certificate.clone(),
+                key: s.proxy_ssl_certificate_key.clone(),
+                session_reuse: s.proxy_ssl_session_reuse.unwrap_or(true),
+            },
+            ssl_config: None,
         }
     }
 }

@@ -146,3 +146,222 @@ pub fn attach(
     }
     Ok(())
 }
+
+// === TLS to upstreams ===
+
+/// A name usable as a certificate's subject: a DNS name, else an IP address.
+pub(crate) fn upstream_name(name: &str) -> Option<rustls::pki_types::ServerName<'static>> {
+    let host = if let Some(rest) = name.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else {
+        name.rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|c| c.is_ascii_digit()))
+            .map_or(name, |(h, _)| h)
+    };
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return Some(rustls::pki_types::ServerName::IpAddress(ip.into()));
+    }
+    rustls::pki_types::ServerName::try_from(host.to_string()).ok()
+}
+
+/// proxy_ssl_verify's verifier, with nginx's proxy_ssl_verify_depth as OpenSSL counts
+/// it: the intermediates between the peer's certificate and the trusted one (those it
+/// sends that are not trusted themselves) are at most `depth`.
+#[derive(Debug)]
+struct Depth {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    trusted: Vec<CertificateDer<'static>>,
+    depth: usize,
+}
+
+impl rustls::client::danger::ServerCertVerifier for Depth {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verified =
+            self.inner
+                .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)?;
+        let between = intermediates
+            .iter()
+            .filter(|c| !self.trusted.iter().any(|t| t.as_ref() == c.as_ref()))
+            .count();
+        if between > self.depth {
+            return Err(rustls::Error::General(format!(
+                "certificate chain too long ({between} intermediates, proxy_ssl_verify_depth {})",
+                self.depth
+            )));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The client configuration for `ssl` (paths relative to the conf prefix), with
+/// nginx's errors for what it lacks.
+fn client_config(
+    ssl: &crate::site::UpstreamSsl,
+    prefix: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    let full = |p: &str| match prefix {
+        Some(pre) if !p.starts_with('/') => pre.join(p).display().to_string(),
+        _ => p.to_string(),
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier: Arc<dyn rustls::client::danger::ServerCertVerifier> = if ssl.verify {
+        let Some(trusted) = &ssl.trusted else {
+            return Err("no proxy_ssl_trusted_certificate for proxy_ssl_verify".into());
+        };
+        let path = full(trusted);
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
+            .and_then(|i| i.collect())
+            .map_err(|e| format!("SSL_CTX_load_verify_locations(\"{path}\") failed ({e})"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in &certs {
+            roots
+                .add(c.clone())
+                .map_err(|e| format!("SSL_CTX_load_verify_locations(\"{path}\") failed ({e})"))?;
+        }
+        let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| format!("proxy_ssl_trusted_certificate \"{path}\": {e}"))?;
+        Arc::new(Depth {
+            inner,
+            trusted: certs,
+            depth: ssl.depth as usize,
+        })
+    } else {
+        fulcrum_checkers::tls::accept_any(provider.clone())
+    };
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match (&ssl.cert, &ssl.key) {
+        (Some(cert), Some(key)) => {
+            let path = full(cert);
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
+                .and_then(|i| i.collect())
+                .map_err(|e| format!("cannot load certificate \"{path}\": {e}"))?;
+            builder
+                .with_client_auth_cert(chain, load_key(&full(key))?)
+                .map_err(|e| format!("proxy_ssl_certificate \"{cert}\": {e}"))?
+        }
+        (Some(cert), None) => {
+            return Err(format!(
+                "no \"proxy_ssl_certificate_key\" is defined for certificate \"{cert}\""
+            ))
+        }
+        _ => builder.with_no_client_auth(),
+    };
+    config.enable_sni = ssl.server_name;
+    if !ssl.session_reuse {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
+    Ok(Arc::new(config))
+}
+
+fn load_key(key: &str) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("cannot load certificate key \"{key}\": {e}"))
+}
+
+/// Builds the upstream TLS configuration of every location that proxies to https (or
+/// to a URL with variables), one per distinct setting.
+pub fn attach_upstream(
+    site: &mut crate::site::Site,
+    prefix: Option<&std::path::Path>,
+) -> Result<(), String> {
+    fn https(target: &Option<crate::site::Target>) -> bool {
+        match target {
+            Some(crate::site::Target::Fixed { https, .. }) => *https,
+            Some(crate::site::Target::Dynamic(_)) => true,
+            None => false,
+        }
+    }
+    fn walk(
+        locs: &mut [crate::site::Loc],
+        cache: &mut Vec<(crate::site::UpstreamSsl, Arc<rustls::ClientConfig>)>,
+        prefix: Option<&std::path::Path>,
+    ) -> Result<(), String> {
+        for l in locs {
+            one(l, cache, prefix)?;
+            walk(&mut l.children, cache, prefix)?;
+        }
+        Ok(())
+    }
+    fn one(
+        l: &mut crate::site::Loc,
+        cache: &mut Vec<(crate::site::UpstreamSsl, Arc<rustls::ClientConfig>)>,
+        prefix: Option<&std::path::Path>,
+    ) -> Result<(), String> {
+        if https(&l.target) {
+            let mut key = l.settings.ssl.clone();
+            key.name = None;
+            let config = match cache.iter().find(|(k, _)| *k == key) {
+                Some((_, c)) => c.clone(),
+                None => {
+                    let c = client_config(&key, prefix)?;
+                    cache.push((key, c.clone()));
+                    c
+                }
+            };
+            l.settings.ssl_config = Some(config);
+        }
+        // The locations `if` makes inside this one.
+        ops(&mut l.ops, cache, prefix)
+    }
+    fn ops(
+        list: &mut [crate::rewrite::Op],
+        cache: &mut Vec<(crate::site::UpstreamSsl, Arc<rustls::ClientConfig>)>,
+        prefix: Option<&std::path::Path>,
+    ) -> Result<(), String> {
+        for op in list {
+            if let crate::rewrite::Op::If {
+                ops: inner, loc, ..
+            } = op
+            {
+                if let Some(l) = loc {
+                    one(l, cache, prefix)?;
+                }
+                ops(inner, cache, prefix)?;
+            }
+        }
+        Ok(())
+    }
+    let mut cache = Vec::new();
+    for s in &mut site.servers {
+        walk(&mut s.locations, &mut cache, prefix)?;
+        walk(&mut s.named, &mut cache, prefix)?;
+    }
+    Ok(())
+}

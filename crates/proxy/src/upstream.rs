@@ -244,15 +244,24 @@ async fn write_both<W: AsyncWrite + Unpin>(
     w.write_all(body).await
 }
 
+/// TLS to an https upstream: the location's proxy_ssl_* configuration, and the name to
+/// verify and send (None: the peer's address, which sends no SNI).
+#[derive(Debug, Clone)]
+pub struct Tls {
+    pub config: Arc<rustls::ClientConfig>,
+    pub name: Option<rustls::pki_types::ServerName<'static>>,
+}
+
 /// Opens a connection to `addr` within `timeout` (the TCP connect and, for an https
-/// upstream, the TLS handshake: unverified and without SNI, nginx's proxy_ssl defaults).
+/// upstream, the TLS handshake as proxy_ssl_* say: by default unverified and without SNI,
+/// as nginx's proxy module).
 /// Its writes give up after `send_timeout` without progress (proxy_send_timeout, as it
 /// was where the connection was opened: a kept connection keeps it).
 /// Err(true) on timeout.
 pub async fn connect(
     addr: SocketAddr,
     timeout: Duration,
-    https: bool,
+    tls: Option<&Tls>,
     send_timeout: Duration,
 ) -> Result<Conn, (bool, String)> {
     let timed_out = || {
@@ -277,8 +286,12 @@ pub async fn connect(
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
-    let io = if https {
-        let handshake = fulcrum_checkers::tls::handshake(stream, addr, None);
+    let io = if let Some(tls) = tls {
+        let name = tls
+            .name
+            .clone()
+            .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(addr.ip().into()));
+        let handshake = tokio_rustls::TlsConnector::from(tls.config.clone()).connect(name, stream);
         match tokio::time::timeout_at(deadline, handshake).await {
             Err(_) => return Err(timed_out()),
             Ok(Err(e)) => {

@@ -2169,3 +2169,259 @@ fn proxy_headers_methods_accel_redirect_and_intercepted_errors_match_nginx() {
         .collect();
     p.same(&heads, &["--method", "HEAD"]);
 }
+
+/// Runs openssl with `args` in `dir`; panics with its output when it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA, an intermediate it signs, and leaf certificates: `b.test` by the CA,
+/// `i.test` by the intermediate (its chain file holds both), `c.test` self-signed, and a
+/// client certificate by the CA.
+fn test_pki(dir: &std::path::Path) {
+    let ca_ext = "basicConstraints=critical,CA:TRUE\nkeyUsage=critical,keyCertSign,cRLSign\n";
+    std::fs::write(dir.join("ca.ext"), ca_ext).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=Lab CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    let sign = |name: &str, issuer: &str, ext: &str| {
+        std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                &format!("{issuer}.crt"),
+                "-CAkey",
+                &format!("{issuer}.key"),
+                "-CAcreateserial",
+                "-days",
+                "1",
+                "-out",
+                &format!("{name}.crt"),
+                "-extfile",
+                &format!("{name}.ext"),
+            ],
+        );
+    };
+    sign("inter", "ca", ca_ext);
+    sign("b.test", "ca", "subjectAltName=DNS:b.test\n");
+    sign("i.test", "inter", "subjectAltName=DNS:i.test\n");
+    sign("client", "ca", "extendedKeyUsage=clientAuth\n");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=c.test",
+            "-keyout",
+            "c.test.key",
+            "-out",
+            "c.test.crt",
+            "-addext",
+            "subjectAltName=DNS:c.test",
+        ],
+    );
+    let chain = std::fs::read_to_string(dir.join("i.test.crt")).unwrap()
+        + &std::fs::read_to_string(dir.join("inter.crt")).unwrap();
+    std::fs::write(dir.join("i.test.chain"), chain).unwrap();
+}
+
+#[test]
+fn upstream_tls_verify_names_and_client_certificates_match_nginx() {
+    if skip("upstream_tls_verify_names_and_client_certificates_match_nginx")
+        || !installed("openssl")
+    {
+        return;
+    }
+    let dir = Scratch::new("l7uptls");
+    test_pki(&dir.0);
+    // Each proxies to its own TLS listen; nginx also serves, on 9444, a backend that asks
+    // for a client certificate (fulcrum does not terminate mutual TLS), and on 9445 one
+    // that says the SNI it got, which both use.
+    let http = r#"    server {
+        LISTEN
+        proxy_ssl_trusted_certificate DIR/ca.crt;
+        # nginx shares a TLS session among the locations that proxy to one address; one
+        # made without verification is then resumed with its failed verdict.
+        proxy_ssl_session_reuse off;
+        location /plain/ {
+            proxy_pass https://127.0.0.1:9445/;
+        }
+        location /verified/ {
+            proxy_ssl_verify on;
+            proxy_ssl_name b.test;
+            proxy_pass https://127.0.0.1:SSLPORT/;
+        }
+        location /mismatch/ {
+            proxy_ssl_verify on;
+            proxy_ssl_name other.test;
+            proxy_pass https://127.0.0.1:SSLPORT/;
+        }
+        location /untrusted/ {
+            proxy_ssl_verify on;
+            proxy_ssl_server_name on;
+            proxy_ssl_name c.test;
+            proxy_pass https://127.0.0.1:SSLPORT/;
+        }
+        location /sni/ {
+            proxy_ssl_server_name on;
+            proxy_ssl_name c.test;
+            proxy_pass https://127.0.0.1:9445/;
+        }
+        location /shallow/ {
+            proxy_ssl_verify on;
+            proxy_ssl_verify_depth 0;
+            proxy_ssl_server_name on;
+            proxy_ssl_name i.test;
+            proxy_pass https://127.0.0.1:9445/;
+        }
+        location /deep/ {
+            proxy_ssl_verify on;
+            proxy_ssl_server_name on;
+            proxy_ssl_name i.test;
+            proxy_pass https://127.0.0.1:9445/;
+        }
+        location /client/ {
+            proxy_ssl_certificate DIR/client.crt;
+            proxy_ssl_certificate_key DIR/client.key;
+            proxy_pass https://127.0.0.1:9444/;
+        }
+        location /noclient/ {
+            proxy_pass https://127.0.0.1:9444/;
+        }
+    }
+    server {
+        listen 127.0.0.1:SSLPORT ssl;
+        server_name b.test;
+        ssl_certificate DIR/b.test.crt;
+        ssl_certificate_key DIR/b.test.key;
+        location / {
+            return 200 "b\n";
+        }
+    }
+    server {
+        listen 127.0.0.1:SSLPORT ssl;
+        server_name c.test;
+        ssl_certificate DIR/c.test.crt;
+        ssl_certificate_key DIR/c.test.key;
+        location / {
+            return 200 "c\n";
+        }
+    }
+"#;
+    let mtls = r#"
+    server {
+        listen 127.0.0.1:9444 ssl;
+        ssl_certificate DIR/b.test.crt;
+        ssl_certificate_key DIR/b.test.key;
+        ssl_client_certificate DIR/ca.crt;
+        ssl_verify_client optional;
+        location / {
+            return 200 "client $ssl_client_verify $ssl_client_s_dn\n";
+        }
+    }
+    server {
+        listen 127.0.0.1:9445 ssl;
+        ssl_certificate DIR/b.test.crt;
+        ssl_certificate_key DIR/b.test.key;
+        location / {
+            return 200 "sni=$ssl_server_name\n";
+        }
+    }
+    server {
+        listen 127.0.0.1:9445 ssl;
+        server_name i.test;
+        ssl_certificate DIR/i.test.chain;
+        ssl_certificate_key DIR/i.test.key;
+        location / {
+            return 200 "sni=$ssl_server_name\n";
+        }
+    }"#;
+    let p = Pair::start_in_split(dir, "l7uptls", &format!("{http}{mtls}"), http, &[]);
+    let paths = [
+        "/plain/",
+        "/verified/",
+        "/mismatch/",
+        "/untrusted/",
+        "/sni/",
+        "/shallow/",
+        "/deep/",
+        "/client/",
+        "/noclient/",
+    ];
+    let s = p.same(&paths, &[]);
+    // (A body starting with "b" reads as the echo backend's name.)
+    let got: Vec<(u16, &str)> = s
+        .iter()
+        .map(|s| {
+            let text = match s.head.first() {
+                _ if !s.backend.is_empty() => s.backend.as_str(),
+                Some(h) => h.lines().next().unwrap_or(""),
+                None => "",
+            };
+            (s.status, text)
+        })
+        .collect();
+    assert_eq!(got[0], (200, "sni="), "no SNI by default");
+    assert_eq!(got[1], (200, "b"));
+    assert_eq!(got[2].0, 502, "a name the certificate does not hold");
+    assert_eq!(got[3].0, 502, "a certificate no trusted one signs");
+    assert_eq!(got[4], (200, "sni=c.test"));
+    assert_eq!(got[5].0, 502, "depth 0 refuses an intermediate");
+    assert_eq!(got[6], (200, "sni=i.test"));
+    assert_eq!(got[7], (200, "client SUCCESS CN=client"));
+    assert_eq!(got[8], (200, "client NONE "));
+}

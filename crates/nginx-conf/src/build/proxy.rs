@@ -55,6 +55,49 @@ impl Builder<'_> {
                 }
                 *slot = self.flag(d);
             }
+            "proxy_ssl_verify" | "proxy_ssl_server_name" | "proxy_ssl_session_reuse" => {
+                let slot = match d.name.text.as_str() {
+                    "proxy_ssl_verify" => &mut st.proxy_ssl_verify,
+                    "proxy_ssl_server_name" => &mut st.proxy_ssl_server_name,
+                    _ => &mut st.proxy_ssl_session_reuse,
+                };
+                if self.dup(slot, d) {
+                    return true;
+                }
+                *slot = self.flag(d);
+            }
+            "proxy_ssl_verify_depth" => {
+                if self.dup(&st.proxy_ssl_verify_depth, d) {
+                    return true;
+                }
+                match d.args[0].text.parse::<u32>() {
+                    Ok(n) => st.proxy_ssl_verify_depth = Some(n),
+                    Err(_) => self.error(
+                        d.args[0].span,
+                        "\"proxy_ssl_verify_depth\" directive invalid number",
+                    ),
+                }
+            }
+            "proxy_ssl_trusted_certificate"
+            | "proxy_ssl_certificate"
+            | "proxy_ssl_certificate_key" => {
+                let slot = match d.name.text.as_str() {
+                    "proxy_ssl_trusted_certificate" => &mut st.proxy_ssl_trusted_certificate,
+                    "proxy_ssl_certificate" => &mut st.proxy_ssl_certificate,
+                    _ => &mut st.proxy_ssl_certificate_key,
+                };
+                if self.dup(slot, d) {
+                    return true;
+                }
+                *slot = Some(d.args[0].text.clone());
+                self.files.push((d.args[0].text.clone(), d.args[0].span));
+            }
+            "proxy_ssl_name" => {
+                if self.dup(&st.proxy_ssl_name, d) {
+                    return true;
+                }
+                st.proxy_ssl_name = Some(Template(d.args[0].text.clone()));
+            }
             "proxy_method" | "proxy_set_body" => {
                 let slot = if d.name.text == "proxy_method" {
                     &mut st.proxy_method
