@@ -337,6 +337,35 @@ pub struct Settings {
     pub proxy_ssl_certificate: Option<String>,
     pub proxy_ssl_certificate_key: Option<String>,
     pub proxy_ssl_session_reuse: Option<bool>,
+    /// proxy_cookie_domain and proxy_cookie_path, in order (empty: `off`).
+    pub proxy_cookie_domain: Option<Vec<CookieRewrite>>,
+    pub proxy_cookie_path: Option<Vec<CookieRewrite>>,
+    /// proxy_cookie_flags, in order (empty: `off`).
+    pub proxy_cookie_flags: Option<Vec<CookieFlags>>,
+}
+
+/// A cookie's name, or a domain or path to match: as written, or a regex.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CookieMatch {
+    Plain(Template),
+    Regex {
+        pattern: String,
+        case_insensitive: bool,
+    },
+}
+
+/// `proxy_cookie_domain|path MATCH REPLACEMENT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieRewrite {
+    pub matcher: CookieMatch,
+    pub replacement: Template,
+}
+
+/// `proxy_cookie_flags COOKIE FLAG...`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CookieFlags {
+    pub cookie: CookieMatch,
+    pub flags: Vec<Template>,
 }
 
 /// `limit_req zone=NAME [burst=N] [nodelay | delay=N]`.

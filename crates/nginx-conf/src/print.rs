@@ -268,6 +268,7 @@ fn settings(o: &mut Out, s: &Settings) {
     gzip(o, s);
     limits(o, s);
     proxy_heads(o, s);
+    cookies(o, s);
     if let Some(m) = s.if_modified_since {
         let v = match m {
             IfModifiedSince::Off => "off",
@@ -333,6 +334,60 @@ fn proxy_heads(o: &mut Out, s: &Settings) {
         if let Some(t) = t {
             o.line(&[w(name), w(t.as_str())]);
         }
+    }
+}
+
+fn cookie_match(m: &CookieMatch) -> String {
+    match m {
+        CookieMatch::Plain(t) => w(t.as_str()),
+        CookieMatch::Regex {
+            pattern,
+            case_insensitive: true,
+        } => w(&format!("~*{pattern}")),
+        CookieMatch::Regex { pattern, .. } => w(&format!("~{pattern}")),
+    }
+}
+
+fn cookies(o: &mut Out, s: &Settings) {
+    for (name, list) in [
+        ("proxy_cookie_domain", &s.proxy_cookie_domain),
+        ("proxy_cookie_path", &s.proxy_cookie_path),
+    ] {
+        match list {
+            Some(l) if l.is_empty() => o.line(&[w(name), w("off")]),
+            Some(l) => {
+                for r in l {
+                    let m = match (&r.matcher, name) {
+                        // A domain regex is caseless already: `~` says so.
+                        (
+                            CookieMatch::Regex {
+                                pattern,
+                                case_insensitive: true,
+                            },
+                            "proxy_cookie_domain",
+                        ) => w(&format!("~{pattern}")),
+                        (m, _) => cookie_match(m),
+                    };
+                    o.line(&[w(name), m, w(r.replacement.as_str())]);
+                }
+            }
+            None => {}
+        }
+    }
+    match &s.proxy_cookie_flags {
+        Some(l) if l.is_empty() => o.line(&[w("proxy_cookie_flags"), w("off")]),
+        Some(l) => {
+            for f in l {
+                let m = match &f.cookie {
+                    CookieMatch::Regex { pattern, .. } => w(&format!("~{pattern}")),
+                    m => cookie_match(m),
+                };
+                let mut p = vec![w("proxy_cookie_flags"), m];
+                p.extend(f.flags.iter().map(|t| w(t.as_str())));
+                o.line(&p);
+            }
+        }
+        None => {}
     }
 }
 

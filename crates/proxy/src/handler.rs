@@ -1478,7 +1478,14 @@ fn relay_head(
         } else if n.eq_ignore_ascii_case(b"date") {
             out.own_date = false;
         }
-        if n.eq_ignore_ascii_case(b"content-type") {
+        if n.eq_ignore_ascii_case(b"set-cookie") && !res.cookies.is_empty() {
+            let ctx = r.ctx(site, server.name(), proxy_host);
+            let value = String::from_utf8_lossy(&h.value);
+            match crate::cookies::rewrite_cookie(&value, &res.cookies, &|t| ctx.eval(t)) {
+                Some(v) => out.headers.push(h.name.clone(), v),
+                None => out.headers.push(h.name.clone(), h.value.clone()),
+            }
+        } else if n.eq_ignore_ascii_case(b"content-type") {
             out.content_type.get_or_insert_with(|| h.value.clone());
         } else if n.eq_ignore_ascii_case(b"content-length") {
             continue;

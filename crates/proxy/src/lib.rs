@@ -15,6 +15,7 @@ mod access;
 mod auth;
 mod body;
 pub mod clients;
+pub mod cookies;
 mod files;
 pub mod gzip;
 mod h2;

@@ -97,6 +97,8 @@ pub struct Resolved {
     /// configuration is loaded (it reads files).
     pub ssl: UpstreamSsl,
     pub ssl_config: Option<Arc<rustls::ClientConfig>>,
+    /// proxy_cookie_domain, _path and _flags.
+    pub cookies: crate::cookies::Cookies,
 }
 
 /// proxy_ssl_*: how a location talks TLS to its upstreams.
@@ -241,7 +243,10 @@ fn merge(inner: &Settings, outer: &Settings) -> Settings {
         proxy_ssl_server_name,
         proxy_ssl_certificate,
         proxy_ssl_certificate_key,
-        proxy_ssl_session_reuse
+        proxy_ssl_session_reuse,
+        proxy_cookie_domain,
+        proxy_cookie_path,
+        proxy_cookie_flags
     );
     // proxy_hide_header and proxy_pass_header come down together: a level with either
     // has only its own.
@@ -385,6 +390,11 @@ impl Resolved {
                 session_reuse: s.proxy_ssl_session_reuse.unwrap_or(true),
             },
             ssl_config: None,
+            cookies: crate::cookies::Cookies::of(
+                s.proxy_cookie_domain.as_deref(),
+                s.proxy_cookie_path.as_deref(),
+                s.proxy_cookie_flags.as_deref(),
+            ),
         }
     }
 }

@@ -2425,3 +2425,64 @@ fn upstream_tls_verify_names_and_client_certificates_match_nginx() {
     assert_eq!(got[7], (200, "client SUCCESS CN=client"));
     assert_eq!(got[8], (200, "client NONE "));
 }
+
+#[test]
+fn cookie_domain_path_and_flags_match_nginx() {
+    if skip("cookie_domain_path_and_flags_match_nginx") {
+        return;
+    }
+    let http = r#"    upstream u {
+        server 127.0.0.1:9001;
+    }
+    server {
+        LISTEN
+        location / {
+            proxy_cookie_domain backend.local example.org;
+            proxy_cookie_domain ~^(.+)\.internal$ $1.example.org;
+            proxy_cookie_path /app/ /;
+            proxy_cookie_path ~*^/Legacy/(.*)$ /new/$1;
+            proxy_cookie_flags sid secure httponly samesite=lax;
+            proxy_cookie_flags ~^tmp_ nosecure nohttponly nosamesite;
+            proxy_cookie_flags other samesite=strict;
+            proxy_pass http://u;
+        }
+        location /off/ {
+            proxy_cookie_domain off;
+            proxy_cookie_path off;
+            proxy_cookie_flags off;
+            proxy_pass http://u;
+        }
+    }"#;
+    let cookies = [
+        "a=1;Domain=.Backend.Local ;path=/app/x",
+        "b=2; domain=api.internal; Path=/legacy/old",
+        "sid=3; HttpOnly; SameSite=Strict",
+        "tmp_x=4; Secure; HttpOnly; SameSite=None; Path=/",
+        "other=5; SameSite=strict",
+        "plain=6;  Path=/elsewhere",
+        "novalue; Domain=backend.local",
+    ];
+    let mut flags: Vec<&str> = Vec::new();
+    for c in &cookies {
+        flags.push("--answer-header");
+        flags.push(Box::leak(format!("Set-Cookie: {c}").into_boxed_str()));
+    }
+    let p = Pair::start("l7cookie", http, &[("b1", 9001, &flags)]);
+    let s = p.same(&["/", "/off/"], &[]);
+    let has = |i: usize, line: &str| s[i].answer.iter().any(|l| l == line);
+    assert!(
+        has(0, "Set-Cookie: a=1; Domain=.example.org; path=/x"),
+        "{:?}",
+        s[0]
+    );
+    assert!(
+        has(0, "Set-Cookie: b=2; domain=api.example.org; Path=/new/old"),
+        "{:?}",
+        s[0]
+    );
+    assert!(
+        has(1, "Set-Cookie: a=1;Domain=.Backend.Local ;path=/app/x"),
+        "{:?}",
+        s[1]
+    );
+}

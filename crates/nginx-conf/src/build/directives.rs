@@ -108,6 +108,9 @@ pub(super) static SPECS: &[Spec] = &[
     s("proxy_ssl_certificate", HSL, Take(1, 1)),
     s("proxy_ssl_certificate_key", HSL, Take(1, 1)),
     s("proxy_ssl_session_reuse", HSL, Flag),
+    s("proxy_cookie_domain", HSL, Take(1, 2)),
+    s("proxy_cookie_path", HSL, Take(1, 2)),
+    s("proxy_cookie_flags", HSL, More(1)),
     // upstream
     s("least_conn", UPSTREAM, Arity::None),
     s("ip_hash", UPSTREAM, Arity::None),

@@ -17,6 +17,27 @@ const IGNORABLE: [&str; 9] = [
 ];
 
 impl Builder<'_> {
+    /// A cookie domain, path or name to match: `~` (for a path, `~*` too) makes it a
+    /// regex (a domain's and a name's match whatever the case).
+    fn cookie_match(&mut self, w: &Word, caseless: bool) -> Option<CookieMatch> {
+        let (pattern, case_insensitive) = if let Some(p) = w.text.strip_prefix("~*") {
+            (p, true)
+        } else if let Some(p) = w.text.strip_prefix('~') {
+            (p, caseless)
+        } else {
+            return Some(CookieMatch::Plain(Template(w.text.clone())));
+        };
+        let word = Word {
+            text: pattern.to_string(),
+            ..w.clone()
+        };
+        self.regex(&word, case_insensitive)
+            .then(|| CookieMatch::Regex {
+                pattern: pattern.to_string(),
+                case_insensitive,
+            })
+    }
+
     /// True when `d` was one of these.
     pub(super) fn proxy_setting(&mut self, d: &Directive, st: &mut Settings) -> bool {
         match d.name.text.as_str() {
@@ -97,6 +118,83 @@ impl Builder<'_> {
                     return true;
                 }
                 st.proxy_ssl_name = Some(Template(d.args[0].text.clone()));
+            }
+            "proxy_cookie_domain" | "proxy_cookie_path" => {
+                let domain = d.name.text == "proxy_cookie_domain";
+                let slot = if domain {
+                    &mut st.proxy_cookie_domain
+                } else {
+                    &mut st.proxy_cookie_path
+                };
+                if d.args.len() == 1 {
+                    if d.args[0].text != "off" {
+                        self.error(
+                            d.args[0].span,
+                            format!("invalid parameter \"{}\"", d.args[0].text),
+                        );
+                        return true;
+                    }
+                    if slot.as_ref().is_some_and(|l| !l.is_empty()) {
+                        self.error(
+                            d.name.span,
+                            format!("\"{}\" directive is duplicate", d.name.text),
+                        );
+                        return true;
+                    }
+                    *slot = Some(Vec::new());
+                    return true;
+                }
+                let matcher = match self.cookie_match(&d.args[0], domain) {
+                    Some(m) => m,
+                    None => return true,
+                };
+                let list = if domain {
+                    st.proxy_cookie_domain.get_or_insert_with(Vec::new)
+                } else {
+                    st.proxy_cookie_path.get_or_insert_with(Vec::new)
+                };
+                list.push(CookieRewrite {
+                    matcher,
+                    replacement: Template(d.args[1].text.clone()),
+                });
+            }
+            "proxy_cookie_flags" => {
+                if d.args[0].text == "off" && d.args.len() == 1 {
+                    st.proxy_cookie_flags = Some(Vec::new());
+                    return true;
+                }
+                if d.args.len() < 2 {
+                    self.error(
+                        d.name.span,
+                        "invalid number of arguments in \"proxy_cookie_flags\" directive",
+                    );
+                    return true;
+                }
+                let Some(cookie) = self.cookie_match(&d.args[0], true) else {
+                    return true;
+                };
+                const FLAGS: [&str; 8] = [
+                    "secure",
+                    "nosecure",
+                    "httponly",
+                    "nohttponly",
+                    "samesite=strict",
+                    "samesite=lax",
+                    "samesite=none",
+                    "nosamesite",
+                ];
+                let mut flags = Vec::new();
+                for a in &d.args[1..] {
+                    let plain = !Template(a.text.clone()).has_variables();
+                    if plain && !FLAGS.iter().any(|f| f.eq_ignore_ascii_case(&a.text)) {
+                        self.error(a.span, format!("invalid parameter \"{}\"", a.text));
+                        return true;
+                    }
+                    flags.push(Template(a.text.clone()));
+                }
+                st.proxy_cookie_flags
+                    .get_or_insert_with(Vec::new)
+                    .push(CookieFlags { cookie, flags });
             }
             "proxy_method" | "proxy_set_body" => {
                 let slot = if d.name.text == "proxy_method" {
