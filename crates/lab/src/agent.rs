@@ -19,7 +19,7 @@
 //! `request --connect ADDR:PORT --paths P1,P2,... [--method M] [--header 'K: V']...
 //! [--body TEXT]` sends one HTTP/1.1 request per path, each on its own connection, and
 //! prints for each `=== STATUS` and the body (or `=== error REASON`). With `--raw TEXT`
-//! it sends TEXT instead (`\r` and `\n` written as such), once. `--full` prints the
+//! it sends TEXT instead (`\r`, `\n` and `\xHH` written as such), once. `--full` prints the
 //! answer's head too; `--decode` de-frames a chunked body and inflates a gzip one.
 //!
 //! `probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]` opens N connections
@@ -130,8 +130,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
                 }
             };
             if let Some(raw) = flag_value(&args, "--raw") {
-                let bytes = raw.replace("\\r", "\r").replace("\\n", "\n");
-                match send_raw(addr, bytes.as_bytes(), decode) {
+                match send_raw(addr, &unescape(&raw), decode) {
                     Ok(answer) => println!("{}", shown(answer)),
                     Err(e) => println!("=== error {e}"),
                 }
@@ -589,6 +588,43 @@ fn send_on(
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     Ok((status, head, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// `--raw`'s text as bytes: `\\r`, `\\n` and `\\xHH` written as such.
+fn unescape(raw: &str) -> Vec<u8> {
+    let b = raw.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 1 < b.len() {
+            match b[i + 1] {
+                b'r' => {
+                    out.push(b'\r');
+                    i += 2;
+                    continue;
+                }
+                b'n' => {
+                    out.push(b'\n');
+                    i += 2;
+                    continue;
+                }
+                b'x' if i + 4 <= b.len() => {
+                    if let Some(v) = std::str::from_utf8(&b[i + 2..i + 4])
+                        .ok()
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    {
+                        out.push(v);
+                        i += 4;
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
 }
 
 /// A chunked body's data (extensions and trailers dropped).

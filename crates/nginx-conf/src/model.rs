@@ -782,6 +782,8 @@ pub struct Listen {
     pub reuseport: bool,
     pub ipv6only: Option<bool>,
     pub backlog: Option<u32>,
+    /// Connections begin with a PROXY protocol header (v1 or v2).
+    pub proxy_protocol: bool,
 }
 
 impl Listen {
@@ -795,6 +797,7 @@ impl Listen {
             reuseport: false,
             ipv6only: None,
             backlog: None,
+            proxy_protocol: false,
         }
     }
 }

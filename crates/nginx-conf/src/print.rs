@@ -835,6 +835,7 @@ pub fn print(cfg: &NginxConfig) -> String {
                 (l.ssl, "ssl"),
                 (l.http2, "http2"),
                 (l.reuseport, "reuseport"),
+                (l.proxy_protocol, "proxy_protocol"),
             ] {
                 if flag {
                     p.push(w(name));

@@ -17,6 +17,19 @@ pub(crate) fn realip(r: &mut Req, conf: Option<&RealIp>) -> bool {
     if r.realip.is_some() {
         return false;
     }
+    // The PROXY protocol header's client, with its port.
+    if conf.header.eq_ignore_ascii_case("proxy_protocol") {
+        let Some(p) = r.conn.proxy else {
+            return false;
+        };
+        let value = p.src.ip().to_string();
+        let Some(addr) = forwarded(r.conn.remote.ip(), &value, &conf.from, conf.recursive) else {
+            return false;
+        };
+        r.realip = Some(r.conn.remote);
+        r.conn.remote = std::net::SocketAddr::new(addr.ip(), p.src.port());
+        return true;
+    }
     let value = if conf.header.eq_ignore_ascii_case("x-forwarded-for") {
         // Every X-Forwarded-For line, as one list.
         let all: Vec<String> = r

@@ -566,6 +566,7 @@ mod tests {
                 remote: a,
                 local: a,
                 https: false,
+                proxy: None,
             };
             let site = current.get();
             let io = super::client_io(s, &site);

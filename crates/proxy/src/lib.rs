@@ -24,6 +24,7 @@ mod headers;
 mod http1;
 pub mod limit;
 mod log;
+mod proxy_protocol;
 mod request;
 mod response;
 pub mod rewrite;
@@ -517,6 +518,7 @@ async fn accept(shared: Arc<Shared>, listener: std::net::TcpListener, bind: Sock
             remote,
             local,
             https: false,
+            proxy: None,
         };
         // A task holds its future inline for as long as the connection lives: the TLS
         // path (rustls' state is large) is boxed, so a plain connection does not carry
@@ -524,10 +526,11 @@ async fn accept(shared: Arc<Shared>, listener: std::net::TcpListener, bind: Sock
         let site = shared.site.get();
         let current = shared.site.clone();
         let active = stats::accepted(&site.stats);
+        let proxied = site.proxy_protocol(bind);
         match site.tls.get(&bind).cloned() {
             // The common case, HTTP/1 on a plain listen: its task is the engine's
             // connection future itself.
-            None if !site.http2(bind) => {
+            None if !site.http2(bind) && !proxied => {
                 let io = http1::client_io(stream, &site);
                 tokio::spawn(http1::serve(
                     current,
@@ -538,22 +541,40 @@ async fn accept(shared: Arc<Shared>, listener: std::net::TcpListener, bind: Sock
                 ));
             }
             None => {
+                let h2 = site.http2(bind);
                 tokio::spawn(Box::pin(async move {
                     let _held = (permit, active);
-                    serve(current, site, stream, conn, true).await
+                    let mut stream = stream;
+                    let mut early = BytesMut::new();
+                    if proxied {
+                        let deadline = tokio::time::Instant::now() + site.client_header_timeout;
+                        match proxy_header(&mut stream, &mut early, deadline).await {
+                            Some(addrs) => conn.proxy = addrs,
+                            None => return,
+                        }
+                    }
+                    serve(current, site, stream, conn, h2, early).await
                 }));
             }
             Some(config) => {
                 conn.https = true;
                 tokio::spawn(Box::pin(async move {
                     let _held = (permit, active);
+                    let mut stream = stream;
+                    if proxied {
+                        let deadline = tokio::time::Instant::now() + site.client_header_timeout;
+                        match proxy_header_exact(&mut stream, deadline).await {
+                            Some(addrs) => conn.proxy = addrs,
+                            None => return,
+                        }
+                    }
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
                     let handshake =
                         tokio::time::timeout(site.client_header_timeout, acceptor.accept(stream));
                     match handshake.await {
                         Ok(Ok(tls)) => {
                             let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-                            serve(current, site, tls, conn, h2).await
+                            serve(current, site, tls, conn, h2, BytesMut::new()).await
                         }
                         Ok(Err(e)) => debug!(%remote, "TLS handshake: {e}"),
                         Err(_) => debug!(%remote, "TLS handshake timed out"),
@@ -561,6 +582,74 @@ async fn accept(shared: Arc<Shared>, listener: std::net::TcpListener, bind: Sock
                 }));
             }
         }
+    }
+}
+
+/// Reads a PROXY protocol header off a plain connection within `deadline`; what came
+/// after it stays in `early`. None: broken, or the client went (nginx closes then).
+async fn proxy_header(
+    stream: &mut tokio::net::TcpStream,
+    early: &mut BytesMut,
+    deadline: tokio::time::Instant,
+) -> Option<Option<proxy_protocol::Addrs>> {
+    loop {
+        match proxy_protocol::parse(early) {
+            proxy_protocol::Parsed::Header { addrs, len } => {
+                let _ = early.split_to(len);
+                return Some(addrs);
+            }
+            proxy_protocol::Parsed::Broken(seen) => {
+                warn!("broken header: \"{seen}\" while reading PROXY protocol");
+                return None;
+            }
+            proxy_protocol::Parsed::Partial if early.len() >= proxy_protocol::MAX => return None,
+            proxy_protocol::Parsed::Partial => {}
+        }
+        early.reserve(512);
+        let read = tokio_util::io::read_buf(stream, early);
+        match tokio::time::timeout_at(deadline, read).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return None,
+        }
+    }
+}
+
+/// [`proxy_header`] for a TLS listen: exactly the header's bytes are read, so that the
+/// handshake starts right after it.
+async fn proxy_header_exact(
+    stream: &mut tokio::net::TcpStream,
+    deadline: tokio::time::Instant,
+) -> Option<Option<proxy_protocol::Addrs>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 15];
+    let read = async {
+        // Fifteen bytes: as short as a v1 line can be, and most of v2's fixed part.
+        stream.read_exact(&mut buf).await?;
+        loop {
+            match proxy_protocol::parse(&buf) {
+                proxy_protocol::Parsed::Partial if buf.len() < proxy_protocol::MAX => {
+                    // v2: the rest of its length-prefixed block; v1: a byte at a time
+                    // to its line end.
+                    let want = if buf.starts_with(b"\r\n") && buf.len() >= 16 {
+                        16 + usize::from(u16::from_be_bytes([buf[14], buf[15]])) - buf.len()
+                    } else {
+                        1
+                    };
+                    let at = buf.len();
+                    buf.resize(at + want, 0);
+                    stream.read_exact(&mut buf[at..]).await?;
+                }
+                other => return Ok::<_, std::io::Error>(other),
+            }
+        }
+    };
+    match tokio::time::timeout_at(deadline, read).await {
+        Ok(Ok(proxy_protocol::Parsed::Header { addrs, .. })) => Some(addrs),
+        Ok(Ok(proxy_protocol::Parsed::Broken(seen))) => {
+            warn!("broken header: \"{seen}\" while reading PROXY protocol");
+            None
+        }
+        _ => None,
     }
 }
 
@@ -572,8 +661,8 @@ async fn serve<S: http1::ClientStream>(
     mut stream: S,
     conn: request::ClientConn,
     h2: bool,
+    mut early: BytesMut,
 ) {
-    let mut early = BytesMut::new();
     if h2 && !conn.https {
         // Enough of the first bytes to tell HTTP/2's preface from an HTTP/1 request line.
         const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";

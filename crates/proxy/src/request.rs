@@ -19,6 +19,8 @@ pub struct ClientConn {
     pub remote: SocketAddr,
     pub local: SocketAddr,
     pub https: bool,
+    /// What a PROXY protocol header said, on a listen that asks for one.
+    pub proxy: Option<crate::proxy_protocol::Addrs>,
 }
 
 /// A request as the handler, its variables and its log lines see it.
@@ -155,6 +157,7 @@ impl Req {
             sent_content_type: None,
             limit_req_status: self.limit_req_status,
             limit_conn_status: self.limit_conn_status,
+            proxy: self.conn.proxy,
         }
     }
 }

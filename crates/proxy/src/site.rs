@@ -482,6 +482,8 @@ pub struct VServer {
     pub ssl_listens: Vec<(Option<IpAddr>, u16)>,
     /// The listens that say `reuseport`.
     pub reuseport_listens: Vec<(Option<IpAddr>, u16)>,
+    /// The listens that say `proxy_protocol`.
+    pub proxy_protocol_listens: Vec<(Option<IpAddr>, u16)>,
     /// A listen says `http2`: ALPN offers h2.
     pub http2: bool,
     /// ssl_certificate and ssl_certificate_key.
@@ -607,6 +609,15 @@ impl Site {
     pub fn reuseport(&self, bind: SocketAddr) -> bool {
         self.servers.iter().any(|s| {
             s.reuseport_listens.iter().any(|(a, p)| {
+                *p == bind.port() && (bind.ip().is_unspecified() || *a == Some(bind.ip()))
+            })
+        })
+    }
+
+    /// Whether a listen on `bind` says `proxy_protocol`.
+    pub fn proxy_protocol(&self, bind: SocketAddr) -> bool {
+        self.servers.iter().any(|s| {
+            s.proxy_protocol_listens.iter().any(|(a, p)| {
                 *p == bind.port() && (bind.ip().is_unspecified() || *a == Some(bind.ip()))
             })
         })
@@ -802,6 +813,12 @@ impl Compiler<'_> {
                 .collect()
         };
         Ok(VServer {
+            proxy_protocol_listens: s
+                .listen
+                .iter()
+                .filter(|l| l.proxy_protocol)
+                .map(|l| (l.addr, l.port))
+                .collect(),
             reuseport_listens: s
                 .listen
                 .iter()

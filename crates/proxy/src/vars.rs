@@ -44,6 +44,8 @@ pub struct Ctx<'a> {
     pub sent_content_type: Option<&'a [u8]>,
     pub limit_req_status: Option<&'static str>,
     pub limit_conn_status: Option<&'static str>,
+    /// The connection's PROXY protocol header.
+    pub(crate) proxy: Option<crate::proxy_protocol::Addrs>,
 }
 
 impl Ctx<'_> {
@@ -140,6 +142,10 @@ impl Ctx<'_> {
                     .max(0)
                     .to_string()
             }
+            "proxy_protocol_addr" => return self.proxy.map(|p| p.src.ip().to_string()),
+            "proxy_protocol_port" => return self.proxy.map(|p| p.src.port().to_string()),
+            "proxy_protocol_server_addr" => return self.proxy.map(|p| p.dst.ip().to_string()),
+            "proxy_protocol_server_port" => return self.proxy.map(|p| p.dst.port().to_string()),
             "limit_req_status" => return self.limit_req_status.map(str::to_string),
             "limit_conn_status" => return self.limit_conn_status.map(str::to_string),
             "remote_user" => {

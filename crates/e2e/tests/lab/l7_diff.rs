@@ -2486,3 +2486,97 @@ fn cookie_domain_path_and_flags_match_nginx() {
         s[1]
     );
 }
+
+#[test]
+fn proxy_protocol_listens_and_realip_match_nginx() {
+    if skip("proxy_protocol_listens_and_realip_match_nginx") {
+        return;
+    }
+    // SSLPORT is only a second port here: the listen that expects PROXY headers.
+    // realip at server level: it runs before the rewrite phase's return.
+    let http = r#"    server {
+        LISTEN
+        listen 127.0.0.1:SSLPORT proxy_protocol;
+        set_real_ip_from 127.0.0.1;
+        real_ip_header proxy_protocol;
+        location / {
+            return 200 "[$remote_addr] [$proxy_protocol_addr:$proxy_protocol_port] [$proxy_protocol_server_addr:$proxy_protocol_server_port]\n";
+        }
+        location /real/ {
+            return 200 "[$remote_addr:$remote_port] [$realip_remote_addr]\n";
+        }
+    }
+    server {
+        listen 127.0.0.2:SSLPORT proxy_protocol;
+        set_real_ip_from 10.0.0.0/8;
+        real_ip_header proxy_protocol;
+        location / {
+            return 200 "untrusted [$remote_addr]\n";
+        }
+    }"#;
+    let p = Pair::start("l7pp", http, &[]);
+    let v2 = "\\r\\n\\r\\n\\x00\\r\\nQUIT\\n\\x21\\x11\\x00\\x0c\\xc0\\x00\\x02\\x07\\xc6\\x33\\x64\\x01\\xc8\\x22\\x01\\xbb";
+    let v2_local = "\\r\\n\\r\\n\\x00\\r\\nQUIT\\n\\x20\\x00\\x00\\x00";
+    let cases = [
+        (
+            "v1",
+            "PROXY TCP4 192.0.2.7 198.51.100.1 51234 443\\r\\n".to_string(),
+        ),
+        (
+            "v1 IPv6",
+            "PROXY TCP6 2001:db8::7 2001:db8::1 51234 443\\r\\n".to_string(),
+        ),
+        ("v1 unknown", "PROXY UNKNOWN\\r\\n".to_string()),
+        ("v2", v2.to_string()),
+        ("v2 local", v2_local.to_string()),
+    ];
+    for (host, path) in [
+        ("127.0.0.1", "/"),
+        ("127.0.0.1", "/real/"),
+        ("127.0.0.2", "/"),
+    ] {
+        for (what, header) in &cases {
+            let raw = format!(
+                "{header}GET {path} HTTP/1.1\\r\\nHost: a\\r\\nConnection: close\\r\\n\\r\\n"
+            );
+            let ask = |port: u16| {
+                let addr = format!("{host}:{port}");
+                seen(p.lab.request_raw_full(&p.host, &addr, &raw).unwrap())
+            };
+            let (n, f) = (ask(NGINX_TLS), ask(FULCRUM_TLS));
+            // Unknown and local headers leave the connection's own port, which differs.
+            let port = |s: &Seen| {
+                s.head
+                    .iter()
+                    .map(|h| {
+                        if matches!(*what, "v1 unknown" | "v2 local") && path == "/real/" {
+                            h.split(':').next().unwrap_or("").to_string()
+                        } else {
+                            h.clone()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(n.status, 200, "{what} {host}{path}: {n:?}");
+            if *what == "v1" && path == "/real/" {
+                assert_eq!(n.head, ["[192.0.2.7:51234] [127.0.0.1]\n"], "{n:?}");
+            }
+            assert_eq!(
+                (n.status, &n.answer, port(&n)),
+                (f.status, &f.answer, port(&f)),
+                "{what} {path}: nginx left, fulcrum right"
+            );
+        }
+    }
+    // No header, or a broken one: the connection closes without an answer.
+    for raw in [
+        "GET / HTTP/1.1\\r\\nHost: a\\r\\n\\r\\n",
+        "PROXY TCP4 nonsense\\r\\n\\r\\n",
+    ] {
+        for port in [NGINX_TLS, FULCRUM_TLS] {
+            let addr = format!("127.0.0.1:{port}");
+            let (status, _, body) = p.lab.request_raw_full(&p.host, &addr, raw).unwrap();
+            assert_eq!((status, body.as_str()), (0, ""), "{port}: {raw}");
+        }
+    }
+}

@@ -297,15 +297,7 @@ impl Builder<'_> {
                 if self.dup(&st.real_ip_header, d) {
                     return true;
                 }
-                let h = &d.args[0];
-                if h.text == "proxy_protocol" {
-                    self.diags.push(
-                        Diagnostic::error(h.span, "\"real_ip_header proxy_protocol\" is not supported by fulcrum")
-                            .with_help("fulcrum does not read the PROXY protocol yet (listen ... proxy_protocol); the client address would be the balancer's"),
-                    );
-                    return true;
-                }
-                st.real_ip_header = Some(h.text.clone());
+                st.real_ip_header = Some(d.args[0].text.clone());
             }
             "allow" | "deny" => {
                 if let Some(source) = self.source(&d.args[0], true) {

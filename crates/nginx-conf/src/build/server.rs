@@ -126,6 +126,7 @@ impl Builder<'_> {
                 "ssl" => l.ssl = true,
                 "http2" => l.http2 = true,
                 "reuseport" => l.reuseport = true,
+                "proxy_protocol" => l.proxy_protocol = true,
                 "ipv6only=on" => l.ipv6only = Some(true),
                 "ipv6only=off" => l.ipv6only = Some(false),
                 t if t.starts_with("backlog=") => match t["backlog=".len()..].parse::<u32>() {
@@ -135,8 +136,7 @@ impl Builder<'_> {
                         format!("invalid backlog \"{}\"", &t["backlog=".len()..]),
                     ),
                 },
-                "deferred" | "bind" | "proxy_protocol" | "fastopen" | "so_keepalive=on"
-                | "so_keepalive=off" => {
+                "deferred" | "bind" | "fastopen" | "so_keepalive=on" | "so_keepalive=off" => {
                     self.diags.push(Diagnostic::warning(
                         p.span,
                         format!(
