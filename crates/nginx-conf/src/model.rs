@@ -255,6 +255,8 @@ pub struct Settings {
     pub keepalive_requests: Option<u32>,
     pub ssl_certificate: Option<String>,
     pub ssl_certificate_key: Option<String>,
+    /// ssl_protocols as written (fulcrum speaks TLSv1.2 and TLSv1.3 of them).
+    pub ssl_protocols: Option<Vec<String>>,
     /// Server and http level only.
     pub client_header_timeout: Option<Duration>,
     pub client_header_buffer_size: Option<u64>,

@@ -302,6 +302,11 @@ fn proxy_heads(o: &mut Out, s: &Settings) {
             o.line(&[w(name), w(if b { "on" } else { "off" })]);
         }
     }
+    if let Some(list) = &s.ssl_protocols {
+        let mut p = vec![w("ssl_protocols")];
+        p.extend(list.iter().map(|v| w(v)));
+        o.line(&p);
+    }
     for (name, flag) in [
         ("proxy_ssl_verify", s.proxy_ssl_verify),
         ("proxy_ssl_server_name", s.proxy_ssl_server_name),

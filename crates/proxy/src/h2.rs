@@ -26,11 +26,14 @@ pub(crate) async fn serve<S>(
     conn: ClientConn,
     early: BytesMut,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: crate::http1::ClientStream,
 {
+    let tls = stream.tls();
+    let streams = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let site = current.get();
-        Box::pin(handle(site, req, conn))
+        let n = streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        Box::pin(handle(site, req, conn, tls.clone(), n))
     });
     let io = TokioIo::new(Prefixed {
         early: early.freeze(),
@@ -67,6 +70,8 @@ async fn handle(
     site: Arc<crate::site::Site>,
     req: hyper::Request<Incoming>,
     conn: ClientConn,
+    tls: Option<crate::request::TlsInfo>,
+    number: u64,
 ) -> Result<hyper::Response<Out>, std::io::Error> {
     let (parts, incoming) = req.into_parts();
     // A stream's head comes whole: the request is writing from the start.
@@ -89,6 +94,8 @@ async fn handle(
         .authority()
         .map(|a| Bytes::copy_from_slice(a.as_str().as_bytes()));
     r.has_body = !hyper::body::Body::is_end_stream(&incoming);
+    r.tls = tls;
+    r.connection_requests = number;
     let mut body = H2Body(incoming);
     let Some(resp) = crate::handler::handle(site, r, &mut body).await else {
         return Err(std::io::Error::other("closed without an answer"));

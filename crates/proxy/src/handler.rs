@@ -683,6 +683,7 @@ async fn proxy<B: ClientBody>(
         }
         Err(status) => return Served::Error(status),
     };
+    let _ = r.request_body.set(body.clone());
     let (group, proxy_host, upstream_uri, https) =
         match resolve_target(site, target, matched, r, server) {
             Ok(t) => t,

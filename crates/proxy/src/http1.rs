@@ -39,6 +39,10 @@ const SEND_STALL: &str = "client timed out (send_timeout)";
 /// held), or TLS.
 pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn tcp(&self) -> Option<&TcpStream>;
+    /// The TLS session's protocol, cipher and SNI (`$ssl_*`).
+    fn tls(&self) -> Option<crate::request::TlsInfo> {
+        None
+    }
 }
 
 impl ClientStream for TcpStream {
@@ -50,6 +54,10 @@ impl ClientStream for TcpStream {
 impl ClientStream for tokio_rustls::server::TlsStream<TcpStream> {
     fn tcp(&self) -> Option<&TcpStream> {
         None
+    }
+
+    fn tls(&self) -> Option<crate::request::TlsInfo> {
+        Some(crate::request::TlsInfo::of(self.get_ref().1))
     }
 }
 
@@ -174,9 +182,11 @@ pub(crate) fn serve<S: ClientStream, H: Send>(
                     }
                 }
             }
+            // Bytes of the next request already here: it was pipelined.
+            let pipelined = !buf.is_empty() && requests > 0;
             requests += 1;
             let cycle = Box::pin(request(
-                &mut io, &mut buf, &current, conn, first, deadline, requests,
+                &mut io, &mut buf, &current, conn, first, deadline, requests, pipelined,
             ));
             match cycle.await {
                 After::KeepAlive => {}
@@ -200,6 +210,7 @@ pub(crate) fn serve<S: ClientStream, H: Send>(
 
 /// One request on the connection: its head read (bytes of it are here already), then
 /// the handler's answer written; or a refused head answered.
+#[allow(clippy::too_many_arguments)]
 async fn request<S: ClientStream>(
     io: &mut SendTimed<S>,
     buf: &mut BytesMut,
@@ -208,6 +219,7 @@ async fn request<S: ClientStream>(
     first: bool,
     deadline: Instant,
     requests: u64,
+    pipelined: bool,
 ) -> After {
     let site = current.get();
     let mut counted = stats::request_started(&site.stats, Gauge::Reading);
@@ -224,7 +236,19 @@ async fn request<S: ClientStream>(
     // The last one on this connection: keepalive_requests reached, or a graceful stop.
     let last = (site.keepalive_requests > 0 && requests >= u64::from(site.keepalive_requests))
         || current.closing();
-    exchange(io, buf, site, head, conn, last).await
+    let info = ConnInfo {
+        requests,
+        pipelined,
+        tls: io.get_ref().tls(),
+    };
+    exchange(io, buf, site, head, conn, last, info).await
+}
+
+/// What a request learns of its connection.
+struct ConnInfo {
+    requests: u64,
+    pipelined: bool,
+    tls: Option<crate::request::TlsInfo>,
 }
 
 /// A client stream with send_timeout on its writes, as [`serve`] takes it.
@@ -251,13 +275,17 @@ async fn exchange<S: ClientStream>(
     head: RequestHead,
     conn: ClientConn,
     last: bool,
+    info: ConnInfo,
 ) -> After {
     let version = head.version;
     let head_request = &head.method_name[..] == b"HEAD";
     let mut keep = head.keep_alive && !site.keepalive_timeout.is_zero() && !last;
     let mut body = BodyDecoder::new(head.framing);
     let expect = head.expect_continue;
-    let req = to_req(head, conn);
+    let mut req = to_req(head, conn);
+    req.connection_requests = info.requests;
+    req.pipelined = info.pipelined;
+    req.tls = info.tls;
     let resp = {
         let mut reader = H1Body {
             io,
@@ -319,7 +347,9 @@ async fn exchange<S: ClientStream>(
 
 /// The handler's view of a head.
 fn to_req(head: RequestHead, conn: ClientConn) -> Req {
+    let len = head.len as u64;
     let mut req = Req::new(head.method_name, head.uri, head.version, head.headers, conn);
+    req.head_length = len;
     req.host = head.host;
     req.has_body = head.framing != Framing::Empty;
     req

@@ -58,6 +58,12 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, i64, i64) {
 pub(crate) struct LogTimes {
     pub access: String,
     pub error: String,
+    pub iso8601: String,
+}
+
+/// `$time_iso8601`: now, local, with its offset.
+pub(crate) fn iso8601_now() -> String {
+    LogTimes::now().iso8601
 }
 
 impl LogTimes {
@@ -68,6 +74,7 @@ impl LogTimes {
         LogTimes {
             access: t.strftime("%d/%b/%Y:%H:%M:%S %z").to_string(),
             error: t.strftime("%Y/%m/%d %H:%M:%S").to_string(),
+            iso8601: t.strftime("%Y-%m-%dT%H:%M:%S%:z").to_string(),
         }
     }
 

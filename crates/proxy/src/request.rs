@@ -66,6 +66,56 @@ pub(crate) struct Req {
     pub upstream: std::sync::Arc<std::sync::Mutex<crate::upvars::UpstreamLog>>,
     /// Headers of an X-Accel-Redirect answer that go on to the response replacing it.
     pub carried: Headers,
+    /// The request's number on its connection, and whether it came pipelined.
+    pub connection_requests: u64,
+    pub pipelined: bool,
+    /// The TLS session it came over.
+    pub tls: Option<TlsInfo>,
+    /// The head's bytes (the request line and headers).
+    pub head_length: u64,
+    /// `$request_id`, made when first asked for.
+    pub request_id: std::sync::OnceLock<String>,
+    /// The body as read for the upstream (`$request_body`).
+    pub request_body: std::sync::OnceLock<Bytes>,
+}
+
+/// The TLS session of a connection, as nginx's `$ssl_*` name it.
+#[derive(Debug, Clone)]
+pub struct TlsInfo {
+    pub protocol: &'static str,
+    pub cipher: &'static str,
+    pub server_name: Option<String>,
+}
+
+impl TlsInfo {
+    pub fn of(c: &rustls::ServerConnection) -> TlsInfo {
+        let protocol = match c.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "",
+        };
+        // OpenSSL's names, as nginx reports them (TLS 1.3's are IANA's).
+        let cipher = c.negotiated_cipher_suite().map_or("", |s| {
+            use rustls::CipherSuite as C;
+            match s.suite() {
+                C::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+                C::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+                C::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+                C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+                C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+                C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+                C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
+                C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
+                C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
+                other => other.as_str().unwrap_or(""),
+            }
+        });
+        TlsInfo {
+            protocol,
+            cipher,
+            server_name: c.server_name().map(str::to_string),
+        }
+    }
 }
 
 impl Req {
@@ -101,6 +151,12 @@ impl Req {
             limit_conn: std::sync::Mutex::new(Vec::new()),
             upstream: Default::default(),
             carried: Headers::new(),
+            connection_requests: 1,
+            pipelined: false,
+            tls: None,
+            head_length: 0,
+            request_id: std::sync::OnceLock::new(),
+            request_body: std::sync::OnceLock::new(),
             err_status: None,
             line_method: None,
         }
@@ -158,6 +214,7 @@ impl Req {
             limit_req_status: self.limit_req_status,
             limit_conn_status: self.limit_conn_status,
             proxy: self.conn.proxy,
+            req: Some(self),
         }
     }
 }

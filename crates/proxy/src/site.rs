@@ -187,6 +187,7 @@ fn merge(inner: &Settings, outer: &Settings) -> Settings {
         keepalive_requests,
         ssl_certificate,
         ssl_certificate_key,
+        ssl_protocols,
         client_header_timeout,
         client_header_buffer_size,
         large_client_header_buffers,
@@ -488,6 +489,8 @@ pub struct VServer {
     pub http2: bool,
     /// ssl_certificate and ssl_certificate_key.
     pub cert: Option<(String, String)>,
+    /// ssl_protocols, as written.
+    pub ssl_protocols: Option<Vec<String>>,
     /// The rewrite module's directives at server level, run before a location is found.
     pub ops: Vec<crate::rewrite::Op>,
     pub settings: Resolved,
@@ -836,6 +839,7 @@ impl Compiler<'_> {
                 .ssl_certificate
                 .clone()
                 .zip(settings.ssl_certificate_key.clone()),
+            ssl_protocols: settings.ssl_protocols.clone(),
             names: s.server_name.clone(),
             regexes,
             https: s.listen.iter().any(|l| l.ssl),

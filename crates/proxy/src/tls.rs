@@ -98,6 +98,7 @@ pub fn config(
     }
     let mut names = Vec::new();
     let mut default = None;
+    let mut protocols = None;
     let mut explicit = false;
     let mut h2 = false;
     for s in &tls {
@@ -115,14 +116,36 @@ pub fn config(
         let is_default = s.listens.iter().any(|(a, p, d)| *d && on_bind(a, *p));
         if (is_default && !explicit) || default.is_none() {
             default = Some(k.clone());
+            protocols = s.ssl_protocols.clone();
             explicit |= is_default;
         }
         h2 |= s.http2;
     }
     let default = default.expect("at least one server");
+    // The default server's ssl_protocols (the handshake starts in its context, as in
+    // nginx): of them, the TLS 1.2 and 1.3 that rustls speaks; both when unset.
+    let versions: Vec<&'static rustls::SupportedProtocolVersion> = match &protocols {
+        None => vec![&rustls::version::TLS13, &rustls::version::TLS12],
+        Some(list) => {
+            let mut v: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
+            if list.iter().any(|p| p == "TLSv1.3") {
+                v.push(&rustls::version::TLS13);
+            }
+            if list.iter().any(|p| p == "TLSv1.2") {
+                v.push(&rustls::version::TLS12);
+            }
+            if v.is_empty() {
+                return Err(format!(
+                    "ssl_protocols {} names no protocol fulcrum speaks (TLSv1.2, TLSv1.3)",
+                    list.join(" ")
+                ));
+            }
+            v
+        }
+    };
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&versions)
         .map_err(|e| format!("TLS: {e}"))?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(BySni { names, default }));

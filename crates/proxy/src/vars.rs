@@ -46,6 +46,8 @@ pub struct Ctx<'a> {
     pub limit_conn_status: Option<&'static str>,
     /// The connection's PROXY protocol header.
     pub(crate) proxy: Option<crate::proxy_protocol::Addrs>,
+    /// The request itself, for what only it knows (`$request_id`, `$ssl_*`, ...).
+    pub(crate) req: Option<&'a crate::request::Req>,
 }
 
 impl Ctx<'_> {
@@ -142,6 +144,58 @@ impl Ctx<'_> {
                     .max(0)
                     .to_string()
             }
+            "connection" => return self.req.map(|r| r.conn.id.to_string()),
+            "connection_requests" => return self.req.map(|r| r.connection_requests.to_string()),
+            "pipe" => {
+                return self
+                    .req
+                    .map(|r| if r.pipelined { "p" } else { "." }.to_string())
+            }
+            "request_id" => {
+                return self
+                    .req
+                    .map(|r| r.request_id.get_or_init(request_id).clone())
+            }
+            "request_body" => {
+                return self
+                    .req
+                    .and_then(|r| r.request_body.get())
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+            }
+            "request_length" => {
+                return self.req.map(|r| {
+                    let body = r
+                        .request_body
+                        .get()
+                        .map(|b| b.len() as u64)
+                        .or_else(|| r.headers.get_str("content-length")?.parse().ok())
+                        .unwrap_or(0);
+                    (r.head_length + body).to_string()
+                })
+            }
+            "ssl_protocol" => {
+                return self
+                    .req
+                    .and_then(|r| r.tls.as_ref())
+                    .map(|t| t.protocol.to_string())
+            }
+            "ssl_cipher" => {
+                return self
+                    .req
+                    .and_then(|r| r.tls.as_ref())
+                    .map(|t| t.cipher.to_string())
+            }
+            "ssl_server_name" => return self.req.and_then(|r| r.tls.as_ref()?.server_name.clone()),
+            "hostname" => hostname().to_string(),
+            "pid" => std::process::id().to_string(),
+            "nginx_version" => env!("CARGO_PKG_VERSION").to_string(),
+            "msec" => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default();
+                format!("{}.{:03}", now.as_secs(), now.subsec_millis())
+            }
+            "time_iso8601" => crate::log::iso8601_now(),
             "proxy_protocol_addr" => return self.proxy.map(|p| p.src.ip().to_string()),
             "proxy_protocol_port" => return self.proxy.map(|p| p.src.port().to_string()),
             "proxy_protocol_server_addr" => return self.proxy.map(|p| p.dst.ip().to_string()),
@@ -273,4 +327,31 @@ impl Ctx<'_> {
         }
         out
     }
+}
+
+/// `$request_id`: 16 random bytes in hex, as nginx makes it.
+fn request_id() -> String {
+    let mut bytes = [0u8; 16];
+    let random = rustls::crypto::ring::default_provider().secure_random;
+    if random.fill(&mut bytes).is_err() {
+        // The kernel's randomness failing is not a request's problem: time and a count.
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        bytes[..8].copy_from_slice(&t.to_le_bytes());
+        bytes[8..].copy_from_slice(&N.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The machine's name (`$hostname`), read once.
+fn hostname() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default()
+    })
 }

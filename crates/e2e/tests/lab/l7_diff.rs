@@ -2580,3 +2580,71 @@ fn proxy_protocol_listens_and_realip_match_nginx() {
         }
     }
 }
+
+#[test]
+fn connection_request_and_tls_variables_match_nginx() {
+    if skip("connection_request_and_tls_variables_match_nginx")
+        || !installed("curl")
+        || !installed("openssl")
+    {
+        return;
+    }
+    let dir = Scratch::new("l7vars");
+    test_pki(&dir.0);
+    let http = r#"    server {
+        LISTEN
+        listen 127.0.0.1:SSLPORT ssl;
+        ssl_certificate DIR/b.test.crt;
+        ssl_certificate_key DIR/b.test.key;
+        # nginx 1.22 leaves TLSv1.3 out unless asked (Debian's nginx.conf asks).
+        ssl_protocols TLSv1.2 TLSv1.3;
+        location /vars {
+            return 200 "[$connection_requests] [$pipe] [$request_length] [$ssl_protocol] [$ssl_cipher] [$ssl_server_name] [$https]\n";
+        }
+        location /shapes {
+            return 200 "$request_id $connection $pid $msec $time_iso8601 $hostname\n";
+        }
+    }"#;
+    let p = Pair::start_in(dir, "l7vars", http, &[]);
+    let s = p.same(&["/vars", "/vars?a=1"], &["--header", "X-Pad: 0123456789"]);
+    assert_eq!(s[0].head, ["[1] [.] [82] [] [] [] []\n"], "{:?}", s[0]);
+    // Two requests in one write: the second is pipelined, the connection's second.
+    let raw = "GET /vars HTTP/1.1\\r\\nHost: a\\r\\n\\r\\nGET /vars HTTP/1.1\\r\\nHost: a\\r\\nConnection: close\\r\\n\\r\\n";
+    let bodies = |addr: &str| {
+        let (_, _, body) = p.lab.request_raw_full(&p.host, addr, raw).unwrap();
+        body.lines()
+            .filter(|l| l.starts_with('['))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let (n, f) = (bodies(NGINX), bodies(FULCRUM));
+    assert_eq!(n, f);
+    assert!(
+        n.len() == 2 && n[0].starts_with("[1] [.]") && n[1].starts_with("[2] [p]"),
+        "{n:?}"
+    );
+    // Over TLS, with SNI.
+    let curl = |port: u16| {
+        run_in(
+            &p,
+            &[
+                "curl",
+                "-sSk",
+                "--resolve",
+                &format!("b.test:{port}:127.0.0.1"),
+                &format!("https://b.test:{port}/vars"),
+            ],
+        )
+    };
+    assert_eq!(curl(NGINX_TLS), curl(FULCRUM_TLS));
+    assert!(curl(FULCRUM_TLS).contains("[TLSv1.3]") && curl(FULCRUM_TLS).contains("[b.test] [on]"));
+    // What differs by nature has nginx's shape.
+    let shape = |addr: &str| -> Vec<usize> {
+        let r = p.lab.request(&p.host, addr, &["/shapes"], &[]).unwrap();
+        r[0].1.split_whitespace().map(str::len).collect()
+    };
+    let (n, f) = (shape(NGINX), shape(FULCRUM));
+    assert_eq!((n[0], f[0]), (32, 32), "request_id");
+    assert_eq!((n[3], f[3]), (14, 14), "msec");
+    assert_eq!((n[4], f[4]), (25, 25), "time_iso8601");
+}

@@ -154,7 +154,7 @@ pub(super) static SPECS: &[Spec] = &[
     s("gzip_types", HSL, More(1)),
     s("gzip_min_length", HSL, Take(1, 1)),
     s("gzip_disable", HSL, More(1)),
-    ignored("ssl_protocols", HTTP | SERVER, Simple),
+    s("ssl_protocols", HTTP | SERVER, More(1)),
     ignored("ssl_ciphers", HTTP | SERVER, Simple),
     ignored("ssl_prefer_server_ciphers", HTTP | SERVER, Simple),
     ignored("ssl_session_cache", HTTP | SERVER, Simple),

@@ -119,6 +119,20 @@ impl Builder<'_> {
                 }
                 st.proxy_ssl_name = Some(Template(d.args[0].text.clone()));
             }
+            "ssl_protocols" => {
+                if self.dup(&st.ssl_protocols, d) {
+                    return true;
+                }
+                const KNOWN: [&str; 6] =
+                    ["SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"];
+                for a in &d.args {
+                    if !KNOWN.contains(&a.text.as_str()) {
+                        self.error(a.span, format!("invalid value \"{}\"", a.text));
+                        return true;
+                    }
+                }
+                st.ssl_protocols = Some(d.args.iter().map(|a| a.text.clone()).collect());
+            }
             "proxy_cookie_domain" | "proxy_cookie_path" => {
                 let domain = d.name.text == "proxy_cookie_domain";
                 let slot = if domain {
