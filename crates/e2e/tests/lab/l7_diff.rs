@@ -287,6 +287,38 @@ impl Pair {
     }
 }
 
+/// Writes `files` (path under `dir`, text) with one fixed modification time, so that
+/// both proxies answer with the same Last-Modified and ETag.
+fn write_files(dir: &std::path::Path, files: &[(&str, &str)]) {
+    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_704_067_200);
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let f = std::fs::File::options().write(true).open(&path).unwrap();
+        f.set_modified(when).unwrap();
+    }
+}
+
+impl Pair {
+    /// A request to `path` at `addr` left waiting in the background (until the lab ends
+    /// or the proxy answers), given a moment to arrive.
+    fn hold_request(&mut self, addr: &str, path: &str) -> fulcrum_lab::Process {
+        let bin = fulcrum_e2e::bin();
+        let args = [
+            bin.as_os_str(),
+            "lab-agent".as_ref(),
+            "request".as_ref(),
+            "--connect".as_ref(),
+            addr.as_ref(),
+            "--paths".as_ref(),
+            path.as_ref(),
+        ];
+        let held = self.lab.spawn(&self.host, &args, None).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        held
+    }
+}
+
 fn skip(name: &str) -> bool {
     !require_root(name) || !installed("nginx")
 }
@@ -1154,22 +1186,18 @@ fn static_files_index_try_files_and_error_page_match_nginx() {
     let dir = Scratch::new("l7static");
     let www = dir.0.join("www");
     std::fs::create_dir_all(www.join("sub")).unwrap();
-    // Fixed times, so that both answer with the same Last-Modified and ETag.
-    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_704_067_200);
-    for (name, text) in [
-        ("index.html", "<p>home</p>\n"),
-        ("a.txt", "0123456789abcdef\n"),
-        ("style.css", "body { margin: 0 }\n"),
-        ("data.bin", "\u{1}\u{2}\u{3}"),
-        ("404.html", "<p>not here</p>\n"),
-        ("50x.html", "<p>we are down</p>\n"),
-        ("sub/index.htm", "<p>sub</p>\n"),
-    ] {
-        let path = www.join(name);
-        std::fs::write(&path, text).unwrap();
-        let f = std::fs::File::options().write(true).open(&path).unwrap();
-        f.set_modified(when).unwrap();
-    }
+    write_files(
+        &www,
+        &[
+            ("index.html", "<p>home</p>\n"),
+            ("a.txt", "0123456789abcdef\n"),
+            ("style.css", "body { margin: 0 }\n"),
+            ("data.bin", "\u{1}\u{2}\u{3}"),
+            ("404.html", "<p>not here</p>\n"),
+            ("50x.html", "<p>we are down</p>\n"),
+            ("sub/index.htm", "<p>sub</p>\n"),
+        ],
+    );
     let http = r#"    types {
         text/html html htm;
         text/css css;
@@ -1344,19 +1372,16 @@ fn gzip_matches_nginx() {
     let dir = Scratch::new("l7gzip");
     let www = dir.0.join("www");
     std::fs::create_dir_all(www.join("files")).unwrap();
-    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_704_067_200);
     let page: String = (0..400)
         .map(|i| format!("<p>paragraph {i}</p>\n"))
         .collect();
-    for (name, text) in [
-        ("files/page.html", page.as_str()),
-        ("files/note.txt", "short\n"),
-    ] {
-        let path = www.join(name);
-        std::fs::write(&path, text).unwrap();
-        let f = std::fs::File::options().write(true).open(&path).unwrap();
-        f.set_modified(when).unwrap();
-    }
+    write_files(
+        &www,
+        &[
+            ("files/page.html", page.as_str()),
+            ("files/note.txt", "short\n"),
+        ],
+    );
     let http = r#"    upstream u {
         server 127.0.0.1:9001;
     }
@@ -1770,18 +1795,7 @@ fn limit_req_and_limit_conn_match_nginx() {
     assert_eq!(statuses(&s), [200; 6]);
     // A request in flight holds its place: a second one at the same time is refused.
     for addr in [NGINX, FULCRUM] {
-        let bin = fulcrum_e2e::bin();
-        let args = [
-            bin.as_os_str(),
-            "lab-agent".as_ref(),
-            "request".as_ref(),
-            "--connect".as_ref(),
-            addr.as_ref(),
-            "--paths".as_ref(),
-            "/conn/hang".as_ref(),
-        ];
-        let _hanging = p.lab.spawn(&p.host, &args, None).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        let _hanging = p.hold_request(addr, "/conn/hang");
         let r = p
             .lab
             .request_full(&p.host, addr, &["/conn/x"], &[])
@@ -1972,18 +1986,7 @@ fn stub_status_matches_nginx() {
     }
     // A request in flight is writing.
     for addr in [NGINX, FULCRUM] {
-        let bin = fulcrum_e2e::bin();
-        let args = [
-            bin.as_os_str(),
-            "lab-agent".as_ref(),
-            "request".as_ref(),
-            "--connect".as_ref(),
-            addr.as_ref(),
-            "--paths".as_ref(),
-            "/hang".as_ref(),
-        ];
-        let _hanging = p.lab.spawn(&p.host, &args, None).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
+        let _hanging = p.hold_request(addr, "/hang");
         let body = page(addr, &p).2;
         assert!(body.contains("Writing: 2 "), "{addr}: {body}");
         assert!(body.starts_with("Active connections: 2 "), "{addr}: {body}");
@@ -1998,16 +2001,13 @@ fn proxy_headers_methods_accel_redirect_and_intercepted_errors_match_nginx() {
     let dir = Scratch::new("l7pxh");
     let www = dir.0.join("www");
     std::fs::create_dir_all(www.join("files")).unwrap();
-    let when = std::time::UNIX_EPOCH + Duration::from_secs(1_704_067_200);
-    for (name, text) in [
-        ("files/a.txt", "protected file\n"),
-        ("nf.txt", "not found here\n"),
-    ] {
-        let path = www.join(name);
-        std::fs::write(&path, text).unwrap();
-        let f = std::fs::File::options().write(true).open(&path).unwrap();
-        f.set_modified(when).unwrap();
-    }
+    write_files(
+        &www,
+        &[
+            ("files/a.txt", "protected file\n"),
+            ("nf.txt", "not found here\n"),
+        ],
+    );
     let http = r#"    upstream u {
         server 127.0.0.1:9001;
     }
