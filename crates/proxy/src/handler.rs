@@ -775,7 +775,9 @@ async fn proxy<B: ClientBody>(
         let www = (head.status == 401)
             .then(|| head.headers.get_str("www-authenticate").map(str::to_string))
             .flatten();
-        return Served::Intercepted(head.status, www);
+        let status = head.status;
+        keep_upstream_headers(r, head);
+        return Served::Intercepted(status, www);
     }
     // X-Accel-Redirect: the upstream names what to serve instead.
     let accel = (!res.ignores("x-accel-redirect"))
@@ -791,7 +793,9 @@ async fn proxy<B: ClientBody>(
                 carried.push(h.name.clone(), h.value.clone());
             }
         }
-        return Served::Accel(target.to_string(), carried);
+        let target = target.to_string();
+        keep_upstream_headers(r, head);
+        return Served::Accel(target, carried);
     }
     if head.status == 101 && r.headers.contains("upgrade") {
         meter.finish();
@@ -811,6 +815,7 @@ async fn proxy<B: ClientBody>(
         _ => res.buffering,
     };
     let relayed = Relayed::new(conn, &head, res.read_timeout, back, meter);
+    keep_upstream_headers(r, head);
     // A response of known length that fits a socket's send buffer (16 KiB at least) is
     // taken by the kernel at once however slow the client: no spool needed for it.
     let small = relayed.remaining().is_some_and(|n| n <= SMALL_RESPONSE);
@@ -830,6 +835,13 @@ async fn proxy<B: ClientBody>(
         Body::Relayed(Box::new(relayed))
     };
     Served::Done(Some(finish(site, server, res, r, out)))
+}
+
+/// The upstream's response head, kept for `$upstream_http_*` and `$upstream_cookie_*`.
+fn keep_upstream_headers(r: &Req, head: ResponseHead) {
+    if let Ok(mut log) = r.upstream.lock() {
+        log.headers = Some(head.headers);
+    }
 }
 
 /// What an X-Accel-Redirect answer passes on to the response that replaces it (the

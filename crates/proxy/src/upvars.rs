@@ -67,6 +67,8 @@ impl Meter {
 #[derive(Debug, Default)]
 pub(crate) struct UpstreamLog {
     groups: Vec<Vec<Try>>,
+    /// The last response's head (`$upstream_http_*`, `$upstream_cookie_*`).
+    pub headers: Option<fulcrum_http1::Headers>,
 }
 
 /// The variables this module answers.
@@ -109,6 +111,23 @@ impl UpstreamLog {
         let g = self.groups.last_mut().expect("made above");
         g.push(t);
         g.last_mut().expect("pushed above")
+    }
+
+    /// `$upstream_http_NAME`: a header of the last upstream response (the first, when
+    /// it came more than once, as nginx takes it).
+    pub fn header(&self, name: &str) -> Option<String> {
+        let name = name.replace('_', "-");
+        let v = self.headers.as_ref()?.get(&name)?;
+        Some(String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// `$upstream_cookie_NAME`: the value a Set-Cookie of the last upstream response
+    /// gives the cookie.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        let h = self.headers.as_ref()?;
+        h.get_all("set-cookie")
+            .find_map(|v| set_cookie_value(v, name.as_bytes()))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
     }
 
     /// A variable's value; None when no upstream was tried (or for the cache status,
@@ -155,6 +174,25 @@ impl UpstreamLog {
     }
 }
 
+/// The value of cookie `name` in one Set-Cookie line: its first pair only (what follows
+/// `;` are attributes), the name compared without case, as nginx's parser does.
+fn set_cookie_value<'a>(line: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    let pair = line.split(|b| *b == b';').next()?;
+    let eq = pair.iter().position(|b| *b == b'=')?;
+    let (n, v) = (pair[..eq].trim_ascii(), &pair[eq + 1..]);
+    n.eq_ignore_ascii_case(name).then(|| v.trim_ascii())
+}
+
+/// The value of cookie `name` in a request's Cookie header: pairs split by `;` (or `,`),
+/// names compared without case, as nginx's `$cookie_NAME`.
+pub(crate) fn cookie_value<'a>(header: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    header.split(|b| *b == b';' || *b == b',').find_map(|pair| {
+        let eq = pair.iter().position(|b| *b == b'=')?;
+        let (n, v) = (pair[..eq].trim_ascii(), &pair[eq + 1..]);
+        n.eq_ignore_ascii_case(name).then(|| v.trim_ascii())
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +227,20 @@ mod tests {
             .unwrap()
             .starts_with("1.234, 0.007 : "));
         assert_eq!(log.value("upstream_cache_status"), None);
+    }
+
+    #[test]
+    fn cookies_by_name() {
+        assert_eq!(
+            cookie_value(b"a=1; SID=xyz; b=2", b"sid"),
+            Some(&b"xyz"[..])
+        );
+        assert_eq!(cookie_value(b"a=1;b=", b"b"), Some(&b""[..]));
+        assert_eq!(cookie_value(b"a=1", b"c"), None);
+        assert_eq!(
+            set_cookie_value(b"SID=abc; Path=/; HttpOnly", b"sid"),
+            Some(&b"abc"[..])
+        );
+        assert_eq!(set_cookie_value(b"x=1; SID=abc", b"SID"), None);
     }
 }

@@ -217,6 +217,18 @@ impl Ctx<'_> {
                 let i = usize::from(n.as_bytes()[0] - b'1');
                 return self.script.captures.get(i).cloned();
             }
+            n if n.starts_with("upstream_http_") => {
+                return self.upstream.lock().ok()?.header(&n[14..]);
+            }
+            n if n.starts_with("upstream_cookie_") => {
+                return self.upstream.lock().ok()?.cookie(&n[16..]);
+            }
+            n if n.starts_with("cookie_") => {
+                return self.headers.get_all("cookie").find_map(|h| {
+                    crate::upvars::cookie_value(h, &n.as_bytes()[7..])
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                });
+            }
             n if n.starts_with("http_") => return self.header(&n[5..]),
             n if n.starts_with("sent_http_") => return self.sent_header(&n[10..]),
             n if n.starts_with("arg_") => {

@@ -760,7 +760,7 @@ fn access_log_lines_match_nginx() {
     if skip("access_log_lines_match_nginx") {
         return;
     }
-    let http = "    log_format main '$remote_addr \"$request\" $status $body_bytes_sent \"$http_user_agent\" $request_method $uri $args $host';\n    log_format up '$upstream_addr|$upstream_status|$upstream_bytes_sent|$upstream_bytes_received|$upstream_response_length|$upstream_cache_status|$remote_user|$upstream_connect_time|$upstream_header_time|$upstream_response_time';\n    upstream u {\n        server 127.0.0.1:9001;\n    }\n    upstream two {\n        server 127.0.0.1:9009;\n        server 127.0.0.1:9001;\n    }\n    server {\n        LISTEN\n        access_log DIR/ACCESS-combined.log;\n        location / {\n            proxy_pass http://u;\n        }\n        location /main/ {\n            proxy_pass http://u;\n            access_log DIR/ACCESS-main.log main;\n        }\n        location /up/ {\n            proxy_pass http://two;\n            access_log DIR/ACCESS-up.log up;\n        }\n        location = /gone {\n            return 404 \"gone\\n\";\n        }\n    }";
+    let http = "    log_format main '$remote_addr \"$request\" $status $body_bytes_sent \"$http_user_agent\" $request_method $uri $args $host';\n    log_format up '$upstream_addr|$upstream_status|$upstream_bytes_sent|$upstream_bytes_received|$upstream_response_length|$upstream_cache_status|$remote_user|$upstream_connect_time|$upstream_header_time|$upstream_response_time|$upstream_http_x_up|$upstream_cookie_sid|$upstream_http_x_none|$cookie_lang|$cookie_none';\n    upstream u {\n        server 127.0.0.1:9001;\n    }\n    upstream two {\n        server 127.0.0.1:9009;\n        server 127.0.0.1:9001;\n    }\n    server {\n        LISTEN\n        access_log DIR/ACCESS-combined.log;\n        location / {\n            proxy_pass http://u;\n        }\n        location /main/ {\n            proxy_pass http://u;\n            access_log DIR/ACCESS-main.log main;\n        }\n        location /up/ {\n            proxy_pass http://two;\n            access_log DIR/ACCESS-up.log up;\n        }\n        location = /gone {\n            return 404 \"gone\\n\";\n        }\n    }";
     // One file per proxy: ACCESS is nginx or fulcrum.
     let dir = Scratch::new("l7log");
     let p = Pair::start_in_split(
@@ -768,10 +768,29 @@ fn access_log_lines_match_nginx() {
         "l7log",
         &http.replace("ACCESS", "nginx"),
         &http.replace("ACCESS", "fulcrum"),
-        &[("b1", 9001, &[])],
+        &[(
+            "b1",
+            9001,
+            &[
+                "--answer-header",
+                "X-Up: one",
+                "--answer-header",
+                "Set-Cookie: theme=dark",
+                "--answer-header",
+                "Set-Cookie: SID=s3cr3t; Path=/; HttpOnly",
+            ],
+        )],
     );
     let paths = ["/a?x=1", "/main/b%20c?y=2", "/gone", "/up/1", "/up/2"];
-    p.same(&paths, &["--header", "User-Agent: lab-agent"]);
+    p.same(
+        &paths,
+        &[
+            "--header",
+            "User-Agent: lab-agent",
+            "--header",
+            "Cookie: a=1; LANG=fr",
+        ],
+    );
     // alice:secret, for $remote_user.
     p.same(
         &["/up/3"],
@@ -815,7 +834,7 @@ fn access_log_lines_match_nginx() {
             // The dead peer first, then the live one; then the live one alone.
             assert_eq!(
                 n[0],
-                "127.0.0.1_9009__127.0.0.1_9001_502__200_0__75_0__156_0__72_-_-_-__T_-__T_T__T",
+                "127.0.0.1_9009__127.0.0.1_9001_502__200_0__97_0__254_0__93_-_-_-__T_-__T_T__T_one_s3cr3t_-_fr_-",
                 "{n:?}"
             );
         }
