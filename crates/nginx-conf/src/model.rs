@@ -98,6 +98,11 @@ pub struct NginxConfig {
     /// `master_process` (on by default).
     pub master_process: bool,
     pub error_log: Option<ErrorLog>,
+    /// `user USER [GROUP]`: who the worker processes run as (the group defaults to
+    /// the user's name, as nginx's does).
+    pub user: Option<(String, Option<String>)>,
+    /// `worker_rlimit_nofile`: the workers' limit on open files.
+    pub worker_rlimit_nofile: Option<u64>,
     pub http: Option<Http>,
     /// The directory of the main file: nginx's conf prefix, which relative certificate
     /// paths are resolved against. None for text without a directory.
@@ -113,6 +118,8 @@ impl Default for NginxConfig {
             daemon: true,
             master_process: true,
             error_log: None,
+            user: None,
+            worker_rlimit_nofile: None,
             http: None,
             conf_prefix: None,
         }

@@ -656,6 +656,14 @@ pub fn print(cfg: &NginxConfig) -> String {
     if !cfg.master_process {
         o.line(&[w("master_process"), w("off")]);
     }
+    if let Some((user, group)) = &cfg.user {
+        let mut l = vec![w("user"), w(user)];
+        l.extend(group.as_deref().map(w));
+        o.line(&l);
+    }
+    if let Some(n) = cfg.worker_rlimit_nofile {
+        o.line(&[w("worker_rlimit_nofile"), n.to_string()]);
+    }
     if let Some(e) = &cfg.error_log {
         error_log(&mut o, e);
     }

@@ -661,10 +661,24 @@ fn config() -> impl Strategy<Value = NginxConfig> {
             settings(false),
             any::<bool>(),
             any::<bool>(),
-            (splits(), geos()),
+            (
+                splits(),
+                geos(),
+                proptest::option::of(("[a-z][a-z0-9-]{0,7}", proptest::option::of("[a-z]{1,8}"))),
+                proptest::option::of(1u64..1_000_000),
+            ),
         )
             .prop_map(
-                |(wp, wc, upstreams, servers, settings, daemon, master_process, (splits, geos))| {
+                |(
+                    wp,
+                    wc,
+                    upstreams,
+                    servers,
+                    settings,
+                    daemon,
+                    master_process,
+                    (splits, geos, user, worker_rlimit_nofile),
+                )| {
                     NginxConfig {
                         worker_processes: wp,
                         worker_connections: wc,
@@ -672,6 +686,8 @@ fn config() -> impl Strategy<Value = NginxConfig> {
                         daemon,
                         master_process,
                         error_log: None,
+                        user,
+                        worker_rlimit_nofile,
                         conf_prefix: None,
                         http: Some(Http {
                             settings,

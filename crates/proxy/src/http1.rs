@@ -163,11 +163,18 @@ pub(crate) fn serve<S: ClientStream, H: Send>(
                 Instant::now() + current.get().keepalive_timeout
             };
             // The wait for the next request holds no buffer and no parser: reading the head
-            // is boxed, and starts once bytes are here. A graceful stop closes a connection
-            // that waits, as nginx closes its idle ones.
-            if buf.is_empty() {
+            // is boxed, and starts once bytes are here. A graceful stop closes a keep-alive
+            // connection that waits, as nginx closes its idle ones; a new connection gets
+            // its first request answered (with `Connection: close`), as in nginx, where
+            // it is not idle yet: it may have been accepted just before the stop.
+            if buf.is_empty() && first {
+                let _waiting = Counted::new(&current.get().stats, Gauge::Waiting);
+                if !wait_for_bytes(&mut io, &mut buf, deadline).await {
+                    return;
+                }
+            } else if buf.is_empty() {
                 let closed = current.closed();
-                if current.closing() {
+                if current.closing_idle() {
                     let _ = io.shutdown().await;
                     return;
                 }

@@ -48,7 +48,7 @@ use fulcrum_nginx_conf::model::NginxConfig;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
-pub use log::reopen as reopen_logs;
+pub use log::{open as open_logs, reopen as reopen_logs};
 pub use site::Site;
 
 /// The proxy's shared state: the configuration in force and the listeners.
@@ -139,12 +139,41 @@ fn bind(addr: SocketAddr, reuseport: bool) -> std::io::Result<std::net::TcpListe
     Ok(s.into())
 }
 
+/// The listening sockets of a site, by address (one, or one per worker thread with
+/// `reuseport`).
+pub type Listeners = Vec<(SocketAddr, Vec<std::net::TcpListener>)>;
+
+/// Compiles `cfg` for serving: the site, with the TLS configurations its `ssl` listens
+/// and its `proxy_ssl_*` name (certificates and keys are read here). Nothing is bound or
+/// served yet, so this is also the check of a configuration before it replaces another.
+pub fn prepare(cfg: &NginxConfig) -> Result<Site, String> {
+    let mut site = site::compile(cfg, None)?;
+    tls::attach(&mut site, cfg.conf_prefix.as_deref())?;
+    tls::attach_upstream(&mut site, cfg.conf_prefix.as_deref())?;
+    Ok(site)
+}
+
+/// Binds the listening sockets `site` asks for, except the addresses `have` holds
+/// already (a reload keeps those).
+pub fn bind_listeners(site: &Site, have: &[SocketAddr]) -> Result<Listeners, String> {
+    site.binds()
+        .into_iter()
+        .filter(|a| !have.contains(a))
+        .map(|a| Ok((a, bind_all(a, site)?)))
+        .collect()
+}
+
 impl Runtime {
     /// Compiles `cfg`, binds its listeners and starts serving.
     pub fn start(cfg: &NginxConfig) -> Result<Runtime, String> {
-        let mut site = site::compile(cfg, None)?;
-        tls::attach(&mut site, cfg.conf_prefix.as_deref())?;
-        tls::attach_upstream(&mut site, cfg.conf_prefix.as_deref())?;
+        let site = prepare(cfg)?;
+        let bound = bind_listeners(&site, &[])?;
+        Runtime::serve(site, bound)
+    }
+
+    /// Serves a prepared site on listening sockets bound already (by [`bind_listeners`],
+    /// maybe in another process). Nothing is read from a client before this.
+    pub fn serve(site: Site, bound: Listeners) -> Result<Runtime, String> {
         let threads = worker_threads(&site);
         // A current-thread runtime per worker: no work-stealing machinery to pay for, and
         // a connection stays on the thread that accepted it, as in an nginx worker.
@@ -182,11 +211,6 @@ impl Runtime {
                 .recv()
                 .map_err(|_| "proxy runtime did not start".to_string())??;
             rts.push(rt);
-        }
-        let binds = site.binds();
-        let mut bound = Vec::new();
-        for a in &binds {
-            bound.push((*a, bind_all(*a, &site)?));
         }
         let limit = connection_limit(&site);
         let shared = Arc::new(Shared {
@@ -396,10 +420,26 @@ impl Runtime {
     /// the requests in flight finish (their answers close the connection), and stops once
     /// none is left, `grace` has passed or `hurry` is set (a SIGTERM meanwhile). How many
     /// connections were still open then.
-    pub fn quit(
+    pub fn quit(self, grace: std::time::Duration, hurry: &std::sync::atomic::AtomicBool) -> usize {
+        self.wind_down(grace, hurry, true)
+    }
+
+    /// The graceful stop of a worker a reload replaced: as [`Runtime::quit`], but an idle
+    /// keep-alive connection is not closed under its client, which may be sending on it
+    /// right then; its next request is answered, with `Connection: close`.
+    pub fn retire(
+        self,
+        grace: std::time::Duration,
+        hurry: &std::sync::atomic::AtomicBool,
+    ) -> usize {
+        self.wind_down(grace, hurry, false)
+    }
+
+    fn wind_down(
         mut self,
         grace: std::time::Duration,
         hurry: &std::sync::atomic::AtomicBool,
+        idle: bool,
     ) -> usize {
         for (_, tasks) in self
             .shared
@@ -410,7 +450,11 @@ impl Runtime {
         {
             tasks.iter().for_each(JoinHandle::abort);
         }
-        self.shared.site.close();
+        if idle {
+            self.shared.site.close();
+        } else {
+            self.shared.site.drain();
+        }
         let open = || {
             let limit = *self
                 .shared

@@ -116,6 +116,29 @@ pub fn reopen() {
     }
 }
 
+/// Opens `paths` now rather than at their first line: a worker process does this before
+/// it gives up the privileges that may be needed to create them. What cannot be opened is
+/// said, and tried again at the first line.
+pub fn open(paths: &[String]) {
+    let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());
+    let files = files.get_or_insert_with(HashMap::new);
+    for path in paths {
+        if files.get(path).is_some_and(Option::is_some) {
+            continue;
+        }
+        match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+        {
+            Ok(f) => {
+                files.insert(path.clone(), Some(f));
+            }
+            Err(e) => warn!("log file {path}: {e}"),
+        }
+    }
+}
+
 /// Appends a line to a log file (a failure to open is said once until the next reopen).
 fn append(path: &str, line: &str, what: &str) {
     let mut files = FILES.lock().unwrap_or_else(|e| e.into_inner());

@@ -898,6 +898,56 @@ fn map(m: &Map) -> Result<CompiledMap, String> {
     })
 }
 
+impl Site {
+    /// Every file its access and error logs write (`stderr` aside), each once.
+    pub fn log_paths(&self) -> Vec<String> {
+        fn walk(locs: &[Loc], out: &mut Vec<String>) {
+            for l in locs {
+                add(&l.settings, out);
+                walk(&l.children, out);
+            }
+        }
+        fn add(r: &Resolved, out: &mut Vec<String>) {
+            for a in &r.access_log {
+                if let AccessLog::File { path, .. } = a {
+                    out.push(path.clone());
+                }
+            }
+            if r.error_log.path != "stderr" {
+                out.push(r.error_log.path.clone());
+            }
+        }
+        let mut out = Vec::new();
+        for s in &self.servers {
+            add(&s.settings, &mut out);
+            walk(&s.locations, &mut out);
+            walk(&s.named, &mut out);
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// The directories responses are spooled to (proxy_temp_path), each once.
+    pub fn temp_paths(&self) -> Vec<std::path::PathBuf> {
+        fn walk(locs: &[Loc], out: &mut Vec<std::path::PathBuf>) {
+            for l in locs {
+                out.push(l.settings.temp_path.clone());
+                walk(&l.children, out);
+            }
+        }
+        let mut out = Vec::new();
+        for s in &self.servers {
+            out.push(s.settings.temp_path.clone());
+            walk(&s.locations, &mut out);
+            walk(&s.named, &mut out);
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 /// Makes every proxy_temp_path in use, and the directories of the other *_temp_path
 /// directives, as nginx does at start: a directory that cannot be made refuses the
 /// configuration, rather than failing each buffered response later.
@@ -1130,10 +1180,12 @@ impl ErrorLogTarget {
 #[derive(Debug)]
 pub struct Current(
     std::sync::RwLock<Arc<Site>>,
-    /// A graceful stop has begun (nginx's SIGQUIT): idle connections close, answers in
-    /// flight go out with `Connection: close`. A flag read per request, and the waiters
+    /// A graceful stop has begun: answers go out with `Connection: close` (1, a
+    /// worker replaced by a reload: idle keep-alive connections are kept until their
+    /// next request, so none is closed while its client may be sending); and idle
+    /// connections close now (2, nginx's SIGQUIT). Read per request, with the waiters
     /// it wakes (a connection waiting for its next request).
-    std::sync::atomic::AtomicBool,
+    std::sync::atomic::AtomicU8,
     tokio::sync::Notify,
 );
 
@@ -1141,19 +1193,30 @@ impl Current {
     pub fn new(site: Site) -> Current {
         Current(
             std::sync::RwLock::new(Arc::new(site)),
-            std::sync::atomic::AtomicBool::new(false),
+            std::sync::atomic::AtomicU8::new(0),
             tokio::sync::Notify::new(),
         )
     }
 
-    /// Begins a graceful stop.
+    /// Begins a graceful stop that closes idle connections now.
     pub fn close(&self) {
-        self.1.store(true, std::sync::atomic::Ordering::Release);
+        self.1.store(2, std::sync::atomic::Ordering::Release);
         self.2.notify_waiters();
     }
 
+    /// Begins a graceful stop that lets idle keep-alive connections come back once more.
+    pub fn drain(&self) {
+        self.1.fetch_max(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// Whether answers close their connection now.
     pub fn closing(&self) -> bool {
-        self.1.load(std::sync::atomic::Ordering::Acquire)
+        self.1.load(std::sync::atomic::Ordering::Acquire) >= 1
+    }
+
+    /// Whether idle connections close now.
+    pub fn closing_idle(&self) -> bool {
+        self.1.load(std::sync::atomic::Ordering::Acquire) >= 2
     }
 
     /// Resolves once a graceful stop begins (taken before checking [`Current::closing`],

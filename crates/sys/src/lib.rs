@@ -480,3 +480,140 @@ fn recvmsg_v6(fd: i32, buf: &mut [u8]) -> io::Result<(usize, std::net::Ipv6Addr,
 
 /// EtherType of IPv6.
 pub const ETH_P_IPV6: u16 = 0x86dd;
+
+/// The most descriptors one SCM_RIGHTS message carries (the kernel's SCM_MAX_FD).
+pub const MAX_FDS_PER_MESSAGE: usize = 253;
+
+/// Sends `fds` over the Unix socket `sock` (SCM_RIGHTS) with the one byte `tag`, so the
+/// receiver, reading exactly that byte with [`recv_fds`], gets duplicates of them. At
+/// most [`MAX_FDS_PER_MESSAGE`] at a time.
+pub fn send_fds(
+    sock: &impl AsRawFd,
+    tag: u8,
+    fds: &[std::os::fd::BorrowedFd<'_>],
+) -> io::Result<()> {
+    if fds.is_empty() || fds.len() > MAX_FDS_PER_MESSAGE {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    }
+    let raw: Vec<libc::c_int> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let payload = std::mem::size_of_val(raw.as_slice());
+    // SAFETY: CMSG_SPACE computes a size from an integer.
+    let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
+    // u64s keep the control buffer aligned for cmsghdr.
+    let mut control = vec![0u64; space.div_ceil(8)];
+    let mut byte = [tag];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: all-zero is a valid msghdr.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    // SAFETY: the control buffer holds CMSG_SPACE(payload) bytes, so its first header and
+    // `payload` bytes of data fit; the descriptors are copied into it, not moved (they stay
+    // open here, as the BorrowedFds say).
+    unsafe {
+        let c = libc::CMSG_FIRSTHDR(&msg);
+        if c.is_null() {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        (*c).cmsg_level = libc::SOL_SOCKET;
+        (*c).cmsg_type = libc::SCM_RIGHTS;
+        (*c).cmsg_len = libc::CMSG_LEN(payload as u32) as usize;
+        std::ptr::copy_nonoverlapping(raw.as_ptr().cast::<u8>(), libc::CMSG_DATA(c), payload);
+    }
+    // SAFETY: every pointer in `msg` points to a live buffer of the length given.
+    let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    match n {
+        1 => Ok(()),
+        n if n < 0 => Err(io::Error::last_os_error()),
+        _ => Err(io::Error::from(io::ErrorKind::WriteZero)),
+    }
+}
+
+/// Receives one byte and the descriptors [`send_fds`] sent with it (close-on-exec).
+/// Blocks; None at the end of the stream.
+pub fn recv_fds(sock: &impl AsRawFd) -> io::Result<Option<(u8, Vec<OwnedFd>)>> {
+    let mut byte = [0u8];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: CMSG_SPACE computes a size from an integer.
+    let space = unsafe {
+        libc::CMSG_SPACE((MAX_FDS_PER_MESSAGE * std::mem::size_of::<libc::c_int>()) as u32)
+    } as usize;
+    let mut control = vec![0u64; space.div_ceil(8)];
+    // SAFETY: all-zero is a valid msghdr.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = space;
+    let n = loop {
+        // SAFETY: every pointer in `msg` points to a live buffer of the length given.
+        let n = unsafe { libc::recvmsg(sock.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        break n;
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n == 0 {
+        return Ok(None);
+    }
+    let mut fds = Vec::new();
+    // SAFETY: `msg` was filled by recvmsg; CMSG_FIRSTHDR/CMSG_NXTHDR walk the control
+    // buffer within msg_controllen. The descriptors of an SCM_RIGHTS header were just
+    // installed in this process's table by the kernel and belong to nothing else, so each
+    // becomes an OwnedFd (closed when dropped).
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                let count = data / std::mem::size_of::<libc::c_int>();
+                let p = libc::CMSG_DATA(c).cast::<libc::c_int>();
+                for i in 0..count {
+                    fds.push(OwnedFd::from_raw_fd(std::ptr::read_unaligned(p.add(i))));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::other("descriptors were cut off (MSG_CTRUNC)"));
+    }
+    Ok(Some((byte[0], fds)))
+}
+
+#[cfg(test)]
+mod fd_tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn descriptors_cross_a_socket_pair() {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (mut r, mut w) = std::os::unix::net::UnixStream::pair().unwrap();
+        send_fds(&a, b'L', &[w.as_fd()]).unwrap();
+        let (tag, fds) = recv_fds(&b).unwrap().unwrap();
+        assert_eq!(tag, b'L');
+        assert_eq!(fds.len(), 1);
+        // The copy writes into the same socket the original does.
+        let mut copy = std::os::unix::net::UnixStream::from(fds.into_iter().next().unwrap());
+        copy.write_all(b"hi").unwrap();
+        w.write_all(b"!").unwrap();
+        let mut got = [0u8; 3];
+        r.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"hi!");
+        drop(a);
+        assert!(recv_fds(&b).unwrap().is_none());
+    }
+}

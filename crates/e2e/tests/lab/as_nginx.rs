@@ -118,18 +118,18 @@ fn debians_nginx_unit_runs_it() {
         "no new access.log after -s reopen"
     );
 
-    // ExecStop: SIGQUIT, a graceful stop: an idle keep-alive connection is closed, the
-    // process ends, the pid file goes.
+    // ExecStop: SIGQUIT, a graceful stop: an idle keep-alive connection (one request
+    // answered, then silent) is closed, the process ends, the pid file goes.
     let idle = lab
         .agent_command(&host)
         .map(|mut argv| {
             argv.extend(
                 [
-                    "hold",
+                    "linger",
                     "--connect",
                     "127.0.0.1:8080",
-                    "--every-ms",
-                    "60000",
+                    "--requests",
+                    "1",
                     "--for-ms",
                     "10000",
                 ]

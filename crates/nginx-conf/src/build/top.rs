@@ -51,6 +51,30 @@ impl Builder<'_> {
                         }
                     }
                 }
+                "user" => {
+                    if !seen.insert("user") {
+                        self.error(d.name.span, "\"user\" directive is duplicate");
+                    }
+                    cfg.user = Some((
+                        d.args[0].text.clone(),
+                        d.args.get(1).map(|g| g.text.clone()),
+                    ));
+                }
+                "worker_rlimit_nofile" => {
+                    if !seen.insert("worker_rlimit_nofile") {
+                        self.error(
+                            d.name.span,
+                            "\"worker_rlimit_nofile\" directive is duplicate",
+                        );
+                    }
+                    match d.args[0].text.parse::<u64>() {
+                        Ok(n) => cfg.worker_rlimit_nofile = Some(n),
+                        Err(_) => self.error(
+                            d.args[0].span,
+                            "\"worker_rlimit_nofile\" directive invalid number",
+                        ),
+                    }
+                }
                 "error_log" => cfg.error_log = self.error_log(d),
                 "events" => {
                     if seen_events {
