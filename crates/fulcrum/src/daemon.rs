@@ -26,6 +26,43 @@ use crate::RunArgs;
 /// for them without a bound; a SIGTERM meanwhile cuts it short.
 const QUIT_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
+/// This binary as the proxy's worker program, with the daemon's logging options.
+fn worker_program(args: &RunArgs, background: bool) -> Option<fulcrum_workers::Program> {
+    let path = match std::env::current_exe() {
+        Ok(p) => p,
+        Err(e) => {
+            warn!("the layer-7 proxy runs in this process: cannot find this program ({e})");
+            return None;
+        }
+    };
+    let mut worker = vec![
+        "--log-level".to_string(),
+        args.log_level.clone(),
+        "--log-format".to_string(),
+        value_name(args.log_format),
+        "--log-target".to_string(),
+        value_name(args.log_target),
+        "--log-facility".to_string(),
+        args.log_facility.to_string(),
+    ];
+    if let Some(f) = &args.log_file {
+        worker.push("--log-file".to_string());
+        worker.push(f.display().to_string());
+    }
+    Some(fulcrum_workers::Program {
+        path,
+        args: worker,
+        stderr: !background,
+    })
+}
+
+/// An option's value as the command line spells it.
+fn value_name(v: impl clap::ValueEnum) -> String {
+    v.to_possible_value()
+        .map(|p| p.get_name().to_string())
+        .unwrap_or_default()
+}
+
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     match &args.log_file {
         Some(f) => crate::logging::init_file(&args.log_level, f)?,
@@ -142,6 +179,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         bpf_dir: args.bpf_dir.clone(),
         keep_forwarding: args.keep_forwarding,
         max_connections,
+        proxy_worker: worker_program(&args, background),
     };
     runtime.block_on(serve(&args, sources, config, options, started))
 }
@@ -272,7 +310,7 @@ async fn serve(
             }
             _ = usr1.recv() => match &as_keepalived {
                 Some(_) => dump(&node, Dump::Data).await,
-                None => node.reopen_logs(),
+                None => node.reopen_logs().await,
             },
             _ = usr2.recv() => match &as_keepalived {
                 Some(_) => dump(&node, Dump::Stats).await,

@@ -45,6 +45,18 @@ impl Facility {
     }
 }
 
+/// The name [`Facility::from_str`] reads back.
+impl std::fmt::Display for Facility {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            1 => f.write_str("user"),
+            5 => f.write_str("syslog"),
+            n @ 16..=23 => write!(f, "local{}", n - 16),
+            _ => f.write_str("daemon"),
+        }
+    }
+}
+
 impl std::str::FromStr for Facility {
     type Err = String;
 

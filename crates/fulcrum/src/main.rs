@@ -112,6 +112,11 @@ enum Command {
     /// Print the MD5 digest of a URL's body for an HTTP_GET or SSL_GET url block, like
     /// keepalived's genhash (same options).
     Genhash(genhash::GenhashArgs),
+    /// The layer-7 proxy's worker process, started by the daemon (never by hand): it
+    /// takes its configuration and listening sockets over its standard input, and serves
+    /// as nginx's `user` with no capabilities.
+    #[command(hide = true)]
+    ProxyWorker(ProxyWorkerArgs),
     /// The lab's in-namespace agent (servers and probes for tests and the demo).
     #[command(hide = true, disable_help_flag = true)]
     LabAgent {
@@ -205,6 +210,21 @@ pub struct RunArgs {
     /// What the command line that built these arguments has to say once logging runs.
     #[arg(skip)]
     pub warnings: Vec<String>,
+}
+
+/// The daemon's logging options, as its workers get them.
+#[derive(Debug, Args)]
+pub struct ProxyWorkerArgs {
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: logging::Format,
+    #[arg(long, value_enum, default_value = "stderr")]
+    pub log_target: logging::Target,
+    #[arg(long, default_value = "daemon")]
+    pub log_facility: logging::Facility,
+    #[arg(long)]
+    pub log_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -352,6 +372,23 @@ fn main() -> ExitCode {
             std::iter::once("nginx".to_string()).chain(args).collect(),
         )),
         Command::Genhash(args) => genhash::run(&args),
+        Command::ProxyWorker(args) => {
+            let logged = match &args.log_file {
+                Some(f) => logging::init_file(&args.log_level, f),
+                None => logging::init(
+                    &args.log_level,
+                    args.log_format,
+                    args.log_target,
+                    args.log_facility,
+                ),
+            };
+            if let Err(e) = logged {
+                eprintln!("fulcrum proxy-worker: {e:#}");
+            }
+            Ok(ExitCode::from(
+                u8::try_from(fulcrum_workers::worker::main()).unwrap_or(1),
+            ))
+        }
         Command::LabAgent { args } => Ok(fulcrum_lab::agent::main(args)),
         Command::Completions { shell } => {
             clap_complete::generate(

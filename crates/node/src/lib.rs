@@ -14,6 +14,7 @@ pub mod health;
 pub mod host_facts;
 pub mod l4;
 mod node;
+mod proxy;
 mod scripts;
 pub mod status;
 mod track_file;

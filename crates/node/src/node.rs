@@ -16,6 +16,7 @@ use tracing::{error, info, warn};
 use crate::config::{Config, Sources};
 use crate::events::{Event, Events};
 use crate::health::{Verdicts, VerdictsTx};
+use crate::proxy::{Launch, Proxy};
 use crate::{health, l4, status, vrrp};
 
 /// How the node runs, beyond its configuration.
@@ -30,6 +31,9 @@ pub struct Options {
     pub keep_forwarding: bool,
     /// The connection table's size.
     pub max_connections: u32,
+    /// The program run as `PROGRAM proxy-worker` for the layer-7 proxy's worker process
+    /// (the `fulcrum` binary); None serves in this process.
+    pub proxy_worker: Option<fulcrum_workers::Program>,
 }
 
 /// What the control socket asks of a node.
@@ -110,7 +114,7 @@ struct Inner {
     l4: Option<l4::Runtime>,
     vrrp: Option<vrrp::Runtime>,
     /// The layer-7 proxy, while the nginx.conf has an http block.
-    proxy: Option<Arc<fulcrum_proxy::Runtime>>,
+    proxy: Option<Arc<Proxy>>,
     /// The health checks' verdicts, whichever health runtime publishes them.
     verdicts: VerdictsTx,
     events: Events,
@@ -122,7 +126,7 @@ struct Handles {
     health: Option<health::Handle>,
     l4: Option<l4::Handle>,
     vrrp: Option<vrrp::Handle>,
-    proxy: Option<Arc<fulcrum_proxy::Runtime>>,
+    proxy: Option<Arc<Proxy>>,
     /// The connection table's size, started or not.
     table_size: u32,
 }
@@ -371,8 +375,11 @@ impl Node {
 
     /// Opens every access and error log file anew (after logrotate renamed them), as
     /// nginx does on SIGUSR1; a reload does it too.
-    pub fn reopen_logs(&self) {
+    pub async fn reopen_logs(&self) {
         fulcrum_proxy::reopen_logs();
+        if let Some(p) = self.handles().await.proxy {
+            let _ = tokio::task::spawn_blocking(move || p.reopen_logs()).await;
+        }
         info!("log files reopened");
     }
 
@@ -458,7 +465,8 @@ impl Inner {
         self.loaded_at = unix_now();
         self.reloads_ok += 1;
         self.last_reload_error = None;
-        // As nginx does at reload: every log file is opened anew.
+        // As nginx does at reload: every log file is opened anew (a new worker opens
+        // its own).
         fulcrum_proxy::reopen_logs();
         info!(
             hash = format!("{:016x}", self.config.hash),
@@ -543,12 +551,12 @@ impl Inner {
         match (http, &self.proxy) {
             (Some(n), Some(p)) => {
                 if config.nginx != self.config.nginx {
-                    p.reload(n)?;
+                    p.reload(&self.launch(), n)?;
                     info!("layer-7 configuration applied");
                 }
             }
             (Some(n), None) => {
-                self.proxy = Some(Arc::new(fulcrum_proxy::Runtime::start(n)?));
+                self.proxy = Some(Arc::new(Proxy::start(&self.launch(), n)?));
                 // Its peers follow the health checks from the start.
                 self.verdicts.send_modify(|_| {});
             }
@@ -559,6 +567,22 @@ impl Inner {
             (None, None) => {}
         }
         Ok(())
+    }
+
+    /// How a proxy starts here: in a worker process when the daemon gave a program and
+    /// the configuration came from an nginx.conf.
+    fn launch(&self) -> Launch {
+        Launch {
+            program: self.options.proxy_worker.clone(),
+            source: self
+                .sources
+                .nginx
+                .as_ref()
+                .map(|conf| fulcrum_workers::Source {
+                    conf: conf.clone(),
+                    globals: self.sources.nginx_globals.clone(),
+                }),
+        }
     }
 
     fn stop_proxy(&mut self) {
@@ -613,7 +637,7 @@ impl Inner {
 }
 
 /// What `ctl upstreams` shows: every peer of every upstream.
-fn upstreams(proxy: Option<&fulcrum_proxy::Runtime>) -> Vec<status::UpstreamPeer> {
+fn upstreams(proxy: Option<&Proxy>) -> Vec<status::UpstreamPeer> {
     let Some(p) = proxy else {
         return Vec::new();
     };
@@ -667,7 +691,7 @@ async fn listing(
 async fn follow_health(inner: Arc<Mutex<Inner>>, mut verdicts: watch::Receiver<Verdicts>) {
     // What the proxy was last told, by address.
     let mut told: BTreeMap<SocketAddr, bool> = BTreeMap::new();
-    let mut proxy_of_told: Option<Arc<fulcrum_proxy::Runtime>> = None;
+    let mut proxy_of_told: Option<Arc<Proxy>> = None;
     loop {
         let now = verdicts.borrow_and_update().clone();
         let (handles, events) = {

@@ -625,3 +625,159 @@ fn the_metrics_listener_asks_for_basic_auth_and_exports_csv() {
     assert!(rs["changed_at"].as_u64().is_some_and(|t| t > 0), "{rs}");
     assert_eq!(json["upstreams"][0]["address"], "127.0.0.1:9001");
 }
+
+/// The worker processes of the daemon's pid: their pids, from /proc.
+fn workers_of(daemon: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let parent = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        if parent == Some(daemon) && String::from_utf8_lossy(&cmdline).contains("proxy-worker") {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A field of /proc/PID/status.
+fn proc_status(pid: u32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(field).map(|v| v.trim().to_string()))
+        .unwrap_or_default()
+}
+
+/// The process that parses HTTP is not the daemon: it runs as nginx.conf's `user` with
+/// no capabilities and no_new_privs, the daemon keeping its own. Killed, it is replaced
+/// while a client connects every 5 ms: no connection is refused or goes unanswered (the
+/// listening socket stays in the daemon), only one the worker was serving ends with it.
+#[test]
+fn workers_run_unprivileged_and_are_replaced() {
+    if !require_root("workers_run_unprivileged_and_are_replaced") {
+        return;
+    }
+    let dir = Scratch::new("l7wrk");
+    let mut lab = fulcrum_lab::Lab::new("l7wrk").unwrap().with_agent(agent());
+    let host = lab.host("px").unwrap();
+    lab.serve(&host, "b1", "127.0.0.1:9001", true).unwrap();
+    let conf = dir.0.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        "user nobody nogroup;\nevents {\n    worker_connections 512;\n}\nhttp {\n    access_log off;\n    upstream u {\n        server 127.0.0.1:9001;\n    }\n    server {\n        listen 127.0.0.1:80;\n        location / {\n            proxy_pass http://u;\n        }\n    }\n}\n",
+    )
+    .unwrap();
+    let sock = dir.0.join("px.sock");
+    let daemon = lab
+        .spawn(
+            &host,
+            &[
+                fulcrum_e2e::bin().as_ref(),
+                "run".as_ref(),
+                "--nginx-conf".as_ref(),
+                conf.as_os_str(),
+                "--control".as_ref(),
+                sock.as_os_str(),
+                "--no-forwarding".as_ref(),
+            ],
+            Some(&dir.0.join("px.log")),
+        )
+        .unwrap();
+    let up = wait_for(Duration::from_secs(10), || {
+        lab.request(&host, "127.0.0.1:80", &["/"], &[])
+            .is_ok_and(|r| r[0].0 == 200)
+    });
+    let log = || std::fs::read_to_string(dir.0.join("px.log")).unwrap_or_default();
+    assert!(up.is_some(), "the proxy never answered: {}", log());
+    let workers = workers_of(daemon.pid);
+    assert_eq!(workers.len(), 1, "one worker process: {workers:?}");
+    let worker = workers[0];
+    let nobody = nix_id("nobody");
+    assert_eq!(
+        proc_status(worker, "Uid:")
+            .split_whitespace()
+            .collect::<Vec<_>>(),
+        [nobody.as_str(); 4],
+        "the worker runs as nobody"
+    );
+    for field in ["CapInh:", "CapPrm:", "CapEff:", "CapAmb:"] {
+        assert_eq!(
+            proc_status(worker, field),
+            "0000000000000000",
+            "{field} of the worker"
+        );
+    }
+    assert_eq!(proc_status(worker, "NoNewPrivs:"), "1");
+    // The daemon keeps what it needs (it bound port 80 for the worker).
+    assert_ne!(proc_status(daemon.pid, "CapEff:"), "0000000000000000");
+    assert_eq!(
+        proc_status(daemon.pid, "Uid:").split_whitespace().next(),
+        Some("0")
+    );
+
+    let agent_cmd = lab.agent_command(&host).unwrap();
+    let watcher = Command::new(&agent_cmd[0])
+        .args(&agent_cmd[1..])
+        .args(["watch", "--connect", "127.0.0.1:80", "--every-ms", "5"])
+        .args(["--for-ms", "3000", "--timeout-ms", "2000", "--http"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = Command::new("kill")
+        .args(["-KILL", &worker.to_string()])
+        .status();
+    let replaced = wait_for(Duration::from_secs(5), || {
+        let now = workers_of(daemon.pid);
+        // Serving once it has become nobody (it starts as root, to read keys).
+        now.len() == 1
+            && now[0] != worker
+            && proc_status(now[0], "Uid:").starts_with(&format!("{nobody}\t"))
+    });
+    assert!(replaced.is_some(), "no new worker: {}", log());
+    let new = workers_of(daemon.pid)[0];
+    assert_eq!(proc_status(new, "CapEff:"), "0000000000000000");
+    let out = watcher.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let answers: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once(' ').map(|x| x.1))
+        .collect();
+    // A connection the killed worker was serving ends with it (as with nginx: an empty
+    // answer); none is refused or left unanswered.
+    let broken = answers.iter().filter(|a| a.is_empty()).count();
+    let failed: Vec<&&str> = answers
+        .iter()
+        .filter(|a| !a.is_empty() && !a.starts_with('b'))
+        .collect();
+    eprintln!(
+        "{} connections across a worker's death: {} cut with it, {} failed",
+        answers.len(),
+        broken,
+        failed.len()
+    );
+    assert!(answers.len() > 100, "{} connections", answers.len());
+    assert!(
+        broken <= 2,
+        "{broken} connections cut by the worker's death"
+    );
+    assert!(
+        failed.is_empty(),
+        "connections failed: {failed:?}\n{}",
+        log()
+    );
+    assert!(log().contains("starting another"), "{}", log());
+}
+
+/// A user's uid, as `id -u` says.
+fn nix_id(user: &str) -> String {
+    let out = Command::new("id").args(["-u", user]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}

@@ -1,0 +1,649 @@
+//! The layer-7 proxy in a worker process, as nginx runs its workers: the master (the
+//! daemon, privileged) checks the configuration, binds the listening sockets and starts
+//! `PROGRAM proxy-worker`; the worker loads the same configuration, reads certificates
+//! and opens its log files, then becomes nginx's `user` (www-data, else nobody) with no
+//! capabilities and no_new_privs before it reads a byte from a client. The HTTP parser
+//! thus never runs in the process that holds CAP_NET_ADMIN and CAP_BPF.
+//!
+//! One worker process serves at a time, with `worker_processes` event-loop threads
+//! (so limit zones and stub_status stay one, where nginx shares them in shared memory).
+//! The master restarts a worker that dies (its listening sockets stay open in the
+//! master, so connections wait in the backlog meanwhile, none refused); a reload starts a
+//! new worker on the new configuration and, once it serves, stops the old one gracefully.
+//! Health verdicts, drains, counters and the peers' state cross over the control channel
+//! ([`wire`]), so `ctl upstreams` and the metrics see one proxy.
+
+mod wire;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr, TcpListener};
+use std::os::fd::AsFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use fulcrum_nginx_conf::NginxConfig;
+use fulcrum_proxy::stats::Counts;
+use fulcrum_proxy::PeerView;
+use tracing::{error, info, warn};
+
+use wire::{FromWorker, Start, ToWorker};
+
+/// How long a worker may take to start serving, and to answer a question.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A hash of the configuration's printed form: the worker checks it loaded what the
+/// master checked.
+pub fn printed(cfg: &NginxConfig) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    fulcrum_nginx_conf::print(cfg).hash(&mut h);
+    h.finish()
+}
+
+/// The worker's program: run as `PATH proxy-worker ARGS...` (the `fulcrum` binary,
+/// with the daemon's logging options).
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub path: PathBuf,
+    pub args: Vec<String>,
+    /// Whether the worker shares the daemon's standard error (its log's target in the
+    /// foreground); a daemon in the background gives it none, so that nothing waiting
+    /// for the daemon's output to end (the command that started it) waits for the worker.
+    pub stderr: bool,
+}
+
+/// Where the worker's configuration comes from: the nginx.conf and nginx's `-g`.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub conf: PathBuf,
+    pub globals: Option<String>,
+}
+
+/// One configuration as workers start on it.
+#[derive(Debug, Clone)]
+struct Generation {
+    source: Source,
+    printed: u64,
+    user: Option<(u32, u32)>,
+    rlimit_nofile: Option<u64>,
+}
+
+/// A worker process, seen from the master.
+#[derive(Debug)]
+struct Worker {
+    pid: u32,
+    chan: Mutex<UnixStream>,
+    /// Its counts when last asked (what is kept of them if it dies).
+    last: Mutex<Counts>,
+    /// The log files it writes.
+    logs: Vec<String>,
+    /// Told to go (a reload or a stop): its exit is no failure.
+    leaving: AtomicBool,
+    started: Instant,
+}
+
+#[derive(Debug)]
+struct State {
+    generation: Generation,
+    listeners: Vec<(SocketAddr, Vec<TcpListener>)>,
+    current: Option<Arc<Worker>>,
+    /// Workers draining after a reload.
+    retiring: Vec<Arc<Worker>>,
+    /// The counts of workers gone.
+    base: Counts,
+    check_down: BTreeMap<SocketAddr, bool>,
+    drained: Vec<(IpAddr, Option<u16>)>,
+    stopping: bool,
+}
+
+#[derive(Debug)]
+struct Shared {
+    program: Program,
+    state: Mutex<State>,
+    monitors: Mutex<Vec<std::thread::JoinHandle<()>>>,
+}
+
+/// The master's handle on the proxy's worker process.
+#[derive(Debug)]
+pub struct Master {
+    shared: Arc<Shared>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The user the workers run as: nginx's `user USER [GROUP]` (the group named as the
+/// user when not given), else www-data where it exists, else nobody. None when the
+/// master is not root (nginx then ignores `user`, and so do we).
+fn user_of(cfg: &NginxConfig) -> Result<Option<(u32, u32)>, String> {
+    if !nix::unistd::geteuid().is_root() {
+        if cfg.user.is_some() {
+            warn!("the \"user\" directive makes sense only if the master process runs with super-user privileges, ignored");
+        }
+        return Ok(None);
+    }
+    let (user, group) = match &cfg.user {
+        Some((u, g)) => (u.clone(), Some(g.clone().unwrap_or_else(|| u.clone()))),
+        None => {
+            let default = if matches!(nix::unistd::User::from_name("www-data"), Ok(Some(_))) {
+                "www-data"
+            } else {
+                "nobody"
+            };
+            (default.to_string(), None)
+        }
+    };
+    let u = nix::unistd::User::from_name(&user)
+        .ok()
+        .flatten()
+        .ok_or_else(|| format!("getpwnam(\"{user}\") failed"))?;
+    let gid = match group {
+        Some(g) => {
+            nix::unistd::Group::from_name(&g)
+                .ok()
+                .flatten()
+                .ok_or_else(|| format!("getgrnam(\"{g}\") failed"))?
+                .gid
+        }
+        None => u.gid,
+    };
+    if u.uid.is_root() {
+        return Err(format!("the workers would run as root (user \"{user}\")"));
+    }
+    Ok(Some((u.uid.as_raw(), gid.as_raw())))
+}
+
+impl Master {
+    /// Checks `cfg` (loaded from `source`), binds its listening sockets and starts a
+    /// worker (`program proxy-worker`) on them; returns once it serves.
+    pub fn start(program: Program, source: Source, cfg: &NginxConfig) -> Result<Master, String> {
+        let source = absolute(source);
+        let site = fulcrum_proxy::prepare(cfg)?;
+        let listeners = fulcrum_proxy::bind_listeners(&site, &[])?;
+        drop(site);
+        let generation = Generation {
+            source,
+            printed: printed(cfg),
+            user: user_of(cfg)?,
+            rlimit_nofile: cfg.worker_rlimit_nofile,
+        };
+        let shared = Arc::new(Shared {
+            program,
+            state: Mutex::new(State {
+                generation,
+                listeners,
+                current: None,
+                retiring: Vec::new(),
+                base: Counts::default(),
+                check_down: BTreeMap::new(),
+                drained: Vec::new(),
+                stopping: false,
+            }),
+            monitors: Mutex::new(Vec::new()),
+        });
+        {
+            let mut state = lock(&shared.state);
+            let w = spawn(&shared, &state)?;
+            state.current = Some(w);
+        }
+        Ok(Master { shared })
+    }
+
+    /// Applies a new configuration: checked here, then a new worker on it; once that one
+    /// serves, the old one stops gracefully. On error the running worker stays.
+    pub fn reload(&self, source: Source, cfg: &NginxConfig) -> Result<(), String> {
+        let source = absolute(source);
+        let site = fulcrum_proxy::prepare(cfg)?;
+        let mut state = lock(&self.shared.state);
+        let have: Vec<SocketAddr> = state.listeners.iter().map(|(a, _)| *a).collect();
+        let fresh = fulcrum_proxy::bind_listeners(&site, &have)?;
+        let binds = site.binds();
+        drop(site);
+        let generation = Generation {
+            source,
+            printed: printed(cfg),
+            user: user_of(cfg)?,
+            rlimit_nofile: cfg.worker_rlimit_nofile,
+        };
+        let old_generation = std::mem::replace(&mut state.generation, generation);
+        let mut kept = std::mem::take(&mut state.listeners);
+        let mut gone = Vec::new();
+        kept.retain_mut(|(a, ls)| {
+            let keep = binds.contains(a);
+            if !keep {
+                gone.push((*a, std::mem::take(ls)));
+            }
+            keep
+        });
+        kept.extend(fresh);
+        state.listeners = kept;
+        match spawn(&self.shared, &state) {
+            Ok(w) => {
+                if let Some(old) = state.current.replace(w) {
+                    retire(&self.shared, &mut state, old);
+                }
+                for (a, _) in gone {
+                    info!(listen = %a, "layer-7 proxy stopped listening");
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // Back as it was: the old worker still serves the old listeners.
+                state.generation = old_generation;
+                state
+                    .listeners
+                    .retain(|(a, _)| have.contains(a) || gone.iter().any(|(g, _)| g == a));
+                state.listeners.extend(gone);
+                Err(e)
+            }
+        }
+    }
+
+    /// The counters of every worker this master ran, added up.
+    pub fn stats(&self) -> Counts {
+        let (current, retiring, mut total) = {
+            let state = lock(&self.shared.state);
+            (
+                state.current.clone(),
+                state.retiring.clone(),
+                state.base.clone(),
+            )
+        };
+        for w in current.iter().chain(retiring.iter()) {
+            // A draining worker is busy with its quit; its last counts stand in.
+            if let Ok(mut chan) = w.chan.try_lock() {
+                if let Some(FromWorker::Stats(s)) = ask(&mut chan, &ToWorker::Stats) {
+                    *lock(&w.last) = s.into();
+                }
+            }
+            wire::add(&mut total, &lock(&w.last));
+        }
+        total
+    }
+
+    /// Every upstream peer's state, from the worker serving now.
+    pub fn peers(&self) -> Vec<PeerView> {
+        match self.current_ask(&ToWorker::Peers) {
+            Some(FromWorker::Peers(p)) => p.into_iter().map(Into::into).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// As [`fulcrum_proxy::Runtime::set_check_down`]; kept for the workers to come.
+    pub fn set_check_down(&self, addr: SocketAddr, down: bool) -> bool {
+        lock(&self.shared.state).check_down.insert(addr, down);
+        matches!(
+            self.current_ask(&ToWorker::CheckDown { addr, down }),
+            Some(FromWorker::Found(true))
+        )
+    }
+
+    /// As [`fulcrum_proxy::Runtime::set_drained`]; kept for the workers to come.
+    pub fn set_drained(&self, ip: IpAddr, port: Option<u16>, on: bool) -> usize {
+        {
+            let mut state = lock(&self.shared.state);
+            state.drained.retain(|x| *x != (ip, port));
+            if on {
+                state.drained.push((ip, port));
+            }
+        }
+        match self.current_ask(&ToWorker::Drained { ip, port, on }) {
+            Some(FromWorker::Touched(n)) => n,
+            _ => 0,
+        }
+    }
+
+    /// nginx's USR1: every log file the worker writes is made again by the master where
+    /// logrotate moved it away, and made the worker's (as nginx's master chowns them),
+    /// then the worker reopens them.
+    pub fn reopen_logs(&self) {
+        let (current, user) = {
+            let state = lock(&self.shared.state);
+            (state.current.clone(), state.generation.user)
+        };
+        let Some(w) = current else {
+            return;
+        };
+        if let Some((uid, gid)) = user {
+            for path in &w.logs {
+                own_log(path, uid, gid);
+            }
+        }
+        let _ = ask(&mut lock(&w.chan), &ToWorker::Reopen);
+    }
+
+    /// Fast stop (nginx's TERM): every worker exits at once.
+    pub fn stop(self) {
+        let workers = self.leave();
+        for w in &workers {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(w.pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        self.join();
+    }
+
+    /// nginx's graceful stop (QUIT): the workers stop listening and finish what is in
+    /// flight, for at most `grace` or until `hurry` is set. How many connections were
+    /// still open then.
+    pub fn quit(self, grace: Duration, hurry: &AtomicBool) -> usize {
+        let workers = self.leave();
+        let grace_ms = grace.as_millis() as u64;
+        let done = AtomicBool::new(false);
+        let left = std::thread::scope(|s| {
+            let tasks: Vec<_> = workers
+                .iter()
+                .map(|w| {
+                    s.spawn(|| {
+                        let mut chan = lock(&w.chan);
+                        let _ = chan.set_read_timeout(Some(grace + ANSWER_TIMEOUT));
+                        match ask(
+                            &mut chan,
+                            &ToWorker::Quit {
+                                grace_ms,
+                                idle: true,
+                            },
+                        ) {
+                            Some(FromWorker::Quit { left, .. }) => left,
+                            _ => 0,
+                        }
+                    })
+                })
+                .collect();
+            s.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    if hurry.load(Ordering::Relaxed) {
+                        for w in &workers {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(w.pid as i32),
+                                nix::sys::signal::Signal::SIGTERM,
+                            );
+                        }
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+            let left = tasks.into_iter().map(|t| t.join().unwrap_or(0)).sum();
+            done.store(true, Ordering::Relaxed);
+            left
+        });
+        self.join();
+        left
+    }
+
+    /// Marks the stop: no worker is restarted after this. The workers running.
+    fn leave(&self) -> Vec<Arc<Worker>> {
+        let mut state = lock(&self.shared.state);
+        state.stopping = true;
+        let mut all: Vec<Arc<Worker>> = state.current.take().into_iter().collect();
+        all.append(&mut state.retiring);
+        for w in &all {
+            w.leaving.store(true, Ordering::Relaxed);
+        }
+        all
+    }
+
+    /// Waits for every worker process to be reaped.
+    fn join(&self) {
+        let monitors = std::mem::take(&mut *lock(&self.shared.monitors));
+        for m in monitors {
+            let _ = m.join();
+        }
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        let workers = self.leave();
+        for w in &workers {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(w.pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+}
+
+impl Master {
+    fn current_ask(&self, m: &ToWorker) -> Option<FromWorker> {
+        let w = lock(&self.shared.state).current.clone()?;
+        let mut chan = lock(&w.chan);
+        ask(&mut chan, m)
+    }
+}
+
+/// One question, one answer (None when the worker does not answer in time).
+fn ask(chan: &mut UnixStream, m: &ToWorker) -> Option<FromWorker> {
+    wire::send(chan, m).ok()?;
+    wire::recv(chan).ok().flatten()
+}
+
+fn absolute(mut s: Source) -> Source {
+    if s.conf.is_relative() {
+        if let Ok(d) = std::env::current_dir() {
+            s.conf = d.join(&s.conf);
+        }
+    }
+    s
+}
+
+/// A log file for the worker to reopen: made (as root) where it is missing, and the
+/// worker's if it is not, with the owner's read and write as nginx sets them.
+fn own_log(path: &str, uid: u32, gid: u32) {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let f = match std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) => {
+            warn!("log file {path}: {e}");
+            return;
+        }
+    };
+    let Ok(meta) = f.metadata() else {
+        return;
+    };
+    if meta.uid() != uid {
+        if let Err(e) = std::os::unix::fs::fchown(&f, Some(uid), Some(gid)) {
+            warn!("chown(\"{path}\", {uid}) failed ({e})");
+            return;
+        }
+        let mode = meta.mode() | 0o600;
+        let _ = f.set_permissions(std::fs::Permissions::from_mode(mode & 0o7777));
+    }
+}
+
+/// Starts a worker on the state's generation and listeners; returns once it serves.
+fn spawn(shared: &Arc<Shared>, state: &State) -> Result<Arc<Worker>, String> {
+    let (mut ours, theirs) =
+        UnixStream::pair().map_err(|e| format!("worker control channel: {e}"))?;
+    let mut child = Command::new(&shared.program.path)
+        .arg0("fulcrum")
+        .arg("proxy-worker")
+        .args(&shared.program.args)
+        .stdout(Stdio::null())
+        .stderr(if shared.program.stderr {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        })
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+        .spawn()
+        .map_err(|e| format!("starting worker {}: {e}", shared.program.path.display()))?;
+    let pid = child.id();
+    let result = handshake(&mut ours, state);
+    let logs = match result {
+        Ok(logs) => logs,
+        Err(e) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(e);
+        }
+    };
+    let _ = ours.set_read_timeout(Some(ANSWER_TIMEOUT));
+    let _ = ours.set_write_timeout(Some(ANSWER_TIMEOUT));
+    let w = Arc::new(Worker {
+        pid,
+        chan: Mutex::new(ours),
+        last: Mutex::new(Counts::default()),
+        logs,
+        leaving: AtomicBool::new(false),
+        started: Instant::now(),
+    });
+    let user = state.generation.user.map_or_else(
+        || "the master's user".to_string(),
+        |(u, g)| format!("uid {u}, gid {g}"),
+    );
+    info!(pid, "layer-7 worker process started ({user})");
+    let monitor = {
+        let shared = Arc::clone(shared);
+        let w = Arc::clone(&w);
+        std::thread::Builder::new()
+            .name("fulcrum-worker-wait".into())
+            .spawn(move || watch(shared, w, child))
+            .map_err(|e| format!("worker monitor: {e}"))?
+    };
+    let mut monitors = lock(&shared.monitors);
+    monitors.retain(|m| !m.is_finished());
+    monitors.push(monitor);
+    Ok(w)
+}
+
+/// The start message and the listening sockets out; the worker's first word back.
+fn handshake(chan: &mut UnixStream, state: &State) -> Result<Vec<String>, String> {
+    let g = &state.generation;
+    let start = Start {
+        conf: g.source.conf.clone(),
+        globals: g.source.globals.clone(),
+        printed: g.printed,
+        listeners: state
+            .listeners
+            .iter()
+            .map(|(a, ls)| (*a, ls.len()))
+            .collect(),
+        user: g.user,
+        rlimit_nofile: g.rlimit_nofile,
+        check_down: state.check_down.iter().map(|(a, d)| (*a, *d)).collect(),
+        drained: state.drained.clone(),
+    };
+    let _ = chan.set_read_timeout(Some(START_TIMEOUT));
+    let _ = chan.set_write_timeout(Some(START_TIMEOUT));
+    wire::send(chan, &ToWorker::Start(Box::new(start)))
+        .map_err(|e| format!("worker start: {e}"))?;
+    let fds: Vec<_> = state
+        .listeners
+        .iter()
+        .flat_map(|(_, ls)| ls.iter().map(AsFd::as_fd))
+        .collect();
+    for chunk in fds.chunks(fulcrum_sys::MAX_FDS_PER_MESSAGE) {
+        fulcrum_sys::send_fds(chan, b'L', chunk)
+            .map_err(|e| format!("passing the listening sockets: {e}"))?;
+    }
+    match wire::recv::<FromWorker>(chan) {
+        Ok(Some(FromWorker::Ready { logs })) => Ok(logs),
+        Ok(Some(FromWorker::Failed(e))) => Err(e),
+        Ok(Some(other)) => Err(format!("worker: unexpected {other:?}")),
+        Ok(None) => Err("the worker process exited before serving".into()),
+        Err(e) => Err(format!("the worker did not start: {e}")),
+    }
+}
+
+/// Reaps a worker; one that dies while it should serve is replaced, as nginx's master
+/// replaces it.
+fn watch(shared: Arc<Shared>, w: Arc<Worker>, mut child: Child) {
+    let status = child.wait();
+    let mut state = lock(&shared.state);
+    let last = lock(&w.last).clone();
+    let was_current = state.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &w));
+    state.retiring.retain(|r| !Arc::ptr_eq(r, &w));
+    if !w.leaving.load(Ordering::Relaxed) {
+        // Its last counts are what is kept of it (a retiring worker's are added by
+        // whoever retired it).
+        wire::add(&mut state.base, &last);
+    }
+    if !was_current || state.stopping || w.leaving.load(Ordering::Relaxed) {
+        return;
+    }
+    let how = match status {
+        Ok(s) => s.to_string(),
+        Err(e) => e.to_string(),
+    };
+    error!(
+        pid = w.pid,
+        "layer-7 worker process exited ({how}): starting another"
+    );
+    state.current = None;
+    // A worker that dies at once is not restarted in a tight loop.
+    let early = w.started.elapsed() < Duration::from_secs(1);
+    loop {
+        if early {
+            drop(state);
+            std::thread::sleep(Duration::from_secs(1));
+            state = lock(&shared.state);
+            if state.stopping || state.current.is_some() {
+                return;
+            }
+        }
+        match spawn(&shared, &state) {
+            Ok(n) => {
+                state.current = Some(n);
+                return;
+            }
+            Err(e) => {
+                error!("layer-7 worker process did not start: {e}");
+                drop(state);
+                std::thread::sleep(Duration::from_secs(1));
+                state = lock(&shared.state);
+                if state.stopping || state.current.is_some() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Sends a worker replaced by a reload its graceful stop, on a thread of its own; its
+/// final counts join the master's.
+fn retire(shared: &Arc<Shared>, state: &mut State, old: Arc<Worker>) {
+    old.leaving.store(true, Ordering::Relaxed);
+    state.retiring.push(Arc::clone(&old));
+    let shared = Arc::clone(shared);
+    let spawned = std::thread::Builder::new()
+        .name("fulcrum-worker-quit".into())
+        .spawn(move || {
+            // nginx's old workers have worker_shutdown_timeout (unset: no limit); a day
+            // bounds a connection that never ends.
+            let grace = Duration::from_secs(86_400);
+            let mut chan = lock(&old.chan);
+            let _ = chan.set_read_timeout(Some(grace + ANSWER_TIMEOUT));
+            let last: Counts = match ask(
+                &mut chan,
+                &ToWorker::Quit {
+                    grace_ms: grace.as_millis() as u64,
+                    idle: false,
+                },
+            ) {
+                Some(FromWorker::Quit { stats, .. }) => stats.into(),
+                // Killed meanwhile: what it last said.
+                _ => lock(&old.last).clone(),
+            };
+            let mut state = lock(&shared.state);
+            state.retiring.retain(|r| !Arc::ptr_eq(r, &old));
+            wire::add(&mut state.base, &last);
+        });
+    if let Err(e) = spawned {
+        warn!("retiring the old worker: {e}");
+    }
+}
