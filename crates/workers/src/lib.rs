@@ -360,8 +360,11 @@ impl Master {
                 })
                 .collect();
             s.spawn(|| {
+                // A SIGTERM meanwhile, or the grace over (a worker a reload retired
+                // drains on a longer one): the workers still there stop at once.
+                let deadline = Instant::now() + grace;
                 while !done.load(Ordering::Relaxed) {
-                    if hurry.load(Ordering::Relaxed) {
+                    if hurry.load(Ordering::Relaxed) || Instant::now() >= deadline {
                         for w in &workers {
                             let _ = nix::sys::signal::kill(
                                 nix::unistd::Pid::from_raw(w.pid as i32),
