@@ -83,8 +83,9 @@ pub struct Runtime {
     shared: Arc<Shared>,
 }
 
-/// What `fulcrum ctl upstreams` shows of a peer.
-#[derive(Debug, Clone)]
+/// What `fulcrum ctl upstreams` shows of a peer (serialized as it crosses from a
+/// worker process).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct PeerView {
     pub upstream: String,
     pub server: String,

@@ -75,6 +75,17 @@ struct Generation {
     rlimit_nofile: Option<u64>,
 }
 
+impl Generation {
+    fn of(source: Source, cfg: &NginxConfig) -> Result<Generation, String> {
+        Ok(Generation {
+            source: absolute(source),
+            printed: printed(cfg),
+            user: user_of(cfg)?,
+            rlimit_nofile: cfg.worker_rlimit_nofile,
+        })
+    }
+}
+
 /// A worker process, seen from the master.
 #[derive(Debug)]
 struct Worker {
@@ -165,16 +176,10 @@ impl Master {
     /// Checks `cfg` (loaded from `source`), binds its listening sockets and starts a
     /// worker (`program proxy-worker`) on them; returns once it serves.
     pub fn start(program: Program, source: Source, cfg: &NginxConfig) -> Result<Master, String> {
-        let source = absolute(source);
         let site = fulcrum_proxy::prepare(cfg)?;
         let listeners = fulcrum_proxy::bind_listeners(&site, &[])?;
         drop(site);
-        let generation = Generation {
-            source,
-            printed: printed(cfg),
-            user: user_of(cfg)?,
-            rlimit_nofile: cfg.worker_rlimit_nofile,
-        };
+        let generation = Generation::of(source, cfg)?;
         let shared = Arc::new(Shared {
             program,
             state: Mutex::new(State {
@@ -200,19 +205,13 @@ impl Master {
     /// Applies a new configuration: checked here, then a new worker on it; once that one
     /// serves, the old one stops gracefully. On error the running worker stays.
     pub fn reload(&self, source: Source, cfg: &NginxConfig) -> Result<(), String> {
-        let source = absolute(source);
         let site = fulcrum_proxy::prepare(cfg)?;
         let mut state = lock(&self.shared.state);
         let have: Vec<SocketAddr> = state.listeners.iter().map(|(a, _)| *a).collect();
         let fresh = fulcrum_proxy::bind_listeners(&site, &have)?;
         let binds = site.binds();
         drop(site);
-        let generation = Generation {
-            source,
-            printed: printed(cfg),
-            user: user_of(cfg)?,
-            rlimit_nofile: cfg.worker_rlimit_nofile,
-        };
+        let generation = Generation::of(source, cfg)?;
         let old_generation = std::mem::replace(&mut state.generation, generation);
         let mut kept = std::mem::take(&mut state.listeners);
         let mut gone = Vec::new();
@@ -272,7 +271,7 @@ impl Master {
     /// Every upstream peer's state, from the worker serving now.
     pub fn peers(&self) -> Vec<PeerView> {
         match self.current_ask(&ToWorker::Peers) {
-            Some(FromWorker::Peers(p)) => p.into_iter().map(Into::into).collect(),
+            Some(FromWorker::Peers(p)) => p,
             _ => Vec::new(),
         }
     }
@@ -322,13 +321,7 @@ impl Master {
 
     /// Fast stop (nginx's TERM): every worker exits at once.
     pub fn stop(self) {
-        let workers = self.leave();
-        for w in &workers {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(w.pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
+        terminate(&self.leave());
         self.join();
     }
 
@@ -365,12 +358,7 @@ impl Master {
                 let deadline = Instant::now() + grace;
                 while !done.load(Ordering::Relaxed) {
                     if hurry.load(Ordering::Relaxed) || Instant::now() >= deadline {
-                        for w in &workers {
-                            let _ = nix::sys::signal::kill(
-                                nix::unistd::Pid::from_raw(w.pid as i32),
-                                nix::sys::signal::Signal::SIGTERM,
-                            );
-                        }
+                        terminate(&workers);
                         return;
                     }
                     std::thread::sleep(Duration::from_millis(20));
@@ -407,13 +395,7 @@ impl Master {
 
 impl Drop for Master {
     fn drop(&mut self) {
-        let workers = self.leave();
-        for w in &workers {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(w.pid as i32),
-                nix::sys::signal::Signal::SIGTERM,
-            );
-        }
+        terminate(&self.leave());
     }
 }
 
@@ -422,6 +404,16 @@ impl Master {
         let w = lock(&self.shared.state).current.clone()?;
         let mut chan = lock(&w.chan);
         ask(&mut chan, m)
+    }
+}
+
+/// Fast stop: SIGTERM, which a worker leaves at its default (exit at once).
+fn terminate(workers: &[Arc<Worker>]) {
+    for w in workers {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(w.pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
     }
 }
 

@@ -64,7 +64,7 @@ pub enum FromWorker {
     },
     Failed(String),
     Stats(WireCounts),
-    Peers(Vec<WirePeer>),
+    Peers(Vec<PeerView>),
     Found(bool),
     Touched(usize),
     Done,
@@ -190,61 +190,6 @@ pub fn add(into: &mut Counts, from: &Counts) {
         }
         to.sum += h.sum;
         to.count += h.count;
-    }
-}
-
-/// A peer as `ctl upstreams` shows it.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct WirePeer {
-    upstream: String,
-    server: String,
-    addr: SocketAddr,
-    backup: bool,
-    weight: i64,
-    effective_weight: i64,
-    down: bool,
-    check_down: bool,
-    drained: bool,
-    conns: u32,
-    fails: u32,
-    max_fails: u32,
-}
-
-impl From<PeerView> for WirePeer {
-    fn from(p: PeerView) -> WirePeer {
-        WirePeer {
-            upstream: p.upstream,
-            server: p.server,
-            addr: p.addr,
-            backup: p.backup,
-            weight: p.weight,
-            effective_weight: p.effective_weight,
-            down: p.down,
-            check_down: p.check_down,
-            drained: p.drained,
-            conns: p.conns,
-            fails: p.fails,
-            max_fails: p.max_fails,
-        }
-    }
-}
-
-impl From<WirePeer> for PeerView {
-    fn from(p: WirePeer) -> PeerView {
-        PeerView {
-            upstream: p.upstream,
-            server: p.server,
-            addr: p.addr,
-            backup: p.backup,
-            weight: p.weight,
-            effective_weight: p.effective_weight,
-            down: p.down,
-            check_down: p.check_down,
-            drained: p.drained,
-            conns: p.conns,
-            fails: p.fails,
-            max_fails: p.max_fails,
-        }
     }
 }
 

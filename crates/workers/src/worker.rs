@@ -184,7 +184,7 @@ fn serve(mut chan: UnixStream, rt: Runtime) -> i32 {
         let answer = match msg {
             ToWorker::Start(_) => FromWorker::Failed("started already".into()),
             ToWorker::Stats => FromWorker::Stats((&rt.stats()).into()),
-            ToWorker::Peers => FromWorker::Peers(rt.peers().into_iter().map(Into::into).collect()),
+            ToWorker::Peers => FromWorker::Peers(rt.peers()),
             ToWorker::CheckDown { addr, down } => FromWorker::Found(rt.set_check_down(addr, down)),
             ToWorker::Drained { ip, port, on } => FromWorker::Touched(rt.set_drained(ip, port, on)),
             ToWorker::Reopen => {

@@ -335,20 +335,7 @@ fn reloads_under_load_lose_nothing() {
     };
     std::fs::write(&conf, version(0)).unwrap();
     let sock = dir.0.join("px.sock");
-    lab.spawn(
-        &host,
-        &[
-            fulcrum_e2e::bin().as_ref(),
-            "run".as_ref(),
-            "--nginx-conf".as_ref(),
-            conf.as_os_str(),
-            "--control".as_ref(),
-            sock.as_os_str(),
-            "--no-forwarding".as_ref(),
-        ],
-        Some(&dir.0.join("px.log")),
-    )
-    .unwrap();
+    run_proxy(&mut lab, &host, &conf, &sock, &dir.0.join("px.log"));
     let up = wait_for(Duration::from_secs(10), || {
         lab.request(&host, "127.0.0.1:8080", &["/"], &[])
             .is_ok_and(|r| r[0].0 == 200)
@@ -626,6 +613,30 @@ fn the_metrics_listener_asks_for_basic_auth_and_exports_csv() {
     assert_eq!(json["upstreams"][0]["address"], "127.0.0.1:9001");
 }
 
+/// `fulcrum run` on an nginx.conf alone (no data plane), logging to `log`.
+fn run_proxy(
+    lab: &mut fulcrum_lab::Lab,
+    host: &Host,
+    conf: &Path,
+    sock: &Path,
+    log: &Path,
+) -> fulcrum_lab::Process {
+    lab.spawn(
+        host,
+        &[
+            fulcrum_e2e::bin().as_ref(),
+            "run".as_ref(),
+            "--nginx-conf".as_ref(),
+            conf.as_os_str(),
+            "--control".as_ref(),
+            sock.as_os_str(),
+            "--no-forwarding".as_ref(),
+        ],
+        Some(log),
+    )
+    .unwrap()
+}
+
 /// The worker processes of the daemon's pid: their pids, from /proc.
 fn workers_of(daemon: u32) -> Vec<u32> {
     let mut out = Vec::new();
@@ -675,21 +686,7 @@ fn workers_run_unprivileged_and_are_replaced() {
     )
     .unwrap();
     let sock = dir.0.join("px.sock");
-    let daemon = lab
-        .spawn(
-            &host,
-            &[
-                fulcrum_e2e::bin().as_ref(),
-                "run".as_ref(),
-                "--nginx-conf".as_ref(),
-                conf.as_os_str(),
-                "--control".as_ref(),
-                sock.as_os_str(),
-                "--no-forwarding".as_ref(),
-            ],
-            Some(&dir.0.join("px.log")),
-        )
-        .unwrap();
+    let daemon = run_proxy(&mut lab, &host, &conf, &sock, &dir.0.join("px.log"));
     let up = wait_for(Duration::from_secs(10), || {
         lab.request(&host, "127.0.0.1:80", &["/"], &[])
             .is_ok_and(|r| r[0].0 == 200)
