@@ -191,3 +191,23 @@ impl Drop for Reaper {
         }
     }
 }
+
+/// The worker processes of the daemon's pid: their pids, from /proc.
+pub fn workers_of(daemon: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let parent = status
+            .lines()
+            .find_map(|l| l.strip_prefix("PPid:"))
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        if parent == Some(daemon) && String::from_utf8_lossy(&cmdline).contains("proxy-worker") {
+            out.push(pid);
+        }
+    }
+    out
+}

@@ -12,7 +12,7 @@ use fulcrum_node::{Command, Node, Options, Sources};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::control::{Request, Response, PROTOCOL_VERSION};
 use crate::keepalived::Dump;
@@ -28,12 +28,18 @@ const QUIT_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// This binary as the proxy's worker program, with the daemon's logging options.
 fn worker_program(args: &RunArgs, background: bool) -> Option<fulcrum_workers::Program> {
-    let path = match std::env::current_exe() {
-        Ok(p) => p,
-        Err(e) => {
-            warn!("the layer-7 proxy runs in this process: cannot find this program ({e})");
-            return None;
-        }
+    // The running binary itself, even once a package upgrade replaced the file at its
+    // path: a worker must speak this daemon's protocol (a new binary runs by USR2).
+    let proc_exe = PathBuf::from("/proc/self/exe");
+    let path = match proc_exe.exists() {
+        true => proc_exe,
+        false => match std::env::current_exe() {
+            Ok(p) => p,
+            Err(e) => {
+                warn!("the layer-7 proxy runs in this process: cannot find this program ({e})");
+                return None;
+            }
+        },
     };
     let mut worker = vec![
         "--log-level".to_string(),
@@ -184,9 +190,26 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(serve(&args, sources, config, options, started))
 }
 
+/// The control socket this process bound, removed at exit only while it is still this
+/// one (a new binary took the path over meanwhile).
+struct Control {
+    path: PathBuf,
+    inode: u64,
+}
+
+impl Control {
+    fn remove(&self) {
+        use std::os::unix::fs::MetadataExt;
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// Binds the control socket: mode 0600 in a directory we create 0700, refusing to steal
-/// the socket of a daemon that is still running.
-fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
+/// the socket of a daemon that is still running unless `take_over` (a new binary
+/// started by that daemon's USR2).
+fn bind_control(path: &Path, take_over: bool) -> anyhow::Result<(UnixListener, Control)> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
             std::fs::create_dir_all(dir)
@@ -195,7 +218,7 @@ fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
         }
     }
     if path.exists() {
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        if !take_over && std::os::unix::net::UnixStream::connect(path).is_ok() {
             bail!(
                 "another fulcrum daemon is listening on {}; stop it or use --control",
                 path.display()
@@ -207,7 +230,78 @@ fn bind_control(path: &Path) -> anyhow::Result<UnixListener> {
     let listener = UnixListener::bind(path)
         .with_context(|| format!("cannot bind control socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    let inode = std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(path)?);
+    Ok((
+        listener,
+        Control {
+            path: path.to_path_buf(),
+            inode,
+        },
+    ))
+}
+
+/// nginx's USR2: the pid file becomes `PID.oldbin`, and this program (the file at the
+/// path it was started from) runs again with the same arguments and the proxy's
+/// listening sockets, named in `NGINX`. It stays this process's child until this one
+/// exits.
+async fn upgrade(node: &Node, n: &crate::nginx::AsNginx) -> anyhow::Result<tokio::process::Child> {
+    let sockets = node
+        .proxy_listening_sockets()
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let fds: Vec<i32> = sockets
+        .iter()
+        .map(std::os::fd::AsRawFd::as_raw_fd)
+        .collect();
+    let value: String = fds.iter().map(|fd| format!("{fd};")).collect();
+    let old = n.old_pid_file();
+    std::fs::rename(&n.pid_file, &old).with_context(|| {
+        format!(
+            "rename() {} to {} failed",
+            n.pid_file.display(),
+            old.display()
+        )
+    })?;
+    let mut cmd = std::process::Command::new(&n.program);
+    std::os::unix::process::CommandExt::arg0(
+        &mut cmd,
+        std::env::args_os()
+            .next()
+            .unwrap_or_else(|| n.program.clone().into()),
+    );
+    cmd.args(&n.argv).env(crate::nginx::INHERIT_VAR, &value);
+    fulcrum_sys::keep_on_exec(&mut cmd, fds);
+    let spawned = tokio::process::Command::from(cmd).spawn();
+    // The child has its copies; ours close here.
+    drop(sockets);
+    match spawned {
+        Ok(child) => {
+            info!(
+                pid = child.id(),
+                program = %n.program.display(),
+                "SIGUSR2: new binary started on the listening sockets ({value})"
+            );
+            Ok(child)
+        }
+        Err(e) => {
+            let _ = std::fs::rename(&old, &n.pid_file);
+            Err(anyhow::anyhow!(
+                "execve() failed while executing new binary process \"{}\" ({e})",
+                n.program.display()
+            ))
+        }
+    }
+}
+
+/// The new binary's exit (pending while there is none).
+async fn new_binary_exit(child: &mut Option<tokio::process::Child>) -> String {
+    match child {
+        Some(c) => match c.wait().await {
+            Ok(s) => s.to_string(),
+            Err(e) => e.to_string(),
+        },
+        None => std::future::pending().await,
+    }
 }
 
 async fn serve(
@@ -232,8 +326,8 @@ async fn serve(
     let mut usr2 = signal(SignalKind::user_defined2())?;
     let mut rt_json = signal(SignalKind::from_raw(36))?;
     let mut rt_clear = signal(SignalKind::from_raw(63))?;
-    let control = &args.control;
-    let listener = bind_control(control)?;
+    let inherited = args.nginx.as_ref().is_some_and(|n| n.inherited);
+    let (listener, control) = bind_control(&args.control, inherited)?;
     let metrics_at = args.metrics.or_else(|| {
         config
             .keepalived
@@ -249,38 +343,41 @@ async fn serve(
         None => None,
         Some(Ok(a)) => Some(Arc::new(a)),
         Some(Err(e)) => {
-            let _ = std::fs::remove_file(control);
+            control.remove();
             return Err(e);
         }
     };
     let node = match Node::start(sources, config, options).await {
         Ok(node) => Arc::new(node),
         Err(e) => {
-            let _ = std::fs::remove_file(control);
+            control.remove();
             return Err(e);
         }
     };
+    for unused in fulcrum_proxy::close_inherited() {
+        info!(listen = %unused, "inherited listening socket not in the configuration: closed");
+    }
     info!(
-        control = %control.display(),
+        control = %control.path.display(),
         hash = format!("{:016x}", node.config().await.hash),
         "fulcrum started"
     );
     if let Some(addr) = metrics_at {
         if let Err(e) = crate::metrics::serve(addr, Arc::clone(&node), auth).await {
             node.stop().await;
-            let _ = std::fs::remove_file(control);
+            control.remove();
             return Err(e);
         }
     }
     // keepalived's pid files, or nginx's, written once the listening sockets are bound.
-    let pid_files = match (&as_keepalived, &args.nginx) {
+    let mut pid_files = match (&as_keepalived, &args.nginx) {
         (Some(k), _) => k.pid_files.clone(),
         (None, Some(n)) => vec![n.pid_file.clone()],
         (None, None) => Vec::new(),
     };
     if let Err(e) = crate::keepalived::write_pid_files(&pid_files) {
         node.stop().await;
-        let _ = std::fs::remove_file(control);
+        control.remove();
         return Err(e);
     }
     // Everything is bound and running: systemd may order what depends on us.
@@ -289,6 +386,10 @@ async fn serve(
         s.ready();
     }
     let mut graceful = false;
+    // nginx's binary upgrade: the new binary while it runs, and whether WINCH stopped
+    // this master's workers.
+    let mut new_binary: Option<tokio::process::Child> = None;
+    let mut paused = false;
     // WatchdogSec=: fed from this loop only when the node answers, so a node that hangs
     // (its state locked for good) is restarted by systemd.
     let watchdog = crate::sd_notify::watchdog_interval();
@@ -302,23 +403,58 @@ async fn serve(
                     Err(_) => warn!("the node did not answer within {half:?}: not feeding the watchdog"),
                 }
             }
-            _ = hup.recv() => {
+            _ = hup.recv() => if paused {
+                // nginx after WINCH: the workers again, the configuration not read again.
+                info!("SIGHUP: starting the worker processes again, without reading the configuration");
+                match node.resume_proxy().await {
+                    Ok(_) => paused = false,
+                    Err(e) => error!("the worker processes did not start: {e}"),
+                }
+            } else {
                 info!("SIGHUP: reloading configuration");
                 crate::sd_notify::reloading();
                 let _ = node.reload().await;
                 crate::sd_notify::notify("READY=1");
-            }
+            },
             _ = usr1.recv() => match &as_keepalived {
                 Some(_) => dump(&node, Dump::Data).await,
                 None => node.reopen_logs().await,
             },
-            _ = usr2.recv() => match &as_keepalived {
-                Some(_) => dump(&node, Dump::Stats).await,
-                None => warn!("SIGUSR2: nginx's binary upgrade is not implemented; ignored"),
+            _ = usr2.recv() => match (&as_keepalived, &args.nginx) {
+                (Some(_), _) => dump(&node, Dump::Stats).await,
+                (None, Some(_)) if new_binary.is_some() => warn!(
+                    "SIGUSR2 ignored: a new binary runs already; stop either the old or the new one first"
+                ),
+                (None, Some(n)) => match upgrade(&node, n).await {
+                    Ok(child) => {
+                        new_binary = Some(child);
+                        pid_files = vec![n.old_pid_file()];
+                    }
+                    Err(e) => error!("SIGUSR2: {e:#}"),
+                },
+                (None, None) => warn!("SIGUSR2 ignored: the binary upgrade is nginx's (run as `nginx` or `fulcrum nginx`)"),
             },
-            _ = winch.recv() => if args.nginx.is_some() {
-                warn!("SIGWINCH: nginx's binary upgrade is not implemented; ignored");
+            _ = winch.recv() => if args.nginx.as_ref().is_some_and(|n| n.daemonized()) {
+                info!("SIGWINCH: gracefully shutting down the worker processes; the listening sockets stay open");
+                node.pause_proxy().await;
+                paused = true;
             },
+            how = new_binary_exit(&mut new_binary), if new_binary.is_some() => {
+                new_binary = None;
+                if let Some(n) = &args.nginx {
+                    warn!("the new binary exited ({how}): {} is this process's again", n.pid_file.display());
+                    if let Err(e) = std::fs::rename(n.old_pid_file(), &n.pid_file) {
+                        error!("rename() {} back failed ({e})", n.old_pid_file().display());
+                    }
+                    pid_files = vec![n.pid_file.clone()];
+                }
+                if paused {
+                    match node.resume_proxy().await {
+                        Ok(_) => paused = false,
+                        Err(e) => error!("the worker processes did not start: {e}"),
+                    }
+                }
+            }
             _ = quit.recv() => { info!("SIGQUIT: stopping gracefully"); graceful = true; break; }
             _ = rt_json.recv() => dump(&node, Dump::Json).await,
             _ = rt_clear.recv() => warn!("STATS_CLEAR: clearing the statistics is not implemented; ignored"),
@@ -352,7 +488,7 @@ async fn serve(
         }
     }
     node.stop().await;
-    let _ = std::fs::remove_file(control);
+    control.remove();
     crate::keepalived::remove_pid_files(&pid_files);
     info!("fulcrum stopped");
     Ok(ExitCode::SUCCESS)

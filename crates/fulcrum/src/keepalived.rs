@@ -410,9 +410,13 @@ pub fn write_pid_files(files: &[PathBuf]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Removes the pid files that still name this process (not one a new binary wrote).
 pub fn remove_pid_files(files: &[PathBuf]) {
+    let own = std::process::id().to_string();
     for f in files {
-        let _ = std::fs::remove_file(f);
+        if std::fs::read_to_string(f).is_ok_and(|t| t.trim() == own) {
+            let _ = std::fs::remove_file(f);
+        }
     }
 }
 

@@ -86,8 +86,8 @@ enum Command {
     /// nginx's command line (-t, -T, -q, -s stop|quit|reopen|reload, -p, -c, -e, -g, -v,
     /// -V): runs only what nginx.conf asks, writes its pid file once the listening sockets
     /// are bound, forks with `daemon on`, and answers nginx's signals (QUIT stops
-    /// gracefully). The same binary invoked as `nginx` (a symlink) takes these arguments
-    /// directly.
+    /// gracefully; USR2, WINCH and QUIT upgrade the binary). The same binary invoked as
+    /// `nginx` (a symlink) takes these arguments directly.
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Nginx {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

@@ -331,6 +331,94 @@ pub struct AsNginx {
     pub pid_file: PathBuf,
     /// `daemon on`: into the background, the caller returning once the pid file is written.
     pub daemon: bool,
+    /// Started by an old binary's USR2, on its listening sockets (nginx's `NGINX`
+    /// environment variable): already in the background, and taking the control socket
+    /// over from the process that started it.
+    pub inherited: bool,
+    /// The program a USR2 starts: this one as it was invoked (the path, so that the new
+    /// file a package upgrade put there is what runs), with the same arguments.
+    pub program: PathBuf,
+    pub argv: Vec<String>,
+}
+
+impl AsNginx {
+    /// nginx honours WINCH only in a master that runs in the background (in the
+    /// foreground it is the terminal's resize).
+    pub fn daemonized(&self) -> bool {
+        self.daemon || self.inherited
+    }
+
+    /// Where the pid file moves while a new binary runs beside this one.
+    pub fn old_pid_file(&self) -> PathBuf {
+        let mut p = self.pid_file.clone().into_os_string();
+        p.push(".oldbin");
+        PathBuf::from(p)
+    }
+}
+
+/// The environment variable that passes listening sockets to a new binary, as nginx's.
+pub const INHERIT_VAR: &str = "NGINX";
+
+/// The descriptors `NGINX` names (`3;4;` or `3:4:`), as nginx reads them: an invalid
+/// number ends the list. The messages are for the log.
+pub fn parse_inherited(value: &str) -> (Vec<i32>, Option<String>) {
+    let mut fds = Vec::new();
+    for part in value.split([';', ':']).filter(|p| !p.is_empty()) {
+        match part.parse::<i32>() {
+            Ok(fd) if fd >= 0 => fds.push(fd),
+            _ => {
+                return (
+                    fds,
+                    Some(format!(
+                        "invalid socket number \"{part}\" in {INHERIT_VAR} environment variable, ignoring the rest of the variable"
+                    )),
+                )
+            }
+        }
+    }
+    (fds, None)
+}
+
+/// Takes the listening sockets an old binary passed in `NGINX` (and removes the
+/// variable, so nothing this process starts inherits the claim). None when not started
+/// so; else the warnings for the log.
+fn take_inherited() -> Option<Vec<String>> {
+    let value = std::env::var(INHERIT_VAR).ok()?;
+    // Single-threaded still: nothing else reads the environment meanwhile.
+    std::env::remove_var(INHERIT_VAR);
+    let (fds, mut warnings) = {
+        let (fds, w) = parse_inherited(&value);
+        (fds, w.into_iter().collect::<Vec<_>>())
+    };
+    let mut sockets = Vec::new();
+    for fd in fds {
+        match fulcrum_sys::inherited_listener(fd) {
+            Ok(l) => sockets.push(l),
+            Err(e) => warnings.push(format!("inherited socket #{fd} ignored: {e}")),
+        }
+    }
+    fulcrum_proxy::inherit(sockets);
+    Some(warnings)
+}
+
+/// This program as it was invoked, for a binary upgrade to run the file now at that
+/// path: argv[0] made absolute (against the directory it was started in), or found in
+/// PATH; else the running binary itself.
+fn invoked_program() -> PathBuf {
+    let exe = || std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
+    let Some(arg0) = std::env::args_os().next().map(PathBuf::from) else {
+        return exe();
+    };
+    if arg0.components().count() > 1 {
+        return std::path::absolute(&arg0).unwrap_or(arg0);
+    }
+    std::env::var_os("PATH")
+        .and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|d| d.join(&arg0))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(exe)
 }
 
 /// Runs the daemon with nginx.conf alone.
@@ -359,7 +447,8 @@ fn run(args: &Args) -> ExitCode {
     } else {
         crate::logging::Target::Stderr
     };
-    let mut warnings = Vec::new();
+    let inherited = take_inherited();
+    let mut warnings = inherited.clone().unwrap_or_default();
     if !cfg.master_process {
         warnings.push("master_process off: fulcrum runs one process either way".to_string());
     }
@@ -385,7 +474,11 @@ fn run(args: &Args) -> ExitCode {
         keepalived: None,
         nginx: Some(AsNginx {
             pid_file: pid_file(args, cfg.pid.as_deref()),
-            daemon: cfg.daemon,
+            // A new binary stays the child of the old master, as nginx's does.
+            daemon: cfg.daemon && inherited.is_none(),
+            inherited: inherited.is_some(),
+            program: invoked_program(),
+            argv: std::env::args().skip(1).collect(),
         }),
         nginx_globals: args.globals.clone(),
         log_file,
@@ -439,6 +532,29 @@ mod tests {
         );
         assert_eq!(p(&["-c"]).unwrap_err(), "option \"-c\" requires file name");
         assert_eq!(p(&["-g"]).unwrap_err(), "option \"-g\" requires parameter");
+    }
+
+    #[test]
+    fn inherited_sockets_are_read_as_nginx_reads_them() {
+        assert_eq!(parse_inherited("3;4;"), (vec![3, 4], None));
+        assert_eq!(parse_inherited("5:6"), (vec![5, 6], None));
+        let (fds, warning) = parse_inherited("7;x;8;");
+        assert_eq!(fds, [7]);
+        assert!(warning.unwrap().contains("invalid socket number \"x\""));
+        assert_eq!(parse_inherited(""), (vec![], None));
+    }
+
+    #[test]
+    fn the_old_pid_file_is_beside_the_pid_file() {
+        let a = AsNginx {
+            pid_file: PathBuf::from("/run/nginx.pid"),
+            daemon: true,
+            inherited: false,
+            program: PathBuf::from("/usr/sbin/nginx"),
+            argv: Vec::new(),
+        };
+        assert_eq!(a.old_pid_file(), Path::new("/run/nginx.pid.oldbin"));
+        assert!(a.daemonized());
     }
 
     #[test]

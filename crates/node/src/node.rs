@@ -383,6 +383,37 @@ impl Node {
         info!("log files reopened");
     }
 
+    /// The layer-7 proxy's listening sockets, duplicated, for a new binary to start on
+    /// (nginx's binary upgrade).
+    pub async fn proxy_listening_sockets(&self) -> Result<Vec<std::net::TcpListener>, String> {
+        match self.handles().await.proxy {
+            Some(p) => p.listening_sockets(),
+            None => Err("no layer-7 proxy runs".into()),
+        }
+    }
+
+    /// nginx's WINCH after a binary upgrade: the proxy's workers stop gracefully and no
+    /// other takes their place; the listening sockets stay open. Whether one was serving.
+    pub async fn pause_proxy(&self) -> bool {
+        match self.handles().await.proxy {
+            Some(p) => tokio::task::spawn_blocking(move || p.pause())
+                .await
+                .unwrap_or(false),
+            None => false,
+        }
+    }
+
+    /// Workers again after [`Node::pause_proxy`], on the configuration they had (nginx
+    /// does not read it again then). Whether any was started.
+    pub async fn resume_proxy(&self) -> Result<bool, String> {
+        match self.handles().await.proxy {
+            Some(p) => tokio::task::spawn_blocking(move || p.resume())
+                .await
+                .unwrap_or_else(|e| Err(e.to_string())),
+            None => Ok(false),
+        }
+    }
+
     /// What `ctl status` shows.
     pub async fn status(&self) -> status::Daemon {
         self.inner.lock().await.status()

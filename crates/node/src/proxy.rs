@@ -79,6 +79,33 @@ impl Proxy {
         }
     }
 
+    /// The listening sockets for a new binary (nginx's binary upgrade), which needs the
+    /// worker processes: nginx's single-process mode has no upgrade either.
+    pub fn listening_sockets(&self) -> Result<Vec<std::net::TcpListener>, String> {
+        match self {
+            Proxy::Here(_) => Err("the binary upgrade needs master_process on".into()),
+            Proxy::Workers(m) => m
+                .listening_sockets()
+                .map_err(|e| format!("duplicating the listening sockets: {e}")),
+        }
+    }
+
+    /// nginx's WINCH: the workers stop gracefully, the sockets stay open.
+    pub fn pause(&self) -> bool {
+        match self {
+            Proxy::Here(_) => false,
+            Proxy::Workers(m) => m.pause(),
+        }
+    }
+
+    /// HUP after WINCH: workers again, on the configuration they had.
+    pub fn resume(&self) -> Result<bool, String> {
+        match self {
+            Proxy::Here(_) => Ok(false),
+            Proxy::Workers(m) => m.resume(),
+        }
+    }
+
     pub fn stop(self) {
         match self {
             Proxy::Here(rt) => rt.stop(),

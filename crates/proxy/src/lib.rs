@@ -102,12 +102,53 @@ pub struct PeerView {
 }
 
 /// The listening sockets for `addr`: one, or with `reuseport` one per worker thread.
+/// Those inherited from the binary that started this one are taken first.
 fn bind_all(addr: SocketAddr, site: &Site) -> Result<Vec<std::net::TcpListener>, String> {
     let reuseport = site.reuseport(addr);
     let n = if reuseport { worker_threads(site) } else { 1 };
-    (0..n)
-        .map(|_| bind(addr, reuseport).map_err(|e| format!("bind() to {addr} failed ({e})")))
-        .collect()
+    let mut all = take_inherited(addr, n);
+    while all.len() < n {
+        all.push(bind(addr, reuseport).map_err(|e| format!("bind() to {addr} failed ({e})"))?);
+    }
+    Ok(all)
+}
+
+/// Listening sockets inherited from the binary that started this one (nginx's binary
+/// upgrade: the old master passes them to the new), until a bind for their address takes
+/// them. A process-wide fact, as the descriptors themselves are.
+static INHERITED: Mutex<Vec<(SocketAddr, std::net::TcpListener)>> = Mutex::new(Vec::new());
+
+/// Hands listening sockets inherited at start to the binds to come: a `listen` on the
+/// same address takes them instead of binding (which another process holding the port
+/// would make fail).
+pub fn inherit(sockets: Vec<std::net::TcpListener>) {
+    let mut held = INHERITED.lock().unwrap_or_else(|e| e.into_inner());
+    for s in sockets {
+        match s.local_addr() {
+            Ok(a) => held.push((a, s)),
+            Err(e) => warn!("inherited socket: getsockname() failed ({e}); closed"),
+        }
+    }
+}
+
+fn take_inherited(addr: SocketAddr, n: usize) -> Vec<std::net::TcpListener> {
+    let mut held = INHERITED.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = Vec::new();
+    while out.len() < n {
+        match held.iter().position(|(a, _)| *a == addr) {
+            Some(i) => out.push(held.remove(i).1),
+            None => break,
+        }
+    }
+    out
+}
+
+/// Closes the inherited sockets no `listen` took (nginx closes those the configuration
+/// no longer names, so that no connection waits in a backlog nobody accepts from); their
+/// addresses.
+pub fn close_inherited() -> Vec<SocketAddr> {
+    let mut held = INHERITED.lock().unwrap_or_else(|e| e.into_inner());
+    held.drain(..).map(|(a, _)| a).collect()
 }
 
 fn worker_threads(site: &Site) -> usize {

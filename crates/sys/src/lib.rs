@@ -617,3 +617,82 @@ mod fd_tests {
         assert!(recv_fds(&b).unwrap().is_none());
     }
 }
+
+/// Keeps `fds` open across the exec of `cmd`: their close-on-exec flag is cleared in the
+/// child only, between fork and exec, so no other program started meanwhile inherits
+/// them. How nginx hands its listening sockets to a new binary.
+pub fn keep_on_exec(cmd: &mut std::process::Command, fds: Vec<std::os::fd::RawFd>) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec; it only reads the vector
+    // moved into it (no allocation) and calls fcntl, which is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            for &fd in &fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// The listening TCP socket this process inherited at descriptor `fd` (nginx's `NGINX`
+/// environment variable names them), made close-on-exec and non-blocking. A descriptor
+/// that is not open, or not a listening TCP socket, is an error and left alone.
+///
+/// Call it once per descriptor, before anything else in the process could own it.
+pub fn inherited_listener(fd: std::os::fd::RawFd) -> io::Result<std::net::TcpListener> {
+    // SAFETY: F_GETFD only reads the descriptor's flags; EBADF answers one not open.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } == -1 {
+        return Err(io::Error::from_raw_os_error(libc::EBADF));
+    }
+    // SAFETY: the descriptor is open (above) and only borrowed for these checks.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let s = socket2::SockRef::from(&borrowed);
+    let tcp = s.r#type()? == socket2::Type::STREAM
+        && s.local_addr()?.as_socket().is_some()
+        && s.is_listener()?;
+    if !tcp {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a listening TCP socket",
+        ));
+    }
+    // SAFETY: the caller inherited it and nothing in this process owns it yet (the
+    // function's contract); from here the listener is its one owner.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: FD_CLOEXEC set on a descriptor we own.
+    if unsafe { libc::fcntl(owned.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    let l = std::net::TcpListener::from(owned);
+    l.set_nonblocking(true)?;
+    Ok(l)
+}
+
+#[cfg(test)]
+mod inherit_tests {
+    use super::*;
+    use std::os::fd::IntoRawFd;
+
+    #[test]
+    fn only_listening_tcp_sockets_are_taken() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        let fd = l.into_raw_fd();
+        let back = inherited_listener(fd).unwrap();
+        assert_eq!(back.local_addr().unwrap(), addr);
+        // SAFETY: reading the flags of a descriptor the listener owns.
+        assert_eq!(
+            unsafe { libc::fcntl(back.as_raw_fd(), libc::F_GETFD) } & libc::FD_CLOEXEC,
+            libc::FD_CLOEXEC
+        );
+        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        assert!(inherited_listener(u.as_raw_fd()).is_err());
+        // Left open: the UDP socket still works.
+        assert!(u.local_addr().is_ok());
+        assert!(inherited_listener(-1).is_err());
+        assert!(inherited_listener(1_000_000).is_err());
+    }
+}

@@ -319,6 +319,44 @@ impl Master {
         let _ = ask(&mut lock(&w.chan), &ToWorker::Reopen);
     }
 
+    /// The listening sockets, duplicated, for a new binary to start on (nginx's binary
+    /// upgrade, USR2).
+    pub fn listening_sockets(&self) -> std::io::Result<Vec<TcpListener>> {
+        let state = lock(&self.shared.state);
+        state
+            .listeners
+            .iter()
+            .flat_map(|(_, ls)| ls.iter().map(TcpListener::try_clone))
+            .collect()
+    }
+
+    /// nginx's WINCH once a new binary serves: the worker stops gracefully and none is
+    /// started in its place, while the listening sockets stay open here (the new binary
+    /// accepts on them, and [`Master::resume`] can still go back). Whether one was
+    /// serving.
+    pub fn pause(&self) -> bool {
+        let mut state = lock(&self.shared.state);
+        match state.current.take() {
+            Some(w) => {
+                retire(&self.shared, &mut state, w);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// After [`Master::pause`]: a worker again, on the configuration it had (nginx's HUP
+    /// then does not read the file again). Whether one was started.
+    pub fn resume(&self) -> Result<bool, String> {
+        let mut state = lock(&self.shared.state);
+        if state.current.is_some() || state.stopping {
+            return Ok(false);
+        }
+        let w = spawn(&self.shared, &state)?;
+        state.current = Some(w);
+        Ok(true)
+    }
+
     /// Fast stop (nginx's TERM): every worker exits at once.
     pub fn stop(self) {
         terminate(&self.leave());

@@ -2,13 +2,14 @@
 //! (`Type=forking`, `PIDFile=/run/nginx.pid`): `nginx -t -q -g 'daemon on; master_process
 //! on;'`, then `nginx -g ...` (the command returns once the daemon is up, its pid file
 //! written), `nginx -g ... -s reload`, `-s reopen` after logrotate renames the access log,
-//! and SIGQUIT to stop, which closes idle connections and removes the pid file.
+//! and SIGQUIT to stop, which closes idle connections and removes the pid file; and
+//! nginx's binary upgrade (USR2, WINCH, QUIT) under wrk's load.
 
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use fulcrum_e2e::{pid_in, Reaper, Scratch};
+use fulcrum_e2e::{pid_in, workers_of, Reaper, Scratch};
 use fulcrum_lab::{require_root, wait_for, Agent, Host, Lab};
 
 const GLOBALS: &str = "daemon on; master_process on;";
@@ -165,4 +166,161 @@ fn debians_nginx_unit_runs_it() {
     let none = cmd(&host, &["-s", "reload"]);
     assert_eq!(none.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&none.stderr).contains("nginx: [error] open()"));
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn signal(pid: u32, name: &str) {
+    let sent = Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{name} {pid}");
+}
+
+/// The program behind the `nginx` symlink, replaced as a package upgrade replaces it
+/// (a new file renamed over the old): a script that leaves a mark and runs on as the
+/// real binary, or one that fails.
+fn install(dir: &Path, script: &str) {
+    let tmp = dir.join("fulcrum.new");
+    std::fs::write(&tmp, script).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::rename(&tmp, dir.join("fulcrum")).unwrap();
+}
+
+/// nginx's binary upgrade while wrk keeps 16 keep-alive connections busy: USR2 starts
+/// the file now at the program's path on the same listening sockets (the pid file
+/// becomes .oldbin), WINCH lets the old workers finish, QUIT ends the old master. Not a
+/// request fails and no socket errs. Before it, a new binary that cannot start leaves
+/// the old one serving with its pid file back.
+#[test]
+fn binary_upgrade_under_load_loses_nothing() {
+    if !require_root("binary_upgrade_under_load_loses_nothing") {
+        return;
+    }
+    let dir = Scratch::new("asngup");
+    let mut lab = Lab::new("asngup")
+        .unwrap()
+        .with_agent(Agent::new(fulcrum_e2e::bin(), &["lab-agent"]));
+    let host = lab.host("ng").unwrap();
+    lab.serve(&host, "b1", "127.0.0.1:9001", true).unwrap();
+    // nginx -> fulcrum -> the binary built; `fulcrum` is what an upgrade replaces.
+    std::os::unix::fs::symlink(fulcrum_e2e::bin(), dir.0.join("fulcrum")).unwrap();
+    let nginx = dir.0.join("nginx");
+    std::os::unix::fs::symlink(dir.0.join("fulcrum"), &nginx).unwrap();
+    let file = dir.0.join("nginx.conf");
+    std::fs::write(&file, conf(&dir.0, "")).unwrap();
+    let pid_file = dir.0.join("nginx.pid");
+    let old_pid_file = dir.0.join("nginx.pid.oldbin");
+    let _reapers = (Reaper(pid_file.clone()), Reaper(old_pid_file.clone()));
+    let sock = dir.0.join("ng.sock");
+    let cmd = |args: &[&str]| -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &host.netns])
+            .arg(&nginx)
+            .args(args)
+            .arg("-c")
+            .arg(&file)
+            .env("FULCRUM_CONTROL", &sock)
+            .output()
+            .unwrap()
+    };
+    let start = cmd(&["-g", GLOBALS]);
+    assert!(start.status.success(), "{start:?}");
+    let old = pid_in(&pid_file).expect("no pid file once the start returned");
+
+    let wrk = Command::new("ip")
+        .args(["netns", "exec", &host.netns, "wrk", "-t2", "-c16", "-d8s"])
+        .arg("http://127.0.0.1:8080/")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+
+    // A new binary that fails: the old one takes its pid file back and serves on.
+    let failed_mark = dir.0.join("failed-ran");
+    install(
+        &dir.0,
+        &format!("#!/bin/sh\ntouch {}\nexit 1\n", failed_mark.display()),
+    );
+    signal(old, "USR2");
+    let back = wait_for(Duration::from_secs(5), || {
+        failed_mark.exists() && pid_in(&pid_file) == Some(old) && !old_pid_file.exists()
+    });
+    assert!(
+        back.is_some(),
+        "the pid file did not come back after a failed upgrade"
+    );
+
+    // The real upgrade: the file at the path now, with the same arguments.
+    let mark = dir.0.join("new-ran");
+    install(
+        &dir.0,
+        &format!(
+            "#!/bin/bash\necho \"$NGINX\" > {}\nexec -a \"$0\" {} \"$@\"\n",
+            mark.display(),
+            fulcrum_e2e::bin().display()
+        ),
+    );
+    signal(old, "USR2");
+    let serving = |p: &u32| *p != old && alive(*p) && workers_of(*p).len() == 1;
+    let up = wait_for(Duration::from_secs(10), || {
+        pid_in(&pid_file).is_some_and(|p| serving(&p))
+    });
+    assert!(up.is_some(), "no new master serving after USR2");
+    let new = pid_in(&pid_file).unwrap();
+    assert_eq!(
+        pid_in(&old_pid_file),
+        Some(old),
+        "the old pid file is .oldbin"
+    );
+    let passed = std::fs::read_to_string(&mark).unwrap();
+    assert!(
+        passed.trim().ends_with(';'),
+        "the listening sockets in NGINX: {passed:?}"
+    );
+    // Both serve for a while, as with nginx; then WINCH: the old workers finish.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(workers_of(old).len(), 1);
+    signal(old, "WINCH");
+    let drained = wait_for(Duration::from_secs(10), || workers_of(old).is_empty());
+    assert!(
+        drained.is_some(),
+        "the old workers did not stop after WINCH"
+    );
+    assert!(alive(old), "WINCH stopped the old master");
+    // QUIT: the old master goes and takes .oldbin with it; the new one stays.
+    signal(old, "QUIT");
+    let gone = wait_for(Duration::from_secs(10), || {
+        !alive(old) && !old_pid_file.exists()
+    });
+    assert!(gone.is_some(), "the old master did not stop after QUIT");
+    assert_eq!(pid_in(&pid_file), Some(new));
+
+    let out = wrk.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{report}");
+    assert!(out.status.success(), "wrk: {out:?}");
+    assert!(
+        !report.contains("Socket errors") && !report.contains("Non-2xx"),
+        "wrk saw errors across the upgrade:\n{report}"
+    );
+    let requests: u64 = report
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(requests > 1000, "wrk made {requests} requests");
+
+    // The new master is nginx's now: it answers and stops as one.
+    let answer = lab.request(&host, "127.0.0.1:8080", &["/"], &[]).unwrap();
+    assert_eq!(answer[0].0, 200);
+    assert!(cmd(&["-s", "quit"]).status.success());
+    let stopped = wait_for(Duration::from_secs(10), || {
+        !alive(new) && !pid_file.exists()
+    });
+    assert!(stopped.is_some(), "the new master did not stop");
 }

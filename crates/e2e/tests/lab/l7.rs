@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use fulcrum_e2e::Scratch;
+use fulcrum_e2e::{workers_of, Scratch};
 use fulcrum_lab::reference::{self, Deployment, Reference};
 use fulcrum_lab::{require_root, wait_for, Agent, Host};
 
@@ -635,26 +635,6 @@ fn run_proxy(
         Some(log),
     )
     .unwrap()
-}
-
-/// The worker processes of the daemon's pid: their pids, from /proc.
-fn workers_of(daemon: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
-        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let parent = status
-            .lines()
-            .find_map(|l| l.strip_prefix("PPid:"))
-            .and_then(|v| v.trim().parse::<u32>().ok());
-        if parent == Some(daemon) && String::from_utf8_lossy(&cmdline).contains("proxy-worker") {
-            out.push(pid);
-        }
-    }
-    out
 }
 
 /// A field of /proc/PID/status.
