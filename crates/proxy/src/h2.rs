@@ -30,8 +30,9 @@ pub(crate) async fn serve<S>(
 {
     let tls = stream.tls();
     let streams = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let site_of = Arc::clone(&current);
     let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-        let site = current.get();
+        let site = site_of.get();
         let n = streams.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         Box::pin(handle(site, req, conn, tls.clone(), n))
     });
@@ -39,10 +40,25 @@ pub(crate) async fn serve<S>(
         early: early.freeze(),
         inner: stream,
     });
-    let built = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
         .timer(TokioTimer::new())
-        .serve_connection(io, service)
-        .await;
+        .serve_connection(io, service);
+    tokio::pin!(connection);
+    // A graceful stop (QUIT, or a reload retiring this worker) sends GOAWAY, as nginx
+    // does: the streams begun finish, the client opens its next ones elsewhere.
+    let stopping = current.stopping();
+    tokio::pin!(stopping);
+    stopping.as_mut().enable();
+    if current.closing() {
+        connection.as_mut().graceful_shutdown();
+    }
+    let built = tokio::select! {
+        r = connection.as_mut() => r,
+        () = stopping => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
     if let Err(e) = built {
         tracing::debug!(remote = %conn.remote, "HTTP/2 connection: {e}");
     }

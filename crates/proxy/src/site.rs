@@ -1187,6 +1187,8 @@ pub struct Current(
     /// it wakes (a connection waiting for its next request).
     std::sync::atomic::AtomicU8,
     tokio::sync::Notify,
+    /// Woken by either stop: what an HTTP/2 connection waits on to send its GOAWAY.
+    tokio::sync::Notify,
 );
 
 impl Current {
@@ -1195,6 +1197,7 @@ impl Current {
             std::sync::RwLock::new(Arc::new(site)),
             std::sync::atomic::AtomicU8::new(0),
             tokio::sync::Notify::new(),
+            tokio::sync::Notify::new(),
         )
     }
 
@@ -1202,11 +1205,13 @@ impl Current {
     pub fn close(&self) {
         self.1.store(2, std::sync::atomic::Ordering::Release);
         self.2.notify_waiters();
+        self.3.notify_waiters();
     }
 
     /// Begins a graceful stop that lets idle keep-alive connections come back once more.
     pub fn drain(&self) {
         self.1.fetch_max(1, std::sync::atomic::Ordering::AcqRel);
+        self.3.notify_waiters();
     }
 
     /// Whether answers close their connection now.
@@ -1223,6 +1228,12 @@ impl Current {
     /// it misses no [`Current::close`]).
     pub fn closed(&self) -> tokio::sync::futures::Notified<'_> {
         self.2.notified()
+    }
+
+    /// Resolves once either graceful stop begins (taken before checking
+    /// [`Current::closing`], it misses none).
+    pub fn stopping(&self) -> tokio::sync::futures::Notified<'_> {
+        self.3.notified()
     }
 
     pub fn get(&self) -> Arc<Site> {
