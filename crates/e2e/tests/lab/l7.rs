@@ -758,3 +758,286 @@ fn nix_id(user: &str) -> String {
     let out = Command::new("id").args(["-u", user]).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// A site as operators write one, end to end through the worker: plain HTTP redirected
+/// to HTTPS, TLS with HSTS and a header of our own added, the client's address taken
+/// from X-Forwarded-For only when a trusted front sends it, a rate limit per client
+/// (keyed by that address), the usual proxy headers to a pool of two, and a maintenance
+/// page through error_page while a flag file exists.
+#[test]
+fn a_real_world_site_end_to_end() {
+    if !require_root("a_real_world_site_end_to_end") {
+        return;
+    }
+    let dir = Scratch::new("l7site");
+    let d = dir.0.display().to_string();
+    let mut lab = fulcrum_lab::Lab::new("l7site").unwrap().with_agent(agent());
+    let px = lab.host("px").unwrap();
+    let cl = lab.host("cl").unwrap();
+    lab.link(&px, "eth0", &cl, "eth0").unwrap();
+    lab.addr(&px, "eth0", "10.62.0.1/24").unwrap();
+    // .2 is the trusted front (a load balancer before us), .3 a client straight in.
+    lab.addr(&cl, "eth0", "10.62.0.2/24").unwrap();
+    lab.addr(&cl, "eth0", "10.62.0.3/24").unwrap();
+    for (name, at) in [("b1", "127.0.0.1:9001"), ("b2", "127.0.0.1:9002")] {
+        lab.serve_with(&px, name, at, &["--http", "--echo"])
+            .unwrap();
+    }
+    let cert = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=shop.example",
+            "-keyout",
+            "site.key",
+            "-out",
+            "site.crt",
+        ])
+        .current_dir(&dir.0)
+        .output()
+        .unwrap();
+    assert!(cert.status.success(), "openssl: {cert:?}");
+    std::fs::create_dir(dir.0.join("www")).unwrap();
+    std::fs::write(dir.0.join("www/maintenance.html"), "<h1>Back soon</h1>\n").unwrap();
+    let conf = dir.0.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            r#"user nobody nogroup;
+events {{}}
+http {{
+    access_log {d}/access.log;
+    limit_req_zone $binary_remote_addr zone=perip:1m rate=1r/s;
+    limit_req_status 429;
+    set_real_ip_from 10.62.0.2;
+    real_ip_header X-Forwarded-For;
+    real_ip_recursive on;
+    upstream app {{
+        server 127.0.0.1:9001;
+        server 127.0.0.1:9002;
+    }}
+    server {{
+        listen 80;
+        server_name shop.example;
+        return 301 https://$host$request_uri;
+    }}
+    server {{
+        listen 443 ssl;
+        server_name shop.example;
+        ssl_certificate {d}/site.crt;
+        ssl_certificate_key {d}/site.key;
+        add_header Strict-Transport-Security "max-age=31536000" always;
+        add_header X-Served-By fulcrum;
+        error_page 503 /maintenance.html;
+        location = /maintenance.html {{
+            root {d}/www;
+            internal;
+        }}
+        location / {{
+            if (-f {d}/maintenance.on) {{
+                return 503;
+            }}
+            limit_req zone=perip burst=5 nodelay;
+            proxy_set_header Host $host;
+            proxy_set_header X-Real-IP $remote_addr;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_pass http://app;
+        }}
+    }}
+}}
+"#
+        ),
+    )
+    .unwrap();
+    let log = dir.0.join("px.log");
+    let _daemon = run_proxy(&mut lab, &px, &conf, &dir.0.join("px.sock"), &log);
+    // curl from the client's namespace, from one of its addresses; its output, or why
+    // it failed (refused while the proxy starts).
+    let curl = |from: &str, args: &[&str]| -> String {
+        let out = lab.exec(
+            &cl.netns,
+            ["curl", "-sk", "--max-time", "5", "--interface", from]
+                .iter()
+                .chain(["--resolve", "shop.example:443:10.62.0.1"].iter())
+                .chain(["--resolve", "shop.example:80:10.62.0.1"].iter())
+                .chain(args.iter()),
+        );
+        match out {
+            Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
+            Err(e) => format!("curl failed: {e}"),
+        }
+    };
+    let up = wait_for(Duration::from_secs(10), || {
+        curl(
+            "10.62.0.3",
+            &[
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "http://shop.example/",
+            ],
+        ) == "301"
+    });
+    assert!(
+        up.is_some(),
+        "the site never answered: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // HTTP goes to HTTPS, path and query kept.
+    let moved = curl(
+        "10.62.0.3",
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+            "http://shop.example/cart?item=7",
+        ],
+    );
+    assert_eq!(moved, "301 https://shop.example/cart?item=7");
+
+    // Over TLS: the backend sees the proxy headers; the answer carries the added ones. A
+    // client straight in cannot claim another address with X-Forwarded-For.
+    let direct = curl(
+        "10.62.0.3",
+        &[
+            "-i",
+            "-H",
+            "X-Forwarded-For: 198.51.100.9",
+            "https://shop.example/hello",
+        ],
+    );
+    assert!(direct.starts_with("HTTP/1.1 200"), "{direct}");
+    assert!(
+        direct.contains("Strict-Transport-Security: max-age=31536000\r\n"),
+        "{direct}"
+    );
+    assert!(direct.contains("X-Served-By: fulcrum\r\n"), "{direct}");
+    for seen in [
+        "X-Real-IP: 10.62.0.3",
+        "X-Forwarded-For: 198.51.100.9, 10.62.0.3",
+        "X-Forwarded-Proto: https",
+        "Host: shop.example",
+    ] {
+        assert!(
+            direct.contains(seen),
+            "the backend did not get {seen:?}: {direct}"
+        );
+    }
+    // Through the trusted front, the client's address is the one it forwards.
+    let fronted = curl(
+        "10.62.0.2",
+        &[
+            "-i",
+            "-H",
+            "X-Forwarded-For: 203.0.113.7",
+            "https://shop.example/via-front",
+        ],
+    );
+    assert!(fronted.contains("X-Real-IP: 203.0.113.7"), "{fronted}");
+
+    // The rate limit: 1 r/s with a burst of 5, per client address (the real one, behind
+    // the front). Twelve at once from a client new to it: six pass (one, and the
+    // burst), the rest get 429.
+    let urls: Vec<String> = (0..12)
+        .map(|i| format!("https://shop.example/burst/{i}"))
+        .collect();
+    let mut args = vec![
+        "-w",
+        "%{http_code}\n",
+        "-H",
+        "X-Forwarded-For: 203.0.113.20",
+    ];
+    for u in &urls {
+        args.extend(["-o", "/dev/null", u.as_str()]);
+    }
+    let codes = curl("10.62.0.2", &args);
+    let passed = codes.lines().filter(|c| *c == "200").count();
+    let limited = codes.lines().filter(|c| *c == "429").count();
+    assert!(
+        (6..=7).contains(&passed) && passed + limited == 12,
+        "burst of 12: {codes}"
+    );
+    // Another client behind the same front has its own bucket.
+    let other = curl(
+        "10.62.0.2",
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "X-Forwarded-For: 203.0.113.8",
+            "https://shop.example/other",
+        ],
+    );
+    assert_eq!(other, "200");
+
+    // Maintenance: while the flag file is there, every page is the maintenance page,
+    // 503, with HSTS still on it; the backends see nothing.
+    std::fs::write(dir.0.join("maintenance.on"), "").unwrap();
+    let down = curl(
+        "10.62.0.2",
+        &[
+            "-i",
+            "-H",
+            "X-Forwarded-For: 203.0.113.9",
+            "https://shop.example/anything",
+        ],
+    );
+    assert!(down.starts_with("HTTP/1.1 503"), "{down}");
+    assert!(down.contains("<h1>Back soon</h1>"), "{down}");
+    assert!(
+        down.contains("Strict-Transport-Security: max-age=31536000\r\n"),
+        "{down}"
+    );
+    assert!(!down.contains("X-Real-IP"), "a backend answered: {down}");
+    // The page itself is internal: not reachable by its own URL.
+    std::fs::remove_file(dir.0.join("maintenance.on")).unwrap();
+    let page = curl(
+        "10.62.0.2",
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "X-Forwarded-For: 203.0.113.10",
+            "https://shop.example/maintenance.html",
+        ],
+    );
+    assert_eq!(page, "404");
+    let back = curl(
+        "10.62.0.2",
+        &[
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-H",
+            "X-Forwarded-For: 203.0.113.11",
+            "https://shop.example/",
+        ],
+    );
+    assert_eq!(back, "200");
+
+    // The access log names the real clients.
+    let access = std::fs::read_to_string(dir.0.join("access.log")).unwrap_or_default();
+    assert!(
+        access
+            .lines()
+            .any(|l| l.starts_with("203.0.113.7 ") && l.contains("/via-front")),
+        "{access}"
+    );
+    assert!(
+        access
+            .lines()
+            .any(|l| l.starts_with("203.0.113.20 ") && l.contains(" 429 ")),
+        "{access}"
+    );
+}
