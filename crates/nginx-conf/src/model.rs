@@ -148,6 +148,26 @@ pub struct LogFormat {
     pub format: Template,
 }
 
+/// `proxy_bind`: the local address upstream connections are made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProxyBind {
+    /// `off`: the kernel chooses (cancels an outer level's).
+    Off,
+    /// `ADDRESS[:PORT]`, maybe with variables (an empty value then means none).
+    Local(Template),
+}
+
+/// An address as nginx's ngx_parse_addr_port reads one: an IP address alone (port 0),
+/// `IPv4:PORT` or `[IPv6]:PORT`, the port 1 to 65535; no host names.
+pub fn parse_addr_port(s: &str) -> Option<std::net::SocketAddr> {
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(std::net::SocketAddr::new(ip, 0));
+    }
+    s.parse::<std::net::SocketAddr>()
+        .ok()
+        .filter(|a| a.port() != 0)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HttpVersion {
     V1_0,
@@ -334,6 +354,7 @@ pub struct Settings {
     pub proxy_intercept_errors: Option<bool>,
     pub proxy_method: Option<Template>,
     pub proxy_set_body: Option<Template>,
+    pub proxy_bind: Option<ProxyBind>,
     pub proxy_pass_request_headers: Option<bool>,
     pub proxy_pass_request_body: Option<bool>,
     /// TLS to https upstreams: verify the peer against trusted CAs (to a chain depth),

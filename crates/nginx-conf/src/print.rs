@@ -331,6 +331,11 @@ fn proxy_heads(o: &mut Out, s: &Settings) {
             o.line(&[w(name), w(v)]);
         }
     }
+    match &s.proxy_bind {
+        Some(ProxyBind::Off) => o.line(&[w("proxy_bind"), w("off")]),
+        Some(ProxyBind::Local(t)) => o.line(&[w("proxy_bind"), w(t.as_str())]),
+        None => {}
+    }
     for (name, t) in [
         ("proxy_ssl_name", &s.proxy_ssl_name),
         ("proxy_method", &s.proxy_method),

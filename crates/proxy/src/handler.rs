@@ -732,7 +732,30 @@ async fn proxy<B: ClientBody>(
             name: crate::tls::upstream_name(&name),
         }
     });
+    // proxy_bind: an empty value binds nothing; one that is no address is logged and
+    // ignored, as nginx does.
+    let local = res.bind.as_ref().and_then(|t| {
+        let v = ctx.eval(t);
+        if v.is_empty() {
+            return None;
+        }
+        let a = fulcrum_nginx_conf::model::parse_addr_port(&v);
+        if a.is_none() {
+            crate::log::ErrorContext {
+                target: &res.error_log,
+                r,
+                server: server.name(),
+            }
+            .write(
+                Level::Error,
+                &format!("invalid local address \"{v}\""),
+                None,
+            );
+        }
+        a
+    });
     let upstream = UpstreamRequest {
+        local,
         tls,
         non_idempotent: matches!(&r.method_name[..], b"POST" | b"LOCK" | b"PATCH"),
         head_request: &method[..] == b"HEAD",
@@ -1161,6 +1184,8 @@ struct UpstreamRequest {
     version: Version,
     head: Bytes,
     body: Bytes,
+    /// proxy_bind's address, evaluated for this request.
+    local: Option<SocketAddr>,
 }
 
 /// nginx's proxy_ssl defaults (no verification, no SNI), for a location no
@@ -1188,6 +1213,9 @@ enum Fail {
     Error,
     Timeout,
     InvalidHeader,
+    /// proxy_bind's address could not be bound: 500, no other peer tried, the peer
+    /// not blamed.
+    Local,
 }
 
 impl Fail {
@@ -1196,12 +1224,14 @@ impl Fail {
             Fail::Error => n.error,
             Fail::Timeout => n.timeout,
             Fail::InvalidHeader => n.invalid_header,
+            Fail::Local => false,
         }
     }
 
     fn status(self) -> u16 {
         match self {
             Fail::Timeout => 504,
+            Fail::Local => 500,
             _ => 502,
         }
     }
@@ -1335,6 +1365,12 @@ async fn forward(
                 let meter = meter.unwrap_or_default();
                 return Ok((head, conn, back, addr, meter));
             }
+            Err((Fail::Local, _, why)) => {
+                error!(upstream = %group.name, peer = %addr, "{why}");
+                elog.write(Level::Crit, &why, Some(&url(&addr)));
+                free(group, &mut attempt, id, Outcome::Ok);
+                return Err(Fail::Local.status());
+            }
             Err((fail, sent, why)) => {
                 error!(upstream = %group.name, peer = %addr, "{why}");
                 elog.write(Level::Error, &why, Some(&url(&addr)));
@@ -1405,17 +1441,16 @@ async fn try_peer(
             Some(c) => c,
             None => upstream::connect(
                 addr,
+                req.local,
                 res.connect_timeout,
                 req.tls.as_ref(),
                 res.send_timeout,
             )
             .await
-            .map_err(|(timeout, why)| {
-                (
-                    if timeout { Fail::Timeout } else { Fail::Error },
-                    false,
-                    why,
-                )
+            .map_err(|e| match e {
+                upstream::ConnectError::Timeout(why) => (Fail::Timeout, false, why),
+                upstream::ConnectError::Failed(why) => (Fail::Error, false, why),
+                upstream::ConnectError::Local(why) => (Fail::Local, false, why),
             })?,
         };
         timing.connect = Some(start.elapsed());

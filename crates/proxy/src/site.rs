@@ -91,6 +91,8 @@ pub struct Resolved {
     pub intercept_errors: bool,
     pub method: Option<Template>,
     pub set_body: Option<Template>,
+    /// proxy_bind's local address (None: off or unset).
+    pub bind: Option<Template>,
     pub pass_request_headers: bool,
     pub pass_request_body: bool,
     /// TLS to https upstreams as configured; `ssl_config` is built from it when the
@@ -235,6 +237,7 @@ fn merge(inner: &Settings, outer: &Settings) -> Settings {
         proxy_intercept_errors,
         proxy_method,
         proxy_set_body,
+        proxy_bind,
         proxy_pass_request_headers,
         proxy_pass_request_body,
         proxy_ssl_verify,
@@ -378,6 +381,10 @@ impl Resolved {
             intercept_errors: s.proxy_intercept_errors.unwrap_or(false),
             method: s.proxy_method.clone(),
             set_body: s.proxy_set_body.clone(),
+            bind: match &s.proxy_bind {
+                Some(fulcrum_nginx_conf::model::ProxyBind::Local(t)) => Some(t.clone()),
+                _ => None,
+            },
             pass_request_headers: s.proxy_pass_request_headers.unwrap_or(true),
             pass_request_body: s.proxy_pass_request_body.unwrap_or(true),
             ssl: UpstreamSsl {

@@ -252,7 +252,34 @@ pub struct Tls {
     pub name: Option<rustls::pki_types::ServerName<'static>>,
 }
 
-/// Opens a connection to `addr` within `timeout` (the TCP connect and, for an https
+/// Why a connection could not be opened (nginx's message, for the error log).
+#[derive(Debug)]
+pub enum ConnectError {
+    /// proxy_connect_timeout passed (or the TLS handshake's share of it).
+    Timeout(String),
+    /// Refused, unreachable, the handshake failed: the peer's failure.
+    Failed(String),
+    /// The local address (proxy_bind) could not be bound: not the peer's failure, and
+    /// no other peer would do better (nginx answers 500).
+    Local(String),
+}
+
+/// A socket bound to proxy_bind's `local` for a connection to `peer`: with port 0 the
+/// port is left to the connect (IP_BIND_ADDRESS_NO_PORT, as nginx).
+fn bound(local: SocketAddr, peer: SocketAddr) -> std::io::Result<tokio::net::TcpSocket> {
+    let s = if peer.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    if local.port() == 0 && local.is_ipv4() {
+        let _ = fulcrum_sys::set_bind_address_no_port(&s);
+    }
+    s.bind(local)?;
+    Ok(s)
+}
+
+/// Opens a connection to `addr` (from `local` when proxy_bind names one) within `timeout` (the TCP connect and, for an https
 /// upstream, the TLS handshake as proxy_ssl_* say: by default unverified and without SNI,
 /// as nginx's proxy module).
 /// Its writes give up after `send_timeout` without progress (proxy_send_timeout, as it
@@ -260,28 +287,45 @@ pub struct Tls {
 /// Err(true) on timeout.
 pub async fn connect(
     addr: SocketAddr,
+    local: Option<SocketAddr>,
     timeout: Duration,
     tls: Option<&Tls>,
     send_timeout: Duration,
-) -> Result<Conn, (bool, String)> {
+) -> Result<Conn, ConnectError> {
     let timed_out = || {
-        (
-            true,
+        ConnectError::Timeout(
             "upstream timed out (110: Connection timed out) while connecting to upstream"
                 .to_string(),
         )
     };
+    let socket = match local {
+        None => None,
+        Some(local) => Some(bound(local, addr).map_err(|e| {
+            ConnectError::Local(format!(
+                "bind({}) failed ({}) while connecting to upstream",
+                if local.port() == 0 {
+                    local.ip().to_string()
+                } else {
+                    local.to_string()
+                },
+                os_error(&e)
+            ))
+        })?),
+    };
     let deadline = tokio::time::Instant::now() + timeout;
-    let stream = match tokio::time::timeout_at(deadline, TcpStream::connect(addr)).await {
+    let connecting = async {
+        match socket {
+            Some(s) => s.connect(addr).await,
+            None => TcpStream::connect(addr).await,
+        }
+    };
+    let stream = match tokio::time::timeout_at(deadline, connecting).await {
         Err(_) => return Err(timed_out()),
         Ok(Err(e)) => {
-            return Err((
-                false,
-                format!(
-                    "connect() failed ({}) while connecting to upstream",
-                    os_error(&e)
-                ),
-            ))
+            return Err(ConnectError::Failed(format!(
+                "connect() failed ({}) while connecting to upstream",
+                os_error(&e)
+            )))
         }
         Ok(Ok(s)) => s,
     };
@@ -295,10 +339,9 @@ pub async fn connect(
         match tokio::time::timeout_at(deadline, handshake).await {
             Err(_) => return Err(timed_out()),
             Ok(Err(e)) => {
-                return Err((
-                    false,
-                    format!("SSL_do_handshake() failed ({e}) while SSL handshaking to upstream"),
-                ))
+                return Err(ConnectError::Failed(format!(
+                    "SSL_do_handshake() failed ({e}) while SSL handshaking to upstream"
+                )))
             }
             Ok(Ok(t)) => Io::Tls(Box::new(t)),
         }

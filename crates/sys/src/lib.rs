@@ -696,3 +696,24 @@ mod inherit_tests {
         assert!(inherited_listener(1_000_000).is_err());
     }
 }
+
+/// IP_BIND_ADDRESS_NO_PORT on a socket about to bind to a local address with port 0 and
+/// then connect: the port is chosen at connect, per destination, so many connections
+/// from one bound address do not run out of ports (nginx sets it for proxy_bind).
+pub fn set_bind_address_no_port(sock: &impl AsRawFd) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads an int of the size given from a live local.
+    let rc = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -2667,3 +2667,90 @@ fn connection_request_and_tls_variables_match_nginx() {
     assert_eq!((n[3], f[3]), (14, 14), "msec");
     assert_eq!((n[4], f[4]), (25, 25), "time_iso8601");
 }
+
+#[test]
+fn proxy_bind_matches_nginx() {
+    if skip("proxy_bind_matches_nginx") {
+        return;
+    }
+    // Each proxy sends to a server of its own that answers with the address the
+    // connection came from: proxy_bind's, fixed or from a variable; an empty value binds
+    // nothing, one that is no address is logged and ignored, `off` cancels the server's;
+    // an address this host does not have fails the request with 500.
+    let http = r#"    server {
+        listen 127.0.0.1:ECHO;
+        location / {
+            return 200 "from $remote_addr\n";
+        }
+    }
+    server {
+        LISTEN
+        error_log DIR/ERROR-error.log warn;
+        proxy_bind 127.0.0.7;
+        location /fixed {
+            proxy_pass http://127.0.0.1:ECHO;
+        }
+        location /var {
+            proxy_bind $arg_src;
+            proxy_pass http://127.0.0.1:ECHO;
+        }
+        location /off {
+            proxy_bind off;
+            proxy_pass http://127.0.0.1:ECHO;
+        }
+        location /foreign {
+            proxy_bind 10.255.77.1;
+            proxy_pass http://127.0.0.1:ECHO;
+        }
+    }"#;
+    let p = Pair::start_in_split(
+        Scratch::new("l7bind"),
+        "l7bind",
+        &http.replace("ECHO", "9101").replace("ERROR", "nginx"),
+        &http.replace("ECHO", "9102").replace("ERROR", "fulcrum"),
+        &[],
+    );
+    let s = p.same(
+        &[
+            "/fixed",
+            "/var?src=127.0.0.9",
+            "/var?src=",
+            "/var?src=nowhere",
+            "/off",
+            "/foreign",
+        ],
+        &[],
+    );
+    let statuses: Vec<u16> = s.iter().map(|x| x.status).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 500]);
+    assert_eq!(s[0].head, ["from 127.0.0.7\n"], "{:?}", s[0]);
+    assert_eq!(s[1].head, ["from 127.0.0.9\n"], "{:?}", s[1]);
+    assert_eq!(s[2].head, ["from 127.0.0.1\n"], "{:?}", s[2]);
+    assert_eq!(s[3].head, ["from 127.0.0.1\n"], "{:?}", s[3]);
+    assert_eq!(s[4].head, ["from 127.0.0.1\n"], "{:?}", s[4]);
+    // The error log: the invalid address at error, the failed bind at crit.
+    std::thread::sleep(Duration::from_millis(300));
+    let read = |who: &str, port: &str| {
+        std::fs::read_to_string(p._dir.0.join(format!("{who}-error.log")))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let level = &l[l.find('[')?..=l.find(']')?];
+                let (_, rest) = l.split_once(" *")?;
+                let (_, message) = rest.split_once(' ')?;
+                Some(format!("{level} {}", message.replace(port, "PORT")))
+            })
+            .collect::<Vec<_>>()
+    };
+    let (n, f) = (read("nginx", "9101"), read("fulcrum", "9102"));
+    let (n, f) = (
+        n.iter()
+            .map(|l| l.replace("8080", "LISTEN"))
+            .collect::<Vec<_>>(),
+        f.iter()
+            .map(|l| l.replace("8081", "LISTEN"))
+            .collect::<Vec<_>>(),
+    );
+    assert!(n.iter().any(|l| l.starts_with("[crit] bind(")), "{n:?}");
+    assert_eq!(n, f, "error log: nginx left, fulcrum right");
+}

@@ -100,6 +100,7 @@ pub(super) static SPECS: &[Spec] = &[
     s("proxy_intercept_errors", HSL, Flag),
     s("proxy_method", HSL, Take(1, 1)),
     s("proxy_set_body", HSL, Take(1, 1)),
+    s("proxy_bind", HSL, Take(1, 2)),
     s("proxy_pass_request_headers", HSL, Flag),
     s("proxy_pass_request_body", HSL, Flag),
     s("proxy_ssl_verify", HSL, Flag),

@@ -210,6 +210,34 @@ impl Builder<'_> {
                     .get_or_insert_with(Vec::new)
                     .push(CookieFlags { cookie, flags });
             }
+            "proxy_bind" => {
+                if self.dup(&st.proxy_bind, d) {
+                    return true;
+                }
+                let a = &d.args[0];
+                if d.args.len() == 1 && a.text == "off" {
+                    st.proxy_bind = Some(ProxyBind::Off);
+                    return true;
+                }
+                let t = Template(a.text.clone());
+                if !t.has_variables() && parse_addr_port(&a.text).is_none() {
+                    self.error(a.span, format!("invalid address \"{}\"", a.text));
+                    return true;
+                }
+                if let Some(extra) = d.args.get(1) {
+                    if extra.text == "transparent" {
+                        // It needs CAP_NET_ADMIN in the workers, which hold none.
+                        self.error(
+                            extra.span,
+                            "proxy_bind ... transparent is not implemented: the workers run without capabilities",
+                        );
+                    } else {
+                        self.error(extra.span, format!("invalid parameter \"{}\"", extra.text));
+                    }
+                    return true;
+                }
+                st.proxy_bind = Some(ProxyBind::Local(t));
+            }
             "proxy_method" | "proxy_set_body" => {
                 let slot = if d.name.text == "proxy_method" {
                     &mut st.proxy_method
