@@ -88,6 +88,45 @@ pub enum WorkerProcesses {
     Count(u32),
 }
 
+/// `worker_cpu_affinity`: the CPUs each worker runs on. Masks are written as nginx's,
+/// `0101` for CPUs 0 and 2 (CPU 0 rightmost).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CpuAffinity {
+    /// `auto [MASK]`: worker i on the i-th CPU (of MASK, else of all), round again
+    /// past the last.
+    Auto(Option<String>),
+    /// One mask per worker; the last serves the workers past the list.
+    Masks(Vec<String>),
+}
+
+/// The CPUs a mask names, ascending.
+pub fn mask_cpus(mask: &str) -> Vec<usize> {
+    mask.bytes()
+        .rev()
+        .enumerate()
+        .filter(|(_, b)| *b == b'1')
+        .map(|(i, _)| i)
+        .collect()
+}
+
+impl CpuAffinity {
+    /// The CPUs worker `n` (from 0) runs on, on a host with `ncpu` CPUs; None leaves it
+    /// to the scheduler (as an empty mask does in nginx).
+    pub fn cpus(&self, n: usize, ncpu: usize) -> Option<Vec<usize>> {
+        let cpus = match self {
+            CpuAffinity::Auto(mask) => {
+                let set = match mask {
+                    Some(m) => mask_cpus(m),
+                    None => (0..ncpu).collect(),
+                };
+                vec![*set.get(n % set.len().max(1))?]
+            }
+            CpuAffinity::Masks(masks) => mask_cpus(masks.get(n).or(masks.last())?),
+        };
+        (!cpus.is_empty()).then_some(cpus)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NginxConfig {
     pub worker_processes: WorkerProcesses,
@@ -103,6 +142,7 @@ pub struct NginxConfig {
     pub user: Option<(String, Option<String>)>,
     /// `worker_rlimit_nofile`: the workers' limit on open files.
     pub worker_rlimit_nofile: Option<u64>,
+    pub worker_cpu_affinity: Option<CpuAffinity>,
     pub http: Option<Http>,
     /// The directory of the main file: nginx's conf prefix, which relative certificate
     /// paths are resolved against. None for text without a directory.
@@ -120,6 +160,7 @@ impl Default for NginxConfig {
             error_log: None,
             user: None,
             worker_rlimit_nofile: None,
+            worker_cpu_affinity: None,
             http: None,
             conf_prefix: None,
         }
@@ -902,4 +943,30 @@ pub struct Location {
     /// stub_status: the location answers with the connection counters (when written
     /// after any proxy_pass: nginx's last content handler wins).
     pub stub_status: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_affinity_places_workers_as_nginx() {
+        assert_eq!(mask_cpus("0101"), [0, 2]);
+        let masks = CpuAffinity::Masks(vec!["01".into(), "10".into()]);
+        assert_eq!(masks.cpus(0, 4), Some(vec![0]));
+        assert_eq!(masks.cpus(1, 4), Some(vec![1]));
+        // Past the list, the last mask.
+        assert_eq!(masks.cpus(5, 4), Some(vec![1]));
+        let auto = CpuAffinity::Auto(None);
+        assert_eq!(auto.cpus(0, 2), Some(vec![0]));
+        assert_eq!(auto.cpus(3, 2), Some(vec![1]));
+        // auto within a mask: the i-th CPU of it, round again.
+        let within = CpuAffinity::Auto(Some("1010".into()));
+        assert_eq!(within.cpus(0, 4), Some(vec![1]));
+        assert_eq!(within.cpus(1, 4), Some(vec![3]));
+        assert_eq!(within.cpus(2, 4), Some(vec![1]));
+        // An empty mask leaves the worker to the scheduler.
+        assert_eq!(CpuAffinity::Auto(Some("0000".into())).cpus(0, 4), None);
+        assert_eq!(CpuAffinity::Masks(vec!["0".into()]).cpus(0, 4), None);
+    }
 }

@@ -669,6 +669,19 @@ pub fn print(cfg: &NginxConfig) -> String {
     if let Some(n) = cfg.worker_rlimit_nofile {
         o.line(&[w("worker_rlimit_nofile"), n.to_string()]);
     }
+    match &cfg.worker_cpu_affinity {
+        Some(CpuAffinity::Auto(mask)) => {
+            let mut l = vec![w("worker_cpu_affinity"), w("auto")];
+            l.extend(mask.as_deref().map(w));
+            o.line(&l);
+        }
+        Some(CpuAffinity::Masks(m)) => {
+            let mut l = vec![w("worker_cpu_affinity")];
+            l.extend(m.iter().map(|m| w(m)));
+            o.line(&l);
+        }
+        None => {}
+    }
     if let Some(e) = &cfg.error_log {
         error_log(&mut o, e);
     }

@@ -666,6 +666,10 @@ fn config() -> impl Strategy<Value = NginxConfig> {
                 geos(),
                 proptest::option::of(("[a-z][a-z0-9-]{0,7}", proptest::option::of("[a-z]{1,8}"))),
                 proptest::option::of(1u64..1_000_000),
+                proptest::option::of(prop_oneof![
+                    proptest::option::of("[01]{1,8}").prop_map(CpuAffinity::Auto),
+                    proptest::collection::vec("[01]{1,8}", 1..4).prop_map(CpuAffinity::Masks),
+                ]),
             ),
         )
             .prop_map(
@@ -677,7 +681,7 @@ fn config() -> impl Strategy<Value = NginxConfig> {
                     settings,
                     daemon,
                     master_process,
-                    (splits, geos, user, worker_rlimit_nofile),
+                    (splits, geos, user, worker_rlimit_nofile, worker_cpu_affinity),
                 )| {
                     NginxConfig {
                         worker_processes: wp,
@@ -688,6 +692,7 @@ fn config() -> impl Strategy<Value = NginxConfig> {
                         error_log: None,
                         user,
                         worker_rlimit_nofile,
+                        worker_cpu_affinity,
                         conf_prefix: None,
                         http: Some(Http {
                             settings,

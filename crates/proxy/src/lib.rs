@@ -222,12 +222,21 @@ impl Runtime {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let (handle_tx, handle_rx) = std::sync::mpsc::channel();
         let mut workers = Vec::with_capacity(threads);
-        for _ in 0..threads {
+        let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for i in 0..threads {
             let handle_tx = handle_tx.clone();
             let mut stopped = stopped.clone();
+            // worker_cpu_affinity: each thread stands for one of nginx's workers.
+            let cpus = site.cpu_affinity.as_ref().and_then(|a| a.cpus(i, ncpu));
             let thread = std::thread::Builder::new()
                 .name("fulcrum-proxy".into())
                 .spawn(move || {
+                    if let Some(cpus) = cpus {
+                        match fulcrum_sys::set_thread_affinity(&cpus) {
+                            Ok(()) => info!(worker = i, ?cpus, "sched_setaffinity(): worker bound"),
+                            Err(e) => warn!(worker = i, ?cpus, "sched_setaffinity() failed ({e})"),
+                        }
+                    }
                     let rt = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()

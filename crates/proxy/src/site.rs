@@ -575,6 +575,8 @@ pub struct Site {
     /// chosen (a refused head), from the http block's server_tokens.
     pub server: bytes::Bytes,
     pub threads: usize,
+    /// worker_cpu_affinity: the CPUs of each worker thread.
+    pub cpu_affinity: Option<fulcrum_nginx_conf::model::CpuAffinity>,
     /// worker_connections: client connections each worker may hold.
     pub worker_connections: usize,
     /// TLS for the bound addresses that have `ssl` listens.
@@ -1090,6 +1092,7 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
         },
         server: server_name(http.settings.server_tokens.unwrap_or(true)),
         threads,
+        cpu_affinity: cfg.worker_cpu_affinity.clone(),
         worker_connections: cfg.worker_connections as usize,
         tls: HashMap::new(),
         stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),

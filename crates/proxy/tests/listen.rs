@@ -160,3 +160,47 @@ fn keepalive_timeouts_second_value_is_announced() {
     assert!(!get(port).to_ascii_lowercase().contains("keep-alive:"));
     proxy.stop();
 }
+
+/// The CPUs each `fulcrum-proxy` thread of this process may run on (Cpus_allowed_list).
+fn proxy_thread_cpus() -> Vec<String> {
+    let mut out = Vec::new();
+    for t in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if comm.trim() != "fulcrum-proxy" {
+            continue;
+        }
+        let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+        if let Some(l) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        {
+            out.push(l.trim().to_string());
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn worker_cpu_affinity_binds_each_worker_thread() {
+    let online = std::fs::read_to_string("/sys/devices/system/cpu/online").unwrap_or_default();
+    if !online.trim().starts_with("0-") {
+        eprintln!("SKIP worker_cpu_affinity_binds_each_worker_thread: one CPU ({online:?})");
+        return;
+    }
+    let port = free_port();
+    let text = format!(
+        "worker_processes 2;\nworker_cpu_affinity 10 01;\nevents {{}}\nhttp {{\n  access_log off;\n  server {{\n    listen 127.0.0.1:{port};\n    return 200 \"ok\\n\";\n  }}\n}}\n"
+    );
+    let loaded = parse_str(Path::new("test.conf"), &text, &LoadOptions::default());
+    let proxy = fulcrum_proxy::Runtime::start(&loaded.config.expect("a valid configuration"))
+        .expect("proxy starts");
+    assert!(get(port).ends_with("ok\n"));
+    // Threads of other tests' proxies may run meanwhile: these two are among them.
+    let cpus = proxy_thread_cpus();
+    assert!(
+        cpus.contains(&"0".to_string()) && cpus.contains(&"1".to_string()),
+        "{cpus:?}"
+    );
+    proxy.stop();
+}

@@ -12,6 +12,7 @@ pub(super) static SPECS: &[Spec] = &[
     s("master_process", MAIN, Flag),
     s("user", MAIN, Take(1, 2)),
     s("worker_rlimit_nofile", MAIN, Take(1, 1)),
+    s("worker_cpu_affinity", MAIN, More(1)),
     s("error_log", MAIN | HSL, More(1)),
     b("events", MAIN, Arity::None),
     s("worker_connections", EVENTS, Take(1, 1)),
@@ -121,7 +122,6 @@ pub(super) static SPECS: &[Spec] = &[
     s("random", UPSTREAM, Take(0, 2)),
     s("keepalive", UPSTREAM, Take(1, 1)),
     // Known to nginx, harmless to skip.
-    ignored("worker_cpu_affinity", MAIN, Simple),
     ignored("worker_priority", MAIN, Simple),
     ignored("worker_shutdown_timeout", MAIN, Simple),
     ignored("load_module", MAIN, Simple),

@@ -75,6 +75,15 @@ impl Builder<'_> {
                         ),
                     }
                 }
+                "worker_cpu_affinity" => {
+                    if !seen.insert("worker_cpu_affinity") {
+                        self.error(
+                            d.name.span,
+                            "\"worker_cpu_affinity\" directive is duplicate",
+                        );
+                    }
+                    cfg.worker_cpu_affinity = self.cpu_affinity(d);
+                }
                 "error_log" => cfg.error_log = self.error_log(d),
                 "events" => {
                     if seen_events {
@@ -117,6 +126,16 @@ impl Builder<'_> {
                 _ => {}
             }
         }
+        if let (Some(CpuAffinity::Masks(m)), WorkerProcesses::Count(n)) =
+            (&cfg.worker_cpu_affinity, cfg.worker_processes)
+        {
+            if m.len() != 1 && m.len() != n as usize {
+                self.diags.push(Diagnostic::warning(
+                    None,
+                    "the number of \"worker_processes\" is not equal to the number of \"worker_cpu_affinity\" masks, using last mask for remaining worker processes",
+                ));
+            }
+        }
         if !seen_events {
             self.diags.push(Diagnostic::error(
                 None,
@@ -125,6 +144,41 @@ impl Builder<'_> {
         }
         self.check_variables();
         cfg
+    }
+
+    /// `worker_cpu_affinity auto [MASK]` or `MASK...`, checked as nginx checks them.
+    fn cpu_affinity(&mut self, d: &Directive) -> Option<CpuAffinity> {
+        let auto = d.args[0].text == "auto";
+        if auto && d.args.len() > 2 {
+            self.error(
+                d.name.span,
+                "invalid number of arguments in \"worker_cpu_affinity\" directive",
+            );
+            return None;
+        }
+        let masks = &d.args[usize::from(auto)..];
+        for m in masks {
+            if m.text.len() > 1024 {
+                self.error(
+                    m.span,
+                    "\"worker_cpu_affinity\" supports up to 1024 CPUs only",
+                );
+                return None;
+            }
+            if let Some(c) = m.text.chars().find(|c| *c != '0' && *c != '1') {
+                self.error(
+                    m.span,
+                    format!("invalid character \"{c}\" in \"worker_cpu_affinity\""),
+                );
+                return None;
+            }
+        }
+        let masks: Vec<String> = masks.iter().map(|m| m.text.clone()).collect();
+        Some(if auto {
+            CpuAffinity::Auto(masks.into_iter().next())
+        } else {
+            CpuAffinity::Masks(masks)
+        })
     }
 
     pub(super) fn check_variables(&mut self) {
