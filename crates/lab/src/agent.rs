@@ -6,7 +6,8 @@
 //! [--chunked-path PATH]]` prints `ready` once it listens. Plain mode writes `NAME\n` and then echoes what
 //! it reads; HTTP mode answers every request with status 200 and the body `NAME\n`,
 //! keeping the connection open when the client does. `--echo` adds the request head as
-//! received (request line, then each header line) to the body; a request for
+//! received (request line, then each header line) to the body, then `body LEN: TEXT`
+//! when the request had one (a chunked one decoded); a request for
 //! `--fail-path` is answered with `--fail-status` instead of 200; one for `--hang-path` is
 //! never answered; one for `--cut-path` gets 100 bytes of a 100,000-byte body, then the
 //! connection closes. `--answer-header` lines go into every answer as written; the answer
@@ -19,7 +20,8 @@
 //! `request --connect ADDR:PORT --paths P1,P2,... [--method M] [--header 'K: V']...
 //! [--body TEXT]` sends one HTTP/1.1 request per path, each on its own connection, and
 //! prints for each `=== STATUS` and the body (or `=== error REASON`). With `--raw TEXT`
-//! it sends TEXT instead (`\r`, `\n` and `\xHH` written as such), once. `--full` prints the
+//! it sends TEXT instead (`\r`, `\n` and `\xHH` written as such, and `\p` a pause of
+//! 300 ms between two writes), once. `--full` prints the
 //! answer's head too; `--decode` de-frames a chunked body and inflates a gzip one.
 //!
 //! `probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]` opens N connections
@@ -130,7 +132,8 @@ pub fn main(args: Vec<String>) -> ExitCode {
                 }
             };
             if let Some(raw) = flag_value(&args, "--raw") {
-                match send_raw(addr, &unescape(&raw), decode) {
+                let parts: Vec<Vec<u8>> = raw.split("\\p").map(unescape).collect();
+                match send_raw(addr, &parts, decode) {
                     Ok(answer) => println!("{}", shown(answer)),
                     Err(e) => println!("=== error {e}"),
                 }
@@ -546,14 +549,20 @@ fn tunnel(addr: SocketAddr, path: &str) -> std::io::Result<String> {
 }
 
 /// Bytes as given (`\\r` and `\\n` written as such), for requests no client would send.
+/// `parts` written with a pause of 300 ms between two (`\\p` in `--raw`'s text).
 fn send_raw(
     addr: SocketAddr,
-    bytes: &[u8],
+    parts: &[Vec<u8>],
     decode: bool,
 ) -> std::io::Result<(u16, String, String)> {
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    send_on(stream, bytes, decode)
+    let (last, first) = parts.split_last().expect("split gives one part at least");
+    for part in first {
+        stream.write_all(part)?;
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    send_on(stream, last, decode)
 }
 
 /// Sends `bytes` and reads until the server closes: (status, head, body).
@@ -686,6 +695,7 @@ fn answer_http(stream: TcpStream, name: &str, behaviour: &Behaviour) -> std::io:
         let mut seen = String::new();
         let mut path = String::new();
         let mut upgrade = false;
+        let mut chunked_body = false;
         loop {
             let mut line = String::new();
             if reader.read_line(&mut line)? == 0 {
@@ -717,9 +727,17 @@ fn answer_http(stream: TcpStream, name: &str, behaviour: &Behaviour) -> std::io:
             if let Some(v) = lower.strip_prefix("content-length:") {
                 content_length = v.trim().parse().unwrap_or(0);
             }
+            if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+                chunked_body = true;
+            }
         }
-        let mut body = vec![0u8; content_length.min(1 << 20)];
-        reader.read_exact(&mut body)?;
+        let body = if chunked_body {
+            read_chunked(&mut reader)?
+        } else {
+            let mut body = vec![0u8; content_length.min(1 << 20)];
+            reader.read_exact(&mut body)?;
+            body
+        };
         if upgrade {
             // A protocol switch (WebSocket's handshake, minus the key check): 101, then
             // the connection echoes what it gets.
@@ -748,6 +766,14 @@ fn answer_http(stream: TcpStream, name: &str, behaviour: &Behaviour) -> std::io:
         let mut payload = format!("{name}\n");
         if behaviour.echo {
             payload.push_str(&seen);
+            // The body as received (de-chunked), when there is one.
+            if !body.is_empty() {
+                payload.push_str(&format!(
+                    "body {}: {}\n",
+                    body.len(),
+                    String::from_utf8_lossy(&body)
+                ));
+            }
         }
         let status = match &behaviour.fail {
             Some((p, code)) if *p == path => format!("{code} Failing"),
@@ -783,6 +809,37 @@ fn answer_http(stream: TcpStream, name: &str, behaviour: &Behaviour) -> std::io:
         if close {
             return Ok(());
         }
+    }
+}
+
+/// A chunked request body, decoded (chunk extensions and trailers skipped).
+fn read_chunked(reader: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk");
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            return Err(bad());
+        }
+        let size = line.trim_end().split(';').next().unwrap_or("");
+        let size = usize::from_str_radix(size.trim(), 16).map_err(|_| bad())?;
+        if size == 0 {
+            // Trailers, up to the empty line.
+            loop {
+                line.clear();
+                if reader.read_line(&mut line)? == 0 || line.trim_end().is_empty() {
+                    return Ok(body);
+                }
+            }
+        }
+        if body.len() + size > 1 << 20 {
+            return Err(bad());
+        }
+        let at = body.len();
+        body.resize(at + size, 0);
+        reader.read_exact(&mut body[at..])?;
+        let mut crlf = [0u8; 2];
+        reader.read_exact(&mut crlf)?;
     }
 }
 

@@ -307,6 +307,8 @@ pub struct Settings {
     pub proxy_next_upstream_tries: Option<u32>,
     pub proxy_next_upstream_timeout: Option<Duration>,
     pub proxy_buffering: Option<bool>,
+    /// proxy_request_buffering: off sends the client's body up as it comes.
+    pub proxy_request_buffering: Option<bool>,
     /// proxy_buffers NUMBER SIZE: memory for a buffered response.
     pub proxy_buffers: Option<(u32, u64)>,
     /// Beyond the buffers, how much of a response may wait in a temporary file (0: none).

@@ -123,6 +123,12 @@ fn settings(o: &mut Out, s: &Settings) {
     if let Some(b) = s.proxy_buffering {
         o.line(&[w("proxy_buffering"), w(if b { "on" } else { "off" })]);
     }
+    if let Some(b) = s.proxy_request_buffering {
+        o.line(&[
+            w("proxy_request_buffering"),
+            w(if b { "on" } else { "off" }),
+        ]);
+    }
     for (name, flag) in [
         ("server_tokens", s.server_tokens),
         ("underscores_in_headers", s.underscores_in_headers),

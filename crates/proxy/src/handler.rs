@@ -667,23 +667,89 @@ async fn proxy<B: ClientBody>(
     body: &mut B,
 ) -> Served {
     let res = &loc.settings;
-    // The request body, whole (nginx's proxy_request_buffering), within client_max_body_size.
     let declared = r
         .headers
         .get("content-length")
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.parse::<u64>().ok());
     let has_body = declared.is_some() || r.has_body;
-    let body = match read_body(body, res, has_body).await {
-        Ok(b) => b,
-        Err(408) => {
-            // nginx logs 408 and closes the connection without an answer.
-            drop(fail(site, server, res, r, 408));
-            return Served::Done(None);
+    // proxy_request_buffering off: the body goes upstream as it comes, with its own
+    // length or, to an HTTP/1.1 upstream, chunked (nginx streams only where the body is
+    // the client's and its framing can be told upstream; otherwise it reads it whole).
+    let streams = !res.request_buffering
+        && has_body
+        && declared != Some(0)
+        && res.set_body.is_none()
+        && res.pass_request_body
+        && (declared.is_some() || res.http_version == HttpVersion::V1_1);
+    let mut streamed = None;
+    let body = if streams {
+        let mut s = Streamed {
+            body,
+            upload: declared.map_or(Upload::Chunked, Upload::Length),
+            first: Bytes::new(),
+            ended: false,
+            consumed: false,
+            timeout: res.client_body_timeout,
+            limit: res.client_max_body_size,
+            total: 0,
+        };
+        // What the client has sent already (the first read answers its Expect:
+        // 100-continue) goes with the head; it can go again to another peer.
+        match s.pull().await {
+            Ok(Some(b)) => s.first = b,
+            Ok(None) => s.ended = true,
+            Err(408) => {
+                drop(fail(site, server, res, r, 408));
+                return Served::Done(None);
+            }
+            Err(status) => return Served::Error(status),
         }
-        Err(status) => return Served::Error(status),
+        // Then what has come already, as nginx reads it before it makes the upstream
+        // request (up to client_body_buffer_size): a body all here by then goes with
+        // its length, even one the client sent chunked.
+        let mut here = BytesMut::new();
+        while !s.ended && s.first.len() + here.len() < PREREAD {
+            match now_or_never(s.pull()).await {
+                None => break,
+                Some(Ok(Some(b))) => {
+                    if here.is_empty() {
+                        here.put_slice(&s.first);
+                    }
+                    here.put_slice(&b);
+                }
+                Some(Ok(None)) => s.ended = true,
+                Some(Err(408)) => {
+                    drop(fail(site, server, res, r, 408));
+                    return Served::Done(None);
+                }
+                Some(Err(status)) => return Served::Error(status),
+            }
+        }
+        if !here.is_empty() {
+            s.first = here.freeze();
+        }
+        if s.ended {
+            // All here: as a read body (its length, and `$request_body`).
+            s.upload = Upload::Length(s.first.len() as u64);
+            let _ = r.request_body.set(s.first.clone());
+        }
+        streamed = Some(s);
+        Bytes::new()
+    } else {
+        // The request body, whole, within client_max_body_size.
+        let body = match read_body(body, res, has_body).await {
+            Ok(b) => b,
+            Err(408) => {
+                // nginx logs 408 and closes the connection without an answer.
+                drop(fail(site, server, res, r, 408));
+                return Served::Done(None);
+            }
+            Err(status) => return Served::Error(status),
+        };
+        let _ = r.request_body.set(body.clone());
+        body
     };
-    let _ = r.request_body.set(body.clone());
     let (group, proxy_host, upstream_uri, https) =
         match resolve_target(site, target, matched, r, server) {
             Ok(t) => t,
@@ -704,16 +770,11 @@ async fn proxy<B: ClientBody>(
         Some(t) => Bytes::from(ctx.eval(t)),
         None => r.method_name.clone(),
     };
-    let head = upstream_head(
-        &ctx,
-        res,
-        r,
-        &method,
-        &upstream_uri,
-        version,
-        body.len(),
-        has_body,
-    );
+    let upload = match &streamed {
+        Some(s) => Some(s.upload),
+        None => has_body.then_some(Upload::Length(body.len() as u64)),
+    };
+    let head = upstream_head(&ctx, res, r, &method, &upstream_uri, version, upload);
     let key = group
         .hash_key
         .as_ref()
@@ -775,6 +836,7 @@ async fn proxy<B: ClientBody>(
     let (head, conn, back, _peer, meter) = match forward(
         &group,
         &upstream,
+        streamed.as_mut(),
         res,
         key.as_bytes(),
         https,
@@ -784,7 +846,11 @@ async fn proxy<B: ClientBody>(
     .await
     {
         Ok(x) => x,
-        Err(status) => return Served::Error(status),
+        Err(Fail::Client(408)) => {
+            drop(fail(site, server, res, r, 408));
+            return Served::Done(None);
+        }
+        Err(f) => return Served::Error(f.status()),
     };
     // proxy_intercept_errors: an error error_page knows is answered as nginx's own.
     let intercept = res.intercept_errors
@@ -1125,9 +1191,8 @@ const DEFAULTS: [&str; 8] = [
 
 /// The upstream request head, in nginx's order and case: the request line, the
 /// proxy_set_header lines as configured, the defaults not configured (`Host
-/// $proxy_host`, `Connection close`, `Content-Length` when there is a body), then the
-/// client's own lines as received, except those of any name set above.
-#[allow(clippy::too_many_arguments)]
+/// $proxy_host`, `Connection close`, `Content-Length` when there is a body, or
+/// `Transfer-Encoding: chunked` for one streamed without a length), then the client's own lines as received, except those of any name set above.
 fn upstream_head(
     ctx: &Ctx<'_>,
     res: &Resolved,
@@ -1135,8 +1200,7 @@ fn upstream_head(
     method: &[u8],
     uri: &[u8],
     version: Version,
-    body_len: usize,
-    has_body: bool,
+    upload: Option<Upload>,
 ) -> Bytes {
     let mut list = Headers::with_capacity(res.set_headers.len() + r.headers.len() + 3);
     let configured = |n: &[u8]| {
@@ -1157,7 +1221,12 @@ fn upstream_head(
         match name {
             "Host" => list.push(name, ctx.proxy_host.to_string()),
             "Connection" => list.push(name, "close"),
-            "Content-Length" if has_body => list.push(name, body_len.to_string()),
+            "Content-Length" => {
+                if let Some(Upload::Length(n)) = upload {
+                    list.push(name, n.to_string());
+                }
+            }
+            "Transfer-Encoding" if upload == Some(Upload::Chunked) => list.push(name, "chunked"),
             _ => {}
         }
     }
@@ -1216,6 +1285,9 @@ enum Fail {
     /// proxy_bind's address could not be bound: 500, no other peer tried, the peer
     /// not blamed.
     Local,
+    /// The client failed while its body was streamed upstream: this status (400, 408:
+    /// close without an answer, 413), no other peer tried, the peer not blamed.
+    Client(u16),
 }
 
 impl Fail {
@@ -1224,7 +1296,7 @@ impl Fail {
             Fail::Error => n.error,
             Fail::Timeout => n.timeout,
             Fail::InvalidHeader => n.invalid_header,
-            Fail::Local => false,
+            Fail::Local | Fail::Client(_) => false,
         }
     }
 
@@ -1232,6 +1304,7 @@ impl Fail {
         match self {
             Fail::Timeout => 504,
             Fail::Local => 500,
+            Fail::Client(status) => status,
             _ => 502,
         }
     }
@@ -1258,15 +1331,17 @@ type Back = Option<upstream::Back>;
 /// Tries peers until one answers or nginx's rules say stop; returns the response head,
 /// its connection (the body follows on it), where the connection goes back to if it may
 /// be reused, and the peer's address.
+#[allow(clippy::too_many_arguments)]
 async fn forward(
     group: &Arc<UpstreamGroup>,
     req: &UpstreamRequest,
+    mut streamed: Option<&mut Streamed<'_>>,
     res: &Resolved,
     key: &[u8],
     https: bool,
     stats: &crate::stats::Stats,
     elog: &crate::log::ErrorContext<'_>,
-) -> Result<(ResponseHead, Conn, Back, SocketAddr, Arc<Meter>), u16> {
+) -> Result<(ResponseHead, Conn, Back, SocketAddr, Arc<Meter>), Fail> {
     let client = elog.r.conn.remote.ip();
     let scheme = if https { "https" } else { "http" };
     let url = |host: &dyn std::fmt::Display| {
@@ -1304,13 +1379,13 @@ async fn forward(
                         "no live upstreams while connecting to upstream",
                         Some(&url(&group.name)),
                     );
-                    return Err(502);
+                    return Err(Fail::Error);
                 }
             }
         };
         let tried = Instant::now();
         let mut timing = Timing::default();
-        let result = try_peer(group, addr, req, res, &mut timing).await;
+        let result = try_peer(group, addr, req, streamed.as_deref_mut(), res, &mut timing).await;
         // The try, for $upstream_*: ended unless its body is still to come.
         let meter = result.as_ref().ok().map(|_| Arc::new(Meter::default()));
         if let Ok(mut log) = elog.r.upstream.lock() {
@@ -1369,7 +1444,11 @@ async fn forward(
                 error!(upstream = %group.name, peer = %addr, "{why}");
                 elog.write(Level::Crit, &why, Some(&url(&addr)));
                 free(group, &mut attempt, id, Outcome::Ok);
-                return Err(Fail::Local.status());
+                return Err(Fail::Local);
+            }
+            Err((Fail::Client(status), ..)) => {
+                free(group, &mut attempt, id, Outcome::Ok);
+                return Err(Fail::Client(status));
             }
             Err((fail, sent, why)) => {
                 error!(upstream = %group.name, peer = %addr, "{why}");
@@ -1382,10 +1461,13 @@ async fn forward(
                     let message = format!("upstream server temporarily disabled{context}");
                     elog.write(Level::Warn, &message, Some(&url(&addr)));
                 }
-                let blocked = sent && req.non_idempotent && !res.next_upstream.non_idempotent;
+                // A body streamed upstream past what was read before the first try
+                // cannot go again (nginx: request_sent with request_body_no_buffering).
+                let blocked = (sent && req.non_idempotent && !res.next_upstream.non_idempotent)
+                    || streamed.as_ref().is_some_and(|s| s.consumed);
                 if attempt.tries == 0 || !fail.allowed(&res.next_upstream) || blocked || timed_out()
                 {
-                    return Err(fail.status());
+                    return Err(fail);
                 }
             }
         }
@@ -1426,6 +1508,7 @@ async fn try_peer(
     group: &Arc<UpstreamGroup>,
     addr: SocketAddr,
     req: &UpstreamRequest,
+    mut streamed: Option<&mut Streamed<'_>>,
     res: &Resolved,
     timing: &mut Timing,
 ) -> Result<(ResponseHead, Conn, Back), (Fail, bool, String)> {
@@ -1454,12 +1537,32 @@ async fn try_peer(
             })?,
         };
         timing.connect = Some(start.elapsed());
-        let exchanged = conn
-            .exchange(&req.head, &req.body, req.head_request, res.read_timeout)
-            .await;
-        if !matches!(exchanged, Err(Failure::Stale { sent: false })) {
-            timing.sent = (req.head.len() + req.body.len()) as u64;
-        }
+        let exchanged = match streamed.as_deref_mut() {
+            None => {
+                let exchanged = conn
+                    .exchange(&req.head, &req.body, req.head_request, res.read_timeout)
+                    .await;
+                if !matches!(exchanged, Err(Failure::Stale { sent: false })) {
+                    timing.sent = (req.head.len() + req.body.len()) as u64;
+                }
+                exchanged
+            }
+            Some(s) => match send_streamed(&mut conn, req, s, res, timing).await {
+                Err(Streaming::Client(status)) => {
+                    return Err((Fail::Client(status), true, String::new()))
+                }
+                Err(Streaming::Upstream(f)) => Err(f),
+                Ok(head) => Ok(head),
+            },
+        };
+        // Once the client's body has been read past what can be sent again, a
+        // connection closed under it is the peer's failure, not a stale one.
+        let exchanged = match exchanged {
+            Err(Failure::Stale { sent: true }) if streamed.as_ref().is_some_and(|s| s.consumed) => {
+                Err(Failure::Error(upstream::CLOSED_BEFORE_HEAD.into()))
+            }
+            e => e,
+        };
         match exchanged {
             Ok(head) => {
                 timing.header = Some(start.elapsed());
@@ -1707,4 +1810,130 @@ fn finish(site: &Site, server: &VServer, res: &Resolved, r: &Req, mut resp: Resp
     site.stats.request(server.name(), resp.status);
     resp.log = AccessLine::new(site, server, res, r, resp.status);
     resp
+}
+
+/// How a request body is framed to the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Upload {
+    /// `Content-Length: N`: the length read whole, or the client's own when streamed.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`: streamed without a length, to an HTTP/1.1 upstream.
+    Chunked,
+}
+
+/// nginx's client_body_buffer_size default (16k on 64-bit systems): how much of a body
+/// already here is read before an unbuffered upstream request is made.
+const PREREAD: usize = 16 * 1024;
+
+/// A future's output if it is ready at its first poll.
+async fn now_or_never<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match f.as_mut().poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+/// A client body read piece by piece, as an object (the upstream side is not generic).
+trait Pump: Send {
+    fn pull(&mut self) -> BoxFuture<'_, Option<Result<Bytes, BodyError>>>;
+}
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+impl<B: ClientBody> Pump for B {
+    fn pull(&mut self) -> BoxFuture<'_, Option<Result<Bytes, BodyError>>> {
+        Box::pin(self.next())
+    }
+}
+
+/// proxy_request_buffering off: the client's body as it goes upstream.
+struct Streamed<'a> {
+    body: &'a mut dyn Pump,
+    upload: Upload,
+    /// What was read before the first try: it can go to another peer again.
+    first: Bytes,
+    /// The body ended within `first`.
+    ended: bool,
+    /// More than `first` has been read and sent: no other peer can be tried.
+    consumed: bool,
+    /// client_body_timeout, between two reads.
+    timeout: std::time::Duration,
+    /// client_max_body_size (0: no limit), for a body without a declared length.
+    limit: u64,
+    total: u64,
+}
+
+impl Streamed<'_> {
+    /// The next piece (None at the end), or the status a client failure gets.
+    async fn pull(&mut self) -> Result<Option<Bytes>, u16> {
+        match tokio::time::timeout(self.timeout, self.body.pull()).await {
+            Err(_) => Err(408),
+            Ok(None) => Ok(None),
+            Ok(Some(Err(BodyError::Invalid))) => Err(400),
+            Ok(Some(Err(BodyError::Closed))) => Err(408),
+            Ok(Some(Ok(b))) => {
+                self.total += b.len() as u64;
+                if self.limit > 0 && self.total > self.limit {
+                    return Err(413);
+                }
+                Ok(Some(b))
+            }
+        }
+    }
+}
+
+/// Why a streamed request failed: the client's side or the upstream's.
+enum Streaming {
+    Client(u16),
+    Upstream(Failure),
+}
+
+/// Sends the head with what of the body is at hand, the rest as the client sends it
+/// (chunked: each piece as a chunk, then the last chunk), then reads the response head.
+async fn send_streamed(
+    conn: &mut Conn,
+    req: &UpstreamRequest,
+    s: &mut Streamed<'_>,
+    res: &Resolved,
+    timing: &mut Timing,
+) -> Result<ResponseHead, Streaming> {
+    let chunked = s.upload == Upload::Chunked;
+    let frame = |piece: &Bytes| -> (String, &'static [u8]) {
+        if chunked && !piece.is_empty() {
+            (format!("{:x}\r\n", piece.len()), b"\r\n")
+        } else {
+            (String::new(), b"")
+        }
+    };
+    const LAST: &[u8] = b"0\r\n\r\n";
+    let (size, crlf) = frame(&s.first);
+    let last: &[u8] = if chunked && s.ended { LAST } else { b"" };
+    let parts = [&req.head[..], size.as_bytes(), &s.first, crlf, last];
+    conn.send_head(&parts).await.map_err(Streaming::Upstream)?;
+    timing.sent = parts.iter().map(|p| p.len() as u64).sum();
+    while !s.ended {
+        match s.pull().await.map_err(Streaming::Client)? {
+            None => {
+                s.ended = true;
+                if chunked {
+                    conn.send_more(&[LAST]).await.map_err(Streaming::Upstream)?;
+                    timing.sent += LAST.len() as u64;
+                }
+            }
+            Some(piece) => {
+                s.consumed = true;
+                let (size, crlf) = frame(&piece);
+                let parts = [size.as_bytes(), &piece, crlf];
+                conn.send_more(&parts).await.map_err(Streaming::Upstream)?;
+                timing.sent += parts.iter().map(|p| p.len() as u64).sum::<u64>();
+            }
+        }
+    }
+    conn.response_head(req.head_request, res.read_timeout)
+        .await
+        .map_err(Streaming::Upstream)
 }

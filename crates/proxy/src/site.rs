@@ -32,6 +32,8 @@ pub struct Resolved {
     pub next_upstream_tries: u32,
     pub next_upstream_timeout: Option<Duration>,
     pub buffering: bool,
+    /// proxy_request_buffering: off streams the client's body to the upstream.
+    pub request_buffering: bool,
     /// proxy_buffers: memory a buffered response may fill before it goes to a file.
     pub buffers: u64,
     /// proxy_max_temp_file_size (0: no file; the upstream then waits for the client).
@@ -176,6 +178,7 @@ fn merge(inner: &Settings, outer: &Settings) -> Settings {
         proxy_next_upstream_tries,
         proxy_next_upstream_timeout,
         proxy_buffering,
+        proxy_request_buffering,
         proxy_buffers,
         proxy_max_temp_file_size,
         proxy_temp_path,
@@ -279,6 +282,7 @@ impl Resolved {
             next_upstream_tries: s.proxy_next_upstream_tries.unwrap_or(0),
             next_upstream_timeout: s.proxy_next_upstream_timeout.filter(|d| !d.is_zero()),
             buffering: s.proxy_buffering.unwrap_or(true),
+            request_buffering: s.proxy_request_buffering.unwrap_or(true),
             // nginx's default on x86-64: 8 buffers of one 4 KiB page.
             buffers: s
                 .proxy_buffers

@@ -160,27 +160,40 @@ impl Conn {
         head_request: bool,
         read_timeout: Duration,
     ) -> Result<ResponseHead, Failure> {
+        self.send_head(&[head, body]).await?;
+        self.response_head(head_request, read_timeout).await
+    }
+
+    /// Writes the start of a request (its head, and what of its body is at hand): a
+    /// kept connection that fails here had been closed by its peer (`Stale`).
+    pub async fn send_head(&mut self, parts: &[&[u8]]) -> Result<(), Failure> {
         let fresh = self.requests == 0;
         self.requests += 1;
-        let sent = if body.is_empty() {
-            self.io.write_all(head).await
-        } else {
-            write_both(&mut self.io, head, body).await
-        };
-        if let Err(e) = sent {
-            if e.kind() == std::io::ErrorKind::TimedOut {
-                return Err(Failure::Timeout(
-                    "upstream timed out (110: Connection timed out) while sending request to upstream".into(),
-                ));
-            }
-            if !fresh {
-                return Err(Failure::Stale { sent: false });
-            }
-            return Err(Failure::Error(format!(
-                "writev() failed ({}) while sending request to upstream",
-                os_error(&e)
-            )));
+        match write_all(&mut self.io, parts).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(send_timeout()),
+            Err(_) if !fresh => Err(Failure::Stale { sent: false }),
+            Err(e) => Err(send_failed(&e)),
         }
+    }
+
+    /// Writes more of a request body (proxy_request_buffering off): a failure here is
+    /// the peer's, whatever the connection's age.
+    pub async fn send_more(&mut self, parts: &[&[u8]]) -> Result<(), Failure> {
+        match write_all(&mut self.io, parts).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(send_timeout()),
+            Err(e) => Err(send_failed(&e)),
+        }
+    }
+
+    /// Reads the response head to the request just sent, within `read_timeout`.
+    pub async fn response_head(
+        &mut self,
+        head_request: bool,
+        read_timeout: Duration,
+    ) -> Result<ResponseHead, Failure> {
+        let fresh = self.requests <= 1;
         let mut parser = ResponseParser::new(HEAD_LIMIT, head_request);
         let read = async {
             loop {
@@ -221,27 +234,44 @@ impl Conn {
     }
 }
 
-async fn write_both<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    head: &[u8],
-    body: &[u8],
-) -> std::io::Result<()> {
-    let mut head = head;
-    let mut body = body;
-    while !head.is_empty() {
-        let bufs = [std::io::IoSlice::new(head), std::io::IoSlice::new(body)];
-        let n = w.write_vectored(&bufs).await?;
+fn send_timeout() -> Failure {
+    Failure::Timeout(
+        "upstream timed out (110: Connection timed out) while sending request to upstream".into(),
+    )
+}
+
+fn send_failed(e: &std::io::Error) -> Failure {
+    Failure::Error(format!(
+        "writev() failed ({}) while sending request to upstream",
+        os_error(e)
+    ))
+}
+
+/// Writes every part, in as few (vectored) writes as the socket takes.
+async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, parts: &[&[u8]]) -> std::io::Result<()> {
+    let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
+    let mut at = 0;
+    while at < parts.len() {
+        if parts.len() - at == 1 {
+            return w.write_all(parts[at]).await;
+        }
+        let bufs: Vec<std::io::IoSlice<'_>> = parts[at..]
+            .iter()
+            .map(|p| std::io::IoSlice::new(p))
+            .collect();
+        let mut n = w.write_vectored(&bufs).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
-        if n < head.len() {
-            head = &head[n..];
-        } else {
-            body = &body[n - head.len()..];
-            head = &[];
+        while at < parts.len() && n >= parts[at].len() {
+            n -= parts[at].len();
+            at += 1;
+        }
+        if n > 0 {
+            parts[at] = &parts[at][n..];
         }
     }
-    w.write_all(body).await
+    Ok(())
 }
 
 /// TLS to an https upstream: the location's proxy_ssl_* configuration, and the name to

@@ -175,3 +175,132 @@ fn proxy_send_timeout_gives_up_on_an_upstream_that_stops_reading() {
     assert!(started.elapsed() < Duration::from_secs(15));
     proxy.stop();
 }
+
+/// An upstream that sends each state of what it has received so far, and answers 200
+/// once the request ends with `end`.
+fn recording_upstream(end: &'static [u8]) -> (SocketAddr, mpsc::Receiver<Vec<u8>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let Ok((mut s, _)) = listener.accept() else {
+            return;
+        };
+        let mut got = Vec::new();
+        let mut b = [0u8; 4096];
+        while !got.ends_with(end) {
+            match s.read(&mut b) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&b[..n]),
+            }
+            let _ = tx.send(got.clone());
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+        let _ = s.read(&mut b);
+    });
+    (addr, rx)
+}
+
+/// Sends a request's head and the first part of its body, waits `wait` for the upstream
+/// to see that part, then sends the rest: what the upstream had seen by then, and
+/// everything it got.
+fn upload(
+    location: &str,
+    head: &str,
+    first: &[u8],
+    rest: &[u8],
+    end: &'static [u8],
+) -> (Option<Vec<u8>>, Vec<u8>, String) {
+    let (up, seen) = recording_upstream(end);
+    let port = free_port();
+    let proxy = start(port, location, up, "");
+    let mut client = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    client.write_all(head.as_bytes()).unwrap();
+    client.write_all(first).unwrap();
+    let mut early = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        let Ok(got) = seen.recv_timeout(left) else {
+            break;
+        };
+        let whole = got.windows(first.len()).any(|w| w == first);
+        early = Some(got);
+        if whole {
+            break;
+        }
+    }
+    client.write_all(rest).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = String::new();
+    let _ = client.read_to_string(&mut answer);
+    let mut all = early.clone().unwrap_or_default();
+    while let Ok(got) = seen.recv_timeout(Duration::from_millis(200)) {
+        all = got;
+    }
+    proxy.stop();
+    (early, all, answer)
+}
+
+#[test]
+fn request_buffering_off_streams_a_chunked_body_chunked() {
+    let (early, all, answer) = upload(
+        "      proxy_request_buffering off;\n      proxy_http_version 1.1;",
+        "POST /up HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        b"a\r\nfirst-part\r\n",
+        b"9\r\nlast-part\r\n0\r\n\r\n",
+        b"0\r\n\r\n",
+    );
+    let early =
+        String::from_utf8_lossy(&early.expect("the upstream saw the request before its end"))
+            .into_owned();
+    assert!(early.contains("first-part"), "{early}");
+    assert!(!early.contains("last-part"), "{early}");
+    let all = String::from_utf8_lossy(&all).into_owned();
+    assert!(all.contains("\r\nTransfer-Encoding: chunked\r\n"), "{all}");
+    assert!(!all.contains("Content-Length"), "{all}");
+    assert!(
+        all.ends_with("\r\n\r\na\r\nfirst-part\r\n9\r\nlast-part\r\n0\r\n\r\n"),
+        "{all}"
+    );
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+}
+
+#[test]
+fn request_buffering_off_streams_a_body_of_known_length_with_it() {
+    let (early, all, answer) = upload(
+        "      proxy_request_buffering off;",
+        "POST /up HTTP/1.1\r\nHost: test\r\nContent-Length: 19\r\nConnection: close\r\n\r\n",
+        b"first-part",
+        b"last-part",
+        b"last-part",
+    );
+    let early =
+        String::from_utf8_lossy(&early.expect("the upstream saw the request before its end"))
+            .into_owned();
+    assert!(early.ends_with("\r\n\r\nfirst-part"), "{early}");
+    let all = String::from_utf8_lossy(&all).into_owned();
+    assert!(all.contains("\r\nContent-Length: 19\r\n"), "{all}");
+    assert!(all.ends_with("\r\n\r\nfirst-partlast-part"), "{all}");
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+}
+
+#[test]
+fn request_buffering_on_sends_nothing_before_the_whole_body() {
+    let (early, all, answer) = upload(
+        "",
+        "POST /up HTTP/1.1\r\nHost: test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        b"a\r\nfirst-part\r\n",
+        b"9\r\nlast-part\r\n0\r\n\r\n",
+        b"first-partlast-part",
+    );
+    assert!(
+        early.is_none(),
+        "{:?}",
+        early.as_deref().map(String::from_utf8_lossy)
+    );
+    let all = String::from_utf8_lossy(&all).into_owned();
+    assert!(all.contains("\r\nContent-Length: 19\r\n"), "{all}");
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+}

@@ -2754,3 +2754,111 @@ fn proxy_bind_matches_nginx() {
     assert!(n.iter().any(|l| l.starts_with("[crit] bind(")), "{n:?}");
     assert_eq!(n, f, "error log: nginx left, fulcrum right");
 }
+
+#[test]
+fn request_buffering_off_matches_nginx() {
+    if skip("request_buffering_off_matches_nginx") {
+        return;
+    }
+    // proxy_request_buffering off: a body of known length goes with its Content-Length,
+    // a chunked one chunked to an HTTP/1.1 upstream, and is read whole for an HTTP/1.0
+    // one (or where proxy_set_body replaces it); client_max_body_size still holds.
+    let http = "    upstream u {\n        server 127.0.0.1:9001;\n    }\n    server {\n        LISTEN\n        client_max_body_size 1k;\n        proxy_request_buffering off;\n        location / {\n            proxy_pass http://u;\n            proxy_http_version 1.1;\n        }\n        location /v10/ {\n            proxy_pass http://u;\n        }\n        location /buffered/ {\n            proxy_pass http://u;\n            proxy_http_version 1.1;\n            proxy_request_buffering on;\n        }\n        location /set/ {\n            proxy_pass http://u;\n            proxy_http_version 1.1;\n            proxy_set_body \"set:$request_body\";\n        }\n        location /logged/ {\n            proxy_pass http://u;\n            proxy_http_version 1.1;\n            proxy_set_header X-Body \"[$request_body]\";\n        }\n    }";
+    let p = Pair::start("l7rqb", http, &[("b1", 9001, &[])]);
+    let chunked = |path: &str, chunks: &str| {
+        format!("POST {path} HTTP/1.1\\r\\nHost: a\\r\\nTransfer-Encoding: chunked\\r\\nConnection: close\\r\\n\\r\\n{chunks}")
+    };
+    let length = |path: &str, body: &str| {
+        format!(
+            "POST {path} HTTP/1.1\\r\\nHost: a\\r\\nContent-Length: {}\\r\\nConnection: close\\r\\n\\r\\n{body}",
+            body.replace("\\p", "").len()
+        )
+    };
+    let big = "x".repeat(1500);
+    let cases = [
+        ("known length", length("/", "hello world")),
+        (
+            "chunked",
+            chunked("/", "3\\r\\nabc\\r\\n4\\r\\ndefg\\r\\n0\\r\\n\\r\\n"),
+        ),
+        ("chunked, empty", chunked("/", "0\\r\\n\\r\\n")),
+        (
+            "chunked to HTTP/1.0",
+            chunked("/v10/", "3\\r\\nabc\\r\\n4\\r\\ndefg\\r\\n0\\r\\n\\r\\n"),
+        ),
+        (
+            "buffered",
+            chunked("/buffered/", "3\\r\\nabc\\r\\n0\\r\\n\\r\\n"),
+        ),
+        (
+            "proxy_set_body",
+            chunked("/set/", "3\\r\\nabc\\r\\n0\\r\\n\\r\\n"),
+        ),
+        ("$request_body unbuffered", length("/logged/", "abc")),
+        (
+            "HTTP/1.0 with a length",
+            length("/", "hello").replace("HTTP/1.1", "HTTP/1.0"),
+        ),
+        ("declared over the limit", length("/", &big)),
+        (
+            "chunked over the limit",
+            chunked("/", &format!("5dc\\r\\n{big}\\r\\n0\\r\\n\\r\\n")),
+        ),
+        ("bad chunk", chunked("/", "zz\\r\\nabc\\r\\n0\\r\\n\\r\\n")),
+    ];
+    for (what, raw) in &cases {
+        let n = seen(p.lab.request_raw_full(&p.host, NGINX, raw).unwrap());
+        let f = seen(p.lab.request_raw_full(&p.host, FULCRUM, raw).unwrap());
+        assert_eq!(n, f, "{what}: nginx left, fulcrum right\n{}", p.logs());
+        assert_ne!(n.status, 0, "{what}: no answer");
+    }
+    // A body all here when the upstream request is made goes with its length, even one
+    // sent chunked (nginx reads what has come first); one that is still coming streams:
+    // chunked to an HTTP/1.1 upstream, with its length where the client gave one, read
+    // whole for an HTTP/1.0 upstream.
+    assert!(
+        seen(p.lab.request_raw_full(&p.host, NGINX, &cases[1].1).unwrap())
+            .head
+            .iter()
+            .any(|l| l == "Content-Length: 7")
+    );
+    let slow = [
+        chunked("/", "3\\r\\nabc\\r\\n\\p4\\r\\ndefg\\r\\n0\\r\\n\\r\\n"),
+        chunked("/v10/", "3\\r\\nabc\\r\\n\\p4\\r\\ndefg\\r\\n0\\r\\n\\r\\n"),
+        length("/", "abc\\pdefg"),
+        chunked(
+            "/",
+            &format!("3\\r\\nabc\\r\\n\\p5dc\\r\\n{big}\\r\\n0\\r\\n\\r\\n"),
+        ),
+    ];
+    let mut got = Vec::new();
+    for raw in &slow {
+        let n = seen(p.lab.request_raw_full(&p.host, NGINX, raw).unwrap());
+        let f = seen(p.lab.request_raw_full(&p.host, FULCRUM, raw).unwrap());
+        assert_eq!(n, f, "{raw}: nginx left, fulcrum right\n{}", p.logs());
+        got.push(n);
+    }
+    assert!(
+        got[0]
+            .head
+            .iter()
+            .any(|l| l == "Transfer-Encoding: chunked"),
+        "{:?}",
+        got[0]
+    );
+    assert!(
+        got[0].head.iter().any(|l| l == "body 7: abcdefg"),
+        "{:?}",
+        got[0]
+    );
+    assert!(
+        got[1].head.iter().any(|l| l == "Content-Length: 7"),
+        "{:?}",
+        got[1]
+    );
+    assert!(
+        got[2].head.iter().any(|l| l == "Content-Length: 7"),
+        "{:?}",
+        got[2]
+    );
+}

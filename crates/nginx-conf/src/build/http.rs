@@ -220,11 +220,13 @@ impl Builder<'_> {
                 st.proxy_next_upstream_tries = a0.and_then(|w| self.number(w));
             }
             "proxy_buffering"
+            | "proxy_request_buffering"
             | "server_tokens"
             | "underscores_in_headers"
             | "ignore_invalid_headers" => {
                 let slot = match d.name.text.as_str() {
                     "proxy_buffering" => &mut st.proxy_buffering,
+                    "proxy_request_buffering" => &mut st.proxy_request_buffering,
                     "server_tokens" => &mut st.server_tokens,
                     "underscores_in_headers" => &mut st.underscores_in_headers,
                     _ => &mut st.ignore_invalid_headers,
