@@ -34,6 +34,15 @@ pub(crate) enum Content {
     Status(u16),
 }
 
+/// A root or alias path as nginx completes it: a relative one under the prefix.
+pub(crate) fn full(p: String) -> String {
+    if p.starts_with('/') {
+        p
+    } else {
+        format!("{PREFIX}{p}")
+    }
+}
+
 /// The path a URI maps to (ngx_http_map_uri_to_path): root + URI, or for alias the
 /// alias in place of the location's prefix (the whole path in a regex location).
 pub(crate) fn path(
@@ -45,14 +54,7 @@ pub(crate) fn path(
     uri: &str,
 ) -> PathBuf {
     let ctx = r.ctx(site, server, "");
-    let full = |p: String| {
-        if p.starts_with('/') {
-            p
-        } else {
-            format!("{PREFIX}{p}")
-        }
-    };
-    match &res.root {
+    match &*res.root {
         Root::Root(t) => PathBuf::from(full(ctx.eval(t)) + uri),
         Root::Alias(t) => {
             let alias = full(ctx.eval(t));

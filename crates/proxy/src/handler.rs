@@ -354,6 +354,7 @@ fn phases<'a>(
     let mut named = match start {
         Start::Named(loc) => Some(loc),
         Start::Server => {
+            r.script.root = Some(server.settings.root.clone());
             let (outcome, _) = rewrite::run(
                 &server.ops,
                 r,
@@ -426,6 +427,7 @@ fn phases<'a>(
         }
         r.script.uri_changed = false;
         r.script.valid_location = true;
+        r.script.root = Some(found.settings.root.clone());
         let (outcome, inner) = rewrite::run(
             &found.ops,
             r,
@@ -434,6 +436,7 @@ fn phases<'a>(
             found.settings.rewrite_log,
         );
         let loc = inner.unwrap_or(found);
+        r.script.root = Some(loc.settings.root.clone());
         notices(r, &loc.settings, server);
         match outcome {
             rewrite::Outcome::Continue => {}

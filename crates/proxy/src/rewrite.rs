@@ -152,6 +152,9 @@ pub struct Script {
     pub uninitialized: Mutex<Vec<String>>,
     /// rewrite_log's notices.
     pub notices: Vec<String>,
+    /// The root or alias where the request is now (the server's, then its location's),
+    /// for `$document_root`.
+    pub root: Option<std::sync::Arc<fulcrum_nginx_conf::model::Root>>,
 }
 
 impl Default for Script {
@@ -165,6 +168,7 @@ impl Default for Script {
             quoted: false,
             uninitialized: Mutex::new(Vec::new()),
             notices: Vec::new(),
+            root: None,
         }
     }
 }

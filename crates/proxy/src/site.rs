@@ -60,8 +60,9 @@ pub struct Resolved {
     pub realip: Option<RealIp>,
     /// allow and deny, in order.
     pub access: Vec<AccessRule>,
-    /// root (nginx's default `html`, under the prefix) or alias.
-    pub root: Root,
+    /// root (nginx's default `html`, under the prefix; a trailing `/` dropped, as
+    /// nginx drops it) or alias. Shared: `$document_root` names the current one.
+    pub root: Arc<Root>,
     pub index: Vec<Template>,
     /// MIME types by lowercase extension.
     pub types: std::sync::Arc<HashMap<String, bytes::Bytes>>,
@@ -331,10 +332,13 @@ impl Resolved {
                 recursive: s.real_ip_recursive.unwrap_or(false),
             }),
             access: s.access.clone().unwrap_or_default(),
-            root: s
-                .root
-                .clone()
-                .unwrap_or_else(|| Root::Root(Template::new("html"))),
+            root: Arc::new(match s.root.clone() {
+                Some(Root::Root(t)) if t.0.len() > 1 && t.0.ends_with('/') => {
+                    Root::Root(Template::new(&t.0[..t.0.len() - 1]))
+                }
+                Some(r) => r,
+                None => Root::Root(Template::new("html")),
+            }),
             index: s
                 .index
                 .clone()

@@ -51,6 +51,14 @@ pub struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
+    /// `$document_root`: the current location's root, or its alias (as written, under
+    /// the prefix when relative; variables evaluated).
+    pub fn document_root(&self) -> Option<String> {
+        use fulcrum_nginx_conf::model::Root;
+        let (Root::Root(t) | Root::Alias(t)) = &**self.script.root.as_ref()?;
+        Some(crate::files::full(self.eval(t)))
+    }
+
     /// `$host`: the Host header without its port, lowercased; else the server's name.
     pub fn host(&self) -> String {
         match self.host {
@@ -186,6 +194,15 @@ impl Ctx<'_> {
                     .map(|t| t.cipher.to_string())
             }
             "ssl_server_name" => return self.req.and_then(|r| r.tls.as_ref()?.server_name.clone()),
+            "document_root" => return self.document_root(),
+            "realpath_root" => {
+                // The root with its links resolved, as nginx's realpath(3); nothing
+                // when it does not exist.
+                let root = self.document_root()?;
+                return std::fs::canonicalize(root)
+                    .ok()
+                    .map(|p| p.to_string_lossy().into_owned());
+            }
             "hostname" => hostname().to_string(),
             "pid" => std::process::id().to_string(),
             "nginx_version" => env!("CARGO_PKG_VERSION").to_string(),

@@ -2862,3 +2862,86 @@ fn request_buffering_off_matches_nginx() {
         got[2]
     );
 }
+
+#[test]
+fn document_root_and_realpath_root_match_nginx() {
+    if skip("document_root_and_realpath_root_match_nginx") {
+        return;
+    }
+    // $document_root: the server's root in its rewrite phase, the location's after (its
+    // alias where it has one; relative under the prefix; a trailing `/` dropped; with
+    // variables); $realpath_root resolved through links, empty where the root is missing.
+    // The maintenance switch: `if (-f $document_root/maintenance.html)`.
+    let dir = Scratch::new("l7docroot");
+    let www = dir.0.join("www");
+    std::fs::create_dir_all(www.join("sub")).unwrap();
+    std::fs::create_dir_all(dir.0.join("down")).unwrap();
+    write_files(&www, &[("x.txt", "x\n"), ("sub/y.txt", "y\n")]);
+    write_files(&dir.0.join("down"), &[("maintenance.html", "down\n")]);
+    std::os::unix::fs::symlink(&www, dir.0.join("link")).unwrap();
+    let http = r#"    types {
+        text/plain txt;
+    }
+    upstream u {
+        server 127.0.0.1:9001;
+    }
+    server {
+        LISTEN
+        root DIR/www/;
+        set $first $document_root;
+        location / {
+            add_header X-Root $document_root;
+            add_header X-First $first;
+        }
+        location /show/ {
+            return 200 "root=$document_root real=$realpath_root\n";
+        }
+        location /alias/ {
+            alias DIR/www/sub/;
+            add_header X-Root $document_root;
+        }
+        location /rel/ {
+            root html;
+            return 200 "$document_root|$realpath_root\n";
+        }
+        location /missing/ {
+            root DIR/none;
+            return 200 "[$document_root][$realpath_root]\n";
+        }
+        location /var/ {
+            root DIR/$arg_d;
+            return 200 "$document_root|$realpath_root\n";
+        }
+        location /up/ {
+            root DIR/$arg_d;
+            if (-f $document_root/maintenance.html) {
+                return 503;
+            }
+            proxy_pass http://u;
+        }
+    }"#;
+    let p = Pair::start_in(dir, "l7docroot", http, &[("b1", 9001, &[])]);
+    let s = p.same(
+        &[
+            "/x.txt",
+            "/show/",
+            "/alias/y.txt",
+            "/rel/",
+            "/missing/",
+            "/var/?d=link",
+            "/var/?d=nowhere",
+            "/up/?d=www",
+            "/up/?d=down",
+        ],
+        &[],
+    );
+    let statuses: Vec<u16> = s.iter().map(|x| x.status).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 200, 200, 503]);
+    assert!(
+        s[0].answer
+            .iter()
+            .any(|l| l.starts_with("X-Root: /") && l.ends_with("/www")),
+        "{:?}",
+        s[0]
+    );
+}

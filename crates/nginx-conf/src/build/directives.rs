@@ -242,6 +242,7 @@ pub(super) const BUILTIN_VARIABLES: &[&str] = &[
     "query_string",
     "realip_remote_addr",
     "realip_remote_port",
+    "realpath_root",
     "remote_addr",
     "remote_port",
     "remote_user",
