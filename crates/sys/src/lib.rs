@@ -738,3 +738,62 @@ pub fn set_thread_affinity(cpus: &[usize]) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// The system's crypt(3) (libxcrypt on Debian), as nginx's auth_basic calls it for the
+/// hashes it does not compute itself: every scheme the system knows (DES, yescrypt,
+/// scrypt, ...) with the system's own code. `None` when the system rejects the setting
+/// (an unknown scheme, a malformed hash) or the phrase holds a NUL.
+pub fn crypt(phrase: &[u8], setting: &[u8]) -> Option<Vec<u8>> {
+    // libxcrypt's re-entrant form; the scratch memory (struct crypt_data, 32 KiB and a
+    // little) is ours, zeroed before use.
+    #[link(name = "crypt")]
+    extern "C" {
+        fn crypt_rn(
+            phrase: *const libc::c_char,
+            setting: *const libc::c_char,
+            data: *mut libc::c_void,
+            size: libc::c_int,
+        ) -> *mut libc::c_char;
+    }
+    const DATA: usize = 64 * 1024;
+    let phrase = std::ffi::CString::new(phrase).ok()?;
+    let setting = std::ffi::CString::new(setting).ok()?;
+    let mut data = vec![0u8; DATA];
+    // SAFETY: both strings are NUL-terminated and live across the call; `data` is DATA
+    // writable bytes, which crypt_rn is told; the result points into `data` (or is
+    // NULL) and is copied out before `data` is dropped.
+    let out = unsafe {
+        crypt_rn(
+            phrase.as_ptr(),
+            setting.as_ptr(),
+            data.as_mut_ptr().cast(),
+            DATA as libc::c_int,
+        )
+    };
+    if out.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL, crypt_rn's NUL-terminated output inside `data`.
+    let hash = unsafe { std::ffi::CStr::from_ptr(out) }.to_bytes().to_vec();
+    // A failure token (`*0`, `*1`) matches no hash.
+    (!hash.starts_with(b"*")).then_some(hash)
+}
+
+#[cfg(test)]
+mod crypt_tests {
+    use super::crypt;
+
+    #[test]
+    fn des_and_yescrypt_as_the_system_computes_them() {
+        // What Python's crypt module (the same libcrypt) gives for "secret".
+        let des = crypt(b"secret", b"ab").unwrap();
+        assert_eq!(des, b"abNANd1rDfiNc");
+        assert_eq!(crypt(b"secret", &des).unwrap(), des);
+        assert_ne!(crypt(b"secreT", &des).unwrap(), des);
+        let yes = b"$y$j9T$abcdefghijklmnopqrstu.$7uryFExhLbAhrpK1WytVzeNObCUVaK3VoKccP3fJEIB";
+        assert_eq!(crypt(b"secret", yes).unwrap(), yes);
+        assert_ne!(crypt(b"other", yes).unwrap(), yes);
+        assert_eq!(crypt(b"secret", b"$unknown$xx"), None);
+        assert_eq!(crypt(b"sec\0ret", b"ab"), None);
+    }
+}

@@ -1597,6 +1597,11 @@ fn auth_basic_and_satisfy_match_nginx() {
         ("frank", "{SSHA}+rvziNkZ1S+q3I9Y4L7TlBR47kZOYUNsMTIzNA=="),
         ("gina", bcrypt.as_str()),
         ("hank", "{PLAIN}secret"),
+        // DES (htpasswd -d) and yescrypt (Debian's default), made by the system's crypt.
+        ("ivan", "abNANd1rDfiNc"),
+        ("judy", "$y$j9T$abcdefghijklmnopqrstu.$7uryFExhLbAhrpK1WytVzeNObCUVaK3VoKccP3fJEIB"),
+        // A scheme no one knows: refused alike.
+        ("kim", "$9$nothing$here"),
     ];
     let mut file = String::from("# the team\n");
     for (u, h) in users {
@@ -1679,6 +1684,11 @@ fn auth_basic_and_satisfy_match_nginx() {
         .iter()
         .any(|l| l == "WWW-Authenticate: Basic realm=\"Restricted Area\""));
     for (user, _) in users {
+        if user == "kim" {
+            let s = p.same(&paths, &["--header", &basic("kim:secret")]);
+            assert_eq!(s[0].status, 401);
+            continue;
+        }
         let h = basic(&format!("{user}:secret"));
         let s = p.same(&paths, &["--header", &h]);
         assert_eq!(s[0].status, 200, "{user}: {:?}", s[0]);
