@@ -3,7 +3,8 @@
 //!
 //! `serve --name NAME --listen ADDR:PORT [--http [--echo] [--fail-path PATH --fail-status
 //! CODE] [--hang-path PATH] [--cut-path PATH] [--answer-header 'K: V']...
-//! [--chunked-path PATH]]` prints `ready` once it listens. Plain mode writes `NAME\n` and then echoes what
+//! [--chunked-path PATH]]` prints `ready` once it listens (`--listen unix:PATH`: the
+//! HTTP server on a UNIX-domain socket). Plain mode writes `NAME\n` and then echoes what
 //! it reads; HTTP mode answers every request with status 200 and the body `NAME\n`,
 //! keeping the connection open when the client does. `--echo` adds the request head as
 //! received (request line, then each header line) to the body, then `body LEN: TEXT`
@@ -60,7 +61,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: serve --name NAME --listen ADDR:PORT [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT (--paths P1,P2 | --raw TEXT) [--method M] [--header 'K: V']... [--body TEXT] [--full] [--decode]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES]\n       sink --listen ADDR:PORT --for-ms MS"
+        "usage: serve --name NAME --listen ADDR:PORT|unix:PATH [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT (--paths P1,P2 | --raw TEXT) [--method M] [--header 'K: V']... [--body TEXT] [--full] [--decode]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES]\n       sink --listen ADDR:PORT --for-ms MS"
     );
     ExitCode::from(2)
 }
@@ -92,8 +93,11 @@ pub fn main(args: Vec<String>) -> ExitCode {
             else {
                 return usage();
             };
-            let Ok(addr) = listen.parse::<SocketAddr>() else {
-                return usage();
+            let unix = listen.strip_prefix("unix:").map(str::to_string);
+            let addr = match (&unix, listen.parse::<SocketAddr>()) {
+                (Some(_), _) => None,
+                (None, Ok(a)) => Some(a),
+                (None, Err(_)) => return usage(),
             };
             let behaviour = Behaviour {
                 echo: args.iter().any(|a| a == "--echo"),
@@ -108,10 +112,15 @@ pub fn main(args: Vec<String>) -> ExitCode {
                     .collect(),
                 chunked: flag_value(&args, "--chunked-path"),
             };
-            match serve(&name, addr, http, &behaviour) {
+            let served = match (addr, unix) {
+                (Some(addr), _) => serve(&name, addr, http, &behaviour),
+                (None, Some(path)) => serve_unix(&name, &path, &behaviour),
+                (None, None) => return usage(),
+            };
+            match served {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
-                    eprintln!("lab agent: serve {addr}: {e}");
+                    eprintln!("lab agent: serve {listen}: {e}");
                     ExitCode::from(1)
                 }
             }
@@ -664,7 +673,9 @@ fn serve(name: &str, addr: SocketAddr, http: bool, behaviour: &Behaviour) -> std
         let behaviour = behaviour.clone();
         std::thread::spawn(move || {
             let _ = if http {
-                answer_http(stream, &name, &behaviour)
+                stream
+                    .try_clone()
+                    .and_then(|out| answer_http(stream, out, &name, &behaviour))
             } else {
                 answer_plain(stream, &name)
             };
@@ -685,9 +696,34 @@ fn answer_plain(mut stream: TcpStream, name: &str) -> std::io::Result<()> {
     }
 }
 
-fn answer_http(stream: TcpStream, name: &str, behaviour: &Behaviour) -> std::io::Result<()> {
-    let mut reader = BufReader::new(stream.try_clone()?);
-    let mut out = stream;
+/// `serve --listen unix:PATH --http`: the HTTP server on a UNIX-domain socket (made
+/// afresh, removed at exit by the lab's scratch directory).
+fn serve_unix(name: &str, path: &str, behaviour: &Behaviour) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let listener = std::os::unix::net::UnixListener::bind(path)?;
+    println!("ready");
+    std::io::stdout().flush()?;
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let name = name.to_string();
+        let behaviour = behaviour.clone();
+        std::thread::spawn(move || {
+            let _ = stream
+                .try_clone()
+                .and_then(|out| answer_http(stream, out, &name, &behaviour));
+        });
+    }
+    Ok(())
+}
+
+/// Answers HTTP requests read from `input` on `out` (two handles of one connection).
+fn answer_http<S: Read + Write>(
+    input: S,
+    mut out: S,
+    name: &str,
+    behaviour: &Behaviour,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(input);
     loop {
         let mut close = false;
         let mut content_length = 0usize;

@@ -86,12 +86,12 @@ fn everything() -> Status {
         dests: vec![dest],
     };
     let mut l7 = fulcrum_proxy::stats::Counts::default();
-    let addr = "192.168.184.129:8080".parse().unwrap();
+    let addr = fulcrum_proxy::PeerAddr::Inet("192.168.184.129:8080".parse().unwrap());
     l7.requests.entry("www".into()).or_default().insert(200, 10);
     l7.tries
         .entry("app".into())
         .or_default()
-        .insert((addr, 200), 10);
+        .insert((addr.clone(), 200), 10);
     l7.failures.entry("app".into()).or_default().insert(addr, 1);
     l7.retries.insert("app".into(), 1);
     l7.latency.insert("app".into(), Default::default());

@@ -15,7 +15,9 @@ use std::path::Path;
 
 use fulcrum_diag::{Diagnostic, SourceMap, Span};
 
-pub use build::{parse_expires, parse_size, parse_time, proxy_uri, split_host_port};
+pub use build::{
+    parse_expires, parse_size, parse_time, proxy_uri, split_host_port, strip_unix, unix_path_error,
+};
 pub use model::*;
 pub use print::print;
 

@@ -12,7 +12,7 @@ use fulcrum_http1::{Framing, Headers, ResponseHead, Version};
 use fulcrum_nginx_conf::model::{
     ErrorPageStatus, HttpVersion, LocationMatch, NextUpstream, ProxyRedirect, Template,
 };
-use fulcrum_upstream::{Outcome, PeerId};
+use fulcrum_upstream::{Outcome, PeerAddr, PeerId};
 use tracing::{error, warn};
 
 use crate::body::Body;
@@ -1162,7 +1162,8 @@ fn resolve_target(
                 Some(g) => g.clone(),
                 None => {
                     let (host, port, _) = site::host_port(hp, https);
-                    if host.trim_matches(['[', ']']).parse::<IpAddr>().is_err() {
+                    let unix = fulcrum_nginx_conf::strip_unix(&host).is_some();
+                    if !unix && host.trim_matches(['[', ']']).parse::<IpAddr>().is_err() {
                         error!("no resolver defined to resolve {host}");
                         return Err(502);
                     }
@@ -1174,7 +1175,7 @@ fn resolve_target(
                 None if r.script.internal => uri_and_args(r, "", 0),
                 None => r.target.clone(),
             };
-            Ok((group, hp.to_string(), path, https))
+            Ok((group, site::proxy_host_of(hp).to_string(), path, https))
         }
     }
 }
@@ -1344,11 +1345,21 @@ async fn forward(
     https: bool,
     stats: &crate::stats::Stats,
     elog: &crate::log::ErrorContext<'_>,
-) -> Result<(ResponseHead, Conn, Back, SocketAddr, Arc<Meter>), Fail> {
+) -> Result<(ResponseHead, Conn, Back, PeerAddr, Arc<Meter>), Fail> {
     let client = elog.r.conn.remote.ip();
     let scheme = if https { "https" } else { "http" };
     let url = |host: &dyn std::fmt::Display| {
-        format!("{scheme}://{host}{}", String::from_utf8_lossy(&req.uri))
+        let host = host.to_string();
+        // (A socket's path is followed by `:` before the URI, as in proxy_pass.)
+        let colon = if fulcrum_nginx_conf::strip_unix(&host).is_some() {
+            ":"
+        } else {
+            ""
+        };
+        format!(
+            "{scheme}://{host}{colon}{}",
+            String::from_utf8_lossy(&req.uri)
+        )
     };
     let mut attempt = {
         let pool = group.pool.lock().unwrap_or_else(|e| e.into_inner());
@@ -1369,7 +1380,7 @@ async fn forward(
             let mut pool = group.pool.lock().unwrap_or_else(|e| e.into_inner());
             let mut rng = random;
             match pool.get(&mut attempt, now_secs(), &mut rng) {
-                Some(id) => (id, pool.peer(id).addr),
+                Some(id) => (id, pool.peer(id).addr.clone()),
                 None => {
                     if let Ok(mut log) = elog.r.upstream.lock() {
                         let t = log.push(Try::new(group.name.clone(), Instant::now()));
@@ -1388,7 +1399,7 @@ async fn forward(
         };
         let tried = Instant::now();
         let mut timing = Timing::default();
-        let result = try_peer(group, addr, req, streamed.as_deref_mut(), res, &mut timing).await;
+        let result = try_peer(group, &addr, req, streamed.as_deref_mut(), res, &mut timing).await;
         // The try, for $upstream_*: ended unless its body is still to come.
         let meter = result.as_ref().ok().map(|_| Arc::new(Meter::default()));
         if let Ok(mut log) = elog.r.upstream.lock() {
@@ -1411,7 +1422,7 @@ async fn forward(
         match result {
             Ok((head, conn, back)) => {
                 let status = head.status;
-                stats.answered(&group.name, addr, status, tried.elapsed());
+                stats.answered(&group.name, &addr, status, tried.elapsed());
                 if let Some((listed, failure)) = status_flag(&res.next_upstream, status) {
                     let blocked = req.non_idempotent && !res.next_upstream.non_idempotent;
                     if listed && attempt.tries > 1 && !blocked && !timed_out() {
@@ -1455,8 +1466,13 @@ async fn forward(
             }
             Err((fail, sent, why)) => {
                 error!(upstream = %group.name, peer = %addr, "{why}");
-                elog.write(Level::Error, &why, Some(&url(&addr)));
-                stats.failed(&group.name, addr);
+                let level = if timing.crit {
+                    Level::Crit
+                } else {
+                    Level::Error
+                };
+                elog.write(level, &why, Some(&url(&addr)));
+                stats.failed(&group.name, &addr);
                 if free(group, &mut attempt, id, Outcome::Failed) {
                     // With the failure's own context ("while connecting to upstream",
                     // ...), as nginx's log context adds it to every line of a phase.
@@ -1505,11 +1521,14 @@ struct Timing {
     connect: Option<std::time::Duration>,
     header: Option<std::time::Duration>,
     sent: u64,
+    /// The failure is logged at crit, not error (nginx's level for a connect that
+    /// failed at once for a reason other than the peer's refusal or the network's).
+    crit: bool,
 }
 
 async fn try_peer(
     group: &Arc<UpstreamGroup>,
-    addr: SocketAddr,
+    addr: &PeerAddr,
     req: &UpstreamRequest,
     mut streamed: Option<&mut Streamed<'_>>,
     res: &Resolved,
@@ -1536,6 +1555,10 @@ async fn try_peer(
             .map_err(|e| match e {
                 upstream::ConnectError::Timeout(why) => (Fail::Timeout, false, why),
                 upstream::ConnectError::Failed(why) => (Fail::Error, false, why),
+                upstream::ConnectError::Crit(why) => {
+                    timing.crit = true;
+                    (Fail::Error, false, why)
+                }
                 upstream::ConnectError::Local(why) => (Fail::Local, false, why),
             })?,
         };
@@ -1575,7 +1598,7 @@ async fn try_peer(
                     && head.status != 101;
                 let back = keep.then(|| upstream::Back {
                     idle: group.idle.clone(),
-                    addr,
+                    addr: addr.clone(),
                     cap: group.keepalive,
                 });
                 return Ok((head, conn, back));

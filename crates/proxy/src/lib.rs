@@ -48,6 +48,7 @@ use fulcrum_nginx_conf::model::NginxConfig;
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+pub use fulcrum_upstream::PeerAddr;
 pub use log::{open as open_logs, reopen as reopen_logs};
 pub use site::Site;
 
@@ -89,7 +90,7 @@ pub struct Runtime {
 pub struct PeerView {
     pub upstream: String,
     pub server: String,
-    pub addr: SocketAddr,
+    pub addr: fulcrum_upstream::PeerAddr,
     pub backup: bool,
     pub weight: i64,
     pub effective_weight: i64,
@@ -400,7 +401,7 @@ impl Runtime {
                 out.push(PeerView {
                     upstream: name.clone(),
                     server: p.server.clone(),
-                    addr: p.addr,
+                    addr: p.addr.clone(),
                     backup: id.backup,
                     weight: p.weight,
                     effective_weight: p.effective_weight(),

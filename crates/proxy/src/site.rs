@@ -12,7 +12,7 @@ use fulcrum_nginx_conf::model::{
     Location, LocationMatch, LogFormat, Map, NextUpstream, NginxConfig, ProxyRedirect, Root,
     Server, ServerName, Settings, Source, Template, Upstream, UpstreamServer,
 };
-use fulcrum_upstream::Pool;
+use fulcrum_upstream::{PeerAddr, Pool};
 use regex::Regex;
 
 /// nginx's `combined` log format.
@@ -658,18 +658,22 @@ impl Site {
     }
 }
 
-fn resolve(host: &str, port: u16) -> Vec<SocketAddr> {
+fn resolve(host: &str, port: u16) -> Vec<PeerAddr> {
+    if let Some(path) = fulcrum_nginx_conf::strip_unix(host) {
+        return vec![PeerAddr::Unix(path.to_string())];
+    }
     let h = host.trim_start_matches('[').trim_end_matches(']');
     if let Ok(ip) = h.parse::<IpAddr>() {
-        return vec![SocketAddr::new(ip, port)];
+        return vec![PeerAddr::Inet(SocketAddr::new(ip, port))];
     }
     (h, port)
         .to_socket_addrs()
-        .map(|a| a.collect())
+        .map(|a| a.map(PeerAddr::Inet).collect())
         .unwrap_or_default()
 }
 
-/// Splits `http://host[:port]/uri` into (https, host[:port], uri part).
+/// Splits `http://host[:port]/uri` into (https, host[:port], uri part); for
+/// `http://unix:PATH[:URI]`, `unix:PATH` is the host.
 pub fn split_url(url: &str) -> Option<(bool, &str, Option<&str>)> {
     let (https, rest) = if let Some(r) = url.strip_prefix("http://") {
         (false, r)
@@ -677,13 +681,31 @@ pub fn split_url(url: &str) -> Option<(bool, &str, Option<&str>)> {
         (true, url.strip_prefix("https://")?)
     };
     let uri = fulcrum_nginx_conf::proxy_uri(url);
-    Some((https, &rest[..rest.len() - uri.map_or(0, str::len)], uri))
+    let mut host = &rest[..rest.len() - uri.map_or(0, str::len)];
+    if fulcrum_nginx_conf::strip_unix(rest).is_some() && uri.is_some() {
+        // The `:` between the path and the URI.
+        host = &host[..host.len() - 1];
+    }
+    Some((https, host, uri))
+}
+
+/// `$proxy_host` (and the default Host header) for a proxy_pass's `host[:port]`: nginx
+/// sends `localhost` to a UNIX-domain socket.
+pub fn proxy_host_of(hp: &str) -> &str {
+    if fulcrum_nginx_conf::strip_unix(hp).is_some() {
+        "localhost"
+    } else {
+        hp
+    }
 }
 
 /// `host[:port]` into host, port (default by scheme) and whether the port was written,
 /// as the configuration's own parser splits it.
 pub fn host_port(hp: &str, https: bool) -> (String, u16, bool) {
     let default = if https { 443 } else { 80 };
+    if fulcrum_nginx_conf::strip_unix(hp).is_some() {
+        return (hp.to_string(), 0, false);
+    }
     match fulcrum_nginx_conf::split_host_port(hp) {
         Some((host, port)) => (host, port.unwrap_or(default), port.is_some()),
         None => (hp.to_string(), default, false),
@@ -711,7 +733,7 @@ fn group(u: &Upstream) -> Result<UpstreamGroup, String> {
 /// nginx's defaults.
 pub fn implicit(host: &str, port: u16, written: &str) -> Result<UpstreamGroup, String> {
     let mut s = UpstreamServer::new(host, port);
-    s.port_written = written.contains(':');
+    s.port_written = written.contains(':') && fulcrum_nginx_conf::strip_unix(host).is_none();
     group(&Upstream {
         name: written.to_string(),
         servers: vec![s],
@@ -748,7 +770,7 @@ impl Compiler<'_> {
         Ok(Target::Fixed {
             https,
             upstream: self.target(hp, https)?,
-            proxy_host: hp.to_string(),
+            proxy_host: proxy_host_of(hp).to_string(),
             uri: uri.map(str::to_string),
         })
     }
@@ -1260,5 +1282,38 @@ impl Current {
 
     pub fn set(&self, site: Site) {
         *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(site);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_pass_urls_split_as_nginx_splits_them() {
+        assert_eq!(
+            split_url("http://10.0.0.1:8080/a/"),
+            Some((false, "10.0.0.1:8080", Some("/a/")))
+        );
+        assert_eq!(split_url("https://app"), Some((true, "app", None)));
+        // A socket's path ends at the first `:`, the URI follows it.
+        assert_eq!(
+            split_url("http://unix:/run/app.sock:/v1/"),
+            Some((false, "unix:/run/app.sock", Some("/v1/")))
+        );
+        assert_eq!(
+            split_url("http://unix:/run/app.sock"),
+            Some((false, "unix:/run/app.sock", None))
+        );
+        assert_eq!(proxy_host_of("unix:/run/app.sock"), "localhost");
+        assert_eq!(proxy_host_of("app:8080"), "app:8080");
+        assert_eq!(
+            resolve("unix:/run/app.sock", 0),
+            [PeerAddr::Unix("/run/app.sock".into())]
+        );
+        assert_eq!(
+            host_port("unix:/run/app.sock", false),
+            ("unix:/run/app.sock".to_string(), 0, false)
+        );
     }
 }

@@ -2,8 +2,8 @@
 //! peer and status, retries, passive-health failures, and upstream response times. Kept
 //! across reloads (the metrics are counters).
 
+use fulcrum_upstream::PeerAddr;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,9 +39,9 @@ pub struct Counts {
     /// server_name → status → requests answered.
     pub requests: HashMap<String, HashMap<u16, u64>>,
     /// upstream → (peer, status) → tries that got a response.
-    pub tries: HashMap<String, HashMap<(SocketAddr, u16), u64>>,
+    pub tries: HashMap<String, HashMap<(PeerAddr, u16), u64>>,
     /// upstream → peer → tries that failed (error, timeout, invalid header).
-    pub failures: HashMap<String, HashMap<SocketAddr, u64>>,
+    pub failures: HashMap<String, HashMap<PeerAddr, u64>>,
     /// upstream → tries after the first (proxy_next_upstream).
     pub retries: HashMap<String, u64>,
     /// upstream → time to the response head.
@@ -170,17 +170,21 @@ impl Stats {
         self.with(|c| *slot(&mut c.requests, server).entry(status).or_default() += 1);
     }
 
-    pub fn answered(&self, upstream: &str, peer: SocketAddr, status: u16, took: Duration) {
+    pub fn answered(&self, upstream: &str, peer: &PeerAddr, status: u16, took: Duration) {
         self.with(|c| {
             *slot(&mut c.tries, upstream)
-                .entry((peer, status))
+                .entry((peer.clone(), status))
                 .or_default() += 1;
             slot(&mut c.latency, upstream).observe(took.as_secs_f64());
         });
     }
 
-    pub fn failed(&self, upstream: &str, peer: SocketAddr) {
-        self.with(|c| *slot(&mut c.failures, upstream).entry(peer).or_default() += 1);
+    pub fn failed(&self, upstream: &str, peer: &PeerAddr) {
+        self.with(|c| {
+            *slot(&mut c.failures, upstream)
+                .entry(peer.clone())
+                .or_default() += 1
+        });
     }
 
     pub fn retried(&self, upstream: &str) {

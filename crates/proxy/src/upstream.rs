@@ -16,6 +16,8 @@ use fulcrum_http1::{BodyDecoder, Chunk, ResponseError, ResponseHead, ResponsePar
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use fulcrum_upstream::PeerAddr;
+
 use crate::stall::{SendTimed, Stall};
 use crate::stream::BoxError;
 
@@ -38,15 +40,78 @@ const BODY_READ_SIZE: usize = 16 * 1024;
 /// proxy_buffer_size's default: an upstream's response head must fit.
 pub const HEAD_LIMIT: usize = 8 * 1024;
 
-/// The byte stream to an upstream: plain TCP or TLS.
+/// The connection to a peer: TCP, or a UNIX-domain socket (`unix:/path`).
+#[derive(Debug)]
+pub enum Transport {
+    Tcp(TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+/// Forwards each call to the stream inside.
+macro_rules! each {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            Transport::Tcp($s) => $e,
+            Transport::Unix($s) => $e,
+        }
+    };
+}
+
+impl Transport {
+    fn try_read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        each!(self, s => s.try_read(buf))
+    }
+}
+
+impl AsyncRead for Transport {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Transport {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_write(cx, buf))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_write_vectored(cx, bufs))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        each!(self, s => s.is_write_vectored())
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_flush(cx))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        each!(self.get_mut(), s => Pin::new(s).poll_shutdown(cx))
+    }
+}
+
+/// The byte stream to an upstream: plain or TLS, over TCP or a UNIX-domain socket.
 #[derive(Debug)]
 pub enum Io {
-    Plain(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    Plain(Transport),
+    Tls(Box<tokio_rustls::client::TlsStream<Transport>>),
 }
 
 impl Io {
-    fn tcp(&self) -> &TcpStream {
+    fn transport(&self) -> &Transport {
         match self {
             Io::Plain(s) => s,
             Io::Tls(t) => t.get_ref().0,
@@ -146,7 +211,7 @@ impl Conn {
         let mut probe = [0u8; 1];
         // (An idle connection holds no unread bytes: `Idle::put` drops its buffer.)
         matches!(
-            self.io.get_ref().tcp().try_read(&mut probe),
+            self.io.get_ref().transport().try_read(&mut probe),
             Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock
         )
     }
@@ -289,6 +354,8 @@ pub enum ConnectError {
     Timeout(String),
     /// Refused, unreachable, the handshake failed: the peer's failure.
     Failed(String),
+    /// The same, where nginx logs it at crit.
+    Crit(String),
     /// The local address (proxy_bind) could not be bound: not the peer's failure, and
     /// no other peer would do better (nginx answers 500).
     Local(String),
@@ -316,58 +383,53 @@ fn bound(local: SocketAddr, peer: SocketAddr) -> std::io::Result<tokio::net::Tcp
 /// was where the connection was opened: a kept connection keeps it).
 /// Err(true) on timeout.
 pub async fn connect(
-    addr: SocketAddr,
+    addr: &PeerAddr,
     local: Option<SocketAddr>,
     timeout: Duration,
     tls: Option<&Tls>,
     send_timeout: Duration,
 ) -> Result<Conn, ConnectError> {
-    let timed_out = || {
-        ConnectError::Timeout(
-            "upstream timed out (110: Connection timed out) while connecting to upstream"
-                .to_string(),
-        )
-    };
-    let socket = match local {
-        None => None,
-        Some(local) => Some(bound(local, addr).map_err(|e| {
-            ConnectError::Local(format!(
-                "bind({}) failed ({}) while connecting to upstream",
-                if local.port() == 0 {
-                    local.ip().to_string()
-                } else {
-                    local.to_string()
-                },
-                os_error(&e)
-            ))
-        })?),
-    };
     let deadline = tokio::time::Instant::now() + timeout;
-    let connecting = async {
-        match socket {
-            Some(s) => s.connect(addr).await,
-            None => TcpStream::connect(addr).await,
+    let (stream, ip) = match addr {
+        PeerAddr::Unix(path) => {
+            // (proxy_bind has nothing to bind for a UNIX-domain socket.)
+            let connecting = tokio::net::UnixStream::connect(path);
+            match tokio::time::timeout_at(deadline, connecting).await {
+                Err(_) => return Err(connect_timed_out()),
+                // A UNIX-domain connect fails at once, where nginx names the peer, at
+                // error for a refusal and at crit otherwise (no such socket, no
+                // permission), as ngx_event_connect_peer logs it.
+                Ok(Err(e)) => {
+                    let why = format!(
+                        "connect() to {addr} failed ({}) while connecting to upstream",
+                        os_error(&e)
+                    );
+                    use std::io::ErrorKind::{ConnectionRefused, ConnectionReset, WouldBlock};
+                    let refused =
+                        matches!(e.kind(), ConnectionRefused | ConnectionReset | WouldBlock);
+                    return Err(if refused {
+                        ConnectError::Failed(why)
+                    } else {
+                        ConnectError::Crit(why)
+                    });
+                }
+                Ok(Ok(s)) => (Transport::Unix(s), std::net::Ipv4Addr::LOCALHOST.into()),
+            }
+        }
+        PeerAddr::Inet(addr) => {
+            let s = connect_tcp(*addr, local, deadline).await?;
+            let _ = s.set_nodelay(true);
+            (Transport::Tcp(s), addr.ip())
         }
     };
-    let stream = match tokio::time::timeout_at(deadline, connecting).await {
-        Err(_) => return Err(timed_out()),
-        Ok(Err(e)) => {
-            return Err(ConnectError::Failed(format!(
-                "connect() failed ({}) while connecting to upstream",
-                os_error(&e)
-            )))
-        }
-        Ok(Ok(s)) => s,
-    };
-    let _ = stream.set_nodelay(true);
     let io = if let Some(tls) = tls {
         let name = tls
             .name
             .clone()
-            .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(addr.ip().into()));
+            .unwrap_or_else(|| rustls::pki_types::ServerName::IpAddress(ip.into()));
         let handshake = tokio_rustls::TlsConnector::from(tls.config.clone()).connect(name, stream);
         match tokio::time::timeout_at(deadline, handshake).await {
-            Err(_) => return Err(timed_out()),
+            Err(_) => return Err(connect_timed_out()),
             Ok(Err(e)) => {
                 return Err(ConnectError::Failed(format!(
                     "SSL_do_handshake() failed ({e}) while SSL handshaking to upstream"
@@ -384,6 +446,48 @@ pub async fn connect(
         requests: 0,
         idle_since: Instant::now(),
     })
+}
+
+fn connect_timed_out() -> ConnectError {
+    ConnectError::Timeout(
+        "upstream timed out (110: Connection timed out) while connecting to upstream".to_string(),
+    )
+}
+
+/// A TCP connection to `addr`, from `local` when proxy_bind names one, by `deadline`.
+async fn connect_tcp(
+    addr: SocketAddr,
+    local: Option<SocketAddr>,
+    deadline: tokio::time::Instant,
+) -> Result<TcpStream, ConnectError> {
+    let socket = match local {
+        None => None,
+        Some(local) => Some(bound(local, addr).map_err(|e| {
+            ConnectError::Local(format!(
+                "bind({}) failed ({}) while connecting to upstream",
+                if local.port() == 0 {
+                    local.ip().to_string()
+                } else {
+                    local.to_string()
+                },
+                os_error(&e)
+            ))
+        })?),
+    };
+    let connecting = async {
+        match socket {
+            Some(s) => s.connect(addr).await,
+            None => TcpStream::connect(addr).await,
+        }
+    };
+    match tokio::time::timeout_at(deadline, connecting).await {
+        Err(_) => Err(connect_timed_out()),
+        Ok(Err(e)) => Err(ConnectError::Failed(format!(
+            "connect() failed ({}) while connecting to upstream",
+            os_error(&e)
+        ))),
+        Ok(Ok(s)) => Ok(s),
+    }
 }
 
 /// An OS error as nginx writes one: `111: Connection refused`.
@@ -537,7 +641,7 @@ impl Relayed {
 #[derive(Debug, Clone)]
 pub struct Back {
     pub idle: Arc<Idle>,
-    pub addr: SocketAddr,
+    pub addr: PeerAddr,
     pub cap: usize,
 }
 
@@ -545,13 +649,13 @@ pub struct Back {
 
 /// Idle connections by peer address.
 #[derive(Debug, Default)]
-pub struct Idle(Mutex<HashMap<SocketAddr, Vec<Conn>>>);
+pub struct Idle(Mutex<HashMap<PeerAddr, Vec<Conn>>>);
 
 impl Idle {
     /// The most recently used live idle connection to `addr`, if any.
-    pub fn take(&self, addr: SocketAddr, timeout: Duration) -> Option<Conn> {
+    pub fn take(&self, addr: &PeerAddr, timeout: Duration) -> Option<Conn> {
         let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let list = map.get_mut(&addr)?;
+        let list = map.get_mut(addr)?;
         while let Some(c) = list.pop() {
             if c.idle_since.elapsed() < timeout && c.is_alive() {
                 return Some(c);
@@ -561,7 +665,7 @@ impl Idle {
     }
 
     /// Keeps a connection for reuse; the oldest idle ones go beyond `cap` in all.
-    pub fn put(&self, addr: SocketAddr, mut conn: Conn, cap: usize) {
+    pub fn put(&self, addr: PeerAddr, mut conn: Conn, cap: usize) {
         if cap == 0 {
             return;
         }
@@ -575,9 +679,9 @@ impl Idle {
             // Drop the connection idle the longest.
             let oldest = map
                 .iter()
-                .filter_map(|(a, l)| l.first().map(|c| (*a, c.idle_since)))
+                .filter_map(|(a, l)| l.first().map(|c| (a, c.idle_since)))
                 .min_by_key(|(_, t)| *t)
-                .map(|(a, _)| a);
+                .map(|(a, _)| a.clone());
             if let Some(a) = oldest {
                 if let Some(l) = map.get_mut(&a) {
                     l.remove(0);

@@ -28,6 +28,49 @@ pub use crc32::{crc32, Crc32};
 
 use std::net::{IpAddr, SocketAddr};
 
+/// Where a peer listens: an address and port, or a UNIX-domain socket (`unix:/path`).
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum PeerAddr {
+    Inet(SocketAddr),
+    /// The socket's path.
+    Unix(String),
+}
+
+impl PeerAddr {
+    /// The address and port, for a peer that has them.
+    pub fn inet(&self) -> Option<SocketAddr> {
+        match self {
+            PeerAddr::Inet(a) => Some(*a),
+            PeerAddr::Unix(_) => None,
+        }
+    }
+}
+
+/// As nginx names a peer (`$upstream_addr`, the error log): `10.0.0.1:80`, `[::1]:80`,
+/// `unix:/run/app.sock`.
+impl std::fmt::Display for PeerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PeerAddr::Inet(a) => a.fmt(f),
+            PeerAddr::Unix(p) => write!(f, "unix:{p}"),
+        }
+    }
+}
+
+impl From<SocketAddr> for PeerAddr {
+    fn from(a: SocketAddr) -> PeerAddr {
+        PeerAddr::Inet(a)
+    }
+}
+
+impl PartialEq<SocketAddr> for PeerAddr {
+    fn eq(&self, other: &SocketAddr) -> bool {
+        matches!(self, PeerAddr::Inet(a) if a == other)
+    }
+}
+
 use fulcrum_nginx_conf::model::{Balance, Upstream};
 
 /// nginx gives up hashing after this many draws and falls back to round-robin.
@@ -45,7 +88,7 @@ pub struct PeerId {
 pub struct Peer {
     /// The server as written (what `hash ... consistent` hashes).
     pub server: String,
-    pub addr: SocketAddr,
+    pub addr: PeerAddr,
     pub weight: i64,
     pub max_fails: u32,
     /// Seconds.
@@ -72,11 +115,7 @@ pub struct Peer {
 }
 
 impl Peer {
-    fn new(
-        server: String,
-        addr: SocketAddr,
-        s: &fulcrum_nginx_conf::model::UpstreamServer,
-    ) -> Peer {
+    fn new(server: String, addr: PeerAddr, s: &fulcrum_nginx_conf::model::UpstreamServer) -> Peer {
         Peer {
             server,
             addr,
@@ -236,7 +275,7 @@ impl Pool {
     /// peers).
     pub fn new(
         u: &Upstream,
-        mut resolve: impl FnMut(&str, u16) -> Vec<SocketAddr>,
+        mut resolve: impl FnMut(&str, u16) -> Vec<PeerAddr>,
     ) -> Result<Pool, String> {
         let mut primary = Vec::new();
         let mut backup = Vec::new();
@@ -351,7 +390,10 @@ impl Pool {
         let mut n = 0;
         let backups = self.backup.iter_mut().flat_map(|t| t.peers.iter_mut());
         for p in self.primary.peers.iter_mut().chain(backups) {
-            if p.addr.ip() == ip && port.is_none_or(|port| p.addr.port() == port) {
+            let Some(a) = p.addr.inet() else {
+                continue;
+            };
+            if a.ip() == ip && port.is_none_or(|port| a.port() == port) {
                 p.drained = drained;
                 n += 1;
             }

@@ -23,7 +23,7 @@ fn upstream(balance: Balance, servers: Vec<UpstreamServer>) -> Upstream {
 
 fn pool(balance: Balance, servers: Vec<UpstreamServer>) -> Pool {
     Pool::new(&upstream(balance, servers), |h, p| {
-        vec![SocketAddr::new(h.parse().unwrap(), p)]
+        vec![PeerAddr::Inet(SocketAddr::new(h.parse().unwrap(), p))]
     })
     .unwrap()
 }
@@ -38,7 +38,7 @@ const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 1, 10, 2));
 fn serve(p: &mut Pool, now: u64) -> u8 {
     let mut a = p.start(CLIENT, b"");
     let id = p.get(&mut a, now, &mut no_rng()).expect("a live peer");
-    let last = match p.peer(id).addr.ip() {
+    let last = match p.peer(id).addr.inet().expect("an address").ip() {
         IpAddr::V4(v4) => v4.octets()[3],
         IpAddr::V6(_) => unreachable!(),
     };
@@ -332,7 +332,11 @@ fn consistent_hash_ring_hashes_the_server_as_written() {
     let mut no_port = server(66, 1);
     no_port.port_written = false;
     let ring_of = |s: UpstreamServer| {
-        let mut p = Peer::new(s.as_written(), "10.1.10.66:80".parse().unwrap(), &s);
+        let mut p = Peer::new(
+            s.as_written(),
+            PeerAddr::Inet("10.1.10.66:80".parse().unwrap()),
+            &s,
+        );
         p.server_id = 0;
         ring(&[p])
     };
@@ -432,4 +436,14 @@ proptest! {
         }
         prop_assert!(seen.len() <= n);
     }
+}
+
+#[test]
+fn a_unix_peer_is_named_as_nginx_names_it() {
+    let unix = PeerAddr::Unix("/run/app.sock".into());
+    assert_eq!(unix.to_string(), "unix:/run/app.sock");
+    assert_eq!(unix.inet(), None);
+    let inet = PeerAddr::from("[::1]:8080".parse::<SocketAddr>().unwrap());
+    assert_eq!(inet.to_string(), "[::1]:8080");
+    assert!(inet == "[::1]:8080".parse::<SocketAddr>().unwrap());
 }

@@ -8,7 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use fulcrum_proxy::stats::{Counts, Histogram};
-use fulcrum_proxy::PeerView;
+use fulcrum_proxy::{PeerAddr, PeerView};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -108,8 +108,8 @@ pub fn recv<T: DeserializeOwned>(r: &mut impl Read) -> io::Result<Option<T>> {
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct WireCounts {
     requests: Vec<(String, u16, u64)>,
-    tries: Vec<(String, SocketAddr, u16, u64)>,
-    failures: Vec<(String, SocketAddr, u64)>,
+    tries: Vec<(String, PeerAddr, u16, u64)>,
+    failures: Vec<(String, PeerAddr, u64)>,
     retries: Vec<(String, u64)>,
     latency: Vec<(String, Vec<u64>, f64, u64)>,
 }
@@ -123,11 +123,11 @@ impl From<&Counts> for WireCounts {
         }
         for (up, by) in &c.tries {
             w.tries
-                .extend(by.iter().map(|((p, s), n)| (up.clone(), *p, *s, *n)));
+                .extend(by.iter().map(|((p, s), n)| (up.clone(), p.clone(), *s, *n)));
         }
         for (up, by) in &c.failures {
             w.failures
-                .extend(by.iter().map(|(p, n)| (up.clone(), *p, *n)));
+                .extend(by.iter().map(|(p, n)| (up.clone(), p.clone(), *n)));
         }
         w.retries = c.retries.iter().map(|(u, n)| (u.clone(), *n)).collect();
         w.latency = c
@@ -200,13 +200,21 @@ mod tests {
     #[test]
     fn counts_cross_whole_and_add_up() {
         let mut c = Counts::default();
-        let peer: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let peer = PeerAddr::Inet("10.0.0.1:80".parse().unwrap());
+        let unix = PeerAddr::Unix("/run/app.sock".into());
         c.requests.entry("a".into()).or_default().insert(200, 3);
         c.tries
             .entry("u".into())
             .or_default()
-            .insert((peer, 502), 2);
-        c.failures.entry("u".into()).or_default().insert(peer, 1);
+            .insert((peer.clone(), 502), 2);
+        c.tries
+            .entry("u".into())
+            .or_default()
+            .insert((unix.clone(), 200), 1);
+        c.failures
+            .entry("u".into())
+            .or_default()
+            .insert(peer.clone(), 1);
         c.retries.insert("u".into(), 4);
         let h = c.latency.entry("u".into()).or_default();
         h.buckets[2] = 5;
@@ -218,7 +226,8 @@ mod tests {
         let mut twice = back.clone();
         add(&mut twice, &c);
         assert_eq!(twice.requests["a"][&200], 6);
-        assert_eq!(twice.tries["u"][&(peer, 502)], 4);
+        assert_eq!(twice.tries["u"][&(peer.clone(), 502)], 4);
+        assert_eq!(twice.tries["u"][&(unix, 200)], 2);
         assert_eq!(twice.failures["u"][&peer], 2);
         assert_eq!(twice.retries["u"], 8);
         assert_eq!(twice.latency["u"].buckets[2], 10);

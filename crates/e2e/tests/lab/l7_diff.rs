@@ -2955,3 +2955,103 @@ fn document_root_and_realpath_root_match_nginx() {
         s[0]
     );
 }
+
+#[test]
+fn unix_socket_upstreams_match_nginx() {
+    if skip("unix_socket_upstreams_match_nginx") {
+        return;
+    }
+    // Peers on UNIX-domain sockets: in an upstream block, and in proxy_pass itself (with
+    // and without a URI part, and from variables). The upstream gets `Host: localhost`
+    // ($proxy_host), $upstream_addr names the socket, a missing socket is a 502 with
+    // nginx's error-log line, and keepalive connections to a socket are reused.
+    let http = r#"    upstream sock {
+        server unix:DIR/a.sock;
+        keepalive 4;
+    }
+    server {
+        LISTEN
+        error_log DIR/ERROR-error.log error;
+        add_header X-Up $upstream_addr always;
+        location / {
+            proxy_pass http://sock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+        location /direct/ {
+            proxy_pass http://unix:DIR/b.sock:/inner/;
+        }
+        location /whole/ {
+            proxy_pass http://unix:DIR/b.sock;
+            proxy_set_header X-Proxy-Host $proxy_host;
+        }
+        location /var/ {
+            proxy_pass http://unix:DIR/$arg_s.sock:/v$uri;
+        }
+        location /gone/ {
+            proxy_pass http://unix:DIR/none.sock;
+        }
+    }"#;
+    let dir = Scratch::new("l7unix");
+    let root = dir.0.display().to_string();
+    let mut p = Pair::start_in_split(
+        dir,
+        "l7unix",
+        &http.replace("ERROR", "nginx"),
+        &http.replace("ERROR", "fulcrum"),
+        &[],
+    );
+    for (name, sock) in [("b1", "a.sock"), ("b2", "b.sock")] {
+        let listen = format!("unix:{root}/{sock}");
+        p.lab
+            .serve_with(&p.host, name, &listen, &["--http", "--echo"])
+            .unwrap();
+        // Fulcrum's workers run as nobody, as nginx's would as www-data: the socket must
+        // let them connect.
+        use std::os::unix::fs::PermissionsExt as _;
+        let path = p._dir.0.join(sock);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let s = p.same(
+        &[
+            "/x?y=1",
+            "/x",
+            "/direct/p",
+            "/whole/w?q",
+            "/var/z?s=a",
+            "/var/z?s=b",
+            "/var/z?s=none",
+            "/gone/",
+        ],
+        &[],
+    );
+    let statuses: Vec<u16> = s.iter().map(|x| x.status).collect();
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 200, 502, 502]);
+    assert_eq!(s[0].backend, "b1");
+    assert_eq!(s[2].head[0], "GET /inner/p HTTP/1.0", "{:?}", s[2]);
+    assert!(
+        s[3].head.iter().any(|l| l == "Host: localhost"),
+        "{:?}",
+        s[3]
+    );
+    let up = format!("X-Up: unix:{root}/a.sock");
+    assert!(s[0].answer.contains(&up), "{:?}", s[0]);
+    // The error log: the failed connects, with the socket named.
+    std::thread::sleep(Duration::from_millis(300));
+    let read = |who: &str| {
+        std::fs::read_to_string(p._dir.0.join(format!("{who}-error.log")))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let level = &l[l.find('[')?..=l.find(']')?];
+                let (_, rest) = l.split_once(" *")?;
+                let (_, message) = rest.split_once(' ')?;
+                Some(format!("{level} {message}"))
+            })
+            .map(|l| l.replace("8080", "LISTEN").replace("8081", "LISTEN"))
+            .collect::<Vec<_>>()
+    };
+    let (n, f) = (read("nginx"), read("fulcrum"));
+    assert!(n.iter().any(|l| l.contains("connect() to unix:")), "{n:?}");
+    assert_eq!(n, f, "error log: nginx left, fulcrum right");
+}

@@ -348,10 +348,55 @@ impl<'a> Builder<'a> {
     }
 }
 
-/// The URI part of a `proxy_pass` URL: what follows `scheme://host[:port]`, if anything.
+/// The URI part of a `proxy_pass` URL: what follows `scheme://host[:port]`, if anything
+/// (after `scheme://unix:PATH`, what follows the `:` that ends the path, as nginx).
 pub fn proxy_uri(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
+    if let Some(path) = strip_unix(rest) {
+        return path.find(':').map(|i| &path[i + 1..]);
+    }
     rest.find('/').map(|i| &rest[i..])
+}
+
+/// What follows `unix:` (any case, as nginx matches it).
+pub fn strip_unix(s: &str) -> Option<&str> {
+    (s.len() >= 5 && s.is_char_boundary(5) && s[..5].eq_ignore_ascii_case("unix:")).then(|| &s[5..])
+}
+
+/// sun_path's size: a UNIX-domain socket's path and its NUL must fit.
+const SUN_PATH: usize = 108;
+
+/// nginx's complaint about a `unix:PATH` address (ngx_parse_unix_domain_url), if any.
+pub fn unix_path_error(path: &str) -> Option<&'static str> {
+    if path.is_empty() {
+        Some("no path in the unix domain socket")
+    } else if path.len() + 1 > SUN_PATH {
+        Some("too long path in the unix domain socket")
+    } else {
+        None
+    }
+}
+
+impl Builder<'_> {
+    /// A literal proxy_pass to `unix:PATH[:URI]`: nginx's checks of the path.
+    fn check_unix_proxy_pass(&mut self, w: &Word) -> bool {
+        let t = &w.text;
+        if Template(t.clone()).has_variables() {
+            return true;
+        }
+        let Some(rest) = t.split_once("://").and_then(|(_, r)| strip_unix(r)) else {
+            return true;
+        };
+        let path = rest.split_once(':').map_or(rest, |(p, _)| p);
+        match unix_path_error(path) {
+            Some(e) => {
+                let written = t.split_once("://").map_or(t.as_str(), |(_, r)| r);
+                self.error(w.span, format!("{e} in upstream \"{written}\""));
+                false
+            }
+            None => true,
+        }
+    }
 }
 
 fn server_name(text: &str) -> ServerName {

@@ -138,6 +138,9 @@ impl Builder<'_> {
                     self.error(e.args[0].span, "invalid URL prefix");
                     continue;
                 }
+                if !self.check_unix_proxy_pass(&e.args[0]) {
+                    continue;
+                }
                 if !Template(t.clone()).has_variables() && proxy_uri(t).is_some() {
                     self.error(e.args[0].span, PROXY_PASS_URI);
                     continue;

@@ -289,6 +289,9 @@ impl Builder<'_> {
                         self.error(e.args[0].span, "invalid URL prefix");
                         continue;
                     }
+                    if !self.check_unix_proxy_pass(&e.args[0]) {
+                        continue;
+                    }
                     if matches!(
                         loc.matcher,
                         LocationMatch::Regex { .. } | LocationMatch::Named(_)

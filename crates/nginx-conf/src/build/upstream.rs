@@ -14,6 +14,7 @@ impl Builder<'_> {
         };
         let mut balance_span: Option<Span> = None;
         let mut backup_span: Option<Span> = None;
+        let mut bad_server = false;
         for e in d.block.as_deref().unwrap_or_default() {
             if !self.check(e, Ctx::Upstream) {
                 continue;
@@ -27,14 +28,15 @@ impl Builder<'_> {
                     u.balance = bal;
                 };
             match e.name.text.as_str() {
-                "server" => {
-                    if let Some(s) = self.upstream_server(e) {
+                "server" => match self.upstream_server(e) {
+                    Some(s) => {
                         if s.backup && backup_span.is_none() {
                             backup_span = Some(e.name.span);
                         }
                         u.servers.push(s);
                     }
-                }
+                    None => bad_server = true,
+                },
                 "least_conn" => method(self, Balance::LeastConn, &mut u, &mut balance_span),
                 "ip_hash" => method(self, Balance::IpHash, &mut u, &mut balance_span),
                 "hash" => {
@@ -108,7 +110,8 @@ impl Builder<'_> {
                 "balancing method does not support parameter \"backup\"",
             );
         }
-        if u.servers.is_empty() {
+        // (A server already refused says enough: nginx stops at it.)
+        if u.servers.is_empty() && !bad_server {
             self.error(
                 d.name.span,
                 format!("no servers are inside upstream \"{}\"", u.name),
@@ -120,7 +123,17 @@ impl Builder<'_> {
 
     pub(super) fn upstream_server(&mut self, e: &Directive) -> Option<UpstreamServer> {
         let addr = &e.args[0];
-        let (host, port) = match split_host_port(&addr.text) {
+        // `unix:PATH`: the whole text is the host, with no port.
+        let unix = super::strip_unix(&addr.text);
+        if let Some(e) = unix.and_then(super::unix_path_error) {
+            self.error(addr.span, format!("{e} in upstream \"{}\"", addr.text));
+            return None;
+        }
+        let split = match unix {
+            Some(_) => Some((addr.text.clone(), None)),
+            None => split_host_port(&addr.text),
+        };
+        let (host, port) = match split {
             Some(hp) => hp,
             None => {
                 self.error(
