@@ -184,7 +184,7 @@ impl Node {
             }
         }
         let config = inner.config.clone();
-        if let Err(e) = inner.apply_proxy(&config) {
+        if let Err(e) = inner.apply_proxy(&config).await {
             inner.shut_down().await;
             return Err(anyhow::anyhow!("cannot start the layer-7 proxy: {e}"));
         }
@@ -321,6 +321,13 @@ impl Node {
     /// Everything at once, for a metrics scrape or the dashboard.
     pub async fn snapshot(&self) -> status::Status {
         let h = self.handles().await;
+        // The proxy's side asks its workers: off the runtime's threads.
+        let proxy = h.proxy.clone();
+        let (upstreams, l7) = tokio::task::spawn_blocking(move || {
+            (upstreams(proxy.as_deref()), proxy.map(|p| p.stats()))
+        })
+        .await
+        .unwrap_or_default();
         status::Status {
             daemon: self.status().await,
             vrrp: vrrp_status(h.vrrp).await,
@@ -328,8 +335,8 @@ impl Node {
             l4: listing(h.l4, h.table_size, false)
                 .await
                 .unwrap_or_else(|_| l4::empty_listing(h.table_size)),
-            upstreams: upstreams(h.proxy.as_deref()),
-            l7: h.proxy.map(|p| p.stats()),
+            upstreams,
+            l7,
             process: status::Process::read(),
         }
     }
@@ -352,10 +359,12 @@ impl Node {
             }
             _ => 0,
         };
-        let l7_count = handles
-            .proxy
-            .as_ref()
-            .map_or(0, |p| p.set_drained(ip, port, on));
+        let l7_count = match handles.proxy {
+            Some(p) => tokio::task::spawn_blocking(move || p.set_drained(ip, port, on))
+                .await
+                .unwrap_or(0),
+            None => 0,
+        };
         if l4_count == 0 && l7_count == 0 {
             return Err(CommandError(format!(
                 "no real server or upstream peer at {target}; nothing was changed"
@@ -487,7 +496,7 @@ impl Inner {
         let services_changed = services_of(&config) != services_of(&self.config);
         // The proxy takes its part first: a configuration it cannot serve (a listen
         // address it cannot bind, a bad regex) is refused as a whole.
-        if let Err(e) = self.apply_proxy(&config) {
+        if let Err(e) = self.apply_proxy(&config).await {
             return Err(self.refused(format!(
                 "layer-7 proxy: {e}; the running configuration stays"
             )));
@@ -577,22 +586,27 @@ impl Inner {
         }
     }
 
-    fn apply_proxy(&mut self, config: &Config) -> Result<(), String> {
+    /// Starts, reloads or stops the proxy (off the runtime's threads: starting workers
+    /// and talking to them blocks).
+    async fn apply_proxy(&mut self, config: &Config) -> Result<(), String> {
         let http = config.nginx.as_ref().filter(|n| n.http.is_some());
         match (http, &self.proxy) {
             (Some(n), Some(p)) => {
                 if config.nginx != self.config.nginx {
-                    p.reload(&self.launch(), n)?;
+                    let (p, launch, n) = (Arc::clone(p), self.launch(), n.clone());
+                    blocking(move || p.reload(&launch, &n)).await?;
                     info!("layer-7 configuration applied");
                 }
             }
             (Some(n), None) => {
-                self.proxy = Some(Arc::new(Proxy::start(&self.launch(), n)?));
+                let (launch, n) = (self.launch(), n.clone());
+                let proxy = blocking(move || Proxy::start(&launch, &n)).await?;
+                self.proxy = Some(Arc::new(proxy));
                 // Its peers follow the health checks from the start.
                 self.verdicts.send_modify(|_| {});
             }
             (None, Some(_)) => {
-                self.stop_proxy();
+                self.stop_proxy().await;
                 info!("layer-7 proxy stopped: no http block any more");
             }
             (None, None) => {}
@@ -616,10 +630,10 @@ impl Inner {
         }
     }
 
-    fn stop_proxy(&mut self) {
+    async fn stop_proxy(&mut self) {
         if let Some(p) = self.proxy.take() {
             if let Ok(p) = Arc::try_unwrap(p) {
-                p.stop();
+                let _ = tokio::task::spawn_blocking(move || p.stop()).await;
             }
         }
     }
@@ -634,7 +648,7 @@ impl Inner {
         if let Some(rt) = self.health.take() {
             rt.stop(true);
         }
-        self.stop_proxy();
+        self.stop_proxy().await;
     }
 
     fn status(&self) -> status::Daemon {
@@ -742,12 +756,21 @@ async fn follow_health(inner: Arc<Mutex<Inner>>, mut verdicts: watch::Receiver<V
                 }
                 for (addr, alive) in now.alive() {
                     let before = told.insert(*addr, *alive);
-                    if before != Some(*alive)
-                        && p.set_check_down(*addr, !alive)
-                        && (before.is_some() || !alive)
-                    {
+                    if before == Some(*alive) {
+                        continue;
+                    }
+                    // Telling the workers blocks: off the runtime's threads.
+                    let announce = before.is_some() || !alive;
+                    let (q, a, down) = (Arc::clone(&p), *addr, !alive);
+                    let told_now = tokio::task::spawn_blocking(move || {
+                        (q.set_check_down(a, down) && announce).then(|| q.peers())
+                    })
+                    .await
+                    .ok()
+                    .flatten();
+                    if let Some(peers) = told_now {
                         info!(peer = %addr, "upstream peer {} by its health check", if *alive { "back in rotation" } else { "out of rotation" });
-                        for v in p.peers().into_iter().filter(|v| v.addr == *addr) {
+                        for v in peers.into_iter().filter(|v| v.addr == *addr) {
                             events.send(Event::UpstreamPeer {
                                 upstream: v.upstream,
                                 peer: addr.to_string(),
@@ -774,4 +797,13 @@ async fn follow_health(inner: Arc<Mutex<Inner>>, mut verdicts: watch::Receiver<V
             return;
         }
     }
+}
+
+/// Runs what blocks (starting worker processes, their channel) off the runtime's threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(format!("the proxy's task failed: {e}")))
 }
