@@ -7,6 +7,7 @@
 //! from standard input) are sent to the daemon, which checks them all before changing
 //! anything (`fulcrum_node::l4::edit`).
 
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -23,6 +24,8 @@ struct Listing {
     timeout: bool,
     save: bool,
     exact: bool,
+    /// `-n`: addresses and ports as numbers, not names.
+    numeric: bool,
     /// `-L -t|-u VIP:PORT`: one service.
     service: Option<(String, String)>,
 }
@@ -119,7 +122,8 @@ fn list(socket: &Path, args: &[String]) -> ExitCode {
                     }
                 }
             }
-            "-L" | "-l" | "--list" | "-n" | "--numeric" => {}
+            "-L" | "-l" | "--list" => {}
+            "-n" | "--numeric" => l.numeric = true,
             "-S" | "--save" => l.save = true,
             "--timeout" => l.timeout = true,
             "-c" | "--connection" => l.connections = true,
@@ -130,7 +134,8 @@ fn list(socket: &Path, args: &[String]) -> ExitCode {
                 // Bundled short options, as getopt takes them: -Ln, -Lnc, -Sn.
                 for c in s[1..].chars() {
                     match c {
-                        'L' | 'l' | 'n' => {}
+                        'L' | 'l' => {}
+                        'n' => l.numeric = true,
                         'S' => l.save = true,
                         'c' => l.connections = true,
                         other => return usage(&format!("ipvsadm: invalid option -- '{other}'")),
@@ -200,8 +205,73 @@ fn largenum(n: u64, exact: bool) -> String {
     }
 }
 
+/// A host's name and a port's service name through the system's NSS (getnameinfo, which
+/// falls back to numbers): what gethostbyaddr and getservbyport give ipvsadm.
+fn nss_names(addr: SocketAddr, udp: bool) -> (String, String) {
+    let flags = if udp { libc::NI_DGRAM } else { 0 };
+    dns_lookup::getnameinfo(&addr, flags)
+        .unwrap_or_else(|_| (addr.ip().to_string(), addr.port().to_string()))
+}
+
+/// An address and port as ipvsadm writes them (addrport_to_anyname): numbers with -n,
+/// else the host's and the service's names where the system has them; an IPv6 host in
+/// brackets; cut at 59 bytes, as ipvsadm's buffer cuts it.
+fn addr_port(
+    addr: &str,
+    port: u16,
+    protocol: &str,
+    numeric: bool,
+    names: &dyn Fn(SocketAddr, bool) -> (String, String),
+) -> String {
+    let Ok(ip) = addr.trim_matches(['[', ']']).parse::<IpAddr>() else {
+        return format!("{addr}:{port}");
+    };
+    let (host, service) = if numeric {
+        (ip.to_string(), port.to_string())
+    } else {
+        names(SocketAddr::new(ip, port), protocol == "UDP")
+    };
+    let mut out = match ip {
+        IpAddr::V4(_) => format!("{host}:{service}"),
+        IpAddr::V6(_) => format!("[{host}]:{service}"),
+    };
+    if out.len() > 59 {
+        let mut cut = 59;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+    }
+    out
+}
+
+/// `ip:port` (or `[ip]:port`) as the daemon lists a connection's ends, written as ipvsadm
+/// writes them.
+fn end(
+    text: &str,
+    protocol: &str,
+    numeric: bool,
+    names: &dyn Fn(SocketAddr, bool) -> (String, String),
+) -> String {
+    match text.parse::<SocketAddr>() {
+        Ok(a) => addr_port(&a.ip().to_string(), a.port(), protocol, numeric, names),
+        Err(_) => text.to_string(),
+    }
+}
+
 /// The listing ipvsadm would print for this answer of the `ipvs` control command.
 fn render(r: &Ipvs, l: &Listing) -> String {
+    render_with(r, l, &nss_names)
+}
+
+/// [`render`], with names from `names` (when not -n).
+fn render_with(
+    r: &Ipvs,
+    l: &Listing,
+    names: &dyn Fn(SocketAddr, bool) -> (String, String),
+) -> String {
+    let name =
+        |addr: &str, port: u16, protocol: &str| addr_port(addr, port, protocol, l.numeric, names);
     let mut out = String::new();
     let services = &r.services;
     if l.timeout {
@@ -215,7 +285,7 @@ fn render(r: &Ipvs, l: &Listing) -> String {
     if l.save {
         for svc in services {
             let opt = if svc.protocol == "UDP" { "-u" } else { "-t" };
-            let vaddr = format!("{}:{}", svc.address, svc.port);
+            let vaddr = name(&svc.address, svc.port, &svc.protocol);
             out += &format!("-A {opt} {vaddr} -s {}", svc.scheduler);
             if let Some(p) = svc.persistent {
                 out += &format!(" -p {p}");
@@ -230,8 +300,9 @@ fn render(r: &Ipvs, l: &Listing) -> String {
             for d in &svc.dests {
                 let fwd = if d.forward == "Masq" { "-m" } else { "-g" };
                 out += &format!(
-                    "-a {opt} {vaddr} -r {}:{} {fwd} -w {}",
-                    d.address, d.port, d.weight
+                    "-a {opt} {vaddr} -r {} {fwd} -w {}",
+                    name(&d.address, d.port, &svc.protocol),
+                    d.weight
                 );
                 for (flag, n) in [("-x", d.u_threshold), ("-y", d.l_threshold)] {
                     if n > 0 {
@@ -255,9 +326,9 @@ fn render(r: &Ipvs, l: &Listing) -> String {
                 secs / 60,
                 secs % 60,
                 c.state,
-                c.source,
-                c.virtual_,
-                c.destination,
+                end(&c.source, &c.protocol, l.numeric, names),
+                end(&c.virtual_, &c.protocol, l.numeric, names),
+                end(&c.destination, &c.protocol, l.numeric, names),
             );
         }
         return out;
@@ -286,7 +357,7 @@ fn render(r: &Ipvs, l: &Listing) -> String {
             .collect::<String>()
     };
     for svc in services {
-        let vaddr = format!("{}:{}", svc.address, svc.port);
+        let vaddr = name(&svc.address, svc.port, &svc.protocol);
         let head = format!("{:<4} {vaddr}", svc.protocol);
         if l.stats {
             out += &format!("{head:<33}{}\n", stats(&svc.stats));
@@ -306,7 +377,7 @@ fn render(r: &Ipvs, l: &Listing) -> String {
             out += "\n";
         }
         for d in &svc.dests {
-            let raddr = format!("{}:{}", d.address, d.port);
+            let raddr = name(&d.address, d.port, &svc.protocol);
             if l.stats {
                 out += &format!("  -> {raddr:<28}{}\n", stats(&d.stats));
             } else if l.rate {
@@ -326,6 +397,14 @@ fn render(r: &Ipvs, l: &Listing) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// `-n`, as every listing in REFERENCE.md is.
+    fn numeric() -> Listing {
+        Listing {
+            numeric: true,
+            ..Listing::default()
+        }
+    }
 
     fn answer() -> Ipvs {
         serde_json::from_value(json!({
@@ -357,7 +436,7 @@ mod tests {
     #[test]
     fn listings_match_ipvsadm() {
         assert_eq!(
-            render(&answer(), &Listing::default()),
+            render(&answer(), &numeric()),
             "IP Virtual Server version 1.2.1 (size=4096)\n\
              Prot LocalAddress:Port Scheduler Flags\n\
              \x20 -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n\
@@ -368,7 +447,7 @@ mod tests {
             &answer(),
             &Listing {
                 stats: true,
-                ..Listing::default()
+                ..numeric()
             },
         );
         assert_eq!(
@@ -384,7 +463,7 @@ mod tests {
                 &answer(),
                 &Listing {
                     rate: true,
-                    ..Listing::default()
+                    ..numeric()
                 }
             ),
             "IP Virtual Server version 1.2.1 (size=4096)\n\
@@ -398,7 +477,7 @@ mod tests {
                 &answer(),
                 &Listing {
                     connections: true,
-                    ..Listing::default()
+                    ..numeric()
                 }
             ),
             "IPVS connection entries\n\
@@ -410,7 +489,7 @@ mod tests {
                 &answer(),
                 &Listing {
                     timeout: true,
-                    ..Listing::default()
+                    ..numeric()
                 }
             ),
             "Timeout (tcp tcpfin udp): 900 120 300\n"
@@ -420,7 +499,7 @@ mod tests {
                 &answer(),
                 &Listing {
                     save: true,
-                    ..Listing::default()
+                    ..numeric()
                 }
             ),
             "-A -t 10.0.0.92:80 -s rr\n-a -t 10.0.0.92:80 -r 172.17.0.2:937 -m -w 1\n"
@@ -433,5 +512,82 @@ mod tests {
         assert_eq!(largenum(123_456_789, false), "  123456K");
         assert_eq!(largenum(123_456_789, true), " 123456789");
         assert_eq!(largenum(5_000_000_000, false), "    5000M");
+    }
+
+    /// Without -n: names where the system has them, numbers where it has none, an IPv6
+    /// host in brackets, the service by protocol.
+    #[test]
+    fn listings_without_n_name_hosts_and_services() {
+        let names = |a: SocketAddr, udp: bool| {
+            let host = match a.ip().to_string().as_str() {
+                "10.0.0.92" => "www.example.com".to_string(),
+                ip => ip.to_string(),
+            };
+            let service = match (a.port(), udp) {
+                (80, false) => "http".to_string(),
+                (53, true) => "domain".to_string(),
+                (p, _) => p.to_string(),
+            };
+            (host, service)
+        };
+        let out = render_with(&answer(), &Listing::default(), &names);
+        assert!(out.contains("\nTCP  www.example.com:http rr\n"), "{out}");
+        assert!(
+            out.contains(&format!("\n  -> {:<28} Masq    1", "172.17.0.2:937")),
+            "{out}"
+        );
+        assert_eq!(
+            addr_port("2001:db8::1", 53, "UDP", false, &names),
+            "[2001:db8::1]:domain"
+        );
+        assert_eq!(
+            addr_port("2001:db8::1", 53, "UDP", true, &names),
+            "[2001:db8::1]:53"
+        );
+        let long = |_: SocketAddr, _: bool| ("h".repeat(80), "http".to_string());
+        assert_eq!(addr_port("10.0.0.1", 80, "TCP", false, &long).len(), 59);
+        let saved = render_with(
+            &answer(),
+            &Listing {
+                save: true,
+                ..Listing::default()
+            },
+            &names,
+        );
+        assert!(
+            saved.starts_with("-A -t www.example.com:http -s rr\n"),
+            "{saved}"
+        );
+        let conns = render_with(
+            &answer(),
+            &Listing {
+                connections: true,
+                ..Listing::default()
+            },
+            &names,
+        );
+        assert!(conns.contains("10.142.81.39:49715"), "{conns}");
+    }
+
+    /// The system's own answer for the loopback address and port 80 (/etc/hosts and
+    /// /etc/services, no network).
+    #[test]
+    fn names_come_from_the_system() {
+        let (host, service) = nss_names("127.0.0.1:80".parse().unwrap(), false);
+        assert!(!host.is_empty());
+        let services = std::fs::read_to_string("/etc/services").unwrap_or_default();
+        if services
+            .lines()
+            .any(|l| l.starts_with("http") && l.contains("80/tcp"))
+        {
+            assert_eq!(service, "http");
+        } else {
+            assert_eq!(service, "80");
+        }
+        // A port no service has stays a number.
+        assert_eq!(
+            nss_names("127.0.0.1:65001".parse().unwrap(), true).1,
+            "65001"
+        );
     }
 }
