@@ -320,6 +320,9 @@ pub(crate) fn ranges(resp: &mut Response, r: &Req) {
             resp.headers = headers;
             resp.headers
                 .push("Content-Range", format!("bytes */{size}"));
+            // nginx's own page, padded for MSIE and Chrome as its others are.
+            let ua = r.headers.get("user-agent").map(|u| &u[..]);
+            resp.pad_for(ua, r.protocol == "HTTP/0.9");
             return;
         }
         Some(Parsed::Ranges(list)) if list.len() == 1 => {

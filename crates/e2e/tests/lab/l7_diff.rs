@@ -1335,6 +1335,13 @@ fn static_files_index_try_files_and_error_page_match_nginx() {
         vec!["--header", "Range: bytes=0-3"],
         vec!["--header", "Range: bytes=-5"],
         vec!["--header", "Range: bytes=100-"],
+        // The 416 page, padded for MSIE as nginx pads its pages.
+        vec![
+            "--header",
+            "Range: bytes=100-",
+            "--header",
+            "User-Agent: Mozilla/4.0 (compatible; MSIE 8.0; Windows NT 6.1)",
+        ],
         vec!["--header", "Range: bytes=x"],
         vec![
             "--header",
