@@ -23,7 +23,8 @@
 //! prints for each `=== STATUS` and the body (or `=== error REASON`). With `--raw TEXT`
 //! it sends TEXT instead (`\r`, `\n` and `\xHH` written as such, and `\p` a pause of
 //! 300 ms between two writes), once. `--full` prints the
-//! answer's head too; `--decode` de-frames a chunked body and inflates a gzip one.
+//! answer's head too; `--decode` de-frames a chunked body and inflates a gzip one
+//! (`--gzip-hex`: writes a gzip body's bytes in hex instead, for comparing them).
 //!
 //! `probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]` opens N connections
 //! one after another and prints the first line each answers with; it exits 1 if any fails.
@@ -61,7 +62,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: serve --name NAME --listen ADDR:PORT|unix:PATH [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT (--paths P1,P2 | --raw TEXT) [--method M] [--header 'K: V']... [--body TEXT] [--full] [--decode]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES]\n       sink --listen ADDR:PORT --for-ms MS"
+        "usage: serve --name NAME --listen ADDR:PORT|unix:PATH [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT (--paths P1,P2 | --raw TEXT) [--method M] [--header 'K: V']... [--body TEXT] [--full] [--decode [--gzip-hex]]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES]\n       sink --listen ADDR:PORT --for-ms MS"
     );
     ExitCode::from(2)
 }
@@ -132,7 +133,14 @@ pub fn main(args: Vec<String>) -> ExitCode {
             // --full: the answer's head too, as it came (status line and header lines).
             let full = args.iter().any(|a| a == "--full");
             // --decode: a chunked body de-framed and a gzip one inflated (the head as sent).
-            let decode = args.iter().any(|a| a == "--decode");
+            let decode = match (
+                args.iter().any(|a| a == "--decode"),
+                args.iter().any(|a| a == "--gzip-hex"),
+            ) {
+                (false, _) => Decode::No,
+                (true, false) => Decode::Inflate,
+                (true, true) => Decode::Hex,
+            };
             let shown = |(status, head, body): (u16, String, String)| {
                 if full {
                     format!("=== {status}\n{head}\r\n\r\n{body}")
@@ -505,7 +513,7 @@ fn request(
     path: &str,
     headers: &[String],
     body: Option<&str>,
-    decode: bool,
+    decode: Decode,
 ) -> std::io::Result<(u16, String, String)> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -562,7 +570,7 @@ fn tunnel(addr: SocketAddr, path: &str) -> std::io::Result<String> {
 fn send_raw(
     addr: SocketAddr,
     parts: &[Vec<u8>],
-    decode: bool,
+    decode: Decode,
 ) -> std::io::Result<(u16, String, String)> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
@@ -578,7 +586,7 @@ fn send_raw(
 fn send_on(
     mut stream: TcpStream,
     bytes: &[u8],
-    decode: bool,
+    decode: Decode,
 ) -> std::io::Result<(u16, String, String)> {
     stream.write_all(bytes)?;
     let mut all = Vec::new();
@@ -589,15 +597,22 @@ fn send_on(
         .unwrap_or(all.len());
     let head = String::from_utf8_lossy(&all[..split]).into_owned();
     let mut body = all.get(split + 4..).unwrap_or_default().to_vec();
-    if decode {
+    if decode != Decode::No {
         let lines: Vec<String> = head.lines().map(str::to_ascii_lowercase).collect();
         if lines.iter().any(|l| l == "transfer-encoding: chunked") {
             body = dechunk(&body)?;
         }
         if !body.is_empty() && lines.iter().any(|l| l == "content-encoding: gzip") {
-            let mut out = Vec::new();
-            flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out)?;
-            body = out;
+            body = if decode == Decode::Hex {
+                body.iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+                    .into_bytes()
+            } else {
+                let mut out = Vec::new();
+                flate2::read::GzDecoder::new(&body[..]).read_to_end(&mut out)?;
+                out
+            };
         }
     }
     let status = head
@@ -606,6 +621,17 @@ fn send_on(
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     Ok((status, head, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// What `request` does to a body before printing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decode {
+    /// As it came.
+    No,
+    /// De-chunked and inflated.
+    Inflate,
+    /// De-chunked, a gzip body in hex.
+    Hex,
 }
 
 /// `--raw`'s text as bytes: `\\r`, `\\n` and `\\xHH` written as such.

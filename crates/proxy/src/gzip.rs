@@ -2,14 +2,16 @@
 //! gzip_min_length, gzip_types, and the client's Accept-Encoding, HTTP version, Via and
 //! User-Agent under gzip_http_version, gzip_proxied and gzip_disable), what it does to
 //! the head (Content-Encoding: gzip, no Content-Length or Accept-Ranges, a weak ETag,
-//! Vary with gzip_vary), and the body, compressed as it streams (flate2's deflate in a
-//! gzip frame with nginx's own header).
+//! Vary with gzip_vary), and the body, compressed as it streams: the system's zlib with
+//! nginx's window and memory level (sized to a known length as nginx sizes them) and
+//! nginx's own gzip header, so the bytes are nginx's.
 
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use flate2::{Compress, Compression, Crc, FlushCompress, Status};
+use flate2::Crc;
 use fulcrum_nginx_conf::model::{GzipProxied, HttpVersion, Settings};
+use fulcrum_sys::Flush;
 
 use crate::body::Body;
 use crate::request::Req;
@@ -289,6 +291,7 @@ pub(crate) fn filter(resp: &mut Response, conf: Option<&Gzip>, r: &Req) {
         return;
     }
     resp.headers.push("Content-Encoding", "gzip");
+    let (wbits, memlevel) = window(resp.content_length);
     resp.content_length = None;
     resp.headers.remove("accept-ranges");
     // ngx_http_weak_etag: a strong tag becomes weak; one that is not a tag goes.
@@ -307,68 +310,101 @@ pub(crate) fn filter(resp: &mut Response, conf: Option<&Gzip>, r: &Req) {
         Some(src) => crate::files::whole(src),
         None => std::mem::take(&mut resp.body),
     };
-    resp.body = Body::Gzip(Box::new(GzipBody::new(inner, g.level)));
+    let flush = if resp.flush_each {
+        Flush::Sync
+    } else {
+        Flush::None
+    };
+    match GzipBody::new(inner, g.level, wbits, memlevel, flush) {
+        Ok(body) => resp.body = Body::Gzip(Box::new(body)),
+        Err((inner, e)) => {
+            // (Only when zlib cannot allocate its state: the body goes as it is.)
+            tracing::error!("gzip: {e}");
+            resp.headers.remove("content-encoding");
+            resp.body = inner;
+        }
+    }
 }
 
-/// gzip's header as nginx writes it: deflate, no flags, no time, Unix.
-const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3];
+/// zlib's window bits and memory level as nginx sizes them (ngx_http_gzip_filter_memory):
+/// gzip_window and gzip_hash's defaults (15, 8), each one less while a body of known
+/// length would fit in half the window (less zlib's 262 bytes of lookahead).
+fn window(length: Option<u64>) -> (i32, i32) {
+    let (mut wbits, mut memlevel) = (15i32, 8i32);
+    if let Some(n) = length.filter(|n| *n > 0) {
+        while (n as i64) < (1i64 << (wbits - 1)) - 262 {
+            wbits -= 1;
+            memlevel -= 1;
+        }
+        memlevel = memlevel.max(1);
+    }
+    (wbits, memlevel)
+}
 
-/// A body compressed as it streams: what has come in goes out at once when the source
-/// has nothing more for now (as nginx flushes an unbuffered proxy's pieces).
+/// gzip's header as zlib writes it for nginx: deflate, no flags, no time, Unix, and the
+/// extra flags by level (2 for the best, 4 for the fastest).
+fn header(level: u32) -> [u8; 10] {
+    let xfl = match level {
+        9 => 2,
+        0 | 1 => 4,
+        _ => 0,
+    };
+    [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 3]
+}
+
+/// A body compressed as it streams, as zlib gives it out (an unbuffered upstream's
+/// pieces each flushed, as nginx flushes them).
 pub(crate) struct GzipBody {
     inner: Body,
-    deflate: Compress,
+    deflate: fulcrum_sys::Deflate,
+    /// After each piece: Sync for an unbuffered upstream's, else None.
+    flush: Flush,
+    level: u32,
     crc: Crc,
     started: bool,
-    /// Input the compressor holds that has not gone out.
-    pending: bool,
     done: bool,
 }
 
 impl std::fmt::Debug for GzipBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GzipBody")
-            .field("in", &self.deflate.total_in())
-            .field("out", &self.deflate.total_out())
+            .field("deflate", &self.deflate)
             .finish()
     }
 }
 
 impl GzipBody {
-    fn new(inner: Body, level: u32) -> GzipBody {
-        GzipBody {
-            inner,
-            deflate: Compress::new(Compression::new(level), false),
-            crc: Crc::new(),
-            started: false,
-            pending: false,
-            done: false,
+    /// Err gives `inner` back when zlib cannot start.
+    fn new(
+        inner: Body,
+        level: u32,
+        wbits: i32,
+        memlevel: i32,
+        flush: Flush,
+    ) -> Result<GzipBody, (Body, std::io::Error)> {
+        match fulcrum_sys::Deflate::raw(level as i32, wbits, memlevel) {
+            Ok(deflate) => Ok(GzipBody {
+                inner,
+                deflate,
+                flush,
+                level,
+                crc: Crc::new(),
+                started: false,
+                done: false,
+            }),
+            Err(e) => Err((inner, e)),
         }
     }
 
     /// Feeds `input` with `flush`; the bytes that came out (the header first).
-    fn run(&mut self, mut input: &[u8], flush: FlushCompress) -> Result<Vec<u8>, BoxError> {
+    fn run(&mut self, input: &[u8], flush: Flush) -> Result<Vec<u8>, BoxError> {
         let mut out = Vec::new();
         if !self.started {
-            out.extend_from_slice(&HEADER);
+            out.extend_from_slice(&header(self.level));
             self.started = true;
         }
-        loop {
-            out.reserve((input.len() / 2).max(4096));
-            let (in0, out0) = (self.deflate.total_in(), self.deflate.total_out());
-            let status = self.deflate.compress_vec(input, &mut out, flush)?;
-            let used = (self.deflate.total_in() - in0) as usize;
-            let made = self.deflate.total_out() - out0;
-            input = &input[used..];
-            let full = out.len() == out.capacity();
-            let finished = match flush {
-                FlushCompress::Finish => status == Status::StreamEnd,
-                _ => input.is_empty() && !full,
-            };
-            if finished || (used == 0 && made == 0 && !full) {
-                return Ok(out);
-            }
-        }
+        self.deflate.compress(input, &mut out, flush)?;
+        Ok(out)
     }
 
     fn trailer(&self, out: &mut Vec<u8>) {
@@ -378,6 +414,9 @@ impl GzipBody {
 }
 
 impl Source for GzipBody {
+    /// As nginx's gzip filter: each piece deflated as it comes (flushed after it only
+    /// for an unbuffered upstream's body, as nginx flushes the buffers it marks so),
+    /// the rest and the trailer at the end. What goes out is what zlib gives.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BoxError>>> {
         if self.done {
             return Poll::Ready(None);
@@ -386,8 +425,7 @@ impl Source for GzipBody {
             match self.inner.poll_next(cx) {
                 Poll::Ready(Some(Ok(chunk))) => {
                     self.crc.update(&chunk);
-                    self.pending = true;
-                    match self.run(&chunk, FlushCompress::None) {
+                    match self.run(&chunk, self.flush) {
                         Ok(out) if out.is_empty() => continue,
                         Ok(out) => return Poll::Ready(Some(Ok(Bytes::from(out)))),
                         Err(e) => return Poll::Ready(Some(Err(e))),
@@ -396,19 +434,11 @@ impl Source for GzipBody {
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(None) => {
                     self.done = true;
-                    let out = self.run(&[], FlushCompress::Finish).map(|mut out| {
+                    let out = self.run(&[], Flush::Finish).map(|mut out| {
                         self.trailer(&mut out);
                         Bytes::from(out)
                     });
                     return Poll::Ready(Some(out));
-                }
-                Poll::Pending if self.pending => {
-                    self.pending = false;
-                    match self.run(&[], FlushCompress::Sync) {
-                        Ok(out) if out.is_empty() => return Poll::Pending,
-                        Ok(out) => return Poll::Ready(Some(Ok(Bytes::from(out)))),
-                        Err(e) => return Poll::Ready(Some(Err(e))),
-                    }
                 }
                 Poll::Pending => return Poll::Pending,
             }
@@ -481,14 +511,16 @@ mod tests {
             .build()
             .unwrap();
         let out = rt.block_on(async {
-            let mut g = GzipBody::new(Body::full(text.clone()), 1);
+            let mut g = GzipBody::new(Body::full(text.clone()), 1, 15, 8, Flush::None)
+                .map_err(|(_, e)| e)
+                .unwrap();
             let mut out = Vec::new();
             while let Some(piece) = std::future::poll_fn(|cx| g.poll_next(cx)).await {
                 out.extend_from_slice(&piece.unwrap());
             }
             out
         });
-        assert_eq!(out[..10], HEADER);
+        assert_eq!(out[..10], [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 4, 3]);
         assert!(out.len() < text.len() / 3);
         let mut back = Vec::new();
         use std::io::Read;
@@ -496,5 +528,16 @@ mod tests {
             .read_to_end(&mut back)
             .unwrap();
         assert_eq!(back, text);
+    }
+
+    #[test]
+    fn zlibs_window_is_sized_to_the_body_as_nginx_sizes_it() {
+        assert_eq!(window(None), (15, 8));
+        assert_eq!(window(Some(0)), (15, 8));
+        assert_eq!(window(Some(100)), (9, 2));
+        assert_eq!(window(Some(2000)), (12, 5));
+        assert_eq!(window(Some(8000)), (14, 7));
+        assert_eq!(window(Some(1 << 20)), (15, 8));
+        assert_eq!(window(Some(1)), (9, 2));
     }
 }

@@ -924,6 +924,7 @@ async fn proxy<B: ClientBody>(
             limits,
         )))
     } else {
+        out.flush_each = !buffering;
         Body::Relayed(Box::new(relayed))
     };
     Served::Done(Some(finish(site, server, res, r, out)))

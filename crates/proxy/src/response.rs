@@ -52,6 +52,9 @@ pub(crate) struct Response {
     /// through (then those stand among the other headers).
     pub own_server: bool,
     pub own_date: bool,
+    /// An unbuffered upstream's body: each piece goes out at once (nginx marks every
+    /// buffer of it `flush`, which gzip honours with a sync flush).
+    pub flush_each: bool,
 }
 
 impl Response {
@@ -75,6 +78,7 @@ impl Response {
             limit_conn: Vec::new(),
             own_server: true,
             own_date: true,
+            flush_each: false,
         }
     }
 

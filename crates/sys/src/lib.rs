@@ -797,3 +797,186 @@ mod crypt_tests {
         assert_eq!(crypt(b"sec\0ret", b"ab"), None);
     }
 }
+
+/// zlib's deflate (the system's libz, as nginx links it), raw (no zlib or gzip wrapper:
+/// the caller writes gzip's own header and trailer, as nginx's gzip filter does).
+pub struct Deflate {
+    // Boxed: zlib keeps a pointer back to the stream in its state, so it must not move.
+    stream: Box<libz_sys::z_stream>,
+}
+
+impl std::fmt::Debug for Deflate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deflate")
+            .field("in", &self.stream.total_in)
+            .field("out", &self.stream.total_out)
+            .finish()
+    }
+}
+
+// SAFETY: the stream and zlib's state behind it belong to this value alone; zlib keeps
+// no thread-local state, so the value may move between threads between calls.
+unsafe impl Send for Deflate {}
+
+/// When deflate emits what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flush {
+    /// As zlib sees fit (Z_NO_FLUSH).
+    None,
+    /// Everything so far, to a byte boundary (Z_SYNC_FLUSH).
+    Sync,
+    /// Everything, and the end of the stream (Z_FINISH).
+    Finish,
+}
+
+unsafe extern "C" fn zlib_alloc(
+    _: libz_sys::voidpf,
+    items: libz_sys::uInt,
+    size: libz_sys::uInt,
+) -> libz_sys::voidpf {
+    // SAFETY: calloc with any sizes is sound; zlib checks for NULL.
+    unsafe { libc::calloc(items as usize, size as usize) }
+}
+
+unsafe extern "C" fn zlib_free(_: libz_sys::voidpf, address: libz_sys::voidpf) {
+    // SAFETY: zlib frees only what zlib_alloc gave it.
+    unsafe { libc::free(address) }
+}
+
+impl Deflate {
+    /// deflateInit2(level, Z_DEFLATED, -window_bits, mem_level, Z_DEFAULT_STRATEGY).
+    pub fn raw(level: i32, window_bits: i32, mem_level: i32) -> io::Result<Deflate> {
+        let mut stream = Box::new(libz_sys::z_stream {
+            next_in: std::ptr::null_mut(),
+            avail_in: 0,
+            total_in: 0,
+            next_out: std::ptr::null_mut(),
+            avail_out: 0,
+            total_out: 0,
+            msg: std::ptr::null_mut(),
+            state: std::ptr::null_mut(),
+            zalloc: zlib_alloc,
+            zfree: zlib_free,
+            opaque: std::ptr::null_mut(),
+            data_type: 0,
+            adler: 0,
+            reserved: 0,
+        });
+        // SAFETY: the stream is initialised above and boxed (it does not move); the
+        // version and size are the library's own, as deflateInit2 expects them.
+        let rc = unsafe {
+            libz_sys::deflateInit2_(
+                &mut *stream,
+                level,
+                libz_sys::Z_DEFLATED,
+                -window_bits,
+                mem_level,
+                libz_sys::Z_DEFAULT_STRATEGY,
+                libz_sys::zlibVersion(),
+                std::mem::size_of::<libz_sys::z_stream>() as libc::c_int,
+            )
+        };
+        if rc != libz_sys::Z_OK {
+            return Err(io::Error::other(format!("deflateInit2() failed ({rc})")));
+        }
+        Ok(Deflate { stream })
+    }
+
+    /// Compresses all of `input` into `out` (appended) with `flush`; true once the
+    /// stream has ended (after `Flush::Finish`).
+    pub fn compress(&mut self, input: &[u8], out: &mut Vec<u8>, flush: Flush) -> io::Result<bool> {
+        let flush = match flush {
+            Flush::None => libz_sys::Z_NO_FLUSH,
+            Flush::Sync => libz_sys::Z_SYNC_FLUSH,
+            Flush::Finish => libz_sys::Z_FINISH,
+        };
+        let mut input = input;
+        loop {
+            out.reserve((input.len() / 2).max(4096));
+            let spare = out.capacity() - out.len();
+            let avail_in = input.len().min(libz_sys::uInt::MAX as usize);
+            self.stream.next_in = input.as_ptr().cast_mut();
+            self.stream.avail_in = avail_in as libz_sys::uInt;
+            // SAFETY: the output pointer is `spare` writable bytes past the vector's
+            // length; zlib reads `avail_in` bytes of input (which it does not write,
+            // whatever its pointer's type) and writes at most `avail_out` bytes.
+            let spare_out = spare.min(libz_sys::uInt::MAX as usize);
+            let rc = unsafe {
+                self.stream.next_out = out.as_mut_ptr().add(out.len());
+                self.stream.avail_out = spare_out as libz_sys::uInt;
+                libz_sys::deflate(&mut *self.stream, flush)
+            };
+            let used = avail_in - self.stream.avail_in as usize;
+            let made = spare_out - self.stream.avail_out as usize;
+            // SAFETY: zlib wrote `made` bytes into the spare capacity.
+            unsafe { out.set_len(out.len() + made) };
+            input = &input[used..];
+            self.stream.next_in = std::ptr::null_mut();
+            self.stream.next_out = std::ptr::null_mut();
+            match rc {
+                libz_sys::Z_STREAM_END => return Ok(true),
+                libz_sys::Z_OK | libz_sys::Z_BUF_ERROR => {}
+                rc => return Err(io::Error::other(format!("deflate() failed ({rc})"))),
+            }
+            // Done when the input is taken and zlib had room left (a flush is then
+            // complete); Z_FINISH goes on until the stream ends.
+            if input.is_empty() && self.stream.avail_out != 0 && flush != libz_sys::Z_FINISH {
+                return Ok(false);
+            }
+            if used == 0 && made == 0 && rc == libz_sys::Z_BUF_ERROR && flush != libz_sys::Z_FINISH
+            {
+                return Ok(false);
+            }
+        }
+    }
+}
+
+impl Drop for Deflate {
+    fn drop(&mut self) {
+        // SAFETY: the stream was initialised by deflateInit2 and is ended once.
+        unsafe {
+            libz_sys::deflateEnd(&mut *self.stream);
+        }
+    }
+}
+
+#[cfg(test)]
+mod deflate_tests {
+    use super::{Deflate, Flush};
+
+    #[test]
+    fn raw_deflate_compresses_and_flushes_on_demand() {
+        let text = b"hello hello hello hello, deflate as nginx runs it\n".repeat(200);
+        let mut d = Deflate::raw(1, 15, 8).unwrap();
+        let mut out = Vec::new();
+        assert!(!d.compress(&text[..3000], &mut out, Flush::None).unwrap());
+        let before = out.len();
+        assert!(!d.compress(&[], &mut out, Flush::Sync).unwrap());
+        // A sync flush ends with the empty stored block's marker.
+        assert!(out.len() > before && out.ends_with(&[0, 0, 0xff, 0xff]));
+        assert!(d.compress(&text[3000..], &mut out, Flush::Finish).unwrap());
+        // (Inflating it back is the proxy's gzip tests' business.)
+        assert!(out.len() < text.len() / 5);
+    }
+
+    #[test]
+    fn the_same_input_split_anyhow_compresses_to_the_same_bytes() {
+        let text: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let whole = {
+            let mut d = Deflate::raw(6, 12, 4).unwrap();
+            let mut out = Vec::new();
+            d.compress(&text, &mut out, Flush::Finish).unwrap();
+            out
+        };
+        let pieces = {
+            let mut d = Deflate::raw(6, 12, 4).unwrap();
+            let mut out = Vec::new();
+            for c in text.chunks(1234) {
+                d.compress(c, &mut out, Flush::None).unwrap();
+            }
+            d.compress(&[], &mut out, Flush::Finish).unwrap();
+            out
+        };
+        assert_eq!(whole, pieces);
+    }
+}

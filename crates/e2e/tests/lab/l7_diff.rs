@@ -1464,6 +1464,10 @@ fn gzip_matches_nginx() {
         }
         location /files/ {
         }
+        location /best/ {
+            gzip_comp_level 9;
+            return 200 "a text long enough to be compressed, at zlib's best level of all\n";
+        }
         location /http10/ {
             gzip_http_version 1.0;
             return 200 "a text long enough to be compressed, longer than twenty bytes\n";
@@ -1546,6 +1550,35 @@ fn gzip_matches_nginx() {
         }
     }
     let gz = "Accept-Encoding: gzip";
+    // The compressed bytes are nginx's own (the system's zlib, with nginx's window and
+    // memory level for the length): a file, nginx's own answers, a buffered upstream's.
+    let exact = [
+        "/files/page.html",
+        "/long/",
+        "/json/",
+        "/any/",
+        "/best/",
+        "/",
+    ];
+    let s = p.same(&exact, &["--decode", "--gzip-hex", "--header", gz]);
+    assert!(s.iter().all(gzipped), "{s:?}");
+    assert!(
+        s[0].head[0].starts_with("1f8b0800000000000403"),
+        "{:?}",
+        s[0]
+    );
+    let s = p.same(
+        &exact,
+        &[
+            "--decode",
+            "--gzip-hex",
+            "--header",
+            gz,
+            "--header",
+            "X-Long: 1",
+        ],
+    );
+    assert!(s.iter().all(gzipped), "{s:?}");
     // Through a proxy (Via): gzip_proxied decides by the answer's headers.
     let s = p.same(
         &paths,
