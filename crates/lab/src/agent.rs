@@ -691,20 +691,31 @@ fn dechunk(mut b: &[u8]) -> std::io::Result<Vec<u8>> {
 
 fn serve(name: &str, addr: SocketAddr, http: bool, behaviour: &Behaviour) -> std::io::Result<()> {
     let listener = TcpListener::bind(addr)?;
+    let (name, behaviour) = (name.to_string(), behaviour.clone());
+    each_connection(listener.incoming(), move |stream: TcpStream| {
+        if http {
+            stream
+                .try_clone()
+                .and_then(|out| answer_http(stream, out, &name, &behaviour))
+        } else {
+            answer_plain(stream, &name)
+        }
+    })
+}
+
+/// Prints `ready`, then answers each connection in a thread of its own.
+fn each_connection<S: Send + 'static>(
+    incoming: impl Iterator<Item = std::io::Result<S>>,
+    answer: impl Fn(S) -> std::io::Result<()> + Send + Sync + 'static,
+) -> std::io::Result<()> {
     println!("ready");
     std::io::stdout().flush()?;
-    for stream in listener.incoming() {
+    let answer = std::sync::Arc::new(answer);
+    for stream in incoming {
         let Ok(stream) = stream else { continue };
-        let name = name.to_string();
-        let behaviour = behaviour.clone();
+        let answer = answer.clone();
         std::thread::spawn(move || {
-            let _ = if http {
-                stream
-                    .try_clone()
-                    .and_then(|out| answer_http(stream, out, &name, &behaviour))
-            } else {
-                answer_plain(stream, &name)
-            };
+            let _ = answer(stream);
         });
     }
     Ok(())
@@ -727,19 +738,15 @@ fn answer_plain(mut stream: TcpStream, name: &str) -> std::io::Result<()> {
 fn serve_unix(name: &str, path: &str, behaviour: &Behaviour) -> std::io::Result<()> {
     let _ = std::fs::remove_file(path);
     let listener = std::os::unix::net::UnixListener::bind(path)?;
-    println!("ready");
-    std::io::stdout().flush()?;
-    for stream in listener.incoming() {
-        let Ok(stream) = stream else { continue };
-        let name = name.to_string();
-        let behaviour = behaviour.clone();
-        std::thread::spawn(move || {
-            let _ = stream
+    let (name, behaviour) = (name.to_string(), behaviour.clone());
+    each_connection(
+        listener.incoming(),
+        move |stream: std::os::unix::net::UnixStream| {
+            stream
                 .try_clone()
-                .and_then(|out| answer_http(stream, out, &name, &behaviour));
-        });
-    }
-    Ok(())
+                .and_then(|out| answer_http(stream, out, &name, &behaviour))
+        },
+    )
 }
 
 /// Answers HTTP requests read from `input` on `out` (two handles of one connection).

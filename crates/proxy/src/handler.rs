@@ -1197,7 +1197,8 @@ const DEFAULTS: [&str; 8] = [
 /// The upstream request head, in nginx's order and case: the request line, the
 /// proxy_set_header lines as configured, the defaults not configured (`Host
 /// $proxy_host`, `Connection close`, `Content-Length` when there is a body, or
-/// `Transfer-Encoding: chunked` for one streamed without a length), then the client's own lines as received, except those of any name set above.
+/// `Transfer-Encoding: chunked` for one streamed without a length), then the client's
+/// own lines as received, except those of any name set above.
 fn upstream_head(
     ctx: &Ctx<'_>,
     res: &Resolved,

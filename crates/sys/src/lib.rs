@@ -1,6 +1,8 @@
-//! The kernel interfaces Fulcrum needs that neither std nor socket2 wrap safely. This is
-//! the one crate with `unsafe` (besides the data plane's BPF loader): each block is small,
-//! checks the kernel's return value, and says why it is sound.
+//! The kernel and system-library interfaces Fulcrum needs that neither std nor a
+//! well-kept crate wrap safely (and the two C libraries nginx's behaviour comes from:
+//! crypt(3) and zlib's deflate). This is the one crate with `unsafe` (besides the data
+//! plane's BPF loader): each block is small, checks the return value, and says why it
+//! is sound.
 
 use std::ffi::CString;
 use std::io;
