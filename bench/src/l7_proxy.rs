@@ -1,6 +1,8 @@
 //! The layer-7 proxy, fulcrum vs nginx vs HAProxy, side by side in one run on one machine:
 //! requests/s and p50/p99 latency from wrk for (a) keep-alive proxying of a small response,
-//! (b) a new client connection per request, (c) a 1 MiB response; then the memory each
+//! (b) a new client connection per request, (c) a 1 MiB response, (d) a 64 KiB HTML page
+//! compressed on the way (`gzip on` at level 1, HAProxy's `compression algo gzip`, asked
+//! by `Accept-Encoding: gzip`; the compressed sizes are printed); then the memory each
 //! proxy holds for idle keep-alive client connections (9,000 by default: this machine's
 //! hard file limit is 20,000 and may not be raised here, and HAProxy reserves two
 //! descriptors per connection; the issue's 10,000 scales from the per-connection figure).
@@ -45,7 +47,7 @@ const PROXIES: [(&str, u16); 3] = [("nginx", 8080), ("haproxy", 8082), ("fulcrum
 
 fn backend_conf(dir: &Path) -> String {
     format!(
-        "worker_processes 1;\nevents {{ worker_connections 4096; }}\nhttp {{\n    access_log off;\n    server {{\n        listen {BACKEND} backlog=4096;\n        keepalive_requests 1000000;\n        location = / {{ return 200 \"hello, world\\n\"; }}\n        location = /big.bin {{ root {}; }}\n    }}\n}}\n",
+        "worker_processes 1;\nevents {{ worker_connections 4096; }}\nhttp {{\n    access_log off;\n    server {{\n        listen {BACKEND} backlog=4096;\n        keepalive_requests 1000000;\n        location = / {{ return 200 \"hello, world\\n\"; }}\n        location = /big.bin {{ root {0}; }}\n        location = /page.html {{ root {0}; }}\n    }}\n}}\n",
         dir.display()
     )
 }
@@ -53,13 +55,13 @@ fn backend_conf(dir: &Path) -> String {
 /// The proxy configuration nginx and fulcrum both run.
 fn proxy_conf(port: u16, workers: u32) -> String {
     format!(
-        "worker_processes {workers};\nworker_rlimit_nofile 20000;\nevents {{ worker_connections 19000; }}\nhttp {{\n    access_log off;\n    keepalive_requests 1000000;\n    upstream backend {{\n        server {BACKEND};\n        keepalive 32;\n    }}\n    server {{\n        listen 127.0.0.1:{port} backlog=4096;\n        location / {{\n            proxy_pass http://backend;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n        }}\n    }}\n}}\n"
+        "worker_processes {workers};\nworker_rlimit_nofile 20000;\nevents {{ worker_connections 19000; }}\nhttp {{\n    access_log off;\n    keepalive_requests 1000000;\n    gzip on;\n    upstream backend {{\n        server {BACKEND};\n        keepalive 32;\n    }}\n    server {{\n        listen 127.0.0.1:{port} backlog=4096;\n        location / {{\n            proxy_pass http://backend;\n            proxy_http_version 1.1;\n            proxy_set_header Connection \"\";\n        }}\n    }}\n}}\n"
     )
 }
 
 fn haproxy_cfg(port: u16, workers: u32) -> String {
     format!(
-        "global\n    nbthread {workers}\n    maxconn 9990\n\ndefaults\n    mode http\n    timeout connect 60s\n    timeout client 75s\n    timeout server 60s\n    timeout http-keep-alive 75s\n    option http-keep-alive\n\nfrontend fe\n    bind 127.0.0.1:{port} backlog 4096\n    default_backend be\n\nbackend be\n    http-reuse always\n    server s1 {BACKEND}\n"
+        "global\n    nbthread {workers}\n    maxconn 9990\n\ndefaults\n    mode http\n    timeout connect 60s\n    timeout client 75s\n    timeout server 60s\n    timeout http-keep-alive 75s\n    option http-keep-alive\n\nfrontend fe\n    bind 127.0.0.1:{port} backlog 4096\n    default_backend be\n\nbackend be\n    http-reuse always\n    compression algo gzip\n    compression type text/html\n    server s1 {BACKEND}\n"
     )
 }
 
@@ -103,7 +105,7 @@ fn millis(v: &str) -> Option<f64> {
     })
 }
 
-fn wrk(lab: &Lab, host: &Host, url: &str, connections: u32, seconds: u64, close: bool) -> Wrk {
+fn wrk(lab: &Lab, host: &Host, url: &str, connections: u32, seconds: u64, headers: &[&str]) -> Wrk {
     let c = connections.to_string();
     let d = format!("{seconds}s");
     let mut args = vec![
@@ -118,8 +120,8 @@ fn wrk(lab: &Lab, host: &Host, url: &str, connections: u32, seconds: u64, close:
         &d,
         "--latency",
     ];
-    if close {
-        args.extend(["-H", "Connection: close"]);
+    for h in headers {
+        args.extend(["-H", h]);
     }
     args.push(url);
     let out = lab.exec(&host.netns, &args).expect("wrk");
@@ -212,10 +214,10 @@ fn measured(
     url: &str,
     c: u32,
     seconds: u64,
-    close: bool,
+    headers: &[&str],
 ) -> (Wrk, f64) {
     let before = cpu_ticks(pid);
-    let w = wrk(lab, host, url, c, seconds, close);
+    let w = wrk(lab, host, url, c, seconds, headers);
     let ticks = cpu_ticks(pid).saturating_sub(before);
     // Clock ticks are 1/100 s on Linux.
     let requests = w.rps * seconds as f64;
@@ -266,8 +268,11 @@ struct Result3 {
     small: Wrk,
     fresh: Wrk,
     big: Wrk,
-    /// CPU microseconds per request in (a), (b), (c).
-    cpu_us: [f64; 3],
+    gz: Wrk,
+    /// CPU microseconds per request in (a), (b), (c), (d).
+    cpu_us: [f64; 4],
+    /// (d)'s page as the proxy sends it: bytes and Content-Encoding.
+    gz_size: String,
     idle_kib: u64,
     idle_held: usize,
 }
@@ -318,6 +323,22 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("scratch directory");
     std::fs::write(dir.join("big.bin"), vec![b'x'; 1 << 20]).expect("1 MiB file");
+    // 64 KiB of HTML that compresses as pages do (about 6:1 at level 1).
+    let page: String = (0..)
+        .map(|i| {
+            format!(
+                "<p class=\"row\">Item {i}: {} units at {}.{:02} each</p>\n",
+                i * 7 % 100,
+                i % 50,
+                i * 13 % 100
+            )
+        })
+        .scan(0usize, |len, line| {
+            *len += line.len();
+            (*len <= 64 * 1024).then_some(line)
+        })
+        .collect();
+    std::fs::write(dir.join("page.html"), page).expect("64 KiB page");
     let mut lab = Lab::new("bl7").expect("lab");
     let host = lab.host("l7").expect("namespace");
     let conf = dir.join("backend.conf");
@@ -410,20 +431,13 @@ fn main() {
             dir.display()
         );
         // Warm up: connections to the backend, code paths.
-        wrk(
-            &lab,
-            &host,
-            &format!("http://{addr}/"),
-            connections,
-            2,
-            false,
-        );
+        wrk(&lab, &host, &format!("http://{addr}/"), connections, 2, &[]);
         running.push((name, addr, p));
     }
-    let mut samples: Vec<[Vec<(Wrk, f64)>; 3]> =
+    let mut samples: Vec<[Vec<(Wrk, f64)>; 4]> =
         chosen.iter().map(|_| Default::default()).collect();
     for round in 0..rounds {
-        for (test, _what) in ["keep-alive", "new connections", "1 MiB"]
+        for (test, _what) in ["keep-alive", "new connections", "1 MiB", "gzip"]
             .iter()
             .enumerate()
         {
@@ -433,11 +447,29 @@ fn main() {
                 let (_, addr, p) = &running[i];
                 let url = format!("http://{addr}/");
                 let big = format!("{url}big.bin");
+                let page = format!("{url}page.html");
                 let pid = proxy_pid(p);
                 let m = match test {
-                    0 => measured(&lab, &host, pid, &url, connections, seconds, false),
-                    1 => measured(&lab, &host, pid, &url, connections, seconds, true),
-                    _ => measured(&lab, &host, pid, &big, 10, seconds, false),
+                    0 => measured(&lab, &host, pid, &url, connections, seconds, &[]),
+                    1 => measured(
+                        &lab,
+                        &host,
+                        pid,
+                        &url,
+                        connections,
+                        seconds,
+                        &["Connection: close"],
+                    ),
+                    2 => measured(&lab, &host, pid, &big, 10, seconds, &[]),
+                    _ => measured(
+                        &lab,
+                        &host,
+                        pid,
+                        &page,
+                        connections,
+                        seconds,
+                        &["Accept-Encoding: gzip"],
+                    ),
                 };
                 samples[i][test].push(m);
             }
@@ -484,12 +516,32 @@ fn main() {
         let (small, cpu_a) = median(0);
         let (fresh, cpu_b) = median(1);
         let (big, cpu_c) = median(2);
+        let (gz, cpu_d) = median(3);
+        let gz_size = lab
+            .exec(
+                &host.netns,
+                [
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-H",
+                    "Accept-Encoding: gzip",
+                    "-w",
+                    "%{size_download} bytes, %header{content-encoding}",
+                    &format!("http://{addr}/page.html"),
+                ],
+            )
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
         results.push(Result3 {
             name,
             small,
             fresh,
             big,
-            cpu_us: [cpu_a, cpu_b, cpu_c],
+            gz,
+            cpu_us: [cpu_a, cpu_b, cpu_c, cpu_d],
+            gz_size,
             idle_kib: after.saturating_sub(before),
             idle_held,
         });
@@ -520,6 +572,15 @@ fn main() {
             r.name,
             row(&r.big, r.cpu_us[2])
         );
+        println!(
+            "| {} | (d) 64 KiB page, gzip | {} |",
+            r.name,
+            row(&r.gz, r.cpu_us[3])
+        );
+    }
+    println!();
+    for r in &results {
+        println!("(d) as {} sends it: {}", r.name, r.gz_size);
     }
     println!("\n| proxy | idle keep-alive connections held | RSS added | per connection |");
     println!("|---|---|---|---|");
@@ -535,16 +596,18 @@ fn main() {
     let get = |n: &str| results.iter().find(|r| r.name == n);
     if let (Some(f), Some(n), Some(h)) = (get("fulcrum"), get("nginx"), get("haproxy")) {
         println!(
-            "\nfulcrum / nginx requests/s: (a) {:.2}x  (b) {:.2}x  (c) {:.2}x",
+            "\nfulcrum / nginx requests/s: (a) {:.2}x  (b) {:.2}x  (c) {:.2}x  (d) {:.2}x",
             f.small.rps / n.small.rps,
             f.fresh.rps / n.fresh.rps,
-            f.big.rps / n.big.rps
+            f.big.rps / n.big.rps,
+            f.gz.rps / n.gz.rps
         );
         println!(
-            "fulcrum / HAProxy requests/s: (a) {:.2}x  (b) {:.2}x  (c) {:.2}x",
+            "fulcrum / HAProxy requests/s: (a) {:.2}x  (b) {:.2}x  (c) {:.2}x  (d) {:.2}x",
             f.small.rps / h.small.rps,
             f.fresh.rps / h.fresh.rps,
-            f.big.rps / h.big.rps
+            f.big.rps / h.big.rps,
+            f.gz.rps / h.gz.rps
         );
         println!(
             "p99 fulcrum / nginx: (a) {:.2}x  (b) {:.2}x",
@@ -557,13 +620,15 @@ fn main() {
             f.fresh.p99_ms / h.fresh.p99_ms
         );
         println!(
-            "CPU per request fulcrum / nginx: (a) {:.2}x  (b) {:.2}x  (c) {:.2}x; fulcrum / HAProxy: (a) {:.2}x  (b) {:.2}x  (c) {:.2}x",
+            "CPU per request fulcrum / nginx: (a) {:.2}x  (b) {:.2}x  (c) {:.2}x  (d) {:.2}x; fulcrum / HAProxy: (a) {:.2}x  (b) {:.2}x  (c) {:.2}x  (d) {:.2}x",
             f.cpu_us[0] / n.cpu_us[0],
             f.cpu_us[1] / n.cpu_us[1],
             f.cpu_us[2] / n.cpu_us[2],
+            f.cpu_us[3] / n.cpu_us[3],
             f.cpu_us[0] / h.cpu_us[0],
             f.cpu_us[1] / h.cpu_us[1],
-            f.cpu_us[2] / h.cpu_us[2]
+            f.cpu_us[2] / h.cpu_us[2],
+            f.cpu_us[3] / h.cpu_us[3]
         );
         println!(
             "idle memory fulcrum / nginx: {:.2}x",

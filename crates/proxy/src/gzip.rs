@@ -396,14 +396,19 @@ impl GzipBody {
         }
     }
 
-    /// Feeds `input` with `flush`; the bytes that came out (the header first).
+    /// Feeds `input` with `flush`; the bytes that came out, the header before the first
+    /// of them (never alone: a write of its own would cost a system call and a packet).
     fn run(&mut self, input: &[u8], flush: Flush) -> Result<Vec<u8>, BoxError> {
         let mut out = Vec::new();
         if !self.started {
             out.extend_from_slice(&header(self.level));
-            self.started = true;
         }
+        let before = out.len();
         self.deflate.compress(input, &mut out, flush)?;
+        if out.len() == before {
+            return Ok(Vec::new());
+        }
+        self.started = true;
         Ok(out)
     }
 

@@ -836,8 +836,14 @@ unsafe extern "C" fn zlib_alloc(
     items: libz_sys::uInt,
     size: libz_sys::uInt,
 ) -> libz_sys::voidpf {
-    // SAFETY: calloc with any sizes is sound; zlib checks for NULL.
-    unsafe { libc::calloc(items as usize, size as usize) }
+    // zlib needs no zeroed memory (its own default allocator is malloc too); zeroing the
+    // few hundred KiB of a stream's window and hash for every response would cost more
+    // than compressing a page. An overflowing product is refused.
+    let Some(bytes) = (items as usize).checked_mul(size as usize) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: malloc with any size is sound; zlib checks for NULL.
+    unsafe { libc::malloc(bytes) }
 }
 
 unsafe extern "C" fn zlib_free(_: libz_sys::voidpf, address: libz_sys::voidpf) {
