@@ -2,8 +2,9 @@
 //! requests/s and p50/p99 latency from wrk for (a) keep-alive proxying of a small response,
 //! (b) a new client connection per request, (c) a 1 MiB response, (d) a 64 KiB HTML page
 //! compressed on the way (`gzip on` at level 1, HAProxy's `compression algo gzip`, asked
-//! by `Accept-Encoding: gzip`; the compressed sizes are printed); then the memory each
-//! proxy holds for idle keep-alive client connections (9,000 by default: this machine's
+//! by `Accept-Encoding: gzip`; the compressed sizes are printed); and, measured first,
+//! before those runs leave freed memory behind, the memory each proxy holds for idle
+//! keep-alive client connections (9,000 by default: this machine's
 //! hard file limit is 20,000 and may not be raised here, and HAProxy reserves two
 //! descriptors per connection; the 10,000 scales from the per-connection figure).
 //!
@@ -434,6 +435,48 @@ fn main() {
         wrk(&lab, &host, &format!("http://{addr}/"), connections, 2, &[]);
         running.push((name, addr, p));
     }
+    // Idle clients first, before the throughput runs: afterwards the allocator holds what
+    // those freed (50 zlib streams in (d) alone are some 13 MiB), and idle connections
+    // would take it without the RSS growing.
+    let mut idle_memory = Vec::new();
+    for (name, addr, p) in &running {
+        // Idle clients: RSS with them held, minus RSS before.
+        std::thread::sleep(Duration::from_secs(1));
+        let pid = proxy_pid(p);
+        let before = rss_kib(pid);
+        let hold_log = dir.join(format!("{name}-idle.log"));
+        let holder = spawn_pinned(
+            &mut lab,
+            &host,
+            "1",
+            &[
+                me.display().to_string(),
+                "--hold-idle".into(),
+                addr.to_string(),
+                idle.to_string(),
+                "30".into(),
+            ],
+            &hold_log,
+        );
+        let held = wait_for(Duration::from_secs(60), || {
+            std::fs::read_to_string(&hold_log)
+                .unwrap_or_default()
+                .starts_with("ready")
+        });
+        std::thread::sleep(Duration::from_secs(1));
+        let after = rss_kib(pid);
+        let idle_held = std::fs::read_to_string(&hold_log)
+            .unwrap_or_default()
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if held.is_none() {
+            eprintln!("{name}: the idle connections were not all opened in 60 s");
+        }
+        let _ = holder.signal("KILL");
+        idle_memory.push((after.saturating_sub(before), idle_held));
+    }
     let mut samples: Vec<[Vec<(Wrk, f64)>; 4]> =
         chosen.iter().map(|_| Default::default()).collect();
     for round in 0..rounds {
@@ -477,41 +520,7 @@ fn main() {
     }
     let mut results = Vec::new();
     for (i, (name, addr, p)) in running.into_iter().enumerate() {
-        // Idle clients: RSS with them held, minus RSS before.
-        std::thread::sleep(Duration::from_secs(1));
-        let pid = proxy_pid(&p);
-        let before = rss_kib(pid);
-        let hold_log = dir.join(format!("{name}-idle.log"));
-        let holder = spawn_pinned(
-            &mut lab,
-            &host,
-            "1",
-            &[
-                me.display().to_string(),
-                "--hold-idle".into(),
-                addr.clone(),
-                idle.to_string(),
-                "30".into(),
-            ],
-            &hold_log,
-        );
-        let held = wait_for(Duration::from_secs(60), || {
-            std::fs::read_to_string(&hold_log)
-                .unwrap_or_default()
-                .starts_with("ready")
-        });
-        std::thread::sleep(Duration::from_secs(1));
-        let after = rss_kib(pid);
-        let idle_held = std::fs::read_to_string(&hold_log)
-            .unwrap_or_default()
-            .split_whitespace()
-            .nth(1)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        if held.is_none() {
-            eprintln!("{name}: the idle connections were not all opened in 60 s");
-        }
-        let _ = holder.signal("KILL");
+        let (idle_kib, idle_held) = idle_memory[i];
         let median = |t: usize| median(&samples[i][t]);
         let (small, cpu_a) = median(0);
         let (fresh, cpu_b) = median(1);
@@ -542,7 +551,7 @@ fn main() {
             gz,
             cpu_us: [cpu_a, cpu_b, cpu_c, cpu_d],
             gz_size,
-            idle_kib: after.saturating_sub(before),
+            idle_kib,
             idle_held,
         });
         let _ = p.signal("TERM");

@@ -4,7 +4,7 @@
 //! the head (Content-Encoding: gzip, no Content-Length or Accept-Ranges, a weak ETag,
 //! Vary with gzip_vary), and the body, compressed as it streams: the system's zlib with
 //! nginx's window and memory level (sized to a known length as nginx sizes them) and
-//! nginx's own gzip header, so the bytes are nginx's.
+//! zlib's gzip header, so the bytes are nginx's.
 
 use std::task::{Context, Poll};
 
