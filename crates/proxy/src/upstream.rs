@@ -314,6 +314,14 @@ fn send_failed(e: &std::io::Error) -> Failure {
 
 /// Writes every part, in as few (vectored) writes as the socket takes.
 async fn write_all<W: AsyncWrite + Unpin>(w: &mut W, parts: &[&[u8]]) -> std::io::Result<()> {
+    // The common case, a head alone (a request without a body), allocates nothing.
+    let mut full = parts.iter().filter(|p| !p.is_empty());
+    if let (first, None) = (full.next(), full.next()) {
+        return match first {
+            Some(p) => w.write_all(p).await,
+            None => Ok(()),
+        };
+    }
     let mut parts: Vec<&[u8]> = parts.iter().copied().filter(|p| !p.is_empty()).collect();
     let mut at = 0;
     while at < parts.len() {
