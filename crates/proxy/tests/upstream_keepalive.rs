@@ -98,3 +98,55 @@ fn a_closed_kept_connection_costs_a_get_nothing_and_a_post_a_502() {
     );
     proxy.stop();
 }
+
+/// An upstream on a UNIX-domain socket: its connections are kept as a TCP peer's are.
+#[test]
+fn connections_to_a_unix_socket_are_kept_and_reused() {
+    let dir = std::env::temp_dir().join(format!("fulcrum-ka-unix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("up.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let accepted = Arc::new(Mutex::new(0u32));
+    let count = accepted.clone();
+    std::thread::spawn(move || {
+        for s in listener.incoming() {
+            let Ok(mut s) = s else { return };
+            *count.lock().unwrap() += 1;
+            std::thread::spawn(move || loop {
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match s.read(&mut b) {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => head.push(b[0]),
+                    }
+                }
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+            });
+        }
+    });
+    let port = free_port();
+    let text = format!(
+        "events {{}}\nhttp {{\n  access_log off;\n  upstream u {{\n    server unix:{};\n    keepalive 4;\n  }}\n  server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://u;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n",
+        path.display()
+    );
+    let loaded = parse_str(Path::new("test.conf"), &text, &LoadOptions::default());
+    let proxy = fulcrum_proxy::Runtime::start(&loaded.config.expect("a valid configuration"))
+        .expect("proxy starts");
+    for _ in 0..3 {
+        assert_eq!(
+            status(
+                port,
+                b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+            ),
+            200
+        );
+    }
+    assert_eq!(
+        *accepted.lock().unwrap(),
+        1,
+        "one connection for three requests"
+    );
+    proxy.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
