@@ -634,13 +634,8 @@ async fn files<B: ClientBody>(
 ) -> Served {
     let res = &loc.settings;
     let has_body = r.has_body || r.headers.contains("content-length");
-    match read_body(body, res, has_body).await {
-        Ok(_) => {}
-        Err(408) => {
-            drop(fail(site, server, res, r, 408));
-            return Served::Done(None);
-        }
-        Err(status) => return Served::Error(status),
+    if let Err(status) = read_body(body, res, has_body).await {
+        return unread(site, server, res, r, status);
     }
     match crate::files::serve(r, site, server.name(), res, &loc.matcher).await {
         crate::files::Content::Status(s) => Served::Error(s),
@@ -693,20 +688,14 @@ async fn proxy<B: ClientBody>(
             first: Bytes::new(),
             ended: false,
             consumed: false,
-            timeout: res.client_body_timeout,
-            limit: res.client_max_body_size,
-            total: 0,
+            reading: Reading::of(res),
         };
         // What the client has sent already (the first read answers its Expect:
         // 100-continue) goes with the head; it can go again to another peer.
         match s.pull().await {
             Ok(Some(b)) => s.first = b,
             Ok(None) => s.ended = true,
-            Err(408) => {
-                drop(fail(site, server, res, r, 408));
-                return Served::Done(None);
-            }
-            Err(status) => return Served::Error(status),
+            Err(status) => return unread(site, server, res, r, status),
         }
         // Then what has come already, as nginx reads it before it makes the upstream
         // request (up to client_body_buffer_size): a body all here by then goes with
@@ -722,11 +711,7 @@ async fn proxy<B: ClientBody>(
                     here.put_slice(&b);
                 }
                 Some(Ok(None)) => s.ended = true,
-                Some(Err(408)) => {
-                    drop(fail(site, server, res, r, 408));
-                    return Served::Done(None);
-                }
-                Some(Err(status)) => return Served::Error(status),
+                Some(Err(status)) => return unread(site, server, res, r, status),
             }
         }
         if !here.is_empty() {
@@ -743,12 +728,7 @@ async fn proxy<B: ClientBody>(
         // The request body, whole, within client_max_body_size.
         let body = match read_body(body, res, has_body).await {
             Ok(b) => b,
-            Err(408) => {
-                // nginx logs 408 and closes the connection without an answer.
-                drop(fail(site, server, res, r, 408));
-                return Served::Done(None);
-            }
-            Err(status) => return Served::Error(status),
+            Err(status) => return unread(site, server, res, r, status),
         };
         let _ = r.request_body.set(body.clone());
         body
@@ -849,10 +829,7 @@ async fn proxy<B: ClientBody>(
     .await
     {
         Ok(x) => x,
-        Err(Fail::Client(408)) => {
-            drop(fail(site, server, res, r, 408));
-            return Served::Done(None);
-        }
+        Err(Fail::Client(status)) => return unread(site, server, res, r, status),
         Err(f) => return Served::Error(f.status()),
     };
     // proxy_intercept_errors: an error error_page knows is answered as nginx's own.
@@ -1058,8 +1035,57 @@ fn answer(
     Some(finish(site, server, res, r, resp))
 }
 
-/// Reads the client's body within client_body_timeout per read and client_max_body_size;
-/// Err is the status to answer (408: close without one). A request without a body is
+/// A body that could not be read: nginx logs 408 and closes the connection without an
+/// answer; another status gets its page.
+fn unread(site: &Site, server: &VServer, res: &Resolved, r: &Req, status: u16) -> Served {
+    if status == 408 {
+        drop(fail(site, server, res, r, 408));
+        return Served::Done(None);
+    }
+    Served::Error(status)
+}
+
+/// The client's body as nginx reads it, piece by piece: client_body_timeout between two
+/// reads, client_max_body_size (0: none) over the whole.
+struct Reading {
+    timeout: std::time::Duration,
+    limit: u64,
+    total: u64,
+}
+
+impl Reading {
+    fn of(res: &Resolved) -> Reading {
+        Reading {
+            timeout: res.client_body_timeout,
+            limit: res.client_max_body_size,
+            total: 0,
+        }
+    }
+
+    /// The next piece (None at the end), or the status a failure gets: 408 for a
+    /// timeout or a client gone, 400 for bad framing, 413 past the limit.
+    async fn take(
+        &mut self,
+        next: impl std::future::Future<Output = Option<Result<Bytes, BodyError>>>,
+    ) -> Result<Option<Bytes>, u16> {
+        match tokio::time::timeout(self.timeout, next).await {
+            Err(_) => Err(408),
+            Ok(None) => Ok(None),
+            Ok(Some(Err(BodyError::Invalid))) => Err(400),
+            Ok(Some(Err(BodyError::Closed))) => Err(408),
+            Ok(Some(Ok(b))) => {
+                self.total += b.len() as u64;
+                if self.limit > 0 && self.total > self.limit {
+                    return Err(413);
+                }
+                Ok(Some(b))
+            }
+        }
+    }
+}
+
+/// Reads the client's body whole, as [`Reading`] reads it; Err is the status to answer
+/// (408: close without one). A request without a body is
 /// only asked once (that answers its `Expect: 100-continue`, as nginx's reading does),
 /// with no timer: it cannot wait.
 async fn read_body<B: ClientBody>(
@@ -1077,18 +1103,8 @@ async fn read_body<B: ClientBody>(
     }
     let mut buf = BytesMut::new();
     let mut first: Option<Bytes> = None;
-    loop {
-        let piece = match tokio::time::timeout(res.client_body_timeout, body.next()).await {
-            Err(_) => return Err(408),
-            Ok(None) => break,
-            Ok(Some(Err(BodyError::Invalid))) => return Err(400),
-            Ok(Some(Err(BodyError::Closed))) => return Err(408),
-            Ok(Some(Ok(b))) => b,
-        };
-        let total = first.as_ref().map_or(0, Bytes::len) + buf.len() + piece.len();
-        if res.client_max_body_size > 0 && total as u64 > res.client_max_body_size {
-            return Err(413);
-        }
+    let mut reading = Reading::of(res);
+    while let Some(piece) = reading.take(body.next()).await? {
         // One piece stays as it came (no copy); more are gathered.
         match first.take() {
             None if buf.is_empty() => first = Some(piece),
@@ -1457,8 +1473,8 @@ async fn forward(
                 return Ok((head, conn, back, addr, meter));
             }
             Err((Fail::Local, _, why)) => {
-                error!(upstream = %group.name, peer = %addr, "{why}");
-                elog.write(Level::Crit, &why, Some(&url(&addr)));
+                error!(upstream = %group.name, peer = %addr, "{}", why.text);
+                elog.write(why.level, &why.text, Some(&url(&addr)));
                 free(group, &mut attempt, id, Outcome::Ok);
                 return Err(Fail::Local);
             }
@@ -1467,12 +1483,8 @@ async fn forward(
                 return Err(Fail::Client(status));
             }
             Err((fail, sent, why)) => {
+                let Why { text: why, level } = why;
                 error!(upstream = %group.name, peer = %addr, "{why}");
-                let level = if timing.crit {
-                    Level::Crit
-                } else {
-                    Level::Error
-                };
                 elog.write(level, &why, Some(&url(&addr)));
                 stats.failed(&group.name, &addr);
                 if free(group, &mut attempt, id, Outcome::Failed) {
@@ -1523,9 +1535,31 @@ struct Timing {
     connect: Option<std::time::Duration>,
     header: Option<std::time::Duration>,
     sent: u64,
-    /// The failure is logged at crit, not error (nginx's level for a connect that
-    /// failed at once for a reason other than the peer's refusal or the network's).
-    crit: bool,
+}
+
+/// Why a try failed, for the error log: nginx's words and their level.
+struct Why {
+    text: String,
+    level: Level,
+}
+
+impl From<String> for Why {
+    fn from(text: String) -> Why {
+        Why {
+            text,
+            level: Level::Error,
+        }
+    }
+}
+
+impl Why {
+    /// A failure nginx logs at crit.
+    fn crit(text: String) -> Why {
+        Why {
+            text,
+            level: Level::Crit,
+        }
+    }
 }
 
 async fn try_peer(
@@ -1535,7 +1569,7 @@ async fn try_peer(
     mut streamed: Option<&mut Streamed<'_>>,
     res: &Resolved,
     timing: &mut Timing,
-) -> Result<(ResponseHead, Conn, Back), (Fail, bool, String)> {
+) -> Result<(ResponseHead, Conn, Back), (Fail, bool, Why)> {
     let start = Instant::now();
     let reuse = group.keepalive > 0 && req.version == Version::HTTP_11;
     let mut cached = if reuse {
@@ -1555,13 +1589,10 @@ async fn try_peer(
             )
             .await
             .map_err(|e| match e {
-                upstream::ConnectError::Timeout(why) => (Fail::Timeout, false, why),
-                upstream::ConnectError::Failed(why) => (Fail::Error, false, why),
-                upstream::ConnectError::Crit(why) => {
-                    timing.crit = true;
-                    (Fail::Error, false, why)
-                }
-                upstream::ConnectError::Local(why) => (Fail::Local, false, why),
+                upstream::ConnectError::Timeout(why) => (Fail::Timeout, false, why.into()),
+                upstream::ConnectError::Failed(why) => (Fail::Error, false, why.into()),
+                upstream::ConnectError::Crit(why) => (Fail::Error, false, Why::crit(why)),
+                upstream::ConnectError::Local(why) => (Fail::Local, false, Why::crit(why)),
             })?,
         };
         timing.connect = Some(start.elapsed());
@@ -1577,7 +1608,7 @@ async fn try_peer(
             }
             Some(s) => match send_streamed(&mut conn, req, s, res, timing).await {
                 Err(Streaming::Client(status)) => {
-                    return Err((Fail::Client(status), true, String::new()))
+                    return Err((Fail::Client(status), true, String::new().into()))
                 }
                 Err(Streaming::Upstream(f)) => Err(f),
                 Ok(head) => Ok(head),
@@ -1609,11 +1640,17 @@ async fn try_peer(
             // request nginx would not send twice may have reached it.
             Err(Failure::Stale { sent }) if !sent || !req.non_idempotent => continue,
             Err(Failure::Stale { .. }) => {
-                return Err((Fail::Error, true, upstream::CLOSED_BEFORE_HEAD.into()))
+                return Err((
+                    Fail::Error,
+                    true,
+                    String::from(upstream::CLOSED_BEFORE_HEAD).into(),
+                ))
             }
-            Err(Failure::Timeout(why)) => return Err((Fail::Timeout, true, why)),
-            Err(Failure::InvalidHeader(why)) => return Err((Fail::InvalidHeader, true, why)),
-            Err(Failure::Error(why)) => return Err((Fail::Error, true, why)),
+            Err(Failure::Timeout(why)) => return Err((Fail::Timeout, true, why.into())),
+            Err(Failure::InvalidHeader(why)) => {
+                return Err((Fail::InvalidHeader, true, why.into()))
+            }
+            Err(Failure::Error(why)) => return Err((Fail::Error, true, why.into())),
         }
     }
 }
@@ -1888,29 +1925,13 @@ struct Streamed<'a> {
     ended: bool,
     /// More than `first` has been read and sent: no other peer can be tried.
     consumed: bool,
-    /// client_body_timeout, between two reads.
-    timeout: std::time::Duration,
-    /// client_max_body_size (0: no limit), for a body without a declared length.
-    limit: u64,
-    total: u64,
+    reading: Reading,
 }
 
 impl Streamed<'_> {
     /// The next piece (None at the end), or the status a client failure gets.
     async fn pull(&mut self) -> Result<Option<Bytes>, u16> {
-        match tokio::time::timeout(self.timeout, self.body.pull()).await {
-            Err(_) => Err(408),
-            Ok(None) => Ok(None),
-            Ok(Some(Err(BodyError::Invalid))) => Err(400),
-            Ok(Some(Err(BodyError::Closed))) => Err(408),
-            Ok(Some(Ok(b))) => {
-                self.total += b.len() as u64;
-                if self.limit > 0 && self.total > self.limit {
-                    return Err(413);
-                }
-                Ok(Some(b))
-            }
-        }
+        self.reading.take(self.body.pull()).await
     }
 }
 
