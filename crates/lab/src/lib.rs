@@ -635,8 +635,11 @@ impl Lab {
     /// frames sent to its veth peer with XDP_TX or a redirect are delivered (the peer
     /// needs NAPI; see REFERENCE.md).
     pub fn xdp_pass_stub(&self, netns: &str, ifname: &str) -> Result<()> {
-        let obj = stub_object()?;
-        let obj = obj.to_string_lossy();
+        // ip(8) loads from a file: a copy for this call, removed once loaded.
+        let dir = StubDir::new("load").map_err(|e| LabError::Stub(e.to_string()))?;
+        let path = dir.0.join("xdp_pass.o");
+        std::fs::write(&path, stub_object()?).map_err(|e| LabError::Stub(e.to_string()))?;
+        let obj = path.to_string_lossy();
         ip(&[
             "-n", netns, "link", "set", "dev", ifname, "xdpdrv", "obj", &obj, "sec", "xdp",
         ])?;
@@ -685,14 +688,14 @@ int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }
 char _license[] __attribute__((section("license"), used)) = "GPL";
 "#;
 
-/// Builds the stub once per process with clang (clang-19 preferred, as Debian packages it).
-fn stub_object() -> Result<PathBuf> {
-    static OBJ: OnceLock<std::result::Result<PathBuf, String>> = OnceLock::new();
+/// Builds the stub once per process with clang (clang-19 preferred, as Debian packages it)
+/// and keeps the object in memory: nothing is left behind in the temporary directory.
+fn stub_object() -> Result<&'static [u8]> {
+    static OBJ: OnceLock<std::result::Result<Vec<u8>, String>> = OnceLock::new();
     OBJ.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("fulcrum-lab-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let src = dir.join("xdp_pass.c");
-        let obj = dir.join("xdp_pass.o");
+        let dir = StubDir::new("build").map_err(|e| e.to_string())?;
+        let src = dir.0.join("xdp_pass.c");
+        let obj = dir.0.join("xdp_pass.o");
         std::fs::write(&src, STUB_C).map_err(|e| e.to_string())?;
         let mut last = String::from("no clang found (install clang-19)");
         for clang in ["clang-19", "clang"] {
@@ -704,15 +707,38 @@ fn stub_object() -> Result<PathBuf> {
                 .arg("-I/usr/include/x86_64-linux-gnu")
                 .output();
             match out {
-                Ok(o) if o.status.success() => return Ok(obj),
+                Ok(o) if o.status.success() => {
+                    return std::fs::read(&obj).map_err(|e| e.to_string())
+                }
                 Ok(o) => last = String::from_utf8_lossy(&o.stderr).into_owned(),
                 Err(e) => last = format!("{clang}: {e}"),
             }
         }
         Err(last)
     })
-    .clone()
-    .map_err(LabError::Stub)
+    .as_ref()
+    .map(Vec::as_slice)
+    .map_err(|e| LabError::Stub(e.clone()))
+}
+
+/// A directory of this process for the stub's files, removed when dropped.
+struct StubDir(PathBuf);
+
+impl StubDir {
+    fn new(what: &str) -> std::io::Result<Self> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("fulcrum-lab-{}-{what}-{n}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(StubDir(dir))
+    }
+}
+
+impl Drop for StubDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Deletes every namespace this process created (and kills what runs in them): for a
