@@ -68,6 +68,27 @@ pub struct GlobalDefs {
     /// `fulcrum_metrics ADDR:PORT`: Fulcrum's own keyword: where the daemon serves
     /// Prometheus metrics (`fulcrum run --metrics` overrides it).
     pub metrics: Option<std::net::SocketAddr>,
+    /// `lvs_sync_daemon IFACE [inst] VRRP_INSTANCE [id N] [maxlen N] [port N] [ttl N]
+    /// [group ADDR]`: IPVS's connection synchronisation between directors.
+    pub lvs_sync_daemon: Option<LvsSyncDaemon>,
+}
+
+/// IPVS's connection sync daemon as keepalived drives it: the master of `instance` sends
+/// its connections, the others receive them; with no instance, every director does both.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LvsSyncDaemon {
+    pub interface: String,
+    pub instance: Option<String>,
+    /// `id N`: the sync id in every message (default: the instance's VRID, else 0).
+    pub syncid: Option<u8>,
+    /// `maxlen N`: the largest message, in bytes (default: from the interface's MTU).
+    pub maxlen: Option<u16>,
+    /// `port N` (default 8848).
+    pub port: Option<u16>,
+    /// `ttl N` (default 1).
+    pub ttl: Option<u8>,
+    /// `group ADDR` (default 224.0.0.81, or ff02::81 for IPv6).
+    pub group: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -403,6 +403,26 @@ fn global_defs(o: &mut Out, g: &GlobalDefs) {
         let addr = addr.to_string();
         o.line(&["fulcrum_metrics", &addr]);
     }
+    if let Some(d) = &g.lvs_sync_daemon {
+        let mut parts = vec![word(&d.interface)];
+        if let Some(i) = &d.instance {
+            parts.extend(["inst".to_string(), word(i)]);
+        }
+        for (k, v) in [
+            ("id", d.syncid.map(|v| v.to_string())),
+            ("maxlen", d.maxlen.map(|v| v.to_string())),
+            ("port", d.port.map(|v| v.to_string())),
+            ("ttl", d.ttl.map(|v| v.to_string())),
+            ("group", d.group.map(|v| v.to_string())),
+        ] {
+            if let Some(v) = v {
+                parts.extend([k.to_string(), v]);
+            }
+        }
+        let mut line = vec!["lvs_sync_daemon"];
+        line.extend(parts.iter().map(String::as_str));
+        o.line(&line);
+    }
     o.close();
 }
 

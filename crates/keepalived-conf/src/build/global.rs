@@ -17,7 +17,6 @@ const UNSUPPORTED_GLOBAL: &[&str] = &[
     "vrrp_ipsets",
     "vrrp_nftables",
     "nftables",
-    "lvs_sync_daemon",
     "lvs_flush",
     "lvs_flush_onstop",
     "vrrp_lower_prio_no_advert",
@@ -161,10 +160,105 @@ impl Builder<'_> {
                         },
                     }
                 }
+                "lvs_sync_daemon" => {
+                    if let Some(d) = self.lvs_sync_daemon(c) {
+                        if let Some(first) = &g.lvs_sync_daemon {
+                            self.warn(
+                                c.span(),
+                                format!(
+                                    "lvs_sync_daemon has already been given as {}; this one is ignored",
+                                    first.interface
+                                ),
+                            );
+                        } else {
+                            g.lvs_sync_daemon = Some(d);
+                            self.sync_daemon_span = Some(c.span());
+                        }
+                    }
+                }
                 k if UNSUPPORTED_GLOBAL.contains(&k) => self.unsupported(c),
                 _ => self.unknown(c, "global_defs"),
             }
         }
+    }
+
+    /// keepalived's lvs_sync_daemon_handler: an interface, then the instance (after
+    /// `inst`, or second, as before `inst` existed) and options in any order; a bad option
+    /// is reported and skipped, as keepalived does.
+    pub(super) fn lvs_sync_daemon(&mut self, n: &Node) -> Option<LvsSyncDaemon> {
+        self.no_block(n);
+        let interface = self.arg(n, 0, "an interface")?.to_string();
+        self.interface_ref(&interface, Self::arg_span(n, 0));
+        let mut d = LvsSyncDaemon {
+            interface,
+            instance: None,
+            syncid: None,
+            maxlen: None,
+            port: None,
+            ttl: None,
+            group: None,
+        };
+        let mut i = 1;
+        while i < n.args.len() {
+            let key = n.args[i].text.clone();
+            let value = n.args.get(i + 1).map(|a| a.text.clone());
+            match key.as_str() {
+                "inst" | "id" | "maxlen" | "port" | "ttl" | "group" if value.is_none() => {
+                    self.error(
+                        n.args[i].span,
+                        format!("lvs_sync_daemon: '{key}' needs a value"),
+                    );
+                }
+                "inst" => d.instance = value,
+                "id" => d.syncid = self.int_at(n, i + 1, "sync id", 0, 255).map(|v| v as u8),
+                "maxlen" => {
+                    d.maxlen = self
+                        .int_at(n, i + 1, "sync maxlen", 1, 65535 - 20 - 8)
+                        .map(|v| v as u16)
+                }
+                "port" => {
+                    d.port = self
+                        .int_at(n, i + 1, "sync port", 1, 65535)
+                        .map(|v| v as u16)
+                }
+                "ttl" => d.ttl = self.int_at(n, i + 1, "sync ttl", 1, 255).map(|v| v as u8),
+                "group" => match value.as_deref().map(str::parse::<IpAddr>) {
+                    Some(Ok(a)) if a.is_multicast() => d.group = Some(a),
+                    _ => self.error(
+                        Self::arg_span(n, i + 1),
+                        format!(
+                            "lvs_sync_daemon group '{}' is not a multicast address",
+                            value.unwrap_or_default()
+                        ),
+                    ),
+                },
+                // The old form: IFACE VRRP_INSTANCE [SYNCID].
+                _ if i == 1 => {
+                    d.instance = Some(key);
+                    i += 1;
+                    continue;
+                }
+                _ if i == 2 && d.instance.is_some() && key.parse::<u8>().is_ok() => {
+                    self.warn(
+                        n.args[i].span,
+                        "please use the keyword 'id' before the lvs_sync_daemon sync id",
+                    );
+                    d.syncid = key.parse().ok();
+                    i += 1;
+                    continue;
+                }
+                _ => {
+                    self.error(
+                        n.args[i].span,
+                        format!("unknown lvs_sync_daemon option '{key}'"),
+                    );
+                    i += 1;
+                    continue;
+                }
+            }
+            i += 2;
+        }
+        Some(d)
     }
 
     pub(super) fn lvs_timeouts(&mut self, n: &Node, t: &mut LvsTimeouts) {

@@ -67,6 +67,8 @@ pub(crate) struct Builder<'a> {
     script_names: HashSet<String>,
     track_file_names: HashSet<String>,
     group_names: HashSet<String>,
+    /// Where `lvs_sync_daemon` names its instance, checked once every instance is read.
+    sync_daemon_span: Option<Span>,
 }
 
 enum RefKind {
@@ -107,6 +109,7 @@ impl<'a> Builder<'a> {
             script_names: HashSet::new(),
             track_file_names: HashSet::new(),
             group_names: HashSet::new(),
+            sync_daemon_span: None,
         }
     }
 
@@ -477,6 +480,8 @@ impl<'a> Builder<'a> {
             self.check_instance(i, &cfg.global_defs, spans);
         }
         self.check_references(&cfg);
+        let mut cfg = cfg;
+        self.check_sync_daemon(&mut cfg);
         if let (Some(span), false) = (self.first_script, cfg.global_defs.enable_script_security) {
             self.diags.push(
                 Diagnostic::warning(span, crate::SCRIPT_SECURITY_OFF)
@@ -484,6 +489,29 @@ impl<'a> Builder<'a> {
             );
         }
         (cfg, self.diags)
+    }
+
+    /// keepalived clears lvs_sync_daemon when its instance does not exist, with a
+    /// message, and goes on.
+    fn check_sync_daemon(&mut self, cfg: &mut KeepalivedConfig) {
+        let Some(d) = &cfg.global_defs.lvs_sync_daemon else {
+            return;
+        };
+        let Some(name) = &d.instance else {
+            return;
+        };
+        if let (false, Some(span)) = (
+            cfg.vrrp_instances.iter().any(|i| &i.name == name),
+            self.sync_daemon_span,
+        ) {
+            self.warn(
+                span,
+                format!(
+                    "vrrp_instance '{name}' of lvs_sync_daemon is not defined; no connection sync"
+                ),
+            );
+            cfg.global_defs.lvs_sync_daemon = None;
+        }
     }
 
     fn check_references(&mut self, cfg: &KeepalivedConfig) {
