@@ -549,6 +549,85 @@ int xdp_expire(struct xdp_md *ctx)
 	return XDP_DROP;
 }
 
+/* Run by the control plane through BPF_PROG_TEST_RUN with a connection a sync master
+ * sent (a struct conn after 14 bytes of padding, its service and slot resolved by the
+ * control plane, `expires` on clock_now()): installs it, or brings the entry there up to
+ * it, moving the server's counts as the data path does (IPVS's ip_vs_proc_conn).
+ * XDP_TX: installed; XDP_PASS: updated; XDP_DROP: the table is full; XDP_ABORTED: the
+ * frame is too short. */
+SEC("xdp")
+int xdp_adopt(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct conn *in = HEADER(data + 14, end, struct conn);
+	if (!in)
+		return XDP_ABORTED;
+	struct flow_key key;
+	client_key(in, &key);
+	struct conn *c = bpf_map_lookup_elem(&conns, &key);
+	if (c && (c->flags & CONN_F_REPLY))
+		return XDP_DROP;
+	if (c && (c->rip != in->rip || c->rport != in->rport || c->svc != in->svc ||
+		  c->dest != in->dest || c->method != in->method)) {
+		/* Another server now: the old entry goes, with its count. */
+		conn_release(&key, c);
+		c = 0;
+	}
+	if (c) {
+		conn_set_state(c, in->state);
+		c->timeout = in->timeout;
+		c->expires = in->expires;
+		if (c->method == METHOD_NAT) {
+			struct flow_key rk;
+			reply_key(c, &rk);
+			struct conn *r = bpf_map_lookup_elem(&conns, &rk);
+			if (r) {
+				r->state = c->state;
+				r->timeout = c->timeout;
+				r->expires = c->expires;
+			}
+		}
+		return XDP_PASS;
+	}
+	struct conn n = *in;
+	n.flags = n.method == METHOD_DR ? CONN_F_NOOUTPUT : 0;
+	n.counted = n.state == TCP_S_ESTABLISHED ? COUNTED_ACTIVE : COUNTED_INACTIVE;
+	n.ifindex = 0;
+	n.route_gen = 0;
+	long err = bpf_map_update_elem(&conns, &key, &n, BPF_NOEXIST);
+	if (err) {
+		if (err == -E_EXIST)
+			return XDP_PASS;
+		count(STAT_TABLE_FULL);
+		return XDP_DROP;
+	}
+	__u64 counted = n.counted;
+	if (n.method == METHOD_NAT) {
+		struct flow_key rk;
+		reply_key(&n, &rk);
+		n.flags |= CONN_F_REPLY;
+		n.counted = COUNTED_NONE;
+		if (bpf_map_update_elem(&conns, &rk, &n, BPF_ANY)) {
+			bpf_map_delete_elem(&conns, &key);
+			count(STAT_TABLE_FULL);
+			return XDP_DROP;
+		}
+	}
+	__u32 k = slot_index(n.svc, n.dest);
+	struct dest_conns *dc = bpf_map_lookup_elem(&dest_conns, &k);
+	struct dest *d = bpf_map_lookup_elem(&dests, &k);
+	if (dc) {
+		if (counted == COUNTED_ACTIVE)
+			__sync_fetch_and_add(&dc->active, 1);
+		else
+			__sync_fetch_and_add(&dc->inactive, 1);
+		if (d)
+			threshold_bind(d, dc);
+	}
+	return XDP_TX;
+}
+
 /* Run by the control plane through BPF_PROG_TEST_RUN to set the clock: writes
  * bpf_jiffies64(), bpf_ktime_get_coarse_ns() and clock_now(), three native-endian u64s,
  * after 14 bytes of padding. XDP_ABORTED if the frame is too short. */

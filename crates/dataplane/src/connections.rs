@@ -15,6 +15,51 @@ pub struct Connection {
     pub expires_in: Duration,
     pub service: u32,
     pub slot: u16,
+    /// The state as the program numbers it (IPVS's TCP states; STATE_UDP for UDP).
+    pub state_code: u8,
+    pub method: Method,
+    /// The state's timeout, seconds.
+    pub timeout: u32,
+    /// Its deadline on the program's clock (ns): moves when traffic goes by.
+    pub deadline: u64,
+}
+
+/// A persistence template as the program holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Template {
+    pub service: u32,
+    /// The client's network (address & persistence mask).
+    pub client: Ipv4Addr,
+    pub slot: u32,
+    pub rip: Ipv4Addr,
+    pub expires_in: Duration,
+    /// Its deadline on the program's clock (ns): moves when a new connection uses it.
+    pub deadline: u64,
+}
+
+/// A connection a sync master sent, resolved to this director's service and slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Synced {
+    pub proto: u8,
+    pub client: (Ipv4Addr, u16),
+    pub vip: (Ipv4Addr, u16),
+    pub rip: (Ipv4Addr, u16),
+    /// The program's numbering (IPVS's TCP states; STATE_UDP for UDP).
+    pub state: u8,
+    pub service: u32,
+    pub slot: u16,
+    pub method: Method,
+    /// Seconds from now until it runs out (the state's timeout, as the master sent it).
+    pub timeout: u32,
+}
+
+/// What adopting a synced connection did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adopted {
+    Installed,
+    Updated,
+    /// The connection table is full: not installed (counted as table_full).
+    Full,
 }
 
 pub(crate) fn addr(be: u32) -> Ipv4Addr {
@@ -67,6 +112,14 @@ impl DataPlane {
                 expires_in: Duration::from_nanos(c.expires - now),
                 service: c.svc,
                 slot: c.dest,
+                state_code: c.state,
+                method: if c.method == METHOD_DR {
+                    Method::Dr
+                } else {
+                    Method::Nat
+                },
+                timeout: c.timeout,
+                deadline: c.expires,
             });
         }
         Ok(out)
@@ -113,8 +166,8 @@ impl DataPlane {
         Ok(expired)
     }
 
-    /// Persistence templates: (service id, client network, slot, time left).
-    pub fn templates(&self) -> Result<Vec<(u32, Ipv4Addr, u32, Duration)>, Error> {
+    /// The persistence templates that have not run out.
+    pub fn templates(&self) -> Result<Vec<Template>, Error> {
         let now = self.now();
         let map: HashMap<&MapData, PersistKey, PersistValue> =
             HashMap::try_from(self.map("persist")?)?;
@@ -122,14 +175,71 @@ impl DataPlane {
             .iter()
             .filter_map(Result::ok)
             .filter(|(_, v)| v.expires > now)
-            .map(|(k, v)| {
-                (
-                    k.svc,
-                    addr(k.client),
-                    v.dest,
-                    Duration::from_nanos(v.expires - now),
-                )
+            .map(|(k, v)| Template {
+                service: k.svc,
+                client: addr(k.client),
+                slot: v.dest,
+                rip: addr(v.rip),
+                expires_in: Duration::from_nanos(v.expires - now),
+                deadline: v.expires,
             })
             .collect())
+    }
+
+    /// Installs a connection a sync master sent, or brings the entry there up to it, with
+    /// the real server's counts moved atomically with the data path (the program's
+    /// `xdp_adopt`).
+    pub fn adopt(&mut self, c: &Synced) -> Result<Adopted, Error> {
+        let expires = self.now() + u64::from(c.timeout) * 1_000_000_000;
+        // struct conn after 14 bytes of padding; addresses and ports in network order.
+        let mut frame = [0u8; 14 + 72];
+        let f = &mut frame[14..];
+        f[0..8].copy_from_slice(&expires.to_ne_bytes());
+        f[8..12].copy_from_slice(&c.client.0.octets());
+        f[12..16].copy_from_slice(&c.vip.0.octets());
+        f[16..20].copy_from_slice(&c.rip.0.octets());
+        f[20..22].copy_from_slice(&c.client.1.to_be_bytes());
+        f[22..24].copy_from_slice(&c.vip.1.to_be_bytes());
+        f[24..26].copy_from_slice(&c.rip.1.to_be_bytes());
+        f[26] = c.proto;
+        f[27] = c.state;
+        f[28..32].copy_from_slice(&c.service.to_ne_bytes());
+        f[32..34].copy_from_slice(&c.slot.to_ne_bytes());
+        f[34] = match c.method {
+            Method::Nat => METHOD_NAT,
+            Method::Dr => METHOD_DR,
+        };
+        f[36..40].copy_from_slice(&c.timeout.to_ne_bytes());
+        Ok(match self.run(ADOPT, &frame, 1)?.verdict {
+            Verdict::Tx => Adopted::Installed,
+            Verdict::Pass => Adopted::Updated,
+            _ => Adopted::Full,
+        })
+    }
+
+    /// Installs a persistence template a sync master sent: the client network goes to
+    /// the server in `slot` for `timeout`.
+    pub fn adopt_template(
+        &mut self,
+        service: u32,
+        client: Ipv4Addr,
+        slot: u32,
+        rip: Ipv4Addr,
+        timeout: Duration,
+    ) -> Result<(), Error> {
+        let expires = self.now() + timeout.as_nanos() as u64;
+        let mut persist: HashMap<&mut MapData, PersistKey, PersistValue> =
+            HashMap::try_from(self.map_mut("persist")?)?;
+        let key = PersistKey {
+            svc: service,
+            client: u32::from_ne_bytes(client.octets()),
+        };
+        let value = PersistValue {
+            expires,
+            dest: slot,
+            rip: u32::from_ne_bytes(rip.octets()),
+        };
+        persist.insert(key, value, 0)?;
+        Ok(())
     }
 }

@@ -30,7 +30,7 @@ use aya::{Ebpf, EbpfLoader};
 use abi::*;
 pub use abi::{Conn, FlowKey, ServiceKey, Traffic};
 pub use clock::ClockSample;
-pub use connections::Connection;
+pub use connections::{Adopted, Connection, Synced, Template};
 pub use load::AttachMode;
 pub use services::{DestSpec, Link, Method, ServiceSpec, SCHEDULERS, TWOS_SEED};
 
@@ -42,6 +42,7 @@ static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/f
 const MAIN: &str = "xdp_fulcrum";
 const EXPIRE: &str = "xdp_expire";
 const CLOCK: &str = "xdp_clock";
+const ADOPT: &str = "xdp_adopt";
 
 /// Every map of the program that holds state: pinned by name under the instance's
 /// directory, so a restarted daemon adopts them.

@@ -12,7 +12,7 @@ pub(crate) fn size_tables(loader: &mut EbpfLoader, max_connections: u32) {
 
 /// Loads both entry points of the object into the kernel.
 pub(crate) fn load_programs(ebpf: &mut Ebpf) -> Result<(), Error> {
-    for name in [MAIN, EXPIRE, CLOCK] {
+    for name in [MAIN, EXPIRE, CLOCK, ADOPT] {
         let program: &mut Xdp = ebpf
             .program_mut(name)
             .ok_or(Error::Missing("an XDP program"))?

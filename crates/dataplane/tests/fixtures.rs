@@ -719,3 +719,59 @@ fn a_syn_on_the_ports_of_a_closed_connection_is_scheduled_anew() {
     assert_eq!(dst(&dp, SYN), first);
     assert_eq!(total(&dp), 1);
 }
+
+/// A connection a sync master sent: installed with its count, followed by the client's
+/// next packet (no SYN: without the entry it would go to the kernel), updated in place on
+/// a state change, replaced when the master moved it to another server.
+#[test]
+fn synced_connections_are_adopted_and_followed() {
+    if !require_root("synced_connections_are_adopted_and_followed") {
+        return;
+    }
+    let mut dp = DataPlane::load().unwrap();
+    dp.put_service(&service(Method::Nat, &[1, 1])).unwrap();
+    let synced = |slot: u16, state: u8| fulcrum_dataplane::Synced {
+        proto: 6,
+        client: (CLIENT, 50000),
+        vip: (VIP, 80),
+        rip: (RIPS[slot as usize], 8080),
+        state,
+        service: 1,
+        slot,
+        method: Method::Nat,
+        timeout: 900,
+    };
+    use fulcrum_dataplane::Adopted;
+    assert_eq!(dp.adopt(&synced(1, 1)).unwrap(), Adopted::Installed);
+    assert_eq!(dp.dest_conns(1, 1).unwrap(), (1, 0));
+    let c = dp.connections().unwrap();
+    assert_eq!(
+        (c.len(), c[0].state, c[0].rip),
+        (1, "ESTABLISHED", (RIPS[1], 8080))
+    );
+    assert!(c[0].expires_in > std::time::Duration::from_secs(890));
+    // The client's next segment follows the entry to the second server.
+    let out = dp
+        .test_run(&tcp_frame(CLIENT, 50000, VIP, 80, ACK), 1)
+        .unwrap();
+    assert_eq!(Parsed::of(&out.frame).dst, RIPS[1]);
+    assert_eq!(dp.count(Reason::NotSyn).unwrap(), 0);
+    // The real server's reply finds the reply entry (NAT).
+    let out = dp
+        .test_run(&tcp_frame(RIPS[1], 8080, CLIENT, 50000, ACK), 1)
+        .unwrap();
+    assert_eq!(Parsed::of(&out.frame).src, VIP);
+    // FIN_WAIT from the master: active -> inactive, in place.
+    assert_eq!(dp.adopt(&synced(1, 4)).unwrap(), Adopted::Updated);
+    assert_eq!(dp.dest_conns(1, 1).unwrap(), (0, 1));
+    // The master says another server: the old entry goes with its count.
+    assert_eq!(dp.adopt(&synced(0, 1)).unwrap(), Adopted::Installed);
+    assert_eq!(dp.dest_conns(1, 1).unwrap(), (0, 0));
+    assert_eq!(dp.dest_conns(1, 0).unwrap(), (1, 0));
+    assert_eq!(dp.connections().unwrap().len(), 1);
+    // A template: the client network goes to the second server.
+    dp.adopt_template(1, CLIENT, 1, RIPS[1], std::time::Duration::from_secs(300))
+        .unwrap();
+    let t = dp.templates().unwrap();
+    assert_eq!((t.len(), t[0].slot, t[0].rip), (1, 1, RIPS[1]));
+}

@@ -136,8 +136,8 @@ fn show(d: Deployment, exe: &Path, examples: Option<&Path>) -> anyhow::Result<()
 /// Runs fulcrum on the director with an example configuration, sends 300 new connections
 /// from the client through the VIP, and prints who answered and `ipvsadm -Ln`.
 fn forward(r: &mut Reference, exe: &Path, conf: &Path) -> anyhow::Result<()> {
-    let tmp = std::env::temp_dir().join(format!("fulcrum-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp)?;
+    let scratch = Scratch::new("forward")?;
+    let tmp = scratch.path();
     let name = conf
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -171,8 +171,8 @@ fn forward(r: &mut Reference, exe: &Path, conf: &Path) -> anyhow::Result<()> {
     {
         let _ = daemon.signal("TERM");
         bail!(
-            "fulcrum did not install the rules of {name}; log in {}",
-            log.display()
+            "fulcrum did not install the rules of {name}\n{}",
+            scratch.logs()
         );
     }
     let vip = r.vips[0];
@@ -207,8 +207,8 @@ fn holds(r: &Reference, host: &fulcrum_lab::Host, vip: &str) -> bool {
 /// 1 is killed and VIP1 moves to director 2; the time it took is measured.
 fn failover(r: &mut Reference, exe: &Path, examples: &Path) -> anyhow::Result<()> {
     let conf = examples.join("keepalived-ha.keepalived.conf");
-    let tmp = std::env::temp_dir().join(format!("fulcrum-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp)?;
+    let scratch = Scratch::new("failover")?;
+    let tmp = scratch.path();
     let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
     let (vip1, vip2) = (reference::VIP1.to_string(), reference::VIP2.to_string());
     let mut daemons = Vec::new();
@@ -226,20 +226,47 @@ fn failover(r: &mut Reference, exe: &Path, examples: &Path) -> anyhow::Result<()
             sock.into(),
         ];
         daemons.push(r.lab.spawn(host, &args, Some(&log))?);
-        r.lab.serve(host, &host.name, "0.0.0.0:9000", true)?;
     }
     println!("  fulcrum runs on both directors (-i lb1, -i lb2): VRRP elects...");
     let settled = wait_for(Duration::from_secs(8), || {
         holds(r, &d1, &vip1) && holds(r, &d2, &vip2)
     });
     if settled.is_none() {
-        anyhow::bail!("the VIPs did not settle; logs in {}", tmp.display());
+        anyhow::bail!("the VIPs did not settle\n{}", scratch.logs());
     }
     let client = r.client.clone();
-    for vip in [&vip1, &vip2] {
-        let a = r.lab.probe(&client, &format!("{vip}:9000"), 1, true)?;
-        println!("  client -> {vip}:9000 answered by: {}", a.join(", "));
+    for (vip, director) in [(&vip1, "director1"), (&vip2, "director2")] {
+        // The health checks may still be bringing the real servers in.
+        wait_for(Duration::from_secs(5), || {
+            r.lab
+                .probe(&client, &format!("{vip}:80"), 1, true)
+                .is_ok_and(|a| a.iter().all(|a| a.starts_with("RIP")))
+        });
+        let a = r.lab.probe(&client, &format!("{vip}:80"), 4, true)?;
+        println!(
+            "  client -> {vip}:80 (the VIP on {director}, DR): 4 HTTP requests answered by: {}",
+            a.join(", ")
+        );
     }
+    // lvs_sync_daemon eth0 VI_1: director 1, VI_1's master, sends its connections.
+    let lb2 = tmp.join("lb2.sock");
+    let synced = || {
+        let out = std::process::Command::new(exe)
+            .args(["ipvsadm", "--control"])
+            .arg(&lb2)
+            .arg("-Lnc")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        out.lines()
+            .filter(|l| l.contains(&format!("{vip1}:80")))
+            .count()
+    };
+    wait_for(Duration::from_secs(3), || synced() > 0);
+    println!(
+        "  director2 holds {} of director1's connections through VIP1 (lvs_sync_daemon eth0 VI_1)",
+        synced()
+    );
     println!("  SIGKILL fulcrum on director1...");
     daemons[0].signal("KILL")?;
     match wait_for(Duration::from_secs(6), || holds(r, &d2, &vip1)) {
@@ -247,16 +274,16 @@ fn failover(r: &mut Reference, exe: &Path, examples: &Path) -> anyhow::Result<()
             "  VIP1 {vip1} moved to director2 after {:.2} s (bound: 3 x advert_int 1 s + skew 0.61 s)",
             t.as_secs_f64()
         ),
-        None => println!("  VIP1 did not move within 6 s; logs in {}", tmp.display()),
+        None => println!("  VIP1 did not move within 6 s\n{}", scratch.logs()),
     }
-    let moved = wait_for(Duration::from_secs(2), || {
+    let moved = wait_for(Duration::from_secs(3), || {
         r.lab
-            .probe(&client, &format!("{vip1}:9000"), 1, true)
-            .is_ok_and(|a| a == vec!["director2".to_string()])
+            .probe(&client, &format!("{vip1}:80"), 1, true)
+            .is_ok_and(|a| a.iter().all(|a| a.starts_with("RIP")))
     });
-    let a = r.lab.probe(&client, &format!("{vip1}:9000"), 1, true)?;
+    let a = r.lab.probe(&client, &format!("{vip1}:80"), 4, true)?;
     println!(
-        "  client -> {vip1}:9000 answered by: {}{}",
+        "  client -> {vip1}:80 (the VIP on director2 now): 4 HTTP requests answered by: {}{}",
         a.join(", "),
         if moved.is_some() {
             " (the client followed our gratuitous ARP)"
@@ -264,7 +291,6 @@ fn failover(r: &mut Reference, exe: &Path, examples: &Path) -> anyhow::Result<()
             ""
         }
     );
-    let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }
 
@@ -272,8 +298,8 @@ fn failover(r: &mut Reference, exe: &Path, examples: &Path) -> anyhow::Result<()
 /// the keepalived.conf, the proxy from the nginx.conf); under steady load on VIP1, proxy 1
 /// dies, and the client's failed requests and outage are counted.
 fn proxy_failover(r: &mut Reference, exe: &Path, examples: &Path) -> anyhow::Result<()> {
-    let tmp = std::env::temp_dir().join(format!("fulcrum-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp)?;
+    let scratch = Scratch::new("proxy")?;
+    let tmp = scratch.path();
     let (p1, p2) = (r.directors[0].clone(), r.directors[1].clone());
     let (vip1, vip2) = (reference::VIP1.to_string(), reference::VIP2.to_string());
     let mut daemons = Vec::new();
@@ -309,7 +335,7 @@ fn proxy_failover(r: &mut Reference, exe: &Path, examples: &Path) -> anyhow::Res
         holds(r, &p1, &vip1) && holds(r, &p2, &vip2)
     });
     if settled.is_none() {
-        anyhow::bail!("the VIPs did not settle; logs in {}", tmp.display());
+        anyhow::bail!("the VIPs did not settle\n{}", scratch.logs());
     }
     let client = r.client.clone();
     for vip in [&vip1, &vip2] {
@@ -347,7 +373,6 @@ fn proxy_failover(r: &mut Reference, exe: &Path, examples: &Path) -> anyhow::Res
         w.outage.as_millis(),
         holds(r, &p2, &vip1) && holds(r, &p2, &vip2)
     );
-    let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }
 
@@ -418,5 +443,51 @@ fn summarise(d: Deployment, dir: &Path) {
     println!("  examples/{file}{id} is valid:");
     for p in parts {
         println!("    {p}");
+    }
+}
+
+/// A deployment's scratch directory (sockets, logs, rewritten configurations), removed
+/// when dropped: also when the deployment fails, whose error carries the logs' last lines.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> std::io::Result<Self> {
+        let dir = std::env::temp_dir().join(format!("fulcrum-demo-{}-{what}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Scratch(dir))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// The last lines of every log in the directory, each under its file name.
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        let Ok(entries) = std::fs::read_dir(&self.0) else {
+            return out;
+        };
+        let mut logs: Vec<PathBuf> = entries
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+            .collect();
+        logs.sort();
+        for log in logs {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let name = log.file_name().unwrap_or_default().to_string_lossy();
+            out.push_str(&format!("  --- last lines of {name}\n"));
+            for line in &lines[lines.len().saturating_sub(20)..] {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

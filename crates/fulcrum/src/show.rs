@@ -233,6 +233,28 @@ pub fn services(r: &Listing) {
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
     println!("packets: {}", packets.join(", "));
+    if let Some(s) = &r.sync {
+        let role = match (s.master, s.backup) {
+            (true, true) => "master and backup",
+            (true, false) => "master",
+            (false, true) => "backup",
+            (false, false) => "stopped",
+        };
+        println!(
+            "connection sync on {} (syncid {}, {}): {role}; sent {} records in {} messages; received {} messages: {} adopted, {} updated, {} ignored, {} malformed, {} refused (table full)",
+            s.interface,
+            s.syncid,
+            s.group,
+            s.sent_records,
+            s.sent_messages,
+            s.received_messages,
+            s.adopted,
+            s.updated,
+            s.ignored,
+            s.malformed,
+            s.table_full,
+        );
+    }
 }
 
 /// `fulcrum ctl conns`: the connection table.

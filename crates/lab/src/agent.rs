@@ -38,10 +38,11 @@
 //! it can for a bounded time (each reads the first line, then closes) and prints `N ok M
 //! failed`.
 //!
-//! `hold --connect ADDR:PORT --every-ms MS --for-ms MS` keeps one plain connection open for
-//! a bounded time, sending a numbered line at a fixed pace and expecting it echoed: prints
-//! `connected NAME` once, and at the end `held N` (exit 0) or `broken after N: REASON`
-//! (exit 1). For showing that an established connection survives something.
+//! `hold --connect ADDR:PORT --every-ms MS --for-ms MS [--connections N]` keeps N plain
+//! connections (default 1) open for a bounded time, each sending a numbered line at a
+//! fixed pace and expecting it echoed: prints `connected NAME` for each, and at the end
+//! `held N` (the fewest lines any carried; exit 0) or `broken K of N: #I after N: REASON;
+//! ...` (exit 1). For showing that established connections survive something.
 //!
 //! `linger --connect ADDR:PORT --requests N --for-ms MS` makes N HTTP/1.1 requests for
 //! `/` one after another on one connection (each response read by its Content-Length),
@@ -62,7 +63,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: serve --name NAME --listen ADDR:PORT|unix:PATH [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT (--paths P1,P2 | --raw TEXT) [--method M] [--header 'K: V']... [--body TEXT] [--full] [--decode [--gzip-hex]]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES]\n       sink --listen ADDR:PORT --for-ms MS"
+        "usage: serve --name NAME --listen ADDR:PORT|unix:PATH [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT (--paths P1,P2 | --raw TEXT) [--method M] [--header 'K: V']... [--body TEXT] [--full] [--decode [--gzip-hex]]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS [--connections N]\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES]\n       sink --listen ADDR:PORT --for-ms MS"
     );
     ExitCode::from(2)
 }
@@ -332,15 +333,37 @@ pub fn main(args: Vec<String>) -> ExitCode {
             let ms = |name: &str, default: u64| flag_number(&args, name, default);
             let every = Duration::from_millis(ms("--every-ms", 100).max(1));
             let total = Duration::from_millis(ms("--for-ms", 5000).min(600_000));
-            match hold(addr, every, total) {
-                Ok(n) => {
-                    println!("held {n}");
-                    ExitCode::SUCCESS
-                }
-                Err((n, e)) => {
-                    println!("broken after {n}: {e}");
-                    ExitCode::from(1)
-                }
+            let connections = ms("--connections", 1).clamp(1, 1000);
+            // Each connection on its own thread, all held for the same time.
+            let results: Vec<Result<u64, (u64, String)>> = std::thread::scope(|s| {
+                let threads: Vec<_> = (0..connections)
+                    .map(|_| s.spawn(move || hold(addr, every, total)))
+                    .collect();
+                threads
+                    .into_iter()
+                    .map(|t| t.join().unwrap_or(Err((0, "panicked".into()))))
+                    .collect()
+            });
+            let broken: Vec<String> = results
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| {
+                    r.as_ref()
+                        .err()
+                        .map(|(n, e)| format!("#{i} after {n}: {e}"))
+                })
+                .collect();
+            if broken.is_empty() {
+                let least = results.iter().flatten().min().copied().unwrap_or(0);
+                println!("held {least}");
+                ExitCode::SUCCESS
+            } else {
+                println!(
+                    "broken {} of {connections}: {}",
+                    broken.len(),
+                    broken.join("; ")
+                );
+                ExitCode::from(1)
             }
         }
         _ => usage(),

@@ -108,6 +108,7 @@ fn everything() -> Status {
                 name: "eth0".into(),
                 mode: "native".into(),
             }],
+            sync: None,
             ..Listing::default()
         },
         upstreams: vec![peer],

@@ -62,6 +62,7 @@ fn status() -> Status {
                 name: "eth0".into(),
                 mode: "native".into(),
             }],
+            sync: None,
             ..Listing::default()
         },
         process: Process {

@@ -175,6 +175,9 @@ impl Sources {
                 for w in crate::l4::rules(k).1 {
                     report.note(&format!("{w} (fulcrum run leaves it out)"));
                 }
+                if let Err(e) = crate::l4::sync::SyncConfig::from_keepalived(k) {
+                    report.note(&format!("{e} (fulcrum run syncs no connections)"));
+                }
             }
         }
         let mut nginx = None;

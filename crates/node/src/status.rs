@@ -190,6 +190,9 @@ pub struct Listing {
     pub timeout: Timeouts,
     #[serde(default)]
     pub interfaces: Vec<XdpInterface>,
+    /// The connection sync daemon, when keepalived.conf has lvs_sync_daemon.
+    #[serde(default)]
+    pub sync: Option<crate::l4::sync::SyncStatus>,
 }
 
 /// ipvsadm's `--timeout`, in seconds.

@@ -677,6 +677,143 @@ fn deployment_3_serves_both_vips_and_fails_over() {
     );
 }
 
+/// Reference deployment 3 with 50 long-lived connections through VIP1, director 1 then
+/// SIGKILLed and its link cut. With `lvs_sync_daemon` (the example's), director 2 holds
+/// every connection before the kill (`ipvsadm -Lnc` there) and all 50 carry data both ways
+/// after VIP1 moves. Without it director 2 has no entry for them: their next segments are
+/// not SYNs, reach its own stack, which holds VIP1 now, and are reset (`sync: false`
+/// documents why sync matters).
+fn established_connections_across_failover(sync: bool, label: &str, connections: u32) {
+    let mut r = reference::build(Deployment::KeepalivedHa, label, Some(agent())).unwrap();
+    let dir = Scratch::new(label);
+    serve_names(&mut r);
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/keepalived-ha.keepalived.conf");
+    let mut conf = std::fs::read_to_string(&example).unwrap();
+    assert!(
+        conf.contains("lvs_sync_daemon eth0 VI_1"),
+        "the example syncs"
+    );
+    if !sync {
+        conf = conf.replace("lvs_sync_daemon eth0 VI_1", "");
+    }
+    let conf_path = dir.0.join("ha.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
+    let mut daemons = Vec::new();
+    for (host, id) in [(&d1, "lb1"), (&d2, "lb2")] {
+        daemons.push(fulcrum_e2e::spawn_fulcrum(
+            &mut r.lab,
+            host,
+            &conf_path,
+            &dir.0,
+            id,
+            &["-i", id],
+        ));
+    }
+    let holds = |r: &Reference, host: &fulcrum_lab::Host, vip: &str| {
+        r.lab
+            .ip(host, &["-4", "addr", "show", "dev", "eth0"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{vip}/")))
+            .unwrap_or(false)
+    };
+    let vip1 = reference::VIP1.to_string();
+    let settled = wait_for(Duration::from_secs(10), || {
+        holds(&r, &d1, &vip1) && holds(&r, &d2, &reference::VIP2.to_string())
+    });
+    assert!(settled.is_some(), "the VIPs did not settle");
+    // The connections, a line every 200 ms each for 20 s (room for the failover and
+    // TCP's retransmission backoff).
+    let log = dir.0.join("hold.log");
+    let client = r.client.clone();
+    let n = connections.to_string();
+    let hold = r
+        .lab
+        .spawn(
+            &client,
+            &[
+                fulcrum_e2e::bin().to_str().expect("a UTF-8 path"),
+                "lab-agent",
+                "hold",
+                "--connect",
+                &format!("{vip1}:80"),
+                "--every-ms",
+                "200",
+                "--for-ms",
+                "20000",
+                "--connections",
+                &n,
+            ],
+            Some(&log),
+        )
+        .unwrap();
+    let connected = wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("connected rs")
+            .count()
+            == connections as usize
+    });
+    assert!(
+        connected.is_some(),
+        "the connections did not open: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let established = |sock: &Path| {
+        ipvsadm(sock, &["-Lnc"])
+            .lines()
+            .filter(|l| l.contains("ESTABLISHED") && l.contains(&format!("{vip1}:80")))
+            .count()
+    };
+    assert_eq!(established(&daemons[0].sock), connections as usize);
+    if sync {
+        let synced = wait_for(Duration::from_secs(5), || {
+            established(&daemons[1].sock) == connections as usize
+        });
+        assert!(
+            synced.is_some(),
+            "director 2 holds {} of {connections} connections:\n{}\n{}",
+            established(&daemons[1].sock),
+            ipvsadm(&daemons[1].sock, &["-Lnc"]),
+            raw_ipvs(&daemons[1].sock)
+        );
+    } else {
+        assert_eq!(established(&daemons[1].sock), 0);
+    }
+    daemons[0].process.signal("KILL").unwrap();
+    r.lab.ip(&d1, &["link", "set", "eth0", "down"]).unwrap();
+    let moved = wait_for(Duration::from_secs(10), || holds(&r, &d2, &vip1));
+    assert!(moved.is_some(), "VIP1 did not move to director 2");
+    let status = hold.wait_timeout(Duration::from_secs(40));
+    let held = std::fs::read_to_string(&log).unwrap_or_default();
+    if sync {
+        assert_eq!(status, Some(0), "connections broke: {held}");
+        assert!(held.contains("held "), "{held}");
+    } else {
+        assert_eq!(status, Some(1), "without sync they break: {held}");
+        assert!(
+            held.contains(&format!("broken {connections} of {connections}")),
+            "{held}"
+        );
+    }
+}
+
+#[test]
+fn synced_connections_survive_the_failover() {
+    if !require_root("synced_connections_survive_the_failover") {
+        return;
+    }
+    established_connections_across_failover(true, "l4sync", 50);
+}
+
+#[test]
+fn without_sync_connections_break_at_the_failover() {
+    if !require_root("without_sync_connections_break_at_the_failover") {
+        return;
+    }
+    established_connections_across_failover(false, "l4nosync", 10);
+}
+
 /// Starts the agent's `watch` in the client: a new connection to `target` every
 /// `every_ms` for `for_ms`, each line `UNIX_MICROS answer`.
 fn watch(r: &mut Reference, dir: &Scratch, name: &str, args: &[&str]) -> (Process, PathBuf) {

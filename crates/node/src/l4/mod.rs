@@ -5,6 +5,7 @@
 
 pub mod edit;
 pub mod rules;
+pub mod sync;
 pub mod table;
 #[cfg(test)]
 mod tests;
@@ -47,6 +48,7 @@ pub struct Runtime {
     shared: Arc<Mutex<Forwarding>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    sync_thread: Option<std::thread::JoinHandle<()>>,
 }
 
 /// The data plane with its table and rules, behind the runtime's lock.
@@ -62,6 +64,8 @@ struct Forwarding {
     /// The health checks' verdicts last applied.
     verdicts: Verdicts,
     interfaces: Vec<(String, AttachMode)>,
+    /// The connection sync daemon's configuration, role and counters.
+    sync: sync::SyncState,
 }
 
 /// A cheap handle for the control socket.
@@ -82,7 +86,19 @@ impl Handle {
                 mode: mode.name().to_string(),
             })
             .collect();
+        if s.sync.config.is_some() {
+            let mut status = s.sync.status.clone();
+            status.master = s.sync.master;
+            status.backup = s.sync.backup;
+            v.sync = Some(status);
+        }
         v
+    }
+
+    /// A VRRP instance changed state: the sync daemon follows the instance it names.
+    pub fn vrrp_transition(&self, instance: &str, master: bool) {
+        let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        s.sync.vrrp(instance, master);
     }
 
     /// Drains (weight 0: existing connections go on, no new ones) or undrains the real
@@ -155,6 +171,10 @@ impl Handle {
         s.rules = rules;
         s.configured = keys;
         s.verdicts = verdicts;
+        match sync::SyncConfig::from_keepalived(k) {
+            Ok(c) => s.sync.configure(c),
+            Err(e) => warn!("{e}; connection sync left as it was"),
+        }
     }
 
     /// Applies ipvsadm command lines together: all are checked first, and an error
@@ -277,7 +297,14 @@ pub fn start(
         .vrrp_instances
         .iter()
         .any(|i| i.refuses_traffic(&k.global_defs));
-    if rules.is_empty() && !no_accept && !always {
+    let sync_config = match sync::SyncConfig::from_keepalived(k) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!("{e}; no connection sync");
+            None
+        }
+    };
+    if rules.is_empty() && !no_accept && !always && sync_config.is_none() {
         return Ok(None);
     }
     let configured = rules.iter().map(|r| r.key).collect();
@@ -355,7 +382,13 @@ pub fn start(
         configured,
         verdicts,
         interfaces,
+        sync: sync::SyncState::default(),
     }));
+    shared
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .sync
+        .configure(sync_config);
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let thread = {
         let shared = Arc::clone(&shared);
@@ -364,10 +397,18 @@ pub fn start(
             .name("fulcrum-l4".into())
             .spawn(move || maintain(shared, stop))?
     };
+    let sync_thread = {
+        let shared = Arc::clone(&shared);
+        let stop = Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("fulcrum-sync".into())
+            .spawn(move || sync::run(shared, stop))?
+    };
     Ok(Some(Runtime {
         shared,
         stop,
         thread: Some(thread),
+        sync_thread: Some(sync_thread),
     }))
 }
 
@@ -440,7 +481,10 @@ impl Runtime {
     /// run to adopt.
     pub fn stop(mut self, release: bool) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
+        for t in [self.thread.take(), self.sync_thread.take()]
+            .into_iter()
+            .flatten()
+        {
             let _ = t.join();
         }
         let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());

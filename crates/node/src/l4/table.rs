@@ -83,6 +83,49 @@ pub struct Table {
     pub(super) drained: Vec<(Ipv4Addr, Option<u16>)>,
 }
 
+impl Table {
+    /// For a persistence template: its service's key and timeout, and the real server.
+    pub(super) fn template_of(&self, service: u32, slot: u32) -> Option<(RuleKey, u32, DestSpec)> {
+        let i = self.installed.values().find(|i| i.id == service)?;
+        let d = i.spec.dests.get(slot as usize).copied().flatten()?;
+        Some((i.rule.key, i.spec.persistence?.0, d))
+    }
+
+    /// Where a synced connection to `vip:vport` through `rip:rport` goes here: the
+    /// service's id, the real server's slot and its forwarding method (a connection
+    /// takes its server's, as in IPVS). A port-0 persistent service takes every port.
+    pub(super) fn synced_slot(
+        &self,
+        proto: u8,
+        vip: Ipv4Addr,
+        vport: u16,
+        rip: Ipv4Addr,
+        rport: u16,
+    ) -> Option<(u32, u16, Method)> {
+        let exact = RuleKey {
+            proto,
+            vip,
+            port: vport,
+        };
+        let any_port = RuleKey {
+            proto,
+            vip,
+            port: 0,
+        };
+        let i = self.installed.get(&exact).or_else(|| {
+            self.installed
+                .get(&any_port)
+                .filter(|i| i.spec.persistence.is_some())
+        })?;
+        let slot =
+            i.spec.dests.iter().position(|d| {
+                d.is_some_and(|d| d.addr == rip && (d.port == rport || d.port == 0))
+            })?;
+        let d = i.spec.dests[slot]?;
+        Some((i.id, slot as u16, d.method))
+    }
+}
+
 fn parse_mac(text: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = text.trim().split(':');
@@ -419,14 +462,14 @@ impl Table {
         };
         let templates = templates
             .into_iter()
-            .filter_map(|(svc, client, slot, left)| {
-                let i = by_id.get(&svc)?;
-                let d = i.spec.dests.get(slot as usize).copied().flatten()?;
+            .filter_map(|t| {
+                let i = by_id.get(&t.service)?;
+                let d = i.spec.dests.get(t.slot as usize).copied().flatten()?;
                 Some(status::IpvsConnection {
                     protocol: i.rule.key.proto_name().to_string(),
-                    expires_ms: left.as_millis() as u64,
+                    expires_ms: t.expires_in.as_millis() as u64,
                     state: "NONE".to_string(),
-                    source: format!("{client}:0"),
+                    source: format!("{}:0", t.client),
                     virtual_: format!("{}:{}", i.rule.key.vip, i.rule.key.port),
                     destination: format!("{}:{}", d.addr, d.port),
                 })
@@ -461,6 +504,7 @@ impl Table {
             templates,
             timeout: timeouts(&t),
             interfaces: Vec::new(),
+            sync: None,
         }
     }
 

@@ -1329,6 +1329,9 @@ impl HostIo {
                     });
                     r.last = Some((unix_now(), to, why));
                     r.transitions += 1;
+                    if let Some(l4) = &self.l4 {
+                        l4.vrrp_transition(&r.name, to == State::Master);
+                    }
                     self.notify(r, inst, to);
                 }
             }
