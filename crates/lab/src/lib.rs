@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod ipvs_vm;
 pub mod reference;
 
 use std::ffi::OsStr;

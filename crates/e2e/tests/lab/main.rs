@@ -6,6 +6,7 @@ mod as_keepalived;
 mod as_nginx;
 mod demo;
 mod health;
+mod ipvs_peer;
 mod l4;
 mod l7;
 mod l7_diff;

@@ -1,0 +1,189 @@
+//! Fulcrum held to the real IPVS: Debian's kernel in a VM on the lab's network
+//! (crates/lab/src/ipvs_vm.rs; this machine's kernel has no IPVS).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use fulcrum_e2e::Scratch;
+use fulcrum_lab::ipvs_vm::IpvsVm;
+use fulcrum_lab::reference::{self, Deployment};
+use fulcrum_lab::{require_root, wait_for, Agent, Reference};
+
+fn agent() -> Agent {
+    Agent::new(fulcrum_e2e::bin(), &["lab-agent"])
+}
+
+/// The VM's address on the deployment's segment.
+const VM: &str = "10.1.10.70";
+
+/// `ipvsadm -Lnc` rows without the expiry column: (pro, state, source, virtual, dest).
+fn rows(listing: &str, vip: &str) -> BTreeSet<String> {
+    listing
+        .lines()
+        .filter(|l| l.contains(&format!("{vip}:80")))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let keep: Vec<&str> = f
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != 1)
+                .map(|(_, w)| *w)
+                .collect();
+            keep.join(" ")
+        })
+        .collect()
+}
+
+fn fulcrum_ipvsadm(sock: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new(fulcrum_e2e::bin())
+        .arg("ipvsadm")
+        .arg("--control")
+        .arg(sock)
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Connection sync with the real IPVS, both ways, on reference deployment 3's segment:
+/// the VM directs VIP2 (IPVS, DR, sync master and backup, syncid 51), Fulcrum on director 1
+/// directs VIP1 (`lvs_sync_daemon eth0 id 51`, master and backup), each configured with
+/// both services. Long connections through each: Fulcrum holds the VM's connections, the
+/// VM holds Fulcrum's, with the same protocol, state, client, virtual and real server in
+/// `ipvsadm -Lnc` on both.
+#[test]
+fn connection_sync_interoperates_with_ipvs() {
+    if !require_root("connection_sync_interoperates_with_ipvs") {
+        return;
+    }
+    let mut r: Reference =
+        reference::build(Deployment::KeepalivedHa, "ipvssync", Some(agent())).unwrap();
+    let dir = Scratch::new("ipvssync");
+    for (i, rs) in r.real_servers.clone().iter().enumerate() {
+        r.lab
+            .serve(rs, &format!("rs{}", i + 1), "0.0.0.0:80", false)
+            .unwrap();
+    }
+    let (vip1, vip2) = (reference::VIP1.to_string(), reference::VIP2.to_string());
+    let rips: Vec<String> = r.rips.iter().map(|a| a.to_string()).collect();
+    let switch = r.switches[0].clone();
+    let mut vm = IpvsVm::start(&switch, &[&format!("{VM}/24"), &format!("{vip2}/32")]).unwrap();
+    for vip in [&vip1, &vip2] {
+        vm.must(&format!("ipvsadm -A -t {vip}:80 -s rr")).unwrap();
+        for rip in &rips {
+            vm.must(&format!("ipvsadm -a -t {vip}:80 -r {rip}:80 -g"))
+                .unwrap();
+        }
+    }
+    vm.must("ipvsadm --start-daemon master --mcast-interface eth0 --syncid 51")
+        .unwrap();
+    vm.must("ipvsadm --start-daemon backup --mcast-interface eth0 --syncid 51")
+        .unwrap();
+
+    // Fulcrum on director 1, holding VIP1 itself (no VRRP here).
+    let d1 = r.directors[0].clone();
+    r.lab.addr(&d1, "eth0", &format!("{vip1}/32")).unwrap();
+    let mut conf = String::from("global_defs {\n    lvs_sync_daemon eth0 id 51\n}\n");
+    for vip in [&vip1, &vip2] {
+        conf += &format!(
+            "virtual_server {vip} 80 {{\n    lb_algo rr\n    lb_kind DR\n    protocol TCP\n"
+        );
+        for rip in &rips {
+            conf += &format!("    real_server {rip} 80 {{\n        weight 1\n    }}\n");
+        }
+        conf += "}\n";
+    }
+    let path = dir.0.join("sync.conf");
+    std::fs::write(&path, conf).unwrap();
+    let d = fulcrum_e2e::spawn_fulcrum(&mut r.lab, &d1, &path, &dir.0, "lb1", &[]);
+    let up = wait_for(Duration::from_secs(20), || {
+        fulcrum_ipvsadm(&d.sock, &["-Ln"]).contains("  -> ")
+    });
+    assert!(
+        up.is_some(),
+        "{}",
+        std::fs::read_to_string(&d.log).unwrap_or_default()
+    );
+
+    // Five long connections through each VIP (a line every 200 ms for 20 s).
+    let client = r.client.clone();
+    let mut holds = Vec::new();
+    for vip in [&vip1, &vip2] {
+        let log = dir.0.join(format!("hold-{vip}.log"));
+        let p = r
+            .lab
+            .spawn(
+                &client,
+                &[
+                    fulcrum_e2e::bin().to_str().expect("a UTF-8 path"),
+                    "lab-agent",
+                    "hold",
+                    "--connect",
+                    &format!("{vip}:80"),
+                    "--every-ms",
+                    "200",
+                    "--for-ms",
+                    "20000",
+                    "--connections",
+                    "5",
+                ],
+                Some(&log),
+            )
+            .unwrap();
+        holds.push((p, log));
+    }
+    for (_, log) in &holds {
+        let open = wait_for(Duration::from_secs(15), || {
+            std::fs::read_to_string(log)
+                .unwrap_or_default()
+                .matches("connected rs")
+                .count()
+                == 5
+        });
+        assert!(
+            open.is_some(),
+            "{}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
+
+    // IPVS -> Fulcrum: the VM's VIP2 connections appear in Fulcrum's table.
+    let ours = |vip: &str| rows(&fulcrum_ipvsadm(&d.sock, &["-Lnc"]), vip);
+    let synced = wait_for(Duration::from_secs(20), || {
+        let t = rows(&vm_lnc(&mut vm), &vip2);
+        t.len() == 5 && ours(&vip2) == t
+    });
+    assert!(
+        synced.is_some(),
+        "IPVS's connections did not reach Fulcrum:\nIPVS:\n{}\nFulcrum:\n{}\n{}",
+        vm_lnc(&mut vm),
+        fulcrum_ipvsadm(&d.sock, &["-Lnc"]),
+        std::fs::read_to_string(&d.log).unwrap_or_default()
+    );
+    // Fulcrum -> IPVS: director 1's VIP1 connections appear in the VM's table.
+    let synced = wait_for(Duration::from_secs(20), || {
+        let o = ours(&vip1);
+        o.len() == 5 && rows(&vm_lnc(&mut vm), &vip1) == o
+    });
+    assert!(
+        synced.is_some(),
+        "Fulcrum's connections did not reach IPVS:\nFulcrum:\n{}\nIPVS:\n{}",
+        fulcrum_ipvsadm(&d.sock, &["-Lnc"]),
+        vm_lnc(&mut vm)
+    );
+    // Both sync daemons ran with the settings asked for.
+    let daemons = vm.must("ipvsadm -L --daemon").unwrap();
+    assert!(
+        daemons.contains("master sync daemon (mcast=eth0, syncid=51")
+            && daemons.contains("backup sync daemon (mcast=eth0, syncid=51"),
+        "{daemons}"
+    );
+    for (p, _) in holds {
+        p.kill();
+    }
+}
+
+fn vm_lnc(vm: &mut IpvsVm) -> String {
+    vm.must("ipvsadm -Lnc").unwrap_or_default()
+}
