@@ -28,12 +28,14 @@ struct Listing {
     numeric: bool,
     /// `-L -t|-u VIP:PORT`: one service.
     service: Option<(String, String)>,
+    /// `-L --daemon`: the connection sync daemons.
+    daemon: bool,
 }
 
 fn usage(message: &str) -> ExitCode {
     eprintln!("{message}");
     eprintln!(
-        "Usage: ipvsadm -A|-E -t|-u service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o]\n       ipvsadm -D -t|-u service-address\n       ipvsadm -C\n       ipvsadm -R < rules\n       ipvsadm -a|-e -t|-u service-address -r server-address [-g|-m] [-w weight] [-x upper] [-y lower]\n       ipvsadm -d -t|-u service-address -r server-address\n       ipvsadm -L|-l [-n] [-c] [--stats|--rate|--timeout] [--exact] [-t|-u service-address]\n       ipvsadm -v\n       ipvsadm -S|--save [-n]\n       ipvsadm -Z [-t|-u service-address]\n       ipvsadm --set tcp tcpfin udp\n       ipvsadm --control SOCKET ... (or FULCRUM_CONTROL)"
+        "Usage: ipvsadm -A|-E -t|-u service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o]\n       ipvsadm -D -t|-u service-address\n       ipvsadm -C\n       ipvsadm -R < rules\n       ipvsadm -a|-e -t|-u service-address -r server-address [-g|-m] [-w weight] [-x upper] [-y lower]\n       ipvsadm -d -t|-u service-address -r server-address\n       ipvsadm -L|-l [-n] [-c] [--stats|--rate|--timeout] [--exact] [-t|-u service-address]\n       ipvsadm -v\n       ipvsadm -S|--save [-n]\n       ipvsadm -Z [-t|-u service-address]\n       ipvsadm --set tcp tcpfin udp\n       ipvsadm --start-daemon master|backup --mcast-interface IF [--syncid N] [--sync-maxlen N] [--mcast-group ADDR] [--mcast-port N] [--mcast-ttl N]\n       ipvsadm --stop-daemon master|backup\n       ipvsadm -L --daemon\n       ipvsadm --control SOCKET ... (or FULCRUM_CONTROL)"
     );
     ExitCode::from(2)
 }
@@ -90,16 +92,20 @@ pub fn run(args: Vec<String>) -> ExitCode {
     } else {
         vec![rest]
     };
+    // The command line is read here first, as ipvsadm reads it before asking the kernel:
+    // what it refuses exits 2; what the kernel (the daemon) refuses, 255, in IPVS's words.
+    for line in &lines {
+        if let Err(e) = fulcrum_node::l4::edit::parse(line) {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    }
     match call_with(&socket, "ipvsadm", lines) {
         Ok(r) if r.ok => ExitCode::SUCCESS,
         Ok(r) => {
             let e = r.error.unwrap_or_else(|| "the daemon refused".into());
-            if e.starts_with("ipvsadm: ") {
-                eprintln!("{e}");
-            } else {
-                eprintln!("ipvsadm: {e}");
-            }
-            ExitCode::from(1)
+            eprintln!("{e}");
+            ExitCode::from(255)
         }
         Err(e) => {
             eprintln!("ipvsadm: {e:#}; nothing was changed");
@@ -130,6 +136,7 @@ fn list(socket: &Path, args: &[String]) -> ExitCode {
             "--stats" => l.stats = true,
             "--rate" => l.rate = true,
             "--exact" => l.exact = true,
+            "--daemon" => l.daemon = true,
             s if s.starts_with('-') && !s.starts_with("--") && s.len() > 2 => {
                 // Bundled short options, as getopt takes them: -Ln, -Lnc, -Sn.
                 for c in s[1..].chars() {
@@ -274,6 +281,20 @@ fn render_with(
         |addr: &str, port: u16, protocol: &str| addr_port(addr, port, protocol, l.numeric, names);
     let mut out = String::new();
     let services = &r.services;
+    if l.daemon {
+        // ipvsadm's print_daemon: the master's line, then the backup's.
+        if let Some(s) = &r.sync {
+            for (role, d) in [("master", &s.master), ("backup", &s.backup)] {
+                if let Some(d) = d {
+                    out += &format!(
+                        "{role} sync daemon (mcast={}, syncid={}, maxlen={}, group={}, port={}, ttl={})\n",
+                        d.interface, d.syncid, d.maxlen, d.group, d.port, d.ttl
+                    );
+                }
+            }
+        }
+        return out;
+    }
     if l.timeout {
         let t = &r.timeout;
         out += &format!(

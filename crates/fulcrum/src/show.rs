@@ -233,18 +233,21 @@ pub fn services(r: &Listing) {
         .map(|(k, n)| format!("{k} {n}"))
         .collect();
     println!("packets: {}", packets.join(", "));
-    if let Some(s) = &r.sync {
-        let role = match (s.master, s.backup) {
-            (true, true) => "master and backup",
-            (true, false) => "master",
-            (false, true) => "backup",
-            (false, false) => "stopped",
-        };
+    if let Some(s) = r
+        .sync
+        .as_ref()
+        .filter(|s| s.master.is_some() || s.backup.is_some())
+    {
+        for (role, d) in [("master", &s.master), ("backup", &s.backup)] {
+            if let Some(d) = d {
+                println!(
+                    "connection sync {role} on {} (syncid {}, {}:{}, maxlen {})",
+                    d.interface, d.syncid, d.group, d.port, d.maxlen
+                );
+            }
+        }
         println!(
-            "connection sync on {} (syncid {}, {}): {role}; sent {} records in {} messages; received {} messages: {} adopted, {} updated, {} ignored, {} malformed, {} refused (table full)",
-            s.interface,
-            s.syncid,
-            s.group,
+            "connection sync: sent {} records in {} messages; received {} messages: {} adopted, {} updated, {} ignored, {} malformed, {} refused (table full)",
             s.sent_records,
             s.sent_messages,
             s.received_messages,

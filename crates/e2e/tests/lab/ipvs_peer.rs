@@ -187,3 +187,106 @@ fn connection_sync_interoperates_with_ipvs() {
 fn vm_lnc(vm: &mut IpvsVm) -> String {
     vm.must("ipvsadm -Lnc").unwrap_or_default()
 }
+
+/// `ipvsadm --start-daemon`, `--stop-daemon` and `-L --daemon` against Fulcrum answer as
+/// the real ipvsadm on the real IPVS: the same output, errors and exit codes, command by
+/// command (a daemon started with ipvsadm alone, no keepalived.conf).
+#[test]
+fn ipvsadm_sync_daemon_commands_match_ipvs() {
+    if !require_root("ipvsadm_sync_daemon_commands_match_ipvs") {
+        return;
+    }
+    let mut r: Reference = reference::build(Deployment::LvsDr, "ipvsd", Some(agent())).unwrap();
+    let dir = Scratch::new("ipvsd");
+    let switch = r.switches[0].clone();
+    let mut vm = IpvsVm::start(&switch, &[&format!("{VM}/24")]).unwrap();
+    let director = r.directors[0].clone();
+    let sock = dir.0.join("d.sock");
+    let log = dir.0.join("d.log");
+    r.lab
+        .spawn(
+            &director,
+            &[
+                fulcrum_e2e::bin().as_os_str(),
+                "run".as_ref(),
+                "--control".as_ref(),
+                sock.as_os_str(),
+            ],
+            Some(&log),
+        )
+        .unwrap();
+    let up = wait_for(Duration::from_secs(20), || sock.exists());
+    assert!(
+        up.is_some(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let commands: &[&[&str]] = &[
+        &["-L", "--daemon"],
+        &["--stop-daemon", "master"],
+        &[
+            "--start-daemon",
+            "master",
+            "--mcast-interface",
+            "eth0",
+            "--syncid",
+            "9",
+        ],
+        &["--start-daemon", "master", "--mcast-interface", "eth0"],
+        &["--start-daemon", "backup", "--mcast-interface", "nosuch"],
+        &[
+            "--start-daemon",
+            "backup",
+            "--mcast-interface",
+            "eth0",
+            "--sync-maxlen",
+            "70000",
+        ],
+        &["--start-daemon", "both", "--mcast-interface", "eth0"],
+        &[
+            "--start-daemon",
+            "backup",
+            "--mcast-interface",
+            "eth0",
+            "--sync-maxlen",
+            "1000",
+            "--mcast-group",
+            "239.1.1.1",
+            "--mcast-port",
+            "9000",
+            "--mcast-ttl",
+            "3",
+        ],
+        &["-L", "--daemon"],
+        &["-Ln", "--daemon"],
+        &["--stop-daemon", "master"],
+        &["-L", "--daemon"],
+        &["--stop-daemon", "backup"],
+        &["--stop-daemon", "backup"],
+        &["-L", "--daemon"],
+    ];
+    let mut wrong = Vec::new();
+    for c in commands {
+        let (code, theirs) = vm.run_code(&format!("ipvsadm {}", c.join(" "))).unwrap();
+        let out = std::process::Command::new(fulcrum_e2e::bin())
+            .arg("ipvsadm")
+            .arg("--control")
+            .arg(&sock)
+            .args(*c)
+            .output()
+            .unwrap();
+        let ours = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let our_code = out.status.code().unwrap_or(-1);
+        if (our_code, ours.as_str()) != (code, theirs.as_str()) {
+            wrong.push(format!(
+                "ipvsadm {}:\n  IPVS    ({code}): {theirs:?}\n  Fulcrum ({our_code}): {ours:?}",
+                c.join(" ")
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

@@ -8,6 +8,7 @@ use fulcrum_dataplane::Method;
 use fulcrum_types::Scheduler;
 
 use super::rules::{Rule, RuleDest, RuleKey, VerdictOf};
+use super::sync::{Daemon, SyncRole};
 
 /// One parsed command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +23,10 @@ pub enum Edit {
     /// tcp, tcpfin, udp in seconds; 0 keeps a value.
     SetTimeouts(u32, u32, u32),
     Zero(Option<RuleKey>),
+    /// `--start-daemon master|backup` with its settings.
+    StartDaemon(SyncRole, Daemon),
+    /// `--stop-daemon master|backup`.
+    StopDaemon(SyncRole),
 }
 
 fn host_port(text: &str, default_port: Option<u16>) -> Result<(Ipv4Addr, u16), String> {
@@ -59,6 +64,12 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
     let mut u_threshold: u32 = 0;
     let mut l_threshold: u32 = 0;
     let mut set: Vec<u32> = Vec::new();
+    let mut role: Option<SyncRole> = None;
+    // ipvsadm's DEF_MCAST_IFN: the interface when --mcast-interface is not given.
+    let mut daemon = Daemon {
+        interface: "eth0".into(),
+        ..Daemon::default()
+    };
     let mut it = args.iter().peekable();
     let set_command = |c: &mut Option<&str>, new: &'static str| -> Result<(), String> {
         match c {
@@ -156,6 +167,57 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
                     l_threshold = n;
                 }
             }
+            "--start-daemon" | "--stop-daemon" => {
+                let start = a == "--start-daemon";
+                set_command(&mut command, if start { "--start-daemon" } else { "--stop-daemon" })?;
+                let v = value(a)?;
+                role = Some(match v.as_str() {
+                    "master" => SyncRole::Master,
+                    "backup" => SyncRole::Backup,
+                    _ if start => return Err("illegal start-daemon parameter specified".into()),
+                    _ => return Err("illegal stop-daemon parameter specified".into()),
+                });
+            }
+            "--mcast-interface" => daemon.interface = value(a)?,
+            "--syncid" => {
+                let v = value(a)?;
+                daemon.syncid = v
+                    .parse()
+                    .map_err(|_| "illegal syncid specified".to_string())?;
+            }
+            "--sync-maxlen" => {
+                let v = value(a)?;
+                daemon.maxlen = Some(
+                    v.parse::<u16>()
+                        .ok()
+                        .filter(|m| *m > 0)
+                        .ok_or_else(|| "illegal sync-maxlen specified".to_string())?,
+                );
+            }
+            "--mcast-group" => {
+                let v = value(a)?;
+                daemon.group = v
+                    .parse::<Ipv4Addr>()
+                    .ok()
+                    .filter(Ipv4Addr::is_multicast)
+                    .ok_or_else(|| "illegal mcast-group specified".to_string())?;
+            }
+            "--mcast-port" => {
+                let v = value(a)?;
+                daemon.port = v
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| "illegal mcast-port specified".to_string())?;
+            }
+            "--mcast-ttl" => {
+                let v = value(a)?;
+                daemon.ttl = v
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|t| *t > 0)
+                    .ok_or_else(|| "illegal mcast-ttl specified".to_string())?;
+            }
             "-n" | "--numeric" => {}
             other => return Err(format!("ipvsadm: invalid option -- '{other}'")),
         }
@@ -199,6 +261,8 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
         })
     };
     Ok(match command {
+        "--start-daemon" => Edit::StartDaemon(role.expect("set with the command"), daemon),
+        "--stop-daemon" => Edit::StopDaemon(role.expect("set with the command")),
         "-C" => Edit::Clear,
         "--set" => Edit::SetTimeouts(set[0], set[1], set[2]),
         "-Z" => Edit::Zero(key(false)?),
@@ -252,7 +316,8 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
 }
 
 /// Applies an edit to a copy of the rules, with ipvsadm's messages for what the kernel
-/// refuses. Timeouts and zeroing are not rule changes: the caller does them.
+/// refuses. Timeouts, zeroing and the sync daemons are not rule changes: the caller does
+/// them.
 pub fn apply(rules: &[Rule], edit: &Edit) -> Result<Vec<Rule>, String> {
     let mut rules = rules.to_vec();
     let find = |rules: &[Rule], key: &RuleKey| rules.iter().position(|r| r.key == *key);
@@ -312,7 +377,7 @@ pub fn apply(rules: &[Rule], edit: &Edit) -> Result<Vec<Rule>, String> {
                 return Err("No such destination".into());
             }
         }
-        Edit::SetTimeouts(..) | Edit::Zero(_) => {}
+        Edit::SetTimeouts(..) | Edit::Zero(_) | Edit::StartDaemon(..) | Edit::StopDaemon(_) => {}
     }
     Ok(rules)
 }
@@ -415,5 +480,79 @@ mod tests {
             parse(&args("--set 0 30 0")).unwrap(),
             Edit::SetTimeouts(0, 30, 0)
         );
+    }
+
+    #[test]
+    fn sync_daemon_commands_parse_as_ipvsadm_reads_them() {
+        use super::super::sync::{Daemon, SyncRole};
+        assert_eq!(
+            parse(&args("--start-daemon master")).unwrap(),
+            Edit::StartDaemon(
+                SyncRole::Master,
+                Daemon {
+                    interface: "eth0".into(),
+                    ..Daemon::default()
+                }
+            )
+        );
+        assert_eq!(
+            parse(&args(
+                "--start-daemon backup --mcast-interface eth1 --syncid 7 --sync-maxlen 1000 --mcast-group 239.1.1.1 --mcast-port 9000 --mcast-ttl 3"
+            ))
+            .unwrap(),
+            Edit::StartDaemon(
+                SyncRole::Backup,
+                Daemon {
+                    interface: "eth1".into(),
+                    syncid: 7,
+                    maxlen: Some(1000),
+                    group: Ipv4Addr::new(239, 1, 1, 1),
+                    port: 9000,
+                    ttl: 3,
+                }
+            )
+        );
+        assert_eq!(
+            parse(&args("--stop-daemon backup")).unwrap(),
+            Edit::StopDaemon(SyncRole::Backup)
+        );
+        for (line, error) in [
+            (
+                "--start-daemon both",
+                "illegal start-daemon parameter specified",
+            ),
+            (
+                "--start-daemon master --syncid 256",
+                "illegal syncid specified",
+            ),
+            (
+                "--start-daemon master --sync-maxlen 70000",
+                "illegal sync-maxlen specified",
+            ),
+            (
+                "--start-daemon master --mcast-group 10.0.0.1",
+                "illegal mcast-group specified",
+            ),
+            (
+                "--start-daemon master --mcast-ttl 0",
+                "illegal mcast-ttl specified",
+            ),
+        ] {
+            assert_eq!(parse(&args(line)).unwrap_err(), error, "{line}");
+        }
+    }
+
+    /// The sizes the real IPVS reported (ipvsadm -L --daemon on Debian 12's kernel).
+    #[test]
+    fn sync_maxlen_is_shown_as_ipvs_shows_it() {
+        use super::super::sync::{Daemon, SyncRole};
+        let d = |maxlen| Daemon {
+            maxlen,
+            ..Daemon::default()
+        };
+        assert_eq!(d(None).maxlen_shown(SyncRole::Master, 65536), 1472);
+        assert_eq!(d(None).maxlen_shown(SyncRole::Master, 1500), 1472);
+        assert_eq!(d(Some(1000)).maxlen_shown(SyncRole::Backup, 1500), 1024);
+        assert_eq!(d(None).maxlen_shown(SyncRole::Backup, 1500), 1472);
     }
 }

@@ -86,12 +86,7 @@ impl Handle {
                 mode: mode.name().to_string(),
             })
             .collect();
-        if s.sync.config.is_some() {
-            let mut status = s.sync.status.clone();
-            status.master = s.sync.master;
-            status.backup = s.sync.backup;
-            v.sync = Some(status);
-        }
+        v.sync = Some(s.sync.status());
         v
     }
 
@@ -186,6 +181,31 @@ impl Handle {
             .map(|l| parse(l))
             .collect::<Result<Vec<Edit>, String>>()?;
         let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
+        // The sync daemons' edits (--start-daemon, --stop-daemon) are checked on a copy
+        // first, like the rules, with IPVS's answers when it refuses.
+        let mut daemons = (s.sync.master.clone(), s.sync.backup.clone());
+        for e in &edits {
+            let (role, start) = match e {
+                Edit::StartDaemon(role, d) => (*role, Some(d.clone())),
+                Edit::StopDaemon(role) => (*role, None),
+                _ => continue,
+            };
+            let slot = match role {
+                sync::SyncRole::Master => &mut daemons.0,
+                sync::SyncRole::Backup => &mut daemons.1,
+            };
+            if let Some(d) = &start {
+                // IPVS binds the daemon to the interface at once.
+                if fulcrum_sys::if_index(&d.interface).is_err() {
+                    return Err("No such device".into());
+                }
+            }
+            match (start, slot.is_some()) {
+                (Some(_), true) => return Err("Daemon has already run".into()),
+                (None, false) => return Err("No daemon is running".into()),
+                (start, _) => *slot = start,
+            }
+        }
         let mut rules = s.rules.clone();
         for e in &edits {
             rules = apply(&rules, e)?;
@@ -229,6 +249,7 @@ impl Handle {
         }
         info!(commands = lines.len(), "ipvsadm rules applied");
         s.rules = rules;
+        (s.sync.master, s.sync.backup) = daemons;
         Ok(())
     }
 }

@@ -3,9 +3,10 @@
 //! version 1 to the multicast group, and the backups install what they receive, so that
 //! when VRRP moves the VIP the new master already holds every connection.
 //!
-//! With an instance named, the director is the sync master while that instance is
-//! MASTER and a backup otherwise (keepalived switches IPVS's daemons the same way); with
-//! none, it is both at once. Which connections go when is [`fulcrum_lvs_sync::Master`]'s
+//! As in IPVS, a master daemon and a backup daemon start and stop each on its own
+//! (`ipvsadm --start-daemon`, `--stop-daemon`). keepalived.conf's lvs_sync_daemon drives
+//! them as keepalived does: with an instance named, the master runs while that instance is
+//! MASTER and the backup otherwise; with none, both run. Which connections go when is [`fulcrum_lvs_sync::Master`]'s
 //! pure decision; this thread reads the table once a second (less often when the read
 //! takes more than a fifth of that), sends, and receives.
 
@@ -23,19 +24,60 @@ use tracing::{info, warn};
 use super::table::Table;
 use super::Forwarding;
 
-/// The sync daemon's settings, resolved from keepalived.conf.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncConfig {
+/// Which of IPVS's two sync daemons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncRole {
+    Master,
+    Backup,
+}
+
+/// One sync daemon's settings, as `ipvsadm --start-daemon` gives them to IPVS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Daemon {
     pub interface: String,
-    /// The VRRP instance whose state makes this director master or backup.
-    pub instance: Option<String>,
     pub syncid: u8,
+    /// `--sync-maxlen`; None: IPVS's default.
     pub maxlen: Option<u16>,
+    pub group: Ipv4Addr,
     pub port: u16,
     pub ttl: u8,
-    pub group: Ipv4Addr,
-    /// IPVS's sync_refresh_period (0: half of each state's timeout).
-    pub refresh_period: Duration,
+}
+
+impl Default for Daemon {
+    fn default() -> Self {
+        Daemon {
+            interface: String::new(),
+            syncid: 0,
+            maxlen: None,
+            group: wire::GROUP_V4,
+            port: wire::PORT,
+            ttl: 1,
+        }
+    }
+}
+
+impl Daemon {
+    /// The message size IPVS gives the daemon (what `ipvsadm -L --daemon` shows): a
+    /// master's default is 1472 (a 1500-byte datagram) whatever the MTU, a backup's what
+    /// the link carries (at least 1472); a given size is kept within IPVS's bounds (a
+    /// backup's at least 1024).
+    pub fn maxlen_shown(&self, role: SyncRole, mtu: u32) -> usize {
+        let hlen = 20 + 8;
+        let min = if role == SyncRole::Backup { 1024 } else { 1 };
+        match self.maxlen {
+            Some(m) => usize::from(m).clamp(min, 65535 - hlen),
+            None if role == SyncRole::Master => 1500 - hlen,
+            None => (mtu as usize).clamp(1500, 65535) - hlen,
+        }
+    }
+}
+
+/// The sync daemon keepalived.conf asks for (`lvs_sync_daemon`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncConfig {
+    pub daemon: Daemon,
+    /// The VRRP instance whose state makes this director master or backup; None: both.
+    pub instance: Option<String>,
 }
 
 impl SyncConfig {
@@ -62,26 +104,35 @@ impl SyncConfig {
             }
         };
         Ok(Some(SyncConfig {
-            interface: d.interface.clone(),
+            daemon: Daemon {
+                interface: d.interface.clone(),
+                syncid: d.syncid.or(vrid).unwrap_or(0),
+                maxlen: d.maxlen,
+                port: d.port.unwrap_or(wire::PORT),
+                ttl: d.ttl.unwrap_or(1),
+                group,
+            },
             instance: d.instance.clone(),
-            syncid: d.syncid.or(vrid).unwrap_or(0),
-            maxlen: d.maxlen,
-            port: d.port.unwrap_or(wire::PORT),
-            ttl: d.ttl.unwrap_or(1),
-            group,
-            refresh_period: Duration::ZERO,
         }))
     }
 }
 
-/// What the sync daemon is doing, for `ctl services` and metrics.
+/// A running sync daemon, as `ipvsadm -L --daemon` lists it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SyncStatus {
+pub struct DaemonStatus {
     pub interface: String,
     pub syncid: u8,
+    pub maxlen: usize,
     pub group: String,
-    pub master: bool,
-    pub backup: bool,
+    pub port: u16,
+    pub ttl: u8,
+}
+
+/// What the sync daemons are doing, for `ipvsadm -L --daemon`, `ctl services` and metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncStatus {
+    pub master: Option<DaemonStatus>,
+    pub backup: Option<DaemonStatus>,
     pub sent_messages: u64,
     pub sent_records: u64,
     pub received_messages: u64,
@@ -98,52 +149,89 @@ pub struct SyncStatus {
     pub table_full: u64,
 }
 
-/// The sync daemon's share of the layer-4 state, behind the runtime's lock.
+/// The sync daemons, as IPVS holds them (a master and a backup, each started and stopped
+/// on its own), behind the runtime's lock. keepalived.conf's lvs_sync_daemon starts and
+/// stops them as keepalived does; `ipvsadm --start-daemon`/`--stop-daemon` too.
 #[derive(Debug, Default)]
 pub(super) struct SyncState {
-    pub config: Option<SyncConfig>,
-    pub master: bool,
-    pub backup: bool,
+    keepalived: Option<SyncConfig>,
+    pub master: Option<Daemon>,
+    pub backup: Option<Daemon>,
     pub status: SyncStatus,
 }
 
 impl SyncState {
-    /// A new or reloaded configuration: with an instance, a backup until VRRP says
-    /// master; with none, both.
+    /// A new or reloaded lvs_sync_daemon: what the old one started stops; with an
+    /// instance, a backup until VRRP says master; with none, both.
     pub fn configure(&mut self, config: Option<SyncConfig>) {
-        if self.config == config {
+        if self.keepalived == config {
             return;
         }
-        let both = config.as_ref().is_some_and(|c| c.instance.is_none());
-        self.master = both;
-        self.backup = config.is_some();
-        if let Some(c) = &config {
-            self.status.interface = c.interface.clone();
-            self.status.syncid = c.syncid;
-            self.status.group = format!("{}:{}", c.group, c.port);
+        if let Some(old) = self.keepalived.take() {
+            if self.master.as_ref() == Some(&old.daemon) {
+                self.master = None;
+            }
+            if self.backup.as_ref() == Some(&old.daemon) {
+                self.backup = None;
+            }
         }
-        self.config = config;
+        if let Some(c) = &config {
+            if c.instance.is_none() {
+                self.master = Some(c.daemon.clone());
+            }
+            self.backup = Some(c.daemon.clone());
+        }
+        self.keepalived = config;
     }
 
-    /// A VRRP instance changed state.
+    /// A VRRP instance changed state: keepalived's ipvs_syncd_master / ipvs_syncd_backup.
     pub fn vrrp(&mut self, instance: &str, master: bool) {
-        if self
-            .config
-            .as_ref()
-            .and_then(|c| c.instance.as_deref())
-            .is_some_and(|i| i == instance)
-        {
-            if self.master != master {
-                info!(
-                    instance,
-                    role = if master { "master" } else { "backup" },
-                    "connection sync role"
-                );
-            }
-            self.master = master;
-            self.backup = !master;
+        let Some(c) = &self.keepalived else {
+            return;
+        };
+        if c.instance.as_deref() != Some(instance) {
+            return;
+        }
+        if master != self.master.is_some() {
+            info!(
+                instance,
+                role = if master { "master" } else { "backup" },
+                "connection sync role"
+            );
+        }
+        let d = c.daemon.clone();
+        if master {
+            self.backup = None;
+            self.master = Some(d);
+        } else {
+            self.master = None;
+            self.backup = Some(d);
         }
     }
+
+    /// The status with the daemons as they run now.
+    pub fn status(&self) -> SyncStatus {
+        let shown = |d: &Daemon, role| DaemonStatus {
+            interface: d.interface.clone(),
+            syncid: d.syncid,
+            maxlen: d.maxlen_shown(role, mtu(&d.interface)),
+            group: d.group.to_string(),
+            port: d.port,
+            ttl: d.ttl,
+        };
+        SyncStatus {
+            master: self.master.as_ref().map(|d| shown(d, SyncRole::Master)),
+            backup: self.backup.as_ref().map(|d| shown(d, SyncRole::Backup)),
+            ..self.status.clone()
+        }
+    }
+}
+
+fn mtu(interface: &str) -> u32 {
+    std::fs::read_to_string(format!("/sys/class/net/{interface}/mtu"))
+        .ok()
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or(1500)
 }
 
 /// The records the master would send for everything its table holds.
@@ -249,106 +337,150 @@ fn adopt(table: &Table, dp: &mut DataPlane, r: &Record, status: &mut SyncStatus)
     }
 }
 
-struct Sockets {
-    config: SyncConfig,
-    rx: UdpSocket,
-    tx: UdpSocket,
+/// The master's socket: sends to the group from the interface.
+struct Sender {
+    daemon: Daemon,
+    socket: UdpSocket,
+    /// The largest datagram: the daemon's maxlen, within what the link carries.
     maxlen: usize,
 }
 
-fn open(c: &SyncConfig) -> std::io::Result<Sockets> {
-    use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
-    let index = fulcrum_sys::if_index(&c.interface)?;
-    let rx = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    rx.set_reuse_address(true)?;
-    rx.bind_device(Some(c.interface.as_bytes()))?;
-    rx.bind(&SocketAddr::V4(SocketAddrV4::new(c.group, c.port)).into())?;
-    rx.join_multicast_v4_n(&c.group, &InterfaceIndexOrAddress::Index(index))?;
-    rx.set_read_timeout(Some(Duration::from_millis(100)))?;
+/// The backup's socket: joined to the group on the interface.
+struct Receiver {
+    daemon: Daemon,
+    socket: UdpSocket,
+}
+
+fn open_sender(d: &Daemon) -> std::io::Result<Sender> {
+    use socket2::{Domain, Protocol, Socket, Type};
     let tx = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-    tx.bind_device(Some(c.interface.as_bytes()))?;
+    tx.bind_device(Some(d.interface.as_bytes()))?;
     tx.set_multicast_loop_v4(false)?;
-    tx.set_multicast_ttl_v4(u32::from(c.ttl))?;
-    let mtu = std::fs::read_to_string(format!("/sys/class/net/{}/mtu", c.interface))
-        .ok()
-        .and_then(|m| m.trim().parse().ok())
-        .unwrap_or(1500);
-    Ok(Sockets {
-        config: c.clone(),
-        rx: rx.into(),
-        tx: tx.into(),
-        maxlen: wire::maxlen(c.maxlen, mtu),
+    tx.set_multicast_ttl_v4(u32::from(d.ttl))?;
+    let maxlen = d
+        .maxlen_shown(SyncRole::Master, mtu(&d.interface))
+        .min(wire::maxlen(None, mtu(&d.interface)));
+    Ok(Sender {
+        daemon: d.clone(),
+        socket: tx.into(),
+        maxlen,
     })
 }
 
-/// The sync thread: (re)opens its sockets when the configuration changes, receives while
-/// a backup, and sends once a second while the master.
+fn open_receiver(d: &Daemon) -> std::io::Result<Receiver> {
+    use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
+    let index = fulcrum_sys::if_index(&d.interface)?;
+    let rx = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    rx.set_reuse_address(true)?;
+    rx.bind_device(Some(d.interface.as_bytes()))?;
+    rx.bind(&SocketAddr::V4(SocketAddrV4::new(d.group, d.port)).into())?;
+    rx.join_multicast_v4_n(&d.group, &InterfaceIndexOrAddress::Index(index))?;
+    rx.set_read_timeout(Some(Duration::from_millis(100)))?;
+    Ok(Receiver {
+        daemon: d.clone(),
+        socket: rx.into(),
+    })
+}
+
+/// Keeps a socket open for the daemon that should run: reopened when its settings change,
+/// closed when it stops; a failure is logged and retried every 5 s (the interface may
+/// come later).
+fn keep<S>(
+    what: &str,
+    slot: &mut Option<S>,
+    wanted: Option<&Daemon>,
+    current: impl Fn(&S) -> &Daemon,
+    open: impl Fn(&Daemon) -> std::io::Result<S>,
+    failed: &mut Option<(Daemon, Instant)>,
+) -> bool {
+    if slot.as_ref().map(&current) == wanted {
+        return false;
+    }
+    *slot = None;
+    let Some(d) = wanted else {
+        info!("connection sync: {what} daemon stopped");
+        return true;
+    };
+    let retry = failed
+        .as_ref()
+        .is_none_or(|(f, at)| f != d || at.elapsed() >= Duration::from_secs(5));
+    if !retry {
+        return false;
+    }
+    match open(d) {
+        Ok(s) => {
+            info!(
+                interface = %d.interface,
+                syncid = d.syncid,
+                group = %d.group,
+                port = d.port,
+                "connection sync: {what} daemon started"
+            );
+            *failed = None;
+            *slot = Some(s);
+        }
+        Err(e) => {
+            warn!(interface = %d.interface, "connection sync: {what} daemon: {e}");
+            *failed = Some((d.clone(), Instant::now()));
+        }
+    }
+    true
+}
+
+/// The sync thread: receives while a backup runs, sends once a second while a master
+/// runs.
 pub(super) fn run(shared: Arc<Mutex<Forwarding>>, stop: Arc<AtomicBool>) {
-    let mut sockets: Option<Sockets> = None;
-    let mut failed: Option<(SyncConfig, Instant)> = None;
+    let mut sender: Option<Sender> = None;
+    let mut receiver: Option<Receiver> = None;
+    let (mut send_failed, mut receive_failed) = (None, None);
     let mut master = Master::default();
     let mut ticked = Instant::now();
     let mut read_cost = Duration::ZERO;
     let start = Instant::now();
     let mut buf = vec![0u8; 65536];
     while !stop.load(Ordering::Relaxed) {
-        let (config, is_master, is_backup) = {
+        let (want_master, want_backup) = {
             let s = shared.lock().unwrap_or_else(|e| e.into_inner());
-            (s.sync.config.clone(), s.sync.master, s.sync.backup)
+            (s.sync.master.clone(), s.sync.backup.clone())
         };
-        if sockets.as_ref().map(|s| &s.config) != config.as_ref() {
-            sockets = None;
-            master = Master::new(config.as_ref().map_or(Duration::ZERO, |c| c.refresh_period));
-            if let Some(c) = &config {
-                // A failure is retried every 5 s (the interface may come later).
-                let retry = failed
-                    .as_ref()
-                    .is_none_or(|(f, at)| f != c || at.elapsed() >= Duration::from_secs(5));
-                if retry {
-                    match open(c) {
-                        Ok(s) => {
-                            info!(
-                                interface = %c.interface,
-                                syncid = c.syncid,
-                                group = %c.group,
-                                port = c.port,
-                                maxlen = s.maxlen,
-                                "connection sync daemon started"
-                            );
-                            failed = None;
-                            sockets = Some(s);
-                        }
-                        Err(e) => {
-                            warn!(interface = %c.interface, "connection sync daemon: {e}");
-                            failed = Some((c.clone(), Instant::now()));
-                        }
-                    }
-                }
-            }
-        }
-        let Some(socks) = &sockets else {
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
-        };
-        // Receive for up to 100 ms (drained and dropped while not a backup).
-        match socks.rx.recv_from(&mut buf) {
-            Ok((n, _)) if is_backup => receive(&shared, &buf[..n], socks.config.syncid),
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => {
-                warn!("connection sync: receiving: {e}");
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        if !is_master {
+        if keep(
+            "master",
+            &mut sender,
+            want_master.as_ref(),
+            |s| &s.daemon,
+            open_sender,
+            &mut send_failed,
+        ) {
             // A new master sends everything it holds.
             master.reset();
-            continue;
         }
+        keep(
+            "backup",
+            &mut receiver,
+            want_backup.as_ref(),
+            |r| &r.daemon,
+            open_receiver,
+            &mut receive_failed,
+        );
+        // Receive for up to 100 ms.
+        match &receiver {
+            Some(r) => match r.socket.recv_from(&mut buf) {
+                Ok((n, _)) => receive(&shared, &buf[..n], r.daemon.syncid),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => {
+                    warn!("connection sync: receiving: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            },
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+        let Some(tx) = &sender else {
+            continue;
+        };
         // Once a second, or less often when reading the table takes long (a large
         // table): the master spends at most a fifth of a core on it.
         if ticked.elapsed() < Duration::from_secs(1).max(read_cost * 5) {
@@ -363,11 +495,11 @@ pub(super) fn run(shared: Arc<Mutex<Forwarding>>, stop: Arc<AtomicBool>) {
         if records.is_empty() {
             continue;
         }
-        let to = SocketAddr::V4(SocketAddrV4::new(socks.config.group, socks.config.port));
-        let datagrams = wire::encode(socks.config.syncid, &records, socks.maxlen);
+        let to = SocketAddr::V4(SocketAddrV4::new(tx.daemon.group, tx.daemon.port));
+        let datagrams = wire::encode(tx.daemon.syncid, &records, tx.maxlen);
         let mut sent = 0;
         for d in &datagrams {
-            match socks.tx.send_to(d, to) {
+            match tx.socket.send_to(d, to) {
                 Ok(_) => sent += 1,
                 Err(e) => warn!("connection sync: sending: {e}"),
             }
