@@ -222,6 +222,7 @@ mod tests {
                     persistent: None,
                     netmask: None,
                     ops: false,
+                    flags: Vec::new(),
                     stats: traffic,
                     rate: rates,
                     dests: vec![IpvsDest {

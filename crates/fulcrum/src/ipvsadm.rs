@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use fulcrum_node::status::{Listing as Ipvs, Rates, Traffic};
+use fulcrum_node::status::{IpvsDest, Listing as Ipvs, Rates, Traffic};
 
 use crate::control::{call_with, DEFAULT_SOCKET};
 
@@ -179,7 +179,7 @@ fn list(socket: &Path, args: &[String]) -> ExitCode {
                 });
                 if r.services.is_empty() {
                     eprintln!("No such service");
-                    return ExitCode::from(2);
+                    return ExitCode::from(1);
                 }
             }
             print!("{}", render(&r, &l));
@@ -190,6 +190,19 @@ fn list(socket: &Path, args: &[String]) -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Real servers in ipvsadm's order (libipvs's ipvs_cmp_dests: by address, then port).
+fn sorted(dests: &[IpvsDest]) -> Vec<&IpvsDest> {
+    let mut v: Vec<&IpvsDest> = dests.iter().collect();
+    v.sort_by_key(|d| {
+        (
+            d.address.parse::<std::net::IpAddr>().ok(),
+            d.address.clone(),
+            d.port,
+        )
+    });
+    v
 }
 
 /// `print_largenum`: nine columns, with K/M/G/T above 10^8 unless --exact.
@@ -317,20 +330,18 @@ fn render_with(
             if svc.ops {
                 out += " -o";
             }
+            if !svc.flags.is_empty() {
+                out += &format!(" -b {}", svc.flags.join(","));
+            }
             out += "\n";
-            for d in &svc.dests {
+            // ipvsadm -S writes no thresholds (-x, -y).
+            for d in sorted(&svc.dests) {
                 let fwd = if d.forward == "Masq" { "-m" } else { "-g" };
                 out += &format!(
-                    "-a {opt} {vaddr} -r {} {fwd} -w {}",
+                    "-a {opt} {vaddr} -r {} {fwd} -w {}\n",
                     name(&d.address, d.port, &svc.protocol),
                     d.weight
                 );
-                for (flag, n) in [("-x", d.u_threshold), ("-y", d.l_threshold)] {
-                    if n > 0 {
-                        out += &format!(" {flag} {n}");
-                    }
-                }
-                out += "\n";
             }
         }
         return out;
@@ -354,7 +365,10 @@ fn render_with(
         }
         return out;
     }
-    out += &format!("IP Virtual Server version 1.2.1 (size={})\n", r.size);
+    // Listing one service (-L -t|-u) prints no version line.
+    if l.service.is_none() {
+        out += &format!("IP Virtual Server version 1.2.1 (size={})\n", r.size);
+    }
     if l.stats {
         out += "Prot LocalAddress:Port               Conns   InPkts  OutPkts  InBytes OutBytes\n";
         out += "  -> RemoteAddress:Port\n";
@@ -386,6 +400,9 @@ fn render_with(
             out += &format!("{head:<33}{}\n", rates(&svc.rate));
         } else {
             out += &format!("{head} {}", svc.scheduler);
+            if !svc.flags.is_empty() {
+                out += &format!(" ({})", svc.flags.join(","));
+            }
             if let Some(p) = svc.persistent {
                 out += &format!(" persistent {p}");
                 if let Some(m) = svc.netmask.as_ref().filter(|m| *m != "255.255.255.255") {
@@ -397,7 +414,7 @@ fn render_with(
             }
             out += "\n";
         }
-        for d in &svc.dests {
+        for d in sorted(&svc.dests) {
             let raddr = name(&d.address, d.port, &svc.protocol);
             if l.stats {
                 out += &format!("  -> {raddr:<28}{}\n", stats(&d.stats));

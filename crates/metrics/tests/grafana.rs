@@ -81,6 +81,7 @@ fn everything() -> Status {
         persistent: None,
         netmask: None,
         ops: false,
+        flags: Vec::new(),
         stats: traffic,
         rate: Rates::default(),
         dests: vec![dest],

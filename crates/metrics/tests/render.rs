@@ -38,6 +38,7 @@ fn status() -> Status {
         persistent: None,
         netmask: None,
         ops: false,
+        flags: Vec::new(),
         stats: Traffic {
             conns: 30,
             inpkts: 300,

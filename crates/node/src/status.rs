@@ -243,6 +243,10 @@ pub struct IpvsService {
     pub persistent: Option<u32>,
     pub netmask: Option<String>,
     pub ops: bool,
+    /// Scheduler flags as ipvsadm names them (`sh-fallback`, `sh-port`, `mh-...`, or
+    /// `flag-N` for a scheduler that has none), in ipvsadm's order.
+    #[serde(default)]
+    pub flags: Vec<String>,
     pub stats: Traffic,
     pub rate: Rates,
     pub dests: Vec<IpvsDest>,

@@ -290,3 +290,186 @@ fn ipvsadm_sync_daemon_commands_match_ipvs() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// The header line's table size is each one's own: IPVS's connection hash buckets, Fulcrum's
+/// connection table; the rest of every line is compared.
+fn without_table_size(text: &str) -> String {
+    text.lines()
+        .map(|l| match l.find("(size=") {
+            Some(i) if l.starts_with("IP Virtual Server") => format!("{}(size=N)", &l[..i]),
+            _ => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The same ipvsadm commands on the real IPVS and on Fulcrum (no keepalived.conf), then
+/// every listing: the same bytes (but the header's table size), refusals and exit codes
+/// included.
+#[test]
+fn ipvsadm_listings_match_ipvs() {
+    if !require_root("ipvsadm_listings_match_ipvs") {
+        return;
+    }
+    let mut r: Reference = reference::build(Deployment::LvsDr, "ipvsl", Some(agent())).unwrap();
+    let dir = Scratch::new("ipvsl");
+    let switch = r.switches[0].clone();
+    let mut vm = IpvsVm::start(&switch, &[&format!("{VM}/24")]).unwrap();
+    let director = r.directors[0].clone();
+    let sock = dir.0.join("d.sock");
+    let log = dir.0.join("d.log");
+    r.lab
+        .spawn(
+            &director,
+            &[
+                fulcrum_e2e::bin().as_os_str(),
+                "run".as_ref(),
+                "--control".as_ref(),
+                sock.as_os_str(),
+            ],
+            Some(&log),
+        )
+        .unwrap();
+    let up = wait_for(Duration::from_secs(20), || sock.exists());
+    assert!(
+        up.is_some(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let commands: &[&[&str]] = &[
+        &["-A", "-t", "10.1.10.99:80", "-s", "wlc"],
+        &["-A", "-t", "10.1.10.88:80", "-s", "rr"],
+        &[
+            "-A",
+            "-u",
+            "10.1.10.88:53",
+            "-s",
+            "sh",
+            "-b",
+            "sh-port",
+            "-p",
+            "600",
+            "-M",
+            "255.255.255.0",
+        ],
+        &["-A", "-t", "10.1.10.88:443", "-s", "mh", "-p"],
+        &[
+            "-A",
+            "-u",
+            "10.1.10.99:53",
+            "-s",
+            "sh",
+            "-b",
+            "sh-port,sh-fallback",
+            "-o",
+        ],
+        &["-A", "-t", "10.1.10.99:443", "-s", "rr", "-b", "mh-port"],
+        &[
+            "-A",
+            "-t",
+            "10.1.10.99:8443",
+            "-s",
+            "mh",
+            "-b",
+            "sh-fallback",
+            "-p",
+            "60",
+        ],
+        &[
+            "-a",
+            "-t",
+            "10.1.10.88:80",
+            "-r",
+            "10.1.10.67:80",
+            "-g",
+            "-w",
+            "3",
+        ],
+        &[
+            "-a",
+            "-t",
+            "10.1.10.88:80",
+            "-r",
+            "10.1.10.66:80",
+            "-g",
+            "-w",
+            "1",
+        ],
+        &[
+            "-a",
+            "-t",
+            "10.1.10.99:80",
+            "-r",
+            "192.168.1.5:8080",
+            "-m",
+            "-x",
+            "100",
+            "-y",
+            "50",
+        ],
+        &[
+            "-a",
+            "-t",
+            "10.1.10.99:80",
+            "-r",
+            "192.168.1.4:8080",
+            "-m",
+            "-w",
+            "0",
+        ],
+        &["-a", "-u", "10.1.10.88:53", "-r", "10.1.10.66:53", "-g"],
+        &["-a", "-t", "10.1.10.88:80", "-r", "10.1.10.66:80", "-g"],
+        &[
+            "-e",
+            "-t",
+            "10.1.10.88:80",
+            "-r",
+            "10.1.10.66:80",
+            "-g",
+            "-w",
+            "2",
+        ],
+        &["-D", "-t", "10.1.10.77:80"],
+        &["-d", "-t", "10.1.10.88:80", "-r", "10.1.10.68:80"],
+        &["--set", "1000", "100", "200"],
+        &["-Ln"],
+        &["-L", "-n"],
+        &["-Ln", "--stats"],
+        &["-Ln", "--rate"],
+        &["-Ln", "--stats", "--exact"],
+        &["-Sn"],
+        &["-Ln", "--timeout"],
+        &["-Ln", "-t", "10.1.10.88:80"],
+        &["-Ln", "-u", "10.1.10.88:53"],
+        &["-Ln", "-t", "10.1.10.1:80"],
+        &["-Lnc"],
+        &["-Z"],
+        &["-C"],
+        &["-Ln"],
+    ];
+    let mut wrong = Vec::new();
+    for c in commands {
+        let (code, theirs) = vm.run_code(&format!("ipvsadm {}", c.join(" "))).unwrap();
+        let out = std::process::Command::new(fulcrum_e2e::bin())
+            .arg("ipvsadm")
+            .arg("--control")
+            .arg(&sock)
+            .args(*c)
+            .output()
+            .unwrap();
+        let ours = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let our_code = out.status.code().unwrap_or(-1);
+        let (theirs, ours) = (without_table_size(&theirs), without_table_size(&ours));
+        if (our_code, &ours) != (code, &theirs) {
+            wrong.push(format!(
+                "ipvsadm {}:\n  IPVS    ({code}):\n{theirs}\n  Fulcrum ({our_code}):\n{ours}",
+                c.join(" ")
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}

@@ -123,7 +123,8 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
                     .map_err(|_| format!("ipvsadm: Scheduler not found: ip_vs_{v}"))?;
             }
             "-p" | "--persistent" => {
-                persistent = Some(300);
+                // IPVS_SVC_PERSISTENT_TIMEOUT: 6 minutes.
+                persistent = Some(360);
                 if let Some(next) = it.peek() {
                     if let Ok(t) = next.parse::<u32>() {
                         persistent = Some(t);
@@ -283,12 +284,22 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
                 mh_fallback: false,
                 dests: Vec::new(),
             };
+            // IPVS keeps bits, not names: sh-fallback and mh-fallback are one bit
+            // (flag-1), sh-port and mh-port another (flag-2); each scheduler reads its own.
             for f in flags.iter().filter(|f| !f.is_empty()) {
+                // ipvsadm takes a scheduler's named flags only with that scheduler.
+                let wants = f
+                    .split_once('-')
+                    .map(|(s, _)| s)
+                    .filter(|s| *s == "sh" || *s == "mh");
+                if wants.is_some_and(|s| s != scheduler.name()) {
+                    return Err(format!("incompatible scheduler flag `{f}'"));
+                }
                 match f.as_str() {
-                    "sh-port" => rule.sh_port = true,
-                    "sh-fallback" => rule.sh_fallback = true,
-                    "mh-port" => rule.mh_port = true,
-                    "mh-fallback" => rule.mh_fallback = true,
+                    "sh-fallback" | "mh-fallback" | "flag-1" => {
+                        (rule.sh_fallback, rule.mh_fallback) = (true, true)
+                    }
+                    "sh-port" | "mh-port" | "flag-2" => (rule.sh_port, rule.mh_port) = (true, true),
                     other => return Err(format!("ipvsadm: invalid scheduler flag: {other}")),
                 }
             }
@@ -467,7 +478,7 @@ mod tests {
             Edit::AddService(Rule {
                 key: RuleKey { port: 0, ..key() },
                 scheduler: Scheduler::Wlc,
-                persistence: Some((300, Ipv4Addr::BROADCAST)),
+                persistence: Some((360, Ipv4Addr::BROADCAST)),
                 ops: false,
                 sh_port: false,
                 sh_fallback: false,

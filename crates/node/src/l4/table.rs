@@ -432,6 +432,7 @@ impl Table {
                     persistent: i.rule.persistence.map(|(t, _)| t),
                     netmask: i.rule.persistence.map(|(_, m)| m.to_string()),
                     ops: i.rule.ops,
+                    flags: sched_flags(&i.rule),
                     stats: traffic(dp.service_traffic(i.id).unwrap_or_default()),
                     rate: self.rate(i.id, None),
                     dests,
@@ -572,6 +573,27 @@ fn timeouts(t: &[u32]) -> status::Timeouts {
         tcpfin: t[STATE_FIN_WAIT],
         udp: t[STATE_UDP],
     }
+}
+
+/// IPVS's scheduler flag bits as ipvsadm's print_sched_flags names them: bit 1 is the
+/// fallback, bit 2 the port (sh and mh name them, other schedulers say flag-N).
+fn sched_flags(r: &Rule) -> Vec<String> {
+    let (fallback, port) = (r.sh_fallback || r.mh_fallback, r.sh_port || r.mh_port);
+    let prefix = match r.scheduler.name() {
+        "sh" => Some("sh"),
+        "mh" => Some("mh"),
+        _ => None,
+    };
+    let mut out = Vec::new();
+    for (on, what, bit) in [(fallback, "fallback", 1), (port, "port", 2)] {
+        if on {
+            out.push(match prefix {
+                Some(p) => format!("{p}-{what}"),
+                None => format!("flag-{bit}"),
+            });
+        }
+    }
+    out
 }
 
 /// What `ipvs` answers before the data plane runs: no service, the table's size to be.
