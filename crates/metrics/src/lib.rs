@@ -446,6 +446,38 @@ impl Collector for Snapshot {
             family(&mut enc, &format!("node_ipvs_{n}"), help, Gauge, rows)?;
         }
 
+        // Connection sync (lvs_sync_daemon, ipvsadm --start-daemon).
+        if let Some(sync) = &l4.sync {
+            let roles = [
+                ("master", sync.master.is_some()),
+                ("backup", sync.backup.is_some()),
+            ]
+            .into_iter()
+            .map(|(r, on)| (vec![("role", r.to_string())], flag(on)))
+            .collect();
+            family(
+                &mut enc,
+                "fulcrum_sync_daemon_running",
+                "Whether each connection sync daemon (master, backup) runs.",
+                Gauge,
+                roles,
+            )?;
+            let counters = [
+                ("sent_messages", "Sync messages the master sent.", sync.sent_messages),
+                ("sent_records", "Connections and templates the master sent.", sync.sent_records),
+                ("received_messages", "Sync messages the backup received.", sync.received_messages),
+                ("adopted_records", "Received connections and templates installed.", sync.adopted),
+                ("updated_records", "Received records that updated a held connection.", sync.updated),
+                ("ignored_records", "Received records for no local service or real server, another sync id, IPv6, or skipped as IPVS skips them.", sync.ignored),
+                ("malformed_messages", "Received datagrams dropped whole (malformed, wrong version).", sync.malformed),
+                ("table_full_records", "Received records refused because the connection table is full.", sync.table_full),
+            ];
+            for (n, help, v) in counters {
+                let rows = vec![(vec![], v as f64)];
+                family(&mut enc, &format!("fulcrum_sync_{n}"), help, Counter, rows)?;
+            }
+        }
+
         // Layer 7.
         let mut peer_up = Vec::new();
         let mut in_flight = Vec::new();

@@ -147,3 +147,35 @@ fn without_a_data_plane_there_are_no_ipvs_series() {
     let m = series(&fulcrum_metrics::render(Status::default()));
     assert!(!m.keys().any(|k| k.starts_with("node_ipvs_")), "{m:?}");
 }
+
+#[test]
+fn the_sync_daemons_and_their_counters_are_shown() {
+    let mut st = status();
+    st.l4.sync = Some(fulcrum_node::l4::sync::SyncStatus {
+        backup: Some(fulcrum_node::l4::sync::DaemonStatus {
+            interface: "eth0".into(),
+            syncid: 51,
+            maxlen: 1472,
+            group: "224.0.0.81".into(),
+            port: 8848,
+            ttl: 1,
+        }),
+        received_messages: 4,
+        adopted: 120,
+        ignored: 3,
+        ..Default::default()
+    });
+    let m = series(&fulcrum_metrics::render(st));
+    let get = |name: &str| m.get(name).copied();
+    assert_eq!(
+        get("fulcrum_sync_daemon_running{role=\"backup\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        get("fulcrum_sync_daemon_running{role=\"master\"}"),
+        Some(0.0)
+    );
+    assert_eq!(get("fulcrum_sync_received_messages_total"), Some(4.0));
+    assert_eq!(get("fulcrum_sync_adopted_records_total"), Some(120.0));
+    assert_eq!(get("fulcrum_sync_ignored_records_total"), Some(3.0));
+}
