@@ -49,9 +49,9 @@ fn fulcrum_ipvsadm(sock: &Path, args: &[&str]) -> String {
 /// Connection sync with the real IPVS, both ways, on reference deployment 3's segment:
 /// the VM directs VIP2 (IPVS, DR, sync master and backup, syncid 51), Fulcrum on director 1
 /// directs VIP1 (`lvs_sync_daemon eth0 id 51`, master and backup), each configured with
-/// both services. Long connections through each: Fulcrum holds the VM's connections, the
-/// VM holds Fulcrum's, with the same protocol, state, client, virtual and real server in
-/// `ipvsadm -Lnc` on both.
+/// both services, persistent. Long connections through each: Fulcrum holds the VM's
+/// connections and persistence template, the VM holds Fulcrum's, with the same protocol,
+/// state, client, virtual and real server in `ipvsadm -Lnc` on both.
 #[test]
 fn connection_sync_interoperates_with_ipvs() {
     if !require_root("connection_sync_interoperates_with_ipvs") {
@@ -70,7 +70,8 @@ fn connection_sync_interoperates_with_ipvs() {
     let switch = r.switches[0].clone();
     let mut vm = IpvsVm::start(&switch, &[&format!("{VM}/24"), &format!("{vip2}/32")]).unwrap();
     for vip in [&vip1, &vip2] {
-        vm.must(&format!("ipvsadm -A -t {vip}:80 -s rr")).unwrap();
+        vm.must(&format!("ipvsadm -A -t {vip}:80 -s rr -p 300"))
+            .unwrap();
         for rip in &rips {
             vm.must(&format!("ipvsadm -a -t {vip}:80 -r {rip}:80 -g"))
                 .unwrap();
@@ -87,7 +88,7 @@ fn connection_sync_interoperates_with_ipvs() {
     let mut conf = String::from("global_defs {\n    lvs_sync_daemon eth0 id 51\n}\n");
     for vip in [&vip1, &vip2] {
         conf += &format!(
-            "virtual_server {vip} 80 {{\n    lb_algo rr\n    lb_kind DR\n    protocol TCP\n"
+            "virtual_server {vip} 80 {{\n    lb_algo rr\n    lb_kind DR\n    protocol TCP\n    persistence_timeout 300\n"
         );
         for rip in &rips {
             conf += &format!("    real_server {rip} 80 {{\n        weight 1\n    }}\n");
@@ -152,7 +153,7 @@ fn connection_sync_interoperates_with_ipvs() {
     let ours = |vip: &str| rows(&fulcrum_ipvsadm(&d.sock, &["-Lnc"]), vip);
     let synced = wait_for(Duration::from_secs(20), || {
         let t = rows(&vm_lnc(&mut vm), &vip2);
-        t.len() == 5 && ours(&vip2) == t
+        t.len() == 6 && ours(&vip2) == t
     });
     assert!(
         synced.is_some(),
@@ -164,7 +165,7 @@ fn connection_sync_interoperates_with_ipvs() {
     // Fulcrum -> IPVS: director 1's VIP1 connections appear in the VM's table.
     let synced = wait_for(Duration::from_secs(20), || {
         let o = ours(&vip1);
-        o.len() == 5 && rows(&vm_lnc(&mut vm), &vip1) == o
+        o.len() == 6 && rows(&vm_lnc(&mut vm), &vip1) == o
     });
     assert!(
         synced.is_some(),

@@ -69,6 +69,8 @@ pub(crate) struct Builder<'a> {
     group_names: HashSet<String>,
     /// Where `lvs_sync_daemon` names its instance, checked once every instance is read.
     sync_daemon_span: Option<Span>,
+    /// The first vrrp_instance's `lvs_sync_daemon_interface`: (interface, instance, where).
+    instance_sync_daemon: Option<(String, String, Span)>,
 }
 
 enum RefKind {
@@ -110,6 +112,7 @@ impl<'a> Builder<'a> {
             track_file_names: HashSet::new(),
             group_names: HashSet::new(),
             sync_daemon_span: None,
+            instance_sync_daemon: None,
         }
     }
 
@@ -494,6 +497,21 @@ impl<'a> Builder<'a> {
     /// keepalived clears lvs_sync_daemon when its instance does not exist, with a
     /// message, and goes on.
     fn check_sync_daemon(&mut self, cfg: &mut KeepalivedConfig) {
+        // The global keyword wins over an instance's lvs_sync_daemon_interface.
+        if let Some((interface, instance, span)) = self.instance_sync_daemon.take() {
+            if cfg.global_defs.lvs_sync_daemon.is_none() {
+                cfg.global_defs.lvs_sync_daemon = Some(LvsSyncDaemon {
+                    interface,
+                    instance: Some(instance),
+                    syncid: None,
+                    maxlen: None,
+                    port: None,
+                    ttl: None,
+                    group: None,
+                });
+                self.sync_daemon_span = Some(span);
+            }
+        }
         let Some(d) = &cfg.global_defs.lvs_sync_daemon else {
             return;
         };

@@ -9,7 +9,6 @@ const UNSUPPORTED_INSTANCE: &[&str] = &[
     "track_process",
     "track_bfd",
     "debug",
-    "lvs_sync_daemon_interface",
     "kernel_rx_buf_size",
     "garp_lower_prio_delay",
     "garp_lower_prio_repeat",
@@ -370,6 +369,24 @@ impl Builder<'_> {
                 "native_ipv6" => i.native_ipv6 = self.presence(c),
                 "check_unicast_src" => i.check_unicast_src = self.flag(c).unwrap_or(false),
                 "v3_checksum_as_v2" => i.v3_checksum_as_v2 = self.flag(c).unwrap_or(false),
+                // keepalived 1.x's form, still read (with a warning) by 2.x: the global
+                // lvs_sync_daemon on that interface, driven by this instance.
+                "lvs_sync_daemon_interface" => {
+                    self.no_block(c);
+                    if let Some(iface) = self.arg(c, 0, "an interface") {
+                        let iface = iface.to_string();
+                        self.warn(
+                            c.span(),
+                            format!(
+                                "lvs_sync_daemon_interface in a vrrp_instance is deprecated; use 'lvs_sync_daemon {iface} {name}' in global_defs"
+                            ),
+                        );
+                        self.interface_ref(&iface, Self::arg_span(c, 0));
+                        if self.instance_sync_daemon.is_none() {
+                            self.instance_sync_daemon = Some((iface, name.clone(), c.span()));
+                        }
+                    }
+                }
                 k if UNSUPPORTED_INSTANCE.contains(&k) => self.unsupported(c),
                 _ => self.unknown(c, "vrrp_instance"),
             }
