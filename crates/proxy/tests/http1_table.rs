@@ -313,6 +313,18 @@ fn nginx(upstream: u16) -> Option<Nginx> {
         eprintln!("SKIP: nginx is not installed");
         return None;
     }
+    // A free port can be taken by another test between free_port() and nginx's bind;
+    // nginx then exits at once, and the port may even answer for someone else: an nginx
+    // that is not running once its port answers is started again on another port.
+    for _ in 0..5 {
+        if let Some(n) = start_nginx(upstream) {
+            return Some(n);
+        }
+    }
+    panic!("nginx did not start on a free port in five tries");
+}
+
+fn start_nginx(upstream: u16) -> Option<Nginx> {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("fulcrum-http1-table-{}-{n}", std::process::id()));
@@ -337,11 +349,19 @@ fn nginx(upstream: u16) -> Option<Nginx> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let n = Nginx { child, dir, port };
+    let mut n = Nginx { child, dir, port };
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if n.child.try_wait().ok().flatten().is_some() {
+            return None;
+        }
         assert!(Instant::now() < deadline, "nginx did not start");
         std::thread::sleep(Duration::from_millis(20));
+    }
+    // nginx logs and exits when its bind fails; give it the time to.
+    std::thread::sleep(Duration::from_millis(100));
+    if n.child.try_wait().ok().flatten().is_some() {
+        return None;
     }
     Some(n)
 }
