@@ -88,6 +88,7 @@ fn main() {
                     u_threshold: 0,
                     l_threshold: 0,
                     link: None,
+                    tun_source: None,
                 })
             })
             .collect();

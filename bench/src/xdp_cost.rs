@@ -95,6 +95,7 @@ fn dest(addr: Ipv4Addr, port: u16, method: Method, weight: u32) -> Option<DestSp
             ifindex: 0,
             smac: [0x02, 0, 0, 0, 0, 0x80],
         }),
+        tun_source: None,
     })
 }
 

@@ -34,7 +34,12 @@ pub fn build(source: &str, object: &str, what: &str) -> (PathBuf, String) {
                     .unwrap_or_else(|| clang.to_string());
                 return (out, version);
             }
-            Ok(o) => last = String::from_utf8_lossy(&o.stderr).into_owned(),
+            // A clang that ran and refused the source says why: that is the error to
+            // show, not a missing fallback clang's.
+            Ok(o) => panic!(
+                "cannot build {what} with {clang}:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            ),
             Err(e) => last = format!("{clang}: {e}"),
         }
     }

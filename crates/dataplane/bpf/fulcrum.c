@@ -51,30 +51,24 @@ static __always_inline void account(__u32 svc, __u32 slot, __u32 len, int out, i
 	}
 }
 
-static __always_inline void fib_params(struct bpf_fib_lookup *f, struct xdp_md *ctx,
-				       struct packet *p, __be32 dst)
-{
-	f->family = AF_INET;
-	f->tos = p->ip->tos;
-	f->l4_protocol = p->ip->protocol;
-	f->tot_len = p->len;
-	f->ipv4_src = p->ip->saddr;
-	f->ipv4_dst = dst;
-	f->ifindex = ctx->ingress_ifindex;
-}
-
-/* Sends the frame towards `dst` by the kernel's FIB: MACs from the neighbour table, out
- * of the interface the route names (NAT: the director forwards, so ip_forward is on,
- * which the lookup requires). The answer is cached in the connection entry `c` until the
- * control plane's route generation moves. -1 when the kernel must route it itself (no
- * route, or the neighbour not resolved yet). */
-static __always_inline int fib_send(struct xdp_md *ctx, struct packet *p, __be32 dst,
-				    struct conn *c)
+/* Sends the frame whose Ethernet header is `eth` towards `dst` by the kernel's FIB: MACs
+ * from the neighbour table, out of the interface the route names (NAT and TUN: the
+ * director forwards, so ip_forward is on, which the lookup requires). The answer is cached
+ * in the connection entry `c` until the control plane's route generation moves. -1 when
+ * the kernel must route it itself (no route, or the neighbour not resolved yet). */
+static __always_inline int fib_route(struct xdp_md *ctx, struct ethhdr *eth, struct conn *c,
+				     __be32 src, __be32 dst, __u8 tos, __u8 proto, __u16 tot_len)
 {
 	__u32 gen = route_gen();
 	if (!c->ifindex || c->route_gen != gen) {
 		struct bpf_fib_lookup f = {};
-		fib_params(&f, ctx, p, dst);
+		f.family = AF_INET;
+		f.tos = tos;
+		f.l4_protocol = proto;
+		f.tot_len = tot_len;
+		f.ipv4_src = src;
+		f.ipv4_dst = dst;
+		f.ifindex = ctx->ingress_ifindex;
 		if (bpf_fib_lookup(ctx, &f, sizeof(f), 0) != BPF_FIB_LKUP_RET_SUCCESS)
 			return -1;
 		c->ifindex = f.ifindex;
@@ -82,11 +76,105 @@ static __always_inline int fib_send(struct xdp_md *ctx, struct packet *p, __be32
 		__builtin_memcpy(c->smac, f.smac, ETH_ALEN);
 		c->route_gen = gen;
 	}
-	__builtin_memcpy(p->eth->h_dest, c->dmac, ETH_ALEN);
-	__builtin_memcpy(p->eth->h_source, c->smac, ETH_ALEN);
+	__builtin_memcpy(eth->h_dest, c->dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, c->smac, ETH_ALEN);
 	if (c->ifindex == ctx->ingress_ifindex)
 		return XDP_TX;
 	return bpf_redirect(c->ifindex, 0);
+}
+
+/* fib_route for the parsed packet as it is, towards `dst`. */
+static __always_inline int fib_send(struct xdp_md *ctx, struct packet *p, __be32 dst,
+				    struct conn *c)
+{
+	return fib_route(ctx, p->eth, c, p->ip->saddr, dst, p->ip->tos, p->ip->protocol, p->len);
+}
+
+/* The checksum of a 20-byte IPv4 header whose check field is zero. */
+static __always_inline __u16 ipv4_header_csum(const struct iphdr *ip)
+{
+	const __u16 *w = (const __u16 *)ip;
+	__u32 s = 0;
+#pragma unroll
+	for (int i = 0; i < 10; i++)
+		s += w[i];
+	return (__u16)~csum_fold32(s);
+}
+
+/* TUN, as IPVS's ip_vs_tunnel_xmit: the client's packet, untouched, inside an IPv4 header
+ * from the director's address towards the real server (ipip), with a UDP and a GUE header
+ * to the server's port (gue, no checksum), or a GRE header (gre, no checksum); the outer
+ * header takes the inner one's TOS and DF. The parsed packet is not valid after this. */
+static __always_inline int tun_forward(struct xdp_md *ctx, struct packet *p, struct conn *c,
+				       const struct dest *d)
+{
+	__u8 type = d->tun_type;
+	int extra = type == TUN_GUE ? 8 + 4 : type == TUN_GRE ? 4 : 0;
+	__u16 inner = p->len;
+	__u8 tos = p->ip->tos;
+	__be16 df = p->ip->frag_off & bpf_htons(IP_DF);
+	/* GUE's source port spreads flows over the server's receive queues, as
+	 * udp_flow_src_port does: from the client's address and port. */
+	__u16 sport = 32768 + ((bpf_ntohl(p->ip->saddr) ^ bpf_ntohs(*p->sport)) & 0x7fff);
+	__be32 saddr = d->tun_saddr, daddr = d->addr;
+	__be16 gue_port = d->tun_port;
+	if (bpf_xdp_adjust_head(ctx, -(int)(sizeof(struct iphdr) + extra))) {
+		count(STAT_TUN_FAIL);
+		return XDP_DROP;
+	}
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = HEADER(data, end, struct ethhdr);
+	if (!eth)
+		return XDP_DROP;
+	struct iphdr *o = HEADER(eth + 1, end, struct iphdr);
+	if (!o)
+		return XDP_DROP;
+	__u8 proto = type == TUN_GUE ? IPPROTO_UDP : type == TUN_GRE ? IPPROTO_GRE : IPPROTO_IPIP;
+	__u16 total = inner + sizeof(struct iphdr) + extra;
+	eth->h_proto = ETH_P_IP_BE;
+	o->version = 4;
+	o->ihl = 5;
+	o->tos = tos;
+	o->tot_len = bpf_htons(total);
+	o->id = 0;
+	o->frag_off = df;
+	o->ttl = 64;
+	o->protocol = proto;
+	o->check = 0;
+	o->saddr = saddr;
+	o->daddr = daddr;
+	o->check = ipv4_header_csum(o);
+	if (type == TUN_GUE) {
+		struct udphdr *u = HEADER(o + 1, end, struct udphdr);
+		if (!u)
+			return XDP_DROP;
+		__u8 *g = (__u8 *)HEADER(u + 1, end, __u32);
+		if (!g)
+			return XDP_DROP;
+		u->source = bpf_htons(sport);
+		u->dest = gue_port;
+		u->len = bpf_htons(inner + 8 + 4);
+		u->check = 0;
+		/* GUE version 0, no options: hlen 0, the inner protocol, no flags. */
+		g[0] = 0;
+		g[1] = IPPROTO_IPIP;
+		g[2] = 0;
+		g[3] = 0;
+	} else if (type == TUN_GRE) {
+		__be16 *g = (__be16 *)HEADER(o + 1, end, __u32);
+		if (!g)
+			return XDP_DROP;
+		g[0] = 0;
+		g[1] = bpf_htons(ETH_P_IP);
+	}
+	int verdict = fib_route(ctx, eth, c, saddr, daddr, tos, proto, total);
+	if (verdict < 0) {
+		count(STAT_TUN_FAIL);
+		return XDP_DROP;
+	}
+	count(STAT_TUN);
+	return verdict;
 }
 
 /* Rewrites one side of the flow (an address in the IP header and the port beside it in
@@ -109,6 +197,8 @@ static __always_inline void rewrite(struct packet *p, __be32 *addr, __be16 *port
 static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct conn *c,
 				   const struct dest *d)
 {
+	if (c->method == METHOD_TUN)
+		return tun_forward(ctx, p, c, d);
 	if (c->method == METHOD_DR) {
 		/* Only the destination MAC changes, to the real server's, which the control
 		 * plane keeps from the neighbour table. */
@@ -319,12 +409,12 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 		.method = d->method,
 		.counted = COUNTED_INACTIVE,
 	};
-	if (c.method == METHOD_DR)
+	if (c.method != METHOD_NAT)
 		c.flags |= CONN_F_NOOUTPUT;
 	int ops = !p->tcp && (sv->flags & SVC_F_OPS);
 	if (p->tcp) {
 		int ev = tcp_event(p->tcp);
-		int dir = c.method == METHOD_DR ? DIR_INPUT_ONLY : DIR_INPUT;
+		int dir = c.method != METHOD_NAT ? DIR_INPUT_ONLY : DIR_INPUT;
 		if (ev >= 0)
 			c.state = tcp_next[dir][ev & 3][TCP_S_NONE];
 	}
@@ -494,7 +584,7 @@ int xdp_fulcrum(struct xdp_md *ctx)
 	}
 	if (c && d) {
 		__u8 before = c->state;
-		conn_touch(c, p.tcp, c->method == METHOD_DR ? DIR_INPUT_ONLY : DIR_INPUT, now);
+		conn_touch(c, p.tcp, c->method != METHOD_NAT ? DIR_INPUT_ONLY : DIR_INPUT, now);
 		if (c->state != before && c->method == METHOD_NAT) {
 			/* The reply entry keeps a copy of the state for its fast path. */
 			struct flow_key rk;
@@ -591,7 +681,7 @@ int xdp_adopt(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 	struct conn n = *in;
-	n.flags = n.method == METHOD_DR ? CONN_F_NOOUTPUT : 0;
+	n.flags = n.method != METHOD_NAT ? CONN_F_NOOUTPUT : 0;
 	n.counted = n.state == TCP_S_ESTABLISHED ? COUNTED_ACTIVE : COUNTED_INACTIVE;
 	n.ifindex = 0;
 	n.route_gen = 0;

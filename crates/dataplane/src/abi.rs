@@ -20,6 +20,12 @@ pub const SVC_F_MH_FALLBACK: u8 = 0x20;
 
 pub const METHOD_NAT: u8 = 0;
 pub const METHOD_DR: u8 = 1;
+pub const METHOD_TUN: u8 = 2;
+pub const TUN_IPIP: u8 = 0;
+pub const TUN_GUE: u8 = 1;
+pub const TUN_GRE: u8 = 2;
+pub const TUN_F_CSUM: u8 = 0x01;
+pub const TUN_F_REMCSUM: u8 = 0x02;
 
 pub const DEST_F_PRESENT: u8 = 0x01;
 pub const DEST_F_OVERLOADED: u8 = 0x02;
@@ -83,7 +89,12 @@ pub struct Dest {
     pub smac: [u8; 6],
     pub u_threshold: u32,
     pub l_threshold: u32,
-    pub pad: u32,
+    /// Network byte order.
+    pub tun_saddr: u32,
+    /// Network byte order.
+    pub tun_port: u16,
+    pub tun_type: u8,
+    pub tun_flags: u8,
 }
 
 /// `struct dest_conns`.

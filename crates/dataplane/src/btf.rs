@@ -181,7 +181,10 @@ mod tests {
                     smac,
                     u_threshold,
                     l_threshold,
-                    pad
+                    tun_saddr,
+                    tun_port,
+                    tun_type,
+                    tun_flags
                 ]
             ),
             layout!(DestConns, "dest_conns", [active, inactive]),

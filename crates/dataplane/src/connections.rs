@@ -113,10 +113,11 @@ impl DataPlane {
                 service: c.svc,
                 slot: c.dest,
                 state_code: c.state,
-                method: if c.method == METHOD_DR {
-                    Method::Dr
-                } else {
-                    Method::Nat
+                // A TUN connection's tunnel is its real server's.
+                method: match c.method {
+                    METHOD_DR => Method::Dr,
+                    METHOD_TUN => Method::Tun(Default::default()),
+                    _ => Method::Nat,
                 },
                 timeout: c.timeout,
                 deadline: c.expires,
@@ -208,6 +209,7 @@ impl DataPlane {
         f[34] = match c.method {
             Method::Nat => METHOD_NAT,
             Method::Dr => METHOD_DR,
+            Method::Tun(_) => METHOD_TUN,
         };
         f[36..40].copy_from_slice(&c.timeout.to_ne_bytes());
         Ok(match self.run(ADOPT, &frame, 1)?.verdict {

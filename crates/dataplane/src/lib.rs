@@ -32,7 +32,9 @@ pub use abi::{Conn, FlowKey, ServiceKey, Traffic};
 pub use clock::ClockSample;
 pub use connections::{Adopted, Connection, Synced, Template};
 pub use load::AttachMode;
-pub use services::{DestSpec, Link, Method, ServiceSpec, SCHEDULERS, TWOS_SEED};
+pub use services::{
+    DestSpec, Link, Method, ServiceSpec, TunCsum, TunKind, Tunnel, SCHEDULERS, TWOS_SEED,
+};
 
 pub use fulcrum_sched::Kind as Scheduler;
 
@@ -105,10 +107,12 @@ pub enum Reason {
     NoAccept = 18,
     DupSyn = 19,
     TableFull = 20,
+    Tun = 21,
+    TunFail = 22,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 23] = [
         Reason::NotIp,
         Reason::Malformed,
         Reason::Fragment,
@@ -130,6 +134,8 @@ impl Reason {
         Reason::NoAccept,
         Reason::DupSyn,
         Reason::TableFull,
+        Reason::Tun,
+        Reason::TunFail,
     ];
 
     /// A short name for logs and metrics.
@@ -156,6 +162,8 @@ impl Reason {
             Reason::NoAccept => "no_accept",
             Reason::DupSyn => "dup_syn",
             Reason::TableFull => "table_full",
+            Reason::Tun => "tun",
+            Reason::TunFail => "tun_fail",
         }
     }
 }

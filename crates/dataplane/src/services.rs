@@ -5,10 +5,70 @@ use super::connections::addr;
 use super::*;
 
 /// How a real server is reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
     Nat,
     Dr,
+    Tun(Tunnel),
+}
+
+impl Method {
+    /// ipvsadm's name for it (`Masq`, `Route`, `Tunnel`).
+    pub fn ipvsadm_name(self) -> &'static str {
+        match self {
+            Method::Nat => "Masq",
+            Method::Dr => "Route",
+            Method::Tun(_) => "Tunnel",
+        }
+    }
+}
+
+/// IPVS's tunnel types (ipvsadm --tun-type).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TunKind {
+    #[default]
+    Ipip,
+    Gue,
+    Gre,
+}
+
+impl TunKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TunKind::Ipip => "ipip",
+            TunKind::Gue => "gue",
+            TunKind::Gre => "gre",
+        }
+    }
+}
+
+/// The outer checksum of a gue or gre tunnel (ipvsadm --tun-nocsum, --tun-csum,
+/// --tun-remcsum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TunCsum {
+    #[default]
+    NoCsum,
+    Csum,
+    RemCsum,
+}
+
+impl TunCsum {
+    pub fn name(self) -> &'static str {
+        match self {
+            TunCsum::NoCsum => "nocsum",
+            TunCsum::Csum => "csum",
+            TunCsum::RemCsum => "remcsum",
+        }
+    }
+}
+
+/// A TUN real server's tunnel: its type, the UDP port (gue) and the checksum option.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Tunnel {
+    pub kind: TunKind,
+    /// gue: the port the real server decapsulates on; 0 otherwise.
+    pub port: u16,
+    pub csum: TunCsum,
 }
 
 /// A real server in a slot.
@@ -26,6 +86,9 @@ pub struct DestSpec {
     /// DR: where the real server is on the link: its MAC (from the neighbour table; None
     /// until resolved), the interface's index and the interface's own MAC.
     pub link: Option<Link>,
+    /// TUN: the outer source address, the director's own towards the server (None until
+    /// the route to it is known).
+    pub tun_source: Option<Ipv4Addr>,
 }
 
 /// A DR real server's place on the link.
@@ -202,10 +265,24 @@ impl DataPlane {
                     .push((d.flags & DEST_F_PRESENT != 0).then(|| DestSpec {
                         addr: addr(d.addr),
                         port: u16::from_be(d.port),
-                        method: if d.method == METHOD_DR {
-                            Method::Dr
-                        } else {
-                            Method::Nat
+                        method: match d.method {
+                            METHOD_DR => Method::Dr,
+                            METHOD_TUN => Method::Tun(Tunnel {
+                                kind: match d.tun_type {
+                                    TUN_GUE => TunKind::Gue,
+                                    TUN_GRE => TunKind::Gre,
+                                    _ => TunKind::Ipip,
+                                },
+                                port: u16::from_be(d.tun_port),
+                                csum: if d.tun_flags & TUN_F_REMCSUM != 0 {
+                                    TunCsum::RemCsum
+                                } else if d.tun_flags & TUN_F_CSUM != 0 {
+                                    TunCsum::Csum
+                                } else {
+                                    TunCsum::NoCsum
+                                },
+                            }),
+                            _ => Method::Nat,
                         },
                         weight: d.weight,
                         overloaded: false,
@@ -216,6 +293,7 @@ impl DataPlane {
                             ifindex: d.ifindex,
                             smac: d.smac,
                         }),
+                        tun_source: (d.tun_saddr != 0).then(|| addr(d.tun_saddr)),
                     }));
             }
             out.push(spec);
@@ -260,6 +338,7 @@ impl DataPlane {
                             method: match d.method {
                                 Method::Nat => METHOD_NAT,
                                 Method::Dr => METHOD_DR,
+                                Method::Tun(_) => METHOD_TUN,
                             },
                             flags: DEST_F_PRESENT | if overloaded { DEST_F_OVERLOADED } else { 0 },
                             weight: d.weight,
@@ -268,7 +347,27 @@ impl DataPlane {
                             smac: d.link.map_or([0; 6], |l| l.smac),
                             u_threshold: d.u_threshold,
                             l_threshold: d.l_threshold,
-                            pad: 0,
+                            tun_saddr: d.tun_source.map_or(0, |a| u32::from_ne_bytes(a.octets())),
+                            tun_port: match d.method {
+                                Method::Tun(t) => t.port.to_be(),
+                                _ => 0,
+                            },
+                            tun_type: match d.method {
+                                Method::Tun(t) => match t.kind {
+                                    TunKind::Ipip => TUN_IPIP,
+                                    TunKind::Gue => TUN_GUE,
+                                    TunKind::Gre => TUN_GRE,
+                                },
+                                _ => 0,
+                            },
+                            tun_flags: match d.method {
+                                Method::Tun(t) => match t.csum {
+                                    TunCsum::NoCsum => 0,
+                                    TunCsum::Csum => TUN_F_CSUM,
+                                    TunCsum::RemCsum => TUN_F_REMCSUM,
+                                },
+                                _ => 0,
+                            },
                         }
                     }
                     None => Dest::default(),

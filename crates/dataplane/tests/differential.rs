@@ -40,6 +40,7 @@ fn compare(kind: Kind, weights: &[u32], flags: Flags, flows: u32) -> Result<(), 
                     u_threshold: 0,
                     l_threshold: 0,
                     link: None,
+                    tun_source: None,
                 })
             })
             .collect(),

@@ -31,6 +31,7 @@ fn service(method: Method, weights: &[u32]) -> ServiceSpec {
                     u_threshold: 0,
                     l_threshold: 0,
                     link: None,
+                    tun_source: None,
                 })
             })
             .collect(),
@@ -774,4 +775,72 @@ fn synced_connections_are_adopted_and_followed() {
         .unwrap();
     let t = dp.templates().unwrap();
     assert_eq!((t.len(), t[0].slot, t[0].rip), (1, 1, RIPS[1]));
+}
+
+/// TUN, each tunnel type: the client's frame, untouched, inside an IPv4 header from the
+/// director's address to the real server (and a UDP+GUE or a GRE header), with a valid
+/// header checksum and lengths. (No route here, so the frame is then dropped and counted;
+/// the lab sends it.)
+#[test]
+fn tun_encapsulates_as_ipvs() {
+    if !require_root("tun_encapsulates_as_ipvs") {
+        return;
+    }
+    use fulcrum_dataplane::{TunCsum, TunKind, Tunnel};
+    let source = Ipv4Addr::new(10, 1, 10, 65);
+    for (kind, port, proto, extra) in [
+        (TunKind::Ipip, 0u16, 4u8, 0usize),
+        (TunKind::Gue, 6080, 17, 12),
+        (TunKind::Gre, 0, 47, 4),
+    ] {
+        let mut dp = DataPlane::load().unwrap();
+        let mut spec = service(
+            Method::Tun(Tunnel {
+                kind,
+                port,
+                csum: TunCsum::NoCsum,
+            }),
+            &[1],
+        );
+        for d in spec.dests.iter_mut().flatten() {
+            d.port = 80;
+            d.tun_source = Some(source);
+        }
+        dp.put_service(&spec).unwrap();
+        let syn = tcp_frame(CLIENT, 50000, VIP, 80, SYN);
+        let out = dp.test_run(&syn, 1).unwrap();
+        assert_eq!(out.verdict, Verdict::Drop, "{kind:?}: no route in the test");
+        assert_eq!(dp.count(Reason::TunFail).unwrap(), 1, "{kind:?}");
+        let f = &out.frame;
+        let hdr = 20 + extra;
+        assert_eq!(f.len(), syn.len() + hdr, "{kind:?}");
+        assert_eq!(&f[12..14], &[0x08, 0x00]);
+        let outer = &f[14..34];
+        assert_eq!(outer[0], 0x45);
+        assert_eq!(outer[9], proto, "{kind:?}");
+        assert_eq!(&outer[12..16], &source.octets());
+        assert_eq!(&outer[16..20], &RIPS[0].octets());
+        assert_eq!(
+            usize::from(u16::from_be_bytes([outer[2], outer[3]])),
+            syn.len() - 14 + hdr
+        );
+        assert_eq!(checksum(outer), 0, "{kind:?}: outer header checksum");
+        match kind {
+            TunKind::Gue => {
+                let udp = &f[34..42];
+                assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 6080);
+                assert_eq!(
+                    usize::from(u16::from_be_bytes([udp[4], udp[5]])),
+                    syn.len() - 14 + 12
+                );
+                assert_eq!(&f[42..46], &[0, 4, 0, 0], "GUE: version 0, IPIP inside");
+            }
+            TunKind::Gre => assert_eq!(&f[34..38], &[0, 0, 0x08, 0x00]),
+            TunKind::Ipip => {}
+        }
+        // The client's packet, byte for byte, after the outer headers.
+        assert_eq!(&f[14 + hdr..], &syn[14..], "{kind:?}: inner packet");
+        let c = dp.connections().unwrap();
+        assert_eq!((c.len(), c[0].state), (1, "SYN_RECV"), "{kind:?}");
+    }
 }

@@ -6,6 +6,7 @@
 #define ETH_P_IP_BE 0x0008   /* htons(ETH_P_IP) */
 #define ETH_P_IPV6_BE 0xDD86 /* htons(ETH_P_IPV6) */
 #define IP_MF 0x2000
+#define IP_DF 0x4000
 #define IP_OFFSET 0x1FFF
 #define AF_INET 2
 #define NSEC_PER_SEC 1000000000ULL
@@ -52,6 +53,15 @@ enum sched_kind {
 /* dest.method */
 #define METHOD_NAT 0
 #define METHOD_DR 1
+#define METHOD_TUN 2
+
+/* dest.tun_type: IPVS's tunnel types (IP_VS_CONN_F_TUNNEL_TYPE_*). */
+#define TUN_IPIP 0
+#define TUN_GUE 1
+#define TUN_GRE 2
+/* dest.tun_flags: IPVS's IP_VS_TUNNEL_ENCAP_FLAG_*. */
+#define TUN_F_CSUM 0x01
+#define TUN_F_REMCSUM 0x02
 
 /* dest.flags */
 #define DEST_F_PRESENT 0x01    /* the slot holds a real server */
@@ -114,7 +124,9 @@ enum stat_reason {
 	STAT_NO_ACCEPT = 18,  /* to a VIP of a VRRP master in no_accept mode: dropped */
 	STAT_DUP_SYN = 19,    /* a SYN whose connection another CPU made at the same time: dropped */
 	STAT_TABLE_FULL = 20, /* a new connection with the connection table full: dropped */
-	STAT_MAX = 21,
+	STAT_TUN = 21,        /* TUN: encapsulated and sent to the real server */
+	STAT_TUN_FAIL = 22,   /* TUN: no room to encapsulate, or no route: dropped */
+	STAT_MAX = 23,
 };
 
 #endif

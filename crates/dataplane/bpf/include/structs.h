@@ -33,7 +33,7 @@ _Static_assert(sizeof(struct service_value) == 32, "service_value layout");
 struct dest {
 	__be32 addr;
 	__be16 port;
-	__u8 method; /* METHOD_NAT, METHOD_DR */
+	__u8 method; /* METHOD_NAT, METHOD_DR, METHOD_TUN */
 	__u8 flags;  /* DEST_F_* */
 	__u32 weight;
 	__u32 ifindex; /* DR: the interface the real server is on */
@@ -41,9 +41,12 @@ struct dest {
 	__u8 smac[6];  /* DR: the MAC of that interface */
 	__u32 u_threshold; /* connections at which it is overloaded (0: none) */
 	__u32 l_threshold; /* ... and below which it is not any more (0: 3/4 of upper) */
-	__u32 pad;
+	__be32 tun_saddr;  /* TUN: the outer source, the director's address towards it */
+	__be16 tun_port;   /* TUN gue: the UDP port */
+	__u8 tun_type;     /* TUN_IPIP, TUN_GUE, TUN_GRE */
+	__u8 tun_flags;    /* TUN_F_* */
 };
-_Static_assert(sizeof(struct dest) == 40, "dest layout");
+_Static_assert(sizeof(struct dest) == 44, "dest layout");
 
 /* Connections of a real server, changed only by the program, atomically. */
 struct dest_conns {

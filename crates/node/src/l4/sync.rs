@@ -241,6 +241,7 @@ pub(super) fn table_records(table: &Table, dp: &DataPlane) -> Vec<Seen> {
     let fwd = |m: Method| match m {
         Method::Nat => flags::MASQ,
         Method::Dr => flags::DROUTE | flags::NOOUTPUT,
+        Method::Tun(_) => flags::TUNNEL | flags::NOOUTPUT,
     };
     for c in dp.connections().unwrap_or_default() {
         let udp = c.state_code as usize == abi::STATE_UDP;

@@ -126,6 +126,18 @@ impl Table {
     }
 }
 
+/// The address this host sends from towards `rip`, as the kernel's routing chooses it:
+/// a TUN tunnel's outer source, as IPVS takes it from the route (a UDP socket connected
+/// there, nothing sent).
+pub fn tunnel_source(rip: Ipv4Addr) -> Option<Ipv4Addr> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    sock.connect((rip, 9)).ok()?;
+    match sock.local_addr().ok()? {
+        SocketAddr::V4(a) => Some(*a.ip()),
+        SocketAddr::V6(_) => None,
+    }
+}
+
 fn parse_mac(text: &str) -> Option<[u8; 6]> {
     let mut mac = [0u8; 6];
     let mut parts = text.trim().split(':');
@@ -199,7 +211,11 @@ impl Table {
                 l_threshold: d.l_threshold,
                 link: match d.method {
                     Method::Dr => self.links.get(&d.addr).copied(),
-                    Method::Nat => None,
+                    Method::Nat | Method::Tun(_) => None,
+                },
+                tun_source: match d.method {
+                    Method::Tun(_) => tunnel_source(d.addr),
+                    _ => None,
                 },
             });
         }
@@ -409,11 +425,7 @@ impl Table {
                         Some(status::IpvsDest {
                             address: d.addr.to_string(),
                             port: d.port,
-                            forward: match d.method {
-                                Method::Nat => "Masq",
-                                Method::Dr => "Route",
-                            }
-                            .to_string(),
+                            forward: d.method.ipvsadm_name().to_string(),
                             weight: d.weight,
                             u_threshold: d.u_threshold,
                             l_threshold: d.l_threshold,
@@ -551,12 +563,14 @@ impl Table {
     }
 
     /// Real servers reached by DR: their MAC must be in the neighbour table.
+    /// The DR and TUN real servers: the addresses whose neighbour (or next hop) the
+    /// data plane needs resolved.
     pub(super) fn dr_addresses(&self) -> Vec<Ipv4Addr> {
         let mut v: Vec<Ipv4Addr> = self
             .installed
             .values()
             .flat_map(|i| i.spec.dests.iter().flatten())
-            .filter(|d| d.method == Method::Dr)
+            .filter(|d| d.method != Method::Nat)
             .map(|d| d.addr)
             .collect();
         v.sort();
