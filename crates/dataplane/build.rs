@@ -1,4 +1,4 @@
-//! Builds the XDP program into OUT_DIR, where src/lib.rs embeds it, and tells the crates
+//! Builds the XDP program (and the TUN decapsulator for real servers) into OUT_DIR, where src/lib.rs embeds it, and tells the crates
 //! that depend on this one (links = "fulcrum_bpf") the object's digest and the clang that
 //! built it, for `fulcrum --version`.
 
@@ -15,4 +15,5 @@ fn main() {
     });
     println!("cargo:digest={digest:016x}");
     println!("cargo:clang={clang}");
+    clang::build("bpf/decap.c", "decap.bpf.o", "the TUN decapsulator");
 }

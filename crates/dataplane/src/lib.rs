@@ -14,6 +14,7 @@ pub mod abi;
 mod btf;
 mod clock;
 mod connections;
+mod decap;
 mod load;
 mod services;
 
@@ -31,6 +32,7 @@ use abi::*;
 pub use abi::{Conn, FlowKey, ServiceKey, Traffic};
 pub use clock::ClockSample;
 pub use connections::{Adopted, Connection, Synced, Template};
+pub use decap::{attach_decap, decap_counters, decap_test_run, detach_decap, DecapCounters};
 pub use load::AttachMode;
 pub use services::{
     DestSpec, Link, Method, ServiceSpec, TunCsum, TunKind, Tunnel, SCHEDULERS, TWOS_SEED,

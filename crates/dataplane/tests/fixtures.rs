@@ -840,7 +840,35 @@ fn tun_encapsulates_as_ipvs() {
         }
         // The client's packet, byte for byte, after the outer headers.
         assert_eq!(&f[14 + hdr..], &syn[14..], "{kind:?}: inner packet");
+        // `fulcrum decap` on the real server takes the outer headers off again.
+        let back = fulcrum_dataplane::decap_test_run(f, &[6080]).unwrap();
+        assert_eq!(back.verdict, Verdict::Pass, "{kind:?}");
+        assert_eq!(&back.frame[12..], &syn[12..], "{kind:?}: decapsulated");
+        assert_eq!(
+            &back.frame[..12],
+            &f[..12],
+            "{kind:?}: the frame's MACs kept"
+        );
         let c = dp.connections().unwrap();
         assert_eq!((c.len(), c[0].state), (1, "SYN_RECV"), "{kind:?}");
     }
+}
+
+/// The decapsulator passes what is not a tunnel packet as it is, and a gue packet only on
+/// its ports.
+#[test]
+fn decap_leaves_other_traffic_alone() {
+    if !require_root("decap_leaves_other_traffic_alone") {
+        return;
+    }
+    let syn = tcp_frame(CLIENT, 50000, VIP, 80, SYN);
+    let out = fulcrum_dataplane::decap_test_run(&syn, &[6080]).unwrap();
+    assert_eq!((out.verdict, out.frame), (Verdict::Pass, syn));
+    let udp = udp_frame(CLIENT, 5000, VIP, 6081, &[0, 4, 0, 0, 0x45, 0, 0, 20]);
+    let out = fulcrum_dataplane::decap_test_run(&udp, &[6080]).unwrap();
+    assert_eq!(
+        (out.verdict, out.frame),
+        (Verdict::Pass, udp),
+        "not a gue port"
+    );
 }

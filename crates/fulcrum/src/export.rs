@@ -229,6 +229,7 @@ mod tests {
                         address: "192.168.1.2".into(),
                         port: 80,
                         forward: "Masq".into(),
+                        tunnel: None,
                         weight: 0,
                         u_threshold: 0,
                         l_threshold: 0,

@@ -30,6 +30,8 @@ struct Listing {
     service: Option<(String, String)>,
     /// `-L --daemon`: the connection sync daemons.
     daemon: bool,
+    /// `--tun-info`: a TunnelInfo column.
+    tun_info: bool,
 }
 
 fn usage(message: &str) -> ExitCode {
@@ -137,6 +139,7 @@ fn list(socket: &Path, args: &[String]) -> ExitCode {
             "--rate" => l.rate = true,
             "--exact" => l.exact = true,
             "--daemon" => l.daemon = true,
+            "--tun-info" => l.tun_info = true,
             s if s.starts_with('-') && !s.starts_with("--") && s.len() > 2 => {
                 // Bundled short options, as getopt takes them: -Ln, -Lnc, -Sn.
                 for c in s[1..].chars() {
@@ -336,12 +339,26 @@ fn render_with(
             out += "\n";
             // ipvsadm -S writes no thresholds (-x, -y).
             for d in sorted(&svc.dests) {
-                let fwd = if d.forward == "Masq" { "-m" } else { "-g" };
+                let fwd = match d.forward.as_str() {
+                    "Masq" => "-m",
+                    "Tunnel" => "-i",
+                    _ => "-g",
+                };
                 out += &format!(
-                    "-a {opt} {vaddr} -r {} {fwd} -w {}\n",
+                    "-a {opt} {vaddr} -r {} {fwd} -w {}",
                     name(&d.address, d.port, &svc.protocol),
                     d.weight
                 );
+                if let Some(t) = &d.tunnel {
+                    out += &format!(" --tun-type {}", t.kind);
+                    if t.kind == "gue" {
+                        out += &format!(" --tun-port {}", t.port);
+                    }
+                    if t.kind != "ipip" {
+                        out += &format!(" --tun-{}", t.csum);
+                    }
+                }
+                out += "\n";
             }
         }
         return out;
@@ -377,7 +394,11 @@ fn render_with(
         out += "  -> RemoteAddress:Port\n";
     } else {
         out += "Prot LocalAddress:Port Scheduler Flags\n";
-        out += "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n";
+        if l.tun_info {
+            out += "  -> RemoteAddress:Port           Forward TunnelInfo    Weight ActiveConn InActConn\n";
+        } else {
+            out += "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n";
+        }
     }
     let stats = |t: &Traffic| {
         [t.conns, t.inpkts, t.outpkts, t.inbytes, t.outbytes]
@@ -421,8 +442,29 @@ fn render_with(
             } else if l.rate {
                 out += &format!("  -> {raddr:<28}{}\n", rates(&d.rate));
             } else {
+                let tun = if l.tun_info {
+                    // ipvsadm's TunnelInfo: the type, gue's port, the checksum option.
+                    let info = match &d.tunnel {
+                        None => "n/a".to_string(),
+                        Some(t) => {
+                            let csum = match t.csum.as_str() {
+                                "csum" => "+c",
+                                "remcsum" => "r",
+                                _ => "-c",
+                            };
+                            match t.kind.as_str() {
+                                "gue" => format!("gue:{}:{csum}", t.port),
+                                "gre" => format!("gre:{csum}"),
+                                k => k.to_string(),
+                            }
+                        }
+                    };
+                    format!("{info:<13} ")
+                } else {
+                    String::new()
+                };
                 out += &format!(
-                    "  -> {raddr:<28} {:<7} {:<6} {:<10} {:<10}\n",
+                    "  -> {raddr:<28} {:<7} {tun}{:<6} {:<10} {:<10}\n",
                     d.forward, d.weight, d.active, d.inactive
                 );
             }

@@ -7,6 +7,7 @@ mod check;
 mod control;
 mod daemon;
 mod dashboard;
+mod decap;
 mod export;
 mod genhash;
 mod ipvsadm;
@@ -112,6 +113,11 @@ enum Command {
     /// Print the MD5 digest of a URL's body for an HTTP_GET or SSL_GET url block, like
     /// keepalived's genhash (same options).
     Genhash(genhash::GenhashArgs),
+    /// Attach the TUN decapsulator to a real server's interface, for kernels without ipip,
+    /// gre or fou: it takes off what a director put on (ipip, gre, gue on --gue-port) and
+    /// hands the client's packet to the kernel. It stays attached after the command ends;
+    /// --stats prints its counters, --detach removes it. Needs root.
+    Decap(decap::DecapArgs),
     /// The layer-7 proxy's worker process, started by the daemon (never by hand): it
     /// takes its configuration and listening sockets over its standard input, and serves
     /// as nginx's `user` with no capabilities.
@@ -372,6 +378,7 @@ fn main() -> ExitCode {
             std::iter::once("nginx".to_string()).chain(args).collect(),
         )),
         Command::Genhash(args) => genhash::run(&args),
+        Command::Decap(args) => decap::run(&args),
         Command::ProxyWorker(args) => {
             let logged = match &args.log_file {
                 Some(f) => logging::init_file(&args.log_level, f),

@@ -344,6 +344,54 @@ pub struct CheckDefaults {
     pub inhibit_on_failure: Option<bool>,
 }
 
+/// IPVS's tunnel types, as keepalived names them after `TUN`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TunnelKind {
+    #[default]
+    Ipip,
+    Gue,
+    Gre,
+}
+
+/// A gue or gre tunnel's outer checksum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TunnelCsum {
+    #[default]
+    NoCsum,
+    Csum,
+    RemCsum,
+}
+
+/// `TUN [type ipip|gue|gre] [port N] [nocsum|csum|remcsum]` after lb_kind or lvs_method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TunnelOptions {
+    pub kind: TunnelKind,
+    /// gue: the real server's UDP port (required for gue, refused otherwise).
+    pub port: Option<u16>,
+    pub csum: TunnelCsum,
+}
+
+impl TunnelOptions {
+    /// The words after `TUN`, as keepalived reads them back.
+    pub fn words(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        match self.kind {
+            TunnelKind::Ipip => {}
+            TunnelKind::Gue => w.extend(["type".to_string(), "gue".to_string()]),
+            TunnelKind::Gre => w.extend(["type".to_string(), "gre".to_string()]),
+        }
+        if let Some(p) = self.port {
+            w.extend(["port".to_string(), p.to_string()]);
+        }
+        match self.csum {
+            TunnelCsum::NoCsum => {}
+            TunnelCsum::Csum => w.push("csum".into()),
+            TunnelCsum::RemCsum => w.push("remcsum".into()),
+        }
+        w
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtualServer {
     pub key: ServiceKey,
@@ -351,6 +399,8 @@ pub struct VirtualServer {
     pub protocol: Option<Protocol>,
     pub lb_algo: Scheduler,
     pub lb_kind: Option<ForwardMethod>,
+    /// `lb_kind TUN type ... port ... csum`: the tunnel real servers take by default.
+    pub tunnel: Option<TunnelOptions>,
     pub persistence_timeout: Option<u32>,
     pub persistence_granularity: Option<IpAddr>,
     pub virtualhost: Option<String>,
@@ -362,6 +412,7 @@ pub struct VirtualServer {
     pub sorry_server: Option<(IpAddr, Option<u16>)>,
     pub sorry_server_inhibit: bool,
     pub sorry_server_lvs_method: Option<ForwardMethod>,
+    pub sorry_server_tunnel: Option<TunnelOptions>,
     pub ha_suspend: bool,
     pub ops: bool,
     pub sh_port: bool,
@@ -379,6 +430,7 @@ impl VirtualServer {
             protocol: None,
             lb_algo: Scheduler::default(),
             lb_kind: None,
+            tunnel: None,
             persistence_timeout: None,
             persistence_granularity: None,
             virtualhost: None,
@@ -390,6 +442,7 @@ impl VirtualServer {
             sorry_server: None,
             sorry_server_inhibit: false,
             sorry_server_lvs_method: None,
+            sorry_server_tunnel: None,
             ha_suspend: false,
             ops: false,
             sh_port: false,
@@ -418,6 +471,8 @@ pub struct RealServer {
     pub port: Option<u16>,
     pub weight: Weight,
     pub lvs_method: Option<ForwardMethod>,
+    /// `lvs_method TUN type ... port ... csum`.
+    pub tunnel: Option<TunnelOptions>,
     pub notify_up: Option<Script>,
     pub notify_down: Option<Script>,
     pub uthreshold: Option<u32>,
@@ -433,6 +488,7 @@ impl RealServer {
             port,
             weight: Weight::DEFAULT,
             lvs_method: None,
+            tunnel: None,
             notify_up: None,
             notify_down: None,
             uthreshold: None,

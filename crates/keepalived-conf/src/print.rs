@@ -505,7 +505,10 @@ fn virtual_server(o: &mut Out, vs: &VirtualServer) {
     o.defaults(&vs.defaults);
     o.line(&["lb_algo", vs.lb_algo.name()]);
     if let Some(k) = vs.lb_kind {
-        o.line(&["lb_kind", k.name()]);
+        let tun = vs.tunnel.map(|t| t.words()).unwrap_or_default();
+        let mut line = vec!["lb_kind", k.name()];
+        line.extend(tun.iter().map(String::as_str));
+        o.line(&line);
     }
     if let Some(p) = vs.protocol {
         o.line(&["protocol", p.name()]);
@@ -526,7 +529,13 @@ fn virtual_server(o: &mut Out, vs: &VirtualServer) {
     }
     o.flag("sorry_server_inhibit", vs.sorry_server_inhibit);
     if let Some(k) = vs.sorry_server_lvs_method {
-        o.line(&["sorry_server_lvs_method", k.name()]);
+        let tun = vs
+            .sorry_server_tunnel
+            .map(|t| t.words())
+            .unwrap_or_default();
+        let mut line = vec!["sorry_server_lvs_method", k.name()];
+        line.extend(tun.iter().map(String::as_str));
+        o.line(&line);
     }
     o.flag("ha_suspend", vs.ha_suspend);
     o.flag("ops", vs.ops);
@@ -542,7 +551,10 @@ fn virtual_server(o: &mut Out, vs: &VirtualServer) {
         }
         o.line(&["weight", &rs.weight.to_string()]);
         if let Some(k) = rs.lvs_method {
-            o.line(&["lvs_method", k.name()]);
+            let tun = rs.tunnel.map(|t| t.words()).unwrap_or_default();
+            let mut line = vec!["lvs_method", k.name()];
+            line.extend(tun.iter().map(String::as_str));
+            o.line(&line);
         }
         o.script("notify_up", &rs.notify_up);
         o.script("notify_down", &rs.notify_down);

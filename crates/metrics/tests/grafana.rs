@@ -65,6 +65,7 @@ fn everything() -> Status {
         address: "192.168.184.129".into(),
         port: 80,
         forward: "Masq".into(),
+        tunnel: None,
         weight: 1,
         u_threshold: 0,
         l_threshold: 0,

@@ -13,6 +13,7 @@ fn dest(address: &str, active: u64, inactive: u64, weight: u32, conns: u64) -> I
         address: address.into(),
         port: 80,
         forward: "Masq".into(),
+        tunnel: None,
         weight,
         u_threshold: 0,
         l_threshold: 0,

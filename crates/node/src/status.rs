@@ -257,8 +257,11 @@ pub struct IpvsService {
 pub struct IpvsDest {
     pub address: String,
     pub port: u16,
-    /// Masq or Route, as ipvsadm prints it.
+    /// Masq, Route or Tunnel, as ipvsadm prints it.
     pub forward: String,
+    /// A Tunnel's type, port (gue) and checksum option.
+    #[serde(default)]
+    pub tunnel: Option<IpvsTunnel>,
     pub weight: u32,
     #[serde(default)]
     pub u_threshold: u32,
@@ -268,6 +271,17 @@ pub struct IpvsDest {
     pub inactive: u64,
     pub stats: Traffic,
     pub rate: Rates,
+}
+
+/// A TUN real server's tunnel, as ipvsadm names its parts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpvsTunnel {
+    /// ipip, gue or gre.
+    pub kind: String,
+    /// gue's UDP port; 0 otherwise.
+    pub port: u16,
+    /// nocsum, csum or remcsum.
+    pub csum: String,
 }
 
 /// A connection (or persistence template) of the table.

@@ -14,6 +14,91 @@ pub(super) enum Level {
 }
 
 impl Builder<'_> {
+    /// `lb_kind`, `lvs_method`, `sorry_server_lvs_method`: NAT, DR or TUN, and for TUN
+    /// keepalived's tunnel options `type ipip|gue|gre`, `port N`, `nocsum|csum|remcsum`,
+    /// with its refusals (gue needs a port and only gue takes one; ipip takes no checksum
+    /// option; gre no remcsum).
+    fn forwarding(&mut self, n: &Node) -> (Option<ForwardMethod>, Option<TunnelOptions>) {
+        self.no_block(n);
+        let Some(method) = self.enum_at::<ForwardMethod>(n, 0, "forwarding method") else {
+            return (None, None);
+        };
+        let mut t = TunnelOptions::default();
+        let mut i = 1;
+        while i < n.args.len() {
+            let word = n.args[i].text.clone();
+            let span = n.args[i].span;
+            match word.as_str() {
+                "type" => {
+                    match n.args.get(i + 1).map(|a| a.text.as_str()) {
+                        Some("ipip") => t.kind = TunnelKind::Ipip,
+                        Some("gue") => t.kind = TunnelKind::Gue,
+                        Some("gre") => t.kind = TunnelKind::Gre,
+                        Some(other) => {
+                            self.error(
+                                Self::arg_span(n, i + 1),
+                                format!("unknown tunnel type '{other}': expected ipip, gue or gre"),
+                            );
+                            return (None, None);
+                        }
+                        None => {
+                            self.error(span, "'type' needs a tunnel type: ipip, gue or gre");
+                            return (None, None);
+                        }
+                    }
+                    i += 2;
+                }
+                "port" => {
+                    let Some(port) = self.int_at(n, i + 1, "gue tunnel port", 1, 65535) else {
+                        return (None, None);
+                    };
+                    t.port = Some(port as u16);
+                    i += 2;
+                }
+                "nocsum" => {
+                    t.csum = TunnelCsum::NoCsum;
+                    i += 1;
+                }
+                "csum" => {
+                    t.csum = TunnelCsum::Csum;
+                    i += 1;
+                }
+                "remcsum" => {
+                    t.csum = TunnelCsum::RemCsum;
+                    i += 1;
+                }
+                _ => {
+                    self.error(span, format!("invalid tunnel option '{word}': expected type, port, nocsum, csum or remcsum"));
+                    return (None, None);
+                }
+            }
+        }
+        if method != ForwardMethod::Tun {
+            if n.args.len() > 1 {
+                self.error(
+                    Self::arg_span(n, 1),
+                    format!("tunnel options are for TUN, not {}", method.name()),
+                );
+                return (None, None);
+            }
+            return (Some(method), None);
+        }
+        let problem = if (t.kind == TunnelKind::Gue) != t.port.is_some() {
+            Some("gue tunnels require a port, and other tunnels cannot have one")
+        } else if t.kind == TunnelKind::Ipip && t.csum != TunnelCsum::NoCsum {
+            Some("ipip tunnels do not support a checksum option")
+        } else if t.kind == TunnelKind::Gre && t.csum == TunnelCsum::RemCsum {
+            Some("gre tunnels do not support the remote checksum option")
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            self.error(n.span(), p);
+            return (None, None);
+        }
+        (Some(method), Some(t))
+    }
+
     pub(super) fn server_group(&mut self, n: &Node) -> Option<VirtualServerGroup> {
         let name = self.name_arg(n)?;
         let mut g = VirtualServerGroup {
@@ -122,9 +207,7 @@ impl Builder<'_> {
                     }
                 }
                 "lb_kind" | "lvs_method" => {
-                    self.no_block(c);
-                    self.at_most(c, 1);
-                    vs.lb_kind = self.enum_at::<ForwardMethod>(c, 0, "forwarding method");
+                    (vs.lb_kind, vs.tunnel) = self.forwarding(c);
                 }
                 "protocol" => {
                     self.no_block(c);
@@ -176,9 +259,7 @@ impl Builder<'_> {
                 }
                 "sorry_server_inhibit" => vs.sorry_server_inhibit = self.flag(c).unwrap_or(false),
                 "sorry_server_lvs_method" => {
-                    self.no_block(c);
-                    vs.sorry_server_lvs_method =
-                        self.enum_at::<ForwardMethod>(c, 0, "forwarding method");
+                    (vs.sorry_server_lvs_method, vs.sorry_server_tunnel) = self.forwarding(c);
                 }
                 "ha_suspend" => vs.ha_suspend = self.flag(c).unwrap_or(false),
                 "ops" | "one_packet_scheduling" => vs.ops = self.flag(c).unwrap_or(false),
@@ -346,8 +427,7 @@ impl Builder<'_> {
                     }
                 }
                 "lvs_method" => {
-                    self.no_block(c);
-                    rs.lvs_method = self.enum_at::<ForwardMethod>(c, 0, "forwarding method");
+                    (rs.lvs_method, rs.tunnel) = self.forwarding(c);
                 }
                 "notify_up" => rs.notify_up = self.script(c),
                 "notify_down" => rs.notify_down = self.script(c),

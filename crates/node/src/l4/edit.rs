@@ -4,7 +4,7 @@
 
 use std::net::Ipv4Addr;
 
-use fulcrum_dataplane::Method;
+use fulcrum_dataplane::{Method, TunCsum, TunKind, Tunnel};
 use fulcrum_types::Scheduler;
 
 use super::rules::{Rule, RuleDest, RuleKey, VerdictOf};
@@ -60,6 +60,8 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
     let mut flags: Vec<String> = Vec::new();
     let mut ops = false;
     let mut method = Method::Dr;
+    let mut tunnel = Tunnel::default();
+    let mut csum_flag: Option<String> = None;
     let mut weight: u32 = 1;
     let mut u_threshold: u32 = 0;
     let mut l_threshold: u32 = 0;
@@ -145,8 +147,31 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
             "-r" | "--real-server" => server = Some(value(a)?),
             "-g" | "--gatewaying" => method = Method::Dr,
             "-m" | "--masquerading" => method = Method::Nat,
-            "-i" | "--ipip" => {
-                return Err("ipvsadm: tunnelling (-i) is not supported by the XDP data plane".into())
+            "-i" | "--ipip" => method = Method::Tun(Tunnel::default()),
+            "--tun-type" => {
+                let v = value(a)?;
+                tunnel.kind = match v.as_str() {
+                    "ipip" => TunKind::Ipip,
+                    "gue" => TunKind::Gue,
+                    "gre" => TunKind::Gre,
+                    _ => return Err(format!("illegal tunnel type specified: {v}")),
+                };
+            }
+            "--tun-port" => {
+                let v = value(a)?;
+                tunnel.port = v
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p > 0)
+                    .ok_or_else(|| "illegal tunnel port specified".to_string())?;
+            }
+            "--tun-nocsum" | "--tun-csum" | "--tun-remcsum" => {
+                tunnel.csum = match a.as_str() {
+                    "--tun-nocsum" => TunCsum::NoCsum,
+                    "--tun-csum" => TunCsum::Csum,
+                    _ => TunCsum::RemCsum,
+                };
+                csum_flag = Some(a.trim_start_matches("--").to_string());
             }
             "-w" | "--weight" => {
                 let v = value(a)?;
@@ -240,14 +265,49 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
             None => Ok(None),
         }
     };
+    if let Method::Tun(_) = method {
+        // ipvsadm's checks of the tunnel options, in its words.
+        let kind = tunnel.kind.name();
+        if tunnel.kind == TunKind::Gue && tunnel.port == 0 {
+            return Err(
+                "You need to supply the 'tun-port' option for the 'gue' tunnel type".into(),
+            );
+        }
+        if tunnel.kind != TunKind::Gue && tunnel.port != 0 {
+            return Err(format!(
+                "Illegal 'tun-port' option with the '{kind}' tunnel type"
+            ));
+        }
+        if let Some(flag) = &csum_flag {
+            if tunnel.kind == TunKind::Ipip
+                || (tunnel.kind == TunKind::Gre && tunnel.csum == TunCsum::RemCsum)
+            {
+                return Err(format!(
+                    "Illegal '{flag}' option with the '{kind}' tunnel type"
+                ));
+            }
+        }
+        if tunnel.csum != TunCsum::NoCsum {
+            return Err(
+                "ipvsadm: tunnel checksums (--tun-csum, --tun-remcsum) are not made by the XDP data plane yet"
+                    .into(),
+            );
+        }
+        method = Method::Tun(tunnel);
+    }
     let dest = |key: RuleKey| -> Result<RuleDest, String> {
         let text = server
             .as_deref()
             .ok_or("ipvsadm: no real server specified (-r)")?;
         let (addr, port) = host_port(text, Some(key.port))?;
-        if method == Method::Dr && port != key.port && key.port != 0 {
+        if method != Method::Nat && port != key.port && key.port != 0 {
+            let how = if method == Method::Dr {
+                "direct routing (-g)"
+            } else {
+                "tunnelling (-i)"
+            };
             return Err(format!(
-                "ipvsadm: {text}: direct routing (-g) needs the real server's port to equal the service's ({})",
+                "ipvsadm: {text}: {how} needs the real server's port to equal the service's ({})",
                 key.port
             ));
         }
@@ -462,7 +522,6 @@ mod tests {
             ("-A -f 1", "fwmark"),
             ("-A -t 10.1.10.65:80 -s fastest", "Scheduler not found"),
             ("-a -t 10.1.10.65:80 -r 10.0.0.1 -w -1", "illegal weight"),
-            ("-a -t 10.1.10.65:80 -r 10.0.0.1 -i", "tunnelling"),
             (
                 "-a -t 10.1.10.65:80 -r 10.0.0.1 -x ten",
                 "illegal threshold",

@@ -1,9 +1,10 @@
 //! keepalived.conf's virtual_server blocks as the rules IPVS would be given: pure, and
 //! what `ipvsadm` edits (the `edit` module).
 
-use fulcrum_dataplane::Method;
+use fulcrum_dataplane::{Method, TunCsum, TunKind, Tunnel};
 use fulcrum_keepalived_conf::model::{
-    GroupMember, KeepalivedConfig, ServiceKey as ConfKey, VirtualServer,
+    GroupMember, KeepalivedConfig, ServiceKey as ConfKey, TunnelCsum, TunnelKind, TunnelOptions,
+    VirtualServer,
 };
 use fulcrum_types::{ForwardMethod, Protocol, Scheduler};
 use std::net::{IpAddr, Ipv4Addr};
@@ -68,16 +69,35 @@ pub struct Rule {
     pub dests: Vec<RuleDest>,
 }
 
-fn method(m: Option<ForwardMethod>) -> Result<Method, String> {
+/// The data plane's method for keepalived's: TUN with its tunnel (ipip when none is
+/// given). The outer checksums (csum, remcsum) are not made by the data plane yet.
+fn method(m: Option<ForwardMethod>, tunnel: Option<TunnelOptions>) -> Result<Method, String> {
     match m.unwrap_or(ForwardMethod::Nat) {
         ForwardMethod::Nat => Ok(Method::Nat),
         ForwardMethod::Dr => Ok(Method::Dr),
-        ForwardMethod::Tun => Err("lb_kind TUN is not supported by the XDP data plane".into()),
+        ForwardMethod::Tun => {
+            let t = tunnel.unwrap_or_default();
+            if t.csum != TunnelCsum::NoCsum {
+                return Err(
+                    "TUN with an outer checksum (csum, remcsum) is not made by the data plane yet; use nocsum".into(),
+                );
+            }
+            Ok(Method::Tun(Tunnel {
+                kind: match t.kind {
+                    TunnelKind::Ipip => TunKind::Ipip,
+                    TunnelKind::Gue => TunKind::Gue,
+                    TunnelKind::Gre => TunKind::Gre,
+                },
+                port: t.port.unwrap_or(0),
+                csum: TunCsum::NoCsum,
+            }))
+        }
     }
 }
 
 /// The rules keepalived would give IPVS for these virtual servers. Services that cannot
-/// be forwarded here (fwmark, IPv6, TUN, SCTP) are left out with a warning naming them.
+/// be forwarded here (fwmark, IPv6, SCTP, TUN with outer checksums) are left out with a
+/// warning naming them.
 pub fn rules(k: &KeepalivedConfig) -> (Vec<Rule>, Vec<String>) {
     let mut out: Vec<Rule> = Vec::new();
     let mut warnings = Vec::new();
@@ -140,7 +160,11 @@ pub fn rules(k: &KeepalivedConfig) -> (Vec<Rule>, Vec<String>) {
                 ));
                 break;
             };
-            match method(rs.lvs_method.or(vs.lb_kind)) {
+            let (m, t) = match rs.lvs_method {
+                Some(m) => (Some(m), rs.tunnel),
+                None => (vs.lb_kind, vs.tunnel),
+            };
+            match method(m, t) {
                 Ok(m) => dests.push(RuleDest {
                     addr,
                     port: rs.port.unwrap_or(0),
@@ -157,7 +181,11 @@ pub fn rules(k: &KeepalivedConfig) -> (Vec<Rule>, Vec<String>) {
             }
         }
         if let Some((IpAddr::V4(addr), port)) = vs.sorry_server {
-            if let Ok(m) = method(vs.sorry_server_lvs_method.or(vs.lb_kind)) {
+            let (m, t) = match vs.sorry_server_lvs_method {
+                Some(m) => (Some(m), vs.sorry_server_tunnel),
+                None => (vs.lb_kind, vs.tunnel),
+            };
+            if let Ok(m) = method(m, t) {
                 dests.push(RuleDest {
                     addr,
                     port: port.unwrap_or(0),

@@ -426,6 +426,14 @@ impl Table {
                             address: d.addr.to_string(),
                             port: d.port,
                             forward: d.method.ipvsadm_name().to_string(),
+                            tunnel: match d.method {
+                                Method::Tun(t) => Some(status::IpvsTunnel {
+                                    kind: t.kind.name().to_string(),
+                                    port: t.port,
+                                    csum: t.csum.name().to_string(),
+                                }),
+                                _ => None,
+                            },
                             weight: d.weight,
                             u_threshold: d.u_threshold,
                             l_threshold: d.l_threshold,
