@@ -1166,3 +1166,181 @@ fn a_full_table_refuses_new_connections_and_counts_them() {
         .sum();
     assert_eq!(counted, entries, "{listing}");
 }
+
+/// TUN as IPVS does it, to real servers on another subnet behind a router: three virtual
+/// services (ipip, gue on port 6080, gre) over two real servers holding the VIP on `lo`
+/// and decapsulating with `fulcrum decap` (this kernel has no ipip, gre or fou). New
+/// connections alternate between the servers through each tunnel type; the replies go
+/// straight from the servers to the client through the router, never through the director;
+/// the decapsulators count what they took off.
+#[test]
+fn tun_reaches_real_servers_behind_a_router_with_every_tunnel_type() {
+    if !require_root("tun_reaches_real_servers_behind_a_router_with_every_tunnel_type") {
+        return;
+    }
+    let mut lab = fulcrum_lab::Lab::new("l4tun").unwrap().with_agent(agent());
+    let dir = Scratch::new("l4tun");
+    let bpf = Bpffs::new(&dir);
+    let (vip, client_ip, dip) = ("10.1.10.88", "10.1.10.2", "10.1.10.65");
+    let rips = ["10.2.20.11", "10.2.20.12"];
+    let outside = lab.switch("out").unwrap();
+    let inside = lab.switch("in").unwrap();
+    let client = lab.host("client").unwrap();
+    let director = lab.host("director").unwrap();
+    let router = lab.host("router").unwrap();
+    let on = |lab: &mut fulcrum_lab::Lab,
+              host: &fulcrum_lab::Host,
+              ifname: &str,
+              sw: &fulcrum_lab::Switch,
+              cidr: &str,
+              stub: bool| {
+        let port = lab.attach(host, ifname, sw).unwrap();
+        lab.addr(host, ifname, cidr).unwrap();
+        if stub {
+            lab.xdp_pass_stub(&sw.netns, &port).unwrap();
+        }
+    };
+    on(
+        &mut lab,
+        &client,
+        "eth0",
+        &outside,
+        &format!("{client_ip}/24"),
+        false,
+    );
+    on(
+        &mut lab,
+        &director,
+        "eth0",
+        &outside,
+        &format!("{dip}/24"),
+        true,
+    );
+    on(&mut lab, &router, "eth0", &outside, "10.1.10.1/24", true);
+    on(&mut lab, &router, "eth1", &inside, "10.2.20.1/24", true);
+    lab.addr(&director, "eth0", &format!("{vip}/32")).unwrap();
+    lab.sysctl(&director, "net.ipv4.ip_forward", "1").unwrap();
+    lab.sysctl(&router, "net.ipv4.ip_forward", "1").unwrap();
+    lab.route(&client, "10.2.20.0/24", "10.1.10.1").unwrap();
+    lab.route(&director, "10.2.20.0/24", "10.1.10.1").unwrap();
+    let mut servers = Vec::new();
+    for (i, rip) in rips.iter().enumerate() {
+        let rs = lab.host(&format!("rs{}", i + 1)).unwrap();
+        on(&mut lab, &rs, "eth0", &inside, &format!("{rip}/24"), false);
+        lab.ip(&rs, &["route", "add", "default", "via", "10.2.20.1"])
+            .unwrap();
+        lab.addr(&rs, "lo", &format!("{vip}/32")).unwrap();
+        for scope in ["all", "lo"] {
+            lab.sysctl(&rs, &format!("net.ipv4.conf.{scope}.arp_ignore"), "1")
+                .unwrap();
+            lab.sysctl(&rs, &format!("net.ipv4.conf.{scope}.arp_announce"), "2")
+                .unwrap();
+        }
+        let out = lab
+            .exec(
+                &rs.netns,
+                [
+                    fulcrum_e2e::bin().as_os_str(),
+                    "decap".as_ref(),
+                    "eth0".as_ref(),
+                    "--gue-port".as_ref(),
+                    "6080".as_ref(),
+                    "--bpf-dir".as_ref(),
+                    bpf.0.join(&rs.name).as_os_str(),
+                ],
+            )
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("decapsulator on eth0"),
+            "{out:?}"
+        );
+        for port in [80, 81, 82] {
+            lab.serve(
+                &rs,
+                &format!("rs{}", i + 1),
+                &format!("0.0.0.0:{port}"),
+                false,
+            )
+            .unwrap();
+        }
+        servers.push(rs);
+    }
+    let mut conf = String::new();
+    for (port, tun) in [
+        (80, "TUN"),
+        (81, "TUN type gue port 6080"),
+        (82, "TUN type gre"),
+    ] {
+        conf += &format!(
+            "virtual_server {vip} {port} {{\n    lb_algo rr\n    lb_kind {tun}\n    protocol TCP\n"
+        );
+        for rip in rips {
+            conf += &format!("    real_server {rip} {port} {{\n        weight 1\n    }}\n");
+        }
+        conf += "}\n";
+    }
+    let path = dir.0.join("tun.conf");
+    std::fs::write(&path, conf).unwrap();
+    let d = fulcrum_e2e::spawn_fulcrum(&mut lab, &director, &path, &dir.0, "tun", &[]);
+    let up = wait_for(Duration::from_secs(20), || {
+        ipvsadm(&d.sock, &["-Ln"]).matches("Tunnel").count() == 6
+    });
+    assert!(
+        up.is_some(),
+        "{}\n{}",
+        ipvsadm(&d.sock, &["-Ln"]),
+        std::fs::read_to_string(&d.log).unwrap_or_default()
+    );
+    for port in [80, 81, 82] {
+        // The first SYN may wait for the router's MAC (the director resolves it).
+        wait_for(Duration::from_secs(5), || {
+            lab.probe(&client, &format!("{vip}:{port}"), 1, false)
+                .is_ok_and(|a| a.iter().all(|a| a.starts_with("rs")))
+        });
+        let answers = lab
+            .probe(&client, &format!("{vip}:{port}"), 10, false)
+            .unwrap();
+        let mut split: BTreeMap<String, u32> = BTreeMap::new();
+        for a in answers {
+            *split.entry(a).or_default() += 1;
+        }
+        assert_eq!(
+            split,
+            BTreeMap::from([("rs1".to_string(), 5), ("rs2".to_string(), 5)]),
+            "port {port}:\n{}\n{}",
+            ipvsadm(&d.sock, &["-Ln", "--stats"]),
+            raw_ipvs(&d.sock)
+        );
+    }
+    // The director saw the clients' packets only (DR-like): no reply passed through it.
+    let stats = ipvsadm(&d.sock, &["-Ln", "--stats"]);
+    for line in stats.lines().filter(|l| l.starts_with("TCP")) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f[4], "0", "OutPkts through the director: {line}");
+    }
+    for (i, rs) in servers.iter().enumerate() {
+        let out = lab
+            .exec(
+                &rs.netns,
+                [
+                    fulcrum_e2e::bin().as_os_str(),
+                    "decap".as_ref(),
+                    "eth0".as_ref(),
+                    "--stats".as_ref(),
+                    "--bpf-dir".as_ref(),
+                    bpf.0.join(&rs.name).as_os_str(),
+                ],
+            )
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        for kind in ["ipip", "gue", "gre"] {
+            let n: u64 = text
+                .split(&format!("{kind} "))
+                .nth(1)
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            assert!(n > 0, "rs{}: no {kind} decapsulated: {text}", i + 1);
+        }
+    }
+}

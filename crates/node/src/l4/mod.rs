@@ -163,6 +163,7 @@ impl Handle {
             return;
         }
         info!(services = rules.len(), "layer-4 rules reloaded");
+        prod_neighbours(&table.dr_addresses());
         s.rules = rules;
         s.configured = keys;
         s.verdicts = verdicts;
@@ -248,6 +249,7 @@ impl Handle {
             }
         }
         info!(commands = lines.len(), "ipvsadm rules applied");
+        prod_neighbours(&table.dr_addresses());
         s.rules = rules;
         (s.sync.master, s.sync.backup) = daemons;
         Ok(())
@@ -363,12 +365,20 @@ pub fn start(
         }
         dp.set_timeouts(&t)?;
     }
+    // DR needs the servers' MACs (waited for, briefly); TUN the next hop towards them.
     let dr: Vec<Ipv4Addr> = rules
         .iter()
         .flat_map(|r| &r.dests)
         .filter(|d| d.method == Method::Dr)
         .map(|d| d.addr)
         .collect();
+    let tun: Vec<Ipv4Addr> = rules
+        .iter()
+        .flat_map(|r| &r.dests)
+        .filter(|d| matches!(d.method, Method::Tun(_)))
+        .map(|d| d.addr)
+        .collect();
+    prod_neighbours(&tun);
     if !dr.is_empty() {
         prod_neighbours(&dr);
         let resolved = |l: &HashMap<Ipv4Addr, Link>| dr.iter().all(|a| l.contains_key(a));
