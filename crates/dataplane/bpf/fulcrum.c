@@ -585,17 +585,8 @@ int xdp_fulcrum(struct xdp_md *ctx)
 	if (c && d) {
 		__u8 before = c->state;
 		conn_touch(c, p.tcp, c->method != METHOD_NAT ? DIR_INPUT_ONLY : DIR_INPUT, now);
-		if (c->state != before && c->method == METHOD_NAT) {
-			/* The reply entry keeps a copy of the state for its fast path. */
-			struct flow_key rk;
-			reply_key(c, &rk);
-			struct conn *r = bpf_map_lookup_elem(&conns, &rk);
-			if (r) {
-				r->state = c->state;
-				r->timeout = c->timeout;
-				r->expires = c->expires;
-			}
-		}
+		if (c->state != before)
+			reply_follow(c);
 		account(c->svc, c->dest, p.len, 0, 0);
 		return forward(ctx, &p, c, d);
 	}
@@ -668,16 +659,7 @@ int xdp_adopt(struct xdp_md *ctx)
 		conn_set_state(c, in->state);
 		c->timeout = in->timeout;
 		c->expires = in->expires;
-		if (c->method == METHOD_NAT) {
-			struct flow_key rk;
-			reply_key(c, &rk);
-			struct conn *r = bpf_map_lookup_elem(&conns, &rk);
-			if (r) {
-				r->state = c->state;
-				r->timeout = c->timeout;
-				r->expires = c->expires;
-			}
-		}
+		reply_follow(c);
 		return XDP_PASS;
 	}
 	struct conn n = *in;

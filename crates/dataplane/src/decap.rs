@@ -32,19 +32,7 @@ pub fn attach_decap(dir: &Path, ifname: &str, gue_ports: &[u16]) -> Result<Attac
         loader.map_pin_path(name, dir.join(name));
     }
     let mut ebpf = loader.load(DECAP)?;
-    {
-        let mut ports: HashMap<&mut MapData, u16, u8> = HashMap::try_from(
-            ebpf.map_mut("decap_gue_ports")
-                .ok_or(Error::Missing("decap_gue_ports map"))?,
-        )?;
-        let old: Vec<u16> = ports.keys().filter_map(Result::ok).collect();
-        for p in old {
-            let _ = ports.remove(&p);
-        }
-        for p in gue_ports {
-            ports.insert(p.to_be(), 1, 0)?;
-        }
-    }
+    set_gue_ports(&mut ebpf, gue_ports)?;
     let program: &mut Xdp = ebpf
         .program_mut(DECAP_PROGRAM)
         .ok_or(Error::Missing("the decapsulator"))?
@@ -66,6 +54,22 @@ pub fn attach_decap(dir: &Path, ifname: &str, gue_ports: &[u16]) -> Result<Attac
     let fd = FdLink::try_from(link).map_err(|e| pin_err(e.to_string()))?;
     fd.pin(&link_path).map_err(|e| pin_err(e.to_string()))?;
     Ok(mode)
+}
+
+/// The gue ports become exactly `gue_ports` (a pinned map may hold an earlier run's).
+fn set_gue_ports(ebpf: &mut Ebpf, gue_ports: &[u16]) -> Result<(), Error> {
+    let mut ports: HashMap<&mut MapData, u16, u8> = HashMap::try_from(
+        ebpf.map_mut("decap_gue_ports")
+            .ok_or(Error::Missing("decap_gue_ports map"))?,
+    )?;
+    let old: Vec<u16> = ports.keys().filter_map(Result::ok).collect();
+    for p in old {
+        let _ = ports.remove(&p);
+    }
+    for p in gue_ports {
+        ports.insert(p.to_be(), 1, 0)?;
+    }
+    Ok(())
 }
 
 /// Detaches the decapsulator pinned in `dir` and removes its pins. Whether there was one.
@@ -103,15 +107,7 @@ pub fn decap_counters(dir: &Path) -> Result<DecapCounters, Error> {
 /// for tests. The verdict and the frame as it left it.
 pub fn decap_test_run(frame: &[u8], gue_ports: &[u16]) -> Result<TestOutcome, Error> {
     let mut ebpf = EbpfLoader::new().load(DECAP)?;
-    {
-        let mut ports: HashMap<&mut MapData, u16, u8> = HashMap::try_from(
-            ebpf.map_mut("decap_gue_ports")
-                .ok_or(Error::Missing("decap_gue_ports map"))?,
-        )?;
-        for p in gue_ports {
-            ports.insert(p.to_be(), 1, 0)?;
-        }
-    }
+    set_gue_ports(&mut ebpf, gue_ports)?;
     let program: &mut Xdp = ebpf
         .program_mut(DECAP_PROGRAM)
         .ok_or(Error::Missing("the decapsulator"))?

@@ -211,3 +211,40 @@ pub fn workers_of(daemon: u32) -> Vec<u32> {
     }
     out
 }
+
+/// Starts the agent's `hold` in `host`: `connections` plain connections to `target`, each
+/// sending a line every `every_ms` for `for_ms` and expecting it echoed; its output (a
+/// `connected NAME` line per connection, then `held N` or `broken ...`) goes to `log`.
+pub fn spawn_hold(
+    lab: &mut fulcrum_lab::Lab,
+    host: &fulcrum_lab::Host,
+    target: &str,
+    every_ms: u32,
+    for_ms: u32,
+    connections: u32,
+    log: &Path,
+) -> fulcrum_lab::Process {
+    let (every, total, n) = (
+        every_ms.to_string(),
+        for_ms.to_string(),
+        connections.to_string(),
+    );
+    lab.spawn(
+        host,
+        &[
+            bin().to_str().expect("a UTF-8 path"),
+            "lab-agent",
+            "hold",
+            "--connect",
+            target,
+            "--every-ms",
+            &every,
+            "--for-ms",
+            &total,
+            "--connections",
+            &n,
+        ],
+        Some(log),
+    )
+    .unwrap()
+}

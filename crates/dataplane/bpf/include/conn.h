@@ -166,6 +166,22 @@ static __always_inline void client_key(const struct conn *c, struct flow_key *k)
 	k->pad[0] = k->pad[1] = k->pad[2] = 0;
 }
 
+/* A NAT connection's reply entry keeps a copy of its state, timeout and deadline for its
+ * fast path: brought up to the client's entry `c`. */
+static __always_inline void reply_follow(const struct conn *c)
+{
+	if (c->method != METHOD_NAT)
+		return;
+	struct flow_key rk;
+	reply_key(c, &rk);
+	struct conn *r = bpf_map_lookup_elem(&conns, &rk);
+	if (r) {
+		r->state = c->state;
+		r->timeout = c->timeout;
+		r->expires = c->expires;
+	}
+}
+
 /* Removes a connection and its reply entry. The count it holds is taken by swapping
  * COUNTED_GONE in: only the CPU whose swap succeeds gives it back and deletes the entry,
  * so a connection expired twice at once, or moved between counts while it is released,

@@ -112,26 +112,15 @@ fn connection_sync_interoperates_with_ipvs() {
     let mut holds = Vec::new();
     for vip in [&vip1, &vip2] {
         let log = dir.0.join(format!("hold-{vip}.log"));
-        let p = r
-            .lab
-            .spawn(
-                &client,
-                &[
-                    fulcrum_e2e::bin().to_str().expect("a UTF-8 path"),
-                    "lab-agent",
-                    "hold",
-                    "--connect",
-                    &format!("{vip}:80"),
-                    "--every-ms",
-                    "200",
-                    "--for-ms",
-                    "20000",
-                    "--connections",
-                    "5",
-                ],
-                Some(&log),
-            )
-            .unwrap();
+        let p = fulcrum_e2e::spawn_hold(
+            &mut r.lab,
+            &client,
+            &format!("{vip}:80"),
+            200,
+            20000,
+            5,
+            &log,
+        );
         holds.push((p, log));
     }
     for (_, log) in &holds {
@@ -197,31 +186,8 @@ fn ipvsadm_sync_daemon_commands_match_ipvs() {
     if !require_root("ipvsadm_sync_daemon_commands_match_ipvs") {
         return;
     }
-    let mut r: Reference = reference::build(Deployment::LvsDr, "ipvsd", Some(agent())).unwrap();
-    let dir = Scratch::new("ipvsd");
-    let switch = r.switches[0].clone();
-    let mut vm = IpvsVm::start(&switch, &[&format!("{VM}/24")]).unwrap();
-    let director = r.directors[0].clone();
+    let (_r, dir, mut vm) = vm_and_empty_daemon("ipvsd");
     let sock = dir.0.join("d.sock");
-    let log = dir.0.join("d.log");
-    r.lab
-        .spawn(
-            &director,
-            &[
-                fulcrum_e2e::bin().as_os_str(),
-                "run".as_ref(),
-                "--control".as_ref(),
-                sock.as_os_str(),
-            ],
-            Some(&log),
-        )
-        .unwrap();
-    let up = wait_for(Duration::from_secs(20), || sock.exists());
-    assert!(
-        up.is_some(),
-        "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
     let commands: &[&[&str]] = &[
         &["-L", "--daemon"],
         &["--stop-daemon", "master"],
@@ -266,30 +232,15 @@ fn ipvsadm_sync_daemon_commands_match_ipvs() {
         &["--stop-daemon", "backup"],
         &["-L", "--daemon"],
     ];
-    let mut wrong = Vec::new();
-    for c in commands {
-        let (code, theirs) = vm.run_code(&format!("ipvsadm {}", c.join(" "))).unwrap();
-        let out = std::process::Command::new(fulcrum_e2e::bin())
-            .arg("ipvsadm")
-            .arg("--control")
-            .arg(&sock)
-            .args(*c)
-            .output()
-            .unwrap();
-        let ours = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let our_code = out.status.code().unwrap_or(-1);
-        if (our_code, ours.as_str()) != (code, theirs.as_str()) {
-            wrong.push(format!(
-                "ipvsadm {}:\n  IPVS    ({code}): {theirs:?}\n  Fulcrum ({our_code}): {ours:?}",
-                c.join(" ")
-            ));
-        }
-    }
-    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let wrong = differences(&mut vm, &sock, commands);
+    assert!(
+        wrong.is_empty(),
+        "{}",
+        wrong.join(
+            "
+"
+        )
+    );
 }
 
 /// The header line's table size is each one's own: IPVS's connection hash buckets, Fulcrum's
@@ -312,31 +263,8 @@ fn ipvsadm_listings_match_ipvs() {
     if !require_root("ipvsadm_listings_match_ipvs") {
         return;
     }
-    let mut r: Reference = reference::build(Deployment::LvsDr, "ipvsl", Some(agent())).unwrap();
-    let dir = Scratch::new("ipvsl");
-    let switch = r.switches[0].clone();
-    let mut vm = IpvsVm::start(&switch, &[&format!("{VM}/24")]).unwrap();
-    let director = r.directors[0].clone();
+    let (_r, dir, mut vm) = vm_and_empty_daemon("ipvsl");
     let sock = dir.0.join("d.sock");
-    let log = dir.0.join("d.log");
-    r.lab
-        .spawn(
-            &director,
-            &[
-                fulcrum_e2e::bin().as_os_str(),
-                "run".as_ref(),
-                "--control".as_ref(),
-                sock.as_os_str(),
-            ],
-            Some(&log),
-        )
-        .unwrap();
-    let up = wait_for(Duration::from_secs(20), || sock.exists());
-    assert!(
-        up.is_some(),
-        "{}",
-        std::fs::read_to_string(&log).unwrap_or_default()
-    );
     let commands: &[&[&str]] = &[
         &["-A", "-t", "10.1.10.99:80", "-s", "wlc"],
         &["-A", "-t", "10.1.10.88:80", "-s", "rr"],
@@ -493,13 +421,58 @@ fn ipvsadm_listings_match_ipvs() {
         &["-C"],
         &["-Ln"],
     ];
+    let wrong = differences(&mut vm, &sock, commands);
+    assert!(
+        wrong.is_empty(),
+        "{}",
+        wrong.join(
+            "
+"
+        )
+    );
+}
+
+/// A lab with the VM on its segment and Fulcrum on the director with no configuration
+/// (ipvsadm alone), its control socket DIR/d.sock.
+fn vm_and_empty_daemon(label: &str) -> (Reference, Scratch, IpvsVm) {
+    let mut r: Reference = reference::build(Deployment::LvsDr, label, Some(agent())).unwrap();
+    let dir = Scratch::new(label);
+    let switch = r.switches[0].clone();
+    let vm = IpvsVm::start(&switch, &[&format!("{VM}/24")]).unwrap();
+    let director = r.directors[0].clone();
+    let sock = dir.0.join("d.sock");
+    let log = dir.0.join("d.log");
+    r.lab
+        .spawn(
+            &director,
+            &[
+                fulcrum_e2e::bin().as_os_str(),
+                "run".as_ref(),
+                "--control".as_ref(),
+                sock.as_os_str(),
+            ],
+            Some(&log),
+        )
+        .unwrap();
+    let up = wait_for(Duration::from_secs(20), || sock.exists());
+    assert!(
+        up.is_some(),
+        "{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    (r, dir, vm)
+}
+
+/// Runs each ipvsadm command on the VM's ipvsadm and on Fulcrum's: where the output (but
+/// the header's table size) or the exit code differ.
+fn differences(vm: &mut IpvsVm, sock: &Path, commands: &[&[&str]]) -> Vec<String> {
     let mut wrong = Vec::new();
     for c in commands {
         let (code, theirs) = vm.run_code(&format!("ipvsadm {}", c.join(" "))).unwrap();
         let out = std::process::Command::new(fulcrum_e2e::bin())
             .arg("ipvsadm")
             .arg("--control")
-            .arg(&sock)
+            .arg(sock)
             .args(*c)
             .output()
             .unwrap();
@@ -517,5 +490,5 @@ fn ipvsadm_listings_match_ipvs() {
             ));
         }
     }
-    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    wrong
 }

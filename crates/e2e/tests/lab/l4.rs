@@ -245,24 +245,7 @@ fn dr_splits_exactly_and_replies_bypass_the_director() {
 fn hold(r: &mut Reference, dir: &Scratch, target: &str, ms: u32) -> (Process, PathBuf) {
     let log = dir.0.join("hold.log");
     let client = r.client.clone();
-    let p = r
-        .lab
-        .spawn(
-            &client,
-            &[
-                fulcrum_e2e::bin().to_str().expect("a UTF-8 path"),
-                "lab-agent",
-                "hold",
-                "--connect",
-                target,
-                "--every-ms",
-                "50",
-                "--for-ms",
-                &ms.to_string(),
-            ],
-            Some(&log),
-        )
-        .unwrap();
+    let p = fulcrum_e2e::spawn_hold(&mut r.lab, &client, target, 50, ms, 1, &log);
     let connected = wait_for(Duration::from_secs(5), || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -726,27 +709,15 @@ fn established_connections_across_failover(sync: bool, label: &str, connections:
     // TCP's retransmission backoff).
     let log = dir.0.join("hold.log");
     let client = r.client.clone();
-    let n = connections.to_string();
-    let hold = r
-        .lab
-        .spawn(
-            &client,
-            &[
-                fulcrum_e2e::bin().to_str().expect("a UTF-8 path"),
-                "lab-agent",
-                "hold",
-                "--connect",
-                &format!("{vip1}:80"),
-                "--every-ms",
-                "200",
-                "--for-ms",
-                "20000",
-                "--connections",
-                &n,
-            ],
-            Some(&log),
-        )
-        .unwrap();
+    let hold = fulcrum_e2e::spawn_hold(
+        &mut r.lab,
+        &client,
+        &format!("{vip1}:80"),
+        200,
+        20000,
+        connections,
+        &log,
+    );
     let connected = wait_for(Duration::from_secs(10), || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
