@@ -5,7 +5,7 @@
 //! stays attached after the command ends (its link is pinned); `--detach` removes it and
 //! `--stats` prints its counters.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -32,20 +32,13 @@ pub struct DecapArgs {
     bpf_dir: Option<PathBuf>,
 }
 
+/// DIR/decap-IFACE, beside the daemon's own pins when no --bpf-dir is given.
 fn pin_dir(args: &DecapArgs) -> anyhow::Result<PathBuf> {
-    if let Some(d) = &args.bpf_dir {
-        return Ok(d.join(format!("decap-{}", args.interface)));
-    }
-    let root = Path::new("/sys/fs/bpf");
-    if !fulcrum_sys::is_bpffs(root) {
-        std::fs::create_dir_all(root)?;
-        fulcrum_sys::mount_bpffs(root)
-            .map_err(|e| anyhow::anyhow!("cannot mount bpffs on {}: {e}", root.display()))?;
-    }
-    Ok(root
-        .join("fulcrum")
-        .join(format!("net-{}", fulcrum_sys::netns_inode()?))
-        .join(format!("decap-{}", args.interface)))
+    let dir = match &args.bpf_dir {
+        Some(d) => d.clone(),
+        None => fulcrum_node::l4::default_bpf_dir()?,
+    };
+    Ok(dir.join(format!("decap-{}", args.interface)))
 }
 
 pub fn run(args: &DecapArgs) -> anyhow::Result<ExitCode> {

@@ -248,14 +248,14 @@ pub fn services(r: &Listing) {
         }
         println!(
             "connection sync: sent {} records in {} messages; received {} messages: {} adopted, {} updated, {} ignored, {} malformed, {} refused (table full)",
-            s.sent_records,
-            s.sent_messages,
-            s.received_messages,
-            s.adopted,
-            s.updated,
-            s.ignored,
-            s.malformed,
-            s.table_full,
+            s.counters.sent_records,
+            s.counters.sent_messages,
+            s.counters.received_messages,
+            s.counters.adopted,
+            s.counters.updated,
+            s.counters.ignored,
+            s.counters.malformed,
+            s.counters.table_full,
         );
     }
 }

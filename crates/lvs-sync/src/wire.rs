@@ -329,18 +329,23 @@ fn finish(mut m: Vec<u8>, count: usize) -> Vec<u8> {
     m
 }
 
-/// IPVS's message size for an interface's MTU when `maxlen` is not given: what fits in one
-/// datagram after the IPv4 and UDP headers (`ipvsadm -L --daemon` shows 1472 on a
-/// 1500-byte link).
-pub fn default_maxlen(mtu: u32) -> usize {
-    (mtu as usize).saturating_sub(20 + 8)
+/// The message size IPVS gives a sync daemon (what `ipvsadm -L --daemon` shows): a
+/// master's default is 1472 (a 1500-byte datagram) whatever the MTU, a backup's what the
+/// link carries (at least 1472); a given size is kept within IPVS's bounds (a backup's at
+/// least 1024).
+pub fn daemon_maxlen(backup: bool, configured: Option<u16>, mtu: u32) -> usize {
+    let hlen = 20 + 8;
+    match configured {
+        Some(m) => usize::from(m).clamp(if backup { 1024 } else { 1 }, 65535 - hlen),
+        None if backup => (mtu as usize).clamp(1500, 65535) - hlen,
+        None => 1500 - hlen,
+    }
 }
 
-/// The message size to use: `maxlen` if given, bounded by the interface's MTU.
-pub fn maxlen(configured: Option<u16>, mtu: u32) -> usize {
-    match configured {
-        Some(m) => usize::from(m).min((mtu as usize).saturating_sub(28)),
-        None => default_maxlen(mtu),
-    }
-    .max(HEADER_LEN + V6_LEN + 2 + SEQ_DATA_LEN)
+/// The largest datagram a master sends: its maxlen, within what the link carries, and
+/// never too small for one record.
+pub fn datagram_limit(maxlen: usize, mtu: u32) -> usize {
+    maxlen
+        .min((mtu as usize).saturating_sub(20 + 8))
+        .max(HEADER_LEN + V6_LEN + 2 + SEQ_DATA_LEN)
 }

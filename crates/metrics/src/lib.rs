@@ -463,14 +463,14 @@ impl Collector for Snapshot {
                 roles,
             )?;
             let counters = [
-                ("sent_messages", "Sync messages the master sent.", sync.sent_messages),
-                ("sent_records", "Connections and templates the master sent.", sync.sent_records),
-                ("received_messages", "Sync messages the backup received.", sync.received_messages),
-                ("adopted_records", "Received connections and templates installed.", sync.adopted),
-                ("updated_records", "Received records that updated a held connection.", sync.updated),
-                ("ignored_records", "Received records for no local service or real server, another sync id, IPv6, or skipped as IPVS skips them.", sync.ignored),
-                ("malformed_messages", "Received datagrams dropped whole (malformed, wrong version).", sync.malformed),
-                ("table_full_records", "Received records refused because the connection table is full.", sync.table_full),
+                ("sent_messages", "Sync messages the master sent.", sync.counters.sent_messages),
+                ("sent_records", "Connections and templates the master sent.", sync.counters.sent_records),
+                ("received_messages", "Sync messages the backup received.", sync.counters.received_messages),
+                ("adopted_records", "Received connections and templates installed.", sync.counters.adopted),
+                ("updated_records", "Received records that updated a held connection.", sync.counters.updated),
+                ("ignored_records", "Received records for no local service or real server, another sync id, IPv6, or skipped as IPVS skips them.", sync.counters.ignored),
+                ("malformed_messages", "Received datagrams dropped whole (malformed, wrong version).", sync.counters.malformed),
+                ("table_full_records", "Received records refused because the connection table is full.", sync.counters.table_full),
             ];
             for (n, help, v) in counters {
                 let rows = vec![(vec![], v as f64)];

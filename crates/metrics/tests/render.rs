@@ -161,9 +161,12 @@ fn the_sync_daemons_and_their_counters_are_shown() {
             port: 8848,
             ttl: 1,
         }),
-        received_messages: 4,
-        adopted: 120,
-        ignored: 3,
+        counters: fulcrum_node::l4::sync::SyncCounters {
+            received_messages: 4,
+            adopted: 120,
+            ignored: 3,
+            ..Default::default()
+        },
         ..Default::default()
     });
     let m = series(&fulcrum_metrics::render(st));

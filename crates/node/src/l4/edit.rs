@@ -611,18 +611,4 @@ mod tests {
             assert_eq!(parse(&args(line)).unwrap_err(), error, "{line}");
         }
     }
-
-    /// The sizes the real IPVS reported (ipvsadm -L --daemon on Debian 12's kernel).
-    #[test]
-    fn sync_maxlen_is_shown_as_ipvs_shows_it() {
-        use super::super::sync::{Daemon, SyncRole};
-        let d = |maxlen| Daemon {
-            maxlen,
-            ..Daemon::default()
-        };
-        assert_eq!(d(None).maxlen_shown(SyncRole::Master, 65536), 1472);
-        assert_eq!(d(None).maxlen_shown(SyncRole::Master, 1500), 1472);
-        assert_eq!(d(Some(1000)).maxlen_shown(SyncRole::Backup, 1500), 1024);
-        assert_eq!(d(None).maxlen_shown(SyncRole::Backup, 1500), 1472);
-    }
 }

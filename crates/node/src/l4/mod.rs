@@ -29,7 +29,7 @@ use crate::health::Verdicts;
 /// different namespaces of one machine never share pins. bpffs is mounted on /sys/fs/bpf
 /// when it is not there (under `ip netns exec`, /sys is private to the command, so pins
 /// there end with it: pass --bpf-dir on a bpffs mounted outside to survive a restart).
-fn default_bpf_dir() -> anyhow::Result<PathBuf> {
+pub fn default_bpf_dir() -> anyhow::Result<PathBuf> {
     let root = Path::new("/sys/fs/bpf");
     if !fulcrum_sys::is_bpffs(root) {
         std::fs::create_dir_all(root)?;

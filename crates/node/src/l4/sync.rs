@@ -57,18 +57,9 @@ impl Default for Daemon {
 }
 
 impl Daemon {
-    /// The message size IPVS gives the daemon (what `ipvsadm -L --daemon` shows): a
-    /// master's default is 1472 (a 1500-byte datagram) whatever the MTU, a backup's what
-    /// the link carries (at least 1472); a given size is kept within IPVS's bounds (a
-    /// backup's at least 1024).
+    /// The message size IPVS gives the daemon (what `ipvsadm -L --daemon` shows).
     pub fn maxlen_shown(&self, role: SyncRole, mtu: u32) -> usize {
-        let hlen = 20 + 8;
-        let min = if role == SyncRole::Backup { 1024 } else { 1 };
-        match self.maxlen {
-            Some(m) => usize::from(m).clamp(min, 65535 - hlen),
-            None if role == SyncRole::Master => 1500 - hlen,
-            None => (mtu as usize).clamp(1500, 65535) - hlen,
-        }
+        wire::daemon_maxlen(role == SyncRole::Backup, self.maxlen, mtu)
     }
 }
 
@@ -133,6 +124,13 @@ pub struct DaemonStatus {
 pub struct SyncStatus {
     pub master: Option<DaemonStatus>,
     pub backup: Option<DaemonStatus>,
+    #[serde(flatten)]
+    pub counters: SyncCounters,
+}
+
+/// What the sync daemons sent and received since the data plane started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncCounters {
     pub sent_messages: u64,
     pub sent_records: u64,
     pub received_messages: u64,
@@ -157,7 +155,7 @@ pub(super) struct SyncState {
     keepalived: Option<SyncConfig>,
     pub master: Option<Daemon>,
     pub backup: Option<Daemon>,
-    pub status: SyncStatus,
+    pub counters: SyncCounters,
 }
 
 impl SyncState {
@@ -222,7 +220,7 @@ impl SyncState {
         SyncStatus {
             master: self.master.as_ref().map(|d| shown(d, SyncRole::Master)),
             backup: self.backup.as_ref().map(|d| shown(d, SyncRole::Backup)),
-            ..self.status.clone()
+            counters: self.counters.clone(),
         }
     }
 }
@@ -261,8 +259,9 @@ pub(super) fn table_records(table: &Table, dp: &DataPlane) -> Vec<Seen> {
             deadline: Duration::from_nanos(c.deadline),
         });
     }
+    let template_of = table.templates_of();
     for t in dp.templates().unwrap_or_default() {
-        let Some((key, persistence, dest)) = table.template_of(t.service, t.slot) else {
+        let Some((key, persistence, dest)) = template_of(t.service, t.slot) else {
             continue;
         };
         out.push(Seen {
@@ -284,7 +283,7 @@ pub(super) fn table_records(table: &Table, dp: &DataPlane) -> Vec<Seen> {
 }
 
 /// What a backup does with one record.
-fn adopt(table: &Table, dp: &mut DataPlane, r: &Record, status: &mut SyncStatus) {
+fn adopt(table: &Table, dp: &mut DataPlane, r: &Record, status: &mut SyncCounters) {
     let (SocketAddr::V4(client), SocketAddr::V4(virt), SocketAddr::V4(dest)) =
         (r.client, r.virt, r.dest)
     else {
@@ -313,7 +312,11 @@ fn adopt(table: &Table, dp: &mut DataPlane, r: &Record, status: &mut SyncStatus)
     } else {
         r.state as u8
     };
-    let timeouts = dp.timeouts().unwrap_or(abi::DEFAULT_TIMEOUTS);
+    // 0: this director's own timeout for the state, as IPVS does.
+    let timeout = match r.timeout {
+        0 => dp.timeouts().unwrap_or(abi::DEFAULT_TIMEOUTS)[state as usize],
+        t => t,
+    };
     let synced = Synced {
         proto: r.protocol,
         client: (*client.ip(), client.port()),
@@ -323,12 +326,7 @@ fn adopt(table: &Table, dp: &mut DataPlane, r: &Record, status: &mut SyncStatus)
         service,
         slot,
         method,
-        // 0: this director's own timeout for the state, as IPVS does.
-        timeout: if r.timeout > 0 {
-            r.timeout
-        } else {
-            timeouts[state as usize]
-        },
+        timeout,
     };
     match dp.adopt(&synced) {
         Ok(Adopted::Installed) => status.adopted += 1,
@@ -358,9 +356,8 @@ fn open_sender(d: &Daemon) -> std::io::Result<Sender> {
     tx.bind_device(Some(d.interface.as_bytes()))?;
     tx.set_multicast_loop_v4(false)?;
     tx.set_multicast_ttl_v4(u32::from(d.ttl))?;
-    let maxlen = d
-        .maxlen_shown(SyncRole::Master, mtu(&d.interface))
-        .min(wire::maxlen(None, mtu(&d.interface)));
+    let mtu = mtu(&d.interface);
+    let maxlen = wire::datagram_limit(d.maxlen_shown(SyncRole::Master, mtu), mtu);
     Ok(Sender {
         daemon: d.clone(),
         socket: tx.into(),
@@ -506,8 +503,8 @@ pub(super) fn run(shared: Arc<Mutex<Forwarding>>, stop: Arc<AtomicBool>) {
             }
         }
         let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
-        s.sync.status.sent_messages += sent;
-        s.sync.status.sent_records += records.len() as u64;
+        s.sync.counters.sent_messages += sent;
+        s.sync.counters.sent_records += records.len() as u64;
     }
 }
 
@@ -516,7 +513,7 @@ fn receive(shared: &Arc<Mutex<Forwarding>>, datagram: &[u8], syncid: u8) {
     let Forwarding {
         dp, table, sync, ..
     } = &mut *s;
-    let status = &mut sync.status;
+    let status = &mut sync.counters;
     let m = match wire::decode(datagram) {
         Ok(m) => m,
         Err(e) => {

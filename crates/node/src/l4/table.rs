@@ -84,11 +84,22 @@ pub struct Table {
 }
 
 impl Table {
-    /// For a persistence template: its service's key and timeout, and the real server.
-    pub(super) fn template_of(&self, service: u32, slot: u32) -> Option<(RuleKey, u32, DestSpec)> {
-        let i = self.installed.values().find(|i| i.id == service)?;
-        let d = i.spec.dests.get(slot as usize).copied().flatten()?;
-        Some((i.rule.key, i.spec.persistence?.0, d))
+    /// The installed services by their data-plane id.
+    fn by_id(&self) -> HashMap<u32, &Installed> {
+        self.installed.values().map(|i| (i.id, i)).collect()
+    }
+
+    /// For persistence templates: a lookup from (service id, slot) to the service's key
+    /// and persistence timeout, and the real server, over the services indexed once.
+    pub(super) fn templates_of(
+        &self,
+    ) -> impl Fn(u32, u32) -> Option<(RuleKey, u32, DestSpec)> + '_ {
+        let by_id = self.by_id();
+        move |service, slot| {
+            let i = by_id.get(&service)?;
+            let d = i.spec.dests.get(slot as usize).copied().flatten()?;
+            Some((i.rule.key, i.spec.persistence?.0, d))
+        }
     }
 
     /// Where a synced connection to `vip:vport` through `rip:rport` goes here: the
@@ -475,7 +486,7 @@ impl Table {
                 destination: SocketAddr::from(c.rip).to_string(),
             })
             .collect();
-        let by_id: HashMap<u32, &Installed> = self.installed.values().map(|i| (i.id, i)).collect();
+        let by_id = self.by_id();
         let templates = if connections {
             dp.templates().unwrap_or_default()
         } else {
