@@ -212,21 +212,32 @@ pub fn workers_of(daemon: u32) -> Vec<u32> {
     out
 }
 
-/// Starts the agent's `hold` in `host`: `connections` plain connections to `target`, each
-/// sending a line every `every_ms` for `for_ms` and expecting it echoed; its output (a
-/// `connected NAME` line per connection, then `held N` or `broken ...`) goes to `log`.
+/// How the agent's `hold` paces its connections.
+#[derive(Debug, Clone, Copy)]
+pub struct HoldPace {
+    /// A line on each connection every so many milliseconds...
+    pub every_ms: u32,
+    /// ...for so long...
+    pub for_ms: u32,
+    /// ...each echoed within so long, or the connection counts as broken.
+    pub timeout_ms: u32,
+}
+
+/// Starts the agent's `hold` in `host`: `connections` plain connections to `target`, paced
+/// by `pace`; its output (a `connected NAME` line per connection, then `held N` or
+/// `broken ...`) goes to `log`.
 pub fn spawn_hold(
     lab: &mut fulcrum_lab::Lab,
     host: &fulcrum_lab::Host,
     target: &str,
-    every_ms: u32,
-    for_ms: u32,
+    pace: HoldPace,
     connections: u32,
     log: &Path,
 ) -> fulcrum_lab::Process {
-    let (every, total, n) = (
-        every_ms.to_string(),
-        for_ms.to_string(),
+    let (every, total, timeout, n) = (
+        pace.every_ms.to_string(),
+        pace.for_ms.to_string(),
+        pace.timeout_ms.to_string(),
         connections.to_string(),
     );
     lab.spawn(
@@ -243,6 +254,8 @@ pub fn spawn_hold(
             &total,
             "--connections",
             &n,
+            "--timeout-ms",
+            &timeout,
         ],
         Some(log),
     )

@@ -38,11 +38,12 @@
 //! it can for a bounded time (each reads the first line, then closes) and prints `N ok M
 //! failed`.
 //!
-//! `hold --connect ADDR:PORT --every-ms MS --for-ms MS [--connections N]` keeps N plain
-//! connections (default 1) open for a bounded time, each sending a numbered line at a
-//! fixed pace and expecting it echoed: prints `connected NAME` for each, and at the end
-//! `held N` (the fewest lines any carried; exit 0) or `broken K of N: #I after N: REASON;
-//! ...` (exit 1). For showing that established connections survive something.
+//! `hold --connect ADDR:PORT --every-ms MS --for-ms MS [--connections N] [--timeout-ms MS]`
+//! keeps N plain connections (default 1) open for a bounded time, each sending a numbered
+//! line at a fixed pace and expecting it echoed within the timeout (default 10 s): prints
+//! `connected NAME` for each, and at the end `held N` (the fewest lines any carried; exit
+//! 0) or `broken K of N: #I after N: REASON; ...` (exit 1). For showing that established
+//! connections survive something.
 //!
 //! `linger --connect ADDR:PORT --requests N --for-ms MS` makes N HTTP/1.1 requests for
 //! `/` one after another on one connection (each response read by its Content-Length),
@@ -63,7 +64,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: serve --name NAME --listen ADDR:PORT|unix:PATH [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT (--paths P1,P2 | --raw TEXT) [--method M] [--header 'K: V']... [--body TEXT] [--full] [--decode [--gzip-hex]]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS [--connections N]\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES]\n       sink --listen ADDR:PORT --for-ms MS"
+        "usage: serve --name NAME --listen ADDR:PORT|unix:PATH [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT (--paths P1,P2 | --raw TEXT) [--method M] [--header 'K: V']... [--body TEXT] [--full] [--decode [--gzip-hex]]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS [--connections N] [--timeout-ms MS]\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES]\n       sink --listen ADDR:PORT --for-ms MS"
     );
     ExitCode::from(2)
 }
@@ -334,10 +335,11 @@ pub fn main(args: Vec<String>) -> ExitCode {
             let every = Duration::from_millis(ms("--every-ms", 100).max(1));
             let total = Duration::from_millis(ms("--for-ms", 5000).min(600_000));
             let connections = ms("--connections", 1).clamp(1, 1000);
+            let timeout = Duration::from_millis(ms("--timeout-ms", 10_000).clamp(100, 120_000));
             // Each connection on its own thread, all held for the same time.
             let results: Vec<Result<u64, (u64, String)>> = std::thread::scope(|s| {
                 let threads: Vec<_> = (0..connections)
-                    .map(|_| s.spawn(move || hold(addr, every, total)))
+                    .map(|_| s.spawn(move || hold(addr, every, total, timeout)))
                     .collect();
                 threads
                     .into_iter()
@@ -477,13 +479,18 @@ fn sink(addr: SocketAddr, total: Duration) -> std::io::Result<u64> {
     Ok(received)
 }
 
-/// One connection, a numbered line every `every`, each echoed back, for `total`.
-fn hold(addr: SocketAddr, every: Duration, total: Duration) -> Result<u64, (u64, String)> {
+/// One connection, a numbered line every `every`, each echoed back within `timeout`, for
+/// `total`.
+fn hold(
+    addr: SocketAddr,
+    every: Duration,
+    total: Duration,
+    timeout: Duration,
+) -> Result<u64, (u64, String)> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| (0, e.to_string()))?;
-    // Long enough to ride out a failover or a restart, short enough to end.
     stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
+        .set_read_timeout(Some(timeout))
         .map_err(|e| (0, e.to_string()))?;
     let mut writer = stream.try_clone().map_err(|e| (0, e.to_string()))?;
     let mut reader = BufReader::new(stream);

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use fulcrum_e2e::Scratch;
+use fulcrum_e2e::{HoldPace, Scratch};
 use fulcrum_lab::ipvs_vm::IpvsVm;
 use fulcrum_lab::reference::{self, Deployment};
 use fulcrum_lab::{require_root, wait_for, Agent, Reference};
@@ -116,8 +116,11 @@ fn connection_sync_interoperates_with_ipvs() {
             &mut r.lab,
             &client,
             &format!("{vip}:80"),
-            200,
-            20000,
+            HoldPace {
+                every_ms: 200,
+                for_ms: 20_000,
+                timeout_ms: 10_000,
+            },
             5,
             &log,
         );

@@ -12,7 +12,7 @@ use std::time::Duration;
 use fulcrum_lab::reference::{self, Deployment, Reference};
 use fulcrum_lab::{require_root, wait_for, Agent, Process};
 
-use fulcrum_e2e::Scratch;
+use fulcrum_e2e::{HoldPace, Scratch};
 
 const CONNECTIONS: u32 = 299;
 
@@ -245,7 +245,12 @@ fn dr_splits_exactly_and_replies_bypass_the_director() {
 fn hold(r: &mut Reference, dir: &Scratch, target: &str, ms: u32) -> (Process, PathBuf) {
     let log = dir.0.join("hold.log");
     let client = r.client.clone();
-    let p = fulcrum_e2e::spawn_hold(&mut r.lab, &client, target, 50, ms, 1, &log);
+    let pace = HoldPace {
+        every_ms: 50,
+        for_ms: ms,
+        timeout_ms: 10_000,
+    };
+    let p = fulcrum_e2e::spawn_hold(&mut r.lab, &client, target, pace, 1, &log);
     let connected = wait_for(Duration::from_secs(5), || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -701,20 +706,36 @@ fn established_connections_across_failover(sync: bool, label: &str, connections:
             .unwrap_or(false)
     };
     let vip1 = reference::VIP1.to_string();
+    // Each VIP on its master alone: a VIP still on both (director 2 taking VIP1 while
+    // director 1 starts) would leave the client's packets to either director.
+    let vip2 = reference::VIP2.to_string();
     let settled = wait_for(Duration::from_secs(10), || {
-        holds(&r, &d1, &vip1) && holds(&r, &d2, &reference::VIP2.to_string())
+        holds(&r, &d1, &vip1)
+            && !holds(&r, &d2, &vip1)
+            && holds(&r, &d2, &vip2)
+            && !holds(&r, &d1, &vip2)
     });
     assert!(settled.is_some(), "the VIPs did not settle");
-    // The connections, a line every 200 ms each for 20 s (room for the failover and
-    // TCP's retransmission backoff).
+    // And the client asks anew who has VIP1: an answer it kept from director 2 (had it
+    // held VIP1 while director 1 started) would send some connections there.
+    r.lab
+        .ip(&r.client, &["neigh", "flush", "to", &vip1])
+        .unwrap();
+    // The connections, a line every 200 ms each for 20 s. Each echo may take 20 s: a
+    // segment lost 200 ms after it was sent is retried at 0.6, 1.4, 3, 6.2 and 12.6 s, so
+    // a VIP that moves within 12 s on a loaded machine is caught by a retry.
     let log = dir.0.join("hold.log");
     let client = r.client.clone();
+    let pace = HoldPace {
+        every_ms: 200,
+        for_ms: 20_000,
+        timeout_ms: 20_000,
+    };
     let hold = fulcrum_e2e::spawn_hold(
         &mut r.lab,
         &client,
         &format!("{vip1}:80"),
-        200,
-        20000,
+        pace,
         connections,
         &log,
     );
@@ -736,7 +757,17 @@ fn established_connections_across_failover(sync: bool, label: &str, connections:
             .filter(|l| l.contains("ESTABLISHED") && l.contains(&format!("{vip1}:80")))
             .count()
     };
-    assert_eq!(established(&daemons[0].sock), connections as usize);
+    let listed = wait_for(Duration::from_secs(5), || {
+        established(&daemons[0].sock) == connections as usize
+    });
+    assert!(
+        listed.is_some(),
+        "director 1 lists {} of {connections} connections as established:\n{}\n\
+         director 2:\n{}",
+        established(&daemons[0].sock),
+        ipvsadm(&daemons[0].sock, &["-Lnc"]),
+        ipvsadm(&daemons[1].sock, &["-Lnc"]),
+    );
     if sync {
         let synced = wait_for(Duration::from_secs(5), || {
             established(&daemons[1].sock) == connections as usize
@@ -755,7 +786,7 @@ fn established_connections_across_failover(sync: bool, label: &str, connections:
     r.lab.ip(&d1, &["link", "set", "eth0", "down"]).unwrap();
     let moved = wait_for(Duration::from_secs(10), || holds(&r, &d2, &vip1));
     assert!(moved.is_some(), "VIP1 did not move to director 2");
-    let status = hold.wait_timeout(Duration::from_secs(40));
+    let status = hold.wait_timeout(Duration::from_secs(60));
     let held = std::fs::read_to_string(&log).unwrap_or_default();
     if sync {
         assert_eq!(status, Some(0), "connections broke: {held}");
