@@ -51,31 +51,52 @@ static __always_inline void account(__u32 svc, __u32 slot, __u32 len, int out, i
 	}
 }
 
-/* Sends the frame whose Ethernet header is `eth` towards `dst` by the kernel's FIB: MACs
- * from the neighbour table, out of the interface the route names (NAT and TUN: the
- * director forwards, so ip_forward is on, which the lookup requires). The answer is cached
- * in the connection entry `c` until the control plane's route generation moves. -1 when
- * the kernel must route it itself (no route, or the neighbour not resolved yet). */
-static __always_inline int fib_route(struct xdp_md *ctx, struct ethhdr *eth, struct conn *c,
-				     __be32 src, __be32 dst, __u8 tos, __u8 proto, __u16 tot_len)
+/* The next hop towards `dst` by the kernel's FIB: MACs from the neighbour table, out of
+ * the interface the route names (NAT and TUN: the director forwards, so ip_forward is on,
+ * which the lookup requires). The answer is cached in the connection entry `c` until the
+ * control plane's route generation moves; with `want_mtu` (TUN), the route's MTU too. -1
+ * when the kernel must route it itself (no route, the neighbour not resolved yet, or
+ * `tot_len` over the route's MTU). */
+static __always_inline int route_lookup(struct xdp_md *ctx, struct conn *c, __be32 src, __be32 dst,
+					__u8 tos, __u8 proto, __u16 tot_len, int want_mtu)
 {
 	__u32 gen = route_gen();
-	if (!c->ifindex || c->route_gen != gen) {
-		struct bpf_fib_lookup f = {};
+	if (c->ifindex && c->route_gen == gen)
+		return 0;
+	struct bpf_fib_lookup f = {};
+	f.family = AF_INET;
+	f.tos = tos;
+	f.l4_protocol = proto;
+	f.tot_len = tot_len;
+	f.ipv4_src = src;
+	f.ipv4_dst = dst;
+	f.ifindex = ctx->ingress_ifindex;
+	if (bpf_fib_lookup(ctx, &f, sizeof(f), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return -1;
+	c->ifindex = f.ifindex;
+	__builtin_memcpy(c->dmac, f.dmac, ETH_ALEN);
+	__builtin_memcpy(c->smac, f.smac, ETH_ALEN);
+	c->mtu = 0;
+	if (want_mtu) {
+		/* The lookup tells the MTU (the route's, learnt path MTUs included) only to a
+		 * length over it: asked again with the largest. */
 		f.family = AF_INET;
 		f.tos = tos;
 		f.l4_protocol = proto;
-		f.tot_len = tot_len;
+		f.tot_len = 0xffff;
 		f.ipv4_src = src;
 		f.ipv4_dst = dst;
 		f.ifindex = ctx->ingress_ifindex;
-		if (bpf_fib_lookup(ctx, &f, sizeof(f), 0) != BPF_FIB_LKUP_RET_SUCCESS)
-			return -1;
-		c->ifindex = f.ifindex;
-		__builtin_memcpy(c->dmac, f.dmac, ETH_ALEN);
-		__builtin_memcpy(c->smac, f.smac, ETH_ALEN);
-		c->route_gen = gen;
+		if (bpf_fib_lookup(ctx, &f, sizeof(f), 0) == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+			c->mtu = f.mtu_result;
 	}
+	c->route_gen = gen;
+	return 0;
+}
+
+/* Sends the frame whose Ethernet header is `eth` to the next hop cached in `c`. */
+static __always_inline int route_out(struct xdp_md *ctx, struct ethhdr *eth, const struct conn *c)
+{
 	__builtin_memcpy(eth->h_dest, c->dmac, ETH_ALEN);
 	__builtin_memcpy(eth->h_source, c->smac, ETH_ALEN);
 	if (c->ifindex == ctx->ingress_ifindex)
@@ -83,11 +104,13 @@ static __always_inline int fib_route(struct xdp_md *ctx, struct ethhdr *eth, str
 	return bpf_redirect(c->ifindex, 0);
 }
 
-/* fib_route for the parsed packet as it is, towards `dst`. */
+/* route_lookup and route_out for the parsed packet as it is, towards `dst`. */
 static __always_inline int fib_send(struct xdp_md *ctx, struct packet *p, __be32 dst,
 				    struct conn *c)
 {
-	return fib_route(ctx, p->eth, c, p->ip->saddr, dst, p->ip->tos, p->ip->protocol, p->len);
+	if (route_lookup(ctx, c, p->ip->saddr, dst, p->ip->tos, p->ip->protocol, p->len, 0))
+		return -1;
+	return route_out(ctx, p->eth, c);
 }
 
 /* The checksum of a 20-byte IPv4 header whose check field is zero. */
@@ -101,22 +124,104 @@ static __always_inline __u16 ipv4_header_csum(const struct iphdr *ip)
 	return (__u16)~csum_fold32(s);
 }
 
+/* The ICMP error tun_too_big sends: the header, then the start of the packet it is about
+ * (its 20-byte IP header and first 8 bytes, RFC 792's minimum: the client's stack finds the
+ * socket by the ports and checks the sequence number in them). */
+struct icmp_frag_needed {
+	struct icmphdr h;
+	__u8 about[sizeof(struct iphdr) + 8];
+};
+
+/* TUN, a packet that would not fit the route to the real server once encapsulated (`mtu`:
+ * what is left for it), as IPVS's ensure_mtu_is_adequate: with DF set, an ICMP
+ * "fragmentation needed" with that MTU goes back to the client from the VIP, and its stack
+ * sends smaller segments; without DF, where IPVS fragments the outer packet (XDP cannot),
+ * it is dropped and counted. The parsed packet is not valid after this. */
+static __always_inline int tun_too_big(struct xdp_md *ctx, struct packet *p, __u16 mtu)
+{
+	if (!(p->ip->frag_off & bpf_htons(IP_DF)) || mtu < 68) {
+		count(STAT_TUN_TOO_BIG);
+		return XDP_DROP;
+	}
+	__u8 tos = (p->ip->tos & 0x1e) | 0xc0; /* IPTOS_PREC_INTERNETCONTROL, as icmp_send */
+	__be32 client = p->ip->saddr, vip = p->ip->daddr;
+	__u8 mac[2][ETH_ALEN];
+	__builtin_memcpy(mac[0], p->eth->h_source, ETH_ALEN);
+	__builtin_memcpy(mac[1], p->eth->h_dest, ETH_ALEN);
+	/* Room for the new IP and ICMP headers in front of the old IP header, which then
+	 * starts the ICMP payload, and the frame cut after its first 28 bytes. */
+	int grow = sizeof(struct iphdr) + sizeof(struct icmphdr);
+	int keep = sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct icmp_frag_needed);
+	if (bpf_xdp_adjust_head(ctx, -grow))
+		return XDP_DROP;
+	int cut = (int)((long)ctx->data_end - (long)ctx->data) - keep;
+	if (cut < 0 || bpf_xdp_adjust_tail(ctx, -cut))
+		return XDP_DROP;
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = HEADER(data, end, struct ethhdr);
+	if (!eth)
+		return XDP_DROP;
+	struct iphdr *ip = HEADER(eth + 1, end, struct iphdr);
+	if (!ip)
+		return XDP_DROP;
+	struct icmp_frag_needed *icmp = HEADER(ip + 1, end, struct icmp_frag_needed);
+	if (!icmp)
+		return XDP_DROP;
+	__builtin_memcpy(eth->h_dest, mac[0], ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac[1], ETH_ALEN);
+	eth->h_proto = ETH_P_IP_BE;
+	ip->version = 4;
+	ip->ihl = 5;
+	ip->tos = tos;
+	ip->tot_len = bpf_htons(sizeof(struct iphdr) + sizeof(struct icmp_frag_needed));
+	ip->id = 0;
+	ip->frag_off = 0;
+	ip->ttl = 64;
+	ip->protocol = IPPROTO_ICMP;
+	ip->check = 0;
+	ip->saddr = vip;
+	ip->daddr = client;
+	ip->check = ipv4_header_csum(ip);
+	icmp->h.type = ICMP_DEST_UNREACH;
+	icmp->h.code = ICMP_FRAG_NEEDED;
+	icmp->h.checksum = 0;
+	icmp->h.rest = bpf_htonl(mtu);
+	const __u16 *w = (const __u16 *)icmp;
+	__u32 sum = 0;
+#pragma unroll
+	for (int i = 0; i < (int)sizeof(*icmp) / 2; i++)
+		sum += w[i];
+	icmp->h.checksum = (__u16)~csum_fold32(sum);
+	count(STAT_TUN_FRAG_NEEDED);
+	return XDP_TX;
+}
+
 /* TUN, as IPVS's ip_vs_tunnel_xmit: the client's packet, untouched, inside an IPv4 header
  * from the director's address towards the real server (ipip), with a UDP and a GUE header
  * to the server's port (gue, no checksum), or a GRE header (gre, no checksum); the outer
- * header takes the inner one's TOS and DF. The parsed packet is not valid after this. */
+ * header takes the inner one's TOS and DF. One that would not fit the route goes to
+ * tun_too_big. The parsed packet is not valid after this. */
 static __always_inline int tun_forward(struct xdp_md *ctx, struct packet *p, struct conn *c,
 				       const struct dest *d)
 {
 	__u8 type = d->tun_type;
 	int extra = type == TUN_GUE ? 8 + 4 : type == TUN_GRE ? 4 : 0;
+	__u8 proto = type == TUN_GUE ? IPPROTO_UDP : type == TUN_GRE ? IPPROTO_GRE : IPPROTO_IPIP;
 	__u16 inner = p->len;
+	__u16 total = inner + sizeof(struct iphdr) + extra;
 	__u8 tos = p->ip->tos;
+	__be32 saddr = d->tun_saddr, daddr = d->addr;
+	if (route_lookup(ctx, c, saddr, daddr, tos, proto, 0, 1)) {
+		count(STAT_TUN_FAIL);
+		return XDP_DROP;
+	}
+	if (c->mtu && total > c->mtu)
+		return tun_too_big(ctx, p, c->mtu - (sizeof(struct iphdr) + extra));
 	__be16 df = p->ip->frag_off & bpf_htons(IP_DF);
 	/* GUE's source port spreads flows over the server's receive queues, as
 	 * udp_flow_src_port does: from the client's address and port. */
 	__u16 sport = 32768 + ((bpf_ntohl(p->ip->saddr) ^ bpf_ntohs(*p->sport)) & 0x7fff);
-	__be32 saddr = d->tun_saddr, daddr = d->addr;
 	__be16 gue_port = d->tun_port;
 	if (bpf_xdp_adjust_head(ctx, -(int)(sizeof(struct iphdr) + extra))) {
 		count(STAT_TUN_FAIL);
@@ -130,8 +235,6 @@ static __always_inline int tun_forward(struct xdp_md *ctx, struct packet *p, str
 	struct iphdr *o = HEADER(eth + 1, end, struct iphdr);
 	if (!o)
 		return XDP_DROP;
-	__u8 proto = type == TUN_GUE ? IPPROTO_UDP : type == TUN_GRE ? IPPROTO_GRE : IPPROTO_IPIP;
-	__u16 total = inner + sizeof(struct iphdr) + extra;
 	eth->h_proto = ETH_P_IP_BE;
 	o->version = 4;
 	o->ihl = 5;
@@ -168,13 +271,8 @@ static __always_inline int tun_forward(struct xdp_md *ctx, struct packet *p, str
 		g[0] = 0;
 		g[1] = bpf_htons(ETH_P_IP);
 	}
-	int verdict = fib_route(ctx, eth, c, saddr, daddr, tos, proto, total);
-	if (verdict < 0) {
-		count(STAT_TUN_FAIL);
-		return XDP_DROP;
-	}
 	count(STAT_TUN);
-	return verdict;
+	return route_out(ctx, eth, c);
 }
 
 /* Rewrites one side of the flow (an address in the IP header and the port beside it in

@@ -172,7 +172,9 @@ pub struct Conn {
     pub dmac: [u8; 6],
     pub smac: [u8; 6],
     pub route_gen: u32,
-    pub pad: u32,
+    /// TUN: the route's MTU towards the real server (0: not known).
+    pub mtu: u16,
+    pub pad: u16,
     /// Which count holds it (`COUNTED_*`), swapped atomically by the program.
     pub counted: u64,
 }

@@ -111,10 +111,12 @@ pub enum Reason {
     TableFull = 20,
     Tun = 21,
     TunFail = 22,
+    TunFragNeeded = 23,
+    TunTooBig = 24,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 25] = [
         Reason::NotIp,
         Reason::Malformed,
         Reason::Fragment,
@@ -138,6 +140,8 @@ impl Reason {
         Reason::TableFull,
         Reason::Tun,
         Reason::TunFail,
+        Reason::TunFragNeeded,
+        Reason::TunTooBig,
     ];
 
     /// A short name for logs and metrics.
@@ -166,6 +170,8 @@ impl Reason {
             Reason::TableFull => "table_full",
             Reason::Tun => "tun",
             Reason::TunFail => "tun_fail",
+            Reason::TunFragNeeded => "tun_frag_needed",
+            Reason::TunTooBig => "tun_too_big",
         }
     }
 }

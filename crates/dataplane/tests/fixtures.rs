@@ -5,14 +5,16 @@
 //! BPF_PROG_TEST_RUN runs in the test's own network namespace, which has no lab routes
 //! (the root namespace never gets lab addresses), so the FIB lookup after a NAT rewrite
 //! finds no route: the program hands the rewritten frame to the kernel (`Pass`,
-//! `FibPass`) and a DR frame is dropped (`NoNeigh`). The lab tests cover the sending.
+//! `FibPass`) and a DR frame is dropped (`NoNeigh`). The lab tests cover the sending; the
+//! TUN fixture runs in a namespace of its own (`Lab::within`) with a route.
 
 mod frames;
 
 use std::net::Ipv4Addr;
 
 use fulcrum_dataplane::{DataPlane, DestSpec, Method, Reason, ServiceKey, ServiceSpec, Verdict};
-use fulcrum_lab::require_root;
+use fulcrum_dataplane::{TunCsum, TunKind, Tunnel};
+use fulcrum_lab::{require_root, Lab};
 
 use frames::*;
 
@@ -779,79 +781,174 @@ fn synced_connections_are_adopted_and_followed() {
 
 /// TUN, each tunnel type: the client's frame, untouched, inside an IPv4 header from the
 /// director's address to the real server (and a UDP+GUE or a GRE header), with a valid
-/// header checksum and lengths. (No route here, so the frame is then dropped and counted;
-/// the lab sends it.)
+/// header checksum and lengths, sent to the route's next hop. Run in a namespace of its own
+/// with a route to the real server through a 1500-byte link: a full-size packet with DF
+/// that would not fit once encapsulated gets an ICMP "fragmentation needed" back to the
+/// client, with the MTU left for it (IPVS's answer); one without DF is dropped.
 #[test]
 fn tun_encapsulates_as_ipvs() {
     if !require_root("tun_encapsulates_as_ipvs") {
         return;
     }
-    use fulcrum_dataplane::{TunCsum, TunKind, Tunnel};
-    let source = Ipv4Addr::new(10, 1, 10, 65);
+    let mut lab = Lab::new("fxtun").unwrap();
+    let (dir, next) = (lab.host("dir").unwrap(), lab.host("next").unwrap());
+    lab.link(&dir, "eth1", &next, "eth0").unwrap();
+    lab.addr(&dir, "eth1", "10.9.0.1/24").unwrap();
+    lab.ip(&dir, &["link", "set", "lo", "up"]).unwrap();
+    lab.route(&dir, &format!("{}/32", RIPS[0]), "10.9.0.2")
+        .unwrap();
+    lab.ip(
+        &dir,
+        &[
+            "neigh",
+            "add",
+            "10.9.0.2",
+            "lladdr",
+            "02:00:00:00:00:99",
+            "dev",
+            "eth1",
+            "nud",
+            "permanent",
+        ],
+    )
+    .unwrap();
+    lab.sysctl(&dir, "net.ipv4.ip_forward", "1").unwrap();
+    let link = lab.ip(&dir, &["-o", "link", "show", "eth1"]).unwrap();
+    let link = String::from_utf8_lossy(&link.stdout).to_string();
+    let smac: Vec<u8> = link
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .map(|m| {
+            m.split(':')
+                .map(|b| u8::from_str_radix(b, 16).unwrap())
+                .collect()
+        })
+        .unwrap();
     for (kind, port, proto, extra) in [
         (TunKind::Ipip, 0u16, 4u8, 0usize),
         (TunKind::Gue, 6080, 17, 12),
         (TunKind::Gre, 0, 47, 4),
     ] {
-        let mut dp = DataPlane::load().unwrap();
-        let mut spec = service(
-            Method::Tun(Tunnel {
-                kind,
-                port,
-                csum: TunCsum::NoCsum,
-            }),
-            &[1],
-        );
-        for d in spec.dests.iter_mut().flatten() {
-            d.port = 80;
-            d.tun_source = Some(source);
-        }
-        dp.put_service(&spec).unwrap();
-        let syn = tcp_frame(CLIENT, 50000, VIP, 80, SYN);
-        let out = dp.test_run(&syn, 1).unwrap();
-        assert_eq!(out.verdict, Verdict::Drop, "{kind:?}: no route in the test");
-        assert_eq!(dp.count(Reason::TunFail).unwrap(), 1, "{kind:?}");
-        let f = &out.frame;
-        let hdr = 20 + extra;
-        assert_eq!(f.len(), syn.len() + hdr, "{kind:?}");
-        assert_eq!(&f[12..14], &[0x08, 0x00]);
-        let outer = &f[14..34];
-        assert_eq!(outer[0], 0x45);
-        assert_eq!(outer[9], proto, "{kind:?}");
-        assert_eq!(&outer[12..16], &source.octets());
-        assert_eq!(&outer[16..20], &RIPS[0].octets());
-        assert_eq!(
-            usize::from(u16::from_be_bytes([outer[2], outer[3]])),
-            syn.len() - 14 + hdr
-        );
-        assert_eq!(checksum(outer), 0, "{kind:?}: outer header checksum");
-        match kind {
-            TunKind::Gue => {
-                let udp = &f[34..42];
-                assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 6080);
-                assert_eq!(
-                    usize::from(u16::from_be_bytes([udp[4], udp[5]])),
-                    syn.len() - 14 + 12
-                );
-                assert_eq!(&f[42..46], &[0, 4, 0, 0], "GUE: version 0, IPIP inside");
-            }
-            TunKind::Gre => assert_eq!(&f[34..38], &[0, 0, 0x08, 0x00]),
-            TunKind::Ipip => {}
-        }
-        // The client's packet, byte for byte, after the outer headers.
-        assert_eq!(&f[14 + hdr..], &syn[14..], "{kind:?}: inner packet");
-        // `fulcrum decap` on the real server takes the outer headers off again.
-        let back = fulcrum_dataplane::decap_test_run(f, &[6080]).unwrap();
-        assert_eq!(back.verdict, Verdict::Pass, "{kind:?}");
-        assert_eq!(&back.frame[12..], &syn[12..], "{kind:?}: decapsulated");
-        assert_eq!(
-            &back.frame[..12],
-            &f[..12],
-            "{kind:?}: the frame's MACs kept"
-        );
-        let c = dp.connections().unwrap();
-        assert_eq!((c.len(), c[0].state), (1, "SYN_RECV"), "{kind:?}");
+        lab.within(&dir, || tun_one_kind(kind, port, proto, extra, &smac))
+            .unwrap();
     }
+}
+
+fn tun_one_kind(kind: TunKind, port: u16, proto: u8, extra: usize, smac: &[u8]) {
+    let source = Ipv4Addr::new(10, 1, 10, 65);
+    let mut dp = DataPlane::load().unwrap();
+    let mut spec = service(
+        Method::Tun(Tunnel {
+            kind,
+            port,
+            csum: TunCsum::NoCsum,
+        }),
+        &[1],
+    );
+    for d in spec.dests.iter_mut().flatten() {
+        d.port = 80;
+        d.tun_source = Some(source);
+    }
+    dp.put_service(&spec).unwrap();
+    let syn = tcp_frame(CLIENT, 50000, VIP, 80, SYN);
+    let out = dp.test_run(&syn, 1).unwrap();
+    assert_eq!(out.verdict, Verdict::Redirect, "{kind:?}: out of eth1");
+    assert_eq!(dp.count(Reason::Tun).unwrap(), 1, "{kind:?}");
+    let f = &out.frame;
+    assert_eq!(
+        &f[0..6],
+        &[0x02, 0, 0, 0, 0, 0x99],
+        "{kind:?}: the next hop"
+    );
+    assert_eq!(&f[6..12], smac, "{kind:?}: from eth1");
+    let hdr = 20 + extra;
+    assert_eq!(f.len(), syn.len() + hdr, "{kind:?}");
+    assert_eq!(&f[12..14], &[0x08, 0x00]);
+    let outer = &f[14..34];
+    assert_eq!(outer[0], 0x45);
+    assert_eq!(outer[6] & 0x40, 0x40, "{kind:?}: the inner DF");
+    assert_eq!(outer[9], proto, "{kind:?}");
+    assert_eq!(&outer[12..16], &source.octets());
+    assert_eq!(&outer[16..20], &RIPS[0].octets());
+    assert_eq!(
+        usize::from(u16::from_be_bytes([outer[2], outer[3]])),
+        syn.len() - 14 + hdr
+    );
+    assert_eq!(checksum(outer), 0, "{kind:?}: outer header checksum");
+    match kind {
+        TunKind::Gue => {
+            let udp = &f[34..42];
+            assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 6080);
+            assert_eq!(
+                usize::from(u16::from_be_bytes([udp[4], udp[5]])),
+                syn.len() - 14 + 12
+            );
+            assert_eq!(&f[42..46], &[0, 4, 0, 0], "GUE: version 0, IPIP inside");
+        }
+        TunKind::Gre => assert_eq!(&f[34..38], &[0, 0, 0x08, 0x00]),
+        TunKind::Ipip => {}
+    }
+    // The client's packet, byte for byte, after the outer headers.
+    assert_eq!(&f[14 + hdr..], &syn[14..], "{kind:?}: inner packet");
+    // `fulcrum decap` on the real server takes the outer headers off again.
+    let back = fulcrum_dataplane::decap_test_run(f, &[6080]).unwrap();
+    assert_eq!(back.verdict, Verdict::Pass, "{kind:?}");
+    assert_eq!(&back.frame[12..], &syn[12..], "{kind:?}: decapsulated");
+    assert_eq!(
+        &back.frame[..12],
+        &f[..12],
+        "{kind:?}: the frame's MACs kept"
+    );
+    let c = dp.connections().unwrap();
+    assert_eq!((c.len(), c[0].state), (1, "SYN_RECV"), "{kind:?}");
+
+    // The largest packet that fits once encapsulated goes; one byte more does not.
+    let mtu = 1500 - hdr;
+    let ack = |ip_len: usize| {
+        let mut f = tcp_frame(CLIENT, 50000, VIP, 80, ACK);
+        let grow = ip_len - (f.len() - 14);
+        f.extend(std::iter::repeat_n(0x5a, grow));
+        f[16..18].copy_from_slice(&(ip_len as u16).to_be_bytes());
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+        f
+    };
+    let out = dp.test_run(&ack(mtu), 1).unwrap();
+    assert_eq!(out.verdict, Verdict::Redirect, "{kind:?}: {mtu} bytes fit");
+    let big = ack(mtu + 1);
+    let out = dp.test_run(&big, 1).unwrap();
+    assert_eq!(out.verdict, Verdict::Tx, "{kind:?}: back to the client");
+    assert_eq!(dp.count(Reason::TunFragNeeded).unwrap(), 1, "{kind:?}");
+    let f = &out.frame;
+    assert_eq!(f.len(), 14 + 20 + 8 + 28, "{kind:?}");
+    assert_eq!(&f[0..6], &big[6..12], "{kind:?}: to the client's MAC");
+    assert_eq!(&f[6..12], &big[0..6], "{kind:?}: from the one it reached");
+    let ip = &f[14..34];
+    assert_eq!((ip[0], ip[9]), (0x45, 1), "{kind:?}: ICMP");
+    assert_eq!(usize::from(u16::from_be_bytes([ip[2], ip[3]])), 56);
+    assert_eq!(&ip[12..16], &VIP.octets(), "{kind:?}: from the VIP");
+    assert_eq!(&ip[16..20], &CLIENT.octets(), "{kind:?}: to the client");
+    assert_eq!(checksum(ip), 0, "{kind:?}: IP header checksum");
+    let icmp = &f[34..];
+    assert_eq!((icmp[0], icmp[1]), (3, 4), "{kind:?}: fragmentation needed");
+    assert_eq!(
+        usize::from(u16::from_be_bytes([icmp[6], icmp[7]])),
+        mtu,
+        "{kind:?}: the next-hop MTU left for the inner packet"
+    );
+    assert_eq!(checksum(icmp), 0, "{kind:?}: ICMP checksum");
+    assert_eq!(&icmp[8..], &big[14..42], "{kind:?}: what it is about");
+    // Without DF it cannot be fragmented here: dropped and counted.
+    let mut no_df = big.clone();
+    no_df[20] = 0;
+    no_df[24..26].copy_from_slice(&[0, 0]);
+    let c = checksum(&no_df[14..34]);
+    no_df[24..26].copy_from_slice(&c.to_be_bytes());
+    let out = dp.test_run(&no_df, 1).unwrap();
+    assert_eq!(out.verdict, Verdict::Drop, "{kind:?}");
+    assert_eq!(dp.count(Reason::TunTooBig).unwrap(), 1, "{kind:?}");
 }
 
 /// The decapsulator passes what is not a tunnel packet as it is, and a gue packet only on

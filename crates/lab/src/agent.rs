@@ -38,9 +38,10 @@
 //! it can for a bounded time (each reads the first line, then closes) and prints `N ok M
 //! failed`.
 //!
-//! `hold --connect ADDR:PORT --every-ms MS --for-ms MS [--connections N] [--timeout-ms MS]`
-//! keeps N plain connections (default 1) open for a bounded time, each sending a numbered
-//! line at a fixed pace and expecting it echoed within the timeout (default 10 s): prints
+//! `hold --connect ADDR:PORT --every-ms MS --for-ms MS [--connections N] [--timeout-ms MS]
+//! [--line-bytes N]` keeps N plain connections (default 1) open for a bounded time, each
+//! sending a numbered line (padded to N bytes: full-size segments) at a fixed pace and
+//! expecting it echoed within the timeout (default 10 s): prints
 //! `connected NAME` for each, and at the end `held N` (the fewest lines any carried; exit
 //! 0) or `broken K of N: #I after N: REASON; ...` (exit 1). For showing that established
 //! connections survive something.
@@ -64,7 +65,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: serve --name NAME --listen ADDR:PORT|unix:PATH [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT (--paths P1,P2 | --raw TEXT) [--method M] [--header 'K: V']... [--body TEXT] [--full] [--decode [--gzip-hex]]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS [--connections N] [--timeout-ms MS]\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES]\n       sink --listen ADDR:PORT --for-ms MS"
+        "usage: serve --name NAME --listen ADDR:PORT|unix:PATH [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT (--paths P1,P2 | --raw TEXT) [--method M] [--header 'K: V']... [--body TEXT] [--full] [--decode [--gzip-hex]]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS [--connections N] [--timeout-ms MS] [--line-bytes N]\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES]\n       sink --listen ADDR:PORT --for-ms MS"
     );
     ExitCode::from(2)
 }
@@ -335,11 +336,16 @@ pub fn main(args: Vec<String>) -> ExitCode {
             let every = Duration::from_millis(ms("--every-ms", 100).max(1));
             let total = Duration::from_millis(ms("--for-ms", 5000).min(600_000));
             let connections = ms("--connections", 1).clamp(1, 1000);
-            let timeout = Duration::from_millis(ms("--timeout-ms", 10_000).clamp(100, 120_000));
+            let pace = Pace {
+                every,
+                total,
+                timeout: Duration::from_millis(ms("--timeout-ms", 10_000).clamp(100, 120_000)),
+                line_bytes: ms("--line-bytes", 0).min(1 << 20) as usize,
+            };
             // Each connection on its own thread, all held for the same time.
             let results: Vec<Result<u64, (u64, String)>> = std::thread::scope(|s| {
                 let threads: Vec<_> = (0..connections)
-                    .map(|_| s.spawn(move || hold(addr, every, total, timeout)))
+                    .map(|_| s.spawn(move || hold(addr, pace)))
                     .collect();
                 threads
                     .into_iter()
@@ -479,14 +485,27 @@ fn sink(addr: SocketAddr, total: Duration) -> std::io::Result<u64> {
     Ok(received)
 }
 
-/// One connection, a numbered line every `every`, each echoed back within `timeout`, for
-/// `total`.
-fn hold(
-    addr: SocketAddr,
+/// How `hold` paces a connection.
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    /// A line every so often...
     every: Duration,
+    /// ...for so long...
     total: Duration,
+    /// ...each echoed within so long...
     timeout: Duration,
-) -> Result<u64, (u64, String)> {
+    /// ...each padded to so many bytes (0: as short as it comes).
+    line_bytes: usize,
+}
+
+/// One connection, a numbered line at `pace`, each echoed back.
+fn hold(addr: SocketAddr, pace: Pace) -> Result<u64, (u64, String)> {
+    let Pace {
+        every,
+        total,
+        timeout,
+        line_bytes,
+    } = pace;
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
         .map_err(|e| (0, e.to_string()))?;
     stream
@@ -503,7 +522,10 @@ fn hold(
     let start = std::time::Instant::now();
     let mut n = 0u64;
     while start.elapsed() < total {
-        let sent = format!("line {n}\n");
+        let mut sent = format!("line {n} ");
+        let pad = line_bytes.saturating_sub(sent.len() + 1);
+        sent.extend(std::iter::repeat_n('x', pad));
+        sent.push('\n');
         writer
             .write_all(sent.as_bytes())
             .map_err(|e| (n, e.to_string()))?;

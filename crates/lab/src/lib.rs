@@ -388,6 +388,28 @@ impl Lab {
         run(Command::new("ip").args(["netns", "exec", netns]).args(args))
     }
 
+    /// Runs `f` in a host's network namespace, on a thread of its own that joins it (a
+    /// namespace is a thread's: the caller's stays where it was). For what must run there
+    /// in this process, such as test-running a data plane against the host's routes. A
+    /// panic in `f` comes back to the caller.
+    pub fn within<R: Send>(&self, host: &Host, f: impl FnOnce() -> R + Send) -> Result<R> {
+        let ns = std::fs::File::open(Path::new(NS_DIR).join(&host.netns))
+            .map_err(|_| LabError::MissingNamespace(host.netns.clone()))?;
+        std::thread::scope(|s| {
+            let joined = s.spawn(move || {
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| LabError::Spawn {
+                        command: format!("setns into {}", host.netns),
+                        source: e.into(),
+                    })
+                    .map(|()| f())
+            });
+            joined
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
     /// Runs `ip ARGS` in a host.
     pub fn ip(&self, host: &Host, args: &[&str]) -> Result<Output> {
         let mut all = vec!["-n", host.netns.as_str()];

@@ -126,7 +126,9 @@ enum stat_reason {
 	STAT_TABLE_FULL = 20, /* a new connection with the connection table full: dropped */
 	STAT_TUN = 21,        /* TUN: encapsulated and sent to the real server */
 	STAT_TUN_FAIL = 22,   /* TUN: no room to encapsulate, or no route: dropped */
-	STAT_MAX = 23,
+	STAT_TUN_FRAG_NEEDED = 23, /* TUN: too big once encapsulated, DF: ICMP back to the client */
+	STAT_TUN_TOO_BIG = 24,     /* TUN: too big once encapsulated, no DF: dropped */
+	STAT_MAX = 25,
 };
 
 #endif

@@ -25,6 +25,7 @@ struct l4ports {
 };
 
 #define ICMP_DEST_UNREACH 3
+#define ICMP_FRAG_NEEDED 4 /* code of ICMP_DEST_UNREACH */
 #define ICMP_SOURCE_QUENCH 4
 #define ICMP_TIME_EXCEEDED 11
 #define ICMP_PARAMETERPROB 12

@@ -105,7 +105,10 @@ struct conn {
 	__u8 dmac[6];
 	__u8 smac[6];
 	__u32 route_gen;
-	__u32 pad;
+	/* TUN: the route's MTU towards the real server, learnt with the next hop (0: not
+	 * known, nothing checked). */
+	__u16 mtu;
+	__u16 pad;
 	/* COUNTED_*: which count holds it. 64 bits because BPF's compare-and-swap on 32
 	 * bits needs -mcpu=v3, under which the schedulers' loops no longer verify. */
 	__u64 counted;

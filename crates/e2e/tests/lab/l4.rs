@@ -1174,7 +1174,8 @@ fn a_full_table_refuses_new_connections_and_counts_them() {
 /// and decapsulating with `fulcrum decap` (this kernel has no ipip, gre or fou). New
 /// connections alternate between the servers through each tunnel type; the replies go
 /// straight from the servers to the client through the router, never through the director;
-/// the decapsulators count what they took off.
+/// the decapsulators count what they took off. Full-size segments get IPVS's answer, an
+/// ICMP "fragmentation needed", and go through once the client has lowered its path MTU.
 #[test]
 fn tun_reaches_real_servers_behind_a_router_with_every_tunnel_type() {
     if !require_root("tun_reaches_real_servers_behind_a_router_with_every_tunnel_type") {
@@ -1330,6 +1331,49 @@ fn tun_reaches_real_servers_behind_a_router_with_every_tunnel_type() {
         before,
         "packets for no service reached the director: replies went through it"
     );
+    // Full-size segments from the client do not fit once encapsulated: the director
+    // answers "fragmentation needed" with what is left (1500 less the tunnel's headers),
+    // the client's stack learns that path MTU and the data goes through in smaller ones.
+    let frag_needed = |sock: &Path| -> u64 {
+        let raw = raw_ipvs(sock);
+        raw.split("\"tun_frag_needed\":")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no tun_frag_needed count in {raw}"))
+    };
+    for (port, mtu) in [(80, 1480), (81, 1468), (82, 1476)] {
+        lab.ip(&client, &["route", "flush", "cache"]).unwrap();
+        let before = frag_needed(&d.sock);
+        let out = lab
+            .run_agent(
+                &client,
+                &[
+                    "hold",
+                    "--connect",
+                    &format!("{vip}:{port}"),
+                    "--every-ms",
+                    "10",
+                    "--for-ms",
+                    "300",
+                    "--line-bytes",
+                    "20000",
+                ],
+            )
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.contains("held "), "port {port}: {text}");
+        assert!(
+            frag_needed(&d.sock) > before,
+            "port {port}: no fragmentation-needed answer"
+        );
+        let route = lab.ip(&client, &["route", "get", vip]).unwrap();
+        let route = String::from_utf8_lossy(&route.stdout).into_owned();
+        assert!(
+            route.contains(&format!("mtu {mtu}")),
+            "port {port}: the client did not learn {mtu}: {route}"
+        );
+    }
     for (i, rs) in servers.iter().enumerate() {
         let out = lab
             .exec(
