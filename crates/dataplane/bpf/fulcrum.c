@@ -518,6 +518,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 	}
 	c.timeout = timeout_s(c.state);
 	c.expires = now + (__u64)c.timeout * NSEC_PER_SEC;
+	c.in_pkts = 1;
 	if (!ops) {
 		/* The same SYN (a retransmission) handled on two CPUs at once makes one entry,
 		 * and the later copy is dropped. A full table refuses the connection, as IPVS
@@ -683,6 +684,7 @@ int xdp_fulcrum(struct xdp_md *ctx)
 	if (c && d) {
 		__u8 before = c->state;
 		conn_touch(c, p.tcp, c->method != METHOD_NAT ? DIR_INPUT_ONLY : DIR_INPUT, now);
+		c->in_pkts++;
 		if (c->state != before)
 			reply_follow(c);
 		account(c->svc, c->dest, p.len, 0, 0);

@@ -174,7 +174,8 @@ pub struct Conn {
     pub route_gen: u32,
     /// TUN: the route's MTU towards the real server (0: not known).
     pub mtu: u16,
-    pub pad: u16,
+    /// Packets from the client, wrapping at 16 bits.
+    pub in_pkts: u16,
     /// Which count holds it (`COUNTED_*`), swapped atomically by the program.
     pub counted: u64,
 }

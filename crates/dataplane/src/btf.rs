@@ -200,7 +200,7 @@ mod tests {
                 "conn",
                 [
                     expires, client, vip, rip, cport, vport, rport, proto, state, svc, dest,
-                    method, flags, timeout, ifindex, dmac, smac, route_gen, mtu, pad, counted
+                    method, flags, timeout, ifindex, dmac, smac, route_gen, mtu, in_pkts, counted
                 ]
             ),
             layout!(PersistKey, "persist_key", [svc, client]),

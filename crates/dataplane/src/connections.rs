@@ -22,6 +22,8 @@ pub struct Connection {
     pub timeout: u32,
     /// Its deadline on the program's clock (ns): moves when traffic goes by.
     pub deadline: u64,
+    /// Packets from the client so far, wrapping at 16 bits.
+    pub packets: u16,
 }
 
 /// A persistence template as the program holds it.
@@ -121,6 +123,7 @@ impl DataPlane {
                 },
                 timeout: c.timeout,
                 deadline: c.expires,
+                packets: c.in_pkts,
             });
         }
         Ok(out)

@@ -71,6 +71,21 @@ pub struct GlobalDefs {
     /// `lvs_sync_daemon IFACE [inst] VRRP_INSTANCE [id N] [maxlen N] [port N] [ttl N]
     /// [group ADDR]`: IPVS's connection synchronisation between directors.
     pub lvs_sync_daemon: Option<LvsSyncDaemon>,
+    /// IPVS's sysctls for the sync rate, as Fulcrum's own keywords (keepalived logs them
+    /// as unknown and goes on; with IPVS they are `net.ipv4.vs.*` sysctls).
+    pub lvs_sync_rate: LvsSyncRate,
+}
+
+/// `fulcrum_lvs_sync_threshold T P`, `fulcrum_lvs_sync_refresh_period SECONDS`,
+/// `fulcrum_lvs_sync_retries N`: IPVS's `sync_threshold`, `sync_refresh_period` and
+/// `sync_retries` (unset: IPVS's defaults, 3 50, 0 and 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LvsSyncRate {
+    /// (threshold, period): the threshold is below the period, or the period is 0.
+    pub threshold: Option<(u16, u16)>,
+    pub refresh_period: Option<u32>,
+    /// 0 to 3.
+    pub retries: Option<u8>,
 }
 
 /// IPVS's connection sync daemon as keepalived drives it: the master of `instance` sends

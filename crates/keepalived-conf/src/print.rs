@@ -403,6 +403,16 @@ fn global_defs(o: &mut Out, g: &GlobalDefs) {
         let addr = addr.to_string();
         o.line(&["fulcrum_metrics", &addr]);
     }
+    let rate = &g.lvs_sync_rate;
+    if let Some((t, p)) = rate.threshold {
+        o.line(&["fulcrum_lvs_sync_threshold", &t.to_string(), &p.to_string()]);
+    }
+    if let Some(s) = rate.refresh_period {
+        o.line(&["fulcrum_lvs_sync_refresh_period", &s.to_string()]);
+    }
+    if let Some(n) = rate.retries {
+        o.line(&["fulcrum_lvs_sync_retries", &n.to_string()]);
+    }
     if let Some(d) = &g.lvs_sync_daemon {
         let mut parts = vec![word(&d.interface)];
         if let Some(i) = &d.instance {

@@ -7,7 +7,7 @@
 pub mod master;
 pub mod wire;
 
-pub use master::{Master, Seen};
+pub use master::{Master, Seen, Settings};
 pub use wire::{decode, encode, flags, tcp_state, Error, Message, Record};
 
 #[cfg(test)]

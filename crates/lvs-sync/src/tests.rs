@@ -4,7 +4,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 use crate::wire::{self, flags, tcp_state, Record};
-use crate::{Master, Seen};
+use crate::{Master, Seen, Settings};
 
 fn v4(a: [u8; 4], port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(Ipv4Addr::from(a)), port)
@@ -194,53 +194,144 @@ proptest! {
     }
 }
 
-fn seen(state: u16, deadline: u64) -> Seen {
+fn seen(state: u16, deadline: u64, packets: u16) -> Seen {
     let mut r = dr_established();
     r.state = state;
     Seen {
         record: r,
         deadline: Duration::from_secs(deadline),
+        packets,
     }
 }
 
+fn template(deadline: u64) -> Seen {
+    let mut r = dr_established();
+    r.flags |= flags::TEMPLATE;
+    r.state = 0;
+    r.timeout = 360;
+    Seen {
+        record: r,
+        deadline: Duration::from_secs(deadline),
+        packets: 0,
+    }
+}
+
+const ES: u16 = tcp_state::ESTABLISHED;
+const S: fn(u64) -> Duration = Duration::from_secs;
+
+/// IPVS's defaults, sync_threshold 3 50: sent at the third packet, then every 50, and
+/// (Fulcrum's net) at half the timeout when traffic moved the timer.
 #[test]
-fn the_master_sends_an_established_connection_once_then_refreshes_it() {
-    let mut m = Master::new(Duration::ZERO);
-    let s = |n| Duration::from_secs(n);
+fn by_default_a_connection_goes_at_its_third_packet_then_every_fifty() {
+    let mut m = Master::default();
     // The handshake is not sent.
-    assert!(m.tick(s(0), [seen(tcp_state::SYN_RECV, 60)]).is_empty());
-    assert_eq!(m.tick(s(1), [seen(tcp_state::ESTABLISHED, 901)]).len(), 1);
-    // Traffic, but the copy is fresh: nothing.
-    assert!(m.tick(s(2), [seen(tcp_state::ESTABLISHED, 902)]).is_empty());
-    // Half the timeout later, with traffic since: sent again.
+    assert!(m.tick(S(0), [seen(tcp_state::SYN_RECV, 60, 1)]).is_empty());
+    // ESTABLISHED after the client's ACK: two packets, not yet.
+    assert!(m.tick(S(1), [seen(ES, 901, 2)]).is_empty());
+    assert_eq!(m.tick(S(2), [seen(ES, 902, 3)]).len(), 1);
+    // 49 more packets: not yet; the 50th: again.
+    assert!(m.tick(S(3), [seen(ES, 903, 52)]).is_empty());
+    assert_eq!(m.tick(S(4), [seen(ES, 904, 53)]).len(), 1);
+    // Across the 16-bit wrap.
+    assert_eq!(m.tick(S(5), [seen(ES, 905, 65530)]).len(), 1);
+    assert!(m.tick(S(6), [seen(ES, 906, 30)]).is_empty());
+    assert_eq!(m.tick(S(7), [seen(ES, 907, 44)]).len(), 1);
+    // A trickle (under 50 packets) still goes at half the timeout while it moves the
+    // timer; idle, it does not (the backup's copy runs out with the master's).
+    assert!(m.tick(S(400), [seen(ES, 1300, 50)]).is_empty());
+    assert_eq!(m.tick(S(457), [seen(ES, 1357, 51)]).len(), 1);
+    assert!(m.tick(S(1000), [seen(ES, 1357, 51)]).is_empty());
+    // Closing: sent at once, whatever the packets.
     assert_eq!(
-        m.tick(s(451), [seen(tcp_state::ESTABLISHED, 1351)]).len(),
+        m.tick(S(1001), [seen(tcp_state::FIN_WAIT, 1121, 52)]).len(),
         1
     );
-    // Idle: the backup's copy runs out when the master's does; nothing to send.
-    assert!(m
-        .tick(s(1000), [seen(tcp_state::ESTABLISHED, 1351)])
-        .is_empty());
-    // Closing: sent at once.
-    assert_eq!(m.tick(s(1001), [seen(tcp_state::FIN_WAIT, 1121)]).len(), 1);
-    assert_eq!(m.tick(s(1002), [seen(tcp_state::TIME_WAIT, 1122)]).len(), 1);
-    // Gone from the table: forgotten, so a new one on the same ports is sent.
-    assert!(m.tick(s(1200), []).is_empty());
     assert_eq!(
-        m.tick(s(1201), [seen(tcp_state::ESTABLISHED, 2101)]).len(),
+        m.tick(S(1002), [seen(tcp_state::TIME_WAIT, 1122, 53)])
+            .len(),
+        1
+    );
+    assert!(m
+        .tick(S(1003), [seen(tcp_state::TIME_WAIT, 1123, 54)])
+        .is_empty());
+    // Gone from the table: forgotten, so a new one on the same ports is sent.
+    assert!(m.tick(S(1200), []).is_empty());
+    assert_eq!(m.tick(S(1201), [seen(ES, 2101, 3)]).len(), 1);
+    m.reset();
+    assert_eq!(m.tick(S(1202), [seen(ES, 2102, 4)]).len(), 1);
+}
+
+#[test]
+fn a_period_of_zero_sends_once() {
+    let mut m = Master::new(Settings {
+        threshold: 1,
+        period: 0,
+        ..Settings::default()
+    });
+    assert_eq!(m.tick(S(0), [seen(ES, 900, 2)]).len(), 1);
+    for t in 1..5 {
+        assert!(m
+            .tick(S(t * 500), [seen(ES, 900 + t * 500, 2 + t as u16 * 1000)])
+            .is_empty());
+    }
+    // State changes still go.
+    assert_eq!(
+        m.tick(S(3000), [seen(tcp_state::CLOSE_WAIT, 3060, 1)])
+            .len(),
         1
     );
 }
 
+/// sync_refresh_period: a copy again once the timer moved that far (or half the timeout),
+/// repeated sync_retries times an eighth of the period apart; with the period 0, packets
+/// do not count.
 #[test]
-fn sync_refresh_period_shortens_the_refresh() {
-    let mut m = Master::new(Duration::from_secs(30));
-    let s = |n| Duration::from_secs(n);
-    assert_eq!(m.tick(s(0), [seen(tcp_state::ESTABLISHED, 900)]).len(), 1);
-    assert!(m
-        .tick(s(29), [seen(tcp_state::ESTABLISHED, 929)])
-        .is_empty());
-    assert_eq!(m.tick(s(30), [seen(tcp_state::ESTABLISHED, 930)]).len(), 1);
-    m.reset();
-    assert_eq!(m.tick(s(31), [seen(tcp_state::ESTABLISHED, 930)]).len(), 1);
+fn sync_refresh_period_and_retries() {
+    let mut m = Master::new(Settings {
+        threshold: 0,
+        period: 0,
+        refresh_period: S(40),
+        retries: 2,
+    });
+    assert_eq!(m.tick(S(0), [seen(ES, 900, 0)]).len(), 1);
+    // Before refresh/8: nothing; then the two repeats, 5 s apart at least; then no more.
+    assert!(m.tick(S(4), [seen(ES, 904, 0)]).is_empty());
+    assert_eq!(m.tick(S(5), [seen(ES, 905, 0)]).len(), 1);
+    assert!(m.tick(S(9), [seen(ES, 909, 0)]).is_empty());
+    assert_eq!(m.tick(S(10), [seen(ES, 910, 0)]).len(), 1);
+    assert!(m.tick(S(20), [seen(ES, 920, 0)]).is_empty());
+    // The timer 40 s past the copy's: a new copy, and its repeats.
+    assert_eq!(m.tick(S(40), [seen(ES, 940, 0)]).len(), 1);
+    assert_eq!(m.tick(S(45), [seen(ES, 945, 0)]).len(), 1);
+    // A short timeout: half of it (10 s at least) is the refresh.
+    let mut m = Master::new(Settings {
+        period: 0,
+        refresh_period: S(3600),
+        ..Settings::default()
+    });
+    assert_eq!(m.tick(S(0), [seen(ES, 900, 0)]).len(), 1);
+    assert!(m.tick(S(449), [seen(ES, 1349, 0)]).is_empty());
+    assert_eq!(m.tick(S(450), [seen(ES, 1350, 0)]).len(), 1);
+    // With a packet period too, both must hold.
+    let mut m = Master::new(Settings {
+        threshold: 3,
+        period: 50,
+        refresh_period: S(30),
+        retries: 0,
+    });
+    assert!(m.tick(S(0), [seen(ES, 900, 2)]).is_empty());
+    assert_eq!(m.tick(S(1), [seen(ES, 901, 3)]).len(), 1);
+    assert!(m.tick(S(40), [seen(ES, 940, 20)]).is_empty(), "17 packets");
+    assert!(m.tick(S(41), [seen(ES, 910, 60)]).is_empty(), "9 s moved");
+    assert_eq!(m.tick(S(42), [seen(ES, 942, 60)]).len(), 1);
+}
+
+#[test]
+fn templates_go_when_first_seen_and_at_half_their_timeout() {
+    let mut m = Master::default();
+    assert_eq!(m.tick(S(0), [template(360)]).len(), 1);
+    assert!(m.tick(S(100), [template(460)]).is_empty());
+    assert_eq!(m.tick(S(180), [template(540)]).len(), 1);
+    // Unmoved: not again.
+    assert!(m.tick(S(400), [template(540)]).is_empty());
 }

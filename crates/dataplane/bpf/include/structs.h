@@ -108,7 +108,9 @@ struct conn {
 	/* TUN: the route's MTU towards the real server, learnt with the next hop (0: not
 	 * known, nothing checked). */
 	__u16 mtu;
-	__u16 pad;
+	/* Packets from the client, wrapping (IPVS's in_pkts, for the sync master's
+	 * sync_threshold); counted without atomics, so a rare one is lost to a race. */
+	__u16 in_pkts;
 	/* COUNTED_*: which count holds it. 64 bits because BPF's compare-and-swap on 32
 	 * bits needs -mcpu=v3, under which the schedulers' loops no longer verify. */
 	__u64 counted;

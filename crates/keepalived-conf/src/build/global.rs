@@ -160,6 +160,30 @@ impl Builder<'_> {
                         },
                     }
                 }
+                "fulcrum_lvs_sync_threshold" => {
+                    self.no_block(c);
+                    self.at_most(c, 2);
+                    let t = self.int_at(c, 0, "sync threshold", 0, 65535);
+                    let p = self.int_at(c, 1, "sync period", 0, 65535);
+                    if let (Some(t), Some(p)) = (t, p) {
+                        if p > 0 && t >= p {
+                            self.error(
+                                Self::arg_span(c, 0),
+                                format!(
+                                    "fulcrum_lvs_sync_threshold: the threshold {t} must be below the period {p} (or the period 0), as IPVS's sync_threshold"
+                                ),
+                            );
+                        } else {
+                            g.lvs_sync_rate.threshold = Some((t as u16, p as u16));
+                        }
+                    }
+                }
+                "fulcrum_lvs_sync_refresh_period" => {
+                    g.lvs_sync_rate.refresh_period = self.u32_value(c, "sync refresh period");
+                }
+                "fulcrum_lvs_sync_retries" => {
+                    g.lvs_sync_rate.retries = self.int(c, "sync retries", 0, 3).map(|v| v as u8);
+                }
                 "lvs_sync_daemon" => {
                     if let Some(d) = self.lvs_sync_daemon(c) {
                         if let Some(first) = &g.lvs_sync_daemon {

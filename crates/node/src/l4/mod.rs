@@ -171,6 +171,7 @@ impl Handle {
             Ok(c) => s.sync.configure(c),
             Err(e) => warn!("{e}; connection sync left as it was"),
         }
+        s.sync.settings = sync::settings(k);
     }
 
     /// Applies ipvsadm command lines together: all are checked first, and an error
@@ -415,11 +416,11 @@ pub fn start(
         interfaces,
         sync: sync::SyncState::default(),
     }));
-    shared
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .sync
-        .configure(sync_config);
+    {
+        let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
+        s.sync.configure(sync_config);
+        s.sync.settings = sync::settings(k);
+    }
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let thread = {
         let shared = Arc::clone(&shared);

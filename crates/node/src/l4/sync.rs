@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use fulcrum_dataplane::{abi, Adopted, DataPlane, Method, Synced};
 use fulcrum_keepalived_conf::model::KeepalivedConfig;
-use fulcrum_lvs_sync::{flags, tcp_state, wire, Master, Record, Seen};
+use fulcrum_lvs_sync::{flags, tcp_state, wire, Master, Record, Seen, Settings};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
@@ -156,6 +156,21 @@ pub(super) struct SyncState {
     pub master: Option<Daemon>,
     pub backup: Option<Daemon>,
     pub counters: SyncCounters,
+    /// The master's sync rate (IPVS's sysctls, from global_defs).
+    pub settings: Settings,
+}
+
+/// The sync rate global_defs asks for (`fulcrum_lvs_sync_*`), IPVS's defaults for the rest.
+pub(super) fn settings(k: &KeepalivedConfig) -> Settings {
+    let rate = &k.global_defs.lvs_sync_rate;
+    let d = Settings::default();
+    let (threshold, period) = rate.threshold.unwrap_or((d.threshold, d.period));
+    Settings {
+        threshold,
+        period,
+        refresh_period: Duration::from_secs(rate.refresh_period.map_or(0, u64::from)),
+        retries: rate.retries.unwrap_or(d.retries),
+    }
 }
 
 impl SyncState {
@@ -257,6 +272,7 @@ pub(super) fn table_records(table: &Table, dp: &DataPlane) -> Vec<Seen> {
                 seq: None,
             },
             deadline: Duration::from_nanos(c.deadline),
+            packets: c.packets,
         });
     }
     let template_of = table.templates_of();
@@ -277,6 +293,7 @@ pub(super) fn table_records(table: &Table, dp: &DataPlane) -> Vec<Seen> {
                 seq: None,
             },
             deadline: Duration::from_nanos(t.deadline),
+            packets: 0,
         });
     }
     out
@@ -487,6 +504,7 @@ pub(super) fn run(shared: Arc<Mutex<Forwarding>>, stop: Arc<AtomicBool>) {
         ticked = Instant::now();
         let records = {
             let s = shared.lock().unwrap_or_else(|e| e.into_inner());
+            master.settings = s.sync.settings;
             master.tick(start.elapsed(), table_records(&s.table, &s.dp))
         };
         read_cost = ticked.elapsed();

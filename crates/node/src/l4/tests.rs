@@ -194,3 +194,28 @@ fn the_table_is_sized_from_memory() {
     assert_eq!(super::default_connections(Some(24 * GIB)), 1_048_576);
     assert_eq!(super::default_connections(None), 1_048_576);
 }
+
+/// global_defs' fulcrum_lvs_sync_* become the master's settings; what is not given keeps
+/// IPVS's default.
+#[test]
+fn sync_rate_keywords_become_the_masters_settings() {
+    use fulcrum_lvs_sync::Settings;
+    use std::time::Duration;
+    let none = config("global_defs {\n  router_id lb1\n}\n");
+    assert_eq!(super::sync::settings(&none), Settings::default());
+    let all = config(
+        "global_defs {\n  fulcrum_lvs_sync_threshold 0 0\n  fulcrum_lvs_sync_refresh_period 30\n  fulcrum_lvs_sync_retries 3\n}\n",
+    );
+    assert_eq!(
+        super::sync::settings(&all),
+        Settings {
+            threshold: 0,
+            period: 0,
+            refresh_period: Duration::from_secs(30),
+            retries: 3,
+        }
+    );
+    let some = config("global_defs {\n  fulcrum_lvs_sync_retries 1\n}\n");
+    let s = super::sync::settings(&some);
+    assert_eq!((s.threshold, s.period, s.retries), (3, 50, 1));
+}
