@@ -646,9 +646,9 @@ fn deployment_3_serves_both_vips_and_fails_over() {
         assert_eq!(d.values().sum::<u32>(), 10, "{vip}: {d:?}");
         assert!(d.keys().all(|k| k.starts_with("rs")), "{vip}: {d:?}");
     }
-    // Director 1 dies (its process and its link): director 2 takes VIP1 and serves it.
-    daemons[0].signal("KILL").unwrap();
+    // Director 1 dies (its link, then its process): director 2 takes VIP1 and serves it.
     r.lab.ip(&d1, &["link", "set", "eth0", "down"]).unwrap();
+    daemons[0].signal("KILL").unwrap();
     let moved = wait_for(Duration::from_secs(10), || holds(&r, &d2, &vip1));
     assert!(moved.is_some(), "VIP1 did not move to director 2");
     let answered = wait_for(Duration::from_secs(10), || {
@@ -666,7 +666,7 @@ fn deployment_3_serves_both_vips_and_fails_over() {
 }
 
 /// Reference deployment 3 with 50 long-lived connections through VIP1, director 1 then
-/// SIGKILLed and its link cut. With `lvs_sync_daemon` (the example's), director 2 holds
+/// cut off and SIGKILLed. With `lvs_sync_daemon` (the example's), director 2 holds
 /// every connection before the kill (`ipvsadm -Lnc` there) and all 50 carry data both ways
 /// after VIP1 moves. Without it director 2 has no entry for them: their next segments are
 /// not SYNs, reach its own stack, which holds VIP1 now, and are reset (`sync: false`
@@ -762,10 +762,12 @@ fn established_connections_across_failover(sync: bool, label: &str, connections:
     });
     assert!(
         listed.is_some(),
-        "director 1 lists {} of {connections} connections as established:\n{}\n\
+        "director 1 lists {} of {connections} connections as established:\n{}\n{}\n{}\n\
          director 2:\n{}",
         established(&daemons[0].sock),
         ipvsadm(&daemons[0].sock, &["-Lnc"]),
+        raw_ipvs(&daemons[0].sock),
+        std::fs::read_to_string(&daemons[0].log).unwrap_or_default(),
         ipvsadm(&daemons[1].sock, &["-Lnc"]),
     );
     if sync {
@@ -782,14 +784,52 @@ fn established_connections_across_failover(sync: bool, label: &str, connections:
     } else {
         assert_eq!(established(&daemons[1].sock), 0);
     }
-    daemons[0].process.signal("KILL").unwrap();
+    // For a failure: which real server holds which connection, as the servers see it, and
+    // director 1's table and counters, before the kill.
+    let sockets = |r: &Reference| {
+        r.real_servers
+            .iter()
+            .map(|rs| {
+                let out = r
+                    .lab
+                    .exec(
+                        &rs.netns,
+                        ["ss", "-tnH", "state", "established", "sport", "= :80"],
+                    )
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                format!("{}:\n{out}", rs.name)
+            })
+            .collect::<Vec<_>>()
+            .join("")
+    };
+    let before_kill = format!(
+        "{}director 1:\n{}\n{}",
+        sockets(&r),
+        ipvsadm(&daemons[0].sock, &["-Lnc"]),
+        raw_ipvs(&daemons[0].sock)
+    );
+    // Director 1 dies as a machine does: its link first, then its process. The other order
+    // resets connections: the daemon runs under `ip netns exec`, whose private /sys takes
+    // its pinned XDP link with it, so between the kill and the link going down the
+    // director's own stack (which holds VIP1) answers the clients' segments with RSTs.
     r.lab.ip(&d1, &["link", "set", "eth0", "down"]).unwrap();
+    daemons[0].process.signal("KILL").unwrap();
     let moved = wait_for(Duration::from_secs(10), || holds(&r, &d2, &vip1));
     assert!(moved.is_some(), "VIP1 did not move to director 2");
     let status = hold.wait_timeout(Duration::from_secs(60));
     let held = std::fs::read_to_string(&log).unwrap_or_default();
     if sync {
-        assert_eq!(status, Some(0), "connections broke: {held}");
+        assert_eq!(
+            status,
+            Some(0),
+            "connections broke: {held}\nbefore the kill:\n{before_kill}\nreal servers now:\n{}\ndirector 2 now:\n{}\n{}\n{}\ndirector 1's log:\n{}",
+            sockets(&r),
+            ipvsadm(&daemons[1].sock, &["-Lnc"]),
+            raw_ipvs(&daemons[1].sock),
+            std::fs::read_to_string(&daemons[1].log).unwrap_or_default(),
+            std::fs::read_to_string(&daemons[0].log).unwrap_or_default()
+        );
         assert!(held.contains("held "), "{held}");
     } else {
         assert_eq!(status, Some(1), "without sync they break: {held}");
