@@ -335,3 +335,45 @@ fn templates_go_when_first_seen_and_at_half_their_timeout() {
     // Unmoved: not again.
     assert!(m.tick(S(400), [template(540)]).is_empty());
 }
+
+proptest! {
+    /// With any settings IPVS accepts, over any run of ticks in which an ESTABLISHED
+    /// connection sees traffic: it is never sent before its client's packets reach the
+    /// threshold, never twice in a tick, and (with a packet period and no refresh period,
+    /// the default shape) never left unsent for longer than half its timeout while its
+    /// timer moves, so the backup's copy cannot run out.
+    #[test]
+    fn the_master_keeps_its_promises(
+        threshold in 0u16..10,
+        period in prop_oneof![Just(0u16), 10u16..100],
+        refresh in prop_oneof![Just(0u64), 10u64..100],
+        retries in 0u8..=3,
+        steps in proptest::collection::vec((1u64..30, 0u16..40), 1..200),
+    ) {
+        let threshold = if period > 0 { threshold % period } else { threshold };
+        let mut m = Master::new(Settings {
+            threshold,
+            period,
+            refresh_period: Duration::from_secs(refresh),
+            retries,
+        });
+        let (mut now, mut packets, mut last_sent) = (0u64, 0u16, None::<u64>);
+        for (dt, more) in steps {
+            now += dt;
+            packets = packets.wrapping_add(more);
+            let total_before = packets;
+            let out = m.tick(Duration::from_secs(now), [seen(ES, now + 900, packets)]);
+            prop_assert!(out.len() <= 1);
+            if !out.is_empty() {
+                if last_sent.is_none() && !(period == 0 && refresh > 0) {
+                    prop_assert!(total_before >= threshold);
+                }
+                last_sent = Some(now);
+            } else if period > 0 && refresh == 0 {
+                if let Some(at) = last_sent {
+                    prop_assert!(now < at + 450, "unsent since {at}, now {now}");
+                }
+            }
+        }
+    }
+}
