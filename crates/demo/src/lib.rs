@@ -6,7 +6,8 @@
 //! fulcrum forwards 300 new connections from the client through the VIP with the example
 //! configurations (rr, then wrr 1:2 for NAT) and prints the split and `ipvsadm -Ln`; in
 //! deployment 3 fulcrum runs VRRP on both directors and a killed director's VIP moves,
-//! with the time measured.
+//! with the time measured; in the fifth, LVS-TUN, connections go through each tunnel type
+//! to real servers behind a router that decapsulate with `fulcrum decap`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -19,7 +20,7 @@ use fulcrum_lab::Agent;
 
 use fulcrum_node::Sources;
 
-/// Builds every deployment, or `only` the one named (nat, dr, keepalived-ha, nginx-ha),
+/// Builds every deployment, or `only` the one named (nat, dr, keepalived-ha, nginx-ha, tun),
 /// running `exe` (the fulcrum binary) as the directors' daemon and the lab's agent.
 pub fn run(only: Option<&str>, exe: PathBuf) -> anyhow::Result<ExitCode> {
     if !fulcrum_lab::is_root() {
@@ -29,7 +30,7 @@ pub fn run(only: Option<&str>, exe: PathBuf) -> anyhow::Result<ExitCode> {
     }
     let deployments: Vec<Deployment> = match only {
         Some(name) => vec![Deployment::from_name(name).with_context(|| {
-            format!("unknown deployment '{name}': use nat, dr, keepalived-ha or nginx-ha")
+            format!("unknown deployment '{name}': use nat, dr, keepalived-ha, nginx-ha or tun")
         })?],
         None => Deployment::ALL.to_vec(),
     };
@@ -122,20 +123,42 @@ fn show(d: Deployment, exe: &Path, examples: Option<&Path>) -> anyhow::Result<()
         match d {
             Deployment::KeepalivedHa => failover(&mut r, exe, dir)?,
             Deployment::LvsNat => {
-                forward(&mut r, exe, &dir.join("lvs-nat.keepalived.conf"))?;
-                forward(&mut r, exe, &dir.join("lvs-nat-wrr.keepalived.conf"))?;
+                forward(
+                    &mut r,
+                    exe,
+                    &dir.join("lvs-nat.keepalived.conf"),
+                    &[80],
+                    300,
+                )?;
+                forward(
+                    &mut r,
+                    exe,
+                    &dir.join("lvs-nat-wrr.keepalived.conf"),
+                    &[80],
+                    300,
+                )?;
             }
-            Deployment::LvsDr => forward(&mut r, exe, &dir.join("lvs-dr.keepalived.conf"))?,
+            Deployment::LvsDr => {
+                forward(&mut r, exe, &dir.join("lvs-dr.keepalived.conf"), &[80], 300)?
+            }
             Deployment::NginxHa => proxy_failover(&mut r, exe, dir)?,
+            Deployment::LvsTun => tunnel(&mut r, exe, dir)?,
         }
     }
     println!();
     Ok(())
 }
 
-/// Runs fulcrum on the director with an example configuration, sends 300 new connections
-/// from the client through the VIP, and prints who answered and `ipvsadm -Ln`.
-fn forward(r: &mut Reference, exe: &Path, conf: &Path) -> anyhow::Result<()> {
+/// Runs fulcrum on the director with an example configuration, sends `connections` new
+/// connections from the client through the VIP to each of `ports`, and prints who
+/// answered and `ipvsadm -Ln --stats`.
+fn forward(
+    r: &mut Reference,
+    exe: &Path,
+    conf: &Path,
+    ports: &[u16],
+    connections: u32,
+) -> anyhow::Result<()> {
     let scratch = Scratch::new("forward")?;
     let tmp = scratch.path();
     let name = conf
@@ -176,16 +199,22 @@ fn forward(r: &mut Reference, exe: &Path, conf: &Path) -> anyhow::Result<()> {
         );
     }
     let vip = r.vips[0];
-    let answers = r
-        .lab
-        .probe(&r.client.clone(), &format!("{vip}:80"), 300, true)?;
-    let mut split: std::collections::BTreeMap<String, u32> = Default::default();
-    for a in answers {
-        *split.entry(a).or_default() += 1;
-    }
-    println!("  fulcrum run -f examples/{name} on the director; client -> {vip}:80, 300 new connections:");
-    for (who, n) in &split {
-        println!("    {n:>4}  {who}");
+    println!("  fulcrum run -f examples/{name} on the director:");
+    for port in ports {
+        let answers = r.lab.probe(
+            &r.client.clone(),
+            &format!("{vip}:{port}"),
+            connections,
+            true,
+        )?;
+        let mut split: std::collections::BTreeMap<String, u32> = Default::default();
+        for a in answers {
+            *split.entry(a).or_default() += 1;
+        }
+        println!("  client -> {vip}:{port}, {connections} new connections:");
+        for (who, n) in &split {
+            println!("    {n:>4}  {who}");
+        }
     }
     println!("  fulcrum ipvsadm -Ln --stats:");
     for line in ipvsadm(&["-Ln", "--stats"]).lines() {
@@ -193,6 +222,53 @@ fn forward(r: &mut Reference, exe: &Path, conf: &Path) -> anyhow::Result<()> {
     }
     daemon.signal("TERM")?;
     daemon.wait_timeout(Duration::from_secs(10));
+    Ok(())
+}
+
+/// The TUN deployment: `fulcrum decap` on the real servers (pinned on a bpffs of the
+/// demo's), fulcrum on the director with the example (one service per tunnel type), 30
+/// new connections through each, and what each real server's decapsulator took off.
+fn tunnel(r: &mut Reference, exe: &Path, examples: &Path) -> anyhow::Result<()> {
+    let scratch = Scratch::new("tun")?;
+    let pins = fulcrum_lab::Bpffs::new(scratch.path().join("bpf"))?;
+    r.decapsulate(exe, &pins.0)?;
+    println!(
+        "  fulcrum decap eth0 --gue-port {} on each real server (this kernel has no ipip, fou or gre)",
+        reference::TUN_GUE_PORT
+    );
+    for (i, rs) in r.real_servers.clone().iter().enumerate() {
+        let name = format!("RIP{} {}", i + 1, r.rips[i]);
+        for port in [81, 82] {
+            r.lab.serve(rs, &name, &format!("0.0.0.0:{port}"), true)?;
+        }
+    }
+    forward(
+        r,
+        exe,
+        &examples.join("lvs-tun.keepalived.conf"),
+        &[80, 81, 82],
+        30,
+    )?;
+    println!("  replies go from the real servers to the client through the router; what each decapsulated:");
+    for rs in r.real_servers.clone() {
+        let out = r.lab.exec(
+            &rs.netns,
+            [
+                exe.as_os_str(),
+                "decap".as_ref(),
+                "eth0".as_ref(),
+                "--stats".as_ref(),
+                "--bpf-dir".as_ref(),
+                pins.0.join(&rs.name).as_os_str(),
+            ],
+        )?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        println!(
+            "    {}: {}",
+            rs.name,
+            text.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+    }
     Ok(())
 }
 
@@ -380,6 +456,7 @@ fn summarise(d: Deployment, dir: &Path) {
     let (file, id, nginx) = match d {
         Deployment::LvsNat => ("lvs-nat.keepalived.conf", None, None),
         Deployment::LvsDr => ("lvs-dr.keepalived.conf", None, None),
+        Deployment::LvsTun => ("lvs-tun.keepalived.conf", None, None),
         Deployment::KeepalivedHa => ("keepalived-ha.keepalived.conf", Some("lb1"), None),
         Deployment::NginxHa => (
             "nginx-ha.keepalived.conf",

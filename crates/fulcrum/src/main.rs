@@ -301,7 +301,7 @@ pub enum CtlCommand {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Build only this deployment: nat, dr, keepalived-ha or nginx-ha.
+    /// Build only this deployment: nat, dr, keepalived-ha, nginx-ha or tun.
     #[arg(long, value_name = "NAME")]
     pub only: Option<String>,
 }

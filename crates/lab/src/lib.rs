@@ -201,6 +201,34 @@ fn delete_namespace(name: &str) {
     let _ = ip(&["netns", "del", name]);
 }
 
+/// A bpffs mounted on a directory of the caller's (created if needed), lazily unmounted
+/// when dropped: where the data plane or `fulcrum decap` pin what must outlive the command
+/// that loaded it (under `ip netns exec`, /sys is private to the command).
+#[derive(Debug)]
+pub struct Bpffs(pub PathBuf);
+
+impl Bpffs {
+    pub fn new(path: impl Into<PathBuf>) -> Result<Bpffs> {
+        let path = path.into();
+        std::fs::create_dir_all(&path).map_err(|source| LabError::Spawn {
+            command: format!("mkdir {}", path.display()),
+            source,
+        })?;
+        run(Command::new("mount").args(["-t", "bpf", "bpf"]).arg(&path))?;
+        Ok(Bpffs(path))
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .stdin(Stdio::null())
+            .status();
+    }
+}
+
 /// A host: one network namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Host {

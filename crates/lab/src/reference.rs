@@ -1,5 +1,6 @@
 //! The four reference deployments of shared/docs/MISSION.md, built by name, with its
-//! addresses. The client is 10.1.10.2 on the outside segment in every deployment.
+//! addresses, and a fifth beyond them, LVS-TUN. The client is 10.1.10.2 on the outside
+//! segment in every deployment.
 //!
 //! Directors and proxies get an XDP_PASS stub on the switch side of each of their links, so
 //! that the data plane's XDP_TX and redirects are delivered.
@@ -23,14 +24,22 @@ pub enum Deployment {
     /// 4. Nginx HA: proxies 10.1.10.65 and 10.1.10.68 sharing VIP1 and VIP2 by VRRP, proxying
     ///    to back ends .66 and .67.
     NginxHa,
+    /// 5. LVS-TUN (not one of MISSION.md's four): director 10.1.10.65 holding VIP
+    ///    10.1.10.88; real servers 10.2.20.11 and .12 on another subnet behind a router
+    ///    (10.1.10.1 outside, 10.2.20.1 inside), holding the VIP on `lo` (arp_ignore=1,
+    ///    arp_announce=2) and answering the client straight through the router. They
+    ///    decapsulate with `fulcrum decap` ([`Reference::decapsulate`]): this kernel has no
+    ///    ipip, fou or gre.
+    LvsTun,
 }
 
 impl Deployment {
-    pub const ALL: [Deployment; 4] = [
+    pub const ALL: [Deployment; 5] = [
         Deployment::LvsNat,
         Deployment::LvsDr,
         Deployment::KeepalivedHa,
         Deployment::NginxHa,
+        Deployment::LvsTun,
     ];
 
     pub fn name(self) -> &'static str {
@@ -39,6 +48,7 @@ impl Deployment {
             Deployment::LvsDr => "dr",
             Deployment::KeepalivedHa => "keepalived-ha",
             Deployment::NginxHa => "nginx-ha",
+            Deployment::LvsTun => "tun",
         }
     }
 
@@ -52,6 +62,7 @@ impl Deployment {
             Deployment::LvsDr => "2. LVS-DR",
             Deployment::KeepalivedHa => "3. Keepalived HA for LVS",
             Deployment::NginxHa => "4. Nginx HA",
+            Deployment::LvsTun => "5. LVS-TUN (beyond MISSION.md's four)",
         }
     }
 }
@@ -67,6 +78,12 @@ pub const NAT_RIPS: [Ipv4Addr; 2] = [
     Ipv4Addr::new(192, 168, 184, 130),
 ];
 pub const RIPS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 1, 10, 66), Ipv4Addr::new(10, 1, 10, 67)];
+/// LVS-TUN: the router's addresses outside and inside, and the real servers behind it.
+pub const ROUTER_OUT: Ipv4Addr = Ipv4Addr::new(10, 1, 10, 1);
+pub const ROUTER_IN: Ipv4Addr = Ipv4Addr::new(10, 2, 20, 1);
+pub const TUN_RIPS: [Ipv4Addr; 2] = [Ipv4Addr::new(10, 2, 20, 11), Ipv4Addr::new(10, 2, 20, 12)];
+/// LVS-TUN: the UDP port the real servers take GUE on (`lb_kind TUN type gue port 6080`).
+pub const TUN_GUE_PORT: u16 = 6080;
 
 /// A built reference deployment. Drops (and cleans up) with its lab.
 #[derive(Debug)]
@@ -84,6 +101,8 @@ pub struct Reference {
     /// The virtual addresses clients use.
     pub vips: Vec<Ipv4Addr>,
     pub switches: Vec<Switch>,
+    /// Routers between the segments (LVS-TUN).
+    pub routers: Vec<Host>,
 }
 
 fn on_segment(
@@ -139,6 +158,7 @@ pub fn build(deployment: Deployment, label: &str, agent: Option<Agent>) -> Resul
         dips: Vec::new(),
         vips: Vec::new(),
         switches: vec![outside.clone()],
+        routers: Vec::new(),
         lab,
     };
     match deployment {
@@ -213,6 +233,65 @@ pub fn build(deployment: Deployment, label: &str, agent: Option<Agent>) -> Resul
             r.dips = vec![DIP1];
             r.vips = vec![VIP1];
         }
+        Deployment::LvsTun => {
+            let inside = r.lab.switch("in")?;
+            let d = r.lab.host("director")?;
+            on_segment(
+                &mut r.lab,
+                &d,
+                "eth0",
+                &outside,
+                &format!("{DIP1}/24"),
+                true,
+            )?;
+            r.lab.addr(&d, "eth0", &format!("{VIP1}/32"))?;
+            r.lab.sysctl(&d, "net.ipv4.ip_forward", "1")?;
+            let router = r.lab.host("router")?;
+            on_segment(
+                &mut r.lab,
+                &router,
+                "eth0",
+                &outside,
+                &format!("{ROUTER_OUT}/24"),
+                false,
+            )?;
+            on_segment(
+                &mut r.lab,
+                &router,
+                "eth1",
+                &inside,
+                &format!("{ROUTER_IN}/24"),
+                false,
+            )?;
+            r.lab.sysctl(&router, "net.ipv4.ip_forward", "1")?;
+            let inside_net = "10.2.20.0/24";
+            r.lab.route(&d, inside_net, &ROUTER_OUT.to_string())?;
+            r.lab
+                .route(&r.client.clone(), inside_net, &ROUTER_OUT.to_string())?;
+            for (i, rip) in TUN_RIPS.iter().enumerate() {
+                let rs = r.lab.host(&format!("rs{}", i + 1))?;
+                on_segment(
+                    &mut r.lab,
+                    &rs,
+                    "eth0",
+                    &inside,
+                    &format!("{rip}/24"),
+                    false,
+                )?;
+                r.lab.ip(
+                    &rs,
+                    &["route", "add", "default", "via", &ROUTER_IN.to_string()],
+                )?;
+                dr_real_server(&r.lab, &rs, &[VIP1])?;
+                r.real_servers.push(rs);
+            }
+            r.directors.push(d);
+            r.routers.push(router);
+            r.rips = TUN_RIPS.to_vec();
+            r.dips = vec![DIP1];
+            r.vips = vec![VIP1];
+            r.switches.push(inside);
+        }
         Deployment::KeepalivedHa | Deployment::NginxHa => {
             let lvs = deployment == Deployment::KeepalivedHa;
             for (i, dip) in [DIP1, DIP2].iter().enumerate() {
@@ -256,10 +335,16 @@ impl Reference {
         for (i, d) in self.directors.iter().enumerate() {
             let addr = match self.deployment {
                 Deployment::LvsNat => format!("{DIP1} (VIP, outside), {NAT_DIP} (DIP, inside)"),
-                Deployment::LvsDr => format!("{DIP1} (DIP), {VIP1} (VIP)"),
+                Deployment::LvsDr | Deployment::LvsTun => format!("{DIP1} (DIP), {VIP1} (VIP)"),
                 _ => format!("{} (DIP{})", self.dips[i], i + 1),
             };
             s.push_str(&format!("  {:<11} {addr}\n", d.name));
+        }
+        for r in &self.routers {
+            s.push_str(&format!(
+                "  {:<11} {ROUTER_OUT} (outside), {ROUTER_IN} (inside)\n",
+                r.name
+            ));
         }
         for (i, rs) in self.real_servers.iter().enumerate() {
             s.push_str(&format!(
@@ -276,5 +361,30 @@ impl Reference {
             s.push_str(&format!("  VIPs        {VIP1} and {VIP2}, moved by VRRP\n"));
         }
         s
+    }
+}
+
+impl Reference {
+    /// LVS-TUN: attaches `fulcrum decap` (the binary `fulcrum`) to each real server's eth0,
+    /// taking ipip, gre and GUE on [`TUN_GUE_PORT`], pinned under `pins` (a directory on a
+    /// bpffs, such as a [`crate::Bpffs`]: under `ip netns exec` /sys is private to the
+    /// command, so a pin under the default directory would go with it).
+    pub fn decapsulate(&self, fulcrum: &std::path::Path, pins: &std::path::Path) -> Result<()> {
+        for rs in &self.real_servers {
+            let port = TUN_GUE_PORT.to_string();
+            self.lab.exec(
+                &rs.netns,
+                [
+                    fulcrum.as_os_str(),
+                    "decap".as_ref(),
+                    "eth0".as_ref(),
+                    "--gue-port".as_ref(),
+                    port.as_ref(),
+                    "--bpf-dir".as_ref(),
+                    pins.join(&rs.name).as_os_str(),
+                ],
+            )?;
+        }
+        Ok(())
     }
 }

@@ -47,6 +47,7 @@ fn check(deployment: Deployment) {
             Deployment::LvsDr => 1,
             Deployment::KeepalivedHa => 2,
             Deployment::NginxHa => 0,
+            Deployment::LvsTun => 1,
         };
         let mut stubs = 0;
         for sw in &r.switches {
@@ -105,6 +106,23 @@ fn check(deployment: Deployment) {
                     "VIP resolves to the director's MAC {mac}"
                 );
             }
+            Deployment::LvsTun => {
+                // The real servers answer the client from the VIP through the router: their
+                // default route.
+                let rs1 = r.real_servers[0].clone();
+                let route = r.lab.ip(&rs1, &["route", "show", "default"]).unwrap();
+                assert!(String::from_utf8_lossy(&route.stdout).contains("via 10.2.20.1"));
+                let a = r
+                    .lab
+                    .probe(
+                        &client,
+                        &format!("{}:8080", reference::TUN_RIPS[0]),
+                        1,
+                        false,
+                    )
+                    .expect("probe");
+                assert_eq!(a, vec!["rs1".to_string()]);
+            }
             _ => {}
         }
     }
@@ -133,6 +151,11 @@ fn keepalived_ha() {
 #[test]
 fn nginx_ha() {
     check(Deployment::NginxHa);
+}
+
+#[test]
+fn lvs_tun() {
+    check(Deployment::LvsTun);
 }
 
 #[test]

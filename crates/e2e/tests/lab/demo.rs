@@ -49,7 +49,7 @@ fn demo_rejects_an_unknown_deployment() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("nat, dr, keepalived-ha or nginx-ha") || err.contains("needs root"),
+        err.contains("nat, dr, keepalived-ha, nginx-ha or tun") || err.contains("needs root"),
         "{err}"
     );
 }
@@ -120,4 +120,38 @@ fn demo_shows_deployment_4_failing_over_under_load() {
         "{stdout}"
     );
     assert!(stdout.contains("both VIPs now on proxy2: true"), "{stdout}");
+}
+
+#[test]
+fn demo_shows_the_tun_deployment() {
+    if !fulcrum_lab::require_root("demo_shows_the_tun_deployment") {
+        return;
+    }
+    let stdout = demo("tun");
+    assert!(stdout.contains("=== 5. LVS-TUN"), "{stdout}");
+    assert!(
+        stdout.contains("  router      10.1.10.1 (outside), 10.2.20.1 (inside)"),
+        "{stdout}"
+    );
+    // rr over the two servers behind the router, through each tunnel type.
+    for port in [80, 81, 82] {
+        assert!(
+            stdout.contains(&format!("client -> 10.1.10.88:{port}, 30 new connections:\n      15  RIP1 10.2.20.11\n      15  RIP2 10.2.20.12\n")),
+            "port {port}: {stdout}"
+        );
+    }
+    for port in [80, 81, 82] {
+        assert!(
+            stdout.contains(&format!("TCP  10.1.10.88:{port}")),
+            "{stdout}"
+        );
+    }
+    // Each real server decapsulated each kind.
+    for rs in ["rs1", "rs2"] {
+        let line = stdout
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("{rs}: eth0: ipip")))
+            .unwrap_or_else(|| panic!("{stdout}"));
+        assert!(!line.contains(" 0,") && !line.contains("gre 0 "), "{line}");
+    }
 }

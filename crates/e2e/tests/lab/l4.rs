@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use fulcrum_lab::reference::{self, Deployment, Reference};
-use fulcrum_lab::{require_root, wait_for, Agent, Process};
+use fulcrum_lab::{require_root, wait_for, Agent, Bpffs, Process};
 
 use fulcrum_e2e::{HoldPace, Scratch};
 
@@ -402,27 +402,9 @@ fn ipvsadm_edits_take_effect_at_once() {
 
 /// A bpffs mounted for one test (the daemon's own /sys is private under `ip netns exec`,
 /// so pins that must outlive it go here), unmounted on drop.
-struct Bpffs(std::path::PathBuf);
-
-impl Bpffs {
-    fn new(dir: &Scratch) -> Bpffs {
-        let path = dir.0.join("bpf");
-        std::fs::create_dir_all(&path).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "bpf", "bpf"])
-            .arg(&path)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "cannot mount bpffs on {}", path.display());
-        Bpffs(path)
-    }
-}
-
-impl Drop for Bpffs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
+/// A bpffs for the test's pins, in its scratch directory.
+fn bpffs(dir: &Scratch) -> Bpffs {
+    Bpffs::new(dir.0.join("bpf")).expect("a bpffs")
 }
 
 /// SIGKILL of the daemon leaves forwarding running (pinned program and maps); the next
@@ -435,7 +417,7 @@ fn forwarding_survives_a_sigkill_and_the_restart_adopts_it() {
     }
     let mut r = reference::build(Deployment::LvsNat, "l4pin", Some(agent())).unwrap();
     let dir = Scratch::new("l4pin");
-    let bpf = Bpffs::new(&dir);
+    let bpf = bpffs(&dir);
     serve_names(&mut r);
     let vip = r.vips[0].to_string();
     let rips: Vec<String> = r.rips.iter().map(|a| a.to_string()).collect();
@@ -1221,110 +1203,28 @@ fn tun_reaches_real_servers_behind_a_router_with_every_tunnel_type() {
     if !require_root("tun_reaches_real_servers_behind_a_router_with_every_tunnel_type") {
         return;
     }
-    let mut lab = fulcrum_lab::Lab::new("l4tun").unwrap().with_agent(agent());
+    let mut r = reference::build(Deployment::LvsTun, "l4tun", Some(agent())).unwrap();
     let dir = Scratch::new("l4tun");
-    let bpf = Bpffs::new(&dir);
-    let (vip, client_ip, dip) = ("10.1.10.88", "10.1.10.2", "10.1.10.65");
-    let rips = ["10.2.20.11", "10.2.20.12"];
-    let outside = lab.switch("out").unwrap();
-    let inside = lab.switch("in").unwrap();
-    let client = lab.host("client").unwrap();
-    let director = lab.host("director").unwrap();
-    let router = lab.host("router").unwrap();
-    let on = |lab: &mut fulcrum_lab::Lab,
-              host: &fulcrum_lab::Host,
-              ifname: &str,
-              sw: &fulcrum_lab::Switch,
-              cidr: &str,
-              stub: bool| {
-        let port = lab.attach(host, ifname, sw).unwrap();
-        lab.addr(host, ifname, cidr).unwrap();
-        if stub {
-            lab.xdp_pass_stub(&sw.netns, &port).unwrap();
-        }
-    };
-    on(
-        &mut lab,
-        &client,
-        "eth0",
-        &outside,
-        &format!("{client_ip}/24"),
-        false,
-    );
-    on(
-        &mut lab,
-        &director,
-        "eth0",
-        &outside,
-        &format!("{dip}/24"),
-        true,
-    );
-    on(&mut lab, &router, "eth0", &outside, "10.1.10.1/24", true);
-    on(&mut lab, &router, "eth1", &inside, "10.2.20.1/24", true);
-    lab.addr(&director, "eth0", &format!("{vip}/32")).unwrap();
-    lab.sysctl(&director, "net.ipv4.ip_forward", "1").unwrap();
-    lab.sysctl(&router, "net.ipv4.ip_forward", "1").unwrap();
-    lab.route(&client, "10.2.20.0/24", "10.1.10.1").unwrap();
-    lab.route(&director, "10.2.20.0/24", "10.1.10.1").unwrap();
-    let mut servers = Vec::new();
-    for (i, rip) in rips.iter().enumerate() {
-        let rs = lab.host(&format!("rs{}", i + 1)).unwrap();
-        on(&mut lab, &rs, "eth0", &inside, &format!("{rip}/24"), false);
-        lab.ip(&rs, &["route", "add", "default", "via", "10.2.20.1"])
-            .unwrap();
-        lab.addr(&rs, "lo", &format!("{vip}/32")).unwrap();
-        for scope in ["all", "lo"] {
-            lab.sysctl(&rs, &format!("net.ipv4.conf.{scope}.arp_ignore"), "1")
-                .unwrap();
-            lab.sysctl(&rs, &format!("net.ipv4.conf.{scope}.arp_announce"), "2")
-                .unwrap();
-        }
-        let out = lab
-            .exec(
-                &rs.netns,
-                [
-                    fulcrum_e2e::bin().as_os_str(),
-                    "decap".as_ref(),
-                    "eth0".as_ref(),
-                    "--gue-port".as_ref(),
-                    "6080".as_ref(),
-                    "--bpf-dir".as_ref(),
-                    bpf.0.join(&rs.name).as_os_str(),
-                ],
-            )
-            .unwrap();
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("decapsulator on eth0"),
-            "{out:?}"
-        );
+    let bpf = bpffs(&dir);
+    r.decapsulate(fulcrum_e2e::bin(), &bpf.0).unwrap();
+    let vip = reference::VIP1.to_string();
+    for (i, rs) in r.real_servers.clone().iter().enumerate() {
         for port in [80, 81, 82] {
-            lab.serve(
-                &rs,
-                &format!("rs{}", i + 1),
-                &format!("0.0.0.0:{port}"),
-                false,
-            )
-            .unwrap();
+            r.lab
+                .serve(
+                    rs,
+                    &format!("rs{}", i + 1),
+                    &format!("0.0.0.0:{port}"),
+                    false,
+                )
+                .unwrap();
         }
-        servers.push(rs);
     }
-    let mut conf = String::new();
-    for (port, tun) in [
-        (80, "TUN"),
-        (81, "TUN type gue port 6080"),
-        (82, "TUN type gre"),
-    ] {
-        conf += &format!(
-            "virtual_server {vip} {port} {{\n    lb_algo rr\n    lb_kind {tun}\n    protocol TCP\n"
-        );
-        for rip in rips {
-            conf += &format!("    real_server {rip} {port} {{\n        weight 1\n    }}\n");
-        }
-        conf += "}\n";
-    }
-    let path = dir.0.join("tun.conf");
-    std::fs::write(&path, conf).unwrap();
-    let d = fulcrum_e2e::spawn_fulcrum(&mut lab, &director, &path, &dir.0, "tun", &[]);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lvs-tun.keepalived.conf");
+    let (director, client) = (r.directors[0].clone(), r.client.clone());
+    let servers = r.real_servers.clone();
+    let lab = &mut r.lab;
+    let d = fulcrum_e2e::spawn_fulcrum(lab, &director, &path, &dir.0, "tun", &[]);
     let up = wait_for(Duration::from_secs(20), || {
         ipvsadm(&d.sock, &["-Ln"]).matches("Tunnel").count() == 6
     });
@@ -1407,7 +1307,7 @@ fn tun_reaches_real_servers_behind_a_router_with_every_tunnel_type() {
             frag_needed(&d.sock) > before,
             "port {port}: no fragmentation-needed answer"
         );
-        let route = lab.ip(&client, &["route", "get", vip]).unwrap();
+        let route = lab.ip(&client, &["route", "get", &vip]).unwrap();
         let route = String::from_utf8_lossy(&route.stdout).into_owned();
         assert!(
             route.contains(&format!("mtu {mtu}")),
