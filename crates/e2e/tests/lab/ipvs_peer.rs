@@ -495,3 +495,92 @@ fn differences(vm: &mut IpvsVm, sock: &Path, commands: &[&[&str]]) -> Vec<String
     }
     wrong
 }
+
+/// TUN from Fulcrum to a real server whose own kernel takes the tunnels off, as IPVS's real
+/// servers do: the VM (Debian's kernel, with ipip, fou and ip_gre) on the LVS-TUN
+/// deployment's inside segment, holding the VIP on `lo`, with tunl0 and gre0 up and
+/// `ip fou add port 6080 gue`. Connections through each tunnel type are answered by the
+/// VM's server, and its tunnel devices count what they received.
+#[test]
+fn the_ipvs_vms_kernel_decapsulates_fulcrums_tunnels() {
+    if !require_root("the_ipvs_vms_kernel_decapsulates_fulcrums_tunnels") {
+        return;
+    }
+    let mut r: Reference = reference::build(Deployment::LvsTun, "ipvstun", Some(agent())).unwrap();
+    let dir = Scratch::new("ipvstun");
+    let inside = r.switches[1].clone();
+    let rip = "10.2.20.13";
+    let mut vm = IpvsVm::start(&inside, &[&format!("{rip}/24")]).unwrap();
+    let vip = reference::VIP1;
+    vm.must(&format!(
+        "ip route add default via {} && ip addr add {vip}/32 dev lo && \
+         sysctl -qw net.ipv4.conf.all.arp_ignore=1 net.ipv4.conf.all.arp_announce=2 \
+         net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0",
+        reference::ROUTER_IN
+    ))
+    .unwrap();
+    vm.must(&format!(
+        "modprobe ipip && modprobe ip_gre && modprobe fou && \
+         ip link set tunl0 up && ip link set gre0 up && \
+         ip fou add port {} gue && \
+         sysctl -qw net.ipv4.conf.tunl0.rp_filter=0 net.ipv4.conf.gre0.rp_filter=0",
+        reference::TUN_GUE_PORT
+    ))
+    .unwrap();
+    vm.must(
+        "for p in 80 81 82; do socat TCP-LISTEN:$p,fork,reuseaddr SYSTEM:'echo vm' \
+         >/dev/null 2>&1 & done",
+    )
+    .unwrap();
+    let mut conf = String::new();
+    for (port, tun) in [
+        (80, "TUN".to_string()),
+        (81, format!("TUN type gue port {}", reference::TUN_GUE_PORT)),
+        (82, "TUN type gre".to_string()),
+    ] {
+        conf += &format!(
+            "virtual_server {vip} {port} {{\n    lb_algo rr\n    lb_kind {tun}\n    protocol TCP\n    real_server {rip} {port} {{\n        weight 1\n    }}\n}}\n"
+        );
+    }
+    let path = dir.0.join("tun.conf");
+    std::fs::write(&path, conf).unwrap();
+    let director = r.directors[0].clone();
+    let d = fulcrum_e2e::spawn_fulcrum(&mut r.lab, &director, &path, &dir.0, "tun", &[]);
+    let up = wait_for(Duration::from_secs(20), || {
+        fulcrum_ipvsadm(&d.sock, &["-Ln"]).matches("Tunnel").count() == 3
+    });
+    assert!(
+        up.is_some(),
+        "{}",
+        std::fs::read_to_string(&d.log).unwrap_or_default()
+    );
+    let client = r.client.clone();
+    for port in [80, 81, 82] {
+        // The first SYN may wait for the router's MAC; the VM is slow (no KVM here).
+        let answered = wait_for(Duration::from_secs(20), || {
+            r.lab
+                .probe(&client, &format!("{vip}:{port}"), 1, false)
+                .is_ok_and(|a| a == ["vm"])
+        });
+        assert!(
+            answered.is_some(),
+            "port {port}: no answer from the VM through the tunnel\n{}\n{}",
+            fulcrum_ipvsadm(&d.sock, &["-Ln", "--stats"]),
+            vm.must("ip -s link show tunl0; ip -s link show gre0; ip fou show")
+                .unwrap_or_default()
+        );
+        let answers = r
+            .lab
+            .probe(&client, &format!("{vip}:{port}"), 3, false)
+            .unwrap();
+        assert_eq!(answers, ["vm", "vm", "vm"], "port {port}");
+    }
+    // ipip and gue arrive on tunl0, gre on gre0.
+    for dev in ["tunl0", "gre0"] {
+        let stats = vm
+            .must(&format!("cat /sys/class/net/{dev}/statistics/rx_packets"))
+            .unwrap();
+        let n: u64 = stats.trim().parse().unwrap_or(0);
+        assert!(n > 0, "{dev} received nothing: {stats}");
+    }
+}
