@@ -194,6 +194,24 @@ proptest! {
     }
 }
 
+/// A record whose size field says 0 (or anything below the fixed part) is refused, not
+/// read past its end: the case the property test above once found.
+#[test]
+fn a_record_shorter_than_its_fixed_part_is_refused() {
+    for said in [0u16, 4, 35] {
+        let mut b = vec![0, 1, 0, 0, 1, 1, 0, 0];
+        let mut rec = vec![0u8; 36];
+        rec[2..4].copy_from_slice(&said.to_be_bytes());
+        b.extend(rec);
+        let size = b.len() as u16;
+        b[2..4].copy_from_slice(&size.to_be_bytes());
+        assert!(
+            matches!(wire::decode(&b), Err(wire::Error::Truncated(0))),
+            "size {said}"
+        );
+    }
+}
+
 fn seen(state: u16, deadline: u64, packets: u16) -> Seen {
     let mut r = dr_established();
     r.state = state;

@@ -209,6 +209,12 @@ pub fn decode(buf: &[u8]) -> Result<Message, Error> {
 
 /// One record (exactly its bytes): None when it is skipped.
 fn record(b: &[u8], i: usize) -> Result<Option<Record>, Error> {
+    // A record that says it is shorter than the smallest one (its size field, not the
+    // datagram, bounds it) is refused before its type is read, as ip_vs_proc_sync_conn
+    // refuses one whose fixed part passes its end.
+    if b.len() < V4_LEN {
+        return Err(Error::Truncated(i));
+    }
     let v6 = match b[0] {
         0 => false,
         1 => true,
