@@ -50,9 +50,10 @@ const ADOPT: &str = "xdp_adopt";
 
 /// Every map of the program that holds state: pinned by name under the instance's
 /// directory, so a restarted daemon adopts them.
-pub const PINNED_MAPS: [&str; 15] = [
+pub const PINNED_MAPS: [&str; 16] = [
     "services",
     "dests",
+    "sched_order",
     "dest_conns",
     "svc_traffic",
     "dest_traffic",

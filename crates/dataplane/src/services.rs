@@ -117,6 +117,12 @@ pub struct ServiceSpec {
     /// Persistence timeout in seconds, and the client netmask it groups by.
     pub persistence: Option<(u32, Ipv4Addr)>,
     pub dests: Vec<Option<DestSpec>>,
+    /// IPVS's list order of the present slots, the newest real server first: the kernel
+    /// puts a server it adds at the head of the service's list, and the schedulers that
+    /// walk the list (rr, wrr, the least-connection family, fo, ovf, lblc, lblcr, twos)
+    /// and the dh and sh tables follow that order. Present slots missing here follow,
+    /// highest slot first (the order of servers added in slot order).
+    pub list: Vec<usize>,
 }
 
 /// The fourteen schedulers in the order of `enum sched_kind` (bpf/include/constants.h):
@@ -162,17 +168,37 @@ impl ServiceSpec {
             ops: false,
             persistence: None,
             dests: Vec::new(),
+            list: Vec::new(),
         }
     }
 
-    /// The present servers in slot order, as the reference model sees them, with the slot
-    /// of each.
+    /// Every slot in the order the schedulers scan them: the present ones in list order
+    /// (see `list`), then the holes.
+    pub fn scan_order(&self) -> Vec<usize> {
+        let present = |slot: usize| self.dests.get(slot).is_some_and(Option::is_some);
+        let mut order: Vec<usize> = Vec::with_capacity(self.dests.len());
+        for &slot in &self.list {
+            if present(slot) && !order.contains(&slot) {
+                order.push(slot);
+            }
+        }
+        let listed = order.clone();
+        order.extend(
+            (0..self.dests.len())
+                .rev()
+                .filter(|s| present(*s) && !listed.contains(s)),
+        );
+        order.extend((0..self.dests.len()).filter(|s| !present(*s)));
+        order
+    }
+
+    /// The present servers in list order, as the reference model sees them, with the
+    /// slot of each.
     pub fn model_dests(&self) -> Vec<(usize, fulcrum_sched::Dest)> {
-        self.dests
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, d)| {
-                d.map(|d| {
+        self.scan_order()
+            .into_iter()
+            .filter_map(|slot| {
+                self.dests[slot].map(|d| {
                     let mut m =
                         fulcrum_sched::Dest::new(std::net::IpAddr::V4(d.addr), d.port, d.weight);
                     m.overloaded = d.overloaded;
@@ -296,6 +322,13 @@ impl DataPlane {
                         tun_source: (d.tun_saddr != 0).then(|| addr(d.tun_saddr)),
                     }));
             }
+            let order: Array<&MapData, u32> = Array::try_from(self.map("sched_order")?)?;
+            for pos in 0..spec.dests.len() {
+                let slot = order.get(&slot_index(v.id, pos), 0)? as usize;
+                if slot > 0 && spec.dests.get(slot - 1).is_some_and(Option::is_some) {
+                    spec.list.push(slot - 1);
+                }
+            }
             out.push(spec);
         }
         Ok(out)
@@ -379,6 +412,17 @@ impl DataPlane {
                 dests.set(index, d, 0)?;
             }
         }
+        {
+            let mut order: Array<&mut MapData, u32> =
+                Array::try_from(self.map_mut("sched_order")?)?;
+            for (pos, slot) in spec.scan_order().into_iter().enumerate() {
+                let index = slot_index(id, pos);
+                let value = slot as u32 + 1;
+                if order.get(&index, 0)? != value {
+                    order.set(index, value, 0)?;
+                }
+            }
+        }
         self.write_table(spec)?;
         self.update_sched_state(spec)?;
         let value = spec.value();
@@ -456,6 +500,13 @@ impl DataPlane {
             let mut dests: Array<&mut MapData, Dest> = Array::try_from(self.map_mut("dests")?)?;
             for slot in 0..MAX_DESTS as usize {
                 dests.set(slot_index(id, slot), Dest::default(), 0)?;
+            }
+        }
+        {
+            let mut order: Array<&mut MapData, u32> =
+                Array::try_from(self.map_mut("sched_order")?)?;
+            for pos in 0..MAX_DESTS as usize {
+                order.set(slot_index(id, pos), 0, 0)?;
             }
         }
         self.write_table(&empty)?;
@@ -570,5 +621,53 @@ impl DataPlane {
     pub fn count(&self, reason: Reason) -> Result<u64, Error> {
         let stats: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(self.map("stats")?)?;
         Ok(stats.get(&(reason as u32), 0)?.iter().sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(present: &[bool], list: &[usize]) -> ServiceSpec {
+        let d = |i: usize| DestSpec {
+            addr: Ipv4Addr::new(192, 168, 184, 129 + i as u8),
+            port: 80,
+            method: Method::Nat,
+            weight: 1,
+            overloaded: false,
+            u_threshold: 0,
+            l_threshold: 0,
+            link: None,
+            tun_source: None,
+        };
+        ServiceSpec {
+            dests: (0..present.len())
+                .map(|i| present[i].then(|| d(i)))
+                .collect(),
+            list: list.to_vec(),
+            ..ServiceSpec::new(
+                ServiceKey::v4(Ipv4Addr::new(10, 1, 10, 65), 80, 6),
+                0,
+                Scheduler::Rr,
+            )
+        }
+    }
+
+    #[test]
+    fn the_scan_order_is_the_list_then_the_rest_newest_first_then_the_holes() {
+        // No list: servers added in slot order, so the highest slot is the newest.
+        assert_eq!(spec(&[true, true, true], &[]).scan_order(), vec![2, 1, 0]);
+        assert_eq!(
+            spec(&[true, true, true], &[0, 2]).scan_order(),
+            vec![0, 2, 1]
+        );
+        // Holes, repeats and slots out of range in the list are left out of it.
+        assert_eq!(
+            spec(&[true, false, true], &[1, 0, 0, 7]).scan_order(),
+            vec![0, 2, 1]
+        );
+        let s = spec(&[true, false, true], &[2, 0]);
+        let slots: Vec<usize> = s.model_dests().into_iter().map(|(slot, _)| slot).collect();
+        assert_eq!(slots, vec![2, 0]);
     }
 }

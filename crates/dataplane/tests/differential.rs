@@ -47,7 +47,9 @@ fn compare(kind: Kind, weights: &[u32], flags: Flags, flows: u32) -> Result<(), 
         ..ServiceSpec::new(ServiceKey::v4(VIP, 80, 6), 7, kind)
     };
     dp.put_service(&spec).map_err(|e| e.to_string())?;
-    let mut dests: Vec<_> = spec.model_dests().into_iter().map(|(_, d)| d).collect();
+    // The model sees the servers in list order (the newest first); its picks are
+    // positions in that list, mapped to slots here.
+    let (slots, mut dests): (Vec<usize>, Vec<_>) = spec.model_dests().into_iter().unzip();
     let mut model = Scheduler::new(kind, flags, &dests);
     let now = Instant::now();
     for n in 0..flows {
@@ -59,7 +61,8 @@ fn compare(kind: Kind, weights: &[u32], flags: Flags, flows: u32) -> Result<(), 
             dst: IpAddr::V4(VIP),
             dport: 80,
         };
-        let want = model.schedule(now, &dests, &flow);
+        let pick = model.schedule(now, &dests, &flow);
+        let want = pick.map(|i| slots[i]);
         let out = dp
             .test_run(&tcp_frame(client, sport, VIP, 80, SYN), 1)
             .map_err(|e| e.to_string())?;
@@ -70,7 +73,7 @@ fn compare(kind: Kind, weights: &[u32], flags: Flags, flows: u32) -> Result<(), 
                 "{kind:?} weights {weights:?} {flags:?}: connection {n} went to {got:?}, the model chose {want:?}"
             ));
         }
-        if let Some(i) = want {
+        if let Some(i) = pick {
             dests[i].inactive += 1;
             // Every third connection completes its handshake: active.
             if n % 3 == 0 {
@@ -80,7 +83,7 @@ fn compare(kind: Kind, weights: &[u32], flags: Flags, flows: u32) -> Result<(), 
                 dests[i].active += 1;
             }
         }
-        for (i, d) in dests.iter().enumerate() {
+        for (d, &i) in dests.iter().zip(&slots) {
             let counts = dp.dest_conns(7, i).map_err(|e| e.to_string())?;
             if counts != (d.active, d.inactive) {
                 return Err(format!(

@@ -37,6 +37,8 @@ fn service(method: Method, weights: &[u32]) -> ServiceSpec {
                 })
             })
             .collect(),
+        // RIPS[0] at the head of the list (as if added last): rr's first pick.
+        list: (0..weights.len()).collect(),
         ..ServiceSpec::new(
             ServiceKey::v4(VIP, 80, 6),
             1,

@@ -3,6 +3,10 @@
 //! `net/netfilter/ipvs/ip_vs_*.c` choose. The XDP data plane must make the same choices
 //! (a differential test holds it to that). No IO, no clock except what the caller passes.
 //!
+//! `dests` is always the service's list in the kernel's order: the newest real server
+//! first (ip_vs_add_dest puts a server at the head of the service's list). Walks start
+//! there and ties go to the first, as in the kernel.
+//!
 //! Every scheduler skips real servers with weight 0 or flagged overloaded. The "overhead"
 //! of a server is `active * 256 + inactive`; weighted comparisons cross-multiply, as the
 //! kernel does, so no division loses precision.

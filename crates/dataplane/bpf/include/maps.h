@@ -33,6 +33,17 @@ struct {
 } dest_conns SEC(".maps");
 
 /* Traffic per service and per real-server slot, per CPU. */
+/* The order the schedulers scan a service's slots in (service id * MAX_DESTS + position ->
+ * slot + 1; 0: the slot at that position), written by the control plane: IPVS's list
+ * order, the newest real server first (ip_vs_add_dest puts a new one at the head of the
+ * service's list), holes last. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, MAX_SERVICES * MAX_DESTS);
+} sched_order SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
@@ -71,6 +82,14 @@ struct {
 
 /* The connection table: a plain hash, not an LRU, so that a full table refuses new
  * connections (counted) as IPVS does, rather than pushing out live ones uncounted. */
+/* Room for a locality entry being made (one per CPU), off the program's stack. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct locality_value);
+	__uint(max_entries, 1);
+} scratch_locality SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct flow_key);

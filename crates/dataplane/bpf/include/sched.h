@@ -20,6 +20,27 @@ static __always_inline __u32 slot_index(__u32 svc, __u32 slot)
 	return (svc & (MAX_SERVICES - 1)) * MAX_DESTS + (slot & (MAX_DESTS - 1));
 }
 
+/* The slot at `pos` in the service's scan order (see the sched_order map): the map holds
+ * slot + 1, and 0 (never written, as in maps pinned by an older build) keeps `pos`. Not
+ * bounded here (slot_index bounds it where it indexes; the control plane writes only
+ * slots below MAX_DESTS). A global function, so that to the verifier its answer is any
+ * number, as a loop's index is: inlined, the branches and known ranges it leaves in the
+ * scans' best-so-far fields multiply the states the verifier walks through their
+ * callbacks past its limit. */
+__attribute__((noinline)) int order_slot(__u32 svc, __u32 pos)
+{
+	__u32 k = slot_index(svc, pos);
+	__u32 *slot = bpf_map_lookup_elem(&sched_order, &k);
+	if (slot && *slot)
+		return *slot - 1;
+	return pos;
+}
+
+static __always_inline __u32 slot_at(__u32 svc, __u32 pos)
+{
+	return (__u32)order_slot(svc, pos);
+}
+
 static __always_inline int usable(const struct dest *d)
 {
 	return (d->flags & DEST_F_PRESENT) && d->weight > 0 && !(d->flags & DEST_F_OVERLOADED);
@@ -36,7 +57,8 @@ static __always_inline __u64 overhead(const struct dest_conns *c)
 	return (__u64)c->active * 256 + c->inactive;
 }
 
-/* One pass over the slots gathers what every counting scheduler needs. */
+/* One pass over the slots, in scan order, gathers what every counting scheduler needs:
+ * on a tie the first in that order wins, as in the kernel's list walks. */
 struct scan {
 	__u32 svc;
 	__u32 n;
@@ -61,11 +83,12 @@ struct scan {
 	__u32 max_w;
 };
 
-static long scan_cb(__u32 i, void *arg)
+static long scan_cb(__u32 pos, void *arg)
 {
 	struct scan *s = arg;
-	if (i >= s->n)
+	if (pos >= s->n)
 		return 1;
+	__u32 i = slot_at(s->svc, pos);
 	__u32 k = slot_index(s->svc, i);
 	struct dest *d = bpf_map_lookup_elem(&dests, &k);
 	struct dest_conns *c = bpf_map_lookup_elem(&dest_conns, &k);
@@ -137,12 +160,14 @@ static __always_inline int slot_usable(__u32 svc, __u32 slot)
 	return d && usable(d);
 }
 
-/* rr: the next usable slot after the last chosen one. */
+/* rr: the next usable slot after the last chosen one, in scan order (the state holds
+ * positions in it). */
 struct rr_walk {
 	__u32 svc;
 	__u32 n;
 	__u32 start;
-	__s32 found;
+	__s32 found; /* position */
+	__s32 slot;
 };
 
 static long rr_cb(__u32 k, void *arg)
@@ -153,8 +178,10 @@ static long rr_cb(__u32 k, void *arg)
 	__u32 i = w->start + k;
 	if (i >= w->n)
 		i -= w->n;
-	if (slot_usable(w->svc, i)) {
+	__u32 slot = slot_at(w->svc, i);
+	if (slot_usable(w->svc, slot)) {
 		w->found = i;
+		w->slot = slot;
 		return 1;
 	}
 	return 0;
@@ -166,19 +193,20 @@ __attribute__((noinline)) int sched_rr(struct service_value *sv, struct sched_st
 		return -1;
 	for (int attempt = 0; attempt < 4; attempt++) {
 		__u64 old = st->rr;
-		struct rr_walk w = { .svc = sv->id, .n = sv->ndests, .start = 0, .found = -1 };
+		struct rr_walk w = { .svc = sv->id, .n = sv->ndests, .start = 0, .found = -1, .slot = -1 };
 		if (old > 0 && old < w.n)
 			w.start = old;
 		bpf_loop(MAX_DESTS, rr_cb, &w, 0);
 		if (w.found < 0)
 			return -1;
 		if (__sync_val_compare_and_swap(&st->rr, old, (__u64)w.found + 1) == old)
-			return w.found;
+			return w.slot;
 	}
 	return -1;
 }
 
-/* wrr: the kernel's walk with the current weight stepping down by the gcd. */
+/* wrr: the kernel's walk with the current weight stepping down by the gcd, in scan order
+ * (the state holds a position in it). */
 struct wrr_walk {
 	__u32 svc;
 	__u32 n;
@@ -186,7 +214,8 @@ struct wrr_walk {
 	__s32 cw;
 	__s32 mw;
 	__s32 di;
-	__s32 found;
+	__s32 found; /* position */
+	__s32 slot;
 };
 
 static long wrr_cb(__u32 k, void *arg)
@@ -198,11 +227,13 @@ static long wrr_cb(__u32 k, void *arg)
 		if (w->cw <= 0)
 			w->cw = w->mw;
 	}
-	__u32 key = slot_index(w->svc, w->i);
+	__u32 slot = slot_at(w->svc, w->i);
+	__u32 key = slot_index(w->svc, slot);
 	struct dest *d = bpf_map_lookup_elem(&dests, &key);
 	if (d && (d->flags & DEST_F_PRESENT) && !(d->flags & DEST_F_OVERLOADED) && d->weight > 0 &&
 	    (__s64)d->weight >= w->cw) {
 		w->found = w->i;
+		w->slot = slot;
 		return 1;
 	}
 	w->i++;
@@ -226,6 +257,7 @@ __attribute__((noinline)) int sched_wrr(struct service_value *sv, struct sched_s
 			.mw = sv->wrr_mw,
 			.di = sv->wrr_di > 0 ? sv->wrr_di : 1,
 			.found = -1,
+			.slot = -1,
 		};
 		if (w.cw <= 0 || w.cw > w.mw)
 			w.cw = w.mw;
@@ -237,7 +269,7 @@ __attribute__((noinline)) int sched_wrr(struct service_value *sv, struct sched_s
 		__u64 next = w.found < 0 ? (__u64)(__u32)w.cw
 					 : ((__u64)(w.found + 1) << 32) | (__u32)w.cw;
 		if (__sync_val_compare_and_swap(&st->wrr, old, next) == old)
-			return w.found;
+			return w.found < 0 ? -1 : w.slot;
 	}
 	return -1;
 }
@@ -256,25 +288,25 @@ struct twos_walk {
 	__u32 n;
 	__s64 r1;
 	__s64 r2;
-	__s32 c1;
+	__s32 c1; /* positions in scan order */
 	__s32 c2;
 };
 
-static long twos_cb(__u32 i, void *arg)
+static long twos_cb(__u32 pos, void *arg)
 {
 	struct twos_walk *w = arg;
-	if (i >= w->n)
+	if (pos >= w->n)
 		return 1;
-	__u32 k = slot_index(w->svc, i);
+	__u32 k = slot_index(w->svc, slot_at(w->svc, pos));
 	struct dest *d = bpf_map_lookup_elem(&dests, &k);
 	if (!d || !usable(d))
 		return 0;
 	w->r1 -= d->weight;
 	w->r2 -= d->weight;
 	if (w->r1 <= 0 && w->c1 < 0)
-		w->c1 = i;
+		w->c1 = pos;
 	if (w->r2 <= 0 && w->c2 < 0)
-		w->c2 = i;
+		w->c2 = pos;
 	return w->c1 >= 0 && w->c2 >= 0;
 }
 
@@ -306,6 +338,9 @@ __attribute__((noinline)) int sched_twos(struct service_value *sv, struct sched_
 		return -1;
 	if (w.c2 < 0)
 		w.c2 = w.c1;
+	/* Positions in scan order, to slots. */
+	w.c1 = slot_at(sv->id, w.c1);
+	w.c2 = slot_at(sv->id, w.c2);
 	__u32 k1 = slot_index(sv->id, w.c1), k2 = slot_index(sv->id, w.c2);
 	struct dest *d1 = bpf_map_lookup_elem(&dests, &k1);
 	struct dest *d2 = bpf_map_lookup_elem(&dests, &k2);
@@ -517,12 +552,20 @@ __attribute__((noinline)) int schedule(struct service_value *sv, __u32 src, __u3
 		.best = -1, .idle = -1, .fo = -1, .ovf = -1, .set_min = -1, .set_max = -1,
 	};
 	struct locality_key lk = { .svc = id, .addr = dst };
-	struct locality_value fresh = { .used = now, .changed = now };
 	struct locality_value *lv = 0;
 	if (sv->sched == SCHED_LBLCR) {
 		lv = bpf_map_lookup_elem(&locality, &lk);
 		if (!lv || now - lv->used >= LOCALITY_EXPIRY_NS) {
-			bpf_map_update_elem(&locality, &lk, &fresh, BPF_ANY);
+			/* A fresh entry, made in the scratch map: on the stack it would take 48
+			 * of the call chain's 512 bytes. */
+			__u32 zero = 0;
+			struct locality_value *fresh = bpf_map_lookup_elem(&scratch_locality, &zero);
+			if (!fresh)
+				return -1;
+			__builtin_memset(fresh, 0, sizeof(*fresh));
+			fresh->used = now;
+			fresh->changed = now;
+			bpf_map_update_elem(&locality, &lk, fresh, BPF_ANY);
 			lv = bpf_map_lookup_elem(&locality, &lk);
 		}
 		if (!lv)

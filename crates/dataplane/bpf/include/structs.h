@@ -65,8 +65,8 @@ struct traffic {
 
 /* Scheduler state of a service, changed with compare-and-swap. */
 struct sched_state {
-	__u64 rr;  /* rr: last chosen slot + 1 (0: none yet) */
-	__u64 wrr; /* wrr: (last chosen slot + 1) << 32 | current weight */
+	__u64 rr;  /* rr: last chosen position in scan order + 1 (0: none yet) */
+	__u64 wrr; /* wrr: (last chosen position + 1) << 32 | current weight */
 	__u64 rng; /* twos: xorshift64* state */
 	__u64 pad;
 };

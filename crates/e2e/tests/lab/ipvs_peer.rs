@@ -592,12 +592,14 @@ fn the_ipvs_vms_kernel_decapsulates_fulcrums_tunnels() {
 /// own, so that IPVS does not take back the real servers of the previous one from its
 /// trash with their connection counts.
 ///
-/// Only the schedulers that agree today are held to it: sed, sh, fo and ovf. rr, wrr, lc,
-/// wlc, nq, dh, lblc and lblcr give the mirror of IPVS's sequence (measured here: each
-/// of IPVS's picks is the other server in ours): IPVS puts a new real server at the head of
-/// the service's list (list_add_rcu) and scans newest first, Fulcrum's data plane scans
-/// its slots oldest first. mh seeds its hashes at random in IPVS.
-const SAME_SEQUENCES: [&str; 4] = ["sed", "sh", "fo", "ovf"];
+/// Every scheduler but mh (IPVS seeds its hashes at random) and twos (random by design).
+/// Both follow IPVS's list order: a server added goes to the head of the service's list
+/// (list_add_rcu), and the scans start there. The `+readd` cases delete .66 and add it
+/// again before the connections, which moves it to the head of the list.
+const SAME_SEQUENCES: [&str; 14] = [
+    "rr", "wrr", "lc", "wlc", "sed", "nq", "dh", "sh", "fo", "ovf", "lblc", "lblcr", "rr+readd",
+    "lc+readd",
+];
 
 #[test]
 fn scheduling_sequences_match_ipvs() {
@@ -623,11 +625,20 @@ fn scheduling_sequences_match_ipvs() {
         }
     }
     let service = |s: &str, port: u16| -> Vec<String> {
-        vec![
+        let (s, readd) = match s.split_once('+') {
+            Some((s, _)) => (s, true),
+            None => (s, false),
+        };
+        let mut lines = vec![
             format!("-A -t {vip}:{port} -s {s}"),
             format!("-a -t {vip}:{port} -r 10.1.10.66:{port} -g -w 1"),
             format!("-a -t {vip}:{port} -r 10.1.10.67:{port} -g -w 3"),
-        ]
+        ];
+        if readd {
+            lines.push(format!("-d -t {vip}:{port} -r 10.1.10.66:{port}"));
+            lines.push(format!("-a -t {vip}:{port} -r 10.1.10.66:{port} -g -w 1"));
+        }
+        lines
     };
     // VIP1 on one director at a time; the client asks anew who holds it.
     let hand_over = |r: &Reference, vm: &mut IpvsVm, to_vm: bool| {
@@ -669,6 +680,7 @@ fn scheduling_sequences_match_ipvs() {
             .lab
             .probe(&client, &format!("{vip}:{port}"), 12, false)
             .unwrap();
+        assert_eq!(ipvs.len(), 12, "{s}: IPVS answered {ipvs:?}");
         if ours != ipvs {
             differ.push(format!("{s}: IPVS {ipvs:?}\n    Fulcrum {ours:?}"));
         }

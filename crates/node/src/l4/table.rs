@@ -246,6 +246,16 @@ impl Table {
                 })
                 .collect();
         }
+        // IPVS's list order: the servers that stay keep theirs, and each one added goes to
+        // the head of the list (ip_vs_add_dest), in the order the rule adds them.
+        let kept: Vec<usize> = old.map_or_else(Vec::new, |old| {
+            old.spec
+                .scan_order()
+                .into_iter()
+                .filter(|&s| slots.get(s).is_some_and(Option::is_some))
+                .collect()
+        });
+        let mut added = Vec::new();
         for w in wanted {
             if slots
                 .iter()
@@ -254,10 +264,17 @@ impl Table {
             {
                 continue;
             }
-            match slots.iter().position(Option::is_none) {
-                Some(i) => slots[i] = Some(w),
-                None => slots.push(w.into()),
-            }
+            let slot = match slots.iter().position(Option::is_none) {
+                Some(i) => {
+                    slots[i] = Some(w);
+                    i
+                }
+                None => {
+                    slots.push(w.into());
+                    slots.len() - 1
+                }
+            };
+            added.push(slot);
         }
         while slots.last().is_some_and(Option::is_none) {
             slots.pop();
@@ -273,6 +290,7 @@ impl Table {
             ops: rule.ops,
             persistence: rule.persistence,
             dests: slots,
+            list: added.into_iter().rev().chain(kept).collect(),
         }
     }
 

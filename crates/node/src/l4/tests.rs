@@ -141,6 +141,31 @@ fn the_diff_writes_only_what_changed_and_keeps_slots() {
 }
 
 #[test]
+fn real_servers_are_listed_newest_first_as_ipvs_lists_them() {
+    let (rules, _) = rules(&config(TWO));
+    let mut table = Table::default();
+    // keepalived adds the servers in the file's order; IPVS puts each at the head.
+    let first = table.diff(&rules, &Verdicts::default()).unwrap();
+    assert_eq!(first.put[0].1.list, vec![1, 0]);
+    assert_eq!(first.put[0].1.scan_order(), vec![1, 0]);
+    table.record(&first);
+    // The first server fails its check (keepalived removes it) and comes back (added
+    // again): it is now the newest, at the head, in its old slot.
+    let down = table.diff(&rules, &first_down()).unwrap();
+    assert_eq!(down.put[0].1.scan_order(), vec![1, 0], "a hole goes last");
+    table.record(&down);
+    let up = table.diff(&rules, &Verdicts::default()).unwrap();
+    assert_eq!(up.put[0].1.list, vec![0, 1]);
+    table.record(&up);
+    // Nothing changed: the order is kept and nothing is written.
+    assert!(table
+        .diff(&rules, &Verdicts::default())
+        .unwrap()
+        .put
+        .is_empty());
+}
+
+#[test]
 fn a_removed_service_frees_its_id() {
     let (rules, _) = rules(&config(TWO));
     let mut table = Table::default();
