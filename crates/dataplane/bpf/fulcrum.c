@@ -197,16 +197,121 @@ static __always_inline int tun_too_big(struct xdp_md *ctx, struct packet *p, __u
 	return XDP_TX;
 }
 
+/* Sums the `left` bytes of the frame from `off`, 64 at a time with bpf_csum_diff and then
+ * 2 at a time. */
+struct sum_walk {
+	struct xdp_md *ctx;
+	__u32 off;
+	__u32 left;
+	__u64 sum;
+};
+
+static long sum_cb(__u32 i, void *arg)
+{
+	struct sum_walk *w = arg;
+	if (!w->left)
+		return 1;
+	void *data = (void *)(long)w->ctx->data;
+	void *end = (void *)(long)w->ctx->data_end;
+	/* A frame in XDP (without fragments) is at most a page: the mask lets the verifier
+	 * see the offset stays in range. */
+	void *p = data + (w->off & 0x1fff);
+	if (w->left >= 64) {
+		if (p + 64 > end)
+			return 1;
+		w->sum += (__u32)bpf_csum_diff(0, 0, p, 64, 0);
+		w->off += 64;
+		w->left -= 64;
+	} else if (w->left >= 2) {
+		if (p + 2 > end)
+			return 1;
+		w->sum += *(__u16 *)p;
+		w->off += 2;
+		w->left -= 2;
+	} else {
+		/* The last odd byte, as the first of a word padded with zero. */
+		if (p + 1 > end)
+			return 1;
+		w->sum += *(__u8 *)p;
+		w->left = 0;
+	}
+	return 0;
+}
+
+/* The one's-complement sum of a client's packet at `off` in the frame (a 20-byte IPv4
+ * header and a TCP segment or UDP datagram), for an outer checksum over it. A valid IPv4
+ * header sums to zero, and a TCP segment or UDP datagram with a checksum to the
+ * complement of its pseudo-header (the kernel's local checksum offload, lco_csum, takes
+ * the same shortcut): so only a UDP datagram without a checksum is read through. -1 when
+ * the frame ends before the packet does. */
+static __always_inline __s64 inner_sum(struct xdp_md *ctx, __u32 off)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct iphdr *ip = HEADER(data + (off & 0xff), end, struct iphdr);
+	if (!ip)
+		return -1;
+	struct udphdr *u = HEADER(ip + 1, end, struct udphdr);
+	if (!u)
+		return -1;
+	__u16 l4_len = bpf_ntohs(ip->tot_len) - sizeof(struct iphdr);
+	if (ip->protocol == IPPROTO_TCP || u->check)
+		return (__u16)~csum_fold32(pseudo_sum(ip->saddr, ip->daddr, ip->protocol, l4_len));
+	struct sum_walk w = { .ctx = ctx, .off = off + sizeof(struct iphdr), .left = l4_len };
+	bpf_loop(8192 / 64 + 32, sum_cb, &w, 0);
+	if (w.left)
+		return -1;
+	return csum_fold64(w.sum);
+}
+
+/* Fills in the outer checksum of a frame tun_forward has just encapsulated: gue's UDP
+ * checksum (over the outer pseudo-header, the UDP and GUE headers and the client's
+ * packet), or gre's (the C bit is set; over the GRE header and the packet, RFC 2784).
+ * A function of its own, verified once, whose stack is not that of the calls that
+ * schedule. 0, or -1 when the frame is not as it should be. */
+__attribute__((noinline)) int tun_checksum(struct xdp_md *ctx, __u32 type)
+{
+	__u32 off = sizeof(struct ethhdr) + sizeof(struct iphdr) + (type == TUN_GUE ? 12 : 8);
+	__s64 sum = inner_sum(ctx, off);
+	if (sum < 0)
+		return -1;
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct iphdr *o = HEADER(data + sizeof(struct ethhdr), end, struct iphdr);
+	if (!o)
+		return -1;
+	__u16 *h = (__u16 *)HEADER(o + 1, end, __u64);
+	if (!h)
+		return -1;
+	__u64 s = (__u64)sum + h[0] + h[1] + h[2] + h[3];
+	if (type == TUN_GUE) {
+		__u16 *g = (__u16 *)HEADER(h + 4, end, __u32);
+		if (!g)
+			return -1;
+		/* h: the UDP header, its checksum field zero; g: the GUE header. */
+		s += g[0] + g[1] + pseudo_sum(o->saddr, o->daddr, IPPROTO_UDP, bpf_ntohs(h[2]));
+		__u16 check = ~csum_fold64(s);
+		h[3] = check ? check : 0xffff;
+	} else {
+		/* h: flags and protocol, then the checksum and reserved fields, zero. */
+		h[2] = ~csum_fold64(s);
+	}
+	return 0;
+}
+
 /* TUN, as IPVS's ip_vs_tunnel_xmit: the client's packet, untouched, inside an IPv4 header
  * from the director's address towards the real server (ipip), with a UDP and a GUE header
- * to the server's port (gue, no checksum), or a GRE header (gre, no checksum); the outer
- * header takes the inner one's TOS and DF. One that would not fit the route goes to
- * tun_too_big. The parsed packet is not valid after this. */
+ * to the server's port (gue), or a GRE header (gre); the outer header takes the inner
+ * one's TOS and DF. gue with csum or remcsum gets a UDP checksum (IPVS adds the remote
+ * checksum option only to a packet of its own host whose checksum is left to the device,
+ * never to one it forwards), gre with csum a GRE checksum. One that would not fit the
+ * route goes to tun_too_big. The parsed packet is not valid after this. */
 static __always_inline int tun_forward(struct xdp_md *ctx, struct packet *p, struct conn *c,
 				       const struct dest *d)
 {
 	__u8 type = d->tun_type;
-	int extra = type == TUN_GUE ? 8 + 4 : type == TUN_GRE ? 4 : 0;
+	int csum = (d->tun_flags & (TUN_F_CSUM | TUN_F_REMCSUM)) != 0;
+	int extra = type == TUN_GUE ? 8 + 4 : type == TUN_GRE ? (csum ? 8 : 4) : 0;
 	__u8 proto = type == TUN_GUE ? IPPROTO_UDP : type == TUN_GRE ? IPPROTO_GRE : IPPROTO_IPIP;
 	__u16 inner = p->len;
 	__u16 total = inner + sizeof(struct iphdr) + extra;
@@ -270,6 +375,19 @@ static __always_inline int tun_forward(struct xdp_md *ctx, struct packet *p, str
 			return XDP_DROP;
 		g[0] = 0;
 		g[1] = bpf_htons(ETH_P_IP);
+		if (csum) {
+			/* RFC 2784: the C bit, then the checksum and 16 reserved bits. */
+			__be16 *k = (__be16 *)HEADER(g + 2, end, __u32);
+			if (!k)
+				return XDP_DROP;
+			g[0] = bpf_htons(0x8000);
+			k[0] = 0;
+			k[1] = 0;
+		}
+	}
+	if (csum && type != TUN_IPIP && tun_checksum(ctx, type)) {
+		count(STAT_MALFORMED);
+		return XDP_DROP;
 	}
 	count(STAT_TUN);
 	return route_out(ctx, eth, c);

@@ -792,7 +792,21 @@ fn tun_encapsulates_as_ipvs() {
     if !require_root("tun_encapsulates_as_ipvs") {
         return;
     }
-    let mut lab = Lab::new("fxtun").unwrap();
+    let (lab, dir, smac) = tun_lab("fxtun");
+    for (kind, port, proto, extra) in [
+        (TunKind::Ipip, 0u16, 4u8, 0usize),
+        (TunKind::Gue, 6080, 17, 12),
+        (TunKind::Gre, 0, 47, 4),
+    ] {
+        lab.within(&dir, || tun_one_kind(kind, port, proto, extra, &smac))
+            .unwrap();
+    }
+}
+
+/// A namespace for TUN fixtures: a route to RIPS[0] through a 1500-byte link to a next hop
+/// with a known MAC, forwarding on. Returns the lab, the namespace and its link's MAC.
+fn tun_lab(name: &str) -> (Lab, fulcrum_lab::Host, Vec<u8>) {
+    let mut lab = Lab::new(name).unwrap();
     let (dir, next) = (lab.host("dir").unwrap(), lab.host("next").unwrap());
     lab.link(&dir, "eth1", &next, "eth0").unwrap();
     lab.addr(&dir, "eth1", "10.9.0.1/24").unwrap();
@@ -827,14 +841,78 @@ fn tun_encapsulates_as_ipvs() {
                 .collect()
         })
         .unwrap();
-    for (kind, port, proto, extra) in [
-        (TunKind::Ipip, 0u16, 4u8, 0usize),
-        (TunKind::Gue, 6080, 17, 12),
-        (TunKind::Gre, 0, 47, 4),
-    ] {
-        lab.within(&dir, || tun_one_kind(kind, port, proto, extra, &smac))
-            .unwrap();
+    (lab, dir, smac)
+}
+
+/// gue with csum or remcsum and gre with csum, as IPVS sends a packet it forwards: a UDP
+/// checksum over the outer pseudo-header, the GUE header and the whole client packet (no
+/// remote checksum option: IPVS adds it only to its own host's packets), or the GRE C bit
+/// and a checksum over the GRE header and the packet. Over TCP, over UDP with a checksum,
+/// and over UDP without one (which the program sums byte by byte: odd lengths, and longer
+/// than its 64-byte steps); `fulcrum decap` takes the longer headers off.
+#[test]
+fn tun_outer_checksums_cover_the_client_packet() {
+    if !require_root("tun_outer_checksums_cover_the_client_packet") {
+        return;
     }
+    let (lab, dir, _) = tun_lab("fxtuncs");
+    let source = Ipv4Addr::new(10, 1, 10, 65);
+    lab.within(&dir, || {
+        for (kind, port, csum, extra) in [
+            (TunKind::Gue, 6080, TunCsum::Csum, 12),
+            (TunKind::Gue, 6080, TunCsum::RemCsum, 12),
+            (TunKind::Gre, 0, TunCsum::Csum, 8),
+        ] {
+            let mut dp = DataPlane::load().unwrap();
+            let tunnel = Method::Tun(Tunnel { kind, port, csum });
+            let mut tcp = service(tunnel, &[1]);
+            let mut udp = service(tunnel, &[1]);
+            udp.key = ServiceKey::v4(VIP, 53, 17);
+            udp.id = 2;
+            for d in tcp.dests.iter_mut().chain(udp.dests.iter_mut()).flatten() {
+                d.port = 0;
+                d.tun_source = Some(source);
+            }
+            dp.put_service(&tcp).unwrap();
+            dp.put_service(&udp).unwrap();
+            let mut frames = vec![("TCP SYN", tcp_frame(CLIENT, 50000, VIP, 80, SYN))];
+            for (n, len) in [5usize, 64, 201, 1000].into_iter().enumerate() {
+                let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+                let f = udp_frame(CLIENT, 40000 + n as u16, VIP, 53, &payload);
+                frames.push(("UDP", f.clone()));
+                let mut bare = udp_frame(CLIENT, 41000 + n as u16, VIP, 53, &payload);
+                bare[40..42].copy_from_slice(&[0, 0]);
+                frames.push(("UDP without checksum", bare));
+            }
+            for (what, frame) in frames {
+                let out = dp.test_run(&frame, 1).unwrap();
+                let case = format!("{kind:?} {csum:?}, {what} of {} bytes", frame.len());
+                assert_eq!(out.verdict, Verdict::Redirect, "{case}");
+                let f = &out.frame;
+                assert_eq!(f.len(), frame.len() + 20 + extra, "{case}");
+                assert_eq!(
+                    &f[34 + extra..],
+                    &frame[14..],
+                    "{case}: the client's packet"
+                );
+                match kind {
+                    TunKind::Gue => {
+                        assert_ne!(&f[40..42], &[0, 0], "{case}: a UDP checksum");
+                        assert_eq!(l4_checksum(source, RIPS[0], 17, &f[34..]), 0, "{case}");
+                        assert_eq!(&f[42..46], &[0, 4, 0, 0], "{case}: no options");
+                    }
+                    _ => {
+                        assert_eq!(&f[34..38], &[0x80, 0, 0x08, 0x00], "{case}: C bit");
+                        assert_eq!(&f[40..42], &[0, 0], "{case}: reserved");
+                        assert_eq!(checksum(&f[34..]), 0, "{case}: GRE checksum");
+                    }
+                }
+                let back = fulcrum_dataplane::decap_test_run(f, &[6080]).unwrap();
+                assert_eq!(&back.frame[12..], &frame[12..], "{case}: decapsulated");
+            }
+        }
+    })
+    .unwrap();
 }
 
 fn tun_one_kind(kind: TunKind, port: u16, proto: u8, extra: usize, smac: &[u8]) {

@@ -449,7 +449,7 @@ fn render_with(
                         Some(t) => {
                             let csum = match t.csum.as_str() {
                                 "csum" => "+c",
-                                "remcsum" => "r",
+                                "remcsum" => "r+c",
                                 _ => "-c",
                             };
                             match t.kind.as_str() {

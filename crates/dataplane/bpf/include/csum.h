@@ -4,12 +4,28 @@
 #define FULCRUM_CSUM_H
 
 #include <linux/types.h>
+#include <bpf/bpf_endian.h>
 
 static __always_inline __u16 csum_fold32(__u32 s)
 {
 	s = (s & 0xffff) + (s >> 16);
 	s = (s & 0xffff) + (s >> 16);
 	return (__u16)s;
+}
+
+static __always_inline __u16 csum_fold64(__u64 s)
+{
+	s = (s & 0xffffffff) + (s >> 32);
+	s = (s & 0xffffffff) + (s >> 32);
+	return csum_fold32((__u32)s);
+}
+
+/* The one's-complement sum of two addresses, a protocol and a length: the pseudo-header
+ * of TCP and UDP over IPv4 (RFC 768, 793), values as they lie in the packet. */
+static __always_inline __u32 pseudo_sum(__be32 saddr, __be32 daddr, __u8 proto, __u16 len)
+{
+	return (saddr & 0xffff) + (saddr >> 16) + (daddr & 0xffff) + (daddr >> 16) +
+	       bpf_htons((__u16)proto) + bpf_htons(len);
 }
 
 static __always_inline void csum_replace2(__u16 *sum, __u16 from, __u16 to)

@@ -31,7 +31,9 @@ pub fn checksum(data: &[u8]) -> u16 {
     fulcrum_wire::checksum::checksum(data)
 }
 
-fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> u16 {
+/// The TCP or UDP checksum of `l4` between `src` and `dst` (0 when `l4` carries a correct
+/// one).
+pub fn l4_checksum(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, l4: &[u8]) -> u16 {
     Checksum::new()
         .pseudo_v4(src, dst, proto, l4.len() as u16)
         .add(l4)

@@ -394,6 +394,55 @@ fn ipvsadm_listings_match_ipvs() {
             "--tun-port",
             "6080",
         ],
+        // Outer checksums, and remcsum where gre has none.
+        &[
+            "-a",
+            "-t",
+            "10.1.10.99:8080",
+            "-r",
+            "10.1.10.71:8080",
+            "-i",
+            "--tun-type",
+            "gue",
+            "--tun-port",
+            "6080",
+            "--tun-csum",
+        ],
+        &[
+            "-a",
+            "-t",
+            "10.1.10.99:8080",
+            "-r",
+            "10.1.10.72:8080",
+            "-i",
+            "--tun-type",
+            "gue",
+            "--tun-port",
+            "6081",
+            "--tun-remcsum",
+        ],
+        &[
+            "-a",
+            "-t",
+            "10.1.10.99:8080",
+            "-r",
+            "10.1.10.73:8080",
+            "-i",
+            "--tun-type",
+            "gre",
+            "--tun-csum",
+        ],
+        &[
+            "-a",
+            "-t",
+            "10.1.10.99:8080",
+            "-r",
+            "10.1.10.74:8080",
+            "-i",
+            "--tun-type",
+            "gre",
+            "--tun-remcsum",
+        ],
         &["-a", "-t", "10.1.10.88:80", "-r", "10.1.10.66:80", "-g"],
         &[
             "-e",
@@ -500,7 +549,10 @@ fn differences(vm: &mut IpvsVm, sock: &Path, commands: &[&[&str]]) -> Vec<String
 /// servers do: the VM (Debian's kernel, with ipip, fou and ip_gre) on the LVS-TUN
 /// deployment's inside segment, holding the VIP on `lo`, with tunl0 and gre0 up and
 /// `ip fou add port 6080 gue`. Connections through each tunnel type are answered by the
-/// VM's server, and its tunnel devices count what they received.
+/// VM's server, and its tunnel devices count what they received. With outer checksums
+/// too: gue with csum (the VM's UDP layer checks the checksum before fou takes the packet)
+/// and gre with csum to a second address of the VM, whose gre device is made with `icsum`
+/// (it drops a packet without a checksum, or with a wrong one).
 #[test]
 fn the_ipvs_vms_kernel_decapsulates_fulcrums_tunnels() {
     if !require_root("the_ipvs_vms_kernel_decapsulates_fulcrums_tunnels") {
@@ -509,8 +561,9 @@ fn the_ipvs_vms_kernel_decapsulates_fulcrums_tunnels() {
     let mut r: Reference = reference::build(Deployment::LvsTun, "ipvstun", Some(agent())).unwrap();
     let dir = Scratch::new("ipvstun");
     let inside = r.switches[1].clone();
-    let rip = "10.2.20.13";
-    let mut vm = IpvsVm::start(&inside, &[&format!("{rip}/24")]).unwrap();
+    let (rip, rip_csum) = ("10.2.20.13", "10.2.20.14");
+    let mut vm =
+        IpvsVm::start(&inside, &[&format!("{rip}/24"), &format!("{rip_csum}/24")]).unwrap();
     let vip = reference::VIP1;
     vm.must(&format!(
         "ip route add default via {} && ip addr add {vip}/32 dev lo && \
@@ -523,23 +576,28 @@ fn the_ipvs_vms_kernel_decapsulates_fulcrums_tunnels() {
         "modprobe ipip && modprobe ip_gre && modprobe fou && \
          ip link set tunl0 up && ip link set gre0 up && \
          ip fou add port {} gue && \
-         sysctl -qw net.ipv4.conf.tunl0.rp_filter=0 net.ipv4.conf.gre0.rp_filter=0",
+         ip link add grecs type gre local {rip_csum} icsum && ip link set grecs up && \
+         sysctl -qw net.ipv4.conf.tunl0.rp_filter=0 net.ipv4.conf.gre0.rp_filter=0 \
+         net.ipv4.conf.grecs.rp_filter=0",
         reference::TUN_GUE_PORT
     ))
     .unwrap();
     vm.must(
-        "for p in 80 81 82; do socat TCP-LISTEN:$p,fork,reuseaddr SYSTEM:'echo vm' \
+        "for p in 80 81 82 83 84; do socat TCP-LISTEN:$p,fork,reuseaddr SYSTEM:'echo vm' \
          >/dev/null 2>&1 & done",
     )
     .unwrap();
     let mut conf = String::new();
-    for (port, tun) in [
-        (80, "TUN".to_string()),
-        (81, format!("TUN type gue port {}", reference::TUN_GUE_PORT)),
-        (82, "TUN type gre".to_string()),
+    let gue = format!("TUN type gue port {}", reference::TUN_GUE_PORT);
+    for (port, tun, to) in [
+        (80, "TUN".to_string(), rip),
+        (81, gue.clone(), rip),
+        (82, "TUN type gre".to_string(), rip),
+        (83, format!("{gue} csum"), rip),
+        (84, "TUN type gre csum".to_string(), rip_csum),
     ] {
         conf += &format!(
-            "virtual_server {vip} {port} {{\n    lb_algo rr\n    lb_kind {tun}\n    protocol TCP\n    real_server {rip} {port} {{\n        weight 1\n    }}\n}}\n"
+            "virtual_server {vip} {port} {{\n    lb_algo rr\n    lb_kind {tun}\n    protocol TCP\n    real_server {to} {port} {{\n        weight 1\n    }}\n}}\n"
         );
     }
     let path = dir.0.join("tun.conf");
@@ -547,7 +605,7 @@ fn the_ipvs_vms_kernel_decapsulates_fulcrums_tunnels() {
     let director = r.directors[0].clone();
     let d = fulcrum_e2e::spawn_fulcrum(&mut r.lab, &director, &path, &dir.0, "tun", &[]);
     let up = wait_for(Duration::from_secs(20), || {
-        fulcrum_ipvsadm(&d.sock, &["-Ln"]).matches("Tunnel").count() == 3
+        fulcrum_ipvsadm(&d.sock, &["-Ln"]).matches("Tunnel").count() == 5
     });
     assert!(
         up.is_some(),
@@ -555,7 +613,7 @@ fn the_ipvs_vms_kernel_decapsulates_fulcrums_tunnels() {
         std::fs::read_to_string(&d.log).unwrap_or_default()
     );
     let client = r.client.clone();
-    for port in [80, 81, 82] {
+    for port in [80, 81, 82, 83, 84] {
         // The first SYN may wait for the router's MAC; the VM is slow (no KVM here).
         let answered = wait_for(Duration::from_secs(20), || {
             r.lab
@@ -566,8 +624,11 @@ fn the_ipvs_vms_kernel_decapsulates_fulcrums_tunnels() {
             answered.is_some(),
             "port {port}: no answer from the VM through the tunnel\n{}\n{}",
             fulcrum_ipvsadm(&d.sock, &["-Ln", "--stats"]),
-            vm.must("ip -s link show tunl0; ip -s link show gre0; ip fou show")
-                .unwrap_or_default()
+            vm.must(
+                "ip -s link show tunl0; ip -s link show gre0; ip -s link show grecs; \
+                 ip fou show; nstat -az UdpInCsumErrors"
+            )
+            .unwrap_or_default()
         );
         let answers = r
             .lab
@@ -575,8 +636,8 @@ fn the_ipvs_vms_kernel_decapsulates_fulcrums_tunnels() {
             .unwrap();
         assert_eq!(answers, ["vm", "vm", "vm"], "port {port}");
     }
-    // ipip and gue arrive on tunl0, gre on gre0.
-    for dev in ["tunl0", "gre0"] {
+    // ipip and gue arrive on tunl0, gre on gre0, gre with a checksum on grecs.
+    for dev in ["tunl0", "gre0", "grecs"] {
         let stats = vm
             .must(&format!("cat /sys/class/net/{dev}/statistics/rx_packets"))
             .unwrap();

@@ -287,12 +287,6 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
                 ));
             }
         }
-        if tunnel.csum != TunCsum::NoCsum {
-            return Err(
-                "ipvsadm: tunnel checksums (--tun-csum, --tun-remcsum) are not made by the XDP data plane yet"
-                    .into(),
-            );
-        }
         method = Method::Tun(tunnel);
     }
     let dest = |key: RuleKey| -> Result<RuleDest, String> {

@@ -70,34 +70,32 @@ pub struct Rule {
 }
 
 /// The data plane's method for keepalived's: TUN with its tunnel (ipip when none is
-/// given). The outer checksums (csum, remcsum) are not made by the data plane yet.
-fn method(m: Option<ForwardMethod>, tunnel: Option<TunnelOptions>) -> Result<Method, String> {
+/// given) and its outer checksum.
+fn method(m: Option<ForwardMethod>, tunnel: Option<TunnelOptions>) -> Method {
     match m.unwrap_or(ForwardMethod::Nat) {
-        ForwardMethod::Nat => Ok(Method::Nat),
-        ForwardMethod::Dr => Ok(Method::Dr),
+        ForwardMethod::Nat => Method::Nat,
+        ForwardMethod::Dr => Method::Dr,
         ForwardMethod::Tun => {
             let t = tunnel.unwrap_or_default();
-            if t.csum != TunnelCsum::NoCsum {
-                return Err(
-                    "TUN with an outer checksum (csum, remcsum) is not made by the data plane yet; use nocsum".into(),
-                );
-            }
-            Ok(Method::Tun(Tunnel {
+            Method::Tun(Tunnel {
                 kind: match t.kind {
                     TunnelKind::Ipip => TunKind::Ipip,
                     TunnelKind::Gue => TunKind::Gue,
                     TunnelKind::Gre => TunKind::Gre,
                 },
                 port: t.port.unwrap_or(0),
-                csum: TunCsum::NoCsum,
-            }))
+                csum: match t.csum {
+                    TunnelCsum::NoCsum => TunCsum::NoCsum,
+                    TunnelCsum::Csum => TunCsum::Csum,
+                    TunnelCsum::RemCsum => TunCsum::RemCsum,
+                },
+            })
         }
     }
 }
 
 /// The rules keepalived would give IPVS for these virtual servers. Services that cannot
-/// be forwarded here (fwmark, IPv6, SCTP, TUN with outer checksums) are left out with a
-/// warning naming them.
+/// be forwarded here (fwmark, IPv6, SCTP) are left out with a warning naming them.
 pub fn rules(k: &KeepalivedConfig) -> (Vec<Rule>, Vec<String>) {
     let mut out: Vec<Rule> = Vec::new();
     let mut warnings = Vec::new();
@@ -164,38 +162,30 @@ pub fn rules(k: &KeepalivedConfig) -> (Vec<Rule>, Vec<String>) {
                 Some(m) => (Some(m), rs.tunnel),
                 None => (vs.lb_kind, vs.tunnel),
             };
-            match method(m, t) {
-                Ok(m) => dests.push(RuleDest {
-                    addr,
-                    port: rs.port.unwrap_or(0),
-                    method: m,
-                    weight: rs.weight.get(),
-                    verdict: VerdictOf::Server(ServerKey::of(vs, rs)),
-                    u_threshold: rs.uthreshold.unwrap_or(0),
-                    l_threshold: rs.lthreshold.unwrap_or(0),
-                }),
-                Err(e) => {
-                    bad = Some(format!("{name}: {e}"));
-                    break;
-                }
-            }
+            dests.push(RuleDest {
+                addr,
+                port: rs.port.unwrap_or(0),
+                method: method(m, t),
+                weight: rs.weight.get(),
+                verdict: VerdictOf::Server(ServerKey::of(vs, rs)),
+                u_threshold: rs.uthreshold.unwrap_or(0),
+                l_threshold: rs.lthreshold.unwrap_or(0),
+            });
         }
         if let Some((IpAddr::V4(addr), port)) = vs.sorry_server {
             let (m, t) = match vs.sorry_server_lvs_method {
                 Some(m) => (Some(m), vs.sorry_server_tunnel),
                 None => (vs.lb_kind, vs.tunnel),
             };
-            if let Ok(m) = method(m, t) {
-                dests.push(RuleDest {
-                    addr,
-                    port: port.unwrap_or(0),
-                    method: m,
-                    weight: 1,
-                    verdict: VerdictOf::Sorry(name.clone()),
-                    u_threshold: 0,
-                    l_threshold: 0,
-                });
-            }
+            dests.push(RuleDest {
+                addr,
+                port: port.unwrap_or(0),
+                method: method(m, t),
+                weight: 1,
+                verdict: VerdictOf::Sorry(name.clone()),
+                u_threshold: 0,
+                l_threshold: 0,
+            });
         }
         if let Some(b) = bad {
             warnings.push(format!("{b}; service skipped"));
