@@ -52,9 +52,10 @@
 //! MS` (or `answered K open`). For keepalive_timeout, client_header_timeout (N = 0) and
 //! keepalive_requests.
 //!
-//! `flood --connect ADDR:PORT --for-ms MS [--size BYTES]` sends UDP datagrams (64 bytes of
-//! payload by default) from one socket as fast as it can for a bounded time and prints
-//! `N sent`. `sink --listen ADDR:PORT --for-ms MS` counts the UDP datagrams that arrive
+//! `flood --connect ADDR:PORT --for-ms MS [--size BYTES] [--count N]` sends UDP datagrams
+//! (64 bytes of payload by default) from one socket as fast as it can for a bounded time and
+//! prints `N sent`; with `--count`, exactly N, 2 ms apart, from a socket not connected (so
+//! an ICMP error the first draws stops none of the others). `sink --listen ADDR:PORT --for-ms MS` counts the UDP datagrams that arrive
 //! for a bounded time, printing `ready` once bound and `N received` at the end. For
 //! measuring packets per second through a director.
 
@@ -65,7 +66,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: serve --name NAME --listen ADDR:PORT|unix:PATH [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT (--paths P1,P2 | --raw TEXT) [--method M] [--header 'K: V']... [--body TEXT] [--full] [--decode [--gzip-hex]]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS [--connections N] [--timeout-ms MS] [--line-bytes N]\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES]\n       sink --listen ADDR:PORT --for-ms MS"
+        "usage: serve --name NAME --listen ADDR:PORT|unix:PATH [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT (--paths P1,P2 | --raw TEXT) [--method M] [--header 'K: V']... [--body TEXT] [--full] [--decode [--gzip-hex]]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS [--connections N] [--timeout-ms MS] [--line-bytes N]\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES] [--count N]\n       sink --listen ADDR:PORT --for-ms MS"
     );
     ExitCode::from(2)
 }
@@ -301,7 +302,12 @@ pub fn main(args: Vec<String>) -> ExitCode {
             };
             let total = Duration::from_millis(flag_number(&args, "--for-ms", 1000).min(600_000));
             let size = flag_number(&args, "--size", 64).clamp(1, 1472) as usize;
-            match flood(addr, size, total) {
+            let count = flag_value(&args, "--count").and_then(|c| c.parse::<u64>().ok());
+            let sent = match count {
+                Some(n) => send_count(addr, size, n.min(100_000)),
+                None => flood(addr, size, total),
+            };
+            match sent {
                 Ok(n) => {
                     println!("{n} sent");
                     ExitCode::SUCCESS
@@ -466,6 +472,23 @@ fn flood(addr: SocketAddr, size: usize, total: Duration) -> std::io::Result<u64>
         }
     }
     Ok(sent)
+}
+
+/// Sends exactly `count` datagrams of `size` bytes to `addr`, 2 ms apart, from one socket
+/// that is not connected: an ICMP error about one is not reported on the next send.
+fn send_count(addr: SocketAddr, size: usize, count: u64) -> std::io::Result<u64> {
+    let bind: SocketAddr = if addr.is_ipv4() {
+        "0.0.0.0:0".parse().expect("literal")
+    } else {
+        "[::]:0".parse().expect("literal")
+    };
+    let socket = std::net::UdpSocket::bind(bind)?;
+    let payload = vec![0x5a; size];
+    for _ in 0..count {
+        socket.send_to(&payload, addr)?;
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(count)
 }
 
 /// How many UDP datagrams arrive at `addr` in `total` (from when it is bound).

@@ -515,6 +515,81 @@ fn vm_and_empty_daemon(label: &str) -> (Reference, Scratch, IpvsVm) {
     (r, dir, vm)
 }
 
+/// VIP1 on one director at a time, the VM's (`to_vm`) or Fulcrum's; the client forgets
+/// whose MAC it had.
+fn hand_over(r: &Reference, vm: &mut IpvsVm, to_vm: bool) {
+    let (director, vip) = (&r.directors[0], reference::VIP1.to_string());
+    let addr = format!("{vip}/32");
+    if to_vm {
+        r.lab
+            .ip(director, &["addr", "del", &addr, "dev", "eth0"])
+            .unwrap();
+        vm.must(&format!("ip addr add {addr} dev eth0")).unwrap();
+    } else {
+        vm.must(&format!("ip addr del {addr} dev eth0")).unwrap();
+        r.lab
+            .ip(director, &["addr", "add", &addr, "dev", "eth0"])
+            .unwrap();
+    }
+    r.lab
+        .ip(&r.client, &["neigh", "flush", "to", &vip])
+        .unwrap();
+}
+
+/// The statistics listings after the same traffic, against IPVS: a UDP DR service (rr over
+/// .66 and .67) on the VM and then on Fulcrum, each holding VIP1 in turn, and from the
+/// client three sockets sending exactly 7 datagrams of 100 bytes each (UDP, so the
+/// packets are the client's alone and their number does not depend on timing).
+/// `-Ln --stats` and `--stats --exact` agree: connections, packets and bytes, per service
+/// and per real server (IPVS counts the IP packet's length, as Fulcrum does).
+#[test]
+fn stats_listings_match_ipvs_after_the_same_traffic() {
+    if !require_root("stats_listings_match_ipvs_after_the_same_traffic") {
+        return;
+    }
+    let (mut r, dir, mut vm) = vm_and_empty_daemon("ipvsstat");
+    let sock = dir.0.join("d.sock");
+    let svc = format!("{}:9000", reference::VIP1);
+    let lines = [
+        format!("-A -u {svc} -s rr"),
+        format!("-a -u {svc} -r 10.1.10.66:9000 -g"),
+        format!("-a -u {svc} -r 10.1.10.67:9000 -g"),
+    ];
+    let client = r.client.clone();
+    let traffic = |r: &mut Reference| {
+        for _ in 0..3 {
+            let out = r
+                .lab
+                .run_agent(
+                    &client,
+                    &["flood", "--connect", &svc, "--size", "100", "--count", "7"],
+                )
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        }
+        // The last datagrams through the VM's slow emulated NIC.
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    vm.must(&format!("ipvsadm {}", lines.join(" && ipvsadm ")))
+        .unwrap();
+    hand_over(&r, &mut vm, true);
+    traffic(&mut r);
+    for l in &lines {
+        let args: Vec<&str> = l.split_whitespace().collect();
+        fulcrum_ipvsadm(&sock, &args);
+    }
+    hand_over(&r, &mut vm, false);
+    traffic(&mut r);
+    let wrong = differences(
+        &mut vm,
+        &sock,
+        &[&["-Ln", "--stats"], &["-Ln", "--stats", "--exact"]],
+    );
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    let stats = fulcrum_ipvsadm(&sock, &["-Ln", "--stats", "--exact"]);
+    assert!(stats.contains("21"), "the packets were counted: {stats}");
+}
+
 /// Runs each ipvsadm command on the VM's ipvsadm and on Fulcrum's: where the output (but
 /// the header's table size) or the exit code differ.
 fn differences(vm: &mut IpvsVm, sock: &Path, commands: &[&[&str]]) -> Vec<String> {
@@ -670,7 +745,7 @@ fn scheduling_sequences_match_ipvs() {
     let (mut r, dir, mut vm) = vm_and_empty_daemon("ipvsseq");
     let sock = dir.0.join("d.sock");
     let vip = reference::VIP1.to_string();
-    let (director, client) = (r.directors[0].clone(), r.client.clone());
+    let client = r.client.clone();
     let ports: Vec<u16> = (0..SAME_SEQUENCES.len() as u16).map(|i| 8000 + i).collect();
     // The real servers answer with their name, on each scheduler's port.
     for (i, rs) in r.real_servers.clone().iter().enumerate() {
@@ -700,27 +775,6 @@ fn scheduling_sequences_match_ipvs() {
             lines.push(format!("-a -t {vip}:{port} -r 10.1.10.66:{port} -g -w 1"));
         }
         lines
-    };
-    // VIP1 on one director at a time; the client asks anew who holds it.
-    let hand_over = |r: &Reference, vm: &mut IpvsVm, to_vm: bool| {
-        if to_vm {
-            r.lab
-                .ip(
-                    &director,
-                    &["addr", "del", &format!("{vip}/32"), "dev", "eth0"],
-                )
-                .unwrap();
-            vm.must(&format!("ip addr add {vip}/32 dev eth0")).unwrap();
-        } else {
-            vm.must(&format!("ip addr del {vip}/32 dev eth0")).unwrap();
-            r.lab
-                .ip(
-                    &director,
-                    &["addr", "add", &format!("{vip}/32"), "dev", "eth0"],
-                )
-                .unwrap();
-        }
-        r.lab.ip(&client, &["neigh", "flush", "to", &vip]).unwrap();
     };
     let mut differ = Vec::new();
     for (s, port) in SAME_SEQUENCES.iter().zip(&ports) {
