@@ -451,15 +451,20 @@ fn read_response(reader: &mut BufReader<TcpStream>) -> std::io::Result<(String, 
     Ok((status.trim_end().to_string(), close, body))
 }
 
+/// A UDP socket on an ephemeral port of the family of `addr`.
+fn udp_socket_towards(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let any: std::net::IpAddr = if addr.is_ipv4() {
+        std::net::Ipv4Addr::UNSPECIFIED.into()
+    } else {
+        std::net::Ipv6Addr::UNSPECIFIED.into()
+    };
+    std::net::UdpSocket::bind(SocketAddr::new(any, 0))
+}
+
 /// UDP datagrams of `size` bytes to `addr`, as many as one socket sends in `total`. A full
 /// send queue (ENOBUFS) or a refused port counts nothing and goes on.
 fn flood(addr: SocketAddr, size: usize, total: Duration) -> std::io::Result<u64> {
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal")
-    } else {
-        "[::]:0".parse().expect("literal")
-    };
-    let socket = std::net::UdpSocket::bind(bind)?;
+    let socket = udp_socket_towards(addr)?;
     socket.connect(addr)?;
     let payload = vec![0x5a; size];
     let start = std::time::Instant::now();
@@ -477,12 +482,7 @@ fn flood(addr: SocketAddr, size: usize, total: Duration) -> std::io::Result<u64>
 /// Sends exactly `count` datagrams of `size` bytes to `addr`, 2 ms apart, from one socket
 /// that is not connected: an ICMP error about one is not reported on the next send.
 fn send_count(addr: SocketAddr, size: usize, count: u64) -> std::io::Result<u64> {
-    let bind: SocketAddr = if addr.is_ipv4() {
-        "0.0.0.0:0".parse().expect("literal")
-    } else {
-        "[::]:0".parse().expect("literal")
-    };
-    let socket = std::net::UdpSocket::bind(bind)?;
+    let socket = udp_socket_towards(addr)?;
     let payload = vec![0x5a; size];
     for _ in 0..count {
         socket.send_to(&payload, addr)?;
