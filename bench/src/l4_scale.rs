@@ -80,7 +80,7 @@ fn main() {
         spec.dests = (0..servers)
             .map(|d| {
                 Some(DestSpec {
-                    addr: Ipv4Addr::from(0xc0a8_0000 + d),
+                    addr: Ipv4Addr::from(0xc0a8_0000 + d).into(),
                     port: 80,
                     method: Method::Nat,
                     weight: 1 + d % 3,

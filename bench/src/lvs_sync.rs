@@ -70,7 +70,7 @@ fn main() {
             .iter()
             .map(|a| {
                 Some(DestSpec {
-                    addr: *a,
+                    addr: (*a).into(),
                     port: 80,
                     method: Method::Dr,
                     weight: 1,

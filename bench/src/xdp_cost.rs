@@ -83,7 +83,7 @@ fn frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, tcp: Option<u8>) 
 
 fn dest(addr: Ipv4Addr, port: u16, method: Method, weight: u32) -> Option<DestSpec> {
     Some(DestSpec {
-        addr,
+        addr: addr.into(),
         port,
         method,
         weight,

@@ -713,6 +713,8 @@ int xdp_fulcrum(struct xdp_md *ctx)
 	}
 	if (p.eth->h_proto == ETH_P_IPV6_BE) {
 		count(STAT_IPV6);
+		bpf_tail_call(ctx, &progs, 0);
+		/* Only until the control plane has put the IPv6 entry point in place. */
 		return ipv6_to_kernel(p.eth + 1, end);
 	}
 	if (p.eth->h_proto != ETH_P_IP_BE) {
@@ -817,6 +819,359 @@ int xdp_fulcrum(struct xdp_md *ctx)
 	return new_flow(ctx, &p, sv, &key, now);
 }
 
+/* IPv6, NAT and DR (xdp_fulcrum6). The same tables of services, real-server slots,
+ * counts, traffic and scheduler state as IPv4; connections in conns6; a slot's IPv6
+ * address in dests6 (its `addr` holds it folded). */
+
+/* A parsed IPv6 TCP or UDP packet (no extension headers). */
+struct packet6 {
+	struct ethhdr *eth;
+	struct ipv6hdr *ip;
+	struct tcphdr *tcp; /* NULL for UDP */
+	__be16 *sport;
+	__be16 *dport;
+	__u16 *l4_csum;
+	__u32 len; /* the IPv6 header and its payload */
+};
+
+/* An IPv6 address folded to 32 bits, as IPVS folds it for its hashes (sh, dh, lblc). */
+static __always_inline __be32 fold6(const __u8 *a)
+{
+	const __be32 *w = (const __be32 *)a;
+	return w[0] ^ w[1] ^ w[2] ^ w[3];
+}
+
+static __always_inline int same6(const __u8 *a, const __u8 *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	return x[0] == y[0] && x[1] == y[1];
+}
+
+/* route_lookup for IPv6: the next hop towards `dst`, cached in `c`. */
+static __always_inline int route_lookup6(struct xdp_md *ctx, struct conn *c, const __u8 *src,
+					 const __u8 *dst, __u8 proto, __u16 tot_len)
+{
+	__u32 gen = route_gen();
+	if (c->ifindex && c->route_gen == gen)
+		return 0;
+	struct bpf_fib_lookup f = {};
+	f.family = AF_INET6;
+	f.l4_protocol = proto;
+	f.tot_len = tot_len;
+	__builtin_memcpy(f.ipv6_src, src, 16);
+	__builtin_memcpy(f.ipv6_dst, dst, 16);
+	f.ifindex = ctx->ingress_ifindex;
+	if (bpf_fib_lookup(ctx, &f, sizeof(f), 0) != BPF_FIB_LKUP_RET_SUCCESS)
+		return -1;
+	c->ifindex = f.ifindex;
+	__builtin_memcpy(c->dmac, f.dmac, ETH_ALEN);
+	__builtin_memcpy(c->smac, f.smac, ETH_ALEN);
+	c->mtu = 0;
+	c->route_gen = gen;
+	return 0;
+}
+
+/* rewrite for IPv6: no header checksum; the L4 checksum (never absent over IPv6) covers
+ * the addresses through the pseudo-header. */
+static __always_inline void rewrite6(struct packet6 *p, __u8 *addr, __be16 *port, const __u8 *to,
+				     __be16 to_port)
+{
+	csum_replace16(p->l4_csum, addr, to);
+	csum_replace2(p->l4_csum, *port, to_port);
+	if (!p->tcp && !*p->l4_csum)
+		*p->l4_csum = 0xffff;
+	__builtin_memcpy(addr, to, 16);
+	*port = to_port;
+}
+
+/* Client -> real server `d` of an IPv6 connection. TUN is not made over IPv6 (the control
+ * plane refuses it): dropped and counted. */
+static __always_inline int forward6(struct xdp_md *ctx, struct packet6 *p, struct conn6 *c,
+				    const struct dest *d)
+{
+	if (c->c.method == METHOD_DR) {
+		if (!(d->mac[0] | d->mac[1] | d->mac[2] | d->mac[3] | d->mac[4] | d->mac[5])) {
+			count(STAT_NO_NEIGH);
+			return XDP_DROP;
+		}
+		__builtin_memcpy(p->eth->h_dest, d->mac, ETH_ALEN);
+		__builtin_memcpy(p->eth->h_source, d->smac, ETH_ALEN);
+		count(STAT_DR);
+		if (!d->ifindex || d->ifindex == ctx->ingress_ifindex)
+			return XDP_TX;
+		return bpf_redirect(d->ifindex, 0);
+	}
+	if (c->c.method != METHOD_NAT) {
+		count(STAT_TUN_FAIL);
+		return XDP_DROP;
+	}
+	rewrite6(p, p->ip->daddr.in6_u.u6_addr8, p->dport, c->rip, c->c.rport);
+	if (route_lookup6(ctx, &c->c, p->ip->saddr.in6_u.u6_addr8, c->rip, p->ip->nexthdr,
+			  p->len)) {
+		count(STAT_FIB_PASS);
+		return XDP_PASS;
+	}
+	count(STAT_NAT_IN);
+	return route_out(ctx, p->eth, &c->c);
+}
+
+/* Real server -> client of an IPv6 NAT connection: the source becomes the VIP again. */
+static __always_inline int reply6(struct xdp_md *ctx, struct packet6 *p, struct conn6 *r, __u64 now)
+{
+	if (p->tcp && r->c.state == TCP_S_ESTABLISHED && !p->tcp->syn && !p->tcp->fin &&
+	    !p->tcp->rst) {
+		r->c.expires = now + (__u64)r->c.timeout * NSEC_PER_SEC;
+	} else {
+		struct flow_key6 ck;
+		client_key6(r, &ck);
+		struct conn6 *c = bpf_map_lookup_elem(&conns6, &ck);
+		if (c) {
+			conn_touch(&c->c, p->tcp, DIR_OUTPUT, now);
+			r->c.expires = c->c.expires;
+			r->c.state = c->c.state;
+			r->c.timeout = c->c.timeout;
+		} else {
+			r->c.expires = now + (__u64)r->c.timeout * NSEC_PER_SEC;
+		}
+	}
+	account(r->c.svc, r->c.dest, p->len, 1, 0);
+	rewrite6(p, p->ip->saddr.in6_u.u6_addr8, p->sport, r->vip, r->c.vport);
+	if (route_lookup6(ctx, &r->c, r->vip, r->client, p->ip->nexthdr, p->len)) {
+		count(STAT_FIB_PASS);
+		return XDP_PASS;
+	}
+	count(STAT_NAT_OUT);
+	return route_out(ctx, p->eth, &r->c);
+}
+
+/* The real server for a new IPv6 flow: a persistence template (by the client's whole
+ * address, folded: IPv6 persistence groups no wider), else the scheduler on the folded
+ * addresses, as IPVS's schedulers hash IPv6 ones. */
+static __always_inline __s32 choose6(const struct service_value *sv, struct packet6 *p, __u64 now)
+{
+	__be32 client = fold6(p->ip->saddr.in6_u.u6_addr8);
+	struct persist_key pk = { .svc = sv->id, .client = client };
+	if (sv->flags & SVC_F_PERSISTENT) {
+		struct persist_value *pv = bpf_map_lookup_elem(&persist, &pk);
+		if (pv && pv->expires > now && pv->dest < sv->ndests) {
+			__u32 k = slot_index(sv->id, pv->dest);
+			struct dest *d = bpf_map_lookup_elem(&dests, &k);
+			if (d && (d->flags & DEST_F_PRESENT) && d->addr == pv->rip) {
+				pv->expires = now + (__u64)sv->persist_timeout * NSEC_PER_SEC;
+				return pv->dest;
+			}
+		}
+	}
+	__s32 slot = schedule((struct service_value *)sv, client, *p->sport,
+			      fold6(p->ip->daddr.in6_u.u6_addr8), now);
+	if (slot >= 0 && (sv->flags & SVC_F_PERSISTENT)) {
+		__u32 k = slot_index(sv->id, slot);
+		struct dest *d = bpf_map_lookup_elem(&dests, &k);
+		struct persist_value pv = {
+			.expires = now + (__u64)sv->persist_timeout * NSEC_PER_SEC,
+			.dest = slot,
+			.rip = d ? d->addr : 0,
+		};
+		bpf_map_update_elem(&persist, &pk, &pv, BPF_ANY);
+	}
+	return slot;
+}
+
+/* Hands an IPv6 packet no service takes to the kernel (see ipv6_to_kernel). */
+static __always_inline int to_kernel6(struct packet6 *p, void *end)
+{
+	return ipv6_to_kernel(p->ip, end);
+}
+
+/* A new IPv6 flow to a virtual service, as new_flow. */
+static __always_inline int new_flow6(struct xdp_md *ctx, struct packet6 *p, void *end,
+				     const struct service_value *sv, struct flow_key6 *key,
+				     __u64 now)
+{
+	if (p->tcp && !(p->tcp->syn && !p->tcp->rst)) {
+		count(STAT_NOT_SYN);
+		return to_kernel6(p, end);
+	}
+	__s32 slot = choose6(sv, p, now);
+	if (slot < 0) {
+		count(STAT_NO_DEST);
+		return to_kernel6(p, end);
+	}
+	__u32 k = slot_index(sv->id, slot);
+	struct dest *d = bpf_map_lookup_elem(&dests, &k);
+	struct in6_addr *rip = bpf_map_lookup_elem(&dests6, &k);
+	if (!d || !rip)
+		return XDP_PASS;
+	__u32 zero = 0;
+	struct conn6 *c = bpf_map_lookup_elem(&scratch_conn6, &zero);
+	if (!c)
+		return XDP_PASS;
+	__builtin_memset(c, 0, sizeof(*c));
+	c->c.client = fold6(p->ip->saddr.in6_u.u6_addr8);
+	c->c.vip = fold6(p->ip->daddr.in6_u.u6_addr8);
+	c->c.rip = d->addr;
+	c->c.cport = *p->sport;
+	c->c.vport = *p->dport;
+	c->c.rport = d->port ? d->port : *p->dport;
+	c->c.proto = p->ip->nexthdr;
+	c->c.state = p->tcp ? TCP_S_NONE : STATE_UDP;
+	c->c.svc = sv->id;
+	c->c.dest = slot;
+	c->c.method = d->method;
+	c->c.counted = COUNTED_INACTIVE;
+	__builtin_memcpy(c->client, p->ip->saddr.in6_u.u6_addr8, 16);
+	__builtin_memcpy(c->vip, p->ip->daddr.in6_u.u6_addr8, 16);
+	__builtin_memcpy(c->rip, rip, 16);
+	if (c->c.method != METHOD_NAT)
+		c->c.flags |= CONN_F_NOOUTPUT;
+	int ops = !p->tcp && (sv->flags & SVC_F_OPS);
+	if (p->tcp) {
+		int ev = tcp_event(p->tcp);
+		int dir = c->c.method != METHOD_NAT ? DIR_INPUT_ONLY : DIR_INPUT;
+		if (ev >= 0)
+			c->c.state = tcp_next[dir][ev & 3][TCP_S_NONE];
+	}
+	c->c.timeout = timeout_s(c->c.state);
+	c->c.expires = now + (__u64)c->c.timeout * NSEC_PER_SEC;
+	c->c.in_pkts = 1;
+	if (!ops) {
+		long err = bpf_map_update_elem(&conns6, key, c, BPF_NOEXIST);
+		if (err) {
+			count(err == -E_EXIST ? STAT_DUP_SYN : STAT_TABLE_FULL);
+			return XDP_DROP;
+		}
+	}
+	if (c->c.method == METHOD_NAT) {
+		struct flow_key6 rk;
+		reply_key6(c, &rk);
+		__u32 timeout = c->c.timeout;
+		__u64 counted = c->c.counted;
+		c->c.flags |= CONN_F_REPLY;
+		c->c.counted = COUNTED_NONE;
+		if (ops)
+			c->c.timeout = timeout_s(STATE_UDP);
+		if (bpf_map_update_elem(&conns6, &rk, c, BPF_ANY)) {
+			if (!ops)
+				bpf_map_delete_elem(&conns6, key);
+			count(STAT_TABLE_FULL);
+			return XDP_DROP;
+		}
+		c->c.flags &= ~CONN_F_REPLY;
+		c->c.counted = counted;
+		c->c.timeout = timeout;
+	}
+	if (!ops) {
+		struct dest_conns *dc = bpf_map_lookup_elem(&dest_conns, &k);
+		if (dc) {
+			__sync_fetch_and_add(&dc->inactive, 1);
+			threshold_bind(d, dc);
+		}
+	}
+	count(STAT_NEW_CONN);
+	account(sv->id, slot, p->len, 0, 1);
+	return forward6(ctx, p, c, d);
+}
+
+static __always_inline struct service_value *find_service6(struct packet6 *p)
+{
+	struct service_key key = {};
+	__builtin_memcpy(key.addr, p->ip->daddr.in6_u.u6_addr8, 16);
+	key.port = *p->dport;
+	key.proto = p->ip->nexthdr;
+	key.family = 6;
+	struct service_value *sv = bpf_map_lookup_elem(&services, &key);
+	if (sv)
+		return sv;
+	key.port = 0;
+	sv = bpf_map_lookup_elem(&services, &key);
+	if (sv && (sv->flags & SVC_F_PERSISTENT))
+		return sv;
+	return 0;
+}
+
+/* The IPv6 entry point, tail-called by xdp_fulcrum for every IPv6 frame. Extension
+ * headers and fragments go to the kernel, as everything no service takes. */
+SEC("xdp")
+int xdp_fulcrum6(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct packet6 p = {};
+	p.eth = HEADER(data, end, struct ethhdr);
+	if (!p.eth)
+		return XDP_PASS;
+	p.ip = HEADER(p.eth + 1, end, struct ipv6hdr);
+	if (!p.ip) {
+		count(STAT_MALFORMED);
+		return XDP_PASS;
+	}
+	p.len = sizeof(struct ipv6hdr) + bpf_ntohs(p.ip->payload_len);
+	if (p.ip->nexthdr == IPPROTO_TCP) {
+		p.tcp = HEADER(p.ip + 1, end, struct tcphdr);
+		if (!p.tcp) {
+			count(STAT_MALFORMED);
+			return XDP_PASS;
+		}
+		p.sport = &p.tcp->source;
+		p.dport = &p.tcp->dest;
+		p.l4_csum = &p.tcp->check;
+	} else if (p.ip->nexthdr == IPPROTO_UDP) {
+		struct udphdr *u = HEADER(p.ip + 1, end, struct udphdr);
+		if (!u) {
+			count(STAT_MALFORMED);
+			return XDP_PASS;
+		}
+		p.sport = &u->source;
+		p.dport = &u->dest;
+		p.l4_csum = &u->check;
+	} else {
+		count(STAT_OTHER_L4);
+		return ipv6_to_kernel(p.ip, end);
+	}
+	__u64 now = clock_now();
+	struct flow_key6 key = { .sport = *p.sport, .dport = *p.dport, .proto = p.ip->nexthdr };
+	__builtin_memcpy(key.src, p.ip->saddr.in6_u.u6_addr8, 16);
+	__builtin_memcpy(key.dst, p.ip->daddr.in6_u.u6_addr8, 16);
+	struct conn6 *c = bpf_map_lookup_elem(&conns6, &key);
+	if (c && c->c.expires <= now) {
+		if (!(c->c.flags & CONN_F_REPLY))
+			conn_release6(&key, c);
+		c = 0;
+	}
+	if (c && (c->c.flags & CONN_F_REPLY))
+		return reply6(ctx, &p, c, now);
+	if (c) {
+		__u32 k = slot_index(c->c.svc, c->c.dest);
+		struct dest *d = bpf_map_lookup_elem(&dests, &k);
+		struct in6_addr *rip = bpf_map_lookup_elem(&dests6, &k);
+		if (!d || !rip || !(d->flags & DEST_F_PRESENT) || !same6((__u8 *)rip, c->rip)) {
+			conn_release6(&key, c);
+			count(STAT_DEST_GONE);
+			return XDP_DROP;
+		}
+		if (p.tcp && p.tcp->syn && !p.tcp->ack && !p.tcp->fin && !p.tcp->rst &&
+		    (c->c.state == TCP_S_TIME_WAIT || c->c.state == TCP_S_CLOSE || !d->weight)) {
+			conn_release6(&key, c);
+		} else {
+			__u8 before = c->c.state;
+			conn_touch(&c->c, p.tcp,
+				   c->c.method != METHOD_NAT ? DIR_INPUT_ONLY : DIR_INPUT, now);
+			c->c.in_pkts++;
+			if (c->c.state != before)
+				reply_follow6(c);
+			account(c->c.svc, c->c.dest, p.len, 0, 0);
+			return forward6(ctx, &p, c, d);
+		}
+	}
+	struct service_value *sv = find_service6(&p);
+	if (!sv) {
+		count(STAT_NO_SERVICE);
+		return ipv6_to_kernel(p.ip, end);
+	}
+	count(STAT_SERVICE);
+	return new_flow6(ctx, &p, end, sv, &key, now);
+}
+
 /* Run by the control plane through BPF_PROG_TEST_RUN on a frame that carries a flow key
  * after 14 bytes of padding: expires that connection if its time is up, with the same
  * atomic count updates as the data path. XDP_DROP: expired (or an orphan reply entry
@@ -845,6 +1200,34 @@ int xdp_expire(struct xdp_md *ctx)
 	if (c->expires > clock_now())
 		return XDP_PASS;
 	conn_release(&key, c);
+	return XDP_DROP;
+}
+
+/* xdp_expire for an IPv6 connection: the frame carries a flow_key6. */
+SEC("xdp")
+int xdp_expire6(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct flow_key6 *fk = HEADER(data + 14, end, struct flow_key6);
+	if (!fk)
+		return XDP_ABORTED;
+	struct flow_key6 key = *fk;
+	struct conn6 *c = bpf_map_lookup_elem(&conns6, &key);
+	if (!c)
+		return XDP_PASS;
+	if (c->c.flags & CONN_F_REPLY) {
+		struct flow_key6 ck;
+		client_key6(c, &ck);
+		if (c->c.expires <= clock_now() && !bpf_map_lookup_elem(&conns6, &ck)) {
+			bpf_map_delete_elem(&conns6, &key);
+			return XDP_DROP;
+		}
+		return XDP_PASS;
+	}
+	if (c->c.expires > clock_now())
+		return XDP_PASS;
+	conn_release6(&key, c);
 	return XDP_DROP;
 }
 

@@ -44,6 +44,24 @@ pub struct ServiceKey {
 }
 
 impl ServiceKey {
+    pub fn v6(addr: std::net::Ipv6Addr, port: u16, proto: u8) -> ServiceKey {
+        ServiceKey {
+            addr: addr.octets(),
+            port: port.to_be(),
+            proto,
+            family: 6,
+        }
+    }
+
+    /// The service's address.
+    pub fn ip(&self) -> std::net::IpAddr {
+        if self.family == 6 {
+            std::net::Ipv6Addr::from(self.addr).into()
+        } else {
+            Ipv4Addr::new(self.addr[0], self.addr[1], self.addr[2], self.addr[3]).into()
+        }
+    }
+
     pub fn v4(addr: Ipv4Addr, port: u16, proto: u8) -> ServiceKey {
         let mut a = [0u8; 16];
         a[..4].copy_from_slice(&addr.octets());
@@ -180,6 +198,29 @@ pub struct Conn {
     pub counted: u64,
 }
 
+/// `struct flow_key6`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct FlowKey6 {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Ports in network byte order.
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub pad: [u8; 3],
+}
+
+/// `struct conn6`: `c` with the addresses folded, then the IPv6 addresses.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Conn6 {
+    pub c: Conn,
+    pub client: [u8; 16],
+    pub vip: [u8; 16],
+    pub rip: [u8; 16],
+}
+
 /// `struct persist_key`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -252,6 +293,10 @@ unsafe impl Pod for SchedState {}
 unsafe impl Pod for FlowKey {}
 // SAFETY: as above.
 unsafe impl Pod for Conn {}
+// SAFETY: as above.
+unsafe impl Pod for FlowKey6 {}
+// SAFETY: as above.
+unsafe impl Pod for Conn6 {}
 // SAFETY: as above.
 unsafe impl Pod for PersistKey {}
 // SAFETY: as above.

@@ -7,9 +7,9 @@ use super::*;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Connection {
     pub proto: u8,
-    pub client: (Ipv4Addr, u16),
-    pub vip: (Ipv4Addr, u16),
-    pub rip: (Ipv4Addr, u16),
+    pub client: (IpAddr, u16),
+    pub vip: (IpAddr, u16),
+    pub rip: (IpAddr, u16),
     pub state: &'static str,
     /// Time left before it expires.
     pub expires_in: Duration,
@@ -95,21 +95,32 @@ impl DataPlane {
         Ok(t)
     }
 
-    /// The tracked connections (one per flow), as ipvsadm -Lnc lists them.
+    /// The tracked connections (one per flow), IPv4 then IPv6, as ipvsadm -Lnc lists them.
     pub fn connections(&self) -> Result<Vec<Connection>, Error> {
         let now = self.now();
-        let map: HashMap<&MapData, FlowKey, Conn> = HashMap::try_from(self.map("conns")?)?;
+        let v4: HashMap<&MapData, FlowKey, Conn> = HashMap::try_from(self.map("conns")?)?;
+        let v6: HashMap<&MapData, FlowKey6, Conn6> = HashMap::try_from(self.map("conns6")?)?;
+        let entries = v4
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(_, c)| {
+                let a = |x: u32| IpAddr::from(addr(x));
+                (c, [a(c.client), a(c.vip), a(c.rip)])
+            })
+            .chain(v6.iter().filter_map(Result::ok).map(|(_, c)| {
+                let a = |x: [u8; 16]| IpAddr::from(std::net::Ipv6Addr::from(x));
+                (c.c, [a(c.client), a(c.vip), a(c.rip)])
+            }));
         let mut out = Vec::new();
-        for entry in map.iter() {
-            let Ok((_, c)) = entry else { continue };
+        for (c, [client, vip, rip]) in entries {
             if c.flags & CONN_F_REPLY != 0 || c.expires <= now {
                 continue;
             }
             out.push(Connection {
                 proto: c.proto,
-                client: (addr(c.client), u16::from_be(c.cport)),
-                vip: (addr(c.vip), u16::from_be(c.vport)),
-                rip: (addr(c.rip), u16::from_be(c.rport)),
+                client: (client, u16::from_be(c.cport)),
+                vip: (vip, u16::from_be(c.vport)),
+                rip: (rip, u16::from_be(c.rport)),
                 state: STATE_NAMES.get(c.state as usize).copied().unwrap_or("?"),
                 expires_in: Duration::from_nanos(c.expires - now),
                 service: c.svc,
@@ -153,6 +164,25 @@ impl DataPlane {
             frame[24..26].copy_from_slice(&key.dport.to_ne_bytes());
             frame[26] = key.proto;
             if self.run(EXPIRE, &frame, 1)?.verdict == Verdict::Drop {
+                expired += 1;
+            }
+        }
+        let due6: Vec<FlowKey6> = {
+            let map: HashMap<&MapData, FlowKey6, Conn6> = HashMap::try_from(self.map("conns6")?)?;
+            map.iter()
+                .filter_map(Result::ok)
+                .filter(|(_, c)| c.c.expires <= now)
+                .map(|(k, _)| k)
+                .collect()
+        };
+        let mut frame = [0u8; 14 + 40];
+        for key in due6 {
+            frame[14..30].copy_from_slice(&key.src);
+            frame[30..46].copy_from_slice(&key.dst);
+            frame[46..48].copy_from_slice(&key.sport.to_ne_bytes());
+            frame[48..50].copy_from_slice(&key.dport.to_ne_bytes());
+            frame[50] = key.proto;
+            if self.run(EXPIRE6, &frame, 1)?.verdict == Verdict::Drop {
                 expired += 1;
             }
         }

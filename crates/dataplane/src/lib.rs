@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, ProgramArray};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::xdp::XdpLink;
 use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
@@ -47,12 +47,15 @@ const MAIN: &str = "xdp_fulcrum";
 const EXPIRE: &str = "xdp_expire";
 const CLOCK: &str = "xdp_clock";
 const ADOPT: &str = "xdp_adopt";
+const MAIN6: &str = "xdp_fulcrum6";
+const EXPIRE6: &str = "xdp_expire6";
 
 /// Every map of the program that holds state: pinned by name under the instance's
 /// directory, so a restarted daemon adopts them.
-pub const PINNED_MAPS: [&str; 16] = [
+pub const PINNED_MAPS: [&str; 19] = [
     "services",
     "dests",
+    "dests6",
     "sched_order",
     "dest_conns",
     "svc_traffic",
@@ -61,6 +64,8 @@ pub const PINNED_MAPS: [&str; 16] = [
     "sched_tables",
     "locality",
     "conns",
+    "conns6",
+    "progs",
     "persist",
     "timeouts",
     "settings",

@@ -7,18 +7,35 @@ use super::*;
 /// persistence template per two.
 pub(crate) fn size_tables(loader: &mut EbpfLoader, max_connections: u32) {
     loader.map_max_entries("conns", max_connections.saturating_mul(2).max(1024));
+    loader.map_max_entries("conns6", max_connections.saturating_mul(2).max(1024));
     loader.map_max_entries("persist", (max_connections / 2).max(1024));
 }
 
-/// Loads both entry points of the object into the kernel.
+/// Loads the entry points of the object into the kernel, and puts the IPv6 one where the
+/// IPv4 one tail-calls it.
 pub(crate) fn load_programs(ebpf: &mut Ebpf) -> Result<(), Error> {
-    for name in [MAIN, EXPIRE, CLOCK, ADOPT] {
+    for name in [MAIN, MAIN6, EXPIRE, EXPIRE6, CLOCK, ADOPT] {
         let program: &mut Xdp = ebpf
             .program_mut(name)
             .ok_or(Error::Missing("an XDP program"))?
             .try_into()?;
         program.load()?;
     }
+    let fd = {
+        let program: &Xdp = ebpf
+            .program(MAIN6)
+            .ok_or(Error::Missing("an XDP program"))?
+            .try_into()?;
+        program
+            .fd()?
+            .try_clone()
+            .map_err(|e| Error::Limit(e.to_string()))?
+    };
+    let mut progs: ProgramArray<&mut MapData> = ProgramArray::try_from(
+        ebpf.map_mut("progs")
+            .ok_or(Error::Missing("the progs map"))?,
+    )?;
+    progs.set(0, &fd, 0)?;
     Ok(())
 }
 

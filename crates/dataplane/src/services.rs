@@ -74,7 +74,8 @@ pub struct Tunnel {
 /// A real server in a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DestSpec {
-    pub addr: Ipv4Addr,
+    /// Of the service's family (IPv6 real servers for an IPv6 service).
+    pub addr: IpAddr,
     /// 0 for a port-0 service's servers: the client's port is kept.
     pub port: u16,
     pub method: Method,
@@ -199,8 +200,7 @@ impl ServiceSpec {
             .into_iter()
             .filter_map(|slot| {
                 self.dests[slot].map(|d| {
-                    let mut m =
-                        fulcrum_sched::Dest::new(std::net::IpAddr::V4(d.addr), d.port, d.weight);
+                    let mut m = fulcrum_sched::Dest::new(d.addr, d.port, d.weight);
                     m.overloaded = d.overloaded;
                     (slot, m)
                 })
@@ -249,6 +249,20 @@ impl ServiceSpec {
     }
 }
 
+/// An address as the program keeps it in 32 bits: IPv4 as it lies in the packet; IPv6
+/// folded as IPVS folds it for its hashes (the XOR of its four words), as the program's
+/// `fold6`.
+pub(crate) fn folded(a: IpAddr) -> u32 {
+    match a {
+        IpAddr::V4(a) => u32::from_ne_bytes(a.octets()),
+        IpAddr::V6(a) => a
+            .octets()
+            .chunks(4)
+            .map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]))
+            .fold(0, |x, w| x ^ w),
+    }
+}
+
 pub(crate) fn gcd(a: u32, b: u32) -> u32 {
     if b == 0 {
         a
@@ -285,11 +299,17 @@ impl DataPlane {
             if v.flags & SVC_F_PERSISTENT != 0 {
                 spec.persistence = Some((v.persist_timeout, addr(v.persist_mask)));
             }
+            let dests6: Array<&MapData, [u8; 16]> = Array::try_from(self.map("dests6")?)?;
             for slot in 0..usize::from(v.ndests) {
                 let d = dests.get(&slot_index(v.id, slot), 0)?;
+                let ip: IpAddr = if key.family == 6 {
+                    std::net::Ipv6Addr::from(dests6.get(&slot_index(v.id, slot), 0)?).into()
+                } else {
+                    addr(d.addr).into()
+                };
                 spec.dests
                     .push((d.flags & DEST_F_PRESENT != 0).then(|| DestSpec {
-                        addr: addr(d.addr),
+                        addr: ip,
                         port: u16::from_be(d.port),
                         method: match d.method {
                             METHOD_DR => Method::Dr,
@@ -349,6 +369,32 @@ impl DataPlane {
             )));
         }
         let id = spec.id;
+        let v6 = spec.key.family == 6;
+        if spec.dests.iter().flatten().any(|d| d.addr.is_ipv6() != v6) {
+            return Err(Error::Limit(
+                "a real server of the other address family than its service (IPVS allows that only for TUN, which is not made over IPv6 here)".into(),
+            ));
+        }
+        if v6
+            && spec
+                .dests
+                .iter()
+                .flatten()
+                .any(|d| matches!(d.method, Method::Tun(_)))
+        {
+            return Err(Error::Limit(
+                "TUN to IPv6 real servers is not made yet".into(),
+            ));
+        }
+        {
+            let mut dests6: Array<&mut MapData, [u8; 16]> =
+                Array::try_from(self.map_mut("dests6")?)?;
+            for (slot, d) in spec.dests.iter().enumerate() {
+                if let Some(IpAddr::V6(a)) = d.map(|d| d.addr) {
+                    dests6.set(slot_index(id, slot), a.octets(), 0)?;
+                }
+            }
+        }
         {
             let mut dests: Array<&mut MapData, Dest> = Array::try_from(self.map_mut("dests")?)?;
             for slot in 0..MAX_DESTS as usize {
@@ -356,7 +402,7 @@ impl DataPlane {
                 let before = dests.get(&index, 0)?;
                 let d = match spec.dests.get(slot).copied().flatten() {
                     Some(d) => {
-                        let addr = u32::from_ne_bytes(d.addr.octets());
+                        let addr = folded(d.addr);
                         // The program sets and clears the overload of thresholds; a
                         // rewrite keeps it while the server and its thresholds stay.
                         let overloaded = d.overloaded
@@ -630,7 +676,7 @@ mod tests {
 
     fn spec(present: &[bool], list: &[usize]) -> ServiceSpec {
         let d = |i: usize| DestSpec {
-            addr: Ipv4Addr::new(192, 168, 184, 129 + i as u8),
+            addr: Ipv4Addr::new(192, 168, 184, 129 + i as u8).into(),
             port: 80,
             method: Method::Nat,
             weight: 1,

@@ -32,7 +32,7 @@ fn compare(kind: Kind, weights: &[u32], flags: Flags, flows: u32) -> Result<(), 
             .enumerate()
             .map(|(i, w)| {
                 Some(DestSpec {
-                    addr: rip(i),
+                    addr: rip(i).into(),
                     port: 80,
                     method: Method::Nat,
                     weight: *w,

@@ -10,7 +10,7 @@
 
 mod frames;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use fulcrum_dataplane::{DataPlane, DestSpec, Method, Reason, ServiceKey, ServiceSpec, Verdict};
 use fulcrum_dataplane::{TunCsum, TunKind, Tunnel};
@@ -25,7 +25,7 @@ fn service(method: Method, weights: &[u32]) -> ServiceSpec {
             .enumerate()
             .map(|(i, w)| {
                 Some(DestSpec {
-                    addr: RIPS[i],
+                    addr: RIPS[i].into(),
                     port: 8080,
                     method,
                     weight: *w,
@@ -83,10 +83,10 @@ fn classification() -> Vec<Fixture> {
             reasons: vec![NotIp],
         },
         Fixture {
-            name: "IPv6 passes",
+            name: "IPv6 that is not TCP or UDP passes",
             frame: v6,
             verdict: Verdict::Pass,
-            reasons: vec![Ipv6],
+            reasons: vec![Ipv6, OtherL4],
         },
         // The kernel refuses to test-run frames shorter than an Ethernet header.
         Fixture {
@@ -240,7 +240,7 @@ fn nat_rewrites_both_directions_with_correct_checksums() {
     let conns = dp.connections().unwrap();
     assert_eq!(conns.len(), 1);
     assert_eq!(conns[0].state, "ESTABLISHED");
-    assert_eq!(conns[0].rip, (RIPS[0], 8080));
+    assert_eq!(conns[0].rip, (RIPS[0].into(), 8080));
 
     // The next client goes to the other server (rr).
     let out = dp
@@ -309,7 +309,7 @@ fn dr_rewrites_only_the_destination_mac() {
     let c = dp.connections().unwrap();
     assert_eq!(
         (c[0].state, c[0].vip, c[0].rip),
-        ("SYN_RECV", (VIP, 80), (RIPS[0], 80))
+        ("SYN_RECV", (VIP.into(), 80), (RIPS[0].into(), 80))
     );
     // The second server's MAC is not known yet: dropped and counted, never sent blind.
     let out = dp
@@ -752,7 +752,7 @@ fn synced_connections_are_adopted_and_followed() {
     let c = dp.connections().unwrap();
     assert_eq!(
         (c.len(), c[0].state, c[0].rip),
-        (1, "ESTABLISHED", (RIPS[1], 8080))
+        (1, "ESTABLISHED", (RIPS[1].into(), 8080))
     );
     assert!(c[0].expires_in > std::time::Duration::from_secs(890));
     // The client's next segment follows the entry to the second server.
@@ -1048,4 +1048,197 @@ fn decap_leaves_other_traffic_alone() {
         (Verdict::Pass, udp),
         "not a gue port"
     );
+}
+
+/// A TCP segment (flags, 8 bytes of payload) between IPv6 addresses, its checksum right.
+fn tcp6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, flags: u8) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(&sport.to_be_bytes());
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&[
+        0, 0, 0x10, 0x01, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0,
+    ]);
+    h.extend_from_slice(b"payload!");
+    let c = l4_checksum6(src, dst, 6, &h);
+    h[16..18].copy_from_slice(&c.to_be_bytes());
+    ipv6_frame(6, src, dst, &h)
+}
+
+fn l4_checksum6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, l4: &[u8]) -> u16 {
+    fulcrum_wire::checksum::Checksum::new()
+        .pseudo_v6(src, dst, next, l4.len() as u32)
+        .add(l4)
+        .finish()
+}
+
+/// The addresses and ports of an IPv6 TCP frame, and whether its checksum is right.
+fn parsed6(f: &[u8]) -> (Ipv6Addr, u16, Ipv6Addr, u16, bool) {
+    let a = |i: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&f[i..i + 16]).unwrap());
+    let (src, dst) = (a(22), a(38));
+    let port = |i: usize| u16::from_be_bytes([f[i], f[i + 1]]);
+    let ok = l4_checksum6(src, dst, f[20], &f[54..]) == 0;
+    (src, port(54), dst, port(56), ok)
+}
+
+/// IPv6 NAT and DR in the program: a new flow is scheduled and tracked in the IPv6 table;
+/// NAT rewrites the destination to the real server and the replies' source back to the
+/// VIP, with the TCP checksum right both ways and each sent to its route's next hop; DR
+/// changes only the destination MAC; the connection is listed, counted active once
+/// established, and goes with its count when its server is deleted.
+#[test]
+fn ipv6_nat_and_dr_forward_and_track() {
+    if !require_root("ipv6_nat_and_dr_forward_and_track") {
+        return;
+    }
+    let mut lab = Lab::new("fxv6").unwrap();
+    let (dir, next) = (lab.host("dir").unwrap(), lab.host("next").unwrap());
+    lab.link(&dir, "eth1", &next, "eth0").unwrap();
+    lab.ip(&dir, &["link", "set", "lo", "up"]).unwrap();
+    lab.ip(
+        &dir,
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:1::1/64",
+            "dev",
+            "eth1",
+            "nodad",
+        ],
+    )
+    .unwrap();
+    lab.sysctl(&dir, "net.ipv6.conf.all.forwarding", "1")
+        .unwrap();
+    for (addr, mac) in [
+        ("2001:db8:1::10", "02:00:00:00:00:10"),
+        ("2001:db8:1::fe", "02:00:00:00:00:fe"),
+    ] {
+        lab.ip(
+            &dir,
+            &[
+                "-6",
+                "neigh",
+                "add",
+                addr,
+                "lladdr",
+                mac,
+                "dev",
+                "eth1",
+                "nud",
+                "permanent",
+            ],
+        )
+        .unwrap();
+    }
+    lab.ip(
+        &dir,
+        &[
+            "-6",
+            "route",
+            "add",
+            "2001:db8:2::/64",
+            "via",
+            "2001:db8:1::fe",
+        ],
+    )
+    .unwrap();
+    let vip: Ipv6Addr = "2001:db8:1::88".parse().unwrap();
+    let rip: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
+    let client: Ipv6Addr = "2001:db8:2::2".parse().unwrap();
+    lab.within(&dir, || {
+        let mut dp = DataPlane::load().unwrap();
+        let dest = |method: Method| DestSpec {
+            addr: rip.into(),
+            port: 8080,
+            method,
+            weight: 1,
+            overloaded: false,
+            u_threshold: 0,
+            l_threshold: 0,
+            link: (method == Method::Dr).then_some(fulcrum_dataplane::Link {
+                mac: [2, 0, 0, 0, 0, 0x10],
+                ifindex: 0,
+                smac: [2, 0, 0, 0, 0, 0x01],
+            }),
+            tun_source: None,
+        };
+        let mut nat = ServiceSpec::new(
+            ServiceKey::v6(vip, 80, 6),
+            1,
+            fulcrum_dataplane::Scheduler::Rr,
+        );
+        nat.dests = vec![Some(dest(Method::Nat))];
+        dp.put_service(&nat).unwrap();
+        let mut dr = ServiceSpec::new(
+            ServiceKey::v6(vip, 443, 6),
+            2,
+            fulcrum_dataplane::Scheduler::Wlc,
+        );
+        dr.dests = vec![Some(dest(Method::Dr))];
+        dp.put_service(&dr).unwrap();
+
+        // NAT: client -> real server.
+        let out = dp
+            .test_run(&tcp6_frame(client, 50000, vip, 80, SYN), 1)
+            .unwrap();
+        assert_eq!(out.verdict, Verdict::Redirect, "out of eth1");
+        assert_eq!(&out.frame[0..6], &[2, 0, 0, 0, 0, 0x10], "the server's MAC");
+        assert_eq!(parsed6(&out.frame), (client, 50000, rip, 8080, true));
+        let c = dp.connections().unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!(
+            (c[0].state, c[0].client, c[0].vip, c[0].rip),
+            (
+                "SYN_RECV",
+                (client.into(), 50000),
+                (vip.into(), 80),
+                (rip.into(), 8080)
+            )
+        );
+        assert_eq!(dp.dest_conns(1, 0).unwrap(), (0, 1));
+        // The reply: from the VIP again, towards the client's next hop.
+        let out = dp
+            .test_run(&tcp6_frame(rip, 8080, client, 50000, SYN | ACK), 1)
+            .unwrap();
+        assert_eq!(out.verdict, Verdict::Redirect);
+        assert_eq!(
+            &out.frame[0..6],
+            &[2, 0, 0, 0, 0, 0xfe],
+            "the next hop's MAC"
+        );
+        assert_eq!(parsed6(&out.frame), (vip, 80, client, 50000, true));
+        dp.test_run(&tcp6_frame(client, 50000, vip, 80, ACK), 1)
+            .unwrap();
+        assert_eq!(dp.dest_conns(1, 0).unwrap(), (1, 0), "established: active");
+        assert_eq!(dp.count(Reason::NatIn).unwrap(), 2);
+        assert_eq!(dp.count(Reason::NatOut).unwrap(), 1);
+
+        // DR: the frame as it came, to the server's MAC.
+        let syn = tcp6_frame(client, 50001, vip, 443, SYN);
+        let out = dp.test_run(&syn, 1).unwrap();
+        assert_eq!(out.verdict, Verdict::Tx);
+        assert_eq!(&out.frame[0..6], &[2, 0, 0, 0, 0, 0x10]);
+        assert_eq!(&out.frame[12..], &syn[12..], "only the MACs change");
+        assert_eq!(dp.dest_conns(2, 0).unwrap(), (0, 1));
+
+        // Traffic is counted; the server deleted, its connection goes with its count.
+        assert_eq!(dp.service_traffic(1).unwrap().inpkts, 2);
+        nat.dests = vec![None];
+        dp.put_service(&nat).unwrap();
+        let out = dp
+            .test_run(&tcp6_frame(client, 50000, vip, 80, ACK), 1)
+            .unwrap();
+        assert_eq!(out.verdict, Verdict::Drop);
+        assert_eq!(dp.count(Reason::DestGone).unwrap(), 1);
+        assert_eq!(dp.dest_conns(1, 0).unwrap(), (0, 0));
+        assert_eq!(dp.connections().unwrap().len(), 1, "the DR one is left");
+        // An IPv6 service refuses IPv4 real servers.
+        let mut mixed = nat.clone();
+        mixed.dests = vec![Some(DestSpec {
+            addr: RIPS[0].into(),
+            ..dest(Method::Nat)
+        })];
+        assert!(dp.put_service(&mixed).is_err());
+    })
+    .unwrap();
 }

@@ -182,24 +182,43 @@ static __always_inline void reply_follow(const struct conn *c)
 	}
 }
 
-/* Removes a connection and its reply entry. The count it holds is taken by swapping
- * COUNTED_GONE in: only the CPU whose swap succeeds gives it back and deletes the entry,
- * so a connection expired twice at once, or moved between counts while it is released,
- * is counted out once and from the count that holds it. When the swap keeps losing to
- * state changes the entry stays, and the next packet or sweep releases it. */
-static __always_inline void conn_release(const struct flow_key *key, struct conn *c)
+/* Takes the count a connection holds by swapping COUNTED_GONE in: only the CPU whose swap
+ * succeeds gets it (and then gives it back and deletes the entry), so a connection
+ * expired twice at once, or moved between counts while it is released, is counted out
+ * once and from the count that holds it. COUNTED_GONE: someone else has it, or the swap
+ * kept losing to state changes (the next packet or sweep tries again). */
+static __always_inline __u64 conn_claim(struct conn *c)
 {
-	__u64 held = COUNTED_GONE;
 #pragma unroll
 	for (int i = 0; i < 3; i++) {
 		__u64 seen = c->counted;
 		if (seen == COUNTED_GONE)
-			return;
-		if (__sync_val_compare_and_swap(&c->counted, seen, COUNTED_GONE) == seen) {
-			held = seen;
-			break;
-		}
+			return COUNTED_GONE;
+		if (__sync_val_compare_and_swap(&c->counted, seen, COUNTED_GONE) == seen)
+			return seen;
 	}
+	return COUNTED_GONE;
+}
+
+/* Gives back the count `held` of the real-server slot at index `k`. */
+static __always_inline void conn_uncount(__u32 k, __u64 held)
+{
+	struct dest_conns *dc = bpf_map_lookup_elem(&dest_conns, &k);
+	if (!dc)
+		return;
+	if (held == COUNTED_INACTIVE)
+		__sync_fetch_and_add(&dc->inactive, -1);
+	else if (held == COUNTED_ACTIVE)
+		__sync_fetch_and_add(&dc->active, -1);
+	struct dest *d = bpf_map_lookup_elem(&dests, &k);
+	if (d)
+		threshold_release(d, dc);
+}
+
+/* Removes a connection and its reply entry, with its count (see conn_claim). */
+static __always_inline void conn_release(const struct flow_key *key, struct conn *c)
+{
+	__u64 held = conn_claim(c);
 	if (held == COUNTED_GONE)
 		return;
 	/* What is needed once the entry is gone, taken before: scalars and the reply's key,
@@ -210,18 +229,62 @@ static __always_inline void conn_release(const struct flow_key *key, struct conn
 	reply_key(c, &rk);
 	if (bpf_map_delete_elem(&conns, key) != 0)
 		return;
-	struct dest_conns *dc = bpf_map_lookup_elem(&dest_conns, &k);
-	if (dc) {
-		if (held == COUNTED_INACTIVE)
-			__sync_fetch_and_add(&dc->inactive, -1);
-		else if (held == COUNTED_ACTIVE)
-			__sync_fetch_and_add(&dc->active, -1);
-		struct dest *d = bpf_map_lookup_elem(&dests, &k);
-		if (d)
-			threshold_release(d, dc);
-	}
+	conn_uncount(k, held);
 	if (nat)
 		bpf_map_delete_elem(&conns, &rk);
+}
+
+/* IPv6: the keys of a connection's two entries. */
+static __always_inline void client_key6(const struct conn6 *c, struct flow_key6 *k)
+{
+	__builtin_memcpy(k->src, c->client, 16);
+	__builtin_memcpy(k->dst, c->vip, 16);
+	k->sport = c->c.cport;
+	k->dport = c->c.vport;
+	k->proto = c->c.proto;
+	k->pad[0] = k->pad[1] = k->pad[2] = 0;
+}
+
+static __always_inline void reply_key6(const struct conn6 *c, struct flow_key6 *k)
+{
+	__builtin_memcpy(k->src, c->rip, 16);
+	__builtin_memcpy(k->dst, c->client, 16);
+	k->sport = c->c.rport;
+	k->dport = c->c.cport;
+	k->proto = c->c.proto;
+	k->pad[0] = k->pad[1] = k->pad[2] = 0;
+}
+
+/* reply_follow for IPv6. */
+static __always_inline void reply_follow6(const struct conn6 *c)
+{
+	if (c->c.method != METHOD_NAT)
+		return;
+	struct flow_key6 rk;
+	reply_key6(c, &rk);
+	struct conn6 *r = bpf_map_lookup_elem(&conns6, &rk);
+	if (r) {
+		r->c.state = c->c.state;
+		r->c.timeout = c->c.timeout;
+		r->c.expires = c->c.expires;
+	}
+}
+
+/* conn_release for IPv6. */
+static __always_inline void conn_release6(const struct flow_key6 *key, struct conn6 *c)
+{
+	__u64 held = conn_claim(&c->c);
+	if (held == COUNTED_GONE)
+		return;
+	__u32 k = slot_index(c->c.svc, c->c.dest);
+	int nat = c->c.method == METHOD_NAT;
+	struct flow_key6 rk;
+	reply_key6(c, &rk);
+	if (bpf_map_delete_elem(&conns6, key) != 0)
+		return;
+	conn_uncount(k, held);
+	if (nat)
+		bpf_map_delete_elem(&conns6, &rk);
 }
 
 #endif

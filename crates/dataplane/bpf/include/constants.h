@@ -9,6 +9,7 @@
 #define IP_DF 0x4000
 #define IP_OFFSET 0x1FFF
 #define AF_INET 2
+#define AF_INET6 10
 #define NSEC_PER_SEC 1000000000ULL
 
 /* Virtual services: key -> id in 0..MAX_SERVICES. Real servers of a service live in slots

@@ -46,4 +46,17 @@ static __always_inline void csum_replace4(__u16 *sum, __u32 from, __u32 to)
 	*sum = (__u16)~csum_fold32(s);
 }
 
+/* A 16-byte field (an IPv6 address) changed from `from` to `to`. */
+static __always_inline void csum_replace16(__u16 *sum, const __u8 *from, const __u8 *to)
+{
+	const __u16 *f = (const __u16 *)from, *t = (const __u16 *)to;
+	__u32 s = (__u16)~*sum;
+#pragma unroll
+	for (int i = 0; i < 8; i++) {
+		s += (__u16)~f[i];
+		s += t[i];
+	}
+	*sum = (__u16)~csum_fold32(s);
+}
+
 #endif

@@ -97,6 +97,44 @@ struct {
 	__uint(max_entries, MAX_CONNS);
 } conns SEC(".maps");
 
+/* IPv6 connections, as `conns` (the control plane sizes both). Allocated as entries come
+ * (no preallocation): IPv6 traffic is the smaller part on most directors, and the table
+ * should not take its full size in memory before the first packet. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct flow_key6);
+	__type(value, struct conn6);
+	__uint(max_entries, MAX_CONNS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} conns6 SEC(".maps");
+
+/* Room for the IPv6 connection entry being made (one per CPU), off the stack: on it, the
+ * 120 bytes take the IPv6 program past the 512 its call chain may use. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct conn6);
+	__uint(max_entries, 1);
+} scratch_conn6 SEC(".maps");
+
+/* The IPv6 address of an IPv6 real-server slot (same index as `dests`, whose `addr` then
+ * holds the address folded). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct in6_addr);
+	__uint(max_entries, MAX_SERVICES * MAX_DESTS);
+} dests6 SEC(".maps");
+
+/* The IPv6 entry point (xdp_fulcrum6), tail-called for IPv6 frames: a program of its own,
+ * with the whole stack to itself. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PROG_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} progs SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__type(key, struct persist_key);

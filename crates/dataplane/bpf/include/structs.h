@@ -117,6 +117,29 @@ struct conn {
 };
 _Static_assert(sizeof(struct conn) == 72, "conn layout");
 
+/* An IPv6 flow as seen on the wire. */
+struct flow_key6 {
+	__u8 src[16];
+	__u8 dst[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+_Static_assert(sizeof(struct flow_key6) == 40, "flow_key6 layout");
+
+/* A tracked IPv6 connection: `c` as an IPv4 one (state, counts, timers, next hop; its
+ * client, vip and rip hold the addresses folded to 32 bits, as IPVS folds them for its
+ * hashes), then the addresses themselves. Keyed as IPv4 entries are: the client's by
+ * (client, VIP), a NAT reply entry by (real server, client). */
+struct conn6 {
+	struct conn c;
+	__u8 client[16];
+	__u8 vip[16];
+	__u8 rip[16];
+};
+_Static_assert(sizeof(struct conn6) == 120, "conn6 layout");
+
 /* See the clock map: now = jiffies * tick_ns - base. */
 struct clock {
 	__u64 tick_ns; /* the length of a jiffy (0: not set, use the coarse clock) */

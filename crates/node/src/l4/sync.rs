@@ -10,7 +10,7 @@
 //! pure decision; this thread reads the table once a second (less often when the read
 //! takes more than a fifth of that), sends, and receives.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -264,9 +264,9 @@ pub(super) fn table_records(table: &Table, dp: &DataPlane) -> Vec<Seen> {
                 protocol: c.proto,
                 flags: fwd(c.method) | if inactive { flags::INACTIVE } else { 0 },
                 state: if udp { 0 } else { u16::from(c.state_code) },
-                client: inet(c.client.0, c.client.1),
-                virt: inet(c.vip.0, c.vip.1),
-                dest: inet(c.rip.0, c.rip.1),
+                client: SocketAddr::new(c.client.0, c.client.1),
+                virt: SocketAddr::new(c.vip.0, c.vip.1),
+                dest: SocketAddr::new(c.rip.0, c.rip.1),
                 fwmark: 0,
                 timeout: c.timeout,
                 seq: None,
@@ -280,6 +280,10 @@ pub(super) fn table_records(table: &Table, dp: &DataPlane) -> Vec<Seen> {
         let Some((key, persistence, dest)) = template_of(t.service, t.slot) else {
             continue;
         };
+        // IPv4 templates: IPv6 services are not synced yet.
+        let IpAddr::V4(dest_addr) = dest.addr else {
+            continue;
+        };
         out.push(Seen {
             record: Record {
                 protocol: key.proto,
@@ -287,7 +291,7 @@ pub(super) fn table_records(table: &Table, dp: &DataPlane) -> Vec<Seen> {
                 state: 0,
                 client: inet(t.client, 0),
                 virt: inet(key.vip, key.port),
-                dest: inet(dest.addr, dest.port),
+                dest: inet(dest_addr, dest.port),
                 fwmark: 0,
                 timeout: persistence,
                 seq: None,

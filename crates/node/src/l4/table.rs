@@ -2,7 +2,7 @@
 //! services keep their connections, with IPVS's rate estimator and its listing.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use fulcrum_dataplane::{DataPlane, DestSpec, Link, Method, ServiceKey, ServiceSpec};
@@ -213,7 +213,7 @@ impl Table {
                 .any(|(a, p)| *a == d.addr && p.is_none_or(|p| p == d.port));
             let weight = if drained { 0 } else { weight };
             wanted.push(DestSpec {
-                addr: d.addr,
+                addr: d.addr.into(),
                 port: d.port,
                 method: d.method,
                 weight,
@@ -608,7 +608,10 @@ impl Table {
             .values()
             .flat_map(|i| i.spec.dests.iter().flatten())
             .filter(|d| d.method != Method::Nat)
-            .map(|d| d.addr)
+            .filter_map(|d| match d.addr {
+                IpAddr::V4(a) => Some(a),
+                IpAddr::V6(_) => None,
+            })
             .collect();
         v.sort();
         v.dedup();
