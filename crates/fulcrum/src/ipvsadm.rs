@@ -177,8 +177,15 @@ fn list(socket: &Path, args: &[String]) -> ExitCode {
     match serde_json::from_value::<Ipvs>(response.result.unwrap_or_default()) {
         Ok(mut r) => {
             if let Some((proto, addr)) = &l.service {
+                // As ipvsadm takes it: A.B.C.D:PORT or [IPV6]:PORT.
+                let wanted = addr.parse::<SocketAddr>().ok();
                 r.services.retain(|s| {
-                    s.protocol == *proto && format!("{}:{}", s.address, s.port) == *addr
+                    s.protocol == *proto
+                        && (format!("{}:{}", s.address, s.port) == *addr
+                            || wanted.is_some_and(|w| {
+                                s.address.parse::<IpAddr>().ok() == Some(w.ip())
+                                    && s.port == w.port()
+                            }))
                 });
                 if r.services.is_empty() {
                     eprintln!("No such service");

@@ -211,13 +211,17 @@ pub fn services(r: &Listing) {
     );
     for svc in &r.services {
         println!(
-            "{} {}:{} {}  {} conns  {} conn/s",
-            svc.protocol, svc.address, svc.port, svc.scheduler, svc.stats.conns, svc.rate.cps,
+            "{} {} {}  {} conns  {} conn/s",
+            svc.protocol,
+            host_port(&svc.address, svc.port),
+            svc.scheduler,
+            svc.stats.conns,
+            svc.rate.cps,
         );
         for d in &svc.dests {
             println!(
                 "  -> {:<22} {:<5} weight {:<4} active {:<6} inactive {:<6} {} conns",
-                format!("{}:{}", d.address, d.port),
+                host_port(&d.address, d.port),
                 d.forward,
                 d.weight,
                 d.active,
@@ -340,11 +344,14 @@ pub fn overview(
     };
     for v in &ipvs.services {
         println!(
-            "  l4    {} {}:{} {}  {} conn/s",
-            v.protocol, v.address, v.port, v.scheduler, v.rate.cps
+            "  l4    {} {} {}  {} conn/s",
+            v.protocol,
+            host_port(&v.address, v.port),
+            v.scheduler,
+            v.rate.cps
         );
         for d in &v.dests {
-            let addr = format!("{}:{}", d.address, d.port);
+            let addr = host_port(&d.address, d.port);
             let check = match alive(&addr) {
                 Some((true, _)) => "up".to_string(),
                 Some((false, why)) => format!("DOWN {why}"),
@@ -362,6 +369,15 @@ pub fn overview(
             "  l7    upstream {} {:<22} {state:<7} in flight {}  fails {}/{}",
             p.upstream, p.address, p.conns, p.fails, p.max_fails
         );
+    }
+}
+
+/// `ADDR:PORT`, an IPv6 address in brackets.
+fn host_port(addr: &str, port: u16) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
     }
 }
 

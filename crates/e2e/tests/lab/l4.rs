@@ -1348,3 +1348,170 @@ fn tun_reaches_real_servers_behind_a_router_with_every_tunnel_type() {
         }
     }
 }
+
+/// IPv6 on top of a reference deployment's segments: `addrs` as (host, interface,
+/// address/prefix), added without duplicate address detection so they are usable at once.
+fn add_ipv6(r: &Reference, addrs: &[(&fulcrum_lab::Host, &str, String)]) {
+    for (host, ifname, cidr) in addrs {
+        r.lab
+            .ip(host, &["-6", "addr", "add", cidr, "dev", ifname, "nodad"])
+            .unwrap();
+    }
+}
+
+/// The split of `count` new connections from the client to `[vip]:port`.
+fn distribution6(r: &Reference, vip: &str, port: u16, count: u32) -> BTreeMap<String, u32> {
+    let answers = r
+        .lab
+        .probe(&r.client, &format!("[{vip}]:{port}"), count, false)
+        .unwrap();
+    let mut d = BTreeMap::new();
+    for a in answers {
+        *d.entry(a).or_insert(0) += 1;
+    }
+    d
+}
+
+/// IPv6 virtual services, NAT and DR, from keepalived.conf: reference deployments 1 and 2
+/// with IPv6 addresses beside their IPv4 ones, the seed's splits (rr 1:1, wrr 1:2) over
+/// IPv6 real servers, the replies crossing the director for NAT and not for DR, and
+/// `ipvsadm` listing the services and their connections with IPv6 addresses.
+#[test]
+fn ipv6_nat_and_dr_split_as_ipv4_does() {
+    if !require_root("ipv6_nat_and_dr_split_as_ipv4_does") {
+        return;
+    }
+    for (deployment, kind, label) in [
+        (Deployment::LvsNat, "NAT", "l4v6nat"),
+        (Deployment::LvsDr, "DR", "l4v6dr"),
+    ] {
+        let mut r = reference::build(deployment, label, Some(agent())).unwrap();
+        let dir = Scratch::new(label);
+        let (client, director) = (r.client.clone(), r.directors[0].clone());
+        let rss = r.real_servers.clone();
+        let mut addrs = vec![
+            (&client, "eth0", "2001:db8:10::2/64".to_string()),
+            (&director, "eth0", "2001:db8:10::65/64".to_string()),
+        ];
+        let (vip, rips): (&str, Vec<String>) = if kind == "NAT" {
+            addrs.push((&director, "eth1", "2001:db8:184::128/64".to_string()));
+            let rips: Vec<String> = (0..2)
+                .map(|i| format!("2001:db8:184::{}", 129 + i))
+                .collect();
+            for (rs, rip) in rss.iter().zip(&rips) {
+                addrs.push((rs, "eth0", format!("{rip}/64")));
+            }
+            ("2001:db8:10::65", rips)
+        } else {
+            addrs.push((&director, "eth0", "2001:db8:10::88/128".to_string()));
+            let rips: Vec<String> = (0..2).map(|i| format!("2001:db8:10::{}", 66 + i)).collect();
+            for (rs, rip) in rss.iter().zip(&rips) {
+                addrs.push((rs, "eth0", format!("{rip}/64")));
+                addrs.push((rs, "lo", "2001:db8:10::88/128".to_string()));
+            }
+            ("2001:db8:10::88", rips)
+        };
+        add_ipv6(&r, &addrs);
+        if kind == "NAT" {
+            r.lab
+                .sysctl(&director, "net.ipv6.conf.all.forwarding", "1")
+                .unwrap();
+            for rs in &rss {
+                r.lab
+                    .ip(
+                        rs,
+                        &["-6", "route", "add", "default", "via", "2001:db8:184::128"],
+                    )
+                    .unwrap();
+            }
+        }
+        for (i, rs) in rss.iter().enumerate() {
+            for port in [80, 81] {
+                r.lab
+                    .serve(rs, &format!("rs{}", i + 1), &format!("[::]:{port}"), false)
+                    .unwrap();
+            }
+        }
+        let mut conf = String::new();
+        for (port, algo, weights) in [(80, "rr", [1, 1]), (81, "wrr", [1, 2])] {
+            conf += &format!(
+                "virtual_server {vip} {port} {{\n    lb_algo {algo}\n    lb_kind {kind}\n    protocol TCP\n"
+            );
+            for (rip, w) in rips.iter().zip(weights) {
+                conf += &format!("    real_server {rip} {port} {{\n        weight {w}\n    }}\n");
+            }
+            conf += "}\n";
+        }
+        let (daemon, sock) = start(&mut r, &conf, &dir, label);
+        // One connection to each service first, with room for a SYN-ACK retransmission:
+        // the lab's real servers sometimes lose their first reply to a client they must
+        // first resolve by neighbour discovery (the connection then takes a second).
+        for port in [80, 81] {
+            let a = r
+                .lab
+                .run_agent(
+                    &client,
+                    &[
+                        "probe",
+                        "--connect",
+                        &format!("[{vip}]:{port}"),
+                        "--timeout-ms",
+                        "5000",
+                    ],
+                )
+                .unwrap();
+            let name = String::from_utf8_lossy(&a.stdout).trim().to_string();
+            assert!(
+                name.starts_with("rs"),
+                "{kind} first connection to port {port}: {name:?}\n{}",
+                String::from_utf8_lossy(&fulcrum_e2e::ctl(&sock, &["services"]).stdout)
+            );
+        }
+        // Whole cycles after the first: the splits are exact whichever server it had.
+        let rr = distribution6(&r, vip, 80, 20);
+        assert_eq!(
+            rr,
+            BTreeMap::from([("rs1".to_string(), 10), ("rs2".to_string(), 10)]),
+            "{kind} rr over IPv6:\n{}\n{}",
+            ipvsadm(&sock, &["-Ln", "--stats"]),
+            String::from_utf8_lossy(&fulcrum_e2e::ctl(&sock, &["services"]).stdout)
+        );
+        let wrr = distribution6(&r, vip, 81, 30);
+        assert_eq!(
+            wrr,
+            BTreeMap::from([("rs1".to_string(), 10), ("rs2".to_string(), 20)]),
+            "{kind} wrr 1:2 over IPv6"
+        );
+        let listing = ipvsadm(&sock, &["-Ln"]);
+        assert!(
+            listing.contains(&format!("TCP  [{vip}]:80 rr")),
+            "{listing}"
+        );
+        let forward = if kind == "NAT" { "Masq" } else { "Route" };
+        for rip in &rips {
+            assert!(
+                listing.contains(&format!("  -> [{rip}]:80")) && listing.contains(forward),
+                "{listing}"
+            );
+        }
+        let stats = ipvsadm(&sock, &["-Ln", "--stats", "-t", &format!("[{vip}]:80")]);
+        let out_pkts: u64 = stats
+            .lines()
+            .find(|l| l.starts_with("TCP "))
+            .and_then(|l| l.split_whitespace().nth(4))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if kind == "NAT" {
+            assert!(out_pkts >= 20, "NAT replies cross the director:\n{stats}");
+        } else {
+            assert_eq!(out_pkts, 0, "DR replies bypass the director:\n{stats}");
+        }
+        let conns = ipvsadm(&sock, &["-Lnc"]);
+        assert!(
+            conns.contains(&format!("[{vip}]:80")),
+            "IPv6 connections listed:\n{conns}"
+        );
+        daemon.signal("TERM").unwrap();
+        assert!(daemon.wait_timeout(Duration::from_secs(10)).is_some());
+    }
+}

@@ -2,7 +2,7 @@
 //! -a -e -d --set -Z. Validation happens before anything changes; an error is ipvsadm's
 //! style of message and leaves the rules as they were.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use fulcrum_dataplane::{Method, TunCsum, TunKind, Tunnel};
 use fulcrum_types::Scheduler;
@@ -19,7 +19,7 @@ pub enum Edit {
     Clear,
     AddServer(RuleKey, RuleDest),
     ChangeServer(RuleKey, RuleDest),
-    DeleteServer(RuleKey, Ipv4Addr, u16),
+    DeleteServer(RuleKey, IpAddr, u16),
     /// tcp, tcpfin, udp in seconds; 0 keeps a value.
     SetTimeouts(u32, u32, u32),
     Zero(Option<RuleKey>),
@@ -29,24 +29,43 @@ pub enum Edit {
     StopDaemon(SyncRole),
 }
 
-fn host_port(text: &str, default_port: Option<u16>) -> Result<(Ipv4Addr, u16), String> {
-    let (host, port) = match text.rsplit_once(':') {
-        Some((h, p)) => (
-            h,
-            Some(
-                p.parse::<u16>()
-                    .map_err(|_| format!("Invalid port specified: {p}"))?,
-            ),
-        ),
-        None => (text, None),
+/// An address and port as ipvsadm takes them: `A.B.C.D[:PORT]`, or for IPv6
+/// `[ADDR][:PORT]`.
+fn host_port(text: &str, default_port: Option<u16>) -> Result<(IpAddr, u16), String> {
+    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
+        let (h, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("Invalid IPv6 address: {text} (no closing ']')"))?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(format!("Invalid port specified: {after}")),
+        };
+        let a = h
+            .parse::<std::net::Ipv6Addr>()
+            .map_err(|_| format!("Invalid IPv6 address: {h}"))?;
+        (IpAddr::V6(a), port)
+    } else {
+        let (h, p) = match text.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (text, None),
+        };
+        let a = h
+            .parse::<Ipv4Addr>()
+            .map_err(|_| format!("Invalid IPv4 address: {h}"))?;
+        (IpAddr::V4(a), p)
     };
-    let addr = host.parse::<Ipv4Addr>().map_err(|_| {
-        format!("Invalid IPv4 address: {host} (IPv6 services are not forwarded yet)")
-    })?;
+    let port = match port {
+        Some(p) => Some(
+            p.parse::<u16>()
+                .map_err(|_| format!("Invalid port specified: {p}"))?,
+        ),
+        None => None,
+    };
     let port = port
         .or(default_port)
         .ok_or_else(|| format!("Invalid port specified: {text} needs a port"))?;
-    Ok((addr, port))
+    Ok((host, port))
 }
 
 /// Parses one ipvsadm command line (without the program name).
@@ -458,8 +477,34 @@ mod tests {
     fn key() -> RuleKey {
         RuleKey {
             proto: 6,
-            vip: Ipv4Addr::new(10, 1, 10, 65),
+            vip: Ipv4Addr::new(10, 1, 10, 65).into(),
             port: 80,
+        }
+    }
+
+    #[test]
+    fn ipv6_services_and_servers_in_brackets() {
+        let mut rules = Vec::new();
+        for line in [
+            "-A -t [2001:db8::88]:80 -s rr",
+            "-a -t [2001:db8::88]:80 -r [2001:db8::66]:80 -g",
+            "-a -t [2001:db8::88]:80 -r [2001:db8::67] -g -w 2",
+            "-d -t [2001:db8::88]:80 -r [2001:db8::66]:80",
+        ] {
+            rules = apply(&rules, &parse(&args(line)).unwrap()).unwrap();
+        }
+        let r = &rules[0];
+        assert_eq!(r.key.vip, "2001:db8::88".parse::<IpAddr>().unwrap());
+        assert_eq!(r.key.port, 80);
+        let dests: Vec<(IpAddr, u16, u32)> =
+            r.dests.iter().map(|d| (d.addr, d.port, d.weight)).collect();
+        assert_eq!(dests, vec![("2001:db8::67".parse().unwrap(), 80, 2)]);
+        for bad in [
+            "-A -t [2001:db8::88:80 -s rr",
+            "-A -t [2001:db8::zz]:80 -s rr",
+            "-A -t 2001:db8::88:80 -s rr",
+        ] {
+            assert!(parse(&args(bad)).is_err(), "{bad}");
         }
     }
 

@@ -293,12 +293,14 @@ fn merge(
 
 /// Sends one empty datagram to the discard port of each address, so the kernel resolves
 /// (or refreshes) its neighbour entry, which the data plane's FIB lookup reads for DR.
-fn prod_neighbours(addrs: &[Ipv4Addr]) {
-    let Ok(sock) = UdpSocket::bind("0.0.0.0:0") else {
-        return;
-    };
+fn prod_neighbours(addrs: &[IpAddr]) {
+    let v4 = UdpSocket::bind("0.0.0.0:0").ok();
+    let v6 = UdpSocket::bind("[::]:0").ok();
     for a in addrs {
-        let _ = sock.send_to(&[], SocketAddr::new(IpAddr::V4(*a), 9));
+        let sock = if a.is_ipv4() { &v4 } else { &v6 };
+        if let Some(sock) = sock {
+            let _ = sock.send_to(&[], SocketAddr::new(*a, 9));
+        }
     }
 }
 
@@ -367,13 +369,13 @@ pub fn start(
         dp.set_timeouts(&t)?;
     }
     // DR needs the servers' MACs (waited for, briefly); TUN the next hop towards them.
-    let dr: Vec<Ipv4Addr> = rules
+    let dr: Vec<IpAddr> = rules
         .iter()
         .flat_map(|r| &r.dests)
         .filter(|d| d.method == Method::Dr)
         .map(|d| d.addr)
         .collect();
-    let tun: Vec<Ipv4Addr> = rules
+    let tun: Vec<IpAddr> = rules
         .iter()
         .flat_map(|r| &r.dests)
         .filter(|d| matches!(d.method, Method::Tun(_)))
@@ -382,7 +384,7 @@ pub fn start(
     prod_neighbours(&tun);
     if !dr.is_empty() {
         prod_neighbours(&dr);
-        let resolved = |l: &HashMap<Ipv4Addr, Link>| dr.iter().all(|a| l.contains_key(a));
+        let resolved = |l: &HashMap<IpAddr, Link>| dr.iter().all(|a| l.contains_key(a));
         let deadline = Instant::now() + Duration::from_millis(500);
         while !resolved(&read_links()) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));

@@ -15,7 +15,7 @@ use crate::health::ServerKey;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RuleKey {
     pub proto: u8,
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
 }
 
@@ -43,7 +43,7 @@ pub enum VerdictOf {
 /// A real server of a rule, with where its weight comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleDest {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
     pub method: Method,
     pub weight: u32,
@@ -151,17 +151,17 @@ pub fn rules(k: &KeepalivedConfig) -> (Vec<Rule>, Vec<String>) {
         let mut dests = Vec::new();
         let mut bad = None;
         for rs in &vs.real_servers {
-            let IpAddr::V4(addr) = rs.addr else {
-                bad = Some(format!(
-                    "{name}: IPv6 real server {} is not forwarded yet",
-                    rs.addr
-                ));
-                break;
-            };
+            let addr = rs.addr;
             let (m, t) = match rs.lvs_method {
                 Some(m) => (Some(m), rs.tunnel),
                 None => (vs.lb_kind, vs.tunnel),
             };
+            if addr.is_ipv6() && matches!(method(m, t), Method::Tun(_)) {
+                bad = Some(format!(
+                    "{name}: TUN to an IPv6 real server ({addr}) is not made by the data plane yet"
+                ));
+                break;
+            }
             dests.push(RuleDest {
                 addr,
                 port: rs.port.unwrap_or(0),
@@ -172,7 +172,7 @@ pub fn rules(k: &KeepalivedConfig) -> (Vec<Rule>, Vec<String>) {
                 l_threshold: rs.lthreshold.unwrap_or(0),
             });
         }
-        if let Some((IpAddr::V4(addr), port)) = vs.sorry_server {
+        if let Some((addr, port)) = vs.sorry_server {
             let (m, t) = match vs.sorry_server_lvs_method {
                 Some(m) => (Some(m), vs.sorry_server_tunnel),
                 None => (vs.lb_kind, vs.tunnel),
@@ -191,13 +191,15 @@ pub fn rules(k: &KeepalivedConfig) -> (Vec<Rule>, Vec<String>) {
             warnings.push(format!("{b}; service skipped"));
             continue;
         }
-        for (addr, port) in keys {
-            let IpAddr::V4(vip) = addr else {
+        for (vip, port) in keys {
+            // IPVS mixes the families only for TUN, which is not made over IPv6 here.
+            if let Some(d) = dests.iter().find(|d| d.addr.is_ipv6() != vip.is_ipv6()) {
                 warnings.push(format!(
-                    "{name}: IPv6 services are not forwarded yet; skipped"
+                    "{name}: real server {} is not of the family of {vip}; service skipped",
+                    d.addr
                 ));
                 continue;
-            };
+            }
             let mut dests = dests.clone();
             for d in &mut dests {
                 if d.port == 0 {

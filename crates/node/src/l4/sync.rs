@@ -290,7 +290,7 @@ pub(super) fn table_records(table: &Table, dp: &DataPlane) -> Vec<Seen> {
                 flags: flags::TEMPLATE | fwd(dest.method) | flags::INACTIVE,
                 state: 0,
                 client: inet(t.client, 0),
-                virt: inet(key.vip, key.port),
+                virt: SocketAddr::new(key.vip, key.port),
                 dest: inet(dest_addr, dest.port),
                 fwmark: 0,
                 timeout: persistence,
@@ -311,9 +311,13 @@ fn adopt(table: &Table, dp: &mut DataPlane, r: &Record, status: &mut SyncCounter
         status.ignored += 1;
         return;
     };
-    let Some((service, slot, method)) =
-        table.synced_slot(r.protocol, *virt.ip(), virt.port(), *dest.ip(), dest.port())
-    else {
+    let Some((service, slot, method)) = table.synced_slot(
+        r.protocol,
+        (*virt.ip()).into(),
+        virt.port(),
+        (*dest.ip()).into(),
+        dest.port(),
+    ) else {
         status.ignored += 1;
         return;
     };

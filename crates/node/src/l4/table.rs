@@ -78,7 +78,7 @@ pub struct Table {
     /// Rate estimators by (service id, real-server slot; None for the service).
     rates: HashMap<(u32, Option<usize>), Estimator>,
     /// Where DR real servers are on the link, from the neighbour table.
-    pub(super) links: HashMap<Ipv4Addr, Link>,
+    pub(super) links: HashMap<IpAddr, Link>,
     /// Real servers the operator drained (`fulcrum ctl drain`): weight 0.
     pub(super) drained: Vec<(Ipv4Addr, Option<u16>)>,
 }
@@ -108,9 +108,9 @@ impl Table {
     pub(super) fn synced_slot(
         &self,
         proto: u8,
-        vip: Ipv4Addr,
+        vip: IpAddr,
         vport: u16,
-        rip: Ipv4Addr,
+        rip: IpAddr,
         rport: u16,
     ) -> Option<(u32, u16, Method)> {
         let exact = RuleKey {
@@ -158,10 +158,88 @@ fn parse_mac(text: &str) -> Option<[u8; 6]> {
     (parts.next().is_none() && mac != [0; 6]).then_some(mac)
 }
 
-/// The resolved IPv4 neighbours of this network namespace (/proc/net/arp), with the
-/// index and MAC of the interface each is on: what DR rewrites frames with.
-pub fn read_links() -> HashMap<Ipv4Addr, Link> {
+/// The MAC of an interface, by its index (from /sys/class/net).
+fn interface_mac(ifindex: u32) -> Option<[u8; 6]> {
+    std::fs::read_dir("/sys/class/net")
+        .ok()?
+        .filter_map(Result::ok)
+        .find(|e| {
+            std::fs::read_to_string(e.path().join("ifindex"))
+                .is_ok_and(|i| i.trim().parse() == Ok(ifindex))
+        })
+        .and_then(|e| std::fs::read_to_string(e.path().join("address")).ok())
+        .and_then(|m| parse_mac(&m))
+}
+
+/// The resolved IPv6 neighbours of this network namespace (a netlink dump: IPv6 has no
+/// /proc file for them), as `read_links` gives the IPv4 ones.
+fn read_links6(links: &mut HashMap<IpAddr, Link>) {
+    use futures::TryStreamExt;
+    use rtnetlink::packet_route::neighbour::{
+        NeighbourAddress, NeighbourAttribute, NeighbourState,
+    };
+    // A runtime of its own on a thread of its own: this is called from the daemon's
+    // runtime as well as from the data plane's maintenance thread.
+    let dump = std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .ok()?;
+        Some(rt.block_on(async {
+            let Ok((conn, handle, _)) = rtnetlink::new_connection() else {
+                return Vec::new();
+            };
+            tokio::spawn(conn);
+            let mut dump = handle
+                .neighbours()
+                .get()
+                .set_address_family(rtnetlink::packet_route::AddressFamily::Inet6)
+                .execute();
+            let mut out = Vec::new();
+            while let Ok(Some(m)) = dump.try_next().await {
+                let usable = matches!(
+                    m.header.state,
+                    NeighbourState::Reachable
+                        | NeighbourState::Stale
+                        | NeighbourState::Delay
+                        | NeighbourState::Probe
+                        | NeighbourState::Permanent
+                );
+                let mut ip = None;
+                let mut mac = None;
+                for a in &m.attributes {
+                    match a {
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(a)) => {
+                            ip = Some(*a)
+                        }
+                        NeighbourAttribute::LinkLayerAddress(l) if l.len() == 6 => {
+                            mac = <[u8; 6]>::try_from(&l[..]).ok().filter(|m| *m != [0; 6]);
+                        }
+                        _ => {}
+                    }
+                }
+                if let (true, Some(ip), Some(mac)) = (usable, ip, mac) {
+                    out.push((ip, mac, m.header.ifindex));
+                }
+            }
+            out
+        }))
+    });
+    let found: Vec<(std::net::Ipv6Addr, [u8; 6], u32)> =
+        dump.join().ok().flatten().unwrap_or_default();
+    for (ip, mac, ifindex) in found {
+        if let Some(smac) = interface_mac(ifindex) {
+            links.insert(ip.into(), Link { mac, ifindex, smac });
+        }
+    }
+}
+
+/// The resolved neighbours of this network namespace (IPv4 from /proc/net/arp, IPv6 from
+/// the kernel by netlink), with the index and MAC of the interface each is on: what DR
+/// rewrites frames with.
+pub fn read_links() -> HashMap<IpAddr, Link> {
     let mut links = HashMap::new();
+    read_links6(&mut links);
     let Ok(text) = std::fs::read_to_string("/proc/net/arp") else {
         return links;
     };
@@ -184,7 +262,7 @@ pub fn read_links() -> HashMap<Ipv4Addr, Link> {
         else {
             continue;
         };
-        links.insert(ip, Link { mac, ifindex, smac });
+        links.insert(ip.into(), Link { mac, ifindex, smac });
     }
     links
 }
@@ -213,7 +291,7 @@ impl Table {
                 .any(|(a, p)| *a == d.addr && p.is_none_or(|p| p == d.port));
             let weight = if drained { 0 } else { weight };
             wanted.push(DestSpec {
-                addr: d.addr.into(),
+                addr: d.addr,
                 port: d.port,
                 method: d.method,
                 weight,
@@ -225,7 +303,10 @@ impl Table {
                     Method::Nat | Method::Tun(_) => None,
                 },
                 tun_source: match d.method {
-                    Method::Tun(_) => tunnel_source(d.addr),
+                    Method::Tun(_) => match d.addr {
+                        IpAddr::V4(a) => tunnel_source(a),
+                        IpAddr::V6(_) => None,
+                    },
                     _ => None,
                 },
             });
@@ -280,7 +361,10 @@ impl Table {
             slots.pop();
         }
         ServiceSpec {
-            key: ServiceKey::v4(rule.key.vip, rule.key.port, rule.key.proto),
+            key: match rule.key.vip {
+                IpAddr::V4(a) => ServiceKey::v4(a, rule.key.port, rule.key.proto),
+                IpAddr::V6(a) => ServiceKey::v6(a, rule.key.port, rule.key.proto),
+            },
             id,
             scheduler: rule.scheduler,
             sh_port: rule.sh_port,
@@ -520,8 +604,8 @@ impl Table {
                     expires_ms: t.expires_in.as_millis() as u64,
                     state: "NONE".to_string(),
                     source: format!("{}:0", t.client),
-                    virtual_: format!("{}:{}", i.rule.key.vip, i.rule.key.port),
-                    destination: format!("{}:{}", d.addr, d.port),
+                    virtual_: SocketAddr::new(i.rule.key.vip, i.rule.key.port).to_string(),
+                    destination: SocketAddr::new(d.addr, d.port).to_string(),
                 })
             })
             .collect();
@@ -562,10 +646,9 @@ impl Table {
     /// slots, so the next apply keeps their connections.
     pub fn adopt(&mut self, specs: Vec<ServiceSpec>) {
         for spec in specs {
-            let a = spec.key.addr;
             let key = RuleKey {
                 proto: spec.key.proto,
-                vip: Ipv4Addr::new(a[0], a[1], a[2], a[3]),
+                vip: spec.key.ip(),
                 port: u16::from_be(spec.key.port),
             };
             let rule = Rule {
@@ -602,16 +685,13 @@ impl Table {
     /// Real servers reached by DR: their MAC must be in the neighbour table.
     /// The DR and TUN real servers: the addresses whose neighbour (or next hop) the
     /// data plane needs resolved.
-    pub(super) fn dr_addresses(&self) -> Vec<Ipv4Addr> {
-        let mut v: Vec<Ipv4Addr> = self
+    pub(super) fn dr_addresses(&self) -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = self
             .installed
             .values()
             .flat_map(|i| i.spec.dests.iter().flatten())
             .filter(|d| d.method != Method::Nat)
-            .filter_map(|d| match d.addr {
-                IpAddr::V4(a) => Some(a),
-                IpAddr::V6(_) => None,
-            })
+            .map(|d| d.addr)
             .collect();
         v.sort();
         v.dedup();

@@ -83,12 +83,34 @@ fn virtual_servers_become_ipvs_rules() {
 fn what_cannot_be_forwarded_is_skipped_with_a_warning() {
     let (rules, warnings) = rules(&config(
         "virtual_server 10.0.0.9 80 {\n  protocol SCTP\n  real_server 10.0.0.1 80 { }\n}\n\
-         virtual_server 2001:db8::9 80 {\n  protocol TCP\n  real_server 2001:db8::1 80 { }\n}\n",
+         virtual_server 2001:db8::9 81 {\n  lb_kind TUN\n  protocol TCP\n  real_server 2001:db8::1 81 { }\n}\n",
     ));
     assert!(rules.is_empty());
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(warnings[0].contains("SCTP"), "{warnings:?}");
-    assert!(warnings[1].contains("IPv6"), "{warnings:?}");
+    assert!(warnings[1].contains("TUN to an IPv6"), "{warnings:?}");
+}
+
+#[test]
+fn ipv6_virtual_servers_become_rules() {
+    let (rules, warnings) = rules(&config(
+        "virtual_server 2001:db8::9 80 {\n  lb_algo rr\n  lb_kind DR\n  protocol TCP\n\
+         real_server 2001:db8::1 80 { }\n  real_server 2001:db8::2 80 { weight 2 }\n}\n",
+    ));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(rules.len(), 1);
+    assert_eq!(rules[0].key.vip, "2001:db8::9".parse::<IpAddr>().unwrap());
+    let dests: Vec<(IpAddr, u32)> = rules[0].dests.iter().map(|d| (d.addr, d.weight)).collect();
+    assert_eq!(
+        dests,
+        vec![
+            ("2001:db8::1".parse().unwrap(), 1),
+            ("2001:db8::2".parse().unwrap(), 2)
+        ]
+    );
+    let table = Table::default();
+    let d = table.diff(&rules, &Verdicts::default()).unwrap();
+    assert_eq!(d.put[0].1.key.family, 6);
 }
 
 /// The verdicts that put the first web server out and keep the rest as configured.
