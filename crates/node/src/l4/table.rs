@@ -598,6 +598,11 @@ impl Table {
             .into_iter()
             .filter_map(|t| {
                 let i = by_id.get(&t.service)?;
+                // An IPv6 service's templates hold the client folded to 32 bits: not
+                // an address to list.
+                if i.rule.key.vip.is_ipv6() {
+                    return None;
+                }
                 let d = i.spec.dests.get(t.slot as usize).copied().flatten()?;
                 Some(status::IpvsConnection {
                     protocol: i.rule.key.proto_name().to_string(),
