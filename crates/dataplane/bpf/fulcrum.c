@@ -1089,6 +1089,68 @@ static __always_inline struct service_value *find_service6(struct packet6 *p)
 	return 0;
 }
 
+/* An ICMPv6 error (destination unreachable, packet too big, time exceeded, parameter
+ * problem) about an IPv6 NAT connection, translated as icmp_error does for IPv4 (IPVS's
+ * ip_vs_nat_icmp_v6): about a packet sent to the real server (inner client -> RIP), it
+ * reaches the client as if about the VIP; about a reply sent to the client (inner VIP ->
+ * client), it reaches the real server. The ICMPv6 checksum covers the outer addresses
+ * too (its pseudo-header). A global function: its state stays off the entry point's
+ * stack. -1: not ours. */
+__attribute__((noinline)) int icmp6_error(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = HEADER(data, end, struct ethhdr);
+	if (!eth)
+		return -1;
+	struct ipv6hdr *ip = HEADER(eth + 1, end, struct ipv6hdr);
+	if (!ip || ip->nexthdr != IPPROTO_ICMPV6)
+		return -1;
+	struct icmphdr *icmp = HEADER(ip + 1, end, struct icmphdr);
+	if (!icmp || icmp->type < 1 || icmp->type > 4)
+		return -1;
+	struct ipv6hdr *in = HEADER(icmp + 1, end, struct ipv6hdr);
+	if (!in || (in->nexthdr != IPPROTO_TCP && in->nexthdr != IPPROTO_UDP))
+		return -1;
+	struct l4ports *ports = HEADER(in + 1, end, struct l4ports);
+	if (!ports)
+		return -1;
+	/* The inner packet's flow, reversed, is the key of the entry that sent it. */
+	struct flow_key6 k = { .sport = ports->dest, .dport = ports->source, .proto = in->nexthdr };
+	__builtin_memcpy(k.src, in->daddr.in6_u.u6_addr8, 16);
+	__builtin_memcpy(k.dst, in->saddr.in6_u.u6_addr8, 16);
+	struct conn6 *c = bpf_map_lookup_elem(&conns6, &k);
+	if (!c || c->c.method != METHOD_NAT)
+		return -1;
+	__u16 *sum = &icmp->checksum;
+	if (c->c.flags & CONN_F_REPLY) {
+		/* About what went to the real server: the client sees it about the VIP. */
+		csum_replace16(sum, in->daddr.in6_u.u6_addr8, c->vip);
+		__builtin_memcpy(in->daddr.in6_u.u6_addr8, c->vip, 16);
+		csum_replace2(sum, ports->dest, c->c.vport);
+		ports->dest = c->c.vport;
+		if (same6(ip->saddr.in6_u.u6_addr8, c->rip)) {
+			/* Sent by the real server itself: it speaks as the VIP. */
+			csum_replace16(sum, ip->saddr.in6_u.u6_addr8, c->vip);
+			__builtin_memcpy(ip->saddr.in6_u.u6_addr8, c->vip, 16);
+		}
+	} else {
+		/* About a reply to the client: it goes to the real server, about its address. */
+		csum_replace16(sum, in->saddr.in6_u.u6_addr8, c->rip);
+		__builtin_memcpy(in->saddr.in6_u.u6_addr8, c->rip, 16);
+		csum_replace2(sum, ports->source, c->c.rport);
+		ports->source = c->c.rport;
+		csum_replace16(sum, ip->daddr.in6_u.u6_addr8, c->rip);
+		__builtin_memcpy(ip->daddr.in6_u.u6_addr8, c->rip, 16);
+	}
+	count(STAT_ICMP_NAT);
+	__u16 len = sizeof(struct ipv6hdr) + bpf_ntohs(ip->payload_len);
+	if (route_lookup6(ctx, &c->c, ip->saddr.in6_u.u6_addr8, ip->daddr.in6_u.u6_addr8,
+			  IPPROTO_ICMPV6, len))
+		return XDP_PASS;
+	return route_out(ctx, eth, &c->c);
+}
+
 /* The IPv6 entry point, tail-called by xdp_fulcrum for every IPv6 frame. Extension
  * headers and fragments go to the kernel, as everything no service takes. */
 SEC("xdp")
@@ -1125,8 +1187,17 @@ int xdp_fulcrum6(struct xdp_md *ctx)
 		p.dport = &u->dest;
 		p.l4_csum = &u->check;
 	} else {
+		if (p.ip->nexthdr == IPPROTO_ICMPV6) {
+			int verdict = icmp6_error(ctx);
+			if (verdict >= 0)
+				return verdict;
+		}
 		count(STAT_OTHER_L4);
-		return ipv6_to_kernel(p.ip, end);
+		/* Pointers into the frame are checked again: a global function was called. */
+		data = (void *)(long)ctx->data;
+		end = (void *)(long)ctx->data_end;
+		struct ipv6hdr *ip = HEADER(data + sizeof(struct ethhdr), end, struct ipv6hdr);
+		return ip ? ipv6_to_kernel(ip, end) : XDP_PASS;
 	}
 	__u64 now = clock_now();
 	struct flow_key6 key = { .sport = *p.sport, .dport = *p.dport, .proto = p.ip->nexthdr };

@@ -1064,6 +1064,17 @@ fn tcp6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, flags: u8) -
     ipv6_frame(6, src, dst, &h)
 }
 
+/// An ICMPv6 error (type, and the 32 bits after the checksum: packet too big's MTU) from
+/// `src` to `dst` about `about` (an IPv6 packet, cut as routers cut it).
+fn icmp6_error(src: Ipv6Addr, dst: Ipv6Addr, kind: u8, rest: u32, about: &[u8]) -> Vec<u8> {
+    let mut m = vec![kind, 0, 0, 0];
+    m.extend_from_slice(&rest.to_be_bytes());
+    m.extend_from_slice(&about[..about.len().min(40 + 20)]);
+    let c = l4_checksum6(src, dst, 58, &m);
+    m[2..4].copy_from_slice(&c.to_be_bytes());
+    ipv6_frame(58, src, dst, &m)
+}
+
 fn l4_checksum6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, l4: &[u8]) -> u16 {
     fulcrum_wire::checksum::Checksum::new()
         .pseudo_v6(src, dst, next, l4.len() as u32)
@@ -1212,6 +1223,50 @@ fn ipv6_nat_and_dr_forward_and_track() {
         assert_eq!(dp.dest_conns(1, 0).unwrap(), (1, 0), "established: active");
         assert_eq!(dp.count(Reason::NatIn).unwrap(), 2);
         assert_eq!(dp.count(Reason::NatOut).unwrap(), 1);
+
+        // ICMPv6 errors about the NAT connection, translated. A router's packet too big
+        // about what went to the real server reaches the client about the VIP...
+        let router: Ipv6Addr = "2001:db8:1::fe".parse().unwrap();
+        let inner_out = &tcp6_frame(client, 50000, rip, 8080, ACK)[14..];
+        let out = dp
+            .test_run(&icmp6_error(router, client, 2, 1280, inner_out), 1)
+            .unwrap();
+        assert_eq!(out.verdict, Verdict::Redirect, "to the client");
+        let f = &out.frame;
+        let a = |i: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&f[i..i + 16]).unwrap());
+        assert_eq!(
+            (a(22), a(38)),
+            (router, client),
+            "the outer header as it was"
+        );
+        assert_eq!((a(62 + 8), a(62 + 24)), (client, vip), "inner: to the VIP");
+        assert_eq!(
+            u16::from_be_bytes([f[104], f[105]]),
+            80,
+            "inner: the VIP's port"
+        );
+        assert_eq!(
+            l4_checksum6(router, client, 58, &f[54..]),
+            0,
+            "ICMPv6 checksum"
+        );
+        // ... and one about a reply to the client goes to the real server, about it.
+        let inner_back = &tcp6_frame(vip, 80, client, 50000, ACK)[14..];
+        let out = dp
+            .test_run(&icmp6_error(router, vip, 1, 0, inner_back), 1)
+            .unwrap();
+        assert_eq!(out.verdict, Verdict::Redirect, "to the real server");
+        let f = &out.frame;
+        let a = |i: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&f[i..i + 16]).unwrap());
+        assert_eq!((a(22), a(38)), (router, rip));
+        assert_eq!(a(62 + 8), rip, "inner: from the real server");
+        assert_eq!(u16::from_be_bytes([f[102], f[103]]), 8080);
+        assert_eq!(
+            l4_checksum6(router, rip, 58, &f[54..]),
+            0,
+            "ICMPv6 checksum"
+        );
+        assert_eq!(dp.count(Reason::IcmpNat).unwrap(), 2);
 
         // DR: the frame as it came, to the server's MAC.
         let syn = tcp6_frame(client, 50001, vip, 443, SYN);
