@@ -3,7 +3,8 @@
 //!
 //! Paths measured: an established NAT flow (client to server: connection lookup, TCP state,
 //! address and checksum rewrite, FIB lookup, redirect), the NAT reply path, an established DR
-//! flow (connection lookup, MAC rewrite, XDP_TX), and the scheduling decision of each of the
+//! flow (connection lookup, MAC rewrite, XDP_TX), the same three over IPv6 (through the tail
+//! call to the IPv6 entry point), and the scheduling decision of each of the
 //! fourteen schedulers over 10 real servers (a UDP one-packet-scheduling DR service, so every
 //! repetition schedules anew).
 //!
@@ -20,7 +21,7 @@
 //! `--only` measures the paths whose name starts with PREFIX, the floor always, for a
 //! profiler run)
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 
 use aya::programs::{TestRun, TestRunOptions, Xdp};
@@ -39,6 +40,11 @@ const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 184, 50);
 const NAT_VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 184, 200);
 const DR_VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 184, 201);
 const DR_RIP: Ipv4Addr = Ipv4Addr::new(192, 168, 184, 202);
+const DIRECTOR6: &str = "2001:db8:184::128/64";
+const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x184, 0, 0, 0, 0, 0x50);
+const NAT_VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x184, 0, 0, 0, 0, 0x200);
+const DR_VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x184, 0, 0, 0, 0, 0x201);
+const DR_RIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x184, 0, 0, 0, 0, 0x202);
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -81,9 +87,36 @@ fn frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, tcp: Option<u8>) 
     f
 }
 
-fn dest(addr: Ipv4Addr, port: u16, method: Method, weight: u32) -> Option<DestSpec> {
+/// The IPv6 frame of the same TCP segment (an ACK: the established paths).
+fn frame6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, flags: u8) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 1, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    l4.extend_from_slice(&[0x61; 64]);
+    let c = Checksum::new()
+        .pseudo_v6(src, dst, 6, l4.len() as u32)
+        .add(&l4)
+        .finish();
+    l4[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0x02, 0, 0, 0, 0, 0x80, 0x02, 0, 0, 0, 0, 0x32, 0x86, 0xdd];
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[6, 64]);
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    f.extend_from_slice(&l4);
+    f
+}
+
+fn dest(addr: impl Into<IpAddr>, port: u16, method: Method, weight: u32) -> Option<DestSpec> {
+    let addr: IpAddr = addr.into();
+    let last = match addr {
+        IpAddr::V4(a) => a.octets()[3],
+        IpAddr::V6(a) => a.octets()[15],
+    };
     Some(DestSpec {
-        addr: addr.into(),
+        addr,
         port,
         method,
         weight,
@@ -91,7 +124,7 @@ fn dest(addr: Ipv4Addr, port: u16, method: Method, weight: u32) -> Option<DestSp
         u_threshold: 0,
         l_threshold: 0,
         link: (method == Method::Dr).then_some(Link {
-            mac: [0x02, 0, 0, 0, 0, addr.octets()[3]],
+            mac: [0x02, 0, 0, 0, 0, last],
             ifindex: 0,
             smac: [0x02, 0, 0, 0, 0, 0x80],
         }),
@@ -130,11 +163,23 @@ fn inner(repeat: u32) {
     let mut dr = ServiceSpec::new(ServiceKey::v4(DR_VIP, 80, 6), 2, Scheduler::Wlc);
     dr.dests = vec![dest(DR_RIP, 80, Method::Dr, 1)];
     dp.put_service(&dr).expect("DR service");
+    let mut nat6 = ServiceSpec::new(ServiceKey::v6(NAT_VIP6, 80, 6), 3, Scheduler::Wlc);
+    nat6.dests = vec![dest(NAT_VIP6, 80, Method::Nat, 1)];
+    dp.put_service(&nat6).expect("IPv6 NAT service");
+    let mut dr6 = ServiceSpec::new(ServiceKey::v6(DR_VIP6, 80, 6), 4, Scheduler::Wlc);
+    dr6.dests = vec![dest(DR_RIP6, 80, Method::Dr, 1)];
+    dp.put_service(&dr6).expect("IPv6 DR service");
     // Open the flows: SYN, then the established packets are measured.
     for (vip, port) in [(NAT_VIP, 40000), (DR_VIP, 40001)] {
         dp.test_run(&frame(CLIENT, port, vip, 80, Some(0x02)), 1)
             .expect("SYN");
         dp.test_run(&frame(CLIENT, port, vip, 80, Some(0x10)), 1)
+            .expect("ACK");
+    }
+    for (vip, port) in [(NAT_VIP6, 40000), (DR_VIP6, 40001)] {
+        dp.test_run(&frame6(CLIENT6, port, vip, 80, 0x02), 1)
+            .expect("SYN");
+        dp.test_run(&frame6(CLIENT6, port, vip, 80, 0x10), 1)
             .expect("ACK");
     }
     let paths = [
@@ -149,6 +194,18 @@ fn inner(repeat: u32) {
         (
             "DR established",
             frame(CLIENT, 40001, DR_VIP, 80, Some(0x10)),
+        ),
+        (
+            "IPv6 NAT established, client to server",
+            frame6(CLIENT6, 40000, NAT_VIP6, 80, 0x10),
+        ),
+        (
+            "IPv6 NAT established, server to client",
+            frame6(NAT_VIP6, 80, CLIENT6, 40000, 0x10),
+        ),
+        (
+            "IPv6 DR established",
+            frame6(CLIENT6, 40001, DR_VIP6, 80, 0x10),
         ),
     ];
     let only = arg("--only");
@@ -204,12 +261,26 @@ fn main() {
         .expect("address");
     lab.sysctl(&director, "net.ipv4.ip_forward", "1")
         .expect("ip_forward");
+    lab.sysctl(&director, "net.ipv6.conf.all.forwarding", "1")
+        .expect("IPv6 forwarding");
+    lab.ip(
+        &director,
+        &["-6", "addr", "add", DIRECTOR6, "dev", "eth1", "nodad"],
+    )
+    .expect("IPv6 address");
     lab.ip(
         &director,
         &["route", "add", "192.168.186.0/24", "dev", "eth1"],
     )
     .expect("route");
-    for (i, a) in [CLIENT, NAT_VIP].iter().enumerate() {
+    // The client and the NAT "real server" (the VIP itself), in each family.
+    let neighbours: [IpAddr; 4] = [
+        CLIENT.into(),
+        NAT_VIP.into(),
+        CLIENT6.into(),
+        NAT_VIP6.into(),
+    ];
+    for (i, a) in neighbours.iter().enumerate() {
         lab.ip(
             &director,
             &[
@@ -217,7 +288,7 @@ fn main() {
                 "replace",
                 &a.to_string(),
                 "lladdr",
-                &format!("02:00:00:00:00:{:02x}", 0x10 + i),
+                &format!("02:00:00:00:00:{:02x}", 0x10 + i % 2),
                 "dev",
                 "eth1",
                 "nud",
