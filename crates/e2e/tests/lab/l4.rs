@@ -1357,12 +1357,27 @@ fn tun_reaches_real_servers_behind_a_router_with_every_tunnel_type() {
 }
 
 /// IPv6 on top of a reference deployment's segments: `addrs` as (host, interface,
-/// address/prefix), added without duplicate address detection so they are usable at once.
+/// address/prefix), added without duplicate address detection so they are usable at once;
+/// then waits until no address of those hosts is tentative any more (the link-local ones
+/// the kernel made when the links came up run their detection for about a second, and a
+/// host sends no neighbour solicitation before: a first connection would wait for it).
 fn add_ipv6(r: &Reference, addrs: &[(&fulcrum_lab::Host, &str, String)]) {
     for (host, ifname, cidr) in addrs {
         r.lab
             .ip(host, &["-6", "addr", "add", cidr, "dev", ifname, "nodad"])
             .unwrap();
+    }
+    for (host, _, _) in addrs {
+        let settled = wait_for(Duration::from_secs(5), || {
+            r.lab
+                .ip(host, &["-6", "addr", "show", "tentative"])
+                .is_ok_and(|o| o.stdout.is_empty())
+        });
+        assert!(
+            settled.is_some(),
+            "{}: addresses still tentative",
+            host.name
+        );
     }
 }
 
@@ -1450,27 +1465,18 @@ fn ipv6_nat_and_dr_split_as_ipv4_does() {
             conf += "}\n";
         }
         let (daemon, sock) = start(&mut r, &conf, &dir, label);
-        // One connection to each service first, with room for a SYN-ACK retransmission:
-        // the lab's real servers sometimes lose their first reply to a client they must
-        // first resolve by neighbour discovery (the connection then takes a second).
+        // One connection to each service first, so a broken path fails at once with what
+        // the data plane counted; the splits are then over whole cycles.
         for port in [80, 81] {
+            let t = std::time::Instant::now();
             let a = r
                 .lab
-                .run_agent(
-                    &client,
-                    &[
-                        "probe",
-                        "--connect",
-                        &format!("[{vip}]:{port}"),
-                        "--timeout-ms",
-                        "5000",
-                    ],
-                )
+                .probe(&client, &format!("[{vip}]:{port}"), 1, false)
                 .unwrap();
-            let name = String::from_utf8_lossy(&a.stdout).trim().to_string();
             assert!(
-                name.starts_with("rs"),
-                "{kind} first connection to port {port}: {name:?}\n{}",
+                a.first().is_some_and(|a| a.starts_with("rs")),
+                "{kind} first connection to port {port}: {a:?} after {:?}\n{}",
+                t.elapsed(),
                 String::from_utf8_lossy(&fulcrum_e2e::ctl(&sock, &["services"]).stdout)
             );
         }
