@@ -99,9 +99,9 @@ fn main() {
                 let slot = RIPS.iter().position(|a| a == rs.ip()).unwrap_or(0) as u16;
                 dp.adopt(&Synced {
                     proto: r.protocol,
-                    client: (*c.ip(), c.port()),
-                    vip: (*v.ip(), v.port()),
-                    rip: (*rs.ip(), rs.port()),
+                    client: ((*c.ip()).into(), c.port()),
+                    vip: ((*v.ip()).into(), v.port()),
+                    rip: ((*rs.ip()).into(), rs.port()),
                     state: r.state as u8,
                     service: 1,
                     slot,

@@ -1372,6 +1372,76 @@ int xdp_adopt(struct xdp_md *ctx)
 	return XDP_TX;
 }
 
+/* xdp_adopt for an IPv6 connection: the frame carries a struct conn6 (its `c` with the
+ * addresses folded, as the data path keeps them). Same verdicts. */
+SEC("xdp")
+int xdp_adopt6(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct conn6 *in = HEADER(data + 14, end, struct conn6);
+	if (!in)
+		return XDP_ABORTED;
+	struct flow_key6 key;
+	client_key6(in, &key);
+	struct conn6 *c = bpf_map_lookup_elem(&conns6, &key);
+	if (c && (c->c.flags & CONN_F_REPLY))
+		return XDP_DROP;
+	if (c && (!same6(c->rip, in->rip) || c->c.rport != in->c.rport || c->c.svc != in->c.svc ||
+		  c->c.dest != in->c.dest || c->c.method != in->c.method)) {
+		conn_release6(&key, c);
+		c = 0;
+	}
+	if (c) {
+		conn_set_state(&c->c, in->c.state);
+		c->c.timeout = in->c.timeout;
+		c->c.expires = in->c.expires;
+		reply_follow6(c);
+		return XDP_PASS;
+	}
+	/* Made in the per-CPU scratch entry: 120 bytes would not fit beside the rest. */
+	__u32 zero = 0;
+	struct conn6 *n = bpf_map_lookup_elem(&scratch_conn6, &zero);
+	if (!n)
+		return XDP_ABORTED;
+	__builtin_memcpy(n, in, sizeof(*n));
+	n->c.flags = n->c.method != METHOD_NAT ? CONN_F_NOOUTPUT : 0;
+	n->c.counted = n->c.state == TCP_S_ESTABLISHED ? COUNTED_ACTIVE : COUNTED_INACTIVE;
+	n->c.ifindex = 0;
+	n->c.route_gen = 0;
+	long err = bpf_map_update_elem(&conns6, &key, n, BPF_NOEXIST);
+	if (err) {
+		if (err == -E_EXIST)
+			return XDP_PASS;
+		count(STAT_TABLE_FULL);
+		return XDP_DROP;
+	}
+	__u64 counted = n->c.counted;
+	if (n->c.method == METHOD_NAT) {
+		struct flow_key6 rk;
+		reply_key6(n, &rk);
+		n->c.flags |= CONN_F_REPLY;
+		n->c.counted = COUNTED_NONE;
+		if (bpf_map_update_elem(&conns6, &rk, n, BPF_ANY)) {
+			bpf_map_delete_elem(&conns6, &key);
+			count(STAT_TABLE_FULL);
+			return XDP_DROP;
+		}
+	}
+	__u32 k = slot_index(n->c.svc, n->c.dest);
+	struct dest_conns *dc = bpf_map_lookup_elem(&dest_conns, &k);
+	struct dest *d = bpf_map_lookup_elem(&dests, &k);
+	if (dc) {
+		if (counted == COUNTED_ACTIVE)
+			__sync_fetch_and_add(&dc->active, 1);
+		else
+			__sync_fetch_and_add(&dc->inactive, 1);
+		if (d)
+			threshold_bind(d, dc);
+	}
+	return XDP_TX;
+}
+
 /* Run by the control plane through BPF_PROG_TEST_RUN to set the clock: writes
  * bpf_jiffies64(), bpf_ktime_get_coarse_ns() and clock_now(), three native-endian u64s,
  * after 14 bytes of padding. XDP_ABORTED if the frame is too short. */

@@ -43,9 +43,10 @@ pub struct Template {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Synced {
     pub proto: u8,
-    pub client: (Ipv4Addr, u16),
-    pub vip: (Ipv4Addr, u16),
-    pub rip: (Ipv4Addr, u16),
+    /// All three of one family.
+    pub client: (IpAddr, u16),
+    pub vip: (IpAddr, u16),
+    pub rip: (IpAddr, u16),
     /// The program's numbering (IPVS's TCP states; STATE_UDP for UDP).
     pub state: u8,
     pub service: u32,
@@ -225,13 +226,28 @@ impl DataPlane {
     /// `xdp_adopt`).
     pub fn adopt(&mut self, c: &Synced) -> Result<Adopted, Error> {
         let expires = self.now() + u64::from(c.timeout) * 1_000_000_000;
-        // struct conn after 14 bytes of padding; addresses and ports in network order.
-        let mut frame = [0u8; 14 + 72];
+        let v6 = match (c.client.0, c.vip.0, c.rip.0) {
+            (IpAddr::V4(_), IpAddr::V4(_), IpAddr::V4(_)) => false,
+            (IpAddr::V6(_), IpAddr::V6(_), IpAddr::V6(_)) => true,
+            _ => {
+                return Err(Error::Limit(
+                    "a synced connection's addresses are of two families".into(),
+                ))
+            }
+        };
+        // struct conn (or conn6: conn with the addresses folded, then the addresses) after
+        // 14 bytes of padding; addresses and ports in network order.
+        let mut frame = [0u8; 14 + 120];
         let f = &mut frame[14..];
         f[0..8].copy_from_slice(&expires.to_ne_bytes());
-        f[8..12].copy_from_slice(&c.client.0.octets());
-        f[12..16].copy_from_slice(&c.vip.0.octets());
-        f[16..20].copy_from_slice(&c.rip.0.octets());
+        f[8..12].copy_from_slice(&super::services::folded(c.client.0).to_ne_bytes());
+        f[12..16].copy_from_slice(&super::services::folded(c.vip.0).to_ne_bytes());
+        f[16..20].copy_from_slice(&super::services::folded(c.rip.0).to_ne_bytes());
+        for (i, a) in [c.client.0, c.vip.0, c.rip.0].into_iter().enumerate() {
+            if let IpAddr::V6(a) = a {
+                f[72 + 16 * i..88 + 16 * i].copy_from_slice(&a.octets());
+            }
+        }
         f[20..22].copy_from_slice(&c.client.1.to_be_bytes());
         f[22..24].copy_from_slice(&c.vip.1.to_be_bytes());
         f[24..26].copy_from_slice(&c.rip.1.to_be_bytes());
@@ -245,7 +261,12 @@ impl DataPlane {
             Method::Tun(_) => METHOD_TUN,
         };
         f[36..40].copy_from_slice(&c.timeout.to_ne_bytes());
-        Ok(match self.run(ADOPT, &frame, 1)?.verdict {
+        let (program, len) = if v6 {
+            (ADOPT6, 14 + 120)
+        } else {
+            (ADOPT, 14 + 72)
+        };
+        Ok(match self.run(program, &frame[..len], 1)?.verdict {
             Verdict::Tx => Adopted::Installed,
             Verdict::Pass => Adopted::Updated,
             _ => Adopted::Full,

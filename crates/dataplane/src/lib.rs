@@ -49,6 +49,7 @@ const CLOCK: &str = "xdp_clock";
 const ADOPT: &str = "xdp_adopt";
 const MAIN6: &str = "xdp_fulcrum6";
 const EXPIRE6: &str = "xdp_expire6";
+const ADOPT6: &str = "xdp_adopt6";
 
 /// Every map of the program that holds state: pinned by name under the instance's
 /// directory, so a restarted daemon adopts them.

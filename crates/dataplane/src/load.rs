@@ -14,7 +14,7 @@ pub(crate) fn size_tables(loader: &mut EbpfLoader, max_connections: u32) {
 /// Loads the entry points of the object into the kernel, and puts the IPv6 one where the
 /// IPv4 one tail-calls it.
 pub(crate) fn load_programs(ebpf: &mut Ebpf) -> Result<(), Error> {
-    for name in [MAIN, MAIN6, EXPIRE, EXPIRE6, CLOCK, ADOPT] {
+    for name in [MAIN, MAIN6, EXPIRE, EXPIRE6, CLOCK, ADOPT, ADOPT6] {
         let program: &mut Xdp = ebpf
             .program_mut(name)
             .ok_or(Error::Missing("an XDP program"))?

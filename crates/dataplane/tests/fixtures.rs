@@ -737,9 +737,9 @@ fn synced_connections_are_adopted_and_followed() {
     dp.put_service(&service(Method::Nat, &[1, 1])).unwrap();
     let synced = |slot: u16, state: u8| fulcrum_dataplane::Synced {
         proto: 6,
-        client: (CLIENT, 50000),
-        vip: (VIP, 80),
-        rip: (RIPS[slot as usize], 8080),
+        client: (CLIENT.into(), 50000),
+        vip: (VIP.into(), 80),
+        rip: (RIPS[slot as usize].into(), 8080),
         state,
         service: 1,
         slot,
@@ -1287,6 +1287,48 @@ fn ipv6_nat_and_dr_forward_and_track() {
         assert_eq!(dp.count(Reason::DestGone).unwrap(), 1);
         assert_eq!(dp.dest_conns(1, 0).unwrap(), (0, 0));
         assert_eq!(dp.connections().unwrap().len(), 1, "the DR one is left");
+        // A connection a sync master sent (IPVS's sync carries IPv6 ones): installed in
+        // the IPv6 table, counted, and its packets forwarded with no SYN seen here.
+        nat.dests = vec![Some(dest(Method::Nat))];
+        dp.put_service(&nat).unwrap();
+        let synced = fulcrum_dataplane::Synced {
+            proto: 6,
+            client: (client.into(), 50002),
+            vip: (vip.into(), 80),
+            rip: (rip.into(), 8080),
+            state: fulcrum_dataplane::abi::STATE_ESTABLISHED as u8,
+            service: 1,
+            slot: 0,
+            method: Method::Nat,
+            timeout: 900,
+        };
+        assert_eq!(
+            dp.adopt(&synced).unwrap(),
+            fulcrum_dataplane::Adopted::Installed
+        );
+        assert_eq!(
+            dp.adopt(&synced).unwrap(),
+            fulcrum_dataplane::Adopted::Updated
+        );
+        assert_eq!(dp.dest_conns(1, 0).unwrap(), (1, 0), "counted active");
+        let out = dp
+            .test_run(&tcp6_frame(client, 50002, vip, 80, ACK), 1)
+            .unwrap();
+        assert_eq!(out.verdict, Verdict::Redirect);
+        assert_eq!(parsed6(&out.frame), (client, 50002, rip, 8080, true));
+        let out = dp
+            .test_run(&tcp6_frame(rip, 8080, client, 50002, ACK), 1)
+            .unwrap();
+        assert_eq!(
+            parsed6(&out.frame),
+            (vip, 80, client, 50002, true),
+            "its reply entry"
+        );
+        let mixed = fulcrum_dataplane::Synced {
+            client: (CLIENT.into(), 50003),
+            ..synced
+        };
+        assert!(dp.adopt(&mixed).is_err(), "two families");
         // An IPv6 service refuses IPv4 real servers.
         let mut mixed = nat.clone();
         mixed.dests = vec![Some(DestSpec {

@@ -305,25 +305,25 @@ pub(super) fn table_records(table: &Table, dp: &DataPlane) -> Vec<Seen> {
 
 /// What a backup does with one record.
 fn adopt(table: &Table, dp: &mut DataPlane, r: &Record, status: &mut SyncCounters) {
-    let (SocketAddr::V4(client), SocketAddr::V4(virt), SocketAddr::V4(dest)) =
-        (r.client, r.virt, r.dest)
+    let (client, virt, dest) = (r.client, r.virt, r.dest);
+    if client.is_ipv4() != virt.is_ipv4() || dest.is_ipv4() != virt.is_ipv4() {
+        status.ignored += 1;
+        return;
+    }
+    let Some((service, slot, method)) =
+        table.synced_slot(r.protocol, virt.ip(), virt.port(), dest.ip(), dest.port())
     else {
         status.ignored += 1;
         return;
     };
-    let Some((service, slot, method)) = table.synced_slot(
-        r.protocol,
-        (*virt.ip()).into(),
-        virt.port(),
-        (*dest.ip()).into(),
-        dest.port(),
-    ) else {
-        status.ignored += 1;
-        return;
-    };
     if r.is_template() {
+        // The template map holds IPv4 clients only: IPv6 templates are not taken yet.
+        let (IpAddr::V4(client), IpAddr::V4(dest)) = (client.ip(), dest.ip()) else {
+            status.ignored += 1;
+            return;
+        };
         let timeout = Duration::from_secs(u64::from(r.timeout.max(1)));
-        match dp.adopt_template(service, *client.ip(), u32::from(slot), *dest.ip(), timeout) {
+        match dp.adopt_template(service, client, u32::from(slot), dest, timeout) {
             Ok(()) => status.adopted += 1,
             Err(e) => {
                 warn!("connection sync: cannot install a persistence template: {e}");
@@ -344,9 +344,9 @@ fn adopt(table: &Table, dp: &mut DataPlane, r: &Record, status: &mut SyncCounter
     };
     let synced = Synced {
         proto: r.protocol,
-        client: (*client.ip(), client.port()),
-        vip: (*virt.ip(), virt.port()),
-        rip: (*dest.ip(), dest.port()),
+        client: (client.ip(), client.port()),
+        vip: (virt.ip(), virt.port()),
+        rip: (dest.ip(), dest.port()),
         state,
         service,
         slot,
