@@ -350,14 +350,12 @@ impl Node {
             },
         };
         let handles = self.handles().await;
-        let l4_count = match (handles.l4, ip) {
-            (Some(h), IpAddr::V4(v4)) => {
-                tokio::task::spawn_blocking(move || h.set_drained(v4, port, on))
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string()))
-                    .map_err(CommandError)?
-            }
-            _ => 0,
+        let l4_count = match handles.l4 {
+            Some(h) => tokio::task::spawn_blocking(move || h.set_drained(ip, port, on))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+                .map_err(CommandError)?,
+            None => 0,
         };
         let l7_count = match handles.proxy {
             Some(p) => tokio::task::spawn_blocking(move || p.set_drained(ip, port, on))

@@ -11,7 +11,7 @@ pub mod table;
 mod tests;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -98,12 +98,7 @@ impl Handle {
 
     /// Drains (weight 0: existing connections go on, no new ones) or undrains the real
     /// servers at `addr` (and `port`) in every virtual service. How many it touched.
-    pub fn set_drained(
-        &self,
-        addr: Ipv4Addr,
-        port: Option<u16>,
-        on: bool,
-    ) -> Result<usize, String> {
+    pub fn set_drained(&self, addr: IpAddr, port: Option<u16>, on: bool) -> Result<usize, String> {
         let mut s = self.shared.lock().unwrap_or_else(|e| e.into_inner());
         let Forwarding {
             dp,

@@ -80,7 +80,7 @@ pub struct Table {
     /// Where DR real servers are on the link, from the neighbour table.
     pub(super) links: HashMap<IpAddr, Link>,
     /// Real servers the operator drained (`fulcrum ctl drain`): weight 0.
-    pub(super) drained: Vec<(Ipv4Addr, Option<u16>)>,
+    pub(super) drained: Vec<(IpAddr, Option<u16>)>,
 }
 
 impl Table {

@@ -108,9 +108,22 @@ fn ipv6_virtual_servers_become_rules() {
             ("2001:db8::2".parse().unwrap(), 2)
         ]
     );
-    let table = Table::default();
+    let mut table = Table::default();
     let d = table.diff(&rules, &Verdicts::default()).unwrap();
     assert_eq!(d.put[0].1.key.family, 6);
+    // `fulcrum ctl drain 2001:db8::2`: weight 0, the other server untouched.
+    table
+        .drained
+        .push(("2001:db8::2".parse::<IpAddr>().unwrap(), None));
+    let d = table.diff(&rules, &Verdicts::default()).unwrap();
+    let weights: Vec<u32> = d.put[0]
+        .1
+        .dests
+        .iter()
+        .flatten()
+        .map(|d| d.weight)
+        .collect();
+    assert_eq!(weights, vec![1, 0]);
 }
 
 /// The verdicts that put the first web server out and keep the rest as configured.
