@@ -1524,6 +1524,41 @@ fn ipv6_nat_and_dr_split_as_ipv4_does() {
             conns.contains(&format!("[{vip}]:80")),
             "IPv6 connections listed:\n{conns}"
         );
+        // The same service made again with ipvsadm's bracketed syntax.
+        let svc = format!("[{vip}]:81");
+        let flag = if kind == "NAT" { "-m" } else { "-g" };
+        let mut edits = vec![
+            vec!["-D".to_string(), "-t".into(), svc.clone()],
+            vec![
+                "-A".to_string(),
+                "-t".into(),
+                svc.clone(),
+                "-s".into(),
+                "rr".into(),
+            ],
+        ];
+        for rip in &rips {
+            edits.push(vec![
+                "-a".to_string(),
+                "-t".into(),
+                svc.clone(),
+                "-r".into(),
+                format!("[{rip}]:81"),
+                flag.into(),
+            ]);
+        }
+        for e in &edits {
+            let args: Vec<&str> = e.iter().map(String::as_str).collect();
+            let (ok, _, err) = ipvsadm_with(&sock, &args, None);
+            assert!(ok, "ipvsadm {args:?}: {err}");
+        }
+        let listing = ipvsadm(&sock, &["-Ln", "-t", &svc]);
+        assert!(listing.contains(&format!("TCP  {svc} rr")), "{listing}");
+        assert_eq!(
+            distribution6(&r, vip, 81, 20),
+            BTreeMap::from([("rs1".to_string(), 10), ("rs2".to_string(), 10)]),
+            "{kind}: the service ipvsadm made\n{listing}"
+        );
         daemon.signal("TERM").unwrap();
         assert!(daemon.wait_timeout(Duration::from_secs(10)).is_some());
     }
