@@ -669,13 +669,8 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 		c.timeout = timeout;
 	}
 	/* Counted once its entries are in the table. */
-	if (!ops) {
-		struct dest_conns *dc = bpf_map_lookup_elem(&dest_conns, &k);
-		if (dc) {
-			__sync_fetch_and_add(&dc->inactive, 1);
-			threshold_bind(d, dc);
-		}
-	}
+	if (!ops)
+		conn_count(k, COUNTED_INACTIVE);
 	count(STAT_NEW_CONN);
 	account(sv->id, slot, p->len, 0, 1);
 	return forward(ctx, p, &c, d);
@@ -1060,13 +1055,8 @@ static __always_inline int new_flow6(struct xdp_md *ctx, struct packet6 *p, void
 		c->c.counted = counted;
 		c->c.timeout = timeout;
 	}
-	if (!ops) {
-		struct dest_conns *dc = bpf_map_lookup_elem(&dest_conns, &k);
-		if (dc) {
-			__sync_fetch_and_add(&dc->inactive, 1);
-			threshold_bind(d, dc);
-		}
-	}
+	if (!ops)
+		conn_count(k, COUNTED_INACTIVE);
 	count(STAT_NEW_CONN);
 	account(sv->id, slot, p->len, 0, 1);
 	return forward6(ctx, p, c, d);
@@ -1358,17 +1348,7 @@ int xdp_adopt(struct xdp_md *ctx)
 			return XDP_DROP;
 		}
 	}
-	__u32 k = slot_index(n.svc, n.dest);
-	struct dest_conns *dc = bpf_map_lookup_elem(&dest_conns, &k);
-	struct dest *d = bpf_map_lookup_elem(&dests, &k);
-	if (dc) {
-		if (counted == COUNTED_ACTIVE)
-			__sync_fetch_and_add(&dc->active, 1);
-		else
-			__sync_fetch_and_add(&dc->inactive, 1);
-		if (d)
-			threshold_bind(d, dc);
-	}
+	conn_count(slot_index(n.svc, n.dest), counted);
 	return XDP_TX;
 }
 
@@ -1428,17 +1408,7 @@ int xdp_adopt6(struct xdp_md *ctx)
 			return XDP_DROP;
 		}
 	}
-	__u32 k = slot_index(n->c.svc, n->c.dest);
-	struct dest_conns *dc = bpf_map_lookup_elem(&dest_conns, &k);
-	struct dest *d = bpf_map_lookup_elem(&dests, &k);
-	if (dc) {
-		if (counted == COUNTED_ACTIVE)
-			__sync_fetch_and_add(&dc->active, 1);
-		else
-			__sync_fetch_and_add(&dc->inactive, 1);
-		if (d)
-			threshold_bind(d, dc);
-	}
+	conn_count(slot_index(n->c.svc, n->c.dest), counted);
 	return XDP_TX;
 }
 

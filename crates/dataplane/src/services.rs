@@ -183,12 +183,11 @@ impl ServiceSpec {
                 order.push(slot);
             }
         }
-        let listed = order.clone();
-        order.extend(
-            (0..self.dests.len())
-                .rev()
-                .filter(|s| present(*s) && !listed.contains(s)),
-        );
+        let unlisted: Vec<usize> = (0..self.dests.len())
+            .rev()
+            .filter(|s| present(*s) && !order.contains(s))
+            .collect();
+        order.extend(unlisted);
         order.extend((0..self.dests.len()).filter(|s| !present(*s)));
         order
     }

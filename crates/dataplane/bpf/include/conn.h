@@ -200,6 +200,22 @@ static __always_inline __u64 conn_claim(struct conn *c)
 	return COUNTED_GONE;
 }
 
+/* Counts a connection newly in the table in `held` (COUNTED_ACTIVE or _INACTIVE) of the
+ * real-server slot at index `k`, overloading the server at its upper threshold. */
+static __always_inline void conn_count(__u32 k, __u64 held)
+{
+	struct dest_conns *dc = bpf_map_lookup_elem(&dest_conns, &k);
+	if (!dc)
+		return;
+	if (held == COUNTED_ACTIVE)
+		__sync_fetch_and_add(&dc->active, 1);
+	else
+		__sync_fetch_and_add(&dc->inactive, 1);
+	struct dest *d = bpf_map_lookup_elem(&dests, &k);
+	if (d)
+		threshold_bind(d, dc);
+}
+
 /* Gives back the count `held` of the real-server slot at index `k`. */
 static __always_inline void conn_uncount(__u32 k, __u64 held)
 {
