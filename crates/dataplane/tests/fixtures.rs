@@ -1050,20 +1050,6 @@ fn decap_leaves_other_traffic_alone() {
     );
 }
 
-/// A TCP segment (flags, 8 bytes of payload) between IPv6 addresses, its checksum right.
-fn tcp6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, flags: u8) -> Vec<u8> {
-    let mut h = Vec::new();
-    h.extend_from_slice(&sport.to_be_bytes());
-    h.extend_from_slice(&dport.to_be_bytes());
-    h.extend_from_slice(&[
-        0, 0, 0x10, 0x01, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0,
-    ]);
-    h.extend_from_slice(b"payload!");
-    let c = l4_checksum6(src, dst, 6, &h);
-    h[16..18].copy_from_slice(&c.to_be_bytes());
-    ipv6_frame(6, src, dst, &h)
-}
-
 /// An ICMPv6 error (type, and the 32 bits after the checksum: packet too big's MTU) from
 /// `src` to `dst` about `about` (an IPv6 packet, cut as routers cut it).
 fn icmp6_error(src: Ipv6Addr, dst: Ipv6Addr, kind: u8, rest: u32, about: &[u8]) -> Vec<u8> {
@@ -1073,13 +1059,6 @@ fn icmp6_error(src: Ipv6Addr, dst: Ipv6Addr, kind: u8, rest: u32, about: &[u8]) 
     let c = l4_checksum6(src, dst, 58, &m);
     m[2..4].copy_from_slice(&c.to_be_bytes());
     ipv6_frame(58, src, dst, &m)
-}
-
-fn l4_checksum6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, l4: &[u8]) -> u16 {
-    fulcrum_wire::checksum::Checksum::new()
-        .pseudo_v6(src, dst, next, l4.len() as u32)
-        .add(l4)
-        .finish()
 }
 
 /// The addresses and ports of an IPv6 TCP frame, and whether its checksum is right.

@@ -67,7 +67,8 @@ pub fn ipv6_frame(next: u8, src: Ipv6Addr, dst: Ipv6Addr, l4: &[u8]) -> Vec<u8> 
     f
 }
 
-pub fn tcp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> Vec<u8> {
+/// A TCP segment with `flags` and 8 bytes of payload, its checksum field zero.
+fn tcp_segment(sport: u16, dport: u16, flags: u8) -> Vec<u8> {
     let mut h = Vec::new();
     h.extend_from_slice(&sport.to_be_bytes());
     h.extend_from_slice(&dport.to_be_bytes());
@@ -75,9 +76,31 @@ pub fn tcp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8
         0, 0, 0x10, 0x01, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0,
     ]);
     h.extend_from_slice(b"payload!");
+    h
+}
+
+pub fn tcp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, flags: u8) -> Vec<u8> {
+    let mut h = tcp_segment(sport, dport, flags);
     let c = l4_checksum(src, dst, 6, &h);
     h[16..18].copy_from_slice(&c.to_be_bytes());
     ipv4_frame(6, src, dst, &h)
+}
+
+/// The same segment between IPv6 addresses, its checksum right.
+pub fn tcp6_frame(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, flags: u8) -> Vec<u8> {
+    let mut h = tcp_segment(sport, dport, flags);
+    let c = l4_checksum6(src, dst, 6, &h);
+    h[16..18].copy_from_slice(&c.to_be_bytes());
+    ipv6_frame(6, src, dst, &h)
+}
+
+/// The TCP, UDP or ICMPv6 checksum of `l4` between IPv6 `src` and `dst` (0 when `l4`
+/// carries a correct one).
+pub fn l4_checksum6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, l4: &[u8]) -> u16 {
+    Checksum::new()
+        .pseudo_v6(src, dst, next, l4.len() as u32)
+        .add(l4)
+        .finish()
 }
 
 pub fn udp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
