@@ -381,10 +381,11 @@ pub fn start(
         prod_neighbours(&dr);
         let resolved = |l: &HashMap<IpAddr, Link>| dr.iter().all(|a| l.contains_key(a));
         let deadline = Instant::now() + Duration::from_millis(500);
-        while !resolved(&read_links()) && Instant::now() < deadline {
+        let ipv6 = dr.iter().any(IpAddr::is_ipv6);
+        while !resolved(&read_links(ipv6)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
-        table.links = read_links();
+        table.links = read_links(ipv6);
     }
     table.apply(&mut dp, &rules, &verdicts)?;
     info!(services = rules.len(), "layer-4 services installed");
@@ -450,7 +451,11 @@ fn maintain(shared: Arc<Mutex<Forwarding>>, stop: Arc<std::sync::atomic::AtomicB
     let mut estimated = Instant::now();
     // Routes and resolved neighbours as last seen: when they change, next hops cached by
     // NAT connections are dropped, and DR slots get the new MACs.
-    let mut last_routing = (String::new(), read_links());
+    // Whether an IPv6 real server is reached by DR: only then is the IPv6 neighbour table
+    // dumped (by netlink, where IPv4's is a file read). As of the last round.
+    let ipv6_dr = |t: &Table| t.dr_addresses().iter().any(IpAddr::is_ipv6);
+    let mut want6 = ipv6_dr(&shared.lock().unwrap_or_else(|e| e.into_inner()).table);
+    let mut last_routing = (String::new(), read_links(want6));
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         // The files are read before taking the lock, once a second.
@@ -458,7 +463,7 @@ fn maintain(shared: Arc<Mutex<Forwarding>>, stop: Arc<std::sync::atomic::AtomicB
         let routing = tick.then(|| {
             (
                 std::fs::read_to_string("/proc/net/route").unwrap_or_default(),
-                read_links(),
+                read_links(want6),
             )
         });
         let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -495,6 +500,7 @@ fn maintain(shared: Arc<Mutex<Forwarding>>, stop: Arc<std::sync::atomic::AtomicB
             prod_neighbours(&table.dr_addresses());
             prodded = Instant::now();
         }
+        want6 = ipv6_dr(table);
     }
 }
 

@@ -234,12 +234,14 @@ fn read_links6(links: &mut HashMap<IpAddr, Link>) {
     }
 }
 
-/// The resolved neighbours of this network namespace (IPv4 from /proc/net/arp, IPv6 from
-/// the kernel by netlink), with the index and MAC of the interface each is on: what DR
-/// rewrites frames with.
-pub fn read_links() -> HashMap<IpAddr, Link> {
+/// The resolved neighbours of this network namespace (IPv4 from /proc/net/arp; with
+/// `ipv6`, IPv6 ones too, from the kernel by netlink), with the index and MAC of the
+/// interface each is on: what DR rewrites frames with.
+pub fn read_links(ipv6: bool) -> HashMap<IpAddr, Link> {
     let mut links = HashMap::new();
-    read_links6(&mut links);
+    if ipv6 {
+        read_links6(&mut links);
+    }
     let Ok(text) = std::fs::read_to_string("/proc/net/arp") else {
         return links;
     };
