@@ -1502,9 +1502,12 @@ fn ipv6_nat_and_dr_split_as_ipv4_does() {
         );
         let forward = if kind == "NAT" { "Masq" } else { "Route" };
         for rip in &rips {
+            let row = listing
+                .lines()
+                .find(|l| l.starts_with(&format!("  -> [{rip}]:80 ")));
             assert!(
-                listing.contains(&format!("  -> [{rip}]:80")) && listing.contains(forward),
-                "{listing}"
+                row.is_some_and(|r| r.split_whitespace().nth(2) == Some(forward)),
+                "{rip} forwarded by {forward}:\n{listing}"
             );
         }
         let stats = ipvsadm(&sock, &["-Ln", "--stats", "-t", &format!("[{vip}]:80")]);
