@@ -563,6 +563,15 @@ static __always_inline int ipv6_to_kernel(void *l3, void *end)
 	return XDP_DROP;
 }
 
+/* Whether a TCP segment with no connection entry starts one: a SYN (not a RST), as IPVS;
+ * with the service's sloppy_tcp, any segment but a RST (IPVS's sysctl sloppy_tcp). */
+static __always_inline int schedules_tcp(const struct service_value *sv, const struct tcphdr *t)
+{
+	if (t->rst)
+		return 0;
+	return t->syn || (sv->flags & SVC_F_SLOPPY_TCP);
+}
+
 /* The real server a new flow goes to: a persistence template, else the scheduler. */
 static __always_inline __s32 choose(const struct service_value *sv, struct packet *p, __u64 now)
 {
@@ -597,8 +606,8 @@ static __always_inline __s32 choose(const struct service_value *sv, struct packe
 static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 				    const struct service_value *sv, struct flow_key *key, __u64 now)
 {
-	if (p->tcp && !(p->tcp->syn && !p->tcp->rst)) {
-		/* IPVS schedules TCP only on a SYN. */
+	if (p->tcp && !schedules_tcp(sv, p->tcp)) {
+		/* IPVS schedules TCP only on a SYN (any packet but a RST with sloppy_tcp). */
 		count(STAT_NOT_SYN);
 		return to_kernel(p);
 	}
@@ -633,6 +642,13 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 		int dir = c.method != METHOD_NAT ? DIR_INPUT_ONLY : DIR_INPUT;
 		if (ev >= 0)
 			c.state = tcp_next[dir][ev & 3][TCP_S_NONE];
+		/* A sloppy start mid-flow (an ACK) is an established connection: IPVS's table
+		 * would make it CLOSE, whose 10 s timeout loses the entry of a flow idle for
+		 * longer, and with it the real server it had once the set of servers changes. */
+		if (ev == 2) {
+			c.state = TCP_S_ESTABLISHED;
+			c.counted = COUNTED_ACTIVE;
+		}
 	}
 	c.timeout = timeout_s(c.state);
 	c.expires = now + (__u64)c.timeout * NSEC_PER_SEC;
@@ -670,7 +686,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 	}
 	/* Counted once its entries are in the table. */
 	if (!ops)
-		conn_count(k, COUNTED_INACTIVE);
+		conn_count(k, c.counted);
 	count(STAT_NEW_CONN);
 	account(sv->id, slot, p->len, 0, 1);
 	return forward(ctx, p, &c, d);
@@ -983,7 +999,7 @@ static __always_inline int new_flow6(struct xdp_md *ctx, struct packet6 *p, void
 				     const struct service_value *sv, struct flow_key6 *key,
 				     __u64 now)
 {
-	if (p->tcp && !(p->tcp->syn && !p->tcp->rst)) {
+	if (p->tcp && !schedules_tcp(sv, p->tcp)) {
 		count(STAT_NOT_SYN);
 		return to_kernel6(p, end);
 	}
@@ -1025,6 +1041,10 @@ static __always_inline int new_flow6(struct xdp_md *ctx, struct packet6 *p, void
 		int dir = c->c.method != METHOD_NAT ? DIR_INPUT_ONLY : DIR_INPUT;
 		if (ev >= 0)
 			c->c.state = tcp_next[dir][ev & 3][TCP_S_NONE];
+		if (ev == 2) {
+			c->c.state = TCP_S_ESTABLISHED;
+			c->c.counted = COUNTED_ACTIVE;
+		}
 	}
 	c->c.timeout = timeout_s(c->c.state);
 	c->c.expires = now + (__u64)c->c.timeout * NSEC_PER_SEC;
@@ -1056,7 +1076,7 @@ static __always_inline int new_flow6(struct xdp_md *ctx, struct packet6 *p, void
 		c->c.timeout = timeout;
 	}
 	if (!ops)
-		conn_count(k, COUNTED_INACTIVE);
+		conn_count(k, c->c.counted);
 	count(STAT_NEW_CONN);
 	account(sv->id, slot, p->len, 0, 1);
 	return forward6(ctx, p, c, d);

@@ -17,6 +17,7 @@ pub const SVC_F_SH_PORT: u8 = 0x04;
 pub const SVC_F_SH_FALLBACK: u8 = 0x08;
 pub const SVC_F_MH_PORT: u8 = 0x10;
 pub const SVC_F_MH_FALLBACK: u8 = 0x20;
+pub const SVC_F_SLOPPY_TCP: u8 = 0x40;
 
 pub const METHOD_NAT: u8 = 0;
 pub const METHOD_DR: u8 = 1;

@@ -113,6 +113,10 @@ pub struct ServiceSpec {
     pub sh_fallback: bool,
     pub mh_port: bool,
     pub mh_fallback: bool,
+    /// IPVS's sloppy_tcp for this service: a TCP segment other than a SYN (but not a
+    /// RST) with no connection entry is scheduled instead of handed to the kernel, so a
+    /// flow moved here mid-way (ECMP over several directors) keeps going with mh.
+    pub sloppy_tcp: bool,
     /// One-packet scheduling (UDP).
     pub ops: bool,
     /// Persistence timeout in seconds, and the client netmask it groups by.
@@ -166,6 +170,7 @@ impl ServiceSpec {
             sh_fallback: false,
             mh_port: false,
             mh_fallback: false,
+            sloppy_tcp: false,
             ops: false,
             persistence: None,
             dests: Vec::new(),
@@ -216,6 +221,7 @@ impl ServiceSpec {
             (self.sh_fallback, SVC_F_SH_FALLBACK),
             (self.mh_port, SVC_F_MH_PORT),
             (self.mh_fallback, SVC_F_MH_FALLBACK),
+            (self.sloppy_tcp, SVC_F_SLOPPY_TCP),
         ] {
             if on {
                 flags |= f;
@@ -294,6 +300,7 @@ impl DataPlane {
             spec.sh_fallback = v.flags & SVC_F_SH_FALLBACK != 0;
             spec.mh_port = v.flags & SVC_F_MH_PORT != 0;
             spec.mh_fallback = v.flags & SVC_F_MH_FALLBACK != 0;
+            spec.sloppy_tcp = v.flags & SVC_F_SLOPPY_TCP != 0;
             spec.ops = v.flags & SVC_F_OPS != 0;
             if v.flags & SVC_F_PERSISTENT != 0 {
                 spec.persistence = Some((v.persist_timeout, addr(v.persist_mask)));

@@ -319,6 +319,83 @@ fn dr_rewrites_only_the_destination_mac() {
     assert_eq!(dp.count(Reason::NoNeigh).unwrap(), 1);
 }
 
+/// Directors behind ECMP: a flow that moves to another director mid-way reaches it as an
+/// ACK with no entry there. With mh and sloppy_tcp (on by default with mh) that director
+/// schedules it to the same real server the first one chose, counted active at once; a
+/// RST never starts a connection; without sloppy_tcp the ACK goes to the kernel, as IPVS.
+#[test]
+fn sloppy_mh_takes_a_flow_moved_mid_way_to_the_same_server() {
+    if !require_root("sloppy_mh_takes_a_flow_moved_mid_way_to_the_same_server") {
+        return;
+    }
+    let mac = |i: usize| [0x02, 0xaa, 0xbb, 0xcc, 0xdd, i as u8];
+    let spec = |sloppy: bool| {
+        let mut s = service(Method::Dr, &[1, 1, 1, 1]);
+        s.scheduler = fulcrum_dataplane::Scheduler::Mh;
+        s.sloppy_tcp = sloppy;
+        for (i, d) in s.dests.iter_mut().flatten().enumerate() {
+            d.port = 80;
+            d.link = Some(fulcrum_dataplane::Link {
+                mac: mac(i),
+                ifindex: 0,
+                smac: [0x02, 0, 0, 0, 0, 0x65],
+            });
+        }
+        s
+    };
+    let (mut first, mut second) = (DataPlane::load().unwrap(), DataPlane::load().unwrap());
+    first.put_service(&spec(true)).unwrap();
+    second.put_service(&spec(true)).unwrap();
+    for port in 40000..40040u16 {
+        let syn = first
+            .test_run(&tcp_frame(CLIENT, port, VIP, 80, SYN), 1)
+            .unwrap();
+        assert_eq!(syn.verdict, Verdict::Tx);
+        let ack = second
+            .test_run(&tcp_frame(CLIENT, port, VIP, 80, ACK), 1)
+            .unwrap();
+        assert_eq!(
+            ack.verdict,
+            Verdict::Tx,
+            "port {port}: scheduled, not passed up"
+        );
+        assert_eq!(
+            &ack.frame[0..6],
+            &syn.frame[0..6],
+            "port {port}: the same server"
+        );
+    }
+    assert_eq!(second.count(Reason::NotSyn).unwrap(), 0);
+    let conns = second.connections().unwrap();
+    assert_eq!(conns.len(), 40);
+    assert!(
+        conns.iter().all(|c| c.state == "ESTABLISHED"),
+        "{:?}",
+        conns.iter().map(|c| c.state).collect::<Vec<_>>()
+    );
+    let active: u32 = (0..4)
+        .map(|slot| second.dest_conns(1, slot).unwrap().0)
+        .sum();
+    assert_eq!(active, 40, "an ACK-started connection counts as active");
+
+    // A RST with no entry starts nothing.
+    let rst = second
+        .test_run(&tcp_frame(CLIENT, 41000, VIP, 80, RST | ACK), 1)
+        .unwrap();
+    assert_eq!(rst.verdict, Verdict::Pass);
+    assert_eq!(second.count(Reason::NotSyn).unwrap(), 1);
+
+    // sloppy_tcp off: IPVS's rule, only a SYN starts a connection.
+    let mut strict = DataPlane::load().unwrap();
+    strict.put_service(&spec(false)).unwrap();
+    let ack = strict
+        .test_run(&tcp_frame(CLIENT, 40000, VIP, 80, ACK), 1)
+        .unwrap();
+    assert_eq!(ack.verdict, Verdict::Pass);
+    assert_eq!(strict.count(Reason::NotSyn).unwrap(), 1);
+    assert!(strict.connections().unwrap().is_empty());
+}
+
 /// IPVS's TCP state machine: each step is a packet (direction, flags) and the state after.
 #[test]
 fn tcp_states_follow_ipvs() {

@@ -434,11 +434,21 @@ pub struct VirtualServer {
     pub sh_fallback: bool,
     pub mh_port: bool,
     pub mh_fallback: bool,
+    /// `fulcrum_sloppy_tcp on|off`: Fulcrum's own keyword, IPVS's sysctl sloppy_tcp for
+    /// this service alone (a connection may start on any TCP segment but a RST). Unset,
+    /// it is on with `lb_algo mh` (directors behind ECMP then keep flows that move
+    /// between them) and off otherwise; see `VirtualServer::sloppy_tcp`.
+    pub sloppy_tcp_set: Option<bool>,
     pub defaults: CheckDefaults,
     pub real_servers: Vec<RealServer>,
 }
 
 impl VirtualServer {
+    /// Whether any TCP segment but a RST may start a connection: as set, else on for mh.
+    pub fn sloppy_tcp(&self) -> bool {
+        self.sloppy_tcp_set.unwrap_or(self.lb_algo == Scheduler::Mh)
+    }
+
     pub fn new(key: ServiceKey) -> VirtualServer {
         VirtualServer {
             key,
@@ -464,6 +474,7 @@ impl VirtualServer {
             sh_fallback: false,
             mh_port: false,
             mh_fallback: false,
+            sloppy_tcp_set: None,
             defaults: CheckDefaults::default(),
             real_servers: Vec::new(),
         }

@@ -553,6 +553,9 @@ fn virtual_server(o: &mut Out, vs: &VirtualServer) {
     o.flag("sh-fallback", vs.sh_fallback);
     o.flag("mh-port", vs.mh_port);
     o.flag("mh-fallback", vs.mh_fallback);
+    if let Some(on) = vs.sloppy_tcp_set {
+        o.line(&["fulcrum_sloppy_tcp", if on { "on" } else { "off" }]);
+    }
     for rs in &vs.real_servers {
         let addr = rs.addr.to_string();
         match rs.port {

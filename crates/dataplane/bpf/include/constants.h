@@ -50,6 +50,10 @@ enum sched_kind {
 #define SVC_F_SH_FALLBACK 0x08
 #define SVC_F_MH_PORT 0x10
 #define SVC_F_MH_FALLBACK 0x20
+/* IPVS's sloppy_tcp, per service: any TCP packet but a RST may start a connection, so a
+ * flow that ECMP moves to this director mid-way is scheduled (by mh, to the same real
+ * server the other directors chose) instead of handed to the kernel. */
+#define SVC_F_SLOPPY_TCP 0x40
 
 /* dest.method */
 #define METHOD_NAT 0

@@ -267,6 +267,7 @@ impl Builder<'_> {
                 "sh-fallback" => vs.sh_fallback = self.flag(c).unwrap_or(false),
                 "mh-port" => vs.mh_port = self.flag(c).unwrap_or(false),
                 "mh-fallback" => vs.mh_fallback = self.flag(c).unwrap_or(false),
+                "fulcrum_sloppy_tcp" => vs.sloppy_tcp_set = self.flag(c),
                 "hashed" | "flag-1" | "flag-2" | "flag-3" | "lvs_flags" => self.unsupported(c),
                 "real_server" => {
                     if let Some(rs) = self.real_server(c) {

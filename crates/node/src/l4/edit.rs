@@ -355,6 +355,9 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
                 sh_fallback: false,
                 mh_port: false,
                 mh_fallback: false,
+                // IPVS's sloppy_tcp is a sysctl; Fulcrum has it per service, on with mh
+                // (ipvsadm has no word for it: keepalived.conf's fulcrum_sloppy_tcp sets it).
+                sloppy_tcp: scheduler == Scheduler::Mh,
                 dests: Vec::new(),
             };
             // IPVS keeps bits, not names: sh-fallback and mh-fallback are one bit
@@ -582,6 +585,7 @@ mod tests {
                 sh_fallback: false,
                 mh_port: false,
                 mh_fallback: false,
+                sloppy_tcp: false,
                 dests: Vec::new(),
             })
         );

@@ -66,6 +66,9 @@ pub struct Rule {
     pub sh_fallback: bool,
     pub mh_port: bool,
     pub mh_fallback: bool,
+    /// IPVS's sloppy_tcp, for this service: any TCP segment but a RST may start a
+    /// connection (on by default with mh, for directors behind ECMP).
+    pub sloppy_tcp: bool,
     pub dests: Vec<RuleDest>,
 }
 
@@ -226,6 +229,7 @@ fn rule_for(vs: &VirtualServer, key: RuleKey, dests: Vec<RuleDest>) -> Rule {
         sh_fallback: vs.sh_fallback,
         mh_port: vs.mh_port,
         mh_fallback: vs.mh_fallback,
+        sloppy_tcp: vs.sloppy_tcp(),
         dests,
     }
 }

@@ -373,6 +373,7 @@ impl Table {
             sh_fallback: rule.sh_fallback,
             mh_port: rule.mh_port,
             mh_fallback: rule.mh_fallback,
+            sloppy_tcp: rule.sloppy_tcp,
             ops: rule.ops,
             persistence: rule.persistence,
             dests: slots,
@@ -667,6 +668,7 @@ impl Table {
                 sh_fallback: spec.sh_fallback,
                 mh_port: spec.mh_port,
                 mh_fallback: spec.mh_fallback,
+                sloppy_tcp: spec.sloppy_tcp,
                 dests: Vec::new(),
             };
             self.installed.insert(
