@@ -86,6 +86,9 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
         CtlCommand::Drain { target } => ("drain", vec![vec![target.clone()]]),
         CtlCommand::Undrain { target } => ("undrain", vec![vec![target.clone()]]),
         CtlCommand::Conns { .. } => ("ipvs", vec![vec!["connections".to_string()]]),
+        CtlCommand::Bgp => ("bgp", vec![]),
+        CtlCommand::DrainDirector => ("drain-director", vec![]),
+        CtlCommand::UndrainDirector => ("undrain-director", vec![]),
     };
     let mut response = call_with(&args.control, command, extra)?;
     if let CtlCommand::Conns {
@@ -159,6 +162,10 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
                 &read::<Vec<_>>(get("health")).unwrap_or_default(),
                 &read::<Vec<_>>(get("upstreams")).unwrap_or_default(),
             );
+            if let Ok(b) = read(get("bgp")) {
+                println!();
+                crate::show::bgp(&b);
+            }
         }
         CtlCommand::Reload => {
             let d: Daemon = read(r).with_context(unreadable)?;
@@ -169,6 +176,9 @@ pub fn ctl(args: &CtlArgs) -> anyhow::Result<ExitCode> {
         CtlCommand::Services => crate::show::services(&read(r).with_context(unreadable)?),
         CtlCommand::Upstreams => {
             crate::show::upstreams(&read::<Vec<_>>(r).with_context(unreadable)?)
+        }
+        CtlCommand::Bgp | CtlCommand::DrainDirector | CtlCommand::UndrainDirector => {
+            crate::show::bgp(&read(r).with_context(unreadable)?)
         }
     }
     Ok(ExitCode::SUCCESS)

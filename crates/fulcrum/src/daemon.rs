@@ -530,9 +530,12 @@ fn command(r: Request) -> Result<Command, String> {
         "ipvsadm" => Command::Ipvsadm(r.args),
         "drain" => Command::Drain { target: first(), on: true },
         "undrain" => Command::Drain { target: first(), on: false },
+        "bgp" => Command::Bgp,
+        "drain-director" => Command::DrainDirector { on: true },
+        "undrain-director" => Command::DrainDirector { on: false },
         other => {
             return Err(format!(
-                "unknown command '{other}'; commands: status, reload, vrrp, health, upstreams, drain, undrain, ipvs, ipvsadm"
+                "unknown command '{other}'; commands: status, reload, vrrp, health, upstreams, drain, undrain, ipvs, ipvsadm, bgp, drain-director, undrain-director"
             ))
         }
     })

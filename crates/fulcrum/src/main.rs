@@ -287,6 +287,16 @@ pub enum CtlCommand {
         #[arg(value_name = "ADDR[:PORT]")]
         target: String,
     },
+    /// BGP (keepalived.conf's fulcrum_bgp): each session to a router, and each VIP,
+    /// announced or withdrawn, and why.
+    Bgp,
+    /// Take this director out of an active-active group: its VIPs are announced with a
+    /// longer AS path, so the router sends the flows to the other directors, then
+    /// withdrawn once no packet comes (or after drain_timeout). Until `undrain-director`
+    /// or a restart.
+    DrainDirector,
+    /// End a drain: the VIPs are announced as usual again.
+    UndrainDirector,
     /// The layer-4 connection table (as `ipvsadm -Lnc`), filtered: by virtual service,
     /// real server or client (ADDR, or ADDR:PORT to match the port too).
     Conns {

@@ -381,6 +381,47 @@ fn host_port(addr: &str, port: u16) -> String {
     }
 }
 
+/// `fulcrum ctl bgp`: the sessions, then each VIP with why it is announced or not.
+pub fn bgp(b: &fulcrum_node::status::Bgp) {
+    let state = if b.drained {
+        "drained"
+    } else if b.draining {
+        "draining"
+    } else {
+        "active"
+    };
+    println!(
+        "BGP through {} as AS{}: {state}; liveness interface {} {}",
+        b.daemon,
+        b.local_as,
+        b.liveness_interface,
+        if b.liveness_up {
+            "up"
+        } else {
+            "missing (nothing is announced)"
+        }
+    );
+    for s in &b.sessions {
+        println!(
+            "  neighbor {:<24} AS{:<10} {} {}",
+            s.neighbor, s.remote_as, s.state, s.since
+        );
+    }
+    for r in &b.routes {
+        let what = if r.announced && r.prepend > 0 {
+            format!("announced, path +{}", r.prepend)
+        } else if r.announced {
+            "announced".to_string()
+        } else {
+            "withdrawn".to_string()
+        };
+        println!("  vip {:<26} {what:<22} {}", r.vip, r.why);
+    }
+    if let Some(e) = &b.last_error {
+        println!("  last error: {e}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

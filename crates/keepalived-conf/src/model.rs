@@ -17,6 +17,64 @@ pub struct KeepalivedConfig {
     pub vrrp_instances: Vec<VrrpInstance>,
     pub virtual_server_groups: Vec<VirtualServerGroup>,
     pub virtual_servers: Vec<VirtualServer>,
+    /// `fulcrum_bgp { ... }`: Fulcrum's own block (keepalived logs it as unknown).
+    pub bgp: Option<Bgp>,
+}
+
+/// `fulcrum_bgp`: the VIPs this director announces by BGP, through BIRD.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bgp {
+    /// `daemon bird`: the only one for now.
+    pub daemon: String,
+    /// `control PATH`: birdc's socket (default /run/bird/bird.ctl).
+    pub control: Option<String>,
+    /// `config_file PATH`: the file Fulcrum writes and bird.conf includes (default
+    /// /etc/bird/fulcrum.conf).
+    pub include: Option<String>,
+    /// `local_as N`.
+    pub local_as: u32,
+    pub neighbors: Vec<BgpNeighbor>,
+    /// `vips ADDR...`: the VIPs announced; empty, every virtual_server address.
+    pub vips: Vec<IpAddr>,
+    /// `med N`.
+    pub med: Option<u32>,
+    /// `community A:B...`.
+    pub communities: Vec<(u16, u16)>,
+    /// `drain_prepend N` (default 3).
+    pub drain_prepend: Option<u8>,
+    /// `drain_timeout SECONDS` (default 60).
+    pub drain_timeout: Option<u32>,
+    /// `liveness_interface NAME` (default fulcrum-bgp).
+    pub liveness_interface: Option<String>,
+}
+
+impl Bgp {
+    /// The tap device the announcements hang on.
+    pub fn liveness(&self) -> &str {
+        self.liveness_interface.as_deref().unwrap_or("fulcrum-bgp")
+    }
+
+    /// birdc's control socket.
+    pub fn control(&self) -> &str {
+        self.control.as_deref().unwrap_or("/run/bird/bird.ctl")
+    }
+
+    /// The file Fulcrum writes for bird.conf to include.
+    pub fn config_file(&self) -> &str {
+        self.include.as_deref().unwrap_or("/etc/bird/fulcrum.conf")
+    }
+}
+
+/// `neighbor ADDR as N [local ADDR] [port N] [hold_time N] [multihop N] [bfd]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BgpNeighbor {
+    pub addr: IpAddr,
+    pub remote_as: u32,
+    pub local: Option<IpAddr>,
+    pub port: Option<u16>,
+    pub hold_time: Option<u16>,
+    pub multihop: Option<u8>,
+    pub bfd: bool,
 }
 
 /// A user, and optionally a group, that a script runs as.

@@ -332,7 +332,63 @@ pub fn print(cfg: &KeepalivedConfig) -> String {
     for vs in &cfg.virtual_servers {
         virtual_server(&mut o, vs);
     }
+    if let Some(b) = &cfg.bgp {
+        bgp(&mut o, b);
+    }
     o.text
+}
+
+fn bgp(o: &mut Out, b: &Bgp) {
+    o.open(&["fulcrum_bgp"]);
+    o.line(&["daemon", &b.daemon]);
+    o.opt_word("control", &b.control);
+    o.opt_word("config_file", &b.include);
+    o.line(&["local_as", &b.local_as.to_string()]);
+    for n in &b.neighbors {
+        let mut parts = vec![
+            "neighbor".to_string(),
+            n.addr.to_string(),
+            "as".into(),
+            n.remote_as.to_string(),
+        ];
+        for (key, v) in [
+            ("local", n.local.map(|l| l.to_string())),
+            ("port", n.port.map(|p| p.to_string())),
+            ("hold_time", n.hold_time.map(|h| h.to_string())),
+            ("multihop", n.multihop.map(|m| m.to_string())),
+        ] {
+            if let Some(v) = v {
+                parts.push(key.into());
+                parts.push(v);
+            }
+        }
+        if n.bfd {
+            parts.push("bfd".into());
+        }
+        let refs: Vec<&str> = parts.iter().map(String::as_str).collect();
+        o.line(&refs);
+    }
+    if !b.vips.is_empty() {
+        let vips: Vec<String> = b.vips.iter().map(ToString::to_string).collect();
+        let mut parts = vec!["vips"];
+        parts.extend(vips.iter().map(String::as_str));
+        o.line(&parts);
+    }
+    o.opt("med", &b.med);
+    if !b.communities.is_empty() {
+        let c: Vec<String> = b
+            .communities
+            .iter()
+            .map(|(x, y)| format!("{x}:{y}"))
+            .collect();
+        let mut parts = vec!["community"];
+        parts.extend(c.iter().map(String::as_str));
+        o.line(&parts);
+    }
+    o.opt("drain_prepend", &b.drain_prepend);
+    o.opt("drain_timeout", &b.drain_timeout);
+    o.opt_word("liveness_interface", &b.liveness_interface);
+    o.close();
 }
 
 fn global_defs(o: &mut Out, g: &GlobalDefs) {

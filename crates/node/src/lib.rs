@@ -8,6 +8,7 @@
 //! The binary around it (`fulcrum`) keeps the command line, signals, logging, the control
 //! socket's server, metrics and the dashboard.
 
+mod bgp;
 pub mod config;
 pub mod events;
 pub mod health;

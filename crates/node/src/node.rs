@@ -17,7 +17,7 @@ use crate::config::{Config, Sources};
 use crate::events::{Event, Events};
 use crate::health::{Verdicts, VerdictsTx};
 use crate::proxy::{Launch, Proxy};
-use crate::{health, l4, status, vrrp};
+use crate::{bgp, health, l4, status, vrrp};
 
 /// How the node runs, beyond its configuration.
 #[derive(Debug, Clone)]
@@ -55,6 +55,12 @@ pub enum Command {
         target: String,
         on: bool,
     },
+    /// What this director announces by BGP.
+    Bgp,
+    /// Drain (`on`) or undrain this director: its VIPs less preferred, then withdrawn.
+    DrainDirector {
+        on: bool,
+    },
 }
 
 /// A command's answer; it serializes to the control protocol's `result`.
@@ -69,6 +75,7 @@ pub enum Reply {
     /// ipvsadm edits applied.
     Edited {},
     Drained(status::Drained),
+    Bgp(Box<status::Bgp>),
 }
 
 /// A configuration applied: its hash, and what it changed.
@@ -118,6 +125,8 @@ struct Inner {
     /// The health checks' verdicts, whichever health runtime publishes them.
     verdicts: VerdictsTx,
     events: Events,
+    /// The BGP announcements' task (keepalived.conf's fulcrum_bgp).
+    bgp: bgp::Control,
 }
 
 /// Cheap handles on the running parts, to ask them without holding the node.
@@ -164,6 +173,7 @@ impl Node {
             proxy: None,
             verdicts: Arc::new(verdicts),
             events: events.clone(),
+            bgp: bgp::Control::default(),
         };
         let k = inner.config.keepalived.clone();
         inner.start_health();
@@ -202,8 +212,10 @@ impl Node {
                 }
             }
         }
+        let bgp = inner.bgp.clone();
         let inner = Arc::new(Mutex::new(inner));
         let follow = tokio::spawn(follow_health(Arc::clone(&inner), verdicts_rx));
+        tokio::spawn(follow_bgp(Arc::clone(&inner), bgp));
         Ok(Node {
             inner,
             events,
@@ -287,7 +299,31 @@ impl Node {
                 }
             }
             Command::Drain { target, on } => self.drain(&target, on).await.map(Reply::Drained),
+            Command::Bgp => self.bgp_status().await.map(|s| Reply::Bgp(Box::new(s))),
+            Command::DrainDirector { on } => {
+                let control = self.inner.lock().await.bgp.clone();
+                self.bgp_status().await?;
+                control.drain.send_replace(on);
+                info!(
+                    "{}",
+                    if on {
+                        "drain-director"
+                    } else {
+                        "undrain-director"
+                    }
+                );
+                // The task takes it within its half-second step.
+                tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+                self.bgp_status().await.map(|s| Reply::Bgp(Box::new(s)))
+            }
         }
+    }
+
+    /// The BGP view, or why there is none.
+    async fn bgp_status(&self) -> Result<status::Bgp, CommandError> {
+        let control = self.inner.lock().await.bgp.clone();
+        let s = control.status.lock().map(|s| s.clone()).unwrap_or_default();
+        s.ok_or_else(|| CommandError("no fulcrum_bgp block in keepalived.conf".into()))
     }
 
     /// The data plane ipvsadm's edits go to: started at the first edit when the
@@ -637,6 +673,12 @@ impl Inner {
     }
 
     async fn shut_down(&mut self) {
+        // BGP first: the router moves the flows to the other directors while this one
+        // still forwards.
+        let mut done = self.bgp.done.subscribe();
+        self.bgp.stopping.send_replace(true);
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(3), done.wait_for(|d| *d)).await;
         if let Some(rt) = self.vrrp.take() {
             rt.stop().await;
         }
@@ -804,4 +846,69 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(format!("the proxy's task failed: {e}")))
+}
+
+/// Runs the BGP announcements: every half second (or at once on a drain or a stop), the
+/// node's state decides what BIRD announces. A stop withdraws everything and says so.
+async fn follow_bgp(inner: Arc<Mutex<Inner>>, control: bgp::Control) {
+    let mut rt: Option<bgp::Runtime> = None;
+    let mut drain = control.drain.subscribe();
+    let mut stopping = control.stopping.subscribe();
+    loop {
+        let stop = *stopping.borrow_and_update();
+        if stop {
+            if let Some(rt) = rt.as_mut() {
+                rt.withdraw_all().await;
+                *control.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(rt.status());
+            }
+            control.done.send_replace(true);
+            return;
+        }
+        // The node's lock is held by a stop while it waits for this task: never wait on
+        // it for long.
+        let got = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+            let i = inner.lock().await;
+            (i.config.keepalived.clone(), i.handles())
+        })
+        .await;
+        if let Ok((k, handles)) = got {
+            let block = k.as_ref().and_then(|k| k.bgp.clone());
+            match (&block, rt.as_mut()) {
+                (None, Some(_)) => {
+                    if let Some(mut old) = rt.take() {
+                        old.withdraw_all().await;
+                    }
+                    *control.status.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                }
+                (Some(b), Some(r)) if r.block() != b => {
+                    if r.block().liveness() == b.liveness() {
+                        r.update(b);
+                    } else {
+                        rt = Some(bgp::Runtime::new(b));
+                    }
+                }
+                (Some(b), None) => rt = Some(bgp::Runtime::new(b)),
+                _ => {}
+            }
+            if let (Some(r), Some(k), Some(b)) = (rt.as_mut(), k.as_ref(), block.as_ref()) {
+                let listing = match handles.l4 {
+                    Some(l4) => tokio::task::spawn_blocking(move || l4.listing(false))
+                        .await
+                        .ok(),
+                    None => None,
+                };
+                let health = health_status(handles.health);
+                let vips = bgp::vips(k, b);
+                let inputs = bgp::inputs(&vips, listing.as_ref(), &health, false);
+                let draining = *drain.borrow_and_update();
+                r.step(std::time::Instant::now(), &inputs, draining).await;
+                *control.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.status());
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis(500)) => {}
+            _ = drain.changed() => {}
+            _ = stopping.changed() => {}
+        }
+    }
 }

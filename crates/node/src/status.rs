@@ -366,3 +366,41 @@ pub struct Status {
     pub l7: Option<fulcrum_proxy::stats::Counts>,
     pub process: Process,
 }
+
+/// `ctl bgp`: what this director announces by BGP, and its sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bgp {
+    pub daemon: String,
+    pub local_as: u32,
+    /// The tap device the announcements hang on, and whether it exists.
+    pub liveness_interface: String,
+    pub liveness_up: bool,
+    pub draining: bool,
+    /// The drain has withdrawn every VIP.
+    pub drained: bool,
+    pub sessions: Vec<BgpSession>,
+    pub routes: Vec<BgpRoute>,
+    /// The last failure to hand BIRD its configuration, while it lasts.
+    pub last_error: Option<String>,
+}
+
+/// A BGP session as BIRD reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpSession {
+    pub neighbor: String,
+    pub remote_as: u32,
+    /// BGP's state (Established, Active, Connect, ...), or "unknown".
+    pub state: String,
+    pub established: bool,
+    pub since: String,
+}
+
+/// A VIP's route: announced or not, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BgpRoute {
+    pub vip: String,
+    pub announced: bool,
+    /// Extra copies of the local AS (a drain).
+    pub prepend: u8,
+    pub why: String,
+}

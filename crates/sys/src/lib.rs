@@ -988,3 +988,70 @@ mod deflate_tests {
         assert_eq!(whole, pieces);
     }
 }
+
+/// A tap device that lives exactly as long as this process holds it: the kernel removes a
+/// non-persistent tap when its last descriptor closes, also when the process is killed.
+/// BGP announcements hang on it (see fulcrum-bgp), so a dead daemon announces nothing.
+#[derive(Debug)]
+pub struct LivenessTap {
+    _fd: OwnedFd,
+    pub name: String,
+}
+
+impl LivenessTap {
+    /// Creates the tap `name` in the caller's network namespace and sets it up.
+    pub fn create(name: &str) -> io::Result<LivenessTap> {
+        const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+        if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "an interface name of 1 to 15 bytes",
+            ));
+        }
+        let fd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open("/dev/net/tun")?;
+        let fd = OwnedFd::from(fd);
+        // SAFETY: ifreq is plain data, zeroed, then the name (shorter than IFNAMSIZ, so
+        // NUL-terminated) and flags are written; TUNSETIFF reads and writes that struct
+        // only, on a descriptor we own.
+        unsafe {
+            let mut ifr: libc::ifreq = std::mem::zeroed();
+            for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+                *d = s as libc::c_char;
+            }
+            ifr.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+            if libc::ioctl(fd.as_raw_fd(), TUNSETIFF as _, &mut ifr) < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        set_up(name)?;
+        Ok(LivenessTap {
+            _fd: fd,
+            name: name.to_string(),
+        })
+    }
+}
+
+/// Sets an interface up (IFF_UP), as `ip link set NAME up`.
+fn set_up(name: &str) -> io::Result<()> {
+    let sock =
+        std::net::UdpSocket::bind("0.0.0.0:0").or_else(|_| std::net::UdpSocket::bind("[::]:0"))?;
+    // SAFETY: as above, a zeroed ifreq with a NUL-terminated name; SIOCGIFFLAGS and
+    // SIOCSIFFLAGS read and write its flags only, on a socket we own.
+    unsafe {
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (d, s) in ifr.ifr_name.iter_mut().zip(name.bytes()) {
+            *d = s as libc::c_char;
+        }
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut ifr) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &mut ifr) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

@@ -2,6 +2,7 @@
 //! traffic, against Debian's keepalived, nginx and HAProxy. They need root: without it each
 //! prints a SKIP line, and under `CI` it fails instead. One test binary for them all.
 
+mod active_active;
 mod as_keepalived;
 mod as_nginx;
 mod demo;

@@ -15,6 +15,7 @@ use fulcrum_types::{
 use crate::model::*;
 use crate::tree::Node;
 
+mod bgp;
 mod checkers;
 mod global;
 mod lvs;
@@ -71,6 +72,9 @@ pub(crate) struct Builder<'a> {
     sync_daemon_span: Option<Span>,
     /// The first vrrp_instance's `lvs_sync_daemon_interface`: (interface, instance, where).
     instance_sync_daemon: Option<(String, String, Span)>,
+    /// Where fulcrum_bgp's `vips` line is, to check its addresses once every
+    /// virtual_server is read.
+    bgp_vips_span: Option<Span>,
 }
 
 enum RefKind {
@@ -113,6 +117,7 @@ impl<'a> Builder<'a> {
             group_names: HashSet::new(),
             sync_daemon_span: None,
             instance_sync_daemon: None,
+            bgp_vips_span: None,
         }
     }
 
@@ -469,6 +474,13 @@ impl<'a> Builder<'a> {
                     self.cfg.virtual_servers.push(v);
                 }
             }
+            "fulcrum_bgp" => {
+                if self.cfg.bgp.is_some() {
+                    self.error(n.span(), "fulcrum_bgp is given twice");
+                } else {
+                    self.cfg.bgp = self.bgp(n);
+                }
+            }
             k if UNSUPPORTED_TOP.contains(&k) => self.unsupported(n),
             _ => self.unknown(n, "the top level"),
         }
@@ -485,6 +497,7 @@ impl<'a> Builder<'a> {
         self.check_references(&cfg);
         let mut cfg = cfg;
         self.check_sync_daemon(&mut cfg);
+        self.check_bgp_vips(&cfg);
         if let (Some(span), false) = (self.first_script, cfg.global_defs.enable_script_security) {
             self.diags.push(
                 Diagnostic::warning(span, crate::SCRIPT_SECURITY_OFF)
@@ -492,6 +505,27 @@ impl<'a> Builder<'a> {
             );
         }
         (cfg, self.diags)
+    }
+
+    /// A VIP fulcrum_bgp announces needs a virtual_server at its address, else it is never
+    /// announced.
+    fn check_bgp_vips(&mut self, cfg: &KeepalivedConfig) {
+        let (Some(bgp), Some(span)) = (&cfg.bgp, self.bgp_vips_span) else {
+            return;
+        };
+        for vip in &bgp.vips {
+            let served = cfg.virtual_servers.iter().any(|vs| {
+                matches!(vs.key, crate::model::ServiceKey::Address { addr, .. } if addr == *vip)
+            });
+            if !served {
+                self.warn(
+                    span,
+                    format!(
+                        "fulcrum_bgp vips: no virtual_server at {vip}, so it is never announced"
+                    ),
+                );
+            }
+        }
     }
 
     /// keepalived clears lvs_sync_daemon when its instance does not exist, with a

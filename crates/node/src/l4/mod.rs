@@ -395,8 +395,13 @@ pub fn start(
     // lets it through.
     let wanted = &k.global_defs.xdp_interfaces;
     let mut interfaces = Vec::new();
+    // Not the tap BGP announcements hang on (fulcrum_bgp's liveness interface).
+    let liveness = k.bgp.as_ref().map(|b| b.liveness());
     for name in fulcrum_sys::interfaces()? {
-        if name == "lo" || (!wanted.is_empty() && !wanted.contains(&name)) {
+        if name == "lo"
+            || liveness == Some(name.as_str())
+            || (!wanted.is_empty() && !wanted.contains(&name))
+        {
             continue;
         }
         let mode = dp
