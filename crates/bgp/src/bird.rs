@@ -173,6 +173,9 @@ impl Speaker for Bird {
             if let Some(h) = n.hold_time {
                 s.push_str(&format!("\thold time {h};\n\tconnect retry time 1;\n"));
             }
+            // BIRD waits 60 s (then up to 300) after a session error before it tries
+            // again: a director back from a cut would stay out a minute.
+            s.push_str("\terror wait time 2, 60;\n");
             if n.bfd {
                 s.push_str("\tbfd on;\n");
             }
@@ -342,6 +345,7 @@ protocol bgp fulcrum_peer1 {
 \tneighbor 10.9.0.1 as 65000;
 \thold time 3;
 \tconnect retry time 1;
+\terror wait time 2, 60;
 \tipv4 { table fulcrum4; import none; export filter fulcrum_export; };
 }
 
@@ -349,6 +353,7 @@ protocol bgp fulcrum_peer2 {
 \tlocal fd00:9::11 as 65001;
 \tneighbor fd00:9::1 port 1179 as 65000;
 \tmultihop 2;
+\terror wait time 2, 60;
 \tbfd on;
 \tipv6 { table fulcrum6; import none; export filter fulcrum_export; };
 }

@@ -26,8 +26,10 @@
 //! answer's head too; `--decode` de-frames a chunked body and inflates a gzip one
 //! (`--gzip-hex`: writes a gzip body's bytes in hex instead, for comparing them).
 //!
-//! `probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]` opens N connections
-//! one after another and prints the first line each answers with; it exits 1 if any fails.
+//! `probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http] [--sources FIRST/N]`
+//! opens N connections one after another and prints the first line each answers with; it
+//! exits 1 if any fails. `--sources FIRST/N`: connection i comes from the address FIRST +
+//! (i mod N) (the host must hold them), for schedulers that hash the client's address.
 //!
 //! `watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http
 //! [--keepalive]]` probes at a fixed pace for a bounded time and prints `UNIX_MICROS
@@ -39,7 +41,7 @@
 //! failed`.
 //!
 //! `hold --connect ADDR:PORT --every-ms MS --for-ms MS [--connections N] [--timeout-ms MS]
-//! [--line-bytes N]` keeps N plain connections (default 1) open for a bounded time, each
+//! [--line-bytes N] [--sources FIRST/N]` keeps N plain connections (default 1) open for a bounded time, each
 //! sending a numbered line (padded to N bytes: full-size segments) at a fixed pace and
 //! expecting it echoed within the timeout (default 10 s): prints
 //! `connected NAME` for each, and at the end `held N` (the fewest lines any carried; exit
@@ -66,7 +68,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: serve --name NAME --listen ADDR:PORT|unix:PATH [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT (--paths P1,P2 | --raw TEXT) [--method M] [--header 'K: V']... [--body TEXT] [--full] [--decode [--gzip-hex]]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS [--connections N] [--timeout-ms MS] [--line-bytes N]\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES] [--count N]\n       sink --listen ADDR:PORT --for-ms MS"
+        "usage: serve --name NAME --listen ADDR:PORT|unix:PATH [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT (--paths P1,P2 | --raw TEXT) [--method M] [--header 'K: V']... [--body TEXT] [--full] [--decode [--gzip-hex]]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http] [--sources FIRST/N]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS [--connections N] [--timeout-ms MS] [--line-bytes N] [--sources FIRST/N]\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES] [--count N]\n       sink --listen ADDR:PORT --for-ms MS"
     );
     ExitCode::from(2)
 }
@@ -207,9 +209,12 @@ pub fn main(args: Vec<String>) -> ExitCode {
                     .and_then(|c| c.parse().ok())
                     .unwrap_or(2000),
             );
+            let Ok(sources) = sources_flag(&args) else {
+                return usage();
+            };
             let mut failed = 0;
-            for _ in 0..count {
-                match probe(addr, timeout, http) {
+            for i in 0..count {
+                match probe(addr, source(&sources, i as usize), timeout, http) {
                     Ok(line) => println!("{line}"),
                     Err(e) => {
                         println!("error: {e}");
@@ -247,7 +252,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
                     }
                     r
                 } else {
-                    probe(addr, timeout, http)
+                    probe(addr, None, timeout, http)
                 };
                 match answer {
                     Ok(line) => println!("{at} {line}"),
@@ -267,7 +272,7 @@ pub fn main(args: Vec<String>) -> ExitCode {
             let start = std::time::Instant::now();
             let (mut ok, mut failed) = (0u64, 0u64);
             while start.elapsed() < total {
-                match probe(addr, Duration::from_millis(500), false) {
+                match probe(addr, None, Duration::from_millis(500), false) {
                     Ok(_) => ok += 1,
                     Err(_) => failed += 1,
                 }
@@ -348,10 +353,16 @@ pub fn main(args: Vec<String>) -> ExitCode {
                 timeout: Duration::from_millis(ms("--timeout-ms", 10_000).clamp(100, 120_000)),
                 line_bytes: ms("--line-bytes", 0).min(1 << 20) as usize,
             };
+            let Ok(sources) = sources_flag(&args) else {
+                return usage();
+            };
             // Each connection on its own thread, all held for the same time.
             let results: Vec<Result<u64, (u64, String)>> = std::thread::scope(|s| {
                 let threads: Vec<_> = (0..connections)
-                    .map(|_| s.spawn(move || hold(addr, pace)))
+                    .map(|i| {
+                        let from = source(&sources, i as usize);
+                        s.spawn(move || hold(addr, from, pace))
+                    })
                     .collect();
                 threads
                     .into_iter()
@@ -522,15 +533,19 @@ struct Pace {
 }
 
 /// One connection, a numbered line at `pace`, each echoed back.
-fn hold(addr: SocketAddr, pace: Pace) -> Result<u64, (u64, String)> {
+fn hold(
+    addr: SocketAddr,
+    from: Option<std::net::IpAddr>,
+    pace: Pace,
+) -> Result<u64, (u64, String)> {
     let Pace {
         every,
         total,
         timeout,
         line_bytes,
     } = pace;
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-        .map_err(|e| (0, e.to_string()))?;
+    let stream =
+        connect_from(addr, from, Duration::from_secs(2)).map_err(|e| (0, e.to_string()))?;
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| (0, e.to_string()))?;
@@ -1019,8 +1034,56 @@ fn keepalive_probe(
         .to_string())
 }
 
-fn probe(addr: SocketAddr, timeout: Duration, http: bool) -> std::io::Result<String> {
-    let mut stream = TcpStream::connect_timeout(&addr, timeout)?;
+/// `--sources FIRST/N`: N consecutive source addresses from FIRST (IPv4), one per
+/// connection in turn; none given, the kernel's choice.
+fn sources_flag(args: &[String]) -> Result<Option<(std::net::Ipv4Addr, u32)>, ()> {
+    let Some(v) = flag_value(args, "--sources") else {
+        return Ok(None);
+    };
+    let (first, n) = v.split_once('/').ok_or(())?;
+    let first: std::net::Ipv4Addr = first.parse().map_err(|_| ())?;
+    let n: u32 = n.parse().map_err(|_| ())?;
+    if n == 0 {
+        return Err(());
+    }
+    Ok(Some((first, n)))
+}
+
+/// The source address of connection `i`.
+fn source(sources: &Option<(std::net::Ipv4Addr, u32)>, i: usize) -> Option<std::net::IpAddr> {
+    sources.map(|(first, n)| {
+        std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+            u32::from(first).wrapping_add(i as u32 % n),
+        ))
+    })
+}
+
+/// A TCP connection to `addr`, from `from` when given.
+fn connect_from(
+    addr: SocketAddr,
+    from: Option<std::net::IpAddr>,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let Some(from) = from else {
+        return TcpStream::connect_timeout(&addr, timeout);
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.bind(&SocketAddr::new(from, 0).into())?;
+    socket.connect_timeout(&addr.into(), timeout)?;
+    Ok(socket.into())
+}
+
+fn probe(
+    addr: SocketAddr,
+    from: Option<std::net::IpAddr>,
+    timeout: Duration,
+    http: bool,
+) -> std::io::Result<String> {
+    let mut stream = connect_from(addr, from, timeout)?;
     stream.set_read_timeout(Some(timeout))?;
     if http {
         stream.write_all(
