@@ -86,6 +86,7 @@ fn state(s: &Status) -> Value {
         "l4": s.l4,
         "upstreams": s.upstreams,
         "l7_requests": requests,
+        "bgp": s.bgp,
     })
 }
 

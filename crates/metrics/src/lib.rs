@@ -446,6 +446,56 @@ impl Collector for Snapshot {
             family(&mut enc, &format!("node_ipvs_{n}"), help, Gauge, rows)?;
         }
 
+        // BGP announcements (fulcrum_bgp): sessions, routes, drain.
+        if let Some(b) = &st.bgp {
+            let sessions = b
+                .sessions
+                .iter()
+                .map(|s| {
+                    (
+                        vec![
+                            ("neighbor", s.neighbor.clone()),
+                            ("remote_as", s.remote_as.to_string()),
+                        ],
+                        flag(s.established),
+                    )
+                })
+                .collect();
+            family(
+                &mut enc,
+                "fulcrum_bgp_session_established",
+                "Whether the BGP session to each neighbour is established (as BIRD reports it).",
+                Gauge,
+                sessions,
+            )?;
+            let routes = b
+                .routes
+                .iter()
+                .map(|r| (vec![("vip", r.vip.clone())], flag(r.announced)))
+                .collect();
+            family(
+                &mut enc,
+                "fulcrum_bgp_vip_announced",
+                "Whether this director announces each VIP by BGP.",
+                Gauge,
+                routes,
+            )?;
+            family(
+                &mut enc,
+                "fulcrum_bgp_draining",
+                "Whether this director is draining (drain-director).",
+                Gauge,
+                vec![(vec![], flag(b.draining))],
+            )?;
+            family(
+                &mut enc,
+                "fulcrum_bgp_liveness_up",
+                "Whether the tap device the announcements hang on exists.",
+                Gauge,
+                vec![(vec![], flag(b.liveness_up))],
+            )?;
+        }
+
         // Connection sync (lvs_sync_daemon, ipvsadm --start-daemon).
         if let Some(sync) = &l4.sync {
             let roles = [

@@ -116,6 +116,7 @@ fn everything() -> Status {
         upstreams: vec![peer],
         l7: Some(l7),
         process: Process::default(),
+        bgp: None,
     }
 }
 

@@ -183,3 +183,54 @@ fn the_sync_daemons_and_their_counters_are_shown() {
     assert_eq!(get("fulcrum_sync_adopted_records_total"), Some(120.0));
     assert_eq!(get("fulcrum_sync_ignored_records_total"), Some(3.0));
 }
+
+#[test]
+fn bgp_sessions_and_routes_are_shown() {
+    let mut st = status();
+    st.bgp = Some(fulcrum_node::status::Bgp {
+        daemon: "bird".into(),
+        local_as: 65001,
+        liveness_interface: "fulcrum-bgp".into(),
+        liveness_up: true,
+        draining: true,
+        drained: false,
+        sessions: vec![fulcrum_node::status::BgpSession {
+            neighbor: "10.30.0.1".into(),
+            remote_as: 65000,
+            state: "Established".into(),
+            established: true,
+            since: "22:55:10.335".into(),
+        }],
+        routes: vec![
+            fulcrum_node::status::BgpRoute {
+                vip: "10.1.10.65".into(),
+                announced: true,
+                prepend: 3,
+                why: "draining: announced with a longer path".into(),
+            },
+            fulcrum_node::status::BgpRoute {
+                vip: "10.1.10.66".into(),
+                announced: false,
+                prepend: 0,
+                why: "no quorum: 10.1.10.66:80 TCP".into(),
+            },
+        ],
+        last_error: None,
+    });
+    let m = series(&fulcrum_metrics::render(st));
+    let get = |name: &str| m.get(name).copied();
+    assert_eq!(
+        get("fulcrum_bgp_session_established{neighbor=\"10.30.0.1\",remote_as=\"65000\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        get("fulcrum_bgp_vip_announced{vip=\"10.1.10.65\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        get("fulcrum_bgp_vip_announced{vip=\"10.1.10.66\"}"),
+        Some(0.0)
+    );
+    assert_eq!(get("fulcrum_bgp_draining"), Some(1.0));
+    assert_eq!(get("fulcrum_bgp_liveness_up"), Some(1.0));
+}

@@ -374,6 +374,7 @@ impl Node {
             upstreams,
             l7,
             process: status::Process::read(),
+            bgp: self.bgp_status().await.ok(),
         }
     }
 

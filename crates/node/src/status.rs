@@ -365,6 +365,8 @@ pub struct Status {
     /// The layer-7 proxy's counters, while it runs.
     pub l7: Option<fulcrum_proxy::stats::Counts>,
     pub process: Process,
+    /// BGP announcements, with keepalived.conf's fulcrum_bgp.
+    pub bgp: Option<Bgp>,
 }
 
 /// `ctl bgp`: what this director announces by BGP, and its sessions.

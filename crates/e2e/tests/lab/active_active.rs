@@ -208,7 +208,14 @@ fn start_director(g: &mut Group, i: usize) -> fulcrum_e2e::Daemon {
     let name = format!("d{}", i + 1);
     let conf = g.dir.0.join(format!("{name}.keepalived.conf"));
     let h = g.directors[i].clone();
-    fulcrum_e2e::spawn_fulcrum(&mut g.lab, &h, &conf, &g.dir.0, &name, &[])
+    fulcrum_e2e::spawn_fulcrum(
+        &mut g.lab,
+        &h,
+        &conf,
+        &g.dir.0,
+        &name,
+        &["--metrics", "127.0.0.1:9100"],
+    )
 }
 
 fn ctl(sock: &Path, args: &[&str]) -> String {
@@ -491,6 +498,21 @@ fn active_active_directors_keep_every_connection_through_director_events() {
         ctl(&sock, &["bgp"]).contains("drained")
     });
     assert!(withdrawn.is_some(), "{}", ctl(&sock, &["bgp"]));
+    let metrics = g
+        .lab
+        .exec(
+            &g.directors[1].netns,
+            ["curl", "-s", "http://127.0.0.1:9100/metrics"],
+        )
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let m = fulcrum_e2e::parse_metrics(&metrics);
+    assert_eq!(m.get("fulcrum_bgp_draining"), Some(&1.0), "{metrics}");
+    assert_eq!(
+        m.get("fulcrum_bgp_vip_announced{vip=\"10.1.10.65\"}"),
+        Some(&0.0),
+        "{metrics}"
+    );
     let done = drained_at.elapsed().as_secs_f64();
     let last = held(&g, p, &log, "while director 2 drained");
     let c0 = connections_of(&g);
