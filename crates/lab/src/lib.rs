@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod active_active;
 pub mod agent;
 pub mod ipvs_vm;
 pub mod reference;
