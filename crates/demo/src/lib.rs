@@ -7,7 +7,9 @@
 //! configurations (rr, then wrr 1:2 for NAT) and prints the split and `ipvsadm -Ln`; in
 //! deployment 3 fulcrum runs VRRP on both directors and a killed director's VIP moves,
 //! with the time measured; in the fifth, LVS-TUN, connections go through each tunnel type
-//! to real servers behind a router that decapsulate with `fulcrum decap`.
+//! to real servers behind a router that decapsulate with `fulcrum decap`; in the sixth,
+//! three directors announce one VIP by BGP to a router that spreads the flows over them,
+//! and one is killed under load without breaking a connection.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -20,7 +22,8 @@ use fulcrum_lab::Agent;
 
 use fulcrum_node::Sources;
 
-/// Builds every deployment, or `only` the one named (nat, dr, keepalived-ha, nginx-ha, tun),
+/// Builds every deployment, or `only` the one named (nat, dr, keepalived-ha, nginx-ha, tun,
+/// active-active),
 /// running `exe` (the fulcrum binary) as the directors' daemon and the lab's agent.
 pub fn run(only: Option<&str>, exe: PathBuf) -> anyhow::Result<ExitCode> {
     if !fulcrum_lab::is_root() {
@@ -28,11 +31,15 @@ pub fn run(only: Option<&str>, exe: PathBuf) -> anyhow::Result<ExitCode> {
             "the demo builds network namespaces and needs root: run it as root (sudo fulcrum demo)"
         );
     }
-    let deployments: Vec<Deployment> = match only {
-        Some(name) => vec![Deployment::from_name(name).with_context(|| {
-            format!("unknown deployment '{name}': use nat, dr, keepalived-ha, nginx-ha or tun")
-        })?],
-        None => Deployment::ALL.to_vec(),
+    let (deployments, active): (Vec<Deployment>, bool) = match only {
+        Some("active-active") => (Vec::new(), true),
+        Some(name) => (
+            vec![Deployment::from_name(name).with_context(|| {
+                format!("unknown deployment '{name}': use nat, dr, keepalived-ha, nginx-ha, tun or active-active")
+            })?],
+            false,
+        ),
+        None => (Deployment::ALL.to_vec(), true),
     };
     let examples = examples_dir(&exe);
 
@@ -40,6 +47,9 @@ pub fn run(only: Option<&str>, exe: PathBuf) -> anyhow::Result<ExitCode> {
     let worker = std::thread::spawn(move || -> anyhow::Result<()> {
         for d in deployments {
             show(d, &exe, examples.as_deref())?;
+        }
+        if active {
+            active_active(&exe)?;
         }
         Ok(())
     });
@@ -269,6 +279,92 @@ fn tunnel(r: &mut Reference, exe: &Path, examples: &Path) -> anyhow::Result<()> 
             text.split_whitespace().collect::<Vec<_>>().join(" ")
         );
     }
+    Ok(())
+}
+
+/// The sixth deployment: three directors announce the VIP by BGP through BIRD to a
+/// router that spreads the flows over them (ECMP); 300 new connections show the spread,
+/// then director 1 is SIGKILLed and cut off while 60 long-lived connections run, and the
+/// broken ones are counted.
+fn active_active(exe: &Path) -> anyhow::Result<()> {
+    use fulcrum_lab::active_active::{self, Group, DIRECTORS, REAL_SERVERS, ROUTER, VIP};
+    println!("=== 6. Active-active directors behind ECMP (beyond MISSION.md's four) ===");
+    if !fulcrum_lab::is_root() {
+        bail!("needs root");
+    }
+    if std::process::Command::new("bird")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("  skipped: BIRD 2 is not installed (apt install bird2; scripts/setup does)");
+        return Ok(());
+    }
+    let scratch = Scratch::new("active-active")?;
+    let mut g = active_active::build("demo-aa", exe, scratch.path())
+        .with_context(|| format!("building the active-active deployment\n{}", scratch.logs()))?;
+    println!("  client      10.20.0.2 and 10.20.1.1-200, behind the router");
+    println!("  router      10.20.0.1 (client side), {ROUTER} (BIRD: BGP to each director, ECMP with the L4 hash)");
+    println!(
+        "  directors   {} (Fulcrum + BIRD, AS65001; fulcrum_bgp announces VIP {VIP})",
+        DIRECTORS.join(", ")
+    );
+    println!(
+        "  real servers {} (DR, VIP on lo; lb_algo mh, so every director picks the same one)",
+        REAL_SERVERS.join(", ")
+    );
+    let all = Group::directors_but(None);
+    let took = wait_for(Duration::from_secs(30), || g.next_hops() == all)
+        .with_context(|| format!("the router never held three next hops:\n{}", g.logs()))?;
+    println!(
+        "  the router's route to {VIP}: via {} ({:.1} s after the directors started)",
+        g.next_hops().join(", via "),
+        took.as_secs_f64()
+    );
+    let before = g.connections();
+    let answers = g.probe(300)?;
+    let after = g.connections();
+    let ok = answers.iter().filter(|a| a.starts_with("rs")).count();
+    println!("  client -> {VIP}:80, 300 new connections from 200 addresses: {ok} answered");
+    for (i, (b, a)) in before.iter().zip(&after).enumerate() {
+        println!(
+            "    director {} ({}) carried {}",
+            i + 1,
+            DIRECTORS[i],
+            a - b
+        );
+    }
+    let (hold, log) = g.hold("demo", 60, 10_000)?;
+    std::thread::sleep(Duration::from_secs(2));
+    let killed = std::time::Instant::now();
+    g.kill_director(0);
+    let d1 = g.directors[0].host.clone();
+    g.lab.ip(&d1, &["link", "set", "eth0", "down"])?;
+    let rest = Group::directors_but(Some(0));
+    let withdrawn = wait_for(Duration::from_secs(10), || g.next_hops() == rest);
+    println!(
+        "  director 1 SIGKILLed and its link cut under 60 long-lived connections (a line every 100 ms each):"
+    );
+    match withdrawn {
+        Some(_) => println!(
+            "    the router dropped it within {} ms (its BGP routes hang on a tap the dead daemon no longer holds)",
+            killed.elapsed().as_millis()
+        ),
+        None => println!("    the router still routes through it: {:?}", g.next_hops()),
+    }
+    let status = hold.wait_timeout(Duration::from_secs(40));
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    let broken = match status {
+        Some(0) => 0,
+        _ => text
+            .lines()
+            .last()
+            .and_then(|l| l.strip_prefix("broken "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(60),
+    };
+    println!("    broken connections: {broken} of 60 (the other directors took the moved flows mid-way, to the same real servers)");
     Ok(())
 }
 

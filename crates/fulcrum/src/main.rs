@@ -311,7 +311,7 @@ pub enum CtlCommand {
 
 #[derive(Debug, Args)]
 pub struct DemoArgs {
-    /// Build only this deployment: nat, dr, keepalived-ha, nginx-ha or tun.
+    /// Build only this deployment: nat, dr, keepalived-ha, nginx-ha, tun or active-active.
     #[arg(long, value_name = "NAME")]
     pub only: Option<String>,
 }

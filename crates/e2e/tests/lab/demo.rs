@@ -155,3 +155,32 @@ fn demo_shows_the_tun_deployment() {
         assert!(!line.contains(" 0,") && !line.contains("gre 0 "), "{line}");
     }
 }
+
+#[test]
+fn demo_shows_active_active_directors_losing_one_without_a_broken_connection() {
+    if !fulcrum_lab::require_root(
+        "demo_shows_active_active_directors_losing_one_without_a_broken_connection",
+    ) {
+        return;
+    }
+    if !fulcrum_e2e::installed("bird") {
+        return;
+    }
+    let stdout = demo("active-active");
+    assert!(
+        stdout.contains("=== 6. Active-active directors"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "the router's route to 10.1.10.65: via 10.30.0.11, via 10.30.0.12, via 10.30.0.13"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("300 new connections from 200 addresses: 300 answered"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("the router dropped it within"), "{stdout}");
+    assert!(stdout.contains("broken connections: 0 of 60"), "{stdout}");
+}
