@@ -36,9 +36,9 @@
 //! answer` (or `UNIX_MICROS error REASON`) per attempt, for measuring outages; with
 //! `--keepalive` every request goes on one HTTP/1.1 connection (a new one after an error).
 //!
-//! `rate --connect ADDR:PORT --for-ms MS` opens connections one after another as fast as
-//! it can for a bounded time (each reads the first line, then closes) and prints `N ok M
-//! failed`.
+//! `rate --connect ADDR:PORT --for-ms MS [--sources FIRST/N]` opens connections one after
+//! another as fast as it can for a bounded time (each reads the first line, then closes)
+//! and prints `N ok M failed`.
 //!
 //! `hold --connect ADDR:PORT --every-ms MS --for-ms MS [--connections N] [--timeout-ms MS]
 //! [--line-bytes N] [--sources FIRST/N]` keeps N plain connections (default 1) open for a bounded time, each
@@ -54,9 +54,9 @@
 //! MS` (or `answered K open`). For keepalive_timeout, client_header_timeout (N = 0) and
 //! keepalive_requests.
 //!
-//! `flood --connect ADDR:PORT --for-ms MS [--size BYTES] [--count N]` sends UDP datagrams
-//! (64 bytes of payload by default) from one socket as fast as it can for a bounded time and
-//! prints `N sent`; with `--count`, exactly N, 2 ms apart, from a socket not connected (so
+//! `flood --connect ADDR:PORT --for-ms MS [--size BYTES] [--count N] [--sources FIRST/N]`
+//! sends UDP datagrams (64 bytes of payload by default) from one socket (bound to FIRST
+//! with `--sources`) as fast as it can for a bounded time and prints `N sent`; with `--count`, exactly N, 2 ms apart, from a socket not connected (so
 //! an ICMP error the first draws stops none of the others). `sink --listen ADDR:PORT --for-ms MS` counts the UDP datagrams that arrive
 //! for a bounded time, printing `ready` once bound and `N received` at the end. For
 //! measuring packets per second through a director.
@@ -68,7 +68,7 @@ use std::time::Duration;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: serve --name NAME --listen ADDR:PORT|unix:PATH [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT (--paths P1,P2 | --raw TEXT) [--method M] [--header 'K: V']... [--body TEXT] [--full] [--decode [--gzip-hex]]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http] [--sources FIRST/N]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS [--connections N] [--timeout-ms MS] [--line-bytes N] [--sources FIRST/N]\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES] [--count N]\n       sink --listen ADDR:PORT --for-ms MS"
+        "usage: serve --name NAME --listen ADDR:PORT|unix:PATH [--http [--echo] [--fail-path P --fail-status N]]\n       tunnel --connect ADDR:PORT --path PATH\n       request --connect ADDR:PORT (--paths P1,P2 | --raw TEXT) [--method M] [--header 'K: V']... [--body TEXT] [--full] [--decode [--gzip-hex]]\n       probe --connect ADDR:PORT [--count N] [--timeout-ms MS] [--http] [--sources FIRST/N]\n       watch --connect ADDR:PORT --every-ms MS --for-ms MS [--timeout-ms MS] [--http]\n       rate --connect ADDR:PORT --for-ms MS [--sources FIRST/N]\n       hold --connect ADDR:PORT --every-ms MS --for-ms MS [--connections N] [--timeout-ms MS] [--line-bytes N] [--sources FIRST/N]\n       linger --connect ADDR:PORT --requests N --for-ms MS\n       flood --connect ADDR:PORT --for-ms MS [--size BYTES] [--count N] [--sources FIRST/N]\n       sink --listen ADDR:PORT --for-ms MS"
     );
     ExitCode::from(2)
 }
@@ -269,13 +269,18 @@ pub fn main(args: Vec<String>) -> ExitCode {
                 return usage();
             };
             let total = Duration::from_millis(flag_number(&args, "--for-ms", 1000).min(600_000));
+            let Ok(sources) = sources_flag(&args) else {
+                return usage();
+            };
             let start = std::time::Instant::now();
             let (mut ok, mut failed) = (0u64, 0u64);
+            let mut i = 0;
             while start.elapsed() < total {
-                match probe(addr, None, Duration::from_millis(500), false) {
+                match probe(addr, source(&sources, i), Duration::from_millis(500), false) {
                     Ok(_) => ok += 1,
                     Err(_) => failed += 1,
                 }
+                i += 1;
             }
             println!("{ok} ok {failed} failed");
             ExitCode::SUCCESS
@@ -308,9 +313,12 @@ pub fn main(args: Vec<String>) -> ExitCode {
             let total = Duration::from_millis(flag_number(&args, "--for-ms", 1000).min(600_000));
             let size = flag_number(&args, "--size", 64).clamp(1, 1472) as usize;
             let count = flag_value(&args, "--count").and_then(|c| c.parse::<u64>().ok());
+            let Ok(sources) = sources_flag(&args) else {
+                return usage();
+            };
             let sent = match count {
                 Some(n) => send_count(addr, size, n.min(100_000)),
-                None => flood(addr, size, total),
+                None => flood(addr, source(&sources, 0), size, total),
             };
             match sent {
                 Ok(n) => {
@@ -474,8 +482,16 @@ fn udp_socket_towards(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> 
 
 /// UDP datagrams of `size` bytes to `addr`, as many as one socket sends in `total`. A full
 /// send queue (ENOBUFS) or a refused port counts nothing and goes on.
-fn flood(addr: SocketAddr, size: usize, total: Duration) -> std::io::Result<u64> {
-    let socket = udp_socket_towards(addr)?;
+fn flood(
+    addr: SocketAddr,
+    from: Option<std::net::IpAddr>,
+    size: usize,
+    total: Duration,
+) -> std::io::Result<u64> {
+    let socket = match from {
+        Some(ip) => std::net::UdpSocket::bind(SocketAddr::new(ip, 0))?,
+        None => udp_socket_towards(addr)?,
+    };
     socket.connect(addr)?;
     let payload = vec![0x5a; size];
     let start = std::time::Instant::now();
