@@ -9,8 +9,11 @@
 //!     again, a director drained, a real server removed; and for the last, the share of
 //!     200 clients whose real server changed (Maglev moves those of the removed server).
 //!
+//!   - a director lost whole (its link cut first, then its processes killed): how long the
+//!     router takes to notice, by the 3 s hold time or, with `--bfd`, by BFD.
+//!
 //! Needs root and BIRD 2 (`bird`, `birdc`).
-//! Usage: active-active [--seconds S] [--rounds R] [--held N] [--fulcrum PATH]
+//! Usage: active-active [--seconds S] [--rounds R] [--held N] [--bfd] [--fulcrum PATH]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -199,7 +202,8 @@ fn main() {
     });
     let dir = std::env::temp_dir().join(format!("fulcrum-bench-aa-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch dir");
-    let mut g = active_active::build("baa", &exe, &dir).expect("build the topology");
+    let bfd = std::env::args().any(|a| a == "--bfd");
+    let mut g = active_active::build("baa", &exe, &dir, bfd).expect("build the topology");
     let all = Group::directors_but(None);
     let up = wait_for(Duration::from_secs(30), || g.next_hops() == all);
     assert!(up.is_some(), "not announced:\n{}", g.logs());
@@ -383,6 +387,61 @@ fn main() {
         "| real server removed (1 of 4) | {b} | {held} | {:.3} | {on_rs4} were on it; {changed} of 200 clients changed server ({:.1}%), {were} of them had been on it |",
         b as f64 / held as f64,
         changed as f64 / 2.0
+    );
+
+    // A director lost whole: nothing on it can withdraw; the router's hold time or BFD.
+    let (p, log) = g.hold("bench-lost", held, 12_000).expect("hold");
+    let watch_log = g.dir.join("bench-lost.watch.log");
+    let client = g.client.clone();
+    let watch = g
+        .lab
+        .spawn(
+            &client,
+            &[
+                g.exe.to_string_lossy().as_ref(),
+                "lab-agent",
+                "watch",
+                "--connect",
+                &format!("{VIP}:80"),
+                "--every-ms",
+                "10",
+                "--for-ms",
+                "8000",
+                "--timeout-ms",
+                "1000",
+            ],
+            Some(&watch_log),
+        )
+        .expect("watch");
+    std::thread::sleep(Duration::from_secs(2));
+    let t = Instant::now();
+    let d2 = g.directors[1].host.clone();
+    g.lab
+        .ip(&d2, &["link", "set", "eth0", "down"])
+        .expect("cut");
+    g.kill_director(1);
+    let gone = wait_for(Duration::from_secs(15), || {
+        g.next_hops() == Group::directors_but(Some(1))
+    });
+    let note = match gone {
+        Some(_) => format!(
+            "the router noticed by {} after {} ms",
+            if bfd { "BFD" } else { "its 3 s hold time" },
+            t.elapsed().as_millis()
+        ),
+        None => "not withdrawn within 15 s".into(),
+    };
+    let b = broken(p, &log, held);
+    watch.wait_timeout(Duration::from_secs(30));
+    let attempts = std::fs::read_to_string(&watch_log).unwrap_or_default();
+    let (tried, failed) = (
+        attempts.lines().count(),
+        attempts.lines().filter(|l| l.contains(" error")).count(),
+    );
+    println!(
+        "| director lost whole (link cut, then killed){} | {b} | {held} | {:.3} | {note}; new connections meanwhile: {failed} of {tried} failed |",
+        if bfd { ", BFD" } else { "" },
+        b as f64 / held as f64
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -37,7 +37,7 @@ pub fn attach_decap(dir: &Path, ifname: &str, gue_ports: &[u16]) -> Result<Attac
         .program_mut(DECAP_PROGRAM)
         .ok_or(Error::Missing("the decapsulator"))?
         .try_into()?;
-    program.load()?;
+    crate::load::load_retrying(program)?;
     let link_path = dir.join("link");
     let pin_err = |e: String| Error::Pin(link_path.clone(), e);
     if link_path.exists() {
@@ -112,7 +112,7 @@ pub fn decap_test_run(frame: &[u8], gue_ports: &[u16]) -> Result<TestOutcome, Er
         .program_mut(DECAP_PROGRAM)
         .ok_or(Error::Missing("the decapsulator"))?
         .try_into()?;
-    program.load()?;
+    crate::load::load_retrying(program)?;
     let mut out = vec![0u8; frame.len() + 256];
     let mut opts = TestRunOptions::new();
     opts.data_in = Some(frame);

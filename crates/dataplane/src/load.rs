@@ -11,6 +11,25 @@ pub(crate) fn size_tables(loader: &mut EbpfLoader, max_connections: u32) {
     loader.map_max_entries("persist", (max_connections / 2).max(1024));
 }
 
+/// Loads one program, again when the kernel says EAGAIN: the verifier gives up with it
+/// when a signal arrives for the loading thread (a child process of the daemon exiting,
+/// say), and a large program on a loaded machine verifies long enough to meet one. libbpf
+/// retries the same way.
+pub(crate) fn load_retrying(program: &mut Xdp) -> Result<(), Error> {
+    const EAGAIN: i32 = 11;
+    let mut tries = 0;
+    loop {
+        match program.load() {
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(EAGAIN) && tries < 5 =>
+            {
+                tries += 1;
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// Loads the entry points of the object into the kernel, and puts the IPv6 one where the
 /// IPv4 one tail-calls it.
 pub(crate) fn load_programs(ebpf: &mut Ebpf) -> Result<(), Error> {
@@ -19,7 +38,7 @@ pub(crate) fn load_programs(ebpf: &mut Ebpf) -> Result<(), Error> {
             .program_mut(name)
             .ok_or(Error::Missing("an XDP program"))?
             .try_into()?;
-        program.load()?;
+        load_retrying(program)?;
     }
     let fd = {
         let program: &Xdp = ebpf

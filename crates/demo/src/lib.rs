@@ -301,7 +301,7 @@ fn active_active(exe: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let scratch = Scratch::new("active-active")?;
-    let mut g = active_active::build("demo-aa", exe, scratch.path())
+    let mut g = active_active::build("demo-aa", exe, scratch.path(), true)
         .with_context(|| format!("building the active-active deployment\n{}", scratch.logs()))?;
     println!("  client      10.20.0.2 and 10.20.1.1-200, behind the router");
     println!("  router      10.20.0.1 (client side), {ROUTER} (BIRD: BGP to each director, ECMP with the L4 hash)");

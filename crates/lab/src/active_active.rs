@@ -83,7 +83,7 @@ fn write(path: &Path, text: &str) -> Result<()> {
 /// The directors' keepalived.conf: mh over the four real servers, each checked by a
 /// script that fails while `DIR/NAME.fail` exists (to take quorum away from one
 /// director) or the real server does not accept a connection.
-pub fn keepalived_conf(me: &str, dir: &Path, name: &str) -> String {
+pub fn keepalived_conf(me: &str, dir: &Path, name: &str, bfd: bool) -> String {
     let check = dir.join("check.sh");
     let mut c = format!(
         "global_defs {{\n    fulcrum_xdp_interfaces eth0\n}}\n\
@@ -97,17 +97,20 @@ pub fn keepalived_conf(me: &str, dir: &Path, name: &str) -> String {
     }
     c += "}\n";
     c += &format!(
-        "fulcrum_bgp {{\n    control {}\n    config_file {}\n    local_as 65001\n    neighbor {ROUTER} as 65000 local {me} hold_time 3\n}}\n",
+        "fulcrum_bgp {{\n    control {}\n    config_file {}\n    local_as 65001\n    neighbor {ROUTER} as 65000 local {me} hold_time 3{}\n}}\n",
         dir.join(format!("{name}.bird.ctl")).display(),
         dir.join(format!("{name}.fulcrum.conf")).display(),
+        if bfd { " bfd" } else { "" },
     );
     c
 }
 
 /// Builds the topology and starts BIRD on the router and the directors, the real
 /// servers' answering agents, and Fulcrum on each director (`exe`, the fulcrum binary,
-/// also the lab's agent). `dir` holds the files.
-pub fn build(label: &str, exe: &Path, dir: &Path) -> Result<Group> {
+/// also the lab's agent). `dir` holds the files. With `bfd`, every BGP session runs BFD
+/// (BIRD's defaults: a lost peer is noticed in about half a second), else a lost director
+/// is noticed by the 3 s hold time.
+pub fn build(label: &str, exe: &Path, dir: &Path, bfd: bool) -> Result<Group> {
     let mut lab = Lab::new(label)?.with_agent(Agent::new(exe, &["lab-agent"]));
     let check = dir.join("check.sh");
     write(
@@ -156,7 +159,8 @@ pub fn build(label: &str, exe: &Path, dir: &Path) -> Result<Group> {
     }
     let mut router_conf = format!(
         "router id {ROUTER};\nprotocol device {{ scan time 10; }}\n\
-         protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}\n"
+         protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}\n{}",
+        if bfd { "protocol bfd {\n}\n" } else { "" }
     );
     let mut hosts = Vec::new();
     for (i, d) in DIRECTORS.iter().enumerate() {
@@ -168,7 +172,8 @@ pub fn build(label: &str, exe: &Path, dir: &Path) -> Result<Group> {
         lab.addr(&h, "eth0", &format!("{d}/24"))?;
         lab.route(&h, "default", ROUTER)?;
         router_conf += &format!(
-            "protocol bgp {name} {{ local {ROUTER} as 65000; neighbor {d} as 65001; hold time 3; connect retry time 1; error wait time 1, 5;\n    ipv4 {{ import all; export none; }}; }}\n"
+            "protocol bgp {name} {{ local {ROUTER} as 65000; neighbor {d} as 65001; hold time 3; connect retry time 1; error wait time 1, 5;{}\n    ipv4 {{ import all; export none; }}; }}\n",
+            if bfd { " bfd on;" } else { "" }
         );
         let include = dir.join(format!("{name}.fulcrum.conf"));
         write(&include, "")?;
@@ -184,7 +189,7 @@ pub fn build(label: &str, exe: &Path, dir: &Path) -> Result<Group> {
         )?;
         write(
             &dir.join(format!("{name}.keepalived.conf")),
-            &keepalived_conf(d, dir, &name),
+            &keepalived_conf(d, dir, &name, bfd),
         )?;
         hosts.push(h);
     }

@@ -36,7 +36,8 @@ fn shares(before: &[u64], after: &[u64]) -> Vec<u64> {
 /// share 3,000 new connections; a director SIGKILLed and cut off, then joining again,
 /// and drained, each under 60 long-lived connections that must all carry on; a director
 /// without quorum withdrawn while the others serve; a real server removed, breaking only
-/// its own connections and moving about a quarter of the clients (Maglev).
+/// its own connections and moving about a quarter of the clients (Maglev); a director
+/// lost whole (link first), noticed by the router's BFD, breaking none.
 #[test]
 fn active_active_directors_keep_every_connection_through_director_events() {
     if !require_root("active_active_directors_keep_every_connection_through_director_events") {
@@ -47,7 +48,7 @@ fn active_active_directors_keep_every_connection_through_director_events() {
     }
     let started = Instant::now();
     let dir = Scratch::new("aa");
-    let mut g = active_active::build("aa", fulcrum_e2e::bin(), &dir.0).unwrap();
+    let mut g = active_active::build("aa", fulcrum_e2e::bin(), &dir.0, true).unwrap();
     let announced = wait_for(Duration::from_secs(30), || {
         g.next_hops() == Group::directors_but(None)
     });
@@ -269,6 +270,23 @@ fn active_active_directors_keep_every_connection_through_director_events() {
     assert!(
         (moved as f64) / 200.0 <= 0.35,
         "Maglev moved {moved} of 200"
+    );
+
+    // 7. A director lost whole, as a machine dies: its link first, then its processes.
+    //    Its BIRD cannot withdraw anything; the router's BFD notices.
+    let (p, log) = g.hold("lost", 60, 8_000).unwrap();
+    let t = Instant::now();
+    let d2 = g.directors[1].host.clone();
+    g.lab.ip(&d2, &["link", "set", "eth0", "down"]).unwrap();
+    g.kill_director(1);
+    let gone = wait_for(Duration::from_secs(10), || {
+        g.next_hops() == Group::directors_but(Some(1))
+    });
+    assert!(gone.is_some(), "the router still has {:?}", g.next_hops());
+    let took = t.elapsed().as_millis();
+    let last = held(&g, p, &log, "when director 2 was lost whole");
+    eprintln!(
+        "active-active: director 2 lost whole (link cut, then killed): BFD withdrew it at the router after {took} ms; all 60 carried on ({last})"
     );
     eprintln!(
         "active-active: lab {:.1} s",

@@ -49,7 +49,8 @@ fn demo_rejects_an_unknown_deployment() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("nat, dr, keepalived-ha, nginx-ha or tun") || err.contains("needs root"),
+        err.contains("nat, dr, keepalived-ha, nginx-ha, tun or active-active")
+            || err.contains("needs root"),
         "{err}"
     );
 }
