@@ -169,6 +169,25 @@ pub fn build(label: &str, exe: &Path, dir: &Path, bfd: bool) -> Result<Group> {
         let port = lab.attach(&h, "eth0", &core)?;
         // XDP_TX on a veth reaches its peer only when the peer has NAPI (REFERENCE.md).
         lab.xdp_pass_stub(&core.netns, &port)?;
+        // No unknown unicast flooded to a director, as on the routed links directors
+        // usually have: when a director's port goes down the bridge forgets its MAC, and
+        // flooding the router's frames for it to the others would let their XDP program
+        // (which sees every frame, whatever its destination MAC) carry its flows on
+        // before the router has withdrawn it, hiding the outage being measured.
+        lab.exec(
+            &core.netns,
+            [
+                "ip",
+                "link",
+                "set",
+                "dev",
+                &port,
+                "type",
+                "bridge_slave",
+                "flood",
+                "off",
+            ],
+        )?;
         lab.addr(&h, "eth0", &format!("{d}/24"))?;
         lab.route(&h, "default", ROUTER)?;
         router_conf += &format!(
@@ -396,6 +415,68 @@ impl Group {
             )));
         }
         Ok((p, log))
+    }
+
+    /// Starts new connections from the client, one every 10 ms from one address (its
+    /// ports spread them over the directors) for `for_ms`, each given 1 s: the agent's
+    /// `watch`, its output in DIR/NAME.watch.log (see [`Group::watched`]).
+    pub fn watch(&mut self, name: &str, for_ms: u32) -> Result<(Process, PathBuf)> {
+        let log = self.dir.join(format!("{name}.watch.log"));
+        let client = self.client.clone();
+        let p = self.lab.spawn(
+            &client,
+            &[
+                self.exe.to_string_lossy().as_ref(),
+                "lab-agent",
+                "watch",
+                "--connect",
+                &format!("{VIP}:80"),
+                "--every-ms",
+                "10",
+                "--for-ms",
+                &for_ms.to_string(),
+                "--timeout-ms",
+                "1000",
+            ],
+            Some(&log),
+        )?;
+        Ok((p, log))
+    }
+
+    /// A finished watch: (attempts, failed, milliseconds from the first failure to the
+    /// last).
+    pub fn watched(p: Process, log: &Path) -> (usize, usize, u64) {
+        p.wait_timeout(Duration::from_secs(60));
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let failures: Vec<u64> = text
+            .lines()
+            .filter(|l| l.contains(" error"))
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect();
+        let span = match (failures.first(), failures.last()) {
+            (Some(a), Some(b)) => (b - a) / 1000,
+            _ => 0,
+        };
+        (text.lines().count(), failures.len(), span)
+    }
+
+    /// The client's TCP segments retransmitted so far (its namespace's RetransSegs): a
+    /// count of the segments lost on the way, one way or the other.
+    pub fn retransmits(&self) -> u64 {
+        let Ok(out) = self.lab.exec(&self.client.netns, ["cat", "/proc/net/snmp"]) else {
+            return 0;
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        let tcp: Vec<&str> = text.lines().filter(|l| l.starts_with("Tcp:")).collect();
+        let [names, values] = tcp[..] else {
+            return 0;
+        };
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == "RetransSegs")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Every director's log and BGP view, for a failure.

@@ -37,7 +37,8 @@ fn shares(before: &[u64], after: &[u64]) -> Vec<u64> {
 /// and drained, each under 60 long-lived connections that must all carry on; a director
 /// without quorum withdrawn while the others serve; a real server removed, breaking only
 /// its own connections and moving about a quarter of the clients (Maglev); a director
-/// lost whole (link first), noticed by the router's BFD, breaking none.
+/// lost whole (link first), noticed by the router's BFD, breaking none; a director
+/// stopped by SIGTERM, withdrawing before its forwarding stops, breaking none.
 #[test]
 fn active_active_directors_keep_every_connection_through_director_events() {
     if !require_root("active_active_directors_keep_every_connection_through_director_events") {
@@ -100,11 +101,14 @@ fn active_active_directors_keep_every_connection_through_director_events() {
         "a client's real server must not depend on the director"
     );
 
-    // 2. A director SIGKILLed and cut off under long-lived connections.
+    // 2. A director SIGKILLed and cut off under 300 long-lived connections, and new ones
+    //    every 10 ms meanwhile.
     let base = g.connections();
-    let (p, log) = g.hold("kill", 60, 12_000).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
+    let (p, log) = g.hold("kill", 300, 12_000).unwrap();
     let before = g.connections();
+    let (watch, watch_log) = g.watch("kill", 6_000).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let retransmitted = g.retransmits();
     assert!(
         before[0] > base[0],
         "no long-lived connection went through director 1"
@@ -123,9 +127,11 @@ fn active_active_directors_keep_every_connection_through_director_events() {
     );
     let took = killed.elapsed().as_millis();
     let last = held(&g, p, &log, "when director 1 died");
+    let (tried, failed, span) = Group::watched(watch, &watch_log);
     eprintln!(
-        "active-active: director 1 ({} of 60 long-lived connections) SIGKILLed and cut off: withdrawn at the router within {took} ms; all 60 carried on ({last})",
-        before[0] - base[0]
+        "active-active: director 1 ({} of 300 long-lived connections) SIGKILLed and cut off: withdrawn at the router within {took} ms; all 300 carried on ({last}); new connections meanwhile: {failed} of {tried} failed (over {span} ms); the client retransmitted {} segments",
+        before[0] - base[0],
+        g.retransmits() - retransmitted
     );
 
     // 3. It joins again under long-lived connections.
@@ -287,6 +293,32 @@ fn active_active_directors_keep_every_connection_through_director_events() {
     let last = held(&g, p, &log, "when director 2 was lost whole");
     eprintln!(
         "active-active: director 2 lost whole (link cut, then killed): BFD withdrew it at the router after {took} ms; all 60 carried on ({last})"
+    );
+
+    // 8. A director stopped (SIGTERM): it withdraws before its forwarding stops.
+    let (p, log) = g.hold("stop", 60, 8_000).unwrap();
+    let t = Instant::now();
+    g.directors[2]
+        .process
+        .as_ref()
+        .expect("director 3 runs")
+        .signal("TERM")
+        .unwrap();
+    let gone = wait_for(Duration::from_secs(10), || {
+        g.next_hops() == vec![active_active::DIRECTORS[0].to_string()]
+    });
+    assert!(gone.is_some(), "the router still has {:?}", g.next_hops());
+    let took = t.elapsed().as_millis();
+    let last = held(&g, p, &log, "when director 3 stopped");
+    let exited = g.directors[2]
+        .process
+        .as_ref()
+        .and_then(|p| p.wait_timeout(Duration::from_secs(10)));
+    assert_eq!(exited, Some(0), "{}", g.logs());
+    let log = std::fs::read_to_string(&g.directors[2].log).unwrap_or_default();
+    assert!(log.contains("every VIP withdrawn"), "{log}");
+    eprintln!(
+        "active-active: director 3 stopped by SIGTERM: withdrawn at the router after {took} ms; all 60 carried on ({last})"
     );
     eprintln!(
         "active-active: lab {:.1} s",
