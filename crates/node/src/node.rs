@@ -675,11 +675,13 @@ impl Inner {
 
     async fn shut_down(&mut self) {
         // BGP first: the router moves the flows to the other directors while this one
-        // still forwards.
-        let mut done = self.bgp.done.subscribe();
-        self.bgp.stopping.send_replace(true);
-        let _ =
-            tokio::time::timeout(std::time::Duration::from_secs(3), done.wait_for(|d| *d)).await;
+        // still forwards. (Only once its task runs: a start that fails stops before.)
+        if self.bgp.stopping.receiver_count() > 0 {
+            let mut done = self.bgp.done.subscribe();
+            self.bgp.stopping.send_replace(true);
+            let wait = done.wait_for(|d| *d);
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), wait).await;
+        }
         if let Some(rt) = self.vrrp.take() {
             rt.stop().await;
         }
