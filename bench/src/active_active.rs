@@ -12,8 +12,12 @@
 //!   - a director lost whole (its link cut first, then its processes killed): how long the
 //!     router takes to notice, by the 3 s hold time or, with `--bfd`, by BFD.
 //!
-//! Needs root and BIRD 2 (`bird`, `birdc`).
-//! Usage: active-active [--seconds S] [--rounds R] [--held N] [--bfd] [--fulcrum PATH]
+//!   - and, computed without the lab, Maglev's disruption on Fulcrum's mh table: the share
+//!     of slots that move when k of n servers leave, the metric the Maglev paper reports.
+//!
+//! Needs root and BIRD 2 (`bird`, `birdc`), but for `--maglev-only`.
+//! Usage: active-active [--seconds S] [--rounds R] [--held N] [--bfd] [--maglev-only]
+//!        [--fulcrum PATH]
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -174,12 +178,60 @@ fn broken(p: fulcrum_lab::Process, log: &Path, held: u32) -> u32 {
         .unwrap_or(held)
 }
 
+/// Maglev's disruption as the Maglev paper measures it, on Fulcrum's own table (the one
+/// every director builds, 65,537 slots): the share of slots whose real server changes when
+/// `k` of `n` servers leave, beside the share those `k` held (what must move).
+fn maglev_disruption() {
+    use fulcrum_sched::{maglev, Dest};
+    const M: usize = 65_537;
+    println!("\n## Maglev table disruption (Fulcrum's mh table, {M} slots; computed, no lab)\n");
+    println!("| servers | removed | slots that must move | slots that moved | moved beyond the removed servers' |");
+    println!("|---|---|---|---|---|");
+    for (n, k) in [
+        (4, 1),
+        (10, 1),
+        (100, 1),
+        (100, 5),
+        (1000, 1),
+        (1000, 10),
+        (1000, 50),
+    ] {
+        let dests: Vec<Dest> = (0..n)
+            .map(|i: u32| {
+                Dest::new(
+                    std::net::IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]),
+                    80,
+                    1,
+                )
+            })
+            .collect();
+        let before = maglev(&dests, M);
+        // The first k servers leave.
+        let after = maglev(&dests[k..], M);
+        let addr = |t: &[Option<usize>], off: usize, s: usize| t[s].map(|i| dests[i + off].addr);
+        let must = (0..M).filter(|&s| before[s].is_some_and(|i| i < k)).count();
+        let moved = (0..M)
+            .filter(|&s| addr(&before, 0, s) != addr(&after, k, s))
+            .count();
+        println!(
+            "| {n} | {k} | {:.2}% | {:.2}% | {:.2}% |",
+            100.0 * must as f64 / M as f64,
+            100.0 * moved as f64 / M as f64,
+            100.0 * (moved - must) as f64 / M as f64
+        );
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
 
 fn main() {
+    if std::env::args().any(|a| a == "--maglev-only") {
+        maglev_disruption();
+        return;
+    }
     if !fulcrum_lab::is_root() {
         eprintln!("active-active needs root (it builds network namespaces)");
         std::process::exit(2);
@@ -444,4 +496,5 @@ fn main() {
         b as f64 / held as f64
     );
     let _ = std::fs::remove_dir_all(&dir);
+    maglev_disruption();
 }
