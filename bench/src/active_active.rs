@@ -327,28 +327,7 @@ fn main() {
     let (p, log) = g.hold("bench-kill", held, 12_000).expect("hold");
     // New connections meanwhile, one every 10 ms from one address (ports spread them over
     // the directors): those that fail while the router still sends flows to the dead one.
-    let watch_log = g.dir.join("bench-kill.watch.log");
-    let client = g.client.clone();
-    let watch = g
-        .lab
-        .spawn(
-            &client,
-            &[
-                g.exe.to_string_lossy().as_ref(),
-                "lab-agent",
-                "watch",
-                "--connect",
-                &format!("{VIP}:80"),
-                "--every-ms",
-                "10",
-                "--for-ms",
-                "6000",
-                "--timeout-ms",
-                "1000",
-            ],
-            Some(&watch_log),
-        )
-        .expect("watch");
+    let (watch, watch_log) = g.watch("bench-kill", 6_000).expect("watch");
     std::thread::sleep(Duration::from_secs(2));
     let t = Instant::now();
     g.kill_director(0);
@@ -366,12 +345,7 @@ fn main() {
         None => "not withdrawn within 15 s".into(),
     };
     let b = broken(p, &log, held);
-    watch.wait_timeout(Duration::from_secs(30));
-    let attempts = std::fs::read_to_string(&watch_log).unwrap_or_default();
-    let (tried, failed) = (
-        attempts.lines().count(),
-        attempts.lines().filter(|l| l.contains(" error")).count(),
-    );
+    let (tried, failed, _) = Group::watched(watch, &watch_log);
     println!(
         "| director SIGKILLed and cut off | {b} | {held} | {:.3} | {note}; new connections meanwhile: {failed} of {tried} failed |",
         b as f64 / held as f64
@@ -443,28 +417,7 @@ fn main() {
 
     // A director lost whole: nothing on it can withdraw; the router's hold time or BFD.
     let (p, log) = g.hold("bench-lost", held, 12_000).expect("hold");
-    let watch_log = g.dir.join("bench-lost.watch.log");
-    let client = g.client.clone();
-    let watch = g
-        .lab
-        .spawn(
-            &client,
-            &[
-                g.exe.to_string_lossy().as_ref(),
-                "lab-agent",
-                "watch",
-                "--connect",
-                &format!("{VIP}:80"),
-                "--every-ms",
-                "10",
-                "--for-ms",
-                "8000",
-                "--timeout-ms",
-                "1000",
-            ],
-            Some(&watch_log),
-        )
-        .expect("watch");
+    let (watch, watch_log) = g.watch("bench-lost", 8_000).expect("watch");
     std::thread::sleep(Duration::from_secs(2));
     let t = Instant::now();
     let d2 = g.directors[1].host.clone();
@@ -484,12 +437,7 @@ fn main() {
         None => "not withdrawn within 15 s".into(),
     };
     let b = broken(p, &log, held);
-    watch.wait_timeout(Duration::from_secs(30));
-    let attempts = std::fs::read_to_string(&watch_log).unwrap_or_default();
-    let (tried, failed) = (
-        attempts.lines().count(),
-        attempts.lines().filter(|l| l.contains(" error")).count(),
-    );
+    let (tried, failed, _) = Group::watched(watch, &watch_log);
     println!(
         "| director lost whole (link cut, then killed){} | {b} | {held} | {:.3} | {note}; new connections meanwhile: {failed} of {tried} failed |",
         if bfd { ", BFD" } else { "" },
