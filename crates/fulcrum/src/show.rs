@@ -415,7 +415,10 @@ pub fn bgp(b: &fulcrum_node::status::Bgp) {
         } else {
             "withdrawn".to_string()
         };
-        println!("  vip {:<26} {what:<22} {}", r.vip, r.why);
+        println!(
+            "  vip {:<26} {what:<22} active {:<7} {}",
+            r.vip, r.active, r.why
+        );
     }
     if let Some(e) = &b.last_error {
         println!("  last error: {e}");

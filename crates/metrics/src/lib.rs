@@ -480,6 +480,18 @@ impl Collector for Snapshot {
                 Gauge,
                 routes,
             )?;
+            let active = b
+                .routes
+                .iter()
+                .map(|r| (vec![("vip", r.vip.clone())], r.active as f64))
+                .collect();
+            family(
+                &mut enc,
+                "fulcrum_bgp_vip_active_connections",
+                "Active connections to each announced VIP through this director.",
+                Gauge,
+                active,
+            )?;
             family(
                 &mut enc,
                 "fulcrum_bgp_draining",

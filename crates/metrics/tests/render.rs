@@ -207,12 +207,14 @@ fn bgp_sessions_and_routes_are_shown() {
                 announced: true,
                 prepend: 3,
                 why: "draining: announced with a longer path".into(),
+                active: 12,
             },
             fulcrum_node::status::BgpRoute {
                 vip: "10.1.10.66".into(),
                 announced: false,
                 prepend: 0,
                 why: "no quorum: 10.1.10.66:80 TCP".into(),
+                active: 0,
             },
         ],
         last_error: None,
@@ -230,6 +232,10 @@ fn bgp_sessions_and_routes_are_shown() {
     assert_eq!(
         get("fulcrum_bgp_vip_announced{vip=\"10.1.10.66\"}"),
         Some(0.0)
+    );
+    assert_eq!(
+        get("fulcrum_bgp_vip_active_connections{vip=\"10.1.10.65\"}"),
+        Some(12.0)
     );
     assert_eq!(get("fulcrum_bgp_draining"), Some(1.0));
     assert_eq!(get("fulcrum_bgp_liveness_up"), Some(1.0));

@@ -151,6 +151,8 @@ pub(crate) struct Runtime {
     tap: Option<fulcrum_sys::LivenessTap>,
     written: Option<String>,
     routes: Vec<Route>,
+    /// Each VIP's active connections through this director, as last seen.
+    active: std::collections::BTreeMap<IpAddr, u64>,
     sessions: Vec<fulcrum_bgp::Session>,
     sessions_read: Option<Instant>,
     last_error: Option<String>,
@@ -175,6 +177,7 @@ impl Runtime {
             tap,
             written: None,
             routes: Vec::new(),
+            active: Default::default(),
             sessions: Vec::new(),
             sessions_read: None,
             last_error: None,
@@ -208,6 +211,7 @@ impl Runtime {
             );
         }
         let routes = self.announcer.plan(now, inputs);
+        self.active = inputs.vips.iter().map(|v| (v.vip, v.active)).collect();
         for r in &routes {
             let before = self.routes.iter().find(|o| o.vip == r.vip);
             if before.map(|b| (&b.attrs, &b.why)) != Some((&r.attrs, &r.why)) {
@@ -290,6 +294,7 @@ impl Runtime {
                     announced: r.why.announced(),
                     prepend: r.attrs.as_ref().map_or(0, |a| a.prepend),
                     why: r.why.to_string(),
+                    active: self.active.get(&r.vip).copied().unwrap_or(0),
                 })
                 .collect(),
             last_error: self.last_error.clone(),

@@ -405,4 +405,7 @@ pub struct BgpRoute {
     /// Extra copies of the local AS (a drain).
     pub prepend: u8,
     pub why: String,
+    /// Active (ESTABLISHED) connections to the VIP through this director.
+    #[serde(default)]
+    pub active: u64,
 }
