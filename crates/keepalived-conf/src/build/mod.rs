@@ -75,6 +75,8 @@ pub(crate) struct Builder<'a> {
     /// Where fulcrum_bgp's `vips` line is, to check its addresses once every
     /// virtual_server is read.
     bgp_vips_span: Option<Span>,
+    /// Where the fulcrum_bgp block starts.
+    bgp_span: Option<Span>,
 }
 
 enum RefKind {
@@ -118,6 +120,7 @@ impl<'a> Builder<'a> {
             sync_daemon_span: None,
             instance_sync_daemon: None,
             bgp_vips_span: None,
+            bgp_span: None,
         }
     }
 
@@ -478,6 +481,7 @@ impl<'a> Builder<'a> {
                 if self.cfg.bgp.is_some() {
                     self.error(n.span(), "fulcrum_bgp is given twice");
                 } else {
+                    self.bgp_span = Some(n.span());
                     self.cfg.bgp = self.bgp(n);
                 }
             }
@@ -510,6 +514,35 @@ impl<'a> Builder<'a> {
     /// A VIP fulcrum_bgp announces needs a virtual_server at its address, else it is never
     /// announced.
     fn check_bgp_vips(&mut self, cfg: &KeepalivedConfig) {
+        // A VIP goes only to neighbours of its family (BIRD's ipv4 and ipv6 channels).
+        if let (Some(bgp), Some(span)) = (&cfg.bgp, self.bgp_span) {
+            let announced: Vec<IpAddr> = if bgp.vips.is_empty() {
+                cfg.virtual_servers
+                    .iter()
+                    .filter_map(|vs| match vs.key {
+                        crate::model::ServiceKey::Address { addr, .. } => Some(addr),
+                        _ => None,
+                    })
+                    .collect()
+            } else {
+                bgp.vips.clone()
+            };
+            for family_v6 in [false, true] {
+                let has_neighbor = bgp.neighbors.iter().any(|n| n.addr.is_ipv6() == family_v6);
+                if let Some(vip) = announced.iter().find(|v| v.is_ipv6() == family_v6) {
+                    if !has_neighbor {
+                        self.warn(
+                            span,
+                            format!(
+                                "fulcrum_bgp: no {} neighbor, so {vip} (and any other {} VIP) is never announced",
+                                if family_v6 { "IPv6" } else { "IPv4" },
+                                if family_v6 { "IPv6" } else { "IPv4" },
+                            ),
+                        );
+                    }
+                }
+            }
+        }
         let (Some(bgp), Some(span)) = (&cfg.bgp, self.bgp_vips_span) else {
             return;
         };
