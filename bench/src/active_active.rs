@@ -54,7 +54,8 @@ fn use_directors(g: &Group, n: usize) {
     );
 }
 
-/// `count` agents in the client, agent i from the sources `first(i)`, running `mode`.
+/// `count` agents in the client running `mode` against `target` for `secs`, agent i with
+/// `--sources sources(i)`.
 fn agents(
     g: &mut Group,
     mode: &str,
