@@ -405,7 +405,7 @@ fn main() {
     g.servers[3].kill();
     let b = broken(p, &log, held);
     wait_for(Duration::from_secs(15), || {
-        (0..3).all(|i| !g.ctl(i, &["services"]).contains("10.30.0.24:80"))
+        (0..3).all(|i| g.lists(i, "10.30.0.24:80") == Some(false))
     });
     let after = g.probe(200).expect("probe");
     let changed = before.iter().zip(&after).filter(|(a, b)| a != b).count();

@@ -7,7 +7,7 @@
 //! [`Policy::drain_quiet`], its active connections are gone, or [`Policy::drain_timeout`]
 //! has passed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -134,7 +134,7 @@ pub struct Announcer {
     /// Per VIP while draining: the packet count last seen and since when it stands.
     quiet: BTreeMap<IpAddr, Quiet>,
     /// VIPs the drain has withdrawn.
-    drained: BTreeMap<IpAddr, ()>,
+    drained: BTreeSet<IpAddr>,
 }
 
 impl Announcer {
@@ -143,7 +143,7 @@ impl Announcer {
             policy,
             drain: None,
             quiet: BTreeMap::new(),
-            drained: BTreeMap::new(),
+            drained: BTreeSet::new(),
         }
     }
 
@@ -223,7 +223,7 @@ impl Announcer {
         let Some(began) = self.drain else {
             return Why::Serving;
         };
-        if self.drained.contains_key(&v.vip) {
+        if self.drained.contains(&v.vip) {
             return Why::Drained;
         }
         let q = self.quiet.entry(v.vip).or_insert(Quiet {
@@ -239,7 +239,7 @@ impl Announcer {
         let quiet = now.saturating_duration_since(q.since) >= self.policy.drain_quiet;
         let timed_out = now.saturating_duration_since(began) >= self.policy.drain_timeout;
         if quiet || v.active == 0 || timed_out {
-            self.drained.insert(v.vip, ());
+            self.drained.insert(v.vip);
             return Why::Drained;
         }
         Why::Draining

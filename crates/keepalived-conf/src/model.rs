@@ -30,7 +30,7 @@ pub struct Bgp {
     pub control: Option<String>,
     /// `config_file PATH`: the file Fulcrum writes and bird.conf includes (default
     /// /etc/bird/fulcrum.conf).
-    pub include: Option<String>,
+    pub config_file: Option<String>,
     /// `local_as N`.
     pub local_as: u32,
     pub neighbors: Vec<BgpNeighbor>,
@@ -61,7 +61,9 @@ impl Bgp {
 
     /// The file Fulcrum writes for bird.conf to include.
     pub fn config_file(&self) -> &str {
-        self.include.as_deref().unwrap_or("/etc/bird/fulcrum.conf")
+        self.config_file
+            .as_deref()
+            .unwrap_or("/etc/bird/fulcrum.conf")
     }
 }
 

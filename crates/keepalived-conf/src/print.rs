@@ -342,7 +342,7 @@ fn bgp(o: &mut Out, b: &Bgp) {
     o.open(&["fulcrum_bgp"]);
     o.line(&["daemon", &b.daemon]);
     o.opt_word("control", &b.control);
-    o.opt_word("config_file", &b.include);
+    o.opt_word("config_file", &b.config_file);
     o.line(&["local_as", &b.local_as.to_string()]);
     for n in &b.neighbors {
         let mut parts = vec![

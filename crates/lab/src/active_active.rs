@@ -323,6 +323,20 @@ impl Group {
         }
     }
 
+    /// Whether director `i`'s TCP service lists the real server `rs` (ADDR:PORT), out of
+    /// its `ipvsadm -Ln`; None when the listing does not show the service at all.
+    pub fn lists(&self, i: usize, rs: &str) -> Option<bool> {
+        let out = std::process::Command::new(&self.exe)
+            .args(["ipvsadm", "--control"])
+            .arg(&self.directors[i].sock)
+            .args(["-Ln", "-t", &format!("{VIP}:80")])
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.contains(&format!("TCP  {VIP}:80"))
+            .then(|| text.lines().any(|l| l.contains(&format!("-> {rs} "))))
+    }
+
     /// New connections through each director so far, out of its `ipvsadm --stats`.
     pub fn connections(&self) -> Vec<u64> {
         self.directors

@@ -8,7 +8,6 @@
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex as StdMutex};
 use std::time::{Duration, Instant};
 
 use fulcrum_bgp::{Announcer, Bird, Inputs, Neighbor, Policy, Route, Speaker, VipInput, Why};
@@ -25,7 +24,8 @@ pub(crate) struct Control {
     pub stopping: watch::Sender<bool>,
     /// Set by the task once a stop has withdrawn everything.
     pub done: watch::Sender<bool>,
-    pub status: Arc<StdMutex<Option<status::Bgp>>>,
+    /// The BGP view after each step (None without a fulcrum_bgp block).
+    pub status: watch::Sender<Option<status::Bgp>>,
 }
 
 impl Default for Control {
@@ -34,7 +34,7 @@ impl Default for Control {
             drain: watch::channel(false).0,
             stopping: watch::channel(false).0,
             done: watch::channel(false).0,
-            status: Arc::new(StdMutex::new(None)),
+            status: watch::channel(None).0,
         }
     }
 }

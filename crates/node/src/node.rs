@@ -303,6 +303,7 @@ impl Node {
             Command::DrainDirector { on } => {
                 let control = self.inner.lock().await.bgp.clone();
                 self.bgp_status().await?;
+                let mut seen = control.status.subscribe();
                 control.drain.send_replace(on);
                 info!(
                     "{}",
@@ -312,8 +313,9 @@ impl Node {
                         "undrain-director"
                     }
                 );
-                // The task takes it within its half-second step.
-                tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+                // The task steps at once on a drain; answered with its view after it.
+                let stepped = seen.wait_for(|s| s.as_ref().is_some_and(|s| s.draining == on));
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(2), stepped).await;
                 self.bgp_status().await.map(|s| Reply::Bgp(Box::new(s)))
             }
         }
@@ -322,7 +324,7 @@ impl Node {
     /// The BGP view, or why there is none.
     async fn bgp_status(&self) -> Result<status::Bgp, CommandError> {
         let control = self.inner.lock().await.bgp.clone();
-        let s = control.status.lock().map(|s| s.clone()).unwrap_or_default();
+        let s = control.status.borrow().clone();
         s.ok_or_else(|| CommandError("no fulcrum_bgp block in keepalived.conf".into()))
     }
 
@@ -862,7 +864,7 @@ async fn follow_bgp(inner: Arc<Mutex<Inner>>, control: bgp::Control) {
         if stop {
             if let Some(rt) = rt.as_mut() {
                 rt.withdraw_all().await;
-                *control.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(rt.status());
+                control.status.send_replace(Some(rt.status()));
             }
             control.done.send_replace(true);
             return;
@@ -881,7 +883,7 @@ async fn follow_bgp(inner: Arc<Mutex<Inner>>, control: bgp::Control) {
                     if let Some(mut old) = rt.take() {
                         old.withdraw_all().await;
                     }
-                    *control.status.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                    control.status.send_replace(None);
                 }
                 (Some(b), Some(r)) if r.block() != b => {
                     if r.block().liveness() == b.liveness() {
@@ -905,7 +907,7 @@ async fn follow_bgp(inner: Arc<Mutex<Inner>>, control: bgp::Control) {
                 let inputs = bgp::inputs(&vips, listing.as_ref(), &health, false);
                 let draining = *drain.borrow_and_update();
                 r.step(std::time::Instant::now(), &inputs, draining).await;
-                *control.status.lock().unwrap_or_else(|e| e.into_inner()) = Some(r.status());
+                control.status.send_replace(Some(r.status()));
             }
         }
         tokio::select! {

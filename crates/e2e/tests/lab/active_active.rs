@@ -260,7 +260,7 @@ fn active_active_directors_keep_every_connection_through_director_events() {
     }
     // Every director's checks have taken rs4 out.
     let settled = wait_for(Duration::from_secs(15), || {
-        (0..3).all(|i| !g.ctl(i, &["services"]).contains("10.30.0.24"))
+        (0..3).all(|i| g.lists(i, "10.30.0.24:80") == Some(false))
     });
     assert!(settled.is_some(), "{}", g.ctl(0, &["services"]));
     let after = g.probe(200).unwrap();

@@ -13,7 +13,7 @@ impl Builder<'_> {
         let mut b = Bgp {
             daemon: "bird".into(),
             control: None,
-            include: None,
+            config_file: None,
             local_as: 0,
             neighbors: Vec::new(),
             vips: Vec::new(),
@@ -43,7 +43,7 @@ impl Builder<'_> {
                     }
                 }
                 "control" => b.control = self.string(c, "birdc's socket path"),
-                "config_file" => b.include = self.string(c, "a file path"),
+                "config_file" => b.config_file = self.string(c, "a file path"),
                 "local_as" => local_as = self.int(c, "AS number", 1, i64::from(u32::MAX)),
                 "neighbor" => {
                     any_neighbor = true;

@@ -279,3 +279,28 @@ fn sync_rate_keywords_become_the_masters_settings() {
     let s = super::sync::settings(&some);
     assert_eq!((s.threshold, s.period, s.retries), (3, 50, 1));
 }
+
+/// sloppy_tcp is on by default with mh only, from keepalived.conf and from ipvsadm, and
+/// fulcrum_sloppy_tcp sets it either way.
+#[test]
+fn sloppy_tcp_is_on_with_mh_unless_set() {
+    assert!(rule(80, "mh").sloppy_tcp);
+    assert!(!rule(80, "wlc").sloppy_tcp);
+    let set = |algo: &str, on: &str| {
+        let text = format!(
+            "virtual_server 10.0.0.1 80 {{\n    lb_algo {algo}\n    lb_kind DR\n    protocol TCP\n    fulcrum_sloppy_tcp {on}\n    real_server 192.168.0.2 80 {{\n    }}\n}}\n"
+        );
+        rules(&config(&text)).0.remove(0).sloppy_tcp
+    };
+    assert!(!set("mh", "off"));
+    assert!(set("rr", "on"));
+    let edit = |line: &str| {
+        let args: Vec<String> = line.split_whitespace().map(String::from).collect();
+        match super::edit::parse(&args).unwrap() {
+            super::edit::Edit::AddService(r) => r.sloppy_tcp,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert!(edit("-A -t 10.0.0.1:80 -s mh"));
+    assert!(!edit("-A -t 10.0.0.1:80 -s rr"));
+}
