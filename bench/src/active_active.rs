@@ -12,6 +12,10 @@
 //!   - a director lost whole (its link cut first, then its processes killed): how long the
 //!     router takes to notice, by the 3 s hold time or, with `--bfd`, by BFD.
 //!
+//!   - the peer active-active replaces, in the same run: reference deployment 3's two
+//!     directors sharing VIP1 by VRRP, without and with `lvs_sync_daemon`, director 1 cut
+//!     off and SIGKILLed under long-lived connections (at most 100): how many break, and
+//!     when VIP1 is on director 2;
 //!   - and, computed without the lab, Maglev's disruption on Fulcrum's mh table: the share
 //!     of slots that move when k of n servers leave, the metric the Maglev paper reports.
 //!
@@ -221,6 +225,118 @@ fn maglev_disruption() {
             100.0 * (moved - must) as f64 / M as f64
         );
     }
+}
+
+/// The peer active-active replaces: reference deployment 3, two directors sharing VIP1 by
+/// VRRP (the example keepalived.conf, with or without `lvs_sync_daemon`). `held`
+/// long-lived connections through VIP1; director 1 loses its link, then is SIGKILLed.
+/// Returns (connections broken, milliseconds until VIP1 was on director 2).
+fn vrrp_failover(exe: &Path, sync: bool, held: u32) -> (u32, u128) {
+    use fulcrum_lab::reference::{self, Deployment};
+    let label = if sync { "bvsync" } else { "bvnosync" };
+    let mut r = reference::build(
+        Deployment::KeepalivedHa,
+        label,
+        Some(fulcrum_lab::Agent::new(exe, &["lab-agent"])),
+    )
+    .expect("build deployment 3");
+    let dir = std::env::temp_dir().join(format!("fulcrum-bench-{label}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    for (i, rs) in r.real_servers.clone().iter().enumerate() {
+        r.lab
+            .serve(rs, &format!("rs{}", i + 1), "0.0.0.0:80", false)
+            .expect("serve");
+    }
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/keepalived-ha.keepalived.conf");
+    let mut conf = std::fs::read_to_string(example).expect("the example");
+    if !sync {
+        conf = conf.replace("lvs_sync_daemon eth0 VI_1", "");
+    }
+    let conf_path = dir.join("ha.conf");
+    std::fs::write(&conf_path, conf).expect("config");
+    let (d1, d2) = (r.directors[0].clone(), r.directors[1].clone());
+    let mut daemons = Vec::new();
+    for (host, id) in [(&d1, "lb1"), (&d2, "lb2")] {
+        let sock = dir.join(format!("{id}.sock"));
+        daemons.push(
+            r.lab
+                .spawn(
+                    host,
+                    &[
+                        exe.as_os_str(),
+                        "run".as_ref(),
+                        "-f".as_ref(),
+                        conf_path.as_os_str(),
+                        "-i".as_ref(),
+                        id.as_ref(),
+                        "--control".as_ref(),
+                        sock.as_os_str(),
+                    ],
+                    Some(&dir.join(format!("{id}.log"))),
+                )
+                .expect("spawn fulcrum"),
+        );
+    }
+    let vip1 = reference::VIP1.to_string();
+    let holds = |lab: &fulcrum_lab::Lab, host: &fulcrum_lab::Host| {
+        lab.ip(host, &["-4", "addr", "show", "dev", "eth0"])
+            .map(|o| String::from_utf8_lossy(&o.stdout).contains(&format!("{vip1}/")))
+            .unwrap_or(false)
+    };
+    let settled = wait_for(Duration::from_secs(15), || {
+        holds(&r.lab, &d1) && !holds(&r.lab, &d2)
+    });
+    assert!(settled.is_some(), "VIP1 did not settle on director 1");
+    r.lab
+        .ip(&r.client, &["neigh", "flush", "to", &vip1])
+        .expect("flush");
+    let log = dir.join("hold.log");
+    let client = r.client.clone();
+    let hold = r
+        .lab
+        .spawn(
+            &client,
+            &[
+                exe.to_string_lossy().as_ref(),
+                "lab-agent",
+                "hold",
+                "--connect",
+                &format!("{vip1}:80"),
+                "--every-ms",
+                "200",
+                "--for-ms",
+                "15000",
+                "--connections",
+                &held.to_string(),
+                "--timeout-ms",
+                "20000",
+            ],
+            Some(&log),
+        )
+        .expect("hold");
+    let opened = wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("connected rs")
+            .count()
+            == held as usize
+    });
+    assert!(opened.is_some(), "the connections did not open");
+    // Time for the master to sync them (it sends once a connection is established and has
+    // carried a few packets).
+    std::thread::sleep(Duration::from_secs(3));
+    // Director 1 dies as a machine does: its link first, then its process.
+    let t = Instant::now();
+    r.lab
+        .ip(&d1, &["link", "set", "eth0", "down"])
+        .expect("cut");
+    daemons[0].kill();
+    let moved =
+        wait_for(Duration::from_secs(15), || holds(&r.lab, &d2)).map(|_| t.elapsed().as_millis());
+    let b = broken(hold, &log, held);
+    let _ = std::fs::remove_dir_all(&dir);
+    (b, moved.unwrap_or(u128::MAX))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -445,5 +561,22 @@ fn main() {
         b as f64 / held as f64
     );
     let _ = std::fs::remove_dir_all(&dir);
+    drop(g);
+
+    // The peer, in the same run: one director at a time, VRRP moving VIP1.
+    let held_vrrp = held.min(100);
+    println!(
+        "\n## The peer: VRRP failover on reference deployment 3 ({held_vrrp} long-lived connections through VIP1, director 1's link cut, then SIGKILLed)\n"
+    );
+    println!("| lvs_sync_daemon | broken | of | fraction | VIP1 on director 2 after |");
+    println!("|---|---|---|---|---|");
+    for sync in [false, true] {
+        let (b, moved) = vrrp_failover(&exe, sync, held_vrrp);
+        println!(
+            "| {} | {b} | {held_vrrp} | {:.3} | {moved} ms |",
+            if sync { "on" } else { "off" },
+            b as f64 / held_vrrp as f64
+        );
+    }
     maglev_disruption();
 }
