@@ -29,6 +29,7 @@ mod request;
 mod response;
 pub mod rewrite;
 pub mod route;
+pub mod shm;
 pub mod site;
 mod spool;
 mod stall;
@@ -608,9 +609,8 @@ async fn accept(shared: Arc<Shared>, listener: std::net::TcpListener, bind: Sock
         };
         let _ = stream.set_nodelay(true);
         let shared = shared.clone();
-        static CONNECTIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let mut conn = request::ClientConn {
-            id: CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id: shared.site.get().stats.1.next_serial(),
             remote,
             local,
             https: false,

@@ -6,17 +6,13 @@
 //! reload when its name, key, size and rate are unchanged. The arithmetic is pure: the
 //! caller passes the time.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use fulcrum_nginx_conf::model::{LimitDelay, LimitReq, LimitZone, Template};
 
 use crate::request::Req;
+use crate::shm::{Key, Table};
 use crate::site::{Level, Resolved, Site};
-
-/// About what nginx's slab allocator spends on one key's state (its rbtree node, queue
-/// link and counters, rounded up to a slab size): how many keys a zone holds.
-const NODE_BYTES: u64 = 128;
 
 /// A node's `last` before its first accounting.
 const NEVER: u64 = u64::MAX;
@@ -27,15 +23,8 @@ pub struct ReqZone {
     pub config: LimitZone,
     /// Requests per 1000 s.
     rate: u64,
-    capacity: usize,
-    state: Mutex<ReqState>,
-}
-
-#[derive(Debug, Default)]
-struct ReqState {
-    nodes: HashMap<Vec<u8>, Node>,
-    /// When a full zone found nothing to expire: no new key until then (ms).
-    full_until: u64,
+    /// Each key's node: excess, last, count.
+    table: Table,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -46,7 +35,21 @@ struct Node {
     /// limit that is not the request's last (nginx's `last = 0`: long ago).
     last: u64,
     /// Requests between lookup and account (several limits).
-    count: u32,
+    count: u64,
+}
+
+impl Node {
+    fn of(v: [u64; 3]) -> Node {
+        Node {
+            excess: v[0],
+            last: v[1],
+            count: v[2],
+        }
+    }
+
+    fn values(self) -> [u64; 3] {
+        [self.excess, self.last, self.count]
+    }
 }
 
 /// What a lookup found (ngx_http_limit_req_lookup).
@@ -63,13 +66,13 @@ pub enum Lookup {
 }
 
 impl ReqZone {
-    pub fn new(config: LimitZone) -> ReqZone {
-        ReqZone {
+    /// The zone, in the shared memory the master made for it (else this process's).
+    pub fn new(config: LimitZone) -> Result<ReqZone, String> {
+        Ok(ReqZone {
             rate: config.rate.unwrap_or(1000),
-            capacity: (config.size / NODE_BYTES).max(1) as usize,
+            table: Table::for_zone(&config)?,
             config,
-            state: Mutex::new(ReqState::default()),
-        }
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -92,36 +95,33 @@ impl ReqZone {
     /// Looks `key` up at `now` against `burst` (milli-requests); `account`: this is the
     /// request's last limit, whose state is updated at once.
     pub fn lookup(&self, key: &[u8], now: u64, burst: u64, account: bool) -> Lookup {
-        let Ok(mut st) = self.state.lock() else {
-            return Lookup::Full;
-        };
-        if let Some(n) = st.nodes.get(key).copied() {
+        let k = self.table.key(key);
+        let mut t = self.table.lock();
+        if let Some(slot) = t.find(k) {
+            let mut n = Node::of(t.get(slot));
             let excess = self.decayed(&n, now);
             if excess > burst {
                 return Lookup::Busy { excess };
             }
-            let node = st.nodes.get_mut(key).expect("looked up above");
             if account {
-                node.excess = excess;
-                if now != n.last {
-                    node.last = now;
-                }
+                n.excess = excess;
+                n.last = now;
+                t.set(slot, n.values());
                 return Lookup::Ok { excess };
             }
-            node.count += 1;
+            n.count += 1;
+            t.set(slot, n.values());
             return Lookup::Again;
         }
-        if st.nodes.len() >= self.capacity && !self.expire(&mut st, now) {
+        if t.is_full() && !self.expire(&mut t, now) {
             return Lookup::Full;
         }
-        st.nodes.insert(
-            key.to_vec(),
-            Node {
-                excess: 0,
-                last: if account { now } else { NEVER },
-                count: u32::from(!account),
-            },
-        );
+        let n = Node {
+            excess: 0,
+            last: if account { now } else { NEVER },
+            count: u64::from(!account),
+        };
+        t.insert(k, n.values());
         if account {
             Lookup::Ok { excess: 0 }
         } else {
@@ -132,40 +132,41 @@ impl ReqZone {
     /// A key looked up with [`Lookup::Again`]: its excess brought up to date at `now`
     /// (ngx_http_limit_req_account); returns it.
     pub fn account(&self, key: &[u8], now: u64) -> u64 {
-        let Ok(mut st) = self.state.lock() else {
+        let k = self.table.key(key);
+        let t = self.table.lock();
+        let Some(slot) = t.find(k) else {
             return 0;
         };
-        let Some(n) = st.nodes.get(key).copied() else {
-            return 0;
-        };
+        let mut n = Node::of(t.get(slot));
         let excess = self.decayed(&n, now);
-        let node = st.nodes.get_mut(key).expect("looked up above");
-        if now != n.last {
-            node.last = now;
-        }
-        node.excess = excess;
-        node.count = node.count.saturating_sub(1);
+        n.last = now;
+        n.excess = excess;
+        n.count = n.count.saturating_sub(1);
+        t.set(slot, n.values());
         excess
     }
 
     /// A key looked up with [`Lookup::Again`] when a later limit refused the request.
     pub fn unlock(&self, key: &[u8]) {
-        if let Ok(mut st) = self.state.lock() {
-            if let Some(n) = st.nodes.get_mut(key) {
-                n.count = n.count.saturating_sub(1);
-            }
+        let k = self.table.key(key);
+        let t = self.table.lock();
+        if let Some(slot) = t.find(k) {
+            let mut n = Node::of(t.get(slot));
+            n.count = n.count.saturating_sub(1);
+            t.set(slot, n.values());
         }
     }
 
     /// A full zone drops the keys whose excess has run out a minute ago or more, as
     /// nginx's expiry does; when there are none, new keys are refused for a second
     /// (so that a flood of new keys does not scan the zone on every request).
-    fn expire(&self, st: &mut ReqState, now: u64) -> bool {
-        if now < st.full_until {
+    fn expire(&self, t: &mut crate::shm::Held<'_>, now: u64) -> bool {
+        if now < t.full_until() {
             return false;
         }
         let rate = self.rate;
-        st.nodes.retain(|_, n| {
+        t.retain(|v| {
+            let n = Node::of(v);
             let ms = if n.last == NEVER {
                 u64::MAX
             } else {
@@ -173,8 +174,8 @@ impl ReqZone {
             };
             n.count > 0 || ms < 60_000 || n.excess > rate.saturating_mul(ms) / 1000
         });
-        if st.nodes.len() >= self.capacity {
-            st.full_until = now + 1000;
+        if t.is_full() {
+            t.set_full_until(now + 1000);
             return false;
         }
         true
@@ -203,43 +204,47 @@ impl ReqZone {
 #[derive(Debug)]
 pub struct ConnZone {
     pub config: LimitZone,
-    capacity: usize,
-    counts: Mutex<HashMap<Vec<u8>, u32>>,
+    /// Each key's connections in the first value.
+    table: Table,
 }
 
 impl ConnZone {
-    pub fn new(config: LimitZone) -> ConnZone {
-        ConnZone {
-            capacity: (config.size / NODE_BYTES).max(1) as usize,
+    /// The zone, in the shared memory the master made for it (else this process's).
+    pub fn new(config: LimitZone) -> Result<ConnZone, String> {
+        Ok(ConnZone {
+            table: Table::for_zone(&config)?,
             config,
-            counts: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// Takes one of `max` places for `key`; None when they are all taken or the zone is
     /// full. The place is given back when the guard goes.
     pub fn acquire(self: &Arc<Self>, key: &[u8], max: u32) -> Result<ConnGuard, ConnRefused> {
-        let Ok(mut counts) = self.counts.lock() else {
-            return Err(ConnRefused::Full);
-        };
-        let full = counts.len() >= self.capacity;
-        match counts.get_mut(key) {
-            Some(n) if *n >= max => return Err(ConnRefused::Limit),
-            Some(n) => *n += 1,
-            None if full => return Err(ConnRefused::Full),
+        let k = self.table.key(key);
+        let mut t = self.table.lock();
+        match t.find(k) {
+            Some(slot) => {
+                let [n, ..] = t.get(slot);
+                if n >= u64::from(max) {
+                    return Err(ConnRefused::Limit);
+                }
+                t.set(slot, [n + 1, 0, 0]);
+            }
+            None if t.is_full() => return Err(ConnRefused::Full),
             None => {
-                counts.insert(key.to_vec(), 1);
+                t.insert(k, [1, 0, 0]);
             }
         }
         Ok(ConnGuard {
             zone: self.clone(),
-            key: key.to_vec(),
+            key: k,
         })
     }
 
     #[cfg(test)]
-    fn count(&self, key: &[u8]) -> u32 {
-        self.counts.lock().unwrap().get(key).copied().unwrap_or(0)
+    fn count(&self, key: &[u8]) -> u64 {
+        let t = self.table.lock();
+        t.find(self.table.key(key)).map_or(0, |s| t.get(s)[0])
     }
 }
 
@@ -254,34 +259,31 @@ pub enum ConnRefused {
 #[derive(Debug)]
 pub struct ConnGuard {
     zone: Arc<ConnZone>,
-    key: Vec<u8>,
+    key: Key,
 }
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        if let Ok(mut counts) = self.zone.counts.lock() {
-            if let Some(n) = counts.get_mut(&self.key) {
-                *n -= 1;
-                if *n == 0 {
-                    counts.remove(&self.key);
-                }
+        let mut t = self.zone.table.lock();
+        if let Some(slot) = t.find(self.key) {
+            match t.get(slot)[0] {
+                0 | 1 => t.remove(slot),
+                n => t.set(slot, [n - 1, 0, 0]),
             }
         }
     }
 }
 
-/// The milliseconds of the limit modules' clock (monotonic, from the first use).
+/// The milliseconds of the limit modules' clock: CLOCK_MONOTONIC, which every worker
+/// process reads alike (their zones are shared).
 pub fn now_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u64
+    fulcrum_sys::monotonic_ns() / 1_000_000
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shm::NODE_BYTES;
 
     fn zone(rate: u64) -> ReqZone {
         ReqZone::new(LimitZone {
@@ -290,6 +292,7 @@ mod tests {
             size: 1 << 20,
             rate: Some(rate),
         })
+        .unwrap()
     }
 
     #[test]
@@ -352,7 +355,8 @@ mod tests {
             key: Template::new("$k"),
             size: 2 * NODE_BYTES,
             rate: Some(1000),
-        });
+        })
+        .unwrap();
         assert_eq!(z.lookup(b"a", 0, 0, true), Lookup::Ok { excess: 0 });
         assert_eq!(z.lookup(b"b", 0, 0, true), Lookup::Ok { excess: 0 });
         assert_eq!(z.lookup(b"c", 10, 0, true), Lookup::Full);
@@ -362,12 +366,15 @@ mod tests {
 
     #[test]
     fn connections_count_until_the_guard_goes() {
-        let z = Arc::new(ConnZone::new(LimitZone {
-            name: "c".into(),
-            key: Template::new("$k"),
-            size: 1 << 20,
-            rate: None,
-        }));
+        let z = Arc::new(
+            ConnZone::new(LimitZone {
+                name: "c".into(),
+                key: Template::new("$k"),
+                size: 1 << 20,
+                rate: None,
+            })
+            .unwrap(),
+        );
         let a = z.acquire(b"k", 2).unwrap();
         let b = z.acquire(b"k", 2).unwrap();
         assert_eq!(z.acquire(b"k", 2).unwrap_err(), ConnRefused::Limit);

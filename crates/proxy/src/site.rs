@@ -1077,14 +1077,20 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
                 .and_then(|p| p.req_zones.get(&z.name))
                 .filter(|k| k.config == *z)
                 .cloned();
-            let zone = kept.unwrap_or_else(|| Arc::new(crate::limit::ReqZone::new(z.clone())));
+            let zone = match kept {
+                Some(k) => k,
+                None => Arc::new(crate::limit::ReqZone::new(z.clone())?),
+            };
             req_zones.insert(z.name.clone(), zone);
         } else {
             let kept = previous
                 .and_then(|p| p.conn_zones.get(&z.name))
                 .filter(|k| k.config == *z)
                 .cloned();
-            let zone = kept.unwrap_or_else(|| Arc::new(crate::limit::ConnZone::new(z.clone())));
+            let zone = match kept {
+                Some(k) => k,
+                None => Arc::new(crate::limit::ConnZone::new(z.clone())?),
+            };
             conn_zones.insert(z.name.clone(), zone);
         }
     }

@@ -2,9 +2,9 @@
 //! peer and status, retries, passive-health failures, and upstream response times. Kept
 //! across reloads (the metrics are counters).
 
+use crate::shm::{Count, Counters};
 use fulcrum_upstream::PeerAddr;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,17 +62,10 @@ pub struct Stats(Mutex<Counts>, pub Connections);
 
 /// stub_status's counters, as nginx keeps them: connections accepted and handled and
 /// requests, totals; connections open, and of those the ones reading a request head,
-/// writing an answer, and waiting for a request.
+/// writing an answer, and waiting for a request. With worker processes they live in
+/// memory the workers share, each counting in a slot of its own ([`crate::shm`]).
 #[derive(Debug, Default)]
-pub struct Connections {
-    pub accepted: AtomicU64,
-    pub handled: AtomicU64,
-    pub requests: AtomicU64,
-    pub active: AtomicI64,
-    pub reading: AtomicI64,
-    pub writing: AtomicI64,
-    pub waiting: AtomicI64,
-}
+pub struct Connections(Counters);
 
 /// One of the gauges counted up while this lives.
 #[derive(Debug)]
@@ -90,29 +83,40 @@ pub enum Gauge {
     Waiting,
 }
 
-impl Connections {
-    fn gauge(&self, g: Gauge) -> &AtomicI64 {
-        match g {
-            Gauge::Active => &self.active,
-            Gauge::Reading => &self.reading,
-            Gauge::Writing => &self.writing,
-            Gauge::Waiting => &self.waiting,
+impl Gauge {
+    fn count(self) -> Count {
+        match self {
+            Gauge::Active => Count::Active,
+            Gauge::Reading => Count::Reading,
+            Gauge::Writing => Count::Writing,
+            Gauge::Waiting => Count::Waiting,
         }
+    }
+}
+
+impl Connections {
+    /// A gauge across every worker.
+    pub fn gauge(&self, g: Gauge) -> i64 {
+        self.0.total(g.count()).max(0)
+    }
+
+    /// The next connection's serial number (`$connection`).
+    pub fn next_serial(&self) -> u64 {
+        self.0.next_serial()
     }
 
     /// The stub_status page's text.
     pub fn page(&self) -> String {
-        let n = |a: &AtomicI64| a.load(Ordering::Relaxed).max(0);
-        let t = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let t = |c: Count| self.0.total(c).max(0);
         format!(
             "Active connections: {} \nserver accepts handled requests\n {} {} {} \nReading: {} Writing: {} Waiting: {} \n",
-            n(&self.active),
-            t(&self.accepted),
-            t(&self.handled),
-            t(&self.requests),
-            n(&self.reading),
-            n(&self.writing),
-            n(&self.waiting),
+            t(Count::Active),
+            t(Count::Accepted),
+            t(Count::Handled),
+            t(Count::Requests),
+            t(Count::Reading),
+            t(Count::Writing),
+            t(Count::Waiting),
         )
     }
 }
@@ -120,7 +124,7 @@ impl Connections {
 impl Counted {
     /// Counts `gauge` up until the result goes.
     pub fn new(stats: &Arc<Stats>, gauge: Gauge) -> Counted {
-        stats.1.gauge(gauge).fetch_add(1, Ordering::Relaxed);
+        stats.1 .0.add(gauge.count(), 1);
         Counted {
             stats: stats.clone(),
             gauge,
@@ -129,35 +133,29 @@ impl Counted {
 
     /// Moves the count to another gauge (reading to writing).
     pub fn set(&mut self, gauge: Gauge) {
-        self.stats
-            .1
-            .gauge(self.gauge)
-            .fetch_sub(1, Ordering::Relaxed);
-        self.stats.1.gauge(gauge).fetch_add(1, Ordering::Relaxed);
+        self.stats.1 .0.add(self.gauge.count(), -1);
+        self.stats.1 .0.add(gauge.count(), 1);
         self.gauge = gauge;
     }
 }
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.stats
-            .1
-            .gauge(self.gauge)
-            .fetch_sub(1, Ordering::Relaxed);
+        self.stats.1 .0.add(self.gauge.count(), -1);
     }
 }
 
 /// A connection accepted and handled: counted, and active while the result lives.
 pub fn accepted(stats: &Arc<Stats>) -> Counted {
-    stats.1.accepted.fetch_add(1, Ordering::Relaxed);
-    stats.1.handled.fetch_add(1, Ordering::Relaxed);
+    stats.1 .0.add(Count::Accepted, 1);
+    stats.1 .0.add(Count::Handled, 1);
     Counted::new(stats, Gauge::Active)
 }
 
 /// A request begun: counted, and reading its head while the result lives (then
 /// [`Counted::set`] to writing).
 pub fn request_started(stats: &Arc<Stats>, gauge: Gauge) -> Counted {
-    stats.1.requests.fetch_add(1, Ordering::Relaxed);
+    stats.1 .0.add(Count::Requests, 1);
     Counted::new(stats, gauge)
 }
 

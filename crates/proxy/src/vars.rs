@@ -141,16 +141,13 @@ impl Ctx<'_> {
             | "connections_reading"
             | "connections_writing"
             | "connections_waiting" => {
-                let c = &self.site.stats.1;
                 let g = match name {
-                    "connections_active" => &c.active,
-                    "connections_reading" => &c.reading,
-                    "connections_writing" => &c.writing,
-                    _ => &c.waiting,
+                    "connections_active" => crate::stats::Gauge::Active,
+                    "connections_reading" => crate::stats::Gauge::Reading,
+                    "connections_writing" => crate::stats::Gauge::Writing,
+                    _ => crate::stats::Gauge::Waiting,
                 };
-                g.load(std::sync::atomic::Ordering::Relaxed)
-                    .max(0)
-                    .to_string()
+                self.site.stats.1.gauge(g).to_string()
             }
             "connection" => return self.req.map(|r| r.conn.id.to_string()),
             "connection_requests" => return self.req.map(|r| r.connection_requests.to_string()),

@@ -6,7 +6,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 
 /// The index of a network interface in the caller's network namespace.
 pub fn if_index(name: &str) -> io::Result<u32> {
@@ -372,6 +372,21 @@ mod tests {
     fn loopback_has_an_index() {
         assert!(if_index("lo").unwrap() > 0);
         assert!(if_index("no-such-if0").is_err());
+    }
+
+    #[test]
+    fn shared_memory_is_the_same_pages_through_a_passed_descriptor() {
+        use std::sync::atomic::Ordering;
+        let a = SharedMemory::create("test", 1000).unwrap();
+        assert_eq!(a.words().len(), 1000);
+        assert!(a.words().iter().all(|w| w.load(Ordering::Relaxed) == 0));
+        let b = SharedMemory::map(a.fd().try_clone_to_owned().unwrap()).unwrap();
+        a.words()[999].store(42, Ordering::Relaxed);
+        assert_eq!(b.words()[999].load(Ordering::Relaxed), 42);
+        b.words()[0].fetch_add(3, Ordering::Relaxed);
+        drop(b);
+        assert_eq!(a.words()[0].load(Ordering::Relaxed), 3);
+        assert!(process_exists(std::process::id()));
     }
 }
 
@@ -1054,4 +1069,110 @@ fn set_up(name: &str) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Memory several processes share, as nginx's shared zones: a memfd mapped MAP_SHARED,
+/// seen as 64-bit atomic words. The master makes it and passes the descriptor to its
+/// workers ([`send_fds`]), who map the same pages with [`SharedMemory::map`]. Every
+/// access goes through atomics, so a process that writes while another reads is no
+/// undefined behaviour (what the words mean, and any locking, is the user's).
+#[derive(Debug)]
+pub struct SharedMemory {
+    fd: OwnedFd,
+    ptr: std::ptr::NonNull<std::sync::atomic::AtomicU64>,
+    words: usize,
+}
+
+// SAFETY: the mapping is only reached as `&[AtomicU64]`, which is Sync; the pointer is
+// owned by this value and unmapped once, on drop.
+unsafe impl Send for SharedMemory {}
+// SAFETY: as above: shared access is through atomics only.
+unsafe impl Sync for SharedMemory {}
+
+impl SharedMemory {
+    /// A new zero-filled region of `words` 64-bit words, named `name` in /proc/PID/maps.
+    pub fn create(name: &str, words: usize) -> io::Result<SharedMemory> {
+        let cname = std::ffi::CString::new(format!("fulcrum:{name}"))
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: `cname` is a valid NUL-terminated string for the duration of the call.
+        let raw = unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let bytes = words
+            .checked_mul(8)
+            .and_then(|b| libc::off_t::try_from(b).ok())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        // SAFETY: `fd` is a valid descriptor.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), bytes) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        SharedMemory::map(fd)
+    }
+
+    /// Maps a region another process made (its descriptor, received), whole.
+    pub fn map(fd: OwnedFd) -> io::Result<SharedMemory> {
+        use std::os::unix::fs::MetadataExt;
+        let file = std::fs::File::from(fd);
+        let bytes = usize::try_from(file.metadata()?.size())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+        let fd = OwnedFd::from(file);
+        let words = bytes / 8;
+        if words == 0 {
+            return Err(io::Error::from(io::ErrorKind::InvalidData));
+        }
+        // SAFETY: a new shared mapping of `bytes` bytes of the file; the kernel picks the
+        // address. Nothing in this process aliases it as anything but atomics.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                words * 8,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(ptr.cast())
+            .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidData))?;
+        Ok(SharedMemory { fd, ptr, words })
+    }
+
+    /// The region's words.
+    pub fn words(&self) -> &[std::sync::atomic::AtomicU64] {
+        // SAFETY: the mapping is `words` * 8 bytes, page-aligned (so aligned for
+        // AtomicU64), readable and writable, and lives as long as `self`; AtomicU64 has
+        // the layout of u64 and any bit pattern is valid.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.words) }
+    }
+
+    /// The descriptor, to pass to another process.
+    pub fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Drop for SharedMemory {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, unmapped once; no borrow of `words()`
+        // outlives `self`.
+        unsafe {
+            libc::munmap(self.ptr.as_ptr().cast(), self.words * 8);
+        }
+    }
+}
+
+/// Whether process `pid` still exists (a lock holder that died is not waited for).
+pub fn process_exists(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 checks for the process only.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc == 0 || io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
