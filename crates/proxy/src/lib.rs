@@ -229,14 +229,15 @@ impl Runtime {
             let handle_tx = handle_tx.clone();
             let mut stopped = stopped.clone();
             // worker_cpu_affinity: each thread stands for one of nginx's workers.
-            let cpus = site.cpu_affinity.as_ref().and_then(|a| a.cpus(i, ncpu));
+            let n = site.worker_index + i;
+            let cpus = site.cpu_affinity.as_ref().and_then(|a| a.cpus(n, ncpu));
             let thread = std::thread::Builder::new()
                 .name("fulcrum-proxy".into())
                 .spawn(move || {
                     if let Some(cpus) = cpus {
                         match fulcrum_sys::set_thread_affinity(&cpus) {
-                            Ok(()) => info!(worker = i, ?cpus, "sched_setaffinity(): worker bound"),
-                            Err(e) => warn!(worker = i, ?cpus, "sched_setaffinity() failed ({e})"),
+                            Ok(()) => info!(worker = n, ?cpus, "sched_setaffinity(): worker bound"),
+                            Err(e) => warn!(worker = n, ?cpus, "sched_setaffinity() failed ({e})"),
                         }
                     }
                     let rt = match tokio::runtime::Builder::new_current_thread()

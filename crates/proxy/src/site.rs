@@ -585,6 +585,9 @@ pub struct Site {
     pub threads: usize,
     /// worker_cpu_affinity: the CPUs of each worker thread.
     pub cpu_affinity: Option<fulcrum_nginx_conf::model::CpuAffinity>,
+    /// Which of nginx's workers the first thread stands for (a worker process's number,
+    /// for worker_cpu_affinity).
+    pub worker_index: usize,
     /// worker_connections: client connections each worker may hold.
     pub worker_connections: usize,
     /// TLS for the bound addresses that have `ssl` listens.
@@ -1129,6 +1132,7 @@ pub fn compile(cfg: &NginxConfig, previous: Option<&Site>) -> Result<Site, Strin
         server: server_name(http.settings.server_tokens.unwrap_or(true)),
         threads,
         cpu_affinity: cfg.worker_cpu_affinity.clone(),
+        worker_index: 0,
         worker_connections: cfg.worker_connections as usize,
         tls: HashMap::new(),
         stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),

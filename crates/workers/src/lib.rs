@@ -1,17 +1,23 @@
-//! The layer-7 proxy in a worker process, as nginx runs its workers: the master (the
+//! The layer-7 proxy in worker processes, as nginx runs its workers: the master (the
 //! daemon, privileged) checks the configuration, binds the listening sockets and starts
-//! `PROGRAM proxy-worker`; the worker loads the same configuration, reads certificates
-//! and opens its log files, then becomes nginx's `user` (www-data, else nobody) with no
-//! capabilities and no_new_privs before it reads a byte from a client. The HTTP parser
-//! thus never runs in the process that holds CAP_NET_ADMIN and CAP_BPF.
+//! `worker_processes` processes of `PROGRAM proxy-worker`; each loads the same
+//! configuration, reads certificates and opens its log files, then becomes nginx's `user`
+//! (www-data, else nobody) with no capabilities and no_new_privs before it reads a byte
+//! from a client. The HTTP parser thus never runs in the process that holds CAP_NET_ADMIN
+//! and CAP_BPF.
 //!
-//! One worker process serves at a time, with `worker_processes` event-loop threads
-//! (so limit zones and stub_status stay one, where nginx shares them in shared memory).
-//! The master restarts a worker that dies (its listening sockets stay open in the
-//! master, so connections wait in the backlog meanwhile, none refused); a reload starts a
-//! new worker on the new configuration and, once it serves, stops the old one gracefully.
-//! Health verdicts, drains, counters and the peers' state cross over the control channel
-//! ([`wire`]), so `ctl upstreams` and the metrics see one proxy.
+//! The workers accept on the same listening sockets (with `reuseport`, each on its own)
+//! and share what nginx keeps in shared memory: the limit_req and limit_conn zones and
+//! stub_status's counters, in regions the master makes and passes down
+//! ([`fulcrum_proxy::shm`]); a zone whose declaration a reload leaves unchanged keeps its
+//! state, as nginx's does. The rest is each worker's own, as in nginx without `zone` in
+//! its upstreams: balancer position, passive health, idle upstream connections.
+//!
+//! The master restarts a worker that dies (the listening sockets stay open in the master,
+//! so connections wait in the backlog meanwhile, none refused); a reload starts new
+//! workers on the new configuration and, once they serve, stops the old ones gracefully.
+//! Health verdicts, drains, counters and the peers' state cross over each worker's control
+//! channel ([`wire`]), so `ctl upstreams` and the metrics see one proxy.
 
 mod wire;
 pub mod worker;
@@ -28,9 +34,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use fulcrum_nginx_conf::model::{LimitZone, WorkerProcesses};
 use fulcrum_nginx_conf::NginxConfig;
 use fulcrum_proxy::stats::Counts;
 use fulcrum_proxy::PeerView;
+use fulcrum_sys::SharedMemory;
 use tracing::{error, info, warn};
 
 use wire::{FromWorker, Start, ToWorker};
@@ -66,6 +74,9 @@ pub struct Source {
     pub globals: Option<String>,
 }
 
+/// How many workers may serve and drain at once: the slots of the counters' region.
+const COUNTER_SLOTS: usize = 4096;
+
 /// One configuration as workers start on it.
 #[derive(Debug, Clone)]
 struct Generation {
@@ -73,6 +84,10 @@ struct Generation {
     printed: u64,
     user: Option<(u32, u32)>,
     rlimit_nofile: Option<u64>,
+    /// worker_processes.
+    processes: usize,
+    /// The limit zones it declares.
+    zones: Vec<LimitZone>,
 }
 
 impl Generation {
@@ -82,6 +97,18 @@ impl Generation {
             printed: printed(cfg),
             user: user_of(cfg)?,
             rlimit_nofile: cfg.worker_rlimit_nofile,
+            processes: match cfg.worker_processes {
+                WorkerProcesses::Auto => {
+                    std::thread::available_parallelism().map_or(1, |n| n.get())
+                }
+                WorkerProcesses::Count(n) => n as usize,
+            }
+            .max(1),
+            zones: cfg
+                .http
+                .as_ref()
+                .map(|h| h.limit_zones.clone())
+                .unwrap_or_default(),
         })
     }
 }
@@ -90,6 +117,10 @@ impl Generation {
 #[derive(Debug)]
 struct Worker {
     pid: u32,
+    /// Its number among the workers.
+    index: usize,
+    /// Its slot in the counters' region.
+    slot: usize,
     chan: Mutex<UnixStream>,
     /// Its counts when last asked (what is kept of them if it dies).
     last: Mutex<Counts>,
@@ -104,7 +135,9 @@ struct Worker {
 struct State {
     generation: Generation,
     listeners: Vec<(SocketAddr, Vec<TcpListener>)>,
-    current: Option<Arc<Worker>>,
+    /// The workers serving, by number (None while one is being replaced; empty while
+    /// paused for a new binary).
+    current: Vec<Option<Arc<Worker>>>,
     /// Workers draining after a reload.
     retiring: Vec<Arc<Worker>>,
     /// The counts of workers gone.
@@ -112,6 +145,17 @@ struct State {
     check_down: BTreeMap<SocketAddr, bool>,
     drained: Vec<(IpAddr, Option<u16>)>,
     stopping: bool,
+    /// The generation's limit zones, in shared memory.
+    zones: Vec<(LimitZone, Arc<SharedMemory>)>,
+    /// stub_status's counters, for the master's lifetime (reloads keep them, as nginx's).
+    counters: Arc<SharedMemory>,
+    free_slots: Vec<usize>,
+}
+
+impl State {
+    fn serving(&self) -> Vec<Arc<Worker>> {
+        self.current.iter().flatten().cloned().collect()
+    }
 }
 
 #[derive(Debug)]
@@ -121,7 +165,7 @@ struct Shared {
     monitors: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
-/// The master's handle on the proxy's worker process.
+/// The master's handle on the proxy's worker processes.
 #[derive(Debug)]
 pub struct Master {
     shared: Arc<Shared>,
@@ -172,38 +216,61 @@ fn user_of(cfg: &NginxConfig) -> Result<Option<(u32, u32)>, String> {
     Ok(Some((u.uid.as_raw(), gid.as_raw())))
 }
 
+/// The limit zones of `g` in shared memory: each one an unchanged declaration had
+/// before is kept (its state with it), the others are made.
+fn zones_for(
+    g: &Generation,
+    had: &[(LimitZone, Arc<SharedMemory>)],
+) -> Result<Vec<(LimitZone, Arc<SharedMemory>)>, String> {
+    g.zones
+        .iter()
+        .map(|z| match had.iter().find(|(h, _)| h == z) {
+            Some((_, m)) => Ok((z.clone(), m.clone())),
+            None => fulcrum_proxy::shm::zone_region(z)
+                .map(|m| (z.clone(), Arc::new(m)))
+                .map_err(|e| format!("shared memory for zone \"{}\": {e}", z.name)),
+        })
+        .collect()
+}
+
 impl Master {
-    /// Checks `cfg` (loaded from `source`), binds its listening sockets and starts a
-    /// worker (`program proxy-worker`) on them; returns once it serves.
+    /// Checks `cfg` (loaded from `source`), binds its listening sockets and starts the
+    /// workers (`program proxy-worker`) on them; returns once they serve.
     pub fn start(program: Program, source: Source, cfg: &NginxConfig) -> Result<Master, String> {
         let site = fulcrum_proxy::prepare(cfg)?;
         let listeners = fulcrum_proxy::bind_listeners(&site, &[])?;
         drop(site);
         let generation = Generation::of(source, cfg)?;
+        let zones = zones_for(&generation, &[])?;
+        let counters = fulcrum_proxy::shm::stub_region(COUNTER_SLOTS)
+            .map_err(|e| format!("shared memory for the counters: {e}"))?;
         let shared = Arc::new(Shared {
             program,
             state: Mutex::new(State {
                 generation,
                 listeners,
-                current: None,
+                current: Vec::new(),
                 retiring: Vec::new(),
                 base: Counts::default(),
                 check_down: BTreeMap::new(),
                 drained: Vec::new(),
                 stopping: false,
+                zones,
+                counters: Arc::new(counters),
+                free_slots: (1..=COUNTER_SLOTS).rev().collect(),
             }),
             monitors: Mutex::new(Vec::new()),
         });
         {
             let mut state = lock(&shared.state);
-            let w = spawn(&shared, &state)?;
-            state.current = Some(w);
+            let workers = spawn_all(&shared, &mut state)?;
+            state.current = workers.into_iter().map(Some).collect();
         }
         Ok(Master { shared })
     }
 
-    /// Applies a new configuration: checked here, then a new worker on it; once that one
-    /// serves, the old one stops gracefully. On error the running worker stays.
+    /// Applies a new configuration: checked here, then new workers on it; once they
+    /// serve, the old ones stop gracefully. On error the running workers stay.
     pub fn reload(&self, source: Source, cfg: &NginxConfig) -> Result<(), String> {
         let site = fulcrum_proxy::prepare(cfg)?;
         let mut state = lock(&self.shared.state);
@@ -212,7 +279,9 @@ impl Master {
         let binds = site.binds();
         drop(site);
         let generation = Generation::of(source, cfg)?;
+        let zones = zones_for(&generation, &state.zones)?;
         let old_generation = std::mem::replace(&mut state.generation, generation);
+        let old_zones = std::mem::replace(&mut state.zones, zones);
         let mut kept = std::mem::take(&mut state.listeners);
         let mut gone = Vec::new();
         kept.retain_mut(|(a, ls)| {
@@ -224,10 +293,12 @@ impl Master {
         });
         kept.extend(fresh);
         state.listeners = kept;
-        match spawn(&self.shared, &state) {
-            Ok(w) => {
-                if let Some(old) = state.current.replace(w) {
-                    retire(&self.shared, &mut state, old);
+        match spawn_all(&self.shared, &mut state) {
+            Ok(workers) => {
+                let old =
+                    std::mem::replace(&mut state.current, workers.into_iter().map(Some).collect());
+                for w in old.into_iter().flatten() {
+                    retire(&self.shared, &mut state, w);
                 }
                 for (a, _) in gone {
                     info!(listen = %a, "layer-7 proxy stopped listening");
@@ -235,8 +306,9 @@ impl Master {
                 Ok(())
             }
             Err(e) => {
-                // Back as it was: the old worker still serves the old listeners.
+                // Back as it was: the old workers still serve the old listeners.
                 state.generation = old_generation;
+                state.zones = old_zones;
                 state
                     .listeners
                     .retain(|(a, _)| have.contains(a) || gone.iter().any(|(g, _)| g == a));
@@ -250,11 +322,7 @@ impl Master {
     pub fn stats(&self) -> Counts {
         let (current, retiring, mut total) = {
             let state = lock(&self.shared.state);
-            (
-                state.current.clone(),
-                state.retiring.clone(),
-                state.base.clone(),
-            )
+            (state.serving(), state.retiring.clone(), state.base.clone())
         };
         for w in current.iter().chain(retiring.iter()) {
             // A draining worker is busy with its quit; its last counts stand in.
@@ -268,24 +336,35 @@ impl Master {
         total
     }
 
-    /// Every upstream peer's state, from the worker serving now.
+    /// Every upstream peer's state, from the workers serving now: each keeps its own
+    /// (nginx's upstreams without `zone`), so connections add up, and a peer shows the
+    /// most failures and the least effective weight any worker gives it.
     pub fn peers(&self) -> Vec<PeerView> {
-        match self.current_ask(&ToWorker::Peers) {
-            Some(FromWorker::Peers(p)) => p,
-            _ => Vec::new(),
+        let mut views = self
+            .ask_all(&ToWorker::Peers)
+            .into_iter()
+            .filter_map(|a| match a {
+                FromWorker::Peers(p) => Some(p),
+                _ => None,
+            });
+        let Some(mut out) = views.next() else {
+            return Vec::new();
+        };
+        for other in views {
+            merge_peers(&mut out, other);
         }
+        out
     }
 
-    /// As [`fulcrum_proxy::Runtime::set_check_down`]; kept for the workers to come.
+    /// As [`fulcrum_proxy::Runtime::set_check_down`], in every worker.
     pub fn set_check_down(&self, addr: SocketAddr, down: bool) -> bool {
         lock(&self.shared.state).check_down.insert(addr, down);
-        matches!(
-            self.current_ask(&ToWorker::CheckDown { addr, down }),
-            Some(FromWorker::Found(true))
-        )
+        self.ask_all(&ToWorker::CheckDown { addr, down })
+            .iter()
+            .any(|a| matches!(a, FromWorker::Found(true)))
     }
 
-    /// As [`fulcrum_proxy::Runtime::set_drained`]; kept for the workers to come.
+    /// As [`fulcrum_proxy::Runtime::set_drained`], in every worker.
     pub fn set_drained(&self, ip: IpAddr, port: Option<u16>, on: bool) -> usize {
         {
             let mut state = lock(&self.shared.state);
@@ -294,29 +373,32 @@ impl Master {
                 state.drained.push((ip, port));
             }
         }
-        match self.current_ask(&ToWorker::Drained { ip, port, on }) {
-            Some(FromWorker::Touched(n)) => n,
-            _ => 0,
-        }
+        self.ask_all(&ToWorker::Drained { ip, port, on })
+            .iter()
+            .filter_map(|a| match a {
+                FromWorker::Touched(n) => Some(*n),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0)
     }
 
-    /// nginx's USR1: every log file the worker writes is made again by the master where
-    /// logrotate moved it away, and made the worker's (as nginx's master chowns them),
-    /// then the worker reopens them.
+    /// nginx's USR1: every log file the workers write is made again by the master where
+    /// logrotate moved it away, and made the workers' (as nginx's master chowns them),
+    /// then each worker reopens them.
     pub fn reopen_logs(&self) {
         let (current, user) = {
             let state = lock(&self.shared.state);
-            (state.current.clone(), state.generation.user)
+            (state.serving(), state.generation.user)
         };
-        let Some(w) = current else {
-            return;
-        };
-        if let Some((uid, gid)) = user {
+        if let (Some(w), Some((uid, gid))) = (current.first(), user) {
             for path in &w.logs {
                 own_log(path, uid, gid);
             }
         }
-        let _ = ask(&mut lock(&w.chan), &ToWorker::Reopen);
+        for w in &current {
+            let _ = ask(&mut lock(&w.chan), &ToWorker::Reopen);
+        }
     }
 
     /// The listening sockets, duplicated, for a new binary to start on (nginx's binary
@@ -330,30 +412,32 @@ impl Master {
             .collect()
     }
 
-    /// nginx's WINCH once a new binary serves: the worker stops gracefully and none is
-    /// started in its place, while the listening sockets stay open here (the new binary
-    /// accepts on them, and [`Master::resume`] can still go back). Whether one was
-    /// serving.
+    /// nginx's WINCH once a new binary serves: the workers stop gracefully and none is
+    /// started in their place, while the listening sockets stay open here (the new
+    /// binary accepts on them, and [`Master::resume`] can still go back). Whether any
+    /// was serving.
     pub fn pause(&self) -> bool {
         let mut state = lock(&self.shared.state);
-        match state.current.take() {
-            Some(w) => {
-                retire(&self.shared, &mut state, w);
-                true
-            }
-            None => false,
+        let workers: Vec<Arc<Worker>> = std::mem::take(&mut state.current)
+            .into_iter()
+            .flatten()
+            .collect();
+        let any = !workers.is_empty();
+        for w in workers {
+            retire(&self.shared, &mut state, w);
         }
+        any
     }
 
-    /// After [`Master::pause`]: a worker again, on the configuration it had (nginx's HUP
-    /// then does not read the file again). Whether one was started.
+    /// After [`Master::pause`]: workers again, on the configuration they had (nginx's
+    /// HUP then does not read the file again). Whether they were started.
     pub fn resume(&self) -> Result<bool, String> {
         let mut state = lock(&self.shared.state);
-        if state.current.is_some() || state.stopping {
+        if !state.current.is_empty() || state.stopping {
             return Ok(false);
         }
-        let w = spawn(&self.shared, &state)?;
-        state.current = Some(w);
+        let workers = spawn_all(&self.shared, &mut state)?;
+        state.current = workers.into_iter().map(Some).collect();
         Ok(true)
     }
 
@@ -414,7 +498,10 @@ impl Master {
     fn leave(&self) -> Vec<Arc<Worker>> {
         let mut state = lock(&self.shared.state);
         state.stopping = true;
-        let mut all: Vec<Arc<Worker>> = state.current.take().into_iter().collect();
+        let mut all: Vec<Arc<Worker>> = std::mem::take(&mut state.current)
+            .into_iter()
+            .flatten()
+            .collect();
         all.append(&mut state.retiring);
         for w in &all {
             w.leaving.store(true, Ordering::Relaxed);
@@ -429,6 +516,15 @@ impl Master {
             let _ = m.join();
         }
     }
+
+    /// One question to every worker serving; the answers of those that gave one.
+    fn ask_all(&self, m: &ToWorker) -> Vec<FromWorker> {
+        let workers = lock(&self.shared.state).serving();
+        workers
+            .iter()
+            .filter_map(|w| ask(&mut lock(&w.chan), m))
+            .collect()
+    }
 }
 
 impl Drop for Master {
@@ -437,11 +533,21 @@ impl Drop for Master {
     }
 }
 
-impl Master {
-    fn current_ask(&self, m: &ToWorker) -> Option<FromWorker> {
-        let w = lock(&self.shared.state).current.clone()?;
-        let mut chan = lock(&w.chan);
-        ask(&mut chan, m)
+/// Adds another worker's view of the peers to `into` (the same configuration, so the
+/// same peers in the same order; a list that differs is left out).
+fn merge_peers(into: &mut [PeerView], other: Vec<PeerView>) {
+    let same = into.len() == other.len()
+        && into
+            .iter()
+            .zip(&other)
+            .all(|(a, b)| a.upstream == b.upstream && a.addr == b.addr && a.backup == b.backup);
+    if !same {
+        return;
+    }
+    for (a, b) in into.iter_mut().zip(other) {
+        a.conns += b.conns;
+        a.fails = a.fails.max(b.fails);
+        a.effective_weight = a.effective_weight.min(b.effective_weight);
     }
 }
 
@@ -498,8 +604,48 @@ fn own_log(path: &str, uid: u32, gid: u32) {
     }
 }
 
-/// Starts a worker on the state's generation and listeners; returns once it serves.
-fn spawn(shared: &Arc<Shared>, state: &State) -> Result<Arc<Worker>, String> {
+/// Starts the generation's workers; returns once every one serves. If one fails, those
+/// started are stopped again.
+fn spawn_all(shared: &Arc<Shared>, state: &mut State) -> Result<Vec<Arc<Worker>>, String> {
+    let mut started: Vec<Arc<Worker>> = Vec::new();
+    for index in 0..state.generation.processes {
+        match spawn(shared, state, index) {
+            Ok(w) => started.push(w),
+            Err(e) => {
+                for w in &started {
+                    w.leaving.store(true, Ordering::Relaxed);
+                }
+                terminate(&started);
+                return Err(e);
+            }
+        }
+    }
+    Ok(started)
+}
+
+/// Starts worker `index` on the state's generation and listeners; returns once it
+/// serves.
+fn spawn(shared: &Arc<Shared>, state: &mut State, index: usize) -> Result<Arc<Worker>, String> {
+    let slot = state
+        .free_slots
+        .pop()
+        .ok_or("too many worker processes serving and draining at once")?;
+    match start_worker(shared, state, index, slot) {
+        Ok(w) => Ok(w),
+        Err(e) => {
+            fulcrum_proxy::shm::stub_fold(&state.counters, slot);
+            state.free_slots.push(slot);
+            Err(e)
+        }
+    }
+}
+
+fn start_worker(
+    shared: &Arc<Shared>,
+    state: &State,
+    index: usize,
+    slot: usize,
+) -> Result<Arc<Worker>, String> {
     let (mut ours, theirs) =
         UnixStream::pair().map_err(|e| format!("worker control channel: {e}"))?;
     let mut child = Command::new(&shared.program.path)
@@ -516,7 +662,7 @@ fn spawn(shared: &Arc<Shared>, state: &State) -> Result<Arc<Worker>, String> {
         .spawn()
         .map_err(|e| format!("starting worker {}: {e}", shared.program.path.display()))?;
     let pid = child.id();
-    let result = handshake(&mut ours, state);
+    let result = handshake(&mut ours, state, index, slot);
     let logs = match result {
         Ok(logs) => logs,
         Err(e) => {
@@ -529,6 +675,8 @@ fn spawn(shared: &Arc<Shared>, state: &State) -> Result<Arc<Worker>, String> {
     let _ = ours.set_write_timeout(Some(ANSWER_TIMEOUT));
     let w = Arc::new(Worker {
         pid,
+        index,
+        slot,
         chan: Mutex::new(ours),
         last: Mutex::new(Counts::default()),
         logs,
@@ -539,7 +687,11 @@ fn spawn(shared: &Arc<Shared>, state: &State) -> Result<Arc<Worker>, String> {
         || "the master's user".to_string(),
         |(u, g)| format!("uid {u}, gid {g}"),
     );
-    info!(pid, "layer-7 worker process started ({user})");
+    info!(
+        pid,
+        worker = index,
+        "layer-7 worker process started ({user})"
+    );
     let monitor = {
         let shared = Arc::clone(shared);
         let w = Arc::clone(&w);
@@ -554,18 +706,41 @@ fn spawn(shared: &Arc<Shared>, state: &State) -> Result<Arc<Worker>, String> {
     Ok(w)
 }
 
-/// The start message and the listening sockets out; the worker's first word back.
-fn handshake(chan: &mut UnixStream, state: &State) -> Result<Vec<String>, String> {
+/// The listening sockets worker `index` accepts on: every address's, and of one with
+/// `reuseport` (a socket per worker) its own.
+fn sockets_of(state: &State, index: usize) -> Vec<(SocketAddr, Vec<&TcpListener>)> {
+    state
+        .listeners
+        .iter()
+        .map(|(a, ls)| {
+            let mine = if ls.len() > 1 {
+                vec![&ls[index % ls.len()]]
+            } else {
+                ls.iter().collect()
+            };
+            (*a, mine)
+        })
+        .collect()
+}
+
+/// The start message, the listening sockets and the shared memory out; the worker's
+/// first word back.
+fn handshake(
+    chan: &mut UnixStream,
+    state: &State,
+    index: usize,
+    slot: usize,
+) -> Result<Vec<String>, String> {
     let g = &state.generation;
+    let sockets = sockets_of(state, index);
     let start = Start {
         conf: g.source.conf.clone(),
         globals: g.source.globals.clone(),
         printed: g.printed,
-        listeners: state
-            .listeners
-            .iter()
-            .map(|(a, ls)| (*a, ls.len()))
-            .collect(),
+        index,
+        slot,
+        listeners: sockets.iter().map(|(a, ls)| (*a, ls.len())).collect(),
+        zones: state.zones.iter().map(|(z, _)| z.name.clone()).collect(),
         user: g.user,
         rlimit_nofile: g.rlimit_nofile,
         check_down: state.check_down.iter().map(|(a, d)| (*a, *d)).collect(),
@@ -575,14 +750,20 @@ fn handshake(chan: &mut UnixStream, state: &State) -> Result<Vec<String>, String
     let _ = chan.set_write_timeout(Some(START_TIMEOUT));
     wire::send(chan, &ToWorker::Start(Box::new(start)))
         .map_err(|e| format!("worker start: {e}"))?;
-    let fds: Vec<_> = state
-        .listeners
+    let fds: Vec<_> = sockets
         .iter()
-        .flat_map(|(_, ls)| ls.iter().map(AsFd::as_fd))
+        .flat_map(|(_, ls)| ls.iter().map(|l| l.as_fd()))
         .collect();
     for chunk in fds.chunks(fulcrum_sys::MAX_FDS_PER_MESSAGE) {
         fulcrum_sys::send_fds(chan, b'L', chunk)
             .map_err(|e| format!("passing the listening sockets: {e}"))?;
+    }
+    let memory: Vec<_> = std::iter::once(state.counters.fd())
+        .chain(state.zones.iter().map(|(_, m)| m.fd()))
+        .collect();
+    for chunk in memory.chunks(fulcrum_sys::MAX_FDS_PER_MESSAGE) {
+        fulcrum_sys::send_fds(chan, b'M', chunk)
+            .map_err(|e| format!("passing the shared memory: {e}"))?;
     }
     match wire::recv::<FromWorker>(chan) {
         Ok(Some(FromWorker::Ready { logs })) => Ok(logs),
@@ -598,15 +779,24 @@ fn handshake(chan: &mut UnixStream, state: &State) -> Result<Vec<String>, String
 fn watch(shared: Arc<Shared>, w: Arc<Worker>, mut child: Child) {
     let status = child.wait();
     let mut state = lock(&shared.state);
+    // Its connections are gone; what it counted stays.
+    fulcrum_proxy::shm::stub_fold(&state.counters, w.slot);
+    state.free_slots.push(w.slot);
     let last = lock(&w.last).clone();
-    let was_current = state.current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &w));
+    let at = state
+        .current
+        .iter()
+        .position(|c| c.as_ref().is_some_and(|c| Arc::ptr_eq(c, &w)));
     state.retiring.retain(|r| !Arc::ptr_eq(r, &w));
     if !w.leaving.load(Ordering::Relaxed) {
         // Its last counts are what is kept of it (a retiring worker's are added by
         // whoever retired it).
         wire::add(&mut state.base, &last);
     }
-    if !was_current || state.stopping || w.leaving.load(Ordering::Relaxed) {
+    let Some(at) = at else {
+        return;
+    };
+    if state.stopping || w.leaving.load(Ordering::Relaxed) {
         return;
     }
     let how = match status {
@@ -615,9 +805,17 @@ fn watch(shared: Arc<Shared>, w: Arc<Worker>, mut child: Child) {
     };
     error!(
         pid = w.pid,
+        worker = w.index,
         "layer-7 worker process exited ({how}): starting another"
     );
-    state.current = None;
+    state.current[at] = None;
+    let generation = state.generation.printed;
+    // Still this worker's place: not stopped, paused or reloaded meanwhile.
+    let vacant = |state: &State| {
+        !state.stopping
+            && state.generation.printed == generation
+            && state.current.get(at).is_some_and(Option::is_none)
+    };
     // A worker that dies at once is not restarted in a tight loop.
     let early = w.started.elapsed() < Duration::from_secs(1);
     loop {
@@ -625,13 +823,13 @@ fn watch(shared: Arc<Shared>, w: Arc<Worker>, mut child: Child) {
             drop(state);
             std::thread::sleep(Duration::from_secs(1));
             state = lock(&shared.state);
-            if state.stopping || state.current.is_some() {
+            if !vacant(&state) {
                 return;
             }
         }
-        match spawn(&shared, &state) {
+        match spawn(&shared, &mut state, w.index) {
             Ok(n) => {
-                state.current = Some(n);
+                state.current[at] = Some(n);
                 return;
             }
             Err(e) => {
@@ -639,7 +837,7 @@ fn watch(shared: Arc<Shared>, w: Arc<Worker>, mut child: Child) {
                 drop(state);
                 std::thread::sleep(Duration::from_secs(1));
                 state = lock(&shared.state);
-                if state.stopping || state.current.is_some() {
+                if !vacant(&state) {
                     return;
                 }
             }

@@ -1,6 +1,6 @@
 //! The control channel between the master and a worker: a Unix stream socket (the
 //! worker's standard input) carrying length-prefixed JSON frames, and the listening
-//! sockets once, as SCM_RIGHTS after the start message.
+//! sockets and shared memory once, as SCM_RIGHTS after the start message.
 
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
@@ -40,14 +40,21 @@ pub enum ToWorker {
 }
 
 /// Everything a worker needs to serve: the configuration to load (checked against the
-/// master's by its printed form), the listening sockets that follow (how many for each
-/// address, in order), whom to run as, and what health checks and drains hold out.
+/// master's by its printed form), which of the workers it is, the listening sockets that
+/// follow (how many for each address, in order), the shared memory that follows them
+/// (stub_status's counters, then the limit zones named), whom to run as, and what health
+/// checks and drains hold out.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Start {
     pub conf: PathBuf,
     pub globals: Option<String>,
     pub printed: u64,
+    /// Its number among the workers (worker_cpu_affinity's), from 0.
+    pub index: usize,
+    /// Its own slot in the counters' region.
+    pub slot: usize,
     pub listeners: Vec<(SocketAddr, usize)>,
+    pub zones: Vec<String>,
     /// uid and gid to switch to; None: stay who the master is (not root).
     pub user: Option<(u32, u32)>,
     pub rlimit_nofile: Option<u64>,

@@ -68,14 +68,20 @@ pub fn main() -> i32 {
 /// Everything up to serving: the descriptors, the configuration, the privileges.
 fn begin(chan: &mut UnixStream, start: &Start) -> Result<Runtime, String> {
     let wanted: usize = start.listeners.iter().map(|(_, n)| n).sum();
-    let mut fds: Vec<OwnedFd> = Vec::with_capacity(wanted);
-    while fds.len() < wanted {
-        match fulcrum_sys::recv_fds(chan) {
-            Ok(Some((_, got))) => fds.extend(got),
-            Ok(None) => return Err("the master went away".into()),
-            Err(e) => return Err(format!("listening sockets: {e}")),
-        }
-    }
+    let fds = receive(chan, wanted, "listening sockets")?;
+    // stub_status's counters, then the limit zones: mapped before the site is compiled,
+    // which takes them.
+    let mut memory = receive(chan, 1 + start.zones.len(), "shared memory")?
+        .into_iter()
+        .map(fulcrum_sys::SharedMemory::map)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("shared memory: mmap() failed ({e})"))?;
+    let counters = memory.remove(0);
+    fulcrum_proxy::shm::provide(
+        start.zones.iter().cloned().zip(memory).collect(),
+        counters,
+        start.slot,
+    );
     let loaded = fulcrum_nginx_conf::load(
         &start.conf,
         &fulcrum_nginx_conf::LoadOptions {
@@ -97,7 +103,10 @@ fn begin(chan: &mut UnixStream, start: &Start) -> Result<Runtime, String> {
         ));
     }
     // As root still: certificates and keys, the log files, the spool directories.
-    let site = fulcrum_proxy::prepare(&cfg)?;
+    let mut site = fulcrum_proxy::prepare(&cfg)?;
+    // One of nginx's workers: one event loop, this worker's CPUs.
+    site.threads = 1;
+    site.worker_index = start.index;
     fulcrum_proxy::open_logs(&site.log_paths());
     if let Some(n) = start.rlimit_nofile {
         nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, n, n)
@@ -123,6 +132,19 @@ fn begin(chan: &mut UnixStream, start: &Start) -> Result<Runtime, String> {
         rt.set_drained(*ip, *port, true);
     }
     Ok(rt)
+}
+
+/// `n` descriptors from the master, in as many messages as it took to send them.
+fn receive(chan: &UnixStream, n: usize, what: &str) -> Result<Vec<OwnedFd>, String> {
+    let mut fds: Vec<OwnedFd> = Vec::with_capacity(n);
+    while fds.len() < n {
+        match fulcrum_sys::recv_fds(chan) {
+            Ok(Some((_, got))) => fds.extend(got),
+            Ok(None) => return Err("the master went away".into()),
+            Err(e) => return Err(format!("{what}: {e}")),
+        }
+    }
+    Ok(fds)
 }
 
 /// A spool directory the worker must write: made its own, as nginx makes its temporary

@@ -753,6 +753,186 @@ fn workers_run_unprivileged_and_are_replaced() {
     assert!(log().contains("starting another"), "{}", log());
 }
 
+/// `worker_processes 2` runs two unprivileged worker processes, as nginx does, and what
+/// nginx keeps in shared memory is one across them: a limit_req zone admits one request
+/// a minute whichever worker takes it, stub_status adds up both workers' counts,
+/// `$connection` never repeats. A killed worker is replaced on the same zone, and a
+/// reload that leaves the zone's declaration as it was keeps its state (nginx's shared
+/// memory survives a reload the same way).
+#[test]
+fn worker_processes_share_limit_zones_and_counters() {
+    if !require_root("worker_processes_share_limit_zones_and_counters") {
+        return;
+    }
+    let dir = Scratch::new("l7wps");
+    let mut lab = fulcrum_lab::Lab::new("l7wps").unwrap().with_agent(agent());
+    let host = lab.host("px").unwrap();
+    let conf = dir.0.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        "user nobody nogroup;\nworker_processes 2;\nevents {\n    worker_connections 512;\n}\nhttp {\n    access_log off;\n    limit_req_zone $binary_remote_addr zone=one:1m rate=1r/m;\n    server {\n        listen 127.0.0.1:80 reuseport;\n        add_header X-Pid $pid always;\n        add_header X-Conn $connection always;\n        location = /limited {\n            limit_req zone=one;\n            stub_status;\n        }\n        location = /status {\n            stub_status;\n        }\n        location / {\n            return 200 \"ok\\n\";\n        }\n    }\n}\n",
+    )
+    .unwrap();
+    let sock = dir.0.join("px.sock");
+    let daemon = run_proxy(&mut lab, &host, &conf, &sock, &dir.0.join("px.log"));
+    let log = || std::fs::read_to_string(dir.0.join("px.log")).unwrap_or_default();
+    let up = wait_for(Duration::from_secs(10), || {
+        lab.request(&host, "127.0.0.1:80", &["/"], &[])
+            .is_ok_and(|r| r[0].0 == 200)
+    });
+    assert!(up.is_some(), "the proxy never answered: {}", log());
+    let nobody = nix_id("nobody");
+    let serving = |pids: &[u32]| {
+        pids.len() == 2
+            && pids
+                .iter()
+                .all(|p| proc_status(*p, "Uid:").starts_with(&format!("{nobody}\t")))
+    };
+    let both = wait_for(Duration::from_secs(10), || serving(&workers_of(daemon.pid)));
+    assert!(both.is_some(), "two worker processes: {}", log());
+    let workers = workers_of(daemon.pid);
+    for w in &workers {
+        assert_eq!(proc_status(*w, "CapEff:"), "0000000000000000");
+    }
+
+    // Each request on a connection of its own: reuseport spreads them over both.
+    let header = |head: &str, name: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_default()
+    };
+    let mut statuses = Vec::new();
+    let mut pids = std::collections::BTreeSet::new();
+    let mut serials = std::collections::BTreeSet::new();
+    let connections = 24;
+    for _ in 0..connections {
+        let r = lab
+            .request_full(&host, "127.0.0.1:80", &["/limited"], &[])
+            .unwrap();
+        let (status, head, _) = &r[0];
+        statuses.push(*status);
+        pids.insert(header(head, "X-Pid"));
+        serials.insert(header(head, "X-Conn"));
+    }
+    let served_by: Vec<u32> = pids.iter().filter_map(|p| p.parse().ok()).collect();
+    assert_eq!(
+        served_by
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        workers.iter().copied().collect(),
+        "both workers served"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "one request a minute admitted across both workers: {statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 503).count(),
+        connections - 1
+    );
+    assert_eq!(
+        serials.len(),
+        connections,
+        "$connection repeated: {serials:?}"
+    );
+
+    // stub_status counts what both accepted: the first request, the 24, and this one.
+    let status = lab
+        .request(&host, "127.0.0.1:80", &["/status"], &[])
+        .unwrap();
+    let counts: Vec<u64> = status[0]
+        .1
+        .lines()
+        .nth(2)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert!(
+        counts.len() == 3 && counts[0] == counts[1] && counts[0] >= connections as u64 + 2,
+        "accepts handled requests: {}",
+        status[0].1
+    );
+    assert!(
+        status[0].1.starts_with("Active connections: 1 \n"),
+        "{}",
+        status[0].1
+    );
+
+    // A killed worker: replaced, on the same zone.
+    let _ = Command::new("kill")
+        .args(["-KILL", &workers[0].to_string()])
+        .status();
+    let replaced = wait_for(Duration::from_secs(10), || {
+        let now = workers_of(daemon.pid);
+        serving(&now) && !now.contains(&workers[0]) && now.contains(&workers[1])
+    });
+    assert!(
+        replaced.is_some(),
+        "no worker in the killed one's place: {}",
+        log()
+    );
+    let after_kill = workers_of(daemon.pid);
+    let limited = |lab: &fulcrum_lab::Lab| -> Vec<u16> {
+        (0..8)
+            .map(|_| {
+                lab.request(&host, "127.0.0.1:80", &["/limited"], &[])
+                    .unwrap()[0]
+                    .0
+            })
+            .collect()
+    };
+    assert_eq!(limited(&lab), [503; 8], "the zone outlived the worker");
+    let status = lab
+        .request(&host, "127.0.0.1:80", &["/status"], &[])
+        .unwrap();
+    let accepted: u64 = status[0]
+        .1
+        .lines()
+        .nth(2)
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        accepted >= counts[0] + 9,
+        "the killed worker's counts were kept: {accepted} after {}",
+        counts[0]
+    );
+
+    // A reload of a changed file: new workers, the unchanged zone and its state kept.
+    let text = std::fs::read_to_string(&conf).unwrap();
+    std::fs::write(
+        &conf,
+        text.replace("return 200 \"ok\\n\"", "return 200 \"ok again\\n\""),
+    )
+    .unwrap();
+    assert!(
+        fulcrum_e2e::ctl(&sock, &["reload"]).status.success(),
+        "{}",
+        log()
+    );
+    let reloaded = wait_for(Duration::from_secs(10), || {
+        let now = workers_of(daemon.pid);
+        serving(&now) && now.iter().all(|p| !after_kill.contains(p))
+    });
+    assert!(
+        reloaded.is_some(),
+        "new workers after the reload: {}",
+        log()
+    );
+    assert!(lab.request(&host, "127.0.0.1:80", &["/"], &[]).unwrap()[0]
+        .1
+        .starts_with("ok again\n"));
+    assert_eq!(
+        limited(&lab),
+        [503; 8],
+        "the zone's state outlived the reload"
+    );
+}
+
 /// A user's uid, as `id -u` says.
 fn nix_id(user: &str) -> String {
     let out = Command::new("id").args(["-u", user]).output().unwrap();
