@@ -170,6 +170,20 @@ impl Pair {
         fulcrum_http: &str,
         backends: &[(&str, u16, &[&str])],
     ) -> Pair {
+        Pair::start_main(dir, tag, None, nginx_http, fulcrum_http, backends)
+    }
+
+    /// [`Pair::start_in_split`] with main-context directives before `events`: given,
+    /// nginx runs with its master process and workers (`main` says how many), else in
+    /// its single-process mode.
+    fn start_main(
+        dir: Scratch,
+        tag: &str,
+        main: Option<&str>,
+        nginx_http: &str,
+        fulcrum_http: &str,
+        backends: &[(&str, u16, &[&str])],
+    ) -> Pair {
         let mut lab = Lab::new(tag).unwrap().with_agent(agent());
         let host = lab.host("px").unwrap();
         for (name, port, extra) in backends {
@@ -180,8 +194,9 @@ impl Pair {
         }
         let conf = |http: &str, listen: &str, tls: u16| {
             format!(
-                "events {{\n    worker_connections 512;\n}}\nhttp {{\n    access_log off;\n{}\n}}\n",
-                http.replace(
+                "{}events {{\n    worker_connections 512;\n}}\nhttp {{\n    access_log off;\n{}\n}}\n",
+                main.unwrap_or(""),
+                http.replace("LISTENADDR", listen).replace(
                     "LISTEN",
                     &format!("listen {listen};\n        location = /__ready {{ return 200 \"ready\"; }}")
                 )
@@ -194,7 +209,10 @@ impl Pair {
         let fulcrum_conf = dir.0.join("fulcrum-nginx.conf");
         std::fs::write(&fulcrum_conf, conf(fulcrum_http, FULCRUM, FULCRUM_TLS)).unwrap();
         let pid = dir.0.join("nginx.pid");
-        let globals = format!("daemon off; master_process off; pid {};", pid.display());
+        let globals = match main {
+            Some(_) => format!("daemon off; pid {};", pid.display()),
+            None => format!("daemon off; master_process off; pid {};", pid.display()),
+        };
         let errlog = dir.0.join("nginx-error.log");
         lab.spawn(
             &host,
@@ -1871,6 +1889,73 @@ fn limit_req_and_limit_conn_match_nginx() {
             .unwrap();
         assert_eq!(r[0].0, 429, "{addr}: {r:?}");
         // Once it is answered (504 after proxy_read_timeout), the place is free again.
+        std::thread::sleep(Duration::from_millis(1300));
+        let r = p.lab.request(&p.host, addr, &["/conn/x"], &[]).unwrap();
+        assert_eq!(r[0].0, 200, "{addr}: {r:?}");
+    }
+}
+
+/// With two worker processes on each side, the limit zones are shared as nginx shares
+/// them: one request a minute is admitted whichever worker takes it, and a request in
+/// flight holds its limit_conn place against every worker. Both spread connections over
+/// two processes (reuseport).
+#[test]
+fn limits_across_worker_processes_match_nginx() {
+    if skip("limits_across_worker_processes_match_nginx") {
+        return;
+    }
+    let http = r#"    upstream u {
+        server 127.0.0.1:9001;
+    }
+    limit_req_zone $binary_remote_addr zone=minute:1m rate=1r/m;
+    limit_conn_zone $binary_remote_addr zone=conns:1m;
+    server {
+        listen LISTENADDR reuseport;
+        location = /__ready {
+            return 200 "ready";
+        }
+        location = /pid {
+            return 200 "$pid\n";
+        }
+        location /minute/ {
+            limit_req zone=minute;
+            proxy_pass http://u;
+        }
+        location /conn/ {
+            limit_conn conns 1;
+            limit_conn_status 429;
+            proxy_read_timeout 1s;
+            proxy_pass http://u;
+        }
+    }"#;
+    let mut p = Pair::start_main(
+        Scratch::new("l7wlim"),
+        "l7wlim",
+        Some("user nobody nogroup;\nworker_processes 2;\n"),
+        http,
+        http,
+        &[("b1", 9001, &["--echo", "--hang-path", "/conn/hang"])],
+    );
+    for addr in [NGINX, FULCRUM] {
+        let pids: std::collections::BTreeSet<String> = (0..16)
+            .map(|_| {
+                p.lab.request(&p.host, addr, &["/pid"], &[]).unwrap()[0]
+                    .1
+                    .clone()
+            })
+            .collect();
+        assert_eq!(pids.len(), 2, "{addr}: two workers answer: {pids:?}");
+    }
+    let s = p.same(&["/minute/"; 24], &[]);
+    let statuses: Vec<u16> = s.iter().map(|s| s.status).collect();
+    assert_eq!(statuses[0], 200);
+    assert_eq!(statuses[1..], [503; 23]);
+    for addr in [NGINX, FULCRUM] {
+        let _hanging = p.hold_request(addr, "/conn/hang");
+        let r: Vec<u16> = (0..8)
+            .map(|_| p.lab.request(&p.host, addr, &["/conn/x"], &[]).unwrap()[0].0)
+            .collect();
+        assert_eq!(r, [429; 8], "{addr}: the place is held in every worker");
         std::thread::sleep(Duration::from_millis(1300));
         let r = p.lab.request(&p.host, addr, &["/conn/x"], &[]).unwrap();
         assert_eq!(r[0].0, 200, "{addr}: {r:?}");
