@@ -385,13 +385,36 @@ fn wait_for_bytes<'a, S: ClientStream>(
             if buf.capacity() == 0 {
                 *buf = take_buffer();
             }
-            match tcp.try_read_buf(buf) {
+            match read_draining(tcp, buf) {
                 Ok(0) => return false,
                 Ok(_) => return true,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => give_buffer(buf),
                 Err(_) => return false,
             }
         }
+    }
+}
+
+/// One read into `buf`'s spare room. A read that leaves room unfilled has drained the
+/// socket, so its readiness is cleared as well (as tokio's own reads and nginx's
+/// `rev->ready = 0` do): the wait for the next request then blocks on the next event,
+/// rather than trying a read that can only fail with EAGAIN, a system call for nothing
+/// after every response.
+fn read_draining(tcp: &TcpStream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    let mut got = None;
+    let r = tcp.try_io(tokio::io::Interest::READABLE, || {
+        let room = buf.capacity() - buf.len();
+        let n = tcp.try_read_buf(buf)?;
+        if n > 0 && n < room {
+            got = Some(n);
+            // Tells tokio the socket is drained; the count is kept above.
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        Ok(n)
+    });
+    match (r, got) {
+        (_, Some(n)) => Ok(n),
+        (r, None) => r,
     }
 }
 
