@@ -32,12 +32,15 @@ struct Listing {
     daemon: bool,
     /// `--tun-info`: a TunnelInfo column.
     tun_info: bool,
+    /// `--nosort`: real servers in the table's own order (IPVS's list order, the newest
+    /// first), not by address.
+    nosort: bool,
 }
 
 fn usage(message: &str) -> ExitCode {
     eprintln!("{message}");
     eprintln!(
-        "Usage: ipvsadm -A|-E -t|-u service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o]\n       ipvsadm -D -t|-u service-address\n       ipvsadm -C\n       ipvsadm -R < rules\n       ipvsadm -a|-e -t|-u service-address -r server-address [-g|-m] [-w weight] [-x upper] [-y lower]\n       ipvsadm -d -t|-u service-address -r server-address\n       ipvsadm -L|-l [-n] [-c] [--stats|--rate|--timeout] [--exact] [-t|-u service-address]\n       ipvsadm -v\n       ipvsadm -S|--save [-n]\n       ipvsadm -Z [-t|-u service-address]\n       ipvsadm --set tcp tcpfin udp\n       ipvsadm --start-daemon master|backup --mcast-interface IF [--syncid N] [--sync-maxlen N] [--mcast-group ADDR] [--mcast-port N] [--mcast-ttl N]\n       ipvsadm --stop-daemon master|backup\n       ipvsadm -L --daemon\n       ipvsadm --control SOCKET ... (or FULCRUM_CONTROL)"
+        "Usage: ipvsadm -A|-E -t|-u service-address [-s scheduler] [-p [timeout]] [-M netmask] [-b sched-flags] [-o]\n       ipvsadm -D -t|-u service-address\n       ipvsadm -C\n       ipvsadm -R < rules\n       ipvsadm -a|-e -t|-u service-address -r server-address [-g|-m] [-w weight] [-x upper] [-y lower]\n       ipvsadm -d -t|-u service-address -r server-address\n       ipvsadm -L|-l [-n] [-c] [--stats|--rate|--timeout] [--exact] [--nosort] [-t|-u service-address]\n       ipvsadm -v\n       ipvsadm -S|--save [-n]\n       ipvsadm -Z [-t|-u service-address]\n       ipvsadm --set tcp tcpfin udp\n       ipvsadm --start-daemon master|backup --mcast-interface IF [--syncid N] [--sync-maxlen N] [--mcast-group ADDR] [--mcast-port N] [--mcast-ttl N]\n       ipvsadm --stop-daemon master|backup\n       ipvsadm -L --daemon\n       ipvsadm --control SOCKET ... (or FULCRUM_CONTROL)"
     );
     ExitCode::from(2)
 }
@@ -140,6 +143,7 @@ fn list(socket: &Path, args: &[String]) -> ExitCode {
             "--exact" => l.exact = true,
             "--daemon" => l.daemon = true,
             "--tun-info" => l.tun_info = true,
+            "--nosort" => l.nosort = true,
             s if s.starts_with('-') && !s.starts_with("--") && s.len() > 2 => {
                 // Bundled short options, as getopt takes them: -Ln, -Lnc, -Sn.
                 for c in s[1..].chars() {
@@ -202,9 +206,13 @@ fn list(socket: &Path, args: &[String]) -> ExitCode {
     }
 }
 
-/// Real servers in ipvsadm's order (libipvs's ipvs_cmp_dests: by address, then port).
-fn sorted(dests: &[IpvsDest]) -> Vec<&IpvsDest> {
+/// Real servers in ipvsadm's order (libipvs's ipvs_cmp_dests: by address, then port), or
+/// with `--nosort` as the daemon lists them (IPVS's list order).
+fn sorted(dests: &[IpvsDest], nosort: bool) -> Vec<&IpvsDest> {
     let mut v: Vec<&IpvsDest> = dests.iter().collect();
+    if nosort {
+        return v;
+    }
     v.sort_by_key(|d| {
         (
             d.address.parse::<std::net::IpAddr>().ok(),
@@ -345,7 +353,7 @@ fn render_with(
             }
             out += "\n";
             // ipvsadm -S writes no thresholds (-x, -y).
-            for d in sorted(&svc.dests) {
+            for d in sorted(&svc.dests, l.nosort) {
                 let fwd = match d.forward.as_str() {
                     "Masq" => "-m",
                     "Tunnel" => "-i",
@@ -442,7 +450,7 @@ fn render_with(
             }
             out += "\n";
         }
-        for d in sorted(&svc.dests) {
+        for d in sorted(&svc.dests, l.nosort) {
             let raddr = name(&d.address, d.port, &svc.protocol);
             if l.stats {
                 out += &format!("  -> {raddr:<28}{}\n", stats(&d.stats));

@@ -69,7 +69,7 @@ enum Command {
     /// Talk to a running daemon over its control socket.
     Ctl(CtlArgs),
     /// ipvsadm's command line against the running daemon: -L/-l [-n] [-c] [--stats]
-    /// [--timeout] [--exact], -S. The same binary invoked as `ipvsadm` (a symlink) takes
+    /// [--timeout] [--exact] [--nosort], -S. The same binary invoked as `ipvsadm` (a symlink) takes
     /// these arguments directly. `--control SOCKET` or FULCRUM_CONTROL names the daemon.
     #[command(disable_help_flag = true, disable_version_flag = true)]
     Ipvsadm {

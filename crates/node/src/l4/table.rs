@@ -530,13 +530,13 @@ impl Table {
             .into_iter()
             .map(|k| {
                 let i = &self.installed[k];
+                // In IPVS's list order (the newest first), which `ipvsadm --nosort` shows.
                 let dests = i
                     .spec
-                    .dests
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(slot, d)| {
-                        let d = (*d)?;
+                    .scan_order()
+                    .into_iter()
+                    .filter_map(|slot| {
+                        let d = (*i.spec.dests.get(slot)?)?;
                         let (active, inactive) = dp.dest_conns(i.id, slot).unwrap_or((0, 0));
                         Some(status::IpvsDest {
                             address: d.addr.to_string(),
