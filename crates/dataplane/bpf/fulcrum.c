@@ -955,15 +955,29 @@ static __always_inline int reply6(struct xdp_md *ctx, struct packet6 *p, struct 
 	return route_out(ctx, p->eth, &r->c);
 }
 
-/* The real server for a new IPv6 flow: a persistence template (by the client's whole
- * address, folded: IPv6 persistence groups no wider), else the scheduler on the folded
- * addresses, as IPVS's schedulers hash IPv6 ones. */
+/* The client's network for an IPv6 persistence template: the address with the bits past
+ * `plen` cleared (ipv6_addr_prefix, as IPVS's ip_vs_sched_persist groups IPv6 clients). */
+static __always_inline void prefix6(struct persist_key6 *k, const __u8 *addr, __u32 plen)
+{
+	__builtin_memcpy(k->client, addr, 16);
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		__u32 bits = plen > 32 * i ? plen - 32 * i : 0;
+		__u32 mask = bits >= 32 ? 0xffffffff : bits == 0 ? 0 : ~(0xffffffffu >> bits);
+		__u32 *w = (__u32 *)&k->client[4 * i];
+		*w &= bpf_htonl(mask);
+	}
+}
+
+/* The real server for a new IPv6 flow: a persistence template (by the client's prefix),
+ * else the scheduler on the folded addresses, as IPVS's schedulers hash IPv6 ones. */
 static __always_inline __s32 choose6(const struct service_value *sv, struct packet6 *p, __u64 now)
 {
 	__be32 client = fold6(p->ip->saddr.in6_u.u6_addr8);
-	struct persist_key pk = { .svc = sv->id, .client = client };
+	struct persist_key6 pk = { .svc = sv->id };
 	if (sv->flags & SVC_F_PERSISTENT) {
-		struct persist_value *pv = bpf_map_lookup_elem(&persist, &pk);
+		prefix6(&pk, p->ip->saddr.in6_u.u6_addr8, (__u32)sv->persist_mask);
+		struct persist_value *pv = bpf_map_lookup_elem(&persist6, &pk);
 		if (pv && pv->expires > now && pv->dest < sv->ndests) {
 			__u32 k = slot_index(sv->id, pv->dest);
 			struct dest *d = bpf_map_lookup_elem(&dests, &k);
@@ -983,7 +997,7 @@ static __always_inline __s32 choose6(const struct service_value *sv, struct pack
 			.dest = slot,
 			.rip = d ? d->addr : 0,
 		};
-		bpf_map_update_elem(&persist, &pk, &pv, BPF_ANY);
+		bpf_map_update_elem(&persist6, &pk, &pv, BPF_ANY);
 	}
 	return slot;
 }

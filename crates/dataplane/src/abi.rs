@@ -230,6 +230,15 @@ pub struct PersistKey {
     pub client: u32,
 }
 
+/// `struct persist_key6`: an IPv6 client's network.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct PersistKey6 {
+    pub svc: u32,
+    pub pad: u32,
+    pub client: [u8; 16],
+}
+
 /// `struct persist_value`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -300,6 +309,8 @@ unsafe impl Pod for FlowKey6 {}
 unsafe impl Pod for Conn6 {}
 // SAFETY: as above.
 unsafe impl Pod for PersistKey {}
+// SAFETY: as above.
+unsafe impl Pod for PersistKey6 {}
 // SAFETY: as above.
 unsafe impl Pod for PersistValue {}
 // SAFETY: as above.

@@ -206,6 +206,7 @@ mod tests {
             layout!(FlowKey6, "flow_key6", [src, dst, sport, dport, proto, pad]),
             layout!(Conn6, "conn6", [c, client, vip, rip]),
             layout!(PersistKey, "persist_key", [svc, client]),
+            layout!(PersistKey6, "persist_key6", [svc, pad, client]),
             layout!(PersistValue, "persist_value", [expires, dest, rip]),
             layout!(TableKey, "table_key", [svc, slot]),
             layout!(LocalityKey, "locality_key", [svc, addr]),

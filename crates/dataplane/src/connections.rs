@@ -30,10 +30,9 @@ pub struct Connection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Template {
     pub service: u32,
-    /// The client's network (address & persistence mask).
-    pub client: Ipv4Addr,
+    /// The client's network (address & persistence mask, or an IPv6 address's prefix).
+    pub client: IpAddr,
     pub slot: u32,
-    pub rip: Ipv4Addr,
     pub expires_in: Duration,
     /// Its deadline on the program's clock (ns): moves when a new connection uses it.
     pub deadline: u64,
@@ -198,27 +197,48 @@ impl DataPlane {
         for k in stale {
             let _ = persist.remove(&k);
         }
+        let mut persist6: HashMap<&mut MapData, PersistKey6, PersistValue> =
+            HashMap::try_from(self.map_mut("persist6")?)?;
+        let stale: Vec<PersistKey6> = persist6
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, v)| v.expires <= now)
+            .map(|(k, _)| k)
+            .collect();
+        for k in stale {
+            let _ = persist6.remove(&k);
+        }
         Ok(expired)
     }
 
-    /// The persistence templates that have not run out.
+    /// The persistence templates that have not run out, IPv4 and IPv6.
     pub fn templates(&self) -> Result<Vec<Template>, Error> {
         let now = self.now();
+        let live = |v: &PersistValue| v.expires > now;
+        let template = |service, client, v: PersistValue| Template {
+            service,
+            client,
+            slot: v.dest,
+            expires_in: Duration::from_nanos(v.expires - now),
+            deadline: v.expires,
+        };
         let map: HashMap<&MapData, PersistKey, PersistValue> =
             HashMap::try_from(self.map("persist")?)?;
-        Ok(map
+        let mut out: Vec<Template> = map
             .iter()
             .filter_map(Result::ok)
-            .filter(|(_, v)| v.expires > now)
-            .map(|(k, v)| Template {
-                service: k.svc,
-                client: addr(k.client),
-                slot: v.dest,
-                rip: addr(v.rip),
-                expires_in: Duration::from_nanos(v.expires - now),
-                deadline: v.expires,
-            })
-            .collect())
+            .filter(|(_, v)| live(v))
+            .map(|(k, v)| template(k.svc, addr(k.client).into(), v))
+            .collect();
+        let map6: HashMap<&MapData, PersistKey6, PersistValue> =
+            HashMap::try_from(self.map("persist6")?)?;
+        out.extend(
+            map6.iter()
+                .filter_map(Result::ok)
+                .filter(|(_, v)| live(v))
+                .map(|(k, v)| template(k.svc, std::net::Ipv6Addr::from(k.client).into(), v)),
+        );
+        Ok(out)
     }
 
     /// Installs a connection a sync master sent, or brings the entry there up to it, with
@@ -274,28 +294,41 @@ impl DataPlane {
     }
 
     /// Installs a persistence template a sync master sent: the client network goes to
-    /// the server in `slot` for `timeout`.
+    /// the server in `slot` (at `rip`) for `timeout`.
     pub fn adopt_template(
         &mut self,
         service: u32,
-        client: Ipv4Addr,
+        client: IpAddr,
         slot: u32,
-        rip: Ipv4Addr,
+        rip: IpAddr,
         timeout: Duration,
     ) -> Result<(), Error> {
-        let expires = self.now() + timeout.as_nanos() as u64;
-        let mut persist: HashMap<&mut MapData, PersistKey, PersistValue> =
-            HashMap::try_from(self.map_mut("persist")?)?;
-        let key = PersistKey {
-            svc: service,
-            client: u32::from_ne_bytes(client.octets()),
-        };
         let value = PersistValue {
-            expires,
+            expires: self.now() + timeout.as_nanos() as u64,
             dest: slot,
-            rip: u32::from_ne_bytes(rip.octets()),
+            rip: super::services::folded(rip),
         };
-        persist.insert(key, value, 0)?;
+        match client {
+            IpAddr::V4(client) => {
+                let mut persist: HashMap<&mut MapData, PersistKey, PersistValue> =
+                    HashMap::try_from(self.map_mut("persist")?)?;
+                let key = PersistKey {
+                    svc: service,
+                    client: u32::from_ne_bytes(client.octets()),
+                };
+                persist.insert(key, value, 0)?;
+            }
+            IpAddr::V6(client) => {
+                let mut persist: HashMap<&mut MapData, PersistKey6, PersistValue> =
+                    HashMap::try_from(self.map_mut("persist6")?)?;
+                let key = PersistKey6 {
+                    svc: service,
+                    pad: 0,
+                    client: client.octets(),
+                };
+                persist.insert(key, value, 0)?;
+            }
+        }
         Ok(())
     }
 }

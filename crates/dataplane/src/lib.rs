@@ -39,6 +39,7 @@ pub use services::{
 };
 
 pub use fulcrum_sched::Kind as Scheduler;
+pub use fulcrum_types::Granularity;
 
 /// The program, 8-byte aligned as aya needs.
 static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fulcrum.bpf.o"));
@@ -53,7 +54,7 @@ const ADOPT6: &str = "xdp_adopt6";
 
 /// Every map of the program that holds state: pinned by name under the instance's
 /// directory, so a restarted daemon adopts them.
-pub const PINNED_MAPS: [&str; 19] = [
+pub const PINNED_MAPS: [&str; 20] = [
     "services",
     "dests",
     "dests6",
@@ -68,6 +69,7 @@ pub const PINNED_MAPS: [&str; 19] = [
     "conns6",
     "progs",
     "persist",
+    "persist6",
     "timeouts",
     "settings",
     "stats",

@@ -9,6 +9,7 @@ pub(crate) fn size_tables(loader: &mut EbpfLoader, max_connections: u32) {
     loader.map_max_entries("conns", max_connections.saturating_mul(2).max(1024));
     loader.map_max_entries("conns6", max_connections.saturating_mul(2).max(1024));
     loader.map_max_entries("persist", (max_connections / 2).max(1024));
+    loader.map_max_entries("persist6", (max_connections / 2).max(1024));
 }
 
 /// Loads one program, again when the kernel says EAGAIN: the verifier gives up with it

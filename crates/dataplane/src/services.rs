@@ -119,8 +119,9 @@ pub struct ServiceSpec {
     pub sloppy_tcp: bool,
     /// One-packet scheduling (UDP).
     pub ops: bool,
-    /// Persistence timeout in seconds, and the client netmask it groups by.
-    pub persistence: Option<(u32, Ipv4Addr)>,
+    /// Persistence timeout in seconds, and how it groups clients (a netmask for IPv4, a
+    /// prefix length for IPv6).
+    pub persistence: Option<(u32, Granularity)>,
     pub dests: Vec<Option<DestSpec>>,
     /// IPVS's list order of the present slots, the newest real server first: the kernel
     /// puts a server it adds at the head of the service's list, and the schedulers that
@@ -234,14 +235,19 @@ impl ServiceSpec {
             .fold(0u32, |g, &w| if g == 0 { w } else { gcd(g, w) })
             .max(1);
         let max = weights.iter().copied().max().unwrap_or(0);
-        let (timeout, mask) = self.persistence.unwrap_or((0, Ipv4Addr::UNSPECIFIED));
+        let (timeout, mask) = match self.persistence {
+            None => (0, 0),
+            Some((t, Granularity::Mask(m))) => (t, u32::from_ne_bytes(m.octets())),
+            // The IPv6 path reads the prefix length as a number.
+            Some((t, Granularity::Prefix(p))) => (t, u32::from(p)),
+        };
         ServiceValue {
             id: self.id,
             sched: sched_code(self.scheduler),
             flags,
             ndests: self.dests.len() as u16,
             persist_timeout: timeout,
-            persist_mask: u32::from_ne_bytes(mask.octets()),
+            persist_mask: mask,
             wrr_mw: max as i32 - (di as i32 - 1),
             wrr_di: di as i32,
             table_size: match self.scheduler {
@@ -303,7 +309,12 @@ impl DataPlane {
             spec.sloppy_tcp = v.flags & SVC_F_SLOPPY_TCP != 0;
             spec.ops = v.flags & SVC_F_OPS != 0;
             if v.flags & SVC_F_PERSISTENT != 0 {
-                spec.persistence = Some((v.persist_timeout, addr(v.persist_mask)));
+                let g = if key.family == 6 {
+                    Granularity::Prefix(v.persist_mask.clamp(1, 128) as u8)
+                } else {
+                    Granularity::Mask(addr(v.persist_mask))
+                };
+                spec.persistence = Some((v.persist_timeout, g));
             }
             let dests6: Array<&MapData, [u8; 16]> = Array::try_from(self.map("dests6")?)?;
             for slot in 0..usize::from(v.ndests) {

@@ -535,7 +535,10 @@ fn persistence_keeps_a_client_network_on_one_server() {
     }
     let mut dp = DataPlane::load().unwrap();
     let mut spec = service(Method::Nat, &[1, 1, 1]);
-    spec.persistence = Some((300, Ipv4Addr::new(255, 255, 255, 0)));
+    spec.persistence = Some((
+        300,
+        fulcrum_dataplane::Granularity::Mask(Ipv4Addr::new(255, 255, 255, 0)),
+    ));
     dp.put_service(&spec).unwrap();
     let mut seen = Vec::new();
     for (i, port) in (50000..50006).enumerate() {
@@ -548,6 +551,86 @@ fn persistence_keeps_a_client_network_on_one_server() {
     // Both clients are in 10.1.10.0/24: one template, one server.
     assert!(seen.iter().all(|d| *d == seen[0]), "{seen:?}");
     assert_eq!(dp.templates().unwrap().len(), 1);
+}
+
+/// IPv6 persistence groups clients by the service's prefix length, as IPVS's
+/// ip_vs_sched_persist does: two clients in one /64 go to one server, a client of another
+/// /64 gets a template of its own, and the templates list (and take from a sync master)
+/// the networks themselves.
+#[test]
+fn ipv6_persistence_groups_clients_by_prefix() {
+    if !require_root("ipv6_persistence_groups_clients_by_prefix") {
+        return;
+    }
+    let mut dp = DataPlane::load().unwrap();
+    let vip: Ipv6Addr = "2001:db8:1::88".parse().unwrap();
+    let dest = |i: u8| DestSpec {
+        addr: Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10 + u16::from(i)).into(),
+        port: 80,
+        method: Method::Dr,
+        weight: 1,
+        overloaded: false,
+        u_threshold: 0,
+        l_threshold: 0,
+        link: Some(fulcrum_dataplane::Link {
+            mac: [2, 0, 0, 0, 0, 0x10 + i],
+            ifindex: 0,
+            smac: [2, 0, 0, 0, 0, 0x01],
+        }),
+        tun_source: None,
+    };
+    let mut spec = ServiceSpec::new(
+        ServiceKey::v6(vip, 80, 6),
+        1,
+        fulcrum_dataplane::Scheduler::Rr,
+    );
+    spec.dests = vec![Some(dest(0)), Some(dest(1)), Some(dest(2))];
+    spec.persistence = Some((300, fulcrum_dataplane::Granularity::Prefix(64)));
+    dp.put_service(&spec).unwrap();
+    let server = |dp: &DataPlane, client: &str, port: u16| {
+        let out = dp
+            .test_run(&tcp6_frame(client.parse().unwrap(), port, vip, 80, SYN), 1)
+            .unwrap();
+        assert_eq!(out.verdict, Verdict::Tx);
+        out.frame[5]
+    };
+    let first = server(&dp, "2001:db8:2::2", 50000);
+    for (i, c) in ["2001:db8:2::2", "2001:db8:2::99", "2001:db8:2:0:ffff::1"]
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(server(&dp, c, 50001 + i as u16), first, "{c}: the same /64");
+    }
+    // rr goes on from the first choice for a network it has not seen.
+    let other = server(&dp, "2001:db8:3::2", 50010);
+    assert_ne!(other, first, "another /64, another server");
+    assert_eq!(server(&dp, "2001:db8:3::7", 50011), other);
+    let mut t: Vec<_> = dp
+        .templates()
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.client, t.slot))
+        .collect();
+    t.sort();
+    let net = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+    assert_eq!(
+        t,
+        [
+            (net("2001:db8:2::"), u32::from(first - 0x10)),
+            (net("2001:db8:3::"), u32::from(other - 0x10))
+        ]
+    );
+    // A template from a sync master: its network goes where the master said.
+    let third = (0x10..0x13).find(|s| *s != first && *s != other).unwrap();
+    dp.adopt_template(
+        1,
+        net("2001:db8:4::"),
+        u32::from(third - 0x10),
+        Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, u16::from(third)).into(),
+        std::time::Duration::from_secs(300),
+    )
+    .unwrap();
+    assert_eq!(server(&dp, "2001:db8:4::1234", 50020), third);
 }
 
 /// An ICMP error quoting `inner` (its IP header and first 8 bytes), with a correct checksum.
@@ -852,10 +935,16 @@ fn synced_connections_are_adopted_and_followed() {
     assert_eq!(dp.dest_conns(1, 0).unwrap(), (1, 0));
     assert_eq!(dp.connections().unwrap().len(), 1);
     // A template: the client network goes to the second server.
-    dp.adopt_template(1, CLIENT, 1, RIPS[1], std::time::Duration::from_secs(300))
-        .unwrap();
+    dp.adopt_template(
+        1,
+        CLIENT.into(),
+        1,
+        RIPS[1].into(),
+        std::time::Duration::from_secs(300),
+    )
+    .unwrap();
     let t = dp.templates().unwrap();
-    assert_eq!((t.len(), t[0].slot, t[0].rip), (1, 1, RIPS[1]));
+    assert_eq!((t.len(), t[0].slot, t[0].client), (1, 1, CLIENT.into()));
 }
 
 /// TUN, each tunnel type: the client's frame, untouched, inside an IPv4 header from the

@@ -11,7 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use fulcrum_node::status::{IpvsDest, Listing as Ipvs, Rates, Traffic};
+use fulcrum_node::status::{IpvsDest, IpvsService, Listing as Ipvs, Rates, Traffic};
 
 use crate::control::{call_with, DEFAULT_SOCKET};
 
@@ -209,18 +209,92 @@ fn list(socket: &Path, args: &[String]) -> ExitCode {
 /// Real servers in ipvsadm's order (libipvs's ipvs_cmp_dests: by address, then port), or
 /// with `--nosort` as the daemon lists them (IPVS's list order).
 fn sorted(dests: &[IpvsDest], nosort: bool) -> Vec<&IpvsDest> {
-    let mut v: Vec<&IpvsDest> = dests.iter().collect();
     if nosort {
-        return v;
+        return dests.iter().collect();
     }
-    v.sort_by_key(|d| {
-        (
-            d.address.parse::<std::net::IpAddr>().ok(),
-            d.address.clone(),
-            d.port,
-        )
-    });
-    v
+    c_sorted(dests, |a, b| match cmp_addrs(&a.address, &b.address) {
+        0 => i32::from(a.port) - i32::from(b.port),
+        r => r,
+    })
+}
+
+/// `ntohl(a) - ntohl(b)` as libipvs computes it: the difference of two unsigned words
+/// taken as an int (so two addresses 2^31 or more apart compare the wrong way round,
+/// and ipvsadm lists 192.168.0.1 before 10.0.0.1; so do we).
+fn c_diff(a: u32, b: u32) -> i32 {
+    a.wrapping_sub(b) as i32
+}
+
+/// libipvs's address comparison: IPv4 as one word, IPv6 word by word.
+fn cmp_addrs(a: &str, b: &str) -> i32 {
+    match (a.parse::<IpAddr>(), b.parse::<IpAddr>()) {
+        (Ok(IpAddr::V4(x)), Ok(IpAddr::V4(y))) => c_diff(u32::from(x), u32::from(y)),
+        (Ok(IpAddr::V6(x)), Ok(IpAddr::V6(y))) => {
+            let (x, y) = (x.octets(), y.octets());
+            (0..4)
+                .map(|i| {
+                    let w = |o: &[u8; 16]| {
+                        u32::from_be_bytes([o[4 * i], o[4 * i + 1], o[4 * i + 2], o[4 * i + 3]])
+                    };
+                    c_diff(w(&x), w(&y))
+                })
+                .find(|r| *r != 0)
+                .unwrap_or(0)
+        }
+        _ => match a.cmp(b) {
+            std::cmp::Ordering::Less => -1,
+            std::cmp::Ordering::Equal => 0,
+            std::cmp::Ordering::Greater => 1,
+        },
+    }
+}
+
+/// libipvs's ipvs_cmp_services: address family (AF_INET before AF_INET6), protocol (TCP
+/// before UDP), address, port.
+fn cmp_services(a: &IpvsService, b: &IpvsService) -> i32 {
+    let af = |s: &IpvsService| if s.address.contains(':') { 10 } else { 2 };
+    let proto = |s: &IpvsService| if s.protocol == "UDP" { 17 } else { 6 };
+    [
+        af(a) - af(b),
+        proto(a) - proto(b),
+        cmp_addrs(&a.address, &b.address),
+        i32::from(a.port) - i32::from(b.port),
+    ]
+    .into_iter()
+    .find(|r| *r != 0)
+    .unwrap_or(0)
+}
+
+/// `items` in the order glibc's qsort gives them under the C comparator `cmp`: its
+/// merge sort (msort: halves sorted, then merged taking the left one while
+/// `cmp(left, right) <= 0`), which ipvsadm's qsort runs. Written out rather than
+/// `sort_by`, since libipvs's comparison is not a total order (see [`c_diff`]).
+fn c_sorted<T>(items: &[T], cmp: impl Fn(&T, &T) -> i32 + Copy) -> Vec<&T> {
+    if items.len() <= 1 {
+        return items.iter().collect();
+    }
+    let (l, r) = items.split_at(items.len() / 2);
+    let (l, r) = (c_sorted(l, cmp), c_sorted(r, cmp));
+    let mut out = Vec::with_capacity(items.len());
+    let (mut i, mut j) = (0, 0);
+    while i < l.len() && j < r.len() {
+        if cmp(l[i], r[j]) <= 0 {
+            out.push(l[i]);
+            i += 1;
+        } else {
+            out.push(r[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&l[i..]);
+    out.extend_from_slice(&r[j..]);
+    out
+}
+
+/// A persistence granularity ipvsadm does not print: each client alone (an IPv4
+/// service's 255.255.255.255, an IPv6 one's 128).
+fn whole_mask(m: &str) -> bool {
+    m == "255.255.255.255" || m == "128"
 }
 
 /// `print_largenum`: nine columns, with K/M/G/T above 10^8 unless --exact.
@@ -311,7 +385,11 @@ fn render_with(
     let name =
         |addr: &str, port: u16, protocol: &str| addr_port(addr, port, protocol, l.numeric, names);
     let mut out = String::new();
-    let services = &r.services;
+    let services = if l.nosort {
+        r.services.iter().collect()
+    } else {
+        c_sorted(&r.services, cmp_services)
+    };
     if l.daemon {
         // ipvsadm's print_daemon: the master's line, then the backup's.
         if let Some(s) = &r.sync {
@@ -335,13 +413,13 @@ fn render_with(
         return out;
     }
     if l.save {
-        for svc in services {
+        for svc in &services {
             let opt = if svc.protocol == "UDP" { "-u" } else { "-t" };
             let vaddr = name(&svc.address, svc.port, &svc.protocol);
             out += &format!("-A {opt} {vaddr} -s {}", svc.scheduler);
             if let Some(p) = svc.persistent {
                 out += &format!(" -p {p}");
-                if let Some(m) = svc.netmask.as_ref().filter(|m| *m != "255.255.255.255") {
+                if let Some(m) = svc.netmask.as_ref().filter(|m| !whole_mask(m)) {
                     out += &format!(" -M {m}");
                 }
             }
@@ -427,7 +505,7 @@ fn render_with(
             .map(|n| format!(" {n:>8}"))
             .collect::<String>()
     };
-    for svc in services {
+    for svc in &services {
         let vaddr = name(&svc.address, svc.port, &svc.protocol);
         let head = format!("{:<4} {vaddr}", svc.protocol);
         if l.stats {
@@ -441,7 +519,7 @@ fn render_with(
             }
             if let Some(p) = svc.persistent {
                 out += &format!(" persistent {p}");
-                if let Some(m) = svc.netmask.as_ref().filter(|m| *m != "255.255.255.255") {
+                if let Some(m) = svc.netmask.as_ref().filter(|m| !whole_mask(m)) {
                     out += &format!(" mask {m}");
                 }
             }
@@ -525,6 +603,46 @@ mod tests {
             "timeout": {"tcp": 900, "tcpfin": 120, "udp": 300},
         }))
         .expect("the control protocol's listing")
+    }
+
+    /// Services and real servers in the order libipvs's comparisons and glibc's qsort
+    /// give: IPv4 before IPv6, TCP before UDP, and addresses compared by the int
+    /// difference of their words, which puts 192.168.0.1 before 10.0.0.1.
+    #[test]
+    fn listings_sort_as_libipvs_compares() {
+        let svc = |protocol: &str, address: &str, port: u16| {
+            serde_json::from_value::<IpvsService>(json!({
+                "protocol": protocol, "address": address, "port": port, "scheduler": "rr",
+                "persistent": null, "netmask": null, "ops": false,
+                "stats": {"conns": 0, "inpkts": 0, "outpkts": 0, "inbytes": 0, "outbytes": 0},
+                "rate": {"cps": 0, "inpps": 0, "outpps": 0, "inbps": 0, "outbps": 0},
+                "dests": [],
+            }))
+            .unwrap()
+        };
+        let all = [
+            svc("UDP", "10.0.0.1", 53),
+            svc("TCP", "2001:db8::1", 80),
+            svc("TCP", "10.0.0.1", 443),
+            svc("TCP", "192.168.0.1", 80),
+            svc("TCP", "10.0.0.1", 80),
+            svc("TCP", "10.0.0.2", 80),
+        ];
+        let order: Vec<String> = c_sorted(&all, cmp_services)
+            .iter()
+            .map(|s| format!("{} {}:{}", s.protocol, s.address, s.port))
+            .collect();
+        assert_eq!(
+            order,
+            [
+                "TCP 192.168.0.1:80",
+                "TCP 10.0.0.1:80",
+                "TCP 10.0.0.1:443",
+                "TCP 10.0.0.2:80",
+                "UDP 10.0.0.1:53",
+                "TCP 2001:db8::1:80",
+            ]
+        );
     }
 
     /// The examples of REFERENCE.md, byte for byte.

@@ -477,7 +477,8 @@ pub struct VirtualServer {
     /// `lb_kind TUN type ... port ... csum`: the tunnel real servers take by default.
     pub tunnel: Option<TunnelOptions>,
     pub persistence_timeout: Option<u32>,
-    pub persistence_granularity: Option<IpAddr>,
+    /// A netmask for an IPv4 service, a prefix length for an IPv6 one.
+    pub persistence_granularity: Option<fulcrum_types::Granularity>,
     pub virtualhost: Option<String>,
     pub omega: bool,
     pub quorum: u32,

@@ -275,6 +275,54 @@ named_enum!(
     }
 );
 
+/// How a persistent virtual service groups its clients (ipvsadm's `-M`, keepalived's
+/// `persistence_granularity`): an IPv4 service by netmask, an IPv6 one by prefix length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Granularity {
+    Mask(std::net::Ipv4Addr),
+    /// 1..=128.
+    Prefix(u8),
+}
+
+impl Granularity {
+    /// Each client alone: IPVS's default for the family.
+    pub fn whole(ipv6: bool) -> Granularity {
+        if ipv6 {
+            Granularity::Prefix(128)
+        } else {
+            Granularity::Mask(std::net::Ipv4Addr::BROADCAST)
+        }
+    }
+
+    /// Whether it groups each client alone (ipvsadm then prints no mask).
+    pub fn is_whole(self) -> bool {
+        matches!(self, Granularity::Prefix(128))
+            || self == Granularity::Mask(std::net::Ipv4Addr::BROADCAST)
+    }
+
+    /// As ipvsadm takes `-M` for a service of the family: a netmask (IPv4), a prefix
+    /// length 1..128 (IPv6).
+    pub fn parse(text: &str, ipv6: bool) -> Option<Granularity> {
+        if ipv6 {
+            text.parse::<u8>()
+                .ok()
+                .filter(|p| (1..=128).contains(p))
+                .map(Granularity::Prefix)
+        } else {
+            text.parse().ok().map(Granularity::Mask)
+        }
+    }
+}
+
+impl fmt::Display for Granularity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Granularity::Mask(m) => write!(f, "{m}"),
+            Granularity::Prefix(p) => write!(f, "{p}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,6 +347,23 @@ mod tests {
         assert_eq!(".5".parse::<Timer>().unwrap(), Timer::from_micros(500_000));
         assert_eq!("3.".parse::<Timer>().unwrap(), Timer::from_secs(3));
         assert!("-1".parse::<Timer>().is_err());
+    }
+
+    #[test]
+    fn granularity_reads_as_ipvsadm_takes_it() {
+        assert_eq!(
+            Granularity::parse("255.255.255.0", false),
+            Some(Granularity::Mask(std::net::Ipv4Addr::new(255, 255, 255, 0)))
+        );
+        assert_eq!(
+            Granularity::parse("64", true),
+            Some(Granularity::Prefix(64))
+        );
+        assert_eq!(Granularity::parse("0", true), None);
+        assert_eq!(Granularity::parse("129", true), None);
+        assert_eq!(Granularity::parse("64", false), None);
+        assert!(Granularity::whole(true).is_whole() && Granularity::whole(false).is_whole());
+        assert_eq!(Granularity::Prefix(48).to_string(), "48");
         assert!("1e3".parse::<Timer>().is_err());
         assert!(".".parse::<Timer>().is_err());
         assert!("0.0000001".parse::<Timer>().is_err());

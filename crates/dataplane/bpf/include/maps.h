@@ -142,6 +142,16 @@ struct {
 	__uint(max_entries, MAX_CONNS / 4);
 } persist SEC(".maps");
 
+/* IPv6 persistence templates, by the client's prefix (the service's persist_mask holds
+ * its length): allocated as they are made, as conns6, and swept by the control plane. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct persist_key6);
+	__type(value, struct persist_value);
+	__uint(max_entries, MAX_CONNS / 4);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} persist6 SEC(".maps");
+
 /* Timeouts in seconds by enum conn_state, written by the control plane (ipvsadm --set). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -20,7 +20,8 @@ struct service_value {
 	__u8 flags;            /* SVC_F_* */
 	__u16 ndests;          /* real-server slots in use: 0..ndests */
 	__u32 persist_timeout; /* seconds; with SVC_F_PERSISTENT */
-	__be32 persist_mask;   /* clients are grouped by source & mask */
+	__be32 persist_mask;   /* clients are grouped by source & mask; IPv6: the prefix
+				* length, a number (1..128) */
 	__s32 wrr_mw;          /* wrr: max weight - (gcd - 1) */
 	__s32 wrr_di;          /* wrr: gcd of the weights */
 	__u32 table_size;      /* dh, sh, mh: slots in the scheduler table */
@@ -151,6 +152,14 @@ _Static_assert(sizeof(struct clock) == 16, "clock layout");
 struct persist_key {
 	__u32 svc;
 	__be32 client;
+};
+
+/* An IPv6 client's network: its address with the bits past the service's prefix length
+ * cleared. */
+struct persist_key6 {
+	__u32 svc;
+	__u32 pad;
+	__u8 client[16];
 };
 
 struct persist_value {

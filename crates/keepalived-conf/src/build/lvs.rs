@@ -234,7 +234,24 @@ impl Builder<'_> {
                 }
                 "persistence_granularity" => {
                     self.no_block(c);
-                    vs.persistence_granularity = self.parse_at(c, 0, "netmask");
+                    // As keepalived: by the service's family (a group or fwmark guessed
+                    // from the value), a netmask for IPv4, a prefix length for IPv6.
+                    if let Some(text) = self.arg(c, 0, "netmask") {
+                        let ipv6 = match vs.key {
+                            ServiceKey::Address { addr, .. } => addr.is_ipv6(),
+                            _ => !text.contains('.'),
+                        };
+                        match fulcrum_types::Granularity::parse(text, ipv6) {
+                            Some(g) => vs.persistence_granularity = Some(g),
+                            None => self.error(
+                                Self::arg_span(c, 0),
+                                format!(
+                                    "Invalid {} persistence_granularity specified - {text}",
+                                    if ipv6 { "IPv6" } else { "IPv4" }
+                                ),
+                            ),
+                        }
+                    }
                 }
                 "persistence_engine" => self.unsupported(c),
                 "virtualhost" => vs.virtualhost = self.string(c, "a host name"),

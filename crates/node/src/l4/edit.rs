@@ -5,7 +5,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use fulcrum_dataplane::{Method, TunCsum, TunKind, Tunnel};
-use fulcrum_types::Scheduler;
+use fulcrum_types::{Granularity, Scheduler};
 
 use super::rules::{Rule, RuleDest, RuleKey, VerdictOf};
 use super::sync::{Daemon, SyncRole};
@@ -75,7 +75,9 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
     let mut server: Option<String> = None;
     let mut scheduler = Scheduler::Wlc;
     let mut persistent: Option<u32> = None;
-    let mut mask = Ipv4Addr::BROADCAST;
+    // -M's text: a netmask or a prefix length, by the service's family (known once the
+    // whole line is read).
+    let mut mask: Option<String> = None;
     let mut flags: Vec<String> = Vec::new();
     let mut ops = false;
     let mut method = Method::Dr;
@@ -153,12 +155,7 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
                     }
                 }
             }
-            "-M" | "--netmask" => {
-                let v = value(a)?;
-                mask = v
-                    .parse()
-                    .map_err(|_| format!("ipvsadm: invalid netmask {v}"))?;
-            }
+            "-M" | "--netmask" => mask = Some(value(a)?),
             "-b" | "--sched-flags" => {
                 flags = value(a)?.split(',').map(str::to_string).collect();
             }
@@ -346,10 +343,21 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
             if key.port == 0 && persistent.is_none() {
                 return Err("ipvsadm: port 0 is only valid for a persistent service (-p)".into());
             }
+            let ipv6 = key.vip.is_ipv6();
+            let granularity = match &mask {
+                None => Granularity::whole(ipv6),
+                Some(m) => Granularity::parse(m, ipv6).ok_or_else(|| {
+                    if ipv6 {
+                        "illegal ipv6 netmask specified".to_string()
+                    } else {
+                        "illegal virtual server persistent mask specified".to_string()
+                    }
+                })?,
+            };
             let mut rule = Rule {
                 key,
                 scheduler,
-                persistence: persistent.map(|t| (t, mask)),
+                persistence: persistent.map(|t| (t, granularity)),
                 ops,
                 sh_port: false,
                 sh_fallback: false,
@@ -526,7 +534,33 @@ mod tests {
         let r = &rules[0];
         assert_eq!(r.key, key());
         assert_eq!(r.scheduler, Scheduler::Wrr);
-        assert_eq!(r.persistence, Some((60, Ipv4Addr::new(255, 255, 255, 0))));
+        assert_eq!(
+            r.persistence,
+            Some((60, Granularity::Mask(Ipv4Addr::new(255, 255, 255, 0))))
+        );
+        // IPv6: a prefix length, 128 (each client) by default.
+        let v6 = |line: &str| {
+            parse(&args(line)).map(|e| match e {
+                Edit::AddService(r) | Edit::ChangeService(r) => r.persistence,
+                _ => None,
+            })
+        };
+        assert_eq!(
+            v6("-A -t [2001:db8::88]:80 -p 60 -M 64"),
+            Ok(Some((60, Granularity::Prefix(64))))
+        );
+        assert_eq!(
+            v6("-A -t [2001:db8::88]:80 -p"),
+            Ok(Some((360, Granularity::Prefix(128))))
+        );
+        assert_eq!(
+            v6("-A -t [2001:db8::88]:80 -p -M 255.255.255.0"),
+            Err("illegal ipv6 netmask specified".into())
+        );
+        assert_eq!(
+            v6("-A -t 10.1.10.65:80 -p -M 64"),
+            Err("illegal virtual server persistent mask specified".into())
+        );
         let w: Vec<(u16, u32, Method)> = r
             .dests
             .iter()
@@ -579,7 +613,7 @@ mod tests {
             Edit::AddService(Rule {
                 key: RuleKey { port: 0, ..key() },
                 scheduler: Scheduler::Wlc,
-                persistence: Some((360, Ipv4Addr::BROADCAST)),
+                persistence: Some((360, Granularity::Mask(Ipv4Addr::BROADCAST))),
                 ops: false,
                 sh_port: false,
                 sh_fallback: false,

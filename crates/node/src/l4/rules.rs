@@ -6,7 +6,7 @@ use fulcrum_keepalived_conf::model::{
     GroupMember, KeepalivedConfig, ServiceKey as ConfKey, TunnelCsum, TunnelKind, TunnelOptions,
     VirtualServer,
 };
-use fulcrum_types::{ForwardMethod, Protocol, Scheduler};
+use fulcrum_types::{ForwardMethod, Granularity, Protocol, Scheduler};
 use std::net::{IpAddr, Ipv4Addr};
 
 use crate::health::ServerKey;
@@ -60,7 +60,8 @@ pub struct RuleDest {
 pub struct Rule {
     pub key: RuleKey,
     pub scheduler: Scheduler,
-    pub persistence: Option<(u32, Ipv4Addr)>,
+    /// Timeout (s) and how clients are grouped.
+    pub persistence: Option<(u32, Granularity)>,
     pub ops: bool,
     pub sh_port: bool,
     pub sh_fallback: bool,
@@ -216,10 +217,10 @@ pub fn rules(k: &KeepalivedConfig) -> (Vec<Rule>, Vec<String>) {
 }
 
 fn rule_for(vs: &VirtualServer, key: RuleKey, dests: Vec<RuleDest>) -> Rule {
-    let mask = match vs.persistence_granularity {
-        Some(IpAddr::V4(m)) => m,
-        _ => Ipv4Addr::BROADCAST,
-    };
+    let mask = vs
+        .persistence_granularity
+        .filter(|g| matches!(g, Granularity::Prefix(_)) == key.vip.is_ipv6())
+        .unwrap_or_else(|| Granularity::whole(key.vip.is_ipv6()));
     Rule {
         key,
         scheduler: vs.lb_algo,

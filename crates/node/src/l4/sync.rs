@@ -10,7 +10,7 @@
 //! pure decision; this thread reads the table once a second (less often when the read
 //! takes more than a fifth of that), sends, and receives.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -250,7 +250,6 @@ fn mtu(interface: &str) -> u32 {
 /// The records the master would send for everything its table holds.
 pub(super) fn table_records(table: &Table, dp: &DataPlane) -> Vec<Seen> {
     let mut out = Vec::new();
-    let inet = |a: Ipv4Addr, p: u16| SocketAddr::V4(SocketAddrV4::new(a, p));
     let fwd = |m: Method| match m {
         Method::Nat => flags::MASQ,
         Method::Dr => flags::DROUTE | flags::NOOUTPUT,
@@ -280,18 +279,14 @@ pub(super) fn table_records(table: &Table, dp: &DataPlane) -> Vec<Seen> {
         let Some((key, persistence, dest)) = template_of(t.service, t.slot) else {
             continue;
         };
-        // IPv4 templates: IPv6 services are not synced yet.
-        let IpAddr::V4(dest_addr) = dest.addr else {
-            continue;
-        };
         out.push(Seen {
             record: Record {
                 protocol: key.proto,
                 flags: flags::TEMPLATE | fwd(dest.method) | flags::INACTIVE,
                 state: 0,
-                client: inet(t.client, 0),
+                client: SocketAddr::new(t.client, 0),
                 virt: SocketAddr::new(key.vip, key.port),
-                dest: inet(dest_addr, dest.port),
+                dest: SocketAddr::new(dest.addr, dest.port),
                 fwmark: 0,
                 timeout: persistence,
                 seq: None,
@@ -317,13 +312,8 @@ fn adopt(table: &Table, dp: &mut DataPlane, r: &Record, status: &mut SyncCounter
         return;
     };
     if r.is_template() {
-        // The template map holds IPv4 clients only: IPv6 templates are not taken yet.
-        let (IpAddr::V4(client), IpAddr::V4(dest)) = (client.ip(), dest.ip()) else {
-            status.ignored += 1;
-            return;
-        };
         let timeout = Duration::from_secs(u64::from(r.timeout.max(1)));
-        match dp.adopt_template(service, client, u32::from(slot), dest, timeout) {
+        match dp.adopt_template(service, client.ip(), u32::from(slot), dest.ip(), timeout) {
             Ok(()) => status.adopted += 1,
             Err(e) => {
                 warn!("connection sync: cannot install a persistence template: {e}");

@@ -601,17 +601,12 @@ impl Table {
             .into_iter()
             .filter_map(|t| {
                 let i = by_id.get(&t.service)?;
-                // An IPv6 service's templates hold the client folded to 32 bits: not
-                // an address to list.
-                if i.rule.key.vip.is_ipv6() {
-                    return None;
-                }
                 let d = i.spec.dests.get(t.slot as usize).copied().flatten()?;
                 Some(status::IpvsConnection {
                     protocol: i.rule.key.proto_name().to_string(),
                     expires_ms: t.expires_in.as_millis() as u64,
                     state: "NONE".to_string(),
-                    source: format!("{}:0", t.client),
+                    source: SocketAddr::new(t.client, 0).to_string(),
                     virtual_: SocketAddr::new(i.rule.key.vip, i.rule.key.port).to_string(),
                     destination: SocketAddr::new(d.addr, d.port).to_string(),
                 })
