@@ -841,6 +841,8 @@ pub struct Upstream {
     pub keepalive: Option<u32>,
     pub keepalive_requests: Option<u32>,
     pub keepalive_timeout: Option<Duration>,
+    /// `zone NAME [SIZE]`: the balancer's state shared by every worker process.
+    pub zone: Option<(String, Option<u64>)>,
 }
 
 /// Where a `listen` binds.

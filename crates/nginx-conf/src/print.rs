@@ -853,6 +853,13 @@ pub fn print(cfg: &NginxConfig) -> String {
         if let Some(n) = u.keepalive_requests {
             o.line(&[w("keepalive_requests"), n.to_string()]);
         }
+        if let Some((name, size)) = &u.zone {
+            let mut p = vec![w("zone"), w(name)];
+            if let Some(n) = size {
+                p.push(n.to_string());
+            }
+            o.line(&p);
+        }
         if let Some(t) = u.keepalive_timeout {
             o.line(&[w("keepalive_timeout"), time(t)]);
         }

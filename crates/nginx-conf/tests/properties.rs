@@ -455,6 +455,7 @@ fn upstream(index: usize) -> impl Strategy<Value = Upstream> {
                 keepalive,
                 keepalive_requests: None,
                 keepalive_timeout: None,
+                zone: index.is_multiple_of(2).then(|| (format!("z{index}"), Some(65536))),
             }
         })
 }

@@ -29,8 +29,9 @@ use crate::vars::Ctx;
 
 /// Monotonic whole seconds, the balancer's clock (nginx's ngx_time()).
 fn now_secs() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_secs() + 1
+    // CLOCK_MONOTONIC, which every worker reads alike (an upstream zone shares the
+    // times its peers failed).
+    fulcrum_sys::monotonic_ns() / 1_000_000_000 + 1
 }
 
 /// A cheap per-thread random source for `random` (xorshift, seeded from the clock).
@@ -1379,10 +1380,7 @@ async fn forward(
             String::from_utf8_lossy(&req.uri)
         )
     };
-    let mut attempt = {
-        let pool = group.pool.lock().unwrap_or_else(|e| e.into_inner());
-        pool.start(client, key)
-    };
+    let mut attempt = group.with_pool(|pool| pool.start(client, key));
     attempt.limit_tries(res.next_upstream_tries);
     let started = Instant::now();
     let timed_out = || {
@@ -1394,11 +1392,14 @@ async fn forward(
         if !std::mem::take(&mut first) {
             stats.retried(&group.name);
         }
-        let (id, addr) = {
-            let mut pool = group.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let picked = group.with_pool(|pool| {
             let mut rng = random;
-            match pool.get(&mut attempt, now_secs(), &mut rng) {
-                Some(id) => (id, pool.peer(id).addr.clone()),
+            pool.get(&mut attempt, now_secs(), &mut rng)
+                .map(|id| (id, pool.peer(id).addr.clone()))
+        });
+        let (id, addr) = {
+            match picked {
+                Some(x) => x,
                 None => {
                     if let Ok(mut log) = elog.r.upstream.lock() {
                         let t = log.push(Try::new(group.name.clone(), Instant::now()));
@@ -1517,12 +1518,13 @@ fn free(
     id: PeerId,
     outcome: Outcome,
 ) -> bool {
-    let mut pool = group.pool.lock().unwrap_or_else(|e| e.into_inner());
     debug_assert_eq!(attempt.current(), Some(id));
-    let disabled = pool.free(attempt, outcome, now_secs());
+    let (disabled, addr) = group.with_pool(|pool| {
+        let disabled = pool.free(attempt, outcome, now_secs());
+        (disabled, pool.peer(id).addr.clone())
+    });
     if disabled {
-        let peer = pool.peer(id);
-        warn!(upstream = %group.name, peer = %peer.addr, "upstream server temporarily disabled");
+        warn!(upstream = %group.name, peer = %addr, "upstream server temporarily disabled");
     }
     disabled
 }

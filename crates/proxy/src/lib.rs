@@ -197,6 +197,22 @@ pub fn prepare(cfg: &NginxConfig) -> Result<Site, String> {
     Ok(site)
 }
 
+/// The upstreams of `site` with a `zone`: each one's configuration and the length of its
+/// balancer state (what the master sizes its shared memory by).
+pub fn upstream_zones(site: &Site) -> Vec<(fulcrum_nginx_conf::model::Upstream, usize)> {
+    let mut out: Vec<_> = site
+        .upstreams
+        .values()
+        .filter(|g| g.config.zone.is_some())
+        .map(|g| {
+            let len = g.pool.lock().unwrap_or_else(|e| e.into_inner()).state_len();
+            (g.config.clone(), len)
+        })
+        .collect();
+    out.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    out
+}
+
 /// Binds the listening sockets `site` asks for, except the addresses `have` holds
 /// already (a reload keeps those).
 pub fn bind_listeners(site: &Site, have: &[SocketAddr]) -> Result<Listeners, String> {
@@ -398,7 +414,8 @@ impl Runtime {
         let mut out = Vec::new();
         for name in names {
             let g = &site.upstreams[name];
-            let pool = g.pool.lock().unwrap_or_else(|e| e.into_inner());
+            // (With a zone, the state the workers share.)
+            let pool = g.with_pool(|pool| pool.clone());
             for (id, p) in pool.peers() {
                 out.push(PeerView {
                     upstream: name.clone(),

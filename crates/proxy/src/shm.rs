@@ -350,6 +350,74 @@ impl Held<'_> {
     }
 }
 
+/// An upstream's region (its `zone`): the lock, the length of the state, whether a
+/// worker has written it yet, then [`fulcrum_upstream::Pool::state`].
+const UP_LOCK: usize = 0;
+const UP_LEN: usize = 1;
+const UP_WRITTEN: usize = 2;
+const UP_HEADER: usize = 8;
+
+/// The name an upstream's region goes by among the regions a worker is given.
+pub fn upstream_zone_name(upstream: &str) -> String {
+    format!("upstream/{upstream}")
+}
+
+/// An upstream's region, made by the master for a balancer state of `len` numbers.
+pub fn upstream_region(upstream: &str, len: usize) -> std::io::Result<SharedMemory> {
+    let m = SharedMemory::create(&upstream_zone_name(upstream), UP_HEADER + len.max(1))?;
+    m.words()[UP_LEN].store(len as u64, Ordering::Relaxed);
+    Ok(m)
+}
+
+/// The balancer state of an upstream with `zone`, shared by every worker: each use of
+/// the pool takes the state in, under the region's lock, and puts it back.
+#[derive(Debug)]
+pub struct SharedBalancer {
+    words: Words,
+    len: usize,
+}
+
+impl SharedBalancer {
+    /// The region the master made for `upstream`, if it did and it fits `len`.
+    pub fn for_upstream(upstream: &str, len: usize) -> Option<SharedBalancer> {
+        let m = provided_zone(&upstream_zone_name(upstream))?;
+        let w = m.words();
+        if w.len() < UP_HEADER + len || w[UP_LEN].load(Ordering::Relaxed) != len as u64 {
+            tracing::warn!(
+                upstream,
+                "the shared memory of its zone does not fit its peers"
+            );
+            return None;
+        }
+        Some(SharedBalancer {
+            words: Words::Shared(m),
+            len,
+        })
+    }
+
+    /// Runs `f` on `pool` with the state every worker shares.
+    pub fn with<R>(
+        &self,
+        pool: &mut fulcrum_upstream::Pool,
+        f: impl FnOnce(&mut fulcrum_upstream::Pool) -> R,
+    ) -> R {
+        let w = self.words.get();
+        lock_word(&w[UP_LOCK]);
+        let state = &w[UP_HEADER..UP_HEADER + self.len];
+        if w[UP_WRITTEN].load(Ordering::Relaxed) == 1 {
+            let now: Vec<u64> = state.iter().map(|x| x.load(Ordering::Relaxed)).collect();
+            pool.set_state(&now);
+        }
+        let r = f(pool);
+        for (x, v) in state.iter().zip(pool.state()) {
+            x.store(v, Ordering::Relaxed);
+        }
+        w[UP_WRITTEN].store(1, Ordering::Relaxed);
+        w[UP_LOCK].store(0, Ordering::Release);
+        r
+    }
+}
+
 /// stub_status's counters, in nginx's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Count {

@@ -543,6 +543,20 @@ pub struct UpstreamGroup {
     pub keepalive_timeout: Duration,
     /// Idle connections to its peers, kept for reuse (keepalive N).
     pub idle: Arc<crate::upstream::Idle>,
+    /// With `zone`, in worker processes: the balancer state they share.
+    pub shared: Option<crate::shm::SharedBalancer>,
+}
+
+impl UpstreamGroup {
+    /// Runs `f` on the pool, with the state the workers share where the upstream has a
+    /// `zone` (nginx's upstream zone: one balancer for every worker).
+    pub fn with_pool<R>(&self, f: impl FnOnce(&mut Pool) -> R) -> R {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        match &self.shared {
+            Some(s) => s.with(&mut pool, f),
+            None => f(&mut pool),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -717,7 +731,12 @@ pub fn host_port(hp: &str, https: bool) -> (String, u16, bool) {
 
 fn group(u: &Upstream) -> Result<UpstreamGroup, String> {
     let pool = Pool::new(u, resolve)?;
+    let shared = u
+        .zone
+        .as_ref()
+        .and_then(|_| crate::shm::SharedBalancer::for_upstream(&u.name, pool.state_len()));
     Ok(UpstreamGroup {
+        shared,
         name: u.name.clone(),
         config: u.clone(),
         hash_key: match &u.balance {
@@ -744,6 +763,7 @@ pub fn implicit(host: &str, port: u16, written: &str) -> Result<UpstreamGroup, S
         keepalive: None,
         keepalive_requests: None,
         keepalive_timeout: None,
+        zone: None,
     })
 }
 

@@ -218,6 +218,9 @@ pub enum Method {
     RandomTwo,
 }
 
+/// The numbers of one peer's state in [`Pool::state`].
+pub const STATE_WORDS: usize = 6;
+
 /// An upstream's peers and their shared state.
 #[derive(Debug, Clone)]
 pub struct Pool {
@@ -368,6 +371,48 @@ impl Pool {
 
     pub fn peer(&self, id: PeerId) -> &Peer {
         &self.tier(id.backup).peers[id.index]
+    }
+
+    /// How many numbers [`Pool::state`] gives: [`STATE_WORDS`] per peer.
+    pub fn state_len(&self) -> usize {
+        self.peers().count() * STATE_WORDS
+    }
+
+    /// The balancer's changing state as numbers, [`STATE_WORDS`] a peer in
+    /// [`Pool::peers`] order: what nginx's `zone` keeps in shared memory so that every
+    /// worker balances as one (requests in flight, failures, the smooth weighted round
+    /// robin's weights, when it last failed and was checked).
+    pub fn state(&self) -> Vec<u64> {
+        self.peers()
+            .flat_map(|(_, p)| {
+                [
+                    u64::from(p.conns),
+                    u64::from(p.fails),
+                    p.current_weight as u64,
+                    p.effective_weight as u64,
+                    p.accessed,
+                    p.checked,
+                ]
+            })
+            .collect()
+    }
+
+    /// Takes the state [`Pool::state`] gave (maybe another process's); a slice of
+    /// another length is ignored.
+    pub fn set_state(&mut self, state: &[u64]) {
+        if state.len() != self.state_len() {
+            return;
+        }
+        let tiers = std::iter::once(&mut self.primary).chain(self.backup.as_mut());
+        let peers = tiers.flat_map(|t| t.peers.iter_mut());
+        for (p, s) in peers.zip(state.chunks_exact(STATE_WORDS)) {
+            p.conns = s[0] as u32;
+            p.fails = s[1] as u32;
+            p.current_weight = s[2] as i64;
+            p.effective_weight = s[3] as i64;
+            p.accessed = s[4];
+            p.checked = s[5];
+        }
     }
 
     /// Active health checks (Fulcrum's extension): peers at `addr` leave the rotation

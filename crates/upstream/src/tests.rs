@@ -18,6 +18,7 @@ fn upstream(balance: Balance, servers: Vec<UpstreamServer>) -> Upstream {
         keepalive: None,
         keepalive_requests: None,
         keepalive_timeout: None,
+        zone: None,
     }
 }
 
@@ -57,6 +58,33 @@ fn smooth_weighted_round_robin_gives_nginx_sequence() {
         vec![server(66, 5), server(67, 1), server(68, 1)],
     );
     assert_eq!(letters(&mut p, 14), "aabacaaaabacaa");
+}
+
+/// Two pools (two workers) handing the state to each other, as an upstream zone does,
+/// balance as one: the smooth weighted sequence goes on across them.
+#[test]
+fn pools_sharing_their_state_balance_as_one() {
+    let servers = || vec![server(66, 5), server(67, 1), server(68, 1)];
+    let (mut a, mut b) = (
+        pool(Balance::RoundRobin, servers()),
+        pool(Balance::RoundRobin, servers()),
+    );
+    assert_eq!(a.state_len(), 3 * STATE_WORDS);
+    let mut seq = String::new();
+    for i in 0..14 {
+        let (this, other) = if i % 2 == 0 {
+            (&mut a, &mut b)
+        } else {
+            (&mut b, &mut a)
+        };
+        seq.push((b'a' + serve(this, 0) - 66) as char);
+        other.set_state(&this.state());
+    }
+    assert_eq!(seq, "aabacaaaabacaa");
+    // A state of another shape is not taken.
+    let before = a.state();
+    a.set_state(&[1, 2, 3]);
+    assert_eq!(a.state(), before);
 }
 
 #[test]

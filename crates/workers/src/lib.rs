@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use fulcrum_nginx_conf::model::{LimitZone, WorkerProcesses};
+use fulcrum_nginx_conf::model::{LimitZone, Upstream, WorkerProcesses};
 use fulcrum_nginx_conf::NginxConfig;
 use fulcrum_proxy::stats::Counts;
 use fulcrum_proxy::PeerView;
@@ -74,6 +74,32 @@ pub struct Source {
     pub globals: Option<String>,
 }
 
+/// A region of shared memory the workers are given, as nginx's shared zones.
+#[derive(Debug, Clone, PartialEq)]
+enum Zone {
+    /// A limit_req_zone or limit_conn_zone.
+    Limit(LimitZone),
+    /// An upstream's `zone`: its balancer state, of this length.
+    Upstream(Upstream, usize),
+}
+
+impl Zone {
+    /// The name the worker finds it by.
+    fn name(&self) -> String {
+        match self {
+            Zone::Limit(z) => z.name.clone(),
+            Zone::Upstream(u, _) => fulcrum_proxy::shm::upstream_zone_name(&u.name),
+        }
+    }
+
+    fn region(&self) -> std::io::Result<SharedMemory> {
+        match self {
+            Zone::Limit(z) => fulcrum_proxy::shm::zone_region(z),
+            Zone::Upstream(u, len) => fulcrum_proxy::shm::upstream_region(&u.name, *len),
+        }
+    }
+}
+
 /// How many workers may serve and drain at once: the slots of the counters' region.
 const COUNTER_SLOTS: usize = 4096;
 
@@ -86,12 +112,16 @@ struct Generation {
     rlimit_nofile: Option<u64>,
     /// worker_processes.
     processes: usize,
-    /// The limit zones it declares.
-    zones: Vec<LimitZone>,
+    /// The shared zones it declares.
+    zones: Vec<Zone>,
 }
 
 impl Generation {
-    fn of(source: Source, cfg: &NginxConfig) -> Result<Generation, String> {
+    fn of(
+        source: Source,
+        cfg: &NginxConfig,
+        site: &fulcrum_proxy::Site,
+    ) -> Result<Generation, String> {
         Ok(Generation {
             source: absolute(source),
             printed: printed(cfg),
@@ -106,9 +136,14 @@ impl Generation {
             .max(1),
             zones: cfg
                 .http
-                .as_ref()
-                .map(|h| h.limit_zones.clone())
-                .unwrap_or_default(),
+                .iter()
+                .flat_map(|h| h.limit_zones.iter().cloned().map(Zone::Limit))
+                .chain(
+                    fulcrum_proxy::upstream_zones(site)
+                        .into_iter()
+                        .map(|(u, len)| Zone::Upstream(u, len)),
+                )
+                .collect(),
         })
     }
 }
@@ -145,8 +180,8 @@ struct State {
     check_down: BTreeMap<SocketAddr, bool>,
     drained: Vec<(IpAddr, Option<u16>)>,
     stopping: bool,
-    /// The generation's limit zones, in shared memory.
-    zones: Vec<(LimitZone, Arc<SharedMemory>)>,
+    /// The generation's shared zones.
+    zones: Vec<(Zone, Arc<SharedMemory>)>,
     /// stub_status's counters, for the master's lifetime (reloads keep them, as nginx's).
     counters: Arc<SharedMemory>,
     free_slots: Vec<usize>,
@@ -216,19 +251,20 @@ fn user_of(cfg: &NginxConfig) -> Result<Option<(u32, u32)>, String> {
     Ok(Some((u.uid.as_raw(), gid.as_raw())))
 }
 
-/// The limit zones of `g` in shared memory: each one an unchanged declaration had
-/// before is kept (its state with it), the others are made.
+/// The shared zones of `g`: each one an unchanged declaration had before is kept (its
+/// state with it), the others are made.
 fn zones_for(
     g: &Generation,
-    had: &[(LimitZone, Arc<SharedMemory>)],
-) -> Result<Vec<(LimitZone, Arc<SharedMemory>)>, String> {
+    had: &[(Zone, Arc<SharedMemory>)],
+) -> Result<Vec<(Zone, Arc<SharedMemory>)>, String> {
     g.zones
         .iter()
         .map(|z| match had.iter().find(|(h, _)| h == z) {
             Some((_, m)) => Ok((z.clone(), m.clone())),
-            None => fulcrum_proxy::shm::zone_region(z)
+            None => z
+                .region()
                 .map(|m| (z.clone(), Arc::new(m)))
-                .map_err(|e| format!("shared memory for zone \"{}\": {e}", z.name)),
+                .map_err(|e| format!("shared memory for zone \"{}\": {e}", z.name())),
         })
         .collect()
 }
@@ -239,8 +275,8 @@ impl Master {
     pub fn start(program: Program, source: Source, cfg: &NginxConfig) -> Result<Master, String> {
         let site = fulcrum_proxy::prepare(cfg)?;
         let listeners = fulcrum_proxy::bind_listeners(&site, &[])?;
+        let generation = Generation::of(source, cfg, &site)?;
         drop(site);
-        let generation = Generation::of(source, cfg)?;
         let zones = zones_for(&generation, &[])?;
         let counters = fulcrum_proxy::shm::stub_region(COUNTER_SLOTS)
             .map_err(|e| format!("shared memory for the counters: {e}"))?;
@@ -277,8 +313,8 @@ impl Master {
         let have: Vec<SocketAddr> = state.listeners.iter().map(|(a, _)| *a).collect();
         let fresh = fulcrum_proxy::bind_listeners(&site, &have)?;
         let binds = site.binds();
+        let generation = Generation::of(source, cfg, &site)?;
         drop(site);
-        let generation = Generation::of(source, cfg)?;
         let zones = zones_for(&generation, &state.zones)?;
         let old_generation = std::mem::replace(&mut state.generation, generation);
         let old_zones = std::mem::replace(&mut state.zones, zones);
@@ -740,7 +776,7 @@ fn handshake(
         index,
         slot,
         listeners: sockets.iter().map(|(a, ls)| (*a, ls.len())).collect(),
-        zones: state.zones.iter().map(|(z, _)| z.name.clone()).collect(),
+        zones: state.zones.iter().map(|(z, _)| z.name()).collect(),
         user: g.user,
         rlimit_nofile: g.rlimit_nofile,
         check_down: state.check_down.iter().map(|(a, d)| (*a, *d)).collect(),

@@ -1895,17 +1895,23 @@ fn limit_req_and_limit_conn_match_nginx() {
     }
 }
 
-/// With two worker processes on each side, the limit zones are shared as nginx shares
-/// them: one request a minute is admitted whichever worker takes it, and a request in
-/// flight holds its limit_conn place against every worker. Both spread connections over
-/// two processes (reuseport).
+/// With two worker processes on each side, the shared zones are shared as nginx shares
+/// them: one request a minute is admitted whichever worker takes it, a request in flight
+/// holds its limit_conn place against every worker, and an upstream with `zone` balances
+/// round robin as one across both workers. Both spread connections over two processes
+/// (reuseport).
 #[test]
-fn limits_across_worker_processes_match_nginx() {
-    if skip("limits_across_worker_processes_match_nginx") {
+fn shared_zones_across_worker_processes_match_nginx() {
+    if skip("shared_zones_across_worker_processes_match_nginx") {
         return;
     }
     let http = r#"    upstream u {
         server 127.0.0.1:9001;
+    }
+    upstream both {
+        zone both 64k;
+        server 127.0.0.1:9001;
+        server 127.0.0.1:9002;
     }
     limit_req_zone $binary_remote_addr zone=minute:1m rate=1r/m;
     limit_conn_zone $binary_remote_addr zone=conns:1m;
@@ -1927,6 +1933,9 @@ fn limits_across_worker_processes_match_nginx() {
             proxy_read_timeout 1s;
             proxy_pass http://u;
         }
+        location /rr/ {
+            proxy_pass http://both;
+        }
     }"#;
     let mut p = Pair::start_main(
         Scratch::new("l7wlim"),
@@ -1934,7 +1943,17 @@ fn limits_across_worker_processes_match_nginx() {
         Some("user nobody nogroup;\nworker_processes 2;\n"),
         http,
         http,
-        &[("b1", 9001, &["--echo", "--hang-path", "/conn/hang"])],
+        &[
+            ("b1", 9001, &["--echo", "--hang-path", "/conn/hang"]),
+            ("b2", 9002, &[]),
+        ],
+    );
+    // One round robin across both workers: the backends alternate, on both.
+    let s = p.same(&["/rr/"; 8], &[]);
+    let order = backends(&s);
+    assert!(
+        order == "b1 b2 b1 b2 b1 b2 b1 b2" || order == "b2 b1 b2 b1 b2 b1 b2 b1",
+        "{order}"
     );
     for addr in [NGINX, FULCRUM] {
         let pids: std::collections::BTreeSet<String> = (0..16)

@@ -192,7 +192,7 @@ pub(super) static SPECS: &[Spec] = &[
     ignored("http2", HTTP | SERVER, Simple),
     ignored("stream", MAIN, Block),
     ignored("mail", MAIN, Block),
-    ignored("zone", UPSTREAM, Simple),
+    s("zone", UPSTREAM, Take(1, 2)),
     ignored("keepalive_time", HSL | UPSTREAM, Simple),
     // Known to nginx; skipping it would open or reroute something.
     refused("auth_request", HSL, Simple),

@@ -88,6 +88,31 @@ impl Builder<'_> {
         }
         http.temp_paths = std::mem::take(&mut self.temp_paths);
         self.check_limit_zones(&http.limit_zones);
+        // An upstream zone with no size needs another declaration of its name with one;
+        // a name a limit zone holds is not an upstream's (nginx's shared memory names).
+        for u in &http.upstreams {
+            let Some((name, size)) = &u.zone else {
+                continue;
+            };
+            let Some(span) = self.upstream_spans.get(&u.name).copied() else {
+                continue;
+            };
+            if http.limit_zones.iter().any(|z| &z.name == name) {
+                self.error(
+                    span,
+                    format!(
+                        "the shared memory zone \"{name}\" is already declared for a different use"
+                    ),
+                );
+            } else if size.is_none()
+                && !http
+                    .upstreams
+                    .iter()
+                    .any(|o| matches!(&o.zone, Some((n, Some(_))) if n == name))
+            {
+                self.error(span, format!("zero size shared memory zone \"{name}\""));
+            }
+        }
         // access_log FORMAT must name a defined log_format (or nginx's built-in combined).
         let refs = std::mem::take(&mut self.log_format_refs);
         for (name, span) in refs {

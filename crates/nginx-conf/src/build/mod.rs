@@ -168,6 +168,8 @@ pub(crate) struct Builder<'a> {
     temp_paths: Vec<(String, String)>,
     /// Zones named by limit_req (true) and limit_conn, checked once the http block is read.
     limit_zone_refs: Vec<(String, bool, Span)>,
+    /// Where each upstream's `zone` directive is (for the checks made once all are read).
+    upstream_spans: std::collections::HashMap<String, Span>,
 }
 
 impl<'a> Builder<'a> {
@@ -181,6 +183,7 @@ impl<'a> Builder<'a> {
             default_servers: Vec::new(),
             temp_paths: Vec::new(),
             limit_zone_refs: Vec::new(),
+            upstream_spans: std::collections::HashMap::new(),
         }
     }
 

@@ -11,6 +11,7 @@ impl Builder<'_> {
             keepalive: None,
             keepalive_requests: None,
             keepalive_timeout: None,
+            zone: None,
         };
         let mut balance_span: Option<Span> = None;
         let mut backup_span: Option<Span> = None;
@@ -95,6 +96,30 @@ impl Builder<'_> {
                 },
                 "keepalive_requests" => u.keepalive_requests = self.number(&e.args[0]),
                 "keepalive_timeout" => u.keepalive_timeout = self.time(e, &e.args[0]),
+                "zone" => {
+                    // ngx_http_upstream_zone: a size, when given, of at least 8 pages.
+                    let size = match e.args.get(1) {
+                        None => Some(None),
+                        Some(w) => match parse_size(&w.text) {
+                            None => {
+                                self.error(w.span, format!("invalid zone size \"{}\"", w.text));
+                                None
+                            }
+                            Some(n) if n < 8 * 4096 => {
+                                self.error(
+                                    w.span,
+                                    format!("zone \"{}\" is too small", e.args[0].text),
+                                );
+                                None
+                            }
+                            Some(n) => Some(Some(n)),
+                        },
+                    };
+                    if let Some(size) = size {
+                        u.zone = Some((e.args[0].text.clone(), size));
+                        self.upstream_spans.insert(u.name.clone(), e.args[0].span);
+                    }
+                }
                 _ => {}
             }
         }
