@@ -455,7 +455,9 @@ fn upstream(index: usize) -> impl Strategy<Value = Upstream> {
                 keepalive,
                 keepalive_requests: None,
                 keepalive_timeout: None,
-                zone: index.is_multiple_of(2).then(|| (format!("z{index}"), Some(65536))),
+                zone: index
+                    .is_multiple_of(2)
+                    .then(|| (format!("z{index}"), Some(65536))),
             }
         })
 }

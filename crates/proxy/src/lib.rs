@@ -101,6 +101,9 @@ pub struct PeerView {
     pub conns: u32,
     pub fails: u32,
     pub max_fails: u32,
+    /// Its upstream has a `zone`: every worker sees this same state.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// The listening sockets for `addr`: one, or with `reuseport` one per worker thread.
@@ -430,6 +433,7 @@ impl Runtime {
                     conns: p.conns,
                     fails: p.fails,
                     max_fails: p.max_fails,
+                    shared: g.shared.is_some(),
                 });
             }
         }

@@ -372,9 +372,10 @@ impl Master {
         total
     }
 
-    /// Every upstream peer's state, from the workers serving now: each keeps its own
-    /// (nginx's upstreams without `zone`), so connections add up, and a peer shows the
-    /// most failures and the least effective weight any worker gives it.
+    /// Every upstream peer's state, from the workers serving now. Without `zone` each
+    /// keeps its own (as nginx's workers do), so connections add up, and a peer shows the
+    /// most failures and the least effective weight any worker gives it; with `zone` they
+    /// share one.
     pub fn peers(&self) -> Vec<PeerView> {
         let mut views = self
             .ask_all(&ToWorker::Peers)
@@ -581,6 +582,10 @@ fn merge_peers(into: &mut [PeerView], other: Vec<PeerView>) {
         return;
     }
     for (a, b) in into.iter_mut().zip(other) {
+        if a.shared {
+            // One state, that every worker reports.
+            continue;
+        }
         a.conns += b.conns;
         a.fails = a.fails.max(b.fails);
         a.effective_weight = a.effective_weight.min(b.effective_weight);
@@ -912,5 +917,39 @@ fn retire(shared: &Arc<Shared>, state: &mut State, old: Arc<Worker>) {
         });
     if let Err(e) = spawned {
         warn!("retiring the old worker: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(conns: u32, fails: u32, shared: bool) -> PeerView {
+        PeerView {
+            upstream: "u".into(),
+            server: "10.0.0.1:80".into(),
+            addr: fulcrum_proxy::PeerAddr::Inet("10.0.0.1:80".parse().unwrap()),
+            backup: false,
+            weight: 2,
+            effective_weight: 2,
+            down: false,
+            check_down: false,
+            drained: false,
+            conns,
+            fails,
+            max_fails: 3,
+            shared,
+        }
+    }
+
+    #[test]
+    fn workers_views_of_a_peer_add_up_unless_shared() {
+        let mut own = vec![view(2, 1, false)];
+        merge_peers(&mut own, vec![view(3, 2, false)]);
+        assert_eq!((own[0].conns, own[0].fails), (5, 2));
+        // With zone, every worker reports the one state.
+        let mut shared = vec![view(4, 1, true)];
+        merge_peers(&mut shared, vec![view(4, 1, true)]);
+        assert_eq!((shared[0].conns, shared[0].fails), (4, 1));
     }
 }
