@@ -69,8 +69,8 @@ pub fn main() -> i32 {
 fn begin(chan: &mut UnixStream, start: &Start) -> Result<Runtime, String> {
     let wanted: usize = start.listeners.iter().map(|(_, n)| n).sum();
     let fds = receive(chan, wanted, "listening sockets")?;
-    // stub_status's counters, then the limit zones: mapped before the site is compiled,
-    // which takes them.
+    // stub_status's counters, then the zones (limit zones, upstream zones): mapped
+    // before the site is compiled, which takes them.
     let mut memory = receive(chan, 1 + start.zones.len(), "shared memory")?
         .into_iter()
         .map(fulcrum_sys::SharedMemory::map)
