@@ -38,6 +38,21 @@ pub struct Template {
     pub deadline: u64,
 }
 
+/// Removes the persistence templates of a template map that ran out by `now`.
+fn drop_stale<K: aya::Pod>(map: &mut Map, now: u64) -> Result<(), Error> {
+    let mut templates: HashMap<&mut MapData, K, PersistValue> = HashMap::try_from(map)?;
+    let stale: Vec<K> = templates
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, v)| v.expires <= now)
+        .map(|(k, _)| k)
+        .collect();
+    for k in stale {
+        let _ = templates.remove(&k);
+    }
+    Ok(())
+}
+
 /// A connection a sync master sent, resolved to this director's service and slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Synced {
@@ -186,28 +201,8 @@ impl DataPlane {
                 expired += 1;
             }
         }
-        let mut persist: HashMap<&mut MapData, PersistKey, PersistValue> =
-            HashMap::try_from(self.map_mut("persist")?)?;
-        let stale: Vec<PersistKey> = persist
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, v)| v.expires <= now)
-            .map(|(k, _)| k)
-            .collect();
-        for k in stale {
-            let _ = persist.remove(&k);
-        }
-        let mut persist6: HashMap<&mut MapData, PersistKey6, PersistValue> =
-            HashMap::try_from(self.map_mut("persist6")?)?;
-        let stale: Vec<PersistKey6> = persist6
-            .iter()
-            .filter_map(Result::ok)
-            .filter(|(_, v)| v.expires <= now)
-            .map(|(k, _)| k)
-            .collect();
-        for k in stale {
-            let _ = persist6.remove(&k);
-        }
+        drop_stale::<PersistKey>(self.map_mut("persist")?, now)?;
+        drop_stale::<PersistKey6>(self.map_mut("persist6")?, now)?;
         Ok(expired)
     }
 
