@@ -43,7 +43,7 @@ fn main() {
             seq: None,
         })
         .collect();
-    let maxlen = wire::datagram_limit(wire::daemon_maxlen(false, None, 1500), 1500);
+    let maxlen = wire::datagram_limit(wire::daemon_maxlen(false, None, 1500, false), 1500, false);
     let t = Instant::now();
     let datagrams = wire::encode(0, &records, maxlen);
     let encode = t.elapsed();

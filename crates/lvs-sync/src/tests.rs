@@ -101,19 +101,38 @@ fn a_persistence_engine_record_is_skipped_and_the_next_one_read() {
 #[test]
 fn maxlen_follows_ipvs() {
     // 1500-byte MTU: what the real IPVS's daemon reports (maxlen=1472).
-    assert_eq!(wire::daemon_maxlen(false, None, 1500), 1472);
+    assert_eq!(wire::daemon_maxlen(false, None, 1500, false), 1472);
     assert_eq!(
-        wire::datagram_limit(wire::daemon_maxlen(false, Some(600), 1500), 1500),
+        wire::datagram_limit(
+            wire::daemon_maxlen(false, Some(600), 1500, false),
+            1500,
+            false
+        ),
         600
     );
     assert_eq!(
-        wire::datagram_limit(wire::daemon_maxlen(false, Some(9000), 1500), 1500),
+        wire::datagram_limit(
+            wire::daemon_maxlen(false, Some(9000), 1500, false),
+            1500,
+            false
+        ),
         1472
     );
     // The sizes the real IPVS reported (ipvsadm -L --daemon on Debian 12's kernel).
-    assert_eq!(wire::daemon_maxlen(false, None, 65536), 1472);
-    assert_eq!(wire::daemon_maxlen(true, Some(1000), 1500), 1024);
-    assert_eq!(wire::daemon_maxlen(true, None, 1500), 1472);
+    assert_eq!(wire::daemon_maxlen(false, None, 65536, false), 1472);
+    assert_eq!(wire::daemon_maxlen(true, Some(1000), 1500, false), 1024);
+    assert_eq!(wire::daemon_maxlen(true, None, 1500, false), 1472);
+    // An IPv6 group: IPv6's 40-byte header instead of 20.
+    assert_eq!(wire::daemon_maxlen(false, None, 1500, true), 1452);
+    assert_eq!(wire::daemon_maxlen(true, None, 9000, true), 8952);
+    assert_eq!(
+        wire::datagram_limit(
+            wire::daemon_maxlen(false, Some(9000), 1500, true),
+            1500,
+            true
+        ),
+        1452
+    );
 }
 
 fn record() -> impl Strategy<Value = Record> {

@@ -336,11 +336,11 @@ fn finish(mut m: Vec<u8>, count: usize) -> Vec<u8> {
 }
 
 /// The message size IPVS gives a sync daemon (what `ipvsadm -L --daemon` shows): a
-/// master's default is 1472 (a 1500-byte datagram) whatever the MTU, a backup's what the
-/// link carries (at least 1472); a given size is kept within IPVS's bounds (a backup's at
-/// least 1024).
-pub fn daemon_maxlen(backup: bool, configured: Option<u16>, mtu: u32) -> usize {
-    let hlen = 20 + 8;
+/// master's default is a 1500-byte datagram whatever the MTU, a backup's what the link
+/// carries (at least 1500), less the IP and UDP headers (IPv6's with an IPv6 group); a
+/// given size is kept within IPVS's bounds (a backup's at least 1024).
+pub fn daemon_maxlen(backup: bool, configured: Option<u16>, mtu: u32, ipv6: bool) -> usize {
+    let hlen = headers(ipv6);
     match configured {
         Some(m) => usize::from(m).clamp(if backup { 1024 } else { 1 }, 65535 - hlen),
         None if backup => (mtu as usize).clamp(1500, 65535) - hlen,
@@ -348,10 +348,19 @@ pub fn daemon_maxlen(backup: bool, configured: Option<u16>, mtu: u32) -> usize {
     }
 }
 
+/// The IP and UDP headers of a sync datagram.
+fn headers(ipv6: bool) -> usize {
+    if ipv6 {
+        40 + 8
+    } else {
+        20 + 8
+    }
+}
+
 /// The largest datagram a master sends: its maxlen, within what the link carries, and
 /// never too small for one record.
-pub fn datagram_limit(maxlen: usize, mtu: u32) -> usize {
+pub fn datagram_limit(maxlen: usize, mtu: u32, ipv6: bool) -> usize {
     maxlen
-        .min((mtu as usize).saturating_sub(20 + 8))
+        .min((mtu as usize).saturating_sub(headers(ipv6)))
         .max(HEADER_LEN + V6_LEN + 2 + SEQ_DATA_LEN)
 }

@@ -57,9 +57,28 @@ fn connection_sync_interoperates_with_ipvs() {
     if !require_root("connection_sync_interoperates_with_ipvs") {
         return;
     }
+    sync_interop("ipvssync", None);
+}
+
+/// The same over an IPv6 multicast group (IPVS has no IPv6 default: it is given to both).
+#[test]
+fn connection_sync_interoperates_with_ipvs_over_an_ipv6_group() {
+    if !require_root("connection_sync_interoperates_with_ipvs_over_an_ipv6_group") {
+        return;
+    }
+    sync_interop("ipvssync6", Some("ff02::81"));
+}
+
+/// IPVS in the VM and Fulcrum on a director each master for one VIP and backup for the
+/// other, with persistence: each one's connections and templates reach the other.
+fn sync_interop(label: &str, group: Option<&str>) {
     let mut r: Reference =
-        reference::build(Deployment::KeepalivedHa, "ipvssync", Some(agent())).unwrap();
-    let dir = Scratch::new("ipvssync");
+        reference::build(Deployment::KeepalivedHa, label, Some(agent())).unwrap();
+    let dir = Scratch::new(label);
+    let (ka_group, vm_group) = match group {
+        Some(g) => (format!(" group {g}"), format!(" --mcast-group {g}")),
+        None => (String::new(), String::new()),
+    };
     for (i, rs) in r.real_servers.clone().iter().enumerate() {
         r.lab
             .serve(rs, &format!("rs{}", i + 1), "0.0.0.0:80", false)
@@ -77,15 +96,19 @@ fn connection_sync_interoperates_with_ipvs() {
                 .unwrap();
         }
     }
-    vm.must("ipvsadm --start-daemon master --mcast-interface eth0 --syncid 51")
-        .unwrap();
-    vm.must("ipvsadm --start-daemon backup --mcast-interface eth0 --syncid 51")
-        .unwrap();
+    vm.must(&format!(
+        "ipvsadm --start-daemon master --mcast-interface eth0 --syncid 51{vm_group}"
+    ))
+    .unwrap();
+    vm.must(&format!(
+        "ipvsadm --start-daemon backup --mcast-interface eth0 --syncid 51{vm_group}"
+    ))
+    .unwrap();
 
     // Fulcrum on director 1, holding VIP1 itself (no VRRP here).
     let d1 = r.directors[0].clone();
     r.lab.addr(&d1, "eth0", &format!("{vip1}/32")).unwrap();
-    let mut conf = String::from("global_defs {\n    lvs_sync_daemon eth0 id 51\n}\n");
+    let mut conf = format!("global_defs {{\n    lvs_sync_daemon eth0 id 51{ka_group}\n}}\n");
     for vip in [&vip1, &vip2] {
         conf += &format!(
             "virtual_server {vip} 80 {{\n    lb_algo rr\n    lb_kind DR\n    protocol TCP\n    persistence_timeout 300\n"
@@ -234,6 +257,31 @@ fn ipvsadm_sync_daemon_commands_match_ipvs() {
         &["--stop-daemon", "backup"],
         &["--stop-daemon", "backup"],
         &["-L", "--daemon"],
+        // An IPv6 group: IPv6's headers come off the message size.
+        &[
+            "--start-daemon",
+            "master",
+            "--mcast-interface",
+            "eth0",
+            "--mcast-group",
+            "ff02::81",
+        ],
+        &[
+            "--start-daemon",
+            "backup",
+            "--mcast-interface",
+            "eth0",
+            "--mcast-group",
+            "ff02::82",
+            "--mcast-port",
+            "9001",
+        ],
+        &["--start-daemon", "backup", "--mcast-group", "2001:db8::1"],
+        &["--start-daemon", "backup", "--mcast-group", "10.0.0.1"],
+        &["--start-daemon", "backup", "--mcast-group", "junk"],
+        &["-L", "--daemon"],
+        &["--stop-daemon", "master"],
+        &["--stop-daemon", "backup"],
     ];
     let wrong = differences(&mut vm, &sock, commands);
     assert!(

@@ -238,11 +238,13 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
             }
             "--mcast-group" => {
                 let v = value(a)?;
+                // As ipvsadm: IPv6 when it has a colon, and a multicast group either way.
+                let family = if v.contains(':') { "IPv6" } else { "IPv4" };
                 daemon.group = v
-                    .parse::<Ipv4Addr>()
+                    .parse::<IpAddr>()
                     .ok()
-                    .filter(Ipv4Addr::is_multicast)
-                    .ok_or_else(|| "illegal mcast-group specified".to_string())?;
+                    .filter(|g| g.is_multicast() && g.is_ipv6() == v.contains(':'))
+                    .ok_or_else(|| format!("invalid {family} mcast-group `{v}'"))?;
             }
             "--mcast-port" => {
                 let v = value(a)?;
@@ -653,7 +655,7 @@ mod tests {
                     interface: "eth1".into(),
                     syncid: 7,
                     maxlen: Some(1000),
-                    group: Ipv4Addr::new(239, 1, 1, 1),
+                    group: Ipv4Addr::new(239, 1, 1, 1).into(),
                     port: 9000,
                     ttl: 3,
                 }
@@ -676,9 +678,14 @@ mod tests {
                 "--start-daemon master --sync-maxlen 70000",
                 "illegal sync-maxlen specified",
             ),
+            // The real ipvsadm's words (held to it in the VM test).
             (
                 "--start-daemon master --mcast-group 10.0.0.1",
-                "illegal mcast-group specified",
+                "invalid IPv4 mcast-group `10.0.0.1'",
+            ),
+            (
+                "--start-daemon master --mcast-group 2001:db8::1",
+                "invalid IPv6 mcast-group `2001:db8::1'",
             ),
             (
                 "--start-daemon master --mcast-ttl 0",

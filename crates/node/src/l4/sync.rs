@@ -10,7 +10,7 @@
 //! pure decision; this thread reads the table once a second (less often when the read
 //! takes more than a fifth of that), sends, and receives.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -38,7 +38,8 @@ pub struct Daemon {
     pub syncid: u8,
     /// `--sync-maxlen`; None: IPVS's default.
     pub maxlen: Option<u16>,
-    pub group: Ipv4Addr,
+    /// IPv4 (224.0.0.81 by default) or IPv6 (given: IPVS has no IPv6 default).
+    pub group: IpAddr,
     pub port: u16,
     pub ttl: u8,
 }
@@ -49,7 +50,7 @@ impl Default for Daemon {
             interface: String::new(),
             syncid: 0,
             maxlen: None,
-            group: wire::GROUP_V4,
+            group: wire::GROUP_V4.into(),
             port: wire::PORT,
             ttl: 1,
         }
@@ -59,7 +60,12 @@ impl Default for Daemon {
 impl Daemon {
     /// The message size IPVS gives the daemon (what `ipvsadm -L --daemon` shows).
     pub fn maxlen_shown(&self, role: SyncRole, mtu: u32) -> usize {
-        wire::daemon_maxlen(role == SyncRole::Backup, self.maxlen, mtu)
+        wire::daemon_maxlen(
+            role == SyncRole::Backup,
+            self.maxlen,
+            mtu,
+            self.group.is_ipv6(),
+        )
     }
 }
 
@@ -73,8 +79,7 @@ pub struct SyncConfig {
 
 impl SyncConfig {
     /// keepalived's defaults: the instance's VRID as the sync id (0 with no instance),
-    /// group 224.0.0.81, port 8848, TTL 1. An IPv6 group is refused: the data plane
-    /// carries IPv4 connections only.
+    /// group 224.0.0.81, port 8848, TTL 1.
     pub fn from_keepalived(k: &KeepalivedConfig) -> Result<Option<SyncConfig>, String> {
         let Some(d) = &k.global_defs.lvs_sync_daemon else {
             return Ok(None);
@@ -86,11 +91,11 @@ impl SyncConfig {
                 .map(|i| i.virtual_router_id.get())
         });
         let group = match d.group {
-            None => wire::GROUP_V4,
-            Some(std::net::IpAddr::V4(g)) => g,
+            None => wire::GROUP_V4.into(),
+            Some(g) if g.is_multicast() => g,
             Some(g) => {
                 return Err(format!(
-                    "lvs_sync_daemon group {g}: only IPv4 groups are supported"
+                    "lvs_sync_daemon group {g} is not a multicast group"
                 ))
             }
         };
@@ -367,12 +372,28 @@ struct Receiver {
 
 fn open_sender(d: &Daemon) -> std::io::Result<Sender> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let tx = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    let tx = Socket::new(
+        Domain::for_address(SocketAddr::new(d.group, 0)),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
     tx.bind_device(Some(d.interface.as_bytes()))?;
-    tx.set_multicast_loop_v4(false)?;
-    tx.set_multicast_ttl_v4(u32::from(d.ttl))?;
+    if d.group.is_ipv6() {
+        // As IPVS's make_send_sock: the interface for multicasts, no loop, the TTL as
+        // hops.
+        tx.set_multicast_if_v6(fulcrum_sys::if_index(&d.interface)?)?;
+        tx.set_multicast_loop_v6(false)?;
+        tx.set_multicast_hops_v6(u32::from(d.ttl))?;
+    } else {
+        tx.set_multicast_loop_v4(false)?;
+        tx.set_multicast_ttl_v4(u32::from(d.ttl))?;
+    }
     let mtu = mtu(&d.interface);
-    let maxlen = wire::datagram_limit(d.maxlen_shown(SyncRole::Master, mtu), mtu);
+    let maxlen = wire::datagram_limit(
+        d.maxlen_shown(SyncRole::Master, mtu),
+        mtu,
+        d.group.is_ipv6(),
+    );
     Ok(Sender {
         daemon: d.clone(),
         socket: tx.into(),
@@ -383,11 +404,21 @@ fn open_sender(d: &Daemon) -> std::io::Result<Sender> {
 fn open_receiver(d: &Daemon) -> std::io::Result<Receiver> {
     use socket2::{Domain, InterfaceIndexOrAddress, Protocol, Socket, Type};
     let index = fulcrum_sys::if_index(&d.interface)?;
-    let rx = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    let at = SocketAddr::new(d.group, d.port);
+    let rx = Socket::new(Domain::for_address(at), Type::DGRAM, Some(Protocol::UDP))?;
     rx.set_reuse_address(true)?;
     rx.bind_device(Some(d.interface.as_bytes()))?;
-    rx.bind(&SocketAddr::V4(SocketAddrV4::new(d.group, d.port)).into())?;
-    rx.join_multicast_v4_n(&d.group, &InterfaceIndexOrAddress::Index(index))?;
+    match d.group {
+        IpAddr::V4(g) => {
+            rx.bind(&at.into())?;
+            rx.join_multicast_v4_n(&g, &InterfaceIndexOrAddress::Index(index))?;
+        }
+        IpAddr::V6(g) => {
+            rx.set_only_v6(true)?;
+            rx.bind(&SocketAddr::V6(SocketAddrV6::new(g, d.port, 0, index)).into())?;
+            rx.join_multicast_v6(&g, index)?;
+        }
+    }
     rx.set_read_timeout(Some(Duration::from_millis(100)))?;
     Ok(Receiver {
         daemon: d.clone(),
@@ -509,7 +540,16 @@ pub(super) fn run(shared: Arc<Mutex<Forwarding>>, stop: Arc<AtomicBool>) {
         if records.is_empty() {
             continue;
         }
-        let to = SocketAddr::V4(SocketAddrV4::new(tx.daemon.group, tx.daemon.port));
+        let to = match tx.daemon.group {
+            IpAddr::V4(g) => SocketAddr::V4(SocketAddrV4::new(g, tx.daemon.port)),
+            // A link-scope group needs its interface.
+            IpAddr::V6(g) => SocketAddr::V6(SocketAddrV6::new(
+                g,
+                tx.daemon.port,
+                0,
+                fulcrum_sys::if_index(&tx.daemon.interface).unwrap_or(0),
+            )),
+        };
         let datagrams = wire::encode(tx.daemon.syncid, &records, tx.maxlen);
         let mut sent = 0;
         for d in &datagrams {
