@@ -54,9 +54,9 @@ static __always_inline void account(__u32 svc, __u32 slot, __u32 len, int out, i
 /* The next hop towards `dst` by the kernel's FIB: MACs from the neighbour table, out of
  * the interface the route names (NAT and TUN: the director forwards, so ip_forward is on,
  * which the lookup requires). The answer is cached in the connection entry `c` until the
- * control plane's route generation moves; with `want_mtu` (TUN), the route's MTU too. -1
- * when the kernel must route it itself (no route, the neighbour not resolved yet, or
- * `tot_len` over the route's MTU). */
+ * control plane's route generation moves; with `want_mtu` (NAT, TUN), the route's MTU
+ * too. -1 when the kernel must route it itself (no route, the neighbour not resolved yet,
+ * or `tot_len` over the route's MTU). */
 static __always_inline int route_lookup(struct xdp_md *ctx, struct conn *c, __be32 src, __be32 dst,
 					__u8 tos, __u8 proto, __u16 tot_len, int want_mtu)
 {
@@ -104,11 +104,12 @@ static __always_inline int route_out(struct xdp_md *ctx, struct ethhdr *eth, con
 	return bpf_redirect(c->ifindex, 0);
 }
 
-/* route_lookup and route_out for the parsed packet as it is, towards `dst`. */
+/* route_lookup and route_out for the parsed packet as it is, towards `dst` (the route's
+ * MTU cached with it, for the NAT paths that share the entry). */
 static __always_inline int fib_send(struct xdp_md *ctx, struct packet *p, __be32 dst,
 				    struct conn *c)
 {
-	if (route_lookup(ctx, c, p->ip->saddr, dst, p->ip->tos, p->ip->protocol, p->len, 0))
+	if (route_lookup(ctx, c, p->ip->saddr, dst, p->ip->tos, p->ip->protocol, 0, 1))
 		return -1;
 	return route_out(ctx, p->eth, c);
 }
@@ -132,22 +133,26 @@ struct icmp_frag_needed {
 	__u8 about[sizeof(struct iphdr) + 8];
 };
 
-/* TUN, a packet that would not fit the route to the real server once encapsulated (`mtu`:
- * what is left for it), as IPVS's ensure_mtu_is_adequate: with DF set, an ICMP
- * "fragmentation needed" with that MTU goes back to the client from the VIP, and its stack
- * sends smaller segments; without DF, where IPVS fragments the outer packet (XDP cannot),
- * it is dropped and counted. The parsed packet is not valid after this. */
-static __always_inline int tun_too_big(struct xdp_md *ctx, struct packet *p, __u16 mtu)
+/* Answers the frame in `ctx` (an IPv4 packet, untranslated) with an ICMP "fragmentation
+ * needed" carrying `mtu`, from its destination to its source, as the kernel's icmp_send
+ * answers from a local address: the frame becomes the ICMP error and goes back out
+ * (XDP_TX). A global function (verified on its own): it parses what it needs itself, so
+ * its callers' stack holds nothing more for it. */
+__attribute__((noinline)) int frag_needed(struct xdp_md *ctx, __u32 mtu)
 {
-	if (!(p->ip->frag_off & bpf_htons(IP_DF)) || mtu < 68) {
-		count(STAT_TUN_TOO_BIG);
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = HEADER(data, end, struct ethhdr);
+	if (!eth)
 		return XDP_DROP;
-	}
-	__u8 tos = (p->ip->tos & 0x1e) | 0xc0; /* IPTOS_PREC_INTERNETCONTROL, as icmp_send */
-	__be32 client = p->ip->saddr, vip = p->ip->daddr;
+	struct iphdr *ip = HEADER(eth + 1, end, struct iphdr);
+	if (!ip || ip->ihl != 5)
+		return XDP_DROP;
+	__u8 tos = (ip->tos & 0x1e) | 0xc0; /* IPTOS_PREC_INTERNETCONTROL, as icmp_send */
+	__be32 from = ip->daddr, to = ip->saddr;
 	__u8 mac[2][ETH_ALEN];
-	__builtin_memcpy(mac[0], p->eth->h_source, ETH_ALEN);
-	__builtin_memcpy(mac[1], p->eth->h_dest, ETH_ALEN);
+	__builtin_memcpy(mac[0], eth->h_source, ETH_ALEN);
+	__builtin_memcpy(mac[1], eth->h_dest, ETH_ALEN);
 	/* Room for the new IP and ICMP headers in front of the old IP header, which then
 	 * starts the ICMP payload, and the frame cut after its first 28 bytes. */
 	int grow = sizeof(struct iphdr) + sizeof(struct icmphdr);
@@ -157,12 +162,12 @@ static __always_inline int tun_too_big(struct xdp_md *ctx, struct packet *p, __u
 	int cut = (int)((long)ctx->data_end - (long)ctx->data) - keep;
 	if (cut < 0 || bpf_xdp_adjust_tail(ctx, -cut))
 		return XDP_DROP;
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = HEADER(data, end, struct ethhdr);
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	eth = HEADER(data, end, struct ethhdr);
 	if (!eth)
 		return XDP_DROP;
-	struct iphdr *ip = HEADER(eth + 1, end, struct iphdr);
+	ip = HEADER(eth + 1, end, struct iphdr);
 	if (!ip)
 		return XDP_DROP;
 	struct icmp_frag_needed *icmp = HEADER(ip + 1, end, struct icmp_frag_needed);
@@ -180,8 +185,8 @@ static __always_inline int tun_too_big(struct xdp_md *ctx, struct packet *p, __u
 	ip->ttl = 64;
 	ip->protocol = IPPROTO_ICMP;
 	ip->check = 0;
-	ip->saddr = vip;
-	ip->daddr = client;
+	ip->saddr = from;
+	ip->daddr = to;
 	ip->check = ipv4_header_csum(ip);
 	icmp->h.type = ICMP_DEST_UNREACH;
 	icmp->h.code = ICMP_FRAG_NEEDED;
@@ -193,8 +198,46 @@ static __always_inline int tun_too_big(struct xdp_md *ctx, struct packet *p, __u
 	for (int i = 0; i < (int)sizeof(*icmp) / 2; i++)
 		sum += w[i];
 	icmp->h.checksum = (__u16)~csum_fold32(sum);
-	count(STAT_TUN_FRAG_NEEDED);
 	return XDP_TX;
+}
+
+/* TUN, a packet that would not fit the route to the real server once encapsulated (`mtu`:
+ * what is left for it), as IPVS's ensure_mtu_is_adequate: with DF set, an ICMP
+ * "fragmentation needed" with that MTU goes back to the client from the VIP, and its stack
+ * sends smaller segments; without DF, where IPVS fragments the outer packet (XDP cannot),
+ * it is dropped and counted. The parsed packet is not valid after this. */
+static __always_inline int tun_too_big(struct xdp_md *ctx, struct packet *p, __u16 mtu)
+{
+	if (!(p->ip->frag_off & bpf_htons(IP_DF)) || mtu < 68) {
+		count(STAT_TUN_TOO_BIG);
+		return XDP_DROP;
+	}
+	int verdict = frag_needed(ctx, mtu);
+	if (verdict == XDP_TX)
+		count(STAT_TUN_FRAG_NEEDED);
+	return verdict;
+}
+
+/* NAT, a packet over the MTU of its route (`mtu`), as IPVS meets it: a client's packet
+ * with DF gets "fragmentation needed" from the VIP before any translation
+ * (ip_vs_nat_xmit's icmp_send); a real server's reply with DF goes to the kernel
+ * untranslated, whose forwarding answers the real server from this host's own address
+ * (ip_forward's MTU check comes before IPVS's reply hook). Without DF, it is translated
+ * and handed to the kernel, which fragments it as IPVS's path does. -1: not too big. */
+static __always_inline int nat_too_big(struct xdp_md *ctx, struct packet *p, const struct conn *c,
+				       int from_client)
+{
+	if (!c->mtu || p->len <= c->mtu)
+		return -1;
+	if (!(p->ip->frag_off & bpf_htons(IP_DF)))
+		return -2; /* translated, then to the kernel */
+	count(STAT_NAT_TOO_BIG);
+	if (!from_client || c->mtu < 68)
+		return XDP_PASS;
+	int verdict = frag_needed(ctx, c->mtu);
+	if (verdict == XDP_TX)
+		count(STAT_NAT_FRAG_NEEDED);
+	return verdict;
 }
 
 /* Sums the `left` bytes of the frame from `off`, 64 at a time with bpf_csum_diff and then
@@ -429,14 +472,20 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct 
 			return XDP_TX;
 		return bpf_redirect(d->ifindex, 0);
 	}
-	rewrite(p, &p->ip->daddr, p->dport, c->rip, c->rport);
-	int verdict = fib_send(ctx, p, c->rip, c);
-	if (verdict < 0) {
+	/* The route (and its MTU) first: a packet too big for it is answered untranslated. */
+	if (route_lookup(ctx, c, p->ip->saddr, c->rip, p->ip->tos, p->ip->protocol, 0, 1)) {
+		rewrite(p, &p->ip->daddr, p->dport, c->rip, c->rport);
 		count(STAT_FIB_PASS);
 		return XDP_PASS;
 	}
+	int big = nat_too_big(ctx, p, c, 1);
+	if (big >= 0)
+		return big;
+	rewrite(p, &p->ip->daddr, p->dport, c->rip, c->rport);
+	if (big == -2)
+		return XDP_PASS;
 	count(STAT_NAT_IN);
-	return verdict;
+	return route_out(ctx, p->eth, c);
 }
 
 /* Real server -> client of a NAT connection: the source becomes the VIP again. */
@@ -463,14 +512,19 @@ static __always_inline int reply(struct xdp_md *ctx, struct packet *p, struct co
 	}
 send:
 	account(r->svc, r->dest, p->len, 1, 0);
-	rewrite(p, &p->ip->saddr, p->sport, r->vip, r->vport);
-	int verdict = fib_send(ctx, p, r->client, r);
-	if (verdict < 0) {
+	if (route_lookup(ctx, r, r->vip, r->client, p->ip->tos, p->ip->protocol, 0, 1)) {
+		rewrite(p, &p->ip->saddr, p->sport, r->vip, r->vport);
 		count(STAT_FIB_PASS);
 		return XDP_PASS;
 	}
+	int big = nat_too_big(ctx, p, r, 0);
+	if (big >= 0)
+		return big;
+	rewrite(p, &p->ip->saddr, p->sport, r->vip, r->vport);
+	if (big == -2)
+		return XDP_PASS;
 	count(STAT_NAT_OUT);
-	return verdict;
+	return route_out(ctx, p->eth, r);
 }
 
 /* An ICMP error (unreachable, time exceeded, parameter problem, source quench) about a

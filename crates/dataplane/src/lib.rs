@@ -122,10 +122,12 @@ pub enum Reason {
     TunFail = 22,
     TunFragNeeded = 23,
     TunTooBig = 24,
+    NatTooBig = 25,
+    NatFragNeeded = 26,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 27] = [
         Reason::NotIp,
         Reason::Malformed,
         Reason::Fragment,
@@ -151,6 +153,8 @@ impl Reason {
         Reason::TunFail,
         Reason::TunFragNeeded,
         Reason::TunTooBig,
+        Reason::NatTooBig,
+        Reason::NatFragNeeded,
     ];
 
     /// A short name for logs and metrics.
@@ -181,6 +185,8 @@ impl Reason {
             Reason::TunFail => "tun_fail",
             Reason::TunFragNeeded => "tun_frag_needed",
             Reason::TunTooBig => "tun_too_big",
+            Reason::NatTooBig => "nat_too_big",
+            Reason::NatFragNeeded => "nat_frag_needed",
         }
     }
 }

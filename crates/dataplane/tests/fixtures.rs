@@ -969,6 +969,121 @@ fn tun_encapsulates_as_ipvs() {
     }
 }
 
+/// NAT towards a link with a smaller MTU, as IPVS meets it. A client's packet too big
+/// for the route to the real server, with DF, gets an ICMP "fragmentation needed" from the
+/// VIP about the packet as the client sent it (ip_vs_nat_xmit's icmp_send), and a real
+/// server's reply too big for the route to the client, with DF, goes to the kernel
+/// untranslated, whose forwarding answers the real server from its own address. Without
+/// DF each is translated and handed to the kernel, which fragments it. What fits goes
+/// straight out, translated.
+#[test]
+fn nat_answers_packets_too_big_for_the_route() {
+    if !require_root("nat_answers_packets_too_big_for_the_route") {
+        return;
+    }
+    let mut lab = Lab::new("fxnatmtu").unwrap();
+    let (dir, next) = (lab.host("dir").unwrap(), lab.host("next").unwrap());
+    lab.link(&dir, "eth1", &next, "eth0").unwrap();
+    lab.addr(&dir, "eth1", "10.9.0.1/24").unwrap();
+    lab.ip(&dir, &["link", "set", "lo", "up"]).unwrap();
+    for to in [RIPS[0], CLIENT] {
+        let to = format!("{to}/32");
+        // Locked: a forwarded packet meets a route's MTU only then (as the kernel's
+        // forwarding does, ip_mtu_from_fib_result).
+        lab.ip(
+            &dir,
+            &[
+                "route", "add", &to, "via", "10.9.0.2", "mtu", "lock", "1000",
+            ],
+        )
+        .unwrap();
+    }
+    lab.ip(
+        &dir,
+        &[
+            "neigh",
+            "add",
+            "10.9.0.2",
+            "lladdr",
+            "02:00:00:00:00:99",
+            "dev",
+            "eth1",
+            "nud",
+            "permanent",
+        ],
+    )
+    .unwrap();
+    lab.sysctl(&dir, "net.ipv4.ip_forward", "1").unwrap();
+    lab.within(&dir, || {
+        let mut dp = DataPlane::load().unwrap();
+        dp.put_service(&service(Method::Nat, &[1])).unwrap();
+        // A TCP segment of `len` bytes of IP, with DF or not.
+        let sized = |src, sport, dst, dport, len: usize, df: bool| {
+            let mut f = tcp_frame(src, sport, dst, dport, ACK);
+            let grow = len - (f.len() - 14);
+            f.extend(std::iter::repeat_n(0x5a, grow));
+            f[16..18].copy_from_slice(&(len as u16).to_be_bytes());
+            f[20] = if df { 0x40 } else { 0 };
+            f[24..26].copy_from_slice(&[0, 0]);
+            let c = checksum(&f[14..34]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+            f
+        };
+        let to_server = |len, df| sized(CLIENT, 50000, VIP, 80, len, df);
+        let to_client = |len, df| sized(RIPS[0], 8080, CLIENT, 50000, len, df);
+        let out = dp
+            .test_run(&tcp_frame(CLIENT, 50000, VIP, 80, SYN), 1)
+            .unwrap();
+        assert_eq!(out.verdict, Verdict::Redirect);
+        let dst = |f: &[u8]| Ipv4Addr::new(f[30], f[31], f[32], f[33]);
+        let src = |f: &[u8]| Ipv4Addr::new(f[26], f[27], f[28], f[29]);
+
+        // Client -> server: 1000 bytes fit; 1001 with DF are answered from the VIP.
+        let out = dp.test_run(&to_server(1000, true), 1).unwrap();
+        assert_eq!((out.verdict, dst(&out.frame)), (Verdict::Redirect, RIPS[0]));
+        let big = to_server(1001, true);
+        let out = dp.test_run(&big, 1).unwrap();
+        assert_eq!(out.verdict, Verdict::Tx, "back to the client");
+        let f = &out.frame;
+        assert_eq!(f.len(), 14 + 20 + 8 + 28);
+        assert_eq!(&f[0..6], &big[6..12], "to the client's MAC");
+        assert_eq!(
+            (src(f), dst(f), f[23]),
+            (VIP, CLIENT, 1),
+            "ICMP from the VIP"
+        );
+        assert_eq!(checksum(&f[14..34]), 0, "IP header checksum");
+        assert_eq!((f[34], f[35]), (3, 4), "fragmentation needed");
+        assert_eq!(
+            u32::from_be_bytes([f[38], f[39], f[40], f[41]]),
+            1000,
+            "the MTU"
+        );
+        assert_eq!(checksum(&f[34..]), 0, "ICMP checksum");
+        assert_eq!(
+            &f[42..70],
+            &big[14..42],
+            "about the packet as the client sent it"
+        );
+        // Without DF: translated, for the kernel to fragment.
+        let out = dp.test_run(&to_server(1001, false), 1).unwrap();
+        assert_eq!((out.verdict, dst(&out.frame)), (Verdict::Pass, RIPS[0]));
+
+        // Server -> client: 1000 bytes go out as from the VIP; 1001 with DF go to the
+        // kernel as they came (it answers the server); without DF, translated.
+        let out = dp.test_run(&to_client(1000, true), 1).unwrap();
+        assert_eq!((out.verdict, src(&out.frame)), (Verdict::Redirect, VIP));
+        let out = dp.test_run(&to_client(1001, true), 1).unwrap();
+        assert_eq!((out.verdict, src(&out.frame)), (Verdict::Pass, RIPS[0]));
+        let out = dp.test_run(&to_client(1001, false), 1).unwrap();
+        assert_eq!((out.verdict, src(&out.frame)), (Verdict::Pass, VIP));
+
+        assert_eq!(dp.count(Reason::NatFragNeeded).unwrap(), 1);
+        assert_eq!(dp.count(Reason::NatTooBig).unwrap(), 2);
+    })
+    .unwrap();
+}
+
 /// A namespace for TUN fixtures: a route to RIPS[0] through a 1500-byte link to a next hop
 /// with a known MAC, forwarding on. Returns the lab, the namespace and its link's MAC.
 fn tun_lab(name: &str) -> (Lab, fulcrum_lab::Host, Vec<u8>) {

@@ -133,7 +133,9 @@ enum stat_reason {
 	STAT_TUN_FAIL = 22,   /* TUN: no room to encapsulate, or no route: dropped */
 	STAT_TUN_FRAG_NEEDED = 23, /* TUN: too big once encapsulated, DF: ICMP back to the client */
 	STAT_TUN_TOO_BIG = 24,     /* TUN: too big once encapsulated, no DF: dropped */
-	STAT_MAX = 25,
+	STAT_NAT_TOO_BIG = 25,     /* NAT: over the route's MTU with DF (answered, or to the kernel) */
+	STAT_NAT_FRAG_NEEDED = 26, /* NAT: of those, a client's: ICMP back to it from the VIP */
+	STAT_MAX = 27,
 };
 
 #endif
