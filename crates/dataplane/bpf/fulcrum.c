@@ -914,7 +914,7 @@ static __always_inline int same6(const __u8 *a, const __u8 *b)
 
 /* route_lookup for IPv6: the next hop towards `dst`, cached in `c`. */
 static __always_inline int route_lookup6(struct xdp_md *ctx, struct conn *c, const __u8 *src,
-					 const __u8 *dst, __u8 proto, __u16 tot_len)
+					 const __u8 *dst, __u8 proto)
 {
 	__u32 gen = route_gen();
 	if (c->ifindex && c->route_gen == gen)
@@ -922,7 +922,6 @@ static __always_inline int route_lookup6(struct xdp_md *ctx, struct conn *c, con
 	struct bpf_fib_lookup f = {};
 	f.family = AF_INET6;
 	f.l4_protocol = proto;
-	f.tot_len = tot_len;
 	__builtin_memcpy(f.ipv6_src, src, 16);
 	__builtin_memcpy(f.ipv6_dst, dst, 16);
 	f.ifindex = ctx->ingress_ifindex;
@@ -931,9 +930,101 @@ static __always_inline int route_lookup6(struct xdp_md *ctx, struct conn *c, con
 	c->ifindex = f.ifindex;
 	__builtin_memcpy(c->dmac, f.dmac, ETH_ALEN);
 	__builtin_memcpy(c->smac, f.smac, ETH_ALEN);
+	/* The route's MTU, as route_lookup learns it: told only to a length over it. */
 	c->mtu = 0;
+	__builtin_memset(&f, 0, sizeof(f));
+	f.family = AF_INET6;
+	f.l4_protocol = proto;
+	f.tot_len = 0xffff;
+	__builtin_memcpy(f.ipv6_src, src, 16);
+	__builtin_memcpy(f.ipv6_dst, dst, 16);
+	f.ifindex = ctx->ingress_ifindex;
+	if (bpf_fib_lookup(ctx, &f, sizeof(f), 0) == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		c->mtu = f.mtu_result;
 	c->route_gen = gen;
 	return 0;
+}
+
+/* The most of a packet an ICMPv6 error carries: the error may not exceed the minimum
+ * IPv6 MTU (RFC 4443 2.4 (c)). */
+#define ICMP6_ERR_MAX (1280 - sizeof(struct ipv6hdr) - 8)
+
+/* Answers the IPv6 frame in `ctx` (untranslated) with an ICMPv6 "packet too big"
+ * carrying `mtu`, from its destination to its source, with as much of the packet as
+ * fits in 1280 bytes, as the kernel's icmpv6_send does: the frame becomes the error and
+ * goes back out (XDP_TX). A global function, as frag_needed. */
+__attribute__((noinline)) int packet_too_big6(struct xdp_md *ctx, __u32 mtu)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = HEADER(data, end, struct ethhdr);
+	if (!eth)
+		return XDP_DROP;
+	struct ipv6hdr *ip = HEADER(eth + 1, end, struct ipv6hdr);
+	if (!ip)
+		return XDP_DROP;
+	__u8 from[16], to[16];
+	__builtin_memcpy(from, ip->daddr.in6_u.u6_addr8, 16);
+	__builtin_memcpy(to, ip->saddr.in6_u.u6_addr8, 16);
+	__u8 mac[2][ETH_ALEN];
+	__builtin_memcpy(mac[0], eth->h_source, ETH_ALEN);
+	__builtin_memcpy(mac[1], eth->h_dest, ETH_ALEN);
+	__u32 len = (__u32)((long)end - (long)(eth + 1));
+	__u32 kept = len < ICMP6_ERR_MAX ? len : ICMP6_ERR_MAX;
+	int grow = sizeof(struct ipv6hdr) + 8;
+	if (bpf_xdp_adjust_head(ctx, -grow))
+		return XDP_DROP;
+	int cut = (int)((long)ctx->data_end - (long)ctx->data) -
+		  (int)(sizeof(struct ethhdr) + grow + kept);
+	if (cut < 0 || bpf_xdp_adjust_tail(ctx, -cut))
+		return XDP_DROP;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	eth = HEADER(data, end, struct ethhdr);
+	if (!eth)
+		return XDP_DROP;
+	ip = HEADER(eth + 1, end, struct ipv6hdr);
+	if (!ip)
+		return XDP_DROP;
+	__u32 *icmp = (__u32 *)HEADER(ip + 1, end, __u64);
+	if (!icmp)
+		return XDP_DROP;
+	__builtin_memcpy(eth->h_dest, mac[0], ETH_ALEN);
+	__builtin_memcpy(eth->h_source, mac[1], ETH_ALEN);
+	eth->h_proto = bpf_htons(ETH_P_IPV6);
+	*(__be32 *)ip = bpf_htonl(0x60000000);
+	ip->payload_len = bpf_htons(8 + kept);
+	ip->nexthdr = IPPROTO_ICMPV6;
+	ip->hop_limit = 64;
+	__builtin_memcpy(ip->saddr.in6_u.u6_addr8, from, 16);
+	__builtin_memcpy(ip->daddr.in6_u.u6_addr8, to, 16);
+	icmp[0] = bpf_htonl(2 << 24); /* type 2 (packet too big), code 0, checksum 0 */
+	icmp[1] = bpf_htonl(mtu);
+	/* The checksum: the pseudo-header, the ICMPv6 header, the packet kept. */
+	__u64 sum = 0;
+	const __u32 *a = (const __u32 *)from;
+	const __u32 *b = (const __u32 *)to;
+#pragma unroll
+	for (int i = 0; i < 4; i++)
+		sum += (__u64)a[i] + b[i];
+	sum += (__u64)bpf_htonl(8 + kept) + bpf_htonl(IPPROTO_ICMPV6);
+	sum += (__u64)icmp[0] + icmp[1];
+	struct sum_walk w = {
+		.ctx = ctx,
+		.off = sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + 8,
+		.left = kept,
+	};
+	bpf_loop(ICMP6_ERR_MAX / 64 + 64, sum_cb, &w, 0);
+	if (w.left)
+		return XDP_DROP;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	__u16 *csum = (__u16 *)HEADER(data + sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + 2,
+				       end, __u16);
+	if (!csum)
+		return XDP_DROP;
+	*csum = (__u16)~csum_fold64(sum + w.sum);
+	return XDP_TX;
 }
 
 /* rewrite for IPv6: no header checksum; the L4 checksum (never absent over IPv6) covers
@@ -970,12 +1061,22 @@ static __always_inline int forward6(struct xdp_md *ctx, struct packet6 *p, struc
 		count(STAT_TUN_FAIL);
 		return XDP_DROP;
 	}
-	rewrite6(p, p->ip->daddr.in6_u.u6_addr8, p->dport, c->rip, c->c.rport);
-	if (route_lookup6(ctx, &c->c, p->ip->saddr.in6_u.u6_addr8, c->rip, p->ip->nexthdr,
-			  p->len)) {
+	/* The route and its MTU first: IPv6 is never fragmented on the way, so a packet too
+	 * big for the route gets "packet too big" from the VIP, untranslated, as IPVS's
+	 * ip_vs_nat_xmit_v6 answers it. */
+	if (route_lookup6(ctx, &c->c, p->ip->saddr.in6_u.u6_addr8, c->rip, p->ip->nexthdr)) {
+		rewrite6(p, p->ip->daddr.in6_u.u6_addr8, p->dport, c->rip, c->c.rport);
 		count(STAT_FIB_PASS);
 		return XDP_PASS;
 	}
+	if (c->c.mtu >= 1280 && p->len > c->c.mtu) {
+		count(STAT_NAT_TOO_BIG);
+		int verdict = packet_too_big6(ctx, c->c.mtu);
+		if (verdict == XDP_TX)
+			count(STAT_NAT_FRAG_NEEDED);
+		return verdict;
+	}
+	rewrite6(p, p->ip->daddr.in6_u.u6_addr8, p->dport, c->rip, c->c.rport);
 	count(STAT_NAT_IN);
 	return route_out(ctx, p->eth, &c->c);
 }
@@ -1000,11 +1101,17 @@ static __always_inline int reply6(struct xdp_md *ctx, struct packet6 *p, struct 
 		}
 	}
 	account(r->c.svc, r->c.dest, p->len, 1, 0);
-	rewrite6(p, p->ip->saddr.in6_u.u6_addr8, p->sport, r->vip, r->c.vport);
-	if (route_lookup6(ctx, &r->c, r->vip, r->client, p->ip->nexthdr, p->len)) {
+	if (route_lookup6(ctx, &r->c, r->vip, r->client, p->ip->nexthdr)) {
+		rewrite6(p, p->ip->saddr.in6_u.u6_addr8, p->sport, r->vip, r->c.vport);
 		count(STAT_FIB_PASS);
 		return XDP_PASS;
 	}
+	if (r->c.mtu && p->len > r->c.mtu) {
+		/* Untranslated to the kernel, whose forwarding answers the real server. */
+		count(STAT_NAT_TOO_BIG);
+		return XDP_PASS;
+	}
+	rewrite6(p, p->ip->saddr.in6_u.u6_addr8, p->sport, r->vip, r->c.vport);
 	count(STAT_NAT_OUT);
 	return route_out(ctx, p->eth, &r->c);
 }
@@ -1222,9 +1329,8 @@ __attribute__((noinline)) int icmp6_error(struct xdp_md *ctx)
 		__builtin_memcpy(ip->daddr.in6_u.u6_addr8, c->rip, 16);
 	}
 	count(STAT_ICMP_NAT);
-	__u16 len = sizeof(struct ipv6hdr) + bpf_ntohs(ip->payload_len);
 	if (route_lookup6(ctx, &c->c, ip->saddr.in6_u.u6_addr8, ip->daddr.in6_u.u6_addr8,
-			  IPPROTO_ICMPV6, len))
+			  IPPROTO_ICMPV6))
 		return XDP_PASS;
 	return route_out(ctx, eth, &c->c);
 }

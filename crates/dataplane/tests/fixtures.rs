@@ -1351,6 +1351,161 @@ fn parsed6(f: &[u8]) -> (Ipv6Addr, u16, Ipv6Addr, u16, bool) {
     (src, port(54), dst, port(56), ok)
 }
 
+/// IPv6 NAT towards a link with a smaller MTU: IPv6 is never fragmented on the way, so a
+/// client's packet too big for the route to the real server gets an ICMPv6 "packet too
+/// big" from the VIP, with as much of the packet as fits in 1280 bytes (ip_vs_nat_xmit_v6
+/// answers so); a real server's reply too big for the route to the client goes to the
+/// kernel untranslated, whose forwarding answers the real server.
+#[test]
+fn ipv6_nat_answers_packets_too_big_for_the_route() {
+    if !require_root("ipv6_nat_answers_packets_too_big_for_the_route") {
+        return;
+    }
+    let mut lab = Lab::new("fxv6mtu").unwrap();
+    let (dir, next) = (lab.host("dir").unwrap(), lab.host("next").unwrap());
+    lab.link(&dir, "eth1", &next, "eth0").unwrap();
+    lab.ip(&dir, &["link", "set", "lo", "up"]).unwrap();
+    lab.ip(&dir, &["link", "set", "eth1", "mtu", "1280"])
+        .unwrap();
+    lab.ip(
+        &dir,
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:1::1/64",
+            "dev",
+            "eth1",
+            "nodad",
+        ],
+    )
+    .unwrap();
+    lab.sysctl(&dir, "net.ipv6.conf.all.forwarding", "1")
+        .unwrap();
+    for (addr, mac) in [
+        ("2001:db8:1::10", "02:00:00:00:00:10"),
+        ("2001:db8:1::fe", "02:00:00:00:00:fe"),
+    ] {
+        lab.ip(
+            &dir,
+            &[
+                "-6",
+                "neigh",
+                "add",
+                addr,
+                "lladdr",
+                mac,
+                "dev",
+                "eth1",
+                "nud",
+                "permanent",
+            ],
+        )
+        .unwrap();
+    }
+    lab.ip(
+        &dir,
+        &[
+            "-6",
+            "route",
+            "add",
+            "2001:db8:2::/64",
+            "via",
+            "2001:db8:1::fe",
+        ],
+    )
+    .unwrap();
+    let vip: Ipv6Addr = "2001:db8:1::88".parse().unwrap();
+    let rip: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
+    let client: Ipv6Addr = "2001:db8:2::2".parse().unwrap();
+    lab.within(&dir, || {
+        let mut dp = DataPlane::load().unwrap();
+        let mut nat = ServiceSpec::new(
+            ServiceKey::v6(vip, 80, 6),
+            1,
+            fulcrum_dataplane::Scheduler::Rr,
+        );
+        nat.dests = vec![Some(DestSpec {
+            addr: rip.into(),
+            port: 8080,
+            method: Method::Nat,
+            weight: 1,
+            overloaded: false,
+            u_threshold: 0,
+            l_threshold: 0,
+            link: None,
+            tun_source: None,
+        })];
+        dp.put_service(&nat).unwrap();
+        // A TCP segment of `len` bytes of IPv6 packet, its checksum right.
+        let sized = |src: Ipv6Addr, sport, dst: Ipv6Addr, dport, len: usize| {
+            let mut seg = tcp6_frame(src, sport, dst, dport, ACK)[54..].to_vec();
+            seg.resize(len - 40, 0x5a);
+            seg[16..18].copy_from_slice(&[0, 0]);
+            let c = l4_checksum6(src, dst, 6, &seg);
+            seg[16..18].copy_from_slice(&c.to_be_bytes());
+            ipv6_frame(6, src, dst, &seg)
+        };
+        let out = dp
+            .test_run(&tcp6_frame(client, 50000, vip, 80, SYN), 1)
+            .unwrap();
+        assert_eq!(out.verdict, Verdict::Redirect);
+
+        // 1280 bytes fit and go out translated; 1400 are answered from the VIP.
+        let out = dp
+            .test_run(&sized(client, 50000, vip, 80, 1280), 1)
+            .unwrap();
+        assert_eq!(out.verdict, Verdict::Redirect);
+        assert_eq!(parsed6(&out.frame), (client, 50000, rip, 8080, true));
+        let big = sized(client, 50000, vip, 80, 1400);
+        let out = dp.test_run(&big, 1).unwrap();
+        assert_eq!(out.verdict, Verdict::Tx, "back to the client");
+        let f = &out.frame;
+        let a = |i: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&f[i..i + 16]).unwrap());
+        assert_eq!(f.len(), 14 + 1280, "the error fills the minimum MTU");
+        assert_eq!(&f[0..6], &big[6..12], "to the client's MAC");
+        assert_eq!(
+            (a(22), a(38), f[20]),
+            (vip, client, 58),
+            "ICMPv6 from the VIP"
+        );
+        assert_eq!(u16::from_be_bytes([f[18], f[19]]), 1280 - 40);
+        assert_eq!((f[54], f[55]), (2, 0), "packet too big");
+        assert_eq!(
+            u32::from_be_bytes([f[58], f[59], f[60], f[61]]),
+            1280,
+            "the MTU"
+        );
+        assert_eq!(
+            l4_checksum6(vip, client, 58, &f[54..]),
+            0,
+            "ICMPv6 checksum"
+        );
+        assert_eq!(
+            &f[62..],
+            &big[14..14 + 1232],
+            "the packet as the client sent it"
+        );
+
+        // The reply: 1400 bytes go to the kernel as they came.
+        let out = dp
+            .test_run(&sized(rip, 8080, client, 50000, 1400), 1)
+            .unwrap();
+        assert_eq!(out.verdict, Verdict::Pass);
+        assert_eq!(parsed6(&out.frame).0, rip, "untranslated");
+        let out = dp
+            .test_run(&sized(rip, 8080, client, 50000, 1280), 1)
+            .unwrap();
+        assert_eq!(
+            (out.verdict, parsed6(&out.frame).0),
+            (Verdict::Redirect, vip)
+        );
+        assert_eq!(dp.count(Reason::NatFragNeeded).unwrap(), 1);
+        assert_eq!(dp.count(Reason::NatTooBig).unwrap(), 2);
+    })
+    .unwrap();
+}
+
 /// IPv6 NAT and DR in the program: a new flow is scheduled and tracked in the IPv6 table;
 /// NAT rewrites the destination to the real server and the replies' source back to the
 /// VIP, with the TCP checksum right both ways and each sent to its route's next hop; DR
