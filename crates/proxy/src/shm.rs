@@ -403,6 +403,8 @@ impl SharedBalancer {
     ) -> R {
         let w = self.words.get();
         lock_word(&w[UP_LOCK]);
+        // Released however `f` ends (a panic must not leave every worker spinning).
+        let _held = Unlock(&w[UP_LOCK]);
         let state = &w[UP_HEADER..UP_HEADER + self.len];
         if w[UP_WRITTEN].load(Ordering::Relaxed) == 1 {
             let now: Vec<u64> = state.iter().map(|x| x.load(Ordering::Relaxed)).collect();
@@ -413,8 +415,16 @@ impl SharedBalancer {
             x.store(v, Ordering::Relaxed);
         }
         w[UP_WRITTEN].store(1, Ordering::Relaxed);
-        w[UP_LOCK].store(0, Ordering::Release);
         r
+    }
+}
+
+/// Frees a lock word when it goes.
+struct Unlock<'a>(&'a AtomicU64);
+
+impl Drop for Unlock<'_> {
+    fn drop(&mut self) {
+        self.0.store(0, Ordering::Release);
     }
 }
 
