@@ -133,6 +133,18 @@ struct icmp_frag_needed {
 	__u8 about[sizeof(struct iphdr) + 8];
 };
 
+/* Makes the frame an error about itself: `grow` bytes of room in front (for the new
+ * headers), then the whole cut to `keep` bytes. -1 when the frame cannot be. */
+static __always_inline int reframe(struct xdp_md *ctx, int grow, int keep)
+{
+	if (bpf_xdp_adjust_head(ctx, -grow))
+		return -1;
+	int cut = (int)((long)ctx->data_end - (long)ctx->data) - keep;
+	if (cut < 0 || bpf_xdp_adjust_tail(ctx, -cut))
+		return -1;
+	return 0;
+}
+
 /* Answers the frame in `ctx` (an IPv4 packet, untranslated) with an ICMP "fragmentation
  * needed" carrying `mtu`, from its destination to its source, as the kernel's icmp_send
  * answers from a local address: the frame becomes the ICMP error and goes back out
@@ -155,12 +167,8 @@ __attribute__((noinline)) int frag_needed(struct xdp_md *ctx, __u32 mtu)
 	__builtin_memcpy(mac[1], eth->h_dest, ETH_ALEN);
 	/* Room for the new IP and ICMP headers in front of the old IP header, which then
 	 * starts the ICMP payload, and the frame cut after its first 28 bytes. */
-	int grow = sizeof(struct iphdr) + sizeof(struct icmphdr);
-	int keep = sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct icmp_frag_needed);
-	if (bpf_xdp_adjust_head(ctx, -grow))
-		return XDP_DROP;
-	int cut = (int)((long)ctx->data_end - (long)ctx->data) - keep;
-	if (cut < 0 || bpf_xdp_adjust_tail(ctx, -cut))
+	if (reframe(ctx, sizeof(struct iphdr) + sizeof(struct icmphdr),
+		    sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct icmp_frag_needed)))
 		return XDP_DROP;
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;
@@ -971,12 +979,8 @@ __attribute__((noinline)) int packet_too_big6(struct xdp_md *ctx, __u32 mtu)
 	__builtin_memcpy(mac[1], eth->h_dest, ETH_ALEN);
 	__u32 len = (__u32)((long)end - (long)(eth + 1));
 	__u32 kept = len < ICMP6_ERR_MAX ? len : ICMP6_ERR_MAX;
-	int grow = sizeof(struct ipv6hdr) + 8;
-	if (bpf_xdp_adjust_head(ctx, -grow))
-		return XDP_DROP;
-	int cut = (int)((long)ctx->data_end - (long)ctx->data) -
-		  (int)(sizeof(struct ethhdr) + grow + kept);
-	if (cut < 0 || bpf_xdp_adjust_tail(ctx, -cut))
+	if (reframe(ctx, sizeof(struct ipv6hdr) + 8,
+		    sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + 8 + kept))
 		return XDP_DROP;
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;

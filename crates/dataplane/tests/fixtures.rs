@@ -1351,22 +1351,18 @@ fn parsed6(f: &[u8]) -> (Ipv6Addr, u16, Ipv6Addr, u16, bool) {
     (src, port(54), dst, port(56), ok)
 }
 
-/// IPv6 NAT towards a link with a smaller MTU: IPv6 is never fragmented on the way, so a
-/// client's packet too big for the route to the real server gets an ICMPv6 "packet too
-/// big" from the VIP, with as much of the packet as fits in 1280 bytes (ip_vs_nat_xmit_v6
-/// answers so); a real server's reply too big for the route to the client goes to the
-/// kernel untranslated, whose forwarding answers the real server.
-#[test]
-fn ipv6_nat_answers_packets_too_big_for_the_route() {
-    if !require_root("ipv6_nat_answers_packets_too_big_for_the_route") {
-        return;
-    }
-    let mut lab = Lab::new("fxv6mtu").unwrap();
+/// A namespace for the IPv6 fixtures: 2001:db8:1::1/64 on eth1 (of `mtu` bytes, if
+/// given), forwarding on, the real server 2001:db8:1::10 and the router 2001:db8:1::fe as
+/// permanent neighbours, and the clients' 2001:db8:2::/64 through the router.
+fn v6_lab(name: &str, mtu: Option<u32>) -> (Lab, fulcrum_lab::Host) {
+    let mut lab = Lab::new(name).unwrap();
     let (dir, next) = (lab.host("dir").unwrap(), lab.host("next").unwrap());
     lab.link(&dir, "eth1", &next, "eth0").unwrap();
     lab.ip(&dir, &["link", "set", "lo", "up"]).unwrap();
-    lab.ip(&dir, &["link", "set", "eth1", "mtu", "1280"])
-        .unwrap();
+    if let Some(mtu) = mtu {
+        lab.ip(&dir, &["link", "set", "eth1", "mtu", &mtu.to_string()])
+            .unwrap();
+    }
     lab.ip(
         &dir,
         &[
@@ -1415,6 +1411,20 @@ fn ipv6_nat_answers_packets_too_big_for_the_route() {
         ],
     )
     .unwrap();
+    (lab, dir)
+}
+
+/// IPv6 NAT towards a link with a smaller MTU: IPv6 is never fragmented on the way, so a
+/// client's packet too big for the route to the real server gets an ICMPv6 "packet too
+/// big" from the VIP, with as much of the packet as fits in 1280 bytes (ip_vs_nat_xmit_v6
+/// answers so); a real server's reply too big for the route to the client goes to the
+/// kernel untranslated, whose forwarding answers the real server.
+#[test]
+fn ipv6_nat_answers_packets_too_big_for_the_route() {
+    if !require_root("ipv6_nat_answers_packets_too_big_for_the_route") {
+        return;
+    }
+    let (lab, dir) = v6_lab("fxv6mtu", Some(1280));
     let vip: Ipv6Addr = "2001:db8:1::88".parse().unwrap();
     let rip: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
     let client: Ipv6Addr = "2001:db8:2::2".parse().unwrap();
@@ -1516,58 +1526,7 @@ fn ipv6_nat_and_dr_forward_and_track() {
     if !require_root("ipv6_nat_and_dr_forward_and_track") {
         return;
     }
-    let mut lab = Lab::new("fxv6").unwrap();
-    let (dir, next) = (lab.host("dir").unwrap(), lab.host("next").unwrap());
-    lab.link(&dir, "eth1", &next, "eth0").unwrap();
-    lab.ip(&dir, &["link", "set", "lo", "up"]).unwrap();
-    lab.ip(
-        &dir,
-        &[
-            "-6",
-            "addr",
-            "add",
-            "2001:db8:1::1/64",
-            "dev",
-            "eth1",
-            "nodad",
-        ],
-    )
-    .unwrap();
-    lab.sysctl(&dir, "net.ipv6.conf.all.forwarding", "1")
-        .unwrap();
-    for (addr, mac) in [
-        ("2001:db8:1::10", "02:00:00:00:00:10"),
-        ("2001:db8:1::fe", "02:00:00:00:00:fe"),
-    ] {
-        lab.ip(
-            &dir,
-            &[
-                "-6",
-                "neigh",
-                "add",
-                addr,
-                "lladdr",
-                mac,
-                "dev",
-                "eth1",
-                "nud",
-                "permanent",
-            ],
-        )
-        .unwrap();
-    }
-    lab.ip(
-        &dir,
-        &[
-            "-6",
-            "route",
-            "add",
-            "2001:db8:2::/64",
-            "via",
-            "2001:db8:1::fe",
-        ],
-    )
-    .unwrap();
+    let (lab, dir) = v6_lab("fxv6", None);
     let vip: Ipv6Addr = "2001:db8:1::88".parse().unwrap();
     let rip: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
     let client: Ipv6Addr = "2001:db8:2::2".parse().unwrap();
