@@ -133,12 +133,14 @@ fn show(d: Deployment, exe: &Path, examples: Option<&Path>) -> anyhow::Result<()
         match d {
             Deployment::KeepalivedHa => failover(&mut r, exe, dir)?,
             Deployment::LvsNat => {
+                let vip = r.vips[0].to_string();
                 forward(
                     &mut r,
                     exe,
                     &dir.join("lvs-nat.keepalived.conf"),
                     &[80],
                     300,
+                    &vip,
                 )?;
                 forward(
                     &mut r,
@@ -146,10 +148,21 @@ fn show(d: Deployment, exe: &Path, examples: Option<&Path>) -> anyhow::Result<()
                     &dir.join("lvs-nat-wrr.keepalived.conf"),
                     &[80],
                     300,
+                    &vip,
                 )?;
+                over_ipv6(&mut r, exe, &dir.join("lvs-nat6.keepalived.conf"))?;
             }
             Deployment::LvsDr => {
-                forward(&mut r, exe, &dir.join("lvs-dr.keepalived.conf"), &[80], 300)?
+                let vip = r.vips[0].to_string();
+                forward(
+                    &mut r,
+                    exe,
+                    &dir.join("lvs-dr.keepalived.conf"),
+                    &[80],
+                    300,
+                    &vip,
+                )?;
+                over_ipv6(&mut r, exe, &dir.join("lvs-dr6.keepalived.conf"))?;
             }
             Deployment::NginxHa => proxy_failover(&mut r, exe, dir)?,
             Deployment::LvsTun => tunnel(&mut r, exe, dir)?,
@@ -159,15 +172,35 @@ fn show(d: Deployment, exe: &Path, examples: Option<&Path>) -> anyhow::Result<()
     Ok(())
 }
 
+/// The deployment again over IPv6, beside its IPv4 (the lab's addresses added to the same
+/// hosts, the real servers answering on their IPv6 addresses too), with the example's
+/// IPv6 virtual service.
+fn over_ipv6(r: &mut Reference, exe: &Path, conf: &Path) -> anyhow::Result<()> {
+    let v6 = r.add_ipv6()?;
+    println!(
+        "  IPv6 beside IPv4: VIP {}, real servers {}",
+        v6.vip,
+        v6.rips.join(" and ")
+    );
+    for (i, rs) in r.real_servers.clone().iter().enumerate() {
+        let name = format!("RIP{} {}", i + 1, v6.rips[i]);
+        for addr in &v6.listen[i] {
+            r.lab.serve(rs, &name, &format!("[{addr}]:80"), true)?;
+        }
+    }
+    forward(r, exe, conf, &[80], 30, &v6.vip)
+}
+
 /// Runs fulcrum on the director with an example configuration, sends `connections` new
-/// connections from the client through the VIP to each of `ports`, and prints who
-/// answered and `ipvsadm -Ln --stats`.
+/// connections from the client through `vip` to each of `ports`, and prints who answered
+/// and `ipvsadm -Ln --stats`.
 fn forward(
     r: &mut Reference,
     exe: &Path,
     conf: &Path,
     ports: &[u16],
     connections: u32,
+    vip: &str,
 ) -> anyhow::Result<()> {
     let scratch = Scratch::new("forward")?;
     let tmp = scratch.path();
@@ -208,20 +241,18 @@ fn forward(
             scratch.logs()
         );
     }
-    let vip = r.vips[0];
     println!("  fulcrum run -f examples/{name} on the director:");
     for port in ports {
-        let answers = r.lab.probe(
-            &r.client.clone(),
-            &format!("{vip}:{port}"),
-            connections,
-            true,
-        )?;
+        let target = match vip.parse::<std::net::IpAddr>() {
+            Ok(ip) => std::net::SocketAddr::new(ip, *port).to_string(),
+            Err(_) => format!("{vip}:{port}"),
+        };
+        let answers = r.lab.probe(&r.client.clone(), &target, connections, true)?;
         let mut split: std::collections::BTreeMap<String, u32> = Default::default();
         for a in answers {
             *split.entry(a).or_default() += 1;
         }
-        println!("  client -> {vip}:{port}, {connections} new connections:");
+        println!("  client -> {target}, {connections} new connections:");
         for (who, n) in &split {
             println!("    {n:>4}  {who}");
         }
@@ -252,12 +283,14 @@ fn tunnel(r: &mut Reference, exe: &Path, examples: &Path) -> anyhow::Result<()> 
             r.lab.serve(rs, &name, &format!("0.0.0.0:{port}"), true)?;
         }
     }
+    let vip = r.vips[0].to_string();
     forward(
         r,
         exe,
         &examples.join("lvs-tun.keepalived.conf"),
         &[80, 81, 82],
         30,
+        &vip,
     )?;
     println!("  replies go from the real servers to the client through the router; what each decapsulated:");
     for rs in r.real_servers.clone() {

@@ -323,7 +323,102 @@ pub fn build(deployment: Deployment, label: &str, agent: Option<Agent>) -> Resul
     Ok(r)
 }
 
+/// IPv6 beside a deployment's IPv4 (LVS-NAT and LVS-DR): the VIP, the real servers'
+/// addresses, and where each real server listens for it.
+#[derive(Debug, Clone)]
+pub struct Ipv6 {
+    pub vip: String,
+    pub rips: Vec<String>,
+    /// The addresses each real server listens on for IPv6 (its own; for DR also the VIP
+    /// it holds on `lo`), beside the IPv4 wildcard it may already serve on.
+    pub listen: Vec<Vec<String>>,
+}
+
 impl Reference {
+    /// Adds IPv6 to an LVS-NAT or LVS-DR deployment: 2001:db8:10::/64 on the client's
+    /// segment, the NAT real servers' 2001:db8:184::/64 behind the director (forwarding,
+    /// and their default route through it), or for DR the VIP 2001:db8:10::88 on the
+    /// director and on the real servers' `lo`. Added without duplicate address detection,
+    /// and returns once no address of those hosts is tentative (a host sends no neighbour
+    /// solicitation before, so a first connection would wait for it).
+    pub fn add_ipv6(&self) -> Result<Ipv6> {
+        let nat = match self.deployment {
+            Deployment::LvsNat => true,
+            Deployment::LvsDr => false,
+            other => {
+                return Err(crate::LabError::NotReady(format!(
+                    "no IPv6 plan for {}",
+                    other.name()
+                )))
+            }
+        };
+        let (client, director) = (&self.client, &self.directors[0]);
+        let mut addrs: Vec<(&Host, &str, String)> = vec![
+            (client, "eth0", "2001:db8:10::2/64".into()),
+            (director, "eth0", "2001:db8:10::65/64".into()),
+        ];
+        let plan = if nat {
+            addrs.push((director, "eth1", "2001:db8:184::128/64".into()));
+            let rips: Vec<String> = (0..self.real_servers.len())
+                .map(|i| format!("2001:db8:184::{}", 129 + i))
+                .collect();
+            for (rs, rip) in self.real_servers.iter().zip(&rips) {
+                addrs.push((rs, "eth0", format!("{rip}/64")));
+            }
+            Ipv6 {
+                vip: "2001:db8:10::65".into(),
+                listen: rips.iter().map(|r| vec![r.clone()]).collect(),
+                rips,
+            }
+        } else {
+            let vip = "2001:db8:10::88";
+            addrs.push((director, "eth0", format!("{vip}/128")));
+            let rips: Vec<String> = (0..self.real_servers.len())
+                .map(|i| format!("2001:db8:10::{}", 66 + i))
+                .collect();
+            for (rs, rip) in self.real_servers.iter().zip(&rips) {
+                addrs.push((rs, "eth0", format!("{rip}/64")));
+                addrs.push((rs, "lo", format!("{vip}/128")));
+            }
+            Ipv6 {
+                vip: vip.into(),
+                listen: rips
+                    .iter()
+                    .map(|r| vec![r.clone(), vip.to_string()])
+                    .collect(),
+                rips,
+            }
+        };
+        for (host, ifname, cidr) in &addrs {
+            self.lab
+                .ip(host, &["-6", "addr", "add", cidr, "dev", ifname, "nodad"])?;
+        }
+        for (host, _, _) in &addrs {
+            let settled = crate::wait_for(std::time::Duration::from_secs(5), || {
+                self.lab
+                    .ip(host, &["-6", "addr", "show", "tentative"])
+                    .is_ok_and(|o| o.stdout.is_empty())
+            });
+            if settled.is_none() {
+                return Err(crate::LabError::NotReady(format!(
+                    "{}: IPv6 addresses still tentative",
+                    host.name
+                )));
+            }
+        }
+        if nat {
+            self.lab
+                .sysctl(director, "net.ipv6.conf.all.forwarding", "1")?;
+            for rs in &self.real_servers {
+                self.lab.ip(
+                    rs,
+                    &["-6", "route", "add", "default", "via", "2001:db8:184::128"],
+                )?;
+            }
+        }
+        Ok(plan)
+    }
+
     /// A one-screen description of the deployment: hosts, addresses, roles.
     pub fn describe(&self) -> String {
         let mut s = format!(

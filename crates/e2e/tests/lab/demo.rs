@@ -35,6 +35,12 @@ fn demo_shows_a_deployment_and_cleans_up() {
     assert!(stdout.contains(" 150  RIP1 10.1.10.66\n"), "{stdout}");
     assert!(stdout.contains(" 150  RIP2 10.1.10.67\n"), "{stdout}");
     assert!(stdout.contains("TCP  10.1.10.88:80"), "{stdout}");
+    // The same deployment over IPv6, beside its IPv4: wrr 1:2 from the example.
+    assert!(
+        stdout.contains("client -> [2001:db8:10::88]:80, 30 new connections:\n      10  RIP1 2001:db8:10::66\n      20  RIP2 2001:db8:10::67\n"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("TCP  [2001:db8:10::88]:80"), "{stdout}");
     // The demo's namespaces carry its pid: none may remain.
     let left = fulcrum_lab::existing_with_prefix(&format!("fl-{pid}-"));
     assert!(left.is_empty(), "left behind: {left:?}");

@@ -1356,31 +1356,6 @@ fn tun_reaches_real_servers_behind_a_router_with_every_tunnel_type() {
     }
 }
 
-/// IPv6 on top of a reference deployment's segments: `addrs` as (host, interface,
-/// address/prefix), added without duplicate address detection so they are usable at once;
-/// then waits until no address of those hosts is tentative any more (the link-local ones
-/// the kernel made when the links came up run their detection for about a second, and a
-/// host sends no neighbour solicitation before: a first connection would wait for it).
-fn add_ipv6(r: &Reference, addrs: &[(&fulcrum_lab::Host, &str, String)]) {
-    for (host, ifname, cidr) in addrs {
-        r.lab
-            .ip(host, &["-6", "addr", "add", cidr, "dev", ifname, "nodad"])
-            .unwrap();
-    }
-    for (host, _, _) in addrs {
-        let settled = wait_for(Duration::from_secs(5), || {
-            r.lab
-                .ip(host, &["-6", "addr", "show", "tentative"])
-                .is_ok_and(|o| o.stdout.is_empty())
-        });
-        assert!(
-            settled.is_some(),
-            "{}: addresses still tentative",
-            host.name
-        );
-    }
-}
-
 /// The split of `count` new connections from the client to `[vip]:port`.
 fn distribution6(r: &Reference, vip: &str, port: u16, count: u32) -> BTreeMap<String, u32> {
     let answers = r
@@ -1409,44 +1384,10 @@ fn ipv6_nat_and_dr_split_as_ipv4_does() {
     ] {
         let mut r = reference::build(deployment, label, Some(agent())).unwrap();
         let dir = Scratch::new(label);
-        let (client, director) = (r.client.clone(), r.directors[0].clone());
+        let client = r.client.clone();
         let rss = r.real_servers.clone();
-        let mut addrs = vec![
-            (&client, "eth0", "2001:db8:10::2/64".to_string()),
-            (&director, "eth0", "2001:db8:10::65/64".to_string()),
-        ];
-        let (vip, rips): (&str, Vec<String>) = if kind == "NAT" {
-            addrs.push((&director, "eth1", "2001:db8:184::128/64".to_string()));
-            let rips: Vec<String> = (0..2)
-                .map(|i| format!("2001:db8:184::{}", 129 + i))
-                .collect();
-            for (rs, rip) in rss.iter().zip(&rips) {
-                addrs.push((rs, "eth0", format!("{rip}/64")));
-            }
-            ("2001:db8:10::65", rips)
-        } else {
-            addrs.push((&director, "eth0", "2001:db8:10::88/128".to_string()));
-            let rips: Vec<String> = (0..2).map(|i| format!("2001:db8:10::{}", 66 + i)).collect();
-            for (rs, rip) in rss.iter().zip(&rips) {
-                addrs.push((rs, "eth0", format!("{rip}/64")));
-                addrs.push((rs, "lo", "2001:db8:10::88/128".to_string()));
-            }
-            ("2001:db8:10::88", rips)
-        };
-        add_ipv6(&r, &addrs);
-        if kind == "NAT" {
-            r.lab
-                .sysctl(&director, "net.ipv6.conf.all.forwarding", "1")
-                .unwrap();
-            for rs in &rss {
-                r.lab
-                    .ip(
-                        rs,
-                        &["-6", "route", "add", "default", "via", "2001:db8:184::128"],
-                    )
-                    .unwrap();
-            }
-        }
+        let v6 = r.add_ipv6().unwrap();
+        let (vip, rips) = (v6.vip.as_str(), v6.rips.clone());
         for (i, rs) in rss.iter().enumerate() {
             for port in [80, 81] {
                 r.lab
