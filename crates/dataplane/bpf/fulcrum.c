@@ -232,20 +232,40 @@ static __always_inline int tun_too_big(struct xdp_md *ctx, struct packet *p, __u
  * untranslated, whose forwarding answers the real server from this host's own address
  * (ip_forward's MTU check comes before IPVS's reply hook). Without DF, it is translated
  * and handed to the kernel, which fragments it as IPVS's path does. -1: not too big. */
-static __always_inline int nat_too_big(struct xdp_md *ctx, struct packet *p, const struct conn *c,
+static __always_inline int nat_too_big(struct xdp_md *ctx, struct packet *p, __u32 mtu,
 				       int from_client)
 {
-	if (!c->mtu || p->len <= c->mtu)
+	if (!mtu || p->len <= mtu)
 		return -1;
 	if (!(p->ip->frag_off & bpf_htons(IP_DF)))
 		return -2; /* translated, then to the kernel */
 	count(STAT_NAT_TOO_BIG);
-	if (!from_client || c->mtu < 68)
+	if (!from_client || mtu < 68)
 		return XDP_PASS;
-	int verdict = frag_needed(ctx, c->mtu);
+	int verdict = frag_needed(ctx, mtu);
 	if (verdict == XDP_TX)
 		count(STAT_NAT_FRAG_NEEDED);
 	return verdict;
+}
+
+/* The MTU of the route from `src` to `dst` when a packet of `len` bytes is over it, else
+ * 0: for a packet the kernel must route (its next hop not resolved yet), whose size the
+ * kernel would otherwise answer after translation, naming the wrong address. The FIB
+ * checks the length before it looks for the neighbour. */
+static __always_inline __u32 mtu_over(struct xdp_md *ctx, __be32 src, __be32 dst, __u8 tos,
+				      __u8 proto, __u16 len)
+{
+	struct bpf_fib_lookup f = {};
+	f.family = AF_INET;
+	f.tos = tos;
+	f.l4_protocol = proto;
+	f.tot_len = len;
+	f.ipv4_src = src;
+	f.ipv4_dst = dst;
+	f.ifindex = ctx->ingress_ifindex;
+	if (bpf_fib_lookup(ctx, &f, sizeof(f), 0) == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return f.mtu_result;
+	return 0;
 }
 
 /* Sums the `left` bytes of the frame from `off`, 64 at a time with bpf_csum_diff and then
@@ -481,15 +501,17 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct 
 		return bpf_redirect(d->ifindex, 0);
 	}
 	/* The route (and its MTU) first: a packet too big for it is answered untranslated. */
-	if (route_lookup(ctx, c, p->ip->saddr, c->rip, p->ip->tos, p->ip->protocol, 0, 1)) {
-		rewrite(p, &p->ip->daddr, p->dport, c->rip, c->rport);
-		count(STAT_FIB_PASS);
-		return XDP_PASS;
-	}
-	int big = nat_too_big(ctx, p, c, 1);
+	int routed = !route_lookup(ctx, c, p->ip->saddr, c->rip, p->ip->tos, p->ip->protocol, 0, 1);
+	__u32 mtu = routed ? c->mtu
+			   : mtu_over(ctx, p->ip->saddr, c->rip, p->ip->tos, p->ip->protocol, p->len);
+	int big = nat_too_big(ctx, p, mtu, 1);
 	if (big >= 0)
 		return big;
 	rewrite(p, &p->ip->daddr, p->dport, c->rip, c->rport);
+	if (!routed) {
+		count(STAT_FIB_PASS);
+		return XDP_PASS;
+	}
 	if (big == -2)
 		return XDP_PASS;
 	count(STAT_NAT_IN);
@@ -520,15 +542,17 @@ static __always_inline int reply(struct xdp_md *ctx, struct packet *p, struct co
 	}
 send:
 	account(r->svc, r->dest, p->len, 1, 0);
-	if (route_lookup(ctx, r, r->vip, r->client, p->ip->tos, p->ip->protocol, 0, 1)) {
-		rewrite(p, &p->ip->saddr, p->sport, r->vip, r->vport);
-		count(STAT_FIB_PASS);
-		return XDP_PASS;
-	}
-	int big = nat_too_big(ctx, p, r, 0);
+	int routed = !route_lookup(ctx, r, r->vip, r->client, p->ip->tos, p->ip->protocol, 0, 1);
+	__u32 mtu = routed ? r->mtu
+			   : mtu_over(ctx, r->vip, r->client, p->ip->tos, p->ip->protocol, p->len);
+	int big = nat_too_big(ctx, p, mtu, 0);
 	if (big >= 0)
 		return big;
 	rewrite(p, &p->ip->saddr, p->sport, r->vip, r->vport);
+	if (!routed) {
+		count(STAT_FIB_PASS);
+		return XDP_PASS;
+	}
 	if (big == -2)
 		return XDP_PASS;
 	count(STAT_NAT_OUT);
@@ -953,6 +977,22 @@ static __always_inline int route_lookup6(struct xdp_md *ctx, struct conn *c, con
 	return 0;
 }
 
+/* mtu_over for IPv6. */
+static __always_inline __u32 mtu_over6(struct xdp_md *ctx, const __u8 *src, const __u8 *dst,
+				       __u8 proto, __u16 len)
+{
+	struct bpf_fib_lookup f = {};
+	f.family = AF_INET6;
+	f.l4_protocol = proto;
+	f.tot_len = len;
+	__builtin_memcpy(f.ipv6_src, src, 16);
+	__builtin_memcpy(f.ipv6_dst, dst, 16);
+	f.ifindex = ctx->ingress_ifindex;
+	if (bpf_fib_lookup(ctx, &f, sizeof(f), 0) == BPF_FIB_LKUP_RET_FRAG_NEEDED)
+		return f.mtu_result;
+	return 0;
+}
+
 /* The most of a packet an ICMPv6 error carries: the error may not exceed the minimum
  * IPv6 MTU (RFC 4443 2.4 (c)). */
 #define ICMP6_ERR_MAX (1280 - sizeof(struct ipv6hdr) - 8)
@@ -1068,19 +1108,22 @@ static __always_inline int forward6(struct xdp_md *ctx, struct packet6 *p, struc
 	/* The route and its MTU first: IPv6 is never fragmented on the way, so a packet too
 	 * big for the route gets "packet too big" from the VIP, untranslated, as IPVS's
 	 * ip_vs_nat_xmit_v6 answers it. */
-	if (route_lookup6(ctx, &c->c, p->ip->saddr.in6_u.u6_addr8, c->rip, p->ip->nexthdr)) {
-		rewrite6(p, p->ip->daddr.in6_u.u6_addr8, p->dport, c->rip, c->c.rport);
-		count(STAT_FIB_PASS);
-		return XDP_PASS;
-	}
-	if (c->c.mtu >= 1280 && p->len > c->c.mtu) {
+	int routed = !route_lookup6(ctx, &c->c, p->ip->saddr.in6_u.u6_addr8, c->rip, p->ip->nexthdr);
+	__u32 mtu = routed ? c->c.mtu
+			   : mtu_over6(ctx, p->ip->saddr.in6_u.u6_addr8, c->rip, p->ip->nexthdr,
+				       p->len);
+	if (mtu >= 1280 && p->len > mtu) {
 		count(STAT_NAT_TOO_BIG);
-		int verdict = packet_too_big6(ctx, c->c.mtu);
+		int verdict = packet_too_big6(ctx, mtu);
 		if (verdict == XDP_TX)
 			count(STAT_NAT_FRAG_NEEDED);
 		return verdict;
 	}
 	rewrite6(p, p->ip->daddr.in6_u.u6_addr8, p->dport, c->rip, c->c.rport);
+	if (!routed) {
+		count(STAT_FIB_PASS);
+		return XDP_PASS;
+	}
 	count(STAT_NAT_IN);
 	return route_out(ctx, p->eth, &c->c);
 }
@@ -1105,17 +1148,18 @@ static __always_inline int reply6(struct xdp_md *ctx, struct packet6 *p, struct 
 		}
 	}
 	account(r->c.svc, r->c.dest, p->len, 1, 0);
-	if (route_lookup6(ctx, &r->c, r->vip, r->client, p->ip->nexthdr)) {
-		rewrite6(p, p->ip->saddr.in6_u.u6_addr8, p->sport, r->vip, r->c.vport);
-		count(STAT_FIB_PASS);
-		return XDP_PASS;
-	}
-	if (r->c.mtu && p->len > r->c.mtu) {
+	int routed = !route_lookup6(ctx, &r->c, r->vip, r->client, p->ip->nexthdr);
+	__u32 mtu = routed ? r->c.mtu : mtu_over6(ctx, r->vip, r->client, p->ip->nexthdr, p->len);
+	if (mtu && p->len > mtu) {
 		/* Untranslated to the kernel, whose forwarding answers the real server. */
 		count(STAT_NAT_TOO_BIG);
 		return XDP_PASS;
 	}
 	rewrite6(p, p->ip->saddr.in6_u.u6_addr8, p->sport, r->vip, r->c.vport);
+	if (!routed) {
+		count(STAT_FIB_PASS);
+		return XDP_PASS;
+	}
 	count(STAT_NAT_OUT);
 	return route_out(ctx, p->eth, &r->c);
 }

@@ -1356,6 +1356,76 @@ fn tun_reaches_real_servers_behind_a_router_with_every_tunnel_type() {
     }
 }
 
+/// NAT towards a real-server link with a smaller MTU (1280), IPv4 and IPv6: a client's
+/// datagram too big for it is answered from the VIP ("fragmentation needed" with DF,
+/// ICMPv6 "packet too big"), and the client's own kernel takes the answer: its route to
+/// the VIP then carries the smaller MTU, as it would behind IPVS.
+#[test]
+fn nat_tells_the_client_its_packets_are_too_big() {
+    if !require_root("nat_tells_the_client_its_packets_are_too_big") {
+        return;
+    }
+    let mut r = reference::build(Deployment::LvsNat, "l4mtu", Some(agent())).unwrap();
+    let dir = Scratch::new("l4mtu");
+    let v6 = r.add_ipv6().unwrap();
+    let (client, director) = (r.client.clone(), r.directors[0].clone());
+    r.lab
+        .ip(&director, &["link", "set", "eth1", "mtu", "1280"])
+        .unwrap();
+    let vip4 = r.vips[0].to_string();
+    let mut conf = String::new();
+    for (vip, rips) in [
+        (
+            vip4.clone(),
+            r.rips.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        ),
+        (v6.vip.clone(), v6.rips.clone()),
+    ] {
+        conf += &format!(
+            "virtual_server {vip} 53 {{\n    lb_algo rr\n    lb_kind NAT\n    protocol UDP\n"
+        );
+        for rip in rips {
+            conf += &format!("    real_server {rip} 53 {{\n        weight 1\n    }}\n");
+        }
+        conf += "}\n";
+    }
+    let (_daemon, sock) = start(&mut r, &conf, &dir, "l4mtu");
+    for (family, target, vip) in [
+        ("-4", format!("{vip4}:53"), vip4.clone()),
+        ("-6", format!("[{}]:53", v6.vip), v6.vip.clone()),
+    ] {
+        let route = |r: &Reference| {
+            let out = r.lab.ip(&client, &[family, "route", "get", &vip]).unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert!(!route(&r).contains("mtu 1280"), "{}", route(&r));
+        // 1,400 bytes of payload: over 1,280 with either family's headers.
+        let out = r
+            .lab
+            .run_agent(
+                &client,
+                &[
+                    "flood",
+                    "--connect",
+                    &target,
+                    "--size",
+                    "1400",
+                    "--count",
+                    "3",
+                ],
+            )
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let learnt = wait_for(Duration::from_secs(5), || route(&r).contains("mtu 1280"));
+        assert!(
+            learnt.is_some(),
+            "{family}: the client's route to {vip} did not learn the MTU: {}\n{}",
+            route(&r),
+            String::from_utf8_lossy(&fulcrum_e2e::ctl(&sock, &["services"]).stdout)
+        );
+    }
+}
+
 /// The split of `count` new connections from the client to `[vip]:port`.
 fn distribution6(r: &Reference, vip: &str, port: u16, count: u32) -> BTreeMap<String, u32> {
     let answers = r
