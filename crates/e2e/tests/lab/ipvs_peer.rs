@@ -96,6 +96,20 @@ fn sync_interop(label: &str, group: Option<&str>) {
                 .unwrap();
         }
     }
+    if group.is_some() {
+        // A daemon on an IPv6 group sends from the interface's link-local address, which
+        // is usable once its duplicate address detection is over (a second or two after
+        // the link came up): IPVS's start fails before with "Cannot assign requested
+        // address".
+        let settled = wait_for(Duration::from_secs(15), || {
+            vm.run("ip -6 addr show dev eth0 scope link -tentative")
+                .is_ok_and(|(ok, out)| ok && out.contains("inet6"))
+        });
+        assert!(
+            settled.is_some(),
+            "the VM's eth0 has no usable link-local address"
+        );
+    }
     vm.must(&format!(
         "ipvsadm --start-daemon master --mcast-interface eth0 --syncid 51{vm_group}"
     ))
@@ -120,6 +134,17 @@ fn sync_interop(label: &str, group: Option<&str>) {
     }
     let path = dir.0.join("sync.conf");
     std::fs::write(&path, conf).unwrap();
+    if group.is_some() {
+        let settled = wait_for(Duration::from_secs(15), || {
+            r.lab
+                .ip(&d1, &["-6", "addr", "show", "dev", "eth0", "tentative"])
+                .is_ok_and(|o| o.stdout.is_empty())
+        });
+        assert!(
+            settled.is_some(),
+            "director 1's IPv6 addresses stay tentative"
+        );
+    }
     let d = fulcrum_e2e::spawn_fulcrum(&mut r.lab, &d1, &path, &dir.0, "lb1", &[]);
     let up = wait_for(Duration::from_secs(20), || {
         fulcrum_ipvsadm(&d.sock, &["-Ln"]).contains("  -> ")
