@@ -69,43 +69,29 @@ fn agents(
     sources: impl Fn(usize) -> String,
 ) -> Vec<(fulcrum_lab::Process, PathBuf)> {
     let client = g.client.clone();
+    let for_ms = (secs * 1000).to_string();
     (0..count)
         .map(|i| {
             let log = g.dir.join(format!("{mode}-{i}.log"));
+            let sources = sources(i);
+            let args = [
+                mode,
+                "--connect",
+                target,
+                "--for-ms",
+                &for_ms,
+                "--sources",
+                &sources,
+            ];
             let p = g
                 .lab
-                .spawn(
-                    &client,
-                    &[
-                        g.exe.to_string_lossy().as_ref(),
-                        "lab-agent",
-                        mode,
-                        "--connect",
-                        target,
-                        "--for-ms",
-                        &(secs * 1000).to_string(),
-                        "--sources",
-                        &sources(i),
-                    ],
-                    Some(&log),
-                )
+                .spawn_agent(&client, &args, &log)
                 .expect("spawn an agent");
             (p, log)
         })
         .collect()
 }
 
-fn number_before(log: &Path, word: &str) -> u64 {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let words: Vec<&str> = text.split_whitespace().collect();
-    words
-        .windows(2)
-        .find(|w| w[1] == word)
-        .and_then(|w| w[0].parse().ok())
-        .unwrap_or(0)
-}
-
-/// New connections per second (and failures) from 4 agents, 50 source addresses each.
 fn connections_per_second(g: &mut Group, secs: u64) -> (f64, u64) {
     let procs = agents(g, "rate", &format!("{VIP}:80"), 4, secs, |i| {
         format!("10.20.1.{}/50", 1 + 50 * i)
@@ -113,8 +99,8 @@ fn connections_per_second(g: &mut Group, secs: u64) -> (f64, u64) {
     let (mut ok, mut failed) = (0, 0);
     for (p, log) in procs {
         p.wait_timeout(Duration::from_secs(secs + 30));
-        ok += number_before(&log, "ok");
-        failed += number_before(&log, "failed");
+        ok += fulcrum_lab::number_before(&log, "ok");
+        failed += fulcrum_lab::number_before(&log, "failed");
     }
     (ok as f64 / secs as f64, failed)
 }
@@ -131,24 +117,8 @@ fn packets_per_second(g: &mut Group, secs: u64) -> (f64, f64) {
         };
         let p = g
             .lab
-            .spawn(
-                &host,
-                &[
-                    g.exe.to_string_lossy().as_ref(),
-                    "lab-agent",
-                    "sink",
-                    "--listen",
-                    "0.0.0.0:9",
-                    "--for-ms",
-                    &(secs * 1000 + 2000).to_string(),
-                ],
-                Some(&log),
-            )
-            .expect("spawn a sink");
-        let ready = wait_for(Duration::from_secs(10), || {
-            std::fs::read_to_string(&log).is_ok_and(|t| t.contains("ready"))
-        });
-        assert!(ready.is_some(), "sink {i} did not start");
+            .sink(&host, "0.0.0.0:9", secs * 1000 + 2000, &log)
+            .expect("a sink");
         sinks.push((p, log));
     }
     let floods = agents(g, "flood", &format!("{VIP}:9"), 6, secs, |i| {
@@ -157,12 +127,12 @@ fn packets_per_second(g: &mut Group, secs: u64) -> (f64, f64) {
     let mut sent = 0;
     for (p, log) in floods {
         p.wait_timeout(Duration::from_secs(secs + 30));
-        sent += number_before(&log, "sent");
+        sent += fulcrum_lab::number_before(&log, "sent");
     }
     let mut received = 0;
     for (p, log) in sinks {
         p.wait_timeout(Duration::from_secs(secs + 30));
-        received += number_before(&log, "received");
+        received += fulcrum_lab::number_before(&log, "received");
     }
     (received as f64 / secs as f64, sent as f64 / secs as f64)
 }

@@ -51,22 +51,17 @@ impl Mode {
 /// Connections per second (ok, failed) with `clients` agents hitting `targets` in turn.
 fn measure(
     r: &mut Reference,
-    exe: &Path,
     targets: &[String],
     clients: usize,
     secs: u64,
     dir: &Path,
 ) -> (f64, u64) {
-    let procs = clients_running(r, exe, "rate", targets, clients, secs, dir);
+    let procs = clients_running(r, "rate", targets, clients, secs, dir);
     let (mut ok, mut failed) = (0u64, 0u64);
     for (p, log) in procs {
         p.wait_timeout(Duration::from_secs(secs + 30));
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        let words: Vec<&str> = text.split_whitespace().collect();
-        if let [n, "ok", m, "failed"] = words[..] {
-            ok += n.parse::<u64>().unwrap_or(0);
-            failed += m.parse::<u64>().unwrap_or(0);
-        }
+        ok += fulcrum_lab::number_before(&log, "ok");
+        failed += fulcrum_lab::number_before(&log, "failed");
     }
     (ok as f64 / secs as f64, failed)
 }
@@ -75,7 +70,6 @@ fn measure(
 /// for `secs`, each with its log.
 fn clients_running(
     r: &mut Reference,
-    exe: &Path,
     mode: &str,
     targets: &[String],
     clients: usize,
@@ -83,24 +77,20 @@ fn clients_running(
     dir: &Path,
 ) -> Vec<(fulcrum_lab::Process, PathBuf)> {
     let client = r.client.clone();
+    let for_ms = (secs * 1000).to_string();
     (0..clients)
         .map(|i| {
             let log = dir.join(format!("{mode}-{i}.log"));
+            let args = [
+                mode,
+                "--connect",
+                &targets[i % targets.len()],
+                "--for-ms",
+                &for_ms,
+            ];
             let p = r
                 .lab
-                .spawn(
-                    &client,
-                    &[
-                        exe.to_string_lossy().as_ref(),
-                        "lab-agent",
-                        mode,
-                        "--connect",
-                        &targets[i % targets.len()],
-                        "--for-ms",
-                        &(secs * 1000).to_string(),
-                    ],
-                    Some(&log),
-                )
+                .spawn_agent(&client, &args, &log)
                 .expect("spawn a client agent");
             (p, log)
         })
@@ -111,59 +101,30 @@ fn clients_running(
 /// flooding agents sending 64-byte datagrams to `targets` in turn.
 fn measure_pps(
     r: &mut Reference,
-    exe: &Path,
     targets: &[String],
     clients: usize,
     secs: u64,
     dir: &Path,
 ) -> (f64, f64) {
-    let exe_s = exe.to_string_lossy().to_string();
     let mut sinks = Vec::new();
     for (i, rs) in r.real_servers.clone().iter().enumerate() {
         let log = dir.join(format!("sink-{i}.log"));
         let p = r
             .lab
-            .spawn(
-                rs,
-                &[
-                    exe_s.as_str(),
-                    "lab-agent",
-                    "sink",
-                    "--listen",
-                    "0.0.0.0:9",
-                    "--for-ms",
-                    &(secs * 1000 + 2000).to_string(),
-                ],
-                Some(&log),
-            )
-            .expect("spawn a sink");
-        let ready = wait_for(Duration::from_secs(10), || {
-            std::fs::read_to_string(&log)
-                .map(|t| t.contains("ready"))
-                .unwrap_or(false)
-        });
-        assert!(ready.is_some(), "sink {i} did not start");
+            .sink(rs, "0.0.0.0:9", secs * 1000 + 2000, &log)
+            .expect("a sink");
         sinks.push((p, log));
     }
-    let floods = clients_running(r, exe, "flood", targets, clients, secs, dir);
-    let count = |log: &Path, word: &str| -> u64 {
-        let text = std::fs::read_to_string(log).unwrap_or_default();
-        let words: Vec<&str> = text.split_whitespace().collect();
-        words
-            .windows(2)
-            .find(|w| w[1] == word)
-            .and_then(|w| w[0].parse().ok())
-            .unwrap_or(0)
-    };
+    let floods = clients_running(r, "flood", targets, clients, secs, dir);
     let mut sent = 0;
     for (p, log) in floods {
         p.wait_timeout(Duration::from_secs(secs + 30));
-        sent += count(&log, "sent");
+        sent += fulcrum_lab::number_before(&log, "sent");
     }
     let mut received = 0;
     for (p, log) in sinks {
         p.wait_timeout(Duration::from_secs(secs + 30));
-        received += count(&log, "received");
+        received += fulcrum_lab::number_before(&log, "received");
     }
     (received as f64 / secs as f64, sent as f64 / secs as f64)
 }
@@ -288,8 +249,8 @@ fn main() {
                     assert!(up.is_some(), "fulcrum did not start; see {}", dir.display());
                 }
             }
-            let (cps, failed) = measure(&mut r, &exe, tcp, clients, secs, &dir);
-            let (pps, sent) = measure_pps(&mut r, &exe, udp, clients, secs, &dir);
+            let (cps, failed) = measure(&mut r, tcp, clients, secs, &dir);
+            let (pps, sent) = measure_pps(&mut r, udp, clients, secs, &dir);
             results[m].push((cps, failed, pps, sent));
             match mode {
                 Mode::Routing => {}

@@ -18,7 +18,7 @@ pub mod agent;
 pub mod ipvs_vm;
 pub mod reference;
 
-use std::ffi::OsStr;
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -126,6 +126,18 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> Option<Durat
         std::thread::sleep(Duration::from_millis(1));
     }
     None
+}
+
+/// The number an agent's summary line puts before `word` (`1234 sent`, `567 ok`) in its
+/// log; 0 when there is none.
+pub fn number_before(log: &Path, word: &str) -> u64 {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words
+        .windows(2)
+        .find(|w| w[1] == word)
+        .and_then(|w| w[0].parse().ok())
+        .unwrap_or(0)
 }
 
 /// The program the lab runs in its hosts as a server or prober: a binary (the lab's own
@@ -535,6 +547,36 @@ impl Lab {
             command: format!("{cmd:?}"),
             source,
         })
+    }
+
+    /// Starts the agent in `host` with `args` (a `flood`, `rate`, `sink`... that runs for a
+    /// while), its output to `log`.
+    pub fn spawn_agent(&mut self, host: &Host, args: &[&str], log: &Path) -> Result<Process> {
+        let agent = self.agent()?.clone();
+        let mut line: Vec<OsString> = vec![agent.program.into_os_string()];
+        line.extend(agent.prefix_args.iter().map(Into::into));
+        line.extend(args.iter().map(Into::into));
+        self.spawn(host, &line, Some(log))
+    }
+
+    /// The agent's `sink` in `host` on `listen` for `for_ms`, once it says it is ready.
+    pub fn sink(&mut self, host: &Host, listen: &str, for_ms: u64, log: &Path) -> Result<Process> {
+        let for_ms = for_ms.to_string();
+        let p = self.spawn_agent(
+            host,
+            &["sink", "--listen", listen, "--for-ms", &for_ms],
+            log,
+        )?;
+        let ready = wait_for(Duration::from_secs(10), || {
+            std::fs::read_to_string(log).is_ok_and(|t| t.contains("ready"))
+        });
+        match ready {
+            Some(_) => Ok(p),
+            None => Err(LabError::NotReady(format!(
+                "the sink in {} did not start",
+                host.name
+            ))),
+        }
     }
 
     fn agent(&self) -> Result<&Agent> {
