@@ -51,6 +51,35 @@ static __always_inline void account(__u32 svc, __u32 slot, __u32 len, int out, i
 	}
 }
 
+/* Fills a FIB lookup from `src` to `dst` for a packet of `len` bytes (0: no MTU check), as
+ * it arrived on the frame's interface; a lookup overwrites its fields, so each is filled
+ * anew. */
+static __always_inline void fib_params(struct xdp_md *ctx, struct bpf_fib_lookup *f, __be32 src,
+				       __be32 dst, __u8 tos, __u8 proto, __u16 len)
+{
+	__builtin_memset(f, 0, sizeof(*f));
+	f->family = AF_INET;
+	f->tos = tos;
+	f->l4_protocol = proto;
+	f->tot_len = len;
+	f->ipv4_src = src;
+	f->ipv4_dst = dst;
+	f->ifindex = ctx->ingress_ifindex;
+}
+
+/* fib_params for IPv6. */
+static __always_inline void fib_params6(struct xdp_md *ctx, struct bpf_fib_lookup *f,
+					const __u8 *src, const __u8 *dst, __u8 proto, __u16 len)
+{
+	__builtin_memset(f, 0, sizeof(*f));
+	f->family = AF_INET6;
+	f->l4_protocol = proto;
+	f->tot_len = len;
+	__builtin_memcpy(f->ipv6_src, src, 16);
+	__builtin_memcpy(f->ipv6_dst, dst, 16);
+	f->ifindex = ctx->ingress_ifindex;
+}
+
 /* The next hop towards `dst` by the kernel's FIB: MACs from the neighbour table, out of
  * the interface the route names (NAT and TUN: the director forwards, so ip_forward is on,
  * which the lookup requires). The answer is cached in the connection entry `c` until the
@@ -63,14 +92,8 @@ static __always_inline int route_lookup(struct xdp_md *ctx, struct conn *c, __be
 	__u32 gen = route_gen();
 	if (c->ifindex && c->route_gen == gen)
 		return 0;
-	struct bpf_fib_lookup f = {};
-	f.family = AF_INET;
-	f.tos = tos;
-	f.l4_protocol = proto;
-	f.tot_len = tot_len;
-	f.ipv4_src = src;
-	f.ipv4_dst = dst;
-	f.ifindex = ctx->ingress_ifindex;
+	struct bpf_fib_lookup f;
+	fib_params(ctx, &f, src, dst, tos, proto, tot_len);
 	if (bpf_fib_lookup(ctx, &f, sizeof(f), 0) != BPF_FIB_LKUP_RET_SUCCESS)
 		return -1;
 	c->ifindex = f.ifindex;
@@ -80,13 +103,7 @@ static __always_inline int route_lookup(struct xdp_md *ctx, struct conn *c, __be
 	if (want_mtu) {
 		/* The lookup tells the MTU (the route's, learnt path MTUs included) only to a
 		 * length over it: asked again with the largest. */
-		f.family = AF_INET;
-		f.tos = tos;
-		f.l4_protocol = proto;
-		f.tot_len = 0xffff;
-		f.ipv4_src = src;
-		f.ipv4_dst = dst;
-		f.ifindex = ctx->ingress_ifindex;
+		fib_params(ctx, &f, src, dst, tos, proto, 0xffff);
 		if (bpf_fib_lookup(ctx, &f, sizeof(f), 0) == BPF_FIB_LKUP_RET_FRAG_NEEDED)
 			c->mtu = f.mtu_result;
 	}
@@ -255,14 +272,8 @@ static __always_inline int nat_too_big(struct xdp_md *ctx, struct packet *p, __u
 static __always_inline __u32 mtu_over(struct xdp_md *ctx, __be32 src, __be32 dst, __u8 tos,
 				      __u8 proto, __u16 len)
 {
-	struct bpf_fib_lookup f = {};
-	f.family = AF_INET;
-	f.tos = tos;
-	f.l4_protocol = proto;
-	f.tot_len = len;
-	f.ipv4_src = src;
-	f.ipv4_dst = dst;
-	f.ifindex = ctx->ingress_ifindex;
+	struct bpf_fib_lookup f;
+	fib_params(ctx, &f, src, dst, tos, proto, len);
 	if (bpf_fib_lookup(ctx, &f, sizeof(f), 0) == BPF_FIB_LKUP_RET_FRAG_NEEDED)
 		return f.mtu_result;
 	return 0;
@@ -951,12 +962,8 @@ static __always_inline int route_lookup6(struct xdp_md *ctx, struct conn *c, con
 	__u32 gen = route_gen();
 	if (c->ifindex && c->route_gen == gen)
 		return 0;
-	struct bpf_fib_lookup f = {};
-	f.family = AF_INET6;
-	f.l4_protocol = proto;
-	__builtin_memcpy(f.ipv6_src, src, 16);
-	__builtin_memcpy(f.ipv6_dst, dst, 16);
-	f.ifindex = ctx->ingress_ifindex;
+	struct bpf_fib_lookup f;
+	fib_params6(ctx, &f, src, dst, proto, 0);
 	if (bpf_fib_lookup(ctx, &f, sizeof(f), 0) != BPF_FIB_LKUP_RET_SUCCESS)
 		return -1;
 	c->ifindex = f.ifindex;
@@ -964,13 +971,7 @@ static __always_inline int route_lookup6(struct xdp_md *ctx, struct conn *c, con
 	__builtin_memcpy(c->smac, f.smac, ETH_ALEN);
 	/* The route's MTU, as route_lookup learns it: told only to a length over it. */
 	c->mtu = 0;
-	__builtin_memset(&f, 0, sizeof(f));
-	f.family = AF_INET6;
-	f.l4_protocol = proto;
-	f.tot_len = 0xffff;
-	__builtin_memcpy(f.ipv6_src, src, 16);
-	__builtin_memcpy(f.ipv6_dst, dst, 16);
-	f.ifindex = ctx->ingress_ifindex;
+	fib_params6(ctx, &f, src, dst, proto, 0xffff);
 	if (bpf_fib_lookup(ctx, &f, sizeof(f), 0) == BPF_FIB_LKUP_RET_FRAG_NEEDED)
 		c->mtu = f.mtu_result;
 	c->route_gen = gen;
@@ -981,13 +982,8 @@ static __always_inline int route_lookup6(struct xdp_md *ctx, struct conn *c, con
 static __always_inline __u32 mtu_over6(struct xdp_md *ctx, const __u8 *src, const __u8 *dst,
 				       __u8 proto, __u16 len)
 {
-	struct bpf_fib_lookup f = {};
-	f.family = AF_INET6;
-	f.l4_protocol = proto;
-	f.tot_len = len;
-	__builtin_memcpy(f.ipv6_src, src, 16);
-	__builtin_memcpy(f.ipv6_dst, dst, 16);
-	f.ifindex = ctx->ingress_ifindex;
+	struct bpf_fib_lookup f;
+	fib_params6(ctx, &f, src, dst, proto, len);
 	if (bpf_fib_lookup(ctx, &f, sizeof(f), 0) == BPF_FIB_LKUP_RET_FRAG_NEEDED)
 		return f.mtu_result;
 	return 0;
