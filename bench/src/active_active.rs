@@ -124,16 +124,9 @@ fn packets_per_second(g: &mut Group, secs: u64) -> (f64, f64) {
     let floods = agents(g, "flood", &format!("{VIP}:9"), 6, secs, |i| {
         format!("10.20.1.{}/1", 1 + 7 * i)
     });
-    let mut sent = 0;
-    for (p, log) in floods {
-        p.wait_timeout(Duration::from_secs(secs + 30));
-        sent += fulcrum_lab::number_before(&log, "sent");
-    }
-    let mut received = 0;
-    for (p, log) in sinks {
-        p.wait_timeout(Duration::from_secs(secs + 30));
-        received += fulcrum_lab::number_before(&log, "received");
-    }
+    let wait = Duration::from_secs(secs + 30);
+    let sent = fulcrum_lab::total_of(floods, "sent", wait);
+    let received = fulcrum_lab::total_of(sinks, "received", wait);
     (received as f64 / secs as f64, sent as f64 / secs as f64)
 }
 

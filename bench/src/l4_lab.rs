@@ -116,16 +116,9 @@ fn measure_pps(
         sinks.push((p, log));
     }
     let floods = clients_running(r, "flood", targets, clients, secs, dir);
-    let mut sent = 0;
-    for (p, log) in floods {
-        p.wait_timeout(Duration::from_secs(secs + 30));
-        sent += fulcrum_lab::number_before(&log, "sent");
-    }
-    let mut received = 0;
-    for (p, log) in sinks {
-        p.wait_timeout(Duration::from_secs(secs + 30));
-        received += fulcrum_lab::number_before(&log, "received");
-    }
+    let wait = Duration::from_secs(secs + 30);
+    let sent = fulcrum_lab::total_of(floods, "sent", wait);
+    let received = fulcrum_lab::total_of(sinks, "received", wait);
     (received as f64 / secs as f64, sent as f64 / secs as f64)
 }
 

@@ -981,11 +981,7 @@ fn nat_answers_packets_too_big_for_the_route() {
     if !require_root("nat_answers_packets_too_big_for_the_route") {
         return;
     }
-    let mut lab = Lab::new("fxnatmtu").unwrap();
-    let (dir, next) = (lab.host("dir").unwrap(), lab.host("next").unwrap());
-    lab.link(&dir, "eth1", &next, "eth0").unwrap();
-    lab.addr(&dir, "eth1", "10.9.0.1/24").unwrap();
-    lab.ip(&dir, &["link", "set", "lo", "up"]).unwrap();
+    let (lab, dir, _) = tun_lab("fxnatmtu");
     for to in [RIPS[0], CLIENT] {
         let to = format!("{to}/32");
         // Locked: a forwarded packet meets a route's MTU only then (as the kernel's
@@ -993,27 +989,11 @@ fn nat_answers_packets_too_big_for_the_route() {
         lab.ip(
             &dir,
             &[
-                "route", "add", &to, "via", "10.9.0.2", "mtu", "lock", "1000",
+                "route", "replace", &to, "via", "10.9.0.2", "mtu", "lock", "1000",
             ],
         )
         .unwrap();
     }
-    lab.ip(
-        &dir,
-        &[
-            "neigh",
-            "add",
-            "10.9.0.2",
-            "lladdr",
-            "02:00:00:00:00:99",
-            "dev",
-            "eth1",
-            "nud",
-            "permanent",
-        ],
-    )
-    .unwrap();
-    lab.sysctl(&dir, "net.ipv4.ip_forward", "1").unwrap();
     lab.within(&dir, || {
         let mut dp = DataPlane::load().unwrap();
         dp.put_service(&service(Method::Nat, &[1])).unwrap();
@@ -1084,8 +1064,8 @@ fn nat_answers_packets_too_big_for_the_route() {
     .unwrap();
 }
 
-/// A namespace for TUN fixtures: a route to RIPS[0] through a 1500-byte link to a next hop
-/// with a known MAC, forwarding on. Returns the lab, the namespace and its link's MAC.
+/// A namespace for the TUN and NAT-MTU fixtures: a route to RIPS[0] through a 1500-byte
+/// link to a next hop with a known MAC, forwarding on. Returns the lab, the namespace and its link's MAC.
 fn tun_lab(name: &str) -> (Lab, fulcrum_lab::Host, Vec<u8>) {
     let mut lab = Lab::new(name).unwrap();
     let (dir, next) = (lab.host("dir").unwrap(), lab.host("next").unwrap());

@@ -140,6 +140,18 @@ pub fn number_before(log: &Path, word: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits (at most `wait` each) for agents that run for a while to end, and adds up the
+/// number each one's summary puts before `word`.
+pub fn total_of(agents: Vec<(Process, PathBuf)>, word: &str, wait: Duration) -> u64 {
+    agents
+        .into_iter()
+        .map(|(p, log)| {
+            p.wait_timeout(wait);
+            number_before(&log, word)
+        })
+        .sum()
+}
+
 /// The program the lab runs in its hosts as a server or prober: a binary (the lab's own
 /// `fulcrum-lab-agent`) or `fulcrum lab-agent`.
 #[derive(Debug, Clone)]
