@@ -13,22 +13,8 @@ use std::path::PathBuf;
 
 use crate::announce::Route;
 
-/// One BGP neighbour.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Neighbor {
-    pub addr: IpAddr,
-    pub remote_as: u32,
-    /// The local address of the session; BIRD picks one when None.
-    pub local: Option<IpAddr>,
-    pub port: Option<u16>,
-    /// Seconds; BIRD's default (240) when None.
-    pub hold_time: Option<u16>,
-    /// eBGP multihop TTL; a directly connected neighbour when None.
-    pub multihop: Option<u8>,
-    /// Bidirectional forwarding detection on the session (BIRD's `bfd on`); with
-    /// multihop, BIRD needs `local`.
-    pub bfd: bool,
-}
+/// One BGP neighbour (the type keepalived.conf's `fulcrum_bgp` block reads).
+pub use fulcrum_types::BgpNeighbor as Neighbor;
 
 /// A BGP daemon that announces what Fulcrum decides: the small interface FRR would sit
 /// behind too.

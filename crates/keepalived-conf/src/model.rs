@@ -68,16 +68,7 @@ impl Bgp {
 }
 
 /// `neighbor ADDR as N [local ADDR] [port N] [hold_time N] [multihop N] [bfd]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BgpNeighbor {
-    pub addr: IpAddr,
-    pub remote_as: u32,
-    pub local: Option<IpAddr>,
-    pub port: Option<u16>,
-    pub hold_time: Option<u16>,
-    pub multihop: Option<u8>,
-    pub bfd: bool,
-}
+pub use fulcrum_types::BgpNeighbor;
 
 /// A user, and optionally a group, that a script runs as.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use fulcrum_bgp::{Announcer, Bird, Inputs, Neighbor, Policy, Route, Speaker, VipInput, Why};
+use fulcrum_bgp::{Announcer, Bird, Inputs, Policy, Route, Speaker, VipInput, Why};
 use fulcrum_keepalived_conf::model::{Bgp, KeepalivedConfig, ServiceKey};
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -111,19 +111,7 @@ fn speaker(b: &Bgp) -> Bird {
         socket: PathBuf::from(b.control()),
         include: PathBuf::from(b.config_file()),
         local_as: b.local_as,
-        neighbors: b
-            .neighbors
-            .iter()
-            .map(|n| Neighbor {
-                addr: n.addr,
-                remote_as: n.remote_as,
-                local: n.local,
-                port: n.port,
-                hold_time: n.hold_time,
-                multihop: n.multihop,
-                bfd: n.bfd,
-            })
-            .collect(),
+        neighbors: b.neighbors.clone(),
         liveness: b.liveness().to_string(),
     }
 }

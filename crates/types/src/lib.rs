@@ -275,6 +275,24 @@ named_enum!(
     }
 );
 
+/// One BGP neighbour a director announces its VIPs to (keepalived.conf's `fulcrum_bgp`
+/// `neighbor ADDR as N [local ADDR] [port N] [hold_time N] [multihop N] [bfd]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BgpNeighbor {
+    pub addr: std::net::IpAddr,
+    pub remote_as: u32,
+    /// The local address of the session; the BGP daemon picks one when None.
+    pub local: Option<std::net::IpAddr>,
+    pub port: Option<u16>,
+    /// Seconds; the daemon's default (BIRD's 240) when None.
+    pub hold_time: Option<u16>,
+    /// eBGP multihop TTL; a directly connected neighbour when None.
+    pub multihop: Option<u8>,
+    /// Bidirectional forwarding detection on the session; with multihop, BIRD needs
+    /// `local`.
+    pub bfd: bool,
+}
+
 /// How a persistent virtual service groups its clients (ipvsadm's `-M`, keepalived's
 /// `persistence_granularity`): an IPv4 service by netmask, an IPv6 one by prefix length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
