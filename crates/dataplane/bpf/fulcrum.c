@@ -1080,11 +1080,209 @@ static __always_inline void rewrite6(struct packet6 *p, __u8 *addr, __be16 *port
 	*port = to_port;
 }
 
-/* Client -> real server `d` of an IPv6 connection. TUN is not made over IPv6 (the control
- * plane refuses it): dropped and counted. */
+/* The one's-complement sum of a client's IPv6 packet at `off` in the frame (the 40-byte
+ * header, then a TCP segment or UDP datagram), for an outer checksum over it, as
+ * inner_sum: the header is summed (it has no checksum of its own), the segment is the
+ * complement of its pseudo-header unless a UDP datagram carries no checksum. -1 when the
+ * frame ends before the packet does. */
+static __always_inline __s64 inner_sum6(struct xdp_md *ctx, __u32 off)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ipv6hdr *ip = HEADER(data + (off & 0xff), end, struct ipv6hdr);
+	if (!ip)
+		return -1;
+	struct udphdr *u = HEADER(ip + 1, end, struct udphdr);
+	if (!u)
+		return -1;
+	__u16 l4_len = bpf_ntohs(ip->payload_len);
+	__u64 sum;
+	if (ip->nexthdr == IPPROTO_TCP || u->check) {
+		const __u32 *a = (const __u32 *)&ip->saddr;
+		__u64 pseudo = (__u64)bpf_htons(l4_len) + bpf_htons((__u16)ip->nexthdr);
+#pragma unroll
+		for (int i = 0; i < 8; i++)
+			pseudo += (__u64)(a[i] & 0xffff) + (a[i] >> 16);
+		sum = (__u16)~csum_fold64(pseudo);
+	} else {
+		/* Nothing else live across the walk: the verifier checks its callback the
+		 * fewer times. */
+		struct sum_walk wk = {
+			.ctx = ctx, .off = off + sizeof(struct ipv6hdr), .left = l4_len
+		};
+		bpf_loop(8192 / 64 + 32, sum_cb, &wk, 0);
+		if (wk.left)
+			return -1;
+		sum = csum_fold64(wk.sum);
+		data = (void *)(long)ctx->data;
+		end = (void *)(long)ctx->data_end;
+		ip = HEADER(data + (off & 0xff), end, struct ipv6hdr);
+		if (!ip)
+			return -1;
+	}
+	const __u16 *w = (const __u16 *)ip;
+#pragma unroll
+	for (int i = 0; i < 20; i++)
+		sum += w[i];
+	return sum;
+}
+
+/* tun_checksum for an IPv6 outer header: gue's UDP checksum over the outer IPv6
+ * pseudo-header, or gre's. A global function, as tun_checksum. */
+__attribute__((noinline)) int tun_checksum6(struct xdp_md *ctx, __u32 type)
+{
+	__u32 off = sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + (type == TUN_GUE ? 12 : 8);
+	__s64 sum = inner_sum6(ctx, off);
+	if (sum < 0)
+		return -1;
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ipv6hdr *o = HEADER(data + sizeof(struct ethhdr), end, struct ipv6hdr);
+	if (!o)
+		return -1;
+	__u16 *h = (__u16 *)HEADER(o + 1, end, __u64);
+	if (!h)
+		return -1;
+	__u64 s = (__u64)sum + h[0] + h[1] + h[2] + h[3];
+	if (type == TUN_GUE) {
+		__u16 *g = (__u16 *)HEADER(h + 4, end, __u32);
+		if (!g)
+			return -1;
+		const __u32 *a = (const __u32 *)&o->saddr;
+		s += g[0] + g[1] + bpf_htons(IPPROTO_UDP) + h[2];
+#pragma unroll
+		for (int i = 0; i < 8; i++)
+			s += (__u64)(a[i] & 0xffff) + (a[i] >> 16);
+		__u16 check = ~csum_fold64(s);
+		h[3] = check ? check : 0xffff;
+	} else {
+		h[2] = ~csum_fold64(s);
+	}
+	return 0;
+}
+
+/* TUN over IPv6, as IPVS's ip_vs_tunnel_xmit_v6: the client's packet, untouched, inside
+ * an IPv6 header from the director's address towards the real server (ipip: next header
+ * IPv6), with a UDP and a GUE header (gue) or a GRE header (gre). The outer header takes
+ * the inner one's traffic class (a CE mark becomes ECT(0), INET_ECN_encapsulate) and hop
+ * limit, and no flow label; gue's UDP checksum is left zero unless csum or remcsum asks
+ * for it (udp6_set_csum). One that would not fit the route gets "packet too big" from the
+ * VIP with what is left of the MTU (the caller sends it: this returns that MTU,
+ * negated); under 1280 left, IPVS drops it (so here too). A global function (verified
+ * once, though two paths call it): it parses the frame again. */
+__attribute__((noinline)) int tun_forward6(struct xdp_md *ctx, struct conn6 *c,
+					   const struct dest *d)
+{
+	if (!c || !d)
+		return XDP_DROP;
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = HEADER(data, end, struct ethhdr);
+	if (!eth)
+		return XDP_DROP;
+	struct ipv6hdr *ip = HEADER(eth + 1, end, struct ipv6hdr);
+	if (!ip)
+		return XDP_DROP;
+	struct l4ports *ports = HEADER(ip + 1, end, struct l4ports);
+	if (!ports)
+		return XDP_DROP;
+	__u32 k = slot_index(c->c.svc, c->c.dest);
+	struct in6_addr *src = bpf_map_lookup_elem(&tun_src6, &k);
+	__u8 type = d->tun_type;
+	int csum = (d->tun_flags & (TUN_F_CSUM | TUN_F_REMCSUM)) != 0;
+	int extra = type == TUN_GUE ? 8 + 4 : type == TUN_GRE ? (csum ? 8 : 4) : 0;
+	__u8 proto = type == TUN_GUE ? IPPROTO_UDP : type == TUN_GRE ? IPPROTO_GRE : IPPROTO_IPV6;
+	if (!src || route_lookup6(ctx, &c->c, src->in6_u.u6_addr8, c->rip, proto)) {
+		count(STAT_TUN_FAIL);
+		return XDP_DROP;
+	}
+	__u32 inner = sizeof(struct ipv6hdr) + bpf_ntohs(ip->payload_len);
+	__u32 mtu = c->c.mtu;
+	if (mtu && inner + sizeof(struct ipv6hdr) + extra > mtu) {
+		mtu -= sizeof(struct ipv6hdr) + extra;
+		if (mtu < 1280) {
+			count(STAT_TUN_TOO_BIG);
+			return XDP_DROP;
+		}
+		return -(int)mtu; /* packet_too_big6 by the caller: the stack holds no more */
+	}
+	__u8 tc = (bpf_ntohl(*(__be32 *)ip) >> 20) & 0xff;
+	if ((tc & 3) == 3)
+		tc = (tc & ~3) | 2;
+	__u8 hops = ip->hop_limit;
+	__u16 sport = 32768 + ((bpf_ntohl(fold6(ip->saddr.in6_u.u6_addr8)) ^
+				bpf_ntohs(ports->source)) & 0x7fff);
+	__be16 gue_port = d->tun_port;
+	if (bpf_xdp_adjust_head(ctx, -(int)(sizeof(struct ipv6hdr) + extra))) {
+		count(STAT_TUN_FAIL);
+		return XDP_DROP;
+	}
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	eth = HEADER(data, end, struct ethhdr);
+	if (!eth)
+		return XDP_DROP;
+	struct ipv6hdr *o = HEADER(eth + 1, end, struct ipv6hdr);
+	if (!o)
+		return XDP_DROP;
+	eth->h_proto = ETH_P_IPV6_BE;
+	*(__be32 *)o = bpf_htonl(0x60000000 | ((__u32)tc << 20));
+	o->payload_len = bpf_htons(inner + extra);
+	o->nexthdr = proto;
+	o->hop_limit = hops;
+	__builtin_memcpy(o->saddr.in6_u.u6_addr8, src->in6_u.u6_addr8, 16);
+	__builtin_memcpy(o->daddr.in6_u.u6_addr8, c->rip, 16);
+	if (type == TUN_GUE) {
+		struct udphdr *u = HEADER(o + 1, end, struct udphdr);
+		if (!u)
+			return XDP_DROP;
+		__u8 *g = (__u8 *)HEADER(u + 1, end, __u32);
+		if (!g)
+			return XDP_DROP;
+		u->source = bpf_htons(sport);
+		u->dest = gue_port;
+		u->len = bpf_htons(inner + 8 + 4);
+		u->check = 0;
+		g[0] = 0;
+		g[1] = IPPROTO_IPV6;
+		g[2] = 0;
+		g[3] = 0;
+	} else if (type == TUN_GRE) {
+		__be16 *g = (__be16 *)HEADER(o + 1, end, __u32);
+		if (!g)
+			return XDP_DROP;
+		g[0] = 0;
+		g[1] = bpf_htons(ETH_P_IPV6);
+		if (csum) {
+			__be16 *x = (__be16 *)HEADER(g + 2, end, __u32);
+			if (!x)
+				return XDP_DROP;
+			g[0] = bpf_htons(0x8000);
+			x[0] = 0;
+			x[1] = 0;
+		}
+	}
+	if (csum && type != TUN_IPIP && tun_checksum6(ctx, type)) {
+		count(STAT_MALFORMED);
+		return XDP_DROP;
+	}
+	count(STAT_TUN);
+	return route_out(ctx, eth, &c->c);
+}
+
+/* Client -> real server `d` of an IPv6 connection. */
 static __always_inline int forward6(struct xdp_md *ctx, struct packet6 *p, struct conn6 *c,
 				    const struct dest *d)
 {
+	if (c->c.method == METHOD_TUN) {
+		int verdict = tun_forward6(ctx, c, d);
+		if (verdict >= 0)
+			return verdict;
+		verdict = packet_too_big6(ctx, -verdict);
+		if (verdict == XDP_TX)
+			count(STAT_TUN_FRAG_NEEDED);
+		return verdict;
+	}
 	if (c->c.method == METHOD_DR) {
 		if (!(d->mac[0] | d->mac[1] | d->mac[2] | d->mac[3] | d->mac[4] | d->mac[5])) {
 			count(STAT_NO_NEIGH);
@@ -1096,10 +1294,6 @@ static __always_inline int forward6(struct xdp_md *ctx, struct packet6 *p, struc
 		if (!d->ifindex || d->ifindex == ctx->ingress_ifindex)
 			return XDP_TX;
 		return bpf_redirect(d->ifindex, 0);
-	}
-	if (c->c.method != METHOD_NAT) {
-		count(STAT_TUN_FAIL);
-		return XDP_DROP;
 	}
 	/* The route and its MTU first: IPv6 is never fragmented on the way, so a packet too
 	 * big for the route gets "packet too big" from the VIP, untranslated, as IPVS's

@@ -89,7 +89,7 @@ pub struct DestSpec {
     pub link: Option<Link>,
     /// TUN: the outer source address, the director's own towards the server (None until
     /// the route to it is known).
-    pub tun_source: Option<Ipv4Addr>,
+    pub tun_source: Option<IpAddr>,
 }
 
 /// A DR real server's place on the link.
@@ -317,8 +317,10 @@ impl DataPlane {
                 spec.persistence = Some((v.persist_timeout, g));
             }
             let dests6: Array<&MapData, [u8; 16]> = Array::try_from(self.map("dests6")?)?;
+            let tun_src6: Array<&MapData, [u8; 16]> = Array::try_from(self.map("tun_src6")?)?;
             for slot in 0..usize::from(v.ndests) {
                 let d = dests.get(&slot_index(v.id, slot), 0)?;
+                let source6 = std::net::Ipv6Addr::from(tun_src6.get(&slot_index(v.id, slot), 0)?);
                 let ip: IpAddr = if key.family == 6 {
                     std::net::Ipv6Addr::from(dests6.get(&slot_index(v.id, slot), 0)?).into()
                 } else {
@@ -356,7 +358,12 @@ impl DataPlane {
                             ifindex: d.ifindex,
                             smac: d.smac,
                         }),
-                        tun_source: (d.tun_saddr != 0).then(|| addr(d.tun_saddr)),
+                        tun_source: match ip {
+                            IpAddr::V6(_) => (!source6.is_unspecified()).then_some(source6.into()),
+                            IpAddr::V4(_) => {
+                                (d.tun_saddr != 0).then(|| IpAddr::V4(addr(d.tun_saddr)))
+                            }
+                        },
                     }));
             }
             let order: Array<&MapData, u32> = Array::try_from(self.map("sched_order")?)?;
@@ -389,18 +396,7 @@ impl DataPlane {
         let v6 = spec.key.family == 6;
         if spec.dests.iter().flatten().any(|d| d.addr.is_ipv6() != v6) {
             return Err(Error::Limit(
-                "a real server of the other address family than its service (IPVS allows that only for TUN, which is not made over IPv6 here)".into(),
-            ));
-        }
-        if v6
-            && spec
-                .dests
-                .iter()
-                .flatten()
-                .any(|d| matches!(d.method, Method::Tun(_)))
-        {
-            return Err(Error::Limit(
-                "TUN to IPv6 real servers is not made yet".into(),
+                "a real server of the other address family than its service (IPVS allows that only for TUN, whose tunnels here keep the service's family)".into(),
             ));
         }
         {
@@ -409,6 +405,18 @@ impl DataPlane {
             for (slot, d) in spec.dests.iter().enumerate() {
                 if let Some(IpAddr::V6(a)) = d.map(|d| d.addr) {
                     dests6.set(slot_index(id, slot), a.octets(), 0)?;
+                }
+            }
+            let mut tun_src6: Array<&mut MapData, [u8; 16]> =
+                Array::try_from(self.map_mut("tun_src6")?)?;
+            for (slot, d) in spec.dests.iter().enumerate() {
+                let source = match d.and_then(|d| d.tun_source) {
+                    Some(IpAddr::V6(a)) => a.octets(),
+                    _ => [0; 16],
+                };
+                let index = slot_index(id, slot);
+                if tun_src6.get(&index, 0)? != source {
+                    tun_src6.set(index, source, 0)?;
                 }
             }
         }
@@ -443,7 +451,10 @@ impl DataPlane {
                             smac: d.link.map_or([0; 6], |l| l.smac),
                             u_threshold: d.u_threshold,
                             l_threshold: d.l_threshold,
-                            tun_saddr: d.tun_source.map_or(0, |a| u32::from_ne_bytes(a.octets())),
+                            tun_saddr: match d.tun_source {
+                                Some(IpAddr::V4(a)) => u32::from_ne_bytes(a.octets()),
+                                _ => 0,
+                            },
                             tun_port: match d.method {
                                 Method::Tun(t) => t.port.to_be(),
                                 _ => 0,

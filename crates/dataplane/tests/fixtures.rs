@@ -1132,7 +1132,7 @@ fn tun_outer_checksums_cover_the_client_packet() {
             udp.id = 2;
             for d in tcp.dests.iter_mut().chain(udp.dests.iter_mut()).flatten() {
                 d.port = 0;
-                d.tun_source = Some(source);
+                d.tun_source = Some(source.into());
             }
             dp.put_service(&tcp).unwrap();
             dp.put_service(&udp).unwrap();
@@ -1189,7 +1189,7 @@ fn tun_one_kind(kind: TunKind, port: u16, proto: u8, extra: usize, smac: &[u8]) 
     );
     for d in spec.dests.iter_mut().flatten() {
         d.port = 80;
-        d.tun_source = Some(source);
+        d.tun_source = Some(source.into());
     }
     dp.put_service(&spec).unwrap();
     let syn = tcp_frame(CLIENT, 50000, VIP, 80, SYN);
@@ -1690,6 +1690,190 @@ fn ipv6_nat_and_dr_forward_and_track() {
             ..dest(Method::Nat)
         })];
         assert!(dp.put_service(&mixed).is_err());
+    })
+    .unwrap();
+}
+
+/// A UDP datagram between IPv6 addresses, its checksum right (or zero, `bare`).
+fn udp6_frame(
+    src: Ipv6Addr,
+    sport: u16,
+    dst: Ipv6Addr,
+    dport: u16,
+    payload: &[u8],
+    bare: bool,
+) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(&sport.to_be_bytes());
+    h.extend_from_slice(&dport.to_be_bytes());
+    h.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&[0, 0]);
+    h.extend_from_slice(payload);
+    if !bare {
+        let c = l4_checksum6(src, dst, 17, &h);
+        h[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    }
+    ipv6_frame(17, src, dst, &h)
+}
+
+/// TUN over IPv6, each tunnel type, as IPVS's ip_vs_tunnel_xmit_v6 builds it: the
+/// client's packet, untouched, after an IPv6 header from the director's address to the
+/// real server (next header IPv6, UDP with a GUE header naming IPv6, or GRE naming IPv6),
+/// the inner traffic class and hop limit, no flow label, the payload length right; gue's
+/// UDP checksum zero unless asked for, then over the outer pseudo-header and everything
+/// after; gre's with the C bit. `fulcrum decap` takes each off again. A packet that would
+/// not fit the 1500-byte link once encapsulated gets "packet too big" from the VIP with
+/// the MTU left for it.
+#[test]
+fn ipv6_tun_encapsulates_as_ipvs() {
+    if !require_root("ipv6_tun_encapsulates_as_ipvs") {
+        return;
+    }
+    let (lab, dir) = v6_lab("fxv6tun", None);
+    let vip: Ipv6Addr = "2001:db8:1::88".parse().unwrap();
+    let rip: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
+    let client: Ipv6Addr = "2001:db8:2::2".parse().unwrap();
+    let source: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
+    lab.within(&dir, || {
+        for (kind, csum, next, extra) in [
+            (TunKind::Ipip, TunCsum::NoCsum, 41u8, 0usize),
+            (TunKind::Gue, TunCsum::NoCsum, 17, 12),
+            (TunKind::Gue, TunCsum::Csum, 17, 12),
+            (TunKind::Gue, TunCsum::RemCsum, 17, 12),
+            (TunKind::Gre, TunCsum::NoCsum, 47, 4),
+            (TunKind::Gre, TunCsum::Csum, 47, 8),
+        ] {
+            let mut dp = DataPlane::load().unwrap();
+            let port = if kind == TunKind::Gue { 6080 } else { 0 };
+            let tunnel = Method::Tun(Tunnel { kind, port, csum });
+            let dest = DestSpec {
+                addr: rip.into(),
+                port: 0,
+                method: tunnel,
+                weight: 1,
+                overloaded: false,
+                u_threshold: 0,
+                l_threshold: 0,
+                link: None,
+                tun_source: Some(source.into()),
+            };
+            for (id, port, proto) in [(1, 80, 6), (2, 53, 17)] {
+                let mut spec = ServiceSpec::new(
+                    ServiceKey::v6(vip, port, proto),
+                    id,
+                    fulcrum_dataplane::Scheduler::Rr,
+                );
+                spec.dests = vec![Some(DestSpec { port, ..dest })];
+                dp.put_service(&spec).unwrap();
+            }
+            let listed = dp.installed().unwrap();
+            assert_eq!(listed[0].dests[0].unwrap().tun_source, Some(source.into()));
+
+            let mut syn = tcp6_frame(client, 50000, vip, 80, SYN);
+            syn[15] = 0xb3; // traffic class 0x3b: DSCP 14, ECN CE
+            let mut frames = vec![("TCP SYN", syn)];
+            for (n, len) in [5usize, 64, 201, 1000].into_iter().enumerate() {
+                let payload: Vec<u8> = (0..len).map(|i| (i * 7 + 3) as u8).collect();
+                let sport = 40000 + n as u16;
+                frames.push(("UDP", udp6_frame(client, sport, vip, 53, &payload, false)));
+                let bare = udp6_frame(client, sport + 100, vip, 53, &payload, true);
+                frames.push(("UDP without checksum", bare));
+            }
+            for (what, frame) in frames {
+                let case = format!("{kind:?} {csum:?}, {what} of {} bytes", frame.len());
+                let out = dp.test_run(&frame, 1).unwrap();
+                assert_eq!(out.verdict, Verdict::Redirect, "{case}: out of eth1");
+                let f = &out.frame;
+                assert_eq!(&f[0..6], &[2, 0, 0, 0, 0, 0x10], "{case}: the server's MAC");
+                assert_eq!(&f[12..14], &[0x86, 0xdd], "{case}");
+                assert_eq!(f.len(), frame.len() + 40 + extra, "{case}");
+                let tc = ((frame[14] & 0x0f) << 4) | (frame[15] >> 4);
+                let tc = if tc & 3 == 3 { (tc & !3) | 2 } else { tc };
+                assert_eq!(
+                    (f[14], f[15], f[16], f[17]),
+                    (0x60 | (tc >> 4), tc << 4, 0, 0),
+                    "{case}: the traffic class (CE as ECT(0)), no flow label"
+                );
+                let payload = usize::from(u16::from_be_bytes([f[18], f[19]]));
+                assert_eq!(payload, frame.len() - 14 + extra, "{case}: payload length");
+                assert_eq!(
+                    (f[20], f[21]),
+                    (next, frame[21]),
+                    "{case}: next header, hop limit"
+                );
+                assert_eq!(&f[22..38], &source.octets(), "{case}: from the director");
+                assert_eq!(&f[38..54], &rip.octets(), "{case}: to the real server");
+                assert_eq!(
+                    &f[54 + extra..],
+                    &frame[14..],
+                    "{case}: the client's packet"
+                );
+                match (kind, csum) {
+                    (TunKind::Gue, _) => {
+                        let udp = &f[54..62];
+                        assert_eq!(u16::from_be_bytes([udp[2], udp[3]]), 6080, "{case}");
+                        assert_eq!(usize::from(u16::from_be_bytes([udp[4], udp[5]])), payload);
+                        assert_eq!(&f[62..66], &[0, 41, 0, 0], "{case}: GUE, IPv6 inside");
+                        if csum == TunCsum::NoCsum {
+                            assert_eq!(&udp[6..8], &[0, 0], "{case}: no UDP checksum");
+                        } else {
+                            assert_ne!(&udp[6..8], &[0, 0], "{case}: a UDP checksum");
+                            assert_eq!(l4_checksum6(source, rip, 17, &f[54..]), 0, "{case}");
+                        }
+                    }
+                    (TunKind::Gre, TunCsum::Csum) => {
+                        assert_eq!(&f[54..58], &[0x80, 0, 0x86, 0xdd], "{case}: C bit");
+                        assert_eq!(checksum(&f[54..]), 0, "{case}: GRE checksum");
+                    }
+                    (TunKind::Gre, _) => assert_eq!(&f[54..58], &[0, 0, 0x86, 0xdd], "{case}"),
+                    (TunKind::Ipip, _) => {}
+                }
+                let back = fulcrum_dataplane::decap_test_run(f, &[6080]).unwrap();
+                assert_eq!(back.verdict, Verdict::Pass, "{case}");
+                assert_eq!(&back.frame[12..], &frame[12..], "{case}: decapsulated");
+            }
+
+            // The largest packet that fits once encapsulated goes; one byte more gets
+            // "packet too big" from the VIP with what is left of the 1500 bytes.
+            let mtu = 1500 - 40 - extra;
+            let sized = |len: usize| {
+                let payload = vec![0x5a; len - 48];
+                udp6_frame(client, 45000, vip, 53, &payload, false)
+            };
+            let out = dp.test_run(&sized(mtu), 1).unwrap();
+            assert_eq!(
+                out.verdict,
+                Verdict::Redirect,
+                "{kind:?} {csum:?}: {mtu} bytes fit"
+            );
+            let big = sized(mtu + 1);
+            let out = dp.test_run(&big, 1).unwrap();
+            assert_eq!(
+                out.verdict,
+                Verdict::Tx,
+                "{kind:?} {csum:?}: back to the client"
+            );
+            let f = &out.frame;
+            let a = |i: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&f[i..i + 16]).unwrap());
+            assert_eq!(
+                (a(22), a(38), f[20]),
+                (vip, client, 58),
+                "ICMPv6 from the VIP"
+            );
+            assert_eq!((f[54], f[55]), (2, 0), "packet too big");
+            assert_eq!(
+                u32::from_be_bytes([f[58], f[59], f[60], f[61]]) as usize,
+                mtu,
+                "{kind:?} {csum:?}: the MTU left for the inner packet"
+            );
+            assert_eq!(
+                l4_checksum6(vip, client, 58, &f[54..]),
+                0,
+                "ICMPv6 checksum"
+            );
+            assert_eq!(dp.count(Reason::TunFragNeeded).unwrap(), 1);
+            assert!(dp.count(Reason::Tun).unwrap() >= 10);
+        }
     })
     .unwrap();
 }

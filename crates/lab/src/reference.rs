@@ -335,16 +335,18 @@ pub struct Ipv6 {
 }
 
 impl Reference {
-    /// Adds IPv6 to an LVS-NAT or LVS-DR deployment: 2001:db8:10::/64 on the client's
-    /// segment, the NAT real servers' 2001:db8:184::/64 behind the director (forwarding,
-    /// and their default route through it), or for DR the VIP 2001:db8:10::88 on the
-    /// director and on the real servers' `lo`. Added without duplicate address detection,
+    /// Adds IPv6 to an LVS-NAT, LVS-DR or LVS-TUN deployment: 2001:db8:10::/64 on the
+    /// client's segment, the NAT real servers' 2001:db8:184::/64 behind the director
+    /// (forwarding, and their default route through it), for DR the VIP 2001:db8:10::88 on
+    /// the director and on the real servers' `lo`, for TUN the same VIP and the real
+    /// servers' 2001:db8:20::/64 behind the router. Added without duplicate address detection,
     /// and returns once no address of those hosts is tentative (a host sends no neighbour
     /// solicitation before, so a first connection would wait for it).
     pub fn add_ipv6(&self) -> Result<Ipv6> {
         let nat = match self.deployment {
             Deployment::LvsNat => true,
             Deployment::LvsDr => false,
+            Deployment::LvsTun => return self.add_ipv6_tun(),
             other => {
                 return Err(crate::LabError::NotReady(format!(
                     "no IPv6 plan for {}",
@@ -393,7 +395,82 @@ impl Reference {
             self.lab
                 .ip(host, &["-6", "addr", "add", cidr, "dev", ifname, "nodad"])?;
         }
-        for (host, _, _) in &addrs {
+        self.settle(addrs.iter().map(|(h, _, _)| *h))?;
+        if nat {
+            self.lab
+                .sysctl(director, "net.ipv6.conf.all.forwarding", "1")?;
+            for rs in &self.real_servers {
+                self.lab.ip(
+                    rs,
+                    &["-6", "route", "add", "default", "via", "2001:db8:184::128"],
+                )?;
+            }
+        }
+        Ok(plan)
+    }
+
+    /// LVS-TUN's IPv6: the router between 2001:db8:10::/64 (::fe) and the real servers'
+    /// 2001:db8:20::/64 (::fe, the servers ::11 and ::12 with the VIP on `lo` and their
+    /// default route through it), the director (forwarding, which its FIB lookups need)
+    /// and the client routed to the servers' network through it.
+    fn add_ipv6_tun(&self) -> Result<Ipv6> {
+        let (client, director) = (&self.client, &self.directors[0]);
+        let router = &self.routers[0];
+        let vip = "2001:db8:10::88";
+        let rips: Vec<String> = (0..self.real_servers.len())
+            .map(|i| format!("2001:db8:20::{}", 11 + i))
+            .collect();
+        let mut addrs: Vec<(&Host, &str, String)> = vec![
+            (client, "eth0", "2001:db8:10::2/64".into()),
+            (director, "eth0", "2001:db8:10::65/64".into()),
+            (director, "eth0", format!("{vip}/128")),
+            (router, "eth0", "2001:db8:10::fe/64".into()),
+            (router, "eth1", "2001:db8:20::fe/64".into()),
+        ];
+        for (rs, rip) in self.real_servers.iter().zip(&rips) {
+            addrs.push((rs, "eth0", format!("{rip}/64")));
+            addrs.push((rs, "lo", format!("{vip}/128")));
+        }
+        for (host, ifname, cidr) in &addrs {
+            self.lab
+                .ip(host, &["-6", "addr", "add", cidr, "dev", ifname, "nodad"])?;
+        }
+        self.settle(addrs.iter().map(|(h, _, _)| *h))?;
+        for host in [router, director] {
+            self.lab.sysctl(host, "net.ipv6.conf.all.forwarding", "1")?;
+        }
+        for host in [client, director] {
+            self.lab.ip(
+                host,
+                &[
+                    "-6",
+                    "route",
+                    "add",
+                    "2001:db8:20::/64",
+                    "via",
+                    "2001:db8:10::fe",
+                ],
+            )?;
+        }
+        for rs in &self.real_servers {
+            self.lab.ip(
+                rs,
+                &["-6", "route", "add", "default", "via", "2001:db8:20::fe"],
+            )?;
+        }
+        Ok(Ipv6 {
+            vip: vip.into(),
+            listen: rips
+                .iter()
+                .map(|r| vec![r.clone(), vip.to_string()])
+                .collect(),
+            rips,
+        })
+    }
+
+    /// Waits until no IPv6 address of `hosts` is tentative.
+    fn settle<'a>(&self, hosts: impl Iterator<Item = &'a Host>) -> Result<()> {
+        for host in hosts {
             let settled = crate::wait_for(std::time::Duration::from_secs(5), || {
                 self.lab
                     .ip(host, &["-6", "addr", "show", "tentative"])
@@ -406,17 +483,7 @@ impl Reference {
                 )));
             }
         }
-        if nat {
-            self.lab
-                .sysctl(director, "net.ipv6.conf.all.forwarding", "1")?;
-            for rs in &self.real_servers {
-                self.lab.ip(
-                    rs,
-                    &["-6", "route", "add", "default", "via", "2001:db8:184::128"],
-                )?;
-            }
-        }
-        Ok(plan)
+        Ok(())
     }
 
     /// A one-screen description of the deployment: hosts, addresses, roles.

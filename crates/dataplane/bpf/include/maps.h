@@ -126,6 +126,15 @@ struct {
 	__uint(max_entries, MAX_SERVICES * MAX_DESTS);
 } dests6 SEC(".maps");
 
+/* TUN over IPv6: the outer source of an IPv6 real-server slot, the director's own address
+ * towards the server (same index as `dests`; IPv4 slots keep theirs in the slot). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct in6_addr);
+	__uint(max_entries, MAX_SERVICES * MAX_DESTS);
+} tun_src6 SEC(".maps");
+
 /* The IPv6 entry point (xdp_fulcrum6), tail-called for IPv6 frames: a program of its own,
  * with the whole stack to itself. */
 struct {

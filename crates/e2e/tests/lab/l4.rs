@@ -1356,6 +1356,160 @@ fn tun_reaches_real_servers_behind_a_router_with_every_tunnel_type() {
     }
 }
 
+/// TUN over IPv6 (examples/lvs-tun6.keepalived.conf), as IPVS's ip_vs_tunnel_xmit_v6: the
+/// same three tunnel types to the real servers behind the router, in IPv6 outer headers,
+/// taken off by `fulcrum decap`. New connections alternate between the servers through
+/// each; the replies go from the servers to the client through the router, never through
+/// the director (its Ip6OutForwDatagrams does not move); full-size segments get "packet
+/// too big" with what the tunnel leaves of 1500 bytes, which the client learns.
+#[test]
+fn ipv6_tun_reaches_real_servers_behind_a_router() {
+    if !require_root("ipv6_tun_reaches_real_servers_behind_a_router") {
+        return;
+    }
+    let mut r = reference::build(Deployment::LvsTun, "l4tun6", Some(agent())).unwrap();
+    let dir = Scratch::new("l4tun6");
+    let bpf = bpffs(&dir);
+    r.decapsulate(fulcrum_e2e::bin(), &bpf.0).unwrap();
+    let v6 = r.add_ipv6().unwrap();
+    let vip = v6.vip.clone();
+    for (i, rs) in r.real_servers.clone().iter().enumerate() {
+        for addr in &v6.listen[i] {
+            for port in [80, 81, 82] {
+                r.lab
+                    .serve(
+                        rs,
+                        &format!("rs{}", i + 1),
+                        &format!("[{addr}]:{port}"),
+                        false,
+                    )
+                    .unwrap();
+            }
+        }
+    }
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lvs-tun6.keepalived.conf");
+    let (director, client) = (r.directors[0].clone(), r.client.clone());
+    let servers = r.real_servers.clone();
+    let lab = &mut r.lab;
+    let d = fulcrum_e2e::spawn_fulcrum(lab, &director, &path, &dir.0, "tun6", &[]);
+    let up = wait_for(Duration::from_secs(20), || {
+        ipvsadm(&d.sock, &["-Ln"]).matches("Tunnel").count() == 6
+    });
+    assert!(
+        up.is_some(),
+        "{}\n{}",
+        ipvsadm(&d.sock, &["-Ln"]),
+        std::fs::read_to_string(&d.log).unwrap_or_default()
+    );
+    let forwarded = |lab: &fulcrum_lab::Lab| -> u64 {
+        let out = lab
+            .exec(&director.netns, ["cat", "/proc/net/snmp6"])
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines()
+            .find_map(|l| l.strip_prefix("Ip6OutForwDatagrams"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no Ip6OutForwDatagrams in {text}"))
+    };
+    let before = forwarded(lab);
+    for port in [80, 81, 82] {
+        let target = format!("[{vip}]:{port}");
+        wait_for(Duration::from_secs(5), || {
+            lab.probe(&client, &target, 1, false)
+                .is_ok_and(|a| a.iter().all(|a| a.starts_with("rs")))
+        });
+        let mut split: BTreeMap<String, u32> = BTreeMap::new();
+        for a in lab.probe(&client, &target, 10, false).unwrap() {
+            *split.entry(a).or_default() += 1;
+        }
+        assert_eq!(
+            split,
+            BTreeMap::from([("rs1".to_string(), 5), ("rs2".to_string(), 5)]),
+            "port {port}:\n{}\n{}",
+            ipvsadm(&d.sock, &["-Ln", "--stats"]),
+            raw_ipvs(&d.sock)
+        );
+    }
+    assert_eq!(
+        forwarded(lab),
+        before,
+        "the director forwarded packets: replies went through it"
+    );
+    let listing = ipvsadm(&d.sock, &["-Ln"]);
+    for rip in &v6.rips {
+        assert!(
+            listing.contains(&format!("  -> [{rip}]:80")),
+            "{rip} listed:\n{listing}"
+        );
+    }
+    let frag_needed = |sock: &Path| -> u64 {
+        let raw = raw_ipvs(sock);
+        raw.split("\"tun_frag_needed\":")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no tun_frag_needed count in {raw}"))
+    };
+    for (port, mtu) in [(80, 1460), (81, 1448), (82, 1456)] {
+        lab.ip(&client, &["-6", "route", "flush", "cache"]).unwrap();
+        let before = frag_needed(&d.sock);
+        let out = lab
+            .run_agent(
+                &client,
+                &[
+                    "hold",
+                    "--connect",
+                    &format!("[{vip}]:{port}"),
+                    "--every-ms",
+                    "10",
+                    "--for-ms",
+                    "300",
+                    "--line-bytes",
+                    "20000",
+                ],
+            )
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(text.contains("held "), "port {port}: {text}");
+        assert!(
+            frag_needed(&d.sock) > before,
+            "port {port}: no packet-too-big answer"
+        );
+        let route = lab.ip(&client, &["-6", "route", "get", &vip]).unwrap();
+        let route = String::from_utf8_lossy(&route.stdout).into_owned();
+        assert!(
+            route.contains(&format!("mtu {mtu}")),
+            "port {port}: the client did not learn {mtu}: {route}"
+        );
+    }
+    for (i, rs) in servers.iter().enumerate() {
+        let out = lab
+            .exec(
+                &rs.netns,
+                [
+                    fulcrum_e2e::bin().as_os_str(),
+                    "decap".as_ref(),
+                    "eth0".as_ref(),
+                    "--stats".as_ref(),
+                    "--bpf-dir".as_ref(),
+                    bpf.0.join(&rs.name).as_os_str(),
+                ],
+            )
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        for kind in ["ipip", "gue", "gre"] {
+            let n: u64 = text
+                .split(&format!("{kind} "))
+                .nth(1)
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            assert!(n > 0, "rs{}: no {kind} decapsulated: {text}", i + 1);
+        }
+    }
+}
+
 /// NAT towards a real-server link with a smaller MTU (1280), IPv4 and IPv6: a client's
 /// datagram too big for it is answered from the VIP ("fragmentation needed" with DF,
 /// ICMPv6 "packet too big"), and the client's own kernel takes the answer: its route to

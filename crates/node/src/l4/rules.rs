@@ -153,19 +153,12 @@ pub fn rules(k: &KeepalivedConfig) -> (Vec<Rule>, Vec<String>) {
             }
         };
         let mut dests = Vec::new();
-        let mut bad = None;
         for rs in &vs.real_servers {
             let addr = rs.addr;
             let (m, t) = match rs.lvs_method {
                 Some(m) => (Some(m), rs.tunnel),
                 None => (vs.lb_kind, vs.tunnel),
             };
-            if addr.is_ipv6() && matches!(method(m, t), Method::Tun(_)) {
-                bad = Some(format!(
-                    "{name}: TUN to an IPv6 real server ({addr}) is not made by the data plane yet"
-                ));
-                break;
-            }
             dests.push(RuleDest {
                 addr,
                 port: rs.port.unwrap_or(0),
@@ -191,12 +184,8 @@ pub fn rules(k: &KeepalivedConfig) -> (Vec<Rule>, Vec<String>) {
                 l_threshold: 0,
             });
         }
-        if let Some(b) = bad {
-            warnings.push(format!("{b}; service skipped"));
-            continue;
-        }
         for (vip, port) in keys {
-            // IPVS mixes the families only for TUN, which is not made over IPv6 here.
+            // IPVS mixes the families only for TUN; the tunnels here keep the service's.
             if let Some(d) = dests.iter().find(|d| d.addr.is_ipv6() != vip.is_ipv6()) {
                 warnings.push(format!(
                     "{name}: real server {} is not of the family of {vip}; service skipped",

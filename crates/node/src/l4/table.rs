@@ -140,13 +140,14 @@ impl Table {
 /// The address this host sends from towards `rip`, as the kernel's routing chooses it:
 /// a TUN tunnel's outer source, as IPVS takes it from the route (a UDP socket connected
 /// there, nothing sent).
-pub fn tunnel_source(rip: Ipv4Addr) -> Option<Ipv4Addr> {
-    let sock = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+pub fn tunnel_source(rip: IpAddr) -> Option<IpAddr> {
+    let any: SocketAddr = match rip {
+        IpAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        IpAddr::V6(_) => (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+    };
+    let sock = std::net::UdpSocket::bind(any).ok()?;
     sock.connect((rip, 9)).ok()?;
-    match sock.local_addr().ok()? {
-        SocketAddr::V4(a) => Some(*a.ip()),
-        SocketAddr::V6(_) => None,
-    }
+    Some(sock.local_addr().ok()?.ip())
 }
 
 fn parse_mac(text: &str) -> Option<[u8; 6]> {
@@ -305,10 +306,7 @@ impl Table {
                     Method::Nat | Method::Tun(_) => None,
                 },
                 tun_source: match d.method {
-                    Method::Tun(_) => match d.addr {
-                        IpAddr::V4(a) => tunnel_source(a),
-                        IpAddr::V6(_) => None,
-                    },
+                    Method::Tun(_) => tunnel_source(d.addr),
                     _ => None,
                 },
             });

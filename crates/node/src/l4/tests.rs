@@ -83,12 +83,26 @@ fn virtual_servers_become_ipvs_rules() {
 fn what_cannot_be_forwarded_is_skipped_with_a_warning() {
     let (rules, warnings) = rules(&config(
         "virtual_server 10.0.0.9 80 {\n  protocol SCTP\n  real_server 10.0.0.1 80 { }\n}\n\
-         virtual_server 2001:db8::9 81 {\n  lb_kind TUN\n  protocol TCP\n  real_server 2001:db8::1 81 { }\n}\n",
+         virtual_server 10.0.0.9 81 {\n  lb_kind TUN\n  protocol TCP\n  real_server 2001:db8::1 81 { }\n}\n",
     ));
     assert!(rules.is_empty());
     assert_eq!(warnings.len(), 2, "{warnings:?}");
     assert!(warnings[0].contains("SCTP"), "{warnings:?}");
-    assert!(warnings[1].contains("TUN to an IPv6"), "{warnings:?}");
+    assert!(
+        warnings[1].contains("real server 2001:db8::1 is not of the family of 10.0.0.9"),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn ipv6_tun_virtual_servers_become_rules() {
+    let (rules, warnings) = rules(&config(
+        "virtual_server 2001:db8::9 80 {\n  lb_kind TUN type gue port 6080\n\
+         protocol TCP\n  real_server 2001:db8::1 80 { }\n}\n",
+    ));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(rules.len(), 1);
+    assert!(matches!(rules[0].dests[0].method, Method::Tun(t) if t.port == 6080));
 }
 
 #[test]
