@@ -292,6 +292,28 @@ fn tunnel(r: &mut Reference, exe: &Path, examples: &Path) -> anyhow::Result<()> 
         30,
         &vip,
     )?;
+    let v6 = r.add_ipv6()?;
+    println!(
+        "  IPv6 beside IPv4: VIP {}, real servers {} (IPv6 outer headers)",
+        v6.vip,
+        v6.rips.join(" and ")
+    );
+    for (i, rs) in r.real_servers.clone().iter().enumerate() {
+        let name = format!("RIP{} {}", i + 1, v6.rips[i]);
+        for addr in &v6.listen[i] {
+            for port in [80, 81, 82] {
+                r.lab.serve(rs, &name, &format!("[{addr}]:{port}"), true)?;
+            }
+        }
+    }
+    forward(
+        r,
+        exe,
+        &examples.join("lvs-tun6.keepalived.conf"),
+        &[80, 81, 82],
+        30,
+        &v6.vip,
+    )?;
     println!("  replies go from the real servers to the client through the router; what each decapsulated:");
     for rs in r.real_servers.clone() {
         let out = r.lab.exec(

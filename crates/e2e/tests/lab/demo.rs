@@ -153,6 +153,13 @@ fn demo_shows_the_tun_deployment() {
             "{stdout}"
         );
     }
+    // The same again in IPv6 tunnels.
+    for port in [80, 81, 82] {
+        assert!(
+            stdout.contains(&format!("client -> [2001:db8:10::88]:{port}, 30 new connections:\n      15  RIP1 2001:db8:20::11\n      15  RIP2 2001:db8:20::12\n")),
+            "IPv6 port {port}: {stdout}"
+        );
+    }
     // Each real server decapsulated each kind.
     for rs in ["rs1", "rs2"] {
         let line = stdout
