@@ -11,23 +11,31 @@
 //! BPF_PROG_TEST_RUN repeats the program on the same buffer, so a path that rewrites the
 //! frame would measure a different path from the second repetition on. The NAT services
 //! therefore have a real server with the VIP's own address and port: the rewrite runs in
-//! full and leaves the frame as it was.
+//! full and leaves the frame as it was, but for the TTL, which every forwarding path takes
+//! down by one (IPVS's decrement_ttl). So the frames start at TTL 255 and each call repeats
+//! the program 250 times (the buffer copied in afresh for each call), the floor the same
+//! way. TUN moves the frame's head, so its second repetition would parse the tunnel's
+//! headers: the TUN rows are one run a call, each call's time including the kernel's clock
+//! reads around it; they are in a second table, beside the floor and the DR path measured
+//! the same way.
 //!
 //! The program runs in a lab namespace where the addresses are routed, with permanent
 //! neighbour entries, so the FIB lookups succeed. Needs root.
 //! Each figure is the median of several rounds (each a fresh load in the same namespace),
 //! the floor measured in every round beside the paths.
 //! Usage: xdp-cost [--repeat N] [--rounds R] [--only PREFIX]   (defaults 1,000,000 and 5;
+//! the one-run-a-call table makes N / 10 calls;
 //! `--only` measures the paths whose name starts with PREFIX, the floor always, for a
 //! profiler run)
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 
-use aya::programs::{TestRun, TestRunOptions, Xdp};
+use aya::programs::{TestRun, TestRunOptions, Xdp, XdpMode};
 use aya::Ebpf;
 use fulcrum_dataplane::{
-    DataPlane, DestSpec, Link, Method, Scheduler, ServiceKey, ServiceSpec, Verdict,
+    DataPlane, DestSpec, Link, Method, Scheduler, ServiceKey, ServiceSpec, TunCsum, TunKind,
+    Tunnel, Verdict,
 };
 use fulcrum_lab::Lab;
 use fulcrum_wire::checksum::Checksum;
@@ -45,6 +53,10 @@ const CLIENT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x184, 0, 0, 0, 0, 0x50);
 const NAT_VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x184, 0, 0, 0, 0, 0x200);
 const DR_VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x184, 0, 0, 0, 0, 0x201);
 const DR_RIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x184, 0, 0, 0, 0, 0x202);
+const DIRECTOR_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0x184, 0, 0, 0, 0, 0x128);
+/// Repetitions in one BPF_PROG_TEST_RUN call: a forwarded frame loses one TTL each, from
+/// 255.
+const BATCH: u32 = 250;
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -80,7 +92,7 @@ fn frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, tcp: Option<u8>) 
     let at = if proto == 6 { 16 } else { 6 };
     l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
     let mut ip = vec![0u8; ipv4::HEADER_LEN];
-    ipv4::emit(&mut ip, proto, src, dst, 64, l4.len());
+    ipv4::emit(&mut ip, proto, src, dst, 255, l4.len());
     let mut f = vec![0x02, 0, 0, 0, 0, 0x80, 0x02, 0, 0, 0, 0, 0x32, 0x08, 0x00];
     f.extend_from_slice(&ip);
     f.extend_from_slice(&l4);
@@ -102,7 +114,7 @@ fn frame6(src: Ipv6Addr, sport: u16, dst: Ipv6Addr, dport: u16, flags: u8) -> Ve
     let mut f = vec![0x02, 0, 0, 0, 0, 0x80, 0x02, 0, 0, 0, 0, 0x32, 0x86, 0xdd];
     f.extend_from_slice(&[0x60, 0, 0, 0]);
     f.extend_from_slice(&(l4.len() as u16).to_be_bytes());
-    f.extend_from_slice(&[6, 64]);
+    f.extend_from_slice(&[6, 255]);
     f.extend_from_slice(&src.octets());
     f.extend_from_slice(&dst.octets());
     f.extend_from_slice(&l4);
@@ -132,10 +144,33 @@ fn dest(addr: impl Into<IpAddr>, port: u16, method: Method, weight: u32) -> Opti
     })
 }
 
-/// Average ns per run and the verdict.
-fn cost(dp: &DataPlane, frame: &[u8], repeat: u32) -> (f64, Verdict) {
-    let out = dp.test_run(frame, repeat).expect("test run");
-    (out.per_run.as_nanos() as f64, out.verdict)
+/// Average ns per run over `repeat` runs, `batch` a call, and the verdict.
+fn cost(dp: &DataPlane, frame: &[u8], repeat: u32, batch: u32) -> (f64, Verdict) {
+    let calls = (repeat / batch).max(1);
+    let mut total = 0.0;
+    let mut verdict = Verdict::Aborted;
+    for _ in 0..calls {
+        let out = dp.test_run(frame, batch).expect("test run");
+        total += out.per_run.as_nanos() as f64;
+        verdict = out.verdict;
+    }
+    (total / f64::from(calls), verdict)
+}
+
+/// The floor's ns per run, as `cost` measures.
+fn floor_cost(prog: &Xdp, repeat: u32, batch: u32) -> f64 {
+    let f = frame(CLIENT, 40000, NAT_VIP, 80, Some(0x10));
+    let calls = (repeat / batch).max(1);
+    let mut total = 0.0;
+    for _ in 0..calls {
+        let mut out = vec![0u8; f.len() + 64];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(&f);
+        opts.data_out = Some(&mut out);
+        opts.repeat = batch;
+        total += prog.test_run(opts).expect("floor run").duration.as_nanos() as f64;
+    }
+    total / f64::from(calls)
 }
 
 fn inner(repeat: u32) {
@@ -147,16 +182,15 @@ fn inner(repeat: u32) {
         .try_into()
         .expect("an XDP program");
     prog.load().expect("load xdp_floor");
-    let f = frame(CLIENT, 40000, NAT_VIP, 80, Some(0x10));
-    let mut out = vec![0u8; f.len() + 64];
-    let mut opts = TestRunOptions::new();
-    opts.data_in = Some(&f);
-    opts.data_out = Some(&mut out);
-    opts.repeat = repeat;
-    let floor_ns = prog.test_run(opts).expect("floor run").duration.as_nanos() as f64;
-    println!("floor\t{floor_ns}\tTx");
+    // Each program stays attached (natively, to a veth of its own) while it is measured:
+    // BPF_PROG_TEST_RUN then finds it already in the kernel's XDP dispatcher, where it
+    // would otherwise patch it in and out around every call (a text patch, cold caches).
+    prog.attach("fl0", XdpMode::Driver)
+        .expect("attach the floor to fl0");
+    println!("floor\t{}\tTx\tloop", floor_cost(prog, repeat, BATCH));
 
     let mut dp = DataPlane::load().expect("load the data plane");
+    dp.attach("fl1").expect("attach the data plane to fl1");
     let mut nat = ServiceSpec::new(ServiceKey::v4(NAT_VIP, 80, 6), 1, Scheduler::Wlc);
     nat.dests = vec![dest(NAT_VIP, 80, Method::Nat, 1)];
     dp.put_service(&nat).expect("NAT service");
@@ -214,8 +248,8 @@ fn inner(repeat: u32) {
         if !wanted(name) {
             continue;
         }
-        let (ns, verdict) = cost(&dp, &f, repeat);
-        println!("{name}\t{ns}\t{verdict:?}");
+        let (ns, verdict) = cost(&dp, &f, repeat, BATCH);
+        println!("{name}\t{ns}\t{verdict:?}\tloop");
     }
     // Scheduling: one UDP one-packet-scheduling DR service per scheduler, 10 servers.
     for (i, kind) in fulcrum_dataplane::SCHEDULERS.iter().enumerate() {
@@ -236,8 +270,64 @@ fn inner(repeat: u32) {
             })
             .collect();
         dp.put_service(&s).expect("scheduler service");
-        let (ns, verdict) = cost(&dp, &frame(CLIENT, 40002, vip, 53, None), repeat / 4);
-        println!("new flow, {}\t{ns}\t{verdict:?}", kind.name());
+        let (ns, verdict) = cost(&dp, &frame(CLIENT, 40002, vip, 53, None), repeat / 4, BATCH);
+        println!("new flow, {}\t{ns}\t{verdict:?}\tloop", kind.name());
+    }
+    // TUN, one run a call, beside the floor and DR measured the same way.
+    let single = repeat / 10;
+    let tun = [
+        ("ipip", TunKind::Ipip, 0),
+        ("gue", TunKind::Gue, 6080),
+        ("gre", TunKind::Gre, 0),
+    ];
+    let mut rows = vec![(
+        "DR established".to_string(),
+        frame(CLIENT, 40001, DR_VIP, 80, Some(0x10)),
+    )];
+    for (i, (name, kind, port)) in tun.iter().enumerate() {
+        let method = Method::Tun(Tunnel {
+            kind: *kind,
+            port: *port,
+            csum: TunCsum::NoCsum,
+        });
+        let vport = 90 + i as u16;
+        let mut t = ServiceSpec::new(
+            ServiceKey::v4(DR_VIP, vport, 6),
+            30 + i as u32,
+            Scheduler::Wlc,
+        );
+        t.dests = vec![dest(DR_RIP, vport, method, 1)];
+        t.dests[0].as_mut().expect("dest").tun_source = Some(DIRECTOR.into());
+        dp.put_service(&t).expect("TUN service");
+        let mut t6 = ServiceSpec::new(
+            ServiceKey::v6(DR_VIP6, vport, 6),
+            40 + i as u32,
+            Scheduler::Wlc,
+        );
+        t6.dests = vec![dest(DR_RIP6, vport, method, 1)];
+        t6.dests[0].as_mut().expect("dest").tun_source = Some(DIRECTOR_ADDR6.into());
+        dp.put_service(&t6).expect("IPv6 TUN service");
+        dp.test_run(&frame(CLIENT, 40010, DR_VIP, vport, Some(0x02)), 1)
+            .expect("SYN");
+        dp.test_run(&frame6(CLIENT6, 40010, DR_VIP6, vport, 0x02), 1)
+            .expect("SYN");
+        rows.push((
+            format!("TUN {name} established"),
+            frame(CLIENT, 40010, DR_VIP, vport, Some(0x10)),
+        ));
+        rows.push((
+            format!("IPv6 TUN {name} established"),
+            frame6(CLIENT6, 40010, DR_VIP6, vport, 0x10),
+        ));
+    }
+    if rows.iter().any(|(name, _)| wanted(name)) {
+        println!("floor\t{}\tTx\tsingle", floor_cost(prog, single, 1));
+        for (name, f) in rows {
+            if wanted(&name) {
+                let (ns, verdict) = cost(&dp, &f, single, 1);
+                println!("{name}\t{ns}\t{verdict:?}\tsingle");
+            }
+        }
     }
 }
 
@@ -273,12 +363,23 @@ fn main() {
         &["route", "add", "192.168.186.0/24", "dev", "eth1"],
     )
     .expect("route");
+    // A veth pair to hold the floor and the data plane attached while they run.
+    lab.ip(
+        &director,
+        &["link", "add", "fl0", "type", "veth", "peer", "name", "fl1"],
+    )
+    .expect("veth pair");
+    for dev in ["fl0", "fl1"] {
+        lab.ip(&director, &["link", "set", dev, "up"]).expect("up");
+    }
     // The client and the NAT "real server" (the VIP itself), in each family.
-    let neighbours: [IpAddr; 4] = [
+    let neighbours: [IpAddr; 6] = [
         CLIENT.into(),
         NAT_VIP.into(),
         CLIENT6.into(),
         NAT_VIP6.into(),
+        DR_RIP.into(),
+        DR_RIP6.into(),
     ];
     for (i, a) in neighbours.iter().enumerate() {
         lab.ip(
@@ -300,7 +401,7 @@ fn main() {
     let rounds: usize = arg("--rounds").and_then(|v| v.parse().ok()).unwrap_or(5);
     let exe = std::env::current_exe().expect("own path");
     let only = arg("--only");
-    let mut samples: Vec<(String, Vec<f64>, String)> = Vec::new();
+    let mut samples: Vec<(String, Vec<f64>, String, String)> = Vec::new();
     for _ in 0..rounds.max(1) {
         let exe = exe.to_string_lossy().to_string();
         let repeat = repeat.to_string();
@@ -315,36 +416,63 @@ fn main() {
         }
         for (i, l) in String::from_utf8_lossy(&out.stdout).lines().enumerate() {
             let mut p = l.split('\t');
-            let (Some(name), Some(Ok(ns)), Some(verdict)) =
-                (p.next(), p.next().map(str::parse::<f64>), p.next())
-            else {
+            let (Some(name), Some(Ok(ns)), Some(verdict), Some(group)) = (
+                p.next(),
+                p.next().map(str::parse::<f64>),
+                p.next(),
+                p.next(),
+            ) else {
                 continue;
             };
             if samples.len() <= i {
-                samples.push((name.to_string(), Vec::new(), verdict.to_string()));
+                samples.push((
+                    name.to_string(),
+                    Vec::new(),
+                    verdict.to_string(),
+                    group.to_string(),
+                ));
             }
             samples[i].1.push(ns);
         }
     }
-    let rows: Vec<(String, f64, String)> = samples
+    let rows: Vec<(String, f64, String, String)> = samples
         .into_iter()
-        .map(|(name, mut v, verdict)| {
+        .map(|(name, mut v, verdict, group)| {
             v.sort_by(f64::total_cmp);
-            (name, v[v.len() / 2], verdict)
+            (name, v[v.len() / 2], verdict, group)
         })
         .collect();
-    let floor = rows.first().map(|r| r.1).unwrap_or(1.0).max(1.0);
     let kernel = Command::new("uname").arg("-r").output().ok();
     println!(
-        "BPF_PROG_TEST_RUN, repeat {repeat} (schedulers: {}), median of {rounds} rounds, kernel {}",
+        "BPF_PROG_TEST_RUN, repeat {repeat} ({BATCH} a call; schedulers: {}), median of {rounds} rounds, kernel {}",
         repeat / 4,
         kernel
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default()
     );
-    println!("| path | ns per packet | verdict | x floor |");
-    println!("|---|---|---|---|");
-    for (name, ns, verdict) in &rows {
-        println!("| {name} | {ns:.1} | {verdict} | {:.2} |", ns / floor);
+    for (group, title) in [
+        ("loop", None),
+        (
+            "single",
+            Some(format!(
+                "One run a call ({} calls): TUN beside the floor and DR measured the same way",
+                repeat / 10
+            )),
+        ),
+    ] {
+        let table: Vec<_> = rows.iter().filter(|r| r.3 == group).collect();
+        if table.is_empty() {
+            continue;
+        }
+        if let Some(t) = title {
+            println!();
+            println!("{t}");
+        }
+        let floor = table.first().map(|r| r.1).unwrap_or(1.0).max(1.0);
+        println!("| path | ns per packet | verdict | x floor |");
+        println!("|---|---|---|---|");
+        for (name, ns, verdict, _) in table {
+            println!("| {name} | {ns:.1} | {verdict} | {:.2} |", ns / floor);
+        }
     }
 }

@@ -142,10 +142,22 @@ static __always_inline __u16 ipv4_header_csum(const struct iphdr *ip)
 	return (__u16)~csum_fold32(s);
 }
 
-/* The ICMP error tun_too_big sends: the header, then the start of the packet it is about
+/* IPVS's decrement_ttl, for every packet it forwards (NAT, DR, TUN) and the kernel's for
+ * what it forwards itself: the TTL one less (`by` -1), or back (`by` 1) when the packet
+ * goes to the kernel after all, which takes its own one off; the header checksum follows
+ * (the TTL shares its 16-bit word with the protocol). */
+static __always_inline void ttl_move(struct iphdr *ip, int by)
+{
+	__u16 *w = (__u16 *)&ip->ttl;
+	__u16 old = *w;
+	ip->ttl += by;
+	csum_replace2(&ip->check, old, *w);
+}
+
+/* The ICMP error icmp_answer sends: the header, then the start of the packet it is about
  * (its 20-byte IP header and first 8 bytes, RFC 792's minimum: the client's stack finds the
  * socket by the ports and checks the sequence number in them). */
-struct icmp_frag_needed {
+struct icmp_error_msg {
 	struct icmphdr h;
 	__u8 about[sizeof(struct iphdr) + 8];
 };
@@ -162,12 +174,13 @@ static __always_inline int reframe(struct xdp_md *ctx, int grow, int keep)
 	return 0;
 }
 
-/* Answers the frame in `ctx` (an IPv4 packet, untranslated) with an ICMP "fragmentation
- * needed" carrying `mtu`, from its destination to its source, as the kernel's icmp_send
- * answers from a local address: the frame becomes the ICMP error and goes back out
- * (XDP_TX). A global function (verified on its own): it parses what it needs itself, so
- * its callers' stack holds nothing more for it. */
-__attribute__((noinline)) int frag_needed(struct xdp_md *ctx, __u32 mtu)
+/* Answers the frame in `ctx` (an IPv4 packet, untranslated) with an ICMP error of `type`
+ * and `code` carrying `info` (a "fragmentation needed"'s MTU, else 0), from its
+ * destination to its source, as the kernel's icmp_send answers from a local address: the
+ * frame becomes the ICMP error and goes back out (XDP_TX). A global function (verified on
+ * its own): it parses what it needs itself, so its callers' stack holds nothing more for
+ * it. */
+__attribute__((noinline)) int icmp_answer(struct xdp_md *ctx, __u32 type, __u32 code, __u32 info)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -185,7 +198,7 @@ __attribute__((noinline)) int frag_needed(struct xdp_md *ctx, __u32 mtu)
 	/* Room for the new IP and ICMP headers in front of the old IP header, which then
 	 * starts the ICMP payload, and the frame cut after its first 28 bytes. */
 	if (reframe(ctx, sizeof(struct iphdr) + sizeof(struct icmphdr),
-		    sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct icmp_frag_needed)))
+		    sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct icmp_error_msg)))
 		return XDP_DROP;
 	data = (void *)(long)ctx->data;
 	end = (void *)(long)ctx->data_end;
@@ -195,7 +208,7 @@ __attribute__((noinline)) int frag_needed(struct xdp_md *ctx, __u32 mtu)
 	ip = HEADER(eth + 1, end, struct iphdr);
 	if (!ip)
 		return XDP_DROP;
-	struct icmp_frag_needed *icmp = HEADER(ip + 1, end, struct icmp_frag_needed);
+	struct icmp_error_msg *icmp = HEADER(ip + 1, end, struct icmp_error_msg);
 	if (!icmp)
 		return XDP_DROP;
 	__builtin_memcpy(eth->h_dest, mac[0], ETH_ALEN);
@@ -204,7 +217,7 @@ __attribute__((noinline)) int frag_needed(struct xdp_md *ctx, __u32 mtu)
 	ip->version = 4;
 	ip->ihl = 5;
 	ip->tos = tos;
-	ip->tot_len = bpf_htons(sizeof(struct iphdr) + sizeof(struct icmp_frag_needed));
+	ip->tot_len = bpf_htons(sizeof(struct iphdr) + sizeof(struct icmp_error_msg));
 	ip->id = 0;
 	ip->frag_off = 0;
 	ip->ttl = 64;
@@ -213,10 +226,10 @@ __attribute__((noinline)) int frag_needed(struct xdp_md *ctx, __u32 mtu)
 	ip->saddr = from;
 	ip->daddr = to;
 	ip->check = ipv4_header_csum(ip);
-	icmp->h.type = ICMP_DEST_UNREACH;
-	icmp->h.code = ICMP_FRAG_NEEDED;
+	icmp->h.type = type;
+	icmp->h.code = code;
 	icmp->h.checksum = 0;
-	icmp->h.rest = bpf_htonl(mtu);
+	icmp->h.rest = bpf_htonl(info);
 	const __u16 *w = (const __u16 *)icmp;
 	__u32 sum = 0;
 #pragma unroll
@@ -237,7 +250,7 @@ static __always_inline int tun_too_big(struct xdp_md *ctx, struct packet *p, __u
 		count(STAT_TUN_TOO_BIG);
 		return XDP_DROP;
 	}
-	int verdict = frag_needed(ctx, mtu);
+	int verdict = icmp_answer(ctx, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu);
 	if (verdict == XDP_TX)
 		count(STAT_TUN_FRAG_NEEDED);
 	return verdict;
@@ -259,10 +272,19 @@ static __always_inline int nat_too_big(struct xdp_md *ctx, struct packet *p, __u
 	count(STAT_NAT_TOO_BIG);
 	if (!from_client || mtu < 68)
 		return XDP_PASS;
-	int verdict = frag_needed(ctx, mtu);
+	int verdict = icmp_answer(ctx, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu);
 	if (verdict == XDP_TX)
 		count(STAT_NAT_FRAG_NEEDED);
 	return verdict;
+}
+
+/* A client's packet with TTL 1 or less, which IPVS does not forward: ICMP "time exceeded"
+ * from the VIP (icmp_send from decrement_ttl, the packet's destination being local). The
+ * parsed packet is not valid after this. */
+static __always_inline int ttl_exceeded(struct xdp_md *ctx)
+{
+	count(STAT_TTL_EXCEEDED);
+	return icmp_answer(ctx, ICMP_TIME_EXCEEDED, ICMP_EXC_TTL, 0);
 }
 
 /* The MTU of the route from `src` to `dst` when a packet of `len` bytes is over it, else
@@ -381,10 +403,10 @@ __attribute__((noinline)) int tun_checksum(struct xdp_md *ctx, __u32 type)
 	return 0;
 }
 
-/* TUN, as IPVS's ip_vs_tunnel_xmit: the client's packet, untouched, inside an IPv4 header
- * from the director's address towards the real server (ipip), with a UDP and a GUE header
- * to the server's port (gue), or a GRE header (gre); the outer header takes the inner
- * one's TOS and DF. gue with csum or remcsum gets a UDP checksum (IPVS adds the remote
+/* TUN, as IPVS's ip_vs_tunnel_xmit: the client's packet (its TTL one less) inside an IPv4
+ * header from the director's address towards the real server (ipip), with a UDP and a GUE
+ * header to the server's port (gue), or a GRE header (gre); the outer header takes the
+ * inner one's TOS (ECN encapsulated), TTL and DF. gue with csum or remcsum gets a UDP checksum (IPVS adds the remote
  * checksum option only to a packet of its own host whose checksum is left to the device,
  * never to one it forwards), gre with csum a GRE checksum. One that would not fit the
  * route goes to tun_too_big. The parsed packet is not valid after this. */
@@ -397,15 +419,13 @@ static __always_inline int tun_forward(struct xdp_md *ctx, struct packet *p, str
 	__u8 proto = type == TUN_GUE ? IPPROTO_UDP : type == TUN_GRE ? IPPROTO_GRE : IPPROTO_IPIP;
 	__u16 inner = p->len;
 	__u16 total = inner + sizeof(struct iphdr) + extra;
-	__u8 tos = p->ip->tos;
 	__be32 saddr = d->tun_saddr, daddr = d->addr;
-	if (route_lookup(ctx, c, saddr, daddr, tos, proto, 0, 1)) {
+	if (route_lookup(ctx, c, saddr, daddr, p->ip->tos, proto, 0, 1)) {
 		count(STAT_TUN_FAIL);
 		return XDP_DROP;
 	}
 	if (c->mtu && total > c->mtu)
 		return tun_too_big(ctx, p, c->mtu - (sizeof(struct iphdr) + extra));
-	__be16 df = p->ip->frag_off & bpf_htons(IP_DF);
 	/* GUE's source port spreads flows over the server's receive queues, as
 	 * udp_flow_src_port does: from the client's address and port. */
 	__u16 sport = 32768 + ((bpf_ntohl(p->ip->saddr) ^ bpf_ntohs(*p->sport)) & 0x7fff);
@@ -422,14 +442,20 @@ static __always_inline int tun_forward(struct xdp_md *ctx, struct packet *p, str
 	struct iphdr *o = HEADER(eth + 1, end, struct iphdr);
 	if (!o)
 		return XDP_DROP;
+	/* The inner header, after the tunnel's: read there, not kept across the move. */
+	struct iphdr *in = HEADER((void *)(o + 1) + (extra & 0xf), end, struct iphdr);
+	if (!in)
+		return XDP_DROP;
 	eth->h_proto = ETH_P_IP_BE;
 	o->version = 4;
 	o->ihl = 5;
-	o->tos = tos;
+	/* The inner TOS with a CE mark as ECT(0) (INET_ECN_encapsulate), its TTL (one less
+	 * already), its DF. */
+	o->tos = (in->tos & 3) == 3 ? (in->tos & ~3) | 2 : in->tos;
 	o->tot_len = bpf_htons(total);
 	o->id = 0;
-	o->frag_off = df;
-	o->ttl = 64;
+	o->frag_off = in->frag_off & bpf_htons(IP_DF);
+	o->ttl = in->ttl;
 	o->protocol = proto;
 	o->check = 0;
 	o->saddr = saddr;
@@ -495,6 +521,9 @@ static __always_inline void rewrite(struct packet *p, __be32 *addr, __be16 *port
 static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct conn *c,
 				   const struct dest *d)
 {
+	if (p->ip->ttl <= 1)
+		return ttl_exceeded(ctx);
+	ttl_move(p->ip, -1);
 	if (c->method == METHOD_TUN)
 		return tun_forward(ctx, p, c, d);
 	if (c->method == METHOD_DR) {
@@ -519,12 +548,13 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct 
 	if (big >= 0)
 		return big;
 	rewrite(p, &p->ip->daddr, p->dport, c->rip, c->rport);
-	if (!routed) {
-		count(STAT_FIB_PASS);
+	if (!routed || big == -2) {
+		/* The kernel forwards it, and takes the TTL down itself. */
+		ttl_move(p->ip, 1);
+		if (!routed)
+			count(STAT_FIB_PASS);
 		return XDP_PASS;
 	}
-	if (big == -2)
-		return XDP_PASS;
 	count(STAT_NAT_IN);
 	return route_out(ctx, p->eth, c);
 }
@@ -532,6 +562,12 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct 
 /* Real server -> client of a NAT connection: the source becomes the VIP again. */
 static __always_inline int reply(struct xdp_md *ctx, struct packet *p, struct conn *r, __u64 now)
 {
+	/* The kernel's forwarding, which IPVS's reply path follows, answers a packet whose
+	 * TTL runs out (from this host's own address). */
+	if (p->ip->ttl <= 1) {
+		count(STAT_TTL_EXCEEDED);
+		return XDP_PASS;
+	}
 	/* An ACK of an established TCP connection changes no state: the reply entry's copy
 	 * of the state says so, and the client's entry is left to the client's packets. */
 	if (p->tcp && r->state == TCP_S_ESTABLISHED && !p->tcp->syn && !p->tcp->fin &&
@@ -566,6 +602,7 @@ send:
 	}
 	if (big == -2)
 		return XDP_PASS;
+	ttl_move(p->ip, -1);
 	count(STAT_NAT_OUT);
 	return route_out(ctx, p->eth, r);
 }
@@ -599,6 +636,11 @@ static __always_inline int icmp_error(struct xdp_md *ctx, struct packet *p, void
 	struct conn *c = bpf_map_lookup_elem(&conns, &k);
 	if (!c || c->method != METHOD_NAT)
 		return -1;
+	/* No error is sent about an error: one whose TTL runs out goes. */
+	if (p->ip->ttl <= 1) {
+		count(STAT_TTL_EXCEEDED);
+		return XDP_DROP;
+	}
 	__u16 old_check = in->check;
 	int to_client = c->flags & CONN_F_REPLY;
 	__be32 from = to_client ? in->daddr : in->saddr;
@@ -626,8 +668,13 @@ static __always_inline int icmp_error(struct xdp_md *ctx, struct packet *p, void
 		p->ip->daddr = c->rip;
 	}
 	count(STAT_ICMP_NAT);
+	ttl_move(p->ip, -1);
 	int verdict = fib_send(ctx, p, p->ip->daddr, c);
-	return verdict < 0 ? XDP_PASS : verdict;
+	if (verdict < 0) {
+		ttl_move(p->ip, 1);
+		return XDP_PASS;
+	}
+	return verdict;
 }
 
 /* Hands a packet that no service takes to the kernel, unless it is for the VIP of a
@@ -993,11 +1040,13 @@ static __always_inline __u32 mtu_over6(struct xdp_md *ctx, const __u8 *src, cons
  * IPv6 MTU (RFC 4443 2.4 (c)). */
 #define ICMP6_ERR_MAX (1280 - sizeof(struct ipv6hdr) - 8)
 
-/* Answers the IPv6 frame in `ctx` (untranslated) with an ICMPv6 "packet too big"
- * carrying `mtu`, from its destination to its source, with as much of the packet as
- * fits in 1280 bytes, as the kernel's icmpv6_send does: the frame becomes the error and
- * goes back out (XDP_TX). A global function, as frag_needed. */
-__attribute__((noinline)) int packet_too_big6(struct xdp_md *ctx, __u32 mtu)
+/* Answers the IPv6 frame in `ctx` (untranslated) with an ICMPv6 error of `type` and
+ * `code` carrying `info` ("packet too big"'s MTU, else 0), from its destination to its
+ * source, with as much of the packet as fits in 1280 bytes, as the kernel's icmpv6_send
+ * does: the frame becomes the error and goes back out (XDP_TX). A global function, as
+ * icmp_answer. */
+__attribute__((noinline)) int icmp6_answer(struct xdp_md *ctx, __u32 type, __u32 code,
+					   __u32 info)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
@@ -1038,8 +1087,8 @@ __attribute__((noinline)) int packet_too_big6(struct xdp_md *ctx, __u32 mtu)
 	ip->hop_limit = 64;
 	__builtin_memcpy(ip->saddr.in6_u.u6_addr8, from, 16);
 	__builtin_memcpy(ip->daddr.in6_u.u6_addr8, to, 16);
-	icmp[0] = bpf_htonl(2 << 24); /* type 2 (packet too big), code 0, checksum 0 */
-	icmp[1] = bpf_htonl(mtu);
+	icmp[0] = bpf_htonl((type & 0xff) << 24 | (code & 0xff) << 16); /* checksum 0 for now */
+	icmp[1] = bpf_htonl(info);
 	/* The checksum: the pseudo-header, the ICMPv6 header, the packet kept. */
 	__u64 sum = 0;
 	const __u32 *a = (const __u32 *)from;
@@ -1204,7 +1253,7 @@ __attribute__((noinline)) int tun_forward6(struct xdp_md *ctx, struct conn6 *c,
 			count(STAT_TUN_TOO_BIG);
 			return XDP_DROP;
 		}
-		return -(int)mtu; /* packet_too_big6 by the caller: the stack holds no more */
+		return -(int)mtu; /* icmp6_answer by the caller: the stack holds no more */
 	}
 	__u8 tc = (bpf_ntohl(*(__be32 *)ip) >> 20) & 0xff;
 	if ((tc & 3) == 3)
@@ -1274,11 +1323,17 @@ __attribute__((noinline)) int tun_forward6(struct xdp_md *ctx, struct conn6 *c,
 static __always_inline int forward6(struct xdp_md *ctx, struct packet6 *p, struct conn6 *c,
 				    const struct dest *d)
 {
+	if (p->ip->hop_limit <= 1) {
+		/* IPVS's decrement_ttl: "time exceeded" from the VIP. */
+		count(STAT_TTL_EXCEEDED);
+		return icmp6_answer(ctx, 3, 0, 0);
+	}
+	p->ip->hop_limit--;
 	if (c->c.method == METHOD_TUN) {
 		int verdict = tun_forward6(ctx, c, d);
 		if (verdict >= 0)
 			return verdict;
-		verdict = packet_too_big6(ctx, -verdict);
+		verdict = icmp6_answer(ctx, 2, 0, -verdict);
 		if (verdict == XDP_TX)
 			count(STAT_TUN_FRAG_NEEDED);
 		return verdict;
@@ -1304,13 +1359,14 @@ static __always_inline int forward6(struct xdp_md *ctx, struct packet6 *p, struc
 				       p->len);
 	if (mtu >= 1280 && p->len > mtu) {
 		count(STAT_NAT_TOO_BIG);
-		int verdict = packet_too_big6(ctx, mtu);
+		int verdict = icmp6_answer(ctx, 2, 0, mtu);
 		if (verdict == XDP_TX)
 			count(STAT_NAT_FRAG_NEEDED);
 		return verdict;
 	}
 	rewrite6(p, p->ip->daddr.in6_u.u6_addr8, p->dport, c->rip, c->c.rport);
 	if (!routed) {
+		p->ip->hop_limit++; /* the kernel forwards it and takes its own off */
 		count(STAT_FIB_PASS);
 		return XDP_PASS;
 	}
@@ -1321,6 +1377,11 @@ static __always_inline int forward6(struct xdp_md *ctx, struct packet6 *p, struc
 /* Real server -> client of an IPv6 NAT connection: the source becomes the VIP again. */
 static __always_inline int reply6(struct xdp_md *ctx, struct packet6 *p, struct conn6 *r, __u64 now)
 {
+	if (p->ip->hop_limit <= 1) {
+		/* The kernel's forwarding answers it, as for the IPv4 reply. */
+		count(STAT_TTL_EXCEEDED);
+		return XDP_PASS;
+	}
 	if (p->tcp && r->c.state == TCP_S_ESTABLISHED && !p->tcp->syn && !p->tcp->fin &&
 	    !p->tcp->rst) {
 		r->c.expires = now + (__u64)r->c.timeout * NSEC_PER_SEC;
@@ -1350,6 +1411,7 @@ static __always_inline int reply6(struct xdp_md *ctx, struct packet6 *p, struct 
 		count(STAT_FIB_PASS);
 		return XDP_PASS;
 	}
+	p->ip->hop_limit--;
 	count(STAT_NAT_OUT);
 	return route_out(ctx, p->eth, &r->c);
 }
@@ -1545,6 +1607,10 @@ __attribute__((noinline)) int icmp6_error(struct xdp_md *ctx)
 	struct conn6 *c = bpf_map_lookup_elem(&conns6, &k);
 	if (!c || c->c.method != METHOD_NAT)
 		return -1;
+	if (ip->hop_limit <= 1) {
+		count(STAT_TTL_EXCEEDED);
+		return XDP_DROP;
+	}
 	__u16 *sum = &icmp->checksum;
 	if (c->c.flags & CONN_F_REPLY) {
 		/* About what went to the real server: the client sees it about the VIP. */
@@ -1570,6 +1636,7 @@ __attribute__((noinline)) int icmp6_error(struct xdp_md *ctx)
 	if (route_lookup6(ctx, &c->c, ip->saddr.in6_u.u6_addr8, ip->daddr.in6_u.u6_addr8,
 			  IPPROTO_ICMPV6))
 		return XDP_PASS;
+	ip->hop_limit--;
 	return route_out(ctx, eth, &c->c);
 }
 

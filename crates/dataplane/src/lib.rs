@@ -124,10 +124,11 @@ pub enum Reason {
     TunTooBig = 24,
     NatTooBig = 25,
     NatFragNeeded = 26,
+    TtlExceeded = 27,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 28] = [
         Reason::NotIp,
         Reason::Malformed,
         Reason::Fragment,
@@ -155,6 +156,7 @@ impl Reason {
         Reason::TunTooBig,
         Reason::NatTooBig,
         Reason::NatFragNeeded,
+        Reason::TtlExceeded,
     ];
 
     /// A short name for logs and metrics.
@@ -187,6 +189,7 @@ impl Reason {
             Reason::TunTooBig => "tun_too_big",
             Reason::NatTooBig => "nat_too_big",
             Reason::NatFragNeeded => "nat_frag_needed",
+            Reason::TtlExceeded => "ttl_exceeded",
         }
     }
 }

@@ -302,8 +302,8 @@ fn dr_rewrites_only_the_destination_mac() {
     assert_eq!(&out.frame[6..12], &smac);
     assert_eq!(
         &out.frame[12..],
-        &syn[12..],
-        "addresses and checksums untouched"
+        &hop(&syn)[12..],
+        "addresses and checksums untouched, the TTL one less (IPVS's decrement_ttl)"
     );
     assert_eq!(dp.count(Reason::Dr).unwrap(), 1);
     let c = dp.connections().unwrap();
@@ -1042,8 +1042,8 @@ fn nat_answers_packets_too_big_for_the_route() {
         assert_eq!(checksum(&f[34..]), 0, "ICMP checksum");
         assert_eq!(
             &f[42..70],
-            &big[14..42],
-            "about the packet as the client sent it"
+            &hop(&big)[14..42],
+            "about the packet as the director would forward it (IPVS decrements first)"
         );
         // Without DF: translated, for the kernel to fragment.
         let out = dp.test_run(&to_server(1001, false), 1).unwrap();
@@ -1153,7 +1153,7 @@ fn tun_outer_checksums_cover_the_client_packet() {
                 assert_eq!(f.len(), frame.len() + 20 + extra, "{case}");
                 assert_eq!(
                     &f[34 + extra..],
-                    &frame[14..],
+                    &hop(&frame)[14..],
                     "{case}: the client's packet"
                 );
                 match kind {
@@ -1169,7 +1169,11 @@ fn tun_outer_checksums_cover_the_client_packet() {
                     }
                 }
                 let back = fulcrum_dataplane::decap_test_run(f, &[6080]).unwrap();
-                assert_eq!(&back.frame[12..], &frame[12..], "{case}: decapsulated");
+                assert_eq!(
+                    &back.frame[12..],
+                    &hop(&frame)[12..],
+                    "{case}: decapsulated"
+                );
             }
         }
     })
@@ -1210,6 +1214,12 @@ fn tun_one_kind(kind: TunKind, port: u16, proto: u8, extra: usize, smac: &[u8]) 
     assert_eq!(outer[0], 0x45);
     assert_eq!(outer[6] & 0x40, 0x40, "{kind:?}: the inner DF");
     assert_eq!(outer[9], proto, "{kind:?}");
+    assert_eq!(
+        outer[8],
+        syn[22] - 1,
+        "{kind:?}: the inner TTL, one less, as IPVS copies it"
+    );
+    assert_eq!(outer[1], syn[15], "{kind:?}: the inner TOS");
     assert_eq!(&outer[12..16], &source.octets());
     assert_eq!(&outer[16..20], &RIPS[0].octets());
     assert_eq!(
@@ -1231,11 +1241,19 @@ fn tun_one_kind(kind: TunKind, port: u16, proto: u8, extra: usize, smac: &[u8]) 
         TunKind::Ipip => {}
     }
     // The client's packet, byte for byte, after the outer headers.
-    assert_eq!(&f[14 + hdr..], &syn[14..], "{kind:?}: inner packet");
+    assert_eq!(
+        &f[14 + hdr..],
+        &hop(&syn)[14..],
+        "{kind:?}: inner packet, TTL one less"
+    );
     // `fulcrum decap` on the real server takes the outer headers off again.
     let back = fulcrum_dataplane::decap_test_run(f, &[6080]).unwrap();
     assert_eq!(back.verdict, Verdict::Pass, "{kind:?}");
-    assert_eq!(&back.frame[12..], &syn[12..], "{kind:?}: decapsulated");
+    assert_eq!(
+        &back.frame[12..],
+        &hop(&syn)[12..],
+        "{kind:?}: decapsulated"
+    );
     assert_eq!(
         &back.frame[..12],
         &f[..12],
@@ -1280,7 +1298,7 @@ fn tun_one_kind(kind: TunKind, port: u16, proto: u8, extra: usize, smac: &[u8]) 
         "{kind:?}: the next-hop MTU left for the inner packet"
     );
     assert_eq!(checksum(icmp), 0, "{kind:?}: ICMP checksum");
-    assert_eq!(&icmp[8..], &big[14..42], "{kind:?}: what it is about");
+    assert_eq!(&icmp[8..], &hop(&big)[14..42], "{kind:?}: what it is about");
     // Without DF it cannot be fragmented here: dropped and counted.
     let mut no_df = big.clone();
     no_df[20] = 0;
@@ -1473,8 +1491,8 @@ fn ipv6_nat_answers_packets_too_big_for_the_route() {
         );
         assert_eq!(
             &f[62..],
-            &big[14..14 + 1232],
-            "the packet as the client sent it"
+            &hop(&big)[14..14 + 1232],
+            "the packet as the director would forward it (IPVS decrements first)"
         );
 
         // The reply: 1400 bytes go to the kernel as they came.
@@ -1627,7 +1645,11 @@ fn ipv6_nat_and_dr_forward_and_track() {
         let out = dp.test_run(&syn, 1).unwrap();
         assert_eq!(out.verdict, Verdict::Tx);
         assert_eq!(&out.frame[0..6], &[2, 0, 0, 0, 0, 0x10]);
-        assert_eq!(&out.frame[12..], &syn[12..], "only the MACs change");
+        assert_eq!(
+            &out.frame[12..],
+            &hop(&syn)[12..],
+            "only the MACs and the hop limit change"
+        );
         assert_eq!(dp.dest_conns(2, 0).unwrap(), (0, 1));
 
         // Traffic is counted; the server deleted, its connection goes with its count.
@@ -1798,14 +1820,14 @@ fn ipv6_tun_encapsulates_as_ipvs() {
                 assert_eq!(payload, frame.len() - 14 + extra, "{case}: payload length");
                 assert_eq!(
                     (f[20], f[21]),
-                    (next, frame[21]),
+                    (next, frame[21] - 1),
                     "{case}: next header, hop limit"
                 );
                 assert_eq!(&f[22..38], &source.octets(), "{case}: from the director");
                 assert_eq!(&f[38..54], &rip.octets(), "{case}: to the real server");
                 assert_eq!(
                     &f[54 + extra..],
-                    &frame[14..],
+                    &hop(&frame)[14..],
                     "{case}: the client's packet"
                 );
                 match (kind, csum) {
@@ -1830,7 +1852,11 @@ fn ipv6_tun_encapsulates_as_ipvs() {
                 }
                 let back = fulcrum_dataplane::decap_test_run(f, &[6080]).unwrap();
                 assert_eq!(back.verdict, Verdict::Pass, "{case}");
-                assert_eq!(&back.frame[12..], &frame[12..], "{case}: decapsulated");
+                assert_eq!(
+                    &back.frame[12..],
+                    &hop(&frame)[12..],
+                    "{case}: decapsulated"
+                );
             }
 
             // The largest packet that fits once encapsulated goes; one byte more gets
@@ -1874,6 +1900,128 @@ fn ipv6_tun_encapsulates_as_ipvs() {
             assert_eq!(dp.count(Reason::TunFragNeeded).unwrap(), 1);
             assert!(dp.count(Reason::Tun).unwrap() >= 10);
         }
+    })
+    .unwrap();
+}
+
+/// IPVS's decrement_ttl: a packet it would forward with TTL (hop limit) 1 gets "time
+/// exceeded" from the VIP instead (icmp_send from the director, the VIP being its own),
+/// about the packet as it came; a NAT reply with TTL 1 goes to the kernel untranslated,
+/// whose forwarding answers it as for any packet it forwards.
+#[test]
+fn ttl_runs_out_at_the_director_as_at_ipvs() {
+    if !require_root("ttl_runs_out_at_the_director_as_at_ipvs") {
+        return;
+    }
+    let (lab, dir, _) = tun_lab("fxttl");
+    lab.route(&dir, &format!("{CLIENT}/32"), "10.9.0.2")
+        .unwrap();
+    lab.within(&dir, || {
+        let mut dp = DataPlane::load().unwrap();
+        let mut dr = service(Method::Dr, &[1]);
+        dr.dests[0].as_mut().unwrap().link = Some(fulcrum_dataplane::Link {
+            mac: [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x01],
+            ifindex: 0,
+            smac: [0x02, 0, 0, 0, 0, 0x65],
+        });
+        dp.put_service(&dr).unwrap();
+        let mut nat = service(Method::Nat, &[1]);
+        nat.key = ServiceKey::v4(VIP, 81, 6);
+        nat.id = 2;
+        dp.put_service(&nat).unwrap();
+        let ttl = |f: &mut Vec<u8>, t: u8| {
+            f[22] = t;
+            f[24..26].copy_from_slice(&[0, 0]);
+            let c = checksum(&f[14..34]);
+            f[24..26].copy_from_slice(&c.to_be_bytes());
+        };
+        let mut syn = tcp_frame(CLIENT, 50000, VIP, 80, SYN);
+        ttl(&mut syn, 1);
+        let out = dp.test_run(&syn, 1).unwrap();
+        assert_eq!(out.verdict, Verdict::Tx, "back to the client");
+        let f = &out.frame;
+        assert_eq!(f.len(), 14 + 20 + 8 + 28);
+        assert_eq!(&f[26..30], &VIP.octets(), "from the VIP");
+        assert_eq!(&f[30..34], &CLIENT.octets(), "to the client");
+        assert_eq!(
+            (f[23], f[34], f[35]),
+            (1, 11, 0),
+            "ICMP time exceeded in transit"
+        );
+        assert_eq!(checksum(&f[14..34]), 0);
+        assert_eq!(checksum(&f[34..]), 0);
+        assert_eq!(&f[42..], &syn[14..42], "about the packet as it came");
+        assert_eq!(dp.count(Reason::TtlExceeded).unwrap(), 1);
+        // TTL 2 goes, with 1 left.
+        ttl(&mut syn, 2);
+        let out = dp.test_run(&syn, 1).unwrap();
+        assert_eq!((out.verdict, out.frame[22]), (Verdict::Tx, 1));
+        assert_eq!(checksum(&out.frame[14..34]), 0);
+
+        // NAT: the connection, then a reply with TTL 1, untranslated to the kernel.
+        let out = dp
+            .test_run(&tcp_frame(CLIENT, 50001, VIP, 81, SYN), 1)
+            .unwrap();
+        assert_eq!(out.verdict, Verdict::Redirect);
+        let mut reply = tcp_frame(RIPS[0], 8080, CLIENT, 50001, SYN | ACK);
+        ttl(&mut reply, 1);
+        let out = dp.test_run(&reply, 1).unwrap();
+        assert_eq!((out.verdict, out.frame), (Verdict::Pass, reply.clone()));
+        ttl(&mut reply, 64);
+        let out = dp.test_run(&reply, 1).unwrap();
+        assert_eq!(out.verdict, Verdict::Redirect);
+        assert_eq!(
+            out.frame[22], 63,
+            "the reply's TTL one less, as the kernel forwards it"
+        );
+        assert_eq!(&out.frame[26..30], &VIP.octets());
+        assert_eq!(checksum(&out.frame[14..34]), 0);
+    })
+    .unwrap();
+    drop(lab);
+
+    // IPv6: hop limit 1 gets ICMPv6 time exceeded from the VIP.
+    let (lab, dir) = v6_lab("fxttl6", None);
+    lab.within(&dir, || {
+        let mut dp = DataPlane::load().unwrap();
+        let vip: Ipv6Addr = "2001:db8:1::88".parse().unwrap();
+        let client: Ipv6Addr = "2001:db8:2::2".parse().unwrap();
+        let mut dr6 = ServiceSpec::new(
+            ServiceKey::v6(vip, 80, 6),
+            3,
+            fulcrum_dataplane::Scheduler::Rr,
+        );
+        dr6.dests = vec![Some(DestSpec {
+            addr: "2001:db8:1::10".parse::<Ipv6Addr>().unwrap().into(),
+            port: 80,
+            method: Method::Dr,
+            weight: 1,
+            overloaded: false,
+            u_threshold: 0,
+            l_threshold: 0,
+            link: Some(fulcrum_dataplane::Link {
+                mac: [2, 0, 0, 0, 0, 0x10],
+                ifindex: 0,
+                smac: [2, 0, 0, 0, 0, 0x01],
+            }),
+            tun_source: None,
+        })];
+        dp.put_service(&dr6).unwrap();
+        let mut syn6 = tcp6_frame(client, 50000, vip, 80, SYN);
+        syn6[21] = 1;
+        let out = dp.test_run(&syn6, 1).unwrap();
+        assert_eq!(out.verdict, Verdict::Tx);
+        let f = &out.frame;
+        let a = |i: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&f[i..i + 16]).unwrap());
+        assert_eq!(
+            (a(22), a(38), f[20]),
+            (vip, client, 58),
+            "ICMPv6 from the VIP"
+        );
+        assert_eq!((f[54], f[55]), (3, 0), "time exceeded, hop limit");
+        assert_eq!(l4_checksum6(vip, client, 58, &f[54..]), 0);
+        assert_eq!(&f[62..], &syn6[14..], "about the packet as it came");
+        assert_eq!(dp.count(Reason::TtlExceeded).unwrap(), 1);
     })
     .unwrap();
 }

@@ -135,7 +135,8 @@ enum stat_reason {
 	STAT_TUN_TOO_BIG = 24,     /* TUN: too big once encapsulated, no DF: dropped */
 	STAT_NAT_TOO_BIG = 25,     /* NAT: over the route's MTU with DF (answered, or to the kernel) */
 	STAT_NAT_FRAG_NEEDED = 26, /* NAT: of those, a client's: ICMP back to it from the VIP */
-	STAT_MAX = 27,
+	STAT_TTL_EXCEEDED = 27,    /* forwarding with TTL (hop limit) 1 or less: time exceeded */
+	STAT_MAX = 28,
 };
 
 #endif

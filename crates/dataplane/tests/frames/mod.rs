@@ -148,3 +148,18 @@ impl Parsed {
         ip_ok && l4_ok
     }
 }
+
+/// `f` (an IPv4 or IPv6 frame) as a director forwards it: IPVS's decrement_ttl takes one
+/// off the TTL (the IPv4 header checksum follows) or the hop limit.
+pub fn hop(f: &[u8]) -> Vec<u8> {
+    let mut f = f.to_vec();
+    if f[12..14] == [0x86, 0xdd] {
+        f[21] -= 1;
+    } else {
+        f[22] -= 1;
+        f[24..26].copy_from_slice(&[0, 0]);
+        let c = checksum(&f[14..34]);
+        f[24..26].copy_from_slice(&c.to_be_bytes());
+    }
+    f
+}
