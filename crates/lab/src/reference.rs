@@ -423,7 +423,6 @@ impl Reference {
         let mut addrs: Vec<(&Host, &str, String)> = vec![
             (client, "eth0", "2001:db8:10::2/64".into()),
             (director, "eth0", "2001:db8:10::65/64".into()),
-            (director, "eth0", format!("{vip}/128")),
             (router, "eth0", "2001:db8:10::fe/64".into()),
             (router, "eth1", "2001:db8:20::fe/64".into()),
         ];
@@ -435,6 +434,24 @@ impl Reference {
             self.lab
                 .ip(host, &["-6", "addr", "add", cidr, "dev", ifname, "nodad"])?;
         }
+        // The VIP deprecated on the director, so that the route to the servers does not
+        // choose it as the source (IPv6 source selection avoids deprecated addresses):
+        // the tunnels' outer source is what the route chooses, as IPVS's, and a real
+        // server drops a tunnel packet from an address it holds itself.
+        self.lab.ip(
+            director,
+            &[
+                "-6",
+                "addr",
+                "add",
+                &format!("{vip}/128"),
+                "dev",
+                "eth0",
+                "nodad",
+                "preferred_lft",
+                "0",
+            ],
+        )?;
         self.settle(addrs.iter().map(|(h, _, _)| *h))?;
         for host in [router, director] {
             self.lab.sysctl(host, "net.ipv6.conf.all.forwarding", "1")?;

@@ -727,7 +727,9 @@ fn differences(vm: &mut IpvsVm, sock: &Path, commands: &[&[&str]]) -> Vec<String
 /// VM's server, and its tunnel devices count what they received. With outer checksums
 /// too: gue with csum (the VM's UDP layer checks the checksum before fou takes the packet)
 /// and gre with csum to a second address of the VM, whose gre device is made with `icsum`
-/// (it drops a packet without a checksum, or with a wrong one).
+/// (it drops a packet without a checksum, or with a wrong one). Then over IPv6 (the
+/// deployment's IPv6 plan, the VM at 2001:db8:20::13 with the IPv6 VIP on `lo`): ipip as
+/// IPv6 in IPv6 to its ip6tnl0, gue to `ip fou add port 6080 gue -6`, gre to its ip6gre0.
 #[test]
 fn the_ipvs_vms_kernel_decapsulates_fulcrums_tunnels() {
     if !require_root("the_ipvs_vms_kernel_decapsulates_fulcrums_tunnels") {
@@ -762,6 +764,20 @@ fn the_ipvs_vms_kernel_decapsulates_fulcrums_tunnels() {
          >/dev/null 2>&1 & done",
     )
     .unwrap();
+    let v6 = r.add_ipv6().unwrap();
+    let rip6 = "2001:db8:20::13";
+    vm.must(&format!(
+        "ip -6 addr add {rip6}/64 dev eth0 nodad && ip -6 addr add {}/128 dev lo && \
+         ip -6 route add default via 2001:db8:20::fe && \
+         modprobe ip6_tunnel && modprobe ip6_gre && (modprobe fou6 || true) && \
+         ip link set ip6tnl0 up && ip link set ip6gre0 up && \
+         ip fou add port {} gue -6 && \
+         for p in 90 91 92; do socat TCP6-LISTEN:$p,fork,reuseaddr SYSTEM:'echo vm6' \
+         >/dev/null 2>&1 & done",
+        v6.vip,
+        reference::TUN_GUE_PORT
+    ))
+    .unwrap();
     let mut conf = String::new();
     let gue = format!("TUN type gue port {}", reference::TUN_GUE_PORT);
     for (port, tun, to) in [
@@ -775,12 +791,22 @@ fn the_ipvs_vms_kernel_decapsulates_fulcrums_tunnels() {
             "virtual_server {vip} {port} {{\n    lb_algo rr\n    lb_kind {tun}\n    protocol TCP\n    real_server {to} {port} {{\n        weight 1\n    }}\n}}\n"
         );
     }
+    for (port, tun) in [
+        (90, "TUN".to_string()),
+        (91, gue.clone()),
+        (92, "TUN type gre".to_string()),
+    ] {
+        conf += &format!(
+            "virtual_server {} {port} {{\n    lb_algo rr\n    lb_kind {tun}\n    protocol TCP\n    real_server {rip6} {port} {{\n        weight 1\n    }}\n}}\n",
+            v6.vip
+        );
+    }
     let path = dir.0.join("tun.conf");
     std::fs::write(&path, conf).unwrap();
     let director = r.directors[0].clone();
     let d = fulcrum_e2e::spawn_fulcrum(&mut r.lab, &director, &path, &dir.0, "tun", &[]);
     let up = wait_for(Duration::from_secs(20), || {
-        fulcrum_ipvsadm(&d.sock, &["-Ln"]).matches("Tunnel").count() == 5
+        fulcrum_ipvsadm(&d.sock, &["-Ln"]).matches("Tunnel").count() == 8
     });
     assert!(
         up.is_some(),
@@ -811,8 +837,31 @@ fn the_ipvs_vms_kernel_decapsulates_fulcrums_tunnels() {
             .unwrap();
         assert_eq!(answers, ["vm", "vm", "vm"], "port {port}");
     }
-    // ipip and gue arrive on tunl0, gre on gre0, gre with a checksum on grecs.
-    for dev in ["tunl0", "gre0", "grecs"] {
+    // The same over IPv6.
+    for port in [90, 91, 92] {
+        let target = format!("[{}]:{port}", v6.vip);
+        let answered = wait_for(Duration::from_secs(20), || {
+            r.lab
+                .probe(&client, &target, 1, false)
+                .is_ok_and(|a| a == ["vm6"])
+        });
+        assert!(
+            answered.is_some(),
+            "IPv6 port {port}: no answer from the VM through the tunnel\n{}\n{}",
+            fulcrum_ipvsadm(&d.sock, &["-Ln", "--stats"]),
+            vm.must(
+                "ip -s link show ip6tnl0; ip -s link show ip6gre0; ip fou show; \
+                 ip -6 addr; ip -6 route; lsmod | grep -E 'ip6|fou|tunnel'; \
+                 nstat -az | grep -E 'Ip6|Udp6'"
+            )
+            .unwrap_or_default()
+        );
+        let answers = r.lab.probe(&client, &target, 3, false).unwrap();
+        assert_eq!(answers, ["vm6", "vm6", "vm6"], "IPv6 port {port}");
+    }
+    // ipip and gue arrive on tunl0, gre on gre0, gre with a checksum on grecs; over IPv6
+    // ipip and gue on ip6tnl0, gre on ip6gre0.
+    for dev in ["tunl0", "gre0", "grecs", "ip6tnl0", "ip6gre0"] {
         let stats = vm
             .must(&format!("cat /sys/class/net/{dev}/statistics/rx_packets"))
             .unwrap();
