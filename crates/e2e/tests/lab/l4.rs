@@ -1580,6 +1580,177 @@ fn nat_tells_the_client_its_packets_are_too_big() {
     }
 }
 
+/// NAT to a real server behind a router whose link on (1280 bytes) is narrower than the
+/// director's, IPv4 and IPv6: the router, not the director, finds a client's datagram too
+/// big once translated and answers the client, about the packet as it left the director
+/// (client to real server). That error crosses the director, which translates it as IPVS's
+/// ip_vs_nat_icmp does (about the VIP), so the client's kernel takes it: its route to the
+/// VIP learns the MTU.
+#[test]
+fn nat_translates_a_routers_too_big_back_to_the_client() {
+    if !require_root("nat_translates_a_routers_too_big_back_to_the_client") {
+        return;
+    }
+    let mut r = reference::build(Deployment::LvsNat, "l4ptb", Some(agent())).unwrap();
+    let dir = Scratch::new("l4ptb");
+    let v6 = r.add_ipv6().unwrap();
+    let (client, director) = (r.client.clone(), r.directors[0].clone());
+    // The real servers' segment (the deployment's last switch; the first is outside).
+    let inside = r.switches.last().unwrap().clone();
+    let router = r.lab.host("rtr").unwrap();
+    let far = r.lab.host("rs3").unwrap();
+    r.lab.attach(&router, "eth0", &inside).unwrap();
+    r.lab.link(&router, "eth1", &far, "eth0").unwrap();
+    let ip = |r: &Reference, host: &fulcrum_lab::Host, args: &[&str]| {
+        r.lab.ip(host, args).unwrap();
+    };
+    ip(
+        &r,
+        &router,
+        &["addr", "add", "192.168.184.140/24", "dev", "eth0"],
+    );
+    ip(&r, &router, &["addr", "add", "10.9.9.1/24", "dev", "eth1"]);
+    ip(
+        &r,
+        &router,
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:184::140/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    ip(
+        &r,
+        &router,
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:99::1/64",
+            "dev",
+            "eth1",
+            "nodad",
+        ],
+    );
+    // Only the router's side of the far link is narrow: the far server still offers a
+    // full-size MSS, so the client's segments must meet the router's limit on the way.
+    ip(&r, &router, &["link", "set", "eth1", "mtu", "1280"]);
+    ip(
+        &r,
+        &router,
+        &["route", "add", "default", "via", "192.168.184.128"],
+    );
+    ip(
+        &r,
+        &router,
+        &["-6", "route", "add", "default", "via", "2001:db8:184::128"],
+    );
+    r.lab.sysctl(&router, "net.ipv4.ip_forward", "1").unwrap();
+    r.lab
+        .sysctl(&router, "net.ipv6.conf.all.forwarding", "1")
+        .unwrap();
+    ip(&r, &far, &["addr", "add", "10.9.9.10/24", "dev", "eth0"]);
+    ip(
+        &r,
+        &far,
+        &[
+            "-6",
+            "addr",
+            "add",
+            "2001:db8:99::10/64",
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    );
+    ip(&r, &far, &["route", "add", "default", "via", "10.9.9.1"]);
+    ip(
+        &r,
+        &far,
+        &["-6", "route", "add", "default", "via", "2001:db8:99::1"],
+    );
+    ip(
+        &r,
+        &director,
+        &["route", "add", "10.9.9.0/24", "via", "192.168.184.140"],
+    );
+    ip(
+        &r,
+        &director,
+        &[
+            "-6",
+            "route",
+            "add",
+            "2001:db8:99::/64",
+            "via",
+            "2001:db8:184::140",
+        ],
+    );
+    let vip4 = r.vips[0].to_string();
+    let mut conf = String::new();
+    for (vip, rip) in [
+        (vip4.as_str(), "10.9.9.10"),
+        (v6.vip.as_str(), "2001:db8:99::10"),
+    ] {
+        conf += &format!(
+            "virtual_server {vip} 54 {{\n    lb_algo rr\n    lb_kind NAT\n    protocol UDP\n    real_server {rip} 54 {{\n        weight 1\n    }}\n}}\n"
+        );
+    }
+    let (_daemon, sock) = start(&mut r, &conf, &dir, "l4ptb");
+    let icmp_nat = |sock: &Path| -> u64 {
+        let raw = raw_ipvs(sock);
+        raw.split("\"icmp_nat\":")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no icmp_nat count in {raw}"))
+    };
+    for (family, target, vip) in [
+        ("-4", format!("{vip4}:54"), vip4.clone()),
+        ("-6", format!("[{}]:54", v6.vip), v6.vip.clone()),
+    ] {
+        let route = |r: &Reference| {
+            let out = r.lab.ip(&client, &[family, "route", "get", &vip]).unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert!(!route(&r).contains("mtu 1280"), "{}", route(&r));
+        let before = icmp_nat(&sock);
+        let learnt = wait_for(Duration::from_secs(10), || {
+            let out = r
+                .lab
+                .run_agent(
+                    &client,
+                    &[
+                        "flood",
+                        "--connect",
+                        &target,
+                        "--size",
+                        "1400",
+                        "--count",
+                        "3",
+                    ],
+                )
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            route(&r).contains("mtu 1280")
+        });
+        assert!(
+            learnt.is_some(),
+            "{family}: the client's route to {vip} did not learn the router's MTU: {}\n{}",
+            route(&r),
+            raw_ipvs(&sock),
+        );
+        assert!(
+            icmp_nat(&sock) > before,
+            "{family}: the router's error was not translated by the data plane"
+        );
+    }
+}
+
 /// The split of `count` new connections from the client to `[vip]:port`.
 fn distribution6(r: &Reference, vip: &str, port: u16, count: u32) -> BTreeMap<String, u32> {
     let answers = r
