@@ -1751,6 +1751,76 @@ fn nat_translates_a_routers_too_big_back_to_the_client() {
     }
 }
 
+/// A cached next hop follows the neighbour table over IPv6 too: an IPv6 NAT connection
+/// carries on when its real server's MAC changes under it (a replaced NIC, a moved
+/// address), as the kernel's forwarding, and IPVS's, would follow the new neighbour entry.
+#[test]
+fn ipv6_nat_follows_a_real_servers_new_mac() {
+    if !require_root("ipv6_nat_follows_a_real_servers_new_mac") {
+        return;
+    }
+    let mut r = reference::build(Deployment::LvsNat, "l4mac6", Some(agent())).unwrap();
+    let dir = Scratch::new("l4mac6");
+    let v6 = r.add_ipv6().unwrap();
+    let (client, director, rs) = (
+        r.client.clone(),
+        r.directors[0].clone(),
+        r.real_servers[0].clone(),
+    );
+    r.lab.serve(&rs, "rs1", "[::]:80", false).unwrap();
+    let rip = v6.rips[0].clone();
+    let conf = format!(
+        "virtual_server {} 80 {{\n    lb_algo rr\n    lb_kind NAT\n    protocol TCP\n    real_server {rip} 80 {{\n        weight 1\n    }}\n}}\n",
+        v6.vip
+    );
+    let (_daemon, sock) = start(&mut r, &conf, &dir, "l4mac6");
+    let log = dir.0.join("hold.log");
+    let target = format!("[{}]:80", v6.vip);
+    let hold = r
+        .lab
+        .spawn_agent(
+            &client,
+            &[
+                "hold",
+                "--connect",
+                &target,
+                "--every-ms",
+                "50",
+                "--for-ms",
+                "4000",
+                "--timeout-ms",
+                "3000",
+            ],
+            &log,
+        )
+        .unwrap();
+    let connected = wait_for(Duration::from_secs(5), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("connected "))
+    });
+    assert!(connected.is_some(), "{:?}", std::fs::read_to_string(&log));
+    std::thread::sleep(Duration::from_millis(500));
+    let mac = "02:00:00:00:99:01";
+    r.lab
+        .ip(&rs, &["link", "set", "eth0", "address", mac])
+        .unwrap();
+    r.lab
+        .ip(
+            &director,
+            &["-6", "neigh", "replace", &rip, "lladdr", mac, "dev", "eth1"],
+        )
+        .unwrap();
+    let done = wait_for(Duration::from_secs(15), || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("held ") || l.contains("broken"))
+    });
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    hold.kill();
+    assert!(
+        done.is_some() && text.contains("held ") && !text.contains("broken"),
+        "the connection did not survive the new MAC: {text}\n{}",
+        raw_ipvs(&sock)
+    );
+}
+
 /// The split of `count` new connections from the client to `[vip]:port`.
 fn distribution6(r: &Reference, vip: &str, port: u16, count: u32) -> BTreeMap<String, u32> {
     let answers = r

@@ -456,20 +456,25 @@ fn maintain(shared: Arc<Mutex<Forwarding>>, stop: Arc<std::sync::atomic::AtomicB
     let mut estimated = Instant::now();
     // Routes and resolved neighbours as last seen: when they change, next hops cached by
     // NAT connections are dropped, and DR slots get the new MACs.
-    // Whether an IPv6 real server is reached by DR: only then is the IPv6 neighbour table
-    // dumped (by netlink, where IPv4's is a file read). As of the last round.
-    let ipv6_dr = |t: &Table| t.dr_addresses().iter().any(IpAddr::is_ipv6);
-    let mut want6 = ipv6_dr(&shared.lock().unwrap_or_else(|e| e.into_inner()).table);
+    // Whether any IPv6 service is installed: only then are IPv6's routes and neighbours
+    // read (the neighbours by netlink, where IPv4's are a file read), for the next hops
+    // NAT and TUN connections cache and for DR's MACs. As of the last round.
+    let mut want6 = shared
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .table
+        .has_ipv6();
     let mut last_routing = (String::new(), read_links(want6));
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
         // The files are read before taking the lock, once a second.
         let tick = swept.elapsed() >= Duration::from_secs(1);
         let routing = tick.then(|| {
-            (
-                std::fs::read_to_string("/proc/net/route").unwrap_or_default(),
-                read_links(want6),
-            )
+            let mut routes = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
+            if want6 {
+                routes.push_str(&ipv6_routes());
+            }
+            (routes, read_links(want6))
         });
         let mut s = shared.lock().unwrap_or_else(|e| e.into_inner());
         let Forwarding {
@@ -505,8 +510,29 @@ fn maintain(shared: Arc<Mutex<Forwarding>>, stop: Arc<std::sync::atomic::AtomicB
             prod_neighbours(&table.dr_addresses());
             prodded = Instant::now();
         }
-        want6 = ipv6_dr(table);
+        want6 = table.has_ipv6();
     }
+}
+
+/// The IPv6 routing table as /proc/net/ipv6_route lists it, without the columns that
+/// move with use (reference and use counts): what a route change changes.
+fn ipv6_routes() -> String {
+    routes_without_counts(&std::fs::read_to_string("/proc/net/ipv6_route").unwrap_or_default())
+}
+
+/// /proc/net/ipv6_route's text without its reference and use counts (columns 7 and 8).
+fn routes_without_counts(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        for (i, field) in line.split_whitespace().enumerate() {
+            if i != 6 && i != 7 {
+                out.push_str(field);
+                out.push(' ');
+            }
+        }
+        out.push('\n');
+    }
+    out
 }
 
 impl Runtime {

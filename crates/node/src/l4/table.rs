@@ -687,6 +687,11 @@ impl Table {
     /// Real servers reached by DR: their MAC must be in the neighbour table.
     /// The DR and TUN real servers: the addresses whose neighbour (or next hop) the
     /// data plane needs resolved.
+    /// Whether any IPv6 service is installed.
+    pub(super) fn has_ipv6(&self) -> bool {
+        self.installed.values().any(|i| i.spec.key.family == 6)
+    }
+
     pub(super) fn dr_addresses(&self) -> Vec<IpAddr> {
         let mut v: Vec<IpAddr> = self
             .installed

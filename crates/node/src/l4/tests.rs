@@ -318,3 +318,22 @@ fn sloppy_tcp_is_on_with_mh_unless_set() {
     assert!(edit("-A -t 10.0.0.1:80 -s mh"));
     assert!(!edit("-A -t 10.0.0.1:80 -s rr"));
 }
+
+#[test]
+fn ipv6_route_snapshots_ignore_use_counts() {
+    let line = |refs: &str, uses: &str| {
+        format!(
+            "20010db8009900000000000000000000 40 00000000000000000000000000000000 00 \
+             20010db8018400000000000000000140 00000400 {refs} {uses} 00000003     eth1\n"
+        )
+    };
+    let a = super::routes_without_counts(&line("00000001", "00000000"));
+    let b = super::routes_without_counts(&line("00000004", "00000017"));
+    assert_eq!(a, b, "traffic moves the counts, not the route");
+    let other = line("00000001", "00000000").replace("00000400", "00000100");
+    assert_ne!(
+        a,
+        super::routes_without_counts(&other),
+        "a new metric is a change"
+    );
+}
