@@ -403,6 +403,47 @@ __attribute__((noinline)) int tun_checksum(struct xdp_md *ctx, __u32 type)
 	return 0;
 }
 
+/* Writes a tunnel's own header at `h`, after the outer IP header: gue's UDP header (from
+ * `sport` to `port`, no checksum yet) and GUE header (version 0, no options, naming the
+ * inner packet's protocol), or gre's (RFC 2784: with `csum`, the C bit and room for the
+ * checksum and 16 reserved bits); ipip has none. `inner_len`: the client's packet;
+ * `inner_v6`: whether it is IPv6. -1 when the frame is shorter. */
+static __always_inline int tunnel_header(void *h, void *end, __u8 type, int csum, __u16 sport,
+					 __be16 port, __u16 inner_len, int inner_v6)
+{
+	if (type == TUN_GUE) {
+		struct udphdr *u = HEADER(h, end, struct udphdr);
+		if (!u)
+			return -1;
+		__u8 *g = (__u8 *)HEADER(u + 1, end, __u32);
+		if (!g)
+			return -1;
+		u->source = bpf_htons(sport);
+		u->dest = port;
+		u->len = bpf_htons(inner_len + 8 + 4);
+		u->check = 0;
+		g[0] = 0;
+		g[1] = inner_v6 ? IPPROTO_IPV6 : IPPROTO_IPIP;
+		g[2] = 0;
+		g[3] = 0;
+	} else if (type == TUN_GRE) {
+		__be16 *g = (__be16 *)HEADER(h, end, __u32);
+		if (!g)
+			return -1;
+		g[0] = 0;
+		g[1] = inner_v6 ? bpf_htons(ETH_P_IPV6) : bpf_htons(ETH_P_IP);
+		if (csum) {
+			__be16 *x = (__be16 *)HEADER(g + 2, end, __u32);
+			if (!x)
+				return -1;
+			g[0] = bpf_htons(0x8000);
+			x[0] = 0;
+			x[1] = 0;
+		}
+	}
+	return 0;
+}
+
 /* TUN, as IPVS's ip_vs_tunnel_xmit: the client's packet (its TTL one less) inside an IPv4
  * header from the director's address towards the real server (ipip), with a UDP and a GUE
  * header to the server's port (gue), or a GRE header (gre); the outer header takes the
@@ -461,38 +502,8 @@ static __always_inline int tun_forward(struct xdp_md *ctx, struct packet *p, str
 	o->saddr = saddr;
 	o->daddr = daddr;
 	o->check = ipv4_header_csum(o);
-	if (type == TUN_GUE) {
-		struct udphdr *u = HEADER(o + 1, end, struct udphdr);
-		if (!u)
-			return XDP_DROP;
-		__u8 *g = (__u8 *)HEADER(u + 1, end, __u32);
-		if (!g)
-			return XDP_DROP;
-		u->source = bpf_htons(sport);
-		u->dest = gue_port;
-		u->len = bpf_htons(inner + 8 + 4);
-		u->check = 0;
-		/* GUE version 0, no options: hlen 0, the inner protocol, no flags. */
-		g[0] = 0;
-		g[1] = IPPROTO_IPIP;
-		g[2] = 0;
-		g[3] = 0;
-	} else if (type == TUN_GRE) {
-		__be16 *g = (__be16 *)HEADER(o + 1, end, __u32);
-		if (!g)
-			return XDP_DROP;
-		g[0] = 0;
-		g[1] = bpf_htons(ETH_P_IP);
-		if (csum) {
-			/* RFC 2784: the C bit, then the checksum and 16 reserved bits. */
-			__be16 *k = (__be16 *)HEADER(g + 2, end, __u32);
-			if (!k)
-				return XDP_DROP;
-			g[0] = bpf_htons(0x8000);
-			k[0] = 0;
-			k[1] = 0;
-		}
-	}
+	if (tunnel_header(o + 1, end, type, csum, sport, gue_port, inner, 0))
+		return XDP_DROP;
 	if (csum && type != TUN_IPIP && tun_checksum(ctx, type)) {
 		count(STAT_MALFORMED);
 		return XDP_DROP;
@@ -864,6 +875,10 @@ int xdp_fulcrum(struct xdp_md *ctx)
 	p.eth = HEADER(data, end, struct ethhdr);
 	if (!p.eth) {
 		count(STAT_MALFORMED);
+		return XDP_PASS;
+	}
+	if (!for_this_host(ctx->ingress_ifindex, p.eth->h_dest)) {
+		count(STAT_OTHER_HOST);
 		return XDP_PASS;
 	}
 	if (p.eth->h_proto == ETH_P_IPV6_BE) {
@@ -1281,36 +1296,8 @@ __attribute__((noinline)) int tun_forward6(struct xdp_md *ctx, struct conn6 *c,
 	o->hop_limit = hops;
 	__builtin_memcpy(o->saddr.in6_u.u6_addr8, src->in6_u.u6_addr8, 16);
 	__builtin_memcpy(o->daddr.in6_u.u6_addr8, c->rip, 16);
-	if (type == TUN_GUE) {
-		struct udphdr *u = HEADER(o + 1, end, struct udphdr);
-		if (!u)
-			return XDP_DROP;
-		__u8 *g = (__u8 *)HEADER(u + 1, end, __u32);
-		if (!g)
-			return XDP_DROP;
-		u->source = bpf_htons(sport);
-		u->dest = gue_port;
-		u->len = bpf_htons(inner + 8 + 4);
-		u->check = 0;
-		g[0] = 0;
-		g[1] = IPPROTO_IPV6;
-		g[2] = 0;
-		g[3] = 0;
-	} else if (type == TUN_GRE) {
-		__be16 *g = (__be16 *)HEADER(o + 1, end, __u32);
-		if (!g)
-			return XDP_DROP;
-		g[0] = 0;
-		g[1] = bpf_htons(ETH_P_IPV6);
-		if (csum) {
-			__be16 *x = (__be16 *)HEADER(g + 2, end, __u32);
-			if (!x)
-				return XDP_DROP;
-			g[0] = bpf_htons(0x8000);
-			x[0] = 0;
-			x[1] = 0;
-		}
-	}
+	if (tunnel_header(o + 1, end, type, csum, sport, gue_port, inner, 1))
+		return XDP_DROP;
 	if (csum && type != TUN_IPIP && tun_checksum6(ctx, type)) {
 		count(STAT_MALFORMED);
 		return XDP_DROP;

@@ -283,6 +283,17 @@ pub struct Clock {
     pub base: u64,
 }
 
+/// `struct host_macs` (bpf/include/maps.h): the unicast MACs an interface takes frames for.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HostMacs {
+    pub ifindex: u32,
+    pub n: u32,
+    pub mac: [[u8; 8]; 8],
+}
+
+pub const HOST_MAC_SLOTS: u32 = 1024;
+
 // SAFETY: every type below is repr(C), made only of integers and integer arrays, with no
 // padding (sizes and offsets asserted above), so every bit pattern is a valid value and
 // they can be copied to and from the kernel as bytes.
@@ -293,6 +304,8 @@ unsafe impl Pod for ServiceValue {}
 unsafe impl Pod for Dest {}
 // SAFETY: as above.
 unsafe impl Pod for Clock {}
+// SAFETY: as above.
+unsafe impl Pod for HostMacs {}
 // SAFETY: as above.
 unsafe impl Pod for DestConns {}
 // SAFETY: as above.

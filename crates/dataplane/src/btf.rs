@@ -216,6 +216,7 @@ mod tests {
                 [used, changed, set, dest, pad]
             ),
             layout!(Clock, "clock", [tick_ns, base]),
+            layout!(HostMacs, "host_macs", [ifindex, n, mac]),
         ];
         for (name, size, fields) in ours {
             let c = btf

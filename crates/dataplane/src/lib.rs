@@ -54,7 +54,7 @@ const ADOPT6: &str = "xdp_adopt6";
 
 /// Every map of the program that holds state: pinned by name under the instance's
 /// directory, so a restarted daemon adopts them.
-pub const PINNED_MAPS: [&str; 20] = [
+pub const PINNED_MAPS: [&str; 22] = [
     "services",
     "dests",
     "dests6",
@@ -75,6 +75,8 @@ pub const PINNED_MAPS: [&str; 20] = [
     "stats",
     "no_accept",
     "no_accept6",
+    "tun_src6",
+    "host_macs",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -125,10 +127,11 @@ pub enum Reason {
     NatTooBig = 25,
     NatFragNeeded = 26,
     TtlExceeded = 27,
+    OtherHost = 28,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 28] = [
+    pub const ALL: [Reason; 29] = [
         Reason::NotIp,
         Reason::Malformed,
         Reason::Fragment,
@@ -157,6 +160,7 @@ impl Reason {
         Reason::NatTooBig,
         Reason::NatFragNeeded,
         Reason::TtlExceeded,
+        Reason::OtherHost,
     ];
 
     /// A short name for logs and metrics.
@@ -190,6 +194,7 @@ impl Reason {
             Reason::NatTooBig => "nat_too_big",
             Reason::NatFragNeeded => "nat_frag_needed",
             Reason::TtlExceeded => "ttl_exceeded",
+            Reason::OtherHost => "other_host",
         }
     }
 }

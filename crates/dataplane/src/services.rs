@@ -92,6 +92,24 @@ pub struct DestSpec {
     pub tun_source: Option<IpAddr>,
 }
 
+impl DestSpec {
+    /// A real server with no thresholds, not overloaded, its link and tunnel source not
+    /// known yet.
+    pub fn new(addr: impl Into<IpAddr>, port: u16, method: Method, weight: u32) -> DestSpec {
+        DestSpec {
+            addr: addr.into(),
+            port,
+            method,
+            weight,
+            overloaded: false,
+            u_threshold: 0,
+            l_threshold: 0,
+            link: None,
+            tun_source: None,
+        }
+    }
+}
+
 /// A DR real server's place on the link.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Link {
@@ -602,6 +620,30 @@ impl DataPlane {
     /// Drops (or stops dropping) traffic to `addr` that no virtual service takes: a VIP of
     /// a VRRP master in no_accept mode. For an IPv6 address, VRRP and neighbour
     /// discovery still pass.
+    /// The unicast MACs frames on interface `ifindex` may be addressed to, for the program
+    /// to leave frames to any other MAC to the kernel (which drops them, as not this
+    /// host's). Empty, or more than the program holds (8): every frame is taken. Two
+    /// interfaces whose indexes share a slot (modulo 1024): the later one wins, the other
+    /// takes every frame.
+    pub fn set_host_macs(&mut self, ifindex: u32, macs: &[[u8; 6]]) -> Result<(), Error> {
+        let mut value = HostMacs {
+            ifindex,
+            ..HostMacs::default()
+        };
+        if macs.len() <= value.mac.len() {
+            value.n = macs.len() as u32;
+            for (slot, mac) in value.mac.iter_mut().zip(macs) {
+                slot[..6].copy_from_slice(mac);
+            }
+        }
+        let mut map: Array<&mut MapData, HostMacs> = Array::try_from(self.map_mut("host_macs")?)?;
+        let key = ifindex % HOST_MAC_SLOTS;
+        if map.get(&key, 0)? != value {
+            map.set(key, value, 0)?;
+        }
+        Ok(())
+    }
+
     pub fn set_no_accept(&mut self, addr: IpAddr, on: bool) -> Result<(), Error> {
         match addr {
             IpAddr::V4(a) => {

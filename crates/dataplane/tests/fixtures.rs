@@ -1716,28 +1716,6 @@ fn ipv6_nat_and_dr_forward_and_track() {
     .unwrap();
 }
 
-/// A UDP datagram between IPv6 addresses, its checksum right (or zero, `bare`).
-fn udp6_frame(
-    src: Ipv6Addr,
-    sport: u16,
-    dst: Ipv6Addr,
-    dport: u16,
-    payload: &[u8],
-    bare: bool,
-) -> Vec<u8> {
-    let mut h = Vec::new();
-    h.extend_from_slice(&sport.to_be_bytes());
-    h.extend_from_slice(&dport.to_be_bytes());
-    h.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
-    h.extend_from_slice(&[0, 0]);
-    h.extend_from_slice(payload);
-    if !bare {
-        let c = l4_checksum6(src, dst, 17, &h);
-        h[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
-    }
-    ipv6_frame(17, src, dst, &h)
-}
-
 /// TUN over IPv6, each tunnel type, as IPVS's ip_vs_tunnel_xmit_v6 builds it: the
 /// client's packet, untouched, after an IPv6 header from the director's address to the
 /// real server (next header IPv6, UDP with a GUE header naming IPv6, or GRE naming IPv6),
@@ -1769,15 +1747,8 @@ fn ipv6_tun_encapsulates_as_ipvs() {
             let port = if kind == TunKind::Gue { 6080 } else { 0 };
             let tunnel = Method::Tun(Tunnel { kind, port, csum });
             let dest = DestSpec {
-                addr: rip.into(),
-                port: 0,
-                method: tunnel,
-                weight: 1,
-                overloaded: false,
-                u_threshold: 0,
-                l_threshold: 0,
-                link: None,
                 tun_source: Some(source.into()),
+                ..DestSpec::new(rip, 0, tunnel, 1)
             };
             for (id, port, proto) in [(1, 80, 6), (2, 53, 17)] {
                 let mut spec = ServiceSpec::new(
@@ -1991,20 +1962,14 @@ fn ttl_runs_out_at_the_director_as_at_ipvs() {
             3,
             fulcrum_dataplane::Scheduler::Rr,
         );
+        let rip: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
         dr6.dests = vec![Some(DestSpec {
-            addr: "2001:db8:1::10".parse::<Ipv6Addr>().unwrap().into(),
-            port: 80,
-            method: Method::Dr,
-            weight: 1,
-            overloaded: false,
-            u_threshold: 0,
-            l_threshold: 0,
             link: Some(fulcrum_dataplane::Link {
                 mac: [2, 0, 0, 0, 0, 0x10],
                 ifindex: 0,
                 smac: [2, 0, 0, 0, 0, 0x01],
             }),
-            tun_source: None,
+            ..DestSpec::new(rip, 80, Method::Dr, 1)
         })];
         dp.put_service(&dr6).unwrap();
         let mut syn6 = tcp6_frame(client, 50000, vip, 80, SYN);
@@ -2024,4 +1989,52 @@ fn ttl_runs_out_at_the_director_as_at_ipvs() {
         assert_eq!(dp.count(Reason::TtlExceeded).unwrap(), 1);
     })
     .unwrap();
+}
+
+/// A frame addressed to another host's MAC (flooded by a switch, or seen in promiscuous
+/// mode) is not forwarded: the kernel would drop it before IP (PACKET_OTHERHOST), so IPVS
+/// never sees it. The program leaves it to the kernel, counted; frames to the interface's
+/// own MACs, and multicast, are taken; an interface the table does not name takes all.
+#[test]
+fn frames_for_other_hosts_are_left_to_the_kernel() {
+    if !require_root("frames_for_other_hosts_are_left_to_the_kernel") {
+        return;
+    }
+    let mut dp = DataPlane::load().unwrap();
+    let mut spec = service(Method::Dr, &[1]);
+    spec.dests[0].as_mut().unwrap().link = Some(fulcrum_dataplane::Link {
+        mac: [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x01],
+        ifindex: 0,
+        smac: [0x02, 0, 0, 0, 0, 0x65],
+    });
+    dp.put_service(&spec).unwrap();
+    let syn = |sport: u16, dst_mac: [u8; 6]| {
+        let mut f = tcp_frame(CLIENT, sport, VIP, 80, SYN);
+        f[0..6].copy_from_slice(&dst_mac);
+        f
+    };
+    let ours = [0x02, 0, 0, 0, 0, 0x65];
+    let vmac = [0x00, 0x00, 0x5e, 0x00, 0x01, 0x33];
+    let other = [0x02, 0, 0, 0, 0, 0x66];
+    // Not in the table yet: every frame is taken (as before the table existed).
+    let out = dp.test_run(&syn(50000, other), 1).unwrap();
+    assert_eq!(out.verdict, Verdict::Tx);
+    // BPF_PROG_TEST_RUN runs the program as if on the loopback device, index 1.
+    dp.set_host_macs(1, &[ours, vmac]).unwrap();
+    let out = dp.test_run(&syn(50001, other), 1).unwrap();
+    assert_eq!(
+        (out.verdict, out.frame),
+        (Verdict::Pass, syn(50001, other)),
+        "another host's frame goes to the kernel untouched"
+    );
+    assert_eq!(dp.count(Reason::OtherHost).unwrap(), 1);
+    for (sport, mac) in [(50002, ours), (50003, vmac), (50004, [0xff; 6])] {
+        let out = dp.test_run(&syn(sport, mac), 1).unwrap();
+        assert_eq!(out.verdict, Verdict::Tx, "{mac:02x?}");
+    }
+    // More MACs than the program holds: every frame again.
+    dp.set_host_macs(1, &[ours; 9]).unwrap();
+    let out = dp.test_run(&syn(50005, other), 1).unwrap();
+    assert_eq!(out.verdict, Verdict::Tx);
+    assert_eq!(dp.count(Reason::OtherHost).unwrap(), 1);
 }

@@ -334,6 +334,21 @@ pub struct Ipv6 {
     pub listen: Vec<Vec<String>>,
 }
 
+impl Ipv6 {
+    /// A plan whose real servers hold the VIP themselves (DR, TUN): each listens on its
+    /// own address and on the VIP.
+    fn holding_vip(vip: &str, rips: Vec<String>) -> Ipv6 {
+        Ipv6 {
+            vip: vip.into(),
+            listen: rips
+                .iter()
+                .map(|r| vec![r.clone(), vip.to_string()])
+                .collect(),
+            rips,
+        }
+    }
+}
+
 impl Reference {
     /// Adds IPv6 to an LVS-NAT, LVS-DR or LVS-TUN deployment: 2001:db8:10::/64 on the
     /// client's segment, the NAT real servers' 2001:db8:184::/64 behind the director
@@ -382,14 +397,7 @@ impl Reference {
                 addrs.push((rs, "eth0", format!("{rip}/64")));
                 addrs.push((rs, "lo", format!("{vip}/128")));
             }
-            Ipv6 {
-                vip: vip.into(),
-                listen: rips
-                    .iter()
-                    .map(|r| vec![r.clone(), vip.to_string()])
-                    .collect(),
-                rips,
-            }
+            Ipv6::holding_vip(vip, rips)
         };
         for (host, ifname, cidr) in &addrs {
             self.lab
@@ -475,14 +483,7 @@ impl Reference {
                 &["-6", "route", "add", "default", "via", "2001:db8:20::fe"],
             )?;
         }
-        Ok(Ipv6 {
-            vip: vip.into(),
-            listen: rips
-                .iter()
-                .map(|r| vec![r.clone(), vip.to_string()])
-                .collect(),
-            rips,
-        })
+        Ok(Ipv6::holding_vip(vip, rips))
     }
 
     /// Waits until no IPv6 address of `hosts` is tentative.

@@ -136,7 +136,8 @@ enum stat_reason {
 	STAT_NAT_TOO_BIG = 25,     /* NAT: over the route's MTU with DF (answered, or to the kernel) */
 	STAT_NAT_FRAG_NEEDED = 26, /* NAT: of those, a client's: ICMP back to it from the VIP */
 	STAT_TTL_EXCEEDED = 27,    /* forwarding with TTL (hop limit) 1 or less: time exceeded */
-	STAT_MAX = 28,
+	STAT_OTHER_HOST = 28,      /* to another host's MAC (flooded, promiscuous): to the kernel */
+	STAT_MAX = 29,
 };
 
 #endif

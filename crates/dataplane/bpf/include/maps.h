@@ -191,6 +191,27 @@ struct {
 	__uint(max_entries, MAX_NO_ACCEPT);
 } no_accept6 SEC(".maps");
 
+/* The unicast MACs an interface takes frames for (its own, and those of the devices on
+ * it: a bridge or bond it is in, its VLANs and macvlans, VRRP's vmacs), at ifindex %
+ * HOST_MAC_SLOTS, written by the control plane. A frame to any other unicast MAC is not
+ * this host's (the kernel drops it as PACKET_OTHERHOST before IP sees it, so IPVS never
+ * does): the program leaves it to the kernel. An interface not in the table (`ifindex`
+ * not its own), or with `n` 0, takes every frame. */
+#define HOST_MAC_SLOTS 1024
+#define HOST_MACS 8
+struct host_macs {
+	__u32 ifindex;
+	__u32 n;
+	__u8 mac[HOST_MACS][8]; /* 6 bytes each, padded */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct host_macs);
+	__uint(max_entries, HOST_MAC_SLOTS);
+} host_macs SEC(".maps");
+
 /* Settings written by the control plane: [0] the route generation (see struct conn). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -243,6 +264,30 @@ static __always_inline void count(__u32 reason)
 	__u64 *c = bpf_map_lookup_elem(&stats, &reason);
 	if (c)
 		*c += 1;
+}
+
+static __always_inline int same_mac(const __u8 *a, const __u8 *b)
+{
+	return *(const __u32 *)a == *(const __u32 *)b &&
+	       *(const __u16 *)(a + 4) == *(const __u16 *)(b + 4);
+}
+
+/* Whether a frame to `dst` on the interface `ifindex` is this host's (see host_macs). */
+static __always_inline int for_this_host(__u32 ifindex, const __u8 *dst)
+{
+	if (dst[0] & 1)
+		return 1; /* multicast, broadcast */
+	__u32 k = ifindex % HOST_MAC_SLOTS;
+	struct host_macs *h = bpf_map_lookup_elem(&host_macs, &k);
+	if (!h || h->ifindex != ifindex || !h->n)
+		return 1;
+	if (same_mac(h->mac[0], dst))
+		return 1;
+#pragma unroll
+	for (int i = 1; i < HOST_MACS; i++)
+		if (i < h->n && same_mac(h->mac[i], dst))
+			return 1;
+	return 0;
 }
 
 #endif

@@ -103,16 +103,44 @@ pub fn l4_checksum6(src: Ipv6Addr, dst: Ipv6Addr, next: u8, l4: &[u8]) -> u16 {
         .finish()
 }
 
-pub fn udp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+/// A UDP header and `payload`, the checksum field zero.
+fn udp_datagram(sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
     let mut h = Vec::new();
     h.extend_from_slice(&sport.to_be_bytes());
     h.extend_from_slice(&dport.to_be_bytes());
     h.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     h.extend_from_slice(&[0, 0]);
     h.extend_from_slice(payload);
-    let c = l4_checksum(src, dst, 17, &h);
+    h
+}
+
+/// Puts a UDP checksum in (0xffff for one that sums to 0, which means none).
+fn udp_checksum(h: &mut [u8], c: u16) {
     h[6..8].copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+}
+
+pub fn udp_frame(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let mut h = udp_datagram(sport, dport, payload);
+    let c = l4_checksum(src, dst, 17, &h);
+    udp_checksum(&mut h, c);
     ipv4_frame(17, src, dst, &h)
+}
+
+/// A UDP datagram between IPv6 addresses, its checksum right (or zero, `bare`).
+pub fn udp6_frame(
+    src: Ipv6Addr,
+    sport: u16,
+    dst: Ipv6Addr,
+    dport: u16,
+    payload: &[u8],
+    bare: bool,
+) -> Vec<u8> {
+    let mut h = udp_datagram(sport, dport, payload);
+    if !bare {
+        let c = l4_checksum6(src, dst, 17, &h);
+        udp_checksum(&mut h, c);
+    }
+    ipv6_frame(17, src, dst, &h)
 }
 
 /// The addresses and ports of an IPv4 TCP or UDP frame.

@@ -1211,28 +1211,77 @@ fn tun_reaches_real_servers_behind_a_router_with_every_tunnel_type() {
     if !require_root("tun_reaches_real_servers_behind_a_router_with_every_tunnel_type") {
         return;
     }
-    let mut r = reference::build(Deployment::LvsTun, "l4tun", Some(agent())).unwrap();
-    let dir = Scratch::new("l4tun");
+    tun_behind_a_router(false);
+}
+
+/// TUN over IPv6 (examples/lvs-tun6.keepalived.conf), as IPVS's ip_vs_tunnel_xmit_v6: the
+/// same three tunnel types to the real servers behind the router, in IPv6 outer headers,
+/// taken off by `fulcrum decap`; the same splits, no reply through the director, and
+/// "packet too big" with what each tunnel leaves of 1500 bytes, which the client learns.
+#[test]
+fn ipv6_tun_reaches_real_servers_behind_a_router() {
+    if !require_root("ipv6_tun_reaches_real_servers_behind_a_router") {
+        return;
+    }
+    tun_behind_a_router(true);
+}
+
+/// The LVS-TUN deployment with `fulcrum decap` on its real servers, run with the example
+/// for one family; see the two tests above.
+fn tun_behind_a_router(ipv6: bool) {
+    let label = if ipv6 { "l4tun6" } else { "l4tun" };
+    let mut r = reference::build(Deployment::LvsTun, label, Some(agent())).unwrap();
+    let dir = Scratch::new(label);
     let bpf = bpffs(&dir);
     r.decapsulate(fulcrum_e2e::bin(), &bpf.0).unwrap();
-    let vip = reference::VIP1.to_string();
+    // The addresses each server listens on, the VIP as a connection target takes it, the
+    // example, and what each tunnel type leaves of the 1500-byte route for the client.
+    let (listen, vip, example, mtus) = if ipv6 {
+        let v6 = r.add_ipv6().unwrap();
+        let listen: Vec<Vec<String>> = v6
+            .listen
+            .iter()
+            .map(|l| l.iter().map(|a| format!("[{a}]")).collect())
+            .collect();
+        (
+            listen,
+            v6.vip,
+            "lvs-tun6.keepalived.conf",
+            [1460, 1448, 1456],
+        )
+    } else {
+        let listen = vec![vec!["0.0.0.0".to_string()]; r.real_servers.len()];
+        let vip = reference::VIP1.to_string();
+        (listen, vip, "lvs-tun.keepalived.conf", [1480, 1468, 1476])
+    };
+    let target = |port: u16| {
+        if ipv6 {
+            format!("[{vip}]:{port}")
+        } else {
+            format!("{vip}:{port}")
+        }
+    };
     for (i, rs) in r.real_servers.clone().iter().enumerate() {
-        for port in [80, 81, 82] {
-            r.lab
-                .serve(
-                    rs,
-                    &format!("rs{}", i + 1),
-                    &format!("0.0.0.0:{port}"),
-                    false,
-                )
-                .unwrap();
+        for addr in &listen[i] {
+            for port in [80, 81, 82] {
+                r.lab
+                    .serve(
+                        rs,
+                        &format!("rs{}", i + 1),
+                        &format!("{addr}:{port}"),
+                        false,
+                    )
+                    .unwrap();
+            }
         }
     }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lvs-tun.keepalived.conf");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(example);
     let (director, client) = (r.directors[0].clone(), r.client.clone());
     let servers = r.real_servers.clone();
     let lab = &mut r.lab;
-    let d = fulcrum_e2e::spawn_fulcrum(lab, &director, &path, &dir.0, "tun", &[]);
+    let d = fulcrum_e2e::spawn_fulcrum(lab, &director, &path, &dir.0, label, &[]);
     let up = wait_for(Duration::from_secs(20), || {
         ipvsadm(&d.sock, &["-Ln"]).matches("Tunnel").count() == 6
     });
@@ -1243,33 +1292,39 @@ fn tun_reaches_real_servers_behind_a_router_with_every_tunnel_type() {
         std::fs::read_to_string(&d.log).unwrap_or_default()
     );
     // A reply through the director would reach its XDP program as TCP for no service and
-    // be forwarded by its kernel: its IPv4 ForwDatagrams (/proc/net/snmp, per namespace)
-    // would move. (The no_service count also takes IPv6 packets for no service now.)
+    // be forwarded by its kernel: its forwarded datagrams count (/proc/net/snmp and snmp6,
+    // per namespace) would move.
     let forwarded = |lab: &fulcrum_lab::Lab| -> u64 {
-        let out = lab
-            .exec(&director.netns, ["cat", "/proc/net/snmp"])
-            .unwrap();
+        let file = if ipv6 {
+            "/proc/net/snmp6"
+        } else {
+            "/proc/net/snmp"
+        };
+        let out = lab.exec(&director.netns, ["cat", file]).unwrap();
         let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let ip: Vec<&str> = text.lines().filter(|l| l.starts_with("Ip:")).collect();
-        let (names, values) = (ip[0].split_whitespace(), ip[1].split_whitespace());
-        names
-            .zip(values)
-            .find(|(n, _)| *n == "ForwDatagrams")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or_else(|| panic!("no ForwDatagrams in {text}"))
+        let n = if ipv6 {
+            text.lines()
+                .find_map(|l| l.strip_prefix("Ip6OutForwDatagrams"))
+                .and_then(|v| v.trim().parse().ok())
+        } else {
+            let ip: Vec<&str> = text.lines().filter(|l| l.starts_with("Ip:")).collect();
+            let (names, values) = (ip[0].split_whitespace(), ip[1].split_whitespace());
+            names
+                .zip(values)
+                .find(|(n, _)| *n == "ForwDatagrams")
+                .and_then(|(_, v)| v.parse().ok())
+        };
+        n.unwrap_or_else(|| panic!("no forwarded datagrams count in {text}"))
     };
     let before = forwarded(lab);
     for port in [80, 81, 82] {
         // The first SYN may wait for the router's MAC (the director resolves it).
         wait_for(Duration::from_secs(5), || {
-            lab.probe(&client, &format!("{vip}:{port}"), 1, false)
+            lab.probe(&client, &target(port), 1, false)
                 .is_ok_and(|a| a.iter().all(|a| a.starts_with("rs")))
         });
-        let answers = lab
-            .probe(&client, &format!("{vip}:{port}"), 10, false)
-            .unwrap();
         let mut split: BTreeMap<String, u32> = BTreeMap::new();
-        for a in answers {
+        for a in lab.probe(&client, &target(port), 10, false).unwrap() {
             *split.entry(a).or_default() += 1;
         }
         assert_eq!(
@@ -1287,8 +1342,8 @@ fn tun_reaches_real_servers_behind_a_router_with_every_tunnel_type() {
         "the director forwarded packets: replies went through it"
     );
     // Full-size segments from the client do not fit once encapsulated: the director
-    // answers "fragmentation needed" with what is left (1500 less the tunnel's headers),
-    // the client's stack learns that path MTU and the data goes through in smaller ones.
+    // answers with what is left (1500 less the tunnel's headers), the client's stack
+    // learns that path MTU and the data goes through in smaller ones.
     let frag_needed = |sock: &Path| -> u64 {
         let raw = raw_ipvs(sock);
         raw.split("\"tun_frag_needed\":")
@@ -1297,8 +1352,10 @@ fn tun_reaches_real_servers_behind_a_router_with_every_tunnel_type() {
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no tun_frag_needed count in {raw}"))
     };
-    for (port, mtu) in [(80, 1480), (81, 1468), (82, 1476)] {
-        lab.ip(&client, &["route", "flush", "cache"]).unwrap();
+    let family = if ipv6 { "-6" } else { "-4" };
+    for (port, mtu) in [80, 81, 82].into_iter().zip(mtus) {
+        lab.ip(&client, &[family, "route", "flush", "cache"])
+            .unwrap();
         let before = frag_needed(&d.sock);
         let out = lab
             .run_agent(
@@ -1306,7 +1363,7 @@ fn tun_reaches_real_servers_behind_a_router_with_every_tunnel_type() {
                 &[
                     "hold",
                     "--connect",
-                    &format!("{vip}:{port}"),
+                    &target(port),
                     "--every-ms",
                     "10",
                     "--for-ms",
@@ -1320,163 +1377,9 @@ fn tun_reaches_real_servers_behind_a_router_with_every_tunnel_type() {
         assert!(text.contains("held "), "port {port}: {text}");
         assert!(
             frag_needed(&d.sock) > before,
-            "port {port}: no fragmentation-needed answer"
+            "port {port}: no too-big answer"
         );
-        let route = lab.ip(&client, &["route", "get", &vip]).unwrap();
-        let route = String::from_utf8_lossy(&route.stdout).into_owned();
-        assert!(
-            route.contains(&format!("mtu {mtu}")),
-            "port {port}: the client did not learn {mtu}: {route}"
-        );
-    }
-    for (i, rs) in servers.iter().enumerate() {
-        let out = lab
-            .exec(
-                &rs.netns,
-                [
-                    fulcrum_e2e::bin().as_os_str(),
-                    "decap".as_ref(),
-                    "eth0".as_ref(),
-                    "--stats".as_ref(),
-                    "--bpf-dir".as_ref(),
-                    bpf.0.join(&rs.name).as_os_str(),
-                ],
-            )
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        for kind in ["ipip", "gue", "gre"] {
-            let n: u64 = text
-                .split(&format!("{kind} "))
-                .nth(1)
-                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-            assert!(n > 0, "rs{}: no {kind} decapsulated: {text}", i + 1);
-        }
-    }
-}
-
-/// TUN over IPv6 (examples/lvs-tun6.keepalived.conf), as IPVS's ip_vs_tunnel_xmit_v6: the
-/// same three tunnel types to the real servers behind the router, in IPv6 outer headers,
-/// taken off by `fulcrum decap`. New connections alternate between the servers through
-/// each; the replies go from the servers to the client through the router, never through
-/// the director (its Ip6OutForwDatagrams does not move); full-size segments get "packet
-/// too big" with what the tunnel leaves of 1500 bytes, which the client learns.
-#[test]
-fn ipv6_tun_reaches_real_servers_behind_a_router() {
-    if !require_root("ipv6_tun_reaches_real_servers_behind_a_router") {
-        return;
-    }
-    let mut r = reference::build(Deployment::LvsTun, "l4tun6", Some(agent())).unwrap();
-    let dir = Scratch::new("l4tun6");
-    let bpf = bpffs(&dir);
-    r.decapsulate(fulcrum_e2e::bin(), &bpf.0).unwrap();
-    let v6 = r.add_ipv6().unwrap();
-    let vip = v6.vip.clone();
-    for (i, rs) in r.real_servers.clone().iter().enumerate() {
-        for addr in &v6.listen[i] {
-            for port in [80, 81, 82] {
-                r.lab
-                    .serve(
-                        rs,
-                        &format!("rs{}", i + 1),
-                        &format!("[{addr}]:{port}"),
-                        false,
-                    )
-                    .unwrap();
-            }
-        }
-    }
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lvs-tun6.keepalived.conf");
-    let (director, client) = (r.directors[0].clone(), r.client.clone());
-    let servers = r.real_servers.clone();
-    let lab = &mut r.lab;
-    let d = fulcrum_e2e::spawn_fulcrum(lab, &director, &path, &dir.0, "tun6", &[]);
-    let up = wait_for(Duration::from_secs(20), || {
-        ipvsadm(&d.sock, &["-Ln"]).matches("Tunnel").count() == 6
-    });
-    assert!(
-        up.is_some(),
-        "{}\n{}",
-        ipvsadm(&d.sock, &["-Ln"]),
-        std::fs::read_to_string(&d.log).unwrap_or_default()
-    );
-    let forwarded = |lab: &fulcrum_lab::Lab| -> u64 {
-        let out = lab
-            .exec(&director.netns, ["cat", "/proc/net/snmp6"])
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        text.lines()
-            .find_map(|l| l.strip_prefix("Ip6OutForwDatagrams"))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no Ip6OutForwDatagrams in {text}"))
-    };
-    let before = forwarded(lab);
-    for port in [80, 81, 82] {
-        let target = format!("[{vip}]:{port}");
-        wait_for(Duration::from_secs(5), || {
-            lab.probe(&client, &target, 1, false)
-                .is_ok_and(|a| a.iter().all(|a| a.starts_with("rs")))
-        });
-        let mut split: BTreeMap<String, u32> = BTreeMap::new();
-        for a in lab.probe(&client, &target, 10, false).unwrap() {
-            *split.entry(a).or_default() += 1;
-        }
-        assert_eq!(
-            split,
-            BTreeMap::from([("rs1".to_string(), 5), ("rs2".to_string(), 5)]),
-            "port {port}:\n{}\n{}",
-            ipvsadm(&d.sock, &["-Ln", "--stats"]),
-            raw_ipvs(&d.sock)
-        );
-    }
-    assert_eq!(
-        forwarded(lab),
-        before,
-        "the director forwarded packets: replies went through it"
-    );
-    let listing = ipvsadm(&d.sock, &["-Ln"]);
-    for rip in &v6.rips {
-        assert!(
-            listing.contains(&format!("  -> [{rip}]:80")),
-            "{rip} listed:\n{listing}"
-        );
-    }
-    let frag_needed = |sock: &Path| -> u64 {
-        let raw = raw_ipvs(sock);
-        raw.split("\"tun_frag_needed\":")
-            .nth(1)
-            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no tun_frag_needed count in {raw}"))
-    };
-    for (port, mtu) in [(80, 1460), (81, 1448), (82, 1456)] {
-        lab.ip(&client, &["-6", "route", "flush", "cache"]).unwrap();
-        let before = frag_needed(&d.sock);
-        let out = lab
-            .run_agent(
-                &client,
-                &[
-                    "hold",
-                    "--connect",
-                    &format!("[{vip}]:{port}"),
-                    "--every-ms",
-                    "10",
-                    "--for-ms",
-                    "300",
-                    "--line-bytes",
-                    "20000",
-                ],
-            )
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(text.contains("held "), "port {port}: {text}");
-        assert!(
-            frag_needed(&d.sock) > before,
-            "port {port}: no packet-too-big answer"
-        );
-        let route = lab.ip(&client, &["-6", "route", "get", &vip]).unwrap();
+        let route = lab.ip(&client, &[family, "route", "get", &vip]).unwrap();
         let route = String::from_utf8_lossy(&route.stdout).into_owned();
         assert!(
             route.contains(&format!("mtu {mtu}")),
@@ -1818,6 +1721,93 @@ fn ipv6_nat_follows_a_real_servers_new_mac() {
         done.is_some() && text.contains("held ") && !text.contains("broken"),
         "the connection did not survive the new MAC: {text}\n{}",
         raw_ipvs(&sock)
+    );
+}
+
+/// A frame for the VIP addressed to another host's MAC (one the switch floods, as a
+/// bridge does a MAC it has not learnt) is not the director's to forward: its kernel
+/// drops it before IP sees it, so IPVS never schedules it; a second director forwarding
+/// what it merely overhears would hand the real servers duplicate connections. The client
+/// sends to the VIP through a MAC nobody has: no answer, and the data plane counts what
+/// it left to the kernel; through the director's own MAC, answers again.
+#[test]
+fn frames_for_another_mac_are_not_forwarded() {
+    if !require_root("frames_for_another_mac_are_not_forwarded") {
+        return;
+    }
+    let mut r = reference::build(Deployment::LvsDr, "l4mac", Some(agent())).unwrap();
+    let dir = Scratch::new("l4mac");
+    for (i, rs) in r.real_servers.clone().iter().enumerate() {
+        r.lab
+            .serve(rs, &format!("rs{}", i + 1), "0.0.0.0:80", false)
+            .unwrap();
+    }
+    let vip = r.vips[0].to_string();
+    let mut conf =
+        format!("virtual_server {vip} 80 {{\n    lb_algo rr\n    lb_kind DR\n    protocol TCP\n");
+    for rip in &r.rips {
+        conf += &format!("    real_server {rip} 80 {{\n        weight 1\n    }}\n");
+    }
+    conf += "}\n";
+    let (_daemon, sock) = start(&mut r, &conf, &dir, "l4mac");
+    let (client, director) = (r.client.clone(), r.directors[0].clone());
+    let target = format!("{vip}:80");
+    let answered = wait_for(Duration::from_secs(5), || {
+        r.lab
+            .probe(&client, &target, 1, false)
+            .is_ok_and(|a| a.iter().all(|a| a.starts_with("rs")))
+    });
+    assert!(answered.is_some(), "{}", raw_ipvs(&sock));
+    let other_host = |sock: &Path| -> u64 {
+        let raw = raw_ipvs(sock);
+        raw.split("\"other_host\":")
+            .nth(1)
+            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no other_host count in {raw}"))
+    };
+    let before = other_host(&sock);
+    let neigh = |mac: &str| {
+        r.lab
+            .ip(
+                &client,
+                &[
+                    "neigh",
+                    "replace",
+                    &vip,
+                    "lladdr",
+                    mac,
+                    "dev",
+                    "eth0",
+                    "nud",
+                    "permanent",
+                ],
+            )
+            .unwrap();
+    };
+    neigh("02:de:ad:be:ef:01");
+    let answers = r.lab.probe(&client, &target, 2, false).unwrap();
+    assert!(
+        !answers.iter().any(|a| a.starts_with("rs")),
+        "answered through another host's MAC: {answers:?}"
+    );
+    assert!(other_host(&sock) > before, "{}", raw_ipvs(&sock));
+    let link = r
+        .lab
+        .ip(&director, &["-o", "link", "show", "eth0"])
+        .unwrap();
+    let link = String::from_utf8_lossy(&link.stdout).into_owned();
+    let own = link
+        .split("link/ether ")
+        .nth(1)
+        .and_then(|m| m.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    neigh(&own);
+    let answers = r.lab.probe(&client, &target, 2, false).unwrap();
+    assert!(
+        answers.iter().all(|a| a.starts_with("rs")),
+        "through the director's own MAC: {answers:?}"
     );
 }
 

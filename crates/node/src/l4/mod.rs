@@ -410,6 +410,7 @@ pub fn start(
         info!(interface = %name, mode = mode.name(), "XDP data plane attached");
         interfaces.push((name, mode));
     }
+    set_host_macs(&mut dp, &interfaces);
     let shared = Arc::new(Mutex::new(Forwarding {
         dp,
         table,
@@ -482,6 +483,7 @@ fn maintain(shared: Arc<Mutex<Forwarding>>, stop: Arc<std::sync::atomic::AtomicB
             table,
             rules,
             verdicts,
+            interfaces,
             ..
         } = &mut *s;
         if let Some(routing) = routing {
@@ -500,6 +502,8 @@ fn maintain(shared: Arc<Mutex<Forwarding>>, stop: Arc<std::sync::atomic::AtomicB
             if let Err(e) = dp.sweep() {
                 warn!("connection sweep: {e}");
             }
+            // A vmac VRRP made, a VLAN added, a bridge joined: their MACs are this host's.
+            set_host_macs(dp, interfaces);
             swept = Instant::now();
         }
         if estimated.elapsed() >= Estimator::TICK {
@@ -511,6 +515,18 @@ fn maintain(shared: Arc<Mutex<Forwarding>>, stop: Arc<std::sync::atomic::AtomicB
             prodded = Instant::now();
         }
         want6 = table.has_ipv6();
+    }
+}
+
+/// Tells the program which unicast MACs each attached interface takes frames for (see
+/// table::host_macs), so that it leaves other hosts' frames to the kernel.
+fn set_host_macs(dp: &mut DataPlane, interfaces: &[(String, AttachMode)]) {
+    for (name, _) in interfaces {
+        if let Some((ifindex, macs)) = table::host_macs(name) {
+            if let Err(e) = dp.set_host_macs(ifindex, &macs) {
+                warn!(interface = %name, "cannot set the MACs it takes frames for: {e}");
+            }
+        }
     }
 }
 

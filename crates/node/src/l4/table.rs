@@ -159,6 +159,41 @@ fn parse_mac(text: &str) -> Option<[u8; 6]> {
     (parts.next().is_none() && mac != [0; 6]).then_some(mac)
 }
 
+/// The index of interface `name` and the unicast MACs frames on it may be addressed to:
+/// its own, and those of the devices stacked on it (a bridge or bond it is a port of, its
+/// VLANs and macvlans, VRRP's vmacs), from /sys/class/net. None if it is gone.
+pub fn host_macs(name: &str) -> Option<(u32, Vec<[u8; 6]>)> {
+    let dir = std::path::Path::new("/sys/class/net").join(name);
+    let ifindex = std::fs::read_to_string(dir.join("ifindex"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let mac_of = |d: &std::path::Path| {
+        std::fs::read_to_string(d.join("address"))
+            .ok()
+            .and_then(|m| parse_mac(&m))
+            .filter(|m| m[0] & 1 == 0)
+    };
+    let mut macs: Vec<[u8; 6]> = mac_of(&dir).into_iter().collect();
+    let stacked = std::fs::read_dir(&dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let n = e.file_name();
+            let n = n.to_string_lossy();
+            n.starts_with("upper_") || n == "master"
+        })
+        .filter_map(|e| std::fs::canonicalize(e.path()).ok());
+    for upper in stacked {
+        if let Some(m) = mac_of(&upper).filter(|m| !macs.contains(m)) {
+            macs.push(m);
+        }
+    }
+    Some((ifindex, macs))
+}
+
 /// The MAC of an interface, by its index (from /sys/class/net).
 fn interface_mac(ifindex: u32) -> Option<[u8; 6]> {
     std::fs::read_dir("/sys/class/net")
