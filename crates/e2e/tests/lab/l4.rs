@@ -1451,20 +1451,40 @@ fn nat_tells_the_client_its_packets_are_too_big() {
         ("-4", format!("{vip4}:53"), vip4.clone()),
         ("-6", format!("[{}]:53", v6.vip), v6.vip.clone()),
     ] {
-        let route = |r: &Reference| {
-            let out = r.lab.ip(&client, &[family, "route", "get", &vip]).unwrap();
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
-        assert!(!route(&r).contains("mtu 1280"), "{}", route(&r));
-        // 1,400 bytes of payload: over 1,280 with either family's headers.
+        let learnt = learns_mtu_1280(&r, &client, family, &target, &vip);
+        assert!(
+            learnt.is_ok(),
+            "{family}: the client's route to {vip} did not learn the MTU: {}\n{}",
+            learnt.unwrap_err(),
+            String::from_utf8_lossy(&fulcrum_e2e::ctl(&sock, &["services"]).stdout)
+        );
+    }
+}
+
+/// Sends 1,400-byte datagrams (over 1,280 with either family's headers) from `client` to
+/// `target` until its route to `vip` carries an MTU of 1280, for up to 10 s; the route
+/// when it never does. It must not carry one before.
+fn learns_mtu_1280(
+    r: &Reference,
+    client: &fulcrum_lab::Host,
+    family: &str,
+    target: &str,
+    vip: &str,
+) -> Result<(), String> {
+    let route = || {
+        let out = r.lab.ip(client, &[family, "route", "get", vip]).unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(!route().contains("mtu 1280"), "{}", route());
+    let learnt = wait_for(Duration::from_secs(10), || {
         let out = r
             .lab
             .run_agent(
-                &client,
+                client,
                 &[
                     "flood",
                     "--connect",
-                    &target,
+                    target,
                     "--size",
                     "1400",
                     "--count",
@@ -1473,14 +1493,9 @@ fn nat_tells_the_client_its_packets_are_too_big() {
             )
             .unwrap();
         assert!(out.status.success(), "{out:?}");
-        let learnt = wait_for(Duration::from_secs(5), || route(&r).contains("mtu 1280"));
-        assert!(
-            learnt.is_some(),
-            "{family}: the client's route to {vip} did not learn the MTU: {}\n{}",
-            route(&r),
-            String::from_utf8_lossy(&fulcrum_e2e::ctl(&sock, &["services"]).stdout)
-        );
-    }
+        wait_for(Duration::from_millis(500), || route().contains("mtu 1280")).is_some()
+    });
+    learnt.map(|_| ()).ok_or_else(route)
 }
 
 /// NAT to a real server behind a router whose link on (1280 bytes) is narrower than the
@@ -1616,35 +1631,12 @@ fn nat_translates_a_routers_too_big_back_to_the_client() {
         ("-4", format!("{vip4}:54"), vip4.clone()),
         ("-6", format!("[{}]:54", v6.vip), v6.vip.clone()),
     ] {
-        let route = |r: &Reference| {
-            let out = r.lab.ip(&client, &[family, "route", "get", &vip]).unwrap();
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        };
-        assert!(!route(&r).contains("mtu 1280"), "{}", route(&r));
         let before = icmp_nat(&sock);
-        let learnt = wait_for(Duration::from_secs(10), || {
-            let out = r
-                .lab
-                .run_agent(
-                    &client,
-                    &[
-                        "flood",
-                        "--connect",
-                        &target,
-                        "--size",
-                        "1400",
-                        "--count",
-                        "3",
-                    ],
-                )
-                .unwrap();
-            assert!(out.status.success(), "{out:?}");
-            route(&r).contains("mtu 1280")
-        });
+        let learnt = learns_mtu_1280(&r, &client, family, &target, &vip);
         assert!(
-            learnt.is_some(),
+            learnt.is_ok(),
             "{family}: the client's route to {vip} did not learn the router's MTU: {}\n{}",
-            route(&r),
+            learnt.unwrap_err(),
             raw_ipvs(&sock),
         );
         assert!(
