@@ -92,6 +92,9 @@ static __always_inline int route_lookup(struct xdp_md *ctx, struct conn *c, __be
 	__u32 gen = route_gen();
 	if (c->ifindex && c->route_gen == gen)
 		return 0;
+	/* An MTU a router told about before the route was first cached (tun_icmp) stays,
+	 * when smaller; a route change (the generation) forgets it. */
+	__u16 told = c->ifindex ? 0 : c->mtu;
 	struct bpf_fib_lookup f;
 	fib_params(ctx, &f, src, dst, tos, proto, tot_len);
 	if (bpf_fib_lookup(ctx, &f, sizeof(f), 0) != BPF_FIB_LKUP_RET_SUCCESS)
@@ -106,6 +109,8 @@ static __always_inline int route_lookup(struct xdp_md *ctx, struct conn *c, __be
 		fib_params(ctx, &f, src, dst, tos, proto, 0xffff);
 		if (bpf_fib_lookup(ctx, &f, sizeof(f), 0) == BPF_FIB_LKUP_RET_FRAG_NEEDED)
 			c->mtu = f.mtu_result;
+		if (told && (!c->mtu || told < c->mtu))
+			c->mtu = told;
 	}
 	c->route_gen = gen;
 	return 0;
@@ -688,6 +693,117 @@ static __always_inline int icmp_error(struct xdp_md *ctx, struct packet *p, void
 	return verdict;
 }
 
+/* An ICMP error about a packet TUN sent (a router on the way to the real server answers
+ * the tunnel's source, this director), relayed as IPVS's ip_vs_in_icmp relays it: to the
+ * client, from the VIP, about the client's own packet (quoted after the tunnel's headers),
+ * with the same type and code; a "fragmentation needed" carries the MTU less the tunnel's
+ * headers (as the kernel's fix of 2026 does for gue and gre: before it, IPVS took off only
+ * the outer IP header's 20 bytes), and is dropped when the client's packet had no DF (it
+ * does not do path MTU discovery). The connection's cached route MTU takes the smaller
+ * MTU, so the next packet too big is answered here at once. A global function: it parses
+ * the frame itself. -1: not about a tunnel packet of a connection. */
+__attribute__((noinline)) int tun_icmp(struct xdp_md *ctx)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = HEADER(data, end, struct ethhdr);
+	if (!eth)
+		return -1;
+	struct iphdr *ip = HEADER(eth + 1, end, struct iphdr);
+	if (!ip || ip->ihl != 5 || ip->protocol != IPPROTO_ICMP)
+		return -1;
+	struct icmphdr *icmp = HEADER(ip + 1, end, struct icmphdr);
+	if (!icmp)
+		return -1;
+	if (icmp->type != ICMP_DEST_UNREACH && icmp->type != ICMP_TIME_EXCEEDED &&
+	    icmp->type != ICMP_PARAMETERPROB && icmp->type != ICMP_SOURCE_QUENCH)
+		return -1;
+	struct iphdr *outer = HEADER(icmp + 1, end, struct iphdr);
+	if (!outer || outer->ihl != 5 || (outer->frag_off & bpf_htons(IP_OFFSET)))
+		return -1;
+	/* The tunnel's own header, after the quoted outer IP header. */
+	__u32 ulen;
+	if (outer->protocol == IPPROTO_IPIP) {
+		ulen = 0;
+	} else if (outer->protocol == IPPROTO_UDP) {
+		__u8 *g = (__u8 *)HEADER((void *)(outer + 1) + sizeof(struct udphdr), end, __u32);
+		if (!g || (g[0] & 0xe0) || g[1] != IPPROTO_IPIP)
+			return -1;
+		ulen = sizeof(struct udphdr) + 4 + (g[0] & 0x1f) * 4;
+	} else if (outer->protocol == IPPROTO_GRE) {
+		__be16 *g = (__be16 *)HEADER(outer + 1, end, __u32);
+		if (!g || g[1] != bpf_htons(ETH_P_IP) || (g[0] & ~bpf_htons(0x8000)))
+			return -1;
+		ulen = (g[0] & bpf_htons(0x8000)) ? 8 : 4;
+	} else {
+		return -1;
+	}
+	/* The client's packet: its header and first 8 bytes, for its connection and for the
+	 * error that quotes it. */
+	struct iphdr *in = HEADER((void *)(outer + 1) + (ulen & 0x7f), end, struct iphdr);
+	if (!in || in->ihl != 5 || !HEADER(in + 1, end, __u64))
+		return -1;
+	struct l4ports *ports = (struct l4ports *)(in + 1);
+	struct flow_key k = {
+		.src = in->saddr,
+		.dst = in->daddr,
+		.sport = ports->source,
+		.dport = ports->dest,
+		.proto = in->protocol,
+	};
+	struct conn *c = bpf_map_lookup_elem(&conns, &k);
+	if (!c || c->method != METHOD_TUN || c->rip != outer->daddr)
+		return -1;
+	__u32 type = icmp->type, code = icmp->code;
+	__u32 info = bpf_ntohl(icmp->rest);
+	if (type == ICMP_DEST_UNREACH && code == ICMP_FRAG_NEEDED) {
+		__u32 mtu = info & 0xffff;
+		if (mtu >= 68 && (!c->mtu || mtu < c->mtu))
+			c->mtu = mtu;
+		if (!(in->frag_off & bpf_htons(IP_DF))) {
+			count(STAT_TUN_TOO_BIG);
+			return XDP_DROP;
+		}
+		if (mtu > 68 + sizeof(struct iphdr) + ulen)
+			mtu -= sizeof(struct iphdr) + ulen;
+		info = mtu;
+	}
+	/* The frame becomes the client's packet as the error quotes it, which icmp_answer
+	 * answers from its destination (the VIP) to its source. */
+	int strip = 2 * sizeof(struct iphdr) + sizeof(struct icmphdr) + (ulen & 0x7f);
+	if (bpf_xdp_adjust_head(ctx, strip))
+		return XDP_DROP;
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	eth = HEADER(data, end, struct ethhdr);
+	if (!eth)
+		return XDP_DROP;
+	eth->h_proto = ETH_P_IP_BE;
+	if (icmp_answer(ctx, type, code, info) != XDP_TX)
+		return XDP_DROP;
+	/* Not back where it came from: to the client, by the kernel's FIB. */
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	eth = HEADER(data, end, struct ethhdr);
+	if (!eth)
+		return XDP_DROP;
+	ip = HEADER(eth + 1, end, struct iphdr);
+	if (!ip)
+		return XDP_DROP;
+	struct bpf_fib_lookup f;
+	fib_params(ctx, &f, ip->saddr, ip->daddr, ip->tos, IPPROTO_ICMP, 0);
+	if (bpf_fib_lookup(ctx, &f, sizeof(f), 0) != BPF_FIB_LKUP_RET_SUCCESS) {
+		count(STAT_TUN_FAIL);
+		return XDP_DROP;
+	}
+	__builtin_memcpy(eth->h_dest, f.dmac, ETH_ALEN);
+	__builtin_memcpy(eth->h_source, f.smac, ETH_ALEN);
+	count(STAT_TUN_ICMP);
+	if (f.ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(f.ifindex, 0);
+}
+
 /* Hands a packet that no service takes to the kernel, unless it is for the VIP of a
  * no_accept master. */
 static __always_inline int to_kernel(struct packet *p)
@@ -927,8 +1043,19 @@ int xdp_fulcrum(struct xdp_md *ctx)
 		int verdict = icmp_error(ctx, &p, end);
 		if (verdict >= 0)
 			return verdict;
+		verdict = tun_icmp(ctx);
+		if (verdict >= 0)
+			return verdict;
 		count(STAT_OTHER_L4);
-		return to_kernel(&p);
+		/* Pointers into the frame are checked again: a global function was called. */
+		data = (void *)(long)ctx->data;
+		end = (void *)(long)ctx->data_end;
+		struct iphdr *ip = HEADER(data + sizeof(struct ethhdr), end, struct iphdr);
+		if (ip && refused(ip->daddr)) {
+			count(STAT_NO_ACCEPT);
+			return XDP_DROP;
+		}
+		return XDP_PASS;
 	} else {
 		count(STAT_OTHER_L4);
 		return to_kernel(&p);

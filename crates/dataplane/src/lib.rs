@@ -128,10 +128,11 @@ pub enum Reason {
     NatFragNeeded = 26,
     TtlExceeded = 27,
     OtherHost = 28,
+    TunIcmp = 29,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 29] = [
+    pub const ALL: [Reason; 30] = [
         Reason::NotIp,
         Reason::Malformed,
         Reason::Fragment,
@@ -161,6 +162,7 @@ impl Reason {
         Reason::NatFragNeeded,
         Reason::TtlExceeded,
         Reason::OtherHost,
+        Reason::TunIcmp,
     ];
 
     /// A short name for logs and metrics.
@@ -195,6 +197,7 @@ impl Reason {
             Reason::NatFragNeeded => "nat_frag_needed",
             Reason::TtlExceeded => "ttl_exceeded",
             Reason::OtherHost => "other_host",
+            Reason::TunIcmp => "tun_icmp",
         }
     }
 }

@@ -2038,3 +2038,108 @@ fn frames_for_other_hosts_are_left_to_the_kernel() {
     assert_eq!(out.verdict, Verdict::Tx);
     assert_eq!(dp.count(Reason::OtherHost).unwrap(), 1);
 }
+
+/// An ICMP error about a tunnel packet, from a router on the way to the real server, as
+/// IPVS's ip_vs_in_icmp relays it: to the client from the VIP, about the client's packet
+/// (quoted after the tunnel's headers), same type and code; "fragmentation needed" with
+/// the MTU less the tunnel's headers, after which the director answers the next packet
+/// too big itself; dropped when the client's packet had no DF.
+#[test]
+fn errors_about_tunnel_packets_reach_the_client() {
+    if !require_root("errors_about_tunnel_packets_reach_the_client") {
+        return;
+    }
+    let (lab, dir, _) = tun_lab("fxtunicmp");
+    lab.route(&dir, &format!("{CLIENT}/32"), "10.9.0.2")
+        .unwrap();
+    let source = Ipv4Addr::new(10, 1, 10, 65);
+    let router = Ipv4Addr::new(10, 9, 0, 2);
+    lab.within(&dir, || {
+        for (kind, port, ulen) in [
+            (TunKind::Ipip, 0u16, 0usize),
+            (TunKind::Gue, 6080, 12),
+            (TunKind::Gre, 0, 4),
+        ] {
+            let mut dp = DataPlane::load().unwrap();
+            let mut spec = service(
+                Method::Tun(Tunnel {
+                    kind,
+                    port,
+                    csum: TunCsum::NoCsum,
+                }),
+                &[1],
+            );
+            for d in spec.dests.iter_mut().flatten() {
+                d.port = 80;
+                d.tun_source = Some(source.into());
+            }
+            dp.put_service(&spec).unwrap();
+            let syn = tcp_frame(CLIENT, 50000, VIP, 80, SYN);
+            let sent = dp.test_run(&syn, 1).unwrap().frame;
+            // The router's error: about the tunnel packet, quoting its headers and the
+            // client's packet's first 28 bytes, to the tunnel's source.
+            let error = |kind: u8, code: u8, rest: u32| {
+                let mut m = vec![kind, code, 0, 0];
+                m.extend_from_slice(&rest.to_be_bytes());
+                m.extend_from_slice(&sent[14..14 + 20 + ulen + 28]);
+                let c = checksum(&m);
+                m[2..4].copy_from_slice(&c.to_be_bytes());
+                ipv4_frame(1, router, source, &m)
+            };
+            let case = format!("{kind:?}");
+            let out = dp.test_run(&error(3, 4, 1400), 1).unwrap();
+            assert_eq!(out.verdict, Verdict::Redirect, "{case}: to the client");
+            let f = &out.frame;
+            assert_eq!(f.len(), 14 + 20 + 8 + 28, "{case}");
+            assert_eq!(
+                &f[0..6],
+                &[2, 0, 0, 0, 0, 0x99],
+                "{case}: the client's next hop"
+            );
+            assert_eq!(
+                (&f[26..30], &f[30..34]),
+                (&VIP.octets()[..], &CLIENT.octets()[..])
+            );
+            assert_eq!(checksum(&f[14..34]), 0, "{case}");
+            assert_eq!((f[34], f[35]), (3, 4), "{case}: fragmentation needed");
+            let mtu = u16::from_be_bytes([f[40], f[41]]) as usize;
+            assert_eq!(mtu, 1400 - 20 - ulen, "{case}: less the tunnel's headers");
+            assert_eq!(checksum(&f[34..]), 0, "{case}: ICMP checksum");
+            assert_eq!(
+                &f[42..],
+                &hop(&syn)[14..42],
+                "{case}: about the client's packet"
+            );
+            assert_eq!(dp.count(Reason::TunIcmp).unwrap(), 1, "{case}");
+            // The next packet over the smaller MTU is answered here, before it leaves.
+            let mut big = tcp_frame(CLIENT, 50000, VIP, 80, ACK);
+            big.extend(std::iter::repeat_n(0x5a, 1400 - (big.len() - 14)));
+            big[16..18].copy_from_slice(&1400u16.to_be_bytes());
+            big[24..26].copy_from_slice(&[0, 0]);
+            let c = checksum(&big[14..34]);
+            big[24..26].copy_from_slice(&c.to_be_bytes());
+            let out = dp.test_run(&big, 1).unwrap();
+            assert_eq!(out.verdict, Verdict::Tx, "{case}: answered at the director");
+            assert_eq!(
+                u16::from_be_bytes([out.frame[40], out.frame[41]]) as usize,
+                mtu
+            );
+            // Other errors pass on as they are; one about a packet without DF does not.
+            let out = dp.test_run(&error(3, 1, 0), 1).unwrap();
+            assert_eq!(out.verdict, Verdict::Redirect, "{case}");
+            assert_eq!(
+                (out.frame[34], out.frame[35]),
+                (3, 1),
+                "{case}: host unreachable"
+            );
+            let mut no_df = sent.clone();
+            let at = 14 + 20 + ulen + 6;
+            no_df[at] &= !0x40;
+            let mut m = vec![3, 4, 0, 0, 0, 0, 0x05, 0x78];
+            m.extend_from_slice(&no_df[14..14 + 20 + ulen + 28]);
+            let out = dp.test_run(&ipv4_frame(1, router, source, &m), 1).unwrap();
+            assert_eq!(out.verdict, Verdict::Drop, "{case}: no DF");
+        }
+    })
+    .unwrap();
+}

@@ -137,7 +137,8 @@ enum stat_reason {
 	STAT_NAT_FRAG_NEEDED = 26, /* NAT: of those, a client's: ICMP back to it from the VIP */
 	STAT_TTL_EXCEEDED = 27,    /* forwarding with TTL (hop limit) 1 or less: time exceeded */
 	STAT_OTHER_HOST = 28,      /* to another host's MAC (flooded, promiscuous): to the kernel */
-	STAT_MAX = 29,
+	STAT_TUN_ICMP = 29,        /* TUN: an ICMP error about a tunnel packet, relayed to the client */
+	STAT_MAX = 30,
 };
 
 #endif

@@ -1386,6 +1386,70 @@ fn tun_behind_a_router(ipv6: bool) {
             "port {port}: the client did not learn {mtu}: {route}"
         );
     }
+    if !ipv6 {
+        // A narrower link beyond the director: the router's routes to the servers locked
+        // at 1400 bytes. The router answers the director (the tunnel's source) about the
+        // tunnel packet; the director relays it to the client about the client's own
+        // packet, with what the tunnel leaves of 1400, as IPVS's ip_vs_in_icmp does.
+        let router = r.routers[0].clone();
+        for rip in reference::TUN_RIPS {
+            lab.ip(
+                &router,
+                &[
+                    "route",
+                    "add",
+                    &format!("{rip}/32"),
+                    "dev",
+                    "eth1",
+                    "mtu",
+                    "lock",
+                    "1400",
+                ],
+            )
+            .unwrap();
+        }
+        let relayed = |sock: &Path| -> u64 {
+            let raw = raw_ipvs(sock);
+            raw.split("\"tun_icmp\":")
+                .nth(1)
+                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no tun_icmp count in {raw}"))
+        };
+        for (port, mtu) in [(80, 1380), (81, 1368), (82, 1376)] {
+            lab.ip(&client, &["route", "flush", "cache"]).unwrap();
+            let before = relayed(&d.sock);
+            let out = lab
+                .run_agent(
+                    &client,
+                    &[
+                        "hold",
+                        "--connect",
+                        &target(port),
+                        "--every-ms",
+                        "10",
+                        "--for-ms",
+                        "300",
+                        "--line-bytes",
+                        "20000",
+                    ],
+                )
+                .unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(text.contains("held "), "port {port} behind 1400: {text}");
+            assert!(
+                relayed(&d.sock) > before,
+                "port {port}: the router's error was not relayed\n{}",
+                raw_ipvs(&d.sock)
+            );
+            let route = lab.ip(&client, &["route", "get", &vip]).unwrap();
+            let route = String::from_utf8_lossy(&route.stdout).into_owned();
+            assert!(
+                route.contains(&format!("mtu {mtu}")),
+                "port {port}: the client did not learn {mtu} from the router: {route}"
+            );
+        }
+    }
     for (i, rs) in servers.iter().enumerate() {
         let out = lab
             .exec(
