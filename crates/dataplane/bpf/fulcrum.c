@@ -373,15 +373,63 @@ static __always_inline __s64 inner_sum(struct xdp_md *ctx, __u32 off)
 	return csum_fold64(w.sum);
 }
 
-/* Fills in the outer checksum of a frame tun_forward has just encapsulated: gue's UDP
+/* The one's-complement sum of a client's IPv6 packet at `off` in the frame (the 40-byte
+ * header, then a TCP segment or UDP datagram), for an outer checksum over it, as
+ * inner_sum: the header is summed (it has no checksum of its own), the segment is the
+ * complement of its pseudo-header unless a UDP datagram carries no checksum. -1 when the
+ * frame ends before the packet does. */
+static __always_inline __s64 inner_sum6(struct xdp_md *ctx, __u32 off)
+{
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ipv6hdr *ip = HEADER(data + (off & 0xff), end, struct ipv6hdr);
+	if (!ip)
+		return -1;
+	struct udphdr *u = HEADER(ip + 1, end, struct udphdr);
+	if (!u)
+		return -1;
+	__u16 l4_len = bpf_ntohs(ip->payload_len);
+	__u64 sum;
+	if (ip->nexthdr == IPPROTO_TCP || u->check) {
+		const __u32 *a = (const __u32 *)&ip->saddr;
+		__u64 pseudo = (__u64)bpf_htons(l4_len) + bpf_htons((__u16)ip->nexthdr);
+#pragma unroll
+		for (int i = 0; i < 8; i++)
+			pseudo += (__u64)(a[i] & 0xffff) + (a[i] >> 16);
+		sum = (__u16)~csum_fold64(pseudo);
+	} else {
+		/* Nothing else live across the walk: the verifier checks its callback the
+		 * fewer times. */
+		struct sum_walk wk = {
+			.ctx = ctx, .off = off + sizeof(struct ipv6hdr), .left = l4_len
+		};
+		bpf_loop(8192 / 64 + 32, sum_cb, &wk, 0);
+		if (wk.left)
+			return -1;
+		sum = csum_fold64(wk.sum);
+		data = (void *)(long)ctx->data;
+		end = (void *)(long)ctx->data_end;
+		ip = HEADER(data + (off & 0xff), end, struct ipv6hdr);
+		if (!ip)
+			return -1;
+	}
+	const __u16 *w = (const __u16 *)ip;
+#pragma unroll
+	for (int i = 0; i < 20; i++)
+		sum += w[i];
+	return sum;
+}
+
+/* Fills in the outer checksum of a frame tun_forward (or tun_forward64, IPv6 inside:
+ * `inner_v6`) has just encapsulated in IPv4: gue's UDP
  * checksum (over the outer pseudo-header, the UDP and GUE headers and the client's
  * packet), or gre's (the C bit is set; over the GRE header and the packet, RFC 2784).
  * A function of its own, verified once, whose stack is not that of the calls that
  * schedule. 0, or -1 when the frame is not as it should be. */
-__attribute__((noinline)) int tun_checksum(struct xdp_md *ctx, __u32 type)
+__attribute__((noinline)) int tun_checksum(struct xdp_md *ctx, __u32 type, __u32 inner_v6)
 {
 	__u32 off = sizeof(struct ethhdr) + sizeof(struct iphdr) + (type == TUN_GUE ? 12 : 8);
-	__s64 sum = inner_sum(ctx, off);
+	__s64 sum = inner_v6 ? inner_sum6(ctx, off) : inner_sum(ctx, off);
 	if (sum < 0)
 		return -1;
 	void *data = (void *)(long)ctx->data;
@@ -509,7 +557,7 @@ static __always_inline int tun_forward(struct xdp_md *ctx, struct packet *p, str
 	o->check = ipv4_header_csum(o);
 	if (tunnel_header(o + 1, end, type, csum, sport, gue_port, inner, 0))
 		return XDP_DROP;
-	if (csum && type != TUN_IPIP && tun_checksum(ctx, type)) {
+	if (csum && type != TUN_IPIP && tun_checksum(ctx, type, 0)) {
 		count(STAT_MALFORMED);
 		return XDP_DROP;
 	}
@@ -1271,53 +1319,6 @@ static __always_inline void rewrite6(struct packet6 *p, __u8 *addr, __be16 *port
 	*port = to_port;
 }
 
-/* The one's-complement sum of a client's IPv6 packet at `off` in the frame (the 40-byte
- * header, then a TCP segment or UDP datagram), for an outer checksum over it, as
- * inner_sum: the header is summed (it has no checksum of its own), the segment is the
- * complement of its pseudo-header unless a UDP datagram carries no checksum. -1 when the
- * frame ends before the packet does. */
-static __always_inline __s64 inner_sum6(struct xdp_md *ctx, __u32 off)
-{
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	struct ipv6hdr *ip = HEADER(data + (off & 0xff), end, struct ipv6hdr);
-	if (!ip)
-		return -1;
-	struct udphdr *u = HEADER(ip + 1, end, struct udphdr);
-	if (!u)
-		return -1;
-	__u16 l4_len = bpf_ntohs(ip->payload_len);
-	__u64 sum;
-	if (ip->nexthdr == IPPROTO_TCP || u->check) {
-		const __u32 *a = (const __u32 *)&ip->saddr;
-		__u64 pseudo = (__u64)bpf_htons(l4_len) + bpf_htons((__u16)ip->nexthdr);
-#pragma unroll
-		for (int i = 0; i < 8; i++)
-			pseudo += (__u64)(a[i] & 0xffff) + (a[i] >> 16);
-		sum = (__u16)~csum_fold64(pseudo);
-	} else {
-		/* Nothing else live across the walk: the verifier checks its callback the
-		 * fewer times. */
-		struct sum_walk wk = {
-			.ctx = ctx, .off = off + sizeof(struct ipv6hdr), .left = l4_len
-		};
-		bpf_loop(8192 / 64 + 32, sum_cb, &wk, 0);
-		if (wk.left)
-			return -1;
-		sum = csum_fold64(wk.sum);
-		data = (void *)(long)ctx->data;
-		end = (void *)(long)ctx->data_end;
-		ip = HEADER(data + (off & 0xff), end, struct ipv6hdr);
-		if (!ip)
-			return -1;
-	}
-	const __u16 *w = (const __u16 *)ip;
-#pragma unroll
-	for (int i = 0; i < 20; i++)
-		sum += w[i];
-	return sum;
-}
-
 /* tun_checksum for an IPv6 outer header: gue's UDP checksum over the outer IPv6
  * pseudo-header, or gre's. A global function, as tun_checksum. */
 __attribute__((noinline)) int tun_checksum6(struct xdp_md *ctx, __u32 type)
@@ -1433,6 +1434,98 @@ __attribute__((noinline)) int tun_forward6(struct xdp_md *ctx, struct conn6 *c,
 	return route_out(ctx, eth, &c->c);
 }
 
+/* Whether an IPv6 address is an IPv4-mapped one (::ffff:a.b.c.d): how an IPv6 service
+ * holds an IPv4 real server, which TUN reaches in IPv4 (tun_forward64). */
+static __always_inline int v4_mapped(const __u8 *a)
+{
+	const __u32 *w = (const __u32 *)a;
+	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff);
+}
+
+/* TUN from an IPv6 service to an IPv4 real server, as IPVS's ip_vs_tunnel_xmit with an
+ * IPv6 packet inside: an IPv4 header from the director's address towards the server (ipip:
+ * protocol 41, IPv6), with a UDP and GUE or a GRE header naming IPv6; the outer TOS is the
+ * inner traffic class (CE as ECT(0)), the TTL its hop limit, no DF (IPVS sets DF only from
+ * an IPv4 packet's). Too big for the route once encapsulated: "packet too big" with what
+ * is left (returned negated, for the caller to send), dropped under 1280. A global
+ * function, as tun_forward6. */
+__attribute__((noinline)) int tun_forward64(struct xdp_md *ctx, struct conn6 *c,
+					    const struct dest *d)
+{
+	if (!c || !d)
+		return XDP_DROP;
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = HEADER(data, end, struct ethhdr);
+	if (!eth)
+		return XDP_DROP;
+	struct ipv6hdr *ip = HEADER(eth + 1, end, struct ipv6hdr);
+	if (!ip)
+		return XDP_DROP;
+	struct l4ports *ports = HEADER(ip + 1, end, struct l4ports);
+	if (!ports)
+		return XDP_DROP;
+	__u8 type = d->tun_type;
+	int csum = (d->tun_flags & (TUN_F_CSUM | TUN_F_REMCSUM)) != 0;
+	int extra = type == TUN_GUE ? 8 + 4 : type == TUN_GRE ? (csum ? 8 : 4) : 0;
+	__u8 proto = type == TUN_GUE ? IPPROTO_UDP : type == TUN_GRE ? IPPROTO_GRE : IPPROTO_IPV6;
+	__u8 tc = (bpf_ntohl(*(__be32 *)ip) >> 20) & 0xff;
+	if ((tc & 3) == 3)
+		tc = (tc & ~3) | 2;
+	if (route_lookup(ctx, &c->c, d->tun_saddr, d->addr, tc, proto, 0, 1)) {
+		count(STAT_TUN_FAIL);
+		return XDP_DROP;
+	}
+	__u32 inner = sizeof(struct ipv6hdr) + bpf_ntohs(ip->payload_len);
+	__u32 mtu = c->c.mtu;
+	if (mtu && inner + sizeof(struct iphdr) + extra > mtu) {
+		mtu -= sizeof(struct iphdr) + extra;
+		if (mtu < 1280) {
+			count(STAT_TUN_TOO_BIG);
+			return XDP_DROP;
+		}
+		return -(int)mtu;
+	}
+	__u8 hops = ip->hop_limit;
+	__u16 sport = 32768 + ((bpf_ntohl(fold6(ip->saddr.in6_u.u6_addr8)) ^
+				bpf_ntohs(ports->source)) & 0x7fff);
+	__be16 gue_port = d->tun_port;
+	__be32 saddr = d->tun_saddr, daddr = d->addr;
+	if (bpf_xdp_adjust_head(ctx, -(int)(sizeof(struct iphdr) + extra))) {
+		count(STAT_TUN_FAIL);
+		return XDP_DROP;
+	}
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	eth = HEADER(data, end, struct ethhdr);
+	if (!eth)
+		return XDP_DROP;
+	struct iphdr *o = HEADER(eth + 1, end, struct iphdr);
+	if (!o)
+		return XDP_DROP;
+	eth->h_proto = ETH_P_IP_BE;
+	o->version = 4;
+	o->ihl = 5;
+	o->tos = tc;
+	o->tot_len = bpf_htons(inner + sizeof(struct iphdr) + extra);
+	o->id = 0;
+	o->frag_off = 0;
+	o->ttl = hops;
+	o->protocol = proto;
+	o->check = 0;
+	o->saddr = saddr;
+	o->daddr = daddr;
+	o->check = ipv4_header_csum(o);
+	if (tunnel_header(o + 1, end, type, csum, sport, gue_port, inner, 1))
+		return XDP_DROP;
+	if (csum && type != TUN_IPIP && tun_checksum(ctx, type, 1)) {
+		count(STAT_MALFORMED);
+		return XDP_DROP;
+	}
+	count(STAT_TUN);
+	return route_out(ctx, eth, &c->c);
+}
+
 /* Client -> real server `d` of an IPv6 connection. */
 static __always_inline int forward6(struct xdp_md *ctx, struct packet6 *p, struct conn6 *c,
 				    const struct dest *d)
@@ -1444,7 +1537,7 @@ static __always_inline int forward6(struct xdp_md *ctx, struct packet6 *p, struc
 	}
 	p->ip->hop_limit--;
 	if (c->c.method == METHOD_TUN) {
-		int verdict = tun_forward6(ctx, c, d);
+		int verdict = v4_mapped(c->rip) ? tun_forward64(ctx, c, d) : tun_forward6(ctx, c, d);
 		if (verdict >= 0)
 			return verdict;
 		verdict = icmp6_answer(ctx, 2, 0, -verdict);

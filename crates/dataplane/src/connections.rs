@@ -124,7 +124,10 @@ impl DataPlane {
             })
             .chain(v6.iter().filter_map(Result::ok).map(|(_, c)| {
                 let a = |x: [u8; 16]| IpAddr::from(std::net::Ipv6Addr::from(x));
-                (c.c, [a(c.client), a(c.vip), a(c.rip)])
+                // An IPv4 real server of an IPv6 service (TUN) is held IPv4-mapped.
+                let rip = std::net::Ipv6Addr::from(c.rip);
+                let rip = rip.to_ipv4_mapped().map_or(IpAddr::V6(rip), IpAddr::V4);
+                (c.c, [a(c.client), a(c.vip), rip])
             }));
         let mut out = Vec::new();
         for (c, [client, vip, rip]) in entries {

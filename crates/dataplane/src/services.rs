@@ -340,7 +340,8 @@ impl DataPlane {
                 let d = dests.get(&slot_index(v.id, slot), 0)?;
                 let source6 = std::net::Ipv6Addr::from(tun_src6.get(&slot_index(v.id, slot), 0)?);
                 let ip: IpAddr = if key.family == 6 {
-                    std::net::Ipv6Addr::from(dests6.get(&slot_index(v.id, slot), 0)?).into()
+                    let a = std::net::Ipv6Addr::from(dests6.get(&slot_index(v.id, slot), 0)?);
+                    a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4)
                 } else {
                     addr(d.addr).into()
                 };
@@ -412,17 +413,31 @@ impl DataPlane {
         }
         let id = spec.id;
         let v6 = spec.key.family == 6;
-        if spec.dests.iter().flatten().any(|d| d.addr.is_ipv6() != v6) {
-            return Err(Error::Limit(
-                "a real server of the other address family than its service (IPVS allows that only for TUN, whose tunnels here keep the service's family)".into(),
-            ));
+        // IPVS mixes the families only for TUN; here an IPv6 service's tunnels reach IPv4
+        // real servers too (IPv6 in IPv4), not the reverse yet.
+        if spec
+            .dests
+            .iter()
+            .flatten()
+            .any(|d| d.addr.is_ipv6() != v6 && !(v6 && matches!(d.method, Method::Tun(_))))
+        {
+            return Err(Error::Limit(if v6 {
+                "an IPv4 real server of an IPv6 service is reached only by TUN (as IPVS)".into()
+            } else {
+                "an IPv6 real server of an IPv4 service is not reached yet (IPVS tunnels IPv4 in IPv6; Fulcrum does IPv6 in IPv4 only)".into()
+            }));
         }
         {
             let mut dests6: Array<&mut MapData, [u8; 16]> =
                 Array::try_from(self.map_mut("dests6")?)?;
             for (slot, d) in spec.dests.iter().enumerate() {
-                if let Some(IpAddr::V6(a)) = d.map(|d| d.addr) {
-                    dests6.set(slot_index(id, slot), a.octets(), 0)?;
+                // An IPv6 service's IPv4 real server (TUN) as an IPv4-mapped address.
+                match d.map(|d| d.addr) {
+                    Some(IpAddr::V6(a)) => dests6.set(slot_index(id, slot), a.octets(), 0)?,
+                    Some(IpAddr::V4(a)) if v6 => {
+                        dests6.set(slot_index(id, slot), a.to_ipv6_mapped().octets(), 0)?
+                    }
+                    _ => {}
                 }
             }
             let mut tun_src6: Array<&mut MapData, [u8; 16]> =

@@ -2143,3 +2143,102 @@ fn errors_about_tunnel_packets_reach_the_client() {
     })
     .unwrap();
 }
+
+/// TUN from an IPv6 service to an IPv4 real server, as IPVS's ip_vs_tunnel_xmit carries an
+/// IPv6 packet: an IPv4 header from the director's address (protocol 41 for ipip; UDP and
+/// GUE, or GRE, naming IPv6), TOS from the traffic class, TTL from the hop limit, no DF;
+/// checksums when asked for; `fulcrum decap` takes it off; too big for the route once
+/// encapsulated, "packet too big" from the VIP with what is left.
+#[test]
+fn ipv6_services_tunnel_to_ipv4_real_servers() {
+    if !require_root("ipv6_services_tunnel_to_ipv4_real_servers") {
+        return;
+    }
+    let (lab, dir, smac) = tun_lab("fxtun64");
+    let vip: Ipv6Addr = "2001:db8:1::88".parse().unwrap();
+    let client: Ipv6Addr = "2001:db8:2::2".parse().unwrap();
+    let source = Ipv4Addr::new(10, 1, 10, 65);
+    lab.within(&dir, || {
+        for (kind, csum, proto, extra) in [
+            (TunKind::Ipip, TunCsum::NoCsum, 41u8, 0usize),
+            (TunKind::Gue, TunCsum::NoCsum, 17, 12),
+            (TunKind::Gue, TunCsum::Csum, 17, 12),
+            (TunKind::Gre, TunCsum::Csum, 47, 8),
+        ] {
+            let mut dp = DataPlane::load().unwrap();
+            let port = if kind == TunKind::Gue { 6080 } else { 0 };
+            let tunnel = Method::Tun(Tunnel { kind, port, csum });
+            let mut spec = ServiceSpec::new(
+                ServiceKey::v6(vip, 53, 17),
+                1,
+                fulcrum_dataplane::Scheduler::Rr,
+            );
+            spec.dests = vec![Some(DestSpec {
+                tun_source: Some(source.into()),
+                ..DestSpec::new(RIPS[0], 53, tunnel, 1)
+            })];
+            dp.put_service(&spec).unwrap();
+            let listed = dp.installed().unwrap();
+            let d = listed[0].dests[0].unwrap();
+            assert_eq!(
+                (d.addr, d.tun_source),
+                (RIPS[0].into(), Some(source.into()))
+            );
+            let case = format!("{kind:?} {csum:?}");
+            let payload: Vec<u8> = (0..201).map(|i| (i * 7 + 3) as u8).collect();
+            let frame = udp6_frame(client, 40000, vip, 53, &payload, false);
+            let out = dp.test_run(&frame, 1).unwrap();
+            assert_eq!(out.verdict, Verdict::Redirect, "{case}: out of eth1");
+            let f = &out.frame;
+            assert_eq!(&f[0..6], &[2, 0, 0, 0, 0, 0x99], "{case}: the next hop");
+            assert_eq!(&f[6..12], &smac[..], "{case}");
+            assert_eq!(&f[12..14], &[0x08, 0x00], "{case}: IPv4 outside");
+            let o = &f[14..34];
+            assert_eq!(f.len(), frame.len() + 20 + extra, "{case}");
+            assert_eq!((o[0], o[9]), (0x45, proto), "{case}");
+            assert_eq!(o[6] & 0x40, 0, "{case}: no DF");
+            assert_eq!(o[8], frame[21] - 1, "{case}: the hop limit, one less");
+            assert_eq!(&o[12..16], &source.octets(), "{case}");
+            assert_eq!(&o[16..20], &RIPS[0].octets(), "{case}");
+            assert_eq!(checksum(o), 0, "{case}: header checksum");
+            assert_eq!(
+                &f[34 + extra..],
+                &hop(&frame)[14..],
+                "{case}: the client's packet"
+            );
+            match (kind, csum) {
+                (TunKind::Gue, c) => {
+                    assert_eq!(&f[42..46], &[0, 41, 0, 0], "{case}: GUE naming IPv6");
+                    if c == TunCsum::NoCsum {
+                        assert_eq!(&f[40..42], &[0, 0], "{case}");
+                    } else {
+                        assert_eq!(l4_checksum(source, RIPS[0], 17, &f[34..]), 0, "{case}");
+                    }
+                }
+                (TunKind::Gre, _) => {
+                    assert_eq!(&f[34..38], &[0x80, 0, 0x86, 0xdd], "{case}");
+                    assert_eq!(checksum(&f[34..]), 0, "{case}: GRE checksum");
+                }
+                (TunKind::Ipip, _) => {}
+            }
+            let back = fulcrum_dataplane::decap_test_run(f, &[6080]).unwrap();
+            assert_eq!(
+                &back.frame[12..],
+                &hop(&frame)[12..],
+                "{case}: decapsulated"
+            );
+            let c = dp.connections().unwrap();
+            assert_eq!(c[0].rip, (RIPS[0].into(), 53), "{case}: listed as IPv4");
+            // One byte over what the 1500-byte route leaves: packet too big from the VIP.
+            let mtu = 1500 - 20 - extra;
+            let big = udp6_frame(client, 40000, vip, 53, &vec![0x5a; mtu + 1 - 48], false);
+            let out = dp.test_run(&big, 1).unwrap();
+            assert_eq!(out.verdict, Verdict::Tx, "{case}: back to the client");
+            let f = &out.frame;
+            assert_eq!((f[20], f[54]), (58, 2), "{case}: ICMPv6 packet too big");
+            let told = u32::from_be_bytes([f[58], f[59], f[60], f[61]]) as usize;
+            assert_eq!(told, mtu, "{case}");
+        }
+    })
+    .unwrap();
+}

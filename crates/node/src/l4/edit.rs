@@ -522,6 +522,20 @@ mod tests {
     }
 
     #[test]
+    fn an_ipv6_service_takes_an_ipv4_tunnel_server() {
+        let mut rules = Vec::new();
+        for line in [
+            "-A -t [2001:db8::88]:80 -s rr",
+            "-a -t [2001:db8::88]:80 -r 10.2.20.11:80 -i",
+        ] {
+            rules = apply(&rules, &parse(&args(line)).unwrap()).unwrap();
+        }
+        let d = &rules[0].dests[0];
+        assert_eq!(d.addr, IpAddr::V4(Ipv4Addr::new(10, 2, 20, 11)));
+        assert!(matches!(d.method, fulcrum_dataplane::Method::Tun(_)));
+    }
+
+    #[test]
     fn a_session_of_edits() {
         let mut rules = Vec::new();
         for line in [
