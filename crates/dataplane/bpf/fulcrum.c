@@ -581,6 +581,8 @@ static __always_inline void rewrite(struct packet *p, __be32 *addr, __be16 *port
 	*port = to_port;
 }
 
+int tun_forward46(struct xdp_md *ctx, struct conn *c, const struct dest *d);
+
 /* Client -> real server `d` on a tracked connection. */
 static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct conn *c,
 				   const struct dest *d)
@@ -588,6 +590,15 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct 
 	if (p->ip->ttl <= 1)
 		return ttl_exceeded(ctx);
 	ttl_move(p->ip, -1);
+	if (c->method == METHOD_TUN && (d->flags & DEST_F_V6)) {
+		int verdict = tun_forward46(ctx, c, d);
+		if (verdict >= 0)
+			return verdict;
+		verdict = icmp_answer(ctx, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, -verdict);
+		if (verdict == XDP_TX)
+			count(STAT_TUN_FRAG_NEEDED);
+		return verdict;
+	}
 	if (c->method == METHOD_TUN)
 		return tun_forward(ctx, p, c, d);
 	if (c->method == METHOD_DR) {
@@ -1319,12 +1330,13 @@ static __always_inline void rewrite6(struct packet6 *p, __u8 *addr, __be16 *port
 	*port = to_port;
 }
 
-/* tun_checksum for an IPv6 outer header: gue's UDP checksum over the outer IPv6
- * pseudo-header, or gre's. A global function, as tun_checksum. */
-__attribute__((noinline)) int tun_checksum6(struct xdp_md *ctx, __u32 type)
+/* tun_checksum for an IPv6 outer header (around an IPv6 packet, `inner_v6`, or an IPv4
+ * one): gue's UDP checksum over the outer IPv6 pseudo-header, or gre's. A global
+ * function, as tun_checksum. */
+__attribute__((noinline)) int tun_checksum6(struct xdp_md *ctx, __u32 type, __u32 inner_v6)
 {
 	__u32 off = sizeof(struct ethhdr) + sizeof(struct ipv6hdr) + (type == TUN_GUE ? 12 : 8);
-	__s64 sum = inner_sum6(ctx, off);
+	__s64 sum = inner_v6 ? inner_sum6(ctx, off) : inner_sum(ctx, off);
 	if (sum < 0)
 		return -1;
 	void *data = (void *)(long)ctx->data;
@@ -1426,12 +1438,91 @@ __attribute__((noinline)) int tun_forward6(struct xdp_md *ctx, struct conn6 *c,
 	__builtin_memcpy(o->daddr.in6_u.u6_addr8, c->rip, 16);
 	if (tunnel_header(o + 1, end, type, csum, sport, gue_port, inner, 1))
 		return XDP_DROP;
-	if (csum && type != TUN_IPIP && tun_checksum6(ctx, type)) {
+	if (csum && type != TUN_IPIP && tun_checksum6(ctx, type, 1)) {
 		count(STAT_MALFORMED);
 		return XDP_DROP;
 	}
 	count(STAT_TUN);
 	return route_out(ctx, eth, &c->c);
+}
+
+/* TUN from an IPv4 service to an IPv6 real server, as IPVS's ip_vs_tunnel_xmit_v6 with an
+ * IPv4 packet inside: an IPv6 header from the director's address towards the server (ipip:
+ * next header 4, IPv4; GUE or GRE naming IPv4), the inner TOS as traffic class (CE as
+ * ECT(0)), its TTL (one less already) as hop limit, no flow label. Too big for the route
+ * once encapsulated: with DF, what is left returned negated for the caller's
+ * "fragmentation needed"; without DF (IPv6 is not fragmented on the way) or under 68
+ * left, dropped and counted. A global function: the IPv4 program's stack has no room for
+ * an IPv6 FIB lookup in line. */
+__attribute__((noinline)) int tun_forward46(struct xdp_md *ctx, struct conn *c,
+					    const struct dest *d)
+{
+	if (!c || !d)
+		return XDP_DROP;
+	void *data = (void *)(long)ctx->data;
+	void *end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = HEADER(data, end, struct ethhdr);
+	if (!eth)
+		return XDP_DROP;
+	struct iphdr *ip = HEADER(eth + 1, end, struct iphdr);
+	if (!ip)
+		return XDP_DROP;
+	struct l4ports *ports = HEADER(ip + 1, end, struct l4ports);
+	if (!ports)
+		return XDP_DROP;
+	__u32 k = slot_index(c->svc, c->dest);
+	struct in6_addr *rip = bpf_map_lookup_elem(&dests6, &k);
+	struct in6_addr *src = bpf_map_lookup_elem(&tun_src6, &k);
+	__u8 type = d->tun_type;
+	int csum = (d->tun_flags & (TUN_F_CSUM | TUN_F_REMCSUM)) != 0;
+	int extra = type == TUN_GUE ? 8 + 4 : type == TUN_GRE ? (csum ? 8 : 4) : 0;
+	__u8 proto = type == TUN_GUE ? IPPROTO_UDP : type == TUN_GRE ? IPPROTO_GRE : IPPROTO_IPIP;
+	if (!rip || !src ||
+	    route_lookup6(ctx, c, src->in6_u.u6_addr8, rip->in6_u.u6_addr8, proto)) {
+		count(STAT_TUN_FAIL);
+		return XDP_DROP;
+	}
+	__u32 inner = bpf_ntohs(ip->tot_len);
+	__u32 mtu = c->mtu;
+	if (mtu && inner + sizeof(struct ipv6hdr) + extra > mtu) {
+		mtu -= sizeof(struct ipv6hdr) + extra;
+		if (!(ip->frag_off & bpf_htons(IP_DF)) || mtu < 68) {
+			count(STAT_TUN_TOO_BIG);
+			return XDP_DROP;
+		}
+		return -(int)mtu;
+	}
+	__u8 tc = (ip->tos & 3) == 3 ? (ip->tos & ~3) | 2 : ip->tos;
+	__u8 hops = ip->ttl;
+	__u16 sport = 32768 + ((bpf_ntohl(ip->saddr) ^ bpf_ntohs(ports->source)) & 0x7fff);
+	__be16 gue_port = d->tun_port;
+	if (bpf_xdp_adjust_head(ctx, -(int)(sizeof(struct ipv6hdr) + extra))) {
+		count(STAT_TUN_FAIL);
+		return XDP_DROP;
+	}
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	eth = HEADER(data, end, struct ethhdr);
+	if (!eth)
+		return XDP_DROP;
+	struct ipv6hdr *o = HEADER(eth + 1, end, struct ipv6hdr);
+	if (!o)
+		return XDP_DROP;
+	eth->h_proto = ETH_P_IPV6_BE;
+	*(__be32 *)o = bpf_htonl(0x60000000 | ((__u32)tc << 20));
+	o->payload_len = bpf_htons(inner + extra);
+	o->nexthdr = proto;
+	o->hop_limit = hops;
+	__builtin_memcpy(o->saddr.in6_u.u6_addr8, src->in6_u.u6_addr8, 16);
+	__builtin_memcpy(o->daddr.in6_u.u6_addr8, rip->in6_u.u6_addr8, 16);
+	if (tunnel_header(o + 1, end, type, csum, sport, gue_port, inner, 0))
+		return XDP_DROP;
+	if (csum && type != TUN_IPIP && tun_checksum6(ctx, type, 0)) {
+		count(STAT_MALFORMED);
+		return XDP_DROP;
+	}
+	count(STAT_TUN);
+	return route_out(ctx, eth, c);
 }
 
 /* Whether an IPv6 address is an IPv4-mapped one (::ffff:a.b.c.d): how an IPv6 service

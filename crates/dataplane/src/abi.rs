@@ -30,6 +30,8 @@ pub const TUN_F_REMCSUM: u8 = 0x02;
 
 pub const DEST_F_PRESENT: u8 = 0x01;
 pub const DEST_F_OVERLOADED: u8 = 0x02;
+/// An IPv4 service's IPv6 real server (TUN): its address is in `dests6`.
+pub const DEST_F_V6: u8 = 0x04;
 
 pub const CONN_F_REPLY: u8 = 0x01;
 

@@ -115,12 +115,26 @@ impl DataPlane {
         let now = self.now();
         let v4: HashMap<&MapData, FlowKey, Conn> = HashMap::try_from(self.map("conns")?)?;
         let v6: HashMap<&MapData, FlowKey6, Conn6> = HashMap::try_from(self.map("conns6")?)?;
+        // An IPv4 service's IPv6 real server (TUN): its address from dests6.
+        let dests: Array<&MapData, Dest> = Array::try_from(self.map("dests")?)?;
+        let dests6: Array<&MapData, [u8; 16]> = Array::try_from(self.map("dests6")?)?;
+        let rip_of = |c: &Conn| -> IpAddr {
+            let k = super::services::slot_index(c.svc, c.dest as usize);
+            match dests.get(&k, 0) {
+                Ok(d) if d.flags & DEST_F_V6 != 0 && d.addr == c.rip => {
+                    dests6.get(&k, 0).map_or(IpAddr::from(addr(c.rip)), |a| {
+                        std::net::Ipv6Addr::from(a).into()
+                    })
+                }
+                _ => addr(c.rip).into(),
+            }
+        };
         let entries = v4
             .iter()
             .filter_map(Result::ok)
             .map(|(_, c)| {
                 let a = |x: u32| IpAddr::from(addr(x));
-                (c, [a(c.client), a(c.vip), a(c.rip)])
+                (c, [a(c.client), a(c.vip), rip_of(&c)])
             })
             .chain(v6.iter().filter_map(Result::ok).map(|(_, c)| {
                 let a = |x: [u8; 16]| IpAddr::from(std::net::Ipv6Addr::from(x));

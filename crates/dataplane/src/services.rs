@@ -342,6 +342,8 @@ impl DataPlane {
                 let ip: IpAddr = if key.family == 6 {
                     let a = std::net::Ipv6Addr::from(dests6.get(&slot_index(v.id, slot), 0)?);
                     a.to_ipv4_mapped().map_or(IpAddr::V6(a), IpAddr::V4)
+                } else if d.flags & DEST_F_V6 != 0 {
+                    std::net::Ipv6Addr::from(dests6.get(&slot_index(v.id, slot), 0)?).into()
                 } else {
                     addr(d.addr).into()
                 };
@@ -413,19 +415,16 @@ impl DataPlane {
         }
         let id = spec.id;
         let v6 = spec.key.family == 6;
-        // IPVS mixes the families only for TUN; here an IPv6 service's tunnels reach IPv4
-        // real servers too (IPv6 in IPv4), not the reverse yet.
+        // IPVS mixes the families only for TUN (IPv6 in IPv4, IPv4 in IPv6).
         if spec
             .dests
             .iter()
             .flatten()
-            .any(|d| d.addr.is_ipv6() != v6 && !(v6 && matches!(d.method, Method::Tun(_))))
+            .any(|d| d.addr.is_ipv6() != v6 && !matches!(d.method, Method::Tun(_)))
         {
-            return Err(Error::Limit(if v6 {
-                "an IPv4 real server of an IPv6 service is reached only by TUN (as IPVS)".into()
-            } else {
-                "an IPv6 real server of an IPv4 service is not reached yet (IPVS tunnels IPv4 in IPv6; Fulcrum does IPv6 in IPv4 only)".into()
-            }));
+            return Err(Error::Limit(
+                "a real server of the other address family than its service is reached only by TUN (as IPVS)".into(),
+            ));
         }
         {
             let mut dests6: Array<&mut MapData, [u8; 16]> =
@@ -477,7 +476,13 @@ impl DataPlane {
                                 Method::Dr => METHOD_DR,
                                 Method::Tun(_) => METHOD_TUN,
                             },
-                            flags: DEST_F_PRESENT | if overloaded { DEST_F_OVERLOADED } else { 0 },
+                            flags: DEST_F_PRESENT
+                                | if overloaded { DEST_F_OVERLOADED } else { 0 }
+                                | if d.addr.is_ipv6() && !v6 {
+                                    DEST_F_V6
+                                } else {
+                                    0
+                                },
                             weight: d.weight,
                             ifindex: d.link.map_or(0, |l| l.ifindex),
                             mac: d.link.map_or([0; 6], |l| l.mac),

@@ -2242,3 +2242,94 @@ fn ipv6_services_tunnel_to_ipv4_real_servers() {
     })
     .unwrap();
 }
+
+/// TUN from an IPv4 service to an IPv6 real server, as IPVS's ip_vs_tunnel_xmit_v6 carries
+/// an IPv4 packet: an IPv6 header from the director's address (next header 4 for ipip;
+/// GUE or GRE naming IPv4), the TOS as traffic class, the TTL as hop limit; `fulcrum
+/// decap` takes it off; too big once encapsulated, "fragmentation needed" from the VIP
+/// with what is left, or dropped without DF.
+#[test]
+fn ipv4_services_tunnel_to_ipv6_real_servers() {
+    if !require_root("ipv4_services_tunnel_to_ipv6_real_servers") {
+        return;
+    }
+    let (lab, dir) = v6_lab("fxtun46", None);
+    let rip: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
+    let source: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
+    lab.within(&dir, || {
+        for (kind, csum, next, extra) in [
+            (TunKind::Ipip, TunCsum::NoCsum, 4u8, 0usize),
+            (TunKind::Gue, TunCsum::Csum, 17, 12),
+            (TunKind::Gre, TunCsum::NoCsum, 47, 4),
+        ] {
+            let mut dp = DataPlane::load().unwrap();
+            let port = if kind == TunKind::Gue { 6080 } else { 0 };
+            let mut spec = service(Method::Tun(Tunnel { kind, port, csum }), &[1]);
+            spec.dests = vec![Some(DestSpec {
+                tun_source: Some(source.into()),
+                ..DestSpec::new(rip, 80, Method::Tun(Tunnel { kind, port, csum }), 1)
+            })];
+            dp.put_service(&spec).unwrap();
+            let d = dp.installed().unwrap()[0].dests[0].unwrap();
+            assert_eq!((d.addr, d.tun_source), (rip.into(), Some(source.into())));
+            let case = format!("{kind:?} {csum:?}");
+            let syn = tcp_frame(CLIENT, 50000, VIP, 80, SYN);
+            let out = dp.test_run(&syn, 1).unwrap();
+            assert_eq!(out.verdict, Verdict::Redirect, "{case}: out of eth1");
+            let f = &out.frame;
+            assert_eq!(&f[0..6], &[2, 0, 0, 0, 0, 0x10], "{case}: the server's MAC");
+            assert_eq!(&f[12..14], &[0x86, 0xdd], "{case}: IPv6 outside");
+            assert_eq!(f.len(), syn.len() + 40 + extra, "{case}");
+            let payload = usize::from(u16::from_be_bytes([f[18], f[19]]));
+            assert_eq!(payload, syn.len() - 14 + extra, "{case}");
+            assert_eq!(
+                (f[20], f[21]),
+                (next, syn[22] - 1),
+                "{case}: next header, hop limit"
+            );
+            assert_eq!(&f[22..38], &source.octets(), "{case}");
+            assert_eq!(&f[38..54], &rip.octets(), "{case}");
+            assert_eq!(
+                &f[54 + extra..],
+                &hop(&syn)[14..],
+                "{case}: the client's packet"
+            );
+            match kind {
+                TunKind::Gue => {
+                    assert_eq!(&f[62..66], &[0, 4, 0, 0], "{case}: GUE naming IPv4");
+                    assert_eq!(l4_checksum6(source, rip, 17, &f[54..]), 0, "{case}");
+                }
+                TunKind::Gre => assert_eq!(&f[54..58], &[0, 0, 0x08, 0x00], "{case}"),
+                TunKind::Ipip => {}
+            }
+            let back = fulcrum_dataplane::decap_test_run(f, &[6080]).unwrap();
+            assert_eq!(&back.frame[12..], &hop(&syn)[12..], "{case}: decapsulated");
+            let c = dp.connections().unwrap();
+            assert_eq!(
+                c[0].rip,
+                (rip.into(), 80),
+                "{case}: listed with its IPv6 address"
+            );
+            // One byte over what the 1500-byte route leaves: fragmentation needed.
+            let mtu = 1500 - 40 - extra;
+            let sized = |df: bool| {
+                let mut b = tcp_frame(CLIENT, 50000, VIP, 80, ACK);
+                b.extend(std::iter::repeat_n(0x5a, mtu + 1 - (b.len() - 14)));
+                b[16..18].copy_from_slice(&((mtu + 1) as u16).to_be_bytes());
+                b[20] = if df { 0x40 } else { 0 };
+                b[24..26].copy_from_slice(&[0, 0]);
+                let c = checksum(&b[14..34]);
+                b[24..26].copy_from_slice(&c.to_be_bytes());
+                b
+            };
+            let out = dp.test_run(&sized(true), 1).unwrap();
+            assert_eq!(out.verdict, Verdict::Tx, "{case}: back to the client");
+            assert_eq!((out.frame[34], out.frame[35]), (3, 4), "{case}");
+            let told = u16::from_be_bytes([out.frame[40], out.frame[41]]) as usize;
+            assert_eq!(told, mtu, "{case}");
+            let out = dp.test_run(&sized(false), 1).unwrap();
+            assert_eq!(out.verdict, Verdict::Drop, "{case}: no DF");
+        }
+    })
+    .unwrap();
+}

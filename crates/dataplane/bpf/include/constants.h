@@ -71,6 +71,7 @@ enum sched_kind {
 /* dest.flags */
 #define DEST_F_PRESENT 0x01    /* the slot holds a real server */
 #define DEST_F_OVERLOADED 0x02 /* upper threshold reached */
+#define DEST_F_V6 0x04         /* an IPv4 service's IPv6 real server (TUN): address in dests6 */
 
 /* conn.flags */
 #define CONN_F_REPLY 0x01    /* the reverse (real server -> client) entry of a NAT flow */

@@ -1226,78 +1226,105 @@ fn ipv6_tun_reaches_real_servers_behind_a_router() {
     tun_behind_a_router(true);
 }
 
-/// An IPv6 service tunnelling to IPv4 real servers (IPv6 in IPv4, as IPVS allows TUN to
-/// cross the families): the deployment's IPv6 VIP, its IPv4 real servers behind the
-/// router, each tunnel type; `fulcrum decap` takes the IPv4 headers off, the servers answer
-/// from the IPv6 VIP they hold, and `ipvsadm` lists IPv4 servers under the IPv6 service.
+/// TUN across the address families, as IPVS allows TUN (only TUN) to: the deployment's
+/// IPv6 VIP tunnelling to its IPv4 real servers (IPv6 in IPv4) and its IPv4 VIP to their
+/// IPv6 addresses (IPv4 in IPv6), each tunnel type; `fulcrum decap` takes the outer
+/// headers off, the servers answer from the VIP they hold, and `ipvsadm` lists each
+/// server with its own family under the service.
 #[test]
-fn ipv6_services_reach_ipv4_real_servers_by_tun() {
-    if !require_root("ipv6_services_reach_ipv4_real_servers_by_tun") {
+fn tun_crosses_the_address_families() {
+    if !require_root("tun_crosses_the_address_families") {
         return;
     }
-    let mut r = reference::build(Deployment::LvsTun, "l4tun64", Some(agent())).unwrap();
-    let dir = Scratch::new("l4tun64");
+    let mut r = reference::build(Deployment::LvsTun, "l4tunx", Some(agent())).unwrap();
+    let dir = Scratch::new("l4tunx");
     let bpf = bpffs(&dir);
     r.decapsulate(fulcrum_e2e::bin(), &bpf.0).unwrap();
     let v6 = r.add_ipv6().unwrap();
-    let vip = v6.vip.clone();
+    let vip4 = reference::VIP1.to_string();
+    let rips4: Vec<String> = reference::TUN_RIPS.iter().map(|a| a.to_string()).collect();
+    // (VIP, as a target takes it, the servers' addresses, as a listing shows them, and
+    // where the servers listen), then ports per tunnel type.
+    let sides = [
+        (
+            v6.vip.clone(),
+            format!("[{}]", v6.vip),
+            rips4.clone(),
+            rips4.clone(),
+            format!("[{}]", v6.vip),
+            90,
+        ),
+        (
+            vip4.clone(),
+            vip4.clone(),
+            v6.rips.clone(),
+            v6.rips.iter().map(|a| format!("[{a}]")).collect(),
+            "0.0.0.0".to_string(),
+            93,
+        ),
+    ];
     let mut conf = String::new();
-    for (port, kind) in [
-        (90, "TUN"),
-        (91, "TUN type gue port 6080"),
-        (92, "TUN type gre csum"),
-    ] {
-        conf += &format!(
-            "virtual_server {vip} {port} {{\n    lb_algo rr\n    lb_kind {kind}\n    protocol TCP\n"
-        );
-        for rip in reference::TUN_RIPS {
-            conf += &format!("    real_server {rip} {port} {{\n        weight 1\n    }}\n");
-        }
-        conf += "}\n";
-        for (i, rs) in r.real_servers.clone().iter().enumerate() {
-            r.lab
-                .serve(
-                    rs,
-                    &format!("rs{}", i + 1),
-                    &format!("[{vip}]:{port}"),
-                    false,
-                )
-                .unwrap();
+    for (vip, _, rips, _, listen, first) in &sides {
+        for (i, kind) in ["TUN", "TUN type gue port 6080", "TUN type gre csum"]
+            .into_iter()
+            .enumerate()
+        {
+            let port = first + i as u16;
+            conf += &format!(
+                "virtual_server {vip} {port} {{\n    lb_algo rr\n    lb_kind {kind}\n    protocol TCP\n"
+            );
+            for rip in rips {
+                conf += &format!("    real_server {rip} {port} {{\n        weight 1\n    }}\n");
+            }
+            conf += "}\n";
+            for (n, rs) in r.real_servers.clone().iter().enumerate() {
+                r.lab
+                    .serve(
+                        rs,
+                        &format!("rs{}", n + 1),
+                        &format!("{listen}:{port}"),
+                        false,
+                    )
+                    .unwrap();
+            }
         }
     }
-    let (_daemon, sock) = start(&mut r, &conf, &dir, "l4tun64");
+    let (_daemon, sock) = start(&mut r, &conf, &dir, "l4tunx");
     let client = r.client.clone();
-    for port in [90, 91, 92] {
-        let target = format!("[{vip}]:{port}");
-        wait_for(Duration::from_secs(5), || {
-            r.lab
-                .probe(&client, &target, 1, false)
-                .is_ok_and(|a| a.iter().all(|a| a.starts_with("rs")))
-        });
-        let mut split: BTreeMap<String, u32> = BTreeMap::new();
-        for a in r.lab.probe(&client, &target, 10, false).unwrap() {
-            *split.entry(a).or_default() += 1;
+    for (_, target_vip, _, listed, _, first) in &sides {
+        for port in *first..first + 3 {
+            let target = format!("{target_vip}:{port}");
+            wait_for(Duration::from_secs(5), || {
+                r.lab
+                    .probe(&client, &target, 1, false)
+                    .is_ok_and(|a| a.iter().all(|a| a.starts_with("rs")))
+            });
+            let mut split: BTreeMap<String, u32> = BTreeMap::new();
+            for a in r.lab.probe(&client, &target, 10, false).unwrap() {
+                *split.entry(a).or_default() += 1;
+            }
+            assert_eq!(
+                split,
+                BTreeMap::from([("rs1".to_string(), 5), ("rs2".to_string(), 5)]),
+                "{target}:\n{}\n{}",
+                ipvsadm(&sock, &["-Ln", "--stats"]),
+                raw_ipvs(&sock)
+            );
         }
-        assert_eq!(
-            split,
-            BTreeMap::from([("rs1".to_string(), 5), ("rs2".to_string(), 5)]),
-            "port {port}:\n{}\n{}",
-            ipvsadm(&sock, &["-Ln", "--stats"]),
-            raw_ipvs(&sock)
-        );
-    }
-    let listing = ipvsadm(&sock, &["-Ln"]);
-    for rip in reference::TUN_RIPS {
+        let listing = ipvsadm(&sock, &["-Ln"]);
+        for rip in listed {
+            assert!(
+                listing.contains(&format!("  -> {rip}:{first} ")),
+                "{rip} under {target_vip}:{first}:\n{listing}"
+            );
+        }
+        let conns = ipvsadm(&sock, &["-Lnc"]);
         assert!(
-            listing.contains(&format!("  -> {rip}:90 ")),
-            "{rip} under the IPv6 service:\n{listing}"
+            conns.contains(&format!("{}:{first}", listed[0])),
+            "connections to {} listed with its address:\n{conns}",
+            listed[0]
         );
     }
-    let conns = ipvsadm(&sock, &["-Lnc"]);
-    assert!(
-        conns.contains(&format!("{}:90", reference::TUN_RIPS[0])),
-        "connections to an IPv4 server listed with its address:\n{conns}"
-    );
 }
 
 /// The LVS-TUN deployment with `fulcrum decap` on its real servers, run with the example

@@ -185,20 +185,14 @@ pub fn rules(k: &KeepalivedConfig) -> (Vec<Rule>, Vec<String>) {
             });
         }
         for (vip, port) in keys {
-            // IPVS mixes the families only for TUN; here an IPv6 service tunnels to IPv4
-            // real servers (IPv6 in IPv4), not yet the reverse.
+            // IPVS mixes the families only for TUN (keepalived.conf's check refuses the
+            // rest; this keeps ipvsadm-like rules honest too).
             let other = |d: &&RuleDest| {
-                d.addr.is_ipv6() != vip.is_ipv6()
-                    && !(vip.is_ipv6() && matches!(d.method, Method::Tun(_)))
+                d.addr.is_ipv6() != vip.is_ipv6() && !matches!(d.method, Method::Tun(_))
             };
             if let Some(d) = dests.iter().find(other) {
-                let why = if matches!(d.method, Method::Tun(_)) {
-                    "IPv4 in IPv6 tunnels are not made yet"
-                } else {
-                    "only TUN crosses the families"
-                };
                 warnings.push(format!(
-                    "{name}: real server {} is not of the family of {vip} ({why}); service skipped",
+                    "{name}: real server {} is not of the family of {vip} (only TUN crosses the families); service skipped",
                     d.addr
                 ));
                 continue;

@@ -82,15 +82,22 @@ fn virtual_servers_become_ipvs_rules() {
 #[test]
 fn what_cannot_be_forwarded_is_skipped_with_a_warning() {
     let (rules, warnings) = rules(&config(
-        "virtual_server 10.0.0.9 80 {\n  protocol SCTP\n  real_server 10.0.0.1 80 { }\n}\n\
-         virtual_server 10.0.0.9 81 {\n  lb_kind TUN\n  protocol TCP\n  real_server 2001:db8::1 81 { }\n}\n",
+        "virtual_server 10.0.0.9 80 {\n  protocol SCTP\n  real_server 10.0.0.1 80 { }\n}\n",
     ));
     assert!(rules.is_empty());
-    assert_eq!(warnings.len(), 2, "{warnings:?}");
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("SCTP"), "{warnings:?}");
-    assert!(
-        warnings[1].contains("real server 2001:db8::1 is not of the family of 10.0.0.9 (IPv4 in IPv6 tunnels are not made yet)"),
-        "{warnings:?}"
+}
+
+#[test]
+fn ipv4_services_tunnel_to_ipv6_real_servers() {
+    let (rules, warnings) = rules(&config(
+        "virtual_server 10.0.0.9 81 {\n  lb_kind TUN\n  protocol TCP\n  real_server 2001:db8::1 81 { }\n}\n",
+    ));
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(
+        rules[0].dests[0].addr,
+        "2001:db8::1".parse::<IpAddr>().unwrap()
     );
 }
 
