@@ -312,6 +312,10 @@ pub fn parse(args: &[String]) -> Result<Edit, String> {
             .as_deref()
             .ok_or("ipvsadm: no real server specified (-r)")?;
         let (addr, port) = host_port(text, Some(key.port))?;
+        if addr.is_ipv6() != key.vip.is_ipv6() && !matches!(method, Method::Tun(_)) {
+            // ipvsadm's own words, before it asks the kernel.
+            return Err("Different address family is allowed only for tunneling servers".into());
+        }
         if method != Method::Nat && port != key.port && key.port != 0 {
             let how = if method == Method::Dr {
                 "direct routing (-g)"
@@ -533,6 +537,10 @@ mod tests {
         let d = &rules[0].dests[0];
         assert_eq!(d.addr, IpAddr::V4(Ipv4Addr::new(10, 2, 20, 11)));
         assert!(matches!(d.method, fulcrum_dataplane::Method::Tun(_)));
+        assert_eq!(
+            parse(&args("-a -t [2001:db8::88]:80 -r 10.2.20.12:80 -g")).err(),
+            Some("Different address family is allowed only for tunneling servers".into())
+        );
     }
 
     #[test]
