@@ -244,23 +244,6 @@ __attribute__((noinline)) int icmp_answer(struct xdp_md *ctx, __u32 type, __u32 
 	return XDP_TX;
 }
 
-/* TUN, a packet that would not fit the route to the real server once encapsulated (`mtu`:
- * what is left for it), as IPVS's ensure_mtu_is_adequate: with DF set, an ICMP
- * "fragmentation needed" with that MTU goes back to the client from the VIP, and its stack
- * sends smaller segments; without DF, where IPVS fragments the outer packet (XDP cannot),
- * it is dropped and counted. The parsed packet is not valid after this. */
-static __always_inline int tun_too_big(struct xdp_md *ctx, struct packet *p, __u16 mtu)
-{
-	if (!(p->ip->frag_off & bpf_htons(IP_DF)) || mtu < 68) {
-		count(STAT_TUN_TOO_BIG);
-		return XDP_DROP;
-	}
-	int verdict = icmp_answer(ctx, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, mtu);
-	if (verdict == XDP_TX)
-		count(STAT_TUN_FRAG_NEEDED);
-	return verdict;
-}
-
 /* NAT, a packet over the MTU of its route (`mtu`), as IPVS meets it: a client's packet
  * with DF gets "fragmentation needed" from the VIP before any translation
  * (ip_vs_nat_xmit's icmp_send); a real server's reply with DF goes to the kernel
@@ -420,8 +403,8 @@ static __always_inline __s64 inner_sum6(struct xdp_md *ctx, __u32 off)
 	return sum;
 }
 
-/* Fills in the outer checksum of a frame tun_forward (or tun_forward64, IPv6 inside:
- * `inner_v6`) has just encapsulated in IPv4: gue's UDP
+/* Fills in the outer checksum of a frame tun_encap has just encapsulated in IPv4 (around
+ * an IPv6 packet, `inner_v6`, or an IPv4 one): gue's UDP
  * checksum (over the outer pseudo-header, the UDP and GUE headers and the client's
  * packet), or gre's (the C bit is set; over the GRE header and the packet, RFC 2784).
  * A function of its own, verified once, whose stack is not that of the calls that
@@ -497,74 +480,6 @@ static __always_inline int tunnel_header(void *h, void *end, __u8 type, int csum
 	return 0;
 }
 
-/* TUN, as IPVS's ip_vs_tunnel_xmit: the client's packet (its TTL one less) inside an IPv4
- * header from the director's address towards the real server (ipip), with a UDP and a GUE
- * header to the server's port (gue), or a GRE header (gre); the outer header takes the
- * inner one's TOS (ECN encapsulated), TTL and DF. gue with csum or remcsum gets a UDP checksum (IPVS adds the remote
- * checksum option only to a packet of its own host whose checksum is left to the device,
- * never to one it forwards), gre with csum a GRE checksum. One that would not fit the
- * route goes to tun_too_big. The parsed packet is not valid after this. */
-static __always_inline int tun_forward(struct xdp_md *ctx, struct packet *p, struct conn *c,
-				       const struct dest *d)
-{
-	__u8 type = d->tun_type;
-	int csum = (d->tun_flags & (TUN_F_CSUM | TUN_F_REMCSUM)) != 0;
-	int extra = type == TUN_GUE ? 8 + 4 : type == TUN_GRE ? (csum ? 8 : 4) : 0;
-	__u8 proto = type == TUN_GUE ? IPPROTO_UDP : type == TUN_GRE ? IPPROTO_GRE : IPPROTO_IPIP;
-	__u16 inner = p->len;
-	__u16 total = inner + sizeof(struct iphdr) + extra;
-	__be32 saddr = d->tun_saddr, daddr = d->addr;
-	if (route_lookup(ctx, c, saddr, daddr, p->ip->tos, proto, 0, 1)) {
-		count(STAT_TUN_FAIL);
-		return XDP_DROP;
-	}
-	if (c->mtu && total > c->mtu)
-		return tun_too_big(ctx, p, c->mtu - (sizeof(struct iphdr) + extra));
-	/* GUE's source port spreads flows over the server's receive queues, as
-	 * udp_flow_src_port does: from the client's address and port. */
-	__u16 sport = 32768 + ((bpf_ntohl(p->ip->saddr) ^ bpf_ntohs(*p->sport)) & 0x7fff);
-	__be16 gue_port = d->tun_port;
-	if (bpf_xdp_adjust_head(ctx, -(int)(sizeof(struct iphdr) + extra))) {
-		count(STAT_TUN_FAIL);
-		return XDP_DROP;
-	}
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = HEADER(data, end, struct ethhdr);
-	if (!eth)
-		return XDP_DROP;
-	struct iphdr *o = HEADER(eth + 1, end, struct iphdr);
-	if (!o)
-		return XDP_DROP;
-	/* The inner header, after the tunnel's: read there, not kept across the move. */
-	struct iphdr *in = HEADER((void *)(o + 1) + (extra & 0xf), end, struct iphdr);
-	if (!in)
-		return XDP_DROP;
-	eth->h_proto = ETH_P_IP_BE;
-	o->version = 4;
-	o->ihl = 5;
-	/* The inner TOS with a CE mark as ECT(0) (INET_ECN_encapsulate), its TTL (one less
-	 * already), its DF. */
-	o->tos = (in->tos & 3) == 3 ? (in->tos & ~3) | 2 : in->tos;
-	o->tot_len = bpf_htons(total);
-	o->id = 0;
-	o->frag_off = in->frag_off & bpf_htons(IP_DF);
-	o->ttl = in->ttl;
-	o->protocol = proto;
-	o->check = 0;
-	o->saddr = saddr;
-	o->daddr = daddr;
-	o->check = ipv4_header_csum(o);
-	if (tunnel_header(o + 1, end, type, csum, sport, gue_port, inner, 0))
-		return XDP_DROP;
-	if (csum && type != TUN_IPIP && tun_checksum(ctx, type, 0)) {
-		count(STAT_MALFORMED);
-		return XDP_DROP;
-	}
-	count(STAT_TUN);
-	return route_out(ctx, eth, c);
-}
-
 /* Rewrites one side of the flow (an address in the IP header and the port beside it in
  * the L4 header) with incremental checksum updates; a UDP checksum of 0 stays 0. */
 static __always_inline void rewrite(struct packet *p, __be32 *addr, __be16 *port,
@@ -581,7 +496,7 @@ static __always_inline void rewrite(struct packet *p, __be32 *addr, __be16 *port
 	*port = to_port;
 }
 
-int tun_forward46(struct xdp_md *ctx, struct conn *c, const struct dest *d);
+int tun_encap(struct xdp_md *ctx, struct conn *c, const struct dest *d, __u32 inner_v6);
 
 /* Client -> real server `d` on a tracked connection. */
 static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct conn *c,
@@ -590,17 +505,16 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct 
 	if (p->ip->ttl <= 1)
 		return ttl_exceeded(ctx);
 	ttl_move(p->ip, -1);
-	if (c->method == METHOD_TUN && (d->flags & DEST_F_V6)) {
-		int verdict = tun_forward46(ctx, c, d);
+	if (c->method == METHOD_TUN) {
+		int verdict = tun_encap(ctx, c, d, 0);
 		if (verdict >= 0)
 			return verdict;
+		/* IPVS's answer to a client's packet too big once encapsulated (with DF). */
 		verdict = icmp_answer(ctx, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, -verdict);
 		if (verdict == XDP_TX)
 			count(STAT_TUN_FRAG_NEEDED);
 		return verdict;
 	}
-	if (c->method == METHOD_TUN)
-		return tun_forward(ctx, p, c, d);
 	if (c->method == METHOD_DR) {
 		/* Only the destination MAC changes, to the real server's, which the control
 		 * plane keeps from the neighbour table. */
@@ -1365,183 +1279,34 @@ __attribute__((noinline)) int tun_checksum6(struct xdp_md *ctx, __u32 type, __u3
 	return 0;
 }
 
-/* TUN over IPv6, as IPVS's ip_vs_tunnel_xmit_v6: the client's packet, untouched, inside
- * an IPv6 header from the director's address towards the real server (ipip: next header
- * IPv6), with a UDP and a GUE header (gue) or a GRE header (gre). The outer header takes
- * the inner one's traffic class (a CE mark becomes ECT(0), INET_ECN_encapsulate) and hop
- * limit, and no flow label; gue's UDP checksum is left zero unless csum or remcsum asks
- * for it (udp6_set_csum). One that would not fit the route gets "packet too big" from the
- * VIP with what is left of the MTU (the caller sends it: this returns that MTU,
- * negated); under 1280 left, IPVS drops it (so here too). A global function (verified
- * once, though two paths call it): it parses the frame again. */
-__attribute__((noinline)) int tun_forward6(struct xdp_md *ctx, struct conn6 *c,
-					   const struct dest *d)
-{
-	if (!c || !d)
-		return XDP_DROP;
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = HEADER(data, end, struct ethhdr);
-	if (!eth)
-		return XDP_DROP;
-	struct ipv6hdr *ip = HEADER(eth + 1, end, struct ipv6hdr);
-	if (!ip)
-		return XDP_DROP;
-	struct l4ports *ports = HEADER(ip + 1, end, struct l4ports);
-	if (!ports)
-		return XDP_DROP;
-	__u32 k = slot_index(c->c.svc, c->c.dest);
-	struct in6_addr *src = bpf_map_lookup_elem(&tun_src6, &k);
-	__u8 type = d->tun_type;
-	int csum = (d->tun_flags & (TUN_F_CSUM | TUN_F_REMCSUM)) != 0;
-	int extra = type == TUN_GUE ? 8 + 4 : type == TUN_GRE ? (csum ? 8 : 4) : 0;
-	__u8 proto = type == TUN_GUE ? IPPROTO_UDP : type == TUN_GRE ? IPPROTO_GRE : IPPROTO_IPV6;
-	if (!src || route_lookup6(ctx, &c->c, src->in6_u.u6_addr8, c->rip, proto)) {
-		count(STAT_TUN_FAIL);
-		return XDP_DROP;
-	}
-	__u32 inner = sizeof(struct ipv6hdr) + bpf_ntohs(ip->payload_len);
-	__u32 mtu = c->c.mtu;
-	if (mtu && inner + sizeof(struct ipv6hdr) + extra > mtu) {
-		mtu -= sizeof(struct ipv6hdr) + extra;
-		if (mtu < 1280) {
-			count(STAT_TUN_TOO_BIG);
-			return XDP_DROP;
-		}
-		return -(int)mtu; /* icmp6_answer by the caller: the stack holds no more */
-	}
-	__u8 tc = (bpf_ntohl(*(__be32 *)ip) >> 20) & 0xff;
-	if ((tc & 3) == 3)
-		tc = (tc & ~3) | 2;
-	__u8 hops = ip->hop_limit;
-	__u16 sport = 32768 + ((bpf_ntohl(fold6(ip->saddr.in6_u.u6_addr8)) ^
-				bpf_ntohs(ports->source)) & 0x7fff);
-	__be16 gue_port = d->tun_port;
-	if (bpf_xdp_adjust_head(ctx, -(int)(sizeof(struct ipv6hdr) + extra))) {
-		count(STAT_TUN_FAIL);
-		return XDP_DROP;
-	}
-	data = (void *)(long)ctx->data;
-	end = (void *)(long)ctx->data_end;
-	eth = HEADER(data, end, struct ethhdr);
-	if (!eth)
-		return XDP_DROP;
-	struct ipv6hdr *o = HEADER(eth + 1, end, struct ipv6hdr);
-	if (!o)
-		return XDP_DROP;
-	eth->h_proto = ETH_P_IPV6_BE;
-	*(__be32 *)o = bpf_htonl(0x60000000 | ((__u32)tc << 20));
-	o->payload_len = bpf_htons(inner + extra);
-	o->nexthdr = proto;
-	o->hop_limit = hops;
-	__builtin_memcpy(o->saddr.in6_u.u6_addr8, src->in6_u.u6_addr8, 16);
-	__builtin_memcpy(o->daddr.in6_u.u6_addr8, c->rip, 16);
-	if (tunnel_header(o + 1, end, type, csum, sport, gue_port, inner, 1))
-		return XDP_DROP;
-	if (csum && type != TUN_IPIP && tun_checksum6(ctx, type, 1)) {
-		count(STAT_MALFORMED);
-		return XDP_DROP;
-	}
-	count(STAT_TUN);
-	return route_out(ctx, eth, &c->c);
-}
-
-/* TUN from an IPv4 service to an IPv6 real server, as IPVS's ip_vs_tunnel_xmit_v6 with an
- * IPv4 packet inside: an IPv6 header from the director's address towards the server (ipip:
- * next header 4, IPv4; GUE or GRE naming IPv4), the inner TOS as traffic class (CE as
- * ECT(0)), its TTL (one less already) as hop limit, no flow label. Too big for the route
- * once encapsulated: with DF, what is left returned negated for the caller's
- * "fragmentation needed"; without DF (IPv6 is not fragmented on the way) or under 68
- * left, dropped and counted. A global function: the IPv4 program's stack has no room for
- * an IPv6 FIB lookup in line. */
-__attribute__((noinline)) int tun_forward46(struct xdp_md *ctx, struct conn *c,
-					    const struct dest *d)
-{
-	if (!c || !d)
-		return XDP_DROP;
-	void *data = (void *)(long)ctx->data;
-	void *end = (void *)(long)ctx->data_end;
-	struct ethhdr *eth = HEADER(data, end, struct ethhdr);
-	if (!eth)
-		return XDP_DROP;
-	struct iphdr *ip = HEADER(eth + 1, end, struct iphdr);
-	if (!ip)
-		return XDP_DROP;
-	struct l4ports *ports = HEADER(ip + 1, end, struct l4ports);
-	if (!ports)
-		return XDP_DROP;
-	__u32 k = slot_index(c->svc, c->dest);
-	struct in6_addr *rip = bpf_map_lookup_elem(&dests6, &k);
-	struct in6_addr *src = bpf_map_lookup_elem(&tun_src6, &k);
-	__u8 type = d->tun_type;
-	int csum = (d->tun_flags & (TUN_F_CSUM | TUN_F_REMCSUM)) != 0;
-	int extra = type == TUN_GUE ? 8 + 4 : type == TUN_GRE ? (csum ? 8 : 4) : 0;
-	__u8 proto = type == TUN_GUE ? IPPROTO_UDP : type == TUN_GRE ? IPPROTO_GRE : IPPROTO_IPIP;
-	if (!rip || !src ||
-	    route_lookup6(ctx, c, src->in6_u.u6_addr8, rip->in6_u.u6_addr8, proto)) {
-		count(STAT_TUN_FAIL);
-		return XDP_DROP;
-	}
-	__u32 inner = bpf_ntohs(ip->tot_len);
-	__u32 mtu = c->mtu;
-	if (mtu && inner + sizeof(struct ipv6hdr) + extra > mtu) {
-		mtu -= sizeof(struct ipv6hdr) + extra;
-		if (!(ip->frag_off & bpf_htons(IP_DF)) || mtu < 68) {
-			count(STAT_TUN_TOO_BIG);
-			return XDP_DROP;
-		}
-		return -(int)mtu;
-	}
-	__u8 tc = (ip->tos & 3) == 3 ? (ip->tos & ~3) | 2 : ip->tos;
-	__u8 hops = ip->ttl;
-	__u16 sport = 32768 + ((bpf_ntohl(ip->saddr) ^ bpf_ntohs(ports->source)) & 0x7fff);
-	__be16 gue_port = d->tun_port;
-	if (bpf_xdp_adjust_head(ctx, -(int)(sizeof(struct ipv6hdr) + extra))) {
-		count(STAT_TUN_FAIL);
-		return XDP_DROP;
-	}
-	data = (void *)(long)ctx->data;
-	end = (void *)(long)ctx->data_end;
-	eth = HEADER(data, end, struct ethhdr);
-	if (!eth)
-		return XDP_DROP;
-	struct ipv6hdr *o = HEADER(eth + 1, end, struct ipv6hdr);
-	if (!o)
-		return XDP_DROP;
-	eth->h_proto = ETH_P_IPV6_BE;
-	*(__be32 *)o = bpf_htonl(0x60000000 | ((__u32)tc << 20));
-	o->payload_len = bpf_htons(inner + extra);
-	o->nexthdr = proto;
-	o->hop_limit = hops;
-	__builtin_memcpy(o->saddr.in6_u.u6_addr8, src->in6_u.u6_addr8, 16);
-	__builtin_memcpy(o->daddr.in6_u.u6_addr8, rip->in6_u.u6_addr8, 16);
-	if (tunnel_header(o + 1, end, type, csum, sport, gue_port, inner, 0))
-		return XDP_DROP;
-	if (csum && type != TUN_IPIP && tun_checksum6(ctx, type, 0)) {
-		count(STAT_MALFORMED);
-		return XDP_DROP;
-	}
-	count(STAT_TUN);
-	return route_out(ctx, eth, c);
-}
-
 /* Whether an IPv6 address is an IPv4-mapped one (::ffff:a.b.c.d): how an IPv6 service
- * holds an IPv4 real server, which TUN reaches in IPv4 (tun_forward64). */
+ * holds an IPv4 real server, which TUN reaches in IPv4 (tun_encap). */
 static __always_inline int v4_mapped(const __u8 *a)
 {
 	const __u32 *w = (const __u32 *)a;
 	return w[0] == 0 && w[1] == 0 && w[2] == bpf_htonl(0xffff);
 }
 
-/* TUN from an IPv6 service to an IPv4 real server, as IPVS's ip_vs_tunnel_xmit with an
- * IPv6 packet inside: an IPv4 header from the director's address towards the server (ipip:
- * protocol 41, IPv6), with a UDP and GUE or a GRE header naming IPv6; the outer TOS is the
- * inner traffic class (CE as ECT(0)), the TTL its hop limit, no DF (IPVS sets DF only from
- * an IPv4 packet's). Too big for the route once encapsulated: "packet too big" with what
- * is left (returned negated, for the caller to send), dropped under 1280. A global
- * function, as tun_forward6. */
-__attribute__((noinline)) int tun_forward64(struct xdp_md *ctx, struct conn6 *c,
-					    const struct dest *d)
+/* TUN, as IPVS's ip_vs_tunnel_xmit and ip_vs_tunnel_xmit_v6: the client's packet (its TTL
+ * or hop limit one less already) inside an outer header of the real server's family, from
+ * the director's address towards the server: IPv4 (ipip: protocol 4 around IPv4, 41
+ * around IPv6) or IPv6 (next header 4 or 41), then a UDP and GUE header to the server's
+ * port (gue) or a GRE header (gre), each naming the inner packet's family. The outer
+ * header takes the inner TOS or traffic class (a CE mark as ECT(0), INET_ECN_encapsulate)
+ * and TTL or hop limit; an IPv4 one the inner DF (none around IPv6); an IPv6 one no flow
+ * label. gue with csum or remcsum gets a UDP checksum (IPVS adds the remote checksum option
+ * only to a packet of its own host whose checksum is left to the device, never to one it
+ * forwards), gre with csum the C bit and a GRE checksum. The server's address is the
+ * slot's (IPv6: dests6, an IPv6 service's IPv4 server IPv4-mapped there), the outer
+ * source the director's towards it (IPv6: tun_src6).
+ *
+ * Too big for the route once encapsulated, as ensure_mtu_is_adequate: what is left of the
+ * MTU, negated, for the caller to answer the client with ("fragmentation needed" with DF,
+ * "packet too big"); dropped and counted when IPVS would fragment the outer packet (no
+ * DF: XDP cannot) or under 68 (IPv4) or 1280 (IPv6) left. A global function, verified
+ * once for both programs' callers; it parses the frame itself. */
+__attribute__((noinline)) int tun_encap(struct xdp_md *ctx, struct conn *c, const struct dest *d,
+					__u32 inner_v6)
 {
 	if (!c || !d)
 		return XDP_DROP;
@@ -1550,39 +1315,74 @@ __attribute__((noinline)) int tun_forward64(struct xdp_md *ctx, struct conn6 *c,
 	struct ethhdr *eth = HEADER(data, end, struct ethhdr);
 	if (!eth)
 		return XDP_DROP;
-	struct ipv6hdr *ip = HEADER(eth + 1, end, struct ipv6hdr);
-	if (!ip)
-		return XDP_DROP;
-	struct l4ports *ports = HEADER(ip + 1, end, struct l4ports);
-	if (!ports)
-		return XDP_DROP;
+	__u32 k = slot_index(c->svc, c->dest);
+	struct in6_addr *rip6 = bpf_map_lookup_elem(&dests6, &k);
+	struct in6_addr *src6 = bpf_map_lookup_elem(&tun_src6, &k);
+	int outer_v6 = inner_v6 ? (rip6 && !v4_mapped(rip6->in6_u.u6_addr8))
+				: (d->flags & DEST_F_V6) != 0;
 	__u8 type = d->tun_type;
 	int csum = (d->tun_flags & (TUN_F_CSUM | TUN_F_REMCSUM)) != 0;
 	int extra = type == TUN_GUE ? 8 + 4 : type == TUN_GRE ? (csum ? 8 : 4) : 0;
-	__u8 proto = type == TUN_GUE ? IPPROTO_UDP : type == TUN_GRE ? IPPROTO_GRE : IPPROTO_IPV6;
-	__u8 tc = (bpf_ntohl(*(__be32 *)ip) >> 20) & 0xff;
-	if ((tc & 3) == 3)
-		tc = (tc & ~3) | 2;
-	if (route_lookup(ctx, &c->c, d->tun_saddr, d->addr, tc, proto, 0, 1)) {
+	__u8 proto = type == TUN_GUE   ? IPPROTO_UDP
+		     : type == TUN_GRE ? IPPROTO_GRE
+		     : inner_v6	       ? IPPROTO_IPV6
+				       : IPPROTO_IPIP;
+	/* The inner packet: its length, TOS, TTL, DF, and what GUE's source port comes from
+	 * (the client's address and port, spreading flows over the server's receive queues
+	 * as udp_flow_src_port does). */
+	__u32 inner;
+	__u8 tos, ttl;
+	__be16 df = 0;
+	__be32 client;
+	struct l4ports *ports;
+	if (inner_v6) {
+		struct ipv6hdr *ip = HEADER(eth + 1, end, struct ipv6hdr);
+		if (!ip)
+			return XDP_DROP;
+		ports = HEADER(ip + 1, end, struct l4ports);
+		inner = sizeof(struct ipv6hdr) + bpf_ntohs(ip->payload_len);
+		tos = (bpf_ntohl(*(__be32 *)ip) >> 20) & 0xff;
+		ttl = ip->hop_limit;
+		client = fold6(ip->saddr.in6_u.u6_addr8);
+	} else {
+		struct iphdr *ip = HEADER(eth + 1, end, struct iphdr);
+		if (!ip)
+			return XDP_DROP;
+		ports = HEADER(ip + 1, end, struct l4ports);
+		inner = bpf_ntohs(ip->tot_len);
+		tos = ip->tos;
+		ttl = ip->ttl;
+		df = ip->frag_off & bpf_htons(IP_DF);
+		client = ip->saddr;
+	}
+	if (!ports)
+		return XDP_DROP;
+	__u16 sport = 32768 + ((bpf_ntohl(client) ^ bpf_ntohs(ports->source)) & 0x7fff);
+	if ((tos & 3) == 3)
+		tos = (tos & ~3) | 2;
+	int unrouted;
+	if (outer_v6)
+		unrouted = !rip6 || !src6 ||
+			   route_lookup6(ctx, c, src6->in6_u.u6_addr8, rip6->in6_u.u6_addr8, proto);
+	else
+		unrouted = route_lookup(ctx, c, d->tun_saddr, d->addr, tos, proto, 0, 1);
+	if (unrouted) {
 		count(STAT_TUN_FAIL);
 		return XDP_DROP;
 	}
-	__u32 inner = sizeof(struct ipv6hdr) + bpf_ntohs(ip->payload_len);
-	__u32 mtu = c->c.mtu;
-	if (mtu && inner + sizeof(struct iphdr) + extra > mtu) {
-		mtu -= sizeof(struct iphdr) + extra;
-		if (mtu < 1280) {
+	__u32 outer = outer_v6 ? sizeof(struct ipv6hdr) : sizeof(struct iphdr);
+	__u32 mtu = c->mtu;
+	if (mtu && inner + outer + extra > mtu) {
+		mtu -= outer + extra;
+		if (inner_v6 ? mtu < 1280 : (!df || mtu < 68)) {
 			count(STAT_TUN_TOO_BIG);
 			return XDP_DROP;
 		}
 		return -(int)mtu;
 	}
-	__u8 hops = ip->hop_limit;
-	__u16 sport = 32768 + ((bpf_ntohl(fold6(ip->saddr.in6_u.u6_addr8)) ^
-				bpf_ntohs(ports->source)) & 0x7fff);
 	__be16 gue_port = d->tun_port;
 	__be32 saddr = d->tun_saddr, daddr = d->addr;
-	if (bpf_xdp_adjust_head(ctx, -(int)(sizeof(struct iphdr) + extra))) {
+	if (bpf_xdp_adjust_head(ctx, -(int)(outer + extra))) {
 		count(STAT_TUN_FAIL);
 		return XDP_DROP;
 	}
@@ -1591,30 +1391,50 @@ __attribute__((noinline)) int tun_forward64(struct xdp_md *ctx, struct conn6 *c,
 	eth = HEADER(data, end, struct ethhdr);
 	if (!eth)
 		return XDP_DROP;
-	struct iphdr *o = HEADER(eth + 1, end, struct iphdr);
-	if (!o)
+	if (outer_v6) {
+		struct ipv6hdr *o = HEADER(eth + 1, end, struct ipv6hdr);
+		if (!o || !rip6 || !src6)
+			return XDP_DROP;
+		eth->h_proto = ETH_P_IPV6_BE;
+		*(__be32 *)o = bpf_htonl(0x60000000 | ((__u32)tos << 20));
+		o->payload_len = bpf_htons(inner + extra);
+		o->nexthdr = proto;
+		o->hop_limit = ttl;
+		__builtin_memcpy(o->saddr.in6_u.u6_addr8, src6->in6_u.u6_addr8, 16);
+		__builtin_memcpy(o->daddr.in6_u.u6_addr8, rip6->in6_u.u6_addr8, 16);
+	} else {
+		struct iphdr *o = HEADER(eth + 1, end, struct iphdr);
+		if (!o)
+			return XDP_DROP;
+		eth->h_proto = ETH_P_IP_BE;
+		o->version = 4;
+		o->ihl = 5;
+		o->tos = tos;
+		o->tot_len = bpf_htons(inner + outer + extra);
+		o->id = 0;
+		o->frag_off = df;
+		o->ttl = ttl;
+		o->protocol = proto;
+		o->check = 0;
+		o->saddr = saddr;
+		o->daddr = daddr;
+		o->check = ipv4_header_csum(o);
+	}
+	if (tunnel_header((void *)(eth + 1) + (outer & 0x3f), end, type, csum, sport, gue_port,
+			  inner, inner_v6))
 		return XDP_DROP;
-	eth->h_proto = ETH_P_IP_BE;
-	o->version = 4;
-	o->ihl = 5;
-	o->tos = tc;
-	o->tot_len = bpf_htons(inner + sizeof(struct iphdr) + extra);
-	o->id = 0;
-	o->frag_off = 0;
-	o->ttl = hops;
-	o->protocol = proto;
-	o->check = 0;
-	o->saddr = saddr;
-	o->daddr = daddr;
-	o->check = ipv4_header_csum(o);
-	if (tunnel_header(o + 1, end, type, csum, sport, gue_port, inner, 1))
-		return XDP_DROP;
-	if (csum && type != TUN_IPIP && tun_checksum(ctx, type, 1)) {
+	if (csum && type != TUN_IPIP &&
+	    (outer_v6 ? tun_checksum6(ctx, type, inner_v6) : tun_checksum(ctx, type, inner_v6))) {
 		count(STAT_MALFORMED);
 		return XDP_DROP;
 	}
 	count(STAT_TUN);
-	return route_out(ctx, eth, &c->c);
+	data = (void *)(long)ctx->data;
+	end = (void *)(long)ctx->data_end;
+	eth = HEADER(data, end, struct ethhdr);
+	if (!eth)
+		return XDP_DROP;
+	return route_out(ctx, eth, c);
 }
 
 /* Client -> real server `d` of an IPv6 connection. */
@@ -1628,7 +1448,7 @@ static __always_inline int forward6(struct xdp_md *ctx, struct packet6 *p, struc
 	}
 	p->ip->hop_limit--;
 	if (c->c.method == METHOD_TUN) {
-		int verdict = v4_mapped(c->rip) ? tun_forward64(ctx, c, d) : tun_forward6(ctx, c, d);
+		int verdict = tun_encap(ctx, &c->c, d, 1);
 		if (verdict >= 0)
 			return verdict;
 		verdict = icmp6_answer(ctx, 2, 0, -verdict);
