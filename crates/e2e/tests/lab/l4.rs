@@ -1327,6 +1327,64 @@ fn tun_crosses_the_address_families() {
     }
 }
 
+/// The data plane's count of packets for one reason (`ctl` raw ipvs's `packets`).
+fn packets(sock: &Path, reason: &str) -> u64 {
+    let raw = raw_ipvs(sock);
+    raw.split(&format!("\"{reason}\":"))
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no {reason} count in {raw}"))
+}
+
+/// A transfer of 20,000-byte lines from `client` to `target` for 300 ms: it must complete,
+/// after `reason`'s count moved (the too-big answer that taught the client) and with the
+/// client's route to `vip` holding `mtu`.
+#[allow(clippy::too_many_arguments)]
+fn learns_from_a_big_transfer(
+    lab: &fulcrum_lab::Lab,
+    client: &fulcrum_lab::Host,
+    family: &str,
+    target: &str,
+    vip: &str,
+    sock: &Path,
+    reason: &str,
+    mtu: u32,
+) {
+    lab.ip(client, &[family, "route", "flush", "cache"])
+        .unwrap();
+    let before = packets(sock, reason);
+    let out = lab
+        .run_agent(
+            client,
+            &[
+                "hold",
+                "--connect",
+                target,
+                "--every-ms",
+                "10",
+                "--for-ms",
+                "300",
+                "--line-bytes",
+                "20000",
+            ],
+        )
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("held "), "{target}: {text}");
+    assert!(
+        packets(sock, reason) > before,
+        "{target}: no {reason}\n{}",
+        raw_ipvs(sock)
+    );
+    let route = lab.ip(client, &[family, "route", "get", vip]).unwrap();
+    let route = String::from_utf8_lossy(&route.stdout).into_owned();
+    assert!(
+        route.contains(&format!("mtu {mtu}")),
+        "{target}: the client did not learn {mtu}: {route}"
+    );
+}
+
 /// The LVS-TUN deployment with `fulcrum decap` on its real servers, run with the example
 /// for one family; see the two tests above.
 fn tun_behind_a_router(ipv6: bool) {
@@ -1445,46 +1503,18 @@ fn tun_behind_a_router(ipv6: bool) {
     // Full-size segments from the client do not fit once encapsulated: the director
     // answers with what is left (1500 less the tunnel's headers), the client's stack
     // learns that path MTU and the data goes through in smaller ones.
-    let frag_needed = |sock: &Path| -> u64 {
-        let raw = raw_ipvs(sock);
-        raw.split("\"tun_frag_needed\":")
-            .nth(1)
-            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no tun_frag_needed count in {raw}"))
-    };
     let family = if ipv6 { "-6" } else { "-4" };
     for (port, mtu) in [80, 81, 82].into_iter().zip(mtus) {
-        lab.ip(&client, &[family, "route", "flush", "cache"])
-            .unwrap();
-        let before = frag_needed(&d.sock);
-        let out = lab
-            .run_agent(
-                &client,
-                &[
-                    "hold",
-                    "--connect",
-                    &target(port),
-                    "--every-ms",
-                    "10",
-                    "--for-ms",
-                    "300",
-                    "--line-bytes",
-                    "20000",
-                ],
-            )
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(text.contains("held "), "port {port}: {text}");
-        assert!(
-            frag_needed(&d.sock) > before,
-            "port {port}: no too-big answer"
-        );
-        let route = lab.ip(&client, &[family, "route", "get", &vip]).unwrap();
-        let route = String::from_utf8_lossy(&route.stdout).into_owned();
-        assert!(
-            route.contains(&format!("mtu {mtu}")),
-            "port {port}: the client did not learn {mtu}: {route}"
+        let t = target(port);
+        learns_from_a_big_transfer(
+            lab,
+            &client,
+            family,
+            &t,
+            &vip,
+            &d.sock,
+            "tun_frag_needed",
+            mtu,
         );
     }
     if !ipv6 {
@@ -1509,46 +1539,10 @@ fn tun_behind_a_router(ipv6: bool) {
             )
             .unwrap();
         }
-        let relayed = |sock: &Path| -> u64 {
-            let raw = raw_ipvs(sock);
-            raw.split("\"tun_icmp\":")
-                .nth(1)
-                .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or_else(|| panic!("no tun_icmp count in {raw}"))
-        };
         for (port, mtu) in [(80, 1380), (81, 1368), (82, 1376)] {
-            lab.ip(&client, &["route", "flush", "cache"]).unwrap();
-            let before = relayed(&d.sock);
-            let out = lab
-                .run_agent(
-                    &client,
-                    &[
-                        "hold",
-                        "--connect",
-                        &target(port),
-                        "--every-ms",
-                        "10",
-                        "--for-ms",
-                        "300",
-                        "--line-bytes",
-                        "20000",
-                    ],
-                )
-                .unwrap();
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            assert!(text.contains("held "), "port {port} behind 1400: {text}");
-            assert!(
-                relayed(&d.sock) > before,
-                "port {port}: the router's error was not relayed\n{}",
-                raw_ipvs(&d.sock)
-            );
-            let route = lab.ip(&client, &["route", "get", &vip]).unwrap();
-            let route = String::from_utf8_lossy(&route.stdout).into_owned();
-            assert!(
-                route.contains(&format!("mtu {mtu}")),
-                "port {port}: the client did not learn {mtu} from the router: {route}"
-            );
+            let t = target(port);
+            let why = "tun_icmp";
+            learns_from_a_big_transfer(lab, &client, "-4", &t, &vip, &d.sock, why, mtu);
         }
     }
     for (i, rs) in servers.iter().enumerate() {
@@ -1784,14 +1778,7 @@ fn nat_translates_a_routers_too_big_back_to_the_client() {
         );
     }
     let (_daemon, sock) = start(&mut r, &conf, &dir, "l4ptb");
-    let icmp_nat = |sock: &Path| -> u64 {
-        let raw = raw_ipvs(sock);
-        raw.split("\"icmp_nat\":")
-            .nth(1)
-            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no icmp_nat count in {raw}"))
-    };
+    let icmp_nat = |sock: &Path| packets(sock, "icmp_nat");
     for (family, target, vip) in [
         ("-4", format!("{vip4}:54"), vip4.clone()),
         ("-6", format!("[{}]:54", v6.vip), v6.vip.clone()),
@@ -1915,14 +1902,7 @@ fn frames_for_another_mac_are_not_forwarded() {
             .is_ok_and(|a| a.iter().all(|a| a.starts_with("rs")))
     });
     assert!(answered.is_some(), "{}", raw_ipvs(&sock));
-    let other_host = |sock: &Path| -> u64 {
-        let raw = raw_ipvs(sock);
-        raw.split("\"other_host\":")
-            .nth(1)
-            .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
-            .and_then(|n| n.parse().ok())
-            .unwrap_or_else(|| panic!("no other_host count in {raw}"))
-    };
+    let other_host = |sock: &Path| packets(sock, "other_host");
     let before = other_host(&sock);
     let neigh = |mac: &str| {
         r.lab
