@@ -261,6 +261,11 @@ pub(super) fn table_records(table: &Table, dp: &DataPlane) -> Vec<Seen> {
         Method::Tun(_) => flags::TUNNEL | flags::NOOUTPUT,
     };
     for c in dp.connections().unwrap_or_default() {
+        // IPVS's sync format has one address family per record: a connection TUN made
+        // across the families (IPv6 in IPv4, IPv4 in IPv6) cannot be told; not sent.
+        if c.rip.0.is_ipv4() != c.vip.0.is_ipv4() {
+            continue;
+        }
         let udp = c.state_code as usize == abi::STATE_UDP;
         let inactive = udp || u16::from(c.state_code) != tcp_state::ESTABLISHED;
         out.push(Seen {
