@@ -294,8 +294,9 @@ fn inner(repeat: u32) {
             csum: TunCsum::NoCsum,
         });
         let vport = 90 + i as u16;
-        // The same tunnel over IPv4 and over IPv6, each with its flow opened (a SYN).
-        let families: [TunFamily; 2] = [
+        // The same tunnel within each family and across them (an IPv6 service's IPv4
+        // server, an IPv4 service's IPv6 one), each with its flow opened (a SYN).
+        let families: [TunFamily; 4] = [
             (
                 ServiceKey::v4(DR_VIP, vport, 6),
                 DR_RIP.into(),
@@ -311,6 +312,22 @@ fn inner(repeat: u32) {
                 "IPv6 TUN",
                 frame6(CLIENT6, 40010, DR_VIP6, vport, 0x02),
                 frame6(CLIENT6, 40010, DR_VIP6, vport, 0x10),
+            ),
+            (
+                ServiceKey::v6(DR_VIP6, vport + 10, 6),
+                DR_RIP.into(),
+                DIRECTOR.into(),
+                "IPv6-in-IPv4 TUN",
+                frame6(CLIENT6, 40011, DR_VIP6, vport + 10, 0x02),
+                frame6(CLIENT6, 40011, DR_VIP6, vport + 10, 0x10),
+            ),
+            (
+                ServiceKey::v4(DR_VIP, vport + 10, 6),
+                DR_RIP6.into(),
+                DIRECTOR_ADDR6.into(),
+                "IPv4-in-IPv6 TUN",
+                frame(CLIENT, 40011, DR_VIP, vport + 10, Some(0x02)),
+                frame(CLIENT, 40011, DR_VIP, vport + 10, Some(0x10)),
             ),
         ];
         for (f, (key, rip, source, label, syn, ack)) in families.into_iter().enumerate() {
