@@ -79,17 +79,12 @@ fn main() {
         let mut spec = ServiceSpec::new(ServiceKey::v4(vip, 80, 6), s, Scheduler::Wlc);
         spec.dests = (0..servers)
             .map(|d| {
-                Some(DestSpec {
-                    addr: Ipv4Addr::from(0xc0a8_0000 + d).into(),
-                    port: 80,
-                    method: Method::Nat,
-                    weight: 1 + d % 3,
-                    overloaded: false,
-                    u_threshold: 0,
-                    l_threshold: 0,
-                    link: None,
-                    tun_source: None,
-                })
+                Some(DestSpec::new(
+                    Ipv4Addr::from(0xc0a8_0000 + d),
+                    80,
+                    Method::Nat,
+                    1 + d % 3,
+                ))
             })
             .collect();
         dp.put_service(&spec).expect("put a service");

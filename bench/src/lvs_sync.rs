@@ -68,19 +68,7 @@ fn main() {
     let spec = ServiceSpec {
         dests: RIPS
             .iter()
-            .map(|a| {
-                Some(DestSpec {
-                    addr: (*a).into(),
-                    port: 80,
-                    method: Method::Dr,
-                    weight: 1,
-                    overloaded: false,
-                    u_threshold: 0,
-                    l_threshold: 0,
-                    link: None,
-                    tun_source: None,
-                })
-            })
+            .map(|a| Some(DestSpec::new(*a, 80, Method::Dr, 1)))
             .collect(),
         ..ServiceSpec::new(ServiceKey::v4(VIP, 80, 6), 1, Scheduler::Rr)
     };

@@ -403,6 +403,28 @@ static __always_inline __s64 inner_sum6(struct xdp_md *ctx, __u32 off)
 	return sum;
 }
 
+/* The last step of an outer checksum, for tun_checksum and tun_checksum6: `h` the
+ * tunnel's own header (8 bytes there), `sum` the client's packet's, `addrs` the outer
+ * addresses' (gue's pseudo-header takes them, the protocol and the UDP length). gue: the
+ * UDP header, its checksum field zero, then the GUE header; gre: flags and protocol, then
+ * the checksum and reserved fields, zero. */
+static __always_inline int put_tunnel_checksum(__u16 *h, void *end, __u32 type, __u64 sum,
+					       __u64 addrs)
+{
+	__u64 s = sum + h[0] + h[1] + h[2] + h[3];
+	if (type != TUN_GUE) {
+		h[2] = ~csum_fold64(s);
+		return 0;
+	}
+	__u16 *g = (__u16 *)HEADER(h + 4, end, __u32);
+	if (!g)
+		return -1;
+	s += g[0] + g[1] + addrs + bpf_htons(IPPROTO_UDP) + h[2];
+	__u16 check = ~csum_fold64(s);
+	h[3] = check ? check : 0xffff;
+	return 0;
+}
+
 /* Fills in the outer checksum of a frame tun_encap has just encapsulated in IPv4 (around
  * an IPv6 packet, `inner_v6`, or an IPv4 one): gue's UDP
  * checksum (over the outer pseudo-header, the UDP and GUE headers and the client's
@@ -423,20 +445,8 @@ __attribute__((noinline)) int tun_checksum(struct xdp_md *ctx, __u32 type, __u32
 	__u16 *h = (__u16 *)HEADER(o + 1, end, __u64);
 	if (!h)
 		return -1;
-	__u64 s = (__u64)sum + h[0] + h[1] + h[2] + h[3];
-	if (type == TUN_GUE) {
-		__u16 *g = (__u16 *)HEADER(h + 4, end, __u32);
-		if (!g)
-			return -1;
-		/* h: the UDP header, its checksum field zero; g: the GUE header. */
-		s += g[0] + g[1] + pseudo_sum(o->saddr, o->daddr, IPPROTO_UDP, bpf_ntohs(h[2]));
-		__u16 check = ~csum_fold64(s);
-		h[3] = check ? check : 0xffff;
-	} else {
-		/* h: flags and protocol, then the checksum and reserved fields, zero. */
-		h[2] = ~csum_fold64(s);
-	}
-	return 0;
+	__u64 addrs = (o->saddr & 0xffff) + (o->saddr >> 16) + (o->daddr & 0xffff) + (o->daddr >> 16);
+	return put_tunnel_checksum(h, end, type, sum, addrs);
 }
 
 /* Writes a tunnel's own header at `h`, after the outer IP header: gue's UDP header (from
@@ -1261,22 +1271,12 @@ __attribute__((noinline)) int tun_checksum6(struct xdp_md *ctx, __u32 type, __u3
 	__u16 *h = (__u16 *)HEADER(o + 1, end, __u64);
 	if (!h)
 		return -1;
-	__u64 s = (__u64)sum + h[0] + h[1] + h[2] + h[3];
-	if (type == TUN_GUE) {
-		__u16 *g = (__u16 *)HEADER(h + 4, end, __u32);
-		if (!g)
-			return -1;
-		const __u32 *a = (const __u32 *)&o->saddr;
-		s += g[0] + g[1] + bpf_htons(IPPROTO_UDP) + h[2];
+	const __u32 *a = (const __u32 *)&o->saddr;
+	__u64 addrs = 0;
 #pragma unroll
-		for (int i = 0; i < 8; i++)
-			s += (__u64)(a[i] & 0xffff) + (a[i] >> 16);
-		__u16 check = ~csum_fold64(s);
-		h[3] = check ? check : 0xffff;
-	} else {
-		h[2] = ~csum_fold64(s);
-	}
-	return 0;
+	for (int i = 0; i < 8; i++)
+		addrs += (__u64)(a[i] & 0xffff) + (a[i] >> 16);
+	return put_tunnel_checksum(h, end, type, sum, addrs);
 }
 
 /* Whether an IPv6 address is an IPv4-mapped one (::ffff:a.b.c.d): how an IPv6 service

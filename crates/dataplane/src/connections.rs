@@ -115,17 +115,21 @@ impl DataPlane {
         let now = self.now();
         let v4: HashMap<&MapData, FlowKey, Conn> = HashMap::try_from(self.map("conns")?)?;
         let v6: HashMap<&MapData, FlowKey6, Conn6> = HashMap::try_from(self.map("conns6")?)?;
-        // An IPv4 service's IPv6 real server (TUN): its address from dests6.
+        // An IPv4 service's IPv6 real server (TUN): its address from dests6. Each slot is
+        // read once a listing (a table holds many connections of few slots).
         let dests: Array<&MapData, Dest> = Array::try_from(self.map("dests")?)?;
         let dests6: Array<&MapData, [u8; 16]> = Array::try_from(self.map("dests6")?)?;
-        let rip_of = |c: &Conn| -> IpAddr {
+        let mut v6_slots: std::collections::HashMap<u32, Option<(u32, IpAddr)>> =
+            std::collections::HashMap::new();
+        let mut rip_of = |c: &Conn| -> IpAddr {
             let k = super::services::slot_index(c.svc, c.dest as usize);
-            match dests.get(&k, 0) {
-                Ok(d) if d.flags & DEST_F_V6 != 0 && d.addr == c.rip => {
-                    dests6.get(&k, 0).map_or(IpAddr::from(addr(c.rip)), |a| {
-                        std::net::Ipv6Addr::from(a).into()
-                    })
-                }
+            let slot = *v6_slots.entry(k).or_insert_with(|| {
+                let d = dests.get(&k, 0).ok().filter(|d| d.flags & DEST_F_V6 != 0)?;
+                let a = dests6.get(&k, 0).ok()?;
+                Some((d.addr, std::net::Ipv6Addr::from(a).into()))
+            });
+            match slot {
+                Some((folded, ip)) if folded == c.rip => ip,
                 _ => addr(c.rip).into(),
             }
         };

@@ -765,16 +765,13 @@ mod tests {
     use super::*;
 
     fn spec(present: &[bool], list: &[usize]) -> ServiceSpec {
-        let d = |i: usize| DestSpec {
-            addr: Ipv4Addr::new(192, 168, 184, 129 + i as u8).into(),
-            port: 80,
-            method: Method::Nat,
-            weight: 1,
-            overloaded: false,
-            u_threshold: 0,
-            l_threshold: 0,
-            link: None,
-            tun_source: None,
+        let d = |i: usize| {
+            DestSpec::new(
+                Ipv4Addr::new(192, 168, 184, 129 + i as u8),
+                80,
+                Method::Nat,
+                1,
+            )
         };
         ServiceSpec {
             dests: (0..present.len())

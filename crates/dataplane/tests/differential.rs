@@ -30,19 +30,7 @@ fn compare(kind: Kind, weights: &[u32], flags: Flags, flows: u32) -> Result<(), 
         dests: weights
             .iter()
             .enumerate()
-            .map(|(i, w)| {
-                Some(DestSpec {
-                    addr: rip(i).into(),
-                    port: 80,
-                    method: Method::Nat,
-                    weight: *w,
-                    overloaded: false,
-                    u_threshold: 0,
-                    l_threshold: 0,
-                    link: None,
-                    tun_source: None,
-                })
-            })
+            .map(|(i, w)| Some(DestSpec::new(rip(i), 80, Method::Nat, *w)))
             .collect(),
         ..ServiceSpec::new(ServiceKey::v4(VIP, 80, 6), 7, kind)
     };

@@ -23,19 +23,7 @@ fn service(method: Method, weights: &[u32]) -> ServiceSpec {
         dests: weights
             .iter()
             .enumerate()
-            .map(|(i, w)| {
-                Some(DestSpec {
-                    addr: RIPS[i].into(),
-                    port: 8080,
-                    method,
-                    weight: *w,
-                    overloaded: false,
-                    u_threshold: 0,
-                    l_threshold: 0,
-                    link: None,
-                    tun_source: None,
-                })
-            })
+            .map(|(i, w)| Some(DestSpec::new(RIPS[i], 8080, method, *w)))
             .collect(),
         // RIPS[0] at the head of the list (as if added last): rr's first pick.
         list: (0..weights.len()).collect(),
@@ -565,19 +553,17 @@ fn ipv6_persistence_groups_clients_by_prefix() {
     let mut dp = DataPlane::load().unwrap();
     let vip: Ipv6Addr = "2001:db8:1::88".parse().unwrap();
     let dest = |i: u8| DestSpec {
-        addr: Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10 + u16::from(i)).into(),
-        port: 80,
-        method: Method::Dr,
-        weight: 1,
-        overloaded: false,
-        u_threshold: 0,
-        l_threshold: 0,
         link: Some(fulcrum_dataplane::Link {
             mac: [2, 0, 0, 0, 0, 0x10 + i],
             ifindex: 0,
             smac: [2, 0, 0, 0, 0, 0x01],
         }),
-        tun_source: None,
+        ..DestSpec::new(
+            Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 0x10 + u16::from(i)),
+            80,
+            Method::Dr,
+            1,
+        )
     };
     let mut spec = ServiceSpec::new(
         ServiceKey::v6(vip, 80, 6),
@@ -1433,17 +1419,7 @@ fn ipv6_nat_answers_packets_too_big_for_the_route() {
             1,
             fulcrum_dataplane::Scheduler::Rr,
         );
-        nat.dests = vec![Some(DestSpec {
-            addr: rip.into(),
-            port: 8080,
-            method: Method::Nat,
-            weight: 1,
-            overloaded: false,
-            u_threshold: 0,
-            l_threshold: 0,
-            link: None,
-            tun_source: None,
-        })];
+        nat.dests = vec![Some(DestSpec::new(rip, 8080, Method::Nat, 1))];
         dp.put_service(&nat).unwrap();
         // A TCP segment of `len` bytes of IPv6 packet, its checksum right.
         let sized = |src: Ipv6Addr, sport, dst: Ipv6Addr, dport, len: usize| {
@@ -1531,19 +1507,12 @@ fn ipv6_nat_and_dr_forward_and_track() {
     lab.within(&dir, || {
         let mut dp = DataPlane::load().unwrap();
         let dest = |method: Method| DestSpec {
-            addr: rip.into(),
-            port: 8080,
-            method,
-            weight: 1,
-            overloaded: false,
-            u_threshold: 0,
-            l_threshold: 0,
             link: (method == Method::Dr).then_some(fulcrum_dataplane::Link {
                 mac: [2, 0, 0, 0, 0, 0x10],
                 ifindex: 0,
                 smac: [2, 0, 0, 0, 0, 0x01],
             }),
-            tun_source: None,
+            ..DestSpec::new(rip, 8080, method, 1)
         };
         let mut nat = ServiceSpec::new(
             ServiceKey::v6(vip, 80, 6),

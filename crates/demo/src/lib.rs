@@ -150,7 +150,7 @@ fn show(d: Deployment, exe: &Path, examples: Option<&Path>) -> anyhow::Result<()
                     300,
                     &vip,
                 )?;
-                over_ipv6(&mut r, exe, &dir.join("lvs-nat6.keepalived.conf"))?;
+                over_ipv6(&mut r, exe, &dir.join("lvs-nat6.keepalived.conf"), &[80])?;
             }
             Deployment::LvsDr => {
                 let vip = r.vips[0].to_string();
@@ -162,7 +162,7 @@ fn show(d: Deployment, exe: &Path, examples: Option<&Path>) -> anyhow::Result<()
                     300,
                     &vip,
                 )?;
-                over_ipv6(&mut r, exe, &dir.join("lvs-dr6.keepalived.conf"))?;
+                over_ipv6(&mut r, exe, &dir.join("lvs-dr6.keepalived.conf"), &[80])?;
             }
             Deployment::NginxHa => proxy_failover(&mut r, exe, dir)?,
             Deployment::LvsTun => tunnel(&mut r, exe, dir)?,
@@ -175,7 +175,7 @@ fn show(d: Deployment, exe: &Path, examples: Option<&Path>) -> anyhow::Result<()
 /// The deployment again over IPv6, beside its IPv4 (the lab's addresses added to the same
 /// hosts, the real servers answering on their IPv6 addresses too), with the example's
 /// IPv6 virtual service.
-fn over_ipv6(r: &mut Reference, exe: &Path, conf: &Path) -> anyhow::Result<()> {
+fn over_ipv6(r: &mut Reference, exe: &Path, conf: &Path, ports: &[u16]) -> anyhow::Result<()> {
     let v6 = r.add_ipv6()?;
     println!(
         "  IPv6 beside IPv4: VIP {}, real servers {}",
@@ -185,10 +185,12 @@ fn over_ipv6(r: &mut Reference, exe: &Path, conf: &Path) -> anyhow::Result<()> {
     for (i, rs) in r.real_servers.clone().iter().enumerate() {
         let name = format!("RIP{} {}", i + 1, v6.rips[i]);
         for addr in &v6.listen[i] {
-            r.lab.serve(rs, &name, &format!("[{addr}]:80"), true)?;
+            for port in ports {
+                r.lab.serve(rs, &name, &format!("[{addr}]:{port}"), true)?;
+            }
         }
     }
-    forward(r, exe, conf, &[80], 30, &v6.vip)
+    forward(r, exe, conf, ports, 30, &v6.vip)
 }
 
 /// Runs fulcrum on the director with an example configuration, sends `connections` new
@@ -292,27 +294,12 @@ fn tunnel(r: &mut Reference, exe: &Path, examples: &Path) -> anyhow::Result<()> 
         30,
         &vip,
     )?;
-    let v6 = r.add_ipv6()?;
-    println!(
-        "  IPv6 beside IPv4: VIP {}, real servers {} (IPv6 outer headers)",
-        v6.vip,
-        v6.rips.join(" and ")
-    );
-    for (i, rs) in r.real_servers.clone().iter().enumerate() {
-        let name = format!("RIP{} {}", i + 1, v6.rips[i]);
-        for addr in &v6.listen[i] {
-            for port in [80, 81, 82] {
-                r.lab.serve(rs, &name, &format!("[{addr}]:{port}"), true)?;
-            }
-        }
-    }
-    forward(
+    // Again in IPv6 tunnels.
+    over_ipv6(
         r,
         exe,
         &examples.join("lvs-tun6.keepalived.conf"),
         &[80, 81, 82],
-        30,
-        &v6.vip,
     )?;
     println!("  replies go from the real servers to the client through the router; what each decapsulated:");
     for rs in r.real_servers.clone() {

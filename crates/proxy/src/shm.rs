@@ -406,14 +406,16 @@ impl SharedBalancer {
         // Released however `f` ends (a panic must not leave every worker spinning).
         let _held = Unlock(&w[UP_LOCK]);
         let state = &w[UP_HEADER..UP_HEADER + self.len];
+        // Read and written in place: no copy on the request path.
         if w[UP_WRITTEN].load(Ordering::Relaxed) == 1 {
-            let now: Vec<u64> = state.iter().map(|x| x.load(Ordering::Relaxed)).collect();
-            pool.set_state(&now);
+            pool.load_state(state.len(), |i| state[i].load(Ordering::Relaxed));
         }
         let r = f(pool);
-        for (x, v) in state.iter().zip(pool.state()) {
-            x.store(v, Ordering::Relaxed);
-        }
+        pool.store_state(|i, v| {
+            if let Some(x) = state.get(i) {
+                x.store(v, Ordering::Relaxed);
+            }
+        });
         w[UP_WRITTEN].store(1, Ordering::Relaxed);
         r
     }

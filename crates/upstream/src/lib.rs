@@ -383,35 +383,49 @@ impl Pool {
     /// worker balances as one (requests in flight, failures, the smooth weighted round
     /// robin's weights, when it last failed and was checked).
     pub fn state(&self) -> Vec<u64> {
-        self.peers()
-            .flat_map(|(_, p)| {
-                [
-                    u64::from(p.conns),
-                    u64::from(p.fails),
-                    p.current_weight as u64,
-                    p.effective_weight as u64,
-                    p.accessed,
-                    p.checked,
-                ]
-            })
-            .collect()
+        let mut state = vec![0; self.state_len()];
+        self.store_state(|i, v| state[i] = v);
+        state
+    }
+
+    /// [`Pool::state`] without a copy: each number to `put`, by its index.
+    pub fn store_state(&self, mut put: impl FnMut(usize, u64)) {
+        for (n, (_, p)) in self.peers().enumerate() {
+            let words = [
+                u64::from(p.conns),
+                u64::from(p.fails),
+                p.current_weight as u64,
+                p.effective_weight as u64,
+                p.accessed,
+                p.checked,
+            ];
+            for (k, v) in words.into_iter().enumerate() {
+                put(n * STATE_WORDS + k, v);
+            }
+        }
     }
 
     /// Takes the state [`Pool::state`] gave (maybe another process's); a slice of
     /// another length is ignored.
     pub fn set_state(&mut self, state: &[u64]) {
-        if state.len() != self.state_len() {
+        self.load_state(state.len(), |i| state[i]);
+    }
+
+    /// [`Pool::set_state`] without a copy: `len` numbers, each from `get` by its index.
+    pub fn load_state(&mut self, len: usize, get: impl Fn(usize) -> u64) {
+        if len != self.state_len() {
             return;
         }
         let tiers = std::iter::once(&mut self.primary).chain(self.backup.as_mut());
         let peers = tiers.flat_map(|t| t.peers.iter_mut());
-        for (p, s) in peers.zip(state.chunks_exact(STATE_WORDS)) {
-            p.conns = s[0] as u32;
-            p.fails = s[1] as u32;
-            p.current_weight = s[2] as i64;
-            p.effective_weight = s[3] as i64;
-            p.accessed = s[4];
-            p.checked = s[5];
+        for (n, p) in peers.enumerate() {
+            let at = |k: usize| get(n * STATE_WORDS + k);
+            p.conns = at(0) as u32;
+            p.fails = at(1) as u32;
+            p.current_weight = at(2) as i64;
+            p.effective_weight = at(3) as i64;
+            p.accessed = at(4);
+            p.checked = at(5);
         }
     }
 
