@@ -576,7 +576,7 @@ static __always_inline int reply(struct xdp_md *ctx, struct packet *p, struct co
 	}
 	struct flow_key ck;
 	client_key(r, &ck);
-	struct conn *c = bpf_map_lookup_elem(&conns, &ck);
+	struct conn *c = conn_get(&ck);
 	if (c) {
 		conn_touch(c, p->tcp, DIR_OUTPUT, now);
 		r->expires = c->expires;
@@ -632,7 +632,7 @@ static __always_inline int icmp_error(struct xdp_md *ctx, struct packet *p, void
 		.dport = ports->source,
 		.proto = in->protocol,
 	};
-	struct conn *c = bpf_map_lookup_elem(&conns, &k);
+	struct conn *c = conn_get(&k);
 	if (!c || c->method != METHOD_NAT)
 		return -1;
 	/* No error is sent about an error: one whose TTL runs out goes. */
@@ -734,7 +734,7 @@ __attribute__((noinline)) int tun_icmp(struct xdp_md *ctx)
 		.dport = ports->dest,
 		.proto = in->protocol,
 	};
-	struct conn *c = bpf_map_lookup_elem(&conns, &k);
+	struct conn *c = conn_get(&k);
 	if (!c || c->method != METHOD_TUN || c->rip != outer->daddr)
 		return -1;
 	__u32 type = icmp->type, code = icmp->code;
@@ -911,7 +911,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 		/* The same SYN (a retransmission) handled on two CPUs at once makes one entry,
 		 * and the later copy is dropped. A full table refuses the connection, as IPVS
 		 * does: it is not an LRU, so no live connection is pushed out uncounted. */
-		long err = bpf_map_update_elem(&conns, key, &c, BPF_NOEXIST);
+		long err = conn_put(key, &c, BPF_NOEXIST);
 		if (err) {
 			count(err == -E_EXIST ? STAT_DUP_SYN : STAT_TABLE_FULL);
 			return XDP_DROP;
@@ -928,9 +928,9 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 		c.counted = COUNTED_NONE;
 		if (ops)
 			c.timeout = timeout_s(STATE_UDP);
-		if (bpf_map_update_elem(&conns, &rk, &c, BPF_ANY)) {
+		if (conn_put(&rk, &c, BPF_ANY)) {
 			if (!ops)
-				bpf_map_delete_elem(&conns, key);
+				conn_del(key);
 			count(STAT_TABLE_FULL);
 			return XDP_DROP;
 		}
@@ -1053,7 +1053,10 @@ int xdp_fulcrum(struct xdp_md *ctx)
 		.dport = *p.dport,
 		.proto = p.ip->protocol,
 	};
-	struct conn *c = bpf_map_lookup_elem(&conns, &key);
+	/* The ports as one load: TCP's and UDP's headers start with them. */
+	__u64 w0 = (__u64)p.ip->saddr | (__u64)p.ip->daddr << 32;
+	__u64 w1 = (__u64)*(__u32 *)p.sport | (__u64)p.ip->protocol << 32;
+	struct conn *c = conn_get_words(&key, w0, w1);
 	if (c && c->expires <= now) {
 		if (!(c->flags & CONN_F_REPLY))
 			conn_release(&key, c);
@@ -1863,14 +1866,14 @@ int xdp_expire(struct xdp_md *ctx)
 	if (!fk)
 		return XDP_ABORTED;
 	struct flow_key key = *fk;
-	struct conn *c = bpf_map_lookup_elem(&conns, &key);
+	struct conn *c = conn_get(&key);
 	if (!c)
 		return XDP_PASS;
 	if (c->flags & CONN_F_REPLY) {
 		struct flow_key ck;
 		client_key(c, &ck);
-		if (c->expires <= clock_now() && !bpf_map_lookup_elem(&conns, &ck)) {
-			bpf_map_delete_elem(&conns, &key);
+		if (c->expires <= clock_now() && !conn_get(&ck)) {
+			conn_del(&key);
 			return XDP_DROP;
 		}
 		return XDP_PASS;
@@ -1925,7 +1928,7 @@ int xdp_adopt(struct xdp_md *ctx)
 		return XDP_ABORTED;
 	struct flow_key key;
 	client_key(in, &key);
-	struct conn *c = bpf_map_lookup_elem(&conns, &key);
+	struct conn *c = conn_get(&key);
 	if (c && (c->flags & CONN_F_REPLY))
 		return XDP_DROP;
 	if (c && (c->rip != in->rip || c->rport != in->rport || c->svc != in->svc ||
@@ -1946,7 +1949,7 @@ int xdp_adopt(struct xdp_md *ctx)
 	n.counted = n.state == TCP_S_ESTABLISHED ? COUNTED_ACTIVE : COUNTED_INACTIVE;
 	n.ifindex = 0;
 	n.route_gen = 0;
-	long err = bpf_map_update_elem(&conns, &key, &n, BPF_NOEXIST);
+	long err = conn_put(&key, &n, BPF_NOEXIST);
 	if (err) {
 		if (err == -E_EXIST)
 			return XDP_PASS;
@@ -1959,8 +1962,8 @@ int xdp_adopt(struct xdp_md *ctx)
 		reply_key(&n, &rk);
 		n.flags |= CONN_F_REPLY;
 		n.counted = COUNTED_NONE;
-		if (bpf_map_update_elem(&conns, &rk, &n, BPF_ANY)) {
-			bpf_map_delete_elem(&conns, &key);
+		if (conn_put(&rk, &n, BPF_ANY)) {
+			conn_del(&key);
 			count(STAT_TABLE_FULL);
 			return XDP_DROP;
 		}

@@ -201,6 +201,87 @@ pub struct Conn {
     pub counted: u64,
 }
 
+impl Conn {
+    /// The entry from its 72 bytes as the program lays them out (native byte order).
+    pub(crate) fn from_bytes(b: &[u8; 72]) -> Conn {
+        let u16_at = |o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
+        let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let u64_at = |o: usize| {
+            let mut w = [0; 8];
+            w.copy_from_slice(&b[o..o + 8]);
+            u64::from_ne_bytes(w)
+        };
+        let mac = |o: usize| [b[o], b[o + 1], b[o + 2], b[o + 3], b[o + 4], b[o + 5]];
+        Conn {
+            expires: u64_at(0),
+            client: u32_at(8),
+            vip: u32_at(12),
+            rip: u32_at(16),
+            cport: u16_at(20),
+            vport: u16_at(22),
+            rport: u16_at(24),
+            proto: b[26],
+            state: b[27],
+            svc: u32_at(28),
+            dest: u16_at(32),
+            method: b[34],
+            flags: b[35],
+            timeout: u32_at(36),
+            ifindex: u32_at(40),
+            dmac: mac(44),
+            smac: mac(50),
+            route_gen: u32_at(56),
+            mtu: u16_at(60),
+            in_pkts: u16_at(62),
+            counted: u64_at(64),
+        }
+    }
+}
+
+/// `struct conn_slot`: a slot of the IPv4 connection table (bpf/include/conntab.h).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnSlot {
+    /// `SLOT_*` in the low two bits, a generation above.
+    pub tag: u64,
+    /// The flow key: src | dst << 32 (addresses in network byte order).
+    pub w0: u64,
+    /// The ports' 32-bit word as in memory (sport, then dport, in network byte order)
+    /// | proto << 32.
+    pub w1: u64,
+    pub c: Conn,
+}
+
+pub const SLOT_STATE: u64 = 3;
+pub const SLOT_LIVE: u64 = 2;
+
+impl ConnSlot {
+    /// The key of the flow the slot holds.
+    pub fn key(&self) -> FlowKey {
+        let ports = (self.w1 as u32).to_ne_bytes();
+        FlowKey {
+            src: self.w0 as u32,
+            dst: (self.w0 >> 32) as u32,
+            sport: u16::from_ne_bytes([ports[0], ports[1]]),
+            dport: u16::from_ne_bytes([ports[2], ports[3]]),
+            proto: (self.w1 >> 32) as u8,
+            pad: [0; 3],
+        }
+    }
+}
+
+/// `struct conn_hash`: the IPv4 connection table's hash multipliers (odd), stash count
+/// and size.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnHash {
+    pub mul0: u64,
+    pub mul1: u64,
+    pub stashed: u64,
+    pub slots: u32,
+    pub pad: u32,
+}
+
 /// `struct flow_key6`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -318,6 +399,10 @@ unsafe impl Pod for SchedState {}
 unsafe impl Pod for FlowKey {}
 // SAFETY: as above.
 unsafe impl Pod for Conn {}
+// SAFETY: as above.
+unsafe impl Pod for ConnSlot {}
+// SAFETY: as above.
+unsafe impl Pod for ConnHash {}
 // SAFETY: as above.
 unsafe impl Pod for FlowKey6 {}
 // SAFETY: as above.

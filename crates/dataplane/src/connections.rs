@@ -1,6 +1,8 @@
 //! The connection table: IPVS's timeouts, the connections and persistence templates
 //! as ipvsadm -Lnc lists them, and the sweep that expires them.
 
+use std::os::fd::AsFd;
+
 use super::*;
 
 /// A connection as the control plane reports it.
@@ -110,10 +112,59 @@ impl DataPlane {
         Ok(t)
     }
 
+    /// The IPv4 table's live slots, read through a mapping of the table (no system call
+    /// per entry). A slot is taken only if its tag reads the same before and after its
+    /// entry: one that changed meanwhile is left out of this reading.
+    pub(crate) fn slots(&self) -> Result<Vec<ConnSlot>, Error> {
+        use std::sync::atomic::Ordering::{Acquire, Relaxed};
+        const WORDS: usize = std::mem::size_of::<ConnSlot>() / 8;
+        let words = self.conn_view()?.words();
+        let mut out = Vec::new();
+        for w in words.chunks_exact(WORDS) {
+            let tag = w[0].load(Acquire);
+            if tag & SLOT_STATE != SLOT_LIVE {
+                continue;
+            }
+            let mut c = [0u8; 72];
+            for (i, word) in w[3..].iter().enumerate() {
+                c[i * 8..i * 8 + 8].copy_from_slice(&word.load(Relaxed).to_ne_bytes());
+            }
+            let (w0, w1) = (w[1].load(Relaxed), w[2].load(Relaxed));
+            if w[0].load(Acquire) != tag {
+                continue;
+            }
+            out.push(ConnSlot {
+                tag,
+                w0,
+                w1,
+                c: Conn::from_bytes(&c),
+            });
+        }
+        Ok(out)
+    }
+
+    fn conn_view(&self) -> Result<&fulcrum_sys::SharedMemory, Error> {
+        if let Some(v) = self.conn_view.get() {
+            return Ok(v);
+        }
+        let Map::Array(data) = self.map("conn_slots")? else {
+            return Err(Error::Missing("conn_slots array"));
+        };
+        let fd = data
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| Error::Limit(format!("the connection table: {e}")))?;
+        let bytes = self.conn_slots() as usize * std::mem::size_of::<ConnSlot>();
+        let view = fulcrum_sys::SharedMemory::map_len(fd, bytes)
+            .map_err(|e| Error::Limit(format!("mapping the connection table: {e}")))?;
+        Ok(self.conn_view.get_or_init(|| view))
+    }
+
     /// The tracked connections (one per flow), IPv4 then IPv6, as ipvsadm -Lnc lists them.
     pub fn connections(&self) -> Result<Vec<Connection>, Error> {
         let now = self.now();
-        let v4: HashMap<&MapData, FlowKey, Conn> = HashMap::try_from(self.map("conns")?)?;
+        let v4 = self.slots()?;
         let v6: HashMap<&MapData, FlowKey6, Conn6> = HashMap::try_from(self.map("conns6")?)?;
         // An IPv4 service's IPv6 real server (TUN): its address from dests6. Each slot is
         // read once a listing (a table holds many connections of few slots).
@@ -134,9 +185,9 @@ impl DataPlane {
             }
         };
         let entries = v4
-            .iter()
-            .filter_map(Result::ok)
-            .map(|(_, c)| {
+            .into_iter()
+            .map(|s| s.c)
+            .map(|c| {
                 let a = |x: u32| IpAddr::from(addr(x));
                 (c, [a(c.client), a(c.vip), rip_of(&c)])
             })
@@ -183,14 +234,12 @@ impl DataPlane {
         // Re-based if it can be; a sweep does not depend on it.
         let _ = self.set_clock();
         let now = self.now();
-        let due: Vec<FlowKey> = {
-            let map: HashMap<&MapData, FlowKey, Conn> = HashMap::try_from(self.map("conns")?)?;
-            map.iter()
-                .filter_map(Result::ok)
-                .filter(|(_, c)| c.expires <= now)
-                .map(|(k, _)| k)
-                .collect()
-        };
+        let due: Vec<FlowKey> = self
+            .slots()?
+            .into_iter()
+            .filter(|s| s.c.expires <= now)
+            .map(|s| s.key())
+            .collect();
         let mut expired = 0;
         let mut frame = [0u8; 14 + 16];
         for key in due {

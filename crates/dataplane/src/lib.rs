@@ -54,7 +54,7 @@ const ADOPT6: &str = "xdp_adopt6";
 
 /// Every map of the program that holds state: pinned by name under the instance's
 /// directory, so a restarted daemon adopts them.
-pub const PINNED_MAPS: [&str; 22] = [
+pub const PINNED_MAPS: [&str; 25] = [
     "services",
     "dests",
     "dests6",
@@ -65,7 +65,10 @@ pub const PINNED_MAPS: [&str; 22] = [
     "sched_state",
     "sched_tables",
     "locality",
-    "conns",
+    "conn_slots",
+    "conn_hash",
+    "conn_stash",
+    "conn_locks",
     "conns6",
     "progs",
     "persist",
@@ -246,6 +249,8 @@ pub struct DataPlane {
     pin_dir: Option<PathBuf>,
     /// The kernel's tick in ns, once measured (see [`DataPlane::set_clock`]).
     tick_ns: u64,
+    /// The IPv4 connection table mapped into this process, once read.
+    conn_view: std::sync::OnceLock<fulcrum_sys::SharedMemory>,
 }
 
 impl DataPlane {

@@ -6,7 +6,8 @@ use super::*;
 /// Room for `max_connections` connections: two entries each (NAT's replies), and a
 /// persistence template per two.
 pub(crate) fn size_tables(loader: &mut EbpfLoader, max_connections: u32) {
-    loader.map_max_entries("conns", max_connections.saturating_mul(2).max(1024));
+    loader.map_max_entries("conn_slots", max_connections.saturating_mul(2).max(1024));
+    loader.map_max_entries("conn_stash", max_connections.saturating_mul(2).max(1024));
     loader.map_max_entries("conns6", max_connections.saturating_mul(2).max(1024));
     loader.map_max_entries("persist", (max_connections / 2).max(1024));
     loader.map_max_entries("persist6", (max_connections / 2).max(1024));
@@ -99,7 +100,9 @@ impl DataPlane {
             table_sizes: Default::default(),
             tick_ns: 0,
             pin_dir: None,
+            conn_view: Default::default(),
         };
+        dp.init_conn_table()?;
         dp.set_timeouts(&DEFAULT_TIMEOUTS)?;
         dp.set_clock()?;
         Ok(dp)
@@ -117,8 +120,16 @@ impl DataPlane {
         max_connections: Option<u32>,
     ) -> Result<(DataPlane, bool), Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Pin(dir.into(), e.to_string()))?;
-        let adopted = dir.join("conns").exists();
+        let adopted = dir.join("conn_slots").exists();
         let paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|n| (*n, dir.join(n))).collect();
+        if !adopted {
+            // Maps without the connection table they belong with (a build whose IPv4
+            // table was a hash map named `conns`): their counts of connections that are
+            // not carried over would be wrong from the start.
+            for path in paths.iter().map(|(_, p)| p).chain([&dir.join("conns")]) {
+                let _ = std::fs::remove_file(path);
+            }
+        }
         let load = || -> Result<aya::Ebpf, Error> {
             let mut loader = EbpfLoader::new();
             if let Some(n) = max_connections {
@@ -153,7 +164,10 @@ impl DataPlane {
             table_sizes: Default::default(),
             tick_ns: 0,
             pin_dir: Some(dir.to_path_buf()),
+            conn_view: Default::default(),
         };
+        // A table adopted keeps its hash and size (its entries sit where they hash to).
+        dp.init_conn_table()?;
         if adopted {
             let mut sizes = std::collections::HashMap::new();
             let map: HashMap<&MapData, TableKey, u32> = HashMap::try_from(dp.map("sched_tables")?)?;
@@ -255,12 +269,48 @@ impl DataPlane {
 
     /// How many connections the table holds (two entries each, for NAT's replies).
     pub fn max_connections(&self) -> u32 {
-        match self.ebpf.map("conns") {
-            Some(Map::HashMap(d) | Map::LruHashMap(d)) => {
-                d.info().map_or(0, |i| i.max_entries() / 2)
-            }
+        self.conn_slots() / 2
+    }
+
+    /// The IPv4 connection table's slots, and how many of its entries sit outside their
+    /// window (found through the stash).
+    pub fn conn_table(&self) -> Result<(u32, u64), Error> {
+        let map: Array<&MapData, ConnHash> = Array::try_from(self.map("conn_hash")?)?;
+        Ok((self.conn_slots(), map.get(&0, 0)?.stashed))
+    }
+
+    /// The slots of the IPv4 connection table.
+    pub(crate) fn conn_slots(&self) -> u32 {
+        match self.ebpf.map("conn_slots") {
+            Some(Map::Array(d)) => d.info().map_or(0, |i| i.max_entries()),
             _ => 0,
         }
+    }
+
+    /// Gives a new IPv4 connection table its size and a random hash (two odd multipliers);
+    /// one adopted from a previous run already has them (its entries sit where they put
+    /// them).
+    fn init_conn_table(&mut self) -> Result<(), Error> {
+        let slots = self.conn_slots();
+        let mut map: Array<&mut MapData, ConnHash> = Array::try_from(self.map_mut("conn_hash")?)?;
+        if map.get(&0, 0)?.slots == slots {
+            return Ok(());
+        }
+        let random = |_| {
+            random_u64()
+                .map(|m| m | 1)
+                .map_err(|e| Error::Limit(format!("a random hash for the connection table: {e}")))
+        };
+        let [mul0, mul1] = [random(0)?, random(1)?];
+        let params = ConnHash {
+            mul0,
+            mul1,
+            stashed: 0,
+            slots,
+            pad: 0,
+        };
+        map.set(0, params, 0)?;
+        Ok(())
     }
 
     /// The kernel memory each map holds (its `memlock` in fdinfo), largest first.
@@ -295,4 +345,12 @@ impl DataPlane {
         out.sort_by_key(|e| std::cmp::Reverse(e.1));
         out
     }
+}
+
+/// Eight bytes from the kernel's random source.
+fn random_u64() -> std::io::Result<u64> {
+    use std::io::Read;
+    let mut b = [0; 8];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(u64::from_ne_bytes(b))
 }

@@ -517,6 +517,70 @@ fn expired_connections_are_swept_and_uncounted() {
 }
 
 #[test]
+fn a_full_table_finds_every_connection_and_refuses_the_next() {
+    if !require_root("a_full_table_finds_every_connection_and_refuses_the_next") {
+        return;
+    }
+    // 1,024 slots: 512 NAT connections (two entries each) fill every one, so many
+    // entries cannot sit in their own window and go through the stash.
+    let mut dp = DataPlane::load_sized(512).unwrap();
+    assert_eq!(dp.conn_table().unwrap(), (1024, 0));
+    dp.put_service(&service(Method::Nat, &[1, 1])).unwrap();
+    let ports = 20000..20512u16;
+    let mut server = Vec::new();
+    for port in ports.clone() {
+        let out = dp
+            .test_run(&tcp_frame(CLIENT, port, VIP, 80, SYN), 1)
+            .unwrap();
+        assert_eq!(out.verdict, Verdict::Pass, "connection from port {port}");
+        server.push(Parsed::of(&out.frame).dst);
+    }
+    let (_, stashed) = dp.conn_table().unwrap();
+    assert!(
+        stashed > 0,
+        "a full table puts some entries past their window"
+    );
+    let out = dp
+        .test_run(&tcp_frame(CLIENT, 30000, VIP, 80, SYN), 1)
+        .unwrap();
+    assert_eq!(out.verdict, Verdict::Drop, "no room for another");
+    assert_eq!(dp.count(Reason::TableFull).unwrap(), 1);
+
+    // Every connection, wherever its entries sit, keeps its server both ways.
+    for (port, rip) in ports.clone().zip(&server) {
+        let out = dp
+            .test_run(&tcp_frame(CLIENT, port, VIP, 80, ACK), 1)
+            .unwrap();
+        assert_eq!(Parsed::of(&out.frame).dst, *rip, "client port {port}");
+        let out = dp
+            .test_run(&tcp_frame(*rip, 8080, CLIENT, port, ACK), 1)
+            .unwrap();
+        let p = Parsed::of(&out.frame);
+        assert_eq!((p.src, p.sport), (VIP, 80), "reply to port {port}");
+    }
+    assert_eq!(dp.connections().unwrap().len(), 512);
+    assert_eq!(dp.dest_conns(1, 0).unwrap(), (256, 0));
+
+    // Closed with no time to wait, they all go at the sweep, stash and all, and the
+    // table takes as many again.
+    dp.set_timeouts(&[0; 12]).unwrap();
+    for port in ports.clone() {
+        dp.test_run(&tcp_frame(CLIENT, port, VIP, 80, FIN | ACK), 1)
+            .unwrap();
+    }
+    assert_eq!(dp.sweep().unwrap(), 512);
+    assert!(dp.connections().unwrap().is_empty());
+    assert_eq!(dp.conn_table().unwrap(), (1024, 0));
+    assert_eq!(dp.dest_conns(1, 0).unwrap(), (0, 0));
+    for port in 40000..40512u16 {
+        let out = dp
+            .test_run(&tcp_frame(CLIENT, port, VIP, 80, SYN), 1)
+            .unwrap();
+        assert_eq!(out.verdict, Verdict::Pass, "again, from port {port}");
+    }
+}
+
+#[test]
 fn persistence_keeps_a_client_network_on_one_server() {
     if !require_root("persistence_keeps_a_client_network_on_one_server") {
         return;

@@ -1118,7 +1118,12 @@ impl SharedMemory {
         let file = std::fs::File::from(fd);
         let bytes = usize::try_from(file.metadata()?.size())
             .map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
-        let fd = OwnedFd::from(file);
+        SharedMemory::map_len(OwnedFd::from(file), bytes)
+    }
+
+    /// Maps the first `bytes` bytes of a descriptor that has no size to ask (a BPF array
+    /// map made with BPF_F_MMAPABLE: its values, back to back, from offset 0).
+    pub fn map_len(fd: OwnedFd, bytes: usize) -> io::Result<SharedMemory> {
         let words = bytes / 8;
         if words == 0 {
             return Err(io::Error::from(io::ErrorKind::InvalidData));

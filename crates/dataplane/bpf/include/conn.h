@@ -8,6 +8,7 @@
 #include "constants.h"
 #include "structs.h"
 #include "maps.h"
+#include "conntab.h"
 #include "sched.h"
 
 /* Which half of a flow a packet belongs to: the rows of IPVS's tcp_states table. */
@@ -174,7 +175,7 @@ static __always_inline void reply_follow(const struct conn *c)
 		return;
 	struct flow_key rk;
 	reply_key(c, &rk);
-	struct conn *r = bpf_map_lookup_elem(&conns, &rk);
+	struct conn *r = conn_get(&rk);
 	if (r) {
 		r->state = c->state;
 		r->timeout = c->timeout;
@@ -243,11 +244,11 @@ static __always_inline void conn_release(const struct flow_key *key, struct conn
 	int nat = c->method == METHOD_NAT;
 	struct flow_key rk;
 	reply_key(c, &rk);
-	if (bpf_map_delete_elem(&conns, key) != 0)
+	if (conn_del(key) != 0)
 		return;
 	conn_uncount(k, held);
 	if (nat)
-		bpf_map_delete_elem(&conns, &rk);
+		conn_del(&rk);
 }
 
 /* IPv6: the keys of a connection's two entries. */

@@ -79,6 +79,12 @@ enum sched_kind {
 
 /* errno's EEXIST, as bpf_map_update_elem returns it negated. */
 #define E_EXIST 17
+/* errno's E2BIG, as a full map refuses an entry. */
+#define E_2BIG 7
+/* How many slots from its hash an IPv4 connection entry may sit (conntab.h). */
+#define CONN_WINDOW 8
+/* Locks for putting IPv4 connection entries, by their home slot (conntab.h). */
+#define CONN_LOCKS 65536
 
 /* conn.counted: which of its destination's counts holds a connection. Changed only by
  * compare-and-swap: the client's and the server's packets of one connection can be

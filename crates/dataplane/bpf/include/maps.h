@@ -90,14 +90,43 @@ struct {
 	__uint(max_entries, 1);
 } scratch_locality SEC(".maps");
 
+/* IPv4 connections (see conntab.h): the entries, in slots the program places them in.
+ * Mappable, so the control plane reads the table without a system call per entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct conn_slot);
+	__uint(max_entries, MAX_CONNS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} conn_slots SEC(".maps");
+
+/* The table's hash seed, size and stash count, written by the control plane at load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct conn_hash);
+	__uint(max_entries, 1);
+} conn_hash SEC(".maps");
+
+/* conn_put's locks, one per home slot's low bits (conntab.h); pinned with the table, so
+ * a restarted daemon's program and the one it replaces share them. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, CONN_LOCKS);
+} conn_locks SEC(".maps");
+
+/* Where an entry went whose window was full (flow -> slot); empty on most directors. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct flow_key);
-	__type(value, struct conn);
+	__type(value, __u32);
 	__uint(max_entries, MAX_CONNS);
-} conns SEC(".maps");
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} conn_stash SEC(".maps");
 
-/* IPv6 connections, as `conns` (the control plane sizes both). Allocated as entries come
+/* IPv6 connections, in a hash map (the control plane sizes it as the IPv4 table). Allocated as entries come
  * (no preallocation): IPv6 traffic is the smaller part on most directors, and the table
  * should not take its full size in memory before the first packet. */
 struct {

@@ -118,6 +118,28 @@ struct conn {
 };
 _Static_assert(sizeof(struct conn) == 72, "conn layout");
 
+/* A slot of the IPv4 connection table (conntab.h): its tag (SLOT_* state, generation),
+ * the flow key as two words (src | dst << 32; the ports' 32-bit word | proto << 32), and
+ * the entry. */
+struct conn_slot {
+	__u64 tag;
+	__u64 w0;
+	__u64 w1;
+	struct conn c;
+};
+_Static_assert(sizeof(struct conn_slot) == 96, "conn_slot layout");
+
+/* The IPv4 connection table's parameters: the hash's multipliers (random and odd, set
+ * once per table), how many entries the stash holds, and the number of slots. */
+struct conn_hash {
+	__u64 mul0;
+	__u64 mul1;
+	__u64 stashed;
+	__u32 slots;
+	__u32 pad;
+};
+_Static_assert(sizeof(struct conn_hash) == 32, "conn_hash layout");
+
 /* An IPv6 flow as seen on the wire. */
 struct flow_key6 {
 	__u8 src[16];

@@ -252,9 +252,9 @@ impl Handle {
     }
 }
 
-/// Kernel memory per connection in the data plane's maps: two hash entries (NAT's reply),
-/// each a 16-byte key, a 72-byte value and the map's own overhead, and its share of the
-/// persistence table.
+/// Kernel memory per connection in the data plane's maps: two 96-byte slots of the
+/// connection table (NAT's reply), and its share of the persistence table; with room for
+/// the IPv6 table, whose entries are allocated as they come.
 pub const BYTES_PER_CONNECTION: u64 = 300;
 
 /// The connection table's default size: a 32nd of the machine's memory, at least 65,536
