@@ -532,12 +532,13 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct 
 			count(STAT_NO_NEIGH);
 			return XDP_DROP;
 		}
-		__builtin_memcpy(p->eth->h_dest, d->mac, ETH_ALEN);
-		__builtin_memcpy(p->eth->h_source, d->smac, ETH_ALEN);
+		/* Kept in the entry for the packets after (xdp_fulcrum's DR fast path). */
+		__builtin_memcpy(c->dmac, d->mac, ETH_ALEN);
+		__builtin_memcpy(c->smac, d->smac, ETH_ALEN);
+		c->ifindex = d->ifindex ? d->ifindex : ctx->ingress_ifindex;
+		c->route_gen = route_gen();
 		count(STAT_DR);
-		if (!d->ifindex || d->ifindex == ctx->ingress_ifindex)
-			return XDP_TX;
-		return bpf_redirect(d->ifindex, 0);
+		return route_out(ctx, p->eth, c);
 	}
 	/* The route (and its MTU) first: a packet too big for it is answered untranslated. */
 	int routed = !route_lookup(ctx, c, p->ip->saddr, c->rip, p->ip->tos, p->ip->protocol, 0, 1);
@@ -1064,6 +1065,20 @@ int xdp_fulcrum(struct xdp_md *ctx)
 	}
 	if (c && (c->flags & CONN_F_REPLY))
 		return reply(ctx, &p, c, now);
+	/* DR's next hop as the entry keeps it, while no real server, route or neighbour
+	 * changed since (the control plane moves the generation): an established packet
+	 * needs nothing more. A SYN takes the full path, as it may start the flow anew. */
+	if (c && c->method == METHOD_DR && c->ifindex && c->route_gen == route_gen() &&
+	    !(p.tcp && p.tcp->syn)) {
+		conn_touch(c, p.tcp, DIR_INPUT_ONLY, now);
+		c->in_pkts++;
+		account(c->svc, c->dest, p.len, 0, 0);
+		if (p.ip->ttl <= 1)
+			return ttl_exceeded(ctx);
+		ttl_move(p.ip, -1);
+		count(STAT_DR);
+		return route_out(ctx, p.eth, c);
+	}
 	struct dest *d = 0;
 	if (c) {
 		__u32 k = slot_index(c->svc, c->dest);

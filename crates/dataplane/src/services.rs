@@ -452,6 +452,7 @@ impl DataPlane {
                 }
             }
         }
+        let mut moved = false;
         {
             let mut dests: Array<&mut MapData, Dest> = Array::try_from(self.map_mut("dests")?)?;
             for slot in 0..MAX_DESTS as usize {
@@ -521,8 +522,20 @@ impl DataPlane {
                 if d == before {
                     continue;
                 }
+                moved |= (d.addr, d.flags & DEST_F_PRESENT, d.ifindex, d.mac, d.smac)
+                    != (
+                        before.addr,
+                        before.flags & DEST_F_PRESENT,
+                        before.ifindex,
+                        before.mac,
+                        before.smac,
+                    );
                 dests.set(index, d, 0)?;
             }
+        }
+        // DR connections keep their server's next hop: told it changed.
+        if moved {
+            self.bump_route_generation()?;
         }
         {
             let mut order: Array<&mut MapData, u32> =
@@ -614,6 +627,7 @@ impl DataPlane {
                 dests.set(slot_index(id, slot), Dest::default(), 0)?;
             }
         }
+        self.bump_route_generation()?;
         {
             let mut order: Array<&mut MapData, u32> =
                 Array::try_from(self.map_mut("sched_order")?)?;
@@ -628,8 +642,8 @@ impl DataPlane {
         Ok(())
     }
 
-    /// Tells the program that routes or neighbours changed: next hops cached in
-    /// connections are looked up again.
+    /// Tells the program that routes, neighbours or real servers changed: next hops
+    /// cached in connections are looked up again.
     pub fn bump_route_generation(&mut self) -> Result<(), Error> {
         let mut map: Array<&mut MapData, u32> = Array::try_from(self.map_mut("settings")?)?;
         let g = map.get(&0, 0)?;

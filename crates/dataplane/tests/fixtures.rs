@@ -307,6 +307,42 @@ fn dr_rewrites_only_the_destination_mac() {
     assert_eq!(dp.count(Reason::NoNeigh).unwrap(), 1);
 }
 
+/// An established DR flow keeps its server's next hop in its entry; a new MAC for the
+/// server (the neighbour changed) or the server's deletion reaches it at the next packet.
+#[test]
+fn dr_follows_its_servers_new_mac_and_deletion() {
+    if !require_root("dr_follows_its_servers_new_mac_and_deletion") {
+        return;
+    }
+    let mut dp = DataPlane::load().unwrap();
+    let mut spec = service(Method::Dr, &[1]);
+    let link = |last: u8| fulcrum_dataplane::Link {
+        mac: [0x02, 0xaa, 0xbb, 0xcc, 0xdd, last],
+        ifindex: 0,
+        smac: [0x02, 0, 0, 0, 0, 0x65],
+    };
+    spec.dests[0].as_mut().unwrap().link = Some(link(1));
+    dp.put_service(&spec).unwrap();
+    let ack = tcp_frame(CLIENT, 50000, VIP, 80, ACK);
+    dp.test_run(&tcp_frame(CLIENT, 50000, VIP, 80, SYN), 1)
+        .unwrap();
+    for _ in 0..2 {
+        let out = dp.test_run(&ack, 1).unwrap();
+        assert_eq!((out.verdict, out.frame[5]), (Verdict::Tx, 1));
+    }
+    spec.dests[0].as_mut().unwrap().link = Some(link(2));
+    dp.put_service(&spec).unwrap();
+    let out = dp.test_run(&ack, 1).unwrap();
+    assert_eq!((out.verdict, out.frame[5]), (Verdict::Tx, 2), "the new MAC");
+    assert_eq!(dp.count(Reason::Dr).unwrap(), 4);
+    spec.dests[0] = None;
+    dp.put_service(&spec).unwrap();
+    let out = dp.test_run(&ack, 1).unwrap();
+    assert_eq!(out.verdict, Verdict::Drop, "the server is gone");
+    assert_eq!(dp.count(Reason::DestGone).unwrap(), 1);
+    assert!(dp.connections().unwrap().is_empty());
+}
+
 /// Directors behind ECMP: a flow that moves to another director mid-way reaches it as an
 /// ACK with no entry there. With mh and sloppy_tcp (on by default with mh) that director
 /// schedules it to the same real server the first one chose, counted active at once; a
