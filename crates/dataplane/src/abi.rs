@@ -253,6 +253,8 @@ pub struct ConnSlot {
 }
 
 pub const SLOT_STATE: u64 = 3;
+/// Slots per live count in `conn_chunks` (CONN_CHUNK).
+pub const CONN_CHUNK: u32 = 1024;
 pub const SLOT_LIVE: u64 = 2;
 
 impl ConnSlot {

@@ -112,59 +112,72 @@ impl DataPlane {
         Ok(t)
     }
 
-    /// The IPv4 table's live slots, read through a mapping of the table (no system call
-    /// per entry). A slot is taken only if its tag reads the same before and after its
-    /// entry: one that changed meanwhile is left out of this reading.
-    pub(crate) fn slots(&self) -> Result<Vec<ConnSlot>, Error> {
+    /// Calls `f` with each live slot of the IPv4 table, read through a mapping of the
+    /// table (no system call per entry), skipping the chunks whose live count is zero. A
+    /// slot is taken only if its tag reads the same before and after its entry: one that
+    /// changed meanwhile is left out of this reading.
+    pub(crate) fn each_slot(&self, mut f: impl FnMut(&ConnSlot)) -> Result<(), Error> {
         use std::sync::atomic::Ordering::{Acquire, Relaxed};
         const WORDS: usize = std::mem::size_of::<ConnSlot>() / 8;
-        let words = self.conn_view()?.words();
-        let mut out = Vec::new();
-        for w in words.chunks_exact(WORDS) {
-            let tag = w[0].load(Acquire);
-            if tag & SLOT_STATE != SLOT_LIVE {
+        let (table, chunks) = self.conn_view()?;
+        let words = table.words();
+        for (chunk, live) in chunks.words().iter().enumerate() {
+            if live.load(Relaxed) == 0 {
                 continue;
             }
-            let mut c = [0u8; 72];
-            for (i, word) in w[3..].iter().enumerate() {
-                c[i * 8..i * 8 + 8].copy_from_slice(&word.load(Relaxed).to_ne_bytes());
+            let from = chunk * CONN_CHUNK as usize * WORDS;
+            let to = (from + CONN_CHUNK as usize * WORDS).min(words.len());
+            for w in words.get(from..to).unwrap_or_default().chunks_exact(WORDS) {
+                let tag = w[0].load(Acquire);
+                if tag & SLOT_STATE != SLOT_LIVE {
+                    continue;
+                }
+                let mut c = [0u8; 72];
+                for (i, word) in w[3..].iter().enumerate() {
+                    c[i * 8..i * 8 + 8].copy_from_slice(&word.load(Relaxed).to_ne_bytes());
+                }
+                let (w0, w1) = (w[1].load(Relaxed), w[2].load(Relaxed));
+                if w[0].load(Acquire) != tag {
+                    continue;
+                }
+                f(&ConnSlot {
+                    tag,
+                    w0,
+                    w1,
+                    c: Conn::from_bytes(&c),
+                });
             }
-            let (w0, w1) = (w[1].load(Relaxed), w[2].load(Relaxed));
-            if w[0].load(Acquire) != tag {
-                continue;
-            }
-            out.push(ConnSlot {
-                tag,
-                w0,
-                w1,
-                c: Conn::from_bytes(&c),
-            });
         }
-        Ok(out)
+        Ok(())
     }
 
-    fn conn_view(&self) -> Result<&fulcrum_sys::SharedMemory, Error> {
+    fn conn_view(&self) -> Result<&(fulcrum_sys::SharedMemory, fulcrum_sys::SharedMemory), Error> {
         if let Some(v) = self.conn_view.get() {
             return Ok(v);
         }
-        let Map::Array(data) = self.map("conn_slots")? else {
-            return Err(Error::Missing("conn_slots array"));
+        let map = |name: &'static str, bytes: usize| -> Result<fulcrum_sys::SharedMemory, Error> {
+            let Map::Array(data) = self.map(name)? else {
+                return Err(Error::Missing(name));
+            };
+            let fd = data
+                .fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|e| Error::Limit(format!("{name}: {e}")))?;
+            fulcrum_sys::SharedMemory::map_len(fd, bytes)
+                .map_err(|e| Error::Limit(format!("mapping {name}: {e}")))
         };
-        let fd = data
-            .fd()
-            .as_fd()
-            .try_clone_to_owned()
-            .map_err(|e| Error::Limit(format!("the connection table: {e}")))?;
-        let bytes = self.conn_slots() as usize * std::mem::size_of::<ConnSlot>();
-        let view = fulcrum_sys::SharedMemory::map_len(fd, bytes)
-            .map_err(|e| Error::Limit(format!("mapping the connection table: {e}")))?;
-        Ok(self.conn_view.get_or_init(|| view))
+        let slots = self.conn_slots() as usize;
+        let table = map("conn_slots", slots * std::mem::size_of::<ConnSlot>())?;
+        let chunks = map("conn_chunks", (slots / CONN_CHUNK as usize + 1) * 8)?;
+        Ok(self.conn_view.get_or_init(|| (table, chunks)))
     }
 
     /// The tracked connections (one per flow), IPv4 then IPv6, as ipvsadm -Lnc lists them.
     pub fn connections(&self) -> Result<Vec<Connection>, Error> {
         let now = self.now();
-        let v4 = self.slots()?;
+        let mut v4 = Vec::new();
+        self.each_slot(|s| v4.push(s.c))?;
         let v6: HashMap<&MapData, FlowKey6, Conn6> = HashMap::try_from(self.map("conns6")?)?;
         // An IPv4 service's IPv6 real server (TUN): its address from dests6. Each slot is
         // read once a listing (a table holds many connections of few slots).
@@ -186,7 +199,6 @@ impl DataPlane {
         };
         let entries = v4
             .into_iter()
-            .map(|s| s.c)
             .map(|c| {
                 let a = |x: u32| IpAddr::from(addr(x));
                 (c, [a(c.client), a(c.vip), rip_of(&c)])
@@ -234,12 +246,12 @@ impl DataPlane {
         // Re-based if it can be; a sweep does not depend on it.
         let _ = self.set_clock();
         let now = self.now();
-        let due: Vec<FlowKey> = self
-            .slots()?
-            .into_iter()
-            .filter(|s| s.c.expires <= now)
-            .map(|s| s.key())
-            .collect();
+        let mut due: Vec<FlowKey> = Vec::new();
+        self.each_slot(|s| {
+            if s.c.expires <= now {
+                due.push(s.key());
+            }
+        })?;
         let mut expired = 0;
         let mut frame = [0u8; 14 + 16];
         for key in due {

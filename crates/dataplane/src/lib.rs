@@ -54,7 +54,7 @@ const ADOPT6: &str = "xdp_adopt6";
 
 /// Every map of the program that holds state: pinned by name under the instance's
 /// directory, so a restarted daemon adopts them.
-pub const PINNED_MAPS: [&str; 25] = [
+pub const PINNED_MAPS: [&str; 26] = [
     "services",
     "dests",
     "dests6",
@@ -68,6 +68,7 @@ pub const PINNED_MAPS: [&str; 25] = [
     "conn_slots",
     "conn_hash",
     "conn_stash",
+    "conn_chunks",
     "conn_locks",
     "conns6",
     "progs",
@@ -249,8 +250,9 @@ pub struct DataPlane {
     pin_dir: Option<PathBuf>,
     /// The kernel's tick in ns, once measured (see [`DataPlane::set_clock`]).
     tick_ns: u64,
-    /// The IPv4 connection table mapped into this process, once read.
-    conn_view: std::sync::OnceLock<fulcrum_sys::SharedMemory>,
+    /// The IPv4 connection table and its live counts per chunk, mapped into this process
+    /// once read.
+    conn_view: std::sync::OnceLock<(fulcrum_sys::SharedMemory, fulcrum_sys::SharedMemory)>,
 }
 
 impl DataPlane {

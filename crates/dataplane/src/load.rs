@@ -3,11 +3,20 @@
 
 use super::*;
 
-/// Room for `max_connections` connections: two entries each (NAT's replies), and a
-/// persistence template per two.
+/// The IPv4 table's slots for `max_connections` connections: two entries each (NAT's
+/// replies), and a fifth of the slots left free when all are NAT connections, so that
+/// few entries land outside their window and a free slot is always near.
+pub(crate) fn conn_slots_for(max_connections: u32) -> u32 {
+    (u64::from(max_connections) * 5 / 2).clamp(1024, u64::from(u32::MAX / 2)) as u32
+}
+
+/// Room for `max_connections` connections (see [`conn_slots_for`]), and a persistence
+/// template per two.
 pub(crate) fn size_tables(loader: &mut EbpfLoader, max_connections: u32) {
-    loader.map_max_entries("conn_slots", max_connections.saturating_mul(2).max(1024));
-    loader.map_max_entries("conn_stash", max_connections.saturating_mul(2).max(1024));
+    let slots = conn_slots_for(max_connections);
+    loader.map_max_entries("conn_slots", slots);
+    loader.map_max_entries("conn_stash", slots);
+    loader.map_max_entries("conn_chunks", slots / CONN_CHUNK + 1);
     loader.map_max_entries("conns6", max_connections.saturating_mul(2).max(1024));
     loader.map_max_entries("persist", (max_connections / 2).max(1024));
     loader.map_max_entries("persist6", (max_connections / 2).max(1024));
@@ -267,9 +276,10 @@ impl DataPlane {
         })
     }
 
-    /// How many connections the table holds (two entries each, for NAT's replies).
+    /// How many connections the table holds (two entries each, for NAT's replies; see
+    /// [`conn_slots_for`]).
     pub fn max_connections(&self) -> u32 {
-        self.conn_slots() / 2
+        (u64::from(self.conn_slots()) * 2 / 5) as u32
     }
 
     /// The IPv4 connection table's slots, and how many of its entries sit outside their

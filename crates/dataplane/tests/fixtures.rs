@@ -557,12 +557,14 @@ fn a_full_table_finds_every_connection_and_refuses_the_next() {
     if !require_root("a_full_table_finds_every_connection_and_refuses_the_next") {
         return;
     }
-    // 1,024 slots: 512 NAT connections (two entries each) fill every one, so many
-    // entries cannot sit in their own window and go through the stash.
+    // 1,280 slots (a fifth more than 512 connections need): 640 NAT connections (two
+    // entries each) fill every one, so many entries cannot sit in their own window and
+    // go through the stash.
     let mut dp = DataPlane::load_sized(512).unwrap();
-    assert_eq!(dp.conn_table().unwrap(), (1024, 0));
+    assert_eq!(dp.max_connections(), 512);
+    assert_eq!(dp.conn_table().unwrap(), (1280, 0));
     dp.put_service(&service(Method::Nat, &[1, 1])).unwrap();
-    let ports = 20000..20512u16;
+    let ports = 20000..20640u16;
     let mut server = Vec::new();
     for port in ports.clone() {
         let out = dp
@@ -594,8 +596,8 @@ fn a_full_table_finds_every_connection_and_refuses_the_next() {
         let p = Parsed::of(&out.frame);
         assert_eq!((p.src, p.sport), (VIP, 80), "reply to port {port}");
     }
-    assert_eq!(dp.connections().unwrap().len(), 512);
-    assert_eq!(dp.dest_conns(1, 0).unwrap(), (256, 0));
+    assert_eq!(dp.connections().unwrap().len(), 640);
+    assert_eq!(dp.dest_conns(1, 0).unwrap(), (320, 0));
 
     // Closed with no time to wait, they all go at the sweep, stash and all, and the
     // table takes as many again.
@@ -604,16 +606,19 @@ fn a_full_table_finds_every_connection_and_refuses_the_next() {
         dp.test_run(&tcp_frame(CLIENT, port, VIP, 80, FIN | ACK), 1)
             .unwrap();
     }
-    assert_eq!(dp.sweep().unwrap(), 512);
+    assert_eq!(dp.sweep().unwrap(), 640);
     assert!(dp.connections().unwrap().is_empty());
-    assert_eq!(dp.conn_table().unwrap(), (1024, 0));
+    assert_eq!(dp.conn_table().unwrap(), (1280, 0));
     assert_eq!(dp.dest_conns(1, 0).unwrap(), (0, 0));
-    for port in 40000..40512u16 {
+    dp.set_timeouts(&fulcrum_dataplane::abi::DEFAULT_TIMEOUTS)
+        .unwrap();
+    for port in 40000..40640u16 {
         let out = dp
             .test_run(&tcp_frame(CLIENT, port, VIP, 80, SYN), 1)
             .unwrap();
         assert_eq!(out.verdict, Verdict::Pass, "again, from port {port}");
     }
+    assert_eq!(dp.connections().unwrap().len(), 640, "all listed again");
 }
 
 #[test]

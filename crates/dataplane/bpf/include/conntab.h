@@ -30,8 +30,9 @@
 #define SLOT_BUSY 1ULL /* claimed, being written */
 #define SLOT_LIVE 2ULL
 #define SLOT_GEN 4ULL /* one generation, above the state */
-/* How far past its window an entry may be placed (a stash scan, by bpf_loop). */
-#define CONN_SCAN 65536
+/* How far past its window a free slot is looked for: the whole table, up to what
+ * bpf_loop allows (long only when the table is nearly full). */
+#define CONN_SCAN_MAX (1 << 23)
 
 static __always_inline struct conn_hash *conn_params(void)
 {
@@ -58,13 +59,25 @@ static __always_inline __u32 conn_home(const struct conn_hash *p, __u64 w0, __u6
 	return (__u32)(((h >> 32) * (__u64)p->slots) >> 32);
 }
 
+/* Live entries per CONN_CHUNK slots, for the control plane to skip empty stretches of
+ * the table when it reads it. */
+static __always_inline void chunk_count(__u32 slot, __s64 by)
+{
+	__u32 k = slot / CONN_CHUNK;
+	__u64 *n = bpf_map_lookup_elem(&conn_chunks, &k);
+	if (n)
+		__sync_fetch_and_add(n, by);
+}
+
 static __always_inline int slot_holds(const struct conn_slot *s, __u64 w0, __u64 w1)
 {
 	return (s->tag & SLOT_STATE) == SLOT_LIVE && s->w0 == w0 && s->w1 == w1;
 }
 
-/* The slot holding key `k`, whose words (key_words) are `w0` and `w1`, or NULL. */
-static __always_inline struct conn_slot *conn_slot_at(const struct flow_key *k, __u64 w0, __u64 w1)
+/* The slot holding key `k`, whose words (key_words) are `w0` and `w1`, or NULL; its
+ * index in `*at`. */
+static __always_inline struct conn_slot *conn_slot_at(const struct flow_key *k, __u64 w0, __u64 w1,
+						      __u32 *at)
 {
 	struct conn_hash *p = conn_params();
 	if (!p || !p->slots)
@@ -74,17 +87,20 @@ static __always_inline struct conn_slot *conn_slot_at(const struct flow_key *k, 
 #pragma unroll
 	for (int j = 0; j < CONN_WINDOW; j++) {
 		struct conn_slot *s = bpf_map_lookup_elem(&conn_slots, &i);
-		if (s && slot_holds(s, w0, w1))
+		if (s && slot_holds(s, w0, w1)) {
+			*at = i;
 			return s;
+		}
 		if (++i >= n)
 			i = 0;
 	}
 	if (!p->stashed)
 		return 0;
-	__u32 *at = bpf_map_lookup_elem(&conn_stash, k);
-	if (!at)
+	__u32 *stashed = bpf_map_lookup_elem(&conn_stash, k);
+	if (!stashed)
 		return 0;
-	i = *at;
+	i = *stashed;
+	*at = i;
 	struct conn_slot *s = bpf_map_lookup_elem(&conn_slots, &i);
 	return s && slot_holds(s, w0, w1) ? s : 0;
 }
@@ -93,8 +109,9 @@ static __always_inline struct conn_slot *conn_slot_at(const struct flow_key *k, 
 static __always_inline struct conn_slot *conn_slot_of(const struct flow_key *k)
 {
 	__u64 w0, w1;
+	__u32 at;
 	key_words(k, &w0, &w1);
-	return conn_slot_at(k, w0, w1);
+	return conn_slot_at(k, w0, w1, &at);
 }
 
 /* The entry of key `k`, or NULL. */
@@ -109,7 +126,8 @@ static __always_inline struct conn *conn_get(const struct flow_key *k)
  * forward two 16-bit stores into one wider load, and waits for them instead. */
 static __always_inline struct conn *conn_get_words(const struct flow_key *k, __u64 w0, __u64 w1)
 {
-	struct conn_slot *s = conn_slot_at(k, w0, w1);
+	__u32 at;
+	struct conn_slot *s = conn_slot_at(k, w0, w1, &at);
 	return s ? &s->c : 0;
 }
 
@@ -148,7 +166,8 @@ static __always_inline int conn_put_locked(const struct flow_key *k, const struc
 					   __u64 flags, struct conn_hash *p, __u64 w0, __u64 w1,
 					   __u32 home)
 {
-	struct conn_slot *old = conn_slot_at(k, w0, w1);
+	__u32 found;
+	struct conn_slot *old = conn_slot_at(k, w0, w1, &found);
 	if (old) {
 		if (flags == BPF_NOEXIST)
 			return -E_EXIST;
@@ -169,7 +188,7 @@ static __always_inline int conn_put_locked(const struct flow_key *k, const struc
 	if (got < 0) {
 		/* The window is full: the first free slot after it, remembered in the stash. */
 		struct claim_scan w = {.at = i, .slots = n, .got = -1};
-		bpf_loop(CONN_SCAN, claim_cb, &w, 0);
+		bpf_loop(n < CONN_SCAN_MAX ? n : CONN_SCAN_MAX, claim_cb, &w, 0);
 		got = w.got;
 		stashed = 1;
 	}
@@ -196,6 +215,7 @@ static __always_inline int conn_put_locked(const struct flow_key *k, const struc
 	/* Published: the compare-and-swap orders the writes above before it. */
 	__u64 t = s->tag;
 	__sync_val_compare_and_swap(&s->tag, t, (t & ~SLOT_STATE) | SLOT_LIVE);
+	chunk_count(at, 1);
 	return 0;
 }
 
@@ -235,18 +255,18 @@ __attribute__((noinline)) int conn_del(const struct flow_key *k)
 {
 	if (!k)
 		return -1;
-	struct conn_slot *s = conn_slot_of(k);
+	__u64 w0, w1;
+	__u32 at = 0;
+	key_words(k, &w0, &w1);
+	struct conn_slot *s = conn_slot_at(k, w0, w1, &at);
 	if (!s)
 		return -1;
 	__u64 t = s->tag;
-	if ((t & SLOT_STATE) != SLOT_LIVE)
-		return -1;
-	__u64 w0, w1;
-	key_words(k, &w0, &w1);
-	if (s->w0 != w0 || s->w1 != w1)
+	if ((t & SLOT_STATE) != SLOT_LIVE || s->w0 != w0 || s->w1 != w1)
 		return -1;
 	if (__sync_val_compare_and_swap(&s->tag, t, (t & ~SLOT_STATE) + SLOT_GEN) != t)
 		return -1;
+	chunk_count(at, -1);
 	struct conn_hash *p = conn_params();
 	if (p && p->stashed && bpf_map_delete_elem(&conn_stash, k) == 0)
 		__sync_fetch_and_add(&p->stashed, -1);

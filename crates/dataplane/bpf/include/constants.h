@@ -19,6 +19,9 @@
 /* Connection entries (a NAT connection takes two: client's and reply). The control plane
  * may set another size at load time. */
 #define MAX_CONNS 2097152
+/* IPv4 connection table slots for 1,048,576 connections (the control plane's rule: two
+ * entries each, a fifth left free). */
+#define CONN_SLOTS 2621440
 /* Scheduler tables (dh, sh: 256 buckets; mh: a prime, 65537), keyed by (service, slot). */
 #define MAX_TABLE_ENTRIES 4194304
 #define MAX_LOCALITY 65536
@@ -85,6 +88,8 @@ enum sched_kind {
 #define CONN_WINDOW 8
 /* Locks for putting IPv4 connection entries, by their home slot (conntab.h). */
 #define CONN_LOCKS 65536
+/* Slots per live count the control plane reads to skip empty stretches. */
+#define CONN_CHUNK 1024
 
 /* conn.counted: which of its destination's counts holds a connection. Changed only by
  * compare-and-swap: the client's and the server's packets of one connection can be

@@ -96,7 +96,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, struct conn_slot);
-	__uint(max_entries, MAX_CONNS);
+	__uint(max_entries, CONN_SLOTS);
 	__uint(map_flags, BPF_F_MMAPABLE);
 } conn_slots SEC(".maps");
 
@@ -107,6 +107,16 @@ struct {
 	__type(value, struct conn_hash);
 	__uint(max_entries, 1);
 } conn_hash SEC(".maps");
+
+/* Live entries per CONN_CHUNK slots of conn_slots (conntab.h's chunk_count); sized with
+ * it by the control plane, and mappable like it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, CONN_SLOTS / CONN_CHUNK + 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} conn_chunks SEC(".maps");
 
 /* conn_put's locks, one per home slot's low bits (conntab.h); pinned with the table, so
  * a restarted daemon's program and the one it replaces share them. */
@@ -122,7 +132,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct flow_key);
 	__type(value, __u32);
-	__uint(max_entries, MAX_CONNS);
+	__uint(max_entries, CONN_SLOTS);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } conn_stash SEC(".maps");
 

@@ -252,9 +252,10 @@ impl Handle {
     }
 }
 
-/// Kernel memory per connection in the data plane's maps: two 96-byte slots of the
-/// connection table (NAT's reply), and its share of the persistence table; with room for
-/// the IPv6 table, whose entries are allocated as they come.
+/// Kernel memory per connection in the data plane's maps: two and a half 96-byte slots
+/// of the connection table (two entries for NAT's reply, a fifth of the table kept
+/// free), and its share of the persistence table; the stash and the IPv6 table take
+/// memory only as entries come.
 pub const BYTES_PER_CONNECTION: u64 = 300;
 
 /// The connection table's default size: a 32nd of the machine's memory, at least 65,536
