@@ -497,8 +497,7 @@ static __always_inline void rewrite(struct packet *p, __be32 *addr, __be16 *port
 {
 	csum_replace4(&p->ip->check, *addr, to_addr);
 	if (*p->l4_csum || p->tcp) {
-		csum_replace4(p->l4_csum, *addr, to_addr);
-		csum_replace2(p->l4_csum, *port, to_port);
+		csum_replace6(p->l4_csum, *addr, *port, to_addr, to_port);
 		if (!p->tcp && !*p->l4_csum)
 			*p->l4_csum = 0xffff;
 	}
@@ -508,7 +507,8 @@ static __always_inline void rewrite(struct packet *p, __be32 *addr, __be16 *port
 
 int tun_encap(struct xdp_md *ctx, struct conn *c, const struct dest *d, __u32 inner_v6);
 
-/* Client -> real server `d` on a tracked connection. */
+/* Client -> server of an established connection: to the real server in slot `d`, or
+ * (DR, NAT; `d` NULL) to the next hop the entry keeps. */
 static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct conn *c,
 				   const struct dest *d)
 {
@@ -516,6 +516,8 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct 
 		return ttl_exceeded(ctx);
 	ttl_move(p->ip, -1);
 	if (c->method == METHOD_TUN) {
+		if (!d)
+			return XDP_DROP;
 		int verdict = tun_encap(ctx, c, d, 0);
 		if (verdict >= 0)
 			return verdict;
@@ -527,16 +529,19 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct 
 	}
 	if (c->method == METHOD_DR) {
 		/* Only the destination MAC changes, to the real server's, which the control
-		 * plane keeps from the neighbour table. */
-		if (!(d->mac[0] | d->mac[1] | d->mac[2] | d->mac[3] | d->mac[4] | d->mac[5])) {
-			count(STAT_NO_NEIGH);
-			return XDP_DROP;
+		 * plane keeps from the neighbour table; kept in the entry for the packets
+		 * after. */
+		if (d) {
+			if (!(d->mac[0] | d->mac[1] | d->mac[2] | d->mac[3] | d->mac[4] |
+			      d->mac[5])) {
+				count(STAT_NO_NEIGH);
+				return XDP_DROP;
+			}
+			__builtin_memcpy(c->dmac, d->mac, ETH_ALEN);
+			__builtin_memcpy(c->smac, d->smac, ETH_ALEN);
+			c->ifindex = d->ifindex ? d->ifindex : ctx->ingress_ifindex;
+			c->route_gen = route_gen();
 		}
-		/* Kept in the entry for the packets after (xdp_fulcrum's DR fast path). */
-		__builtin_memcpy(c->dmac, d->mac, ETH_ALEN);
-		__builtin_memcpy(c->smac, d->smac, ETH_ALEN);
-		c->ifindex = d->ifindex ? d->ifindex : ctx->ingress_ifindex;
-		c->route_gen = route_gen();
 		count(STAT_DR);
 		return route_out(ctx, p->eth, c);
 	}
@@ -1065,11 +1070,15 @@ int xdp_fulcrum(struct xdp_md *ctx)
 	}
 	if (c && (c->flags & CONN_F_REPLY))
 		return reply(ctx, &p, c, now);
-	/* DR's next hop as the entry keeps it, while no real server, route or neighbour
-	 * changed since (the control plane moves the generation): an established packet
-	 * needs nothing more. A SYN takes the full path, as it may start the flow anew. */
-	if (c && c->method == METHOD_DR && c->ifindex && c->route_gen == route_gen() &&
-	    !(p.tcp && p.tcp->syn)) {
+	/* A next hop the entry keeps (DR's real server, NAT's route) while no real server,
+	 * route or neighbour changed since it was taken (the control plane moves the
+	 * generation) also says the real server is still there: such a packet needs no
+	 * look at its slot. Not TUN, whose tunnel is the slot's; not a SYN, which may start
+	 * the flow anew. */
+	int kept = c && c->method != METHOD_TUN && c->ifindex && c->route_gen == route_gen() &&
+		   !(p.tcp && p.tcp->syn);
+	if (kept && c->method == METHOD_DR) {
+		/* DR's whole path, as short as it can be: most of a DR director's packets. */
 		conn_touch(c, p.tcp, DIR_INPUT_ONLY, now);
 		c->in_pkts++;
 		account(c->svc, c->dest, p.len, 0, 0);
@@ -1080,7 +1089,7 @@ int xdp_fulcrum(struct xdp_md *ctx)
 		return route_out(ctx, p.eth, c);
 	}
 	struct dest *d = 0;
-	if (c) {
+	if (c && !kept) {
 		__u32 k = slot_index(c->svc, c->dest);
 		d = bpf_map_lookup_elem(&dests, &k);
 		if (!d || !(d->flags & DEST_F_PRESENT) || d->addr != c->rip) {
@@ -1099,7 +1108,7 @@ int xdp_fulcrum(struct xdp_md *ctx)
 			c = 0;
 		}
 	}
-	if (c && d) {
+	if (c && (d || kept)) {
 		__u8 before = c->state;
 		conn_touch(c, p.tcp, c->method != METHOD_NAT ? DIR_INPUT_ONLY : DIR_INPUT, now);
 		c->in_pkts++;

@@ -249,6 +249,9 @@ pub struct ConnSlot {
     /// The ports' 32-bit word as in memory (sport, then dport, in network byte order)
     /// | proto << 32.
     pub w1: u64,
+    /// As a home slot: how far into its window entries homed there went.
+    pub reach: u32,
+    pub pad: u32,
     pub c: Conn,
 }
 
@@ -272,16 +275,19 @@ impl ConnSlot {
     }
 }
 
-/// `struct conn_hash`: the IPv4 connection table's hash multipliers (odd), stash count
-/// and size.
+/// `struct conn_hash`: the IPv4 connection table's hash multipliers (odd), counts and
+/// size.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ConnHash {
     pub mul0: u64,
     pub mul1: u64,
     pub stashed: u64,
+    /// Entries held.
+    pub live: u64,
     pub slots: u32,
-    pub pad: u32,
+    /// The most entries the table takes: two per connection of --max-connections.
+    pub limit: u32,
 }
 
 /// `struct flow_key6`.

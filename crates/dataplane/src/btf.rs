@@ -203,8 +203,12 @@ mod tests {
                     method, flags, timeout, ifindex, dmac, smac, route_gen, mtu, in_pkts, counted
                 ]
             ),
-            layout!(ConnSlot, "conn_slot", [tag, w0, w1, c]),
-            layout!(ConnHash, "conn_hash", [mul0, mul1, stashed, slots, pad]),
+            layout!(ConnSlot, "conn_slot", [tag, w0, w1, reach, pad, c]),
+            layout!(
+                ConnHash,
+                "conn_hash",
+                [mul0, mul1, stashed, live, slots, limit]
+            ),
             layout!(FlowKey6, "flow_key6", [src, dst, sport, dport, proto, pad]),
             layout!(Conn6, "conn6", [c, client, vip, rip]),
             layout!(PersistKey, "persist_key", [svc, client]),

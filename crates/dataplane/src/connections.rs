@@ -133,17 +133,20 @@ impl DataPlane {
                     continue;
                 }
                 let mut c = [0u8; 72];
-                for (i, word) in w[3..].iter().enumerate() {
+                for (i, word) in w[4..].iter().enumerate() {
                     c[i * 8..i * 8 + 8].copy_from_slice(&word.load(Relaxed).to_ne_bytes());
                 }
-                let (w0, w1) = (w[1].load(Relaxed), w[2].load(Relaxed));
+                let (w0, w1, reach) = (w[1].load(Relaxed), w[2].load(Relaxed), w[3].load(Relaxed));
                 if w[0].load(Acquire) != tag {
                     continue;
                 }
+                let reach = reach.to_ne_bytes();
                 f(&ConnSlot {
                     tag,
                     w0,
                     w1,
+                    reach: u32::from_ne_bytes([reach[0], reach[1], reach[2], reach[3]]),
+                    pad: u32::from_ne_bytes([reach[4], reach[5], reach[6], reach[7]]),
                     c: Conn::from_bytes(&c),
                 });
             }

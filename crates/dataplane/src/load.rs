@@ -4,8 +4,8 @@
 use super::*;
 
 /// The IPv4 table's slots for `max_connections` connections: two entries each (NAT's
-/// replies), and a fifth of the slots left free when all are NAT connections, so that
-/// few entries land outside their window and a free slot is always near.
+/// replies), the most the program lets in, and a fifth of the slots that always stay
+/// free, so that few entries land outside their window and a free slot is always near.
 pub(crate) fn conn_slots_for(max_connections: u32) -> u32 {
     (u64::from(max_connections) * 5 / 2).clamp(1024, u64::from(u32::MAX / 2)) as u32
 }
@@ -15,7 +15,9 @@ pub(crate) fn conn_slots_for(max_connections: u32) -> u32 {
 pub(crate) fn size_tables(loader: &mut EbpfLoader, max_connections: u32) {
     let slots = conn_slots_for(max_connections);
     loader.map_max_entries("conn_slots", slots);
-    loader.map_max_entries("conn_stash", slots);
+    // A window rarely overflows (about one entry in a hundred at the limit's fill): the
+    // stash's hash buckets, allocated up front, need not be many.
+    loader.map_max_entries("conn_stash", (slots / 16).max(64));
     loader.map_max_entries("conn_chunks", slots / CONN_CHUNK + 1);
     loader.map_max_entries("conns6", max_connections.saturating_mul(2).max(1024));
     loader.map_max_entries("persist", (max_connections / 2).max(1024));
@@ -111,7 +113,7 @@ impl DataPlane {
             pin_dir: None,
             conn_view: Default::default(),
         };
-        dp.init_conn_table()?;
+        dp.init_conn_table(Some(max_connections))?;
         dp.set_timeouts(&DEFAULT_TIMEOUTS)?;
         dp.set_clock()?;
         Ok(dp)
@@ -176,7 +178,7 @@ impl DataPlane {
             conn_view: Default::default(),
         };
         // A table adopted keeps its hash and size (its entries sit where they hash to).
-        dp.init_conn_table()?;
+        dp.init_conn_table(max_connections)?;
         if adopted {
             let mut sizes = std::collections::HashMap::new();
             let map: HashMap<&MapData, TableKey, u32> = HashMap::try_from(dp.map("sched_tables")?)?;
@@ -279,7 +281,10 @@ impl DataPlane {
     /// How many connections the table holds (two entries each, for NAT's replies; see
     /// [`conn_slots_for`]).
     pub fn max_connections(&self) -> u32 {
-        (u64::from(self.conn_slots()) * 2 / 5) as u32
+        let map: Result<Array<&MapData, ConnHash>, _> =
+            self.map("conn_hash").and_then(|m| Ok(Array::try_from(m)?));
+        map.and_then(|m| Ok(m.get(&0, 0)?))
+            .map_or(0, |h| h.limit / 2)
     }
 
     /// The IPv4 connection table's slots, and how many of its entries sit outside their
@@ -287,6 +292,21 @@ impl DataPlane {
     pub fn conn_table(&self) -> Result<(u32, u64), Error> {
         let map: Array<&MapData, ConnHash> = Array::try_from(self.map("conn_hash")?)?;
         Ok((self.conn_slots(), map.get(&0, 0)?.stashed))
+    }
+
+    /// Gives the empty IPv4 table a chosen hash (two odd multipliers): for tests and
+    /// benchmarks that need flows to share a window. Refused when the table holds
+    /// entries, which sit where the old hash put them.
+    pub fn set_conn_hash(&mut self, mul0: u64, mul1: u64) -> Result<(), Error> {
+        let mut map: Array<&mut MapData, ConnHash> = Array::try_from(self.map_mut("conn_hash")?)?;
+        let h = map.get(&0, 0)?;
+        if h.live != 0 || mul0 & mul1 & 1 == 0 {
+            return Err(Error::Limit(
+                "a new hash needs an empty table and odd multipliers".into(),
+            ));
+        }
+        map.set(0, ConnHash { mul0, mul1, ..h }, 0)?;
+        Ok(())
     }
 
     /// The slots of the IPv4 connection table.
@@ -297,10 +317,11 @@ impl DataPlane {
         }
     }
 
-    /// Gives a new IPv4 connection table its size and a random hash (two odd multipliers);
-    /// one adopted from a previous run already has them (its entries sit where they put
-    /// them).
-    fn init_conn_table(&mut self) -> Result<(), Error> {
+    /// Gives a new IPv4 connection table its size, its limit (two entries per connection
+    /// of `max_connections`; None: the default the table was sized for) and a random hash
+    /// (two odd multipliers); one adopted from a previous run already has them (its
+    /// entries sit where they put them).
+    fn init_conn_table(&mut self, max_connections: Option<u32>) -> Result<(), Error> {
         let slots = self.conn_slots();
         let mut map: Array<&mut MapData, ConnHash> = Array::try_from(self.map_mut("conn_hash")?)?;
         if map.get(&0, 0)?.slots == slots {
@@ -316,8 +337,11 @@ impl DataPlane {
             mul0,
             mul1,
             stashed: 0,
+            live: 0,
             slots,
-            pad: 0,
+            limit: max_connections
+                .map_or(u64::from(slots) * 4 / 5, |m| u64::from(m) * 2)
+                .min(u64::from(slots)) as u32,
         };
         map.set(0, params, 0)?;
         Ok(())

@@ -557,14 +557,13 @@ fn a_full_table_finds_every_connection_and_refuses_the_next() {
     if !require_root("a_full_table_finds_every_connection_and_refuses_the_next") {
         return;
     }
-    // 1,280 slots (a fifth more than 512 connections need): 640 NAT connections (two
-    // entries each) fill every one, so many entries cannot sit in their own window and
-    // go through the stash.
+    // 512 NAT connections (two entries each) in 1,280 slots, the fifth of them the table
+    // keeps free.
     let mut dp = DataPlane::load_sized(512).unwrap();
     assert_eq!(dp.max_connections(), 512);
     assert_eq!(dp.conn_table().unwrap(), (1280, 0));
     dp.put_service(&service(Method::Nat, &[1, 1])).unwrap();
-    let ports = 20000..20640u16;
+    let ports = 20000..20512u16;
     let mut server = Vec::new();
     for port in ports.clone() {
         let out = dp
@@ -573,18 +572,13 @@ fn a_full_table_finds_every_connection_and_refuses_the_next() {
         assert_eq!(out.verdict, Verdict::Pass, "connection from port {port}");
         server.push(Parsed::of(&out.frame).dst);
     }
-    let (_, stashed) = dp.conn_table().unwrap();
-    assert!(
-        stashed > 0,
-        "a full table puts some entries past their window"
-    );
     let out = dp
         .test_run(&tcp_frame(CLIENT, 30000, VIP, 80, SYN), 1)
         .unwrap();
     assert_eq!(out.verdict, Verdict::Drop, "no room for another");
     assert_eq!(dp.count(Reason::TableFull).unwrap(), 1);
 
-    // Every connection, wherever its entries sit, keeps its server both ways.
+    // Every connection keeps its server both ways.
     for (port, rip) in ports.clone().zip(&server) {
         let out = dp
             .test_run(&tcp_frame(CLIENT, port, VIP, 80, ACK), 1)
@@ -596,8 +590,8 @@ fn a_full_table_finds_every_connection_and_refuses_the_next() {
         let p = Parsed::of(&out.frame);
         assert_eq!((p.src, p.sport), (VIP, 80), "reply to port {port}");
     }
-    assert_eq!(dp.connections().unwrap().len(), 640);
-    assert_eq!(dp.dest_conns(1, 0).unwrap(), (320, 0));
+    assert_eq!(dp.connections().unwrap().len(), 512);
+    assert_eq!(dp.dest_conns(1, 0).unwrap(), (256, 0));
 
     // Closed with no time to wait, they all go at the sweep, stash and all, and the
     // table takes as many again.
@@ -606,19 +600,72 @@ fn a_full_table_finds_every_connection_and_refuses_the_next() {
         dp.test_run(&tcp_frame(CLIENT, port, VIP, 80, FIN | ACK), 1)
             .unwrap();
     }
-    assert_eq!(dp.sweep().unwrap(), 640);
+    assert_eq!(dp.sweep().unwrap(), 512);
     assert!(dp.connections().unwrap().is_empty());
     assert_eq!(dp.conn_table().unwrap(), (1280, 0));
     assert_eq!(dp.dest_conns(1, 0).unwrap(), (0, 0));
     dp.set_timeouts(&fulcrum_dataplane::abi::DEFAULT_TIMEOUTS)
         .unwrap();
-    for port in 40000..40640u16 {
+    for port in 40000..40512u16 {
         let out = dp
             .test_run(&tcp_frame(CLIENT, port, VIP, 80, SYN), 1)
             .unwrap();
         assert_eq!(out.verdict, Verdict::Pass, "again, from port {port}");
     }
-    assert_eq!(dp.connections().unwrap().len(), 640, "all listed again");
+    assert_eq!(dp.connections().unwrap().len(), 512, "all listed again");
+}
+
+/// Flows whose entries share a window (a hash chosen so that every client entry lands
+/// on one home, and every reply entry on another) fill it, then go to free slots the
+/// stash remembers, then are refused once the stash is full; every one let in is found
+/// both ways, listed, and swept, and the stash empties with them.
+#[test]
+fn flows_that_share_a_window_go_through_the_stash() {
+    if !require_root("flows_that_share_a_window_go_through_the_stash") {
+        return;
+    }
+    let mut dp = DataPlane::load_sized(512).unwrap();
+    dp.set_conn_hash(1, 1).unwrap();
+    dp.put_service(&service(Method::Nat, &[1])).unwrap();
+    let mut taken = Vec::new();
+    for port in 20000..20200u16 {
+        let out = dp
+            .test_run(&tcp_frame(CLIENT, port, VIP, 80, SYN), 1)
+            .unwrap();
+        if out.verdict == Verdict::Drop {
+            break;
+        }
+        taken.push(port);
+    }
+    // Two windows of 16 and a stash of 80 (1,280 slots / 16): 56 connections at most.
+    let (_, stashed) = dp.conn_table().unwrap();
+    assert!(
+        (40..=56).contains(&taken.len()),
+        "{} connections let in",
+        taken.len()
+    );
+    assert!(stashed >= 70, "{stashed} entries in the stash");
+    assert_eq!(dp.count(Reason::TableFull).unwrap(), 1);
+    for &port in &taken {
+        let out = dp
+            .test_run(&tcp_frame(CLIENT, port, VIP, 80, ACK), 1)
+            .unwrap();
+        assert_eq!(Parsed::of(&out.frame).dst, RIPS[0], "client port {port}");
+        let out = dp
+            .test_run(&tcp_frame(RIPS[0], 8080, CLIENT, port, ACK), 1)
+            .unwrap();
+        assert_eq!(Parsed::of(&out.frame).src, VIP, "reply to port {port}");
+    }
+    assert_eq!(dp.connections().unwrap().len(), taken.len());
+    assert_eq!(dp.dest_conns(1, 0).unwrap(), (taken.len() as u32, 0));
+    dp.set_timeouts(&[0; 12]).unwrap();
+    for &port in &taken {
+        dp.test_run(&tcp_frame(CLIENT, port, VIP, 80, FIN | ACK), 1)
+            .unwrap();
+    }
+    assert_eq!(dp.sweep().unwrap(), taken.len());
+    assert_eq!(dp.conn_table().unwrap().1, 0, "the stash empties");
+    assert_eq!(dp.dest_conns(1, 0).unwrap(), (0, 0));
 }
 
 #[test]

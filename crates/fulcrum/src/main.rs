@@ -184,7 +184,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub keep_forwarding: bool,
     /// Size of the connection table, in connections. IPVS's table grows without bound;
-    /// this one is allocated up front, about 300 bytes of kernel memory per connection,
+    /// this one is allocated up front, about 320 bytes of kernel memory per connection,
     /// so by default it takes a 32nd of the machine's memory (at least 65,536
     /// connections, at most 1,048,576); the size is logged at start.
     #[arg(long, value_name = "N")]

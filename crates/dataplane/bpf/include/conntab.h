@@ -30,6 +30,11 @@
 #define SLOT_BUSY 1ULL /* claimed, being written */
 #define SLOT_LIVE 2ULL
 #define SLOT_GEN 4ULL /* one generation, above the state */
+/* conn_slot.reach of a home slot: how many slots from it lookups scan (the farthest an
+ * entry homed there was put, plus one; 0: none ever was), and whether one went to the
+ * stash. */
+#define REACH_SLOTS 0xff
+#define REACH_STASH 0x100
 /* How far past its window a free slot is looked for: the whole table, up to what
  * bpf_loop allows (long only when the table is nearly full). */
 #define CONN_SCAN_MAX (1 << 23)
@@ -74,35 +79,65 @@ static __always_inline int slot_holds(const struct conn_slot *s, __u64 w0, __u64
 	return (s->tag & SLOT_STATE) == SLOT_LIVE && s->w0 == w0 && s->w1 == w1;
 }
 
-/* The slot holding key `k`, whose words (key_words) are `w0` and `w1`, or NULL; its
- * index in `*at`. */
+/* The slot holding key `k`, whose words (key_words) are `w0` and `w1`, or -1. Only as
+ * far into the window as the home slot's reach says an entry homed there went, and into
+ * the stash only when one went there: a key not in the table (a new flow, traffic for
+ * the host) costs a slot or two. A global function: the verifier checks its loop once,
+ * not once for every way out of it at every caller. */
+__attribute__((noinline)) int conn_find(const struct flow_key *k, __u64 w0, __u64 w1)
+{
+	struct conn_hash *p = conn_params();
+	if (!k || !p || !p->slots)
+		return -1;
+	__u32 i = conn_home(p, w0, w1);
+	__u32 n = p->slots;
+	struct conn_slot *home = bpf_map_lookup_elem(&conn_slots, &i);
+	if (!home)
+		return -1;
+	__u32 reach = home->reach;
+	if (slot_holds(home, w0, w1))
+		return i;
+	__u32 lim = reach & REACH_SLOTS;
+	for (__u32 j = 1; j < lim && j < CONN_WINDOW; j++) {
+		if (++i >= n)
+			i = 0;
+		struct conn_slot *s = bpf_map_lookup_elem(&conn_slots, &i);
+		if (s && slot_holds(s, w0, w1))
+			return i;
+	}
+	if (!(reach & REACH_STASH) || !p->stashed)
+		return -1;
+	__u32 *stashed = bpf_map_lookup_elem(&conn_stash, k);
+	if (!stashed)
+		return -1;
+	i = *stashed;
+	struct conn_slot *s = bpf_map_lookup_elem(&conn_slots, &i);
+	return s && slot_holds(s, w0, w1) ? (int)i : -1;
+}
+
+/* The slot holding key `k` (words `w0`, `w1`), or NULL; its index in `*at`. The home
+ * slot, where most entries sit, is looked at here, inline; conn_find looks further. */
 static __always_inline struct conn_slot *conn_slot_at(const struct flow_key *k, __u64 w0, __u64 w1,
 						      __u32 *at)
 {
 	struct conn_hash *p = conn_params();
 	if (!p || !p->slots)
 		return 0;
-	__u32 i = conn_home(p, w0, w1);
-	__u32 n = p->slots;
-#pragma unroll
-	for (int j = 0; j < CONN_WINDOW; j++) {
-		struct conn_slot *s = bpf_map_lookup_elem(&conn_slots, &i);
-		if (s && slot_holds(s, w0, w1)) {
-			*at = i;
-			return s;
-		}
-		if (++i >= n)
-			i = 0;
+	__u32 slot = conn_home(p, w0, w1);
+	struct conn_slot *s = bpf_map_lookup_elem(&conn_slots, &slot);
+	if (!s)
+		return 0;
+	if (!slot_holds(s, w0, w1)) {
+		if (s->reach <= 1)
+			return 0;
+		int i = conn_find(k, w0, w1);
+		if (i < 0)
+			return 0;
+		slot = i;
+		s = bpf_map_lookup_elem(&conn_slots, &slot);
 	}
-	if (!p->stashed)
-		return 0;
-	__u32 *stashed = bpf_map_lookup_elem(&conn_stash, k);
-	if (!stashed)
-		return 0;
-	i = *stashed;
-	*at = i;
-	struct conn_slot *s = bpf_map_lookup_elem(&conn_slots, &i);
-	return s && slot_holds(s, w0, w1) ? s : 0;
+	*at = slot;
+	return s;
 }
 
 /* The slot holding key `k`, or NULL. */
@@ -174,13 +209,20 @@ static __always_inline int conn_put_locked(const struct flow_key *k, const struc
 		old->c = *v;
 		return 0;
 	}
+	/* Full: as many entries as --max-connections allows (counted without a lock, so
+	 * CPUs adding at the same moment may pass it by one each). */
+	if (p->live >= p->limit)
+		return -E_2BIG;
 	__u32 n = p->slots;
 	__u32 i = home;
 	int got = -1;
+	__u32 dist = 0;
 #pragma unroll
 	for (int j = 0; j < CONN_WINDOW; j++) {
-		if (got < 0 && slot_claim(i))
+		if (got < 0 && slot_claim(i)) {
 			got = i;
+			dist = j;
+		}
 		if (got < 0 && ++i >= n)
 			i = 0;
 	}
@@ -196,11 +238,18 @@ static __always_inline int conn_put_locked(const struct flow_key *k, const struc
 		return -E_2BIG;
 	__u32 at = got;
 	struct conn_slot *s = bpf_map_lookup_elem(&conn_slots, &at);
-	if (!s)
+	struct conn_slot *h = bpf_map_lookup_elem(&conn_slots, &home);
+	if (!s || !h)
 		return -E_2BIG;
 	s->w0 = w0;
 	s->w1 = w1;
 	s->c = *v;
+	/* How far lookups of this home must look, before the entry can be seen; only
+	 * puts change a reach, under the home's lock, and it never shrinks. */
+	if (stashed)
+		h->reach |= REACH_STASH;
+	else if (dist + 1 > (h->reach & REACH_SLOTS))
+		h->reach = (h->reach & ~REACH_SLOTS) | (dist + 1);
 	if (stashed) {
 		/* Counted first: a lookup that misses its window reads the stash only when the
 		 * count says it holds something. */
@@ -216,6 +265,7 @@ static __always_inline int conn_put_locked(const struct flow_key *k, const struc
 	__u64 t = s->tag;
 	__sync_val_compare_and_swap(&s->tag, t, (t & ~SLOT_STATE) | SLOT_LIVE);
 	chunk_count(at, 1);
+	__sync_fetch_and_add(&p->live, 1);
 	return 0;
 }
 
@@ -268,7 +318,10 @@ __attribute__((noinline)) int conn_del(const struct flow_key *k)
 		return -1;
 	chunk_count(at, -1);
 	struct conn_hash *p = conn_params();
-	if (p && p->stashed && bpf_map_delete_elem(&conn_stash, k) == 0)
+	if (!p)
+		return 0;
+	__sync_fetch_and_add(&p->live, -1);
+	if (p->stashed && bpf_map_delete_elem(&conn_stash, k) == 0)
 		__sync_fetch_and_add(&p->stashed, -1);
 	return 0;
 }

