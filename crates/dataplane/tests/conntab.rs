@@ -1,0 +1,139 @@
+//! The IPv4 connection table against a model: random sequences of connections coming
+//! (through `xdp_adopt`, as a sync backup installs them), going (a SYN on the ports of one
+//! in TIME_WAIT: IPVS's conn_reuse_mode) and looked up (a client's packet), on a small
+//! table, with the program's own random hash and with one that puts every flow in one
+//! window, so that the window fills and the stash and the scan past the window are used.
+//! After every step the table lists what the model holds, and counts it.
+
+mod frames;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+
+use fulcrum_dataplane::{
+    Adopted, DataPlane, DestSpec, Link, Method, ServiceKey, ServiceSpec, Synced, Verdict,
+};
+use fulcrum_lab::require_root;
+use proptest::prelude::*;
+
+use frames::*;
+
+/// The flows' VIP has no virtual service: a flow the table does not hold goes to the
+/// kernel (`Pass`), one it holds goes to its DR real server (`Tx`).
+const FLOW_VIP: Ipv4Addr = Ipv4Addr::new(10, 1, 10, 99);
+/// Entries the table takes (two per connection of `load_sized`).
+const LIMIT: usize = 128;
+const ESTABLISHED: u8 = 1;
+const TIME_WAIT: u8 = 5;
+
+#[derive(Debug, Clone)]
+enum Op {
+    Add(u16),
+    Remove(u16),
+    Look(u16),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0..200u16).prop_map(Op::Add),
+        2 => (0..200u16).prop_map(Op::Remove),
+        3 => (0..200u16).prop_map(Op::Look),
+    ]
+}
+
+fn synced(port: u16, state: u8) -> Synced {
+    Synced {
+        proto: 6,
+        client: (CLIENT.into(), 20000 + port),
+        vip: (FLOW_VIP.into(), 80),
+        rip: (RIPS[0].into(), 80),
+        state,
+        service: 1,
+        slot: 0,
+        method: Method::Dr,
+        timeout: 900,
+    }
+}
+
+fn check(ops: &[Op], one_window: bool) -> Result<(), TestCaseError> {
+    let mut dp = DataPlane::load_sized(LIMIT as u32 / 2).unwrap();
+    if one_window {
+        // Every flow here differs only in its client port, which this hash ignores.
+        dp.set_conn_hash(1, 1).unwrap();
+    }
+    let mut spec = ServiceSpec::new(
+        ServiceKey::v4(VIP, 80, 6),
+        1,
+        fulcrum_dataplane::Scheduler::Rr,
+    );
+    let mut dest = DestSpec::new(RIPS[0], 80, Method::Dr, 1);
+    dest.link = Some(Link {
+        mac: [0x02, 0xaa, 0, 0, 0, 1],
+        ifindex: 0,
+        smac: [0x02, 0, 0, 0, 0, 0x65],
+    });
+    spec.dests = vec![Some(dest)];
+    dp.put_service(&spec).unwrap();
+
+    let mut model = BTreeSet::new();
+    let packet = |dp: &DataPlane, port: u16, flags: u8| {
+        dp.test_run(&tcp_frame(CLIENT, 20000 + port, FLOW_VIP, 80, flags), 1)
+            .unwrap()
+            .verdict
+    };
+    for op in ops {
+        match *op {
+            Op::Add(port) => match dp.adopt(&synced(port, ESTABLISHED)).unwrap() {
+                Adopted::Installed => prop_assert!(model.insert(port), "{port} was there"),
+                Adopted::Updated => prop_assert!(model.contains(&port)),
+                Adopted::Full => prop_assert!(
+                    model.len() >= LIMIT || one_window,
+                    "refused with {} entries",
+                    model.len()
+                ),
+            },
+            Op::Remove(port) => {
+                if model.remove(&port) {
+                    let adopted = dp.adopt(&synced(port, TIME_WAIT)).unwrap();
+                    prop_assert_eq!(adopted, Adopted::Updated);
+                    prop_assert_eq!(packet(&dp, port, SYN), Verdict::Pass);
+                }
+            }
+            Op::Look(port) => {
+                let want = if model.contains(&port) {
+                    Verdict::Tx
+                } else {
+                    Verdict::Pass
+                };
+                prop_assert_eq!(packet(&dp, port, ACK), want, "port {}", port);
+            }
+        }
+        let listed: BTreeSet<u16> = dp
+            .connections()
+            .unwrap()
+            .iter()
+            .map(|c| c.client.1 - 20000)
+            .collect();
+        prop_assert_eq!(&listed, &model, "after {:?}", op);
+        prop_assert_eq!(dp.dest_conns(1, 0).unwrap(), (model.len() as u32, 0));
+    }
+    for &port in &model {
+        prop_assert_eq!(packet(&dp, port, ACK), Verdict::Tx, "port {}", port);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    #[test]
+    fn the_table_holds_what_the_model_holds(
+        ops in prop::collection::vec(op(), 1..300),
+        one_window in any::<bool>(),
+    ) {
+        if !require_root("the_table_holds_what_the_model_holds") {
+            return Ok(());
+        }
+        check(&ops, one_window)?;
+    }
+}
