@@ -1475,6 +1475,8 @@ static __always_inline int forward6(struct xdp_md *ctx, struct packet6 *p, struc
 	}
 	p->ip->hop_limit--;
 	if (c->c.method == METHOD_TUN) {
+		if (!d)
+			return XDP_DROP;
 		int verdict = tun_encap(ctx, &c->c, d, 1);
 		if (verdict >= 0)
 			return verdict;
@@ -1484,16 +1486,20 @@ static __always_inline int forward6(struct xdp_md *ctx, struct packet6 *p, struc
 		return verdict;
 	}
 	if (c->c.method == METHOD_DR) {
-		if (!(d->mac[0] | d->mac[1] | d->mac[2] | d->mac[3] | d->mac[4] | d->mac[5])) {
-			count(STAT_NO_NEIGH);
-			return XDP_DROP;
+		/* As IPv4's: the real server's next hop, kept in the entry. */
+		if (d) {
+			if (!(d->mac[0] | d->mac[1] | d->mac[2] | d->mac[3] | d->mac[4] |
+			      d->mac[5])) {
+				count(STAT_NO_NEIGH);
+				return XDP_DROP;
+			}
+			__builtin_memcpy(c->c.dmac, d->mac, ETH_ALEN);
+			__builtin_memcpy(c->c.smac, d->smac, ETH_ALEN);
+			c->c.ifindex = d->ifindex ? d->ifindex : ctx->ingress_ifindex;
+			c->c.route_gen = route_gen();
 		}
-		__builtin_memcpy(p->eth->h_dest, d->mac, ETH_ALEN);
-		__builtin_memcpy(p->eth->h_source, d->smac, ETH_ALEN);
 		count(STAT_DR);
-		if (!d->ifindex || d->ifindex == ctx->ingress_ifindex)
-			return XDP_TX;
-		return bpf_redirect(d->ifindex, 0);
+		return route_out(ctx, p->eth, &c->c);
 	}
 	/* The route and its MTU first: IPv6 is never fragmented on the way, so a packet too
 	 * big for the route gets "packet too big" from the VIP, untranslated, as IPVS's
@@ -1845,9 +1851,14 @@ int xdp_fulcrum6(struct xdp_md *ctx)
 	}
 	if (c && (c->c.flags & CONN_F_REPLY))
 		return reply6(ctx, &p, c, now);
-	if (c) {
+	/* A next hop kept in the entry of the current generation: the real server is still
+	 * there (see xdp_fulcrum). */
+	int kept = c && c->c.method != METHOD_TUN && c->c.ifindex &&
+		   c->c.route_gen == route_gen() && !(p.tcp && p.tcp->syn);
+	struct dest *d = 0;
+	if (c && !kept) {
 		__u32 k = slot_index(c->c.svc, c->c.dest);
-		struct dest *d = bpf_map_lookup_elem(&dests, &k);
+		d = bpf_map_lookup_elem(&dests, &k);
 		struct in6_addr *rip = bpf_map_lookup_elem(&dests6, &k);
 		if (!d || !rip || !(d->flags & DEST_F_PRESENT) || !same6((__u8 *)rip, c->rip)) {
 			conn_release6(&key, c);
@@ -1857,16 +1868,18 @@ int xdp_fulcrum6(struct xdp_md *ctx)
 		if (p.tcp && p.tcp->syn && !p.tcp->ack && !p.tcp->fin && !p.tcp->rst &&
 		    (c->c.state == TCP_S_TIME_WAIT || c->c.state == TCP_S_CLOSE || !d->weight)) {
 			conn_release6(&key, c);
-		} else {
-			__u8 before = c->c.state;
-			conn_touch(&c->c, p.tcp,
-				   c->c.method != METHOD_NAT ? DIR_INPUT_ONLY : DIR_INPUT, now);
-			c->c.in_pkts++;
-			if (c->c.state != before)
-				reply_follow6(c);
-			account(c->c.svc, c->c.dest, p.len, 0, 0);
-			return forward6(ctx, &p, c, d);
+			c = 0;
 		}
+	}
+	if (c) {
+		__u8 before = c->c.state;
+		conn_touch(&c->c, p.tcp, c->c.method != METHOD_NAT ? DIR_INPUT_ONLY : DIR_INPUT,
+			   now);
+		c->c.in_pkts++;
+		if (c->c.state != before)
+			reply_follow6(c);
+		account(c->c.svc, c->c.dest, p.len, 0, 0);
+		return forward6(ctx, &p, c, d);
 	}
 	struct service_value *sv = find_service6(&p);
 	if (!sv) {

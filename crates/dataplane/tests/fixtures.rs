@@ -308,7 +308,8 @@ fn dr_rewrites_only_the_destination_mac() {
 }
 
 /// An established DR flow keeps its server's next hop in its entry; a new MAC for the
-/// server (the neighbour changed) or the server's deletion reaches it at the next packet.
+/// server (the neighbour changed) or the server's deletion reaches it at the next packet,
+/// over IPv4 and IPv6.
 #[test]
 fn dr_follows_its_servers_new_mac_and_deletion() {
     if !require_root("dr_follows_its_servers_new_mac_and_deletion") {
@@ -341,6 +342,39 @@ fn dr_follows_its_servers_new_mac_and_deletion() {
     assert_eq!(out.verdict, Verdict::Drop, "the server is gone");
     assert_eq!(dp.count(Reason::DestGone).unwrap(), 1);
     assert!(dp.connections().unwrap().is_empty());
+
+    // The same over IPv6.
+    let (vip6, client6): (Ipv6Addr, Ipv6Addr) =
+        ("fd00::88".parse().unwrap(), "fd00::2".parse().unwrap());
+    let mut spec6 = ServiceSpec::new(
+        ServiceKey::v6(vip6, 80, 6),
+        2,
+        fulcrum_dataplane::Scheduler::Rr,
+    );
+    let mut dest = DestSpec::new("fd00::129".parse::<Ipv6Addr>().unwrap(), 80, Method::Dr, 1);
+    dest.link = Some(link(3));
+    spec6.dests = vec![Some(dest)];
+    dp.put_service(&spec6).unwrap();
+    let ack = tcp6_frame(client6, 50000, vip6, 80, ACK);
+    dp.test_run(&tcp6_frame(client6, 50000, vip6, 80, SYN), 1)
+        .unwrap();
+    for _ in 0..2 {
+        let out = dp.test_run(&ack, 1).unwrap();
+        assert_eq!((out.verdict, out.frame[5]), (Verdict::Tx, 3));
+    }
+    spec6.dests[0].as_mut().unwrap().link = Some(link(4));
+    dp.put_service(&spec6).unwrap();
+    let out = dp.test_run(&ack, 1).unwrap();
+    assert_eq!(
+        (out.verdict, out.frame[5]),
+        (Verdict::Tx, 4),
+        "the new MAC (IPv6)"
+    );
+    spec6.dests[0] = None;
+    dp.put_service(&spec6).unwrap();
+    let out = dp.test_run(&ack, 1).unwrap();
+    assert_eq!(out.verdict, Verdict::Drop, "the server is gone (IPv6)");
+    assert_eq!(dp.count(Reason::DestGone).unwrap(), 2);
 }
 
 /// Directors behind ECMP: a flow that moves to another director mid-way reaches it as an
