@@ -316,34 +316,38 @@ fn dr_follows_its_servers_new_mac_and_deletion() {
         return;
     }
     let mut dp = DataPlane::load().unwrap();
-    let mut spec = service(Method::Dr, &[1]);
     let link = |last: u8| fulcrum_dataplane::Link {
         mac: [0x02, 0xaa, 0xbb, 0xcc, 0xdd, last],
         ifindex: 0,
         smac: [0x02, 0, 0, 0, 0, 0x65],
     };
-    spec.dests[0].as_mut().unwrap().link = Some(link(1));
-    dp.put_service(&spec).unwrap();
-    let ack = tcp_frame(CLIENT, 50000, VIP, 80, ACK);
-    dp.test_run(&tcp_frame(CLIENT, 50000, VIP, 80, SYN), 1)
-        .unwrap();
-    for _ in 0..2 {
+    // A flow of `spec`'s only server: its packets go to the MAC of the slot's link as it
+    // is now, then to none once the server is gone.
+    let mut follows = |mut spec: ServiceSpec, syn: Vec<u8>, ack: Vec<u8>, gone: u64| {
+        spec.dests[0].as_mut().unwrap().link = Some(link(1));
+        dp.put_service(&spec).unwrap();
+        dp.test_run(&syn, 1).unwrap();
+        for _ in 0..2 {
+            let out = dp.test_run(&ack, 1).unwrap();
+            assert_eq!((out.verdict, out.frame[5]), (Verdict::Tx, 1));
+        }
+        spec.dests[0].as_mut().unwrap().link = Some(link(2));
+        dp.put_service(&spec).unwrap();
         let out = dp.test_run(&ack, 1).unwrap();
-        assert_eq!((out.verdict, out.frame[5]), (Verdict::Tx, 1));
-    }
-    spec.dests[0].as_mut().unwrap().link = Some(link(2));
-    dp.put_service(&spec).unwrap();
-    let out = dp.test_run(&ack, 1).unwrap();
-    assert_eq!((out.verdict, out.frame[5]), (Verdict::Tx, 2), "the new MAC");
-    assert_eq!(dp.count(Reason::Dr).unwrap(), 4);
-    spec.dests[0] = None;
-    dp.put_service(&spec).unwrap();
-    let out = dp.test_run(&ack, 1).unwrap();
-    assert_eq!(out.verdict, Verdict::Drop, "the server is gone");
-    assert_eq!(dp.count(Reason::DestGone).unwrap(), 1);
-    assert!(dp.connections().unwrap().is_empty());
-
-    // The same over IPv6.
+        assert_eq!((out.verdict, out.frame[5]), (Verdict::Tx, 2), "the new MAC");
+        spec.dests[0] = None;
+        dp.put_service(&spec).unwrap();
+        let out = dp.test_run(&ack, 1).unwrap();
+        assert_eq!(out.verdict, Verdict::Drop, "the server is gone");
+        assert_eq!(dp.count(Reason::DestGone).unwrap(), gone);
+        assert!(dp.connections().unwrap().is_empty());
+    };
+    follows(
+        service(Method::Dr, &[1]),
+        tcp_frame(CLIENT, 50000, VIP, 80, SYN),
+        tcp_frame(CLIENT, 50000, VIP, 80, ACK),
+        1,
+    );
     let (vip6, client6): (Ipv6Addr, Ipv6Addr) =
         ("fd00::88".parse().unwrap(), "fd00::2".parse().unwrap());
     let mut spec6 = ServiceSpec::new(
@@ -351,30 +355,14 @@ fn dr_follows_its_servers_new_mac_and_deletion() {
         2,
         fulcrum_dataplane::Scheduler::Rr,
     );
-    let mut dest = DestSpec::new("fd00::129".parse::<Ipv6Addr>().unwrap(), 80, Method::Dr, 1);
-    dest.link = Some(link(3));
-    spec6.dests = vec![Some(dest)];
-    dp.put_service(&spec6).unwrap();
-    let ack = tcp6_frame(client6, 50000, vip6, 80, ACK);
-    dp.test_run(&tcp6_frame(client6, 50000, vip6, 80, SYN), 1)
-        .unwrap();
-    for _ in 0..2 {
-        let out = dp.test_run(&ack, 1).unwrap();
-        assert_eq!((out.verdict, out.frame[5]), (Verdict::Tx, 3));
-    }
-    spec6.dests[0].as_mut().unwrap().link = Some(link(4));
-    dp.put_service(&spec6).unwrap();
-    let out = dp.test_run(&ack, 1).unwrap();
-    assert_eq!(
-        (out.verdict, out.frame[5]),
-        (Verdict::Tx, 4),
-        "the new MAC (IPv6)"
+    let rip6: Ipv6Addr = "fd00::129".parse().unwrap();
+    spec6.dests = vec![Some(DestSpec::new(rip6, 80, Method::Dr, 1))];
+    follows(
+        spec6,
+        tcp6_frame(client6, 50000, vip6, 80, SYN),
+        tcp6_frame(client6, 50000, vip6, 80, ACK),
+        2,
     );
-    spec6.dests[0] = None;
-    dp.put_service(&spec6).unwrap();
-    let out = dp.test_run(&ack, 1).unwrap();
-    assert_eq!(out.verdict, Verdict::Drop, "the server is gone (IPv6)");
-    assert_eq!(dp.count(Reason::DestGone).unwrap(), 2);
 }
 
 /// Directors behind ECMP: a flow that moves to another director mid-way reaches it as an
