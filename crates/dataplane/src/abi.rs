@@ -255,10 +255,11 @@ pub struct ConnSlot {
     pub c: Conn,
 }
 
+/// A slot's state: the low two bits of its tag (conntab.h's SLOT_*).
 pub const SLOT_STATE: u64 = 3;
+pub const SLOT_LIVE: u64 = 2;
 /// Slots per live count in `conn_chunks` (CONN_CHUNK).
 pub const CONN_CHUNK: u32 = 1024;
-pub const SLOT_LIVE: u64 = 2;
 
 impl ConnSlot {
     /// The key of the flow the slot holds.
@@ -407,8 +408,6 @@ unsafe impl Pod for SchedState {}
 unsafe impl Pod for FlowKey {}
 // SAFETY: as above.
 unsafe impl Pod for Conn {}
-// SAFETY: as above.
-unsafe impl Pod for ConnSlot {}
 // SAFETY: as above.
 unsafe impl Pod for ConnHash {}
 // SAFETY: as above.

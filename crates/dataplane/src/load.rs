@@ -281,17 +281,18 @@ impl DataPlane {
     /// How many connections the table holds (two entries each, for NAT's replies; see
     /// [`conn_slots_for`]).
     pub fn max_connections(&self) -> u32 {
-        let map: Result<Array<&MapData, ConnHash>, _> =
-            self.map("conn_hash").and_then(|m| Ok(Array::try_from(m)?));
-        map.and_then(|m| Ok(m.get(&0, 0)?))
-            .map_or(0, |h| h.limit / 2)
+        self.conn_hash().map_or(0, |h| h.limit / 2)
     }
 
     /// The IPv4 connection table's slots, and how many of its entries sit outside their
     /// window (found through the stash).
     pub fn conn_table(&self) -> Result<(u32, u64), Error> {
+        Ok((self.conn_slots(), self.conn_hash()?.stashed))
+    }
+
+    fn conn_hash(&self) -> Result<ConnHash, Error> {
         let map: Array<&MapData, ConnHash> = Array::try_from(self.map("conn_hash")?)?;
-        Ok((self.conn_slots(), map.get(&0, 0)?.stashed))
+        Ok(map.get(&0, 0)?)
     }
 
     /// Gives the empty IPv4 table a chosen hash (two odd multipliers): for tests and
@@ -327,12 +328,12 @@ impl DataPlane {
         if map.get(&0, 0)?.slots == slots {
             return Ok(());
         }
-        let random = |_| {
+        let random = || {
             random_u64()
                 .map(|m| m | 1)
                 .map_err(|e| Error::Limit(format!("a random hash for the connection table: {e}")))
         };
-        let [mul0, mul1] = [random(0)?, random(1)?];
+        let (mul0, mul1) = (random()?, random()?);
         let params = ConnHash {
             mul0,
             mul1,

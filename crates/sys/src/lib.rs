@@ -1073,9 +1073,11 @@ fn set_up(name: &str) -> io::Result<()> {
 
 /// Memory several processes share, as nginx's shared zones: a memfd mapped MAP_SHARED,
 /// seen as 64-bit atomic words. The master makes it and passes the descriptor to its
-/// workers ([`send_fds`]), who map the same pages with [`SharedMemory::map`]. Every
-/// access goes through atomics, so a process that writes while another reads is no
-/// undefined behaviour (what the words mean, and any locking, is the user's).
+/// workers ([`send_fds`]), who map the same pages with [`SharedMemory::map`]. Also a BPF
+/// array map the kernel lets map ([`SharedMemory::map_len`]), whose values a BPF program
+/// changes while this process reads them. Every access goes through atomics, so a writer
+/// on another CPU while this one reads is no undefined behaviour (what the words mean,
+/// and any locking, is the user's).
 #[derive(Debug)]
 pub struct SharedMemory {
     fd: OwnedFd,

@@ -4,12 +4,14 @@
  * hash, the bucket walk, memcmp), and on CPUs whose return-stack mitigations make every
  * call and return dear, that chain cost more than the rest of an established packet's
  * work. An array lookup the verifier inlines into a bounds check and an address. So the
- * entries live in `conn_slots`, placed by a keyed hash of the flow computed here, found by
- * scanning a window of CONN_WINDOW slots from there (linear probing, no early stop at a
- * free slot, so deleting needs no tombstone). An entry whose window is full goes to the
+ * entries live in `conn_slots`, placed by a keyed hash of the flow computed here: in the
+ * hash's home slot or one of the CONN_WINDOW - 1 after it (linear probing), as far as the
+ * home slot's reach says its entries went, which spares a key that is not there the rest
+ * of the window, and deletes need no tombstone. An entry whose window is full goes to the
  * first free slot after it, and `conn_stash`, a small hash map, remembers where: the
- * common case costs a hash and a few slot reads, and the table still fills to the last
- * slot whatever the flows' hashes do (a flood aimed at one window only lands in the stash).
+ * common case costs a hash and one slot read, and a put finds a free slot whatever the
+ * flows' hashes do (a flood aimed at one window only lands in the stash). The table holds
+ * at most `limit` entries, a fifth of its slots kept free so that windows stay short.
  *
  * A slot's tag holds its state in the low two bits and a generation above them, bumped
  * each time the slot is freed, so a delete that raced with another CPU reusing the slot

@@ -100,7 +100,8 @@ struct {
 	__uint(map_flags, BPF_F_MMAPABLE);
 } conn_slots SEC(".maps");
 
-/* The table's hash seed, size and stash count, written by the control plane at load. */
+/* The IPv4 table's hash multipliers, size and limit (written by the control plane when it
+ * makes the table) and its counts (the program's). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
@@ -136,9 +137,10 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } conn_stash SEC(".maps");
 
-/* IPv6 connections, in a hash map (the control plane sizes it as the IPv4 table). Allocated as entries come
- * (no preallocation): IPv6 traffic is the smaller part on most directors, and the table
- * should not take its full size in memory before the first packet. */
+/* IPv6 connections, in a hash map (the control plane sizes it as the IPv4 table),
+ * allocated as entries come (no preallocation): IPv6 traffic is the smaller part on most
+ * directors, and the table should not take its full size in memory before the first
+ * packet. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct flow_key6);
