@@ -179,8 +179,14 @@ impl DataPlane {
     /// The tracked connections (one per flow), IPv4 then IPv6, as ipvsadm -Lnc lists them.
     pub fn connections(&self) -> Result<Vec<Connection>, Error> {
         let now = self.now();
+        // The client's entries that have not run out (a NAT reply entry is the same
+        // connection), as the IPv6 ones are chosen below.
         let mut v4 = Vec::new();
-        self.each_slot(|s| v4.push(s.c))?;
+        self.each_slot(|s| {
+            if s.c.flags & CONN_F_REPLY == 0 && s.c.expires > now {
+                v4.push(s.c);
+            }
+        })?;
         let v6: HashMap<&MapData, FlowKey6, Conn6> = HashMap::try_from(self.map("conns6")?)?;
         // An IPv4 service's IPv6 real server (TUN): its address from dests6. Each slot is
         // read once a listing (a table holds many connections of few slots).
