@@ -16,8 +16,8 @@
  * id * MAX_DESTS + 0..MAX_DESTS of the per-destination arrays. */
 #define MAX_SERVICES 1024
 #define MAX_DESTS 128
-/* Connection entries (a NAT connection takes two: client's and reply). The control plane
- * may set another size at load time. */
+/* IPv6 connection entries (a NAT connection takes two: client's and reply), and the
+ * persistence tables' base. The control plane may set other sizes at load time. */
 #define MAX_CONNS 2097152
 /* IPv4 connection table slots for 1,048,576 connections (the control plane's rule: two
  * entries each, a fifth left free). */
