@@ -35,6 +35,20 @@ fn service(method: Method, weights: &[u32]) -> ServiceSpec {
     }
 }
 
+/// The director's address TUN's outer headers come from in the IPv4 fixtures.
+const TUN_SOURCE: Ipv4Addr = Ipv4Addr::new(10, 1, 10, 65);
+
+/// `service` with one TUN real server (port `dport`, 0: the client's), its tunnel from
+/// TUN_SOURCE.
+fn tun_service(kind: TunKind, port: u16, csum: TunCsum, dport: u16) -> ServiceSpec {
+    let mut spec = service(Method::Tun(Tunnel { kind, port, csum }), &[1]);
+    for d in spec.dests.iter_mut().flatten() {
+        d.port = dport;
+        d.tun_source = Some(TUN_SOURCE.into());
+    }
+    spec
+}
+
 fn counted(dp: &DataPlane) -> Vec<Reason> {
     Reason::ALL
         .iter()
@@ -1277,7 +1291,7 @@ fn tun_outer_checksums_cover_the_client_packet() {
         return;
     }
     let (lab, dir, _) = tun_lab("fxtuncs");
-    let source = Ipv4Addr::new(10, 1, 10, 65);
+    let source = TUN_SOURCE;
     lab.within(&dir, || {
         for (kind, port, csum, extra) in [
             (TunKind::Gue, 6080, TunCsum::Csum, 12),
@@ -1285,15 +1299,10 @@ fn tun_outer_checksums_cover_the_client_packet() {
             (TunKind::Gre, 0, TunCsum::Csum, 8),
         ] {
             let mut dp = DataPlane::load().unwrap();
-            let tunnel = Method::Tun(Tunnel { kind, port, csum });
-            let mut tcp = service(tunnel, &[1]);
-            let mut udp = service(tunnel, &[1]);
+            let tcp = tun_service(kind, port, csum, 0);
+            let mut udp = tun_service(kind, port, csum, 0);
             udp.key = ServiceKey::v4(VIP, 53, 17);
             udp.id = 2;
-            for d in tcp.dests.iter_mut().chain(udp.dests.iter_mut()).flatten() {
-                d.port = 0;
-                d.tun_source = Some(source.into());
-            }
             dp.put_service(&tcp).unwrap();
             dp.put_service(&udp).unwrap();
             let mut frames = vec![("TCP SYN", tcp_frame(CLIENT, 50000, VIP, 80, SYN))];
@@ -1341,21 +1350,10 @@ fn tun_outer_checksums_cover_the_client_packet() {
 }
 
 fn tun_one_kind(kind: TunKind, port: u16, proto: u8, extra: usize, smac: &[u8]) {
-    let source = Ipv4Addr::new(10, 1, 10, 65);
+    let source = TUN_SOURCE;
     let mut dp = DataPlane::load().unwrap();
-    let mut spec = service(
-        Method::Tun(Tunnel {
-            kind,
-            port,
-            csum: TunCsum::NoCsum,
-        }),
-        &[1],
-    );
-    for d in spec.dests.iter_mut().flatten() {
-        d.port = 80;
-        d.tun_source = Some(source.into());
-    }
-    dp.put_service(&spec).unwrap();
+    dp.put_service(&tun_service(kind, port, TunCsum::NoCsum, 80))
+        .unwrap();
     let syn = tcp_frame(CLIENT, 50000, VIP, 80, SYN);
     let out = dp.test_run(&syn, 1).unwrap();
     assert_eq!(out.verdict, Verdict::Redirect, "{kind:?}: out of eth1");
@@ -2195,7 +2193,7 @@ fn errors_about_tunnel_packets_reach_the_client() {
     let (lab, dir, _) = tun_lab("fxtunicmp");
     lab.route(&dir, &format!("{CLIENT}/32"), "10.9.0.2")
         .unwrap();
-    let source = Ipv4Addr::new(10, 1, 10, 65);
+    let source = TUN_SOURCE;
     let router = Ipv4Addr::new(10, 9, 0, 2);
     lab.within(&dir, || {
         for (kind, port, ulen) in [
@@ -2204,19 +2202,8 @@ fn errors_about_tunnel_packets_reach_the_client() {
             (TunKind::Gre, 0, 4),
         ] {
             let mut dp = DataPlane::load().unwrap();
-            let mut spec = service(
-                Method::Tun(Tunnel {
-                    kind,
-                    port,
-                    csum: TunCsum::NoCsum,
-                }),
-                &[1],
-            );
-            for d in spec.dests.iter_mut().flatten() {
-                d.port = 80;
-                d.tun_source = Some(source.into());
-            }
-            dp.put_service(&spec).unwrap();
+            dp.put_service(&tun_service(kind, port, TunCsum::NoCsum, 80))
+                .unwrap();
             let syn = tcp_frame(CLIENT, 50000, VIP, 80, SYN);
             let sent = dp.test_run(&syn, 1).unwrap().frame;
             // The router's error: about the tunnel packet, quoting its headers and the
@@ -2300,7 +2287,7 @@ fn ipv6_services_tunnel_to_ipv4_real_servers() {
     let (lab, dir, smac) = tun_lab("fxtun64");
     let vip: Ipv6Addr = "2001:db8:1::88".parse().unwrap();
     let client: Ipv6Addr = "2001:db8:2::2".parse().unwrap();
-    let source = Ipv4Addr::new(10, 1, 10, 65);
+    let source = TUN_SOURCE;
     lab.within(&dir, || {
         for (kind, csum, proto, extra) in [
             (TunKind::Ipip, TunCsum::NoCsum, 41u8, 0usize),
