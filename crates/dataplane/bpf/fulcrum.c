@@ -795,6 +795,24 @@ __attribute__((noinline)) int tun_icmp(struct xdp_md *ctx)
 
 /* Hands a packet that no service takes to the kernel, unless it is for the VIP of a
  * no_accept master. */
+/* Whether the frame is another host's (counted so): the kernel gets it as it came. A
+ * director overhears such frames where a switch floods or a bridge repeats them. */
+static __always_inline int other_host(struct xdp_md *ctx, const struct ethhdr *eth)
+{
+	if (for_this_host(ctx->ingress_ifindex, eth->h_dest))
+		return 0;
+	count(STAT_OTHER_HOST);
+	return 1;
+}
+
+/* XDP_PASS, counted as `reason`, or as another host's frame when it is one. */
+static __always_inline int pass_as(struct xdp_md *ctx, const struct ethhdr *eth, __u32 reason)
+{
+	if (!other_host(ctx, eth))
+		count(reason);
+	return XDP_PASS;
+}
+
 static __always_inline int to_kernel(struct packet *p)
 {
 	if (p->ip->protocol != IPPROTO_VRRP && refused(p->ip->daddr)) {
@@ -982,53 +1000,44 @@ int xdp_fulcrum(struct xdp_md *ctx)
 		count(STAT_MALFORMED);
 		return XDP_PASS;
 	}
-	if (!for_this_host(ctx->ingress_ifindex, p.eth->h_dest)) {
-		count(STAT_OTHER_HOST);
-		return XDP_PASS;
-	}
+	/* Whether the frame is this host's is asked before anything is done with it, and
+	 * for an IPv4 TCP or UDP packet once its connection entry is known, which can say
+	 * so for less (below). */
 	if (p.eth->h_proto == ETH_P_IPV6_BE) {
+		if (other_host(ctx, p.eth))
+			return XDP_PASS;
 		count(STAT_IPV6);
 		bpf_tail_call(ctx, &progs, 0);
 		/* Only until the control plane has put the IPv6 entry point in place. */
 		return ipv6_to_kernel(p.eth + 1, end);
 	}
-	if (p.eth->h_proto != ETH_P_IP_BE) {
-		count(STAT_NOT_IP);
-		return XDP_PASS;
-	}
+	if (p.eth->h_proto != ETH_P_IP_BE)
+		return pass_as(ctx, p.eth, STAT_NOT_IP);
 	p.ip = HEADER(p.eth + 1, end, struct iphdr);
-	if (!p.ip || p.ip->ihl < 5) {
-		count(STAT_MALFORMED);
-		return XDP_PASS;
-	}
-	if (p.ip->frag_off & bpf_htons(IP_MF | IP_OFFSET)) {
-		count(STAT_FRAGMENT);
-		return XDP_PASS;
-	}
-	if (p.ip->ihl != 5) {
-		count(STAT_IP_OPTIONS);
-		return XDP_PASS;
-	}
+	if (!p.ip || p.ip->ihl < 5)
+		return pass_as(ctx, p.eth, STAT_MALFORMED);
+	if (p.ip->frag_off & bpf_htons(IP_MF | IP_OFFSET))
+		return pass_as(ctx, p.eth, STAT_FRAGMENT);
+	if (p.ip->ihl != 5)
+		return pass_as(ctx, p.eth, STAT_IP_OPTIONS);
 	p.len = bpf_ntohs(p.ip->tot_len);
 	if (p.ip->protocol == IPPROTO_TCP) {
 		p.tcp = HEADER(p.ip + 1, end, struct tcphdr);
-		if (!p.tcp) {
-			count(STAT_MALFORMED);
-			return XDP_PASS;
-		}
+		if (!p.tcp)
+			return pass_as(ctx, p.eth, STAT_MALFORMED);
 		p.sport = &p.tcp->source;
 		p.dport = &p.tcp->dest;
 		p.l4_csum = &p.tcp->check;
 	} else if (p.ip->protocol == IPPROTO_UDP) {
 		p.udp = HEADER(p.ip + 1, end, struct udphdr);
-		if (!p.udp) {
-			count(STAT_MALFORMED);
-			return XDP_PASS;
-		}
+		if (!p.udp)
+			return pass_as(ctx, p.eth, STAT_MALFORMED);
 		p.sport = &p.udp->source;
 		p.dport = &p.udp->dest;
 		p.l4_csum = &p.udp->check;
 	} else if (p.ip->protocol == IPPROTO_ICMP) {
+		if (other_host(ctx, p.eth))
+			return XDP_PASS;
 		int verdict = icmp_error(ctx, &p, end);
 		if (verdict >= 0)
 			return verdict;
@@ -1046,6 +1055,8 @@ int xdp_fulcrum(struct xdp_md *ctx)
 		}
 		return XDP_PASS;
 	} else {
+		if (other_host(ctx, p.eth))
+			return XDP_PASS;
 		count(STAT_OTHER_L4);
 		return to_kernel(&p);
 	}
@@ -1063,6 +1074,14 @@ int xdp_fulcrum(struct xdp_md *ctx)
 	__u64 w0 = (__u64)p.ip->saddr | (__u64)p.ip->daddr << 32;
 	__u64 w1 = (__u64)*(__u32 *)p.sport | (__u64)p.ip->protocol << 32;
 	struct conn *c = conn_get_words(&key, w0, w1);
+	/* An entry whose next hop, cached while no route or neighbour changed, leaves by
+	 * the interface the frame came in on holds that interface's MAC: a frame sent to it
+	 * is this host's, with no look at the host's MACs (DR's packets, one-armed NAT's). */
+	__u32 gen = route_gen();
+	if (!(c && c->ifindex == ctx->ingress_ifindex && c->route_gen == gen &&
+	      same_mac(p.eth->h_dest, c->smac)) &&
+	    other_host(ctx, p.eth))
+		return XDP_PASS;
 	if (c && c->expires <= now) {
 		if (!(c->flags & CONN_F_REPLY))
 			conn_release(&key, c);
@@ -1075,7 +1094,7 @@ int xdp_fulcrum(struct xdp_md *ctx)
 	 * generation) also says the real server is still there: such a packet needs no
 	 * look at its slot. Not TUN, whose tunnel is the slot's; not a SYN, which may start
 	 * the flow anew. */
-	int kept = c && c->method != METHOD_TUN && c->ifindex && c->route_gen == route_gen() &&
+	int kept = c && c->method != METHOD_TUN && c->ifindex && c->route_gen == gen &&
 		   !(p.tcp && p.tcp->syn);
 	if (kept && c->method == METHOD_DR) {
 		/* DR's whole path, as short as it can be: most of a DR director's packets. */

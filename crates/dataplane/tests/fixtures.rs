@@ -2173,11 +2173,33 @@ fn frames_for_other_hosts_are_left_to_the_kernel() {
         let out = dp.test_run(&syn(sport, mac), 1).unwrap();
         assert_eq!(out.verdict, Verdict::Tx, "{mac:02x?}");
     }
+    // An established connection's packets: its entry vouches for the MAC its next hop
+    // leaves from (the program's shortcut), the table for the host's other MACs, and
+    // another host's frame of the same flow is still the kernel's.
+    let ack = |mac: [u8; 6]| {
+        let mut f = tcp_frame(CLIENT, 50002, VIP, 80, ACK);
+        f[0..6].copy_from_slice(&mac);
+        f
+    };
+    for mac in [ours, vmac] {
+        let out = dp.test_run(&ack(mac), 1).unwrap();
+        assert_eq!(out.verdict, Verdict::Tx, "{mac:02x?}");
+    }
+    let out = dp.test_run(&ack(other), 1).unwrap();
+    assert_eq!((out.verdict, out.frame), (Verdict::Pass, ack(other)));
+    assert_eq!(dp.count(Reason::OtherHost).unwrap(), 2);
+    // Whatever else the frame is (here a fragment), another host's counts as that.
+    let mut fragment = syn(50006, other);
+    fragment[20] |= 0x20; // more fragments
+    let out = dp.test_run(&fragment, 1).unwrap();
+    assert_eq!(out.verdict, Verdict::Pass);
+    assert_eq!(dp.count(Reason::OtherHost).unwrap(), 3);
+    assert_eq!(dp.count(Reason::Fragment).unwrap(), 0);
     // More MACs than the program holds: every frame again.
     dp.set_host_macs(1, &[ours; 9]).unwrap();
     let out = dp.test_run(&syn(50005, other), 1).unwrap();
     assert_eq!(out.verdict, Verdict::Tx);
-    assert_eq!(dp.count(Reason::OtherHost).unwrap(), 1);
+    assert_eq!(dp.count(Reason::OtherHost).unwrap(), 3);
 }
 
 /// An ICMP error about a tunnel packet, from a router on the way to the real server, as
@@ -2463,3 +2485,4 @@ fn ipv4_services_tunnel_to_ipv6_real_servers() {
     })
     .unwrap();
 }
+

@@ -57,6 +57,13 @@ static const __u8 tcp_next[3][4][11] = {
 };
 
 /* The event a TCP header carries, as tcp_state_idx: rst, then syn, fin, ack; -1 none. */
+/* The TCP header's byte of flags (FIN 0x01, SYN 0x02, RST 0x04, ...). */
+#define TCP_SYN_FIN_RST 0x07
+static __always_inline __u8 tcp_flag_byte(const struct tcphdr *th)
+{
+	return ((const __u8 *)th)[13];
+}
+
 static __always_inline int tcp_event(const struct tcphdr *th)
 {
 	if (th->rst)
@@ -134,7 +141,9 @@ static __always_inline __u32 timeout_s(__u8 state)
  * when the state changes. */
 static __always_inline void conn_touch(struct conn *c, const struct tcphdr *th, int dir, __u64 now)
 {
-	if (th) {
+	/* Most packets: an established connection's segment with no SYN, FIN or RST, which
+	 * every direction's table leaves established; one load of the flags' byte. */
+	if (th && !(c->state == TCP_S_ESTABLISHED && !(tcp_flag_byte(th) & TCP_SYN_FIN_RST))) {
 		int ev = tcp_event(th);
 		if (ev >= 0 && c->state < 11 && dir >= 0 && dir < 3) {
 			__u8 next = tcp_next[dir][ev & 3][c->state];
