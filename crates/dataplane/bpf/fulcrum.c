@@ -30,25 +30,24 @@ struct packet {
 	__u32 len; /* IP total length */
 };
 
+/* Counts a packet (and a new connection) to the real server in `slot` of service `svc`.
+ * A service's own counts are its servers' summed by the control plane, with what the
+ * servers it no longer has carried (svc_retired): one count a packet, not two. */
 static __always_inline void account(__u32 svc, __u32 slot, __u32 len, int out, int new_conn)
 {
-	__u32 ks = svc & (MAX_SERVICES - 1);
-	__u32 kd = slot_index(svc, slot);
-	struct traffic *t[2] = { bpf_map_lookup_elem(&svc_traffic, &ks),
-				 bpf_map_lookup_elem(&dest_traffic, &kd) };
-	for (int i = 0; i < 2; i++) {
-		if (!t[i])
-			continue;
-		if (out) {
-			t[i]->outpkts++;
-			t[i]->outbytes += len;
-		} else {
-			t[i]->inpkts++;
-			t[i]->inbytes += len;
-		}
-		if (new_conn)
-			t[i]->conns++;
+	__u32 k = slot_index(svc, slot);
+	struct traffic *t = bpf_map_lookup_elem(&dest_traffic, &k);
+	if (!t)
+		return;
+	if (out) {
+		t->outpkts++;
+		t->outbytes += len;
+	} else {
+		t->inpkts++;
+		t->inbytes += len;
 	}
+	if (new_conn)
+		t->conns++;
 }
 
 /* Fills a FIB lookup from `src` to `dst` for a packet of `len` bytes (0: no MTU check), as

@@ -60,7 +60,7 @@ pub const PINNED_MAPS: [&str; 26] = [
     "dests6",
     "sched_order",
     "dest_conns",
-    "svc_traffic",
+    "svc_retired",
     "dest_traffic",
     "sched_state",
     "sched_tables",
@@ -246,6 +246,10 @@ pub struct DataPlane {
     ebpf: Ebpf,
     /// Table slots written per service id, to delete them when they change.
     table_sizes: std::collections::HashMap<u32, u32>,
+    /// The slots holding a real server, per service id, as last put (bit n: slot n):
+    /// the slots whose counts make up the service's. Unknown (a service adopted and not
+    /// put since): every slot is read.
+    present_slots: std::collections::HashMap<u32, u128>,
     /// Where maps and links are pinned, when they are.
     pin_dir: Option<PathBuf>,
     /// The kernel's tick in ns, once measured (see [`DataPlane::set_clock`]).

@@ -109,6 +109,7 @@ impl DataPlane {
         let mut dp = DataPlane {
             ebpf,
             table_sizes: Default::default(),
+            present_slots: Default::default(),
             tick_ns: 0,
             pin_dir: None,
             conn_view: Default::default(),
@@ -141,6 +142,9 @@ impl DataPlane {
                 let _ = std::fs::remove_file(path);
             }
         }
+        // A map no build uses any more (services' counts, which the program kept before
+        // they became their servers' summed): left pinned, it would stay allocated.
+        let _ = std::fs::remove_file(dir.join("svc_traffic"));
         let load = || -> Result<aya::Ebpf, Error> {
             let mut loader = EbpfLoader::new();
             if let Some(n) = max_connections {
@@ -173,6 +177,7 @@ impl DataPlane {
         let mut dp = DataPlane {
             ebpf,
             table_sizes: Default::default(),
+            present_slots: Default::default(),
             tick_ns: 0,
             pin_dir: Some(dir.to_path_buf()),
             conn_view: Default::default(),

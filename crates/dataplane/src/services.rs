@@ -453,6 +453,10 @@ impl DataPlane {
             }
         }
         let mut moved = false;
+        // Slots whose server goes (out, or another server in its place), and the slots
+        // holding one after.
+        let mut retired = Vec::new();
+        let mut present = 0u128;
         {
             let mut dests: Array<&mut MapData, Dest> = Array::try_from(self.map_mut("dests")?)?;
             for slot in 0..MAX_DESTS as usize {
@@ -518,6 +522,15 @@ impl DataPlane {
                     }
                     None => Dest::default(),
                 };
+                if d.flags & DEST_F_PRESENT != 0 {
+                    present |= 1 << slot;
+                }
+                if before.flags & DEST_F_PRESENT != 0
+                    && (d.flags & DEST_F_PRESENT == 0
+                        || (d.addr, d.port) != (before.addr, before.port))
+                {
+                    retired.push(slot);
+                }
                 // Unchanged slots (most of them, on a weight change) are not rewritten.
                 if d == before {
                     continue;
@@ -537,6 +550,10 @@ impl DataPlane {
         if moved {
             self.bump_route_generation()?;
         }
+        for slot in retired {
+            self.retire_traffic(id, slot)?;
+        }
+        self.present_slots.insert(id, present);
         {
             let mut order: Array<&mut MapData, u32> =
                 Array::try_from(self.map_mut("sched_order")?)?;
@@ -628,6 +645,9 @@ impl DataPlane {
             }
         }
         self.bump_route_generation()?;
+        // A service added later in this id starts from nothing, as a new one in IPVS.
+        self.zero_traffic(id)?;
+        self.present_slots.remove(&id);
         {
             let mut order: Array<&mut MapData, u32> =
                 Array::try_from(self.map_mut("sched_order")?)?;
@@ -737,9 +757,42 @@ impl DataPlane {
         Ok(sum)
     }
 
-    /// Traffic of a service, summed over CPUs.
+    /// Traffic of a service: its real servers' summed, and what the servers it had
+    /// before carried (IPVS counts each packet to the server and to its service).
     pub fn service_traffic(&self, id: u32) -> Result<Traffic, Error> {
-        self.traffic("svc_traffic", id)
+        let retired: Array<&MapData, Traffic> = Array::try_from(self.map("svc_retired")?)?;
+        let mut sum = retired.get(&id, 0)?;
+        let present = self.present_slots.get(&id).copied().unwrap_or(u128::MAX);
+        for slot in (0..MAX_DESTS as usize).filter(|s| present & (1 << s) != 0) {
+            sum += self.dest_traffic(id, slot)?;
+        }
+        Ok(sum)
+    }
+
+    /// Moves the counts of the server leaving `slot` of service `id` into the service's
+    /// retired counts, and zeroes the slot for the server that may take it next. A packet
+    /// the program counts to the slot between the two (one already on its way as the
+    /// server went) is lost to both.
+    fn retire_traffic(&mut self, id: u32, slot: usize) -> Result<(), Error> {
+        let carried = self.dest_traffic(id, slot)?;
+        {
+            let mut retired: Array<&mut MapData, Traffic> =
+                Array::try_from(self.map_mut("svc_retired")?)?;
+            let mut sum = retired.get(&id, 0)?;
+            sum += carried;
+            retired.set(id, sum, 0)?;
+        }
+        let zero = self.zero_per_cpu()?;
+        let mut m: PerCpuArray<&mut MapData, Traffic> =
+            PerCpuArray::try_from(self.map_mut("dest_traffic")?)?;
+        m.set(slot_index(id, slot), zero, 0)?;
+        Ok(())
+    }
+
+    fn zero_per_cpu(&self) -> Result<aya::maps::PerCpuValues<Traffic>, Error> {
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Limit(e.to_string()))?;
+        aya::maps::PerCpuValues::try_from(vec![Traffic::default(); cpus])
+            .map_err(|e| Error::Limit(e.to_string()))
     }
 
     /// Traffic of a real-server slot, summed over CPUs.
@@ -749,20 +802,18 @@ impl DataPlane {
 
     /// Zeroes the traffic counters of a service and its slots (ipvsadm -Z).
     pub fn zero_traffic(&mut self, id: u32) -> Result<(), Error> {
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Limit(e.to_string()))?;
-        let zero = || {
-            aya::maps::PerCpuValues::try_from(vec![Traffic::default(); cpus])
-                .map_err(|e| Error::Limit(e.to_string()))
-        };
         {
-            let mut m: PerCpuArray<&mut MapData, Traffic> =
-                PerCpuArray::try_from(self.map_mut("svc_traffic")?)?;
-            m.set(id, zero()?, 0)?;
+            let mut m: Array<&mut MapData, Traffic> =
+                Array::try_from(self.map_mut("svc_retired")?)?;
+            m.set(id, Traffic::default(), 0)?;
         }
+        let zero = self.zero_per_cpu()?.to_vec();
         let mut m: PerCpuArray<&mut MapData, Traffic> =
             PerCpuArray::try_from(self.map_mut("dest_traffic")?)?;
         for slot in 0..MAX_DESTS as usize {
-            m.set(slot_index(id, slot), zero()?, 0)?;
+            let values = aya::maps::PerCpuValues::try_from(zero.clone())
+                .map_err(|e| Error::Limit(e.to_string()))?;
+            m.set(slot_index(id, slot), values, 0)?;
         }
         Ok(())
     }

@@ -2486,3 +2486,52 @@ fn ipv4_services_tunnel_to_ipv6_real_servers() {
     .unwrap();
 }
 
+/// IPVS counts each packet to its real server and to the server's service: a server taken
+/// out takes its own counts with it, while its service keeps them; a server put in a slot
+/// another server had, and a service added in the id another service had, start from
+/// nothing (the program counts to the server only; the service's counts are summed).
+#[test]
+fn a_service_keeps_the_counts_of_servers_taken_out() {
+    if !require_root("a_service_keeps_the_counts_of_servers_taken_out") {
+        return;
+    }
+    let mut dp = DataPlane::load().unwrap();
+    let mut spec = service(Method::Nat, &[1, 1]);
+    dp.put_service(&spec).unwrap();
+    let syn = |sport: u16| tcp_frame(CLIENT, sport, VIP, 80, SYN);
+    for sport in 50000..50004 {
+        dp.test_run(&syn(sport), 1).unwrap();
+    }
+    let counts = |t: fulcrum_dataplane::Traffic| (t.conns, t.inpkts);
+    assert_eq!(
+        counts(dp.dest_traffic(1, 0).unwrap()),
+        (2, 2),
+        "rr: two each"
+    );
+    assert_eq!(counts(dp.service_traffic(1).unwrap()), (4, 4));
+
+    spec.dests[0] = None;
+    spec.list = vec![1];
+    dp.put_service(&spec).unwrap();
+    assert_eq!(counts(dp.service_traffic(1).unwrap()), (4, 4), "kept");
+    dp.test_run(&syn(50004), 1).unwrap();
+    assert_eq!(counts(dp.service_traffic(1).unwrap()), (5, 5));
+
+    spec.dests[0] = Some(DestSpec::new(RIPS[2], 8080, Method::Nat, 1));
+    spec.list = vec![0, 1];
+    dp.put_service(&spec).unwrap();
+    assert_eq!(
+        counts(dp.dest_traffic(1, 0).unwrap()),
+        (0, 0),
+        "a new server in the slot"
+    );
+    assert_eq!(counts(dp.service_traffic(1).unwrap()), (5, 5));
+
+    dp.remove_service(&spec.key, 1).unwrap();
+    dp.put_service(&spec).unwrap();
+    assert_eq!(
+        counts(dp.service_traffic(1).unwrap()),
+        (0, 0),
+        "a new service in the id"
+    );
+}

@@ -44,12 +44,16 @@ struct {
 	__uint(max_entries, MAX_SERVICES * MAX_DESTS);
 } sched_order SEC(".maps");
 
+/* What the real servers a service no longer has carried, kept by the control plane
+ * (which adds a server's counts here as it takes the server out) so that a service's
+ * counts, its servers' summed, go on counting them, as IPVS's service counters do. The
+ * program counts only into dest_traffic. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
 	__type(value, struct traffic);
 	__uint(max_entries, MAX_SERVICES);
-} svc_traffic SEC(".maps");
+} svc_retired SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
