@@ -812,6 +812,16 @@ static __always_inline int pass_as(struct xdp_md *ctx, const struct ethhdr *eth,
 	return XDP_PASS;
 }
 
+/* pass_as for an IPv6 frame, which this host's are counted as too. */
+static __always_inline int pass_as6(struct xdp_md *ctx, const struct ethhdr *eth, __u32 reason)
+{
+	if (!other_host(ctx, eth)) {
+		count(STAT_IPV6);
+		count(reason);
+	}
+	return XDP_PASS;
+}
+
 static __always_inline int to_kernel(struct packet *p)
 {
 	if (p->ip->protocol != IPPROTO_VRRP && refused(p->ip->daddr)) {
@@ -1003,11 +1013,12 @@ int xdp_fulcrum(struct xdp_md *ctx)
 	 * for an IPv4 TCP or UDP packet once its connection entry is known, which can say
 	 * so for less (below). */
 	if (p.eth->h_proto == ETH_P_IPV6_BE) {
+		/* xdp_fulcrum6 asks (and counts the frame as IPv6) itself. */
+		bpf_tail_call(ctx, &progs, 0);
+		/* Only until the control plane has put the IPv6 entry point in place. */
 		if (other_host(ctx, p.eth))
 			return XDP_PASS;
 		count(STAT_IPV6);
-		bpf_tail_call(ctx, &progs, 0);
-		/* Only until the control plane has put the IPv6 entry point in place. */
 		return ipv6_to_kernel(p.eth + 1, end);
 	}
 	if (p.eth->h_proto != ETH_P_IP_BE)
@@ -1820,31 +1831,30 @@ int xdp_fulcrum6(struct xdp_md *ctx)
 	p.eth = HEADER(data, end, struct ethhdr);
 	if (!p.eth)
 		return XDP_PASS;
+	/* Whether the frame is this host's: asked as in xdp_fulcrum, and once known it
+	 * counts as IPv6. */
 	p.ip = HEADER(p.eth + 1, end, struct ipv6hdr);
-	if (!p.ip) {
-		count(STAT_MALFORMED);
-		return XDP_PASS;
-	}
+	if (!p.ip)
+		return pass_as6(ctx, p.eth, STAT_MALFORMED);
 	p.len = sizeof(struct ipv6hdr) + bpf_ntohs(p.ip->payload_len);
 	if (p.ip->nexthdr == IPPROTO_TCP) {
 		p.tcp = HEADER(p.ip + 1, end, struct tcphdr);
-		if (!p.tcp) {
-			count(STAT_MALFORMED);
-			return XDP_PASS;
-		}
+		if (!p.tcp)
+			return pass_as6(ctx, p.eth, STAT_MALFORMED);
 		p.sport = &p.tcp->source;
 		p.dport = &p.tcp->dest;
 		p.l4_csum = &p.tcp->check;
 	} else if (p.ip->nexthdr == IPPROTO_UDP) {
 		struct udphdr *u = HEADER(p.ip + 1, end, struct udphdr);
-		if (!u) {
-			count(STAT_MALFORMED);
-			return XDP_PASS;
-		}
+		if (!u)
+			return pass_as6(ctx, p.eth, STAT_MALFORMED);
 		p.sport = &u->source;
 		p.dport = &u->dest;
 		p.l4_csum = &u->check;
 	} else {
+		if (other_host(ctx, p.eth))
+			return XDP_PASS;
+		count(STAT_IPV6);
 		if (p.ip->nexthdr == IPPROTO_ICMPV6) {
 			int verdict = icmp6_error(ctx);
 			if (verdict >= 0)
@@ -1862,6 +1872,13 @@ int xdp_fulcrum6(struct xdp_md *ctx)
 	__builtin_memcpy(key.src, p.ip->saddr.in6_u.u6_addr8, 16);
 	__builtin_memcpy(key.dst, p.ip->daddr.in6_u.u6_addr8, 16);
 	struct conn6 *c = bpf_map_lookup_elem(&conns6, &key);
+	/* An entry can vouch for the frame's MAC (see xdp_fulcrum). */
+	__u32 gen = route_gen();
+	if (!(c && c->c.ifindex == ctx->ingress_ifindex && c->c.route_gen == gen &&
+	      same_mac(p.eth->h_dest, c->c.smac)) &&
+	    other_host(ctx, p.eth))
+		return XDP_PASS;
+	count(STAT_IPV6);
 	if (c && c->c.expires <= now) {
 		if (!(c->c.flags & CONN_F_REPLY))
 			conn_release6(&key, c);
@@ -1871,8 +1888,8 @@ int xdp_fulcrum6(struct xdp_md *ctx)
 		return reply6(ctx, &p, c, now);
 	/* A next hop kept in the entry of the current generation: the real server is still
 	 * there (see xdp_fulcrum). */
-	int kept = c && c->c.method != METHOD_TUN && c->c.ifindex &&
-		   c->c.route_gen == route_gen() && !(p.tcp && p.tcp->syn);
+	int kept = c && c->c.method != METHOD_TUN && c->c.ifindex && c->c.route_gen == gen &&
+		   !(p.tcp && p.tcp->syn);
 	struct dest *d = 0;
 	if (c && !kept) {
 		__u32 k = slot_index(c->c.svc, c->c.dest);

@@ -2195,11 +2195,50 @@ fn frames_for_other_hosts_are_left_to_the_kernel() {
     assert_eq!(out.verdict, Verdict::Pass);
     assert_eq!(dp.count(Reason::OtherHost).unwrap(), 3);
     assert_eq!(dp.count(Reason::Fragment).unwrap(), 0);
+    // The same over IPv6, whose program asks for itself; only this host's frames count
+    // as IPv6.
+    let vip6: Ipv6Addr = "2001:db8::65".parse().unwrap();
+    let mut spec6 = ServiceSpec::new(
+        ServiceKey::v6(vip6, 80, 6),
+        2,
+        fulcrum_dataplane::Scheduler::Rr,
+    );
+    spec6.dests = vec![Some(DestSpec {
+        link: Some(fulcrum_dataplane::Link {
+            mac: [0x02, 0xaa, 0xbb, 0xcc, 0xdd, 0x02],
+            ifindex: 0,
+            smac: ours,
+        }),
+        ..DestSpec::new(
+            "2001:db8::10".parse::<Ipv6Addr>().unwrap(),
+            80,
+            Method::Dr,
+            1,
+        )
+    })];
+    spec6.list = vec![0];
+    dp.put_service(&spec6).unwrap();
+    let frame6 = |flags: u8, mac: [u8; 6]| {
+        let mut f = tcp6_frame("2001:db8::1".parse().unwrap(), 50000, vip6, 80, flags);
+        f[0..6].copy_from_slice(&mac);
+        f
+    };
+    for (flags, mac) in [(SYN, ours), (ACK, ours), (ACK, vmac)] {
+        let out = dp.test_run(&frame6(flags, mac), 1).unwrap();
+        assert_eq!(out.verdict, Verdict::Tx, "{mac:02x?}");
+    }
+    let out = dp.test_run(&frame6(ACK, other), 1).unwrap();
+    assert_eq!(
+        (out.verdict, out.frame),
+        (Verdict::Pass, frame6(ACK, other))
+    );
+    assert_eq!(dp.count(Reason::OtherHost).unwrap(), 4);
+    assert_eq!(dp.count(Reason::Ipv6).unwrap(), 3);
     // More MACs than the program holds: every frame again.
     dp.set_host_macs(1, &[ours; 9]).unwrap();
     let out = dp.test_run(&syn(50005, other), 1).unwrap();
     assert_eq!(out.verdict, Verdict::Tx);
-    assert_eq!(dp.count(Reason::OtherHost).unwrap(), 3);
+    assert_eq!(dp.count(Reason::OtherHost).unwrap(), 4);
 }
 
 /// An ICMP error about a tunnel packet, from a router on the way to the real server, as

@@ -124,7 +124,7 @@ enum stat_reason {
 	STAT_MALFORMED = 1,   /* truncated headers: to the kernel, which drops them */
 	STAT_FRAGMENT = 2,    /* IPv4 fragments: to the kernel */
 	STAT_IP_OPTIONS = 3,  /* IPv4 with options: to the kernel */
-	STAT_IPV6 = 4,        /* IPv6 seen: to the kernel (no IPv6 services yet) */
+	STAT_IPV6 = 4,        /* IPv6 for this host: to xdp_fulcrum6 */
 	STAT_NO_SERVICE = 5,  /* IPv4 TCP/UDP to no virtual service: to the kernel */
 	STAT_SERVICE = 6,     /* a new flow to a virtual service */
 	STAT_OTHER_L4 = 7,    /* IPv4 neither TCP nor UDP: to the kernel */
