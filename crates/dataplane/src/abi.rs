@@ -289,6 +289,7 @@ pub struct ConnHash {
     pub slots: u32,
     /// The most entries the table takes: two per connection of --max-connections.
     pub limit: u32,
+    pub mul2: u64,
 }
 
 /// `struct flow_key6`.

@@ -207,7 +207,7 @@ mod tests {
             layout!(
                 ConnHash,
                 "conn_hash",
-                [mul0, mul1, stashed, live, slots, limit]
+                [mul0, mul1, stashed, live, slots, limit, mul2]
             ),
             layout!(FlowKey6, "flow_key6", [src, dst, sport, dport, proto, pad]),
             layout!(Conn6, "conn6", [c, client, vip, rip]),

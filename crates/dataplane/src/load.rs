@@ -300,10 +300,11 @@ impl DataPlane {
         Ok(map.get(&0, 0)?)
     }
 
-    /// Gives the empty IPv4 table a chosen hash (two odd multipliers): for tests and
+    /// Gives the empty IPv4 table a chosen hash (two odd multipliers, and the mixing
+    /// one, whose 0 sends every key to the first slot's window): for tests and
     /// benchmarks that need flows to share a window. Refused when the table holds
     /// entries, which sit where the old hash put them.
-    pub fn set_conn_hash(&mut self, mul0: u64, mul1: u64) -> Result<(), Error> {
+    pub fn set_conn_hash(&mut self, mul0: u64, mul1: u64, mul2: u64) -> Result<(), Error> {
         let mut map: Array<&mut MapData, ConnHash> = Array::try_from(self.map_mut("conn_hash")?)?;
         let h = map.get(&0, 0)?;
         if h.live != 0 || mul0 & mul1 & 1 == 0 {
@@ -311,7 +312,16 @@ impl DataPlane {
                 "a new hash needs an empty table and odd multipliers".into(),
             ));
         }
-        map.set(0, ConnHash { mul0, mul1, ..h }, 0)?;
+        map.set(
+            0,
+            ConnHash {
+                mul0,
+                mul1,
+                mul2,
+                ..h
+            },
+            0,
+        )?;
         Ok(())
     }
 
@@ -325,7 +335,7 @@ impl DataPlane {
 
     /// Gives a new IPv4 connection table its size, its limit (two entries per connection
     /// of `max_connections`; None: the default the table was sized for) and a random hash
-    /// (two odd multipliers); one adopted from a previous run already has them (its
+    /// (three odd multipliers); one adopted from a previous run already has them (its
     /// entries sit where they put them).
     fn init_conn_table(&mut self, max_connections: Option<u32>) -> Result<(), Error> {
         let slots = self.conn_slots();
@@ -338,10 +348,11 @@ impl DataPlane {
                 .map(|m| m | 1)
                 .map_err(|e| Error::Limit(format!("a random hash for the connection table: {e}")))
         };
-        let (mul0, mul1) = (random()?, random()?);
+        let (mul0, mul1, mul2) = (random()?, random()?, random()?);
         let params = ConnHash {
             mul0,
             mul1,
+            mul2,
             stashed: 0,
             live: 0,
             slots,

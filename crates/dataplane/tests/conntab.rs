@@ -58,8 +58,8 @@ fn synced(port: u16, state: u8) -> Synced {
 fn check(ops: &[Op], one_window: bool) -> Result<(), TestCaseError> {
     let mut dp = DataPlane::load_sized(LIMIT as u32 / 2).unwrap();
     if one_window {
-        // Every flow here differs only in its client port, which this hash ignores.
-        dp.set_conn_hash(1, 1).unwrap();
+        // No mixing: every flow's home is the first slot.
+        dp.set_conn_hash(1, 1, 0).unwrap();
     }
     let mut spec = ServiceSpec::new(
         ServiceKey::v4(VIP, 80, 6),

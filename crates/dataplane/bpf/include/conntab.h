@@ -57,12 +57,21 @@ static __always_inline void key_words(const struct flow_key *k, __u64 *w0, __u64
 }
 
 /* The first slot of a key's window: multilinear hashing (two random odd multipliers per
- * table, so which flows share a window cannot be known from outside), whose high bits are
- * reduced to the table by multiplying (Lemire's fastrange) rather than dividing. The two
- * products are independent, so the hash costs the CPU about two multiplications' time. */
+ * table, so which flows share a window cannot be known from outside), then one round of
+ * mixing (the high half folded onto the low, times a third random multiplier), whose
+ * high bits are reduced to the table by multiplying (Lemire's fastrange) rather than
+ * dividing.
+ *
+ * The mixing is what keeps windows short for the flows a director mostly sees: keys in
+ * an arithmetic progression (one client's consecutive ports, consecutive client
+ * addresses). Multilinear hashing alone maps those to a progression of homes, which
+ * for about one multiplier in ten falls into clumps that overflow their windows and
+ * then the stash, refusing connections with most of the table free. With the round,
+ * such keys fill the windows as random ones do. */
 static __always_inline __u32 conn_home(const struct conn_hash *p, __u64 w0, __u64 w1)
 {
 	__u64 h = w0 * p->mul0 + w1 * p->mul1;
+	h = (h ^ (h >> 32)) * p->mul2;
 	return (__u32)(((h >> 32) * (__u64)p->slots) >> 32);
 }
 

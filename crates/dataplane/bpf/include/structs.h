@@ -142,8 +142,9 @@ struct conn_hash {
 	__u64 live;
 	__u32 slots;
 	__u32 limit;
+	__u64 mul2; /* the hash's mixing multiplier (conn_home) */
 };
-_Static_assert(sizeof(struct conn_hash) == 40, "conn_hash layout");
+_Static_assert(sizeof(struct conn_hash) == 48, "conn_hash layout");
 
 /* An IPv6 flow as seen on the wire. */
 struct flow_key6 {
