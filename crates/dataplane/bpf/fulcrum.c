@@ -792,8 +792,6 @@ __attribute__((noinline)) int tun_icmp(struct xdp_md *ctx)
 	return bpf_redirect(f.ifindex, 0);
 }
 
-/* Hands a packet that no service takes to the kernel, unless it is for the VIP of a
- * no_accept master. */
 /* Whether the frame is another host's (counted so): the kernel gets it as it came. A
  * director overhears such frames where a switch floods or a bridge repeats them. */
 static __always_inline int other_host(struct xdp_md *ctx, const struct ethhdr *eth)
@@ -822,6 +820,8 @@ static __always_inline int pass_as6(struct xdp_md *ctx, const struct ethhdr *eth
 	return XDP_PASS;
 }
 
+/* Hands a packet that no service takes to the kernel, unless it is for the VIP of a
+ * no_accept master. */
 static __always_inline int to_kernel(struct packet *p)
 {
 	if (p->ip->protocol != IPPROTO_VRRP && refused(p->ip->daddr)) {

@@ -789,6 +789,7 @@ impl DataPlane {
         Ok(())
     }
 
+    /// A zero count for each CPU, to write to a per-CPU traffic slot.
     fn zero_per_cpu(&self) -> Result<aya::maps::PerCpuValues<Traffic>, Error> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Limit(e.to_string()))?;
         aya::maps::PerCpuValues::try_from(vec![Traffic::default(); cpus])

@@ -56,7 +56,6 @@ static const __u8 tcp_next[3][4][11] = {
 	},
 };
 
-/* The event a TCP header carries, as tcp_state_idx: rst, then syn, fin, ack; -1 none. */
 /* The TCP header's byte of flags (FIN 0x01, SYN 0x02, RST 0x04, ...). */
 #define TCP_SYN_FIN_RST 0x07
 static __always_inline __u8 tcp_flag_byte(const struct tcphdr *th)
@@ -64,6 +63,7 @@ static __always_inline __u8 tcp_flag_byte(const struct tcphdr *th)
 	return ((const __u8 *)th)[13];
 }
 
+/* The event a TCP header carries, as tcp_state_idx: rst, then syn, fin, ack; -1 none. */
 static __always_inline int tcp_event(const struct tcphdr *th)
 {
 	if (th->rst)
