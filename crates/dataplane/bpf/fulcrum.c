@@ -544,8 +544,10 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct 
 		count(STAT_DR);
 		return route_out(ctx, p->eth, c);
 	}
-	/* The route (and its MTU) first: a packet too big for it is answered untranslated. */
-	int routed = !route_lookup(ctx, c, p->ip->saddr, c->rip, p->ip->tos, p->ip->protocol, 0, 1);
+	/* The route (and its MTU) first: a packet too big for it is answered untranslated.
+	 * An entry kept (no `d`) already holds the route of the current generation. */
+	int routed = !d ||
+		     !route_lookup(ctx, c, p->ip->saddr, c->rip, p->ip->tos, p->ip->protocol, 0, 1);
 	__u32 mtu = routed ? c->mtu
 			   : mtu_over(ctx, p->ip->saddr, c->rip, p->ip->tos, p->ip->protocol, p->len);
 	int big = nat_too_big(ctx, p, mtu, 1);
@@ -564,7 +566,8 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct 
 }
 
 /* Real server -> client of a NAT connection: the source becomes the VIP again. */
-static __always_inline int reply(struct xdp_md *ctx, struct packet *p, struct conn *r, __u64 now)
+static __always_inline int reply(struct xdp_md *ctx, struct packet *p, struct conn *r, __u64 now,
+				 __u32 gen)
 {
 	/* The kernel's forwarding, which IPVS's reply path follows, answers a packet whose
 	 * TTL runs out (from this host's own address). */
@@ -593,7 +596,9 @@ static __always_inline int reply(struct xdp_md *ctx, struct packet *p, struct co
 	}
 send:
 	account(r->svc, r->dest, p->len, 1, 0);
-	int routed = !route_lookup(ctx, r, r->vip, r->client, p->ip->tos, p->ip->protocol, 0, 1);
+	/* The route kept in the entry while the generation `gen` holds, or looked up. */
+	int routed = (r->ifindex && r->route_gen == gen) ||
+		     !route_lookup(ctx, r, r->vip, r->client, p->ip->tos, p->ip->protocol, 0, 1);
 	__u32 mtu = routed ? r->mtu
 			   : mtu_over(ctx, r->vip, r->client, p->ip->tos, p->ip->protocol, p->len);
 	int big = nat_too_big(ctx, p, mtu, 0);
@@ -1098,7 +1103,7 @@ int xdp_fulcrum(struct xdp_md *ctx)
 		c = 0;
 	}
 	if (c && (c->flags & CONN_F_REPLY))
-		return reply(ctx, &p, c, now);
+		return reply(ctx, &p, c, now, gen);
 	/* A next hop the entry keeps (DR's real server, NAT's route) while no real server,
 	 * route or neighbour changed since it was taken (the control plane moves the
 	 * generation) also says the real server is still there: such a packet needs no
@@ -1532,8 +1537,9 @@ static __always_inline int forward6(struct xdp_md *ctx, struct packet6 *p, struc
 	}
 	/* The route and its MTU first: IPv6 is never fragmented on the way, so a packet too
 	 * big for the route gets "packet too big" from the VIP, untranslated, as IPVS's
-	 * ip_vs_nat_xmit_v6 answers it. */
-	int routed = !route_lookup6(ctx, &c->c, p->ip->saddr.in6_u.u6_addr8, c->rip, p->ip->nexthdr);
+	 * ip_vs_nat_xmit_v6 answers it. An entry kept (no `d`) already holds the route. */
+	int routed = !d ||
+		     !route_lookup6(ctx, &c->c, p->ip->saddr.in6_u.u6_addr8, c->rip, p->ip->nexthdr);
 	__u32 mtu = routed ? c->c.mtu
 			   : mtu_over6(ctx, p->ip->saddr.in6_u.u6_addr8, c->rip, p->ip->nexthdr,
 				       p->len);
@@ -1555,7 +1561,8 @@ static __always_inline int forward6(struct xdp_md *ctx, struct packet6 *p, struc
 }
 
 /* Real server -> client of an IPv6 NAT connection: the source becomes the VIP again. */
-static __always_inline int reply6(struct xdp_md *ctx, struct packet6 *p, struct conn6 *r, __u64 now)
+static __always_inline int reply6(struct xdp_md *ctx, struct packet6 *p, struct conn6 *r, __u64 now,
+				  __u32 gen)
 {
 	if (p->ip->hop_limit <= 1) {
 		/* The kernel's forwarding answers it, as for the IPv4 reply. */
@@ -1579,7 +1586,8 @@ static __always_inline int reply6(struct xdp_md *ctx, struct packet6 *p, struct 
 		}
 	}
 	account(r->c.svc, r->c.dest, p->len, 1, 0);
-	int routed = !route_lookup6(ctx, &r->c, r->vip, r->client, p->ip->nexthdr);
+	int routed = (r->c.ifindex && r->c.route_gen == gen) ||
+		     !route_lookup6(ctx, &r->c, r->vip, r->client, p->ip->nexthdr);
 	__u32 mtu = routed ? r->c.mtu : mtu_over6(ctx, r->vip, r->client, p->ip->nexthdr, p->len);
 	if (mtu && p->len > mtu) {
 		/* Untranslated to the kernel, whose forwarding answers the real server. */
@@ -1885,7 +1893,7 @@ int xdp_fulcrum6(struct xdp_md *ctx)
 		c = 0;
 	}
 	if (c && (c->c.flags & CONN_F_REPLY))
-		return reply6(ctx, &p, c, now);
+		return reply6(ctx, &p, c, now, gen);
 	/* A next hop kept in the entry of the current generation: the real server is still
 	 * there (see xdp_fulcrum). */
 	int kept = c && c->c.method != METHOD_TUN && c->c.ifindex && c->c.route_gen == gen &&
