@@ -82,13 +82,13 @@ static __always_inline void fib_params6(struct xdp_md *ctx, struct bpf_fib_looku
 /* The next hop towards `dst` by the kernel's FIB: MACs from the neighbour table, out of
  * the interface the route names (NAT and TUN: the director forwards, so ip_forward is on,
  * which the lookup requires). The answer is cached in the connection entry `c` until the
- * control plane's route generation moves; with `want_mtu` (NAT, TUN), the route's MTU
+ * control plane's route generation moves (`gen`: route_gen(), as the caller read it for
+ * the packet); with `want_mtu` (NAT, TUN), the route's MTU
  * too. -1 when the kernel must route it itself (no route, the neighbour not resolved yet,
  * or `tot_len` over the route's MTU). */
-static __always_inline int route_lookup(struct xdp_md *ctx, struct conn *c, __be32 src, __be32 dst,
-					__u8 tos, __u8 proto, __u16 tot_len, int want_mtu)
+static __always_inline int route_lookup(struct xdp_md *ctx, struct conn *c, __u32 gen, __be32 src,
+					__be32 dst, __u8 tos, __u8 proto, __u16 tot_len, int want_mtu)
 {
-	__u32 gen = route_gen();
 	if (c->ifindex && c->route_gen == gen)
 		return 0;
 	/* An MTU a router told about before the route was first cached (tun_icmp) stays,
@@ -130,7 +130,8 @@ static __always_inline int route_out(struct xdp_md *ctx, struct ethhdr *eth, con
 static __always_inline int fib_send(struct xdp_md *ctx, struct packet *p, __be32 dst,
 				    struct conn *c)
 {
-	if (route_lookup(ctx, c, p->ip->saddr, dst, p->ip->tos, p->ip->protocol, 0, 1))
+	if (route_lookup(ctx, c, route_gen(), p->ip->saddr, dst, p->ip->tos, p->ip->protocol, 0,
+			 1))
 		return -1;
 	return route_out(ctx, p->eth, c);
 }
@@ -507,9 +508,9 @@ static __always_inline void rewrite(struct packet *p, __be32 *addr, __be16 *port
 int tun_encap(struct xdp_md *ctx, struct conn *c, const struct dest *d, __u32 inner_v6);
 
 /* Client -> server of an established connection: to the real server in slot `d`, or
- * (DR, NAT; `d` NULL) to the next hop the entry keeps. */
+ * (DR, NAT; `d` NULL) to the next hop the entry keeps; `gen`, the route generation. */
 static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct conn *c,
-				   const struct dest *d)
+				   const struct dest *d, __u32 gen)
 {
 	if (p->ip->ttl <= 1)
 		return ttl_exceeded(ctx);
@@ -539,15 +540,14 @@ static __always_inline int forward(struct xdp_md *ctx, struct packet *p, struct 
 			__builtin_memcpy(c->dmac, d->mac, ETH_ALEN);
 			__builtin_memcpy(c->smac, d->smac, ETH_ALEN);
 			c->ifindex = d->ifindex ? d->ifindex : ctx->ingress_ifindex;
-			c->route_gen = route_gen();
+			c->route_gen = gen;
 		}
 		count(STAT_DR);
 		return route_out(ctx, p->eth, c);
 	}
-	/* The route (and its MTU) first: a packet too big for it is answered untranslated.
-	 * An entry kept (no `d`) already holds the route of the current generation. */
-	int routed = !d ||
-		     !route_lookup(ctx, c, p->ip->saddr, c->rip, p->ip->tos, p->ip->protocol, 0, 1);
+	/* The route (and its MTU) first: a packet too big for it is answered untranslated. */
+	int routed =
+		!route_lookup(ctx, c, gen, p->ip->saddr, c->rip, p->ip->tos, p->ip->protocol, 0, 1);
 	__u32 mtu = routed ? c->mtu
 			   : mtu_over(ctx, p->ip->saddr, c->rip, p->ip->tos, p->ip->protocol, p->len);
 	int big = nat_too_big(ctx, p, mtu, 1);
@@ -596,9 +596,8 @@ static __always_inline int reply(struct xdp_md *ctx, struct packet *p, struct co
 	}
 send:
 	account(r->svc, r->dest, p->len, 1, 0);
-	/* The route kept in the entry while the generation `gen` holds, or looked up. */
-	int routed = (r->ifindex && r->route_gen == gen) ||
-		     !route_lookup(ctx, r, r->vip, r->client, p->ip->tos, p->ip->protocol, 0, 1);
+	int routed =
+		!route_lookup(ctx, r, gen, r->vip, r->client, p->ip->tos, p->ip->protocol, 0, 1);
 	__u32 mtu = routed ? r->mtu
 			   : mtu_over(ctx, r->vip, r->client, p->ip->tos, p->ip->protocol, p->len);
 	int big = nat_too_big(ctx, p, mtu, 0);
@@ -807,6 +806,19 @@ static __always_inline int other_host(struct xdp_md *ctx, const struct ethhdr *e
 	return 1;
 }
 
+/* other_host, asked only when the connection entry `c` (if any) cannot answer: an entry
+ * whose next hop, cached in route generation `gen`, leaves by the interface the frame
+ * came in on holds that interface's MAC, so a frame sent to it is this host's (DR's
+ * packets, one-armed NAT's) with no look at the host's MACs. */
+static __always_inline int other_host_but(struct xdp_md *ctx, const struct ethhdr *eth,
+					  const struct conn *c, __u32 gen)
+{
+	if (c && c->ifindex == ctx->ingress_ifindex && c->route_gen == gen &&
+	    same_mac(eth->h_dest, c->smac))
+		return 0;
+	return other_host(ctx, eth);
+}
+
 /* XDP_PASS, counted as `reason`, or as another host's frame when it is one. */
 static __always_inline int pass_as(struct xdp_md *ctx, const struct ethhdr *eth, __u32 reason)
 {
@@ -981,7 +993,7 @@ static __always_inline int new_flow(struct xdp_md *ctx, struct packet *p,
 		conn_count(k, c.counted);
 	count(STAT_NEW_CONN);
 	account(sv->id, slot, p->len, 0, 1);
-	return forward(ctx, p, &c, d);
+	return forward(ctx, p, &c, d, route_gen());
 }
 
 static __always_inline struct service_value *find_service(struct packet *p)
@@ -1089,13 +1101,9 @@ int xdp_fulcrum(struct xdp_md *ctx)
 	__u64 w0 = (__u64)p.ip->saddr | (__u64)p.ip->daddr << 32;
 	__u64 w1 = (__u64)*(__u32 *)p.sport | (__u64)p.ip->protocol << 32;
 	struct conn *c = conn_get_words(&key, w0, w1);
-	/* An entry whose next hop, cached while no route or neighbour changed, leaves by
-	 * the interface the frame came in on holds that interface's MAC: a frame sent to it
-	 * is this host's, with no look at the host's MACs (DR's packets, one-armed NAT's). */
-	__u32 gen = route_gen();
-	if (!(c && c->ifindex == ctx->ingress_ifindex && c->route_gen == gen &&
-	      same_mac(p.eth->h_dest, c->smac)) &&
-	    other_host(ctx, p.eth))
+	/* The route generation, which an entry's cached next hop is checked against. */
+	__u32 gen = c ? route_gen() : 0;
+	if (other_host_but(ctx, p.eth, c, gen))
 		return XDP_PASS;
 	if (c && c->expires <= now) {
 		if (!(c->flags & CONN_F_REPLY))
@@ -1149,7 +1157,7 @@ int xdp_fulcrum(struct xdp_md *ctx)
 		if (c->state != before)
 			reply_follow(c);
 		account(c->svc, c->dest, p.len, 0, 0);
-		return forward(ctx, &p, c, d);
+		return forward(ctx, &p, c, d, gen);
 	}
 	struct service_value *sv = find_service(&p);
 	if (!sv) {
@@ -1189,10 +1197,9 @@ static __always_inline int same6(const __u8 *a, const __u8 *b)
 }
 
 /* route_lookup for IPv6: the next hop towards `dst`, cached in `c`. */
-static __always_inline int route_lookup6(struct xdp_md *ctx, struct conn *c, const __u8 *src,
-					 const __u8 *dst, __u8 proto)
+static __always_inline int route_lookup6(struct xdp_md *ctx, struct conn *c, __u32 gen,
+					 const __u8 *src, const __u8 *dst, __u8 proto)
 {
-	__u32 gen = route_gen();
 	if (c->ifindex && c->route_gen == gen)
 		return 0;
 	struct bpf_fib_lookup f;
@@ -1421,12 +1428,14 @@ __attribute__((noinline)) int tun_encap(struct xdp_md *ctx, struct conn *c, cons
 	__u16 sport = 32768 + ((bpf_ntohl(client) ^ bpf_ntohs(ports->source)) & 0x7fff);
 	if ((tos & 3) == 3)
 		tos = (tos & ~3) | 2;
+	__u32 gen = route_gen();
 	int unrouted;
 	if (outer_v6)
 		unrouted = !rip6 || !src6 ||
-			   route_lookup6(ctx, c, src6->in6_u.u6_addr8, rip6->in6_u.u6_addr8, proto);
+			   route_lookup6(ctx, c, gen, src6->in6_u.u6_addr8, rip6->in6_u.u6_addr8,
+					 proto);
 	else
-		unrouted = route_lookup(ctx, c, d->tun_saddr, d->addr, tos, proto, 0, 1);
+		unrouted = route_lookup(ctx, c, gen, d->tun_saddr, d->addr, tos, proto, 0, 1);
 	if (unrouted) {
 		count(STAT_TUN_FAIL);
 		return XDP_DROP;
@@ -1500,7 +1509,7 @@ __attribute__((noinline)) int tun_encap(struct xdp_md *ctx, struct conn *c, cons
 
 /* Client -> real server `d` of an IPv6 connection. */
 static __always_inline int forward6(struct xdp_md *ctx, struct packet6 *p, struct conn6 *c,
-				    const struct dest *d)
+				    const struct dest *d, __u32 gen)
 {
 	if (p->ip->hop_limit <= 1) {
 		/* IPVS's decrement_ttl: "time exceeded" from the VIP. */
@@ -1530,16 +1539,16 @@ static __always_inline int forward6(struct xdp_md *ctx, struct packet6 *p, struc
 			__builtin_memcpy(c->c.dmac, d->mac, ETH_ALEN);
 			__builtin_memcpy(c->c.smac, d->smac, ETH_ALEN);
 			c->c.ifindex = d->ifindex ? d->ifindex : ctx->ingress_ifindex;
-			c->c.route_gen = route_gen();
+			c->c.route_gen = gen;
 		}
 		count(STAT_DR);
 		return route_out(ctx, p->eth, &c->c);
 	}
 	/* The route and its MTU first: IPv6 is never fragmented on the way, so a packet too
 	 * big for the route gets "packet too big" from the VIP, untranslated, as IPVS's
-	 * ip_vs_nat_xmit_v6 answers it. An entry kept (no `d`) already holds the route. */
-	int routed = !d ||
-		     !route_lookup6(ctx, &c->c, p->ip->saddr.in6_u.u6_addr8, c->rip, p->ip->nexthdr);
+	 * ip_vs_nat_xmit_v6 answers it. */
+	int routed =
+		!route_lookup6(ctx, &c->c, gen, p->ip->saddr.in6_u.u6_addr8, c->rip, p->ip->nexthdr);
 	__u32 mtu = routed ? c->c.mtu
 			   : mtu_over6(ctx, p->ip->saddr.in6_u.u6_addr8, c->rip, p->ip->nexthdr,
 				       p->len);
@@ -1586,8 +1595,7 @@ static __always_inline int reply6(struct xdp_md *ctx, struct packet6 *p, struct 
 		}
 	}
 	account(r->c.svc, r->c.dest, p->len, 1, 0);
-	int routed = (r->c.ifindex && r->c.route_gen == gen) ||
-		     !route_lookup6(ctx, &r->c, r->vip, r->client, p->ip->nexthdr);
+	int routed = !route_lookup6(ctx, &r->c, gen, r->vip, r->client, p->ip->nexthdr);
 	__u32 mtu = routed ? r->c.mtu : mtu_over6(ctx, r->vip, r->client, p->ip->nexthdr, p->len);
 	if (mtu && p->len > mtu) {
 		/* Untranslated to the kernel, whose forwarding answers the real server. */
@@ -1742,7 +1750,7 @@ static __always_inline int new_flow6(struct xdp_md *ctx, struct packet6 *p, void
 		conn_count(k, c->c.counted);
 	count(STAT_NEW_CONN);
 	account(sv->id, slot, p->len, 0, 1);
-	return forward6(ctx, p, c, d);
+	return forward6(ctx, p, c, d, route_gen());
 }
 
 static __always_inline struct service_value *find_service6(struct packet6 *p)
@@ -1821,8 +1829,8 @@ __attribute__((noinline)) int icmp6_error(struct xdp_md *ctx)
 		__builtin_memcpy(ip->daddr.in6_u.u6_addr8, c->rip, 16);
 	}
 	count(STAT_ICMP_NAT);
-	if (route_lookup6(ctx, &c->c, ip->saddr.in6_u.u6_addr8, ip->daddr.in6_u.u6_addr8,
-			  IPPROTO_ICMPV6))
+	if (route_lookup6(ctx, &c->c, route_gen(), ip->saddr.in6_u.u6_addr8,
+			  ip->daddr.in6_u.u6_addr8, IPPROTO_ICMPV6))
 		return XDP_PASS;
 	ip->hop_limit--;
 	return route_out(ctx, eth, &c->c);
@@ -1880,11 +1888,8 @@ int xdp_fulcrum6(struct xdp_md *ctx)
 	__builtin_memcpy(key.src, p.ip->saddr.in6_u.u6_addr8, 16);
 	__builtin_memcpy(key.dst, p.ip->daddr.in6_u.u6_addr8, 16);
 	struct conn6 *c = bpf_map_lookup_elem(&conns6, &key);
-	/* An entry can vouch for the frame's MAC (see xdp_fulcrum). */
-	__u32 gen = route_gen();
-	if (!(c && c->c.ifindex == ctx->ingress_ifindex && c->c.route_gen == gen &&
-	      same_mac(p.eth->h_dest, c->c.smac)) &&
-	    other_host(ctx, p.eth))
+	__u32 gen = c ? route_gen() : 0;
+	if (other_host_but(ctx, p.eth, c ? &c->c : 0, gen))
 		return XDP_PASS;
 	count(STAT_IPV6);
 	if (c && c->c.expires <= now) {
@@ -1922,7 +1927,7 @@ int xdp_fulcrum6(struct xdp_md *ctx)
 		if (c->c.state != before)
 			reply_follow6(c);
 		account(c->c.svc, c->c.dest, p.len, 0, 0);
-		return forward6(ctx, &p, c, d);
+		return forward6(ctx, &p, c, d, gen);
 	}
 	struct service_value *sv = find_service6(&p);
 	if (!sv) {

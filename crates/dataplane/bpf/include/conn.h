@@ -143,7 +143,7 @@ static __always_inline void conn_touch(struct conn *c, const struct tcphdr *th, 
 {
 	/* Most packets: an established connection's segment with no SYN, FIN or RST, which
 	 * every direction's table leaves established; one load of the flags' byte. */
-	if (th && !(c->state == TCP_S_ESTABLISHED && !(tcp_flag_byte(th) & TCP_SYN_FIN_RST))) {
+	if (th && (c->state != TCP_S_ESTABLISHED || (tcp_flag_byte(th) & TCP_SYN_FIN_RST))) {
 		int ev = tcp_event(th);
 		if (ev >= 0 && c->state < 11 && dir >= 0 && dir < 3) {
 			__u8 next = tcp_next[dir][ev & 3][c->state];
