@@ -760,13 +760,25 @@ impl DataPlane {
     /// Traffic of a service: its real servers' summed, and what the servers it had
     /// before carried (IPVS counts each packet to the server and to its service).
     pub fn service_traffic(&self, id: u32) -> Result<Traffic, Error> {
+        Ok(self.service_traffic_by_slot(id)?.0)
+    }
+
+    /// [`DataPlane::service_traffic`], with the traffic of each slot holding a real server
+    /// that went into it: each slot read once, for callers that want both.
+    pub fn service_traffic_by_slot(
+        &self,
+        id: u32,
+    ) -> Result<(Traffic, Vec<(usize, Traffic)>), Error> {
         let retired: Array<&MapData, Traffic> = Array::try_from(self.map("svc_retired")?)?;
         let mut sum = retired.get(&id, 0)?;
         let present = self.present_slots.get(&id).copied().unwrap_or(u128::MAX);
+        let mut slots = Vec::new();
         for slot in (0..MAX_DESTS as usize).filter(|s| present & (1 << s) != 0) {
-            sum += self.dest_traffic(id, slot)?;
+            let t = self.dest_traffic(id, slot)?;
+            sum += t;
+            slots.push((slot, t));
         }
-        Ok(sum)
+        Ok((sum, slots))
     }
 
     /// Moves the counts of the server leaving `slot` of service `id` into the service's
@@ -782,18 +794,24 @@ impl DataPlane {
             sum += carried;
             retired.set(id, sum, 0)?;
         }
-        let zero = self.zero_per_cpu()?;
-        let mut m: PerCpuArray<&mut MapData, Traffic> =
-            PerCpuArray::try_from(self.map_mut("dest_traffic")?)?;
-        m.set(slot_index(id, slot), zero, 0)?;
-        Ok(())
+        self.zero_dest_traffic(id, [slot])
     }
 
-    /// A zero count for each CPU, to write to a per-CPU traffic slot.
-    fn zero_per_cpu(&self) -> Result<aya::maps::PerCpuValues<Traffic>, Error> {
+    /// Zeroes the traffic counts of `slots` of service `id`, on every CPU.
+    fn zero_dest_traffic(
+        &mut self,
+        id: u32,
+        slots: impl IntoIterator<Item = usize>,
+    ) -> Result<(), Error> {
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| Error::Limit(e.to_string()))?;
-        aya::maps::PerCpuValues::try_from(vec![Traffic::default(); cpus])
-            .map_err(|e| Error::Limit(e.to_string()))
+        let mut m: PerCpuArray<&mut MapData, Traffic> =
+            PerCpuArray::try_from(self.map_mut("dest_traffic")?)?;
+        for slot in slots {
+            let zero = aya::maps::PerCpuValues::try_from(vec![Traffic::default(); cpus])
+                .map_err(|e| Error::Limit(e.to_string()))?;
+            m.set(slot_index(id, slot), zero, 0)?;
+        }
+        Ok(())
     }
 
     /// Traffic of a real-server slot, summed over CPUs.
@@ -808,15 +826,7 @@ impl DataPlane {
                 Array::try_from(self.map_mut("svc_retired")?)?;
             m.set(id, Traffic::default(), 0)?;
         }
-        let zero = self.zero_per_cpu()?.to_vec();
-        let mut m: PerCpuArray<&mut MapData, Traffic> =
-            PerCpuArray::try_from(self.map_mut("dest_traffic")?)?;
-        for slot in 0..MAX_DESTS as usize {
-            let values = aya::maps::PerCpuValues::try_from(zero.clone())
-                .map_err(|e| Error::Limit(e.to_string()))?;
-            m.set(slot_index(id, slot), values, 0)?;
-        }
-        Ok(())
+        self.zero_dest_traffic(id, 0..MAX_DESTS as usize)
     }
 
     /// The packets counted for a reason, summed over CPUs.

@@ -501,16 +501,13 @@ impl Table {
             let id = spec.id;
             // Estimators start from the counters as they are now, so traffic before the
             // first tick counts.
-            for (slot, d) in spec.dests.iter().enumerate() {
-                if d.is_some() {
-                    let t = dp.dest_traffic(id, slot).unwrap_or_default();
-                    self.rates.entry((id, Some(slot))).or_insert(Estimator {
-                        last: Some(t),
-                        avg: [0.0; 5],
-                    });
-                }
+            let (t, slots) = dp.service_traffic_by_slot(id).unwrap_or_default();
+            for (slot, t) in slots {
+                self.rates.entry((id, Some(slot))).or_insert(Estimator {
+                    last: Some(t),
+                    avg: [0.0; 5],
+                });
             }
-            let t = dp.service_traffic(id).unwrap_or_default();
             self.rates.entry((id, None)).or_insert(Estimator {
                 last: Some(t),
                 avg: [0.0; 5],
@@ -525,15 +522,12 @@ impl Table {
     pub fn estimate(&mut self, dp: &DataPlane) {
         let mut live = std::collections::HashSet::new();
         for i in self.installed.values() {
-            let t = dp.service_traffic(i.id).unwrap_or_default();
+            let (t, slots) = dp.service_traffic_by_slot(i.id).unwrap_or_default();
             self.rates.entry((i.id, None)).or_default().tick(t);
             live.insert((i.id, None));
-            for (slot, d) in i.spec.dests.iter().enumerate() {
-                if d.is_some() {
-                    let t = dp.dest_traffic(i.id, slot).unwrap_or_default();
-                    self.rates.entry((i.id, Some(slot))).or_default().tick(t);
-                    live.insert((i.id, Some(slot)));
-                }
+            for (slot, t) in slots {
+                self.rates.entry((i.id, Some(slot))).or_default().tick(t);
+                live.insert((i.id, Some(slot)));
             }
         }
         self.rates.retain(|k, _| live.contains(k));
@@ -563,6 +557,7 @@ impl Table {
             .into_iter()
             .map(|k| {
                 let i = &self.installed[k];
+                let (total, by_slot) = dp.service_traffic_by_slot(i.id).unwrap_or_default();
                 // In IPVS's list order (the newest first), which `ipvsadm --nosort` shows.
                 let dests = i
                     .spec
@@ -588,7 +583,12 @@ impl Table {
                             l_threshold: d.l_threshold,
                             active: active.into(),
                             inactive: inactive.into(),
-                            stats: traffic(dp.dest_traffic(i.id, slot).unwrap_or_default()),
+                            stats: traffic(
+                                by_slot
+                                    .iter()
+                                    .find(|(s, _)| *s == slot)
+                                    .map_or_else(Default::default, |(_, t)| *t),
+                            ),
                             rate: self.rate(i.id, Some(slot)),
                         })
                     })
@@ -602,7 +602,7 @@ impl Table {
                     netmask: i.rule.persistence.map(|(_, m)| m.to_string()),
                     ops: i.rule.ops,
                     flags: sched_flags(&i.rule),
-                    stats: traffic(dp.service_traffic(i.id).unwrap_or_default()),
+                    stats: traffic(total),
                     rate: self.rate(i.id, None),
                     dests,
                 }
