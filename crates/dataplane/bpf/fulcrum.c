@@ -1169,8 +1169,8 @@ int xdp_fulcrum(struct xdp_md *ctx)
 }
 
 /* IPv6, NAT and DR (xdp_fulcrum6). The same tables of services, real-server slots,
- * counts, traffic and scheduler state as IPv4; connections in conns6; a slot's IPv6
- * address in dests6 (its `addr` holds it folded). */
+ * counts, traffic and scheduler state as IPv4; connections in the IPv6 connection table
+ * (conntab.h); a slot's IPv6 address in dests6 (its `addr` holds it folded). */
 
 /* A parsed IPv6 TCP or UDP packet (no extension headers). */
 struct packet6 {
@@ -1188,12 +1188,6 @@ static __always_inline __be32 fold6(const __u8 *a)
 {
 	const __be32 *w = (const __be32 *)a;
 	return w[0] ^ w[1] ^ w[2] ^ w[3];
-}
-
-static __always_inline int same6(const __u8 *a, const __u8 *b)
-{
-	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
-	return x[0] == y[0] && x[1] == y[1];
 }
 
 /* route_lookup for IPv6: the next hop towards `dst`, cached in `c`. */
@@ -1584,7 +1578,7 @@ static __always_inline int reply6(struct xdp_md *ctx, struct packet6 *p, struct 
 	} else {
 		struct flow_key6 ck;
 		client_key6(r, &ck);
-		struct conn6 *c = bpf_map_lookup_elem(&conns6, &ck);
+		struct conn6 *c = conn_get6(&ck);
 		if (c) {
 			conn_touch(&c->c, p->tcp, DIR_OUTPUT, now);
 			r->c.expires = c->c.expires;
@@ -1721,7 +1715,7 @@ static __always_inline int new_flow6(struct xdp_md *ctx, struct packet6 *p, void
 	c->c.expires = now + (__u64)c->c.timeout * NSEC_PER_SEC;
 	c->c.in_pkts = 1;
 	if (!ops) {
-		long err = bpf_map_update_elem(&conns6, key, c, BPF_NOEXIST);
+		long err = conn_put6(key, c, BPF_NOEXIST);
 		if (err) {
 			count(err == -E_EXIST ? STAT_DUP_SYN : STAT_TABLE_FULL);
 			return XDP_DROP;
@@ -1736,9 +1730,9 @@ static __always_inline int new_flow6(struct xdp_md *ctx, struct packet6 *p, void
 		c->c.counted = COUNTED_NONE;
 		if (ops)
 			c->c.timeout = timeout_s(STATE_UDP);
-		if (bpf_map_update_elem(&conns6, &rk, c, BPF_ANY)) {
+		if (conn_put6(&rk, c, BPF_ANY)) {
 			if (!ops)
-				bpf_map_delete_elem(&conns6, key);
+				conn_del6(key);
 			count(STAT_TABLE_FULL);
 			return XDP_DROP;
 		}
@@ -1800,7 +1794,7 @@ __attribute__((noinline)) int icmp6_error(struct xdp_md *ctx)
 	struct flow_key6 k = { .sport = ports->dest, .dport = ports->source, .proto = in->nexthdr };
 	__builtin_memcpy(k.src, in->daddr.in6_u.u6_addr8, 16);
 	__builtin_memcpy(k.dst, in->saddr.in6_u.u6_addr8, 16);
-	struct conn6 *c = bpf_map_lookup_elem(&conns6, &k);
+	struct conn6 *c = conn_get6(&k);
 	if (!c || c->c.method != METHOD_NAT)
 		return -1;
 	if (ip->hop_limit <= 1) {
@@ -1887,7 +1881,7 @@ int xdp_fulcrum6(struct xdp_md *ctx)
 	struct flow_key6 key = { .sport = *p.sport, .dport = *p.dport, .proto = p.ip->nexthdr };
 	__builtin_memcpy(key.src, p.ip->saddr.in6_u.u6_addr8, 16);
 	__builtin_memcpy(key.dst, p.ip->daddr.in6_u.u6_addr8, 16);
-	struct conn6 *c = bpf_map_lookup_elem(&conns6, &key);
+	struct conn6 *c = conn_get6(&key);
 	__u32 gen = c ? route_gen() : 0;
 	if (other_host_but(ctx, p.eth, c ? &c->c : 0, gen))
 		return XDP_PASS;
@@ -1979,14 +1973,14 @@ int xdp_expire6(struct xdp_md *ctx)
 	if (!fk)
 		return XDP_ABORTED;
 	struct flow_key6 key = *fk;
-	struct conn6 *c = bpf_map_lookup_elem(&conns6, &key);
+	struct conn6 *c = conn_get6(&key);
 	if (!c)
 		return XDP_PASS;
 	if (c->c.flags & CONN_F_REPLY) {
 		struct flow_key6 ck;
 		client_key6(c, &ck);
-		if (c->c.expires <= clock_now() && !bpf_map_lookup_elem(&conns6, &ck)) {
-			bpf_map_delete_elem(&conns6, &key);
+		if (c->c.expires <= clock_now() && !conn_get6(&ck)) {
+			conn_del6(&key);
 			return XDP_DROP;
 		}
 		return XDP_PASS;
@@ -2069,7 +2063,7 @@ int xdp_adopt6(struct xdp_md *ctx)
 		return XDP_ABORTED;
 	struct flow_key6 key;
 	client_key6(in, &key);
-	struct conn6 *c = bpf_map_lookup_elem(&conns6, &key);
+	struct conn6 *c = conn_get6(&key);
 	if (c && (c->c.flags & CONN_F_REPLY))
 		return XDP_DROP;
 	if (c && (!same6(c->rip, in->rip) || c->c.rport != in->c.rport || c->c.svc != in->c.svc ||
@@ -2094,7 +2088,7 @@ int xdp_adopt6(struct xdp_md *ctx)
 	n->c.counted = n->c.state == TCP_S_ESTABLISHED ? COUNTED_ACTIVE : COUNTED_INACTIVE;
 	n->c.ifindex = 0;
 	n->c.route_gen = 0;
-	long err = bpf_map_update_elem(&conns6, &key, n, BPF_NOEXIST);
+	long err = conn_put6(&key, n, BPF_NOEXIST);
 	if (err) {
 		if (err == -E_EXIST)
 			return XDP_PASS;
@@ -2107,8 +2101,8 @@ int xdp_adopt6(struct xdp_md *ctx)
 		reply_key6(n, &rk);
 		n->c.flags |= CONN_F_REPLY;
 		n->c.counted = COUNTED_NONE;
-		if (bpf_map_update_elem(&conns6, &rk, n, BPF_ANY)) {
-			bpf_map_delete_elem(&conns6, &key);
+		if (conn_put6(&rk, n, BPF_ANY)) {
+			conn_del6(&key);
 			count(STAT_TABLE_FULL);
 			return XDP_DROP;
 		}

@@ -315,6 +315,67 @@ pub struct Conn6 {
     pub rip: [u8; 16],
 }
 
+impl Conn6 {
+    /// The entry from its 120 bytes as the program lays them out.
+    pub(crate) fn from_bytes(b: &[u8; 120]) -> Conn6 {
+        let addr = |o: usize| {
+            let mut a = [0; 16];
+            a.copy_from_slice(&b[o..o + 16]);
+            a
+        };
+        let mut c = [0; 72];
+        c.copy_from_slice(&b[..72]);
+        Conn6 {
+            c: Conn::from_bytes(&c),
+            client: addr(72),
+            vip: addr(88),
+            rip: addr(104),
+        }
+    }
+
+    /// The key the entry is held under: (client, VIP) for a client's entry, (real
+    /// server, client) for a NAT reply entry.
+    pub fn key(&self) -> FlowKey6 {
+        let reply = self.c.flags & CONN_F_REPLY != 0;
+        let (src, dst, sport, dport) = if reply {
+            (self.rip, self.client, self.c.rport, self.c.cport)
+        } else {
+            (self.client, self.vip, self.c.cport, self.c.vport)
+        };
+        FlowKey6 {
+            src,
+            dst,
+            sport,
+            dport,
+            proto: self.c.proto,
+            pad: [0; 3],
+        }
+    }
+}
+
+/// `struct conn_slot6`: a slot of the IPv6 connection table (bpf/include/conntab.h).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnSlot6 {
+    pub tag: u64,
+    /// The key's addresses, hashed with the table's multipliers.
+    pub w0: u64,
+    /// As `ConnSlot::w1`.
+    pub w1: u64,
+    pub reach: u32,
+    pub pad: u32,
+    pub c: Conn6,
+}
+
+/// `struct conn_hash6`: the IPv6 table's `conn_hash`, and the odd multipliers that hash a
+/// key's four address words.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ConnHash6 {
+    pub h: ConnHash,
+    pub amul: [u64; 4],
+}
+
 /// `struct persist_key`.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -415,6 +476,8 @@ unsafe impl Pod for ConnHash {}
 unsafe impl Pod for FlowKey6 {}
 // SAFETY: as above.
 unsafe impl Pod for Conn6 {}
+
+unsafe impl Pod for ConnHash6 {}
 // SAFETY: as above.
 unsafe impl Pod for PersistKey {}
 // SAFETY: as above.

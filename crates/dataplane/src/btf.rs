@@ -211,6 +211,8 @@ mod tests {
             ),
             layout!(FlowKey6, "flow_key6", [src, dst, sport, dport, proto, pad]),
             layout!(Conn6, "conn6", [c, client, vip, rip]),
+            layout!(ConnSlot6, "conn_slot6", [tag, w0, w1, reach, pad, c]),
+            layout!(ConnHash6, "conn_hash6", [h, amul]),
             layout!(PersistKey, "persist_key", [svc, client]),
             layout!(PersistKey6, "persist_key6", [svc, pad, client]),
             layout!(PersistValue, "persist_value", [expires, dest, rip]),

@@ -85,6 +85,30 @@ pub(crate) fn addr(be: u32) -> Ipv4Addr {
     Ipv4Addr::from(be.to_ne_bytes())
 }
 
+/// One of the two connection tables, each with its own maps (conntab.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Table {
+    V4 = 0,
+    V6 = 1,
+}
+
+impl Table {
+    /// Its slots' map and its live counts' map.
+    pub(crate) fn maps(self) -> (&'static str, &'static str) {
+        match self {
+            Table::V4 => ("conn_slots", "conn_chunks"),
+            Table::V6 => ("conn_slots6", "conn_chunks6"),
+        }
+    }
+
+    pub(crate) fn slot_bytes(self) -> usize {
+        match self {
+            Table::V4 => std::mem::size_of::<ConnSlot>(),
+            Table::V6 => std::mem::size_of::<ConnSlot6>(),
+        }
+    }
+}
+
 impl DataPlane {
     /// Connection timeouts in seconds by state (abi::STATE_NAMES order).
     pub fn set_timeouts(&mut self, seconds: &[u32; 12]) -> Result<(), Error> {
@@ -112,50 +136,80 @@ impl DataPlane {
         Ok(t)
     }
 
-    /// Calls `f` with each live slot of the IPv4 table, read through a mapping of the
-    /// table (no system call per entry), skipping the chunks whose live count is zero. A
-    /// slot is taken only if its tag reads the same before and after its entry: one that
-    /// changed meanwhile is left out of this reading.
-    pub(crate) fn each_slot(&self, mut f: impl FnMut(&ConnSlot)) -> Result<(), Error> {
+    /// Calls `f` with the words of each live slot of a connection table, read through a
+    /// mapping of the table (no system call per entry), skipping the chunks whose live
+    /// count is zero. A slot is taken only if its tag reads the same before and after
+    /// its entry: one that changed meanwhile is left out of this reading.
+    fn each_live_slot(&self, table: Table, mut f: impl FnMut(&[u64])) -> Result<(), Error> {
         use std::sync::atomic::Ordering::{Acquire, Relaxed};
-        const WORDS: usize = std::mem::size_of::<ConnSlot>() / 8;
-        let (table, chunks) = self.conn_view()?;
-        let words = table.words();
+        let words_per_slot = table.slot_bytes() / 8;
+        let (slots, chunks) = self.conn_view(table)?;
+        let words = slots.words();
+        let mut copy = [0u64; 19];
+        let copy = &mut copy[..words_per_slot];
         for (chunk, live) in chunks.words().iter().enumerate() {
             if live.load(Relaxed) == 0 {
                 continue;
             }
-            let from = chunk * CONN_CHUNK as usize * WORDS;
-            let to = (from + CONN_CHUNK as usize * WORDS).min(words.len());
-            for w in words.get(from..to).unwrap_or_default().chunks_exact(WORDS) {
+            let from = chunk * CONN_CHUNK as usize * words_per_slot;
+            let to = (from + CONN_CHUNK as usize * words_per_slot).min(words.len());
+            for w in words
+                .get(from..to)
+                .unwrap_or_default()
+                .chunks_exact(words_per_slot)
+            {
                 let tag = w[0].load(Acquire);
                 if tag & SLOT_STATE != SLOT_LIVE {
                     continue;
                 }
-                let mut c = [0u8; 72];
-                for (i, word) in w[4..].iter().enumerate() {
-                    c[i * 8..i * 8 + 8].copy_from_slice(&word.load(Relaxed).to_ne_bytes());
+                for (c, word) in copy.iter_mut().zip(w) {
+                    *c = word.load(Relaxed);
                 }
-                let (w0, w1, reach) = (w[1].load(Relaxed), w[2].load(Relaxed), w[3].load(Relaxed));
                 if w[0].load(Acquire) != tag {
                     continue;
                 }
-                let reach = reach.to_ne_bytes();
-                f(&ConnSlot {
-                    tag,
-                    w0,
-                    w1,
-                    reach: u32::from_ne_bytes([reach[0], reach[1], reach[2], reach[3]]),
-                    pad: u32::from_ne_bytes([reach[4], reach[5], reach[6], reach[7]]),
-                    c: Conn::from_bytes(&c),
-                });
+                copy[0] = tag;
+                f(copy);
             }
         }
         Ok(())
     }
 
-    fn conn_view(&self) -> Result<&(fulcrum_sys::SharedMemory, fulcrum_sys::SharedMemory), Error> {
-        if let Some(v) = self.conn_view.get() {
+    /// Calls `f` with each live slot of the IPv4 table (see `each_live_slot`).
+    pub(crate) fn each_slot(&self, mut f: impl FnMut(&ConnSlot)) -> Result<(), Error> {
+        self.each_live_slot(Table::V4, |w| {
+            let mut c = [0u8; 72];
+            for (i, word) in w[4..].iter().enumerate() {
+                c[i * 8..i * 8 + 8].copy_from_slice(&word.to_ne_bytes());
+            }
+            f(&ConnSlot {
+                tag: w[0],
+                w0: w[1],
+                w1: w[2],
+                reach: w[3] as u32,
+                pad: (w[3] >> 32) as u32,
+                c: Conn::from_bytes(&c),
+            });
+        })
+    }
+
+    /// Calls `f` with the entry of each live slot of the IPv6 table.
+    pub(crate) fn each_slot6(&self, mut f: impl FnMut(&Conn6)) -> Result<(), Error> {
+        self.each_live_slot(Table::V6, |w| {
+            let mut c = [0u8; 120];
+            for (i, word) in w[4..].iter().enumerate() {
+                c[i * 8..i * 8 + 8].copy_from_slice(&word.to_ne_bytes());
+            }
+            f(&Conn6::from_bytes(&c));
+        })
+    }
+
+    fn conn_view(
+        &self,
+        table: Table,
+    ) -> Result<&(fulcrum_sys::SharedMemory, fulcrum_sys::SharedMemory), Error> {
+        let view = &self.conn_views[table as usize];
+        if let Some(v) = view.get() {
             return Ok(v);
         }
         let map = |name: &'static str, bytes: usize| -> Result<fulcrum_sys::SharedMemory, Error> {
@@ -170,10 +224,11 @@ impl DataPlane {
             fulcrum_sys::SharedMemory::map_len(fd, bytes)
                 .map_err(|e| Error::Limit(format!("mapping {name}: {e}")))
         };
-        let slots = self.conn_slots() as usize;
-        let table = map("conn_slots", slots * std::mem::size_of::<ConnSlot>())?;
-        let chunks = map("conn_chunks", (slots / CONN_CHUNK as usize + 1) * 8)?;
-        Ok(self.conn_view.get_or_init(|| (table, chunks)))
+        let (slots_map, chunks_map) = table.maps();
+        let slots = self.slots_of(table) as usize;
+        let slots_view = map(slots_map, slots * table.slot_bytes())?;
+        let chunks = map(chunks_map, (slots / CONN_CHUNK as usize + 1) * 8)?;
+        Ok(view.get_or_init(|| (slots_view, chunks)))
     }
 
     /// The tracked connections (one per flow), IPv4 then IPv6, as ipvsadm -Lnc lists them.
@@ -187,7 +242,12 @@ impl DataPlane {
                 v4.push(s.c);
             }
         })?;
-        let v6: HashMap<&MapData, FlowKey6, Conn6> = HashMap::try_from(self.map("conns6")?)?;
+        let mut v6 = Vec::new();
+        self.each_slot6(|c| {
+            if c.c.flags & CONN_F_REPLY == 0 && c.c.expires > now {
+                v6.push(*c);
+            }
+        })?;
         // An IPv4 service's IPv6 real server (TUN): its address from dests6. Each slot is
         // read once a listing (a table holds many connections of few slots).
         let dests: Array<&MapData, Dest> = Array::try_from(self.map("dests")?)?;
@@ -212,7 +272,7 @@ impl DataPlane {
                 let a = |x: u32| IpAddr::from(addr(x));
                 (c, [a(c.client), a(c.vip), rip_of(&c)])
             })
-            .chain(v6.iter().filter_map(Result::ok).map(|(_, c)| {
+            .chain(v6.into_iter().map(|c| {
                 let a = |x: [u8; 16]| IpAddr::from(std::net::Ipv6Addr::from(x));
                 // An IPv4 real server of an IPv6 service (TUN) is held IPv4-mapped.
                 let rip = std::net::Ipv6Addr::from(c.rip);
@@ -273,14 +333,12 @@ impl DataPlane {
                 expired += 1;
             }
         }
-        let due6: Vec<FlowKey6> = {
-            let map: HashMap<&MapData, FlowKey6, Conn6> = HashMap::try_from(self.map("conns6")?)?;
-            map.iter()
-                .filter_map(Result::ok)
-                .filter(|(_, c)| c.c.expires <= now)
-                .map(|(k, _)| k)
-                .collect()
-        };
+        let mut due6: Vec<FlowKey6> = Vec::new();
+        self.each_slot6(|c| {
+            if c.c.expires <= now {
+                due6.push(c.key());
+            }
+        })?;
         let mut frame = [0u8; 14 + 40];
         for key in due6 {
             frame[14..30].copy_from_slice(&key.src);

@@ -54,7 +54,7 @@ const ADOPT6: &str = "xdp_adopt6";
 
 /// Every map of the program that holds state: pinned by name under the instance's
 /// directory, so a restarted daemon adopts them.
-pub const PINNED_MAPS: [&str; 26] = [
+pub const PINNED_MAPS: [&str; 30] = [
     "services",
     "dests",
     "dests6",
@@ -70,7 +70,11 @@ pub const PINNED_MAPS: [&str; 26] = [
     "conn_stash",
     "conn_chunks",
     "conn_locks",
-    "conns6",
+    "conn_slots6",
+    "conn_hash6",
+    "conn_stash6",
+    "conn_chunks6",
+    "conn_locks6",
     "progs",
     "persist",
     "persist6",
@@ -254,9 +258,9 @@ pub struct DataPlane {
     pin_dir: Option<PathBuf>,
     /// The kernel's tick in ns, once measured (see [`DataPlane::set_clock`]).
     tick_ns: u64,
-    /// The IPv4 connection table and its live counts per chunk, mapped into this process
-    /// once read.
-    conn_view: std::sync::OnceLock<(fulcrum_sys::SharedMemory, fulcrum_sys::SharedMemory)>,
+    /// Each connection table (IPv4's, IPv6's) and its live counts per chunk, mapped into
+    /// this process once read.
+    conn_views: [std::sync::OnceLock<(fulcrum_sys::SharedMemory, fulcrum_sys::SharedMemory)>; 2],
 }
 
 impl DataPlane {

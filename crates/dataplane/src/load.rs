@@ -2,6 +2,7 @@
 //! and running it on a frame (`BPF_PROG_TEST_RUN`).
 
 use super::*;
+use crate::connections::Table;
 
 /// The IPv4 table's slots for `max_connections` connections: two entries each (NAT's
 /// replies), the most the program lets in, and a fifth of the slots that always stay
@@ -10,16 +11,20 @@ pub(crate) fn conn_slots_for(max_connections: u32) -> u32 {
     (u64::from(max_connections) * 5 / 2).clamp(1024, u64::from(u32::MAX / 2)) as u32
 }
 
-/// Room for `max_connections` connections (see [`conn_slots_for`]), and a persistence
-/// template per two.
+/// Room for `max_connections` connections of each family (see [`conn_slots_for`]), and a
+/// persistence template per two.
 pub(crate) fn size_tables(loader: &mut EbpfLoader, max_connections: u32) {
     let slots = conn_slots_for(max_connections);
-    loader.map_max_entries("conn_slots", slots);
-    // A window rarely overflows (about one entry in a hundred at the limit's fill): the
-    // stash's hash buckets, allocated up front, need not be many.
-    loader.map_max_entries("conn_stash", (slots / 16).max(64));
-    loader.map_max_entries("conn_chunks", slots / CONN_CHUNK + 1);
-    loader.map_max_entries("conns6", max_connections.saturating_mul(2).max(1024));
+    for (table, stash, chunks) in [
+        ("conn_slots", "conn_stash", "conn_chunks"),
+        ("conn_slots6", "conn_stash6", "conn_chunks6"),
+    ] {
+        loader.map_max_entries(table, slots);
+        // A window rarely overflows (about one entry in a hundred at the limit's fill):
+        // the stash's hash buckets, allocated up front, need not be many.
+        loader.map_max_entries(stash, (slots / 16).max(64));
+        loader.map_max_entries(chunks, slots / CONN_CHUNK + 1);
+    }
     loader.map_max_entries("persist", (max_connections / 2).max(1024));
     loader.map_max_entries("persist6", (max_connections / 2).max(1024));
 }
@@ -112,7 +117,7 @@ impl DataPlane {
             present_slots: Default::default(),
             tick_ns: 0,
             pin_dir: None,
-            conn_view: Default::default(),
+            conn_views: Default::default(),
         };
         dp.init_conn_table(Some(max_connections))?;
         dp.set_timeouts(&DEFAULT_TIMEOUTS)?;
@@ -132,13 +137,14 @@ impl DataPlane {
         max_connections: Option<u32>,
     ) -> Result<(DataPlane, bool), Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Pin(dir.into(), e.to_string()))?;
-        let adopted = dir.join("conn_slots").exists();
+        let adopted = dir.join("conn_slots").exists() && dir.join("conn_slots6").exists();
         let paths: Vec<(&str, PathBuf)> = PINNED_MAPS.iter().map(|n| (*n, dir.join(n))).collect();
         if !adopted {
-            // Maps without the connection table they belong with (a build whose IPv4
-            // table was a hash map named `conns`): their counts of connections that are
-            // not carried over would be wrong from the start.
-            for path in paths.iter().map(|(_, p)| p).chain([&dir.join("conns")]) {
+            // Maps without the connection tables they belong with (a build whose IPv4
+            // table was a hash map named `conns`, or whose IPv6 table was `conns6`): their
+            // counts of connections that are not carried over would be wrong from the start.
+            let old = [dir.join("conns"), dir.join("conns6")];
+            for path in paths.iter().map(|(_, p)| p).chain(&old) {
                 let _ = std::fs::remove_file(path);
             }
         }
@@ -180,7 +186,7 @@ impl DataPlane {
             present_slots: Default::default(),
             tick_ns: 0,
             pin_dir: Some(dir.to_path_buf()),
-            conn_view: Default::default(),
+            conn_views: Default::default(),
         };
         // A table adopted keeps its hash and size (its entries sit where they hash to).
         dp.init_conn_table(max_connections)?;
@@ -306,61 +312,73 @@ impl DataPlane {
     /// entries, which sit where the old hash put them.
     pub fn set_conn_hash(&mut self, mul0: u64, mul1: u64, mul2: u64) -> Result<(), Error> {
         let mut map: Array<&mut MapData, ConnHash> = Array::try_from(self.map_mut("conn_hash")?)?;
+        let h = chosen_hash(map.get(&0, 0)?, mul0, mul1, mul2)?;
+        map.set(0, h, 0)?;
+        Ok(())
+    }
+
+    /// [`DataPlane::set_conn_hash`] for the IPv6 table (its address multipliers stay).
+    pub fn set_conn_hash6(&mut self, mul0: u64, mul1: u64, mul2: u64) -> Result<(), Error> {
+        let mut map: Array<&mut MapData, ConnHash6> = Array::try_from(self.map_mut("conn_hash6")?)?;
         let h = map.get(&0, 0)?;
-        if h.live != 0 || mul0 & mul1 & 1 == 0 {
-            return Err(Error::Limit(
-                "a new hash needs an empty table and odd multipliers".into(),
-            ));
-        }
-        map.set(
-            0,
-            ConnHash {
-                mul0,
-                mul1,
-                mul2,
-                ..h
-            },
-            0,
-        )?;
+        let h = ConnHash6 {
+            h: chosen_hash(h.h, mul0, mul1, mul2)?,
+            ..h
+        };
+        map.set(0, h, 0)?;
         Ok(())
     }
 
     /// The slots of the IPv4 connection table.
     pub(crate) fn conn_slots(&self) -> u32 {
-        match self.ebpf.map("conn_slots") {
+        self.slots_of(Table::V4)
+    }
+
+    /// The slots of a connection table.
+    pub(crate) fn slots_of(&self, table: Table) -> u32 {
+        match self.ebpf.map(table.maps().0) {
             Some(Map::Array(d)) => d.info().map_or(0, |i| i.max_entries()),
             _ => 0,
         }
     }
 
-    /// Gives a new IPv4 connection table its size, its limit (two entries per connection
-    /// of `max_connections`; None: the default the table was sized for) and a random hash
-    /// (three odd multipliers); one adopted from a previous run already has them (its
-    /// entries sit where they put them).
+    /// Gives each new connection table (IPv4's, IPv6's) its size, its limit (two entries
+    /// per connection of `max_connections`; None: the default the table was sized for)
+    /// and a random hash (odd multipliers); one adopted from a previous run already has
+    /// them (its entries sit where they put them).
     fn init_conn_table(&mut self, max_connections: Option<u32>) -> Result<(), Error> {
-        let slots = self.conn_slots();
-        let mut map: Array<&mut MapData, ConnHash> = Array::try_from(self.map_mut("conn_hash")?)?;
-        if map.get(&0, 0)?.slots == slots {
-            return Ok(());
-        }
         let random = || {
             random_u64()
                 .map(|m| m | 1)
                 .map_err(|e| Error::Limit(format!("a random hash for the connection table: {e}")))
         };
-        let (mul0, mul1, mul2) = (random()?, random()?, random()?);
-        let params = ConnHash {
-            mul0,
-            mul1,
-            mul2,
-            stashed: 0,
-            live: 0,
-            slots,
-            limit: max_connections
-                .map_or(u64::from(slots) * 4 / 5, |m| u64::from(m) * 2)
-                .min(u64::from(slots)) as u32,
+        let fresh = |slots: u32| -> Result<ConnHash, Error> {
+            Ok(ConnHash {
+                mul0: random()?,
+                mul1: random()?,
+                mul2: random()?,
+                stashed: 0,
+                live: 0,
+                slots,
+                limit: max_connections
+                    .map_or(u64::from(slots) * 4 / 5, |m| u64::from(m) * 2)
+                    .min(u64::from(slots)) as u32,
+            })
         };
-        map.set(0, params, 0)?;
+        let slots = self.slots_of(Table::V4);
+        let mut map: Array<&mut MapData, ConnHash> = Array::try_from(self.map_mut("conn_hash")?)?;
+        if map.get(&0, 0)?.slots != slots {
+            map.set(0, fresh(slots)?, 0)?;
+        }
+        let slots = self.slots_of(Table::V6);
+        let mut map: Array<&mut MapData, ConnHash6> = Array::try_from(self.map_mut("conn_hash6")?)?;
+        if map.get(&0, 0)?.h.slots != slots {
+            let params = ConnHash6 {
+                h: fresh(slots)?,
+                amul: [random()?, random()?, random()?, random()?],
+            };
+            map.set(0, params, 0)?;
+        }
         Ok(())
     }
 
@@ -396,6 +414,21 @@ impl DataPlane {
         out.sort_by_key(|e| std::cmp::Reverse(e.1));
         out
     }
+}
+
+/// Table parameters `h` with a chosen hash (see [`DataPlane::set_conn_hash`]).
+fn chosen_hash(h: ConnHash, mul0: u64, mul1: u64, mul2: u64) -> Result<ConnHash, Error> {
+    if h.live != 0 || mul0 & mul1 & 1 == 0 {
+        return Err(Error::Limit(
+            "a new hash needs an empty table and odd multipliers".into(),
+        ));
+    }
+    Ok(ConnHash {
+        mul0,
+        mul1,
+        mul2,
+        ..h
+    })
 }
 
 /// Eight bytes from the kernel's random source.

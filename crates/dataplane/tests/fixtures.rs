@@ -2603,3 +2603,106 @@ fn a_service_keeps_the_counts_of_servers_taken_out() {
         "a new service in the id"
     );
 }
+
+/// A restart adopts both connection tables with their entries (from the pins a run
+/// leaves); pins without the IPv6 table (a build that kept IPv6 connections in a hash
+/// map) start afresh, so that no count outlives the connections it counted.
+#[test]
+fn both_connection_tables_carry_over_a_restart() {
+    if !require_root("both_connection_tables_carry_over_a_restart") {
+        return;
+    }
+    struct Pins(std::path::PathBuf);
+    impl Drop for Pins {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let pins = Pins(format!("/sys/fs/bpf/fulcrum-fx-pins-{}", std::process::id()).into());
+    let vip6: Ipv6Addr = "2001:db8:1::88".parse().unwrap();
+    let rip6: Ipv6Addr = "2001:db8:1::10".parse().unwrap();
+    let client6: Ipv6Addr = "2001:db8:2::2".parse().unwrap();
+    let synced = |v6: bool| fulcrum_dataplane::Synced {
+        proto: 6,
+        client: if v6 {
+            (client6.into(), 40000)
+        } else {
+            (CLIENT.into(), 40000)
+        },
+        vip: if v6 {
+            (vip6.into(), 80)
+        } else {
+            (VIP.into(), 80)
+        },
+        rip: if v6 {
+            (rip6.into(), 80)
+        } else {
+            (RIPS[0].into(), 80)
+        },
+        state: 1,
+        service: if v6 { 2 } else { 1 },
+        slot: 0,
+        method: Method::Nat,
+        timeout: 900,
+    };
+    let flows = |dp: &DataPlane| {
+        let mut f: Vec<_> = dp
+            .connections()
+            .unwrap()
+            .iter()
+            .map(|c| (c.client, c.vip, c.rip, c.state))
+            .collect();
+        f.sort();
+        f
+    };
+    let before = {
+        let (mut dp, adopted) = DataPlane::load_pinned(&pins.0, Some(1024)).unwrap();
+        assert!(!adopted, "nothing was pinned yet");
+        dp.put_service(&service(Method::Nat, &[1])).unwrap();
+        let mut v6 = ServiceSpec::new(
+            ServiceKey::v6(vip6, 80, 6),
+            2,
+            fulcrum_dataplane::Scheduler::Rr,
+        );
+        v6.dests = vec![Some(DestSpec::new(rip6, 80, Method::Nat, 1))];
+        dp.put_service(&v6).unwrap();
+        for family in [false, true] {
+            assert_eq!(
+                dp.adopt(&synced(family)).unwrap(),
+                fulcrum_dataplane::Adopted::Installed
+            );
+        }
+        flows(&dp)
+    };
+    assert_eq!(before.len(), 2, "{before:?}");
+    {
+        let (mut dp, adopted) = DataPlane::load_pinned(&pins.0, Some(1024)).unwrap();
+        assert!(adopted);
+        assert_eq!(flows(&dp), before, "both tables' connections carry over");
+        assert_eq!(dp.dest_conns(1, 0).unwrap(), (1, 0));
+        assert_eq!(dp.dest_conns(2, 0).unwrap(), (1, 0));
+        // And the sweep finds what runs out in either.
+        for family in [false, true] {
+            let due = fulcrum_dataplane::Synced {
+                client: (synced(family).client.0, 40001),
+                timeout: 0,
+                ..synced(family)
+            };
+            dp.adopt(&due).unwrap();
+        }
+        assert_eq!(dp.dest_conns(2, 0).unwrap(), (2, 0));
+        assert_eq!(dp.sweep().unwrap(), 2);
+        assert_eq!(flows(&dp), before);
+        assert_eq!(dp.dest_conns(1, 0).unwrap(), (1, 0));
+        assert_eq!(dp.dest_conns(2, 0).unwrap(), (1, 0));
+    }
+    std::fs::remove_file(pins.0.join("conn_slots6")).unwrap();
+    let (mut dp, adopted) = DataPlane::load_pinned(&pins.0, Some(1024)).unwrap();
+    assert!(
+        !adopted,
+        "a data plane without the IPv6 table is not adopted"
+    );
+    assert!(flows(&dp).is_empty());
+    assert_eq!(dp.dest_conns(1, 0).unwrap(), (0, 0));
+    dp.unpin().unwrap();
+}

@@ -183,10 +183,11 @@ pub struct RunArgs {
     /// --dont-release-ipvs leaves the IPVS rules; the next start adopts it.
     #[arg(long)]
     pub keep_forwarding: bool,
-    /// Size of the connection table, in connections. IPVS's table grows without bound;
-    /// this one is allocated up front, about 320 bytes of kernel memory per connection,
-    /// so by default it takes a 32nd of the machine's memory (at least 65,536
-    /// connections, at most 1,048,576); the size is logged at start.
+    /// Size of the connection tables, in connections (IPv4's and IPv6's each hold this
+    /// many). IPVS's table grows without bound; these are allocated up front, about 690
+    /// bytes of kernel memory per connection for the two, so by default they take a 32nd
+    /// of the machine's memory (at least 65,536 connections, at most 1,048,576); the size
+    /// is logged at start.
     #[arg(long, value_name = "N")]
     pub max_connections: Option<u32>,
 

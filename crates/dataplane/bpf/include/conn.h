@@ -288,7 +288,7 @@ static __always_inline void reply_follow6(const struct conn6 *c)
 		return;
 	struct flow_key6 rk;
 	reply_key6(c, &rk);
-	struct conn6 *r = bpf_map_lookup_elem(&conns6, &rk);
+	struct conn6 *r = conn_get6(&rk);
 	if (r) {
 		r->c.state = c->c.state;
 		r->c.timeout = c->c.timeout;
@@ -306,11 +306,11 @@ static __always_inline void conn_release6(const struct flow_key6 *key, struct co
 	int nat = c->c.method == METHOD_NAT;
 	struct flow_key6 rk;
 	reply_key6(c, &rk);
-	if (bpf_map_delete_elem(&conns6, key) != 0)
+	if (conn_del6(key) != 0)
 		return;
 	conn_uncount(k, held);
 	if (nat)
-		bpf_map_delete_elem(&conns6, &rk);
+		conn_del6(&rk);
 }
 
 #endif

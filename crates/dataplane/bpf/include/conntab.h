@@ -1,4 +1,4 @@
-/* The IPv4 connection table: an array the program indexes itself.
+/* The connection tables, IPv4's and IPv6's: arrays the program indexes itself.
  *
  * A lookup in a BPF hash map is a chain of calls in the kernel (the map's lookup, the
  * hash, the bucket walk, memcmp), and on CPUs whose return-stack mitigations make every
@@ -17,7 +17,14 @@
  * each time the slot is freed, so a delete that raced with another CPU reusing the slot
  * fails its compare-and-swap instead of freeing the newcomer. Entries are read and
  * written in place without a lock, as the kernel's preallocated hash maps hand out
- * elements: a reader on another CPU may see a field change under it. */
+ * elements: a reader on another CPU may see a field change under it.
+ *
+ * The IPv6 table is the same (`conn_slots6`, `conn_stash6`, ...; its functions are
+ * IPv4's with a 6, from the one body in conntab_impl.h), with 152-byte slots. Its keys'
+ * 40 bytes do not fit two words: their addresses are hashed into the first (key_words6),
+ * and a lookup compares the addresses of the entry's own key as well (slot_holds6). It
+ * was a hash map until the lookup's calls, on such a CPU, made its established packets
+ * dearer than IPv4's by half. */
 #ifndef FULCRUM_CONNTAB_H
 #define FULCRUM_CONNTAB_H
 
@@ -75,266 +82,83 @@ static __always_inline __u32 conn_home(const struct conn_hash *p, __u64 w0, __u6
 	return (__u32)(((h >> 32) * (__u64)p->slots) >> 32);
 }
 
-/* Live entries per CONN_CHUNK slots, for the control plane to skip empty stretches of
- * the table when it reads it. */
-static __always_inline void chunk_count(__u32 slot, __s64 by)
-{
-	__u32 k = slot / CONN_CHUNK;
-	__u64 *n = bpf_map_lookup_elem(&conn_chunks, &k);
-	if (n)
-		__sync_fetch_and_add(n, by);
-}
-
-static __always_inline int slot_holds(const struct conn_slot *s, __u64 w0, __u64 w1)
-{
-	return (s->tag & SLOT_STATE) == SLOT_LIVE && s->w0 == w0 && s->w1 == w1;
-}
-
-/* The slot holding key `k`, whose words (key_words) are `w0` and `w1`, or -1. Only as
- * far into the window as the home slot's reach says an entry homed there went, and into
- * the stash only when one went there: a key not in the table (a new flow, traffic for
- * the host) costs a slot or two. A global function: the verifier checks its loop once,
- * not once for every way out of it at every caller. */
-__attribute__((noinline)) int conn_find(const struct flow_key *k, __u64 w0, __u64 w1)
-{
-	struct conn_hash *p = conn_params();
-	if (!k || !p || !p->slots)
-		return -1;
-	__u32 i = conn_home(p, w0, w1);
-	__u32 n = p->slots;
-	struct conn_slot *home = bpf_map_lookup_elem(&conn_slots, &i);
-	if (!home)
-		return -1;
-	__u32 reach = home->reach;
-	if (slot_holds(home, w0, w1))
-		return i;
-	__u32 lim = reach & REACH_SLOTS;
-	for (__u32 j = 1; j < lim && j < CONN_WINDOW; j++) {
-		if (++i >= n)
-			i = 0;
-		struct conn_slot *s = bpf_map_lookup_elem(&conn_slots, &i);
-		if (s && slot_holds(s, w0, w1))
-			return i;
-	}
-	if (!(reach & REACH_STASH) || !p->stashed)
-		return -1;
-	__u32 *stashed = bpf_map_lookup_elem(&conn_stash, k);
-	if (!stashed)
-		return -1;
-	i = *stashed;
-	struct conn_slot *s = bpf_map_lookup_elem(&conn_slots, &i);
-	return s && slot_holds(s, w0, w1) ? (int)i : -1;
-}
-
-/* The slot holding key `k` (words `w0`, `w1`), or NULL; its index in `*at`. The home
- * slot, where most entries sit, is looked at here, inline; conn_find looks further. */
-static __always_inline struct conn_slot *conn_slot_at(const struct flow_key *k, __u64 w0, __u64 w1,
-						      __u32 *at)
-{
-	struct conn_hash *p = conn_params();
-	if (!p || !p->slots)
-		return 0;
-	__u32 slot = conn_home(p, w0, w1);
-	struct conn_slot *s = bpf_map_lookup_elem(&conn_slots, &slot);
-	if (!s)
-		return 0;
-	if (!slot_holds(s, w0, w1)) {
-		if (s->reach <= 1)
-			return 0;
-		int i = conn_find(k, w0, w1);
-		if (i < 0)
-			return 0;
-		slot = i;
-		s = bpf_map_lookup_elem(&conn_slots, &slot);
-	}
-	*at = slot;
-	return s;
-}
-
-/* The slot holding key `k`, or NULL. */
-static __always_inline struct conn_slot *conn_slot_of(const struct flow_key *k)
-{
-	__u64 w0, w1;
-	__u32 at;
-	key_words(k, &w0, &w1);
-	return conn_slot_at(k, w0, w1, &at);
-}
-
-/* The entry of key `k`, or NULL. */
-static __always_inline struct conn *conn_get(const struct flow_key *k)
-{
-	struct conn_slot *s = conn_slot_of(k);
-	return s ? &s->c : 0;
-}
-
-/* conn_get with the key's words taken from where the key's fields came from (the
- * packet) rather than read back from the key just written on the stack: the CPU cannot
- * forward two 16-bit stores into one wider load, and waits for them instead. */
-static __always_inline struct conn *conn_get_words(const struct flow_key *k, __u64 w0, __u64 w1)
-{
-	__u32 at;
-	struct conn_slot *s = conn_slot_at(k, w0, w1, &at);
-	return s ? &s->c : 0;
-}
-
-/* Claims slot `i` if it is free: 1 if this CPU got it (now SLOT_BUSY). */
-static __always_inline int slot_claim(__u32 i)
-{
-	struct conn_slot *s = bpf_map_lookup_elem(&conn_slots, &i);
-	if (!s)
-		return 0;
-	__u64 t = s->tag;
-	if ((t & SLOT_STATE) != SLOT_FREE)
-		return 0;
-	return __sync_val_compare_and_swap(&s->tag, t, t | SLOT_BUSY) == t;
-}
-
 struct claim_scan {
 	__u32 at;
 	__u32 slots;
 	__s32 got;
 };
 
-static long claim_cb(__u64 index, void *ctx)
+static __always_inline int slot_holds(const struct conn_slot *s, const struct flow_key *k,
+				      __u64 w0, __u64 w1)
 {
-	struct claim_scan *w = ctx;
-	if (slot_claim(w->at)) {
-		w->got = w->at;
-		return 1;
-	}
-	if (++w->at >= w->slots)
-		w->at = 0;
-	return 0;
+	return (s->tag & SLOT_STATE) == SLOT_LIVE && s->w0 == w0 && s->w1 == w1;
 }
 
-/* conn_put's work, with the key's window locked. */
-static __always_inline int conn_put_locked(const struct flow_key *k, const struct conn *v,
-					   __u64 flags, struct conn_hash *p, __u64 w0, __u64 w1,
-					   __u32 home)
+/* The IPv6 table's parameters: its conn_hash, within the conn_hash6 that also holds the
+ * multipliers for the addresses. */
+static __always_inline struct conn_hash6 *conn_params6_all(void)
 {
-	__u32 found;
-	struct conn_slot *old = conn_slot_at(k, w0, w1, &found);
-	if (old) {
-		if (flags == BPF_NOEXIST)
-			return -E_EXIST;
-		old->c = *v;
+	__u32 z = 0;
+	return bpf_map_lookup_elem(&conn_hash6, &z);
+}
+
+static __always_inline struct conn_hash *conn_params6(void)
+{
+	struct conn_hash6 *p = conn_params6_all();
+	return p ? &p->h : 0;
+}
+
+/* An IPv6 flow key as two words: its four address words hashed together with the
+ * table's random odd multipliers (multilinear, as conn_home hashes the two words after),
+ * then its ports and protocol as IPv4's. The first is not the addresses themselves, so a
+ * slot's entry is compared in full as well (slot_holds6). */
+static __always_inline void key_words6(const struct flow_key6 *k, __u64 *w0, __u64 *w1)
+{
+	struct conn_hash6 *p = conn_params6_all();
+	const __u64 *s = (const __u64 *)k->src, *d = (const __u64 *)k->dst;
+	*w0 = p ? s[0] * p->amul[0] + s[1] * p->amul[1] + d[0] * p->amul[2] + d[1] * p->amul[3] : 0;
+	*w1 = (__u64)*(const __u32 *)&k->sport | (__u64)k->proto << 32;
+}
+
+static __always_inline int same6(const __u8 *a, const __u8 *b)
+{
+	const __u64 *x = (const __u64 *)a, *y = (const __u64 *)b;
+	return x[0] == y[0] && x[1] == y[1];
+}
+
+/* Whether slot `s` holds IPv6 key `k`: its words, and the addresses of the entry's key
+ * (client and VIP for a client's entry, real server and client for a reply entry; the
+ * ports and protocol are all in w1). */
+static __always_inline int slot_holds6(const struct conn_slot6 *s, const struct flow_key6 *k,
+				       __u64 w0, __u64 w1)
+{
+	if ((s->tag & SLOT_STATE) != SLOT_LIVE || s->w0 != w0 || s->w1 != w1)
 		return 0;
-	}
-	/* Full: as many entries as --max-connections allows (counted without a lock, so
-	 * CPUs adding at the same moment may pass it by one each). */
-	if (p->live >= p->limit)
-		return -E_2BIG;
-	__u32 n = p->slots;
-	__u32 i = home;
-	int got = -1;
-	__u32 dist = 0;
-#pragma unroll
-	for (int j = 0; j < CONN_WINDOW; j++) {
-		if (got < 0 && slot_claim(i)) {
-			got = i;
-			dist = j;
-		}
-		if (got < 0 && ++i >= n)
-			i = 0;
-	}
-	int stashed = 0;
-	if (got < 0) {
-		/* The window is full: the first free slot after it, remembered in the stash. */
-		struct claim_scan w = {.at = i, .slots = n, .got = -1};
-		bpf_loop(n < CONN_SCAN_MAX ? n : CONN_SCAN_MAX, claim_cb, &w, 0);
-		got = w.got;
-		stashed = 1;
-	}
-	if (got < 0)
-		return -E_2BIG;
-	__u32 at = got;
-	struct conn_slot *s = bpf_map_lookup_elem(&conn_slots, &at);
-	struct conn_slot *h = bpf_map_lookup_elem(&conn_slots, &home);
-	if (!s || !h)
-		return -E_2BIG;
-	s->w0 = w0;
-	s->w1 = w1;
-	s->c = *v;
-	/* How far lookups of this home must look, before the entry can be seen; only
-	 * puts change a reach, under the home's lock, and it never shrinks. */
-	if (stashed)
-		h->reach |= REACH_STASH;
-	else if (dist + 1 > (h->reach & REACH_SLOTS))
-		h->reach = (h->reach & ~REACH_SLOTS) | (dist + 1);
-	if (stashed) {
-		/* Counted first: a lookup that misses its window reads the stash only when the
-		 * count says it holds something. */
-		__sync_fetch_and_add(&p->stashed, 1);
-		if (bpf_map_update_elem(&conn_stash, k, &at, BPF_ANY)) {
-			__sync_fetch_and_add(&p->stashed, -1);
-			__u64 t = s->tag;
-			__sync_val_compare_and_swap(&s->tag, t, (t & ~SLOT_STATE) + SLOT_GEN);
-			return -E_2BIG;
-		}
-	}
-	/* Published: the compare-and-swap orders the writes above before it. */
-	__u64 t = s->tag;
-	__sync_val_compare_and_swap(&s->tag, t, (t & ~SLOT_STATE) | SLOT_LIVE);
-	chunk_count(at, 1);
-	__sync_fetch_and_add(&p->live, 1);
-	return 0;
+	int reply = s->c.c.flags & CONN_F_REPLY;
+	return same6(reply ? s->c.rip : s->c.client, k->src) &&
+	       same6(reply ? s->c.client : s->c.vip, k->dst);
 }
 
-/* Puts `v` under key `k`. flags: BPF_NOEXIST (fails with -E_EXIST when the key is there)
- * or BPF_ANY (overwrites it). -E_2BIG: the table is full.
- *
- * Two CPUs putting the same key at once would each find it missing and take a slot, so
- * a put holds a lock for its key's home slot (one of CONN_LOCKS, by the home's low
- * bits) from the look to the publishing. A put that finds the lock held gives up with
- * -E_EXIST, as the hash map's BPF_NOEXIST does for the same SYN handled on two CPUs at
- * once; for a different flow whose home shares the lock, at the same moment, that drops
- * a first packet the client sends again. Lookups and deletes take no lock. */
-__attribute__((noinline)) int conn_put(const struct flow_key *k, const struct conn *v, __u64 flags)
-{
-	if (!k || !v)
-		return -E_2BIG;
-	struct conn_hash *p = conn_params();
-	if (!p || !p->slots)
-		return -E_2BIG;
-	__u64 w0, w1;
-	key_words(k, &w0, &w1);
-	__u32 home = conn_home(p, w0, w1);
-	__u32 li = home & (CONN_LOCKS - 1);
-	__u64 *lock = bpf_map_lookup_elem(&conn_locks, &li);
-	if (!lock)
-		return -E_2BIG;
-	if (__sync_val_compare_and_swap(lock, 0, 1) != 0)
-		return -E_EXIST;
-	int err = conn_put_locked(k, v, flags, p, w0, w1, home);
-	__sync_val_compare_and_swap(lock, 1, 0);
-	return err;
-}
+/* The table's functions, once for each family (conntab_impl.h): conn_get, conn_put,
+ * conn_del and the rest for IPv4, conn_get6, conn_put6, conn_del6 and the rest for IPv6. */
+#define CT_(name) name
+#define CT_KEY struct flow_key
+#define CT_SLOT struct conn_slot
+#define CT_ENTRY struct conn
+#include "conntab_impl.h"
+#undef CT_
+#undef CT_KEY
+#undef CT_SLOT
+#undef CT_ENTRY
 
-/* Removes key `k`'s entry: 0, or -1 when it was not there (or another CPU removed it
- * first: only one remover succeeds). */
-__attribute__((noinline)) int conn_del(const struct flow_key *k)
-{
-	if (!k)
-		return -1;
-	__u64 w0, w1;
-	__u32 at = 0;
-	key_words(k, &w0, &w1);
-	struct conn_slot *s = conn_slot_at(k, w0, w1, &at);
-	if (!s)
-		return -1;
-	__u64 t = s->tag;
-	if ((t & SLOT_STATE) != SLOT_LIVE || s->w0 != w0 || s->w1 != w1)
-		return -1;
-	if (__sync_val_compare_and_swap(&s->tag, t, (t & ~SLOT_STATE) + SLOT_GEN) != t)
-		return -1;
-	chunk_count(at, -1);
-	struct conn_hash *p = conn_params();
-	if (!p)
-		return 0;
-	__sync_fetch_and_add(&p->live, -1);
-	if (p->stashed && bpf_map_delete_elem(&conn_stash, k) == 0)
-		__sync_fetch_and_add(&p->stashed, -1);
-	return 0;
-}
+#define CT_(name) name##6
+#define CT_KEY struct flow_key6
+#define CT_SLOT struct conn_slot6
+#define CT_ENTRY struct conn6
+#include "conntab_impl.h"
+#undef CT_
+#undef CT_KEY
+#undef CT_SLOT
+#undef CT_ENTRY
 
 #endif

@@ -84,8 +84,6 @@ struct {
 	__uint(max_entries, MAX_LOCALITY);
 } locality SEC(".maps");
 
-/* The connection table: a plain hash, not an LRU, so that a full table refuses new
- * connections (counted) as IPVS does, rather than pushing out live ones uncounted. */
 /* Room for a locality entry being made (one per CPU), off the program's stack. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -141,17 +139,46 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 } conn_stash SEC(".maps");
 
-/* IPv6 connections, in a hash map (the control plane sizes it as the IPv4 table),
- * allocated as entries come (no preallocation): IPv6 traffic is the smaller part on most
- * directors, and the table should not take its full size in memory before the first
- * packet. */
+/* IPv6 connections, as IPv4's (see conntab.h): slots the program places entries in,
+ * sized by the control plane for as many connections as the IPv4 table; the parameters;
+ * the stash for entries whose window was full; live counts per chunk; the put locks. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct conn_slot6);
+	__uint(max_entries, CONN_SLOTS);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} conn_slots6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct conn_hash6);
+	__uint(max_entries, 1);
+} conn_hash6 SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct flow_key6);
-	__type(value, struct conn6);
-	__uint(max_entries, MAX_CONNS);
+	__type(value, __u32);
+	__uint(max_entries, CONN_SLOTS / 16);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-} conns6 SEC(".maps");
+} conn_stash6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, CONN_SLOTS / CONN_CHUNK + 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+} conn_chunks6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, CONN_LOCKS);
+} conn_locks6 SEC(".maps");
 
 /* Room for the IPv6 connection entry being made (one per CPU), off the stack: on it, the
  * 120 bytes take the IPv6 program past the 512 its call chain may use. */
@@ -197,7 +224,7 @@ struct {
 } persist SEC(".maps");
 
 /* IPv6 persistence templates, by the client's prefix (the service's persist_mask holds
- * its length): allocated as they are made, as conns6, and swept by the control plane. */
+ * its length): allocated as they are made, and swept by the control plane. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__type(key, struct persist_key6);

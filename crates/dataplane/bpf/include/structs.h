@@ -154,7 +154,7 @@ struct flow_key6 {
 	__be16 dport;
 	__u8 proto;
 	__u8 pad[3];
-};
+} __attribute__((aligned(8))); /* its addresses are read as 64-bit words */
 _Static_assert(sizeof(struct flow_key6) == 40, "flow_key6 layout");
 
 /* A tracked IPv6 connection: `c` as an IPv4 one (state, counts, timers, next hop; its
@@ -168,6 +168,28 @@ struct conn6 {
 	__u8 rip[16];
 };
 _Static_assert(sizeof(struct conn6) == 120, "conn6 layout");
+
+/* A slot of the IPv6 connection table (conntab.h), as conn_slot: the flow key's addresses
+ * as a word hashed with the table's random multipliers (w0) and its ports and protocol as
+ * IPv4's (w1); the key itself is the entry's (a client's entry: client, VIP; a reply
+ * entry: real server, client), compared in full on every lookup. */
+struct conn_slot6 {
+	__u64 tag;
+	__u64 w0;
+	__u64 w1;
+	__u32 reach;
+	__u32 pad;
+	struct conn6 c;
+};
+_Static_assert(sizeof(struct conn_slot6) == 152, "conn_slot6 layout");
+
+/* The IPv6 table's parameters: conn_hash's, and the random odd multipliers that fold a
+ * key's four address words into its w0. */
+struct conn_hash6 {
+	struct conn_hash h;
+	__u64 amul[4];
+};
+_Static_assert(sizeof(struct conn_hash6) == 80, "conn_hash6 layout");
 
 /* See the clock map: now = jiffies * tick_ns - base. */
 struct clock {

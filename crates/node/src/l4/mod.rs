@@ -252,14 +252,15 @@ impl Handle {
     }
 }
 
-/// Kernel memory per connection in the data plane's maps: two and a half 104-byte slots
-/// of the connection table (two entries for NAT's reply, a fifth of the table kept
-/// free), its share of the persistence table and of the stash's buckets; the IPv6
-/// table takes memory only as entries come.
-pub const BYTES_PER_CONNECTION: u64 = 320;
+/// Kernel memory per connection in the data plane's maps: two and a half slots of each
+/// connection table (two entries for NAT's reply, a fifth of the table kept free), 104
+/// bytes each for IPv4 and 152 for IPv6, their share of the persistence tables and of the
+/// stashes' buckets.
+pub const BYTES_PER_CONNECTION: u64 = 690;
 
-/// The connection table's default size: a 32nd of the machine's memory, at least 65,536
-/// and at most 1,048,576 connections (the most when the memory is unknown).
+/// The connection tables' default size (the same for IPv4 and IPv6): together a 32nd of
+/// the machine's memory, at least 65,536 and at most 1,048,576 connections each (the most
+/// when the memory is unknown).
 pub fn default_connections(memory: Option<u64>) -> u32 {
     const MIN: u64 = 65_536;
     const MAX: u64 = 1_048_576;

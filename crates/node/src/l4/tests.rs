@@ -283,9 +283,10 @@ fn a_reload_keeps_what_ipvsadm_added_and_replaces_what_it_made() {
 #[test]
 fn the_table_is_sized_from_memory() {
     const GIB: u64 = 1 << 30;
-    // A 1 GiB VM: 32 MiB of table, about 112,000 connections.
-    assert_eq!(super::default_connections(Some(GIB)), 104_857);
-    // Small machines get the floor, large ones the ceiling.
+    // A 4 GiB VM: 128 MiB of tables, about 195,000 connections of each family.
+    assert_eq!(super::default_connections(Some(4 * GIB)), 194_518);
+    // Small machines get the floor (on 1 GiB, 43 MiB: a 24th), large ones the ceiling.
+    assert_eq!(super::default_connections(Some(GIB)), 65_536);
     assert_eq!(super::default_connections(Some(256 << 20)), 65_536);
     assert_eq!(super::default_connections(Some(24 * GIB)), 1_048_576);
     assert_eq!(super::default_connections(None), 1_048_576);
