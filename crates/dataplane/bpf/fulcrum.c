@@ -1308,8 +1308,7 @@ __attribute__((noinline)) int icmp6_answer(struct xdp_md *ctx, __u32 type, __u32
 static __always_inline void rewrite6(struct packet6 *p, __u8 *addr, __be16 *port, const __u8 *to,
 				     __be16 to_port)
 {
-	csum_replace16(p->l4_csum, addr, to);
-	csum_replace2(p->l4_csum, *port, to_port);
+	csum_replace18(p->l4_csum, addr, *port, to, to_port);
 	if (!p->tcp && !*p->l4_csum)
 		*p->l4_csum = 0xffff;
 	__builtin_memcpy(addr, to, 16);

@@ -60,17 +60,35 @@ static __always_inline void csum_replace6(__u16 *sum, __u32 from, __u16 pfrom, _
 	*sum = (__u16)~csum_fold32(s);
 }
 
+/* The one's-complement sum of ~from and to for a 16-byte field (an IPv6 address): four
+ * 32-bit words each, summed in 64 bits (one's-complement sums fold the same whatever the
+ * width of the words added). */
+static __always_inline __u64 csum_delta16(const __u8 *from, const __u8 *to)
+{
+	const __u32 *f = (const __u32 *)from, *t = (const __u32 *)to;
+	__u64 s = 0;
+#pragma unroll
+	for (int i = 0; i < 4; i++) {
+		s += (__u32)~f[i];
+		s += t[i];
+	}
+	return s;
+}
+
 /* A 16-byte field (an IPv6 address) changed from `from` to `to`. */
 static __always_inline void csum_replace16(__u16 *sum, const __u8 *from, const __u8 *to)
 {
-	const __u16 *f = (const __u16 *)from, *t = (const __u16 *)to;
-	__u32 s = (__u16)~*sum;
-#pragma unroll
-	for (int i = 0; i < 8; i++) {
-		s += (__u16)~f[i];
-		s += t[i];
-	}
-	*sum = (__u16)~csum_fold32(s);
+	__u64 s = (__u16)~*sum + csum_delta16(from, to);
+	*sum = (__u16)~csum_fold64(s);
+}
+
+/* An IPv6 address and a port changed at once (NAT's rewrite of TCP's or UDP's checksum
+ * over IPv6): one fold. */
+static __always_inline void csum_replace18(__u16 *sum, const __u8 *from, __u16 pfrom,
+					   const __u8 *to, __u16 pto)
+{
+	__u64 s = (__u16)~*sum + csum_delta16(from, to) + (__u16)~pfrom + pto;
+	*sum = (__u16)~csum_fold64(s);
 }
 
 #endif
