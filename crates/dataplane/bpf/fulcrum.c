@@ -1877,10 +1877,11 @@ int xdp_fulcrum6(struct xdp_md *ctx)
 		return ip ? ipv6_to_kernel(ip, end) : XDP_PASS;
 	}
 	__u64 now = clock_now();
-	struct flow_key6 key = { .sport = *p.sport, .dport = *p.dport, .proto = p.ip->nexthdr };
-	__builtin_memcpy(key.src, p.ip->saddr.in6_u.u6_addr8, 16);
-	__builtin_memcpy(key.dst, p.ip->daddr.in6_u.u6_addr8, 16);
-	struct conn6 *c = conn_get6(&key);
+	struct flow_key6 key;
+	__u64 w0, w1;
+	flow_key6_of(&key, p.ip->saddr.in6_u.u6_addr8, p.ip->daddr.in6_u.u6_addr8, p.sport,
+		     p.ip->nexthdr, &w0, &w1);
+	struct conn6 *c = conn_get_words6(&key, w0, w1);
 	__u32 gen = c ? route_gen() : 0;
 	if (other_host_but(ctx, p.eth, c ? &c->c : 0, gen))
 		return XDP_PASS;

@@ -112,12 +112,39 @@ static __always_inline struct conn_hash *conn_params6(void)
  * table's random odd multipliers (multilinear, as conn_home hashes the two words after),
  * then its ports and protocol as IPv4's. The first is not the addresses themselves, so a
  * slot's entry is compared in full as well (slot_holds6). */
-static __always_inline void key_words6(const struct flow_key6 *k, __u64 *w0, __u64 *w1)
+static __always_inline __u64 addr_word6(__u64 s0, __u64 s1, __u64 d0, __u64 d1)
 {
 	struct conn_hash6 *p = conn_params6_all();
+	return p ? s0 * p->amul[0] + s1 * p->amul[1] + d0 * p->amul[2] + d1 * p->amul[3] : 0;
+}
+
+static __always_inline void key_words6(const struct flow_key6 *k, __u64 *w0, __u64 *w1)
+{
 	const __u64 *s = (const __u64 *)k->src, *d = (const __u64 *)k->dst;
-	*w0 = p ? s[0] * p->amul[0] + s[1] * p->amul[1] + d[0] * p->amul[2] + d[1] * p->amul[3] : 0;
+	*w0 = addr_word6(s[0], s[1], d[0], d[1]);
 	*w1 = (__u64)*(const __u32 *)&k->sport | (__u64)k->proto << 32;
+}
+
+/* An IPv6 packet's flow key, written as five 64-bit words (the addresses, then the
+ * ports' word, the protocol and the padding), and its words (key_words6) taken from the
+ * packet's values rather than read back from the key: the CPU forwards a store to a
+ * load of the same width, and makes a wider load that spans several stores wait. */
+static __always_inline void flow_key6_of(struct flow_key6 *k, const __u8 *saddr,
+					 const __u8 *daddr, const __be16 *ports, __u8 proto,
+					 __u64 *w0, __u64 *w1)
+{
+	_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the ports' word, then proto");
+	const __u64 *s = (const __u64 *)saddr, *d = (const __u64 *)daddr;
+	__u64 *kw = (__u64 *)k;
+	__u64 s0 = s[0], s1 = s[1], d0 = d[0], d1 = d[1];
+	__u64 tail = (__u64)*(const __u32 *)ports | (__u64)proto << 32;
+	kw[0] = s0;
+	kw[1] = s1;
+	kw[2] = d0;
+	kw[3] = d1;
+	kw[4] = tail;
+	*w0 = addr_word6(s0, s1, d0, d1);
+	*w1 = tail;
 }
 
 static __always_inline int same6(const __u8 *a, const __u8 *b)
