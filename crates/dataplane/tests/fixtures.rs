@@ -680,6 +680,49 @@ fn consecutive_ports_fill_the_table_to_its_limit() {
     assert_eq!(dp.connections().unwrap().len(), 512);
 }
 
+/// The IPv6 table filled to its limit by one client's consecutive ports (NAT: two entries
+/// a connection, four fifths of the slots), with the program's random hash: every
+/// connection is let in, found by its next packet and listed. Entries whose window is full
+/// go past it, to a free slot of the IPv6 table (a slip that looked for it in the IPv4
+/// table's slots instead overwrote live IPv6 entries, found at a million connections).
+#[test]
+fn the_ipv6_table_fills_to_its_limit() {
+    if !require_root("the_ipv6_table_fills_to_its_limit") {
+        return;
+    }
+    let vip: Ipv6Addr = "2001:db8:1::88".parse().unwrap();
+    let client: Ipv6Addr = "2001:db8:2::2".parse().unwrap();
+    let mut dp = DataPlane::load_sized(512).unwrap();
+    let mut spec = ServiceSpec::new(
+        ServiceKey::v6(vip, 80, 6),
+        1,
+        fulcrum_dataplane::Scheduler::Rr,
+    );
+    spec.dests = ["2001:db8:1::10", "2001:db8:1::11"]
+        .iter()
+        .map(|a| {
+            let a: Ipv6Addr = a.parse().unwrap();
+            Some(DestSpec::new(a, 8080, Method::Nat, 1))
+        })
+        .collect();
+    dp.put_service(&spec).unwrap();
+    for port in 20000..20512u16 {
+        dp.test_run(&tcp6_frame(client, port, vip, 80, SYN), 1)
+            .unwrap();
+    }
+    assert_eq!(dp.count(Reason::NewConn).unwrap(), 512);
+    for port in 20000..20512u16 {
+        dp.test_run(&tcp6_frame(client, port, vip, 80, ACK), 1)
+            .unwrap();
+    }
+    assert_eq!(
+        dp.count(Reason::NotSyn).unwrap(),
+        0,
+        "every connection found"
+    );
+    assert_eq!(dp.connections().unwrap().len(), 512, "and listed");
+}
+
 /// Flows whose entries share a window (a hash chosen so that every entry, the clients'
 /// and the replies', lands on one home) fill it, then go to free slots the
 /// stash remembers, then are refused once the stash is full; every one let in is found

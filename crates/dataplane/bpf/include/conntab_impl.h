@@ -116,7 +116,7 @@ static __always_inline int CT_(slot_claim)(__u32 i)
 static long CT_(claim_cb)(__u64 index, void *ctx)
 {
 	struct claim_scan *w = ctx;
-	if (slot_claim(w->at)) {
+	if (CT_(slot_claim)(w->at)) {
 		w->got = w->at;
 		return 1;
 	}
