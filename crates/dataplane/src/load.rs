@@ -49,15 +49,31 @@ pub(crate) fn load_retrying(program: &mut Xdp) -> Result<(), Error> {
 }
 
 /// Loads the entry points of the object into the kernel, and puts the IPv6 one where the
-/// IPv4 one tail-calls it.
+/// IPv4 one tail-calls it. Each is loaded on a thread of its own: the kernel's verifier
+/// takes most of a start (about 1.3 s for the seven on the AMD host of 2026-12-07, one
+/// after the other), and checks each program on the calling thread.
 pub(crate) fn load_programs(ebpf: &mut Ebpf) -> Result<(), Error> {
-    for name in [MAIN, MAIN6, EXPIRE, EXPIRE6, CLOCK, ADOPT, ADOPT6] {
-        let program: &mut Xdp = ebpf
-            .program_mut(name)
-            .ok_or(Error::Missing("an XDP program"))?
-            .try_into()?;
-        load_retrying(program)?;
+    const NAMES: [&str; 7] = [MAIN, MAIN6, EXPIRE, EXPIRE6, CLOCK, ADOPT, ADOPT6];
+    let mut programs = Vec::new();
+    for (name, program) in ebpf.programs_mut() {
+        if NAMES.contains(&name) {
+            let program: &mut Xdp = program.try_into()?;
+            programs.push(program);
+        }
     }
+    if programs.len() != NAMES.len() {
+        return Err(Error::Missing("an XDP program"));
+    }
+    std::thread::scope(|s| {
+        let loads: Vec<_> = programs
+            .into_iter()
+            .map(|program| s.spawn(move || load_retrying(program)))
+            .collect();
+        loads.into_iter().try_for_each(|l| {
+            l.join()
+                .unwrap_or_else(|_| Err(Error::Limit("loading a program panicked".into())))
+        })
+    })?;
     let fd = {
         let program: &Xdp = ebpf
             .program(MAIN6)
