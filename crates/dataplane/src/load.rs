@@ -317,6 +317,12 @@ impl DataPlane {
         Ok((self.conn_slots(), self.conn_hash()?.stashed))
     }
 
+    /// [`DataPlane::conn_table`] for the IPv6 table.
+    pub fn conn_table6(&self) -> Result<(u32, u64), Error> {
+        let map: Array<&MapData, ConnHash6> = Array::try_from(self.map("conn_hash6")?)?;
+        Ok((self.slots_of(Table::V6), map.get(&0, 0)?.h.stashed))
+    }
+
     fn conn_hash(&self) -> Result<ConnHash, Error> {
         let map: Array<&MapData, ConnHash> = Array::try_from(self.map("conn_hash")?)?;
         Ok(map.get(&0, 0)?)
