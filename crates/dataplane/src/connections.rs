@@ -145,7 +145,8 @@ impl DataPlane {
         let words_per_slot = table.slot_bytes() / 8;
         let (slots, chunks) = self.conn_view(table)?;
         let words = slots.words();
-        let mut copy = [0u64; 19];
+        // Room for the larger slot, IPv6's.
+        let mut copy = [0u64; std::mem::size_of::<ConnSlot6>() / 8];
         let copy = &mut copy[..words_per_slot];
         for (chunk, live) in chunks.words().iter().enumerate() {
             if live.load(Relaxed) == 0 {
