@@ -92,93 +92,59 @@ struct {
 	__uint(max_entries, 1);
 } scratch_locality SEC(".maps");
 
-/* IPv4 connections (see conntab.h): the entries, in slots the program places them in.
- * Mappable, so the control plane reads the table without a system call per entry. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, struct conn_slot);
-	__uint(max_entries, CONN_SLOTS);
-	__uint(map_flags, BPF_F_MMAPABLE);
-} conn_slots SEC(".maps");
+/* A connection table's maps (conntab.h), declared once for each family below:
+ * - conn_slots: the entries, in slots the program places them in; mappable, so the
+ *   control plane reads the table without a system call per entry;
+ * - conn_hash: the hash's multipliers, the size and the limit (written by the control
+ *   plane when it makes the table) and the counts (the program's);
+ * - conn_stash: where an entry went whose window was full (flow -> slot); empty on most
+ *   directors;
+ * - conn_chunks: live entries per CONN_CHUNK slots (conntab.h's chunk_count); sized with
+ *   the slots by the control plane, and mappable like them;
+ * - conn_locks: conn_put's locks, one per home slot's low bits; pinned with the table, so
+ *   a restarted daemon's program and the one it replaces share them.
+ * The control plane sizes the slots, the stash and the chunks of both tables for as many
+ * connections. */
+#define CONN_TABLE_MAPS(SFX, KEY, SLOT, PARAMS)                                            \
+	struct {                                                                           \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                                          \
+		__type(key, __u32);                                                        \
+		__type(value, SLOT);                                                       \
+		__uint(max_entries, CONN_SLOTS);                                           \
+		__uint(map_flags, BPF_F_MMAPABLE);                                         \
+	} conn_slots##SFX SEC(".maps");                                                    \
+	struct {                                                                           \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                                          \
+		__type(key, __u32);                                                        \
+		__type(value, PARAMS);                                                     \
+		__uint(max_entries, 1);                                                    \
+	} conn_hash##SFX SEC(".maps");                                                     \
+	struct {                                                                           \
+		__uint(type, BPF_MAP_TYPE_HASH);                                           \
+		__type(key, KEY);                                                          \
+		__type(value, __u32);                                                      \
+		__uint(max_entries, CONN_SLOTS / 16);                                      \
+		__uint(map_flags, BPF_F_NO_PREALLOC);                                      \
+	} conn_stash##SFX SEC(".maps");                                                    \
+	struct {                                                                           \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                                          \
+		__type(key, __u32);                                                        \
+		__type(value, __u64);                                                      \
+		__uint(max_entries, CONN_SLOTS / CONN_CHUNK + 1);                          \
+		__uint(map_flags, BPF_F_MMAPABLE);                                         \
+	} conn_chunks##SFX SEC(".maps");                                                   \
+	struct {                                                                           \
+		__uint(type, BPF_MAP_TYPE_ARRAY);                                          \
+		__type(key, __u32);                                                        \
+		__type(value, __u64);                                                      \
+		__uint(max_entries, CONN_LOCKS);                                           \
+	} conn_locks##SFX SEC(".maps")
 
-/* The IPv4 table's hash multipliers, size and limit (written by the control plane when it
- * makes the table) and its counts (the program's). */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, struct conn_hash);
-	__uint(max_entries, 1);
-} conn_hash SEC(".maps");
-
-/* Live entries per CONN_CHUNK slots of conn_slots (conntab.h's chunk_count); sized with
- * it by the control plane, and mappable like it. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(max_entries, CONN_SLOTS / CONN_CHUNK + 1);
-	__uint(map_flags, BPF_F_MMAPABLE);
-} conn_chunks SEC(".maps");
-
-/* conn_put's locks, one per home slot's low bits (conntab.h); pinned with the table, so
- * a restarted daemon's program and the one it replaces share them. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(max_entries, CONN_LOCKS);
-} conn_locks SEC(".maps");
-
-/* Where an entry went whose window was full (flow -> slot); empty on most directors. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct flow_key);
-	__type(value, __u32);
-	__uint(max_entries, CONN_SLOTS / 16);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-} conn_stash SEC(".maps");
-
-/* IPv6 connections, as IPv4's (see conntab.h): slots the program places entries in,
- * sized by the control plane for as many connections as the IPv4 table; the parameters;
- * the stash for entries whose window was full; live counts per chunk; the put locks. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, struct conn_slot6);
-	__uint(max_entries, CONN_SLOTS);
-	__uint(map_flags, BPF_F_MMAPABLE);
-} conn_slots6 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, struct conn_hash6);
-	__uint(max_entries, 1);
-} conn_hash6 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__type(key, struct flow_key6);
-	__type(value, __u32);
-	__uint(max_entries, CONN_SLOTS / 16);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-} conn_stash6 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(max_entries, CONN_SLOTS / CONN_CHUNK + 1);
-	__uint(map_flags, BPF_F_MMAPABLE);
-} conn_chunks6 SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__type(key, __u32);
-	__type(value, __u64);
-	__uint(max_entries, CONN_LOCKS);
-} conn_locks6 SEC(".maps");
+/* IPv4's: conn_slots, conn_hash, conn_stash, conn_chunks, conn_locks. */
+CONN_TABLE_MAPS(, struct flow_key, struct conn_slot, struct conn_hash);
+/* IPv6's: conn_slots6, conn_hash6, ... (152-byte slots; conn_hash6 adds the address
+ * multipliers). */
+CONN_TABLE_MAPS(6, struct flow_key6, struct conn_slot6, struct conn_hash6);
 
 /* Room for the IPv6 connection entry being made (one per CPU), off the stack: on it, the
  * 120 bytes take the IPv6 program past the 512 its call chain may use. */
